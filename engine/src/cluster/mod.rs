@@ -1,0 +1,1 @@
+//! Per-cluster upstream state: load balancing, outlier detection, circuit breaking.

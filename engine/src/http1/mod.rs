@@ -1,0 +1,1 @@
+//! HTTP/1.1 codec (RFC 9112): parsing and encoding message heads, streaming body framing.

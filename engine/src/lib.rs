@@ -1,0 +1,31 @@
+//! # trellis-engine: the sans-IO core of the Trellis sidecar
+//!
+//! Every decision the data plane makes lives here, and nothing here touches a socket, a thread,
+//! a clock or a global RNG. A driver (the io_uring/epoll runtime in `trellis-io`, or the
+//! deterministic simulator in `sim-tests`) feeds [`Input`]s in with the current [`Instant`] and
+//! pulls [`Output`]s out, in the style of quinn-proto and rustls:
+//!
+//! ```text
+//!   driver ── Input (accepted, received, connected, closed, drained, config) ──▶ Engine
+//!   driver ◀── Output (connect, send, close, read interest) ─────────────────── Engine
+//!   driver ◀── poll_timeout() ── the next instant the engine wants handle_timeout()
+//! ```
+//!
+//! Modules, one concept each:
+//! - [`config`]: the configuration snapshot (listeners, routes, clusters, policies).
+//! - [`http1`]: the HTTP/1.1 codec (heads, streaming bodies, RFC 9112 hardening).
+//! - [`route`]: VirtualService-style route matching and request rewriting.
+//! - [`cluster`]: load balancing, outlier detection and circuit breaking per cluster.
+//! - [`proxy`]: the engine itself, gluing connections, requests and upstream pools.
+//! - [`time`], [`rng`]: the engine-owned clock value and seeded randomness.
+
+pub mod cluster;
+pub mod config;
+pub mod http1;
+pub mod proxy;
+pub mod rng;
+pub mod route;
+pub mod time;
+
+pub use proxy::{ConnId, Engine, Input, Output};
+pub use time::Instant;

@@ -1,0 +1,78 @@
+//! The engine's inputs and outputs: small, explicit values exchanged with a driver.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+
+/// A connection known to the engine: downstream (accepted by a listener) or upstream (opened by
+/// the engine). Ids are assigned by the engine and never reused within one engine's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// A connection a listener accepted, described to [`crate::Engine::accept`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accepted {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local address the connection arrived on (selects the listener).
+    pub local: SocketAddr,
+    /// Where the client meant to go, when traffic was redirected (SO_ORIGINAL_DST).
+    pub original_dst: Option<SocketAddr>,
+    /// Labels of the client workload, when known (VirtualService `sourceLabels`).
+    pub source_labels: Arc<BTreeMap<String, String>>,
+}
+
+impl Accepted {
+    /// A plain accepted connection with no original destination and no source labels.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Accepted {
+            peer,
+            local,
+            original_dst: None,
+            source_labels: Arc::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Something that happened, handed to [`crate::Engine::handle`] with the current time.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Bytes arrived on a connection.
+    Received { conn: ConnId, data: Bytes },
+    /// The peer finished sending (read side reached EOF). The write side may still be open.
+    ReadClosed { conn: ConnId },
+    /// The connection is gone (reset, error, or fully closed). No more output for it is wanted.
+    Closed { conn: ConnId },
+    /// An upstream connection asked for with [`Output::Connect`] is established.
+    Connected { conn: ConnId },
+    /// An upstream connection could not be established.
+    ConnectFailed { conn: ConnId },
+    /// Everything sent on `conn` so far has been written to the socket.
+    WriteDrained { conn: ConnId },
+    /// A new configuration snapshot. Requests in flight finish on the one they started with.
+    Config(Arc<Config>),
+}
+
+/// Something the driver must do, pulled with [`crate::Engine::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Open a TCP connection to `addr`; answer with `Connected` or `ConnectFailed`.
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// Write these bytes, in order after earlier sends; answer with `WriteDrained` once written.
+    Send { conn: ConnId, data: Bytes },
+    /// Stop (`false`) or resume (`true`) reading from `conn`: backpressure.
+    ReadInterest { conn: ConnId, enabled: bool },
+    /// Close the connection once pending sends are written (`graceful`), or reset it now.
+    Close { conn: ConnId, graceful: bool },
+}

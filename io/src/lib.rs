@@ -1,0 +1,1 @@
+//! # trellis-io: runtimes that drive the sans-IO engine with real sockets

@@ -1,0 +1,1 @@
+//! # sim-tests: deterministic in-memory worlds around the Trellis engine
