@@ -132,6 +132,14 @@ impl Router {
         self.by_name.get(name).copied().map(TableId)
     }
 
+    /// The name of route table `table` (`None` for a `TableId` of another router).
+    pub fn table_name(&self, table: TableId) -> Option<&str> {
+        self.config
+            .route_tables
+            .get(table.0)
+            .map(|t| t.name.as_str())
+    }
+
     /// Picks the virtual host and the first matching route for `req`.
     pub fn route<'r>(&'r self, table: TableId, req: &RouteRequest<'_>) -> RouteOutcome<'r> {
         let (Some(compiled), Some(config)) = (

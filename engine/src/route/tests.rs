@@ -479,20 +479,18 @@ fn valid_actions_compile() {
 fn unknown_tables() {
     let (r, _) = router(bookinfo());
     assert_eq!(r.table("nope"), None);
-    let (other, _) = router(
-        Config {
-            route_tables: vec![RouteTable::default(), RouteTable::default()]
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut t)| {
-                    t.name = i.to_string();
-                    t
-                })
-                .collect(),
-            ..Config::default()
-        }
-        .tap_add(bookinfo()),
-    );
+    assert_eq!(r.table("80").and_then(|t| r.table_name(t)), Some("80"));
+    let mut three = bookinfo();
+    for name in ["a", "b"] {
+        three.route_tables.insert(
+            0,
+            RouteTable {
+                name: name.into(),
+                virtual_hosts: vec![],
+            },
+        );
+    }
+    let (other, _) = router(three);
     // A TableId of another router that is out of range here routes nowhere, without panicking.
     let foreign = other.table("80").unwrap();
     let req = Req::new("reviews", "/");
@@ -501,17 +499,7 @@ fn unknown_tables() {
         RouteOutcome::NoVirtualHost
     ));
     assert!(r.explain(foreign, &req.as_request()).table.is_none());
-}
-
-trait TapAdd {
-    fn tap_add(self, more: Config) -> Config;
-}
-
-impl TapAdd for Config {
-    fn tap_add(mut self, more: Config) -> Config {
-        self.route_tables.extend(more.route_tables);
-        self
-    }
+    assert_eq!(r.table_name(foreign), None);
 }
 
 #[test]

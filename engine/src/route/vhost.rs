@@ -262,6 +262,81 @@ mod tests {
         ));
     }
 
+    /// Linear reference of the precedence rules: best pattern by (stage, candidate, length).
+    fn reference(domains: &[String], authority: &str) -> Option<usize> {
+        let host = authority.to_ascii_lowercase();
+        let stripped = strip_port(&host).map(str::to_owned);
+        let cands: Vec<&str> = std::iter::once(host.as_str())
+            .chain(stripped.as_deref())
+            .collect();
+        let lower: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let find = |f: &dyn Fn(&str, &str) -> Option<usize>| {
+            cands.iter().find_map(|c| {
+                lower
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| f(d, c).map(|len| (len, i)))
+                    // Longest pattern; duplicates cannot exist, so ties cannot either.
+                    .max_by_key(|(len, _)| *len)
+                    .map(|(_, i)| i)
+            })
+        };
+        let exact = |d: &str, c: &str| {
+            (d != "*" && !d.starts_with('*') && !d.ends_with('*') && d == c).then_some(0)
+        };
+        let suffix = |d: &str, c: &str| {
+            let s = d.strip_prefix('*').filter(|_| d != "*")?;
+            (c.len() > s.len() && c.ends_with(s)).then_some(s.len())
+        };
+        let prefix = |d: &str, c: &str| {
+            let p = d
+                .strip_suffix('*')
+                .filter(|_| d != "*" && !d.starts_with('*'))?;
+            (c.len() > p.len() && c.starts_with(p)).then_some(p.len())
+        };
+        let exact_hit = lower
+            .iter()
+            .position(|d| exact(d, &host).is_some())
+            .or_else(|| {
+                stripped
+                    .as_deref()
+                    .and_then(|s| lower.iter().position(|d| exact(d, s).is_some()))
+            });
+        exact_hit
+            .or_else(|| find(&suffix))
+            .or_else(|| find(&prefix))
+            .or_else(|| lower.iter().position(|d| d == "*"))
+    }
+
+    /// The indexed lookup agrees with the linear reference on arbitrary small domain sets and
+    /// authorities (each domain in its own virtual host, duplicates dropped).
+    #[quickcheck_macros::quickcheck]
+    fn lookup_agrees_with_reference(raw: Vec<(u8, u8, u8)>, authority: (u8, u8, bool)) -> bool {
+        const PARTS: &[&str] = &["a", "b.a", ".a", "A", "a:80", "", "x.b.a", ":8"];
+        let part = |n: u8| PARTS[usize::from(n) % PARTS.len()];
+        let mut domains: Vec<String> = Vec::new();
+        for (shape, x, y) in raw {
+            let d = match shape % 4 {
+                0 => format!("{}{}", part(x), part(y)),
+                1 => format!("*{}{}", part(x), part(y)),
+                2 => format!("{}{}*", part(x), part(y)),
+                _ => "*".to_owned(),
+            };
+            let lower = d.to_ascii_lowercase();
+            if !d.is_empty() && !domains.iter().any(|e| e.to_ascii_lowercase() == lower) {
+                domains.push(d);
+            }
+        }
+        let auth = format!(
+            "{}{}{}",
+            part(authority.0),
+            part(authority.1),
+            if authority.2 { ":80" } else { "" }
+        );
+        let vhosts: Vec<_> = domains.iter().map(|d| vh(d, &[d])).collect();
+        index(&vhosts).lookup(&auth).map(|h| h.vhost) == reference(&domains, &auth)
+    }
+
     #[test]
     fn many_exact_hosts() {
         let vhosts: Vec<_> = (0..1000)
