@@ -70,7 +70,7 @@ impl Balancer {
             .eligible
             .first()
             .map(weight)
-            .map_or(true, |w0| self.eligible.iter().all(|h| weight(h) == w0));
+            .is_none_or(|w0| self.eligible.iter().all(|h| weight(h) == w0));
         match &mut self.policy {
             Policy::RoundRobin(rr) => rr.rebuild(rng, &self.eligible, weights, uniform),
             Policy::LeastRequest(lr) => lr.rebuild(rng, &self.eligible, weights, active, uniform),

@@ -206,7 +206,7 @@ fn pick_among(
             let Some(&h) = pool.get((start + i) % n) else {
                 continue;
             };
-            if best.map_or(true, |b| active_of(active, h) < active_of(active, b)) {
+            if best.is_none_or(|b| active_of(active, h) < active_of(active, b)) {
                 best = Some(h);
             }
         }
@@ -234,7 +234,7 @@ fn pick_among(
     let mut best: Option<usize> = None;
     for &pos in sampled.iter() {
         let Some(&h) = pool.get(pos) else { continue };
-        if best.map_or(true, |b| active_of(active, h) < active_of(active, b)) {
+        if best.is_none_or(|b| active_of(active, h) < active_of(active, b)) {
             best = Some(h);
         }
     }
