@@ -9,12 +9,13 @@ use std::net::Ipv6Addr;
 
 use super::error::ParseError;
 
-/// `unreserved / sub-delims` of RFC 3986 (the reg-name characters besides pct-encoded).
+/// `unreserved / sub-delims` of RFC 3986 (the reg-name characters besides pct-encoded), less
+/// the comma: a comma in Host would let a list-splitting recipient see two hosts.
 fn is_reg_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'='
         )
 }
 
@@ -123,6 +124,7 @@ mod tests {
             b"h\x00",
             b"h\xc3\xa9",
             b"a\\b",
+            b"a,b",
         ] {
             assert_eq!(normalize_authority(h, false), Err(ParseError::InvalidHost), "{h:?}");
         }
