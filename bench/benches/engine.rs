@@ -30,7 +30,9 @@ fn thousand_vhosts() -> Config {
     for v in 0..1000 {
         let host = format!("svc-{v}.default.svc.cluster.local");
         let cname = format!("c{v}");
-        config.clusters.push(cluster(&cname, &[("10.0.0.1:80", &[])]));
+        config
+            .clusters
+            .push(cluster(&cname, &[("10.0.0.1:80", &[])]));
         let routes = (0..10)
             .map(|r| {
                 let mut m = header_exact("x-rule", &format!("r{r}"));
@@ -38,7 +40,12 @@ fn thousand_vhosts() -> Config {
                 route(&format!("r{r}"), vec![m], &[(cname.as_str(), 100)])
             })
             .collect();
-        add_vhost(&mut config, &host, &[&host, &format!("{host}:9080")], routes);
+        add_vhost(
+            &mut config,
+            &host,
+            &[&host, &format!("{host}:9080")],
+            routes,
+        );
     }
     config
 }
@@ -69,8 +76,11 @@ fn bench_balancers(c: &mut Criterion) {
         ("least_request", LbPolicy::LeastRequest { choice_count: 2 }),
         ("random", LbPolicy::Random),
     ] {
-        let endpoints: Vec<String> = (0..100).map(|i| format!("10.1.{}.{}:80", i / 250, i % 250 + 1)).collect();
-        let eps: Vec<(&str, &[(&str, &str)])> = endpoints.iter().map(|e| (e.as_str(), &[][..])).collect();
+        let endpoints: Vec<String> = (0..100)
+            .map(|i| format!("10.1.{}.{}:80", i / 250, i % 250 + 1))
+            .collect();
+        let eps: Vec<(&str, &[(&str, &str)])> =
+            endpoints.iter().map(|e| (e.as_str(), &[][..])).collect();
         let mut cfg = cluster("c", &eps);
         cfg.lb = lb;
         for (i, e) in cfg.endpoints.iter_mut().enumerate() {
@@ -78,14 +88,17 @@ fn bench_balancers(c: &mut Criterion) {
         }
         let mut state = ClusterState::new(Arc::new(cfg), Instant::ZERO);
         let mut rng = EngineRng::with_seed(1);
-        c.bench_function(&format!("balancer/{name} pick over 100 weighted endpoints"), |b| {
-            b.iter(|| {
-                let pick = state.pick(&mut rng, &[]).unwrap();
-                state.request_started(pick.host);
-                state.request_finished(pick.host);
-                black_box(pick)
-            })
-        });
+        c.bench_function(
+            &format!("balancer/{name} pick over 100 weighted endpoints"),
+            |b| {
+                b.iter(|| {
+                    let pick = state.pick(&mut rng, &[]).unwrap();
+                    state.request_started(pick.host);
+                    state.request_finished(pick.host);
+                    black_box(pick)
+                })
+            },
+        );
     }
 }
 
@@ -106,21 +119,35 @@ fn bench_engine_request(c: &mut Criterion) {
     add_vhost(
         &mut config,
         "reviews",
-        &["reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local:9080"],
+        &[
+            "reviews.default.svc.cluster.local",
+            "reviews.default.svc.cluster.local:9080",
+        ],
         vec![route("to-v2", vec![m], &[("reviews-v2", 100)])],
     );
     let mut engine = Engine::try_new(Arc::new(config), 1).unwrap();
     let now = Instant::from_millis(1);
-    let down = engine.accept(now, Accepted::new("127.0.0.1:5000".parse().unwrap(), LISTENER.parse().unwrap()));
+    let down = engine.accept(
+        now,
+        Accepted::new("127.0.0.1:5000".parse().unwrap(), LISTENER.parse().unwrap()),
+    );
     let request = Bytes::from_static(REQUEST);
-    let response = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1024\r\n\r\n");
+    let response = Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1024\r\n\r\n",
+    );
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut full = response.to_vec();
     full.extend_from_slice(&body);
     let full = Bytes::from(full);
     let mut up = None;
     let mut one = |engine: &mut Engine| {
-        engine.handle(now, Input::Received { conn: down, data: request.clone() });
+        engine.handle(
+            now,
+            Input::Received {
+                conn: down,
+                data: request.clone(),
+            },
+        );
         while let Some(o) = engine.poll_output() {
             match o {
                 Output::Connect { conn, .. } => {
@@ -132,7 +159,13 @@ fn bench_engine_request(c: &mut Criterion) {
             }
         }
         let upc = up.expect("upstream connection");
-        engine.handle(now, Input::Received { conn: upc, data: full.clone() });
+        engine.handle(
+            now,
+            Input::Received {
+                conn: upc,
+                data: full.clone(),
+            },
+        );
         let mut bytes_down = 0;
         while let Some(o) = engine.poll_output() {
             if let Output::Send { conn, data } = o {
@@ -149,5 +182,11 @@ fn bench_engine_request(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_route, bench_balancers, bench_parse, bench_engine_request);
+criterion_group!(
+    benches,
+    bench_route,
+    bench_balancers,
+    bench_parse,
+    bench_engine_request
+);
 criterion_main!(benches);

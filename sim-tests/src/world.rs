@@ -224,7 +224,8 @@ impl World {
 
     /// The client half-closes.
     pub fn client_eof(&mut self, client: ConnId) {
-        self.engine.handle(self.now, Input::ReadClosed { conn: client });
+        self.engine
+            .handle(self.now, Input::ReadClosed { conn: client });
         self.pump();
     }
 
@@ -296,7 +297,13 @@ impl World {
     }
 
     /// A simple GET through a new connection to `listener`.
-    pub fn get(&mut self, listener: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
+    pub fn get(
+        &mut self,
+        listener: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Response> {
         let client = self.connect(listener);
         let mut raw = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n");
         for (k, v) in headers {
@@ -362,8 +369,29 @@ impl World {
         }
     }
 
-    /// Carry out every pending engine output (connects, sends, closes).
+    /// Carry out every pending engine output (connects, sends, closes) and every server event
+    /// already due, until the world is quiet at the current instant.
     pub fn pump(&mut self) {
+        loop {
+            self.pump_outputs();
+            let due = self
+                .events
+                .first_key_value()
+                .is_some_and(|((t, _), _)| *t <= self.now);
+            if !due {
+                break;
+            }
+            while let Some(entry) = self.events.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let event = entry.remove();
+                self.fire(event);
+            }
+        }
+    }
+
+    fn pump_outputs(&mut self) {
         while let Some(output) = self.engine.poll_output() {
             match output {
                 Output::Connect { conn, addr } => {
@@ -378,7 +406,11 @@ impl World {
                                     current: None,
                                 },
                             );
-                            let open = self.server_conns.values().filter(|c| c.server == addr).count();
+                            let open = self
+                                .server_conns
+                                .values()
+                                .filter(|c| c.server == addr)
+                                .count();
                             self.peak_upstream_conns = self.peak_upstream_conns.max(open);
                             self.engine.handle(self.now, Input::Connected { conn });
                         }

@@ -32,7 +32,11 @@ fn reviews_world(seed: u64) -> World {
         "reviews",
         &["reviews", "reviews:9080"],
         vec![
-            route("jason", vec![header_exact("end-user", "jason")], &[("reviews-v2", 100)]),
+            route(
+                "jason",
+                vec![header_exact("end-user", "jason")],
+                &[("reviews-v2", 100)],
+            ),
             route("split", vec![], &[("reviews-v1", 80), ("reviews-v3", 20)]),
         ],
     );
@@ -46,9 +50,13 @@ fn reviews_world(seed: u64) -> World {
 #[test]
 fn header_match_routes_to_subset() {
     let mut w = reviews_world(1);
-    let r = w.get(LISTENER, "reviews", "/", &[("end-user", "jason")]).unwrap();
+    let r = w
+        .get(LISTENER, "reviews", "/", &[("end-user", "jason")])
+        .unwrap();
     assert_eq!((r.status, r.body_str()), (200, "v2"));
-    let r = w.get(LISTENER, "reviews:9080", "/", &[("end-user", "bob")]).unwrap();
+    let r = w
+        .get(LISTENER, "reviews:9080", "/", &[("end-user", "bob")])
+        .unwrap();
     assert_ne!(r.body_str(), "v2", "only jason goes to v2");
     let log = w.logs.last().unwrap();
     assert_eq!(log.route.as_deref(), Some("split"));
@@ -61,7 +69,11 @@ fn weighted_split_80_20_over_10k_requests() {
     let (mut v1, mut v3) = (0u32, 0u32);
     for _ in 0..10_000 {
         let r = w
-            .exchange(client, "GET /reviews HTTP/1.1\r\nhost: reviews\r\n\r\n", secs(1))
+            .exchange(
+                client,
+                "GET /reviews HTTP/1.1\r\nhost: reviews\r\n\r\n",
+                secs(1),
+            )
             .expect("response");
         match r.body_str() {
             "v1" => v1 += 1,
@@ -70,7 +82,10 @@ fn weighted_split_80_20_over_10k_requests() {
         }
     }
     let share = f64::from(v1) / 10_000.0;
-    assert!((0.78..=0.82).contains(&share), "v1 share {share} (v1 {v1}, v3 {v3})");
+    assert!(
+        (0.78..=0.82).contains(&share),
+        "v1 share {share} (v1 {v1}, v3 {v3})"
+    );
     // One keep-alive client connection; upstream connections are pooled and reused.
     assert!(w.peak_upstream_conns <= 1, "{}", w.peak_upstream_conns);
 }
@@ -97,8 +112,14 @@ fn retries_recover_from_a_failing_endpoint() {
         let r = w.get(LISTENER, "svc", "/", &[]).unwrap();
         assert_eq!((r.status, r.body_str()), (200, "fine"));
     }
-    assert!(w.logs.iter().any(|l| l.attempts == 2), "some requests needed a retry");
-    assert!(w.logs.iter().all(|l| l.attempts <= 2), "a retry avoids the host that failed");
+    assert!(
+        w.logs.iter().any(|l| l.attempts == 2),
+        "some requests needed a retry"
+    );
+    assert!(
+        w.logs.iter().all(|l| l.attempts <= 2),
+        "a retry avoids the host that failed"
+    );
 }
 
 #[test]
@@ -136,7 +157,9 @@ fn route_timeout_fires_at_the_right_virtual_instant() {
     w.advance(millis(1499));
     assert!(w.take_response(client, "GET").is_none(), "not before 1.5 s");
     w.advance(millis(1));
-    let r = w.take_response(client, "GET").expect("504 at exactly 1.5 s");
+    let r = w
+        .take_response(client, "GET")
+        .expect("504 at exactly 1.5 s");
     assert_eq!(r.status, 504);
     assert_eq!(r.header("x-trellis-response-flags"), Some("UT"));
     let log = w.logs.last().unwrap();
@@ -170,7 +193,8 @@ fn per_try_timeout_retries_then_succeeds() {
 
 fn outlier_world(seed: u64, hosts: usize) -> (World, Vec<String>) {
     let addrs: Vec<String> = (0..hosts).map(|i| format!("10.0.1.{}:80", i + 1)).collect();
-    let endpoints: Vec<(&str, &[(&str, &str)])> = addrs.iter().map(|a| (a.as_str(), &[][..])).collect();
+    let endpoints: Vec<(&str, &[(&str, &str)])> =
+        addrs.iter().map(|a| (a.as_str(), &[][..])).collect();
     let mut c = cluster("svc", &endpoints);
     c.outlier = Some(OutlierDetection {
         consecutive_5xx: 3,
@@ -182,7 +206,12 @@ fn outlier_world(seed: u64, hosts: usize) -> (World, Vec<String>) {
     c.lb = trellis_engine::config::LbPolicy::RoundRobin;
     let mut config = build::base();
     config.clusters = vec![c];
-    add_vhost(&mut config, "svc", &["svc"], vec![route("all", vec![], &[("svc", 100)])]);
+    add_vhost(
+        &mut config,
+        "svc",
+        &["svc"],
+        vec![route("all", vec![], &[("svc", 100)])],
+    );
     (World::new(config, seed), addrs)
 }
 
@@ -192,7 +221,13 @@ fn endpoint_ejected_after_consecutive_5xx_and_back_after_base_ejection_time() {
     let bad = addrs[0].clone();
     let failing = Rc::new(Cell::new(true));
     let f = failing.clone();
-    w.server(&bad, move |_| if f.get() { Reply::status(500, "bad") } else { Reply::ok("healed") });
+    w.server(&bad, move |_| {
+        if f.get() {
+            Reply::status(500, "bad")
+        } else {
+            Reply::ok("healed")
+        }
+    });
     w.server(&addrs[1], |_| Reply::ok("good"));
     // Round robin alternates: the bad host sees every other request until its 3rd 5xx.
     let mut fives = 0;
@@ -210,11 +245,22 @@ fn endpoint_ejected_after_consecutive_5xx_and_back_after_base_ejection_time() {
     failing.set(false);
     // Sweeps run every 10 s from t=0; the host returns on the first sweep at or after 30 s.
     w.advance_to(ejected_at + secs(29));
-    assert!(w.engine.cluster_state("svc").unwrap().is_ejected(0), "still out before 30 s");
+    assert!(
+        w.engine.cluster_state("svc").unwrap().is_ejected(0),
+        "still out before 30 s"
+    );
     w.advance_to(Instant::ZERO + secs(30));
-    assert!(!w.engine.cluster_state("svc").unwrap().is_ejected(0), "back at the 30 s sweep");
+    assert!(
+        !w.engine.cluster_state("svc").unwrap().is_ejected(0),
+        "back at the 30 s sweep"
+    );
     let bodies: Vec<String> = (0..4)
-        .map(|_| w.get(LISTENER, "svc", "/", &[]).unwrap().body_str().to_string())
+        .map(|_| {
+            w.get(LISTENER, "svc", "/", &[])
+                .unwrap()
+                .body_str()
+                .to_string()
+        })
         .collect();
     assert!(bodies.iter().any(|b| b == "healed"), "{bodies:?}");
 }
@@ -242,7 +288,12 @@ fn connect_timeout_answers_503_at_the_connect_timeout() {
     let mut c = cluster("svc", &[(V1, &[])]);
     c.pool.connect_timeout = millis(250);
     config.clusters = vec![c];
-    add_vhost(&mut config, "svc", &["svc"], vec![route("all", vec![], &[("svc", 100)])]);
+    add_vhost(
+        &mut config,
+        "svc",
+        &["svc"],
+        vec![route("all", vec![], &[("svc", 100)])],
+    );
     let mut w = World::new(config, 1);
     w.server(V1, |_| Reply::ok("x"));
     w.set_reachability(V1, Reachability::Blackhole);
@@ -261,7 +312,12 @@ fn pool_overflow_answers_503_with_overload_marker() {
         ..ConnectionPool::default()
     };
     config.clusters = vec![c];
-    add_vhost(&mut config, "svc", &["svc"], vec![route("all", vec![], &[("svc", 100)])]);
+    add_vhost(
+        &mut config,
+        "svc",
+        &["svc"],
+        vec![route("all", vec![], &[("svc", 100)])],
+    );
     let mut w = World::new(config, 1);
     w.server(V1, |_| Reply::ok("slow").delayed(secs(1)));
     let clients: Vec<_> = (0..3).map(|_| w.connect(LISTENER)).collect();
@@ -269,7 +325,9 @@ fn pool_overflow_answers_503_with_overload_marker() {
         w.send(*c, b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n");
     }
     // First holds the connection, second waits, third overflows immediately.
-    let r = w.take_response(clients[2], "GET").expect("immediate overflow");
+    let r = w
+        .take_response(clients[2], "GET")
+        .expect("immediate overflow");
     assert_eq!(r.status, 503);
     assert_eq!(r.header("x-envoy-overloaded"), Some("true"));
     assert_eq!(r.header("x-trellis-response-flags"), Some("UO"));
@@ -283,8 +341,18 @@ fn pool_overflow_answers_503_with_overload_marker() {
 fn garbage_from_upstream_is_502_and_others_keep_working() {
     let mut config = build::base();
     config.clusters = vec![cluster("bad", &[(V1, &[])]), cluster("good", &[(V2, &[])])];
-    add_vhost(&mut config, "bad", &["bad"], vec![route("bad", vec![], &[("bad", 100)])]);
-    add_vhost(&mut config, "good", &["good"], vec![route("good", vec![], &[("good", 100)])]);
+    add_vhost(
+        &mut config,
+        "bad",
+        &["bad"],
+        vec![route("bad", vec![], &[("bad", 100)])],
+    );
+    add_vhost(
+        &mut config,
+        "good",
+        &["good"],
+        vec![route("good", vec![], &[("good", 100)])],
+    );
     let mut w = World::new(config, 1);
     w.server(V1, |_| Reply::Raw {
         bytes: bytes::Bytes::from_static(b"SMTP READY\r\n\r\n"),
@@ -301,7 +369,12 @@ fn garbage_from_upstream_is_502_and_others_keep_working() {
 fn upstream_closing_before_answer_is_503_uc() {
     let mut config = build::base();
     config.clusters = vec![cluster("svc", &[(V1, &[])])];
-    add_vhost(&mut config, "svc", &["svc"], vec![route("all", vec![], &[("svc", 100)])]);
+    add_vhost(
+        &mut config,
+        "svc",
+        &["svc"],
+        vec![route("all", vec![], &[("svc", 100)])],
+    );
     let mut w = World::new(config, 1);
     w.server(V1, |_| Reply::Close);
     let r = w.get(LISTENER, "svc", "/", &[]).unwrap();
@@ -321,7 +394,11 @@ fn unknown_host_is_404_nr() {
 fn fault_injection_abort_and_delay() {
     let mut config = build::base();
     config.clusters = vec![cluster("svc", &[(V1, &[])])];
-    let mut abort = route("abort", vec![header_exact("x-test", "abort")], &[("svc", 100)]);
+    let mut abort = route(
+        "abort",
+        vec![header_exact("x-test", "abort")],
+        &[("svc", 100)],
+    );
     abort.fault = Some(FaultPolicy {
         delay: None,
         abort: Some(FaultAbort {
@@ -342,12 +419,18 @@ fn fault_injection_abort_and_delay() {
     w.server(V1, |_| Reply::ok("hi"));
     let r = w.get(LISTENER, "svc", "/", &[("x-test", "abort")]).unwrap();
     assert_eq!(r.status, 555);
-    assert!(w.seen.is_empty(), "aborted requests never reach the upstream");
+    assert!(
+        w.seen.is_empty(),
+        "aborted requests never reach the upstream"
+    );
     let start = w.now;
     let r = w.get(LISTENER, "svc", "/", &[]).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(w.seen[0].at - start, secs(7), "delayed by exactly 7 s");
-    assert_eq!(w.logs.last().unwrap().flags, vec![ResponseFlag::DelayInjected]);
+    assert_eq!(
+        w.logs.last().unwrap().flags,
+        vec![ResponseFlag::DelayInjected]
+    );
 }
 
 #[test]
@@ -378,7 +461,12 @@ fn redirect_and_direct_response() {
 fn chunked_upload_is_relayed_byte_exact_and_connection_reused() {
     let mut config = build::base();
     config.clusters = vec![cluster("echo", &[(V1, &[])])];
-    add_vhost(&mut config, "echo", &["echo"], vec![route("all", vec![], &[("echo", 100)])]);
+    add_vhost(
+        &mut config,
+        "echo",
+        &["echo"],
+        vec![route("all", vec![], &[("echo", 100)])],
+    );
     let mut w = World::new(config, 1);
     w.server(V1, |req| Reply::Respond {
         status: 200,
@@ -387,13 +475,20 @@ fn chunked_upload_is_relayed_byte_exact_and_connection_reused() {
         delay: Duration::ZERO,
     });
     let client = w.connect(LISTENER);
-    w.send(client, b"POST /up HTTP/1.1\r\nhost: echo\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    w.send(
+        client,
+        b"POST /up HTTP/1.1\r\nhost: echo\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    );
     w.send(client, b"6\r\n world\r\n0\r\n\r\n");
     let r = w.take_response(client, "POST").expect("echo");
     assert_eq!(r.body_str(), "hello world");
     // Same connection, next request (pipelined with the previous one's tail is fine too).
     let r = w
-        .exchange(client, "POST /up HTTP/1.1\r\nhost: echo\r\ncontent-length: 3\r\n\r\nabc", secs(1))
+        .exchange(
+            client,
+            "POST /up HTTP/1.1\r\nhost: echo\r\ncontent-length: 3\r\n\r\nabc",
+            secs(1),
+        )
         .unwrap();
     assert_eq!(r.body_str(), "abc");
     assert_eq!(w.peak_upstream_conns, 1);
@@ -451,22 +546,34 @@ fn config_swap_keeps_requests_in_flight_on_their_snapshot() {
     let mut w = reviews_world(1);
     w.server(V2, |_| Reply::ok("v2-slow").delayed(secs(2)));
     let client = w.connect(LISTENER);
-    w.send(client, b"GET / HTTP/1.1\r\nhost: reviews\r\nend-user: jason\r\n\r\n");
+    w.send(
+        client,
+        b"GET / HTTP/1.1\r\nhost: reviews\r\nend-user: jason\r\n\r\n",
+    );
     // New config: everything goes to v1.
     let mut config = build::base();
     config.clusters = vec![
         cluster("reviews-v1", &[(V1, &[("version", "v1")])]),
         cluster("reviews-v2", &[(V2, &[("version", "v2")])]),
     ];
-    add_vhost(&mut config, "reviews", &["reviews"], vec![route("all", vec![], &[("reviews-v1", 100)])]);
+    add_vhost(
+        &mut config,
+        "reviews",
+        &["reviews"],
+        vec![route("all", vec![], &[("reviews-v1", 100)])],
+    );
     w.engine
         .apply_config(w.now, std::sync::Arc::new(config))
         .expect("valid config");
     w.pump();
     w.advance(secs(3));
-    let r = w.take_response(client, "GET").expect("in-flight request finished");
+    let r = w
+        .take_response(client, "GET")
+        .expect("in-flight request finished");
     assert_eq!(r.body_str(), "v2-slow");
-    let r = w.get(LISTENER, "reviews", "/", &[("end-user", "jason")]).unwrap();
+    let r = w
+        .get(LISTENER, "reviews", "/", &[("end-user", "jason")])
+        .unwrap();
     assert_eq!(r.body_str(), "v1", "new requests use the new snapshot");
 }
 
@@ -474,10 +581,20 @@ fn config_swap_keeps_requests_in_flight_on_their_snapshot() {
 fn invalid_config_is_refused_and_the_last_good_one_keeps_serving() {
     let mut w = reviews_world(1);
     let mut bad = build::base();
-    add_vhost(&mut bad, "x", &["x"], vec![route("r", vec![], &[("missing-cluster", 100)])]);
-    let err = w.engine.apply_config(w.now, std::sync::Arc::new(bad)).unwrap_err();
+    add_vhost(
+        &mut bad,
+        "x",
+        &["x"],
+        vec![route("r", vec![], &[("missing-cluster", 100)])],
+    );
+    let err = w
+        .engine
+        .apply_config(w.now, std::sync::Arc::new(bad))
+        .unwrap_err();
     assert!(err.to_string().contains("missing-cluster"), "{err}");
-    let r = w.get(LISTENER, "reviews", "/", &[("end-user", "jason")]).unwrap();
+    let r = w
+        .get(LISTENER, "reviews", "/", &[("end-user", "jason")])
+        .unwrap();
     assert_eq!(r.body_str(), "v2");
 }
 
@@ -486,7 +603,12 @@ fn same_seed_same_decisions() {
     let run = |seed| {
         let mut w = reviews_world(seed);
         (0..200)
-            .map(|_| w.get(LISTENER, "reviews", "/", &[]).unwrap().body_str().to_string())
+            .map(|_| {
+                w.get(LISTENER, "reviews", "/", &[])
+                    .unwrap()
+                    .body_str()
+                    .to_string()
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(run(11), run(11));

@@ -20,7 +20,10 @@ use super::{ConnId, Engine};
 impl Engine {
     pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> ConnId {
         self.stats.downstream_cx_total += 1;
-        let listener = self.snapshot.listener_for(accepted.local).map(|l| l.name.clone());
+        let listener = self
+            .snapshot
+            .listener_for(accepted.local)
+            .map(|l| l.name.clone());
         let idle_timeout = self.snapshot.config.http.idle_timeout;
         let known = listener.is_some();
         let down = Downstream {
@@ -77,10 +80,11 @@ impl Engine {
                         }
                         self.arm_conn_timer(id, at);
                     }
+                    let limits = self.limits;
                     let Some(down) = self.down_mut(id) else {
                         return;
                     };
-                    match http1::parse_request_head(&down.recv, &self.limits) {
+                    match http1::parse_request_head(&down.recv, &limits) {
                         Ok(Some((head, consumed))) => {
                             let _ = down.recv.split_to(consumed);
                             self.start_request(now, id, head);
@@ -136,13 +140,9 @@ impl Engine {
             else {
                 return false;
             };
-            let event = if down.recv.is_empty() && !down.read_closed {
-                Ok(BodyEvent::NeedMore)
-            } else {
-                match decoder.decode(&mut down.recv) {
-                    Ok(BodyEvent::NeedMore) if down.read_closed => decoder.finish_on_eof(),
-                    other => other,
-                }
+            let event = match decoder.decode(&mut down.recv) {
+                Ok(BodyEvent::NeedMore) if down.read_closed => decoder.finish_on_eof(),
+                other => other,
             };
             match event {
                 Ok(BodyEvent::Data(data)) => {
@@ -175,12 +175,22 @@ impl Engine {
                 }
                 Ok(BodyEvent::NeedMore) => return false,
                 Err(err) => {
-                    let started = self.requests.get(req_id).is_some_and(|r| r.response_started);
+                    let started = self
+                        .requests
+                        .get(req_id)
+                        .is_some_and(|r| r.response_started);
                     if started {
                         self.abort_downstream(now, req_id, ResponseFlag::DownstreamProtocolError);
                     } else {
                         let reason = err.to_string();
-                        self.local_reply(now, req_id, 400, Some(ResponseFlag::DownstreamProtocolError), &reason, &[]);
+                        self.local_reply(
+                            now,
+                            req_id,
+                            400,
+                            Some(ResponseFlag::DownstreamProtocolError),
+                            &reason,
+                            &[],
+                        );
                     }
                     return false;
                 }
@@ -234,11 +244,23 @@ impl Engine {
         self.mark_closing(id, true);
         *self.stats.flags.entry(flag).or_default() += 1;
         self.stats.downstream_rq_total += 1;
-        if let Some(n) = self.stats.downstream_rq_by_class.get_mut((status / 100) as usize) {
+        if let Some(n) = self
+            .stats
+            .downstream_rq_by_class
+            .get_mut((status / 100) as usize)
+        {
             *n += 1;
         }
+        let peer = match self.conns.get(id) {
+            Some(Conn {
+                side: Side::Down(d),
+                ..
+            }) => Some(d.peer),
+            _ => None,
+        };
         self.logs.push(RequestLog {
             downstream: ConnId(id),
+            peer,
             start: now,
             duration: std::time::Duration::ZERO,
             method: String::new(),
@@ -367,8 +389,7 @@ impl Engine {
             down.head_deadline = None;
         }
         if let Some(Conn {
-            side: Side::Up(up),
-            ..
+            side: Side::Up(up), ..
         }) = self.conns.get_mut(up_id)
         {
             up.state = UpState::Tunnel(down_id);

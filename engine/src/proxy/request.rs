@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cluster::{Outcome, NoHealthyUpstream};
+use crate::cluster::{NoHealthyUpstream, Outcome};
 use crate::config::{RetryOn, RetryPolicy, Route, RouteAction, WeightedCluster};
 use crate::http1::{self, BodyDecoder, BodyEncoder, BodyFraming, RequestHead, Version};
 use crate::route::{self, RouteOutcome, RouteRequest};
@@ -324,7 +324,14 @@ impl Engine {
                 let Some(dest_index) = route::pick_weighted(dests, &mut self.rng)
                     .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
                 else {
-                    self.local_reply(now, id, 503, Some(ResponseFlag::NoHealthyUpstream), "no healthy upstream", &[]);
+                    self.local_reply(
+                        now,
+                        id,
+                        503,
+                        Some(ResponseFlag::NoHealthyUpstream),
+                        "no healthy upstream",
+                        &[],
+                    );
                     return;
                 };
                 self.set_route(id, table_index, vhost, route_index, dest_index);
@@ -351,7 +358,14 @@ impl Engine {
                 }
                 prepare_upstream_head(&mut req.head, route, &dests[dest_index], &mut self.rng);
                 if slot.is_none() {
-                    self.local_reply(now, id, 503, Some(ResponseFlag::NoHealthyUpstream), "no healthy upstream", &[]);
+                    self.local_reply(
+                        now,
+                        id,
+                        503,
+                        Some(ResponseFlag::NoHealthyUpstream),
+                        "no healthy upstream",
+                        &[],
+                    );
                     return;
                 }
                 self.continue_expect(id);
@@ -418,7 +432,14 @@ impl Engine {
             .and_then(|v| v.parse::<u64>().ok());
         match parsed {
             None => {
-                self.local_reply(now, id, 400, Some(ResponseFlag::DownstreamProtocolError), "invalid max-forwards", &[]);
+                self.local_reply(
+                    now,
+                    id,
+                    400,
+                    Some(ResponseFlag::DownstreamProtocolError),
+                    "invalid max-forwards",
+                    &[],
+                );
                 Some(true)
             }
             Some(0) if method == http::Method::OPTIONS => {
@@ -428,7 +449,10 @@ impl Engine {
                     200,
                     None,
                     "",
-                    &[("allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE")],
+                    &[(
+                        "allow",
+                        "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE",
+                    )],
                 );
                 Some(true)
             }
@@ -436,7 +460,14 @@ impl Engine {
                 let mut echo = bytes::BytesMut::new();
                 http1::encode_request_head(&req.head, &mut echo);
                 let echo = String::from_utf8_lossy(&echo).into_owned();
-                self.local_reply(now, id, 200, None, &echo, &[("content-type", "message/http")]);
+                self.local_reply(
+                    now,
+                    id,
+                    200,
+                    None,
+                    &echo,
+                    &[("content-type", "message/http")],
+                );
                 Some(true)
             }
             Some(n) => {
@@ -449,13 +480,20 @@ impl Engine {
 
     /// After any fault delay: maybe abort, else start the first attempt.
     fn after_delay(&mut self, now: Instant, id: u64) {
-        let abort = self
-            .requests
-            .get(id)
-            .and_then(|r| r.route_config().and_then(|r| r.fault.as_ref()?.abort.clone()));
+        let abort = self.requests.get(id).and_then(|r| {
+            r.route_config()
+                .and_then(|r| r.fault.as_ref()?.abort.clone())
+        });
         if let Some(abort) = abort {
             if self.rng.chance_percent(abort.percent) {
-                self.local_reply(now, id, abort.status, Some(ResponseFlag::FaultInjected), "fault filter abort", &[]);
+                self.local_reply(
+                    now,
+                    id,
+                    abort.status,
+                    Some(ResponseFlag::FaultInjected),
+                    "fault filter abort",
+                    &[],
+                );
                 return;
             }
         }
@@ -473,7 +511,14 @@ impl Engine {
         };
         let tried = req.tried_hosts.clone();
         let Some(s) = self.clusters.slot_mut(slot) else {
-            self.local_reply(now, id, 503, Some(ResponseFlag::NoHealthyUpstream), "no healthy upstream", &[]);
+            self.local_reply(
+                now,
+                id,
+                503,
+                Some(ResponseFlag::NoHealthyUpstream),
+                "no healthy upstream",
+                &[],
+            );
             return;
         };
         if !s.state.breaker_mut().try_start_request() {
@@ -484,7 +529,14 @@ impl Engine {
         let generation = s.generation;
         let Ok(pick) = pick.map_err(|NoHealthyUpstream| ()) else {
             s.state.breaker_mut().request_done();
-            self.local_reply(now, id, 503, Some(ResponseFlag::NoHealthyUpstream), "no healthy upstream", &[]);
+            self.local_reply(
+                now,
+                id,
+                503,
+                Some(ResponseFlag::NoHealthyUpstream),
+                "no healthy upstream",
+                &[],
+            );
             return;
         };
         let addr = s.state.host_address(pick.host);
@@ -572,7 +624,14 @@ impl Engine {
         if started {
             self.abort_downstream(now, id, ResponseFlag::UpstreamRequestTimeout);
         } else {
-            self.local_reply(now, id, 504, Some(ResponseFlag::UpstreamRequestTimeout), "upstream request timeout", &[]);
+            self.local_reply(
+                now,
+                id,
+                504,
+                Some(ResponseFlag::UpstreamRequestTimeout),
+                "upstream request timeout",
+                &[],
+            );
         }
     }
 
@@ -810,8 +869,16 @@ impl Engine {
             *n += 1;
         }
         let cluster = req.destination().map(|d| d.cluster.clone());
+        let peer = match self.conns.get(req.down) {
+            Some(super::conn::Conn {
+                side: Side::Down(d),
+                ..
+            }) => Some(d.peer),
+            _ => None,
+        };
         self.logs.push(RequestLog {
             downstream: super::ConnId(req.down),
+            peer,
             start: req.start,
             duration: now - req.start,
             method: req.log_method,
@@ -843,7 +910,11 @@ impl Engine {
 }
 
 /// Fully jittered exponential backoff (Envoy): uniform in [0, min(base·2^n, 10·base)).
-fn retry_backoff(policy: &RetryPolicy, retries_used: u32, rng: &mut crate::rng::EngineRng) -> Duration {
+fn retry_backoff(
+    policy: &RetryPolicy,
+    retries_used: u32,
+    rng: &mut crate::rng::EngineRng,
+) -> Duration {
     let base = policy.backoff_base.as_nanos().max(1) as u64;
     let ceiling = base
         .saturating_mul(1u64 << retries_used.min(16))
@@ -879,8 +950,10 @@ fn prepare_upstream_head(
             .insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
     }
     // RFC 9110 §7.6.3: a proxy MUST add itself to Via.
-    head.headers
-        .append(http::header::VIA, http::HeaderValue::from_static("1.1 trellis"));
+    head.headers.append(
+        http::header::VIA,
+        http::HeaderValue::from_static("1.1 trellis"),
+    );
     head.keep_alive = true;
 }
 

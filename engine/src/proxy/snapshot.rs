@@ -61,13 +61,12 @@ impl Snapshot {
         let router = Router::new(config.clone())?;
         let mut listener_tables = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            let table =
-                router
-                    .table(&listener.route_table)
-                    .ok_or_else(|| ConfigError::MissingRouteTable {
-                        listener: listener.name.clone(),
-                        table: listener.route_table.clone(),
-                    })?;
+            let table = router.table(&listener.route_table).ok_or_else(|| {
+                ConfigError::MissingRouteTable {
+                    listener: listener.name.clone(),
+                    table: listener.route_table.clone(),
+                }
+            })?;
             listener_tables.push(table);
         }
         Ok(Snapshot {
@@ -91,6 +90,9 @@ impl Snapshot {
     /// The listener called `name` and its route table.
     pub fn listener_named(&self, name: &str) -> Option<(&Listener, TableId)> {
         let index = self.config.listeners.iter().position(|l| l.name == name)?;
-        Some((&self.config.listeners[index], *self.listener_tables.get(index)?))
+        Some((
+            &self.config.listeners[index],
+            *self.listener_tables.get(index)?,
+        ))
     }
 }

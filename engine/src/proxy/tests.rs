@@ -93,8 +93,14 @@ fn request_flows_connect_send_response_close() {
         })
         .expect("request sent upstream");
     let text = std::str::from_utf8(&sent).unwrap();
-    assert!(text.starts_with("GET /x HTTP/1.1\r\nhost: svc\r\n"), "{text}");
-    assert!(!text.to_ascii_lowercase().contains("connection: close"), "hop-by-hop stripped: {text}");
+    assert!(
+        text.starts_with("GET /x HTTP/1.1\r\nhost: svc\r\n"),
+        "{text}"
+    );
+    assert!(
+        !text.to_ascii_lowercase().contains("connection: close"),
+        "hop-by-hop stripped: {text}"
+    );
     engine.handle(
         t,
         Input::Received {

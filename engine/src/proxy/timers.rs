@@ -45,6 +45,7 @@ impl Timers {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
@@ -63,10 +64,16 @@ mod tests {
         assert_eq!(t.next(), Some(Instant::from_millis(1)));
         assert!(t.pop_due(Instant::ZERO).is_none());
         let now = Instant::from_millis(10);
-        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(now)).map(|(_, o)| o).collect();
+        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(now))
+            .map(|(_, o)| o)
+            .collect();
         assert_eq!(
             order,
-            vec![TimerOwner::Conn(2), TimerOwner::Conn(1), TimerOwner::Conn(3)]
+            vec![
+                TimerOwner::Conn(2),
+                TimerOwner::Conn(1),
+                TimerOwner::Conn(3)
+            ]
         );
         assert_eq!(t.len(), 0);
     }

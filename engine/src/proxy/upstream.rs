@@ -179,7 +179,8 @@ impl Engine {
         let Some(up) = self.up_mut(id) else {
             return;
         };
-        let (slot, host, host_gen, addr, state) = (up.slot, up.host, up.host_gen, up.addr, up.state);
+        let (slot, host, host_gen, addr, state) =
+            (up.slot, up.host, up.host_gen, up.addr, up.state);
         self.mark_closing(id, graceful);
         let Some(s) = self.clusters.slot_mut(slot) else {
             return;
@@ -259,11 +260,12 @@ impl Engine {
             self.close_upstream(now, id, true);
             return;
         }
+        let generation = s.generation;
         if let Some(req) = s.pending.pop_front() {
             s.state.breaker_mut().pending_removed();
             if let Some(up) = self.up_mut(id) {
                 up.host = host;
-                up.host_gen = s_generation(&self.clusters, slot);
+                up.host_gen = generation;
             }
             self.attach(now, req, id);
             return;
@@ -273,7 +275,7 @@ impl Engine {
         };
         up.state = UpState::Idle;
         up.host = host;
-        up.host_gen = s_generation(&self.clusters, slot);
+        up.host_gen = generation;
         up.recv.clear();
         up.idle_deadline = idle_timeout.map(|t| now + t);
         let deadline = up.idle_deadline;
@@ -347,8 +349,7 @@ impl Engine {
             }
             // Body.
             let Some(Conn {
-                side: Side::Up(up),
-                ..
+                side: Side::Up(up), ..
             }) = self.conns.get_mut(up_id)
             else {
                 return;
@@ -359,14 +360,9 @@ impl Engine {
             let Some(decoder) = req.resp_decoder.as_mut() else {
                 return;
             };
-            let event = if up.recv.is_empty() {
-                if up.read_closed {
-                    decoder.finish_on_eof()
-                } else {
-                    Ok(BodyEvent::NeedMore)
-                }
-            } else {
-                decoder.decode(&mut up.recv)
+            let event = match decoder.decode(&mut up.recv) {
+                Ok(BodyEvent::NeedMore) if up.read_closed => decoder.finish_on_eof(),
+                other => other,
             };
             let down = req.down;
             match event {
@@ -396,8 +392,7 @@ impl Engine {
     /// Try to parse a response head. Returns true if the caller should keep going.
     fn relay_response_head(&mut self, now: Instant, up_id: u64, req_id: u64) -> bool {
         let Some(Conn {
-            side: Side::Up(up),
-            ..
+            side: Side::Up(up), ..
         }) = self.conns.get_mut(up_id)
         else {
             return false;
@@ -531,8 +526,10 @@ impl Engine {
         if let Some(dest) = req.destination() {
             route::apply_header_ops(&dest.response_headers, &mut head.headers);
         }
-        head.headers
-            .append(http::header::VIA, http::HeaderValue::from_static("1.1 trellis"));
+        head.headers.append(
+            http::header::VIA,
+            http::HeaderValue::from_static("1.1 trellis"),
+        );
         let upstream_framing = head.framing;
         let upstream_keep_alive = head.keep_alive;
         let down_framing = match (upstream_framing, req.down_version) {
@@ -541,9 +538,8 @@ impl Engine {
             (f, _) => f,
         };
         let down = req.down;
-        let close_down = !req.down_keep_alive
-            || !req.body_done
-            || down_framing == BodyFraming::CloseDelimited;
+        let close_down =
+            !req.down_keep_alive || !req.body_done || down_framing == BodyFraming::CloseDelimited;
         head.version = Version::Http11;
         head.framing = down_framing;
         head.keep_alive = !close_down;
@@ -568,7 +564,13 @@ impl Engine {
     }
 
     /// 101 Switching Protocols: both sides become a raw relay.
-    fn upgrade_accepted(&mut self, now: Instant, up_id: u64, req_id: u64, mut head: ResponseHead) -> bool {
+    fn upgrade_accepted(
+        &mut self,
+        now: Instant,
+        up_id: u64,
+        req_id: u64,
+        mut head: ResponseHead,
+    ) -> bool {
         let Some(req) = self.requests.get_mut(req_id) else {
             return false;
         };
@@ -578,8 +580,10 @@ impl Engine {
         if let Ok(value) = http::HeaderValue::from_str(&protocol) {
             head.headers.insert(http::header::UPGRADE, value);
         }
-        head.headers
-            .insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        head.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         head.framing = BodyFraming::None;
         head.keep_alive = true;
         req.status = 101;
@@ -694,7 +698,11 @@ impl Engine {
                     // Let a close-delimited body finish; anything else was truncated.
                     self.relay_response(now, id, req);
                     if self.requests.contains(req) {
-                        self.abort_downstream(now, req, ResponseFlag::UpstreamConnectionTermination);
+                        self.abort_downstream(
+                            now,
+                            req,
+                            ResponseFlag::UpstreamConnectionTermination,
+                        );
                     }
                 } else {
                     self.attempt_failed(now, req, Failure::Reset);
@@ -727,8 +735,4 @@ impl Engine {
             self.refresh_backpressure_from_down(now, down);
         }
     }
-}
-
-fn s_generation(clusters: &super::clusters::Clusters, slot: usize) -> u32 {
-    clusters.slot(slot).map(|s| s.generation).unwrap_or(0)
 }
