@@ -14,7 +14,7 @@ use trellis_engine::config::{Config, LbPolicy, RouteMatch, StringMatch};
 use trellis_engine::http1::{self, Limits};
 use trellis_engine::proxy::Accepted;
 use trellis_engine::rng::EngineRng;
-use trellis_engine::route::{RouteRequest, Router};
+use trellis_engine::route::{RouteOutcome, RouteRequest, Router};
 use trellis_engine::{Engine, Input, Instant, Output};
 
 const REQUEST: &[u8] = b"GET /api/v1/reviews/12345?lang=en HTTP/1.1\r\n\
@@ -66,7 +66,12 @@ fn bench_route(c: &mut Criterion) {
         source_labels: &labels,
     };
     c.bench_function("route/1000 vhosts x 10 rules, last rule", |b| {
-        b.iter(|| black_box(router.route(table, black_box(&req))).is_some())
+        b.iter(|| {
+            matches!(
+                black_box(router.route(table, black_box(&req))),
+                RouteOutcome::Matched(_)
+            )
+        })
     });
 }
 
@@ -114,8 +119,10 @@ fn bench_parse(c: &mut Criterion) {
 fn bench_engine_request(c: &mut Criterion) {
     let mut config = build::base();
     config.clusters = vec![cluster("reviews-v2", &[("10.0.0.2:9080", &[])])];
-    let mut m = RouteMatch::default();
-    m.uri = Some(StringMatch::Prefix("/api".into()));
+    let m = RouteMatch {
+        uri: Some(StringMatch::Prefix("/api".into())),
+        ..Default::default()
+    };
     add_vhost(
         &mut config,
         "reviews",
