@@ -102,6 +102,9 @@ struct ServerConn {
     recv: BytesMut,
     /// Head parsed, body being read.
     current: Option<(http1::RequestHead, BodyDecoder, BytesMut)>,
+    /// After a 101, everything is raw bytes.
+    upgraded: bool,
+    raw: Vec<u8>,
 }
 
 /// A parsed response as a client received it.
@@ -404,6 +407,8 @@ impl World {
                                     server: addr,
                                     recv: BytesMut::new(),
                                     current: None,
+                                    upgraded: false,
+                                    raw: Vec::new(),
                                 },
                             );
                             let open = self
@@ -445,6 +450,10 @@ impl World {
         let Some(sc) = self.server_conns.get_mut(&conn) else {
             return;
         };
+        if sc.upgraded {
+            sc.raw.extend_from_slice(data);
+            return;
+        }
         sc.recv.extend_from_slice(data);
         loop {
             let Some(sc) = self.server_conns.get_mut(&conn) else {
@@ -520,12 +529,34 @@ impl World {
                     );
                 }
                 Reply::Raw { bytes, delay } => {
+                    if bytes.starts_with(b"HTTP/1.1 101") {
+                        if let Some(sc) = self.server_conns.get_mut(&conn) {
+                            sc.upgraded = true;
+                        }
+                    }
                     self.schedule(self.now + delay, Event::Deliver { conn, data: bytes });
                 }
                 Reply::Close => self.schedule(self.now, Event::CloseFromServer { conn }),
                 Reply::Hang => {}
             }
         }
+    }
+
+    /// Every upstream connection's server closes (EOF to the engine).
+    pub fn close_upstreams(&mut self) {
+        let conns: Vec<ConnId> = self.server_conns.keys().copied().collect();
+        for conn in conns {
+            self.schedule(self.now, Event::CloseFromServer { conn });
+        }
+        self.pump();
+    }
+
+    /// Bytes servers received outside of HTTP parsing (after an upgrade), in arrival order.
+    pub fn upstream_received_raw(&self) -> Vec<u8> {
+        self.server_conns
+            .values()
+            .flat_map(|c| c.raw.iter().copied())
+            .collect()
     }
 
     /// Requests each server has seen.

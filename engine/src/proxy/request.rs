@@ -509,7 +509,7 @@ impl Engine {
         let Some(slot) = req.slot else {
             return;
         };
-        let tried = req.tried_hosts.clone();
+        let tried = std::mem::take(&mut req.tried_hosts);
         let Some(s) = self.clusters.slot_mut(slot) else {
             self.local_reply(
                 now,
@@ -527,6 +527,12 @@ impl Engine {
         }
         let pick = s.state.pick(&mut self.rng, &tried);
         let generation = s.generation;
+        if let Some(req) = self.requests.get_mut(id) {
+            req.tried_hosts = tried;
+        }
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
         let Ok(pick) = pick.map_err(|NoHealthyUpstream| ()) else {
             s.state.breaker_mut().request_done();
             self.local_reply(
@@ -940,10 +946,7 @@ fn prepare_upstream_head(
     route::apply_header_ops(&route.request_headers, &mut head.headers);
     route::apply_header_ops(&dest.request_headers, &mut head.headers);
     if !head.headers.contains_key("x-request-id") {
-        let id = request_id(rng);
-        if let Ok(value) = http::HeaderValue::from_str(&id) {
-            head.headers.insert("x-request-id", value);
-        }
+        head.headers.insert("x-request-id", request_id(rng));
     }
     if !head.headers.contains_key("x-forwarded-proto") {
         head.headers
@@ -958,15 +961,40 @@ fn prepare_upstream_head(
 }
 
 /// A UUIDv4-shaped request id from the engine RNG (deterministic under a seed).
-fn request_id(rng: &mut crate::rng::EngineRng) -> String {
-    let hi = rng.next_u64();
-    let lo = rng.next_u64();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0x0fff,
-        ((lo >> 48) & 0x3fff) | 0x8000,
-        lo & 0xffff_ffff_ffff
-    )
+fn request_id(rng: &mut crate::rng::EngineRng) -> http::HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+    // Version 4, variant 10xx, as RFC 9562 lays them out.
+    bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+            continue;
+        }
+        let shift = 124 - 4 * nibble;
+        *byte = HEX[((bits >> shift) & 0xf) as usize];
+        nibble += 1;
+    }
+    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4_shaped_and_seeded() {
+        let mut a = crate::rng::EngineRng::with_seed(5);
+        let mut b = crate::rng::EngineRng::with_seed(5);
+        let id = request_id(&mut a);
+        assert_eq!(id, request_id(&mut b));
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4", "{s}");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_eq!(s.matches('-').count(), 4);
+    }
 }

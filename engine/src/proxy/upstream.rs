@@ -445,10 +445,11 @@ impl Engine {
             }
             self.arm_sweep(slot);
         }
-        let retry_on = self.requests.get(req_id).map(|r| r.retry_policy().retry_on);
-        if retry_on.is_some_and(|on| status_retriable(&on, status))
-            && self.try_retry_after_response(now, req_id, status)
-        {
+        let retriable = self.requests.get(req_id).is_some_and(|r| {
+            r.route_config()
+                .is_some_and(|route| status_retriable(&route.retries.retry_on, status))
+        });
+        if retriable && self.try_retry_after_response(now, req_id, status) {
             return false;
         }
         self.start_response(now, up_id, req_id, head);
