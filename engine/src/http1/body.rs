@@ -54,7 +54,10 @@ impl BodyDecoder {
             BodyFraming::Chunked => State::ChunkSize,
             BodyFraming::CloseDelimited => State::UntilClose,
         };
-        BodyDecoder { state, trailer_limits: *limits }
+        BodyDecoder {
+            state,
+            trailer_limits: *limits,
+        }
     }
 
     /// Consumes body bytes from the front of `buf`. Call repeatedly until `NeedMore` or `Done`;
@@ -62,13 +65,21 @@ impl BodyDecoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<BodyEvent, BodyError> {
         loop {
             match self.state {
-                State::Done => return Ok(BodyEvent::Done { trailers: HeaderMap::new() }),
+                State::Done => {
+                    return Ok(BodyEvent::Done {
+                        trailers: HeaderMap::new(),
+                    })
+                }
                 State::Length { remaining } => {
                     let Some(data) = take(buf, remaining) else {
                         return Ok(BodyEvent::NeedMore);
                     };
                     let left = remaining - data.len() as u64;
-                    self.state = if left == 0 { State::Done } else { State::Length { remaining: left } };
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length { remaining: left }
+                    };
                     return Ok(BodyEvent::Data(data));
                 }
                 State::UntilClose => {
@@ -129,7 +140,9 @@ impl BodyDecoder {
         match self.state {
             State::Done | State::UntilClose => {
                 self.state = State::Done;
-                Ok(BodyEvent::Done { trailers: HeaderMap::new() })
+                Ok(BodyEvent::Done {
+                    trailers: HeaderMap::new(),
+                })
             }
             _ => Err(BodyError::Truncated),
         }
@@ -163,7 +176,9 @@ fn take(buf: &mut BytesMut, limit: u64) -> Option<Bytes> {
 /// Parses `chunk-size [chunk-ext] CRLF` at the front of `buf`: the size and the bytes used,
 /// or `None` when the line is incomplete.
 fn chunk_size_line(buf: &[u8]) -> Result<Option<(u64, usize)>, BodyError> {
-    let window = buf.get(..MAX_CHUNK_LINE_BYTES.min(buf.len())).unwrap_or_default();
+    let window = buf
+        .get(..MAX_CHUNK_LINE_BYTES.min(buf.len()))
+        .unwrap_or_default();
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         if buf.len() >= MAX_CHUNK_LINE_BYTES {
             return Err(BodyError::ChunkLineTooLong);
@@ -181,7 +196,10 @@ fn chunk_size_line(buf: &[u8]) -> Result<Option<(u64, usize)>, BodyError> {
     if digits > 16 {
         return Err(BodyError::ChunkSizeOverflow);
     }
-    let size = line.iter().take(digits).fold(0u64, |acc, &b| (acc << 4) | u64::from(hex_value(b)));
+    let size = line
+        .iter()
+        .take(digits)
+        .fold(0u64, |acc, &b| (acc << 4) | u64::from(hex_value(b)));
     check_extensions(line.get(digits..).unwrap_or_default())?;
     Ok(Some((size, lf + 1)))
 }

@@ -25,7 +25,11 @@ impl BodyEncoder {
             BodyFraming::ContentLength(n) => n,
             _ => 0,
         };
-        BodyEncoder { framing, remaining, ended: false }
+        BodyEncoder {
+            framing,
+            remaining,
+            ended: false,
+        }
     }
 
     /// Writes `data`; empty data writes nothing (an empty chunk would end a chunked body).
@@ -36,7 +40,9 @@ impl BodyEncoder {
         match self.framing {
             BodyFraming::None => {}
             BodyFraming::ContentLength(_) => {
-                let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(data.len());
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
                 out.put_slice(data.get(..n).unwrap_or_default());
                 self.remaining -= n as u64;
             }
@@ -121,7 +127,13 @@ mod tests {
 
     #[test]
     fn hex_digits() {
-        for (n, s) in [(0u64, "0"), (1, "1"), (15, "f"), (16, "10"), (u64::MAX, "ffffffffffffffff")] {
+        for (n, s) in [
+            (0u64, "0"),
+            (1, "1"),
+            (15, "f"),
+            (16, "10"),
+            (u64::MAX, "ffffffffffffffff"),
+        ] {
             let mut out = BytesMut::new();
             put_hex(&mut out, n);
             assert_eq!(&out[..], s.as_bytes());

@@ -5,7 +5,10 @@ use bytes::BytesMut;
 use super::*;
 
 /// Feeds `raw` at once; returns the concatenated data, trailers, and what is left in the buffer.
-fn decode_all(framing: BodyFraming, raw: &[u8]) -> Result<(Vec<u8>, http::HeaderMap, Vec<u8>), BodyError> {
+fn decode_all(
+    framing: BodyFraming,
+    raw: &[u8],
+) -> Result<(Vec<u8>, http::HeaderMap, Vec<u8>), BodyError> {
     let mut dec = BodyDecoder::new(framing, &Limits::default());
     let mut buf = BytesMut::from(raw);
     let mut data = Vec::new();
@@ -28,7 +31,10 @@ fn chunked(raw: &str) -> Result<Vec<u8>, BodyError> {
 #[test]
 fn content_length_splits_exactly() {
     let (data, _, rest) = decode_all(BodyFraming::ContentLength(5), b"helloGET /").unwrap();
-    assert_eq!((data.as_slice(), rest.as_slice()), (&b"hello"[..], &b"GET /"[..]));
+    assert_eq!(
+        (data.as_slice(), rest.as_slice()),
+        (&b"hello"[..], &b"GET /"[..])
+    );
 }
 
 #[test]
@@ -43,7 +49,10 @@ fn content_length_streams_and_counts_down() {
     buf.extend_from_slice(b"defX");
     assert_eq!(dec.decode(&mut buf).unwrap(), BodyEvent::Data("def".into()));
     assert!(dec.is_done());
-    assert!(matches!(dec.decode(&mut buf).unwrap(), BodyEvent::Done { .. }));
+    assert!(matches!(
+        dec.decode(&mut buf).unwrap(),
+        BodyEvent::Done { .. }
+    ));
     assert_eq!(&buf[..], b"X");
 }
 
@@ -52,7 +61,9 @@ fn data_is_split_off_without_copying() {
     let mut dec = BodyDecoder::new(BodyFraming::ContentLength(4), &Limits::default());
     let mut buf = BytesMut::from(&b"abcdef"[..]);
     let start = buf.as_ptr();
-    let BodyEvent::Data(d) = dec.decode(&mut buf).unwrap() else { panic!() };
+    let BodyEvent::Data(d) = dec.decode(&mut buf).unwrap() else {
+        panic!()
+    };
     assert_eq!(d.as_ptr(), start);
 }
 
@@ -62,7 +73,10 @@ fn none_and_empty_bodies_are_done() {
         let mut dec = BodyDecoder::new(f, &Limits::default());
         assert!(dec.is_done());
         let mut buf = BytesMut::from(&b"next"[..]);
-        assert!(matches!(dec.decode(&mut buf).unwrap(), BodyEvent::Done { .. }));
+        assert!(matches!(
+            dec.decode(&mut buf).unwrap(),
+            BodyEvent::Done { .. }
+        ));
         assert_eq!(&buf[..], b"next");
         assert!(matches!(dec.finish_on_eof(), Ok(BodyEvent::Done { .. })));
     }
@@ -81,11 +95,23 @@ fn close_delimited_until_eof() {
 
 #[test]
 fn chunked_basic_and_extensions() {
-    assert_eq!(chunked("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap(), b"hello world");
-    assert_eq!(chunked("A\r\n0123456789\r\n0\r\n\r\n").unwrap(), b"0123456789");
+    assert_eq!(
+        chunked("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap(),
+        b"hello world"
+    );
+    assert_eq!(
+        chunked("A\r\n0123456789\r\n0\r\n\r\n").unwrap(),
+        b"0123456789"
+    );
     assert_eq!(chunked("000005\r\nhello\r\n00\r\n\r\n").unwrap(), b"hello");
-    assert_eq!(chunked("5;a=b;c\r\nhello\r\n0;last\r\n\r\n").unwrap(), b"hello");
-    assert_eq!(chunked("5 ; a = \"q \\\" ;x\" ;b\r\nhello\r\n0\r\n\r\n").unwrap(), b"hello");
+    assert_eq!(
+        chunked("5;a=b;c\r\nhello\r\n0;last\r\n\r\n").unwrap(),
+        b"hello"
+    );
+    assert_eq!(
+        chunked("5 ; a = \"q \\\" ;x\" ;b\r\nhello\r\n0\r\n\r\n").unwrap(),
+        b"hello"
+    );
     let (_, _, rest) = decode_all(BodyFraming::Chunked, b"1\r\nx\r\n0\r\n\r\nGET").unwrap();
     assert_eq!(rest, b"GET");
 }
@@ -95,11 +121,26 @@ fn chunk_size_errors() {
     assert_eq!(chunked("g\r\n"), Err(BodyError::InvalidChunkSize));
     assert_eq!(chunked("\r\n"), Err(BodyError::InvalidChunkSize));
     assert_eq!(chunked("-1\r\n"), Err(BodyError::InvalidChunkSize));
-    assert_eq!(chunked(" 5\r\nhello\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkSize));
-    assert_eq!(chunked("0x5\r\nhello\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
-    assert_eq!(chunked("5 \r\nhello\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
-    assert_eq!(chunked("5\x0b\r\nhello\r\n0\r\n\r\n"), Err(BodyError::InvalidChunkExtension));
-    assert_eq!(chunked("12345678901234567\r\n"), Err(BodyError::ChunkSizeOverflow));
+    assert_eq!(
+        chunked(" 5\r\nhello\r\n0\r\n\r\n"),
+        Err(BodyError::InvalidChunkSize)
+    );
+    assert_eq!(
+        chunked("0x5\r\nhello\r\n0\r\n\r\n"),
+        Err(BodyError::InvalidChunkExtension)
+    );
+    assert_eq!(
+        chunked("5 \r\nhello\r\n0\r\n\r\n"),
+        Err(BodyError::InvalidChunkExtension)
+    );
+    assert_eq!(
+        chunked("5\x0b\r\nhello\r\n0\r\n\r\n"),
+        Err(BodyError::InvalidChunkExtension)
+    );
+    assert_eq!(
+        chunked("12345678901234567\r\n"),
+        Err(BodyError::ChunkSizeOverflow)
+    );
     let mut dec = BodyDecoder::new(BodyFraming::Chunked, &Limits::default());
     let mut buf = BytesMut::from(&b"ffffffffffffffff\r\nab"[..]);
     assert_eq!(dec.decode(&mut buf).unwrap(), BodyEvent::Data("ab".into()));
@@ -107,21 +148,55 @@ fn chunk_size_errors() {
 
 #[test]
 fn chunk_extension_errors() {
-    for ext in [";", ";=x", ";a=", ";a=\"open", ";a b", ";a=b c", ";a=\"x\"y", ";a=\x01"] {
+    for ext in [
+        ";",
+        ";=x",
+        ";a=",
+        ";a=\"open",
+        ";a b",
+        ";a=b c",
+        ";a=\"x\"y",
+        ";a=\x01",
+    ] {
         let raw = format!("5{ext}\r\nhello\r\n0\r\n\r\n");
-        assert_eq!(chunked(&raw), Err(BodyError::InvalidChunkExtension), "{ext:?}");
+        assert_eq!(
+            chunked(&raw),
+            Err(BodyError::InvalidChunkExtension),
+            "{ext:?}"
+        );
     }
 }
 
 #[test]
 fn crlf_required_everywhere() {
-    assert_eq!(chunked("5\nhello\r\n0\r\n\r\n"), Err(BodyError::MissingCrlf));
-    assert_eq!(chunked("5\r\nhello\n0\r\n\r\n"), Err(BodyError::MissingCrlf));
-    assert_eq!(chunked("5\r\nhelloXX0\r\n\r\n"), Err(BodyError::MissingCrlf));
-    assert_eq!(chunked("5\r\nhello\rX0\r\n\r\n"), Err(BodyError::MissingCrlf));
-    assert_eq!(chunked("5\r\nhello\r\n0\n\r\n"), Err(BodyError::MissingCrlf));
-    assert_eq!(chunked("5\r\nhello\r\n0\r\n\n"), Err(BodyError::MissingCrlf));
-    assert_eq!(chunked("5\r\nhello\r\n0\r\nA: b\n\r\n"), Err(BodyError::MissingCrlf));
+    assert_eq!(
+        chunked("5\nhello\r\n0\r\n\r\n"),
+        Err(BodyError::MissingCrlf)
+    );
+    assert_eq!(
+        chunked("5\r\nhello\n0\r\n\r\n"),
+        Err(BodyError::MissingCrlf)
+    );
+    assert_eq!(
+        chunked("5\r\nhelloXX0\r\n\r\n"),
+        Err(BodyError::MissingCrlf)
+    );
+    assert_eq!(
+        chunked("5\r\nhello\rX0\r\n\r\n"),
+        Err(BodyError::MissingCrlf)
+    );
+    assert_eq!(
+        chunked("5\r\nhello\r\n0\n\r\n"),
+        Err(BodyError::MissingCrlf)
+    );
+    assert_eq!(
+        chunked("5\r\nhello\r\n0\r\n\n"),
+        Err(BodyError::MissingCrlf)
+    );
+    assert_eq!(
+        chunked("5\r\nhello\r\n0\r\nA: b\n\r\n"),
+        Err(BodyError::MissingCrlf)
+    );
 }
 
 #[test]
@@ -151,10 +226,23 @@ fn trailers_parsed_and_filtered() {
 
 #[test]
 fn trailer_errors() {
-    assert_eq!(chunked("0\r\nBad Name: x\r\n\r\n"), Err(BodyError::InvalidTrailer));
-    assert_eq!(chunked("0\r\n folded\r\n\r\n"), Err(BodyError::InvalidTrailer));
-    assert_eq!(chunked("0\r\nA: b\x00\r\n\r\n"), Err(BodyError::InvalidTrailer));
-    let limits = Limits { max_request_line_bytes: 64, max_header_bytes: 32, max_headers: 2 };
+    assert_eq!(
+        chunked("0\r\nBad Name: x\r\n\r\n"),
+        Err(BodyError::InvalidTrailer)
+    );
+    assert_eq!(
+        chunked("0\r\n folded\r\n\r\n"),
+        Err(BodyError::InvalidTrailer)
+    );
+    assert_eq!(
+        chunked("0\r\nA: b\x00\r\n\r\n"),
+        Err(BodyError::InvalidTrailer)
+    );
+    let limits = Limits {
+        max_request_line_bytes: 64,
+        max_header_bytes: 32,
+        max_headers: 2,
+    };
     let mut dec = BodyDecoder::new(BodyFraming::Chunked, &limits);
     let mut buf = BytesMut::from(&b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"[..]);
     assert_eq!(dec.decode(&mut buf), Err(BodyError::TrailersTooLarge));

@@ -89,7 +89,11 @@ fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
 }
 
 fn headers_len_hint(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>() + 64
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + 64
 }
 
 /// Writes "METHOD target HTTP/1.1\r\nhost: authority\r\n" + headers + framing fields +
@@ -126,7 +130,11 @@ fn put_status_line(out: &mut BytesMut, status: u16, reason: &str) {
 /// canonical phrase.
 pub fn encode_response_head(head: &ResponseHead, out: &mut BytesMut) {
     out.reserve(head.reason.len() + headers_len_hint(&head.headers));
-    let reason = if head.reason.is_empty() { reason_phrase(head.status) } else { &head.reason };
+    let reason = if head.reason.is_empty() {
+        reason_phrase(head.status)
+    } else {
+        &head.reason
+    };
     put_status_line(out, head.status, reason);
     put_headers(out, &head.headers);
     put_framing(out, head.framing);
@@ -156,14 +164,19 @@ pub fn encode_local_response(
     out: &mut BytesMut,
 ) {
     let bodiless = bodiless_status(status);
-    let extras_len: usize = extra_headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let extras_len: usize = extra_headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum();
     out.reserve(96 + extras_len + if bodiless { 0 } else { body.len() });
     put_status_line(out, status, reason_phrase(status));
     if !bodiless {
         out.put_slice(b"content-length: ");
         put_decimal(out, body.len() as u64);
         out.put_slice(b"\r\n");
-        let has_type = extra_headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        let has_type = extra_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
         if !body.is_empty() && !has_type {
             out.put_slice(b"content-type: text/plain\r\n");
         }

@@ -18,7 +18,10 @@ pub(crate) fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
         None => return Err(ParseError::InvalidHeaderName),
         _ => {}
     }
-    let name_len = line.iter().position(|&b| !is_tchar(b)).unwrap_or(line.len());
+    let name_len = line
+        .iter()
+        .position(|&b| !is_tchar(b))
+        .unwrap_or(line.len());
     if name_len == 0 || line.get(name_len) != Some(&b':') {
         return Err(ParseError::InvalidHeaderName);
     }
@@ -29,7 +32,10 @@ pub(crate) fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
 
 /// Converts a validated name and a raw value into `http` types (name lower-cased). The value
 /// check rejects every CTL except HTAB, and DEL.
-pub(crate) fn to_header(name: &[u8], value: &[u8]) -> Result<(HeaderName, HeaderValue), ParseError> {
+pub(crate) fn to_header(
+    name: &[u8],
+    value: &[u8],
+) -> Result<(HeaderName, HeaderValue), ParseError> {
     let name = HeaderName::from_bytes(name).map_err(|_| ParseError::InvalidHeaderName)?;
     let value = HeaderValue::from_bytes(value).map_err(|_| ParseError::InvalidHeaderValue)?;
     Ok((name, value))
@@ -41,15 +47,24 @@ mod tests {
 
     #[test]
     fn splits_and_trims() {
-        assert_eq!(split_field(b"Host:  a.b \t"), Ok((&b"Host"[..], &b"a.b"[..])));
+        assert_eq!(
+            split_field(b"Host:  a.b \t"),
+            Ok((&b"Host"[..], &b"a.b"[..]))
+        );
         assert_eq!(split_field(b"x-empty:"), Ok((&b"x-empty"[..], &b""[..])));
         assert_eq!(split_field(b"a:b:c"), Ok((&b"a"[..], &b"b:c"[..])));
     }
 
     #[test]
     fn rejects_space_before_colon() {
-        assert_eq!(split_field(b"Transfer-Encoding : chunked"), Err(ParseError::InvalidHeaderName));
-        assert_eq!(split_field(b"Transfer-Encoding\t: chunked"), Err(ParseError::InvalidHeaderName));
+        assert_eq!(
+            split_field(b"Transfer-Encoding : chunked"),
+            Err(ParseError::InvalidHeaderName)
+        );
+        assert_eq!(
+            split_field(b"Transfer-Encoding\t: chunked"),
+            Err(ParseError::InvalidHeaderName)
+        );
     }
 
     #[test]
@@ -59,13 +74,26 @@ mod tests {
         assert_eq!(split_field(b": v"), Err(ParseError::InvalidHeaderName));
         assert_eq!(split_field(b"no colon"), Err(ParseError::InvalidHeaderName));
         assert_eq!(split_field(b"a(b): v"), Err(ParseError::InvalidHeaderName));
-        assert_eq!(split_field(b"a\x00b: v"), Err(ParseError::InvalidHeaderName));
+        assert_eq!(
+            split_field(b"a\x00b: v"),
+            Err(ParseError::InvalidHeaderName)
+        );
     }
 
     #[test]
     fn rejects_ctl_in_values() {
-        for v in [&b"a\x00b"[..], b"\x0bchunked", b"a\rb", b"a\x7fb", b"a\x1bb"] {
-            assert_eq!(to_header(b"x", v).map(|_| ()), Err(ParseError::InvalidHeaderValue), "{v:?}");
+        for v in [
+            &b"a\x00b"[..],
+            b"\x0bchunked",
+            b"a\rb",
+            b"a\x7fb",
+            b"a\x1bb",
+        ] {
+            assert_eq!(
+                to_header(b"x", v).map(|_| ()),
+                Err(ParseError::InvalidHeaderValue),
+                "{v:?}"
+            );
         }
         assert!(to_header(b"x", b"a\tb \xff").is_ok());
     }

@@ -139,16 +139,40 @@ mod tests {
         assert_eq!(merge_content_length(b"42", None), Ok(42));
         assert_eq!(merge_content_length(b"42, 42", None), Ok(42));
         assert_eq!(merge_content_length(b"42", Some(42)), Ok(42));
-        assert_eq!(merge_content_length(b"18446744073709551615", None), Ok(u64::MAX));
+        assert_eq!(
+            merge_content_length(b"18446744073709551615", None),
+            Ok(u64::MAX)
+        );
     }
 
     #[test]
     fn content_length_invalid() {
-        for v in [&b""[..], b"+1", b"-1", b"1 2", b"0x10", b"1a", b"1,", b",1", b"18446744073709551616", b"1.0"] {
-            assert_eq!(merge_content_length(v, None), Err(ParseError::InvalidContentLength), "{v:?}");
+        for v in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"1 2",
+            b"0x10",
+            b"1a",
+            b"1,",
+            b",1",
+            b"18446744073709551616",
+            b"1.0",
+        ] {
+            assert_eq!(
+                merge_content_length(v, None),
+                Err(ParseError::InvalidContentLength),
+                "{v:?}"
+            );
         }
-        assert_eq!(merge_content_length(b"1, 2", None), Err(ParseError::ConflictingContentLength));
-        assert_eq!(merge_content_length(b"2", Some(1)), Err(ParseError::ConflictingContentLength));
+        assert_eq!(
+            merge_content_length(b"1, 2", None),
+            Err(ParseError::ConflictingContentLength)
+        );
+        assert_eq!(
+            merge_content_length(b"2", Some(1)),
+            Err(ParseError::ConflictingContentLength)
+        );
     }
 
     fn te(values: &[&[u8]]) -> TransferCodings {
@@ -164,15 +188,42 @@ mod tests {
         assert_eq!(te(&[b"chunked"]).check_request(), Ok(()));
         assert_eq!(te(&[b"CHUNKED"]).check_request(), Ok(()));
         assert_eq!(te(&[b"chunked, "]).check_request(), Ok(()));
-        assert_eq!(te(&[b""]).check_request(), Err(ParseError::InvalidTransferEncoding));
-        assert_eq!(te(&[b"chunked, chunked"]).check_request(), Err(ParseError::InvalidTransferEncoding));
-        assert_eq!(te(&[b"chunked", b"chunked"]).check_request(), Err(ParseError::InvalidTransferEncoding));
-        assert_eq!(te(&[b"chunked, gzip"]).check_request(), Err(ParseError::InvalidTransferEncoding));
-        assert_eq!(te(&[b"gzip, chunked"]).check_request(), Err(ParseError::UnsupportedTransferCoding));
-        assert_eq!(te(&[b"xchunked"]).check_request(), Err(ParseError::UnsupportedTransferCoding));
-        assert_eq!(te(&[b"identity"]).check_request(), Err(ParseError::UnsupportedTransferCoding));
-        assert_eq!(te(&[b"chunked;a=b"]).check_request(), Err(ParseError::InvalidTransferEncoding));
-        assert_eq!(te(&[b"\"chunked\""]).check_request(), Err(ParseError::InvalidTransferEncoding));
+        assert_eq!(
+            te(&[b""]).check_request(),
+            Err(ParseError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            te(&[b"chunked, chunked"]).check_request(),
+            Err(ParseError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            te(&[b"chunked", b"chunked"]).check_request(),
+            Err(ParseError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            te(&[b"chunked, gzip"]).check_request(),
+            Err(ParseError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            te(&[b"gzip, chunked"]).check_request(),
+            Err(ParseError::UnsupportedTransferCoding)
+        );
+        assert_eq!(
+            te(&[b"xchunked"]).check_request(),
+            Err(ParseError::UnsupportedTransferCoding)
+        );
+        assert_eq!(
+            te(&[b"identity"]).check_request(),
+            Err(ParseError::UnsupportedTransferCoding)
+        );
+        assert_eq!(
+            te(&[b"chunked;a=b"]).check_request(),
+            Err(ParseError::InvalidTransferEncoding)
+        );
+        assert_eq!(
+            te(&[b"\"chunked\""]).check_request(),
+            Err(ParseError::InvalidTransferEncoding)
+        );
     }
 
     #[test]

@@ -15,7 +15,19 @@ fn is_reg_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'='
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b';'
+                | b'='
         )
 }
 
@@ -43,14 +55,19 @@ fn valid_port(port: &[u8]) -> bool {
     if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    port.iter().fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0')) <= 65535
+    port.iter()
+        .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
+        <= 65535
 }
 
 /// Validates `uri-host [ ":" port ]` (port mandatory when `require_port`, as for CONNECT's
 /// authority-form) and returns it lower-cased.
 pub(crate) fn normalize_authority(raw: &[u8], require_port: bool) -> Result<String, ParseError> {
     let (host_ok, port) = if let Some(rest) = raw.strip_prefix(b"[") {
-        let close = rest.iter().position(|&b| b == b']').ok_or(ParseError::InvalidHost)?;
+        let close = rest
+            .iter()
+            .position(|&b| b == b']')
+            .ok_or(ParseError::InvalidHost)?;
         let literal = rest.get(..close).unwrap_or_default();
         let ok = std::str::from_utf8(literal)
             .ok()
@@ -91,12 +108,24 @@ mod tests {
 
     #[test]
     fn accepts_valid_hosts() {
-        assert_eq!(normalize_authority(b"Example.COM", false).unwrap(), "example.com");
+        assert_eq!(
+            normalize_authority(b"Example.COM", false).unwrap(),
+            "example.com"
+        );
         assert_eq!(normalize_authority(b"a.b:8080", false).unwrap(), "a.b:8080");
-        assert_eq!(normalize_authority(b"10.0.0.1:65535", false).unwrap(), "10.0.0.1:65535");
+        assert_eq!(
+            normalize_authority(b"10.0.0.1:65535", false).unwrap(),
+            "10.0.0.1:65535"
+        );
         assert_eq!(normalize_authority(b"[::1]:80", false).unwrap(), "[::1]:80");
-        assert_eq!(normalize_authority(b"[FE80::1]", false).unwrap(), "[fe80::1]");
-        assert_eq!(normalize_authority(b"my%20host", false).unwrap(), "my%20host");
+        assert_eq!(
+            normalize_authority(b"[FE80::1]", false).unwrap(),
+            "[fe80::1]"
+        );
+        assert_eq!(
+            normalize_authority(b"my%20host", false).unwrap(),
+            "my%20host"
+        );
         assert_eq!(normalize_authority(b"svc_1.ns", false).unwrap(), "svc_1.ns");
     }
 
@@ -126,13 +155,20 @@ mod tests {
             b"a\\b",
             b"a,b",
         ] {
-            assert_eq!(normalize_authority(h, false), Err(ParseError::InvalidHost), "{h:?}");
+            assert_eq!(
+                normalize_authority(h, false),
+                Err(ParseError::InvalidHost),
+                "{h:?}"
+            );
         }
     }
 
     #[test]
     fn connect_needs_port() {
-        assert_eq!(normalize_authority(b"a.b", true), Err(ParseError::InvalidHost));
+        assert_eq!(
+            normalize_authority(b"a.b", true),
+            Err(ParseError::InvalidHost)
+        );
         assert_eq!(normalize_authority(b"a.b:443", true).unwrap(), "a.b:443");
     }
 }

@@ -60,7 +60,11 @@ mod tests {
         };
         assert_eq!(
             Limits::from(&s),
-            Limits { max_request_line_bytes: 1, max_header_bytes: 2, max_headers: 3 }
+            Limits {
+                max_request_line_bytes: 1,
+                max_header_bytes: 2,
+                max_headers: 3
+            }
         );
     }
 }

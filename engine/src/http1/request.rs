@@ -16,7 +16,9 @@ use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
 use super::host::normalize_authority;
 use super::limits::Limits;
-use super::syntax::{field_lines, find_head_end, find_lf, is_token, is_vchar, line_end, list_elements, Scan};
+use super::syntax::{
+    field_lines, find_head_end, find_lf, is_token, is_vchar, line_end, list_elements, Scan,
+};
 
 /// Parses a request head from the front of `buf`.
 ///
@@ -78,13 +80,19 @@ fn skip_empty_lines(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseE
 
 /// `method SP request-target SP HTTP-version`, exactly one SP between parts.
 fn parse_request_line(line: &[u8]) -> Result<(Method, &[u8], Version), ParseError> {
-    let sp1 = line.iter().position(|&b| b == b' ').ok_or(ParseError::InvalidRequestLine)?;
+    let sp1 = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::InvalidRequestLine)?;
     let method = line.get(..sp1).unwrap_or_default();
     if !is_token(method) {
         return Err(ParseError::InvalidMethod);
     }
     let rest = line.get(sp1 + 1..).unwrap_or_default();
-    let sp2 = rest.iter().position(|&b| b == b' ').ok_or(ParseError::InvalidRequestLine)?;
+    let sp2 = rest
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::InvalidRequestLine)?;
     let target = rest.get(..sp2).unwrap_or_default();
     let version = parse_version(rest.get(sp2 + 1..).unwrap_or_default())?;
     // A fragment is never sent in a request-target; whitespace, CTLs and non-ASCII never are.

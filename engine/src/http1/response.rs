@@ -84,14 +84,24 @@ pub fn parse_response_head(
         BodyFraming::CloseDelimited
     };
     let keep_alive = connection.keep_alive(http11) && framing != BodyFraming::CloseDelimited;
-    let head = ResponseHead { version, status, reason, headers, framing, keep_alive };
+    let head = ResponseHead {
+        version,
+        status,
+        reason,
+        headers,
+        framing,
+        keep_alive,
+    };
     Ok(Some((head, head_end)))
 }
 
 /// `HTTP-version SP 3DIGIT SP [reason-phrase]`. A missing SP after the code (no reason) is
 /// tolerated as RFC 9112 §4 suggests; the reason may hold HTAB, SP, VCHAR and obs-text.
 fn parse_status_line(line: &[u8]) -> Result<(Version, u16, String), ParseError> {
-    let sp = line.iter().position(|&b| b == b' ').ok_or(ParseError::InvalidStatusLine)?;
+    let sp = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::InvalidStatusLine)?;
     let version = parse_version(line.get(..sp).unwrap_or_default()).map_err(|e| match e {
         ParseError::UnsupportedVersion => e,
         _ => ParseError::InvalidStatusLine,
@@ -105,14 +115,23 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16, String), ParseError> 
     if !code.iter().all(u8::is_ascii_digit) {
         return Err(ParseError::InvalidStatusCode);
     }
-    let status = code.iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let status = code
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     if !(100..=599).contains(&status) {
         return Err(ParseError::InvalidStatusCode);
     }
-    if reason.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+    if reason
+        .iter()
+        .any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f))
+    {
         return Err(ParseError::InvalidStatusLine);
     }
-    Ok((version, status, String::from_utf8_lossy(reason).into_owned()))
+    Ok((
+        version,
+        status,
+        String::from_utf8_lossy(reason).into_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -132,7 +151,10 @@ mod tests {
         let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
         let (h, n) = parse(raw, Method::GET).unwrap().unwrap();
         assert_eq!(n, raw.len() - 5);
-        assert_eq!((h.version, h.status, h.reason.as_str()), (Version::Http11, 200, "OK"));
+        assert_eq!(
+            (h.version, h.status, h.reason.as_str()),
+            (Version::Http11, 200, "OK")
+        );
         assert_eq!(h.framing, BodyFraming::ContentLength(5));
         assert!(h.keep_alive);
         assert_eq!(h.headers.get("x-a").unwrap(), "b");
@@ -140,7 +162,9 @@ mod tests {
 
     #[test]
     fn incomplete() {
-        assert!(parse("HTTP/1.1 200 OK\r\nA: b\r\n", Method::GET).unwrap().is_none());
+        assert!(parse("HTTP/1.1 200 OK\r\nA: b\r\n", Method::GET)
+            .unwrap()
+            .is_none());
         assert!(parse("HTTP/1.1 2", Method::GET).unwrap().is_none());
     }
 
@@ -156,12 +180,28 @@ mod tests {
             "HTTP/1.1 099 x\r\n\r\n",
             "HTTP/1.1  200 x\r\n\r\n",
         ] {
-            assert_eq!(framing(bad, Method::GET), Err(ParseError::InvalidStatusCode), "{bad:?}");
+            assert_eq!(
+                framing(bad, Method::GET),
+                Err(ParseError::InvalidStatusCode),
+                "{bad:?}"
+            );
         }
-        assert_eq!(framing("HTTP/2.0 200 x\r\n\r\n", Method::GET), Err(ParseError::UnsupportedVersion));
-        assert_eq!(framing("http/1.1 200 x\r\n\r\n", Method::GET), Err(ParseError::InvalidStatusLine));
-        assert_eq!(framing("HTTP/1.1 200 a\x01b\r\n\r\n", Method::GET), Err(ParseError::InvalidStatusLine));
-        assert_eq!(framing("HTTP/1.1 200 OK\n\r\n", Method::GET), Err(ParseError::BareLineEnding));
+        assert_eq!(
+            framing("HTTP/2.0 200 x\r\n\r\n", Method::GET),
+            Err(ParseError::UnsupportedVersion)
+        );
+        assert_eq!(
+            framing("http/1.1 200 x\r\n\r\n", Method::GET),
+            Err(ParseError::InvalidStatusLine)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 a\x01b\r\n\r\n", Method::GET),
+            Err(ParseError::InvalidStatusLine)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\n\r\n", Method::GET),
+            Err(ParseError::BareLineEnding)
+        );
         assert_eq!(ParseError::InvalidStatusCode.status(), 502);
     }
 
@@ -171,32 +211,61 @@ mod tests {
         let cl = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(framing(cl, Method::GET), Ok(ContentLength(3)));
         assert_eq!(framing(cl, Method::HEAD), Ok(None));
-        for s in ["100 Continue", "101 Switching", "204 No Content", "304 Not Modified"] {
+        for s in [
+            "100 Continue",
+            "101 Switching",
+            "204 No Content",
+            "304 Not Modified",
+        ] {
             let raw = format!("HTTP/1.1 {s}\r\nContent-Length: 3\r\n\r\n");
             assert_eq!(framing(&raw, Method::GET), Ok(None), "{s}");
         }
-        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n", Method::CONNECT), Ok(None));
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", Method::CONNECT),
+            Ok(None)
+        );
         let te = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(framing(te, Method::GET), Ok(Chunked));
         let gz = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
         assert_eq!(framing(gz, Method::GET), Ok(CloseDelimited));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n", Method::GET), Ok(CloseDelimited));
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", Method::GET),
+            Ok(CloseDelimited)
+        );
     }
 
     #[test]
     fn framing_errors() {
         let both = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(framing(both, Method::GET), Err(ParseError::TransferEncodingWithContentLength));
+        assert_eq!(
+            framing(both, Method::GET),
+            Err(ParseError::TransferEncodingWithContentLength)
+        );
         let differ = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
-        assert_eq!(framing(differ, Method::GET), Err(ParseError::ConflictingContentLength));
+        assert_eq!(
+            framing(differ, Method::GET),
+            Err(ParseError::ConflictingContentLength)
+        );
         let same = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(framing(same, Method::GET), Ok(BodyFraming::ContentLength(3)));
+        assert_eq!(
+            framing(same, Method::GET),
+            Ok(BodyFraming::ContentLength(3))
+        );
         let bad = "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n";
-        assert_eq!(framing(bad, Method::GET), Err(ParseError::InvalidContentLength));
+        assert_eq!(
+            framing(bad, Method::GET),
+            Err(ParseError::InvalidContentLength)
+        );
         let te10 = "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(framing(te10, Method::GET), Err(ParseError::TransferEncodingInHttp10));
+        assert_eq!(
+            framing(te10, Method::GET),
+            Err(ParseError::TransferEncodingInHttp10)
+        );
         let twice = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n";
-        assert_eq!(framing(twice, Method::GET), Err(ParseError::InvalidTransferEncoding));
+        assert_eq!(
+            framing(twice, Method::GET),
+            Err(ParseError::InvalidTransferEncoding)
+        );
         let fold = "HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n";
         assert_eq!(framing(fold, Method::GET), Err(ParseError::ObsFold));
     }
@@ -205,15 +274,23 @@ mod tests {
     fn keep_alive_rules() {
         let ka = |raw: &str| parse(raw, Method::GET).unwrap().unwrap().0.keep_alive;
         assert!(ka("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!ka("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
         assert!(!ka("HTTP/1.1 200 OK\r\n\r\n"));
         assert!(!ka("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(ka("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
+        assert!(ka(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
     }
 
     #[test]
     fn head_limit_applies_while_incomplete() {
-        let limits = Limits { max_request_line_bytes: 64, max_header_bytes: 64, max_headers: 4 };
+        let limits = Limits {
+            max_request_line_bytes: 64,
+            max_header_bytes: 64,
+            max_headers: 4,
+        };
         let raw = format!("HTTP/1.1 200 OK\r\nA: {}", "x".repeat(64));
         assert_eq!(
             parse_response_head(raw.as_bytes(), &limits, &Method::GET).map(|_| ()),

@@ -90,7 +90,10 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Position of the next LF at or after `from`.
 #[inline]
 pub(crate) fn find_lf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?.iter().position(|&b| b == b'\n').map(|p| p + from)
+    buf.get(from..)?
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| p + from)
 }
 
 /// Given the LF at `lf` ending a line that starts at `line_start`, returns the end of the line
@@ -139,7 +142,10 @@ pub(crate) fn find_head_end(
                     return Err(ParseError::HeadTooLarge);
                 }
                 if end == pos {
-                    return Ok(Scan::Complete { end: lf + 1, fields });
+                    return Ok(Scan::Complete {
+                        end: lf + 1,
+                        fields,
+                    });
                 }
                 fields += 1;
                 if fields > limits.max_headers {
@@ -171,13 +177,19 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { max_request_line_bytes: 100, max_header_bytes: 64, max_headers: 3 }
+        Limits {
+            max_request_line_bytes: 100,
+            max_header_bytes: 64,
+            max_headers: 3,
+        }
     }
 
     #[test]
     fn tchar_table() {
         assert!(is_tchar(b'a') && is_tchar(b'Z') && is_tchar(b'9') && is_tchar(b'~'));
-        for b in [b' ', b':', b'(', b'"', b'\t', b'\r', b'\n', 0x7f, 0x80, b'@', b',', b';'] {
+        for b in [
+            b' ', b':', b'(', b'"', b'\t', b'\r', b'\n', 0x7f, 0x80, b'@', b',', b';',
+        ] {
             assert!(!is_tchar(b), "{b:#x}");
         }
         assert!(is_token(b"GET") && !is_token(b"") && !is_token(b"G T"));
@@ -199,23 +211,38 @@ mod tests {
     #[test]
     fn scan_complete_and_incomplete() {
         let l = limits();
-        assert_eq!(find_head_end(b"a: b\r\n\r\n", 0, 0, &l), Ok(Scan::Complete { end: 8, fields: 1 }));
+        assert_eq!(
+            find_head_end(b"a: b\r\n\r\n", 0, 0, &l),
+            Ok(Scan::Complete { end: 8, fields: 1 })
+        );
         assert_eq!(find_head_end(b"a: b\r\n\r", 0, 0, &l), Ok(Scan::Incomplete));
-        assert_eq!(find_head_end(b"\r\n", 0, 0, &l), Ok(Scan::Complete { end: 2, fields: 0 }));
+        assert_eq!(
+            find_head_end(b"\r\n", 0, 0, &l),
+            Ok(Scan::Complete { end: 2, fields: 0 })
+        );
     }
 
     #[test]
     fn scan_rejects_bare_lf() {
         let l = limits();
-        assert_eq!(find_head_end(b"a: b\n\r\n", 0, 0, &l), Err(ParseError::BareLineEnding));
-        assert_eq!(find_head_end(b"a: b\r\n\n", 0, 0, &l), Err(ParseError::BareLineEnding));
+        assert_eq!(
+            find_head_end(b"a: b\n\r\n", 0, 0, &l),
+            Err(ParseError::BareLineEnding)
+        );
+        assert_eq!(
+            find_head_end(b"a: b\r\n\n", 0, 0, &l),
+            Err(ParseError::BareLineEnding)
+        );
     }
 
     #[test]
     fn scan_limits_apply_before_completion() {
         let l = limits();
         let long = vec![b'x'; 65];
-        assert_eq!(find_head_end(&long, 0, 0, &l), Err(ParseError::HeadTooLarge));
+        assert_eq!(
+            find_head_end(&long, 0, 0, &l),
+            Err(ParseError::HeadTooLarge)
+        );
         assert_eq!(
             find_head_end(b"a: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n", 0, 0, &l),
             Err(ParseError::TooManyHeaders)
