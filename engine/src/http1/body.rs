@@ -179,7 +179,7 @@ fn chunk_size_line(buf: &[u8]) -> Result<Option<(u64, usize)>, BodyError> {
     let window = buf
         .get(..MAX_CHUNK_LINE_BYTES.min(buf.len()))
         .unwrap_or_default();
-    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+    let Some(lf) = memchr::memchr(b'\n', window) else {
         if buf.len() >= MAX_CHUNK_LINE_BYTES {
             return Err(BodyError::ChunkLineTooLong);
         }

@@ -90,10 +90,7 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Position of the next LF at or after `from`.
 #[inline]
 pub(crate) fn find_lf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|p| p + from)
+    memchr::memchr(b'\n', buf.get(from..)?).map(|p| p + from)
 }
 
 /// Given the LF at `lf` ending a line that starts at `line_start`, returns the end of the line
@@ -165,7 +162,7 @@ pub(crate) fn field_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let lf = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let lf = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         let line = rest.get(..lf).unwrap_or(rest);
         rest = rest.get(lf + 1..).unwrap_or(&[]);
         Some(line.strip_suffix(b"\r").unwrap_or(line))
