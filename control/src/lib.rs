@@ -13,5 +13,6 @@
 
 pub mod diag;
 pub mod istio;
+pub mod translate;
 
 pub use diag::{ConfigError, Diagnostic, Severity};
