@@ -13,6 +13,8 @@
 
 pub mod diag;
 pub mod istio;
+pub mod proxy_config;
 pub mod translate;
 
 pub use diag::{ConfigError, Diagnostic, Severity};
+pub use proxy_config::{load_proxy_config, LoadedConfig};

@@ -217,7 +217,7 @@ fn typed_resource<S: DeserializeOwned>(
 }
 
 /// `spec.http[0].foo`, the same notation `serde_path_to_error` uses.
-fn format_path(path: &serde_ignored::Path<'_>) -> String {
+pub(crate) fn format_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),
