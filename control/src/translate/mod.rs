@@ -212,6 +212,12 @@ fn build_virtual_service_hosts(
         let name = format!("{}.{}", vs.source.name, vs.namespace());
         let mut domains = Vec::new();
         for (i, host) in spec.hosts.iter().enumerate() {
+            if host.is_empty() {
+                diags.push(
+                    vs.diag(Diagnostic::error("empty host").field(format!("spec.hosts[{i}]"))),
+                );
+                continue;
+            }
             let fqdn = hosts::resolve(host, vs.namespace());
             let ports: Vec<u16> = catalog
                 .service(&fqdn)
@@ -258,6 +264,13 @@ fn build_virtual_service_hosts(
                 catalog,
                 &mut local,
             ) {
+                if let Err(e) = engine_accepts(&route) {
+                    local.push(
+                        Diagnostic::error(format!("rule left out: the router rejects it: {e}"))
+                            .field(format!("spec.http[{i}]")),
+                    );
+                    continue;
+                }
                 routes.push(route);
                 origin.rule_indices.push(i);
                 origin.rule_names.push(rule.name.clone());
@@ -337,6 +350,24 @@ fn build_default_hosts(
             routes,
         });
     }
+}
+
+/// Whether the engine's router compiles `route` (header names and values, redirect parts,
+/// rewrites, weights), checked per rule so one bad rule is reported and left out instead of
+/// making the whole snapshot unusable.
+fn engine_accepts(route: &Route) -> Result<(), trellis_engine::route::RouteError> {
+    let probe = Config {
+        route_tables: vec![RouteTable {
+            name: OUTBOUND_ROUTE_TABLE.to_string(),
+            virtual_hosts: vec![VirtualHost {
+                name: "probe".to_string(),
+                domains: vec!["probe".to_string()],
+                routes: vec![route.clone()],
+            }],
+        }],
+        ..Config::default()
+    };
+    trellis_engine::route::Router::new(std::sync::Arc::new(probe)).map(|_| ())
 }
 
 /// A stable version label: a hash of the snapshot's content.

@@ -418,3 +418,33 @@ fn version_is_stable_and_content_addressed() {
     let c = run(VS);
     assert_ne!(a.config.version, c.config.version);
 }
+
+#[test]
+fn rules_the_router_rejects_are_reported_and_left_out() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    headers:
+      request:
+        set: {host: evil}
+    route:
+    - destination: {host: ratings}
+  - route:
+    - destination: {host: ratings}
+"#;
+    let t = run(vs);
+    let v = vhost(&t, "ratings.default");
+    assert_eq!(v.routes.len(), 1);
+    assert_eq!(t.virtual_hosts["ratings.default"].rule_indices, vec![1]);
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error && d.field.as_deref() == Some("spec.http[0]")));
+    let router = trellis_engine::route::Router::new(std::sync::Arc::new(t.config.clone()));
+    assert!(router.is_ok());
+}
