@@ -154,4 +154,10 @@ pub enum ConfigError {
         field: String,
         message: String,
     },
+    /// The request given to `explain` is malformed (e.g. a bad header).
+    #[error("invalid request: {0}")]
+    Request(String),
+    /// The engine refused the translated configuration as a whole.
+    #[error("translated configuration rejected by the engine: {0}")]
+    Rejected(String),
 }

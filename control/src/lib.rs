@@ -12,9 +12,11 @@
 //! - [`diag`]: diagnostics and errors shared by all of them.
 
 pub mod diag;
+pub mod explain;
 pub mod istio;
 pub mod proxy_config;
 pub mod translate;
 
 pub use diag::{ConfigError, Diagnostic, Severity};
+pub use explain::{explain, ExplainReport, ExplainRequest};
 pub use proxy_config::{load_proxy_config, LoadedConfig};
