@@ -59,6 +59,13 @@ pub struct Router {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TableId(usize);
 
+impl TableId {
+    /// Index of the table in `Config::route_tables`.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 /// The parts of a request that routing looks at.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteRequest<'a> {
@@ -92,6 +99,8 @@ pub enum RouteOutcome<'r> {
 #[derive(Clone, Copy, Debug)]
 pub struct Matched<'r> {
     pub vhost: &'r VirtualHost,
+    /// Index of `vhost` in its route table.
+    pub vhost_index: usize,
     pub route: &'r Route,
     /// Index of `route` in `vhost.routes`.
     pub route_index: usize,
@@ -162,6 +171,7 @@ impl Router {
             if let Some(match_index) = compiled_route.first_match(&prepared) {
                 return RouteOutcome::Matched(Matched {
                     vhost,
+                    vhost_index: hit.vhost,
                     route,
                     route_index,
                     match_index,
