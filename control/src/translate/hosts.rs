@@ -107,3 +107,40 @@ mod tests {
         assert!(!host_covers("a.b", "a.c"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use quickcheck_macros::quickcheck;
+
+    #[quickcheck]
+    fn domains_are_unique_and_include_the_fqdn(name: String, ports: Vec<u16>) -> bool {
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(20)
+            .collect();
+        if name.is_empty() {
+            return true;
+        }
+        let mut ports = ports;
+        ports.sort_unstable();
+        ports.dedup();
+        let fqdn = resolve(&name, "ns");
+        let d = domains(&fqdn, &ports);
+        let mut sorted = d.clone();
+        sorted.sort();
+        sorted.dedup();
+        sorted.len() == d.len()
+            && d.contains(&fqdn)
+            && d.contains(&name)
+            && d.len() == 4 * (ports.len() + 1)
+    }
+
+    #[quickcheck]
+    fn resolve_is_idempotent(host: String, ns: String) -> bool {
+        let ns: String = ns.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let once = resolve(&host, &ns);
+        resolve(&once, &ns) == once || !once.contains('.')
+    }
+}

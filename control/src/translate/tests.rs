@@ -448,3 +448,56 @@ spec:
     let router = trellis_engine::route::Router::new(std::sync::Arc::new(t.config.clone()));
     assert!(router.is_ok());
 }
+
+/// Whatever a VirtualService says (odd weights, header names/values, regexes), the translated
+/// snapshot always compiles in the engine's router: bad rules are left out and reported.
+#[quickcheck_macros::quickcheck]
+fn translated_config_always_compiles(
+    weights: Vec<u8>,
+    header: String,
+    value: String,
+    regex: String,
+) -> bool {
+    // YAML can only carry its printable set (YAML 1.2 §5.1); everything else is fair game.
+    let printable = |c: &char| {
+        matches!(*c as u32, 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+            && *c != '\u{FEFF}'
+    };
+    let clean = |s: String| -> String { s.chars().filter(printable).collect() };
+    let (header, value, regex) = (clean(header), clean(value), clean(regex));
+    let dests: Vec<serde_json::Value> = weights
+        .iter()
+        .take(4)
+        .enumerate()
+        .map(|(i, w)| {
+            serde_json::json!({
+                "destination": {"host": "reviews", "subset": if i % 2 == 0 { "v1" } else { "v2" }},
+                "weight": w,
+                "headers": {"request": {"set": {header.clone(): value.clone()}}}
+            })
+        })
+        .collect();
+    let vs = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews"},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [
+                {"match": [{"uri": {"regex": regex}, "headers": {header.clone(): {"exact": value}}}],
+                 "route": dests},
+                {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+            ]
+        }
+    });
+    let vs = serde_yaml::to_string(&vs).unwrap();
+    let t = run(&format!("{DR}\n---\n{vs}"));
+    let compiled =
+        trellis_engine::route::Router::new(std::sync::Arc::new(t.config.clone())).is_ok();
+    // The catch-all rule always survives.
+    let survived = vhost(&t, "reviews.default")
+        .routes
+        .last()
+        .map(|r| r.matches.is_empty());
+    compiled && survived == Some(true)
+}
