@@ -308,6 +308,18 @@ spec:
     }
 
     #[test]
+    fn line_numbers_count_from_the_start_of_the_file() {
+        let text = format!("{VS}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: b}}\nspec:\n  hosts: [b]\n  http:\n  - timeout: 5 parsecs\n");
+        let bad_line = text.lines().position(|l| l.contains("parsecs")).unwrap() + 1;
+        let err = parse_str(&text, "multi.yaml").unwrap_err();
+        let ConfigError::Invalid { line, resource, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*line, Some(bad_line));
+        assert_eq!(resource, "VirtualService default/b");
+    }
+
+    #[test]
     fn invalid_enum_value_is_an_error() {
         let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: d\n  trafficPolicy:\n    loadBalancer:\n      simple: FASTEST\n";
         let err = parse_str(text, "dr.yaml").unwrap_err().to_string();
