@@ -6,7 +6,6 @@
 //! the subset's `portLevelSettings`. Where nothing is set, Istio's defaults apply (the `Default`
 //! impls of the engine types). Settings Trellis cannot apply are reported, not dropped silently.
 
-use serde::Serialize;
 use trellis_engine::config::{ConnectionPool, LbPolicy, OutlierDetection};
 
 use crate::diag::Diagnostic;
@@ -17,13 +16,10 @@ use crate::istio::destination_rule::{
 use crate::istio::DestinationRuleSpec;
 
 /// The policy of one (host, port, subset) cluster after merging.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EffectivePolicy {
-    #[serde(skip)]
     pub lb: LbPolicy,
-    #[serde(skip)]
     pub pool: ConnectionPool,
-    #[serde(skip)]
     pub outlier: Option<OutlierDetection>,
     /// `None`: the rule sets no TLS mode (Istio then uses auto mTLS).
     pub tls_mode: Option<TlsMode>,
