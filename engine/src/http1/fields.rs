@@ -36,8 +36,22 @@ pub(crate) fn to_header(
     name: &[u8],
     value: &[u8],
 ) -> Result<(HeaderName, HeaderValue), ParseError> {
+    to_header_in(name, value, None)
+}
+
+/// Like [`to_header`]; when `shared` is the buffer `value` points into, the value is a
+/// reference-counted slice of it instead of a fresh allocation.
+pub(crate) fn to_header_in(
+    name: &[u8],
+    value: &[u8],
+    shared: Option<&bytes::Bytes>,
+) -> Result<(HeaderName, HeaderValue), ParseError> {
     let name = HeaderName::from_bytes(name).map_err(|_| ParseError::InvalidHeaderName)?;
-    let value = HeaderValue::from_bytes(value).map_err(|_| ParseError::InvalidHeaderValue)?;
+    let value = match shared {
+        Some(buf) if !value.is_empty() => HeaderValue::from_maybe_shared(buf.slice_ref(value)),
+        _ => HeaderValue::from_bytes(value),
+    }
+    .map_err(|_| ParseError::InvalidHeaderValue)?;
     Ok((name, value))
 }
 

@@ -45,5 +45,5 @@ pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
 pub use hop::strip_hop_by_hop;
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
 pub use reason::reason_phrase;
-pub use request::parse_request_head;
+pub use request::{parse_request_head, take_request_head};
 pub use response::parse_response_head;

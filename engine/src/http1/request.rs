@@ -11,7 +11,7 @@ use http::header::{self, HeaderMap};
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::{split_field, to_header};
+use super::fields::{split_field, to_header_in};
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
 use super::host::normalize_authority;
@@ -30,6 +30,45 @@ pub fn parse_request_head(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(RequestHead, usize)>, ParseError> {
+    let Some(layout) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    let head = layout.build(buf, None)?;
+    Ok(Some((head, layout.head_end)))
+}
+
+/// Like [`parse_request_head`], but takes the head off the front of `buf` and lets header
+/// values share its memory (no allocation per field): what the engine's hot path uses.
+pub fn take_request_head(
+    buf: &mut bytes::BytesMut,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, ParseError> {
+    let Some(layout) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(layout.head_end).freeze();
+    layout.build(&bytes, Some(&bytes)).map(Some)
+}
+
+/// Where the parts of a complete, limit-respecting request head lie in the buffer.
+struct Layout {
+    line: (usize, usize),
+    block: (usize, usize),
+    fields: usize,
+    head_end: usize,
+}
+
+impl Layout {
+    fn build(&self, buf: &[u8], shared: Option<&bytes::Bytes>) -> Result<RequestHead, ParseError> {
+        let line = buf.get(self.line.0..self.line.1).unwrap_or_default();
+        let (method, raw_target, version) = parse_request_line(line)?;
+        let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
+        build_head(method, raw_target, version, block, self.fields, shared)
+    }
+}
+
+/// Finds a complete head, enforcing the limits and the request-line syntax early.
+fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
     let Some(start) = skip_empty_lines(buf, limits)? else {
         return Ok(None);
     };
@@ -49,15 +88,19 @@ pub fn parse_request_head(
     if line.len() > limits.max_request_line_bytes {
         return Err(ParseError::RequestLineTooLong);
     }
-    let (method, raw_target, version) = parse_request_line(line)?;
+    // Validate the request line before waiting for the rest of the head.
+    parse_request_line(line)?;
     let (head_end, fields) = match find_head_end(buf, lf + 1, start, limits)? {
         Scan::Incomplete => return Ok(None),
         Scan::Complete { end, fields } => (end, fields),
     };
     // The block excludes the final empty line (2 bytes).
-    let block = buf.get(lf + 1..head_end - 2).unwrap_or_default();
-    let head = build_head(method, raw_target, version, block, fields)?;
-    Ok(Some((head, head_end)))
+    Ok(Some(Layout {
+        line: (start, line_stop),
+        block: (lf + 1, head_end - 2),
+        fields,
+        head_end,
+    }))
 }
 
 /// Skips the empty lines RFC 9112 §2.2 lets a server ignore before a request line. Returns
@@ -125,6 +168,7 @@ fn build_head(
     version: Version,
     block: &[u8],
     fields: usize,
+    shared: Option<&bytes::Bytes>,
 ) -> Result<RequestHead, ParseError> {
     let http11 = version == Version::Http11;
     let mut headers = HeaderMap::with_capacity(fields);
@@ -138,7 +182,7 @@ fn build_head(
 
     for line in field_lines(block) {
         let (raw_name, value) = split_field(line)?;
-        let (name, hv) = to_header(raw_name, value)?;
+        let (name, hv) = to_header_in(raw_name, value, shared)?;
         if name == header::HOST {
             host_count += 1;
             host = Some(value);

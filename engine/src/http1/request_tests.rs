@@ -501,3 +501,23 @@ fn never_panics_on_mutated_requests(edits: Vec<(u16, u8)>) -> bool {
     let _ = parse_request_head(&raw, &Limits::default());
     true
 }
+
+#[test]
+fn take_request_head_agrees_with_parse_and_leaves_the_body() {
+    let raw = b"POST /a?b HTTP/1.1\r\nHost: Example.COM\r\nX-A: 1\r\nX-A: 2\r\ncontent-length: 3\r\n\r\nabcGET";
+    let (parsed, used) = parse_request_head(raw, &Limits::default()).unwrap().unwrap();
+    let mut buf = bytes::BytesMut::from(&raw[..]);
+    let taken = super::take_request_head(&mut buf, &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..], &raw[used..]);
+    assert_eq!(taken.headers, parsed.headers);
+    assert_eq!(taken.authority, parsed.authority);
+    assert_eq!(taken.target, parsed.target);
+    assert_eq!(taken.framing, parsed.framing);
+    let mut partial = bytes::BytesMut::from(&raw[..20]);
+    assert!(super::take_request_head(&mut partial, &Limits::default())
+        .unwrap()
+        .is_none());
+    assert_eq!(partial.len(), 20, "nothing consumed while incomplete");
+}

@@ -84,9 +84,8 @@ impl Engine {
                     let Some(down) = self.down_mut(id) else {
                         return;
                     };
-                    match http1::parse_request_head(&down.recv, &limits) {
-                        Ok(Some((head, consumed))) => {
-                            let _ = down.recv.split_to(consumed);
+                    match http1::take_request_head(&mut down.recv, &limits) {
+                        Ok(Some(head)) => {
                             self.start_request(now, id, head);
                             // Loop: the body (or a pipelined request) may already be here.
                         }
