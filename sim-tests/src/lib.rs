@@ -1,1 +1,8 @@
 //! # sim-tests: deterministic in-memory worlds around the Trellis engine
+//!
+//! The engine is sans-IO, so a test can be its whole environment: [`world::World`] plays the
+//! clients, the upstream servers, the network and the clock, and every run is reproducible from
+//! its seed. Scenario tests live in `tests/`; [`build`] keeps their configs short.
+
+pub mod build;
+pub mod world;

@@ -1,1 +1,49 @@
 //! HTTP/1.1 codec (RFC 9112): parsing and encoding message heads, streaming body framing.
+//!
+//! The codec is sans-IO and stateless where it can be: head parsers take the bytes buffered
+//! so far and return a head, "need more", or a typed error; body decoders are small state
+//! machines that split data off the caller's buffer without copying. It is deliberately
+//! stricter than HAProxy and nginx: every MUST that RFC 9110/9112 put on an intermediary is
+//! enforced, and every construct known from request-smuggling research (CL.TE, TE.CL, TE.TE,
+//! bare LF, obs-fold, whitespace before the colon, duplicate or malformed lengths) is an
+//! error, never a guess.
+//!
+//! Files, one concept each: [`limits`](Limits), errors, character classes and line scanning
+//! (`syntax`), field lines (`fields`), framing fields (`framing`), Host validation (`host`),
+//! head types (`head`), request and response parsing, hop-by-hop removal (`hop`), head
+//! encoding (`encode`), body decoding (`body`) and encoding (`body_encoder`).
+
+mod body;
+mod body_encoder;
+mod encode;
+mod error;
+mod fields;
+mod framing;
+mod head;
+mod hop;
+mod host;
+mod limits;
+mod reason;
+mod request;
+mod response;
+mod syntax;
+
+#[cfg(test)]
+mod body_tests;
+#[cfg(test)]
+mod encode_tests;
+#[cfg(test)]
+mod request_tests;
+#[cfg(test)]
+mod stream_tests;
+
+pub use body::{BodyDecoder, BodyEvent};
+pub use body_encoder::BodyEncoder;
+pub use encode::{encode_local_response, encode_request_head, encode_response_head};
+pub use error::{BodyError, ParseError};
+pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
+pub use hop::strip_hop_by_hop;
+pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
+pub use reason::reason_phrase;
+pub use request::parse_request_head;
+pub use response::parse_response_head;

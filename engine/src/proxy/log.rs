@@ -71,6 +71,8 @@ impl fmt::Display for ResponseFlag {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestLog {
     pub downstream: ConnId,
+    /// The client's address (Envoy's `%DOWNSTREAM_REMOTE_ADDRESS%`).
+    pub peer: Option<SocketAddr>,
     pub start: Instant,
     pub duration: Duration,
     pub method: String,

@@ -1,52 +1,162 @@
 //! The proxy engine: one instance is one core's worth of state (connections, requests,
 //! upstream pools, balancer and outlier state), driven by inputs and drained of outputs.
+//!
+//! Life of a request, and where each step lives:
+//! 1. [`downstream`]: bytes from a client are parsed into a request head (RFC 9112 rules and
+//!    limits from [`crate::http1`]); protocol errors answer 4xx/5xx and close.
+//! 2. [`request`]: the head is routed ([`crate::route`]), faults are injected, a host is picked
+//!    ([`crate::cluster`]) and an attempt starts; failures are retried with jittered backoff
+//!    within the route's policy, timeouts fire, mesh-generated errors are answered.
+//! 3. [`upstream`]: a pooled connection (or a new one, within the circuit breaker's limits)
+//!    carries the request; the response is validated and streamed back; the connection returns
+//!    to the pool.
+//!
+//! Everything is single-threaded and deterministic: time comes in with each call, randomness
+//! from the engine's seeded RNG, and nothing iterates a hash map to make a decision.
 
 mod api;
+mod clusters;
+mod conn;
+mod downstream;
 mod log;
+mod request;
+mod slab;
+mod snapshot;
+mod stats;
+mod timers;
+mod upstream;
 
 pub use api::{Accepted, ConnId, Input, Output};
 pub use log::{RequestLog, ResponseFlag};
+pub use snapshot::ConfigError;
+pub use stats::EngineStats;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::http1::Limits;
 use crate::rng::EngineRng;
 use crate::time::Instant;
 
+use clusters::Clusters;
+use conn::{Conn, Side};
+use request::Request;
+use slab::Slab;
+use snapshot::Snapshot;
+use timers::{TimerOwner, Timers};
+
 /// The sans-IO proxy engine.
 pub struct Engine {
-    config: Arc<Config>,
+    snapshot: Arc<Snapshot>,
+    limits: Limits,
+    clusters: Clusters,
+    conns: Slab<Conn>,
+    requests: Slab<Request>,
+    timers: Timers,
     rng: EngineRng,
-    next_conn: u64,
     outputs: VecDeque<Output>,
+    dirty: Vec<u64>,
     logs: Vec<RequestLog>,
+    stats: EngineStats,
+    last_config_error: Option<ConfigError>,
 }
 
 impl Engine {
     /// An engine running `config`, whose random decisions all derive from `seed`.
+    ///
+    /// A config that does not compile (see [`Engine::try_new`]) leaves the engine with an empty
+    /// configuration and the error in [`Engine::last_config_error`].
     pub fn new(config: Arc<Config>, seed: u64) -> Self {
-        Engine {
-            config,
-            rng: EngineRng::with_seed(seed),
-            next_conn: 0,
-            outputs: VecDeque::new(),
-            logs: Vec::new(),
+        match Engine::try_new(config, seed) {
+            Ok(engine) => engine,
+            Err(err) => {
+                let mut engine = Engine::try_new(Arc::new(Config::default()), seed)
+                    .unwrap_or_else(|_| unreachable!("the empty config always compiles"));
+                engine.last_config_error = Some(err);
+                engine
+            }
         }
     }
 
+    /// An engine running `config`, or why `config` cannot run.
+    pub fn try_new(config: Arc<Config>, seed: u64) -> Result<Self, ConfigError> {
+        let snapshot = Arc::new(Snapshot::build(config)?);
+        let mut engine = Engine {
+            limits: Limits::from(&snapshot.config.http),
+            snapshot,
+            clusters: Clusters::default(),
+            conns: Slab::new(),
+            requests: Slab::new(),
+            timers: Timers::default(),
+            rng: EngineRng::with_seed(seed),
+            outputs: VecDeque::new(),
+            dirty: Vec::new(),
+            logs: Vec::new(),
+            stats: EngineStats::default(),
+            last_config_error: None,
+        };
+        let config = engine.snapshot.config.clone();
+        engine.install_clusters(&config, Instant::ZERO);
+        Ok(engine)
+    }
+
     /// A listener accepted a connection; returns the id the engine will use for it.
-    pub fn accept(&mut self, _now: Instant, _conn: Accepted) -> ConnId {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
+    pub fn accept(&mut self, now: Instant, accepted: Accepted) -> ConnId {
+        let id = self.accept_downstream(now, accepted);
+        self.flush();
         id
     }
 
     /// Feed one input.
-    pub fn handle(&mut self, _now: Instant, _input: Input) {}
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Received { conn, data } => self.on_received(now, conn.0, data),
+            Input::ReadClosed { conn } => self.on_read_closed(now, conn.0),
+            Input::Closed { conn } => self.on_closed(now, conn.0),
+            Input::Connected { conn } => self.on_connected(now, conn.0),
+            Input::ConnectFailed { conn } => self.on_connect_failed(now, conn.0),
+            Input::WriteDrained { conn } => self.on_write_drained(now, conn.0),
+            Input::Config(config) => {
+                // A bad snapshot is refused whole; the last good one keeps serving.
+                let _ = self.apply_config(now, config);
+            }
+        }
+        self.flush();
+    }
+
+    /// Install a new configuration snapshot. Requests in flight finish on the snapshot they
+    /// started with; new requests use this one. On error nothing changes.
+    pub fn apply_config(&mut self, now: Instant, config: Arc<Config>) -> Result<(), ConfigError> {
+        let snapshot = match Snapshot::build(config) {
+            Ok(s) => s,
+            Err(err) => {
+                self.stats.config_rejected += 1;
+                self.last_config_error = Some(err.clone());
+                return Err(err);
+            }
+        };
+        self.snapshot = Arc::new(snapshot);
+        self.limits = Limits::from(&self.snapshot.config.http);
+        self.stats.config_applied += 1;
+        self.last_config_error = None;
+        let config = self.snapshot.config.clone();
+        self.install_clusters(&config, now);
+        self.flush();
+        Ok(())
+    }
 
     /// The time returned by [`Engine::poll_timeout`] has come (or passed).
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, owner)) = self.timers.pop_due(now) {
+            match owner {
+                TimerOwner::Conn(id) => self.on_conn_timer(now, at, id),
+                TimerOwner::Request(id) => self.on_request_timer(now, at, id),
+                TimerOwner::ClusterSweep(slot) => self.on_sweep_timer(now, at, slot),
+            }
+        }
+        self.flush();
+    }
 
     /// The next output to perform, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -55,7 +165,7 @@ impl Engine {
 
     /// When the engine next wants [`Engine::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.timers.next()
     }
 
     /// Take the access-log records of requests finished since the last call.
@@ -65,11 +175,256 @@ impl Engine {
 
     /// The configuration new requests use.
     pub fn config(&self) -> &Arc<Config> {
-        &self.config
+        &self.snapshot.config
     }
 
-    #[doc(hidden)]
-    pub fn rng_mut(&mut self) -> &mut EngineRng {
-        &mut self.rng
+    /// Why the last configuration offered was refused, if it was.
+    pub fn last_config_error(&self) -> Option<&ConfigError> {
+        self.last_config_error.as_ref()
+    }
+
+    /// Counters since the engine started.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Live connections (downstream + upstream) and requests.
+    pub fn live(&self) -> (usize, usize) {
+        (self.conns.len(), self.requests.len())
+    }
+
+    /// Runtime state of a cluster by name (balancer, ejections, breaker counters).
+    pub fn cluster_state(&self, name: &str) -> Option<&crate::cluster::ClusterState> {
+        let slot = self.clusters.lookup(name)?;
+        self.clusters.slot(slot).map(|s| &s.state)
+    }
+
+    // ---- plumbing shared by the submodules ----
+
+    fn install_clusters(&mut self, config: &Config, now: Instant) {
+        let conns = &self.conns;
+        let result = self.clusters.apply(config, now, |id| match conns.get(id) {
+            Some(Conn {
+                side: Side::Up(up), ..
+            }) => Some(up.addr),
+            _ => None,
+        });
+        for conn in result.orphaned_idle {
+            self.close_upstream(now, conn, false);
+        }
+        for slot in result.rearm {
+            self.arm_sweep(slot);
+        }
+        let mut referenced = vec![false; self.clusters.slots.len()];
+        for id in self.requests.ids() {
+            if let Some(slot) = self.requests.get(id).and_then(|r| r.slot) {
+                if let Some(r) = referenced.get_mut(slot) {
+                    *r = true;
+                }
+            }
+        }
+        for id in self.conns.ids() {
+            if let Some(Conn {
+                side: Side::Up(up), ..
+            }) = self.conns.get(id)
+            {
+                if let Some(r) = referenced.get_mut(up.slot) {
+                    *r = true;
+                }
+            }
+        }
+        self.clusters.collect_garbage(&referenced);
+    }
+
+    fn arm_sweep(&mut self, slot: usize) {
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        let Some(at) = s.state.next_timer() else {
+            return;
+        };
+        if s.sweep_at.is_none_or(|armed| at < armed) {
+            s.sweep_at = Some(at);
+            self.timers.schedule(at, TimerOwner::ClusterSweep(slot));
+        }
+    }
+
+    fn on_sweep_timer(&mut self, now: Instant, at: Instant, slot: usize) {
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        if s.sweep_at != Some(at) {
+            return;
+        }
+        s.sweep_at = None;
+        let returned = s.state.on_timer(now);
+        self.stats.outlier_returns += returned.len() as u64;
+        self.arm_sweep(slot);
+    }
+
+    /// Queue `bytes` for `conn`; flushed at the end of the current call.
+    fn write(&mut self, conn: u64, bytes: &[u8]) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.is_open() {
+                c.out.extend_from_slice(bytes);
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(conn);
+                }
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, conn: u64) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(conn);
+            }
+        }
+    }
+
+    /// Decide to close `conn`; its buffered bytes still go out first when graceful.
+    fn mark_closing(&mut self, conn: u64, graceful: bool) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.closing.is_none() {
+                c.closing = Some(graceful);
+                if !graceful {
+                    c.out.clear();
+                }
+            }
+        }
+        self.mark_dirty(conn);
+    }
+
+    /// Turn buffered writes and decided closes into outputs, in connection order of marking.
+    fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in dirty {
+            let Some(c) = self.conns.get_mut(id) else {
+                continue;
+            };
+            c.dirty = false;
+            if !c.out.is_empty() {
+                let data = c.out.split().freeze();
+                c.unacked += data.len();
+                self.outputs.push_back(Output::Send {
+                    conn: ConnId(id),
+                    data,
+                });
+            }
+            if let Some(graceful) = c.closing {
+                self.outputs.push_back(Output::Close {
+                    conn: ConnId(id),
+                    graceful,
+                });
+                self.conns.remove(id);
+            }
+        }
+    }
+
+    fn set_reading(&mut self, conn: u64, enabled: bool) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.is_open() && c.reading != enabled {
+                c.reading = enabled;
+                self.outputs.push_back(Output::ReadInterest {
+                    conn: ConnId(conn),
+                    enabled,
+                });
+            }
+        }
+    }
+
+    /// Arm the connection's timer for `at` unless an earlier one is already armed.
+    fn arm_conn_timer(&mut self, conn: u64, at: Instant) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.wake.is_none_or(|w| at < w) {
+                c.wake = Some(at);
+                self.timers.schedule(at, TimerOwner::Conn(conn));
+            }
+        }
+    }
+
+    fn on_conn_timer(&mut self, now: Instant, at: Instant, id: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.wake != Some(at) || !c.is_open() {
+            return;
+        }
+        c.wake = None;
+        match c.side {
+            Side::Down(_) => self.on_downstream_timer(now, id),
+            Side::Up(_) => self.on_upstream_timer(now, id),
+        }
+    }
+
+    fn on_write_drained(&mut self, now: Instant, id: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.unacked = 0;
+        match &c.side {
+            Side::Down(_) => self.refresh_backpressure_from_down(now, id),
+            Side::Up(_) => self.refresh_backpressure_from_up(now, id),
+        }
+    }
+
+    fn on_received(&mut self, now: Instant, id: u64, data: bytes::Bytes) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !c.is_open() {
+            return;
+        }
+        match &mut c.side {
+            Side::Down(down) => {
+                down.recv.extend_from_slice(&data);
+                self.on_downstream_data(now, id);
+            }
+            Side::Up(up) => {
+                up.recv.extend_from_slice(&data);
+                self.on_upstream_data(now, id);
+            }
+        }
+    }
+
+    fn on_read_closed(&mut self, now: Instant, id: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !c.is_open() {
+            return;
+        }
+        match &mut c.side {
+            Side::Down(down) => {
+                down.read_closed = true;
+                self.on_downstream_eof(now, id);
+            }
+            Side::Up(up) => {
+                up.read_closed = true;
+                self.on_upstream_eof(now, id);
+            }
+        }
+    }
+
+    fn on_closed(&mut self, now: Instant, id: u64) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if !c.is_open() {
+            // We asked for it; the driver confirms.
+            self.conns.remove(id);
+            return;
+        }
+        match c.side {
+            Side::Down(_) => self.on_downstream_gone(now, id),
+            Side::Up(_) => self.on_upstream_gone(now, id),
+        }
+        // The peer is gone: nothing more to send, and no Close output is owed.
+        self.conns.remove(id);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,253 @@
 //! Route matching with Istio VirtualService semantics.
+//!
+//! A [`Router`] is compiled once per configuration snapshot and then answers, for each request,
+//! which virtual host and which route apply ([`Router::route`]), and why ([`Router::explain`]).
+//! Compilation does all the work that can fail or cost (regexes, header names, domain tables),
+//! so a bad VirtualService is rejected with its location when the snapshot arrives, not on the
+//! first request that reaches it, and the per-request path is lookups and byte comparisons.
+//!
+//! Pieces, one concept per file:
+//! - `vhost.rs`: which virtual host serves an authority (Envoy's domain precedence).
+//! - `matcher.rs`: compiled `HTTPMatchRequest` conditions.
+//! - `rewrite.rs`: path rewrite, redirect location, header edits.
+//! - `weighted.rs`: weighted destination choice.
+//! - `explain.rs`: the decision as plain data.
+//! - `error.rs`: what `Router::new` rejects.
+//!
+//! Routes are tried in order and the first whose conditions hold wins; a route with no
+//! `matches` matches everything; within one `RouteMatch` every condition must hold, across a
+//! route's `matches` any one may.
+
+mod compile;
+mod error;
+mod explain;
+mod matcher;
+mod rewrite;
+mod vhost;
+mod weighted;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::{Config, Route, StringMatch, VirtualHost};
+
+pub use error::{Location, RouteError};
+pub use explain::{
+    ConditionFailure, ConditionKind, Explanation, MatchTrace, RuleTrace, VhostChoice,
+};
+pub use rewrite::{apply_header_ops, redirect_location, redirect_status};
+pub use vhost::DomainMatchKind;
+pub use weighted::pick_weighted;
+
+use compile::CompiledTable;
+use matcher::Prepared;
+
+/// Compiled route tables of one configuration snapshot.
+#[derive(Debug)]
+pub struct Router {
+    config: Arc<Config>,
+    tables: Vec<CompiledTable>,
+    by_name: HashMap<String, usize>,
+    /// `uri_regex` rewrite regexes, by pattern.
+    rewrite_regexes: HashMap<String, regex::Regex>,
+}
+
+/// A route table of a [`Router`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableId(usize);
+
+impl TableId {
+    /// Index of the table in `Config::route_tables`.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The parts of a request that routing looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteRequest<'a> {
+    /// Host / :authority, may include `:port`, any case.
+    pub authority: &'a str,
+    /// Request target in origin-form, may include `?query`.
+    pub path: &'a str,
+    pub method: &'a str,
+    /// `http` / `https`.
+    pub scheme: &'a str,
+    pub headers: &'a http::HeaderMap,
+    /// Destination port (for `port` matches).
+    pub port: u16,
+    /// The client workload's labels (for `source_labels` matches).
+    pub source_labels: &'a BTreeMap<String, String>,
+}
+
+/// The routing decision.
+#[derive(Clone, Copy, Debug)]
+pub enum RouteOutcome<'r> {
+    Matched(Matched<'r>),
+    /// No virtual host serves the authority.
+    NoVirtualHost,
+    /// A virtual host serves the authority but none of its routes matched.
+    NoRoute {
+        vhost: &'r VirtualHost,
+    },
+}
+
+/// A route chosen for a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Matched<'r> {
+    pub vhost: &'r VirtualHost,
+    /// Index of `vhost` in its route table.
+    pub vhost_index: usize,
+    pub route: &'r Route,
+    /// Index of `route` in `vhost.routes`.
+    pub route_index: usize,
+    /// Which `RouteMatch` matched (`None`: the route has no matches).
+    pub match_index: Option<usize>,
+}
+
+impl Router {
+    /// Compiles every route table; regexes are anchored (full-match, Envoy safe_regex semantics).
+    /// The error names the route table, virtual host, route and field, and why.
+    pub fn new(config: Arc<Config>) -> Result<Router, RouteError> {
+        let mut tables = Vec::with_capacity(config.route_tables.len());
+        let mut by_name = HashMap::with_capacity(config.route_tables.len());
+        let mut rewrite_regexes = HashMap::new();
+        for (i, table) in config.route_tables.iter().enumerate() {
+            if by_name.insert(table.name.clone(), i).is_some() {
+                return Err(RouteError::DuplicateTable {
+                    table: table.name.clone(),
+                });
+            }
+            tables.push(CompiledTable::compile(table, &mut rewrite_regexes)?);
+        }
+        Ok(Router {
+            config,
+            tables,
+            by_name,
+            rewrite_regexes,
+        })
+    }
+
+    /// The snapshot this router was compiled from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The route table called `name`.
+    pub fn table(&self, name: &str) -> Option<TableId> {
+        self.by_name.get(name).copied().map(TableId)
+    }
+
+    /// The name of route table `table` (`None` for a `TableId` of another router).
+    pub fn table_name(&self, table: TableId) -> Option<&str> {
+        self.config
+            .route_tables
+            .get(table.0)
+            .map(|t| t.name.as_str())
+    }
+
+    /// Picks the virtual host and the first matching route for `req`.
+    pub fn route<'r>(&'r self, table: TableId, req: &RouteRequest<'_>) -> RouteOutcome<'r> {
+        let (Some(compiled), Some(config)) = (
+            self.tables.get(table.0),
+            self.config.route_tables.get(table.0),
+        ) else {
+            return RouteOutcome::NoVirtualHost;
+        };
+        let Some(hit) = compiled.domains.lookup(req.authority) else {
+            return RouteOutcome::NoVirtualHost;
+        };
+        let (Some(vhost), Some(routes)) = (
+            config.virtual_hosts.get(hit.vhost),
+            compiled.vhosts.get(hit.vhost),
+        ) else {
+            return RouteOutcome::NoVirtualHost;
+        };
+        let prepared = Prepared::new(req);
+        for (route_index, (compiled_route, route)) in routes.iter().zip(&vhost.routes).enumerate() {
+            if let Some(match_index) = compiled_route.first_match(&prepared) {
+                return RouteOutcome::Matched(Matched {
+                    vhost,
+                    vhost_index: hit.vhost,
+                    route,
+                    route_index,
+                    match_index,
+                });
+            }
+        }
+        RouteOutcome::NoRoute { vhost }
+    }
+
+    /// Same decision as [`Router::route`], plus why: the virtual host chosen (and by which domain
+    /// pattern), and for every route tried in order whether it matched and, if not, the first
+    /// condition of each of its `RouteMatch`es that failed.
+    pub fn explain(&self, table: TableId, req: &RouteRequest<'_>) -> Explanation {
+        let config = self.config.route_tables.get(table.0);
+        let mut out = Explanation {
+            table: config.map(|t| t.name.clone()),
+            authority: req.authority.to_owned(),
+            path: req.path.to_owned(),
+            vhost: None,
+            rules: Vec::new(),
+            outcome_route_index: None,
+        };
+        let (Some(compiled), Some(config)) = (self.tables.get(table.0), config) else {
+            return out;
+        };
+        let Some(hit) = compiled.domains.lookup(req.authority) else {
+            return out;
+        };
+        let (Some(vhost), Some(routes)) = (
+            config.virtual_hosts.get(hit.vhost),
+            compiled.vhosts.get(hit.vhost),
+        ) else {
+            return out;
+        };
+        out.vhost = Some(VhostChoice {
+            index: hit.vhost,
+            name: vhost.name.clone(),
+            domain: vhost.domains.get(hit.domain).cloned().unwrap_or_default(),
+            kind: hit.kind,
+        });
+        let prepared = Prepared::new(req);
+        for (index, (compiled_route, route)) in routes.iter().zip(&vhost.routes).enumerate() {
+            let trace = compiled_route.trace(index, route, &prepared);
+            let matched = trace.matched;
+            out.rules.push(trace);
+            if matched {
+                out.outcome_route_index = Some(index);
+                break;
+            }
+        }
+        out
+    }
+
+    /// The upstream path after `m.route.rewrite`: `uri` replaces the matched prefix when the
+    /// matching `RouteMatch` used a uri `Prefix`, else the whole path; `uri_regex` replaces every
+    /// match of its (unanchored) regex in the path, `\1`-style groups allowed. The query string
+    /// is preserved. `None` when the route has no path rewrite (an empty `uri` counts as none).
+    pub fn rewrite_path(&self, m: &Matched<'_>, path: &str) -> Option<String> {
+        let rw = m.route.rewrite.as_ref()?;
+        if let Some(uri) = rw.uri.as_deref().filter(|u| !u.is_empty()) {
+            let prefix =
+                m.match_index
+                    .and_then(|i| m.route.matches.get(i))
+                    .and_then(|rm| match &rm.uri {
+                        Some(StringMatch::Prefix(p)) => Some((p.as_str(), rm.ignore_uri_case)),
+                        _ => None,
+                    });
+            return Some(rewrite::prefix_rewrite(path, uri, prefix));
+        }
+        let (pattern, template) = rw.uri_regex.as_ref()?;
+        match self.rewrite_regexes.get(pattern) {
+            Some(re) => Some(rewrite::regex_rewrite(path, re, template)),
+            // A `Matched` from another router's snapshot: compile on the spot.
+            None => rewrite::compile_rewrite_regex(pattern)
+                .ok()
+                .map(|re| rewrite::regex_rewrite(path, &re, template)),
+        }
+    }
+}

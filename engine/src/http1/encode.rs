@@ -1,0 +1,205 @@
+//! Head encoding: forwarded request and response heads, and mesh-generated local responses.
+//!
+//! What goes out is always canonical HTTP/1.1: lower-case field names, single SP separators,
+//! CRLF line endings, and framing fields written from the decided [`BodyFraming`], never copied
+//! from the peer. Strings the engine may have rewritten (target, authority, reason, upgrade,
+//! local-response fields) are sanitised so no configuration value can inject a line break.
+
+use bytes::{BufMut, BytesMut};
+use http::header::HeaderMap;
+
+use super::head::{BodyFraming, RequestHead, ResponseHead};
+use super::reason::reason_phrase;
+use super::syntax::{is_token, is_vchar};
+
+/// Writes `n` in decimal without allocating.
+pub(crate) fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.put_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// Writes a request-target, percent-encoding any byte that is not VCHAR (so a rewritten path
+/// with a space or control character can never split the request line).
+fn put_target(out: &mut BytesMut, target: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = target.as_bytes();
+    if bytes.iter().all(|&b| is_vchar(b)) && !bytes.is_empty() {
+        out.put_slice(bytes);
+        return;
+    }
+    if bytes.is_empty() {
+        out.put_u8(b'/');
+    }
+    for &b in bytes {
+        if is_vchar(b) {
+            out.put_u8(b);
+        } else {
+            out.put_u8(b'%');
+            out.put_u8(HEX[usize::from(b >> 4)]);
+            out.put_u8(HEX[usize::from(b & 0x0f)]);
+        }
+    }
+}
+
+/// Writes a field value keeping only HTAB, SP, VCHAR and obs-text (drops CR, LF, NUL...).
+fn put_field_text(out: &mut BytesMut, value: &[u8]) {
+    if value.iter().all(|&b| valid_field_byte(b)) {
+        out.put_slice(value);
+    } else {
+        for &b in value.iter().filter(|&&b| valid_field_byte(b)) {
+            out.put_u8(b);
+        }
+    }
+}
+
+fn valid_field_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
+    match framing {
+        BodyFraming::ContentLength(n) => {
+            out.put_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.put_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::None | BodyFraming::CloseDelimited => {}
+    }
+}
+
+fn headers_len_hint(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + 64
+}
+
+/// Writes "METHOD target HTTP/1.1\r\nhost: authority\r\n" + headers + framing fields +
+/// `connection: upgrade` / `upgrade: x` when `head.upgrade` is set + "\r\n". Headers are
+/// written exactly as in the map (call `strip_hop_by_hop` first).
+pub fn encode_request_head(head: &RequestHead, out: &mut BytesMut) {
+    out.reserve(head.target.len() + head.authority.len() + headers_len_hint(&head.headers));
+    out.put_slice(head.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    put_target(out, &head.target);
+    out.put_slice(b" HTTP/1.1\r\nhost: ");
+    put_field_text(out, head.authority.as_bytes());
+    out.put_slice(b"\r\n");
+    put_headers(out, &head.headers);
+    put_framing(out, head.framing);
+    if let Some(protocol) = &head.upgrade {
+        out.put_slice(b"connection: upgrade\r\nupgrade: ");
+        put_field_text(out, protocol.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn put_status_line(out: &mut BytesMut, status: u16, reason: &str) {
+    out.put_slice(b"HTTP/1.1 ");
+    put_decimal(out, u64::from(status));
+    out.put_u8(b' ');
+    put_field_text(out, reason.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// Writes "HTTP/1.1 status reason" + headers + framing fields (CloseDelimited and None write
+/// none) + `connection: close` when `!keep_alive` + "\r\n". An empty reason is replaced by the
+/// canonical phrase.
+pub fn encode_response_head(head: &ResponseHead, out: &mut BytesMut) {
+    out.reserve(head.reason.len() + headers_len_hint(&head.headers));
+    let reason = if head.reason.is_empty() {
+        reason_phrase(head.status)
+    } else {
+        &head.reason
+    };
+    put_status_line(out, head.status, reason);
+    put_headers(out, &head.headers);
+    put_framing(out, head.framing);
+    if !head.keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Statuses that never carry content (RFC 9110 §6.4.1); no Content-Length is sent for 1xx and
+/// 204 (RFC 9110 §8.6) and none for 304 either, since there is no representation to describe.
+fn bodiless_status(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+/// Writes a complete mesh-generated response: status line, `content-length`,
+/// `content-type: text/plain` when the body is non-empty (unless an extra header sets one),
+/// the extra headers, `connection: close` when `close`, then the body. Extra headers with an
+/// invalid name, or naming a framing/connection field the encoder controls, are skipped; CR,
+/// LF and other control bytes are dropped from their values. For 1xx, 204 and 304 no
+/// content-length, content-type or body is written.
+pub fn encode_local_response(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    close: bool,
+    out: &mut BytesMut,
+) {
+    let bodiless = bodiless_status(status);
+    let extras_len: usize = extra_headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum();
+    out.reserve(96 + extras_len + if bodiless { 0 } else { body.len() });
+    put_status_line(out, status, reason_phrase(status));
+    if !bodiless {
+        out.put_slice(b"content-length: ");
+        put_decimal(out, body.len() as u64);
+        out.put_slice(b"\r\n");
+        let has_type = extra_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        if !body.is_empty() && !has_type {
+            out.put_slice(b"content-type: text/plain\r\n");
+        }
+    }
+    for (name, value) in extra_headers {
+        let controlled = ["content-length", "transfer-encoding", "connection"]
+            .iter()
+            .any(|c| name.eq_ignore_ascii_case(c));
+        if controlled || !is_token(name.as_bytes()) {
+            continue;
+        }
+        for b in name.bytes() {
+            out.put_u8(b.to_ascii_lowercase());
+        }
+        out.put_slice(b": ");
+        put_field_text(out, value.trim_matches([' ', '\t']).as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    if !bodiless {
+        out.put_slice(body);
+    }
+}

@@ -1,0 +1,278 @@
+//! Request head parsing (RFC 9112 §2–§3, §6; RFC 9110 §7.2, §7.6, §10.1.1).
+//!
+//! The parser is stateless: it is handed everything buffered so far and either returns a
+//! complete head with the number of bytes it used, asks for more, or fails. It fails *early*:
+//! a request line or head that is provably over its limit is rejected while still incomplete,
+//! so a slow or endless head never has to be buffered. Everything that decides message
+//! boundaries or routing (CRLF, request line, Host, Content-Length, Transfer-Encoding) is
+//! checked strictly; see the tests in `request_tests.rs` for the full rule list.
+
+use http::header::{self, HeaderMap};
+use http::Method;
+
+use super::error::ParseError;
+use super::fields::{split_field, to_header};
+use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
+use super::head::{BodyFraming, RequestHead, Version};
+use super::host::normalize_authority;
+use super::limits::Limits;
+use super::syntax::{
+    field_lines, find_head_end, find_lf, is_token, is_vchar, line_end, list_elements, Scan,
+};
+
+/// Parses a request head from the front of `buf`.
+///
+/// `Ok(None)` means the head is incomplete and more bytes are needed. `Err` is returned as
+/// soon as the buffered bytes prove a limit is exceeded (414 for the request line, 431 for the
+/// head), even if the head is incomplete. On success the head and the bytes it used (leading
+/// empty lines included) are returned; the body, if any, starts right after.
+pub fn parse_request_head(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(RequestHead, usize)>, ParseError> {
+    let Some(start) = skip_empty_lines(buf, limits)? else {
+        return Ok(None);
+    };
+    let Some(lf) = find_lf(buf, start) else {
+        let pending = buf.get(start..).unwrap_or_default();
+        let content = pending.len() - usize::from(pending.last() == Some(&b'\r'));
+        if content > limits.max_request_line_bytes {
+            return Err(ParseError::RequestLineTooLong);
+        }
+        if pending.len() > limits.max_header_bytes {
+            return Err(ParseError::HeadTooLarge);
+        }
+        return Ok(None);
+    };
+    let line_stop = line_end(buf, start, lf)?;
+    let line = buf.get(start..line_stop).unwrap_or_default();
+    if line.len() > limits.max_request_line_bytes {
+        return Err(ParseError::RequestLineTooLong);
+    }
+    let (method, raw_target, version) = parse_request_line(line)?;
+    let (head_end, fields) = match find_head_end(buf, lf + 1, start, limits)? {
+        Scan::Incomplete => return Ok(None),
+        Scan::Complete { end, fields } => (end, fields),
+    };
+    // The block excludes the final empty line (2 bytes).
+    let block = buf.get(lf + 1..head_end - 2).unwrap_or_default();
+    let head = build_head(method, raw_target, version, block, fields)?;
+    Ok(Some((head, head_end)))
+}
+
+/// Skips the empty lines RFC 9112 §2.2 lets a server ignore before a request line. Returns
+/// `None` when the buffer ends inside them.
+fn skip_empty_lines(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
+    let mut start = 0;
+    loop {
+        match (buf.get(start), buf.get(start + 1)) {
+            (Some(b'\r'), Some(b'\n')) => start += 2,
+            (Some(b'\r'), None) => return Ok(None),
+            (Some(b'\r'), Some(_)) | (Some(b'\n'), _) => return Err(ParseError::BareLineEnding),
+            (None, _) => return Ok(None),
+            _ => return Ok(Some(start)),
+        }
+        if start > limits.max_header_bytes {
+            return Err(ParseError::HeadTooLarge);
+        }
+    }
+}
+
+/// `method SP request-target SP HTTP-version`, exactly one SP between parts.
+fn parse_request_line(line: &[u8]) -> Result<(Method, &[u8], Version), ParseError> {
+    let sp1 = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::InvalidRequestLine)?;
+    let method = line.get(..sp1).unwrap_or_default();
+    if !is_token(method) {
+        return Err(ParseError::InvalidMethod);
+    }
+    let rest = line.get(sp1 + 1..).unwrap_or_default();
+    let sp2 = rest
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::InvalidRequestLine)?;
+    let target = rest.get(..sp2).unwrap_or_default();
+    let version = parse_version(rest.get(sp2 + 1..).unwrap_or_default())?;
+    // A fragment is never sent in a request-target; whitespace, CTLs and non-ASCII never are.
+    if target.is_empty() || !target.iter().all(|&b| is_vchar(b) && b != b'#') {
+        return Err(ParseError::InvalidTarget);
+    }
+    let method = Method::from_bytes(method).map_err(|_| ParseError::InvalidMethod)?;
+    Ok((method, target, version))
+}
+
+/// `HTTP/1.1` or `HTTP/1.0`; another well-formed `HTTP/d.d` is unsupported (505); anything
+/// else is malformed (400). HTTP-name is case-sensitive.
+pub(crate) fn parse_version(v: &[u8]) -> Result<Version, ParseError> {
+    match v {
+        b"HTTP/1.1" => Ok(Version::Http11),
+        b"HTTP/1.0" => Ok(Version::Http10),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(ParseError::UnsupportedVersion)
+        }
+        _ => Err(ParseError::InvalidVersion),
+    }
+}
+
+/// Interprets the fields and the request target, deciding authority, framing and options.
+fn build_head(
+    method: Method,
+    raw_target: &[u8],
+    version: Version,
+    block: &[u8],
+    fields: usize,
+) -> Result<RequestHead, ParseError> {
+    let http11 = version == Version::Http11;
+    let mut headers = HeaderMap::with_capacity(fields);
+    let mut host: Option<&[u8]> = None;
+    let mut host_count = 0usize;
+    let mut content_length: Option<u64> = None;
+    let mut te = TransferCodings::default();
+    let mut connection = ConnectionOptions::default();
+    let mut upgrade: Option<String> = None;
+    let mut expects_continue = false;
+
+    for line in field_lines(block) {
+        let (raw_name, value) = split_field(line)?;
+        let (name, hv) = to_header(raw_name, value)?;
+        if name == header::HOST {
+            host_count += 1;
+            host = Some(value);
+            continue;
+        } else if name == header::CONTENT_LENGTH {
+            content_length = Some(merge_content_length(value, content_length)?);
+        } else if name == header::TRANSFER_ENCODING {
+            te.add(value);
+        } else if name == header::CONNECTION {
+            connection.add(value);
+        } else if name == header::UPGRADE {
+            let text = std::str::from_utf8(value).map_err(|_| ParseError::InvalidHeaderValue)?;
+            match &mut upgrade {
+                Some(u) => {
+                    u.push_str(", ");
+                    u.push_str(text);
+                }
+                None => upgrade = Some(text.to_owned()),
+            }
+        } else if name == header::EXPECT {
+            for expectation in list_elements(value) {
+                if expectation.eq_ignore_ascii_case(b"100-continue") {
+                    expects_continue = true;
+                } else if !expectation.is_empty() {
+                    return Err(ParseError::UnsupportedExpectation);
+                }
+            }
+        }
+        headers.append(name, hv);
+    }
+
+    if host_count > 1 {
+        return Err(ParseError::DuplicateHost);
+    }
+    if http11 && host_count == 0 {
+        return Err(ParseError::MissingHost);
+    }
+    let host_authority = host.map(|h| normalize_authority(h, false)).transpose()?;
+    let (target, target_authority) = resolve_target(&method, raw_target)?;
+    let authority = target_authority.or(host_authority).unwrap_or_default();
+
+    let mut framing = if te.present {
+        if !http11 {
+            return Err(ParseError::TransferEncodingInHttp10);
+        }
+        if content_length.is_some() {
+            return Err(ParseError::TransferEncodingWithContentLength);
+        }
+        te.check_request()?;
+        BodyFraming::Chunked
+    } else if let Some(n) = content_length {
+        BodyFraming::ContentLength(n)
+    } else {
+        BodyFraming::None
+    };
+    let is_connect = method == Method::CONNECT;
+    if is_connect {
+        if !matches!(framing, BodyFraming::None | BodyFraming::ContentLength(0)) {
+            return Err(ParseError::ConnectWithBody);
+        }
+        framing = BodyFraming::None;
+    }
+
+    // RFC 9110 §7.8: Upgrade needs the `upgrade` connection option and is ignored in HTTP/1.0;
+    // h2c (cleartext HTTP/2 upgrade) is not offered, the request is served as HTTP/1.1.
+    let upgrade = upgrade.filter(|u| {
+        http11
+            && connection.upgrade
+            && !is_connect
+            && !list_elements(u.as_bytes()).any(|p| p.eq_ignore_ascii_case(b"h2c"))
+    });
+
+    Ok(RequestHead {
+        method,
+        target,
+        version,
+        authority,
+        headers,
+        framing,
+        keep_alive: connection.keep_alive(http11),
+        // RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored.
+        expect_continue: expects_continue && http11,
+        upgrade,
+    })
+}
+
+/// Classifies the request-target form (RFC 9112 §3.2) and returns the origin-form target plus
+/// the authority it carries, if any.
+fn resolve_target(method: &Method, raw: &[u8]) -> Result<(String, Option<String>), ParseError> {
+    let text = || {
+        std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| ParseError::InvalidTarget)
+    };
+    let is_connect = method == Method::CONNECT;
+    if is_connect {
+        // authority-form only.
+        let authority = normalize_authority(raw, true).map_err(|_| ParseError::InvalidTarget)?;
+        return Ok((authority.clone(), Some(authority)));
+    }
+    if raw.first() == Some(&b'/') {
+        return Ok((text()?, None));
+    }
+    if raw == b"*" {
+        if method == Method::OPTIONS {
+            return Ok((text()?, None));
+        }
+        return Err(ParseError::InvalidTarget);
+    }
+    let after_scheme = strip_http_scheme(raw).ok_or(ParseError::InvalidTarget)?;
+    let authority_len = after_scheme
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after_scheme.len());
+    let raw_authority = after_scheme.get(..authority_len).unwrap_or_default();
+    let authority = normalize_authority(raw_authority, false)?;
+    let rest = after_scheme.get(authority_len..).unwrap_or_default();
+    let rest = std::str::from_utf8(rest).map_err(|_| ParseError::InvalidTarget)?;
+    let target = if rest.starts_with('/') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    };
+    Ok((target, Some(authority)))
+}
+
+/// Strips an `http://` or `https://` scheme prefix (scheme is case-insensitive).
+fn strip_http_scheme(raw: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"http://"[..], b"https://"] {
+        if let Some(prefix) = raw.get(..scheme.len()) {
+            if prefix.eq_ignore_ascii_case(scheme) {
+                return raw.get(scheme.len()..);
+            }
+        }
+    }
+    None
+}

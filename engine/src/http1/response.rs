@@ -1,0 +1,300 @@
+//! Response head parsing and framing (RFC 9112 §4, §6.3).
+//!
+//! An intermediary must validate what the upstream sends back as strictly as what clients
+//! send: a response whose framing is ambiguous could desynchronise the upstream connection or
+//! smuggle a second response to the client. Any error here means the proxy answers 502 and
+//! drops the upstream connection. 1xx heads are returned like final ones (framing `None`); the
+//! caller loops until it sees the final response.
+
+use http::header::{self, HeaderMap};
+use http::Method;
+
+use super::error::ParseError;
+use super::fields::{split_field, to_header};
+use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
+use super::head::{BodyFraming, ResponseHead, Version};
+use super::limits::Limits;
+use super::request::parse_version;
+use super::syntax::{field_lines, find_head_end, find_lf, line_end, Scan};
+
+/// Parses a response head from the front of `buf`; `request_method` is the method of the
+/// request it answers (HEAD and CONNECT change the framing). `Ok(None)` means incomplete.
+pub fn parse_response_head(
+    buf: &[u8],
+    limits: &Limits,
+    request_method: &Method,
+) -> Result<Option<(ResponseHead, usize)>, ParseError> {
+    let Some(lf) = find_lf(buf, 0) else {
+        if buf.len() > limits.max_header_bytes {
+            return Err(ParseError::HeadTooLarge);
+        }
+        return Ok(None);
+    };
+    let line_stop = line_end(buf, 0, lf)?;
+    let (version, status, reason) = parse_status_line(buf.get(..line_stop).unwrap_or_default())?;
+    let (head_end, fields) = match find_head_end(buf, lf + 1, 0, limits)? {
+        Scan::Incomplete => return Ok(None),
+        Scan::Complete { end, fields } => (end, fields),
+    };
+    let block = buf.get(lf + 1..head_end - 2).unwrap_or_default();
+
+    let mut headers = HeaderMap::with_capacity(fields);
+    let mut content_length: Option<u64> = None;
+    let mut te = TransferCodings::default();
+    let mut connection = ConnectionOptions::default();
+    for line in field_lines(block) {
+        let (raw_name, value) = split_field(line)?;
+        let (name, hv) = to_header(raw_name, value)?;
+        if name == header::CONTENT_LENGTH {
+            content_length = Some(merge_content_length(value, content_length)?);
+        } else if name == header::TRANSFER_ENCODING {
+            te.add(value);
+        } else if name == header::CONNECTION {
+            connection.add(value);
+        }
+        headers.append(name, hv);
+    }
+
+    let http11 = version == Version::Http11;
+    if te.present {
+        // RFC 9112 §6.1: TE in HTTP/1.0 means faulty framing; TE with CL is a smuggling sign.
+        if !http11 {
+            return Err(ParseError::TransferEncodingInHttp10);
+        }
+        if content_length.is_some() {
+            return Err(ParseError::TransferEncodingWithContentLength);
+        }
+    }
+    let bodiless = *request_method == Method::HEAD
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || (*request_method == Method::CONNECT && (200..300).contains(&status));
+    let framing = if bodiless {
+        BodyFraming::None
+    } else if te.present {
+        if te.response_is_chunked()? {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::CloseDelimited
+        }
+    } else if let Some(n) = content_length {
+        BodyFraming::ContentLength(n)
+    } else {
+        BodyFraming::CloseDelimited
+    };
+    let keep_alive = connection.keep_alive(http11) && framing != BodyFraming::CloseDelimited;
+    let head = ResponseHead {
+        version,
+        status,
+        reason,
+        headers,
+        framing,
+        keep_alive,
+    };
+    Ok(Some((head, head_end)))
+}
+
+/// `HTTP-version SP 3DIGIT SP [reason-phrase]`. A missing SP after the code (no reason) is
+/// tolerated as RFC 9112 §4 suggests; the reason may hold HTAB, SP, VCHAR and obs-text.
+fn parse_status_line(line: &[u8]) -> Result<(Version, u16, String), ParseError> {
+    let sp = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::InvalidStatusLine)?;
+    let version = parse_version(line.get(..sp).unwrap_or_default()).map_err(|e| match e {
+        ParseError::UnsupportedVersion => e,
+        _ => ParseError::InvalidStatusLine,
+    })?;
+    let rest = line.get(sp + 1..).unwrap_or_default();
+    let (code, reason) = match rest {
+        [a, b, c] => ([*a, *b, *c], &[][..]),
+        [a, b, c, b' ', reason @ ..] => ([*a, *b, *c], reason),
+        _ => return Err(ParseError::InvalidStatusCode),
+    };
+    if !code.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::InvalidStatusCode);
+    }
+    let status = code
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    if !(100..=599).contains(&status) {
+        return Err(ParseError::InvalidStatusCode);
+    }
+    if reason
+        .iter()
+        .any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f))
+    {
+        return Err(ParseError::InvalidStatusLine);
+    }
+    Ok((
+        version,
+        status,
+        String::from_utf8_lossy(reason).into_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, method: Method) -> Result<Option<(ResponseHead, usize)>, ParseError> {
+        parse_response_head(raw.as_bytes(), &Limits::default(), &method)
+    }
+
+    fn framing(raw: &str, method: Method) -> Result<BodyFraming, ParseError> {
+        parse(raw, method).map(|r| r.unwrap().0.framing)
+    }
+
+    #[test]
+    fn basic_response() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
+        let (h, n) = parse(raw, Method::GET).unwrap().unwrap();
+        assert_eq!(n, raw.len() - 5);
+        assert_eq!(
+            (h.version, h.status, h.reason.as_str()),
+            (Version::Http11, 200, "OK")
+        );
+        assert_eq!(h.framing, BodyFraming::ContentLength(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers.get("x-a").unwrap(), "b");
+    }
+
+    #[test]
+    fn incomplete() {
+        assert!(parse("HTTP/1.1 200 OK\r\nA: b\r\n", Method::GET)
+            .unwrap()
+            .is_none());
+        assert!(parse("HTTP/1.1 2", Method::GET).unwrap().is_none());
+    }
+
+    #[test]
+    fn status_line_rules() {
+        assert!(framing("HTTP/1.1 200\r\n\r\n", Method::GET).is_ok());
+        assert!(framing("HTTP/1.1 599 x\r\n\r\n", Method::GET).is_ok());
+        for bad in [
+            "HTTP/1.1 99 x\r\n\r\n",
+            "HTTP/1.1 600 x\r\n\r\n",
+            "HTTP/1.1 2000 x\r\n\r\n",
+            "HTTP/1.1 20x x\r\n\r\n",
+            "HTTP/1.1 099 x\r\n\r\n",
+            "HTTP/1.1  200 x\r\n\r\n",
+        ] {
+            assert_eq!(
+                framing(bad, Method::GET),
+                Err(ParseError::InvalidStatusCode),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            framing("HTTP/2.0 200 x\r\n\r\n", Method::GET),
+            Err(ParseError::UnsupportedVersion)
+        );
+        assert_eq!(
+            framing("http/1.1 200 x\r\n\r\n", Method::GET),
+            Err(ParseError::InvalidStatusLine)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 a\x01b\r\n\r\n", Method::GET),
+            Err(ParseError::InvalidStatusLine)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\n\r\n", Method::GET),
+            Err(ParseError::BareLineEnding)
+        );
+        assert_eq!(ParseError::InvalidStatusCode.status(), 502);
+    }
+
+    #[test]
+    fn framing_rules() {
+        use BodyFraming::*;
+        let cl = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(framing(cl, Method::GET), Ok(ContentLength(3)));
+        assert_eq!(framing(cl, Method::HEAD), Ok(None));
+        for s in [
+            "100 Continue",
+            "101 Switching",
+            "204 No Content",
+            "304 Not Modified",
+        ] {
+            let raw = format!("HTTP/1.1 {s}\r\nContent-Length: 3\r\n\r\n");
+            assert_eq!(framing(&raw, Method::GET), Ok(None), "{s}");
+        }
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", Method::CONNECT),
+            Ok(None)
+        );
+        let te = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(framing(te, Method::GET), Ok(Chunked));
+        let gz = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(framing(gz, Method::GET), Ok(CloseDelimited));
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", Method::GET),
+            Ok(CloseDelimited)
+        );
+    }
+
+    #[test]
+    fn framing_errors() {
+        let both = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(
+            framing(both, Method::GET),
+            Err(ParseError::TransferEncodingWithContentLength)
+        );
+        let differ = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n";
+        assert_eq!(
+            framing(differ, Method::GET),
+            Err(ParseError::ConflictingContentLength)
+        );
+        let same = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(
+            framing(same, Method::GET),
+            Ok(BodyFraming::ContentLength(3))
+        );
+        let bad = "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n";
+        assert_eq!(
+            framing(bad, Method::GET),
+            Err(ParseError::InvalidContentLength)
+        );
+        let te10 = "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            framing(te10, Method::GET),
+            Err(ParseError::TransferEncodingInHttp10)
+        );
+        let twice = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n";
+        assert_eq!(
+            framing(twice, Method::GET),
+            Err(ParseError::InvalidTransferEncoding)
+        );
+        let fold = "HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n";
+        assert_eq!(framing(fold, Method::GET), Err(ParseError::ObsFold));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |raw: &str| parse(raw, Method::GET).unwrap().unwrap().0.keep_alive;
+        assert!(ka("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!ka("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!ka("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(ka(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn head_limit_applies_while_incomplete() {
+        let limits = Limits {
+            max_request_line_bytes: 64,
+            max_header_bytes: 64,
+            max_headers: 4,
+        };
+        let raw = format!("HTTP/1.1 200 OK\r\nA: {}", "x".repeat(64));
+        assert_eq!(
+            parse_response_head(raw.as_bytes(), &limits, &Method::GET).map(|_| ()),
+            Err(ParseError::HeadTooLarge)
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! Per-connection state, downstream and upstream.
+//!
+//! Every connection carries an outgoing buffer that gathers what the engine writes while it
+//! handles one input; the engine flushes it as a single `Output::Send` at the end of the call,
+//! so a response head and the first body bytes leave in one write.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::time::Instant;
+
+pub(crate) struct Conn {
+    pub side: Side,
+    /// Bytes written by the engine, not yet handed to the driver.
+    pub out: BytesMut,
+    /// Bytes handed to the driver and not yet reported written (`WriteDrained`).
+    pub unacked: usize,
+    /// Already in the engine's dirty list.
+    pub dirty: bool,
+    /// A close was decided: `Some(graceful)`. The connection ignores inputs from then on and is
+    /// removed once its last bytes are flushed.
+    pub closing: Option<bool>,
+    /// Whether reading is currently enabled in the driver.
+    pub reading: bool,
+    /// The instant of the timer entry armed for this connection, if any.
+    pub wake: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(side: Side) -> Self {
+        Conn {
+            side,
+            out: BytesMut::new(),
+            unacked: 0,
+            dirty: false,
+            closing: None,
+            reading: true,
+            wake: None,
+        }
+    }
+
+    /// Bytes the peer has not yet taken from us: buffered here plus in the driver.
+    pub fn backlog(&self) -> usize {
+        self.out.len() + self.unacked
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.closing.is_none()
+    }
+}
+
+pub(crate) enum Side {
+    Down(Downstream),
+    Up(Upstream),
+}
+
+/// A client connection accepted by a listener.
+pub(crate) struct Downstream {
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub original_dst: Option<SocketAddr>,
+    pub source_labels: Arc<BTreeMap<String, String>>,
+    pub recv: BytesMut,
+    pub read_closed: bool,
+    pub state: DownState,
+    /// Close after the current response (protocol error, `Connection: close`, HTTP/1.0 ...).
+    pub close_after_response: bool,
+    pub idle_deadline: Option<Instant>,
+    pub head_deadline: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DownState {
+    /// Between requests; nothing buffered.
+    Idle,
+    /// Part of a request head has arrived (the header-read timer runs).
+    ReadingHead,
+    /// A request is in progress.
+    Active(u64),
+    /// Upgraded: bytes are relayed raw to this upstream connection.
+    Tunnel(u64),
+}
+
+/// A connection the engine opened to an upstream host.
+pub(crate) struct Upstream {
+    pub slot: usize,
+    pub host: usize,
+    /// The cluster-state generation `host` refers to (host indices change on config swaps).
+    pub host_gen: u32,
+    pub addr: SocketAddr,
+    pub recv: BytesMut,
+    pub state: UpState,
+    pub read_closed: bool,
+    /// Requests this connection has carried (maxRequestsPerConnection).
+    pub requests: u32,
+    pub connect_deadline: Option<Instant>,
+    pub idle_deadline: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpState {
+    /// Connect asked for; the request that wants it, if it still does.
+    Connecting(Option<u64>),
+    /// In the pool, ready for a request.
+    Idle,
+    /// Carrying this request.
+    Busy(u64),
+    /// Upgraded: relaying raw bytes to this downstream connection.
+    Tunnel(u64),
+}

@@ -1,0 +1,449 @@
+//! Client-side connections: reading request heads and bodies, protocol errors, keep-alive and
+//! pipelining, header-read and idle timeouts, upgraded tunnels, backpressure.
+//!
+//! Pipelining is handled safely by never looking at the next request before the current one
+//! is answered: its bytes wait in the receive buffer (bounded; reading pauses when full).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::http1::{self, BodyEvent};
+use crate::time::Instant;
+
+use super::api::Accepted;
+use super::conn::{Conn, DownState, Downstream, Side, UpState};
+use super::log::{RequestLog, ResponseFlag};
+use super::request::Phase;
+use super::{ConnId, Engine};
+
+impl Engine {
+    pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> ConnId {
+        self.stats.downstream_cx_total += 1;
+        let listener = self
+            .snapshot
+            .listener_for(accepted.local)
+            .map(|l| l.name.clone());
+        let idle_timeout = self.snapshot.config.http.idle_timeout;
+        let known = listener.is_some();
+        let down = Downstream {
+            listener: Arc::from(listener.unwrap_or_default().as_str()),
+            peer: accepted.peer,
+            local: accepted.local,
+            original_dst: accepted.original_dst,
+            source_labels: accepted.source_labels,
+            recv: BytesMut::new(),
+            read_closed: false,
+            state: DownState::Idle,
+            close_after_response: false,
+            idle_deadline: Some(now + idle_timeout),
+            head_deadline: None,
+        };
+        let id = self.conns.insert_with(|_| Conn::new(Side::Down(down)));
+        if !known {
+            // Nothing is configured to listen here: refuse rather than guess.
+            self.mark_closing(id, false);
+        } else {
+            self.arm_conn_timer(id, now + idle_timeout);
+        }
+        ConnId(id)
+    }
+
+    fn down_mut(&mut self, id: u64) -> Option<&mut Downstream> {
+        match self.conns.get_mut(id) {
+            Some(Conn {
+                side: Side::Down(d),
+                closing: None,
+                ..
+            }) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// New bytes (or a finished request) on a downstream connection: make progress.
+    pub(crate) fn on_downstream_data(&mut self, now: Instant, id: u64) {
+        loop {
+            let Some(down) = self.down_mut(id) else {
+                return;
+            };
+            match down.state {
+                DownState::Idle | DownState::ReadingHead => {
+                    if down.recv.is_empty() {
+                        break;
+                    }
+                    if down.state == DownState::Idle {
+                        down.state = DownState::ReadingHead;
+                        let at = now + self.snapshot.config.http.header_read_timeout;
+                        if let Some(down) = self.down_mut(id) {
+                            down.head_deadline = Some(at);
+                            down.idle_deadline = None;
+                        }
+                        self.arm_conn_timer(id, at);
+                    }
+                    let limits = self.limits;
+                    let Some(down) = self.down_mut(id) else {
+                        return;
+                    };
+                    match http1::parse_request_head(&down.recv, &limits) {
+                        Ok(Some((head, consumed))) => {
+                            let _ = down.recv.split_to(consumed);
+                            self.start_request(now, id, head);
+                            // Loop: the body (or a pipelined request) may already be here.
+                        }
+                        Ok(None) => {
+                            if down.read_closed {
+                                // The client gave up mid-head: nothing to answer.
+                                self.mark_closing(id, true);
+                            }
+                            break;
+                        }
+                        Err(err) => {
+                            self.protocol_error(now, id, err.status(), &err.to_string());
+                            return;
+                        }
+                    }
+                }
+                DownState::Active(req) => {
+                    let progressed = self.feed_request_body(now, req);
+                    if !progressed {
+                        break;
+                    }
+                }
+                DownState::Tunnel(up) => {
+                    let data = down.recv.split().freeze();
+                    if !data.is_empty() {
+                        self.write(up, &data);
+                    }
+                    break;
+                }
+            }
+        }
+        self.refresh_backpressure_from_down(now, id);
+    }
+
+    /// Decode whatever request body is buffered. Returns true if the state changed in a way
+    /// that may let the connection make more progress (the body completed).
+    fn feed_request_body(&mut self, now: Instant, req_id: u64) -> bool {
+        let limit = self.snapshot.config.http.retry_buffer_bytes;
+        loop {
+            let Some(req) = self.requests.get_mut(req_id) else {
+                return false;
+            };
+            let down_id = req.down;
+            let Some(decoder) = req.decoder.as_mut() else {
+                return false; // body complete; the rest of the buffer is the next request
+            };
+            let Some(Conn {
+                side: Side::Down(down),
+                ..
+            }) = self.conns.get_mut(down_id)
+            else {
+                return false;
+            };
+            let event = match decoder.decode(&mut down.recv) {
+                Ok(BodyEvent::NeedMore) if down.read_closed => decoder.finish_on_eof(),
+                other => other,
+            };
+            match event {
+                Ok(BodyEvent::Data(data)) => {
+                    req.body_in += data.len() as u64;
+                    if let Some(replay) = req.replay.as_mut() {
+                        if req.replay_bytes + data.len() <= limit {
+                            replay.push(data.clone());
+                            req.replay_bytes += data.len();
+                        } else {
+                            req.replay = None;
+                        }
+                    }
+                    req.unsent_bytes += data.len();
+                    req.unsent.push_back(data);
+                    self.pump_request_body(now, req_id);
+                }
+                Ok(BodyEvent::Done { trailers }) => {
+                    req.decoder = None;
+                    req.body_done = true;
+                    req.trailers = trailers;
+                    let attempting = matches!(
+                        req.phase,
+                        Phase::Pending | Phase::Connecting(_) | Phase::Upstream(_)
+                    );
+                    self.pump_request_body(now, req_id);
+                    if attempting {
+                        self.arm_try_timeout(now, req_id);
+                    }
+                    return true;
+                }
+                Ok(BodyEvent::NeedMore) => return false,
+                Err(err) => {
+                    let started = self
+                        .requests
+                        .get(req_id)
+                        .is_some_and(|r| r.response_started);
+                    if started {
+                        self.abort_downstream(now, req_id, ResponseFlag::DownstreamProtocolError);
+                    } else {
+                        let reason = err.to_string();
+                        self.local_reply(
+                            now,
+                            req_id,
+                            400,
+                            Some(ResponseFlag::DownstreamProtocolError),
+                            &reason,
+                            &[],
+                        );
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Move buffered body bytes to the attempt's upstream connection once the head went out.
+    pub(crate) fn pump_request_body(&mut self, _now: Instant, req_id: u64) {
+        let Some(req) = self.requests.get_mut(req_id) else {
+            return;
+        };
+        let Phase::Upstream(up) = req.phase else {
+            return;
+        };
+        if !req.head_sent {
+            return;
+        }
+        let mut out = BytesMut::new();
+        while let Some(chunk) = req.unsent.pop_front() {
+            req.encoder.encode_data(&chunk, &mut out);
+        }
+        req.unsent_bytes = 0;
+        if req.body_done && !req.end_sent {
+            // Trailers are cloned, not taken: a retry replays them too.
+            let trailers = req.trailers.clone();
+            req.encoder.encode_end(&trailers, &mut out);
+            req.end_sent = true;
+        }
+        if !out.is_empty() {
+            self.write(up, &out);
+        }
+    }
+
+    /// Answer a request that could not be parsed, then close (the framing can't be trusted).
+    fn protocol_error(&mut self, now: Instant, id: u64, status: u16, reason: &str) {
+        let mut out = BytesMut::new();
+        let flag = if status == 408 {
+            ResponseFlag::StreamIdleTimeout
+        } else {
+            ResponseFlag::DownstreamProtocolError
+        };
+        http1::encode_local_response(
+            status,
+            &[("x-trellis-response-flags", flag.code())],
+            reason.as_bytes(),
+            true,
+            &mut out,
+        );
+        self.write(id, &out);
+        self.mark_closing(id, true);
+        *self.stats.flags.entry(flag).or_default() += 1;
+        self.stats.downstream_rq_total += 1;
+        if let Some(n) = self
+            .stats
+            .downstream_rq_by_class
+            .get_mut((status / 100) as usize)
+        {
+            *n += 1;
+        }
+        let peer = match self.conns.get(id) {
+            Some(Conn {
+                side: Side::Down(d),
+                ..
+            }) => Some(d.peer),
+            _ => None,
+        };
+        self.logs.push(RequestLog {
+            downstream: ConnId(id),
+            peer,
+            start: now,
+            duration: std::time::Duration::ZERO,
+            method: String::new(),
+            authority: String::new(),
+            path: String::new(),
+            status,
+            flags: vec![flag],
+            route: None,
+            cluster: None,
+            upstream_host: None,
+            attempts: 0,
+            request_body_bytes: 0,
+            response_body_bytes: reason.len() as u64,
+        });
+    }
+
+    /// The request on `down` is finished: keep the connection for the next one, or close.
+    pub(crate) fn downstream_request_done(&mut self, now: Instant, down_id: u64, body_done: bool) {
+        let idle_timeout = self.snapshot.config.http.idle_timeout;
+        let Some(down) = self.down_mut(down_id) else {
+            return;
+        };
+        if matches!(down.state, DownState::Tunnel(_)) {
+            return;
+        }
+        if down.close_after_response || !body_done || down.read_closed {
+            down.state = DownState::Idle;
+            self.mark_closing(down_id, true);
+            return;
+        }
+        down.state = DownState::Idle;
+        down.idle_deadline = Some(now + idle_timeout);
+        self.arm_conn_timer(down_id, now + idle_timeout);
+        if !self.down_mut(down_id).is_some_and(|d| d.recv.is_empty()) {
+            self.on_downstream_data(now, down_id);
+        }
+    }
+
+    pub(crate) fn on_downstream_eof(&mut self, now: Instant, id: u64) {
+        let Some(down) = self.down_mut(id) else {
+            return;
+        };
+        match down.state {
+            DownState::Idle | DownState::ReadingHead => {
+                if down.recv.is_empty() {
+                    self.mark_closing(id, true);
+                } else {
+                    self.on_downstream_data(now, id);
+                }
+            }
+            DownState::Active(req) => {
+                let body_done = self.requests.get(req).is_none_or(|r| r.body_done);
+                if body_done {
+                    // Half-closed after a whole request: answer it, then close.
+                    if let Some(down) = self.down_mut(id) {
+                        down.close_after_response = true;
+                    }
+                } else {
+                    // A close-delimited body can't exist in a request; EOF mid-body is an abort,
+                    // unless the decoder accepts it (it reports truncation otherwise).
+                    self.on_downstream_data(now, id);
+                    let still_open = self.requests.get(req).is_some_and(|r| !r.body_done);
+                    if still_open {
+                        self.on_downstream_gone(now, id);
+                        self.mark_closing(id, false);
+                    }
+                }
+            }
+            DownState::Tunnel(up) => {
+                self.close_upstream(now, up, true);
+                self.mark_closing(id, true);
+            }
+        }
+    }
+
+    /// The client vanished: abandon its request and anything upstream working for it.
+    pub(crate) fn on_downstream_gone(&mut self, now: Instant, id: u64) {
+        let Some(down) = self.down_mut(id) else {
+            return;
+        };
+        match down.state {
+            DownState::Active(req) => {
+                if let Some(r) = self.requests.get_mut(req) {
+                    r.flags.push(ResponseFlag::DownstreamConnectionTermination);
+                }
+                *self
+                    .stats
+                    .flags
+                    .entry(ResponseFlag::DownstreamConnectionTermination)
+                    .or_default() += 1;
+                self.finish_request(now, req);
+            }
+            DownState::Tunnel(up) => self.close_upstream(now, up, true),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_downstream_timer(&mut self, now: Instant, id: u64) {
+        let Some(down) = self.down_mut(id) else {
+            return;
+        };
+        match down.state {
+            DownState::ReadingHead if down.head_deadline.is_some_and(|d| d <= now) => {
+                self.protocol_error(now, id, 408, "request header read timeout");
+            }
+            DownState::Idle if down.idle_deadline.is_some_and(|d| d <= now) => {
+                self.mark_closing(id, true);
+            }
+            _ => {
+                let next = [down.head_deadline, down.idle_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                if let Some(at) = next {
+                    self.arm_conn_timer(id, at);
+                }
+            }
+        }
+    }
+
+    /// Switch a downstream connection and its upstream to a raw byte relay (after 101).
+    pub(crate) fn start_tunnel(&mut self, down_id: u64, up_id: u64, leftover_up: Bytes) {
+        if let Some(down) = self.down_mut(down_id) {
+            down.state = DownState::Tunnel(up_id);
+            down.idle_deadline = None;
+            down.head_deadline = None;
+        }
+        if let Some(Conn {
+            side: Side::Up(up), ..
+        }) = self.conns.get_mut(up_id)
+        {
+            up.state = UpState::Tunnel(down_id);
+            up.idle_deadline = None;
+        }
+        if !leftover_up.is_empty() {
+            self.write(down_id, &leftover_up);
+        }
+        let pending = self
+            .down_mut(down_id)
+            .map(|d| d.recv.split().freeze())
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.write(up_id, &pending);
+        }
+    }
+
+    /// Recompute read interest after the downstream side drained or buffered more.
+    pub(crate) fn refresh_backpressure_from_down(&mut self, now: Instant, down_id: u64) {
+        let limit = self.snapshot.config.http.connection_buffer_bytes;
+        let Some(Conn {
+            side: Side::Down(down),
+            unacked,
+            out,
+            ..
+        }) = self.conns.get(down_id)
+        else {
+            return;
+        };
+        let down_backlog = unacked + out.len();
+        let (partner, unsent) = match down.state {
+            DownState::Active(req) => {
+                let r = self.requests.get(req);
+                let up = r.and_then(|r| match r.phase {
+                    Phase::Upstream(up) => Some(up),
+                    _ => None,
+                });
+                (up, r.map(|r| r.unsent_bytes).unwrap_or(0))
+            }
+            DownState::Tunnel(up) => (Some(up), 0),
+            _ => (None, 0),
+        };
+        let recv_len = down.recv.len();
+        let partner_backlog = partner
+            .and_then(|p| self.conns.get(p))
+            .map(|c| c.backlog())
+            .unwrap_or(0);
+        // Read from the client only while what it sent can go somewhere.
+        let read_down = recv_len < limit && unsent < limit && partner_backlog < limit;
+        self.set_reading(down_id, read_down);
+        // Read from the upstream only while the client keeps up.
+        if let Some(up) = partner {
+            self.set_reading(up, down_backlog < limit);
+        }
+        let _ = now;
+    }
+}

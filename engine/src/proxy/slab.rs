@@ -1,0 +1,120 @@
+//! A generational slab: O(1) insert/lookup/remove with ids that are never reused, so a stale
+//! id (a timer for a connection that has since closed) simply finds nothing.
+
+/// Index in the low 32 bits, generation in the high 32 bits.
+pub(crate) fn pack(index: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(index)
+}
+
+fn unpack(id: u64) -> (usize, u32) {
+    ((id & 0xffff_ffff) as usize, (id >> 32) as u32)
+}
+
+struct Slot<T> {
+    generation: u32,
+    value: Option<T>,
+}
+
+pub(crate) struct Slab<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    pub fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Inserts the value built from its own id.
+    pub fn insert_with(&mut self, make: impl FnOnce(u64) -> T) -> u64 {
+        self.len += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            debug_assert!(slot.value.is_none());
+            slot.generation = slot.generation.wrapping_add(1);
+            let id = pack(index, slot.generation);
+            slot.value = Some(make(id));
+            id
+        } else {
+            let index = u32::try_from(self.slots.len()).expect("more than 2^32 live slab entries");
+            let id = pack(index, 0);
+            self.slots.push(Slot {
+                generation: 0,
+                value: Some(make(id)),
+            });
+            id
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&T> {
+        let (index, generation) = unpack(id);
+        let slot = self.slots.get(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        slot.value.as_ref()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        let (index, generation) = unpack(id);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        slot.value.as_mut()
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<T> {
+        let (index, generation) = unpack(id);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        let value = slot.value.take()?;
+        self.len -= 1;
+        self.free.push(index as u32);
+        Some(value)
+    }
+
+    /// Ids of live entries in index order (deterministic).
+    pub fn ids(&self) -> Vec<u64> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.value.is_some())
+            .map(|(i, s)| pack(i as u32, s.generation))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_ids_find_nothing() {
+        let mut slab = Slab::new();
+        let a = slab.insert_with(|id| id);
+        assert_eq!(slab.get(a), Some(&a));
+        assert_eq!(slab.remove(a), Some(a));
+        let b = slab.insert_with(|id| id);
+        assert_ne!(a, b, "ids are never reused");
+        assert!(slab.get(a).is_none());
+        assert_eq!(slab.get(b), Some(&b));
+        assert_eq!(slab.len(), 1);
+        assert_eq!(slab.ids(), vec![b]);
+    }
+}

@@ -1,0 +1,149 @@
+//! Output-level tests of the engine: the exact sequence of outputs a driver sees.
+//! (Behavioural scenarios live in `sim-tests/tests/`.)
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{
+    Cluster, Config, Direction, Endpoint, Listener, RetryPolicy, Route, RouteAction, RouteTable,
+    VirtualHost, WeightedCluster,
+};
+
+fn config() -> Config {
+    Config {
+        version: "t".into(),
+        listeners: vec![Listener {
+            name: "out".into(),
+            address: "127.0.0.1:15001".parse().unwrap(),
+            route_table: "rt".into(),
+            direction: Direction::Outbound,
+            passthrough: false,
+        }],
+        route_tables: vec![RouteTable {
+            name: "rt".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "svc".into(),
+                domains: vec!["svc".into()],
+                routes: vec![Route {
+                    name: "r".into(),
+                    action: RouteAction::Forward(vec![WeightedCluster {
+                        cluster: "c".into(),
+                        weight: 100,
+                        ..Default::default()
+                    }]),
+                    retries: RetryPolicy::none(),
+                    ..Default::default()
+                }],
+            }],
+        }],
+        clusters: vec![Cluster {
+            name: "c".into(),
+            endpoints: vec![Endpoint {
+                address: "10.0.0.1:80".parse().unwrap(),
+                weight: 1,
+                labels: Default::default(),
+            }],
+            ..Default::default()
+        }],
+        http: Default::default(),
+    }
+}
+
+fn drain(engine: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| engine.poll_output()).collect()
+}
+
+fn accept(engine: &mut Engine) -> ConnId {
+    engine.accept(
+        Instant::ZERO,
+        Accepted::new(
+            "127.0.0.1:5555".parse().unwrap(),
+            "127.0.0.1:15001".parse().unwrap(),
+        ),
+    )
+}
+
+#[test]
+fn request_flows_connect_send_response_close() {
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let down = accept(&mut engine);
+    let t = Instant::from_millis(1);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: down,
+            data: Bytes::from_static(b"GET /x HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n"),
+        },
+    );
+    let out = drain(&mut engine);
+    let [Output::Connect { conn: up, addr }] = out.as_slice() else {
+        panic!("expected one connect, got {out:?}");
+    };
+    assert_eq!(addr.to_string(), "10.0.0.1:80");
+    let up = *up;
+    engine.handle(t, Input::Connected { conn: up });
+    let out = drain(&mut engine);
+    let sent = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { conn, data } if *conn == up => Some(data.clone()),
+            _ => None,
+        })
+        .expect("request sent upstream");
+    let text = std::str::from_utf8(&sent).unwrap();
+    assert!(
+        text.starts_with("GET /x HTTP/1.1\r\nhost: svc\r\n"),
+        "{text}"
+    );
+    assert!(
+        !text.to_ascii_lowercase().contains("connection: close"),
+        "hop-by-hop stripped: {text}"
+    );
+    engine.handle(
+        t,
+        Input::Received {
+            conn: up,
+            data: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"),
+        },
+    );
+    let out = drain(&mut engine);
+    // The whole response leaves in one write, then the client connection closes gracefully.
+    let down_outputs: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Send { conn, .. } | Output::Close { conn, .. } if *conn == down))
+        .collect();
+    assert_eq!(down_outputs.len(), 2, "{out:?}");
+    match (down_outputs[0], down_outputs[1]) {
+        (Output::Send { data, .. }, Output::Close { graceful: true, .. }) => {
+            let text = std::str::from_utf8(data).unwrap();
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(text.ends_with("\r\n\r\nhi"), "{text}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let logs = engine.drain_logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].status, 200);
+    // The upstream connection went back to the pool: nothing else is live.
+    assert_eq!(engine.live(), (1, 0));
+}
+
+#[test]
+fn bad_config_keeps_engine_alive_with_error() {
+    let mut bad = config();
+    bad.clusters.clear();
+    let engine = Engine::new(Arc::new(bad), 1);
+    assert!(engine.last_config_error().is_some());
+    assert!(engine.config().listeners.is_empty());
+}
+
+#[test]
+fn timeouts_are_reported_through_poll_timeout() {
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let _down = accept(&mut engine);
+    // The idle timer of the new connection.
+    let idle = engine.config().http.idle_timeout;
+    assert_eq!(engine.poll_timeout(), Some(Instant::ZERO + idle));
+}

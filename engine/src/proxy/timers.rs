@@ -1,0 +1,80 @@
+//! The engine's timer queue: a min-heap of (instant, owner) with lazy cancellation.
+//!
+//! Owners (connections, requests, clusters) keep their own deadlines; the heap only says when
+//! to look. A popped entry whose owner is gone, or whose deadline moved, is ignored or
+//! re-armed by the owner, so cancelling a timer costs nothing.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::time::Instant;
+
+/// Who asked to be woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerOwner {
+    Conn(u64),
+    Request(u64),
+    ClusterSweep(usize),
+}
+
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, TimerOwner)>>,
+    seq: u64,
+}
+
+impl Timers {
+    pub fn schedule(&mut self, at: Instant, owner: TimerOwner) {
+        // The sequence number keeps pops deterministic for equal instants (FIFO).
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, owner)));
+    }
+
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Pops the earliest entry due at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerOwner)> {
+        match self.heap.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => {
+                let Reverse((at, _, owner)) = self.heap.pop()?;
+                Some((at, owner))
+            }
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_time_then_fifo_order() {
+        let mut t = Timers::default();
+        t.schedule(Instant::from_millis(5), TimerOwner::Conn(1));
+        t.schedule(Instant::from_millis(1), TimerOwner::Conn(2));
+        t.schedule(Instant::from_millis(5), TimerOwner::Conn(3));
+        assert_eq!(t.next(), Some(Instant::from_millis(1)));
+        assert!(t.pop_due(Instant::ZERO).is_none());
+        let now = Instant::from_millis(10);
+        let order: Vec<_> = std::iter::from_fn(|| t.pop_due(now))
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                TimerOwner::Conn(2),
+                TimerOwner::Conn(1),
+                TimerOwner::Conn(3)
+            ]
+        );
+        assert_eq!(t.len(), 0);
+    }
+}

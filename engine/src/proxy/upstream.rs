@@ -1,0 +1,739 @@
+//! Upstream connections and this engine's pool: getting a connection for an attempt (idle,
+//! new within `maxConnections`, or queued within `http1MaxPendingRequests`), sending the
+//! request, validating and relaying the response, and returning the connection to the pool.
+
+use bytes::BytesMut;
+
+use crate::cluster::Outcome;
+use crate::http1::{self, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, ResponseHead, Version};
+use crate::route;
+use crate::time::Instant;
+
+use super::api::Output;
+use super::conn::{Conn, DownState, Side, UpState, Upstream};
+use super::log::ResponseFlag;
+use super::request::{status_retriable, Failure, Phase};
+use super::{ConnId, Engine};
+
+impl Engine {
+    fn up_mut(&mut self, id: u64) -> Option<&mut Upstream> {
+        match self.conns.get_mut(id) {
+            Some(Conn {
+                side: Side::Up(u),
+                closing: None,
+                ..
+            }) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Give request `req` a connection to `host` of `slot`.
+    pub(crate) fn acquire_connection(&mut self, now: Instant, req: u64, slot: usize, host: usize) {
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        // Most recently used first: warm connections, and idle ones age out.
+        if let Some(up) = s.idle.get_mut(host).and_then(|l| l.pop()) {
+            self.attach(now, req, up);
+            return;
+        }
+        if s.state.breaker_mut().try_open_connection() {
+            self.open_connection(now, slot, host, Some(req));
+            return;
+        }
+        if s.state.breaker_mut().try_add_pending() {
+            s.pending.push_back(req);
+            if let Some(r) = self.requests.get_mut(req) {
+                r.phase = Phase::Pending;
+            }
+            return;
+        }
+        // No connection, no room to wait: undo the attempt and answer overflow.
+        self.overflow(now, req);
+    }
+
+    fn open_connection(&mut self, now: Instant, slot: usize, host: usize, req: Option<u64>) {
+        let Some(s) = self.clusters.slot(slot) else {
+            return;
+        };
+        let addr = s.state.host_address(host);
+        let generation = s.generation;
+        let connect_timeout = s.state.config().pool.connect_timeout;
+        let deadline = now + connect_timeout;
+        let up = Upstream {
+            slot,
+            host,
+            host_gen: generation,
+            addr,
+            recv: BytesMut::new(),
+            state: UpState::Connecting(req),
+            read_closed: false,
+            requests: 0,
+            connect_deadline: Some(deadline),
+            idle_deadline: None,
+        };
+        let id = self.conns.insert_with(|_| Conn::new(Side::Up(up)));
+        self.stats.upstream_cx_total += 1;
+        self.outputs.push_back(Output::Connect {
+            conn: ConnId(id),
+            addr,
+        });
+        self.arm_conn_timer(id, deadline);
+        if let Some(r) = req.and_then(|r| self.requests.get_mut(r)) {
+            r.phase = Phase::Connecting(id);
+        }
+    }
+
+    /// The request no longer wants the connection being established for it.
+    pub(crate) fn unclaim_connecting(&mut self, up: u64) {
+        if let Some(u) = self.up_mut(up) {
+            if let UpState::Connecting(_) = u.state {
+                u.state = UpState::Connecting(None);
+            }
+        }
+    }
+
+    /// Put request `req` on connection `up` and send its head and buffered body.
+    fn attach(&mut self, now: Instant, req_id: u64, up_id: u64) {
+        let Some(up) = self.up_mut(up_id) else {
+            return;
+        };
+        up.state = UpState::Busy(req_id);
+        up.idle_deadline = None;
+        up.requests += 1;
+        let (slot, host, host_gen, addr) = (up.slot, up.host, up.host_gen, up.addr);
+        if let Some(s) = self.clusters.slot_mut(slot) {
+            let host = if s.generation == host_gen {
+                Some(host)
+            } else {
+                s.host_by_addr(addr)
+            };
+            if let Some(h) = host {
+                s.state.request_started(h);
+            }
+        }
+        let Some(req) = self.requests.get_mut(req_id) else {
+            return;
+        };
+        req.phase = Phase::Upstream(up_id);
+        // The connection may serve another host than the one picked (pending hand-off).
+        req.host = Some((host_gen, host, addr));
+        let mut out = BytesMut::new();
+        http1::encode_request_head(&req.head, &mut out);
+        req.head_sent = true;
+        self.write(up_id, &out);
+        self.pump_request_body(now, req_id);
+        self.set_reading(up_id, true);
+    }
+
+    pub(crate) fn on_connected(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        up.connect_deadline = None;
+        let UpState::Connecting(req) = up.state else {
+            return;
+        };
+        match req.filter(|r| self.requests.contains(*r)) {
+            Some(req) => self.attach(now, req, id),
+            None => self.release_upstream(now, id),
+        }
+    }
+
+    pub(crate) fn on_connect_failed(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        let UpState::Connecting(req) = up.state else {
+            return;
+        };
+        let (slot, host, host_gen, addr) = (up.slot, up.host, up.host_gen, up.addr);
+        self.close_upstream(now, id, false);
+        match req.filter(|r| self.requests.contains(*r)) {
+            Some(req) => {
+                if let Some(r) = self.requests.get_mut(req) {
+                    r.phase = Phase::Done; // the connection is already gone
+                    r.host = Some((host_gen, host, addr));
+                }
+                self.attempt_failed(now, req, Failure::ConnectFailed);
+            }
+            None => {
+                // Nobody waited for it, but the host still failed to accept a connection.
+                if let Some(s) = self.clusters.slot_mut(slot) {
+                    let host = if s.generation == host_gen {
+                        Some(host)
+                    } else {
+                        s.host_by_addr(addr)
+                    };
+                    if let Some(h) = host {
+                        s.state.report(now, h, Outcome::ConnectFailed);
+                    }
+                }
+                self.arm_sweep(slot);
+            }
+        }
+    }
+
+    /// Close an upstream connection and give its budget to the next waiting request.
+    pub(crate) fn close_upstream(&mut self, now: Instant, id: u64, graceful: bool) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        let (slot, host, host_gen, addr, state) =
+            (up.slot, up.host, up.host_gen, up.addr, up.state);
+        self.mark_closing(id, graceful);
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        s.state.breaker_mut().connection_closed();
+        if state == UpState::Idle {
+            let host = if s.generation == host_gen {
+                Some(host)
+            } else {
+                s.host_by_addr(addr)
+            };
+            if let Some(list) = host.and_then(|h| s.idle.get_mut(h)) {
+                list.retain(|&c| c != id);
+            }
+        }
+        // A connection's worth of budget is free: the oldest waiting request may open one.
+        self.serve_pending(now, slot);
+    }
+
+    /// Hand a freed connection budget to the oldest pending request of `slot`.
+    fn serve_pending(&mut self, now: Instant, slot: usize) {
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        let Some(req) = s.pending.pop_front() else {
+            return;
+        };
+        s.state.breaker_mut().pending_removed();
+        let host = self
+            .requests
+            .get(req)
+            .and_then(|r| r.host)
+            .map(|(_, h, _)| h);
+        let Some(host) = host else {
+            return;
+        };
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        if let Some(up) = s.idle.get_mut(host).and_then(|l| l.pop()) {
+            self.attach(now, req, up);
+        } else if s.state.breaker_mut().try_open_connection() {
+            self.open_connection(now, slot, host, Some(req));
+        } else {
+            s.pending.push_front(req);
+            let _ = s.state.breaker_mut().try_add_pending();
+        }
+    }
+
+    /// A connection finished a request (or connected with nobody waiting): pool it, or pass it
+    /// straight to a pending request.
+    pub(crate) fn release_upstream(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        let (slot, host, host_gen, addr) = (up.slot, up.host, up.host_gen, up.addr);
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            self.close_upstream(now, id, true);
+            return;
+        };
+        let limit = s.state.config().pool.max_requests_per_connection;
+        let idle_timeout = s.state.config().pool.idle_timeout;
+        let host = if s.generation == host_gen {
+            Some(host)
+        } else {
+            s.host_by_addr(addr)
+        };
+        let spent = limit != 0 && self.up_mut(id).is_some_and(|u| u.requests >= limit);
+        let Some(host) = host.filter(|_| !spent) else {
+            self.close_upstream(now, id, true);
+            return;
+        };
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        if s.retired || s.state.is_ejected(host) && s.pending.is_empty() {
+            self.close_upstream(now, id, true);
+            return;
+        }
+        let generation = s.generation;
+        if let Some(req) = s.pending.pop_front() {
+            s.state.breaker_mut().pending_removed();
+            if let Some(up) = self.up_mut(id) {
+                up.host = host;
+                up.host_gen = generation;
+            }
+            self.attach(now, req, id);
+            return;
+        }
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        up.state = UpState::Idle;
+        up.host = host;
+        up.host_gen = generation;
+        up.recv.clear();
+        up.idle_deadline = idle_timeout.map(|t| now + t);
+        let deadline = up.idle_deadline;
+        if let Some(list) = self
+            .clusters
+            .slot_mut(slot)
+            .and_then(|s| s.idle.get_mut(host))
+        {
+            list.push(id);
+        }
+        if let Some(at) = deadline {
+            self.arm_conn_timer(id, at);
+        }
+        self.set_reading(id, true);
+    }
+
+    pub(crate) fn on_upstream_timer(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        match up.state {
+            UpState::Connecting(_) if up.connect_deadline.is_some_and(|d| d <= now) => {
+                self.on_connect_failed(now, id);
+            }
+            UpState::Idle if up.idle_deadline.is_some_and(|d| d <= now) => {
+                self.close_upstream(now, id, true);
+            }
+            _ => {
+                let next = match up.state {
+                    UpState::Connecting(_) => up.connect_deadline,
+                    UpState::Idle => up.idle_deadline,
+                    _ => None,
+                };
+                if let Some(at) = next {
+                    self.arm_conn_timer(id, at);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_upstream_data(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        match up.state {
+            UpState::Busy(req) => self.relay_response(now, id, req),
+            UpState::Tunnel(down) => {
+                let data = up.recv.split().freeze();
+                self.write(down, &data);
+                self.refresh_backpressure_from_up(now, id);
+            }
+            UpState::Idle => {
+                // Bytes nobody asked for: the connection's framing is lost; drop it.
+                self.close_upstream(now, id, false);
+            }
+            UpState::Connecting(_) => {}
+        }
+    }
+
+    /// Parse and forward as much of the response as has arrived.
+    fn relay_response(&mut self, now: Instant, up_id: u64, req_id: u64) {
+        loop {
+            let Some(req) = self.requests.get(req_id) else {
+                return;
+            };
+            if req.resp_decoder.is_none() && !req.response_started {
+                if !self.relay_response_head(now, up_id, req_id) {
+                    return;
+                }
+                continue;
+            }
+            // Body.
+            let Some(Conn {
+                side: Side::Up(up), ..
+            }) = self.conns.get_mut(up_id)
+            else {
+                return;
+            };
+            let Some(req) = self.requests.get_mut(req_id) else {
+                return;
+            };
+            let Some(decoder) = req.resp_decoder.as_mut() else {
+                return;
+            };
+            let event = match decoder.decode(&mut up.recv) {
+                Ok(BodyEvent::NeedMore) if up.read_closed => decoder.finish_on_eof(),
+                other => other,
+            };
+            let down = req.down;
+            match event {
+                Ok(BodyEvent::Data(data)) => {
+                    req.resp_body_out += data.len() as u64;
+                    let mut out = BytesMut::with_capacity(data.len() + 16);
+                    req.resp_encoder.encode_data(&data, &mut out);
+                    self.write(down, &out);
+                }
+                Ok(BodyEvent::Done { trailers }) => {
+                    let mut out = BytesMut::new();
+                    req.resp_encoder.encode_end(&trailers, &mut out);
+                    self.write(down, &out);
+                    self.response_complete(now, up_id, req_id);
+                    return;
+                }
+                Ok(BodyEvent::NeedMore) => break,
+                Err(_) => {
+                    self.abort_downstream(now, req_id, ResponseFlag::UpstreamProtocolError);
+                    return;
+                }
+            }
+        }
+        self.refresh_backpressure_from_up(now, up_id);
+    }
+
+    /// Try to parse a response head. Returns true if the caller should keep going.
+    fn relay_response_head(&mut self, now: Instant, up_id: u64, req_id: u64) -> bool {
+        let Some(Conn {
+            side: Side::Up(up), ..
+        }) = self.conns.get_mut(up_id)
+        else {
+            return false;
+        };
+        let Some(req) = self.requests.get(req_id) else {
+            return false;
+        };
+        let parsed = http1::parse_response_head(&up.recv, &self.limits, &req.head.method);
+        let (mut head, consumed) = match parsed {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                if up.read_closed {
+                    self.attempt_failed(now, req_id, Failure::Reset);
+                }
+                return false;
+            }
+            Err(_) => {
+                self.attempt_failed(now, req_id, Failure::ProtocolError);
+                return false;
+            }
+        };
+        let _ = up.recv.split_to(consumed);
+        let down = req.down;
+        let down_version = req.down_version;
+        let wants_upgrade = req.head.upgrade.is_some();
+        if (100..200).contains(&head.status) {
+            if head.status == 101 {
+                if !wants_upgrade {
+                    self.attempt_failed(now, req_id, Failure::ProtocolError);
+                    return false;
+                }
+                return self.upgrade_accepted(now, up_id, req_id, head);
+            }
+            // We answered 100-continue ourselves; other interim responses go on to 1.1 clients.
+            if head.status != 100 && down_version == Version::Http11 {
+                let mut out = BytesMut::new();
+                http1::strip_hop_by_hop(&mut head.headers);
+                head.framing = BodyFraming::None;
+                head.keep_alive = true;
+                http1::encode_response_head(&head, &mut out);
+                self.write(down, &out);
+            }
+            return true;
+        }
+        // A final response: report it, and retry it if the policy says so.
+        let status = head.status;
+        if let Some((slot, host)) = self.attempt_host(req_id) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                s.state.report(now, host, Outcome::Response(status));
+            }
+            self.arm_sweep(slot);
+        }
+        let retriable = self.requests.get(req_id).is_some_and(|r| {
+            r.route_config()
+                .is_some_and(|route| status_retriable(&route.retries.retry_on, status))
+        });
+        if retriable && self.try_retry_after_response(now, req_id, status) {
+            return false;
+        }
+        self.start_response(now, up_id, req_id, head);
+        true
+    }
+
+    /// The current attempt's (slot, host index).
+    fn attempt_host(&self, req_id: u64) -> Option<(usize, usize)> {
+        let req = self.requests.get(req_id)?;
+        let slot = req.slot?;
+        let (generation, host, addr) = req.host?;
+        let s = self.clusters.slot(slot)?;
+        let host = if s.generation == generation {
+            host
+        } else {
+            s.host_by_addr(addr)?
+        };
+        Some((slot, host))
+    }
+
+    fn try_retry_after_response(&mut self, now: Instant, req_id: u64, status: u16) -> bool {
+        // The response's body will not be read: the connection can't be reused.
+        let up = match self.requests.get(req_id).map(|r| r.phase) {
+            Some(Phase::Upstream(up)) => up,
+            _ => return false,
+        };
+        let allowed = {
+            let Some(req) = self.requests.get(req_id) else {
+                return false;
+            };
+            let policy = req.retry_policy();
+            !req.response_started
+                && req.replay.is_some()
+                && req.attempts.saturating_sub(1) < policy.attempts
+                && req.deadline.is_none_or(|d| d > now)
+        };
+        if !allowed {
+            return false;
+        }
+        let _ = up;
+        // detach (closing the connection) without a second outlier report, then schedule.
+        self.detach_attempt(now, req_id, None);
+        if self.try_retry(now, req_id, Failure::Status(status)) {
+            return true;
+        }
+        // Retry refused by the breaker: answer what we know.
+        self.local_reply(
+            now,
+            req_id,
+            status,
+            Some(ResponseFlag::UpstreamRetryLimitExceeded),
+            "upstream retry limit exceeded",
+            &[],
+        );
+        true
+    }
+
+    /// Send the response head downstream and set up body relaying.
+    fn start_response(&mut self, now: Instant, _up_id: u64, req_id: u64, mut head: ResponseHead) {
+        let Some(req) = self.requests.get_mut(req_id) else {
+            return;
+        };
+        let is_head = req.head.method == http::Method::HEAD;
+        // Content-Length of a HEAD or 304 answer describes the body it would have had: keep it.
+        let keep_length = (is_head || head.status == 304)
+            .then(|| head.headers.get(http::header::CONTENT_LENGTH).cloned())
+            .flatten();
+        http1::strip_hop_by_hop(&mut head.headers);
+        if let Some(length) = keep_length {
+            head.headers.insert(http::header::CONTENT_LENGTH, length);
+        }
+        if let Some(route) = req.route_config() {
+            route::apply_header_ops(&route.response_headers, &mut head.headers);
+        }
+        if let Some(dest) = req.destination() {
+            route::apply_header_ops(&dest.response_headers, &mut head.headers);
+        }
+        head.headers.append(
+            http::header::VIA,
+            http::HeaderValue::from_static("1.1 trellis"),
+        );
+        let upstream_framing = head.framing;
+        let upstream_keep_alive = head.keep_alive;
+        let down_framing = match (upstream_framing, req.down_version) {
+            (BodyFraming::CloseDelimited, Version::Http11) => BodyFraming::Chunked,
+            (BodyFraming::Chunked, Version::Http10) => BodyFraming::CloseDelimited,
+            (f, _) => f,
+        };
+        let down = req.down;
+        let close_down =
+            !req.down_keep_alive || !req.body_done || down_framing == BodyFraming::CloseDelimited;
+        head.version = Version::Http11;
+        head.framing = down_framing;
+        head.keep_alive = !close_down;
+        req.status = head.status;
+        req.response_started = true;
+        req.upstream_keep_alive = upstream_keep_alive;
+        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &self.limits));
+        req.resp_encoder = BodyEncoder::new(down_framing);
+        let mut out = BytesMut::new();
+        http1::encode_response_head(&head, &mut out);
+        if close_down {
+            if let Some(Conn {
+                side: Side::Down(d),
+                ..
+            }) = self.conns.get_mut(down)
+            {
+                d.close_after_response = true;
+            }
+        }
+        self.write(down, &out);
+        let _ = now;
+    }
+
+    /// 101 Switching Protocols: both sides become a raw relay.
+    fn upgrade_accepted(
+        &mut self,
+        now: Instant,
+        up_id: u64,
+        req_id: u64,
+        mut head: ResponseHead,
+    ) -> bool {
+        let Some(req) = self.requests.get_mut(req_id) else {
+            return false;
+        };
+        let down = req.down;
+        let protocol = req.head.upgrade.clone().unwrap_or_default();
+        http1::strip_hop_by_hop(&mut head.headers);
+        if let Ok(value) = http::HeaderValue::from_str(&protocol) {
+            head.headers.insert(http::header::UPGRADE, value);
+        }
+        head.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        head.framing = BodyFraming::None;
+        head.keep_alive = true;
+        req.status = 101;
+        req.response_started = true;
+        let mut out = BytesMut::new();
+        http1::encode_response_head(&head, &mut out);
+        self.write(down, &out);
+        // The request is over as an HTTP exchange; the connections live on as a tunnel.
+        if let Some(r) = self.requests.get_mut(req_id) {
+            r.phase = Phase::Done;
+            r.body_done = true;
+        }
+        let leftover = self
+            .up_mut(up_id)
+            .map(|u| u.recv.split().freeze())
+            .unwrap_or_default();
+        if let Some((slot, host)) = self.attempt_host(req_id) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                s.state.request_finished(host);
+            }
+        }
+        if let Some(Conn {
+            side: Side::Down(d),
+            ..
+        }) = self.conns.get_mut(down)
+        {
+            d.state = DownState::Idle; // finish_request must not close it
+        }
+        self.finish_request(now, req_id);
+        self.start_tunnel(down, up_id, leftover);
+        false
+    }
+
+    /// The response was relayed whole.
+    fn response_complete(&mut self, now: Instant, up_id: u64, req_id: u64) {
+        let reusable = {
+            let up = match self.conns.get(up_id) {
+                Some(Conn {
+                    side: Side::Up(u), ..
+                }) => u,
+                _ => return,
+            };
+            let req = self.requests.get(req_id);
+            let resp_keep_alive = req
+                .and_then(|r| r.resp_decoder.as_ref())
+                .is_some_and(|d| d.is_done());
+            resp_keep_alive
+                && !up.read_closed
+                && up.recv.is_empty()
+                && req.is_some_and(|r| r.body_done && r.unsent.is_empty() && r.upstream_keep_alive)
+        };
+        if let Some((slot, host)) = self.attempt_host(req_id) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                s.state.request_finished(host);
+            }
+        }
+        if let Some(req) = self.requests.get_mut(req_id) {
+            // The connection outlives the request: detach without closing it.
+            req.phase = Phase::Done;
+        }
+        if let Some(req) = self.requests.get(req_id) {
+            if req.holds_request {
+                if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
+                    s.state.breaker_mut().request_done();
+                }
+            }
+        }
+        if let Some(req) = self.requests.get_mut(req_id) {
+            req.holds_request = false;
+        }
+        if reusable {
+            self.release_upstream(now, up_id);
+        } else {
+            self.close_upstream(now, up_id, true);
+        }
+        self.finish_request(now, req_id);
+    }
+
+    pub(crate) fn on_upstream_eof(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        match up.state {
+            UpState::Busy(req) => self.relay_response(now, id, req),
+            UpState::Tunnel(down) => {
+                self.mark_closing(down, true);
+                self.close_upstream(now, id, true);
+            }
+            UpState::Idle => self.close_upstream(now, id, true),
+            UpState::Connecting(_) => self.on_connect_failed(now, id),
+        }
+        // A response that needed more bytes than EOF allows was cut short.
+        if let Some(up) = self.up_mut(id) {
+            if let UpState::Busy(req) = up.state {
+                let started = self.requests.get(req).is_some_and(|r| r.response_started);
+                if started {
+                    self.abort_downstream(now, req, ResponseFlag::UpstreamConnectionTermination);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_upstream_gone(&mut self, now: Instant, id: u64) {
+        let Some(up) = self.up_mut(id) else {
+            return;
+        };
+        up.read_closed = true;
+        match up.state {
+            UpState::Busy(req) => {
+                let started = self.requests.get(req).is_some_and(|r| r.response_started);
+                if started {
+                    // Let a close-delimited body finish; anything else was truncated.
+                    self.relay_response(now, id, req);
+                    if self.requests.contains(req) {
+                        self.abort_downstream(
+                            now,
+                            req,
+                            ResponseFlag::UpstreamConnectionTermination,
+                        );
+                    }
+                } else {
+                    self.attempt_failed(now, req, Failure::Reset);
+                }
+            }
+            UpState::Tunnel(down) => self.mark_closing(down, true),
+            UpState::Connecting(_) => self.on_connect_failed(now, id),
+            UpState::Idle => {}
+        }
+        // The driver already closed it; release its breaker budget (the caller drops it
+        // without a Close output).
+        if self.up_mut(id).is_some() {
+            self.close_upstream(now, id, false);
+        }
+    }
+
+    /// Recompute read interest after the upstream side drained or buffered more.
+    pub(crate) fn refresh_backpressure_from_up(&mut self, now: Instant, up_id: u64) {
+        let down = match self.conns.get(up_id) {
+            Some(Conn {
+                side: Side::Up(up), ..
+            }) => match up.state {
+                UpState::Busy(req) => self.requests.get(req).map(|r| r.down),
+                UpState::Tunnel(down) => Some(down),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(down) = down {
+            self.refresh_backpressure_from_down(now, down);
+        }
+    }
+}
