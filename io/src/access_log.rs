@@ -4,7 +4,7 @@
 //! Envoy's default text format so people who read Istio sidecar logs read these at once:
 //!
 //! ```text
-//! [12.345678s] "GET /reviews/1" 200 - 0 11 3ms "reviews" outbound|9080|v2|reviews 127.0.0.1:40001 route=reviews.jason attempts=1 c4
+//! [12.345678s] "GET /reviews/1" 200 - 0 11 3ms "reviews" outbound|9080|v2|reviews 127.0.0.1:40001 route=reviews.jason attempts=1 c4 127.0.0.1:50000
 //! ```
 //!
 //! The timestamp is engine time (seconds since the driver started); the engine never reads a
@@ -15,7 +15,7 @@ use trellis_engine::proxy::RequestLog;
 /// The access-log line of one request.
 pub fn format_line(log: &RequestLog) -> String {
     format!(
-        "[{}] \"{} {}\" {} {} {} {} {}ms \"{}\" {} {} route={} attempts={} {}",
+        "[{}] \"{} {}\" {} {} {} {} {}ms \"{}\" {} {} route={} attempts={} {} {}",
         log.start,
         or_dash(&log.method),
         or_dash(&log.path),
@@ -32,6 +32,9 @@ pub fn format_line(log: &RequestLog) -> String {
         log.route.as_deref().unwrap_or("-"),
         log.attempts,
         log.downstream,
+        log.peer
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".to_string()),
     )
 }
 
@@ -60,6 +63,7 @@ mod tests {
     fn record() -> RequestLog {
         RequestLog {
             downstream: ConnId(4),
+            peer: Some("127.0.0.1:50000".parse().unwrap()),
             start: Instant::from_millis(12_345),
             duration: Duration::from_micros(3_400),
             method: "GET".into(),
@@ -81,7 +85,7 @@ mod tests {
         assert_eq!(
             format_line(&record()),
             "[12.345000s] \"GET /reviews/1\" 200 - 0 11 3ms \"reviews\" \
-             outbound|9080|v2|reviews 127.0.0.1:40001 route=reviews.jason attempts=1 c4"
+             outbound|9080|v2|reviews 127.0.0.1:40001 route=reviews.jason attempts=1 c4 127.0.0.1:50000"
         );
     }
 
@@ -96,8 +100,9 @@ mod tests {
         r.upstream_host = None;
         r.route = None;
         r.method = String::new();
+        r.peer = None;
         let line = format_line(&r);
         assert!(line.contains("\"- /reviews/1\" 503 UF,URX "), "{line}");
-        assert!(line.contains(" - route=- attempts=1"), "{line}");
+        assert!(line.contains(" - route=- attempts=1 c4 -"), "{line}");
     }
 }

@@ -72,7 +72,7 @@ impl Default for RunOptions {
 /// A seed from the OS's per-process hash keys: no extra dependency, different per run.
 fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x7472_656c_6c69_73);
+    h.write_u64(0x0074_7265_6c6c_6973);
     h.finish()
 }
 
@@ -232,7 +232,9 @@ impl<E: ProxyEngine> Driver<E> {
         }
     }
 
-    /// Shutdown requested, and either every downstream connection is gone or time is up.
+    /// Shutdown requested, and either time is up, every downstream connection is gone, or
+    /// nothing is in flight (no request, no unwritten byte, no lingering close) so only idle
+    /// keep-alive connections remain, which are closed on exit.
     fn drain_complete(&self) -> bool {
         let Some(deadline) = self.drain_deadline else {
             return false;
@@ -241,10 +243,18 @@ impl<E: ProxyEngine> Driver<E> {
             tracing::info!(open = self.conns.len(), "shutdown grace period over");
             return true;
         }
-        !self
+        let lingering = |c: &Conn| matches!(c.phase, Phase::Lingering { .. });
+        let no_downstreams = !self
             .conns
             .iter()
-            .any(|(_, c)| c.side == Side::Downstream || matches!(c.phase, Phase::Lingering { .. }))
+            .any(|(_, c)| c.side == Side::Downstream || lingering(c));
+        let idle = self.engine.requests_in_flight() == Some(0)
+            && self.pending.is_empty()
+            && !self
+                .conns
+                .iter()
+                .any(|(_, c)| !c.sendq.is_empty() || lingering(c));
+        no_downstreams || idle
     }
 
     /// How long `epoll_wait` may sleep: until the engine's timer, the first linger deadline or

@@ -22,6 +22,12 @@ pub trait ProxyEngine {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Access-log records of requests finished since the last call.
     fn drain_logs(&mut self) -> Vec<RequestLog>;
+    /// Requests in flight, if the engine knows. During shutdown the driver stops waiting once
+    /// this is zero and every write is flushed (idle keep-alive connections are then closed);
+    /// `None` makes it wait for the downstream connections to close or the grace period.
+    fn requests_in_flight(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl ProxyEngine for Engine {
@@ -47,5 +53,9 @@ impl ProxyEngine for Engine {
 
     fn drain_logs(&mut self) -> Vec<RequestLog> {
         Engine::drain_logs(self)
+    }
+
+    fn requests_in_flight(&self) -> Option<usize> {
+        Some(self.live().1)
     }
 }

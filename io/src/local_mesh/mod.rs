@@ -147,6 +147,11 @@ impl LocalMesh {
         &self.upstreams
     }
 
+    /// One upstream, to stop or inspect it (0 = v1, 1 = v2, 2 = v3).
+    pub fn upstream_mut(&mut self, i: usize) -> Option<&mut Upstream> {
+        self.upstreams.get_mut(i)
+    }
+
     /// The proxy's control handle (push configs, request shutdown).
     pub fn control(&self) -> &ControlHandle {
         &self.control

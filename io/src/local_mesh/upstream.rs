@@ -6,7 +6,8 @@
 //!   cross the proxy intact, chunked or not);
 //! - otherwise `<name>\n` (e.g. `reviews-v2\n`), to show which version answered.
 //!
-//! A path `/status/NNN` answers with status NNN, to exercise retries and outlier detection.
+//! A path `/status/NNN` answers with status NNN, to exercise retries and outlier detection;
+//! `/delay/MS` answers after MS milliseconds (at most 10 s), to have requests in flight.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Write};
@@ -158,6 +159,12 @@ fn serve(stream: TcpStream, name: &str, shared: &Shared) -> io::Result<()> {
         let close = wants_close(req.headers, req.version);
         let body = read_body(&mut reader, framing(req.headers, Framing::None)?)?;
 
+        if let Some(ms) = path
+            .strip_prefix("/delay/")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
+        }
         let status = path
             .strip_prefix("/status/")
             .and_then(|s| s.parse::<u16>().ok())
