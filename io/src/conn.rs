@@ -73,7 +73,7 @@ impl Conn {
         let (readable, writable) = match self.phase {
             Phase::Connecting => (false, true),
             Phase::Open => (
-                self.read_enabled && !self.read_closed,
+                self.read_enabled && !self.read_closed && !self.close_requested,
                 !self.sendq.is_empty(),
             ),
             Phase::Lingering { .. } => (true, false),
@@ -115,6 +115,9 @@ mod tests {
         c.sendq.clear();
         assert_eq!(c.wanted_interest(), None);
         c.read_enabled = true;
+        c.close_requested = true;
+        assert_eq!(c.wanted_interest(), None, "closing: only the flush matters");
+        c.close_requested = false;
         c.read_closed = true;
         assert_eq!(c.wanted_interest(), None);
         c.phase = Phase::Lingering {

@@ -13,7 +13,7 @@
 //! - [`sendq`]: per-connection write queue and partial writes.
 //! - [`conn`] (private): one socket's state and the readiness it needs.
 //! - [`listeners`] (private): binding and reconciling listening sockets with the config.
-//! - [`driver`]: the event loop.
+//! - [`driver`]: the event loop (and, inside it, what is done to each socket).
 //! - [`control`]: [`ControlHandle`], to push configs and request shutdown from other threads.
 //! - [`access_log`]: Envoy-like access-log lines through `tracing`.
 //! - [`signal`]: Ctrl-C / SIGTERM → graceful shutdown.
