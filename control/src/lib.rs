@@ -2,3 +2,21 @@
 //!
 //! Istio resource types, config sources, translation to the engine's configuration model, and
 //! the `explain` route checker.
+//!
+//! - [`istio`]: Istio resources as written by users, and the YAML loader that reports unknown
+//!   fields and names the file, resource and field of every error.
+//! - [`translate`]: Istio resources plus a service registry → `trellis_engine::config::Config`,
+//!   flattened like Envoy's (per host, port and subset clusters, one outbound route table).
+//! - [`proxy_config`]: the `trellis proxy --config FILE` format.
+//! - [`explain`]: which rule a request hits, and why.
+//! - [`diag`]: diagnostics and errors shared by all of them.
+
+pub mod diag;
+pub mod explain;
+pub mod istio;
+pub mod proxy_config;
+pub mod translate;
+
+pub use diag::{ConfigError, Diagnostic, Severity};
+pub use explain::{explain, ExplainReport, ExplainRequest};
+pub use proxy_config::{load_proxy_config, LoadedConfig};

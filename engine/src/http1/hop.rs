@@ -10,29 +10,43 @@ use super::syntax::list_elements;
 
 /// Removes connection, keep-alive, proxy-connection, te, trailer, transfer-encoding, upgrade,
 /// content-length and every field named in Connection.
+///
+/// One pass over the names decides what to remove, so the common message with none of these
+/// fields costs no hash lookups.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| list_elements(v.as_bytes()))
-        .filter(|t| !t.is_empty())
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .collect();
-    for name in named {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut has_connection = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            has_connection = true;
+            doomed.push(name.clone());
+        } else if is_hop_by_hop(name) {
+            doomed.push(name.clone());
+        }
+    }
+    if has_connection {
+        let named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| list_elements(v.as_bytes()))
+            .filter(|t| !t.is_empty())
+            .filter_map(|t| HeaderName::from_bytes(t).ok());
+        doomed.extend(named);
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::CONTENT_LENGTH,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+}
+
+/// The fields that always describe only one connection (or its framing).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::CONTENT_LENGTH
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 #[cfg(test)]

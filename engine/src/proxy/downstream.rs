@@ -15,7 +15,7 @@ use super::api::Accepted;
 use super::conn::{Conn, DownState, Downstream, Side, UpState};
 use super::log::{RequestLog, ResponseFlag};
 use super::request::Phase;
-use super::{ConnId, Engine};
+use super::{out_buf, ConnId, Engine};
 
 impl Engine {
     pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> ConnId {
@@ -209,19 +209,21 @@ impl Engine {
         if !req.head_sent {
             return;
         }
-        let mut out = BytesMut::new();
+        let finish = req.body_done && !req.end_sent;
+        if req.unsent.is_empty() && !finish {
+            return;
+        }
+        let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up) else {
+            return;
+        };
         while let Some(chunk) = req.unsent.pop_front() {
-            req.encoder.encode_data(&chunk, &mut out);
+            req.encoder.encode_data(&chunk, out);
         }
         req.unsent_bytes = 0;
-        if req.body_done && !req.end_sent {
-            // Trailers are cloned, not taken: a retry replays them too.
-            let trailers = req.trailers.clone();
-            req.encoder.encode_end(&trailers, &mut out);
+        if finish {
+            // Trailers stay with the request: a retry replays them too.
+            req.encoder.encode_end(&req.trailers, out);
             req.end_sent = true;
-        }
-        if !out.is_empty() {
-            self.write(up, &out);
         }
     }
 

@@ -276,12 +276,7 @@ impl Engine {
     }
 
     fn mark_dirty(&mut self, conn: u64) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(conn);
-            }
-        }
+        mark_dirty(&mut self.conns, &mut self.dirty, conn);
     }
 
     /// Decide to close `conn`; its buffered bytes still go out first when graceful.
@@ -423,6 +418,33 @@ impl Engine {
         }
         // The peer is gone: nothing more to send, and no Close output is owed.
         self.conns.remove(id);
+    }
+}
+
+/// The outgoing buffer of an open connection, marked for flushing. A free function over the
+/// two fields, so callers can encode straight from a request borrowed from `requests`.
+fn out_buf<'a>(
+    conns: &'a mut Slab<Conn>,
+    dirty: &mut Vec<u64>,
+    conn: u64,
+) -> Option<&'a mut bytes::BytesMut> {
+    let c = conns.get_mut(conn)?;
+    if !c.is_open() {
+        return None;
+    }
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(conn);
+    }
+    Some(&mut c.out)
+}
+
+fn mark_dirty(conns: &mut Slab<Conn>, dirty: &mut Vec<u64>, conn: u64) {
+    if let Some(c) = conns.get_mut(conn) {
+        if !c.dirty {
+            c.dirty = true;
+            dirty.push(conn);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::api::Output;
 use super::conn::{Conn, DownState, Side, UpState, Upstream};
 use super::log::ResponseFlag;
 use super::request::{status_retriable, Failure, Phase};
-use super::{ConnId, Engine};
+use super::{out_buf, ConnId, Engine};
 
 impl Engine {
     fn up_mut(&mut self, id: u64) -> Option<&mut Upstream> {
@@ -118,10 +118,10 @@ impl Engine {
         req.phase = Phase::Upstream(up_id);
         // The connection may serve another host than the one picked (pending hand-off).
         req.host = Some((host_gen, host, addr));
-        let mut out = BytesMut::new();
-        http1::encode_request_head(&req.head, &mut out);
+        if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up_id) {
+            http1::encode_request_head(&req.head, out);
+        }
         req.head_sent = true;
-        self.write(up_id, &out);
         self.pump_request_body(now, req_id);
         self.set_reading(up_id, true);
     }
@@ -368,14 +368,14 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.resp_body_out += data.len() as u64;
-                    let mut out = BytesMut::with_capacity(data.len() + 16);
-                    req.resp_encoder.encode_data(&data, &mut out);
-                    self.write(down, &out);
+                    if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
+                        req.resp_encoder.encode_data(&data, out);
+                    }
                 }
                 Ok(BodyEvent::Done { trailers }) => {
-                    let mut out = BytesMut::new();
-                    req.resp_encoder.encode_end(&trailers, &mut out);
-                    self.write(down, &out);
+                    if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
+                        req.resp_encoder.encode_end(&trailers, out);
+                    }
                     self.response_complete(now, up_id, req_id);
                     return;
                 }
@@ -549,8 +549,6 @@ impl Engine {
         req.upstream_keep_alive = upstream_keep_alive;
         req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &self.limits));
         req.resp_encoder = BodyEncoder::new(down_framing);
-        let mut out = BytesMut::new();
-        http1::encode_response_head(&head, &mut out);
         if close_down {
             if let Some(Conn {
                 side: Side::Down(d),
@@ -560,7 +558,9 @@ impl Engine {
                 d.close_after_response = true;
             }
         }
-        self.write(down, &out);
+        if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
+            http1::encode_response_head(&head, out);
+        }
         let _ = now;
     }
 

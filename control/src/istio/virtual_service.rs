@@ -1,0 +1,169 @@
+//! `networking.istio.io` VirtualService (v1, v1beta1 and v1alpha3 share this shape).
+//!
+//! HTTP rules are what the sidecar route table is built from; `tls` and `tcp` rules are parsed
+//! (so they are not reported as unknown) but the translator reports them as unsupported.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::common::{Headers, Percent, PortSelector, StringMatchSpec};
+use super::duration::IstioDuration;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VirtualServiceSpec {
+    pub hosts: Vec<String>,
+    /// Empty means `mesh` (sidecars only).
+    pub gateways: Vec<String>,
+    pub http: Vec<HttpRoute>,
+    pub tls: Vec<serde_yaml::Value>,
+    pub tcp: Vec<serde_yaml::Value>,
+    pub export_to: Vec<String>,
+}
+
+/// One `http[]` rule.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: Vec<HttpMatchRequest>,
+    pub route: Vec<HttpRouteDestination>,
+    pub redirect: Option<HttpRedirect>,
+    pub direct_response: Option<HttpDirectResponse>,
+    pub delegate: Option<serde_yaml::Value>,
+    pub rewrite: Option<HttpRewrite>,
+    pub timeout: Option<IstioDuration>,
+    pub retries: Option<HttpRetry>,
+    pub fault: Option<HttpFaultInjection>,
+    pub mirror: Option<Destination>,
+    pub mirrors: Vec<serde_yaml::Value>,
+    pub mirror_percentage: Option<Percent>,
+    pub mirror_percent: Option<u32>,
+    pub cors_policy: Option<serde_yaml::Value>,
+    pub headers: Option<Headers>,
+}
+
+/// Istio `HTTPMatchRequest`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpMatchRequest {
+    pub name: Option<String>,
+    pub uri: Option<StringMatchSpec>,
+    pub scheme: Option<StringMatchSpec>,
+    pub method: Option<StringMatchSpec>,
+    pub authority: Option<StringMatchSpec>,
+    pub headers: BTreeMap<String, StringMatchSpec>,
+    pub port: Option<u32>,
+    pub source_labels: BTreeMap<String, String>,
+    pub gateways: Vec<String>,
+    pub query_params: BTreeMap<String, StringMatchSpec>,
+    pub ignore_uri_case: bool,
+    pub without_headers: BTreeMap<String, StringMatchSpec>,
+    pub source_namespace: Option<String>,
+    pub stat_prefix: Option<String>,
+}
+
+/// Istio `Destination`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Destination {
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: Option<PortSelector>,
+}
+
+/// Istio `HTTPRouteDestination`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    pub weight: Option<i32>,
+    pub headers: Option<Headers>,
+}
+
+/// Istio `HTTPRedirect`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpRedirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u32>,
+    pub derive_port: Option<String>,
+    pub scheme: Option<String>,
+    pub redirect_code: Option<u32>,
+}
+
+/// Istio `HTTPDirectResponse`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct HttpDirectResponse {
+    pub status: u32,
+    pub body: Option<HttpBody>,
+}
+
+/// Istio `HTTPBody`: `string` or base64 `bytes`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct HttpBody {
+    pub string: Option<String>,
+    pub bytes: Option<String>,
+}
+
+/// Istio `HTTPRewrite`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpRewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// Istio `RegexRewrite`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RegexRewrite {
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub rewrite: String,
+}
+
+/// Istio `HTTPRetry`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpRetry {
+    pub attempts: Option<i32>,
+    pub per_try_timeout: Option<IstioDuration>,
+    pub retry_on: Option<String>,
+    pub retry_remote_localities: Option<bool>,
+    pub retry_ignore_previous_hosts: Option<bool>,
+    pub backoff: Option<IstioDuration>,
+}
+
+/// Istio `HTTPFaultInjection`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpFaultInjection {
+    pub delay: Option<FaultDelaySpec>,
+    pub abort: Option<FaultAbortSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FaultDelaySpec {
+    pub fixed_delay: Option<IstioDuration>,
+    pub exponential_delay: Option<IstioDuration>,
+    pub percentage: Option<Percent>,
+    /// Deprecated integer percentage.
+    pub percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FaultAbortSpec {
+    pub http_status: Option<u32>,
+    pub grpc_status: Option<String>,
+    pub http2_error: Option<String>,
+    pub percentage: Option<Percent>,
+}

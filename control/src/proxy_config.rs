@@ -1,0 +1,428 @@
+//! The `trellis proxy --config FILE` format: listeners, a static service registry, and Istio
+//! resources (inline and/or from paths), translated into one engine [`Config`].
+//!
+//! It exists so a single proxy can run without Kubernetes: the registry that the Kubernetes
+//! source would watch is written out by hand, and the Istio YAML is the same users apply to a
+//! cluster. Shape (see `deploy/examples/proxy.yaml` for a documented example):
+//!
+//! ```yaml
+//! listeners:
+//!   - {name: outbound, address: "127.0.0.1:15001", direction: outbound, passthrough: false}
+//! services:
+//!   - host: reviews            # short names live in `namespace` (default "default")
+//!     ports: [9080]
+//!     endpoints:
+//!       - {address: "127.0.0.1:9081", labels: {version: v1}}
+//! http: {headerReadTimeout: 10s}   # optional connection-manager limits
+//! istio:
+//!   paths: [istio/]            # files or directories, relative to this file
+//!   resources: [...]           # inline Istio documents
+//! ```
+//!
+//! Unknown keys are warnings; wrong types and invalid values are errors naming the file and
+//! field path.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::Deserialize;
+use trellis_engine::config::{Config, Direction, HttpSettings, Listener};
+
+use crate::diag::{ConfigError, Diagnostic, Severity};
+use crate::istio::duration::IstioDuration;
+use crate::istio::loader::format_path;
+use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
+use crate::translate::{
+    hosts, translate, Registry, Service, ServiceEndpoint, ServicePort, OUTBOUND_ROUTE_TABLE,
+};
+
+/// A loaded proxy configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// Diagnostics from loading and translation (unknown fields, IST0101 ...).
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileShape {
+    listeners: Vec<ListenerSpec>,
+    services: Vec<ServiceSpec>,
+    http: HttpSpec,
+    istio: IstioSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListenerSpec {
+    #[serde(default)]
+    name: Option<String>,
+    address: String,
+    #[serde(default)]
+    direction: DirectionSpec,
+    #[serde(default)]
+    passthrough: bool,
+    #[serde(default)]
+    route_table: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum DirectionSpec {
+    #[default]
+    Outbound,
+    Inbound,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ServiceSpec {
+    host: String,
+    namespace: Option<String>,
+    ports: Vec<u16>,
+    endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct EndpointSpec {
+    /// `IP` or `IP:PORT` (the port then serves every service port).
+    address: String,
+    /// Service port → endpoint port.
+    ports: BTreeMap<u16, u16>,
+    labels: BTreeMap<String, String>,
+    weight: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct HttpSpec {
+    max_request_line_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    header_read_timeout: Option<IstioDuration>,
+    idle_timeout: Option<IstioDuration>,
+    retry_buffer_bytes: Option<usize>,
+    connection_buffer_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct IstioSpec {
+    paths: Vec<String>,
+    resources: Vec<serde_yaml::Value>,
+}
+
+const RESOURCE: &str = "proxy config";
+
+/// Load and translate a proxy config file.
+pub fn load_proxy_config(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_proxy_config(&text, &path.display().to_string(), base)
+}
+
+/// Parse proxy config text; `file` names it in messages, `base` resolves `istio.paths`.
+pub fn parse_proxy_config(
+    text: &str,
+    file: &str,
+    base: &Path,
+) -> Result<LoadedConfig, ConfigError> {
+    let mut warnings = Vec::new();
+    let shape = read_shape(text, file, &mut warnings)?;
+    let invalid = |field: String, message: String| ConfigError::Invalid {
+        file: file.to_string(),
+        line: None,
+        resource: RESOURCE.to_string(),
+        field,
+        message,
+    };
+
+    let registry = registry_of(&shape.services, &invalid)?;
+    let mut resources = ResourceSet::default();
+    for p in &shape.istio.paths {
+        let full = base.join(p);
+        let set = if full.is_dir() {
+            load_dir(&full)?
+        } else {
+            load_file(&full)?
+        };
+        resources.extend(set);
+    }
+    for (i, doc) in shape.istio.resources.iter().enumerate() {
+        let label = format!("{file} (istio.resources[{i}])");
+        let text = serde_yaml::to_string(doc)
+            .map_err(|e| invalid(format!("istio.resources[{i}]"), e.to_string()))?;
+        // Lines would count from the re-serialized document, not the file: drop them.
+        let set = parse_str(&text, &label).map_err(|e| match e {
+            ConfigError::Invalid {
+                file,
+                resource,
+                field,
+                message,
+                ..
+            } => ConfigError::Invalid {
+                file,
+                line: None,
+                resource,
+                field,
+                message,
+            },
+            other => other,
+        })?;
+        resources.extend(set);
+    }
+    let translation = translate(&resources, &registry);
+    warnings.extend(translation.diagnostics);
+    let mut config = translation.config;
+    config.http = http_settings(&shape.http);
+    let mut seen = BTreeMap::new();
+    for (i, l) in shape.listeners.iter().enumerate() {
+        let address: SocketAddr = l.address.parse().map_err(|_| {
+            invalid(
+                format!("listeners[{i}].address"),
+                format!("{:?} is not IP:PORT", l.address),
+            )
+        })?;
+        if let Some(other) = seen.insert(address, i) {
+            return Err(invalid(
+                format!("listeners[{i}].address"),
+                format!("{address} is already used by listeners[{other}]"),
+            ));
+        }
+        let route_table = l
+            .route_table
+            .clone()
+            .unwrap_or_else(|| OUTBOUND_ROUTE_TABLE.to_string());
+        if config.route_table(&route_table).is_none() {
+            return Err(invalid(
+                format!("listeners[{i}].routeTable"),
+                format!("no route table {route_table:?} (tables: {OUTBOUND_ROUTE_TABLE:?})"),
+            ));
+        }
+        config.listeners.push(Listener {
+            name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
+            address,
+            route_table,
+            direction: match l.direction {
+                DirectionSpec::Outbound => Direction::Outbound,
+                DirectionSpec::Inbound => Direction::Inbound,
+            },
+            passthrough: l.passthrough,
+        });
+    }
+    if config.listeners.is_empty() {
+        warnings.push(
+            Diagnostic::new(
+                Severity::Warning,
+                "no listeners: the proxy will accept nothing",
+            )
+            .file(file),
+        );
+    }
+    Ok(LoadedConfig { config, warnings })
+}
+
+fn read_shape(
+    text: &str,
+    file: &str,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<FileShape, ConfigError> {
+    let mut unknown = Vec::new();
+    let result: Result<FileShape, _> = {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(format_path(&path));
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut record))
+    };
+    let shape = result.map_err(|e| ConfigError::Invalid {
+        file: file.to_string(),
+        line: e.inner().location().map(|l| l.line()),
+        resource: RESOURCE.to_string(),
+        field: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    for field in unknown {
+        warnings.push(
+            Diagnostic::warning("unknown field, ignored")
+                .file(file)
+                .resource(RESOURCE)
+                .field(field),
+        );
+    }
+    Ok(shape)
+}
+
+fn registry_of(
+    services: &[ServiceSpec],
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Registry, ConfigError> {
+    let mut registry = Registry::default();
+    for (i, s) in services.iter().enumerate() {
+        let namespace = s
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        if s.host.is_empty() {
+            return Err(invalid(format!("services[{i}].host"), "missing".into()));
+        }
+        let host = hosts::resolve(&s.host, &namespace);
+        if registry.service(&host).is_some() {
+            return Err(invalid(
+                format!("services[{i}].host"),
+                format!("{host} is defined twice"),
+            ));
+        }
+        if s.ports.is_empty() || s.ports.contains(&0) {
+            return Err(invalid(
+                format!("services[{i}].ports"),
+                "needs at least one non-zero port".into(),
+            ));
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in s.endpoints.iter().enumerate() {
+            let (address, default_port) = if let Ok(sa) = e.address.parse::<SocketAddr>() {
+                (sa.ip(), Some(sa.port()))
+            } else if let Ok(ip) = e.address.parse::<IpAddr>() {
+                (ip, None)
+            } else {
+                return Err(invalid(
+                    format!("services[{i}].endpoints[{j}].address"),
+                    format!("{:?} is not IP or IP:PORT", e.address),
+                ));
+            };
+            endpoints.push(ServiceEndpoint {
+                address,
+                ports: e.ports.clone(),
+                default_port,
+                labels: e.labels.clone(),
+                weight: e.weight.unwrap_or(1).max(1),
+            });
+        }
+        registry.services.push(Service {
+            host,
+            namespace,
+            ports: s
+                .ports
+                .iter()
+                .map(|&number| ServicePort {
+                    number,
+                    name: format!("http-{number}"),
+                    protocol: Some("HTTP".into()),
+                })
+                .collect(),
+            endpoints,
+        });
+    }
+    Ok(registry)
+}
+
+fn http_settings(spec: &HttpSpec) -> HttpSettings {
+    let d = HttpSettings::default();
+    HttpSettings {
+        max_request_line_bytes: spec
+            .max_request_line_bytes
+            .unwrap_or(d.max_request_line_bytes),
+        max_header_bytes: spec.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: spec.max_headers.unwrap_or(d.max_headers),
+        header_read_timeout: spec
+            .header_read_timeout
+            .map(|t| t.0)
+            .unwrap_or(d.header_read_timeout),
+        idle_timeout: spec.idle_timeout.map(|t| t.0).unwrap_or(d.idle_timeout),
+        retry_buffer_bytes: spec.retry_buffer_bytes.unwrap_or(d.retry_buffer_bytes),
+        connection_buffer_bytes: spec
+            .connection_buffer_bytes
+            .unwrap_or(d.connection_buffer_bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn example() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/proxy.yaml")
+    }
+
+    #[test]
+    fn example_file_loads_cleanly() {
+        let loaded = load_proxy_config(&example()).unwrap();
+        assert!(
+            loaded.warnings.iter().all(|w| w.severity == Severity::Info),
+            "{:#?}",
+            loaded.warnings
+        );
+        let c = &loaded.config;
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].address, "127.0.0.1:15001".parse().unwrap());
+        assert_eq!(c.listeners[1].direction, Direction::Inbound);
+        let v1 = c
+            .cluster("outbound|9080|v1|reviews.default.svc.cluster.local")
+            .unwrap();
+        assert_eq!(v1.endpoints.len(), 1);
+        assert_eq!(v1.endpoints[0].address, "127.0.0.1:9081".parse().unwrap());
+        assert!(c.route_table("outbound").is_some());
+    }
+
+    #[test]
+    fn unknown_keys_warn_and_bad_values_fail_with_field() {
+        let text = "listeners:\n  - {address: \"127.0.0.1:1\", colour: red}\nservices: []\n";
+        let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+        assert!(loaded
+            .warnings
+            .iter()
+            .any(|w| w.field.as_deref() == Some("listeners[0].colour")));
+        let err = parse_proxy_config(
+            "listeners:\n  - {address: nope}\n",
+            "p.yaml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.yaml") && err.contains("listeners[0].address"),
+            "{err}"
+        );
+        let err = parse_proxy_config("http: {idleTimeout: later}\n", "p.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.idleTimeout") && err.contains("invalid duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inline_istio_resources_and_http_settings_apply() {
+        let text = r#"
+listeners: [{address: "127.0.0.1:15001"}]
+services:
+  - host: ratings
+    ports: [9080]
+    endpoints:
+      - {address: 127.0.0.1, ports: {9080: 9181}, labels: {version: v1}}
+http: {headerReadTimeout: 2s}
+istio:
+  resources:
+    - apiVersion: networking.istio.io/v1
+      kind: DestinationRule
+      metadata: {name: ratings}
+      spec:
+        host: ratings
+        subsets: [{name: v1, labels: {version: v1}}]
+"#;
+        let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+        let v1 = c
+            .cluster("outbound|9080|v1|ratings.default.svc.cluster.local")
+            .unwrap();
+        assert_eq!(v1.endpoints[0].address, "127.0.0.1:9181".parse().unwrap());
+    }
+}

@@ -1,0 +1,259 @@
+//! The services and DestinationRules the translator resolves against: the registry plus the
+//! ServiceEntry hosts, and for each service host the one DestinationRule that applies to it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::hosts::{host_covers, resolve};
+use super::registry::{Registry, Service, ServiceEndpoint, ServicePort};
+use super::routes::DestinationResolver;
+use crate::diag::{Diagnostic, IST0101};
+use crate::istio::destination_rule::Subset;
+use crate::istio::service_entry::Resolution;
+use crate::istio::virtual_service::Destination;
+use crate::istio::{DestinationRuleSpec, Resource, ResourceSet};
+
+/// Services (registry + ServiceEntries) and the DestinationRule for each.
+pub struct Catalog<'a> {
+    pub services: Vec<Service>,
+    /// Service host → index into `ResourceSet::destination_rules`.
+    rule_of: BTreeMap<String, usize>,
+    rules: &'a [Resource<DestinationRuleSpec>],
+}
+
+/// Envoy's cluster name for a (host, port, subset).
+pub fn cluster_name(host: &str, port: u16, subset: Option<&str>) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+impl<'a> Catalog<'a> {
+    pub fn new(
+        resources: &'a ResourceSet,
+        registry: &Registry,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Self {
+        let mut services = registry.services.clone();
+        for se in &resources.service_entries {
+            for svc in service_entry_services(se, diags) {
+                if services.iter().any(|s| s.host == svc.host) {
+                    diags.push(se.diag(Diagnostic::warning(format!(
+                        "host {} is already defined; this ServiceEntry's definition is ignored",
+                        svc.host
+                    ))));
+                } else {
+                    services.push(svc);
+                }
+            }
+        }
+        let rules = resources.destination_rules.as_slice();
+        let mut rule_of = BTreeMap::new();
+        for svc in &services {
+            // Most specific host wins: exact, then the longest wildcard; file order breaks ties.
+            let mut best: Option<(usize, usize)> = None;
+            for (i, dr) in rules.iter().enumerate() {
+                let host = resolve(&dr.spec.host, dr.namespace());
+                if !host_covers(&host, &svc.host) {
+                    continue;
+                }
+                let score = if host == svc.host {
+                    usize::MAX
+                } else {
+                    host.len()
+                };
+                match best {
+                    Some((_, s)) if s > score => {}
+                    Some((first, s)) if s == score => {
+                        diags.push(dr.diag(Diagnostic::warning(format!(
+                            "{} already applies to host {}; this DestinationRule is ignored for it",
+                            rules[first].source, svc.host
+                        ))))
+                    }
+                    _ => best = Some((i, score)),
+                }
+            }
+            if let Some((i, _)) = best {
+                rule_of.insert(svc.host.clone(), i);
+            }
+        }
+        for dr in rules {
+            let host = resolve(&dr.spec.host, dr.namespace());
+            if !services.iter().any(|s| host_covers(&host, &s.host)) {
+                diags.push(
+                    dr.diag(
+                        Diagnostic::warning(format!(
+                            "host {host} matches no known service; rule unused"
+                        ))
+                        .field("spec.host"),
+                    ),
+                );
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, s) in dr.spec.subsets.iter().enumerate() {
+                if !seen.insert(s.name.as_str()) {
+                    diags.push(
+                        dr.diag(
+                            Diagnostic::error(format!(
+                                "duplicate subset name {:?}; the first one is used",
+                                s.name
+                            ))
+                            .field(format!("spec.subsets[{i}].name")),
+                        ),
+                    );
+                }
+            }
+        }
+        Catalog {
+            services,
+            rule_of,
+            rules,
+        }
+    }
+
+    pub fn service(&self, host: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.host == host)
+    }
+
+    /// The DestinationRule applying to `host`.
+    pub fn rule_for(&self, host: &str) -> Option<&'a Resource<DestinationRuleSpec>> {
+        self.rule_of.get(host).and_then(|&i| self.rules.get(i))
+    }
+
+    /// The subset `name` of `host`'s DestinationRule, with its index.
+    pub fn subset(&self, host: &str, name: &str) -> Option<(usize, &'a Subset)> {
+        self.rule_for(host)?
+            .spec
+            .subsets
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+    }
+}
+
+impl DestinationResolver for Catalog<'_> {
+    fn cluster_for(
+        &self,
+        dest: &Destination,
+        namespace: &str,
+        at: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<String> {
+        let host = resolve(&dest.host, namespace);
+        let not_found = |what: String| {
+            Diagnostic::error(format!("{what}; destination left out"))
+                .code(IST0101)
+                .field(at.to_string())
+        };
+        let Some(svc) = self.service(&host) else {
+            diags.push(not_found(format!("referenced host not found: {host:?}")));
+            return None;
+        };
+        let port = match dest.port.map(|p| p.number) {
+            Some(n) => match svc.ports.iter().find(|p| u32::from(p.number) == n) {
+                Some(p) => p.number,
+                None => {
+                    diags.push(not_found(format!(
+                        "referenced host+port not found: {host}:{n}"
+                    )));
+                    return None;
+                }
+            },
+            None => match svc.ports.as_slice() {
+                [] => {
+                    diags.push(not_found(format!("host {host} has no ports")));
+                    return None;
+                }
+                [only] => only.number,
+                [first, ..] => {
+                    diags.push(
+                        Diagnostic::warning(format!(
+                            "{host} has several ports and the destination names none; using {}",
+                            first.number
+                        ))
+                        .field(format!("{at}.port")),
+                    );
+                    first.number
+                }
+            },
+        };
+        if let Some(subset) = &dest.subset {
+            if self.subset(&host, subset).is_none() {
+                diags.push(
+                    not_found(format!("referenced subset not found: {host} subset {subset:?} (no DestinationRule defines it)"))
+                        .field(format!("{at}.subset")),
+                );
+                return None;
+            }
+        }
+        Some(cluster_name(&host, port, dest.subset.as_deref()))
+    }
+}
+
+/// The services a ServiceEntry adds: one per host, with its ports and IP endpoints.
+fn service_entry_services(
+    se: &Resource<crate::istio::ServiceEntrySpec>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Service> {
+    let mut ports = Vec::new();
+    for (i, p) in se.spec.ports.iter().enumerate() {
+        match u16::try_from(p.number) {
+            Ok(number) if number > 0 => ports.push(ServicePort {
+                number,
+                name: p.name.clone(),
+                protocol: p.protocol.clone(),
+            }),
+            _ => diags.push(
+                se.diag(
+                    Diagnostic::error(format!("port {} out of range; ignored", p.number))
+                        .field(format!("spec.ports[{i}].number")),
+                ),
+            ),
+        }
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in se.spec.endpoints.iter().enumerate() {
+        let Ok(address) = e.address.parse::<IpAddr>() else {
+            diags.push(se.diag(
+                Diagnostic::warning(format!(
+                    "endpoint address {:?} is not an IP; DNS names are not resolved by Trellis's control plane",
+                    e.address
+                ))
+                .field(format!("spec.endpoints[{i}].address")),
+            ));
+            continue;
+        };
+        let mut ep = ServiceEndpoint {
+            address,
+            ports: BTreeMap::new(),
+            default_port: None,
+            labels: e.labels.clone(),
+            weight: e.weight.filter(|&w| w > 0).unwrap_or(1),
+        };
+        for sp in &se.spec.ports {
+            if let (Ok(service_port), Some(target)) = (
+                u16::try_from(sp.number),
+                e.ports.get(&sp.name).copied().or(sp.target_port),
+            ) {
+                if let Ok(target) = u16::try_from(target) {
+                    ep.ports.insert(service_port, target);
+                }
+            }
+        }
+        endpoints.push(ep);
+    }
+    let resolution = se.spec.resolution.unwrap_or(Resolution::NONE);
+    if endpoints.is_empty() && matches!(resolution, Resolution::DNS | Resolution::DNS_ROUND_ROBIN) {
+        diags.push(se.diag(Diagnostic::info(
+            "DNS resolution of the hosts themselves is not done by Trellis's control plane; clusters have no endpoints",
+        )));
+    }
+    se.spec
+        .hosts
+        .iter()
+        .map(|h| Service {
+            host: resolve(h, se.namespace()),
+            namespace: se.namespace().to_string(),
+            ports: ports.clone(),
+            endpoints: endpoints.clone(),
+        })
+        .collect()
+}

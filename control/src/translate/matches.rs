@@ -1,0 +1,249 @@
+//! Istio `HTTPMatchRequest` → the engine's [`RouteMatch`].
+//!
+//! A condition that cannot be expressed faithfully is never silently widened: an invalid regex
+//! or an ambiguous string match makes the whole match unusable (reported as an error), and a
+//! match that only applies to gateways is left out of the sidecar table, as istiod does.
+
+use trellis_engine::config::{HeaderMatch, QueryParamMatch, RouteMatch, StringMatch};
+
+use crate::diag::Diagnostic;
+use crate::istio::common::StringMatchSpec;
+use crate::istio::virtual_service::HttpMatchRequest;
+
+/// What became of one `match[]` entry.
+pub enum MatchOutcome {
+    Use(Box<RouteMatch>),
+    /// Applies to gateways only; not part of the sidecar table.
+    GatewayOnly,
+    /// Could not be translated (diagnostics say why).
+    Invalid,
+}
+
+/// Translate `m`, found at field path `at`. Diagnostics carry only the field path.
+pub fn translate_match(
+    m: &HttpMatchRequest,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> MatchOutcome {
+    if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
+        return MatchOutcome::GatewayOnly;
+    }
+    let mut ok = true;
+    let mut field =
+        |spec: &Option<StringMatchSpec>, name: &str, diags: &mut Vec<Diagnostic>| match spec {
+            None => None,
+            Some(s) => match string_match(s, &format!("{at}.{name}"), diags) {
+                Ok(v) => v,
+                Err(InvalidMatch) => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+    let uri = field(&m.uri, "uri", diags);
+    let scheme = field(&m.scheme, "scheme", diags);
+    let method = field(&m.method, "method", diags);
+    let authority = field(&m.authority, "authority", diags);
+    let mut headers = Vec::new();
+    for (name, spec) in &m.headers {
+        match string_match(spec, &format!("{at}.headers.{name}"), diags) {
+            Ok(value) => headers.push(HeaderMatch {
+                name: name.to_ascii_lowercase(),
+                value,
+            }),
+            Err(InvalidMatch) => ok = false,
+        }
+    }
+    let mut without_headers = Vec::new();
+    for (name, spec) in &m.without_headers {
+        match string_match(spec, &format!("{at}.withoutHeaders.{name}"), diags) {
+            Ok(value) => without_headers.push(HeaderMatch {
+                name: name.to_ascii_lowercase(),
+                value,
+            }),
+            Err(InvalidMatch) => ok = false,
+        }
+    }
+    let mut query_params = Vec::new();
+    for (name, spec) in &m.query_params {
+        match string_match(spec, &format!("{at}.queryParams.{name}"), diags) {
+            Ok(value) => query_params.push(QueryParamMatch {
+                name: name.clone(),
+                value,
+            }),
+            Err(InvalidMatch) => ok = false,
+        }
+    }
+    let port = match m.port {
+        None | Some(0) => None,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                diags.push(
+                    Diagnostic::error(format!("port {p} is out of range"))
+                        .field(format!("{at}.port")),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    if m.source_namespace.is_some() {
+        diags.push(
+            Diagnostic::warning(
+                "sourceNamespace is not supported by Trellis; this condition is ignored",
+            )
+            .field(format!("{at}.sourceNamespace")),
+        );
+    }
+    if !ok {
+        return MatchOutcome::Invalid;
+    }
+    MatchOutcome::Use(Box::new(RouteMatch {
+        name: m.name.clone(),
+        uri,
+        ignore_uri_case: m.ignore_uri_case,
+        scheme,
+        method,
+        authority,
+        headers,
+        without_headers,
+        query_params,
+        port,
+        source_labels: m.source_labels.clone(),
+    }))
+}
+
+/// A string match that cannot be used (the diagnostic is already pushed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidMatch;
+
+/// `Ok(None)`: an empty match (`{}`), which Istio reads as "present" for headers and query
+/// parameters and as "anything" elsewhere.
+pub fn string_match(
+    spec: &StringMatchSpec,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Option<StringMatch>, InvalidMatch> {
+    let set = [&spec.exact, &spec.prefix, &spec.regex]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if set > 1 {
+        diags.push(
+            Diagnostic::error("only one of exact, prefix, regex may be set").field(at.to_string()),
+        );
+        return Err(InvalidMatch);
+    }
+    if let Some(v) = &spec.exact {
+        return Ok(Some(StringMatch::Exact(v.clone())));
+    }
+    if let Some(v) = &spec.prefix {
+        return Ok(Some(StringMatch::Prefix(v.clone())));
+    }
+    if let Some(re) = &spec.regex {
+        if let Err(e) = regex::Regex::new(re) {
+            diags.push(
+                Diagnostic::error(format!("invalid regex {re:?}: {e}"))
+                    .field(format!("{at}.regex")),
+            );
+            return Err(InvalidMatch);
+        }
+        return Ok(Some(StringMatch::Regex(re.clone())));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(yaml: &str) -> HttpMatchRequest {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn every_condition_is_mapped() {
+        let spec = m(r#"
+name: jason
+uri: {prefix: /api}
+ignoreUriCase: true
+method: {exact: GET}
+scheme: {exact: https}
+authority: {regex: "a.*"}
+headers:
+  End-User: {exact: jason}
+  x-present: {}
+withoutHeaders:
+  x-debug: {exact: "1"}
+queryParams:
+  v: {regex: "\\d+"}
+port: 9080
+sourceLabels: {app: productpage}
+"#);
+        let mut d = Vec::new();
+        let MatchOutcome::Use(r) = translate_match(&spec, "spec.http[0].match[0]", &mut d) else {
+            panic!("{d:?}")
+        };
+        assert!(d.is_empty());
+        assert_eq!(r.name.as_deref(), Some("jason"));
+        assert_eq!(r.uri, Some(StringMatch::Prefix("/api".into())));
+        assert!(r.ignore_uri_case);
+        assert_eq!(r.method, Some(StringMatch::Exact("GET".into())));
+        assert_eq!(r.scheme, Some(StringMatch::Exact("https".into())));
+        assert_eq!(r.authority, Some(StringMatch::Regex("a.*".into())));
+        assert_eq!(
+            r.headers,
+            vec![
+                HeaderMatch {
+                    name: "end-user".into(),
+                    value: Some(StringMatch::Exact("jason".into()))
+                },
+                HeaderMatch {
+                    name: "x-present".into(),
+                    value: None
+                },
+            ]
+        );
+        assert_eq!(r.without_headers.len(), 1);
+        assert_eq!(
+            r.query_params[0].value,
+            Some(StringMatch::Regex("\\d+".into()))
+        );
+        assert_eq!(r.port, Some(9080));
+        assert_eq!(
+            r.source_labels.get("app").map(String::as_str),
+            Some("productpage")
+        );
+    }
+
+    #[test]
+    fn bad_regex_and_ambiguous_match_are_invalid() {
+        let mut d = Vec::new();
+        let bad = m("uri: {regex: \"(\"}");
+        assert!(matches!(
+            translate_match(&bad, "m", &mut d),
+            MatchOutcome::Invalid
+        ));
+        assert_eq!(d[0].field.as_deref(), Some("m.uri.regex"));
+        let both = m("headers: {a: {exact: x, prefix: y}}");
+        assert!(matches!(
+            translate_match(&both, "m", &mut d),
+            MatchOutcome::Invalid
+        ));
+    }
+
+    #[test]
+    fn gateway_only_match_is_left_out() {
+        let g = m("gateways: [my-gw]\nuri: {exact: /}");
+        assert!(matches!(
+            translate_match(&g, "m", &mut Vec::new()),
+            MatchOutcome::GatewayOnly
+        ));
+        let mesh = m("gateways: [my-gw, mesh]");
+        assert!(matches!(
+            translate_match(&mesh, "m", &mut Vec::new()),
+            MatchOutcome::Use(_)
+        ));
+    }
+}

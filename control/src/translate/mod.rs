@@ -1,0 +1,381 @@
+//! Istio resources + a service registry → one engine [`Config`] snapshot.
+//!
+//! The shape is what istiod sends a sidecar, flattened:
+//! - a [`Cluster`] per (service host, port) and per (host, port, subset), named like Envoy's
+//!   `outbound|9080|v1|reviews.default.svc.cluster.local`, with the subset's endpoints and the
+//!   DestinationRule policy merged in istiod's order (see [`policy`]);
+//! - one route table, [`OUTBOUND_ROUTE_TABLE`], with a virtual host per VirtualService that
+//!   applies to the mesh (domains: every spelling of its hosts) and a default virtual host per
+//!   service no VirtualService covers.
+//!
+//! Problems never stop translation: they become [`Diagnostic`]s next to the result, and the
+//! rest of the configuration is still produced. [`Translation`] also records where each virtual
+//! host and cluster came from, which `explain` shows.
+
+pub mod catalog;
+pub mod hosts;
+pub mod matches;
+pub mod policy;
+pub mod registry;
+pub mod routes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+use serde::Serialize;
+use trellis_engine::config::{
+    Cluster, Config, Endpoint, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable,
+    VirtualHost, WeightedCluster,
+};
+
+pub use catalog::{cluster_name, Catalog};
+pub use policy::EffectivePolicy;
+pub use registry::{Registry, Service, ServiceEndpoint, ServicePort};
+
+use crate::diag::Diagnostic;
+use crate::istio::destination_rule::{Subset, TlsMode};
+use crate::istio::{ResourceSet, Source};
+
+/// The route table every translated snapshot has.
+pub const OUTBOUND_ROUTE_TABLE: &str = "outbound";
+
+/// Where a virtual host came from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VirtualHostOrigin {
+    /// The VirtualService, or `None` for a service's default virtual host.
+    pub virtual_service: Option<Source>,
+    /// For a default virtual host, the service host.
+    pub service: Option<String>,
+    /// For each route of the virtual host, the index of the `http[]` rule it came from.
+    pub rule_indices: Vec<usize>,
+    /// For each route, the rule's `name` if it has one.
+    pub rule_names: Vec<Option<String>>,
+}
+
+/// Where a cluster came from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterOrigin {
+    pub host: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    /// The DestinationRule whose policy applies.
+    pub destination_rule: Option<Source>,
+    /// The subset's label selector.
+    pub subset_labels: BTreeMap<String, String>,
+    /// DestinationRule `tls.mode` (`None` = unset: Istio's auto mTLS).
+    pub tls_mode: Option<TlsMode>,
+}
+
+/// The result of translation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Translation {
+    pub config: Config,
+    /// Everything the loader and the translator noticed, in order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Virtual host name → origin.
+    pub virtual_hosts: BTreeMap<String, VirtualHostOrigin>,
+    /// Cluster name → origin.
+    pub clusters: BTreeMap<String, ClusterOrigin>,
+}
+
+/// Translate `resources` against `registry`.
+pub fn translate(resources: &ResourceSet, registry: &Registry) -> Translation {
+    let mut diags = resources.diagnostics.clone();
+    let catalog = Catalog::new(resources, registry, &mut diags);
+    let mut out = Translation {
+        config: Config::default(),
+        diagnostics: Vec::new(),
+        virtual_hosts: BTreeMap::new(),
+        clusters: BTreeMap::new(),
+    };
+    build_clusters(&catalog, &mut out, &mut diags);
+    let mut table = RouteTable {
+        name: OUTBOUND_ROUTE_TABLE.to_string(),
+        virtual_hosts: Vec::new(),
+    };
+    let covered =
+        build_virtual_service_hosts(resources, &catalog, &mut table, &mut out, &mut diags);
+    build_default_hosts(&catalog, &covered, &mut table, &mut out);
+    out.config.route_tables.push(table);
+    for gw in &resources.gateways {
+        diags.push(gw.diag(Diagnostic::info(
+            "Gateways are parsed but not served by the Trellis sidecar",
+        )));
+    }
+    for sc in &resources.sidecars {
+        diags.push(sc.diag(Diagnostic::warning(
+            "Sidecar scoping is not implemented; every service is visible",
+        )));
+    }
+    out.config.version = version_of(&out.config);
+    out.diagnostics = diags;
+    out
+}
+
+fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<Diagnostic>) {
+    for svc in &catalog.services {
+        let rule = catalog.rule_for(&svc.host);
+        for port in &svc.ports {
+            let mut variants: Vec<Option<(usize, &Subset)>> = vec![None];
+            if let Some(rule) = rule {
+                let mut seen = BTreeSet::new();
+                for (i, s) in rule.spec.subsets.iter().enumerate() {
+                    if seen.insert(s.name.as_str()) {
+                        variants.push(Some((i, s)));
+                    }
+                }
+            }
+            for subset in variants {
+                let mut local = Vec::new();
+                let policy = policy::effective_policy(
+                    rule.map(|r| &r.spec),
+                    port.number,
+                    subset,
+                    &mut local,
+                );
+                if let Some(rule) = rule {
+                    // Report each unsupported setting once per rule, not once per cluster.
+                    for d in local {
+                        let d = rule.diag(d);
+                        if !diags.contains(&d) {
+                            diags.push(d);
+                        }
+                    }
+                }
+                let selector = subset.map(|(_, s)| s.labels.clone()).unwrap_or_default();
+                let endpoints = svc
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.selected_by(&selector))
+                    .map(|e| Endpoint {
+                        address: std::net::SocketAddr::new(e.address, e.target_port(port.number)),
+                        weight: e.weight.max(1),
+                        labels: e.labels.clone(),
+                    })
+                    .collect();
+                let subset_name = subset.map(|(_, s)| s.name.clone());
+                let name = cluster_name(&svc.host, port.number, subset_name.as_deref());
+                out.clusters.insert(
+                    name.clone(),
+                    ClusterOrigin {
+                        host: svc.host.clone(),
+                        port: port.number,
+                        subset: subset_name.clone(),
+                        destination_rule: rule.map(|r| r.source.clone()),
+                        subset_labels: selector,
+                        tls_mode: policy.tls_mode,
+                    },
+                );
+                out.config.clusters.push(Cluster {
+                    name,
+                    service: svc.host.clone(),
+                    subset: subset_name,
+                    endpoints,
+                    lb: policy.lb,
+                    outlier: policy.outlier,
+                    pool: policy.pool,
+                });
+            }
+        }
+    }
+}
+
+/// Adds a virtual host per mesh VirtualService; returns the service hosts they cover.
+fn build_virtual_service_hosts(
+    resources: &ResourceSet,
+    catalog: &Catalog<'_>,
+    table: &mut RouteTable,
+    out: &mut Translation,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeSet<String> {
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    let mut covered = BTreeSet::new();
+    for vs in &resources.virtual_services {
+        let spec = &vs.spec;
+        if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
+            diags.push(vs.diag(Diagnostic::info(
+                "bound to gateways only (no `mesh` in spec.gateways); not in the sidecar route table",
+            )));
+            continue;
+        }
+        if !spec.tcp.is_empty() || !spec.tls.is_empty() {
+            diags.push(vs.diag(
+                Diagnostic::warning("tcp/tls routes are not supported by Trellis; ignored").field(
+                    if spec.tcp.is_empty() {
+                        "spec.tls"
+                    } else {
+                        "spec.tcp"
+                    },
+                ),
+            ));
+        }
+        let name = format!("{}.{}", vs.source.name, vs.namespace());
+        let mut domains = Vec::new();
+        for (i, host) in spec.hosts.iter().enumerate() {
+            if host.is_empty() {
+                diags.push(
+                    vs.diag(Diagnostic::error("empty host").field(format!("spec.hosts[{i}]"))),
+                );
+                continue;
+            }
+            let fqdn = hosts::resolve(host, vs.namespace());
+            let ports: Vec<u16> = catalog
+                .service(&fqdn)
+                .map(|s| s.ports.iter().map(|p| p.number).collect())
+                .unwrap_or_default();
+            for svc in &catalog.services {
+                if hosts::host_covers(&fqdn, &svc.host) {
+                    covered.insert(svc.host.clone());
+                }
+            }
+            for d in hosts::domains(&fqdn, &ports) {
+                match claimed.get(&d) {
+                    Some(owner) if owner != &name => {
+                        diags.push(vs.diag(
+                            Diagnostic::warning(format!("domain {d:?} is already routed by VirtualService {owner}; ignored here"))
+                                .field(format!("spec.hosts[{i}]")),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        claimed.insert(d.clone(), name.clone());
+                        domains.push(d);
+                    }
+                }
+            }
+        }
+        if domains.is_empty() {
+            continue;
+        }
+        let mut local = Vec::new();
+        let mut routes = Vec::new();
+        let mut origin = VirtualHostOrigin {
+            virtual_service: Some(vs.source.clone()),
+            service: None,
+            rule_indices: Vec::new(),
+            rule_names: Vec::new(),
+        };
+        for (i, rule) in spec.http.iter().enumerate() {
+            if let Some(route) = routes::translate_rule(
+                &vs.source.name,
+                vs.namespace(),
+                i,
+                rule,
+                catalog,
+                &mut local,
+            ) {
+                if let Err(e) = engine_accepts(&route) {
+                    local.push(
+                        Diagnostic::error(format!("rule left out: the router rejects it: {e}"))
+                            .field(format!("spec.http[{i}]")),
+                    );
+                    continue;
+                }
+                routes.push(route);
+                origin.rule_indices.push(i);
+                origin.rule_names.push(rule.name.clone());
+            }
+        }
+        diags.extend(local.into_iter().map(|d| vs.diag(d)));
+        out.virtual_hosts.insert(name.clone(), origin);
+        table.virtual_hosts.push(VirtualHost {
+            name,
+            domains,
+            routes,
+        });
+    }
+    covered
+}
+
+/// A virtual host per service that no VirtualService covers: every request to it goes to its
+/// cluster for the request's port (the first port when the port is not one of them).
+fn build_default_hosts(
+    catalog: &Catalog<'_>,
+    covered: &BTreeSet<String>,
+    table: &mut RouteTable,
+    out: &mut Translation,
+) {
+    let mut taken: BTreeSet<String> = table
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| v.domains.iter().cloned())
+        .collect();
+    for svc in &catalog.services {
+        if covered.contains(&svc.host) || svc.ports.is_empty() {
+            continue;
+        }
+        let numbers: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
+        let mut routes = Vec::new();
+        let route_to = |port: u16, matches: Vec<RouteMatch>| Route {
+            name: format!("{}#default", svc.host),
+            matches,
+            action: RouteAction::Forward(vec![WeightedCluster {
+                cluster: cluster_name(&svc.host, port, None),
+                weight: 100,
+                ..WeightedCluster::default()
+            }]),
+            retries: RetryPolicy::default(),
+            ..Route::default()
+        };
+        if numbers.len() > 1 {
+            for &p in &numbers {
+                routes.push(route_to(
+                    p,
+                    vec![RouteMatch {
+                        port: Some(p),
+                        ..RouteMatch::default()
+                    }],
+                ));
+            }
+        }
+        if let Some(&first) = numbers.first() {
+            routes.push(route_to(first, Vec::new()));
+        }
+        let domains: Vec<String> = hosts::domains(&svc.host, &numbers)
+            .into_iter()
+            .filter(|d| taken.insert(d.clone()))
+            .collect();
+        out.virtual_hosts.insert(
+            svc.host.clone(),
+            VirtualHostOrigin {
+                virtual_service: None,
+                service: Some(svc.host.clone()),
+                rule_indices: (0..routes.len()).collect(),
+                rule_names: vec![None; routes.len()],
+            },
+        );
+        table.virtual_hosts.push(VirtualHost {
+            name: svc.host.clone(),
+            domains,
+            routes,
+        });
+    }
+}
+
+/// Whether the engine's router compiles `route` (header names and values, redirect parts,
+/// rewrites, weights), checked per rule so one bad rule is reported and left out instead of
+/// making the whole snapshot unusable.
+fn engine_accepts(route: &Route) -> Result<(), trellis_engine::route::RouteError> {
+    let probe = Config {
+        route_tables: vec![RouteTable {
+            name: OUTBOUND_ROUTE_TABLE.to_string(),
+            virtual_hosts: vec![VirtualHost {
+                name: "probe".to_string(),
+                domains: vec!["probe".to_string()],
+                routes: vec![route.clone()],
+            }],
+        }],
+        ..Config::default()
+    };
+    trellis_engine::route::Router::new(std::sync::Arc::new(probe)).map(|_| ())
+}
+
+/// A stable version label: a hash of the snapshot's content.
+fn version_of(config: &Config) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    format!("{config:?}").hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The service registry the translator resolves hosts against: what Kubernetes Services and
+//! Endpoints (or a proxy config file) say exists. ServiceEntries are added to it during
+//! translation.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Every known service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Registry {
+    pub services: Vec<Service>,
+}
+
+impl Registry {
+    /// The service with this fully-qualified host, if any.
+    pub fn service(&self, host: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.host == host)
+    }
+}
+
+/// One service (a Kubernetes Service or a ServiceEntry host).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Service {
+    /// Fully-qualified host, e.g. `reviews.default.svc.cluster.local` or `api.example.com`.
+    pub host: String,
+    pub namespace: String,
+    /// Ports in declaration order.
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<ServiceEndpoint>,
+}
+
+impl Service {
+    /// A Kubernetes-style service `name.namespace.svc.cluster.local`.
+    pub fn kubernetes(name: &str, namespace: &str, ports: &[u16]) -> Self {
+        Service {
+            host: format!("{name}.{namespace}.svc.cluster.local"),
+            namespace: namespace.to_string(),
+            ports: ports
+                .iter()
+                .map(|&number| ServicePort {
+                    number,
+                    name: format!("http-{number}"),
+                    protocol: Some("HTTP".to_string()),
+                })
+                .collect(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// Builder: add an endpoint.
+    pub fn with_endpoint(mut self, endpoint: ServiceEndpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicePort {
+    pub number: u16,
+    pub name: String,
+    pub protocol: Option<String>,
+}
+
+/// One workload instance behind a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoint {
+    pub address: IpAddr,
+    /// Service port → port on this endpoint; a service port not listed maps to
+    /// `default_port`, or to the same number when that is `None`.
+    pub ports: BTreeMap<u16, u16>,
+    pub default_port: Option<u16>,
+    pub labels: BTreeMap<String, String>,
+    /// Load-balancing weight (>= 1).
+    pub weight: u32,
+}
+
+impl ServiceEndpoint {
+    pub fn new(address: IpAddr, labels: &[(&str, &str)]) -> Self {
+        ServiceEndpoint {
+            address,
+            ports: BTreeMap::new(),
+            default_port: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            weight: 1,
+        }
+    }
+
+    /// The port this endpoint listens on for `service_port`.
+    pub fn target_port(&self, service_port: u16) -> u16 {
+        self.ports
+            .get(&service_port)
+            .copied()
+            .or(self.default_port)
+            .unwrap_or(service_port)
+    }
+
+    /// Whether the endpoint's labels include every `selector` label (subset selection).
+    pub fn selected_by(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}

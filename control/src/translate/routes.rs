@@ -1,0 +1,460 @@
+//! One VirtualService `http[]` rule → the engine's [`Route`].
+//!
+//! Every field of the rule is mapped or reported: actions (route / redirect / directResponse),
+//! rewrite, header operations at rule and destination level, timeout, retries (with Istio's
+//! defaults when absent) and fault injection. A rule that Istio would reject is left out with an
+//! error diagnostic, so the rules after it still apply.
+
+use std::time::Duration;
+
+use trellis_engine::config::{
+    FaultAbort, FaultDelay, FaultPolicy, HeaderOps, Redirect, RetryOn, RetryPolicy, Rewrite, Route,
+    RouteAction, WeightedCluster,
+};
+
+use super::matches::{translate_match, MatchOutcome};
+use crate::diag::Diagnostic;
+use crate::istio::common::{HeaderOperations, Headers};
+use crate::istio::virtual_service::{
+    Destination, HttpFaultInjection, HttpRetry, HttpRoute, HttpRouteDestination,
+};
+
+/// Resolves a destination to the name of its cluster.
+pub trait DestinationResolver {
+    /// The cluster for `dest` as written in a resource of namespace `namespace`, or `None`
+    /// after pushing a diagnostic (IST0101 for an unknown host or subset).
+    fn cluster_for(
+        &self,
+        dest: &Destination,
+        namespace: &str,
+        at: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<String>;
+}
+
+/// Translate rule `index` of VirtualService `vs_name` in `namespace`. `None` when the rule is
+/// left out (the diagnostics say why).
+pub fn translate_rule(
+    vs_name: &str,
+    namespace: &str,
+    index: usize,
+    rule: &HttpRoute,
+    resolver: &dyn DestinationResolver,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Route> {
+    let at = format!("spec.http[{index}]");
+    let mut matches = Vec::new();
+    let mut invalid = false;
+    for (i, m) in rule.matches.iter().enumerate() {
+        match translate_match(m, &format!("{at}.match[{i}]"), diags) {
+            MatchOutcome::Use(r) => matches.push(*r),
+            MatchOutcome::GatewayOnly => {}
+            MatchOutcome::Invalid => invalid = true,
+        }
+    }
+    if invalid {
+        diags.push(Diagnostic::error("rule left out: a match condition is invalid").field(at));
+        return None;
+    }
+    if !rule.matches.is_empty() && matches.is_empty() {
+        diags.push(
+            Diagnostic::info("rule applies to gateways only; not in the sidecar route table")
+                .field(at),
+        );
+        return None;
+    }
+    let action = action(rule, namespace, &at, resolver, diags)?;
+    report_unsupported(rule, &at, diags);
+    let (request_headers, response_headers) = header_ops(&rule.headers);
+    Some(Route {
+        name: format!(
+            "{vs_name}.{namespace}#{}",
+            rule.name.clone().unwrap_or_else(|| index.to_string())
+        ),
+        matches,
+        action,
+        rewrite: rule.rewrite.as_ref().map(|r| Rewrite {
+            uri: r.uri.clone(),
+            uri_regex: r
+                .uri_regex_rewrite
+                .as_ref()
+                .map(|x| (x.matches.clone(), x.rewrite.clone())),
+            authority: r.authority.clone(),
+        }),
+        request_headers,
+        response_headers,
+        timeout: rule.timeout.map(|t| t.0).filter(|t| !t.is_zero()),
+        retries: retries(rule.retries.as_ref(), &at, diags),
+        fault: rule.fault.as_ref().and_then(|f| fault(f, &at, diags)),
+    })
+}
+
+fn action(
+    rule: &HttpRoute,
+    namespace: &str,
+    at: &str,
+    resolver: &dyn DestinationResolver,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RouteAction> {
+    let kinds = usize::from(!rule.route.is_empty())
+        + usize::from(rule.redirect.is_some())
+        + usize::from(rule.direct_response.is_some())
+        + usize::from(rule.delegate.is_some());
+    if kinds != 1 {
+        diags.push(
+            Diagnostic::error(
+                "a rule needs exactly one of route, redirect, directResponse, delegate; rule left out",
+            )
+            .field(at.to_string()),
+        );
+        return None;
+    }
+    if rule.delegate.is_some() {
+        diags.push(
+            Diagnostic::warning("delegate is not supported by Trellis; rule left out")
+                .field(format!("{at}.delegate")),
+        );
+        return None;
+    }
+    if let Some(r) = &rule.redirect {
+        if r.derive_port.is_some() {
+            diags.push(
+                Diagnostic::warning("derivePort is not supported by Trellis; ignored")
+                    .field(format!("{at}.redirect.derivePort")),
+            );
+        }
+        let port = match r.port.map(u16::try_from) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => {
+                diags.push(
+                    Diagnostic::error("port out of range").field(format!("{at}.redirect.port")),
+                );
+                return None;
+            }
+            None => None,
+        };
+        let status = match r.redirect_code.unwrap_or(301) {
+            c @ (301 | 302 | 303 | 307 | 308) => c as u16,
+            c => {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "redirectCode {c} is not a redirect status; rule left out"
+                    ))
+                    .field(format!("{at}.redirect.redirectCode")),
+                );
+                return None;
+            }
+        };
+        return Some(RouteAction::Redirect(Redirect {
+            uri: r.uri.clone(),
+            authority: r.authority.clone(),
+            port,
+            scheme: r.scheme.clone(),
+            status,
+        }));
+    }
+    if let Some(d) = &rule.direct_response {
+        let status = match u16::try_from(d.status) {
+            Ok(s) if (200..=599).contains(&s) => s,
+            _ => {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "status {} must be in 200..=599; rule left out",
+                        d.status
+                    ))
+                    .field(format!("{at}.directResponse.status")),
+                );
+                return None;
+            }
+        };
+        let body = d.body.as_ref().and_then(|b| {
+            if b.bytes.is_some() {
+                diags.push(
+                    Diagnostic::warning(
+                        "base64 body bytes are not supported by Trellis; use body.string",
+                    )
+                    .field(format!("{at}.directResponse.body.bytes")),
+                );
+            }
+            b.string.clone()
+        });
+        return Some(RouteAction::DirectResponse { status, body });
+    }
+    Some(RouteAction::Forward(destinations(
+        &rule.route,
+        namespace,
+        at,
+        resolver,
+        diags,
+    )))
+}
+
+fn destinations(
+    route: &[HttpRouteDestination],
+    namespace: &str,
+    at: &str,
+    resolver: &dyn DestinationResolver,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<WeightedCluster> {
+    let single = route.len() == 1;
+    let mut total: i64 = 0;
+    let mut out = Vec::new();
+    for (i, d) in route.iter().enumerate() {
+        let here = format!("{at}.route[{i}]");
+        let weight = if single {
+            100
+        } else {
+            match d.weight.unwrap_or(0) {
+                w if w < 0 => {
+                    diags.push(
+                        Diagnostic::error(format!("negative weight {w}; treated as 0"))
+                            .field(format!("{here}.weight")),
+                    );
+                    0
+                }
+                w => w as u32,
+            }
+        };
+        total += i64::from(weight);
+        let Some(cluster) = resolver.cluster_for(
+            &d.destination,
+            namespace,
+            &format!("{here}.destination"),
+            diags,
+        ) else {
+            continue;
+        };
+        let (request_headers, response_headers) = header_ops(&d.headers);
+        out.push(WeightedCluster {
+            cluster,
+            weight,
+            request_headers,
+            response_headers,
+        });
+    }
+    if !single && total != 100 {
+        diags.push(
+            Diagnostic::error(format!(
+                "destination weights sum to {total}, not 100 (Istio rejects this); used as relative weights"
+            ))
+            .field(format!("{at}.route")),
+        );
+    }
+    out
+}
+
+fn ops(spec: &Option<HeaderOperations>) -> HeaderOps {
+    match spec {
+        None => HeaderOps::default(),
+        Some(o) => HeaderOps {
+            set: o.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            add: o.add.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            remove: o.remove.clone(),
+        },
+    }
+}
+
+fn header_ops(headers: &Option<Headers>) -> (HeaderOps, HeaderOps) {
+    match headers {
+        None => (HeaderOps::default(), HeaderOps::default()),
+        Some(h) => (ops(&h.request), ops(&h.response)),
+    }
+}
+
+/// Istio's `retryOn` when a rule sets `retries` but not `retryOn`.
+fn default_retry_on() -> RetryOn {
+    RetryPolicy::default().retry_on
+}
+
+fn retries(spec: Option<&HttpRetry>, at: &str, diags: &mut Vec<Diagnostic>) -> RetryPolicy {
+    let Some(spec) = spec else {
+        return RetryPolicy::default();
+    };
+    let attempts = match spec.attempts.unwrap_or(0) {
+        n if n <= 0 => {
+            if n < 0 {
+                diags.push(
+                    Diagnostic::error(format!("negative attempts {n}; retries disabled"))
+                        .field(format!("{at}.retries.attempts")),
+                );
+            }
+            return RetryPolicy::none();
+        }
+        n => n as u32,
+    };
+    let retry_on = match &spec.retry_on {
+        None => default_retry_on(),
+        Some(s) if s.trim().is_empty() => default_retry_on(),
+        Some(s) => parse_retry_on(s, &format!("{at}.retries.retryOn"), diags),
+    };
+    for (set, name) in [
+        (
+            spec.retry_remote_localities.is_some(),
+            "retryRemoteLocalities",
+        ),
+        (
+            spec.retry_ignore_previous_hosts.is_some(),
+            "retryIgnorePreviousHosts",
+        ),
+    ] {
+        if set {
+            diags.push(
+                Diagnostic::warning(format!("{name} is not supported by Trellis; ignored"))
+                    .field(format!("{at}.retries.{name}")),
+            );
+        }
+    }
+    RetryPolicy {
+        attempts,
+        per_try_timeout: spec.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        retry_on,
+        backoff_base: spec
+            .backoff
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_millis(25)),
+    }
+}
+
+/// Parse Envoy's comma-separated `x-envoy-retry-on` list as Istio passes it through.
+pub fn parse_retry_on(spec: &str, at: &str, diags: &mut Vec<Diagnostic>) -> RetryOn {
+    let mut on = RetryOn::default();
+    for token in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match token {
+            "5xx" => on.server_error = true,
+            "gateway-error" => on.gateway_error = true,
+            "connect-failure" => on.connect_failure = true,
+            "reset" => on.reset = true,
+            "retriable-4xx" => on.retriable_4xx = true,
+            "refused-stream" => on.refused_stream = true,
+            // The codes come with it (bare numbers); Istio adds 503 only in its default policy.
+            "retriable-status-codes" => {}
+            // gRPC status conditions: no gRPC in the engine, so they can never fire.
+            "cancelled" | "deadline-exceeded" | "internal" | "resource-exhausted"
+            | "unavailable" => {}
+            t => match t.parse::<u16>() {
+                Ok(code) if (100..=599).contains(&code) => {
+                    if !on.retriable_status_codes.contains(&code) {
+                        on.retriable_status_codes.push(code);
+                    }
+                }
+                _ => diags.push(
+                    Diagnostic::warning(format!("unknown retryOn condition {t:?}; ignored"))
+                        .field(at.to_string()),
+                ),
+            },
+        }
+    }
+    on
+}
+
+fn percent_of(
+    value: Option<f64>,
+    legacy: Option<u32>,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> f64 {
+    let p = match (value, legacy) {
+        (Some(v), _) => v,
+        (None, Some(l)) => f64::from(l),
+        (None, None) => {
+            diags.push(
+                Diagnostic::warning(
+                    "no percentage given: Istio injects this fault into no request",
+                )
+                .field(at.to_string()),
+            );
+            0.0
+        }
+    };
+    if !(0.0..=100.0).contains(&p) {
+        diags.push(
+            Diagnostic::error(format!("percentage {p} outside 0..=100; clamped"))
+                .field(at.to_string()),
+        );
+    }
+    p.clamp(0.0, 100.0)
+}
+
+fn fault(spec: &HttpFaultInjection, at: &str, diags: &mut Vec<Diagnostic>) -> Option<FaultPolicy> {
+    let delay = spec.delay.as_ref().and_then(|d| {
+        let here = format!("{at}.fault.delay");
+        if d.exponential_delay.is_some() {
+            diags.push(
+                Diagnostic::warning("exponentialDelay is not supported by Trellis; ignored")
+                    .field(format!("{here}.exponentialDelay")),
+            );
+        }
+        let Some(fixed) = d.fixed_delay else {
+            diags
+                .push(Diagnostic::error("delay without fixedDelay; no delay injected").field(here));
+            return None;
+        };
+        Some(FaultDelay {
+            fixed: fixed.0,
+            percent: percent_of(
+                d.percentage.map(|p| p.value),
+                d.percent,
+                &format!("{here}.percentage"),
+                diags,
+            ),
+        })
+    });
+    let abort = spec.abort.as_ref().and_then(|a| {
+        let here = format!("{at}.fault.abort");
+        if a.grpc_status.is_some() || a.http2_error.is_some() {
+            diags.push(
+                Diagnostic::warning(
+                    "grpcStatus/http2Error aborts are not supported by Trellis; ignored",
+                )
+                .field(here.clone()),
+            );
+        }
+        let status = match a.http_status.map(u16::try_from) {
+            Some(Ok(s)) if (200..=599).contains(&s) => s,
+            Some(_) => {
+                diags.push(
+                    Diagnostic::error("httpStatus must be in 200..=599; no abort injected")
+                        .field(format!("{here}.httpStatus")),
+                );
+                return None;
+            }
+            None => return None,
+        };
+        Some(FaultAbort {
+            status,
+            percent: percent_of(
+                a.percentage.map(|p| p.value),
+                None,
+                &format!("{here}.percentage"),
+                diags,
+            ),
+        })
+    });
+    if delay.is_none() && abort.is_none() {
+        return None;
+    }
+    Some(FaultPolicy { delay, abort })
+}
+
+fn report_unsupported(rule: &HttpRoute, at: &str, diags: &mut Vec<Diagnostic>) {
+    let mut warn = |set: bool, field: &str, what: &str| {
+        if set {
+            diags.push(
+                Diagnostic::warning(format!("{what} is not supported by Trellis; ignored"))
+                    .field(format!("{at}.{field}")),
+            );
+        }
+    };
+    warn(
+        rule.mirror.is_some() || !rule.mirrors.is_empty(),
+        "mirror",
+        "traffic mirroring",
+    );
+    warn(
+        rule.mirror_percentage.is_some() || rule.mirror_percent.is_some(),
+        "mirrorPercentage",
+        "traffic mirroring",
+    );
+    warn(rule.cors_policy.is_some(), "corsPolicy", "CORS policy");
+}
