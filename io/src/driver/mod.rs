@@ -87,6 +87,8 @@ pub fn run(config: Arc<Config>, opts: RunOptions, control: ControlHandle) -> Res
 pub struct Driver<E: ProxyEngine = Engine> {
     poll: Poll,
     events: Events,
+    /// The current batch's readiness, reused across loop turns.
+    ready: Vec<(Token, bool)>,
     clock: Clock,
     now: Instant,
     engine: E,
@@ -132,6 +134,7 @@ impl<E: ProxyEngine> Driver<E> {
         let clock = Clock::new();
         Ok(Driver {
             events: Events::with_capacity(opts.events_capacity.max(16)),
+            ready: Vec::with_capacity(opts.events_capacity.max(16)),
             now: clock.now(),
             clock,
             engine: make(Arc::new(bound)),
@@ -172,12 +175,11 @@ impl<E: ProxyEngine> Driver<E> {
                 return Err(IoError::Poll(e));
             }
             self.now = self.clock.now();
-            let tokens: Vec<(Token, bool)> = self
-                .events
-                .iter()
-                .map(|e| (e.token(), e.is_error()))
-                .collect();
-            for (token, is_error) in tokens {
+            // Copied out (into a buffer reused across turns) so handlers can borrow self.
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.clear();
+            ready.extend(self.events.iter().map(|e| (e.token(), e.is_error())));
+            for &(token, is_error) in &ready {
                 if token == WAKER_TOKEN {
                     // Handled by apply_control at the top of the loop.
                 } else if token.0 < CONN_TOKEN_BASE {
@@ -186,6 +188,7 @@ impl<E: ProxyEngine> Driver<E> {
                     self.conn_ready(token, is_error);
                 }
             }
+            self.ready = ready;
             self.fire_timers();
             access_log::emit(self.engine.drain_logs());
             self.conns.release_freed();
