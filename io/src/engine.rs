@@ -1,0 +1,61 @@
+//! The driver's view of an engine.
+//!
+//! The driver is written against this trait rather than the concrete
+//! [`trellis_engine::Engine`] so its socket handling can be exercised with small scripted
+//! engines (an echo server, a TCP relay) while the real engine evolves, and so a future engine
+//! wrapper (metrics, tracing) can slot in. The methods mirror `Engine`'s own one for one.
+
+use trellis_engine::proxy::{Accepted, RequestLog};
+use trellis_engine::{ConnId, Engine, Input, Instant, Output};
+
+/// A sans-IO proxy state machine a driver can run.
+pub trait ProxyEngine {
+    /// A listener accepted a connection; returns the id the engine will use for it.
+    fn accept(&mut self, now: Instant, conn: Accepted) -> ConnId;
+    /// Feed one input.
+    fn handle(&mut self, now: Instant, input: Input);
+    /// The time returned by [`ProxyEngine::poll_timeout`] has come.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next output to perform, if any.
+    fn poll_output(&mut self) -> Option<Output>;
+    /// When the engine next wants [`ProxyEngine::handle_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Access-log records of requests finished since the last call.
+    fn drain_logs(&mut self) -> Vec<RequestLog>;
+    /// Requests in flight, if the engine knows. During shutdown the driver stops waiting once
+    /// this is zero and every write is flushed (idle keep-alive connections are then closed);
+    /// `None` makes it wait for the downstream connections to close or the grace period.
+    fn requests_in_flight(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl ProxyEngine for Engine {
+    fn accept(&mut self, now: Instant, conn: Accepted) -> ConnId {
+        Engine::accept(self, now, conn)
+    }
+
+    fn handle(&mut self, now: Instant, input: Input) {
+        Engine::handle(self, now, input)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Engine::handle_timeout(self, now)
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        Engine::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Engine::poll_timeout(self)
+    }
+
+    fn drain_logs(&mut self) -> Vec<RequestLog> {
+        Engine::drain_logs(self)
+    }
+
+    fn requests_in_flight(&self) -> Option<usize> {
+        Some(self.live().1)
+    }
+}

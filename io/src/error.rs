@@ -1,0 +1,26 @@
+//! Errors of the runtimes, typed so a caller can tell a bad listen address from a broken poller.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// What can stop a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// A configured listener could not be bound (address in use, permission ...).
+    #[error("cannot listen on {addr} (listener {name}): {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The OS poller (epoll) failed to start or to wait.
+    #[error("poller failed: {0}")]
+    Poll(#[source] io::Error),
+    /// Registering a socket with the poller failed.
+    #[error("cannot register a socket with the poller: {0}")]
+    Register(#[source] io::Error),
+    /// More listeners than the driver has tokens for.
+    #[error("too many listeners: {0} (at most {1})")]
+    TooManyListeners(usize, usize),
+}
