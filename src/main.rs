@@ -1,1 +1,241 @@
-fn main() {}
+//! `trellis`: the command-line face of the Trellis service mesh. A thin CLI: every decision is
+//! made in `trellis-engine`, sockets live in `trellis-io`, Istio resources in `trellis-control`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use trellis_control::explain::{explain, ExplainRequest};
+use trellis_control::{load_proxy_config, Severity};
+use trellis_io::{ControlHandle, LocalMeshOptions, RunOptions};
+
+/// Trellis: an Istio-compatible service mesh with a sans-IO core.
+///
+/// With no command, runs the local mesh on loopback (same as `trellis mesh`).
+#[derive(Parser, Debug)]
+#[command(name = "trellis", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a local mesh on loopback: three `reviews` versions behind a Trellis sidecar with
+    /// Istio-style routing (end-user: jason → v2, others 80/20 v1/v3), a self-check, and curl
+    /// commands to try. No Kubernetes needed.
+    Mesh(MeshArgs),
+    /// Run a sidecar proxy from a config file (listeners, services with endpoints, and Istio
+    /// VirtualService/DestinationRule resources inline or by path).
+    ///
+    /// Example: trellis proxy --config deploy/examples/proxy.yaml
+    Proxy(ProxyArgs),
+    /// Explain how a request would be routed by a directory of Istio YAML: which VirtualService
+    /// rule matches and why earlier ones did not, the destinations with weights and subsets, and
+    /// the DestinationRule policy that applies.
+    ///
+    /// Example: trellis explain --dir samples/bookinfo/networking --host reviews -H 'end-user: jason'
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+struct MeshArgs {
+    /// Proxy listener port on 127.0.0.1 (0 picks a free port).
+    #[arg(long, default_value_t = 15001)]
+    port: u16,
+    /// Skip the start-up self-check traffic.
+    #[arg(long)]
+    no_selfcheck: bool,
+    /// Requests the self-check sends.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+    /// Seed of the engine's random decisions (default: random).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// The proxy config file (see deploy/examples/proxy.yaml).
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the config, print what was found, and exit without serving.
+    #[arg(long)]
+    check: bool,
+    /// Seed of the engine's random decisions (default: random).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long in-flight requests may take to finish after SIGTERM/Ctrl-C.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    drain_seconds: u64,
+}
+
+#[derive(Args, Debug)]
+struct ExplainArgs {
+    /// Directory of Istio YAML (read recursively; non-Istio kinds are skipped).
+    #[arg(long, short, value_name = "DIR")]
+    dir: PathBuf,
+    /// Host / authority of the request, e.g. `reviews` or `reviews.default.svc.cluster.local:9080`.
+    #[arg(long)]
+    host: String,
+    /// Path (with optional query).
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// A request header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// A label of the calling workload, `key=value` (repeatable), for `sourceLabels` matches.
+    #[arg(long = "source-label", value_name = "KEY=VALUE")]
+    source_labels: Vec<String>,
+    /// Destination port (default: from --host, else the service's first port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Print the report as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The local mesh's self-check would drown its summary in access-log lines: keep those for
+    // RUST_LOG=trellis::access=info. A proxy logs every request by default, as Envoy does.
+    let default_filter = match cli.command {
+        None | Some(Command::Mesh(_)) => "info,trellis::access=warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        None => mesh(MeshArgs {
+            port: 15001,
+            no_selfcheck: false,
+            requests: 100,
+            duration: None,
+            seed: None,
+        }),
+        Some(Command::Mesh(args)) => mesh(args),
+        Some(Command::Proxy(args)) => proxy(args),
+        Some(Command::Explain(args)) => run_explain(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mesh(args: MeshArgs) -> Result<ExitCode> {
+    let opts = LocalMeshOptions {
+        port: args.port,
+        selfcheck: !args.no_selfcheck,
+        requests: args.requests,
+        duration: args.duration.map(Duration::from_secs),
+        seed: args.seed,
+        handle_signals: true,
+    };
+    let check = trellis_io::run_local_mesh(opts).context("local mesh")?;
+    let healthy = check.is_none_or(|c| c.failures.is_empty() && c.jason.is_ok());
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn proxy(args: ProxyArgs) -> Result<ExitCode> {
+    let loaded = load_proxy_config(&args.config)
+        .with_context(|| format!("cannot load {}", args.config.display()))?;
+    let mut errors = 0;
+    for diagnostic in &loaded.warnings {
+        if diagnostic.severity == Severity::Error {
+            errors += 1;
+        }
+        tracing::warn!("{diagnostic}");
+    }
+    let config = Arc::new(loaded.config);
+    // Compile it the way the engine will, so a bad config fails here, loudly.
+    trellis_engine::Engine::try_new(config.clone(), 0).context("the engine refuses this config")?;
+    if args.check {
+        println!(
+            "{}: {} listener(s), {} route table(s), {} cluster(s), {} diagnostic(s) ({} error(s))",
+            args.config.display(),
+            config.listeners.len(),
+            config.route_tables.len(),
+            config.clusters.len(),
+            loaded.warnings.len(),
+            errors
+        );
+        return Ok(if errors == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    for listener in &config.listeners {
+        tracing::info!(
+            listener = %listener.name,
+            address = %listener.address,
+            "listening"
+        );
+    }
+    let control = ControlHandle::new();
+    trellis_io::install_ctrl_c(control.clone()).context("cannot install signal handler")?;
+    let mut opts = RunOptions {
+        shutdown_grace: Duration::from_secs(args.drain_seconds),
+        ..RunOptions::default()
+    };
+    if let Some(seed) = args.seed {
+        opts.seed = seed;
+    }
+    trellis_io::run(config, opts, control).context("proxy stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
+    let mut req = ExplainRequest::new(&args.host);
+    req.path = args.path;
+    req.method = args.method;
+    req.port = args.port;
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("header {header:?} is not `name: value`");
+        };
+        req = req.header(name.trim(), value.trim());
+    }
+    for label in &args.source_labels {
+        let Some((key, value)) = label.split_once('=') else {
+            bail!("source label {label:?} is not `key=value`");
+        };
+        req.source_labels
+            .insert(key.trim().to_string(), value.trim().to_string());
+    }
+    let report = explain(&args.dir, &req)
+        .with_context(|| format!("cannot explain against {}", args.dir.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    let failed = trellis_control::explain::errors_of(&report).is_empty();
+    Ok(if failed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -505,7 +505,9 @@ fn never_panics_on_mutated_requests(edits: Vec<(u16, u8)>) -> bool {
 #[test]
 fn take_request_head_agrees_with_parse_and_leaves_the_body() {
     let raw = b"POST /a?b HTTP/1.1\r\nHost: Example.COM\r\nX-A: 1\r\nX-A: 2\r\ncontent-length: 3\r\n\r\nabcGET";
-    let (parsed, used) = parse_request_head(raw, &Limits::default()).unwrap().unwrap();
+    let (parsed, used) = parse_request_head(raw, &Limits::default())
+        .unwrap()
+        .unwrap();
     let mut buf = bytes::BytesMut::from(&raw[..]);
     let taken = super::take_request_head(&mut buf, &Limits::default())
         .unwrap()
