@@ -20,3 +20,12 @@ pub mod translate;
 pub use diag::{ConfigError, Diagnostic, Severity};
 pub use explain::{explain, ExplainReport, ExplainRequest};
 pub use proxy_config::{load_proxy_config, LoadedConfig};
+
+/// Where the project's shared inputs (Istio CRDs and samples) live: `$TRELLIS_SHARED_DIR` if
+/// set, else `shared/` beside the repository (`../shared` from its root), as DESIGN.md lays out.
+pub fn shared_dir() -> std::path::PathBuf {
+    match std::env::var_os("TRELLIS_SHARED_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    }
+}

@@ -18,11 +18,10 @@ use trellis_engine::rng::EngineRng;
 use trellis_engine::route::{pick_weighted, RouteOutcome, RouteRequest, Router};
 
 fn samples_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/istio/samples/bookinfo/networking");
+    let dir = trellis_control::shared_dir().join("istio/samples/bookinfo/networking");
     assert!(
         dir.is_dir(),
-        "bookinfo samples not found at {} (shared/ must sit beside the repository)",
+        "bookinfo samples not found at {} (shared/ must sit beside the repository, or set TRELLIS_SHARED_DIR)",
         dir.display()
     );
     dir

@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 fn samples() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/istio/samples/bookinfo/networking");
+    let dir = crate::shared_dir().join("istio/samples/bookinfo/networking");
     assert!(
         dir.is_dir(),
-        "bookinfo samples missing at {}",
+        "bookinfo samples missing at {} (set TRELLIS_SHARED_DIR to the shared/ folder)",
         dir.display()
     );
     dir
