@@ -195,6 +195,19 @@ impl World {
         id
     }
 
+    /// A client connects to `listener` after iptables-style redirection from `original_dst`.
+    pub fn connect_redirected(&mut self, listener: &str, original_dst: &str) -> ConnId {
+        let local: SocketAddr = listener.parse().expect("listener address");
+        self.next_client_port += 1;
+        let peer = SocketAddr::from(([127, 0, 0, 9], self.next_client_port));
+        let mut accepted = Accepted::new(peer, local);
+        accepted.original_dst = Some(original_dst.parse().expect("original destination"));
+        let id = self.engine.accept(self.now, accepted);
+        self.clients.insert(id, BytesMut::new());
+        self.pump();
+        id
+    }
+
     /// A client connects to `listener` with workload labels.
     pub fn connect_labelled(&mut self, listener: &str, labels: &[(&str, &str)]) -> ConnId {
         let local: SocketAddr = listener.parse().expect("listener address");

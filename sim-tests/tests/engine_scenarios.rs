@@ -614,3 +614,47 @@ fn same_seed_same_decisions() {
     assert_eq!(run(11), run(11));
     assert_ne!(run(11), run(12), "different seeds split differently");
 }
+
+#[test]
+fn unknown_hosts_pass_through_to_the_original_destination_when_allowed() {
+    let mut w = reviews_world(1);
+    w.server("10.9.9.9:8080", |_| Reply::ok("outside the mesh"));
+    // Default listener: REGISTRY_ONLY-like, unknown host is 404 NR.
+    let c = w.connect_redirected(LISTENER, "10.9.9.9:8080");
+    let r = w
+        .exchange(c, "GET / HTTP/1.1\r\nhost: example.org\r\n\r\n", secs(1))
+        .unwrap();
+    assert_eq!(r.status, 404);
+    // ALLOW_ANY: the same request goes where it was headed.
+    let mut config = w.engine.config().as_ref().clone();
+    config.listeners[0].passthrough = true;
+    w.engine
+        .apply_config(w.now, std::sync::Arc::new(config))
+        .unwrap();
+    let c = w.connect_redirected(LISTENER, "10.9.9.9:8080");
+    for _ in 0..3 {
+        let r = w
+            .exchange(c, "GET / HTTP/1.1\r\nhost: example.org\r\n\r\n", secs(1))
+            .unwrap();
+        assert_eq!((r.status, r.body_str()), (200, "outside the mesh"));
+    }
+    let log = w.logs.last().unwrap();
+    assert_eq!(
+        log.cluster.as_deref(),
+        Some("PassthroughCluster|10.9.9.9:8080")
+    );
+    assert_eq!(
+        w.peak_upstream_conns, 1,
+        "passthrough connections are pooled too"
+    );
+    // Known hosts still route by the mesh's rules.
+    let c = w.connect_redirected(LISTENER, "10.9.9.9:8080");
+    let r = w
+        .exchange(
+            c,
+            "GET / HTTP/1.1\r\nhost: reviews\r\nend-user: jason\r\n\r\n",
+            secs(1),
+        )
+        .unwrap();
+    assert_eq!(r.body_str(), "v2");
+}

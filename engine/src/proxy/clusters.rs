@@ -24,6 +24,9 @@ pub(crate) struct ClusterSlot {
     /// Requests waiting for a connection (bounded by `http1MaxPendingRequests`).
     pub pending: VecDeque<u64>,
     pub retired: bool,
+    /// A passthrough cluster (Istio ALLOW_ANY), made on demand for one original destination;
+    /// not in any config, freed when unused.
+    pub passthrough: bool,
     /// Instant of the armed outlier sweep timer, if any.
     pub sweep_at: Option<Instant>,
 }
@@ -38,6 +41,7 @@ impl ClusterSlot {
             idle: vec![Vec::new(); hosts],
             pending: VecDeque::new(),
             retired: false,
+            passthrough: false,
             sweep_at: None,
         }
     }
@@ -138,7 +142,7 @@ impl Clusters {
                 continue;
             }
             if let Some(slot) = self.slot_mut(index) {
-                if !slot.retired {
+                if !slot.retired && !slot.passthrough {
                     slot.retired = true;
                     result
                         .orphaned_idle
@@ -151,10 +155,54 @@ impl Clusters {
         result
     }
 
-    /// Frees retired slots that no live request or connection refers to.
+    /// The slot of the passthrough cluster for `addr`, created on first use. No config names
+    /// passthrough slots; garbage collection frees them once unused.
+    pub fn passthrough(&mut self, addr: SocketAddr, now: Instant) -> (usize, bool) {
+        let name = format!("PassthroughCluster|{addr}");
+        if let Some(index) = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.passthrough && s.name == name))
+        {
+            return (index, false);
+        }
+        let cluster = crate::config::Cluster {
+            name: name.clone(),
+            service: addr.to_string(),
+            endpoints: vec![crate::config::Endpoint {
+                address: addr,
+                weight: 1,
+                labels: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let mut slot = ClusterSlot::new(name, ClusterState::new(Arc::new(cluster), now));
+        slot.passthrough = true;
+        let index = match self.slots.iter().position(|s| s.is_none()) {
+            Some(free) => {
+                self.slots[free] = Some(slot);
+                free
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        (index, true)
+    }
+
+    /// Live slots no config names (retired or passthrough): what garbage collection frees.
+    pub fn unconfigured_count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(|s| s.retired || s.passthrough))
+            .count()
+    }
+
+    /// Frees retired and passthrough slots that no live request or connection refers to.
     pub fn collect_garbage(&mut self, referenced: &[bool]) {
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            let free = matches!(slot, Some(s) if s.retired && s.pending.is_empty())
+            let free = matches!(slot, Some(s) if (s.retired || s.passthrough) && s.pending.is_empty())
                 && !referenced.get(index).copied().unwrap_or(false);
             if free {
                 *slot = None;

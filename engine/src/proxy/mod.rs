@@ -201,6 +201,16 @@ impl Engine {
 
     // ---- plumbing shared by the submodules ----
 
+    /// The passthrough cluster slot for `addr`; retired slots are collected when too many
+    /// destinations have been seen, so memory stays bounded.
+    fn passthrough_slot(&mut self, now: Instant, addr: std::net::SocketAddr) -> usize {
+        const MAX_UNCONFIGURED: usize = 256;
+        if self.clusters.unconfigured_count() >= MAX_UNCONFIGURED {
+            self.collect_cluster_garbage();
+        }
+        self.clusters.passthrough(addr, now).0
+    }
+
     fn install_clusters(&mut self, config: &Config, now: Instant) {
         let conns = &self.conns;
         let result = self.clusters.apply(config, now, |id| match conns.get(id) {
@@ -215,6 +225,11 @@ impl Engine {
         for slot in result.rearm {
             self.arm_sweep(slot);
         }
+        self.collect_cluster_garbage();
+    }
+
+    /// Frees retired and passthrough cluster slots no live request or connection refers to.
+    fn collect_cluster_garbage(&mut self) {
         let mut referenced = vec![false; self.clusters.slots.len()];
         for id in self.requests.ids() {
             if let Some(slot) = self.requests.get(id).and_then(|r| r.slot) {

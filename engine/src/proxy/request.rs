@@ -176,7 +176,7 @@ impl Engine {
     pub(crate) fn start_request(&mut self, now: Instant, down: u64, head: RequestHead) {
         self.stats.downstream_rq_total += 1;
         let snapshot = self.snapshot.clone();
-        let (listener, source_labels, port) = match self.conns.get(down) {
+        let (listener, source_labels, port, passthrough) = match self.conns.get(down) {
             Some(super::conn::Conn {
                 side: Side::Down(d),
                 ..
@@ -184,6 +184,7 @@ impl Engine {
                 d.listener.clone(),
                 d.source_labels.clone(),
                 d.original_dst.map(|a| a.port()).unwrap_or(d.local.port()),
+                d.original_dst,
             ),
             _ => return,
         };
@@ -259,17 +260,12 @@ impl Engine {
             let Some(req) = self.requests.get(id) else {
                 return;
             };
-            let empty = http::HeaderMap::new();
             let rr = RouteRequest {
                 authority: &req.head.authority,
                 path: &req.head.target,
                 method: req.head.method.as_str(),
                 scheme: "http",
-                headers: if req.head.headers.is_empty() {
-                    &empty
-                } else {
-                    &req.head.headers
-                },
+                headers: &req.head.headers,
                 port,
                 source_labels: &source_labels,
             };
@@ -279,7 +275,11 @@ impl Engine {
             }
         };
         let Some((vhost, route_index, match_index)) = outcome else {
-            self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
+            // Istio's ALLOW_ANY: traffic for hosts the mesh doesn't know goes where it was headed.
+            match passthrough.filter(|_| self.listener_passthrough(&snapshot, &listener)) {
+                Some(addr) => self.forward_passthrough(now, id, addr),
+                None => self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]),
+            }
             return;
         };
         let table_index = table.index();
@@ -356,7 +356,12 @@ impl Engine {
                 if let Some(path) = rewritten {
                     req.head.target = path;
                 }
-                prepare_upstream_head(&mut req.head, route, &dests[dest_index], &mut self.rng);
+                prepare_upstream_head(
+                    &mut req.head,
+                    Some(route),
+                    Some(&dests[dest_index]),
+                    &mut self.rng,
+                );
                 if slot.is_none() {
                     self.local_reply(
                         now,
@@ -386,6 +391,26 @@ impl Engine {
                 self.after_delay(now, id);
             }
         }
+    }
+
+    fn listener_passthrough(&self, snapshot: &Snapshot, listener: &str) -> bool {
+        snapshot
+            .listener_named(listener)
+            .is_some_and(|(l, _)| l.passthrough)
+    }
+
+    /// Forward to the connection's original destination through its passthrough cluster
+    /// (no routing policy: no retries, no timeout, default pool limits), as Envoy's
+    /// `PassthroughCluster` does.
+    fn forward_passthrough(&mut self, now: Instant, id: u64, addr: std::net::SocketAddr) {
+        let slot = self.passthrough_slot(now, addr);
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.slot = Some(slot);
+        prepare_upstream_head(&mut req.head, None, None, &mut self.rng);
+        self.continue_expect(id);
+        self.begin_attempt(now, id);
     }
 
     fn set_route(&mut self, id: u64, table: usize, vhost: usize, route: usize, dest: usize) {
@@ -874,7 +899,11 @@ impl Engine {
         if let Some(n) = self.stats.downstream_rq_by_class.get_mut(class) {
             *n += 1;
         }
-        let cluster = req.destination().map(|d| d.cluster.clone());
+        let cluster = req.destination().map(|d| d.cluster.clone()).or_else(|| {
+            req.slot
+                .and_then(|s| self.clusters.slot(s))
+                .map(|s| s.name.clone())
+        });
         let peer = match self.conns.get(req.down) {
             Some(super::conn::Conn {
                 side: Side::Down(d),
@@ -932,19 +961,23 @@ fn retry_backoff(
 /// header edits apply, the authority may be rewritten, and the proxy adds its own fields.
 fn prepare_upstream_head(
     head: &mut RequestHead,
-    route: &Route,
-    dest: &WeightedCluster,
+    route: Option<&Route>,
+    dest: Option<&WeightedCluster>,
     rng: &mut crate::rng::EngineRng,
 ) {
     let upgrade = head.upgrade.clone();
     http1::strip_hop_by_hop(&mut head.headers);
     head.upgrade = upgrade;
     head.headers.remove(http::header::EXPECT);
-    if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority.clone()) {
-        head.authority = authority;
+    if let Some(route) = route {
+        if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority.clone()) {
+            head.authority = authority;
+        }
+        route::apply_header_ops(&route.request_headers, &mut head.headers);
     }
-    route::apply_header_ops(&route.request_headers, &mut head.headers);
-    route::apply_header_ops(&dest.request_headers, &mut head.headers);
+    if let Some(dest) = dest {
+        route::apply_header_ops(&dest.request_headers, &mut head.headers);
+    }
     if !head.headers.contains_key("x-request-id") {
         head.headers.insert("x-request-id", request_id(rng));
     }
