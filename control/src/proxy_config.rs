@@ -104,6 +104,7 @@ struct HttpSpec {
     max_headers: Option<usize>,
     header_read_timeout: Option<IstioDuration>,
     idle_timeout: Option<IstioDuration>,
+    stream_idle_timeout: Option<IstioDuration>,
     retry_buffer_bytes: Option<usize>,
     connection_buffer_bytes: Option<usize>,
 }
@@ -334,6 +335,10 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
             .map(|t| t.0)
             .unwrap_or(d.header_read_timeout),
         idle_timeout: spec.idle_timeout.map(|t| t.0).unwrap_or(d.idle_timeout),
+        stream_idle_timeout: spec
+            .stream_idle_timeout
+            .map(|t| t.0)
+            .unwrap_or(d.stream_idle_timeout),
         retry_buffer_bytes: spec.retry_buffer_bytes.unwrap_or(d.retry_buffer_bytes),
         connection_buffer_bytes: spec
             .connection_buffer_bytes

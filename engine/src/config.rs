@@ -444,6 +444,10 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// Close a downstream connection with no request in flight after this long.
     pub idle_timeout: Duration,
+    /// A request on which no bytes moved (request body in, response out) for this long is
+    /// ended: 408 if the client was still sending, 504 if the upstream never answered, a cut
+    /// response if it stalled mid-body (Envoy's `stream_idle_timeout`, default 5 min).
+    pub stream_idle_timeout: Duration,
     /// Request bodies up to this size are kept so the request can be retried; larger bodies
     /// stream through and disable retries for that request.
     pub retry_buffer_bytes: usize,
@@ -459,6 +463,7 @@ impl Default for HttpSettings {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
+            stream_idle_timeout: Duration::from_secs(300),
             retry_buffer_bytes: 64 * 1024,
             connection_buffer_bytes: 1024 * 1024,
         }

@@ -658,3 +658,46 @@ fn unknown_hosts_pass_through_to_the_original_destination_when_allowed() {
         .unwrap();
     assert_eq!(r.body_str(), "v2");
 }
+
+#[test]
+fn stream_idle_timeout_ends_requests_nobody_moves() {
+    let mut config = build::base();
+    config.clusters = vec![cluster("svc", &[(V1, &[])])];
+    add_vhost(
+        &mut config,
+        "svc",
+        &["svc"],
+        vec![route("all", vec![], &[("svc", 100)])],
+    );
+    let idle = config.http.stream_idle_timeout;
+    let mut w = World::new(config, 1);
+    w.server(V1, |_| Reply::Hang);
+    // The upstream never answers and the route has no timeout: 504 after the idle timeout.
+    let c = w.connect(LISTENER);
+    let start = w.now;
+    w.send(c, b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n");
+    w.advance(idle - millis(1));
+    assert!(w.take_response(c, "GET").is_none());
+    w.advance(millis(1));
+    let r = w.take_response(c, "GET").expect("504 at the idle timeout");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.header("x-trellis-response-flags"), Some("SI"));
+    assert_eq!(w.logs.last().unwrap().duration, w.now - start);
+    // A client that stops sending its body: 408, and the connection closes.
+    let c = w.connect(LISTENER);
+    w.send(
+        c,
+        b"POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 10\r\n\r\nabc",
+    );
+    w.advance(idle / 2);
+    w.send(c, b"de"); // progress pushes the deadline back
+    w.advance(idle / 2 + millis(1));
+    assert!(
+        w.take_response(c, "POST").is_none(),
+        "progress resets the idle clock"
+    );
+    w.advance(idle / 2);
+    let r = w.take_response(c, "POST").expect("408");
+    assert_eq!(r.status, 408);
+    assert_eq!(w.client_closed(c), Some(true));
+}

@@ -146,6 +146,7 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.body_in += data.len() as u64;
+                    req.idle_deadline = Some(now + self.snapshot.config.http.stream_idle_timeout);
                     if let Some(replay) = req.replay.as_mut() {
                         if req.replay_bytes + data.len() <= limit {
                             replay.push(data.clone());

@@ -94,6 +94,8 @@ pub(crate) struct Request {
     pub deadline: Option<Instant>,
     pub try_deadline: Option<Instant>,
     pub resume_at: Option<Instant>,
+    /// Stream idle deadline, pushed back whenever bytes move.
+    pub idle_deadline: Option<Instant>,
     pub wake: Option<Instant>,
 
     // Response.
@@ -164,10 +166,15 @@ impl Request {
     }
 
     fn earliest_wake(&self) -> Option<Instant> {
-        [self.deadline, self.try_deadline, self.resume_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadline,
+            self.try_deadline,
+            self.resume_at,
+            self.idle_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -222,6 +229,7 @@ impl Engine {
             deadline: None,
             try_deadline: None,
             resume_at: None,
+            idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
             wake: None,
             response_started: false,
             status: 0,
@@ -233,6 +241,7 @@ impl Engine {
             head,
         };
         let id = self.requests.insert_with(|_| request);
+        self.arm_request_timer(id);
         if let Some(super::conn::Conn {
             side: Side::Down(d),
             ..
@@ -636,6 +645,11 @@ impl Engine {
             self.attempt_failed(now, id, Failure::PerTryTimeout);
             return;
         }
+        if req.idle_deadline.is_some_and(|d| d <= now) {
+            req.idle_deadline = None;
+            self.stream_idle(now, id);
+            return;
+        }
         if req.resume_at.is_some_and(|d| d <= now) {
             req.resume_at = None;
             match req.phase {
@@ -646,6 +660,43 @@ impl Engine {
             return;
         }
         self.arm_request_timer(id);
+    }
+
+    /// Nothing moved for `stream_idle_timeout`.
+    fn stream_idle(&mut self, now: Instant, id: u64) {
+        self.detach_attempt(now, id, Some(Outcome::Timeout));
+        let Some(req) = self.requests.get(id) else {
+            return;
+        };
+        if req.response_started {
+            self.abort_downstream(now, id, ResponseFlag::StreamIdleTimeout);
+        } else if !req.body_done {
+            self.local_reply(
+                now,
+                id,
+                408,
+                Some(ResponseFlag::StreamIdleTimeout),
+                "stream timeout",
+                &[],
+            );
+        } else {
+            self.local_reply(
+                now,
+                id,
+                504,
+                Some(ResponseFlag::StreamIdleTimeout),
+                "stream timeout",
+                &[],
+            );
+        }
+    }
+
+    /// Bytes moved for this request: push its stream idle deadline back.
+    pub(crate) fn touch(&mut self, now: Instant, id: u64) {
+        let timeout = self.snapshot.config.http.stream_idle_timeout;
+        if let Some(req) = self.requests.get_mut(id) {
+            req.idle_deadline = Some(now + timeout);
+        }
     }
 
     /// The route's `timeout` passed: 504 if nothing was answered yet, else cut the response.

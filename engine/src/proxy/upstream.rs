@@ -368,6 +368,7 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.resp_body_out += data.len() as u64;
+                    req.idle_deadline = Some(now + self.snapshot.config.http.stream_idle_timeout);
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
                         req.resp_encoder.encode_data(&data, out);
                     }
@@ -438,6 +439,7 @@ impl Engine {
             return true;
         }
         // A final response: report it, and retry it if the policy says so.
+        self.touch(now, req_id);
         let status = head.status;
         if let Some((slot, host)) = self.attempt_host(req_id) {
             if let Some(s) = self.clusters.slot_mut(slot) {
