@@ -46,6 +46,16 @@ impl ClusterSlot {
         }
     }
 
+    /// The current index of a host remembered as `host` under `generation`: the same index if
+    /// the cluster state was not rebuilt since, else looked up by address (None if it is gone).
+    pub fn resolve_host(&self, generation: u32, host: usize, addr: SocketAddr) -> Option<usize> {
+        if self.generation == generation {
+            Some(host)
+        } else {
+            self.host_by_addr(addr)
+        }
+    }
+
     /// The current index of the host at `addr`, if it is still in the cluster.
     pub fn host_by_addr(&self, addr: SocketAddr) -> Option<usize> {
         (0..self.state.host_count()).find(|&h| self.state.host_address(h) == addr)

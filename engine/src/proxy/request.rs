@@ -292,15 +292,22 @@ impl Engine {
             return;
         };
         let table_index = table.index();
-        let Some(route) = snapshot
+        let Some((vhost_config, route)) = snapshot
             .config
             .route_tables
             .get(table_index)
             .and_then(|t| t.virtual_hosts.get(vhost))
-            .and_then(|v| v.routes.get(route_index))
+            .and_then(|v| Some((v, v.routes.get(route_index)?)))
         else {
             self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
             return;
+        };
+        let matched = crate::route::Matched {
+            vhost: vhost_config,
+            vhost_index: vhost,
+            route,
+            route_index,
+            match_index,
         };
 
         match &route.action {
@@ -311,95 +318,80 @@ impl Engine {
             }
             RouteAction::Redirect(redirect) => {
                 self.set_route(id, table_index, vhost, route_index, 0);
-                let location = {
-                    let Some(req) = self.requests.get(id) else {
-                        return;
-                    };
-                    route::redirect_location(
-                        redirect,
-                        "http",
-                        &req.head.authority,
-                        &req.head.target,
-                    )
+                let Some(req) = self.requests.get(id) else {
+                    return;
                 };
-                let status = if redirect.status == 0 {
-                    301
-                } else {
-                    redirect.status
-                };
+                let location = route::redirect_location(
+                    redirect,
+                    "http",
+                    &req.head.authority,
+                    &req.head.target,
+                );
+                let status = route::redirect_status(redirect);
                 self.local_reply(now, id, status, None, "", &[("location", &location)]);
             }
             RouteAction::Forward(dests) => {
-                let Some(dest_index) = route::pick_weighted(dests, &mut self.rng)
-                    .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
-                else {
-                    self.local_reply(
-                        now,
-                        id,
-                        503,
-                        Some(ResponseFlag::NoHealthyUpstream),
-                        "no healthy upstream",
-                        &[],
-                    );
-                    return;
-                };
-                self.set_route(id, table_index, vhost, route_index, dest_index);
-                let rewritten = {
-                    let matched = crate::route::Matched {
-                        vhost: &snapshot.config.route_tables[table_index].virtual_hosts[vhost],
-                        vhost_index: vhost,
-                        route,
-                        route_index,
-                        match_index,
-                    };
-                    self.requests
-                        .get(id)
-                        .and_then(|req| snapshot.router.rewrite_path(&matched, &req.head.target))
-                };
-                let cluster_name = &dests[dest_index].cluster;
-                let slot = self.clusters.lookup(cluster_name);
-                let Some(req) = self.requests.get_mut(id) else {
-                    return;
-                };
-                req.slot = slot;
-                if let Some(path) = rewritten {
-                    req.head.target = path;
-                }
-                prepare_upstream_head(
-                    &mut req.head,
-                    Some(route),
-                    Some(&dests[dest_index]),
-                    &mut self.rng,
-                );
-                if slot.is_none() {
-                    self.local_reply(
-                        now,
-                        id,
-                        503,
-                        Some(ResponseFlag::NoHealthyUpstream),
-                        "no healthy upstream",
-                        &[],
-                    );
-                    return;
-                }
-                self.continue_expect(id);
-                if let Some(fault) = route.fault.clone() {
-                    if let Some(delay) = &fault.delay {
-                        if self.rng.chance_percent(delay.percent) {
-                            let Some(req) = self.requests.get_mut(id) else {
-                                return;
-                            };
-                            req.flags.push(ResponseFlag::DelayInjected);
-                            req.phase = Phase::FaultDelay;
-                            req.resume_at = Some(now + delay.fixed);
-                            self.arm_request_timer(id);
-                            return;
-                        }
-                    }
-                }
-                self.after_delay(now, id);
+                self.forward(now, id, &snapshot, table_index, &matched, dests);
             }
         }
+    }
+
+    /// A route matched that forwards: pick the destination, rewrite the head, inject faults,
+    /// and start the first attempt.
+    fn forward(
+        &mut self,
+        now: Instant,
+        id: u64,
+        snapshot: &Snapshot,
+        table_index: usize,
+        matched: &crate::route::Matched<'_>,
+        dests: &[WeightedCluster],
+    ) {
+        let route = matched.route;
+        let Some(dest_index) = route::pick_weighted(dests, &mut self.rng)
+            .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
+        else {
+            self.no_healthy_upstream(now, id);
+            return;
+        };
+        self.set_route(
+            id,
+            table_index,
+            matched.vhost_index,
+            matched.route_index,
+            dest_index,
+        );
+        let slot = self.clusters.lookup(&dests[dest_index].cluster);
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.slot = slot;
+        if let Some(path) = snapshot.router.rewrite_path(matched, &req.head.target) {
+            req.head.target = path;
+        }
+        prepare_upstream_head(
+            &mut req.head,
+            Some(route),
+            Some(&dests[dest_index]),
+            &mut self.rng,
+        );
+        if slot.is_none() {
+            self.no_healthy_upstream(now, id);
+            return;
+        }
+        self.continue_expect(id);
+        let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());
+        if let Some(delay) = delay.filter(|d| self.rng.chance_percent(d.percent)) {
+            let Some(req) = self.requests.get_mut(id) else {
+                return;
+            };
+            req.flags.push(ResponseFlag::DelayInjected);
+            req.phase = Phase::FaultDelay;
+            req.resume_at = Some(now + delay.fixed);
+            self.arm_request_timer(id);
+            return;
+        }
+        self.after_delay(now, id);
     }
 
     fn listener_passthrough(&self, snapshot: &Snapshot, listener: &str) -> bool {
@@ -545,14 +537,7 @@ impl Engine {
         };
         let tried = std::mem::take(&mut req.tried_hosts);
         let Some(s) = self.clusters.slot_mut(slot) else {
-            self.local_reply(
-                now,
-                id,
-                503,
-                Some(ResponseFlag::NoHealthyUpstream),
-                "no healthy upstream",
-                &[],
-            );
+            self.no_healthy_upstream(now, id);
             return;
         };
         if !s.state.breaker_mut().try_start_request() {
@@ -569,14 +554,7 @@ impl Engine {
         };
         let Ok(pick) = pick.map_err(|NoHealthyUpstream| ()) else {
             s.state.breaker_mut().request_done();
-            self.local_reply(
-                now,
-                id,
-                503,
-                Some(ResponseFlag::NoHealthyUpstream),
-                "no healthy upstream",
-                &[],
-            );
+            self.no_healthy_upstream(now, id);
             return;
         };
         let addr = s.state.host_address(pick.host);
@@ -797,6 +775,18 @@ impl Engine {
         true
     }
 
+    /// 503 `UH`: no host of the cluster may take the request.
+    fn no_healthy_upstream(&mut self, now: Instant, id: u64) {
+        self.local_reply(
+            now,
+            id,
+            503,
+            Some(ResponseFlag::NoHealthyUpstream),
+            "no healthy upstream",
+            &[],
+        );
+    }
+
     /// The breaker refused: 503 with the overload marker, as Envoy's `x-envoy-overloaded`.
     pub(crate) fn overflow(&mut self, now: Instant, id: u64) {
         self.local_reply(
@@ -899,11 +889,7 @@ impl Engine {
         }
         if let (Some(slot), Some((generation, host, addr))) = (slot, host) {
             if let Some(s) = self.clusters.slot_mut(slot) {
-                let host = if s.generation == generation {
-                    Some(host)
-                } else {
-                    s.host_by_addr(addr)
-                };
+                let host = s.resolve_host(generation, host, addr);
                 if let Some(host) = host {
                     if matches!(phase, Phase::Upstream(_)) {
                         s.state.request_finished(host);

@@ -103,11 +103,7 @@ impl Engine {
         up.requests += 1;
         let (slot, host, host_gen, addr) = (up.slot, up.host, up.host_gen, up.addr);
         if let Some(s) = self.clusters.slot_mut(slot) {
-            let host = if s.generation == host_gen {
-                Some(host)
-            } else {
-                s.host_by_addr(addr)
-            };
+            let host = s.resolve_host(host_gen, host, addr);
             if let Some(h) = host {
                 s.state.request_started(h);
             }
@@ -160,11 +156,7 @@ impl Engine {
             None => {
                 // Nobody waited for it, but the host still failed to accept a connection.
                 if let Some(s) = self.clusters.slot_mut(slot) {
-                    let host = if s.generation == host_gen {
-                        Some(host)
-                    } else {
-                        s.host_by_addr(addr)
-                    };
+                    let host = s.resolve_host(host_gen, host, addr);
                     if let Some(h) = host {
                         s.state.report(now, h, Outcome::ConnectFailed);
                     }
@@ -187,11 +179,7 @@ impl Engine {
         };
         s.state.breaker_mut().connection_closed();
         if state == UpState::Idle {
-            let host = if s.generation == host_gen {
-                Some(host)
-            } else {
-                s.host_by_addr(addr)
-            };
+            let host = s.resolve_host(host_gen, host, addr);
             if let Some(list) = host.and_then(|h| s.idle.get_mut(h)) {
                 list.retain(|&c| c != id);
             }
@@ -243,11 +231,7 @@ impl Engine {
         };
         let limit = s.state.config().pool.max_requests_per_connection;
         let idle_timeout = s.state.config().pool.idle_timeout;
-        let host = if s.generation == host_gen {
-            Some(host)
-        } else {
-            s.host_by_addr(addr)
-        };
+        let host = s.resolve_host(host_gen, host, addr);
         let spent = limit != 0 && self.up_mut(id).is_some_and(|u| u.requests >= limit);
         let Some(host) = host.filter(|_| !spent) else {
             self.close_upstream(now, id, true);
@@ -464,11 +448,7 @@ impl Engine {
         let slot = req.slot?;
         let (generation, host, addr) = req.host?;
         let s = self.clusters.slot(slot)?;
-        let host = if s.generation == generation {
-            host
-        } else {
-            s.host_by_addr(addr)?
-        };
+        let host = s.resolve_host(generation, host, addr)?;
         Some((slot, host))
     }
 
