@@ -2,24 +2,30 @@
 //! upstream pools, balancer and outlier state), driven by inputs and drained of outputs.
 //!
 //! Life of a request, and where each step lives:
-//! 1. [`downstream`]: bytes from a client are parsed into a request head (RFC 9112 rules and
+//! 1. `downstream`: bytes from a client are parsed into a request head (RFC 9112 rules and
 //!    limits from [`crate::http1`]); protocol errors answer 4xx/5xx and close.
-//! 2. [`request`]: the head is routed ([`crate::route`]), faults are injected, a host is picked
-//!    ([`crate::cluster`]) and an attempt starts; failures are retried with jittered backoff
-//!    within the route's policy, timeouts fire, mesh-generated errors are answered.
-//! 3. [`upstream`]: a pooled connection (or a new one, within the circuit breaker's limits)
-//!    carries the request; the response is validated and streamed back; the connection returns
-//!    to the pool.
+//! 2. `routing`: the head is routed ([`crate::route`]), faults are injected, the upstream
+//!    head is prepared; `request` holds the request's state.
+//! 3. `attempt`: a host is picked ([`crate::cluster`]), timeouts run, failures are retried
+//!    with jittered backoff within the route's policy.
+//! 4. `upstream`: a pooled connection (or a new one, within the circuit breaker's limits)
+//!    carries the request; `response` validates and streams the answer back and returns the
+//!    connection to the pool.
+//! 5. `reply`: mesh-generated answers, the end of the request, its access-log record.
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
 //! from the engine's seeded RNG, and nothing iterates a hash map to make a decision.
 
 mod api;
+mod attempt;
 mod clusters;
 mod conn;
 mod downstream;
 mod log;
+mod reply;
 mod request;
+mod response;
+mod routing;
 mod slab;
 mod snapshot;
 mod stats;

@@ -1,0 +1,332 @@
+//! Attempts: picking a host, timeouts (route, per-try, stream idle), retries with jittered
+//! backoff under Envoy's `retry_on` rules, and releasing what an attempt held.
+//!
+//! A failed attempt is retried while `attempts` allows, the route deadline has not passed, the
+//! response has not started downstream, the request body could be replayed (it fit the retry
+//! buffer), and the cluster's `maxRetries` breaker has room. The next host avoids hosts already
+//! tried (Envoy's previous_hosts predicate).
+
+use std::time::Duration;
+
+use crate::cluster::{NoHealthyUpstream, Outcome};
+use crate::config::RetryPolicy;
+use crate::http1::BodyEncoder;
+use crate::time::Instant;
+
+use super::log::ResponseFlag;
+use super::request::{Failure, Phase};
+use super::timers::TimerOwner;
+use super::Engine;
+
+impl Engine {
+    /// Pick a host and get a connection for the next attempt.
+    pub(crate) fn begin_attempt(&mut self, now: Instant, id: u64) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.resume_at = None;
+        let Some(slot) = req.slot else {
+            return;
+        };
+        let tried = std::mem::take(&mut req.tried_hosts);
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            self.no_healthy_upstream(now, id);
+            return;
+        };
+        if !s.state.breaker_mut().try_start_request() {
+            self.overflow(now, id);
+            return;
+        }
+        let pick = s.state.pick(&mut self.rng, &tried);
+        let generation = s.generation;
+        if let Some(req) = self.requests.get_mut(id) {
+            req.tried_hosts = tried;
+        }
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        let Ok(pick) = pick.map_err(|NoHealthyUpstream| ()) else {
+            s.state.breaker_mut().request_done();
+            self.no_healthy_upstream(now, id);
+            return;
+        };
+        let addr = s.state.host_address(pick.host);
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.holds_request = true;
+        req.attempts += 1;
+        req.tried_hosts.push(pick.host);
+        req.host = Some((generation, pick.host, addr));
+        req.head_sent = false;
+        req.end_sent = false;
+        req.encoder = BodyEncoder::new(req.head.framing);
+        if let Some(replay) = &req.replay {
+            req.unsent = replay.iter().cloned().collect();
+            req.unsent_bytes = req.replay_bytes;
+        }
+        if req.body_done {
+            self.arm_try_timeout(now, id);
+        }
+        self.stats.upstream_rq_total += 1;
+        self.acquire_connection(now, id, slot, pick.host);
+    }
+
+    /// The per-try timeout starts once the request is whole and an attempt is under way.
+    pub(crate) fn arm_try_timeout(&mut self, now: Instant, id: u64) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        let per_try = req.route_config().and_then(|r| r.retries.per_try_timeout);
+        let route_timeout = req.route_config().and_then(|r| r.timeout);
+        if req.deadline.is_none() {
+            req.deadline = route_timeout.map(|t| now + t);
+        }
+        req.try_deadline = per_try.map(|t| now + t);
+        self.arm_request_timer(id);
+    }
+
+    pub(crate) fn arm_request_timer(&mut self, id: u64) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        if let Some(at) = req.earliest_wake() {
+            if req.wake.is_none_or(|w| at < w) {
+                req.wake = Some(at);
+                self.timers.schedule(at, TimerOwner::Request(id));
+            }
+        }
+    }
+
+    pub(crate) fn on_request_timer(&mut self, now: Instant, at: Instant, id: u64) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        if req.wake != Some(at) {
+            return;
+        }
+        req.wake = None;
+        if req.deadline.is_some_and(|d| d <= now) {
+            req.deadline = None;
+            self.route_timeout(now, id);
+            return;
+        }
+        if req.try_deadline.is_some_and(|d| d <= now) {
+            req.try_deadline = None;
+            self.attempt_failed(now, id, Failure::PerTryTimeout);
+            return;
+        }
+        if req.idle_deadline.is_some_and(|d| d <= now) {
+            req.idle_deadline = None;
+            self.stream_idle(now, id);
+            return;
+        }
+        if req.resume_at.is_some_and(|d| d <= now) {
+            req.resume_at = None;
+            match req.phase {
+                Phase::FaultDelay => self.after_delay(now, id),
+                Phase::Backoff => self.begin_attempt(now, id),
+                _ => {}
+            }
+            return;
+        }
+        self.arm_request_timer(id);
+    }
+
+    /// Nothing moved for `stream_idle_timeout`.
+    fn stream_idle(&mut self, now: Instant, id: u64) {
+        self.detach_attempt(now, id, Some(Outcome::Timeout));
+        let Some(req) = self.requests.get(id) else {
+            return;
+        };
+        if req.response_started {
+            self.abort_downstream(now, id, ResponseFlag::StreamIdleTimeout);
+        } else if !req.body_done {
+            self.local_reply(
+                now,
+                id,
+                408,
+                Some(ResponseFlag::StreamIdleTimeout),
+                "stream timeout",
+                &[],
+            );
+        } else {
+            self.local_reply(
+                now,
+                id,
+                504,
+                Some(ResponseFlag::StreamIdleTimeout),
+                "stream timeout",
+                &[],
+            );
+        }
+    }
+
+    /// Bytes moved for this request: push its stream idle deadline back.
+    pub(crate) fn touch(&mut self, now: Instant, id: u64) {
+        let timeout = self.snapshot.config.http.stream_idle_timeout;
+        if let Some(req) = self.requests.get_mut(id) {
+            req.idle_deadline = Some(now + timeout);
+        }
+    }
+
+    /// The route's `timeout` passed: 504 if nothing was answered yet, else cut the response.
+    fn route_timeout(&mut self, now: Instant, id: u64) {
+        self.detach_attempt(now, id, Some(Outcome::Timeout));
+        let started = self.requests.get(id).is_some_and(|r| r.response_started);
+        if started {
+            self.abort_downstream(now, id, ResponseFlag::UpstreamRequestTimeout);
+        } else {
+            self.local_reply(
+                now,
+                id,
+                504,
+                Some(ResponseFlag::UpstreamRequestTimeout),
+                "upstream request timeout",
+                &[],
+            );
+        }
+    }
+
+    /// The current attempt failed: retry if the policy allows, else answer for the mesh.
+    pub(crate) fn attempt_failed(&mut self, now: Instant, id: u64, failure: Failure) {
+        let outcome = match failure {
+            Failure::ConnectFailed => Some(Outcome::ConnectFailed),
+            Failure::Reset | Failure::ProtocolError => Some(Outcome::Reset),
+            Failure::PerTryTimeout => Some(Outcome::Timeout),
+            Failure::Status(_) => None, // already reported when the head arrived
+        };
+        self.detach_attempt(now, id, outcome);
+        if failure == Failure::ConnectFailed {
+            self.stats.upstream_cx_connect_fail += 1;
+        }
+        if self.try_retry(now, id, failure) {
+            return;
+        }
+        let retried_out = self.requests.get(id).is_some_and(|r| r.attempts > 1);
+        let (status, flag, body) = match failure {
+            Failure::ConnectFailed => (
+                503,
+                ResponseFlag::UpstreamConnectionFailure,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            Failure::Reset => (
+                503,
+                ResponseFlag::UpstreamConnectionTermination,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            ),
+            Failure::PerTryTimeout => (504, ResponseFlag::UpstreamRequestTimeout, "upstream request timeout"),
+            Failure::ProtocolError => (502, ResponseFlag::UpstreamProtocolError, "upstream sent an invalid response"),
+            Failure::Status(_) => return, // the caller forwards the response itself
+        };
+        if retried_out {
+            if let Some(req) = self.requests.get_mut(id) {
+                req.flags.push(ResponseFlag::UpstreamRetryLimitExceeded);
+            }
+        }
+        self.local_reply(now, id, status, Some(flag), body, &[]);
+    }
+
+    /// Schedules another attempt if every retry condition holds.
+    pub(crate) fn try_retry(&mut self, now: Instant, id: u64, failure: Failure) -> bool {
+        let Some(req) = self.requests.get_mut(id) else {
+            return false;
+        };
+        let policy = req.retry_policy();
+        let retries_used = req.attempts.saturating_sub(1);
+        let replayable = req.replay.is_some();
+        let deadline_left = req.deadline.is_none_or(|d| d > now);
+        if req.response_started
+            || !replayable
+            || !deadline_left
+            || retries_used >= policy.attempts
+            || !failure.retriable_under(&policy.retry_on)
+        {
+            return false;
+        }
+        let Some(slot) = req.slot else {
+            return false;
+        };
+        let holds_retry = req.holds_retry;
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return false;
+        };
+        if !holds_retry && !s.state.breaker_mut().try_start_retry() {
+            self.stats.upstream_rq_retry_overflow += 1;
+            return false;
+        }
+        self.stats.upstream_rq_retry += 1;
+        let backoff = retry_backoff(&policy, retries_used, &mut self.rng);
+        let Some(req) = self.requests.get_mut(id) else {
+            return false;
+        };
+        req.holds_retry = true;
+        req.phase = Phase::Backoff;
+        req.try_deadline = None;
+        req.resume_at = Some(now + backoff);
+        self.arm_request_timer(id);
+        true
+    }
+
+    /// Give up the current attempt's upstream resources; `outcome` feeds outlier detection.
+    pub(crate) fn detach_attempt(&mut self, now: Instant, id: u64, outcome: Option<Outcome>) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        let phase = std::mem::replace(&mut req.phase, Phase::Done);
+        let host = req.host.take();
+        let slot = req.slot;
+        let holds_request = std::mem::take(&mut req.holds_request);
+        req.try_deadline = None;
+        match phase {
+            Phase::Pending => {
+                if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {
+                    if let Some(pos) = s.pending.iter().position(|&r| r == id) {
+                        s.pending.remove(pos);
+                        s.state.breaker_mut().pending_removed();
+                    }
+                }
+            }
+            Phase::Connecting(up) => {
+                // Let the connection finish; it joins the pool for someone else.
+                self.unclaim_connecting(up);
+            }
+            Phase::Upstream(up) => {
+                self.close_upstream(now, up, false);
+            }
+            _ => {}
+        }
+        if let (Some(slot), Some((generation, host, addr))) = (slot, host) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                let host = s.resolve_host(generation, host, addr);
+                if let Some(host) = host {
+                    if matches!(phase, Phase::Upstream(_)) {
+                        s.state.request_finished(host);
+                    }
+                    if let Some(outcome) = outcome {
+                        s.state.report(now, host, outcome);
+                        self.arm_sweep(slot);
+                    }
+                }
+            }
+        }
+        if holds_request {
+            if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {
+                s.state.breaker_mut().request_done();
+            }
+        }
+    }
+}
+
+/// Fully jittered exponential backoff (Envoy): uniform in [0, min(base·2^n, 10·base)).
+fn retry_backoff(
+    policy: &RetryPolicy,
+    retries_used: u32,
+    rng: &mut crate::rng::EngineRng,
+) -> Duration {
+    let base = policy.backoff_base.as_nanos().max(1) as u64;
+    let ceiling = base
+        .saturating_mul(1u64 << retries_used.min(16))
+        .min(base.saturating_mul(10));
+    Duration::from_nanos(rng.below_u64(ceiling.max(1)))
+}

@@ -1,0 +1,167 @@
+//! Ending a request: mesh-generated answers (with Envoy's response flags and wording), cutting
+//! a response that can't be completed, and the access-log record.
+
+use crate::http1::{self};
+use crate::time::Instant;
+
+use super::conn::Side;
+use super::log::{RequestLog, ResponseFlag};
+use super::Engine;
+
+impl Engine {
+    /// 503 `UH`: no host of the cluster may take the request.
+    pub(crate) fn no_healthy_upstream(&mut self, now: Instant, id: u64) {
+        self.local_reply(
+            now,
+            id,
+            503,
+            Some(ResponseFlag::NoHealthyUpstream),
+            "no healthy upstream",
+            &[],
+        );
+    }
+
+    /// The breaker refused: 503 with the overload marker, as Envoy's `x-envoy-overloaded`.
+    pub(crate) fn overflow(&mut self, now: Instant, id: u64) {
+        self.local_reply(
+            now,
+            id,
+            503,
+            Some(ResponseFlag::UpstreamOverflow),
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            &[("x-envoy-overloaded", "true")],
+        );
+    }
+
+    /// Answer the request from the mesh itself (routing result, fault, or mesh error).
+    pub(crate) fn local_reply(
+        &mut self,
+        now: Instant,
+        id: u64,
+        status: u16,
+        flag: Option<ResponseFlag>,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) {
+        self.detach_attempt(now, id, None);
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        if req.response_started {
+            let flag = flag.unwrap_or(ResponseFlag::UpstreamConnectionTermination);
+            self.abort_downstream(now, id, flag);
+            return;
+        }
+        if let Some(flag) = flag {
+            req.flags.push(flag);
+            *self.stats.flags.entry(flag).or_default() += 1;
+        }
+        // Keep the connection only if the request was read whole; otherwise its unread body
+        // would be taken for the next request.
+        let close = !req.down_keep_alive || !req.body_done;
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        let flags = req
+            .flags
+            .iter()
+            .map(|f| f.code())
+            .collect::<Vec<_>>()
+            .join(",");
+        if flag.is_some() {
+            headers.push(("x-trellis-response-flags", &flags));
+        }
+        let mut out = bytes::BytesMut::new();
+        let body = if req.head.method == http::Method::HEAD {
+            ""
+        } else {
+            body
+        };
+        http1::encode_local_response(status, &headers, body.as_bytes(), close, &mut out);
+        req.status = status;
+        req.response_started = true;
+        req.resp_body_out = body.len() as u64;
+        let down = req.down;
+        if close {
+            if let Some(super::conn::Conn {
+                side: Side::Down(d),
+                ..
+            }) = self.conns.get_mut(down)
+            {
+                d.close_after_response = true;
+            }
+        }
+        self.write(down, &out);
+        self.finish_request(now, id);
+    }
+
+    /// The response cannot be completed: cut the downstream connection so the client sees a
+    /// truncated message rather than a wrong one.
+    pub(crate) fn abort_downstream(&mut self, now: Instant, id: u64, flag: ResponseFlag) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.flags.push(flag);
+        *self.stats.flags.entry(flag).or_default() += 1;
+        let down = req.down;
+        self.mark_closing(down, false);
+        self.finish_request(now, id);
+    }
+
+    /// The request is over: release everything, log it, and let the connection go on.
+    pub(crate) fn finish_request(&mut self, now: Instant, id: u64) {
+        self.detach_attempt(now, id, None);
+        let Some(req) = self.requests.remove(id) else {
+            return;
+        };
+        if req.holds_retry {
+            if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
+                s.state.breaker_mut().retry_done();
+            }
+        }
+        let class = (req.status / 100) as usize;
+        if let Some(n) = self.stats.downstream_rq_by_class.get_mut(class) {
+            *n += 1;
+        }
+        let cluster = req.destination().map(|d| d.cluster.clone()).or_else(|| {
+            req.slot
+                .and_then(|s| self.clusters.slot(s))
+                .map(|s| s.name.clone())
+        });
+        let peer = match self.conns.get(req.down) {
+            Some(super::conn::Conn {
+                side: Side::Down(d),
+                ..
+            }) => Some(d.peer),
+            _ => None,
+        };
+        self.logs.push(RequestLog {
+            downstream: super::ConnId(req.down),
+            peer,
+            start: req.start,
+            duration: now - req.start,
+            method: req.log_method,
+            authority: req.log_authority,
+            path: req.log_path,
+            status: req.status,
+            flags: req.flags,
+            route: req
+                .route
+                .and_then(|r| {
+                    req.snapshot
+                        .config
+                        .route_tables
+                        .get(r.table)?
+                        .virtual_hosts
+                        .get(r.vhost)?
+                        .routes
+                        .get(r.route)
+                })
+                .map(|r| r.name.clone()),
+            cluster,
+            upstream_host: req.host.map(|(_, _, a)| a),
+            attempts: req.attempts,
+            request_body_bytes: req.body_in,
+            response_body_bytes: req.resp_body_out,
+        });
+        self.downstream_request_done(now, req.down, req.body_done);
+    }
+}

@@ -1,0 +1,343 @@
+//! Upstream responses: validating the head (interim 1xx, 101 upgrades, retriable statuses),
+//! re-framing it for the client, relaying the body, and deciding whether the connection goes
+//! back to the pool.
+
+use bytes::BytesMut;
+
+use crate::cluster::Outcome;
+use crate::http1::{self, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, ResponseHead, Version};
+use crate::route;
+use crate::time::Instant;
+
+use super::conn::{Conn, DownState, Side};
+use super::log::ResponseFlag;
+use super::request::{status_retriable, Failure, Phase};
+use super::{out_buf, Engine};
+
+impl Engine {
+    /// Parse and forward as much of the response as has arrived.
+    pub(crate) fn relay_response(&mut self, now: Instant, up_id: u64, req_id: u64) {
+        loop {
+            let Some(req) = self.requests.get(req_id) else {
+                return;
+            };
+            if req.resp_decoder.is_none() && !req.response_started {
+                if !self.relay_response_head(now, up_id, req_id) {
+                    return;
+                }
+                continue;
+            }
+            // Body.
+            let Some(Conn {
+                side: Side::Up(up), ..
+            }) = self.conns.get_mut(up_id)
+            else {
+                return;
+            };
+            let Some(req) = self.requests.get_mut(req_id) else {
+                return;
+            };
+            let Some(decoder) = req.resp_decoder.as_mut() else {
+                return;
+            };
+            let event = match decoder.decode(&mut up.recv) {
+                Ok(BodyEvent::NeedMore) if up.read_closed => decoder.finish_on_eof(),
+                other => other,
+            };
+            let down = req.down;
+            match event {
+                Ok(BodyEvent::Data(data)) => {
+                    req.resp_body_out += data.len() as u64;
+                    req.idle_deadline = Some(now + self.snapshot.config.http.stream_idle_timeout);
+                    if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
+                        req.resp_encoder.encode_data(&data, out);
+                    }
+                }
+                Ok(BodyEvent::Done { trailers }) => {
+                    if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
+                        req.resp_encoder.encode_end(&trailers, out);
+                    }
+                    self.response_complete(now, up_id, req_id);
+                    return;
+                }
+                Ok(BodyEvent::NeedMore) => break,
+                Err(_) => {
+                    self.abort_downstream(now, req_id, ResponseFlag::UpstreamProtocolError);
+                    return;
+                }
+            }
+        }
+        self.refresh_backpressure_from_up(now, up_id);
+    }
+
+    /// Try to parse a response head. Returns true if the caller should keep going.
+    fn relay_response_head(&mut self, now: Instant, up_id: u64, req_id: u64) -> bool {
+        let Some(Conn {
+            side: Side::Up(up), ..
+        }) = self.conns.get_mut(up_id)
+        else {
+            return false;
+        };
+        let Some(req) = self.requests.get(req_id) else {
+            return false;
+        };
+        let parsed = http1::parse_response_head(&up.recv, &self.limits, &req.head.method);
+        let (mut head, consumed) = match parsed {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                if up.read_closed {
+                    self.attempt_failed(now, req_id, Failure::Reset);
+                }
+                return false;
+            }
+            Err(_) => {
+                self.attempt_failed(now, req_id, Failure::ProtocolError);
+                return false;
+            }
+        };
+        let _ = up.recv.split_to(consumed);
+        let down = req.down;
+        let down_version = req.down_version;
+        let wants_upgrade = req.head.upgrade.is_some();
+        if (100..200).contains(&head.status) {
+            if head.status == 101 {
+                if !wants_upgrade {
+                    self.attempt_failed(now, req_id, Failure::ProtocolError);
+                    return false;
+                }
+                return self.upgrade_accepted(now, up_id, req_id, head);
+            }
+            // We answered 100-continue ourselves; other interim responses go on to 1.1 clients.
+            if head.status != 100 && down_version == Version::Http11 {
+                let mut out = BytesMut::new();
+                http1::strip_hop_by_hop(&mut head.headers);
+                head.framing = BodyFraming::None;
+                head.keep_alive = true;
+                http1::encode_response_head(&head, &mut out);
+                self.write(down, &out);
+            }
+            return true;
+        }
+        // A final response: report it, and retry it if the policy says so.
+        self.touch(now, req_id);
+        let status = head.status;
+        if let Some((slot, host)) = self.attempt_host(req_id) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                s.state.report(now, host, Outcome::Response(status));
+            }
+            self.arm_sweep(slot);
+        }
+        let retriable = self.requests.get(req_id).is_some_and(|r| {
+            r.route_config()
+                .is_some_and(|route| status_retriable(&route.retries.retry_on, status))
+        });
+        if retriable && self.try_retry_after_response(now, req_id, status) {
+            return false;
+        }
+        self.start_response(now, up_id, req_id, head);
+        true
+    }
+
+    /// The current attempt's (slot, host index).
+    fn attempt_host(&self, req_id: u64) -> Option<(usize, usize)> {
+        let req = self.requests.get(req_id)?;
+        let slot = req.slot?;
+        let (generation, host, addr) = req.host?;
+        let s = self.clusters.slot(slot)?;
+        let host = s.resolve_host(generation, host, addr)?;
+        Some((slot, host))
+    }
+
+    fn try_retry_after_response(&mut self, now: Instant, req_id: u64, status: u16) -> bool {
+        // The response's body will not be read: the connection can't be reused.
+        let up = match self.requests.get(req_id).map(|r| r.phase) {
+            Some(Phase::Upstream(up)) => up,
+            _ => return false,
+        };
+        let allowed = {
+            let Some(req) = self.requests.get(req_id) else {
+                return false;
+            };
+            let policy = req.retry_policy();
+            !req.response_started
+                && req.replay.is_some()
+                && req.attempts.saturating_sub(1) < policy.attempts
+                && req.deadline.is_none_or(|d| d > now)
+        };
+        if !allowed {
+            return false;
+        }
+        let _ = up;
+        // detach (closing the connection) without a second outlier report, then schedule.
+        self.detach_attempt(now, req_id, None);
+        if self.try_retry(now, req_id, Failure::Status(status)) {
+            return true;
+        }
+        // Retry refused by the breaker: answer what we know.
+        self.local_reply(
+            now,
+            req_id,
+            status,
+            Some(ResponseFlag::UpstreamRetryLimitExceeded),
+            "upstream retry limit exceeded",
+            &[],
+        );
+        true
+    }
+
+    /// Send the response head downstream and set up body relaying.
+    fn start_response(&mut self, now: Instant, _up_id: u64, req_id: u64, mut head: ResponseHead) {
+        let Some(req) = self.requests.get_mut(req_id) else {
+            return;
+        };
+        let is_head = req.head.method == http::Method::HEAD;
+        // Content-Length of a HEAD or 304 answer describes the body it would have had: keep it.
+        let keep_length = (is_head || head.status == 304)
+            .then(|| head.headers.get(http::header::CONTENT_LENGTH).cloned())
+            .flatten();
+        http1::strip_hop_by_hop(&mut head.headers);
+        if let Some(length) = keep_length {
+            head.headers.insert(http::header::CONTENT_LENGTH, length);
+        }
+        if let Some(route) = req.route_config() {
+            route::apply_header_ops(&route.response_headers, &mut head.headers);
+        }
+        if let Some(dest) = req.destination() {
+            route::apply_header_ops(&dest.response_headers, &mut head.headers);
+        }
+        head.headers.append(
+            http::header::VIA,
+            http::HeaderValue::from_static("1.1 trellis"),
+        );
+        let upstream_framing = head.framing;
+        let upstream_keep_alive = head.keep_alive;
+        let down_framing = match (upstream_framing, req.down_version) {
+            (BodyFraming::CloseDelimited, Version::Http11) => BodyFraming::Chunked,
+            (BodyFraming::Chunked, Version::Http10) => BodyFraming::CloseDelimited,
+            (f, _) => f,
+        };
+        let down = req.down;
+        let close_down =
+            !req.down_keep_alive || !req.body_done || down_framing == BodyFraming::CloseDelimited;
+        head.version = Version::Http11;
+        head.framing = down_framing;
+        head.keep_alive = !close_down;
+        req.status = head.status;
+        req.response_started = true;
+        req.upstream_keep_alive = upstream_keep_alive;
+        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &self.limits));
+        req.resp_encoder = BodyEncoder::new(down_framing);
+        if close_down {
+            if let Some(Conn {
+                side: Side::Down(d),
+                ..
+            }) = self.conns.get_mut(down)
+            {
+                d.close_after_response = true;
+            }
+        }
+        if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
+            http1::encode_response_head(&head, out);
+        }
+        let _ = now;
+    }
+
+    /// 101 Switching Protocols: both sides become a raw relay.
+    fn upgrade_accepted(
+        &mut self,
+        now: Instant,
+        up_id: u64,
+        req_id: u64,
+        mut head: ResponseHead,
+    ) -> bool {
+        let Some(req) = self.requests.get_mut(req_id) else {
+            return false;
+        };
+        let down = req.down;
+        let protocol = req.head.upgrade.clone().unwrap_or_default();
+        http1::strip_hop_by_hop(&mut head.headers);
+        if let Ok(value) = http::HeaderValue::from_str(&protocol) {
+            head.headers.insert(http::header::UPGRADE, value);
+        }
+        head.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        head.framing = BodyFraming::None;
+        head.keep_alive = true;
+        req.status = 101;
+        req.response_started = true;
+        let mut out = BytesMut::new();
+        http1::encode_response_head(&head, &mut out);
+        self.write(down, &out);
+        // The request is over as an HTTP exchange; the connections live on as a tunnel.
+        if let Some(r) = self.requests.get_mut(req_id) {
+            r.phase = Phase::Done;
+            r.body_done = true;
+        }
+        let leftover = self
+            .up_mut(up_id)
+            .map(|u| u.recv.split().freeze())
+            .unwrap_or_default();
+        if let Some((slot, host)) = self.attempt_host(req_id) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                s.state.request_finished(host);
+            }
+        }
+        if let Some(Conn {
+            side: Side::Down(d),
+            ..
+        }) = self.conns.get_mut(down)
+        {
+            d.state = DownState::Idle; // finish_request must not close it
+        }
+        self.finish_request(now, req_id);
+        self.start_tunnel(down, up_id, leftover);
+        false
+    }
+
+    /// The response was relayed whole.
+    fn response_complete(&mut self, now: Instant, up_id: u64, req_id: u64) {
+        let reusable = {
+            let up = match self.conns.get(up_id) {
+                Some(Conn {
+                    side: Side::Up(u), ..
+                }) => u,
+                _ => return,
+            };
+            let req = self.requests.get(req_id);
+            let resp_keep_alive = req
+                .and_then(|r| r.resp_decoder.as_ref())
+                .is_some_and(|d| d.is_done());
+            resp_keep_alive
+                && !up.read_closed
+                && up.recv.is_empty()
+                && req.is_some_and(|r| r.body_done && r.unsent.is_empty() && r.upstream_keep_alive)
+        };
+        if let Some((slot, host)) = self.attempt_host(req_id) {
+            if let Some(s) = self.clusters.slot_mut(slot) {
+                s.state.request_finished(host);
+            }
+        }
+        if let Some(req) = self.requests.get_mut(req_id) {
+            // The connection outlives the request: detach without closing it.
+            req.phase = Phase::Done;
+        }
+        if let Some(req) = self.requests.get(req_id) {
+            if req.holds_request {
+                if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
+                    s.state.breaker_mut().request_done();
+                }
+            }
+        }
+        if let Some(req) = self.requests.get_mut(req_id) {
+            req.holds_request = false;
+        }
+        if reusable {
+            self.release_upstream(now, up_id);
+        } else {
+            self.close_upstream(now, up_id, true);
+        }
+        self.finish_request(now, req_id);
+    }
+}

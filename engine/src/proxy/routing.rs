@@ -1,0 +1,440 @@
+//! Routing a request: the route table decides forward, redirect or direct response; faults
+//! are injected (delay, then abort); the head is rewritten for the upstream (hop-by-hop fields
+//! out, header edits and proxy fields in); unknown hosts may pass through (Istio ALLOW_ANY).
+
+use std::collections::VecDeque;
+
+use crate::config::{Route, RouteAction, WeightedCluster};
+use crate::http1::{self, BodyDecoder, BodyEncoder, BodyFraming, RequestHead, Version};
+use crate::route::{self, RouteOutcome, RouteRequest};
+use crate::time::Instant;
+
+use super::conn::{DownState, Side};
+use super::log::ResponseFlag;
+use super::request::{Phase, Request, RouteRef};
+use super::snapshot::Snapshot;
+use super::Engine;
+
+impl Engine {
+    /// A complete request head arrived on `down`; create the request and route it.
+    pub(crate) fn start_request(&mut self, now: Instant, down: u64, head: RequestHead) {
+        self.stats.downstream_rq_total += 1;
+        let snapshot = self.snapshot.clone();
+        let (listener, source_labels, port, passthrough) = match self.conns.get(down) {
+            Some(super::conn::Conn {
+                side: Side::Down(d),
+                ..
+            }) => (
+                d.listener.clone(),
+                d.source_labels.clone(),
+                d.original_dst.map(|a| a.port()).unwrap_or(d.local.port()),
+                d.original_dst,
+            ),
+            _ => return,
+        };
+        let down_keep_alive = head.keep_alive;
+        let body_done = matches!(head.framing, BodyFraming::None);
+        let decoder = (!body_done).then(|| BodyDecoder::new(head.framing, &self.limits));
+        let request = Request {
+            down,
+            snapshot: snapshot.clone(),
+            start: now,
+            log_method: head.method.as_str().to_string(),
+            log_authority: head.authority.clone(),
+            log_path: head.target.clone(),
+            down_version: head.version,
+            down_keep_alive,
+            route: None,
+            slot: None,
+            phase: Phase::Done,
+            decoder,
+            body_done,
+            unsent: VecDeque::new(),
+            unsent_bytes: 0,
+            replay: Some(Vec::new()),
+            replay_bytes: 0,
+            trailers: http::HeaderMap::new(),
+            body_in: 0,
+            attempts: 0,
+            tried_hosts: Vec::new(),
+            holds_retry: false,
+            holds_request: false,
+            host: None,
+            encoder: BodyEncoder::new(head.framing),
+            head_sent: false,
+            end_sent: false,
+            deadline: None,
+            try_deadline: None,
+            resume_at: None,
+            idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
+            wake: None,
+            response_started: false,
+            status: 0,
+            resp_decoder: None,
+            resp_encoder: BodyEncoder::new(BodyFraming::None),
+            resp_body_out: 0,
+            upstream_keep_alive: false,
+            flags: Vec::new(),
+            head,
+        };
+        let id = self.requests.insert_with(|_| request);
+        self.arm_request_timer(id);
+        if let Some(super::conn::Conn {
+            side: Side::Down(d),
+            ..
+        }) = self.conns.get_mut(down)
+        {
+            d.state = DownState::Active(id);
+            d.head_deadline = None;
+            d.idle_deadline = None;
+        }
+
+        // Max-Forwards (RFC 9110 §7.6.2) for TRACE and OPTIONS: answer here at zero.
+        if let Some(answered) = self.max_forwards(now, id) {
+            if answered {
+                return;
+            }
+        } else {
+            return;
+        }
+
+        let Some((_, table)) = snapshot.listener_named(&listener) else {
+            self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
+            return;
+        };
+        let outcome = {
+            let Some(req) = self.requests.get(id) else {
+                return;
+            };
+            let rr = RouteRequest {
+                authority: &req.head.authority,
+                path: &req.head.target,
+                method: req.head.method.as_str(),
+                scheme: "http",
+                headers: &req.head.headers,
+                port,
+                source_labels: &source_labels,
+            };
+            match snapshot.router.route(table, &rr) {
+                RouteOutcome::Matched(m) => Some((m.vhost_index, m.route_index, m.match_index)),
+                RouteOutcome::NoVirtualHost | RouteOutcome::NoRoute { .. } => None,
+            }
+        };
+        let Some((vhost, route_index, match_index)) = outcome else {
+            // Istio's ALLOW_ANY: traffic for hosts the mesh doesn't know goes where it was headed.
+            match passthrough.filter(|_| self.listener_passthrough(&snapshot, &listener)) {
+                Some(addr) => self.forward_passthrough(now, id, addr),
+                None => self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]),
+            }
+            return;
+        };
+        let table_index = table.index();
+        let Some((vhost_config, route)) = snapshot
+            .config
+            .route_tables
+            .get(table_index)
+            .and_then(|t| t.virtual_hosts.get(vhost))
+            .and_then(|v| Some((v, v.routes.get(route_index)?)))
+        else {
+            self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
+            return;
+        };
+        let matched = crate::route::Matched {
+            vhost: vhost_config,
+            vhost_index: vhost,
+            route,
+            route_index,
+            match_index,
+        };
+
+        match &route.action {
+            RouteAction::DirectResponse { status, body } => {
+                let body = body.clone().unwrap_or_default();
+                self.set_route(id, table_index, vhost, route_index, 0);
+                self.local_reply(now, id, *status, None, &body, &[]);
+            }
+            RouteAction::Redirect(redirect) => {
+                self.set_route(id, table_index, vhost, route_index, 0);
+                let Some(req) = self.requests.get(id) else {
+                    return;
+                };
+                let location = route::redirect_location(
+                    redirect,
+                    "http",
+                    &req.head.authority,
+                    &req.head.target,
+                );
+                let status = route::redirect_status(redirect);
+                self.local_reply(now, id, status, None, "", &[("location", &location)]);
+            }
+            RouteAction::Forward(dests) => {
+                self.forward(now, id, &snapshot, table_index, &matched, dests);
+            }
+        }
+    }
+
+    /// A route matched that forwards: pick the destination, rewrite the head, inject faults,
+    /// and start the first attempt.
+    fn forward(
+        &mut self,
+        now: Instant,
+        id: u64,
+        snapshot: &Snapshot,
+        table_index: usize,
+        matched: &crate::route::Matched<'_>,
+        dests: &[WeightedCluster],
+    ) {
+        let route = matched.route;
+        let Some(dest_index) = route::pick_weighted(dests, &mut self.rng)
+            .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
+        else {
+            self.no_healthy_upstream(now, id);
+            return;
+        };
+        self.set_route(
+            id,
+            table_index,
+            matched.vhost_index,
+            matched.route_index,
+            dest_index,
+        );
+        let slot = self.clusters.lookup(&dests[dest_index].cluster);
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.slot = slot;
+        if let Some(path) = snapshot.router.rewrite_path(matched, &req.head.target) {
+            req.head.target = path;
+        }
+        prepare_upstream_head(
+            &mut req.head,
+            Some(route),
+            Some(&dests[dest_index]),
+            &mut self.rng,
+        );
+        if slot.is_none() {
+            self.no_healthy_upstream(now, id);
+            return;
+        }
+        self.continue_expect(id);
+        let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());
+        if let Some(delay) = delay.filter(|d| self.rng.chance_percent(d.percent)) {
+            let Some(req) = self.requests.get_mut(id) else {
+                return;
+            };
+            req.flags.push(ResponseFlag::DelayInjected);
+            req.phase = Phase::FaultDelay;
+            req.resume_at = Some(now + delay.fixed);
+            self.arm_request_timer(id);
+            return;
+        }
+        self.after_delay(now, id);
+    }
+
+    fn listener_passthrough(&self, snapshot: &Snapshot, listener: &str) -> bool {
+        snapshot
+            .listener_named(listener)
+            .is_some_and(|(l, _)| l.passthrough)
+    }
+
+    /// Forward to the connection's original destination through its passthrough cluster
+    /// (no routing policy: no retries, no timeout, default pool limits), as Envoy's
+    /// `PassthroughCluster` does.
+    fn forward_passthrough(&mut self, now: Instant, id: u64, addr: std::net::SocketAddr) {
+        let slot = self.passthrough_slot(now, addr);
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        req.slot = Some(slot);
+        prepare_upstream_head(&mut req.head, None, None, &mut self.rng);
+        self.continue_expect(id);
+        self.begin_attempt(now, id);
+    }
+
+    fn set_route(&mut self, id: u64, table: usize, vhost: usize, route: usize, dest: usize) {
+        if let Some(req) = self.requests.get_mut(id) {
+            req.route = Some(RouteRef {
+                table,
+                vhost,
+                route,
+                dest,
+            });
+        }
+    }
+
+    /// Envoy answers `Expect: 100-continue` itself once it decided to forward, and does not
+    /// pass the expectation upstream.
+    fn continue_expect(&mut self, id: u64) {
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        if req.head.expect_continue {
+            req.head.expect_continue = false;
+            let down = req.down;
+            if req.down_version == Version::Http11 && !req.body_done {
+                self.write(down, b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+        }
+    }
+
+    /// Handles Max-Forwards on TRACE/OPTIONS. Returns Some(false) to go on routing, Some(true)
+    /// when answered here, None when the request is gone.
+    fn max_forwards(&mut self, now: Instant, id: u64) -> Option<bool> {
+        let req = self.requests.get_mut(id)?;
+        let method = req.head.method.clone();
+        if method != http::Method::TRACE && method != http::Method::OPTIONS {
+            return Some(false);
+        }
+        let Some(value) = req.head.headers.get("max-forwards") else {
+            return Some(false);
+        };
+        let parsed = value
+            .to_str()
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok());
+        match parsed {
+            None => {
+                self.local_reply(
+                    now,
+                    id,
+                    400,
+                    Some(ResponseFlag::DownstreamProtocolError),
+                    "invalid max-forwards",
+                    &[],
+                );
+                Some(true)
+            }
+            Some(0) if method == http::Method::OPTIONS => {
+                self.local_reply(
+                    now,
+                    id,
+                    200,
+                    None,
+                    "",
+                    &[(
+                        "allow",
+                        "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE",
+                    )],
+                );
+                Some(true)
+            }
+            Some(0) => {
+                let mut echo = bytes::BytesMut::new();
+                http1::encode_request_head(&req.head, &mut echo);
+                let echo = String::from_utf8_lossy(&echo).into_owned();
+                self.local_reply(
+                    now,
+                    id,
+                    200,
+                    None,
+                    &echo,
+                    &[("content-type", "message/http")],
+                );
+                Some(true)
+            }
+            Some(n) => {
+                let value = http::HeaderValue::from(n - 1);
+                req.head.headers.insert("max-forwards", value);
+                Some(false)
+            }
+        }
+    }
+
+    /// After any fault delay: maybe abort, else start the first attempt.
+    pub(crate) fn after_delay(&mut self, now: Instant, id: u64) {
+        let abort = self.requests.get(id).and_then(|r| {
+            r.route_config()
+                .and_then(|r| r.fault.as_ref()?.abort.clone())
+        });
+        if let Some(abort) = abort {
+            if self.rng.chance_percent(abort.percent) {
+                self.local_reply(
+                    now,
+                    id,
+                    abort.status,
+                    Some(ResponseFlag::FaultInjected),
+                    "fault filter abort",
+                    &[],
+                );
+                return;
+            }
+        }
+        self.begin_attempt(now, id);
+    }
+}
+
+/// Turns the client's head into the upstream head: hop-by-hop fields go, route and destination
+/// header edits apply, the authority may be rewritten, and the proxy adds its own fields.
+fn prepare_upstream_head(
+    head: &mut RequestHead,
+    route: Option<&Route>,
+    dest: Option<&WeightedCluster>,
+    rng: &mut crate::rng::EngineRng,
+) {
+    let upgrade = head.upgrade.clone();
+    http1::strip_hop_by_hop(&mut head.headers);
+    head.upgrade = upgrade;
+    head.headers.remove(http::header::EXPECT);
+    if let Some(route) = route {
+        if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority.clone()) {
+            head.authority = authority;
+        }
+        route::apply_header_ops(&route.request_headers, &mut head.headers);
+    }
+    if let Some(dest) = dest {
+        route::apply_header_ops(&dest.request_headers, &mut head.headers);
+    }
+    if !head.headers.contains_key("x-request-id") {
+        head.headers.insert("x-request-id", request_id(rng));
+    }
+    if !head.headers.contains_key("x-forwarded-proto") {
+        head.headers
+            .insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+    }
+    // RFC 9110 §7.6.3: a proxy MUST add itself to Via.
+    head.headers.append(
+        http::header::VIA,
+        http::HeaderValue::from_static("1.1 trellis"),
+    );
+    head.keep_alive = true;
+}
+
+/// A UUIDv4-shaped request id from the engine RNG (deterministic under a seed).
+fn request_id(rng: &mut crate::rng::EngineRng) -> http::HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+    // Version 4, variant 10xx, as RFC 9562 lays them out.
+    bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut nibble = 0;
+    for (i, byte) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+            continue;
+        }
+        let shift = 124 - 4 * nibble;
+        *byte = HEX[((bits >> shift) & 0xf) as usize];
+        nibble += 1;
+    }
+    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4_shaped_and_seeded() {
+        let mut a = crate::rng::EngineRng::with_seed(5);
+        let mut b = crate::rng::EngineRng::with_seed(5);
+        let id = request_id(&mut a);
+        assert_eq!(id, request_id(&mut b));
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4", "{s}");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_eq!(s.matches('-').count(), 4);
+    }
+}
