@@ -227,3 +227,108 @@ fn arbitrary_segmentation_gives_the_same_upstream_requests() {
         .tests(200)
         .quickcheck(prop as fn(Vec<u16>) -> TestResult);
 }
+
+/// What an upstream sends back is validated like what a client sends: anything that could
+/// desynchronise the connection is a 502, and the connection is not reused.
+#[test]
+fn invalid_upstream_responses_are_502_and_never_reused() {
+    for (name, bytes) in [
+        (
+            "cl+te",
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+                [..],
+        ),
+        (
+            "two lengths",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+        ),
+        (
+            "bad length",
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+        ),
+        (
+            "bad status",
+            b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n",
+        ),
+        ("bare lf", b"HTTP/1.1 200 OK\ncontent-length: 0\n\n"),
+        (
+            "obs-fold",
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\n  folded\r\ncontent-length: 0\r\n\r\n",
+        ),
+        ("not http", b"220 smtp.example.com ESMTP\r\n\r\n"),
+    ] {
+        let mut w = world(move |_| Reply::Raw {
+            bytes: Bytes::from_static(bytes),
+            delay: Duration::ZERO,
+        });
+        let c = w.connect(LISTENER);
+        let r = w
+            .exchange(c, "GET / HTTP/1.1\r\nhost: svc\r\n\r\n", secs(1))
+            .unwrap_or_else(|| panic!("{name}: no answer"));
+        assert_eq!(r.status, 502, "{name}");
+        assert_eq!(r.header("x-trellis-response-flags"), Some("UPE"), "{name}");
+        // The client connection survives a bad upstream, and a new upstream connection is used.
+        let r = w
+            .exchange(c, "GET / HTTP/1.1\r\nhost: svc\r\n\r\n", secs(1))
+            .unwrap();
+        assert_eq!(r.status, 502, "{name} (second request)");
+        assert!(
+            w.peak_upstream_conns <= 1,
+            "{name}: bad connections are closed, not pooled"
+        );
+    }
+}
+
+#[test]
+fn bytes_beyond_the_declared_length_are_not_taken_for_the_next_response() {
+    let mut w = world(|_| {
+        raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged")
+    });
+    let c = w.connect(LISTENER);
+    let r = w
+        .exchange(c, "GET /1 HTTP/1.1\r\nhost: svc\r\n\r\n", secs(1))
+        .unwrap();
+    assert_eq!(r.body_str(), "ok");
+    let r = w
+        .exchange(c, "GET /2 HTTP/1.1\r\nhost: svc\r\n\r\n", secs(1))
+        .unwrap();
+    assert_eq!(
+        r.body_str(),
+        "ok",
+        "the second answer comes from a fresh connection"
+    );
+    assert_eq!(w.seen.len(), 2);
+}
+
+#[test]
+fn upstream_cut_mid_body_cuts_the_client_and_others_keep_working() {
+    let mut w = world(|req| {
+        if req.target == "/cut" {
+            Reply::Raw {
+                bytes: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"),
+                delay: Duration::ZERO,
+            }
+        } else {
+            Reply::ok("fine")
+        }
+    });
+    let c = w.connect(LISTENER);
+    w.send(c, b"GET /cut HTTP/1.1\r\nhost: svc\r\n\r\n");
+    w.close_upstreams();
+    assert_eq!(
+        w.client_closed(c),
+        Some(false),
+        "reset: the client must see the truncation"
+    );
+    assert!(w
+        .logs
+        .last()
+        .unwrap()
+        .flags
+        .contains(&trellis_engine::proxy::ResponseFlag::UpstreamConnectionTermination));
+    let c2 = w.connect(LISTENER);
+    let r = w
+        .exchange(c2, "GET /ok HTTP/1.1\r\nhost: svc\r\n\r\n", secs(1))
+        .unwrap();
+    assert_eq!(r.body_str(), "fine");
+}

@@ -40,9 +40,11 @@ impl Engine {
             let Some(decoder) = req.resp_decoder.as_mut() else {
                 return;
             };
-            let event = match decoder.decode(&mut up.recv) {
-                Ok(BodyEvent::NeedMore) if up.read_closed => decoder.finish_on_eof(),
-                other => other,
+            // A body the upstream stopped short of is a terminated connection (UC); one it
+            // framed wrongly is a protocol error (UPE).
+            let (event, truncated) = match decoder.decode(&mut up.recv) {
+                Ok(BodyEvent::NeedMore) if up.read_closed => (decoder.finish_on_eof(), true),
+                other => (other, false),
             };
             let down = req.down;
             match event {
@@ -62,7 +64,12 @@ impl Engine {
                 }
                 Ok(BodyEvent::NeedMore) => break,
                 Err(_) => {
-                    self.abort_downstream(now, req_id, ResponseFlag::UpstreamProtocolError);
+                    let flag = if truncated {
+                        ResponseFlag::UpstreamConnectionTermination
+                    } else {
+                        ResponseFlag::UpstreamProtocolError
+                    };
+                    self.abort_downstream(now, req_id, flag);
                     return;
                 }
             }
