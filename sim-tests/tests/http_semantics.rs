@@ -332,3 +332,39 @@ fn upstream_cut_mid_body_cuts_the_client_and_others_keep_working() {
         .unwrap();
     assert_eq!(r.body_str(), "fine");
 }
+
+#[test]
+fn http10_keep_alive_clients_are_told_and_kept() {
+    let mut w = world(|_| Reply::ok("hi"));
+    let c = w.connect(LISTENER);
+    let r = w
+        .exchange(
+            c,
+            "GET / HTTP/1.0\r\nhost: svc\r\nconnection: keep-alive\r\n\r\n",
+            secs(1),
+        )
+        .unwrap();
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    assert_eq!(w.client_closed(c), None);
+    let r = w
+        .exchange(c, "GET / HTTP/1.0\r\nhost: svc\r\n\r\n", secs(1))
+        .unwrap();
+    assert_eq!(r.body_str(), "hi");
+    assert_eq!(
+        w.client_closed(c),
+        Some(true),
+        "no keep-alive asked: closed"
+    );
+}
+
+#[test]
+fn content_codings_sent_as_transfer_codings_reach_the_client() {
+    let mut w = world(|_| {
+        raw(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n")
+    });
+    let c = w.connect(LISTENER);
+    w.send(c, b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n");
+    let text = String::from_utf8_lossy(w.received(c)).to_ascii_lowercase();
+    assert!(text.contains("transfer-encoding: gzip\r\n"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+}

@@ -58,7 +58,9 @@ impl Engine {
         }
         // Keep the connection only if the request was read whole; otherwise its unread body
         // would be taken for the next request.
-        let close = !req.down_keep_alive || !req.body_done;
+        // HTTP/1.0 clients are not told about keep-alive by the local-reply encoder: close.
+        let close =
+            !req.down_keep_alive || !req.body_done || req.down_version == http1::Version::Http10;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         let flags = req
             .flags

@@ -202,6 +202,9 @@ impl Engine {
         let keep_length = (is_head || head.status == 304)
             .then(|| head.headers.get(http::header::CONTENT_LENGTH).cloned())
             .flatten();
+        // Content codings applied as transfer codings (`gzip, chunked`) describe the bytes we
+        // relay as they are: they must reach the client, while our own chunking is re-derived.
+        let codings = transfer_codings_besides_chunked(&head.headers);
         http1::strip_hop_by_hop(&mut head.headers);
         if let Some(length) = keep_length {
             head.headers.insert(http::header::CONTENT_LENGTH, length);
@@ -223,9 +226,22 @@ impl Engine {
             (BodyFraming::Chunked, Version::Http10) => BodyFraming::CloseDelimited,
             (f, _) => f,
         };
+        if let Some(codings) = codings {
+            if req.down_version == Version::Http11 {
+                head.headers
+                    .insert(http::header::TRANSFER_ENCODING, codings);
+            }
+        }
         let down = req.down;
         let close_down =
             !req.down_keep_alive || !req.body_done || down_framing == BodyFraming::CloseDelimited;
+        if req.down_version == Version::Http10 && !close_down {
+            // An HTTP/1.0 client only keeps the connection when told so.
+            head.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("keep-alive"),
+            );
+        }
         head.version = Version::Http11;
         head.framing = down_framing;
         head.keep_alive = !close_down;
@@ -347,4 +363,23 @@ impl Engine {
         }
         self.finish_request(now, req_id);
     }
+}
+
+/// The transfer codings of a response other than `chunked` (e.g. `gzip`), joined, if any.
+fn transfer_codings_besides_chunked(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let mut codings: Vec<&str> = Vec::new();
+    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        codings.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked")),
+        );
+    }
+    if codings.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&codings.join(", ")).ok()
 }
