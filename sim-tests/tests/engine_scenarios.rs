@@ -701,3 +701,30 @@ fn stream_idle_timeout_ends_requests_nobody_moves() {
     assert_eq!(r.status, 408);
     assert_eq!(w.client_closed(c), Some(true));
 }
+
+#[test]
+fn idle_timeout_still_guards_a_request_after_a_fault_delay() {
+    let mut config = build::base();
+    config.clusters = vec![cluster("svc", &[(V1, &[])])];
+    let mut r = route("all", vec![], &[("svc", 100)]);
+    r.fault = Some(FaultPolicy {
+        delay: Some(FaultDelay {
+            fixed: secs(1),
+            percent: 100.0,
+        }),
+        abort: None,
+    });
+    add_vhost(&mut config, "svc", &["svc"], vec![r]);
+    config.http.stream_idle_timeout = secs(10);
+    let mut w = World::new(config, 1);
+    w.server(V1, |_| Reply::Hang);
+    let c = w.connect(LISTENER);
+    // The body is still coming when the delay ends; then everything stalls.
+    w.send(
+        c,
+        b"POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 4\r\n\r\nab",
+    );
+    w.advance(secs(30));
+    let r = w.take_response(c, "POST").expect("the stall is ended");
+    assert_eq!(r.status, 408);
+}

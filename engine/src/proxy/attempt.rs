@@ -128,8 +128,8 @@ impl Engine {
                 Phase::Backoff => self.begin_attempt(now, id),
                 _ => {}
             }
-            return;
         }
+        // Whatever is still pending (route deadline, idle deadline ...) keeps a timer.
         self.arm_request_timer(id);
     }
 
