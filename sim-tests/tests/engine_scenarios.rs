@@ -728,3 +728,45 @@ fn idle_timeout_still_guards_a_request_after_a_fault_delay() {
     let r = w.take_response(c, "POST").expect("the stall is ended");
     assert_eq!(r.status, 408);
 }
+
+#[test]
+fn stale_keep_alive_connections_are_retried_under_istios_default_policy() {
+    let mut config = build::base();
+    config.clusters = vec![cluster("svc", &[(V1, &[])])];
+    let mut r = route("all", vec![], &[("svc", 100)]);
+    r.retries = RetryPolicy::default(); // Istio's: connect-failure, refused-stream, 503
+    add_vhost(&mut config, "svc", &["svc"], vec![r]);
+    let mut w = World::new(config, 1);
+    // Every second request arrives on a pooled connection the server has given up on.
+    let n = Rc::new(Cell::new(0));
+    let seen = n.clone();
+    w.server(V1, move |_| {
+        seen.set(seen.get() + 1);
+        if seen.get() % 2 == 0 {
+            Reply::Close
+        } else {
+            Reply::ok("fresh")
+        }
+    });
+    for _ in 0..3 {
+        let r = w.get(LISTENER, "svc", "/", &[]).unwrap();
+        assert_eq!((r.status, r.body_str()), (200, "fresh"));
+    }
+    assert!(
+        w.logs.iter().any(|l| l.attempts == 2),
+        "the stale connection was retried"
+    );
+    // A POST is not idempotent: it is not replayed, the client sees the failure.
+    let c = w.connect(LISTENER);
+    let r = w
+        .exchange(
+            c,
+            "POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 1\r\n\r\nx",
+            secs(1),
+        )
+        .unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-trellis-response-flags"), Some("UC"));
+    // Stale connections are not the host's fault: nothing was reported to outlier detection.
+    assert_eq!(w.engine.cluster_state("svc").unwrap().ejected_count(), 0);
+}

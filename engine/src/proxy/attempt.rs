@@ -193,6 +193,7 @@ impl Engine {
         let outcome = match failure {
             Failure::ConnectFailed => Some(Outcome::ConnectFailed),
             Failure::Reset | Failure::ProtocolError => Some(Outcome::Reset),
+            Failure::StaleConnection => None,
             Failure::PerTryTimeout => Some(Outcome::Timeout),
             Failure::Status(_) => None, // already reported when the head arrived
         };
@@ -210,7 +211,7 @@ impl Engine {
                 ResponseFlag::UpstreamConnectionFailure,
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
             ),
-            Failure::Reset => (
+            Failure::Reset | Failure::StaleConnection => (
                 503,
                 ResponseFlag::UpstreamConnectionTermination,
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
@@ -234,7 +235,10 @@ impl Engine {
         };
         let policy = req.retry_policy();
         let retries_used = req.attempts.saturating_sub(1);
-        let replayable = req.replay.is_some();
+        // A stale connection may have delivered the request after all: only methods that
+        // can be repeated safely are retried for it (RFC 9110 §9.2.2).
+        let replayable = req.replay.is_some()
+            && (failure != Failure::StaleConnection || req.head.method.is_idempotent());
         let deadline_left = req.deadline.is_none_or(|d| d > now);
         if req.response_started
             || !replayable

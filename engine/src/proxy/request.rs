@@ -107,6 +107,10 @@ pub(crate) enum Failure {
     ConnectFailed,
     /// Closed/reset before a complete response head.
     Reset,
+    /// A reused keep-alive connection closed before a single response byte: the upstream most
+    /// likely closed it idle just as the request went out (the HTTP/1 race that HTTP/2 reports
+    /// as REFUSED_STREAM). Not the host's fault, and safe to retry for idempotent methods.
+    StaleConnection,
     PerTryTimeout,
     /// The upstream answered with an unparsable or invalid response.
     ProtocolError,
@@ -121,7 +125,8 @@ impl Failure {
                 on.connect_failure || on.server_error || on.gateway_error || on.reset
             }
             Failure::Reset => on.reset || on.server_error,
-            Failure::PerTryTimeout => on.server_error || on.gateway_error,
+            Failure::StaleConnection => on.refused_stream || on.reset || on.server_error,
+            Failure::PerTryTimeout => on.server_error || on.gateway_error || on.reset,
             Failure::ProtocolError => false,
             Failure::Status(status) => status_retriable(on, status),
         }

@@ -93,7 +93,8 @@ impl Engine {
             Ok(Some(x)) => x,
             Ok(None) => {
                 if up.read_closed {
-                    self.attempt_failed(now, req_id, Failure::Reset);
+                    let failure = reset_kind(up);
+                    self.attempt_failed(now, req_id, failure);
                 }
                 return false;
             }
@@ -382,4 +383,14 @@ fn transfer_codings_besides_chunked(headers: &http::HeaderMap) -> Option<http::H
         return None;
     }
     http::HeaderValue::from_str(&codings.join(", ")).ok()
+}
+
+/// How a connection that closed before a response head failed: a reused connection that sent
+/// nothing back is stale (retriable under `refused-stream`), anything else a reset.
+pub(crate) fn reset_kind(up: &super::conn::Upstream) -> Failure {
+    if up.requests > 1 && up.recv.is_empty() {
+        Failure::StaleConnection
+    } else {
+        Failure::Reset
+    }
 }

@@ -347,6 +347,7 @@ impl Engine {
             return;
         };
         up.read_closed = true;
+        let reset = super::response::reset_kind(up);
         match up.state {
             UpState::Busy(req) => {
                 let started = self.requests.get(req).is_some_and(|r| r.response_started);
@@ -361,7 +362,7 @@ impl Engine {
                         );
                     }
                 } else {
-                    self.attempt_failed(now, req, Failure::Reset);
+                    self.attempt_failed(now, req, reset);
                 }
             }
             UpState::Tunnel(down) => self.mark_closing(down, true),
