@@ -368,3 +368,20 @@ fn content_codings_sent_as_transfer_codings_reach_the_client() {
     assert!(text.contains("transfer-encoding: gzip\r\n"), "{text}");
     assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
 }
+
+#[test]
+fn connect_is_refused_and_the_connection_closed() {
+    let mut w = world(|_| Reply::ok("never"));
+    let c = w.connect(LISTENER);
+    let r = w
+        .exchange(
+            c,
+            "CONNECT svc:443 HTTP/1.1\r\nhost: svc:443\r\n\r\n",
+            secs(1),
+        )
+        .unwrap();
+    assert_eq!(r.status, 405);
+    assert!(r.header("allow").is_some());
+    assert_eq!(w.client_closed(c), Some(true));
+    assert!(w.seen.is_empty());
+}

@@ -89,6 +89,34 @@ impl Engine {
             d.idle_deadline = None;
         }
 
+        // The sidecar routes HTTP; it does not open tunnels for CONNECT. What follows a CONNECT
+        // on the connection would be tunnel bytes, so the connection closes after the answer.
+        if self
+            .requests
+            .get(id)
+            .is_some_and(|r| r.head.method == http::Method::CONNECT)
+        {
+            if let Some(super::conn::Conn {
+                side: Side::Down(d),
+                ..
+            }) = self.conns.get_mut(down)
+            {
+                d.close_after_response = true;
+            }
+            self.local_reply(
+                now,
+                id,
+                405,
+                None,
+                "CONNECT is not supported by this proxy",
+                &[(
+                    "allow",
+                    "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE",
+                )],
+            );
+            return;
+        }
+
         // Max-Forwards (RFC 9110 §7.6.2) for TRACE and OPTIONS: answer here at zero.
         if let Some(answered) = self.max_forwards(now, id) {
             if answered {
