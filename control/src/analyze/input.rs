@@ -339,12 +339,20 @@ fn first_content_line(doc: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
+/// serde_yaml's message without its " at line L column C" marks (the reference has the line).
 fn strip_location(e: &serde_yaml::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
+    let mut s = e.to_string();
+    let digits = |t: &str| t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    while let Some(i) = s.find(" at line ") {
+        let rest = &s[i + " at line ".len()..];
+        let after_line = &rest[digits(rest)..];
+        let tail = match after_line.strip_prefix(" column ") {
+            Some(col) => &col[digits(col)..],
+            None => after_line,
+        };
+        s = format!("{}{tail}", &s[..i]);
     }
+    s
 }
 
 fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
@@ -453,8 +461,11 @@ spec:
     fn invalid_yaml_is_a_message_not_a_failure() {
         let inputs = Inputs::read_str("a: [unclosed\n---\nb: 1\n", "x.yaml");
         assert_eq!(inputs.messages.len(), 1);
-        assert!(inputs.messages[0]
-            .to_string()
-            .starts_with("Error [IST0106] (x.yaml:"));
+        let shown = inputs.messages[0].to_string();
+        assert!(
+            shown.starts_with("Error [IST0106] (x.yaml:2) Schema validation error: invalid YAML: "),
+            "{shown}"
+        );
+        assert!(!shown.contains("column"), "{shown}");
     }
 }
