@@ -133,3 +133,117 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The istio.io examples for this module's codes.
+    use crate::analyze::tests::{lines, plain};
+    use crate::analyze::{analyze_str, Level};
+
+    #[test]
+    fn ist0130_docs_example() {
+        let text = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: sample-foo-cluster01
+  namespace: foo
+spec:
+  hosts:
+  - sample.foo.svc.cluster.local
+  http:
+  - fault:
+      delay:
+        fixedDelay: 5s
+        percentage:
+          value: 100
+    route:
+    - destination:
+        host: sample.foo.svc.cluster.local
+  - mirror:
+      host: sample.bar.svc.cluster.local
+    route:
+    - destination:
+        host: sample.bar.svc.cluster.local
+        subset: v1
+"#;
+        let a = analyze_str(text, "s.yaml");
+        // istio.io prints `.default` although the example sets `namespace: foo`; we print the
+        // resource's real namespace.
+        assert_eq!(
+        lines(&a, "IST0130"),
+        vec!["Warning [IST0130] (VirtualService sample-foo-cluster01.foo) VirtualService rule #1 not used (only the last rule can have no matches)."]
+    );
+        assert!(!a.fails(Level::Error) || a.with_code("IST0101").count() > 0);
+        assert!(a.fails(Level::Warning));
+    }
+
+    #[test]
+    fn ist0131_docs_example_tls() {
+        let text = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: tls-routing
+spec:
+  hosts:
+  - www1.googleapis.com
+  - api1.facebook.com
+  tls:
+  - match:
+    - port: 2443
+      sniHosts:
+      - www1.googleapis.com
+    route:
+    - destination:
+        host: www1.googleapis.com
+  - match:
+    - port: 2443
+      sniHosts:
+      - www1.googleapis.com
+    route:
+    - destination:
+        host: api1.facebook.com
+"#;
+        let a = analyze_str(text, "tls.yaml");
+        let got: Vec<String> = a.messages.iter().map(plain).collect();
+        assert_eq!(
+        got,
+        vec![
+            "Warning [IST0130] (VirtualService tls-routing.default) VirtualService rule #1 not used (all matches used by prior rules).",
+            "Info [IST0131] (VirtualService tls-routing.default) VirtualService rule #1 match #0 is not used (duplicates a match in rule #0).",
+        ]
+    );
+        assert!(!a.fails(Level::Error));
+        assert!(a.fails(Level::Info));
+    }
+
+    #[test]
+    fn ist0131_http_names_and_partial_duplicates() {
+        let text = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - name: jason
+    match: [{name: j, headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: r}}]
+  - match:
+    - {name: again, headers: {end-user: {exact: jason}}}
+    - {uri: {prefix: /new}}
+    route: [{destination: {host: r}}]
+  - route: [{destination: {host: r}}]
+"#;
+        let a = analyze_str(text, "r.yaml");
+        let got: Vec<String> = a.messages.iter().map(plain).collect();
+        assert_eq!(
+            got,
+            vec![
+                r#"Info [IST0131] (VirtualService r.default) VirtualService rule #1 match "again" is not used (duplicates a match in rule "jason")."#
+            ],
+            "{a}"
+        );
+    }
+}

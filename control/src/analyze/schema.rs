@@ -236,3 +236,102 @@ fn regex_problem(e: &regex::Error) -> String {
         .unwrap_or(&text);
     last.trim().trim_start_matches("error: ").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The istio.io examples for this module's codes.
+    use crate::analyze::analyze_str;
+    use crate::analyze::tests::lines;
+
+    #[test]
+    fn ist0106_weights_docs_example() {
+        let text = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings-bogus-weight-default
+  namespace: default
+spec:
+  hosts:
+  - ratings
+  http:
+  - route:
+    - destination:
+        host: ratings
+        subset: v1
+      weight: 999
+    - destination:
+        host: ratings
+        subset: v2
+      weight: 888
+"#;
+        let a = analyze_str(text, "w.yaml");
+        let got = lines(&a, "IST0106");
+        assert_eq!(
+        got,
+        vec![
+            "Error [IST0106] (VirtualService ratings-bogus-weight-default.default) Schema validation error: percentage 888 is not in range 0..100",
+            "Error [IST0106] (VirtualService ratings-bogus-weight-default.default) Schema validation error: percentage 999 is not in range 0..100",
+            "Error [IST0106] (VirtualService ratings-bogus-weight-default.default) Schema validation error: total destination weight 1887 != 100",
+        ]
+    );
+        let fields: Vec<_> = a
+            .with_code("IST0106")
+            .map(|m| m.field.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.http[0].route[1].weight",
+                "spec.http[0].route[0].weight",
+                "spec.http[0].route"
+            ]
+        );
+    }
+
+    #[test]
+    fn ist0106_matches_actions_and_durations() {
+        let text = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad}
+spec:
+  hosts: ["*"]
+  http:
+  - match:
+    - uri: {prefix: /a, exact: /a}
+      headers:
+        end-user: {regex: "(jason"}
+    route:
+    - destination: {host: a}
+    redirect: {uri: /b}
+  - match:
+    - uri: {regex: ""}
+    timeout: 500us
+    retries: {attempts: -1, perTryTimeout: 1500500us}
+    directResponse: {status: 503}
+  - {}
+"#;
+        let a = analyze_str(text, "bad.yaml");
+        let got: Vec<String> = a
+            .with_code("IST0106")
+            .map(|m| format!("{} | {}", m.field.clone().unwrap_or_default(), m.message))
+            .collect();
+        let want = [
+        r#"spec.http[0].match[0].headers.end-user.regex | Schema validation error: "headers.end-user": error parsing regexp: unclosed group; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"#,
+        r#"spec.http[0].match[0].uri | Schema validation error: "uri": only one of exact, prefix or regex may be set (found exact, prefix)"#,
+        r#"spec.http[1].match[0].uri.regex | Schema validation error: "uri": regex string match should not be empty"#,
+        "spec.http[1].retries.attempts | Schema validation error: attempts cannot be negative",
+        "spec.http[1].timeout | Schema validation error: duration must be greater than 1ms",
+        "spec.http[1].retries.perTryTimeout | Schema validation error: only durations to ms precision are supported",
+        "spec.http[0] | Schema validation error: HTTP route cannot contain both route and redirect",
+        "spec.http[2] | Schema validation error: HTTP route, redirect or direct response is required",
+        "spec.hosts[0] | Schema validation error: wildcard host * is not allowed for virtual services bound to the mesh gateway",
+    ];
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        let mut want_sorted: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want_sorted.sort();
+        assert_eq!(got_sorted, want_sorted, "{a}");
+    }
+}
