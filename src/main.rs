@@ -39,6 +39,14 @@ enum Command {
     ///
     /// Example: trellis explain --dir samples/bookinfo/networking --host reviews -H 'end-user: jason'
     Explain(ExplainArgs),
+    /// Check a directory of Istio YAML the way `istioctl analyze` does: Istio's message codes
+    /// (IST0101 missing references, IST0106 schema errors, IST0109 conflicting mesh hosts,
+    /// IST0112, IST0130/IST0131 unreachable rules ...), Istio's wording and line format.
+    /// Kubernetes Services in the directory are the service registry. Exit status 79 when a
+    /// message at or above --failure-threshold is found, as istioctl.
+    ///
+    /// Example: trellis analyze --dir samples/bookinfo
+    Analyze(AnalyzeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +112,19 @@ struct ExplainArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+struct AnalyzeArgs {
+    /// Directory of YAML (read recursively): Istio resources, Kubernetes Services, workloads.
+    #[arg(long, short, value_name = "DIR")]
+    dir: PathBuf,
+    /// Print the messages as JSON (istioctl's keys), for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Lowest level that makes the exit status 79: error, warning or info.
+    #[arg(long, value_name = "LEVEL", default_value = "error")]
+    failure_threshold: trellis_control::analyze::Level,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The local mesh's self-check would drown its summary in access-log lines: keep those for
@@ -130,6 +151,7 @@ fn main() -> ExitCode {
         Some(Command::Mesh(args)) => mesh(args),
         Some(Command::Proxy(args)) => proxy(args),
         Some(Command::Explain(args)) => run_explain(args),
+        Some(Command::Analyze(args)) => run_analyze(args),
     };
     match result {
         Ok(code) => code,
@@ -238,4 +260,26 @@ fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// istioctl's exit status when analyzers found issues at or above the failure threshold.
+const ANALYZER_FOUND_ISSUES: u8 = 79;
+
+fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
+    let analysis = trellis_control::analyze_dir(&args.dir)
+        .with_context(|| format!("cannot analyze {}", args.dir.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    } else {
+        print!("{analysis}");
+    }
+    if analysis.fails(args.failure_threshold) {
+        eprintln!(
+            "Error: Analyzers found issues when analyzing {}.\nSee {} for more information about causes and resolutions.",
+            args.dir.display(),
+            trellis_control::analyze::message::DOCS_BASE
+        );
+        return Ok(ExitCode::from(ANALYZER_FOUND_ISSUES));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,14 +9,17 @@
 //!   flattened like Envoy's (per host, port and subset clusters, one outbound route table).
 //! - [`proxy_config`]: the `trellis proxy --config FILE` format.
 //! - [`explain`]: which rule a request hits, and why.
+//! - [`analyze`]: Istio's analyzer checks (`istioctl analyze`), with Istio's codes and wording.
 //! - [`diag`]: diagnostics and errors shared by all of them.
 
+pub mod analyze;
 pub mod diag;
 pub mod explain;
 pub mod istio;
 pub mod proxy_config;
 pub mod translate;
 
+pub use analyze::{analyze_dir, Analysis};
 pub use diag::{ConfigError, Diagnostic, Severity};
 pub use explain::{explain, ExplainReport, ExplainRequest};
 pub use proxy_config::{load_proxy_config, LoadedConfig};

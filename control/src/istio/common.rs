@@ -83,9 +83,17 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
-/// Istio `WorkloadSelector`.
+/// Istio `WorkloadSelector` as DestinationRule (and the security resources) write it:
+/// `matchLabels` (`istio.type.v1beta1.WorkloadSelector`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct WorkloadSelector {
     pub match_labels: BTreeMap<String, String>,
+}
+
+/// Istio networking `WorkloadSelector` as Sidecar and ServiceEntry write it: `labels`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LabelsSelector {
+    pub labels: BTreeMap<String, String>,
 }

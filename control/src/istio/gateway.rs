@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::WorkloadSelector;
+use super::common::LabelsSelector;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default)]
@@ -41,7 +41,7 @@ pub struct GatewayPort {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SidecarSpec {
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<LabelsSelector>,
     pub ingress: Vec<serde_yaml::Value>,
     pub egress: Vec<serde_yaml::Value>,
     pub inbound_connection_pool: Option<serde_yaml::Value>,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::WorkloadSelector;
+use super::common::LabelsSelector;
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
@@ -16,7 +16,7 @@ pub struct ServiceEntrySpec {
     pub location: Option<Location>,
     pub resolution: Option<Resolution>,
     pub endpoints: Vec<WorkloadEntrySpec>,
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<LabelsSelector>,
     pub export_to: Vec<String>,
     pub subject_alt_names: Vec<String>,
 }

@@ -1,0 +1,70 @@
+//! IST0109 ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound to the mesh
+//! (no `gateways`, or `mesh` among them) define the same host in the same scope.
+//!
+//! As in Istio's analyzer, a host is keyed by its `exportTo` scope and its FQDN (short names
+//! expanded in the VirtualService's namespace), printed as `scope/fqdn` (`*/reviews.default...`
+//! for the default export to all namespaces). Every VirtualService of a conflict gets a message
+//! naming all of them (`namespace/name`, comma separated). Ingress-gateway VirtualServices are
+//! merged by Istio, so they never conflict.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::input::Inputs;
+use super::message::{Message, CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS};
+use crate::translate::hosts::resolve;
+
+/// Run the conflict check.
+pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
+    // scoped host → VirtualService indices, in input order, each once.
+    let mut by_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let services = &inputs.resources.virtual_services;
+    for (index, vs) in services.iter().enumerate() {
+        let spec = &vs.spec;
+        if !(spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")) {
+            continue;
+        }
+        let scopes: BTreeSet<String> =
+            if spec.export_to.is_empty() || spec.export_to.iter().any(|e| e == "*") {
+                BTreeSet::from(["*".to_string()])
+            } else {
+                spec.export_to
+                    .iter()
+                    .map(|e| {
+                        if e == "." {
+                            vs.namespace().to_string()
+                        } else {
+                            e.clone()
+                        }
+                    })
+                    .collect()
+            };
+        for scope in &scopes {
+            for host in &spec.hosts {
+                let key = format!("{scope}/{}", resolve(host, vs.namespace()));
+                let list = by_host.entry(key).or_default();
+                if !list.contains(&index) {
+                    list.push(index);
+                }
+            }
+        }
+    }
+    for (host, list) in by_host {
+        if list.len() < 2 {
+            continue;
+        }
+        let names: Vec<String> = list
+            .iter()
+            .map(|&i| services[i].source.qualified_name())
+            .collect();
+        let names = names.join(",");
+        for &i in &list {
+            let m = Message::new(
+                CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
+                format!(
+                    "The VirtualServices {names} associated with mesh gateway define the same host {host} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource."
+                ),
+            );
+            out.push(inputs.blame(&services[i].source, m.field("spec.hosts")));
+        }
+    }
+}

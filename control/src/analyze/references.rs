@@ -1,0 +1,316 @@
+//! References to things that must exist: IST0101 ReferencedResourceNotFound, IST0112
+//! VirtualServiceDestinationPortSelectorRequired and IST0127 NoMatchingWorkloadsFound.
+//!
+//! Lookups follow Istio's analyzers: a short host is expanded in the namespace of the resource
+//! that wrote it (`reviews` in `default` is `reviews.default.svc.cluster.local`), a dotted host
+//! is taken as written; a gateway is `name` (in the VirtualService's namespace) or `ns/name`,
+//! and `mesh` is implicit. Hosts come from Kubernetes Services (every port) and ServiceEntries
+//! (honouring `exportTo`, wildcard hosts last); subsets from DestinationRules for the same host.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use super::input::Inputs;
+use super::message::{
+    go_quote, referenced_not_found, Message, NO_MATCHING_WORKLOADS_FOUND,
+    VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
+};
+use crate::istio::virtual_service::Destination;
+use crate::istio::{Resource, VirtualServiceSpec};
+use crate::translate::hosts::resolve;
+
+/// One destination named by a VirtualService.
+pub struct NamedDestination<'a> {
+    pub destination: Destination,
+    /// Field path of the `destination` (or `mirror`).
+    pub field: String,
+    pub mirror: bool,
+    pub vs: &'a Resource<VirtualServiceSpec>,
+}
+
+/// A TCP or TLS route: only its destinations matter here.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct L4Route {
+    route: Vec<L4Destination>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct L4Destination {
+    destination: Destination,
+}
+
+/// Every destination of `vs`: tcp, tls and http routes, then http mirrors, as Istio lists them.
+pub fn destinations(vs: &Resource<VirtualServiceSpec>) -> Vec<NamedDestination<'_>> {
+    let mut out = Vec::new();
+    let mut push = |destination: Destination, field: String, mirror: bool| {
+        out.push(NamedDestination {
+            destination,
+            field,
+            mirror,
+            vs,
+        })
+    };
+    for (section, rules) in [("tcp", &vs.spec.tcp), ("tls", &vs.spec.tls)] {
+        for (i, rule) in rules.iter().enumerate() {
+            let l4: L4Route = serde_yaml::from_value(rule.clone()).unwrap_or_default();
+            for (j, d) in l4.route.into_iter().enumerate() {
+                push(
+                    d.destination,
+                    format!("spec.{section}[{i}].route[{j}].destination"),
+                    false,
+                );
+            }
+        }
+    }
+    for (i, rule) in vs.spec.http.iter().enumerate() {
+        for (j, d) in rule.route.iter().enumerate() {
+            push(
+                d.destination.clone(),
+                format!("spec.http[{i}].route[{j}].destination"),
+                false,
+            );
+        }
+    }
+    for (i, rule) in vs.spec.http.iter().enumerate() {
+        if let Some(m) = &rule.mirror {
+            push(m.clone(), format!("spec.http[{i}].mirror"), true);
+        }
+        for (j, m) in rule.mirrors.iter().enumerate() {
+            if let Ok(l4) = serde_yaml::from_value::<L4Destination>(m.clone()) {
+                push(
+                    l4.destination,
+                    format!("spec.http[{i}].mirrors[{j}].destination"),
+                    true,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A host the registry knows, with its ports.
+struct KnownHost {
+    host: String,
+    ports: Vec<u32>,
+    /// Namespaces it is visible in (`None`: all).
+    visible_in: Option<BTreeSet<String>>,
+}
+
+impl KnownHost {
+    fn visible_from(&self, namespace: &str) -> bool {
+        self.visible_in
+            .as_ref()
+            .is_none_or(|set| set.contains(namespace))
+    }
+}
+
+fn known_hosts(inputs: &Inputs) -> Vec<KnownHost> {
+    let mut out = Vec::new();
+    for svc in &inputs.services {
+        out.push(KnownHost {
+            host: resolve(&svc.name, &svc.namespace),
+            ports: svc.ports.iter().map(|p| p.port).collect(),
+            visible_in: None,
+        });
+    }
+    for se in &inputs.resources.service_entries {
+        let export = &se.spec.export_to;
+        let visible_in = if export.is_empty() || export.iter().any(|e| e == "*") {
+            None
+        } else {
+            Some(
+                export
+                    .iter()
+                    .map(|e| {
+                        if e == "." {
+                            se.namespace().to_string()
+                        } else {
+                            e.clone()
+                        }
+                    })
+                    .collect(),
+            )
+        };
+        for h in &se.spec.hosts {
+            out.push(KnownHost {
+                host: resolve(h, se.namespace()),
+                ports: se.spec.ports.iter().map(|p| p.number).collect(),
+                visible_in: visible_in.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Istio's `GetDestinationHost`: exact names first, then wildcard ServiceEntry hosts.
+fn lookup<'a>(known: &'a [KnownHost], host: &str, namespace: &str) -> Option<&'a KnownHost> {
+    let fqdn = resolve(host, namespace);
+    known
+        .iter()
+        .find(|k| k.host == fqdn && k.visible_from(namespace))
+        .or_else(|| {
+            known.iter().find(|k| {
+                k.visible_from(namespace)
+                    && k.host
+                        .strip_prefix('*')
+                        .is_some_and(|suffix| host.trim_start_matches('*').ends_with(suffix))
+            })
+        })
+}
+
+/// Run the reference checks.
+pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
+    check_gateways(inputs, out);
+    check_subsets(inputs, out);
+    if inputs.has_registry() {
+        check_hosts(inputs, out);
+    }
+    if !inputs.workloads.is_empty() {
+        check_workload_selectors(inputs, out);
+    }
+}
+
+fn check_gateways(inputs: &Inputs, out: &mut Vec<Message>) {
+    let gateways = &inputs.resources.gateways;
+    for vs in &inputs.resources.virtual_services {
+        for (i, gw) in vs.spec.gateways.iter().enumerate() {
+            if gw == "mesh" {
+                continue;
+            }
+            let (ns, name) = gw.split_once('/').unwrap_or((vs.namespace(), gw));
+            if !gateways
+                .iter()
+                .any(|g| g.source.name == name && g.namespace() == ns)
+            {
+                out.push(inputs.blame(
+                    &vs.source,
+                    referenced_not_found("gateway", gw).field(format!("spec.gateways[{i}]")),
+                ));
+            }
+        }
+    }
+}
+
+fn check_subsets(inputs: &Inputs, out: &mut Vec<Message>) {
+    let defined: BTreeSet<(String, &str)> = inputs
+        .resources
+        .destination_rules
+        .iter()
+        .flat_map(|dr| {
+            let host = resolve(&dr.spec.host, dr.namespace());
+            dr.spec
+                .subsets
+                .iter()
+                .map(move |s| (host.clone(), s.name.as_str()))
+        })
+        .collect();
+    for vs in &inputs.resources.virtual_services {
+        for d in destinations(vs) {
+            let Some(subset) = d.destination.subset.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let host = resolve(&d.destination.host, vs.namespace());
+            if defined.contains(&(host, subset)) {
+                continue;
+            }
+            let kind = if d.mirror {
+                "mirror+subset in destinationrule"
+            } else {
+                "host+subset in destinationrule"
+            };
+            let value = format!("{}+{subset}", d.destination.host);
+            out.push(inputs.blame(
+                &vs.source,
+                referenced_not_found(kind, &value).field(format!("{}.subset", d.field)),
+            ));
+        }
+    }
+}
+
+fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
+    let known = known_hosts(inputs);
+    for vs in &inputs.resources.virtual_services {
+        for d in destinations(vs) {
+            let host = d.destination.host.as_str();
+            let Some(found) = lookup(&known, host, vs.namespace()) else {
+                let kind = if d.mirror { "mirror host" } else { "host" };
+                out.push(inputs.blame(
+                    &vs.source,
+                    referenced_not_found(kind, host).field(format!("{}.host", d.field)),
+                ));
+                continue;
+            };
+            match d.destination.port.map(|p| p.number).filter(|&p| p != 0) {
+                None if found.ports.len() > 1 => {
+                    let ports: Vec<String> = found.ports.iter().map(u32::to_string).collect();
+                    let m = Message::new(
+                        VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
+                        format!(
+                            "This VirtualService routes to a service {} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                            go_quote(host),
+                            ports.join(" ")
+                        ),
+                    );
+                    out.push(inputs.blame(&vs.source, m.field(d.field.clone())));
+                }
+                Some(port) if !found.ports.contains(&port) => {
+                    out.push(
+                        inputs.blame(
+                            &vs.source,
+                            referenced_not_found("host:port", &format!("{host}:{port}"))
+                                .field(format!("{}.port.number", d.field)),
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    for dr in &inputs.resources.destination_rules {
+        let host = &dr.spec.host;
+        if host.is_empty() || host.contains('*') {
+            continue;
+        }
+        if lookup(&known, host, dr.namespace()).is_none() {
+            out.push(inputs.blame(
+                &dr.source,
+                referenced_not_found("host", host).field("spec.host"),
+            ));
+        }
+    }
+}
+
+/// Sidecars and DestinationRules whose `workloadSelector` matches no pod in their namespace.
+fn check_workload_selectors(inputs: &Inputs, out: &mut Vec<Message>) {
+    let sidecars = inputs.resources.sidecars.iter().map(|s| {
+        let labels = s.spec.workload_selector.as_ref().map(|w| &w.labels);
+        (&s.source, labels, "spec.workloadSelector.labels")
+    });
+    let rules = inputs.resources.destination_rules.iter().map(|d| {
+        let labels = d.spec.workload_selector.as_ref().map(|w| &w.match_labels);
+        (&d.source, labels, "spec.workloadSelector.matchLabels")
+    });
+    for (source, labels, field) in sidecars.chain(rules) {
+        let Some(labels) = labels.filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        let matched = inputs.workloads.iter().any(|w| {
+            w.namespace == source.namespace
+                && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        });
+        if !matched {
+            let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let m = Message::new(
+                NO_MATCHING_WORKLOADS_FOUND,
+                format!(
+                    "No matching workloads for this resource with the following labels: {}",
+                    shown.join(",")
+                ),
+            );
+            out.push(inputs.blame(source, m.field(field)));
+        }
+    }
+}
