@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::input::Inputs;
+use super::message::Level;
 use super::message::{
     go_quote, referenced_not_found, Message, NO_MATCHING_WORKLOADS_FOUND,
     VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
@@ -269,16 +270,17 @@ fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
             }
         }
     }
+    // Istio's analyzers don't check DestinationRule hosts (a rule for a host that doesn't
+    // exist yet is legitimate during rollouts), so this is only Info: it never fails a run.
     for dr in &inputs.resources.destination_rules {
         let host = &dr.spec.host;
         if host.is_empty() || host.contains('*') {
             continue;
         }
         if lookup(&known, host, dr.namespace()).is_none() {
-            out.push(inputs.blame(
-                &dr.source,
-                referenced_not_found("host", host).field("spec.host"),
-            ));
+            let mut message = referenced_not_found("host", host).field("spec.host");
+            message.level = Level::Info;
+            out.push(inputs.blame(&dr.source, message));
         }
     }
 }

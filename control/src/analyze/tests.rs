@@ -213,8 +213,8 @@ spec:
     assert_eq!(
         lines(&a, "IST0101"),
         vec![
-            r#"Error [IST0101] (DestinationRule missing.default) Referenced host not found: "ghost""#,
             r#"Error [IST0101] (VirtualService out.shop) Referenced host not found: "private.example.com""#,
+            r#"Info [IST0101] (DestinationRule missing.default) Referenced host not found: "ghost""#,
         ],
         "{a}"
     );
