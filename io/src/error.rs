@@ -17,6 +17,9 @@ pub enum IoError {
     /// The OS poller (epoll) failed to start or to wait.
     #[error("poller failed: {0}")]
     Poll(#[source] io::Error),
+    /// The io_uring ring failed to start or to wait.
+    #[error("io_uring failed: {0}")]
+    Uring(#[source] io::Error),
     /// Registering a socket with the poller failed.
     #[error("cannot register a socket with the poller: {0}")]
     Register(#[source] io::Error),

@@ -21,6 +21,7 @@
 //! - [`local_mesh`]: the embedded demo: three upstreams, a proxy, routes, a self-check.
 
 pub mod access_log;
+pub mod backend;
 pub mod clock;
 mod conn;
 pub mod control;
@@ -32,6 +33,8 @@ pub mod local_mesh;
 pub mod sendq;
 pub mod signal;
 pub mod slab;
+pub mod sockopt;
+pub mod uring;
 
 pub use control::ControlHandle;
 pub use driver::{run, Driver, RunOptions};
