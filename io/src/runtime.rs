@@ -252,6 +252,8 @@ struct CoreSpec {
 
 impl CoreSpec {
     fn run(self) -> Result<(), IoError> {
+        // Every log line of this thread says which core it came from.
+        let _span = tracing::info_span!("core", id = self.core).entered();
         if let Some(cpu) = self.cpu {
             if let Err(e) = sockopt::pin_current_thread(cpu) {
                 tracing::warn!(core = self.core, cpu, error = %e, "thread not pinned");
