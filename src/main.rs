@@ -215,7 +215,10 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     if let Some(seed) = args.seed {
         run.seed = seed;
     }
-    tracing::info!(seed = run.seed, "engine seed (each core derives its own from it)");
+    tracing::info!(
+        seed = run.seed,
+        "engine seed (each core derives its own from it)"
+    );
     let opts = RuntimeOptions {
         cores: args.cores,
         backend: args.backend,
@@ -242,7 +245,9 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
 
 /// Load the config file again for a reload: the same checks as at start-up; any failure is
 /// refused (the watcher logs it and the last good config keeps serving).
-fn reload_config(path: &std::path::Path) -> std::result::Result<Arc<trellis_engine::config::Config>, String> {
+fn reload_config(
+    path: &std::path::Path,
+) -> std::result::Result<Arc<trellis_engine::config::Config>, String> {
     let loaded = load_proxy_config(path).map_err(|e| format!("{e:#}"))?;
     for diagnostic in &loaded.warnings {
         tracing::warn!("{diagnostic}");

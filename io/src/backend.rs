@@ -161,7 +161,9 @@ mod tests {
     use super::*;
 
     fn seccomp() -> Result<(), Unavailable> {
-        Err(Unavailable::Setup(io::Error::from_raw_os_error(libc::EPERM)))
+        Err(Unavailable::Setup(io::Error::from_raw_os_error(
+            libc::EPERM,
+        )))
     }
 
     #[test]

@@ -236,7 +236,10 @@ mod tests {
         let a = parent.child();
         let b = parent.child();
         // A child starts with what the parent already had.
-        assert_eq!(a.take().config.map(|c| c.version.clone()), Some("early".into()));
+        assert_eq!(
+            a.take().config.map(|c| c.version.clone()),
+            Some("early".into())
+        );
         let late = Arc::new(Config {
             version: "late".into(),
             ..Config::default()

@@ -276,7 +276,9 @@ mod tests {
             listeners: vec![listener("a", "127.0.0.1:0"), listener("b", "127.0.0.1:0")],
             ..Config::default()
         };
-        let bound = ls.reconcile(poll.registry(), &config, &BindOptions::single(128), true).unwrap();
+        let bound = ls
+            .reconcile(poll.registry(), &config, &BindOptions::single(128), true)
+            .unwrap();
         let a = bound.listeners[0].address;
         let b = bound.listeners[1].address;
         assert_ne!(a.port(), 0);
@@ -289,7 +291,9 @@ mod tests {
             listeners: vec![listener("a", "127.0.0.1:0")],
             ..Config::default()
         };
-        let bound2 = ls.reconcile(poll.registry(), &config2, &BindOptions::single(128), true).unwrap();
+        let bound2 = ls
+            .reconcile(poll.registry(), &config2, &BindOptions::single(128), true)
+            .unwrap();
         assert_eq!(bound2.listeners[0].address, a);
         assert_eq!(ls.addrs(), vec![("a".to_string(), a)]);
         assert!(std::net::TcpStream::connect(b).is_err());
@@ -311,7 +315,9 @@ mod tests {
             Err(IoError::Bind { name, .. }) => assert_eq!(name, "dup"),
             other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
         }
-        let kept = ls.reconcile(poll.registry(), &config, &BindOptions::single(128), false).unwrap();
+        let kept = ls
+            .reconcile(poll.registry(), &config, &BindOptions::single(128), false)
+            .unwrap();
         assert_eq!(kept.listeners[0].address.to_string(), addr);
         assert!(ls.is_empty());
     }

@@ -95,7 +95,9 @@ impl Runtime {
             (Backend::Epoll, BackendChoice::Auto) => {
                 tracing::warn!(backend = %selection.backend, reason = %selection.reason, "I/O backend")
             }
-            _ => tracing::info!(backend = %selection.backend, reason = %selection.reason, "I/O backend"),
+            _ => {
+                tracing::info!(backend = %selection.backend, reason = %selection.reason, "I/O backend")
+            }
         }
         let cpus = sockopt::allowed_cpus();
         let n = match opts.cores {
@@ -279,8 +281,7 @@ impl CoreSpec {
                 }
             }
             Backend::IoUring => {
-                match UringDriver::with_bind(self.config, self.run, self.control, self.bind, make)
-                {
+                match UringDriver::with_bind(self.config, self.run, self.control, self.bind, make) {
                     Ok(d) => {
                         report(Ok(d.local_addrs()));
                         d.run()

@@ -54,7 +54,10 @@ fn original_dst_v4(fd: RawFd) -> io::Result<SocketAddr> {
         return Err(io::Error::last_os_error());
     }
     let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
-    Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sa.sin_port))))
+    Ok(SocketAddr::V4(SocketAddrV4::new(
+        ip,
+        u16::from_be(sa.sin_port),
+    )))
 }
 
 fn original_dst_v6(fd: RawFd) -> io::Result<SocketAddr> {

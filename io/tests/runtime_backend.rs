@@ -29,7 +29,9 @@ fn options(backend: BackendChoice) -> RuntimeOptions {
 }
 
 fn seccomp_says_no() -> Result<(), Unavailable> {
-    Err(Unavailable::Setup(io::Error::from_raw_os_error(libc::EPERM)))
+    Err(Unavailable::Setup(io::Error::from_raw_os_error(
+        libc::EPERM,
+    )))
 }
 
 #[test]

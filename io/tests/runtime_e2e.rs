@@ -158,7 +158,9 @@ fn serves_routes_and_bodies_over_keep_alive(backend: BackendChoice) {
     }
     assert_eq!(client.connects(), 1, "one keep-alive connection throughout");
     // A route with no upstream answering: the mesh's own error, and the proxy goes on.
-    let r = client.request("GET", "/status/503", HOST, &[], b"").unwrap();
+    let r = client
+        .request("GET", "/status/503", HOST, &[], b"")
+        .unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(get_jason(&mut client), "reviews-v2\n");
     mesh.stop();

@@ -130,7 +130,11 @@ fn file_change_reloads_and_a_bad_file_is_refused() {
 
         std::fs::write(&path, "rotate=2\n").unwrap();
         wait_for(&mut c, "reviews-v1\n");
-        assert_eq!(c.connects(), 1, "{backend}: no connection dropped by reloads");
+        assert_eq!(
+            c.connects(),
+            1,
+            "{backend}: no connection dropped by reloads"
+        );
 
         s.control.shutdown();
         s.runtime.join().unwrap();
@@ -158,7 +162,11 @@ fn sighup_reloads() {
     assert_eq!(jason(&mut c), "reviews-v2\n");
     std::fs::write(&path, "rotate=1\n").unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(jason(&mut c), "reviews-v2\n", "no polling: nothing until SIGHUP");
+    assert_eq!(
+        jason(&mut c),
+        "reviews-v2\n",
+        "no polling: nothing until SIGHUP"
+    );
     // SAFETY: raising a signal this process handles (signal-hook's flag).
     assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
     wait_for(&mut c, "reviews-v3\n");

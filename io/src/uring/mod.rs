@@ -212,7 +212,12 @@ impl<E: ProxyEngine> UringDriver<E> {
             self.now = self.clock.now();
             let mut done = std::mem::take(&mut self.completions);
             done.clear();
-            done.extend(self.ring.ring.completion().map(|c| (c.user_data(), c.result())));
+            done.extend(
+                self.ring
+                    .ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result())),
+            );
             for &(user_data, result) in &done {
                 self.complete(user_data, result);
             }
@@ -242,7 +247,12 @@ impl<E: ProxyEngine> UringDriver<E> {
         };
         match result {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(IoError::Uring(e)),

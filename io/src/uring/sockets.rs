@@ -65,10 +65,8 @@ impl<E: ProxyEngine> UringDriver<E> {
             self.arm_accepts();
             return;
         }
-        let (fallback_local, outbound) = (
-            listener.bound,
-            listener.direction == Direction::Outbound,
-        );
+        let (fallback_local, outbound) =
+            (listener.bound, listener.direction == Direction::Outbound);
         // SAFETY: a successful accept returns a new descriptor we own.
         let stream = unsafe { TcpStream::from_raw_fd(result) };
         self.arm_accepts();
