@@ -23,7 +23,7 @@ use crate::control::ControlHandle;
 pub type Loader = Box<dyn Fn(&Path) -> Result<Arc<Config>, String> + Send>;
 
 /// How often the stop and SIGHUP flags are looked at.
-const TICK: Duration = Duration::from_millis(50);
+const TICK: Duration = Duration::from_millis(100);
 
 /// Counts of what the watcher did, for logs and tests.
 #[derive(Debug, Default)]

@@ -150,7 +150,10 @@ impl<E: ProxyEngine> UringDriver<E> {
 
     /// Start a receive if the connection wants bytes and has none in flight or parked.
     pub(super) fn arm_recv(&mut self, id: ConnId) {
-        let read_size = self.opts.read_buffer_bytes.clamp(MIN_RECV_SPARE, RECV_BUFFER);
+        let read_size = self
+            .opts
+            .read_buffer_bytes
+            .clamp(MIN_RECV_SPARE, RECV_BUFFER);
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
