@@ -136,6 +136,7 @@ both!(every_core_listens_and_accepts);
 both!(health_endpoint_reports_ready_then_draining);
 both!(reload_keeps_keep_alive_connections);
 both!(shutdown_drains_in_flight_requests_and_stops_accepting);
+both!(reloads_under_load_lose_no_request);
 
 fn serves_routes_and_bodies_over_keep_alive(backend: BackendChoice) {
     let mesh = Mesh::start(backend, 1);
@@ -271,4 +272,42 @@ fn shutdown_drains_in_flight_requests_and_stops_accepting(backend: BackendChoice
         "drain ended when nothing was in flight: {:?}",
         t0.elapsed()
     );
+}
+
+fn reloads_under_load_lose_no_request(backend: BackendChoice) {
+    let mesh = Mesh::start(backend, 2);
+    let addr = mesh.addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = HttpClient::connect(addr).unwrap();
+                let (mut sent, mut ok) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sent += 1;
+                    let r = c.request("GET", "/r", HOST, &[("end-user", "jason")], b"");
+                    if r.is_ok_and(|r| r.status == 200) {
+                        ok += 1;
+                    }
+                }
+                (sent, ok, c.connects())
+            })
+        })
+        .collect();
+    for i in 1..=20 {
+        mesh.control
+            .update_config(Arc::new(config(&mesh.upstreams, i % 3)));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in clients {
+        let (sent, ok, connects) = t.join().unwrap();
+        assert_eq!(ok, sent, "every request answered 200 across 20 reloads");
+        assert_eq!(connects, 1, "no connection dropped");
+        total += sent;
+    }
+    assert!(total >= 20, "the load ran: {total} requests");
+    mesh.stop();
 }
