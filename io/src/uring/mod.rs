@@ -416,7 +416,7 @@ impl<E: ProxyEngine> UringDriver<E> {
             }
             Op::Accept { listener, .. } => self.accepted(listener, user_data, result),
             Op::Recv { conn, buf, .. } => self.received(conn, user_data, result, buf),
-            Op::Send { conn, chunks, .. } => self.sent(conn, user_data, result, chunks),
+            Op::Send { conn, bufs, .. } => self.sent(conn, user_data, result, bufs),
             Op::Connect { conn, .. } => self.connected(conn, user_data, result),
         }
     }

@@ -39,9 +39,7 @@ pub(super) enum Op {
     },
     Send {
         conn: ConnId,
-        chunks: Vec<Bytes>,
-        _iovecs: Vec<libc::iovec>,
-        _msg: Box<libc::msghdr>,
+        bufs: SendBufs,
         _socket: Rc<OwnedFd>,
     },
     Connect {
@@ -53,6 +51,29 @@ pub(super) enum Op {
         _buf: Box<[u8; 8]>,
     },
 }
+
+/// The memory of one `sendmsg`: the chunks (kept alive while the kernel reads them), their
+/// iovecs and the msghdr. Recycled through [`Ring::send_bufs`] / [`Ring::recycle`], so a warm
+/// driver sends without allocating.
+pub(super) struct SendBufs {
+    pub chunks: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
+}
+
+impl SendBufs {
+    fn new() -> Self {
+        SendBufs {
+            chunks: Vec::with_capacity(MAX_IOVECS),
+            iovecs: Vec::with_capacity(MAX_IOVECS),
+            // SAFETY: msghdr is plain old data; zeroed is "no name, no control".
+            msg: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+/// Idle [`SendBufs`] kept for reuse, at most.
+const SEND_POOL: usize = 256;
 
 /// The operation table: slots indexed by `user_data`.
 #[derive(Default)]
@@ -107,6 +128,7 @@ impl Ops {
 pub(super) struct Ring {
     pub ring: IoUring,
     pub ops: Ops,
+    send_pool: Vec<SendBufs>,
 }
 
 impl Ring {
@@ -132,6 +154,7 @@ impl Ring {
         Ok(Ring {
             ring,
             ops: Ops::default(),
+            send_pool: Vec::new(),
         })
     }
 
@@ -187,27 +210,36 @@ impl Ring {
         )
     }
 
-    /// Send `chunks` in one `sendmsg` (MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE).
-    pub fn send(&mut self, conn: ConnId, socket: Rc<OwnedFd>, chunks: Vec<Bytes>) -> u64 {
+    /// Empty send buffers, recycled when possible.
+    pub fn send_bufs(&mut self) -> SendBufs {
+        self.send_pool.pop().unwrap_or_else(SendBufs::new)
+    }
+
+    /// Return send buffers (emptied) for reuse.
+    pub fn recycle(&mut self, mut bufs: SendBufs) {
+        bufs.chunks.clear();
+        bufs.iovecs.clear();
+        if self.send_pool.len() < SEND_POOL {
+            self.send_pool.push(bufs);
+        }
+    }
+
+    /// Send `bufs.chunks` in one `sendmsg` (MSG_NOSIGNAL: a closed peer is an error, not
+    /// SIGPIPE).
+    pub fn send(&mut self, conn: ConnId, socket: Rc<OwnedFd>, mut bufs: SendBufs) -> u64 {
         let fd = types::Fd(socket.as_raw_fd());
-        let mut iovecs: Vec<libc::iovec> = chunks
-            .iter()
-            .map(|c| libc::iovec {
-                iov_base: c.as_ptr() as *mut libc::c_void,
-                iov_len: c.len(),
-            })
-            .collect();
-        // SAFETY: msghdr is plain old data; zeroed is "no name, no control".
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msg.msg_iov = iovecs.as_mut_ptr();
-        msg.msg_iovlen = iovecs.len() as _;
-        let msg_ptr: *const libc::msghdr = &*msg;
+        bufs.iovecs.clear();
+        bufs.iovecs.extend(bufs.chunks.iter().map(|c| libc::iovec {
+            iov_base: c.as_ptr() as *mut libc::c_void,
+            iov_len: c.len(),
+        }));
+        bufs.msg.msg_iov = bufs.iovecs.as_mut_ptr();
+        bufs.msg.msg_iovlen = bufs.iovecs.len() as _;
+        let msg_ptr: *const libc::msghdr = &*bufs.msg;
         self.start(
             Op::Send {
                 conn,
-                chunks,
-                _iovecs: iovecs,
-                _msg: msg,
+                bufs,
                 _socket: socket,
             },
             |_| {

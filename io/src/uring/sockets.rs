@@ -12,7 +12,7 @@ use trellis_engine::config::Direction;
 use trellis_engine::proxy::Accepted;
 use trellis_engine::{ConnId, Input};
 
-use super::ops::MAX_IOVECS;
+use super::ops::{SendBufs, MAX_IOVECS};
 use super::{Parked, UConn, UringDriver, ACCEPT_RETRY, MIN_RECV_SPARE, RECV_BUFFER};
 use crate::conn::{Phase, Side};
 use crate::engine::ProxyEngine;
@@ -295,19 +295,22 @@ impl<E: ProxyEngine> UringDriver<E> {
             return;
         }
         let n = conn.sendq.len().min(MAX_IOVECS);
-        let chunks: Vec<Bytes> = conn.sendq.drain(..n).collect();
-        conn.send_op = Some(self.ring.send(id, conn.socket.clone(), chunks));
+        let mut bufs = self.ring.send_bufs();
+        bufs.chunks.extend(conn.sendq.drain(..n));
+        conn.send_op = Some(self.ring.send(id, conn.socket.clone(), bufs));
     }
 
-    pub(super) fn sent(&mut self, id: ConnId, user_data: u64, result: i32, chunks: Vec<Bytes>) {
+    pub(super) fn sent(&mut self, id: ConnId, user_data: u64, result: i32, mut bufs: SendBufs) {
         let Some(conn) = self.conns.get_mut(id) else {
+            self.ring.recycle(bufs);
             return;
         };
         if conn.send_op != Some(user_data) {
+            self.ring.recycle(bufs);
             return;
         }
         conn.send_op = None;
-        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let total: usize = bufs.chunks.iter().map(Bytes::len).sum();
         let written = match result {
             r if r > 0 => usize::try_from(r).unwrap_or(0),
             r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => 0,
@@ -324,20 +327,20 @@ impl<E: ProxyEngine> UringDriver<E> {
             }
         };
         // Put back what was not written, in order, ahead of anything queued since.
-        let mut leftovers = Vec::new();
         let mut skip = written;
-        for mut chunk in chunks {
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
+        let mut sent_whole = 0;
+        for chunk in bufs.chunks.iter_mut() {
+            if skip < chunk.len() {
+                chunk.advance(skip);
+                break;
             }
-            chunk.advance(skip);
-            skip = 0;
-            leftovers.push(chunk);
+            skip -= chunk.len();
+            sent_whole += 1;
         }
-        for chunk in leftovers.into_iter().rev() {
+        for chunk in bufs.chunks.drain(sent_whole..).rev() {
             conn.sendq.push_front(chunk);
         }
+        self.ring.recycle(bufs);
         if !conn.sendq.is_empty() {
             self.submit_send(id);
             return;
