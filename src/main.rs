@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use trellis_control::explain::{explain, ExplainRequest};
 use trellis_control::{load_proxy_config, Severity};
-use trellis_io::{ControlHandle, LocalMeshOptions, RunOptions};
+use trellis_io::reload::{ConfigWatcher, WatchOptions};
+use trellis_io::{BackendChoice, ControlHandle, LocalMeshOptions, RunOptions, RuntimeOptions};
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
 ///
@@ -82,6 +83,24 @@ struct ProxyArgs {
     /// How long in-flight requests may take to finish after SIGTERM/Ctrl-C.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     drain_seconds: u64,
+    /// Cores to run on: one thread, engine and set of SO_REUSEPORT listeners each
+    /// (0 = every CPU this process may use).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    cores: usize,
+    /// I/O backend: auto (io_uring, falling back to epoll where it is unavailable), io-uring
+    /// (fail if unavailable) or epoll.
+    #[arg(long, value_name = "auto|io-uring|epoll", default_value = "auto")]
+    backend: BackendChoice,
+    /// Port of the health endpoint (GET /healthz/ready: 200 when serving, 503 while starting
+    /// or draining), on all interfaces as Istio's 15021; 0 turns it off.
+    #[arg(long, value_name = "PORT", default_value_t = 15021)]
+    health_port: u16,
+    /// Do not pin each core's thread to its own CPU.
+    #[arg(long)]
+    no_pin: bool,
+    /// Do not reload when the config file changes (SIGHUP still reloads).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -209,24 +228,56 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-    for listener in &config.listeners {
-        tracing::info!(
-            listener = %listener.name,
-            address = %listener.address,
-            "listening"
-        );
-    }
     let control = ControlHandle::new();
     trellis_io::install_ctrl_c(control.clone()).context("cannot install signal handler")?;
-    let mut opts = RunOptions {
+    let mut run = RunOptions {
         shutdown_grace: Duration::from_secs(args.drain_seconds),
         ..RunOptions::default()
     };
     if let Some(seed) = args.seed {
-        opts.seed = seed;
+        run.seed = seed;
     }
-    trellis_io::run(config, opts, control).context("proxy stopped")?;
+    tracing::info!(
+        seed = run.seed,
+        "engine seed (each core derives its own from it)"
+    );
+    let opts = RuntimeOptions {
+        cores: args.cores,
+        backend: args.backend,
+        run,
+        health: (args.health_port != 0)
+            .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.health_port))),
+        pin: !args.no_pin,
+    };
+    let watcher = ConfigWatcher::start(
+        args.config.clone(),
+        Box::new(reload_config),
+        control.clone(),
+        WatchOptions {
+            poll: (!args.no_watch).then_some(Duration::from_secs(1)),
+            sighup: true,
+        },
+    )
+    .context("cannot watch the config file")?;
+    let result = trellis_io::run_runtime(config, opts, control);
+    watcher.stop();
+    result.context("proxy stopped")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Load the config file again for a reload: the same checks as at start-up; any failure is
+/// refused (the watcher logs it and the last good config keeps serving).
+fn reload_config(
+    path: &std::path::Path,
+) -> std::result::Result<Arc<trellis_engine::config::Config>, String> {
+    let loaded = load_proxy_config(path).map_err(|e| format!("{e:#}"))?;
+    for diagnostic in &loaded.warnings {
+        tracing::warn!("{diagnostic}");
+    }
+    let config = Arc::new(loaded.config);
+    trellis_engine::Engine::try_new(config.clone(), 0)
+        .map_err(|e| format!("the engine refuses this config: {e}"))?;
+    Ok(config)
 }
 
 fn run_explain(args: ExplainArgs) -> Result<ExitCode> {

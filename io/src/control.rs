@@ -8,18 +8,36 @@
 //!
 //! A handle can be created and used before the driver starts; whatever was requested by then is
 //! picked up when the driver attaches its waker.
+//!
+//! Thread-per-core: the runtime gives each core's driver its own *child* handle
+//! ([`ControlHandle::child`]); a request made on the parent is forwarded to every child, each of
+//! which wakes only its own core. The lock is on the control path (a push, a wake-up), never on
+//! the request path: a core takes its `Arc<Config>` out of its own inbox once per push.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mio::Waker;
 use trellis_engine::config::Config;
+
+/// Something that wakes a driver sleeping in its poller (a `mio::Waker` for epoll, an eventfd
+/// watched by the ring for io_uring).
+pub trait Wake: Send + Sync {
+    fn wake(&self) -> std::io::Result<()>;
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) -> std::io::Result<()> {
+        mio::Waker::wake(self)
+    }
+}
 
 #[derive(Default)]
 struct State {
     pending_config: Option<Arc<Config>>,
     shutdown: bool,
-    waker: Option<Arc<Waker>>,
+    waker: Option<Arc<dyn Wake>>,
+    /// Per-core handles requests are forwarded to.
+    children: Vec<ControlHandle>,
 }
 
 struct Inner {
@@ -60,23 +78,43 @@ impl ControlHandle {
 
     /// Deliver a new configuration snapshot (the driver feeds it as `Input::Config`).
     pub fn update_config(&self, config: Arc<Config>) {
-        let waker = {
+        let (waker, children) = {
             let mut state = self.lock();
-            state.pending_config = Some(config);
-            state.waker.clone()
+            state.pending_config = Some(config.clone());
+            (state.waker.clone(), state.children.clone())
         };
+        for child in &children {
+            child.update_config(config.clone());
+        }
         wake(waker);
+    }
+
+    /// A handle for one more driver (one core), fed every request made on this one from now
+    /// on; it starts with this handle's shutdown flag and latest configuration, if any.
+    pub fn child(&self) -> ControlHandle {
+        let child = ControlHandle::new();
+        let mut state = self.lock();
+        {
+            let mut c = child.lock();
+            c.shutdown = state.shutdown;
+            c.pending_config = state.pending_config.clone();
+        }
+        state.children.push(child.clone());
+        child
     }
 
     /// Ask the driver to stop accepting, let connections finish up to its grace period, and
     /// return.
     pub fn shutdown(&self) {
-        let waker = {
+        let (waker, children) = {
             let mut state = self.lock();
             state.shutdown = true;
-            state.waker.clone()
+            (state.waker.clone(), state.children.clone())
         };
         self.inner.shutdown_signal.notify_all();
+        for child in &children {
+            child.shutdown();
+        }
         wake(waker);
     }
 
@@ -116,7 +154,7 @@ impl ControlHandle {
     }
 
     /// Called by the driver once its poller exists.
-    pub(crate) fn attach_waker(&self, waker: Arc<Waker>) {
+    pub(crate) fn attach_waker(&self, waker: Arc<dyn Wake>) {
         self.lock().waker = Some(waker);
     }
 
@@ -136,7 +174,7 @@ impl Default for ControlHandle {
     }
 }
 
-fn wake(waker: Option<Arc<Waker>>) {
+fn wake(waker: Option<Arc<dyn Wake>>) {
     if let Some(w) = waker {
         if let Err(e) = w.wake() {
             tracing::warn!(error = %e, "cannot wake the driver");
@@ -147,7 +185,7 @@ fn wake(waker: Option<Arc<Waker>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Events, Poll, Token};
+    use mio::{Events, Poll, Token, Waker};
 
     #[test]
     fn latest_config_wins_and_shutdown_sticks() {
@@ -185,6 +223,37 @@ mod tests {
             .unwrap();
         assert!(events.iter().any(|e| e.token() == Token(0)));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn children_receive_every_request_made_on_the_parent() {
+        let parent = ControlHandle::new();
+        let early = Arc::new(Config {
+            version: "early".into(),
+            ..Config::default()
+        });
+        parent.update_config(early);
+        let a = parent.child();
+        let b = parent.child();
+        // A child starts with what the parent already had.
+        assert_eq!(
+            a.take().config.map(|c| c.version.clone()),
+            Some("early".into())
+        );
+        let late = Arc::new(Config {
+            version: "late".into(),
+            ..Config::default()
+        });
+        parent.update_config(late);
+        for child in [&a, &b] {
+            assert_eq!(
+                child.take().config.map(|c| c.version.clone()),
+                Some("late".to_string())
+            );
+        }
+        parent.shutdown();
+        assert!(a.take().shutdown && b.take().shutdown);
+        assert!(parent.child().is_shutdown());
     }
 
     #[test]

@@ -10,14 +10,21 @@
 //! queued connections are not lost); others are bound, and those no longer listed are closed.
 //! A listener that cannot be bound at start-up is an error; one added later is logged and
 //! skipped, so a bad push cannot take down a running proxy.
+//!
+//! Thread-per-core ([`crate::runtime`]): every core binds its own socket on each address with
+//! SO_REUSEPORT, and the kernel spreads incoming connections across them. A listener configured
+//! on port 0 must land on the *same* ephemeral port on every core, so the cores share a
+//! [`PortMap`]: the first to bind records the port it got, the others bind to that port.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
-use trellis_engine::config::Config;
+use trellis_engine::config::{Config, Direction};
 
 use crate::error::IoError;
 
@@ -32,6 +39,8 @@ pub(crate) struct ListenerSlot {
     pub configured: SocketAddr,
     /// The address actually bound.
     pub bound: SocketAddr,
+    /// Outbound listeners look up each connection's original destination.
+    pub direction: Direction,
     pub socket: TcpListener,
 }
 
@@ -41,14 +50,73 @@ pub(crate) struct Listeners {
     slots: Vec<Option<ListenerSlot>>,
 }
 
-/// Bind a non-blocking listening socket with SO_REUSEADDR.
-pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+/// Ports picked by the kernel for listeners configured on port 0, by (name, configured
+/// address), shared by the cores of one runtime so all of them listen on the same port.
+#[derive(Debug, Default)]
+pub struct PortMap {
+    bound: Mutex<BTreeMap<(String, SocketAddr), SocketAddr>>,
+}
+
+/// How listening sockets are bound.
+#[derive(Clone, Debug)]
+pub(crate) struct BindOptions {
+    pub backlog: i32,
+    /// SO_REUSEPORT: several cores listen on one address.
+    pub reuse_port: bool,
+    /// Non-blocking (epoll) or blocking (io_uring completes accepts asynchronously anyway).
+    pub nonblocking: bool,
+    pub ports: Option<Arc<PortMap>>,
+}
+
+impl BindOptions {
+    pub fn single(backlog: i32) -> Self {
+        BindOptions {
+            backlog,
+            reuse_port: false,
+            nonblocking: true,
+            ports: None,
+        }
+    }
+}
+
+fn bind_socket(addr: SocketAddr, opts: &BindOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(opts.nonblocking)?;
     socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(TcpListener::from_std(socket.into()))
+    socket.listen(opts.backlog)?;
+    Ok(socket.into())
+}
+
+/// Bind listener `name` on `addr`; returns the socket and the address actually bound. With a
+/// [`PortMap`], port 0 resolves to the port another core already got for the same listener.
+pub(crate) fn bind_listener(
+    name: &str,
+    addr: SocketAddr,
+    opts: &BindOptions,
+) -> io::Result<(std::net::TcpListener, SocketAddr)> {
+    let map = match &opts.ports {
+        Some(map) if addr.port() == 0 => map,
+        _ => {
+            let socket = bind_socket(addr, opts)?;
+            let bound = socket.local_addr()?;
+            return Ok((socket, bound));
+        }
+    };
+    // Held across the bind so two cores cannot both pick a fresh port.
+    let mut ports = map.bound.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (name.to_string(), addr);
+    if let Some(&known) = ports.get(&key) {
+        let socket = bind_socket(known, opts)?;
+        return Ok((socket, known));
+    }
+    let socket = bind_socket(addr, opts)?;
+    let bound = socket.local_addr()?;
+    ports.insert(key, bound);
+    Ok((socket, bound))
 }
 
 impl Listeners {
@@ -91,7 +159,7 @@ impl Listeners {
         &mut self,
         registry: &Registry,
         config: &Config,
-        backlog: i32,
+        opts: &BindOptions,
         strict: bool,
     ) -> Result<Config, IoError> {
         let wanted = |s: &ListenerSlot| {
@@ -121,7 +189,13 @@ impl Listeners {
                 listener.address = s.bound;
                 continue;
             }
-            match self.add(registry, &listener.name, listener.address, backlog) {
+            match self.add(
+                registry,
+                &listener.name,
+                listener.address,
+                listener.direction,
+                opts,
+            ) {
                 Ok(bound) => listener.address = bound,
                 Err(e) if strict => return Err(e),
                 Err(e) => tracing::error!(error = %e, "listener not added"),
@@ -135,15 +209,15 @@ impl Listeners {
         registry: &Registry,
         name: &str,
         addr: SocketAddr,
-        backlog: i32,
+        direction: Direction,
+        opts: &BindOptions,
     ) -> Result<SocketAddr, IoError> {
-        let bind_err = |source| IoError::Bind {
+        let (socket, bound) = bind_listener(name, addr, opts).map_err(|source| IoError::Bind {
             name: name.to_string(),
             addr,
             source,
-        };
-        let mut socket = bind(addr, backlog).map_err(bind_err)?;
-        let bound = socket.local_addr().map_err(bind_err)?;
+        })?;
+        let mut socket = TcpListener::from_std(socket);
         let index = match self.slots.iter().position(Option::is_none) {
             Some(i) => i,
             None if self.slots.len() < MAX_LISTENERS => {
@@ -170,6 +244,7 @@ impl Listeners {
                 name: name.to_string(),
                 configured: addr,
                 bound,
+                direction,
                 socket,
             });
         }
@@ -201,7 +276,9 @@ mod tests {
             listeners: vec![listener("a", "127.0.0.1:0"), listener("b", "127.0.0.1:0")],
             ..Config::default()
         };
-        let bound = ls.reconcile(poll.registry(), &config, 128, true).unwrap();
+        let bound = ls
+            .reconcile(poll.registry(), &config, &BindOptions::single(128), true)
+            .unwrap();
         let a = bound.listeners[0].address;
         let b = bound.listeners[1].address;
         assert_ne!(a.port(), 0);
@@ -214,7 +291,9 @@ mod tests {
             listeners: vec![listener("a", "127.0.0.1:0")],
             ..Config::default()
         };
-        let bound2 = ls.reconcile(poll.registry(), &config2, 128, true).unwrap();
+        let bound2 = ls
+            .reconcile(poll.registry(), &config2, &BindOptions::single(128), true)
+            .unwrap();
         assert_eq!(bound2.listeners[0].address, a);
         assert_eq!(ls.addrs(), vec![("a".to_string(), a)]);
         assert!(std::net::TcpStream::connect(b).is_err());
@@ -232,12 +311,31 @@ mod tests {
             ..Config::default()
         };
         let mut ls = Listeners::default();
-        match ls.reconcile(poll.registry(), &config, 128, true) {
+        match ls.reconcile(poll.registry(), &config, &BindOptions::single(128), true) {
             Err(IoError::Bind { name, .. }) => assert_eq!(name, "dup"),
             other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
         }
-        let kept = ls.reconcile(poll.registry(), &config, 128, false).unwrap();
+        let kept = ls
+            .reconcile(poll.registry(), &config, &BindOptions::single(128), false)
+            .unwrap();
         assert_eq!(kept.listeners[0].address.to_string(), addr);
         assert!(ls.is_empty());
+    }
+
+    #[test]
+    fn port_zero_resolves_to_one_port_across_cores() {
+        let opts = BindOptions {
+            backlog: 128,
+            reuse_port: true,
+            nonblocking: true,
+            ports: Some(Arc::new(PortMap::default())),
+        };
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (_a, first) = bind_listener("l", addr, &opts).unwrap();
+        let (_b, second) = bind_listener("l", addr, &opts).unwrap();
+        assert_ne!(first.port(), 0);
+        assert_eq!(first, second, "both cores share the port");
+        let (_c, other) = bind_listener("m", addr, &opts).unwrap();
+        assert_ne!(other, first, "another listener gets its own port");
     }
 }

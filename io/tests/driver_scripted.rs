@@ -2,6 +2,9 @@
 //! a line-oriented echo server whose commands make it ask the driver for each kind of output
 //! (pause and resume reads on a timer, reset, graceful close, large sends, connects).
 //! Independent of routing or HTTP, so a failure here is the driver's.
+//!
+//! Every test runs against both drivers, epoll and io_uring (`*_epoll`, `*_io_uring`): the
+//! io_uring driver must behave the same to the byte and to the close.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -14,7 +17,7 @@ use bytes::Bytes;
 use trellis_engine::config::{Config, Direction, Listener};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::{ConnId, Input, Instant, Output};
-use trellis_io::{ControlHandle, Driver, IoError, ProxyEngine, RunOptions};
+use trellis_io::{Backend, ControlHandle, Driver, IoError, ProxyEngine, RunOptions, UringDriver};
 
 #[derive(Default)]
 struct ScriptEngine {
@@ -167,8 +170,8 @@ impl Running {
     }
 }
 
-fn start() -> Running {
-    let config = Config {
+fn start(backend: Backend) -> Running {
+    let config = Arc::new(Config {
         listeners: vec![Listener {
             name: "script".into(),
             address: "127.0.0.1:0".parse().unwrap(),
@@ -177,24 +180,57 @@ fn start() -> Running {
             passthrough: false,
         }],
         ..Config::default()
-    };
+    });
     let control = ControlHandle::new();
     let opts = RunOptions {
         shutdown_grace: Duration::from_secs(2),
         ..RunOptions::default()
     };
-    let driver = Driver::with_engine(Arc::new(config), opts, control.clone(), |_| {
-        ScriptEngine::default()
-    })
-    .unwrap();
-    let addr = driver.local_addrs()[0].1;
-    let thread = std::thread::spawn(move || driver.run());
+    // The io_uring driver is built on the thread that runs it (it is not Send).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = control.clone();
+    let thread = std::thread::spawn(move || match backend {
+        Backend::Epoll => {
+            let d = Driver::with_engine(config, opts, c, |_| ScriptEngine::default())?;
+            tx.send(d.local_addrs()[0].1).unwrap();
+            d.run()
+        }
+        Backend::IoUring => {
+            let d = UringDriver::with_engine(config, opts, c, |_| ScriptEngine::default())?;
+            tx.send(d.local_addrs()[0].1).unwrap();
+            d.run()
+        }
+    });
+    let addr = rx.recv().expect("driver started");
     Running {
         addr,
         control,
         thread,
     }
 }
+
+/// `both!(name)`: `name_epoll` and `name_io_uring` tests calling `name(backend)`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn epoll() {
+                super::$name(Backend::Epoll);
+            }
+            #[test]
+            fn io_uring() {
+                super::$name(Backend::IoUring);
+            }
+        }
+    };
+}
+
+both!(echo_and_timer_driven_read_pause);
+both!(abortive_close_resets_and_graceful_close_flushes_then_fins);
+both!(large_sends_survive_partial_writes);
+both!(connects_report_success_and_failure);
+both!(shutdown_waits_for_open_connections_until_grace_ends);
 
 fn client(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(addr).unwrap();
@@ -209,9 +245,8 @@ fn line(r: &mut BufReader<TcpStream>) -> String {
     l
 }
 
-#[test]
-fn echo_and_timer_driven_read_pause() {
-    let run = start();
+fn echo_and_timer_driven_read_pause(backend: Backend) {
+    let run = start(backend);
     let (mut w, mut r) = client(run.addr);
     w.write_all(b"hi\n").unwrap();
     assert_eq!(line(&mut r), "hi\n");
@@ -232,9 +267,8 @@ fn echo_and_timer_driven_read_pause() {
     run.stop();
 }
 
-#[test]
-fn abortive_close_resets_and_graceful_close_flushes_then_fins() {
-    let run = start();
+fn abortive_close_resets_and_graceful_close_flushes_then_fins(backend: Backend) {
+    let run = start(backend);
     let (mut w, mut r) = client(run.addr);
     w.write_all(b"reset\n").unwrap();
     let mut buf = [0u8; 16];
@@ -249,9 +283,8 @@ fn abortive_close_resets_and_graceful_close_flushes_then_fins() {
     run.stop();
 }
 
-#[test]
-fn large_sends_survive_partial_writes() {
-    let run = start();
+fn large_sends_survive_partial_writes(backend: Backend) {
+    let run = start(backend);
     let (mut w, mut r) = client(run.addr);
     let n = 8 * 1024 * 1024;
     w.write_all(format!("big {n}\n").as_bytes()).unwrap();
@@ -266,9 +299,8 @@ fn large_sends_survive_partial_writes() {
     run.stop();
 }
 
-#[test]
-fn connects_report_success_and_failure() {
-    let run = start();
+fn connects_report_success_and_failure(backend: Backend) {
+    let run = start(backend);
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -296,9 +328,8 @@ fn connects_report_success_and_failure() {
     );
 }
 
-#[test]
-fn shutdown_waits_for_open_connections_until_grace_ends() {
-    let run = start();
+fn shutdown_waits_for_open_connections_until_grace_ends(backend: Backend) {
+    let run = start(backend);
     let (mut w, mut r) = client(run.addr);
     w.write_all(b"x\n").unwrap();
     assert_eq!(line(&mut r), "x\n");

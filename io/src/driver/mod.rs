@@ -31,7 +31,7 @@ use crate::conn::{Conn, Phase, Side};
 use crate::control::ControlHandle;
 use crate::engine::ProxyEngine;
 use crate::error::IoError;
-use crate::listeners::{Listeners, LISTENER_TOKEN_BASE, MAX_LISTENERS};
+use crate::listeners::{BindOptions, Listeners, LISTENER_TOKEN_BASE, MAX_LISTENERS};
 use crate::slab::ConnSlab;
 
 const WAKER_TOKEN: Token = Token(0);
@@ -95,6 +95,7 @@ pub struct Driver<E: ProxyEngine = Engine> {
     control: ControlHandle,
     opts: RunOptions,
     listeners: Listeners,
+    bind: BindOptions,
     conns: ConnSlab<Conn>,
     /// Inputs produced while performing outputs, fed once the output queue is empty.
     pending: VecDeque<Input>,
@@ -126,10 +127,22 @@ impl<E: ProxyEngine> Driver<E> {
         control: ControlHandle,
         make: impl FnOnce(Arc<Config>) -> E,
     ) -> Result<Self, IoError> {
+        let bind = BindOptions::single(opts.backlog);
+        Driver::with_bind(config, opts, control, bind, make)
+    }
+
+    /// [`Driver::with_engine`] with explicit listener binding (the runtime's SO_REUSEPORT).
+    pub(crate) fn with_bind(
+        config: Arc<Config>,
+        opts: RunOptions,
+        control: ControlHandle,
+        bind: BindOptions,
+        make: impl FnOnce(Arc<Config>) -> E,
+    ) -> Result<Self, IoError> {
         let poll = Poll::new().map_err(IoError::Poll)?;
         let waker = Waker::new(poll.registry(), WAKER_TOKEN).map_err(IoError::Poll)?;
         let mut listeners = Listeners::default();
-        let bound = listeners.reconcile(poll.registry(), &config, opts.backlog, true)?;
+        let bound = listeners.reconcile(poll.registry(), &config, &bind, true)?;
         control.attach_waker(Arc::new(waker));
         let clock = Clock::new();
         Ok(Driver {
@@ -142,6 +155,7 @@ impl<E: ProxyEngine> Driver<E> {
             read_buf: vec![0; opts.read_buffer_bytes.max(512)],
             opts,
             listeners,
+            bind,
             conns: ConnSlab::new(CONN_TOKEN_BASE),
             pending: VecDeque::new(),
             lingering: VecDeque::new(),
@@ -206,12 +220,10 @@ impl<E: ProxyEngine> Driver<E> {
             let bound = if self.drain_deadline.is_some() {
                 (*config).clone()
             } else {
-                match self.listeners.reconcile(
-                    self.poll.registry(),
-                    &config,
-                    self.opts.backlog,
-                    false,
-                ) {
+                match self
+                    .listeners
+                    .reconcile(self.poll.registry(), &config, &self.bind, false)
+                {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "listeners not updated");

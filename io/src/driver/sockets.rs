@@ -7,11 +7,13 @@
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::Token;
+use trellis_engine::config::Direction;
 use trellis_engine::proxy::Accepted;
 use trellis_engine::{ConnId, Input};
 
@@ -19,6 +21,7 @@ use super::{Driver, LINGER_READS_PER_EVENT};
 use crate::conn::{Conn, Phase, Side};
 use crate::engine::ProxyEngine;
 use crate::sendq::Flush;
+use crate::sockopt::original_dst;
 
 impl<E: ProxyEngine> Driver<E> {
     // ---- accepting -------------------------------------------------------------------------
@@ -29,13 +32,18 @@ impl<E: ProxyEngine> Driver<E> {
                 return;
             };
             let fallback_local = slot.bound;
+            let outbound = slot.direction == Direction::Outbound;
             match slot.socket.accept() {
                 Ok((stream, peer)) => {
                     let local = stream.local_addr().unwrap_or(fallback_local);
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "TCP_NODELAY not set");
                     }
-                    let id = self.engine.accept(self.now, Accepted::new(peer, local));
+                    let mut accepted = Accepted::new(peer, local);
+                    if outbound {
+                        accepted.original_dst = original_dst(stream.as_raw_fd(), local);
+                    }
+                    let id = self.engine.accept(self.now, accepted);
                     let mut conn = Conn::new(stream, Side::Downstream, Phase::Open);
                     conn.read_enabled = true;
                     if self.conns.insert(id, conn).is_none() {
