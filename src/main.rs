@@ -12,6 +12,8 @@ use trellis_control::explain::{explain, ExplainRequest};
 use trellis_control::{load_proxy_config, Severity};
 use trellis_io::{ControlHandle, LocalMeshOptions, RunOptions};
 
+mod sim_cmd;
+
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
 ///
 /// With no command, runs the local mesh on loopback (same as `trellis mesh`).
@@ -39,6 +41,11 @@ enum Command {
     ///
     /// Example: trellis explain --dir samples/bookinfo/networking --host reviews -H 'end-user: jason'
     Explain(ExplainArgs),
+    /// Run the deterministic mesh simulator: a seed, a seed range or a scenario file, with a
+    /// summary and an optional SVG timeline.
+    ///
+    /// Example: trellis sim --seeds 0..100    |    trellis sim --seed 7 --plot seed7.svg
+    Sim(sim_cmd::SimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +137,7 @@ fn main() -> ExitCode {
         Some(Command::Mesh(args)) => mesh(args),
         Some(Command::Proxy(args)) => proxy(args),
         Some(Command::Explain(args)) => run_explain(args),
+        Some(Command::Sim(args)) => sim_cmd::sim(args),
     };
     match result {
         Ok(code) => code,

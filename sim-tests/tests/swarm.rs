@@ -1,7 +1,7 @@
 //! Swarm testing of whole meshes: every seed builds a scenario (services, routes, policies,
 //! clients, faults, network), runs it twice on real engines, and checks every invariant.
 //!
-//! `cargo test -p sim-tests --test swarm` runs 500 seeds (the CI budget). Replay one failure
+//! `cargo test -p sim-tests --test swarm` runs 1,000 seeds (CI budget: at least 500). Replay one failure
 //! with `SIM_SEED=N cargo test -p sim-tests --test swarm -- --nocapture`; soak with
 //! `SIM_SEEDS=0..10000 cargo test --release -p sim-tests --test swarm -- --nocapture`.
 
@@ -14,7 +14,7 @@ fn workers() -> usize {
 
 #[test]
 fn swarm_of_meshes_keeps_every_invariant() {
-    let seeds = seeds_from_env(0..500);
+    let seeds = seeds_from_env(0..1000);
     let n = seeds.end - seeds.start;
     let started = std::time::Instant::now();
     let result = run_seeds(

@@ -21,6 +21,9 @@ use super::report::{Outcome, TimelineRequest};
 use super::scenario::Load;
 use super::server::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
 
+/// The least time a closed-loop client takes between the end of one request and the next.
+const CLIENT_TURNAROUND: Duration = Duration::from_micros(100);
+
 impl Mesh<'_> {
     pub(crate) fn start_clients(&mut self) {
         for (k, c) in self.scn.clients.iter().enumerate() {
@@ -115,6 +118,7 @@ impl Mesh<'_> {
             None => Duration::from_millis(spec.deadline_ms),
         };
         self.queue.push(self.now + patience, Ev::GiveUp { req: id });
+        self.open_requests += 1;
         self.requests.push(ClientRequest {
             sidecar: client,
             loop_id,
@@ -258,10 +262,13 @@ impl Mesh<'_> {
         }
         r.end = Some(now);
         r.outcome = Some(outcome);
+        self.open_requests -= 1;
         if let Some(l) = r.loop_id {
             let client = r.sidecar;
             if let Load::Closed { think_ms, .. } = self.scn.clients[client].load {
-                let t = now + Duration::from_millis(think_ms);
+                // A client spends at least 100 µs between requests (loopback and its own
+                // work), so a loop answered instantly still moves the clock forward.
+                let t = now + Duration::from_millis(think_ms) + CLIENT_TURNAROUND;
                 self.queue.push(t, Ev::LoopStart { client, loop_id: l });
             }
         }
@@ -301,7 +308,7 @@ impl Mesh<'_> {
             return;
         }
         if let (Some(rl), Some(cluster)) = (rule, &log.cluster) {
-            if let Some(c) = self.cluster_names.iter().position(|n| n == cluster) {
+            if let Some(&c) = self.cluster_by_name.get(cluster) {
                 *self.split_counts.entry((service, rl, c)).or_default() += 1;
             }
         }

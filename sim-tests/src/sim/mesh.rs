@@ -26,6 +26,9 @@ use super::queue::EventQueue;
 use super::report::{RunReport, Timeline, TimelineFault, TraceHash};
 use super::scenario::{FaultKind, Scenario};
 
+/// A run that needs more events than this is stuck (time no longer advancing) or absurd.
+const MAX_EVENTS: u64 = 5_000_000;
+
 /// Knobs of one run that are not part of the scenario.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
@@ -168,6 +171,13 @@ pub struct Mesh<'s> {
     /// Dispatches to (cluster, endpoint) in the current engine call.
     pub(crate) dispatches: Vec<(usize, usize)>,
     pub(crate) touched_pools: Vec<usize>,
+    /// Clusters whose outlier state the current engine call may have changed (all of them
+    /// after a timer call).
+    pub(crate) scan: Vec<usize>,
+    pub(crate) scan_all: bool,
+    /// Requests not yet ended.
+    pub(crate) open_requests: usize,
+    pub(crate) cluster_by_name: BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -258,7 +268,15 @@ impl<'s> Mesh<'s> {
             split_counts: BTreeMap::new(),
             dispatches: Vec::new(),
             touched_pools: Vec::new(),
+            scan: Vec::new(),
+            scan_all: false,
+            open_requests: 0,
+            cluster_by_name: BTreeMap::new(),
         };
+        mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
         for (i, f) in scn.faults.iter().enumerate() {
             let from = Instant::from_millis(f.at_ms);
             let until = from + Duration::from_millis(f.for_ms);
@@ -308,8 +326,13 @@ impl<'s> Mesh<'s> {
             let Some(next) = [tq, te].into_iter().flatten().min() else {
                 break;
             };
-            let quiet = next > workload_end && self.requests.iter().all(|r| r.end.is_some());
+            let quiet = next > workload_end && self.open_requests == 0;
             if quiet || next > hard_stop {
+                break;
+            }
+            if self.events >= MAX_EVENTS {
+                let msg = format!("runaway run: {MAX_EVENTS} events by {next}");
+                self.violation(Invariant::EndsOnce, msg);
                 break;
             }
             self.now = self.now.max(next);
@@ -323,6 +346,7 @@ impl<'s> Mesh<'s> {
                     {
                         self.trace.u64(0x7111 ^ sc as u64);
                         self.sidecars[sc].engine.handle_timeout(self.now);
+                        self.scan_all = true;
                         self.after_engine(sc);
                     }
                 }
@@ -465,6 +489,23 @@ impl<'s> Mesh<'s> {
 
     /// Hand one input to a sidecar's engine and carry out what follows.
     pub(crate) fn engine_input(&mut self, sc: usize, input: Input) {
+        let conn = match &input {
+            Input::Received { conn, .. }
+            | Input::ReadClosed { conn }
+            | Input::Closed { conn }
+            | Input::Connected { conn }
+            | Input::ConnectFailed { conn }
+            | Input::WriteDrained { conn } => Some(*conn),
+            Input::Config(_) => None,
+        };
+        match conn.and_then(|c| self.sidecars[sc].up.get(&c)) {
+            Some(u) => self.scan.push(u.cluster),
+            // An upstream connection the driver already dropped: its cluster is unknown here.
+            None if conn.is_some_and(|c| !self.sidecars[sc].down.contains_key(&c)) => {
+                self.scan_all = true
+            }
+            None => {}
+        }
         self.sidecars[sc].engine.handle(self.now, input);
         self.after_engine(sc);
     }

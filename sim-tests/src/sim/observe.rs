@@ -8,6 +8,10 @@
 //! before the ejection may wait in the pending queue and go out after it, as in Envoy).
 //! Pool limits are checked on the driver's own count of open sockets at the end of each call,
 //! since inside one call a close is flushed after the connect that reused its budget.
+//!
+//! Outlier state can only change inside a call that ends an attempt (an input on one of the
+//! cluster's upstream connections) or runs timers (per-try timeouts, sweeps), so after an
+//! input only the clusters involved are scanned, and after a timer call all of them.
 
 use super::check::{share_ok, Invariant};
 use super::mesh::Mesh;
@@ -29,7 +33,15 @@ impl Mesh<'_> {
             }
         }
         let dispatches = std::mem::take(&mut self.dispatches);
-        for c in 0..self.cluster_info.len() {
+        let mut scan = std::mem::take(&mut self.scan);
+        if std::mem::take(&mut self.scan_all) {
+            scan = (0..self.cluster_info.len()).collect();
+        } else {
+            scan.extend(dispatches.iter().map(|(c, _)| *c));
+            scan.sort_unstable();
+            scan.dedup();
+        }
+        for c in scan {
             let Some(cap) = self.cluster_info[c].max_ejection_percent else {
                 continue;
             };

@@ -104,7 +104,8 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
     values[rank.clamp(1, values.len()) - 1]
 }
 
-/// FNV-1a, 64 bit: a stable hash (same on every platform and Rust version) for trace hashes.
+/// A stable 64-bit hash (same on every platform and Rust version) for trace hashes: FNV-1a's
+/// constants applied to 8-byte words (then the tail bytes), with a final avalanche.
 #[derive(Clone, Copy, Debug)]
 pub struct TraceHash(u64);
 
@@ -116,10 +117,21 @@ impl Default for TraceHash {
 
 impl TraceHash {
     pub fn bytes(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
         }
+        for b in chunks.remainder() {
+            self.word(u64::from(*b));
+        }
+        self.word(bytes.len() as u64);
+    }
+
+    fn word(&mut self, w: u64) {
+        self.0 ^= w;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3).rotate_left(29);
     }
 
     pub fn u64(&mut self, v: u64) {
@@ -127,7 +139,10 @@ impl TraceHash {
     }
 
     pub fn finish(self) -> u64 {
-        self.0
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
     }
 }
 
@@ -145,9 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn fnv_is_stable() {
-        let mut h = TraceHash::default();
-        h.bytes(b"a");
-        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    fn trace_hash_is_stable_and_order_sensitive() {
+        let mut a = TraceHash::default();
+        a.bytes(b"hello world, twelve+");
+        a.u64(7);
+        let mut b = TraceHash::default();
+        b.u64(7);
+        b.bytes(b"hello world, twelve+");
+        assert_ne!(a.finish(), b.finish());
+        let mut c = TraceHash::default();
+        c.bytes(b"hello world, twelve+");
+        c.u64(7);
+        assert_eq!(a.finish(), c.finish());
     }
 }
