@@ -75,7 +75,8 @@ pub fn sim(args: SimArgs) -> Result<ExitCode> {
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let progress = |done: u64, total: u64| {
-            if total > 1 {
+            let step = (total / 100).max(1);
+            if total > 1 && (done.is_multiple_of(step) || done == total) {
                 eprint!("\rsim: {done}/{total} seeds");
                 let _ = std::io::stderr().flush();
             }

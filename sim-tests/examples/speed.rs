@@ -1,5 +1,5 @@
 //! Simulator speed on a 20-service mesh: simulated requests per wall second (one thread) and
-//! simulated time per wall time. `cargo run --release -p sim-tests --example speed [services]`.
+//! simulated time per wall time. `cargo run --release -p sim-tests --example speed [services] [rate per sidecar]`.
 
 use sim_tests::sim::{run, RunOptions, Scenario};
 
@@ -8,7 +8,11 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let scn = Scenario::benchmark(services, 2000, 10_000);
+    let rate = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let scn = Scenario::benchmark(services, rate, 10_000);
     let started = std::time::Instant::now();
     let report = run(&scn, RunOptions::default());
     let wall = started.elapsed().as_secs_f64();

@@ -23,7 +23,7 @@ fn swarm_of_meshes_keeps_every_invariant() {
         workers(),
         true,
         &|done, total| {
-            if done % 100 == 0 || done == total {
+            if done.is_multiple_of(100) || done == total {
                 eprintln!("swarm: {done}/{total} seeds");
             }
         },
