@@ -73,3 +73,35 @@ fn catches_pool_limit_checked_after_increment() {
     let seed = first_catching_seed(pool_limit_after_increment, Invariant::PoolLimit, BUDGET);
     eprintln!("pool limit checked after increment caught by seed {seed}");
 }
+
+/// A failure found by a mutant shrinks to a smaller scenario that still breaks the same
+/// invariant, and the report carries the replay command.
+#[test]
+fn mutant_failure_shrinks_and_prints_replay() {
+    use sim_tests::sim::shrink::size;
+    use sim_tests::sim::swarm::shrink_failure;
+    let opts = RunOptions {
+        engine_hook: Some(pool_limit_after_increment),
+        ..RunOptions::default()
+    };
+    let seed = 0;
+    let (small, report) = shrink_failure(seed, opts, 150);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.invariant == Invariant::PoolLimit),
+        "{:?}",
+        report.violations
+    );
+    assert!(
+        size(&small) < size(&Scenario::from_seed(seed)),
+        "{small:#?}"
+    );
+    let text = failure_report("mutants", &report, Some(&(small.clone(), report.clone())));
+    assert!(
+        text.contains("SIM_SEED=0 cargo test -p sim-tests --test mutants"),
+        "{text}"
+    );
+    eprintln!("{text}");
+}

@@ -9,7 +9,7 @@
 //! Files, one concept each: [`scenario`] (plain data) and [`generate`] (from a seed),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world and its loop),
-//! `server`/`client` (workloads), `observe` + [`check`] (invariants), [`report`] (results),
+//! `server`/`client` (workloads), `wire` (connects, sends, faults), `observe` + [`check`] (invariants), [`report`] (results),
 //! [`svg`] (timeline plot), [`swarm`] (many seeds, failure reports, replay commands).
 
 pub mod check;
@@ -26,6 +26,7 @@ mod server;
 pub mod shrink;
 pub mod svg;
 pub mod swarm;
+mod wire;
 
 pub use check::{Invariant, Violation};
 pub use mesh::{Mesh, RunOptions};
