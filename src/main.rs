@@ -13,6 +13,8 @@ use trellis_control::{load_proxy_config, Severity};
 use trellis_io::reload::{ConfigWatcher, WatchOptions};
 use trellis_io::{BackendChoice, ControlHandle, LocalMeshOptions, RunOptions, RuntimeOptions};
 
+mod sim_cmd;
+
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
 ///
 /// With no command, runs the local mesh on loopback (same as `trellis mesh`).
@@ -48,6 +50,11 @@ enum Command {
     ///
     /// Example: trellis analyze --dir samples/bookinfo
     Analyze(AnalyzeArgs),
+    /// Run the deterministic mesh simulator: a seed, a seed range or a scenario file, with a
+    /// summary and an optional SVG timeline.
+    ///
+    /// Example: trellis sim --seeds 0..100    |    trellis sim --seed 7 --plot seed7.svg
+    Sim(sim_cmd::SimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +178,7 @@ fn main() -> ExitCode {
         Some(Command::Proxy(args)) => proxy(args),
         Some(Command::Explain(args)) => run_explain(args),
         Some(Command::Analyze(args)) => run_analyze(args),
+        Some(Command::Sim(args)) => sim_cmd::sim(args),
     };
     match result {
         Ok(code) => code,

@@ -22,6 +22,8 @@
 pub mod cluster;
 pub mod config;
 pub mod http1;
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod proxy;
 pub mod rng;
 pub mod route;

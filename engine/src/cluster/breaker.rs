@@ -38,6 +38,9 @@ pub struct CircuitBreaker {
     requests: u32,
     retries: u32,
     overflow: BreakerOverflow,
+    /// Planted bug (feature `mutants`): compare after incrementing.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_late_check: bool,
 }
 
 /// Take one slot of `counter` if it is below `limit`; count an overflow otherwise.
@@ -70,6 +73,8 @@ impl CircuitBreaker {
             requests: 0,
             retries: 0,
             overflow: BreakerOverflow::default(),
+            #[cfg(feature = "mutants")]
+            mutant_late_check: false,
         }
     }
 
@@ -84,6 +89,18 @@ impl CircuitBreaker {
 
     /// Reserve an upstream connection (`max_connections`).
     pub fn try_open_connection(&mut self) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.mutant_late_check {
+            // Planted bug: increment, then compare the old value with `>` (lets limit + 1 in).
+            let before = self.connections;
+            self.connections += 1;
+            if before > self.limits.max_connections {
+                self.connections -= 1;
+                self.overflow.cx_overflow += 1;
+                return false;
+            }
+            return true;
+        }
         try_take(
             &mut self.connections,
             self.limits.max_connections,

@@ -309,6 +309,15 @@ impl ClusterState {
         back
     }
 
+    /// Switch planted bugs on or off in this cluster's detector and breaker.
+    #[cfg(feature = "mutants")]
+    pub(crate) fn set_mutations(&mut self, m: crate::mutants::Mutations) {
+        if let Some(o) = self.outlier.as_mut() {
+            o.mutant_cap_off_by_one = m.ejection_cap_off_by_one;
+        }
+        self.breaker.mutant_late_check = m.pool_limit_after_increment;
+    }
+
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
     }

@@ -137,6 +137,9 @@ pub(crate) struct OutlierDetector {
     busy: bool,
     /// The next sweep instant (stale while not busy; realigned when work appears).
     next_sweep: Instant,
+    /// Planted bug (feature `mutants`): the cap check forgets the host about to be ejected.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_cap_off_by_one: bool,
 }
 
 impl OutlierDetector {
@@ -150,6 +153,8 @@ impl OutlierDetector {
             ejected: 0,
             busy: false,
             next_sweep: now + interval,
+            #[cfg(feature = "mutants")]
+            mutant_cap_off_by_one: false,
         }
     }
 
@@ -186,6 +191,10 @@ impl OutlierDetector {
     fn may_eject_one_more(&self) -> bool {
         let percent = u64::from(self.cfg.max_ejection_percent.min(100));
         let hosts = self.hosts.len() as u64;
+        #[cfg(feature = "mutants")]
+        if self.mutant_cap_off_by_one {
+            return self.ejected as u64 * 100 <= percent * hosts;
+        }
         (self.ejected as u64 + 1) * 100 <= percent * hosts
     }
 

@@ -265,6 +265,11 @@ impl Engine {
             return false;
         };
         req.holds_retry = true;
+        #[cfg(feature = "mutants")]
+        if self.mutations.retry_ignores_deadline {
+            // Planted bug: forget the overall deadline; the next attempt re-arms it from now.
+            req.deadline = None;
+        }
         req.phase = Phase::Backoff;
         req.try_deadline = None;
         req.resume_at = Some(now + backoff);

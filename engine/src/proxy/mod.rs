@@ -66,6 +66,9 @@ pub struct Engine {
     logs: Vec<RequestLog>,
     stats: EngineStats,
     last_config_error: Option<ConfigError>,
+    /// Planted bugs switched on in this engine (feature `mutants` only).
+    #[cfg(feature = "mutants")]
+    mutations: crate::mutants::Mutations,
 }
 
 impl Engine {
@@ -101,6 +104,8 @@ impl Engine {
             logs: Vec::new(),
             stats: EngineStats::default(),
             last_config_error: None,
+            #[cfg(feature = "mutants")]
+            mutations: crate::mutants::Mutations::default(),
         };
         let config = engine.snapshot.config.clone();
         engine.install_clusters(&config, Instant::ZERO);
@@ -205,6 +210,15 @@ impl Engine {
         self.clusters.slot(slot).map(|s| &s.state)
     }
 
+    /// Switch planted bugs on or off (feature `mutants`; for the simulator's self-test only).
+    #[cfg(feature = "mutants")]
+    pub fn set_mutations(&mut self, mutations: crate::mutants::Mutations) {
+        self.mutations = mutations;
+        for s in self.clusters.slots.iter_mut().flatten() {
+            s.state.set_mutations(mutations);
+        }
+    }
+
     // ---- plumbing shared by the submodules ----
 
     /// The passthrough cluster slot for `addr`; retired slots are collected when too many
@@ -255,6 +269,8 @@ impl Engine {
             }
         }
         self.clusters.collect_garbage(&referenced);
+        #[cfg(feature = "mutants")]
+        self.set_mutations(self.mutations);
     }
 
     fn arm_sweep(&mut self, slot: usize) {

@@ -1,0 +1,21 @@
+//! Planted bugs for the simulator's self-test (cargo feature `mutants`, off by default).
+//!
+//! A simulator that never fails proves nothing. With the feature on, a test can switch one of
+//! these realistic bugs on in one engine ([`crate::Engine::set_mutations`]) and check that the
+//! deterministic mesh simulator in `sim-tests` catches it within a few seeds. Without the
+//! feature this module, the knob and every branch that reads it are compiled out, so the
+//! production engine pays nothing.
+
+/// Which planted bugs are switched on in one engine. All off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Outlier detection checks the ejection cap without counting the host about to be
+    /// ejected, so `max_ejection_percent` can be exceeded by one host.
+    pub ejection_cap_off_by_one: bool,
+    /// A retry forgets the route's overall deadline, which the next attempt then re-arms from
+    /// its own start: a retried request can outlive its `timeout`.
+    pub retry_ignores_deadline: bool,
+    /// The connection-pool breaker increments before it compares, and compares the old value,
+    /// so `maxConnections` lets one connection too many through.
+    pub pool_limit_after_increment: bool,
+}

@@ -1,0 +1,316 @@
+//! Client workloads: open-loop (Poisson arrivals) and closed-loop (fixed concurrency with think
+//! time) request generators, each behind its own sidecar on loopback.
+//!
+//! Each request gets its own downstream connection, which makes "ends exactly once" exact to
+//! check: one request head in, one response (or a cut) out, one access-log record. The client
+//! parses what the sidecar sends back with the engine's own codec, checks the body byte for
+//! byte and the timing against the route's promise, and gives up at its own deadline.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use trellis_engine::http1::{self, BodyDecoder, BodyEvent, Limits};
+use trellis_engine::proxy::{Accepted, RequestLog};
+use trellis_engine::Input;
+
+use super::check::Invariant;
+use super::mesh::{ClientRequest, Ev, Mesh};
+use super::model;
+use super::report::{Outcome, TimelineRequest};
+use super::scenario::Load;
+use super::server::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
+
+/// The least time a closed-loop client takes between the end of one request and the next.
+const CLIENT_TURNAROUND: Duration = Duration::from_micros(100);
+
+impl Mesh<'_> {
+    pub(crate) fn start_clients(&mut self) {
+        for (k, c) in self.scn.clients.iter().enumerate() {
+            match c.load {
+                Load::Open { .. } => {
+                    let t = self.now + self.interarrival(k);
+                    self.queue.push(t, Ev::Arrival { client: k });
+                }
+                Load::Closed { concurrency, .. } => {
+                    for l in 0..concurrency as usize {
+                        let t = self.now + Duration::from_micros(self.rng.u64(0..1000));
+                        self.queue.push(
+                            t,
+                            Ev::LoopStart {
+                                client: k,
+                                loop_id: l,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn interarrival(&mut self, k: usize) -> Duration {
+        let rate = match self.scn.clients[k].load {
+            Load::Open { rate } => f64::from(rate.max(1)),
+            Load::Closed { .. } => 1.0,
+        };
+        let u = self.rng.f64().max(1e-12);
+        Duration::from_nanos((-u.ln() / rate * 1e9) as u64)
+    }
+
+    fn workload_over(&self) -> bool {
+        self.now >= trellis_engine::Instant::from_millis(self.scn.duration_ms)
+    }
+
+    pub(crate) fn on_arrival(&mut self, client: usize) {
+        if self.workload_over() {
+            return;
+        }
+        self.start_request(client, None);
+        let t = self.now + self.interarrival(client);
+        self.queue.push(t, Ev::Arrival { client });
+    }
+
+    /// Start one request from `client` on a fresh connection to its sidecar.
+    pub(crate) fn start_request(&mut self, client: usize, loop_id: Option<usize>) {
+        if self.workload_over() {
+            return;
+        }
+        let spec = &self.scn.clients[client];
+        let service = spec.targets[self.rng.usize(0..spec.targets.len())];
+        let user = if spec.users.is_empty() || self.rng.u8(0..4) == 0 {
+            None
+        } else {
+            Some(spec.users[self.rng.usize(0..spec.users.len())].clone())
+        };
+        let post = self.rng.u8(0..100) < spec.post_percent;
+        let body_len = if post {
+            self.rng.usize(0..=spec.max_body as usize)
+        } else {
+            0
+        };
+        let resp_len = self.rng.usize(0..=spec.max_response as usize);
+        let rule = model::reference_rule(self.scn, service, user.as_deref());
+        let bound = rule.and_then(|r| model::time_bound(&self.scn.services[service].rules[r]));
+        let id = self.requests.len();
+        let mut raw = format!(
+            "{} /r/{id} HTTP/1.1\r\nhost: {}\r\nx-sim-id: {id}\r\n",
+            if post { "POST" } else { "GET" },
+            model::service_host(service)
+        );
+        if let Some(u) = &user {
+            raw.push_str(&format!("x-user: {u}\r\n"));
+        }
+        if post {
+            raw.push_str(&format!("content-length: {body_len}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let mut bytes = BytesMut::from(raw.as_bytes());
+        bytes.extend_from_slice(&body_pattern(id as u64, REQUEST_SALT, body_len));
+
+        let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
+        let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
+        let conn = self.sidecars[client]
+            .engine
+            .accept(self.now, Accepted::new(peer, local));
+        self.sidecars[client].down.insert(conn, id);
+        let patience = match bound {
+            Some(b) => b + Duration::from_secs(1),
+            None => Duration::from_millis(spec.deadline_ms),
+        };
+        self.queue.push(self.now + patience, Ev::GiveUp { req: id });
+        self.open_requests += 1;
+        self.requests.push(ClientRequest {
+            sidecar: client,
+            loop_id,
+            service,
+            user,
+            rule,
+            bound,
+            start: self.now,
+            post,
+            body_len,
+            resp_len,
+            conn,
+            recv: BytesMut::new(),
+            outcome: None,
+            end: None,
+        });
+        self.engine_input(
+            client,
+            Input::Received {
+                conn,
+                data: bytes.freeze(),
+            },
+        );
+    }
+
+    /// Bytes from the sidecar to the client of request `req`.
+    pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
+        let r = &mut self.requests[req];
+        if r.end.is_some() {
+            let msg = format!(
+                "request {req}: {} bytes after its response ended",
+                data.len()
+            );
+            self.violations.report(Invariant::EndsOnce, self.now, msg);
+            return;
+        }
+        r.recv.extend_from_slice(data);
+        let method = if r.post {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        let limits = Limits::default();
+        let Ok(Some((head, used))) = http1::parse_response_head(&r.recv, &limits, &method) else {
+            return;
+        };
+        let mut rest = BytesMut::from(&r.recv[used..]);
+        let mut decoder = BodyDecoder::new(head.framing, &limits);
+        let mut body = BytesMut::new();
+        loop {
+            match decoder.decode(&mut rest) {
+                Ok(BodyEvent::Data(d)) => body.extend_from_slice(&d),
+                Ok(BodyEvent::Done { .. }) => break,
+                Ok(BodyEvent::NeedMore) | Err(_) => return,
+            }
+        }
+        if !rest.is_empty() {
+            let msg = format!("request {req}: {} bytes after a whole response", rest.len());
+            self.violations.report(Invariant::EndsOnce, self.now, msg);
+        }
+        let flags = head
+            .headers
+            .get("x-trellis-response-flags")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let from_server = head.headers.contains_key("x-sim-ep");
+        let outcome = match (from_server, flags) {
+            (true, _) => Outcome::Response(head.status),
+            (false, flags) => Outcome::Mesh(head.status, flags.unwrap_or_default()),
+        };
+        if from_server && head.status == 200 {
+            let expected = body_pattern(req as u64, RESPONSE_SALT, r.resp_len);
+            if body != expected[..] {
+                let msg = format!(
+                    "request {req}: response body of {} bytes differs from the {} the server sent",
+                    body.len(),
+                    expected.len()
+                );
+                self.violations.report(Invariant::Bytes, self.now, msg);
+            }
+        }
+        let model_says_no_route = r.rule.is_none();
+        let got_no_route = matches!(&outcome, Outcome::Mesh(404, f) if f.contains("NR"));
+        if model_says_no_route != got_no_route {
+            let msg = format!(
+                "request {req} (service {}, user {:?}): reference route {:?}, got {outcome:?}",
+                r.service, r.user, r.rule
+            );
+            self.violations.report(Invariant::Routing, self.now, msg);
+        }
+        self.end_request(req, outcome);
+        // The client is done with this connection.
+        let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
+        if self.sidecars[sc].down.remove(&conn).is_some() {
+            self.sidecars[sc]
+                .engine
+                .handle(self.now, Input::Closed { conn });
+        }
+    }
+
+    /// The sidecar closed the client's connection.
+    pub(crate) fn client_closed(&mut self, req: usize) {
+        if self.requests[req].end.is_none() {
+            self.end_request(req, Outcome::Truncated);
+        }
+    }
+
+    /// The client's patience ran out.
+    pub(crate) fn give_up(&mut self, req: usize) {
+        if self.requests[req].end.is_some() {
+            return;
+        }
+        self.end_request(req, Outcome::ClientTimeout);
+        let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
+        if self.sidecars[sc].down.remove(&conn).is_some() {
+            self.engine_input(sc, Input::Closed { conn });
+        }
+    }
+
+    fn end_request(&mut self, req: usize, outcome: Outcome) {
+        let now = self.now;
+        let r = &mut self.requests[req];
+        let took = now - r.start;
+        if let Some(bound) = r.bound {
+            if took > bound {
+                let msg = format!(
+                    "request {req} (service {}, rule {:?}) took {took:?}, its route promises {bound:?}; ended {outcome:?}",
+                    r.service, r.rule
+                );
+                self.violations.report(Invariant::Deadline, now, msg);
+            }
+        }
+        let r = &mut self.requests[req];
+        if let Some(t) = self.timeline.as_mut() {
+            t.requests.push(TimelineRequest {
+                start: r.start,
+                latency: took,
+                ok: outcome.is_success(),
+                mesh_error: matches!(outcome, Outcome::Mesh(..)),
+            });
+        }
+        r.end = Some(now);
+        r.outcome = Some(outcome);
+        self.open_requests -= 1;
+        if let Some(l) = r.loop_id {
+            let client = r.sidecar;
+            if let Load::Closed { think_ms, .. } = self.scn.clients[client].load {
+                // A client spends at least 100 µs between requests (loopback and its own
+                // work), so a loop answered instantly still moves the clock forward.
+                let t = now + Duration::from_millis(think_ms) + CLIENT_TURNAROUND;
+                self.queue.push(t, Ev::LoopStart { client, loop_id: l });
+            }
+        }
+    }
+
+    /// An access-log record from sidecar `sc`: compare with the reference model.
+    pub(crate) fn on_log(&mut self, sc: usize, log: RequestLog) {
+        self.trace.u64(u64::from(log.status));
+        self.trace.u64(log.duration.as_nanos() as u64);
+        let n = self.sidecars[sc]
+            .logs_per_conn
+            .entry(log.downstream)
+            .or_default();
+        *n += 1;
+        if *n > 1 {
+            let msg = format!("sidecar {sc} logged {} twice", log.downstream);
+            self.violations.report(Invariant::AccessLog, self.now, msg);
+        }
+        let Some(id) = log
+            .path
+            .strip_prefix("/r/")
+            .and_then(|p| p.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let Some(r) = self.requests.get(id) else {
+            return;
+        };
+        let (service, rule) = (r.service, r.rule);
+        let expected = rule.map(|rl| model::rule_name(service, rl));
+        if log.route != expected {
+            let msg = format!(
+                "request {id}: engine used route {:?}, reference model {expected:?}",
+                log.route
+            );
+            self.violations.report(Invariant::Routing, self.now, msg);
+            return;
+        }
+        if let (Some(rl), Some(cluster)) = (rule, &log.cluster) {
+            if let Some(&c) = self.cluster_by_name.get(cluster) {
+                *self.split_counts.entry((service, rl, c)).or_default() += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! `Scenario::from_seed`: swarm generation. Each seed first decides which features and faults
+//! exist at all (the "swarm"), then draws sizes and rates. Sizes are tuned so that hundreds of
+//! seeds run in a debug-build CI job: most meshes are small, a few are large (up to 50
+//! services × 10 endpoints), and request counts stay in the hundreds.
+
+use super::scenario::*;
+
+/// Which features one seed switches on.
+struct Swarm {
+    outlier: bool,
+    pool: bool,
+    retries: bool,
+    timeouts: bool,
+    faults_injection: bool,
+    header_routes: bool,
+    errors: bool,
+    garbage: bool,
+    hangs: bool,
+    crashes: bool,
+    partitions: bool,
+    lossy: bool,
+    resets: bool,
+}
+
+impl Swarm {
+    fn draw(r: &mut fastrand::Rng) -> Self {
+        let mut p = |percent: u8| r.u8(0..100) < percent;
+        Swarm {
+            outlier: p(50),
+            pool: p(40),
+            retries: p(55),
+            timeouts: p(65),
+            faults_injection: p(20),
+            header_routes: p(50),
+            errors: p(50),
+            garbage: p(15),
+            hangs: p(25),
+            crashes: p(35),
+            partitions: p(35),
+            lossy: p(20),
+            resets: p(10),
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenario of one seed. Same seed, same scenario, on every machine.
+    pub fn from_seed(seed: u64) -> Scenario {
+        let mut r = fastrand::Rng::with_seed(seed ^ 0x5eed_5ce0_a210_0001);
+        let sw = Swarm::draw(&mut r);
+        // Mostly small meshes; one seed in ten gets a large one.
+        let n_services = if r.u8(0..10) == 0 {
+            r.usize(10..=50)
+        } else {
+            r.usize(2..=6)
+        };
+        let big = n_services > 10;
+        let services = (0..n_services)
+            .map(|_| gen_service(&mut r, &sw, big))
+            .collect::<Vec<_>>();
+        let n_clients = r.usize(1..=3);
+        let users: Vec<String> = (0..3).map(|u| format!("u{u}")).collect();
+        let clients = (0..n_clients)
+            .map(|_| {
+                let n_targets = r.usize(1..=n_services.min(8));
+                let mut targets: Vec<usize> =
+                    (0..n_targets).map(|_| r.usize(0..n_services)).collect();
+                targets.sort_unstable();
+                targets.dedup();
+                let load = if r.bool() {
+                    Load::Open {
+                        rate: r.u32(20..=250),
+                    }
+                } else {
+                    Load::Closed {
+                        concurrency: r.u32(1..=12),
+                        think_ms: r.u64(0..=40),
+                    }
+                };
+                ClientSpec {
+                    load,
+                    targets,
+                    users: if sw.header_routes {
+                        users.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    post_percent: r.u8(0..=50),
+                    max_body: r.u32(0..=3000),
+                    max_response: r.u32(0..=4000),
+                    deadline_ms: 5_000,
+                }
+            })
+            .collect::<Vec<_>>();
+        let net = NetSpec {
+            latency_us: r.u64(50..=3000),
+            jitter_us: r.u64(0..=1500),
+            bandwidth_bpms: [1_000, 10_000, 100_000, 1_000_000][r.usize(0..4)],
+            loss_percent: if sw.lossy { r.u8(1..=5) } else { 0 },
+            rto_ms: r.u64(20..=200),
+            reset_permille: if sw.resets { r.u16(1..=5) } else { 0 },
+        };
+        let duration_ms = r.u64(500..=2000);
+        let mut scn = Scenario {
+            seed,
+            services,
+            clients,
+            net,
+            faults: Vec::new(),
+            duration_ms,
+        };
+        scn.faults = gen_faults(&mut r, &sw, &scn);
+        scn.normalize();
+        scn
+    }
+}
+
+fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
+    let n_versions = r.usize(1..=3);
+    let versions = (0..n_versions)
+        .map(|_| {
+            let n_eps = if big { r.usize(1..=3) } else { r.usize(1..=10) };
+            let bad = r.u8(0..100) < 40;
+            Version {
+                endpoints: (0..n_eps)
+                    .map(|_| EndpointSpec {
+                        latency_base_ms: r.u32(0..=30),
+                        latency_jitter_ms: r.u32(0..=20),
+                        error_percent: if sw.errors && bad {
+                            [2, 10, 50, 100][r.usize(0..4)]
+                        } else {
+                            0
+                        },
+                        garbage_percent: if sw.garbage && bad { r.u8(1..=10) } else { 0 },
+                        hang_percent: if sw.hangs && bad { r.u8(1..=5) } else { 0 },
+                    })
+                    .collect(),
+                lb: r.u8(0..3),
+                outlier: (sw.outlier && r.bool()).then(|| OutlierSpec {
+                    consecutive_5xx: r.u32(1..=5),
+                    interval_ms: r.u64(20..=500),
+                    base_ejection_ms: r.u64(50..=1000),
+                    max_ejection_percent: [10, 20, 34, 50, 100][r.usize(0..5)],
+                }),
+                pool: (sw.pool && r.bool()).then(|| PoolSpec {
+                    max_connections: r.u32(1..=6),
+                    max_pending: [1, 4, 32, u32::MAX][r.usize(0..4)],
+                    connect_timeout_ms: r.u64(50..=1000),
+                    max_requests_per_connection: [0, 0, 1, 3][r.usize(0..4)],
+                }),
+            }
+        })
+        .collect::<Vec<_>>();
+    let n_rules = if sw.header_routes { r.usize(1..=3) } else { 1 };
+    let rules = (0..n_rules)
+        .map(|i| {
+            let last = i + 1 == n_rules;
+            let user = if last && r.u8(0..100) < 90 {
+                None
+            } else {
+                Some(format!("u{}", r.u8(0..3)))
+            };
+            let n_dests = r.usize(1..=n_versions);
+            let mut dests: Vec<(usize, u32)> = Vec::new();
+            for _ in 0..n_dests {
+                let v = r.usize(0..n_versions);
+                if !dests.iter().any(|(x, _)| *x == v) {
+                    dests.push((v, r.u32(1..=100)));
+                }
+            }
+            Rule {
+                user,
+                dests,
+                timeout_ms: (sw.timeouts && r.u8(0..100) < 80).then(|| r.u64(50..=1500)),
+                retries: (sw.retries && r.u8(0..100) < 80).then(|| RetrySpec {
+                    attempts: r.u32(1..=3),
+                    per_try_ms: r.bool().then(|| r.u64(20..=400)),
+                    on_5xx: r.bool(),
+                    on_connect_failure: r.u8(0..100) < 70,
+                    on_reset: r.bool(),
+                    backoff_base_ms: r.u64(1..=25),
+                }),
+                fault: (sw.faults_injection && r.bool()).then(|| FaultSpec {
+                    delay_ms: r.u64(1..=100),
+                    delay_percent: r.u8(0..=100),
+                    abort_status: [418, 500, 503][r.usize(0..3)],
+                    abort_percent: r.u8(0..=30),
+                }),
+            }
+        })
+        .collect();
+    Service { versions, rules }
+}
+
+fn gen_faults(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<Fault> {
+    let eps: Vec<EndpointRef> = scn.endpoints().map(|(e, _)| e).collect();
+    let mut faults = Vec::new();
+    let d = scn.duration_ms;
+    if sw.crashes {
+        for _ in 0..r.usize(1..=4) {
+            let ep = eps[r.usize(0..eps.len())];
+            let kind = match r.u8(0..3) {
+                0 => FaultKind::Crash(ep),
+                1 => FaultKind::Hang(ep),
+                _ => FaultKind::Slow(ep, r.u64(10..=300)),
+            };
+            faults.push(Fault {
+                at_ms: r.u64(0..d),
+                for_ms: r.u64(10..=d),
+                kind,
+            });
+        }
+        // Sometimes a whole version goes down together (what ejection caps are for).
+        if r.bool() {
+            let (s, v, _) = eps[r.usize(0..eps.len())];
+            let at = r.u64(0..d);
+            let for_ms = r.u64(50..=d);
+            for i in 0..scn.services[s].versions[v].endpoints.len() {
+                faults.push(Fault {
+                    at_ms: at,
+                    for_ms,
+                    kind: FaultKind::Crash((s, v, i)),
+                });
+            }
+        }
+    }
+    if sw.partitions {
+        for _ in 0..r.usize(1..=3) {
+            let dir = r.u8(0..3);
+            faults.push(Fault {
+                at_ms: r.u64(0..d),
+                for_ms: r.u64(10..=d),
+                kind: FaultKind::Partition {
+                    sidecar: r.usize(0..scn.clients.len()),
+                    service: r.usize(0..scn.services.len()),
+                    outbound: dir != 1,
+                    inbound: dir != 0,
+                    reset: r.bool(),
+                },
+            });
+        }
+    }
+    faults.sort_by_key(|f| f.at_ms);
+    faults
+}
+
+impl Scenario {
+    /// A steady mesh for speed measurements: `services` services × 3 versions × 3 endpoints,
+    /// three sidecars with open-loop load of `rate` requests/s each for `duration_ms`, retries,
+    /// timeouts and outlier detection on, a few percent of server errors, no scheduled faults.
+    pub fn benchmark(services: usize, rate: u32, duration_ms: u64) -> Scenario {
+        let mut scn = Scenario::from_seed(1);
+        let ep = EndpointSpec {
+            latency_base_ms: 2,
+            latency_jitter_ms: 3,
+            error_percent: 2,
+            garbage_percent: 0,
+            hang_percent: 0,
+        };
+        let version = Version {
+            endpoints: vec![ep; 3],
+            lb: 1,
+            outlier: Some(OutlierSpec {
+                consecutive_5xx: 3,
+                interval_ms: 100,
+                base_ejection_ms: 300,
+                max_ejection_percent: 34,
+            }),
+            pool: None,
+        };
+        scn.services = (0..services)
+            .map(|_| Service {
+                versions: vec![version.clone(); 3],
+                rules: vec![
+                    Rule {
+                        user: Some("u0".into()),
+                        dests: vec![(2, 100)],
+                        timeout_ms: Some(500),
+                        retries: None,
+                        fault: None,
+                    },
+                    Rule {
+                        user: None,
+                        dests: vec![(0, 80), (1, 20)],
+                        timeout_ms: Some(500),
+                        retries: Some(RetrySpec {
+                            attempts: 2,
+                            per_try_ms: Some(100),
+                            on_5xx: true,
+                            on_connect_failure: true,
+                            on_reset: true,
+                            backoff_base_ms: 5,
+                        }),
+                        fault: None,
+                    },
+                ],
+            })
+            .collect();
+        scn.clients = (0..3)
+            .map(|_| ClientSpec {
+                load: Load::Open { rate },
+                targets: (0..services).collect(),
+                users: vec!["u0".into(), "u1".into()],
+                post_percent: 20,
+                max_body: 1024,
+                max_response: 1024,
+                deadline_ms: 5_000,
+            })
+            .collect();
+        scn.net = NetSpec {
+            latency_us: 200,
+            jitter_us: 100,
+            bandwidth_bpms: 100_000,
+            loss_percent: 0,
+            rto_ms: 200,
+            reset_permille: 0,
+        };
+        scn.faults = Vec::new();
+        scn.duration_ms = duration_ms;
+        scn.normalize();
+        scn
+    }
+}

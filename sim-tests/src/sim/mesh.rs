@@ -1,0 +1,513 @@
+//! The mesh world: sidecars (real engines), server workloads, client workloads, the network,
+//! a virtual clock and one seeded RNG, advanced by a discrete-event queue.
+//!
+//! The loop is: take the earliest of (the next queued event, the earliest engine timer), move
+//! the clock there, fire it, then carry out every output the touched engine produced (connects,
+//! sends, closes) by scheduling their consequences on the network. Engine timers fire before
+//! queued events at the same instant; queued events fire in scheduling order. Nothing reads a
+//! wall clock or iterates a hash map, so a seed replays exactly.
+//!
+//! Server behaviour lives in [`super::server`], clients in [`super::client`], the invariant
+//! checks done after each engine call in [`super::observe`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use trellis_engine::http1::{BodyDecoder, RequestHead};
+use trellis_engine::{ConnId, Engine, Input, Instant, Output};
+
+use super::check::{Invariant, Violations};
+use super::model::{self, endpoint_addr};
+use super::net::Network;
+use super::queue::EventQueue;
+use super::report::{RunReport, Timeline, TimelineFault, TraceHash};
+use super::scenario::{FaultKind, Scenario};
+
+/// A run that needs more events than this is stuck (time no longer advancing) or absurd.
+const MAX_EVENTS: u64 = 5_000_000;
+
+/// Knobs of one run that are not part of the scenario.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Called on every sidecar's engine right after it is built (e.g. to plant a bug with the
+    /// engine's `mutants` feature).
+    pub engine_hook: Option<fn(usize, &mut Engine)>,
+    /// Keep a timeline for plotting.
+    pub timeline: bool,
+}
+
+/// A server workload (one endpoint).
+pub(crate) struct Endpoint {
+    pub service: usize,
+    pub cluster: usize,
+    pub spec: super::scenario::EndpointSpec,
+    pub up: bool,
+    /// Bumped on every crash: replies scheduled before it are dropped.
+    pub epoch: u32,
+    pub hung: u32,
+    pub slow: Duration,
+}
+
+/// The server's end of one upstream connection.
+pub(crate) struct ServerSide {
+    pub recv: BytesMut,
+    pub current: Option<(RequestHead, BodyDecoder, BytesMut)>,
+    pub alive: bool,
+    pub epoch: u32,
+}
+
+/// An upstream connection of a sidecar, with the server's end of it.
+pub(crate) struct UpConn {
+    pub ep: usize,
+    pub cluster: usize,
+    /// A request is outstanding on it (set by a request going out, cleared when a whole
+    /// response reaches the engine).
+    pub busy: bool,
+    pub server: ServerSide,
+}
+
+/// One sidecar: an engine and the driver's view of its connections.
+pub(crate) struct Sidecar {
+    pub engine: Engine,
+    pub up: BTreeMap<ConnId, UpConn>,
+    /// Downstream connection → client request id.
+    pub down: BTreeMap<ConnId, usize>,
+    /// Open upstream sockets per cluster (driver-side count).
+    pub open: Vec<u32>,
+    /// Ejected hosts per cluster as of the end of the last engine call.
+    pub ejected: Vec<Vec<bool>>,
+    /// Access-log records per downstream connection.
+    pub logs_per_conn: BTreeMap<ConnId, u32>,
+}
+
+/// One client request and what became of it.
+pub(crate) struct ClientRequest {
+    pub sidecar: usize,
+    pub loop_id: Option<usize>,
+    pub service: usize,
+    pub user: Option<String>,
+    pub rule: Option<usize>,
+    pub bound: Option<Duration>,
+    pub start: Instant,
+    pub post: bool,
+    pub body_len: usize,
+    pub resp_len: usize,
+    pub conn: ConnId,
+    pub recv: BytesMut,
+    pub outcome: Option<super::report::Outcome>,
+    pub end: Option<Instant>,
+}
+
+pub(crate) enum Ev {
+    Arrival {
+        client: usize,
+    },
+    LoopStart {
+        client: usize,
+        loop_id: usize,
+    },
+    GiveUp {
+        req: usize,
+    },
+    ConnectDone {
+        sc: usize,
+        conn: ConnId,
+        ok: bool,
+    },
+    ToServer {
+        sc: usize,
+        conn: ConnId,
+        data: Bytes,
+    },
+    ServerReply {
+        sc: usize,
+        conn: ConnId,
+        epoch: u32,
+        data: Bytes,
+        close: bool,
+    },
+    ToEngine {
+        sc: usize,
+        conn: ConnId,
+        data: Bytes,
+        completes: bool,
+    },
+    EngineEof {
+        sc: usize,
+        conn: ConnId,
+    },
+    EngineReset {
+        sc: usize,
+        conn: ConnId,
+    },
+    FaultStart(usize),
+    FaultEnd(usize),
+}
+
+/// The whole simulated mesh of one scenario.
+pub struct Mesh<'s> {
+    pub(crate) scn: &'s Scenario,
+    pub(crate) now: Instant,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) queue: EventQueue<Ev>,
+    pub(crate) net: Network,
+    pub(crate) sidecars: Vec<Sidecar>,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) ep_by_addr: BTreeMap<SocketAddr, usize>,
+    /// Cluster names, and per cluster: (service, version, max connections, outlier cap %).
+    pub(crate) cluster_names: Vec<String>,
+    pub(crate) cluster_info: Vec<ClusterInfo>,
+    pub(crate) requests: Vec<ClientRequest>,
+    pub(crate) violations: Violations,
+    pub(crate) trace: TraceHash,
+    pub(crate) events: u64,
+    pub(crate) ejections: u64,
+    pub(crate) timeline: Option<Timeline>,
+    /// (rule id, cluster) → requests the engine sent there, for weight convergence.
+    pub(crate) split_counts: BTreeMap<(usize, usize, usize), u64>,
+    /// Dispatches to (cluster, endpoint) in the current engine call.
+    pub(crate) dispatches: Vec<(usize, usize)>,
+    pub(crate) touched_pools: Vec<usize>,
+    /// Clusters whose outlier state the current engine call may have changed (all of them
+    /// after a timer call).
+    pub(crate) scan: Vec<usize>,
+    pub(crate) scan_all: bool,
+    /// Requests not yet ended.
+    pub(crate) open_requests: usize,
+    pub(crate) cluster_by_name: BTreeMap<String, usize>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterInfo {
+    pub service: usize,
+    pub version: usize,
+    pub max_connections: Option<u32>,
+    pub max_ejection_percent: Option<u32>,
+    /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
+    pub endpoints: Vec<usize>,
+}
+
+impl<'s> Mesh<'s> {
+    /// Build the world of `scn`: engines, servers, the network and the fault plan.
+    pub fn new(scn: &'s Scenario, opts: RunOptions) -> Self {
+        let config = Arc::new(model::engine_config(scn));
+        let mut cluster_names = Vec::new();
+        let mut cluster_info = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut ep_by_addr = BTreeMap::new();
+        for (s, svc) in scn.services.iter().enumerate() {
+            for (v, ver) in svc.versions.iter().enumerate() {
+                let cluster = cluster_names.len();
+                cluster_names.push(model::cluster_name(s, v));
+                let mut eps = Vec::new();
+                for (i, spec) in ver.endpoints.iter().enumerate() {
+                    ep_by_addr.insert(endpoint_addr((s, v, i)), endpoints.len());
+                    eps.push(endpoints.len());
+                    endpoints.push(Endpoint {
+                        service: s,
+                        cluster,
+                        spec: spec.clone(),
+                        up: true,
+                        epoch: 0,
+                        hung: 0,
+                        slow: Duration::ZERO,
+                    });
+                }
+                cluster_info.push(ClusterInfo {
+                    service: s,
+                    version: v,
+                    max_connections: ver.pool.as_ref().map(|p| p.max_connections),
+                    max_ejection_percent: ver.outlier.as_ref().map(|o| o.max_ejection_percent),
+                    endpoints: eps,
+                });
+            }
+        }
+        let sidecars = (0..scn.clients.len())
+            .map(|k| {
+                let seed = scn
+                    .seed
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .wrapping_add(k as u64 + 1);
+                let mut engine = Engine::new(config.clone(), seed);
+                if let Some(hook) = opts.engine_hook {
+                    hook(k, &mut engine);
+                }
+                Sidecar {
+                    engine,
+                    up: BTreeMap::new(),
+                    down: BTreeMap::new(),
+                    open: vec![0; cluster_names.len()],
+                    ejected: cluster_info
+                        .iter()
+                        .map(|c| vec![false; c.endpoints.len()])
+                        .collect(),
+                    logs_per_conn: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let mut mesh = Mesh {
+            scn,
+            now: Instant::ZERO,
+            rng: fastrand::Rng::with_seed(scn.seed),
+            queue: EventQueue::default(),
+            net: Network::new(scn.net.clone()),
+            sidecars,
+            endpoints,
+            ep_by_addr,
+            cluster_names,
+            cluster_info,
+            requests: Vec::new(),
+            violations: Violations::default(),
+            trace: TraceHash::default(),
+            events: 0,
+            ejections: 0,
+            timeline: opts.timeline.then(Timeline::default),
+            split_counts: BTreeMap::new(),
+            dispatches: Vec::new(),
+            touched_pools: Vec::new(),
+            scan: Vec::new(),
+            scan_all: false,
+            open_requests: 0,
+            cluster_by_name: BTreeMap::new(),
+        };
+        mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        for (i, f) in scn.faults.iter().enumerate() {
+            let from = Instant::from_millis(f.at_ms);
+            let until = from + Duration::from_millis(f.for_ms);
+            mesh.queue.push(from, Ev::FaultStart(i));
+            mesh.queue.push(until, Ev::FaultEnd(i));
+            if let FaultKind::Partition {
+                sidecar,
+                service,
+                outbound,
+                inbound,
+                reset,
+            } = f.kind
+            {
+                mesh.net
+                    .add_partition(sidecar, service, outbound, inbound, reset, from, until);
+            }
+            if let Some(t) = mesh.timeline.as_mut() {
+                t.faults.push(TimelineFault {
+                    from,
+                    until,
+                    label: format!("{:?}", f.kind),
+                });
+            }
+        }
+        mesh.start_clients();
+        mesh
+    }
+
+    /// Run to the end: the workload's duration, then until every request has ended.
+    pub fn run(mut self) -> RunReport {
+        let workload_end = Instant::from_millis(self.scn.duration_ms);
+        let max_deadline = self
+            .scn
+            .clients
+            .iter()
+            .map(|c| c.deadline_ms)
+            .max()
+            .unwrap_or(0);
+        let hard_stop = workload_end + Duration::from_millis(max_deadline + 60_000);
+        loop {
+            let tq = self.queue.next_time();
+            let te = self
+                .sidecars
+                .iter()
+                .filter_map(|s| s.engine.poll_timeout())
+                .min();
+            let Some(next) = [tq, te].into_iter().flatten().min() else {
+                break;
+            };
+            let quiet = next > workload_end && self.open_requests == 0;
+            if quiet || next > hard_stop {
+                break;
+            }
+            if self.events >= MAX_EVENTS {
+                let msg = format!("runaway run: {MAX_EVENTS} events by {next}");
+                self.violation(Invariant::EndsOnce, msg);
+                break;
+            }
+            self.now = self.now.max(next);
+            self.events += 1;
+            if te == Some(next) {
+                for sc in 0..self.sidecars.len() {
+                    if self.sidecars[sc]
+                        .engine
+                        .poll_timeout()
+                        .is_some_and(|t| t <= self.now)
+                    {
+                        self.trace.u64(0x7111 ^ sc as u64);
+                        self.sidecars[sc].engine.handle_timeout(self.now);
+                        self.scan_all = true;
+                        self.after_engine(sc);
+                    }
+                }
+                continue;
+            }
+            if let Some((_, ev)) = self.queue.pop() {
+                self.fire(ev);
+            }
+        }
+        self.finish()
+    }
+
+    fn fire(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrival { client } => self.on_arrival(client),
+            Ev::LoopStart { client, loop_id } => self.start_request(client, Some(loop_id)),
+            Ev::GiveUp { req } => self.give_up(req),
+            Ev::ConnectDone { sc, conn, ok } => {
+                if !self.sidecars[sc].up.contains_key(&conn) {
+                    return;
+                }
+                if ok {
+                    self.engine_input(sc, Input::Connected { conn });
+                } else {
+                    self.drop_up(sc, conn);
+                    self.engine_input(sc, Input::ConnectFailed { conn });
+                }
+            }
+            Ev::ToServer { sc, conn, data } => self.server_receive(sc, conn, data),
+            Ev::ServerReply {
+                sc,
+                conn,
+                epoch,
+                data,
+                close,
+            } => self.server_reply(sc, conn, epoch, data, close),
+            Ev::ToEngine {
+                sc,
+                conn,
+                data,
+                completes,
+            } => {
+                let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
+                    return;
+                };
+                if completes {
+                    up.busy = false;
+                }
+                self.engine_input(sc, Input::Received { conn, data });
+            }
+            Ev::EngineEof { sc, conn } => {
+                if self.sidecars[sc].up.contains_key(&conn) {
+                    self.engine_input(sc, Input::ReadClosed { conn });
+                }
+            }
+            Ev::EngineReset { sc, conn } => {
+                if self.sidecars[sc].up.contains_key(&conn) {
+                    self.drop_up(sc, conn);
+                    self.engine_input(sc, Input::Closed { conn });
+                }
+            }
+            Ev::FaultStart(i) => self.fault(i, true),
+            Ev::FaultEnd(i) => self.fault(i, false),
+        }
+    }
+
+    /// The driver's socket for an upstream connection is gone.
+    pub(crate) fn drop_up(&mut self, sc: usize, conn: ConnId) {
+        if let Some(u) = self.sidecars[sc].up.remove(&conn) {
+            let open = &mut self.sidecars[sc].open[u.cluster];
+            *open = open.saturating_sub(1);
+            self.net.forget(sc, conn);
+        }
+    }
+
+    /// Hand one input to a sidecar's engine and carry out what follows.
+    pub(crate) fn engine_input(&mut self, sc: usize, input: Input) {
+        let conn = match &input {
+            Input::Received { conn, .. }
+            | Input::ReadClosed { conn }
+            | Input::Closed { conn }
+            | Input::Connected { conn }
+            | Input::ConnectFailed { conn }
+            | Input::WriteDrained { conn } => Some(*conn),
+            Input::Config(_) => None,
+        };
+        match conn.and_then(|c| self.sidecars[sc].up.get(&c)) {
+            Some(u) => self.scan.push(u.cluster),
+            // An upstream connection the driver already dropped: its cluster is unknown here.
+            None if conn.is_some_and(|c| !self.sidecars[sc].down.contains_key(&c)) => {
+                self.scan_all = true
+            }
+            None => {}
+        }
+        self.sidecars[sc].engine.handle(self.now, input);
+        self.after_engine(sc);
+    }
+
+    /// Carry out every output of `sc`'s engine, then run the per-call checks.
+    pub(crate) fn after_engine(&mut self, sc: usize) {
+        while let Some(output) = self.sidecars[sc].engine.poll_output() {
+            match output {
+                Output::Connect { conn, addr } => self.on_connect(sc, conn, addr),
+                Output::Send { conn, data } => {
+                    self.trace.u64(conn.0);
+                    self.trace.bytes(&data);
+                    if let Some(&req) = self.sidecars[sc].down.get(&conn) {
+                        self.client_receive(req, &data);
+                    } else if self.sidecars[sc].up.contains_key(&conn) {
+                        self.upstream_send(sc, conn, data);
+                    }
+                    self.sidecars[sc]
+                        .engine
+                        .handle(self.now, Input::WriteDrained { conn });
+                }
+                Output::Close { conn, graceful } => {
+                    self.trace.u64(conn.0 ^ (u64::from(graceful) << 63));
+                    if let Some(req) = self.sidecars[sc].down.remove(&conn) {
+                        self.client_closed(req);
+                    } else {
+                        // The server sees the FIN/RST and drops its end: replies it still
+                        // has in preparation find the connection gone.
+                        self.drop_up(sc, conn);
+                    }
+                }
+                Output::ReadInterest { .. } => {}
+            }
+        }
+        let logs = self.sidecars[sc].engine.drain_logs();
+        for log in logs {
+            self.on_log(sc, log);
+        }
+        self.observe(sc);
+    }
+
+    fn finish(mut self) -> RunReport {
+        self.final_checks();
+        let mut report = RunReport {
+            seed: self.scn.seed,
+            requests: self.requests.len() as u64,
+            ejections: self.ejections,
+            sim_time: self.now - Instant::ZERO,
+            events: self.events,
+            ..Default::default()
+        };
+        for r in &self.requests {
+            if let (Some(o), Some(end)) = (&r.outcome, r.end) {
+                *report.outcomes.entry(o.kind()).or_default() += 1;
+                report.latencies.push(end - r.start);
+                self.trace.u64(end.as_nanos());
+                self.trace.bytes(o.kind().as_bytes());
+            }
+        }
+        report.latencies.sort_unstable();
+        report.trace_hash = self.trace.finish();
+        report.violations = std::mem::take(&mut self.violations.list);
+        report.timeline = self.timeline.take();
+        report
+    }
+
+    pub(crate) fn violation(&mut self, invariant: Invariant, detail: impl Into<String>) {
+        self.violations.report(invariant, self.now, detail);
+    }
+}

@@ -1,0 +1,192 @@
+//! The scenario seen two ways: as engine configuration (what the sidecars run) and as the
+//! reference model the invariants are checked against (what the configuration promises).
+//!
+//! The reference model is written from the scenario, not from the engine: routing is "first
+//! rule whose `x-user` matches", the allowed endpoints are the union of that rule's
+//! destinations, and the time bound follows Istio's semantics (route timeout from the first
+//! attempt, after any injected delay; otherwise per-try timeouts times attempts plus the
+//! largest backoffs). If the engine and this model disagree, one of them is wrong, and the
+//! report says which request showed it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use trellis_engine::config::{
+    Cluster, Config, ConnectionPool, Endpoint, FaultAbort, FaultDelay, FaultPolicy, HeaderMatch,
+    LbPolicy, OutlierDetection, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, StringMatch,
+    WeightedCluster,
+};
+
+use super::scenario::{EndpointRef, Rule, Scenario};
+use crate::build;
+
+/// The listener each sidecar's local clients connect to.
+pub const LISTENER: &str = build::LISTENER;
+
+/// The address of an endpoint: `10.<service>.<version>.<index>:8080` (services above 255 do
+/// not occur: scenarios have at most 50).
+pub fn endpoint_addr((s, v, i): EndpointRef) -> SocketAddr {
+    SocketAddr::from(([10, (s + 1) as u8, (v + 1) as u8, (i + 1) as u8], 8080))
+}
+
+/// The authority clients use for service `s`.
+pub fn service_host(s: usize) -> String {
+    format!("svc{s}")
+}
+
+/// The engine cluster of service `s`, version `v`.
+pub fn cluster_name(s: usize, v: usize) -> String {
+    format!("svc{s}-v{v}")
+}
+
+/// The engine route name of rule `r` of service `s`.
+pub fn rule_name(s: usize, r: usize) -> String {
+    format!("svc{s}-r{r}")
+}
+
+/// The engine configuration every sidecar of the scenario runs.
+pub fn engine_config(scn: &Scenario) -> Config {
+    let mut config = build::base();
+    config.version = format!("sim-{}", scn.seed);
+    for (s, svc) in scn.services.iter().enumerate() {
+        for (v, ver) in svc.versions.iter().enumerate() {
+            let mut c = Cluster {
+                name: cluster_name(s, v),
+                service: service_host(s),
+                subset: Some(format!("v{v}")),
+                endpoints: (0..ver.endpoints.len())
+                    .map(|i| Endpoint {
+                        address: endpoint_addr((s, v, i)),
+                        weight: 1,
+                        labels: BTreeMap::from([("version".to_string(), format!("v{v}"))]),
+                    })
+                    .collect(),
+                lb: match ver.lb {
+                    0 => LbPolicy::RoundRobin,
+                    1 => LbPolicy::LeastRequest { choice_count: 2 },
+                    _ => LbPolicy::Random,
+                },
+                ..Default::default()
+            };
+            if let Some(o) = &ver.outlier {
+                c.outlier = Some(OutlierDetection {
+                    consecutive_5xx: o.consecutive_5xx,
+                    interval: Duration::from_millis(o.interval_ms),
+                    base_ejection_time: Duration::from_millis(o.base_ejection_ms),
+                    max_ejection_percent: o.max_ejection_percent,
+                    ..Default::default()
+                });
+            }
+            c.pool = match &ver.pool {
+                Some(p) => ConnectionPool {
+                    max_connections: p.max_connections,
+                    max_pending_requests: p.max_pending,
+                    connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+                    max_requests_per_connection: p.max_requests_per_connection,
+                    ..Default::default()
+                },
+                None => ConnectionPool {
+                    connect_timeout: Duration::from_secs(1),
+                    ..Default::default()
+                },
+            };
+            config.clusters.push(c);
+        }
+        let routes = svc
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(r, rule)| engine_route(s, r, rule))
+            .collect();
+        build::add_vhost(&mut config, &service_host(s), &[&service_host(s)], routes);
+    }
+    config
+}
+
+fn engine_route(s: usize, r: usize, rule: &Rule) -> Route {
+    let matches = match &rule.user {
+        Some(u) => vec![RouteMatch {
+            headers: vec![HeaderMatch {
+                name: "x-user".into(),
+                value: Some(StringMatch::Exact(u.clone())),
+            }],
+            ..Default::default()
+        }],
+        None => Vec::new(),
+    };
+    Route {
+        name: rule_name(s, r),
+        matches,
+        action: RouteAction::Forward(
+            rule.dests
+                .iter()
+                .map(|(v, w)| WeightedCluster {
+                    cluster: cluster_name(s, *v),
+                    weight: *w,
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        timeout: rule.timeout_ms.map(Duration::from_millis),
+        retries: match &rule.retries {
+            Some(rt) => RetryPolicy {
+                attempts: rt.attempts,
+                per_try_timeout: rt.per_try_ms.map(Duration::from_millis),
+                retry_on: RetryOn {
+                    server_error: rt.on_5xx,
+                    connect_failure: rt.on_connect_failure,
+                    reset: rt.on_reset,
+                    ..Default::default()
+                },
+                backoff_base: Duration::from_millis(rt.backoff_base_ms),
+            },
+            None => RetryPolicy::none(),
+        },
+        fault: rule.fault.as_ref().map(|f| FaultPolicy {
+            delay: (f.delay_percent > 0).then(|| FaultDelay {
+                fixed: Duration::from_millis(f.delay_ms),
+                percent: f64::from(f.delay_percent),
+            }),
+            abort: (f.abort_percent > 0).then(|| FaultAbort {
+                status: f.abort_status,
+                percent: f64::from(f.abort_percent),
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The rule a request to service `s` with this `x-user` takes, by the reference model.
+pub fn reference_rule(scn: &Scenario, s: usize, user: Option<&str>) -> Option<usize> {
+    scn.services
+        .get(s)?
+        .rules
+        .iter()
+        .position(|rule| match &rule.user {
+            None => true,
+            Some(u) => user == Some(u.as_str()),
+        })
+}
+
+/// The most simulated time a request on `rule` may take from its first byte to its end, or
+/// `None` when the configuration promises no bound (no route timeout, no per-try timeout).
+pub fn time_bound(rule: &Rule) -> Option<Duration> {
+    let delay = rule
+        .fault
+        .as_ref()
+        .filter(|f| f.delay_percent > 0)
+        .map_or(0, |f| f.delay_ms);
+    let delay = Duration::from_millis(delay);
+    if let Some(t) = rule.timeout_ms {
+        return Some(delay + Duration::from_millis(t));
+    }
+    let rt = rule.retries.as_ref()?;
+    let per_try = Duration::from_millis(rt.per_try_ms?);
+    let base = Duration::from_millis(rt.backoff_base_ms);
+    // Backoff before retry n is below min(base·2^n, 10·base) (engine: fully jittered).
+    let backoffs: Duration = (0..rt.attempts)
+        .map(|n| (base * (1u32 << n.min(16))).min(base * 10))
+        .sum();
+    Some(delay + per_try * (rt.attempts + 1) + backoffs)
+}

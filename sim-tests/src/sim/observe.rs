@@ -1,0 +1,177 @@
+//! Checks run after every engine call (ejection cap, ejected hosts getting new requests, pool
+//! limits) and after the run (every request ended exactly once, logs, weights, leaks).
+//!
+//! "Ejected hosts get no new requests" needs care to be exact: a host is flagged only if it
+//! was ejected *before* the engine call that dispatched to it (a pick and an ejection in the
+//! same call may legitimately come in either order), and only for clusters without a
+//! connection-pool limit, where every dispatch is a fresh pick (with a limit, a request picked
+//! before the ejection may wait in the pending queue and go out after it, as in Envoy).
+//! Pool limits are checked on the driver's own count of open sockets at the end of each call,
+//! since inside one call a close is flushed after the connect that reused its budget.
+//!
+//! Outlier state can only change inside a call that ends an attempt (an input on one of the
+//! cluster's upstream connections) or runs timers (per-try timeouts, sweeps), so after an
+//! input only the clusters involved are scanned, and after a timer call all of them.
+
+use super::check::{share_ok, Invariant};
+use super::mesh::Mesh;
+
+impl Mesh<'_> {
+    pub(crate) fn observe(&mut self, sc: usize) {
+        let pools = std::mem::take(&mut self.touched_pools);
+        for c in pools {
+            let Some(max) = self.cluster_info[c].max_connections else {
+                continue;
+            };
+            let open = self.sidecars[sc].open[c];
+            if open > max {
+                let msg = format!(
+                    "sidecar {sc} holds {open} connections to {} (maxConnections {max})",
+                    self.cluster_names[c]
+                );
+                self.violations.report(Invariant::PoolLimit, self.now, msg);
+            }
+        }
+        let dispatches = std::mem::take(&mut self.dispatches);
+        let mut scan = std::mem::take(&mut self.scan);
+        if std::mem::take(&mut self.scan_all) {
+            scan = (0..self.cluster_info.len()).collect();
+        } else {
+            scan.extend(dispatches.iter().map(|(c, _)| *c));
+            scan.sort_unstable();
+            scan.dedup();
+        }
+        for c in scan {
+            let Some(cap) = self.cluster_info[c].max_ejection_percent else {
+                continue;
+            };
+            let Some(state) = self.sidecars[sc]
+                .engine
+                .cluster_state(&self.cluster_names[c])
+            else {
+                continue;
+            };
+            let hosts = state.host_count();
+            let ejected_now = state.ejected_count();
+            let was_any = self.sidecars[sc].ejected[c].iter().any(|e| *e);
+            if ejected_now == 0 && !was_any {
+                continue;
+            }
+            if ejected_now as u64 * 100 > u64::from(cap) * hosts as u64 {
+                let msg = format!(
+                    "sidecar {sc}: {ejected_now} of {hosts} hosts of {} ejected, max_ejection_percent {cap}",
+                    self.cluster_names[c]
+                );
+                self.violations
+                    .report(Invariant::EjectionCap, self.now, msg);
+            }
+            let now_ejected: Vec<bool> = (0..hosts).map(|h| state.is_ejected(h)).collect();
+            let unlimited = self.cluster_info[c].max_connections.is_none();
+            for &(dc, ep) in &dispatches {
+                if dc != c || !unlimited {
+                    continue;
+                }
+                let Some(h) = self.cluster_info[c].endpoints.iter().position(|e| *e == ep) else {
+                    continue;
+                };
+                let before = self.sidecars[sc].ejected[c]
+                    .get(h)
+                    .copied()
+                    .unwrap_or(false);
+                if before && now_ejected.get(h).copied().unwrap_or(false) {
+                    let msg = format!(
+                        "sidecar {sc} sent a new request to host {h} of {} while it was ejected",
+                        self.cluster_names[c]
+                    );
+                    self.violations
+                        .report(Invariant::EjectedHostUsed, self.now, msg);
+                }
+            }
+            for (h, &e) in now_ejected.iter().enumerate() {
+                let was = self.sidecars[sc].ejected[c][h];
+                if e && !was {
+                    self.ejections += 1;
+                    if let Some(t) = self.timeline.as_mut() {
+                        t.ejections
+                            .push((self.now, format!("sc{sc}/{}/h{h}", self.cluster_names[c])));
+                    }
+                }
+            }
+            self.sidecars[sc].ejected[c] = now_ejected;
+        }
+    }
+
+    /// After the run: every request ended exactly once with one access-log record; nothing is
+    /// left inside the engines; weighted splits converged.
+    pub(crate) fn final_checks(&mut self) {
+        let unfinished: Vec<usize> = (0..self.requests.len())
+            .filter(|&i| self.requests[i].end.is_none())
+            .collect();
+        if let Some(&first) = unfinished.first() {
+            let r = &self.requests[first];
+            let msg = format!(
+                "{} requests never ended, first {first} (service {}, started {})",
+                unfinished.len(),
+                r.service,
+                r.start
+            );
+            self.violations.report(Invariant::EndsOnce, self.now, msg);
+        }
+        for i in 0..self.requests.len() {
+            let r = &self.requests[i];
+            let logs = self.sidecars[r.sidecar]
+                .logs_per_conn
+                .get(&r.conn)
+                .copied()
+                .unwrap_or(0);
+            if r.end.is_some() && logs != 1 {
+                let msg = format!(
+                    "request {i} ended ({:?}) with {logs} access-log records",
+                    r.outcome
+                );
+                self.violations.report(Invariant::AccessLog, self.now, msg);
+            }
+        }
+        if unfinished.is_empty() {
+            for sc in 0..self.sidecars.len() {
+                let (_, requests) = self.sidecars[sc].engine.live();
+                if requests != 0 {
+                    let msg = format!(
+                        "sidecar {sc} still holds {requests} requests after every client left"
+                    );
+                    self.violations.report(Invariant::Leak, self.now, msg);
+                }
+            }
+        }
+        // Weighted splits: per rule with enough traffic, each destination's share.
+        let mut per_rule: std::collections::BTreeMap<(usize, usize), u64> = Default::default();
+        for (&(s, r, _), &n) in &self.split_counts {
+            *per_rule.entry((s, r)).or_default() += n;
+        }
+        for (&(s, r), &total) in &per_rule {
+            let rule = &self.scn.services[s].rules[r];
+            if rule.dests.len() < 2 || total < 200 {
+                continue;
+            }
+            let sum: u32 = rule.dests.iter().map(|(_, w)| w).sum();
+            for &(v, w) in &rule.dests {
+                let Some(c) = self
+                    .cluster_info
+                    .iter()
+                    .position(|ci| ci.service == s && ci.version == v)
+                else {
+                    continue;
+                };
+                let hits = self.split_counts.get(&(s, r, c)).copied().unwrap_or(0);
+                let p = f64::from(w) / f64::from(sum.max(1));
+                if !share_ok(hits, total, p) {
+                    let msg = format!(
+                        "rule svc{s}-r{r}: {} got {hits} of {total} requests, weight share {p:.3}",
+                        self.cluster_names[c]
+                    );
+                    self.violations.report(Invariant::Weights, self.now, msg);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! What a run produced: counts, latencies, the trace hash, violations, and (optionally) the
+//! timeline a plot is drawn from.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use trellis_engine::Instant;
+
+use super::check::Violation;
+
+/// How one client request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server's response arrived whole (any status the server chose).
+    Response(u16),
+    /// The mesh answered itself: status and Envoy response flags.
+    Mesh(u16, String),
+    /// The connection closed before a whole response (a cut stream).
+    Truncated,
+    /// The client gave up waiting.
+    ClientTimeout,
+}
+
+impl Outcome {
+    /// A short class name for summaries ("200", "503 UF", "truncated", ...).
+    pub fn kind(&self) -> String {
+        match self {
+            Outcome::Response(s) => format!("{s}"),
+            Outcome::Mesh(s, flags) => format!("{s} {flags}"),
+            Outcome::Truncated => "truncated".into(),
+            Outcome::ClientTimeout => "client-timeout".into(),
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Response(s) if *s < 500)
+    }
+}
+
+/// One request on the timeline.
+#[derive(Clone, Debug)]
+pub struct TimelineRequest {
+    pub start: Instant,
+    pub latency: Duration,
+    pub ok: bool,
+    pub mesh_error: bool,
+}
+
+/// One fault window on the timeline.
+#[derive(Clone, Debug)]
+pub struct TimelineFault {
+    pub from: Instant,
+    pub until: Instant,
+    pub label: String,
+}
+
+/// What a plot needs.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub requests: Vec<TimelineRequest>,
+    pub faults: Vec<TimelineFault>,
+    /// Ejection instants with a label (`sidecar/cluster/host`).
+    pub ejections: Vec<(Instant, String)>,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub seed: u64,
+    pub requests: u64,
+    /// Outcome kind → count.
+    pub outcomes: BTreeMap<String, u64>,
+    pub ejections: u64,
+    /// Client-observed latencies in simulated time, sorted.
+    pub latencies: Vec<Duration>,
+    pub sim_time: Duration,
+    pub events: u64,
+    pub trace_hash: u64,
+    pub violations: Vec<Violation>,
+    pub timeline: Option<Timeline>,
+}
+
+impl RunReport {
+    /// The `q`-quantile (0..=1) of simulated latency.
+    pub fn quantile(&self, q: f64) -> Duration {
+        quantile(&self.latencies, q)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(k, _)| !k.starts_with('2') && !k.starts_with('4'))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// The `q`-quantile of sorted `values` (nearest rank).
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((values.len() as f64) * q).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// A stable 64-bit hash (same on every platform and Rust version) for trace hashes: FNV-1a's
+/// constants applied to 8-byte words (then the tail bytes), with a final avalanche.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceHash(u64);
+
+impl Default for TraceHash {
+    fn default() -> Self {
+        TraceHash(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl TraceHash {
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        for b in chunks.remainder() {
+            self.word(u64::from(*b));
+        }
+        self.word(bytes.len() as u64);
+    }
+
+    fn word(&mut self, w: u64) {
+        self.0 ^= w;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    pub fn finish(self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn trace_hash_is_stable_and_order_sensitive() {
+        let mut a = TraceHash::default();
+        a.bytes(b"hello world, twelve+");
+        a.u64(7);
+        let mut b = TraceHash::default();
+        b.u64(7);
+        b.bytes(b"hello world, twelve+");
+        assert_ne!(a.finish(), b.finish());
+        let mut c = TraceHash::default();
+        c.bytes(b"hello world, twelve+");
+        c.u64(7);
+        assert_eq!(a.finish(), c.finish());
+    }
+}

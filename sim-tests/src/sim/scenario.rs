@@ -1,0 +1,238 @@
+//! A scenario: the whole mesh a run simulates, as plain data (serde for files, Debug for
+//! failure reports), generated from one seed by swarm testing.
+//!
+//! Swarm testing (Groce et al.) turns a random *subset* of features and faults on per seed
+//! instead of all of them at low rates: a seed with only outlier detection and crashes stresses
+//! ejection far harder than a seed where every feature dilutes every other. Everything here is
+//! data; [`crate::sim::model`] turns it into engine configs and the reference model, and
+//! [`crate::sim::shrink`] makes it smaller while keeping it valid.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one simulation run needs, reproducible from this value alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Seeds the world's RNG (network jitter, server behaviour, arrivals) and every engine's.
+    pub seed: u64,
+    pub services: Vec<Service>,
+    /// Client sidecars (real engines), each with its local client workload.
+    pub clients: Vec<ClientSpec>,
+    pub net: NetSpec,
+    pub faults: Vec<Fault>,
+    /// Simulated time during which clients start requests.
+    pub duration_ms: u64,
+}
+
+/// A service: versions (each one engine cluster, `svc{i}-v{j}`) and its routing rules.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub versions: Vec<Version>,
+    /// VirtualService `http[]` rules, tried in order.
+    pub rules: Vec<Rule>,
+}
+
+/// One version (subset) of a service: its endpoints and DestinationRule policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub endpoints: Vec<EndpointSpec>,
+    /// 0 round robin, 1 least request, 2 random.
+    pub lb: u8,
+    pub outlier: Option<OutlierSpec>,
+    pub pool: Option<PoolSpec>,
+}
+
+/// How one server workload behaves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// Service time: `base + exponential(mean = jitter)`.
+    pub latency_base_ms: u32,
+    pub latency_jitter_ms: u32,
+    /// Chance (percent) of answering 503.
+    pub error_percent: u8,
+    /// Chance of answering bytes that are not HTTP.
+    pub garbage_percent: u8,
+    /// Chance of never answering a request.
+    pub hang_percent: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutlierSpec {
+    pub consecutive_5xx: u32,
+    pub interval_ms: u64,
+    pub base_ejection_ms: u64,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub max_connections: u32,
+    pub max_pending: u32,
+    pub connect_timeout_ms: u64,
+    /// 0 = unlimited.
+    pub max_requests_per_connection: u32,
+}
+
+/// A routing rule: an optional `x-user` exact match, weighted destinations, policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Matches requests whose `x-user` header equals this value; `None` matches all.
+    pub user: Option<String>,
+    /// `(version index, weight)`; weights are positive.
+    pub dests: Vec<(usize, u32)>,
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<RetrySpec>,
+    pub fault: Option<FaultSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetrySpec {
+    pub attempts: u32,
+    pub per_try_ms: Option<u64>,
+    pub on_5xx: bool,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub backoff_base_ms: u64,
+}
+
+/// Istio fault injection on a rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpec {
+    pub delay_ms: u64,
+    pub delay_percent: u8,
+    pub abort_status: u16,
+    pub abort_percent: u8,
+}
+
+/// One client workload, bound to its own sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSpec {
+    pub load: Load,
+    /// Services it calls (indices), chosen uniformly per request.
+    pub targets: Vec<usize>,
+    /// `x-user` values it sends (one per request, or none when empty / by chance).
+    pub users: Vec<String>,
+    /// Percent of requests that are POSTs with a body.
+    pub post_percent: u8,
+    pub max_body: u32,
+    pub max_response: u32,
+    /// The client's own patience when the route promises no bound.
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Load {
+    /// Poisson arrivals at this mean rate (requests per simulated second).
+    Open { rate: u32 },
+    /// `concurrency` loops: request, wait for the end, think, repeat.
+    Closed { concurrency: u32, think_ms: u64 },
+}
+
+/// The network between sidecars and servers (client ↔ own sidecar is loopback).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetSpec {
+    pub latency_us: u64,
+    pub jitter_us: u64,
+    /// Bytes per millisecond on each link.
+    pub bandwidth_bpms: u64,
+    /// Chance (percent) a segment is lost and retransmitted after `rto_ms`.
+    pub loss_percent: u8,
+    pub rto_ms: u64,
+    /// Chance (per mille) a send resets its connection.
+    pub reset_permille: u16,
+}
+
+/// Which endpoint: `(service, version, index)`.
+pub type EndpointRef = (usize, usize, usize);
+
+/// A scheduled fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    pub at_ms: u64,
+    /// How long it lasts (crash: until restart).
+    pub for_ms: u64,
+    pub kind: FaultKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// The process dies (open connections reset, new ones refused), then restarts.
+    Crash(EndpointRef),
+    /// The process stops answering (connections stay open; slow-loris-like).
+    Hang(EndpointRef),
+    /// Every answer takes this much longer.
+    Slow(EndpointRef, u64),
+    /// The link between a sidecar and every endpoint of a service is cut.
+    Partition {
+        sidecar: usize,
+        service: usize,
+        /// Which directions: sidecar → server, server → sidecar.
+        outbound: bool,
+        inbound: bool,
+        /// Reset (RST from the network) instead of silently dropping.
+        reset: bool,
+    },
+}
+
+impl Scenario {
+    /// Endpoints in `(service, version, index)` order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (EndpointRef, &EndpointSpec)> {
+        self.services.iter().enumerate().flat_map(|(s, svc)| {
+            svc.versions.iter().enumerate().flat_map(move |(v, ver)| {
+                ver.endpoints
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, e)| ((s, v, i), e))
+            })
+        })
+    }
+
+    /// Fix every cross-reference after parts were removed: dangling destinations, targets and
+    /// fault references go; rules left without destinations go; empty lists get a minimum.
+    /// Returns `false` when nothing runnable is left.
+    pub fn normalize(&mut self) -> bool {
+        self.services.retain(|s| !s.versions.is_empty());
+        for svc in &mut self.services {
+            for ver in &mut svc.versions {
+                if ver.endpoints.is_empty() {
+                    ver.endpoints.push(EndpointSpec::healthy());
+                }
+            }
+            let versions = svc.versions.len();
+            for rule in &mut svc.rules {
+                rule.dests.retain(|(v, w)| *v < versions && *w > 0);
+            }
+            svc.rules.retain(|r| !r.dests.is_empty());
+        }
+        let services = self.services.len();
+        for c in &mut self.clients {
+            c.targets.retain(|t| *t < services);
+        }
+        self.clients.retain(|c| !c.targets.is_empty());
+        let sidecars = self.clients.len();
+        let valid_ep = |svcs: &[Service], (s, v, i): EndpointRef| {
+            svcs.get(s)
+                .and_then(|x| x.versions.get(v))
+                .is_some_and(|x| i < x.endpoints.len())
+        };
+        let svcs = self.services.clone();
+        self.faults.retain(|f| match &f.kind {
+            FaultKind::Crash(e) | FaultKind::Hang(e) | FaultKind::Slow(e, _) => valid_ep(&svcs, *e),
+            FaultKind::Partition {
+                sidecar, service, ..
+            } => *sidecar < sidecars && *service < services,
+        });
+        !self.services.is_empty() && !self.clients.is_empty() && self.duration_ms > 0
+    }
+}
+
+impl EndpointSpec {
+    pub fn healthy() -> Self {
+        EndpointSpec {
+            latency_base_ms: 1,
+            latency_jitter_ms: 0,
+            error_percent: 0,
+            garbage_percent: 0,
+            hang_percent: 0,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Running many seeds: parallel workers, failure reports with the shrunk scenario and the one
+//! command that replays it, and the environment knobs tests read (`SIM_SEED`, `SIM_SEEDS`).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::report::RunReport;
+use super::scenario::Scenario;
+use super::shrink;
+use super::{run, RunOptions};
+
+/// Run `scn` twice and add a determinism violation if the traces differ.
+pub fn run_checked(scn: &Scenario, opts: RunOptions) -> RunReport {
+    let mut a = run(scn, opts);
+    let b = run(
+        scn,
+        RunOptions {
+            timeline: false,
+            ..opts
+        },
+    );
+    if a.trace_hash != b.trace_hash || a.outcomes != b.outcomes {
+        a.violations.push(super::check::Violation {
+            invariant: super::check::Invariant::Determinism,
+            at: trellis_engine::Instant::ZERO,
+            detail: format!(
+                "seed {}: trace {:016x} then {:016x}",
+                scn.seed, a.trace_hash, b.trace_hash
+            ),
+        });
+    }
+    a
+}
+
+/// The seeds a test should run: `SIM_SEED=N` (just that one), `SIM_SEEDS=A..B`, else `default`.
+pub fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        return seed..seed + 1;
+    }
+    if let Some(r) = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| parse_range(&s))
+    {
+        return r;
+    }
+    default
+}
+
+/// `A..B` (end exclusive) or a single `N`.
+pub fn parse_range(s: &str) -> Option<std::ops::Range<u64>> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            (a < b).then_some(a..b)
+        }
+        None => {
+            let n: u64 = s.trim().parse().ok()?;
+            Some(n..n + 1)
+        }
+    }
+}
+
+/// The result of a seed range.
+#[derive(Debug, Default)]
+pub struct SwarmResult {
+    /// Every run's report, in seed order.
+    pub reports: Vec<RunReport>,
+}
+
+impl SwarmResult {
+    pub fn failures(&self) -> impl Iterator<Item = &RunReport> {
+        self.reports.iter().filter(|r| !r.violations.is_empty())
+    }
+}
+
+/// Run `seeds` on `workers` threads (each run is single-threaded and deterministic; only the
+/// order they finish in varies, and results are sorted by seed). `progress` is called after
+/// each run with (done, total).
+pub fn run_seeds(
+    seeds: std::ops::Range<u64>,
+    opts: RunOptions,
+    workers: usize,
+    determinism: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> SwarmResult {
+    let total = seeds.end - seeds.start;
+    let next = AtomicU64::new(seeds.start);
+    let done = AtomicU64::new(0);
+    let out = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds.end {
+                    break;
+                }
+                let scn = Scenario::from_seed(seed);
+                let report = if determinism {
+                    run_checked(&scn, opts)
+                } else {
+                    run(&scn, opts)
+                };
+                if let Ok(mut v) = out.lock() {
+                    v.push(report);
+                }
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            });
+        }
+    });
+    let mut reports = out.into_inner().unwrap_or_default();
+    reports.sort_by_key(|r| r.seed);
+    SwarmResult { reports }
+}
+
+/// Shrink a failing seed's scenario while it still breaks one of the same invariants.
+pub fn shrink_failure(seed: u64, opts: RunOptions, budget: usize) -> (Scenario, RunReport) {
+    let scn = Scenario::from_seed(seed);
+    let first = run(&scn, opts);
+    let kinds: Vec<_> = first.violations.iter().map(|v| v.invariant).collect();
+    let (small, _) = shrink::minimize(&scn, budget, |cand| {
+        run(cand, opts)
+            .violations
+            .iter()
+            .any(|v| kinds.contains(&v.invariant))
+    });
+    let report = run(&small, opts);
+    (small, report)
+}
+
+/// The failure report: seed, violations, the shrunk scenario, and how to replay it.
+pub fn failure_report(
+    test_name: &str,
+    report: &RunReport,
+    shrunk: Option<&(Scenario, RunReport)>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "=== simulation seed {} failed ===", report.seed);
+    for v in &report.violations {
+        let _ = writeln!(s, "  {v}");
+    }
+    if let Some((scn, small)) = shrunk {
+        let _ = writeln!(
+            s,
+            "shrunk scenario (size {} from {}), still failing with:",
+            shrink::size(scn),
+            shrink::size(&Scenario::from_seed(report.seed))
+        );
+        for v in &small.violations {
+            let _ = writeln!(s, "  {v}");
+        }
+        let _ = writeln!(s, "{scn:#?}");
+        if let Ok(json) = serde_json::to_string(scn) {
+            let _ = writeln!(
+                s,
+                "as a scenario file (trellis sim --scenario FILE):\n{json}"
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "replay: SIM_SEED={} cargo test -p sim-tests --test {test_name} -- --nocapture   (or: cargo run -- sim --seed {})",
+        report.seed, report.seed
+    );
+    s
+}

@@ -1,0 +1,212 @@
+//! The network side of the driver: upstream connects and sends crossing the modelled network,
+//! server replies coming back, and scheduled faults (crashes, hangs, slow servers) applied to
+//! server workloads. Partitions live in the network's plan ([`super::net`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use trellis_engine::ConnId;
+
+use super::mesh::{Ev, Mesh, ServerSide, UpConn};
+use super::model::endpoint_addr;
+use super::net::{Dir, Fate};
+use super::scenario::FaultKind;
+
+impl Mesh<'_> {
+    pub(crate) fn on_connect(&mut self, sc: usize, conn: ConnId, addr: SocketAddr) {
+        self.trace.u64(conn.0);
+        self.trace.bytes(addr.to_string().as_bytes());
+        let Some(&ep) = self.ep_by_addr.get(&addr) else {
+            self.queue.push(
+                self.now,
+                Ev::ConnectDone {
+                    sc,
+                    conn,
+                    ok: false,
+                },
+            );
+            return;
+        };
+        let cluster = self.endpoints[ep].cluster;
+        let service = self.endpoints[ep].service;
+        self.sidecars[sc].open[cluster] += 1;
+        self.touched_pools.push(cluster);
+        self.dispatches.push((cluster, ep));
+        let epoch = self.endpoints[ep].epoch;
+        self.sidecars[sc].up.insert(
+            conn,
+            UpConn {
+                ep,
+                cluster,
+                busy: true,
+                server: ServerSide {
+                    recv: BytesMut::new(),
+                    current: None,
+                    alive: true,
+                    epoch,
+                },
+            },
+        );
+        let listening = self.endpoints[ep].up;
+        match self
+            .net
+            .connect(&mut self.rng, self.now, sc, service, listening)
+        {
+            Fate::Arrives(t) => self.queue.push(t, Ev::ConnectDone { sc, conn, ok: true }),
+            Fate::Reset(t) => self.queue.push(
+                t,
+                Ev::ConnectDone {
+                    sc,
+                    conn,
+                    ok: false,
+                },
+            ),
+            Fate::Lost => {}
+        }
+    }
+
+    pub(crate) fn upstream_send(&mut self, sc: usize, conn: ConnId, data: Bytes) {
+        let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
+            return;
+        };
+        if !u.busy {
+            u.busy = true;
+            let (cluster, ep) = (u.cluster, u.ep);
+            self.dispatches.push((cluster, ep));
+        }
+        let service = self.endpoints[u.ep].service;
+        let len = data.len();
+        match self
+            .net
+            .send(&mut self.rng, self.now, sc, service, conn, Dir::Out, len)
+        {
+            Fate::Arrives(t) => self.queue.push(t, Ev::ToServer { sc, conn, data }),
+            Fate::Reset(t) => {
+                if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                    u.server.alive = false;
+                }
+                self.queue.push(t, Ev::EngineReset { sc, conn });
+            }
+            Fate::Lost => {}
+        }
+    }
+
+    /// Bytes a server writes back on `conn` (after its service time).
+    pub(crate) fn server_reply(
+        &mut self,
+        sc: usize,
+        conn: ConnId,
+        epoch: u32,
+        data: Bytes,
+        close: bool,
+    ) {
+        let Some(u) = self.sidecars[sc].up.get(&conn) else {
+            return;
+        };
+        let ep = u.ep;
+        if !u.server.alive || u.server.epoch != epoch || self.endpoints[ep].epoch != epoch {
+            return;
+        }
+        let service = self.endpoints[ep].service;
+        match self.net.send(
+            &mut self.rng,
+            self.now,
+            sc,
+            service,
+            conn,
+            Dir::In,
+            data.len(),
+        ) {
+            Fate::Arrives(t) => {
+                self.queue.push(
+                    t,
+                    Ev::ToEngine {
+                        sc,
+                        conn,
+                        data,
+                        completes: !close,
+                    },
+                );
+                if close {
+                    if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                        u.server.alive = false;
+                    }
+                    self.queue.push(t, Ev::EngineEof { sc, conn });
+                }
+            }
+            Fate::Reset(t) => {
+                if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                    u.server.alive = false;
+                }
+                self.queue.push(t, Ev::EngineReset { sc, conn });
+            }
+            Fate::Lost => {}
+        }
+    }
+
+    pub(crate) fn fault(&mut self, i: usize, start: bool) {
+        let Some(f) = self.scn.faults.get(i) else {
+            return;
+        };
+        let ep_index = |m: &Self, e| m.ep_by_addr.get(&endpoint_addr(e)).copied();
+        match f.kind {
+            FaultKind::Crash(e) => {
+                let Some(ep) = ep_index(self, e) else { return };
+                if start {
+                    self.crash(ep);
+                } else {
+                    self.endpoints[ep].up = true;
+                }
+            }
+            FaultKind::Hang(e) => {
+                let Some(ep) = ep_index(self, e) else { return };
+                let h = &mut self.endpoints[ep].hung;
+                *h = if start { *h + 1 } else { h.saturating_sub(1) };
+            }
+            FaultKind::Slow(e, ms) => {
+                let Some(ep) = ep_index(self, e) else { return };
+                self.endpoints[ep].slow = if start {
+                    Duration::from_millis(ms)
+                } else {
+                    Duration::ZERO
+                };
+            }
+            // Partitions are in the network's plan already.
+            FaultKind::Partition { .. } => {}
+        }
+    }
+
+    /// The server process dies: its connections are reset (the RST crosses the network, or
+    /// is lost in a blackhole), replies in preparation are dropped, new connects refused.
+    pub(crate) fn crash(&mut self, ep: usize) {
+        if !self.endpoints[ep].up {
+            return;
+        }
+        self.endpoints[ep].up = false;
+        self.endpoints[ep].epoch += 1;
+        let service = self.endpoints[ep].service;
+        for sc in 0..self.sidecars.len() {
+            let conns: Vec<ConnId> = self.sidecars[sc]
+                .up
+                .iter()
+                .filter(|(_, u)| u.ep == ep && u.server.alive)
+                .map(|(c, _)| *c)
+                .collect();
+            for conn in conns {
+                if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                    u.server.alive = false;
+                }
+                match self
+                    .net
+                    .send(&mut self.rng, self.now, sc, service, conn, Dir::In, 0)
+                {
+                    Fate::Arrives(t) | Fate::Reset(t) => {
+                        self.queue.push(t, Ev::EngineReset { sc, conn })
+                    }
+                    Fate::Lost => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `trellis sim`: run the deterministic mesh simulator from the command line — one seed, a
+//! seed range, or a scenario file — with a progress line, a summary, and an optional SVG
+//! timeline of one run. Everything it does lives in `sim-tests`; this is argument handling
+//! and printing.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use sim_tests::sim::report::quantile;
+use sim_tests::sim::swarm::{self, run_checked};
+use sim_tests::sim::{svg, RunOptions, RunReport, Scenario};
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Run one seed.
+    #[arg(long, conflicts_with_all = ["seeds", "scenario"])]
+    seed: Option<u64>,
+    /// Run a range of seeds, `A..B` (end exclusive).
+    #[arg(long, value_name = "A..B", conflicts_with = "scenario")]
+    seeds: Option<String>,
+    /// Run a scenario file (JSON, as printed in a failure report).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Write an SVG timeline of the run (of the first seed for a range).
+    #[arg(long, value_name = "OUT.svg")]
+    plot: Option<PathBuf>,
+    /// Print the scenario of each seed run (JSON) instead of a summary only.
+    #[arg(long)]
+    show_scenario: bool,
+    /// Worker threads for a seed range (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Shrink the first failing seed and print the small scenario.
+    #[arg(long)]
+    shrink: bool,
+}
+
+pub fn sim(args: SimArgs) -> Result<ExitCode> {
+    let timeline = args.plot.is_some();
+    let opts = RunOptions {
+        timeline,
+        ..RunOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let reports: Vec<RunReport> = if let Some(path) = &args.scenario {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading scenario {}", path.display()))?;
+        let mut scn: Scenario = serde_json::from_str(&text)
+            .with_context(|| format!("parsing scenario {}", path.display()))?;
+        if !scn.normalize() {
+            bail!("scenario {} has nothing to run", path.display());
+        }
+        vec![run_checked(&scn, opts)]
+    } else {
+        let range = match (&args.seed, &args.seeds) {
+            (Some(s), _) => *s..s + 1,
+            (None, Some(r)) => swarm::parse_range(r)
+                .with_context(|| format!("--seeds {r:?}: expected A..B with A < B"))?,
+            (None, None) => 0..1,
+        };
+        if args.show_scenario {
+            for seed in range.clone() {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Scenario::from_seed(seed))?
+                );
+            }
+        }
+        let first = range.start;
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let progress = |done: u64, total: u64| {
+            let step = (total / 100).max(1);
+            if total > 1 && (done.is_multiple_of(step) || done == total) {
+                eprint!("\rsim: {done}/{total} seeds");
+                let _ = std::io::stderr().flush();
+            }
+        };
+        let mut result = swarm::run_seeds(range, RunOptions::default(), jobs, true, &progress);
+        eprintln!();
+        if timeline {
+            // The plot's run, again with a timeline (same seed, same run).
+            let scn = Scenario::from_seed(first);
+            if let Some(r) = result.reports.iter_mut().find(|r| r.seed == first) {
+                *r = sim_tests::sim::run(&scn, opts);
+            }
+        }
+        result.reports
+    };
+    let wall = started.elapsed();
+    print_summary(&reports, wall);
+    if let (Some(path), Some(first)) = (&args.plot, reports.first()) {
+        std::fs::write(path, svg::timeline_svg(first))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "timeline of seed {} written to {}",
+            first.seed,
+            path.display()
+        );
+    }
+    let failing: Vec<&RunReport> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    if failing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &failing {
+        let shrunk = (args.shrink && args.scenario.is_none() && std::ptr::eq(*r, failing[0]))
+            .then(|| swarm::shrink_failure(r.seed, RunOptions::default(), 300));
+        println!("{}", swarm::failure_report("swarm", r, shrunk.as_ref()));
+    }
+    println!(
+        "{} of {} runs broke an invariant",
+        failing.len(),
+        reports.len()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn print_summary(reports: &[RunReport], wall: Duration) {
+    let requests: u64 = reports.iter().map(|r| r.requests).sum();
+    let ejections: u64 = reports.iter().map(|r| r.ejections).sum();
+    let sim_time: Duration = reports.iter().map(|r| r.sim_time).sum();
+    let mut outcomes = std::collections::BTreeMap::<String, u64>::new();
+    let mut latencies = Vec::new();
+    for r in reports {
+        for (k, n) in &r.outcomes {
+            *outcomes.entry(k.clone()).or_default() += n;
+        }
+        latencies.extend_from_slice(&r.latencies);
+    }
+    latencies.sort_unstable();
+    println!(
+        "runs: {}   simulated requests: {requests}   ejections: {ejections}",
+        reports.len()
+    );
+    println!(
+        "simulated latency: p50 {:.2} ms, p99 {:.2} ms",
+        quantile(&latencies, 0.5).as_secs_f64() * 1e3,
+        quantile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    let errors: Vec<String> = outcomes
+        .iter()
+        .filter(|(k, _)| !k.starts_with('2'))
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    let ok: u64 = outcomes
+        .iter()
+        .filter(|(k, _)| k.starts_with('2'))
+        .map(|(_, n)| n)
+        .sum();
+    println!("2xx: {ok}   others by kind: {}", errors.join(", "));
+    if let [one] = reports {
+        println!("trace hash: {:016x}", one.trace_hash);
+    }
+    // Each run is executed twice (determinism check): count both.
+    let secs = wall.as_secs_f64().max(1e-9);
+    println!(
+        "wall {:.2?}: {:.0} simulated requests/s, {:.0}x time acceleration (determinism re-runs included)",
+        wall,
+        2.0 * requests as f64 / secs,
+        2.0 * sim_time.as_secs_f64() / secs
+    );
+}
