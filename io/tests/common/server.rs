@@ -39,6 +39,8 @@ struct Shared {
     requests: AtomicU64,
     connections: AtomicU64,
     open: Mutex<BTreeMap<u64, TcpStream>>,
+    /// Request targets in arrival order.
+    paths: Mutex<Vec<String>>,
 }
 
 /// A running server on 127.0.0.1; stopped on drop.
@@ -79,6 +81,15 @@ impl Server {
     /// Requests read so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The request targets seen so far, in arrival order.
+    pub fn paths(&self) -> Vec<String> {
+        self.shared
+            .paths
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Connections accepted so far.
@@ -167,6 +178,9 @@ fn serve(stream: TcpStream, name: &str, behaviour: Behaviour, shared: &Shared) -
             return Ok(());
         };
         let head = parse(raw)?;
+        if let Ok(mut paths) = shared.paths.lock() {
+            paths.push(head.path.clone());
+        }
         shared.requests.fetch_add(1, Ordering::SeqCst);
         match behaviour {
             Behaviour::App => {}
