@@ -149,7 +149,7 @@ fn python_http_server_upstream_serves_a_file_through_the_proxy() {
         std::io::copy(&mut Content::new(len), &mut f).expect("write");
     }
     let port = common::server::refused_addr().port();
-    let mut py = Command::new("python3")
+    let py = Command::new("python3")
         .args(["-m", "http.server", "--bind", "127.0.0.1"])
         .arg(port.to_string())
         .current_dir(&dir)
@@ -157,6 +157,7 @@ fn python_http_server_upstream_serves_a_file_through_the_proxy() {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 http.server starts");
+    let _py = KillOnDrop(py);
     let addr = format!("127.0.0.1:{port}").parse().expect("address");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -186,8 +187,16 @@ fn python_http_server_upstream_serves_a_file_through_the_proxy() {
         let listing = text(&curl(&["-H", "host: files", &proxy.url("/")]));
         assert!(listing.contains("blob.bin"), "{listing}");
     }
-    let _ = py.kill();
-    let _ = py.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(got, content_sha256(len));
+}
+
+/// Stops a child process however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
