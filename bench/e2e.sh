@@ -9,15 +9,19 @@
 # CPU seconds per 1,000 requests (utime+stime from /proc/PID/stat over the run), RSS (VmRSS after
 # the run), and max rps with the proxy's CPU use, i.e. requests per core-second.
 #
+# The machine is shared and noisy: every run is short and is repeated REPEAT times, the repeats
+# interleaved over time (all targets, then all again), and the table shows each metric's median.
+#
 # Usage: bash bench/e2e.sh              (writes the table into bench/RESULTS.md)
-#   DURATION=10 WARMUP=1 RATES="1000 10000" CONNS="16 64" MAX_CONNS=64 BASE_PORT=18080
+#   DURATION=5 REPEAT=3 WARMUP=1 RATES="1000 10000" CONNS="16 64" MAX_CONNS=64 BASE_PORT=18080
 #   PROXY_CPU=0 UPSTREAM_CPU=1 CLIENT_CPU=1 TRELLIS_ARGS="..." (extra `trellis proxy` flags)
 #   RESULTS_MD=bench/RESULTS.md (set to /dev/null to only print)
 # Needs root (or sudo) only to apt-get install haproxy, nginx and wrk when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+REPEAT=${REPEAT:-3}
 WARMUP=${WARMUP:-1}
 RATES=${RATES:-"1000 10000"}
 CONNS=${CONNS:-"16 64"}
@@ -49,7 +53,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
-HAPROXY_VERSION=$(haproxy -v | head -1 | awk '{print $3}')
+HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 {print $3}')
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
 
 log "building trellis and loadgen (release)"
@@ -64,6 +68,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -171,8 +176,8 @@ PIDS+=($NGINX_MASTER)
 for p in "$TRELLIS_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do wait_port "$p"; done
 sleep 0.3
 # nginx serves from its (single) worker process; that is the one to measure.
-NGINX_PID=$(pgrep -P "$NGINX_MASTER" | head -1)
-UP_PID=$(pgrep -P "${PIDS[0]}" | head -1)
+NGINX_PID=$(pgrep -o -P "$NGINX_MASTER")
+UP_PID=$(pgrep -o -P "${PIDS[0]}")
 
 for port in "$UP_PORT" "$TRELLIS_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do
   body=$(curl -sS --fail -H 'host: up' "http://127.0.0.1:$port/1k")
@@ -198,6 +203,7 @@ RUNS=$WORK/runs.jsonl
 : >"$RUNS"
 TARGETS="direct trellis haproxy nginx"
 
+for rep in $(seq "$REPEAT"); do
 for rate in $RATES; do
   for conns in $CONNS; do
     for t in $TARGETS; do
@@ -210,13 +216,15 @@ for rate in $RATES; do
       echo "$line" | python3 -c "
 import json, sys
 r = json.loads(sys.stdin.read())
-r.update(kind='rate', target='$t', cpu_s=($after - $before) / $TICKS, rss_kb=$(rss_kb "$pid"))
+r.update(kind='rate', rep=$rep, target='$t', cpu_s=($after - $before) / $TICKS, rss_kb=$(rss_kb "$pid"))
 print(json.dumps(r))" >>"$RUNS"
     done
   done
 done
+done
 
 log "max throughput: wrk -t1 -c$MAX_CONNS -d${DURATION}s"
+for rep in $(seq "$REPEAT"); do
 for t in $TARGETS; do
   pid=$(target_pid "$t")
   before=$(cpu_ticks "$pid")
@@ -229,19 +237,33 @@ for t in $TARGETS; do
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {n++} END {print n+0}')
   python3 -c "
 import json
-print(json.dumps(dict(kind='max', target='$t', rps=float('$rps'), total=int('$total'),
+print(json.dumps(dict(kind='max', rep=$rep, target='$t', rps=float('$rps'), total=int('$total'),
   errors=int('$errors'), cpu_s=($after - $before) / $TICKS, rss_kb=$(rss_kb "$pid"),
   duration_s=float('$DURATION'))))" >>"$RUNS"
+done
 done
 
 # ---- report -------------------------------------------------------------------------------------
 REPORT=$WORK/report.md
 python3 - "$RUNS" "$REPORT" <<EOF
-import json, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+import json, statistics, sys
+raw = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# One row per (kind, rate, connections, target): the median of each number over the repeats.
+groups = {}
+for r in raw:
+    groups.setdefault((r['kind'], r.get('rate'), r.get('connections'), r['target']), []).append(r)
+runs = []
+for rs in groups.values():
+    m = dict(rs[0])
+    for k, v in rs[0].items():
+        if isinstance(v, (int, float)) and k not in ('rate', 'connections', 'rep'):
+            m[k] = statistics.median(x[k] for x in rs)
+    m['repeats'] = len(rs)
+    runs.append(m)
 out = []
 w = out.append
-w("Command: \`bash bench/e2e.sh\` (DURATION=$DURATION s measured after ${WARMUP} s warm-up per run; "
+w("Command: \`bash bench/e2e.sh\` (DURATION=$DURATION s measured after ${WARMUP} s warm-up per run, "
+  "each run repeated REPEAT=$REPEAT times interleaved, medians shown; "
   "RATES=\"$RATES\", CONNS=\"$CONNS\", wrk -c$MAX_CONNS)  ")
 w("Date: $(date -u +%Y-%m-%d), machine: $CPUS CPU(s) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), "
   "Linux $(uname -r); HAProxy $HAPROXY_VERSION, nginx $NGINX_VERSION (Debian); proxy on CPU $PROXY_CPU, "
@@ -259,7 +281,7 @@ for r in rate_runs:
     cpu = '—' if r['target'] == 'direct' else f"{r['cpu_s'] / max(r['total'], 1) * 1000:.4f}"
     rss = '—' if r['target'] == 'direct' else f"{r['rss_kb'] / 1024:.1f}"
     w(f"| {r['rate']} | {r['connections']} | {r['target']} | {r['p50_us']:.0f} | {r['p90_us']:.0f} | {r['p99_us']:.0f} | {r['p999_us']:.0f} | {r['max_us']:.0f} | "
-      f"{add('p50_us')} | {add('p90_us')} | {add('p99_us')} | {add('p999_us')} | {r['ok']} | {r['errors'] + r['non2xx']} | {cpu} | {rss} |")
+      f"{add('p50_us')} | {add('p90_us')} | {add('p99_us')} | {add('p999_us')} | {r['ok']:.0f} | {r['errors'] + r['non2xx']:.0f} | {cpu} | {rss} |")
 w("")
 w("### Maximum throughput (wrk, closed loop, $MAX_CONNS connections)")
 w("")
@@ -277,7 +299,9 @@ for r in runs:
 open(sys.argv[2], 'w').write('\n'.join(out) + '\n')
 EOF
 cat "$REPORT"
-cp "$RUNS" "$WORK/../trellis-e2e-bench-last.jsonl" 2>/dev/null || true
+LAST=${TMPDIR:-/tmp}/trellis-e2e-bench-last.jsonl
+cp "$RUNS" "$LAST"
+log "raw runs (JSON lines): $LAST"
 
 # Replace the generated section of RESULTS.md (between the markers), keeping the rest.
 if [ "$RESULTS_MD" != /dev/null ] && [ -f "$RESULTS_MD" ]; then
