@@ -6,8 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in curl iptables; do
-  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+# tool → Debian package (sha256sum comes with coreutils).
+for tool in curl python3 sha256sum iptables; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    case "$tool" in
+      sha256sum) need+=(coreutils) ;;
+      *) need+=("$tool") ;;
+    esac
+  fi
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing missing test tools: ${need[*]}"

@@ -203,6 +203,10 @@ impl<E: ProxyEngine> Driver<E> {
                 }
             }
             self.ready = ready;
+            // Inputs queued by socket handlers that fed nothing after them (a flush that
+            // drained: WriteDrained; a failed connect: ConnectFailed) must reach the engine now,
+            // not at its next timer.
+            self.pump();
             self.fire_timers();
             access_log::emit(self.engine.drain_logs());
             self.conns.release_freed();
