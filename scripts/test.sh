@@ -28,5 +28,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
+echo "== cargo test (end-to-end suite on the default backend: io_uring where it works)"
 cargo test --workspace
+echo "== end-to-end suite again on the epoll backend"
+TRELLIS_E2E_BACKEND=epoll cargo test -p trellis-io \
+  --test e2e_traffic --test e2e_bulk --test e2e_faults --test e2e_hostile --test e2e_reload

@@ -1,10 +1,11 @@
 //! A Trellis proxy for a test: the text of a `trellis proxy --config` file is loaded exactly as
-//! the CLI loads it (`trellis_control::parse_proxy_config`) and served by the epoll
-//! [`Driver`] on its own thread. Listeners are configured on port 0; the bound address is read
-//! back from the driver, so tests run in parallel without port clashes.
+//! the CLI loads it (`trellis_control::parse_proxy_config`) and served by the thread-per-core
+//! [`Runtime`] (one core). Listeners are configured on port 0; the bound address is read back
+//! from the runtime, so tests run in parallel without port clashes.
 //!
-//! This is the one place that decides which runtime the end-to-end suite runs on; when more
-//! backends exist, parametrising here runs every e2e test on each.
+//! This is the one place that decides which backend the end-to-end suite runs on:
+//! `TRELLIS_E2E_BACKEND=io-uring|epoll|auto` (default `auto`, which is io_uring where it works).
+//! `scripts/test.sh` runs the suite once per backend.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use trellis_control::proxy_config::parse_proxy_config;
 use trellis_engine::config::Config;
-use trellis_io::{ControlHandle, Driver, IoError, RunOptions};
+use trellis_io::{
+    Backend, BackendChoice, ControlHandle, IoError, RunOptions, Runtime, RuntimeOptions,
+};
 
 /// A running proxy; shut down (and joined) on drop.
 pub struct Proxy {
@@ -46,15 +49,37 @@ impl Proxy {
             shutdown_grace: Duration::from_secs(2),
             ..RunOptions::default()
         };
-        let driver = Driver::new(config, opts, control.clone()).expect("proxy binds");
-        let addr = driver
+        let backend: BackendChoice = std::env::var("TRELLIS_E2E_BACKEND")
+            .unwrap_or_else(|_| "auto".into())
+            .parse()
+            .expect("TRELLIS_E2E_BACKEND is io-uring, epoll or auto");
+        let runtime = Runtime::start(
+            config,
+            RuntimeOptions {
+                cores: 1,
+                backend,
+                run: opts,
+                health: None,
+                pin: false,
+            },
+            control.clone(),
+        )
+        .expect("proxy binds");
+        // A forced backend must really be the one serving, or the suite proves nothing.
+        let serving = runtime.backend().backend;
+        match backend {
+            BackendChoice::IoUring => assert_eq!(serving, Backend::IoUring),
+            BackendChoice::Epoll => assert_eq!(serving, Backend::Epoll),
+            BackendChoice::Auto => {}
+        }
+        let addr = runtime
             .local_addrs()
             .first()
             .map(|(_, a)| *a)
             .expect("a listener");
         let thread = std::thread::Builder::new()
             .name("trellis-proxy".into())
-            .spawn(move || driver.run())
+            .spawn(move || runtime.join())
             .expect("proxy thread");
         Proxy {
             addr,
