@@ -47,8 +47,9 @@ fn or_dash(s: &str) -> &str {
 }
 
 /// Emit every record through `tracing` (info, target `trellis::access`).
-pub fn emit(logs: Vec<RequestLog>) {
-    for log in logs {
+/// Log every record in `logs` and empty it (keeping its capacity).
+pub fn emit(logs: &mut Vec<RequestLog>) {
+    for log in logs.drain(..) {
         tracing::info!(target: "trellis::access", "{}", format_line(&log));
     }
 }
@@ -99,7 +100,7 @@ mod tests {
         ];
         r.upstream_host = None;
         r.route = None;
-        r.method = String::new();
+        r.method = "".into();
         r.peer = None;
         let line = format_line(&r);
         assert!(line.contains("\"- /reviews/1\" 503 UF,URX "), "{line}");

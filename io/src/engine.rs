@@ -20,8 +20,9 @@ pub trait ProxyEngine {
     fn poll_output(&mut self) -> Option<Output>;
     /// When the engine next wants [`ProxyEngine::handle_timeout`].
     fn poll_timeout(&self) -> Option<Instant>;
-    /// Access-log records of requests finished since the last call.
-    fn drain_logs(&mut self) -> Vec<RequestLog>;
+    /// Move the access-log records of requests finished since the last call into `into`
+    /// (a buffer the driver reuses, so logging allocates nothing per batch once warm).
+    fn drain_logs_into(&mut self, into: &mut Vec<RequestLog>);
     /// Requests in flight, if the engine knows. During shutdown the driver stops waiting once
     /// this is zero and every write is flushed (idle keep-alive connections are then closed);
     /// `None` makes it wait for the downstream connections to close or the grace period.
@@ -51,8 +52,8 @@ impl ProxyEngine for Engine {
         Engine::poll_timeout(self)
     }
 
-    fn drain_logs(&mut self) -> Vec<RequestLog> {
-        Engine::drain_logs(self)
+    fn drain_logs_into(&mut self, into: &mut Vec<RequestLog>) {
+        Engine::drain_logs_into(self, into)
     }
 
     fn requests_in_flight(&self) -> Option<usize> {

@@ -148,9 +148,7 @@ impl ProxyEngine for ScriptEngine {
         self.paused.values().min().copied()
     }
 
-    fn drain_logs(&mut self) -> Vec<RequestLog> {
-        Vec::new()
-    }
+    fn drain_logs_into(&mut self, _into: &mut Vec<RequestLog>) {}
 }
 
 fn pattern(n: usize) -> Vec<u8> {

@@ -14,26 +14,34 @@ use super::syntax::list_elements;
 /// One pass over the names decides what to remove, so the common message with none of these
 /// fields costs no hash lookups.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    // The fixed fields are known names (cloning them is free); only names listed in Connection
+    // need a list, and only when there is a Connection field.
+    let mut fixed: [Option<HeaderName>; 8] = Default::default();
+    let mut found = 0;
     let mut has_connection = false;
     for name in headers.keys() {
-        if name == header::CONNECTION {
-            has_connection = true;
-            doomed.push(name.clone());
-        } else if is_hop_by_hop(name) {
-            doomed.push(name.clone());
+        let hop = name == header::CONNECTION || is_hop_by_hop(name);
+        has_connection |= name == header::CONNECTION;
+        if hop {
+            if let Some(slot) = fixed.get_mut(found) {
+                *slot = Some(name.clone());
+                found += 1;
+            }
         }
     }
+    // Names listed in Connection are read before Connection itself goes.
+    let mut named: Vec<HeaderName> = Vec::new();
     if has_connection {
-        let named = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| list_elements(v.as_bytes()))
-            .filter(|t| !t.is_empty())
-            .filter_map(|t| HeaderName::from_bytes(t).ok());
-        doomed.extend(named);
+        named.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| list_elements(v.as_bytes()))
+                .filter(|t| !t.is_empty())
+                .filter_map(|t| HeaderName::from_bytes(t).ok()),
+        );
     }
-    for name in doomed {
+    for name in fixed.into_iter().flatten().chain(named) {
         headers.remove(name);
     }
 }

@@ -46,4 +46,4 @@ pub use hop::strip_hop_by_hop;
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
 pub use reason::reason_phrase;
 pub use request::{parse_request_head, take_request_head};
-pub use response::parse_response_head;
+pub use response::{parse_response_head, take_response_head};

@@ -171,7 +171,8 @@ fn build_head(
     shared: Option<&bytes::Bytes>,
 ) -> Result<RequestHead, ParseError> {
     let http11 = version == Version::Http11;
-    let mut headers = HeaderMap::with_capacity(fields);
+    // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
+    let mut headers = HeaderMap::with_capacity(fields + 4);
     let mut host: Option<&[u8]> = None;
     let mut host_count = 0usize;
     let mut content_length: Option<u64> = None;

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap};
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::{split_field, to_header};
+use super::fields::{split_field, to_header_in};
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, ResponseHead, Version};
 use super::limits::Limits;
@@ -23,6 +23,50 @@ pub fn parse_response_head(
     buf: &[u8],
     limits: &Limits,
     request_method: &Method,
+) -> Result<Option<(ResponseHead, usize)>, ParseError> {
+    parse_in(buf, limits, request_method, None)
+}
+
+/// Like [`parse_response_head`], but takes the head off the front of `buf` and lets header
+/// values share its memory (no allocation per field): what the engine's hot path uses.
+pub fn take_response_head(
+    buf: &mut bytes::BytesMut,
+    limits: &Limits,
+    request_method: &Method,
+) -> Result<Option<ResponseHead>, ParseError> {
+    // A first pass only finds the end (and fails early on a bad status line or limits).
+    let Some(end) = head_end(buf, limits)? else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(end).freeze();
+    match parse_in(&bytes, limits, request_method, Some(&bytes))? {
+        Some((head, _)) => Ok(Some(head)),
+        None => Err(ParseError::HeadTooLarge),
+    }
+}
+
+/// Where a complete response head ends, validating the status line and the limits on the way.
+fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
+    let Some(lf) = find_lf(buf, 0) else {
+        if buf.len() > limits.max_header_bytes {
+            return Err(ParseError::HeadTooLarge);
+        }
+        return Ok(None);
+    };
+    let line_stop = line_end(buf, 0, lf)?;
+    parse_status_line(buf.get(..line_stop).unwrap_or_default())?;
+    match find_head_end(buf, lf + 1, 0, limits)? {
+        Scan::Incomplete => Ok(None),
+        Scan::Complete { end, .. } => Ok(Some(end)),
+    }
+}
+
+/// The parser; `shared`, when given, is the buffer `buf` lives in (values are sliced from it).
+fn parse_in(
+    buf: &[u8],
+    limits: &Limits,
+    request_method: &Method,
+    shared: Option<&bytes::Bytes>,
 ) -> Result<Option<(ResponseHead, usize)>, ParseError> {
     let Some(lf) = find_lf(buf, 0) else {
         if buf.len() > limits.max_header_bytes {
@@ -38,13 +82,14 @@ pub fn parse_response_head(
     };
     let block = buf.get(lf + 1..head_end - 2).unwrap_or_default();
 
-    let mut headers = HeaderMap::with_capacity(fields);
+    // Room for the fields a proxy adds (via, response header edits) without regrowth.
+    let mut headers = HeaderMap::with_capacity(fields + 2);
     let mut content_length: Option<u64> = None;
     let mut te = TransferCodings::default();
     let mut connection = ConnectionOptions::default();
     for line in field_lines(block) {
         let (raw_name, value) = split_field(line)?;
-        let (name, hv) = to_header(raw_name, value)?;
+        let (name, hv) = to_header_in(raw_name, value, shared)?;
         if name == header::CONTENT_LENGTH {
             content_length = Some(merge_content_length(value, content_length)?);
         } else if name == header::TRANSFER_ENCODING {
@@ -87,7 +132,7 @@ pub fn parse_response_head(
     let head = ResponseHead {
         version,
         status,
-        reason,
+        reason: String::from_utf8_lossy(reason).into_owned(),
         headers,
         framing,
         keep_alive,
@@ -97,7 +142,7 @@ pub fn parse_response_head(
 
 /// `HTTP-version SP 3DIGIT SP [reason-phrase]`. A missing SP after the code (no reason) is
 /// tolerated as RFC 9112 §4 suggests; the reason may hold HTAB, SP, VCHAR and obs-text.
-fn parse_status_line(line: &[u8]) -> Result<(Version, u16, String), ParseError> {
+fn parse_status_line(line: &[u8]) -> Result<(Version, u16, &[u8]), ParseError> {
     let sp = line
         .iter()
         .position(|&b| b == b' ')
@@ -127,11 +172,7 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16, String), ParseError> 
     {
         return Err(ParseError::InvalidStatusLine);
     }
-    Ok((
-        version,
-        status,
-        String::from_utf8_lossy(reason).into_owned(),
-    ))
+    Ok((version, status, reason))
 }
 
 #[cfg(test)]

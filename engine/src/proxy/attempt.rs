@@ -28,7 +28,7 @@ impl Engine {
         let Some(slot) = req.slot else {
             return;
         };
-        let tried = std::mem::take(&mut req.tried_hosts);
+        let tried = req.tried_hosts;
         let Some(s) = self.clusters.slot_mut(slot) else {
             self.no_healthy_upstream(now, id);
             return;
@@ -37,14 +37,8 @@ impl Engine {
             self.overflow(now, id);
             return;
         }
-        let pick = s.state.pick(&mut self.rng, &tried);
+        let pick = s.state.pick(&mut self.rng, tried.as_slice());
         let generation = s.generation;
-        if let Some(req) = self.requests.get_mut(id) {
-            req.tried_hosts = tried;
-        }
-        let Some(s) = self.clusters.slot_mut(slot) else {
-            return;
-        };
         let Ok(pick) = pick.map_err(|NoHealthyUpstream| ()) else {
             s.state.breaker_mut().request_done();
             self.no_healthy_upstream(now, id);

@@ -265,7 +265,7 @@ impl Engine {
             peer,
             start: now,
             duration: std::time::Duration::ZERO,
-            method: String::new(),
+            method: std::borrow::Cow::Borrowed(""),
             authority: String::new(),
             path: String::new(),
             status,

@@ -75,7 +75,8 @@ pub struct RequestLog {
     pub peer: Option<SocketAddr>,
     pub start: Instant,
     pub duration: Duration,
-    pub method: String,
+    /// The request method (borrowed for the standard ones; empty if the head never parsed).
+    pub method: std::borrow::Cow<'static, str>,
     pub authority: String,
     pub path: String,
     /// Status sent downstream; 0 if the downstream went away before any response head.

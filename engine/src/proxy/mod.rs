@@ -184,6 +184,12 @@ impl Engine {
         std::mem::take(&mut self.logs)
     }
 
+    /// Move the access-log records of requests finished since the last call into `into`,
+    /// keeping both buffers' capacity (no allocation per call once warm).
+    pub fn drain_logs_into(&mut self, into: &mut Vec<RequestLog>) {
+        into.append(&mut self.logs);
+    }
+
     /// The configuration new requests use.
     pub fn config(&self) -> &Arc<Config> {
         &self.snapshot.config
@@ -331,8 +337,9 @@ impl Engine {
 
     /// Turn buffered writes and decided closes into outputs, in connection order of marking.
     fn flush(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for id in dirty {
+        // Take the list and give it back afterwards, keeping its capacity.
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
             let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
@@ -353,6 +360,7 @@ impl Engine {
                 self.conns.remove(id);
             }
         }
+        self.dirty = dirty;
     }
 
     fn set_reading(&mut self, conn: u64, enabled: bool) {

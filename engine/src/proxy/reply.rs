@@ -140,9 +140,9 @@ impl Engine {
             peer,
             start: req.start,
             duration: now - req.start,
-            method: req.log_method,
-            authority: req.log_authority,
-            path: req.log_path,
+            method: method_name(&req.head.method),
+            authority: req.original_authority.unwrap_or(req.head.authority),
+            path: req.original_target.unwrap_or(req.head.target),
             status: req.status,
             flags: req.flags,
             route: req
@@ -166,4 +166,22 @@ impl Engine {
         });
         self.downstream_request_done(now, req.down, req.body_done);
     }
+}
+
+/// The method for the access log, without allocating for the standard ones.
+fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
+    use http::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return std::borrow::Cow::Owned(method.as_str().to_string()),
+    };
+    std::borrow::Cow::Borrowed(name)
 }

@@ -48,9 +48,10 @@ pub(crate) struct Request {
     pub start: Instant,
     /// The head as it will go upstream (hop-by-hop fields stripped, rewrites applied).
     pub head: RequestHead,
-    pub log_method: String,
-    pub log_authority: String,
-    pub log_path: String,
+    /// The client's target and authority, kept only if a rewrite changed them (the access log
+    /// shows what the client asked for; not copying them otherwise saves two allocations).
+    pub original_target: Option<String>,
+    pub original_authority: Option<String>,
     pub down_version: Version,
     /// The client allows keep-alive after this request.
     pub down_keep_alive: bool,
@@ -72,7 +73,8 @@ pub(crate) struct Request {
 
     // Attempts.
     pub attempts: u32,
-    pub tried_hosts: Vec<usize>,
+    /// Hosts earlier attempts used (retries avoid them), inline: no allocation per request.
+    pub tried_hosts: TriedHosts,
     pub holds_retry: bool,
     pub holds_request: bool,
     /// The attempt's host: (slot generation, host index, address).
@@ -172,5 +174,30 @@ impl Request {
         .into_iter()
         .flatten()
         .min()
+    }
+}
+
+/// The hosts a request's attempts have used, without a heap allocation. Past its capacity the
+/// oldest entries are forgotten: avoiding the last few hosts is what retries need.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TriedHosts {
+    hosts: [usize; 8],
+    len: usize,
+}
+
+impl TriedHosts {
+    pub fn push(&mut self, host: usize) {
+        if self.len == self.hosts.len() {
+            self.hosts.rotate_left(1);
+            self.len -= 1;
+        }
+        if let Some(slot) = self.hosts.get_mut(self.len) {
+            *slot = host;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[usize] {
+        self.hosts.get(..self.len).unwrap_or_default()
     }
 }

@@ -88,9 +88,9 @@ impl Engine {
         let Some(req) = self.requests.get(req_id) else {
             return false;
         };
-        let parsed = http1::parse_response_head(&up.recv, &self.limits, &req.head.method);
-        let (mut head, consumed) = match parsed {
-            Ok(Some(x)) => x,
+        let parsed = http1::take_response_head(&mut up.recv, &self.limits, &req.head.method);
+        let mut head = match parsed {
+            Ok(Some(head)) => head,
             Ok(None) => {
                 if up.read_closed {
                     let failure = reset_kind(up);
@@ -103,7 +103,6 @@ impl Engine {
                 return false;
             }
         };
-        let _ = up.recv.split_to(consumed);
         let down = req.down;
         let down_version = req.down_version;
         let wants_upgrade = req.head.upgrade.is_some();

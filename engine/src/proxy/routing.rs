@@ -39,9 +39,8 @@ impl Engine {
             down,
             snapshot: snapshot.clone(),
             start: now,
-            log_method: head.method.as_str().to_string(),
-            log_authority: head.authority.clone(),
-            log_path: head.target.clone(),
+            original_target: None,
+            original_authority: None,
             down_version: head.version,
             down_keep_alive,
             route: None,
@@ -56,7 +55,7 @@ impl Engine {
             trailers: http::HeaderMap::new(),
             body_in: 0,
             attempts: 0,
-            tried_hosts: Vec::new(),
+            tried_hosts: Default::default(),
             holds_retry: false,
             holds_request: false,
             host: None,
@@ -232,7 +231,10 @@ impl Engine {
         };
         req.slot = slot;
         if let Some(path) = snapshot.router.rewrite_path(matched, &req.head.target) {
-            req.head.target = path;
+            req.original_target = Some(std::mem::replace(&mut req.head.target, path));
+        }
+        if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority.clone()) {
+            req.original_authority = Some(std::mem::replace(&mut req.head.authority, authority));
         }
         prepare_upstream_head(
             &mut req.head,
@@ -405,20 +407,20 @@ fn prepare_upstream_head(
     head.upgrade = upgrade;
     head.headers.remove(http::header::EXPECT);
     if let Some(route) = route {
-        if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority.clone()) {
-            head.authority = authority;
-        }
         route::apply_header_ops(&route.request_headers, &mut head.headers);
     }
     if let Some(dest) = dest {
         route::apply_header_ops(&dest.request_headers, &mut head.headers);
     }
-    if !head.headers.contains_key("x-request-id") {
-        head.headers.insert("x-request-id", request_id(rng));
+    // Static names: inserting a custom name given as &str would allocate it every request.
+    const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+    const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+    if !head.headers.contains_key(&X_REQUEST_ID) {
+        head.headers.insert(X_REQUEST_ID, request_id(rng));
     }
-    if !head.headers.contains_key("x-forwarded-proto") {
+    if !head.headers.contains_key(&X_FORWARDED_PROTO) {
         head.headers
-            .insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+            .insert(X_FORWARDED_PROTO, http::HeaderValue::from_static("http"));
     }
     // RFC 9110 §7.6.3: a proxy MUST add itself to Via.
     head.headers.append(

@@ -92,6 +92,8 @@ pub struct Driver<E: ProxyEngine = Engine> {
     clock: Clock,
     now: Instant,
     engine: E,
+    /// Access-log records between the engine and the log, reused across batches.
+    logs: Vec<trellis_engine::proxy::RequestLog>,
     control: ControlHandle,
     opts: RunOptions,
     listeners: Listeners,
@@ -151,6 +153,7 @@ impl<E: ProxyEngine> Driver<E> {
             now: clock.now(),
             clock,
             engine: make(Arc::new(bound)),
+            logs: Vec::new(),
             control,
             read_buf: vec![0; opts.read_buffer_bytes.max(512)],
             opts,
@@ -208,10 +211,12 @@ impl<E: ProxyEngine> Driver<E> {
             // not at its next timer.
             self.pump();
             self.fire_timers();
-            access_log::emit(self.engine.drain_logs());
+            self.engine.drain_logs_into(&mut self.logs);
+            access_log::emit(&mut self.logs);
             self.conns.release_freed();
         }
-        access_log::emit(self.engine.drain_logs());
+        self.engine.drain_logs_into(&mut self.logs);
+        access_log::emit(&mut self.logs);
         tracing::info!(open = self.conns.len(), "driver stopped");
         Ok(())
     }

@@ -124,6 +124,8 @@ pub struct UringDriver<E: ProxyEngine = Engine> {
     clock: Clock,
     now: Instant,
     engine: E,
+    /// Access-log records between the engine and the log, reused across batches.
+    logs: Vec<trellis_engine::proxy::RequestLog>,
     control: ControlHandle,
     opts: RunOptions,
     bind: BindOptions,
@@ -184,6 +186,7 @@ impl<E: ProxyEngine> UringDriver<E> {
             now: clock.now(),
             clock,
             engine: make(Arc::new(bound)),
+            logs: Vec::new(),
             control,
             opts,
             bind,
@@ -231,10 +234,12 @@ impl<E: ProxyEngine> UringDriver<E> {
             }
             self.completions = done;
             self.fire_timers();
-            access_log::emit(self.engine.drain_logs());
+            self.engine.drain_logs_into(&mut self.logs);
+            access_log::emit(&mut self.logs);
             self.conns.release_freed();
         }
-        access_log::emit(self.engine.drain_logs());
+        self.engine.drain_logs_into(&mut self.logs);
+        access_log::emit(&mut self.logs);
         tracing::info!(open = self.conns.len(), "io_uring driver stopped");
         for id in self.conns.ids() {
             self.drop_conn(id);
