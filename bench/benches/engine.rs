@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the engine's hot paths.
 //!
-//! `cargo bench -p trellis-bench` — figures are recorded in `bench/RESULTS.md`.
+//! `cargo bench -p trellis-bench --bench engine` — figures are recorded in `bench/RESULTS.md`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
