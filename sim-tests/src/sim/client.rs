@@ -234,6 +234,9 @@ impl Mesh<'_> {
         self.end_request(req, Outcome::ClientTimeout);
         let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
         if self.sidecars[sc].down.remove(&conn).is_some() {
+            // Abandoning the request may end an attempt (and feed outlier detection) in any
+            // cluster.
+            self.scan_all = true;
             self.engine_input(sc, Input::Closed { conn });
         }
     }

@@ -20,6 +20,7 @@ use trellis_engine::http1::{BodyDecoder, RequestHead};
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::check::{Invariant, Violations};
+use super::ejection::{HostNow, HostWatch};
 use super::model::{self, endpoint_addr};
 use super::net::Network;
 use super::queue::EventQueue;
@@ -77,8 +78,9 @@ pub(crate) struct Sidecar {
     pub down: BTreeMap<ConnId, usize>,
     /// Open upstream sockets per cluster (driver-side count).
     pub open: Vec<u32>,
-    /// Ejected hosts per cluster as of the end of the last engine call.
-    pub ejected: Vec<Vec<bool>>,
+    /// The driver's view of every host's outlier state, per cluster, as of the end of the
+    /// last engine call.
+    pub hosts: Vec<Vec<HostWatch>>,
     /// Access-log records per downstream connection.
     pub logs_per_conn: BTreeMap<ConnId, u32>,
 }
@@ -128,12 +130,16 @@ pub(crate) enum Ev {
         epoch: u32,
         data: Bytes,
         close: bool,
+        /// The response status (0 when the reply is not HTTP).
+        status: u16,
     },
     ToEngine {
         sc: usize,
         conn: ConnId,
         data: Bytes,
         completes: bool,
+        /// The status of the response head this data starts with, if any.
+        status: u16,
     },
     EngineEof {
         sc: usize,
@@ -178,6 +184,13 @@ pub struct Mesh<'s> {
     /// Requests not yet ended.
     pub(crate) open_requests: usize,
     pub(crate) cluster_by_name: BTreeMap<String, usize>,
+    /// Request heads sent in the current engine call to clusters with a pool limit:
+    /// (cluster, endpoint, request id).
+    pub(crate) picks: Vec<(usize, usize, usize)>,
+    /// Hosts whose failure streak reached `consecutive_5xx` in the current call:
+    /// (cluster, host, streak).
+    pub(crate) must_eject: Vec<(usize, usize, u32)>,
+    pub(crate) host_buf: Vec<HostNow>,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +199,9 @@ pub(crate) struct ClusterInfo {
     pub version: usize,
     pub max_connections: Option<u32>,
     pub max_ejection_percent: Option<u32>,
+    pub consecutive_5xx: Option<u32>,
+    pub base_ejection: Duration,
+    pub interval: Duration,
     /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
     pub endpoints: Vec<usize>,
 }
@@ -221,6 +237,13 @@ impl<'s> Mesh<'s> {
                     version: v,
                     max_connections: ver.pool.as_ref().map(|p| p.max_connections),
                     max_ejection_percent: ver.outlier.as_ref().map(|o| o.max_ejection_percent),
+                    consecutive_5xx: ver.outlier.as_ref().map(|o| o.consecutive_5xx),
+                    base_ejection: Duration::from_millis(
+                        ver.outlier.as_ref().map_or(0, |o| o.base_ejection_ms),
+                    ),
+                    interval: Duration::from_millis(
+                        ver.outlier.as_ref().map_or(0, |o| o.interval_ms),
+                    ),
                     endpoints: eps,
                 });
             }
@@ -240,9 +263,9 @@ impl<'s> Mesh<'s> {
                     up: BTreeMap::new(),
                     down: BTreeMap::new(),
                     open: vec![0; cluster_names.len()],
-                    ejected: cluster_info
+                    hosts: cluster_info
                         .iter()
-                        .map(|c| vec![false; c.endpoints.len()])
+                        .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
                 }
@@ -272,6 +295,9 @@ impl<'s> Mesh<'s> {
             scan_all: false,
             open_requests: 0,
             cluster_by_name: BTreeMap::new(),
+            picks: Vec::new(),
+            must_eject: Vec::new(),
+            host_buf: Vec::new(),
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -382,18 +408,24 @@ impl<'s> Mesh<'s> {
                 epoch,
                 data,
                 close,
-            } => self.server_reply(sc, conn, epoch, data, close),
+                status,
+            } => self.server_reply(sc, conn, epoch, data, close, status),
             Ev::ToEngine {
                 sc,
                 conn,
                 data,
                 completes,
+                status,
             } => {
                 let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
                     return;
                 };
                 if completes {
                     up.busy = false;
+                }
+                if status != 0 {
+                    let (cluster, ep) = (up.cluster, up.ep);
+                    self.count_head(sc, cluster, ep, status);
                 }
                 self.engine_input(sc, Input::Received { conn, data });
             }
