@@ -47,6 +47,31 @@ fn first_catching_seed(hook: fn(usize, &mut Engine), expected: Invariant, budget
     panic!("the simulator did not catch the planted bug ({expected:?}) within {budget} seeds");
 }
 
+/// The driver-side planted bug: a simulator that ignores read interest feeds the engine
+/// whatever arrives, so a slow client's backlog grows past the buffer limit.
+#[test]
+fn catches_driver_ignoring_read_interest() {
+    let opts = RunOptions {
+        ignore_read_interest: true,
+        ..RunOptions::default()
+    };
+    for seed in 0..BUDGET {
+        let report = run(&Scenario::from_seed(seed), opts);
+        if report
+            .violations
+            .iter()
+            .any(|v| v.invariant == Invariant::Buffering)
+        {
+            eprintln!("{}", failure_report("mutants", &report, None));
+            let clean = run(&Scenario::from_seed(seed), RunOptions::default());
+            assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+            eprintln!("ignoring read interest caught by seed {seed}");
+            return;
+        }
+    }
+    panic!("ignoring read interest was not caught within {BUDGET} seeds");
+}
+
 fn cap_off_by_one(_: usize, e: &mut Engine) {
     e.set_mutations(Mutations {
         ejection_cap_off_by_one: true,

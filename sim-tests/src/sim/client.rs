@@ -134,6 +134,8 @@ impl Mesh<'_> {
             recv: BytesMut::new(),
             outcome: None,
             end: None,
+            unread: 0,
+            read_until: self.now,
         });
         self.engine_input(
             client,

@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub engine_hook: Option<fn(usize, &mut Engine)>,
     /// Keep a timeline for plotting.
     pub timeline: bool,
+    /// A planted driver bug for the self-test: ignore `Output::ReadInterest` and keep feeding
+    /// the engine whatever arrives (the simulator's behaviour before it honoured backpressure).
+    pub ignore_read_interest: bool,
 }
 
 /// A server workload (one endpoint).
@@ -68,6 +71,21 @@ pub(crate) struct UpConn {
     /// response reaches the engine).
     pub busy: bool,
     pub server: ServerSide,
+    /// Whether the engine wants to read from this connection (backpressure).
+    pub reading: bool,
+    /// Bytes that arrived while reading was off (or not yet read), in read-sized pieces.
+    pub held: std::collections::VecDeque<Piece>,
+    /// The server's FIN arrived behind the held bytes.
+    pub held_eof: bool,
+}
+
+/// One read's worth of bytes waiting for the engine.
+pub(crate) struct Piece {
+    pub data: Bytes,
+    /// The last piece of a whole response: the connection is no longer busy once it is read.
+    pub completes: bool,
+    /// The status of the response head this piece starts with (0: none).
+    pub status: u16,
 }
 
 /// One sidecar: an engine and the driver's view of its connections.
@@ -101,6 +119,10 @@ pub(crate) struct ClientRequest {
     pub recv: BytesMut,
     pub outcome: Option<super::report::Outcome>,
     pub end: Option<Instant>,
+    /// Bytes the sidecar wrote to this client that the client has not read yet.
+    pub unread: usize,
+    /// When the client will have read everything written so far.
+    pub read_until: Instant,
 }
 
 pub(crate) enum Ev {
@@ -149,6 +171,16 @@ pub(crate) enum Ev {
         sc: usize,
         conn: ConnId,
     },
+    /// Reading was switched back on: hand the held bytes to the engine.
+    Resume {
+        sc: usize,
+        conn: ConnId,
+    },
+    /// A slow client has read `bytes` more of what its sidecar wrote.
+    ClientRead {
+        req: usize,
+        bytes: usize,
+    },
     FaultStart(usize),
     FaultEnd(usize),
 }
@@ -156,6 +188,7 @@ pub(crate) enum Ev {
 /// The whole simulated mesh of one scenario.
 pub struct Mesh<'s> {
     pub(crate) scn: &'s Scenario,
+    pub(crate) opts: RunOptions,
     pub(crate) now: Instant,
     pub(crate) rng: fastrand::Rng,
     pub(crate) queue: EventQueue<Ev>,
@@ -273,6 +306,7 @@ impl<'s> Mesh<'s> {
             .collect();
         let mut mesh = Mesh {
             scn,
+            opts,
             now: Instant::ZERO,
             rng: fastrand::Rng::with_seed(scn.seed),
             queue: EventQueue::default(),
@@ -416,24 +450,15 @@ impl<'s> Mesh<'s> {
                 data,
                 completes,
                 status,
-            } => {
-                let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
-                    return;
-                };
-                if completes {
-                    up.busy = false;
-                }
-                if status != 0 {
-                    let (cluster, ep) = (up.cluster, up.ep);
-                    self.count_head(sc, cluster, ep, status);
-                }
-                self.engine_input(sc, Input::Received { conn, data });
-            }
+            } => self.arrive_up(sc, conn, data, completes, status),
             Ev::EngineEof { sc, conn } => {
-                if self.sidecars[sc].up.contains_key(&conn) {
-                    self.engine_input(sc, Input::ReadClosed { conn });
+                if let Some(up) = self.sidecars[sc].up.get_mut(&conn) {
+                    up.held_eof = true;
+                    self.deliver_up(sc, conn);
                 }
             }
+            Ev::Resume { sc, conn } => self.deliver_up(sc, conn),
+            Ev::ClientRead { req, bytes } => self.client_read(req, bytes),
             Ev::EngineReset { sc, conn } => {
                 if self.sidecars[sc].up.contains_key(&conn) {
                     self.drop_up(sc, conn);
@@ -486,7 +511,13 @@ impl<'s> Mesh<'s> {
                     self.trace.u64(conn.0);
                     self.trace.bytes(&data);
                     if let Some(&req) = self.sidecars[sc].down.get(&conn) {
+                        let len = data.len();
                         self.client_receive(req, &data);
+                        if self.scn.net.client_read_bpms > 0 {
+                            // Drained only once the slow client has read it.
+                            self.client_written(req, len);
+                            continue;
+                        }
                     } else if self.sidecars[sc].up.contains_key(&conn) {
                         self.upstream_send(sc, conn, data);
                     }
@@ -504,7 +535,7 @@ impl<'s> Mesh<'s> {
                         self.drop_up(sc, conn);
                     }
                 }
-                Output::ReadInterest { .. } => {}
+                Output::ReadInterest { conn, enabled } => self.read_interest(sc, conn, enabled),
             }
         }
         let logs = self.sidecars[sc].engine.drain_logs();

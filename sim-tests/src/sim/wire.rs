@@ -61,6 +61,9 @@ impl Mesh<'_> {
                     alive: true,
                     epoch,
                 },
+                reading: true,
+                held: Default::default(),
+                held_eof: false,
             },
         );
         let listening = self.endpoints[ep].up;
