@@ -18,4 +18,13 @@ pub struct Mutations {
     /// The connection-pool breaker increments before it compares, and compares the old value,
     /// so `maxConnections` lets one connection too many through.
     pub pool_limit_after_increment: bool,
+    /// The consecutive-5xx detector fires one error late (`>` where `>=` belongs), so a host
+    /// that keeps failing survives its `consecutive_5xx`-th failure.
+    pub outlier_threshold_off_by_one: bool,
+    /// The outlier sweep returns hosts whose ejection ends within the next interval, one
+    /// interval early.
+    pub sweep_returns_early: bool,
+    /// A connection to an ejected host that finishes a request is handed to the oldest pending
+    /// request of the cluster, which was picked for another host.
+    pub handoff_to_ejected: bool,
 }

@@ -7,6 +7,15 @@
 //! ejection cap off-by-one: seed 0 (2 of 5 hosts ejected at 20 %); retry ignoring the
 //! deadline: seed 5 (a 504 after 1.167 s on a route promising 1.128 s); pool limit checked
 //! after the increment: seed 0 (2 connections with maxConnections 1).
+//!
+//! Added with the ejection invariants (generation unchanged; the retry seed moved to 0 when the
+//! engine stopped handing ejected hosts' connections to pending requests):
+//! consecutive-5xx detector firing one error late: seed 0 (`NotEjected`); outlier sweep
+//! returning hosts one interval early: seed 0 (`EjectionTimeline`: back at 1.224 s, ejection
+//! ending at 1.2547 s); a finished connection to an ejected host handed to a pending request
+//! picked for another host: seed 292 (`EjectedHostUsed`). That last one was a real engine bug
+//! that the swarm found (seeds 292 and others); `handoff_to_ejected` plants it back, and the
+//! clean-run assertion in `first_catching_seed` is the regression test for the fix.
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -15,6 +24,9 @@ use trellis_engine::Engine;
 
 /// Seeds each planted bug must be caught within.
 const BUDGET: u64 = 50;
+/// For bugs that need a rare coincidence (a pool limit, a pending queue and an ejection on the
+/// same cluster at once).
+const RARE_BUDGET: u64 = 400;
 
 /// Run seeds from 0 until one breaks `expected`; return that seed.
 fn first_catching_seed(hook: fn(usize, &mut Engine), expected: Invariant, budget: u64) -> u64 {
@@ -33,6 +45,31 @@ fn first_catching_seed(hook: fn(usize, &mut Engine), expected: Invariant, budget
         }
     }
     panic!("the simulator did not catch the planted bug ({expected:?}) within {budget} seeds");
+}
+
+/// The driver-side planted bug: a simulator that ignores read interest feeds the engine
+/// whatever arrives, so a slow client's backlog grows past the buffer limit.
+#[test]
+fn catches_driver_ignoring_read_interest() {
+    let opts = RunOptions {
+        ignore_read_interest: true,
+        ..RunOptions::default()
+    };
+    for seed in 0..BUDGET {
+        let report = run(&Scenario::from_seed(seed), opts);
+        if report
+            .violations
+            .iter()
+            .any(|v| v.invariant == Invariant::Buffering)
+        {
+            eprintln!("{}", failure_report("mutants", &report, None));
+            let clean = run(&Scenario::from_seed(seed), RunOptions::default());
+            assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+            eprintln!("ignoring read interest caught by seed {seed}");
+            return;
+        }
+    }
+    panic!("ignoring read interest was not caught within {BUDGET} seeds");
 }
 
 fn cap_off_by_one(_: usize, e: &mut Engine) {
@@ -54,6 +91,45 @@ fn pool_limit_after_increment(_: usize, e: &mut Engine) {
         pool_limit_after_increment: true,
         ..Mutations::default()
     });
+}
+
+fn threshold_off_by_one(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        outlier_threshold_off_by_one: true,
+        ..Mutations::default()
+    });
+}
+
+fn sweep_returns_early(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        sweep_returns_early: true,
+        ..Mutations::default()
+    });
+}
+
+fn handoff_to_ejected(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        handoff_to_ejected: true,
+        ..Mutations::default()
+    });
+}
+
+#[test]
+fn catches_outlier_threshold_off_by_one() {
+    let seed = first_catching_seed(threshold_off_by_one, Invariant::NotEjected, BUDGET);
+    eprintln!("consecutive-5xx threshold off by one caught by seed {seed}");
+}
+
+#[test]
+fn catches_sweep_returning_hosts_early() {
+    let seed = first_catching_seed(sweep_returns_early, Invariant::EjectionTimeline, BUDGET);
+    eprintln!("sweep returning hosts one interval early caught by seed {seed}");
+}
+
+#[test]
+fn catches_pending_handoff_to_ejected_host() {
+    let seed = first_catching_seed(handoff_to_ejected, Invariant::EjectedHostUsed, RARE_BUDGET);
+    eprintln!("pending hand-off to an ejected host caught by seed {seed}");
 }
 
 #[test]

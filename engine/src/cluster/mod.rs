@@ -314,6 +314,8 @@ impl ClusterState {
     pub(crate) fn set_mutations(&mut self, m: crate::mutants::Mutations) {
         if let Some(o) = self.outlier.as_mut() {
             o.mutant_cap_off_by_one = m.ejection_cap_off_by_one;
+            o.mutant_threshold_off_by_one = m.outlier_threshold_off_by_one;
+            o.mutant_early_return = m.sweep_returns_early;
         }
         self.breaker.mutant_late_check = m.pool_limit_after_increment;
     }

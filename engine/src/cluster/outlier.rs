@@ -140,6 +140,12 @@ pub(crate) struct OutlierDetector {
     /// Planted bug (feature `mutants`): the cap check forgets the host about to be ejected.
     #[cfg(feature = "mutants")]
     pub(crate) mutant_cap_off_by_one: bool,
+    /// Planted bug (feature `mutants`): consecutive 5xx fires one error late.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_threshold_off_by_one: bool,
+    /// Planted bug (feature `mutants`): sweeps return hosts one interval early.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_early_return: bool,
 }
 
 impl OutlierDetector {
@@ -155,6 +161,10 @@ impl OutlierDetector {
             next_sweep: now + interval,
             #[cfg(feature = "mutants")]
             mutant_cap_off_by_one: false,
+            #[cfg(feature = "mutants")]
+            mutant_threshold_off_by_one: false,
+            #[cfg(feature = "mutants")]
+            mutant_early_return: false,
         }
     }
 
@@ -235,6 +245,10 @@ impl OutlierDetector {
                 }
                 h.consecutive_5xx = h.consecutive_5xx.saturating_add(1);
                 fired.c5xx = reached(h.consecutive_5xx, cfg.consecutive_5xx);
+                #[cfg(feature = "mutants")]
+                if self.mutant_threshold_off_by_one {
+                    fired.c5xx = cfg.consecutive_5xx > 0 && h.consecutive_5xx > cfg.consecutive_5xx;
+                }
             }
             Some(_) => {
                 h.consecutive_5xx = 0;
@@ -344,8 +358,14 @@ impl OutlierDetector {
 
     /// Un-eject every host whose ejection has ended by the sweep at `at`.
     fn return_hosts(&mut self, at: Instant, back: &mut Vec<usize>) {
+        #[allow(unused_mut)]
+        let mut cutoff = at;
+        #[cfg(feature = "mutants")]
+        if self.mutant_early_return {
+            cutoff = at + self.interval;
+        }
         for (i, h) in self.hosts.iter_mut().enumerate() {
-            if h.ejection.is_some_and(|e| e.ends <= at) {
+            if h.ejection.is_some_and(|e| e.ends <= cutoff) {
                 h.ejection = None;
                 h.last_unejected = Some(at);
                 h.reset_counters();

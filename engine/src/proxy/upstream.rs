@@ -239,7 +239,17 @@ impl Engine {
         let Some(s) = self.clusters.slot_mut(slot) else {
             return;
         };
-        if s.retired || s.state.is_ejected(host) && s.pending.is_empty() {
+        // A connection to an ejected host is not handed to a pending request either: that
+        // request was picked for another host (or before the ejection, for a host whose own
+        // connection then serves it), and the ejected host must get no new request. Closing
+        // frees the budget, and `close_upstream` serves the pending request on its own host.
+        #[allow(unused_mut)]
+        let mut ejected = s.state.is_ejected(host);
+        #[cfg(feature = "mutants")]
+        if self.mutations.handoff_to_ejected {
+            ejected = ejected && s.pending.is_empty();
+        }
+        if s.retired || ejected {
             self.close_upstream(now, id, true);
             return;
         }

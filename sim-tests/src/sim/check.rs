@@ -24,6 +24,12 @@ pub enum Invariant {
     EjectionCap,
     /// A host got a new request while ejected.
     EjectedHostUsed,
+    /// A host kept failing, with room under the cap, and was not ejected.
+    NotEjected,
+    /// An ejection lasted other than `base × multiplier`, or its host came back early or late.
+    EjectionTimeline,
+    /// A connection's unwritten bytes grew past the engine's buffer limit (backpressure).
+    Buffering,
     /// More upstream connections open to a cluster than `maxConnections`.
     PoolLimit,
     /// A request or response body changed on the way.

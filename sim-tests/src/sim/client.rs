@@ -134,6 +134,8 @@ impl Mesh<'_> {
             recv: BytesMut::new(),
             outcome: None,
             end: None,
+            unread: 0,
+            read_until: self.now,
         });
         self.engine_input(
             client,
@@ -234,6 +236,9 @@ impl Mesh<'_> {
         self.end_request(req, Outcome::ClientTimeout);
         let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
         if self.sidecars[sc].down.remove(&conn).is_some() {
+            // Abandoning the request may end an attempt (and feed outlier detection) in any
+            // cluster.
+            self.scan_all = true;
             self.engine_input(sc, Input::Closed { conn });
         }
     }

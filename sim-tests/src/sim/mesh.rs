@@ -20,6 +20,7 @@ use trellis_engine::http1::{BodyDecoder, RequestHead};
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::check::{Invariant, Violations};
+use super::ejection::{HostNow, HostWatch};
 use super::model::{self, endpoint_addr};
 use super::net::Network;
 use super::queue::EventQueue;
@@ -37,6 +38,9 @@ pub struct RunOptions {
     pub engine_hook: Option<fn(usize, &mut Engine)>,
     /// Keep a timeline for plotting.
     pub timeline: bool,
+    /// A planted driver bug for the self-test: ignore `Output::ReadInterest` and keep feeding
+    /// the engine whatever arrives (the simulator's behaviour before it honoured backpressure).
+    pub ignore_read_interest: bool,
 }
 
 /// A server workload (one endpoint).
@@ -67,6 +71,21 @@ pub(crate) struct UpConn {
     /// response reaches the engine).
     pub busy: bool,
     pub server: ServerSide,
+    /// Whether the engine wants to read from this connection (backpressure).
+    pub reading: bool,
+    /// Bytes that arrived while reading was off (or not yet read), in read-sized pieces.
+    pub held: std::collections::VecDeque<Piece>,
+    /// The server's FIN arrived behind the held bytes.
+    pub held_eof: bool,
+}
+
+/// One read's worth of bytes waiting for the engine.
+pub(crate) struct Piece {
+    pub data: Bytes,
+    /// The last piece of a whole response: the connection is no longer busy once it is read.
+    pub completes: bool,
+    /// The status of the response head this piece starts with (0: none).
+    pub status: u16,
 }
 
 /// One sidecar: an engine and the driver's view of its connections.
@@ -77,8 +96,9 @@ pub(crate) struct Sidecar {
     pub down: BTreeMap<ConnId, usize>,
     /// Open upstream sockets per cluster (driver-side count).
     pub open: Vec<u32>,
-    /// Ejected hosts per cluster as of the end of the last engine call.
-    pub ejected: Vec<Vec<bool>>,
+    /// The driver's view of every host's outlier state, per cluster, as of the end of the
+    /// last engine call.
+    pub hosts: Vec<Vec<HostWatch>>,
     /// Access-log records per downstream connection.
     pub logs_per_conn: BTreeMap<ConnId, u32>,
 }
@@ -99,6 +119,10 @@ pub(crate) struct ClientRequest {
     pub recv: BytesMut,
     pub outcome: Option<super::report::Outcome>,
     pub end: Option<Instant>,
+    /// Bytes the sidecar wrote to this client that the client has not read yet.
+    pub unread: usize,
+    /// When the client will have read everything written so far.
+    pub read_until: Instant,
 }
 
 pub(crate) enum Ev {
@@ -128,12 +152,16 @@ pub(crate) enum Ev {
         epoch: u32,
         data: Bytes,
         close: bool,
+        /// The response status (0 when the reply is not HTTP).
+        status: u16,
     },
     ToEngine {
         sc: usize,
         conn: ConnId,
         data: Bytes,
         completes: bool,
+        /// The status of the response head this data starts with, if any.
+        status: u16,
     },
     EngineEof {
         sc: usize,
@@ -143,6 +171,16 @@ pub(crate) enum Ev {
         sc: usize,
         conn: ConnId,
     },
+    /// Reading was switched back on: hand the held bytes to the engine.
+    Resume {
+        sc: usize,
+        conn: ConnId,
+    },
+    /// A slow client has read `bytes` more of what its sidecar wrote.
+    ClientRead {
+        req: usize,
+        bytes: usize,
+    },
     FaultStart(usize),
     FaultEnd(usize),
 }
@@ -150,6 +188,7 @@ pub(crate) enum Ev {
 /// The whole simulated mesh of one scenario.
 pub struct Mesh<'s> {
     pub(crate) scn: &'s Scenario,
+    pub(crate) opts: RunOptions,
     pub(crate) now: Instant,
     pub(crate) rng: fastrand::Rng,
     pub(crate) queue: EventQueue<Ev>,
@@ -178,6 +217,13 @@ pub struct Mesh<'s> {
     /// Requests not yet ended.
     pub(crate) open_requests: usize,
     pub(crate) cluster_by_name: BTreeMap<String, usize>,
+    /// Request heads sent in the current engine call to clusters with a pool limit:
+    /// (cluster, endpoint, request id).
+    pub(crate) picks: Vec<(usize, usize, usize)>,
+    /// Hosts whose failure streak reached `consecutive_5xx` in the current call:
+    /// (cluster, host, streak).
+    pub(crate) must_eject: Vec<(usize, usize, u32)>,
+    pub(crate) host_buf: Vec<HostNow>,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +232,9 @@ pub(crate) struct ClusterInfo {
     pub version: usize,
     pub max_connections: Option<u32>,
     pub max_ejection_percent: Option<u32>,
+    pub consecutive_5xx: Option<u32>,
+    pub base_ejection: Duration,
+    pub interval: Duration,
     /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
     pub endpoints: Vec<usize>,
 }
@@ -221,6 +270,13 @@ impl<'s> Mesh<'s> {
                     version: v,
                     max_connections: ver.pool.as_ref().map(|p| p.max_connections),
                     max_ejection_percent: ver.outlier.as_ref().map(|o| o.max_ejection_percent),
+                    consecutive_5xx: ver.outlier.as_ref().map(|o| o.consecutive_5xx),
+                    base_ejection: Duration::from_millis(
+                        ver.outlier.as_ref().map_or(0, |o| o.base_ejection_ms),
+                    ),
+                    interval: Duration::from_millis(
+                        ver.outlier.as_ref().map_or(0, |o| o.interval_ms),
+                    ),
                     endpoints: eps,
                 });
             }
@@ -240,9 +296,9 @@ impl<'s> Mesh<'s> {
                     up: BTreeMap::new(),
                     down: BTreeMap::new(),
                     open: vec![0; cluster_names.len()],
-                    ejected: cluster_info
+                    hosts: cluster_info
                         .iter()
-                        .map(|c| vec![false; c.endpoints.len()])
+                        .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
                 }
@@ -250,6 +306,7 @@ impl<'s> Mesh<'s> {
             .collect();
         let mut mesh = Mesh {
             scn,
+            opts,
             now: Instant::ZERO,
             rng: fastrand::Rng::with_seed(scn.seed),
             queue: EventQueue::default(),
@@ -272,6 +329,9 @@ impl<'s> Mesh<'s> {
             scan_all: false,
             open_requests: 0,
             cluster_by_name: BTreeMap::new(),
+            picks: Vec::new(),
+            must_eject: Vec::new(),
+            host_buf: Vec::new(),
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -382,26 +442,23 @@ impl<'s> Mesh<'s> {
                 epoch,
                 data,
                 close,
-            } => self.server_reply(sc, conn, epoch, data, close),
+                status,
+            } => self.server_reply(sc, conn, epoch, data, close, status),
             Ev::ToEngine {
                 sc,
                 conn,
                 data,
                 completes,
-            } => {
-                let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
-                    return;
-                };
-                if completes {
-                    up.busy = false;
-                }
-                self.engine_input(sc, Input::Received { conn, data });
-            }
+                status,
+            } => self.arrive_up(sc, conn, data, completes, status),
             Ev::EngineEof { sc, conn } => {
-                if self.sidecars[sc].up.contains_key(&conn) {
-                    self.engine_input(sc, Input::ReadClosed { conn });
+                if let Some(up) = self.sidecars[sc].up.get_mut(&conn) {
+                    up.held_eof = true;
+                    self.deliver_up(sc, conn);
                 }
             }
+            Ev::Resume { sc, conn } => self.deliver_up(sc, conn),
+            Ev::ClientRead { req, bytes } => self.client_read(req, bytes),
             Ev::EngineReset { sc, conn } => {
                 if self.sidecars[sc].up.contains_key(&conn) {
                     self.drop_up(sc, conn);
@@ -454,7 +511,13 @@ impl<'s> Mesh<'s> {
                     self.trace.u64(conn.0);
                     self.trace.bytes(&data);
                     if let Some(&req) = self.sidecars[sc].down.get(&conn) {
+                        let len = data.len();
                         self.client_receive(req, &data);
+                        if self.scn.net.client_read_bpms > 0 {
+                            // Drained only once the slow client has read it.
+                            self.client_written(req, len);
+                            continue;
+                        }
                     } else if self.sidecars[sc].up.contains_key(&conn) {
                         self.upstream_send(sc, conn, data);
                     }
@@ -472,7 +535,7 @@ impl<'s> Mesh<'s> {
                         self.drop_up(sc, conn);
                     }
                 }
-                Output::ReadInterest { .. } => {}
+                Output::ReadInterest { conn, enabled } => self.read_interest(sc, conn, enabled),
             }
         }
         let logs = self.sidecars[sc].engine.drain_logs();

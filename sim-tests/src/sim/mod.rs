@@ -9,11 +9,13 @@
 //! Files, one concept each: [`scenario`] (plain data) and [`generate`] (from a seed),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world and its loop),
-//! `server`/`client` (workloads), `wire` (connects, sends, faults), `observe` + [`check`] (invariants), [`report`] (results),
+//! `server`/`client` (workloads), `wire` (connects, sends, faults), `observe` + `ejection` + [`backpressure`] + [`check`] (invariants), [`report`] (results),
 //! [`svg`] (timeline plot), [`swarm`] (many seeds, failure reports, replay commands).
 
+pub mod backpressure;
 pub mod check;
 mod client;
+mod ejection;
 pub mod generate;
 pub mod mesh;
 pub mod model;

@@ -49,6 +49,9 @@ pub fn rule_name(s: usize, r: usize) -> String {
 pub fn engine_config(scn: &Scenario) -> Config {
     let mut config = build::base();
     config.version = format!("sim-{}", scn.seed);
+    if scn.net.buffer_bytes > 0 {
+        config.http.connection_buffer_bytes = scn.net.buffer_bytes as usize;
+    }
     for (s, svc) in scn.services.iter().enumerate() {
         for (v, ver) in svc.versions.iter().enumerate() {
             let mut c = Cluster {

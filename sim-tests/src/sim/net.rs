@@ -205,6 +205,8 @@ mod tests {
             loss_percent: 0,
             rto_ms: 50,
             reset_permille: 0,
+            client_read_bpms: 0,
+            buffer_bytes: 0,
         }
     }
 

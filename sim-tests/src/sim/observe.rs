@@ -5,7 +5,9 @@
 //! was ejected *before* the engine call that dispatched to it (a pick and an ejection in the
 //! same call may legitimately come in either order), and only for clusters without a
 //! connection-pool limit, where every dispatch is a fresh pick (with a limit, a request picked
-//! before the ejection may wait in the pending queue and go out after it, as in Envoy).
+//! before the ejection may wait in the pending queue and go out after it, as in Envoy); clusters
+//! with a limit get the pick-window check of [`super::ejection`], which also holds the other
+//! ejection invariants (keeps failing → ejected, ejection timelines).
 //! Pool limits are checked on the driver's own count of open sockets at the end of each call,
 //! since inside one call a close is flushed after the connect that reused its budget.
 //!
@@ -14,6 +16,7 @@
 //! input only the clusters involved are scanned, and after a timer call all of them.
 
 use super::check::{share_ok, Invariant};
+use super::ejection::HostNow;
 use super::mesh::Mesh;
 
 impl Mesh<'_> {
@@ -41,6 +44,8 @@ impl Mesh<'_> {
             scan.sort_unstable();
             scan.dedup();
         }
+        let picks = std::mem::take(&mut self.picks);
+        let mut buf = std::mem::take(&mut self.host_buf);
         for c in scan {
             let Some(cap) = self.cluster_info[c].max_ejection_percent else {
                 continue;
@@ -53,10 +58,17 @@ impl Mesh<'_> {
             };
             let hosts = state.host_count();
             let ejected_now = state.ejected_count();
-            let was_any = self.sidecars[sc].ejected[c].iter().any(|e| *e);
-            if ejected_now == 0 && !was_any {
+            let was_any = self.sidecars[sc].hosts[c].iter().any(|w| w.ejected);
+            let pending_check = self.must_eject.iter().any(|m| m.0 == c);
+            if ejected_now == 0 && !was_any && !pending_check {
                 continue;
             }
+            buf.clear();
+            buf.extend((0..hosts).map(|h| HostNow {
+                ejected: state.is_ejected(h),
+                ends: state.ejection_ends(h),
+                multiplier: state.ejection_multiplier(h),
+            }));
             if ejected_now as u64 * 100 > u64::from(cap) * hosts as u64 {
                 let msg = format!(
                     "sidecar {sc}: {ejected_now} of {hosts} hosts of {} ejected, max_ejection_percent {cap}",
@@ -65,40 +77,41 @@ impl Mesh<'_> {
                 self.violations
                     .report(Invariant::EjectionCap, self.now, msg);
             }
-            let now_ejected: Vec<bool> = (0..hosts).map(|h| state.is_ejected(h)).collect();
             let unlimited = self.cluster_info[c].max_connections.is_none();
-            for &(dc, ep) in &dispatches {
-                if dc != c || !unlimited {
-                    continue;
-                }
-                let Some(h) = self.cluster_info[c].endpoints.iter().position(|e| *e == ep) else {
-                    continue;
-                };
-                let before = self.sidecars[sc].ejected[c]
-                    .get(h)
-                    .copied()
-                    .unwrap_or(false);
-                if before && now_ejected.get(h).copied().unwrap_or(false) {
-                    let msg = format!(
-                        "sidecar {sc} sent a new request to host {h} of {} while it was ejected",
-                        self.cluster_names[c]
-                    );
-                    self.violations
-                        .report(Invariant::EjectedHostUsed, self.now, msg);
-                }
-            }
-            for (h, &e) in now_ejected.iter().enumerate() {
-                let was = self.sidecars[sc].ejected[c][h];
-                if e && !was {
-                    self.ejections += 1;
-                    if let Some(t) = self.timeline.as_mut() {
-                        t.ejections
-                            .push((self.now, format!("sc{sc}/{}/h{h}", self.cluster_names[c])));
+            if unlimited && was_any {
+                for &(dc, ep) in &dispatches {
+                    if dc != c {
+                        continue;
+                    }
+                    let Some(h) = self.cluster_info[c].endpoints.iter().position(|e| *e == ep)
+                    else {
+                        continue;
+                    };
+                    let before = self.sidecars[sc].hosts[c].get(h).is_some_and(|w| w.ejected);
+                    if before && buf.get(h).is_some_and(|n| n.ejected) {
+                        let msg = format!(
+                            "sidecar {sc} sent a new request to host {h} of {} while it was ejected",
+                            self.cluster_names[c]
+                        );
+                        self.violations
+                            .report(Invariant::EjectedHostUsed, self.now, msg);
                     }
                 }
             }
-            self.sidecars[sc].ejected[c] = now_ejected;
+            if was_any {
+                for &(pc, ep, req) in &picks {
+                    if pc != c {
+                        continue;
+                    }
+                    if let Some(h) = self.cluster_info[c].endpoints.iter().position(|e| *e == ep) {
+                        self.check_pick(sc, c, h, req, &buf);
+                    }
+                }
+            }
+            self.watch_cluster(sc, c, &buf);
         }
+        self.must_eject.clear();
+        self.host_buf = buf;
     }
 
     /// After the run: every request ended exactly once with one access-log record; nothing is

@@ -139,6 +139,15 @@ pub struct NetSpec {
     pub rto_ms: u64,
     /// Chance (per mille) a send resets its connection.
     pub reset_permille: u16,
+    /// How fast clients read what their sidecar writes them, in bytes per millisecond (0: at
+    /// once). A slow reader holds the sidecar's writes undrained, which is what backpressure
+    /// is for.
+    #[serde(default)]
+    pub client_read_bpms: u64,
+    /// The sidecars' per-connection buffer limit (`connection_buffer_bytes`; 0: the engine's
+    /// default).
+    #[serde(default)]
+    pub buffer_bytes: u32,
 }
 
 /// Which endpoint: `(service, version, index)`.

@@ -185,6 +185,7 @@ impl Mesh<'_> {
                         epoch,
                         data,
                         close: true,
+                        status: 0,
                     },
                 );
             }
@@ -207,6 +208,7 @@ impl Mesh<'_> {
                         epoch,
                         data: out.freeze(),
                         close: false,
+                        status,
                     },
                 );
             }

@@ -159,6 +159,12 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
         s.net.reset_permille = 0;
         push(s);
     }
+    if n.client_read_bpms > 0 || n.buffer_bytes > 0 {
+        let mut s = scn.clone();
+        s.net.client_read_bpms = 0;
+        s.net.buffer_bytes = 0;
+        push(s);
+    }
     out
 }
 

@@ -13,6 +13,21 @@ use super::model::endpoint_addr;
 use super::net::{Dir, Fate};
 use super::scenario::FaultKind;
 
+/// The `x-sim-id` of a request head at the start of `data` (bodies are lowercase letters, so
+/// they never start like a request line).
+fn request_id(data: &[u8]) -> Option<usize> {
+    if !(data.starts_with(b"GET ") || data.starts_with(b"POST ")) {
+        return None;
+    }
+    const NAME: &[u8] = b"x-sim-id: ";
+    let at = data.windows(NAME.len()).position(|w| w == NAME)? + NAME.len();
+    let digits = data[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&data[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 impl Mesh<'_> {
     pub(crate) fn on_connect(&mut self, sc: usize, conn: ConnId, addr: SocketAddr) {
         self.trace.u64(conn.0);
@@ -46,6 +61,9 @@ impl Mesh<'_> {
                     alive: true,
                     epoch,
                 },
+                reading: true,
+                held: Default::default(),
+                held_eof: false,
             },
         );
         let listening = self.endpoints[ep].up;
@@ -75,6 +93,11 @@ impl Mesh<'_> {
             let (cluster, ep) = (u.cluster, u.ep);
             self.dispatches.push((cluster, ep));
         }
+        if self.cluster_info[u.cluster].max_connections.is_some() {
+            if let Some(req) = request_id(&data) {
+                self.picks.push((u.cluster, u.ep, req));
+            }
+        }
         let service = self.endpoints[u.ep].service;
         let len = data.len();
         match self
@@ -100,6 +123,7 @@ impl Mesh<'_> {
         epoch: u32,
         data: Bytes,
         close: bool,
+        status: u16,
     ) {
         let Some(u) = self.sidecars[sc].up.get(&conn) else {
             return;
@@ -126,6 +150,7 @@ impl Mesh<'_> {
                         conn,
                         data,
                         completes: !close,
+                        status,
                     },
                 );
                 if close {
