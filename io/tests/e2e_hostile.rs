@@ -27,6 +27,9 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> (String, bool) {
             Ok(0) => break true,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            // A signal interrupted the read (io_uring's task work can do that to threads of
+            // the process); a real client retries, and so does this one.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break false,
         }
     };

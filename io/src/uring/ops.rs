@@ -75,35 +75,44 @@ impl SendBufs {
 /// Idle [`SendBufs`] kept for reuse, at most.
 const SEND_POOL: usize = 256;
 
-/// The operation table: slots indexed by `user_data`.
+/// The operation table. A `user_data` is a slot index (low 32 bits) plus that slot's
+/// generation (high 32 bits), so it is never reused: an `AsyncCancel` submitted for an
+/// operation that completes before the kernel sees the cancel must not cancel whatever
+/// operation takes the slot next (that race reset unrelated connections).
 #[derive(Default)]
 pub(super) struct Ops {
-    slots: Vec<Option<Op>>,
+    slots: Vec<(u32, Option<Op>)>,
     free: Vec<usize>,
     live: usize,
+}
+
+fn user_data_of(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
 }
 
 impl Ops {
     fn insert(&mut self, op: Op) -> u64 {
         self.live += 1;
-        match self.free.pop() {
-            Some(i) => {
-                if let Some(slot) = self.slots.get_mut(i) {
-                    *slot = Some(op);
-                }
-                i as u64
-            }
-            None => {
-                self.slots.push(Some(op));
-                (self.slots.len() - 1) as u64
+        if let Some(i) = self.free.pop() {
+            if let Some(slot) = self.slots.get_mut(i) {
+                slot.0 = slot.0.wrapping_add(1);
+                slot.1 = Some(op);
+                return user_data_of(i, slot.0);
             }
         }
+        self.slots.push((0, Some(op)));
+        user_data_of(self.slots.len() - 1, 0)
     }
 
-    /// Take the operation a completion belongs to.
+    /// Take the operation a completion belongs to (None for a stale or unknown `user_data`).
     pub fn take(&mut self, user_data: u64) -> Option<Op> {
-        let i = usize::try_from(user_data).ok()?;
-        let op = self.slots.get_mut(i)?.take()?;
+        let i = usize::try_from(user_data & 0xffff_ffff).ok()?;
+        let generation = (user_data >> 32) as u32;
+        let slot = self.slots.get_mut(i)?;
+        if slot.0 != generation {
+            return None;
+        }
+        let op = slot.1.take()?;
         self.free.push(i);
         self.live -= 1;
         Some(op)
@@ -118,8 +127,8 @@ impl Ops {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.is_some())
-            .map(|(i, _)| i as u64)
+            .filter(|(_, s)| s.1.is_some())
+            .map(|(i, s)| user_data_of(i, s.0))
             .collect()
     }
 }
