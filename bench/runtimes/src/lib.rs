@@ -14,7 +14,8 @@ pub const RECV_BUF: usize = 16 * 1024;
 
 /// The fixed response: status line, two headers, and a 1024-byte body.
 pub static RESPONSE: &[u8] = {
-    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nContent-Type: text/plain\r\n\r\n";
+    const HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nContent-Type: text/plain\r\n\r\n";
     const LEN: usize = HEAD.len() + 1024;
     const BYTES: [u8; LEN] = {
         let mut out = [b'x'; LEN];

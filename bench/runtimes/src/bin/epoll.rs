@@ -38,8 +38,11 @@ fn main() -> std::io::Result<()> {
                                 conns.push(None);
                                 conns.len() - 1
                             });
-                            poll.registry()
-                                .register(&mut stream, Token(slot), Interest::READABLE)?;
+                            poll.registry().register(
+                                &mut stream,
+                                Token(slot),
+                                Interest::READABLE,
+                            )?;
                             conns[slot] = Some(Conn {
                                 stream,
                                 inbuf: Vec::new(),

@@ -18,14 +18,17 @@ fn main() -> std::io::Result<()> {
             .setup_coop_taskrun()
             .setup_submit_all();
     }
-    tokio_uring::builder().entries(256).uring_builder(&urb).start(async {
-        let listener = TcpListener::bind(listen_addr())?;
-        loop {
-            let (stream, _) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            tokio_uring::spawn(serve(stream));
-        }
-    })
+    tokio_uring::builder()
+        .entries(256)
+        .uring_builder(&urb)
+        .start(async {
+            let listener = TcpListener::bind(listen_addr())?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                tokio_uring::spawn(serve(stream));
+            }
+        })
 }
 
 async fn serve(stream: TcpStream) {
