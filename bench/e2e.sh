@@ -32,7 +32,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 UPSTREAM_CPU=${UPSTREAM_CPU:-$((CPUS > 1 ? 1 : 0))}
 CLIENT_CPU=${CLIENT_CPU:-$((CPUS > 2 ? 2 : UPSTREAM_CPU))}
 RESULTS_MD=${RESULTS_MD:-bench/RESULTS.md}
-TRELLIS_ARGS=${TRELLIS_ARGS:-}
+TRELLIS_ARGS=${TRELLIS_ARGS:---cores 1 --health-port 0}
 
 UP_PORT=$BASE_PORT
 TRELLIS_PORT=$((BASE_PORT + 1))
@@ -268,7 +268,7 @@ w("Command: \`bash bench/e2e.sh\` (DURATION=$DURATION s measured after ${WARMUP}
 w("Date: $(date -u +%Y-%m-%d), machine: $CPUS CPU(s) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), "
   "Linux $(uname -r); HAProxy $HAPROXY_VERSION, nginx $NGINX_VERSION (Debian); proxy on CPU $PROXY_CPU, "
   "upstream nginx on CPU $UPSTREAM_CPU, load generator on CPU $CLIENT_CPU.  ")
-w("Trellis: \`trellis proxy\` (single-threaded epoll driver) $TRELLIS_ARGS, access log off (RUST_LOG=warn).")
+w("Trellis: \`trellis proxy $TRELLIS_ARGS\` (thread-per-core runtime on one core; backend auto = io_uring here, epoll fallback), access log off (RUST_LOG=warn).")
 w("")
 w("### Added latency over direct (µs; loadgen, constant rate, open loop, from the intended send time)")
 w("")
