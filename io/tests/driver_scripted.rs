@@ -270,13 +270,13 @@ fn abortive_close_resets_and_graceful_close_flushes_then_fins(backend: Backend) 
     let (mut w, mut r) = client(run.addr);
     w.write_all(b"reset\n").unwrap();
     let mut buf = [0u8; 16];
-    let err = r.read(&mut buf).unwrap_err();
+    let err = read_retrying(&mut r, &mut buf).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
 
     let (mut w, mut r) = client(run.addr);
     w.write_all(b"close\n").unwrap();
     assert_eq!(line(&mut r), "bye\n");
-    assert_eq!(r.read(&mut buf).unwrap(), 0, "FIN, not RST");
+    assert_eq!(read_retrying(&mut r, &mut buf).unwrap(), 0, "FIN, not RST");
     drop((w, r));
     run.stop();
 }
@@ -311,7 +311,11 @@ fn connects_report_success_and_failure(backend: Backend) {
     // The engine closed it gracefully; the driver lingers until this side closes too.
     let (mut accepted, _) = target.accept().unwrap();
     let mut buf = [0u8; 8];
-    assert_eq!(accepted.read(&mut buf).unwrap(), 0, "the driver sent FIN");
+    assert_eq!(
+        read_retrying(&mut accepted, &mut buf).unwrap(),
+        0,
+        "the driver sent FIN"
+    );
     drop(accepted);
     w.write_all(format!("connect {closed}\n").as_bytes())
         .unwrap();
@@ -347,4 +351,15 @@ fn shutdown_waits_for_open_connections_until_grace_ends(backend: Backend) {
         "{:?}",
         t0.elapsed()
     );
+}
+
+/// One `read`, retried if a signal interrupts it (io_uring's task work can interrupt blocking
+/// reads of other threads of the process; real clients retry too).
+fn read_retrying(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
