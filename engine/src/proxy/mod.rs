@@ -335,8 +335,27 @@ impl Engine {
         self.mark_dirty(conn);
     }
 
+    /// Removes stale timer entries once they clearly outnumber the live owners. Without this a
+    /// finished request's entry (e.g. its 5-minute stream idle deadline) would stay in the heap
+    /// until it expired: memory proportional to request rate × timeout.
+    fn compact_timers(&mut self) {
+        let live = self.conns.len() + self.requests.len() + self.clusters.slots.len();
+        if self.timers.len() <= 2 * live + 1024 {
+            return;
+        }
+        let (conns, requests, clusters) = (&self.conns, &self.requests, &self.clusters);
+        self.timers.retain(|at, owner| match owner {
+            TimerOwner::Conn(id) => conns.get(id).is_some_and(|c| c.wake == Some(at)),
+            TimerOwner::Request(id) => requests.get(id).is_some_and(|r| r.wake == Some(at)),
+            TimerOwner::ClusterSweep(slot) => {
+                clusters.slot(slot).is_some_and(|s| s.sweep_at == Some(at))
+            }
+        });
+    }
+
     /// Turn buffered writes and decided closes into outputs, in connection order of marking.
     fn flush(&mut self) {
+        self.compact_timers();
         // Take the list and give it back afterwards, keeping its capacity.
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {

@@ -147,3 +147,48 @@ fn timeouts_are_reported_through_poll_timeout() {
     let idle = engine.config().http.idle_timeout;
     assert_eq!(engine.poll_timeout(), Some(Instant::ZERO + idle));
 }
+
+/// Finished requests must not leave their timer entries behind: the heap stays proportional to
+/// what is alive, however many requests passed (each arms a 5-minute stream idle deadline).
+#[test]
+fn timer_heap_stays_bounded_under_many_requests() {
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let down = accept(&mut engine);
+    let now = Instant::from_millis(1);
+    let mut up = None;
+    for _ in 0..20_000 {
+        engine.handle(
+            now,
+            Input::Received {
+                conn: down,
+                data: Bytes::from_static(b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n"),
+            },
+        );
+        for o in drain(&mut engine) {
+            match o {
+                Output::Connect { conn, .. } => {
+                    up = Some(conn);
+                    engine.handle(now, Input::Connected { conn });
+                }
+                Output::Send { conn, .. } => engine.handle(now, Input::WriteDrained { conn }),
+                _ => {}
+            }
+        }
+        drain(&mut engine);
+        let up = up.expect("upstream");
+        engine.handle(
+            now,
+            Input::Received {
+                conn: up,
+                data: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            },
+        );
+        drain(&mut engine);
+    }
+    assert_eq!(engine.drain_logs().len(), 20_000);
+    assert!(
+        engine.timers.len() <= 2048,
+        "{} timer entries for 2 live connections",
+        engine.timers.len()
+    );
+}

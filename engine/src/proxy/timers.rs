@@ -2,7 +2,9 @@
 //!
 //! Owners (connections, requests, clusters) keep their own deadlines; the heap only says when
 //! to look. A popped entry whose owner is gone, or whose deadline moved, is ignored or
-//! re-armed by the owner, so cancelling a timer costs nothing.
+//! re-armed by the owner, so cancelling a timer costs nothing. Stale entries are compacted away
+//! (`Engine::compact_timers`) once they outnumber live owners, so the heap stays proportional to
+//! what is alive, not to how many requests came and went within the longest timeout.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -45,9 +47,14 @@ impl Timers {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Drop every entry `valid` rejects (stale: its owner is gone or re-armed elsewhere).
+    pub fn retain(&mut self, mut valid: impl FnMut(Instant, TimerOwner) -> bool) {
+        self.heap
+            .retain(|Reverse((at, _, owner))| valid(*at, *owner));
     }
 }
 
