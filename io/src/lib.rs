@@ -18,6 +18,7 @@
 //! - [`slab`]: the connection table, engine ids ↔ poller tokens.
 //! - [`sendq`]: per-connection write queue and partial writes (epoll).
 //! - `conn` (private): one socket's state and the readiness it needs (epoll).
+//! - `drain` (private): when a draining driver may stop (one policy for both drivers).
 //! - `listeners` (private): binding (SO_REUSEPORT, shared ephemeral ports) and reconciling
 //!   listening sockets with the config.
 //! - [`sockopt`]: SO_ORIGINAL_DST and CPU pinning.
@@ -35,6 +36,7 @@ pub mod backend;
 pub mod clock;
 mod conn;
 pub mod control;
+mod drain;
 pub mod driver;
 pub mod engine;
 pub mod error;

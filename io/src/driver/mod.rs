@@ -256,29 +256,18 @@ impl<E: ProxyEngine> Driver<E> {
         }
     }
 
-    /// Shutdown requested, and either time is up, every downstream connection is gone, or
-    /// nothing is in flight (no request, no unwritten byte, no lingering close) so only idle
-    /// keep-alive connections remain, which are closed on exit.
+    /// See [`crate::drain::drain_complete`].
     fn drain_complete(&self) -> bool {
-        let Some(deadline) = self.drain_deadline else {
-            return false;
-        };
-        if StdInstant::now() >= deadline {
-            tracing::info!(open = self.conns.len(), "shutdown grace period over");
-            return true;
-        }
-        let lingering = |c: &Conn| matches!(c.phase, Phase::Lingering { .. });
-        let no_downstreams = !self
-            .conns
-            .iter()
-            .any(|(_, c)| c.side == Side::Downstream || lingering(c));
-        let idle = self.engine.requests_in_flight() == Some(0)
-            && self.pending.is_empty()
-            && !self
-                .conns
-                .iter()
-                .any(|(_, c)| !c.sendq.is_empty() || lingering(c));
-        no_downstreams || idle
+        crate::drain::drain_complete(
+            self.drain_deadline,
+            self.conns.iter().map(|(_, c)| crate::drain::ConnState {
+                downstream: c.side == Side::Downstream,
+                lingering: matches!(c.phase, Phase::Lingering { .. }),
+                unsent: !c.sendq.is_empty(),
+            }),
+            self.engine.requests_in_flight(),
+            !self.pending.is_empty(),
+        )
     }
 
     /// How long `epoll_wait` may sleep: until the engine's timer, the first linger deadline or

@@ -323,27 +323,18 @@ impl<E: ProxyEngine> UringDriver<E> {
         }
     }
 
-    /// See the epoll driver's `drain_complete`.
+    /// See [`crate::drain::drain_complete`].
     fn drain_complete(&self) -> bool {
-        let Some(deadline) = self.drain_deadline else {
-            return false;
-        };
-        if StdInstant::now() >= deadline {
-            tracing::info!(open = self.conns.len(), "shutdown grace period over");
-            return true;
-        }
-        let lingering = |c: &UConn| matches!(c.phase, Phase::Lingering { .. });
-        let no_downstreams = !self
-            .conns
-            .iter()
-            .any(|(_, c)| c.side == Side::Downstream || lingering(c));
-        let idle = self.engine.requests_in_flight() == Some(0)
-            && self.pending.is_empty()
-            && !self
-                .conns
-                .iter()
-                .any(|(_, c)| c.has_unsent() || lingering(c));
-        no_downstreams || idle
+        crate::drain::drain_complete(
+            self.drain_deadline,
+            self.conns.iter().map(|(_, c)| crate::drain::ConnState {
+                downstream: c.side == Side::Downstream,
+                lingering: matches!(c.phase, Phase::Lingering { .. }),
+                unsent: c.has_unsent(),
+            }),
+            self.engine.requests_in_flight(),
+            !self.pending.is_empty(),
+        )
     }
 
     fn next_timeout(&self) -> Option<Duration> {
