@@ -126,6 +126,7 @@ pub fn sim(args: SimArgs) -> Result<ExitCode> {
 fn print_summary(reports: &[RunReport], wall: Duration) {
     let requests: u64 = reports.iter().map(|r| r.requests).sum();
     let ejections: u64 = reports.iter().map(|r| r.ejections).sum();
+    let calls: u64 = reports.iter().map(|r| r.calls).sum();
     let sim_time: Duration = reports.iter().map(|r| r.sim_time).sum();
     let mut outcomes = std::collections::BTreeMap::<String, u64>::new();
     let mut latencies = Vec::new();
@@ -137,7 +138,7 @@ fn print_summary(reports: &[RunReport], wall: Duration) {
     }
     latencies.sort_unstable();
     println!(
-        "runs: {}   simulated requests: {requests}   ejections: {ejections}",
+        "runs: {}   simulated requests: {requests} (of which service-to-service calls: {calls})   ejections: {ejections}",
         reports.len()
     );
     println!(

@@ -21,6 +21,24 @@ use super::report::{Outcome, TimelineRequest};
 use super::scenario::Load;
 use super::server::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
 
+/// How long a calling workload waits for a call whose route promises no bound (its HTTP
+/// client's timeout), shorter than a client's patience so that the request it serves can still
+/// answer in time.
+const CALL_PATIENCE: Duration = Duration::from_secs(2);
+/// The largest response a call asks for.
+const CALL_MAX_RESPONSE: usize = 1024;
+
+/// One request to make: where, as whom, with what.
+struct Call {
+    service: usize,
+    user: Option<String>,
+    /// `Some`: a POST with a body of this length.
+    body_len: Option<usize>,
+    resp_len: usize,
+    /// How long the caller waits when the route promises no bound.
+    patience: Duration,
+}
+
 /// The least time a closed-loop client takes between the end of one request and the next.
 const CLIENT_TURNAROUND: Duration = Duration::from_micros(100);
 
@@ -89,6 +107,52 @@ impl Mesh<'_> {
             0
         };
         let resp_len = self.rng.usize(0..=spec.max_response as usize);
+        let patience = Duration::from_millis(spec.deadline_ms);
+        let call = Call {
+            service,
+            user,
+            body_len: post.then_some(body_len),
+            resp_len,
+            patience,
+        };
+        self.open_request(client, call, loop_id, None);
+    }
+
+    /// A call from a workload serving request `serve`'s request: a GET to `service` through
+    /// the workload's own sidecar, carrying the caller's `x-user` on (header propagation, as
+    /// bookinfo's services do with `end-user`).
+    pub(crate) fn start_call(&mut self, sidecar: usize, serve: usize, service: usize) {
+        let parent = self.serves[serve].req;
+        let user = self.requests[parent].user.clone();
+        let resp_len = self.rng.usize(0..=CALL_MAX_RESPONSE);
+        let call = Call {
+            service,
+            user,
+            body_len: None,
+            resp_len,
+            patience: CALL_PATIENCE,
+        };
+        let id = self.open_request(sidecar, call, None, Some(serve));
+        self.serves[serve].calls.push(id);
+    }
+
+    /// Open a fresh connection to `sidecar` and send request `call` on it; returns its id.
+    fn open_request(
+        &mut self,
+        sidecar: usize,
+        call: Call,
+        loop_id: Option<usize>,
+        serve: Option<usize>,
+    ) -> usize {
+        let Call {
+            service,
+            user,
+            body_len,
+            resp_len,
+            patience,
+        } = call;
+        let post = body_len.is_some();
+        let body_len = body_len.unwrap_or(0);
         let rule = model::reference_rule(self.scn, service, user.as_deref());
         let bound = rule.and_then(|r| model::time_bound(&self.scn.services[service].rules[r]));
         let id = self.requests.len();
@@ -109,18 +173,19 @@ impl Mesh<'_> {
 
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
-        let conn = self.sidecars[client]
+        let conn = self.sidecars[sidecar]
             .engine
             .accept(self.now, Accepted::new(peer, local));
-        self.sidecars[client].down.insert(conn, id);
+        self.sidecars[sidecar].down.insert(conn, id);
         let patience = match bound {
             Some(b) => b + Duration::from_secs(1),
-            None => Duration::from_millis(spec.deadline_ms),
+            None => patience,
         };
         self.queue.push(self.now + patience, Ev::GiveUp { req: id });
         self.open_requests += 1;
         self.requests.push(ClientRequest {
-            sidecar: client,
+            sidecar,
+            serve,
             loop_id,
             service,
             user,
@@ -138,12 +203,13 @@ impl Mesh<'_> {
             read_until: self.now,
         });
         self.engine_input(
-            client,
+            sidecar,
             Input::Received {
                 conn,
                 data: bytes.freeze(),
             },
         );
+        id
     }
 
     /// Bytes from the sidecar to the client of request `req`.
@@ -230,10 +296,20 @@ impl Mesh<'_> {
 
     /// The client's patience ran out.
     pub(crate) fn give_up(&mut self, req: usize) {
+        self.abandon(req, Outcome::ClientTimeout);
+    }
+
+    /// A call whose caller crashed.
+    pub(crate) fn cancel_call(&mut self, req: usize) {
+        self.abandon(req, Outcome::Cancelled);
+    }
+
+    /// The caller stops waiting for `req` and closes its connection.
+    fn abandon(&mut self, req: usize, outcome: Outcome) {
         if self.requests[req].end.is_some() {
             return;
         }
-        self.end_request(req, Outcome::ClientTimeout);
+        self.end_request(req, outcome);
         let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
         if self.sidecars[sc].down.remove(&conn).is_some() {
             // Abandoning the request may end an attempt (and feed outlier detection) in any
@@ -266,8 +342,13 @@ impl Mesh<'_> {
             });
         }
         r.end = Some(now);
+        let ok = matches!(outcome, Outcome::Response(200..=299));
         r.outcome = Some(outcome);
         self.open_requests -= 1;
+        if let Some(serve) = r.serve {
+            self.call_ended(serve, ok);
+        }
+        let r = &mut self.requests[req];
         if let Some(l) = r.loop_id {
             let client = r.sidecar;
             if let Load::Closed { think_ms, .. } = self.scn.clients[client].load {

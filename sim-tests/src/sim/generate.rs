@@ -21,6 +21,8 @@ struct Swarm {
     lossy: bool,
     resets: bool,
     backpressure: bool,
+    /// Services call services (a call DAG), each calling workload through its own sidecar.
+    tiers: bool,
 }
 
 impl Swarm {
@@ -41,6 +43,7 @@ impl Swarm {
             lossy: p(20),
             resets: p(10),
             backpressure: false,
+            tiers: false,
         }
     }
 }
@@ -129,6 +132,12 @@ impl Scenario {
             duration_ms,
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
+        // Two-tier meshes come from a third stream, for the same reason as `later`.
+        let mut tiers = fastrand::Rng::with_seed(seed ^ 0x71e2_5ca1_1500_0003);
+        sw.tiers = tiers.u8(0..100) < 35;
+        if sw.tiers {
+            gen_calls(&mut tiers, &sw, &mut scn);
+        }
         scn.normalize();
         scn
     }
@@ -208,7 +217,11 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
             }
         })
         .collect();
-    Service { versions, rules }
+    Service {
+        versions,
+        rules,
+        calls: Vec::new(),
+    }
 }
 
 fn gen_faults(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<Fault> {
@@ -263,6 +276,63 @@ fn gen_faults(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<Fault> {
     faults
 }
 
+/// Which services call which: the services are cut into two or three tiers by index, and a
+/// service calls one or two services of the next tier, so the call graph is a DAG and one
+/// client request fans out to at most 1 + 2 + 4 requests.
+fn gen_calls(r: &mut fastrand::Rng, sw: &Swarm, scn: &mut Scenario) {
+    let n = scn.services.len();
+    let tiers = r.usize(2..=3).min(n);
+    let tier = |s: usize| s * tiers / n;
+    for s in 0..n {
+        let next: Vec<usize> = (s + 1..n).filter(|&c| tier(c) == tier(s) + 1).collect();
+        if next.is_empty() || r.u8(0..100) >= 60 {
+            continue;
+        }
+        let k = r.usize(1..=2.min(next.len()));
+        scn.services[s].calls = (0..k).map(|_| next[r.usize(0..next.len())]).collect();
+    }
+    if n >= 2 && scn.services.iter().all(|s| s.calls.is_empty()) {
+        scn.services[0].calls = vec![r.usize(1..n)];
+    }
+    // Most clients call into the top of the graph, so the calls happen.
+    let callers: Vec<usize> = (0..n)
+        .filter(|&s| !scn.services[s].calls.is_empty())
+        .collect();
+    for c in &mut scn.clients {
+        if r.u8(0..100) < 80 {
+            c.targets.push(callers[r.usize(0..callers.len())]);
+            c.targets.sort_unstable();
+            c.targets.dedup();
+        }
+    }
+    if sw.partitions {
+        let callers: Vec<EndpointRef> = scn
+            .endpoints()
+            .map(|(e, _)| e)
+            .filter(|(s, _, _)| !scn.services[*s].calls.is_empty())
+            .collect();
+        let d = scn.duration_ms;
+        for _ in 0..r.usize(0..=2) {
+            let caller = callers[r.usize(0..callers.len())];
+            let calls = &scn.services[caller.0].calls;
+            let service = calls[r.usize(0..calls.len())];
+            let dir = r.u8(0..3);
+            scn.faults.push(Fault {
+                at_ms: r.u64(0..d),
+                for_ms: r.u64(10..=d),
+                kind: FaultKind::CallerPartition {
+                    caller,
+                    service,
+                    outbound: dir != 1,
+                    inbound: dir != 0,
+                    reset: r.bool(),
+                },
+            });
+        }
+        scn.faults.sort_by_key(|f| f.at_ms);
+    }
+}
+
 impl Scenario {
     /// A steady mesh for speed measurements: `services` services × 3 versions × 3 endpoints,
     /// three sidecars with open-loop load of `rate` requests/s each for `duration_ms`, retries,
@@ -313,6 +383,7 @@ impl Scenario {
                         fault: None,
                     },
                 ],
+                calls: Vec::new(),
             })
             .collect();
         scn.clients = (0..3)

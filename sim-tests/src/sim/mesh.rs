@@ -53,6 +53,29 @@ pub(crate) struct Endpoint {
     pub epoch: u32,
     pub hung: u32,
     pub slow: Duration,
+    /// The workload's own sidecar, for endpoints of services that call other services.
+    pub sidecar: Option<usize>,
+}
+
+/// A calling workload serving one request: waiting for the calls it made downstream, then
+/// answering on the upstream connection it came in on.
+pub(crate) struct Serve {
+    /// Where the request came from: sidecar, its upstream connection, the epoch it arrived in.
+    pub sc: usize,
+    pub conn: ConnId,
+    pub epoch: u32,
+    pub ep: usize,
+    /// The request being served.
+    pub req: usize,
+    /// The calls it made (request ids) and how many have not ended yet.
+    pub calls: Vec<usize>,
+    pub waiting: usize,
+    /// Some call ended in anything but a 2xx.
+    pub failed: bool,
+    /// The service time to add once the calls are done.
+    pub delay: Duration,
+    /// Still running (false once the workload crashed).
+    pub alive: bool,
 }
 
 /// The server's end of one upstream connection.
@@ -106,6 +129,8 @@ pub(crate) struct Sidecar {
 /// One client request and what became of it.
 pub(crate) struct ClientRequest {
     pub sidecar: usize,
+    /// For a call made by a workload serving another request: that serve.
+    pub serve: Option<usize>,
     pub loop_id: Option<usize>,
     pub service: usize,
     pub user: Option<String>,
@@ -181,6 +206,10 @@ pub(crate) enum Ev {
         req: usize,
         bytes: usize,
     },
+    /// A calling workload's downstream calls have all ended and its service time is over.
+    ServeDone {
+        serve: usize,
+    },
     FaultStart(usize),
     FaultEnd(usize),
 }
@@ -224,6 +253,8 @@ pub struct Mesh<'s> {
     /// (cluster, host, streak).
     pub(crate) must_eject: Vec<(usize, usize, u32)>,
     pub(crate) host_buf: Vec<HostNow>,
+    /// Requests being served by calling workloads.
+    pub(crate) serves: Vec<Serve>,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +294,7 @@ impl<'s> Mesh<'s> {
                         epoch: 0,
                         hung: 0,
                         slow: Duration::ZERO,
+                        sidecar: None,
                     });
                 }
                 cluster_info.push(ClusterInfo {
@@ -281,7 +313,16 @@ impl<'s> Mesh<'s> {
                 });
             }
         }
-        let sidecars = (0..scn.clients.len())
+        // Client sidecars first, then one per calling workload, in endpoint order.
+        let mut n_sidecars = scn.clients.len();
+        for caller in scn.callers() {
+            if let Some(&ep) = ep_by_addr.get(&endpoint_addr(caller)) {
+                let e: &mut Endpoint = &mut endpoints[ep];
+                e.sidecar = Some(n_sidecars);
+                n_sidecars += 1;
+            }
+        }
+        let sidecars = (0..n_sidecars)
             .map(|k| {
                 let seed = scn
                     .seed
@@ -332,6 +373,7 @@ impl<'s> Mesh<'s> {
             picks: Vec::new(),
             must_eject: Vec::new(),
             host_buf: Vec::new(),
+            serves: Vec::new(),
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -352,6 +394,21 @@ impl<'s> Mesh<'s> {
             {
                 mesh.net
                     .add_partition(sidecar, service, outbound, inbound, reset, from, until);
+            }
+            if let FaultKind::CallerPartition {
+                caller,
+                service,
+                outbound,
+                inbound,
+                reset,
+            } = f.kind
+            {
+                let sidecar = (mesh.ep_by_addr.get(&endpoint_addr(caller)))
+                    .and_then(|&ep| mesh.endpoints[ep].sidecar);
+                if let Some(sidecar) = sidecar {
+                    mesh.net
+                        .add_partition(sidecar, service, outbound, inbound, reset, from, until);
+                }
             }
             if let Some(t) = mesh.timeline.as_mut() {
                 t.faults.push(TimelineFault {
@@ -465,6 +522,7 @@ impl<'s> Mesh<'s> {
                     self.engine_input(sc, Input::Closed { conn });
                 }
             }
+            Ev::ServeDone { serve } => self.serve_done(serve),
             Ev::FaultStart(i) => self.fault(i, true),
             Ev::FaultEnd(i) => self.fault(i, false),
         }
@@ -550,6 +608,7 @@ impl<'s> Mesh<'s> {
         let mut report = RunReport {
             seed: self.scn.seed,
             requests: self.requests.len() as u64,
+            calls: self.requests.iter().filter(|r| r.serve.is_some()).count() as u64,
             ejections: self.ejections,
             sim_time: self.now - Instant::ZERO,
             events: self.events,

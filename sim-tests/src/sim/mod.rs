@@ -6,6 +6,11 @@
 //! ([`Scenario::from_seed`], swarm testing) and every random choice of the run, so a failure
 //! replays exactly from its seed and shrinks to a small scenario.
 //!
+//! Meshes have two or three tiers in about a third of the seeds: a workload of a calling
+//! service makes its own calls, through its own sidecar (a real engine too), while it serves a
+//! request, so a client request crosses two or three sidecars and every hop is held to the
+//! same invariants.
+//!
 //! Files, one concept each: [`scenario`] (plain data) and [`generate`] (from a seed),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world and its loop),

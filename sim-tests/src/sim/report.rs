@@ -19,6 +19,8 @@ pub enum Outcome {
     Truncated,
     /// The client gave up waiting.
     ClientTimeout,
+    /// The caller went away first: a workload that crashed while its calls were in flight.
+    Cancelled,
 }
 
 impl Outcome {
@@ -29,6 +31,7 @@ impl Outcome {
             Outcome::Mesh(s, flags) => format!("{s} {flags}"),
             Outcome::Truncated => "truncated".into(),
             Outcome::ClientTimeout => "client-timeout".into(),
+            Outcome::Cancelled => "cancelled".into(),
         }
     }
 
@@ -67,7 +70,10 @@ pub struct Timeline {
 #[derive(Clone, Debug, Default)]
 pub struct RunReport {
     pub seed: u64,
+    /// Every request, client requests and workloads' downstream calls alike.
     pub requests: u64,
+    /// Of those, calls that a workload made while serving a request (two-tier meshes).
+    pub calls: u64,
     /// Outcome kind → count.
     pub outcomes: BTreeMap<String, u64>,
     pub ejections: u64,

@@ -29,6 +29,12 @@ pub struct Service {
     pub versions: Vec<Version>,
     /// VirtualService `http[]` rules, tried in order.
     pub rules: Vec<Rule>,
+    /// Services this one depends on (indices, each greater than this service's own, so calls
+    /// form a DAG): every request an endpoint of this service serves makes one call to each,
+    /// in parallel, through the endpoint's own sidecar, and answers once they have all ended
+    /// (502 when any of them did not end in a 2xx). Empty: a leaf service.
+    #[serde(default)]
+    pub calls: Vec<usize>,
 }
 
 /// One version (subset) of a service: its endpoints and DestinationRule policy.
@@ -170,6 +176,15 @@ pub enum FaultKind {
     Hang(EndpointRef),
     /// Every answer takes this much longer.
     Slow(EndpointRef, u64),
+    /// The link between the sidecar of a calling endpoint (a workload of a service with
+    /// `calls`) and every endpoint of `service` is cut; as [`FaultKind::Partition`] otherwise.
+    CallerPartition {
+        caller: EndpointRef,
+        service: usize,
+        outbound: bool,
+        inbound: bool,
+        reset: bool,
+    },
     /// The link between a sidecar and every endpoint of a service is cut.
     Partition {
         sidecar: usize,
@@ -195,6 +210,14 @@ impl Scenario {
         })
     }
 
+    /// The workloads that call other services, in endpoint order: each gets its own sidecar,
+    /// after the client sidecars (sidecar `clients.len() + k` belongs to the `k`-th of these).
+    pub fn callers(&self) -> impl Iterator<Item = EndpointRef> + '_ {
+        self.endpoints()
+            .map(|(e, _)| e)
+            .filter(|(s, _, _)| !self.services[*s].calls.is_empty())
+    }
+
     /// Fix every cross-reference after parts were removed: dangling destinations, targets and
     /// fault references go; rules left without destinations go; empty lists get a minimum.
     /// Returns `false` when nothing runnable is left.
@@ -213,6 +236,11 @@ impl Scenario {
             svc.rules.retain(|r| !r.dests.is_empty());
         }
         let services = self.services.len();
+        for (s, svc) in self.services.iter_mut().enumerate() {
+            svc.calls.retain(|&c| c > s && c < services);
+            svc.calls.sort_unstable();
+            svc.calls.dedup();
+        }
         for c in &mut self.clients {
             c.targets.retain(|t| *t < services);
         }
@@ -229,6 +257,13 @@ impl Scenario {
             FaultKind::Partition {
                 sidecar, service, ..
             } => *sidecar < sidecars && *service < services,
+            FaultKind::CallerPartition {
+                caller, service, ..
+            } => {
+                valid_ep(&svcs, *caller)
+                    && *service < services
+                    && svcs[caller.0].calls.contains(service)
+            }
         });
         !self.services.is_empty() && !self.clients.is_empty() && self.duration_ms > 0
     }

@@ -13,7 +13,8 @@ use trellis_engine::http1::{self, BodyDecoder, BodyEvent, Limits};
 use trellis_engine::ConnId;
 
 use super::check::Invariant;
-use super::mesh::{Ev, Mesh};
+use super::mesh::{Ev, Mesh, Serve};
+use trellis_engine::Instant;
 
 /// The deterministic body of request or response `id` with `len` bytes (`salt` tells the two
 /// directions apart).
@@ -173,6 +174,43 @@ impl Mesh<'_> {
             delay += Duration::from_nanos((-u.ln() * mean) as u64);
         }
         let at = self.now + delay;
+        let calls = &self.scn.services[self.endpoints[ep].service].calls;
+        if let (Answer::Respond { status: 200, .. }, false) = (&answer, calls.is_empty()) {
+            // A calling workload: make its calls now, answer once they have ended.
+            if let Some(own) = self.endpoints[ep].sidecar {
+                let serve = self.serves.len();
+                self.serves.push(Serve {
+                    sc,
+                    conn,
+                    epoch,
+                    ep,
+                    req: id,
+                    calls: Vec::new(),
+                    waiting: calls.len(),
+                    failed: false,
+                    delay,
+                    alive: true,
+                });
+                for c in calls.clone() {
+                    self.start_call(own, serve, c);
+                }
+                return;
+            }
+        }
+        self.answer(sc, conn, epoch, ep, at, answer);
+    }
+
+    /// Send `answer` on `conn` at `at` (dropped there if the connection or the process is gone
+    /// by then).
+    fn answer(
+        &mut self,
+        sc: usize,
+        conn: ConnId,
+        epoch: u32,
+        ep: usize,
+        at: Instant,
+        answer: Answer,
+    ) {
         match answer {
             Answer::Hang => {}
             Answer::Garbage => {
@@ -211,6 +249,59 @@ impl Mesh<'_> {
                         status,
                     },
                 );
+            }
+        }
+    }
+}
+
+impl Mesh<'_> {
+    /// One of a serve's calls ended; when it was the last, the workload finishes its own
+    /// service time and answers.
+    pub(crate) fn call_ended(&mut self, serve: usize, ok: bool) {
+        let sv = &mut self.serves[serve];
+        sv.waiting = sv.waiting.saturating_sub(1);
+        sv.failed |= !ok;
+        if sv.waiting == 0 && sv.alive {
+            let at = self.now + sv.delay;
+            self.queue.push(at, Ev::ServeDone { serve });
+        }
+    }
+
+    /// A serve's calls are done and its service time is over: answer 200 with the body its
+    /// client expects, or 502 when a dependency failed.
+    pub(crate) fn serve_done(&mut self, serve: usize) {
+        let sv = &self.serves[serve];
+        if !sv.alive {
+            return;
+        }
+        let (sc, conn, epoch, ep, req, failed) =
+            (sv.sc, sv.conn, sv.epoch, sv.ep, sv.req, sv.failed);
+        let answer = if failed {
+            Answer::Respond {
+                status: 502,
+                body: Bytes::from_static(b"a dependency failed"),
+            }
+        } else {
+            let resp_len = self.requests[req].resp_len;
+            Answer::Respond {
+                status: 200,
+                body: body_pattern(req as u64, RESPONSE_SALT, resp_len),
+            }
+        };
+        self.answer(sc, conn, epoch, ep, self.now, answer);
+    }
+
+    /// A calling workload's process died: the requests it was serving are gone, and so are
+    /// its calls still in flight (their connections to its sidecar close under them).
+    pub(crate) fn cancel_serves(&mut self, ep: usize) {
+        for serve in 0..self.serves.len() {
+            if self.serves[serve].ep != ep || !self.serves[serve].alive {
+                continue;
+            }
+            self.serves[serve].alive = false;
+            for i in 0..self.serves[serve].calls.len() {
+                let call = self.serves[serve].calls[i];
+                self.cancel_call(call);
             }
         }
     }

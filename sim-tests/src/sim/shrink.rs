@@ -41,6 +41,14 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
     for i in 0..scn.services.len() {
         let mut s = scn.clone();
         s.services.remove(i);
+        for svc in &mut s.services {
+            svc.calls.retain(|t| *t != i);
+            for t in &mut svc.calls {
+                if *t > i {
+                    *t -= 1;
+                }
+            }
+        }
         for c in &mut s.clients {
             c.targets.retain(|t| *t != i);
             for t in &mut c.targets {
@@ -80,6 +88,11 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
                 s.services[si].versions[v].endpoints.pop();
                 push(s);
             }
+        }
+        for c in 0..svc.calls.len() {
+            let mut s = scn.clone();
+            s.services[si].calls.remove(c);
+            push(s);
         }
         for r in 0..svc.rules.len() {
             if svc.rules.len() > 1 {

@@ -198,7 +198,7 @@ impl Mesh<'_> {
                 };
             }
             // Partitions are in the network's plan already.
-            FaultKind::Partition { .. } => {}
+            FaultKind::Partition { .. } | FaultKind::CallerPartition { .. } => {}
         }
     }
 
@@ -210,6 +210,7 @@ impl Mesh<'_> {
         }
         self.endpoints[ep].up = false;
         self.endpoints[ep].epoch += 1;
+        self.cancel_serves(ep);
         let service = self.endpoints[ep].service;
         for sc in 0..self.sidecars.len() {
             let conns: Vec<ConnId> = self.sidecars[sc]
