@@ -27,4 +27,7 @@ pub struct Mutations {
     /// A connection to an ejected host that finishes a request is handed to the oldest pending
     /// request of the cluster, which was picked for another host.
     pub handoff_to_ejected: bool,
+    /// The route timeout is disarmed once the response head goes downstream, so a body that
+    /// dribbles in slowly can outlive the route's `timeout` (Envoy's covers the whole response).
+    pub route_timeout_stops_at_head: bool,
 }

@@ -16,6 +16,11 @@
 //! picked for another host: seed 292 (`EjectedHostUsed`). That last one was a real engine bug
 //! that the swarm found (seeds 292 and others); `handoff_to_ejected` plants it back, and the
 //! clean-run assertion in `first_catching_seed` is the regression test for the fix.
+//!
+//! Added with slow-loris servers and two-tier meshes (both from their own RNG streams, so the
+//! seeds above are unchanged): a route timeout disarmed once the response head goes downstream
+//! → seed 27 (`Deadline`: a 200 whose body dribbled in for 140.8 ms on a route promising 100
+//! ms). Without slow-loris servers no seed below 50 catches it.
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -180,4 +185,19 @@ fn mutant_failure_shrinks_and_prints_replay() {
         "{text}"
     );
     eprintln!("{text}");
+}
+
+fn route_timeout_stops_at_head(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        route_timeout_stops_at_head: true,
+        ..Mutations::default()
+    });
+}
+
+/// Needs a slow-loris server (a response whose body dribbles in past the route timeout),
+/// which only some seeds have.
+#[test]
+fn catches_route_timeout_that_stops_at_the_response_head() {
+    let seed = first_catching_seed(route_timeout_stops_at_head, Invariant::Deadline, BUDGET);
+    eprintln!("route timeout disarmed at the response head caught by seed {seed}");
 }

@@ -14,6 +14,7 @@ fn endpoint(latency_ms: u32, error_percent: u8) -> EndpointSpec {
         error_percent,
         garbage_percent: 0,
         hang_percent: 0,
+        ..EndpointSpec::healthy()
     }
 }
 

@@ -197,6 +197,11 @@ impl Engine {
         let Some(req) = self.requests.get_mut(req_id) else {
             return;
         };
+        #[cfg(feature = "mutants")]
+        if self.mutations.route_timeout_stops_at_head {
+            // Planted bug: the route deadline no longer covers the body.
+            req.deadline = None;
+        }
         let is_head = req.head.method == http::Method::HEAD;
         // Content-Length of a HEAD or 304 answer describes the body it would have had: keep it.
         let keep_length = (is_head || head.status == 304)

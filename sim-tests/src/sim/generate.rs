@@ -138,6 +138,20 @@ impl Scenario {
         if sw.tiers {
             gen_calls(&mut tiers, &sw, &mut scn);
         }
+        // Slow-loris servers: a fourth stream.
+        let mut loris = fastrand::Rng::with_seed(seed ^ 0x510e_1005_0000_0004);
+        if loris.u8(0..100) < 20 {
+            for svc in &mut scn.services {
+                for ver in &mut svc.versions {
+                    for ep in &mut ver.endpoints {
+                        if loris.u8(0..100) < 30 {
+                            ep.trickle_percent = loris.u8(5..=60);
+                            ep.trickle_gap_ms = loris.u32(1..=80);
+                        }
+                    }
+                }
+            }
+        }
         scn.normalize();
         scn
     }
@@ -161,6 +175,8 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                         },
                         garbage_percent: if sw.garbage && bad { r.u8(1..=10) } else { 0 },
                         hang_percent: if sw.hangs && bad { r.u8(1..=5) } else { 0 },
+                        trickle_percent: 0,
+                        trickle_gap_ms: 0,
                     })
                     .collect(),
                 lb: r.u8(0..3),
@@ -345,6 +361,8 @@ impl Scenario {
             error_percent: 2,
             garbage_percent: 0,
             hang_percent: 0,
+            trickle_percent: 0,
+            trickle_gap_ms: 0,
         };
         let version = Version {
             endpoints: vec![ep; 3],

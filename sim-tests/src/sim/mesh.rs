@@ -177,8 +177,11 @@ pub(crate) enum Ev {
         epoch: u32,
         data: Bytes,
         close: bool,
-        /// The response status (0 when the reply is not HTTP).
+        /// The response status (0 when the reply is not HTTP, and on every piece but the
+        /// first of a response sent in pieces).
         status: u16,
+        /// More pieces of this response follow.
+        more: bool,
     },
     ToEngine {
         sc: usize,
@@ -500,7 +503,8 @@ impl<'s> Mesh<'s> {
                 data,
                 close,
                 status,
-            } => self.server_reply(sc, conn, epoch, data, close, status),
+                more,
+            } => self.server_reply(sc, conn, epoch, data, close, status, more),
             Ev::ToEngine {
                 sc,
                 conn,

@@ -59,6 +59,12 @@ pub struct EndpointSpec {
     pub garbage_percent: u8,
     /// Chance of never answering a request.
     pub hang_percent: u8,
+    /// Chance that a response dribbles out slow-loris style: its head, then the body in
+    /// several pieces, each up to `trickle_gap_ms` after the one before.
+    #[serde(default)]
+    pub trickle_percent: u8,
+    #[serde(default)]
+    pub trickle_gap_ms: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,6 +283,8 @@ impl EndpointSpec {
             error_percent: 0,
             garbage_percent: 0,
             hang_percent: 0,
+            trickle_percent: 0,
+            trickle_gap_ms: 0,
         }
     }
 }

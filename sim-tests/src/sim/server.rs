@@ -224,6 +224,7 @@ impl Mesh<'_> {
                         data,
                         close: true,
                         status: 0,
+                        more: false,
                     },
                 );
             }
@@ -237,18 +238,52 @@ impl Mesh<'_> {
                     )
                     .as_bytes(),
                 );
+                let head_len = out.len();
                 out.extend_from_slice(&body);
-                self.queue.push(
-                    at,
-                    Ev::ServerReply {
+                let data = out.freeze();
+                let spec = &self.endpoints[ep].spec;
+                let trickle = spec.trickle_percent > 0
+                    && !body.is_empty()
+                    && self.rng.u8(0..100) < spec.trickle_percent;
+                if !trickle {
+                    let reply = Ev::ServerReply {
                         sc,
                         conn,
                         epoch,
-                        data: out.freeze(),
+                        data,
                         close: false,
                         status,
-                    },
-                );
+                        more: false,
+                    };
+                    self.queue.push(at, reply);
+                    return;
+                }
+                // Slow loris: the whole head (the status the driver counts is the one the
+                // engine can parse from this first piece), then the body in pieces, each a
+                // while after the last.
+                let gap_ms = u64::from(spec.trickle_gap_ms.max(1));
+                let pieces = self.rng.usize(2..=12).min(body.len());
+                let (mut from, mut t) = (0, at);
+                for k in 0..pieces {
+                    let to = if k + 1 == pieces {
+                        data.len()
+                    } else {
+                        let left = data.len() - from.max(head_len);
+                        from.max(head_len) + left / (pieces - k)
+                    };
+                    let reply = Ev::ServerReply {
+                        sc,
+                        conn,
+                        epoch,
+                        data: data.slice(from..to),
+                        close: false,
+                        status: if k == 0 { status } else { 0 },
+                        more: k + 1 < pieces,
+                    };
+                    self.queue.push(t, reply);
+                    from = to;
+                    t += Duration::from_micros(self.rng.u64(0..=gap_ms * 1000));
+                }
             }
         }
     }

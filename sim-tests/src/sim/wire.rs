@@ -116,6 +116,7 @@ impl Mesh<'_> {
     }
 
     /// Bytes a server writes back on `conn` (after its service time).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn server_reply(
         &mut self,
         sc: usize,
@@ -124,6 +125,7 @@ impl Mesh<'_> {
         data: Bytes,
         close: bool,
         status: u16,
+        more: bool,
     ) {
         let Some(u) = self.sidecars[sc].up.get(&conn) else {
             return;
@@ -149,7 +151,7 @@ impl Mesh<'_> {
                         sc,
                         conn,
                         data,
-                        completes: !close,
+                        completes: !close && !more,
                         status,
                     },
                 );
