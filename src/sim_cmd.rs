@@ -77,7 +77,7 @@ pub fn sim(args: SimArgs) -> Result<ExitCode> {
         let progress = |done: u64, total: u64| {
             let step = (total / 100).max(1);
             if total > 1 && (done.is_multiple_of(step) || done == total) {
-                eprint!("\rsim: {done}/{total} seeds");
+                eprint!("\r{}", progress_bar(done, total, started.elapsed()));
                 let _ = std::io::stderr().flush();
             }
         };
@@ -121,6 +121,27 @@ pub fn sim(args: SimArgs) -> Result<ExitCode> {
         reports.len()
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// `sim [#########-----------]  45%  450/1000 seeds  ETA 12s`
+fn progress_bar(done: u64, total: u64, elapsed: Duration) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH / total.max(1)) as usize;
+    let bar = format!(
+        "{}{}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled)
+    );
+    let eta = if done == 0 {
+        String::from("?")
+    } else {
+        let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
+        format!("{left:.0}s")
+    };
+    format!(
+        "sim [{bar}] {:>3}%  {done}/{total} seeds  ETA {eta} ",
+        done * 100 / total.max(1)
+    )
 }
 
 fn print_summary(reports: &[RunReport], wall: Duration) {
