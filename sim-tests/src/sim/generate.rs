@@ -152,6 +152,19 @@ impl Scenario {
                 }
             }
         }
+        // Long-tailed service times, from the same stream after the slow-loris draws.
+        if loris.u8(0..100) < 30 {
+            for svc in &mut scn.services {
+                for ver in &mut svc.versions {
+                    for ep in &mut ver.endpoints {
+                        if loris.u8(0..100) < 50 {
+                            ep.tail_percent = loris.u8(1..=20);
+                            ep.tail_ms = loris.u32(20..=2000);
+                        }
+                    }
+                }
+            }
+        }
         scn.normalize();
         scn
     }
@@ -177,6 +190,8 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                         hang_percent: if sw.hangs && bad { r.u8(1..=5) } else { 0 },
                         trickle_percent: 0,
                         trickle_gap_ms: 0,
+                        tail_percent: 0,
+                        tail_ms: 0,
                     })
                     .collect(),
                 lb: r.u8(0..3),
@@ -363,6 +378,8 @@ impl Scenario {
             hang_percent: 0,
             trickle_percent: 0,
             trickle_gap_ms: 0,
+            tail_percent: 0,
+            tail_ms: 0,
         };
         let version = Version {
             endpoints: vec![ep; 3],

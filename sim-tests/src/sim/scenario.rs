@@ -65,6 +65,12 @@ pub struct EndpointSpec {
     pub trickle_percent: u8,
     #[serde(default)]
     pub trickle_gap_ms: u32,
+    /// Chance that a request's service time gets a long pause on top, heavy-tailed (Pareto)
+    /// up to `tail_ms`: with `latency_*`, a bimodal, long-tailed latency distribution.
+    #[serde(default)]
+    pub tail_percent: u8,
+    #[serde(default)]
+    pub tail_ms: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -285,6 +291,8 @@ impl EndpointSpec {
             hang_percent: 0,
             trickle_percent: 0,
             trickle_gap_ms: 0,
+            tail_percent: 0,
+            tail_ms: 0,
         }
     }
 }

@@ -173,6 +173,14 @@ impl Mesh<'_> {
             let mean = f64::from(spec.latency_jitter_ms) * 1e6;
             delay += Duration::from_nanos((-u.ln() * mean) as u64);
         }
+        if spec.tail_percent > 0 && self.rng.u8(0..100) < spec.tail_percent {
+            // A long pause on top (a GC, a cold cache): Pareto with shape 1.5, scale tail_ms/3,
+            // capped at tail_ms, so most pauses are short and a few are long.
+            let u = self.rng.f64().max(1e-12);
+            let scale = f64::from(spec.tail_ms) / 3.0;
+            let pause = (scale * u.powf(-1.0 / 1.5)).min(f64::from(spec.tail_ms));
+            delay += Duration::from_micros((pause * 1e3) as u64);
+        }
         let at = self.now + delay;
         let calls = &self.scn.services[self.endpoints[ep].service].calls;
         if let (Answer::Respond { status: 200, .. }, false) = (&answer, calls.is_empty()) {

@@ -128,7 +128,12 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
                 push(s);
             }
             for (i, e) in ver.endpoints.iter().enumerate() {
-                if e.error_percent + e.garbage_percent + e.hang_percent + e.trickle_percent > 0
+                if e.error_percent
+                    + e.garbage_percent
+                    + e.hang_percent
+                    + e.trickle_percent
+                    + e.tail_percent
+                    > 0
                     || e.latency_jitter_ms > 0
                 {
                     let mut s = scn.clone();
@@ -137,6 +142,7 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
                     ep.garbage_percent = 0;
                     ep.hang_percent = 0;
                     ep.trickle_percent = 0;
+                    ep.tail_percent = 0;
                     ep.latency_jitter_ms = 0;
                     push(s);
                 }
