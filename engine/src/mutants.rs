@@ -27,4 +27,9 @@ pub struct Mutations {
     /// A connection to an ejected host that finishes a request is handed to the oldest pending
     /// request of the cluster, which was picked for another host.
     pub handoff_to_ejected: bool,
+    /// A retry re-reads its route from the configuration running now instead of the snapshot
+    /// the request started on: after a config swap, a request in flight retries on the new
+    /// rules (the new rule's destinations and name), breaking "requests in flight finish on
+    /// the snapshot they started with".
+    pub config_applies_to_in_flight: bool,
 }

@@ -268,7 +268,39 @@ impl Engine {
         req.try_deadline = None;
         req.resume_at = Some(now + backoff);
         self.arm_request_timer(id);
+        #[cfg(feature = "mutants")]
+        if self.mutations.config_applies_to_in_flight {
+            self.reroute_on_current_snapshot(id);
+        }
         true
+    }
+
+    /// Planted bug (`config_applies_to_in_flight`): move a request onto the running snapshot,
+    /// re-picking its destination from the route at the same position there.
+    #[cfg(feature = "mutants")]
+    fn reroute_on_current_snapshot(&mut self, id: u64) {
+        let snapshot = self.snapshot.clone();
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        if std::sync::Arc::ptr_eq(&req.snapshot, &snapshot) {
+            return;
+        }
+        req.snapshot = snapshot;
+        let dests = match req.route_config().map(|r| &r.action) {
+            Some(crate::config::RouteAction::Forward(dests)) => dests.clone(),
+            _ => return,
+        };
+        let Some(dest) = crate::route::pick_weighted(&dests, &mut self.rng)
+            .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
+        else {
+            return;
+        };
+        let slot = self.clusters.lookup(&dests[dest].cluster);
+        if let (Some(r), Some(slot)) = (req.route.as_mut(), slot) {
+            r.dest = dest;
+            req.slot = Some(slot);
+        }
     }
 
     /// Give up the current attempt's upstream resources; `outcome` feeds outlier detection.

@@ -21,6 +21,7 @@ struct Swarm {
     lossy: bool,
     resets: bool,
     backpressure: bool,
+    churn: bool,
 }
 
 impl Swarm {
@@ -41,6 +42,7 @@ impl Swarm {
             lossy: p(20),
             resets: p(10),
             backpressure: false,
+            churn: false,
         }
     }
 }
@@ -54,6 +56,10 @@ impl Scenario {
         // (and the seeds recorded as catching planted bugs) stay as they were.
         let mut later = fastrand::Rng::with_seed(seed ^ 0xbac4_9e55_0000_0002);
         sw.backpressure = later.u8(0..100) < 25;
+        // Config churn came later still: a third stream, so seeds without churn keep their
+        // scenarios byte for byte and seeds with it keep everything but the pushes.
+        let mut churn = fastrand::Rng::with_seed(seed ^ 0xc0f1_6c4a_0000_0003);
+        sw.churn = churn.u8(0..100) < 30;
         // Mostly small meshes; one seed in ten gets a large one.
         let n_services = if r.u8(0..10) == 0 {
             r.usize(10..=50)
@@ -127,8 +133,12 @@ impl Scenario {
             net,
             faults: Vec::new(),
             duration_ms,
+            config_pushes: Vec::new(),
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
+        if sw.churn {
+            scn.config_pushes = gen_pushes(&mut churn, &sw, &scn);
+        }
         scn.normalize();
         scn
     }
@@ -170,8 +180,15 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
             }
         })
         .collect::<Vec<_>>();
+    let rules = gen_rules(r, sw, n_versions);
+    Service { versions, rules }
+}
+
+/// A service's VirtualService `http[]` rules over `n_versions` versions (the same draws for a
+/// service's own rules and for the rules a config push brings).
+fn gen_rules(r: &mut fastrand::Rng, sw: &Swarm, n_versions: usize) -> Vec<Rule> {
     let n_rules = if sw.header_routes { r.usize(1..=3) } else { 1 };
-    let rules = (0..n_rules)
+    (0..n_rules)
         .map(|i| {
             let last = i + 1 == n_rules;
             let user = if last && r.u8(0..100) < 90 {
@@ -207,8 +224,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                 }),
             }
         })
-        .collect();
-    Service { versions, rules }
+        .collect()
 }
 
 fn gen_faults(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<Fault> {
@@ -261,6 +277,45 @@ fn gen_faults(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<Fault> {
     }
     faults.sort_by_key(|f| f.at_ms);
     faults
+}
+
+/// Config churn: 1–6 VirtualService edits during the run, each replacing the rules of a
+/// service some client calls, delivered to each sidecar after its own delay (most sidecars get
+/// each push within tens of milliseconds; some late, some never).
+fn gen_pushes(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<ConfigPush> {
+    let mut targets: Vec<usize> = scn
+        .clients
+        .iter()
+        .flat_map(|c| c.targets.iter().copied())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let d = scn.duration_ms;
+    let mut pushes = Vec::new();
+    for _ in 0..r.usize(1..=6) {
+        let service = targets[r.usize(0..targets.len())];
+        let mut deliveries = Vec::new();
+        for sc in 0..scn.clients.len() {
+            if r.u8(0..100) >= 85 {
+                continue;
+            }
+            let delay = match r.u8(0..10) {
+                0 => r.u64(0..=d),
+                1..=3 => 0,
+                _ => r.u64(0..=50),
+            };
+            deliveries.push((sc, delay));
+        }
+        let n_versions = scn.services[service].versions.len();
+        pushes.push(ConfigPush {
+            at_ms: r.u64(0..d),
+            deliveries,
+            service,
+            rules: gen_rules(r, sw, n_versions),
+        });
+    }
+    pushes.sort_by_key(|p| p.at_ms);
+    pushes
 }
 
 impl Scenario {
@@ -337,6 +392,7 @@ impl Scenario {
             buffer_bytes: 0,
         };
         scn.faults = Vec::new();
+        scn.config_pushes = Vec::new();
         scn.duration_ms = duration_ms;
         scn.normalize();
         scn
