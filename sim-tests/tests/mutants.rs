@@ -16,6 +16,13 @@
 //! picked for another host: seed 292 (`EjectedHostUsed`). That last one was a real engine bug
 //! that the swarm found (seeds 292 and others); `handoff_to_ejected` plants it back, and the
 //! clean-run assertion in `first_catching_seed` is the regression test for the fix.
+//!
+//! Added with config churn (pushes draw from their own stream, so every seed above kept its
+//! scenario and its catching seed): a retry re-reading its route from the snapshot running now
+//! instead of the one the request started on (`config_applies_to_in_flight`): seed 7, the first
+//! seed with churn (`Routing`: request 316, started on generation 1 of svc1, retried after
+//! generation 2 arrived, which has no third rule, and was logged without a route where the
+//! reference model says `svc1-g1-r2`).
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -107,6 +114,13 @@ fn sweep_returns_early(_: usize, e: &mut Engine) {
     });
 }
 
+fn config_applies_to_in_flight(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        config_applies_to_in_flight: true,
+        ..Mutations::default()
+    });
+}
+
 fn handoff_to_ejected(_: usize, e: &mut Engine) {
     e.set_mutations(Mutations {
         handoff_to_ejected: true,
@@ -130,6 +144,12 @@ fn catches_sweep_returning_hosts_early() {
 fn catches_pending_handoff_to_ejected_host() {
     let seed = first_catching_seed(handoff_to_ejected, Invariant::EjectedHostUsed, RARE_BUDGET);
     eprintln!("pending hand-off to an ejected host caught by seed {seed}");
+}
+
+#[test]
+fn catches_config_applied_to_requests_in_flight() {
+    let seed = first_catching_seed(config_applies_to_in_flight, Invariant::Routing, BUDGET);
+    eprintln!("retries routed on the new snapshot caught by seed {seed}");
 }
 
 #[test]

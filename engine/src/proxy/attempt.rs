@@ -296,10 +296,22 @@ impl Engine {
         else {
             return;
         };
-        let slot = self.clusters.lookup(&dests[dest].cluster);
-        if let (Some(r), Some(slot)) = (req.route.as_mut(), slot) {
+        let Some(slot) = self.clusters.lookup(&dests[dest].cluster) else {
+            return;
+        };
+        if let Some(r) = req.route.as_mut() {
             r.dest = dest;
-            req.slot = Some(slot);
+        }
+        let old = req.slot.replace(slot);
+        if old != Some(slot) && req.holds_retry {
+            // The retry budget moves along: the bug is the routing, not the accounting.
+            if let Some(s) = old.and_then(|o| self.clusters.slot_mut(o)) {
+                s.state.breaker_mut().retry_done();
+            }
+            req.holds_retry = self
+                .clusters
+                .slot_mut(slot)
+                .is_some_and(|s| s.state.breaker_mut().try_start_retry());
         }
     }
 

@@ -135,9 +135,9 @@ pub(crate) struct ClientRequest {
     pub unread: usize,
     /// When the client will have read everything written so far.
     pub read_until: Instant,
-    /// The versions of the endpoints the request reached, in order (one per attempt that got
-    /// there).
-    pub reached: Vec<usize>,
+    /// When the request reached an endpoint, and that endpoint's version (one entry per
+    /// attempt that got there).
+    pub reached: Vec<(Instant, usize)>,
 }
 
 pub(crate) enum Ev {

@@ -97,8 +97,8 @@ pub struct RequestRecord {
     pub start: Instant,
     pub end: Option<Instant>,
     pub outcome: Option<Outcome>,
-    /// The versions of the endpoints it reached, one per attempt that got there.
-    pub reached: Vec<usize>,
+    /// When it reached an endpoint and that endpoint's version, one per attempt that got there.
+    pub reached: Vec<(Instant, usize)>,
 }
 
 impl RunReport {

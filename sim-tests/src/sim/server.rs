@@ -141,7 +141,7 @@ impl Mesh<'_> {
             );
             self.violation(Invariant::Routing, msg);
         }
-        self.requests[id].reached.push(version);
+        self.requests[id].reached.push((self.now, version));
         let expected = body_pattern(id as u64, REQUEST_SALT, body_len);
         if *body != expected {
             let msg = format!(
