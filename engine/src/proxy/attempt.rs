@@ -156,11 +156,11 @@ impl Engine {
         }
     }
 
-    /// Bytes moved for this request: push its stream idle deadline back.
+    /// Bytes moved for this request: push its stream idle deadline back (by the timeout of
+    /// the request's own snapshot, whatever config runs now).
     pub(crate) fn touch(&mut self, now: Instant, id: u64) {
-        let timeout = self.snapshot.config.http.stream_idle_timeout;
         if let Some(req) = self.requests.get_mut(id) {
-            req.idle_deadline = Some(now + timeout);
+            req.idle_deadline = Some(now + req.snapshot.config.http.stream_idle_timeout);
         }
     }
 

@@ -50,7 +50,7 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.resp_body_out += data.len() as u64;
-                    req.idle_deadline = Some(now + self.snapshot.config.http.stream_idle_timeout);
+                    req.idle_deadline = Some(now + req.snapshot.config.http.stream_idle_timeout);
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
                         req.resp_encoder.encode_data(&data, out);
                     }
