@@ -88,7 +88,9 @@ impl Engine {
         let Some(req) = self.requests.get(req_id) else {
             return false;
         };
-        let parsed = http1::take_response_head(&mut up.recv, &self.limits, &req.head.method);
+        // The request's snapshot sets the limits its response is read under.
+        let limits = http1::Limits::from(&req.snapshot.config.http);
+        let parsed = http1::take_response_head(&mut up.recv, &limits, &req.head.method);
         let mut head = match parsed {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -248,7 +250,8 @@ impl Engine {
         req.status = head.status;
         req.response_started = true;
         req.upstream_keep_alive = upstream_keep_alive;
-        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &self.limits));
+        let limits = http1::Limits::from(&req.snapshot.config.http);
+        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &limits));
         req.resp_encoder = BodyEncoder::new(down_framing);
         if close_down {
             if let Some(Conn {

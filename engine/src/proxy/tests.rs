@@ -335,3 +335,50 @@ fn config_swap_keeps_in_flight_retry_buffer() {
         "{out:?}"
     );
 }
+
+/// A config swap does not change the limits a request in flight reads its response under.
+#[test]
+fn config_swap_keeps_in_flight_response_limits() {
+    let cfg = config();
+    let mut engine = Engine::try_new(Arc::new(cfg.clone()), 1).unwrap();
+    let down = accept(&mut engine);
+    let t = Instant::from_millis(1);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: down,
+            data: Bytes::from_static(b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n"),
+        },
+    );
+    let out = drain(&mut engine);
+    let [Output::Connect { conn: up, .. }] = out.as_slice() else {
+        panic!("expected one connect, got {out:?}");
+    };
+    let up = *up;
+    engine.handle(t, Input::Connected { conn: up });
+    drain(&mut engine);
+    // The new snapshot allows only tiny heads; the request in flight keeps the old limits.
+    let mut swapped = cfg;
+    swapped.version = "t2".into();
+    swapped.http.max_header_bytes = 16;
+    engine.handle(t, Input::Config(Arc::new(swapped)));
+    assert!(drain(&mut engine).is_empty());
+    engine.handle(
+        t,
+        Input::Received {
+            conn: up,
+            data: Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-some-header: some value\r\n\r\nhi",
+            ),
+        },
+    );
+    let out = drain(&mut engine);
+    let sent = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { conn, data } if *conn == down => Some(data.clone()),
+            _ => None,
+        })
+        .expect("a response downstream");
+    assert!(sent.starts_with(b"HTTP/1.1 200 OK\r\n"), "{sent:?}");
+}
