@@ -201,3 +201,32 @@ fn mutant_failure_shrinks_and_prints_replay() {
     );
     eprintln!("{text}");
 }
+
+/// A churn failure shrinks too: pushes go, deliveries and rules go, and what is left still
+/// breaks routing with at least one push in it.
+#[test]
+fn churn_failure_shrinks_keeping_a_push() {
+    use sim_tests::sim::shrink::size;
+    use sim_tests::sim::swarm::shrink_failure;
+    let opts = RunOptions {
+        engine_hook: Some(config_applies_to_in_flight),
+        ..RunOptions::default()
+    };
+    let seed = 7;
+    let (small, report) = shrink_failure(seed, opts, 100);
+    assert!(
+        (report.violations.iter()).any(|v| v.invariant == Invariant::Routing),
+        "{:?}",
+        report.violations
+    );
+    let before = Scenario::from_seed(seed);
+    assert!(!small.config_pushes.is_empty(), "{small:#?}");
+    assert!(size(&small) < size(&before), "{small:#?}");
+    eprintln!(
+        "seed {seed}: size {} -> {}, pushes {} -> {}\n{small:#?}",
+        size(&before),
+        size(&small),
+        before.config_pushes.len(),
+        small.config_pushes.len()
+    );
+}
