@@ -30,4 +30,9 @@ pub struct Mutations {
     /// The route timeout is disarmed once the response head goes downstream, so a body that
     /// dribbles in slowly can outlive the route's `timeout` (Envoy's covers the whole response).
     pub route_timeout_stops_at_head: bool,
+    /// A retry re-reads its route from the configuration running now instead of the snapshot
+    /// the request started on: after a config swap, a request in flight retries on the new
+    /// rules (the new rule's destinations and name), breaking "requests in flight finish on
+    /// the snapshot they started with".
+    pub config_applies_to_in_flight: bool,
 }

@@ -21,6 +21,13 @@
 //! seeds above are unchanged): a route timeout disarmed once the response head goes downstream
 //! → seed 27 (`Deadline`: a 200 whose body dribbled in for 140.8 ms on a route promising 100
 //! ms). Without slow-loris servers no seed below 50 catches it.
+//!
+//! Added with config churn (pushes draw from their own stream, so every seed above kept its
+//! scenario and its catching seed): a retry re-reading its route from the snapshot running now
+//! instead of the one the request started on (`config_applies_to_in_flight`): seed 7, the first
+//! seed with churn (`Routing`: request 316, started on generation 1 of svc1, retried after
+//! generation 2 arrived, which has no third rule, and was logged without a route where the
+//! reference model says `svc1-g1-r2`).
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -112,6 +119,13 @@ fn sweep_returns_early(_: usize, e: &mut Engine) {
     });
 }
 
+fn config_applies_to_in_flight(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        config_applies_to_in_flight: true,
+        ..Mutations::default()
+    });
+}
+
 fn handoff_to_ejected(_: usize, e: &mut Engine) {
     e.set_mutations(Mutations {
         handoff_to_ejected: true,
@@ -135,6 +149,12 @@ fn catches_sweep_returning_hosts_early() {
 fn catches_pending_handoff_to_ejected_host() {
     let seed = first_catching_seed(handoff_to_ejected, Invariant::EjectedHostUsed, RARE_BUDGET);
     eprintln!("pending hand-off to an ejected host caught by seed {seed}");
+}
+
+#[test]
+fn catches_config_applied_to_requests_in_flight() {
+    let seed = first_catching_seed(config_applies_to_in_flight, Invariant::Routing, BUDGET);
+    eprintln!("retries routed on the new snapshot caught by seed {seed}");
 }
 
 #[test]
@@ -200,4 +220,33 @@ fn route_timeout_stops_at_head(_: usize, e: &mut Engine) {
 fn catches_route_timeout_that_stops_at_the_response_head() {
     let seed = first_catching_seed(route_timeout_stops_at_head, Invariant::Deadline, BUDGET);
     eprintln!("route timeout disarmed at the response head caught by seed {seed}");
+}
+
+/// A churn failure shrinks too: pushes go, deliveries and rules go, and what is left still
+/// breaks routing with at least one push in it.
+#[test]
+fn churn_failure_shrinks_keeping_a_push() {
+    use sim_tests::sim::shrink::size;
+    use sim_tests::sim::swarm::shrink_failure;
+    let opts = RunOptions {
+        engine_hook: Some(config_applies_to_in_flight),
+        ..RunOptions::default()
+    };
+    let seed = 7;
+    let (small, report) = shrink_failure(seed, opts, 100);
+    assert!(
+        (report.violations.iter()).any(|v| v.invariant == Invariant::Routing),
+        "{:?}",
+        report.violations
+    );
+    let before = Scenario::from_seed(seed);
+    assert!(!small.config_pushes.is_empty(), "{small:#?}");
+    assert!(size(&small) < size(&before), "{small:#?}");
+    eprintln!(
+        "seed {seed}: size {} -> {}, pushes {} -> {}\n{small:#?}",
+        size(&before),
+        size(&small),
+        before.config_pushes.len(),
+        small.config_pushes.len()
+    );
 }

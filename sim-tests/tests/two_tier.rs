@@ -70,6 +70,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         },
         faults: Vec::new(),
         duration_ms: 2_000,
+        config_pushes: Vec::new(),
     }
 }
 

@@ -156,11 +156,11 @@ impl Engine {
         }
     }
 
-    /// Bytes moved for this request: push its stream idle deadline back.
+    /// Bytes moved for this request: push its stream idle deadline back (by the timeout of
+    /// the request's own snapshot, whatever config runs now).
     pub(crate) fn touch(&mut self, now: Instant, id: u64) {
-        let timeout = self.snapshot.config.http.stream_idle_timeout;
         if let Some(req) = self.requests.get_mut(id) {
-            req.idle_deadline = Some(now + timeout);
+            req.idle_deadline = Some(now + req.snapshot.config.http.stream_idle_timeout);
         }
     }
 
@@ -268,7 +268,51 @@ impl Engine {
         req.try_deadline = None;
         req.resume_at = Some(now + backoff);
         self.arm_request_timer(id);
+        #[cfg(feature = "mutants")]
+        if self.mutations.config_applies_to_in_flight {
+            self.reroute_on_current_snapshot(id);
+        }
         true
+    }
+
+    /// Planted bug (`config_applies_to_in_flight`): move a request onto the running snapshot,
+    /// re-picking its destination from the route at the same position there.
+    #[cfg(feature = "mutants")]
+    fn reroute_on_current_snapshot(&mut self, id: u64) {
+        let snapshot = self.snapshot.clone();
+        let Some(req) = self.requests.get_mut(id) else {
+            return;
+        };
+        if std::sync::Arc::ptr_eq(&req.snapshot, &snapshot) {
+            return;
+        }
+        req.snapshot = snapshot;
+        let dests = match req.route_config().map(|r| &r.action) {
+            Some(crate::config::RouteAction::Forward(dests)) => dests.clone(),
+            _ => return,
+        };
+        let Some(dest) = crate::route::pick_weighted(&dests, &mut self.rng)
+            .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
+        else {
+            return;
+        };
+        let Some(slot) = self.clusters.lookup(&dests[dest].cluster) else {
+            return;
+        };
+        if let Some(r) = req.route.as_mut() {
+            r.dest = dest;
+        }
+        let old = req.slot.replace(slot);
+        if old != Some(slot) && req.holds_retry {
+            // The retry budget moves along: the bug is the routing, not the accounting.
+            if let Some(s) = old.and_then(|o| self.clusters.slot_mut(o)) {
+                s.state.breaker_mut().retry_done();
+            }
+            req.holds_retry = self
+                .clusters
+                .slot_mut(slot)
+                .is_some_and(|s| s.state.breaker_mut().try_start_retry());
+        }
     }
 
     /// Give up the current attempt's upstream resources; `outcome` feeds outlier detection.

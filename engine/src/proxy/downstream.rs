@@ -123,11 +123,13 @@ impl Engine {
     /// Decode whatever request body is buffered. Returns true if the state changed in a way
     /// that may let the connection make more progress (the body completed).
     fn feed_request_body(&mut self, now: Instant, req_id: u64) -> bool {
-        let limit = self.snapshot.config.http.retry_buffer_bytes;
         loop {
             let Some(req) = self.requests.get_mut(req_id) else {
                 return false;
             };
+            // Request policy comes from the request's snapshot, not the one running now.
+            let http = &req.snapshot.config.http;
+            let (limit, idle) = (http.retry_buffer_bytes, http.stream_idle_timeout);
             let down_id = req.down;
             let Some(decoder) = req.decoder.as_mut() else {
                 return false; // body complete; the rest of the buffer is the next request
@@ -146,7 +148,7 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.body_in += data.len() as u64;
-                    req.idle_deadline = Some(now + self.snapshot.config.http.stream_idle_timeout);
+                    req.idle_deadline = Some(now + idle);
                     if let Some(replay) = req.replay.as_mut() {
                         if req.replay_bytes + data.len() <= limit {
                             replay.push(data.clone());

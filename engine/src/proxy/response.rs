@@ -50,7 +50,7 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.resp_body_out += data.len() as u64;
-                    req.idle_deadline = Some(now + self.snapshot.config.http.stream_idle_timeout);
+                    req.idle_deadline = Some(now + req.snapshot.config.http.stream_idle_timeout);
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
                         req.resp_encoder.encode_data(&data, out);
                     }
@@ -88,7 +88,9 @@ impl Engine {
         let Some(req) = self.requests.get(req_id) else {
             return false;
         };
-        let parsed = http1::take_response_head(&mut up.recv, &self.limits, &req.head.method);
+        // The request's snapshot sets the limits its response is read under.
+        let limits = http1::Limits::from(&req.snapshot.config.http);
+        let parsed = http1::take_response_head(&mut up.recv, &limits, &req.head.method);
         let mut head = match parsed {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -253,7 +255,8 @@ impl Engine {
         req.status = head.status;
         req.response_started = true;
         req.upstream_keep_alive = upstream_keep_alive;
-        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &self.limits));
+        let limits = http1::Limits::from(&req.snapshot.config.http);
+        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &limits));
         req.resp_encoder = BodyEncoder::new(down_framing);
         if close_down {
             if let Some(Conn {

@@ -40,6 +40,12 @@ pub enum Invariant {
     Leak,
     /// The same seed gave a different trace.
     Determinism,
+    /// A config swap disturbed a request in flight: in the very engine call that handed over
+    /// the snapshot, the engine wrote to or closed the downstream connection of an unanswered
+    /// request, or closed an upstream connection with a request outstanding on it.
+    ConfigSwap,
+    /// A sidecar refused a pushed snapshot, or runs another one than it was last handed.
+    ConfigApplied,
 }
 
 /// One broken invariant, with when and what.

@@ -153,8 +153,13 @@ impl Mesh<'_> {
         } = call;
         let post = body_len.is_some();
         let body_len = body_len.unwrap_or(0);
-        let rule = model::reference_rule(self.scn, service, user.as_deref());
-        let bound = rule.and_then(|r| model::time_bound(&self.scn.services[service].rules[r]));
+        // The head goes in whole in the call below: the generation running now is the one
+        // the engine routes it on.
+        let generation = self.sidecars[sidecar].generations[service];
+        let rule = model::reference_rule(self.scn, service, generation, user.as_deref());
+        let bound = rule
+            .and_then(|r| model::rule_at(self.scn, service, generation, r))
+            .and_then(model::time_bound);
         let id = self.requests.len();
         let mut raw = format!(
             "{} /r/{id} HTTP/1.1\r\nhost: {}\r\nx-sim-id: {id}\r\n",
@@ -189,6 +194,7 @@ impl Mesh<'_> {
             loop_id,
             service,
             user,
+            generation,
             rule,
             bound,
             start: self.now,
@@ -201,6 +207,7 @@ impl Mesh<'_> {
             end: None,
             unread: 0,
             read_until: self.now,
+            reached: Vec::new(),
         });
         self.engine_input(
             sidecar,
@@ -272,8 +279,8 @@ impl Mesh<'_> {
         let got_no_route = matches!(&outcome, Outcome::Mesh(404, f) if f.contains("NR"));
         if model_says_no_route != got_no_route {
             let msg = format!(
-                "request {req} (service {}, user {:?}): reference route {:?}, got {outcome:?}",
-                r.service, r.user, r.rule
+                "request {req} (service {}, generation {}, user {:?}): reference route {:?}, got {outcome:?}",
+                r.service, r.generation, r.user, r.rule
             );
             self.violations.report(Invariant::Routing, self.now, msg);
         }
@@ -326,8 +333,8 @@ impl Mesh<'_> {
         if let Some(bound) = r.bound {
             if took > bound {
                 let msg = format!(
-                    "request {req} (service {}, rule {:?}) took {took:?}, its route promises {bound:?}; ended {outcome:?}",
-                    r.service, r.rule
+                    "request {req} (service {}, generation {}, rule {:?}) took {took:?}, its route promises {bound:?}; ended {outcome:?}",
+                    r.service, r.generation, r.rule
                 );
                 self.violations.report(Invariant::Deadline, now, msg);
             }
@@ -383,8 +390,8 @@ impl Mesh<'_> {
         let Some(r) = self.requests.get(id) else {
             return;
         };
-        let (service, rule) = (r.service, r.rule);
-        let expected = rule.map(|rl| model::rule_name(service, rl));
+        let (service, generation, rule) = (r.service, r.generation, r.rule);
+        let expected = rule.map(|rl| model::rule_name(service, generation, rl));
         if log.route != expected {
             let msg = format!(
                 "request {id}: engine used route {:?}, reference model {expected:?}",
@@ -395,7 +402,10 @@ impl Mesh<'_> {
         }
         if let (Some(rl), Some(cluster)) = (rule, &log.cluster) {
             if let Some(&c) = self.cluster_by_name.get(cluster) {
-                *self.split_counts.entry((service, rl, c)).or_default() += 1;
+                *self
+                    .split_counts
+                    .entry((service, generation, rl, c))
+                    .or_default() += 1;
             }
         }
     }

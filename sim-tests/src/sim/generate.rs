@@ -23,6 +23,7 @@ struct Swarm {
     backpressure: bool,
     /// Services call services (a call DAG), each calling workload through its own sidecar.
     tiers: bool,
+    churn: bool,
 }
 
 impl Swarm {
@@ -44,6 +45,7 @@ impl Swarm {
             resets: p(10),
             backpressure: false,
             tiers: false,
+            churn: false,
         }
     }
 }
@@ -57,6 +59,10 @@ impl Scenario {
         // (and the seeds recorded as catching planted bugs) stay as they were.
         let mut later = fastrand::Rng::with_seed(seed ^ 0xbac4_9e55_0000_0002);
         sw.backpressure = later.u8(0..100) < 25;
+        // Config churn came later still: a third stream, so seeds without churn keep their
+        // scenarios byte for byte and seeds with it keep everything but the pushes.
+        let mut churn = fastrand::Rng::with_seed(seed ^ 0xc0f1_6c4a_0000_0003);
+        sw.churn = churn.u8(0..100) < 30;
         // Mostly small meshes; one seed in ten gets a large one.
         let n_services = if r.u8(0..10) == 0 {
             r.usize(10..=50)
@@ -130,15 +136,34 @@ impl Scenario {
             net,
             faults: Vec::new(),
             duration_ms,
+            config_pushes: Vec::new(),
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
-        // Two-tier meshes come from a third stream, for the same reason as `later`.
+        if sw.churn {
+            scn.config_pushes = gen_pushes(&mut churn, &sw, &scn);
+        }
+        // Two-tier meshes come from a fourth stream, for the same reason as `later`.
         let mut tiers = fastrand::Rng::with_seed(seed ^ 0x71e2_5ca1_1500_0003);
         sw.tiers = tiers.u8(0..100) < 35;
         if sw.tiers {
             gen_calls(&mut tiers, &sw, &mut scn);
+            // Config pushes reach the calling workloads' sidecars too, each in its own time.
+            let workloads = scn.callers().count();
+            let (clients, d) = (scn.clients.len(), scn.duration_ms);
+            for push in &mut scn.config_pushes {
+                for k in 0..workloads {
+                    if tiers.u8(0..100) < 85 {
+                        let delay = match tiers.u8(0..10) {
+                            0 => tiers.u64(0..=d),
+                            1..=3 => 0,
+                            _ => tiers.u64(0..=50),
+                        };
+                        push.deliveries.push((clients + k, delay));
+                    }
+                }
+            }
         }
-        // Slow-loris servers: a fourth stream.
+        // Slow-loris servers: a fifth stream.
         let mut loris = fastrand::Rng::with_seed(seed ^ 0x510e_1005_0000_0004);
         if loris.u8(0..100) < 20 {
             for svc in &mut scn.services {
@@ -210,8 +235,19 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
             }
         })
         .collect::<Vec<_>>();
+    let rules = gen_rules(r, sw, n_versions);
+    Service {
+        versions,
+        rules,
+        calls: Vec::new(),
+    }
+}
+
+/// A service's VirtualService `http[]` rules over `n_versions` versions (the same draws for a
+/// service's own rules and for the rules a config push brings).
+fn gen_rules(r: &mut fastrand::Rng, sw: &Swarm, n_versions: usize) -> Vec<Rule> {
     let n_rules = if sw.header_routes { r.usize(1..=3) } else { 1 };
-    let rules = (0..n_rules)
+    (0..n_rules)
         .map(|i| {
             let last = i + 1 == n_rules;
             let user = if last && r.u8(0..100) < 90 {
@@ -247,12 +283,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                 }),
             }
         })
-        .collect();
-    Service {
-        versions,
-        rules,
-        calls: Vec::new(),
-    }
+        .collect()
 }
 
 fn gen_faults(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<Fault> {
@@ -364,6 +395,45 @@ fn gen_calls(r: &mut fastrand::Rng, sw: &Swarm, scn: &mut Scenario) {
     }
 }
 
+/// Config churn: 1–6 VirtualService edits during the run, each replacing the rules of a
+/// service some client calls, delivered to each sidecar after its own delay (most sidecars get
+/// each push within tens of milliseconds; some late, some never).
+fn gen_pushes(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<ConfigPush> {
+    let mut targets: Vec<usize> = scn
+        .clients
+        .iter()
+        .flat_map(|c| c.targets.iter().copied())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let d = scn.duration_ms;
+    let mut pushes = Vec::new();
+    for _ in 0..r.usize(1..=6) {
+        let service = targets[r.usize(0..targets.len())];
+        let mut deliveries = Vec::new();
+        for sc in 0..scn.clients.len() {
+            if r.u8(0..100) >= 85 {
+                continue;
+            }
+            let delay = match r.u8(0..10) {
+                0 => r.u64(0..=d),
+                1..=3 => 0,
+                _ => r.u64(0..=50),
+            };
+            deliveries.push((sc, delay));
+        }
+        let n_versions = scn.services[service].versions.len();
+        pushes.push(ConfigPush {
+            at_ms: r.u64(0..d),
+            deliveries,
+            service,
+            rules: gen_rules(r, sw, n_versions),
+        });
+    }
+    pushes.sort_by_key(|p| p.at_ms);
+    pushes
+}
+
 impl Scenario {
     /// A steady mesh for speed measurements: `services` services × 3 versions × 3 endpoints,
     /// three sidecars with open-loop load of `rate` requests/s each for `duration_ms`, retries,
@@ -443,6 +513,7 @@ impl Scenario {
             buffer_bytes: 0,
         };
         scn.faults = Vec::new();
+        scn.config_pushes = Vec::new();
         scn.duration_ms = duration_ms;
         scn.normalize();
         scn

@@ -9,6 +9,11 @@
 //!
 //! Server behaviour lives in [`super::server`], clients in [`super::client`], the invariant
 //! checks done after each engine call in [`super::observe`].
+//!
+//! Config churn: each delivery of a [`super::scenario::ConfigPush`] is an event that hands one
+//! sidecar's engine the whole snapshot for its new generation vector (`Input::Config`). The
+//! mesh tracks every sidecar's generation per service; a request records the generation in
+//! effect when its head went in, and is checked against that generation's rules to its end.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +46,8 @@ pub struct RunOptions {
     /// A planted driver bug for the self-test: ignore `Output::ReadInterest` and keep feeding
     /// the engine whatever arrives (the simulator's behaviour before it honoured backpressure).
     pub ignore_read_interest: bool,
+    /// Keep one [`super::report::RequestRecord`] per request in the report.
+    pub records: bool,
 }
 
 /// A server workload (one endpoint).
@@ -124,6 +131,8 @@ pub(crate) struct Sidecar {
     pub hosts: Vec<Vec<HostWatch>>,
     /// Access-log records per downstream connection.
     pub logs_per_conn: BTreeMap<ConnId, u32>,
+    /// The generation of each service's rules this sidecar's engine runs.
+    pub generations: Vec<usize>,
 }
 
 /// One client request and what became of it.
@@ -134,6 +143,9 @@ pub(crate) struct ClientRequest {
     pub loop_id: Option<usize>,
     pub service: usize,
     pub user: Option<String>,
+    /// The generation of the service's rules the sidecar ran when the request's head went in:
+    /// `rule`, `bound` and every check of this request follow it.
+    pub generation: usize,
     pub rule: Option<usize>,
     pub bound: Option<Duration>,
     pub start: Instant,
@@ -148,6 +160,9 @@ pub(crate) struct ClientRequest {
     pub unread: usize,
     /// When the client will have read everything written so far.
     pub read_until: Instant,
+    /// When the request reached an endpoint, and that endpoint's version (one entry per
+    /// attempt that got there).
+    pub reached: Vec<(Instant, usize)>,
 }
 
 pub(crate) enum Ev {
@@ -215,6 +230,11 @@ pub(crate) enum Ev {
     },
     FaultStart(usize),
     FaultEnd(usize),
+    /// Config push `push` reaches sidecar `sc`.
+    ConfigPush {
+        sc: usize,
+        push: usize,
+    },
 }
 
 /// The whole simulated mesh of one scenario.
@@ -237,8 +257,9 @@ pub struct Mesh<'s> {
     pub(crate) events: u64,
     pub(crate) ejections: u64,
     pub(crate) timeline: Option<Timeline>,
-    /// (rule id, cluster) → requests the engine sent there, for weight convergence.
-    pub(crate) split_counts: BTreeMap<(usize, usize, usize), u64>,
+    /// (service, generation, rule, cluster) → requests the engine sent there, for weight
+    /// convergence.
+    pub(crate) split_counts: BTreeMap<(usize, usize, usize, usize), u64>,
     /// Dispatches to (cluster, endpoint) in the current engine call.
     pub(crate) dispatches: Vec<(usize, usize)>,
     pub(crate) touched_pools: Vec<usize>,
@@ -258,6 +279,11 @@ pub struct Mesh<'s> {
     pub(crate) host_buf: Vec<HostNow>,
     /// Requests being served by calling workloads.
     pub(crate) serves: Vec<Serve>,
+    /// The current engine call hands over a config snapshot (what it may output is checked).
+    pub(crate) config_call: bool,
+    pub(crate) pushes_delivered: u64,
+    /// Requests in flight on a sidecar when a push reached it, summed over pushes.
+    pub(crate) in_flight_at_push: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -345,6 +371,7 @@ impl<'s> Mesh<'s> {
                         .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
+                    generations: vec![0; scn.services.len()],
                 }
             })
             .collect();
@@ -377,6 +404,9 @@ impl<'s> Mesh<'s> {
             must_eject: Vec::new(),
             host_buf: Vec::new(),
             serves: Vec::new(),
+            config_call: false,
+            pushes_delivered: 0,
+            in_flight_at_push: 0,
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -421,8 +451,56 @@ impl<'s> Mesh<'s> {
                 });
             }
         }
+        // Each sidecar gets its pushes in sending order, as on one xDS stream: a push that
+        // would arrive before an earlier one waits for it.
+        let mut last_arrival = vec![Instant::ZERO; scn.clients.len()];
+        for (p, push) in scn.config_pushes.iter().enumerate() {
+            for &(sc, delay) in &push.deliveries {
+                let Some(last) = last_arrival.get_mut(sc) else {
+                    continue;
+                };
+                let at = Instant::from_millis(push.at_ms.saturating_add(delay)).max(*last);
+                *last = at;
+                mesh.queue.push(at, Ev::ConfigPush { sc, push: p });
+            }
+        }
         mesh.start_clients();
         mesh
+    }
+
+    /// Push `p` reaches sidecar `sc`: its engine gets the snapshot of its new generations.
+    fn deliver_push(&mut self, sc: usize, p: usize) {
+        let push = &self.scn.config_pushes[p];
+        let generation = self.scn.push_generation(p);
+        let Some(g) = self.sidecars[sc].generations.get_mut(push.service) else {
+            return;
+        };
+        *g = generation;
+        let config = Arc::new(model::engine_config_at(
+            self.scn,
+            &self.sidecars[sc].generations,
+        ));
+        let version = config.version.clone();
+        let in_flight = (self.sidecars[sc].down.values())
+            .filter(|&&r| self.requests[r].end.is_none())
+            .count();
+        self.in_flight_at_push += in_flight as u64;
+        self.pushes_delivered += 1;
+        self.trace.u64(0xc0f1_0000 ^ ((p as u64) << 8) ^ sc as u64);
+        let applied_before = self.sidecars[sc].engine.stats().config_applied;
+        self.config_call = true;
+        self.engine_input(sc, Input::Config(config));
+        self.config_call = false;
+        let engine = &self.sidecars[sc].engine;
+        let applied = engine.stats().config_applied == applied_before + 1;
+        if !applied || engine.config().version != version {
+            let msg = format!(
+                "sidecar {sc} did not apply push {p} (snapshot {version}): runs {}, error {:?}",
+                engine.config().version,
+                engine.last_config_error()
+            );
+            self.violation(Invariant::ConfigApplied, msg);
+        }
     }
 
     /// Run to the end: the workload's duration, then until every request has ended.
@@ -529,6 +607,7 @@ impl<'s> Mesh<'s> {
             Ev::ServeDone { serve } => self.serve_done(serve),
             Ev::FaultStart(i) => self.fault(i, true),
             Ev::FaultEnd(i) => self.fault(i, false),
+            Ev::ConfigPush { sc, push } => self.deliver_push(sc, push),
         }
     }
 
@@ -573,6 +652,9 @@ impl<'s> Mesh<'s> {
                     self.trace.u64(conn.0);
                     self.trace.bytes(&data);
                     if let Some(&req) = self.sidecars[sc].down.get(&conn) {
+                        if self.config_call {
+                            self.config_disturbed(sc, req, "wrote to its client");
+                        }
                         let len = data.len();
                         self.client_receive(req, &data);
                         if self.scn.net.client_read_bpms > 0 {
@@ -590,8 +672,19 @@ impl<'s> Mesh<'s> {
                 Output::Close { conn, graceful } => {
                     self.trace.u64(conn.0 ^ (u64::from(graceful) << 63));
                     if let Some(req) = self.sidecars[sc].down.remove(&conn) {
+                        if self.config_call {
+                            self.config_disturbed(sc, req, "closed its client connection");
+                        }
                         self.client_closed(req);
                     } else {
+                        if self.config_call
+                            && self.sidecars[sc].up.get(&conn).is_some_and(|u| u.busy)
+                        {
+                            let msg = format!(
+                                "sidecar {sc} closed upstream {conn} with a request outstanding on it while applying a config push"
+                            );
+                            self.violation(Invariant::ConfigSwap, msg);
+                        }
                         // The server sees the FIN/RST and drops its end: replies it still
                         // has in preparation find the connection gone.
                         self.drop_up(sc, conn);
@@ -607,6 +700,17 @@ impl<'s> Mesh<'s> {
         self.observe(sc);
     }
 
+    /// The engine touched a request's downstream connection in the call that handed it a
+    /// config snapshot: a config swap must leave requests in flight alone.
+    fn config_disturbed(&mut self, sc: usize, req: usize, what: &str) {
+        let r = &self.requests[req];
+        let msg = format!(
+            "sidecar {sc} {what} for request {req} (service {}, generation {}, started {}) while applying a config push",
+            r.service, r.generation, r.start
+        );
+        self.violation(Invariant::ConfigSwap, msg);
+    }
+
     fn finish(mut self) -> RunReport {
         self.final_checks();
         let mut report = RunReport {
@@ -616,8 +720,24 @@ impl<'s> Mesh<'s> {
             ejections: self.ejections,
             sim_time: self.now - Instant::ZERO,
             events: self.events,
+            pushes_delivered: self.pushes_delivered,
+            in_flight_at_push: self.in_flight_at_push,
             ..Default::default()
         };
+        if self.opts.records {
+            report.records = (self.requests.iter())
+                .map(|r| super::report::RequestRecord {
+                    sidecar: r.sidecar,
+                    service: r.service,
+                    generation: r.generation,
+                    rule: r.rule,
+                    start: r.start,
+                    end: r.end,
+                    outcome: r.outcome.clone(),
+                    reached: r.reached.clone(),
+                })
+                .collect();
+        }
         for r in &self.requests {
             if let (Some(o), Some(end)) = (&r.outcome, r.end) {
                 *report.outcomes.entry(o.kind()).or_default() += 1;

@@ -11,6 +11,13 @@
 //! request, so a client request crosses two or three sidecars and every hop is held to the
 //! same invariants.
 //!
+//! Faults include config churn: [`scenario::ConfigPush`]es replace a service's routing rules
+//! mid-run, reaching each sidecar at its own time. The engine's snapshot contract (requests in
+//! flight finish on the snapshot they started with, no connection is dropped by a config
+//! change) is checked per request: each one is held to the rules of the generation its sidecar
+//! ran when it started, and the engine call that takes a snapshot must leave requests in flight
+//! alone ([`Invariant::ConfigSwap`]).
+//!
 //! Files, one concept each: [`scenario`] (plain data) and [`generate`] (from a seed),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world and its loop),

@@ -7,6 +7,11 @@
 //! attempt, after any injected delay; otherwise per-try timeouts times attempts plus the
 //! largest backoffs). If the engine and this model disagree, one of them is wrong, and the
 //! report says which request showed it.
+//!
+//! Under config churn a sidecar runs, per service, one *generation* of its rules (see
+//! [`super::scenario::ConfigPush`]); [`engine_config_at`] builds the snapshot for a vector of
+//! generations, and the model answers per generation: a request is held to the rules of the
+//! generation its sidecar ran when the request started, whatever was pushed since.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,15 +45,33 @@ pub fn cluster_name(s: usize, v: usize) -> String {
     format!("svc{s}-v{v}")
 }
 
-/// The engine route name of rule `r` of service `s`.
-pub fn rule_name(s: usize, r: usize) -> String {
-    format!("svc{s}-r{r}")
+/// The engine route name of rule `r` of generation `generation` of service `s`
+/// (`svc{s}-r{r}` for generation 0, as before churn existed; `svc{s}-g{g}-r{r}` after).
+pub fn rule_name(s: usize, generation: usize, r: usize) -> String {
+    match generation {
+        0 => format!("svc{s}-r{r}"),
+        g => format!("svc{s}-g{g}-r{r}"),
+    }
 }
 
-/// The engine configuration every sidecar of the scenario runs.
+/// The engine configuration every sidecar of the scenario starts with (generation 0 of every
+/// service).
 pub fn engine_config(scn: &Scenario) -> Config {
+    engine_config_at(scn, &vec![0; scn.services.len()])
+}
+
+/// The engine configuration of a sidecar running generation `generations[s]` of each service
+/// `s`'s rules. Clusters are the same in every generation. `version` names the generation
+/// vector (`sim-{seed}` while every service is at generation 0).
+pub fn engine_config_at(scn: &Scenario, generations: &[usize]) -> Config {
     let mut config = build::base();
-    config.version = format!("sim-{}", scn.seed);
+    let gen_of = |s: usize| generations.get(s).copied().unwrap_or(0);
+    config.version = if generations.iter().all(|g| *g == 0) {
+        format!("sim-{}", scn.seed)
+    } else {
+        let gens: Vec<String> = generations.iter().map(|g| g.to_string()).collect();
+        format!("sim-{}-g{}", scn.seed, gens.join("."))
+    };
     if scn.net.buffer_bytes > 0 {
         config.http.connection_buffer_bytes = scn.net.buffer_bytes as usize;
     }
@@ -96,18 +119,20 @@ pub fn engine_config(scn: &Scenario) -> Config {
             };
             config.clusters.push(c);
         }
-        let routes = svc
-            .rules
+        let generation = gen_of(s);
+        let routes = scn
+            .rules(s, generation)
+            .unwrap_or_default()
             .iter()
             .enumerate()
-            .map(|(r, rule)| engine_route(s, r, rule))
+            .map(|(r, rule)| engine_route(s, generation, r, rule))
             .collect();
         build::add_vhost(&mut config, &service_host(s), &[&service_host(s)], routes);
     }
     config
 }
 
-fn engine_route(s: usize, r: usize, rule: &Rule) -> Route {
+fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
     let matches = match &rule.user {
         Some(u) => vec![RouteMatch {
             headers: vec![HeaderMatch {
@@ -119,7 +144,7 @@ fn engine_route(s: usize, r: usize, rule: &Rule) -> Route {
         None => Vec::new(),
     };
     Route {
-        name: rule_name(s, r),
+        name: rule_name(s, generation, r),
         matches,
         action: RouteAction::Forward(
             rule.dests
@@ -160,16 +185,25 @@ fn engine_route(s: usize, r: usize, rule: &Rule) -> Route {
     }
 }
 
-/// The rule a request to service `s` with this `x-user` takes, by the reference model.
-pub fn reference_rule(scn: &Scenario, s: usize, user: Option<&str>) -> Option<usize> {
-    scn.services
-        .get(s)?
-        .rules
+/// The rule a request to service `s` with this `x-user` takes under generation `generation`
+/// of the service's rules, by the reference model.
+pub fn reference_rule(
+    scn: &Scenario,
+    s: usize,
+    generation: usize,
+    user: Option<&str>,
+) -> Option<usize> {
+    scn.rules(s, generation)?
         .iter()
         .position(|rule| match &rule.user {
             None => true,
             Some(u) => user == Some(u.as_str()),
         })
+}
+
+/// Rule `r` of generation `generation` of service `s`.
+pub fn rule_at(scn: &Scenario, s: usize, generation: usize, r: usize) -> Option<&Rule> {
+    scn.rules(s, generation)?.get(r)
 }
 
 /// The most simulated time a request on `rule` may take from its first byte to its end, or

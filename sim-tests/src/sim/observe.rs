@@ -156,13 +156,17 @@ impl Mesh<'_> {
                 }
             }
         }
-        // Weighted splits: per rule with enough traffic, each destination's share.
-        let mut per_rule: std::collections::BTreeMap<(usize, usize), u64> = Default::default();
-        for (&(s, r, _), &n) in &self.split_counts {
-            *per_rule.entry((s, r)).or_default() += n;
+        // Weighted splits: per rule of each generation with enough traffic, each destination's
+        // share (a request counts for the generation it started on).
+        let mut per_rule: std::collections::BTreeMap<(usize, usize, usize), u64> =
+            Default::default();
+        for (&(s, g, r, _), &n) in &self.split_counts {
+            *per_rule.entry((s, g, r)).or_default() += n;
         }
-        for (&(s, r), &total) in &per_rule {
-            let rule = &self.scn.services[s].rules[r];
+        for (&(s, g, r), &total) in &per_rule {
+            let Some(rule) = super::model::rule_at(self.scn, s, g, r) else {
+                continue;
+            };
             if rule.dests.len() < 2 || total < 200 {
                 continue;
             }
@@ -175,11 +179,12 @@ impl Mesh<'_> {
                 else {
                     continue;
                 };
-                let hits = self.split_counts.get(&(s, r, c)).copied().unwrap_or(0);
+                let hits = self.split_counts.get(&(s, g, r, c)).copied().unwrap_or(0);
                 let p = f64::from(w) / f64::from(sum.max(1));
                 if !share_ok(hits, total, p) {
                     let msg = format!(
-                        "rule svc{s}-r{r}: {} got {hits} of {total} requests, weight share {p:.3}",
+                        "rule {}: {} got {hits} of {total} requests, weight share {p:.3}",
+                        super::model::rule_name(s, g, r),
                         self.cluster_names[c]
                     );
                     self.violations.report(Invariant::Weights, self.now, msg);

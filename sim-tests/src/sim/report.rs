@@ -84,6 +84,27 @@ pub struct RunReport {
     pub trace_hash: u64,
     pub violations: Vec<Violation>,
     pub timeline: Option<Timeline>,
+    /// Config pushes that reached a sidecar, and the requests in flight there at each.
+    pub pushes_delivered: u64,
+    pub in_flight_at_push: u64,
+    /// One record per request, in start order (only with `RunOptions::records`).
+    pub records: Vec<RequestRecord>,
+}
+
+/// What became of one request, for tests that assert on individual requests.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    pub sidecar: usize,
+    pub service: usize,
+    /// The generation of the service's rules its sidecar ran when it started.
+    pub generation: usize,
+    /// The reference model's rule for it (within that generation).
+    pub rule: Option<usize>,
+    pub start: Instant,
+    pub end: Option<Instant>,
+    pub outcome: Option<Outcome>,
+    /// When it reached an endpoint and that endpoint's version, one per attempt that got there.
+    pub reached: Vec<(Instant, usize)>,
 }
 
 impl RunReport {

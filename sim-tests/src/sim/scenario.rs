@@ -6,6 +6,11 @@
 //! ejection far harder than a seed where every feature dilutes every other. Everything here is
 //! data; [`crate::sim::model`] turns it into engine configs and the reference model, and
 //! [`crate::sim::shrink`] makes it smaller while keeping it valid.
+//!
+//! Config churn is data too: [`ConfigPush`]es replace one service's routing rules at a given
+//! time, reaching each sidecar after its own delivery delay, and every push makes a new
+//! *generation* of that service's routing. The reference model answers per generation, and
+//! every request is checked against the generation its sidecar ran when the request started.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +26,33 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// Simulated time during which clients start requests.
     pub duration_ms: u64,
+    /// Config churn: VirtualService edits pushed during the run, in sending order (absent
+    /// from scenario files written before churn existed, and left out when empty, so those
+    /// files and the scenarios of seeds without churn stay byte for byte as they were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_pushes: Vec<ConfigPush>,
+}
+
+/// A VirtualService edit from the control plane: service `service`'s `http[]` rules become
+/// `rules` (new weights, matches, timeouts, retries, faults, destinations moved between
+/// versions). Each push is a new *generation* of that service's routing: generation 0 is
+/// [`Service::rules`], generation `g` the `g`-th push for the service in list order.
+///
+/// Only routing churns: clusters, endpoints and DestinationRule policy (outlier detection,
+/// pool limits, load balancing) stay fixed for the run, so the ejection and pool checks, which
+/// index hosts per cluster, keep their meaning across pushes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigPush {
+    /// When the control plane sends it.
+    pub at_ms: u64,
+    /// `(sidecar, delay_ms)`: which sidecars receive it and how long after `at_ms` (a control
+    /// plane never reaches every proxy at the same instant). Each sidecar's pushes arrive in
+    /// sending order, as on one xDS stream: a push never overtakes an earlier one. Sidecars not
+    /// listed never receive it.
+    pub deliveries: Vec<(usize, u64)>,
+    pub service: usize,
+    /// The service's new rules, tried in order.
+    pub rules: Vec<Rule>,
 }
 
 /// A service: versions (each one engine cluster, `svc{i}-v{j}`) and its routing rules.
@@ -263,6 +295,22 @@ impl Scenario {
                 .and_then(|x| x.versions.get(v))
                 .is_some_and(|x| i < x.endpoints.len())
         };
+        // Client sidecars, then the calling workloads' own.
+        let all_sidecars = sidecars + self.callers().count();
+        for push in &mut self.config_pushes {
+            if let Some(svc) = self.services.get(push.service) {
+                let versions = svc.versions.len();
+                for rule in &mut push.rules {
+                    rule.dests.retain(|(v, w)| *v < versions && *w > 0);
+                }
+                push.rules.retain(|r| !r.dests.is_empty());
+            }
+            push.deliveries.retain(|(sc, _)| *sc < all_sidecars);
+        }
+        self.config_pushes
+            .retain(|p| p.service < services && !p.deliveries.is_empty());
+        // Sending order is list order; keep it by time (stable, so generations keep theirs).
+        self.config_pushes.sort_by_key(|p| p.at_ms);
         let svcs = self.services.clone();
         self.faults.retain(|f| match &f.kind {
             FaultKind::Crash(e) | FaultKind::Hang(e) | FaultKind::Slow(e, _) => valid_ep(&svcs, *e),
@@ -278,6 +326,30 @@ impl Scenario {
             }
         });
         !self.services.is_empty() && !self.clients.is_empty() && self.duration_ms > 0
+    }
+}
+
+impl Scenario {
+    /// The rules of generation `generation` of service `s` (0: the service's own rules; `g`:
+    /// the `g`-th push for `s`), if that generation exists.
+    pub fn rules(&self, s: usize, generation: usize) -> Option<&[Rule]> {
+        if generation == 0 {
+            return self.services.get(s).map(|svc| svc.rules.as_slice());
+        }
+        self.config_pushes
+            .iter()
+            .filter(|p| p.service == s)
+            .nth(generation - 1)
+            .map(|p| p.rules.as_slice())
+    }
+
+    /// The generation push `p` makes of its service.
+    pub fn push_generation(&self, p: usize) -> usize {
+        let s = self.config_pushes[p].service;
+        1 + self.config_pushes[..p]
+            .iter()
+            .filter(|q| q.service == s)
+            .count()
     }
 }
 

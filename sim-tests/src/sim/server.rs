@@ -123,22 +123,26 @@ impl Mesh<'_> {
             return;
         };
         let (id, r) = req;
-        let (service, rule, body_len, resp_len) = (r.service, r.rule, r.body_len, r.resp_len);
+        let (service, generation, rule) = (r.service, r.generation, r.rule);
+        let (body_len, resp_len) = (r.body_len, r.resp_len);
         let info = &self.cluster_info[self.endpoints[ep].cluster];
+        let version = info.version;
+        // The rules of the generation the request started on, whatever was pushed since.
         let allowed = rule
-            .and_then(|rl| self.scn.services.get(service)?.rules.get(rl))
+            .and_then(|rl| super::model::rule_at(self.scn, service, generation, rl))
             .is_some_and(|rl| {
                 info.service == service && rl.dests.iter().any(|(v, _)| *v == info.version)
             });
         if !allowed {
             let msg = format!(
-                "request {id} (service {service}, rule {rule:?}) reached {} of svc{}-v{}",
+                "request {id} (service {service}, generation {generation}, rule {rule:?}) reached {} of svc{}-v{}",
                 super::model::endpoint_addr((info.service, info.version, 0)).ip(),
                 info.service,
                 info.version
             );
             self.violation(Invariant::Routing, msg);
         }
+        self.requests[id].reached.push((self.now, version));
         let expected = body_pattern(id as u64, REQUEST_SALT, body_len);
         if *body != expected {
             let msg = format!(

@@ -5,10 +5,13 @@
 //! that references stay valid. [`minimize`] keeps the first candidate that still fails and
 //! starts over, within a budget of runs; the result is a local minimum: removing any single
 //! part makes the failure go away.
+//!
+//! Config churn shrinks the same way: a push goes whole, or loses a delivery, a rule or a
+//! rule's policy; removing a client, service or version re-indexes the pushes that name it.
 
 use quickcheck::{Arbitrary, Gen};
 
-use super::scenario::{Load, Scenario};
+use super::scenario::{Load, Rule, Scenario};
 
 impl Arbitrary for Scenario {
     fn arbitrary(g: &mut Gen) -> Self {
@@ -36,6 +39,14 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
     for i in 0..scn.clients.len() {
         let mut s = scn.clone();
         s.clients.remove(i);
+        for p in &mut s.config_pushes {
+            p.deliveries.retain(|(sc, _)| *sc != i);
+            for d in &mut p.deliveries {
+                if d.0 > i {
+                    d.0 -= 1;
+                }
+            }
+        }
         push(s);
     }
     for i in 0..scn.services.len() {
@@ -57,6 +68,12 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
                 }
             }
         }
+        s.config_pushes.retain(|p| p.service != i);
+        for p in &mut s.config_pushes {
+            if p.service > i {
+                p.service -= 1;
+            }
+        }
         push(s);
     }
     for i in 0..scn.faults.len() {
@@ -64,12 +81,20 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
         s.faults.remove(i);
         push(s);
     }
+    for i in 0..scn.config_pushes.len() {
+        let mut s = scn.clone();
+        s.config_pushes.remove(i);
+        push(s);
+    }
     for (si, svc) in scn.services.iter().enumerate() {
         for v in 0..svc.versions.len() {
             if svc.versions.len() > 1 {
                 let mut s = scn.clone();
                 s.services[si].versions.remove(v);
-                for rule in &mut s.services[si].rules {
+                let pushed = (s.config_pushes.iter_mut())
+                    .filter(|p| p.service == si)
+                    .flat_map(|p| p.rules.iter_mut());
+                for rule in s.services[si].rules.iter_mut().chain(pushed) {
                     rule.dests.retain(|(x, _)| *x != v);
                     for d in &mut rule.dests {
                         if d.0 > v {
@@ -149,24 +174,37 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
             }
         }
         for (r, rule) in svc.rules.iter().enumerate() {
-            if rule.retries.is_some() {
+            for simpler in simpler_rules(rule) {
                 let mut s = scn.clone();
-                s.services[si].rules[r].retries = None;
+                s.services[si].rules[r] = simpler;
                 push(s);
             }
-            if rule.timeout_ms.is_some() {
+        }
+    }
+    for (pi, p) in scn.config_pushes.iter().enumerate() {
+        if p.deliveries.len() > 1 {
+            for d in 0..p.deliveries.len() {
                 let mut s = scn.clone();
-                s.services[si].rules[r].timeout_ms = None;
+                s.config_pushes[pi].deliveries.remove(d);
                 push(s);
             }
-            if rule.fault.is_some() {
+        }
+        if p.deliveries.iter().any(|(_, delay)| *delay > 0) {
+            let mut s = scn.clone();
+            for d in &mut s.config_pushes[pi].deliveries {
+                d.1 = 0;
+            }
+            push(s);
+        }
+        for r in 0..p.rules.len() {
+            if p.rules.len() > 1 {
                 let mut s = scn.clone();
-                s.services[si].rules[r].fault = None;
+                s.config_pushes[pi].rules.remove(r);
                 push(s);
             }
-            if rule.user.is_some() {
+            for simpler in simpler_rules(&p.rules[r]) {
                 let mut s = scn.clone();
-                s.services[si].rules[r].user = None;
+                s.config_pushes[pi].rules[r] = simpler;
                 push(s);
             }
         }
@@ -184,6 +222,36 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
         s.net.client_read_bpms = 0;
         s.net.buffer_bytes = 0;
         push(s);
+    }
+    out
+}
+
+/// One-step simplifications of a rule: without its retries, timeout, fault or match.
+fn simpler_rules(rule: &Rule) -> Vec<Rule> {
+    let mut out = Vec::new();
+    if rule.retries.is_some() {
+        out.push(Rule {
+            retries: None,
+            ..rule.clone()
+        });
+    }
+    if rule.timeout_ms.is_some() {
+        out.push(Rule {
+            timeout_ms: None,
+            ..rule.clone()
+        });
+    }
+    if rule.fault.is_some() {
+        out.push(Rule {
+            fault: None,
+            ..rule.clone()
+        });
+    }
+    if rule.user.is_some() {
+        out.push(Rule {
+            user: None,
+            ..rule.clone()
+        });
     }
     out
 }
@@ -217,6 +285,11 @@ pub fn minimize(
 pub fn size(scn: &Scenario) -> usize {
     scn.clients.len()
         + scn.faults.len()
+        + scn
+            .config_pushes
+            .iter()
+            .map(|p| 1 + p.rules.len())
+            .sum::<usize>()
         + scn
             .services
             .iter()
