@@ -25,5 +25,8 @@ fn main() {
     for seed in 0..seeds {
         line(&seed.to_string(), &Scenario::from_seed(seed));
     }
-    line("benchmark(20,300,2000)", &Scenario::benchmark(20, 300, 2000));
+    line(
+        "benchmark(20,300,2000)",
+        &Scenario::benchmark(20, 300, 2000),
+    );
 }

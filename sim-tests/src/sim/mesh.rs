@@ -101,6 +101,24 @@ pub(crate) struct Sidecar {
     pub hosts: Vec<Vec<HostWatch>>,
     /// Access-log records per downstream connection.
     pub logs_per_conn: BTreeMap<ConnId, u32>,
+    /// Per cluster, its slot in the engine (`Engine::cluster_index`), resolved once per
+    /// config the engine applied (`slots_for`): looking clusters up by name after every
+    /// engine call was a tenth of the simulator's time.
+    pub slots: Vec<Option<usize>>,
+    pub slots_for: Option<u64>,
+}
+
+impl Sidecar {
+    /// Make `slots` valid for the engine's current config.
+    pub fn resolve_slots(&mut self, cluster_names: &[String]) {
+        let applied = self.engine.stats().config_applied;
+        if self.slots_for != Some(applied) {
+            self.slots = (cluster_names.iter())
+                .map(|n| self.engine.cluster_index(n))
+                .collect();
+            self.slots_for = Some(applied);
+        }
+    }
 }
 
 /// One client request and what became of it.
@@ -301,6 +319,8 @@ impl<'s> Mesh<'s> {
                         .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
+                    slots: Vec::new(),
+                    slots_for: None,
                 }
             })
             .collect();

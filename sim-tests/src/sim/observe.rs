@@ -44,15 +44,16 @@ impl Mesh<'_> {
             scan.sort_unstable();
             scan.dedup();
         }
+        self.sidecars[sc].resolve_slots(&self.cluster_names);
         let picks = std::mem::take(&mut self.picks);
         let mut buf = std::mem::take(&mut self.host_buf);
         for c in scan {
             let Some(cap) = self.cluster_info[c].max_ejection_percent else {
                 continue;
             };
-            let Some(state) = self.sidecars[sc]
-                .engine
-                .cluster_state(&self.cluster_names[c])
+            let side = &self.sidecars[sc];
+            let Some(state) = (side.slots.get(c).copied().flatten())
+                .and_then(|slot| side.engine.cluster_state_at(slot))
             else {
                 continue;
             };
