@@ -17,9 +17,9 @@ use trellis_engine::Input;
 use super::check::Invariant;
 use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
+use super::pattern::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
 use super::report::{Outcome, TimelineRequest};
 use super::scenario::Load;
-use super::server::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
 
 /// The least time a closed-loop client takes between the end of one request and the next.
 const CLIENT_TURNAROUND: Duration = Duration::from_micros(100);

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use trellis_engine::http1::{BodyDecoder, RequestHead};
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::check::{Invariant, Violations};
@@ -58,7 +57,8 @@ pub(crate) struct Endpoint {
 /// The server's end of one upstream connection.
 pub(crate) struct ServerSide {
     pub recv: BytesMut,
-    pub current: Option<(RequestHead, BodyDecoder, BytesMut)>,
+    /// The request being read, once its head is parsed.
+    pub current: Option<super::server::Incoming>,
     pub alive: bool,
     pub epoch: u32,
 }
