@@ -10,16 +10,49 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use trellis_engine::http1::{self, BodyDecoder, BodyEvent, Limits};
+use trellis_engine::http1::{self, BodyDecoder, BodyEvent, BodyFraming, Limits};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::Input;
 
 use super::check::Invariant;
 use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
-use super::pattern::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
+use super::pattern::{body_pattern, Pattern, REQUEST_SALT, RESPONSE_SALT};
 use super::report::{Outcome, TimelineRequest};
 use super::scenario::Load;
+
+/// How far a client has read the response to its request.
+#[derive(Default)]
+pub(crate) enum Reading {
+    /// Waiting for the head: the bytes of an incomplete one (heads usually come whole, so
+    /// this stays empty).
+    Head(Vec<u8>),
+    /// The head is in; reading the body.
+    Body(Box<BodyRead>),
+    /// Done, or nothing more is read (an unparsable head or body).
+    #[default]
+    Ignored,
+}
+
+/// A response whose head the client has parsed.
+pub(crate) struct BodyRead {
+    status: u16,
+    from_server: bool,
+    flags: Option<String>,
+    body: BodyIn,
+    /// The pattern a server's 200 body must follow, as far as it has come.
+    check: Option<Pattern>,
+    /// Body bytes so far, and whether they all matched `check`.
+    len: usize,
+    ok: bool,
+}
+
+enum BodyIn {
+    /// Content-Length: bytes still to come.
+    Length(u64),
+    /// Other framings, through the engine's decoder, with bytes it could not use yet.
+    Decoder(BodyDecoder, BytesMut),
+}
 
 /// The least time a closed-loop client takes between the end of one request and the next.
 const CLIENT_TURNAROUND: Duration = Duration::from_micros(100);
@@ -131,7 +164,7 @@ impl Mesh<'_> {
             body_len,
             resp_len,
             conn,
-            recv: BytesMut::new(),
+            reading: Reading::Head(Vec::new()),
             outcome: None,
             end: None,
             unread: 0,
@@ -146,7 +179,9 @@ impl Mesh<'_> {
         );
     }
 
-    /// Bytes from the sidecar to the client of request `req`.
+    /// Bytes from the sidecar to the client of request `req`, read as they come: the head is
+    /// parsed once (with the engine's codec, as a client library would), then body bytes are
+    /// decoded and compared with the expected pattern piece by piece, never buffered whole.
     pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
         let r = &mut self.requests[req];
         if r.end.is_some() {
@@ -157,50 +192,125 @@ impl Mesh<'_> {
             self.violations.report(Invariant::EndsOnce, self.now, msg);
             return;
         }
-        r.recv.extend_from_slice(data);
-        let method = if r.post {
-            http::Method::POST
-        } else {
-            http::Method::GET
-        };
-        let limits = Limits::default();
-        let Ok(Some((head, used))) = http1::parse_response_head(&r.recv, &limits, &method) else {
+        let mut data = data;
+        if let Reading::Head(held) = &mut r.reading {
+            let limits = Limits::default();
+            let method = if r.post {
+                http::Method::POST
+            } else {
+                http::Method::GET
+            };
+            // Parse straight from the delivery when no partial head came before it.
+            let buf: &[u8] = if held.is_empty() {
+                data
+            } else {
+                held.extend_from_slice(data);
+                held
+            };
+            let (head, used) = match http1::parse_response_head(buf, &limits, &method) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    if held.is_empty() {
+                        held.extend_from_slice(data);
+                    }
+                    return;
+                }
+                // Nothing more is read; the request ends when the sidecar closes or the client
+                // gives up.
+                Err(_) => {
+                    r.reading = Reading::Ignored;
+                    return;
+                }
+            };
+            // The body starts `used` bytes into the head buffer: whatever of it came in this
+            // delivery.
+            let skip = used.saturating_sub(buf.len() - data.len());
+            data = &data[skip..];
+            let framing = match head.framing {
+                BodyFraming::ContentLength(n) => BodyIn::Length(n),
+                f => BodyIn::Decoder(BodyDecoder::new(f, &limits), BytesMut::new()),
+            };
+            let flags = head
+                .headers
+                .get("x-trellis-response-flags")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let from_server = head.headers.contains_key("x-sim-ep");
+            let check = (from_server && head.status == 200)
+                .then(|| Pattern::new(req as u64, RESPONSE_SALT));
+            r.reading = Reading::Body(Box::new(BodyRead {
+                status: head.status,
+                from_server,
+                flags,
+                body: framing,
+                check,
+                len: 0,
+                ok: true,
+            }));
+        }
+        let Reading::Body(b) = &mut r.reading else {
             return;
         };
-        let mut rest = BytesMut::from(&r.recv[used..]);
-        let mut decoder = BodyDecoder::new(head.framing, &limits);
-        let mut body = BytesMut::new();
-        loop {
-            match decoder.decode(&mut rest) {
-                Ok(BodyEvent::Data(d)) => body.extend_from_slice(&d),
-                Ok(BodyEvent::Done { .. }) => break,
-                Ok(BodyEvent::NeedMore) | Err(_) => return,
+        let take = |b: &mut BodyRead, piece: &[u8]| {
+            b.len += piece.len();
+            if let Some(p) = b.check.as_mut() {
+                b.ok = b.ok && p.matches(piece);
             }
-        }
-        if !rest.is_empty() {
-            let msg = format!("request {req}: {} bytes after a whole response", rest.len());
+        };
+        let left = match &mut b.body {
+            BodyIn::Length(remaining) => {
+                let n = data
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                take(b, &data[..n]);
+                let BodyIn::Length(remaining) = &mut b.body else {
+                    return;
+                };
+                *remaining -= n as u64;
+                if *remaining > 0 {
+                    return;
+                }
+                data.len() - n
+            }
+            BodyIn::Decoder(decoder, rest) => {
+                rest.extend_from_slice(data);
+                let mut decoder = decoder.clone();
+                let mut rest = std::mem::take(rest);
+                let done = loop {
+                    match decoder.decode(&mut rest) {
+                        Ok(BodyEvent::Data(d)) => take(b, &d),
+                        Ok(BodyEvent::Done { .. }) => break true,
+                        Ok(BodyEvent::NeedMore) => break false,
+                        Err(_) => {
+                            r.reading = Reading::Ignored;
+                            return;
+                        }
+                    }
+                };
+                if !done {
+                    b.body = BodyIn::Decoder(decoder, rest);
+                    return;
+                }
+                rest.len()
+            }
+        };
+        if left > 0 {
+            let msg = format!("request {req}: {left} bytes after a whole response");
             self.violations.report(Invariant::EndsOnce, self.now, msg);
         }
-        let flags = head
-            .headers
-            .get("x-trellis-response-flags")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let from_server = head.headers.contains_key("x-sim-ep");
-        let outcome = match (from_server, flags) {
-            (true, _) => Outcome::Response(head.status),
-            (false, flags) => Outcome::Mesh(head.status, flags.unwrap_or_default()),
+        let Reading::Body(b) = std::mem::replace(&mut r.reading, Reading::Ignored) else {
+            return;
         };
-        if from_server && head.status == 200 {
-            let expected = body_pattern(req as u64, RESPONSE_SALT, r.resp_len);
-            if body != expected[..] {
-                let msg = format!(
-                    "request {req}: response body of {} bytes differs from the {} the server sent",
-                    body.len(),
-                    expected.len()
-                );
-                self.violations.report(Invariant::Bytes, self.now, msg);
-            }
+        let outcome = match (b.from_server, b.flags) {
+            (true, _) => Outcome::Response(b.status),
+            (false, flags) => Outcome::Mesh(b.status, flags.unwrap_or_default()),
+        };
+        if b.check.is_some() && !(b.ok && b.len == r.resp_len) {
+            let msg = format!(
+                "request {req}: response body of {} bytes differs from the {} the server sent",
+                b.len, r.resp_len
+            );
+            self.violations.report(Invariant::Bytes, self.now, msg);
         }
         let model_says_no_route = r.rule.is_none();
         let got_no_route = matches!(&outcome, Outcome::Mesh(404, f) if f.contains("NR"));

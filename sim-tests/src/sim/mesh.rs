@@ -134,7 +134,8 @@ pub(crate) struct ClientRequest {
     pub body_len: usize,
     pub resp_len: usize,
     pub conn: ConnId,
-    pub recv: BytesMut,
+    /// What the client has read of the response.
+    pub reading: super::client::Reading,
     pub outcome: Option<super::report::Outcome>,
     pub end: Option<Instant>,
     /// Bytes the sidecar wrote to this client that the client has not read yet.
