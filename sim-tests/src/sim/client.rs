@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use trellis_engine::http1::{self, BodyDecoder, BodyEvent, BodyFraming, Limits};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::Input;
@@ -17,7 +17,7 @@ use trellis_engine::Input;
 use super::check::Invariant;
 use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
-use super::pattern::{body_pattern, Pattern, REQUEST_SALT, RESPONSE_SALT};
+use super::pattern::{Pattern, REQUEST_SALT, RESPONSE_SALT};
 use super::report::{Outcome, TimelineRequest};
 use super::scenario::Load;
 
@@ -125,20 +125,29 @@ impl Mesh<'_> {
         let rule = model::reference_rule(self.scn, service, user.as_deref());
         let bound = rule.and_then(|r| model::time_bound(&self.scn.services[service].rules[r]));
         let id = self.requests.len();
-        let mut raw = format!(
-            "{} /r/{id} HTTP/1.1\r\nhost: {}\r\nx-sim-id: {id}\r\n",
-            if post { "POST" } else { "GET" },
-            model::service_host(service)
-        );
+        // The request head and body, written straight into the buffer the engine reads.
+        let mut raw = Vec::with_capacity(96 + body_len);
+        let mut num = itoa::Buffer::new();
+        let id_text = num.format(id).as_bytes();
+        raw.extend_from_slice(if post { b"POST /r/" } else { b"GET /r/" });
+        raw.extend_from_slice(id_text);
+        raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        model::write_service_host(&mut raw, service);
+        raw.extend_from_slice(b"\r\nx-sim-id: ");
+        raw.extend_from_slice(id_text);
+        raw.extend_from_slice(b"\r\n");
         if let Some(u) = &user {
-            raw.push_str(&format!("x-user: {u}\r\n"));
+            raw.extend_from_slice(b"x-user: ");
+            raw.extend_from_slice(u.as_bytes());
+            raw.extend_from_slice(b"\r\n");
         }
         if post {
-            raw.push_str(&format!("content-length: {body_len}\r\n"));
+            raw.extend_from_slice(b"content-length: ");
+            raw.extend_from_slice(num.format(body_len).as_bytes());
+            raw.extend_from_slice(b"\r\n");
         }
-        raw.push_str("\r\n");
-        let mut bytes = BytesMut::from(raw.as_bytes());
-        bytes.extend_from_slice(&body_pattern(id as u64, REQUEST_SALT, body_len));
+        raw.extend_from_slice(b"\r\n");
+        Pattern::new(id as u64, REQUEST_SALT).write(&mut raw, body_len);
 
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
@@ -174,7 +183,7 @@ impl Mesh<'_> {
             client,
             Input::Received {
                 conn,
-                data: bytes.freeze(),
+                data: Bytes::from(raw),
             },
         );
     }
@@ -413,8 +422,8 @@ impl Mesh<'_> {
             return;
         };
         let (service, rule) = (r.service, r.rule);
-        let expected = rule.map(|rl| model::rule_name(service, rl));
-        if log.route != expected {
+        let expected = rule.map(|rl| self.rule_names[service][rl].as_str());
+        if log.route.as_deref() != expected {
             let msg = format!(
                 "request {id}: engine used route {:?}, reference model {expected:?}",
                 log.route

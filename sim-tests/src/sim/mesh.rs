@@ -236,6 +236,8 @@ pub struct Mesh<'s> {
     /// Requests not yet ended.
     pub(crate) open_requests: usize,
     pub(crate) cluster_by_name: BTreeMap<String, usize>,
+    /// Engine route names per service and rule (`model::rule_name`), made once.
+    pub(crate) rule_names: Vec<Vec<String>>,
     /// Request heads sent in the current engine call to clusters with a pool limit:
     /// (cluster, endpoint, request id).
     pub(crate) picks: Vec<(usize, usize, usize)>,
@@ -350,6 +352,13 @@ impl<'s> Mesh<'s> {
             scan_all: false,
             open_requests: 0,
             cluster_by_name: BTreeMap::new(),
+            rule_names: (scn.services.iter().enumerate())
+                .map(|(s, svc)| {
+                    (0..svc.rules.len())
+                        .map(|r| model::rule_name(s, r))
+                        .collect()
+                })
+                .collect(),
             picks: Vec::new(),
             must_eject: Vec::new(),
             host_buf: Vec::new(),

@@ -93,7 +93,8 @@ pub fn is_body(id: u64, salt: u8, len: usize, data: &[u8]) -> bool {
     data.len() == len && Pattern::new(id, salt).matches(data)
 }
 
-/// Body `id` of direction `salt` with `len` bytes, whole (for tests and tools).
+/// Body `id` of direction `salt` with `len` bytes, whole.
+#[cfg(test)]
 pub fn body_pattern(id: u64, salt: u8, len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     Pattern::new(id, salt).write(&mut out, len);
