@@ -45,44 +45,48 @@ impl Pattern {
     }
 
     /// Append the next `len` letters to `out`.
-    pub fn write(&mut self, out: &mut Vec<u8>, mut len: usize) {
-        out.reserve(len);
-        while len > 0 {
-            if self.used == 8 {
-                if len >= 8 {
-                    out.extend_from_slice(&self.word().to_le_bytes());
-                    len -= 8;
-                    continue;
-                }
-                self.refill();
-            }
-            let take = (8 - self.used).min(len);
-            out.extend_from_slice(&self.block[self.used..self.used + take]);
-            self.used += take;
-            len -= take;
+    pub fn write(&mut self, out: &mut Vec<u8>, len: usize) {
+        let start = out.len();
+        out.resize(start + len, 0);
+        let mut buf = &mut out[start..];
+        // The rest of the current block, then whole words, then the start of a new block.
+        let head = (8 - self.used).min(buf.len());
+        buf[..head].copy_from_slice(&self.block[self.used..self.used + head]);
+        self.used += head;
+        buf = &mut buf[head..];
+        let mut words = buf.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&self.word().to_le_bytes());
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            self.refill();
+            let n = tail.len();
+            tail.copy_from_slice(&self.block[..n]);
+            self.used = n;
         }
     }
 
     /// Whether `data` is the next `data.len()` letters (advancing past them either way, as
     /// far as they match).
-    pub fn matches(&mut self, mut data: &[u8]) -> bool {
-        while !data.is_empty() {
-            if self.used == 8 {
-                if let Some((word, rest)) = data.split_first_chunk::<8>() {
-                    if u64::from_le_bytes(*word) != self.word() {
-                        return false;
-                    }
-                    data = rest;
-                    continue;
-                }
-                self.refill();
-            }
-            let take = (8 - self.used).min(data.len());
-            if data[..take] != self.block[self.used..self.used + take] {
+    pub fn matches(&mut self, data: &[u8]) -> bool {
+        let head = (8 - self.used).min(data.len());
+        if data[..head] != self.block[self.used..self.used + head] {
+            return false;
+        }
+        self.used += head;
+        let mut words = data[head..].chunks_exact(8);
+        for w in &mut words {
+            let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            if w != self.word() {
                 return false;
             }
-            self.used += take;
-            data = &data[take..];
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            self.refill();
+            self.used = tail.len();
+            return tail == &self.block[..tail.len()];
         }
         true
     }
