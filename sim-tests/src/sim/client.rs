@@ -3,14 +3,15 @@
 //!
 //! Each request gets its own downstream connection, which makes "ends exactly once" exact to
 //! check: one request head in, one response (or a cut) out, one access-log record. The client
-//! parses what the sidecar sends back with the engine's own codec, checks the body byte for
-//! byte and the timing against the route's promise, and gives up at its own deadline.
+//! parses what the sidecar sends back as it arrives (heads with `httparse`, independent of the
+//! engine's codec), checks the body byte for byte and the timing against the route's promise,
+//! and gives up at its own deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use trellis_engine::http1::{self, BodyDecoder, BodyEvent, BodyFraming, Limits};
+use trellis_engine::http1::{BodyDecoder, BodyEvent, BodyFraming, Limits};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::Input;
 
@@ -52,6 +53,91 @@ enum BodyIn {
     Length(u64),
     /// Other framings, through the engine's decoder, with bytes it could not use yet.
     Decoder(BodyDecoder, BytesMut),
+}
+
+/// Parses a response head with `httparse` (like the servers, the clients check the engine's
+/// output with a parser independent of the engine's codec) and decides its framing as RFC 9112
+/// §6.3 says for a GET or POST: the bytes the head used and the response read so far, `None`
+/// while incomplete, `Err` for a head the client cannot read.
+fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut resp = httparse::Response::new(&mut headers);
+    let used = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) if buf.len() <= Limits::default().max_header_bytes => {
+            return Ok(None)
+        }
+        _ => return Err(()),
+    };
+    let head = &buf[..used];
+    if (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+        return Err(());
+    }
+    let status = resp.code.filter(|c| (100..=599).contains(c)).ok_or(())?;
+    let (mut flags, mut from_server) = (None, false);
+    let (mut length, mut chunked): (Option<u64>, Option<bool>) = (None, None);
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"x-trellis-response-flags") {
+            let text = value
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten();
+            if flags.is_none() {
+                flags = Some(text.map(str::to_string));
+            }
+        } else if name.eq_ignore_ascii_case(b"x-sim-ep") {
+            from_server = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    if chunked.is_some() && (length.is_some() || resp.version != Some(1)) {
+        return Err(());
+    }
+    let limits = Limits::default();
+    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
+        BodyIn::Length(0)
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => BodyIn::Decoder(
+                BodyDecoder::new(BodyFraming::Chunked, &limits),
+                BytesMut::new(),
+            ),
+            (None, Some(n)) => BodyIn::Length(n),
+            _ => BodyIn::Decoder(
+                BodyDecoder::new(BodyFraming::CloseDelimited, &limits),
+                BytesMut::new(),
+            ),
+        }
+    };
+    Ok(Some((
+        used,
+        BodyRead {
+            status,
+            from_server,
+            flags: flags.flatten(),
+            body,
+            check: None,
+            len: 0,
+            ok: true,
+        },
+    )))
 }
 
 /// The least time a closed-loop client takes between the end of one request and the next.
@@ -169,7 +255,6 @@ impl Mesh<'_> {
             rule,
             bound,
             start: self.now,
-            post,
             body_len,
             resp_len,
             conn,
@@ -189,7 +274,7 @@ impl Mesh<'_> {
     }
 
     /// Bytes from the sidecar to the client of request `req`, read as they come: the head is
-    /// parsed once (with the engine's codec, as a client library would), then body bytes are
+    /// parsed once, then body bytes are
     /// decoded and compared with the expected pattern piece by piece, never buffered whole.
     pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
         let r = &mut self.requests[req];
@@ -203,12 +288,6 @@ impl Mesh<'_> {
         }
         let mut data = data;
         if let Reading::Head(held) = &mut r.reading {
-            let limits = Limits::default();
-            let method = if r.post {
-                http::Method::POST
-            } else {
-                http::Method::GET
-            };
             // Parse straight from the delivery when no partial head came before it.
             let buf: &[u8] = if held.is_empty() {
                 data
@@ -216,7 +295,7 @@ impl Mesh<'_> {
                 held.extend_from_slice(data);
                 held
             };
-            let (head, used) = match http1::parse_response_head(buf, &limits, &method) {
+            let (used, mut b) = match parse_response(buf) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => {
                     if held.is_empty() {
@@ -226,7 +305,7 @@ impl Mesh<'_> {
                 }
                 // Nothing more is read; the request ends when the sidecar closes or the client
                 // gives up.
-                Err(_) => {
+                Err(()) => {
                     r.reading = Reading::Ignored;
                     return;
                 }
@@ -235,27 +314,10 @@ impl Mesh<'_> {
             // delivery.
             let skip = used.saturating_sub(buf.len() - data.len());
             data = &data[skip..];
-            let framing = match head.framing {
-                BodyFraming::ContentLength(n) => BodyIn::Length(n),
-                f => BodyIn::Decoder(BodyDecoder::new(f, &limits), BytesMut::new()),
-            };
-            let flags = head
-                .headers
-                .get("x-trellis-response-flags")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let from_server = head.headers.contains_key("x-sim-ep");
-            let check = (from_server && head.status == 200)
-                .then(|| Pattern::new(req as u64, RESPONSE_SALT));
-            r.reading = Reading::Body(Box::new(BodyRead {
-                status: head.status,
-                from_server,
-                flags,
-                body: framing,
-                check,
-                len: 0,
-                ok: true,
-            }));
+            if b.from_server && b.status == 200 {
+                b.check = Some(Pattern::new(req as u64, RESPONSE_SALT));
+            }
+            r.reading = Reading::Body(Box::new(b));
         }
         let Reading::Body(b) = &mut r.reading else {
             return;
@@ -435,6 +497,55 @@ impl Mesh<'_> {
             if let Some(&c) = self.cluster_by_name.get(cluster) {
                 *self.split_counts.entry((service, rl, c)).or_default() += 1;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<(usize, u16, bool, Option<String>, String)>, ()> {
+        parse_response(raw.as_bytes()).map(|r| {
+            r.map(|(used, b)| {
+                let body = match b.body {
+                    BodyIn::Length(n) => format!("length {n}"),
+                    BodyIn::Decoder(d, _) => format!("{:?}", d.remaining()),
+                };
+                (used, b.status, b.from_server, b.flags, body)
+            })
+        })
+    }
+
+    #[test]
+    fn response_heads_and_framing() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-sim-ep: 3\r\n\r\nhello";
+        assert_eq!(
+            parse(ok),
+            Ok(Some((ok.len() - 5, 200, true, None, "length 5".into())))
+        );
+        let mesh = "HTTP/1.1 503 Service Unavailable\r\nX-Trellis-Response-Flags: UF \r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parse(mesh).unwrap().unwrap().3, Some("UF".to_string()));
+        // Chunked and close-delimited bodies go through the decoder (no remaining count).
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(parse(chunked).unwrap().unwrap().4, "None");
+        assert_eq!(parse("HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap().4, "None");
+        // Bodiless statuses, whatever the fields say.
+        for s in ["100 Continue", "204 No Content", "304 Not Modified"] {
+            let raw = format!("HTTP/1.1 {s}\r\ncontent-length: 9\r\n\r\n");
+            assert_eq!(parse(&raw).unwrap().unwrap().4, "length 0");
+        }
+        assert_eq!(parse("HTTP/1.1 200 OK\r\ncontent-le"), Ok(None));
+        for bad in [
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 1\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            "HTTP/1.1 099 Odd\r\n\r\n",
+            "HTTP/1.1 200 OK\nx: y\r\n\r\n",
+            "HTTP/1.1 2OO NOT OK\r\n\x00garbage\r\n\r\n",
+        ] {
+            assert_eq!(parse(bad), Err(()), "{bad:?}");
         }
     }
 }

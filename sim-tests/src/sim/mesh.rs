@@ -130,7 +130,6 @@ pub(crate) struct ClientRequest {
     pub rule: Option<usize>,
     pub bound: Option<Duration>,
     pub start: Instant,
-    pub post: bool,
     pub body_len: usize,
     pub resp_len: usize,
     pub conn: ConnId,
