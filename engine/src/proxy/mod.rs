@@ -229,6 +229,7 @@ impl Engine {
     /// Runtime state of the configured cluster in slot `index` (from
     /// [`Engine::cluster_index`]); `None` for an empty slot, a cluster a swap retired, or a
     /// passthrough cluster. For a valid index this is exactly `cluster_state(name)`.
+    #[inline]
     pub fn cluster_state_at(&self, index: usize) -> Option<&crate::cluster::ClusterState> {
         self.clusters
             .slot(index)
