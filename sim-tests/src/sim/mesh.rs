@@ -244,6 +244,8 @@ pub struct Mesh<'s> {
     /// (cluster, host, streak).
     pub(crate) must_eject: Vec<(usize, usize, u32)>,
     pub(crate) host_buf: Vec<HostNow>,
+    /// Access-log records being checked (kept for its capacity).
+    pub(crate) log_buf: Vec<trellis_engine::proxy::RequestLog>,
 }
 
 #[derive(Clone, Debug)]
@@ -361,6 +363,7 @@ impl<'s> Mesh<'s> {
             picks: Vec::new(),
             must_eject: Vec::new(),
             host_buf: Vec::new(),
+            log_buf: Vec::new(),
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -567,10 +570,12 @@ impl<'s> Mesh<'s> {
                 Output::ReadInterest { conn, enabled } => self.read_interest(sc, conn, enabled),
             }
         }
-        let logs = self.sidecars[sc].engine.drain_logs();
-        for log in logs {
+        let mut logs = std::mem::take(&mut self.log_buf);
+        self.sidecars[sc].engine.drain_logs_into(&mut logs);
+        for log in logs.drain(..) {
             self.on_log(sc, log);
         }
+        self.log_buf = logs;
         self.observe(sc);
     }
 
