@@ -237,6 +237,15 @@ impl Engine {
             .map(|s| &s.state)
     }
 
+    /// Hosts currently ejected by outlier detection, summed over every cluster slot
+    /// (configured, retired and passthrough). A driver that inspects ejections after every
+    /// call can skip its per-cluster look entirely while this is zero.
+    pub fn ejected_host_count(&self) -> usize {
+        (self.clusters.slots.iter().flatten())
+            .map(|s| s.state.ejected_count())
+            .sum()
+    }
+
     /// Switch planted bugs on or off (feature `mutants`; for the simulator's self-test only).
     #[cfg(feature = "mutants")]
     pub fn set_mutations(&mut self, mutations: crate::mutants::Mutations) {

@@ -165,6 +165,50 @@ fn cluster_index_names_the_same_state_as_the_name() {
 }
 
 #[test]
+fn ejected_host_count_follows_ejections() {
+    let mut cfg = config();
+    cfg.clusters[0].endpoints.push(Endpoint {
+        address: "10.0.0.2:80".parse().unwrap(),
+        weight: 1,
+        labels: Default::default(),
+    });
+    cfg.clusters[0].outlier = Some(crate::config::OutlierDetection {
+        consecutive_5xx: 1,
+        max_ejection_percent: 100,
+        ..Default::default()
+    });
+    let mut engine = Engine::try_new(Arc::new(cfg), 1).unwrap();
+    assert_eq!(engine.ejected_host_count(), 0);
+    let t = Instant::from_millis(1);
+    let down = accept(&mut engine);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: down,
+            data: Bytes::from_static(b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n"),
+        },
+    );
+    let Some(Output::Connect { conn: up, .. }) = drain(&mut engine).into_iter().next() else {
+        panic!("expected a connect");
+    };
+    engine.handle(t, Input::Connected { conn: up });
+    drain(&mut engine);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: up,
+            data: Bytes::from_static(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+            ),
+        },
+    );
+    drain(&mut engine);
+    let state = engine.cluster_state("c").unwrap();
+    assert_eq!(state.ejected_count(), 1);
+    assert_eq!(engine.ejected_host_count(), 1);
+}
+
+#[test]
 fn bad_config_keeps_engine_alive_with_error() {
     let mut bad = config();
     bad.clusters.clear();

@@ -106,6 +106,8 @@ pub(crate) struct Sidecar {
     /// engine call was a tenth of the simulator's time.
     pub slots: Vec<Option<usize>>,
     pub slots_for: Option<u64>,
+    /// How many of `hosts` are ejected (kept in step with every change of `ejected`).
+    pub watched_ejected: usize,
 }
 
 impl Sidecar {
@@ -325,6 +327,7 @@ impl<'s> Mesh<'s> {
                     logs_per_conn: BTreeMap::new(),
                     slots: Vec::new(),
                     slots_for: None,
+                    watched_ejected: 0,
                 }
             })
             .collect();

@@ -52,6 +52,13 @@ impl Mesh<'_> {
         let mut picks = std::mem::take(&mut self.picks);
         let mut buf = std::mem::take(&mut self.host_buf);
         let any_pending = !self.must_eject.is_empty();
+        // No host ejected in the driver's view before the call nor in the engine after it, and
+        // no ejection due: every cluster would be skipped below, so skip the loop (the common
+        // case, and after a timer call the loop covers every cluster).
+        let side = &self.sidecars[sc];
+        if !any_pending && side.watched_ejected == 0 && side.engine.ejected_host_count() == 0 {
+            scan.clear();
+        }
         for &c in &scan {
             let Some(cap) = self.cluster_info[c].max_ejection_percent else {
                 continue;
