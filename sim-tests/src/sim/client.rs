@@ -505,7 +505,10 @@ impl Mesh<'_> {
 mod tests {
     use super::*;
 
-    fn parse(raw: &str) -> Result<Option<(usize, u16, bool, Option<String>, String)>, ()> {
+    /// Bytes used, status, from a server, flags, body framing.
+    type Parsed = (usize, u16, bool, Option<String>, String);
+
+    fn parse(raw: &str) -> Result<Option<Parsed>, ()> {
         parse_response(raw.as_bytes()).map(|r| {
             r.map(|(used, b)| {
                 let body = match b.body {
