@@ -54,9 +54,14 @@ impl Mesh<'_> {
         let any_pending = !self.must_eject.is_empty();
         // No host ejected in the driver's view before the call nor in the engine after it, and
         // no ejection due: every cluster would be skipped below, so skip the loop (the common
-        // case, and after a timer call the loop covers every cluster).
+        // case after a timer call, when the loop covers every cluster; for the one or two
+        // clusters of an input the loop is cheaper than the engine-wide count).
         let side = &self.sidecars[sc];
-        if !any_pending && side.watched_ejected == 0 && side.engine.ejected_host_count() == 0 {
+        if scan.len() > 4
+            && !any_pending
+            && side.watched_ejected == 0
+            && side.engine.ejected_host_count() == 0
+        {
             scan.clear();
         }
         for &c in &scan {
