@@ -151,6 +151,7 @@ impl ClusterState {
         self.dirty = true;
     }
 
+    #[inline]
     pub fn host_count(&self) -> usize {
         self.addresses.len()
     }
@@ -268,6 +269,7 @@ impl ClusterState {
         self.outlier.as_ref().is_some_and(|o| o.is_ejected(host))
     }
 
+    #[inline]
     pub fn ejected_count(&self) -> usize {
         self.outlier
             .as_ref()

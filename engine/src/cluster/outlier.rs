@@ -176,6 +176,7 @@ impl OutlierDetector {
         self.hosts.get(host).is_some_and(|h| h.ejection.is_some())
     }
 
+    #[inline]
     pub(crate) fn ejected_count(&self) -> usize {
         self.ejected
     }

@@ -216,6 +216,36 @@ impl Engine {
         self.clusters.slot(slot).map(|s| &s.state)
     }
 
+    /// The slot index of the configured cluster `name`, for [`Engine::cluster_state_at`]: a
+    /// cheap handle for a driver that inspects the same clusters after every call (the
+    /// simulator does), instead of hashing the name each time.
+    ///
+    /// A configured cluster's slot only changes in a successful config swap, so an index stays
+    /// valid until [`EngineStats::config_applied`] changes; look it up again after that.
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.lookup(name)
+    }
+
+    /// Runtime state of the configured cluster in slot `index` (from
+    /// [`Engine::cluster_index`]); `None` for an empty slot, a cluster a swap retired, or a
+    /// passthrough cluster. For a valid index this is exactly `cluster_state(name)`.
+    #[inline]
+    pub fn cluster_state_at(&self, index: usize) -> Option<&crate::cluster::ClusterState> {
+        self.clusters
+            .slot(index)
+            .filter(|s| !s.retired && !s.passthrough)
+            .map(|s| &s.state)
+    }
+
+    /// Hosts currently ejected by outlier detection, summed over every cluster slot
+    /// (configured, retired and passthrough). A driver that inspects ejections after every
+    /// call can skip its per-cluster look entirely while this is zero.
+    pub fn ejected_host_count(&self) -> usize {
+        (self.clusters.slots.iter().flatten())
+            .map(|s| s.state.ejected_count())
+            .sum()
+    }
+
     /// Switch planted bugs on or off (feature `mutants`; for the simulator's self-test only).
     #[cfg(feature = "mutants")]
     pub fn set_mutations(&mut self, mutations: crate::mutants::Mutations) {

@@ -131,6 +131,84 @@ fn request_flows_connect_send_response_close() {
 }
 
 #[test]
+fn cluster_index_names_the_same_state_as_the_name() {
+    let mut two = config();
+    let mut other = two.clusters[0].clone();
+    other.name = "d".into();
+    other.endpoints[0].address = "10.0.0.2:80".parse().unwrap();
+    two.clusters.push(other);
+    let mut engine = Engine::try_new(Arc::new(two.clone()), 1).unwrap();
+    for name in ["c", "d"] {
+        let i = engine.cluster_index(name).unwrap();
+        let by_index = engine.cluster_state_at(i).unwrap();
+        let by_name = engine.cluster_state(name).unwrap();
+        assert!(std::ptr::eq(by_index, by_name));
+    }
+    assert_eq!(engine.cluster_index("nope"), None);
+    assert!(engine.cluster_state_at(99).is_none());
+    // A swap that drops "d" retires its slot: the old index no longer answers, and the
+    // counter that tells a driver to look indices up again moved.
+    let d = engine.cluster_index("d").unwrap();
+    let applied = engine.stats().config_applied;
+    let mut one = two;
+    one.clusters.truncate(1);
+    one.version = "t2".into();
+    engine.apply_config(Instant::ZERO, Arc::new(one)).unwrap();
+    assert_ne!(engine.stats().config_applied, applied);
+    assert!(engine.cluster_state_at(d).is_none());
+    assert!(engine.cluster_state("d").is_none());
+    let c = engine.cluster_index("c").unwrap();
+    assert!(std::ptr::eq(
+        engine.cluster_state_at(c).unwrap(),
+        engine.cluster_state("c").unwrap()
+    ));
+}
+
+#[test]
+fn ejected_host_count_follows_ejections() {
+    let mut cfg = config();
+    cfg.clusters[0].endpoints.push(Endpoint {
+        address: "10.0.0.2:80".parse().unwrap(),
+        weight: 1,
+        labels: Default::default(),
+    });
+    cfg.clusters[0].outlier = Some(crate::config::OutlierDetection {
+        consecutive_5xx: 1,
+        max_ejection_percent: 100,
+        ..Default::default()
+    });
+    let mut engine = Engine::try_new(Arc::new(cfg), 1).unwrap();
+    assert_eq!(engine.ejected_host_count(), 0);
+    let t = Instant::from_millis(1);
+    let down = accept(&mut engine);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: down,
+            data: Bytes::from_static(b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n"),
+        },
+    );
+    let Some(Output::Connect { conn: up, .. }) = drain(&mut engine).into_iter().next() else {
+        panic!("expected a connect");
+    };
+    engine.handle(t, Input::Connected { conn: up });
+    drain(&mut engine);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: up,
+            data: Bytes::from_static(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+            ),
+        },
+    );
+    drain(&mut engine);
+    let state = engine.cluster_state("c").unwrap();
+    assert_eq!(state.ejected_count(), 1);
+    assert_eq!(engine.ejected_host_count(), 1);
+}
+
+#[test]
 fn bad_config_keeps_engine_alive_with_error() {
     let mut bad = config();
     bad.clusters.clear();

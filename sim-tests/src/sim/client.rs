@@ -3,23 +3,142 @@
 //!
 //! Each request gets its own downstream connection, which makes "ends exactly once" exact to
 //! check: one request head in, one response (or a cut) out, one access-log record. The client
-//! parses what the sidecar sends back with the engine's own codec, checks the body byte for
-//! byte and the timing against the route's promise, and gives up at its own deadline.
+//! parses what the sidecar sends back as it arrives (heads with `httparse`, independent of the
+//! engine's codec), checks the body byte for byte and the timing against the route's promise,
+//! and gives up at its own deadline.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use trellis_engine::http1::{self, BodyDecoder, BodyEvent, Limits};
+use bytes::{Bytes, BytesMut};
+use trellis_engine::http1::{BodyDecoder, BodyEvent, BodyFraming, Limits};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::Input;
 
 use super::check::Invariant;
 use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
+use super::pattern::{Pattern, REQUEST_SALT, RESPONSE_SALT};
 use super::report::{Outcome, TimelineRequest};
 use super::scenario::Load;
-use super::server::{body_pattern, REQUEST_SALT, RESPONSE_SALT};
+
+/// How far a client has read the response to its request.
+#[derive(Default)]
+pub(crate) enum Reading {
+    /// Waiting for the head: the bytes of an incomplete one (heads usually come whole, so
+    /// this stays empty).
+    Head(Vec<u8>),
+    /// The head is in; reading the body.
+    Body(Box<BodyRead>),
+    /// Done, or nothing more is read (an unparsable head or body).
+    #[default]
+    Ignored,
+}
+
+/// A response whose head the client has parsed.
+pub(crate) struct BodyRead {
+    status: u16,
+    from_server: bool,
+    flags: Option<String>,
+    body: BodyIn,
+    /// The pattern a server's 200 body must follow, as far as it has come.
+    check: Option<Pattern>,
+    /// Body bytes so far, and whether they all matched `check`.
+    len: usize,
+    ok: bool,
+}
+
+enum BodyIn {
+    /// Content-Length: bytes still to come.
+    Length(u64),
+    /// Other framings, through the engine's decoder, with bytes it could not use yet.
+    Decoder(BodyDecoder, BytesMut),
+}
+
+/// Parses a response head with `httparse` (like the servers, the clients check the engine's
+/// output with a parser independent of the engine's codec) and decides its framing as RFC 9112
+/// §6.3 says for a GET or POST: the bytes the head used and the response read so far, `None`
+/// while incomplete, `Err` for a head the client cannot read.
+fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut resp = httparse::Response::new(&mut headers);
+    let used = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) if buf.len() <= Limits::default().max_header_bytes => {
+            return Ok(None)
+        }
+        _ => return Err(()),
+    };
+    let head = &buf[..used];
+    if (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+        return Err(());
+    }
+    let status = resp.code.filter(|c| (100..=599).contains(c)).ok_or(())?;
+    let (mut flags, mut from_server) = (None, false);
+    let (mut length, mut chunked): (Option<u64>, Option<bool>) = (None, None);
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value.trim_ascii();
+        if name.eq_ignore_ascii_case(b"x-trellis-response-flags") {
+            let text = value
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten();
+            if flags.is_none() {
+                flags = Some(text.map(str::to_string));
+            }
+        } else if name.eq_ignore_ascii_case(b"x-sim-ep") {
+            from_server = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    if chunked.is_some() && (length.is_some() || resp.version != Some(1)) {
+        return Err(());
+    }
+    let limits = Limits::default();
+    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
+        BodyIn::Length(0)
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => BodyIn::Decoder(
+                BodyDecoder::new(BodyFraming::Chunked, &limits),
+                BytesMut::new(),
+            ),
+            (None, Some(n)) => BodyIn::Length(n),
+            _ => BodyIn::Decoder(
+                BodyDecoder::new(BodyFraming::CloseDelimited, &limits),
+                BytesMut::new(),
+            ),
+        }
+    };
+    Ok(Some((
+        used,
+        BodyRead {
+            status,
+            from_server,
+            flags: flags.flatten(),
+            body,
+            check: None,
+            len: 0,
+            ok: true,
+        },
+    )))
+}
 
 /// How long a calling workload waits for a call whose route promises no bound (its HTTP
 /// client's timeout), shorter than a client's patience so that the request it serves can still
@@ -161,20 +280,29 @@ impl Mesh<'_> {
             .and_then(|r| model::rule_at(self.scn, service, generation, r))
             .and_then(model::time_bound);
         let id = self.requests.len();
-        let mut raw = format!(
-            "{} /r/{id} HTTP/1.1\r\nhost: {}\r\nx-sim-id: {id}\r\n",
-            if post { "POST" } else { "GET" },
-            model::service_host(service)
-        );
+        // The request head and body, written straight into the buffer the engine reads.
+        let mut raw = Vec::with_capacity(96 + body_len);
+        let mut num = itoa::Buffer::new();
+        let id_text = num.format(id).as_bytes();
+        raw.extend_from_slice(if post { b"POST /r/" } else { b"GET /r/" });
+        raw.extend_from_slice(id_text);
+        raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        model::write_service_host(&mut raw, service);
+        raw.extend_from_slice(b"\r\nx-sim-id: ");
+        raw.extend_from_slice(id_text);
+        raw.extend_from_slice(b"\r\n");
         if let Some(u) = &user {
-            raw.push_str(&format!("x-user: {u}\r\n"));
+            raw.extend_from_slice(b"x-user: ");
+            raw.extend_from_slice(u.as_bytes());
+            raw.extend_from_slice(b"\r\n");
         }
         if post {
-            raw.push_str(&format!("content-length: {body_len}\r\n"));
+            raw.extend_from_slice(b"content-length: ");
+            raw.extend_from_slice(num.format(body_len).as_bytes());
+            raw.extend_from_slice(b"\r\n");
         }
-        raw.push_str("\r\n");
-        let mut bytes = BytesMut::from(raw.as_bytes());
-        bytes.extend_from_slice(&body_pattern(id as u64, REQUEST_SALT, body_len));
+        raw.extend_from_slice(b"\r\n");
+        Pattern::new(id as u64, REQUEST_SALT).write(&mut raw, body_len);
 
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
@@ -198,11 +326,10 @@ impl Mesh<'_> {
             rule,
             bound,
             start: self.now,
-            post,
             body_len,
             resp_len,
             conn,
-            recv: BytesMut::new(),
+            reading: Reading::Head(Vec::new()),
             outcome: None,
             end: None,
             unread: 0,
@@ -213,13 +340,15 @@ impl Mesh<'_> {
             sidecar,
             Input::Received {
                 conn,
-                data: bytes.freeze(),
+                data: Bytes::from(raw),
             },
         );
         id
     }
 
-    /// Bytes from the sidecar to the client of request `req`.
+    /// Bytes from the sidecar to the client of request `req`, read as they come: the head is
+    /// parsed once, then body bytes are
+    /// decoded and compared with the expected pattern piece by piece, never buffered whole.
     pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
         let r = &mut self.requests[req];
         if r.end.is_some() {
@@ -230,50 +359,102 @@ impl Mesh<'_> {
             self.violations.report(Invariant::EndsOnce, self.now, msg);
             return;
         }
-        r.recv.extend_from_slice(data);
-        let method = if r.post {
-            http::Method::POST
-        } else {
-            http::Method::GET
-        };
-        let limits = Limits::default();
-        let Ok(Some((head, used))) = http1::parse_response_head(&r.recv, &limits, &method) else {
+        let mut data = data;
+        if let Reading::Head(held) = &mut r.reading {
+            // Parse straight from the delivery when no partial head came before it.
+            let buf: &[u8] = if held.is_empty() {
+                data
+            } else {
+                held.extend_from_slice(data);
+                held
+            };
+            let (used, mut b) = match parse_response(buf) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    if held.is_empty() {
+                        held.extend_from_slice(data);
+                    }
+                    return;
+                }
+                // Nothing more is read; the request ends when the sidecar closes or the client
+                // gives up.
+                Err(()) => {
+                    r.reading = Reading::Ignored;
+                    return;
+                }
+            };
+            // The body starts `used` bytes into the head buffer: whatever of it came in this
+            // delivery.
+            let skip = used.saturating_sub(buf.len() - data.len());
+            data = &data[skip..];
+            if b.from_server && b.status == 200 {
+                b.check = Some(Pattern::new(req as u64, RESPONSE_SALT));
+            }
+            r.reading = Reading::Body(Box::new(b));
+        }
+        let Reading::Body(b) = &mut r.reading else {
             return;
         };
-        let mut rest = BytesMut::from(&r.recv[used..]);
-        let mut decoder = BodyDecoder::new(head.framing, &limits);
-        let mut body = BytesMut::new();
-        loop {
-            match decoder.decode(&mut rest) {
-                Ok(BodyEvent::Data(d)) => body.extend_from_slice(&d),
-                Ok(BodyEvent::Done { .. }) => break,
-                Ok(BodyEvent::NeedMore) | Err(_) => return,
+        let take = |b: &mut BodyRead, piece: &[u8]| {
+            b.len += piece.len();
+            if let Some(p) = b.check.as_mut() {
+                b.ok = b.ok && p.matches(piece);
             }
-        }
-        if !rest.is_empty() {
-            let msg = format!("request {req}: {} bytes after a whole response", rest.len());
+        };
+        let left = match &mut b.body {
+            BodyIn::Length(remaining) => {
+                let n = data
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                take(b, &data[..n]);
+                let BodyIn::Length(remaining) = &mut b.body else {
+                    return;
+                };
+                *remaining -= n as u64;
+                if *remaining > 0 {
+                    return;
+                }
+                data.len() - n
+            }
+            BodyIn::Decoder(decoder, rest) => {
+                rest.extend_from_slice(data);
+                let mut decoder = decoder.clone();
+                let mut rest = std::mem::take(rest);
+                let done = loop {
+                    match decoder.decode(&mut rest) {
+                        Ok(BodyEvent::Data(d)) => take(b, &d),
+                        Ok(BodyEvent::Done { .. }) => break true,
+                        Ok(BodyEvent::NeedMore) => break false,
+                        Err(_) => {
+                            r.reading = Reading::Ignored;
+                            return;
+                        }
+                    }
+                };
+                if !done {
+                    b.body = BodyIn::Decoder(decoder, rest);
+                    return;
+                }
+                rest.len()
+            }
+        };
+        if left > 0 {
+            let msg = format!("request {req}: {left} bytes after a whole response");
             self.violations.report(Invariant::EndsOnce, self.now, msg);
         }
-        let flags = head
-            .headers
-            .get("x-trellis-response-flags")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let from_server = head.headers.contains_key("x-sim-ep");
-        let outcome = match (from_server, flags) {
-            (true, _) => Outcome::Response(head.status),
-            (false, flags) => Outcome::Mesh(head.status, flags.unwrap_or_default()),
+        let Reading::Body(b) = std::mem::replace(&mut r.reading, Reading::Ignored) else {
+            return;
         };
-        if from_server && head.status == 200 {
-            let expected = body_pattern(req as u64, RESPONSE_SALT, r.resp_len);
-            if body != expected[..] {
-                let msg = format!(
-                    "request {req}: response body of {} bytes differs from the {} the server sent",
-                    body.len(),
-                    expected.len()
-                );
-                self.violations.report(Invariant::Bytes, self.now, msg);
-            }
+        let outcome = match (b.from_server, b.flags) {
+            (true, _) => Outcome::Response(b.status),
+            (false, flags) => Outcome::Mesh(b.status, flags.unwrap_or_default()),
+        };
+        if b.check.is_some() && !(b.ok && b.len == r.resp_len) {
+            let msg = format!(
+                "request {req}: response body of {} bytes differs from the {} the server sent",
+                b.len, r.resp_len
+            );
+            self.violations.report(Invariant::Bytes, self.now, msg);
         }
         let model_says_no_route = r.rule.is_none();
         let got_no_route = matches!(&outcome, Outcome::Mesh(404, f) if f.contains("NR"));
@@ -391,8 +572,14 @@ impl Mesh<'_> {
             return;
         };
         let (service, generation, rule) = (r.service, r.generation, r.rule);
-        let expected = rule.map(|rl| model::rule_name(service, generation, rl));
-        if log.route != expected {
+        // Generation 0's names are made once; a pushed generation's on demand (rare).
+        let same = match (rule, log.route.as_deref()) {
+            (None, got) => got.is_none(),
+            (Some(rl), Some(got)) if generation == 0 => got == self.rule_names[service][rl],
+            (Some(rl), got) => got == Some(model::rule_name(service, generation, rl).as_str()),
+        };
+        if !same {
+            let expected = rule.map(|rl| model::rule_name(service, generation, rl));
             let msg = format!(
                 "request {id}: engine used route {:?}, reference model {expected:?}",
                 log.route
@@ -407,6 +594,58 @@ impl Mesh<'_> {
                     .entry((service, generation, rl, c))
                     .or_default() += 1;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes used, status, from a server, flags, body framing.
+    type Parsed = (usize, u16, bool, Option<String>, String);
+
+    fn parse(raw: &str) -> Result<Option<Parsed>, ()> {
+        parse_response(raw.as_bytes()).map(|r| {
+            r.map(|(used, b)| {
+                let body = match b.body {
+                    BodyIn::Length(n) => format!("length {n}"),
+                    BodyIn::Decoder(d, _) => format!("{:?}", d.remaining()),
+                };
+                (used, b.status, b.from_server, b.flags, body)
+            })
+        })
+    }
+
+    #[test]
+    fn response_heads_and_framing() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-sim-ep: 3\r\n\r\nhello";
+        assert_eq!(
+            parse(ok),
+            Ok(Some((ok.len() - 5, 200, true, None, "length 5".into())))
+        );
+        let mesh = "HTTP/1.1 503 Service Unavailable\r\nX-Trellis-Response-Flags: UF \r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parse(mesh).unwrap().unwrap().3, Some("UF".to_string()));
+        // Chunked and close-delimited bodies go through the decoder (no remaining count).
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(parse(chunked).unwrap().unwrap().4, "None");
+        assert_eq!(parse("HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap().4, "None");
+        // Bodiless statuses, whatever the fields say.
+        for s in ["100 Continue", "204 No Content", "304 Not Modified"] {
+            let raw = format!("HTTP/1.1 {s}\r\ncontent-length: 9\r\n\r\n");
+            assert_eq!(parse(&raw).unwrap().unwrap().4, "length 0");
+        }
+        assert_eq!(parse("HTTP/1.1 200 OK\r\ncontent-le"), Ok(None));
+        for bad in [
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 1\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            "HTTP/1.1 099 Odd\r\n\r\n",
+            "HTTP/1.1 200 OK\nx: y\r\n\r\n",
+            "HTTP/1.1 2OO NOT OK\r\n\x00garbage\r\n\r\n",
+        ] {
+            assert_eq!(parse(bad), Err(()), "{bad:?}");
         }
     }
 }

@@ -132,6 +132,7 @@ impl Mesh<'_> {
                     t.ejections
                         .push((self.now, format!("sc{sc}/{}/h{h}", self.cluster_names[c])));
                 }
+                self.sidecars[sc].watched_ejected += 1;
                 self.sidecars[sc].hosts[c][h] = HostWatch {
                     ejected: true,
                     ejected_at: self.now,
@@ -151,6 +152,7 @@ impl Mesh<'_> {
                     self.violations
                         .report(Invariant::EjectionTimeline, self.now, msg);
                 }
+                self.sidecars[sc].watched_ejected -= 1;
                 let w = &mut self.sidecars[sc].hosts[c][h];
                 w.ejected = false;
                 w.streak = 0;

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use trellis_engine::http1::{BodyDecoder, RequestHead};
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::check::{Invariant, Violations};
@@ -88,7 +87,8 @@ pub(crate) struct Serve {
 /// The server's end of one upstream connection.
 pub(crate) struct ServerSide {
     pub recv: BytesMut,
-    pub current: Option<(RequestHead, BodyDecoder, BytesMut)>,
+    /// The request being read, once its head is parsed.
+    pub current: Option<super::server::Incoming>,
     pub alive: bool,
     pub epoch: u32,
 }
@@ -133,6 +133,26 @@ pub(crate) struct Sidecar {
     pub logs_per_conn: BTreeMap<ConnId, u32>,
     /// The generation of each service's rules this sidecar's engine runs.
     pub generations: Vec<usize>,
+    /// Per cluster, its slot in the engine (`Engine::cluster_index`), resolved once per
+    /// config the engine applied (`slots_for`): looking clusters up by name after every
+    /// engine call was a tenth of the simulator's time.
+    pub slots: Vec<Option<usize>>,
+    pub slots_for: Option<u64>,
+    /// How many of `hosts` are ejected (kept in step with every change of `ejected`).
+    pub watched_ejected: usize,
+}
+
+impl Sidecar {
+    /// Make `slots` valid for the engine's current config.
+    pub fn resolve_slots(&mut self, cluster_names: &[String]) {
+        let applied = self.engine.stats().config_applied;
+        if self.slots_for != Some(applied) {
+            self.slots = (cluster_names.iter())
+                .map(|n| self.engine.cluster_index(n))
+                .collect();
+            self.slots_for = Some(applied);
+        }
+    }
 }
 
 /// One client request and what became of it.
@@ -149,11 +169,11 @@ pub(crate) struct ClientRequest {
     pub rule: Option<usize>,
     pub bound: Option<Duration>,
     pub start: Instant,
-    pub post: bool,
     pub body_len: usize,
     pub resp_len: usize,
     pub conn: ConnId,
-    pub recv: BytesMut,
+    /// What the client has read of the response.
+    pub reading: super::client::Reading,
     pub outcome: Option<super::report::Outcome>,
     pub end: Option<Instant>,
     /// Bytes the sidecar wrote to this client that the client has not read yet.
@@ -270,6 +290,8 @@ pub struct Mesh<'s> {
     /// Requests not yet ended.
     pub(crate) open_requests: usize,
     pub(crate) cluster_by_name: BTreeMap<String, usize>,
+    /// Engine route names per service and rule of generation 0 (`model::rule_name`), made once.
+    pub(crate) rule_names: Vec<Vec<String>>,
     /// Request heads sent in the current engine call to clusters with a pool limit:
     /// (cluster, endpoint, request id).
     pub(crate) picks: Vec<(usize, usize, usize)>,
@@ -284,6 +306,8 @@ pub struct Mesh<'s> {
     pub(crate) pushes_delivered: u64,
     /// Requests in flight on a sidecar when a push reached it, summed over pushes.
     pub(crate) in_flight_at_push: u64,
+    /// Access-log records being checked (kept for its capacity).
+    pub(crate) log_buf: Vec<trellis_engine::proxy::RequestLog>,
 }
 
 #[derive(Clone, Debug)]
@@ -372,6 +396,9 @@ impl<'s> Mesh<'s> {
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
                     generations: vec![0; scn.services.len()],
+                    slots: Vec::new(),
+                    slots_for: None,
+                    watched_ejected: 0,
                 }
             })
             .collect();
@@ -400,6 +427,13 @@ impl<'s> Mesh<'s> {
             scan_all: false,
             open_requests: 0,
             cluster_by_name: BTreeMap::new(),
+            rule_names: (scn.services.iter().enumerate())
+                .map(|(s, svc)| {
+                    (0..svc.rules.len())
+                        .map(|r| model::rule_name(s, 0, r))
+                        .collect()
+                })
+                .collect(),
             picks: Vec::new(),
             must_eject: Vec::new(),
             host_buf: Vec::new(),
@@ -407,6 +441,7 @@ impl<'s> Mesh<'s> {
             config_call: false,
             pushes_delivered: 0,
             in_flight_at_push: 0,
+            log_buf: Vec::new(),
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -693,10 +728,12 @@ impl<'s> Mesh<'s> {
                 Output::ReadInterest { conn, enabled } => self.read_interest(sc, conn, enabled),
             }
         }
-        let logs = self.sidecars[sc].engine.drain_logs();
-        for log in logs {
+        let mut logs = std::mem::take(&mut self.log_buf);
+        self.sidecars[sc].engine.drain_logs_into(&mut logs);
+        for log in logs.drain(..) {
             self.on_log(sc, log);
         }
+        self.log_buf = logs;
         self.observe(sc);
     }
 

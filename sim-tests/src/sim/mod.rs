@@ -33,6 +33,7 @@ pub mod mesh;
 pub mod model;
 pub mod net;
 mod observe;
+mod pattern;
 pub mod queue;
 pub mod report;
 pub mod scenario;

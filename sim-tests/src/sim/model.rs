@@ -40,6 +40,12 @@ pub fn service_host(s: usize) -> String {
     format!("svc{s}")
 }
 
+/// [`service_host`] written into `out` (no allocation: the simulator's hot path).
+pub fn write_service_host(out: &mut Vec<u8>, s: usize) {
+    out.extend_from_slice(b"svc");
+    out.extend_from_slice(itoa::Buffer::new().format(s).as_bytes());
+}
+
 /// The engine cluster of service `s`, version `v`.
 pub fn cluster_name(s: usize, v: usize) -> String {
     format!("svc{s}-v{v}")
@@ -226,4 +232,16 @@ pub fn time_bound(rule: &Rule) -> Option<Duration> {
         .map(|n| (base * (1u32 << n.min(16))).min(base * 10))
         .sum();
     Some(delay + per_try * (rt.attempts + 1) + backoffs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn written_host_is_the_host() {
+        for s in [0, 7, 19, 49, 1234] {
+            let mut out = b"x".to_vec();
+            super::write_service_host(&mut out, s);
+            assert_eq!(out, format!("x{}", super::service_host(s)).as_bytes());
+        }
+    }
 }

@@ -21,8 +21,8 @@ use super::mesh::Mesh;
 
 impl Mesh<'_> {
     pub(crate) fn observe(&mut self, sc: usize) {
-        let pools = std::mem::take(&mut self.touched_pools);
-        for c in pools {
+        let mut pools = std::mem::take(&mut self.touched_pools);
+        for &c in &pools {
             let Some(max) = self.cluster_info[c].max_connections else {
                 continue;
             };
@@ -35,32 +35,54 @@ impl Mesh<'_> {
                 self.violations.report(Invariant::PoolLimit, self.now, msg);
             }
         }
-        let dispatches = std::mem::take(&mut self.dispatches);
+        pools.clear();
+        self.touched_pools = pools;
+        // The buffers are handed back at the end (cleared), so a call allocates nothing.
+        let mut dispatches = std::mem::take(&mut self.dispatches);
         let mut scan = std::mem::take(&mut self.scan);
         if std::mem::take(&mut self.scan_all) {
-            scan = (0..self.cluster_info.len()).collect();
+            scan.clear();
+            scan.extend(0..self.cluster_info.len());
         } else {
             scan.extend(dispatches.iter().map(|(c, _)| *c));
             scan.sort_unstable();
             scan.dedup();
         }
-        let picks = std::mem::take(&mut self.picks);
+        self.sidecars[sc].resolve_slots(&self.cluster_names);
+        let mut picks = std::mem::take(&mut self.picks);
         let mut buf = std::mem::take(&mut self.host_buf);
-        for c in scan {
+        let any_pending = !self.must_eject.is_empty();
+        // No host ejected in the driver's view before the call nor in the engine after it, and
+        // no ejection due: every cluster would be skipped below, so skip the loop (the common
+        // case after a timer call, when the loop covers every cluster; for the one or two
+        // clusters of an input the loop is cheaper than the engine-wide count).
+        let side = &self.sidecars[sc];
+        if scan.len() > 4
+            && !any_pending
+            && side.watched_ejected == 0
+            && side.engine.ejected_host_count() == 0
+        {
+            scan.clear();
+        }
+        for &c in &scan {
             let Some(cap) = self.cluster_info[c].max_ejection_percent else {
                 continue;
             };
-            let Some(state) = self.sidecars[sc]
-                .engine
-                .cluster_state(&self.cluster_names[c])
+            let side = &self.sidecars[sc];
+            let Some(state) = (side.slots.get(c).copied().flatten())
+                .and_then(|slot| side.engine.cluster_state_at(slot))
             else {
                 continue;
             };
             let hosts = state.host_count();
             let ejected_now = state.ejected_count();
-            let was_any = self.sidecars[sc].hosts[c].iter().any(|w| w.ejected);
-            let pending_check = self.must_eject.iter().any(|m| m.0 == c);
-            if ejected_now == 0 && !was_any && !pending_check {
+            let was_any = side.hosts[c].iter().any(|w| w.ejected);
+            // The common case after a timer call: nothing ejected before or after, nothing
+            // to check.
+            if ejected_now == 0
+                && !was_any
+                && !(any_pending && self.must_eject.iter().any(|m| m.0 == c))
+            {
                 continue;
             }
             buf.clear();
@@ -112,6 +134,12 @@ impl Mesh<'_> {
         }
         self.must_eject.clear();
         self.host_buf = buf;
+        scan.clear();
+        self.scan = scan;
+        dispatches.clear();
+        self.dispatches = dispatches;
+        picks.clear();
+        self.picks = picks;
     }
 
     /// After the run: every request ended exactly once with one access-log record; nothing is

@@ -9,112 +9,260 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use trellis_engine::http1::{self, BodyDecoder, BodyEvent, Limits};
+use trellis_engine::http1::{self, BodyDecoder, BodyEvent, BodyFraming, Limits};
 use trellis_engine::ConnId;
 
 use super::check::Invariant;
 use super::mesh::{Ev, Mesh, Serve};
+use super::pattern::{is_body, Pattern, REQUEST_SALT, RESPONSE_SALT};
 use trellis_engine::Instant;
 
-/// The deterministic body of request or response `id` with `len` bytes (`salt` tells the two
-/// directions apart).
-pub fn body_pattern(id: u64, salt: u8, len: usize) -> Bytes {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(salt) ^ 0x2545_f491_4f6c_dd1d;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // Eight letters per step: each byte of x folded into a..p.
-        out.extend(x.to_le_bytes().iter().map(|b| b'a' + (b & 0x0f)));
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
-
-pub const REQUEST_SALT: u8 = 1;
-pub const RESPONSE_SALT: u8 = 2;
+/// Most header fields a request head may carry (the engine's default `max_headers`).
+const MAX_HEADERS: usize = 100;
 
 /// What the server decided to do with one request.
 enum Answer {
-    Respond { status: u16, body: Bytes },
+    /// A response whose body is the response pattern of `len` bytes (status 200) or a fixed
+    /// text.
+    Respond {
+        status: u16,
+        pattern: Option<usize>,
+        text: &'static [u8],
+    },
     Garbage,
     Hang,
 }
 
+/// The request a server is reading on one connection, once its head is parsed.
+pub(crate) struct Incoming {
+    /// The `x-sim-id` of the request, if it carried a number there.
+    id: Option<usize>,
+    body: BodyIn,
+}
+
+enum BodyIn {
+    /// A Content-Length body of this many bytes (also no body at all: 0).
+    Length(usize),
+    /// A chunked body, decoded as it arrives.
+    Chunked(Box<(BodyDecoder, Vec<u8>)>),
+}
+
+/// What one step of reading a connection's bytes did.
+enum Step {
+    /// It used this many bytes; go on with the rest.
+    Used(usize),
+    /// The bytes end inside a head or body: keep them and wait for more.
+    Wait,
+    /// The connection is no longer read (gone, or the server gave up on it).
+    Stop,
+}
+
+/// Parses a request head with `httparse` and checks its framing. The server side deliberately
+/// does not use the engine's own codec: an independent parser checking what the engine sends
+/// upstream tests the engine, where its codec checking itself would only test consistency
+/// (and it is also several times cheaper: no allocation, no `HeaderMap`).
+///
+/// `Ok(None)` means the head is incomplete; `Err` is why it is unacceptable.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, Incoming)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => {
+            let max = Limits::default().max_header_bytes;
+            if buf.len() > max {
+                return Err(format!("head over {max} bytes"));
+            }
+            return Ok(None);
+        }
+        Err(err) => return Err(err.to_string()),
+    };
+    // httparse accepts a bare LF as a line end; the engine must always send CRLF.
+    let head = &buf[..used];
+    if (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+        return Err("bare LF in the head".into());
+    }
+    let (mut hosts, mut id) = (0, None);
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"x-sim-id") {
+            if id.is_none() {
+                id = Some(
+                    std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.parse().ok()),
+                );
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = (!h.value.is_empty() && h.value.len() <= 18)
+                .then(|| std::str::from_utf8(h.value).ok()?.parse::<u64>().ok())
+                .flatten()
+                .filter(|_| h.value.iter().all(u8::is_ascii_digit))
+                .ok_or("invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length fields".into());
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the final coding decides whether the body is chunked.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    if req.version == Some(1) && hosts != 1 {
+        return Err(format!("{hosts} host fields"));
+    }
+    let body = match (chunked, length) {
+        (Some(_), Some(_)) => return Err("both transfer-encoding and content-length".into()),
+        (Some(false), None) => return Err("transfer-encoding without final chunked".into()),
+        (Some(true), None) => BodyIn::Chunked(Box::new((
+            BodyDecoder::new(BodyFraming::Chunked, &Limits::default()),
+            Vec::new(),
+        ))),
+        (None, n) => {
+            BodyIn::Length(usize::try_from(n.unwrap_or(0)).map_err(|_| "content-length too large")?)
+        }
+    };
+    Ok(Some((
+        used,
+        Incoming {
+            id: id.flatten(),
+            body,
+        },
+    )))
+}
+
+/// Feeds the front of `buf` to a chunked body's decoder, collecting the data in `body`:
+/// how many bytes it used, and whether the body is complete. Bytes it could not use yet (a
+/// partial chunk-size line) are left for the next call, with more behind them.
+fn read_chunked(
+    decoder: &mut BodyDecoder,
+    body: &mut Vec<u8>,
+    buf: &[u8],
+) -> Result<(usize, bool), http1::BodyError> {
+    let mut rest = BytesMut::from(buf);
+    let done = loop {
+        match decoder.decode(&mut rest)? {
+            BodyEvent::Data(d) => body.extend_from_slice(&d),
+            BodyEvent::Done { .. } => break true,
+            BodyEvent::NeedMore => break false,
+        }
+    };
+    Ok((buf.len() - rest.len(), done))
+}
+
 impl Mesh<'_> {
     pub(crate) fn server_receive(&mut self, sc: usize, conn: ConnId, data: Bytes) {
-        let limits = Limits::default();
         let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
             return;
         };
         if !u.server.alive {
             return;
         }
-        u.server.recv.extend_from_slice(&data);
-        loop {
-            let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
-                return;
-            };
-            let srv = &mut u.server;
-            if srv.current.is_none() {
-                match http1::parse_request_head(&srv.recv, &limits) {
-                    Ok(Some((head, used))) => {
-                        let _ = srv.recv.split_to(used);
-                        let decoder = BodyDecoder::new(head.framing, &limits);
-                        srv.current = Some((head, decoder, BytesMut::new()));
-                    }
-                    Ok(None) => return,
-                    Err(err) => {
-                        self.violation(
-                            Invariant::Bytes,
-                            format!("sidecar {sc} sent an unparsable request upstream: {err}"),
-                        );
-                        if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
-                            u.server.alive = false;
-                        }
-                        return;
-                    }
-                }
+        // Read straight from the segment when nothing is left over from earlier ones.
+        let held;
+        let input: &[u8] = if u.server.recv.is_empty() {
+            &data
+        } else {
+            u.server.recv.extend_from_slice(&data);
+            held = std::mem::take(&mut u.server.recv);
+            &held
+        };
+        let mut at = 0;
+        while at < input.len() {
+            match self.server_step(sc, conn, &input[at..]) {
+                Step::Used(n) => at += n,
+                Step::Wait => break,
+                Step::Stop => return,
             }
-            let Some((_, decoder, body)) = srv.current.as_mut() else {
-                return;
-            };
-            let done = loop {
-                match decoder.decode(&mut srv.recv) {
-                    Ok(BodyEvent::Data(d)) => body.extend_from_slice(&d),
-                    Ok(BodyEvent::Done { .. }) => break true,
-                    Ok(BodyEvent::NeedMore) => break false,
-                    Err(err) => {
-                        let msg = format!("sidecar {sc} sent a bad request body: {err}");
-                        self.violation(Invariant::Bytes, msg);
-                        return;
-                    }
-                }
-            };
-            if !done {
-                return;
+        }
+        if at < input.len() {
+            if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                u.server.recv.extend_from_slice(&input[at..]);
             }
-            let Some((head, _, body)) = srv.current.take() else {
-                return;
-            };
-            let (ep, epoch) = (u.ep, u.server.epoch);
-            self.server_request(sc, conn, ep, epoch, &head, &body.freeze());
         }
     }
 
-    /// A whole request reached endpoint `ep`: check it, then answer.
+    /// Reads the next head or body from the front of `buf`.
+    fn server_step(&mut self, sc: usize, conn: ConnId, buf: &[u8]) -> Step {
+        let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
+            return Step::Stop;
+        };
+        let (ep, epoch) = (u.ep, u.server.epoch);
+        let Some(incoming) = u.server.current.as_mut() else {
+            return match parse_head(buf) {
+                Ok(Some((used, incoming))) => {
+                    u.server.current = Some(incoming);
+                    if let Some(Incoming {
+                        id,
+                        body: BodyIn::Length(0),
+                    }) = u.server.current
+                    {
+                        u.server.current = None;
+                        self.server_request(sc, conn, ep, epoch, id, &[]);
+                    }
+                    Step::Used(used)
+                }
+                Ok(None) => Step::Wait,
+                Err(err) => {
+                    u.server.alive = false;
+                    let msg = format!("sidecar {sc} sent an unparsable request upstream: {err}");
+                    self.violation(Invariant::Bytes, msg);
+                    Step::Stop
+                }
+            };
+        };
+        let id = incoming.id;
+        match &mut incoming.body {
+            BodyIn::Length(n) => {
+                let n = *n;
+                if buf.len() < n {
+                    return Step::Wait;
+                }
+                u.server.current = None;
+                self.server_request(sc, conn, ep, epoch, id, &buf[..n]);
+                Step::Used(n)
+            }
+            BodyIn::Chunked(chunked) => {
+                let (decoder, body) = &mut **chunked;
+                let (used, done) = match read_chunked(decoder, body, buf) {
+                    Ok(progress) => progress,
+                    Err(err) => {
+                        u.server.alive = false;
+                        let msg = format!("sidecar {sc} sent a bad request body: {err}");
+                        self.violation(Invariant::Bytes, msg);
+                        return Step::Stop;
+                    }
+                };
+                if !done {
+                    return if used == 0 {
+                        Step::Wait
+                    } else {
+                        Step::Used(used)
+                    };
+                }
+                let body = std::mem::take(body);
+                u.server.current = None;
+                self.server_request(sc, conn, ep, epoch, id, &body);
+                Step::Used(used)
+            }
+        }
+    }
+
+    /// A whole request (its `x-sim-id` and body) reached endpoint `ep`: check it, then answer.
     fn server_request(
         &mut self,
         sc: usize,
         conn: ConnId,
         ep: usize,
         epoch: u32,
-        head: &http1::RequestHead,
-        body: &Bytes,
+        id: Option<usize>,
+        body: &[u8],
     ) {
-        let header = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
-        let id = header("x-sim-id").and_then(|v| v.parse::<usize>().ok());
         let Some(req) = id.and_then(|id| self.requests.get(id).map(|r| (id, r))) else {
             self.violation(
                 Invariant::Routing,
@@ -143,13 +291,11 @@ impl Mesh<'_> {
             self.violation(Invariant::Routing, msg);
         }
         self.requests[id].reached.push((self.now, version));
-        let expected = body_pattern(id as u64, REQUEST_SALT, body_len);
-        if *body != expected {
+        if !is_body(id as u64, REQUEST_SALT, body_len, body) {
             let msg = format!(
-                "request {id}: server got {} body bytes, client sent {} (content differs: {})",
+                "request {id}: server got {} body bytes, client sent {body_len} (content differs: {})",
                 body.len(),
-                expected.len(),
-                body.len() == expected.len()
+                body.len() == body_len
             );
             self.violation(Invariant::Bytes, msg);
         }
@@ -162,12 +308,14 @@ impl Mesh<'_> {
         } else if self.rng.u8(0..100) < spec.error_percent {
             Answer::Respond {
                 status: 503,
-                body: Bytes::from_static(b"server error"),
+                pattern: None,
+                text: b"server error",
             }
         } else {
             Answer::Respond {
                 status: 200,
-                body: body_pattern(id as u64, RESPONSE_SALT, resp_len),
+                pattern: Some(resp_len),
+                text: b"",
             }
         };
         let mut delay = Duration::from_millis(u64::from(spec.latency_base_ms)) + e.slow;
@@ -209,17 +357,16 @@ impl Mesh<'_> {
                 return;
             }
         }
-        self.answer(sc, conn, epoch, ep, at, answer);
+        self.answer((sc, conn, epoch), ep, id, at, answer);
     }
 
-    /// Send `answer` on `conn` at `at` (dropped there if the connection or the process is gone
-    /// by then).
+    /// Send `answer` to request `id` on connection `(sidecar, conn, epoch)` at `at` (dropped
+    /// there if the connection or the process is gone by then).
     fn answer(
         &mut self,
-        sc: usize,
-        conn: ConnId,
-        epoch: u32,
+        (sc, conn, epoch): (usize, ConnId, u32),
         ep: usize,
+        id: usize,
         at: Instant,
         answer: Answer,
     ) {
@@ -240,22 +387,32 @@ impl Mesh<'_> {
                     },
                 );
             }
-            Answer::Respond { status, body } => {
-                let mut out = BytesMut::with_capacity(body.len() + 128);
-                out.extend_from_slice(
-                    format!(
-                        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\nx-sim-ep: {ep}\r\n\r\n",
-                        http1::reason_phrase(status),
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
+            Answer::Respond {
+                status,
+                pattern,
+                text,
+            } => {
+                let len = pattern.unwrap_or(text.len());
+                let mut out = Vec::with_capacity(len + 96);
+                let mut num = itoa::Buffer::new();
+                out.extend_from_slice(b"HTTP/1.1 ");
+                out.extend_from_slice(num.format(status).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(http1::reason_phrase(status).as_bytes());
+                out.extend_from_slice(b"\r\ncontent-length: ");
+                out.extend_from_slice(num.format(len).as_bytes());
+                out.extend_from_slice(b"\r\nx-sim-ep: ");
+                out.extend_from_slice(num.format(ep).as_bytes());
+                out.extend_from_slice(b"\r\n\r\n");
                 let head_len = out.len();
-                out.extend_from_slice(&body);
-                let data = out.freeze();
+                match pattern {
+                    Some(len) => Pattern::new(id as u64, RESPONSE_SALT).write(&mut out, len),
+                    None => out.extend_from_slice(text),
+                }
+                let data = Bytes::from(out);
                 let spec = &self.endpoints[ep].spec;
                 let trickle = spec.trickle_percent > 0
-                    && !body.is_empty()
+                    && len > 0
                     && self.rng.u8(0..100) < spec.trickle_percent;
                 if !trickle {
                     let reply = Ev::ServerReply {
@@ -274,7 +431,7 @@ impl Mesh<'_> {
                 // engine can parse from this first piece), then the body in pieces, each a
                 // while after the last.
                 let gap_ms = u64::from(spec.trickle_gap_ms.max(1));
-                let pieces = self.rng.usize(2..=12).min(body.len());
+                let pieces = self.rng.usize(2..=12).min(len);
                 let (mut from, mut t) = (0, at);
                 for k in 0..pieces {
                     let to = if k + 1 == pieces {
@@ -326,16 +483,17 @@ impl Mesh<'_> {
         let answer = if failed {
             Answer::Respond {
                 status: 502,
-                body: Bytes::from_static(b"a dependency failed"),
+                pattern: None,
+                text: b"a dependency failed",
             }
         } else {
-            let resp_len = self.requests[req].resp_len;
             Answer::Respond {
                 status: 200,
-                body: body_pattern(req as u64, RESPONSE_SALT, resp_len),
+                pattern: Some(self.requests[req].resp_len),
+                text: b"",
             }
         };
-        self.answer(sc, conn, epoch, ep, self.now, answer);
+        self.answer((sc, conn, epoch), ep, req, self.now, answer);
     }
 
     /// A calling workload's process died: the requests it was serving are gone, and so are
@@ -358,11 +516,88 @@ impl Mesh<'_> {
 mod tests {
     use super::*;
 
+    fn parse(head: &str) -> Result<Option<(usize, Option<usize>, String)>, String> {
+        parse_head(head.as_bytes()).map(|r| {
+            r.map(|(used, i)| {
+                let body = match i.body {
+                    BodyIn::Length(n) => format!("length {n}"),
+                    BodyIn::Chunked(_) => "chunked".to_string(),
+                };
+                (used, i.id, body)
+            })
+        })
+    }
+
     #[test]
-    fn patterns_differ_by_id_and_direction() {
-        assert_eq!(body_pattern(1, 1, 50), body_pattern(1, 1, 50));
-        assert_ne!(body_pattern(1, 1, 50), body_pattern(2, 1, 50));
-        assert_ne!(body_pattern(1, 1, 50), body_pattern(1, 2, 50));
-        assert_eq!(body_pattern(9, 2, 0).len(), 0);
+    fn heads_and_their_framing() {
+        let get = "GET /r/7 HTTP/1.1\r\nhost: a\r\nx-sim-id: 7\r\n\r\nrest";
+        assert_eq!(
+            parse(get),
+            Ok(Some((get.len() - 4, Some(7), "length 0".into())))
+        );
+        let post = "POST /r/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nX-Sim-Id: 1\r\n\r\n";
+        assert_eq!(
+            parse(post),
+            Ok(Some((post.len(), Some(1), "length 12".into())))
+        );
+        let te = "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(parse(te).unwrap().unwrap().2, "chunked");
+        // Incomplete: wait.
+        assert_eq!(parse("GET / HTTP/1.1\r\nhost: a\r\n"), Ok(None));
+        // A missing or bad x-sim-id is the server's routing check, not a parse error.
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nhost: a\r\nx-sim-id: x\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .1,
+            None
+        );
+    }
+
+    #[test]
+    fn framing_errors_and_bad_syntax_are_refused() {
+        for bad in [
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: \r\n\r\n",
+            "GET / HTTP/1.1\r\nx-sim-id: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: a\n\r\n",
+            "GET / HTTP/1.1\r\nbad name: a\r\n\r\n",
+            "G\x00T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        // Same-valued repeats are one length.
+        let same = "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n";
+        assert_eq!(parse(same).unwrap().unwrap().2, "length 3");
+        // An endless head is refused once it is provably too large.
+        let endless = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(70_000));
+        assert!(parse_head(endless.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_in_any_pieces() {
+        let wire = b"5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\n\r\nNEXT";
+        for piece in 1..wire.len() {
+            let mut decoder = BodyDecoder::new(BodyFraming::Chunked, &Limits::default());
+            let (mut body, mut held, mut at, mut done) = (Vec::new(), Vec::new(), 0, false);
+            while !done && at < wire.len() {
+                let end = (at + piece).min(wire.len());
+                held.extend_from_slice(&wire[at..end]);
+                at = end;
+                let (used, d) = read_chunked(&mut decoder, &mut body, &held).unwrap();
+                held.drain(..used);
+                done = d;
+            }
+            assert!(done, "piece {piece}");
+            assert_eq!(body, b"hello, world");
+            held.extend_from_slice(&wire[at..]);
+            assert_eq!(held, b"NEXT", "piece {piece}");
+        }
+        let mut decoder = BodyDecoder::new(BodyFraming::Chunked, &Limits::default());
+        assert!(read_chunked(&mut decoder, &mut Vec::new(), b"5\r\nhelloXX").is_err());
     }
 }
