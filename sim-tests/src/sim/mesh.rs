@@ -301,6 +301,11 @@ pub struct Mesh<'s> {
     pub(crate) host_buf: Vec<HostNow>,
     /// Requests being served by calling workloads.
     pub(crate) serves: Vec<Serve>,
+    /// Every sidecar's next engine deadline as of the end of its last engine call, and the
+    /// same as an ordered set: with a sidecar per calling workload a mesh can run hundreds of
+    /// engines, and asking each for its deadline at every event was most of such a run.
+    pub(crate) deadlines: Vec<Option<Instant>>,
+    pub(crate) by_deadline: std::collections::BTreeSet<(Instant, usize)>,
     /// The current engine call hands over a config snapshot (what it may output is checked).
     pub(crate) config_call: bool,
     pub(crate) pushes_delivered: u64,
@@ -438,6 +443,8 @@ impl<'s> Mesh<'s> {
             must_eject: Vec::new(),
             host_buf: Vec::new(),
             serves: Vec::new(),
+            deadlines: Vec::new(),
+            by_deadline: Default::default(),
             config_call: false,
             pushes_delivered: 0,
             in_flight_at_push: 0,
@@ -499,6 +506,10 @@ impl<'s> Mesh<'s> {
                 mesh.queue.push(at, Ev::ConfigPush { sc, push: p });
             }
         }
+        mesh.deadlines = vec![None; mesh.sidecars.len()];
+        for sc in 0..mesh.sidecars.len() {
+            mesh.note_deadline(sc);
+        }
         mesh.start_clients();
         mesh
     }
@@ -551,11 +562,7 @@ impl<'s> Mesh<'s> {
         let hard_stop = workload_end + Duration::from_millis(max_deadline + 60_000);
         loop {
             let tq = self.queue.next_time();
-            let te = self
-                .sidecars
-                .iter()
-                .filter_map(|s| s.engine.poll_timeout())
-                .min();
+            let te = self.by_deadline.first().map(|(t, _)| *t);
             let Some(next) = [tq, te].into_iter().flatten().min() else {
                 break;
             };
@@ -571,7 +578,15 @@ impl<'s> Mesh<'s> {
             self.now = self.now.max(next);
             self.events += 1;
             if te == Some(next) {
-                for sc in 0..self.sidecars.len() {
+                // Every sidecar due now, in index order. Handling one engine's timers never
+                // calls another engine (what crosses between them goes through the queue),
+                // so the set due is fixed before the first is handled.
+                let mut due: Vec<usize> = (self.by_deadline.iter())
+                    .take_while(|(t, _)| *t <= self.now)
+                    .map(|(_, sc)| *sc)
+                    .collect();
+                due.sort_unstable();
+                for sc in due {
                     if self.sidecars[sc]
                         .engine
                         .poll_timeout()
@@ -735,6 +750,22 @@ impl<'s> Mesh<'s> {
         }
         self.log_buf = logs;
         self.observe(sc);
+        self.note_deadline(sc);
+    }
+
+    /// Record sidecar `sc`'s next engine deadline after a call into its engine.
+    fn note_deadline(&mut self, sc: usize) {
+        let next = self.sidecars[sc].engine.poll_timeout();
+        let cached = &mut self.deadlines[sc];
+        if *cached != next {
+            if let Some(t) = cached.take() {
+                self.by_deadline.remove(&(t, sc));
+            }
+            if let Some(t) = next {
+                self.by_deadline.insert((t, sc));
+            }
+            *cached = next;
+        }
     }
 
     /// The engine touched a request's downstream connection in the call that handed it a
