@@ -18,8 +18,8 @@
 //! clean-run assertion in `first_catching_seed` is the regression test for the fix.
 //!
 //! Added with slow-loris servers and two-tier meshes (both from their own RNG streams, so the
-//! seeds above kept their catching seeds, but for the hand-off, which moved from 292 to 224 when
-//! a quarter of the seeds got two tiers): a route timeout disarmed once the response head goes
+//! seeds above kept their catching seeds, but for the hand-off, which now first shows at seed
+//! 224 instead of 292): a route timeout disarmed once the response head goes
 //! downstream → seed 27 at first (`Deadline`: a 200 whose body dribbled in for 140.8 ms on a
 //! route promising 100 ms), seed 5 once long-tailed service times joined (a 200 after 942.6 ms
 //! on a route promising 817 ms). Without slow-loris servers no seed below 50 catches it.
