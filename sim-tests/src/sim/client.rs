@@ -527,6 +527,7 @@ impl Mesh<'_> {
                 latency: took,
                 ok: outcome.is_success(),
                 mesh_error: matches!(outcome, Outcome::Mesh(..)),
+                call: r.serve.is_some(),
             });
         }
         r.end = Some(now);

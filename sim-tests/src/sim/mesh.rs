@@ -527,6 +527,10 @@ impl<'s> Mesh<'s> {
             &self.sidecars[sc].generations,
         ));
         let version = config.version.clone();
+        if let Some(t) = self.timeline.as_mut() {
+            t.pushes
+                .push((self.now, format!("push {p} to sidecar {sc}: {version}")));
+        }
         let in_flight = (self.sidecars[sc].down.values())
             .filter(|&&r| self.requests[r].end.is_none())
             .count();

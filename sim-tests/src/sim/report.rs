@@ -47,6 +47,8 @@ pub struct TimelineRequest {
     pub latency: Duration,
     pub ok: bool,
     pub mesh_error: bool,
+    /// A call a workload made (two-tier meshes), not a client request.
+    pub call: bool,
 }
 
 /// One fault window on the timeline.
@@ -64,6 +66,8 @@ pub struct Timeline {
     pub faults: Vec<TimelineFault>,
     /// Ejection instants with a label (`sidecar/cluster/host`).
     pub ejections: Vec<(Instant, String)>,
+    /// Config pushes reaching a sidecar, with a label (`push/sidecar → version`).
+    pub pushes: Vec<(Instant, String)>,
 }
 
 /// The result of one run.

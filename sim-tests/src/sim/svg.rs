@@ -1,12 +1,13 @@
 //! A hand-written SVG timeline of one run: fault windows as shaded bands, every request as a
-//! dot at (start time, simulated latency) coloured by outcome, ejections as red ticks.
+//! dot at (start time, simulated latency) coloured by outcome (a ring for a call a workload
+//! made, a disc for a client request), ejections as red ticks, config pushes as blue ones.
 
 use std::fmt::Write;
 
 use super::report::RunReport;
 
 const W: f64 = 1000.0;
-const H: f64 = 420.0;
+const H: f64 = 434.0;
 const LEFT: f64 = 60.0;
 const TOP: f64 = 30.0;
 const PLOT_H: f64 = 300.0;
@@ -32,12 +33,14 @@ pub fn timeline_svg(report: &RunReport) -> String {
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="18">seed {} — {} requests, p50 {:.1} ms, p99 {:.1} ms, {} ejections, {} violations</text>"#,
+        r#"<text x="{LEFT}" y="18">seed {} — {} requests ({} of them workloads' calls), p50 {:.1} ms, p99 {:.1} ms, {} ejections, {} config pushes, {} violations</text>"#,
         report.seed,
         report.requests,
+        report.calls,
         report.quantile(0.5).as_secs_f64() * 1e3,
         report.quantile(0.99).as_secs_f64() * 1e3,
         report.ejections,
+        t.pushes.len(),
         report.violations.len()
     );
     for (i, f) in t.faults.iter().enumerate() {
@@ -65,12 +68,21 @@ pub fn timeline_svg(report: &RunReport) -> String {
         } else {
             "#888"
         };
-        let _ = writeln!(
-            s,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="{colour}"/>"#,
+        let (cx, cy) = (
             x(r.start.as_nanos() as f64 / 1e9),
-            y(r.latency.as_secs_f64())
+            y(r.latency.as_secs_f64()),
         );
+        let _ = if r.call {
+            writeln!(
+                s,
+                r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="1.8" fill="none" stroke="{colour}" stroke-width="0.6"/>"#
+            )
+        } else {
+            writeln!(
+                s,
+                r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="1.6" fill="{colour}"/>"#
+            )
+        };
     }
     for (at, label) in &t.ejections {
         let xe = x(at.as_nanos() as f64 / 1e9);
@@ -78,6 +90,16 @@ pub fn timeline_svg(report: &RunReport) -> String {
             s,
             r#"<line x1="{xe:.1}" y1="{TOP}" x2="{xe:.1}" y2="{:.1}" stroke="red" stroke-width="0.6"><title>ejected {}</title></line>"#,
             TOP + 8.0,
+            xml_escape(label)
+        );
+    }
+    for (at, label) in &t.pushes {
+        let xp = x(at.as_nanos() as f64 / 1e9);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{xp:.1}" y1="{:.1}" x2="{xp:.1}" y2="{:.1}" stroke="blue" stroke-width="0.8"><title>{}</title></line>"#,
+            TOP + 10.0,
+            TOP + 20.0,
             xml_escape(label)
         );
     }
@@ -98,8 +120,13 @@ pub fn timeline_svg(report: &RunReport) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="{}">green: answered by a server (&lt;500), red: mesh error, grey: 5xx/truncated/client timeout; orange: faults</text>"#,
-        H - 10.0
+        r#"<text x="{LEFT}" y="{}">green: server answered (&lt;500), red: mesh error, grey: 5xx/cut/timeout; disc: a client's request, ring: a workload's call</text>"#,
+        H - 22.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="{}">orange: fault windows (hover for which); red tick: an ejection; blue tick: a config push reaching a sidecar</text>"#,
+        H - 8.0
     );
     s.push_str("</svg>\n");
     s
