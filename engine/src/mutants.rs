@@ -35,4 +35,8 @@ pub struct Mutations {
     /// rules (the new rule's destinations and name), breaking "requests in flight finish on
     /// the snapshot they started with".
     pub config_applies_to_in_flight: bool,
+    /// A request in flight pushes its stream idle deadline back by the running config's
+    /// `stream_idle_timeout` instead of its own snapshot's: a swap to a shorter one cuts
+    /// responses that were streaming under the old.
+    pub idle_timeout_from_running_config: bool,
 }

@@ -81,6 +81,7 @@ fn scenario() -> Scenario {
             deliveries: vec![(0, 0)],
             service: 0,
             rules: vec![rule(vec![(0, 100)])],
+            stream_idle_ms: None,
         }],
     };
     assert!(scn.normalize());

@@ -160,7 +160,14 @@ impl Engine {
     /// the request's own snapshot, whatever config runs now).
     pub(crate) fn touch(&mut self, now: Instant, id: u64) {
         if let Some(req) = self.requests.get_mut(id) {
-            req.idle_deadline = Some(now + req.snapshot.config.http.stream_idle_timeout);
+            #[allow(unused_mut)]
+            let mut timeout = req.snapshot.config.http.stream_idle_timeout;
+            #[cfg(feature = "mutants")]
+            if self.mutations.idle_timeout_from_running_config {
+                // Planted bug: the running config's timeout, not the request's snapshot's.
+                timeout = self.snapshot.config.http.stream_idle_timeout;
+            }
+            req.idle_deadline = Some(now + timeout);
         }
     }
 

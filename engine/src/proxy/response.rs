@@ -50,7 +50,14 @@ impl Engine {
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.resp_body_out += data.len() as u64;
-                    req.idle_deadline = Some(now + req.snapshot.config.http.stream_idle_timeout);
+                    #[allow(unused_mut)]
+                    let mut idle = req.snapshot.config.http.stream_idle_timeout;
+                    #[cfg(feature = "mutants")]
+                    if self.mutations.idle_timeout_from_running_config {
+                        // Planted bug: the running config's timeout, not the snapshot's.
+                        idle = self.snapshot.config.http.stream_idle_timeout;
+                    }
+                    req.idle_deadline = Some(now + idle);
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
                         req.resp_encoder.encode_data(&data, out);
                     }
@@ -73,6 +80,11 @@ impl Engine {
                     return;
                 }
             }
+        }
+        #[cfg(feature = "mutants")]
+        if self.mutations.idle_timeout_from_running_config {
+            // The planted bug's deadline can be earlier than the armed wake-up.
+            self.arm_request_timer(req_id);
         }
         self.refresh_backpressure_from_up(now, up_id);
     }

@@ -42,7 +42,8 @@ pub enum Invariant {
     Determinism,
     /// A config swap disturbed a request in flight: in the very engine call that handed over
     /// the snapshot, the engine wrote to or closed the downstream connection of an unanswered
-    /// request, or closed an upstream connection with a request outstanding on it.
+    /// request, or closed an upstream connection with a request outstanding on it; or a request
+    /// was cut for stream idleness sooner than the idle timeout of the snapshot it started on.
     ConfigSwap,
     /// A sidecar refused a pushed snapshot, or runs another one than it was last handed.
     ConfigApplied,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use trellis_engine::http1::{BodyDecoder, BodyEvent, BodyFraming, Limits};
-use trellis_engine::proxy::{Accepted, RequestLog};
+use trellis_engine::proxy::{Accepted, RequestLog, ResponseFlag};
 use trellis_engine::Input;
 
 use super::check::Invariant;
@@ -146,6 +146,9 @@ fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()> {
 const CALL_PATIENCE: Duration = Duration::from_secs(2);
 /// The largest response a call asks for.
 const CALL_MAX_RESPONSE: usize = 1024;
+
+/// The engine's default `stream_idle_timeout` (Envoy's: 5 minutes).
+const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
 
 /// One request to make: where, as whom, with what.
 struct Call {
@@ -323,6 +326,7 @@ impl Mesh<'_> {
             service,
             user,
             generation,
+            stream_idle: (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE),
             rule,
             bound,
             start: self.now,
@@ -573,6 +577,17 @@ impl Mesh<'_> {
             return;
         };
         let (service, generation, rule) = (r.service, r.generation, r.rule);
+        // Cut for idleness: it must have been idle at least as long as its own snapshot's
+        // timeout, so at least that long in all (a shorter one is a later snapshot's).
+        let idle = r.stream_idle;
+        if log.duration < idle && log.flags.contains(&ResponseFlag::StreamIdleTimeout) {
+            let msg = format!(
+                "request {id} ended for stream idleness (SI) after {:?}, but the snapshot it \
+                 started on has stream_idle_timeout {idle:?}",
+                log.duration
+            );
+            self.violations.report(Invariant::ConfigSwap, self.now, msg);
+        }
         // Generation 0's names are made once; a pushed generation's on demand (rare).
         let same = match (rule, log.route.as_deref()) {
             (None, got) => got.is_none(),

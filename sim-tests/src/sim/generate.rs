@@ -142,7 +142,7 @@ impl Scenario {
         if sw.churn {
             scn.config_pushes = gen_pushes(&mut churn, &sw, &scn);
         }
-        // Two-tier meshes come from a fourth stream, for the same reason as `later`.
+        // Two-tier meshes come from a stream of their own, for the same reason as `later`.
         let mut tiers = fastrand::Rng::with_seed(seed ^ 0x71e2_5ca1_1500_0003);
         sw.tiers = tiers.u8(0..100) < 35;
         if sw.tiers {
@@ -163,7 +163,15 @@ impl Scenario {
                 }
             }
         }
-        // Slow-loris servers: a fifth stream.
+        // Some pushes also shorten the stream idle timeout (a stream of its own): requests in
+        // flight must keep their own snapshot's, which only a short one makes visible.
+        let mut idle = fastrand::Rng::with_seed(seed ^ 0x1d1e_5707_0000_0006);
+        for push in &mut scn.config_pushes {
+            if idle.u8(0..100) < 30 {
+                push.stream_idle_ms = Some(idle.u64(30..=600));
+            }
+        }
+        // Slow-loris servers: a stream of their own.
         let mut loris = fastrand::Rng::with_seed(seed ^ 0x510e_1005_0000_0004);
         if loris.u8(0..100) < 20 {
             for svc in &mut scn.services {
@@ -428,6 +436,7 @@ fn gen_pushes(r: &mut fastrand::Rng, sw: &Swarm, scn: &Scenario) -> Vec<ConfigPu
             deliveries,
             service,
             rules: gen_rules(r, sw, n_versions),
+            stream_idle_ms: None,
         });
     }
     pushes.sort_by_key(|p| p.at_ms);

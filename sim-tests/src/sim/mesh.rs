@@ -133,6 +133,8 @@ pub(crate) struct Sidecar {
     pub logs_per_conn: BTreeMap<ConnId, u32>,
     /// The generation of each service's rules this sidecar's engine runs.
     pub generations: Vec<usize>,
+    /// The stream idle timeout the last push that set one gave this sidecar.
+    pub stream_idle: Option<Duration>,
     /// Per cluster, its slot in the engine (`Engine::cluster_index`), resolved once per
     /// config the engine applied (`slots_for`): looking clusters up by name after every
     /// engine call was a tenth of the simulator's time.
@@ -166,6 +168,8 @@ pub(crate) struct ClientRequest {
     /// The generation of the service's rules the sidecar ran when the request's head went in:
     /// `rule`, `bound` and every check of this request follow it.
     pub generation: usize,
+    /// The stream idle timeout of the snapshot it started on.
+    pub stream_idle: Duration,
     pub rule: Option<usize>,
     pub bound: Option<Duration>,
     pub start: Instant,
@@ -401,6 +405,7 @@ impl<'s> Mesh<'s> {
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
                     generations: vec![0; scn.services.len()],
+                    stream_idle: None,
                     slots: Vec::new(),
                     slots_for: None,
                     watched_ejected: 0,
@@ -522,9 +527,13 @@ impl<'s> Mesh<'s> {
             return;
         };
         *g = generation;
+        if let Some(ms) = push.stream_idle_ms {
+            self.sidecars[sc].stream_idle = Some(Duration::from_millis(ms));
+        }
         let config = Arc::new(model::engine_config_at(
             self.scn,
             &self.sidecars[sc].generations,
+            self.sidecars[sc].stream_idle,
         ));
         let version = config.version.clone();
         if let Some(t) = self.timeline.as_mut() {

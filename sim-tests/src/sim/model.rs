@@ -63,13 +63,18 @@ pub fn rule_name(s: usize, generation: usize, r: usize) -> String {
 /// The engine configuration every sidecar of the scenario starts with (generation 0 of every
 /// service).
 pub fn engine_config(scn: &Scenario) -> Config {
-    engine_config_at(scn, &vec![0; scn.services.len()])
+    engine_config_at(scn, &vec![0; scn.services.len()], None)
 }
 
 /// The engine configuration of a sidecar running generation `generations[s]` of each service
 /// `s`'s rules. Clusters are the same in every generation. `version` names the generation
-/// vector (`sim-{seed}` while every service is at generation 0).
-pub fn engine_config_at(scn: &Scenario, generations: &[usize]) -> Config {
+/// vector (`sim-{seed}` while every service is at generation 0), and the stream idle timeout
+/// when a push set one (`stream_idle`; `None`: the engine's default).
+pub fn engine_config_at(
+    scn: &Scenario,
+    generations: &[usize],
+    stream_idle: Option<Duration>,
+) -> Config {
     let mut config = build::base();
     let gen_of = |s: usize| generations.get(s).copied().unwrap_or(0);
     config.version = if generations.iter().all(|g| *g == 0) {
@@ -78,6 +83,12 @@ pub fn engine_config_at(scn: &Scenario, generations: &[usize]) -> Config {
         let gens: Vec<String> = generations.iter().map(|g| g.to_string()).collect();
         format!("sim-{}-g{}", scn.seed, gens.join("."))
     };
+    if let Some(idle) = stream_idle {
+        config.http.stream_idle_timeout = idle;
+        config
+            .version
+            .push_str(&format!("-idle{}ms", idle.as_millis()));
+    }
     if scn.net.buffer_bytes > 0 {
         config.http.connection_buffer_bytes = scn.net.buffer_bytes as usize;
     }

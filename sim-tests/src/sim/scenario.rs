@@ -53,6 +53,11 @@ pub struct ConfigPush {
     pub service: usize,
     /// The service's new rules, tried in order.
     pub rules: Vec<Rule>,
+    /// The push also changes the sidecars' HTTP `stream_idle_timeout` (Envoy's, mesh-wide in
+    /// the sidecar; default 5 min) to this many milliseconds. Requests in flight keep the one
+    /// of the snapshot they started on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_ms: Option<u64>,
 }
 
 /// A service: versions (each one engine cluster, `svc{i}-v{j}`) and its routing rules.
