@@ -10,8 +10,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use trellis_engine::http1::{BodyDecoder, BodyEvent, BodyFraming, Limits};
+use bytes::Bytes;
+use trellis_engine::http1::BodyEvent;
 use trellis_engine::proxy::{Accepted, RequestLog, ResponseFlag};
 use trellis_engine::Input;
 
@@ -20,145 +20,21 @@ use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
 use super::pattern::{Pattern, REQUEST_SALT, RESPONSE_SALT};
 use super::report::{Outcome, TimelineRequest};
+use super::response_read::{parse_response, BodyIn, BodyRead, Reading};
 use super::scenario::Load;
-
-/// How far a client has read the response to its request.
-#[derive(Default)]
-pub(crate) enum Reading {
-    /// Waiting for the head: the bytes of an incomplete one (heads usually come whole, so
-    /// this stays empty).
-    Head(Vec<u8>),
-    /// The head is in; reading the body.
-    Body(Box<BodyRead>),
-    /// Done, or nothing more is read (an unparsable head or body).
-    #[default]
-    Ignored,
-}
-
-/// A response whose head the client has parsed.
-pub(crate) struct BodyRead {
-    status: u16,
-    from_server: bool,
-    flags: Option<String>,
-    body: BodyIn,
-    /// The pattern a server's 200 body must follow, as far as it has come.
-    check: Option<Pattern>,
-    /// Body bytes so far, and whether they all matched `check`.
-    len: usize,
-    ok: bool,
-}
-
-enum BodyIn {
-    /// Content-Length: bytes still to come.
-    Length(u64),
-    /// Other framings, through the engine's decoder, with bytes it could not use yet.
-    Decoder(BodyDecoder, BytesMut),
-}
-
-/// Parses a response head with `httparse` (like the servers, the clients check the engine's
-/// output with a parser independent of the engine's codec) and decides its framing as RFC 9112
-/// §6.3 says for a GET or POST: the bytes the head used and the response read so far, `None`
-/// while incomplete, `Err` for a head the client cannot read.
-fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut resp = httparse::Response::new(&mut headers);
-    let used = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(used)) => used,
-        Ok(httparse::Status::Partial) if buf.len() <= Limits::default().max_header_bytes => {
-            return Ok(None)
-        }
-        _ => return Err(()),
-    };
-    let head = &buf[..used];
-    if (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
-        return Err(());
-    }
-    let status = resp.code.filter(|c| (100..=599).contains(c)).ok_or(())?;
-    let (mut flags, mut from_server) = (None, false);
-    let (mut length, mut chunked): (Option<u64>, Option<bool>) = (None, None);
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        let value = h.value.trim_ascii();
-        if name.eq_ignore_ascii_case(b"x-trellis-response-flags") {
-            let text = value
-                .iter()
-                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-                .then(|| std::str::from_utf8(value).ok())
-                .flatten();
-            if flags.is_none() {
-                flags = Some(text.map(str::to_string));
-            }
-        } else if name.eq_ignore_ascii_case(b"x-sim-ep") {
-            from_server = true;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or(())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        }
-    }
-    if chunked.is_some() && (length.is_some() || resp.version != Some(1)) {
-        return Err(());
-    }
-    let limits = Limits::default();
-    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
-        BodyIn::Length(0)
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => BodyIn::Decoder(
-                BodyDecoder::new(BodyFraming::Chunked, &limits),
-                BytesMut::new(),
-            ),
-            (None, Some(n)) => BodyIn::Length(n),
-            _ => BodyIn::Decoder(
-                BodyDecoder::new(BodyFraming::CloseDelimited, &limits),
-                BytesMut::new(),
-            ),
-        }
-    };
-    Ok(Some((
-        used,
-        BodyRead {
-            status,
-            from_server,
-            flags: flags.flatten(),
-            body,
-            check: None,
-            len: 0,
-            ok: true,
-        },
-    )))
-}
-
-/// How long a calling workload waits for a call whose route promises no bound (its HTTP
-/// client's timeout), shorter than a client's patience so that the request it serves can still
-/// answer in time.
-const CALL_PATIENCE: Duration = Duration::from_secs(2);
-/// The largest response a call asks for.
-const CALL_MAX_RESPONSE: usize = 1024;
 
 /// The engine's default `stream_idle_timeout` (Envoy's: 5 minutes).
 const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
 
 /// One request to make: where, as whom, with what.
-struct Call {
-    service: usize,
-    user: Option<String>,
+pub(super) struct Call {
+    pub service: usize,
+    pub user: Option<String>,
     /// `Some`: a POST with a body of this length.
-    body_len: Option<usize>,
-    resp_len: usize,
+    pub body_len: Option<usize>,
+    pub resp_len: usize,
     /// How long the caller waits when the route promises no bound.
-    patience: Duration,
+    pub patience: Duration,
 }
 
 /// The least time a closed-loop client takes between the end of one request and the next.
@@ -240,26 +116,8 @@ impl Mesh<'_> {
         self.open_request(client, call, loop_id, None);
     }
 
-    /// A call from a workload serving request `serve`'s request: a GET to `service` through
-    /// the workload's own sidecar, carrying the caller's `x-user` on (header propagation, as
-    /// bookinfo's services do with `end-user`).
-    pub(crate) fn start_call(&mut self, sidecar: usize, serve: usize, service: usize) {
-        let parent = self.serves[serve].req;
-        let user = self.requests[parent].user.clone();
-        let resp_len = self.rng.usize(0..=CALL_MAX_RESPONSE);
-        let call = Call {
-            service,
-            user,
-            body_len: None,
-            resp_len,
-            patience: CALL_PATIENCE,
-        };
-        let id = self.open_request(sidecar, call, None, Some(serve));
-        self.serves[serve].calls.push(id);
-    }
-
     /// Open a fresh connection to `sidecar` and send request `call` on it; returns its id.
-    fn open_request(
+    pub(super) fn open_request(
         &mut self,
         sidecar: usize,
         call: Call,
@@ -610,58 +468,6 @@ impl Mesh<'_> {
                     .entry((service, generation, rl, c))
                     .or_default() += 1;
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bytes used, status, from a server, flags, body framing.
-    type Parsed = (usize, u16, bool, Option<String>, String);
-
-    fn parse(raw: &str) -> Result<Option<Parsed>, ()> {
-        parse_response(raw.as_bytes()).map(|r| {
-            r.map(|(used, b)| {
-                let body = match b.body {
-                    BodyIn::Length(n) => format!("length {n}"),
-                    BodyIn::Decoder(d, _) => format!("{:?}", d.remaining()),
-                };
-                (used, b.status, b.from_server, b.flags, body)
-            })
-        })
-    }
-
-    #[test]
-    fn response_heads_and_framing() {
-        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-sim-ep: 3\r\n\r\nhello";
-        assert_eq!(
-            parse(ok),
-            Ok(Some((ok.len() - 5, 200, true, None, "length 5".into())))
-        );
-        let mesh = "HTTP/1.1 503 Service Unavailable\r\nX-Trellis-Response-Flags: UF \r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(parse(mesh).unwrap().unwrap().3, Some("UF".to_string()));
-        // Chunked and close-delimited bodies go through the decoder (no remaining count).
-        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
-        assert_eq!(parse(chunked).unwrap().unwrap().4, "None");
-        assert_eq!(parse("HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap().4, "None");
-        // Bodiless statuses, whatever the fields say.
-        for s in ["100 Continue", "204 No Content", "304 Not Modified"] {
-            let raw = format!("HTTP/1.1 {s}\r\ncontent-length: 9\r\n\r\n");
-            assert_eq!(parse(&raw).unwrap().unwrap().4, "length 0");
-        }
-        assert_eq!(parse("HTTP/1.1 200 OK\r\ncontent-le"), Ok(None));
-        for bad in [
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 1\r\n\r\n",
-            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
-            "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
-            "HTTP/1.1 099 Odd\r\n\r\n",
-            "HTTP/1.1 200 OK\nx: y\r\n\r\n",
-            "HTTP/1.1 2OO NOT OK\r\n\x00garbage\r\n\r\n",
-        ] {
-            assert_eq!(parse(bad), Err(()), "{bad:?}");
         }
     }
 }

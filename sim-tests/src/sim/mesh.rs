@@ -10,17 +10,15 @@
 //! Server behaviour lives in [`super::server`], clients in [`super::client`], the invariant
 //! checks done after each engine call in [`super::observe`].
 //!
-//! Config churn: each delivery of a [`super::scenario::ConfigPush`] is an event that hands one
-//! sidecar's engine the whole snapshot for its new generation vector (`Input::Config`). The
-//! mesh tracks every sidecar's generation per service; a request records the generation in
-//! effect when its head went in, and is checked against that generation's rules to its end.
+//! The parts of the world are in [`super::state`], config pushes reaching sidecars in
+//! [`super::churn`], workloads' calls in [`super::calls`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::check::{Invariant, Violations};
@@ -30,6 +28,9 @@ use super::net::Network;
 use super::queue::EventQueue;
 use super::report::{RunReport, Timeline, TimelineFault, TraceHash};
 use super::scenario::{FaultKind, Scenario};
+pub(crate) use super::state::{
+    ClientRequest, ClusterInfo, Endpoint, Piece, Serve, ServerSide, Sidecar, UpConn,
+};
 
 /// A run that needs more events than this is stuck (time no longer advancing) or absurd.
 const MAX_EVENTS: u64 = 5_000_000;
@@ -47,146 +48,6 @@ pub struct RunOptions {
     pub ignore_read_interest: bool,
     /// Keep one [`super::report::RequestRecord`] per request in the report.
     pub records: bool,
-}
-
-/// A server workload (one endpoint).
-pub(crate) struct Endpoint {
-    pub service: usize,
-    pub cluster: usize,
-    pub spec: super::scenario::EndpointSpec,
-    pub up: bool,
-    /// Bumped on every crash: replies scheduled before it are dropped.
-    pub epoch: u32,
-    pub hung: u32,
-    pub slow: Duration,
-    /// The workload's own sidecar, for endpoints of services that call other services.
-    pub sidecar: Option<usize>,
-}
-
-/// A calling workload serving one request: waiting for the calls it made downstream, then
-/// answering on the upstream connection it came in on.
-pub(crate) struct Serve {
-    /// Where the request came from: sidecar, its upstream connection, the epoch it arrived in.
-    pub sc: usize,
-    pub conn: ConnId,
-    pub epoch: u32,
-    pub ep: usize,
-    /// The request being served.
-    pub req: usize,
-    /// The calls it made (request ids) and how many have not ended yet.
-    pub calls: Vec<usize>,
-    pub waiting: usize,
-    /// Some call ended in anything but a 2xx.
-    pub failed: bool,
-    /// The service time to add once the calls are done.
-    pub delay: Duration,
-    /// Still running (false once the workload crashed).
-    pub alive: bool,
-}
-
-/// The server's end of one upstream connection.
-pub(crate) struct ServerSide {
-    pub recv: BytesMut,
-    /// The request being read, once its head is parsed.
-    pub current: Option<super::server::Incoming>,
-    pub alive: bool,
-    pub epoch: u32,
-}
-
-/// An upstream connection of a sidecar, with the server's end of it.
-pub(crate) struct UpConn {
-    pub ep: usize,
-    pub cluster: usize,
-    /// A request is outstanding on it (set by a request going out, cleared when a whole
-    /// response reaches the engine).
-    pub busy: bool,
-    pub server: ServerSide,
-    /// Whether the engine wants to read from this connection (backpressure).
-    pub reading: bool,
-    /// Bytes that arrived while reading was off (or not yet read), in read-sized pieces.
-    pub held: std::collections::VecDeque<Piece>,
-    /// The server's FIN arrived behind the held bytes.
-    pub held_eof: bool,
-}
-
-/// One read's worth of bytes waiting for the engine.
-pub(crate) struct Piece {
-    pub data: Bytes,
-    /// The last piece of a whole response: the connection is no longer busy once it is read.
-    pub completes: bool,
-    /// The status of the response head this piece starts with (0: none).
-    pub status: u16,
-}
-
-/// One sidecar: an engine and the driver's view of its connections.
-pub(crate) struct Sidecar {
-    pub engine: Engine,
-    pub up: BTreeMap<ConnId, UpConn>,
-    /// Downstream connection → client request id.
-    pub down: BTreeMap<ConnId, usize>,
-    /// Open upstream sockets per cluster (driver-side count).
-    pub open: Vec<u32>,
-    /// The driver's view of every host's outlier state, per cluster, as of the end of the
-    /// last engine call.
-    pub hosts: Vec<Vec<HostWatch>>,
-    /// Access-log records per downstream connection.
-    pub logs_per_conn: BTreeMap<ConnId, u32>,
-    /// The generation of each service's rules this sidecar's engine runs.
-    pub generations: Vec<usize>,
-    /// The stream idle timeout the last push that set one gave this sidecar.
-    pub stream_idle: Option<Duration>,
-    /// Per cluster, its slot in the engine (`Engine::cluster_index`), resolved once per
-    /// config the engine applied (`slots_for`): looking clusters up by name after every
-    /// engine call was a tenth of the simulator's time.
-    pub slots: Vec<Option<usize>>,
-    pub slots_for: Option<u64>,
-    /// How many of `hosts` are ejected (kept in step with every change of `ejected`).
-    pub watched_ejected: usize,
-}
-
-impl Sidecar {
-    /// Make `slots` valid for the engine's current config.
-    pub fn resolve_slots(&mut self, cluster_names: &[String]) {
-        let applied = self.engine.stats().config_applied;
-        if self.slots_for != Some(applied) {
-            self.slots = (cluster_names.iter())
-                .map(|n| self.engine.cluster_index(n))
-                .collect();
-            self.slots_for = Some(applied);
-        }
-    }
-}
-
-/// One client request and what became of it.
-pub(crate) struct ClientRequest {
-    pub sidecar: usize,
-    /// For a call made by a workload serving another request: that serve.
-    pub serve: Option<usize>,
-    pub loop_id: Option<usize>,
-    pub service: usize,
-    pub user: Option<String>,
-    /// The generation of the service's rules the sidecar ran when the request's head went in:
-    /// `rule`, `bound` and every check of this request follow it.
-    pub generation: usize,
-    /// The stream idle timeout of the snapshot it started on.
-    pub stream_idle: Duration,
-    pub rule: Option<usize>,
-    pub bound: Option<Duration>,
-    pub start: Instant,
-    pub body_len: usize,
-    pub resp_len: usize,
-    pub conn: ConnId,
-    /// What the client has read of the response.
-    pub reading: super::client::Reading,
-    pub outcome: Option<super::report::Outcome>,
-    pub end: Option<Instant>,
-    /// Bytes the sidecar wrote to this client that the client has not read yet.
-    pub unread: usize,
-    /// When the client will have read everything written so far.
-    pub read_until: Instant,
-    /// When the request reached an endpoint, and that endpoint's version (one entry per
-    /// attempt that got there).
-    pub reached: Vec<(Instant, usize)>,
 }
 
 pub(crate) enum Ev {
@@ -317,19 +178,6 @@ pub struct Mesh<'s> {
     pub(crate) in_flight_at_push: u64,
     /// Access-log records being checked (kept for its capacity).
     pub(crate) log_buf: Vec<trellis_engine::proxy::RequestLog>,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) struct ClusterInfo {
-    pub service: usize,
-    pub version: usize,
-    pub max_connections: Option<u32>,
-    pub max_ejection_percent: Option<u32>,
-    pub consecutive_5xx: Option<u32>,
-    pub base_ejection: Duration,
-    pub interval: Duration,
-    /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
-    pub endpoints: Vec<usize>,
 }
 
 impl<'s> Mesh<'s> {
@@ -517,49 +365,6 @@ impl<'s> Mesh<'s> {
         }
         mesh.start_clients();
         mesh
-    }
-
-    /// Push `p` reaches sidecar `sc`: its engine gets the snapshot of its new generations.
-    fn deliver_push(&mut self, sc: usize, p: usize) {
-        let push = &self.scn.config_pushes[p];
-        let generation = self.scn.push_generation(p);
-        let Some(g) = self.sidecars[sc].generations.get_mut(push.service) else {
-            return;
-        };
-        *g = generation;
-        if let Some(ms) = push.stream_idle_ms {
-            self.sidecars[sc].stream_idle = Some(Duration::from_millis(ms));
-        }
-        let config = Arc::new(model::engine_config_at(
-            self.scn,
-            &self.sidecars[sc].generations,
-            self.sidecars[sc].stream_idle,
-        ));
-        let version = config.version.clone();
-        if let Some(t) = self.timeline.as_mut() {
-            t.pushes
-                .push((self.now, format!("push {p} to sidecar {sc}: {version}")));
-        }
-        let in_flight = (self.sidecars[sc].down.values())
-            .filter(|&&r| self.requests[r].end.is_none())
-            .count();
-        self.in_flight_at_push += in_flight as u64;
-        self.pushes_delivered += 1;
-        self.trace.u64(0xc0f1_0000 ^ ((p as u64) << 8) ^ sc as u64);
-        let applied_before = self.sidecars[sc].engine.stats().config_applied;
-        self.config_call = true;
-        self.engine_input(sc, Input::Config(config));
-        self.config_call = false;
-        let engine = &self.sidecars[sc].engine;
-        let applied = engine.stats().config_applied == applied_before + 1;
-        if !applied || engine.config().version != version {
-            let msg = format!(
-                "sidecar {sc} did not apply push {p} (snapshot {version}): runs {}, error {:?}",
-                engine.config().version,
-                engine.last_config_error()
-            );
-            self.violation(Invariant::ConfigApplied, msg);
-        }
     }
 
     /// Run to the end: the workload's duration, then until every request has ended.
@@ -779,17 +584,6 @@ impl<'s> Mesh<'s> {
             }
             *cached = next;
         }
-    }
-
-    /// The engine touched a request's downstream connection in the call that handed it a
-    /// config snapshot: a config swap must leave requests in flight alone.
-    fn config_disturbed(&mut self, sc: usize, req: usize, what: &str) {
-        let r = &self.requests[req];
-        let msg = format!(
-            "sidecar {sc} {what} for request {req} (service {}, generation {}, started {}) while applying a config push",
-            r.service, r.generation, r.start
-        );
-        self.violation(Invariant::ConfigSwap, msg);
     }
 
     fn finish(mut self) -> RunReport {

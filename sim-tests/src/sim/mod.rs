@@ -20,12 +20,17 @@
 //!
 //! Files, one concept each: [`scenario`] (plain data) and [`generate`] (from a seed),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
-//! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world and its loop),
-//! `server`/`client` (workloads), `wire` (connects, sends, faults), `observe` + `ejection` + [`backpressure`] + [`check`] (invariants), [`report`] (results),
-//! [`svg`] (timeline plot), [`swarm`] (many seeds, failure reports, replay commands).
+//! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `state`
+//! (its parts), `server` / `client` / `response_read` / `pattern` (workloads, how clients read
+//! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
+//! `wire` (connects, sends, faults), `observe` + `ejection` + [`backpressure`] + [`check`]
+//! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
+//! reports, replay commands).
 
 pub mod backpressure;
+mod calls;
 pub mod check;
+mod churn;
 mod client;
 mod ejection;
 pub mod generate;
@@ -36,9 +41,11 @@ mod observe;
 mod pattern;
 pub mod queue;
 pub mod report;
+mod response_read;
 pub mod scenario;
 mod server;
 pub mod shrink;
+mod state;
 pub mod svg;
 pub mod swarm;
 mod wire;

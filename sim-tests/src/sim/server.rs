@@ -21,7 +21,7 @@ use trellis_engine::Instant;
 const MAX_HEADERS: usize = 100;
 
 /// What the server decided to do with one request.
-enum Answer {
+pub(super) enum Answer {
     /// A response whose body is the response pattern of `len` bytes (status 200) or a fixed
     /// text.
     Respond {
@@ -362,7 +362,7 @@ impl Mesh<'_> {
 
     /// Send `answer` to request `id` on connection `(sidecar, conn, epoch)` at `at` (dropped
     /// there if the connection or the process is gone by then).
-    fn answer(
+    pub(super) fn answer(
         &mut self,
         (sc, conn, epoch): (usize, ConnId, u32),
         ep: usize,
@@ -453,60 +453,6 @@ impl Mesh<'_> {
                     from = to;
                     t += Duration::from_micros(self.rng.u64(0..=gap_ms * 1000));
                 }
-            }
-        }
-    }
-}
-
-impl Mesh<'_> {
-    /// One of a serve's calls ended; when it was the last, the workload finishes its own
-    /// service time and answers.
-    pub(crate) fn call_ended(&mut self, serve: usize, ok: bool) {
-        let sv = &mut self.serves[serve];
-        sv.waiting = sv.waiting.saturating_sub(1);
-        sv.failed |= !ok;
-        if sv.waiting == 0 && sv.alive {
-            let at = self.now + sv.delay;
-            self.queue.push(at, Ev::ServeDone { serve });
-        }
-    }
-
-    /// A serve's calls are done and its service time is over: answer 200 with the body its
-    /// client expects, or 502 when a dependency failed.
-    pub(crate) fn serve_done(&mut self, serve: usize) {
-        let sv = &self.serves[serve];
-        if !sv.alive {
-            return;
-        }
-        let (sc, conn, epoch, ep, req, failed) =
-            (sv.sc, sv.conn, sv.epoch, sv.ep, sv.req, sv.failed);
-        let answer = if failed {
-            Answer::Respond {
-                status: 502,
-                pattern: None,
-                text: b"a dependency failed",
-            }
-        } else {
-            Answer::Respond {
-                status: 200,
-                pattern: Some(self.requests[req].resp_len),
-                text: b"",
-            }
-        };
-        self.answer((sc, conn, epoch), ep, req, self.now, answer);
-    }
-
-    /// A calling workload's process died: the requests it was serving are gone, and so are
-    /// its calls still in flight (their connections to its sidecar close under them).
-    pub(crate) fn cancel_serves(&mut self, ep: usize) {
-        for serve in 0..self.serves.len() {
-            if self.serves[serve].ep != ep || !self.serves[serve].alive {
-                continue;
-            }
-            self.serves[serve].alive = false;
-            for i in 0..self.serves[serve].calls.len() {
-                let call = self.serves[serve].calls[i];
-                self.cancel_call(call);
             }
         }
     }

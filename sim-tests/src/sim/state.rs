@@ -1,0 +1,164 @@
+//! The parts of the simulated world the mesh loop drives: server workloads (endpoints), the
+//! server's end of each upstream connection, sidecars and the driver's view of their
+//! connections, client requests and what became of them, and calling workloads' serves.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use trellis_engine::{ConnId, Engine, Instant};
+
+use super::ejection::HostWatch;
+
+/// A server workload (one endpoint).
+pub(crate) struct Endpoint {
+    pub service: usize,
+    pub cluster: usize,
+    pub spec: super::scenario::EndpointSpec,
+    pub up: bool,
+    /// Bumped on every crash: replies scheduled before it are dropped.
+    pub epoch: u32,
+    pub hung: u32,
+    pub slow: Duration,
+    /// The workload's own sidecar, for endpoints of services that call other services.
+    pub sidecar: Option<usize>,
+}
+
+/// A calling workload serving one request: waiting for the calls it made downstream, then
+/// answering on the upstream connection it came in on.
+pub(crate) struct Serve {
+    /// Where the request came from: sidecar, its upstream connection, the epoch it arrived in.
+    pub sc: usize,
+    pub conn: ConnId,
+    pub epoch: u32,
+    pub ep: usize,
+    /// The request being served.
+    pub req: usize,
+    /// The calls it made (request ids) and how many have not ended yet.
+    pub calls: Vec<usize>,
+    pub waiting: usize,
+    /// Some call ended in anything but a 2xx.
+    pub failed: bool,
+    /// The service time to add once the calls are done.
+    pub delay: Duration,
+    /// Still running (false once the workload crashed).
+    pub alive: bool,
+}
+
+/// The server's end of one upstream connection.
+pub(crate) struct ServerSide {
+    pub recv: BytesMut,
+    /// The request being read, once its head is parsed.
+    pub current: Option<super::server::Incoming>,
+    pub alive: bool,
+    pub epoch: u32,
+}
+
+/// An upstream connection of a sidecar, with the server's end of it.
+pub(crate) struct UpConn {
+    pub ep: usize,
+    pub cluster: usize,
+    /// A request is outstanding on it (set by a request going out, cleared when a whole
+    /// response reaches the engine).
+    pub busy: bool,
+    pub server: ServerSide,
+    /// Whether the engine wants to read from this connection (backpressure).
+    pub reading: bool,
+    /// Bytes that arrived while reading was off (or not yet read), in read-sized pieces.
+    pub held: std::collections::VecDeque<Piece>,
+    /// The server's FIN arrived behind the held bytes.
+    pub held_eof: bool,
+}
+
+/// One read's worth of bytes waiting for the engine.
+pub(crate) struct Piece {
+    pub data: Bytes,
+    /// The last piece of a whole response: the connection is no longer busy once it is read.
+    pub completes: bool,
+    /// The status of the response head this piece starts with (0: none).
+    pub status: u16,
+}
+
+/// One sidecar: an engine and the driver's view of its connections.
+pub(crate) struct Sidecar {
+    pub engine: Engine,
+    pub up: BTreeMap<ConnId, UpConn>,
+    /// Downstream connection → client request id.
+    pub down: BTreeMap<ConnId, usize>,
+    /// Open upstream sockets per cluster (driver-side count).
+    pub open: Vec<u32>,
+    /// The driver's view of every host's outlier state, per cluster, as of the end of the
+    /// last engine call.
+    pub hosts: Vec<Vec<HostWatch>>,
+    /// Access-log records per downstream connection.
+    pub logs_per_conn: BTreeMap<ConnId, u32>,
+    /// The generation of each service's rules this sidecar's engine runs.
+    pub generations: Vec<usize>,
+    /// The stream idle timeout the last push that set one gave this sidecar.
+    pub stream_idle: Option<Duration>,
+    /// Per cluster, its slot in the engine (`Engine::cluster_index`), resolved once per
+    /// config the engine applied (`slots_for`): looking clusters up by name after every
+    /// engine call was a tenth of the simulator's time.
+    pub slots: Vec<Option<usize>>,
+    pub slots_for: Option<u64>,
+    /// How many of `hosts` are ejected (kept in step with every change of `ejected`).
+    pub watched_ejected: usize,
+}
+
+impl Sidecar {
+    /// Make `slots` valid for the engine's current config.
+    pub fn resolve_slots(&mut self, cluster_names: &[String]) {
+        let applied = self.engine.stats().config_applied;
+        if self.slots_for != Some(applied) {
+            self.slots = (cluster_names.iter())
+                .map(|n| self.engine.cluster_index(n))
+                .collect();
+            self.slots_for = Some(applied);
+        }
+    }
+}
+
+/// One client request and what became of it.
+pub(crate) struct ClientRequest {
+    pub sidecar: usize,
+    /// For a call made by a workload serving another request: that serve.
+    pub serve: Option<usize>,
+    pub loop_id: Option<usize>,
+    pub service: usize,
+    pub user: Option<String>,
+    /// The generation of the service's rules the sidecar ran when the request's head went in:
+    /// `rule`, `bound` and every check of this request follow it.
+    pub generation: usize,
+    /// The stream idle timeout of the snapshot it started on.
+    pub stream_idle: Duration,
+    pub rule: Option<usize>,
+    pub bound: Option<Duration>,
+    pub start: Instant,
+    pub body_len: usize,
+    pub resp_len: usize,
+    pub conn: ConnId,
+    /// What the client has read of the response.
+    pub reading: super::response_read::Reading,
+    pub outcome: Option<super::report::Outcome>,
+    pub end: Option<Instant>,
+    /// Bytes the sidecar wrote to this client that the client has not read yet.
+    pub unread: usize,
+    /// When the client will have read everything written so far.
+    pub read_until: Instant,
+    /// When the request reached an endpoint, and that endpoint's version (one entry per
+    /// attempt that got there).
+    pub reached: Vec<(Instant, usize)>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterInfo {
+    pub service: usize,
+    pub version: usize,
+    pub max_connections: Option<u32>,
+    pub max_ejection_percent: Option<u32>,
+    pub consecutive_5xx: Option<u32>,
+    pub base_ejection: Duration,
+    pub interval: Duration,
+    /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
+    pub endpoints: Vec<usize>,
+}
