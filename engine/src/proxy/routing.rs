@@ -413,8 +413,7 @@ fn prepare_upstream_head(
         route::apply_header_ops(&dest.request_headers, &mut head.headers);
     }
     // Static names: inserting a custom name given as &str would allocate it every request.
-    const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-    const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+    use http1::{X_FORWARDED_PROTO, X_REQUEST_ID};
     if !head.headers.contains_key(&X_REQUEST_ID) {
         head.headers.insert(X_REQUEST_ID, request_id(rng));
     }
