@@ -9,7 +9,7 @@
 //! error, never a guess.
 //!
 //! Files, one concept each: [`limits`](Limits), errors, character classes and line scanning
-//! (`syntax`), field lines (`fields`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`),
+//! (`syntax`), field lines (`fields`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused header maps (`pool`),
 //! head types (`head`), request and response parsing, hop-by-hop removal (`hop`), head
 //! encoding (`encode`), body decoding (`body`) and encoding (`body_encoder`).
 
@@ -24,6 +24,7 @@ mod hop;
 mod host;
 mod limits;
 mod names;
+mod pool;
 mod reason;
 mod request;
 mod response;
@@ -46,6 +47,7 @@ pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
 pub use hop::strip_hop_by_hop;
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
 pub(crate) use names::{X_FORWARDED_PROTO, X_REQUEST_ID};
+pub use pool::HeaderPool;
 pub use reason::reason_phrase;
-pub use request::{parse_request_head, take_request_head};
-pub use response::{parse_response_head, take_response_head};
+pub use request::{parse_request_head, take_request_head, take_request_head_pooled};
+pub use response::{parse_response_head, take_response_head, take_response_head_pooled};

@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use http::header::{self, HeaderMap};
+use http::header;
 use http::Method;
 
 use super::error::ParseError;
@@ -18,6 +18,7 @@ use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
 use super::host::normalize_authority;
 use super::limits::Limits;
+use super::pool::HeaderPool;
 use super::syntax::{
     field_lines, find_head_end, find_lf, is_token, is_vchar, line_end, list_elements, Scan,
 };
@@ -36,7 +37,7 @@ pub fn parse_request_head(
         return Ok(None);
     };
     let head_end = layout.head_end;
-    let head = layout.build(buf, None)?;
+    let head = layout.build(buf, None, &mut HeaderPool::default())?;
     Ok(Some((head, head_end)))
 }
 
@@ -46,11 +47,21 @@ pub fn take_request_head(
     buf: &mut bytes::BytesMut,
     limits: &Limits,
 ) -> Result<Option<RequestHead>, ParseError> {
+    take_request_head_pooled(buf, limits, &mut HeaderPool::default())
+}
+
+/// Like [`take_request_head`], filling a header map from `pool` (only once the head is
+/// complete) instead of allocating one.
+pub fn take_request_head_pooled(
+    buf: &mut bytes::BytesMut,
+    limits: &Limits,
+    pool: &mut HeaderPool,
+) -> Result<Option<RequestHead>, ParseError> {
     let Some(layout) = locate(buf, limits)? else {
         return Ok(None);
     };
     let bytes = buf.split_to(layout.head_end).freeze();
-    layout.build(&bytes, Some(&bytes)).map(Some)
+    layout.build(&bytes, Some(&bytes), pool).map(Some)
 }
 
 /// Where the parts of a complete, limit-respecting request head lie in the buffer, with the
@@ -66,7 +77,12 @@ struct Layout {
 }
 
 impl Layout {
-    fn build(self, buf: &[u8], shared: Option<&bytes::Bytes>) -> Result<RequestHead, ParseError> {
+    fn build(
+        self,
+        buf: &[u8],
+        shared: Option<&bytes::Bytes>,
+        pool: &mut HeaderPool,
+    ) -> Result<RequestHead, ParseError> {
         let raw_target = buf.get(self.target.0..self.target.1).unwrap_or_default();
         let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
         build_head(
@@ -76,6 +92,7 @@ impl Layout {
             block,
             self.fields,
             shared,
+            pool,
         )
     }
 }
@@ -184,10 +201,11 @@ fn build_head(
     block: &[u8],
     fields: usize,
     shared: Option<&bytes::Bytes>,
+    pool: &mut HeaderPool,
 ) -> Result<RequestHead, ParseError> {
     let http11 = version == Version::Http11;
     // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
-    let mut headers = HeaderMap::with_capacity(fields + 4);
+    let mut headers = pool.take(fields + 4);
     let mut host: Option<&[u8]> = None;
     let mut host_count = 0usize;
     let mut content_length: Option<u64> = None;

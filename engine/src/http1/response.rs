@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use http::header::{self, HeaderMap};
+use http::header;
 use http::Method;
 
 use super::error::ParseError;
@@ -17,6 +17,7 @@ use super::fields::{split_field, to_header_in};
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, ResponseHead, Version};
 use super::limits::Limits;
+use super::pool::HeaderPool;
 use super::reason::reason_phrase;
 use super::request::parse_version;
 use super::syntax::{field_lines, find_head_end, find_lf, line_end, Scan};
@@ -32,7 +33,7 @@ pub fn parse_response_head(
         return Ok(None);
     };
     let head_end = layout.head_end;
-    let head = layout.build(buf, request_method, None)?;
+    let head = layout.build(buf, request_method, None, &mut HeaderPool::default())?;
     Ok(Some((head, head_end)))
 }
 
@@ -43,11 +44,24 @@ pub fn take_response_head(
     limits: &Limits,
     request_method: &Method,
 ) -> Result<Option<ResponseHead>, ParseError> {
+    take_response_head_pooled(buf, limits, request_method, &mut HeaderPool::default())
+}
+
+/// Like [`take_response_head`], filling a header map from `pool` (only once the head is
+/// complete) instead of allocating one.
+pub fn take_response_head_pooled(
+    buf: &mut bytes::BytesMut,
+    limits: &Limits,
+    request_method: &Method,
+    pool: &mut HeaderPool,
+) -> Result<Option<ResponseHead>, ParseError> {
     let Some(layout) = locate(buf, limits)? else {
         return Ok(None);
     };
     let bytes = buf.split_to(layout.head_end).freeze();
-    layout.build(&bytes, request_method, Some(&bytes)).map(Some)
+    layout
+        .build(&bytes, request_method, Some(&bytes), pool)
+        .map(Some)
 }
 
 /// Where the parts of a complete, limit-respecting response head lie in the buffer, with the
@@ -96,6 +110,7 @@ impl Layout {
         buf: &[u8],
         request_method: &Method,
         shared: Option<&bytes::Bytes>,
+        pool: &mut HeaderPool,
     ) -> Result<ResponseHead, ParseError> {
         let Layout {
             version, status, ..
@@ -104,7 +119,7 @@ impl Layout {
         let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
 
         // Room for the fields a proxy adds (via, response header edits) without regrowth.
-        let mut headers = HeaderMap::with_capacity(self.fields + 2);
+        let mut headers = pool.take(self.fields + 2);
         let mut content_length: Option<u64> = None;
         let mut te = TransferCodings::default();
         let mut connection = ConnectionOptions::default();

@@ -81,10 +81,15 @@ impl Engine {
                         self.arm_conn_timer(id, at);
                     }
                     let limits = self.limits;
-                    let Some(down) = self.down_mut(id) else {
+                    let Some(Conn {
+                        side: Side::Down(down),
+                        ..
+                    }) = self.conns.get_mut(id)
+                    else {
                         return;
                     };
-                    match http1::take_request_head(&mut down.recv, &limits) {
+                    let pool = &mut self.header_pool;
+                    match http1::take_request_head_pooled(&mut down.recv, &limits, pool) {
                         Ok(Some(head)) => {
                             self.start_request(now, id, head);
                             // Loop: the body (or a pipelined request) may already be here.

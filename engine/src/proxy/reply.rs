@@ -111,9 +111,10 @@ impl Engine {
     /// The request is over: release everything, log it, and let the connection go on.
     pub(crate) fn finish_request(&mut self, now: Instant, id: u64) {
         self.detach_attempt(now, id, None);
-        let Some(req) = self.requests.remove(id) else {
+        let Some(mut req) = self.requests.remove(id) else {
             return;
         };
+        self.header_pool.give(std::mem::take(&mut req.head.headers));
         if req.holds_retry {
             if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
                 s.state.breaker_mut().retry_done();

@@ -90,7 +90,9 @@ impl Engine {
         };
         // The request's snapshot sets the limits its response is read under.
         let limits = http1::Limits::from(&req.snapshot.config.http);
-        let parsed = http1::take_response_head(&mut up.recv, &limits, &req.head.method);
+        let pool = &mut self.header_pool;
+        let parsed =
+            http1::take_response_head_pooled(&mut up.recv, &limits, &req.head.method, pool);
         let mut head = match parsed {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -270,6 +272,7 @@ impl Engine {
         if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
             http1::encode_response_head(&head, out);
         }
+        self.header_pool.give(head.headers);
         let _ = now;
     }
 
