@@ -41,7 +41,10 @@ mod stream_tests;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use body_encoder::BodyEncoder;
-pub use encode::{encode_local_response, encode_request_head, encode_response_head};
+pub use encode::{
+    encode_local_response, encode_request_head, encode_response_head,
+    encode_response_head_with_room,
+};
 pub use error::{BodyError, ParseError};
 pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
 pub use hop::strip_hop_by_hop;

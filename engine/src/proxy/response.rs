@@ -197,7 +197,15 @@ impl Engine {
     }
 
     /// Send the response head downstream and set up body relaying.
-    fn start_response(&mut self, now: Instant, _up_id: u64, req_id: u64, mut head: ResponseHead) {
+    fn start_response(&mut self, now: Instant, up_id: u64, req_id: u64, mut head: ResponseHead) {
+        // Body bytes that came with the head go out right behind it: room for them (and a
+        // chunk header) in the same buffer.
+        let body_ready = match self.conns.get(up_id) {
+            Some(Conn {
+                side: Side::Up(up), ..
+            }) if !up.recv.is_empty() => up.recv.len() + 32,
+            _ => 0,
+        };
         let Some(req) = self.requests.get_mut(req_id) else {
             return;
         };
@@ -270,7 +278,7 @@ impl Engine {
             }
         }
         if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-            http1::encode_response_head(&head, out);
+            http1::encode_response_head_with_room(&head, body_ready, out);
         }
         self.header_pool.give(head.headers);
         let _ = now;
