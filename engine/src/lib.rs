@@ -18,9 +18,11 @@
 //! - [`cluster`]: load balancing, outlier detection and circuit breaking per cluster.
 //! - [`proxy`]: the engine itself, gluing connections, requests and upstream pools.
 //! - [`time`], [`rng`]: the engine-owned clock value and seeded randomness.
+//! - `hash`: the fast unkeyed hasher of the lookup-only maps.
 
 pub mod cluster;
 pub mod config;
+mod hash;
 pub mod http1;
 #[cfg(feature = "mutants")]
 pub mod mutants;

@@ -129,7 +129,13 @@ fn put_status_line(out: &mut BytesMut, status: u16, reason: &str) {
 /// none) + `connection: close` when `!keep_alive` + "\r\n". An empty reason is replaced by the
 /// canonical phrase.
 pub fn encode_response_head(head: &ResponseHead, out: &mut BytesMut) {
-    out.reserve(head.reason.len() + headers_len_hint(&head.headers));
+    encode_response_head_with_room(head, 0, out);
+}
+
+/// [`encode_response_head`], reserving `room` more bytes for what follows (the body bytes
+/// already buffered), so that they don't regrow the buffer right after the head.
+pub fn encode_response_head_with_room(head: &ResponseHead, room: usize, out: &mut BytesMut) {
+    out.reserve(head.reason.len() + headers_len_hint(&head.headers) + room);
     let reason = if head.reason.is_empty() {
         reason_phrase(head.status)
     } else {

@@ -46,7 +46,10 @@ pub(crate) fn to_header_in(
     value: &[u8],
     shared: Option<&bytes::Bytes>,
 ) -> Result<(HeaderName, HeaderValue), ParseError> {
-    let name = HeaderName::from_bytes(name).map_err(|_| ParseError::InvalidHeaderName)?;
+    let name = match super::names::known(name) {
+        Some(known) => known,
+        None => HeaderName::from_bytes(name).map_err(|_| ParseError::InvalidHeaderName)?,
+    };
     let value = match shared {
         Some(buf) if !value.is_empty() => HeaderValue::from_maybe_shared(buf.slice_ref(value)),
         _ => HeaderValue::from_bytes(value),

@@ -69,7 +69,9 @@ impl RequestHead {
 pub struct ResponseHead {
     pub version: Version,
     pub status: u16,
-    pub reason: String,
+    /// As received; borrowed when it is the registered phrase, so the common head allocates
+    /// no string for it.
+    pub reason: std::borrow::Cow<'static, str>,
     /// As received, names lower-case, order kept.
     pub headers: http::HeaderMap,
     /// Decided per RFC 9112 §6.3 given the request method.

@@ -11,29 +11,47 @@ use super::error::ParseError;
 
 /// `unreserved / sub-delims` of RFC 3986 (the reg-name characters besides pct-encoded), less
 /// the comma: a comma in Host would let a list-splitting recipient see two hosts.
+const fn build_reg_name() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    t
+}
+
+/// A table, since every request's Host goes through here.
+static REG_NAME: [bool; 256] = build_reg_name();
+
 fn is_reg_name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b';'
-                | b'='
-        )
+    REG_NAME[usize::from(b)]
 }
 
 fn valid_reg_name(host: &[u8]) -> bool {
     if host.is_empty() {
         return false;
+    }
+    // The common host has no percent-encoding: one table lookup per byte.
+    if host.iter().all(|&b| is_reg_name_char(b)) {
+        return true;
     }
     let mut i = 0;
     while let Some(&b) = host.get(i) {
@@ -81,7 +99,7 @@ pub(crate) fn normalize_authority(raw: &[u8], require_port: bool) -> Result<Stri
         };
         (ok, port)
     } else {
-        match raw.iter().position(|&b| b == b':') {
+        match memchr::memchr(b':', raw) {
             Some(colon) => (
                 valid_reg_name(raw.get(..colon).unwrap_or_default()),
                 Some(raw.get(colon + 1..).unwrap_or_default()),

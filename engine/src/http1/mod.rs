@@ -9,7 +9,7 @@
 //! error, never a guess.
 //!
 //! Files, one concept each: [`limits`](Limits), errors, character classes and line scanning
-//! (`syntax`), field lines (`fields`), framing fields (`framing`), Host validation (`host`),
+//! (`syntax`), field lines (`fields`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused header maps (`pool`),
 //! head types (`head`), request and response parsing, hop-by-hop removal (`hop`), head
 //! encoding (`encode`), body decoding (`body`) and encoding (`body_encoder`).
 
@@ -23,6 +23,8 @@ mod head;
 mod hop;
 mod host;
 mod limits;
+mod names;
+mod pool;
 mod reason;
 mod request;
 mod response;
@@ -39,11 +41,16 @@ mod stream_tests;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use body_encoder::BodyEncoder;
-pub use encode::{encode_local_response, encode_request_head, encode_response_head};
+pub use encode::{
+    encode_local_response, encode_request_head, encode_response_head,
+    encode_response_head_with_room,
+};
 pub use error::{BodyError, ParseError};
 pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
 pub use hop::strip_hop_by_hop;
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
+pub(crate) use names::{X_FORWARDED_PROTO, X_REQUEST_ID};
+pub use pool::HeaderPool;
 pub use reason::reason_phrase;
-pub use request::{parse_request_head, take_request_head};
-pub use response::{parse_response_head, take_response_head};
+pub use request::{parse_request_head, take_request_head, take_request_head_pooled};
+pub use response::{parse_response_head, take_response_head, take_response_head_pooled};

@@ -6,7 +6,10 @@
 //! drops the upstream connection. 1xx heads are returned like final ones (framing `None`); the
 //! caller loops until it sees the final response.
 
-use http::header::{self, HeaderMap};
+use std::borrow::Cow;
+use std::ops::Range;
+
+use http::header;
 use http::Method;
 
 use super::error::ParseError;
@@ -14,6 +17,8 @@ use super::fields::{split_field, to_header_in};
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, ResponseHead, Version};
 use super::limits::Limits;
+use super::pool::HeaderPool;
+use super::reason::reason_phrase;
 use super::request::parse_version;
 use super::syntax::{field_lines, find_head_end, find_lf, line_end, Scan};
 
@@ -24,7 +29,12 @@ pub fn parse_response_head(
     limits: &Limits,
     request_method: &Method,
 ) -> Result<Option<(ResponseHead, usize)>, ParseError> {
-    parse_in(buf, limits, request_method, None)
+    let Some(layout) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    let head_end = layout.head_end;
+    let head = layout.build(buf, request_method, None, &mut HeaderPool::default())?;
+    Ok(Some((head, head_end)))
 }
 
 /// Like [`parse_response_head`], but takes the head off the front of `buf` and lets header
@@ -34,40 +44,41 @@ pub fn take_response_head(
     limits: &Limits,
     request_method: &Method,
 ) -> Result<Option<ResponseHead>, ParseError> {
-    // A first pass only finds the end (and fails early on a bad status line or limits).
-    let Some(end) = head_end(buf, limits)? else {
-        return Ok(None);
-    };
-    let bytes = buf.split_to(end).freeze();
-    match parse_in(&bytes, limits, request_method, Some(&bytes))? {
-        Some((head, _)) => Ok(Some(head)),
-        None => Err(ParseError::HeadTooLarge),
-    }
+    take_response_head_pooled(buf, limits, request_method, &mut HeaderPool::default())
 }
 
-/// Where a complete response head ends, validating the status line and the limits on the way.
-fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
-    let Some(lf) = find_lf(buf, 0) else {
-        if buf.len() > limits.max_header_bytes {
-            return Err(ParseError::HeadTooLarge);
-        }
-        return Ok(None);
-    };
-    let line_stop = line_end(buf, 0, lf)?;
-    parse_status_line(buf.get(..line_stop).unwrap_or_default())?;
-    match find_head_end(buf, lf + 1, 0, limits)? {
-        Scan::Incomplete => Ok(None),
-        Scan::Complete { end, .. } => Ok(Some(end)),
-    }
-}
-
-/// The parser; `shared`, when given, is the buffer `buf` lives in (values are sliced from it).
-fn parse_in(
-    buf: &[u8],
+/// Like [`take_response_head`], filling a header map from `pool` (only once the head is
+/// complete) instead of allocating one.
+pub fn take_response_head_pooled(
+    buf: &mut bytes::BytesMut,
     limits: &Limits,
     request_method: &Method,
-    shared: Option<&bytes::Bytes>,
-) -> Result<Option<(ResponseHead, usize)>, ParseError> {
+    pool: &mut HeaderPool,
+) -> Result<Option<ResponseHead>, ParseError> {
+    let Some(layout) = locate(buf, limits)? else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(layout.head_end).freeze();
+    layout
+        .build(&bytes, request_method, Some(&bytes), pool)
+        .map(Some)
+}
+
+/// Where the parts of a complete, limit-respecting response head lie in the buffer, with the
+/// status line already parsed: one scan finds the end and validates the line, the build step
+/// only interprets the fields.
+struct Layout {
+    version: Version,
+    status: u16,
+    reason: (usize, usize),
+    block: (usize, usize),
+    fields: usize,
+    head_end: usize,
+}
+
+/// Finds a complete head, validating the status line and the limits on the way (a bad status
+/// line fails before the head is complete).
+fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
     let Some(lf) = find_lf(buf, 0) else {
         if buf.len() > limits.max_header_bytes {
             return Err(ParseError::HeadTooLarge);
@@ -80,69 +91,102 @@ fn parse_in(
         Scan::Incomplete => return Ok(None),
         Scan::Complete { end, fields } => (end, fields),
     };
-    let block = buf.get(lf + 1..head_end - 2).unwrap_or_default();
-
-    // Room for the fields a proxy adds (via, response header edits) without regrowth.
-    let mut headers = HeaderMap::with_capacity(fields + 2);
-    let mut content_length: Option<u64> = None;
-    let mut te = TransferCodings::default();
-    let mut connection = ConnectionOptions::default();
-    for line in field_lines(block) {
-        let (raw_name, value) = split_field(line)?;
-        let (name, hv) = to_header_in(raw_name, value, shared)?;
-        if name == header::CONTENT_LENGTH {
-            content_length = Some(merge_content_length(value, content_length)?);
-        } else if name == header::TRANSFER_ENCODING {
-            te.add(value);
-        } else if name == header::CONNECTION {
-            connection.add(value);
-        }
-        headers.append(name, hv);
-    }
-
-    let http11 = version == Version::Http11;
-    if te.present {
-        // RFC 9112 §6.1: TE in HTTP/1.0 means faulty framing; TE with CL is a smuggling sign.
-        if !http11 {
-            return Err(ParseError::TransferEncodingInHttp10);
-        }
-        if content_length.is_some() {
-            return Err(ParseError::TransferEncodingWithContentLength);
-        }
-    }
-    let bodiless = *request_method == Method::HEAD
-        || (100..200).contains(&status)
-        || status == 204
-        || status == 304
-        || (*request_method == Method::CONNECT && (200..300).contains(&status));
-    let framing = if bodiless {
-        BodyFraming::None
-    } else if te.present {
-        if te.response_is_chunked()? {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::CloseDelimited
-        }
-    } else if let Some(n) = content_length {
-        BodyFraming::ContentLength(n)
-    } else {
-        BodyFraming::CloseDelimited
-    };
-    let keep_alive = connection.keep_alive(http11) && framing != BodyFraming::CloseDelimited;
-    let head = ResponseHead {
+    // The block excludes the final empty line (2 bytes).
+    Ok(Some(Layout {
         version,
         status,
-        reason: String::from_utf8_lossy(reason).into_owned(),
-        headers,
-        framing,
-        keep_alive,
-    };
-    Ok(Some((head, head_end)))
+        reason: (reason.start, reason.end),
+        block: (lf + 1, head_end - 2),
+        fields,
+        head_end,
+    }))
+}
+
+impl Layout {
+    /// Interprets the fields; `shared`, when given, is the buffer `buf` lives in (values are
+    /// sliced from it).
+    fn build(
+        self,
+        buf: &[u8],
+        request_method: &Method,
+        shared: Option<&bytes::Bytes>,
+        pool: &mut HeaderPool,
+    ) -> Result<ResponseHead, ParseError> {
+        let Layout {
+            version, status, ..
+        } = self;
+        let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
+        let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
+
+        // Room for the fields a proxy adds (via, response header edits) without regrowth.
+        let mut headers = pool.take(self.fields + 2);
+        let mut content_length: Option<u64> = None;
+        let mut te = TransferCodings::default();
+        let mut connection = ConnectionOptions::default();
+        for line in field_lines(block) {
+            let (raw_name, value) = split_field(line)?;
+            let (name, hv) = to_header_in(raw_name, value, shared)?;
+            if name == header::CONTENT_LENGTH {
+                content_length = Some(merge_content_length(value, content_length)?);
+            } else if name == header::TRANSFER_ENCODING {
+                te.add(value);
+            } else if name == header::CONNECTION {
+                connection.add(value);
+            }
+            headers.append(name, hv);
+        }
+
+        let http11 = version == Version::Http11;
+        if te.present {
+            // RFC 9112 §6.1: TE in HTTP/1.0 means faulty framing; TE with CL is a smuggling sign.
+            if !http11 {
+                return Err(ParseError::TransferEncodingInHttp10);
+            }
+            if content_length.is_some() {
+                return Err(ParseError::TransferEncodingWithContentLength);
+            }
+        }
+        let bodiless = *request_method == Method::HEAD
+            || (100..200).contains(&status)
+            || status == 204
+            || status == 304
+            || (*request_method == Method::CONNECT && (200..300).contains(&status));
+        let framing = if bodiless {
+            BodyFraming::None
+        } else if te.present {
+            if te.response_is_chunked()? {
+                BodyFraming::Chunked
+            } else {
+                BodyFraming::CloseDelimited
+            }
+        } else if let Some(n) = content_length {
+            BodyFraming::ContentLength(n)
+        } else {
+            BodyFraming::CloseDelimited
+        };
+        let keep_alive = connection.keep_alive(http11) && framing != BodyFraming::CloseDelimited;
+        // The registered phrase ("OK" for 200) is by far the most common: borrow it instead of
+        // allocating a copy of what it already says.
+        let canonical = reason_phrase(status);
+        let reason = if reason == canonical.as_bytes() {
+            Cow::Borrowed(canonical)
+        } else {
+            Cow::Owned(String::from_utf8_lossy(reason).into_owned())
+        };
+        Ok(ResponseHead {
+            version,
+            status,
+            reason,
+            headers,
+            framing,
+            keep_alive,
+        })
+    }
 }
 
 /// `HTTP-version SP 3DIGIT SP [reason-phrase]`. A missing SP after the code (no reason) is
 /// tolerated as RFC 9112 §4 suggests; the reason may hold HTAB, SP, VCHAR and obs-text.
-fn parse_status_line(line: &[u8]) -> Result<(Version, u16, &[u8]), ParseError> {
+fn parse_status_line(line: &[u8]) -> Result<(Version, u16, Range<usize>), ParseError> {
     let sp = line
         .iter()
         .position(|&b| b == b' ')
@@ -157,6 +201,7 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16, &[u8]), ParseError> {
         [a, b, c, b' ', reason @ ..] => ([*a, *b, *c], reason),
         _ => return Err(ParseError::InvalidStatusCode),
     };
+    let reason_start = line.len() - reason.len();
     if !code.iter().all(u8::is_ascii_digit) {
         return Err(ParseError::InvalidStatusCode);
     }
@@ -172,7 +217,7 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16, &[u8]), ParseError> {
     {
         return Err(ParseError::InvalidStatusLine);
     }
-    Ok((version, status, reason))
+    Ok((version, status, reason_start..line.len()))
 }
 
 #[cfg(test)]
@@ -193,7 +238,7 @@ mod tests {
         let (h, n) = parse(raw, Method::GET).unwrap().unwrap();
         assert_eq!(n, raw.len() - 5);
         assert_eq!(
-            (h.version, h.status, h.reason.as_str()),
+            (h.version, h.status, &*h.reason),
             (Version::Http11, 200, "OK")
         );
         assert_eq!(h.framing, BodyFraming::ContentLength(5));

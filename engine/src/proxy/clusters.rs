@@ -6,7 +6,9 @@
 //! `ClusterState::carry_over`, its ejections and counters) while its name stays in the config.
 //! Slots of removed clusters are retired and freed once nothing refers to them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::FastMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -66,7 +68,7 @@ impl ClusterSlot {
 pub(crate) struct Clusters {
     pub slots: Vec<Option<ClusterSlot>>,
     /// Current (non-retired) cluster name → slot. Only looked up, never iterated.
-    pub by_name: HashMap<String, usize>,
+    pub by_name: FastMap<String, usize>,
 }
 
 /// What a config swap changed, for the engine to act on.

@@ -20,14 +20,11 @@ use super::{out_buf, ConnId, Engine};
 impl Engine {
     pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> ConnId {
         self.stats.downstream_cx_total += 1;
-        let listener = self
-            .snapshot
-            .listener_for(accepted.local)
-            .map(|l| l.name.clone());
+        let listener = self.snapshot.listener_name_for(accepted.local);
         let idle_timeout = self.snapshot.config.http.idle_timeout;
         let known = listener.is_some();
         let down = Downstream {
-            listener: Arc::from(listener.unwrap_or_default().as_str()),
+            listener: listener.unwrap_or_else(|| Arc::from("")),
             peer: accepted.peer,
             local: accepted.local,
             original_dst: accepted.original_dst,
@@ -81,10 +78,15 @@ impl Engine {
                         self.arm_conn_timer(id, at);
                     }
                     let limits = self.limits;
-                    let Some(down) = self.down_mut(id) else {
+                    let Some(Conn {
+                        side: Side::Down(down),
+                        ..
+                    }) = self.conns.get_mut(id)
+                    else {
                         return;
                     };
-                    match http1::take_request_head(&mut down.recv, &limits) {
+                    let pool = &mut self.header_pool;
+                    match http1::take_request_head_pooled(&mut down.recv, &limits, pool) {
                         Ok(Some(head)) => {
                             self.start_request(now, id, head);
                             // Loop: the body (or a pipelined request) may already be here.

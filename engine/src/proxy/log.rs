@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::time::Instant;
@@ -83,9 +84,10 @@ pub struct RequestLog {
     pub status: u16,
     /// Flags in the order they were raised; empty for a plain proxied response.
     pub flags: Vec<ResponseFlag>,
-    /// The route that matched (`Route::name`), if any.
-    pub route: Option<String>,
-    pub cluster: Option<String>,
+    /// The route that matched (`Route::name`), if any; shared with the config snapshot.
+    pub route: Option<Arc<str>>,
+    /// The cluster of the destination picked, shared with the config snapshot.
+    pub cluster: Option<Arc<str>>,
     /// The upstream host of the last attempt.
     pub upstream_host: Option<SocketAddr>,
     /// Tries made upstream (1 + retries).

@@ -64,6 +64,9 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     dirty: Vec<u64>,
     logs: Vec<RequestLog>,
+    /// Header maps of finished heads, reused by the next ones (saves four allocations per
+    /// proxied request).
+    header_pool: crate::http1::HeaderPool,
     stats: EngineStats,
     last_config_error: Option<ConfigError>,
     /// Planted bugs switched on in this engine (feature `mutants` only).
@@ -102,6 +105,7 @@ impl Engine {
             outputs: VecDeque::new(),
             dirty: Vec::new(),
             logs: Vec::new(),
+            header_pool: Default::default(),
             stats: EngineStats::default(),
             last_config_error: None,
             #[cfg(feature = "mutants")]

@@ -1,6 +1,8 @@
 //! Ending a request: mesh-generated answers (with Envoy's response flags and wording), cutting
 //! a response that can't be completed, and the access-log record.
 
+use std::sync::Arc;
+
 use crate::http1::{self};
 use crate::time::Instant;
 
@@ -111,9 +113,10 @@ impl Engine {
     /// The request is over: release everything, log it, and let the connection go on.
     pub(crate) fn finish_request(&mut self, now: Instant, id: u64) {
         self.detach_attempt(now, id, None);
-        let Some(req) = self.requests.remove(id) else {
+        let Some(mut req) = self.requests.remove(id) else {
             return;
         };
+        self.header_pool.give(std::mem::take(&mut req.head.headers));
         if req.holds_retry {
             if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
                 s.state.breaker_mut().retry_done();
@@ -123,11 +126,18 @@ impl Engine {
         if let Some(n) = self.stats.downstream_rq_by_class.get_mut(class) {
             *n += 1;
         }
-        let cluster = req.destination().map(|d| d.cluster.clone()).or_else(|| {
-            req.slot
-                .and_then(|s| self.clusters.slot(s))
-                .map(|s| s.name.clone())
-        });
+        // Names come shared from the snapshot the request ran on: no copies per request.
+        let names = req
+            .route
+            .and_then(|r| Some((req.snapshot.route_names(r.table, r.vhost, r.route)?, r.dest)));
+        let cluster = names
+            .and_then(|(n, dest)| n.clusters.get(dest).cloned())
+            .or_else(|| {
+                req.slot
+                    .and_then(|s| self.clusters.slot(s))
+                    .map(|s| Arc::from(s.name.as_str()))
+            });
+        let route = names.map(|(n, _)| n.route.clone());
         let peer = match self.conns.get(req.down) {
             Some(super::conn::Conn {
                 side: Side::Down(d),
@@ -145,19 +155,7 @@ impl Engine {
             path: req.original_target.unwrap_or(req.head.target),
             status: req.status,
             flags: req.flags,
-            route: req
-                .route
-                .and_then(|r| {
-                    req.snapshot
-                        .config
-                        .route_tables
-                        .get(r.table)?
-                        .virtual_hosts
-                        .get(r.vhost)?
-                        .routes
-                        .get(r.route)
-                })
-                .map(|r| r.name.clone()),
+            route,
             cluster,
             upstream_host: req.host.map(|(_, _, a)| a),
             attempts: req.attempts,

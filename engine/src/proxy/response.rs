@@ -102,7 +102,9 @@ impl Engine {
         };
         // The request's snapshot sets the limits its response is read under.
         let limits = http1::Limits::from(&req.snapshot.config.http);
-        let parsed = http1::take_response_head(&mut up.recv, &limits, &req.head.method);
+        let pool = &mut self.header_pool;
+        let parsed =
+            http1::take_response_head_pooled(&mut up.recv, &limits, &req.head.method, pool);
         let mut head = match parsed {
             Ok(Some(head)) => head,
             Ok(None) => {
@@ -207,7 +209,15 @@ impl Engine {
     }
 
     /// Send the response head downstream and set up body relaying.
-    fn start_response(&mut self, now: Instant, _up_id: u64, req_id: u64, mut head: ResponseHead) {
+    fn start_response(&mut self, now: Instant, up_id: u64, req_id: u64, mut head: ResponseHead) {
+        // Body bytes that came with the head go out right behind it: room for them (and a
+        // chunk header) in the same buffer.
+        let body_ready = match self.conns.get(up_id) {
+            Some(Conn {
+                side: Side::Up(up), ..
+            }) if !up.recv.is_empty() => up.recv.len() + 32,
+            _ => 0,
+        };
         let Some(req) = self.requests.get_mut(req_id) else {
             return;
         };
@@ -280,8 +290,9 @@ impl Engine {
             }
         }
         if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-            http1::encode_response_head(&head, out);
+            http1::encode_response_head_with_room(&head, body_ready, out);
         }
+        self.header_pool.give(head.headers);
         let _ = now;
     }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{Config, Listener};
+use crate::config::{Config, Listener, Route, RouteAction};
 use crate::route::{RouteError, Router, TableId};
 
 /// Why a configuration snapshot was refused.
@@ -32,6 +32,19 @@ pub(crate) struct Snapshot {
     pub router: Router,
     /// Parallel to `config.listeners`.
     pub listener_tables: Vec<TableId>,
+    /// Parallel to `config.listeners`: the names as shared strings, so a connection (and an
+    /// access-log record) takes a reference instead of a copy.
+    pub listener_names: Vec<Arc<str>>,
+    /// `[table][vhost][route]`, parallel to `config.route_tables`: each route's name and the
+    /// cluster of each of its destinations, shared for the access log.
+    pub route_names: Vec<Vec<Vec<RouteNames>>>,
+}
+
+/// A route's names as shared strings (see [`Snapshot::route_names`]).
+pub(crate) struct RouteNames {
+    pub route: Arc<str>,
+    /// Parallel to the route's `Forward` destinations; empty for other actions.
+    pub clusters: Vec<Arc<str>>,
 }
 
 impl Snapshot {
@@ -69,22 +82,48 @@ impl Snapshot {
             })?;
             listener_tables.push(table);
         }
+        let listener_names = config
+            .listeners
+            .iter()
+            .map(|l| Arc::from(l.name.as_str()))
+            .collect();
+        let route_names = config
+            .route_tables
+            .iter()
+            .map(|t| {
+                t.virtual_hosts
+                    .iter()
+                    .map(|v| v.routes.iter().map(RouteNames::of).collect())
+                    .collect()
+            })
+            .collect();
         Ok(Snapshot {
             config,
             router,
             listener_tables,
+            listener_names,
+            route_names,
         })
     }
 
-    /// The listener a connection arriving on `local` belongs to: exact address first, then a
-    /// wildcard-IP listener on the same port.
-    pub fn listener_for(&self, local: SocketAddr) -> Option<&Listener> {
+    /// The name of the listener a connection arriving on `local` belongs to: exact address
+    /// first, then a wildcard-IP listener on the same port.
+    pub fn listener_name_for(&self, local: SocketAddr) -> Option<Arc<str>> {
         let listeners = &self.config.listeners;
-        listeners.iter().find(|l| l.address == local).or_else(|| {
-            listeners
-                .iter()
-                .find(|l| l.address.ip().is_unspecified() && l.address.port() == local.port())
-        })
+        let index = listeners
+            .iter()
+            .position(|l| l.address == local)
+            .or_else(|| {
+                listeners.iter().position(|l| {
+                    l.address.ip().is_unspecified() && l.address.port() == local.port()
+                })
+            })?;
+        self.listener_names.get(index).cloned()
+    }
+
+    /// The shared names of route `route` of virtual host `vhost` in table `table`.
+    pub fn route_names(&self, table: usize, vhost: usize, route: usize) -> Option<&RouteNames> {
+        self.route_names.get(table)?.get(vhost)?.get(route)
     }
 
     /// The listener called `name` and its route table.
@@ -94,5 +133,21 @@ impl Snapshot {
             &self.config.listeners[index],
             *self.listener_tables.get(index)?,
         ))
+    }
+}
+
+impl RouteNames {
+    fn of(route: &Route) -> RouteNames {
+        let clusters = match &route.action {
+            RouteAction::Forward(dests) => dests
+                .iter()
+                .map(|d| Arc::from(d.cluster.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        RouteNames {
+            route: Arc::from(route.name.as_str()),
+            clusters,
+        }
     }
 }

@@ -10,11 +10,14 @@
 //! Exact domains sit in one hash map (O(1) for the common case). Wildcards are grouped by
 //! length, longest first, one hash map per length, so a lookup costs one probe per distinct
 //! wildcard length rather than a scan over every wildcard domain. Maps are only probed, never
-//! iterated, so their order cannot leak into decisions. Ties (the same pattern twice) are
+//! iterated, so their order cannot leak into decisions (and they can use the engine's fast
+//! unkeyed hasher, see `crate::hash`). Ties (the same pattern twice) are
 //! rejected at build time instead of being resolved silently.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+
+use crate::hash::FastMap;
 
 use crate::config::VirtualHost;
 
@@ -53,20 +56,20 @@ struct Slot {
 /// Compiled domain lookup for one route table.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DomainIndex {
-    exact: HashMap<Box<str>, Slot>,
+    exact: FastMap<Box<str>, Slot>,
     /// `(length of the part after '*', patterns of that length)`, longest first.
-    suffix: Vec<(usize, HashMap<Box<str>, Slot>)>,
+    suffix: Vec<(usize, FastMap<Box<str>, Slot>)>,
     /// `(length of the part before '*', patterns of that length)`, longest first.
-    prefix: Vec<(usize, HashMap<Box<str>, Slot>)>,
+    prefix: Vec<(usize, FastMap<Box<str>, Slot>)>,
     any: Option<Slot>,
 }
 
 impl DomainIndex {
     /// Indexes every domain of `vhosts`; a domain (case-insensitively) served twice is an error.
     pub(crate) fn build(vhosts: &[VirtualHost], at: &Location) -> Result<DomainIndex, RouteError> {
-        let mut exact = HashMap::new();
-        let mut suffix: BTreeMap<usize, HashMap<Box<str>, Slot>> = BTreeMap::new();
-        let mut prefix: BTreeMap<usize, HashMap<Box<str>, Slot>> = BTreeMap::new();
+        let mut exact = FastMap::default();
+        let mut suffix: BTreeMap<usize, FastMap<Box<str>, Slot>> = BTreeMap::new();
+        let mut prefix: BTreeMap<usize, FastMap<Box<str>, Slot>> = BTreeMap::new();
         let mut any = None;
         // Every pattern seen, for duplicate detection with a useful message.
         let mut seen: HashMap<String, usize> = HashMap::new();

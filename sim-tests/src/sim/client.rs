@@ -462,7 +462,7 @@ impl Mesh<'_> {
             return;
         }
         if let (Some(rl), Some(cluster)) = (rule, &log.cluster) {
-            if let Some(&c) = self.cluster_by_name.get(cluster) {
+            if let Some(&c) = self.cluster_by_name.get(&**cluster) {
                 *self
                     .split_counts
                     .entry((service, generation, rl, c))
