@@ -113,7 +113,8 @@ pub struct RouteMatch {
     pub name: Option<String>,
     /// `uri`: matched against the path without the query string.
     pub uri: Option<StringMatch>,
-    /// `ignoreUriCase`: compare `uri` case-insensitively (exact and prefix).
+    /// `ignoreUriCase`: compare `uri` case-insensitively, for exact and prefix only (Envoy's
+    /// `case_sensitive` is ignored for `safe_regex`).
     pub ignore_uri_case: bool,
     /// `scheme` (`http`/`https`).
     pub scheme: Option<StringMatch>,
@@ -123,7 +124,10 @@ pub struct RouteMatch {
     pub authority: Option<StringMatch>,
     /// `headers`: name (lower case) → condition.
     pub headers: Vec<HeaderMatch>,
-    /// `withoutHeaders`: the rule matches only if NONE of these conditions holds.
+    /// `withoutHeaders`: the rule matches only if NONE of these conditions holds. A condition
+    /// with a value treats an absent header as the empty value (Envoy's
+    /// `treat_missing_header_as_empty`, which pilot sets), so one that matches "" excludes
+    /// requests without the header; a presence condition excludes requests that have it.
     pub without_headers: Vec<HeaderMatch>,
     /// `queryParams`: name → condition (exact/regex; prefix is accepted too).
     pub query_params: Vec<QueryParamMatch>,
@@ -204,8 +208,9 @@ pub struct Redirect {
 /// Istio `HTTPRewrite`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rewrite {
-    /// `uri`: if the rule matched on a uri prefix, replaces that prefix; otherwise replaces the
-    /// whole path.
+    /// `uri` (Envoy `prefix_rewrite`): replaces the matched uri prefix, the whole path after an
+    /// exact or regex uri match, and the leading `/` when the match had no uri condition (or the
+    /// route has no match at all), as pilot's default `prefix: /` match makes Envoy do.
     pub uri: Option<String>,
     /// `uriRegexRewrite`: `(match, rewrite)` applied to the path; `\1`-style groups allowed.
     pub uri_regex: Option<(String, String)>,
@@ -213,7 +218,7 @@ pub struct Rewrite {
     pub authority: Option<String>,
 }
 
-/// Istio `Headers.HeaderOperations`: applied in the order set, add, remove.
+/// Istio `Headers.HeaderOperations`: applied in Envoy's order, remove, then set, then add.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderOps {
     /// Overwrite (or create) these headers.

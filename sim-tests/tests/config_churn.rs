@@ -7,9 +7,9 @@
 //! so requests in flight at the push keep making attempts after it: those attempts must still
 //! follow the 50/50 split they started on.
 
-use sim_tests::sim::check::share_ok;
 use sim_tests::sim::report::{Outcome, RequestRecord};
 use sim_tests::sim::scenario::*;
+use sim_tests::sim::stats::{chi_square, chi_square_p, FALSE_ALARM};
 use sim_tests::sim::{run, RunOptions};
 use trellis_engine::Instant;
 
@@ -29,6 +29,7 @@ fn rule(dests: Vec<(usize, u32)>) -> Rule {
             backoff_base_ms: 25,
         }),
         fault: None,
+        vocab: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn scenario() -> Scenario {
             rules: vec![rule(vec![(0, 100)])],
             stream_idle_ms: None,
         }],
+        requests: None,
     };
     assert!(scn.normalize());
     scn
@@ -171,9 +173,10 @@ fn split_swapped_mid_run_holds_old_and_new_requests_to_their_snapshot() {
     assert!(got.in_flight_attempts_after_push[1] > 0, "{got:#?}");
     // Every request in flight at the push ended after it, on the old split.
     assert_eq!(got.in_flight_ending_after as u64, got.in_flight_at_push);
-    // The old split is 50/50 on both sidecars (the simulator's own weight band).
+    // The old split is 50/50 on both sidecars (the simulator's own chi-square test).
     for [v0, v1] in [got.old0_split, got.old1_split] {
-        assert!(share_ok(v1 as u64, (v0 + v1) as u64, 0.5), "{got:#?}");
+        let (stat, df) = chi_square(&[v0 as u64, v1 as u64], &[1.0, 1.0]).expect("enough requests");
+        assert!(chi_square_p(stat, df) >= FALSE_ALARM, "{got:#?}");
     }
     // The whole run, seen from the reports (deterministic: same scenario, same numbers).
     assert_eq!(

@@ -36,6 +36,7 @@ fn scenario() -> Scenario {
                 timeout_ms: None,
                 retries: None,
                 fault: None,
+                vocab: None,
             }],
             calls: Vec::new(),
         }],
@@ -70,9 +71,11 @@ fn scenario() -> Scenario {
                 timeout_ms: None,
                 retries: None,
                 fault: None,
+                vocab: None,
             }],
             stream_idle_ms: Some(40),
         }],
+        requests: None,
     };
     assert!(scn.normalize());
     scn

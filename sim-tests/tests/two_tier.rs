@@ -32,6 +32,7 @@ fn service(endpoints: Vec<EndpointSpec>, calls: Vec<usize>) -> Service {
             timeout_ms: None,
             retries: None,
             fault: None,
+            vocab: None,
         }],
         calls,
     }
@@ -71,6 +72,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         faults: Vec::new(),
         duration_ms: 2_000,
         config_pushes: Vec::new(),
+        requests: None,
     }
 }
 

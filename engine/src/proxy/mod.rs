@@ -34,7 +34,7 @@ mod upstream;
 
 pub use api::{Accepted, ConnId, Input, Output};
 pub use log::{RequestLog, ResponseFlag};
-pub use snapshot::ConfigError;
+pub use snapshot::{CompiledConfig, ConfigError};
 pub use stats::EngineStats;
 
 use std::collections::VecDeque;
@@ -93,7 +93,15 @@ impl Engine {
 
     /// An engine running `config`, or why `config` cannot run.
     pub fn try_new(config: Arc<Config>, seed: u64) -> Result<Self, ConfigError> {
-        let snapshot = Arc::new(Snapshot::build(config)?);
+        Ok(Engine::with_compiled(
+            CompiledConfig::compile(config)?,
+            seed,
+        ))
+    }
+
+    /// An engine running a configuration compiled once for several engines.
+    pub fn with_compiled(compiled: CompiledConfig, seed: u64) -> Self {
+        let snapshot = compiled.0;
         let mut engine = Engine {
             limits: Limits::from(&snapshot.config.http),
             snapshot,
@@ -113,7 +121,7 @@ impl Engine {
         };
         let config = engine.snapshot.config.clone();
         engine.install_clusters(&config, Instant::ZERO);
-        Ok(engine)
+        engine
     }
 
     /// A listener accepted a connection; returns the id the engine will use for it.
@@ -143,22 +151,29 @@ impl Engine {
     /// Install a new configuration snapshot. Requests in flight finish on the snapshot they
     /// started with; new requests use this one. On error nothing changes.
     pub fn apply_config(&mut self, now: Instant, config: Arc<Config>) -> Result<(), ConfigError> {
-        let snapshot = match Snapshot::build(config) {
-            Ok(s) => s,
+        match CompiledConfig::compile(config) {
+            Ok(compiled) => {
+                self.apply_compiled(now, compiled);
+                Ok(())
+            }
             Err(err) => {
                 self.stats.config_rejected += 1;
                 self.last_config_error = Some(err.clone());
-                return Err(err);
+                Err(err)
             }
-        };
-        self.snapshot = Arc::new(snapshot);
+        }
+    }
+
+    /// Install a configuration compiled once for several engines (see
+    /// [`Engine::apply_config`]).
+    pub fn apply_compiled(&mut self, now: Instant, compiled: CompiledConfig) {
+        self.snapshot = compiled.0;
         self.limits = Limits::from(&self.snapshot.config.http);
         self.stats.config_applied += 1;
         self.last_config_error = None;
         let config = self.snapshot.config.clone();
         self.install_clusters(&config, now);
         self.flush();
-        Ok(())
     }
 
     /// The time returned by [`Engine::poll_timeout`] has come (or passed).

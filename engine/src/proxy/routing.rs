@@ -178,7 +178,13 @@ impl Engine {
             RouteAction::DirectResponse { status, body } => {
                 let body = body.clone().unwrap_or_default();
                 self.set_route(id, table_index, vhost, route_index, 0);
-                self.local_reply(now, id, *status, None, &body, &[]);
+                // Envoy sends a route's `response_headers_to_add` with its direct responses.
+                let headers = local_answer_headers(route, &[]);
+                let refs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                self.local_reply(now, id, *status, None, &body, &refs);
             }
             RouteAction::Redirect(redirect) => {
                 self.set_route(id, table_index, vhost, route_index, 0);
@@ -192,7 +198,12 @@ impl Engine {
                     &req.head.target,
                 );
                 let status = route::redirect_status(redirect);
-                self.local_reply(now, id, status, None, "", &[("location", &location)]);
+                let headers = local_answer_headers(route, &[("location", &location)]);
+                let refs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                self.local_reply(now, id, status, None, "", &refs);
             }
             RouteAction::Forward(dests) => {
                 self.forward(now, id, &snapshot, table_index, &matched, dests);
@@ -454,6 +465,33 @@ fn request_id(rng: &mut crate::rng::EngineRng) -> http::HeaderValue {
         at += 2;
     }
     http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("0"))
+}
+
+/// The headers of a redirect or direct response: `base` with the route's response header edits
+/// applied (Envoy applies `response_headers_to_add`/`_to_remove` to both).
+fn local_answer_headers(
+    route: &crate::config::Route,
+    base: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    if route.response_headers.is_empty() {
+        return base
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+    }
+    let mut map = http::HeaderMap::new();
+    for (n, v) in base {
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(n.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            map.append(n, v);
+        }
+    }
+    route::apply_header_ops(&route.response_headers, &mut map);
+    map.iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 #[cfg(test)]

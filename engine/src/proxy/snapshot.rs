@@ -27,6 +27,31 @@ impl From<RouteError> for ConfigError {
     }
 }
 
+/// A configuration compiled once (routes, regexes, names) and shareable by every engine that
+/// runs it: a runtime with one engine per core, or a simulator with an engine per sidecar,
+/// compiles each pushed snapshot once instead of once per engine.
+#[derive(Clone)]
+pub struct CompiledConfig(pub(crate) Arc<Snapshot>);
+
+impl CompiledConfig {
+    /// Compile `config`, or say why it cannot run.
+    pub fn compile(config: Arc<Config>) -> Result<CompiledConfig, ConfigError> {
+        Ok(CompiledConfig(Arc::new(Snapshot::build(config)?)))
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.0.config
+    }
+}
+
+impl std::fmt::Debug for CompiledConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CompiledConfig")
+            .field(&self.0.config.version)
+            .finish()
+    }
+}
+
 pub(crate) struct Snapshot {
     pub config: Arc<Config>,
     pub router: Router,

@@ -17,7 +17,11 @@
 //! - Header conditions named `:authority`, `:method`, `:path` or `:scheme` match the request's
 //!   authority, method, full path (with query) and scheme, as Envoy's pseudo-headers do.
 //! - `method`, `scheme` and `authority` are compared case-sensitively, as Envoy does; only `uri`
-//!   honours `ignore_uri_case` (ASCII case folding, for exact, prefix and regex).
+//!   honours `ignore_uri_case` (ASCII case folding), and only for exact and prefix: Envoy's
+//!   `case_sensitive` is ignored for `safe_regex`.
+//! - `without_headers` conditions with a value see an absent header as the empty value
+//!   (Envoy's `treat_missing_header_as_empty`, set by pilot for inverted matches that are not
+//!   presence matches).
 
 use std::collections::BTreeMap;
 
@@ -145,6 +149,19 @@ impl HeaderCond {
             HeaderTarget::Method => single(req.method),
             HeaderTarget::Path => single(req.full_path),
             HeaderTarget::Scheme => single(req.scheme),
+        }
+    }
+}
+
+impl HeaderCond {
+    /// [`HeaderCond::holds`] with an absent header matched as the empty value when the
+    /// condition has a value (Envoy's `treat_missing_header_as_empty`, for `without_headers`).
+    pub(crate) fn holds_or_empty(&self, req: &Prepared<'_>) -> bool {
+        match (&self.target, &self.value) {
+            (HeaderTarget::Named(name), Some(m)) if !req.headers.contains_key(name) => {
+                m.matches(b"")
+            }
+            _ => self.holds(req),
         }
     }
 }
@@ -285,7 +302,12 @@ impl CompiledMatch {
                 .map_err(|reason| bad_regex(at, field, sm.as_ref(), reason))
         };
         Ok(CompiledMatch {
-            uri: string("uri", &m.uri, m.ignore_uri_case)?,
+            // Envoy ignores `case_sensitive` for `safe_regex` path matches.
+            uri: string(
+                "uri",
+                &m.uri,
+                m.ignore_uri_case && !matches!(m.uri, Some(StringMatch::Regex(_))),
+            )?,
             method: string("method", &m.method, false)?,
             scheme: string("scheme", &m.scheme, false)?,
             authority: string("authority", &m.authority, false)?,
@@ -338,7 +360,11 @@ impl CompiledMatch {
         if let Some(i) = self.query.iter().position(|q| !q.holds(req)) {
             return Err(Failed::QueryParam(i));
         }
-        if let Some(i) = self.without_headers.iter().position(|h| h.holds(req)) {
+        if let Some(i) = self
+            .without_headers
+            .iter()
+            .position(|h| h.holds_or_empty(req))
+        {
             return Err(Failed::WithoutHeader(i));
         }
         if let Some(i) = self

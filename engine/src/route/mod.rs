@@ -226,19 +226,22 @@ impl Router {
     }
 
     /// The upstream path after `m.route.rewrite`: `uri` replaces the matched prefix when the
-    /// matching `RouteMatch` used a uri `Prefix`, else the whole path; `uri_regex` replaces every
+    /// matching `RouteMatch` used a uri `Prefix`, the whole path after an exact or regex uri,
+    /// and the leading `/` when it had no uri condition; `uri_regex` replaces every
     /// match of its (unanchored) regex in the path, `\1`-style groups allowed. The query string
     /// is preserved. `None` when the route has no path rewrite (an empty `uri` counts as none).
     pub fn rewrite_path(&self, m: &Matched<'_>, path: &str) -> Option<String> {
         let rw = m.route.rewrite.as_ref()?;
         if let Some(uri) = rw.uri.as_deref().filter(|u| !u.is_empty()) {
-            let prefix =
-                m.match_index
-                    .and_then(|i| m.route.matches.get(i))
-                    .and_then(|rm| match &rm.uri {
-                        Some(StringMatch::Prefix(p)) => Some((p.as_str(), rm.ignore_uri_case)),
-                        _ => None,
-                    });
+            // The prefix Envoy's `prefix_rewrite` replaces: the matched uri prefix; nothing
+            // (the whole path) after an exact or regex match; `/` when the match had no uri
+            // condition or the route has no match (pilot's default match is `prefix: /`).
+            let rm = m.match_index.and_then(|i| m.route.matches.get(i));
+            let prefix = match rm.and_then(|rm| rm.uri.as_ref().map(|u| (u, rm))) {
+                Some((StringMatch::Prefix(p), rm)) => Some((p.as_str(), rm.ignore_uri_case)),
+                Some((StringMatch::Exact(_) | StringMatch::Regex(_), _)) => None,
+                None => Some(("/", false)),
+            };
             return Some(rewrite::prefix_rewrite(path, uri, prefix));
         }
         let (pattern, template) = rw.uri_regex.as_ref()?;

@@ -1,13 +1,14 @@
 //! What a matched route does to the request: path rewrite, redirect location, header edits.
 //!
 //! Istio semantics (HTTPRewrite, HTTPRedirect, Headers.HeaderOperations) with Envoy's details:
-//! - `rewrite.uri` replaces the matched prefix when the RouteMatch that matched used a uri
-//!   `Prefix`, otherwise the whole path; `uri_regex` is a replace-all of an UNANCHORED regex on
+//! - `rewrite.uri` is Envoy's `prefix_rewrite`: it replaces the matched prefix when the
+//!   RouteMatch that matched used a uri `Prefix`, the whole path for an exact or regex uri, and
+//!   the leading `/` when the match had no uri condition (pilot's default match is `prefix: /`); `uri_regex` is a replace-all of an UNANCHORED regex on
 //!   the path (Envoy `regex_rewrite`), with RE2 `\1` groups. The query string always survives.
 //! - A redirect keeps what it does not override. Like Envoy, when only the scheme changes and
 //!   the request's port was the old scheme's default (`http://a:80` → https), that port is
 //!   dropped; a configured port replaces the request's port.
-//! - Header edits run set, then add, then remove. `Router::new` rejects invalid names and values
+//! - Header edits run remove, then set, then add (Envoy's `HeaderParser` order). `Router::new` rejects invalid names and values
 //!   (and edits of `host`, which only `rewrite.authority` may change), so skipping invalid
 //!   entries at run time is a formality.
 
@@ -162,9 +163,15 @@ pub fn redirect_location(redirect: &Redirect, scheme: &str, authority: &str, pat
     }
 }
 
-/// Applies `ops` to `headers`: set (overwrite), then add (append), then remove. Invalid names or
-/// values are skipped (`Router::new` already rejects them).
+/// Applies `ops` to `headers` as Envoy's `HeaderParser` does: remove first ("remove-before-add
+/// is the default behaviour users expect"), then set (overwrite), then add (append). Invalid
+/// names or values are skipped (`Router::new` already rejects them).
 pub fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
+    for name in &ops.remove {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(n);
+        }
+    }
     for (name, value) in &ops.set {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
@@ -179,11 +186,6 @@ pub fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
             HeaderValue::from_str(value),
         ) {
             headers.append(n, v);
-        }
-    }
-    for name in &ops.remove {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(n);
         }
     }
 }

@@ -80,12 +80,14 @@ impl Mesh<'_> {
         let parent = self.serves[serve].req;
         let user = self.requests[parent].user.clone();
         let resp_len = self.rng.usize(0..=CALL_MAX_RESPONSE);
+        let shape = self.draw_shape(service, false);
         let call = Call {
             service,
             user,
             body_len: None,
             resp_len,
             patience: CALL_PATIENCE,
+            shape,
         };
         let id = self.open_request(sidecar, call, None, Some(serve));
         self.serves[serve].calls.push(id);

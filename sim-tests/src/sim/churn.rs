@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_engine::proxy::CompiledConfig;
 use trellis_engine::Input;
 
 use super::check::Invariant;
@@ -45,7 +46,15 @@ impl Mesh<'_> {
         self.trace.u64(0xc0f1_0000 ^ ((p as u64) << 8) ^ sc as u64);
         let applied_before = self.sidecars[sc].engine.stats().config_applied;
         self.config_call = true;
-        self.engine_input(sc, Input::Config(config));
+        // Each distinct snapshot is compiled once and shared by every sidecar it reaches, as
+        // a runtime shares one compiled snapshot between its cores.
+        match self.compiled_config(&config) {
+            Some(compiled) => {
+                self.sidecars[sc].engine.apply_compiled(self.now, compiled);
+                self.after_engine(sc);
+            }
+            None => self.engine_input(sc, Input::Config(config)),
+        }
         self.config_call = false;
         let engine = &self.sidecars[sc].engine;
         let applied = engine.stats().config_applied == applied_before + 1;
@@ -57,6 +66,22 @@ impl Mesh<'_> {
             );
             self.violation(Invariant::ConfigApplied, msg);
         }
+    }
+
+    /// `config` compiled, from the run's cache of compiled snapshots (by version, which names
+    /// the generation vector and idle timeout it was built from); `None` if it does not
+    /// compile (the engine then refuses it itself, with its error).
+    fn compiled_config(
+        &mut self,
+        config: &Arc<trellis_engine::config::Config>,
+    ) -> Option<CompiledConfig> {
+        if let Some(c) = self.compiled.get(&config.version) {
+            return Some(c.clone());
+        }
+        let compiled = CompiledConfig::compile(config.clone()).ok()?;
+        self.compiled
+            .insert(config.version.clone(), compiled.clone());
+        Some(compiled)
     }
 
     /// The engine touched a request's downstream connection in the call that handed it a

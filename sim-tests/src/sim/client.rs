@@ -19,9 +19,10 @@ use super::check::Invariant;
 use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
 use super::pattern::{Pattern, REQUEST_SALT, RESPONSE_SALT};
+use super::reference;
 use super::report::{Outcome, TimelineRequest};
 use super::response_read::{parse_response, BodyIn, BodyRead, Reading};
-use super::scenario::Load;
+use super::scenario::{Load, RequestShape};
 
 /// The engine's default `stream_idle_timeout` (Envoy's: 5 minutes).
 const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
@@ -35,6 +36,9 @@ pub(super) struct Call {
     pub resp_len: usize,
     /// How long the caller waits when the route promises no bound.
     pub patience: Duration,
+    /// Method, path, query, authority and headers, for scenarios with the routing vocabulary
+    /// (`None`: `GET`/`POST /r/{id}` to `svc{s}`).
+    pub shape: Option<RequestShape>,
 }
 
 /// The least time a closed-loop client takes between the end of one request and the next.
@@ -106,14 +110,51 @@ impl Mesh<'_> {
         };
         let resp_len = self.rng.usize(0..=spec.max_response as usize);
         let patience = Duration::from_millis(spec.deadline_ms);
+        let shape = self.draw_shape(service, post);
         let call = Call {
             service,
             user,
             body_len: post.then_some(body_len),
             resp_len,
             patience,
+            shape,
         };
         self.open_request(client, call, loop_id, None);
+    }
+
+    /// A request's shape in a scenario with the routing vocabulary (`None` otherwise): each
+    /// part drawn from the scenario's pools with the world's RNG. A request with a body is a
+    /// `POST` or `PUT` (`with_body`), one without a `GET` or `DELETE`.
+    pub(super) fn draw_shape(&mut self, service: usize, with_body: bool) -> Option<RequestShape> {
+        let vocab = self.scn.requests.as_ref()?;
+        let r = &mut self.rng;
+        let method = match (with_body, r.u8(0..4)) {
+            (true, 0) => "PUT",
+            (true, _) => "POST",
+            (false, 0) => "DELETE",
+            (false, _) => "GET",
+        };
+        let one = |r: &mut fastrand::Rng, xs: &[String]| -> String {
+            xs.get(r.usize(0..xs.len().max(1)))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let path = one(r, &vocab.paths);
+        let query = one(r, &vocab.queries);
+        let suffix = one(r, &vocab.authorities);
+        let mut headers = Vec::new();
+        for (name, values) in &vocab.headers {
+            if let Some(Some(v)) = values.get(r.usize(0..values.len().max(1))) {
+                headers.push((name.clone(), v.clone()));
+            }
+        }
+        Some(RequestShape {
+            method: method.to_string(),
+            path: if path.is_empty() { "/".into() } else { path },
+            query,
+            authority: format!("{}{suffix}", model::service_host(service)),
+            headers,
+        })
     }
 
     /// Open a fresh connection to `sidecar` and send request `call` on it; returns its id.
@@ -130,13 +171,21 @@ impl Mesh<'_> {
             body_len,
             resp_len,
             patience,
+            shape,
         } = call;
         let post = body_len.is_some();
         let body_len = body_len.unwrap_or(0);
         // The head goes in whole in the call below: the generation running now is the one
         // the engine routes it on.
         let generation = self.sidecars[sidecar].generations[service];
-        let rule = model::reference_rule(self.scn, service, generation, user.as_deref());
+        let empty = RequestShape::default();
+        let seen = reference::SeenRequest {
+            shape: shape.as_ref().unwrap_or(&empty),
+            user: user.as_deref(),
+            labels: &self.labels[sidecar],
+        };
+        let matched = model::reference_rule(self.scn, service, generation, &seen);
+        let (rule, block) = (matched.map(|m| m.0), matched.and_then(|m| m.1));
         let bound = rule
             .and_then(|r| model::rule_at(self.scn, service, generation, r))
             .and_then(model::time_bound);
@@ -145,16 +194,33 @@ impl Mesh<'_> {
         let mut raw = Vec::with_capacity(96 + body_len);
         let mut num = itoa::Buffer::new();
         let id_text = num.format(id).as_bytes();
-        raw.extend_from_slice(if post { b"POST /r/" } else { b"GET /r/" });
-        raw.extend_from_slice(id_text);
-        raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        model::write_service_host(&mut raw, service);
+        match &shape {
+            None => {
+                raw.extend_from_slice(if post { b"POST /r/" } else { b"GET /r/" });
+                raw.extend_from_slice(id_text);
+                raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+                model::write_service_host(&mut raw, service);
+            }
+            Some(sh) => {
+                raw.extend_from_slice(sh.method.as_bytes());
+                raw.push(b' ');
+                raw.extend_from_slice(sh.target().as_bytes());
+                raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+                raw.extend_from_slice(sh.authority.as_bytes());
+            }
+        }
         raw.extend_from_slice(b"\r\nx-sim-id: ");
         raw.extend_from_slice(id_text);
         raw.extend_from_slice(b"\r\n");
         if let Some(u) = &user {
             raw.extend_from_slice(b"x-user: ");
             raw.extend_from_slice(u.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in shape.iter().flat_map(|sh| &sh.headers) {
+            raw.extend_from_slice(name.as_bytes());
+            raw.extend_from_slice(b": ");
+            raw.extend_from_slice(value.as_bytes());
             raw.extend_from_slice(b"\r\n");
         }
         if post {
@@ -167,10 +233,11 @@ impl Mesh<'_> {
 
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
-        let conn = self.sidecars[sidecar]
-            .engine
-            .accept(self.now, Accepted::new(peer, local));
+        let mut accepted = Accepted::new(peer, local);
+        accepted.source_labels = self.label_maps[sidecar].clone();
+        let conn = self.sidecars[sidecar].engine.accept(self.now, accepted);
         self.sidecars[sidecar].down.insert(conn, id);
+        self.sidecars[sidecar].log_req.insert(conn, id);
         let patience = match bound {
             Some(b) => b + Duration::from_secs(1),
             None => patience,
@@ -186,6 +253,8 @@ impl Mesh<'_> {
             generation,
             stream_idle: (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE),
             rule,
+            block,
+            shape: shape.map(Box::new),
             bound,
             start: self.now,
             body_len,
@@ -212,6 +281,7 @@ impl Mesh<'_> {
     /// parsed once, then body bytes are
     /// decoded and compared with the expected pattern piece by piece, never buffered whole.
     pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
+        let keep = self.scn.requests.is_some();
         let r = &mut self.requests[req];
         if r.end.is_some() {
             let msg = format!(
@@ -230,7 +300,7 @@ impl Mesh<'_> {
                 held.extend_from_slice(data);
                 held
             };
-            let (used, mut b) = match parse_response(buf) {
+            let (used, mut b) = match parse_response(buf, keep) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => {
                     if held.is_empty() {
@@ -261,6 +331,10 @@ impl Mesh<'_> {
             b.len += piece.len();
             if let Some(p) = b.check.as_mut() {
                 b.ok = b.ok && p.matches(piece);
+            }
+            if let Some(seen) = b.seen.as_mut().filter(|_| !b.from_server) {
+                let room = 4096usize.saturating_sub(seen.body.len());
+                seen.body.extend_from_slice(&piece[..piece.len().min(room)]);
             }
         };
         let left = match &mut b.body {
@@ -326,6 +400,9 @@ impl Mesh<'_> {
                 r.service, r.generation, r.user, r.rule
             );
             self.violations.report(Invariant::Routing, self.now, msg);
+        }
+        if let Some(seen) = &b.seen {
+            self.check_vocab_response(req, &outcome, b.ep, seen);
         }
         self.end_request(req, outcome);
         // The client is done with this connection.
@@ -424,11 +501,8 @@ impl Mesh<'_> {
             let msg = format!("sidecar {sc} logged {} twice", log.downstream);
             self.violations.report(Invariant::AccessLog, self.now, msg);
         }
-        let Some(id) = log
-            .path
-            .strip_prefix("/r/")
-            .and_then(|p| p.parse::<usize>().ok())
-        else {
+        // Which request: by the downstream connection it came on (one request each).
+        let Some(id) = self.sidecars[sc].log_req.remove(&log.downstream) else {
             return;
         };
         let Some(r) = self.requests.get(id) else {

@@ -137,6 +137,7 @@ impl Scenario {
             faults: Vec::new(),
             duration_ms,
             config_pushes: Vec::new(),
+            requests: None,
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -197,6 +198,12 @@ impl Scenario {
                     }
                 }
             }
+        }
+        // The routing vocabulary (match conditions of every kind, redirects, direct responses,
+        // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
+        let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
+        if vocab.u8(0..100) < 50 {
+            super::gen_routes::enrich(&mut vocab, &mut scn);
         }
         scn.normalize();
         scn
@@ -289,6 +296,7 @@ fn gen_rules(r: &mut fastrand::Rng, sw: &Swarm, n_versions: usize) -> Vec<Rule> 
                     abort_status: [418, 500, 503][r.usize(0..3)],
                     abort_percent: r.u8(0..=30),
                 }),
+                vocab: None,
             }
         })
         .collect()
@@ -481,6 +489,7 @@ impl Scenario {
                         timeout_ms: Some(500),
                         retries: None,
                         fault: None,
+                        vocab: None,
                     },
                     Rule {
                         user: None,
@@ -495,6 +504,7 @@ impl Scenario {
                             backoff_base_ms: 5,
                         }),
                         fault: None,
+                        vocab: None,
                     },
                 ],
                 calls: Vec::new(),

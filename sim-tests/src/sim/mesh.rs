@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use trellis_engine::proxy::CompiledConfig;
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::check::{Invariant, Violations};
@@ -178,12 +179,23 @@ pub struct Mesh<'s> {
     pub(crate) in_flight_at_push: u64,
     /// Access-log records being checked (kept for its capacity).
     pub(crate) log_buf: Vec<trellis_engine::proxy::RequestLog>,
+    /// Each sidecar's workload labels (what `sourceLabels` match), as a list for the
+    /// reference model and as the map handed to the engine with each connection.
+    pub(crate) labels: Vec<Vec<(String, String)>>,
+    /// Snapshots compiled so far, by version (config pushes reuse them across sidecars).
+    pub(crate) compiled: BTreeMap<String, CompiledConfig>,
+    /// The weighted-split chi-square statistics of this run, summed (see `stats::Aggregate`).
+    pub(crate) split_aggregate: super::stats::Aggregate,
+    pub(crate) label_maps: Vec<Arc<BTreeMap<String, String>>>,
 }
 
 impl<'s> Mesh<'s> {
     /// Build the world of `scn`: engines, servers, the network and the fault plan.
     pub fn new(scn: &'s Scenario, opts: RunOptions) -> Self {
         let config = Arc::new(model::engine_config(scn));
+        // Compiled once for every sidecar (an invalid config goes to each engine raw, which
+        // refuses it with its error).
+        let compiled = CompiledConfig::compile(config.clone()).ok();
         let mut cluster_names = Vec::new();
         let mut cluster_info = Vec::new();
         let mut endpoints = Vec::new();
@@ -238,7 +250,10 @@ impl<'s> Mesh<'s> {
                     .seed
                     .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                     .wrapping_add(k as u64 + 1);
-                let mut engine = Engine::new(config.clone(), seed);
+                let mut engine = match &compiled {
+                    Some(c) => Engine::with_compiled(c.clone(), seed),
+                    None => Engine::new(config.clone(), seed),
+                };
                 if let Some(hook) = opts.engine_hook {
                     hook(k, &mut engine);
                 }
@@ -252,6 +267,7 @@ impl<'s> Mesh<'s> {
                         .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
                     logs_per_conn: BTreeMap::new(),
+                    log_req: BTreeMap::new(),
                     generations: vec![0; scn.services.len()],
                     stream_idle: None,
                     slots: Vec::new(),
@@ -302,7 +318,16 @@ impl<'s> Mesh<'s> {
             pushes_delivered: 0,
             in_flight_at_push: 0,
             log_buf: Vec::new(),
+            labels: (0..n_sidecars)
+                .map(|sc| super::gen_routes::sidecar_labels(scn, sc))
+                .collect(),
+            label_maps: Vec::new(),
+            split_aggregate: Default::default(),
+            compiled: BTreeMap::new(),
         };
+        mesh.label_maps = (mesh.labels.iter())
+            .map(|l| Arc::new(l.iter().cloned().collect()))
+            .collect();
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
             .map(|(i, n)| (n, i))
@@ -597,6 +622,7 @@ impl<'s> Mesh<'s> {
             events: self.events,
             pushes_delivered: self.pushes_delivered,
             in_flight_at_push: self.in_flight_at_push,
+            split_aggregate: self.split_aggregate,
             ..Default::default()
         };
         if self.opts.records {

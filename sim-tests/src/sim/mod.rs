@@ -18,7 +18,9 @@
 //! ran when it started, and the engine call that takes a snapshot must leave requests in flight
 //! alone ([`Invariant::ConfigSwap`]).
 //!
-//! Files, one concept each: [`scenario`] (plain data) and [`generate`] (from a seed),
+//! Files, one concept each: [`scenario`] and [`vocab`] (plain data), [`generate`] and
+//! [`gen_routes`] (from a seed), [`reference`] (Istio's and Envoy's routing semantics, written
+//! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `state`
 //! (its parts), `server` / `client` / `response_read` / `pattern` (workloads, how clients read
@@ -33,6 +35,7 @@ pub mod check;
 mod churn;
 mod client;
 mod ejection;
+pub mod gen_routes;
 pub mod generate;
 pub mod mesh;
 pub mod model;
@@ -40,14 +43,18 @@ pub mod net;
 mod observe;
 mod pattern;
 pub mod queue;
+pub mod reference;
 pub mod report;
 mod response_read;
 pub mod scenario;
 mod server;
 pub mod shrink;
 mod state;
+pub mod stats;
 pub mod svg;
 pub mod swarm;
+pub mod vocab;
+mod vocab_checks;
 mod wire;
 
 pub use check::{Invariant, Violation};

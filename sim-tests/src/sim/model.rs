@@ -19,11 +19,15 @@ use std::time::Duration;
 
 use trellis_engine::config::{
     Cluster, Config, ConnectionPool, Endpoint, FaultAbort, FaultDelay, FaultPolicy, HeaderMatch,
-    LbPolicy, OutlierDetection, RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, StringMatch,
-    WeightedCluster,
+    HeaderOps, LbPolicy, OutlierDetection, QueryParamMatch, Redirect, RetryOn, RetryPolicy,
+    Rewrite, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster,
 };
 
-use super::scenario::{EndpointRef, Rule, Scenario};
+use super::reference;
+use super::scenario::{
+    ActionSpec, EndpointRef, HeaderOpsSpec, MatchSpec, Rule, Scenario, StrMatch,
+};
+use super::vocab::NamedMatch;
 use crate::build;
 
 /// The listener each sidecar's local clients connect to.
@@ -150,29 +154,61 @@ pub fn engine_config_at(
 }
 
 fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
-    let matches = match &rule.user {
-        Some(u) => vec![RouteMatch {
-            headers: vec![HeaderMatch {
-                name: "x-user".into(),
-                value: Some(StringMatch::Exact(u.clone())),
-            }],
-            ..Default::default()
-        }],
-        None => Vec::new(),
+    // The `x-user` block first, then the vocabulary's blocks, each an engine `RouteMatch`
+    // (pilot makes each `match[]` entry an Envoy route of its own, in order).
+    let matches = reference::blocks(rule).iter().map(engine_match).collect();
+    let vocab = rule.vocab.as_deref();
+    let action = match vocab.and_then(|v| v.action.as_ref()) {
+        Some(ActionSpec::Redirect {
+            uri,
+            authority,
+            status,
+        }) => RouteAction::Redirect(Redirect {
+            uri: uri.clone(),
+            authority: authority.clone(),
+            port: None,
+            scheme: None,
+            status: *status,
+        }),
+        Some(ActionSpec::Direct { status, body }) => RouteAction::DirectResponse {
+            status: *status,
+            body: body.clone(),
+        },
+        None => {
+            // Istio drops weight-0 destinations when there are others, and uses a single
+            // destination whatever its weight (pilot's `applyHTTPRouteDestination`).
+            let single = rule.dests.len() == 1;
+            RouteAction::Forward(
+                rule.dests
+                    .iter()
+                    .filter(|(_, w)| single || *w > 0)
+                    .map(|(v, w)| {
+                        let edits = vocab.and_then(|vc| {
+                            vc.dest_edits.iter().find(|(dv, _)| dv == v).map(|(_, e)| e)
+                        });
+                        WeightedCluster {
+                            cluster: cluster_name(s, *v),
+                            weight: if single { 100 } else { *w },
+                            request_headers: edits.map(|e| ops(&e.request)).unwrap_or_default(),
+                            response_headers: edits.map(|e| ops(&e.response)).unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            )
+        }
     };
+    let edits = vocab.and_then(|v| v.edits.as_ref());
     Route {
         name: rule_name(s, generation, r),
         matches,
-        action: RouteAction::Forward(
-            rule.dests
-                .iter()
-                .map(|(v, w)| WeightedCluster {
-                    cluster: cluster_name(s, *v),
-                    weight: *w,
-                    ..Default::default()
-                })
-                .collect(),
-        ),
+        action,
+        rewrite: vocab.and_then(|v| v.rewrite.as_ref()).map(|rw| Rewrite {
+            uri: rw.uri.clone(),
+            uri_regex: None,
+            authority: rw.authority.clone(),
+        }),
+        request_headers: edits.map(|e| ops(&e.request)).unwrap_or_default(),
+        response_headers: edits.map(|e| ops(&e.response)).unwrap_or_default(),
         timeout: rule.timeout_ms.map(Duration::from_millis),
         retries: match &rule.retries {
             Some(rt) => RetryPolicy {
@@ -198,24 +234,82 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                 percent: f64::from(f.abort_percent),
             }),
         }),
-        ..Default::default()
     }
 }
 
-/// The rule a request to service `s` with this `x-user` takes under generation `generation`
-/// of the service's rules, by the reference model.
+/// An Istio `StringMatch` as the engine's, the way the control plane translates it.
+fn engine_string(m: &StrMatch) -> StringMatch {
+    match m {
+        StrMatch::Exact(v) => StringMatch::Exact(v.clone()),
+        StrMatch::Prefix(v) => StringMatch::Prefix(v.clone()),
+        StrMatch::Regex(v) => StringMatch::Regex(v.clone()),
+    }
+}
+
+/// A header or query condition: Istio's `{}` and regex `*` are presence matches.
+fn engine_named((name, m): &NamedMatch) -> (String, Option<StringMatch>) {
+    let value = match m {
+        None => None,
+        Some(StrMatch::Regex(re)) if re == "*" => None,
+        Some(m) => Some(engine_string(m)),
+    };
+    (name.clone(), value)
+}
+
+fn engine_match(m: &MatchSpec) -> RouteMatch {
+    let header = |h: &NamedMatch| {
+        let (name, value) = engine_named(h);
+        HeaderMatch { name, value }
+    };
+    RouteMatch {
+        name: None,
+        uri: m.uri.as_ref().map(engine_string),
+        ignore_uri_case: m.ignore_uri_case,
+        scheme: m.scheme.as_ref().map(engine_string),
+        method: m.method.as_ref().map(engine_string),
+        authority: m.authority.as_ref().map(engine_string),
+        headers: m.headers.iter().map(header).collect(),
+        without_headers: m.without_headers.iter().map(header).collect(),
+        query_params: m
+            .query_params
+            .iter()
+            .map(|q| {
+                let (name, value) = engine_named(q);
+                QueryParamMatch { name, value }
+            })
+            .collect(),
+        port: m.port,
+        source_labels: m.source_labels.iter().cloned().collect(),
+    }
+}
+
+fn ops(o: &HeaderOpsSpec) -> HeaderOps {
+    HeaderOps {
+        set: o.set.clone(),
+        add: o.add.clone(),
+        remove: o.remove.clone(),
+    }
+}
+
+/// The rule a request to service `s` takes under generation `generation` of the service's
+/// rules, by the reference model, and the match block it matched by.
 pub fn reference_rule(
     scn: &Scenario,
     s: usize,
     generation: usize,
-    user: Option<&str>,
-) -> Option<usize> {
-    scn.rules(s, generation)?
-        .iter()
-        .position(|rule| match &rule.user {
-            None => true,
-            Some(u) => user == Some(u.as_str()),
-        })
+    req: &reference::SeenRequest<'_>,
+) -> Option<(usize, Option<usize>)> {
+    reference::route(scn.rules(s, generation)?, req)
+}
+
+/// Whether a request routed by `rule` may reach version `v`: a destination of the rule with a
+/// positive weight, or its only destination; never for a rule that does not forward.
+pub fn allows_version(rule: &Rule, v: usize) -> bool {
+    rule.forwards()
+        && rule
+            .dests
+            .iter()
+            .any(|(dv, w)| *dv == v && (*w > 0 || rule.dests.len() == 1))
 }
 
 /// Rule `r` of generation `generation` of service `s`.

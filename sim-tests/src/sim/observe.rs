@@ -15,7 +15,7 @@
 //! cluster's upstream connections) or runs timers (per-try timeouts, sweeps), so after an
 //! input only the clusters involved are scanned, and after a timer call all of them.
 
-use super::check::{share_ok, Invariant};
+use super::check::Invariant;
 use super::ejection::HostNow;
 use super::mesh::Mesh;
 
@@ -184,8 +184,10 @@ impl Mesh<'_> {
                 }
             }
         }
-        // Weighted splits: per rule of each generation with enough traffic, each destination's
-        // share (a request counts for the generation it started on).
+        // Weighted splits, per rule of each generation (a request counts for the generation
+        // it started on, whichever sidecar it went through): a destination of weight 0 next
+        // to positive ones never gets a request (exact), and the positive ones follow their
+        // weights (chi-square at `stats::FALSE_ALARM`, added to the run's aggregate too).
         let mut per_rule: std::collections::BTreeMap<(usize, usize, usize), u64> =
             Default::default();
         for (&(s, g, r, _), &n) in &self.split_counts {
@@ -195,10 +197,11 @@ impl Mesh<'_> {
             let Some(rule) = super::model::rule_at(self.scn, s, g, r) else {
                 continue;
             };
-            if rule.dests.len() < 2 || total < 200 {
+            if rule.dests.len() < 2 || !rule.forwards() {
                 continue;
             }
-            let sum: u32 = rule.dests.iter().map(|(_, w)| w).sum();
+            let mut observed = Vec::new();
+            let mut weights = Vec::new();
             for &(v, w) in &rule.dests {
                 let Some(c) = self
                     .cluster_info
@@ -208,15 +211,33 @@ impl Mesh<'_> {
                     continue;
                 };
                 let hits = self.split_counts.get(&(s, g, r, c)).copied().unwrap_or(0);
-                let p = f64::from(w) / f64::from(sum.max(1));
-                if !share_ok(hits, total, p) {
-                    let msg = format!(
-                        "rule {}: {} got {hits} of {total} requests, weight share {p:.3}",
-                        super::model::rule_name(s, g, r),
-                        self.cluster_names[c]
-                    );
-                    self.violations.report(Invariant::Weights, self.now, msg);
+                if w == 0 {
+                    if hits > 0 {
+                        let msg = format!(
+                            "rule {}: {} has weight 0 and got {hits} of {total} requests",
+                            super::model::rule_name(s, g, r),
+                            self.cluster_names[c]
+                        );
+                        self.violations.report(Invariant::Weights, self.now, msg);
+                    }
+                    continue;
                 }
+                observed.push(hits);
+                weights.push(f64::from(w));
+            }
+            let Some((stat, df)) = super::stats::chi_square(&observed, &weights) else {
+                continue;
+            };
+            self.split_aggregate.add(stat, df);
+            let p = super::stats::chi_square_p(stat, df);
+            if p < super::stats::FALSE_ALARM {
+                let msg = format!(
+                    "rule {}: {total} requests split {observed:?} over weights {weights:?} \
+                     (chi-square {stat:.1}, {df} df, p = {p:.2e} < {:e})",
+                    super::model::rule_name(s, g, r),
+                    super::stats::FALSE_ALARM
+                );
+                self.violations.report(Invariant::Weights, self.now, msg);
             }
         }
     }

@@ -93,6 +93,9 @@ pub struct RunReport {
     pub in_flight_at_push: u64,
     /// One record per request, in start order (only with `RunOptions::records`).
     pub records: Vec<RequestRecord>,
+    /// The weighted-split chi-square statistics of the run, summed: a swarm adds these across
+    /// seeds to see a bias too small for any one run.
+    pub split_aggregate: super::stats::Aggregate,
 }
 
 /// What became of one request, for tests that assert on individual requests.

@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use trellis_engine::http1::{BodyDecoder, BodyFraming, Limits};
 
 use super::pattern::Pattern;
+use super::vocab_checks::SeenResponse;
 
 /// How far a client has read the response to its request.
 #[derive(Default)]
@@ -31,6 +32,10 @@ pub(crate) struct BodyRead {
     /// Body bytes so far, and whether they all matched `check`.
     pub len: usize,
     pub ok: bool,
+    /// The endpoint the server's `x-sim-ep` names.
+    pub ep: Option<usize>,
+    /// What the routing-vocabulary checks read (kept only in such scenarios).
+    pub seen: Option<Box<SeenResponse>>,
 }
 
 pub(crate) enum BodyIn {
@@ -44,7 +49,7 @@ pub(crate) enum BodyIn {
 /// output with a parser independent of the engine's codec) and decides its framing as RFC 9112
 /// §6.3 says for a GET or POST: the bytes the head used and the response read so far, `None`
 /// while incomplete, `Err` for a head the client cannot read.
-pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()> {
+pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, BodyRead)>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut resp = httparse::Response::new(&mut headers);
     let used = match resp.parse(buf) {
@@ -59,7 +64,8 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()
         return Err(());
     }
     let status = resp.code.filter(|c| (100..=599).contains(c)).ok_or(())?;
-    let (mut flags, mut from_server) = (None, false);
+    let (mut flags, mut from_server, mut ep) = (None, false, None);
+    let mut seen = keep.then(Box::<SeenResponse>::default);
     let (mut length, mut chunked): (Option<u64>, Option<bool>) = (None, None);
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -75,6 +81,7 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()
             }
         } else if name.eq_ignore_ascii_case(b"x-sim-ep") {
             from_server = true;
+            ep = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
         } else if name.eq_ignore_ascii_case(b"content-length") {
             if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
                 return Err(());
@@ -90,6 +97,15 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+        if let Some(seen) = seen.as_mut() {
+            let lower = h.name.to_ascii_lowercase();
+            let text = String::from_utf8_lossy(value).into_owned();
+            if lower == "location" {
+                seen.location = Some(text);
+            } else if lower.starts_with("x-rp-") || lower.starts_with("x-dp-") {
+                seen.edited.push((lower, text));
+            }
         }
     }
     if chunked.is_some() && (length.is_some() || resp.version != Some(1)) {
@@ -121,6 +137,8 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, BodyRead)>, ()
             check: None,
             len: 0,
             ok: true,
+            ep,
+            seen,
         },
     )))
 }
@@ -133,7 +151,7 @@ mod tests {
     type Parsed = (usize, u16, bool, Option<String>, String);
 
     fn parse(raw: &str) -> Result<Option<Parsed>, ()> {
-        parse_response(raw.as_bytes()).map(|r| {
+        parse_response(raw.as_bytes(), false).map(|r| {
             r.map(|(used, b)| {
                 let body = match b.body {
                     BodyIn::Length(n) => format!("length {n}"),

@@ -14,6 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::vocab::{
+    ActionSpec, HeaderEdits, HeaderOpsSpec, MatchSpec, RequestShape, RequestVocab, RewriteSpec,
+    RuleVocab, StrMatch,
+};
+
 /// Everything one simulation run needs, reproducible from this value alone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
@@ -31,6 +36,11 @@ pub struct Scenario {
     /// files and the scenarios of seeds without churn stay byte for byte as they were).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_pushes: Vec<ConfigPush>,
+    /// What clients put in their requests when the rules use the routing vocabulary (paths,
+    /// queries, methods, authorities, headers); `None`: the original `GET`/`POST /r/{id}` with
+    /// an optional `x-user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestVocab>,
 }
 
 /// A VirtualService edit from the control plane: service `service`'s `http[]` rules become
@@ -127,16 +137,36 @@ pub struct PoolSpec {
     pub max_requests_per_connection: u32,
 }
 
-/// A routing rule: an optional `x-user` exact match, weighted destinations, policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A routing rule: an optional `x-user` exact match, weighted destinations, policy, and
+/// optionally the rest of Istio's vocabulary ([`RuleVocab`]: more match blocks, redirects,
+/// direct responses, rewrites, header edits).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
-    /// Matches requests whose `x-user` header equals this value; `None` matches all.
+    /// Matches requests whose `x-user` header equals this value; `None` matches all (unless
+    /// `vocab` has match blocks: then this is one more block, ORed with them).
     pub user: Option<String>,
-    /// `(version index, weight)`; weights are positive.
+    /// `(version index, weight)`. Weight 0 is allowed next to positive weights (Istio drops
+    /// such a destination); a single destination is used whatever its weight.
     pub dests: Vec<(usize, u32)>,
     pub timeout_ms: Option<u64>,
     pub retries: Option<RetrySpec>,
     pub fault: Option<FaultSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<Box<RuleVocab>>,
+}
+
+impl Rule {
+    /// Whether the rule forwards (to its destinations) rather than redirecting or answering
+    /// itself.
+    pub fn forwards(&self) -> bool {
+        self.vocab.as_ref().is_none_or(|v| v.action.is_none())
+    }
+
+    /// Whether the destination list is one Istio accepts for forwarding: one destination, or
+    /// several with at least one positive weight.
+    pub fn dests_valid(&self) -> bool {
+        self.dests.len() == 1 || self.dests.iter().any(|(_, w)| *w > 0)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -280,9 +310,9 @@ impl Scenario {
             }
             let versions = svc.versions.len();
             for rule in &mut svc.rules {
-                rule.dests.retain(|(v, w)| *v < versions && *w > 0);
+                rule.normalize(versions);
             }
-            svc.rules.retain(|r| !r.dests.is_empty());
+            svc.rules.retain(Rule::runnable);
         }
         let services = self.services.len();
         for (s, svc) in self.services.iter_mut().enumerate() {
@@ -306,9 +336,9 @@ impl Scenario {
             if let Some(svc) = self.services.get(push.service) {
                 let versions = svc.versions.len();
                 for rule in &mut push.rules {
-                    rule.dests.retain(|(v, w)| *v < versions && *w > 0);
+                    rule.normalize(versions);
                 }
-                push.rules.retain(|r| !r.dests.is_empty());
+                push.rules.retain(Rule::runnable);
             }
             push.deliveries.retain(|(sc, _)| *sc < all_sidecars);
         }
@@ -355,6 +385,26 @@ impl Scenario {
             .iter()
             .filter(|q| q.service == s)
             .count()
+    }
+}
+
+impl Rule {
+    /// Drop references to versions that do not exist (`versions` of them). Rules without the
+    /// vocabulary keep only positive weights, as before weight 0 existed.
+    fn normalize(&mut self, versions: usize) {
+        match &mut self.vocab {
+            None => self.dests.retain(|(v, w)| *v < versions && *w > 0),
+            Some(vocab) => {
+                self.dests.retain(|(v, _)| *v < versions);
+                vocab.dest_edits.retain(|(v, _)| *v < versions);
+            }
+        }
+    }
+
+    /// Whether the rule can be configured: it answers itself, or it has destinations Istio
+    /// accepts.
+    fn runnable(&self) -> bool {
+        !self.forwards() || (!self.dests.is_empty() && self.dests_valid())
     }
 }
 

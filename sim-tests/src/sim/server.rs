@@ -38,6 +38,25 @@ pub(crate) struct Incoming {
     /// The `x-sim-id` of the request, if it carried a number there.
     id: Option<usize>,
     body: BodyIn,
+    /// The request target and the headers, kept for the routing-vocabulary checks (names in
+    /// lower case, in arrival order); `None` in scenarios without the vocabulary.
+    seen: Option<Box<Upstream>>,
+}
+
+/// A request head as it reached the server.
+pub(crate) struct Upstream {
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Upstream {
+    /// Every value of header `name` (lower case), in arrival order.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        (self.headers.iter())
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
 }
 
 enum BodyIn {
@@ -63,7 +82,7 @@ enum Step {
 /// (and it is also several times cheaper: no allocation, no `HeaderMap`).
 ///
 /// `Ok(None)` means the head is incomplete; `Err` is why it is unacceptable.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, Incoming)>, String> {
+fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let used = match req.parse(buf) {
@@ -127,11 +146,25 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Incoming)>, String> {
             BodyIn::Length(usize::try_from(n.unwrap_or(0)).map_err(|_| "content-length too large")?)
         }
     };
+    let seen = keep.then(|| {
+        Box::new(Upstream {
+            target: req.path.unwrap_or_default().to_string(),
+            headers: (req.headers.iter())
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+        })
+    });
     Ok(Some((
         used,
         Incoming {
             id: id.flatten(),
             body,
+            seen,
         },
     )))
 }
@@ -194,16 +227,18 @@ impl Mesh<'_> {
         };
         let (ep, epoch) = (u.ep, u.server.epoch);
         let Some(incoming) = u.server.current.as_mut() else {
-            return match parse_head(buf) {
+            let keep = self.scn.requests.is_some();
+            return match parse_head(buf, keep) {
                 Ok(Some((used, incoming))) => {
                     u.server.current = Some(incoming);
                     if let Some(Incoming {
-                        id,
                         body: BodyIn::Length(0),
+                        ..
                     }) = u.server.current
                     {
-                        u.server.current = None;
-                        self.server_request(sc, conn, ep, epoch, id, &[]);
+                        if let Some(Incoming { id, seen, .. }) = u.server.current.take() {
+                            self.server_request(sc, conn, ep, epoch, id, seen, &[]);
+                        }
                     }
                     Step::Used(used)
                 }
@@ -217,14 +252,16 @@ impl Mesh<'_> {
             };
         };
         let id = incoming.id;
+        let seen = incoming.seen.take();
         match &mut incoming.body {
             BodyIn::Length(n) => {
                 let n = *n;
                 if buf.len() < n {
+                    incoming.seen = seen;
                     return Step::Wait;
                 }
                 u.server.current = None;
-                self.server_request(sc, conn, ep, epoch, id, &buf[..n]);
+                self.server_request(sc, conn, ep, epoch, id, seen, &buf[..n]);
                 Step::Used(n)
             }
             BodyIn::Chunked(chunked) => {
@@ -239,6 +276,11 @@ impl Mesh<'_> {
                     }
                 };
                 if !done {
+                    if let Some(incoming) = (self.sidecars[sc].up.get_mut(&conn))
+                        .and_then(|u| u.server.current.as_mut())
+                    {
+                        incoming.seen = seen;
+                    }
                     return if used == 0 {
                         Step::Wait
                     } else {
@@ -247,13 +289,14 @@ impl Mesh<'_> {
                 }
                 let body = std::mem::take(body);
                 u.server.current = None;
-                self.server_request(sc, conn, ep, epoch, id, &body);
+                self.server_request(sc, conn, ep, epoch, id, seen, &body);
                 Step::Used(used)
             }
         }
     }
 
     /// A whole request (its `x-sim-id` and body) reached endpoint `ep`: check it, then answer.
+    #[allow(clippy::too_many_arguments)]
     fn server_request(
         &mut self,
         sc: usize,
@@ -261,6 +304,7 @@ impl Mesh<'_> {
         ep: usize,
         epoch: u32,
         id: Option<usize>,
+        seen: Option<Box<Upstream>>,
         body: &[u8],
     ) {
         let Some(req) = id.and_then(|id| self.requests.get(id).map(|r| (id, r))) else {
@@ -279,7 +323,7 @@ impl Mesh<'_> {
         let allowed = rule
             .and_then(|rl| super::model::rule_at(self.scn, service, generation, rl))
             .is_some_and(|rl| {
-                info.service == service && rl.dests.iter().any(|(v, _)| *v == info.version)
+                info.service == service && super::model::allows_version(rl, info.version)
             });
         if !allowed {
             let msg = format!(
@@ -291,6 +335,9 @@ impl Mesh<'_> {
             self.violation(Invariant::Routing, msg);
         }
         self.requests[id].reached.push((self.now, version));
+        if let Some(seen) = seen {
+            self.check_upstream_request(id, version, &seen);
+        }
         if !is_body(id as u64, REQUEST_SALT, body_len, body) {
             let msg = format!(
                 "request {id}: server got {} body bytes, client sent {body_len} (content differs: {})",
@@ -403,6 +450,13 @@ impl Mesh<'_> {
                 out.extend_from_slice(num.format(len).as_bytes());
                 out.extend_from_slice(b"\r\nx-sim-ep: ");
                 out.extend_from_slice(num.format(ep).as_bytes());
+                if self.scn.requests.is_some() {
+                    for h in super::vocab_checks::SERVER_RESPONSE_HEADERS {
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(h.as_bytes());
+                        out.extend_from_slice(b": server");
+                    }
+                }
                 out.extend_from_slice(b"\r\n\r\n");
                 let head_len = out.len();
                 match pattern {
@@ -463,7 +517,7 @@ mod tests {
     use super::*;
 
     fn parse(head: &str) -> Result<Option<(usize, Option<usize>, String)>, String> {
-        parse_head(head.as_bytes()).map(|r| {
+        parse_head(head.as_bytes(), false).map(|r| {
             r.map(|(used, i)| {
                 let body = match i.body {
                     BodyIn::Length(n) => format!("length {n}"),
@@ -521,7 +575,7 @@ mod tests {
         assert_eq!(parse(same).unwrap().unwrap().2, "length 3");
         // An endless head is refused once it is provably too large.
         let endless = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(70_000));
-        assert!(parse_head(endless.as_bytes()).is_err());
+        assert!(parse_head(endless.as_bytes(), false).is_err());
     }
 
     #[test]

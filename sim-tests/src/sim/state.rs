@@ -92,6 +92,8 @@ pub(crate) struct Sidecar {
     pub hosts: Vec<Vec<HostWatch>>,
     /// Access-log records per downstream connection.
     pub logs_per_conn: BTreeMap<ConnId, u32>,
+    /// Downstream connection → request, until the request's access-log record arrives.
+    pub log_req: BTreeMap<ConnId, usize>,
     /// The generation of each service's rules this sidecar's engine runs.
     pub generations: Vec<usize>,
     /// The stream idle timeout the last push that set one gave this sidecar.
@@ -132,6 +134,10 @@ pub(crate) struct ClientRequest {
     /// The stream idle timeout of the snapshot it started on.
     pub stream_idle: Duration,
     pub rule: Option<usize>,
+    /// The match block of `rule` the request matched by (`None`: a rule without blocks).
+    pub block: Option<usize>,
+    /// Method, path, query, authority and headers sent (routing-vocabulary scenarios).
+    pub shape: Option<Box<super::scenario::RequestShape>>,
     pub bound: Option<Duration>,
     pub start: Instant,
     pub body_len: usize,

@@ -1,0 +1,420 @@
+//! The reference semantics of the routing vocabulary: which rule a request takes, what the
+//! request looks like when it reaches the upstream, and what comes back for a redirect or a
+//! direct response. Written from Istio's translation (istio/istio
+//! `pilot/pkg/networking/core/route/route.go`: `TranslateRouteMatch`, `translateHeaderMatch`,
+//! `canBeConvertedToPresentMatch`, `applyHTTPRouteDestination`, `ApplyRedirect`) and Envoy's
+//! route semantics, never from the engine's code:
+//!
+//! * a `StringMatch` compares the whole value: exact, prefix, or an RE2 regex that must match
+//!   all of it (Envoy `safe_regex`);
+//! * `uri` is the path without the query; `ignoreUriCase` becomes Envoy's
+//!   `case_sensitive: false`, which applies to exact and prefix only: Envoy ignores it for
+//!   `safe_regex`;
+//! * method, authority and scheme are header matchers on `:method`, `:authority`, `:scheme`:
+//!   case-sensitive, the authority as the client sent it (port included);
+//! * a header or query condition with no match type, or with Istio's regex `*`, is a
+//!   presence match; otherwise the header must be present and its value match;
+//! * `withoutHeaders` is the same matcher inverted, with Envoy's
+//!   `treat_missing_header_as_empty` (except for presence matches): an absent header is
+//!   matched as the empty value, so `withoutHeaders: {x: {prefix: ""}}` excludes every request;
+//! * query parameters: the first occurrence of the name; a parameter without `=` has the
+//!   empty value; no percent-decoding;
+//! * `port` and `sourceLabels` filter by the sidecar (its listener port, its workload's
+//!   labels), as pilot does when it builds each proxy's routes;
+//! * the match blocks of a rule are tried in order (the `x-user` block of a rule that has one
+//!   first), each an Envoy route of its own; a rule with no block matches everything;
+//! * `rewrite.uri` is Envoy's `prefix_rewrite`: it replaces the matched exact path, the matched
+//!   prefix, the whole path for a regex match, and the leading `/` when the block has no uri
+//!   condition (pilot's default match is `prefix: /`); the query string is kept;
+//! * a redirect answers `redirectCode` (301 when unset) with `Location` built from the request:
+//!   `http://` + (`authority` or the request's Host) + (`uri` or the request's path), keeping the
+//!   request's query when `uri` has none;
+//! * header edits: `set` overwrites, `add` appends, `remove` drops; rule-level response edits
+//!   also apply to redirects and direct responses (Envoy's `response_headers_to_add` on direct
+//!   responses), destination-level ones only to forwarded responses.
+
+use super::scenario::{
+    ActionSpec, HeaderEdits, HeaderOpsSpec, MatchSpec, RequestShape, Rule, StrMatch,
+};
+
+/// The port every sidecar's outbound listener has in the simulator.
+pub const LISTENER_PORT: u16 = 15001;
+
+/// A request as the reference model sees it: its shape and the sidecar it came through.
+pub struct SeenRequest<'a> {
+    pub shape: &'a RequestShape,
+    /// The `x-user` header, for rules of the original vocabulary.
+    pub user: Option<&'a str>,
+    pub labels: &'a [(String, String)],
+}
+
+/// Whether `m` matches `value`; `ignore_case` folds ASCII case for exact and prefix only.
+pub fn str_matches(m: &StrMatch, value: &str, ignore_case: bool) -> bool {
+    match m {
+        StrMatch::Exact(v) if ignore_case => value.eq_ignore_ascii_case(v),
+        StrMatch::Exact(v) => value == v,
+        StrMatch::Prefix(p) if ignore_case => value
+            .get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p)),
+        StrMatch::Prefix(p) => value.starts_with(p.as_str()),
+        StrMatch::Regex(re) => full_match(re, value),
+    }
+}
+
+/// Whether RE2 pattern `re` matches all of `value`. A pattern that does not compile matches
+/// nothing (the generator only writes valid ones).
+fn full_match(re: &str, value: &str) -> bool {
+    thread_local! {
+        /// Compiled patterns (a scenario has a few dozen; compiling per request would dominate).
+        static CACHE: std::cell::RefCell<std::collections::BTreeMap<String, Option<regex::Regex>>> =
+            Default::default();
+    }
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(re) {
+            let compiled = regex::Regex::new(&format!("^(?:{re})$")).ok();
+            cache.insert(re.to_string(), compiled);
+        }
+        cache
+            .get(re)
+            .and_then(Option::as_ref)
+            .is_some_and(|r| r.is_match(value))
+    })
+}
+
+/// Istio's presence match: no match type, or the regex `*`.
+fn is_presence(m: Option<&StrMatch>) -> bool {
+    match m {
+        None => true,
+        Some(StrMatch::Regex(re)) => re == "*",
+        Some(_) => false,
+    }
+}
+
+/// A `headers` condition.
+fn header_holds(shape: &RequestShape, name: &str, m: Option<&StrMatch>) -> bool {
+    match (shape.header(name), m) {
+        (None, _) => false,
+        (Some(_), m) if is_presence(m) => true,
+        (Some(v), Some(m)) => str_matches(m, v, false),
+        (Some(_), None) => true,
+    }
+}
+
+/// A `withoutHeaders` condition: true when it excludes the request.
+fn without_excludes(shape: &RequestShape, name: &str, m: Option<&StrMatch>) -> bool {
+    match m {
+        m if is_presence(m) => shape.header(name).is_some(),
+        Some(m) => str_matches(m, shape.header(name).unwrap_or(""), false),
+        None => shape.header(name).is_some(),
+    }
+}
+
+/// The value of the first query parameter called `name`.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .find_map(|pair| match pair.split_once('=') {
+            Some((n, v)) => (n == name).then_some(v),
+            None => (pair == name).then_some(""),
+        })
+}
+
+fn query_holds(query: &str, name: &str, m: Option<&StrMatch>) -> bool {
+    match (query_value(query, name), m) {
+        (None, _) => false,
+        (Some(_), m) if is_presence(m) => true,
+        (Some(v), Some(m)) => str_matches(m, v, false),
+        (Some(_), None) => true,
+    }
+}
+
+/// Whether one `HTTPMatchRequest` holds for the request.
+pub fn block_matches(m: &MatchSpec, req: &SeenRequest<'_>) -> bool {
+    let shape = req.shape;
+    let opt =
+        |sm: &Option<StrMatch>, v: &str| sm.as_ref().is_none_or(|sm| str_matches(sm, v, false));
+    m.uri
+        .as_ref()
+        .is_none_or(|u| str_matches(u, &shape.path, m.ignore_uri_case))
+        && opt(&m.method, &shape.method)
+        && opt(&m.authority, &shape.authority)
+        && opt(&m.scheme, "http")
+        && m.port.is_none_or(|p| p == LISTENER_PORT)
+        && m.headers
+            .iter()
+            .all(|(n, v)| header_holds(shape, n, v.as_ref()))
+        && m.query_params
+            .iter()
+            .all(|(n, v)| query_holds(&shape.query, n, v.as_ref()))
+        && !m
+            .without_headers
+            .iter()
+            .any(|(n, v)| without_excludes(shape, n, v.as_ref()))
+        && m.source_labels
+            .iter()
+            .all(|kv| req.labels.iter().any(|l| l == kv))
+}
+
+/// The match blocks of a rule in the order the engine config lists them: the `x-user` block
+/// first when the rule has one, then the vocabulary's.
+pub fn blocks(rule: &Rule) -> Vec<MatchSpec> {
+    let mut out = Vec::new();
+    if let Some(u) = &rule.user {
+        out.push(MatchSpec {
+            headers: vec![("x-user".into(), Some(StrMatch::Exact(u.clone())))],
+            ..MatchSpec::default()
+        });
+    }
+    if let Some(v) = &rule.vocab {
+        out.extend(v.matches.iter().cloned());
+    }
+    out
+}
+
+/// Which block of `rule` the request matches first: `Some(None)` for a rule without blocks
+/// (matches everything), `Some(Some(i))` for block `i`, `None` when the rule does not apply.
+pub fn rule_match(rule: &Rule, req: &SeenRequest<'_>) -> Option<Option<usize>> {
+    // Fast path for the original vocabulary (no allocation).
+    if rule.vocab.is_none() {
+        return match &rule.user {
+            None => Some(None),
+            Some(u) => (req.user == Some(u.as_str())).then_some(Some(0)),
+        };
+    }
+    let bs = blocks(rule);
+    if bs.is_empty() {
+        return Some(None);
+    }
+    bs.iter().position(|b| block_matches(b, req)).map(Some)
+}
+
+/// The first rule of `rules` the request takes, and the block it matched by.
+pub fn route(rules: &[Rule], req: &SeenRequest<'_>) -> Option<(usize, Option<usize>)> {
+    rules
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| rule_match(r, req).map(|b| (i, b)))
+}
+
+/// The path (with query) the upstream must receive after `rule`'s rewrite, matched by block
+/// `block`.
+pub fn upstream_target(rule: &Rule, block: Option<usize>, shape: &RequestShape) -> String {
+    let Some(uri) = rule
+        .vocab
+        .as_ref()
+        .and_then(|v| v.rewrite.as_ref())
+        .and_then(|rw| rw.uri.as_deref())
+        .filter(|u| !u.is_empty())
+    else {
+        return shape.target();
+    };
+    let matched = block.and_then(|b| blocks(rule).get(b).and_then(|m| m.uri.clone()));
+    let path = &shape.path;
+    let rest = match matched {
+        // The exact path or the whole path of a regex match is replaced.
+        Some(StrMatch::Exact(_)) | Some(StrMatch::Regex(_)) => "",
+        Some(StrMatch::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
+        // Pilot's default match is `prefix: /`.
+        None => path.get(1..).unwrap_or(""),
+    };
+    let mut out = format!("{uri}{rest}");
+    if !shape.query.is_empty() {
+        out.push('?');
+        out.push_str(&shape.query);
+    }
+    out
+}
+
+/// The Host the upstream must receive.
+pub fn upstream_authority<'a>(rule: &'a Rule, shape: &'a RequestShape) -> &'a str {
+    rule.vocab
+        .as_ref()
+        .and_then(|v| v.rewrite.as_ref())
+        .and_then(|rw| rw.authority.as_deref())
+        .unwrap_or(&shape.authority)
+}
+
+/// What a redirect or direct response must look like: status, `Location` (redirects), body
+/// (direct responses).
+pub struct LocalAnswer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: Option<String>,
+}
+
+/// The answer of a rule that does not forward.
+pub fn local_answer(rule: &Rule, shape: &RequestShape) -> Option<LocalAnswer> {
+    match rule.vocab.as_ref()?.action.as_ref()? {
+        ActionSpec::Redirect {
+            uri,
+            authority,
+            status,
+        } => {
+            let host = authority.as_deref().unwrap_or(&shape.authority);
+            let mut location = format!("http://{host}");
+            match uri {
+                Some(u) => {
+                    location.push_str(u);
+                    if !u.contains('?') && !shape.query.is_empty() {
+                        location.push('?');
+                        location.push_str(&shape.query);
+                    }
+                }
+                None => location.push_str(&shape.target()),
+            }
+            Some(LocalAnswer {
+                status: if *status == 0 { 301 } else { *status },
+                location: Some(location),
+                body: None,
+            })
+        }
+        ActionSpec::Direct { status, body } => Some(LocalAnswer {
+            status: *status,
+            location: None,
+            body: Some(body.clone().unwrap_or_default()),
+        }),
+    }
+}
+
+/// The header edits that apply on the way up (request) or down (response) for `rule` and
+/// destination version `version` (`None`: no destination, e.g. a direct response).
+pub fn edits_for(rule: &Rule, version: Option<usize>) -> Vec<&HeaderEdits> {
+    let Some(v) = &rule.vocab else {
+        return Vec::new();
+    };
+    let mut out: Vec<&HeaderEdits> = v.edits.iter().collect();
+    if let Some(version) = version {
+        out.extend(
+            v.dest_edits
+                .iter()
+                .filter(|(dv, _)| *dv == version)
+                .map(|(_, e)| e),
+        );
+    }
+    out
+}
+
+/// The values header `name` must carry after `ops`, given the values it had before (`None`
+/// when the ops do not touch it): Envoy's `HeaderParser` order, remove, then set (overwrite),
+/// then add (append).
+pub fn edited_values(ops: &HeaderOpsSpec, name: &str, before: &[String]) -> Option<Vec<String>> {
+    let mut values = before.to_vec();
+    let mut touched = false;
+    if ops.remove.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        values.clear();
+        touched = true;
+    }
+    for (_, v) in ops.set.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        values = vec![v.clone()];
+        touched = true;
+    }
+    for (_, v) in ops.add.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        values.push(v.clone());
+        touched = true;
+    }
+    touched.then_some(values)
+}
+
+/// Every header name some edit of `ops` touches.
+pub fn touched(ops: &HeaderOpsSpec) -> impl Iterator<Item = &str> {
+    ops.set
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .chain(ops.add.iter().map(|(n, _)| n.as_str()))
+        .chain(ops.remove.iter().map(String::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(path: &str, query: &str, headers: &[(&str, &str)]) -> RequestShape {
+        RequestShape {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            authority: "svc0".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn seen(s: &RequestShape) -> SeenRequest<'_> {
+        SeenRequest {
+            shape: s,
+            user: None,
+            labels: &[],
+        }
+    }
+
+    #[test]
+    fn string_matches_follow_envoy() {
+        let re = StrMatch::Regex("/api/v[0-9]+".into());
+        assert!(str_matches(&re, "/api/v12", false));
+        assert!(!str_matches(&re, "/api/v1/x", false), "anchored at the end");
+        assert!(
+            !str_matches(&re, "x/api/v1", false),
+            "anchored at the start"
+        );
+        assert!(
+            !str_matches(&re, "/API/V1", true),
+            "regex ignores ignoreUriCase"
+        );
+        assert!(str_matches(
+            &StrMatch::Prefix("/Api".into()),
+            "/api/x",
+            true
+        ));
+        assert!(!str_matches(
+            &StrMatch::Prefix("/Api".into()),
+            "/api/x",
+            false
+        ));
+        assert!(str_matches(&StrMatch::Exact(String::new()), "", false));
+    }
+
+    #[test]
+    fn without_headers_treat_missing_as_empty() {
+        let s = shape("/", "", &[]);
+        let exclude_empty_prefix = MatchSpec {
+            without_headers: vec![("x-h0".into(), Some(StrMatch::Prefix(String::new())))],
+            ..MatchSpec::default()
+        };
+        assert!(!block_matches(&exclude_empty_prefix, &seen(&s)));
+        let exclude_present = MatchSpec {
+            without_headers: vec![("x-h0".into(), Some(StrMatch::Regex("*".into())))],
+            ..MatchSpec::default()
+        };
+        assert!(block_matches(&exclude_present, &seen(&s)));
+        let with = shape("/", "", &[("x-h0", "a")]);
+        assert!(!block_matches(&exclude_present, &seen(&with)));
+    }
+
+    #[test]
+    fn query_first_occurrence_and_bare_names() {
+        assert_eq!(query_value("a=1&a=2", "a"), Some("1"));
+        assert_eq!(query_value("other=1&q", "q"), Some(""));
+        assert_eq!(query_value("qq=1", "q"), None);
+    }
+
+    #[test]
+    fn prefix_rewrite_of_a_rule_without_uri_replaces_the_leading_slash() {
+        let rule = Rule {
+            dests: vec![(0, 100)],
+            vocab: Some(Box::new(super::super::scenario::RuleVocab {
+                rewrite: Some(super::super::scenario::RewriteSpec {
+                    uri: Some("/v2/".into()),
+                    authority: None,
+                }),
+                ..Default::default()
+            })),
+            ..Rule::default()
+        };
+        let s = shape("/api/x", "q=1", &[]);
+        assert_eq!(upstream_target(&rule, None, &s), "/v2/api/x?q=1");
+    }
+}

@@ -1,0 +1,212 @@
+//! The routing-vocabulary invariants, held against [`super::reference`]: what a request looks
+//! like when it reaches its server (rewritten path and authority, request header edits), and
+//! what comes back to the client (redirects, direct responses, response header edits).
+//!
+//! Everything expected here is computed from the scenario and the request the client sent;
+//! the engine's output is only read through independent parsers (`httparse` on both sides).
+
+use super::check::Invariant;
+use super::mesh::Mesh;
+use super::model;
+use super::reference::{self, edited_values, touched};
+use super::report::Outcome;
+use super::scenario::HeaderEdits;
+use super::server::Upstream;
+
+/// Response headers every server sends in vocabulary scenarios, so that response edits that
+/// remove or append have something to work on.
+pub(crate) const SERVER_RESPONSE_HEADERS: &[&str] = &[
+    "x-rp-set", "x-rp-add", "x-rp-rm", "x-dp-set", "x-dp-add", "x-dp-rm",
+];
+
+/// A response head as the client read it, for the vocabulary checks.
+#[derive(Debug, Default)]
+pub(crate) struct SeenResponse {
+    pub location: Option<String>,
+    /// Headers named `x-rp-*` / `x-dp-*` (lower case), in order.
+    pub edited: Vec<(String, String)>,
+    /// The body of a response the mesh answered itself (kept up to 4 KiB).
+    pub body: Vec<u8>,
+}
+
+impl SeenResponse {
+    fn values(&self, name: &str) -> Vec<String> {
+        (self.edited.iter())
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl Mesh<'_> {
+    /// Request `id`'s attempt reached a server of version `version` looking like `seen`.
+    pub(crate) fn check_upstream_request(&mut self, id: usize, version: usize, seen: &Upstream) {
+        let r = &self.requests[id];
+        let (Some(shape), Some(rl)) = (r.shape.as_deref(), r.rule) else {
+            return;
+        };
+        let Some(rule) = model::rule_at(self.scn, r.service, r.generation, rl) else {
+            return;
+        };
+        let mut problems: Vec<String> = Vec::new();
+        let want_target = reference::upstream_target(rule, r.block, shape);
+        if seen.target != want_target {
+            problems.push(format!(
+                "path {:?}, expected {want_target:?} (sent {:?})",
+                seen.target,
+                shape.target()
+            ));
+        }
+        let want_host = reference::upstream_authority(rule, shape);
+        let hosts = seen.values("host");
+        if hosts.len() != 1 || hosts[0] != want_host {
+            problems.push(format!("host {hosts:?}, expected {want_host:?}"));
+        }
+        let edits = reference::edits_for(rule, Some(version));
+        let mut names: Vec<&str> = shape.headers.iter().map(|(n, _)| n.as_str()).collect();
+        names.extend(edits.iter().flat_map(|e| touched(&e.request)));
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let sent: Vec<String> = (shape.headers.iter())
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .collect();
+            let want = apply(&edits, name, sent, |e| &e.request);
+            let got = seen.values(name);
+            if got != want {
+                problems.push(format!("header {name}: {got:?}, expected {want:?}"));
+            }
+        }
+        if !problems.is_empty() {
+            let msg = format!(
+                "request {id} ({} {} to svc{}, rule {}) reached v{version}: {}",
+                shape.method,
+                shape.target(),
+                r.service,
+                model::rule_name(r.service, r.generation, rl),
+                problems.join("; ")
+            );
+            self.violation(Invariant::Rewrite, msg);
+        }
+    }
+
+    /// Request `id` ended with `outcome`, its head read as `seen`: hold a redirect, a direct
+    /// response and response header edits to the reference model.
+    pub(crate) fn check_vocab_response(
+        &mut self,
+        id: usize,
+        outcome: &Outcome,
+        ep: Option<usize>,
+        seen: &SeenResponse,
+    ) {
+        let r = &self.requests[id];
+        let (Some(shape), Some(rl)) = (r.shape.as_deref(), r.rule) else {
+            return;
+        };
+        let Some(rule) = model::rule_at(self.scn, r.service, r.generation, rl) else {
+            return;
+        };
+        let name = model::rule_name(r.service, r.generation, rl);
+        let mut problems: Vec<String> = Vec::new();
+        let edits_version = match (rule.forwards(), outcome, ep) {
+            (false, Outcome::Mesh(_, flags), _) if flags.contains("FI") => None,
+            (false, Outcome::Mesh(status, flags), _) => {
+                let Some(want) = reference::local_answer(rule, shape) else {
+                    return;
+                };
+                if *status != want.status || !flags.is_empty() {
+                    problems.push(format!(
+                        "answered {status} {flags:?}, expected {} from the rule itself",
+                        want.status
+                    ));
+                }
+                if want.location.is_some() && seen.location != want.location {
+                    problems.push(format!(
+                        "location {:?}, expected {:?}",
+                        seen.location, want.location
+                    ));
+                }
+                if let Some(body) = &want.body {
+                    if seen.body != body.as_bytes() {
+                        problems.push(format!(
+                            "body {:?}, expected {body:?}",
+                            String::from_utf8_lossy(&seen.body)
+                        ));
+                    }
+                }
+                Some(None)
+            }
+            (false, other, _) => {
+                if !matches!(
+                    other,
+                    Outcome::Truncated | Outcome::ClientTimeout | Outcome::Cancelled
+                ) {
+                    problems.push(format!("ended {other:?}; the rule answers itself"));
+                }
+                None
+            }
+            (true, Outcome::Response(_), Some(ep)) => {
+                Some(Some(self.cluster_info[self.endpoints[ep].cluster].version))
+            }
+            (true, _, _) => None,
+        };
+        if let Some(version) = edits_version {
+            let edits = reference::edits_for(rule, version);
+            // Servers send each of these once; the mesh's own answers none.
+            let from_server = version.is_some();
+            for &h in SERVER_RESPONSE_HEADERS {
+                let before = if from_server {
+                    vec!["server".to_string()]
+                } else {
+                    Vec::new()
+                };
+                let want = apply(&edits, h, before, |e| &e.response);
+                let got = seen.values(h);
+                if got != want {
+                    problems.push(format!("response header {h}: {got:?}, expected {want:?}"));
+                }
+            }
+            for (h, _) in edits.iter().flat_map(|e| e.response.set.iter()) {
+                if !SERVER_RESPONSE_HEADERS.contains(&h.as_str()) {
+                    let want = apply(&edits, h, Vec::new(), |e| &e.response);
+                    let got = seen.values(h);
+                    if got != want {
+                        problems.push(format!("response header {h}: {got:?}, expected {want:?}"));
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            let msg = format!(
+                "request {id} ({} {} to svc{}, rule {name}): {}",
+                shape.method,
+                shape.target(),
+                r.service,
+                problems.join("; ")
+            );
+            let invariant = if rule.forwards() {
+                Invariant::Rewrite
+            } else {
+                Invariant::Routing
+            };
+            self.violation(invariant, msg);
+        }
+    }
+}
+
+/// The values header `name` must have after every edit in `edits` (destination level first,
+/// then rule level; the generator never lets two levels touch the same name).
+fn apply(
+    edits: &[&HeaderEdits],
+    name: &str,
+    mut values: Vec<String>,
+    dir: impl Fn(&HeaderEdits) -> &super::scenario::HeaderOpsSpec,
+) -> Vec<String> {
+    for e in edits.iter().rev() {
+        if let Some(v) = edited_values(dir(e), name, &values) {
+            values = v;
+        }
+    }
+    values
+}
