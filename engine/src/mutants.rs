@@ -39,4 +39,59 @@ pub struct Mutations {
     /// `stream_idle_timeout` instead of its own snapshot's: a swap to a shorter one cuts
     /// responses that were streaming under the old.
     pub idle_timeout_from_running_config: bool,
+    /// Weighted choice walks the cumulative weights with `<=` where `<` belongs: each
+    /// destination takes one unit of the next one's weight (and a weight-0 destination gets
+    /// one).
+    pub weighted_pick_inclusive: bool,
+    /// A uri `prefix` match compares ignoring case even without `ignoreUriCase`.
+    pub prefix_match_ignores_case: bool,
+    /// An `exact` string match accepts any value that starts with it (a prefix match).
+    pub exact_match_as_prefix: bool,
+    /// Regex matches are anchored at the start only, so `/api/v[0-9]+` accepts `/api/v1/x`.
+    pub regex_unanchored_end: bool,
+    /// A header condition with a value holds whenever the header is present.
+    pub header_value_ignored: bool,
+    /// A prefix rewrite keeps the matched prefix too (`/old/x` → `/new//old/x`).
+    pub rewrite_keeps_prefix: bool,
+    /// Header `add` edits overwrite instead of appending.
+    pub header_add_overwrites: bool,
+}
+
+/// The planted bugs that live in compiled routes, which engines share: a thread-local switch
+/// (the simulator runs one mesh per thread), set by [`crate::Engine::set_mutations`] and reset
+/// whenever an engine is created, so a run without a hook sees none of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RouteMutations {
+    pub prefix_match_ignores_case: bool,
+    pub exact_match_as_prefix: bool,
+    pub regex_unanchored_end: bool,
+    pub header_value_ignored: bool,
+    pub rewrite_keeps_prefix: bool,
+    pub header_add_overwrites: bool,
+}
+
+thread_local! {
+    static ROUTE: std::cell::Cell<RouteMutations> = std::cell::Cell::new(RouteMutations::default());
+}
+
+/// The route-level planted bugs switched on in this thread.
+pub(crate) fn route() -> RouteMutations {
+    ROUTE.with(std::cell::Cell::get)
+}
+
+pub(crate) fn set_route(m: &Mutations) {
+    ROUTE.with(|r| {
+        r.set(RouteMutations {
+            prefix_match_ignores_case: m.prefix_match_ignores_case,
+            exact_match_as_prefix: m.exact_match_as_prefix,
+            regex_unanchored_end: m.regex_unanchored_end,
+            header_value_ignored: m.header_value_ignored,
+            rewrite_keeps_prefix: m.rewrite_keeps_prefix,
+            header_add_overwrites: m.header_add_overwrites,
+        })
+    });
+}
+
+pub(crate) fn reset_route() {
+    ROUTE.with(|r| r.set(RouteMutations::default()));
 }

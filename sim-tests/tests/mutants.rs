@@ -31,6 +31,16 @@
 //! generation 2 arrived, which has no third rule, and was logged without a route where the
 //! reference model says `svc1-g1-r2`).
 
+//!
+//! Added with the routing vocabulary (its own RNG stream: about half the seeds now carry every
+//! match condition, redirects, direct responses, rewrites, header edits and edge weights; the
+//! older bugs keep their catching seeds, but the slow-loris timeout bug, now seed 4): weighted
+//! choice walking the cumulative weights with `<=` → seed 24 (`Weights`); a prefix match
+//! ignoring case → seed 4, an exact match accepting a prefix → seed 4, a regex anchored at the
+//! start only → seed 4, a header condition ignoring its value → seed 1 (all `Routing`); a
+//! prefix rewrite keeping the prefix → seed 4, a header `add` overwriting → seed 2 (both
+//! `Rewrite`).
+
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
 use trellis_engine::mutants::Mutations;
@@ -251,4 +261,76 @@ fn churn_failure_shrinks_keeping_a_push() {
         before.config_pushes.len(),
         small.config_pushes.len()
     );
+}
+
+// ---- Planted bugs in routing and weighted choice, written against Istio's and Envoy's
+// semantics (not against the checkers). Which invariant should catch each was written down
+// before the reference model and its checks were: `Weights` (chi-square on small weights,
+// exact on weight 0) for the cumulative-weight slip; `Routing` (the access log's route against
+// the reference model's, and where the request arrived) for every string-matching slip;
+// `Rewrite` (what the server received) for the rewrite and header-edit slips.
+
+macro_rules! planted {
+    ($name:ident, $field:ident) => {
+        fn $name(_: usize, e: &mut Engine) {
+            e.set_mutations(Mutations {
+                $field: true,
+                ..Mutations::default()
+            });
+        }
+    };
+}
+
+planted!(weighted_pick_inclusive, weighted_pick_inclusive);
+planted!(prefix_match_ignores_case, prefix_match_ignores_case);
+planted!(exact_match_as_prefix, exact_match_as_prefix);
+planted!(regex_unanchored_end, regex_unanchored_end);
+planted!(header_value_ignored, header_value_ignored);
+planted!(rewrite_keeps_prefix, rewrite_keeps_prefix);
+planted!(header_add_overwrites, header_add_overwrites);
+
+/// Seeds the routing-vocabulary bugs must be caught within (half the seeds carry the
+/// vocabulary).
+const VOCAB_BUDGET: u64 = 100;
+
+#[test]
+fn catches_weighted_choice_off_by_one() {
+    let seed = first_catching_seed(weighted_pick_inclusive, Invariant::Weights, VOCAB_BUDGET);
+    eprintln!("weighted choice walking the weights with <= caught by seed {seed}");
+}
+
+#[test]
+fn catches_prefix_match_ignoring_case() {
+    let seed = first_catching_seed(prefix_match_ignores_case, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("prefix match ignoring case caught by seed {seed}");
+}
+
+#[test]
+fn catches_exact_match_as_prefix() {
+    let seed = first_catching_seed(exact_match_as_prefix, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("exact match accepting a prefix caught by seed {seed}");
+}
+
+#[test]
+fn catches_regex_anchored_at_the_start_only() {
+    let seed = first_catching_seed(regex_unanchored_end, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("regex not anchored at the end caught by seed {seed}");
+}
+
+#[test]
+fn catches_header_value_ignored() {
+    let seed = first_catching_seed(header_value_ignored, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("header condition ignoring its value caught by seed {seed}");
+}
+
+#[test]
+fn catches_rewrite_keeping_the_prefix() {
+    let seed = first_catching_seed(rewrite_keeps_prefix, Invariant::Rewrite, VOCAB_BUDGET);
+    eprintln!("prefix rewrite keeping the prefix caught by seed {seed}");
+}
+
+#[test]
+fn catches_header_add_overwriting() {
+    let seed = first_catching_seed(header_add_overwrites, Invariant::Rewrite, VOCAB_BUDGET);
+    eprintln!("header add overwriting caught by seed {seed}");
 }

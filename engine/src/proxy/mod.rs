@@ -101,6 +101,8 @@ impl Engine {
 
     /// An engine running a configuration compiled once for several engines.
     pub fn with_compiled(compiled: CompiledConfig, seed: u64) -> Self {
+        #[cfg(feature = "mutants")]
+        crate::mutants::reset_route();
         let snapshot = compiled.0;
         let mut engine = Engine {
             limits: Limits::from(&snapshot.config.http),
@@ -269,6 +271,7 @@ impl Engine {
     #[cfg(feature = "mutants")]
     pub fn set_mutations(&mut self, mutations: crate::mutants::Mutations) {
         self.mutations = mutations;
+        crate::mutants::set_route(&mutations);
         for s in self.clusters.slots.iter_mut().flatten() {
             s.state.set_mutations(mutations);
         }

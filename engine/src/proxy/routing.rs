@@ -223,7 +223,11 @@ impl Engine {
         dests: &[WeightedCluster],
     ) {
         let route = matched.route;
-        let Some(dest_index) = route::pick_weighted(dests, &mut self.rng)
+        #[cfg(feature = "mutants")]
+        let inclusive = self.mutations.weighted_pick_inclusive;
+        #[cfg(not(feature = "mutants"))]
+        let inclusive = false;
+        let Some(dest_index) = route::weighted::pick_weighted_with(dests, &mut self.rng, inclusive)
             .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
         else {
             self.no_healthy_upstream(now, id);

@@ -71,6 +71,23 @@ impl StrMatcher {
     }
 
     pub(crate) fn matches(&self, value: &[u8]) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            let m = crate::mutants::route();
+            match self {
+                StrMatcher::Prefix(s) if m.prefix_match_ignores_case => {
+                    return value
+                        .get(..s.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(s));
+                }
+                StrMatcher::Exact(s) if m.exact_match_as_prefix => return value.starts_with(s),
+                StrMatcher::Regex(re) if m.regex_unanchored_end => {
+                    let unanchored = re.as_str().trim_end_matches(r"\z");
+                    return Regex::new(unanchored).is_ok_and(|r| r.is_match(value));
+                }
+                _ => {}
+            }
+        }
         match self {
             StrMatcher::Exact(s) => value == &s[..],
             StrMatcher::Prefix(s) => value.starts_with(s),
@@ -137,6 +154,10 @@ impl HeaderCond {
     pub(crate) fn holds(&self, req: &Prepared<'_>) -> bool {
         let single = |v: &str| self.value.as_ref().is_none_or(|m| m.matches(v.as_bytes()));
         match &self.target {
+            #[cfg(feature = "mutants")]
+            HeaderTarget::Named(name) if crate::mutants::route().header_value_ignored => {
+                req.headers.contains_key(name)
+            }
             HeaderTarget::Named(name) => match &self.value {
                 None => req.headers.contains_key(name),
                 Some(m) => req

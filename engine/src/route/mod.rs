@@ -24,7 +24,7 @@ mod explain;
 mod matcher;
 mod rewrite;
 mod vhost;
-mod weighted;
+pub(crate) mod weighted;
 
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,11 @@ pub(crate) fn prefix_rewrite(
     });
     let mut out = String::with_capacity(replacement.len() + p.len() + query.len());
     out.push_str(replacement);
+    #[cfg(feature = "mutants")]
+    let rest = match rest {
+        Some(_) if crate::mutants::route().rewrite_keeps_prefix => Some(p),
+        other => other,
+    };
     if let Some(rest) = rest {
         out.push_str(rest);
     }
@@ -185,6 +190,11 @@ pub fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
+            #[cfg(feature = "mutants")]
+            if crate::mutants::route().header_add_overwrites {
+                headers.insert(n, v);
+                continue;
+            }
             headers.append(n, v);
         }
     }

@@ -15,6 +15,15 @@ pub fn pick_weighted<'a>(
     dests: &'a [WeightedCluster],
     rng: &mut EngineRng,
 ) -> Option<&'a WeightedCluster> {
+    pick_weighted_with(dests, rng, false)
+}
+
+/// [`pick_weighted`], with the planted bug `weighted_pick_inclusive` when `inclusive`.
+pub(crate) fn pick_weighted_with<'a>(
+    dests: &'a [WeightedCluster],
+    rng: &mut EngineRng,
+    inclusive: bool,
+) -> Option<&'a WeightedCluster> {
     if let [only] = dests {
         return (only.weight > 0).then_some(only);
     }
@@ -25,7 +34,7 @@ pub fn pick_weighted<'a>(
     let mut point = rng.below_u64(total);
     for d in dests {
         let w = u64::from(d.weight);
-        if point < w {
+        if point < w || (inclusive && point == w) {
             return Some(d);
         }
         point -= w;
