@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::{self, BodyReader, Head};
 use bytes::{Bytes, BytesMut};
 use trellis_engine::config::Config;
-use trellis_engine::http1::{self, BodyDecoder, BodyEvent, Limits};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
@@ -101,7 +101,7 @@ struct ServerConn {
     server: SocketAddr,
     recv: BytesMut,
     /// Head parsed, body being read.
-    current: Option<(http1::RequestHead, BodyDecoder, BytesMut)>,
+    current: Option<(Head, BodyReader, Vec<u8>)>,
     /// After a 101, everything is raw bytes.
     upgraded: bool,
     raw: Vec<u8>,
@@ -258,35 +258,28 @@ impl World {
     /// Take one complete response from the client's buffer, if there is one.
     pub fn take_response(&mut self, client: ConnId, method: &str) -> Option<Response> {
         let buf = self.clients.get_mut(&client)?;
-        let method = http::Method::from_bytes(method.as_bytes()).ok()?;
-        let limits = Limits::default();
         loop {
-            let (head, consumed) = http1::parse_response_head(buf, &limits, &method).ok()??;
+            let head = codec::parse_response(buf, method).ok()??;
+            let consumed = head.used;
             if (100..200).contains(&head.status) {
                 let _ = buf.split_to(consumed);
                 continue;
             }
             let mut rest = BytesMut::from(&buf[consumed..]);
-            let mut decoder = BodyDecoder::new(head.framing, &limits);
-            let mut body = BytesMut::new();
+            let mut reader = BodyReader::new(head.framing);
+            let mut body = Vec::new();
             let closed = self.closed.contains_key(&client);
-            loop {
-                match decoder.decode(&mut rest) {
-                    Ok(BodyEvent::Data(d)) => body.extend_from_slice(&d),
-                    Ok(BodyEvent::Done { .. }) => break,
-                    Ok(BodyEvent::NeedMore) if closed => match decoder.finish_on_eof() {
-                        Ok(BodyEvent::Done { .. }) => break,
-                        _ => return None,
-                    },
-                    Ok(BodyEvent::NeedMore) | Err(_) => return None,
-                }
+            match reader.read(&mut rest, &mut body) {
+                Ok(true) => {}
+                Ok(false) if closed && reader.finish_on_eof() => {}
+                _ => return None,
             }
             let used = buf.len() - rest.len();
             let _ = buf.split_to(used);
             return Some(Response {
                 status: head.status,
                 headers: head.headers,
-                body: body.freeze(),
+                body: Bytes::from(body),
             });
         }
     }
@@ -459,7 +452,6 @@ impl World {
     }
 
     fn server_receive(&mut self, conn: ConnId, data: &[u8]) {
-        let limits = Limits::default();
         let Some(sc) = self.server_conns.get_mut(&conn) else {
             return;
         };
@@ -473,26 +465,23 @@ impl World {
                 return;
             };
             if sc.current.is_none() {
-                match http1::parse_request_head(&sc.recv, &limits) {
-                    Ok(Some((head, used))) => {
-                        let _ = sc.recv.split_to(used);
-                        let decoder = BodyDecoder::new(head.framing, &limits);
-                        sc.current = Some((head, decoder, BytesMut::new()));
+                // The simulator's own reader, not the engine's codec (see `crate::codec`).
+                match codec::parse_request(&sc.recv) {
+                    Ok(Some(head)) => {
+                        let _ = sc.recv.split_to(head.used);
+                        let reader = BodyReader::new(head.framing);
+                        sc.current = Some((head, reader, Vec::new()));
                     }
                     Ok(None) => return,
                     Err(err) => panic!("engine sent an unparsable request upstream: {err}"),
                 }
             }
-            let Some((_, decoder, body)) = sc.current.as_mut() else {
+            let Some((_, reader, body)) = sc.current.as_mut() else {
                 return;
             };
-            let done = loop {
-                match decoder.decode(&mut sc.recv) {
-                    Ok(BodyEvent::Data(d)) => body.extend_from_slice(&d),
-                    Ok(BodyEvent::Done { .. }) => break true,
-                    Ok(BodyEvent::NeedMore) => break false,
-                    Err(err) => panic!("engine sent a bad request body upstream: {err}"),
-                }
+            let done = match reader.read(&mut sc.recv, body) {
+                Ok(done) => done,
+                Err(err) => panic!("engine sent a bad request body upstream: {err}"),
             };
             if !done {
                 return;
@@ -503,11 +492,11 @@ impl World {
             let server = sc.server;
             let seen = SeenRequest {
                 server,
-                method: head.method.to_string(),
+                method: head.method.clone(),
                 target: head.target.clone(),
-                authority: head.authority.clone(),
+                authority: head.authority(),
                 headers: head.headers.clone(),
-                body: body.freeze(),
+                body: Bytes::from(body),
                 at: self.now,
             };
             self.seen.push(seen.clone());
@@ -524,7 +513,7 @@ impl World {
                 } => {
                     let mut out = format!(
                         "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
-                        http1::reason_phrase(status),
+                        codec::reason(status),
                         body.len()
                     );
                     for (k, v) in headers {

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_engine::http1::BodyEvent;
 use trellis_engine::proxy::{Accepted, RequestLog, ResponseFlag};
 use trellis_engine::Input;
 
@@ -356,17 +355,15 @@ impl Mesh<'_> {
                 rest.extend_from_slice(data);
                 let mut decoder = decoder.clone();
                 let mut rest = std::mem::take(rest);
-                let done = loop {
-                    match decoder.decode(&mut rest) {
-                        Ok(BodyEvent::Data(d)) => take(b, &d),
-                        Ok(BodyEvent::Done { .. }) => break true,
-                        Ok(BodyEvent::NeedMore) => break false,
-                        Err(_) => {
-                            r.reading = Reading::Ignored;
-                            return;
-                        }
+                let mut piece = Vec::new();
+                let done = match decoder.read(&mut rest, &mut piece) {
+                    Ok(done) => done,
+                    Err(_) => {
+                        r.reading = Reading::Ignored;
+                        return;
                     }
                 };
+                take(b, &piece);
                 if !done {
                     b.body = BodyIn::Decoder(decoder, rest);
                     return;

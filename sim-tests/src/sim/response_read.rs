@@ -2,8 +2,8 @@
 //! independent parser checking the engine's output, as the servers do), its framing decided as
 //! RFC 9112 §6.3 says, then body bytes taken as they arrive.
 
+use crate::codec::{BodyReader, Framing, MAX_HEAD_BYTES};
 use bytes::BytesMut;
-use trellis_engine::http1::{BodyDecoder, BodyFraming, Limits};
 
 use super::pattern::Pattern;
 use super::vocab_checks::SeenResponse;
@@ -41,8 +41,9 @@ pub(crate) struct BodyRead {
 pub(crate) enum BodyIn {
     /// Content-Length: bytes still to come.
     Length(u64),
-    /// Other framings, through the engine's decoder, with bytes it could not use yet.
-    Decoder(BodyDecoder, BytesMut),
+    /// Other framings, through the simulator's own decoder ([`crate::codec`]), with bytes it
+    /// could not use yet.
+    Decoder(BodyReader, BytesMut),
 }
 
 /// Parses a response head with `httparse` (like the servers, the clients check the engine's
@@ -54,9 +55,7 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
     let mut resp = httparse::Response::new(&mut headers);
     let used = match resp.parse(buf) {
         Ok(httparse::Status::Complete(used)) => used,
-        Ok(httparse::Status::Partial) if buf.len() <= Limits::default().max_header_bytes => {
-            return Ok(None)
-        }
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_BYTES => return Ok(None),
         _ => return Err(()),
     };
     let head = &buf[..used];
@@ -111,20 +110,13 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
     if chunked.is_some() && (length.is_some() || resp.version != Some(1)) {
         return Err(());
     }
-    let limits = Limits::default();
     let body = if (100..200).contains(&status) || status == 204 || status == 304 {
         BodyIn::Length(0)
     } else {
         match (chunked, length) {
-            (Some(true), _) => BodyIn::Decoder(
-                BodyDecoder::new(BodyFraming::Chunked, &limits),
-                BytesMut::new(),
-            ),
+            (Some(true), _) => BodyIn::Decoder(BodyReader::new(Framing::Chunked), BytesMut::new()),
             (None, Some(n)) => BodyIn::Length(n),
-            _ => BodyIn::Decoder(
-                BodyDecoder::new(BodyFraming::CloseDelimited, &limits),
-                BytesMut::new(),
-            ),
+            _ => BodyIn::Decoder(BodyReader::new(Framing::Close), BytesMut::new()),
         }
     };
     Ok(Some((
@@ -155,7 +147,7 @@ mod tests {
             r.map(|(used, b)| {
                 let body = match b.body {
                     BodyIn::Length(n) => format!("length {n}"),
-                    BodyIn::Decoder(d, _) => format!("{:?}", d.remaining()),
+                    BodyIn::Decoder(..) => "None".to_string(),
                 };
                 (used, b.status, b.from_server, b.flags, body)
             })

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use crate::codec::{BodyReader, Framing};
 use bytes::{Bytes, BytesMut};
-use trellis_engine::http1::{self, BodyDecoder, BodyEvent, BodyFraming, Limits};
 use trellis_engine::ConnId;
 
 use super::check::Invariant;
@@ -63,7 +63,7 @@ enum BodyIn {
     /// A Content-Length body of this many bytes (also no body at all: 0).
     Length(usize),
     /// A chunked body, decoded as it arrives.
-    Chunked(Box<(BodyDecoder, Vec<u8>)>),
+    Chunked(Box<(BodyReader, Vec<u8>)>),
 }
 
 /// What one step of reading a connection's bytes did.
@@ -88,7 +88,7 @@ fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, Strin
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(used)) => used,
         Ok(httparse::Status::Partial) => {
-            let max = Limits::default().max_header_bytes;
+            let max = crate::codec::MAX_HEAD_BYTES;
             if buf.len() > max {
                 return Err(format!("head over {max} bytes"));
             }
@@ -138,10 +138,9 @@ fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, Strin
     let body = match (chunked, length) {
         (Some(_), Some(_)) => return Err("both transfer-encoding and content-length".into()),
         (Some(false), None) => return Err("transfer-encoding without final chunked".into()),
-        (Some(true), None) => BodyIn::Chunked(Box::new((
-            BodyDecoder::new(BodyFraming::Chunked, &Limits::default()),
-            Vec::new(),
-        ))),
+        (Some(true), None) => {
+            BodyIn::Chunked(Box::new((BodyReader::new(Framing::Chunked), Vec::new())))
+        }
         (None, n) => {
             BodyIn::Length(usize::try_from(n.unwrap_or(0)).map_err(|_| "content-length too large")?)
         }
@@ -173,18 +172,12 @@ fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, Strin
 /// how many bytes it used, and whether the body is complete. Bytes it could not use yet (a
 /// partial chunk-size line) are left for the next call, with more behind them.
 fn read_chunked(
-    decoder: &mut BodyDecoder,
+    decoder: &mut BodyReader,
     body: &mut Vec<u8>,
     buf: &[u8],
-) -> Result<(usize, bool), http1::BodyError> {
+) -> Result<(usize, bool), String> {
     let mut rest = BytesMut::from(buf);
-    let done = loop {
-        match decoder.decode(&mut rest)? {
-            BodyEvent::Data(d) => body.extend_from_slice(&d),
-            BodyEvent::Done { .. } => break true,
-            BodyEvent::NeedMore => break false,
-        }
-    };
+    let done = decoder.read(&mut rest, body)?;
     Ok((buf.len() - rest.len(), done))
 }
 
@@ -445,7 +438,7 @@ impl Mesh<'_> {
                 out.extend_from_slice(b"HTTP/1.1 ");
                 out.extend_from_slice(num.format(status).as_bytes());
                 out.push(b' ');
-                out.extend_from_slice(http1::reason_phrase(status).as_bytes());
+                out.extend_from_slice(crate::codec::reason(status).as_bytes());
                 out.extend_from_slice(b"\r\ncontent-length: ");
                 out.extend_from_slice(num.format(len).as_bytes());
                 out.extend_from_slice(b"\r\nx-sim-ep: ");
@@ -582,7 +575,7 @@ mod tests {
     fn chunked_bodies_in_any_pieces() {
         let wire = b"5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\n\r\nNEXT";
         for piece in 1..wire.len() {
-            let mut decoder = BodyDecoder::new(BodyFraming::Chunked, &Limits::default());
+            let mut decoder = BodyReader::new(Framing::Chunked);
             let (mut body, mut held, mut at, mut done) = (Vec::new(), Vec::new(), 0, false);
             while !done && at < wire.len() {
                 let end = (at + piece).min(wire.len());
@@ -597,7 +590,7 @@ mod tests {
             held.extend_from_slice(&wire[at..]);
             assert_eq!(held, b"NEXT", "piece {piece}");
         }
-        let mut decoder = BodyDecoder::new(BodyFraming::Chunked, &Limits::default());
+        let mut decoder = BodyReader::new(Framing::Chunked);
         assert!(read_chunked(&mut decoder, &mut Vec::new(), b"5\r\nhelloXX").is_err());
     }
 }
