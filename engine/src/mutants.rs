@@ -55,6 +55,8 @@ pub struct Mutations {
     pub rewrite_keeps_prefix: bool,
     /// Header `add` edits overwrite instead of appending.
     pub header_add_overwrites: bool,
+    /// The fault filter's abort draws with the delay's percentage when the rule has both.
+    pub fault_abort_uses_delay_percent: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch

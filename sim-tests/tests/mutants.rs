@@ -39,7 +39,8 @@
 //! ignoring case → seed 4, an exact match accepting a prefix → seed 4, a regex anchored at the
 //! start only → seed 4, a header condition ignoring its value → seed 1 (all `Routing`); a
 //! prefix rewrite keeping the prefix → seed 4, a header `add` overwriting → seed 2 (both
-//! `Rewrite`).
+//! `Rewrite`); the fault abort drawn with the delay's percentage → seed 3 (`Faults`, a
+//! binomial test per rule).
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -333,4 +334,15 @@ fn catches_rewrite_keeping_the_prefix() {
 fn catches_header_add_overwriting() {
     let seed = first_catching_seed(header_add_overwrites, Invariant::Rewrite, VOCAB_BUDGET);
     eprintln!("header add overwriting caught by seed {seed}");
+}
+
+planted!(
+    fault_abort_uses_delay_percent,
+    fault_abort_uses_delay_percent
+);
+
+#[test]
+fn catches_fault_abort_drawn_with_the_delay_percentage() {
+    let seed = first_catching_seed(fault_abort_uses_delay_percent, Invariant::Faults, 500);
+    eprintln!("fault abort drawn with the delay's percentage caught by seed {seed}");
 }

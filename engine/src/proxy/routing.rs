@@ -393,7 +393,18 @@ impl Engine {
                 .and_then(|r| r.fault.as_ref()?.abort.clone())
         });
         if let Some(abort) = abort {
-            if self.rng.chance_percent(abort.percent) {
+            #[allow(unused_mut)]
+            let mut percent = abort.percent;
+            #[cfg(feature = "mutants")]
+            if self.mutations.fault_abort_uses_delay_percent {
+                if let Some(d) = self.requests.get(id).and_then(|r| {
+                    r.route_config()
+                        .and_then(|r| r.fault.as_ref()?.delay.as_ref().map(|d| d.percent))
+                }) {
+                    percent = d;
+                }
+            }
+            if self.rng.chance_percent(percent) {
                 self.local_reply(
                     now,
                     id,

@@ -21,6 +21,8 @@ pub enum Invariant {
     /// Weighted destinations did not converge to their weights (a chi-square test at
     /// [`super::stats::FALSE_ALARM`]), or a destination of weight 0 got a request.
     Weights,
+    /// Fault injection did not follow its percentages (delay or abort).
+    Faults,
     /// A forwarded request reached its server other than its rule says (path rewrite,
     /// authority rewrite, request header edits), or its response came back with response
     /// header edits other than the rule's.

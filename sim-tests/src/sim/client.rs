@@ -532,6 +532,27 @@ impl Mesh<'_> {
             self.violations.report(Invariant::Routing, self.now, msg);
             return;
         }
+        // Fault injection draws (Envoy's fault filter: the delay, then the abort, each with its
+        // percentage): every logged request of the rule drew the delay; those not cut by
+        // their client (DC) drew the abort too.
+        if let Some(rl) = rule {
+            let faulty = model::rule_at(self.scn, service, generation, rl)
+                .is_some_and(|r| r.forwards() && r.fault.is_some());
+            if faulty {
+                let has = |f: ResponseFlag| log.flags.contains(&f);
+                let c = self
+                    .fault_counts
+                    .entry((service, generation, rl))
+                    .or_default();
+                c[0] += 1;
+                c[1] += u64::from(has(ResponseFlag::DelayInjected));
+                let aborted = has(ResponseFlag::FaultInjected);
+                if aborted || !has(ResponseFlag::DownstreamConnectionTermination) {
+                    c[2] += 1;
+                    c[3] += u64::from(aborted);
+                }
+            }
+        }
         if let (Some(rl), Some(cluster)) = (rule, &log.cluster) {
             if let Some(&c) = self.cluster_by_name.get(&**cluster) {
                 *self

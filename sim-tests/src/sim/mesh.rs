@@ -146,6 +146,9 @@ pub struct Mesh<'s> {
     /// (service, generation, rule, cluster) → requests the engine sent there, for weight
     /// convergence.
     pub(crate) split_counts: BTreeMap<(usize, usize, usize, usize), u64>,
+    /// (service, generation, rule) → [delay draws, delays, abort draws, aborts] of fault
+    /// injection.
+    pub(crate) fault_counts: BTreeMap<(usize, usize, usize), [u64; 4]>,
     /// Dispatches to (cluster, endpoint) in the current engine call.
     pub(crate) dispatches: Vec<(usize, usize)>,
     pub(crate) touched_pools: Vec<usize>,
@@ -295,6 +298,7 @@ impl<'s> Mesh<'s> {
             ejections: 0,
             timeline: opts.timeline.then(Timeline::default),
             split_counts: BTreeMap::new(),
+            fault_counts: BTreeMap::new(),
             dispatches: Vec::new(),
             touched_pools: Vec::new(),
             scan: Vec::new(),

@@ -142,6 +142,51 @@ impl Mesh<'_> {
         self.picks = picks;
     }
 
+    /// Fault injection follows its percentages: a binomial test (as a two-cell chi-square at
+    /// `stats::FALSE_ALARM`) per rule for the delay and the abort, exact at 0 % and 100 %.
+    fn check_fault_draws(&mut self) {
+        let counts: Vec<_> = self.fault_counts.iter().map(|(k, v)| (*k, *v)).collect();
+        for ((s, g, r), [n_delay, delays, n_abort, aborts]) in counts {
+            let Some(fault) =
+                super::model::rule_at(self.scn, s, g, r).and_then(|r| r.fault.clone())
+            else {
+                continue;
+            };
+            let delay_p = if fault.delay_percent > 0 {
+                fault.delay_percent
+            } else {
+                0
+            };
+            let abort_p = if fault.abort_percent > 0 {
+                fault.abort_percent
+            } else {
+                0
+            };
+            for (what, percent, n, hits) in [
+                ("delay", delay_p, n_delay, delays),
+                ("abort", abort_p, n_abort, aborts),
+            ] {
+                let p = f64::from(percent.min(100)) / 100.0;
+                let bad = match percent {
+                    0 => hits > 0,
+                    100.. => hits != n,
+                    _ => super::stats::chi_square(&[hits, n - hits], &[p, 1.0 - p]).is_some_and(
+                        |(stat, df)| {
+                            super::stats::chi_square_p(stat, df) < super::stats::FALSE_ALARM
+                        },
+                    ),
+                };
+                if bad {
+                    let msg = format!(
+                        "rule {}: fault {what} at {percent}% hit {hits} of {n} requests",
+                        super::model::rule_name(s, g, r)
+                    );
+                    self.violations.report(Invariant::Faults, self.now, msg);
+                }
+            }
+        }
+    }
+
     /// After the run: every request ended exactly once with one access-log record; nothing is
     /// left inside the engines; weighted splits converged.
     pub(crate) fn final_checks(&mut self) {
@@ -184,6 +229,7 @@ impl Mesh<'_> {
                 }
             }
         }
+        self.check_fault_draws();
         // Weighted splits, per rule of each generation (a request counts for the generation
         // it started on, whichever sidecar it went through): a destination of weight 0 next
         // to positive ones never gets a request (exact), and the positive ones follow their
