@@ -107,8 +107,23 @@ pub fn sim(args: SimArgs) -> Result<ExitCode> {
         .iter()
         .filter(|r| !r.violations.is_empty())
         .collect();
+    let aggregate = swarm::split_aggregate(&reports);
+    println!(
+        "weighted splits, all runs together: chi-square {:.1} with {} degrees of freedom, p = {:.3}",
+        aggregate.stat,
+        aggregate.df,
+        aggregate.p_value()
+    );
+    let bias = swarm::split_bias(&reports);
+    if let Some(bias) = &bias {
+        println!("[Weights] {bias}");
+    }
     if failing.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if bias.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     for r in &failing {
         let shrunk = (args.shrink && args.scenario.is_none() && std::ptr::eq(*r, failing[0]))

@@ -33,6 +33,10 @@ fn swarm_of_meshes_keeps_every_invariant() {
         "swarm: {n} seeds, {requests} simulated requests (each run twice) in {:.1?}",
         started.elapsed()
     );
+    // Taken together, the weighted splits of every run follow their weights too.
+    if let Some(bias) = sim_tests::sim::swarm::split_bias(&result.reports) {
+        panic!("{bias}");
+    }
     let failures: Vec<_> = result.failures().collect();
     if let Some(first) = failures.first() {
         let shrunk = shrink_failure(first.seed, RunOptions::default(), 300);

@@ -75,6 +75,39 @@ impl SwarmResult {
     pub fn failures(&self) -> impl Iterator<Item = &RunReport> {
         self.reports.iter().filter(|r| !r.violations.is_empty())
     }
+
+    /// The weighted-split statistics of every run, summed: see [`split_bias`].
+    pub fn split_aggregate(&self) -> super::stats::Aggregate {
+        split_aggregate(&self.reports)
+    }
+}
+
+/// Every run's weighted-split chi-square statistics, summed.
+pub fn split_aggregate(reports: &[RunReport]) -> super::stats::Aggregate {
+    let mut total = super::stats::Aggregate::default();
+    for r in reports {
+        total.merge(r.split_aggregate);
+    }
+    total
+}
+
+/// Whether the weighted splits of a whole sweep, taken together, show a bias no single run
+/// could (a slip of one unit of weight in a hundred shifts a share by 1 %, which needs tens of
+/// thousands of requests to see): `Some(description)` when the summed chi-square statistic is
+/// beyond [`super::stats::FALSE_ALARM`].
+pub fn split_bias(reports: &[RunReport]) -> Option<String> {
+    let total = split_aggregate(reports);
+    let p = total.p_value();
+    (p < super::stats::FALSE_ALARM).then(|| {
+        format!(
+            "weighted splits across {} runs: chi-square {:.1} with {} degrees of freedom, \
+             p = {p:.2e} < {:e}",
+            reports.len(),
+            total.stat,
+            total.df,
+            super::stats::FALSE_ALARM
+        )
+    })
 }
 
 /// Run `seeds` on `workers` threads (each run is single-threaded and deterministic; only the
