@@ -39,4 +39,13 @@ pub struct Mutations {
     /// `stream_idle_timeout` instead of its own snapshot's: a swap to a shorter one cuts
     /// responses that were streaming under the old.
     pub idle_timeout_from_running_config: bool,
+    /// Retries compare the retries used with `>` where `>=` belongs: one attempt too many.
+    pub retry_one_attempt_too_many: bool,
+    /// `gateway-error` is read as 500..=504, so a 500 is retried under `gateway-error` alone.
+    pub gateway_error_retries_500: bool,
+    /// A retry forgets the hosts already tried (Envoy's `previous_hosts` predicate dropped).
+    pub retry_forgets_tried_hosts: bool,
+    /// Weighted random searches its prefix sums with `<` where `<=` belongs: the draw that
+    /// lands on a host's upper bound goes to that host instead of the next.
+    pub random_prefix_bound_off_by_one: bool,
 }

@@ -27,6 +27,9 @@ fn rule(dests: Vec<(usize, u32)>) -> Rule {
             on_connect_failure: true,
             on_reset: true,
             backoff_base_ms: 25,
+            on_gateway_error: false,
+            on_retriable_4xx: false,
+            status_codes: Vec::new(),
         }),
         fault: None,
     }

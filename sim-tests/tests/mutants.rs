@@ -252,3 +252,65 @@ fn churn_failure_shrinks_keeping_a_push() {
         small.config_pushes.len()
     );
 }
+
+fn retry_one_attempt_too_many(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        retry_one_attempt_too_many: true,
+        ..Mutations::default()
+    });
+}
+
+fn gateway_error_retries_500(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        gateway_error_retries_500: true,
+        ..Mutations::default()
+    });
+}
+
+fn retry_forgets_tried_hosts(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        retry_forgets_tried_hosts: true,
+        ..Mutations::default()
+    });
+}
+
+fn random_prefix_bound_off_by_one(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        random_prefix_bound_off_by_one: true,
+        ..Mutations::default()
+    });
+}
+
+/// Expected: `Retries` (heads sent > 1 + attempts).
+#[test]
+fn catches_retry_one_attempt_too_many() {
+    let seed = first_catching_seed(retry_one_attempt_too_many, Invariant::Retries, RARE_BUDGET);
+    eprintln!("one retry too many caught by seed {seed}");
+}
+
+/// Expected: `Retries` (a 500 retried under gateway-error alone).
+#[test]
+fn catches_gateway_error_retrying_500() {
+    let seed = first_catching_seed(gateway_error_retries_500, Invariant::Retries, RARE_BUDGET);
+    eprintln!("gateway-error retrying 500 caught by seed {seed}");
+}
+
+/// Expected: `RetryHosts` (a retry back to the tried host while another was eligible).
+/// Ignored while the exact checks are off (`attempts::EXACT`).
+#[test]
+#[ignore]
+fn catches_retry_forgetting_tried_hosts() {
+    let seed = first_catching_seed(retry_forgets_tried_hosts, Invariant::RetryHosts, BUDGET);
+    eprintln!("retries forgetting tried hosts caught by seed {seed}");
+}
+
+/// Expected: `Balancing` (a host's share of random picks off its weight).
+#[test]
+fn catches_random_prefix_bound_off_by_one() {
+    let seed = first_catching_seed(
+        random_prefix_bound_off_by_one,
+        Invariant::Balancing,
+        RARE_BUDGET,
+    );
+    eprintln!("weighted random prefix bound off by one caught by seed {seed}");
+}

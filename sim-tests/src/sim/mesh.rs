@@ -178,6 +178,8 @@ pub struct Mesh<'s> {
     pub(crate) in_flight_at_push: u64,
     /// Access-log records being checked (kept for its capacity).
     pub(crate) log_buf: Vec<trellis_engine::proxy::RequestLog>,
+    /// Attempts and balancer picks as the driver sees them ([`super::attempts`]).
+    pub(crate) att: super::attempts::Observed,
 }
 
 impl<'s> Mesh<'s> {
@@ -302,6 +304,7 @@ impl<'s> Mesh<'s> {
             pushes_delivered: 0,
             in_flight_at_push: 0,
             log_buf: Vec::new(),
+            att: Default::default(),
         };
         mesh.cluster_by_name = (mesh.cluster_names.iter().cloned())
             .enumerate()
@@ -435,7 +438,9 @@ impl<'s> Mesh<'s> {
                     return;
                 }
                 if ok {
+                    self.att.connected = Some((sc, conn));
                     self.engine_input(sc, Input::Connected { conn });
+                    self.att.connected = None;
                 } else {
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::ConnectFailed { conn });
@@ -481,6 +486,7 @@ impl<'s> Mesh<'s> {
 
     /// The driver's socket for an upstream connection is gone.
     pub(crate) fn drop_up(&mut self, sc: usize, conn: ConnId) {
+        self.attempt_conn_gone(sc, conn);
         if let Some(u) = self.sidecars[sc].up.remove(&conn) {
             let open = &mut self.sidecars[sc].open[u.cluster];
             *open = open.saturating_sub(1);
@@ -555,6 +561,7 @@ impl<'s> Mesh<'s> {
                         }
                         // The server sees the FIN/RST and drops its end: replies it still
                         // has in preparation find the connection gone.
+                        self.attempt_engine_closed(sc, conn);
                         self.drop_up(sc, conn);
                     }
                 }
@@ -588,6 +595,8 @@ impl<'s> Mesh<'s> {
 
     fn finish(mut self) -> RunReport {
         self.final_checks();
+        self.check_attempts();
+        self.check_balance();
         let mut report = RunReport {
             seed: self.scn.seed,
             requests: self.requests.len() as u64,
