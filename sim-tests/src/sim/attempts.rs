@@ -432,6 +432,11 @@ impl Mesh<'_> {
         }
     }
 
+    /// Sidecar `sc` had a connect towards `service` go wrong at some point.
+    pub(crate) fn att_troubled(&self, sc: usize, service: usize) -> bool {
+        self.att.trouble.contains_key(&(sc, service))
+    }
+
     pub(crate) fn troubled_request(&self, r: usize) -> bool {
         self.troubled(r)
     }

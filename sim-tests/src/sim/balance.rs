@@ -78,6 +78,23 @@ impl Mesh<'_> {
     /// After the run: every sidecar's picks per cluster.
     pub(crate) fn check_balance(&mut self) {
         let all = std::mem::take(&mut self.att.picks);
+        // Random: every sidecar's fresh picks of a cluster are independent draws (each
+        // engine has its own RNG), pooled per cluster and eligible set.
+        let mut pooled: std::collections::BTreeMap<usize, Vec<Pick>> = Default::default();
+        // Only sidecars that never had a connect go wrong towards the service: leaving out
+        // single troubled requests would leave out picks *because* of the host they drew (a
+        // crashed host's connects fail), a biased sample.
+        for (&(sc, c), picks) in &all {
+            let info = &self.cluster_info[c];
+            let ver = &self.scn.services[info.service].versions[info.version];
+            if ver.lb == 2 && ver.pool.is_none() && !self.att_troubled(sc, info.service) {
+                pooled.entry(c).or_default().extend(picks.iter().cloned());
+            }
+        }
+        for (c, picks) in &pooled {
+            let weights = self.weights_of(*c);
+            self.check_random(usize::MAX, *c, picks, &[], &weights);
+        }
         for (&(sc, c), picks) in &all {
             let info = &self.cluster_info[c];
             let ver = &self.scn.services[info.service].versions[info.version];
@@ -97,8 +114,7 @@ impl Mesh<'_> {
                     self.check_round_robin(sc, c, picks, &alone, &weights)
                 }
                 1 if super::attempts::EXACT => self.check_least_request(sc, c, picks, &alone),
-                0 | 1 => {}
-                _ => self.check_random(sc, c, picks, &alone, &weights),
+                _ => {}
             }
         }
         self.att.picks = all;
@@ -141,7 +157,7 @@ impl Mesh<'_> {
 
     fn check_random(
         &mut self,
-        sc: usize,
+        _sc: usize,
         c: usize,
         picks: &[Pick],
         alone: &[bool],
@@ -151,7 +167,7 @@ impl Mesh<'_> {
         let _ = alone;
         let mut per_set: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
         for p in picks {
-            if !self.fresh(p, true) {
+            if !(p.stable && matches!(p.req, Some((_, 0)))) {
                 continue;
             }
             let counts = per_set
@@ -178,7 +194,7 @@ impl Mesh<'_> {
                 };
                 if !binomial_ok(hits, n, p) {
                     let msg = format!(
-                        "sidecar {sc}, {}: host {h} got {hits} of {n} random picks, weight share {p:.4} (weights {weights:?}, eligible {mask:#b}); P < 1e-7",
+                        "{}: host {h} got {hits} of {n} random picks (all sidecars), weight share {p:.4} (weights {weights:?}, eligible {mask:#b}); P < 1e-7",
                         self.cluster_names[c]
                     );
                     self.violation(Invariant::Balancing, msg);

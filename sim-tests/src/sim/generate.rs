@@ -250,7 +250,7 @@ fn gen_retries_and_weights(seed: u64, scn: &mut Scenario) {
         for ver in &mut svc.versions {
             let style = r.u8(0..4);
             for (i, ep) in ver.endpoints.iter_mut().enumerate() {
-                if statuses && ep.error_percent > 0 && r.u8(0..100) < 70 {
+                if statuses && ep.error_percent > 0 && ver.outlier.is_none() && r.u8(0..100) < 70 {
                     ep.error_status = [500, 502, 503, 504, 409][r.usize(0..5)];
                 }
                 if weights {
