@@ -57,6 +57,15 @@ pub struct Mutations {
     pub header_add_overwrites: bool,
     /// The fault filter's abort draws with the delay's percentage when the rule has both.
     pub fault_abort_uses_delay_percent: bool,
+    /// Retries compare the retries used with `>` where `>=` belongs: one attempt too many.
+    pub retry_one_attempt_too_many: bool,
+    /// `gateway-error` is read as 500..=504, so a 500 is retried under `gateway-error` alone.
+    pub gateway_error_retries_500: bool,
+    /// A retry forgets the hosts already tried (Envoy's `previous_hosts` predicate dropped).
+    pub retry_forgets_tried_hosts: bool,
+    /// Weighted random searches its prefix sums with `<` where `<=` belongs: the draw that
+    /// lands on a host's upper bound goes to that host instead of the next.
+    pub random_prefix_bound_off_by_one: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch

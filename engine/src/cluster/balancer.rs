@@ -78,6 +78,14 @@ impl Balancer {
         }
     }
 
+    /// Switch the planted balancing bugs on or off.
+    #[cfg(feature = "mutants")]
+    pub(crate) fn set_mutations(&mut self, m: crate::mutants::Mutations) {
+        if let Policy::Random(r) = &mut self.policy {
+            r.mutant_prefix = m.random_prefix_bound_off_by_one;
+        }
+    }
+
     /// Whether `avoid` excludes some but not all eligible hosts.
     fn avoid_matters(&self, avoid: &[usize]) -> bool {
         let mut excluded = 0;

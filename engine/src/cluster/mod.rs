@@ -320,6 +320,7 @@ impl ClusterState {
             o.mutant_early_return = m.sweep_returns_early;
         }
         self.breaker.mutant_late_check = m.pool_limit_after_increment;
+        self.balancer.set_mutations(m);
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {

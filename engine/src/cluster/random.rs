@@ -18,6 +18,9 @@ pub(crate) struct WeightedRandom {
     weighted: bool,
     /// `cumulative[i]` = total weight of eligible hosts `0..=i`.
     cumulative: Vec<u64>,
+    /// Planted bug (`random_prefix_bound_off_by_one`).
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_prefix: bool,
 }
 
 impl WeightedRandom {
@@ -68,7 +71,13 @@ impl WeightedRandom {
         }
         let total = self.cumulative.last().copied()?;
         let r = rng.below_u64(total);
-        let at = self.cumulative.partition_point(|&c| c <= r);
+        #[allow(unused_mut)]
+        let mut at = self.cumulative.partition_point(|&c| c <= r);
+        #[cfg(feature = "mutants")]
+        if self.mutant_prefix {
+            // Planted bug: `<` where `<=` belongs.
+            at = self.cumulative.partition_point(|&c| c < r);
+        }
         eligible.get(at).copied()
     }
 }

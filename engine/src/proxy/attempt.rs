@@ -28,7 +28,13 @@ impl Engine {
         let Some(slot) = req.slot else {
             return;
         };
-        let tried = req.tried_hosts;
+        #[allow(unused_mut)]
+        let mut tried = req.tried_hosts;
+        #[cfg(feature = "mutants")]
+        if self.mutations.retry_forgets_tried_hosts {
+            // Planted bug: the previous-hosts predicate is dropped.
+            tried = Default::default();
+        }
         let Some(s) = self.clusters.slot_mut(slot) else {
             self.no_healthy_upstream(now, id);
             return;
@@ -241,12 +247,22 @@ impl Engine {
         let replayable = req.replay.is_some()
             && (failure != Failure::StaleConnection || req.head.method.is_idempotent());
         let deadline_left = req.deadline.is_none_or(|d| d > now);
-        if req.response_started
-            || !replayable
-            || !deadline_left
-            || retries_used >= policy.attempts
-            || !failure.retriable_under(&policy.retry_on)
-        {
+        #[allow(unused_mut)]
+        let mut out_of_retries = retries_used >= policy.attempts;
+        #[cfg(feature = "mutants")]
+        if self.mutations.retry_one_attempt_too_many {
+            // Planted bug: `>` where `>=` belongs.
+            out_of_retries = retries_used > policy.attempts;
+        }
+        #[allow(unused_mut)]
+        let mut retriable = failure.retriable_under(&policy.retry_on);
+        #[cfg(feature = "mutants")]
+        if self.mutations.gateway_error_retries_500 {
+            // Planted bug: gateway-error read as 500..=504.
+            retriable |=
+                matches!(failure, Failure::Status(500..=504)) && policy.retry_on.gateway_error;
+        }
+        if req.response_started || !replayable || !deadline_left || out_of_retries || !retriable {
             return false;
         }
         let Some(slot) = req.slot else {

@@ -150,15 +150,35 @@ impl Engine {
             }
             self.arm_sweep(slot);
         }
-        let retriable = self.requests.get(req_id).is_some_and(|r| {
+        #[allow(unused_mut)]
+        let mut retriable = self.requests.get(req_id).is_some_and(|r| {
             r.route_config()
                 .is_some_and(|route| status_retriable(&route.retries.retry_on, status))
         });
+        #[cfg(feature = "mutants")]
+        if self.mutations.gateway_error_retries_500 {
+            // Planted bug: gateway-error read as 500..=504.
+            retriable |= (500..=504).contains(&status)
+                && self.requests.get(req_id).is_some_and(|r| {
+                    r.route_config()
+                        .is_some_and(|route| route.retries.retry_on.gateway_error)
+                });
+        }
         if retriable && self.try_retry_after_response(now, req_id, status) {
             return false;
         }
         self.start_response(now, up_id, req_id, head);
         true
+    }
+
+    /// Planted bug `retry_one_attempt_too_many`: one more retry allowed.
+    #[allow(unused_variables)]
+    fn mutation_one_attempt_too_many(&self, used: u32, attempts: u32) -> bool {
+        #[cfg(feature = "mutants")]
+        if self.mutations.retry_one_attempt_too_many {
+            return used <= attempts;
+        }
+        false
     }
 
     /// The current attempt's (slot, host index).
@@ -184,7 +204,11 @@ impl Engine {
             let policy = req.retry_policy();
             !req.response_started
                 && req.replay.is_some()
-                && req.attempts.saturating_sub(1) < policy.attempts
+                && (req.attempts.saturating_sub(1) < policy.attempts
+                    || self.mutation_one_attempt_too_many(
+                        req.attempts.saturating_sub(1),
+                        policy.attempts,
+                    ))
                 && req.deadline.is_none_or(|d| d > now)
         };
         if !allowed {

@@ -75,6 +75,10 @@ impl Mesh<'_> {
             if piece.completes {
                 up.busy = false;
             }
+            self.attempt_back(sc, conn, piece.status, piece.completes);
+            let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
+                return;
+            };
             if piece.status != 0 {
                 let (cluster, ep) = (up.cluster, up.ep);
                 self.count_head(sc, cluster, ep, piece.status);
@@ -89,6 +93,7 @@ impl Mesh<'_> {
         }
         if let Some(up) = self.sidecars[sc].up.get_mut(&conn) {
             if std::mem::take(&mut up.held_eof) {
+                self.attempt_back(sc, conn, 0, false);
                 self.engine_input(sc, Input::ReadClosed { conn });
             }
         }

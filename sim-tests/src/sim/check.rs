@@ -54,6 +54,17 @@ pub enum Invariant {
     ConfigSwap,
     /// A sidecar refused a pushed snapshot, or runs another one than it was last handed.
     ConfigApplied,
+    /// A request made more attempts than its retry policy allows, retried an answer `retryOn`
+    /// does not cover, or did not retry one it covers with attempts and time left.
+    Retries,
+    /// A retry went to a host the request already tried while an untried host was eligible
+    /// (Envoy's `previous_hosts` predicate).
+    RetryHosts,
+    /// An attempt was abandoned before its per-try timeout, or outlived it.
+    PerTryTimeout,
+    /// A balancer broke its policy's promise (round robin's exact cycle, random's weight
+    /// shares, least request never choosing the busiest host).
+    Balancing,
 }
 
 /// One broken invariant, with when and what.

@@ -199,6 +199,7 @@ impl Scenario {
                 }
             }
         }
+        gen_retries_and_weights(seed, &mut scn);
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
@@ -207,6 +208,68 @@ impl Scenario {
         }
         scn.normalize();
         scn
+    }
+}
+
+/// Retry conditions beyond `5xx`/`connect-failure`/`reset` (gateway-error, retriable-4xx,
+/// retriable status codes, 0 to 5 attempts, short per-try timeouts), the error statuses those
+/// conditions tell apart, and endpoint weights (1 against a large one, or uneven), from a
+/// stream of their own: older seeds keep everything else they had.
+fn gen_retries_and_weights(seed: u64, scn: &mut Scenario) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0x4e75_7259_0000_0007);
+    let retry_rules = r.u8(0..100) < 60;
+    let statuses = r.u8(0..100) < 60;
+    let weights = r.u8(0..100) < 40;
+    let widen = |r: &mut fastrand::Rng, rule: &mut Rule| {
+        let Some(rt) = rule.retries.as_mut() else {
+            return;
+        };
+        if r.u8(0..100) < 40 {
+            rt.attempts = r.u32(0..=5);
+        }
+        rt.on_gateway_error = r.u8(0..100) < 40;
+        rt.on_retriable_4xx = r.u8(0..100) < 30;
+        if r.u8(0..100) < 40 {
+            let n = r.usize(1..=2);
+            rt.status_codes = (0..n)
+                .map(|_| [500, 503, 409, 502][r.usize(0..4)])
+                .collect();
+            rt.status_codes.sort_unstable();
+            rt.status_codes.dedup();
+        }
+        if r.u8(0..100) < 30 {
+            rt.per_try_ms = Some(r.u64(5..=200));
+        }
+    };
+    if retry_rules {
+        for svc in &mut scn.services {
+            for rule in &mut svc.rules {
+                widen(&mut r, rule);
+            }
+        }
+        for push in &mut scn.config_pushes {
+            for rule in &mut push.rules {
+                widen(&mut r, rule);
+            }
+        }
+    }
+    for svc in &mut scn.services {
+        for ver in &mut svc.versions {
+            let style = r.u8(0..4);
+            for (i, ep) in ver.endpoints.iter_mut().enumerate() {
+                if statuses && ep.error_percent > 0 && ver.outlier.is_none() && r.u8(0..100) < 70 {
+                    ep.error_status = [500, 502, 503, 504, 409][r.usize(0..5)];
+                }
+                if weights {
+                    ep.weight = match style {
+                        0 => 1,
+                        1 if i == 0 => r.u32(10..=100),
+                        1 => 1,
+                        _ => r.u32(1..=10),
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -232,6 +295,8 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                         trickle_gap_ms: 0,
                         tail_percent: 0,
                         tail_ms: 0,
+                        error_status: 0,
+                        weight: 0,
                     })
                     .collect(),
                 lb: r.u8(0..3),
@@ -289,6 +354,9 @@ fn gen_rules(r: &mut fastrand::Rng, sw: &Swarm, n_versions: usize) -> Vec<Rule> 
                     on_connect_failure: r.u8(0..100) < 70,
                     on_reset: r.bool(),
                     backoff_base_ms: r.u64(1..=25),
+                    on_gateway_error: false,
+                    on_retriable_4xx: false,
+                    status_codes: Vec::new(),
                 }),
                 fault: (sw.faults_injection && r.bool()).then(|| FaultSpec {
                     delay_ms: r.u64(1..=100),
@@ -467,6 +535,8 @@ impl Scenario {
             trickle_gap_ms: 0,
             tail_percent: 0,
             tail_ms: 0,
+            error_status: 0,
+            weight: 0,
         };
         let version = Version {
             endpoints: vec![ep; 3],
@@ -502,6 +572,9 @@ impl Scenario {
                             on_connect_failure: true,
                             on_reset: true,
                             backoff_base_ms: 5,
+                            on_gateway_error: false,
+                            on_retriable_4xx: false,
+                            status_codes: Vec::new(),
                         }),
                         fault: None,
                         vocab: None,

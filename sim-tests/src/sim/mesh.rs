@@ -190,6 +190,8 @@ pub struct Mesh<'s> {
     /// The weighted-split chi-square statistics of this run, summed (see `stats::Aggregate`).
     pub(crate) split_aggregate: super::stats::Aggregate,
     pub(crate) label_maps: Vec<Arc<BTreeMap<String, String>>>,
+    /// Attempts and balancer picks as the driver sees them ([`super::attempts`]).
+    pub(crate) att: super::attempts::Observed,
 }
 
 impl<'s> Mesh<'s> {
@@ -328,6 +330,7 @@ impl<'s> Mesh<'s> {
             label_maps: Vec::new(),
             split_aggregate: Default::default(),
             compiled: BTreeMap::new(),
+            att: Default::default(),
         };
         mesh.label_maps = (mesh.labels.iter())
             .map(|l| Arc::new(l.iter().cloned().collect()))
@@ -464,7 +467,9 @@ impl<'s> Mesh<'s> {
                     return;
                 }
                 if ok {
+                    self.att.connected = Some((sc, conn));
                     self.engine_input(sc, Input::Connected { conn });
+                    self.att.connected = None;
                 } else {
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::ConnectFailed { conn });
@@ -510,6 +515,7 @@ impl<'s> Mesh<'s> {
 
     /// The driver's socket for an upstream connection is gone.
     pub(crate) fn drop_up(&mut self, sc: usize, conn: ConnId) {
+        self.attempt_conn_gone(sc, conn);
         if let Some(u) = self.sidecars[sc].up.remove(&conn) {
             let open = &mut self.sidecars[sc].open[u.cluster];
             *open = open.saturating_sub(1);
@@ -584,6 +590,7 @@ impl<'s> Mesh<'s> {
                         }
                         // The server sees the FIN/RST and drops its end: replies it still
                         // has in preparation find the connection gone.
+                        self.attempt_engine_closed(sc, conn);
                         self.drop_up(sc, conn);
                     }
                 }
@@ -617,6 +624,8 @@ impl<'s> Mesh<'s> {
 
     fn finish(mut self) -> RunReport {
         self.final_checks();
+        self.check_attempts();
+        self.check_balance();
         let mut report = RunReport {
             seed: self.scn.seed,
             requests: self.requests.len() as u64,

@@ -29,7 +29,9 @@
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands).
 
+mod attempts;
 pub mod backpressure;
+mod balance;
 mod calls;
 pub mod check;
 mod churn;

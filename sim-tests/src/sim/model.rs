@@ -102,10 +102,10 @@ pub fn engine_config_at(
                 name: cluster_name(s, v),
                 service: service_host(s),
                 subset: Some(format!("v{v}")),
-                endpoints: (0..ver.endpoints.len())
-                    .map(|i| Endpoint {
+                endpoints: (ver.endpoints.iter().enumerate())
+                    .map(|(i, e)| Endpoint {
                         address: endpoint_addr((s, v, i)),
-                        weight: 1,
+                        weight: e.weight(),
                         labels: BTreeMap::from([("version".to_string(), format!("v{v}"))]),
                     })
                     .collect(),
@@ -218,6 +218,9 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                     server_error: rt.on_5xx,
                     connect_failure: rt.on_connect_failure,
                     reset: rt.on_reset,
+                    gateway_error: rt.on_gateway_error,
+                    retriable_4xx: rt.on_retriable_4xx,
+                    retriable_status_codes: rt.status_codes.clone(),
                     ..Default::default()
                 },
                 backoff_base: Duration::from_millis(rt.backoff_base_ms),

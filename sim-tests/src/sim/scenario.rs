@@ -118,6 +118,13 @@ pub struct EndpointSpec {
     pub tail_percent: u8,
     #[serde(default)]
     pub tail_ms: u32,
+    /// The status its errors (`error_percent`) answer: 500, 502, 503, 504 or 409, statuses
+    /// that retry conditions tell apart (0, as in files written before it existed: 503).
+    #[serde(default)]
+    pub error_status: u16,
+    /// Its load-balancing weight in its cluster (0, as in older files: 1).
+    #[serde(default)]
+    pub weight: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,6 +184,41 @@ pub struct RetrySpec {
     pub on_connect_failure: bool,
     pub on_reset: bool,
     pub backoff_base_ms: u64,
+    /// `gateway-error`: 502, 503, 504.
+    #[serde(default)]
+    pub on_gateway_error: bool,
+    /// `retriable-4xx`: 409.
+    #[serde(default)]
+    pub on_retriable_4xx: bool,
+    /// `retriable-status-codes` (bare codes in `retryOn`).
+    #[serde(default)]
+    pub status_codes: Vec<u16>,
+}
+
+impl RetrySpec {
+    /// Whether a response with `status` is retried under this `retryOn`, by Envoy's
+    /// documented conditions (the reference model; written from the docs, not the engine).
+    pub fn retries_status(&self, status: u16) -> bool {
+        (self.on_5xx && (500..=599).contains(&status))
+            || (self.on_gateway_error && (502..=504).contains(&status))
+            || (self.on_retriable_4xx && status == 409)
+            || self.status_codes.contains(&status)
+    }
+}
+
+impl EndpointSpec {
+    /// The status this endpoint's errors answer.
+    pub fn error_status(&self) -> u16 {
+        match self.error_status {
+            0 => 503,
+            s => s,
+        }
+    }
+
+    /// Its balancing weight (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight.max(1)
+    }
 }
 
 /// Istio fault injection on a rule.
@@ -420,6 +462,8 @@ impl EndpointSpec {
             trickle_gap_ms: 0,
             tail_percent: 0,
             tail_ms: 0,
+            error_status: 0,
+            weight: 0,
         }
     }
 }

@@ -347,7 +347,7 @@ impl Mesh<'_> {
             Answer::Garbage
         } else if self.rng.u8(0..100) < spec.error_percent {
             Answer::Respond {
-                status: 503,
+                status: spec.error_status(),
                 pattern: None,
                 text: b"server error",
             }
@@ -374,6 +374,7 @@ impl Mesh<'_> {
             delay += Duration::from_micros((pause * 1e3) as u64);
         }
         let at = self.now + delay;
+        self.attempt_served(sc, conn, id, matches!(answer, Answer::Hang));
         let calls = &self.scn.services[self.endpoints[ep].service].calls;
         if let (Answer::Respond { status: 200, .. }, false) = (&answer, calls.is_empty()) {
             // A calling workload: make its calls now, answer once they have ended.

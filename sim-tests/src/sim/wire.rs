@@ -45,6 +45,7 @@ impl Mesh<'_> {
         };
         let cluster = self.endpoints[ep].cluster;
         let service = self.endpoints[ep].service;
+        self.attempt_connect(sc, conn, Some(ep));
         self.sidecars[sc].open[cluster] += 1;
         self.touched_pools.push(cluster);
         self.dispatches.push((cluster, ep));
@@ -71,7 +72,10 @@ impl Mesh<'_> {
             .net
             .connect(&mut self.rng, self.now, sc, service, listening)
         {
-            Fate::Arrives(t) => self.queue.push(t, Ev::ConnectDone { sc, conn, ok: true }),
+            Fate::Arrives(t) => {
+                self.attempt_connect_fate(sc, service, Some(t));
+                self.queue.push(t, Ev::ConnectDone { sc, conn, ok: true })
+            }
             Fate::Reset(t) => self.queue.push(
                 t,
                 Ev::ConnectDone {
@@ -85,6 +89,10 @@ impl Mesh<'_> {
     }
 
     pub(crate) fn upstream_send(&mut self, sc: usize, conn: ConnId, data: Bytes) {
+        if !self.sidecars[sc].up.contains_key(&conn) {
+            return;
+        }
+        self.attempt_send(sc, conn, &data);
         let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
             return;
         };

@@ -1,0 +1,302 @@
+//! Balancing held to what each policy promises, from the driver's picks
+//! ([`super::attempts::Pick`]: one per connect and per head sent on a reused connection, with
+//! the request and attempt it served), never from the engine's own account.
+//!
+//! Only *fresh* picks count: the first attempt of a request that was not troubled (no attempt
+//! burnt unseen, see [`super::attempts`]), alone in its event (picks of one event may come out
+//! in another order than they were made), in a stable eligible set (the same before and after
+//! the call), in a cluster without a pool limit (a pending queue separates a pick from its
+//! dispatch). A retry's pick (which skips tried hosts), or a pick the driver cannot attribute
+//! (a connect that failed, or one abandoned by its request), breaks the sequence.
+//!
+//! - **round robin** (Envoy's weighted round robin; the engine's docs promise exactness): in
+//!   an unbroken run of fresh picks under one balancer epoch (same ejection count and
+//!   eligible set), every window of Σw consecutive picks gives each eligible host exactly its
+//!   weight; a shorter run gives none more than its weight. Exact: any slip fails.
+//! - **random** (weighted): per sidecar, cluster and eligible set, each host's count of fresh
+//!   picks against Binomial(n, w/Σw), by the Chernoff bound P(X/n ≥ q) ≤ exp(−n·KL(q‖p)), at
+//!   1e-7 per host and side: a false alarm in 0..3000 seeds is unlikely (about 1e-3).
+//! - **least request** (equal weights, two *distinct* choices, as the engine's docs promise;
+//!   Envoy samples with replacement and promises less): a host with strictly more requests in
+//!   flight than every other eligible host is never chosen. Checked on first picks of requests
+//!   whose rule injects no delay (so the pick ran in the call that took the request's head,
+//!   where nothing else moves), with in-flight counts from the driver's view.
+
+use super::attempts::Pick;
+use super::check::Invariant;
+use super::mesh::Mesh;
+
+/// ln(1/α) for α = 1e-7, per host and side.
+const LN_ALPHA: f64 = 16.118;
+
+/// Kullback–Leibler divergence of Bernoulli(q) from Bernoulli(p).
+fn kl(q: f64, p: f64) -> f64 {
+    let term = |a: f64, b: f64| if a <= 0.0 { 0.0 } else { a * (a / b).ln() };
+    term(q, p) + term(1.0 - q, 1.0 - p)
+}
+
+/// Whether `hits` of `n` draws is compatible with probability `p` at [`LN_ALPHA`].
+pub(crate) fn binomial_ok(hits: u64, n: u64, p: f64) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let q = hits as f64 / n as f64;
+    if (q - p).abs() < 1e-12 {
+        return true;
+    }
+    if p <= 0.0 || p >= 1.0 {
+        return (q - p).abs() < 1e-12;
+    }
+    n as f64 * kl(q, p) <= LN_ALPHA
+}
+
+impl Mesh<'_> {
+    fn weights_of(&self, c: usize) -> Vec<u32> {
+        let info = &self.cluster_info[c];
+        self.scn.services[info.service].versions[info.version]
+            .endpoints
+            .iter()
+            .map(|e| e.weight())
+            .collect()
+    }
+
+    pub(crate) fn least_request_uniform(&self, c: usize) -> bool {
+        let info = &self.cluster_info[c];
+        let ver = &self.scn.services[info.service].versions[info.version];
+        ver.lb == 1
+            && ver.pool.is_none()
+            && ver
+                .endpoints
+                .windows(2)
+                .all(|w| w[0].weight() == w[1].weight())
+    }
+
+    fn fresh(&self, p: &Pick, alone: bool) -> bool {
+        alone && p.stable && matches!(p.req, Some((r, 0)) if !self.troubled_request(r))
+    }
+
+    /// After the run: every sidecar's picks per cluster.
+    pub(crate) fn check_balance(&mut self) {
+        let all = std::mem::take(&mut self.att.picks);
+        // Random: every sidecar's fresh picks of a cluster are independent draws (each
+        // engine has its own RNG), pooled per cluster and eligible set.
+        let mut pooled: std::collections::BTreeMap<usize, Vec<Pick>> = Default::default();
+        // Only sidecars that never had a connect go wrong towards the service: leaving out
+        // single troubled requests would leave out picks *because* of the host they drew (a
+        // crashed host's connects fail), a biased sample.
+        for (&(sc, c), picks) in &all {
+            let info = &self.cluster_info[c];
+            let ver = &self.scn.services[info.service].versions[info.version];
+            if ver.lb == 2 && ver.pool.is_none() && !self.att_troubled(sc, info.service) {
+                pooled.entry(c).or_default().extend(picks.iter().cloned());
+            }
+        }
+        for (c, picks) in &pooled {
+            let weights = self.weights_of(*c);
+            self.check_random(usize::MAX, *c, picks, &[], &weights);
+        }
+        for (&(sc, c), picks) in &all {
+            let info = &self.cluster_info[c];
+            let ver = &self.scn.services[info.service].versions[info.version];
+            if ver.pool.is_some() || picks.is_empty() {
+                continue;
+            }
+            let mut alone = vec![true; picks.len()];
+            for i in 1..picks.len() {
+                if picks[i].group == picks[i - 1].group {
+                    alone[i] = false;
+                    alone[i - 1] = false;
+                }
+            }
+            let weights = self.weights_of(c);
+            match ver.lb {
+                0 if super::attempts::EXACT => {
+                    self.check_round_robin(sc, c, picks, &alone, &weights)
+                }
+                1 if super::attempts::EXACT => self.check_least_request(sc, c, picks, &alone),
+                _ => {}
+            }
+        }
+        self.att.picks = all;
+    }
+
+    fn check_round_robin(
+        &mut self,
+        sc: usize,
+        c: usize,
+        picks: &[Pick],
+        alone: &[bool],
+        weights: &[u32],
+    ) {
+        let mut run: Vec<usize> = Vec::new();
+        let mut key = None;
+        for (i, p) in picks.iter().enumerate() {
+            let fresh = self.fresh(p, alone[i]);
+            if !fresh || key != Some(p.key) {
+                if let Some(k) = key {
+                    if let Some(msg) = round_robin_breach(&run, k.1, weights) {
+                        let msg = format!("sidecar {sc}, {}: {msg}", self.cluster_names[c]);
+                        self.violation(Invariant::Balancing, msg);
+                        return;
+                    }
+                }
+                run.clear();
+                key = fresh.then_some(p.key);
+            }
+            if fresh {
+                run.push(p.host);
+            }
+        }
+        if let Some(k) = key {
+            if let Some(msg) = round_robin_breach(&run, k.1, weights) {
+                let msg = format!("sidecar {sc}, {}: {msg}", self.cluster_names[c]);
+                self.violation(Invariant::Balancing, msg);
+            }
+        }
+    }
+
+    fn check_random(
+        &mut self,
+        _sc: usize,
+        c: usize,
+        picks: &[Pick],
+        alone: &[bool],
+        weights: &[u32],
+    ) {
+        // Order does not matter: every fresh pick is a draw from the eligible set's weights.
+        let _ = alone;
+        let mut per_set: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for p in picks {
+            if !(p.stable && matches!(p.req, Some((_, 0)))) {
+                continue;
+            }
+            let counts = per_set
+                .entry(p.key.1)
+                .or_insert_with(|| vec![0; weights.len()]);
+            if let Some(n) = counts.get_mut(p.host) {
+                *n += 1;
+            }
+        }
+        for (mask, counts) in per_set {
+            let n: u64 = counts.iter().sum();
+            let total: u64 = (0..weights.len())
+                .filter(|h| mask & (1 << h) != 0)
+                .map(|h| u64::from(weights[h]))
+                .sum();
+            if n < 20 || total == 0 {
+                continue;
+            }
+            for (h, &hits) in counts.iter().enumerate() {
+                let p = if mask & (1 << h) != 0 {
+                    f64::from(weights[h]) / total as f64
+                } else {
+                    continue;
+                };
+                if !binomial_ok(hits, n, p) {
+                    let msg = format!(
+                        "{}: host {h} got {hits} of {n} random picks (all sidecars), weight share {p:.4} (weights {weights:?}, eligible {mask:#b}); P < 1e-7",
+                        self.cluster_names[c]
+                    );
+                    self.violation(Invariant::Balancing, msg);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn check_least_request(&mut self, sc: usize, c: usize, picks: &[Pick], alone: &[bool]) {
+        if !self.least_request_uniform(c) {
+            return;
+        }
+        for (i, p) in picks.iter().enumerate() {
+            let (Some(active), Some((r, 0))) = (&p.active, p.req) else {
+                continue;
+            };
+            if !self.fresh(p, alone[i]) || self.delayed(r) {
+                continue;
+            }
+            let mask = p.key.1;
+            let others = (0..active.len())
+                .filter(|&h| h != p.host && mask & (1 << h) != 0)
+                .map(|h| active[h])
+                .max();
+            if let Some(most_other) = others {
+                if active[p.host] > most_other {
+                    let msg = format!(
+                        "sidecar {sc}, {}: request {r} went to host {} with {} requests in flight, more than every other eligible host (in flight {active:?}, eligible {mask:#b})",
+                        self.cluster_names[c], p.host, active[p.host]
+                    );
+                    self.violation(Invariant::Balancing, msg);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The request's rule may delay it (fault injection): its pick ran in a timer call.
+    fn delayed(&self, r: usize) -> bool {
+        let req = &self.requests[r];
+        req.rule
+            .and_then(|rl| super::model::rule_at(self.scn, req.service, req.generation, rl))
+            .is_none_or(|rule| rule.fault.is_some())
+    }
+}
+
+/// Why a run of round-robin picks over eligible set `mask` is not exact, if it is not.
+fn round_robin_breach(run: &[usize], mask: u64, weights: &[u32]) -> Option<String> {
+    let w = |h: usize| u64::from(weights.get(h).copied().unwrap_or(1));
+    let total: u64 = (0..weights.len().min(64))
+        .filter(|h| mask & (1 << h) != 0)
+        .map(w)
+        .sum();
+    let total = usize::try_from(total).ok()?;
+    if total == 0 {
+        return None;
+    }
+    let window = &run[..run.len().min(total)];
+    for h in 0..weights.len().min(64) {
+        let n = window.iter().filter(|&&x| x == h).count() as u64;
+        let want = if mask & (1 << h) != 0 { w(h) } else { 0 };
+        let exact = run.len() >= total;
+        if (exact && n != want) || n > want {
+            return Some(format!(
+                "host {h} got {n} of the first {} picks of a run of {} fresh round-robin picks, weight {want} of {total} (weights {weights:?}, eligible {mask:#b}, run {:?})",
+                window.len(),
+                run.len(),
+                &run[..run.len().min(40)]
+            ));
+        }
+    }
+    for i in total..run.len() {
+        if run[i] != run[i - total] {
+            return Some(format!(
+                "pick {i} of a run of fresh round-robin picks went to host {}, pick {} (one cycle of {total} before) to host {}: a window of {total} picks is not exact (weights {weights:?}, run {:?})",
+                run[i],
+                i - total,
+                run[i - total],
+                &run[i.saturating_sub(total)..(i + 1)]
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_runs() {
+        assert!(round_robin_breach(&[0, 0, 1, 0, 0, 0, 1, 0], 0b11, &[3, 1]).is_none());
+        assert!(round_robin_breach(&[0, 0, 1, 0, 0, 1, 0, 0], 0b11, &[3, 1]).is_some());
+        assert!(round_robin_breach(&[1, 1], 0b11, &[3, 1]).is_some());
+        assert!(round_robin_breach(&[0, 2, 0, 2], 0b101, &[1, 1, 1]).is_none());
+    }
+
+    #[test]
+    fn binomial_band() {
+        assert!(binomial_ok(500, 1000, 0.5));
+        assert!(!binomial_ok(0, 200, 1.0 / 6.0));
+        assert!(binomial_ok(30, 200, 1.0 / 6.0));
+    }
+}
