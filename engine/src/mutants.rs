@@ -57,6 +57,8 @@ pub struct Mutations {
     pub header_add_overwrites: bool,
     /// The fault filter's abort draws with the delay's percentage when the rule has both.
     pub fault_abort_uses_delay_percent: bool,
+    /// `retriable-status-codes` (and bare codes in `retryOn`) are never consulted.
+    pub retriable_codes_ignored: bool,
     /// Retries compare the retries used with `>` where `>=` belongs: one attempt too many.
     pub retry_one_attempt_too_many: bool,
     /// `gateway-error` is read as 500..=504, so a 500 is retried under `gateway-error` alone.
@@ -79,6 +81,7 @@ pub(crate) struct RouteMutations {
     pub header_value_ignored: bool,
     pub rewrite_keeps_prefix: bool,
     pub header_add_overwrites: bool,
+    pub retriable_codes_ignored: bool,
 }
 
 thread_local! {
@@ -99,6 +102,7 @@ pub(crate) fn set_route(m: &Mutations) {
             header_value_ignored: m.header_value_ignored,
             rewrite_keeps_prefix: m.rewrite_keeps_prefix,
             header_add_overwrites: m.header_add_overwrites,
+            retriable_codes_ignored: m.retriable_codes_ignored,
         })
     });
 }

@@ -137,6 +137,12 @@ impl Failure {
 
 /// Whether a response status is one `retry_on` retries.
 pub(crate) fn status_retriable(on: &RetryOn, status: u16) -> bool {
+    #[cfg(feature = "mutants")]
+    if crate::mutants::route().retriable_codes_ignored {
+        return (on.server_error && (500..600).contains(&status))
+            || (on.gateway_error && matches!(status, 502..=504))
+            || (on.retriable_4xx && status == 409);
+    }
     (on.server_error && (500..600).contains(&status))
         || (on.gateway_error && matches!(status, 502..=504))
         || (on.retriable_4xx && status == 409)

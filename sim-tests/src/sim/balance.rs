@@ -110,10 +110,12 @@ impl Mesh<'_> {
             }
             let weights = self.weights_of(c);
             match ver.lb {
-                0 if super::attempts::EXACT => {
+                0 if super::attempts::EXACT_BALANCING => {
                     self.check_round_robin(sc, c, picks, &alone, &weights)
                 }
-                1 if super::attempts::EXACT => self.check_least_request(sc, c, picks, &alone),
+                1 if super::attempts::EXACT_BALANCING => {
+                    self.check_least_request(sc, c, picks, &alone)
+                }
                 _ => {}
             }
         }

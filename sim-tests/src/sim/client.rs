@@ -502,6 +502,7 @@ impl Mesh<'_> {
         let Some(id) = self.sidecars[sc].log_req.remove(&log.downstream) else {
             return;
         };
+        self.att.logged_attempts.insert(id, log.attempts);
         let Some(r) = self.requests.get(id) else {
             return;
         };
