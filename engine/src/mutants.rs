@@ -39,4 +39,18 @@ pub struct Mutations {
     /// `stream_idle_timeout` instead of its own snapshot's: a swap to a shorter one cuts
     /// responses that were streaming under the old.
     pub idle_timeout_from_running_config: bool,
+    /// Outlier sweeps never decay the ejection multiplier, so a host that recovered and fails
+    /// again much later is ejected for as long as if it had never stopped failing.
+    pub multiplier_never_decays: bool,
+    /// Multiplier decay forgets Envoy's guard (no decay within one interval of the host's
+    /// return): the sweep that returns a host decays it too.
+    pub decay_ignores_return_guard: bool,
+    /// The ejection length is `base × multiplier` without the `max_ejection_time` cap.
+    pub ejection_ignores_max: bool,
+    /// The ejection length is computed from the multiplier before this ejection's increment,
+    /// so every ejection is one base time short (the first lasts no time at all).
+    pub ejection_length_before_increment: bool,
+    /// A non-5xx response does not reset the consecutive-5xx counter, so scattered errors add
+    /// up to an ejection.
+    pub success_keeps_5xx_streak: bool,
 }

@@ -36,6 +36,10 @@ use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
 use trellis_engine::mutants::Mutations;
 use trellis_engine::Engine;
 
+/// Seeds each planted bug of the ejection backoff must be caught within (the backoff needs a
+/// host ejected twice or more, which only some seeds with outlier detection have).
+const BACKOFF_BUDGET: u64 = 500;
+
 /// Seeds each planted bug must be caught within.
 const BUDGET: u64 = 50;
 /// For bugs that need a rare coincidence (a pool limit, a pending queue and an ejection on the
@@ -251,4 +255,97 @@ fn churn_failure_shrinks_keeping_a_push() {
         before.config_pushes.len(),
         small.config_pushes.len()
     );
+}
+
+fn multiplier_never_decays(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        multiplier_never_decays: true,
+        ..Mutations::default()
+    });
+}
+
+fn decay_ignores_return_guard(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        decay_ignores_return_guard: true,
+        ..Mutations::default()
+    });
+}
+
+fn ejection_ignores_max(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        ejection_ignores_max: true,
+        ..Mutations::default()
+    });
+}
+
+fn ejection_length_before_increment(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        ejection_length_before_increment: true,
+        ..Mutations::default()
+    });
+}
+
+fn success_keeps_5xx_streak(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        success_keeps_5xx_streak: true,
+        ..Mutations::default()
+    });
+}
+
+/// A multiplier that never decays makes a later ejection of a recovered host too long: the
+/// model's multiplier, decayed on the sweep grid, says shorter.
+#[test]
+fn catches_multiplier_that_never_decays() {
+    let seed = first_catching_seed(
+        multiplier_never_decays,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("multiplier never decaying caught by seed {seed}");
+}
+
+/// Decay on the very sweep that returns a host (Envoy waits an interval) makes a quick
+/// re-ejection one base time short.
+#[test]
+fn catches_decay_ignoring_the_return_guard() {
+    let seed = first_catching_seed(
+        decay_ignores_return_guard,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("decay ignoring the return guard caught by seed {seed}");
+}
+
+/// Without the `max_ejection_time` cap a repeated ejection outlasts it.
+#[test]
+fn catches_ejection_ignoring_max_ejection_time() {
+    let seed = first_catching_seed(
+        ejection_ignores_max,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("ejection ignoring max_ejection_time caught by seed {seed}");
+}
+
+/// The length from the multiplier before its increment: every ejection one base time short.
+#[test]
+fn catches_ejection_length_from_the_old_multiplier() {
+    let seed = first_catching_seed(
+        ejection_length_before_increment,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("ejection length from the old multiplier caught by seed {seed}");
+}
+
+/// Scattered 5xx adding up to an ejection: the upper bound on consecutive failures is below
+/// the threshold.
+#[test]
+fn catches_success_that_keeps_the_5xx_streak() {
+    let seed = first_catching_seed(
+        success_keeps_5xx_streak,
+        Invariant::EjectedWithoutCause,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("a success keeping the 5xx streak caught by seed {seed}");
 }

@@ -198,8 +198,47 @@ impl Scenario {
                 }
             }
         }
+        // Ejection-time caps (Envoy's `max_ejection_time`), and hosts that fail on every
+        // request, came with the first-principles ejection timelines: a stream of their own.
+        let mut caps = fastrand::Rng::with_seed(seed ^ 0x0e7e_c71e_0000_0008);
+        gen_ejection_caps(&mut caps, &mut scn);
         scn.normalize();
         scn
+    }
+}
+
+/// In about two thirds of the versions with outlier detection, a `max_ejection_time` that
+/// binds: equal to the base time, two or three base times, or somewhere in between. In most
+/// seeds with outlier detection, some versions get a host that answers 503 to everything, a
+/// short base ejection time and a cap that lets one host go, so the same host is ejected again
+/// and again within the run: the multiplier grows, hits `max_ejection_time`, and decays when
+/// the host gets a break (a quiet spell, the cap full, a crash of its own).
+fn gen_ejection_caps(r: &mut fastrand::Rng, scn: &mut Scenario) {
+    let flappers = r.u8(0..100) < 70;
+    for svc in &mut scn.services {
+        for ver in &mut svc.versions {
+            let Some(o) = ver.outlier.as_mut() else {
+                continue;
+            };
+            let n = ver.endpoints.len().max(1);
+            if flappers && r.u8(0..100) < 60 {
+                let i = r.usize(0..n);
+                if let Some(ep) = ver.endpoints.get_mut(i) {
+                    ep.error_percent = 100;
+                }
+                o.base_ejection_ms = r.u64(20..=250);
+                let one_host = 100_u32.div_ceil(n as u32);
+                o.max_ejection_percent = o.max_ejection_percent.max(one_host);
+            }
+            let base = o.base_ejection_ms;
+            o.max_ejection_ms = match r.u8(0..6) {
+                0 => Some(base),
+                1 => Some(2 * base),
+                2 => Some(3 * base),
+                3 => Some(r.u64(base..=4 * base)),
+                _ => None,
+            };
+        }
     }
 }
 
@@ -233,6 +272,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                     interval_ms: r.u64(20..=500),
                     base_ejection_ms: r.u64(50..=1000),
                     max_ejection_percent: [10, 20, 34, 50, 100][r.usize(0..5)],
+                    max_ejection_ms: None,
                 }),
                 pool: (sw.pool && r.bool()).then(|| PoolSpec {
                     max_connections: r.u32(1..=6),
@@ -468,6 +508,7 @@ impl Scenario {
                 interval_ms: 100,
                 base_ejection_ms: 300,
                 max_ejection_percent: 34,
+                max_ejection_ms: None,
             }),
             pool: None,
         };

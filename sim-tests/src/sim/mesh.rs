@@ -163,6 +163,8 @@ pub struct Mesh<'s> {
     /// Hosts whose failure streak reached `consecutive_5xx` in the current call:
     /// (cluster, host, streak).
     pub(crate) must_eject: Vec<(usize, usize, u32)>,
+    /// The outlier model's per-call bookkeeping.
+    pub(crate) outlier_calls: super::ejection::OutlierCalls,
     pub(crate) host_buf: Vec<HostNow>,
     /// Requests being served by calling workloads.
     pub(crate) serves: Vec<Serve>,
@@ -219,6 +221,9 @@ impl<'s> Mesh<'s> {
                     interval: Duration::from_millis(
                         ver.outlier.as_ref().map_or(0, |o| o.interval_ms),
                     ),
+                    max_ejection: ver.outlier.as_ref().map_or(Duration::ZERO, |o| {
+                        Duration::from_millis(o.max_ejection_ms.unwrap_or(300_000))
+                    }),
                     endpoints: eps,
                 });
             }
@@ -294,6 +299,7 @@ impl<'s> Mesh<'s> {
                 .collect(),
             picks: Vec::new(),
             must_eject: Vec::new(),
+            outlier_calls: Default::default(),
             host_buf: Vec::new(),
             serves: Vec::new(),
             deadlines: Vec::new(),
@@ -411,6 +417,7 @@ impl<'s> Mesh<'s> {
                         .is_some_and(|t| t <= self.now)
                     {
                         self.trace.u64(0x7111 ^ sc as u64);
+                        self.before_timer(sc);
                         self.sidecars[sc].engine.handle_timeout(self.now);
                         self.scan_all = true;
                         self.after_engine(sc);
@@ -435,8 +442,12 @@ impl<'s> Mesh<'s> {
                     return;
                 }
                 if ok {
+                    if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                        u.connected = true;
+                    }
                     self.engine_input(sc, Input::Connected { conn });
                 } else {
+                    self.note_conn_failure(sc, conn, false);
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::ConnectFailed { conn });
                 }
@@ -468,6 +479,7 @@ impl<'s> Mesh<'s> {
             Ev::ClientRead { req, bytes } => self.client_read(req, bytes),
             Ev::EngineReset { sc, conn } => {
                 if self.sidecars[sc].up.contains_key(&conn) {
+                    self.note_conn_failure(sc, conn, true);
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::Closed { conn });
                 }
@@ -555,6 +567,7 @@ impl<'s> Mesh<'s> {
                         }
                         // The server sees the FIN/RST and drops its end: replies it still
                         // has in preparation find the connection gone.
+                        self.note_close(sc, conn, graceful);
                         self.drop_up(sc, conn);
                     }
                 }
@@ -597,6 +610,8 @@ impl<'s> Mesh<'s> {
             events: self.events,
             pushes_delivered: self.pushes_delivered,
             in_flight_at_push: self.in_flight_at_push,
+            ejections_multiplied: self.outlier_calls.multiplied,
+            ejections_capped: self.outlier_calls.capped,
             ..Default::default()
         };
         if self.opts.records {

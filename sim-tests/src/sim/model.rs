@@ -118,6 +118,10 @@ pub fn engine_config_at(
                     interval: Duration::from_millis(o.interval_ms),
                     base_ejection_time: Duration::from_millis(o.base_ejection_ms),
                     max_ejection_percent: o.max_ejection_percent,
+                    max_ejection_time: o.max_ejection_ms.map_or(
+                        OutlierDetection::default().max_ejection_time,
+                        Duration::from_millis,
+                    ),
                     ..Default::default()
                 });
             }

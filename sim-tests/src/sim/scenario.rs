@@ -116,6 +116,9 @@ pub struct OutlierSpec {
     pub interval_ms: u64,
     pub base_ejection_ms: u64,
     pub max_ejection_percent: u32,
+    /// Envoy's `max_ejection_time` (`None`: its default, 300 s). Never below the base time.
+    #[serde(default)]
+    pub max_ejection_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -68,6 +68,8 @@ pub(crate) struct UpConn {
     pub held: std::collections::VecDeque<Piece>,
     /// The server's FIN arrived behind the held bytes.
     pub held_eof: bool,
+    /// The engine was told the connect succeeded.
+    pub connected: bool,
 }
 
 /// One read's worth of bytes waiting for the engine.
@@ -158,6 +160,8 @@ pub(crate) struct ClusterInfo {
     pub max_ejection_percent: Option<u32>,
     pub consecutive_5xx: Option<u32>,
     pub base_ejection: Duration,
+    /// `max_ejection_time` as configured (Envoy's 300 s unless the scenario says otherwise).
+    pub max_ejection: Duration,
     pub interval: Duration,
     /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
     pub endpoints: Vec<usize>,

@@ -64,6 +64,7 @@ impl Mesh<'_> {
                 reading: true,
                 held: Default::default(),
                 held_eof: false,
+                connected: false,
             },
         );
         let listening = self.endpoints[ep].up;
