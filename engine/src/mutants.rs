@@ -53,4 +53,7 @@ pub struct Mutations {
     /// A non-5xx response does not reset the consecutive-5xx counter, so scattered errors add
     /// up to an ejection.
     pub success_keeps_5xx_streak: bool,
+    /// The consecutive-5xx detector fires one error early (`counter + 1 >= threshold`), so a
+    /// host is ejected after `consecutive_5xx - 1` failures in a row.
+    pub outlier_threshold_one_early: bool,
 }

@@ -30,6 +30,25 @@
 //! seed with churn (`Routing`: request 316, started on generation 1 of svc1, retried after
 //! generation 2 arrived, which has no third rule, and was logged without a route where the
 //! reference model says `svc1-g1-r2`).
+//!
+//! Added with the first-principles ejection timelines (the driver computes each host's
+//! ejection multiplier itself instead of reading the engine's; scenarios gained binding
+//! `max_ejection_time`s and hosts that fail every request, from a stream of their own, so the
+//! scenarios above changed only where outlier detection is on: the seeds above kept their
+//! catching seeds but the hand-off, which now first shows at seed 18). Each bug with the
+//! invariant it was expected to break, written down before the check:
+//! multiplier never decaying → `EjectionTimeline`, seed 0 (host 0 of svc2-v0 ejected a third
+//! time at 1.490 s until 1.670 s where the decayed multiplier 1 says 1.550 s); decay on the
+//! sweep that returns the host (Envoy's guard ignored) → `EjectionTimeline`, seed 0 (a
+//! re-ejection at 0.752 s one base time short: until 0.812 s, the model says 0.872 s);
+//! ejection length ignoring `max_ejection_time` → `EjectionTimeline`, seed 24 (base 195 ms,
+//! max 198 ms, multiplier 2: until 1.864 s where the cap says 1.672 s); ejection length from
+//! the multiplier before its increment → `EjectionTimeline`, seed 0 (a first ejection lasting
+//! no time); a success that keeps the consecutive-5xx count → `EjectedWithoutCause`, seed 0
+//! (ejected after at most 1 failure since its last success, `consecutive_5xx` 4); the
+//! detector firing one error early → `EjectedWithoutCause`, seed 1. A sweep comparing `<`
+//! where `<=` belongs is not planted: ejections start at instants off the millisecond grid,
+//! so an ejection end never lands exactly on a sweep and no seed could tell.
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -348,4 +367,22 @@ fn catches_success_that_keeps_the_5xx_streak() {
         BACKOFF_BUDGET,
     );
     eprintln!("a success keeping the 5xx streak caught by seed {seed}");
+}
+
+fn threshold_one_early(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        outlier_threshold_one_early: true,
+        ..Mutations::default()
+    });
+}
+
+/// A detector firing one failure early ejects with fewer failures than the threshold.
+#[test]
+fn catches_outlier_threshold_one_early() {
+    let seed = first_catching_seed(
+        threshold_one_early,
+        Invariant::EjectedWithoutCause,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("consecutive-5xx threshold one early caught by seed {seed}");
 }

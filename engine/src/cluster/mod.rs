@@ -323,6 +323,7 @@ impl ClusterState {
             o.mutant_ignores_max = m.ejection_ignores_max;
             o.mutant_length_before_increment = m.ejection_length_before_increment;
             o.mutant_success_keeps_streak = m.success_keeps_5xx_streak;
+            o.mutant_threshold_one_early = m.outlier_threshold_one_early;
         }
         self.breaker.mutant_late_check = m.pool_limit_after_increment;
     }

@@ -163,6 +163,9 @@ pub(crate) struct OutlierDetector {
     /// Planted bug (feature `mutants`): a non-5xx response leaves the 5xx counter alone.
     #[cfg(feature = "mutants")]
     pub(crate) mutant_success_keeps_streak: bool,
+    /// Planted bug (feature `mutants`): consecutive 5xx fires one error early.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_threshold_one_early: bool,
 }
 
 impl OutlierDetector {
@@ -192,6 +195,8 @@ impl OutlierDetector {
             mutant_length_before_increment: false,
             #[cfg(feature = "mutants")]
             mutant_success_keeps_streak: false,
+            #[cfg(feature = "mutants")]
+            mutant_threshold_one_early: false,
         }
     }
 
@@ -276,6 +281,10 @@ impl OutlierDetector {
                 #[cfg(feature = "mutants")]
                 if self.mutant_threshold_off_by_one {
                     fired.c5xx = cfg.consecutive_5xx > 0 && h.consecutive_5xx > cfg.consecutive_5xx;
+                }
+                #[cfg(feature = "mutants")]
+                if self.mutant_threshold_one_early {
+                    fired.c5xx = reached(h.consecutive_5xx + 1, cfg.consecutive_5xx);
                 }
             }
             Some(_) => {
@@ -471,7 +480,9 @@ impl OutlierDetector {
                 *new_host = *state;
             }
         }
-        if old.interval == self.interval && old.busy {
+        if old.interval == self.interval {
+            // The sweep grid keeps its phase, busy or not: an idle detector's stale
+            // `next_sweep` is still on the old grid, and `realign_after` stays on it.
             self.next_sweep = old.next_sweep;
         }
         self.ejected = self.hosts.iter().filter(|h| h.ejection.is_some()).count();

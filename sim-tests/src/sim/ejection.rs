@@ -51,6 +51,7 @@
 //!   was ejected continuously from before that start until after this call, the pick was made
 //!   while `h` was ejected.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use trellis_engine::{ConnId, Instant};
@@ -99,6 +100,9 @@ pub(crate) struct OutlierCalls {
     pub marks: Vec<(usize, usize, usize)>,
     /// The current call is `handle_timeout`.
     pub timer: bool,
+    /// Upstream connections still connecting, to clusters with outlier detection:
+    /// (sidecar, connection) → (cluster, endpoint).
+    connecting: BTreeMap<(usize, ConnId), (usize, usize)>,
     /// Clusters with outlier detection and a pool limit (made once).
     pooled: Option<Vec<usize>>,
     /// Scratch.
@@ -188,6 +192,20 @@ impl Mesh<'_> {
         self.note_failure(sc, cluster, ep);
     }
 
+    /// Sidecar `sc` starts connecting `conn` to endpoint `ep` of `cluster`.
+    pub(crate) fn note_connecting(&mut self, sc: usize, conn: ConnId, cluster: usize, ep: usize) {
+        if self.cluster_info[cluster].consecutive_5xx.is_some() {
+            (self.outlier_calls.connecting).insert((sc, conn), (cluster, ep));
+        }
+    }
+
+    /// The connect of `conn` finished (either way), or the connection is gone.
+    pub(crate) fn note_connect_done(&mut self, sc: usize, conn: ConnId) {
+        if !self.outlier_calls.connecting.is_empty() {
+            self.outlier_calls.connecting.remove(&(sc, conn));
+        }
+    }
+
     /// The engine closes upstream `conn`: abortively with a request outstanding, it gave up an
     /// attempt (timeout, protocol error, connect timeout, cancel), which may count.
     pub(crate) fn note_close(&mut self, sc: usize, conn: ConnId, graceful: bool) {
@@ -203,11 +221,8 @@ impl Mesh<'_> {
         self.outlier_calls.timer = true;
         let mut buf = std::mem::take(&mut self.outlier_calls.buf);
         buf.clear();
-        buf.extend(
-            (self.sidecars[sc].up.values())
-                .filter(|u| !u.connected)
-                .map(|u| (u.cluster, u.ep)),
-        );
+        let conns = (sc, ConnId(0))..=(sc, ConnId(u64::MAX));
+        buf.extend(self.outlier_calls.connecting.range(conns).map(|(_, v)| *v));
         let pooled = self.outlier_calls.pooled.get_or_insert_with(|| {
             (self.cluster_info.iter().enumerate())
                 .filter(|(_, i)| i.consecutive_5xx.is_some() && i.max_connections.is_some())

@@ -441,10 +441,8 @@ impl<'s> Mesh<'s> {
                 if !self.sidecars[sc].up.contains_key(&conn) {
                     return;
                 }
+                self.note_connect_done(sc, conn);
                 if ok {
-                    if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
-                        u.connected = true;
-                    }
                     self.engine_input(sc, Input::Connected { conn });
                 } else {
                     self.note_conn_failure(sc, conn, false);
@@ -493,6 +491,7 @@ impl<'s> Mesh<'s> {
 
     /// The driver's socket for an upstream connection is gone.
     pub(crate) fn drop_up(&mut self, sc: usize, conn: ConnId) {
+        self.note_connect_done(sc, conn);
         if let Some(u) = self.sidecars[sc].up.remove(&conn) {
             let open = &mut self.sidecars[sc].open[u.cluster];
             *open = open.saturating_sub(1);

@@ -68,8 +68,6 @@ pub(crate) struct UpConn {
     pub held: std::collections::VecDeque<Piece>,
     /// The server's FIN arrived behind the held bytes.
     pub held_eof: bool,
-    /// The engine was told the connect succeeded.
-    pub connected: bool,
 }
 
 /// One read's worth of bytes waiting for the engine.

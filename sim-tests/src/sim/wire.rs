@@ -64,9 +64,9 @@ impl Mesh<'_> {
                 reading: true,
                 held: Default::default(),
                 held_eof: false,
-                connected: false,
             },
         );
+        self.note_connecting(sc, conn, cluster, ep);
         let listening = self.endpoints[ep].up;
         match self
             .net
