@@ -56,4 +56,7 @@ pub struct Mutations {
     /// The consecutive-5xx detector fires one error early (`counter + 1 >= threshold`), so a
     /// host is ejected after `consecutive_5xx - 1` failures in a row.
     pub outlier_threshold_one_early: bool,
+    /// With `split_external_local_origin_errors`, local-origin failures still count toward
+    /// the consecutive-5xx detector (as 503/504) besides the local-origin one.
+    pub split_still_counts_local_as_5xx: bool,
 }

@@ -33,22 +33,25 @@
 //!
 //! Added with the first-principles ejection timelines (the driver computes each host's
 //! ejection multiplier itself instead of reading the engine's; scenarios gained binding
-//! `max_ejection_time`s and hosts that fail every request, from a stream of their own, so the
-//! scenarios above changed only where outlier detection is on: the seeds above kept their
-//! catching seeds but the hand-off, which now first shows at seed 18). Each bug with the
-//! invariant it was expected to break, written down before the check:
+//! `max_ejection_time`s, hosts that fail every request, the gateway-error detector and split
+//! local-origin failures, all from a stream of their own, so the scenarios above changed only
+//! where outlier detection is on: the seeds above kept their catching seeds but the hand-off,
+//! which now first shows at seed 18). Each bug with the invariant it was expected to break,
+//! written down before the check:
 //! multiplier never decaying → `EjectionTimeline`, seed 0 (host 0 of svc2-v0 ejected a third
 //! time at 1.490 s until 1.670 s where the decayed multiplier 1 says 1.550 s); decay on the
-//! sweep that returns the host (Envoy's guard ignored) → `EjectionTimeline`, seed 0 (a
-//! re-ejection at 0.752 s one base time short: until 0.812 s, the model says 0.872 s);
-//! ejection length ignoring `max_ejection_time` → `EjectionTimeline`, seed 24 (base 195 ms,
-//! max 198 ms, multiplier 2: until 1.864 s where the cap says 1.672 s); ejection length from
-//! the multiplier before its increment → `EjectionTimeline`, seed 0 (a first ejection lasting
-//! no time); a success that keeps the consecutive-5xx count → `EjectedWithoutCause`, seed 0
-//! (ejected after at most 1 failure since its last success, `consecutive_5xx` 4); the
-//! detector firing one error early → `EjectedWithoutCause`, seed 1. A sweep comparing `<`
-//! where `<=` belongs is not planted: ejections start at instants off the millisecond grid,
-//! so an ejection end never lands exactly on a sweep and no seed could tell.
+//! sweep that returns the host (Envoy's guard ignored) → `EjectionTimeline`, seed 1 (a
+//! re-ejection one base time short); ejection length ignoring `max_ejection_time` →
+//! `EjectionTimeline`, seed 24 (base 195 ms, max 198 ms, multiplier 2: until 1.864 s where the
+//! cap says 1.672 s); ejection length from the multiplier before its increment →
+//! `EjectionTimeline`, seed 0 (a first ejection lasting no time); a success that keeps the
+//! consecutive-5xx count → `EjectedWithoutCause`, seed 0 (ejected after at most 1 failure in
+//! a row, `consecutive_5xx` 4); the detector firing one error early → `EjectedWithoutCause`,
+//! seed 0 (at most 3 of 4); split local-origin failures still counted as 5xx →
+//! `EjectedWithoutCause`, seed 62 (ejected after no 5xx and one local-origin failure,
+//! `consecutive_5xx` 1 but split). A sweep comparing `<` where `<=` belongs is not planted:
+//! ejections start at instants off the millisecond grid, so an ejection end never lands
+//! exactly on a sweep and no seed could tell.
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
@@ -385,4 +388,24 @@ fn catches_outlier_threshold_one_early() {
         BACKOFF_BUDGET,
     );
     eprintln!("consecutive-5xx threshold one early caught by seed {seed}");
+}
+
+fn split_still_counts_local_as_5xx(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        split_still_counts_local_as_5xx: true,
+        ..Mutations::default()
+    });
+}
+
+/// With local-origin failures split off, connect failures and timeouts adding up to a
+/// consecutive-5xx ejection: the 5xx upper bound (response heads only, when split) is below
+/// the threshold.
+#[test]
+fn catches_split_local_origin_failures_counted_as_5xx() {
+    let seed = first_catching_seed(
+        split_still_counts_local_as_5xx,
+        Invariant::EjectedWithoutCause,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("split local-origin failures counted as 5xx caught by seed {seed}");
 }

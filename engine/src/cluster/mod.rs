@@ -324,6 +324,7 @@ impl ClusterState {
             o.mutant_length_before_increment = m.ejection_length_before_increment;
             o.mutant_success_keeps_streak = m.success_keeps_5xx_streak;
             o.mutant_threshold_one_early = m.outlier_threshold_one_early;
+            o.mutant_split_counts_local = m.split_still_counts_local_as_5xx;
         }
         self.breaker.mutant_late_check = m.pool_limit_after_increment;
     }

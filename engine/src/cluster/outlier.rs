@@ -166,6 +166,9 @@ pub(crate) struct OutlierDetector {
     /// Planted bug (feature `mutants`): consecutive 5xx fires one error early.
     #[cfg(feature = "mutants")]
     pub(crate) mutant_threshold_one_early: bool,
+    /// Planted bug (feature `mutants`): split local-origin failures still count as 5xx.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_split_counts_local: bool,
 }
 
 impl OutlierDetector {
@@ -197,6 +200,8 @@ impl OutlierDetector {
             mutant_success_keeps_streak: false,
             #[cfg(feature = "mutants")]
             mutant_threshold_one_early: false,
+            #[cfg(feature = "mutants")]
+            mutant_split_counts_local: false,
         }
     }
 
@@ -268,6 +273,11 @@ impl OutlierDetector {
             None => {
                 h.consecutive_local = h.consecutive_local.saturating_add(1);
                 fired.local = reached(h.consecutive_local, cfg.consecutive_local_origin_failures);
+                #[cfg(feature = "mutants")]
+                if self.mutant_split_counts_local {
+                    h.consecutive_5xx = h.consecutive_5xx.saturating_add(1);
+                    fired.c5xx = reached(h.consecutive_5xx, cfg.consecutive_5xx);
+                }
             }
             Some(status) if (500..=599).contains(&status) => {
                 if is_gateway_error(status) {

@@ -26,15 +26,17 @@
 //!   earlier, not later (a host still ejected after that sweep is reported once, at the next
 //!   look, or at the end of the run).
 //! * **Keeps failing → ejected (lower bound).** The driver counts, per host, the consecutive 5xx
-//!   response heads it handed to the engine since the host was last ejected or returned. The
+//!   response heads it handed to the engine since the host was last ejected or returned (and
+//!   the same for gateway errors, 502–504; connect failures count in both unless local-origin
+//!   failures are split off, and then in a count of their own that any response resets). The
 //!   engine counts every one of those (and more: timeouts and resets count too), and resets its
 //!   counter only on a non-5xx response (the driver resets on the same head), on ejection or
 //!   return (the driver resets on the same call), or when `max_ejection_percent` refuses an
 //!   ejection, which needs the cap to be full at that moment; the driver resets a cluster's
 //!   streaks whenever it sees the cap full before or after a call, or a host return inside
 //!   one. So the engine's count is never below the driver's, and once the driver's reaches
-//!   `consecutive_5xx` with room under the cap, the host must be ejected by the end of that
-//!   very call (ejection is inline).
+//!   `consecutive_5xx` (or a count its detector's threshold) with room under the cap, the host
+//!   must be ejected by the end of that very call (ejection is inline).
 //! * **Ejected with cause (upper bound).** The driver also counts, generously, every failure
 //!   the engine could have charged to the host since its last ejection, return or non-5xx
 //!   response head: 5xx heads, connect failures, resets and FINs on a connection with a request
@@ -42,8 +44,11 @@
 //!   and idle timeouts, protocol errors, connect timeouts, downstream cancels), and, before a
 //!   timer call, one for every connection still connecting (a timeout of the request waiting
 //!   for it closes nothing) and one for every host of a pool-limited cluster with requests in
-//!   its pending queue (whose picked host the driver cannot see). An ejection with that count
-//!   below `consecutive_5xx` (the only detector the scenarios switch on) had no cause.
+//!   its pending queue (whose picked host the driver cannot see). Those local-origin failures
+//!   count as 5xx and gateway errors, or, split, as local-origin failures only (reset by any
+//!   response). An ejection with every enabled detector's count below its threshold
+//!   (`consecutive_5xx`, `consecutive_gateway_errors`, `consecutive_local_origin_failures`)
+//!   had no cause.
 //! * **No new picks while ejected, with pool limits too.** With a pool limit a request picked
 //!   before an ejection may wait in the pending queue and go out after it (as in Envoy), so the
 //!   exact per-call check of [`super::observe`] does not apply. Instead, when a request head goes
@@ -69,11 +74,19 @@ pub(crate) struct HostWatch {
     pub ends: Instant,
     /// When the engine said it ends: only to locate a return and re-ejection in one call.
     pub engine_ends: Option<Instant>,
-    /// Lower bound: consecutive 5xx response heads delivered since the last ejection, return
-    /// or non-5xx head.
+    /// Lower bound: consecutive 5xx response heads (and, unsplit, connect failures) delivered
+    /// since the last ejection, return or non-5xx head.
     pub streak: u32,
-    /// Upper bound: failures the engine may have charged to the host since then.
+    /// Upper bound: 5xx failures the engine may have charged to the host since then.
     pub may_fail: u32,
+    /// The same two bounds for the gateway-error detector (502–504, and unsplit local-origin
+    /// failures; any other response resets it).
+    pub gw_streak: u32,
+    pub may_gw: u32,
+    /// The same two bounds for local-origin failures when they are split off (any response
+    /// resets them; the lower bound counts connect failures only).
+    pub local_streak: u32,
+    pub may_local: u32,
     /// Ejections seen so far.
     pub ejections: u32,
     /// Envoy's ejection-time multiplier, by the model, decayed up to `decayed_to`.
@@ -163,9 +176,11 @@ impl Mesh<'_> {
             .position(|e| *e == ep)
     }
 
-    /// A failure of endpoint `ep` (of `cluster`) may reach sidecar `sc`'s engine in the coming
-    /// call: raise the host's upper bound.
+    /// A local-origin failure of endpoint `ep` (of `cluster`: a connect failure, reset or
+    /// timeout) may reach sidecar `sc`'s engine in the coming call: raise the host's upper
+    /// bounds (as a 503/504 unsplit, as a local-origin failure split).
     pub(crate) fn note_failure(&mut self, sc: usize, cluster: usize, ep: usize) {
+        let split = self.cluster_info[cluster].local.is_some();
         if self.cluster_info[cluster].consecutive_5xx.is_none() {
             return;
         }
@@ -174,8 +189,54 @@ impl Mesh<'_> {
         };
         self.outlier_calls.marks.push((sc, cluster, h));
         let w = &mut self.sidecars[sc].hosts[cluster][h];
-        if !w.ejected {
+        if w.ejected {
+            return;
+        }
+        if split {
+            w.may_local = w.may_local.saturating_add(1);
+        } else {
             w.may_fail = w.may_fail.saturating_add(1);
+            w.may_gw = w.may_gw.saturating_add(1);
+        }
+    }
+
+    /// A connect of upstream `conn` failed: a local-origin failure the engine certainly
+    /// charges to the host (raise the lower bounds too, and check the host is ejected after
+    /// the call if a detector's threshold is reached with room under the cap).
+    pub(crate) fn note_connect_failed(&mut self, sc: usize, conn: ConnId) {
+        let Some(u) = self.sidecars[sc].up.get(&conn) else {
+            return;
+        };
+        let (cluster, ep) = (u.cluster, u.ep);
+        self.note_failure(sc, cluster, ep);
+        let info = &self.cluster_info[cluster];
+        let (Some(cap), Some(c5xx)) = (info.max_ejection_percent, info.consecutive_5xx) else {
+            return;
+        };
+        let (gateway, local) = (info.gateway, info.local);
+        let Some(h) = self.host_index(cluster, ep) else {
+            return;
+        };
+        let watches = &mut self.sidecars[sc].hosts[cluster];
+        let ejected = watches.iter().filter(|w| w.ejected).count();
+        let has_room = room(ejected, watches.len(), cap);
+        let w = &mut watches[h];
+        if w.ejected {
+            return;
+        }
+        let due = match local {
+            Some(threshold) => {
+                w.local_streak += 1;
+                threshold > 0 && w.local_streak >= threshold
+            }
+            None => {
+                w.streak += 1;
+                w.gw_streak += 1;
+                (c5xx > 0 && w.streak >= c5xx) || (gateway > 0 && w.gw_streak >= gateway)
+            }
+        };
+        if due && has_room {
+            self.must_eject.push((cluster, h, 0));
         }
     }
 
@@ -256,6 +317,7 @@ impl Mesh<'_> {
         let (Some(cap), Some(threshold)) = (info.max_ejection_percent, info.consecutive_5xx) else {
             return;
         };
+        let gateway = info.gateway;
         let Some(h) = info.endpoints.iter().position(|e| *e == ep) else {
             return;
         };
@@ -266,16 +328,30 @@ impl Mesh<'_> {
         if w.ejected {
             return;
         }
-        if !(500..600).contains(&status) {
+        // Any response: the host answered, which resets split local-origin failures.
+        w.local_streak = 0;
+        w.may_local = 0;
+        if matches!(status, 502..=504) {
+            w.gw_streak += 1;
+            w.may_gw = w.may_gw.saturating_add(1);
+        } else {
+            w.gw_streak = 0;
+            w.may_gw = 0;
+        }
+        if (500..600).contains(&status) {
+            w.streak += 1;
+            w.may_fail = w.may_fail.saturating_add(1);
+        } else {
             w.streak = 0;
             w.may_fail = 0;
-            return;
         }
-        w.streak += 1;
-        w.may_fail = w.may_fail.saturating_add(1);
-        let streak = w.streak;
-        self.outlier_calls.marks.push((sc, cluster, h));
-        if threshold > 0 && streak >= threshold && has_room {
+        let due =
+            (threshold > 0 && w.streak >= threshold) || (gateway > 0 && w.gw_streak >= gateway);
+        let streak = w.streak.max(w.gw_streak);
+        if (500..600).contains(&status) {
+            self.outlier_calls.marks.push((sc, cluster, h));
+        }
+        if due && has_room {
             self.must_eject.push((cluster, h, streak));
         }
     }
@@ -331,11 +407,19 @@ impl Mesh<'_> {
                 continue;
             }
             if !state.get(h).is_some_and(|s| s.ejected) && !returned {
+                let w = &self.sidecars[sc].hosts[c][h];
                 let msg = format!(
-                    "sidecar {sc}: host {h} of {} answered {streak} 5xx in a row \
-                     (consecutive_5xx {}) with room under max_ejection_percent {cap}, not ejected",
+                    "sidecar {sc}: host {h} of {} failed {} times in a row ({} 5xx, {} gateway \
+                     errors, {} local-origin failures; consecutive_5xx {}, gateway {}, \
+                     local-origin {:?}) with room under max_ejection_percent {cap}, not ejected",
                     self.cluster_names[c],
-                    info.consecutive_5xx.unwrap_or(0)
+                    streak.max(w.local_streak),
+                    w.streak,
+                    w.gw_streak,
+                    w.local_streak,
+                    info.consecutive_5xx.unwrap_or(0),
+                    info.gateway,
+                    info.local,
                 );
                 self.violations.report(Invariant::NotEjected, self.now, msg);
             }
@@ -347,6 +431,8 @@ impl Mesh<'_> {
             // The engine may have refused an ejection and reset its counter.
             for w in w.iter_mut() {
                 w.streak = 0;
+                w.gw_streak = 0;
+                w.local_streak = 0;
             }
         }
     }
@@ -371,12 +457,13 @@ impl Mesh<'_> {
         w.last_return = Some(self.now);
         // The sweep that returned it does not decay it (nor do those within an interval).
         w.decayed_to = self.now;
-        w.streak = 0;
+        (w.streak, w.gw_streak, w.local_streak) = (0, 0, 0);
         // Failures after the return within this call count (the engine's counters restart at
         // the return).
         let marks = &self.outlier_calls.marks;
         let again = marks.iter().filter(|m| **m == (sc, c, h)).count();
-        w.may_fail = u32::try_from(again).unwrap_or(u32::MAX);
+        let again = u32::try_from(again).unwrap_or(u32::MAX);
+        (w.may_fail, w.may_gw, w.may_local) = (again, again, again);
     }
 
     /// Host `h` of cluster `c` was ejected in this call (the engine says until `engine_end`):
@@ -392,6 +479,7 @@ impl Mesh<'_> {
         let info = &self.cluster_info[c];
         let (base, max, interval) = (info.base_ejection, info.max_ejection, info.interval);
         let threshold = info.consecutive_5xx.unwrap_or(0);
+        let (gateway, local) = (info.gateway, info.local);
         let now = self.now;
         let ejections = w.ejections + 1;
         // The sweep at `now` (if `now` is on the grid) ran before this call's ejection, unless
@@ -417,11 +505,15 @@ impl Mesh<'_> {
             self.violations
                 .report(Invariant::EjectionTimeline, now, msg);
         }
-        if threshold == 0 || w.may_fail < threshold {
+        let caused = (threshold > 0 && w.may_fail >= threshold)
+            || (gateway > 0 && w.may_gw >= gateway)
+            || local.is_some_and(|l| l > 0 && w.may_local >= l);
+        if !caused {
             let msg = format!(
-                "sidecar {sc}: host {h} of {} ejected at {now} after at most {} failures \
-                 since its last ejection, return or success (consecutive_5xx {threshold})",
-                self.cluster_names[c], w.may_fail
+                "sidecar {sc}: host {h} of {} ejected at {now} after at most {} 5xx, {} gateway \
+                 errors and {} local-origin failures in a row (consecutive_5xx {threshold}, \
+                 gateway {gateway}, local-origin {local:?})",
+                self.cluster_names[c], w.may_fail, w.may_gw, w.may_local
             );
             self.violations
                 .report(Invariant::EjectedWithoutCause, now, msg);
@@ -445,6 +537,10 @@ impl Mesh<'_> {
             engine_ends: engine_end,
             streak: 0,
             may_fail: 0,
+            gw_streak: 0,
+            may_gw: 0,
+            local_streak: 0,
+            may_local: 0,
             ejections,
             multiplier: m,
             decayed_to: now,

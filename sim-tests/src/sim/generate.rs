@@ -212,7 +212,9 @@ impl Scenario {
 /// seeds with outlier detection, some versions get a host that answers 503 to everything, a
 /// short base ejection time and a cap that lets one host go, so the same host is ejected again
 /// and again within the run: the multiplier grows, hits `max_ejection_time`, and decays when
-/// the host gets a break (a quiet spell, the cap full, a crash of its own).
+/// the host gets a break (a quiet spell, the cap full, a crash of its own). Some versions also
+/// switch on the gateway-error detector (sometimes instead of the 5xx one) or split
+/// local-origin failures into a detector of their own.
 fn gen_ejection_caps(r: &mut fastrand::Rng, scn: &mut Scenario) {
     let flappers = r.u8(0..100) < 70;
     for svc in &mut scn.services {
@@ -238,6 +240,17 @@ fn gen_ejection_caps(r: &mut fastrand::Rng, scn: &mut Scenario) {
                 3 => Some(r.u64(base..=4 * base)),
                 _ => None,
             };
+            // The other consecutive-error detectors: gateway errors (sometimes alone), and
+            // local-origin failures split from the 5xx count.
+            if r.u8(0..100) < 30 {
+                o.consecutive_gateway_errors = r.u32(1..=5);
+                if r.u8(0..100) < 30 {
+                    o.consecutive_5xx = 0;
+                }
+            }
+            if r.u8(0..100) < 25 {
+                o.split_local_origin = Some(r.u32(1..=5));
+            }
         }
     }
 }
@@ -273,6 +286,8 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                     base_ejection_ms: r.u64(50..=1000),
                     max_ejection_percent: [10, 20, 34, 50, 100][r.usize(0..5)],
                     max_ejection_ms: None,
+                    consecutive_gateway_errors: 0,
+                    split_local_origin: None,
                 }),
                 pool: (sw.pool && r.bool()).then(|| PoolSpec {
                     max_connections: r.u32(1..=6),
@@ -509,6 +524,8 @@ impl Scenario {
                 base_ejection_ms: 300,
                 max_ejection_percent: 34,
                 max_ejection_ms: None,
+                consecutive_gateway_errors: 0,
+                split_local_origin: None,
             }),
             pool: None,
         };

@@ -215,6 +215,11 @@ impl<'s> Mesh<'s> {
                     max_connections: ver.pool.as_ref().map(|p| p.max_connections),
                     max_ejection_percent: ver.outlier.as_ref().map(|o| o.max_ejection_percent),
                     consecutive_5xx: ver.outlier.as_ref().map(|o| o.consecutive_5xx),
+                    gateway: ver
+                        .outlier
+                        .as_ref()
+                        .map_or(0, |o| o.consecutive_gateway_errors),
+                    local: ver.outlier.as_ref().and_then(|o| o.split_local_origin),
                     base_ejection: Duration::from_millis(
                         ver.outlier.as_ref().map_or(0, |o| o.base_ejection_ms),
                     ),
@@ -445,7 +450,7 @@ impl<'s> Mesh<'s> {
                 if ok {
                     self.engine_input(sc, Input::Connected { conn });
                 } else {
-                    self.note_conn_failure(sc, conn, false);
+                    self.note_connect_failed(sc, conn);
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::ConnectFailed { conn });
                 }

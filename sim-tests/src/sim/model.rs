@@ -122,6 +122,9 @@ pub fn engine_config_at(
                         OutlierDetection::default().max_ejection_time,
                         Duration::from_millis,
                     ),
+                    consecutive_gateway_errors: o.consecutive_gateway_errors,
+                    split_external_local_origin_errors: o.split_local_origin.is_some(),
+                    consecutive_local_origin_failures: o.split_local_origin.unwrap_or(0),
                     ..Default::default()
                 });
             }
