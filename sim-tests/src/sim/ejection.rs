@@ -490,6 +490,8 @@ impl Mesh<'_> {
         if self.outlier_calls.timer && on_grid {
             let before = Instant::from_nanos(now.as_nanos() - 1);
             let (m_b, length_b) = backoff(decayed(w, before, interval), base, max);
+            // Both orders are the model's; the engine's end only says which one happened
+            // (locating the order of two events in one call), it never sets the expectation.
             if engine_end == Some(now + length_b) && length_b != length {
                 (m, length) = (m_b, length_b);
             }
