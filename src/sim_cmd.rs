@@ -163,6 +163,11 @@ fn print_summary(reports: &[RunReport], wall: Duration) {
     let requests: u64 = reports.iter().map(|r| r.requests).sum();
     let ejections: u64 = reports.iter().map(|r| r.ejections).sum();
     let calls: u64 = reports.iter().map(|r| r.calls).sum();
+    let multiplied: u64 = reports.iter().map(|r| r.ejections_multiplied).sum();
+    let capped: u64 = reports.iter().map(|r| r.ejections_capped).sum();
+    let with_repeats = (reports.iter())
+        .filter(|r| r.ejections_multiplied > 0)
+        .count();
     let sim_time: Duration = reports.iter().map(|r| r.sim_time).sum();
     let mut outcomes = std::collections::BTreeMap::<String, u64>::new();
     let mut latencies = Vec::new();
@@ -176,6 +181,9 @@ fn print_summary(reports: &[RunReport], wall: Duration) {
     println!(
         "runs: {}   simulated requests: {requests} (of which service-to-service calls: {calls})   ejections: {ejections}",
         reports.len()
+    );
+    println!(
+        "ejections with a multiplier above one: {multiplied} (in {with_repeats} runs); cut by max_ejection_time: {capped}"
     );
     println!(
         "simulated latency: p50 {:.2} ms, p99 {:.2} ms",

@@ -68,6 +68,26 @@ pub struct Mutations {
     /// Weighted random searches its prefix sums with `<` where `<=` belongs: the draw that
     /// lands on a host's upper bound goes to that host instead of the next.
     pub random_prefix_bound_off_by_one: bool,
+    /// Outlier sweeps never decay the ejection multiplier, so a host that recovered and fails
+    /// again much later is ejected for as long as if it had never stopped failing.
+    pub multiplier_never_decays: bool,
+    /// Multiplier decay forgets Envoy's guard (no decay within one interval of the host's
+    /// return): the sweep that returns a host decays it too.
+    pub decay_ignores_return_guard: bool,
+    /// The ejection length is `base × multiplier` without the `max_ejection_time` cap.
+    pub ejection_ignores_max: bool,
+    /// The ejection length is computed from the multiplier before this ejection's increment,
+    /// so every ejection is one base time short (the first lasts no time at all).
+    pub ejection_length_before_increment: bool,
+    /// A non-5xx response does not reset the consecutive-5xx counter, so scattered errors add
+    /// up to an ejection.
+    pub success_keeps_5xx_streak: bool,
+    /// The consecutive-5xx detector fires one error early (`counter + 1 >= threshold`), so a
+    /// host is ejected after `consecutive_5xx - 1` failures in a row.
+    pub outlier_threshold_one_early: bool,
+    /// With `split_external_local_origin_errors`, local-origin failures still count toward
+    /// the consecutive-5xx detector (as 503/504) besides the local-origin one.
+    pub split_still_counts_local_as_5xx: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch

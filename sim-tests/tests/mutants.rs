@@ -54,11 +54,42 @@
 //! prefix rewrite keeping the prefix → seed 4, a header `add` overwriting → seed 2 (both
 //! `Rewrite`); the fault abort drawn with the delay's percentage → seed 3 (`Faults`, a
 //! binomial test per rule).
+//!
+//! Added with the first-principles ejection timelines (the driver computes each host's
+//! ejection multiplier itself instead of reading the engine's; scenarios gained binding
+//! `max_ejection_time`s, hosts that fail every request, the gateway-error detector and split
+//! local-origin failures, all from a stream of their own, so the scenarios above changed only
+//! where outlier detection is on: the seeds above kept their catching seeds but the hand-off,
+//! which now first shows at seed 18). Each bug with the invariant it was expected to break,
+//! written down before the check:
+//! multiplier never decaying → `EjectionTimeline`, seed 0 (host 0 of svc2-v0 ejected a third
+//! time at 1.490 s until 1.670 s where the decayed multiplier 1 says 1.550 s); decay on the
+//! sweep that returns the host (Envoy's guard ignored) → `EjectionTimeline`, seed 1 (a
+//! re-ejection one base time short); ejection length ignoring `max_ejection_time` →
+//! `EjectionTimeline`, seed 24 (base 195 ms, max 198 ms, multiplier 2: until 1.864 s where the
+//! cap says 1.672 s); ejection length from the multiplier before its increment →
+//! `EjectionTimeline`, seed 0 (a first ejection lasting no time); a success that keeps the
+//! consecutive-5xx count → `EjectedWithoutCause`, seed 0 (ejected after at most 1 failure in
+//! a row, `consecutive_5xx` 4); the detector firing one error early → `EjectedWithoutCause`,
+//! seed 0 (at most 3 of 4); split local-origin failures still counted as 5xx →
+//! `EjectedWithoutCause`, seed 62 (ejected after no 5xx and one local-origin failure,
+//! `consecutive_5xx` 1 but split). A sweep comparing `<` where `<=` belongs is not planted:
+//! ejections start at instants off the millisecond grid, so an ejection end never lands
+//! exactly on a sweep and no seed could tell.
 
+//!
+//! With all three streams merged (routing vocabulary, retries and weights, ejection caps) the
+//! first catching seeds are as in the table in `bench/RESULTS.md` ("Planted bugs"); the ones
+//! that moved: ejection ignoring `max_ejection_time` 6, hand-off to an ejected host 19, split
+//! local-origin failures 33, sweep returning early back to 0.
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
 use trellis_engine::mutants::Mutations;
 use trellis_engine::Engine;
+
+/// Seeds each planted bug of the ejection backoff must be caught within (the backoff needs a
+/// host ejected twice or more, which only some seeds with outlier detection have).
+const BACKOFF_BUDGET: u64 = 500;
 
 /// Seeds each planted bug must be caught within.
 const BUDGET: u64 = 50;
@@ -439,4 +470,135 @@ planted!(retriable_codes_ignored, retriable_codes_ignored);
 fn catches_retriable_status_codes_ignored() {
     let seed = first_catching_seed(retriable_codes_ignored, Invariant::Retries, RARE_BUDGET);
     eprintln!("retriable-status-codes ignored caught by seed {seed}");
+}
+
+fn multiplier_never_decays(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        multiplier_never_decays: true,
+        ..Mutations::default()
+    });
+}
+
+fn decay_ignores_return_guard(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        decay_ignores_return_guard: true,
+        ..Mutations::default()
+    });
+}
+
+fn ejection_ignores_max(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        ejection_ignores_max: true,
+        ..Mutations::default()
+    });
+}
+
+fn ejection_length_before_increment(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        ejection_length_before_increment: true,
+        ..Mutations::default()
+    });
+}
+
+fn success_keeps_5xx_streak(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        success_keeps_5xx_streak: true,
+        ..Mutations::default()
+    });
+}
+
+/// A multiplier that never decays makes a later ejection of a recovered host too long: the
+/// model's multiplier, decayed on the sweep grid, says shorter.
+#[test]
+fn catches_multiplier_that_never_decays() {
+    let seed = first_catching_seed(
+        multiplier_never_decays,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("multiplier never decaying caught by seed {seed}");
+}
+
+/// Decay on the very sweep that returns a host (Envoy waits an interval) makes a quick
+/// re-ejection one base time short.
+#[test]
+fn catches_decay_ignoring_the_return_guard() {
+    let seed = first_catching_seed(
+        decay_ignores_return_guard,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("decay ignoring the return guard caught by seed {seed}");
+}
+
+/// Without the `max_ejection_time` cap a repeated ejection outlasts it.
+#[test]
+fn catches_ejection_ignoring_max_ejection_time() {
+    let seed = first_catching_seed(
+        ejection_ignores_max,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("ejection ignoring max_ejection_time caught by seed {seed}");
+}
+
+/// The length from the multiplier before its increment: every ejection one base time short.
+#[test]
+fn catches_ejection_length_from_the_old_multiplier() {
+    let seed = first_catching_seed(
+        ejection_length_before_increment,
+        Invariant::EjectionTimeline,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("ejection length from the old multiplier caught by seed {seed}");
+}
+
+/// Scattered 5xx adding up to an ejection: the upper bound on consecutive failures is below
+/// the threshold.
+#[test]
+fn catches_success_that_keeps_the_5xx_streak() {
+    let seed = first_catching_seed(
+        success_keeps_5xx_streak,
+        Invariant::EjectedWithoutCause,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("a success keeping the 5xx streak caught by seed {seed}");
+}
+
+fn threshold_one_early(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        outlier_threshold_one_early: true,
+        ..Mutations::default()
+    });
+}
+
+/// A detector firing one failure early ejects with fewer failures than the threshold.
+#[test]
+fn catches_outlier_threshold_one_early() {
+    let seed = first_catching_seed(
+        threshold_one_early,
+        Invariant::EjectedWithoutCause,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("consecutive-5xx threshold one early caught by seed {seed}");
+}
+
+fn split_still_counts_local_as_5xx(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        split_still_counts_local_as_5xx: true,
+        ..Mutations::default()
+    });
+}
+
+/// With local-origin failures split off, connect failures and timeouts adding up to a
+/// consecutive-5xx ejection: the 5xx upper bound (response heads only, when split) is below
+/// the threshold.
+#[test]
+fn catches_split_local_origin_failures_counted_as_5xx() {
+    let seed = first_catching_seed(
+        split_still_counts_local_as_5xx,
+        Invariant::EjectedWithoutCause,
+        BACKOFF_BUDGET,
+    );
+    eprintln!("split local-origin failures counted as 5xx caught by seed {seed}");
 }

@@ -318,6 +318,13 @@ impl ClusterState {
             o.mutant_cap_off_by_one = m.ejection_cap_off_by_one;
             o.mutant_threshold_off_by_one = m.outlier_threshold_off_by_one;
             o.mutant_early_return = m.sweep_returns_early;
+            o.mutant_never_decays = m.multiplier_never_decays;
+            o.mutant_decay_ignores_guard = m.decay_ignores_return_guard;
+            o.mutant_ignores_max = m.ejection_ignores_max;
+            o.mutant_length_before_increment = m.ejection_length_before_increment;
+            o.mutant_success_keeps_streak = m.success_keeps_5xx_streak;
+            o.mutant_threshold_one_early = m.outlier_threshold_one_early;
+            o.mutant_split_counts_local = m.split_still_counts_local_as_5xx;
         }
         self.breaker.mutant_late_check = m.pool_limit_after_increment;
         self.balancer.set_mutations(m);

@@ -146,6 +146,29 @@ pub(crate) struct OutlierDetector {
     /// Planted bug (feature `mutants`): sweeps return hosts one interval early.
     #[cfg(feature = "mutants")]
     pub(crate) mutant_early_return: bool,
+    /// Planted bug (feature `mutants`): sweeps never decay multipliers.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_never_decays: bool,
+    /// Planted bug (feature `mutants`): decay ignores the "returned within the last interval"
+    /// guard.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_decay_ignores_guard: bool,
+    /// Planted bug (feature `mutants`): the ejection length ignores `max_ejection_time`.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_ignores_max: bool,
+    /// Planted bug (feature `mutants`): the ejection length uses the multiplier before its
+    /// increment.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_length_before_increment: bool,
+    /// Planted bug (feature `mutants`): a non-5xx response leaves the 5xx counter alone.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_success_keeps_streak: bool,
+    /// Planted bug (feature `mutants`): consecutive 5xx fires one error early.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_threshold_one_early: bool,
+    /// Planted bug (feature `mutants`): split local-origin failures still count as 5xx.
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_split_counts_local: bool,
 }
 
 impl OutlierDetector {
@@ -165,6 +188,20 @@ impl OutlierDetector {
             mutant_threshold_off_by_one: false,
             #[cfg(feature = "mutants")]
             mutant_early_return: false,
+            #[cfg(feature = "mutants")]
+            mutant_never_decays: false,
+            #[cfg(feature = "mutants")]
+            mutant_decay_ignores_guard: false,
+            #[cfg(feature = "mutants")]
+            mutant_ignores_max: false,
+            #[cfg(feature = "mutants")]
+            mutant_length_before_increment: false,
+            #[cfg(feature = "mutants")]
+            mutant_success_keeps_streak: false,
+            #[cfg(feature = "mutants")]
+            mutant_threshold_one_early: false,
+            #[cfg(feature = "mutants")]
+            mutant_split_counts_local: false,
         }
     }
 
@@ -236,6 +273,11 @@ impl OutlierDetector {
             None => {
                 h.consecutive_local = h.consecutive_local.saturating_add(1);
                 fired.local = reached(h.consecutive_local, cfg.consecutive_local_origin_failures);
+                #[cfg(feature = "mutants")]
+                if self.mutant_split_counts_local {
+                    h.consecutive_5xx = h.consecutive_5xx.saturating_add(1);
+                    fired.c5xx = reached(h.consecutive_5xx, cfg.consecutive_5xx);
+                }
             }
             Some(status) if (500..=599).contains(&status) => {
                 if is_gateway_error(status) {
@@ -250,10 +292,22 @@ impl OutlierDetector {
                 if self.mutant_threshold_off_by_one {
                     fired.c5xx = cfg.consecutive_5xx > 0 && h.consecutive_5xx > cfg.consecutive_5xx;
                 }
+                #[cfg(feature = "mutants")]
+                if self.mutant_threshold_one_early {
+                    fired.c5xx = reached(h.consecutive_5xx + 1, cfg.consecutive_5xx);
+                }
             }
             Some(_) => {
+                #[cfg(feature = "mutants")]
+                let kept = self
+                    .mutant_success_keeps_streak
+                    .then_some(h.consecutive_5xx);
                 h.consecutive_5xx = 0;
                 h.consecutive_gateway = 0;
+                #[cfg(feature = "mutants")]
+                if let Some(kept) = kept {
+                    h.consecutive_5xx = kept;
+                }
             }
         }
         let Some(detector) = fired.detector() else {
@@ -286,13 +340,28 @@ impl OutlierDetector {
             return;
         };
         let base_n = base.as_nanos();
+        #[cfg(feature = "mutants")]
+        let before = h.multiplier;
         if base_n.saturating_mul(u128::from(h.multiplier)) < max.as_nanos().saturating_add(base_n) {
             h.multiplier = h.multiplier.saturating_add(1);
         }
+        #[allow(unused_mut)]
+        let mut multiplier = h.multiplier;
+        #[allow(unused_mut)]
+        let mut cap = max;
+        #[cfg(feature = "mutants")]
+        {
+            if self.mutant_length_before_increment {
+                multiplier = before;
+            }
+            if self.mutant_ignores_max {
+                cap = Duration::MAX;
+            }
+        }
         let length = base
-            .checked_mul(h.multiplier)
+            .checked_mul(multiplier)
             .unwrap_or(Duration::MAX)
-            .min(max);
+            .min(cap);
         h.ejection = Some(Ejection { ends: now + length });
         h.reset_counters();
         self.ejected += 1;
@@ -380,6 +449,14 @@ impl OutlierDetector {
     /// `first + interval`, ... A host decays on a sweep when it is not ejected and was not
     /// returned within the last interval before that sweep.
     fn decay(&mut self, first: Instant, count: u64) {
+        #[cfg(feature = "mutants")]
+        if self.mutant_never_decays {
+            return;
+        }
+        #[cfg(feature = "mutants")]
+        let guard = !self.mutant_decay_ignores_guard;
+        #[cfg(not(feature = "mutants"))]
+        let guard = true;
         let iv = self.interval_nanos();
         let first = first.as_nanos();
         for h in &mut self.hosts {
@@ -388,7 +465,7 @@ impl OutlierDetector {
             }
             // Sweeps s with s >= last_unejected + interval.
             let skipped = match h.last_unejected {
-                Some(u) => {
+                Some(u) if guard => {
                     let ok_from = u.as_nanos().saturating_add(iv);
                     if ok_from <= first {
                         0
@@ -396,7 +473,7 @@ impl OutlierDetector {
                         (ok_from - first).div_ceil(iv)
                     }
                 }
-                None => 0,
+                _ => 0,
             };
             let decays = count.saturating_sub(skipped);
             let decays = u32::try_from(decays).unwrap_or(u32::MAX);
@@ -413,7 +490,9 @@ impl OutlierDetector {
                 *new_host = *state;
             }
         }
-        if old.interval == self.interval && old.busy {
+        if old.interval == self.interval {
+            // The sweep grid keeps its phase, busy or not: an idle detector's stale
+            // `next_sweep` is still on the old grid, and `realign_after` stays on it.
             self.next_sweep = old.next_sweep;
         }
         self.ejected = self.hosts.iter().filter(|h| h.ejection.is_some()).count();

@@ -48,6 +48,24 @@ fn five_consecutive_5xx_eject_at_the_fifth_and_return_after_base_time() {
     assert_eq!(d.multiplier(2), 1);
 }
 
+/// Skipped idle sweeps are equivalent to sweeps that change nothing, so a config swap that
+/// finds the detector idle must keep the sweep grid of the old one too (it used to restart
+/// the grid at the swap: a host ejected later came back on the new grid).
+#[test]
+fn a_config_swap_keeps_the_sweep_phase_of_an_idle_detector() {
+    let old = OutlierDetector::new(&cfg(), 2, s(0));
+    assert_eq!(old.next_timer(), None);
+    let mut new = OutlierDetector::new(&cfg(), 2, s(3));
+    new.carry_over(&old, &[Some(0), Some(1)]);
+    assert_eq!(new.next_timer(), None);
+    feed(&mut new, s(12), 0, Outcome::Response(500), 5);
+    assert!(new.is_ejected(0));
+    // Sweeps stay on the grid of the first detector (10, 20, ... s), not at 13, 23, ... s.
+    assert_eq!(new.next_timer(), Some(s(20)));
+    assert!(new.on_timer(s(40)).is_empty());
+    assert_eq!(new.on_timer(s(50)), vec![0]);
+}
+
 #[test]
 fn success_resets_the_run() {
     let mut d = OutlierDetector::new(&cfg(), 2, s(0));

@@ -94,6 +94,7 @@ impl Mesh<'_> {
         if let Some(up) = self.sidecars[sc].up.get_mut(&conn) {
             if std::mem::take(&mut up.held_eof) {
                 self.attempt_back(sc, conn, 0, false);
+                self.note_conn_failure(sc, conn, true);
                 self.engine_input(sc, Input::ReadClosed { conn });
             }
         }

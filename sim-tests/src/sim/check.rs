@@ -35,6 +35,9 @@ pub enum Invariant {
     NotEjected,
     /// An ejection lasted other than `base × multiplier`, or its host came back early or late.
     EjectionTimeline,
+    /// A host was ejected with fewer failures since its last ejection, return or success than
+    /// `consecutive_5xx`, counting every failure the engine could have seen.
+    EjectedWithoutCause,
     /// A connection's unwritten bytes grew past the engine's buffer limit (backpressure).
     Buffering,
     /// More upstream connections open to a cluster than `maxConnections`.

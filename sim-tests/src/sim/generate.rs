@@ -200,6 +200,10 @@ impl Scenario {
             }
         }
         gen_retries_and_weights(seed, &mut scn);
+        // Ejection-time caps (Envoy's `max_ejection_time`), and hosts that fail on every
+        // request, came with the first-principles ejection timelines: a stream of their own.
+        let mut caps = fastrand::Rng::with_seed(seed ^ 0x0e7e_c71e_0000_0008);
+        gen_ejection_caps(&mut caps, &mut scn);
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
@@ -273,6 +277,54 @@ fn gen_retries_and_weights(seed: u64, scn: &mut Scenario) {
     }
 }
 
+/// In about two thirds of the versions with outlier detection, a `max_ejection_time` that
+/// binds: equal to the base time, two or three base times, or somewhere in between. In most
+/// seeds with outlier detection, some versions get a host that answers 503 to everything, a
+/// short base ejection time and a cap that lets one host go, so the same host is ejected again
+/// and again within the run: the multiplier grows, hits `max_ejection_time`, and decays when
+/// the host gets a break (a quiet spell, the cap full, a crash of its own). Some versions also
+/// switch on the gateway-error detector (sometimes instead of the 5xx one) or split
+/// local-origin failures into a detector of their own.
+fn gen_ejection_caps(r: &mut fastrand::Rng, scn: &mut Scenario) {
+    let flappers = r.u8(0..100) < 70;
+    for svc in &mut scn.services {
+        for ver in &mut svc.versions {
+            let Some(o) = ver.outlier.as_mut() else {
+                continue;
+            };
+            let n = ver.endpoints.len().max(1);
+            if flappers && r.u8(0..100) < 60 {
+                let i = r.usize(0..n);
+                if let Some(ep) = ver.endpoints.get_mut(i) {
+                    ep.error_percent = 100;
+                }
+                o.base_ejection_ms = r.u64(20..=250);
+                let one_host = 100_u32.div_ceil(n as u32);
+                o.max_ejection_percent = o.max_ejection_percent.max(one_host);
+            }
+            let base = o.base_ejection_ms;
+            o.max_ejection_ms = match r.u8(0..6) {
+                0 => Some(base),
+                1 => Some(2 * base),
+                2 => Some(3 * base),
+                3 => Some(r.u64(base..=4 * base)),
+                _ => None,
+            };
+            // The other consecutive-error detectors: gateway errors (sometimes alone), and
+            // local-origin failures split from the 5xx count.
+            if r.u8(0..100) < 30 {
+                o.consecutive_gateway_errors = r.u32(1..=5);
+                if r.u8(0..100) < 30 {
+                    o.consecutive_5xx = 0;
+                }
+            }
+            if r.u8(0..100) < 25 {
+                o.split_local_origin = Some(r.u32(1..=5));
+            }
+        }
+    }
+}
+
 fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
     let n_versions = r.usize(1..=3);
     let versions = (0..n_versions)
@@ -305,6 +357,9 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                     interval_ms: r.u64(20..=500),
                     base_ejection_ms: r.u64(50..=1000),
                     max_ejection_percent: [10, 20, 34, 50, 100][r.usize(0..5)],
+                    max_ejection_ms: None,
+                    consecutive_gateway_errors: 0,
+                    split_local_origin: None,
                 }),
                 pool: (sw.pool && r.bool()).then(|| PoolSpec {
                     max_connections: r.u32(1..=6),
@@ -546,6 +601,9 @@ impl Scenario {
                 interval_ms: 100,
                 base_ejection_ms: 300,
                 max_ejection_percent: 34,
+                max_ejection_ms: None,
+                consecutive_gateway_errors: 0,
+                split_local_origin: None,
             }),
             pool: None,
         };

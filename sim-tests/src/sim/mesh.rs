@@ -167,6 +167,8 @@ pub struct Mesh<'s> {
     /// Hosts whose failure streak reached `consecutive_5xx` in the current call:
     /// (cluster, host, streak).
     pub(crate) must_eject: Vec<(usize, usize, u32)>,
+    /// The outlier model's per-call bookkeeping.
+    pub(crate) outlier_calls: super::ejection::OutlierCalls,
     pub(crate) host_buf: Vec<HostNow>,
     /// Requests being served by calling workloads.
     pub(crate) serves: Vec<Serve>,
@@ -230,12 +232,20 @@ impl<'s> Mesh<'s> {
                     max_connections: ver.pool.as_ref().map(|p| p.max_connections),
                     max_ejection_percent: ver.outlier.as_ref().map(|o| o.max_ejection_percent),
                     consecutive_5xx: ver.outlier.as_ref().map(|o| o.consecutive_5xx),
+                    gateway: ver
+                        .outlier
+                        .as_ref()
+                        .map_or(0, |o| o.consecutive_gateway_errors),
+                    local: ver.outlier.as_ref().and_then(|o| o.split_local_origin),
                     base_ejection: Duration::from_millis(
                         ver.outlier.as_ref().map_or(0, |o| o.base_ejection_ms),
                     ),
                     interval: Duration::from_millis(
                         ver.outlier.as_ref().map_or(0, |o| o.interval_ms),
                     ),
+                    max_ejection: ver.outlier.as_ref().map_or(Duration::ZERO, |o| {
+                        Duration::from_millis(o.max_ejection_ms.unwrap_or(300_000))
+                    }),
                     endpoints: eps,
                 });
             }
@@ -316,6 +326,7 @@ impl<'s> Mesh<'s> {
                 .collect(),
             picks: Vec::new(),
             must_eject: Vec::new(),
+            outlier_calls: Default::default(),
             host_buf: Vec::new(),
             serves: Vec::new(),
             deadlines: Vec::new(),
@@ -443,6 +454,7 @@ impl<'s> Mesh<'s> {
                         .is_some_and(|t| t <= self.now)
                     {
                         self.trace.u64(0x7111 ^ sc as u64);
+                        self.before_timer(sc);
                         self.sidecars[sc].engine.handle_timeout(self.now);
                         self.scan_all = true;
                         self.after_engine(sc);
@@ -466,11 +478,13 @@ impl<'s> Mesh<'s> {
                 if !self.sidecars[sc].up.contains_key(&conn) {
                     return;
                 }
+                self.note_connect_done(sc, conn);
                 if ok {
                     self.att.connected = Some((sc, conn));
                     self.engine_input(sc, Input::Connected { conn });
                     self.att.connected = None;
                 } else {
+                    self.note_connect_failed(sc, conn);
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::ConnectFailed { conn });
                 }
@@ -502,6 +516,7 @@ impl<'s> Mesh<'s> {
             Ev::ClientRead { req, bytes } => self.client_read(req, bytes),
             Ev::EngineReset { sc, conn } => {
                 if self.sidecars[sc].up.contains_key(&conn) {
+                    self.note_conn_failure(sc, conn, true);
                     self.drop_up(sc, conn);
                     self.engine_input(sc, Input::Closed { conn });
                 }
@@ -516,6 +531,7 @@ impl<'s> Mesh<'s> {
     /// The driver's socket for an upstream connection is gone.
     pub(crate) fn drop_up(&mut self, sc: usize, conn: ConnId) {
         self.attempt_conn_gone(sc, conn);
+        self.note_connect_done(sc, conn);
         if let Some(u) = self.sidecars[sc].up.remove(&conn) {
             let open = &mut self.sidecars[sc].open[u.cluster];
             *open = open.saturating_sub(1);
@@ -591,6 +607,7 @@ impl<'s> Mesh<'s> {
                         // The server sees the FIN/RST and drops its end: replies it still
                         // has in preparation find the connection gone.
                         self.attempt_engine_closed(sc, conn);
+                        self.note_close(sc, conn, graceful);
                         self.drop_up(sc, conn);
                     }
                 }
@@ -636,6 +653,8 @@ impl<'s> Mesh<'s> {
             pushes_delivered: self.pushes_delivered,
             in_flight_at_push: self.in_flight_at_push,
             split_aggregate: self.split_aggregate,
+            ejections_multiplied: self.outlier_calls.multiplied,
+            ejections_capped: self.outlier_calls.capped,
             ..Default::default()
         };
         if self.opts.records {

@@ -122,6 +122,13 @@ pub fn engine_config_at(
                     interval: Duration::from_millis(o.interval_ms),
                     base_ejection_time: Duration::from_millis(o.base_ejection_ms),
                     max_ejection_percent: o.max_ejection_percent,
+                    max_ejection_time: o.max_ejection_ms.map_or(
+                        OutlierDetection::default().max_ejection_time,
+                        Duration::from_millis,
+                    ),
+                    consecutive_gateway_errors: o.consecutive_gateway_errors,
+                    split_external_local_origin_errors: o.split_local_origin.is_some(),
+                    consecutive_local_origin_failures: o.split_local_origin.unwrap_or(0),
                     ..Default::default()
                 });
             }

@@ -89,7 +89,6 @@ impl Mesh<'_> {
             buf.extend((0..hosts).map(|h| HostNow {
                 ejected: state.is_ejected(h),
                 ends: state.ejection_ends(h),
-                multiplier: state.ejection_multiplier(h),
             }));
             if ejected_now as u64 * 100 > u64::from(cap) * hosts as u64 {
                 let msg = format!(
@@ -133,6 +132,7 @@ impl Mesh<'_> {
             self.watch_cluster(sc, c, &buf);
         }
         self.must_eject.clear();
+        self.end_outlier_call();
         self.host_buf = buf;
         scan.clear();
         self.scan = scan;
@@ -190,6 +190,7 @@ impl Mesh<'_> {
     /// After the run: every request ended exactly once with one access-log record; nothing is
     /// left inside the engines; weighted splits converged.
     pub(crate) fn final_checks(&mut self) {
+        self.final_ejection_checks();
         let unfinished: Vec<usize> = (0..self.requests.len())
             .filter(|&i| self.requests[i].end.is_none())
             .collect();

@@ -81,6 +81,10 @@ pub struct RunReport {
     /// Outcome kind → count.
     pub outcomes: BTreeMap<String, u64>,
     pub ejections: u64,
+    /// Of those, ejections with a multiplier above one (a host ejected again before its
+    /// backoff decayed), and ejections that `max_ejection_time` cut short.
+    pub ejections_multiplied: u64,
+    pub ejections_capped: u64,
     /// Client-observed latencies in simulated time, sorted.
     pub latencies: Vec<Duration>,
     pub sim_time: Duration,

@@ -133,6 +133,16 @@ pub struct OutlierSpec {
     pub interval_ms: u64,
     pub base_ejection_ms: u64,
     pub max_ejection_percent: u32,
+    /// Envoy's `max_ejection_time` (`None`: its default, 300 s). Never below the base time.
+    #[serde(default)]
+    pub max_ejection_ms: Option<u64>,
+    /// `consecutiveGatewayErrors` (502, 503, 504 and, unsplit, local-origin failures; 0: off).
+    #[serde(default)]
+    pub consecutive_gateway_errors: u32,
+    /// `splitExternalLocalOriginErrors` on, with this `consecutiveLocalOriginFailures`
+    /// (`None`: not split, local-origin failures count as 503/504).
+    #[serde(default)]
+    pub split_local_origin: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -142,10 +142,23 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
     }
     for (si, svc) in scn.services.iter().enumerate() {
         for (v, ver) in svc.versions.iter().enumerate() {
-            if ver.outlier.is_some() {
+            if let Some(o) = &ver.outlier {
                 let mut s = scn.clone();
                 s.services[si].versions[v].outlier = None;
                 push(s);
+                // Back to the 5xx detector alone with Envoy's default cap on ejection time.
+                let extras = o.max_ejection_ms.is_some()
+                    || o.consecutive_gateway_errors > 0
+                    || o.split_local_origin.is_some();
+                if extras && o.consecutive_5xx > 0 {
+                    let mut s = scn.clone();
+                    if let Some(o) = s.services[si].versions[v].outlier.as_mut() {
+                        o.max_ejection_ms = None;
+                        o.consecutive_gateway_errors = 0;
+                        o.split_local_origin = None;
+                    }
+                    push(s);
+                }
             }
             if ver.pool.is_some() {
                 let mut s = scn.clone();

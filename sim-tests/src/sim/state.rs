@@ -163,7 +163,13 @@ pub(crate) struct ClusterInfo {
     pub max_connections: Option<u32>,
     pub max_ejection_percent: Option<u32>,
     pub consecutive_5xx: Option<u32>,
+    /// `consecutive_gateway_errors` (0: off).
+    pub gateway: u32,
+    /// With `split_external_local_origin_errors`: `consecutive_local_origin_failures`.
+    pub local: Option<u32>,
     pub base_ejection: Duration,
+    /// `max_ejection_time` as configured (Envoy's 300 s unless the scenario says otherwise).
+    pub max_ejection: Duration,
     pub interval: Duration,
     /// Endpoint indices (into `Mesh::endpoints`) in cluster host order.
     pub endpoints: Vec<usize>,

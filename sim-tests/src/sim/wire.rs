@@ -67,6 +67,7 @@ impl Mesh<'_> {
                 held_eof: false,
             },
         );
+        self.note_connecting(sc, conn, cluster, ep);
         let listening = self.endpoints[ep].up;
         match self
             .net
