@@ -82,6 +82,7 @@
 //! first catching seeds are as in the table in `bench/RESULTS.md` ("Planted bugs"); the ones
 //! that moved: ejection ignoring `max_ejection_time` 6, hand-off to an ejected host 19, split
 //! local-origin failures 33, sweep returning early back to 0.
+
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};
 use trellis_engine::mutants::Mutations;
