@@ -37,9 +37,22 @@ pub struct SimArgs {
     /// Shrink the first failing seed and print the small scenario.
     #[arg(long)]
     shrink: bool,
+    /// Print which features of the routing and policy vocabulary the scenarios of the seed
+    /// range (`--seeds`, default 0..500) contain, and in how many seeds; runs nothing.
+    #[arg(long, conflicts_with_all = ["seed", "scenario", "plot", "shrink"])]
+    coverage: bool,
 }
 
 pub fn sim(args: SimArgs) -> Result<ExitCode> {
+    if args.coverage {
+        let range = match &args.seeds {
+            Some(r) => swarm::parse_range(r)
+                .with_context(|| format!("--seeds {r:?}: expected A..B with A < B"))?,
+            None => 0..500,
+        };
+        print!("{}", sim_tests::sim::coverage::table(range));
+        return Ok(ExitCode::SUCCESS);
+    }
     let timeline = args.plot.is_some();
     let opts = RunOptions {
         timeline,

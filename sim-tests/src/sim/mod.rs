@@ -18,7 +18,8 @@
 //! ran when it started, and the engine call that takes a snapshot must leave requests in flight
 //! alone ([`Invariant::ConfigSwap`]).
 //!
-//! Files, one concept each: [`scenario`] and [`vocab`] (plain data), [`generate`] and
+//! Files, one concept each: [`scenario`] and [`vocab`] (plain data), [`coverage`] (which
+//! features the generated scenarios contain), [`generate`] and
 //! [`gen_routes`] (from a seed), [`reference`] (Istio's and Envoy's routing semantics, written
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
@@ -36,6 +37,7 @@ mod calls;
 pub mod check;
 mod churn;
 mod client;
+pub mod coverage;
 mod ejection;
 pub mod gen_routes;
 pub mod generate;

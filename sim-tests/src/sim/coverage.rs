@@ -1,0 +1,438 @@
+//! What the generated scenarios cover: every feature of the routing and policy vocabulary (the
+//! Istio field and, where it matters, the edge value: an empty prefix, a regex with anchors,
+//! weight 0, a `max_ejection_time` that binds ...), and in how many seeds of a range it
+//! appears. `trellis sim --coverage A..B` prints the table; a test holds every feature to at
+//! least one seed of the CI range, so a field the generator stops producing is noticed.
+
+use std::collections::BTreeMap;
+
+use super::scenario::{ActionSpec, FaultKind, Load, MatchSpec, Rule, Scenario, StrMatch};
+
+/// Every feature [`features`] can report, in display order: the table lists those no seed had
+/// too.
+pub const ALL: &[&str] = &[
+    "match.none (catch-all rule)",
+    "match.x-user exact (original vocabulary)",
+    "match.uri exact",
+    "match.uri prefix",
+    "match.uri prefix \"\" or \"/\"",
+    "match.uri regex",
+    "match.uri regex with ^...$ anchors",
+    "match.ignoreUriCase exact/prefix",
+    "match.ignoreUriCase with regex",
+    "match.method",
+    "match.authority",
+    "match.authority with port",
+    "match.scheme",
+    "match.headers exact",
+    "match.headers exact \"\"",
+    "match.headers prefix",
+    "match.headers prefix \"\"",
+    "match.headers regex",
+    "match.headers present {}",
+    "match.headers regex *",
+    "match.withoutHeaders value",
+    "match.withoutHeaders present",
+    "match.queryParams value",
+    "match.queryParams present",
+    "match.port (listener's)",
+    "match.port (another)",
+    "match.sourceLabels",
+    "match several blocks (OR)",
+    "redirect",
+    "redirect uri",
+    "redirect authority",
+    "redirect code 302/307/308",
+    "directResponse",
+    "directResponse body",
+    "rewrite uri",
+    "rewrite uri on a rule without uri match",
+    "rewrite authority",
+    "headers request set/add/remove",
+    "headers response set/add/remove",
+    "destination headers",
+    "weights: one destination",
+    "weights: weight 0 next to positive",
+    "weights: 1 against 99",
+    "weights: all small (<= 3)",
+    "weights: 4 or more destinations",
+    "timeout",
+    "retries 5xx",
+    "retries gateway-error",
+    "retries retriable-4xx",
+    "retries retriable-status-codes",
+    "retries connect-failure",
+    "retries reset",
+    "retries perTryTimeout",
+    "retries attempts 0",
+    "fault delay",
+    "fault abort",
+    "lb ROUND_ROBIN",
+    "lb LEAST_REQUEST",
+    "lb RANDOM",
+    "endpoint weights uneven",
+    "outlierDetection consecutive5xx",
+    "outlierDetection consecutiveGatewayErrors",
+    "outlierDetection split local-origin",
+    "outlierDetection maxEjectionTime binding",
+    "connectionPool",
+    "connectionPool maxRequestsPerConnection",
+    "server error statuses 500/502/504/409",
+    "server garbage",
+    "server hangs",
+    "slow-loris servers",
+    "long-tailed service times",
+    "fault crash",
+    "fault hang",
+    "fault slow",
+    "fault partition",
+    "fault caller partition",
+    "network loss",
+    "network resets",
+    "backpressure (slow clients)",
+    "two- or three-tier meshes",
+    "config churn",
+    "config churn shortening stream idle",
+    "closed-loop clients",
+    "open-loop clients",
+];
+
+fn str_kind(m: &StrMatch) -> &'static str {
+    match m {
+        StrMatch::Exact(_) => "exact",
+        StrMatch::Prefix(_) => "prefix",
+        StrMatch::Regex(_) => "regex",
+    }
+}
+
+fn match_features(m: &MatchSpec, out: &mut Vec<&'static str>) {
+    if let Some(u) = &m.uri {
+        out.push(match u {
+            StrMatch::Exact(_) => "match.uri exact",
+            StrMatch::Prefix(_) => "match.uri prefix",
+            StrMatch::Regex(_) => "match.uri regex",
+        });
+        match u {
+            StrMatch::Prefix(p) if p.is_empty() || p == "/" => {
+                out.push("match.uri prefix \"\" or \"/\"")
+            }
+            StrMatch::Regex(r) if r.starts_with('^') && r.ends_with('$') => {
+                out.push("match.uri regex with ^...$ anchors")
+            }
+            _ => {}
+        }
+        if m.ignore_uri_case {
+            out.push(match u {
+                StrMatch::Regex(_) => "match.ignoreUriCase with regex",
+                _ => "match.ignoreUriCase exact/prefix",
+            });
+        }
+    }
+    if m.method.is_some() {
+        out.push("match.method");
+    }
+    if let Some(a) = &m.authority {
+        out.push("match.authority");
+        if matches!(a, StrMatch::Exact(v) if v.contains(':')) {
+            out.push("match.authority with port");
+        }
+    }
+    if m.scheme.is_some() {
+        out.push("match.scheme");
+    }
+    for (_, v) in &m.headers {
+        out.push(match v {
+            None => "match.headers present {}",
+            Some(StrMatch::Regex(r)) if r == "*" => "match.headers regex *",
+            Some(StrMatch::Exact(e)) if e.is_empty() => "match.headers exact \"\"",
+            Some(StrMatch::Prefix(p)) if p.is_empty() => "match.headers prefix \"\"",
+            Some(m) => match str_kind(m) {
+                "exact" => "match.headers exact",
+                "prefix" => "match.headers prefix",
+                _ => "match.headers regex",
+            },
+        });
+    }
+    for (_, v) in &m.without_headers {
+        out.push(match v {
+            None => "match.withoutHeaders present",
+            Some(StrMatch::Regex(r)) if r == "*" => "match.withoutHeaders present",
+            Some(_) => "match.withoutHeaders value",
+        });
+    }
+    for (_, v) in &m.query_params {
+        out.push(match v {
+            None => "match.queryParams present",
+            Some(StrMatch::Regex(r)) if r == "*" => "match.queryParams present",
+            Some(_) => "match.queryParams value",
+        });
+    }
+    match m.port {
+        Some(super::reference::LISTENER_PORT) => out.push("match.port (listener's)"),
+        Some(_) => out.push("match.port (another)"),
+        None => {}
+    }
+    if !m.source_labels.is_empty() {
+        out.push("match.sourceLabels");
+    }
+}
+
+fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
+    let blocks = super::reference::blocks(rule);
+    if blocks.is_empty() {
+        out.push("match.none (catch-all rule)");
+    }
+    if rule.user.is_some() {
+        out.push("match.x-user exact (original vocabulary)");
+    }
+    if blocks.len() > 1 {
+        out.push("match several blocks (OR)");
+    }
+    for b in rule.vocab.iter().flat_map(|v| &v.matches) {
+        match_features(b, out);
+    }
+    if let Some(v) = &rule.vocab {
+        match &v.action {
+            Some(ActionSpec::Redirect {
+                uri,
+                authority,
+                status,
+            }) => {
+                out.push("redirect");
+                if uri.is_some() {
+                    out.push("redirect uri");
+                }
+                if authority.is_some() {
+                    out.push("redirect authority");
+                }
+                if matches!(status, 302 | 307 | 308) {
+                    out.push("redirect code 302/307/308");
+                }
+            }
+            Some(ActionSpec::Direct { body, .. }) => {
+                out.push("directResponse");
+                if body.is_some() {
+                    out.push("directResponse body");
+                }
+            }
+            None => {}
+        }
+        if let Some(rw) = &v.rewrite {
+            if rw.uri.is_some() {
+                out.push("rewrite uri");
+                if v.matches.iter().all(|m| m.uri.is_none()) {
+                    out.push("rewrite uri on a rule without uri match");
+                }
+            }
+            if rw.authority.is_some() {
+                out.push("rewrite authority");
+            }
+        }
+        if let Some(e) = &v.edits {
+            if !e.request.is_empty() {
+                out.push("headers request set/add/remove");
+            }
+            if !e.response.is_empty() {
+                out.push("headers response set/add/remove");
+            }
+        }
+        if !v.dest_edits.is_empty() {
+            out.push("destination headers");
+        }
+    }
+    if rule.forwards() {
+        let ws: Vec<u32> = rule.dests.iter().map(|(_, w)| *w).collect();
+        if ws.len() == 1 {
+            out.push("weights: one destination");
+        } else {
+            if ws.contains(&0) {
+                out.push("weights: weight 0 next to positive");
+            }
+            if ws.contains(&1) && ws.contains(&99) {
+                out.push("weights: 1 against 99");
+            }
+            if ws.iter().all(|w| *w <= 3) {
+                out.push("weights: all small (<= 3)");
+            }
+            if ws.len() >= 4 {
+                out.push("weights: 4 or more destinations");
+            }
+        }
+    }
+    if rule.timeout_ms.is_some() {
+        out.push("timeout");
+    }
+    if let Some(rt) = &rule.retries {
+        for (on, name) in [
+            (rt.on_5xx, "retries 5xx"),
+            (rt.on_gateway_error, "retries gateway-error"),
+            (rt.on_retriable_4xx, "retries retriable-4xx"),
+            (
+                !rt.status_codes.is_empty(),
+                "retries retriable-status-codes",
+            ),
+            (rt.on_connect_failure, "retries connect-failure"),
+            (rt.on_reset, "retries reset"),
+            (rt.per_try_ms.is_some(), "retries perTryTimeout"),
+            (rt.attempts == 0, "retries attempts 0"),
+        ] {
+            if on {
+                out.push(name);
+            }
+        }
+    }
+    if let Some(f) = &rule.fault {
+        if f.delay_percent > 0 {
+            out.push("fault delay");
+        }
+        if f.abort_percent > 0 {
+            out.push("fault abort");
+        }
+    }
+}
+
+/// The features one scenario has.
+pub fn features(scn: &Scenario) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let rules = scn
+        .services
+        .iter()
+        .flat_map(|s| &s.rules)
+        .chain(scn.config_pushes.iter().flat_map(|p| &p.rules));
+    for rule in rules {
+        rule_features(rule, &mut out);
+    }
+    for svc in &scn.services {
+        if !svc.calls.is_empty() {
+            out.push("two- or three-tier meshes");
+        }
+        for ver in &svc.versions {
+            out.push(match ver.lb {
+                0 => "lb ROUND_ROBIN",
+                1 => "lb LEAST_REQUEST",
+                _ => "lb RANDOM",
+            });
+            let w0 = ver.endpoints.first().map_or(1, |e| e.weight);
+            if ver.endpoints.iter().any(|e| e.weight != w0) {
+                out.push("endpoint weights uneven");
+            }
+            if let Some(o) = &ver.outlier {
+                if o.consecutive_5xx > 0 {
+                    out.push("outlierDetection consecutive5xx");
+                }
+                if o.consecutive_gateway_errors > 0 {
+                    out.push("outlierDetection consecutiveGatewayErrors");
+                }
+                if o.split_local_origin.is_some() {
+                    out.push("outlierDetection split local-origin");
+                }
+                if o.max_ejection_ms
+                    .is_some_and(|m| m < o.base_ejection_ms * 4)
+                {
+                    out.push("outlierDetection maxEjectionTime binding");
+                }
+            }
+            if let Some(p) = &ver.pool {
+                out.push("connectionPool");
+                if p.max_requests_per_connection > 0 {
+                    out.push("connectionPool maxRequestsPerConnection");
+                }
+            }
+            for ep in &ver.endpoints {
+                if ep.error_percent > 0 && matches!(ep.error_status, 500 | 502 | 504 | 409) {
+                    out.push("server error statuses 500/502/504/409");
+                }
+                if ep.garbage_percent > 0 {
+                    out.push("server garbage");
+                }
+                if ep.hang_percent > 0 {
+                    out.push("server hangs");
+                }
+                if ep.trickle_percent > 0 {
+                    out.push("slow-loris servers");
+                }
+                if ep.tail_percent > 0 {
+                    out.push("long-tailed service times");
+                }
+            }
+        }
+    }
+    for f in &scn.faults {
+        out.push(match f.kind {
+            FaultKind::Crash(_) => "fault crash",
+            FaultKind::Hang(_) => "fault hang",
+            FaultKind::Slow(..) => "fault slow",
+            FaultKind::Partition { .. } => "fault partition",
+            FaultKind::CallerPartition { .. } => "fault caller partition",
+        });
+    }
+    if scn.net.loss_percent > 0 {
+        out.push("network loss");
+    }
+    if scn.net.reset_permille > 0 {
+        out.push("network resets");
+    }
+    if scn.net.client_read_bpms > 0 {
+        out.push("backpressure (slow clients)");
+    }
+    if !scn.config_pushes.is_empty() {
+        out.push("config churn");
+    }
+    if scn.config_pushes.iter().any(|p| p.stream_idle_ms.is_some()) {
+        out.push("config churn shortening stream idle");
+    }
+    for c in &scn.clients {
+        out.push(match c.load {
+            Load::Open { .. } => "open-loop clients",
+            Load::Closed { .. } => "closed-loop clients",
+        });
+    }
+    out.sort_unstable();
+    out.dedup();
+    debug_assert!(out.iter().all(|f| ALL.contains(f)), "{out:?}");
+    out
+}
+
+/// Feature → seeds of `seeds` whose scenario has it (every feature of [`ALL`] listed).
+pub fn seeds_per_feature(seeds: std::ops::Range<u64>) -> BTreeMap<&'static str, u64> {
+    let mut counts: BTreeMap<&'static str, u64> = ALL.iter().map(|f| (*f, 0)).collect();
+    for seed in seeds {
+        for f in features(&Scenario::from_seed(seed)) {
+            *counts.entry(f).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The coverage table as text: one line per feature in [`ALL`] order.
+pub fn table(seeds: std::ops::Range<u64>) -> String {
+    let n = seeds.end - seeds.start;
+    let counts = seeds_per_feature(seeds.clone());
+    let mut out = format!(
+        "feature{:>38}seeds of {}..{} ({n})\n",
+        "", seeds.start, seeds.end
+    );
+    for f in ALL {
+        let c = counts.get(f).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "{f:<45}{c:>6}  {:>5.1} %\n",
+            100.0 * c as f64 / n.max(1) as f64
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every feature of the vocabulary appears in the CI seed range: a field the generator
+    /// stops producing (or never produced) fails here, not silently.
+    #[test]
+    fn every_feature_appears_in_the_ci_seed_range() {
+        let counts = super::seeds_per_feature(0..500);
+        let missing: Vec<_> = counts.iter().filter(|(_, c)| **c == 0).collect();
+        assert!(
+            missing.is_empty(),
+            "never generated in seeds 0..500: {missing:?}"
+        );
+    }
+}
