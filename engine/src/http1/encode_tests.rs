@@ -19,7 +19,7 @@ fn request_head_forwarded() {
     encode_request_head(&head, &mut out);
     assert_eq!(
         text(&out),
-        "POST /x?y HTTP/1.1\r\nhost: up.stream:8080\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        "POST /x?y HTTP/1.1\r\nhost: Up.Stream:8080\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
     );
     let (again, n) = parse_request_head(&out, &Limits::default())
         .unwrap()

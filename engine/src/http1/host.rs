@@ -79,7 +79,9 @@ fn valid_port(port: &[u8]) -> bool {
 }
 
 /// Validates `uri-host [ ":" port ]` (port mandatory when `require_port`, as for CONNECT's
-/// authority-form) and returns it lower-cased.
+/// authority-form) and returns it as received: Envoy keeps the `:authority` value's case, so
+/// `authority` matches (case-sensitive, as Envoy's header matchers are) see what the client
+/// sent and the upstream gets the Host it was sent; virtual-host selection folds case itself.
 pub(crate) fn normalize_authority(raw: &[u8], require_port: bool) -> Result<String, ParseError> {
     let (host_ok, port) = if let Some(rest) = raw.strip_prefix(b"[") {
         let close = rest
@@ -117,7 +119,7 @@ pub(crate) fn normalize_authority(raw: &[u8], require_port: bool) -> Result<Stri
     }
     // Every accepted byte is ASCII, so this conversion cannot fail.
     let s = std::str::from_utf8(raw).map_err(|_| ParseError::InvalidHost)?;
-    Ok(s.to_ascii_lowercase())
+    Ok(s.to_owned())
 }
 
 #[cfg(test)]
@@ -128,7 +130,7 @@ mod tests {
     fn accepts_valid_hosts() {
         assert_eq!(
             normalize_authority(b"Example.COM", false).unwrap(),
-            "example.com"
+            "Example.COM"
         );
         assert_eq!(normalize_authority(b"a.b:8080", false).unwrap(), "a.b:8080");
         assert_eq!(
@@ -138,7 +140,7 @@ mod tests {
         assert_eq!(normalize_authority(b"[::1]:80", false).unwrap(), "[::1]:80");
         assert_eq!(
             normalize_authority(b"[FE80::1]", false).unwrap(),
-            "[fe80::1]"
+            "[FE80::1]"
         );
         assert_eq!(
             normalize_authority(b"my%20host", false).unwrap(),

@@ -157,7 +157,7 @@ fn stream_messages_are_what_was_sent() {
     assert_eq!(msgs.len(), 3);
     assert_eq!(
         (msgs[0].authority.as_str(), msgs[0].target.as_str()),
-        ("abs.host", "/r0")
+        ("Abs.Host", "/r0")
     );
     assert_eq!(msgs[0].body, b"hello world");
     assert_eq!(

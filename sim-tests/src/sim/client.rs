@@ -151,7 +151,11 @@ impl Mesh<'_> {
             method: method.to_string(),
             path: if path.is_empty() { "/".into() } else { path },
             query,
-            authority: format!("{}{suffix}", model::service_host(service)),
+            authority: match suffix.as_str() {
+                "!upper" => model::service_host(service).to_ascii_uppercase(),
+                "!unknown" => format!("unknown{service}.example"),
+                _ => format!("{}{suffix}", model::service_host(service)),
+            },
             headers,
         })
     }

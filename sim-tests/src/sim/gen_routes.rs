@@ -458,7 +458,7 @@ pub fn enrich(r: &mut fastrand::Rng, scn: &mut Scenario) {
             .iter()
             .map(|m| m.to_string())
             .collect(),
-        authorities: ["", "", ":80", ":8080"]
+        authorities: ["", "", ":80", ":8080", "!upper", "!unknown"]
             .iter()
             .map(|a| a.to_string())
             .collect(),

@@ -309,6 +309,11 @@ pub fn reference_rule(
     generation: usize,
     req: &reference::SeenRequest<'_>,
 ) -> Option<(usize, Option<usize>)> {
+    // Requests of the original vocabulary always name the service; a drawn authority must
+    // select its virtual host first (Envoy compares hosts case-insensitively, port aside).
+    if !req.shape.authority.is_empty() && !reference::selects_vhost(&req.shape.authority, s) {
+        return None;
+    }
     reference::route(scn.rules(s, generation)?, req)
 }
 

@@ -48,6 +48,17 @@ pub struct SeenRequest<'a> {
     pub labels: &'a [(String, String)],
 }
 
+/// Whether Host `authority` selects the virtual host of service `s` (domains `svc{s}`, with or
+/// without a port): Envoy lowercases the host for virtual-host selection, and a domain
+/// without a port also matches the host with its port. Anything else finds no route (404 NR).
+pub fn selects_vhost(authority: &str, s: usize) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    host.eq_ignore_ascii_case(&format!("svc{s}"))
+}
+
 /// Whether `m` matches `value`; `ignore_case` folds ASCII case for exact and prefix only.
 pub fn str_matches(m: &StrMatch, value: &str, ignore_case: bool) -> bool {
     match m {
@@ -392,6 +403,14 @@ mod tests {
         assert!(block_matches(&exclude_present, &seen(&s)));
         let with = shape("/", "", &[("x-h0", "a")]);
         assert!(!block_matches(&exclude_present, &seen(&with)));
+    }
+
+    #[test]
+    fn virtual_hosts_by_host_ignoring_case_and_port() {
+        assert!(selects_vhost("svc3", 3));
+        assert!(selects_vhost("SVC3:8080", 3));
+        assert!(!selects_vhost("svc3.example", 3));
+        assert!(!selects_vhost("svc31", 3));
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub struct RequestVocab {
     pub queries: Vec<String>,
     pub methods: Vec<String>,
     /// Host header values for service `s`: each entry is a suffix appended to `svc{s}`
-    /// (`""`, `":80"`, ...), or a whole value starting with `=`.
+    /// (`""`, `":80"`, ...), or `!upper` (`SVC{s}`: virtual hosts ignore case, authority
+    /// matches do not) or `!unknown` (a host no virtual host serves: 404 NR).
     pub authorities: Vec<String>,
     /// Header name → values it may carry (`None`: left out).
     pub headers: Vec<(String, Vec<Option<String>>)>,
