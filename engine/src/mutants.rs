@@ -59,6 +59,8 @@ pub struct Mutations {
     pub fault_abort_uses_delay_percent: bool,
     /// `retriable-status-codes` (and bare codes in `retryOn`) are never consulted.
     pub retriable_codes_ignored: bool,
+    /// A connection is retired after `maxRequestsPerConnection` + 1 requests (`>` for `>=`).
+    pub requests_per_connection_off_by_one: bool,
     /// Retries compare the retries used with `>` where `>=` belongs: one attempt too many.
     pub retry_one_attempt_too_many: bool,
     /// `gateway-error` is read as 500..=504, so a 500 is retried under `gateway-error` alone.

@@ -603,3 +603,20 @@ fn catches_split_local_origin_failures_counted_as_5xx() {
     );
     eprintln!("split local-origin failures counted as 5xx caught by seed {seed}");
 }
+
+planted!(
+    requests_per_connection_off_by_one,
+    requests_per_connection_off_by_one
+);
+
+/// Expected: `PoolLimit` (a connection carrying one request more than
+/// `maxRequestsPerConnection`).
+#[test]
+fn catches_requests_per_connection_off_by_one() {
+    let seed = first_catching_seed(
+        requests_per_connection_off_by_one,
+        Invariant::PoolLimit,
+        RARE_BUDGET,
+    );
+    eprintln!("maxRequestsPerConnection off by one caught by seed {seed}");
+}

@@ -231,7 +231,12 @@ impl Engine {
         let limit = s.state.config().pool.max_requests_per_connection;
         let idle_timeout = s.state.config().pool.idle_timeout;
         let host = s.resolve_host(host_gen, host, addr);
-        let spent = limit != 0 && self.up_mut(id).is_some_and(|u| u.requests >= limit);
+        #[allow(unused_mut)]
+        let mut spent = limit != 0 && self.up_mut(id).is_some_and(|u| u.requests >= limit);
+        #[cfg(feature = "mutants")]
+        if self.mutations.requests_per_connection_off_by_one {
+            spent = limit != 0 && self.up_mut(id).is_some_and(|u| u.requests > limit);
+        }
         let Some(host) = host.filter(|_| !spent) else {
             self.close_upstream(now, id, true);
             return;

@@ -357,6 +357,19 @@ impl Mesh<'_> {
         if let Some(co) = self.att.conns.get_mut(&(sc, conn)) {
             co.heads += 1;
             co.current = Some((r, k));
+            // `maxRequestsPerConnection`: no connection carries more.
+            let limit = self.scn.services[self.cluster_info[c].service].versions
+                [self.cluster_info[c].version]
+                .pool
+                .as_ref()
+                .map_or(0, |p| p.max_requests_per_connection);
+            if limit > 0 && co.heads > limit {
+                let msg = format!(
+                    "sidecar {sc} sent request {} on connection {conn} to {}, its request #{} there (maxRequestsPerConnection {limit})",
+                    r, self.cluster_names[c], co.heads
+                );
+                self.violation(Invariant::PoolLimit, msg);
+            }
         }
     }
 

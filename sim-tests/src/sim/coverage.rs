@@ -47,6 +47,7 @@ pub const ALL: &[&str] = &[
     "directResponse body",
     "rewrite uri",
     "rewrite uri on a rule without uri match",
+    "rewrite uriRegexRewrite",
     "rewrite authority",
     "headers request set/add/remove",
     "headers response set/add/remove",
@@ -77,6 +78,7 @@ pub const ALL: &[&str] = &[
     "outlierDetection maxEjectionTime binding",
     "connectionPool",
     "connectionPool maxRequestsPerConnection",
+    "connectionPool http2MaxRequests",
     "server error statuses 500/502/504/409",
     "server garbage",
     "server hangs",
@@ -224,6 +226,9 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
                     out.push("rewrite uri on a rule without uri match");
                 }
             }
+            if rw.uri_regex.is_some() {
+                out.push("rewrite uriRegexRewrite");
+            }
             if rw.authority.is_some() {
                 out.push("rewrite authority");
             }
@@ -336,6 +341,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
                 out.push("connectionPool");
                 if p.max_requests_per_connection > 0 {
                     out.push("connectionPool maxRequestsPerConnection");
+                }
+                if p.max_requests > 0 {
+                    out.push("connectionPool http2MaxRequests");
                 }
             }
             for ep in &ver.endpoints {

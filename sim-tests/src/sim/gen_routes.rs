@@ -17,6 +17,15 @@ const SEGMENTS: &[&str] = &["api", "v1", "Users", "static", "img", "r", "a-b", "
 const HEADER_NAMES: &[&str] = &["x-h0", "x-h1", "x-h2"];
 const QUERY_NAMES: &[&str] = &["q", "page", "Q"];
 const WORDS: &[&str] = &["alpha", "Beta", "gamma", "abc", "a", "Zed", "v2"];
+/// `uriRegexRewrite` pairs: groups swapped, every match replaced, an anchored whole-path one,
+/// and one that often matches nothing.
+const REGEX_REWRITES: &[(&str, &str)] = &[
+    (r"^/([^/]+)/(.*)$", r"/\2/\1"),
+    ("[0-9]", "N"),
+    ("^/api", "/API"),
+    ("/", "//"),
+    ("zz+", r"[\0]"),
+];
 
 /// Values probed around one condition, collected while generating the rules.
 #[derive(Default)]
@@ -371,11 +380,20 @@ fn gen_rules(
                 _ => None,
             };
             let forwards = action.is_none();
-            let rewrite = (forwards && r.u8(0..5) == 0).then(|| RewriteSpec {
-                uri: r
-                    .bool()
-                    .then(|| ["/", "/v2", "/v2/", "/rewritten"][r.usize(0..4)].to_string()),
-                authority: r.bool().then(|| format!("rewritten{s}")),
+            let rewrite = (forwards && r.u8(0..5) == 0).then(|| {
+                let (uri, uri_regex) = match r.u8(0..3) {
+                    0 => (
+                        Some(["/", "/v2", "/v2/", "/rewritten"][r.usize(0..4)].to_string()),
+                        None,
+                    ),
+                    1 => (None, Some(REGEX_REWRITES[r.usize(0..REGEX_REWRITES.len())])),
+                    _ => (None, None),
+                };
+                RewriteSpec {
+                    uri,
+                    uri_regex: uri_regex.map(|(m, t)| (m.to_string(), t.to_string())),
+                    authority: r.bool().then(|| format!("rewritten{s}")),
+                }
             });
             let edits = (r.u8(0..4) == 0).then(|| gen_edits(r, "r", probes));
             let dests = gen_weights(r, n_versions);

@@ -204,6 +204,17 @@ impl Scenario {
         // request, came with the first-principles ejection timelines: a stream of their own.
         let mut caps = fastrand::Rng::with_seed(seed ^ 0x0e7e_c71e_0000_0008);
         gen_ejection_caps(&mut caps, &mut scn);
+        // `http2MaxRequests` below `maxConnections` on some pools: a stream of its own.
+        let mut maxr = fastrand::Rng::with_seed(seed ^ 0x3a5e_0e57_0000_0009);
+        for svc in &mut scn.services {
+            for ver in &mut svc.versions {
+                if let Some(p) = ver.pool.as_mut() {
+                    if maxr.u8(0..100) < 40 {
+                        p.max_requests = maxr.u32(1..=p.max_connections.max(1));
+                    }
+                }
+            }
+        }
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
@@ -366,6 +377,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                     max_pending: [1, 4, 32, u32::MAX][r.usize(0..4)],
                     connect_timeout_ms: r.u64(50..=1000),
                     max_requests_per_connection: [0, 0, 1, 3][r.usize(0..4)],
+                    max_requests: 0,
                 }),
             }
         })

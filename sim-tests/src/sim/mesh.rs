@@ -230,6 +230,9 @@ impl<'s> Mesh<'s> {
                     service: s,
                     version: v,
                     max_connections: ver.pool.as_ref().map(|p| p.max_connections),
+                    max_requests: (ver.pool.as_ref())
+                        .map(|p| p.max_requests)
+                        .filter(|m| *m > 0),
                     max_ejection_percent: ver.outlier.as_ref().map(|o| o.max_ejection_percent),
                     consecutive_5xx: ver.outlier.as_ref().map(|o| o.consecutive_5xx),
                     gateway: ver

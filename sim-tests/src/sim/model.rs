@@ -138,6 +138,11 @@ pub fn engine_config_at(
                     max_pending_requests: p.max_pending,
                     connect_timeout: Duration::from_millis(p.connect_timeout_ms),
                     max_requests_per_connection: p.max_requests_per_connection,
+                    max_requests: if p.max_requests > 0 {
+                        p.max_requests
+                    } else {
+                        u32::MAX
+                    },
                     ..Default::default()
                 },
                 None => ConnectionPool {
@@ -211,7 +216,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
         action,
         rewrite: vocab.and_then(|v| v.rewrite.as_ref()).map(|rw| Rewrite {
             uri: rw.uri.clone(),
-            uri_regex: None,
+            uri_regex: rw.uri_regex.clone(),
             authority: rw.authority.clone(),
         }),
         request_headers: edits.map(|e| ops(&e.request)).unwrap_or_default(),

@@ -212,6 +212,14 @@ pub fn route(rules: &[Rule], req: &SeenRequest<'_>) -> Option<(usize, Option<usi
 /// The path (with query) the upstream must receive after `rule`'s rewrite, matched by block
 /// `block`.
 pub fn upstream_target(rule: &Rule, block: Option<usize>, shape: &RequestShape) -> String {
+    if let Some((pattern, template)) = rule
+        .vocab
+        .as_ref()
+        .and_then(|v| v.rewrite.as_ref())
+        .and_then(|rw| rw.uri_regex.as_ref())
+    {
+        return regex_rewrite(pattern, template, shape);
+    }
     let Some(uri) = rule
         .vocab
         .as_ref()
@@ -231,6 +239,37 @@ pub fn upstream_target(rule: &Rule, block: Option<usize>, shape: &RequestShape) 
         None => path.get(1..).unwrap_or(""),
     };
     let mut out = format!("{uri}{rest}");
+    if !shape.query.is_empty() {
+        out.push('?');
+        out.push_str(&shape.query);
+    }
+    out
+}
+
+/// Envoy's `regex_rewrite`: every match of `pattern` in the path (the query aside) replaced by
+/// `template`, whose `\N` are RE2 groups; the query string is kept.
+fn regex_rewrite(pattern: &str, template: &str, shape: &RequestShape) -> String {
+    // RE2's `\N` is the regex crate's `${N}`; a literal `$` must be doubled.
+    let mut converted = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                chars.next();
+                converted.push_str(&format!("${{{d}}}"));
+            }
+            ('\\', Some('\\')) => {
+                chars.next();
+                converted.push('\\');
+            }
+            ('$', _) => converted.push_str("$$"),
+            (c, _) => converted.push(c),
+        }
+    }
+    let mut out = match regex::Regex::new(pattern) {
+        Ok(re) => re.replace_all(&shape.path, converted.as_str()).into_owned(),
+        Err(_) => shape.path.clone(),
+    };
     if !shape.query.is_empty() {
         out.push('?');
         out.push_str(&shape.query);
@@ -406,6 +445,17 @@ mod tests {
     }
 
     #[test]
+    fn regex_rewrites_replace_every_match_with_groups() {
+        let s = shape("/api/v1/x", "q=1", &[]);
+        assert_eq!(
+            regex_rewrite(r"^/([^/]+)/(.*)$", r"/\2/\1", &s),
+            "/v1/x/api?q=1"
+        );
+        assert_eq!(regex_rewrite("[0-9]", "N", &s), "/api/vN/x?q=1");
+        assert_eq!(regex_rewrite("/", "$", &s), "$api$v1$x?q=1");
+    }
+
+    #[test]
     fn virtual_hosts_by_host_ignoring_case_and_port() {
         assert!(selects_vhost("svc3", 3));
         assert!(selects_vhost("SVC3:8080", 3));
@@ -427,7 +477,7 @@ mod tests {
             vocab: Some(Box::new(super::super::scenario::RuleVocab {
                 rewrite: Some(super::super::scenario::RewriteSpec {
                     uri: Some("/v2/".into()),
-                    authority: None,
+                    ..Default::default()
                 }),
                 ..Default::default()
             })),

@@ -152,6 +152,9 @@ pub struct PoolSpec {
     pub connect_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_requests_per_connection: u32,
+    /// `http.http2MaxRequests` (requests in flight to the cluster); 0 = unlimited.
+    #[serde(default)]
+    pub max_requests: u32,
 }
 
 /// A routing rule: an optional `x-user` exact match, weighted destinations, policy, and

@@ -161,6 +161,8 @@ pub(crate) struct ClusterInfo {
     pub service: usize,
     pub version: usize,
     pub max_connections: Option<u32>,
+    /// `http2MaxRequests`, when the scenario sets one.
+    pub max_requests: Option<u32>,
     pub max_ejection_percent: Option<u32>,
     pub consecutive_5xx: Option<u32>,
     /// `consecutive_gateway_errors` (0: off).

@@ -67,6 +67,9 @@ pub struct RewriteSpec {
     pub uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// `uriRegexRewrite`: `(match, rewrite)`, RE2 with `\1`-style groups (never with `uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<(String, String)>,
 }
 
 /// Istio `Headers.HeaderOperations` for one direction.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use trellis_engine::ConnId;
 
+use super::check::Invariant;
 use super::mesh::{Ev, Mesh, ServerSide, UpConn};
 use super::model::endpoint_addr;
 use super::net::{Dir, Fate};
@@ -89,6 +90,25 @@ impl Mesh<'_> {
         }
     }
 
+    /// `http2MaxRequests`: requests in flight to the cluster. A request on the wire is in
+    /// flight in the engine too (which also counts ones still connecting or pending, so this is
+    /// a lower bound of its count).
+    fn check_max_requests(&mut self, sc: usize, cluster: usize) {
+        let Some(max) = self.cluster_info[cluster].max_requests else {
+            return;
+        };
+        let busy = (self.sidecars[sc].up.values())
+            .filter(|u| u.cluster == cluster && u.busy)
+            .count();
+        if busy as u64 > u64::from(max) {
+            let msg = format!(
+                "sidecar {sc} has {busy} requests in flight to {} (maxRequests {max})",
+                self.cluster_names[cluster]
+            );
+            self.violation(Invariant::PoolLimit, msg);
+        }
+    }
+
     pub(crate) fn upstream_send(&mut self, sc: usize, conn: ConnId, data: Bytes) {
         if !self.sidecars[sc].up.contains_key(&conn) {
             return;
@@ -97,11 +117,16 @@ impl Mesh<'_> {
         let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
             return;
         };
-        if !u.busy {
-            u.busy = true;
-            let (cluster, ep) = (u.cluster, u.ep);
+        let newly_busy = !u.busy;
+        u.busy = true;
+        let (cluster, ep) = (u.cluster, u.ep);
+        if newly_busy {
             self.dispatches.push((cluster, ep));
+            self.check_max_requests(sc, cluster);
         }
+        let Some(u) = self.sidecars[sc].up.get(&conn) else {
+            return;
+        };
         if self.cluster_info[u.cluster].max_connections.is_some() {
             if let Some(req) = request_id(&data) {
                 self.picks.push((u.cluster, u.ep, req));
