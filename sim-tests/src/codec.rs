@@ -169,6 +169,28 @@ pub fn parse_response(buf: &[u8], method: &str) -> Result<Option<Head>, String> 
     }))
 }
 
+/// Writes `body` chunked (RFC 9112 §7.1) into `out`: chunks of random sizes, now and then a
+/// chunk extension, the last chunk, sometimes a trailer field, the final CRLF.
+pub fn write_chunked(body: &[u8], r: &mut fastrand::Rng, out: &mut Vec<u8>) {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n = r.usize(1..=rest.len().min(4096));
+        out.extend_from_slice(format!("{n:x}").as_bytes());
+        if r.u8(0..8) == 0 {
+            out.extend_from_slice(b";sim=1");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&rest[..n]);
+        out.extend_from_slice(b"\r\n");
+        rest = &rest[n..];
+    }
+    out.extend_from_slice(b"0\r\n");
+    if r.u8(0..4) == 0 {
+        out.extend_from_slice(b"x-sim-trailer: 1\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A reason phrase for the statuses simulated servers send (RFC 9110 §15; any text would do,
 /// clients must ignore it).
 pub fn reason(status: u16) -> &'static str {
@@ -373,6 +395,19 @@ mod tests {
         let (body, done, _) = read_all(Framing::Chunked, &bytes).unwrap();
         assert!(done);
         assert_eq!(body, b"hello0123456789");
+    }
+
+    #[test]
+    fn written_chunked_reads_back() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut r = fastrand::Rng::with_seed(7);
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            write_chunked(&body, &mut r, &mut wire);
+            let (got, done, rest) = read_all(Framing::Chunked, &[&wire]).unwrap();
+            assert!(done && rest.is_empty());
+            assert_eq!(got, body);
+        }
     }
 
     #[test]

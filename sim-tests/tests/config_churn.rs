@@ -88,6 +88,7 @@ fn scenario() -> Scenario {
             stream_idle_ms: None,
         }],
         requests: None,
+        framing: None,
     };
     assert!(scn.normalize());
     scn

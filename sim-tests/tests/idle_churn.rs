@@ -76,6 +76,7 @@ fn scenario() -> Scenario {
             stream_idle_ms: Some(40),
         }],
         requests: None,
+        framing: None,
     };
     assert!(scn.normalize());
     scn

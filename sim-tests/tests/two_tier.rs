@@ -73,6 +73,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         duration_ms: 2_000,
         config_pushes: Vec::new(),
         requests: None,
+        framing: None,
     }
 }
 

@@ -226,13 +226,26 @@ impl Mesh<'_> {
             raw.extend_from_slice(value.as_bytes());
             raw.extend_from_slice(b"\r\n");
         }
-        if post {
-            raw.extend_from_slice(b"content-length: ");
-            raw.extend_from_slice(num.format(body_len).as_bytes());
+        let chunked = post
+            && self
+                .scn
+                .framing
+                .as_ref()
+                .is_some_and(|f| self.rng.u8(0..100) < f.chunked_requests_percent);
+        if chunked {
+            raw.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+            let mut body = Vec::with_capacity(body_len);
+            Pattern::new(id as u64, REQUEST_SALT).write(&mut body, body_len);
+            crate::codec::write_chunked(&body, &mut self.rng, &mut raw);
+        } else {
+            if post {
+                raw.extend_from_slice(b"content-length: ");
+                raw.extend_from_slice(num.format(body_len).as_bytes());
+                raw.extend_from_slice(b"\r\n");
+            }
             raw.extend_from_slice(b"\r\n");
+            Pattern::new(id as u64, REQUEST_SALT).write(&mut raw, body_len);
         }
-        raw.extend_from_slice(b"\r\n");
-        Pattern::new(id as u64, REQUEST_SALT).write(&mut raw, body_len);
 
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);

@@ -95,6 +95,8 @@ pub const ALL: &[&str] = &[
     "two- or three-tier meshes",
     "config churn",
     "config churn shortening stream idle",
+    "chunked request bodies",
+    "chunked responses",
     "closed-loop clients",
     "open-loop clients",
 ];
@@ -388,6 +390,10 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     }
     if scn.config_pushes.iter().any(|p| p.stream_idle_ms.is_some()) {
         out.push("config churn shortening stream idle");
+    }
+    if scn.framing.is_some() {
+        out.push("chunked request bodies");
+        out.push("chunked responses");
     }
     for c in &scn.clients {
         out.push(match c.load {

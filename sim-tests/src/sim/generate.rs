@@ -138,6 +138,7 @@ impl Scenario {
             duration_ms,
             config_pushes: Vec::new(),
             requests: None,
+            framing: None,
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -214,6 +215,14 @@ impl Scenario {
                     }
                 }
             }
+        }
+        // Chunked bodies both ways in a quarter of the seeds: a stream of its own.
+        let mut framing = fastrand::Rng::with_seed(seed ^ 0xc4a2_4ced_0000_000a);
+        if framing.u8(0..100) < 25 {
+            scn.framing = Some(FramingSpec {
+                chunked_requests_percent: framing.u8(10..=100),
+                chunked_responses_percent: framing.u8(10..=100),
+            });
         }
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.

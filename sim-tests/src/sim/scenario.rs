@@ -41,6 +41,17 @@ pub struct Scenario {
     /// an optional `x-user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<RequestVocab>,
+    /// Message framing other than Content-Length: chunked request bodies from clients and
+    /// chunked responses from servers (percent of each); `None`: Content-Length throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<FramingSpec>,
+}
+
+/// How often clients and servers frame bodies with chunked transfer coding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FramingSpec {
+    pub chunked_requests_percent: u8,
+    pub chunked_responses_percent: u8,
 }
 
 /// A VirtualService edit from the control plane: service `service`'s `http[]` rules become

@@ -440,8 +440,17 @@ impl Mesh<'_> {
                 out.extend_from_slice(num.format(status).as_bytes());
                 out.push(b' ');
                 out.extend_from_slice(crate::codec::reason(status).as_bytes());
-                out.extend_from_slice(b"\r\ncontent-length: ");
-                out.extend_from_slice(num.format(len).as_bytes());
+                let chunked = self
+                    .scn
+                    .framing
+                    .as_ref()
+                    .is_some_and(|f| self.rng.u8(0..100) < f.chunked_responses_percent);
+                if chunked {
+                    out.extend_from_slice(b"\r\ntransfer-encoding: chunked");
+                } else {
+                    out.extend_from_slice(b"\r\ncontent-length: ");
+                    out.extend_from_slice(num.format(len).as_bytes());
+                }
                 out.extend_from_slice(b"\r\nx-sim-ep: ");
                 out.extend_from_slice(num.format(ep).as_bytes());
                 if self.scn.requests.is_some() {
@@ -453,9 +462,18 @@ impl Mesh<'_> {
                 }
                 out.extend_from_slice(b"\r\n\r\n");
                 let head_len = out.len();
-                match pattern {
-                    Some(len) => Pattern::new(id as u64, RESPONSE_SALT).write(&mut out, len),
-                    None => out.extend_from_slice(text),
+                if chunked {
+                    let mut body = Vec::with_capacity(len);
+                    match pattern {
+                        Some(len) => Pattern::new(id as u64, RESPONSE_SALT).write(&mut body, len),
+                        None => body.extend_from_slice(text),
+                    }
+                    crate::codec::write_chunked(&body, &mut self.rng, &mut out);
+                } else {
+                    match pattern {
+                        Some(len) => Pattern::new(id as u64, RESPONSE_SALT).write(&mut out, len),
+                        None => out.extend_from_slice(text),
+                    }
                 }
                 let data = Bytes::from(out);
                 let spec = &self.endpoints[ep].spec;
