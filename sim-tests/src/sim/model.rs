@@ -1,12 +1,17 @@
 //! The scenario seen two ways: as engine configuration (what the sidecars run) and as the
 //! reference model the invariants are checked against (what the configuration promises).
 //!
-//! The reference model is written from the scenario, not from the engine: routing is "first
-//! rule whose `x-user` matches", the allowed endpoints are the union of that rule's
-//! destinations, and the time bound follows Istio's semantics (route timeout from the first
-//! attempt, after any injected delay; otherwise per-try timeouts times attempts plus the
-//! largest backoffs). If the engine and this model disagree, one of them is wrong, and the
-//! report says which request showed it.
+//! The reference model is written from the scenario, not from the engine: routing is the
+//! first rule one of whose match blocks holds, with Istio's and Envoy's semantics for every
+//! condition ([`super::reference`]); the allowed endpoints are that rule's destinations with a
+//! positive weight (or its only one); and the time bound follows Istio's semantics (route
+//! timeout from the first attempt, after any injected delay; otherwise per-try timeouts times
+//! attempts plus the largest backoffs). If the engine and this model disagree, one of them is
+//! wrong, and the report says which request showed it.
+//!
+//! The engine configuration is built here the way the control plane translates Istio: each
+//! `match[]` entry a `RouteMatch` in order, Istio's `*` regex and `{}` as presence matches,
+//! weight-0 destinations dropped next to positive ones, a single destination at weight 100.
 //!
 //! Under config churn a sidecar runs, per service, one *generation* of its rules (see
 //! [`super::scenario::ConfigPush`]); [`engine_config_at`] builds the snapshot for a vector of
