@@ -61,6 +61,8 @@ pub struct Mutations {
     pub retriable_codes_ignored: bool,
     /// A connection is retired after `maxRequestsPerConnection` + 1 requests (`>` for `>=`).
     pub requests_per_connection_off_by_one: bool,
+    /// Suffix wildcard domains are tried shortest first (`*.example` before `*.b.example`).
+    pub wildcard_shortest_first: bool,
     /// Retries compare the retries used with `>` where `>=` belongs: one attempt too many.
     pub retry_one_attempt_too_many: bool,
     /// `gateway-error` is read as 500..=504, so a 500 is retried under `gateway-error` alone.
@@ -104,6 +106,7 @@ pub(crate) struct RouteMutations {
     pub rewrite_keeps_prefix: bool,
     pub header_add_overwrites: bool,
     pub retriable_codes_ignored: bool,
+    pub wildcard_shortest_first: bool,
 }
 
 thread_local! {
@@ -125,6 +128,7 @@ pub(crate) fn set_route(m: &Mutations) {
             rewrite_keeps_prefix: m.rewrite_keeps_prefix,
             header_add_overwrites: m.header_add_overwrites,
             retriable_codes_ignored: m.retriable_codes_ignored,
+            wildcard_shortest_first: m.wildcard_shortest_first,
         })
     });
 }

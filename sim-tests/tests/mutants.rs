@@ -620,3 +620,12 @@ fn catches_requests_per_connection_off_by_one() {
     );
     eprintln!("maxRequestsPerConnection off by one caught by seed {seed}");
 }
+
+planted!(wildcard_shortest_first, wildcard_shortest_first);
+
+/// Expected: `Routing` (a host served by the shorter of two suffix wildcards).
+#[test]
+fn catches_suffix_wildcards_tried_shortest_first() {
+    let seed = first_catching_seed(wildcard_shortest_first, Invariant::Routing, RARE_BUDGET);
+    eprintln!("suffix wildcard domains tried shortest first caught by seed {seed}");
+}

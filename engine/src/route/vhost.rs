@@ -142,6 +142,19 @@ impl DomainIndex {
             return Some(hit(s, DomainMatchKind::ExactPortStripped));
         }
         let candidates = [Some(full), stripped];
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().wildcard_shortest_first {
+            for cand in candidates.iter().flatten() {
+                for (len, map) in self.suffix.iter().rev() {
+                    if cand.len() > *len {
+                        let tail = cand.get(cand.len() - len..);
+                        if let Some(s) = tail.and_then(|t| map.get(t)) {
+                            return Some(hit(s, DomainMatchKind::SuffixWildcard));
+                        }
+                    }
+                }
+            }
+        }
         for cand in candidates.iter().flatten() {
             for (len, map) in &self.suffix {
                 if cand.len() > *len {

@@ -154,6 +154,8 @@ impl Mesh<'_> {
             authority: match suffix.as_str() {
                 "!upper" => model::service_host(service).to_ascii_uppercase(),
                 "!unknown" => format!("unknown{service}.example"),
+                "!foo" => format!("foo.bar{service}"),
+                "!deep" => "x.b.example:8080".to_string(),
                 _ => format!("{}{suffix}", model::service_host(service)),
             },
             headers,
@@ -178,6 +180,15 @@ impl Mesh<'_> {
         } = call;
         let post = body_len.is_some();
         let body_len = body_len.unwrap_or(0);
+        // A drawn Host selects the virtual host, and so the service, the request is for
+        // (wildcard domains may send it to another service's rules, or none: 404 NR).
+        let vhost = match (&shape, &self.scn.requests) {
+            (Some(sh), Some(v)) => {
+                reference::resolve_vhost(&sh.authority, self.scn.services.len(), &v.wildcards)
+            }
+            _ => Some(service),
+        };
+        let service = vhost.unwrap_or(service);
         // The head goes in whole in the call below: the generation running now is the one
         // the engine routes it on.
         let generation = self.sidecars[sidecar].generations[service];
@@ -187,7 +198,8 @@ impl Mesh<'_> {
             user: user.as_deref(),
             labels: &self.labels[sidecar],
         };
-        let matched = model::reference_rule(self.scn, service, generation, &seen);
+        let matched =
+            vhost.and_then(|_| model::reference_rule(self.scn, service, generation, &seen));
         let (rule, block) = (matched.map(|m| m.0), matched.and_then(|m| m.1));
         let bound = rule
             .and_then(|r| model::rule_at(self.scn, service, generation, r))

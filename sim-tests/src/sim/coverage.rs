@@ -39,6 +39,8 @@ pub const ALL: &[&str] = &[
     "match.port (another)",
     "match.sourceLabels",
     "match several blocks (OR)",
+    "hosts: wildcard domains",
+    "hosts: catch-all *",
     "redirect",
     "redirect uri",
     "redirect authority",
@@ -394,6 +396,14 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     if scn.framing.is_some() {
         out.push("chunked request bodies");
         out.push("chunked responses");
+    }
+    if let Some(v) = &scn.requests {
+        if v.wildcards.iter().any(|(p, _)| p != "*") {
+            out.push("hosts: wildcard domains");
+        }
+        if v.wildcards.iter().any(|(p, _)| p == "*") {
+            out.push("hosts: catch-all *");
+        }
     }
     for c in &scn.clients {
         out.push(match c.load {

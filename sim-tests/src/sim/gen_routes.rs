@@ -469,17 +469,29 @@ pub fn enrich(r: &mut fastrand::Rng, scn: &mut Scenario) {
         values.extend(std::iter::repeat_n(None, n.max(1)));
         values.push(Some(String::new()));
     }
+    let n_services = scn.services.len();
+    let mut wildcards: Vec<(String, usize)> = Vec::new();
+    if r.u8(0..100) < 60 {
+        for pattern in ["*.example", "*.b.example", "foo.*", "*"] {
+            if r.u8(0..100) < 45 {
+                wildcards.push((pattern.to_string(), r.usize(0..n_services)));
+            }
+        }
+    }
     scn.requests = Some(RequestVocab {
+        wildcards,
         paths,
         queries,
         methods: ["GET", "GET", "POST", "PUT", "DELETE"]
             .iter()
             .map(|m| m.to_string())
             .collect(),
-        authorities: ["", "", ":80", ":8080", "!upper", "!unknown"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect(),
+        authorities: [
+            "", "", ":80", ":8080", "!upper", "!unknown", "!foo", "!deep",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect(),
         headers,
     });
 }

@@ -165,7 +165,18 @@ pub fn engine_config_at(
             .enumerate()
             .map(|(r, rule)| engine_route(s, generation, r, rule))
             .collect();
-        build::add_vhost(&mut config, &service_host(s), &[&service_host(s)], routes);
+        // Service `s`'s own host, plus the wildcard domains the scenario gives it.
+        let host = service_host(s);
+        let mut domains: Vec<&str> = vec![&host];
+        if let Some(v) = &scn.requests {
+            domains.extend(
+                v.wildcards
+                    .iter()
+                    .filter(|(_, w)| *w == s)
+                    .map(|(p, _)| p.as_str()),
+            );
+        }
+        build::add_vhost(&mut config, &host, &domains, routes);
     }
     config
 }
@@ -319,11 +330,6 @@ pub fn reference_rule(
     generation: usize,
     req: &reference::SeenRequest<'_>,
 ) -> Option<(usize, Option<usize>)> {
-    // Requests of the original vocabulary always name the service; a drawn authority must
-    // select its virtual host first (Envoy compares hosts case-insensitively, port aside).
-    if !req.shape.authority.is_empty() && !reference::selects_vhost(&req.shape.authority, s) {
-        return None;
-    }
     reference::route(scn.rules(s, generation)?, req)
 }
 

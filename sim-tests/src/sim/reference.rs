@@ -48,15 +48,59 @@ pub struct SeenRequest<'a> {
     pub labels: &'a [(String, String)],
 }
 
-/// Whether Host `authority` selects the virtual host of service `s` (domains `svc{s}`, with or
-/// without a port): Envoy lowercases the host for virtual-host selection, and a domain
-/// without a port also matches the host with its port. Anything else finds no route (404 NR).
-pub fn selects_vhost(authority: &str, s: usize) -> bool {
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
+/// Which service's virtual host Host `authority` selects, with Envoy's precedence: the host
+/// lower-cased; an exact domain (`svc{k}`; the authority as sent, then with its `:port`
+/// stripped, since a domain without a port also serves the host with one); then suffix
+/// wildcards (`*.example`), longest first; then prefix wildcards (`foo.*`), longest first;
+/// then `*`. A wildcard never matches an empty remainder. `wildcards` are the extra domains
+/// `(pattern, service)` of the scenario. `None`: no virtual host, 404 NR.
+pub fn resolve_vhost(
+    authority: &str,
+    services: usize,
+    wildcards: &[(String, usize)],
+) -> Option<usize> {
+    let full = authority.to_ascii_lowercase();
+    let stripped = match full.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            h.to_string()
+        }
+        _ => full.clone(),
     };
-    host.eq_ignore_ascii_case(&format!("svc{s}"))
+    let exact = |host: &str| {
+        host.strip_prefix("svc")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|n| !n.starts_with('0') || n.len() == 1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|k| *k < services)
+    };
+    if let Some(k) = exact(&full).or_else(|| exact(&stripped)) {
+        return Some(k);
+    }
+    let mut suffixes: Vec<(&str, usize)> = wildcards
+        .iter()
+        .filter_map(|(p, s)| Some((p.strip_prefix('*').filter(|x| !x.is_empty())?, *s)))
+        .collect();
+    suffixes.sort_by_key(|(x, _)| std::cmp::Reverse(x.len()));
+    for (x, s) in &suffixes {
+        for host in [&full, &stripped] {
+            if host.len() > x.len() && host.ends_with(x) {
+                return Some(*s);
+            }
+        }
+    }
+    let mut prefixes: Vec<(&str, usize)> = wildcards
+        .iter()
+        .filter_map(|(p, s)| Some((p.strip_suffix('*').filter(|x| !x.is_empty())?, *s)))
+        .collect();
+    prefixes.sort_by_key(|(x, _)| std::cmp::Reverse(x.len()));
+    for (x, s) in &prefixes {
+        for host in [&full, &stripped] {
+            if host.len() > x.len() && host.starts_with(x) {
+                return Some(*s);
+            }
+        }
+    }
+    wildcards.iter().find(|(p, _)| p == "*").map(|(_, s)| *s)
 }
 
 /// Whether `m` matches `value`; `ignore_case` folds ASCII case for exact and prefix only.
@@ -456,11 +500,35 @@ mod tests {
     }
 
     #[test]
-    fn virtual_hosts_by_host_ignoring_case_and_port() {
-        assert!(selects_vhost("svc3", 3));
-        assert!(selects_vhost("SVC3:8080", 3));
-        assert!(!selects_vhost("svc3.example", 3));
-        assert!(!selects_vhost("svc31", 3));
+    fn virtual_hosts_by_envoy_precedence() {
+        let none: Vec<(String, usize)> = Vec::new();
+        assert_eq!(resolve_vhost("svc3", 5, &none), Some(3));
+        assert_eq!(resolve_vhost("SVC3:8080", 5, &none), Some(3));
+        assert_eq!(resolve_vhost("svc3.example", 5, &none), None);
+        assert_eq!(resolve_vhost("svc31", 5, &none), None);
+        let wild: Vec<(String, usize)> =
+            [("*.example", 1), ("*.b.example", 2), ("foo.*", 3), ("*", 4)]
+                .iter()
+                .map(|(p, s)| (p.to_string(), *s))
+                .collect();
+        assert_eq!(
+            resolve_vhost("a.b.example", 5, &wild),
+            Some(2),
+            "longest suffix"
+        );
+        assert_eq!(
+            resolve_vhost("x.example:80", 5, &wild),
+            Some(1),
+            "port stripped"
+        );
+        assert_eq!(
+            resolve_vhost(".example", 5, &wild),
+            Some(4),
+            "never an empty remainder"
+        );
+        assert_eq!(resolve_vhost("foo.bar", 5, &wild), Some(3));
+        assert_eq!(resolve_vhost("svc0", 5, &wild), Some(0), "exact first");
+        assert_eq!(resolve_vhost("other", 5, &wild), Some(4));
     }
 
     #[test]

@@ -128,10 +128,15 @@ pub struct RequestVocab {
     pub methods: Vec<String>,
     /// Host header values for service `s`: each entry is a suffix appended to `svc{s}`
     /// (`""`, `":80"`, ...), or `!upper` (`SVC{s}`: virtual hosts ignore case, authority
-    /// matches do not) or `!unknown` (a host no virtual host serves: 404 NR).
+    /// matches do not), `!unknown` (`unknown{s}.example`), `!foo` (`foo.bar{s}`) or `!deep`
+    /// (`x.b.example:8080`): hosts only wildcard domains (if any) serve, else 404 NR.
     pub authorities: Vec<String>,
     /// Header name → values it may carry (`None`: left out).
     pub headers: Vec<(String, Vec<Option<String>>)>,
+    /// Extra virtual-host domains `(pattern, service)`: suffix (`*.example`), prefix
+    /// (`foo.*`) and catch-all (`*`) wildcards on some services' VirtualServices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wildcards: Vec<(String, usize)>,
 }
 
 /// One request's shape, drawn from a [`RequestVocab`].
