@@ -63,6 +63,8 @@ pub struct Mutations {
     pub requests_per_connection_off_by_one: bool,
     /// Suffix wildcard domains are tried shortest first (`*.example` before `*.b.example`).
     pub wildcard_shortest_first: bool,
+    /// A repeated query parameter is matched on its last occurrence instead of its first.
+    pub query_last_occurrence: bool,
     /// Retries compare the retries used with `>` where `>=` belongs: one attempt too many.
     pub retry_one_attempt_too_many: bool,
     /// `gateway-error` is read as 500..=504, so a 500 is retried under `gateway-error` alone.
@@ -107,6 +109,7 @@ pub(crate) struct RouteMutations {
     pub header_add_overwrites: bool,
     pub retriable_codes_ignored: bool,
     pub wildcard_shortest_first: bool,
+    pub query_last_occurrence: bool,
 }
 
 thread_local! {
@@ -129,6 +132,7 @@ pub(crate) fn set_route(m: &Mutations) {
             header_add_overwrites: m.header_add_overwrites,
             retriable_codes_ignored: m.retriable_codes_ignored,
             wildcard_shortest_first: m.wildcard_shortest_first,
+            query_last_occurrence: m.query_last_occurrence,
         })
     });
 }

@@ -629,3 +629,12 @@ fn catches_suffix_wildcards_tried_shortest_first() {
     let seed = first_catching_seed(wildcard_shortest_first, Invariant::Routing, RARE_BUDGET);
     eprintln!("suffix wildcard domains tried shortest first caught by seed {seed}");
 }
+
+planted!(query_last_occurrence, query_last_occurrence);
+
+/// Expected: `Routing` (`q=zz&q=abc` matched on `abc`).
+#[test]
+fn catches_query_parameter_matched_on_its_last_occurrence() {
+    let seed = first_catching_seed(query_last_occurrence, Invariant::Routing, RARE_BUDGET);
+    eprintln!("query parameter matched on its last occurrence caught by seed {seed}");
+}

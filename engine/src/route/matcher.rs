@@ -216,6 +216,20 @@ impl QueryCond {
     }
 
     pub(crate) fn holds(&self, req: &Prepared<'_>) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().query_last_occurrence {
+            let last = req.query.and_then(|q| {
+                q.split('&')
+                    .filter(|p| !p.is_empty())
+                    .filter_map(|pair| match pair.split_once('=') {
+                        Some((n, v)) => (n == &*self.name).then_some(v),
+                        None => (pair == &*self.name).then_some(""),
+                    })
+                    .last()
+            });
+            return last
+                .is_some_and(|v| self.value.as_ref().is_none_or(|m| m.matches(v.as_bytes())));
+        }
         match query_value(req.query, &self.name) {
             None => false,
             Some(v) => self.value.as_ref().is_none_or(|m| m.matches(v.as_bytes())),

@@ -266,8 +266,13 @@ fn gen_match(r: &mut fastrand::Rng, s: usize, n_clients: usize, probes: &mut Pro
                 let name = pick(r, QUERY_NAMES);
                 let mut ps = Vec::new();
                 let q = gen_named(r, name, &mut ps);
-                for p in ps.into_iter().flatten() {
+                for (i, p) in ps.into_iter().flatten().enumerate() {
                     probes.queries.push(format!("{name}={p}"));
+                    // The first occurrence of a repeated parameter is the one matched.
+                    if i == 0 {
+                        probes.queries.push(format!("{name}=zz&{name}={p}"));
+                        probes.queries.push(format!("{name}={p}&{name}=zz"));
+                    }
                 }
                 probes.queries.push(name.to_string());
                 probes.queries.push(format!("other=1&{name}=abc"));
