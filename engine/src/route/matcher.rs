@@ -225,7 +225,7 @@ impl QueryCond {
                         Some((n, v)) => (n == &*self.name).then_some(v),
                         None => (pair == &*self.name).then_some(""),
                     })
-                    .last()
+                    .next_back()
             });
             return last
                 .is_some_and(|v| self.value.as_ref().is_none_or(|m| m.matches(v.as_bytes())));
