@@ -138,6 +138,8 @@ pub(crate) struct Observed {
     /// its per-try timeout fired sends no head): those are troubled, and the exact checks skip
     /// them. It never sets an expectation.
     pub logged_attempts: BTreeMap<usize, u32>,
+    /// Weighted random picks' chi-square statistics, summed ([`super::balance`]).
+    pub random_aggregate: super::stats::Aggregate,
 }
 
 /// The `x-sim-id` of a request head at the start of `data`; `Some(None)` for a head without

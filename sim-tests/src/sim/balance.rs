@@ -28,6 +28,7 @@
 use super::attempts::Pick;
 use super::check::Invariant;
 use super::mesh::Mesh;
+use super::stats::{chi_square, MIN_EXPECTED};
 
 /// ln(1/α) for α = 1e-7, per host and side.
 const LN_ALPHA: f64 = 16.118;
@@ -193,6 +194,9 @@ impl Mesh<'_> {
             }
         }
         for (mask, counts) in per_set {
+            if let Some((stat, df)) = pooled_chi_square(&counts, mask, weights) {
+                self.att.random_aggregate.add(stat, df);
+            }
             let n: u64 = counts.iter().sum();
             let total: u64 = (0..weights.len())
                 .filter(|h| mask & (1 << h) != 0)
@@ -294,6 +298,44 @@ fn settle_picks(weights: &[u32], mask: u64) -> usize {
         .sum();
     let n = (mask & ((1u128 << weights.len().min(64)) - 1) as u64).count_ones() as usize;
     usize::try_from(total).unwrap_or(usize::MAX / 2) + n
+}
+
+/// Pearson's statistic of one cluster's fresh random picks over eligible set `mask`, when
+/// the eligible weights are unequal (weighted draws; equal weights draw a uniform index, held
+/// to the binomial check alone). Hosts expected fewer than [`MIN_EXPECTED`] picks share one
+/// cell (the generator's weights like [23, 1, 1, 1, 1, 1, 1] leave each light host a handful),
+/// and a group whose pooled cell is still too small is left out. One run has too few picks
+/// for a slip of one unit of weight (a light host loses a draw in Σw, a heavy one gains it) to
+/// show; summed across seeds ([`super::stats::Aggregate`]) it does.
+fn pooled_chi_square(counts: &[u64], mask: u64, weights: &[u32]) -> Option<(f64, u32)> {
+    let hosts: Vec<usize> = (0..counts.len().min(weights.len()).min(64))
+        .filter(|h| mask & (1 << h) != 0)
+        .collect();
+    let w = |h: usize| f64::from(weights[h].max(1));
+    if hosts
+        .windows(2)
+        .all(|p| weights[p[0]].max(1) == weights[p[1]].max(1))
+    {
+        return None;
+    }
+    let n: u64 = hosts.iter().map(|&h| counts[h]).sum();
+    let total: f64 = hosts.iter().map(|&h| w(h)).sum();
+    let (mut observed, mut cells) = (Vec::new(), Vec::new());
+    let (mut small_obs, mut small_w) = (0u64, 0.0);
+    for &h in &hosts {
+        if n as f64 * w(h) / total < MIN_EXPECTED {
+            small_obs += counts[h];
+            small_w += w(h);
+        } else {
+            observed.push(counts[h]);
+            cells.push(w(h));
+        }
+    }
+    if small_w > 0.0 {
+        observed.push(small_obs);
+        cells.push(small_w);
+    }
+    chi_square(&observed, &cells)
 }
 
 /// Why a run of round-robin picks over eligible set `mask` is not exact, if it is not.
