@@ -86,7 +86,10 @@
 //! Added with the exact balancing checks switched on (`attempts::EXACT_BALANCING`; no
 //! generator change, so every seed above kept its scenario): weighted round robin giving every
 //! host one turn more than its weight per cycle (`round_robin_extra_turn`) → seed 1
-//! (`Balancing`: weights [39, 1, 1, 1, 1], host 0 at 38 of the first 43 fresh picks of a run).
+//! (`Balancing`: weights [39, 1, 1, 1, 1], host 0 at 38 of the first 43 fresh picks of a run);
+//! least request (equal weights) letting the busier sampled candidate win
+//! (`least_request_prefers_busier`) → seed 1 (`Balancing`: a request sent to the one host of
+//! five with a request in flight).
 //! The weighted random prefix bound off by one is still out of reach of any one run (tens of
 //! fresh picks per cluster; its per-run test stays ignored), but the random picks' chi-square
 //! summed across seeds (`RunReport::random_aggregate`, what `trellis sim` reports as a
@@ -529,6 +532,24 @@ fn round_robin_extra_turn(_: usize, e: &mut Engine) {
 fn catches_round_robin_extra_turn() {
     let seed = first_catching_seed(round_robin_extra_turn, Invariant::Balancing, RARE_BUDGET);
     eprintln!("round robin's extra turn per cycle caught by seed {seed}");
+}
+
+fn least_request_prefers_busier(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        least_request_prefers_busier: true,
+        ..Mutations::default()
+    });
+}
+
+/// Expected: `Balancing` (least request chose a host busier than every other eligible one).
+#[test]
+fn catches_least_request_preferring_the_busier() {
+    let seed = first_catching_seed(
+        least_request_prefers_busier,
+        Invariant::Balancing,
+        RARE_BUDGET,
+    );
+    eprintln!("least request preferring the busier candidate caught by seed {seed}");
 }
 
 planted!(retriable_codes_ignored, retriable_codes_ignored);

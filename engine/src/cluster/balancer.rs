@@ -84,7 +84,7 @@ impl Balancer {
         match &mut self.policy {
             Policy::Random(r) => r.mutant_prefix = m.random_prefix_bound_off_by_one,
             Policy::RoundRobin(rr) => rr.mutant_extra_turn = m.round_robin_extra_turn,
-            Policy::LeastRequest(_) => {}
+            Policy::LeastRequest(lr) => lr.mutant_busier = m.least_request_prefers_busier,
         }
     }
 
