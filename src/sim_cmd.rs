@@ -127,10 +127,22 @@ pub fn sim(args: SimArgs) -> Result<ExitCode> {
         aggregate.df,
         aggregate.p_value()
     );
+    let random = swarm::random_aggregate(&reports);
+    println!(
+        "weighted random picks, all runs together: chi-square {:.1} with {} degrees of freedom, p = {:.3}",
+        random.stat,
+        random.df,
+        random.p_value()
+    );
+    let random_bias = swarm::random_bias(&reports);
+    if let Some(b) = &random_bias {
+        println!("[Balancing] {b}");
+    }
     let bias = swarm::split_bias(&reports);
     if let Some(bias) = &bias {
         println!("[Weights] {bias}");
     }
+    let bias = bias.or(random_bias);
     if failing.is_empty() {
         return Ok(if bias.is_some() {
             ExitCode::FAILURE

@@ -74,6 +74,13 @@ pub struct Mutations {
     /// Weighted random searches its prefix sums with `<` where `<=` belongs: the draw that
     /// lands on a host's upper bound goes to that host instead of the next.
     pub random_prefix_bound_off_by_one: bool,
+    /// Weighted round robin's schedule moves a host to the next cycle after its turn with `>`
+    /// where `>=` belongs: every host takes one turn more than its weight per cycle, so a
+    /// cycle is no longer exact (weights 3,1 give 4:2 instead of 3:1).
+    pub round_robin_extra_turn: bool,
+    /// Least request (equal weights) compares its sampled candidates the wrong way round, so
+    /// the busiest candidate wins and a host busier than every other can be chosen.
+    pub least_request_prefers_busier: bool,
     /// Outlier sweeps never decay the ejection multiplier, so a host that recovered and fails
     /// again much later is ejected for as long as if it had never stopped failing.
     pub multiplier_never_decays: bool,

@@ -81,8 +81,10 @@ impl Balancer {
     /// Switch the planted balancing bugs on or off.
     #[cfg(feature = "mutants")]
     pub(crate) fn set_mutations(&mut self, m: crate::mutants::Mutations) {
-        if let Policy::Random(r) = &mut self.policy {
-            r.mutant_prefix = m.random_prefix_bound_off_by_one;
+        match &mut self.policy {
+            Policy::Random(r) => r.mutant_prefix = m.random_prefix_bound_off_by_one,
+            Policy::RoundRobin(rr) => rr.mutant_extra_turn = m.round_robin_extra_turn,
+            Policy::LeastRequest(lr) => lr.mutant_busier = m.least_request_prefers_busier,
         }
     }
 

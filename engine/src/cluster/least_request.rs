@@ -79,6 +79,9 @@ pub(crate) struct LeastRequest {
     candidates: Vec<usize>,
     /// Sample positions for more than two choices.
     sampled: Vec<usize>,
+    /// Planted bug (`least_request_prefers_busier`).
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_busier: bool,
 }
 
 impl LeastRequest {
@@ -97,6 +100,8 @@ impl LeastRequest {
             seq: 0,
             candidates: Vec::new(),
             sampled: Vec::new(),
+            #[cfg(feature = "mutants")]
+            mutant_busier: false,
         }
     }
 
@@ -148,6 +153,13 @@ impl LeastRequest {
                 .extend(eligible.iter().copied().filter(|h| !avoid.contains(h)));
             &self.candidates
         };
+        #[cfg(feature = "mutants")]
+        if self.mutant_busier {
+            // Planted bug: candidates compared the wrong way round, the busiest sampled wins.
+            let most = active.iter().copied().max().unwrap_or(0);
+            let inverted: Vec<u32> = active.iter().map(|a| most - a).collect();
+            return pick_among(rng, pool, &inverted, self.choices, &mut self.sampled);
+        }
         pick_among(rng, pool, active, self.choices, &mut self.sampled)
     }
 

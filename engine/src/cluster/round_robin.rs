@@ -92,6 +92,9 @@ pub(crate) struct RoundRobin {
     schedule: BinaryHeap<Turn>,
     /// Turns set aside while skipping avoided hosts (kept to reuse its allocation).
     aside: Vec<Turn>,
+    /// Planted bug (`round_robin_extra_turn`).
+    #[cfg(feature = "mutants")]
+    pub(crate) mutant_extra_turn: bool,
 }
 
 impl RoundRobin {
@@ -145,7 +148,17 @@ impl RoundRobin {
                 self.aside.push(turn);
                 continue;
             }
-            self.schedule.push(turn.next());
+            #[allow(unused_mut)]
+            let mut next = turn.next();
+            #[cfg(feature = "mutants")]
+            if self.mutant_extra_turn && turn.turn == turn.weight {
+                // Planted bug: `>` where `>=` belongs, one turn more per cycle.
+                next = Turn {
+                    turn: turn.turn + 1,
+                    ..turn
+                };
+            }
+            self.schedule.push(next);
             chosen = Some(turn.host);
             break;
         }

@@ -12,7 +12,10 @@
 //! - **round robin** (Envoy's weighted round robin; the engine's docs promise exactness): in
 //!   an unbroken run of fresh picks under one balancer epoch (same ejection count and
 //!   eligible set), every window of Σw consecutive picks gives each eligible host exactly its
-//!   weight; a shorter run gives none more than its weight. Exact: any slip fails.
+//!   weight; a shorter run gives none more than its weight. Exact: any slip fails. A config
+//!   swap (a new balancer, restarted at a random phase) ends a run; with unequal weights a
+//!   pick that may have avoided hosts (a retry's) puts the schedule out of step for a bounded
+//!   number of picks, which are skipped ([`settle_picks`]).
 //! - **random** (weighted): per sidecar, cluster and eligible set, each host's count of fresh
 //!   picks against Binomial(n, w/Σw), by the Chernoff bound P(X/n ≥ q) ≤ exp(−n·KL(q‖p)), at
 //!   1e-7 per host and side: a false alarm in 0..3000 seeds is unlikely (about 1e-3).
@@ -25,6 +28,7 @@
 use super::attempts::Pick;
 use super::check::Invariant;
 use super::mesh::Mesh;
+use super::stats::{chi_square, MIN_EXPECTED};
 
 /// ln(1/α) for α = 1e-7, per host and side.
 const LN_ALPHA: f64 = 16.118;
@@ -132,25 +136,35 @@ impl Mesh<'_> {
     ) {
         let mut run: Vec<usize> = Vec::new();
         let mut key = None;
+        // Picks still to pass before a run may start again after a pick that may have
+        // avoided hosts (see `displaced`).
+        let mut settle = 0usize;
         for (i, p) in picks.iter().enumerate() {
-            let fresh = self.fresh(p, alone[i]);
-            if !fresh || key != Some(p.key) {
+            let mut fresh = self.fresh(p, alone[i]);
+            let this_key = (p.key, p.swaps);
+            if displaced(p) && weighted_among(weights, p.key.1) {
+                settle = settle.saturating_add(settle_picks(weights, p.key.1));
+            } else if settle > 0 {
+                settle -= 1;
+                fresh = false;
+            }
+            if !fresh || key != Some(this_key) {
                 if let Some(k) = key {
-                    if let Some(msg) = round_robin_breach(&run, k.1, weights) {
+                    if let Some(msg) = round_robin_breach(&run, k.0 .1, weights) {
                         let msg = format!("sidecar {sc}, {}: {msg}", self.cluster_names[c]);
                         self.violation(Invariant::Balancing, msg);
                         return;
                     }
                 }
                 run.clear();
-                key = fresh.then_some(p.key);
+                key = fresh.then_some(this_key);
             }
             if fresh {
                 run.push(p.host);
             }
         }
         if let Some(k) = key {
-            if let Some(msg) = round_robin_breach(&run, k.1, weights) {
+            if let Some(msg) = round_robin_breach(&run, k.0 .1, weights) {
                 let msg = format!("sidecar {sc}, {}: {msg}", self.cluster_names[c]);
                 self.violation(Invariant::Balancing, msg);
             }
@@ -180,6 +194,9 @@ impl Mesh<'_> {
             }
         }
         for (mask, counts) in per_set {
+            if let Some((stat, df)) = pooled_chi_square(&counts, mask, weights) {
+                self.att.random_aggregate.add(stat, df);
+            }
             let n: u64 = counts.iter().sum();
             let total: u64 = (0..weights.len())
                 .filter(|h| mask & (1 << h) != 0)
@@ -242,6 +259,83 @@ impl Mesh<'_> {
             .and_then(|rl| super::model::rule_at(self.scn, req.service, req.generation, rl))
             .is_none_or(|rule| rule.fault.is_some())
     }
+}
+
+/// Whether pick `p` may have been made with hosts to avoid: a retry's (attempt 1 or later), or
+/// one the driver could not attribute to an attempt (a connect whose request never sent a head
+/// on it, which may have been a retry's).
+fn displaced(p: &Pick) -> bool {
+    !matches!(p.req, Some((_, 0)))
+}
+
+/// Whether the eligible hosts of `mask` have unequal weights (the engine's EDF schedule; equal
+/// weights take a rotating index).
+fn weighted_among(weights: &[u32], mask: u64) -> bool {
+    let mut eligible = (0..weights.len().min(64))
+        .filter(|h| mask & (1 << h) != 0)
+        .map(|h| weights[h].max(1));
+    let first = eligible.next();
+    eligible.any(|w| Some(w) != first)
+}
+
+/// How many more picks after a possibly avoiding pick the weighted schedule may be out of
+/// step. The engine's EDF skips avoided hosts *without consuming their turn*, so a retry
+/// takes the turn of the first host not avoided ahead of time: weights [10, 1] with host 0
+/// avoided give host 1 its turn now, and its next one a cycle later, so up to 15 host-0 picks
+/// follow in a row (seed 1014). A host's turns are at most a cycle apart, so each early turn
+/// puts one host at most one cycle of the schedule's clock ahead, and leads add up when
+/// retries keep landing on the same host (seed 2549: four hosts, retries avoiding three of
+/// them, one host forced ahead again and again). Once the clock has passed every turn taken
+/// early the schedule is an undisturbed one again, whose every window of Σw picks is exact;
+/// a stretch of clock L cycles long holds at most L·Σw + n turns (n eligible hosts, for turns
+/// on its ends), so each possibly avoiding pick adds Σw + n picks to wait. With equal weights
+/// the rotating index moves past the avoided hosts and the rotation goes on unchanged: no
+/// wait.
+fn settle_picks(weights: &[u32], mask: u64) -> usize {
+    let total: u64 = (0..weights.len().min(64))
+        .filter(|h| mask & (1 << h) != 0)
+        .map(|h| u64::from(weights[h].max(1)))
+        .sum();
+    let n = (mask & ((1u128 << weights.len().min(64)) - 1) as u64).count_ones() as usize;
+    usize::try_from(total).unwrap_or(usize::MAX / 2) + n
+}
+
+/// Pearson's statistic of one cluster's fresh random picks over eligible set `mask`, when
+/// the eligible weights are unequal (weighted draws; equal weights draw a uniform index, held
+/// to the binomial check alone). Hosts expected fewer than [`MIN_EXPECTED`] picks share one
+/// cell (the generator's weights like [23, 1, 1, 1, 1, 1, 1] leave each light host a handful),
+/// and a group whose pooled cell is still too small is left out. One run has too few picks
+/// for a slip of one unit of weight (a light host loses a draw in Σw, a heavy one gains it) to
+/// show; summed across seeds ([`super::stats::Aggregate`]) it does.
+fn pooled_chi_square(counts: &[u64], mask: u64, weights: &[u32]) -> Option<(f64, u32)> {
+    let hosts: Vec<usize> = (0..counts.len().min(weights.len()).min(64))
+        .filter(|h| mask & (1 << h) != 0)
+        .collect();
+    let w = |h: usize| f64::from(weights[h].max(1));
+    if hosts
+        .windows(2)
+        .all(|p| weights[p[0]].max(1) == weights[p[1]].max(1))
+    {
+        return None;
+    }
+    let n: u64 = hosts.iter().map(|&h| counts[h]).sum();
+    let total: f64 = hosts.iter().map(|&h| w(h)).sum();
+    let (mut observed, mut cells) = (Vec::new(), Vec::new());
+    let (mut small_obs, mut small_w) = (0u64, 0.0);
+    for &h in &hosts {
+        if n as f64 * w(h) / total < MIN_EXPECTED {
+            small_obs += counts[h];
+            small_w += w(h);
+        } else {
+            observed.push(counts[h]);
+            cells.push(w(h));
+        }
+    }
+    if small_w > 0.0 {
+        observed.push(small_obs);
+        cells.push(small_w);
+    }
+    chi_square(&observed, &cells)
 }
 
 /// Why a run of round-robin picks over eligible set `mask` is not exact, if it is not.

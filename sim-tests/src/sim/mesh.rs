@@ -656,6 +656,7 @@ impl<'s> Mesh<'s> {
             pushes_delivered: self.pushes_delivered,
             in_flight_at_push: self.in_flight_at_push,
             split_aggregate: self.split_aggregate,
+            random_aggregate: self.att.random_aggregate,
             ejections_multiplied: self.outlier_calls.multiplied,
             ejections_capped: self.outlier_calls.capped,
             ..Default::default()

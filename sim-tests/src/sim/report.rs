@@ -100,6 +100,10 @@ pub struct RunReport {
     /// The weighted-split chi-square statistics of the run, summed: a swarm adds these across
     /// seeds to see a bias too small for any one run.
     pub split_aggregate: super::stats::Aggregate,
+    /// The weighted random balancer's chi-square statistics of the run, summed (one per
+    /// cluster and eligible set with unequal weights, see `balance`): a swarm adds these
+    /// across seeds to see a slip of one unit of weight no single run could.
+    pub random_aggregate: super::stats::Aggregate,
 }
 
 /// What became of one request, for tests that assert on individual requests.

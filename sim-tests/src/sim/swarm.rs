@@ -110,6 +110,33 @@ pub fn split_bias(reports: &[RunReport]) -> Option<String> {
     })
 }
 
+/// Every run's weighted random balancing chi-square statistics, summed.
+pub fn random_aggregate(reports: &[RunReport]) -> super::stats::Aggregate {
+    let mut total = super::stats::Aggregate::default();
+    for r in reports {
+        total.merge(r.random_aggregate);
+    }
+    total
+}
+
+/// Whether the weighted random picks of a whole sweep, taken together, stray from the weights
+/// beyond [`super::stats::FALSE_ALARM`] (a slip of one unit of weight, which no single run's
+/// few tens of picks per cluster can show).
+pub fn random_bias(reports: &[RunReport]) -> Option<String> {
+    let total = random_aggregate(reports);
+    let p = total.p_value();
+    (p < super::stats::FALSE_ALARM).then(|| {
+        format!(
+            "weighted random picks across {} runs: chi-square {:.1} with {} degrees of freedom, \
+             p = {p:.2e} < {:e}",
+            reports.len(),
+            total.stat,
+            total.df,
+            super::stats::FALSE_ALARM
+        )
+    })
+}
+
 /// Run `seeds` on `workers` threads (each run is single-threaded and deterministic; only the
 /// order they finish in varies, and results are sorted by seed). `progress` is called after
 /// each run with (done, total).
