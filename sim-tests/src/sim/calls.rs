@@ -80,7 +80,7 @@ impl Mesh<'_> {
         let parent = self.serves[serve].req;
         let user = self.requests[parent].user.clone();
         let resp_len = self.rng.usize(0..=CALL_MAX_RESPONSE);
-        let shape = self.draw_shape(service, false);
+        let shape = self.draw_shape(service, false, true);
         let call = Call {
             service,
             user,

@@ -109,7 +109,7 @@ impl Mesh<'_> {
         };
         let resp_len = self.rng.usize(0..=spec.max_response as usize);
         let patience = Duration::from_millis(spec.deadline_ms);
-        let shape = self.draw_shape(service, post);
+        let shape = self.draw_shape(service, post, false);
         let call = Call {
             service,
             user,
@@ -124,7 +124,15 @@ impl Mesh<'_> {
     /// A request's shape in a scenario with the routing vocabulary (`None` otherwise): each
     /// part drawn from the scenario's pools with the world's RNG. A request with a body is a
     /// `POST` or `PUT` (`with_body`), one without a `GET` or `DELETE`.
-    pub(super) fn draw_shape(&mut self, service: usize, with_body: bool) -> Option<RequestShape> {
+    ///
+    /// A workload's call (`own_service`) always names its service's own host: a wildcard host
+    /// could land on a service earlier in the call graph and make calls loop.
+    pub(super) fn draw_shape(
+        &mut self,
+        service: usize,
+        with_body: bool,
+        own_service: bool,
+    ) -> Option<RequestShape> {
         let vocab = self.scn.requests.as_ref()?;
         let r = &mut self.rng;
         let method = match (with_body, r.u8(0..4)) {
@@ -140,7 +148,10 @@ impl Mesh<'_> {
         };
         let path = one(r, &vocab.paths);
         let query = one(r, &vocab.queries);
-        let suffix = one(r, &vocab.authorities);
+        let mut suffix = one(r, &vocab.authorities);
+        if own_service && !matches!(suffix.as_str(), "" | ":80" | ":8080" | "!upper") {
+            suffix.clear();
+        }
         let mut headers = Vec::new();
         for (name, values) in &vocab.headers {
             if let Some(Some(v)) = values.get(r.usize(0..values.len().max(1))) {
