@@ -76,6 +76,8 @@ pub fn resolve_vhost(
     if let Some(k) = exact(&full).or_else(|| exact(&stripped)) {
         return Some(k);
     }
+    let wildcards: Vec<&(String, usize)> =
+        wildcards.iter().filter(|(_, s)| *s < services).collect();
     let mut suffixes: Vec<(&str, usize)> = wildcards
         .iter()
         .filter_map(|(p, s)| Some((p.strip_prefix('*').filter(|x| !x.is_empty())?, *s)))

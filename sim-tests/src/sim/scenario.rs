@@ -389,6 +389,9 @@ impl Scenario {
         for c in &mut self.clients {
             c.targets.retain(|t| *t < services);
         }
+        if let Some(v) = &mut self.requests {
+            v.wildcards.retain(|(_, s)| *s < services);
+        }
         self.clients.retain(|c| !c.targets.is_empty());
         let sidecars = self.clients.len();
         let valid_ep = |svcs: &[Service], (s, v, i): EndpointRef| {

@@ -68,6 +68,14 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
                 }
             }
         }
+        if let Some(v) = &mut s.requests {
+            v.wildcards.retain(|(_, w)| *w != i);
+            for (_, w) in &mut v.wildcards {
+                if *w > i {
+                    *w -= 1;
+                }
+            }
+        }
         s.config_pushes.retain(|p| p.service != i);
         for p in &mut s.config_pushes {
             if p.service > i {
