@@ -53,12 +53,16 @@ impl Head {
     }
 }
 
-fn bare_lf(head: &[u8]) -> bool {
+/// Whether a head has a line ending in a bare LF (httparse accepts those; the engine must
+/// always send CRLF).
+pub(crate) fn bare_lf(head: &[u8]) -> bool {
     (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// The framing fields of a head: `Content-Length` (all equal), the final `Transfer-Encoding`.
-fn framing_fields(headers: &[httparse::Header<'_>]) -> Result<(Option<u64>, Option<bool>), String> {
+pub(crate) fn framing_fields(
+    headers: &[httparse::Header<'_>],
+) -> Result<(Option<u64>, Option<bool>), String> {
     let (mut length, mut chunked) = (None, None);
     for h in headers {
         let value = h.value.trim_ascii();
@@ -94,6 +98,43 @@ fn header_map(headers: &[httparse::Header<'_>]) -> Result<http::HeaderMap, Strin
     Ok(map)
 }
 
+/// How a request's body is delimited (RFC 9112 §6.3): chunked, or Content-Length (0 without
+/// one); both, or a final coding other than chunked, is an error.
+pub(crate) fn request_framing(headers: &[httparse::Header<'_>]) -> Result<Framing, String> {
+    let (length, chunked) = framing_fields(headers)?;
+    match (chunked, length) {
+        (Some(_), Some(_)) => Err("both transfer-encoding and content-length".into()),
+        (Some(true), None) => Ok(Framing::Chunked),
+        (Some(false), None) => Err("transfer-encoding without final chunked".into()),
+        (None, n) => Ok(Framing::Length(n.unwrap_or(0))),
+    }
+}
+
+/// How a response to a request with `method` is delimited (RFC 9112 §6.3): HEAD, 1xx, 204
+/// and 304 have no body whatever the fields say; then chunked, Content-Length, or the close.
+/// Chunked with Content-Length, or on HTTP/1.0, is an error.
+pub(crate) fn response_framing(
+    headers: &[httparse::Header<'_>],
+    status: u16,
+    minor: u8,
+    method: &str,
+) -> Result<Framing, String> {
+    let (length, chunked) = framing_fields(headers)?;
+    if chunked.is_some() && (length.is_some() || minor == 0) {
+        return Err("chunked with content-length, or on HTTP/1.0".into());
+    }
+    let bodiless = method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304;
+    Ok(match (bodiless, chunked, length) {
+        (true, _, _) => Framing::Length(0),
+        (false, Some(true), _) => Framing::Chunked,
+        (false, _, Some(n)) => Framing::Length(n),
+        (false, _, None) => Framing::Close,
+    })
+}
+
 /// Parses a request head: `Ok(None)` while incomplete.
 pub fn parse_request(buf: &[u8]) -> Result<Option<Head>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -107,13 +148,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Head>, String> {
     if bare_lf(&buf[..used]) {
         return Err("bare LF in the head".into());
     }
-    let (length, chunked) = framing_fields(req.headers)?;
-    let framing = match (chunked, length) {
-        (Some(_), Some(_)) => return Err("both transfer-encoding and content-length".into()),
-        (Some(true), None) => Framing::Chunked,
-        (Some(false), None) => return Err("transfer-encoding without final chunked".into()),
-        (None, n) => Framing::Length(n.unwrap_or(0)),
-    };
+    let framing = request_framing(req.headers)?;
     Ok(Some(Head {
         method: req.method.unwrap_or_default().to_string(),
         target: req.path.unwrap_or_default().to_string(),
@@ -142,22 +177,8 @@ pub fn parse_response(buf: &[u8], method: &str) -> Result<Option<Head>, String> 
         .code
         .filter(|c| (100..=599).contains(c))
         .ok_or("status out of range")?;
-    let (length, chunked) = framing_fields(resp.headers)?;
     let minor = resp.version.unwrap_or(1);
-    if chunked.is_some() && (length.is_some() || minor == 0) {
-        return Err("chunked with content-length, or on HTTP/1.0".into());
-    }
-    // RFC 9112 §6.3: HEAD, 1xx, 204 and 304 have no body whatever the fields say.
-    let bodiless = method.eq_ignore_ascii_case("HEAD")
-        || (100..200).contains(&status)
-        || status == 204
-        || status == 304;
-    let framing = match (bodiless, chunked, length) {
-        (true, _, _) => Framing::Length(0),
-        (false, Some(true), _) => Framing::Chunked,
-        (false, _, Some(n)) => Framing::Length(n),
-        (false, _, None) => Framing::Close,
-    };
+    let framing = response_framing(resp.headers, status, minor, method)?;
     Ok(Some(Head {
         method: String::new(),
         target: String::new(),

@@ -318,7 +318,7 @@ impl Mesh<'_> {
             return;
         };
         let gateway = info.gateway;
-        let Some(h) = info.endpoints.iter().position(|e| *e == ep) else {
+        let Some(h) = self.host_index(cluster, ep) else {
             return;
         };
         let watches = &mut self.sidecars[sc].hosts[cluster];

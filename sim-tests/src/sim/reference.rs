@@ -150,7 +150,13 @@ fn is_presence(m: Option<&StrMatch>) -> bool {
 
 /// A `headers` condition.
 fn header_holds(shape: &RequestShape, name: &str, m: Option<&StrMatch>) -> bool {
-    match (shape.header(name), m) {
+    value_holds(shape.header(name), m)
+}
+
+/// A header or query condition on a value that may be absent: absent never holds; a presence
+/// match holds for any value; otherwise the value must match.
+fn value_holds(value: Option<&str>, m: Option<&StrMatch>) -> bool {
+    match (value, m) {
         (None, _) => false,
         (Some(_), m) if is_presence(m) => true,
         (Some(v), Some(m)) => str_matches(m, v, false),
@@ -179,12 +185,7 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 }
 
 fn query_holds(query: &str, name: &str, m: Option<&StrMatch>) -> bool {
-    match (query_value(query, name), m) {
-        (None, _) => false,
-        (Some(_), m) if is_presence(m) => true,
-        (Some(v), Some(m)) => str_matches(m, v, false),
-        (Some(_), None) => true,
-    }
+    value_holds(query_value(query, name), m)
 }
 
 /// Whether one `HTTPMatchRequest` holds for the request.

@@ -2,7 +2,7 @@
 //! independent parser checking the engine's output, as the servers do), its framing decided as
 //! RFC 9112 §6.3 says, then body bytes taken as they arrive.
 
-use crate::codec::{BodyReader, Framing, MAX_HEAD_BYTES};
+use crate::codec::{response_framing, BodyReader, Framing, MAX_HEAD_BYTES};
 use bytes::BytesMut;
 
 use super::pattern::Pattern;
@@ -58,14 +58,12 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_BYTES => return Ok(None),
         _ => return Err(()),
     };
-    let head = &buf[..used];
-    if (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+    if crate::codec::bare_lf(&buf[..used]) {
         return Err(());
     }
     let status = resp.code.filter(|c| (100..=599).contains(c)).ok_or(())?;
     let (mut flags, mut from_server, mut ep) = (None, false, None);
     let mut seen = keep.then(Box::<SeenResponse>::default);
-    let (mut length, mut chunked): (Option<u64>, Option<bool>) = (None, None);
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value.trim_ascii();
@@ -81,21 +79,6 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
         } else if name.eq_ignore_ascii_case(b"x-sim-ep") {
             from_server = true;
             ep = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or(())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
         if let Some(seen) = seen.as_mut() {
             let lower = h.name.to_ascii_lowercase();
@@ -107,17 +90,12 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
             }
         }
     }
-    if chunked.is_some() && (length.is_some() || resp.version != Some(1)) {
-        return Err(());
-    }
-    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
-        BodyIn::Length(0)
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => BodyIn::Decoder(BodyReader::new(Framing::Chunked), BytesMut::new()),
-            (None, Some(n)) => BodyIn::Length(n),
-            _ => BodyIn::Decoder(BodyReader::new(Framing::Close), BytesMut::new()),
-        }
+    // Simulated clients send GET, POST, PUT and DELETE, never HEAD.
+    let framing =
+        response_framing(resp.headers, status, resp.version.unwrap_or(1), "GET").map_err(|_| ())?;
+    let body = match framing {
+        Framing::Length(n) => BodyIn::Length(n),
+        other => BodyIn::Decoder(BodyReader::new(other), BytesMut::new()),
     };
     Ok(Some((
         used,

@@ -97,13 +97,10 @@ fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, Strin
         Err(err) => return Err(err.to_string()),
     };
     // httparse accepts a bare LF as a line end; the engine must always send CRLF.
-    let head = &buf[..used];
-    if (head.iter().enumerate()).any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+    if crate::codec::bare_lf(&buf[..used]) {
         return Err("bare LF in the head".into());
     }
     let (mut hosts, mut id) = (0, None);
-    let mut length: Option<u64> = None;
-    let mut chunked: Option<bool> = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -116,34 +113,19 @@ fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, Strin
                         .and_then(|v| v.parse().ok()),
                 );
             }
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = (!h.value.is_empty() && h.value.len() <= 18)
-                .then(|| std::str::from_utf8(h.value).ok()?.parse::<u64>().ok())
-                .flatten()
-                .filter(|_| h.value.iter().all(u8::is_ascii_digit))
-                .ok_or("invalid content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length fields".into());
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only the final coding decides whether the body is chunked.
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
     }
     if req.version == Some(1) && hosts != 1 {
         return Err(format!("{hosts} host fields"));
     }
-    let body = match (chunked, length) {
-        (Some(_), Some(_)) => return Err("both transfer-encoding and content-length".into()),
-        (Some(false), None) => return Err("transfer-encoding without final chunked".into()),
-        (Some(true), None) => {
+    let body = match crate::codec::request_framing(req.headers)? {
+        Framing::Chunked => {
             BodyIn::Chunked(Box::new((BodyReader::new(Framing::Chunked), Vec::new())))
         }
-        (None, n) => {
-            BodyIn::Length(usize::try_from(n.unwrap_or(0)).map_err(|_| "content-length too large")?)
+        Framing::Length(n) => {
+            BodyIn::Length(usize::try_from(n).map_err(|_| "content-length too large")?)
         }
+        Framing::Close => return Err("a request body delimited by the close".into()),
     };
     let seen = keep.then(|| {
         Box::new(Upstream {
