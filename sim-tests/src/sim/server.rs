@@ -105,14 +105,12 @@ fn parse_head(buf: &[u8], keep: bool) -> Result<Option<(usize, Incoming)>, Strin
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
-        } else if name.eq_ignore_ascii_case(b"x-sim-id") {
-            if id.is_none() {
-                id = Some(
-                    std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.parse().ok()),
-                );
-            }
+        } else if name.eq_ignore_ascii_case(b"x-sim-id") && id.is_none() {
+            id = Some(
+                std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok()),
+            );
         }
     }
     if req.version == Some(1) && hosts != 1 {
