@@ -89,6 +89,7 @@ fn scenario() -> Scenario {
         }],
         requests: None,
         framing: None,
+        http: None,
     };
     assert!(scn.normalize());
     scn

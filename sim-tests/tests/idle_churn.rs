@@ -77,6 +77,7 @@ fn scenario() -> Scenario {
         }],
         requests: None,
         framing: None,
+        http: None,
     };
     assert!(scn.normalize());
     scn

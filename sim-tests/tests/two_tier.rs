@@ -74,6 +74,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         config_pushes: Vec::new(),
         requests: None,
         framing: None,
+        http: None,
     }
 }
 

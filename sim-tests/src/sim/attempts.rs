@@ -566,7 +566,13 @@ impl Mesh<'_> {
             let time_left = rule
                 .timeout_ms
                 .is_none_or(|ms| t < req.start + Duration::from_millis(ms));
-            let replayable = req.body_len <= 64 * 1024;
+            // The decoded body must fit the retry buffer (64 KiB unless the scenario sets it).
+            let buffer = self
+                .scn
+                .http
+                .as_ref()
+                .map_or(64 * 1024, |h| h.retry_buffer_bytes);
+            let replayable = req.body_len <= buffer as usize;
             if *got == s
                 && retried(s)
                 && (n as u64) < 1 + u64::from(allowed)

@@ -67,7 +67,7 @@ impl Mesh<'_> {
     pub(crate) fn least_request_uniform(&self, c: usize) -> bool {
         let info = &self.cluster_info[c];
         let ver = &self.scn.services[info.service].versions[info.version];
-        ver.lb == 1
+        ver.least_request()
             && ver.pool.is_none()
             && ver
                 .endpoints
@@ -117,7 +117,7 @@ impl Mesh<'_> {
                 0 if super::attempts::EXACT_BALANCING => {
                     self.check_round_robin(sc, c, picks, &alone, &weights)
                 }
-                1 if super::attempts::EXACT_BALANCING => {
+                1 | 3 if super::attempts::EXACT_BALANCING => {
                     self.check_least_request(sc, c, picks, &alone)
                 }
                 _ => {}

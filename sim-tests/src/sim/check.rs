@@ -68,6 +68,10 @@ pub enum Invariant {
     /// A balancer broke its policy's promise (round robin's exact cycle, random's weight
     /// shares, least request never choosing the busiest host).
     Balancing,
+    /// A request head over one of the HTTP limits (request line, head bytes, field count) was
+    /// not answered 414/431, or one within them was; or a connection-manager timeout ended a
+    /// request whose head had arrived.
+    HeadLimits,
 }
 
 /// One broken invariant, with when and what.

@@ -191,6 +191,11 @@ impl Mesh<'_> {
         } = call;
         let post = body_len.is_some();
         let body_len = body_len.unwrap_or(0);
+        let mut shape = shape;
+        let probe = self.draw_limit_probe(shape.is_some());
+        if let (Some((LimitProbe::Line, want)), Some(sh)) = (probe, shape.as_mut()) {
+            pad_request_line(sh, want);
+        }
         // A drawn Host selects the virtual host, and so the service, the request is for
         // (wildcard domains may send it to another service's rules, or none: 404 NR).
         let vhost = match (&shape, &self.scn.requests) {
@@ -255,6 +260,31 @@ impl Mesh<'_> {
                 .framing
                 .as_ref()
                 .is_some_and(|f| self.rng.u8(0..100) < f.chunked_requests_percent);
+        match probe {
+            Some((LimitProbe::Bytes, want)) => {
+                // The rest of the head: the framing field and the empty line.
+                let framing = match (chunked, post) {
+                    (true, _) => "transfer-encoding: chunked\r\n".len(),
+                    (false, true) => "content-length: \r\n".len() + num.format(body_len).len(),
+                    (false, false) => 0,
+                };
+                let head = raw.len() + framing + 2;
+                // `x-pad: ` + value + CRLF.
+                if let Some(k) = want.checked_sub(head + 9) {
+                    raw.extend_from_slice(b"x-pad: ");
+                    raw.resize(raw.len() + k, b'p');
+                    raw.extend_from_slice(b"\r\n");
+                }
+            }
+            Some((LimitProbe::Count, want)) => {
+                let fields = raw.windows(2).filter(|w| w == b"\r\n").count() - 1
+                    + usize::from(post || chunked);
+                for _ in fields..want {
+                    raw.extend_from_slice(b"x-fill: 1\r\n");
+                }
+            }
+            _ => {}
+        }
         if chunked {
             raw.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
             let mut body = Vec::with_capacity(body_len);
@@ -270,6 +300,17 @@ impl Mesh<'_> {
             Pattern::new(id as u64, REQUEST_SALT).write(&mut raw, body_len);
         }
 
+        // Which limit, if any, the head as written breaks: a request the engine must refuse
+        // is never routed, so the routing checks leave it alone.
+        let reject = self
+            .scn
+            .http
+            .as_ref()
+            .and_then(|h| head_limit_status(h, &raw));
+        let (rule, block, bound) = match reject {
+            Some(_) => (None, None, None),
+            None => (rule, block, bound),
+        };
         let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
         let mut accepted = Accepted::new(peer, local);
@@ -292,6 +333,7 @@ impl Mesh<'_> {
             generation,
             stream_idle: (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE),
             rule,
+            reject,
             block,
             shape: shape.map(Box::new),
             bound,
@@ -429,7 +471,19 @@ impl Mesh<'_> {
             );
             self.violations.report(Invariant::Bytes, self.now, msg);
         }
-        let model_says_no_route = r.rule.is_none();
+        let got_limit = matches!(&outcome, Outcome::Mesh(414 | 431, _));
+        match (r.reject, &outcome) {
+            (Some(want), Outcome::Mesh(got, _)) if *got == want => {}
+            (None, _) if !got_limit => {}
+            (want, got) => {
+                let msg = format!(
+                    "request {req}: head limits call for {want:?}, got {got:?} (limits {:?})",
+                    self.scn.http
+                );
+                self.violations.report(Invariant::HeadLimits, self.now, msg);
+            }
+        }
+        let model_says_no_route = r.rule.is_none() && r.reject.is_none();
         let got_no_route = matches!(&outcome, Outcome::Mesh(404, f) if f.contains("NR"));
         if model_says_no_route != got_no_route {
             let msg = format!(
@@ -602,5 +656,71 @@ impl Mesh<'_> {
                     .or_default() += 1;
             }
         }
+    }
+}
+
+/// Which of the head limits a padded request probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LimitProbe {
+    Line,
+    Bytes,
+    Count,
+}
+
+impl Mesh<'_> {
+    /// Whether this request probes a head limit, which one, and the size to pad it to: the
+    /// limit's edge (one under, at, one over) or well past it.
+    fn draw_limit_probe(&mut self, shaped: bool) -> Option<(LimitProbe, usize)> {
+        let h = self.scn.http.as_ref()?;
+        if !shaped || self.rng.u8(0..100) >= h.probe_percent {
+            return None;
+        }
+        let (kind, limit) = match self.rng.u8(0..3) {
+            0 => (LimitProbe::Line, h.max_request_line_bytes),
+            1 => (LimitProbe::Bytes, h.max_header_bytes),
+            _ => (LimitProbe::Count, h.max_headers),
+        };
+        let limit = limit as usize;
+        let want = match self.rng.u8(0..4) {
+            0 => limit - 1,
+            1 => limit,
+            2 => limit + 1,
+            _ => limit + self.rng.usize(2..200),
+        };
+        Some((kind, want))
+    }
+}
+
+/// Lengthens the request line of `shape` to `want` bytes (method, target and version) with a
+/// `zpad` query parameter, which no generated condition names; a line that is already longer,
+/// or too short to take the parameter, stays as it is.
+fn pad_request_line(shape: &mut RequestShape, want: usize) {
+    let line = shape.method.len() + 1 + shape.target().len() + " HTTP/1.1".len();
+    // `?zpad=` or `&zpad=`, then the value.
+    if let Some(k) = want.checked_sub(line + 6) {
+        if !shape.query.is_empty() {
+            shape.query.push('&');
+        }
+        shape.query.push_str("zpad=");
+        shape.query.extend(std::iter::repeat_n('z', k));
+    }
+}
+
+/// The status the limits of `h` call for on a request whose bytes start with the head `raw`
+/// (RFC 9112 syntax, as the client wrote it): 414 for a request line over
+/// `max_request_line_bytes`; else 431 for a head over `max_header_bytes` (CRLFs and the
+/// empty line counted) or with more than `max_headers` fields.
+fn head_limit_status(h: &super::scenario::HttpSpec, raw: &[u8]) -> Option<u16> {
+    let line = raw.windows(2).position(|w| w == b"\r\n")?;
+    let head = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    // Every CRLF up to the end of the head ends a line: the request line, the fields, the
+    // empty line.
+    let fields = raw[..head].windows(2).filter(|w| w == b"\r\n").count() - 2;
+    if line > h.max_request_line_bytes as usize {
+        Some(414)
+    } else if head > h.max_header_bytes as usize || fields > h.max_headers as usize {
+        Some(431)
+    } else {
+        None
     }
 }

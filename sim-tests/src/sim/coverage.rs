@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::reference;
 use super::scenario::{ActionSpec, FaultKind, Load, MatchSpec, Rule, Scenario, StrMatch};
 
 /// Every feature [`features`] can report, in display order: the table lists those no seed had
@@ -39,11 +40,15 @@ pub const ALL: &[&str] = &[
     "match.port (another)",
     "match.sourceLabels",
     "match several blocks (OR)",
+    "match name",
     "hosts: wildcard domains",
     "hosts: catch-all *",
     "redirect",
     "redirect uri",
     "redirect authority",
+    "redirect scheme change",
+    "redirect scheme same",
+    "redirect port",
     "redirect code 302/307/308",
     "directResponse",
     "directResponse body",
@@ -73,6 +78,7 @@ pub const ALL: &[&str] = &[
     "lb ROUND_ROBIN",
     "lb LEAST_REQUEST",
     "lb RANDOM",
+    "lb unset (Istio default)",
     "endpoint weights uneven",
     "outlierDetection consecutive5xx",
     "outlierDetection consecutiveGatewayErrors",
@@ -99,6 +105,10 @@ pub const ALL: &[&str] = &[
     "config churn shortening stream idle",
     "chunked request bodies",
     "chunked responses",
+    "HTTP limits and timeouts set",
+    "head limits probed (414/431 edges)",
+    "retry buffer smaller than some bodies",
+    "header-read/idle timeouts of milliseconds",
     "closed-loop clients",
     "open-loop clients",
 ];
@@ -202,6 +212,8 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
             Some(ActionSpec::Redirect {
                 uri,
                 authority,
+                scheme,
+                port,
                 status,
             }) => {
                 out.push("redirect");
@@ -210,6 +222,14 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
                 }
                 if authority.is_some() {
                     out.push("redirect authority");
+                }
+                match scheme.as_deref() {
+                    Some("https") => out.push("redirect scheme change"),
+                    Some(_) => out.push("redirect scheme same"),
+                    None => {}
+                }
+                if port.is_some() {
+                    out.push("redirect port");
                 }
                 if matches!(status, 302 | 307 | 308) {
                     out.push("redirect code 302/307/308");
@@ -311,6 +331,18 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     for rule in rules {
         rule_features(rule, &mut out);
     }
+    // `match[].name`: the model names the blocks of every other rule of a service.
+    let named = |rules: &[Rule]| {
+        rules
+            .iter()
+            .enumerate()
+            .any(|(r, rule)| r % 2 == 1 && !reference::blocks(rule).is_empty())
+    };
+    if scn.services.iter().any(|s| named(&s.rules))
+        || scn.config_pushes.iter().any(|p| named(&p.rules))
+    {
+        out.push("match name");
+    }
     for svc in &scn.services {
         if !svc.calls.is_empty() {
             out.push("two- or three-tier meshes");
@@ -319,7 +351,8 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             out.push(match ver.lb {
                 0 => "lb ROUND_ROBIN",
                 1 => "lb LEAST_REQUEST",
-                _ => "lb RANDOM",
+                2 => "lb RANDOM",
+                _ => "lb unset (Istio default)",
             });
             let w0 = ver.endpoints.first().map_or(1, |e| e.weight);
             if ver.endpoints.iter().any(|e| e.weight != w0) {
@@ -396,6 +429,18 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     if scn.framing.is_some() {
         out.push("chunked request bodies");
         out.push("chunked responses");
+    }
+    if let Some(h) = &scn.http {
+        out.push("HTTP limits and timeouts set");
+        if h.probe_percent > 0 && scn.requests.is_some() {
+            out.push("head limits probed (414/431 edges)");
+        }
+        if h.retry_buffer_bytes < 3000 {
+            out.push("retry buffer smaller than some bodies");
+        }
+        if h.header_read_timeout_ms < 10 || h.idle_timeout_ms < 10 {
+            out.push("header-read/idle timeouts of milliseconds");
+        }
     }
     if let Some(v) = &scn.requests {
         if v.wildcards.iter().any(|(p, _)| p != "*") {

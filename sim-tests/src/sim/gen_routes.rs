@@ -376,6 +376,11 @@ fn gen_rules(
                 0 | 1 => Some(ActionSpec::Redirect {
                     uri: r.bool().then(|| gen_path(r)),
                     authority: r.bool().then(|| format!("moved{s}.example")),
+                    // `http` keeps the scheme (and so a request's `:80`); `https` changes it.
+                    scheme: (r.u8(0..3) == 0).then(|| ["http", "https"][r.usize(0..2)].into()),
+                    // 80 and 443 probe that a configured port is written even when it is
+                    // the scheme's default (Envoy's `port_redirect` always is).
+                    port: (r.u8(0..3) == 0).then(|| [80, 443, 8443][r.usize(0..3)]),
                     status: [0, 301, 302, 307, 308][r.usize(0..5)],
                 }),
                 2 | 3 => Some(ActionSpec::Direct {

@@ -139,6 +139,7 @@ impl Scenario {
             config_pushes: Vec::new(),
             requests: None,
             framing: None,
+            http: None,
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -222,6 +223,23 @@ impl Scenario {
             scn.framing = Some(FramingSpec {
                 chunked_requests_percent: framing.u8(10..=100),
                 chunked_responses_percent: framing.u8(10..=100),
+            });
+        }
+        // The HTTP connection manager's limits and timeouts, small enough to reach, in a
+        // quarter of the seeds: a stream of its own.
+        let mut http = fastrand::Rng::with_seed(seed ^ 0x4774_7053_0000_000b);
+        if http.u8(0..100) < 25 {
+            let max_request_line_bytes = http.u32(60..=400);
+            scn.http = Some(HttpSpec {
+                max_request_line_bytes,
+                // The engine applies the same limits to response heads: these stay above
+                // what servers answer (8 fields, under 200 bytes), which are not probed.
+                max_header_bytes: max_request_line_bytes + http.u32(200..=1500),
+                max_headers: http.u32(9..=40),
+                header_read_timeout_ms: [1, 5, 50, 10_000][http.usize(0..4)],
+                idle_timeout_ms: [1, 5, 50, 3_600_000][http.usize(0..4)],
+                retry_buffer_bytes: [0, 1, 500, 1500, 65_536][http.usize(0..5)],
+                probe_percent: [0, 5, 20, 50][http.usize(0..4)],
             });
         }
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
@@ -348,7 +366,7 @@ fn gen_ejection_caps(r: &mut fastrand::Rng, scn: &mut Scenario) {
 fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
     let n_versions = r.usize(1..=3);
     let versions = (0..n_versions)
-        .map(|_| {
+        .map(|v| {
             let n_eps = if big { r.usize(1..=3) } else { r.usize(1..=10) };
             let bad = r.u8(0..100) < 40;
             Version {
@@ -371,7 +389,13 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                         weight: 0,
                     })
                     .collect(),
-                lb: r.u8(0..3),
+                // Istio's default (no `simple`, 3) is least request; it takes half the
+                // least-request draws without a draw of its own, so the RNG stream, and every
+                // trace, is the same as when both were `LEAST_REQUEST`.
+                lb: match r.u8(0..3) {
+                    1 if v % 2 == 1 => 3,
+                    lb => lb,
+                },
                 outlier: (sw.outlier && r.bool()).then(|| OutlierSpec {
                     consecutive_5xx: r.u32(1..=5),
                     interval_ms: r.u64(20..=500),

@@ -101,6 +101,15 @@ pub fn engine_config_at(
     if scn.net.buffer_bytes > 0 {
         config.http.connection_buffer_bytes = scn.net.buffer_bytes as usize;
     }
+    if let Some(h) = &scn.http {
+        let http = &mut config.http;
+        http.max_request_line_bytes = h.max_request_line_bytes as usize;
+        http.max_header_bytes = h.max_header_bytes as usize;
+        http.max_headers = h.max_headers as usize;
+        http.header_read_timeout = Duration::from_millis(h.header_read_timeout_ms);
+        http.idle_timeout = Duration::from_millis(h.idle_timeout_ms);
+        http.retry_buffer_bytes = h.retry_buffer_bytes as usize;
+    }
     for (s, svc) in scn.services.iter().enumerate() {
         for (v, ver) in svc.versions.iter().enumerate() {
             let mut c = Cluster {
@@ -117,7 +126,8 @@ pub fn engine_config_at(
                 lb: match ver.lb {
                     0 => LbPolicy::RoundRobin,
                     1 => LbPolicy::LeastRequest { choice_count: 2 },
-                    _ => LbPolicy::Random,
+                    2 => LbPolicy::Random,
+                    _ => LbPolicy::Default,
                 },
                 ..Default::default()
             };
@@ -184,18 +194,29 @@ pub fn engine_config_at(
 fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
     // The `x-user` block first, then the vocabulary's blocks, each an engine `RouteMatch`
     // (pilot makes each `match[]` entry an Envoy route of its own, in order).
-    let matches = reference::blocks(rule).iter().map(engine_match).collect();
+    // Every other rule names its blocks (`match[].name`): a label for `explain` and logs that
+    // must not change which rule a request takes, so the reference model ignores it.
+    let matches = reference::blocks(rule)
+        .iter()
+        .enumerate()
+        .map(|(b, m)| RouteMatch {
+            name: (r % 2 == 1).then(|| format!("block-{b}")),
+            ..engine_match(m)
+        })
+        .collect();
     let vocab = rule.vocab.as_deref();
     let action = match vocab.and_then(|v| v.action.as_ref()) {
         Some(ActionSpec::Redirect {
             uri,
             authority,
+            scheme,
+            port,
             status,
         }) => RouteAction::Redirect(Redirect {
             uri: uri.clone(),
             authority: authority.clone(),
-            port: None,
-            scheme: None,
+            port: *port,
+            scheme: scheme.clone(),
             status: *status,
         }),
         Some(ActionSpec::Direct { status, body }) => RouteAction::DirectResponse {

@@ -26,9 +26,13 @@
 //! * `rewrite.uri` is Envoy's `prefix_rewrite`: it replaces the matched exact path, the matched
 //!   prefix, the whole path for a regex match, and the leading `/` when the block has no uri
 //!   condition (pilot's default match is `prefix: /`); the query string is kept;
-//! * a redirect answers `redirectCode` (301 when unset) with `Location` built from the request:
-//!   `http://` + (`authority` or the request's Host) + (`uri` or the request's path), keeping the
-//!   request's query when `uri` has none;
+//! * a redirect answers `redirectCode` (301 when unset) with `Location` built as Envoy's
+//!   `Http::Utility::newUri` builds it (envoyproxy/envoy `source/common/http/utility.cc`):
+//!   `scheme` (or the request's, `http` here) + `://` + (`authority`, or the request's Host,
+//!   whose port is dropped when a `port` is configured, or when the scheme changes and the
+//!   port was `:80`, the default of the request's `x-forwarded-proto`, `http` when the client
+//!   sent none) + (`:port` when configured, even a scheme's default) + (`uri` or the request's
+//!   path), keeping the request's query when `uri` has none;
 //! * header edits: `set` overwrites, `add` appends, `remove` drops; rule-level response edits
 //!   also apply to redirects and direct responses (Envoy's `response_headers_to_add` on direct
 //!   responses), destination-level ones only to forwarded responses.
@@ -347,10 +351,30 @@ pub fn local_answer(rule: &Rule, shape: &RequestShape) -> Option<LocalAnswer> {
         ActionSpec::Redirect {
             uri,
             authority,
+            scheme,
+            port,
             status,
         } => {
-            let host = authority.as_deref().unwrap_or(&shape.authority);
-            let mut location = format!("http://{host}");
+            // Envoy's `processRequestHost`: the Host's port goes when a port is configured, or
+            // when the scheme changes away from the request's protocol and the port was that
+            // protocol's default. Clients here are plain `http` and send no
+            // `x-forwarded-proto`. (Comparisons are Envoy's: the scheme case-sensitively.)
+            let scheme = scheme.as_deref().unwrap_or("http");
+            let request_host = shape.authority.as_str();
+            let host = match authority {
+                Some(a) => a.as_str(),
+                None => match request_host.rfind(':') {
+                    Some(colon)
+                        if port.is_some()
+                            || (scheme != "http" && &request_host[colon..] == ":80") =>
+                    {
+                        &request_host[..colon]
+                    }
+                    _ => request_host,
+                },
+            };
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let mut location = format!("{scheme}://{host}{port}");
             match uri {
                 Some(u) => {
                     location.push_str(u);

@@ -45,6 +45,36 @@ pub struct Scenario {
     /// chunked responses from servers (percent of each); `None`: Content-Length throughout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub framing: Option<FramingSpec>,
+    /// The sidecars' HTTP connection-manager settings and the clients that probe their head
+    /// limits; `None`: the engine's defaults, and no probing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
+}
+
+/// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to
+/// reach, and how often a client pads a request to one of the head limits' edges.
+///
+/// Reference semantics, from the settings' documented meaning: a request line (method, target,
+/// version, no CRLF) longer than `max_request_line_bytes` is answered 414; otherwise a head
+/// (request line, fields and the empty line, CRLFs counted) longer than `max_header_bytes`, or
+/// with more than `max_headers` fields, 431. The line limit is drawn below the head limit, so
+/// a long line is 414 however the head arrives. Neither timeout may end a request whose head
+/// arrived whole (every client here sends it in one piece): they are for heads that stall and
+/// connections with no request, never for requests in flight. A request body of at most
+/// `retry_buffer_bytes` (decoded) is kept for retries; a larger one turns retries off.
+///
+/// The engine applies the head limits to upstream responses too; they are drawn above what the
+/// simulated servers answer, so response limits are not probed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpSpec {
+    pub max_request_line_bytes: u32,
+    pub max_header_bytes: u32,
+    pub max_headers: u32,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub retry_buffer_bytes: u32,
+    /// Percent of client requests (those with a drawn shape) padded to probe one limit.
+    pub probe_percent: u8,
 }
 
 /// How often clients and servers frame bodies with chunked transfer coding.
@@ -99,7 +129,8 @@ pub struct Service {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Version {
     pub endpoints: Vec<EndpointSpec>,
-    /// 0 round robin, 1 least request, 2 random.
+    /// 0 `ROUND_ROBIN`, 1 `LEAST_REQUEST`, 2 `RANDOM`, 3 unset (Istio's default, which pilot
+    /// leaves to Envoy's cluster default as least request: `LEAST_REQUEST` since Istio 1.14).
     pub lb: u8,
     pub outlier: Option<OutlierSpec>,
     pub pool: Option<PoolSpec>,
@@ -184,6 +215,13 @@ pub struct Rule {
     pub fault: Option<FaultSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vocab: Option<Box<RuleVocab>>,
+}
+
+impl Version {
+    /// Whether its balancer is least request: `LEAST_REQUEST`, or Istio's default.
+    pub fn least_request(&self) -> bool {
+        matches!(self.lb, 1 | 3)
+    }
 }
 
 impl Rule {

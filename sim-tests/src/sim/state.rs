@@ -134,6 +134,9 @@ pub(crate) struct ClientRequest {
     /// The stream idle timeout of the snapshot it started on.
     pub stream_idle: Duration,
     pub rule: Option<usize>,
+    /// The status the head limits call for (414 or 431), from the head the client wrote and
+    /// the scenario's [`super::scenario::HttpSpec`]; such a request is never routed.
+    pub reject: Option<u16>,
     /// The match block of `rule` the request matched by (`None`: a rule without blocks).
     pub block: Option<usize>,
     /// Method, path, query, authority and headers sent (routing-vocabulary scenarios).

@@ -50,10 +50,15 @@ pub struct MatchSpec {
 /// What a rule does instead of forwarding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionSpec {
-    /// Istio `HTTPRedirect` (`uri`, `authority`, `redirectCode`; 0 means Istio's default 301).
+    /// Istio `HTTPRedirect` (`uri`, `authority`, `scheme`, `port`, `redirectCode`; 0 means
+    /// Istio's default 301).
     Redirect {
         uri: Option<String>,
         authority: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheme: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
         status: u16,
     },
     /// Istio `HTTPDirectResponse` with an optional string body.
