@@ -107,8 +107,8 @@ pub(crate) struct Pick {
     pub host: usize,
     /// The request and its attempt index, once known.
     pub req: Option<(usize, usize)>,
-    /// (ejections so far, eligible hosts) of the cluster after the call: a new key is a
-    /// rebuilt balancer.
+    /// (epoch, eligible hosts) of the cluster after the call: the epoch mixes the ejections
+    /// so far with the hosts not ejected, so a new key is a rebuilt balancer.
     pub key: (u64, u64),
     /// The eligible set was the same before and after the call.
     pub stable: bool,
@@ -197,8 +197,8 @@ impl Mesh<'_> {
     }
 
     /// Which hosts of cluster `c` are surely eligible in sidecar `sc`'s current call: not
-    /// ejected in the driver's watch before it nor in the engine's state after it (bit per
-    /// host); and (ejections so far, eligible after) as the balancer's epoch key; and whether
+    /// ejected in the driver's watch before it nor in the engine's state after it, or every
+    /// host when the cluster is in panic mode (bit per host); and (epoch, eligible after) as the balancer's key; and whether
     /// the eligible set stayed the same through the call.
     fn eligibility(&mut self, sc: usize, c: usize) -> (u64, (u64, u64), bool) {
         let hosts = self.cluster_info[c].endpoints.len().min(64);
@@ -226,8 +226,20 @@ impl Mesh<'_> {
                 after |= 1 << h;
             }
         }
-        let key = (state.stats().ejections_total, after);
-        (before & after, key, before == after)
+        // The epoch: a change of health is a membership change for the balancer (Envoy
+        // rebuilds its schedulers), panic mode or not, so the hosts not ejected go into it
+        // even when panic mode makes every host eligible.
+        let epoch = state.stats().ejections_total.rotate_left(32) ^ after;
+        // Panic mode (`minHealthPercent`): the balancer picks among every host.
+        let ejected = |set: u64| hosts - set.count_ones() as usize;
+        let stable = before == after;
+        if self.in_panic(c, ejected(before)) {
+            before = all;
+        }
+        if self.in_panic(c, ejected(after)) {
+            after = all;
+        }
+        (before & after, (epoch, after), stable)
     }
 
     /// Sidecar `sc` opened `conn` to `addr`'s endpoint `ep` (a pick by its balancer).

@@ -29,7 +29,8 @@ pub enum Invariant {
     Rewrite,
     /// More hosts ejected than `max_ejection_percent` allows.
     EjectionCap,
-    /// A host got a new request while ejected.
+    /// A host got a new request while ejected and the cluster was not in panic mode
+    /// (`minHealthPercent`), or a cluster that panic mode keeps picking answered UH.
     EjectedHostUsed,
     /// A host kept failing, with room under the cap, and was not ejected.
     NotEjected,

@@ -612,6 +612,26 @@ impl Mesh<'_> {
             );
             self.violations.report(Invariant::ConfigSwap, self.now, msg);
         }
+        // Panic mode: a cluster with endpoints and `minHealthPercent` above 0 always has a
+        // host to pick (every host counts once the healthy share falls below it), so it never
+        // answers "no healthy upstream".
+        if log.flags.contains(&ResponseFlag::NoHealthyUpstream) {
+            let panics = log.cluster.as_deref().and_then(|name| {
+                let c = self.cluster_names.iter().position(|n| n == name)?;
+                let info = &self.cluster_info[c];
+                let ver = &self.scn.services[info.service].versions[info.version];
+                let min = ver.outlier.as_ref().map_or(0, |o| o.min_health_percent);
+                (min > 0 && !ver.endpoints.is_empty()).then_some((name, min))
+            });
+            if let Some((name, min)) = panics {
+                let msg = format!(
+                    "request {id}: {name} answered no healthy upstream (UH), but its \
+                     minHealthPercent {min} puts it in panic mode before that"
+                );
+                self.violations
+                    .report(Invariant::EjectedHostUsed, self.now, msg);
+            }
+        }
         // Generation 0's names are made once; a pushed generation's on demand (rare).
         let same = match (rule, log.route.as_deref()) {
             (None, got) => got.is_none(),

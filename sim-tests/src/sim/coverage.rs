@@ -79,6 +79,7 @@ pub const ALL: &[&str] = &[
     "lb LEAST_REQUEST",
     "lb RANDOM",
     "lb unset (Istio default)",
+    "outlier minHealthPercent (panic mode)",
     "endpoint weights uneven",
     "outlierDetection consecutive5xx",
     "outlierDetection consecutiveGatewayErrors",
@@ -354,6 +355,13 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
                 2 => "lb RANDOM",
                 _ => "lb unset (Istio default)",
             });
+            if ver
+                .outlier
+                .as_ref()
+                .is_some_and(|o| o.min_health_percent > 0)
+            {
+                out.push("outlier minHealthPercent (panic mode)");
+            }
             let w0 = ver.endpoints.first().map_or(1, |e| e.weight);
             if ver.endpoints.iter().any(|e| e.weight != w0) {
                 out.push("endpoint weights uneven");

@@ -599,7 +599,17 @@ impl Mesh<'_> {
         let Some(r) = self.requests.get(req) else {
             return;
         };
-        if w.ejected && w.ejected_at < r.start && state.get(h).is_some_and(|s| s.ejected) {
+        let before = self.sidecars[sc].hosts[c]
+            .iter()
+            .filter(|w| w.ejected)
+            .count();
+        let after = state.iter().filter(|s| s.ejected).count();
+        if w.ejected
+            && w.ejected_at < r.start
+            && state.get(h).is_some_and(|s| s.ejected)
+            && !self.in_panic(c, before)
+            && !self.in_panic(c, after)
+        {
             let msg = format!(
                 "sidecar {sc}: request {req} (started {}) went to host {h} of {}, \
                  ejected since {} and still ejected",
@@ -608,6 +618,22 @@ impl Mesh<'_> {
             self.violations
                 .report(Invariant::EjectedHostUsed, self.now, msg);
         }
+    }
+}
+
+impl Mesh<'_> {
+    /// Whether cluster `c`'s balancer is in panic mode with `ejected` of its hosts ejected:
+    /// Envoy's `isHostSetInPanic`, the share of hosts not ejected below `minHealthPercent`
+    /// (Istio maps it to the panic threshold). In panic it picks among all hosts.
+    pub(crate) fn in_panic(&self, c: usize, ejected: usize) -> bool {
+        let info = &self.cluster_info[c];
+        let ver = &self.scn.services[info.service].versions[info.version];
+        let min = ver
+            .outlier
+            .as_ref()
+            .map_or(0, |o| o.min_health_percent.min(100));
+        let hosts = ver.endpoints.len() as u64;
+        hosts.saturating_sub(ejected as u64) * 100 < u64::from(min) * hosts
     }
 }
 

@@ -217,6 +217,16 @@ impl Scenario {
                 }
             }
         }
+        // Panic mode (`minHealthPercent`) on some clusters with outlier detection: a stream of
+        // its own.
+        let mut panic = fastrand::Rng::with_seed(seed ^ 0x9a41_c0de_0000_000c);
+        for ver in scn.services.iter_mut().flat_map(|s| &mut s.versions) {
+            if let Some(o) = ver.outlier.as_mut() {
+                if panic.u8(0..100) < 30 {
+                    o.min_health_percent = [1, 34, 50, 100][panic.usize(0..4)];
+                }
+            }
+        }
         // Chunked bodies both ways in a quarter of the seeds: a stream of its own.
         let mut framing = fastrand::Rng::with_seed(seed ^ 0xc4a2_4ced_0000_000a);
         if framing.u8(0..100) < 25 {
@@ -404,6 +414,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                     max_ejection_ms: None,
                     consecutive_gateway_errors: 0,
                     split_local_origin: None,
+                    min_health_percent: 0,
                 }),
                 pool: (sw.pool && r.bool()).then(|| PoolSpec {
                     max_connections: r.u32(1..=6),
@@ -649,6 +660,7 @@ impl Scenario {
                 max_ejection_ms: None,
                 consecutive_gateway_errors: 0,
                 split_local_origin: None,
+                min_health_percent: 0,
             }),
             pool: None,
         };

@@ -144,6 +144,7 @@ pub fn engine_config_at(
                     consecutive_gateway_errors: o.consecutive_gateway_errors,
                     split_external_local_origin_errors: o.split_local_origin.is_some(),
                     consecutive_local_origin_failures: o.split_local_origin.unwrap_or(0),
+                    min_health_percent: o.min_health_percent,
                     ..Default::default()
                 });
             }

@@ -99,7 +99,13 @@ impl Mesh<'_> {
                     .report(Invariant::EjectionCap, self.now, msg);
             }
             let unlimited = self.cluster_info[c].max_connections.is_none();
-            if unlimited && was_any {
+            // Panic mode (`minHealthPercent`) lets the balancer use ejected hosts.
+            let ejected_before = self.sidecars[sc].hosts[c]
+                .iter()
+                .filter(|w| w.ejected)
+                .count();
+            let panic = self.in_panic(c, ejected_before) || self.in_panic(c, ejected_now);
+            if unlimited && was_any && !panic {
                 for &(dc, ep) in &dispatches {
                     if dc != c {
                         continue;

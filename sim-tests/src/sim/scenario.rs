@@ -185,6 +185,15 @@ pub struct OutlierSpec {
     /// (`None`: not split, local-origin failures count as 503/504).
     #[serde(default)]
     pub split_local_origin: Option<u32>,
+    /// `minHealthPercent` (Envoy's panic threshold; 0, Istio's default: off). Below this share
+    /// of hosts not ejected the balancer picks among all hosts, ejected ones included, so a
+    /// cluster with endpoints never answers "no healthy upstream" (UH).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_health_percent: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
