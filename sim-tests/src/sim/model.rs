@@ -145,7 +145,6 @@ pub fn engine_config_at(
                     split_external_local_origin_errors: o.split_local_origin.is_some(),
                     consecutive_local_origin_failures: o.split_local_origin.unwrap_or(0),
                     min_health_percent: o.min_health_percent,
-                    ..Default::default()
                 });
             }
             c.pool = match &ver.pool {
