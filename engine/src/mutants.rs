@@ -101,6 +101,14 @@ pub struct Mutations {
     /// With `split_external_local_origin_errors`, local-origin failures still count toward
     /// the consecutive-5xx detector (as 503/504) besides the local-origin one.
     pub split_still_counts_local_as_5xx: bool,
+    /// A redirect with a configured `port` keeps the request's own port on the host too
+    /// (`http://a:8080:443/`), where Envoy drops it.
+    pub redirect_keeps_request_port: bool,
+    /// The field-count limit rejects a head with exactly `max_headers` fields (`>=` for `>`).
+    pub header_count_inclusive: bool,
+    /// Panic mode is never entered: `minHealthPercent` is not read, so a cluster whose hosts
+    /// are all ejected answers "no healthy upstream".
+    pub panic_threshold_ignored: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch
@@ -117,6 +125,9 @@ pub(crate) struct RouteMutations {
     pub retriable_codes_ignored: bool,
     pub wildcard_shortest_first: bool,
     pub query_last_occurrence: bool,
+    pub redirect_keeps_request_port: bool,
+    pub header_count_inclusive: bool,
+    pub panic_threshold_ignored: bool,
 }
 
 thread_local! {
@@ -140,6 +151,9 @@ pub(crate) fn set_route(m: &Mutations) {
             retriable_codes_ignored: m.retriable_codes_ignored,
             wildcard_shortest_first: m.wildcard_shortest_first,
             query_last_occurrence: m.query_last_occurrence,
+            redirect_keeps_request_port: m.redirect_keeps_request_port,
+            header_count_inclusive: m.header_count_inclusive,
+            panic_threshold_ignored: m.panic_threshold_ignored,
         })
     });
 }

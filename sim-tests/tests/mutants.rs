@@ -96,6 +96,15 @@
 //! `[Balancing]` bias) shows it by seeds 0..=455 (chi-square 213.7 with 118 degrees of freedom,
 //! p = 1.7e-7 < `FALSE_ALARM`; the same seeds clean: 136.7 with 121, p = 0.156; seeds 0..3000
 //! clean: 959.4 with 1002, p = 0.83).
+//!
+//! Added with the last engine config fields in the generator (redirect scheme and port, HTTP
+//! head limits, `minHealthPercent`; each from a stream of its own or drawn only inside a
+//! redirect, so most seeds kept their scenario; the random prefix bound now shows by seeds
+//! 0..=347): a redirect with a `port` keeping the request's own port on the host → seed 13
+//! (`Routing`: `https://svc0:8080:80/…` where Envoy's `newUri` gives `https://svc0:80/…`); the
+//! field-count limit rejecting exactly `max_headers` fields → seed 6 (`HeadLimits`, a padded
+//! request at the limit's edge); panic mode never entered → seed 4 (`EjectedHostUsed`: a
+//! cluster with `minHealthPercent` 50 answered UH).
 
 use sim_tests::sim::stats::{Aggregate, FALSE_ALARM};
 use sim_tests::sim::swarm::failure_report;
@@ -725,4 +734,38 @@ planted!(query_last_occurrence, query_last_occurrence);
 fn catches_query_parameter_matched_on_its_last_occurrence() {
     let seed = first_catching_seed(query_last_occurrence, Invariant::Routing, RARE_BUDGET);
     eprintln!("query parameter matched on its last occurrence caught by seed {seed}");
+}
+
+planted!(redirect_keeps_request_port, redirect_keeps_request_port);
+planted!(header_count_inclusive, header_count_inclusive);
+planted!(panic_threshold_ignored, panic_threshold_ignored);
+
+/// Expected: `Routing` (the redirect's `Location` differs from Envoy's `newUri`; a rule that
+/// answers itself reports there).
+#[test]
+fn catches_redirect_keeping_the_request_port() {
+    let seed = first_catching_seed(
+        redirect_keeps_request_port,
+        Invariant::Routing,
+        VOCAB_BUDGET,
+    );
+    eprintln!("redirect keeping the request's port caught by seed {seed}");
+}
+
+/// Expected: `HeadLimits` (a head with exactly `max_headers` fields answered 431).
+#[test]
+fn catches_header_count_limit_off_by_one() {
+    let seed = first_catching_seed(header_count_inclusive, Invariant::HeadLimits, RARE_BUDGET);
+    eprintln!("header count limit off by one caught by seed {seed}");
+}
+
+/// Expected: `EjectedHostUsed` (a cluster in panic mode answered UH).
+#[test]
+fn catches_panic_threshold_ignored() {
+    let seed = first_catching_seed(
+        panic_threshold_ignored,
+        Invariant::EjectedHostUsed,
+        RARE_BUDGET,
+    );
+    eprintln!("minHealthPercent ignored caught by seed {seed}");
 }

@@ -187,6 +187,12 @@ impl ClusterState {
             .outlier
             .as_ref()
             .map_or(0, |o| u64::from(o.min_health_percent.min(100)));
+        #[cfg(feature = "mutants")]
+        let min_health = if crate::mutants::route().panic_threshold_ignored {
+            0
+        } else {
+            min_health
+        };
         self.panic = (available as u64) * 100 < min_health * hosts as u64;
         let panic = self.panic;
         let eligible = (0..hosts).filter(|&h| panic || !outlier.is_some_and(|o| o.is_ejected(h)));

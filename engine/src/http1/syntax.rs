@@ -145,6 +145,10 @@ pub(crate) fn find_head_end(
                     });
                 }
                 fields += 1;
+                #[cfg(feature = "mutants")]
+                if crate::mutants::route().header_count_inclusive && fields >= limits.max_headers {
+                    return Err(ParseError::TooManyHeaders);
+                }
                 if fields > limits.max_headers {
                     return Err(ParseError::TooManyHeaders);
                 }

@@ -146,6 +146,10 @@ pub fn redirect_location(redirect: &Redirect, scheme: &str, authority: &str, pat
                 let scheme_changed = !new_scheme.eq_ignore_ascii_case(scheme);
                 let drop_port = redirect.port.is_some()
                     || (scheme_changed && default_port(scheme) == Some(port));
+                #[cfg(feature = "mutants")]
+                let drop_port = drop_port
+                    && !(crate::mutants::route().redirect_keeps_request_port
+                        && redirect.port.is_some());
                 if drop_port {
                     name
                 } else {
