@@ -29,7 +29,6 @@
 //! - [`access_log`]: Envoy-like access-log lines through `tracing`.
 //! - [`signal`]: Ctrl-C / SIGTERM → graceful shutdown.
 //! - [`engine`]: the [`ProxyEngine`] trait the drivers run (implemented by the real engine).
-//! - [`local_mesh`]: the embedded demo: three upstreams, a proxy, routes, a self-check.
 
 pub mod access_log;
 pub mod backend;
@@ -42,7 +41,6 @@ pub mod engine;
 pub mod error;
 pub mod health;
 mod listeners;
-pub mod local_mesh;
 pub mod reload;
 pub mod runtime;
 pub mod sendq;
@@ -56,7 +54,6 @@ pub use control::ControlHandle;
 pub use driver::{run, Driver, RunOptions};
 pub use engine::ProxyEngine;
 pub use error::IoError;
-pub use local_mesh::{run_local_mesh, LocalMesh, LocalMeshOptions};
 pub use runtime::{run_runtime, Runtime, RuntimeOptions};
 pub use signal::install_ctrl_c;
 pub use uring::UringDriver;

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_io::local_mesh::client::HttpClient;
-use trellis_io::local_mesh::config::reviews_config;
-use trellis_io::local_mesh::upstream::Upstream;
 use trellis_io::runtime::RuntimeOptions;
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, Runtime};
+use trellis_local_mesh::client::HttpClient;
+use trellis_local_mesh::config::reviews_config;
+use trellis_local_mesh::upstream::Upstream;
 
 struct Counting;
 
