@@ -17,7 +17,9 @@ use bytes::Bytes;
 use trellis_engine::config::{Config, Direction, Listener};
 use trellis_engine::proxy::{Accepted, RequestLog};
 use trellis_engine::{ConnId, Input, Instant, Output};
-use trellis_io::{Backend, ControlHandle, Driver, IoError, ProxyEngine, RunOptions, UringDriver};
+use trellis_io::{
+    Backend, ControlHandle, EpollDriver, IoError, ProxyEngine, RunOptions, UringDriver,
+};
 
 #[derive(Default)]
 struct ScriptEngine {
@@ -189,7 +191,7 @@ fn start(backend: Backend) -> Running {
     let c = control.clone();
     let thread = std::thread::spawn(move || match backend {
         Backend::Epoll => {
-            let d = Driver::with_engine(config, opts, c, |_| ScriptEngine::default())?;
+            let d = EpollDriver::with_engine(config, opts, c, |_| ScriptEngine::default())?;
             tx.send(d.local_addrs()[0].1).unwrap();
             d.run()
         }

@@ -1,9 +1,9 @@
 //! # trellis-local-mesh: the demo mesh `trellis` runs by default
 //!
 //! A whole mesh on loopback in one process: three tiny HTTP/1.1 upstream servers play
-//! `reviews` v1, v2 and v3; the epoll driver of [`trellis_io`] runs in its own thread as the
-//! sidecar, with a configuration built in code (see [`config`]): `end-user: jason` goes to v2,
-//! everyone else is split 80/20 between v1 and v3. It prints curl commands to try, runs a
+//! `reviews` v1, v2 and v3; an [`EpollDriver`] runs in its own thread as the sidecar, with a
+//! configuration built in code (see [`config`]): `end-user: jason` goes to v2, everyone else
+//! is split 80/20 between v1 and v3. It prints curl commands to try, runs a
 //! self-check through the proxy with a keep-alive client (counts per version, and where jason
 //! landed), then serves until Ctrl-C or the chosen duration.
 //!
@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use client::HttpClient;
-use trellis_io::{ControlHandle, Driver, IoError, RunOptions};
+use trellis_io::{ControlHandle, EpollDriver, IoError, RunOptions};
 use upstream::Upstream;
 
 /// What to run.
@@ -130,7 +130,7 @@ impl LocalMesh {
             run_opts.seed = seed;
         }
         let control = ControlHandle::new();
-        let driver = Driver::new(cfg, run_opts, control.clone())?;
+        let driver = EpollDriver::new(cfg, run_opts, control.clone())?;
         let proxy_addr = driver
             .local_addrs()
             .first()
