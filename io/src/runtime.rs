@@ -24,7 +24,7 @@ use crate::control::ControlHandle;
 use crate::epoll::Epoll;
 use crate::error::IoError;
 use crate::event_loop::backend::IoBackend;
-use crate::event_loop::{EventLoop, RunOptions};
+use crate::event_loop::{EventLoop, IoCounters, IoStats, RunOptions};
 use crate::health::{Health, HealthServer};
 use crate::listeners::{BindOptions, PortMap};
 use crate::sockopt;
@@ -71,6 +71,8 @@ pub struct Runtime {
     selection: Selection,
     addrs: Vec<(String, SocketAddr)>,
     cores: Vec<JoinHandle<Result<(), IoError>>>,
+    /// Each core's published counters.
+    counters: Vec<Arc<IoCounters>>,
     health: Option<HealthServer>,
 }
 
@@ -155,11 +157,16 @@ impl Runtime {
         }
         drop(tx);
         let mut addrs = None;
+        let mut counters = Vec::with_capacity(n);
         let mut failure = None;
         for _ in 0..n {
             match rx.recv() {
-                Ok((0, Ok(a))) => addrs = Some(a),
-                Ok((_, Ok(_))) => {}
+                Ok((core, Ok((a, c)))) => {
+                    if core == 0 {
+                        addrs = Some(a);
+                    }
+                    counters.push(c);
+                }
                 Ok((core, Err(e))) => {
                     tracing::error!(core, error = %e, "core failed to start");
                     failure.get_or_insert(e);
@@ -180,6 +187,7 @@ impl Runtime {
             selection,
             addrs: addrs.unwrap_or_default(),
             cores,
+            counters,
             health: health_server,
         })
     }
@@ -197,6 +205,15 @@ impl Runtime {
     /// The listeners' bound addresses (the same on every core), by name.
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
+    }
+
+    /// What the cores' event loops did so far, summed (turns, syscalls, accepts): divided by
+    /// the requests proxied meanwhile, the syscalls and wake-ups per request.
+    pub fn io_stats(&self) -> IoStats {
+        self.counters
+            .iter()
+            .map(|c| c.load())
+            .fold(IoStats::default(), |sum, c| sum + c)
     }
 
     /// The health endpoint's address, when served.
@@ -240,7 +257,11 @@ fn join_all(cores: Vec<JoinHandle<Result<(), IoError>>>) -> Result<(), IoError> 
     first
 }
 
-type Bound = (usize, Result<Vec<(String, SocketAddr)>, IoError>);
+/// What a core reports once bound: its listeners' addresses and its counters, or the error.
+type Bound = (
+    usize,
+    Result<(Vec<(String, SocketAddr)>, Arc<IoCounters>), IoError>,
+);
 
 /// What one core thread needs.
 struct CoreSpec {
@@ -278,7 +299,8 @@ impl CoreSpec {
         // The receiver only goes away if start-up already failed elsewhere.
         match built {
             Ok(event_loop) => {
-                let _ = self.bound.send((self.core, Ok(event_loop.local_addrs())));
+                let bound = (event_loop.local_addrs(), event_loop.counters());
+                let _ = self.bound.send((self.core, Ok(bound)));
                 event_loop.run()
             }
             Err(e) => {

@@ -24,6 +24,7 @@
 pub(crate) mod backend;
 pub(crate) mod conn;
 mod sockets;
+mod stats;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ use crate::error::IoError;
 use crate::listeners::BindOptions;
 use backend::{Event, IoBackend};
 use sockets::Sockets;
+pub(crate) use stats::IoCounters;
+pub use stats::IoStats;
 
 /// Knobs of a driver.
 #[derive(Clone, Debug)]
@@ -81,19 +84,6 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// What a driver did, for the per-request figures (syscalls per proxied request).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IoStats {
-    /// Loop turns (each one wait in the backend).
-    pub turns: u64,
-    /// System calls made by the backend (epoll: every socket call and `epoll_wait`;
-    /// io_uring: every `io_uring_enter`), not counting the few the loop makes itself per
-    /// connection (shutdown, `SO_LINGER`, address look-ups at accept).
-    pub backend_syscalls: u64,
-    /// Connections accepted.
-    pub accepted: u64,
-}
-
 /// One engine, one backend, the sockets between them.
 pub(crate) struct EventLoop<E: ProxyEngine, B: IoBackend> {
     sockets: Sockets<B>,
@@ -107,6 +97,8 @@ pub(crate) struct EventLoop<E: ProxyEngine, B: IoBackend> {
     /// When shutdown was requested, and the time it must be done by.
     drain_deadline: Option<StdInstant>,
     stats: IoStats,
+    /// `stats`, published once per turn for other threads (the runtime).
+    counters: Arc<IoCounters>,
 }
 
 impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
@@ -138,6 +130,7 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
             opts,
             drain_deadline: None,
             stats: IoStats::default(),
+            counters: Arc::default(),
         })
     }
 
@@ -173,27 +166,35 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
             self.engine.drain_logs_into(&mut self.logs);
             access_log::emit(&mut self.logs);
             self.sockets.conns.release_freed();
+            self.counters.publish(&self.stats());
         }
         self.engine.drain_logs_into(&mut self.logs);
         access_log::emit(&mut self.logs);
-        self.stats.backend_syscalls = self.sockets.backend.syscalls();
+        let stats = self.stats();
+        self.counters.publish(&stats);
         tracing::info!(
             backend = B::NAME,
             open = self.sockets.conns.len(),
-            turns = self.stats.turns,
-            syscalls = self.stats.backend_syscalls,
+            turns = stats.turns,
+            syscalls = stats.backend_syscalls,
+            accepted = stats.accepted,
             "driver stopped"
         );
         self.sockets.drop_all();
         Ok(())
     }
 
-    /// What the driver did so far.
+    /// What the loop did so far.
     pub fn stats(&self) -> IoStats {
         IoStats {
             backend_syscalls: self.sockets.backend.syscalls(),
             ..self.stats
         }
+    }
+
+    /// The loop's counters as it publishes them while running (once per turn).
+    pub fn counters(&self) -> Arc<IoCounters> {
+        self.counters.clone()
     }
 
     // ---- events ----------------------------------------------------------------------------
