@@ -80,6 +80,9 @@ pub(crate) struct UringSocket {
     sent: Option<io::Result<usize>>,
     connect_op: Option<u64>,
     connected: Option<io::Result<()>>,
+    /// The connection did not want reads at the last update (the engine paused them): a
+    /// receive result kept meanwhile needs a nudge when reads resume, as no event will come.
+    paused: bool,
 }
 
 impl UringSocket {
@@ -93,6 +96,7 @@ impl UringSocket {
             sent: None,
             connect_op: None,
             connected: None,
+            paused: false,
         }
     }
 }
@@ -367,10 +371,15 @@ impl IoBackend for Uring {
     }
 
     fn update(&mut self, conn: &mut Conn<UringSocket>) -> io::Result<()> {
-        if conn.wants_reads() && conn.socket.received.is_some() {
-            // Kept while reading was paused: the loop pulls it now.
-            self.nudged.push_back(conn.id);
+        if !conn.wants_reads() {
+            conn.socket.paused = true;
+        } else if conn.socket.received.is_some() {
+            if std::mem::take(&mut conn.socket.paused) {
+                // Kept while reading was paused: have the loop pull it now.
+                self.nudged.push_back(conn.id);
+            }
         } else {
+            conn.socket.paused = false;
             self.arm_recv(conn);
         }
         Ok(())
