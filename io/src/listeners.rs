@@ -68,11 +68,16 @@ pub(crate) struct ListenerSlot<L> {
 /// The listeners of one event loop, by slot.
 pub(crate) struct Listeners<L> {
     slots: Vec<Option<ListenerSlot<L>>>,
+    /// Listeners open at once, at most ([`MAX_LISTENERS`]; smaller in tests).
+    cap: usize,
 }
 
 impl<L> Default for Listeners<L> {
     fn default() -> Self {
-        Listeners { slots: Vec::new() }
+        Listeners {
+            slots: Vec::new(),
+            cap: MAX_LISTENERS,
+        }
     }
 }
 
@@ -266,16 +271,11 @@ impl<L> Listeners<L> {
     ) -> Result<SocketAddr, IoError> {
         let index = match self.slots.iter().position(Option::is_none) {
             Some(i) => i,
-            None if self.slots.len() < MAX_LISTENERS => {
+            None if self.slots.len() < self.cap => {
                 self.slots.push(None);
                 self.slots.len() - 1
             }
-            None => {
-                return Err(IoError::TooManyListeners(
-                    self.slots.len() + 1,
-                    MAX_LISTENERS,
-                ))
-            }
+            None => return Err(IoError::TooManyListeners(self.slots.len() + 1, self.cap)),
         };
         let (socket, bound) = bind_listener(name, addr, opts).map_err(|source| IoError::Bind {
             name: name.to_string(),
@@ -393,6 +393,34 @@ mod tests {
             .unwrap();
         assert_eq!(kept.listeners[0].address.to_string(), addr);
         assert!(ls.is_empty());
+    }
+
+    #[test]
+    fn the_listener_cap_holds_at_startup_and_on_later_pushes() {
+        let mut keep = Keep::default();
+        let mut ls = Listeners {
+            slots: Vec::new(),
+            cap: 2,
+        };
+        let three = Config {
+            listeners: vec![
+                listener("a", "127.0.0.1:0"),
+                listener("b", "127.0.0.1:0"),
+                listener("c", "127.0.0.1:0"),
+            ],
+            ..Config::default()
+        };
+        match ls.reconcile(&mut keep, &three, &BindOptions::single(128), true) {
+            Err(IoError::TooManyListeners(3, 2)) => {}
+            other => panic!("expected the cap, got {:?}", other.map(|_| ())),
+        }
+        // A later push is not refused as a whole: the listeners that fit are served.
+        let served = ls
+            .reconcile(&mut keep, &three, &BindOptions::single(128), false)
+            .unwrap();
+        assert_eq!(ls.addrs().len(), 2);
+        assert_eq!(keep.listening, 2);
+        assert_eq!(served.listeners[2].address.port(), 0, "c is not bound");
     }
 
     #[test]
