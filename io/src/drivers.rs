@@ -14,7 +14,7 @@ use crate::control::ControlHandle;
 use crate::engine::ProxyEngine;
 use crate::epoll::Epoll;
 use crate::error::IoError;
-use crate::event_loop::{EventLoop, IoStats, RunOptions};
+use crate::event_loop::{EventLoop, RunOptions};
 use crate::listeners::BindOptions;
 use crate::uring::Uring;
 
@@ -62,11 +62,6 @@ macro_rules! driver {
             /// The engine (for inspection in tests and tools).
             pub fn engine(&self) -> &E {
                 self.0.engine()
-            }
-
-            /// What the driver did so far (loop turns, syscalls).
-            pub fn stats(&self) -> IoStats {
-                self.0.stats()
             }
 
             /// Run until shutdown completes.
