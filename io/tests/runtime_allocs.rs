@@ -69,6 +69,7 @@ static ALLOC: Counting = Counting;
 struct PerRequest {
     allocations: f64,
     syscalls: f64,
+    ring_operations: f64,
     turns: f64,
 }
 
@@ -131,6 +132,7 @@ fn per_request(backend: BackendChoice) -> PerRequest {
     PerRequest {
         allocations: per(after, before),
         syscalls: per(io_after.backend_syscalls, io_before.backend_syscalls),
+        ring_operations: per(io_after.ring_operations, io_before.ring_operations),
         turns: per(io_after.turns, io_before.turns),
     }
 }
@@ -141,11 +143,13 @@ fn allocations_per_request_on_the_core_thread() {
         let PerRequest {
             allocations,
             syscalls,
+            ring_operations,
             turns,
         } = per_request(backend);
         println!(
-            "{backend}: {allocations:.2} allocations, {syscalls:.2} backend syscalls and \
-             {turns:.2} loop turns per proxied request on the core thread"
+            "{backend}: {allocations:.2} allocations, {syscalls:.2} backend syscalls, \
+             {ring_operations:.2} ring operations and {turns:.2} loop turns per proxied \
+             request on the core thread"
         );
         assert!(allocations > 0.0, "the counter sees the core thread");
         // Regression guard, with headroom over what was measured when it was written

@@ -150,4 +150,9 @@ pub(crate) trait IoBackend: Listen + Sized {
 
     /// System calls made so far (io_uring: `io_uring_enter`s), for the per-request figures.
     fn syscalls(&self) -> u64;
+
+    /// Operations handed to the kernel's ring so far (io_uring's SQEs; none for epoll).
+    fn ring_operations(&self) -> u64 {
+        0
+    }
 }

@@ -188,6 +188,7 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
     pub fn stats(&self) -> IoStats {
         IoStats {
             backend_syscalls: self.sockets.backend.syscalls(),
+            ring_operations: self.sockets.backend.ring_operations(),
             ..self.stats
         }
     }
@@ -259,33 +260,18 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
     // ---- the engine ------------------------------------------------------------------------
 
     /// Perform the engine's outputs and feed it the inputs they (and the sockets) produced,
-    /// until it is quiet. Performing an output never feeds the engine directly, so this loop
-    /// is the only place the two meet and the stack stays flat.
+    /// until it is quiet. Performing an output never feeds the engine directly ([`perform`]
+    /// only has the sockets), so this loop is the only place the two meet and the stack
+    /// stays flat however many requests one read carries.
     fn pump(&mut self) {
         loop {
             while let Some(output) = self.engine.poll_output() {
-                self.perform(output);
+                perform(&mut self.sockets, output);
             }
             match self.sockets.inputs.pop_front() {
                 Some(input) => self.engine.handle(self.now, input),
                 None => break,
             }
-        }
-    }
-
-    fn perform(&mut self, output: Output) {
-        match output {
-            Output::Connect { conn, addr } => self.sockets.connect(conn, addr),
-            Output::Send { conn, data } => self.sockets.send(conn, data),
-            Output::ReadInterest { conn, enabled } => self.sockets.set_read_interest(conn, enabled),
-            Output::Close {
-                conn,
-                graceful: true,
-            } => self.sockets.close_gracefully(conn),
-            Output::Close {
-                conn,
-                graceful: false,
-            } => self.sockets.reset(conn),
         }
     }
 
@@ -371,5 +357,22 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
         for index in self.sockets.listeners.wake_rested(now_std) {
             self.accept_all(index);
         }
+    }
+}
+
+/// Do what the engine asked. Takes the sockets only, so it cannot re-enter the engine.
+fn perform<B: IoBackend>(sockets: &mut Sockets<B>, output: Output) {
+    match output {
+        Output::Connect { conn, addr } => sockets.connect(conn, addr),
+        Output::Send { conn, data } => sockets.send(conn, data),
+        Output::ReadInterest { conn, enabled } => sockets.set_read_interest(conn, enabled),
+        Output::Close {
+            conn,
+            graceful: true,
+        } => sockets.close_gracefully(conn),
+        Output::Close {
+            conn,
+            graceful: false,
+        } => sockets.reset(conn),
     }
 }

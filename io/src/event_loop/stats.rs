@@ -18,6 +18,9 @@ pub struct IoStats {
     /// syscalls). The few calls the loop makes itself per connection (shutdown, `SO_LINGER`,
     /// address look-ups and `TCP_NODELAY` at accept) are not counted.
     pub backend_syscalls: u64,
+    /// Operations handed to io_uring's submission queue (receives, sends, accepts, connects,
+    /// cancels, the wake-up read); 0 on epoll, whose operations are its syscalls.
+    pub ring_operations: u64,
     /// Connections accepted.
     pub accepted: u64,
 }
@@ -29,6 +32,7 @@ impl Add for IoStats {
         IoStats {
             turns: self.turns + other.turns,
             backend_syscalls: self.backend_syscalls + other.backend_syscalls,
+            ring_operations: self.ring_operations + other.ring_operations,
             accepted: self.accepted + other.accepted,
         }
     }
@@ -39,6 +43,7 @@ impl Add for IoStats {
 pub(crate) struct IoCounters {
     turns: AtomicU64,
     backend_syscalls: AtomicU64,
+    ring_operations: AtomicU64,
     accepted: AtomicU64,
 }
 
@@ -48,6 +53,8 @@ impl IoCounters {
         self.turns.store(stats.turns, Ordering::Relaxed);
         self.backend_syscalls
             .store(stats.backend_syscalls, Ordering::Relaxed);
+        self.ring_operations
+            .store(stats.ring_operations, Ordering::Relaxed);
         self.accepted.store(stats.accepted, Ordering::Relaxed);
     }
 
@@ -55,6 +62,7 @@ impl IoCounters {
         IoStats {
             turns: self.turns.load(Ordering::Relaxed),
             backend_syscalls: self.backend_syscalls.load(Ordering::Relaxed),
+            ring_operations: self.ring_operations.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
         }
     }
@@ -70,6 +78,7 @@ mod tests {
         let a = IoStats {
             turns: 3,
             backend_syscalls: 10,
+            ring_operations: 7,
             accepted: 1,
         };
         counters.publish(&a);

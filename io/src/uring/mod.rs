@@ -445,4 +445,8 @@ impl IoBackend for Uring {
     fn syscalls(&self) -> u64 {
         self.ring.enters
     }
+
+    fn ring_operations(&self) -> u64 {
+        self.ring.entries
+    }
 }

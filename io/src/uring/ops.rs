@@ -145,6 +145,8 @@ pub(super) struct Ring {
     send_pool: Vec<SendBufs>,
     /// `io_uring_enter` calls made (submits and waits): the backend's syscalls.
     pub enters: u64,
+    /// Submission queue entries queued (operations and cancels).
+    pub entries: u64,
 }
 
 impl Ring {
@@ -172,6 +174,7 @@ impl Ring {
             ops: Ops::default(),
             send_pool: Vec::new(),
             enters: 0,
+            entries: 0,
         })
     }
 
@@ -212,6 +215,7 @@ impl Ring {
 
     /// Queue one SQE, submitting first if the submission queue is full.
     fn push(&mut self, entry: squeue::Entry) {
+        self.entries += 1;
         loop {
             // SAFETY: every pointer in `entry` points into memory owned by `self.ops` (or, for
             // cancels, nothing), which lives until the completion is taken.
