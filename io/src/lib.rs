@@ -4,7 +4,7 @@
 //! sockets, the clock and the poller, turns what the kernel reports into engine inputs and
 //! engine outputs into socket operations, and holds no routing or policy logic of its own.
 //!
-//! One event loop ([`event_loop`]) runs the engine over either of two backends: io_uring
+//! One event loop (`event_loop`) runs the engine over either of two backends: io_uring
 //! (completions: [`UringDriver`]) or epoll through `mio` (readiness: [`EpollDriver`], [`run`]),
 //! the fallback DESIGN.md asks for where io_uring is unavailable. The thread-per-core
 //! [`Runtime`] runs one loop per core, on the backend picked once by [`backend`]. Modules,
