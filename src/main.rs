@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use trellis_control::explain::{explain, ExplainRequest};
 use trellis_control::{load_proxy_config, Severity};
 use trellis_io::reload::{ConfigWatcher, WatchOptions};
-use trellis_io::{BackendChoice, ControlHandle, LocalMeshOptions, RunOptions, RuntimeOptions};
+use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
+use trellis_local_mesh::LocalMeshOptions;
 
 mod sim_cmd;
 
@@ -198,7 +199,7 @@ fn mesh(args: MeshArgs) -> Result<ExitCode> {
         seed: args.seed,
         handle_signals: true,
     };
-    let check = trellis_io::run_local_mesh(opts).context("local mesh")?;
+    let check = trellis_local_mesh::run_local_mesh(opts).context("local mesh")?;
     let healthy = check.is_none_or(|c| c.failures.is_empty() && c.jason.is_ok());
     Ok(if healthy {
         ExitCode::SUCCESS

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use trellis_io::local_mesh::upstream::Upstream;
+use trellis_local_mesh::upstream::Upstream;
 
 /// A free port on 127.0.0.1 (bound, then released for the proxy to take).
 fn free_port() -> u16 {

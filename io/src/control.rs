@@ -1,8 +1,9 @@
 //! The handle other threads use to steer a running driver: push a new configuration snapshot,
 //! ask it to shut down, and wait for that.
 //!
-//! The driver thread sleeps in `epoll_wait`; a request is recorded under a mutex and the driver
-//! is woken with a `mio::Waker`. Requests are coalesced: only the latest pending configuration
+//! The driver thread sleeps in its backend's wait (`epoll_wait` or `io_uring_enter`); a request
+//! is recorded under a mutex and the driver is woken through [`Wake`] (a `mio::Waker`, or an
+//! eventfd the ring watches). Requests are coalesced: only the latest pending configuration
 //! is kept (each is a complete snapshot, so an older pending one has nothing the newer lacks),
 //! which keeps the inbox bounded however fast configs are pushed.
 //!

@@ -1,15 +1,18 @@
 //! Listening sockets: bind what the configuration lists, and keep them in step with new
-//! configurations (Envoy's LDS, in miniature).
+//! configurations (Envoy's LDS, in miniature). One table and one reconciliation for both
+//! backends; what a backend does with a listening socket (register it with epoll, keep an
+//! accept in flight on it) is behind [`Listen`].
 //!
 //! Listeners are bound with SO_REUSEADDR (a restarted proxy can bind while old connections sit
-//! in TIME_WAIT) and are non-blocking. A listener configured on port 0 gets an ephemeral port;
-//! the configuration handed to the engine is rewritten with the address actually bound,
-//! because the engine matches accepted connections to listeners by local address.
+//! in TIME_WAIT). A listener configured on port 0 gets an ephemeral port; the configuration
+//! handed to the engine is rewritten with the address actually bound, because the engine
+//! matches accepted connections to listeners by local address.
 //!
 //! On a new configuration, a listener with the same name and configured address is kept (its
 //! queued connections are not lost); others are bound, and those no longer listed are closed.
 //! A listener that cannot be bound at start-up is an error; one added later is logged and
-//! skipped, so a bad push cannot take down a running proxy.
+//! skipped, so a bad push cannot take down a running proxy. At most [`MAX_LISTENERS`] are
+//! open at once (epoll names each with a token below the connections').
 //!
 //! Thread-per-core ([`crate::runtime`]): every core binds its own socket on each address with
 //! SO_REUSEPORT, and the kernel spreads incoming connections across them. A listener configured
@@ -20,20 +23,36 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
 
-use mio::net::TcpListener;
-use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use trellis_engine::config::{Config, Direction};
 
 use crate::error::IoError;
 
-/// First listener token; the waker uses `Token(0)`.
-pub(crate) const LISTENER_TOKEN_BASE: usize = 1;
-/// Listener tokens available; connection tokens start after them.
+/// Listeners open at once, at most.
 pub(crate) const MAX_LISTENERS: usize = 4096;
+/// After an accept error (EMFILE ...), how long a listener rests before accepting again.
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-pub(crate) struct ListenerSlot {
+/// What a backend does with a listening socket.
+pub(crate) trait Listen {
+    /// The backend's state for one listening socket.
+    type Listener;
+
+    /// Take over a bound socket that lives in slot `index` (epoll registers it under a token
+    /// derived from the index; io_uring names the index in its accept operations).
+    fn listen(
+        &mut self,
+        index: usize,
+        socket: std::net::TcpListener,
+    ) -> Result<Self::Listener, IoError>;
+
+    /// Stop listening (deregister, or cancel the accept in flight); the socket closes.
+    fn unlisten(&mut self, listener: Self::Listener);
+}
+
+pub(crate) struct ListenerSlot<L> {
     pub name: String,
     /// The address the configuration asked for (may have port 0).
     pub configured: SocketAddr,
@@ -41,13 +60,25 @@ pub(crate) struct ListenerSlot {
     pub bound: SocketAddr,
     /// Outbound listeners look up each connection's original destination.
     pub direction: Direction,
-    pub socket: TcpListener,
+    /// After an accept error, when to try again.
+    pub resting_until: Option<StdInstant>,
+    pub socket: L,
 }
 
-/// The listeners of one driver, indexed by token.
-#[derive(Default)]
-pub(crate) struct Listeners {
-    slots: Vec<Option<ListenerSlot>>,
+/// The listeners of one event loop, by slot.
+pub(crate) struct Listeners<L> {
+    slots: Vec<Option<ListenerSlot<L>>>,
+    /// Listeners open at once, at most ([`MAX_LISTENERS`]; smaller in tests).
+    cap: usize,
+}
+
+impl<L> Default for Listeners<L> {
+    fn default() -> Self {
+        Listeners {
+            slots: Vec::new(),
+            cap: MAX_LISTENERS,
+        }
+    }
 }
 
 /// Ports picked by the kernel for listeners configured on port 0, by (name, configured
@@ -63,7 +94,8 @@ pub(crate) struct BindOptions {
     pub backlog: i32,
     /// SO_REUSEPORT: several cores listen on one address.
     pub reuse_port: bool,
-    /// Non-blocking (epoll) or blocking (io_uring completes accepts asynchronously anyway).
+    /// Non-blocking (epoll) or blocking (io_uring: the kernel parks the accept instead of
+    /// failing it with EAGAIN).
     pub nonblocking: bool,
     pub ports: Option<Arc<PortMap>>,
 }
@@ -119,14 +151,20 @@ pub(crate) fn bind_listener(
     Ok((socket, bound))
 }
 
-impl Listeners {
-    /// The slot of a listener token.
-    pub fn get_mut(&mut self, token: Token) -> Option<&mut ListenerSlot> {
-        let i = token.0.checked_sub(LISTENER_TOKEN_BASE)?;
-        self.slots.get_mut(i)?.as_mut()
+impl<L> Listeners<L> {
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut ListenerSlot<L>> {
+        self.slots.get_mut(index)?.as_mut()
     }
 
-    /// Bound addresses, by listener name, in configuration order of binding.
+    /// Slot indexes of the open listeners.
+    pub fn indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|_| i))
+    }
+
+    /// Bound addresses, by listener name, in slot order.
     pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
         self.slots
             .iter()
@@ -140,14 +178,35 @@ impl Listeners {
         self.slots.iter().all(Option::is_none)
     }
 
-    /// Close every listener (shutdown: stop accepting).
-    pub fn close_all(&mut self, registry: &Registry) {
-        for slot in self.slots.iter_mut() {
-            if let Some(mut s) = slot.take() {
-                if let Err(e) = registry.deregister(&mut s.socket) {
-                    tracing::debug!(listener = %s.name, error = %e, "deregister failed");
+    /// The earliest time a resting listener may accept again.
+    pub fn next_retry(&self) -> Option<StdInstant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.resting_until)
+            .min()
+    }
+
+    /// End the rest of listeners whose time has come; returns their slots.
+    pub fn wake_rested(&mut self, now: StdInstant) -> Vec<usize> {
+        let mut woken = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(s) = slot {
+                if s.resting_until.is_some_and(|at| at <= now) {
+                    s.resting_until = None;
+                    woken.push(i);
                 }
+            }
+        }
+        woken
+    }
+
+    /// Close every listener (shutdown: stop accepting).
+    pub fn close_all<B: Listen<Listener = L>>(&mut self, backend: &mut B) {
+        for slot in self.slots.iter_mut() {
+            if let Some(s) = slot.take() {
                 tracing::info!(listener = %s.name, addr = %s.bound, "listener closed");
+                backend.unlisten(s.socket);
             }
         }
     }
@@ -155,14 +214,14 @@ impl Listeners {
     /// Make the bound listeners match `config`, and return `config` with each listener's
     /// address replaced by the one bound. `strict`: fail on a listener that cannot be bound
     /// (start-up) instead of logging it.
-    pub fn reconcile(
+    pub fn reconcile<B: Listen<Listener = L>>(
         &mut self,
-        registry: &Registry,
+        backend: &mut B,
         config: &Config,
         opts: &BindOptions,
         strict: bool,
     ) -> Result<Config, IoError> {
-        let wanted = |s: &ListenerSlot| {
+        let wanted = |s: &ListenerSlot<L>| {
             config
                 .listeners
                 .iter()
@@ -170,11 +229,9 @@ impl Listeners {
         };
         for slot in self.slots.iter_mut() {
             if slot.as_ref().is_some_and(|s| !wanted(s)) {
-                if let Some(mut s) = slot.take() {
-                    if let Err(e) = registry.deregister(&mut s.socket) {
-                        tracing::debug!(listener = %s.name, error = %e, "deregister failed");
-                    }
+                if let Some(s) = slot.take() {
                     tracing::info!(listener = %s.name, addr = %s.bound, "listener removed");
+                    backend.unlisten(s.socket);
                 }
             }
         }
@@ -190,7 +247,7 @@ impl Listeners {
                 continue;
             }
             match self.add(
-                registry,
+                backend,
                 &listener.name,
                 listener.address,
                 listener.direction,
@@ -204,47 +261,40 @@ impl Listeners {
         Ok(rewritten)
     }
 
-    fn add(
+    fn add<B: Listen<Listener = L>>(
         &mut self,
-        registry: &Registry,
+        backend: &mut B,
         name: &str,
         addr: SocketAddr,
         direction: Direction,
         opts: &BindOptions,
     ) -> Result<SocketAddr, IoError> {
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.slots.len() < self.cap => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return Err(IoError::TooManyListeners(self.slots.len() + 1, self.cap)),
+        };
         let (socket, bound) = bind_listener(name, addr, opts).map_err(|source| IoError::Bind {
             name: name.to_string(),
             addr,
             source,
         })?;
-        let mut socket = TcpListener::from_std(socket);
-        let index = match self.slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None if self.slots.len() < MAX_LISTENERS => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-            None => {
-                return Err(IoError::TooManyListeners(
-                    self.slots.len() + 1,
-                    MAX_LISTENERS,
-                ))
-            }
-        };
-        registry
-            .register(
-                &mut socket,
-                Token(LISTENER_TOKEN_BASE + index),
-                Interest::READABLE,
-            )
-            .map_err(IoError::Register)?;
+        let socket = backend.listen(index, socket)?;
         tracing::info!(listener = %name, addr = %bound, "listening");
+        debug_assert!(
+            self.slots.get(index).is_some_and(Option::is_none),
+            "listener slot {index} taken twice"
+        );
         if let Some(slot) = self.slots.get_mut(index) {
             *slot = Some(ListenerSlot {
                 name: name.to_string(),
                 configured: addr,
                 bound,
                 direction,
+                resting_until: None,
                 socket,
             });
         }
@@ -255,8 +305,30 @@ impl Listeners {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::Poll;
     use trellis_engine::config::{Direction, Listener};
+
+    /// A backend that only keeps the sockets (and counts what it was asked).
+    #[derive(Default)]
+    struct Keep {
+        listening: usize,
+    }
+
+    impl Listen for Keep {
+        type Listener = std::net::TcpListener;
+
+        fn listen(
+            &mut self,
+            _index: usize,
+            socket: std::net::TcpListener,
+        ) -> Result<Self::Listener, IoError> {
+            self.listening += 1;
+            Ok(socket)
+        }
+
+        fn unlisten(&mut self, _listener: Self::Listener) {
+            self.listening -= 1;
+        }
+    }
 
     fn listener(name: &str, addr: &str) -> Listener {
         Listener {
@@ -270,14 +342,14 @@ mod tests {
 
     #[test]
     fn port_zero_is_rewritten_and_kept_across_reconciles() {
-        let poll = Poll::new().unwrap();
+        let mut keep = Keep::default();
         let mut ls = Listeners::default();
         let config = Config {
             listeners: vec![listener("a", "127.0.0.1:0"), listener("b", "127.0.0.1:0")],
             ..Config::default()
         };
         let bound = ls
-            .reconcile(poll.registry(), &config, &BindOptions::single(128), true)
+            .reconcile(&mut keep, &config, &BindOptions::single(128), true)
             .unwrap();
         let a = bound.listeners[0].address;
         let b = bound.listeners[1].address;
@@ -292,18 +364,19 @@ mod tests {
             ..Config::default()
         };
         let bound2 = ls
-            .reconcile(poll.registry(), &config2, &BindOptions::single(128), true)
+            .reconcile(&mut keep, &config2, &BindOptions::single(128), true)
             .unwrap();
         assert_eq!(bound2.listeners[0].address, a);
         assert_eq!(ls.addrs(), vec![("a".to_string(), a)]);
         assert!(std::net::TcpStream::connect(b).is_err());
-        ls.close_all(poll.registry());
+        ls.close_all(&mut keep);
         assert!(ls.is_empty());
+        assert_eq!(keep.listening, 0, "every socket handed back to the backend");
     }
 
     #[test]
     fn bind_failure_is_typed_at_startup_and_logged_later() {
-        let poll = Poll::new().unwrap();
+        let mut keep = Keep::default();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
         let config = Config {
@@ -311,15 +384,43 @@ mod tests {
             ..Config::default()
         };
         let mut ls = Listeners::default();
-        match ls.reconcile(poll.registry(), &config, &BindOptions::single(128), true) {
+        match ls.reconcile(&mut keep, &config, &BindOptions::single(128), true) {
             Err(IoError::Bind { name, .. }) => assert_eq!(name, "dup"),
             other => panic!("expected a bind error, got {:?}", other.map(|_| ())),
         }
         let kept = ls
-            .reconcile(poll.registry(), &config, &BindOptions::single(128), false)
+            .reconcile(&mut keep, &config, &BindOptions::single(128), false)
             .unwrap();
         assert_eq!(kept.listeners[0].address.to_string(), addr);
         assert!(ls.is_empty());
+    }
+
+    #[test]
+    fn the_listener_cap_holds_at_startup_and_on_later_pushes() {
+        let mut keep = Keep::default();
+        let mut ls = Listeners {
+            slots: Vec::new(),
+            cap: 2,
+        };
+        let three = Config {
+            listeners: vec![
+                listener("a", "127.0.0.1:0"),
+                listener("b", "127.0.0.1:0"),
+                listener("c", "127.0.0.1:0"),
+            ],
+            ..Config::default()
+        };
+        match ls.reconcile(&mut keep, &three, &BindOptions::single(128), true) {
+            Err(IoError::TooManyListeners(3, 2)) => {}
+            other => panic!("expected the cap, got {:?}", other.map(|_| ())),
+        }
+        // A later push is not refused as a whole: the listeners that fit are served.
+        let served = ls
+            .reconcile(&mut keep, &three, &BindOptions::single(128), false)
+            .unwrap();
+        assert_eq!(ls.addrs().len(), 2);
+        assert_eq!(keep.listening, 2);
+        assert_eq!(served.listeners[2].address.port(), 0, "c is not bound");
     }
 
     #[test]

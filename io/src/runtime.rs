@@ -1,7 +1,7 @@
 //! The thread-per-core runtime: one engine per core, shared nothing.
 //!
-//! Each core gets a thread (pinned to one allowed CPU when asked), its own driver — io_uring
-//! or epoll, as [`crate::backend`] decides once for the process — its own engine seeded from
+//! Each core gets a thread (pinned to one allowed CPU when asked), its own event loop on the
+//! backend [`crate::backend`] decides once for the process (io_uring or epoll), its own engine seeded from
 //! the base seed and the core index, its own SO_REUSEPORT listening sockets (the kernel
 //! spreads connections across them), and therefore its own upstream connection pools.
 //! Nothing is shared on the request path. Configuration reaches the cores through the
@@ -21,12 +21,14 @@ use trellis_engine::Engine;
 
 use crate::backend::{self, Backend, BackendChoice, Selection, Unavailable};
 use crate::control::ControlHandle;
-use crate::driver::{Driver, RunOptions};
+use crate::epoll::Epoll;
 use crate::error::IoError;
+use crate::event_loop::backend::IoBackend;
+use crate::event_loop::{EventLoop, IoCounters, IoStats, RunOptions};
 use crate::health::{Health, HealthServer};
 use crate::listeners::{BindOptions, PortMap};
 use crate::sockopt;
-use crate::uring::UringDriver;
+use crate::uring::Uring;
 
 /// Knobs of the runtime.
 #[derive(Clone, Debug)]
@@ -69,6 +71,8 @@ pub struct Runtime {
     selection: Selection,
     addrs: Vec<(String, SocketAddr)>,
     cores: Vec<JoinHandle<Result<(), IoError>>>,
+    /// Each core's published counters.
+    counters: Vec<Arc<IoCounters>>,
     health: Option<HealthServer>,
 }
 
@@ -153,11 +157,16 @@ impl Runtime {
         }
         drop(tx);
         let mut addrs = None;
+        let mut counters = Vec::with_capacity(n);
         let mut failure = None;
         for _ in 0..n {
             match rx.recv() {
-                Ok((0, Ok(a))) => addrs = Some(a),
-                Ok((_, Ok(_))) => {}
+                Ok((core, Ok((a, c)))) => {
+                    if core == 0 {
+                        addrs = Some(a);
+                    }
+                    counters.push(c);
+                }
                 Ok((core, Err(e))) => {
                     tracing::error!(core, error = %e, "core failed to start");
                     failure.get_or_insert(e);
@@ -178,6 +187,7 @@ impl Runtime {
             selection,
             addrs: addrs.unwrap_or_default(),
             cores,
+            counters,
             health: health_server,
         })
     }
@@ -195,6 +205,15 @@ impl Runtime {
     /// The listeners' bound addresses (the same on every core), by name.
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
+    }
+
+    /// What the cores' event loops did so far, summed (turns, syscalls, accepts): divided by
+    /// the requests proxied meanwhile, the syscalls and wake-ups per request.
+    pub fn io_stats(&self) -> IoStats {
+        self.counters
+            .iter()
+            .map(|c| c.load())
+            .fold(IoStats::default(), |sum, c| sum + c)
     }
 
     /// The health endpoint's address, when served.
@@ -238,7 +257,11 @@ fn join_all(cores: Vec<JoinHandle<Result<(), IoError>>>) -> Result<(), IoError> 
     first
 }
 
-type Bound = (usize, Result<Vec<(String, SocketAddr)>, IoError>);
+/// What a core reports once bound: its listeners' addresses and its counters, or the error.
+type Bound = (
+    usize,
+    Result<(Vec<(String, SocketAddr)>, Arc<IoCounters>), IoError>,
+);
 
 /// What one core thread needs.
 struct CoreSpec {
@@ -261,36 +284,28 @@ impl CoreSpec {
                 tracing::warn!(core = self.core, cpu, error = %e, "thread not pinned");
             }
         }
+        match self.backend {
+            Backend::Epoll => self.serve::<Epoll>(),
+            Backend::IoUring => self.serve::<Uring>(),
+        }
+    }
+
+    /// Bind, report the addresses (or the error) to [`Runtime::start`], and run the loop.
+    fn serve<B: IoBackend>(self) -> Result<(), IoError> {
         let seed = self.run.seed;
         let make = move |cfg| Engine::new(cfg, seed);
-        let report = |r: Result<Vec<(String, SocketAddr)>, IoError>| {
-            // The receiver only goes away if start-up already failed elsewhere.
-            let _ = self.bound.send((self.core, r));
-        };
-        match self.backend {
-            Backend::Epoll => {
-                match Driver::with_bind(self.config, self.run, self.control, self.bind, make) {
-                    Ok(d) => {
-                        report(Ok(d.local_addrs()));
-                        d.run()
-                    }
-                    Err(e) => {
-                        report(Err(e));
-                        Ok(())
-                    }
-                }
+        let built =
+            EventLoop::<Engine, B>::with_bind(self.config, self.run, self.control, self.bind, make);
+        // The receiver only goes away if start-up already failed elsewhere.
+        match built {
+            Ok(event_loop) => {
+                let bound = (event_loop.local_addrs(), event_loop.counters());
+                let _ = self.bound.send((self.core, Ok(bound)));
+                event_loop.run()
             }
-            Backend::IoUring => {
-                match UringDriver::with_bind(self.config, self.run, self.control, self.bind, make) {
-                    Ok(d) => {
-                        report(Ok(d.local_addrs()));
-                        d.run()
-                    }
-                    Err(e) => {
-                        report(Err(e));
-                        Ok(())
-                    }
-                }
+            Err(e) => {
+                let _ = self.bound.send((self.core, Err(e)));
+                Ok(())
             }
         }
     }

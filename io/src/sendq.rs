@@ -3,7 +3,9 @@
 //! The engine hands over `Output::Send` chunks as `Bytes`; the socket accepts what fits in its
 //! buffer. This queue keeps the chunks in order without copying them, writes as much as the
 //! socket takes (vectored, several chunks per syscall), and remembers exactly where a partial
-//! write stopped. Its size is bounded by the engine, which only sends what its own
+//! write stopped. Both backends use it: epoll writes from it directly, io_uring hands references
+//! to its first chunks to a `sendmsg` and advances it by what the completion says was written.
+//! Its size is bounded by the engine, which only sends what its own
 //! per-connection buffer limit allows and waits for `WriteDrained` before sending more.
 
 use std::collections::VecDeque;
@@ -91,8 +93,14 @@ impl SendQueue {
         }
     }
 
+    /// The queued chunks, in order (io_uring hands references to them to a send).
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter()
+    }
+
     /// Drop the first `n` queued bytes (they were written).
-    fn advance(&mut self, mut n: usize) {
+    pub fn advance(&mut self, mut n: usize) {
+        debug_assert!(n <= self.len, "{n} bytes written of {} queued", self.len);
         n = n.min(self.len);
         self.len -= n;
         while n > 0 {
@@ -107,6 +115,11 @@ impl SendQueue {
                 n = 0;
             }
         }
+        debug_assert_eq!(
+            self.len,
+            self.chunks.iter().map(Bytes::len).sum::<usize>(),
+            "send queue length out of step with its chunks"
+        );
     }
 }
 

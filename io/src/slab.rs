@@ -103,6 +103,7 @@ impl<T> ConnSlab<T> {
     pub fn remove(&mut self, id: ConnId) -> Option<T> {
         let i = self.index.remove(&id)?;
         let slot = self.slots.get_mut(i)?.take()?;
+        debug_assert_eq!(slot.id, id, "the index and the slots disagree");
         self.freed.push(i);
         Some(slot.value)
     }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use trellis_io::{LocalMesh, LocalMeshOptions};
+use trellis_local_mesh::{LocalMesh, LocalMeshOptions};
 
 fn require_curl() {
     let found = Command::new("sh")

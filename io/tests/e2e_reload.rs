@@ -16,7 +16,7 @@ use common::mesh;
 use common::proxy::Proxy;
 use common::server::Server;
 use common::tools::curl_output;
-use trellis_io::local_mesh::client::HttpClient;
+use trellis_local_mesh::client::HttpClient;
 
 #[derive(Debug, Default)]
 struct Tally {

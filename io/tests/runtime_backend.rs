@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_io::backend::{probe_io_uring, Unavailable};
-use trellis_io::local_mesh::client::HttpClient;
-use trellis_io::local_mesh::config::reviews_config;
-use trellis_io::local_mesh::upstream::Upstream;
 use trellis_io::runtime::RuntimeOptions;
 use trellis_io::{Backend, BackendChoice, ControlHandle, IoError, RunOptions, Runtime};
+use trellis_local_mesh::client::HttpClient;
+use trellis_local_mesh::config::reviews_config;
+use trellis_local_mesh::upstream::Upstream;
 
 fn options(backend: BackendChoice) -> RuntimeOptions {
     RuntimeOptions {

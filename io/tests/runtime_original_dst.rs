@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_engine::config::{Route, RouteAction, RouteMatch, WeightedCluster};
-use trellis_io::local_mesh::client::HttpClient;
-use trellis_io::local_mesh::config::{cluster_name, reviews_config};
-use trellis_io::local_mesh::upstream::Upstream;
 use trellis_io::runtime::RuntimeOptions;
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, Runtime};
+use trellis_local_mesh::client::HttpClient;
+use trellis_local_mesh::config::{cluster_name, reviews_config};
+use trellis_local_mesh::upstream::Upstream;
 
 /// The port clients think they connect to; nothing listens there.
 const ORIG_PORT: u16 = 18099;

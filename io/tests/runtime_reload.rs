@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trellis_engine::config::Config;
-use trellis_io::local_mesh::client::HttpClient;
-use trellis_io::local_mesh::config::reviews_config;
-use trellis_io::local_mesh::upstream::Upstream;
 use trellis_io::reload::{ConfigWatcher, Loader, WatchOptions};
 use trellis_io::runtime::RuntimeOptions;
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, Runtime};
+use trellis_local_mesh::client::HttpClient;
+use trellis_local_mesh::config::reviews_config;
+use trellis_local_mesh::upstream::Upstream;
 
 fn config(addrs: &[std::net::SocketAddr; 3], rotate: usize) -> Config {
     let at = |i: usize| addrs[(i + rotate) % 3];

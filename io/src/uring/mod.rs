@@ -1,452 +1,452 @@
-//! The io_uring driver: completions in, engine inputs; engine outputs, submissions out.
+//! The io_uring backend: operations kept in flight in the kernel, completions in.
 //!
-//! Where the epoll driver waits for readiness and then does the syscall itself, this one keeps
-//! operations in flight in the kernel — an accept per listener, a receive per readable
-//! connection, at most one `sendmsg` per connection, connects — and turns each completion into
-//! an engine input. One loop turn: submit what is queued and wait (`io_uring_enter` with a
-//! timeout: the engine's next timer, a linger or the drain deadline) for at least one
-//! completion; read the clock once; handle every completion (feeding the engine and draining
-//! its outputs after each); fire timers; print access logs.
+//! Where epoll waits for readiness and then makes the syscall, this backend has the kernel
+//! work ahead: an accept per listener, a receive per connection that wants reads, at most one
+//! `sendmsg` per connection while bytes are queued, connects. A completion's result is kept
+//! with its socket and the event loop is told to look at it; when the loop pulls (a read, a
+//! write, an accept), it takes that result and the next operation starts. One `io_uring_enter`
+//! both submits what the turn queued and waits for the next completions.
 //!
 //! Buffers (DESIGN.md "zero-copy where it pays"): each connection receives into the spare
 //! capacity of its own `BytesMut`; the bytes received are split off and handed to the engine
 //! as `Bytes` without a copy, and the rest of the allocation serves the next receive. Sends
-//! submit the engine's own `Bytes` chunks as iovecs.
+//! submit the engine's own `Bytes` chunks as iovecs, straight from the send queue.
 //!
-//! Like the epoll driver it holds no routing or policy logic, and it keeps the same
-//! close semantics (graceful: flush, FIN, linger; abortive: RST) and drain rules.
+//! [`ops`] owns the ring and everything an operation in flight points at.
 
-mod listeners;
 mod ops;
-mod sockets;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use io_uring::types;
-use trellis_engine::config::Config;
-use trellis_engine::{ConnId, Engine, Input, Instant, Output};
+use socket2::{Domain, Protocol, Socket, Type};
+use trellis_engine::ConnId;
 
-use crate::access_log;
-use crate::clock::Clock;
-use crate::conn::{Phase, Side};
-use crate::control::ControlHandle;
-use crate::driver::RunOptions;
-use crate::engine::ProxyEngine;
+use crate::control::Wake;
 use crate::error::IoError;
-use crate::listeners::BindOptions;
-use crate::slab::ConnSlab;
-
-use listeners::UListeners;
-use ops::{EventFd, Op, Ring};
+use crate::event_loop::backend::{Accept, Conns, Event, IoBackend, Purpose, Read, Write};
+use crate::event_loop::conn::Conn;
+use crate::event_loop::RunOptions;
+use crate::listeners::{Listen, Listeners};
+use ops::{EventFd, Op, Ring, MAX_IOVECS};
 
 /// Submission queue entries (the completion queue is twice as large; with
 /// IORING_FEAT_NODROP an overflowing completion is kept by the kernel, not lost).
 const RING_ENTRIES: u32 = 1024;
-/// Size of a connection's receive buffer (at most `RunOptions::read_buffer_bytes`). Unlike the
-/// epoll driver's one shared read buffer, every connection owns one, and the kernel fills it
-/// front to back across receives, so its size is resident memory per connection: 16 KiB
-/// keeps 64 keep-alive pairs near 2 MiB where 64 KiB cost 8 MiB (measured: RSS 15 → 9 MiB).
+/// Size of a connection's receive buffer (at most `RunOptions::read_buffer_bytes`). Unlike
+/// epoll's one shared read buffer, every connection owns one, and the kernel fills it front to
+/// back across receives, so its size is resident memory per connection: 16 KiB keeps 64
+/// keep-alive pairs near 2 MiB where 64 KiB cost 8 MiB (measured: RSS 15 → 9 MiB).
 const RECV_BUFFER: usize = 16 * 1024;
 /// A receive is armed only with at least this much spare buffer; below it a fresh buffer is
 /// allocated (the old one lives on in the `Bytes` handed to the engine).
 const MIN_RECV_SPARE: usize = 2048;
 /// Queued submissions that trigger a submit in the middle of a batch of completions.
 const EARLY_SUBMIT: usize = 16;
-/// How long a listener rests after an accept error (EMFILE ...) before accepting again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// What a receive completed while the engine had paused reading, fed when it resumes.
-enum Parked {
-    Data(Bytes),
-    Eof,
+fn os_error(result: i32) -> io::Error {
+    io::Error::from_raw_os_error(-result)
 }
 
-/// One connection under io_uring.
-struct UConn {
-    socket: Rc<OwnedFd>,
-    side: Side,
-    phase: Phase,
-    /// Chunks not yet handed to a `sendmsg`.
-    sendq: VecDeque<Bytes>,
+/// The io_uring backend of one event loop. Not `Send`: operations share sockets through `Rc`,
+/// so it is built on the thread that runs it.
+pub(crate) struct Uring {
+    ring: Ring,
+    eventfd: Arc<EventFd>,
+    /// This turn's completions, `(user_data, result)`.
+    completions: VecDeque<(u64, i32)>,
+    /// Connections to look at again without a completion: a receive's result was kept while
+    /// the engine paused reading, and it wants bytes again.
+    nudged: VecDeque<ConnId>,
+    read_size: usize,
+}
+
+/// A connection's socket, the operations it has in flight and the results not yet taken.
+pub(crate) struct UringSocket {
+    fd: Rc<OwnedFd>,
     /// The spare receive buffer (absent while a receive owns it).
     buf: Option<BytesMut>,
     recv_op: Option<u64>,
+    /// A receive's result: bytes received (now at the end of `buf`), 0 at EOF, or the error.
+    received: Option<io::Result<usize>>,
     send_op: Option<u64>,
+    /// A send's result not yet applied to the send queue: bytes written, or the error.
+    sent: Option<io::Result<usize>>,
     connect_op: Option<u64>,
-    parked: Option<Parked>,
-    read_enabled: bool,
-    read_closed: bool,
-    close_requested: bool,
-    drained_owed: bool,
+    connected: Option<io::Result<()>>,
+    /// The connection did not want reads at the last update (the engine paused them): a
+    /// receive result kept meanwhile needs a nudge when reads resume, as no event will come.
+    paused: bool,
 }
 
-impl UConn {
-    fn new(socket: OwnedFd, side: Side, phase: Phase) -> Self {
-        UConn {
-            socket: Rc::new(socket),
-            side,
-            phase,
-            sendq: VecDeque::new(),
+impl UringSocket {
+    fn new(fd: OwnedFd) -> Self {
+        UringSocket {
+            fd: Rc::new(fd),
             buf: None,
             recv_op: None,
+            received: None,
             send_op: None,
+            sent: None,
             connect_op: None,
-            parked: None,
-            read_enabled: true,
-            read_closed: false,
-            close_requested: false,
-            drained_owed: false,
+            connected: None,
+            paused: false,
         }
-    }
-
-    fn has_unsent(&self) -> bool {
-        !self.sendq.is_empty() || self.send_op.is_some()
-    }
-
-    fn ops(&self) -> impl Iterator<Item = u64> {
-        [self.recv_op, self.send_op, self.connect_op]
-            .into_iter()
-            .flatten()
     }
 }
 
-/// The io_uring driver. Build it on the thread that runs it (it is not `Send`: operations
-/// share sockets through `Rc`), read [`UringDriver::local_addrs`], then [`UringDriver::run`].
-pub struct UringDriver<E: ProxyEngine = Engine> {
-    ring: Ring,
-    eventfd: Arc<EventFd>,
-    clock: Clock,
-    now: Instant,
-    engine: E,
-    /// Access-log records between the engine and the log, reused across batches.
-    logs: Vec<trellis_engine::proxy::RequestLog>,
-    control: ControlHandle,
-    opts: RunOptions,
-    bind: BindOptions,
-    listeners: UListeners,
-    conns: ConnSlab<UConn>,
-    pending: VecDeque<Input>,
-    /// Completions of the current turn, reused across turns.
-    completions: Vec<(u64, i32)>,
-    lingering: VecDeque<(StdInstant, ConnId)>,
-    drain_deadline: Option<StdInstant>,
-}
-
-impl UringDriver<Engine> {
-    /// A driver running a fresh [`Engine`] over `config`, its listeners bound.
-    pub fn new(
-        config: Arc<Config>,
-        opts: RunOptions,
-        control: ControlHandle,
-    ) -> Result<Self, IoError> {
-        let seed = opts.seed;
-        let bind = BindOptions::single(opts.backlog);
-        UringDriver::with_bind(config, opts, control, bind, |cfg| Engine::new(cfg, seed))
+impl AsFd for UringSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
-impl<E: ProxyEngine> UringDriver<E> {
-    /// A driver whose engine is built by `make` from the configuration as bound.
-    pub fn with_engine(
-        config: Arc<Config>,
-        opts: RunOptions,
-        control: ControlHandle,
-        make: impl FnOnce(Arc<Config>) -> E,
-    ) -> Result<Self, IoError> {
-        let bind = BindOptions::single(opts.backlog);
-        UringDriver::with_bind(config, opts, control, bind, make)
-    }
+/// A listening socket, its accept in flight and the accept's result not yet taken.
+pub(crate) struct UringListener {
+    fd: Rc<OwnedFd>,
+    accept_op: Option<u64>,
+    accepted: Option<io::Result<TcpStream>>,
+}
 
-    pub(crate) fn with_bind(
-        config: Arc<Config>,
-        opts: RunOptions,
-        control: ControlHandle,
-        mut bind: BindOptions,
-        make: impl FnOnce(Arc<Config>) -> E,
-    ) -> Result<Self, IoError> {
-        // io_uring completes accepts asynchronously; the sockets themselves stay blocking so
-        // the kernel parks operations on them instead of failing them with EAGAIN.
-        bind.nonblocking = false;
-        let mut ring = Ring::new(RING_ENTRIES).map_err(IoError::Uring)?;
-        let eventfd = ops::shared_eventfd().map_err(IoError::Uring)?;
-        let mut listeners = UListeners::default();
-        let (bound, _) = listeners.reconcile(&config, &bind, true)?;
-        ring.watch_wake(eventfd.raw());
-        control.attach_waker(eventfd.clone());
-        let clock = Clock::new();
-        let mut driver = UringDriver {
-            ring,
-            eventfd,
-            now: clock.now(),
-            clock,
-            engine: make(Arc::new(bound)),
-            logs: Vec::new(),
-            control,
-            opts,
-            bind,
-            listeners,
-            conns: ConnSlab::new(0),
-            pending: VecDeque::new(),
-            completions: Vec::with_capacity(RING_ENTRIES as usize),
-            lingering: VecDeque::new(),
-            drain_deadline: None,
-        };
-        driver.arm_accepts();
-        Ok(driver)
-    }
-
-    /// The listeners' bound addresses, by name.
-    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners.addrs()
-    }
-
-    /// The engine (for inspection in tests and tools).
-    pub fn engine(&self) -> &E {
-        &self.engine
-    }
-
-    /// Run until shutdown completes.
-    pub fn run(mut self) -> Result<(), IoError> {
-        loop {
-            self.apply_control();
-            if self.drain_complete() {
-                break;
-            }
-            self.wait()?;
-            self.now = self.clock.now();
-            let mut done = std::mem::take(&mut self.completions);
-            done.clear();
-            done.extend(
-                self.ring
-                    .ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result())),
-            );
-            for &(user_data, result) in &done {
-                self.complete(user_data, result);
-                self.submit_early();
-            }
-            self.completions = done;
-            self.fire_timers();
-            self.engine.drain_logs_into(&mut self.logs);
-            access_log::emit(&mut self.logs);
-            self.conns.release_freed();
-        }
-        self.engine.drain_logs_into(&mut self.logs);
-        access_log::emit(&mut self.logs);
-        tracing::info!(open = self.conns.len(), "io_uring driver stopped");
-        for id in self.conns.ids() {
-            self.drop_conn(id);
-        }
-        Ok(())
-    }
-
-    /// Submit without waiting once enough operations are queued, so a large batch of
-    /// completions does not hold back the sends of its first requests until the whole batch
-    /// is processed (bursts that show up as tail latency downstream).
-    fn submit_early(&mut self) {
-        if self.ring.ring.submission().len() >= EARLY_SUBMIT {
-            if let Err(e) = self.ring.ring.submit() {
-                tracing::debug!(error = %e, "io_uring submit failed");
-            }
-        }
-    }
-
-    /// Submit queued operations and wait for a completion or the next deadline.
-    fn wait(&mut self) -> Result<(), IoError> {
-        let submitter = self.ring.ring.submitter();
-        let result = match self.next_timeout() {
-            None => submitter.submit_and_wait(1),
-            Some(d) => {
-                let ts = types::Timespec::from(d);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                submitter.submit_with_args(1, &args)
-            }
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(IoError::Uring(e)),
-        }
-    }
-
-    /// Pick up config pushes and shutdown requests (same rules as the epoll driver).
-    fn apply_control(&mut self) {
-        let requests = self.control.take();
-        if let Some(config) = requests.config {
-            self.now = self.clock.now();
-            let bound = if self.drain_deadline.is_some() {
-                (*config).clone()
-            } else {
-                match self.listeners.reconcile(&config, &self.bind, false) {
-                    Ok((c, cancel)) => {
-                        for ud in cancel {
-                            self.ring.cancel(ud);
-                        }
-                        self.arm_accepts();
-                        c
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "listeners not updated");
-                        (*config).clone()
-                    }
-                }
-            };
-            tracing::info!(version = %bound.version, "configuration applied");
-            self.pending.push_back(Input::Config(Arc::new(bound)));
-            self.pump();
-        }
-        if requests.shutdown && self.drain_deadline.is_none() {
-            let now = StdInstant::now();
-            self.drain_deadline = Some(now.checked_add(self.opts.shutdown_grace).unwrap_or(now));
-            for ud in self.listeners.close_all() {
-                self.ring.cancel(ud);
-            }
-            tracing::info!(
-                open = self.conns.len(),
-                grace = ?self.opts.shutdown_grace,
-                "shutting down: no longer accepting"
-            );
-        }
-    }
-
-    /// See [`crate::drain::drain_complete`].
-    fn drain_complete(&self) -> bool {
-        crate::drain::drain_complete(
-            self.drain_deadline,
-            self.conns.iter().map(|(_, c)| crate::drain::ConnState {
-                downstream: c.side == Side::Downstream,
-                lingering: matches!(c.phase, Phase::Lingering { .. }),
-                unsent: c.has_unsent(),
-            }),
-            self.engine.requests_in_flight(),
-            !self.pending.is_empty(),
-        )
-    }
-
-    fn next_timeout(&self) -> Option<Duration> {
-        let now_std = StdInstant::now();
-        let now = self.clock.to_engine(now_std);
-        let mut timeout: Option<Duration> =
-            self.engine.poll_timeout().map(|at| Clock::until(now, at));
-        let mut consider = |at: StdInstant| {
-            let d = at.saturating_duration_since(now_std);
-            timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        };
-        if let Some(&(at, _)) = self.lingering.front() {
-            consider(at);
-        }
-        if let Some(at) = self.drain_deadline {
-            consider(at);
-        }
-        for l in self.listeners.slots.iter().flatten() {
-            if let Some(at) = l.retry_at {
-                consider(at);
-            }
-        }
-        timeout
-    }
-
-    fn fire_timers(&mut self) {
-        self.now = self.clock.now();
-        if self.engine.poll_timeout().is_some_and(|at| at <= self.now) {
-            self.engine.handle_timeout(self.now);
-            self.pump();
-        }
-        let now_std = StdInstant::now();
-        while let Some(&(at, id)) = self.lingering.front() {
-            if at > now_std {
-                break;
-            }
-            self.lingering.pop_front();
-            if self
-                .conns
-                .get(id)
-                .is_some_and(|c| matches!(c.phase, Phase::Lingering { .. }))
-            {
-                self.drop_conn(id);
-            }
-        }
-        let retry = self
-            .listeners
-            .slots
-            .iter()
-            .flatten()
-            .any(|l| l.retry_at.is_some_and(|at| at <= now_std));
-        if retry {
-            for l in self.listeners.slots.iter_mut().flatten() {
-                if l.retry_at.is_some_and(|at| at <= now_std) {
-                    l.retry_at = None;
-                }
-            }
-            self.arm_accepts();
-        }
-    }
-
-    /// Route one completion to its handler.
-    fn complete(&mut self, user_data: u64, result: i32) {
-        if user_data == ops::CANCEL {
+impl Uring {
+    /// Keep a receive in flight while the connection wants reads and has no result waiting.
+    fn arm_recv(&mut self, conn: &mut Conn<UringSocket>) {
+        let wanted = conn.wants_reads();
+        let socket = &mut conn.socket;
+        if !wanted || socket.recv_op.is_some() || socket.received.is_some() {
             return;
+        }
+        let mut buf = socket.buf.take().unwrap_or_default();
+        debug_assert!(buf.is_empty(), "{}: receive over bytes not taken", conn.id);
+        if buf.capacity() - buf.len() < MIN_RECV_SPARE {
+            // The previous allocation stays alive only through the Bytes given out of it.
+            buf = BytesMut::with_capacity(self.read_size);
+        }
+        socket.recv_op = Some(self.ring.recv(conn.id, socket.fd.clone(), buf));
+    }
+
+    /// Keep a completion's result with its socket; the event that tells the loop, if any.
+    fn complete(
+        &mut self,
+        user_data: u64,
+        result: i32,
+        conns: &mut Conns<Self>,
+        listeners: &mut Listeners<UringListener>,
+    ) -> Option<Event> {
+        if user_data == ops::CANCEL {
+            return None;
         }
         let Some(op) = self.ring.ops.take(user_data) else {
             tracing::error!(user_data, "completion for an unknown operation");
-            return;
+            return None;
         };
         match op {
             Op::Wake { .. } => {
                 // Control requests are picked up at the top of the loop; watch again.
                 self.ring.watch_wake(self.eventfd.raw());
+                None
             }
-            Op::Accept { listener, .. } => self.accepted(listener, user_data, result),
-            Op::Recv { conn, buf, .. } => self.received(conn, user_data, result, buf),
-            Op::Send { conn, bufs, .. } => self.sent(conn, user_data, result, bufs),
-            Op::Connect { conn, .. } => self.connected(conn, user_data, result),
-        }
-    }
-
-    /// Feed pending inputs and perform outputs until the engine is quiet.
-    fn pump(&mut self) {
-        loop {
-            while let Some(output) = self.engine.poll_output() {
-                self.perform(output);
+            Op::Accept { listener, .. } => {
+                let slot = listeners
+                    .get_mut(listener)
+                    .filter(|l| l.socket.accept_op == Some(user_data));
+                let Some(slot) = slot else {
+                    // The listener was closed while this accept was in flight.
+                    if result >= 0 {
+                        // SAFETY: a successful accept returns a new descriptor we own.
+                        drop(unsafe { OwnedFd::from_raw_fd(result) });
+                    }
+                    return None;
+                };
+                slot.socket.accept_op = None;
+                debug_assert!(slot.socket.accepted.is_none(), "accept result overwritten");
+                slot.socket.accepted = match result {
+                    r if r >= 0 => Some(Ok(unsafe {
+                        // SAFETY: a successful accept returns a new descriptor we own.
+                        TcpStream::from_raw_fd(r)
+                    })),
+                    r if -r == libc::ECANCELED => return None,
+                    // Transient: the loop's next accept starts another.
+                    r if matches!(-r, libc::EINTR | libc::ECONNABORTED | libc::EAGAIN) => None,
+                    r => Some(Err(os_error(r))),
+                };
+                Some(Event::Listener(listener))
             }
-            match self.pending.pop_front() {
-                Some(input) => self.engine.handle(self.now, input),
-                None => break,
+            Op::Recv { conn, buf, .. } => {
+                let c = conns
+                    .get_mut(conn)
+                    .filter(|c| c.socket.recv_op == Some(user_data))?;
+                let socket = &mut c.socket;
+                socket.recv_op = None;
+                // One receive in flight at a time, and none started over a result not taken.
+                debug_assert!(
+                    socket.received.is_none(),
+                    "{conn}: receive result overwritten"
+                );
+                let mut buf = buf;
+                socket.received = match result {
+                    r if r >= 0 => {
+                        let n = usize::try_from(r).unwrap_or(0);
+                        let len = buf.len() + n.min(buf.capacity() - buf.len());
+                        // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
+                        // given (and `len` never goes past the capacity).
+                        unsafe { buf.set_len(len) };
+                        Some(Ok(n))
+                    }
+                    r if -r == libc::ECANCELED => {
+                        socket.buf = Some(buf);
+                        return None;
+                    }
+                    // Transient: the loop's next read starts another receive.
+                    r if matches!(-r, libc::EINTR | libc::EAGAIN) => None,
+                    r => Some(Err(os_error(r))),
+                };
+                socket.buf = Some(buf);
+                Some(Event::Conn {
+                    id: conn,
+                    error: false,
+                })
             }
-        }
-    }
-
-    fn feed(&mut self, input: Input) {
-        self.pending.push_back(input);
-        self.pump();
-    }
-
-    fn perform(&mut self, output: Output) {
-        match output {
-            Output::Connect { conn, addr } => self.connect(conn, addr),
-            Output::Send { conn, data } => self.send(conn, data),
-            Output::ReadInterest { conn, enabled } => self.set_read_interest(conn, enabled),
-            Output::Close { conn, graceful } => {
-                if graceful {
-                    self.close_gracefully(conn);
+            Op::Send { conn, bufs, .. } => {
+                let total: usize = bufs.chunks.iter().map(Bytes::len).sum();
+                self.ring.recycle(bufs);
+                let c = conns
+                    .get_mut(conn)
+                    .filter(|c| c.socket.send_op == Some(user_data))?;
+                c.socket.send_op = None;
+                debug_assert!(c.socket.sent.is_none(), "{conn}: send result overwritten");
+                c.socket.sent = Some(match result {
+                    r if r > 0 => Ok(usize::try_from(r).unwrap_or(0)),
+                    r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => Ok(0),
+                    0 if total > 0 => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    0 => Ok(0),
+                    r => Err(os_error(r)),
+                });
+                Some(Event::Conn {
+                    id: conn,
+                    error: false,
+                })
+            }
+            Op::Connect { conn, .. } => {
+                let c = conns
+                    .get_mut(conn)
+                    .filter(|c| c.socket.connect_op == Some(user_data))?;
+                c.socket.connect_op = None;
+                c.socket.connected = Some(if result < 0 {
+                    Err(os_error(result))
                 } else {
-                    self.reset(conn);
+                    Ok(())
+                });
+                Some(Event::Conn {
+                    id: conn,
+                    error: false,
+                })
+            }
+        }
+    }
+}
+
+impl Listen for Uring {
+    type Listener = UringListener;
+
+    fn listen(
+        &mut self,
+        _index: usize,
+        socket: std::net::TcpListener,
+    ) -> Result<UringListener, IoError> {
+        // Accepts start when the loop first accepts on it.
+        Ok(UringListener {
+            fd: Rc::new(OwnedFd::from(socket)),
+            accept_op: None,
+            accepted: None,
+        })
+    }
+
+    fn unlisten(&mut self, listener: UringListener) {
+        if let Some(op) = listener.accept_op {
+            self.ring.cancel(op);
+        }
+    }
+}
+
+impl IoBackend for Uring {
+    type Socket = UringSocket;
+
+    const FIRST_CONN_TOKEN: usize = 0;
+    const NONBLOCKING_LISTENERS: bool = false;
+    const NAME: &'static str = "io_uring";
+
+    fn new(opts: &RunOptions) -> Result<Self, IoError> {
+        let mut ring = Ring::new(RING_ENTRIES).map_err(IoError::Uring)?;
+        let eventfd = Arc::new(EventFd::new().map_err(IoError::Uring)?);
+        ring.watch_wake(eventfd.raw());
+        Ok(Uring {
+            ring,
+            eventfd,
+            completions: VecDeque::with_capacity(RING_ENTRIES as usize),
+            nudged: VecDeque::new(),
+            read_size: opts.read_buffer_bytes.clamp(MIN_RECV_SPARE, RECV_BUFFER),
+        })
+    }
+
+    fn waker(&self) -> Arc<dyn Wake> {
+        self.eventfd.clone()
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), IoError> {
+        let timeout = if self.nudged.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.ring.submit_and_wait(timeout).map_err(IoError::Uring)?;
+        self.completions.extend(
+            self.ring
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result())),
+        );
+        Ok(())
+    }
+
+    fn next_event(
+        &mut self,
+        conns: &mut Conns<Self>,
+        listeners: &mut Listeners<UringListener>,
+    ) -> Option<Event> {
+        while let Some(id) = self.nudged.pop_front() {
+            if conns.get(id).is_some() {
+                return Some(Event::Conn { id, error: false });
+            }
+        }
+        while let Some((user_data, result)) = self.completions.pop_front() {
+            if let Some(event) = self.complete(user_data, result, conns, listeners) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    fn after_event(&mut self) {
+        if self.ring.ring.submission().len() >= EARLY_SUBMIT {
+            self.ring.submit();
+        }
+    }
+
+    fn accept(&mut self, index: usize, listener: &mut UringListener) -> Accept {
+        match listener.accepted.take() {
+            Some(Ok(stream)) => Accept::Stream { stream, peer: None },
+            Some(Err(e)) => Accept::Failed(e),
+            None => {
+                if listener.accept_op.is_none() {
+                    listener.accept_op = Some(self.ring.accept(index, listener.fd.clone()));
+                }
+                Accept::Pending
+            }
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream) -> UringSocket {
+        UringSocket::new(OwnedFd::from(stream))
+    }
+
+    fn connect(&mut self, id: ConnId, addr: SocketAddr) -> io::Result<UringSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let mut socket = UringSocket::new(OwnedFd::from(socket));
+        socket.connect_op = Some(self.ring.connect(id, socket.fd.clone(), addr.into()));
+        Ok(socket)
+    }
+
+    fn connect_result(&mut self, conn: &mut Conn<UringSocket>) -> Option<io::Result<()>> {
+        conn.socket.connected.take()
+    }
+
+    fn update(&mut self, conn: &mut Conn<UringSocket>) -> io::Result<()> {
+        if !conn.wants_reads() {
+            conn.socket.paused = true;
+        } else if conn.socket.received.is_some() {
+            if std::mem::take(&mut conn.socket.paused) {
+                // Kept while reading was paused: have the loop pull it now.
+                self.nudged.push_back(conn.id);
+            }
+        } else {
+            conn.socket.paused = false;
+            self.arm_recv(conn);
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, conn: &mut Conn<UringSocket>, purpose: Purpose) -> Read {
+        let socket = &mut conn.socket;
+        let outcome = match socket.received.take() {
+            None => Read::Pending,
+            Some(Ok(0)) => return Read::Eof,
+            Some(Ok(_)) => {
+                let Some(buf) = socket.buf.as_mut() else {
+                    debug_assert!(false, "{}: bytes received without a buffer", conn.id);
+                    return Read::Pending;
+                };
+                match purpose {
+                    Purpose::Engine => Read::Data(buf.split().freeze()),
+                    Purpose::Discard => {
+                        buf.clear();
+                        Read::Data(Bytes::new())
+                    }
                 }
             }
+            Some(Err(e)) => return Read::Failed(e),
+        };
+        self.arm_recv(conn);
+        outcome
+    }
+
+    fn write(&mut self, conn: &mut Conn<UringSocket>) -> Write {
+        let socket = &mut conn.socket;
+        if let Some(sent) = socket.sent.take() {
+            match sent {
+                Ok(n) => conn.sendq.advance(n),
+                Err(e) => return Write::Failed(e),
+            }
         }
+        if socket.send_op.is_some() {
+            return Write::Pending;
+        }
+        if conn.sendq.is_empty() {
+            return Write::Drained;
+        }
+        // The chunks stay queued while the kernel reads them (the send holds references);
+        // the completion says how many bytes leave the queue.
+        let mut bufs = self.ring.send_bufs();
+        bufs.chunks
+            .extend(conn.sendq.chunks().take(MAX_IOVECS).cloned());
+        socket.send_op = Some(self.ring.send(conn.id, socket.fd.clone(), bufs));
+        Write::Pending
+    }
+
+    fn close(&mut self, conn: Conn<UringSocket>) {
+        let socket = conn.socket;
+        for op in [socket.recv_op, socket.send_op, socket.connect_op]
+            .into_iter()
+            .flatten()
+        {
+            self.ring.cancel(op);
+        }
+    }
+
+    fn syscalls(&self) -> u64 {
+        self.ring.enters
+    }
+
+    fn ring_operations(&self) -> u64 {
+        self.ring.entries
     }
 }

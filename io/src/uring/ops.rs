@@ -13,7 +13,6 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -95,6 +94,11 @@ impl Ops {
         self.live += 1;
         if let Some(i) = self.free.pop() {
             if let Some(slot) = self.slots.get_mut(i) {
+                // The kernel still owns whatever a live operation points at: never overwrite one.
+                debug_assert!(
+                    slot.1.is_none(),
+                    "operation slot {i} reused while in flight"
+                );
                 slot.0 = slot.0.wrapping_add(1);
                 slot.1 = Some(op);
                 return user_data_of(i, slot.0);
@@ -114,6 +118,7 @@ impl Ops {
         }
         let op = slot.1.take()?;
         self.free.push(i);
+        debug_assert!(self.live > 0, "more completions than operations");
         self.live -= 1;
         Some(op)
     }
@@ -138,6 +143,10 @@ pub(super) struct Ring {
     pub ring: IoUring,
     pub ops: Ops,
     send_pool: Vec<SendBufs>,
+    /// `io_uring_enter` calls made (submits and waits): the backend's syscalls.
+    pub enters: u64,
+    /// Submission queue entries queued (operations and cancels).
+    pub entries: u64,
 }
 
 impl Ring {
@@ -164,17 +173,56 @@ impl Ring {
             ring,
             ops: Ops::default(),
             send_pool: Vec::new(),
+            enters: 0,
+            entries: 0,
         })
+    }
+
+    /// Submit what is queued without waiting.
+    pub fn submit(&mut self) {
+        self.enters += 1;
+        if let Err(e) = self.ring.submit() {
+            tracing::debug!(error = %e, "io_uring submit failed");
+        }
+    }
+
+    /// Submit what is queued and wait for a completion, at most `timeout` (`None`: no limit).
+    /// A timeout or a signal is not an error: the loop looks at the clock and goes on.
+    pub fn submit_and_wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        self.enters += 1;
+        let submitter = self.ring.submitter();
+        let result = match timeout {
+            None => submitter.submit_and_wait(1),
+            Some(d) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Queue one SQE, submitting first if the submission queue is full.
     fn push(&mut self, entry: squeue::Entry) {
+        self.entries += 1;
         loop {
             // SAFETY: every pointer in `entry` points into memory owned by `self.ops` (or, for
             // cancels, nothing), which lives until the completion is taken.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
+            self.enters += 1;
             if let Err(e) = self.ring.submit() {
                 tracing::warn!(error = %e, "io_uring submit failed");
             }
@@ -350,9 +398,4 @@ impl Wake for EventFd {
             Err(io::Error::last_os_error())
         }
     }
-}
-
-/// Keep the eventfd alive in both the driver and the control handle.
-pub(super) fn shared_eventfd() -> io::Result<Arc<EventFd>> {
-    EventFd::new().map(Arc::new)
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use trellis_io::local_mesh::http::{read_head, wants_close, Framing};
+use trellis_local_mesh::http::{read_head, wants_close, Framing};
 
 use super::content::{Content, Hasher};
 

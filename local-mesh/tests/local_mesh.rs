@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trellis_engine::config::{RouteAction, WeightedCluster};
-use trellis_io::local_mesh::client::HttpClient;
-use trellis_io::local_mesh::config::{cluster_name, reviews_config};
-use trellis_io::{LocalMesh, LocalMeshOptions};
+use trellis_local_mesh::client::HttpClient;
+use trellis_local_mesh::config::{cluster_name, reviews_config};
+use trellis_local_mesh::{LocalMesh, LocalMeshOptions};
 
 fn start() -> LocalMesh {
     LocalMesh::start(&LocalMeshOptions {

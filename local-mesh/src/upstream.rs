@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::http::{framing, read_body, read_head, wants_close, Framing};
+use crate::http::{framing, read_body, read_head, wants_close, Framing};
 
 #[derive(Default)]
 struct Shared {
@@ -149,10 +149,10 @@ fn serve(stream: TcpStream, name: &str, shared: &Shared) -> io::Result<()> {
         let mut req = httparse::Request::new(&mut headers);
         if !req
             .parse(&head)
-            .map_err(|e| super::http::invalid(&e.to_string()))?
+            .map_err(|e| crate::http::invalid(&e.to_string()))?
             .is_complete()
         {
-            return Err(super::http::invalid("incomplete request head"));
+            return Err(crate::http::invalid("incomplete request head"));
         }
         let method = req.method.unwrap_or("GET").to_string();
         let path = req.path.unwrap_or("/").to_string();
@@ -212,7 +212,7 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local_mesh::client::HttpClient;
+    use crate::client::HttpClient;
 
     #[test]
     fn answers_name_echoes_bodies_and_keeps_alive() {

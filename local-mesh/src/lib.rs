@@ -1,10 +1,22 @@
-//! The embedded default "main job": a whole mesh on loopback in one process.
+//! # trellis-local-mesh: the demo mesh `trellis` runs by default
 //!
-//! Three tiny HTTP/1.1 upstream servers play `reviews` v1, v2 and v3; the epoll [`Driver`]
-//! runs in its own thread as the sidecar, with a configuration built in code (see [`config`]):
-//! `end-user: jason` goes to v2, everyone else is split 80/20 between v1 and v3. It prints curl
-//! commands to try, runs a self-check through the proxy with a keep-alive client (counts per
-//! version, and where jason landed), then serves until Ctrl-C or the chosen duration.
+//! A whole mesh on loopback in one process: three tiny HTTP/1.1 upstream servers play
+//! `reviews` v1, v2 and v3; an [`EpollDriver`] runs in its own thread as the sidecar, with a
+//! configuration built in code (see [`config`]): `end-user: jason` goes to v2, everyone else
+//! is split 80/20 between v1 and v3. It prints curl commands to try, runs a
+//! self-check through the proxy with a keep-alive client (counts per version, and where jason
+//! landed), then serves until Ctrl-C or the chosen duration.
+//!
+//! Why a crate of its own: the demo brings its own HTTP client and server (deliberately
+//! independent of the engine's codec), which the runtime crate has no use for. The runtime's
+//! end-to-end tests borrow them as a dev-dependency, so the runtime (`trellis-io`) stays what
+//! DESIGN.md says it is: glue between the engine and the sockets.
+//!
+//! Modules, one concept each:
+//! - [`config`]: the demo's routes and clusters, as an engine [`Config`](trellis_engine::config::Config).
+//! - [`upstream`]: the demo upstream server (echo, `/status/NNN`, `/delay/MS`).
+//! - [`client`]: a blocking keep-alive client (the self-check's, and the tests').
+//! - [`http`]: the little HTTP/1.1 framing both of them share.
 
 pub mod client;
 pub mod config;
@@ -18,10 +30,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::control::ControlHandle;
-use crate::driver::{Driver, RunOptions};
-use crate::error::IoError;
 use client::HttpClient;
+use trellis_io::{ControlHandle, EpollDriver, IoError, RunOptions};
 use upstream::Upstream;
 
 /// What to run.
@@ -120,7 +130,7 @@ impl LocalMesh {
             run_opts.seed = seed;
         }
         let control = ControlHandle::new();
-        let driver = Driver::new(cfg, run_opts, control.clone())?;
+        let driver = EpollDriver::new(cfg, run_opts, control.clone())?;
         let proxy_addr = driver
             .local_addrs()
             .first()
@@ -248,7 +258,7 @@ impl Drop for LocalMesh {
 pub fn run_local_mesh(opts: LocalMeshOptions) -> Result<Option<SelfCheck>, LocalMeshError> {
     let mesh = LocalMesh::start(&opts)?;
     if opts.handle_signals {
-        crate::signal::install_ctrl_c(mesh.control().clone()).map_err(LocalMeshError::Signal)?;
+        trellis_io::install_ctrl_c(mesh.control().clone()).map_err(LocalMeshError::Signal)?;
     }
     println!("trellis local mesh: proxy on {}", mesh.proxy_addr());
     for up in mesh.upstreams() {

@@ -8,7 +8,7 @@ use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::http::{framing, read_body, read_head, wants_close, Framing};
+use crate::http::{framing, read_body, read_head, wants_close, Framing};
 
 /// A response as received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,10 +129,10 @@ impl HttpClient {
         let mut resp = httparse::Response::new(&mut hs);
         if !resp
             .parse(&raw)
-            .map_err(|e| super::http::invalid(&e.to_string()))?
+            .map_err(|e| crate::http::invalid(&e.to_string()))?
             .is_complete()
         {
-            return Err(super::http::invalid("incomplete response head"));
+            return Err(crate::http::invalid("incomplete response head"));
         }
         let status = resp.code.unwrap_or(0);
         let close = wants_close(resp.headers, resp.version);
