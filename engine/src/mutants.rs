@@ -109,6 +109,8 @@ pub struct Mutations {
     /// Panic mode is never entered: `minHealthPercent` is not read, so a cluster whose hosts
     /// are all ejected answers "no healthy upstream".
     pub panic_threshold_ignored: bool,
+    /// The retry budget (`maxRetries`) is taken without being checked: every retry starts.
+    pub retry_budget_ignored: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch
@@ -128,6 +130,7 @@ pub(crate) struct RouteMutations {
     pub redirect_keeps_request_port: bool,
     pub header_count_inclusive: bool,
     pub panic_threshold_ignored: bool,
+    pub retry_budget_ignored: bool,
 }
 
 thread_local! {
@@ -154,6 +157,7 @@ pub(crate) fn set_route(m: &Mutations) {
             redirect_keeps_request_port: m.redirect_keeps_request_port,
             header_count_inclusive: m.header_count_inclusive,
             panic_threshold_ignored: m.panic_threshold_ignored,
+            retry_budget_ignored: m.retry_budget_ignored,
         })
     });
 }

@@ -50,6 +50,8 @@ fn scenario() -> Scenario {
         lb: 0,
         outlier: None,
         pool: None,
+        upstream_idle_ms: None,
+        max_retries: None,
     };
     let client = ClientSpec {
         load: Load::Open { rate: 400 },

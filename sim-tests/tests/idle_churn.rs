@@ -29,6 +29,8 @@ fn scenario() -> Scenario {
                 lb: 0,
                 outlier: None,
                 pool: None,
+                upstream_idle_ms: None,
+                max_retries: None,
             }],
             rules: vec![Rule {
                 user: None,

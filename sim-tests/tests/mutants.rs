@@ -104,7 +104,8 @@
 //! (`Routing`: `https://svc0:8080:80/…` where Envoy's `newUri` gives `https://svc0:80/…`); the
 //! field-count limit rejecting exactly `max_headers` fields → seed 6 (`HeadLimits`, a padded
 //! request at the limit's edge); panic mode never entered → seed 4 (`EjectedHostUsed`: a
-//! cluster with `minHealthPercent` 50 answered UH).
+//! cluster with `minHealthPercent` 50 answered UH); the retry budget taken unchecked → seed 0
+//! (`PoolLimit`: a request retrying to a cluster with `maxRetries` 0).
 
 use sim_tests::sim::stats::{Aggregate, FALSE_ALARM};
 use sim_tests::sim::swarm::failure_report;
@@ -768,4 +769,13 @@ fn catches_panic_threshold_ignored() {
         RARE_BUDGET,
     );
     eprintln!("minHealthPercent ignored caught by seed {seed}");
+}
+
+planted!(retry_budget_ignored, retry_budget_ignored);
+
+/// Expected: `PoolLimit` (more requests retrying to a cluster at once than `maxRetries`).
+#[test]
+fn catches_retry_budget_ignored() {
+    let seed = first_catching_seed(retry_budget_ignored, Invariant::PoolLimit, RARE_BUDGET);
+    eprintln!("maxRetries ignored caught by seed {seed}");
 }

@@ -25,6 +25,8 @@ fn service(endpoints: Vec<EndpointSpec>, calls: Vec<usize>) -> Service {
             lb: 0,
             outlier: None,
             pool: None,
+            upstream_idle_ms: None,
+            max_retries: None,
         }],
         rules: vec![Rule {
             user: None,

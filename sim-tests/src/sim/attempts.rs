@@ -11,8 +11,8 @@
 //!   no further attempt;
 //! - **must retry**: a response whose status `retryOn` covers, reaching the engine with
 //!   attempts left, time left before the route deadline and a replayable body (the engine's
-//!   retry buffer, 64 KiB), is not what the client gets (the scenario never sets a retry
-//!   budget, so the breaker never refuses);
+//!   retry buffer), is not what the client gets, unless the cluster has a retry budget
+//!   (`maxRetries`, [`super::retry_budget`]), which other requests may have spent unseen;
 //! - **previous hosts** ([`Invariant::RetryHosts`]): a retry does not go to a host the request
 //!   already tried while the cluster had a host not yet tried that was surely eligible (not
 //!   ejected before or after the engine call that picked, in the driver's watch and in the
@@ -140,6 +140,8 @@ pub(crate) struct Observed {
     pub logged_attempts: BTreeMap<usize, u32>,
     /// Weighted random picks' chi-square statistics, summed ([`super::balance`]).
     pub random_aggregate: super::stats::Aggregate,
+    /// Requests holding a unit of a retry budget ([`super::retry_budget`]).
+    pub retrying: super::retry_budget::Retrying,
 }
 
 /// The `x-sim-id` of a request head at the start of `data`; `Some(None)` for a head without
@@ -375,6 +377,7 @@ impl Mesh<'_> {
                     self.cluster_names[c]
                 )
             });
+        self.note_attempt_for_budget(sc, c, r, k);
         let began_by = if fresh { co.connect_at } else { now };
         self.att.per_req[r].push(Attempt {
             sent: now,
@@ -572,9 +575,21 @@ impl Mesh<'_> {
         let last = &attempts[n - 1];
         // Must retry: the client got the retryable answer of the last attempt although
         // everything allowed another.
-        if let (Some((t, s)), Some(Outcome::Response(got)), false, true) =
-            (last.status, req.outcome.as_ref(), troubled, EXACT)
-        {
+        // A retry budget may have been spent by other requests when this one wanted to
+        // retry: how much of it was, the driver cannot see (retries in backoff hold a unit
+        // unseen), so must-retry is not asked of budgeted clusters.
+        let budgeted = (attempts.iter()).any(|a| {
+            let info = &self.cluster_info[a.cluster];
+            self.scn.services[info.service].versions[info.version]
+                .max_retries
+                .is_some()
+        });
+        if let (Some((t, s)), Some(Outcome::Response(got)), false, true) = (
+            last.status,
+            req.outcome.as_ref(),
+            troubled || budgeted,
+            EXACT,
+        ) {
             let time_left = rule
                 .timeout_ms
                 .is_none_or(|ms| t < req.start + Duration::from_millis(ms));

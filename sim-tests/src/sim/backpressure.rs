@@ -74,6 +74,7 @@ impl Mesh<'_> {
             };
             if piece.completes {
                 up.busy = false;
+                up.idle_since = Some(self.now);
             }
             self.attempt_back(sc, conn, piece.status, piece.completes);
             let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {

@@ -41,7 +41,9 @@ pub enum Invariant {
     EjectedWithoutCause,
     /// A connection's unwritten bytes grew past the engine's buffer limit (backpressure).
     Buffering,
-    /// More upstream connections open to a cluster than `maxConnections`.
+    /// More upstream connections open to a cluster than `maxConnections`, a request sent on a
+    /// connection idle past `idleTimeout`, or more requests retrying at once than
+    /// `maxRetries`.
     PoolLimit,
     /// A request or response body changed on the way.
     Bytes,

@@ -597,6 +597,7 @@ impl Mesh<'_> {
             return;
         };
         self.att.logged_attempts.insert(id, log.attempts);
+        self.note_end_for_budget(id);
         let Some(r) = self.requests.get(id) else {
             return;
         };

@@ -80,6 +80,8 @@ pub const ALL: &[&str] = &[
     "lb RANDOM",
     "lb unset (Istio default)",
     "outlier minHealthPercent (panic mode)",
+    "pool idleTimeout of milliseconds",
+    "pool maxRetries (retry budget)",
     "endpoint weights uneven",
     "outlierDetection consecutive5xx",
     "outlierDetection consecutiveGatewayErrors",
@@ -361,6 +363,12 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
                 .is_some_and(|o| o.min_health_percent > 0)
             {
                 out.push("outlier minHealthPercent (panic mode)");
+            }
+            if ver.upstream_idle_ms.is_some() {
+                out.push("pool idleTimeout of milliseconds");
+            }
+            if ver.max_retries.is_some() {
+                out.push("pool maxRetries (retry budget)");
             }
             let w0 = ver.endpoints.first().map_or(1, |e| e.weight);
             if ver.endpoints.iter().any(|e| e.weight != w0) {

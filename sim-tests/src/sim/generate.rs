@@ -227,6 +227,17 @@ impl Scenario {
                 }
             }
         }
+        // Upstream idle timeouts of milliseconds and retry budgets (`maxRetries`): a stream of
+        // its own.
+        let mut pool = fastrand::Rng::with_seed(seed ^ 0x1d1e_7e7e_0000_000d);
+        for ver in scn.services.iter_mut().flat_map(|s| &mut s.versions) {
+            if pool.u8(0..100) < 25 {
+                ver.upstream_idle_ms = Some([1, 5, 20, 100][pool.usize(0..4)]);
+            }
+            if pool.u8(0..100) < 20 {
+                ver.max_retries = Some(pool.u32(0..=2));
+            }
+        }
         // Chunked bodies both ways in a quarter of the seeds: a stream of its own.
         let mut framing = fastrand::Rng::with_seed(seed ^ 0xc4a2_4ced_0000_000a);
         if framing.u8(0..100) < 25 {
@@ -423,6 +434,8 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                     max_requests_per_connection: [0, 0, 1, 3][r.usize(0..4)],
                     max_requests: 0,
                 }),
+                upstream_idle_ms: None,
+                max_retries: None,
             }
         })
         .collect::<Vec<_>>();
@@ -663,6 +676,8 @@ impl Scenario {
                 min_health_percent: 0,
             }),
             pool: None,
+            upstream_idle_ms: None,
+            max_retries: None,
         };
         scn.services = (0..services)
             .map(|_| Service {

@@ -623,6 +623,7 @@ impl<'s> Mesh<'s> {
             self.on_log(sc, log);
         }
         self.log_buf = logs;
+        self.check_retry_budgets();
         self.observe(sc);
         self.note_deadline(sc);
     }

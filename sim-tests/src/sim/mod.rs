@@ -26,7 +26,7 @@
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `state`
 //! (its parts), `server` / `client` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
-//! `wire` (connects, sends, faults), `observe` + `ejection` + [`backpressure`] + [`check`]
+//! `wire` (connects, sends, faults), `observe` + `ejection` + `retry_budget` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands).
 
@@ -50,6 +50,7 @@ pub mod queue;
 pub mod reference;
 pub mod report;
 mod response_read;
+mod retry_budget;
 pub mod scenario;
 mod server;
 pub mod shrink;

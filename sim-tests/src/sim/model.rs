@@ -165,6 +165,12 @@ pub fn engine_config_at(
                     ..Default::default()
                 },
             };
+            if let Some(ms) = ver.upstream_idle_ms {
+                c.pool.idle_timeout = Some(Duration::from_millis(ms));
+            }
+            if let Some(n) = ver.max_retries {
+                c.pool.max_retries = n;
+            }
             config.clusters.push(c);
         }
         let generation = gen_of(s);

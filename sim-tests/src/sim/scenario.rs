@@ -134,6 +134,15 @@ pub struct Version {
     pub lb: u8,
     pub outlier: Option<OutlierSpec>,
     pub pool: Option<PoolSpec>,
+    /// `connectionPool.http.idleTimeout` in milliseconds (`None`: Istio's 1 h). An upstream
+    /// connection idle longer than this is closed, never reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_idle_ms: Option<u64>,
+    /// `connectionPool.http.maxRetries` (`None`: Istio's default, unlimited): requests of one
+    /// sidecar to the cluster that are retrying at once (from a retry's start to the request's
+    /// end, as Envoy's retry resource is held) never outnumber it; 0 lets none retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
 }
 
 /// How one server workload behaves.

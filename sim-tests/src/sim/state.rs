@@ -61,6 +61,9 @@ pub(crate) struct UpConn {
     /// A request is outstanding on it (set by a request going out, cleared when a whole
     /// response reaches the engine).
     pub busy: bool,
+    /// When its last response reached the engine whole, if none went out since: the
+    /// connection has been idle in the engine's pool from then.
+    pub idle_since: Option<Instant>,
     pub server: ServerSide,
     /// Whether the engine wants to read from this connection (backpressure).
     pub reading: bool,

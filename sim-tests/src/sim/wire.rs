@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use trellis_engine::ConnId;
+use trellis_engine::{ConnId, Instant};
 
 use super::check::Invariant;
 use super::mesh::{Ev, Mesh, ServerSide, UpConn};
@@ -57,6 +57,7 @@ impl Mesh<'_> {
                 ep,
                 cluster,
                 busy: true,
+                idle_since: None,
                 server: ServerSide {
                     recv: BytesMut::new(),
                     current: None,
@@ -116,6 +117,25 @@ impl Mesh<'_> {
         }
     }
 
+    /// Pool idle timeout (`connectionPool.http.idleTimeout`): a request goes out on `conn`,
+    /// idle in the pool since `since`; it must not have been idle longer than the timeout
+    /// (by then the engine closes it).
+    fn check_idle_reuse(&mut self, sc: usize, conn: ConnId, cluster: usize, since: Instant) {
+        let info = &self.cluster_info[cluster];
+        let ver = &self.scn.services[info.service].versions[info.version];
+        let Some(ms) = ver.upstream_idle_ms else {
+            return;
+        };
+        let idle = self.now.saturating_since(since);
+        if idle > Duration::from_millis(ms) {
+            let msg = format!(
+                "sidecar {sc} sent a request on {conn} to {}, idle in its pool for {idle:?} since {since}, past idleTimeout {ms} ms",
+                self.cluster_names[cluster]
+            );
+            self.violation(Invariant::PoolLimit, msg);
+        }
+    }
+
     pub(crate) fn upstream_send(&mut self, sc: usize, conn: ConnId, data: Bytes) {
         if !self.sidecars[sc].up.contains_key(&conn) {
             return;
@@ -126,7 +146,11 @@ impl Mesh<'_> {
         };
         let newly_busy = !u.busy;
         u.busy = true;
+        let idle_since = u.idle_since.take();
         let (cluster, ep) = (u.cluster, u.ep);
+        if let (true, Some(since)) = (newly_busy, idle_since) {
+            self.check_idle_reuse(sc, conn, cluster, since);
+        }
         if newly_busy {
             self.dispatches.push((cluster, ep));
             self.check_max_requests(sc, cluster);
