@@ -92,6 +92,7 @@ fn scenario() -> Scenario {
         requests: None,
         framing: None,
         http: None,
+        passthrough: false,
     };
     assert!(scn.normalize());
     scn

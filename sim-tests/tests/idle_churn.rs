@@ -80,6 +80,7 @@ fn scenario() -> Scenario {
         requests: None,
         framing: None,
         http: None,
+        passthrough: false,
     };
     assert!(scn.normalize());
     scn

@@ -77,6 +77,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         requests: None,
         framing: None,
         http: None,
+        passthrough: false,
     }
 }
 

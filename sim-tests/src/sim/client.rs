@@ -209,10 +209,12 @@ impl Mesh<'_> {
         // the engine routes it on.
         let generation = self.sidecars[sidecar].generations[service];
         let empty = RequestShape::default();
+        let original_dst = self.scn.passthrough.then_some(model::ORIGINAL_DST);
         let seen = reference::SeenRequest {
             shape: shape.as_ref().unwrap_or(&empty),
             user: user.as_deref(),
             labels: &self.labels[sidecar],
+            port: original_dst.map_or(reference::LISTENER_PORT, |a| a.port()),
         };
         let matched =
             vhost.and_then(|_| model::reference_rule(self.scn, service, generation, &seen));
@@ -315,6 +317,7 @@ impl Mesh<'_> {
         let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
         let mut accepted = Accepted::new(peer, local);
         accepted.source_labels = self.label_maps[sidecar].clone();
+        accepted.original_dst = original_dst;
         let conn = self.sidecars[sidecar].engine.accept(self.now, accepted);
         self.sidecars[sidecar].down.insert(conn, id);
         self.sidecars[sidecar].log_req.insert(conn, id);
@@ -483,7 +486,18 @@ impl Mesh<'_> {
                 self.violations.report(Invariant::HeadLimits, self.now, msg);
             }
         }
-        let model_says_no_route = r.rule.is_none() && r.reject.is_none();
+        let unrouted = r.rule.is_none() && r.reject.is_none();
+        // `ALLOW_ANY`: a request for no known host goes to the original destination, where
+        // nothing listens: a connect failure, never retried (no route, no retry policy).
+        let passed_through = unrouted && self.scn.passthrough;
+        if passed_through && !matches!(&outcome, Outcome::Mesh(503, f) if f == "UF") {
+            let msg = format!(
+                "request {req} for no known host, with passthrough to {} (nothing listens), ended {outcome:?}, expected 503 UF",
+                model::ORIGINAL_DST
+            );
+            self.violations.report(Invariant::Routing, self.now, msg);
+        }
+        let model_says_no_route = unrouted && !passed_through;
         let got_no_route = matches!(&outcome, Outcome::Mesh(404, f) if f.contains("NR"));
         if model_says_no_route != got_no_route {
             let msg = format!(

@@ -37,6 +37,7 @@ pub const ALL: &[&str] = &[
     "match.queryParams value",
     "match.queryParams present",
     "match.port (listener's)",
+    "match.port 8080 (the original destination's, with passthrough)",
     "match.port (another)",
     "match.sourceLabels",
     "match several blocks (OR)",
@@ -109,6 +110,7 @@ pub const ALL: &[&str] = &[
     "chunked request bodies",
     "chunked responses",
     "HTTP limits and timeouts set",
+    "listener passthrough (ALLOW_ANY) with unknown hosts",
     "head limits probed (414/431 edges)",
     "retry buffer smaller than some bodies",
     "header-read/idle timeouts of milliseconds",
@@ -188,6 +190,7 @@ fn match_features(m: &MatchSpec, out: &mut Vec<&'static str>) {
     }
     match m.port {
         Some(super::reference::LISTENER_PORT) => out.push("match.port (listener's)"),
+        Some(8080) => out.push("match.port 8080 (the original destination's, with passthrough)"),
         Some(_) => out.push("match.port (another)"),
         None => {}
     }
@@ -445,6 +448,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     if scn.framing.is_some() {
         out.push("chunked request bodies");
         out.push("chunked responses");
+    }
+    if scn.passthrough && scn.requests.is_some() {
+        out.push("listener passthrough (ALLOW_ANY) with unknown hosts");
     }
     if let Some(h) = &scn.http {
         out.push("HTTP limits and timeouts set");

@@ -140,6 +140,7 @@ impl Scenario {
             requests: None,
             framing: None,
             http: None,
+            passthrough: false,
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -263,6 +264,10 @@ impl Scenario {
                 probe_percent: [0, 5, 20, 50][http.usize(0..4)],
             });
         }
+        // `ALLOW_ANY` passthrough to the original destination in a third of the seeds (it
+        // shows with the vocabulary's unknown hosts): a stream of its own.
+        let mut allow_any = fastrand::Rng::with_seed(seed ^ 0xa110_a4e1_0000_000e);
+        scn.passthrough = allow_any.u8(0..100) < 33;
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);

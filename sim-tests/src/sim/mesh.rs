@@ -278,6 +278,7 @@ impl<'s> Mesh<'s> {
                 Sidecar {
                     engine,
                     up: BTreeMap::new(),
+                    refused: Default::default(),
                     down: BTreeMap::new(),
                     open: vec![0; cluster_names.len()],
                     hosts: cluster_info
@@ -478,6 +479,10 @@ impl<'s> Mesh<'s> {
             Ev::LoopStart { client, loop_id } => self.start_request(client, Some(loop_id)),
             Ev::GiveUp { req } => self.give_up(req),
             Ev::ConnectDone { sc, conn, ok } => {
+                if self.sidecars[sc].refused.remove(&conn) {
+                    self.engine_input(sc, Input::ConnectFailed { conn });
+                    return;
+                }
                 if !self.sidecars[sc].up.contains_key(&conn) {
                     return;
                 }
@@ -609,6 +614,7 @@ impl<'s> Mesh<'s> {
                         }
                         // The server sees the FIN/RST and drops its end: replies it still
                         // has in preparation find the connection gone.
+                        self.sidecars[sc].refused.remove(&conn);
                         self.attempt_engine_closed(sc, conn);
                         self.note_close(sc, conn, graceful);
                         self.drop_up(sc, conn);

@@ -38,6 +38,13 @@ use crate::build;
 /// The listener each sidecar's local clients connect to.
 pub const LISTENER: &str = build::LISTENER;
 
+/// The original destination of every client connection in passthrough scenarios: an address
+/// in TEST-NET-1 (RFC 5737) where nothing listens, so a request passed through to it fails to
+/// connect (503 UF), and its port, 8080, is what `port` conditions see.
+pub const ORIGINAL_DST: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 1), 8080),
+);
+
 /// The address of an endpoint: `10.<service>.<version>.<index>:8080` (services above 255 do
 /// not occur: scenarios have at most 50).
 pub fn endpoint_addr((s, v, i): EndpointRef) -> SocketAddr {
@@ -100,6 +107,9 @@ pub fn engine_config_at(
     }
     if scn.net.buffer_bytes > 0 {
         config.http.connection_buffer_bytes = scn.net.buffer_bytes as usize;
+    }
+    if let Some(listener) = config.listeners.first_mut() {
+        listener.passthrough = scn.passthrough;
     }
     if let Some(h) = &scn.http {
         let http = &mut config.http;

@@ -19,8 +19,10 @@
 //!   matched as the empty value, so `withoutHeaders: {x: {prefix: ""}}` excludes every request;
 //! * query parameters: the first occurrence of the name; a parameter without `=` has the
 //!   empty value; no percent-decoding;
-//! * `port` and `sourceLabels` filter by the sidecar (its listener port, its workload's
-//!   labels), as pilot does when it builds each proxy's routes;
+//! * `port` is the port the client dialled: its connection's original destination port when
+//!   traffic was redirected to the sidecar (the service port, as pilot builds routes per
+//!   destination port), else the listener's; `sourceLabels` filter by the client workload's
+//!   labels, as pilot does when it builds each proxy's routes;
 //! * the match blocks of a rule are tried in order (the `x-user` block of a rule that has one
 //!   first), each an Envoy route of its own; a rule with no block matches everything;
 //! * `rewrite.uri` is Envoy's `prefix_rewrite`: it replaces the matched exact path, the matched
@@ -50,6 +52,9 @@ pub struct SeenRequest<'a> {
     /// The `x-user` header, for rules of the original vocabulary.
     pub user: Option<&'a str>,
     pub labels: &'a [(String, String)],
+    /// The destination port the client dialled ([`LISTENER_PORT`] unless its connection has
+    /// an original destination).
+    pub port: u16,
 }
 
 /// Which service's virtual host Host `authority` selects, with Envoy's precedence: the host
@@ -203,7 +208,7 @@ pub fn block_matches(m: &MatchSpec, req: &SeenRequest<'_>) -> bool {
         && opt(&m.method, &shape.method)
         && opt(&m.authority, &shape.authority)
         && opt(&m.scheme, "http")
-        && m.port.is_none_or(|p| p == LISTENER_PORT)
+        && m.port.is_none_or(|p| p == req.port)
         && m.headers
             .iter()
             .all(|(n, v)| header_holds(shape, n, v.as_ref()))
@@ -469,6 +474,7 @@ mod tests {
             shape: s,
             user: None,
             labels: &[],
+            port: LISTENER_PORT,
         }
     }
 

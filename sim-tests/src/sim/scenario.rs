@@ -49,6 +49,12 @@ pub struct Scenario {
     /// limits; `None`: the engine's defaults, and no probing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
+    /// Istio's `outboundTrafficPolicy: ALLOW_ANY`: the sidecars' listener passes a request for
+    /// an unknown host through to its connection's original destination, and every client
+    /// connection has one ([`super::model::ORIGINAL_DST`], where nothing listens). `false`:
+    /// `REGISTRY_ONLY`, unknown hosts answer 404 NR, and connections have none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passthrough: bool,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to

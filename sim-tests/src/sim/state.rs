@@ -86,6 +86,9 @@ pub(crate) struct Piece {
 pub(crate) struct Sidecar {
     pub engine: Engine,
     pub up: BTreeMap<ConnId, UpConn>,
+    /// Connects to an address where nothing listens (a passthrough's original destination),
+    /// refused once their `ConnectDone` fires, unless the engine closed them first.
+    pub refused: std::collections::BTreeSet<ConnId>,
     /// Downstream connection → client request id.
     pub down: BTreeMap<ConnId, usize>,
     /// Open upstream sockets per cluster (driver-side count).

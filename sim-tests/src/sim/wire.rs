@@ -34,6 +34,13 @@ impl Mesh<'_> {
         self.trace.u64(conn.0);
         self.trace.bytes(addr.to_string().as_bytes());
         let Some(&ep) = self.ep_by_addr.get(&addr) else {
+            // Only passthrough connects anywhere but an endpoint, and only to the original
+            // destination.
+            if !(self.scn.passthrough && addr == super::model::ORIGINAL_DST) {
+                let msg = format!("sidecar {sc} connected to {addr}, which is no endpoint and no original destination");
+                self.violation(Invariant::Routing, msg);
+            }
+            self.sidecars[sc].refused.insert(conn);
             self.queue.push(
                 self.now,
                 Ev::ConnectDone {
