@@ -280,9 +280,11 @@ impl RetryPolicy {
 /// Envoy `x-envoy-retry-on` conditions (the subset Istio users write in `retryOn`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetryOn {
-    /// `5xx`: any 5xx response, a connect failure, a reset or a per-try timeout.
+    /// `5xx`: any 5xx response, a connect failure, a reset (an unparsable response too) or a
+    /// per-try timeout.
     pub server_error: bool,
-    /// `gateway-error`: 502, 503, 504.
+    /// `gateway-error`: 502, 503, 504, and like `5xx` a connect failure, a reset or a per-try
+    /// timeout.
     pub gateway_error: bool,
     /// `connect-failure`: the upstream connection could not be made (or timed out connecting).
     pub connect_failure: bool,
@@ -290,8 +292,9 @@ pub struct RetryOn {
     pub reset: bool,
     /// `retriable-4xx`: 409.
     pub retriable_4xx: bool,
-    /// `refused-stream`: an HTTP/2 REFUSED_STREAM (and, for HTTP/1, a closed pooled connection
-    /// that never saw the request).
+    /// `refused-stream`: an HTTP/2 REFUSED_STREAM. HTTP/1 has none: a pooled connection the
+    /// upstream closed as the request went out is a reset (`reset`, `5xx`, `gateway-error`),
+    /// as in Envoy.
     pub refused_stream: bool,
     /// `retriable-status-codes` plus bare status codes listed in `retryOn`.
     pub retriable_status_codes: Vec<u16>,

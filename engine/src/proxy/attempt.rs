@@ -242,10 +242,9 @@ impl Engine {
         };
         let policy = req.retry_policy();
         let retries_used = req.attempts.saturating_sub(1);
-        // A stale connection may have delivered the request after all: only methods that
-        // can be repeated safely are retried for it (RFC 9110 §9.2.2).
-        let replayable = req.replay.is_some()
-            && (failure != Failure::StaleConnection || req.head.method.is_idempotent());
+        // Retries follow the route's `retryOn` whatever the method, as Envoy's do: an operator
+        // who configured them is RFC 9110 §9.2.2's "means to know" a request may be repeated.
+        let replayable = req.replay.is_some();
         let deadline_left = req.deadline.is_none_or(|d| d > now);
         #[allow(unused_mut)]
         let mut out_of_retries = retries_used >= policy.attempts;

@@ -110,8 +110,9 @@ pub(crate) enum Failure {
     /// Closed/reset before a complete response head.
     Reset,
     /// A reused keep-alive connection closed before a single response byte: the upstream most
-    /// likely closed it idle just as the request went out (the HTTP/1 race that HTTP/2 reports
-    /// as REFUSED_STREAM). Not the host's fault, and safe to retry for idempotent methods.
+    /// likely closed it idle just as the request went out. Not the host's fault (outlier
+    /// detection leaves it out), but retried as any reset is: Envoy's HTTP/1 codec reports it
+    /// as a connection termination, never as HTTP/2's REFUSED_STREAM.
     StaleConnection,
     PerTryTimeout,
     /// The upstream answered with an unparsable or invalid response.
@@ -121,15 +122,21 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Envoy's `RetryStateImpl::wouldRetryFromReset` for failures without a response (any
+    /// reset is retried under `reset`, `5xx` and `gateway-error`; `connect-failure` covers a
+    /// failed connect only; `refused-stream` an HTTP/2 REFUSED_STREAM only, which HTTP/1 never
+    /// gives), and `wouldRetryFromHeaders` for statuses.
     pub(crate) fn retriable_under(self, on: &RetryOn) -> bool {
         match self {
             Failure::ConnectFailed => {
                 on.connect_failure || on.server_error || on.gateway_error || on.reset
             }
-            Failure::Reset => on.reset || on.server_error,
-            Failure::StaleConnection => on.refused_stream || on.reset || on.server_error,
-            Failure::PerTryTimeout => on.server_error || on.gateway_error || on.reset,
-            Failure::ProtocolError => false,
+            // An unparsable response resets the upstream stream (a protocol error) and a
+            // per-try timeout resets it locally: resets like any other.
+            Failure::Reset
+            | Failure::StaleConnection
+            | Failure::PerTryTimeout
+            | Failure::ProtocolError => on.reset || on.server_error || on.gateway_error,
             Failure::Status(status) => status_retriable(on, status),
         }
     }

@@ -569,6 +569,25 @@ impl Mesh<'_> {
                 }
             }
         }
+        // Resets: a connection reset, closed or answered with garbage before a response head
+        // is retried under `reset`, `5xx` and `gateway-error` alone (Envoy's
+        // `wouldRetryFromReset`: `refused-stream` only covers an HTTP/2 REFUSED_STREAM,
+        // `connect-failure` only a connect that failed).
+        let retried_reset = policy
+            .as_ref()
+            .is_some_and(|p| p.on_reset || p.on_5xx || p.on_gateway_error);
+        for (k, a) in attempts.iter().enumerate() {
+            if a.answered && a.status.is_none() && k + 1 < n && !retried_reset {
+                found.push((
+                    Invariant::Retries,
+                    format!(
+                        "request {r}: attempt {} was reset before a response head, which retryOn {:?} does not cover, and was retried",
+                        k + 1,
+                        policy.as_ref().map(retry_on_text)
+                    ),
+                ));
+            }
+        }
         let troubled = self.troubled(r);
         let req = &self.requests[r];
         let attempts = &self.att.per_req[r];
@@ -610,6 +629,41 @@ impl Mesh<'_> {
                     Invariant::Retries,
                     format!(
                         "request {r}: attempt {n} got {s} at {t}, which retryOn {:?} covers, with {} retries left and time left (started {}, timeout {:?} ms), and {s} went to the client without a retry",
+                        policy.as_ref().map(retry_on_text),
+                        1 + u64::from(allowed) - n as u64,
+                        req.start,
+                        rule.timeout_ms
+                    ),
+                ));
+            }
+        }
+        // Must retry a reset: the last attempt was reset before a head, the client got the
+        // reset's own answer (503 UC, or 502 UPE for an unparsable response; a route timeout
+        // during the retry's backoff is not a missed retry), and everything allowed another
+        // attempt.
+        if let (true, None, Some(t), Some(Outcome::Mesh(status, flags)), false, true) = (
+            last.answered,
+            last.status,
+            last.ended,
+            req.outcome.as_ref(),
+            troubled || budgeted,
+            EXACT,
+        ) {
+            let time_left = rule
+                .timeout_ms
+                .is_none_or(|ms| t < req.start + Duration::from_millis(ms));
+            let buffer = (self.scn.http.as_ref()).map_or(64 * 1024, |h| h.retry_buffer_bytes);
+            let reset_answer = flags.split(',').any(|f| f == "UC" || f == "UPE");
+            if retried_reset
+                && reset_answer
+                && (n as u64) < 1 + u64::from(allowed)
+                && time_left
+                && req.body_len <= buffer as usize
+            {
+                found.push((
+                    Invariant::Retries,
+                    format!(
+                        "request {r}: attempt {n} was reset before a response head at {t}, which retryOn {:?} covers, with {} retries left and time left (started {}, timeout {:?} ms), and the client got {status} {flags:?} without a retry",
                         policy.as_ref().map(retry_on_text),
                         1 + u64::from(allowed) - n as u64,
                         req.start,
