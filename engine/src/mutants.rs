@@ -111,6 +111,10 @@ pub struct Mutations {
     pub panic_threshold_ignored: bool,
     /// The retry budget (`maxRetries`) is taken without being checked: every retry starts.
     pub retry_budget_ignored: bool,
+    /// `refused-stream` retries an HTTP/1 attempt that ended without a response head (a reset,
+    /// a closed pooled connection, an unparsable answer) as if it were HTTP/2's
+    /// REFUSED_STREAM (Trellis once did so for closed pooled connections; Envoy never does).
+    pub refused_stream_covers_resets: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch
@@ -131,6 +135,7 @@ pub(crate) struct RouteMutations {
     pub header_count_inclusive: bool,
     pub panic_threshold_ignored: bool,
     pub retry_budget_ignored: bool,
+    pub refused_stream_covers_resets: bool,
 }
 
 thread_local! {
@@ -158,6 +163,7 @@ pub(crate) fn set_route(m: &Mutations) {
             header_count_inclusive: m.header_count_inclusive,
             panic_threshold_ignored: m.panic_threshold_ignored,
             retry_budget_ignored: m.retry_budget_ignored,
+            refused_stream_covers_resets: m.refused_stream_covers_resets,
         })
     });
 }

@@ -30,6 +30,7 @@ fn rule(dests: Vec<(usize, u32)>) -> Rule {
             on_gateway_error: false,
             on_retriable_4xx: false,
             status_codes: Vec::new(),
+            on_refused_stream: false,
         }),
         fault: None,
         vocab: None,

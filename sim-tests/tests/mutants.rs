@@ -105,7 +105,11 @@
 //! field-count limit rejecting exactly `max_headers` fields → seed 6 (`HeadLimits`, a padded
 //! request at the limit's edge); panic mode never entered → seed 4 (`EjectedHostUsed`: a
 //! cluster with `minHealthPercent` 50 answered UH); the retry budget taken unchecked → seed 0
-//! (`PoolLimit`: a request retrying to a cluster with `maxRetries` 0).
+//! (`PoolLimit`: a request retrying to a cluster with `maxRetries` 0); `refused-stream`
+//! covering HTTP/1 attempts that ended without a response head → seed 7 (`Retries`, under
+//! `connect-failure,refused-stream`). The reset checks that catch it (Envoy's
+//! `wouldRetryFromReset`) first found the engine itself not retrying unparsable responses
+//! under `5xx`/`gateway-error`/`reset`, and resets under `gateway-error`: fixed.
 
 use sim_tests::sim::stats::{Aggregate, FALSE_ALARM};
 use sim_tests::sim::swarm::failure_report;
@@ -778,4 +782,17 @@ planted!(retry_budget_ignored, retry_budget_ignored);
 fn catches_retry_budget_ignored() {
     let seed = first_catching_seed(retry_budget_ignored, Invariant::PoolLimit, RARE_BUDGET);
     eprintln!("maxRetries ignored caught by seed {seed}");
+}
+
+planted!(refused_stream_covers_resets, refused_stream_covers_resets);
+
+/// Expected: `Retries` (an attempt reset before a head retried under `refused-stream` alone).
+#[test]
+fn catches_refused_stream_covering_resets() {
+    let seed = first_catching_seed(
+        refused_stream_covers_resets,
+        Invariant::Retries,
+        RARE_BUDGET,
+    );
+    eprintln!("refused-stream covering HTTP/1 resets caught by seed {seed}");
 }

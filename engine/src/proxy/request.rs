@@ -127,6 +127,16 @@ impl Failure {
     /// failed connect only; `refused-stream` an HTTP/2 REFUSED_STREAM only, which HTTP/1 never
     /// gives), and `wouldRetryFromHeaders` for statuses.
     pub(crate) fn retriable_under(self, on: &RetryOn) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().refused_stream_covers_resets
+            && on.refused_stream
+            && matches!(
+                self,
+                Failure::Reset | Failure::StaleConnection | Failure::ProtocolError
+            )
+        {
+            return true;
+        }
         match self {
             Failure::ConnectFailed => {
                 on.connect_failure || on.server_error || on.gateway_error || on.reset

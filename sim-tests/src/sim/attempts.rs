@@ -727,6 +727,7 @@ fn retry_on_text(p: &super::scenario::RetrySpec) -> String {
         (p.on_retriable_4xx, "retriable-4xx"),
         (p.on_connect_failure, "connect-failure"),
         (p.on_reset, "reset"),
+        (p.on_refused_stream, "refused-stream"),
     ] {
         if set {
             on.push(name.to_string());

@@ -72,6 +72,7 @@ pub const ALL: &[&str] = &[
     "retries retriable-status-codes",
     "retries connect-failure",
     "retries reset",
+    "retries refused-stream",
     "retries perTryTimeout",
     "retries attempts 0",
     "fault delay",
@@ -308,6 +309,7 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
             ),
             (rt.on_connect_failure, "retries connect-failure"),
             (rt.on_reset, "retries reset"),
+            (rt.on_refused_stream, "retries refused-stream"),
             (rt.per_try_ms.is_some(), "retries perTryTimeout"),
             (rt.attempts == 0, "retries attempts 0"),
         ] {

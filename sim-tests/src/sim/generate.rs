@@ -239,6 +239,15 @@ impl Scenario {
                 ver.max_retries = Some(pool.u32(0..=2));
             }
         }
+        // `refused-stream` in some `retryOn`s (Istio's default has it): a stream of its own.
+        let mut refused = fastrand::Rng::with_seed(seed ^ 0x7ef5_ed00_0000_000f);
+        let rules = (scn.services.iter_mut().flat_map(|s| &mut s.rules))
+            .chain(scn.config_pushes.iter_mut().flat_map(|p| &mut p.rules));
+        for rule in rules {
+            if let Some(rt) = rule.retries.as_mut() {
+                rt.on_refused_stream = refused.u8(0..100) < 40;
+            }
+        }
         // Chunked bodies both ways in a quarter of the seeds: a stream of its own.
         let mut framing = fastrand::Rng::with_seed(seed ^ 0xc4a2_4ced_0000_000a);
         if framing.u8(0..100) < 25 {
@@ -486,6 +495,7 @@ fn gen_rules(r: &mut fastrand::Rng, sw: &Swarm, n_versions: usize) -> Vec<Rule> 
                     on_gateway_error: false,
                     on_retriable_4xx: false,
                     status_codes: Vec::new(),
+                    on_refused_stream: false,
                 }),
                 fault: (sw.faults_injection && r.bool()).then(|| FaultSpec {
                     delay_ms: r.u64(1..=100),
@@ -710,6 +720,7 @@ impl Scenario {
                             on_gateway_error: false,
                             on_retriable_4xx: false,
                             status_codes: Vec::new(),
+                            on_refused_stream: false,
                         }),
                         fault: None,
                         vocab: None,

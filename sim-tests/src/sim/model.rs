@@ -286,7 +286,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                     gateway_error: rt.on_gateway_error,
                     retriable_4xx: rt.on_retriable_4xx,
                     retriable_status_codes: rt.status_codes.clone(),
-                    ..Default::default()
+                    refused_stream: rt.on_refused_stream,
                 },
                 backoff_base: Duration::from_millis(rt.backoff_base_ms),
             },

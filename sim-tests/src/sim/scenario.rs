@@ -279,6 +279,10 @@ pub struct RetrySpec {
     /// `retriable-status-codes` (bare codes in `retryOn`).
     #[serde(default)]
     pub status_codes: Vec<u16>,
+    /// `refused-stream`: an HTTP/2 REFUSED_STREAM only, so over HTTP/1 it covers nothing, a
+    /// connection closed as the request went out included (Envoy reports that as a reset).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_refused_stream: bool,
 }
 
 impl RetrySpec {
