@@ -81,6 +81,7 @@ fn scenario() -> Scenario {
         framing: None,
         http: None,
         passthrough: false,
+        inbound_listener: false,
     };
     assert!(scn.normalize());
     scn

@@ -78,6 +78,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         framing: None,
         http: None,
         passthrough: false,
+        inbound_listener: false,
     }
 }
 

@@ -112,6 +112,7 @@ pub const ALL: &[&str] = &[
     "chunked responses",
     "HTTP limits and timeouts set",
     "listener passthrough (ALLOW_ANY) with unknown hosts",
+    "listener direction inbound",
     "head limits probed (414/431 edges)",
     "retry buffer smaller than some bodies",
     "header-read/idle timeouts of milliseconds",
@@ -450,6 +451,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     if scn.framing.is_some() {
         out.push("chunked request bodies");
         out.push("chunked responses");
+    }
+    if scn.inbound_listener {
+        out.push("listener direction inbound");
     }
     if scn.passthrough && scn.requests.is_some() {
         out.push("listener passthrough (ALLOW_ANY) with unknown hosts");

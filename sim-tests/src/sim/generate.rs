@@ -141,6 +141,7 @@ impl Scenario {
             framing: None,
             http: None,
             passthrough: false,
+            inbound_listener: false,
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -277,6 +278,7 @@ impl Scenario {
         // shows with the vocabulary's unknown hosts): a stream of its own.
         let mut allow_any = fastrand::Rng::with_seed(seed ^ 0xa110_a4e1_0000_000e);
         scn.passthrough = allow_any.u8(0..100) < 33;
+        scn.inbound_listener = allow_any.u8(0..100) < 20;
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);

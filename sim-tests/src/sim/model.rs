@@ -110,6 +110,9 @@ pub fn engine_config_at(
     }
     if let Some(listener) = config.listeners.first_mut() {
         listener.passthrough = scn.passthrough;
+        if scn.inbound_listener {
+            listener.direction = trellis_engine::config::Direction::Inbound;
+        }
     }
     if let Some(h) = &scn.http {
         let http = &mut config.http;

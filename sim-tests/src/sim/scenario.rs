@@ -55,6 +55,12 @@ pub struct Scenario {
     /// `REGISTRY_ONLY`, unknown hosts answer 404 NR, and connections have none.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passthrough: bool,
+    /// The sidecars' listener is declared inbound (15006-style) instead of outbound. The engine
+    /// gives the direction no behaviour yet (inbound interception comes with the sidecar
+    /// deployment), so the reference model ignores it: a run is the same trace either way
+    /// (`tests/listener_direction.rs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inbound_listener: bool,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to
