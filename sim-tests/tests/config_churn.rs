@@ -53,6 +53,7 @@ fn scenario() -> Scenario {
         pool: None,
         upstream_idle_ms: None,
         max_retries: None,
+        least_request_choices: None,
     };
     let client = ClientSpec {
         load: Load::Open { rate: 400 },

@@ -31,6 +31,7 @@ fn scenario() -> Scenario {
                 pool: None,
                 upstream_idle_ms: None,
                 max_retries: None,
+                least_request_choices: None,
             }],
             rules: vec![Rule {
                 user: None,

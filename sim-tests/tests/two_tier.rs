@@ -27,6 +27,7 @@ fn service(endpoints: Vec<EndpointSpec>, calls: Vec<usize>) -> Service {
             pool: None,
             upstream_idle_ms: None,
             max_retries: None,
+            least_request_choices: None,
         }],
         rules: vec![Rule {
             user: None,

@@ -84,6 +84,7 @@ pub const ALL: &[&str] = &[
     "outlier minHealthPercent (panic mode)",
     "pool idleTimeout of milliseconds",
     "pool maxRetries (retry budget)",
+    "lb LEAST_REQUEST with 3 to 5 choices",
     "endpoint weights uneven",
     "outlierDetection consecutive5xx",
     "outlierDetection consecutiveGatewayErrors",
@@ -375,6 +376,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             }
             if ver.max_retries.is_some() {
                 out.push("pool maxRetries (retry budget)");
+            }
+            if ver.least_request_choices.is_some() {
+                out.push("lb LEAST_REQUEST with 3 to 5 choices");
             }
             let w0 = ver.endpoints.first().map_or(1, |e| e.weight);
             if ver.endpoints.iter().any(|e| e.weight != w0) {

@@ -239,6 +239,9 @@ impl Scenario {
             if pool.u8(0..100) < 20 {
                 ver.max_retries = Some(pool.u32(0..=2));
             }
+            if ver.lb == 1 && pool.u8(0..100) < 30 {
+                ver.least_request_choices = Some(pool.u32(3..=5));
+            }
         }
         // `refused-stream` in some `retryOn`s (Istio's default has it): a stream of its own.
         let mut refused = fastrand::Rng::with_seed(seed ^ 0x7ef5_ed00_0000_000f);
@@ -452,6 +455,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                 }),
                 upstream_idle_ms: None,
                 max_retries: None,
+                least_request_choices: None,
             }
         })
         .collect::<Vec<_>>();
@@ -695,6 +699,7 @@ impl Scenario {
             pool: None,
             upstream_idle_ms: None,
             max_retries: None,
+            least_request_choices: None,
         };
         scn.services = (0..services)
             .map(|_| Service {

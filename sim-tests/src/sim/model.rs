@@ -138,7 +138,9 @@ pub fn engine_config_at(
                     .collect(),
                 lb: match ver.lb {
                     0 => LbPolicy::RoundRobin,
-                    1 => LbPolicy::LeastRequest { choice_count: 2 },
+                    1 => LbPolicy::LeastRequest {
+                        choice_count: ver.least_request_choices.unwrap_or(2),
+                    },
                     2 => LbPolicy::Random,
                     _ => LbPolicy::Default,
                 },

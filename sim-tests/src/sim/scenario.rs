@@ -155,6 +155,10 @@ pub struct Version {
     /// end, as Envoy's retry resource is held) never outnumber it; 0 lets none retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Least request's `choice_count` (Envoy's, default 2; Istio does not expose it): how many
+    /// hosts it samples. Whatever the count, it never picks the unique busiest host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub least_request_choices: Option<u32>,
 }
 
 /// How one server workload behaves.
