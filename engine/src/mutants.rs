@@ -115,6 +115,8 @@ pub struct Mutations {
     /// a closed pooled connection, an unparsable answer) as if it were HTTP/2's
     /// REFUSED_STREAM (Trellis once did so for closed pooled connections; Envoy never does).
     pub refused_stream_covers_resets: bool,
+    /// `http2MaxRequests` lets one request more through (`>` for `>=`).
+    pub max_requests_off_by_one: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch
@@ -136,6 +138,7 @@ pub(crate) struct RouteMutations {
     pub panic_threshold_ignored: bool,
     pub retry_budget_ignored: bool,
     pub refused_stream_covers_resets: bool,
+    pub max_requests_off_by_one: bool,
 }
 
 thread_local! {
@@ -164,6 +167,7 @@ pub(crate) fn set_route(m: &Mutations) {
             panic_threshold_ignored: m.panic_threshold_ignored,
             retry_budget_ignored: m.retry_budget_ignored,
             refused_stream_covers_resets: m.refused_stream_covers_resets,
+            max_requests_off_by_one: m.max_requests_off_by_one,
         })
     });
 }

@@ -109,7 +109,9 @@
 //! covering HTTP/1 attempts that ended without a response head → seed 7 (`Retries`, under
 //! `connect-failure,refused-stream`). The reset checks that catch it (Envoy's
 //! `wouldRetryFromReset`) first found the engine itself not retrying unparsable responses
-//! under `5xx`/`gateway-error`/`reset`, and resets under `gateway-error`: fixed.
+//! under `5xx`/`gateway-error`/`reset`, and resets under `gateway-error`: fixed. With the
+//! `http2MaxRequests` bound on by default (its false alarms were the driver counting a
+//! connection busy from its connect): one request more than the limit → seed 5 (`PoolLimit`).
 
 use sim_tests::sim::stats::{Aggregate, FALSE_ALARM};
 use sim_tests::sim::swarm::failure_report;
@@ -795,4 +797,13 @@ fn catches_refused_stream_covering_resets() {
         RARE_BUDGET,
     );
     eprintln!("refused-stream covering HTTP/1 resets caught by seed {seed}");
+}
+
+planted!(max_requests_off_by_one, max_requests_off_by_one);
+
+/// Expected: `PoolLimit` (more requests in flight to a cluster than `http2MaxRequests`).
+#[test]
+fn catches_max_requests_off_by_one() {
+    let seed = first_catching_seed(max_requests_off_by_one, Invariant::PoolLimit, RARE_BUDGET);
+    eprintln!("http2MaxRequests off by one caught by seed {seed}");
 }

@@ -129,6 +129,13 @@ impl CircuitBreaker {
 
     /// Start a request to the cluster (`max_requests`).
     pub fn try_start_request(&mut self) -> bool {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().max_requests_off_by_one
+            && self.requests == self.limits.max_requests
+        {
+            self.requests += 1;
+            return true;
+        }
         try_take(
             &mut self.requests,
             self.limits.max_requests,

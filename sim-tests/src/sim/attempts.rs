@@ -302,6 +302,14 @@ impl Mesh<'_> {
         }
     }
 
+    /// Whether a request head went out on `conn` and its response has not come back whole.
+    pub(crate) fn request_outstanding(&self, sc: usize, conn: ConnId) -> bool {
+        self.att
+            .conns
+            .get(&(sc, conn))
+            .is_some_and(|c| c.current.is_some())
+    }
+
     /// Bytes sidecar `sc` sends upstream on `conn`.
     pub(crate) fn attempt_send(&mut self, sc: usize, conn: ConnId, data: &Bytes) {
         let now = self.now;

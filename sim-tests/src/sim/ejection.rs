@@ -604,11 +604,16 @@ impl Mesh<'_> {
             .filter(|w| w.ejected)
             .count();
         let after = state.iter().filter(|s| s.ejected).count();
+        // A request picked in panic mode and queued for a connection reaches its host later,
+        // maybe after panic ended: panic at any time since the request started allows it.
+        let (panic_on, last_on) = self.sidecars[sc].panic[c];
+        let panicked_since_start = panic_on || last_on.is_some_and(|t| t >= r.start);
         if w.ejected
             && w.ejected_at < r.start
             && state.get(h).is_some_and(|s| s.ejected)
             && !self.in_panic(c, before)
             && !self.in_panic(c, after)
+            && !panicked_since_start
         {
             let msg = format!(
                 "sidecar {sc}: request {req} (started {}) went to host {h} of {}, \

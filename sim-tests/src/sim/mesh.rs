@@ -285,6 +285,7 @@ impl<'s> Mesh<'s> {
                         .iter()
                         .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
+                    panic: vec![(false, None); cluster_names.len()],
                     logs_per_conn: BTreeMap::new(),
                     log_req: BTreeMap::new(),
                     generations: vec![0; scn.services.len()],

@@ -104,7 +104,14 @@ impl Mesh<'_> {
                 .iter()
                 .filter(|w| w.ejected)
                 .count();
-            let panic = self.in_panic(c, ejected_before) || self.in_panic(c, ejected_now);
+            let panic_after = self.in_panic(c, ejected_now);
+            let panic = self.in_panic(c, ejected_before) || panic_after;
+            let now = self.now;
+            let watch = &mut self.sidecars[sc].panic[c];
+            if panic || watch.0 {
+                watch.1 = Some(now);
+            }
+            watch.0 = panic_after;
             if unlimited && was_any && !panic {
                 for &(dc, ep) in &dispatches {
                     if dc != c {

@@ -96,6 +96,9 @@ pub(crate) struct Sidecar {
     /// The driver's view of every host's outlier state, per cluster, as of the end of the
     /// last engine call.
     pub hosts: Vec<Vec<HostWatch>>,
+    /// Per cluster, panic mode as of the end of the last engine call: on now, and the last
+    /// instant it was on (a request queued for a connection keeps the host picked then).
+    pub panic: Vec<(bool, Option<Instant>)>,
     /// Access-log records per downstream connection.
     pub logs_per_conn: BTreeMap<ConnId, u32>,
     /// Downstream connection → request, until the request's access-log record arrives.
