@@ -13,6 +13,7 @@ use crate::config::RetryPolicy;
 use crate::http1::BodyEncoder;
 use crate::time::Instant;
 
+use super::ids::RequestId;
 use super::log::ResponseFlag;
 use super::request::{Failure, Phase};
 use super::timers::TimerOwner;
@@ -20,7 +21,7 @@ use super::Engine;
 
 impl Engine {
     /// Pick a host and get a connection for the next attempt.
-    pub(crate) fn begin_attempt(&mut self, now: Instant, id: u64) {
+    pub(crate) fn begin_attempt(&mut self, now: Instant, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -73,7 +74,7 @@ impl Engine {
     }
 
     /// The per-try timeout starts once the request is whole and an attempt is under way.
-    pub(crate) fn arm_try_timeout(&mut self, now: Instant, id: u64) {
+    pub(crate) fn arm_try_timeout(&mut self, now: Instant, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -86,7 +87,7 @@ impl Engine {
         self.arm_request_timer(id);
     }
 
-    pub(crate) fn arm_request_timer(&mut self, id: u64) {
+    pub(crate) fn arm_request_timer(&mut self, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -98,7 +99,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_request_timer(&mut self, now: Instant, at: Instant, id: u64) {
+    pub(crate) fn on_request_timer(&mut self, now: Instant, at: Instant, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -134,7 +135,7 @@ impl Engine {
     }
 
     /// Nothing moved for `stream_idle_timeout`.
-    fn stream_idle(&mut self, now: Instant, id: u64) {
+    fn stream_idle(&mut self, now: Instant, id: RequestId) {
         self.detach_attempt(now, id, Some(Outcome::Timeout));
         let Some(req) = self.requests.get(id) else {
             return;
@@ -164,7 +165,7 @@ impl Engine {
 
     /// Bytes moved for this request: push its stream idle deadline back (by the timeout of
     /// the request's own snapshot, whatever config runs now).
-    pub(crate) fn touch(&mut self, now: Instant, id: u64) {
+    pub(crate) fn touch(&mut self, now: Instant, id: RequestId) {
         if let Some(req) = self.requests.get_mut(id) {
             #[allow(unused_mut)]
             let mut timeout = req.snapshot.config.http.stream_idle_timeout;
@@ -178,7 +179,7 @@ impl Engine {
     }
 
     /// The route's `timeout` passed: 504 if nothing was answered yet, else cut the response.
-    fn route_timeout(&mut self, now: Instant, id: u64) {
+    fn route_timeout(&mut self, now: Instant, id: RequestId) {
         self.detach_attempt(now, id, Some(Outcome::Timeout));
         let started = self.requests.get(id).is_some_and(|r| r.response_started);
         if started {
@@ -196,7 +197,7 @@ impl Engine {
     }
 
     /// The current attempt failed: retry if the policy allows, else answer for the mesh.
-    pub(crate) fn attempt_failed(&mut self, now: Instant, id: u64, failure: Failure) {
+    pub(crate) fn attempt_failed(&mut self, now: Instant, id: RequestId, failure: Failure) {
         let outcome = match failure {
             Failure::ConnectFailed => Some(Outcome::ConnectFailed),
             Failure::Reset | Failure::ProtocolError => Some(Outcome::Reset),
@@ -236,7 +237,7 @@ impl Engine {
     }
 
     /// Schedules another attempt if every retry condition holds.
-    pub(crate) fn try_retry(&mut self, now: Instant, id: u64, failure: Failure) -> bool {
+    pub(crate) fn try_retry(&mut self, now: Instant, id: RequestId, failure: Failure) -> bool {
         let Some(req) = self.requests.get_mut(id) else {
             return false;
         };
@@ -301,7 +302,7 @@ impl Engine {
     /// Planted bug (`config_applies_to_in_flight`): move a request onto the running snapshot,
     /// re-picking its destination from the route at the same position there.
     #[cfg(feature = "mutants")]
-    fn reroute_on_current_snapshot(&mut self, id: u64) {
+    fn reroute_on_current_snapshot(&mut self, id: RequestId) {
         let snapshot = self.snapshot.clone();
         let Some(req) = self.requests.get_mut(id) else {
             return;
@@ -339,7 +340,7 @@ impl Engine {
     }
 
     /// Give up the current attempt's upstream resources; `outcome` feeds outlier detection.
-    pub(crate) fn detach_attempt(&mut self, now: Instant, id: u64, outcome: Option<Outcome>) {
+    pub(crate) fn detach_attempt(&mut self, now: Instant, id: RequestId, outcome: Option<Outcome>) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };

@@ -13,12 +13,13 @@ use crate::time::Instant;
 
 use super::api::Accepted;
 use super::conn::{Conn, DownState, Downstream, Side, UpState};
+use super::ids::{DownstreamId, RequestId, UpstreamId};
 use super::log::{RequestLog, ResponseFlag};
 use super::request::Phase;
-use super::{out_buf, ConnId, Engine};
+use super::{out_buf, Engine};
 
 impl Engine {
-    pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> ConnId {
+    pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> DownstreamId {
         self.stats.downstream_cx_total += 1;
         let listener = self.snapshot.listener_name_for(accepted.local);
         let idle_timeout = self.snapshot.config.http.idle_timeout;
@@ -36,29 +37,22 @@ impl Engine {
             idle_deadline: Some(now + idle_timeout),
             head_deadline: None,
         };
-        let id = self.conns.insert_with(|_| Conn::new(Side::Down(down)));
+        let id = DownstreamId::new(self.conns.insert_with(|_| Conn::new(Side::Down(down))));
         if !known {
             // Nothing is configured to listen here: refuse rather than guess.
             self.mark_closing(id, false);
         } else {
             self.arm_conn_timer(id, now + idle_timeout);
         }
-        ConnId(id)
+        id
     }
 
-    fn down_mut(&mut self, id: u64) -> Option<&mut Downstream> {
-        match self.conns.get_mut(id) {
-            Some(Conn {
-                side: Side::Down(d),
-                closing: None,
-                ..
-            }) => Some(d),
-            _ => None,
-        }
+    fn down_mut(&mut self, id: DownstreamId) -> Option<&mut Downstream> {
+        self.conns.open_down_mut(id)
     }
 
     /// New bytes (or a finished request) on a downstream connection: make progress.
-    pub(crate) fn on_downstream_data(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_data(&mut self, now: Instant, id: DownstreamId) {
         loop {
             let Some(down) = self.down_mut(id) else {
                 return;
@@ -78,11 +72,7 @@ impl Engine {
                         self.arm_conn_timer(id, at);
                     }
                     let limits = self.limits;
-                    let Some(Conn {
-                        side: Side::Down(down),
-                        ..
-                    }) = self.conns.get_mut(id)
-                    else {
+                    let Some(down) = self.conns.down_mut(id) else {
                         return;
                     };
                     let pool = &mut self.header_pool;
@@ -124,7 +114,7 @@ impl Engine {
 
     /// Decode whatever request body is buffered. Returns true if the state changed in a way
     /// that may let the connection make more progress (the body completed).
-    fn feed_request_body(&mut self, now: Instant, req_id: u64) -> bool {
+    fn feed_request_body(&mut self, now: Instant, req_id: RequestId) -> bool {
         loop {
             let Some(req) = self.requests.get_mut(req_id) else {
                 return false;
@@ -136,11 +126,7 @@ impl Engine {
             let Some(decoder) = req.decoder.as_mut() else {
                 return false; // body complete; the rest of the buffer is the next request
             };
-            let Some(Conn {
-                side: Side::Down(down),
-                ..
-            }) = self.conns.get_mut(down_id)
-            else {
+            let Some(down) = self.conns.down_mut(down_id) else {
                 return false;
             };
             let event = match decoder.decode(&mut down.recv) {
@@ -203,7 +189,7 @@ impl Engine {
     }
 
     /// Move buffered body bytes to the attempt's upstream connection once the head went out.
-    pub(crate) fn pump_request_body(&mut self, _now: Instant, req_id: u64) {
+    pub(crate) fn pump_request_body(&mut self, _now: Instant, req_id: RequestId) {
         let Some(req) = self.requests.get_mut(req_id) else {
             return;
         };
@@ -232,7 +218,7 @@ impl Engine {
     }
 
     /// Answer a request that could not be parsed, then close (the framing can't be trusted).
-    fn protocol_error(&mut self, now: Instant, id: u64, status: u16, reason: &str) {
+    fn protocol_error(&mut self, now: Instant, id: DownstreamId, status: u16, reason: &str) {
         let mut out = BytesMut::new();
         let flag = if status == 408 {
             ResponseFlag::StreamIdleTimeout
@@ -257,15 +243,9 @@ impl Engine {
         {
             *n += 1;
         }
-        let peer = match self.conns.get(id) {
-            Some(Conn {
-                side: Side::Down(d),
-                ..
-            }) => Some(d.peer),
-            _ => None,
-        };
+        let peer = self.conns.down(id).map(|d| d.peer);
         self.logs.push(RequestLog {
-            downstream: ConnId(id),
+            downstream: id.conn(),
             peer,
             start: now,
             duration: std::time::Duration::ZERO,
@@ -284,7 +264,12 @@ impl Engine {
     }
 
     /// The request on `down` is finished: keep the connection for the next one, or close.
-    pub(crate) fn downstream_request_done(&mut self, now: Instant, down_id: u64, body_done: bool) {
+    pub(crate) fn downstream_request_done(
+        &mut self,
+        now: Instant,
+        down_id: DownstreamId,
+        body_done: bool,
+    ) {
         let idle_timeout = self.snapshot.config.http.idle_timeout;
         let Some(down) = self.down_mut(down_id) else {
             return;
@@ -305,7 +290,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_downstream_eof(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_eof(&mut self, now: Instant, id: DownstreamId) {
         let Some(down) = self.down_mut(id) else {
             return;
         };
@@ -343,7 +328,7 @@ impl Engine {
     }
 
     /// The client vanished: abandon its request and anything upstream working for it.
-    pub(crate) fn on_downstream_gone(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_gone(&mut self, now: Instant, id: DownstreamId) {
         let Some(down) = self.down_mut(id) else {
             return;
         };
@@ -364,7 +349,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_downstream_timer(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_timer(&mut self, now: Instant, id: DownstreamId) {
         let Some(down) = self.down_mut(id) else {
             return;
         };
@@ -388,16 +373,18 @@ impl Engine {
     }
 
     /// Switch a downstream connection and its upstream to a raw byte relay (after 101).
-    pub(crate) fn start_tunnel(&mut self, down_id: u64, up_id: u64, leftover_up: Bytes) {
+    pub(crate) fn start_tunnel(
+        &mut self,
+        down_id: DownstreamId,
+        up_id: UpstreamId,
+        leftover_up: Bytes,
+    ) {
         if let Some(down) = self.down_mut(down_id) {
             down.state = DownState::Tunnel(up_id);
             down.idle_deadline = None;
             down.head_deadline = None;
         }
-        if let Some(Conn {
-            side: Side::Up(up), ..
-        }) = self.conns.get_mut(up_id)
-        {
+        if let Some(up) = self.conns.up_mut(up_id) {
             up.state = UpState::Tunnel(down_id);
             up.idle_deadline = None;
         }
@@ -414,14 +401,14 @@ impl Engine {
     }
 
     /// Recompute read interest after the downstream side drained or buffered more.
-    pub(crate) fn refresh_backpressure_from_down(&mut self, now: Instant, down_id: u64) {
+    pub(crate) fn refresh_backpressure_from_down(&mut self, now: Instant, down_id: DownstreamId) {
         let limit = self.snapshot.config.http.connection_buffer_bytes;
         let Some(Conn {
             side: Side::Down(down),
             unacked,
             out,
             ..
-        }) = self.conns.get(down_id)
+        }) = self.conns.get(down_id.conn())
         else {
             return;
         };
@@ -440,7 +427,7 @@ impl Engine {
         };
         let recv_len = down.recv.len();
         let partner_backlog = partner
-            .and_then(|p| self.conns.get(p))
+            .and_then(|p| self.conns.get(p.conn()))
             .map(|c| c.backlog())
             .unwrap_or(0);
         // Read from the client only while what it sent can go somewhere.

@@ -21,6 +21,7 @@ mod attempt;
 mod clusters;
 mod conn;
 mod downstream;
+mod ids;
 mod log;
 mod reply;
 mod request;
@@ -47,6 +48,7 @@ use crate::time::Instant;
 
 use clusters::Clusters;
 use conn::{Conn, Side};
+use ids::{DownstreamId, RequestId, UpstreamId};
 use request::Request;
 use slab::Slab;
 use snapshot::Snapshot;
@@ -57,12 +59,12 @@ pub struct Engine {
     snapshot: Arc<Snapshot>,
     limits: Limits,
     clusters: Clusters,
-    conns: Slab<Conn>,
-    requests: Slab<Request>,
+    conns: Slab<ConnId, Conn>,
+    requests: Slab<RequestId, Request>,
     timers: Timers,
     rng: EngineRng,
     outputs: VecDeque<Output>,
-    dirty: Vec<u64>,
+    dirty: Vec<ConnId>,
     logs: Vec<RequestLog>,
     /// Header maps of finished heads, reused by the next ones (saves four allocations per
     /// proxied request).
@@ -130,18 +132,26 @@ impl Engine {
     pub fn accept(&mut self, now: Instant, accepted: Accepted) -> ConnId {
         let id = self.accept_downstream(now, accepted);
         self.flush();
-        id
+        id.conn()
     }
 
     /// Feed one input.
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
-            Input::Received { conn, data } => self.on_received(now, conn.0, data),
-            Input::ReadClosed { conn } => self.on_read_closed(now, conn.0),
-            Input::Closed { conn } => self.on_closed(now, conn.0),
-            Input::Connected { conn } => self.on_connected(now, conn.0),
-            Input::ConnectFailed { conn } => self.on_connect_failed(now, conn.0),
-            Input::WriteDrained { conn } => self.on_write_drained(now, conn.0),
+            Input::Received { conn, data } => self.on_received(now, conn, data),
+            Input::ReadClosed { conn } => self.on_read_closed(now, conn),
+            Input::Closed { conn } => self.on_closed(now, conn),
+            Input::Connected { conn } => {
+                if self.conns.up(UpstreamId::new(conn)).is_some() {
+                    self.on_connected(now, UpstreamId::new(conn));
+                }
+            }
+            Input::ConnectFailed { conn } => {
+                if self.conns.up(UpstreamId::new(conn)).is_some() {
+                    self.on_connect_failed(now, UpstreamId::new(conn));
+                }
+            }
+            Input::WriteDrained { conn } => self.on_write_drained(now, conn),
             Input::Config(config) => {
                 // A bad snapshot is refused whole; the last good one keeps serving.
                 let _ = self.apply_config(now, config);
@@ -291,12 +301,9 @@ impl Engine {
 
     fn install_clusters(&mut self, config: &Config, now: Instant) {
         let conns = &self.conns;
-        let result = self.clusters.apply(config, now, |id| match conns.get(id) {
-            Some(Conn {
-                side: Side::Up(up), ..
-            }) => Some(up.addr),
-            _ => None,
-        });
+        let result = self
+            .clusters
+            .apply(config, now, |id| conns.up(id).map(|up| up.addr));
         for conn in result.orphaned_idle {
             self.close_upstream(now, conn, false);
         }
@@ -309,18 +316,13 @@ impl Engine {
     /// Frees retired and passthrough cluster slots no live request or connection refers to.
     fn collect_cluster_garbage(&mut self) {
         let mut referenced = vec![false; self.clusters.slots.len()];
-        for id in self.requests.ids() {
-            if let Some(slot) = self.requests.get(id).and_then(|r| r.slot) {
-                if let Some(r) = referenced.get_mut(slot) {
-                    *r = true;
-                }
+        for (_, req) in self.requests.iter() {
+            if let Some(r) = req.slot.and_then(|slot| referenced.get_mut(slot)) {
+                *r = true;
             }
         }
-        for id in self.conns.ids() {
-            if let Some(Conn {
-                side: Side::Up(up), ..
-            }) = self.conns.get(id)
-            {
+        for (_, conn) in self.conns.iter() {
+            if let Side::Up(up) = &conn.side {
                 if let Some(r) = referenced.get_mut(up.slot) {
                     *r = true;
                 }
@@ -358,7 +360,8 @@ impl Engine {
     }
 
     /// Queue `bytes` for `conn`; flushed at the end of the current call.
-    fn write(&mut self, conn: u64, bytes: &[u8]) {
+    fn write(&mut self, conn: impl Into<ConnId>, bytes: &[u8]) {
+        let conn = conn.into();
         if let Some(c) = self.conns.get_mut(conn) {
             if c.is_open() {
                 c.out.extend_from_slice(bytes);
@@ -370,12 +373,13 @@ impl Engine {
         }
     }
 
-    fn mark_dirty(&mut self, conn: u64) {
+    fn mark_dirty(&mut self, conn: ConnId) {
         mark_dirty(&mut self.conns, &mut self.dirty, conn);
     }
 
     /// Decide to close `conn`; its buffered bytes still go out first when graceful.
-    fn mark_closing(&mut self, conn: u64, graceful: bool) {
+    fn mark_closing(&mut self, conn: impl Into<ConnId>, graceful: bool) {
+        let conn = conn.into();
         if let Some(c) = self.conns.get_mut(conn) {
             if c.closing.is_none() {
                 c.closing = Some(graceful);
@@ -418,36 +422,30 @@ impl Engine {
             if !c.out.is_empty() {
                 let data = c.out.split().freeze();
                 c.unacked += data.len();
-                self.outputs.push_back(Output::Send {
-                    conn: ConnId(id),
-                    data,
-                });
+                self.outputs.push_back(Output::Send { conn: id, data });
             }
             if let Some(graceful) = c.closing {
-                self.outputs.push_back(Output::Close {
-                    conn: ConnId(id),
-                    graceful,
-                });
+                self.outputs.push_back(Output::Close { conn: id, graceful });
                 self.conns.remove(id);
             }
         }
         self.dirty = dirty;
     }
 
-    fn set_reading(&mut self, conn: u64, enabled: bool) {
+    fn set_reading(&mut self, conn: impl Into<ConnId>, enabled: bool) {
+        let conn = conn.into();
         if let Some(c) = self.conns.get_mut(conn) {
             if c.is_open() && c.reading != enabled {
                 c.reading = enabled;
-                self.outputs.push_back(Output::ReadInterest {
-                    conn: ConnId(conn),
-                    enabled,
-                });
+                self.outputs
+                    .push_back(Output::ReadInterest { conn, enabled });
             }
         }
     }
 
     /// Arm the connection's timer for `at` unless an earlier one is already armed.
-    fn arm_conn_timer(&mut self, conn: u64, at: Instant) {
+    fn arm_conn_timer(&mut self, conn: impl Into<ConnId>, at: Instant) {
+        let conn = conn.into();
         if let Some(c) = self.conns.get_mut(conn) {
             if c.wake.is_none_or(|w| at < w) {
                 c.wake = Some(at);
@@ -456,7 +454,7 @@ impl Engine {
         }
     }
 
-    fn on_conn_timer(&mut self, now: Instant, at: Instant, id: u64) {
+    fn on_conn_timer(&mut self, now: Instant, at: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -465,23 +463,23 @@ impl Engine {
         }
         c.wake = None;
         match c.side {
-            Side::Down(_) => self.on_downstream_timer(now, id),
-            Side::Up(_) => self.on_upstream_timer(now, id),
+            Side::Down(_) => self.on_downstream_timer(now, DownstreamId::new(id)),
+            Side::Up(_) => self.on_upstream_timer(now, UpstreamId::new(id)),
         }
     }
 
-    fn on_write_drained(&mut self, now: Instant, id: u64) {
+    fn on_write_drained(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         c.unacked = 0;
         match &c.side {
-            Side::Down(_) => self.refresh_backpressure_from_down(now, id),
-            Side::Up(_) => self.refresh_backpressure_from_up(now, id),
+            Side::Down(_) => self.refresh_backpressure_from_down(now, DownstreamId::new(id)),
+            Side::Up(_) => self.refresh_backpressure_from_up(now, UpstreamId::new(id)),
         }
     }
 
-    fn on_received(&mut self, now: Instant, id: u64, data: bytes::Bytes) {
+    fn on_received(&mut self, now: Instant, id: ConnId, data: bytes::Bytes) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -491,16 +489,16 @@ impl Engine {
         match &mut c.side {
             Side::Down(down) => {
                 down.recv.extend_from_slice(&data);
-                self.on_downstream_data(now, id);
+                self.on_downstream_data(now, DownstreamId::new(id));
             }
             Side::Up(up) => {
                 up.recv.extend_from_slice(&data);
-                self.on_upstream_data(now, id);
+                self.on_upstream_data(now, UpstreamId::new(id));
             }
         }
     }
 
-    fn on_read_closed(&mut self, now: Instant, id: u64) {
+    fn on_read_closed(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -510,16 +508,16 @@ impl Engine {
         match &mut c.side {
             Side::Down(down) => {
                 down.read_closed = true;
-                self.on_downstream_eof(now, id);
+                self.on_downstream_eof(now, DownstreamId::new(id));
             }
             Side::Up(up) => {
                 up.read_closed = true;
-                self.on_upstream_eof(now, id);
+                self.on_upstream_eof(now, UpstreamId::new(id));
             }
         }
     }
 
-    fn on_closed(&mut self, now: Instant, id: u64) {
+    fn on_closed(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
@@ -529,8 +527,8 @@ impl Engine {
             return;
         }
         match c.side {
-            Side::Down(_) => self.on_downstream_gone(now, id),
-            Side::Up(_) => self.on_upstream_gone(now, id),
+            Side::Down(_) => self.on_downstream_gone(now, DownstreamId::new(id)),
+            Side::Up(_) => self.on_upstream_gone(now, UpstreamId::new(id)),
         }
         // The peer is gone: nothing more to send, and no Close output is owed.
         self.conns.remove(id);
@@ -540,10 +538,11 @@ impl Engine {
 /// The outgoing buffer of an open connection, marked for flushing. A free function over the
 /// two fields, so callers can encode straight from a request borrowed from `requests`.
 fn out_buf<'a>(
-    conns: &'a mut Slab<Conn>,
-    dirty: &mut Vec<u64>,
-    conn: u64,
+    conns: &'a mut Slab<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    conn: impl Into<ConnId>,
 ) -> Option<&'a mut bytes::BytesMut> {
+    let conn = conn.into();
     let c = conns.get_mut(conn)?;
     if !c.is_open() {
         return None;
@@ -555,7 +554,7 @@ fn out_buf<'a>(
     Some(&mut c.out)
 }
 
-fn mark_dirty(conns: &mut Slab<Conn>, dirty: &mut Vec<u64>, conn: u64) {
+fn mark_dirty(conns: &mut Slab<ConnId, Conn>, dirty: &mut Vec<ConnId>, conn: ConnId) {
     if let Some(c) = conns.get_mut(conn) {
         if !c.dirty {
             c.dirty = true;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::http1::{self};
 use crate::time::Instant;
 
-use super::conn::Side;
+use super::ids::RequestId;
 use super::log::{RequestLog, ResponseFlag};
 use super::Engine;
 
 impl Engine {
     /// 503 `UH`: no host of the cluster may take the request.
-    pub(crate) fn no_healthy_upstream(&mut self, now: Instant, id: u64) {
+    pub(crate) fn no_healthy_upstream(&mut self, now: Instant, id: RequestId) {
         self.local_reply(
             now,
             id,
@@ -24,7 +24,7 @@ impl Engine {
     }
 
     /// The breaker refused: 503 with the overload marker, as Envoy's `x-envoy-overloaded`.
-    pub(crate) fn overflow(&mut self, now: Instant, id: u64) {
+    pub(crate) fn overflow(&mut self, now: Instant, id: RequestId) {
         self.local_reply(
             now,
             id,
@@ -39,7 +39,7 @@ impl Engine {
     pub(crate) fn local_reply(
         &mut self,
         now: Instant,
-        id: u64,
+        id: RequestId,
         status: u16,
         flag: Option<ResponseFlag>,
         body: &str,
@@ -85,11 +85,7 @@ impl Engine {
         req.resp_body_out = body.len() as u64;
         let down = req.down;
         if close {
-            if let Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) = self.conns.get_mut(down)
-            {
+            if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
         }
@@ -99,7 +95,7 @@ impl Engine {
 
     /// The response cannot be completed: cut the downstream connection so the client sees a
     /// truncated message rather than a wrong one.
-    pub(crate) fn abort_downstream(&mut self, now: Instant, id: u64, flag: ResponseFlag) {
+    pub(crate) fn abort_downstream(&mut self, now: Instant, id: RequestId, flag: ResponseFlag) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -111,7 +107,7 @@ impl Engine {
     }
 
     /// The request is over: release everything, log it, and let the connection go on.
-    pub(crate) fn finish_request(&mut self, now: Instant, id: u64) {
+    pub(crate) fn finish_request(&mut self, now: Instant, id: RequestId) {
         self.detach_attempt(now, id, None);
         let Some(mut req) = self.requests.remove(id) else {
             return;
@@ -138,15 +134,9 @@ impl Engine {
                     .map(|s| Arc::from(s.name.as_str()))
             });
         let route = names.map(|(n, _)| n.route.clone());
-        let peer = match self.conns.get(req.down) {
-            Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) => Some(d.peer),
-            _ => None,
-        };
+        let peer = self.conns.down(req.down).map(|d| d.peer);
         self.logs.push(RequestLog {
-            downstream: super::ConnId(req.down),
+            downstream: req.down.conn(),
             peer,
             start: req.start,
             duration: now - req.start,

@@ -13,6 +13,7 @@ use crate::config::{RetryOn, RetryPolicy, Route, RouteAction, WeightedCluster};
 use crate::http1::{BodyDecoder, BodyEncoder, RequestHead, Version};
 use crate::time::Instant;
 
+use super::ids::{DownstreamId, UpstreamId};
 use super::log::ResponseFlag;
 use super::snapshot::Snapshot;
 
@@ -26,9 +27,9 @@ pub(crate) enum Phase {
     /// Queued for a connection of its cluster.
     Pending,
     /// Its connection is being established.
-    Connecting(u64),
+    Connecting(UpstreamId),
     /// Attached to an upstream connection (request going out / response coming back).
-    Upstream(u64),
+    Upstream(UpstreamId),
     /// Finished (kept only while being torn down).
     Done,
 }
@@ -43,7 +44,7 @@ pub(crate) struct RouteRef {
 }
 
 pub(crate) struct Request {
-    pub down: u64,
+    pub down: DownstreamId,
     pub snapshot: Arc<Snapshot>,
     pub start: Instant,
     /// The head as it will go upstream (hop-by-hop fields stripped, rewrites applied).

@@ -9,14 +9,15 @@ use crate::http1::{self, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, Respo
 use crate::route;
 use crate::time::Instant;
 
-use super::conn::{Conn, DownState, Side};
+use super::conn::{DownState, Upstream};
+use super::ids::{RequestId, UpstreamId};
 use super::log::ResponseFlag;
 use super::request::{status_retriable, Failure, Phase};
 use super::{out_buf, Engine};
 
 impl Engine {
     /// Parse and forward as much of the response as has arrived.
-    pub(crate) fn relay_response(&mut self, now: Instant, up_id: u64, req_id: u64) {
+    pub(crate) fn relay_response(&mut self, now: Instant, up_id: UpstreamId, req_id: RequestId) {
         loop {
             let Some(req) = self.requests.get(req_id) else {
                 return;
@@ -28,10 +29,7 @@ impl Engine {
                 continue;
             }
             // Body.
-            let Some(Conn {
-                side: Side::Up(up), ..
-            }) = self.conns.get_mut(up_id)
-            else {
+            let Some(up) = self.conns.up_mut(up_id) else {
                 return;
             };
             let Some(req) = self.requests.get_mut(req_id) else {
@@ -90,11 +88,8 @@ impl Engine {
     }
 
     /// Try to parse a response head. Returns true if the caller should keep going.
-    fn relay_response_head(&mut self, now: Instant, up_id: u64, req_id: u64) -> bool {
-        let Some(Conn {
-            side: Side::Up(up), ..
-        }) = self.conns.get_mut(up_id)
-        else {
+    fn relay_response_head(&mut self, now: Instant, up_id: UpstreamId, req_id: RequestId) -> bool {
+        let Some(up) = self.conns.up_mut(up_id) else {
             return false;
         };
         let Some(req) = self.requests.get(req_id) else {
@@ -182,7 +177,7 @@ impl Engine {
     }
 
     /// The current attempt's (slot, host index).
-    fn attempt_host(&self, req_id: u64) -> Option<(usize, usize)> {
+    fn attempt_host(&self, req_id: RequestId) -> Option<(usize, usize)> {
         let req = self.requests.get(req_id)?;
         let slot = req.slot?;
         let (generation, host, addr) = req.host?;
@@ -191,7 +186,7 @@ impl Engine {
         Some((slot, host))
     }
 
-    fn try_retry_after_response(&mut self, now: Instant, req_id: u64, status: u16) -> bool {
+    fn try_retry_after_response(&mut self, now: Instant, req_id: RequestId, status: u16) -> bool {
         // The response's body will not be read: the connection can't be reused.
         let up = match self.requests.get(req_id).map(|r| r.phase) {
             Some(Phase::Upstream(up)) => up,
@@ -233,13 +228,17 @@ impl Engine {
     }
 
     /// Send the response head downstream and set up body relaying.
-    fn start_response(&mut self, now: Instant, up_id: u64, req_id: u64, mut head: ResponseHead) {
+    fn start_response(
+        &mut self,
+        now: Instant,
+        up_id: UpstreamId,
+        req_id: RequestId,
+        mut head: ResponseHead,
+    ) {
         // Body bytes that came with the head go out right behind it: room for them (and a
         // chunk header) in the same buffer.
-        let body_ready = match self.conns.get(up_id) {
-            Some(Conn {
-                side: Side::Up(up), ..
-            }) if !up.recv.is_empty() => up.recv.len() + 32,
+        let body_ready = match self.conns.up(up_id) {
+            Some(up) if !up.recv.is_empty() => up.recv.len() + 32,
             _ => 0,
         };
         let Some(req) = self.requests.get_mut(req_id) else {
@@ -305,11 +304,7 @@ impl Engine {
         req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &limits));
         req.resp_encoder = BodyEncoder::new(down_framing);
         if close_down {
-            if let Some(Conn {
-                side: Side::Down(d),
-                ..
-            }) = self.conns.get_mut(down)
-            {
+            if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
         }
@@ -324,8 +319,8 @@ impl Engine {
     fn upgrade_accepted(
         &mut self,
         now: Instant,
-        up_id: u64,
-        req_id: u64,
+        up_id: UpstreamId,
+        req_id: RequestId,
         mut head: ResponseHead,
     ) -> bool {
         let Some(req) = self.requests.get_mut(req_id) else {
@@ -362,11 +357,7 @@ impl Engine {
                 s.state.request_finished(host);
             }
         }
-        if let Some(Conn {
-            side: Side::Down(d),
-            ..
-        }) = self.conns.get_mut(down)
-        {
+        if let Some(d) = self.conns.down_mut(down) {
             d.state = DownState::Idle; // finish_request must not close it
         }
         self.finish_request(now, req_id);
@@ -375,13 +366,10 @@ impl Engine {
     }
 
     /// The response was relayed whole.
-    fn response_complete(&mut self, now: Instant, up_id: u64, req_id: u64) {
+    fn response_complete(&mut self, now: Instant, up_id: UpstreamId, req_id: RequestId) {
         let reusable = {
-            let up = match self.conns.get(up_id) {
-                Some(Conn {
-                    side: Side::Up(u), ..
-                }) => u,
-                _ => return,
+            let Some(up) = self.conns.up(up_id) else {
+                return;
             };
             let req = self.requests.get(req_id);
             let resp_keep_alive = req
@@ -441,7 +429,7 @@ fn transfer_codings_besides_chunked(headers: &http::HeaderMap) -> Option<http::H
 
 /// How a connection that closed before a response head failed: a reused connection that sent
 /// nothing back is stale (retriable under `refused-stream`), anything else a reset.
-pub(crate) fn reset_kind(up: &super::conn::Upstream) -> Failure {
+pub(crate) fn reset_kind(up: &Upstream) -> Failure {
     if up.requests > 1 && up.recv.is_empty() {
         Failure::StaleConnection
     } else {

@@ -9,7 +9,8 @@ use crate::http1::{self, BodyDecoder, BodyEncoder, BodyFraming, RequestHead, Ver
 use crate::route::{self, RouteOutcome, RouteRequest};
 use crate::time::Instant;
 
-use super::conn::{DownState, Side};
+use super::conn::DownState;
+use super::ids::{DownstreamId, RequestId};
 use super::log::ResponseFlag;
 use super::request::{Phase, Request, RouteRef};
 use super::snapshot::Snapshot;
@@ -17,14 +18,11 @@ use super::Engine;
 
 impl Engine {
     /// A complete request head arrived on `down`; create the request and route it.
-    pub(crate) fn start_request(&mut self, now: Instant, down: u64, head: RequestHead) {
+    pub(crate) fn start_request(&mut self, now: Instant, down: DownstreamId, head: RequestHead) {
         self.stats.downstream_rq_total += 1;
         let snapshot = self.snapshot.clone();
-        let (listener, source_labels, port, passthrough) = match self.conns.get(down) {
-            Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) => (
+        let (listener, source_labels, port, passthrough) = match self.conns.down(down) {
+            Some(d) => (
                 d.listener.clone(),
                 d.source_labels.clone(),
                 d.original_dst.map(|a| a.port()).unwrap_or(d.local.port()),
@@ -78,11 +76,7 @@ impl Engine {
         };
         let id = self.requests.insert_with(|_| request);
         self.arm_request_timer(id);
-        if let Some(super::conn::Conn {
-            side: Side::Down(d),
-            ..
-        }) = self.conns.get_mut(down)
-        {
+        if let Some(d) = self.conns.down_mut(down) {
             d.state = DownState::Active(id);
             d.head_deadline = None;
             d.idle_deadline = None;
@@ -95,11 +89,7 @@ impl Engine {
             .get(id)
             .is_some_and(|r| r.head.method == http::Method::CONNECT)
         {
-            if let Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) = self.conns.get_mut(down)
-            {
+            if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
             self.local_reply(
@@ -216,7 +206,7 @@ impl Engine {
     fn forward(
         &mut self,
         now: Instant,
-        id: u64,
+        id: RequestId,
         snapshot: &Snapshot,
         table_index: usize,
         matched: &crate::route::Matched<'_>,
@@ -285,7 +275,7 @@ impl Engine {
     /// Forward to the connection's original destination through its passthrough cluster
     /// (no routing policy: no retries, no timeout, default pool limits), as Envoy's
     /// `PassthroughCluster` does.
-    fn forward_passthrough(&mut self, now: Instant, id: u64, addr: std::net::SocketAddr) {
+    fn forward_passthrough(&mut self, now: Instant, id: RequestId, addr: std::net::SocketAddr) {
         let slot = self.passthrough_slot(now, addr);
         let Some(req) = self.requests.get_mut(id) else {
             return;
@@ -296,7 +286,7 @@ impl Engine {
         self.begin_attempt(now, id);
     }
 
-    fn set_route(&mut self, id: u64, table: usize, vhost: usize, route: usize, dest: usize) {
+    fn set_route(&mut self, id: RequestId, table: usize, vhost: usize, route: usize, dest: usize) {
         if let Some(req) = self.requests.get_mut(id) {
             req.route = Some(RouteRef {
                 table,
@@ -309,7 +299,7 @@ impl Engine {
 
     /// Envoy answers `Expect: 100-continue` itself once it decided to forward, and does not
     /// pass the expectation upstream.
-    fn continue_expect(&mut self, id: u64) {
+    fn continue_expect(&mut self, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -324,7 +314,7 @@ impl Engine {
 
     /// Handles Max-Forwards on TRACE/OPTIONS. Returns Some(false) to go on routing, Some(true)
     /// when answered here, None when the request is gone.
-    fn max_forwards(&mut self, now: Instant, id: u64) -> Option<bool> {
+    fn max_forwards(&mut self, now: Instant, id: RequestId) -> Option<bool> {
         let req = self.requests.get_mut(id)?;
         let method = req.head.method.clone();
         if method != http::Method::TRACE && method != http::Method::OPTIONS {
@@ -387,7 +377,7 @@ impl Engine {
     }
 
     /// After any fault delay: maybe abort, else start the first attempt.
-    pub(crate) fn after_delay(&mut self, now: Instant, id: u64) {
+    pub(crate) fn after_delay(&mut self, now: Instant, id: RequestId) {
         let abort = self.requests.get(id).and_then(|r| {
             r.route_config()
                 .and_then(|r| r.fault.as_ref()?.abort.clone())

@@ -11,11 +11,13 @@ use std::collections::BinaryHeap;
 
 use crate::time::Instant;
 
+use super::ids::{ConnId, RequestId};
+
 /// Who asked to be woken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerOwner {
-    Conn(u64),
-    Request(u64),
+    Conn(ConnId),
+    Request(RequestId),
     ClusterSweep(usize),
 }
 
@@ -65,9 +67,9 @@ mod tests {
     #[test]
     fn pops_in_time_then_fifo_order() {
         let mut t = Timers::default();
-        t.schedule(Instant::from_millis(5), TimerOwner::Conn(1));
-        t.schedule(Instant::from_millis(1), TimerOwner::Conn(2));
-        t.schedule(Instant::from_millis(5), TimerOwner::Conn(3));
+        t.schedule(Instant::from_millis(5), TimerOwner::Conn(ConnId(1)));
+        t.schedule(Instant::from_millis(1), TimerOwner::Conn(ConnId(2)));
+        t.schedule(Instant::from_millis(5), TimerOwner::Conn(ConnId(3)));
         assert_eq!(t.next(), Some(Instant::from_millis(1)));
         assert!(t.pop_due(Instant::ZERO).is_none());
         let now = Instant::from_millis(10);
@@ -77,9 +79,9 @@ mod tests {
         assert_eq!(
             order,
             vec![
-                TimerOwner::Conn(2),
-                TimerOwner::Conn(1),
-                TimerOwner::Conn(3)
+                TimerOwner::Conn(ConnId(2)),
+                TimerOwner::Conn(ConnId(1)),
+                TimerOwner::Conn(ConnId(3))
             ]
         );
         assert_eq!(t.len(), 0);

@@ -10,24 +10,24 @@ use crate::time::Instant;
 
 use super::api::Output;
 use super::conn::{Conn, Side, UpState, Upstream};
+use super::ids::{RequestId, UpstreamId};
 use super::log::ResponseFlag;
 use super::request::{Failure, Phase};
-use super::{out_buf, ConnId, Engine};
+use super::{out_buf, Engine};
 
 impl Engine {
-    pub(crate) fn up_mut(&mut self, id: u64) -> Option<&mut Upstream> {
-        match self.conns.get_mut(id) {
-            Some(Conn {
-                side: Side::Up(u),
-                closing: None,
-                ..
-            }) => Some(u),
-            _ => None,
-        }
+    pub(crate) fn up_mut(&mut self, id: UpstreamId) -> Option<&mut Upstream> {
+        self.conns.open_up_mut(id)
     }
 
     /// Give request `req` a connection to `host` of `slot`.
-    pub(crate) fn acquire_connection(&mut self, now: Instant, req: u64, slot: usize, host: usize) {
+    pub(crate) fn acquire_connection(
+        &mut self,
+        now: Instant,
+        req: RequestId,
+        slot: usize,
+        host: usize,
+    ) {
         let Some(s) = self.clusters.slot_mut(slot) else {
             return;
         };
@@ -51,7 +51,7 @@ impl Engine {
         self.overflow(now, req);
     }
 
-    fn open_connection(&mut self, now: Instant, slot: usize, host: usize, req: Option<u64>) {
+    fn open_connection(&mut self, now: Instant, slot: usize, host: usize, req: Option<RequestId>) {
         let Some(s) = self.clusters.slot(slot) else {
             return;
         };
@@ -71,10 +71,10 @@ impl Engine {
             connect_deadline: Some(deadline),
             idle_deadline: None,
         };
-        let id = self.conns.insert_with(|_| Conn::new(Side::Up(up)));
+        let id = UpstreamId::new(self.conns.insert_with(|_| Conn::new(Side::Up(up))));
         self.stats.upstream_cx_total += 1;
         self.outputs.push_back(Output::Connect {
-            conn: ConnId(id),
+            conn: id.conn(),
             addr,
         });
         self.arm_conn_timer(id, deadline);
@@ -84,7 +84,7 @@ impl Engine {
     }
 
     /// The request no longer wants the connection being established for it.
-    pub(crate) fn unclaim_connecting(&mut self, up: u64) {
+    pub(crate) fn unclaim_connecting(&mut self, up: UpstreamId) {
         if let Some(u) = self.up_mut(up) {
             if let UpState::Connecting(_) = u.state {
                 u.state = UpState::Connecting(None);
@@ -93,7 +93,7 @@ impl Engine {
     }
 
     /// Put request `req` on connection `up` and send its head and buffered body.
-    fn attach(&mut self, now: Instant, req_id: u64, up_id: u64) {
+    fn attach(&mut self, now: Instant, req_id: RequestId, up_id: UpstreamId) {
         let Some(up) = self.up_mut(up_id) else {
             return;
         };
@@ -121,7 +121,7 @@ impl Engine {
         self.set_reading(up_id, true);
     }
 
-    pub(crate) fn on_connected(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_connected(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -135,7 +135,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_connect_failed(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_connect_failed(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -166,7 +166,7 @@ impl Engine {
     }
 
     /// Close an upstream connection and give its budget to the next waiting request.
-    pub(crate) fn close_upstream(&mut self, now: Instant, id: u64, graceful: bool) {
+    pub(crate) fn close_upstream(&mut self, now: Instant, id: UpstreamId, graceful: bool) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -219,7 +219,7 @@ impl Engine {
 
     /// A connection finished a request (or connected with nobody waiting): pool it, or pass it
     /// straight to a pending request.
-    pub(crate) fn release_upstream(&mut self, now: Instant, id: u64) {
+    pub(crate) fn release_upstream(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -290,7 +290,7 @@ impl Engine {
         self.set_reading(id, true);
     }
 
-    pub(crate) fn on_upstream_timer(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_upstream_timer(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -314,7 +314,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_upstream_data(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_upstream_data(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -333,7 +333,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_upstream_eof(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_upstream_eof(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -357,7 +357,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_upstream_gone(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_upstream_gone(&mut self, now: Instant, id: UpstreamId) {
         let Some(up) = self.up_mut(id) else {
             return;
         };
@@ -392,11 +392,9 @@ impl Engine {
     }
 
     /// Recompute read interest after the upstream side drained or buffered more.
-    pub(crate) fn refresh_backpressure_from_up(&mut self, now: Instant, up_id: u64) {
-        let down = match self.conns.get(up_id) {
-            Some(Conn {
-                side: Side::Up(up), ..
-            }) => match up.state {
+    pub(crate) fn refresh_backpressure_from_up(&mut self, now: Instant, up_id: UpstreamId) {
+        let down = match self.conns.up(up_id) {
+            Some(up) => match up.state {
                 UpState::Busy(req) => self.requests.get(req).map(|r| r.down),
                 UpState::Tunnel(down) => Some(down),
                 _ => None,
