@@ -72,6 +72,8 @@ pub(crate) struct Downstream {
     pub state: DownState,
     /// Close after the current response (protocol error, `Connection: close`, HTTP/1.0 ...).
     pub close_after_response: bool,
+    /// Already in the engine's work queue (`Work::Resume`): at most one entry per connection.
+    pub resume_queued: bool,
     pub idle_deadline: Option<Instant>,
     pub head_deadline: Option<Instant>,
 }

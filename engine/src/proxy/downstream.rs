@@ -34,6 +34,7 @@ impl Engine {
             read_closed: false,
             state: DownState::Idle,
             close_after_response: false,
+            resume_queued: false,
             idle_deadline: Some(now + idle_timeout),
             head_deadline: None,
         };
@@ -285,8 +286,10 @@ impl Engine {
         down.state = DownState::Idle;
         down.idle_deadline = Some(now + idle_timeout);
         self.arm_conn_timer(down_id, now + idle_timeout);
+        // A pipelined request may be waiting. It is read after the current call unwinds (or by
+        // the `on_downstream_data` loop that is running now), never from here: no recursion.
         if !self.down_mut(down_id).is_some_and(|d| d.recv.is_empty()) {
-            self.on_downstream_data(now, down_id);
+            self.queue_resume(down_id);
         }
     }
 

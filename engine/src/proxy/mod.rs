@@ -64,6 +64,9 @@ pub struct Engine {
     timers: Timers,
     rng: EngineRng,
     outputs: VecDeque<Output>,
+    /// Work deferred to the top of the current call instead of done by re-entering the
+    /// handler that caused it (see [`Work`]). Drained before every call returns.
+    work: VecDeque<Work>,
     dirty: Vec<ConnId>,
     logs: Vec<RequestLog>,
     /// Header maps of finished heads, reused by the next ones (saves four allocations per
@@ -115,6 +118,7 @@ impl Engine {
             timers: Timers::default(),
             rng: EngineRng::with_seed(seed),
             outputs: VecDeque::new(),
+            work: VecDeque::new(),
             dirty: Vec::new(),
             logs: Vec::new(),
             header_pool: Default::default(),
@@ -157,6 +161,7 @@ impl Engine {
                 let _ = self.apply_config(now, config);
             }
         }
+        self.run_work(now);
         self.flush();
     }
 
@@ -185,6 +190,7 @@ impl Engine {
         self.last_config_error = None;
         let config = self.snapshot.config.clone();
         self.install_clusters(&config, now);
+        self.run_work(now);
         self.flush();
     }
 
@@ -196,6 +202,8 @@ impl Engine {
                 TimerOwner::Request(id) => self.on_request_timer(now, at, id),
                 TimerOwner::ClusterSweep(slot) => self.on_sweep_timer(now, at, slot),
             }
+            // Each timer's consequences play out before the next one fires.
+            self.run_work(now);
         }
         self.flush();
     }
@@ -288,6 +296,33 @@ impl Engine {
     }
 
     // ---- plumbing shared by the submodules ----
+
+    /// Let downstream `id` read its next (pipelined) request once the current call unwinds.
+    fn queue_resume(&mut self, id: DownstreamId) {
+        if let Some(down) = self.conns.open_down_mut(id) {
+            if !down.resume_queued {
+                down.resume_queued = true;
+                self.work.push_back(Work::Resume(id));
+            }
+        }
+    }
+
+    /// Do the deferred work, including whatever it defers in turn. The queue holds at most one
+    /// entry per downstream connection, and each handler runs from here with a flat stack.
+    fn run_work(&mut self, now: Instant) {
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::Resume(id) => {
+                    let Some(down) = self.conns.down_mut(id) else {
+                        continue;
+                    };
+                    debug_assert!(down.resume_queued, "a queued resume is flagged");
+                    down.resume_queued = false;
+                    self.on_downstream_data(now, id);
+                }
+            }
+        }
+    }
 
     /// The passthrough cluster slot for `addr`; retired slots are collected when too many
     /// destinations have been seen, so memory stays bounded.
@@ -533,6 +568,16 @@ impl Engine {
         // The peer is gone: nothing more to send, and no Close output is owed.
         self.conns.remove(id);
     }
+}
+
+/// Work a handler leaves for the engine's top-level loop instead of calling into another
+/// handler (which could call back into it: a request the mesh answers itself used to re-enter
+/// `on_downstream_data` through `finish_request`, several stack frames per pipelined request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// A request on this downstream connection finished and more bytes are buffered: read
+    /// the next request.
+    Resume(DownstreamId),
 }
 
 /// The outgoing buffer of an open connection, marked for flushing. A free function over the

@@ -55,6 +55,18 @@ fn drain(engine: &mut Engine) -> Vec<Output> {
     std::iter::from_fn(|| engine.poll_output()).collect()
 }
 
+/// Every byte `outputs` send on `conn`, in order.
+fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<u8> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: c, data } if *c == conn => Some(data.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn accept(engine: &mut Engine) -> ConnId {
     engine.accept(
         Instant::ZERO,
@@ -339,14 +351,7 @@ fn config_swap_keeps_in_flight_stream_idle_timeout() {
         },
     );
     let out = drain(&mut engine);
-    let body: Vec<u8> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send { conn, data } if *conn == down => Some(data.to_vec()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let body = sent_to(&out, down);
     assert_eq!(body, b"d", "{out:?}");
     assert_eq!(engine.live().1, 0, "the request finished");
 }
@@ -459,4 +464,48 @@ fn config_swap_keeps_in_flight_response_limits() {
         })
         .expect("a response downstream");
     assert!(sent.starts_with(b"HTTP/1.1 200 OK\r\n"), "{sent:?}");
+}
+
+/// Ten thousand pipelined requests that the mesh answers itself (404 NR), in one read, on a
+/// small stack: answering one request and reading the next goes through the engine's work
+/// queue, not through a recursion per request.
+#[test]
+fn pipelined_local_answers_keep_the_stack_flat() {
+    const REQUESTS: usize = 10_000;
+    let run = || {
+        let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+        let down = accept(&mut engine);
+        let mut wire = Vec::new();
+        for i in 0..REQUESTS {
+            wire.extend_from_slice(
+                format!("GET /{i} HTTP/1.1\r\nhost: nowhere\r\n\r\n").as_bytes(),
+            );
+        }
+        engine.handle(
+            Instant::from_millis(1),
+            Input::Received {
+                conn: down,
+                data: Bytes::from(wire),
+            },
+        );
+        let out = drain(&mut engine);
+        let text = String::from_utf8(sent_to(&out, down)).unwrap();
+        assert_eq!(text.matches("HTTP/1.1 404 ").count(), REQUESTS);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Close { .. })),
+            "{:?}",
+            out.last()
+        );
+        let logs = engine.drain_logs();
+        assert_eq!(logs.len(), REQUESTS);
+        assert!(logs.iter().all(|l| l.flags == [ResponseFlag::NoRouteFound]));
+        assert_eq!(logs.last().map(|l| l.path.as_str()), Some("/9999"));
+        assert_eq!(engine.live(), (1, 0));
+    };
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .expect("10,000 pipelined local answers fit a 256 KiB stack");
 }
