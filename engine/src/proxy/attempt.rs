@@ -59,14 +59,12 @@ impl Engine {
         req.attempts += 1;
         req.tried_hosts.push(pick.host);
         req.host = Some((generation, pick.host, addr));
-        req.head_sent = false;
-        req.end_sent = false;
         req.encoder = BodyEncoder::new(req.head.framing);
         if let Some(replay) = &req.replay {
             req.unsent = replay.iter().cloned().collect();
             req.unsent_bytes = req.replay_bytes;
         }
-        if req.body_done {
+        if req.body_done() {
             self.arm_try_timeout(now, id);
         }
         self.stats.upstream_rq_total += 1;
@@ -140,9 +138,9 @@ impl Engine {
         let Some(req) = self.requests.get(id) else {
             return;
         };
-        if req.response_started {
+        if req.response_started() {
             self.abort_downstream(now, id, ResponseFlag::StreamIdleTimeout);
-        } else if !req.body_done {
+        } else if !req.body_done() {
             self.local_reply(
                 now,
                 id,
@@ -181,7 +179,7 @@ impl Engine {
     /// The route's `timeout` passed: 504 if nothing was answered yet, else cut the response.
     fn route_timeout(&mut self, now: Instant, id: RequestId) {
         self.detach_attempt(now, id, Some(Outcome::Timeout));
-        let started = self.requests.get(id).is_some_and(|r| r.response_started);
+        let started = self.requests.get(id).is_some_and(|r| r.response_started());
         if started {
             self.abort_downstream(now, id, ResponseFlag::UpstreamRequestTimeout);
         } else {
@@ -263,7 +261,7 @@ impl Engine {
             retriable |=
                 matches!(failure, Failure::Status(500..=504)) && policy.retry_on.gateway_error;
         }
-        if req.response_started || !replayable || !deadline_left || out_of_retries || !retriable {
+        if req.response_started() || !replayable || !deadline_left || out_of_retries || !retriable {
             return false;
         }
         let Some(slot) = req.slot else {
@@ -288,7 +286,7 @@ impl Engine {
             // Planted bug: forget the overall deadline; the next attempt re-arms it from now.
             req.deadline = None;
         }
-        req.phase = Phase::Backoff;
+        req.set_phase(Phase::Backoff);
         req.try_deadline = None;
         req.resume_at = Some(now + backoff);
         self.arm_request_timer(id);
@@ -344,7 +342,8 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        let phase = std::mem::replace(&mut req.phase, Phase::Done);
+        let phase = req.phase;
+        req.set_phase(Phase::Done);
         let host = req.host.take();
         let slot = req.slot;
         let holds_request = std::mem::take(&mut req.holds_request);
@@ -362,7 +361,7 @@ impl Engine {
                 // Let the connection finish; it joins the pool for someone else.
                 self.unclaim_connecting(up);
             }
-            Phase::Upstream(up) => {
+            Phase::Upstream { up, .. } => {
                 self.close_upstream(now, up, false);
             }
             _ => {}
@@ -371,7 +370,7 @@ impl Engine {
             if let Some(s) = self.clusters.slot_mut(slot) {
                 let host = s.resolve_host(generation, host, addr);
                 if let Some(host) = host {
-                    if matches!(phase, Phase::Upstream(_)) {
+                    if matches!(phase, Phase::Upstream { .. }) {
                         s.state.request_finished(host);
                     }
                     if let Some(outcome) = outcome {

@@ -15,7 +15,7 @@ use super::api::Accepted;
 use super::conn::{Conn, DownState, Downstream, Side, UpState};
 use super::ids::{DownstreamId, RequestId, UpstreamId};
 use super::log::{RequestLog, ResponseFlag};
-use super::request::Phase;
+use super::request::{Inbound, Phase};
 use super::{out_buf, Engine};
 
 impl Engine {
@@ -124,7 +124,7 @@ impl Engine {
             let http = &req.snapshot.config.http;
             let (limit, idle) = (http.retry_buffer_bytes, http.stream_idle_timeout);
             let down_id = req.down;
-            let Some(decoder) = req.decoder.as_mut() else {
+            let Inbound::Reading(decoder) = &mut req.inbound else {
                 return false; // body complete; the rest of the buffer is the next request
             };
             let Some(down) = self.conns.down_mut(down_id) else {
@@ -151,12 +151,10 @@ impl Engine {
                     self.pump_request_body(now, req_id);
                 }
                 Ok(BodyEvent::Done { trailers }) => {
-                    req.decoder = None;
-                    req.body_done = true;
-                    req.trailers = trailers;
+                    req.inbound = Inbound::Done { trailers };
                     let attempting = matches!(
                         req.phase,
-                        Phase::Pending | Phase::Connecting(_) | Phase::Upstream(_)
+                        Phase::Pending | Phase::Connecting(_) | Phase::Upstream { .. }
                     );
                     self.pump_request_body(now, req_id);
                     if attempting {
@@ -169,7 +167,7 @@ impl Engine {
                     let started = self
                         .requests
                         .get(req_id)
-                        .is_some_and(|r| r.response_started);
+                        .is_some_and(|r| r.response_started());
                     if started {
                         self.abort_downstream(now, req_id, ResponseFlag::DownstreamProtocolError);
                     } else {
@@ -194,14 +192,15 @@ impl Engine {
         let Some(req) = self.requests.get_mut(req_id) else {
             return;
         };
-        let Phase::Upstream(up) = req.phase else {
+        // Only an attached attempt has sent its head: the body follows it.
+        let Phase::Upstream { up, end_sent } = req.phase else {
             return;
         };
-        if !req.head_sent {
-            return;
-        }
-        let finish = req.body_done && !req.end_sent;
-        if req.unsent.is_empty() && !finish {
+        let trailers = match &req.inbound {
+            Inbound::Done { trailers } if !end_sent => Some(trailers),
+            _ => None,
+        };
+        if req.unsent.is_empty() && trailers.is_none() {
             return;
         }
         let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up) else {
@@ -211,10 +210,10 @@ impl Engine {
             req.encoder.encode_data(&chunk, out);
         }
         req.unsent_bytes = 0;
-        if finish {
+        if let Some(trailers) = trailers {
             // Trailers stay with the request: a retry replays them too.
-            req.encoder.encode_end(&req.trailers, out);
-            req.end_sent = true;
+            req.encoder.encode_end(trailers, out);
+            req.set_phase(Phase::Upstream { up, end_sent: true });
         }
     }
 
@@ -306,7 +305,7 @@ impl Engine {
                 }
             }
             DownState::Active(req) => {
-                let body_done = self.requests.get(req).is_none_or(|r| r.body_done);
+                let body_done = self.requests.get(req).is_none_or(|r| r.body_done());
                 if body_done {
                     // Half-closed after a whole request: answer it, then close.
                     if let Some(down) = self.down_mut(id) {
@@ -316,7 +315,7 @@ impl Engine {
                     // A close-delimited body can't exist in a request; EOF mid-body is an abort,
                     // unless the decoder accepts it (it reports truncation otherwise).
                     self.on_downstream_data(now, id);
-                    let still_open = self.requests.get(req).is_some_and(|r| !r.body_done);
+                    let still_open = self.requests.get(req).is_some_and(|r| !r.body_done());
                     if still_open {
                         self.on_downstream_gone(now, id);
                         self.mark_closing(id, false);
@@ -419,10 +418,7 @@ impl Engine {
         let (partner, unsent) = match down.state {
             DownState::Active(req) => {
                 let r = self.requests.get(req);
-                let up = r.and_then(|r| match r.phase {
-                    Phase::Upstream(up) => Some(up),
-                    _ => None,
-                });
+                let up = r.and_then(|r| r.phase.upstream());
                 (up, r.map(|r| r.unsent_bytes).unwrap_or(0))
             }
             DownState::Tunnel(up) => (Some(up), 0),

@@ -8,6 +8,7 @@ use crate::time::Instant;
 
 use super::ids::RequestId;
 use super::log::{RequestLog, ResponseFlag};
+use super::request::Outbound;
 use super::Engine;
 
 impl Engine {
@@ -49,7 +50,7 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        if req.response_started {
+        if req.response_started() {
             let flag = flag.unwrap_or(ResponseFlag::UpstreamConnectionTermination);
             self.abort_downstream(now, id, flag);
             return;
@@ -62,7 +63,7 @@ impl Engine {
         // would be taken for the next request.
         // HTTP/1.0 clients are not told about keep-alive by the local-reply encoder: close.
         let close =
-            !req.down_keep_alive || !req.body_done || req.down_version == http1::Version::Http10;
+            !req.down_keep_alive || !req.body_done() || req.down_version == http1::Version::Http10;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         let flags = req
             .flags
@@ -81,7 +82,7 @@ impl Engine {
         };
         http1::encode_local_response(status, &headers, body.as_bytes(), close, &mut out);
         req.status = status;
-        req.response_started = true;
+        req.outbound = Outbound::Written;
         req.resp_body_out = body.len() as u64;
         let down = req.down;
         if close {
@@ -134,7 +135,8 @@ impl Engine {
                     .map(|s| Arc::from(s.name.as_str()))
             });
         let route = names.map(|(n, _)| n.route.clone());
-        let peer = self.conns.down(req.down).map(|d| d.peer);
+        let (down, body_done) = (req.down, req.body_done());
+        let peer = self.conns.down(down).map(|d| d.peer);
         self.logs.push(RequestLog {
             downstream: req.down.conn(),
             peer,
@@ -152,7 +154,7 @@ impl Engine {
             request_body_bytes: req.body_in,
             response_body_bytes: req.resp_body_out,
         });
-        self.downstream_request_done(now, req.down, req.body_done);
+        self.downstream_request_done(now, down, body_done);
     }
 }
 

@@ -12,7 +12,7 @@ use crate::time::Instant;
 use super::conn::{DownState, Upstream};
 use super::ids::{RequestId, UpstreamId};
 use super::log::ResponseFlag;
-use super::request::{status_retriable, Failure, Phase};
+use super::request::{status_retriable, Failure, Inbound, Outbound, Phase};
 use super::{out_buf, Engine};
 
 impl Engine {
@@ -22,7 +22,7 @@ impl Engine {
             let Some(req) = self.requests.get(req_id) else {
                 return;
             };
-            if req.resp_decoder.is_none() && !req.response_started {
+            if !req.response_started() {
                 if !self.relay_response_head(now, up_id, req_id) {
                     return;
                 }
@@ -35,7 +35,10 @@ impl Engine {
             let Some(req) = self.requests.get_mut(req_id) else {
                 return;
             };
-            let Some(decoder) = req.resp_decoder.as_mut() else {
+            let Outbound::Relaying {
+                decoder, encoder, ..
+            } = &mut req.outbound
+            else {
                 return;
             };
             // A body the upstream stopped short of is a terminated connection (UC); one it
@@ -57,12 +60,12 @@ impl Engine {
                     }
                     req.idle_deadline = Some(now + idle);
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-                        req.resp_encoder.encode_data(&data, out);
+                        encoder.encode_data(&data, out);
                     }
                 }
                 Ok(BodyEvent::Done { trailers }) => {
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-                        req.resp_encoder.encode_end(&trailers, out);
+                        encoder.encode_end(&trailers, out);
                     }
                     self.response_complete(now, up_id, req_id);
                     return;
@@ -189,7 +192,7 @@ impl Engine {
     fn try_retry_after_response(&mut self, now: Instant, req_id: RequestId, status: u16) -> bool {
         // The response's body will not be read: the connection can't be reused.
         let up = match self.requests.get(req_id).map(|r| r.phase) {
-            Some(Phase::Upstream(up)) => up,
+            Some(Phase::Upstream { up, .. }) => up,
             _ => return false,
         };
         let allowed = {
@@ -197,7 +200,7 @@ impl Engine {
                 return false;
             };
             let policy = req.retry_policy();
-            !req.response_started
+            !req.response_started()
                 && req.replay.is_some()
                 && (req.attempts.saturating_sub(1) < policy.attempts
                     || self.mutation_one_attempt_too_many(
@@ -286,7 +289,7 @@ impl Engine {
         }
         let down = req.down;
         let close_down =
-            !req.down_keep_alive || !req.body_done || down_framing == BodyFraming::CloseDelimited;
+            !req.down_keep_alive || !req.body_done() || down_framing == BodyFraming::CloseDelimited;
         if req.down_version == Version::Http10 && !close_down {
             // An HTTP/1.0 client only keeps the connection when told so.
             head.headers.insert(
@@ -298,11 +301,12 @@ impl Engine {
         head.framing = down_framing;
         head.keep_alive = !close_down;
         req.status = head.status;
-        req.response_started = true;
-        req.upstream_keep_alive = upstream_keep_alive;
         let limits = http1::Limits::from(&req.snapshot.config.http);
-        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &limits));
-        req.resp_encoder = BodyEncoder::new(down_framing);
+        req.outbound = Outbound::Relaying {
+            decoder: BodyDecoder::new(upstream_framing, &limits),
+            encoder: BodyEncoder::new(down_framing),
+            upstream_keep_alive,
+        };
         if close_down {
             if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
@@ -339,14 +343,18 @@ impl Engine {
         head.framing = BodyFraming::None;
         head.keep_alive = true;
         req.status = 101;
-        req.response_started = true;
+        req.outbound = Outbound::Written;
         let mut out = BytesMut::new();
         http1::encode_response_head(&head, &mut out);
         self.write(down, &out);
         // The request is over as an HTTP exchange; the connections live on as a tunnel.
         if let Some(r) = self.requests.get_mut(req_id) {
-            r.phase = Phase::Done;
-            r.body_done = true;
+            r.set_phase(Phase::Done);
+            if let Inbound::Reading(_) = r.inbound {
+                r.inbound = Inbound::Done {
+                    trailers: http::HeaderMap::new(),
+                };
+            }
         }
         let leftover = self
             .up_mut(up_id)
@@ -372,13 +380,18 @@ impl Engine {
                 return;
             };
             let req = self.requests.get(req_id);
-            let resp_keep_alive = req
-                .and_then(|r| r.resp_decoder.as_ref())
-                .is_some_and(|d| d.is_done());
+            let resp_keep_alive = req.is_some_and(|r| match &r.outbound {
+                Outbound::Relaying {
+                    decoder,
+                    upstream_keep_alive,
+                    ..
+                } => decoder.is_done() && *upstream_keep_alive,
+                _ => false,
+            });
             resp_keep_alive
                 && !up.read_closed
                 && up.recv.is_empty()
-                && req.is_some_and(|r| r.body_done && r.unsent.is_empty() && r.upstream_keep_alive)
+                && req.is_some_and(|r| r.body_done() && r.unsent.is_empty())
         };
         if let Some((slot, host)) = self.attempt_host(req_id) {
             if let Some(s) = self.clusters.slot_mut(slot) {
@@ -387,7 +400,7 @@ impl Engine {
         }
         if let Some(req) = self.requests.get_mut(req_id) {
             // The connection outlives the request: detach without closing it.
-            req.phase = Phase::Done;
+            req.set_phase(Phase::Done);
         }
         if let Some(req) = self.requests.get(req_id) {
             if req.holds_request {

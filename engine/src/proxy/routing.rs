@@ -12,7 +12,7 @@ use crate::time::Instant;
 use super::conn::DownState;
 use super::ids::{DownstreamId, RequestId};
 use super::log::ResponseFlag;
-use super::request::{Phase, Request, RouteRef};
+use super::request::{Inbound, Outbound, Phase, Request, RouteRef};
 use super::snapshot::Snapshot;
 use super::Engine;
 
@@ -31,8 +31,12 @@ impl Engine {
             _ => return,
         };
         let down_keep_alive = head.keep_alive;
-        let body_done = matches!(head.framing, BodyFraming::None);
-        let decoder = (!body_done).then(|| BodyDecoder::new(head.framing, &self.limits));
+        let inbound = match head.framing {
+            BodyFraming::None => Inbound::Done {
+                trailers: http::HeaderMap::new(),
+            },
+            framing => Inbound::Reading(BodyDecoder::new(framing, &self.limits)),
+        };
         let request = Request {
             down,
             snapshot: snapshot.clone(),
@@ -44,13 +48,11 @@ impl Engine {
             route: None,
             slot: None,
             phase: Phase::Done,
-            decoder,
-            body_done,
+            inbound,
             unsent: VecDeque::new(),
             unsent_bytes: 0,
             replay: Some(Vec::new()),
             replay_bytes: 0,
-            trailers: http::HeaderMap::new(),
             body_in: 0,
             attempts: 0,
             tried_hosts: Default::default(),
@@ -58,19 +60,14 @@ impl Engine {
             holds_request: false,
             host: None,
             encoder: BodyEncoder::new(head.framing),
-            head_sent: false,
-            end_sent: false,
             deadline: None,
             try_deadline: None,
             resume_at: None,
             idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
             wake: None,
-            response_started: false,
+            outbound: Outbound::NotStarted,
             status: 0,
-            resp_decoder: None,
-            resp_encoder: BodyEncoder::new(BodyFraming::None),
             resp_body_out: 0,
-            upstream_keep_alive: false,
             flags: Vec::new(),
             head,
         };
@@ -258,7 +255,7 @@ impl Engine {
                 return;
             };
             req.flags.push(ResponseFlag::DelayInjected);
-            req.phase = Phase::FaultDelay;
+            req.set_phase(Phase::FaultDelay);
             req.resume_at = Some(now + delay.fixed);
             self.arm_request_timer(id);
             return;
@@ -306,7 +303,7 @@ impl Engine {
         if req.head.expect_continue {
             req.head.expect_continue = false;
             let down = req.down;
-            if req.down_version == Version::Http11 && !req.body_done {
+            if req.down_version == Version::Http11 && !req.body_done() {
                 self.write(down, b"HTTP/1.1 100 Continue\r\n\r\n");
             }
         }

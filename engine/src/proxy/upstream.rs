@@ -43,7 +43,7 @@ impl Engine {
         if s.state.breaker_mut().try_add_pending() {
             s.pending.push_back(req);
             if let Some(r) = self.requests.get_mut(req) {
-                r.phase = Phase::Pending;
+                r.set_phase(Phase::Pending);
             }
             return;
         }
@@ -79,7 +79,7 @@ impl Engine {
         });
         self.arm_conn_timer(id, deadline);
         if let Some(r) = req.and_then(|r| self.requests.get_mut(r)) {
-            r.phase = Phase::Connecting(id);
+            r.set_phase(Phase::Connecting(id));
         }
     }
 
@@ -110,13 +110,15 @@ impl Engine {
         let Some(req) = self.requests.get_mut(req_id) else {
             return;
         };
-        req.phase = Phase::Upstream(up_id);
+        req.set_phase(Phase::Upstream {
+            up: up_id,
+            end_sent: false,
+        });
         // The connection may serve another host than the one picked (pending hand-off).
         req.host = Some((host_gen, host, addr));
         if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up_id) {
             http1::encode_request_head(&req.head, out);
         }
-        req.head_sent = true;
         self.pump_request_body(now, req_id);
         self.set_reading(up_id, true);
     }
@@ -147,7 +149,7 @@ impl Engine {
         match req.filter(|r| self.requests.contains(*r)) {
             Some(req) => {
                 if let Some(r) = self.requests.get_mut(req) {
-                    r.phase = Phase::Done; // the connection is already gone
+                    r.set_phase(Phase::Done); // the connection is already gone
                     r.host = Some((host_gen, host, addr));
                 }
                 self.attempt_failed(now, req, Failure::ConnectFailed);
@@ -349,7 +351,7 @@ impl Engine {
         // A response that needed more bytes than EOF allows was cut short.
         if let Some(up) = self.up_mut(id) {
             if let UpState::Busy(req) = up.state {
-                let started = self.requests.get(req).is_some_and(|r| r.response_started);
+                let started = self.requests.get(req).is_some_and(|r| r.response_started());
                 if started {
                     self.abort_downstream(now, req, ResponseFlag::UpstreamConnectionTermination);
                 }
@@ -365,7 +367,7 @@ impl Engine {
         let reset = super::response::reset_kind(up);
         match up.state {
             UpState::Busy(req) => {
-                let started = self.requests.get(req).is_some_and(|r| r.response_started);
+                let started = self.requests.get(req).is_some_and(|r| r.response_started());
                 if started {
                     // Let a close-delimited body finish; anything else was truncated.
                     self.relay_response(now, id, req);
