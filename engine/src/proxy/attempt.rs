@@ -90,10 +90,7 @@ impl Engine {
             return;
         };
         if let Some(at) = req.earliest_wake() {
-            if req.wake.is_none_or(|w| at < w) {
-                req.wake = Some(at);
-                self.timers.schedule(at, TimerOwner::Request(id));
-            }
+            (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
         }
     }
 
@@ -172,7 +169,10 @@ impl Engine {
                 // Planted bug: the running config's timeout, not the request's snapshot's.
                 timeout = self.snapshot.config.http.stream_idle_timeout;
             }
-            req.idle_deadline = Some(now + timeout);
+            // Later than the armed wake-up, unless the timeout changed under the request.
+            let at = now + timeout;
+            req.idle_deadline = Some(at);
+            (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
         }
     }
 

@@ -16,6 +16,7 @@ use super::conn::{Conn, DownState, Downstream, Side, UpState};
 use super::ids::{DownstreamId, RequestId, UpstreamId};
 use super::log::{RequestLog, ResponseFlag};
 use super::request::{Inbound, Phase};
+use super::timers::TimerOwner;
 use super::{out_buf, Engine};
 
 impl Engine {
@@ -138,6 +139,7 @@ impl Engine {
                 Ok(BodyEvent::Data(data)) => {
                     req.body_in += data.len() as u64;
                     req.idle_deadline = Some(now + idle);
+                    (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
                     if let Some(replay) = req.replay.as_mut() {
                         if req.replay_bytes + data.len() <= limit {
                             replay.push(data.clone());
@@ -382,6 +384,11 @@ impl Engine {
         leftover_up: Bytes,
     ) {
         if let Some(down) = self.down_mut(down_id) {
+            debug_assert_eq!(
+                down.state,
+                DownState::Idle,
+                "a tunnel starts between requests"
+            );
             down.state = DownState::Tunnel(up_id);
             down.idle_deadline = None;
             down.head_deadline = None;

@@ -22,6 +22,8 @@ mod clusters;
 mod conn;
 mod downstream;
 mod ids;
+#[cfg(debug_assertions)]
+mod invariants;
 mod log;
 mod reply;
 mod request;
@@ -72,6 +74,9 @@ pub struct Engine {
     /// Header maps of finished heads, reused by the next ones (saves four allocations per
     /// proxied request).
     header_pool: crate::http1::HeaderPool,
+    /// The timer heap's entries, sorted, for the invariant check (kept to reuse its capacity).
+    #[cfg(debug_assertions)]
+    armed_scratch: Vec<(Instant, TimerOwner)>,
     stats: EngineStats,
     last_config_error: Option<ConfigError>,
     /// Planted bugs switched on in this engine (feature `mutants` only).
@@ -122,6 +127,8 @@ impl Engine {
             dirty: Vec::new(),
             logs: Vec::new(),
             header_pool: Default::default(),
+            #[cfg(debug_assertions)]
+            armed_scratch: Vec::new(),
             stats: EngineStats::default(),
             last_config_error: None,
             #[cfg(feature = "mutants")]
@@ -375,10 +382,7 @@ impl Engine {
         let Some(at) = s.state.next_timer() else {
             return;
         };
-        if s.sweep_at.is_none_or(|armed| at < armed) {
-            s.sweep_at = Some(at);
-            self.timers.schedule(at, TimerOwner::ClusterSweep(slot));
-        }
+        (self.timers).arm(&mut s.sweep_at, at, TimerOwner::ClusterSweep(slot));
     }
 
     fn on_sweep_timer(&mut self, now: Instant, at: Instant, slot: usize) {
@@ -446,7 +450,13 @@ impl Engine {
 
     /// Turn buffered writes and decided closes into outputs, in connection order of marking.
     fn flush(&mut self) {
+        debug_assert!(
+            self.work.is_empty(),
+            "deferred work is done before a call returns"
+        );
         self.compact_timers();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         // Take the list and give it back afterwards, keeping its capacity.
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
@@ -460,6 +470,7 @@ impl Engine {
                 self.outputs.push_back(Output::Send { conn: id, data });
             }
             if let Some(graceful) = c.closing {
+                debug_assert!(graceful || c.out.is_empty(), "{id}: a reset sends nothing");
                 self.outputs.push_back(Output::Close { conn: id, graceful });
                 self.conns.remove(id);
             }
@@ -482,10 +493,7 @@ impl Engine {
     fn arm_conn_timer(&mut self, conn: impl Into<ConnId>, at: Instant) {
         let conn = conn.into();
         if let Some(c) = self.conns.get_mut(conn) {
-            if c.wake.is_none_or(|w| at < w) {
-                c.wake = Some(at);
-                self.timers.schedule(at, TimerOwner::Conn(conn));
-            }
+            (self.timers).arm(&mut c.wake, at, TimerOwner::Conn(conn));
         }
     }
 

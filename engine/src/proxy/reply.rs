@@ -113,6 +113,13 @@ impl Engine {
         let Some(mut req) = self.requests.remove(id) else {
             return;
         };
+        // Detached above: nothing upstream refers to the request any more.
+        debug_assert_eq!(
+            req.phase,
+            super::request::Phase::Done,
+            "{id} finished attached"
+        );
+        debug_assert!(!req.holds_request, "{id} finished holding a request token");
         self.header_pool.give(std::mem::take(&mut req.head.headers));
         if req.holds_retry {
             if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {

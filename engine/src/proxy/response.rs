@@ -13,6 +13,7 @@ use super::conn::{DownState, Upstream};
 use super::ids::{RequestId, UpstreamId};
 use super::log::ResponseFlag;
 use super::request::{status_retriable, Failure, Inbound, Outbound, Phase};
+use super::timers::TimerOwner;
 use super::{out_buf, Engine};
 
 impl Engine {
@@ -59,6 +60,7 @@ impl Engine {
                         idle = self.snapshot.config.http.stream_idle_timeout;
                     }
                     req.idle_deadline = Some(now + idle);
+                    (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
                         encoder.encode_data(&data, out);
                     }

@@ -34,6 +34,16 @@ impl Timers {
         self.heap.push(Reverse((at, self.seq, owner)));
     }
 
+    /// Wake `owner` at `at` unless it is already woken no later: `wake` is the instant the
+    /// owner keeps of its armed entry. Every deadline an owner sets goes through here (or is
+    /// later than its armed wake-up), so no deadline waits for a wake-up that never comes.
+    pub fn arm(&mut self, wake: &mut Option<Instant>, at: Instant, owner: TimerOwner) {
+        if wake.is_none_or(|w| at < w) {
+            *wake = Some(at);
+            self.schedule(at, owner);
+        }
+    }
+
     pub fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
@@ -47,6 +57,14 @@ impl Timers {
             }
             _ => None,
         }
+    }
+
+    /// Every armed entry, in no particular order (for invariant checks).
+    #[cfg(debug_assertions)]
+    pub fn entries(&self) -> impl Iterator<Item = (Instant, TimerOwner)> + '_ {
+        self.heap
+            .iter()
+            .map(|Reverse((at, _, owner))| (*at, *owner))
     }
 
     pub fn len(&self) -> usize {

@@ -97,6 +97,12 @@ impl Engine {
         let Some(up) = self.up_mut(up_id) else {
             return;
         };
+        // A connection carries one request at a time: a pooled one or a fresh one.
+        debug_assert!(
+            matches!(up.state, UpState::Idle | UpState::Connecting(_)),
+            "{up_id:?} attached to {req_id} while {:?}",
+            up.state
+        );
         up.state = UpState::Busy(req_id);
         up.idle_deadline = None;
         up.requests += 1;
@@ -264,6 +270,7 @@ impl Engine {
         if let Some(req) = s.pending.pop_front() {
             s.state.breaker_mut().pending_removed();
             if let Some(up) = self.up_mut(id) {
+                up.state = UpState::Idle; // free, and handed over at once
                 up.host = host;
                 up.host_gen = generation;
             }
