@@ -22,6 +22,7 @@ mod clusters;
 mod conn;
 mod downstream;
 mod ids;
+mod inspect;
 #[cfg(debug_assertions)]
 mod invariants;
 mod log;
@@ -35,7 +36,8 @@ mod stats;
 mod timers;
 mod upstream;
 
-pub use api::{Accepted, ConnId, Input, Output};
+pub use api::{Accepted, ConnId, Event, Input, Output};
+pub use inspect::Inspect;
 pub use log::{RequestLog, ResponseFlag};
 pub use snapshot::{CompiledConfig, ConfigError};
 pub use stats::EngineStats;
@@ -56,6 +58,9 @@ use slab::Slab;
 use snapshot::Snapshot;
 use timers::{TimerOwner, Timers};
 
+/// Events kept for [`Engine::poll_event`] when the driver does not poll them.
+pub const MAX_EVENTS: usize = 16;
+
 /// The sans-IO proxy engine.
 pub struct Engine {
     snapshot: Arc<Snapshot>,
@@ -66,6 +71,8 @@ pub struct Engine {
     timers: Timers,
     rng: EngineRng,
     outputs: VecDeque<Output>,
+    /// Events for the driver to log, oldest first; bounded by [`MAX_EVENTS`].
+    events: VecDeque<Event>,
     /// Work deferred to the top of the current call instead of done by re-entering the
     /// handler that caused it (see [`Work`]). Drained before every call returns.
     work: VecDeque<Work>,
@@ -123,6 +130,7 @@ impl Engine {
             timers: Timers::default(),
             rng: EngineRng::with_seed(seed),
             outputs: VecDeque::new(),
+            events: VecDeque::new(),
             work: VecDeque::new(),
             dirty: Vec::new(),
             logs: Vec::new(),
@@ -164,8 +172,16 @@ impl Engine {
             }
             Input::WriteDrained { conn } => self.on_write_drained(now, conn),
             Input::Config(config) => {
-                // A bad snapshot is refused whole; the last good one keeps serving.
-                let _ = self.apply_config(now, config);
+                // A bad snapshot is refused whole; the last good one keeps serving, and the
+                // driver hears why.
+                let version = config.version.clone();
+                if let Err(error) = self.apply_config(now, config) {
+                    if self.events.len() == MAX_EVENTS {
+                        self.events.pop_front();
+                    }
+                    self.events
+                        .push_back(Event::ConfigRejected { version, error });
+                }
             }
         }
         self.run_work(now);
@@ -220,6 +236,11 @@ impl Engine {
         self.outputs.pop_front()
     }
 
+    /// The next event to log, if any (at most [`MAX_EVENTS`] are kept; older ones go first).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
     /// When the engine next wants [`Engine::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -256,40 +277,10 @@ impl Engine {
         (self.conns.len(), self.requests.len())
     }
 
-    /// Runtime state of a cluster by name (balancer, ejections, breaker counters).
-    pub fn cluster_state(&self, name: &str) -> Option<&crate::cluster::ClusterState> {
-        let slot = self.clusters.lookup(name)?;
-        self.clusters.slot(slot).map(|s| &s.state)
-    }
-
-    /// The slot index of the configured cluster `name`, for [`Engine::cluster_state_at`]: a
-    /// cheap handle for a driver that inspects the same clusters after every call (the
-    /// simulator does), instead of hashing the name each time.
-    ///
-    /// A configured cluster's slot only changes in a successful config swap, so an index stays
-    /// valid until [`EngineStats::config_applied`] changes; look it up again after that.
-    pub fn cluster_index(&self, name: &str) -> Option<usize> {
-        self.clusters.lookup(name)
-    }
-
-    /// Runtime state of the configured cluster in slot `index` (from
-    /// [`Engine::cluster_index`]); `None` for an empty slot, a cluster a swap retired, or a
-    /// passthrough cluster. For a valid index this is exactly `cluster_state(name)`.
-    #[inline]
-    pub fn cluster_state_at(&self, index: usize) -> Option<&crate::cluster::ClusterState> {
-        self.clusters
-            .slot(index)
-            .filter(|s| !s.retired && !s.passthrough)
-            .map(|s| &s.state)
-    }
-
-    /// Hosts currently ejected by outlier detection, summed over every cluster slot
-    /// (configured, retired and passthrough). A driver that inspects ejections after every
-    /// call can skip its per-cluster look entirely while this is zero.
-    pub fn ejected_host_count(&self) -> usize {
-        (self.clusters.slots.iter().flatten())
-            .map(|s| s.state.ejected_count())
-            .sum()
+    /// A read-only view of the engine's runtime state, for tests and the simulator: what a
+    /// driver never needs (a driver's surface is inputs, outputs, timers, logs and events).
+    pub fn inspect(&self) -> Inspect<'_> {
+        Inspect { engine: self }
     }
 
     /// Switch planted bugs on or off (feature `mutants`; for the simulator's self-test only).

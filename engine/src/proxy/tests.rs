@@ -151,28 +151,28 @@ fn cluster_index_names_the_same_state_as_the_name() {
     two.clusters.push(other);
     let mut engine = Engine::try_new(Arc::new(two.clone()), 1).unwrap();
     for name in ["c", "d"] {
-        let i = engine.cluster_index(name).unwrap();
-        let by_index = engine.cluster_state_at(i).unwrap();
-        let by_name = engine.cluster_state(name).unwrap();
+        let i = engine.inspect().cluster_index(name).unwrap();
+        let by_index = engine.inspect().cluster_state_at(i).unwrap();
+        let by_name = engine.inspect().cluster_state(name).unwrap();
         assert!(std::ptr::eq(by_index, by_name));
     }
-    assert_eq!(engine.cluster_index("nope"), None);
-    assert!(engine.cluster_state_at(99).is_none());
+    assert_eq!(engine.inspect().cluster_index("nope"), None);
+    assert!(engine.inspect().cluster_state_at(99).is_none());
     // A swap that drops "d" retires its slot: the old index no longer answers, and the
     // counter that tells a driver to look indices up again moved.
-    let d = engine.cluster_index("d").unwrap();
+    let d = engine.inspect().cluster_index("d").unwrap();
     let applied = engine.stats().config_applied;
     let mut one = two;
     one.clusters.truncate(1);
     one.version = "t2".into();
     engine.apply_config(Instant::ZERO, Arc::new(one)).unwrap();
     assert_ne!(engine.stats().config_applied, applied);
-    assert!(engine.cluster_state_at(d).is_none());
-    assert!(engine.cluster_state("d").is_none());
-    let c = engine.cluster_index("c").unwrap();
+    assert!(engine.inspect().cluster_state_at(d).is_none());
+    assert!(engine.inspect().cluster_state("d").is_none());
+    let c = engine.inspect().cluster_index("c").unwrap();
     assert!(std::ptr::eq(
-        engine.cluster_state_at(c).unwrap(),
-        engine.cluster_state("c").unwrap()
+        engine.inspect().cluster_state_at(c).unwrap(),
+        engine.inspect().cluster_state("c").unwrap()
     ));
 }
 
@@ -190,7 +190,7 @@ fn ejected_host_count_follows_ejections() {
         ..Default::default()
     });
     let mut engine = Engine::try_new(Arc::new(cfg), 1).unwrap();
-    assert_eq!(engine.ejected_host_count(), 0);
+    assert_eq!(engine.inspect().ejected_host_count(), 0);
     let t = Instant::from_millis(1);
     let down = accept(&mut engine);
     engine.handle(
@@ -215,9 +215,9 @@ fn ejected_host_count_follows_ejections() {
         },
     );
     drain(&mut engine);
-    let state = engine.cluster_state("c").unwrap();
+    let state = engine.inspect().cluster_state("c").unwrap();
     assert_eq!(state.ejected_count(), 1);
-    assert_eq!(engine.ejected_host_count(), 1);
+    assert_eq!(engine.inspect().ejected_host_count(), 1);
 }
 
 #[test]
@@ -227,6 +227,41 @@ fn bad_config_keeps_engine_alive_with_error() {
     let engine = Engine::new(Arc::new(bad), 1);
     assert!(engine.last_config_error().is_some());
     assert!(engine.config().listeners.is_empty());
+}
+
+#[test]
+fn a_refused_config_input_is_reported_as_an_event() {
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let mut bad = config();
+    bad.version = "v2".into();
+    bad.clusters.clear();
+    engine.handle(Instant::ZERO, Input::Config(Arc::new(bad)));
+    let event = engine.poll_event();
+    let Some(Event::ConfigRejected { version, error }) = event else {
+        panic!("expected a rejection, got {event:?}");
+    };
+    assert_eq!(version, "v2");
+    assert!(
+        matches!(error, ConfigError::MissingCluster { .. }),
+        "{error}"
+    );
+    assert!(engine.poll_event().is_none());
+    assert_eq!(
+        engine.config().version,
+        "t",
+        "the last good config keeps serving"
+    );
+    assert_eq!(engine.stats().config_rejected, 1);
+    // Unpolled events are bounded.
+    for _ in 0..3 * MAX_EVENTS {
+        let mut bad = config();
+        bad.clusters.clear();
+        engine.handle(Instant::ZERO, Input::Config(Arc::new(bad)));
+    }
+    assert_eq!(
+        std::iter::from_fn(|| engine.poll_event()).count(),
+        MAX_EVENTS
+    );
 }
 
 #[test]
