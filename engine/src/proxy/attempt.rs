@@ -1,5 +1,6 @@
-//! Attempts: picking a host, timeouts (route, per-try, stream idle), retries with jittered
-//! backoff under Envoy's `retry_on` rules, and releasing what an attempt held.
+//! Attempts: picking a host, arming the route and per-try deadlines, and retries with
+//! jittered backoff under Envoy's `retry_on` rules. (The timers firing are `timeouts`'; what
+//! an attempt held is released by `pool::detach_attempt`.)
 //!
 //! A failed attempt is retried while `attempts` allows, the route deadline has not passed, the
 //! response has not started downstream, the request body could be replayed (it fit the retry
@@ -15,6 +16,7 @@ use crate::time::Instant;
 
 use super::ids::RequestId;
 use super::log::ResponseFlag;
+use super::pool::Acquired;
 use super::request::{Failure, Phase};
 use super::timers::TimerOwner;
 use super::Engine;
@@ -68,7 +70,10 @@ impl Engine {
             self.arm_try_timeout(now, id);
         }
         self.stats.upstream_rq_total += 1;
-        self.acquire_connection(now, id, slot, pick.host);
+        if self.acquire_connection(now, id, slot, pick.host) == Acquired::Overflow {
+            // No connection, no room to wait: undo the attempt and answer overflow.
+            self.overflow(now, id);
+        }
     }
 
     /// The per-try timeout starts once the request is whole and an attempt is under way.
@@ -94,70 +99,6 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_request_timer(&mut self, now: Instant, at: Instant, id: RequestId) {
-        let Some(req) = self.requests.get_mut(id) else {
-            return;
-        };
-        if req.wake != Some(at) {
-            return;
-        }
-        req.wake = None;
-        if req.deadline.is_some_and(|d| d <= now) {
-            req.deadline = None;
-            self.route_timeout(now, id);
-            return;
-        }
-        if req.try_deadline.is_some_and(|d| d <= now) {
-            req.try_deadline = None;
-            self.attempt_failed(now, id, Failure::PerTryTimeout);
-            return;
-        }
-        if req.idle_deadline.is_some_and(|d| d <= now) {
-            req.idle_deadline = None;
-            self.stream_idle(now, id);
-            return;
-        }
-        if req.resume_at.is_some_and(|d| d <= now) {
-            req.resume_at = None;
-            match req.phase {
-                Phase::FaultDelay => self.after_delay(now, id),
-                Phase::Backoff => self.begin_attempt(now, id),
-                _ => {}
-            }
-        }
-        // Whatever is still pending (route deadline, idle deadline ...) keeps a timer.
-        self.arm_request_timer(id);
-    }
-
-    /// Nothing moved for `stream_idle_timeout`.
-    fn stream_idle(&mut self, now: Instant, id: RequestId) {
-        self.detach_attempt(now, id, Some(Outcome::Timeout));
-        let Some(req) = self.requests.get(id) else {
-            return;
-        };
-        if req.response_started() {
-            self.abort_downstream(now, id, ResponseFlag::StreamIdleTimeout);
-        } else if !req.body_done() {
-            self.local_reply(
-                now,
-                id,
-                408,
-                Some(ResponseFlag::StreamIdleTimeout),
-                "stream timeout",
-                &[],
-            );
-        } else {
-            self.local_reply(
-                now,
-                id,
-                504,
-                Some(ResponseFlag::StreamIdleTimeout),
-                "stream timeout",
-                &[],
-            );
-        }
-    }
-
     /// Bytes moved for this request: push its stream idle deadline back (by the timeout of
     /// the request's own snapshot, whatever config runs now).
     pub(crate) fn touch(&mut self, now: Instant, id: RequestId) {
@@ -173,24 +114,6 @@ impl Engine {
             let at = now + timeout;
             req.idle_deadline = Some(at);
             (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
-        }
-    }
-
-    /// The route's `timeout` passed: 504 if nothing was answered yet, else cut the response.
-    fn route_timeout(&mut self, now: Instant, id: RequestId) {
-        self.detach_attempt(now, id, Some(Outcome::Timeout));
-        let started = self.requests.get(id).is_some_and(|r| r.response_started());
-        if started {
-            self.abort_downstream(now, id, ResponseFlag::UpstreamRequestTimeout);
-        } else {
-            self.local_reply(
-                now,
-                id,
-                504,
-                Some(ResponseFlag::UpstreamRequestTimeout),
-                "upstream request timeout",
-                &[],
-            );
         }
     }
 
@@ -334,56 +257,6 @@ impl Engine {
                 .clusters
                 .slot_mut(slot)
                 .is_some_and(|s| s.state.breaker_mut().try_start_retry());
-        }
-    }
-
-    /// Give up the current attempt's upstream resources; `outcome` feeds outlier detection.
-    pub(crate) fn detach_attempt(&mut self, now: Instant, id: RequestId, outcome: Option<Outcome>) {
-        let Some(req) = self.requests.get_mut(id) else {
-            return;
-        };
-        let phase = req.phase;
-        req.set_phase(Phase::Done);
-        let host = req.host.take();
-        let slot = req.slot;
-        let holds_request = std::mem::take(&mut req.holds_request);
-        req.try_deadline = None;
-        match phase {
-            Phase::Pending => {
-                if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {
-                    if let Some(pos) = s.pending.iter().position(|&r| r == id) {
-                        s.pending.remove(pos);
-                        s.state.breaker_mut().pending_removed();
-                    }
-                }
-            }
-            Phase::Connecting(up) => {
-                // Let the connection finish; it joins the pool for someone else.
-                self.unclaim_connecting(up);
-            }
-            Phase::Upstream { up, .. } => {
-                self.close_upstream(now, up, false);
-            }
-            _ => {}
-        }
-        if let (Some(slot), Some((generation, host, addr))) = (slot, host) {
-            if let Some(s) = self.clusters.slot_mut(slot) {
-                let host = s.resolve_host(generation, host, addr);
-                if let Some(host) = host {
-                    if matches!(phase, Phase::Upstream { .. }) {
-                        s.state.request_finished(host);
-                    }
-                    if let Some(outcome) = outcome {
-                        s.state.report(now, host, outcome);
-                        self.arm_sweep(slot);
-                    }
-                }
-            }
-        }
-        if holds_request {
-            if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {
-                s.state.breaker_mut().request_done();
-            }
         }
     }
 }

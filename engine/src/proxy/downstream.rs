@@ -1,23 +1,24 @@
-//! Client-side connections: reading request heads and bodies, protocol errors, keep-alive and
-//! pipelining, header-read and idle timeouts, upgraded tunnels, backpressure.
+//! Client connection events: reading request heads and bodies, protocol errors, header-read
+//! and idle timeouts, EOF and resets. (Keep-alive after a request is `reply`'s; tunnels and
+//! backpressure are `relay`'s.)
 //!
 //! Pipelining is handled safely by never looking at the next request before the current one
 //! is answered: its bytes wait in the receive buffer (bounded; reading pauses when full).
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::http1::{self, BodyEvent};
 use crate::time::Instant;
 
 use super::api::Accepted;
-use super::conn::{Conn, DownState, Downstream, Side, UpState};
-use super::ids::{DownstreamId, RequestId, UpstreamId};
+use super::conn::{Conn, DownState, Downstream, Side};
+use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
 use super::request::{Inbound, Phase};
 use super::timers::TimerOwner;
-use super::{out_buf, Engine};
+use super::Engine;
 
 impl Engine {
     pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> DownstreamId {
@@ -189,36 +190,6 @@ impl Engine {
         }
     }
 
-    /// Move buffered body bytes to the attempt's upstream connection once the head went out.
-    pub(crate) fn pump_request_body(&mut self, _now: Instant, req_id: RequestId) {
-        let Some(req) = self.requests.get_mut(req_id) else {
-            return;
-        };
-        // Only an attached attempt has sent its head: the body follows it.
-        let Phase::Upstream { up, end_sent } = req.phase else {
-            return;
-        };
-        let trailers = match &req.inbound {
-            Inbound::Done { trailers } if !end_sent => Some(trailers),
-            _ => None,
-        };
-        if req.unsent.is_empty() && trailers.is_none() {
-            return;
-        }
-        let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up) else {
-            return;
-        };
-        while let Some(chunk) = req.unsent.pop_front() {
-            req.encoder.encode_data(&chunk, out);
-        }
-        req.unsent_bytes = 0;
-        if let Some(trailers) = trailers {
-            // Trailers stay with the request: a retry replays them too.
-            req.encoder.encode_end(trailers, out);
-            req.set_phase(Phase::Upstream { up, end_sent: true });
-        }
-    }
-
     /// Answer a request that could not be parsed, then close (the framing can't be trusted).
     fn protocol_error(&mut self, now: Instant, id: DownstreamId, status: u16, reason: &str) {
         let mut out = BytesMut::new();
@@ -263,35 +234,6 @@ impl Engine {
             request_body_bytes: 0,
             response_body_bytes: reason.len() as u64,
         });
-    }
-
-    /// The request on `down` is finished: keep the connection for the next one, or close.
-    pub(crate) fn downstream_request_done(
-        &mut self,
-        now: Instant,
-        down_id: DownstreamId,
-        body_done: bool,
-    ) {
-        let idle_timeout = self.snapshot.config.http.idle_timeout;
-        let Some(down) = self.down_mut(down_id) else {
-            return;
-        };
-        if matches!(down.state, DownState::Tunnel(_)) {
-            return;
-        }
-        if down.close_after_response || !body_done || down.read_closed {
-            down.state = DownState::Idle;
-            self.mark_closing(down_id, true);
-            return;
-        }
-        down.state = DownState::Idle;
-        down.idle_deadline = Some(now + idle_timeout);
-        self.arm_conn_timer(down_id, now + idle_timeout);
-        // A pipelined request may be waiting. It is read after the current call unwinds (or by
-        // the `on_downstream_data` loop that is running now), never from here: no recursion.
-        if !self.down_mut(down_id).is_some_and(|d| d.recv.is_empty()) {
-            self.queue_resume(down_id);
-        }
     }
 
     pub(crate) fn on_downstream_eof(&mut self, now: Instant, id: DownstreamId) {
@@ -374,75 +316,5 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Switch a downstream connection and its upstream to a raw byte relay (after 101).
-    pub(crate) fn start_tunnel(
-        &mut self,
-        down_id: DownstreamId,
-        up_id: UpstreamId,
-        leftover_up: Bytes,
-    ) {
-        if let Some(down) = self.down_mut(down_id) {
-            debug_assert_eq!(
-                down.state,
-                DownState::Idle,
-                "a tunnel starts between requests"
-            );
-            down.state = DownState::Tunnel(up_id);
-            down.idle_deadline = None;
-            down.head_deadline = None;
-        }
-        if let Some(up) = self.conns.up_mut(up_id) {
-            up.state = UpState::Tunnel(down_id);
-            up.idle_deadline = None;
-        }
-        if !leftover_up.is_empty() {
-            self.write(down_id, &leftover_up);
-        }
-        let pending = self
-            .down_mut(down_id)
-            .map(|d| d.recv.split().freeze())
-            .unwrap_or_default();
-        if !pending.is_empty() {
-            self.write(up_id, &pending);
-        }
-    }
-
-    /// Recompute read interest after the downstream side drained or buffered more.
-    pub(crate) fn refresh_backpressure_from_down(&mut self, now: Instant, down_id: DownstreamId) {
-        let limit = self.snapshot.config.http.connection_buffer_bytes;
-        let Some(Conn {
-            side: Side::Down(down),
-            unacked,
-            out,
-            ..
-        }) = self.conns.get(down_id.conn())
-        else {
-            return;
-        };
-        let down_backlog = unacked + out.len();
-        let (partner, unsent) = match down.state {
-            DownState::Active(req) => {
-                let r = self.requests.get(req);
-                let up = r.and_then(|r| r.phase.upstream());
-                (up, r.map(|r| r.unsent_bytes).unwrap_or(0))
-            }
-            DownState::Tunnel(up) => (Some(up), 0),
-            _ => (None, 0),
-        };
-        let recv_len = down.recv.len();
-        let partner_backlog = partner
-            .and_then(|p| self.conns.get(p.conn()))
-            .map(|c| c.backlog())
-            .unwrap_or(0);
-        // Read from the client only while what it sent can go somewhere.
-        let read_down = recv_len < limit && unsent < limit && partner_backlog < limit;
-        self.set_reading(down_id, read_down);
-        // Read from the upstream only while the client keeps up.
-        if let Some(up) = partner {
-            self.set_reading(up, down_backlog < limit);
-        }
-        let _ = now;
     }
 }

@@ -5,13 +5,34 @@
 //! 1. `downstream`: bytes from a client are parsed into a request head (RFC 9112 rules and
 //!    limits from [`crate::http1`]); protocol errors answer 4xx/5xx and close.
 //! 2. `routing`: the head is routed ([`crate::route`]), faults are injected, the upstream
-//!    head is prepared; `request` holds the request's state.
-//! 3. `attempt`: a host is picked ([`crate::cluster`]), timeouts run, failures are retried
-//!    with jittered backoff within the route's policy.
-//! 4. `upstream`: a pooled connection (or a new one, within the circuit breaker's limits)
-//!    carries the request; `response` validates and streams the answer back and returns the
-//!    connection to the pool.
-//! 5. `reply`: mesh-generated answers, the end of the request, its access-log record.
+//!    head is prepared; `request` holds the request's state (an enum per concern).
+//! 3. `attempt`: a host is picked ([`crate::cluster`]), failures are retried with jittered
+//!    backoff within the route's policy; `timeouts` fire the route, per-try and idle limits.
+//! 4. `pool`: a pooled connection (or a new one, within the circuit breaker's limits)
+//!    carries the request; `upstream` takes the connection's events, `response` validates
+//!    and streams the answer back and returns the connection to the pool.
+//! 5. `reply`: mesh-generated answers, the end of the request, its access-log record, and
+//!    the connection's next request (queued as deferred work, never a recursive call).
+//!
+//! Files are layered: each calls only files listed below it, never one above.
+//!
+//! ```text
+//!   mod         public surface, dispatch, the deferred-work loop, flush
+//!   upstream    upstream connection events  ┐
+//!   downstream  client connection events    ├ handlers, called only by mod
+//!   timeouts    a request's timers firing   ┘
+//!   response    relaying an upstream answer
+//!   routing     a new request: route, faults, upstream head
+//!   attempt     hosts and retries
+//!   reply       ending a request
+//!   pool        upstream connections and cluster slots
+//!   relay       backpressure and tunnels
+//!   outbox      writes, closes, read interest, timers, deferred work
+//! ```
+//!
+//! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
+//! `timers`, `snapshot`, `api`, `log`, `stats`; `inspect` (probes for tests and the
+//! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
 //! from the engine's seeded RNG, and nothing iterates a hash map to make a decision.
@@ -26,6 +47,9 @@ mod inspect;
 #[cfg(debug_assertions)]
 mod invariants;
 mod log;
+mod outbox;
+mod pool;
+mod relay;
 mod reply;
 mod request;
 mod response;
@@ -33,6 +57,7 @@ mod routing;
 mod slab;
 mod snapshot;
 mod stats;
+mod timeouts;
 mod timers;
 mod upstream;
 
@@ -53,6 +78,7 @@ use crate::time::Instant;
 use clusters::Clusters;
 use conn::{Conn, Side};
 use ids::{DownstreamId, RequestId, UpstreamId};
+use outbox::out_buf;
 use request::Request;
 use slab::Slab;
 use snapshot::Snapshot;
@@ -287,23 +313,10 @@ impl Engine {
     #[cfg(feature = "mutants")]
     pub fn set_mutations(&mut self, mutations: crate::mutants::Mutations) {
         self.mutations = mutations;
-        crate::mutants::set_route(&mutations);
-        for s in self.clusters.slots.iter_mut().flatten() {
-            s.state.set_mutations(mutations);
-        }
+        self.spread_mutations();
     }
 
     // ---- plumbing shared by the submodules ----
-
-    /// Let downstream `id` read its next (pipelined) request once the current call unwinds.
-    fn queue_resume(&mut self, id: DownstreamId) {
-        if let Some(down) = self.conns.open_down_mut(id) {
-            if !down.resume_queued {
-                down.resume_queued = true;
-                self.work.push_back(Work::Resume(id));
-            }
-        }
-    }
 
     /// Do the deferred work, including whatever it defers in turn. The queue holds at most one
     /// entry per downstream connection, and each handler runs from here with a flat stack.
@@ -322,60 +335,6 @@ impl Engine {
         }
     }
 
-    /// The passthrough cluster slot for `addr`; retired slots are collected when too many
-    /// destinations have been seen, so memory stays bounded.
-    fn passthrough_slot(&mut self, now: Instant, addr: std::net::SocketAddr) -> usize {
-        const MAX_UNCONFIGURED: usize = 256;
-        if self.clusters.unconfigured_count() >= MAX_UNCONFIGURED {
-            self.collect_cluster_garbage();
-        }
-        self.clusters.passthrough(addr, now).0
-    }
-
-    fn install_clusters(&mut self, config: &Config, now: Instant) {
-        let conns = &self.conns;
-        let result = self
-            .clusters
-            .apply(config, now, |id| conns.up(id).map(|up| up.addr));
-        for conn in result.orphaned_idle {
-            self.close_upstream(now, conn, false);
-        }
-        for slot in result.rearm {
-            self.arm_sweep(slot);
-        }
-        self.collect_cluster_garbage();
-    }
-
-    /// Frees retired and passthrough cluster slots no live request or connection refers to.
-    fn collect_cluster_garbage(&mut self) {
-        let mut referenced = vec![false; self.clusters.slots.len()];
-        for (_, req) in self.requests.iter() {
-            if let Some(r) = req.slot.and_then(|slot| referenced.get_mut(slot)) {
-                *r = true;
-            }
-        }
-        for (_, conn) in self.conns.iter() {
-            if let Side::Up(up) = &conn.side {
-                if let Some(r) = referenced.get_mut(up.slot) {
-                    *r = true;
-                }
-            }
-        }
-        self.clusters.collect_garbage(&referenced);
-        #[cfg(feature = "mutants")]
-        self.set_mutations(self.mutations);
-    }
-
-    fn arm_sweep(&mut self, slot: usize) {
-        let Some(s) = self.clusters.slot_mut(slot) else {
-            return;
-        };
-        let Some(at) = s.state.next_timer() else {
-            return;
-        };
-        (self.timers).arm(&mut s.sweep_at, at, TimerOwner::ClusterSweep(slot));
-    }
-
     fn on_sweep_timer(&mut self, now: Instant, at: Instant, slot: usize) {
         let Some(s) = self.clusters.slot_mut(slot) else {
             return;
@@ -387,38 +346,6 @@ impl Engine {
         let returned = s.state.on_timer(now);
         self.stats.outlier_returns += returned.len() as u64;
         self.arm_sweep(slot);
-    }
-
-    /// Queue `bytes` for `conn`; flushed at the end of the current call.
-    fn write(&mut self, conn: impl Into<ConnId>, bytes: &[u8]) {
-        let conn = conn.into();
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.is_open() {
-                c.out.extend_from_slice(bytes);
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(conn);
-                }
-            }
-        }
-    }
-
-    fn mark_dirty(&mut self, conn: ConnId) {
-        mark_dirty(&mut self.conns, &mut self.dirty, conn);
-    }
-
-    /// Decide to close `conn`; its buffered bytes still go out first when graceful.
-    fn mark_closing(&mut self, conn: impl Into<ConnId>, graceful: bool) {
-        let conn = conn.into();
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing.is_none() {
-                c.closing = Some(graceful);
-                if !graceful {
-                    c.out.clear();
-                }
-            }
-        }
-        self.mark_dirty(conn);
     }
 
     /// Removes stale timer entries once they clearly outnumber the live owners. Without this a
@@ -467,25 +394,6 @@ impl Engine {
             }
         }
         self.dirty = dirty;
-    }
-
-    fn set_reading(&mut self, conn: impl Into<ConnId>, enabled: bool) {
-        let conn = conn.into();
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.is_open() && c.reading != enabled {
-                c.reading = enabled;
-                self.outputs
-                    .push_back(Output::ReadInterest { conn, enabled });
-            }
-        }
-    }
-
-    /// Arm the connection's timer for `at` unless an earlier one is already armed.
-    fn arm_conn_timer(&mut self, conn: impl Into<ConnId>, at: Instant) {
-        let conn = conn.into();
-        if let Some(c) = self.conns.get_mut(conn) {
-            (self.timers).arm(&mut c.wake, at, TimerOwner::Conn(conn));
-        }
     }
 
     fn on_conn_timer(&mut self, now: Instant, at: Instant, id: ConnId) {
@@ -577,34 +485,6 @@ enum Work {
     /// A request on this downstream connection finished and more bytes are buffered: read
     /// the next request.
     Resume(DownstreamId),
-}
-
-/// The outgoing buffer of an open connection, marked for flushing. A free function over the
-/// two fields, so callers can encode straight from a request borrowed from `requests`.
-fn out_buf<'a>(
-    conns: &'a mut Slab<ConnId, Conn>,
-    dirty: &mut Vec<ConnId>,
-    conn: impl Into<ConnId>,
-) -> Option<&'a mut bytes::BytesMut> {
-    let conn = conn.into();
-    let c = conns.get_mut(conn)?;
-    if !c.is_open() {
-        return None;
-    }
-    if !c.dirty {
-        c.dirty = true;
-        dirty.push(conn);
-    }
-    Some(&mut c.out)
-}
-
-fn mark_dirty(conns: &mut Slab<ConnId, Conn>, dirty: &mut Vec<ConnId>, conn: ConnId) {
-    if let Some(c) = conns.get_mut(conn) {
-        if !c.dirty {
-            c.dirty = true;
-            dirty.push(conn);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! Ending a request: mesh-generated answers (with Envoy's response flags and wording), cutting
-//! a response that can't be completed, and the access-log record.
+//! a response that can't be completed, the access-log record, and what the client connection
+//! does next (close, or wait for the next request: queued as deferred work when bytes wait).
 
 use std::sync::Arc;
 
 use crate::http1::{self};
 use crate::time::Instant;
 
-use super::ids::RequestId;
+use super::conn::DownState;
+use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
 use super::request::Outbound;
 use super::Engine;
@@ -162,6 +164,39 @@ impl Engine {
             response_body_bytes: req.resp_body_out,
         });
         self.downstream_request_done(now, down, body_done);
+    }
+
+    /// The request on `down` is finished: keep the connection for the next one, or close.
+    pub(super) fn downstream_request_done(
+        &mut self,
+        now: Instant,
+        down_id: DownstreamId,
+        body_done: bool,
+    ) {
+        let idle_timeout = self.snapshot.config.http.idle_timeout;
+        let Some(down) = self.conns.open_down_mut(down_id) else {
+            return;
+        };
+        if matches!(down.state, DownState::Tunnel(_)) {
+            return;
+        }
+        if down.close_after_response || !body_done || down.read_closed {
+            down.state = DownState::Idle;
+            self.mark_closing(down_id, true);
+            return;
+        }
+        down.state = DownState::Idle;
+        down.idle_deadline = Some(now + idle_timeout);
+        self.arm_conn_timer(down_id, now + idle_timeout);
+        // A pipelined request may be waiting. It is read after the current call unwinds (or by
+        // the `on_downstream_data` loop that is running now), never from here: no recursion.
+        if !self
+            .conns
+            .open_down_mut(down_id)
+            .is_some_and(|d| d.recv.is_empty())
+        {
+            self.queue_resume(down_id);
+        }
     }
 }
 

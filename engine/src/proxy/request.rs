@@ -1,8 +1,10 @@
 //! A request's state: what it is, where it is in its life, and why an attempt failed.
 //!
-//! The life itself is spread by concern: [`super::routing`] (route, faults, upstream head),
-//! [`super::attempt`] (hosts, connections, timeouts, retries) and [`super::reply`]
-//! (mesh-generated answers, the end of a request, its access-log record).
+//! Three enums carry the state that used to be a phase and booleans: [`Phase`] (the attempt
+//! upstream), [`Inbound`] (the body coming from the client) and [`Outbound`] (the response
+//! going back). The life itself is spread by concern: [`super::routing`] (route, faults,
+//! upstream head), [`super::attempt`] (hosts, retries), [`super::pool`] (connections) and
+//! [`super::reply`] (mesh-generated answers, the end of a request, its access-log record).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
