@@ -27,7 +27,6 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        req.resume_at = None;
         let Some(slot) = req.slot else {
             return;
         };
@@ -209,9 +208,10 @@ impl Engine {
             // Planted bug: forget the overall deadline; the next attempt re-arms it from now.
             req.deadline = None;
         }
-        req.set_phase(Phase::Backoff);
+        req.set_phase(Phase::Backoff {
+            resume_at: now + backoff,
+        });
         req.try_deadline = None;
-        req.resume_at = Some(now + backoff);
         self.arm_request_timer(id);
         #[cfg(feature = "mutants")]
         if self.mutations.config_applies_to_in_flight {

@@ -63,22 +63,22 @@ impl Engine {
                     let queued = slot.map_or(0, |s| s.pending.iter().filter(|&&r| r == id).count());
                     assert_eq!(queued, 1, "{id}: pending, queued {queued} times");
                 }
-                Phase::FaultDelay | Phase::Backoff => {
-                    assert!(
-                        req.resume_at.is_some(),
-                        "{id}: {:?} without resume_at",
-                        req.phase
-                    );
-                }
-                Phase::Done => {}
+                Phase::FaultDelay { .. } | Phase::Backoff { .. } | Phase::Done => {}
             }
-            if matches!(
+            let attempting = matches!(
                 req.phase,
                 Phase::Pending | Phase::Connecting(_) | Phase::Upstream { .. }
-            ) {
+            );
+            // The breaker's request token is held exactly while an attempt is under way.
+            assert_eq!(
+                req.holds_request, attempting,
+                "{id}: request token in {:?}",
+                req.phase
+            );
+            if !attempting {
                 assert!(
-                    req.holds_request,
-                    "{id}: an attempt without its request token"
+                    req.try_deadline.is_none(),
+                    "{id}: a per-try deadline, no try"
                 );
             }
             assert_eq!(

@@ -23,10 +23,10 @@ use super::snapshot::Snapshot;
 /// what went back to it [`Outbound`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Waiting for a fault-injection delay to pass.
-    FaultDelay,
-    /// Waiting out the backoff before the next attempt.
-    Backoff,
+    /// Waiting for a fault-injection delay to pass, until `resume_at`.
+    FaultDelay { resume_at: Instant },
+    /// Waiting out the backoff before the next attempt, until `resume_at`.
+    Backoff { resume_at: Instant },
     /// Queued for a connection of its cluster.
     Pending,
     /// Its connection is being established.
@@ -40,6 +40,14 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
+    /// When a fault delay or a backoff ends.
+    pub fn resume_at(self) -> Option<Instant> {
+        match self {
+            Phase::FaultDelay { resume_at } | Phase::Backoff { resume_at } => Some(resume_at),
+            _ => None,
+        }
+    }
+
     /// The upstream connection the current attempt is attached to.
     pub fn upstream(self) -> Option<UpstreamId> {
         match self {
@@ -54,10 +62,11 @@ impl Phase {
         match (self, next) {
             (_, Done) => true,
             // A retry's backoff starts after the failed attempt was detached.
-            (Done, Backoff) => true,
-            (Done, FaultDelay) => true,
-            // A new attempt starts from no attempt, a fault delay or a backoff.
-            (Done | FaultDelay | Backoff, Pending | Connecting(_) | Upstream { .. }) => true,
+            (Done, Backoff { .. }) => true,
+            (Done, FaultDelay { .. }) => true,
+            // A new attempt starts once no attempt is under way (a delay or backoff that ended
+            // went back to `Done`).
+            (Done, Pending | Connecting(_) | Upstream { .. }) => true,
             // A queued request gets a connection: a pooled or handed-off one, or a new one.
             (Pending, Connecting(_) | Upstream { .. }) => true,
             (Connecting(a), Upstream { up, .. }) => a == up,
@@ -164,7 +173,6 @@ pub(crate) struct Request {
     // Timers.
     pub deadline: Option<Instant>,
     pub try_deadline: Option<Instant>,
-    pub resume_at: Option<Instant>,
     /// Stream idle deadline, pushed back whenever bytes move.
     pub idle_deadline: Option<Instant>,
     pub wake: Option<Instant>,
@@ -268,7 +276,7 @@ impl Request {
         [
             self.deadline,
             self.try_deadline,
-            self.resume_at,
+            self.phase.resume_at(),
             self.idle_deadline,
         ]
         .into_iter()

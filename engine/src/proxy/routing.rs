@@ -62,7 +62,6 @@ impl Engine {
             encoder: BodyEncoder::new(head.framing),
             deadline: None,
             try_deadline: None,
-            resume_at: None,
             idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
             wake: None,
             outbound: Outbound::NotStarted,
@@ -255,8 +254,9 @@ impl Engine {
                 return;
             };
             req.flags.push(ResponseFlag::DelayInjected);
-            req.set_phase(Phase::FaultDelay);
-            req.resume_at = Some(now + delay.fixed);
+            req.set_phase(Phase::FaultDelay {
+                resume_at: now + delay.fixed,
+            });
             self.arm_request_timer(id);
             return;
         }

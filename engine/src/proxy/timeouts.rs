@@ -33,11 +33,12 @@ impl Engine {
             self.stream_idle(now, id);
             return;
         }
-        if req.resume_at.is_some_and(|d| d <= now) {
-            req.resume_at = None;
-            match req.phase {
-                Phase::FaultDelay => self.after_delay(now, id),
-                Phase::Backoff => self.begin_attempt(now, id),
+        let phase = req.phase;
+        if phase.resume_at().is_some_and(|d| d <= now) {
+            req.set_phase(Phase::Done);
+            match phase {
+                Phase::FaultDelay { .. } => self.after_delay(now, id),
+                Phase::Backoff { .. } => self.begin_attempt(now, id),
                 _ => {}
             }
         }
