@@ -66,6 +66,20 @@ impl Engine {
                         break;
                     }
                     if down.state == DownState::Idle {
+                        // What the client was sent and has not taken bounds how far it may
+                        // read ahead: a pipelined request waits (in the bounded receive buffer)
+                        // until that drains, so answering many of them needs no more memory.
+                        let limit = self.snapshot.config.http.connection_buffer_bytes;
+                        if self
+                            .conns
+                            .get(id.conn())
+                            .is_some_and(|c| c.backlog() >= limit)
+                        {
+                            break;
+                        }
+                        let Some(down) = self.down_mut(id) else {
+                            return;
+                        };
                         down.state = DownState::ReadingHead;
                         let at = now + self.snapshot.config.http.header_read_timeout;
                         if let Some(down) = self.down_mut(id) {

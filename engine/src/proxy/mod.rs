@@ -416,7 +416,15 @@ impl Engine {
         };
         c.unacked = 0;
         match &c.side {
-            Side::Down(_) => self.refresh_backpressure_from_down(now, DownstreamId::new(id)),
+            Side::Down(down) => {
+                // A pipelined request may have waited for the client to take its answers.
+                let waiting = down.state == conn::DownState::Idle && !down.recv.is_empty();
+                let id = DownstreamId::new(id);
+                self.refresh_backpressure_from_down(now, id);
+                if waiting {
+                    self.queue_resume(id);
+                }
+            }
             Side::Up(_) => self.refresh_backpressure_from_up(now, UpstreamId::new(id)),
         }
     }
