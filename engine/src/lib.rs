@@ -31,5 +31,5 @@ pub mod rng;
 pub mod route;
 pub mod time;
 
-pub use proxy::{ConnId, Engine, Input, Output};
+pub use proxy::{ConnId, Engine, Event, Input, Output};
 pub use time::Instant;

@@ -6,7 +6,7 @@
 //! wrapper (metrics, tracing) can slot in. The methods mirror `Engine`'s own one for one.
 
 use trellis_engine::proxy::{Accepted, RequestLog};
-use trellis_engine::{ConnId, Engine, Input, Instant, Output};
+use trellis_engine::{ConnId, Engine, Event, Input, Instant, Output};
 
 /// A sans-IO proxy state machine a driver can run.
 pub trait ProxyEngine {
@@ -37,7 +37,16 @@ impl ProxyEngine for Engine {
     }
 
     fn handle(&mut self, now: Instant, input: Input) {
-        Engine::handle(self, now, input)
+        Engine::handle(self, now, input);
+        while let Some(event) = self.poll_event() {
+            match event {
+                Event::ConfigRejected { version, error } => tracing::error!(
+                    %version,
+                    %error,
+                    "configuration refused by the engine; the last good one keeps serving"
+                ),
+            }
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {

@@ -238,7 +238,12 @@ fn endpoint_ejected_after_consecutive_5xx_and_back_after_base_ejection_time() {
     }
     assert_eq!(fives, 3);
     let ejected_at = w.now;
-    assert!(w.engine.cluster_state("svc").unwrap().is_ejected(0));
+    assert!(w
+        .engine
+        .inspect()
+        .cluster_state("svc")
+        .unwrap()
+        .is_ejected(0));
     for _ in 0..20 {
         assert_eq!(w.get(LISTENER, "svc", "/", &[]).unwrap().body_str(), "good");
     }
@@ -246,12 +251,20 @@ fn endpoint_ejected_after_consecutive_5xx_and_back_after_base_ejection_time() {
     // Sweeps run every 10 s from t=0; the host returns on the first sweep at or after 30 s.
     w.advance_to(ejected_at + secs(29));
     assert!(
-        w.engine.cluster_state("svc").unwrap().is_ejected(0),
+        w.engine
+            .inspect()
+            .cluster_state("svc")
+            .unwrap()
+            .is_ejected(0),
         "still out before 30 s"
     );
     w.advance_to(Instant::ZERO + secs(30));
     assert!(
-        !w.engine.cluster_state("svc").unwrap().is_ejected(0),
+        !w.engine
+            .inspect()
+            .cluster_state("svc")
+            .unwrap()
+            .is_ejected(0),
         "back at the 30 s sweep"
     );
     let bodies: Vec<String> = (0..4)
@@ -768,7 +781,14 @@ fn stale_keep_alive_connections_are_resets_not_refused_streams() {
     assert_eq!(second.header("x-trellis-response-flags"), Some("UC"));
     assert!(w.logs.iter().all(|l| l.attempts == 1), "nothing retried");
     // Stale connections are not the host's fault: nothing was reported to outlier detection.
-    assert_eq!(w.engine.cluster_state("svc").unwrap().ejected_count(), 0);
+    assert_eq!(
+        w.engine
+            .inspect()
+            .cluster_state("svc")
+            .unwrap()
+            .ejected_count(),
+        0
+    );
 
     // `retryOn: reset`: retried on a fresh connection, a POST as well as a GET.
     let reset = RetryOn {

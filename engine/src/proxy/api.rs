@@ -64,6 +64,19 @@ pub enum Input {
     Config(Arc<Config>),
 }
 
+/// Something the engine reports that is not an action for the driver: pulled with
+/// [`crate::Engine::poll_event`], for the driver to log.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A configuration snapshot handed in as [`Input::Config`] was refused whole; the last
+    /// good one keeps serving.
+    ConfigRejected {
+        /// The refused snapshot's `version`.
+        version: String,
+        error: crate::proxy::ConfigError,
+    },
+}
+
 /// Something the driver must do, pulled with [`crate::Engine::poll_output`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {

@@ -1,5 +1,6 @@
-//! Attempts: picking a host, timeouts (route, per-try, stream idle), retries with jittered
-//! backoff under Envoy's `retry_on` rules, and releasing what an attempt held.
+//! Attempts: picking a host, arming the route and per-try deadlines, and retries with
+//! jittered backoff under Envoy's `retry_on` rules. (The timers firing are `timeouts`'; what
+//! an attempt held is released by `pool::detach_attempt`.)
 //!
 //! A failed attempt is retried while `attempts` allows, the route deadline has not passed, the
 //! response has not started downstream, the request body could be replayed (it fit the retry
@@ -13,18 +14,19 @@ use crate::config::RetryPolicy;
 use crate::http1::BodyEncoder;
 use crate::time::Instant;
 
+use super::ids::RequestId;
 use super::log::ResponseFlag;
+use super::pool::Acquired;
 use super::request::{Failure, Phase};
 use super::timers::TimerOwner;
 use super::Engine;
 
 impl Engine {
     /// Pick a host and get a connection for the next attempt.
-    pub(crate) fn begin_attempt(&mut self, now: Instant, id: u64) {
+    pub(crate) fn begin_attempt(&mut self, now: Instant, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        req.resume_at = None;
         let Some(slot) = req.slot else {
             return;
         };
@@ -58,22 +60,23 @@ impl Engine {
         req.attempts += 1;
         req.tried_hosts.push(pick.host);
         req.host = Some((generation, pick.host, addr));
-        req.head_sent = false;
-        req.end_sent = false;
         req.encoder = BodyEncoder::new(req.head.framing);
         if let Some(replay) = &req.replay {
             req.unsent = replay.iter().cloned().collect();
             req.unsent_bytes = req.replay_bytes;
         }
-        if req.body_done {
+        if req.body_done() {
             self.arm_try_timeout(now, id);
         }
         self.stats.upstream_rq_total += 1;
-        self.acquire_connection(now, id, slot, pick.host);
+        if self.acquire_connection(now, id, slot, pick.host) == Acquired::Overflow {
+            // No connection, no room to wait: undo the attempt and answer overflow.
+            self.overflow(now, id);
+        }
     }
 
     /// The per-try timeout starts once the request is whole and an attempt is under way.
-    pub(crate) fn arm_try_timeout(&mut self, now: Instant, id: u64) {
+    pub(crate) fn arm_try_timeout(&mut self, now: Instant, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -86,85 +89,18 @@ impl Engine {
         self.arm_request_timer(id);
     }
 
-    pub(crate) fn arm_request_timer(&mut self, id: u64) {
+    pub(crate) fn arm_request_timer(&mut self, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
         if let Some(at) = req.earliest_wake() {
-            if req.wake.is_none_or(|w| at < w) {
-                req.wake = Some(at);
-                self.timers.schedule(at, TimerOwner::Request(id));
-            }
-        }
-    }
-
-    pub(crate) fn on_request_timer(&mut self, now: Instant, at: Instant, id: u64) {
-        let Some(req) = self.requests.get_mut(id) else {
-            return;
-        };
-        if req.wake != Some(at) {
-            return;
-        }
-        req.wake = None;
-        if req.deadline.is_some_and(|d| d <= now) {
-            req.deadline = None;
-            self.route_timeout(now, id);
-            return;
-        }
-        if req.try_deadline.is_some_and(|d| d <= now) {
-            req.try_deadline = None;
-            self.attempt_failed(now, id, Failure::PerTryTimeout);
-            return;
-        }
-        if req.idle_deadline.is_some_and(|d| d <= now) {
-            req.idle_deadline = None;
-            self.stream_idle(now, id);
-            return;
-        }
-        if req.resume_at.is_some_and(|d| d <= now) {
-            req.resume_at = None;
-            match req.phase {
-                Phase::FaultDelay => self.after_delay(now, id),
-                Phase::Backoff => self.begin_attempt(now, id),
-                _ => {}
-            }
-        }
-        // Whatever is still pending (route deadline, idle deadline ...) keeps a timer.
-        self.arm_request_timer(id);
-    }
-
-    /// Nothing moved for `stream_idle_timeout`.
-    fn stream_idle(&mut self, now: Instant, id: u64) {
-        self.detach_attempt(now, id, Some(Outcome::Timeout));
-        let Some(req) = self.requests.get(id) else {
-            return;
-        };
-        if req.response_started {
-            self.abort_downstream(now, id, ResponseFlag::StreamIdleTimeout);
-        } else if !req.body_done {
-            self.local_reply(
-                now,
-                id,
-                408,
-                Some(ResponseFlag::StreamIdleTimeout),
-                "stream timeout",
-                &[],
-            );
-        } else {
-            self.local_reply(
-                now,
-                id,
-                504,
-                Some(ResponseFlag::StreamIdleTimeout),
-                "stream timeout",
-                &[],
-            );
+            (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
         }
     }
 
     /// Bytes moved for this request: push its stream idle deadline back (by the timeout of
     /// the request's own snapshot, whatever config runs now).
-    pub(crate) fn touch(&mut self, now: Instant, id: u64) {
+    pub(crate) fn touch(&mut self, now: Instant, id: RequestId) {
         if let Some(req) = self.requests.get_mut(id) {
             #[allow(unused_mut)]
             let mut timeout = req.snapshot.config.http.stream_idle_timeout;
@@ -173,30 +109,15 @@ impl Engine {
                 // Planted bug: the running config's timeout, not the request's snapshot's.
                 timeout = self.snapshot.config.http.stream_idle_timeout;
             }
-            req.idle_deadline = Some(now + timeout);
-        }
-    }
-
-    /// The route's `timeout` passed: 504 if nothing was answered yet, else cut the response.
-    fn route_timeout(&mut self, now: Instant, id: u64) {
-        self.detach_attempt(now, id, Some(Outcome::Timeout));
-        let started = self.requests.get(id).is_some_and(|r| r.response_started);
-        if started {
-            self.abort_downstream(now, id, ResponseFlag::UpstreamRequestTimeout);
-        } else {
-            self.local_reply(
-                now,
-                id,
-                504,
-                Some(ResponseFlag::UpstreamRequestTimeout),
-                "upstream request timeout",
-                &[],
-            );
+            // Later than the armed wake-up, unless the timeout changed under the request.
+            let at = now + timeout;
+            req.idle_deadline = Some(at);
+            (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
         }
     }
 
     /// The current attempt failed: retry if the policy allows, else answer for the mesh.
-    pub(crate) fn attempt_failed(&mut self, now: Instant, id: u64, failure: Failure) {
+    pub(crate) fn attempt_failed(&mut self, now: Instant, id: RequestId, failure: Failure) {
         let outcome = match failure {
             Failure::ConnectFailed => Some(Outcome::ConnectFailed),
             Failure::Reset | Failure::ProtocolError => Some(Outcome::Reset),
@@ -236,7 +157,7 @@ impl Engine {
     }
 
     /// Schedules another attempt if every retry condition holds.
-    pub(crate) fn try_retry(&mut self, now: Instant, id: u64, failure: Failure) -> bool {
+    pub(crate) fn try_retry(&mut self, now: Instant, id: RequestId, failure: Failure) -> bool {
         let Some(req) = self.requests.get_mut(id) else {
             return false;
         };
@@ -261,7 +182,7 @@ impl Engine {
             retriable |=
                 matches!(failure, Failure::Status(500..=504)) && policy.retry_on.gateway_error;
         }
-        if req.response_started || !replayable || !deadline_left || out_of_retries || !retriable {
+        if req.response_started() || !replayable || !deadline_left || out_of_retries || !retriable {
             return false;
         }
         let Some(slot) = req.slot else {
@@ -286,9 +207,10 @@ impl Engine {
             // Planted bug: forget the overall deadline; the next attempt re-arms it from now.
             req.deadline = None;
         }
-        req.phase = Phase::Backoff;
+        req.set_phase(Phase::Backoff {
+            resume_at: now + backoff,
+        });
         req.try_deadline = None;
-        req.resume_at = Some(now + backoff);
         self.arm_request_timer(id);
         #[cfg(feature = "mutants")]
         if self.mutations.config_applies_to_in_flight {
@@ -300,7 +222,7 @@ impl Engine {
     /// Planted bug (`config_applies_to_in_flight`): move a request onto the running snapshot,
     /// re-picking its destination from the route at the same position there.
     #[cfg(feature = "mutants")]
-    fn reroute_on_current_snapshot(&mut self, id: u64) {
+    fn reroute_on_current_snapshot(&mut self, id: RequestId) {
         let snapshot = self.snapshot.clone();
         let Some(req) = self.requests.get_mut(id) else {
             return;
@@ -334,55 +256,6 @@ impl Engine {
                 .clusters
                 .slot_mut(slot)
                 .is_some_and(|s| s.state.breaker_mut().try_start_retry());
-        }
-    }
-
-    /// Give up the current attempt's upstream resources; `outcome` feeds outlier detection.
-    pub(crate) fn detach_attempt(&mut self, now: Instant, id: u64, outcome: Option<Outcome>) {
-        let Some(req) = self.requests.get_mut(id) else {
-            return;
-        };
-        let phase = std::mem::replace(&mut req.phase, Phase::Done);
-        let host = req.host.take();
-        let slot = req.slot;
-        let holds_request = std::mem::take(&mut req.holds_request);
-        req.try_deadline = None;
-        match phase {
-            Phase::Pending => {
-                if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {
-                    if let Some(pos) = s.pending.iter().position(|&r| r == id) {
-                        s.pending.remove(pos);
-                        s.state.breaker_mut().pending_removed();
-                    }
-                }
-            }
-            Phase::Connecting(up) => {
-                // Let the connection finish; it joins the pool for someone else.
-                self.unclaim_connecting(up);
-            }
-            Phase::Upstream(up) => {
-                self.close_upstream(now, up, false);
-            }
-            _ => {}
-        }
-        if let (Some(slot), Some((generation, host, addr))) = (slot, host) {
-            if let Some(s) = self.clusters.slot_mut(slot) {
-                let host = s.resolve_host(generation, host, addr);
-                if let Some(host) = host {
-                    if matches!(phase, Phase::Upstream(_)) {
-                        s.state.request_finished(host);
-                    }
-                    if let Some(outcome) = outcome {
-                        s.state.report(now, host, outcome);
-                        self.arm_sweep(slot);
-                    }
-                }
-            }
-        }
-        if holds_request {
-            if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {
-                s.state.breaker_mut().request_done();
-            }
         }
     }
 }

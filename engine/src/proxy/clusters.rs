@@ -16,15 +16,17 @@ use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::time::Instant;
 
+use super::ids::{RequestId, UpstreamId};
+
 pub(crate) struct ClusterSlot {
     pub name: String,
     pub state: ClusterState,
     /// Bumped whenever `state` is rebuilt, which may renumber hosts.
     pub generation: u32,
     /// Idle pooled connections per host index, most recently used last.
-    pub idle: Vec<Vec<u64>>,
+    pub idle: Vec<Vec<UpstreamId>>,
     /// Requests waiting for a connection (bounded by `http1MaxPendingRequests`).
-    pub pending: VecDeque<u64>,
+    pub pending: VecDeque<RequestId>,
     pub retired: bool,
     /// A passthrough cluster (Istio ALLOW_ANY), made on demand for one original destination;
     /// not in any config, freed when unused.
@@ -75,7 +77,7 @@ pub(crate) struct Clusters {
 #[derive(Default)]
 pub(crate) struct SwapResult {
     /// Idle connections that no longer belong to any host and must be closed.
-    pub orphaned_idle: Vec<u64>,
+    pub orphaned_idle: Vec<UpstreamId>,
     /// Slots whose outlier sweep timer must be (re)armed.
     pub rearm: Vec<usize>,
 }
@@ -99,7 +101,7 @@ impl Clusters {
         &mut self,
         config: &Config,
         now: Instant,
-        addr_of: impl Fn(u64) -> Option<SocketAddr>,
+        addr_of: impl Fn(UpstreamId) -> Option<SocketAddr>,
     ) -> SwapResult {
         let mut result = SwapResult::default();
         let mut seen = vec![false; self.slots.len()];

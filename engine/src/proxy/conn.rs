@@ -12,6 +12,9 @@ use bytes::BytesMut;
 
 use crate::time::Instant;
 
+use super::ids::{ConnId, DownstreamId, RequestId, UpstreamId};
+use super::slab::Slab;
+
 pub(crate) struct Conn {
     pub side: Side,
     /// Bytes written by the engine, not yet handed to the driver.
@@ -69,6 +72,8 @@ pub(crate) struct Downstream {
     pub state: DownState,
     /// Close after the current response (protocol error, `Connection: close`, HTTP/1.0 ...).
     pub close_after_response: bool,
+    /// Already in the engine's work queue (`Work::Resume`): at most one entry per connection.
+    pub resume_queued: bool,
     pub idle_deadline: Option<Instant>,
     pub head_deadline: Option<Instant>,
 }
@@ -80,9 +85,9 @@ pub(crate) enum DownState {
     /// Part of a request head has arrived (the header-read timer runs).
     ReadingHead,
     /// A request is in progress.
-    Active(u64),
+    Active(RequestId),
     /// Upgraded: bytes are relayed raw to this upstream connection.
-    Tunnel(u64),
+    Tunnel(UpstreamId),
 }
 
 /// A connection the engine opened to an upstream host.
@@ -104,11 +109,81 @@ pub(crate) struct Upstream {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UpState {
     /// Connect asked for; the request that wants it, if it still does.
-    Connecting(Option<u64>),
+    Connecting(Option<RequestId>),
     /// In the pool, ready for a request.
     Idle,
     /// Carrying this request.
-    Busy(u64),
+    Busy(RequestId),
     /// Upgraded: relaying raw bytes to this downstream connection.
-    Tunnel(u64),
+    Tunnel(DownstreamId),
+}
+
+/// Typed access to the connection slab: a downstream id finds only a downstream connection,
+/// an upstream id only an upstream one.
+impl Slab<ConnId, Conn> {
+    /// The downstream connection `id`, open or closing.
+    pub fn down(&self, id: DownstreamId) -> Option<&Downstream> {
+        match self.get(id.conn()) {
+            Some(Conn {
+                side: Side::Down(d),
+                ..
+            }) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The downstream connection `id`, open or closing.
+    pub fn down_mut(&mut self, id: DownstreamId) -> Option<&mut Downstream> {
+        match self.get_mut(id.conn()) {
+            Some(Conn {
+                side: Side::Down(d),
+                ..
+            }) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The downstream connection `id` if no close was decided for it.
+    pub fn open_down_mut(&mut self, id: DownstreamId) -> Option<&mut Downstream> {
+        match self.get_mut(id.conn()) {
+            Some(Conn {
+                side: Side::Down(d),
+                closing: None,
+                ..
+            }) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The upstream connection `id`, open or closing.
+    pub fn up(&self, id: UpstreamId) -> Option<&Upstream> {
+        match self.get(id.conn()) {
+            Some(Conn {
+                side: Side::Up(u), ..
+            }) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The upstream connection `id`, open or closing.
+    pub fn up_mut(&mut self, id: UpstreamId) -> Option<&mut Upstream> {
+        match self.get_mut(id.conn()) {
+            Some(Conn {
+                side: Side::Up(u), ..
+            }) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The upstream connection `id` if no close was decided for it.
+    pub fn open_up_mut(&mut self, id: UpstreamId) -> Option<&mut Upstream> {
+        match self.get_mut(id.conn()) {
+            Some(Conn {
+                side: Side::Up(u),
+                closing: None,
+                ..
+            }) => Some(u),
+            _ => None,
+        }
+    }
 }

@@ -1,24 +1,27 @@
-//! Client-side connections: reading request heads and bodies, protocol errors, keep-alive and
-//! pipelining, header-read and idle timeouts, upgraded tunnels, backpressure.
+//! Client connection events: reading request heads and bodies, protocol errors, header-read
+//! and idle timeouts, EOF and resets. (Keep-alive after a request is `reply`'s; tunnels and
+//! backpressure are `relay`'s.)
 //!
 //! Pipelining is handled safely by never looking at the next request before the current one
 //! is answered: its bytes wait in the receive buffer (bounded; reading pauses when full).
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::http1::{self, BodyEvent};
 use crate::time::Instant;
 
 use super::api::Accepted;
-use super::conn::{Conn, DownState, Downstream, Side, UpState};
+use super::conn::{Conn, DownState, Downstream, Side};
+use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
-use super::request::Phase;
-use super::{out_buf, ConnId, Engine};
+use super::request::{Inbound, Phase};
+use super::timers::TimerOwner;
+use super::Engine;
 
 impl Engine {
-    pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> ConnId {
+    pub(crate) fn accept_downstream(&mut self, now: Instant, accepted: Accepted) -> DownstreamId {
         self.stats.downstream_cx_total += 1;
         let listener = self.snapshot.listener_name_for(accepted.local);
         let idle_timeout = self.snapshot.config.http.idle_timeout;
@@ -33,32 +36,26 @@ impl Engine {
             read_closed: false,
             state: DownState::Idle,
             close_after_response: false,
+            resume_queued: false,
             idle_deadline: Some(now + idle_timeout),
             head_deadline: None,
         };
-        let id = self.conns.insert_with(|_| Conn::new(Side::Down(down)));
+        let id = DownstreamId::new(self.conns.insert_with(|_| Conn::new(Side::Down(down))));
         if !known {
             // Nothing is configured to listen here: refuse rather than guess.
             self.mark_closing(id, false);
         } else {
             self.arm_conn_timer(id, now + idle_timeout);
         }
-        ConnId(id)
+        id
     }
 
-    fn down_mut(&mut self, id: u64) -> Option<&mut Downstream> {
-        match self.conns.get_mut(id) {
-            Some(Conn {
-                side: Side::Down(d),
-                closing: None,
-                ..
-            }) => Some(d),
-            _ => None,
-        }
+    fn down_mut(&mut self, id: DownstreamId) -> Option<&mut Downstream> {
+        self.conns.open_down_mut(id)
     }
 
     /// New bytes (or a finished request) on a downstream connection: make progress.
-    pub(crate) fn on_downstream_data(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_data(&mut self, now: Instant, id: DownstreamId) {
         loop {
             let Some(down) = self.down_mut(id) else {
                 return;
@@ -69,6 +66,20 @@ impl Engine {
                         break;
                     }
                     if down.state == DownState::Idle {
+                        // What the client was sent and has not taken bounds how far it may
+                        // read ahead: a pipelined request waits (in the bounded receive buffer)
+                        // until that drains, so answering many of them needs no more memory.
+                        let limit = self.snapshot.config.http.connection_buffer_bytes;
+                        if self
+                            .conns
+                            .get(id.conn())
+                            .is_some_and(|c| c.backlog() >= limit)
+                        {
+                            break;
+                        }
+                        let Some(down) = self.down_mut(id) else {
+                            return;
+                        };
                         down.state = DownState::ReadingHead;
                         let at = now + self.snapshot.config.http.header_read_timeout;
                         if let Some(down) = self.down_mut(id) {
@@ -78,11 +89,7 @@ impl Engine {
                         self.arm_conn_timer(id, at);
                     }
                     let limits = self.limits;
-                    let Some(Conn {
-                        side: Side::Down(down),
-                        ..
-                    }) = self.conns.get_mut(id)
-                    else {
+                    let Some(down) = self.conns.down_mut(id) else {
                         return;
                     };
                     let pool = &mut self.header_pool;
@@ -124,7 +131,7 @@ impl Engine {
 
     /// Decode whatever request body is buffered. Returns true if the state changed in a way
     /// that may let the connection make more progress (the body completed).
-    fn feed_request_body(&mut self, now: Instant, req_id: u64) -> bool {
+    fn feed_request_body(&mut self, now: Instant, req_id: RequestId) -> bool {
         loop {
             let Some(req) = self.requests.get_mut(req_id) else {
                 return false;
@@ -133,14 +140,10 @@ impl Engine {
             let http = &req.snapshot.config.http;
             let (limit, idle) = (http.retry_buffer_bytes, http.stream_idle_timeout);
             let down_id = req.down;
-            let Some(decoder) = req.decoder.as_mut() else {
+            let Inbound::Reading(decoder) = &mut req.inbound else {
                 return false; // body complete; the rest of the buffer is the next request
             };
-            let Some(Conn {
-                side: Side::Down(down),
-                ..
-            }) = self.conns.get_mut(down_id)
-            else {
+            let Some(down) = self.conns.down_mut(down_id) else {
                 return false;
             };
             let event = match decoder.decode(&mut down.recv) {
@@ -151,6 +154,7 @@ impl Engine {
                 Ok(BodyEvent::Data(data)) => {
                     req.body_in += data.len() as u64;
                     req.idle_deadline = Some(now + idle);
+                    (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
                     if let Some(replay) = req.replay.as_mut() {
                         if req.replay_bytes + data.len() <= limit {
                             replay.push(data.clone());
@@ -164,12 +168,10 @@ impl Engine {
                     self.pump_request_body(now, req_id);
                 }
                 Ok(BodyEvent::Done { trailers }) => {
-                    req.decoder = None;
-                    req.body_done = true;
-                    req.trailers = trailers;
+                    req.inbound = Inbound::Done { trailers };
                     let attempting = matches!(
                         req.phase,
-                        Phase::Pending | Phase::Connecting(_) | Phase::Upstream(_)
+                        Phase::Pending | Phase::Connecting(_) | Phase::Upstream { .. }
                     );
                     self.pump_request_body(now, req_id);
                     if attempting {
@@ -182,7 +184,7 @@ impl Engine {
                     let started = self
                         .requests
                         .get(req_id)
-                        .is_some_and(|r| r.response_started);
+                        .is_some_and(|r| r.response_started());
                     if started {
                         self.abort_downstream(now, req_id, ResponseFlag::DownstreamProtocolError);
                     } else {
@@ -202,37 +204,8 @@ impl Engine {
         }
     }
 
-    /// Move buffered body bytes to the attempt's upstream connection once the head went out.
-    pub(crate) fn pump_request_body(&mut self, _now: Instant, req_id: u64) {
-        let Some(req) = self.requests.get_mut(req_id) else {
-            return;
-        };
-        let Phase::Upstream(up) = req.phase else {
-            return;
-        };
-        if !req.head_sent {
-            return;
-        }
-        let finish = req.body_done && !req.end_sent;
-        if req.unsent.is_empty() && !finish {
-            return;
-        }
-        let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up) else {
-            return;
-        };
-        while let Some(chunk) = req.unsent.pop_front() {
-            req.encoder.encode_data(&chunk, out);
-        }
-        req.unsent_bytes = 0;
-        if finish {
-            // Trailers stay with the request: a retry replays them too.
-            req.encoder.encode_end(&req.trailers, out);
-            req.end_sent = true;
-        }
-    }
-
     /// Answer a request that could not be parsed, then close (the framing can't be trusted).
-    fn protocol_error(&mut self, now: Instant, id: u64, status: u16, reason: &str) {
+    fn protocol_error(&mut self, now: Instant, id: DownstreamId, status: u16, reason: &str) {
         let mut out = BytesMut::new();
         let flag = if status == 408 {
             ResponseFlag::StreamIdleTimeout
@@ -257,15 +230,9 @@ impl Engine {
         {
             *n += 1;
         }
-        let peer = match self.conns.get(id) {
-            Some(Conn {
-                side: Side::Down(d),
-                ..
-            }) => Some(d.peer),
-            _ => None,
-        };
+        let peer = self.conns.down(id).map(|d| d.peer);
         self.logs.push(RequestLog {
-            downstream: ConnId(id),
+            downstream: id.conn(),
             peer,
             start: now,
             duration: std::time::Duration::ZERO,
@@ -283,29 +250,7 @@ impl Engine {
         });
     }
 
-    /// The request on `down` is finished: keep the connection for the next one, or close.
-    pub(crate) fn downstream_request_done(&mut self, now: Instant, down_id: u64, body_done: bool) {
-        let idle_timeout = self.snapshot.config.http.idle_timeout;
-        let Some(down) = self.down_mut(down_id) else {
-            return;
-        };
-        if matches!(down.state, DownState::Tunnel(_)) {
-            return;
-        }
-        if down.close_after_response || !body_done || down.read_closed {
-            down.state = DownState::Idle;
-            self.mark_closing(down_id, true);
-            return;
-        }
-        down.state = DownState::Idle;
-        down.idle_deadline = Some(now + idle_timeout);
-        self.arm_conn_timer(down_id, now + idle_timeout);
-        if !self.down_mut(down_id).is_some_and(|d| d.recv.is_empty()) {
-            self.on_downstream_data(now, down_id);
-        }
-    }
-
-    pub(crate) fn on_downstream_eof(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_eof(&mut self, now: Instant, id: DownstreamId) {
         let Some(down) = self.down_mut(id) else {
             return;
         };
@@ -318,7 +263,7 @@ impl Engine {
                 }
             }
             DownState::Active(req) => {
-                let body_done = self.requests.get(req).is_none_or(|r| r.body_done);
+                let body_done = self.requests.get(req).is_none_or(|r| r.body_done());
                 if body_done {
                     // Half-closed after a whole request: answer it, then close.
                     if let Some(down) = self.down_mut(id) {
@@ -328,7 +273,7 @@ impl Engine {
                     // A close-delimited body can't exist in a request; EOF mid-body is an abort,
                     // unless the decoder accepts it (it reports truncation otherwise).
                     self.on_downstream_data(now, id);
-                    let still_open = self.requests.get(req).is_some_and(|r| !r.body_done);
+                    let still_open = self.requests.get(req).is_some_and(|r| !r.body_done());
                     if still_open {
                         self.on_downstream_gone(now, id);
                         self.mark_closing(id, false);
@@ -343,7 +288,7 @@ impl Engine {
     }
 
     /// The client vanished: abandon its request and anything upstream working for it.
-    pub(crate) fn on_downstream_gone(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_gone(&mut self, now: Instant, id: DownstreamId) {
         let Some(down) = self.down_mut(id) else {
             return;
         };
@@ -364,7 +309,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_downstream_timer(&mut self, now: Instant, id: u64) {
+    pub(crate) fn on_downstream_timer(&mut self, now: Instant, id: DownstreamId) {
         let Some(down) = self.down_mut(id) else {
             return;
         };
@@ -385,71 +330,5 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Switch a downstream connection and its upstream to a raw byte relay (after 101).
-    pub(crate) fn start_tunnel(&mut self, down_id: u64, up_id: u64, leftover_up: Bytes) {
-        if let Some(down) = self.down_mut(down_id) {
-            down.state = DownState::Tunnel(up_id);
-            down.idle_deadline = None;
-            down.head_deadline = None;
-        }
-        if let Some(Conn {
-            side: Side::Up(up), ..
-        }) = self.conns.get_mut(up_id)
-        {
-            up.state = UpState::Tunnel(down_id);
-            up.idle_deadline = None;
-        }
-        if !leftover_up.is_empty() {
-            self.write(down_id, &leftover_up);
-        }
-        let pending = self
-            .down_mut(down_id)
-            .map(|d| d.recv.split().freeze())
-            .unwrap_or_default();
-        if !pending.is_empty() {
-            self.write(up_id, &pending);
-        }
-    }
-
-    /// Recompute read interest after the downstream side drained or buffered more.
-    pub(crate) fn refresh_backpressure_from_down(&mut self, now: Instant, down_id: u64) {
-        let limit = self.snapshot.config.http.connection_buffer_bytes;
-        let Some(Conn {
-            side: Side::Down(down),
-            unacked,
-            out,
-            ..
-        }) = self.conns.get(down_id)
-        else {
-            return;
-        };
-        let down_backlog = unacked + out.len();
-        let (partner, unsent) = match down.state {
-            DownState::Active(req) => {
-                let r = self.requests.get(req);
-                let up = r.and_then(|r| match r.phase {
-                    Phase::Upstream(up) => Some(up),
-                    _ => None,
-                });
-                (up, r.map(|r| r.unsent_bytes).unwrap_or(0))
-            }
-            DownState::Tunnel(up) => (Some(up), 0),
-            _ => (None, 0),
-        };
-        let recv_len = down.recv.len();
-        let partner_backlog = partner
-            .and_then(|p| self.conns.get(p))
-            .map(|c| c.backlog())
-            .unwrap_or(0);
-        // Read from the client only while what it sent can go somewhere.
-        let read_down = recv_len < limit && unsent < limit && partner_backlog < limit;
-        self.set_reading(down_id, read_down);
-        // Read from the upstream only while the client keeps up.
-        if let Some(up) = partner {
-            self.set_reading(up, down_backlog < limit);
-        }
-        let _ = now;
     }
 }

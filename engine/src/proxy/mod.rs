@@ -5,13 +5,34 @@
 //! 1. `downstream`: bytes from a client are parsed into a request head (RFC 9112 rules and
 //!    limits from [`crate::http1`]); protocol errors answer 4xx/5xx and close.
 //! 2. `routing`: the head is routed ([`crate::route`]), faults are injected, the upstream
-//!    head is prepared; `request` holds the request's state.
-//! 3. `attempt`: a host is picked ([`crate::cluster`]), timeouts run, failures are retried
-//!    with jittered backoff within the route's policy.
-//! 4. `upstream`: a pooled connection (or a new one, within the circuit breaker's limits)
-//!    carries the request; `response` validates and streams the answer back and returns the
-//!    connection to the pool.
-//! 5. `reply`: mesh-generated answers, the end of the request, its access-log record.
+//!    head is prepared; `request` holds the request's state (an enum per concern).
+//! 3. `attempt`: a host is picked ([`crate::cluster`]), failures are retried with jittered
+//!    backoff within the route's policy; `timeouts` fire the route, per-try and idle limits.
+//! 4. `pool`: a pooled connection (or a new one, within the circuit breaker's limits)
+//!    carries the request; `upstream` takes the connection's events, `response` validates
+//!    and streams the answer back and returns the connection to the pool.
+//! 5. `reply`: mesh-generated answers, the end of the request, its access-log record, and
+//!    the connection's next request (queued as deferred work, never a recursive call).
+//!
+//! Files are layered: each calls only files listed below it, never one above.
+//!
+//! ```text
+//!   mod         public surface, dispatch, the deferred-work loop, flush
+//!   upstream    upstream connection events  ┐
+//!   downstream  client connection events    ├ handlers, called only by mod
+//!   timeouts    a request's timers firing   ┘
+//!   response    relaying an upstream answer
+//!   routing     a new request: route, faults, upstream head
+//!   attempt     hosts and retries
+//!   reply       ending a request
+//!   pool        upstream connections and cluster slots
+//!   relay       backpressure and tunnels
+//!   outbox      writes, closes, read interest, timers, deferred work
+//! ```
+//!
+//! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
+//! `timers`, `snapshot`, `api`, `log`, `stats`; `inspect` (probes for tests and the
+//! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
 //! from the engine's seeded RNG, and nothing iterates a hash map to make a decision.
@@ -21,7 +42,14 @@ mod attempt;
 mod clusters;
 mod conn;
 mod downstream;
+mod ids;
+mod inspect;
+#[cfg(debug_assertions)]
+mod invariants;
 mod log;
+mod outbox;
+mod pool;
+mod relay;
 mod reply;
 mod request;
 mod response;
@@ -29,10 +57,12 @@ mod routing;
 mod slab;
 mod snapshot;
 mod stats;
+mod timeouts;
 mod timers;
 mod upstream;
 
-pub use api::{Accepted, ConnId, Input, Output};
+pub use api::{Accepted, ConnId, Event, Input, Output};
+pub use inspect::Inspect;
 pub use log::{RequestLog, ResponseFlag};
 pub use snapshot::{CompiledConfig, ConfigError};
 pub use stats::EngineStats;
@@ -47,26 +77,39 @@ use crate::time::Instant;
 
 use clusters::Clusters;
 use conn::{Conn, Side};
+use ids::{DownstreamId, RequestId, UpstreamId};
+use outbox::out_buf;
 use request::Request;
 use slab::Slab;
 use snapshot::Snapshot;
 use timers::{TimerOwner, Timers};
+
+/// Events kept for [`Engine::poll_event`] when the driver does not poll them.
+pub const MAX_EVENTS: usize = 16;
 
 /// The sans-IO proxy engine.
 pub struct Engine {
     snapshot: Arc<Snapshot>,
     limits: Limits,
     clusters: Clusters,
-    conns: Slab<Conn>,
-    requests: Slab<Request>,
+    conns: Slab<ConnId, Conn>,
+    requests: Slab<RequestId, Request>,
     timers: Timers,
     rng: EngineRng,
     outputs: VecDeque<Output>,
-    dirty: Vec<u64>,
+    /// Events for the driver to log, oldest first; bounded by [`MAX_EVENTS`].
+    events: VecDeque<Event>,
+    /// Work deferred to the top of the current call instead of done by re-entering the
+    /// handler that caused it (see [`Work`]). Drained before every call returns.
+    work: VecDeque<Work>,
+    dirty: Vec<ConnId>,
     logs: Vec<RequestLog>,
     /// Header maps of finished heads, reused by the next ones (saves four allocations per
     /// proxied request).
     header_pool: crate::http1::HeaderPool,
+    /// The timer heap's entries, sorted, for the invariant check (kept to reuse its capacity).
+    #[cfg(debug_assertions)]
+    armed_scratch: Vec<(Instant, TimerOwner)>,
     stats: EngineStats,
     last_config_error: Option<ConfigError>,
     /// Planted bugs switched on in this engine (feature `mutants` only).
@@ -113,9 +156,13 @@ impl Engine {
             timers: Timers::default(),
             rng: EngineRng::with_seed(seed),
             outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            work: VecDeque::new(),
             dirty: Vec::new(),
             logs: Vec::new(),
             header_pool: Default::default(),
+            #[cfg(debug_assertions)]
+            armed_scratch: Vec::new(),
             stats: EngineStats::default(),
             last_config_error: None,
             #[cfg(feature = "mutants")]
@@ -130,23 +177,40 @@ impl Engine {
     pub fn accept(&mut self, now: Instant, accepted: Accepted) -> ConnId {
         let id = self.accept_downstream(now, accepted);
         self.flush();
-        id
+        id.conn()
     }
 
     /// Feed one input.
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
-            Input::Received { conn, data } => self.on_received(now, conn.0, data),
-            Input::ReadClosed { conn } => self.on_read_closed(now, conn.0),
-            Input::Closed { conn } => self.on_closed(now, conn.0),
-            Input::Connected { conn } => self.on_connected(now, conn.0),
-            Input::ConnectFailed { conn } => self.on_connect_failed(now, conn.0),
-            Input::WriteDrained { conn } => self.on_write_drained(now, conn.0),
+            Input::Received { conn, data } => self.on_received(now, conn, data),
+            Input::ReadClosed { conn } => self.on_read_closed(now, conn),
+            Input::Closed { conn } => self.on_closed(now, conn),
+            Input::Connected { conn } => {
+                if self.conns.up(UpstreamId::new(conn)).is_some() {
+                    self.on_connected(now, UpstreamId::new(conn));
+                }
+            }
+            Input::ConnectFailed { conn } => {
+                if self.conns.up(UpstreamId::new(conn)).is_some() {
+                    self.on_connect_failed(now, UpstreamId::new(conn));
+                }
+            }
+            Input::WriteDrained { conn } => self.on_write_drained(now, conn),
             Input::Config(config) => {
-                // A bad snapshot is refused whole; the last good one keeps serving.
-                let _ = self.apply_config(now, config);
+                // A bad snapshot is refused whole; the last good one keeps serving, and the
+                // driver hears why.
+                let version = config.version.clone();
+                if let Err(error) = self.apply_config(now, config) {
+                    if self.events.len() == MAX_EVENTS {
+                        self.events.pop_front();
+                    }
+                    self.events
+                        .push_back(Event::ConfigRejected { version, error });
+                }
             }
         }
+        self.run_work(now);
         self.flush();
     }
 
@@ -175,6 +239,7 @@ impl Engine {
         self.last_config_error = None;
         let config = self.snapshot.config.clone();
         self.install_clusters(&config, now);
+        self.run_work(now);
         self.flush();
     }
 
@@ -186,6 +251,8 @@ impl Engine {
                 TimerOwner::Request(id) => self.on_request_timer(now, at, id),
                 TimerOwner::ClusterSweep(slot) => self.on_sweep_timer(now, at, slot),
             }
+            // Each timer's consequences play out before the next one fires.
+            self.run_work(now);
         }
         self.flush();
     }
@@ -193,6 +260,11 @@ impl Engine {
     /// The next output to perform, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// The next event to log, if any (at most [`MAX_EVENTS`] are kept; older ones go first).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// When the engine next wants [`Engine::handle_timeout`].
@@ -231,116 +303,35 @@ impl Engine {
         (self.conns.len(), self.requests.len())
     }
 
-    /// Runtime state of a cluster by name (balancer, ejections, breaker counters).
-    pub fn cluster_state(&self, name: &str) -> Option<&crate::cluster::ClusterState> {
-        let slot = self.clusters.lookup(name)?;
-        self.clusters.slot(slot).map(|s| &s.state)
-    }
-
-    /// The slot index of the configured cluster `name`, for [`Engine::cluster_state_at`]: a
-    /// cheap handle for a driver that inspects the same clusters after every call (the
-    /// simulator does), instead of hashing the name each time.
-    ///
-    /// A configured cluster's slot only changes in a successful config swap, so an index stays
-    /// valid until [`EngineStats::config_applied`] changes; look it up again after that.
-    pub fn cluster_index(&self, name: &str) -> Option<usize> {
-        self.clusters.lookup(name)
-    }
-
-    /// Runtime state of the configured cluster in slot `index` (from
-    /// [`Engine::cluster_index`]); `None` for an empty slot, a cluster a swap retired, or a
-    /// passthrough cluster. For a valid index this is exactly `cluster_state(name)`.
-    #[inline]
-    pub fn cluster_state_at(&self, index: usize) -> Option<&crate::cluster::ClusterState> {
-        self.clusters
-            .slot(index)
-            .filter(|s| !s.retired && !s.passthrough)
-            .map(|s| &s.state)
-    }
-
-    /// Hosts currently ejected by outlier detection, summed over every cluster slot
-    /// (configured, retired and passthrough). A driver that inspects ejections after every
-    /// call can skip its per-cluster look entirely while this is zero.
-    pub fn ejected_host_count(&self) -> usize {
-        (self.clusters.slots.iter().flatten())
-            .map(|s| s.state.ejected_count())
-            .sum()
+    /// A read-only view of the engine's runtime state, for tests and the simulator: what a
+    /// driver never needs (a driver's surface is inputs, outputs, timers, logs and events).
+    pub fn inspect(&self) -> Inspect<'_> {
+        Inspect { engine: self }
     }
 
     /// Switch planted bugs on or off (feature `mutants`; for the simulator's self-test only).
     #[cfg(feature = "mutants")]
     pub fn set_mutations(&mut self, mutations: crate::mutants::Mutations) {
         self.mutations = mutations;
-        crate::mutants::set_route(&mutations);
-        for s in self.clusters.slots.iter_mut().flatten() {
-            s.state.set_mutations(mutations);
-        }
+        self.spread_mutations();
     }
 
     // ---- plumbing shared by the submodules ----
 
-    /// The passthrough cluster slot for `addr`; retired slots are collected when too many
-    /// destinations have been seen, so memory stays bounded.
-    fn passthrough_slot(&mut self, now: Instant, addr: std::net::SocketAddr) -> usize {
-        const MAX_UNCONFIGURED: usize = 256;
-        if self.clusters.unconfigured_count() >= MAX_UNCONFIGURED {
-            self.collect_cluster_garbage();
-        }
-        self.clusters.passthrough(addr, now).0
-    }
-
-    fn install_clusters(&mut self, config: &Config, now: Instant) {
-        let conns = &self.conns;
-        let result = self.clusters.apply(config, now, |id| match conns.get(id) {
-            Some(Conn {
-                side: Side::Up(up), ..
-            }) => Some(up.addr),
-            _ => None,
-        });
-        for conn in result.orphaned_idle {
-            self.close_upstream(now, conn, false);
-        }
-        for slot in result.rearm {
-            self.arm_sweep(slot);
-        }
-        self.collect_cluster_garbage();
-    }
-
-    /// Frees retired and passthrough cluster slots no live request or connection refers to.
-    fn collect_cluster_garbage(&mut self) {
-        let mut referenced = vec![false; self.clusters.slots.len()];
-        for id in self.requests.ids() {
-            if let Some(slot) = self.requests.get(id).and_then(|r| r.slot) {
-                if let Some(r) = referenced.get_mut(slot) {
-                    *r = true;
+    /// Do the deferred work, including whatever it defers in turn. The queue holds at most one
+    /// entry per downstream connection, and each handler runs from here with a flat stack.
+    fn run_work(&mut self, now: Instant) {
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::Resume(id) => {
+                    let Some(down) = self.conns.down_mut(id) else {
+                        continue;
+                    };
+                    debug_assert!(down.resume_queued, "a queued resume is flagged");
+                    down.resume_queued = false;
+                    self.on_downstream_data(now, id);
                 }
             }
-        }
-        for id in self.conns.ids() {
-            if let Some(Conn {
-                side: Side::Up(up), ..
-            }) = self.conns.get(id)
-            {
-                if let Some(r) = referenced.get_mut(up.slot) {
-                    *r = true;
-                }
-            }
-        }
-        self.clusters.collect_garbage(&referenced);
-        #[cfg(feature = "mutants")]
-        self.set_mutations(self.mutations);
-    }
-
-    fn arm_sweep(&mut self, slot: usize) {
-        let Some(s) = self.clusters.slot_mut(slot) else {
-            return;
-        };
-        let Some(at) = s.state.next_timer() else {
-            return;
-        };
-        if s.sweep_at.is_none_or(|armed| at < armed) {
-            s.sweep_at = Some(at);
-            self.timers.schedule(at, TimerOwner::ClusterSweep(slot));
         }
     }
 
@@ -355,36 +346,6 @@ impl Engine {
         let returned = s.state.on_timer(now);
         self.stats.outlier_returns += returned.len() as u64;
         self.arm_sweep(slot);
-    }
-
-    /// Queue `bytes` for `conn`; flushed at the end of the current call.
-    fn write(&mut self, conn: u64, bytes: &[u8]) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.is_open() {
-                c.out.extend_from_slice(bytes);
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(conn);
-                }
-            }
-        }
-    }
-
-    fn mark_dirty(&mut self, conn: u64) {
-        mark_dirty(&mut self.conns, &mut self.dirty, conn);
-    }
-
-    /// Decide to close `conn`; its buffered bytes still go out first when graceful.
-    fn mark_closing(&mut self, conn: u64, graceful: bool) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.closing.is_none() {
-                c.closing = Some(graceful);
-                if !graceful {
-                    c.out.clear();
-                }
-            }
-        }
-        self.mark_dirty(conn);
     }
 
     /// Removes stale timer entries once they clearly outnumber the live owners. Without this a
@@ -407,7 +368,13 @@ impl Engine {
 
     /// Turn buffered writes and decided closes into outputs, in connection order of marking.
     fn flush(&mut self) {
+        debug_assert!(
+            self.work.is_empty(),
+            "deferred work is done before a call returns"
+        );
         self.compact_timers();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         // Take the list and give it back afterwards, keeping its capacity.
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
@@ -418,45 +385,18 @@ impl Engine {
             if !c.out.is_empty() {
                 let data = c.out.split().freeze();
                 c.unacked += data.len();
-                self.outputs.push_back(Output::Send {
-                    conn: ConnId(id),
-                    data,
-                });
+                self.outputs.push_back(Output::Send { conn: id, data });
             }
             if let Some(graceful) = c.closing {
-                self.outputs.push_back(Output::Close {
-                    conn: ConnId(id),
-                    graceful,
-                });
+                debug_assert!(graceful || c.out.is_empty(), "{id}: a reset sends nothing");
+                self.outputs.push_back(Output::Close { conn: id, graceful });
                 self.conns.remove(id);
             }
         }
         self.dirty = dirty;
     }
 
-    fn set_reading(&mut self, conn: u64, enabled: bool) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.is_open() && c.reading != enabled {
-                c.reading = enabled;
-                self.outputs.push_back(Output::ReadInterest {
-                    conn: ConnId(conn),
-                    enabled,
-                });
-            }
-        }
-    }
-
-    /// Arm the connection's timer for `at` unless an earlier one is already armed.
-    fn arm_conn_timer(&mut self, conn: u64, at: Instant) {
-        if let Some(c) = self.conns.get_mut(conn) {
-            if c.wake.is_none_or(|w| at < w) {
-                c.wake = Some(at);
-                self.timers.schedule(at, TimerOwner::Conn(conn));
-            }
-        }
-    }
-
-    fn on_conn_timer(&mut self, now: Instant, at: Instant, id: u64) {
+    fn on_conn_timer(&mut self, now: Instant, at: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -465,23 +405,31 @@ impl Engine {
         }
         c.wake = None;
         match c.side {
-            Side::Down(_) => self.on_downstream_timer(now, id),
-            Side::Up(_) => self.on_upstream_timer(now, id),
+            Side::Down(_) => self.on_downstream_timer(now, DownstreamId::new(id)),
+            Side::Up(_) => self.on_upstream_timer(now, UpstreamId::new(id)),
         }
     }
 
-    fn on_write_drained(&mut self, now: Instant, id: u64) {
+    fn on_write_drained(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         c.unacked = 0;
         match &c.side {
-            Side::Down(_) => self.refresh_backpressure_from_down(now, id),
-            Side::Up(_) => self.refresh_backpressure_from_up(now, id),
+            Side::Down(down) => {
+                // A pipelined request may have waited for the client to take its answers.
+                let waiting = down.state == conn::DownState::Idle && !down.recv.is_empty();
+                let id = DownstreamId::new(id);
+                self.refresh_backpressure_from_down(now, id);
+                if waiting {
+                    self.queue_resume(id);
+                }
+            }
+            Side::Up(_) => self.refresh_backpressure_from_up(now, UpstreamId::new(id)),
         }
     }
 
-    fn on_received(&mut self, now: Instant, id: u64, data: bytes::Bytes) {
+    fn on_received(&mut self, now: Instant, id: ConnId, data: bytes::Bytes) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -491,16 +439,16 @@ impl Engine {
         match &mut c.side {
             Side::Down(down) => {
                 down.recv.extend_from_slice(&data);
-                self.on_downstream_data(now, id);
+                self.on_downstream_data(now, DownstreamId::new(id));
             }
             Side::Up(up) => {
                 up.recv.extend_from_slice(&data);
-                self.on_upstream_data(now, id);
+                self.on_upstream_data(now, UpstreamId::new(id));
             }
         }
     }
 
-    fn on_read_closed(&mut self, now: Instant, id: u64) {
+    fn on_read_closed(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
@@ -510,16 +458,16 @@ impl Engine {
         match &mut c.side {
             Side::Down(down) => {
                 down.read_closed = true;
-                self.on_downstream_eof(now, id);
+                self.on_downstream_eof(now, DownstreamId::new(id));
             }
             Side::Up(up) => {
                 up.read_closed = true;
-                self.on_upstream_eof(now, id);
+                self.on_upstream_eof(now, UpstreamId::new(id));
             }
         }
     }
 
-    fn on_closed(&mut self, now: Instant, id: u64) {
+    fn on_closed(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
@@ -529,39 +477,22 @@ impl Engine {
             return;
         }
         match c.side {
-            Side::Down(_) => self.on_downstream_gone(now, id),
-            Side::Up(_) => self.on_upstream_gone(now, id),
+            Side::Down(_) => self.on_downstream_gone(now, DownstreamId::new(id)),
+            Side::Up(_) => self.on_upstream_gone(now, UpstreamId::new(id)),
         }
         // The peer is gone: nothing more to send, and no Close output is owed.
         self.conns.remove(id);
     }
 }
 
-/// The outgoing buffer of an open connection, marked for flushing. A free function over the
-/// two fields, so callers can encode straight from a request borrowed from `requests`.
-fn out_buf<'a>(
-    conns: &'a mut Slab<Conn>,
-    dirty: &mut Vec<u64>,
-    conn: u64,
-) -> Option<&'a mut bytes::BytesMut> {
-    let c = conns.get_mut(conn)?;
-    if !c.is_open() {
-        return None;
-    }
-    if !c.dirty {
-        c.dirty = true;
-        dirty.push(conn);
-    }
-    Some(&mut c.out)
-}
-
-fn mark_dirty(conns: &mut Slab<Conn>, dirty: &mut Vec<u64>, conn: u64) {
-    if let Some(c) = conns.get_mut(conn) {
-        if !c.dirty {
-            c.dirty = true;
-            dirty.push(conn);
-        }
-    }
+/// Work a handler leaves for the engine's top-level loop instead of calling into another
+/// handler (which could call back into it: a request the mesh answers itself used to re-enter
+/// `on_downstream_data` through `finish_request`, several stack frames per pipelined request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// A request on this downstream connection finished and more bytes are buffered: read
+    /// the next request.
+    Resume(DownstreamId),
 }
 
 #[cfg(test)]

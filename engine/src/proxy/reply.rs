@@ -1,18 +1,21 @@
 //! Ending a request: mesh-generated answers (with Envoy's response flags and wording), cutting
-//! a response that can't be completed, and the access-log record.
+//! a response that can't be completed, the access-log record, and what the client connection
+//! does next (close, or wait for the next request: queued as deferred work when bytes wait).
 
 use std::sync::Arc;
 
 use crate::http1::{self};
 use crate::time::Instant;
 
-use super::conn::Side;
+use super::conn::DownState;
+use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
+use super::request::Outbound;
 use super::Engine;
 
 impl Engine {
     /// 503 `UH`: no host of the cluster may take the request.
-    pub(crate) fn no_healthy_upstream(&mut self, now: Instant, id: u64) {
+    pub(crate) fn no_healthy_upstream(&mut self, now: Instant, id: RequestId) {
         self.local_reply(
             now,
             id,
@@ -24,7 +27,7 @@ impl Engine {
     }
 
     /// The breaker refused: 503 with the overload marker, as Envoy's `x-envoy-overloaded`.
-    pub(crate) fn overflow(&mut self, now: Instant, id: u64) {
+    pub(crate) fn overflow(&mut self, now: Instant, id: RequestId) {
         self.local_reply(
             now,
             id,
@@ -39,7 +42,7 @@ impl Engine {
     pub(crate) fn local_reply(
         &mut self,
         now: Instant,
-        id: u64,
+        id: RequestId,
         status: u16,
         flag: Option<ResponseFlag>,
         body: &str,
@@ -49,7 +52,7 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        if req.response_started {
+        if req.response_started() {
             let flag = flag.unwrap_or(ResponseFlag::UpstreamConnectionTermination);
             self.abort_downstream(now, id, flag);
             return;
@@ -62,7 +65,7 @@ impl Engine {
         // would be taken for the next request.
         // HTTP/1.0 clients are not told about keep-alive by the local-reply encoder: close.
         let close =
-            !req.down_keep_alive || !req.body_done || req.down_version == http1::Version::Http10;
+            !req.down_keep_alive || !req.body_done() || req.down_version == http1::Version::Http10;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         let flags = req
             .flags
@@ -81,15 +84,11 @@ impl Engine {
         };
         http1::encode_local_response(status, &headers, body.as_bytes(), close, &mut out);
         req.status = status;
-        req.response_started = true;
+        req.outbound = Outbound::Written;
         req.resp_body_out = body.len() as u64;
         let down = req.down;
         if close {
-            if let Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) = self.conns.get_mut(down)
-            {
+            if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
         }
@@ -99,7 +98,7 @@ impl Engine {
 
     /// The response cannot be completed: cut the downstream connection so the client sees a
     /// truncated message rather than a wrong one.
-    pub(crate) fn abort_downstream(&mut self, now: Instant, id: u64, flag: ResponseFlag) {
+    pub(crate) fn abort_downstream(&mut self, now: Instant, id: RequestId, flag: ResponseFlag) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -111,11 +110,18 @@ impl Engine {
     }
 
     /// The request is over: release everything, log it, and let the connection go on.
-    pub(crate) fn finish_request(&mut self, now: Instant, id: u64) {
+    pub(crate) fn finish_request(&mut self, now: Instant, id: RequestId) {
         self.detach_attempt(now, id, None);
         let Some(mut req) = self.requests.remove(id) else {
             return;
         };
+        // Detached above: nothing upstream refers to the request any more.
+        debug_assert_eq!(
+            req.phase,
+            super::request::Phase::Done,
+            "{id} finished attached"
+        );
+        debug_assert!(!req.holds_request, "{id} finished holding a request token");
         self.header_pool.give(std::mem::take(&mut req.head.headers));
         if req.holds_retry {
             if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
@@ -138,15 +144,10 @@ impl Engine {
                     .map(|s| Arc::from(s.name.as_str()))
             });
         let route = names.map(|(n, _)| n.route.clone());
-        let peer = match self.conns.get(req.down) {
-            Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) => Some(d.peer),
-            _ => None,
-        };
+        let (down, body_done) = (req.down, req.body_done());
+        let peer = self.conns.down(down).map(|d| d.peer);
         self.logs.push(RequestLog {
-            downstream: super::ConnId(req.down),
+            downstream: req.down.conn(),
             peer,
             start: req.start,
             duration: now - req.start,
@@ -162,7 +163,40 @@ impl Engine {
             request_body_bytes: req.body_in,
             response_body_bytes: req.resp_body_out,
         });
-        self.downstream_request_done(now, req.down, req.body_done);
+        self.downstream_request_done(now, down, body_done);
+    }
+
+    /// The request on `down` is finished: keep the connection for the next one, or close.
+    pub(super) fn downstream_request_done(
+        &mut self,
+        now: Instant,
+        down_id: DownstreamId,
+        body_done: bool,
+    ) {
+        let idle_timeout = self.snapshot.config.http.idle_timeout;
+        let Some(down) = self.conns.open_down_mut(down_id) else {
+            return;
+        };
+        if matches!(down.state, DownState::Tunnel(_)) {
+            return;
+        }
+        if down.close_after_response || !body_done || down.read_closed {
+            down.state = DownState::Idle;
+            self.mark_closing(down_id, true);
+            return;
+        }
+        down.state = DownState::Idle;
+        down.idle_deadline = Some(now + idle_timeout);
+        self.arm_conn_timer(down_id, now + idle_timeout);
+        // A pipelined request may be waiting. It is read after the current call unwinds (or by
+        // the `on_downstream_data` loop that is running now), never from here: no recursion.
+        if !self
+            .conns
+            .open_down_mut(down_id)
+            .is_some_and(|d| d.recv.is_empty())
+        {
+            self.queue_resume(down_id);
+        }
     }
 }
 

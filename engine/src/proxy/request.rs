@@ -1,8 +1,10 @@
 //! A request's state: what it is, where it is in its life, and why an attempt failed.
 //!
-//! The life itself is spread by concern: [`super::routing`] (route, faults, upstream head),
-//! [`super::attempt`] (hosts, connections, timeouts, retries) and [`super::reply`]
-//! (mesh-generated answers, the end of a request, its access-log record).
+//! Three enums carry the state that used to be a phase and booleans: [`Phase`] (the attempt
+//! upstream), [`Inbound`] (the body coming from the client) and [`Outbound`] (the response
+//! going back). The life itself is spread by concern: [`super::routing`] (route, faults,
+//! upstream head), [`super::attempt`] (hosts, retries), [`super::pool`] (connections) and
+//! [`super::reply`] (mesh-generated answers, the end of a request, its access-log record).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,24 +15,113 @@ use crate::config::{RetryOn, RetryPolicy, Route, RouteAction, WeightedCluster};
 use crate::http1::{BodyDecoder, BodyEncoder, RequestHead, Version};
 use crate::time::Instant;
 
+use super::ids::{DownstreamId, UpstreamId};
 use super::log::ResponseFlag;
 use super::snapshot::Snapshot;
 
-/// Where in its life a request is.
+/// Where the request's attempt upstream is. (What came in from the client is [`Inbound`],
+/// what went back to it [`Outbound`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Waiting for a fault-injection delay to pass.
-    FaultDelay,
-    /// Waiting out the backoff before the next attempt.
-    Backoff,
+    /// Waiting for a fault-injection delay to pass, until `resume_at`.
+    FaultDelay { resume_at: Instant },
+    /// Waiting out the backoff before the next attempt, until `resume_at`.
+    Backoff { resume_at: Instant },
     /// Queued for a connection of its cluster.
     Pending,
     /// Its connection is being established.
-    Connecting(u64),
-    /// Attached to an upstream connection (request going out / response coming back).
-    Upstream(u64),
-    /// Finished (kept only while being torn down).
+    Connecting(UpstreamId),
+    /// Attached to an upstream connection: its head went out on it, and body bytes follow as
+    /// they arrive (`end_sent`: the body's end, last chunk and trailers, went out too).
+    Upstream { up: UpstreamId, end_sent: bool },
+    /// No attempt under way: not yet routed, answered by the mesh, between a failed attempt
+    /// and its retry's backoff, or finished.
     Done,
+}
+
+impl Phase {
+    /// When a fault delay or a backoff ends.
+    pub fn resume_at(self) -> Option<Instant> {
+        match self {
+            Phase::FaultDelay { resume_at } | Phase::Backoff { resume_at } => Some(resume_at),
+            _ => None,
+        }
+    }
+
+    /// The upstream connection the current attempt is attached to.
+    pub fn upstream(self) -> Option<UpstreamId> {
+        match self {
+            Phase::Upstream { up, .. } => Some(up),
+            _ => None,
+        }
+    }
+
+    /// Whether `self → next` is a step a request may take.
+    pub fn may_become(self, next: Phase) -> bool {
+        use Phase::*;
+        match (self, next) {
+            (_, Done) => true,
+            // A retry's backoff starts after the failed attempt was detached.
+            (Done, Backoff { .. }) => true,
+            (Done, FaultDelay { .. }) => true,
+            // A new attempt starts once no attempt is under way (a delay or backoff that ended
+            // went back to `Done`).
+            (Done, Pending | Connecting(_) | Upstream { .. }) => true,
+            // A queued request gets a connection: a pooled or handed-off one, or a new one.
+            (Pending, Connecting(_) | Upstream { .. }) => true,
+            (Connecting(a), Upstream { up, .. }) => a == up,
+            // Only the body's end is sent on the same attempt.
+            (
+                Upstream {
+                    up: a,
+                    end_sent: false,
+                },
+                Upstream {
+                    up: b,
+                    end_sent: true,
+                },
+            ) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The request as it comes in from the client.
+pub(crate) enum Inbound {
+    /// Body bytes are still to come, framed as this decoder reads them.
+    Reading(BodyDecoder),
+    /// The whole request was read (its trailers, if any, are replayed with every attempt).
+    Done { trailers: http::HeaderMap },
+}
+
+impl Inbound {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Inbound::Done { .. })
+    }
+}
+
+/// The response as it goes out to the client.
+pub(crate) enum Outbound {
+    /// Nothing was sent to the client yet: the request may still be retried or answered.
+    NotStarted,
+    /// An upstream response's head went out; its body is relayed as decoded from the upstream
+    /// and re-encoded for the client.
+    Relaying {
+        decoder: BodyDecoder,
+        encoder: BodyEncoder,
+        /// The upstream response allows reusing its connection.
+        upstream_keep_alive: bool,
+    },
+    /// A whole answer went out: one the mesh wrote itself, or a 101 that turned the
+    /// connection into a tunnel.
+    Written,
+}
+
+impl Outbound {
+    /// Whether any of the response went to the client (no retry, no other answer then).
+    pub fn started(&self) -> bool {
+        !matches!(self, Outbound::NotStarted)
+    }
 }
 
 /// Indices of the matched route inside the request's snapshot.
@@ -43,7 +134,7 @@ pub(crate) struct RouteRef {
 }
 
 pub(crate) struct Request {
-    pub down: u64,
+    pub down: DownstreamId,
     pub snapshot: Arc<Snapshot>,
     pub start: Instant,
     /// The head as it will go upstream (hop-by-hop fields stripped, rewrites applied).
@@ -60,15 +151,13 @@ pub(crate) struct Request {
     pub phase: Phase,
 
     // Request body.
-    pub decoder: Option<BodyDecoder>,
-    pub body_done: bool,
+    pub inbound: Inbound,
     /// Body bytes received but not yet written to the current attempt.
     pub unsent: VecDeque<Bytes>,
     pub unsent_bytes: usize,
     /// The whole body so far, kept while it fits the retry buffer (None: too big to replay).
     pub replay: Option<Vec<Bytes>>,
     pub replay_bytes: usize,
-    pub trailers: http::HeaderMap,
     pub body_in: u64,
 
     // Attempts.
@@ -80,26 +169,18 @@ pub(crate) struct Request {
     /// The attempt's host: (slot generation, host index, address).
     pub host: Option<(u32, usize, std::net::SocketAddr)>,
     pub encoder: BodyEncoder,
-    pub head_sent: bool,
-    /// The request body's end (last chunk) was written to the current attempt.
-    pub end_sent: bool,
 
     // Timers.
     pub deadline: Option<Instant>,
     pub try_deadline: Option<Instant>,
-    pub resume_at: Option<Instant>,
     /// Stream idle deadline, pushed back whenever bytes move.
     pub idle_deadline: Option<Instant>,
     pub wake: Option<Instant>,
 
     // Response.
-    pub response_started: bool,
+    pub outbound: Outbound,
     pub status: u16,
-    pub resp_decoder: Option<BodyDecoder>,
-    pub resp_encoder: BodyEncoder,
     pub resp_body_out: u64,
-    /// The upstream response allows reusing its connection.
-    pub upstream_keep_alive: bool,
     pub flags: Vec<ResponseFlag>,
 }
 
@@ -167,6 +248,27 @@ pub(crate) fn status_retriable(on: &RetryOn, status: u16) -> bool {
 }
 
 impl Request {
+    /// The whole request body was read.
+    pub fn body_done(&self) -> bool {
+        self.inbound.is_done()
+    }
+
+    /// Part of a response went to the client.
+    pub fn response_started(&self) -> bool {
+        self.outbound.started()
+    }
+
+    /// Move the attempt to `next`, which must be a step a request may take.
+    pub fn set_phase(&mut self, next: Phase) {
+        debug_assert!(
+            self.phase.may_become(next),
+            "request phase {:?} -> {:?}",
+            self.phase,
+            next
+        );
+        self.phase = next;
+    }
+
     pub fn route_config(&self) -> Option<&Route> {
         let r = self.route?;
         let table = self.snapshot.config.route_tables.get(r.table)?;
@@ -191,7 +293,7 @@ impl Request {
         [
             self.deadline,
             self.try_deadline,
-            self.resume_at,
+            self.phase.resume_at(),
             self.idle_deadline,
         ]
         .into_iter()

@@ -9,35 +9,37 @@ use crate::http1::{self, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, Respo
 use crate::route;
 use crate::time::Instant;
 
-use super::conn::{Conn, DownState, Side};
+use super::conn::{DownState, Upstream};
+use super::ids::{RequestId, UpstreamId};
 use super::log::ResponseFlag;
-use super::request::{status_retriable, Failure, Phase};
+use super::request::{status_retriable, Failure, Inbound, Outbound, Phase};
+use super::timers::TimerOwner;
 use super::{out_buf, Engine};
 
 impl Engine {
     /// Parse and forward as much of the response as has arrived.
-    pub(crate) fn relay_response(&mut self, now: Instant, up_id: u64, req_id: u64) {
+    pub(crate) fn relay_response(&mut self, now: Instant, up_id: UpstreamId, req_id: RequestId) {
         loop {
             let Some(req) = self.requests.get(req_id) else {
                 return;
             };
-            if req.resp_decoder.is_none() && !req.response_started {
+            if !req.response_started() {
                 if !self.relay_response_head(now, up_id, req_id) {
                     return;
                 }
                 continue;
             }
             // Body.
-            let Some(Conn {
-                side: Side::Up(up), ..
-            }) = self.conns.get_mut(up_id)
-            else {
+            let Some(up) = self.conns.up_mut(up_id) else {
                 return;
             };
             let Some(req) = self.requests.get_mut(req_id) else {
                 return;
             };
-            let Some(decoder) = req.resp_decoder.as_mut() else {
+            let Outbound::Relaying {
+                decoder, encoder, ..
+            } = &mut req.outbound
+            else {
                 return;
             };
             // A body the upstream stopped short of is a terminated connection (UC); one it
@@ -58,13 +60,14 @@ impl Engine {
                         idle = self.snapshot.config.http.stream_idle_timeout;
                     }
                     req.idle_deadline = Some(now + idle);
+                    (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-                        req.resp_encoder.encode_data(&data, out);
+                        encoder.encode_data(&data, out);
                     }
                 }
                 Ok(BodyEvent::Done { trailers }) => {
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-                        req.resp_encoder.encode_end(&trailers, out);
+                        encoder.encode_end(&trailers, out);
                     }
                     self.response_complete(now, up_id, req_id);
                     return;
@@ -90,11 +93,8 @@ impl Engine {
     }
 
     /// Try to parse a response head. Returns true if the caller should keep going.
-    fn relay_response_head(&mut self, now: Instant, up_id: u64, req_id: u64) -> bool {
-        let Some(Conn {
-            side: Side::Up(up), ..
-        }) = self.conns.get_mut(up_id)
-        else {
+    fn relay_response_head(&mut self, now: Instant, up_id: UpstreamId, req_id: RequestId) -> bool {
+        let Some(up) = self.conns.up_mut(up_id) else {
             return false;
         };
         let Some(req) = self.requests.get(req_id) else {
@@ -182,7 +182,7 @@ impl Engine {
     }
 
     /// The current attempt's (slot, host index).
-    fn attempt_host(&self, req_id: u64) -> Option<(usize, usize)> {
+    fn attempt_host(&self, req_id: RequestId) -> Option<(usize, usize)> {
         let req = self.requests.get(req_id)?;
         let slot = req.slot?;
         let (generation, host, addr) = req.host?;
@@ -191,10 +191,10 @@ impl Engine {
         Some((slot, host))
     }
 
-    fn try_retry_after_response(&mut self, now: Instant, req_id: u64, status: u16) -> bool {
+    fn try_retry_after_response(&mut self, now: Instant, req_id: RequestId, status: u16) -> bool {
         // The response's body will not be read: the connection can't be reused.
         let up = match self.requests.get(req_id).map(|r| r.phase) {
-            Some(Phase::Upstream(up)) => up,
+            Some(Phase::Upstream { up, .. }) => up,
             _ => return false,
         };
         let allowed = {
@@ -202,7 +202,7 @@ impl Engine {
                 return false;
             };
             let policy = req.retry_policy();
-            !req.response_started
+            !req.response_started()
                 && req.replay.is_some()
                 && (req.attempts.saturating_sub(1) < policy.attempts
                     || self.mutation_one_attempt_too_many(
@@ -233,13 +233,17 @@ impl Engine {
     }
 
     /// Send the response head downstream and set up body relaying.
-    fn start_response(&mut self, now: Instant, up_id: u64, req_id: u64, mut head: ResponseHead) {
+    fn start_response(
+        &mut self,
+        now: Instant,
+        up_id: UpstreamId,
+        req_id: RequestId,
+        mut head: ResponseHead,
+    ) {
         // Body bytes that came with the head go out right behind it: room for them (and a
         // chunk header) in the same buffer.
-        let body_ready = match self.conns.get(up_id) {
-            Some(Conn {
-                side: Side::Up(up), ..
-            }) if !up.recv.is_empty() => up.recv.len() + 32,
+        let body_ready = match self.conns.up(up_id) {
+            Some(up) if !up.recv.is_empty() => up.recv.len() + 32,
             _ => 0,
         };
         let Some(req) = self.requests.get_mut(req_id) else {
@@ -287,7 +291,7 @@ impl Engine {
         }
         let down = req.down;
         let close_down =
-            !req.down_keep_alive || !req.body_done || down_framing == BodyFraming::CloseDelimited;
+            !req.down_keep_alive || !req.body_done() || down_framing == BodyFraming::CloseDelimited;
         if req.down_version == Version::Http10 && !close_down {
             // An HTTP/1.0 client only keeps the connection when told so.
             head.headers.insert(
@@ -299,17 +303,14 @@ impl Engine {
         head.framing = down_framing;
         head.keep_alive = !close_down;
         req.status = head.status;
-        req.response_started = true;
-        req.upstream_keep_alive = upstream_keep_alive;
         let limits = http1::Limits::from(&req.snapshot.config.http);
-        req.resp_decoder = Some(BodyDecoder::new(upstream_framing, &limits));
-        req.resp_encoder = BodyEncoder::new(down_framing);
+        req.outbound = Outbound::Relaying {
+            decoder: BodyDecoder::new(upstream_framing, &limits),
+            encoder: BodyEncoder::new(down_framing),
+            upstream_keep_alive,
+        };
         if close_down {
-            if let Some(Conn {
-                side: Side::Down(d),
-                ..
-            }) = self.conns.get_mut(down)
-            {
+            if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
         }
@@ -324,8 +325,8 @@ impl Engine {
     fn upgrade_accepted(
         &mut self,
         now: Instant,
-        up_id: u64,
-        req_id: u64,
+        up_id: UpstreamId,
+        req_id: RequestId,
         mut head: ResponseHead,
     ) -> bool {
         let Some(req) = self.requests.get_mut(req_id) else {
@@ -344,14 +345,18 @@ impl Engine {
         head.framing = BodyFraming::None;
         head.keep_alive = true;
         req.status = 101;
-        req.response_started = true;
+        req.outbound = Outbound::Written;
         let mut out = BytesMut::new();
         http1::encode_response_head(&head, &mut out);
         self.write(down, &out);
         // The request is over as an HTTP exchange; the connections live on as a tunnel.
         if let Some(r) = self.requests.get_mut(req_id) {
-            r.phase = Phase::Done;
-            r.body_done = true;
+            r.set_phase(Phase::Done);
+            if let Inbound::Reading(_) = r.inbound {
+                r.inbound = Inbound::Done {
+                    trailers: http::HeaderMap::new(),
+                };
+            }
         }
         let leftover = self
             .up_mut(up_id)
@@ -362,11 +367,7 @@ impl Engine {
                 s.state.request_finished(host);
             }
         }
-        if let Some(Conn {
-            side: Side::Down(d),
-            ..
-        }) = self.conns.get_mut(down)
-        {
+        if let Some(d) = self.conns.down_mut(down) {
             d.state = DownState::Idle; // finish_request must not close it
         }
         self.finish_request(now, req_id);
@@ -375,22 +376,24 @@ impl Engine {
     }
 
     /// The response was relayed whole.
-    fn response_complete(&mut self, now: Instant, up_id: u64, req_id: u64) {
+    fn response_complete(&mut self, now: Instant, up_id: UpstreamId, req_id: RequestId) {
         let reusable = {
-            let up = match self.conns.get(up_id) {
-                Some(Conn {
-                    side: Side::Up(u), ..
-                }) => u,
-                _ => return,
+            let Some(up) = self.conns.up(up_id) else {
+                return;
             };
             let req = self.requests.get(req_id);
-            let resp_keep_alive = req
-                .and_then(|r| r.resp_decoder.as_ref())
-                .is_some_and(|d| d.is_done());
+            let resp_keep_alive = req.is_some_and(|r| match &r.outbound {
+                Outbound::Relaying {
+                    decoder,
+                    upstream_keep_alive,
+                    ..
+                } => decoder.is_done() && *upstream_keep_alive,
+                _ => false,
+            });
             resp_keep_alive
                 && !up.read_closed
                 && up.recv.is_empty()
-                && req.is_some_and(|r| r.body_done && r.unsent.is_empty() && r.upstream_keep_alive)
+                && req.is_some_and(|r| r.body_done() && r.unsent.is_empty())
         };
         if let Some((slot, host)) = self.attempt_host(req_id) {
             if let Some(s) = self.clusters.slot_mut(slot) {
@@ -399,7 +402,7 @@ impl Engine {
         }
         if let Some(req) = self.requests.get_mut(req_id) {
             // The connection outlives the request: detach without closing it.
-            req.phase = Phase::Done;
+            req.set_phase(Phase::Done);
         }
         if let Some(req) = self.requests.get(req_id) {
             if req.holds_request {
@@ -441,7 +444,7 @@ fn transfer_codings_besides_chunked(headers: &http::HeaderMap) -> Option<http::H
 
 /// How a connection that closed before a response head failed: a reused connection that sent
 /// nothing back is stale (retriable under `refused-stream`), anything else a reset.
-pub(crate) fn reset_kind(up: &super::conn::Upstream) -> Failure {
+pub(crate) fn reset_kind(up: &Upstream) -> Failure {
     if up.requests > 1 && up.recv.is_empty() {
         Failure::StaleConnection
     } else {

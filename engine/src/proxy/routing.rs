@@ -9,22 +9,20 @@ use crate::http1::{self, BodyDecoder, BodyEncoder, BodyFraming, RequestHead, Ver
 use crate::route::{self, RouteOutcome, RouteRequest};
 use crate::time::Instant;
 
-use super::conn::{DownState, Side};
+use super::conn::DownState;
+use super::ids::{DownstreamId, RequestId};
 use super::log::ResponseFlag;
-use super::request::{Phase, Request, RouteRef};
+use super::request::{Inbound, Outbound, Phase, Request, RouteRef};
 use super::snapshot::Snapshot;
 use super::Engine;
 
 impl Engine {
     /// A complete request head arrived on `down`; create the request and route it.
-    pub(crate) fn start_request(&mut self, now: Instant, down: u64, head: RequestHead) {
+    pub(crate) fn start_request(&mut self, now: Instant, down: DownstreamId, head: RequestHead) {
         self.stats.downstream_rq_total += 1;
         let snapshot = self.snapshot.clone();
-        let (listener, source_labels, port, passthrough) = match self.conns.get(down) {
-            Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) => (
+        let (listener, source_labels, port, passthrough) = match self.conns.down(down) {
+            Some(d) => (
                 d.listener.clone(),
                 d.source_labels.clone(),
                 d.original_dst.map(|a| a.port()).unwrap_or(d.local.port()),
@@ -33,8 +31,12 @@ impl Engine {
             _ => return,
         };
         let down_keep_alive = head.keep_alive;
-        let body_done = matches!(head.framing, BodyFraming::None);
-        let decoder = (!body_done).then(|| BodyDecoder::new(head.framing, &self.limits));
+        let inbound = match head.framing {
+            BodyFraming::None => Inbound::Done {
+                trailers: http::HeaderMap::new(),
+            },
+            framing => Inbound::Reading(BodyDecoder::new(framing, &self.limits)),
+        };
         let request = Request {
             down,
             snapshot: snapshot.clone(),
@@ -46,13 +48,11 @@ impl Engine {
             route: None,
             slot: None,
             phase: Phase::Done,
-            decoder,
-            body_done,
+            inbound,
             unsent: VecDeque::new(),
             unsent_bytes: 0,
             replay: Some(Vec::new()),
             replay_bytes: 0,
-            trailers: http::HeaderMap::new(),
             body_in: 0,
             attempts: 0,
             tried_hosts: Default::default(),
@@ -60,29 +60,19 @@ impl Engine {
             holds_request: false,
             host: None,
             encoder: BodyEncoder::new(head.framing),
-            head_sent: false,
-            end_sent: false,
             deadline: None,
             try_deadline: None,
-            resume_at: None,
             idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
             wake: None,
-            response_started: false,
+            outbound: Outbound::NotStarted,
             status: 0,
-            resp_decoder: None,
-            resp_encoder: BodyEncoder::new(BodyFraming::None),
             resp_body_out: 0,
-            upstream_keep_alive: false,
             flags: Vec::new(),
             head,
         };
         let id = self.requests.insert_with(|_| request);
         self.arm_request_timer(id);
-        if let Some(super::conn::Conn {
-            side: Side::Down(d),
-            ..
-        }) = self.conns.get_mut(down)
-        {
+        if let Some(d) = self.conns.down_mut(down) {
             d.state = DownState::Active(id);
             d.head_deadline = None;
             d.idle_deadline = None;
@@ -95,11 +85,7 @@ impl Engine {
             .get(id)
             .is_some_and(|r| r.head.method == http::Method::CONNECT)
         {
-            if let Some(super::conn::Conn {
-                side: Side::Down(d),
-                ..
-            }) = self.conns.get_mut(down)
-            {
+            if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
             self.local_reply(
@@ -216,7 +202,7 @@ impl Engine {
     fn forward(
         &mut self,
         now: Instant,
-        id: u64,
+        id: RequestId,
         snapshot: &Snapshot,
         table_index: usize,
         matched: &crate::route::Matched<'_>,
@@ -268,8 +254,9 @@ impl Engine {
                 return;
             };
             req.flags.push(ResponseFlag::DelayInjected);
-            req.phase = Phase::FaultDelay;
-            req.resume_at = Some(now + delay.fixed);
+            req.set_phase(Phase::FaultDelay {
+                resume_at: now + delay.fixed,
+            });
             self.arm_request_timer(id);
             return;
         }
@@ -285,7 +272,7 @@ impl Engine {
     /// Forward to the connection's original destination through its passthrough cluster
     /// (no routing policy: no retries, no timeout, default pool limits), as Envoy's
     /// `PassthroughCluster` does.
-    fn forward_passthrough(&mut self, now: Instant, id: u64, addr: std::net::SocketAddr) {
+    fn forward_passthrough(&mut self, now: Instant, id: RequestId, addr: std::net::SocketAddr) {
         let slot = self.passthrough_slot(now, addr);
         let Some(req) = self.requests.get_mut(id) else {
             return;
@@ -296,7 +283,7 @@ impl Engine {
         self.begin_attempt(now, id);
     }
 
-    fn set_route(&mut self, id: u64, table: usize, vhost: usize, route: usize, dest: usize) {
+    fn set_route(&mut self, id: RequestId, table: usize, vhost: usize, route: usize, dest: usize) {
         if let Some(req) = self.requests.get_mut(id) {
             req.route = Some(RouteRef {
                 table,
@@ -309,14 +296,14 @@ impl Engine {
 
     /// Envoy answers `Expect: 100-continue` itself once it decided to forward, and does not
     /// pass the expectation upstream.
-    fn continue_expect(&mut self, id: u64) {
+    fn continue_expect(&mut self, id: RequestId) {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
         if req.head.expect_continue {
             req.head.expect_continue = false;
             let down = req.down;
-            if req.down_version == Version::Http11 && !req.body_done {
+            if req.down_version == Version::Http11 && !req.body_done() {
                 self.write(down, b"HTTP/1.1 100 Continue\r\n\r\n");
             }
         }
@@ -324,7 +311,7 @@ impl Engine {
 
     /// Handles Max-Forwards on TRACE/OPTIONS. Returns Some(false) to go on routing, Some(true)
     /// when answered here, None when the request is gone.
-    fn max_forwards(&mut self, now: Instant, id: u64) -> Option<bool> {
+    fn max_forwards(&mut self, now: Instant, id: RequestId) -> Option<bool> {
         let req = self.requests.get_mut(id)?;
         let method = req.head.method.clone();
         if method != http::Method::TRACE && method != http::Method::OPTIONS {
@@ -387,7 +374,7 @@ impl Engine {
     }
 
     /// After any fault delay: maybe abort, else start the first attempt.
-    pub(crate) fn after_delay(&mut self, now: Instant, id: u64) {
+    pub(crate) fn after_delay(&mut self, now: Instant, id: RequestId) {
         let abort = self.requests.get(id).and_then(|r| {
             r.route_config()
                 .and_then(|r| r.fault.as_ref()?.abort.clone())

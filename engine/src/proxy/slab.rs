@@ -1,5 +1,10 @@
 //! A generational slab: O(1) insert/lookup/remove with ids that are never reused, so a stale
-//! id (a timer for a connection that has since closed) simply finds nothing.
+//! id (a timer for a connection that has since closed) simply finds nothing. Keys are typed
+//! ([`SlabKey`]): a slab of requests can't be indexed with a connection id.
+
+use std::marker::PhantomData;
+
+use super::ids::SlabKey;
 
 /// Index in the low 32 bits, generation in the high 32 bits.
 pub(crate) fn pack(index: u32, generation: u32) -> u64 {
@@ -15,18 +20,20 @@ struct Slot<T> {
     value: Option<T>,
 }
 
-pub(crate) struct Slab<T> {
+pub(crate) struct Slab<K, T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     len: usize,
+    key: PhantomData<K>,
 }
 
-impl<T> Slab<T> {
+impl<K: SlabKey, T> Slab<K, T> {
     pub fn new() -> Self {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            key: PhantomData,
         }
     }
 
@@ -35,28 +42,30 @@ impl<T> Slab<T> {
     }
 
     /// Inserts the value built from its own id.
-    pub fn insert_with(&mut self, make: impl FnOnce(u64) -> T) -> u64 {
+    pub fn insert_with(&mut self, make: impl FnOnce(K) -> T) -> K {
         self.len += 1;
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
             debug_assert!(slot.value.is_none());
             slot.generation = slot.generation.wrapping_add(1);
-            let id = pack(index, slot.generation);
+            let id = K::from_raw(pack(index, slot.generation));
             slot.value = Some(make(id));
+            debug_assert_eq!(self.len, self.slots.len() - self.free.len());
             id
         } else {
             let index = u32::try_from(self.slots.len()).expect("more than 2^32 live slab entries");
-            let id = pack(index, 0);
+            let id = K::from_raw(pack(index, 0));
             self.slots.push(Slot {
                 generation: 0,
                 value: Some(make(id)),
             });
+            debug_assert_eq!(self.len, self.slots.len() - self.free.len());
             id
         }
     }
 
-    pub fn get(&self, id: u64) -> Option<&T> {
-        let (index, generation) = unpack(id);
+    pub fn get(&self, id: K) -> Option<&T> {
+        let (index, generation) = unpack(id.raw());
         let slot = self.slots.get(index)?;
         if slot.generation != generation {
             return None;
@@ -64,12 +73,12 @@ impl<T> Slab<T> {
         slot.value.as_ref()
     }
 
-    pub fn contains(&self, id: u64) -> bool {
+    pub fn contains(&self, id: K) -> bool {
         self.get(id).is_some()
     }
 
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
-        let (index, generation) = unpack(id);
+    pub fn get_mut(&mut self, id: K) -> Option<&mut T> {
+        let (index, generation) = unpack(id.raw());
         let slot = self.slots.get_mut(index)?;
         if slot.generation != generation {
             return None;
@@ -77,8 +86,8 @@ impl<T> Slab<T> {
         slot.value.as_mut()
     }
 
-    pub fn remove(&mut self, id: u64) -> Option<T> {
-        let (index, generation) = unpack(id);
+    pub fn remove(&mut self, id: K) -> Option<T> {
+        let (index, generation) = unpack(id.raw());
         let slot = self.slots.get_mut(index)?;
         if slot.generation != generation {
             return None;
@@ -86,17 +95,27 @@ impl<T> Slab<T> {
         let value = slot.value.take()?;
         self.len -= 1;
         self.free.push(index as u32);
+        debug_assert_eq!(self.len, self.slots.len() - self.free.len());
         Some(value)
     }
 
     /// Ids of live entries in index order (deterministic).
-    pub fn ids(&self) -> Vec<u64> {
+    #[cfg(test)]
+    pub fn ids(&self) -> Vec<K> {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.value.is_some())
-            .map(|(i, s)| pack(i as u32, s.generation))
+            .map(|(i, s)| K::from_raw(pack(i as u32, s.generation)))
             .collect()
+    }
+
+    /// Live entries with their ids, in index order (deterministic).
+    pub fn iter(&self) -> impl Iterator<Item = (K, &T)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let value = s.value.as_ref()?;
+            Some((K::from_raw(pack(i as u32, s.generation)), value))
+        })
     }
 }
 
@@ -106,7 +125,7 @@ mod tests {
 
     #[test]
     fn stale_ids_find_nothing() {
-        let mut slab = Slab::new();
+        let mut slab: Slab<super::super::ids::ConnId, _> = Slab::new();
         let a = slab.insert_with(|id| id);
         assert_eq!(slab.get(a), Some(&a));
         assert_eq!(slab.remove(a), Some(a));

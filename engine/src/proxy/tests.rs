@@ -55,6 +55,18 @@ fn drain(engine: &mut Engine) -> Vec<Output> {
     std::iter::from_fn(|| engine.poll_output()).collect()
 }
 
+/// Every byte `outputs` send on `conn`, in order.
+fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<u8> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: c, data } if *c == conn => Some(data.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn accept(engine: &mut Engine) -> ConnId {
     engine.accept(
         Instant::ZERO,
@@ -139,28 +151,28 @@ fn cluster_index_names_the_same_state_as_the_name() {
     two.clusters.push(other);
     let mut engine = Engine::try_new(Arc::new(two.clone()), 1).unwrap();
     for name in ["c", "d"] {
-        let i = engine.cluster_index(name).unwrap();
-        let by_index = engine.cluster_state_at(i).unwrap();
-        let by_name = engine.cluster_state(name).unwrap();
+        let i = engine.inspect().cluster_index(name).unwrap();
+        let by_index = engine.inspect().cluster_state_at(i).unwrap();
+        let by_name = engine.inspect().cluster_state(name).unwrap();
         assert!(std::ptr::eq(by_index, by_name));
     }
-    assert_eq!(engine.cluster_index("nope"), None);
-    assert!(engine.cluster_state_at(99).is_none());
+    assert_eq!(engine.inspect().cluster_index("nope"), None);
+    assert!(engine.inspect().cluster_state_at(99).is_none());
     // A swap that drops "d" retires its slot: the old index no longer answers, and the
     // counter that tells a driver to look indices up again moved.
-    let d = engine.cluster_index("d").unwrap();
+    let d = engine.inspect().cluster_index("d").unwrap();
     let applied = engine.stats().config_applied;
     let mut one = two;
     one.clusters.truncate(1);
     one.version = "t2".into();
     engine.apply_config(Instant::ZERO, Arc::new(one)).unwrap();
     assert_ne!(engine.stats().config_applied, applied);
-    assert!(engine.cluster_state_at(d).is_none());
-    assert!(engine.cluster_state("d").is_none());
-    let c = engine.cluster_index("c").unwrap();
+    assert!(engine.inspect().cluster_state_at(d).is_none());
+    assert!(engine.inspect().cluster_state("d").is_none());
+    let c = engine.inspect().cluster_index("c").unwrap();
     assert!(std::ptr::eq(
-        engine.cluster_state_at(c).unwrap(),
-        engine.cluster_state("c").unwrap()
+        engine.inspect().cluster_state_at(c).unwrap(),
+        engine.inspect().cluster_state("c").unwrap()
     ));
 }
 
@@ -178,7 +190,7 @@ fn ejected_host_count_follows_ejections() {
         ..Default::default()
     });
     let mut engine = Engine::try_new(Arc::new(cfg), 1).unwrap();
-    assert_eq!(engine.ejected_host_count(), 0);
+    assert_eq!(engine.inspect().ejected_host_count(), 0);
     let t = Instant::from_millis(1);
     let down = accept(&mut engine);
     engine.handle(
@@ -203,9 +215,9 @@ fn ejected_host_count_follows_ejections() {
         },
     );
     drain(&mut engine);
-    let state = engine.cluster_state("c").unwrap();
+    let state = engine.inspect().cluster_state("c").unwrap();
     assert_eq!(state.ejected_count(), 1);
-    assert_eq!(engine.ejected_host_count(), 1);
+    assert_eq!(engine.inspect().ejected_host_count(), 1);
 }
 
 #[test]
@@ -215,6 +227,41 @@ fn bad_config_keeps_engine_alive_with_error() {
     let engine = Engine::new(Arc::new(bad), 1);
     assert!(engine.last_config_error().is_some());
     assert!(engine.config().listeners.is_empty());
+}
+
+#[test]
+fn a_refused_config_input_is_reported_as_an_event() {
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let mut bad = config();
+    bad.version = "v2".into();
+    bad.clusters.clear();
+    engine.handle(Instant::ZERO, Input::Config(Arc::new(bad)));
+    let event = engine.poll_event();
+    let Some(Event::ConfigRejected { version, error }) = event else {
+        panic!("expected a rejection, got {event:?}");
+    };
+    assert_eq!(version, "v2");
+    assert!(
+        matches!(error, ConfigError::MissingCluster { .. }),
+        "{error}"
+    );
+    assert!(engine.poll_event().is_none());
+    assert_eq!(
+        engine.config().version,
+        "t",
+        "the last good config keeps serving"
+    );
+    assert_eq!(engine.stats().config_rejected, 1);
+    // Unpolled events are bounded.
+    for _ in 0..3 * MAX_EVENTS {
+        let mut bad = config();
+        bad.clusters.clear();
+        engine.handle(Instant::ZERO, Input::Config(Arc::new(bad)));
+    }
+    assert_eq!(
+        std::iter::from_fn(|| engine.poll_event()).count(),
+        MAX_EVENTS
+    );
 }
 
 #[test]
@@ -261,7 +308,13 @@ fn timer_heap_stays_bounded_under_many_requests() {
                 data: Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
             },
         );
-        drain(&mut engine);
+        // The client takes its answer (else, past the connection buffer, the engine would
+        // rightly stop reading its next request).
+        for o in drain(&mut engine) {
+            if let Output::Send { conn, .. } = o {
+                engine.handle(now, Input::WriteDrained { conn });
+            }
+        }
     }
     assert_eq!(engine.drain_logs().len(), 20_000);
     assert!(
@@ -339,14 +392,7 @@ fn config_swap_keeps_in_flight_stream_idle_timeout() {
         },
     );
     let out = drain(&mut engine);
-    let body: Vec<u8> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send { conn, data } if *conn == down => Some(data.to_vec()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let body = sent_to(&out, down);
     assert_eq!(body, b"d", "{out:?}");
     assert_eq!(engine.live().1, 0, "the request finished");
 }
@@ -459,4 +505,68 @@ fn config_swap_keeps_in_flight_response_limits() {
         })
         .expect("a response downstream");
     assert!(sent.starts_with(b"HTTP/1.1 200 OK\r\n"), "{sent:?}");
+}
+
+/// Ten thousand pipelined requests that the mesh answers itself (404 NR), in one read, on a
+/// small stack: answering one request and reading the next goes through the engine's work
+/// queue, not through a recursion per request. Answers the client has not taken bound how
+/// far the engine reads ahead: they go out in rounds of at most the connection buffer, each
+/// released by the client draining the last (`WriteDrained`).
+#[test]
+fn pipelined_local_answers_keep_the_stack_flat() {
+    const REQUESTS: usize = 10_000;
+    const BUFFER: usize = 512 * 1024;
+    let run = || {
+        let mut config = config();
+        config.http.connection_buffer_bytes = BUFFER;
+        let mut engine = Engine::try_new(Arc::new(config), 1).unwrap();
+        let down = accept(&mut engine);
+        let mut wire = Vec::new();
+        for i in 0..REQUESTS {
+            wire.extend_from_slice(
+                format!("GET /{i} HTTP/1.1\r\nhost: nowhere\r\n\r\n").as_bytes(),
+            );
+        }
+        let now = Instant::from_millis(1);
+        let data = Bytes::from(wire);
+        engine.handle(now, Input::Received { conn: down, data });
+        let (mut answered, mut rounds) = (0, 0);
+        loop {
+            let out = drain(&mut engine);
+            assert!(
+                !out.iter().any(|o| matches!(o, Output::Close { .. })),
+                "{:?}",
+                out.last()
+            );
+            let sent = sent_to(&out, down);
+            if sent.is_empty() {
+                break;
+            }
+            // One answer may cross the bound: the one that reached it.
+            assert!(
+                sent.len() < BUFFER + 512,
+                "{} bytes in one round",
+                sent.len()
+            );
+            answered += String::from_utf8(sent)
+                .unwrap()
+                .matches("HTTP/1.1 404 ")
+                .count();
+            rounds += 1;
+            engine.handle(now, Input::WriteDrained { conn: down });
+        }
+        assert_eq!(answered, REQUESTS);
+        assert!(rounds > 1, "the answers were paced by the client");
+        let logs = engine.drain_logs();
+        assert_eq!(logs.len(), REQUESTS);
+        assert!(logs.iter().all(|l| l.flags == [ResponseFlag::NoRouteFound]));
+        assert_eq!(logs.last().map(|l| l.path.as_str()), Some("/9999"));
+        assert_eq!(engine.live(), (1, 0));
+    };
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .expect("10,000 pipelined local answers fit a 256 KiB stack");
 }

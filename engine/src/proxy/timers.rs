@@ -11,11 +11,13 @@ use std::collections::BinaryHeap;
 
 use crate::time::Instant;
 
+use super::ids::{ConnId, RequestId};
+
 /// Who asked to be woken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerOwner {
-    Conn(u64),
-    Request(u64),
+    Conn(ConnId),
+    Request(RequestId),
     ClusterSweep(usize),
 }
 
@@ -32,6 +34,16 @@ impl Timers {
         self.heap.push(Reverse((at, self.seq, owner)));
     }
 
+    /// Wake `owner` at `at` unless it is already woken no later: `wake` is the instant the
+    /// owner keeps of its armed entry. Every deadline an owner sets goes through here (or is
+    /// later than its armed wake-up), so no deadline waits for a wake-up that never comes.
+    pub fn arm(&mut self, wake: &mut Option<Instant>, at: Instant, owner: TimerOwner) {
+        if wake.is_none_or(|w| at < w) {
+            *wake = Some(at);
+            self.schedule(at, owner);
+        }
+    }
+
     pub fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
@@ -45,6 +57,14 @@ impl Timers {
             }
             _ => None,
         }
+    }
+
+    /// Every armed entry, in no particular order (for invariant checks).
+    #[cfg(debug_assertions)]
+    pub fn entries(&self) -> impl Iterator<Item = (Instant, TimerOwner)> + '_ {
+        self.heap
+            .iter()
+            .map(|Reverse((at, _, owner))| (*at, *owner))
     }
 
     pub fn len(&self) -> usize {
@@ -65,9 +85,9 @@ mod tests {
     #[test]
     fn pops_in_time_then_fifo_order() {
         let mut t = Timers::default();
-        t.schedule(Instant::from_millis(5), TimerOwner::Conn(1));
-        t.schedule(Instant::from_millis(1), TimerOwner::Conn(2));
-        t.schedule(Instant::from_millis(5), TimerOwner::Conn(3));
+        t.schedule(Instant::from_millis(5), TimerOwner::Conn(ConnId(1)));
+        t.schedule(Instant::from_millis(1), TimerOwner::Conn(ConnId(2)));
+        t.schedule(Instant::from_millis(5), TimerOwner::Conn(ConnId(3)));
         assert_eq!(t.next(), Some(Instant::from_millis(1)));
         assert!(t.pop_due(Instant::ZERO).is_none());
         let now = Instant::from_millis(10);
@@ -77,9 +97,9 @@ mod tests {
         assert_eq!(
             order,
             vec![
-                TimerOwner::Conn(2),
-                TimerOwner::Conn(1),
-                TimerOwner::Conn(3)
+                TimerOwner::Conn(ConnId(2)),
+                TimerOwner::Conn(ConnId(1)),
+                TimerOwner::Conn(ConnId(3))
             ]
         );
         assert_eq!(t.len(), 0);

@@ -214,8 +214,8 @@ impl Mesh<'_> {
         }
         self.sidecars[sc].resolve_slots(&self.cluster_names);
         let side = &self.sidecars[sc];
-        let Some(state) =
-            (side.slots.get(c).copied().flatten()).and_then(|s| side.engine.cluster_state_at(s))
+        let Some(state) = (side.slots.get(c).copied().flatten())
+            .and_then(|s| side.engine.inspect().cluster_state_at(s))
         else {
             return (0, (u64::MAX, 0), false);
         };

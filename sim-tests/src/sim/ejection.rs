@@ -296,7 +296,7 @@ impl Mesh<'_> {
             for &c in pooled.iter() {
                 // Engine state locates where a timeout may land; it predicts nothing.
                 let pending = (side.slots.get(c).copied().flatten())
-                    .and_then(|slot| side.engine.cluster_state_at(slot))
+                    .and_then(|slot| side.engine.inspect().cluster_state_at(slot))
                     .is_some_and(|s| s.breaker().pending() > 0);
                 if pending {
                     buf.extend(self.cluster_info[c].endpoints.iter().map(|&ep| (c, ep)));

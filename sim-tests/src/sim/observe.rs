@@ -60,7 +60,7 @@ impl Mesh<'_> {
         if scan.len() > 4
             && !any_pending
             && side.watched_ejected == 0
-            && side.engine.ejected_host_count() == 0
+            && side.engine.inspect().ejected_host_count() == 0
         {
             scan.clear();
         }
@@ -70,7 +70,7 @@ impl Mesh<'_> {
             };
             let side = &self.sidecars[sc];
             let Some(state) = (side.slots.get(c).copied().flatten())
-                .and_then(|slot| side.engine.cluster_state_at(slot))
+                .and_then(|slot| side.engine.inspect().cluster_state_at(slot))
             else {
                 continue;
             };

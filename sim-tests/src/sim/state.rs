@@ -107,7 +107,7 @@ pub(crate) struct Sidecar {
     pub generations: Vec<usize>,
     /// The stream idle timeout the last push that set one gave this sidecar.
     pub stream_idle: Option<Duration>,
-    /// Per cluster, its slot in the engine (`Engine::cluster_index`), resolved once per
+    /// Per cluster, its slot in the engine (`Inspect::cluster_index`), resolved once per
     /// config the engine applied (`slots_for`): looking clusters up by name after every
     /// engine call was a tenth of the simulator's time.
     pub slots: Vec<Option<usize>>,
@@ -122,7 +122,7 @@ impl Sidecar {
         let applied = self.engine.stats().config_applied;
         if self.slots_for != Some(applied) {
             self.slots = (cluster_names.iter())
-                .map(|n| self.engine.cluster_index(n))
+                .map(|n| self.engine.inspect().cluster_index(n))
                 .collect();
             self.slots_for = Some(applied);
         }

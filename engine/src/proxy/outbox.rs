@@ -1,0 +1,112 @@
+//! What one call leaves for the driver, and the wake-ups it arms: bytes gathered per
+//! connection (flushed as one `Output::Send` when the call returns), decided closes, read
+//! interest, timers of connections and cluster sweeps, and the deferred-work queue. The
+//! lowest layer of the proxy: everything calls it, it calls nothing else.
+
+use super::conn::Conn;
+use super::ids::{ConnId, DownstreamId};
+use super::slab::Slab;
+use super::timers::TimerOwner;
+use super::{Engine, Output, Work};
+use crate::time::Instant;
+
+impl Engine {
+    /// Let downstream `id` read its next (pipelined) request once the current call unwinds.
+    pub(super) fn queue_resume(&mut self, id: DownstreamId) {
+        if let Some(down) = self.conns.open_down_mut(id) {
+            if !down.resume_queued {
+                down.resume_queued = true;
+                self.work.push_back(Work::Resume(id));
+            }
+        }
+    }
+
+    pub(super) fn arm_sweep(&mut self, slot: usize) {
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return;
+        };
+        let Some(at) = s.state.next_timer() else {
+            return;
+        };
+        (self.timers).arm(&mut s.sweep_at, at, TimerOwner::ClusterSweep(slot));
+    }
+
+    /// Queue `bytes` for `conn`; flushed at the end of the current call.
+    pub(super) fn write(&mut self, conn: impl Into<ConnId>, bytes: &[u8]) {
+        let conn = conn.into();
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.is_open() {
+                c.out.extend_from_slice(bytes);
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(conn);
+                }
+            }
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, conn: ConnId) {
+        mark_dirty(&mut self.conns, &mut self.dirty, conn);
+    }
+
+    /// Decide to close `conn`; its buffered bytes still go out first when graceful.
+    pub(super) fn mark_closing(&mut self, conn: impl Into<ConnId>, graceful: bool) {
+        let conn = conn.into();
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.closing.is_none() {
+                c.closing = Some(graceful);
+                if !graceful {
+                    c.out.clear();
+                }
+            }
+        }
+        self.mark_dirty(conn);
+    }
+
+    pub(super) fn set_reading(&mut self, conn: impl Into<ConnId>, enabled: bool) {
+        let conn = conn.into();
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.is_open() && c.reading != enabled {
+                c.reading = enabled;
+                self.outputs
+                    .push_back(Output::ReadInterest { conn, enabled });
+            }
+        }
+    }
+
+    /// Arm the connection's timer for `at` unless an earlier one is already armed.
+    pub(super) fn arm_conn_timer(&mut self, conn: impl Into<ConnId>, at: Instant) {
+        let conn = conn.into();
+        if let Some(c) = self.conns.get_mut(conn) {
+            (self.timers).arm(&mut c.wake, at, TimerOwner::Conn(conn));
+        }
+    }
+}
+
+/// The outgoing buffer of an open connection, marked for flushing. A free function over the
+/// two fields, so callers can encode straight from a request borrowed from `requests`.
+pub(super) fn out_buf<'a>(
+    conns: &'a mut Slab<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    conn: impl Into<ConnId>,
+) -> Option<&'a mut bytes::BytesMut> {
+    let conn = conn.into();
+    let c = conns.get_mut(conn)?;
+    if !c.is_open() {
+        return None;
+    }
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(conn);
+    }
+    Some(&mut c.out)
+}
+
+pub(super) fn mark_dirty(conns: &mut Slab<ConnId, Conn>, dirty: &mut Vec<ConnId>, conn: ConnId) {
+    if let Some(c) = conns.get_mut(conn) {
+        if !c.dirty {
+            c.dirty = true;
+            dirty.push(conn);
+        }
+    }
+}
