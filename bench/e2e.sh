@@ -38,6 +38,7 @@ UP_PORT=$BASE_PORT
 TRELLIS_PORT=$((BASE_PORT + 1))
 HAPROXY_PORT=$((BASE_PORT + 2))
 NGINX_PORT=$((BASE_PORT + 3))
+FLOOR_PORT=$((BASE_PORT + 4))
 
 log() { echo "== $*" >&2; }
 
@@ -58,9 +59,10 @@ NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
 
 log "building trellis and loadgen (release)"
 cargo build --release --quiet --bin trellis -p trellis
-cargo build --release --quiet -p trellis-bench --bin loadgen
+cargo build --release --quiet -p trellis-bench --bin loadgen --bin floor_relay
 TRELLIS=$PWD/target/release/trellis
 LOADGEN=$PWD/target/release/loadgen
+FLOOR=$PWD/target/release/floor_relay
 
 WORK=$(mktemp -d /tmp/trellis-e2e-bench.XXXXXX)
 chmod 755 "$WORK"
@@ -150,6 +152,14 @@ frontend fe
 backend be
   server up 127.0.0.1:$UP_PORT
 EOF
+# The floor: Trellis's runtime relaying bytes, one upstream connection per downstream one, no
+# parsing (bench/src/bin/floor_relay.rs), on the backend Trellis picks by default.
+FLOOR_ARGS=""
+if [ "${FLOOR_BACKEND:-io-uring}" = io-uring ]; then FLOOR_ARGS="--io-uring"; fi
+taskset -c "$PROXY_CPU" "$FLOOR" --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$UP_PORT" $FLOOR_ARGS &
+FLOOR_PID=$!
+PIDS+=($FLOOR_PID)
+
 taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" &
 HAPROXY_PID=$!
 PIDS+=($HAPROXY_PID)
@@ -173,13 +183,13 @@ taskset -c "$PROXY_CPU" nginx -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" &
 NGINX_MASTER=$!
 PIDS+=($NGINX_MASTER)
 
-for p in "$TRELLIS_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do wait_port "$p"; done
+for p in "$TRELLIS_PORT" "$HAPROXY_PORT" "$NGINX_PORT" "$FLOOR_PORT"; do wait_port "$p"; done
 sleep 0.3
 # nginx serves from its (single) worker process; that is the one to measure.
 NGINX_PID=$(pgrep -o -P "$NGINX_MASTER")
 UP_PID=$(pgrep -o -P "${PIDS[0]}")
 
-for port in "$UP_PORT" "$TRELLIS_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do
+for port in "$UP_PORT" "$TRELLIS_PORT" "$HAPROXY_PORT" "$NGINX_PORT" "$FLOOR_PORT"; do
   body=$(curl -sS --fail -H 'host: up' "http://127.0.0.1:$port/1k")
   [ "${#body}" = 1024 ] || { echo "port $port did not serve the 1 KiB file" >&2; exit 1; }
 done
@@ -192,16 +202,16 @@ TICKS=$(getconf CLK_TCK)
 
 target_port() {
   case $1 in direct) echo "$UP_PORT" ;; trellis) echo "$TRELLIS_PORT" ;;
-    haproxy) echo "$HAPROXY_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac
+    haproxy) echo "$HAPROXY_PORT" ;; nginx) echo "$NGINX_PORT" ;; floor) echo "$FLOOR_PORT" ;; esac
 }
 target_pid() {
   case $1 in direct) echo "$UP_PID" ;; trellis) echo "$TRELLIS_PID" ;;
-    haproxy) echo "$HAPROXY_PID" ;; nginx) echo "$NGINX_PID" ;; esac
+    haproxy) echo "$HAPROXY_PID" ;; nginx) echo "$NGINX_PID" ;; floor) echo "$FLOOR_PID" ;; esac
 }
 
 RUNS=$WORK/runs.jsonl
 : >"$RUNS"
-TARGETS="direct trellis haproxy nginx"
+TARGETS="direct trellis haproxy nginx floor"
 
 for rep in $(seq "$REPEAT"); do
 for rate in $RATES; do
@@ -268,7 +278,8 @@ w("Command: \`bash bench/e2e.sh\` (DURATION=$DURATION s measured after ${WARMUP}
 w("Date: $(date -u +%Y-%m-%d), machine: $CPUS CPU(s) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), "
   "Linux $(uname -r); HAProxy $HAPROXY_VERSION, nginx $NGINX_VERSION (Debian); proxy on CPU $PROXY_CPU, "
   "upstream nginx on CPU $UPSTREAM_CPU, load generator on CPU $CLIENT_CPU.  ")
-w("Trellis: \`trellis proxy $TRELLIS_ARGS\` (thread-per-core runtime on one core; backend auto = io_uring here, epoll fallback), access log off (RUST_LOG=warn).")
+w("Trellis: \`trellis proxy $TRELLIS_ARGS\` (thread-per-core runtime on one core; backend auto = io_uring here, epoll fallback), access log off (RUST_LOG=warn).  ")
+w("floor: \`floor_relay\` (bench/src/bin/floor_relay.rs), Trellis's runtime relaying bytes without parsing, one upstream connection per downstream one (${FLOOR_BACKEND:-io-uring}): the limit of the runtime itself.")
 w("")
 w("### Added latency over direct (µs; loadgen, constant rate, open loop, from the intended send time)")
 w("")
