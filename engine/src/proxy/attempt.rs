@@ -59,7 +59,7 @@ impl Engine {
         req.holds_request = true;
         req.attempts += 1;
         req.tried_hosts.push(pick.host);
-        req.host = Some((generation, pick.host, addr));
+        req.set_host(generation, pick.host, addr);
         req.encoder = BodyEncoder::new(req.head.framing);
         if let Some(replay) = &req.replay {
             req.unsent = replay.iter().cloned().collect();

@@ -316,7 +316,7 @@ impl Engine {
         self.spread_mutations();
     }
 
-    // ---- plumbing shared by the submodules ----
+    // ---- the dispatcher: deferred work, timers, flushing, and inputs routed to handlers ----
 
     /// Do the deferred work, including whatever it defers in turn. The queue holds at most one
     /// entry per downstream connection, and each handler runs from here with a flat stack.

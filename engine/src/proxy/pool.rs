@@ -128,7 +128,7 @@ impl Engine {
             end_sent: false,
         });
         // The connection may serve another host than the one picked (pending hand-off).
-        req.host = Some((host_gen, host, addr));
+        req.set_host(host_gen, host, addr);
         if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up_id) {
             http1::encode_request_head(&req.head, out);
         }

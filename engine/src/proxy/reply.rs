@@ -158,7 +158,7 @@ impl Engine {
             flags: req.flags,
             route,
             cluster,
-            upstream_host: req.host.map(|(_, _, a)| a),
+            upstream_host: req.upstream_host,
             attempts: req.attempts,
             request_body_bytes: req.body_in,
             response_body_bytes: req.resp_body_out,

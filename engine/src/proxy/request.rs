@@ -166,8 +166,11 @@ pub(crate) struct Request {
     pub tried_hosts: TriedHosts,
     pub holds_retry: bool,
     pub holds_request: bool,
-    /// The attempt's host: (slot generation, host index, address).
+    /// The attempt's host: (slot generation, host index, address); taken when the attempt
+    /// lets go of it (its outcome is reported once).
     pub host: Option<(u32, usize, std::net::SocketAddr)>,
+    /// The latest attempt's host address, kept for the access log (`%UPSTREAM_HOST%`).
+    pub upstream_host: Option<std::net::SocketAddr>,
     pub encoder: BodyEncoder,
 
     // Timers.
@@ -256,6 +259,12 @@ impl Request {
     /// Part of a response went to the client.
     pub fn response_started(&self) -> bool {
         self.outbound.started()
+    }
+
+    /// The current attempt's host (see [`Request::host`]), also remembered for the log.
+    pub fn set_host(&mut self, generation: u32, host: usize, addr: std::net::SocketAddr) {
+        self.host = Some((generation, host, addr));
+        self.upstream_host = Some(addr);
     }
 
     /// Move the attempt to `next`, which must be a step a request may take.

@@ -59,6 +59,7 @@ impl Engine {
             holds_retry: false,
             holds_request: false,
             host: None,
+            upstream_host: None,
             encoder: BodyEncoder::new(head.framing),
             deadline: None,
             try_deadline: None,

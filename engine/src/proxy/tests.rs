@@ -138,8 +138,34 @@ fn request_flows_connect_send_response_close() {
     let logs = engine.drain_logs();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].status, 200);
+    assert_eq!(logs[0].attempts, 1);
+    assert_eq!(logs[0].cluster.as_deref(), Some("c"));
+    assert_eq!(
+        logs[0].upstream_host,
+        Some("10.0.0.1:80".parse().unwrap()),
+        "the access log names the host that answered"
+    );
     // The upstream connection went back to the pool: nothing else is live.
     assert_eq!(engine.live(), (1, 0));
+}
+
+#[test]
+fn a_failed_connect_is_logged_with_the_host_it_tried() {
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let down = accept(&mut engine);
+    let t = Instant::from_millis(1);
+    let data = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n");
+    engine.handle(t, Input::Received { conn: down, data });
+    let out = drain(&mut engine);
+    let [Output::Connect { conn: up, .. }] = out.as_slice() else {
+        panic!("expected one connect, got {out:?}");
+    };
+    engine.handle(t, Input::ConnectFailed { conn: *up });
+    let logs = engine.drain_logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].status, 503);
+    assert_eq!(logs[0].flags, [ResponseFlag::UpstreamConnectionFailure]);
+    assert_eq!(logs[0].upstream_host, Some("10.0.0.1:80".parse().unwrap()));
 }
 
 #[test]

@@ -39,7 +39,7 @@ impl Engine {
             Some(req) => {
                 if let Some(r) = self.requests.get_mut(req) {
                     r.set_phase(Phase::Done); // the connection is already gone
-                    r.host = Some((host_gen, host, addr));
+                    r.set_host(host_gen, host, addr);
                 }
                 self.attempt_failed(now, req, Failure::ConnectFailed);
             }
