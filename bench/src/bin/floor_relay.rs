@@ -73,7 +73,13 @@ impl ProxyEngine for Relay {
     fn accept(&mut self, _now: Instant, _conn: Accepted) -> ConnId {
         let down = self.id();
         let up = self.id();
-        self.sides.insert(down, Side { peer: up, early: None });
+        self.sides.insert(
+            down,
+            Side {
+                peer: up,
+                early: None,
+            },
+        );
         self.sides.insert(
             up,
             Side {

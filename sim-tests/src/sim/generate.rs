@@ -203,85 +203,14 @@ impl Scenario {
                 }
             }
         }
-        gen_retries_and_weights(seed, &mut scn);
+        super::gen_policy::gen_retries_and_weights(seed, &mut scn);
         // Ejection-time caps (Envoy's `max_ejection_time`), and hosts that fail on every
         // request, came with the first-principles ejection timelines: a stream of their own.
         let mut caps = fastrand::Rng::with_seed(seed ^ 0x0e7e_c71e_0000_0008);
-        gen_ejection_caps(&mut caps, &mut scn);
-        // `http2MaxRequests` below `maxConnections` on some pools: a stream of its own.
-        let mut maxr = fastrand::Rng::with_seed(seed ^ 0x3a5e_0e57_0000_0009);
-        for svc in &mut scn.services {
-            for ver in &mut svc.versions {
-                if let Some(p) = ver.pool.as_mut() {
-                    if maxr.u8(0..100) < 40 {
-                        p.max_requests = maxr.u32(1..=p.max_connections.max(1));
-                    }
-                }
-            }
-        }
-        // Panic mode (`minHealthPercent`) on some clusters with outlier detection: a stream of
-        // its own.
-        let mut panic = fastrand::Rng::with_seed(seed ^ 0x9a41_c0de_0000_000c);
-        for ver in scn.services.iter_mut().flat_map(|s| &mut s.versions) {
-            if let Some(o) = ver.outlier.as_mut() {
-                if panic.u8(0..100) < 30 {
-                    o.min_health_percent = [1, 34, 50, 100][panic.usize(0..4)];
-                }
-            }
-        }
-        // Upstream idle timeouts of milliseconds and retry budgets (`maxRetries`): a stream of
-        // its own.
-        let mut pool = fastrand::Rng::with_seed(seed ^ 0x1d1e_7e7e_0000_000d);
-        for ver in scn.services.iter_mut().flat_map(|s| &mut s.versions) {
-            if pool.u8(0..100) < 25 {
-                ver.upstream_idle_ms = Some([1, 5, 20, 100][pool.usize(0..4)]);
-            }
-            if pool.u8(0..100) < 20 {
-                ver.max_retries = Some(pool.u32(0..=2));
-            }
-            if ver.lb == 1 && pool.u8(0..100) < 30 {
-                ver.least_request_choices = Some(pool.u32(3..=5));
-            }
-        }
-        // `refused-stream` in some `retryOn`s (Istio's default has it): a stream of its own.
-        let mut refused = fastrand::Rng::with_seed(seed ^ 0x7ef5_ed00_0000_000f);
-        let rules = (scn.services.iter_mut().flat_map(|s| &mut s.rules))
-            .chain(scn.config_pushes.iter_mut().flat_map(|p| &mut p.rules));
-        for rule in rules {
-            if let Some(rt) = rule.retries.as_mut() {
-                rt.on_refused_stream = refused.u8(0..100) < 40;
-            }
-        }
-        // Chunked bodies both ways in a quarter of the seeds: a stream of its own.
-        let mut framing = fastrand::Rng::with_seed(seed ^ 0xc4a2_4ced_0000_000a);
-        if framing.u8(0..100) < 25 {
-            scn.framing = Some(FramingSpec {
-                chunked_requests_percent: framing.u8(10..=100),
-                chunked_responses_percent: framing.u8(10..=100),
-            });
-        }
-        // The HTTP connection manager's limits and timeouts, small enough to reach, in a
-        // quarter of the seeds: a stream of its own.
-        let mut http = fastrand::Rng::with_seed(seed ^ 0x4774_7053_0000_000b);
-        if http.u8(0..100) < 25 {
-            let max_request_line_bytes = http.u32(60..=400);
-            scn.http = Some(HttpSpec {
-                max_request_line_bytes,
-                // The engine applies the same limits to response heads: these stay above
-                // what servers answer (8 fields, under 200 bytes), which are not probed.
-                max_header_bytes: max_request_line_bytes + http.u32(200..=1500),
-                max_headers: http.u32(9..=40),
-                header_read_timeout_ms: [1, 5, 50, 10_000][http.usize(0..4)],
-                idle_timeout_ms: [1, 5, 50, 3_600_000][http.usize(0..4)],
-                retry_buffer_bytes: [0, 1, 500, 1500, 65_536][http.usize(0..5)],
-                probe_percent: [0, 5, 20, 50][http.usize(0..4)],
-            });
-        }
-        // `ALLOW_ANY` passthrough to the original destination in a third of the seeds (it
-        // shows with the vocabulary's unknown hosts): a stream of its own.
-        let mut allow_any = fastrand::Rng::with_seed(seed ^ 0xa110_a4e1_0000_000e);
-        scn.passthrough = allow_any.u8(0..100) < 33;
-        scn.inbound_listener = allow_any.u8(0..100) < 20;
+        super::gen_policy::gen_ejection_caps(&mut caps, &mut scn);
+        // Pool, outlier, retry, framing, connection-manager and listener knobs, each on a
+        // stream of its own.
+        super::gen_policy::knobs(seed, &mut scn);
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
@@ -290,116 +219,6 @@ impl Scenario {
         }
         scn.normalize();
         scn
-    }
-}
-
-/// Retry conditions beyond `5xx`/`connect-failure`/`reset` (gateway-error, retriable-4xx,
-/// retriable status codes, 0 to 5 attempts, short per-try timeouts), the error statuses those
-/// conditions tell apart, and endpoint weights (1 against a large one, or uneven), from a
-/// stream of their own: older seeds keep everything else they had.
-fn gen_retries_and_weights(seed: u64, scn: &mut Scenario) {
-    let mut r = fastrand::Rng::with_seed(seed ^ 0x4e75_7259_0000_0007);
-    let retry_rules = r.u8(0..100) < 60;
-    let statuses = r.u8(0..100) < 60;
-    let weights = r.u8(0..100) < 40;
-    let widen = |r: &mut fastrand::Rng, rule: &mut Rule| {
-        let Some(rt) = rule.retries.as_mut() else {
-            return;
-        };
-        if r.u8(0..100) < 40 {
-            rt.attempts = r.u32(0..=5);
-        }
-        rt.on_gateway_error = r.u8(0..100) < 40;
-        rt.on_retriable_4xx = r.u8(0..100) < 30;
-        if r.u8(0..100) < 40 {
-            let n = r.usize(1..=2);
-            rt.status_codes = (0..n)
-                .map(|_| [500, 503, 409, 502][r.usize(0..4)])
-                .collect();
-            rt.status_codes.sort_unstable();
-            rt.status_codes.dedup();
-        }
-        if r.u8(0..100) < 30 {
-            rt.per_try_ms = Some(r.u64(5..=200));
-        }
-    };
-    if retry_rules {
-        for svc in &mut scn.services {
-            for rule in &mut svc.rules {
-                widen(&mut r, rule);
-            }
-        }
-        for push in &mut scn.config_pushes {
-            for rule in &mut push.rules {
-                widen(&mut r, rule);
-            }
-        }
-    }
-    for svc in &mut scn.services {
-        for ver in &mut svc.versions {
-            let style = r.u8(0..4);
-            for (i, ep) in ver.endpoints.iter_mut().enumerate() {
-                if statuses && ep.error_percent > 0 && ver.outlier.is_none() && r.u8(0..100) < 70 {
-                    ep.error_status = [500, 502, 503, 504, 409][r.usize(0..5)];
-                }
-                if weights {
-                    ep.weight = match style {
-                        0 => 1,
-                        1 if i == 0 => r.u32(10..=100),
-                        1 => 1,
-                        _ => r.u32(1..=10),
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// In about two thirds of the versions with outlier detection, a `max_ejection_time` that
-/// binds: equal to the base time, two or three base times, or somewhere in between. In most
-/// seeds with outlier detection, some versions get a host that answers 503 to everything, a
-/// short base ejection time and a cap that lets one host go, so the same host is ejected again
-/// and again within the run: the multiplier grows, hits `max_ejection_time`, and decays when
-/// the host gets a break (a quiet spell, the cap full, a crash of its own). Some versions also
-/// switch on the gateway-error detector (sometimes instead of the 5xx one) or split
-/// local-origin failures into a detector of their own.
-fn gen_ejection_caps(r: &mut fastrand::Rng, scn: &mut Scenario) {
-    let flappers = r.u8(0..100) < 70;
-    for svc in &mut scn.services {
-        for ver in &mut svc.versions {
-            let Some(o) = ver.outlier.as_mut() else {
-                continue;
-            };
-            let n = ver.endpoints.len().max(1);
-            if flappers && r.u8(0..100) < 60 {
-                let i = r.usize(0..n);
-                if let Some(ep) = ver.endpoints.get_mut(i) {
-                    ep.error_percent = 100;
-                }
-                o.base_ejection_ms = r.u64(20..=250);
-                let one_host = 100_u32.div_ceil(n as u32);
-                o.max_ejection_percent = o.max_ejection_percent.max(one_host);
-            }
-            let base = o.base_ejection_ms;
-            o.max_ejection_ms = match r.u8(0..6) {
-                0 => Some(base),
-                1 => Some(2 * base),
-                2 => Some(3 * base),
-                3 => Some(r.u64(base..=4 * base)),
-                _ => None,
-            };
-            // The other consecutive-error detectors: gateway errors (sometimes alone), and
-            // local-origin failures split from the 5xx count.
-            if r.u8(0..100) < 30 {
-                o.consecutive_gateway_errors = r.u32(1..=5);
-                if r.u8(0..100) < 30 {
-                    o.consecutive_5xx = 0;
-                }
-            }
-            if r.u8(0..100) < 25 {
-                o.split_local_origin = Some(r.u32(1..=5));
-            }
-        }
     }
 }
 

@@ -19,17 +19,18 @@
 //! alone ([`Invariant::ConfigSwap`]).
 //!
 //! Files, one concept each: [`scenario`] and [`vocab`] (plain data), [`coverage`] (which
-//! features the generated scenarios contain), [`generate`] and
-//! [`gen_routes`] (from a seed), [`reference`] (Istio's and Envoy's routing semantics, written
+//! features the generated scenarios contain), [`generate`],
+//! `gen_policy` and [`gen_routes`] (from a seed), [`reference`] (Istio's and Envoy's routing semantics, written
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `state`
-//! (its parts), `server` / `client` / `response_read` / `pattern` (workloads, how clients read
+//! (its parts), `server` / `client` + `head_limits` + `access_log` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
-//! `wire` (connects, sends, faults), `observe` + `ejection` + `retry_budget` + [`backpressure`] + [`check`]
+//! `wire` (connects, sends, faults), `observe` + `ejection` + `attempts` + `retry_checks` + `retry_budget` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands).
 
+mod access_log;
 mod attempts;
 pub mod backpressure;
 mod balance;
@@ -39,8 +40,10 @@ mod churn;
 mod client;
 pub mod coverage;
 mod ejection;
+mod gen_policy;
 pub mod gen_routes;
 pub mod generate;
+mod head_limits;
 pub mod mesh;
 pub mod model;
 pub mod net;
@@ -51,6 +54,7 @@ pub mod reference;
 pub mod report;
 mod response_read;
 mod retry_budget;
+mod retry_checks;
 pub mod scenario;
 mod server;
 pub mod shrink;

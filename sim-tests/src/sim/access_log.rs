@@ -1,0 +1,113 @@
+//! The engine's access-log records, held to the reference model: one record per request,
+//! the route the model chose, stream-idle cuts no sooner than the request's own snapshot
+//! allows, fault-injection draws, panic mode never answering UH, and the request's end for the
+//! retry budget. The record's attempt count is an engine claim, used only to locate requests
+//! with attempts the driver could not see.
+
+use trellis_engine::proxy::{RequestLog, ResponseFlag};
+
+use super::check::Invariant;
+use super::mesh::Mesh;
+use super::model;
+
+impl Mesh<'_> {
+    /// An access-log record from sidecar `sc`: compare with the reference model.
+    pub(crate) fn on_log(&mut self, sc: usize, log: RequestLog) {
+        self.trace.u64(u64::from(log.status));
+        self.trace.u64(log.duration.as_nanos() as u64);
+        let n = self.sidecars[sc]
+            .logs_per_conn
+            .entry(log.downstream)
+            .or_default();
+        *n += 1;
+        if *n > 1 {
+            let msg = format!("sidecar {sc} logged {} twice", log.downstream);
+            self.violations.report(Invariant::AccessLog, self.now, msg);
+        }
+        // Which request: by the downstream connection it came on (one request each).
+        let Some(id) = self.sidecars[sc].log_req.remove(&log.downstream) else {
+            return;
+        };
+        self.att.logged_attempts.insert(id, log.attempts);
+        self.note_end_for_budget(id);
+        let Some(r) = self.requests.get(id) else {
+            return;
+        };
+        let (service, generation, rule) = (r.service, r.generation, r.rule);
+        // Cut for idleness: it must have been idle at least as long as its own snapshot's
+        // timeout, so at least that long in all (a shorter one is a later snapshot's).
+        let idle = r.stream_idle;
+        if log.duration < idle && log.flags.contains(&ResponseFlag::StreamIdleTimeout) {
+            let msg = format!(
+                "request {id} ended for stream idleness (SI) after {:?}, but the snapshot it \
+                 started on has stream_idle_timeout {idle:?}",
+                log.duration
+            );
+            self.violations.report(Invariant::ConfigSwap, self.now, msg);
+        }
+        // Panic mode: a cluster with endpoints and `minHealthPercent` above 0 always has a
+        // host to pick (every host counts once the healthy share falls below it), so it never
+        // answers "no healthy upstream".
+        if log.flags.contains(&ResponseFlag::NoHealthyUpstream) {
+            let panics = log.cluster.as_deref().and_then(|name| {
+                let c = self.cluster_names.iter().position(|n| n == name)?;
+                let info = &self.cluster_info[c];
+                let ver = &self.scn.services[info.service].versions[info.version];
+                let min = ver.outlier.as_ref().map_or(0, |o| o.min_health_percent);
+                (min > 0 && !ver.endpoints.is_empty()).then_some((name, min))
+            });
+            if let Some((name, min)) = panics {
+                let msg = format!(
+                    "request {id}: {name} answered no healthy upstream (UH), but its \
+                     minHealthPercent {min} puts it in panic mode before that"
+                );
+                self.violations
+                    .report(Invariant::EjectedHostUsed, self.now, msg);
+            }
+        }
+        // Generation 0's names are made once; a pushed generation's on demand (rare).
+        let same = match (rule, log.route.as_deref()) {
+            (None, got) => got.is_none(),
+            (Some(rl), Some(got)) if generation == 0 => got == self.rule_names[service][rl],
+            (Some(rl), got) => got == Some(model::rule_name(service, generation, rl).as_str()),
+        };
+        if !same {
+            let expected = rule.map(|rl| model::rule_name(service, generation, rl));
+            let msg = format!(
+                "request {id}: engine used route {:?}, reference model {expected:?}",
+                log.route
+            );
+            self.violations.report(Invariant::Routing, self.now, msg);
+            return;
+        }
+        // Fault injection draws (Envoy's fault filter: the delay, then the abort, each with its
+        // percentage): every logged request of the rule drew the delay; those not cut by
+        // their client (DC) drew the abort too.
+        if let Some(rl) = rule {
+            let faulty = model::rule_at(self.scn, service, generation, rl)
+                .is_some_and(|r| r.forwards() && r.fault.is_some());
+            if faulty {
+                let has = |f: ResponseFlag| log.flags.contains(&f);
+                let c = self
+                    .fault_counts
+                    .entry((service, generation, rl))
+                    .or_default();
+                c[0] += 1;
+                c[1] += u64::from(has(ResponseFlag::DelayInjected));
+                let aborted = has(ResponseFlag::FaultInjected);
+                if aborted || !has(ResponseFlag::DownstreamConnectionTermination) {
+                    c[2] += 1;
+                    c[3] += u64::from(aborted);
+                }
+            }
+        }
+        if let (Some(rl), Some(cluster)) = (rule, &log.cluster) {
+            if let Some(&c) = self.cluster_by_name.get(&**cluster) {
+                *self
+                    .split_counts
+                    .entry((service, generation, rl, c))
+                    .or_default() += 1;
+            }
+        }
+    }
+}
