@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use trellis_engine::proxy::CompiledConfig;
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
@@ -36,92 +35,8 @@ pub(crate) use super::state::{
 /// A run that needs more events than this is stuck (time no longer advancing) or absurd.
 const MAX_EVENTS: u64 = 5_000_000;
 
-/// Knobs of one run that are not part of the scenario.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RunOptions {
-    /// Called on every sidecar's engine right after it is built (e.g. to plant a bug with the
-    /// engine's `mutants` feature).
-    pub engine_hook: Option<fn(usize, &mut Engine)>,
-    /// Keep a timeline for plotting.
-    pub timeline: bool,
-    /// A planted driver bug for the self-test: ignore `Output::ReadInterest` and keep feeding
-    /// the engine whatever arrives (the simulator's behaviour before it honoured backpressure).
-    pub ignore_read_interest: bool,
-    /// Keep one [`super::report::RequestRecord`] per request in the report.
-    pub records: bool,
-}
-
-pub(crate) enum Ev {
-    Arrival {
-        client: usize,
-    },
-    LoopStart {
-        client: usize,
-        loop_id: usize,
-    },
-    GiveUp {
-        req: usize,
-    },
-    ConnectDone {
-        sc: usize,
-        conn: ConnId,
-        ok: bool,
-    },
-    ToServer {
-        sc: usize,
-        conn: ConnId,
-        data: Bytes,
-    },
-    ServerReply {
-        sc: usize,
-        conn: ConnId,
-        epoch: u32,
-        data: Bytes,
-        close: bool,
-        /// The response status (0 when the reply is not HTTP, and on every piece but the
-        /// first of a response sent in pieces).
-        status: u16,
-        /// More pieces of this response follow.
-        more: bool,
-    },
-    ToEngine {
-        sc: usize,
-        conn: ConnId,
-        data: Bytes,
-        completes: bool,
-        /// The status of the response head this data starts with, if any.
-        status: u16,
-    },
-    EngineEof {
-        sc: usize,
-        conn: ConnId,
-    },
-    EngineReset {
-        sc: usize,
-        conn: ConnId,
-    },
-    /// Reading was switched back on: hand the held bytes to the engine.
-    Resume {
-        sc: usize,
-        conn: ConnId,
-    },
-    /// A slow client has read `bytes` more of what its sidecar wrote.
-    ClientRead {
-        req: usize,
-        bytes: usize,
-    },
-    /// A calling workload's downstream calls have all ended and its service time is over.
-    ServeDone {
-        serve: usize,
-    },
-    FaultStart(usize),
-    FaultEnd(usize),
-    /// Config push `push` reaches sidecar `sc`.
-    ConfigPush {
-        sc: usize,
-        push: usize,
-    },
-}
+pub(crate) use super::events::Ev;
+pub use super::events::RunOptions;
 
 /// The whole simulated mesh of one scenario.
 pub struct Mesh<'s> {
@@ -648,54 +563,6 @@ impl<'s> Mesh<'s> {
             }
             *cached = next;
         }
-    }
-
-    fn finish(mut self) -> RunReport {
-        self.final_checks();
-        self.check_attempts();
-        self.check_balance();
-        let mut report = RunReport {
-            seed: self.scn.seed,
-            requests: self.requests.len() as u64,
-            calls: self.requests.iter().filter(|r| r.serve.is_some()).count() as u64,
-            ejections: self.ejections,
-            sim_time: self.now - Instant::ZERO,
-            events: self.events,
-            pushes_delivered: self.pushes_delivered,
-            in_flight_at_push: self.in_flight_at_push,
-            split_aggregate: self.split_aggregate,
-            random_aggregate: self.att.random_aggregate,
-            ejections_multiplied: self.outlier_calls.multiplied,
-            ejections_capped: self.outlier_calls.capped,
-            ..Default::default()
-        };
-        if self.opts.records {
-            report.records = (self.requests.iter())
-                .map(|r| super::report::RequestRecord {
-                    sidecar: r.sidecar,
-                    service: r.service,
-                    generation: r.generation,
-                    rule: r.rule,
-                    start: r.start,
-                    end: r.end,
-                    outcome: r.outcome.clone(),
-                    reached: r.reached.clone(),
-                })
-                .collect();
-        }
-        for r in &self.requests {
-            if let (Some(o), Some(end)) = (&r.outcome, r.end) {
-                *report.outcomes.entry(o.kind()).or_default() += 1;
-                report.latencies.push(end - r.start);
-                self.trace.u64(end.as_nanos());
-                self.trace.bytes(o.kind().as_bytes());
-            }
-        }
-        report.latencies.sort_unstable();
-        report.trace_hash = self.trace.finish();
-        report.violations = std::mem::take(&mut self.violations.list);
-        report.timeline = self.timeline.take();
-        report
     }
 
     pub(crate) fn violation(&mut self, invariant: Invariant, detail: impl Into<String>) {

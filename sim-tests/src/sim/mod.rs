@@ -23,15 +23,16 @@
 //! `gen_policy` and [`gen_routes`] (from a seed), [`reference`] (Istio's and Envoy's routing semantics, written
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
-//! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `state`
+//! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `events` (what it fires) and `state`
 //! (its parts), `server` / `client` + `head_limits` + `access_log` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
-//! `wire` (connects, sends, faults), `observe` + `ejection` + `attempts` + `retry_checks` + `retry_budget` + [`backpressure`] + [`check`]
+//! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands).
 
 mod access_log;
 mod attempts;
+mod backoff_model;
 pub mod backpressure;
 mod balance;
 mod calls;
@@ -40,6 +41,7 @@ mod churn;
 mod client;
 pub mod coverage;
 mod ejection;
+mod events;
 mod gen_policy;
 pub mod gen_routes;
 pub mod generate;

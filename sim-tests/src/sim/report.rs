@@ -188,6 +188,57 @@ impl TraceHash {
     }
 }
 
+impl super::mesh::Mesh<'_> {
+    /// The end of a run: the checks that need the whole run, then the report.
+    pub(crate) fn finish(mut self) -> RunReport {
+        self.final_checks();
+        self.check_attempts();
+        self.check_balance();
+        let mut report = RunReport {
+            seed: self.scn.seed,
+            requests: self.requests.len() as u64,
+            calls: self.requests.iter().filter(|r| r.serve.is_some()).count() as u64,
+            ejections: self.ejections,
+            sim_time: self.now - Instant::ZERO,
+            events: self.events,
+            pushes_delivered: self.pushes_delivered,
+            in_flight_at_push: self.in_flight_at_push,
+            split_aggregate: self.split_aggregate,
+            random_aggregate: self.att.random_aggregate,
+            ejections_multiplied: self.outlier_calls.multiplied,
+            ejections_capped: self.outlier_calls.capped,
+            ..Default::default()
+        };
+        if self.opts.records {
+            report.records = (self.requests.iter())
+                .map(|r| super::report::RequestRecord {
+                    sidecar: r.sidecar,
+                    service: r.service,
+                    generation: r.generation,
+                    rule: r.rule,
+                    start: r.start,
+                    end: r.end,
+                    outcome: r.outcome.clone(),
+                    reached: r.reached.clone(),
+                })
+                .collect();
+        }
+        for r in &self.requests {
+            if let (Some(o), Some(end)) = (&r.outcome, r.end) {
+                *report.outcomes.entry(o.kind()).or_default() += 1;
+                report.latencies.push(end - r.start);
+                self.trace.u64(end.as_nanos());
+                self.trace.bytes(o.kind().as_bytes());
+            }
+        }
+        report.latencies.sort_unstable();
+        report.trace_hash = self.trace.finish();
+        report.violations = std::mem::take(&mut self.violations.list);
+        report.timeline = self.timeline.take();
+        report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,94 @@
+//! What can happen in a simulated mesh: the events the world's queue holds ([`Ev`]: arrivals,
+//! deliveries, connects, server replies, timers of the world, faults, config pushes), and the
+//! knobs of one run that are not part of the scenario ([`RunOptions`]). [`super::mesh`] fires
+//! them in order.
+
+use bytes::Bytes;
+use trellis_engine::{ConnId, Engine};
+
+/// Knobs of one run that are not part of the scenario.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Called on every sidecar's engine right after it is built (e.g. to plant a bug with the
+    /// engine's `mutants` feature).
+    pub engine_hook: Option<fn(usize, &mut Engine)>,
+    /// Keep a timeline for plotting.
+    pub timeline: bool,
+    /// A planted driver bug for the self-test: ignore `Output::ReadInterest` and keep feeding
+    /// the engine whatever arrives (the simulator's behaviour before it honoured backpressure).
+    pub ignore_read_interest: bool,
+    /// Keep one [`super::report::RequestRecord`] per request in the report.
+    pub records: bool,
+}
+
+pub(crate) enum Ev {
+    Arrival {
+        client: usize,
+    },
+    LoopStart {
+        client: usize,
+        loop_id: usize,
+    },
+    GiveUp {
+        req: usize,
+    },
+    ConnectDone {
+        sc: usize,
+        conn: ConnId,
+        ok: bool,
+    },
+    ToServer {
+        sc: usize,
+        conn: ConnId,
+        data: Bytes,
+    },
+    ServerReply {
+        sc: usize,
+        conn: ConnId,
+        epoch: u32,
+        data: Bytes,
+        close: bool,
+        /// The response status (0 when the reply is not HTTP, and on every piece but the
+        /// first of a response sent in pieces).
+        status: u16,
+        /// More pieces of this response follow.
+        more: bool,
+    },
+    ToEngine {
+        sc: usize,
+        conn: ConnId,
+        data: Bytes,
+        completes: bool,
+        /// The status of the response head this data starts with, if any.
+        status: u16,
+    },
+    EngineEof {
+        sc: usize,
+        conn: ConnId,
+    },
+    EngineReset {
+        sc: usize,
+        conn: ConnId,
+    },
+    /// Reading was switched back on: hand the held bytes to the engine.
+    Resume {
+        sc: usize,
+        conn: ConnId,
+    },
+    /// A slow client has read `bytes` more of what its sidecar wrote.
+    ClientRead {
+        req: usize,
+        bytes: usize,
+    },
+    /// A calling workload's downstream calls have all ended and its service time is over.
+    ServeDone {
+        serve: usize,
+    },
+    FaultStart(usize),
+    FaultEnd(usize),
+    /// Config push `push` reaches sidecar `sc`.
+    ConfigPush {
+        sc: usize,
+        push: usize,
+    },
+}
