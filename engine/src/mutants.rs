@@ -117,6 +117,9 @@ pub struct Mutations {
     pub refused_stream_covers_resets: bool,
     /// `http2MaxRequests` lets one request more through (`>` for `>=`).
     pub max_requests_off_by_one: bool,
+    /// A connection going back to the pool gets no idle deadline: `idleTimeout` never closes
+    /// it, and it is reused however long it sat idle.
+    pub pool_idle_timer_never_armed: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch
@@ -139,6 +142,7 @@ pub(crate) struct RouteMutations {
     pub retry_budget_ignored: bool,
     pub refused_stream_covers_resets: bool,
     pub max_requests_off_by_one: bool,
+    pub pool_idle_timer_never_armed: bool,
 }
 
 thread_local! {
@@ -168,6 +172,7 @@ pub(crate) fn set_route(m: &Mutations) {
             retry_budget_ignored: m.retry_budget_ignored,
             refused_stream_covers_resets: m.refused_stream_covers_resets,
             max_requests_off_by_one: m.max_requests_off_by_one,
+            pool_idle_timer_never_armed: m.pool_idle_timer_never_armed,
         })
     });
 }

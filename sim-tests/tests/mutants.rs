@@ -112,6 +112,8 @@
 //! under `5xx`/`gateway-error`/`reset`, and resets under `gateway-error`: fixed. With the
 //! `http2MaxRequests` bound on by default (its false alarms were the driver counting a
 //! connection busy from its connect): one request more than the limit → seed 5 (`PoolLimit`).
+//! Once the engine restructure landed, the pool idle timer never armed → seed 0 (`PoolLimit`:
+//! a request on a connection idle 223 ms with `idleTimeout` 1 ms).
 
 use sim_tests::sim::stats::{Aggregate, FALSE_ALARM};
 use sim_tests::sim::swarm::failure_report;
@@ -806,4 +808,13 @@ planted!(max_requests_off_by_one, max_requests_off_by_one);
 fn catches_max_requests_off_by_one() {
     let seed = first_catching_seed(max_requests_off_by_one, Invariant::PoolLimit, RARE_BUDGET);
     eprintln!("http2MaxRequests off by one caught by seed {seed}");
+}
+
+planted!(pool_idle_timer_never_armed, pool_idle_timer_never_armed);
+
+/// Expected: `PoolLimit` (a request sent on a connection idle past `idleTimeout`).
+#[test]
+fn catches_pool_idle_timer_never_armed() {
+    let seed = first_catching_seed(pool_idle_timer_never_armed, Invariant::PoolLimit, BUDGET);
+    eprintln!("pool idle timer never armed caught by seed {seed}");
 }

@@ -248,6 +248,10 @@ impl Engine {
         up.host_gen = generation;
         up.recv.clear();
         up.idle_deadline = idle_timeout.map(|t| now + t);
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().pool_idle_timer_never_armed {
+            up.idle_deadline = None;
+        }
         let deadline = up.idle_deadline;
         if let Some(list) = self
             .clusters
