@@ -120,6 +120,9 @@ pub struct Mutations {
     /// A connection going back to the pool gets no idle deadline: `idleTimeout` never closes
     /// it, and it is reused however long it sat idle.
     pub pool_idle_timer_never_armed: bool,
+    /// A rule that redirects or answers itself skips its fault (what Trellis once did; pilot
+    /// puts the fault on the route whatever its action, and Envoy's fault filter runs first).
+    pub faults_skip_local_answers: bool,
 }
 
 /// The planted bugs that live in compiled routes, which engines share: a thread-local switch
@@ -143,6 +146,7 @@ pub(crate) struct RouteMutations {
     pub refused_stream_covers_resets: bool,
     pub max_requests_off_by_one: bool,
     pub pool_idle_timer_never_armed: bool,
+    pub faults_skip_local_answers: bool,
 }
 
 thread_local! {
@@ -173,6 +177,7 @@ pub(crate) fn set_route(m: &Mutations) {
             refused_stream_covers_resets: m.refused_stream_covers_resets,
             max_requests_off_by_one: m.max_requests_off_by_one,
             pool_idle_timer_never_armed: m.pool_idle_timer_never_armed,
+            faults_skip_local_answers: m.faults_skip_local_answers,
         })
     });
 }

@@ -113,7 +113,9 @@
 //! `http2MaxRequests` bound on by default (its false alarms were the driver counting a
 //! connection busy from its connect): one request more than the limit → seed 5 (`PoolLimit`).
 //! Once the engine restructure landed, the pool idle timer never armed → seed 0 (`PoolLimit`:
-//! a request on a connection idle 223 ms with `idleTimeout` 1 ms).
+//! a request on a connection idle 223 ms with `idleTimeout` 1 ms). Faults now apply to rules that
+//! redirect or answer themselves (pilot's `TypedPerFilterConfig` on every route; the engine
+//! used to skip them): skipping them again → seed 54 (`Faults`; redirect rules carry no fault, as Istio validation refuses one).
 
 use sim_tests::sim::stats::{Aggregate, FALSE_ALARM};
 use sim_tests::sim::swarm::failure_report;
@@ -817,4 +819,13 @@ planted!(pool_idle_timer_never_armed, pool_idle_timer_never_armed);
 fn catches_pool_idle_timer_never_armed() {
     let seed = first_catching_seed(pool_idle_timer_never_armed, Invariant::PoolLimit, BUDGET);
     eprintln!("pool idle timer never armed caught by seed {seed}");
+}
+
+planted!(faults_skip_local_answers, faults_skip_local_answers);
+
+/// Expected: `Faults` (a redirect or direct-response rule's delay or abort never drawn).
+#[test]
+fn catches_faults_skipped_on_local_answers() {
+    let seed = first_catching_seed(faults_skip_local_answers, Invariant::Faults, RARE_BUDGET);
+    eprintln!("faults skipped on redirects and direct responses caught by seed {seed}");
 }

@@ -162,40 +162,77 @@ impl Engine {
         };
 
         match &route.action {
-            RouteAction::DirectResponse { status, body } => {
-                let body = body.clone().unwrap_or_default();
+            RouteAction::DirectResponse { .. } | RouteAction::Redirect(_) => {
+                // Pilot puts a rule's fault on its Envoy route whatever the action, and Envoy's
+                // fault filter runs before the router: a redirect or a direct response is
+                // delayed and aborted like a forwarded request.
                 self.set_route(id, table_index, vhost, route_index, 0);
-                // Envoy sends a route's `response_headers_to_add` with its direct responses.
-                let headers = local_answer_headers(route, &[]);
-                let refs: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                self.local_reply(now, id, *status, None, &body, &refs);
-            }
-            RouteAction::Redirect(redirect) => {
-                self.set_route(id, table_index, vhost, route_index, 0);
-                let Some(req) = self.requests.get(id) else {
+                #[cfg(feature = "mutants")]
+                if crate::mutants::route().faults_skip_local_answers {
+                    self.answer_locally(now, id);
                     return;
-                };
+                }
+                self.inject_delay(now, id, route);
+            }
+            RouteAction::Forward(dests) => {
+                self.forward(now, id, &snapshot, table_index, &matched, dests);
+            }
+        }
+    }
+
+    /// The answer of a route that redirects or answers itself, once its faults are past.
+    fn answer_locally(&mut self, now: Instant, id: RequestId) {
+        let Some(req) = self.requests.get(id) else {
+            return;
+        };
+        let Some(route) = req.route_config() else {
+            return;
+        };
+        // Envoy sends a route's `response_headers_to_add` with its direct responses and
+        // redirects.
+        let (status, body, headers) = match &route.action {
+            RouteAction::DirectResponse { status, body } => (
+                *status,
+                body.clone().unwrap_or_default(),
+                local_answer_headers(route, &[]),
+            ),
+            RouteAction::Redirect(redirect) => {
                 let location = route::redirect_location(
                     redirect,
                     "http",
                     &req.head.authority,
                     &req.head.target,
                 );
-                let status = route::redirect_status(redirect);
                 let headers = local_answer_headers(route, &[("location", &location)]);
-                let refs: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                self.local_reply(now, id, status, None, "", &refs);
+                (route::redirect_status(redirect), String::new(), headers)
             }
-            RouteAction::Forward(dests) => {
-                self.forward(now, id, &snapshot, table_index, &matched, dests);
+            RouteAction::Forward(_) => {
+                debug_assert!(false, "answer_locally on a forwarding route");
+                return;
             }
+        };
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.local_reply(now, id, status, None, &body, &refs);
+    }
+
+    /// The fault filter's delay (drawn with its percentage), then [`Self::after_delay`].
+    fn inject_delay(&mut self, now: Instant, id: RequestId, route: &crate::config::Route) {
+        let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());
+        if let Some(delay) = delay.filter(|d| self.rng.chance_percent(d.percent)) {
+            let Some(req) = self.requests.get_mut(id) else {
+                return;
+            };
+            req.flags.push(ResponseFlag::DelayInjected);
+            req.set_phase(Phase::FaultDelay {
+                resume_at: now + delay.fixed,
+            });
+            self.arm_request_timer(id);
+            return;
         }
+        self.after_delay(now, id);
     }
 
     /// A route matched that forwards: pick the destination, rewrite the head, inject faults,
@@ -249,19 +286,7 @@ impl Engine {
             return;
         }
         self.continue_expect(id);
-        let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());
-        if let Some(delay) = delay.filter(|d| self.rng.chance_percent(d.percent)) {
-            let Some(req) = self.requests.get_mut(id) else {
-                return;
-            };
-            req.flags.push(ResponseFlag::DelayInjected);
-            req.set_phase(Phase::FaultDelay {
-                resume_at: now + delay.fixed,
-            });
-            self.arm_request_timer(id);
-            return;
-        }
-        self.after_delay(now, id);
+        self.inject_delay(now, id, route);
     }
 
     fn listener_passthrough(&self, snapshot: &Snapshot, listener: &str) -> bool {
@@ -374,7 +399,8 @@ impl Engine {
         }
     }
 
-    /// After any fault delay: maybe abort, else start the first attempt.
+    /// After any fault delay: maybe abort, else start the first attempt (or, for a route that
+    /// redirects or answers itself, answer).
     pub(crate) fn after_delay(&mut self, now: Instant, id: RequestId) {
         let abort = self.requests.get(id).and_then(|r| {
             r.route_config()
@@ -404,7 +430,15 @@ impl Engine {
                 return;
             }
         }
-        self.begin_attempt(now, id);
+        let forwards = self.requests.get(id).is_some_and(|r| {
+            r.route_config()
+                .is_none_or(|r| matches!(r.action, RouteAction::Forward(_)))
+        });
+        if forwards {
+            self.begin_attempt(now, id);
+        } else {
+            self.answer_locally(now, id);
+        }
     }
 }
 

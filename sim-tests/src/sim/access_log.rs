@@ -85,7 +85,7 @@ impl Mesh<'_> {
         // their client (DC) drew the abort too.
         if let Some(rl) = rule {
             let faulty = model::rule_at(self.scn, service, generation, rl)
-                .is_some_and(|r| r.forwards() && r.fault.is_some());
+                .is_some_and(|r| r.fault.is_some());
             if faulty {
                 let has = |f: ResponseFlag| log.flags.contains(&f);
                 let c = self

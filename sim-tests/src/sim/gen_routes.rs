@@ -516,6 +516,10 @@ fn keep_policy(rules: &mut [Rule], old: &[Rule]) {
         let from = &old[i % old.len()];
         rule.timeout_ms = from.timeout_ms;
         rule.retries = from.retries.clone();
-        rule.fault = from.fault.clone();
+        // Istio's validation refuses a fault on a redirect ("HTTP route cannot contain both
+        // fault and redirect"); a direct response may carry one.
+        let redirects = (rule.vocab.as_ref())
+            .is_some_and(|v| matches!(v.action, Some(ActionSpec::Redirect { .. })));
+        rule.fault = if redirects { None } else { from.fault.clone() };
     }
 }
