@@ -1,0 +1,111 @@
+//! Planted bugs for the last engine config fields the generator learned (2026-12-02): each
+//! switched on in every sidecar, and the simulator must catch it within its budget (see
+//! `tests/mutants.rs` for the others and how this works).
+//!
+//! Added with the last engine config fields in the generator (redirect scheme and port, HTTP
+//! head limits, `minHealthPercent`; each from a stream of its own or drawn only inside a
+//! redirect, so most seeds kept their scenario; the random prefix bound now shows by seeds
+//! 0..=347): a redirect with a `port` keeping the request's own port on the host → seed 13
+//! (`Routing`: `https://svc0:8080:80/…` where Envoy's `newUri` gives `https://svc0:80/…`); the
+//! field-count limit rejecting exactly `max_headers` fields → seed 6 (`HeadLimits`, a padded
+//! request at the limit's edge); panic mode never entered → seed 4 (`EjectedHostUsed`: a
+//! cluster with `minHealthPercent` 50 answered UH); the retry budget taken unchecked → seed 0
+//! (`PoolLimit`: a request retrying to a cluster with `maxRetries` 0); `refused-stream`
+//! covering HTTP/1 attempts that ended without a response head → seed 7 (`Retries`, under
+//! `connect-failure,refused-stream`). The reset checks that catch it (Envoy's
+//! `wouldRetryFromReset`) first found the engine itself not retrying unparsable responses
+//! under `5xx`/`gateway-error`/`reset`, and resets under `gateway-error`: fixed. With the
+//! `http2MaxRequests` bound on by default (its false alarms were the driver counting a
+//! connection busy from its connect): one request more than the limit → seed 5 (`PoolLimit`).
+//! Once the engine restructure landed, the pool idle timer never armed → seed 0 (`PoolLimit`:
+//! a request on a connection idle 223 ms with `idleTimeout` 1 ms). Faults now apply to rules that
+//! redirect or answer themselves (pilot's `TypedPerFilterConfig` on every route; the engine
+//! used to skip them): skipping them again → seed 54 (`Faults`; redirect rules carry no fault, as Istio validation refuses one).
+
+#[macro_use]
+mod common;
+use common::*;
+use sim_tests::sim::Invariant;
+
+planted!(redirect_keeps_request_port, redirect_keeps_request_port);
+planted!(header_count_inclusive, header_count_inclusive);
+planted!(panic_threshold_ignored, panic_threshold_ignored);
+
+/// Expected: `Routing` (the redirect's `Location` differs from Envoy's `newUri`; a rule that
+/// answers itself reports there).
+#[test]
+fn catches_redirect_keeping_the_request_port() {
+    let seed = first_catching_seed(
+        redirect_keeps_request_port,
+        Invariant::Routing,
+        VOCAB_BUDGET,
+    );
+    eprintln!("redirect keeping the request's port caught by seed {seed}");
+}
+
+/// Expected: `HeadLimits` (a head with exactly `max_headers` fields answered 431).
+#[test]
+fn catches_header_count_limit_off_by_one() {
+    let seed = first_catching_seed(header_count_inclusive, Invariant::HeadLimits, RARE_BUDGET);
+    eprintln!("header count limit off by one caught by seed {seed}");
+}
+
+/// Expected: `EjectedHostUsed` (a cluster in panic mode answered UH).
+#[test]
+fn catches_panic_threshold_ignored() {
+    let seed = first_catching_seed(
+        panic_threshold_ignored,
+        Invariant::EjectedHostUsed,
+        RARE_BUDGET,
+    );
+    eprintln!("minHealthPercent ignored caught by seed {seed}");
+}
+
+planted!(retry_budget_ignored, retry_budget_ignored);
+
+/// Expected: `PoolLimit` (more requests retrying to a cluster at once than `maxRetries`).
+#[test]
+fn catches_retry_budget_ignored() {
+    let seed = first_catching_seed(retry_budget_ignored, Invariant::PoolLimit, RARE_BUDGET);
+    eprintln!("maxRetries ignored caught by seed {seed}");
+}
+
+planted!(refused_stream_covers_resets, refused_stream_covers_resets);
+
+/// Expected: `Retries` (an attempt reset before a head retried under `refused-stream` alone).
+#[test]
+fn catches_refused_stream_covering_resets() {
+    let seed = first_catching_seed(
+        refused_stream_covers_resets,
+        Invariant::Retries,
+        RARE_BUDGET,
+    );
+    eprintln!("refused-stream covering HTTP/1 resets caught by seed {seed}");
+}
+
+planted!(max_requests_off_by_one, max_requests_off_by_one);
+
+/// Expected: `PoolLimit` (more requests in flight to a cluster than `http2MaxRequests`).
+#[test]
+fn catches_max_requests_off_by_one() {
+    let seed = first_catching_seed(max_requests_off_by_one, Invariant::PoolLimit, RARE_BUDGET);
+    eprintln!("http2MaxRequests off by one caught by seed {seed}");
+}
+
+planted!(pool_idle_timer_never_armed, pool_idle_timer_never_armed);
+
+/// Expected: `PoolLimit` (a request sent on a connection idle past `idleTimeout`).
+#[test]
+fn catches_pool_idle_timer_never_armed() {
+    let seed = first_catching_seed(pool_idle_timer_never_armed, Invariant::PoolLimit, BUDGET);
+    eprintln!("pool idle timer never armed caught by seed {seed}");
+}
+
+planted!(faults_skip_local_answers, faults_skip_local_answers);
+
+/// Expected: `Faults` (a redirect or direct-response rule's delay or abort never drawn).
+#[test]
+fn catches_faults_skipped_on_local_answers() {
+    let seed = first_catching_seed(faults_skip_local_answers, Invariant::Faults, RARE_BUDGET);
+    eprintln!("faults skipped on redirects and direct responses caught by seed {seed}");
+}

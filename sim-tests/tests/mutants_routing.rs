@@ -1,0 +1,76 @@
+//! Planted bugs in route matching, rewrites, header edits, weighted choice and fault injection,
+//! written against Istio's and Envoy's semantics (see `tests/mutants.rs` for how planted-bug
+//! tests work and the seeds that first caught each).
+
+#[macro_use]
+mod common;
+use common::*;
+use sim_tests::sim::Invariant;
+
+// ---- Planted bugs in routing and weighted choice, written against Istio's and Envoy's
+// semantics (not against the checkers). Which invariant should catch each was written down
+// before the reference model and its checks were: `Weights` (chi-square on small weights,
+// exact on weight 0) for the cumulative-weight slip; `Routing` (the access log's route against
+// the reference model's, and where the request arrived) for every string-matching slip;
+// `Rewrite` (what the server received) for the rewrite and header-edit slips.
+
+planted!(weighted_pick_inclusive, weighted_pick_inclusive);
+planted!(prefix_match_ignores_case, prefix_match_ignores_case);
+planted!(exact_match_as_prefix, exact_match_as_prefix);
+planted!(regex_unanchored_end, regex_unanchored_end);
+planted!(header_value_ignored, header_value_ignored);
+planted!(rewrite_keeps_prefix, rewrite_keeps_prefix);
+planted!(header_add_overwrites, header_add_overwrites);
+
+#[test]
+fn catches_weighted_choice_off_by_one() {
+    let seed = first_catching_seed(weighted_pick_inclusive, Invariant::Weights, VOCAB_BUDGET);
+    eprintln!("weighted choice walking the weights with <= caught by seed {seed}");
+}
+
+#[test]
+fn catches_prefix_match_ignoring_case() {
+    let seed = first_catching_seed(prefix_match_ignores_case, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("prefix match ignoring case caught by seed {seed}");
+}
+
+#[test]
+fn catches_exact_match_as_prefix() {
+    let seed = first_catching_seed(exact_match_as_prefix, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("exact match accepting a prefix caught by seed {seed}");
+}
+
+#[test]
+fn catches_regex_anchored_at_the_start_only() {
+    let seed = first_catching_seed(regex_unanchored_end, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("regex not anchored at the end caught by seed {seed}");
+}
+
+#[test]
+fn catches_header_value_ignored() {
+    let seed = first_catching_seed(header_value_ignored, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("header condition ignoring its value caught by seed {seed}");
+}
+
+#[test]
+fn catches_rewrite_keeping_the_prefix() {
+    let seed = first_catching_seed(rewrite_keeps_prefix, Invariant::Rewrite, VOCAB_BUDGET);
+    eprintln!("prefix rewrite keeping the prefix caught by seed {seed}");
+}
+
+#[test]
+fn catches_header_add_overwriting() {
+    let seed = first_catching_seed(header_add_overwrites, Invariant::Rewrite, VOCAB_BUDGET);
+    eprintln!("header add overwriting caught by seed {seed}");
+}
+
+planted!(
+    fault_abort_uses_delay_percent,
+    fault_abort_uses_delay_percent
+);
+
+#[test]
+fn catches_fault_abort_drawn_with_the_delay_percentage() {
+    let seed = first_catching_seed(fault_abort_uses_delay_percent, Invariant::Faults, 500);
+    eprintln!("fault abort drawn with the delay's percentage caught by seed {seed}");
+}
