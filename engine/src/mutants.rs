@@ -125,63 +125,23 @@ pub struct Mutations {
     pub faults_skip_local_answers: bool,
 }
 
-/// The planted bugs that live in compiled routes, which engines share: a thread-local switch
-/// (the simulator runs one mesh per thread), set by [`crate::Engine::set_mutations`] and reset
-/// whenever an engine is created, so a run without a hook sees none of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RouteMutations {
-    pub prefix_match_ignores_case: bool,
-    pub exact_match_as_prefix: bool,
-    pub regex_unanchored_end: bool,
-    pub header_value_ignored: bool,
-    pub rewrite_keeps_prefix: bool,
-    pub header_add_overwrites: bool,
-    pub retriable_codes_ignored: bool,
-    pub wildcard_shortest_first: bool,
-    pub query_last_occurrence: bool,
-    pub redirect_keeps_request_port: bool,
-    pub header_count_inclusive: bool,
-    pub panic_threshold_ignored: bool,
-    pub retry_budget_ignored: bool,
-    pub refused_stream_covers_resets: bool,
-    pub max_requests_off_by_one: bool,
-    pub pool_idle_timer_never_armed: bool,
-    pub faults_skip_local_answers: bool,
-}
-
+// The planted bugs switched on for this thread, for code with no engine at hand (compiled
+// routes, which engines share; the HTTP parser; cluster state): a thread-local copy (the
+// simulator runs one mesh per thread), set by `Engine::set_mutations` and reset whenever an
+// engine is created, so a run without a hook sees none of them.
 thread_local! {
-    static ROUTE: std::cell::Cell<RouteMutations> = std::cell::Cell::new(RouteMutations::default());
+    static ROUTE: std::cell::Cell<Mutations> = std::cell::Cell::new(Mutations::default());
 }
 
-/// The route-level planted bugs switched on in this thread.
-pub(crate) fn route() -> RouteMutations {
+/// The planted bugs switched on in this thread.
+pub(crate) fn route() -> Mutations {
     ROUTE.with(std::cell::Cell::get)
 }
 
 pub(crate) fn set_route(m: &Mutations) {
-    ROUTE.with(|r| {
-        r.set(RouteMutations {
-            prefix_match_ignores_case: m.prefix_match_ignores_case,
-            exact_match_as_prefix: m.exact_match_as_prefix,
-            regex_unanchored_end: m.regex_unanchored_end,
-            header_value_ignored: m.header_value_ignored,
-            rewrite_keeps_prefix: m.rewrite_keeps_prefix,
-            header_add_overwrites: m.header_add_overwrites,
-            retriable_codes_ignored: m.retriable_codes_ignored,
-            wildcard_shortest_first: m.wildcard_shortest_first,
-            query_last_occurrence: m.query_last_occurrence,
-            redirect_keeps_request_port: m.redirect_keeps_request_port,
-            header_count_inclusive: m.header_count_inclusive,
-            panic_threshold_ignored: m.panic_threshold_ignored,
-            retry_budget_ignored: m.retry_budget_ignored,
-            refused_stream_covers_resets: m.refused_stream_covers_resets,
-            max_requests_off_by_one: m.max_requests_off_by_one,
-            pool_idle_timer_never_armed: m.pool_idle_timer_never_armed,
-            faults_skip_local_answers: m.faults_skip_local_answers,
-        })
-    });
+    ROUTE.with(|r| r.set(*m));
 }
 
 pub(crate) fn reset_route() {
-    ROUTE.with(|r| r.set(RouteMutations::default()));
+    ROUTE.with(|r| r.set(Mutations::default()));
 }
