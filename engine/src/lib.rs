@@ -16,6 +16,8 @@
 //! - [`http1`]: the HTTP/1.1 codec (heads, streaming bodies, RFC 9112 hardening).
 //! - [`route`]: VirtualService-style route matching and request rewriting.
 //! - [`cluster`]: load balancing, outlier detection and circuit breaking per cluster.
+//! - [`transport`]: the byte-transform slot between a connection's socket and its codec
+//!   (where TLS goes), and the factory that picks each connection's transport.
 //! - [`proxy`]: the engine itself, gluing connections, requests and upstream pools.
 //! - [`time`], [`rng`]: the engine-owned clock value and seeded randomness.
 //! - `hash`: the fast unkeyed hasher of the lookup-only maps.
@@ -30,6 +32,7 @@ pub mod proxy;
 pub mod rng;
 pub mod route;
 pub mod time;
+pub mod transport;
 
 pub use proxy::{ConnId, Engine, Event, Input, Output};
 pub use time::Instant;

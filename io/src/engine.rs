@@ -33,24 +33,19 @@ pub trait ProxyEngine {
 
 impl ProxyEngine for Engine {
     fn accept(&mut self, now: Instant, conn: Accepted) -> ConnId {
-        Engine::accept(self, now, conn)
+        let id = Engine::accept(self, now, conn);
+        log_events(self);
+        id
     }
 
     fn handle(&mut self, now: Instant, input: Input) {
         Engine::handle(self, now, input);
-        while let Some(event) = self.poll_event() {
-            match event {
-                Event::ConfigRejected { version, error } => tracing::error!(
-                    %version,
-                    %error,
-                    "configuration refused by the engine; the last good one keeps serving"
-                ),
-            }
-        }
+        log_events(self);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        Engine::handle_timeout(self, now)
+        Engine::handle_timeout(self, now);
+        log_events(self);
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -67,5 +62,30 @@ impl ProxyEngine for Engine {
 
     fn requests_in_flight(&self) -> Option<usize> {
         Some(self.live().1)
+    }
+}
+
+/// One log line for each thing the engine reported.
+fn log_events(engine: &mut Engine) {
+    while let Some(event) = engine.poll_event() {
+        match event {
+            Event::ConfigRejected { version, error } => tracing::error!(
+                %version,
+                %error,
+                "configuration refused by the engine; the last good one keeps serving"
+            ),
+            Event::TransportFailed {
+                conn,
+                peer,
+                upstream,
+                error,
+            } => tracing::warn!(
+                %conn,
+                %peer,
+                side = if upstream { "upstream" } else { "downstream" },
+                %error,
+                "connection ended by its transport"
+            ),
+        }
     }
 }

@@ -75,6 +75,16 @@ pub enum Event {
         version: String,
         error: crate::proxy::ConfigError,
     },
+    /// A connection's byte transform (TLS) failed or could not be set up: the connection was
+    /// ended (downstream: closed after the transform's alert; upstream: treated as a reset or
+    /// a connect failure, which the request's retry policy sees).
+    TransportFailed {
+        conn: ConnId,
+        /// The client's address (downstream) or the upstream host's (upstream).
+        peer: SocketAddr,
+        upstream: bool,
+        error: crate::transport::TransformError,
+    },
 }
 
 /// Something the driver must do, pulled with [`crate::Engine::poll_output`].

@@ -11,13 +11,16 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::time::Instant;
+use crate::transport::Transport;
 
 use super::ids::{ConnId, DownstreamId, RequestId, UpstreamId};
 use super::slab::Slab;
 
 pub(crate) struct Conn {
     pub side: Side,
-    /// Bytes written by the engine, not yet handed to the driver.
+    /// What runs between the socket and the codec (TLS, or nothing).
+    pub transport: Transport,
+    /// Bytes written by the codec, not yet handed to the driver (before the transport).
     pub out: BytesMut,
     /// Bytes handed to the driver and not yet reported written (`WriteDrained`).
     pub unacked: usize,
@@ -33,9 +36,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(side: Side) -> Self {
+    pub fn new(side: Side, transport: Transport) -> Self {
         Conn {
             side,
+            transport,
             out: BytesMut::new(),
             unacked: 0,
             dirty: false,
@@ -45,9 +49,10 @@ impl Conn {
         }
     }
 
-    /// Bytes the peer has not yet taken from us: buffered here plus in the driver.
+    /// Bytes the peer has not yet taken from us: buffered here, in the transport and in the
+    /// driver.
     pub fn backlog(&self) -> usize {
-        self.out.len() + self.unacked
+        self.out.len() + self.transport.held() + self.unacked
     }
 
     pub fn is_open(&self) -> bool {

@@ -12,7 +12,9 @@ use bytes::BytesMut;
 use crate::http1::{self, BodyEvent};
 use crate::time::Instant;
 
-use super::api::Accepted;
+use crate::transport::{Endpoint, Transport};
+
+use super::api::{Accepted, Event};
 use super::conn::{Conn, DownState, Downstream, Side};
 use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
@@ -26,8 +28,24 @@ impl Engine {
         let listener = self.snapshot.listener_name_for(accepted.local);
         let idle_timeout = self.snapshot.config.http.idle_timeout;
         let known = listener.is_some();
+        let listener = listener.unwrap_or_else(|| Arc::from(""));
+        let transport = if known {
+            let endpoint = Endpoint::Downstream {
+                listener: &listener,
+                peer: accepted.peer,
+                local: accepted.local,
+            };
+            self.transports.transport(now, endpoint)
+        } else {
+            Ok(Transport::Plain)
+        };
+        let (transport, refused) = match transport {
+            Ok(t) => (t, None),
+            Err(error) => (Transport::Plain, Some(error)),
+        };
+        let peer = accepted.peer;
         let down = Downstream {
-            listener: listener.unwrap_or_else(|| Arc::from("")),
+            listener,
             peer: accepted.peer,
             local: accepted.local,
             original_dst: accepted.original_dst,
@@ -40,9 +58,20 @@ impl Engine {
             idle_deadline: Some(now + idle_timeout),
             head_deadline: None,
         };
-        let id = DownstreamId::new(self.conns.insert_with(|_| Conn::new(Side::Down(down))));
+        let id =
+            DownstreamId::new((self.conns).insert_with(|_| Conn::new(Side::Down(down), transport)));
         if !known {
             // Nothing is configured to listen here: refuse rather than guess.
+            self.mark_closing(id, false);
+        } else if let Some(error) = refused {
+            // No transport could be set up for it (missing credentials): refuse, and say why.
+            self.stats.transport_failures += 1;
+            self.push_event(Event::TransportFailed {
+                conn: id.conn(),
+                peer,
+                upstream: false,
+                error,
+            });
             self.mark_closing(id, false);
         } else {
             self.arm_conn_timer(id, now + idle_timeout);

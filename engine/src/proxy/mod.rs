@@ -74,6 +74,7 @@ use crate::config::Config;
 use crate::http1::Limits;
 use crate::rng::EngineRng;
 use crate::time::Instant;
+use crate::transport::{PlainTransports, TransformError, TransportFactory};
 
 use clusters::Clusters;
 use conn::{Conn, Side};
@@ -112,6 +113,8 @@ pub struct Engine {
     armed_scratch: Vec<(Instant, TimerOwner)>,
     stats: EngineStats,
     last_config_error: Option<ConfigError>,
+    /// Chooses each new connection's transport (plaintext, or a transform such as TLS).
+    transports: Box<dyn TransportFactory>,
     /// Planted bugs switched on in this engine (feature `mutants` only).
     #[cfg(feature = "mutants")]
     mutations: crate::mutants::Mutations,
@@ -165,6 +168,7 @@ impl Engine {
             armed_scratch: Vec::new(),
             stats: EngineStats::default(),
             last_config_error: None,
+            transports: Box::new(PlainTransports),
             #[cfg(feature = "mutants")]
             mutations: crate::mutants::Mutations::default(),
         };
@@ -202,11 +206,7 @@ impl Engine {
                 // driver hears why.
                 let version = config.version.clone();
                 if let Err(error) = self.apply_config(now, config) {
-                    if self.events.len() == MAX_EVENTS {
-                        self.events.pop_front();
-                    }
-                    self.events
-                        .push_back(Event::ConfigRejected { version, error });
+                    self.push_event(Event::ConfigRejected { version, error });
                 }
             }
         }
@@ -255,6 +255,12 @@ impl Engine {
             self.run_work(now);
         }
         self.flush();
+    }
+
+    /// Choose how new connections carry their bytes (see [`crate::transport`]); connections
+    /// already open keep theirs. The default is plaintext everywhere.
+    pub fn set_transports(&mut self, factory: Box<dyn TransportFactory>) {
+        self.transports = factory;
     }
 
     /// The next output to perform, if any.
@@ -382,10 +388,23 @@ impl Engine {
                 continue;
             };
             c.dirty = false;
-            if !c.out.is_empty() {
-                let data = c.out.split().freeze();
-                c.unacked += data.len();
-                self.outputs.push_back(Output::Send { conn: id, data });
+            if c.transport.is_plain() {
+                if !c.out.is_empty() {
+                    let data = c.out.split().freeze();
+                    c.unacked += data.len();
+                    self.outputs.push_back(Output::Send { conn: id, data });
+                }
+            } else {
+                if c.closing == Some(true) {
+                    c.transport.close();
+                }
+                let mut wire = bytes::BytesMut::new();
+                c.transport.seal_into(&mut c.out, &mut wire);
+                if !wire.is_empty() {
+                    c.unacked += wire.len();
+                    let data = wire.freeze();
+                    self.outputs.push_back(Output::Send { conn: id, data });
+                }
             }
             if let Some(graceful) = c.closing {
                 debug_assert!(graceful || c.out.is_empty(), "{id}: a reset sends nothing");
@@ -436,16 +455,68 @@ impl Engine {
         if !c.is_open() {
             return;
         }
-        match &mut c.side {
-            Side::Down(down) => {
-                down.recv.extend_from_slice(&data);
-                self.on_downstream_data(now, DownstreamId::new(id));
-            }
-            Side::Up(up) => {
-                up.recv.extend_from_slice(&data);
-                self.on_upstream_data(now, UpstreamId::new(id));
-            }
+        let (recv, read_closed) = match &mut c.side {
+            Side::Down(down) => (&mut down.recv, down.read_closed),
+            Side::Up(up) => (&mut up.recv, up.read_closed),
+        };
+        // The transport turns socket bytes into the codec's bytes (a copy into `recv` when
+        // plain).
+        if let Err(error) = c.transport.receive(now, &data, recv) {
+            self.on_transport_failed(now, id, error);
+            return;
         }
+        let peer_closed = c.transport.is_peer_closed() && !read_closed;
+        let is_down = matches!(c.side, Side::Down(_));
+        if c.transport.wants_write() {
+            // A handshake step or an alert to answer, whatever the codec does.
+            self.mark_dirty(id);
+        }
+        if is_down {
+            self.on_downstream_data(now, DownstreamId::new(id));
+        } else {
+            self.on_upstream_data(now, UpstreamId::new(id));
+        }
+        if peer_closed {
+            // The transform's own close (TLS close_notify) is the codec's EOF.
+            self.on_read_closed(now, id);
+        }
+    }
+
+    /// A connection's transform failed: say why, send its alert, and end the connection as if
+    /// the peer had reset it (its request fails or retries as for a reset).
+    fn on_transport_failed(&mut self, now: Instant, id: ConnId, error: TransformError) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.transport.fail();
+        let (peer, upstream) = match &c.side {
+            Side::Down(d) => (d.peer, false),
+            Side::Up(u) => (u.addr, true),
+        };
+        self.stats.transport_failures += 1;
+        self.push_event(Event::TransportFailed {
+            conn: id,
+            peer,
+            upstream,
+            error,
+        });
+        if upstream {
+            let up = UpstreamId::new(id);
+            self.on_upstream_gone(now, up);
+        } else {
+            let down = DownstreamId::new(id);
+            self.on_downstream_gone(now, down);
+            // Graceful: the alert goes out before the close.
+            self.mark_closing(down, true);
+        }
+    }
+
+    /// Keep `event` for [`Engine::poll_event`], dropping the oldest beyond [`MAX_EVENTS`].
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 
     fn on_read_closed(&mut self, now: Instant, id: ConnId) {
@@ -497,3 +568,5 @@ enum Work {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transport_tests;

@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::http1;
 use crate::time::Instant;
 
-use super::api::Output;
+use crate::transport::{Endpoint, Transport};
+
+use super::api::{Event, Output};
 use super::conn::{Conn, Side, UpState, Upstream};
 use super::ids::{RequestId, UpstreamId};
 use super::request::{Inbound, Phase};
@@ -66,6 +68,21 @@ impl Engine {
         let generation = s.generation;
         let connect_timeout = s.state.config().pool.connect_timeout;
         let deadline = now + connect_timeout;
+        let endpoint = Endpoint::Upstream {
+            cluster: &s.name,
+            addr,
+        };
+        // A transport that cannot be set up fails the connection once it is established
+        // (the driver knows the connection from then on); the event says why now.
+        let (transport, refused) = match self.transports.transport(now, endpoint) {
+            Ok(t) => (t, None),
+            Err(error) => {
+                let failed = Transport::Failed {
+                    last_words: BytesMut::new(),
+                };
+                (failed, Some(error))
+            }
+        };
         let up = Upstream {
             slot,
             host,
@@ -78,7 +95,19 @@ impl Engine {
             connect_deadline: Some(deadline),
             idle_deadline: None,
         };
-        let id = UpstreamId::new(self.conns.insert_with(|_| Conn::new(Side::Up(up))));
+        let id = UpstreamId::new(
+            self.conns
+                .insert_with(|_| Conn::new(Side::Up(up), transport)),
+        );
+        if let Some(error) = refused {
+            self.stats.transport_failures += 1;
+            self.push_event(Event::TransportFailed {
+                conn: id.conn(),
+                peer: addr,
+                upstream: true,
+                error,
+            });
+        }
         self.stats.upstream_cx_total += 1;
         self.outputs.push_back(Output::Connect {
             conn: id.conn(),

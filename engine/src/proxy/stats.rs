@@ -18,6 +18,8 @@ pub struct EngineStats {
     pub outlier_returns: u64,
     pub config_applied: u64,
     pub config_rejected: u64,
+    /// Connections ended because their transform (TLS) failed or could not be set up.
+    pub transport_failures: u64,
     /// Mesh-generated outcomes by response flag.
     pub flags: BTreeMap<ResponseFlag, u64>,
 }

@@ -4,6 +4,7 @@
 
 use crate::cluster::Outcome;
 use crate::time::Instant;
+use crate::transport::Transport;
 
 use super::conn::UpState;
 use super::ids::UpstreamId;
@@ -13,6 +14,13 @@ use super::Engine;
 
 impl Engine {
     pub(crate) fn on_connected(&mut self, now: Instant, id: UpstreamId) {
+        match self.conns.get(id.conn()).map(|c| &c.transport) {
+            // Its transport could not be set up (the event was raised when it was opened).
+            Some(Transport::Failed { .. }) => return self.on_connect_failed(now, id),
+            // The transform speaks first (a TLS ClientHello).
+            Some(t) if t.wants_write() => self.mark_dirty(id.conn()),
+            _ => {}
+        }
         let Some(up) = self.up_mut(id) else {
             return;
         };

@@ -1,0 +1,279 @@
+//! The byte-transform slot: what sits between a connection's socket bytes and its HTTP codec.
+//!
+//! A connection carries a [`Transport`]: plain (bytes pass straight through, the common case
+//! and the cheapest) or a [`ByteTransform`] such as TLS. The transform is sans-IO like the rest
+//! of the engine, in the shape of rustls's buffered `Connection`:
+//!
+//! ```text
+//!   socket bytes ──receive()──▶ transform ──plaintext──▶ codec's receive buffer
+//!   codec's out  ──seal()─────▶ transform ──wire bytes─▶ Output::Send
+//!                               transform ──wire bytes─▶ Output::Send   (handshake, alerts:
+//!                                                                         poll_wire())
+//! ```
+//!
+//! The engine asks a [`TransportFactory`] for a connection's transform when it accepts or opens
+//! it, so the choice (mTLS or plaintext, which certificate, which peer identities to expect) is
+//! made from configuration and the engine's clock, never by a driver. A transform that fails
+//! (a bad record, a refused certificate) ends its connection: the engine reports the error as
+//! an [`crate::Event::TransportFailed`], lets the transform's last words (an alert) go out, and
+//! treats the connection as reset.
+//!
+//! [`framed`] holds a small record-layer transform used to prove the slot in tests.
+
+pub mod framed;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+
+use crate::time::Instant;
+
+/// Why a transform gave up on its connection. The message names the check that failed, for
+/// the one log line a refused peer gets.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct TransformError {
+    pub kind: TransformErrorKind,
+    pub detail: String,
+}
+
+impl TransformError {
+    pub fn new(kind: TransformErrorKind, detail: impl Into<String>) -> Self {
+        TransformError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The family of a transform failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransformErrorKind {
+    /// The peer's bytes are not a valid record of the protocol.
+    Protocol,
+    /// The handshake failed (no common parameters, wrong protocol).
+    Handshake,
+    /// The peer's credentials were refused (chain, validity, identity).
+    PeerRefused,
+    /// No transform could be built for the connection (missing credentials, bad config).
+    Setup,
+}
+
+impl fmt::Display for TransformErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransformErrorKind::Protocol => "protocol error",
+            TransformErrorKind::Handshake => "handshake failed",
+            TransformErrorKind::PeerRefused => "peer refused",
+            TransformErrorKind::Setup => "transport setup failed",
+        })
+    }
+}
+
+/// A sans-IO byte transform owned by one connection (TLS is the one it exists for).
+///
+/// Contract, which the engine relies on:
+/// - `receive` consumes all of `wire`; plaintext it can release is appended to `plain`, and
+///   partial records are held inside.
+/// - `seal` accepts all of `plain`; what cannot go out yet (before the handshake completes) is
+///   held and released by later `poll_wire` calls, in order.
+/// - `poll_wire` appends whatever the transform wants sent (handshake, sealed data, alerts) and
+///   is called after every `receive`, `seal` and `close`.
+/// - After an error the transform is not fed again; one more `poll_wire` collects its alert.
+pub trait ByteTransform: Send {
+    /// Bytes from the socket.
+    fn receive(
+        &mut self,
+        now: Instant,
+        wire: &[u8],
+        plain: &mut BytesMut,
+    ) -> Result<(), TransformError>;
+
+    /// Plaintext the codec wrote, to protect and send.
+    fn seal(&mut self, plain: &[u8]);
+
+    /// Append the bytes the transform wants written to the socket.
+    fn poll_wire(&mut self, wire: &mut BytesMut);
+
+    /// Whether `poll_wire` would append anything.
+    fn wants_write(&self) -> bool;
+
+    /// Bytes held inside, not yet released by `poll_wire` (counted in the connection's
+    /// backlog, so backpressure sees them).
+    fn held(&self) -> usize;
+
+    /// The handshake is done: plaintext flows both ways.
+    fn is_established(&self) -> bool;
+
+    /// The peer sent the protocol's close (TLS close_notify): no more plaintext will come.
+    fn is_peer_closed(&self) -> bool;
+
+    /// The peer's verified identity once established (a SPIFFE id for mesh TLS).
+    fn peer_identity(&self) -> Option<&str>;
+
+    /// The connection is closing gracefully: queue the protocol's close (TLS close_notify).
+    fn close(&mut self);
+}
+
+/// What a connection runs between its socket and its codec.
+#[derive(Default)]
+pub enum Transport {
+    /// Bytes pass through untouched.
+    #[default]
+    Plain,
+    /// Bytes go through a transform.
+    Transformed(Box<dyn ByteTransform>),
+    /// The transform failed; nothing more is read or written through it. Its last words (an
+    /// alert) wait here for the connection's final flush.
+    Failed { last_words: BytesMut },
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Plain => f.write_str("Plain"),
+            Transport::Transformed(t) => {
+                write!(f, "Transformed(established: {})", t.is_established())
+            }
+            Transport::Failed { .. } => f.write_str("Failed"),
+        }
+    }
+}
+
+impl Transport {
+    /// Socket bytes in: plaintext appended to `plain`.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        wire: &[u8],
+        plain: &mut BytesMut,
+    ) -> Result<(), TransformError> {
+        match self {
+            Transport::Plain => {
+                plain.extend_from_slice(wire);
+                Ok(())
+            }
+            Transport::Transformed(t) => t.receive(now, wire, plain),
+            Transport::Failed { .. } => Ok(()),
+        }
+    }
+
+    /// Whether the bytes the codec wrote need a pass through `seal` before going out.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain)
+    }
+
+    /// Turn what the codec wrote (`plain`, emptied) into what goes on the wire (appended to
+    /// `wire`), with any bytes the transform itself wants sent.
+    pub fn seal_into(&mut self, plain: &mut BytesMut, wire: &mut BytesMut) {
+        match self {
+            Transport::Plain => {
+                wire.extend_from_slice(plain);
+                plain.clear();
+            }
+            Transport::Transformed(t) => {
+                if !plain.is_empty() {
+                    t.seal(plain);
+                }
+                plain.clear();
+                t.poll_wire(wire);
+            }
+            Transport::Failed { last_words } => {
+                plain.clear();
+                wire.extend_from_slice(last_words);
+                last_words.clear();
+            }
+        }
+    }
+
+    /// Whether the transform has bytes of its own to send (a handshake reply, an alert).
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Transformed(t) => t.wants_write(),
+            Transport::Failed { last_words } => !last_words.is_empty(),
+        }
+    }
+
+    /// Bytes held by the transform that have not reached the driver yet.
+    pub fn held(&self) -> usize {
+        match self {
+            Transport::Plain => 0,
+            Transport::Transformed(t) => t.held(),
+            Transport::Failed { last_words } => last_words.len(),
+        }
+    }
+
+    /// The peer closed its side of the transform (TLS close_notify): read EOF for the codec.
+    pub fn is_peer_closed(&self) -> bool {
+        match self {
+            Transport::Transformed(t) => t.is_peer_closed(),
+            _ => false,
+        }
+    }
+
+    /// The peer's verified identity, when a transform established one.
+    pub fn peer_identity(&self) -> Option<&str> {
+        match self {
+            Transport::Transformed(t) => t.peer_identity(),
+            _ => None,
+        }
+    }
+
+    /// Queue the protocol's graceful close.
+    pub fn close(&mut self) {
+        if let Transport::Transformed(t) = self {
+            t.close();
+        }
+    }
+
+    /// The transform failed: keep its last words for the final flush and stop using it.
+    pub fn fail(&mut self) {
+        let mut last_words = BytesMut::new();
+        if let Transport::Transformed(t) = self {
+            t.poll_wire(&mut last_words);
+        }
+        *self = Transport::Failed { last_words };
+    }
+}
+
+/// The connection a transform is asked for.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint<'a> {
+    /// A client connection accepted on `local` from `peer`, on the named listener.
+    Downstream {
+        listener: &'a str,
+        peer: SocketAddr,
+        local: SocketAddr,
+    },
+    /// A connection the engine opens to `addr`, a host of `cluster`.
+    Upstream { cluster: &'a str, addr: SocketAddr },
+}
+
+/// Chooses each connection's transport: plaintext, or a transform built for it.
+///
+/// The engine calls it once per connection, when accepting or opening it, with its clock.
+/// An error refuses the connection (downstream: closed at once; upstream: a connect failure),
+/// and is reported as [`crate::Event::TransportFailed`].
+pub trait TransportFactory: Send {
+    fn transport(
+        &mut self,
+        now: Instant,
+        endpoint: Endpoint<'_>,
+    ) -> Result<Transport, TransformError>;
+}
+
+/// Every connection in plaintext: the engine's default until mTLS is configured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainTransports;
+
+impl TransportFactory for PlainTransports {
+    fn transport(
+        &mut self,
+        _now: Instant,
+        _endpoint: Endpoint<'_>,
+    ) -> Result<Transport, TransformError> {
+        Ok(Transport::Plain)
+    }
+}
