@@ -8,5 +8,6 @@
 
 pub mod build;
 pub mod codec;
+pub mod fixtures;
 pub mod sim;
 pub mod world;

@@ -51,6 +51,7 @@ pub mod model;
 pub mod net;
 mod observe;
 mod pattern;
+mod pick;
 pub mod queue;
 pub mod reference;
 pub mod report;
