@@ -44,6 +44,7 @@ mod conn;
 mod downstream;
 mod ids;
 mod inspect;
+mod intake;
 #[cfg(debug_assertions)]
 mod invariants;
 mod log;
@@ -63,6 +64,7 @@ mod upstream;
 
 pub use api::{Accepted, ConnId, Event, Input, Output};
 pub use inspect::Inspect;
+pub use intake::ADOPT_MIN;
 pub use log::{RequestLog, ResponseFlag};
 pub use snapshot::{CompiledConfig, ConfigError};
 pub use stats::EngineStats;
@@ -438,11 +440,11 @@ impl Engine {
         }
         match &mut c.side {
             Side::Down(down) => {
-                down.recv.extend_from_slice(&data);
+                intake::take_in(&mut down.recv, data);
                 self.on_downstream_data(now, DownstreamId::new(id));
             }
             Side::Up(up) => {
-                up.recv.extend_from_slice(&data);
+                intake::take_in(&mut up.recv, data);
                 self.on_upstream_data(now, UpstreamId::new(id));
             }
         }
