@@ -1,6 +1,6 @@
 //! The receive path under stress, on both backends: io_uring's multishot receives with a
 //! provided-buffer ring made deliberately tiny (so the kernel runs out of buffers and ends
-//! receives with ENOBUFS), and epoll with the same traffic.
+//! receives with ENOBUFS), io_uring's single-shot fallback, and epoll with the same traffic.
 //!
 //! Each test checks bytes end to end, never timings:
 //! - more concurrent connections than provided buffers, with responses larger than a buffer;
@@ -26,7 +26,13 @@ use trellis_io::runtime::RuntimeOptions;
 use trellis_io::{BackendChoice, ControlHandle, IoStats, RunOptions, Runtime};
 use trellis_local_mesh::http::{framing, read_body, read_head, Framing};
 
-const BACKENDS: [BackendChoice; 2] = [BackendChoice::IoUring, BackendChoice::Epoll];
+/// Each test runs on io_uring's multishot path, its single-shot path (no provided buffers:
+/// what kernels before 6.0 get) and epoll.
+const PATHS: [(BackendChoice, bool); 3] = [
+    (BackendChoice::IoUring, true),
+    (BackendChoice::IoUring, false),
+    (BackendChoice::Epoll, false),
+];
 
 /// A proxy (one core) in front of one bulk server.
 struct Setup {
@@ -36,7 +42,9 @@ struct Setup {
     _server: Server,
 }
 
-fn start(backend: BackendChoice, provided_buffers: usize) -> Setup {
+/// `buffers` provided buffers on the multishot path (`multishot` false: none, single-shot).
+fn start(backend: BackendChoice, multishot: bool, buffers: usize) -> Setup {
+    let provided_buffers = if multishot { buffers } else { 0 };
     let server = Server::app("bulk");
     let config = load(&mesh::services(&[("bulk", server.addr())], "60s"));
     let control = ControlHandle::new();
@@ -116,8 +124,8 @@ fn more_connections_than_provided_buffers() {
     const CLIENTS: usize = 48;
     const LEN: usize = 40_000;
     let expected = Arc::new(content(LEN));
-    for backend in BACKENDS {
-        let setup = start(backend, 2);
+    for (backend, multishot) in PATHS {
+        let setup = start(backend, multishot, 2);
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| {
                 let (addr, expected) = (setup.addr, expected.clone());
@@ -137,8 +145,8 @@ fn more_connections_than_provided_buffers() {
             c.join().expect("client");
         }
         let stats = setup.stats();
-        println!("{backend}: {stats:?}");
-        if backend == BackendChoice::IoUring && kernel_has_multishot() {
+        println!("{backend} (multishot: {multishot}): {stats:?}");
+        if multishot && backend == BackendChoice::IoUring && kernel_has_multishot() {
             assert!(
                 stats.recv_buffers_exhausted > 0,
                 "two buffers for {CLIENTS} connections: the kernel ran out and receives were \
@@ -153,8 +161,8 @@ fn more_connections_than_provided_buffers() {
 fn a_slow_reader_pauses_and_resumes_the_upstream() {
     const LEN: usize = 6_000_000;
     let expected = content(LEN);
-    for backend in BACKENDS {
-        let setup = start(backend, 4);
+    for (backend, multishot) in PATHS {
+        let setup = start(backend, multishot, 4);
         let mut s = TcpStream::connect(setup.addr).expect("connect");
         s.write_all(request(&format!("/bytes/{LEN}"), true).as_bytes())
             .expect("send");
@@ -182,8 +190,8 @@ fn a_slow_reader_pauses_and_resumes_the_upstream() {
 
 #[test]
 fn connections_closed_while_armed_leave_the_proxy_healthy() {
-    for backend in BACKENDS {
-        let setup = start(backend, 2);
+    for (backend, multishot) in PATHS {
+        let setup = start(backend, multishot, 2);
         for round in 0..40 {
             // Idle: the receive is armed and nothing ever comes.
             drop(TcpStream::connect(setup.addr).expect("connect"));
@@ -220,8 +228,8 @@ fn connections_closed_while_armed_leave_the_proxy_healthy() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     const N: usize = 40;
-    for backend in BACKENDS {
-        let setup = start(backend, 2);
+    for (backend, multishot) in PATHS {
+        let setup = start(backend, multishot, 2);
         let mut r = BufReader::new(TcpStream::connect(setup.addr).expect("connect"));
         let burst: String = (0..N)
             .map(|i| request(&format!("/bytes/{}", 1000 + i * 500), false))
