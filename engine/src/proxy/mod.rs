@@ -44,6 +44,7 @@ mod conn;
 mod downstream;
 mod ids;
 mod inspect;
+mod intake;
 #[cfg(debug_assertions)]
 mod invariants;
 mod log;
@@ -63,6 +64,7 @@ mod upstream;
 
 pub use api::{Accepted, ConnId, Event, Input, Output};
 pub use inspect::Inspect;
+pub use intake::ADOPT_MIN;
 pub use log::{RequestLog, ResponseFlag};
 pub use snapshot::{CompiledConfig, ConfigError};
 pub use stats::EngineStats;
@@ -459,9 +461,11 @@ impl Engine {
             Side::Down(down) => (&mut down.recv, down.read_closed),
             Side::Up(up) => (&mut up.recv, up.read_closed),
         };
-        // The transport turns socket bytes into the codec's bytes (a copy into `recv` when
-        // plain).
-        if let Err(error) = c.transport.receive(now, &data, recv) {
+        if c.transport.is_plain() {
+            // Plain bytes are the codec's bytes: adopted whole when large (see `intake`).
+            intake::take_in(recv, data);
+        } else if let Err(error) = c.transport.receive(now, &data, recv) {
+            // The transform turns socket bytes into the codec's bytes.
             self.on_transport_failed(now, id, error);
             return;
         }

@@ -155,4 +155,10 @@ pub(crate) trait IoBackend: Listen + Sized {
     fn ring_operations(&self) -> u64 {
         0
     }
+
+    /// Multishot receives the kernel ended for want of a provided buffer (io_uring's
+    /// ENOBUFS; none for epoll).
+    fn buffers_exhausted(&self) -> u64 {
+        0
+    }
 }

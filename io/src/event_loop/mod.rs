@@ -51,9 +51,13 @@ pub use stats::IoStats;
 pub struct RunOptions {
     /// Seed of the engine's RNG.
     pub seed: u64,
-    /// Size of a read (epoll: the one shared read buffer; io_uring: a connection's receive
-    /// buffer, capped at 16 KiB because each connection owns one).
+    /// Size of a read (epoll: the one shared read buffer; io_uring: one provided buffer, or
+    /// on the single-shot path a connection's own receive buffer; capped at 16 KiB there).
     pub read_buffer_bytes: usize,
+    /// io_uring: receive buffers shared by a core's connections (rounded up to a power of
+    /// two), for multishot receives. 0 turns multishot accepts and receives off (the
+    /// single-shot path older kernels get anyway).
+    pub provided_buffers: usize,
     /// After shutdown is requested, how long open downstream connections may take to finish.
     pub shutdown_grace: Duration,
     /// How long a gracefully closed connection keeps discarding what the peer still sends.
@@ -69,6 +73,7 @@ impl Default for RunOptions {
         RunOptions {
             seed: random_seed(),
             read_buffer_bytes: 64 * 1024,
+            provided_buffers: 64,
             shutdown_grace: Duration::from_secs(5),
             linger_timeout: Duration::from_secs(2),
             events_capacity: 1024,
@@ -189,6 +194,7 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
         IoStats {
             backend_syscalls: self.sockets.backend.syscalls(),
             ring_operations: self.sockets.backend.ring_operations(),
+            recv_buffers_exhausted: self.sockets.backend.buffers_exhausted(),
             ..self.stats
         }
     }

@@ -23,6 +23,9 @@ pub struct IoStats {
     pub ring_operations: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// io_uring multishot receives ended by the kernel because every provided buffer was in
+    /// use (ENOBUFS) and armed again; 0 on epoll and on io_uring's single-shot path.
+    pub recv_buffers_exhausted: u64,
 }
 
 impl Add for IoStats {
@@ -34,6 +37,7 @@ impl Add for IoStats {
             backend_syscalls: self.backend_syscalls + other.backend_syscalls,
             ring_operations: self.ring_operations + other.ring_operations,
             accepted: self.accepted + other.accepted,
+            recv_buffers_exhausted: self.recv_buffers_exhausted + other.recv_buffers_exhausted,
         }
     }
 }
@@ -45,6 +49,7 @@ pub(crate) struct IoCounters {
     backend_syscalls: AtomicU64,
     ring_operations: AtomicU64,
     accepted: AtomicU64,
+    recv_buffers_exhausted: AtomicU64,
 }
 
 impl IoCounters {
@@ -56,6 +61,8 @@ impl IoCounters {
         self.ring_operations
             .store(stats.ring_operations, Ordering::Relaxed);
         self.accepted.store(stats.accepted, Ordering::Relaxed);
+        self.recv_buffers_exhausted
+            .store(stats.recv_buffers_exhausted, Ordering::Relaxed);
     }
 
     pub fn load(&self) -> IoStats {
@@ -64,6 +71,7 @@ impl IoCounters {
             backend_syscalls: self.backend_syscalls.load(Ordering::Relaxed),
             ring_operations: self.ring_operations.load(Ordering::Relaxed),
             accepted: self.accepted.load(Ordering::Relaxed),
+            recv_buffers_exhausted: self.recv_buffers_exhausted.load(Ordering::Relaxed),
         }
     }
 }
@@ -80,6 +88,7 @@ mod tests {
             backend_syscalls: 10,
             ring_operations: 7,
             accepted: 1,
+            recv_buffers_exhausted: 2,
         };
         counters.publish(&a);
         assert_eq!(counters.load(), a);

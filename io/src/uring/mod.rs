@@ -7,14 +7,25 @@
 //! write, an accept), it takes that result and the next operation starts. One `io_uring_enter`
 //! both submits what the turn queued and waits for the next completions.
 //!
-//! Buffers (DESIGN.md "zero-copy where it pays"): each connection receives into the spare
-//! capacity of its own `BytesMut`; the bytes received are split off and handed to the engine
-//! as `Bytes` without a copy, and the rest of the allocation serves the next receive. Sends
-//! submit the engine's own `Bytes` chunks as iovecs, straight from the send queue.
+//! Two receive paths, chosen once at start-up ([`probe`]) and logged:
+//!
+//! - **multishot** (Linux 6.0+): one multishot accept per listener and one multishot receive
+//!   per connection stay armed across requests, so a keep-alive request costs no new
+//!   submission to read it; receives select buffers from a ring shared by all connections
+//!   ([`bufring`]), so an idle connection holds no buffer. What [`recv`] does about buffer
+//!   exhaustion, paused reads and closes while armed is documented there.
+//! - **single-shot** (older kernels, or `RunOptions::provided_buffers` 0): one accept and one
+//!   receive at a time, each re-armed after its completion is taken; each connection receives
+//!   into the spare capacity of its own `BytesMut`.
+//!
+//! Sends submit the engine's own `Bytes` chunks as iovecs, straight from the send queue.
 //!
 //! [`ops`] owns the ring and everything an operation in flight points at.
 
+mod bufring;
 mod ops;
+mod probe;
+mod recv;
 
 use std::collections::VecDeque;
 use std::io;
@@ -25,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use io_uring::cqueue;
 use socket2::{Domain, Protocol, Socket, Type};
 use trellis_engine::ConnId;
 
@@ -35,17 +47,18 @@ use crate::event_loop::conn::Conn;
 use crate::event_loop::RunOptions;
 use crate::listeners::{Listen, Listeners};
 use ops::{EventFd, Op, Ring, MAX_IOVECS};
+use recv::Received;
 
 /// Submission queue entries (the completion queue is twice as large; with
 /// IORING_FEAT_NODROP an overflowing completion is kept by the kernel, not lost).
 const RING_ENTRIES: u32 = 1024;
-/// Size of a connection's receive buffer (at most `RunOptions::read_buffer_bytes`). Unlike
-/// epoll's one shared read buffer, every connection owns one, and the kernel fills it front to
-/// back across receives, so its size is resident memory per connection: 16 KiB keeps 64
-/// keep-alive pairs near 2 MiB where 64 KiB cost 8 MiB (measured: RSS 15 → 9 MiB).
+/// Size of a receive buffer (at most `RunOptions::read_buffer_bytes`): a connection's own on
+/// the single-shot path, where the kernel fills it front to back across receives and its size
+/// is resident memory per connection (16 KiB keeps 64 keep-alive pairs near 2 MiB where 64 KiB
+/// cost 8 MiB); one provided buffer on the multishot path.
 const RECV_BUFFER: usize = 16 * 1024;
-/// A receive is armed only with at least this much spare buffer; below it a fresh buffer is
-/// allocated (the old one lives on in the `Bytes` handed to the engine).
+/// A single-shot receive is armed only with at least this much spare buffer; below it a fresh
+/// buffer is allocated (the old one lives on in the `Bytes` handed to the engine).
 const MIN_RECV_SPARE: usize = 2048;
 /// Queued submissions that trigger a submit in the middle of a batch of completions.
 const EARLY_SUBMIT: usize = 16;
@@ -59,29 +72,36 @@ fn os_error(result: i32) -> io::Error {
 pub(crate) struct Uring {
     ring: Ring,
     eventfd: Arc<EventFd>,
-    /// This turn's completions, `(user_data, result)`.
-    completions: VecDeque<(u64, i32)>,
-    /// Connections to look at again without a completion: a receive's result was kept while
+    /// This turn's completions, `(user_data, result, flags)`.
+    completions: VecDeque<(u64, i32, u32)>,
+    /// Connections to look at again without a completion: received bytes were kept while
     /// the engine paused reading, and it wants bytes again.
     nudged: VecDeque<ConnId>,
     read_size: usize,
+    /// Multishot accepts and receives with provided buffers (else single-shot).
+    multishot: bool,
+    /// Multishot receives the kernel ended for want of a provided buffer (ENOBUFS).
+    buffers_exhausted: u64,
 }
 
 /// A connection's socket, the operations it has in flight and the results not yet taken.
 pub(crate) struct UringSocket {
     fd: Rc<OwnedFd>,
-    /// The spare receive buffer (absent while a receive owns it).
+    /// Single-shot path: the spare receive buffer (absent while a receive owns it).
     buf: Option<BytesMut>,
     recv_op: Option<u64>,
-    /// A receive's result: bytes received (now at the end of `buf`), 0 at EOF, or the error.
-    received: Option<io::Result<usize>>,
+    /// The multishot receive in `recv_op` was asked to stop (paused reads, a close); its
+    /// last completion is still to come.
+    recv_stopping: bool,
+    /// What receives delivered and the loop has not pulled yet, in order.
+    inbox: VecDeque<Received>,
     send_op: Option<u64>,
     /// A send's result not yet applied to the send queue: bytes written, or the error.
     sent: Option<io::Result<usize>>,
     connect_op: Option<u64>,
     connected: Option<io::Result<()>>,
-    /// The connection did not want reads at the last update (the engine paused them): a
-    /// receive result kept meanwhile needs a nudge when reads resume, as no event will come.
+    /// The connection did not want reads at the last update (the engine paused them): bytes
+    /// kept meanwhile need a nudge when reads resume, as no event will come.
     paused: bool,
 }
 
@@ -91,7 +111,8 @@ impl UringSocket {
             fd: Rc::new(fd),
             buf: None,
             recv_op: None,
-            received: None,
+            recv_stopping: false,
+            inbox: VecDeque::new(),
             send_op: None,
             sent: None,
             connect_op: None,
@@ -107,40 +128,62 @@ impl AsFd for UringSocket {
     }
 }
 
-/// A listening socket, its accept in flight and the accept's result not yet taken.
+/// A listening socket, its accept in flight and the accepts' results not yet taken (several
+/// when the accept is multishot).
 pub(crate) struct UringListener {
     fd: Rc<OwnedFd>,
     accept_op: Option<u64>,
-    accepted: Option<io::Result<TcpStream>>,
+    accepted: VecDeque<io::Result<TcpStream>>,
 }
 
 impl Uring {
-    /// Keep a receive in flight while the connection wants reads and has no result waiting.
-    fn arm_recv(&mut self, conn: &mut Conn<UringSocket>) {
-        let wanted = conn.wants_reads();
-        let socket = &mut conn.socket;
-        if !wanted || socket.recv_op.is_some() || socket.received.is_some() {
-            return;
-        }
-        let mut buf = socket.buf.take().unwrap_or_default();
-        debug_assert!(buf.is_empty(), "{}: receive over bytes not taken", conn.id);
-        if buf.capacity() - buf.len() < MIN_RECV_SPARE {
-            // The previous allocation stays alive only through the Bytes given out of it.
-            buf = BytesMut::with_capacity(self.read_size);
-        }
-        socket.recv_op = Some(self.ring.recv(conn.id, socket.fd.clone(), buf));
-    }
-
     /// Keep a completion's result with its socket; the event that tells the loop, if any.
     fn complete(
         &mut self,
+        (user_data, result, flags): (u64, i32, u32),
+        conns: &mut Conns<Self>,
+        listeners: &mut Listeners<UringListener>,
+    ) -> Option<Event> {
+        // A provided buffer: its bytes are copied out if its connection takes them, and it
+        // goes back to the kernel whatever became of the connection.
+        let mut lent = cqueue::buffer_select(flags);
+        let event = self.dispatch(user_data, result, flags, &mut lent, conns, listeners);
+        if let Some(bid) = lent {
+            self.give_back(bid);
+        }
+        event
+    }
+
+    /// [`Uring::complete`] for one operation; takes `lent` (the provided buffer) if it copies
+    /// its bytes out.
+    fn dispatch(
+        &mut self,
         user_data: u64,
         result: i32,
+        flags: u32,
+        lent: &mut Option<u16>,
         conns: &mut Conns<Self>,
         listeners: &mut Listeners<UringListener>,
     ) -> Option<Event> {
         if user_data == ops::CANCEL {
             return None;
+        }
+        if cqueue::more(flags) {
+            // A multishot operation goes on: its entry (and what it points at) stays.
+            return match self.ring.ops.get(user_data) {
+                Some(Op::Accept { listener, .. }) => {
+                    let listener = *listener;
+                    self.accepted(listener, user_data, result, true, listeners)
+                }
+                Some(Op::RecvMulti { conn, .. }) => {
+                    let conn = *conn;
+                    self.received_multi(conn, user_data, result, true, lent, conns)
+                }
+                _ => {
+                    tracing::error!(user_data, "more completions for a single-shot operation");
+                    None
+                }
+            };
         }
         let Some(op) = self.ring.ops.take(user_data) else {
             tracing::error!(user_data, "completion for an unknown operation");
@@ -153,65 +196,11 @@ impl Uring {
                 None
             }
             Op::Accept { listener, .. } => {
-                let slot = listeners
-                    .get_mut(listener)
-                    .filter(|l| l.socket.accept_op == Some(user_data));
-                let Some(slot) = slot else {
-                    // The listener was closed while this accept was in flight.
-                    if result >= 0 {
-                        // SAFETY: a successful accept returns a new descriptor we own.
-                        drop(unsafe { OwnedFd::from_raw_fd(result) });
-                    }
-                    return None;
-                };
-                slot.socket.accept_op = None;
-                debug_assert!(slot.socket.accepted.is_none(), "accept result overwritten");
-                slot.socket.accepted = match result {
-                    r if r >= 0 => Some(Ok(unsafe {
-                        // SAFETY: a successful accept returns a new descriptor we own.
-                        TcpStream::from_raw_fd(r)
-                    })),
-                    r if -r == libc::ECANCELED => return None,
-                    // Transient: the loop's next accept starts another.
-                    r if matches!(-r, libc::EINTR | libc::ECONNABORTED | libc::EAGAIN) => None,
-                    r => Some(Err(os_error(r))),
-                };
-                Some(Event::Listener(listener))
+                self.accepted(listener, user_data, result, false, listeners)
             }
-            Op::Recv { conn, buf, .. } => {
-                let c = conns
-                    .get_mut(conn)
-                    .filter(|c| c.socket.recv_op == Some(user_data))?;
-                let socket = &mut c.socket;
-                socket.recv_op = None;
-                // One receive in flight at a time, and none started over a result not taken.
-                debug_assert!(
-                    socket.received.is_none(),
-                    "{conn}: receive result overwritten"
-                );
-                let mut buf = buf;
-                socket.received = match result {
-                    r if r >= 0 => {
-                        let n = usize::try_from(r).unwrap_or(0);
-                        let len = buf.len() + n.min(buf.capacity() - buf.len());
-                        // SAFETY: the kernel initialised `n` bytes of the spare capacity it was
-                        // given (and `len` never goes past the capacity).
-                        unsafe { buf.set_len(len) };
-                        Some(Ok(n))
-                    }
-                    r if -r == libc::ECANCELED => {
-                        socket.buf = Some(buf);
-                        return None;
-                    }
-                    // Transient: the loop's next read starts another receive.
-                    r if matches!(-r, libc::EINTR | libc::EAGAIN) => None,
-                    r => Some(Err(os_error(r))),
-                };
-                socket.buf = Some(buf);
-                Some(Event::Conn {
-                    id: conn,
-                    error: false,
-                })
+            Op::Recv { conn, buf, .. } => self.received(conn, user_data, result, buf, conns),
+            Op::RecvMulti { conn, .. } => {
+                self.received_multi(conn, user_data, result, false, lent, conns)
             }
             Op::Send { conn, bufs, .. } => {
                 let total: usize = bufs.chunks.iter().map(Bytes::len).sum();
@@ -250,6 +239,43 @@ impl Uring {
             }
         }
     }
+
+    /// An accept completed (`more`: a multishot accept that goes on).
+    fn accepted(
+        &mut self,
+        listener: usize,
+        user_data: u64,
+        result: i32,
+        more: bool,
+        listeners: &mut Listeners<UringListener>,
+    ) -> Option<Event> {
+        let slot = listeners
+            .get_mut(listener)
+            .filter(|l| l.socket.accept_op == Some(user_data));
+        let Some(slot) = slot else {
+            // The listener was closed while this accept was in flight.
+            if result >= 0 {
+                // SAFETY: a successful accept returns a new descriptor we own.
+                drop(unsafe { OwnedFd::from_raw_fd(result) });
+            }
+            return None;
+        };
+        if !more {
+            slot.socket.accept_op = None;
+        }
+        match result {
+            // SAFETY: a successful accept returns a new descriptor we own.
+            r if r >= 0 => slot
+                .socket
+                .accepted
+                .push_back(Ok(unsafe { TcpStream::from_raw_fd(r) })),
+            r if -r == libc::ECANCELED => return None,
+            // Transient: the loop's next accept starts another if this one ended.
+            r if matches!(-r, libc::EINTR | libc::ECONNABORTED | libc::EAGAIN) => {}
+            r => slot.socket.accepted.push_back(Err(os_error(r))),
+        }
+        Some(Event::Listener(listener))
+    }
 }
 
 impl Listen for Uring {
@@ -264,7 +290,7 @@ impl Listen for Uring {
         Ok(UringListener {
             fd: Rc::new(OwnedFd::from(socket)),
             accept_op: None,
-            accepted: None,
+            accepted: VecDeque::new(),
         })
     }
 
@@ -284,6 +310,8 @@ impl IoBackend for Uring {
 
     fn new(opts: &RunOptions) -> Result<Self, IoError> {
         let mut ring = Ring::new(RING_ENTRIES).map_err(IoError::Uring)?;
+        let read_size = opts.read_buffer_bytes.clamp(MIN_RECV_SPARE, RECV_BUFFER);
+        let multishot = probe::choose_receive_path(&mut ring, opts.provided_buffers, read_size);
         let eventfd = Arc::new(EventFd::new().map_err(IoError::Uring)?);
         ring.watch_wake(eventfd.raw());
         Ok(Uring {
@@ -291,7 +319,9 @@ impl IoBackend for Uring {
             eventfd,
             completions: VecDeque::with_capacity(RING_ENTRIES as usize),
             nudged: VecDeque::new(),
-            read_size: opts.read_buffer_bytes.clamp(MIN_RECV_SPARE, RECV_BUFFER),
+            read_size,
+            multishot,
+            buffers_exhausted: 0,
         })
     }
 
@@ -310,7 +340,7 @@ impl IoBackend for Uring {
             self.ring
                 .ring
                 .completion()
-                .map(|c| (c.user_data(), c.result())),
+                .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         Ok(())
     }
@@ -325,11 +355,12 @@ impl IoBackend for Uring {
                 return Some(Event::Conn { id, error: false });
             }
         }
-        while let Some((user_data, result)) = self.completions.pop_front() {
-            if let Some(event) = self.complete(user_data, result, conns, listeners) {
+        while let Some(completion) = self.completions.pop_front() {
+            if let Some(event) = self.complete(completion, conns, listeners) {
                 return Some(event);
             }
         }
+        self.check_buffers();
         None
     }
 
@@ -340,12 +371,13 @@ impl IoBackend for Uring {
     }
 
     fn accept(&mut self, index: usize, listener: &mut UringListener) -> Accept {
-        match listener.accepted.take() {
+        match listener.accepted.pop_front() {
             Some(Ok(stream)) => Accept::Stream { stream, peer: None },
             Some(Err(e)) => Accept::Failed(e),
             None => {
                 if listener.accept_op.is_none() {
-                    listener.accept_op = Some(self.ring.accept(index, listener.fd.clone()));
+                    let fd = listener.fd.clone();
+                    listener.accept_op = Some(self.ring.accept(index, fd, self.multishot));
                 }
                 Accept::Pending
             }
@@ -373,7 +405,8 @@ impl IoBackend for Uring {
     fn update(&mut self, conn: &mut Conn<UringSocket>) -> io::Result<()> {
         if !conn.wants_reads() {
             conn.socket.paused = true;
-        } else if conn.socket.received.is_some() {
+            self.stop_multishot(&mut conn.socket);
+        } else if !conn.socket.inbox.is_empty() {
             if std::mem::take(&mut conn.socket.paused) {
                 // Kept while reading was paused: have the loop pull it now.
                 self.nudged.push_back(conn.id);
@@ -386,24 +419,14 @@ impl IoBackend for Uring {
     }
 
     fn read(&mut self, conn: &mut Conn<UringSocket>, purpose: Purpose) -> Read {
-        let socket = &mut conn.socket;
-        let outcome = match socket.received.take() {
+        let outcome = match conn.socket.inbox.pop_front() {
             None => Read::Pending,
-            Some(Ok(0)) => return Read::Eof,
-            Some(Ok(_)) => {
-                let Some(buf) = socket.buf.as_mut() else {
-                    debug_assert!(false, "{}: bytes received without a buffer", conn.id);
-                    return Read::Pending;
-                };
-                match purpose {
-                    Purpose::Engine => Read::Data(buf.split().freeze()),
-                    Purpose::Discard => {
-                        buf.clear();
-                        Read::Data(Bytes::new())
-                    }
-                }
-            }
-            Some(Err(e)) => return Read::Failed(e),
+            Some(Received::Data(data)) => match purpose {
+                Purpose::Engine => Read::Data(data),
+                Purpose::Discard => Read::Data(Bytes::new()),
+            },
+            Some(Received::Eof) => return Read::Eof,
+            Some(Received::Failed(e)) => return Read::Failed(e),
         };
         self.arm_recv(conn);
         outcome
@@ -433,7 +456,12 @@ impl IoBackend for Uring {
     }
 
     fn close(&mut self, conn: Conn<UringSocket>) {
-        let socket = conn.socket;
+        let mut socket = conn.socket;
+        // A multishot receive may already be stopping: one cancel is enough. Either way its
+        // entry (and the descriptor) lives until its last completion.
+        if socket.recv_stopping {
+            socket.recv_op = None;
+        }
         for op in [socket.recv_op, socket.send_op, socket.connect_op]
             .into_iter()
             .flatten()
@@ -448,5 +476,9 @@ impl IoBackend for Uring {
 
     fn ring_operations(&self) -> u64 {
         self.ring.entries
+    }
+
+    fn buffers_exhausted(&self) -> u64 {
+        self.buffers_exhausted
     }
 }

@@ -5,6 +5,10 @@
 //! iovecs, the connect address, the eventfd counter — is owned by its entry in [`Ops`] and
 //! freed only when the completion is taken. The entry's index is the SQE's `user_data`.
 //!
+//! Multishot operations (an accept, a receive selecting from [`super::bufring`]) post many
+//! completions under one `user_data`; their entry stays until the last one (no
+//! IORING_CQE_F_MORE), so whatever they point at outlives every completion.
+//!
 //! Each operation also holds a reference to its socket, so closing a connection while an
 //! operation is in flight (after asking the kernel to cancel it) only closes the descriptor
 //! once the last completion has come back: a descriptor number is never reused under an
@@ -18,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use io_uring::{opcode, squeue, types, IoUring};
 use trellis_engine::ConnId;
 
+use super::bufring::{self, BufRing};
 use crate::control::Wake;
 
 /// `user_data` of cancel requests (their completions carry nothing we need).
@@ -27,6 +32,7 @@ pub(super) const MAX_IOVECS: usize = 64;
 
 /// What an in-flight operation is and what it owns.
 pub(super) enum Op {
+    /// A single-shot or multishot accept.
     Accept {
         listener: usize,
         _socket: Rc<OwnedFd>,
@@ -34,6 +40,11 @@ pub(super) enum Op {
     Recv {
         conn: ConnId,
         buf: BytesMut,
+        _socket: Rc<OwnedFd>,
+    },
+    /// A multishot receive: the kernel picks each completion's buffer from the ring.
+    RecvMulti {
+        conn: ConnId,
         _socket: Rc<OwnedFd>,
     },
     Send {
@@ -123,6 +134,17 @@ impl Ops {
         Some(op)
     }
 
+    /// The operation a completion belongs to, left in place (a multishot's completion that
+    /// is not its last).
+    pub fn get(&self, user_data: u64) -> Option<&Op> {
+        let i = usize::try_from(user_data & 0xffff_ffff).ok()?;
+        let generation = (user_data >> 32) as u32;
+        match self.slots.get(i)? {
+            (g, Some(op)) if *g == generation => Some(op),
+            _ => None,
+        }
+    }
+
     pub fn live(&self) -> usize {
         self.live
     }
@@ -142,6 +164,8 @@ impl Ops {
 pub(super) struct Ring {
     pub ring: IoUring,
     pub ops: Ops,
+    /// The provided buffers of multishot receives; `None` on the single-shot path.
+    pub bufs: Option<BufRing>,
     send_pool: Vec<SendBufs>,
     /// `io_uring_enter` calls made (submits and waits): the backend's syscalls.
     pub enters: u64,
@@ -172,6 +196,7 @@ impl Ring {
         Ok(Ring {
             ring,
             ops: Ops::default(),
+            bufs: None,
             send_pool: Vec::new(),
             enters: 0,
             entries: 0,
@@ -236,18 +261,38 @@ impl Ring {
         ud
     }
 
-    pub fn accept(&mut self, listener: usize, socket: Rc<OwnedFd>) -> u64 {
+    /// Accept one connection, or (`multishot`) connections until cancelled or failed, one
+    /// completion each.
+    pub fn accept(&mut self, listener: usize, socket: Rc<OwnedFd>, multishot: bool) -> u64 {
         let fd = types::Fd(socket.as_raw_fd());
+        let entry = if multishot {
+            opcode::AcceptMulti::new(fd)
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
         self.start(
             Op::Accept {
                 listener,
                 _socket: socket,
             },
-            |_| {
-                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build()
+            |_| entry,
+        )
+    }
+
+    /// Receive until cancelled, EOF, an error or ENOBUFS, one completion per chunk, each in
+    /// a buffer the kernel picks from [`Ring::bufs`].
+    pub fn recv_multi(&mut self, conn: ConnId, socket: Rc<OwnedFd>) -> u64 {
+        let fd = types::Fd(socket.as_raw_fd());
+        self.start(
+            Op::RecvMulti {
+                conn,
+                _socket: socket,
             },
+            |_| opcode::RecvMulti::new(fd, bufring::GROUP).build(),
         )
     }
 
@@ -356,14 +401,22 @@ impl Drop for Ring {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
                 Err(_) => break,
             }
-            let done: Vec<u64> = self.ring.completion().map(|c| c.user_data()).collect();
-            for ud in done {
-                self.ops.take(ud);
+            let done: Vec<(u64, u32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.flags()))
+                .collect();
+            for (ud, flags) in done {
+                if !io_uring::cqueue::more(flags) {
+                    self.ops.take(ud);
+                }
             }
         }
         if self.ops.live() > 0 {
             tracing::warn!(ops = self.ops.live(), "io_uring ops outlived the driver");
             std::mem::forget(std::mem::take(&mut self.ops));
+            // The kernel may still write into a provided buffer.
+            std::mem::forget(self.bufs.take());
         }
     }
 }
