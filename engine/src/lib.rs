@@ -14,6 +14,8 @@
 //! Modules, one concept each:
 //! - [`config`]: the configuration snapshot (listeners, routes, clusters, policies).
 //! - [`http1`]: the HTTP/1.1 codec (heads, streaming bodies, RFC 9112 hardening).
+//! - [`codec`]: the seam a client connection's protocol sits behind (HTTP/1.1 today, a
+//!   multiplexed protocol next): bytes in, requests out as events tagged with a stream.
 //! - [`route`]: VirtualService-style route matching and request rewriting.
 //! - [`cluster`]: load balancing, outlier detection and circuit breaking per cluster.
 //! - [`transport`]: the byte-transform slot between a connection's socket and its codec
@@ -23,6 +25,7 @@
 //! - `hash`: the fast unkeyed hasher of the lookup-only maps.
 
 pub mod cluster;
+pub mod codec;
 pub mod config;
 mod hash;
 pub mod http1;

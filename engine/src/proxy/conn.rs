@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use crate::codec::ServerCodec;
 use crate::time::Instant;
 use crate::transport::Transport;
 
@@ -73,6 +74,8 @@ pub(crate) struct Downstream {
     pub original_dst: Option<SocketAddr>,
     pub source_labels: Arc<BTreeMap<String, String>>,
     pub recv: BytesMut,
+    /// Turns `recv` into requests (HTTP/1.1 today).
+    pub codec: Box<dyn ServerCodec>,
     pub read_closed: bool,
     pub state: DownState,
     /// Close after the current response (protocol error, `Connection: close`, HTTP/1.0 ...).

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::http1::{self, BodyEvent};
+use crate::codec::{DecodeContext, DecodeError, Http1Server, RequestEvent};
+use crate::http1;
 use crate::time::Instant;
 
 use crate::transport::{Endpoint, Transport};
@@ -51,6 +52,7 @@ impl Engine {
             original_dst: accepted.original_dst,
             source_labels: accepted.source_labels,
             recv: BytesMut::new(),
+            codec: Box::new(Http1Server::new()),
             read_closed: false,
             state: DownState::Idle,
             close_after_response: false,
@@ -117,25 +119,36 @@ impl Engine {
                         }
                         self.arm_conn_timer(id, at);
                     }
-                    let limits = self.limits;
                     let Some(down) = self.conns.down_mut(id) else {
                         return;
                     };
-                    let pool = &mut self.header_pool;
-                    match http1::take_request_head_pooled(&mut down.recv, &limits, pool) {
-                        Ok(Some(head)) => {
-                            self.start_request(now, id, head);
+                    let cx = DecodeContext {
+                        limits: &self.limits,
+                        pool: &mut self.header_pool,
+                    };
+                    match down.codec.decode(&mut down.recv, false, cx) {
+                        Ok(RequestEvent::Head { stream, head }) => {
+                            self.start_request(now, id, stream, head);
                             // Loop: the body (or a pipelined request) may already be here.
                         }
-                        Ok(None) => {
+                        Ok(RequestEvent::NeedMore) => {
                             if down.read_closed {
                                 // The client gave up mid-head: nothing to answer.
                                 self.mark_closing(id, true);
                             }
                             break;
                         }
-                        Err(err) => {
+                        Ok(event) => {
+                            debug_assert!(false, "{id:?}: {event:?} between requests");
+                            break;
+                        }
+                        Err(DecodeError::Head(err)) => {
                             self.protocol_error(now, id, err.status(), &err.to_string());
+                            return;
+                        }
+                        Err(DecodeError::Body { stream, error }) => {
+                            debug_assert!(false, "{id:?}: {stream:?} body error between requests");
+                            self.protocol_error(now, id, 400, &error.to_string());
                             return;
                         }
                     }
@@ -169,18 +182,20 @@ impl Engine {
             let http = &req.snapshot.config.http;
             let (limit, idle) = (http.retry_buffer_bytes, http.stream_idle_timeout);
             let down_id = req.down;
-            let Inbound::Reading(decoder) = &mut req.inbound else {
+            if req.inbound.is_done() {
                 return false; // body complete; the rest of the buffer is the next request
-            };
+            }
             let Some(down) = self.conns.down_mut(down_id) else {
                 return false;
             };
-            let event = match decoder.decode(&mut down.recv) {
-                Ok(BodyEvent::NeedMore) if down.read_closed => decoder.finish_on_eof(),
-                other => other,
+            let cx = DecodeContext {
+                limits: &self.limits,
+                pool: &mut self.header_pool,
             };
+            let event = down.codec.decode(&mut down.recv, down.read_closed, cx);
             match event {
-                Ok(BodyEvent::Data(data)) => {
+                Ok(RequestEvent::Data { stream, data }) => {
+                    debug_assert_eq!(stream, req.stream, "{req_id}: data of another stream");
                     req.body_in += data.len() as u64;
                     req.idle_deadline = Some(now + idle);
                     (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
@@ -196,7 +211,8 @@ impl Engine {
                     req.unsent.push_back(data);
                     self.pump_request_body(now, req_id);
                 }
-                Ok(BodyEvent::Done { trailers }) => {
+                Ok(RequestEvent::End { stream, trailers }) => {
+                    debug_assert_eq!(stream, req.stream, "{req_id}: end of another stream");
                     req.inbound = Inbound::Done { trailers };
                     let attempting = matches!(
                         req.phase,
@@ -208,8 +224,16 @@ impl Engine {
                     }
                     return true;
                 }
-                Ok(BodyEvent::NeedMore) => return false,
-                Err(err) => {
+                Ok(RequestEvent::NeedMore) => return false,
+                Ok(RequestEvent::Head { stream, .. }) => {
+                    debug_assert!(false, "{req_id}: {stream:?} opened while reading a body");
+                    return false;
+                }
+                Err(DecodeError::Head(err)) => {
+                    debug_assert!(false, "{req_id}: head error while reading a body: {err}");
+                    return false;
+                }
+                Err(DecodeError::Body { error: err, .. }) => {
                     let started = self
                         .requests
                         .get(req_id)

@@ -145,7 +145,14 @@ impl Engine {
             });
         let route = names.map(|(n, _)| n.route.clone());
         let (down, body_done) = (req.down, req.body_done());
-        let peer = self.conns.down(down).map(|d| d.peer);
+        let peer = match self.conns.down_mut(down) {
+            Some(d) => {
+                // Its unread body, if any, goes with it; the codec may read the next head.
+                d.codec.finish_stream(req.stream);
+                Some(d.peer)
+            }
+            None => None,
+        };
         self.logs.push(RequestLog {
             downstream: req.down.conn(),
             peer,

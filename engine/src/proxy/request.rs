@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::codec::StreamId;
 use crate::config::{RetryOn, RetryPolicy, Route, RouteAction, WeightedCluster};
 use crate::http1::{BodyDecoder, BodyEncoder, RequestHead, Version};
 use crate::time::Instant;
@@ -88,8 +89,8 @@ impl Phase {
 
 /// The request as it comes in from the client.
 pub(crate) enum Inbound {
-    /// Body bytes are still to come, framed as this decoder reads them.
-    Reading(BodyDecoder),
+    /// Body bytes are still to come (the connection's codec reads their framing).
+    Reading,
     /// The whole request was read (its trailers, if any, are replayed with every attempt).
     Done { trailers: http::HeaderMap },
 }
@@ -135,6 +136,8 @@ pub(crate) struct RouteRef {
 
 pub(crate) struct Request {
     pub down: DownstreamId,
+    /// The request's stream on `down` (its codec's numbering).
+    pub stream: StreamId,
     pub snapshot: Arc<Snapshot>,
     pub start: Instant,
     /// The head as it will go upstream (hop-by-hop fields stripped, rewrites applied).

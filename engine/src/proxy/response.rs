@@ -352,7 +352,7 @@ impl Engine {
         // The request is over as an HTTP exchange; the connections live on as a tunnel.
         if let Some(r) = self.requests.get_mut(req_id) {
             r.set_phase(Phase::Done);
-            if let Inbound::Reading(_) = r.inbound {
+            if let Inbound::Reading = r.inbound {
                 r.inbound = Inbound::Done {
                     trailers: http::HeaderMap::new(),
                 };

@@ -4,8 +4,9 @@
 
 use std::collections::VecDeque;
 
+use crate::codec::StreamId;
 use crate::config::{Route, RouteAction, WeightedCluster};
-use crate::http1::{self, BodyDecoder, BodyEncoder, BodyFraming, RequestHead, Version};
+use crate::http1::{self, BodyEncoder, BodyFraming, RequestHead, Version};
 use crate::route::{self, RouteOutcome, RouteRequest};
 use crate::time::Instant;
 
@@ -18,7 +19,13 @@ use super::Engine;
 
 impl Engine {
     /// A complete request head arrived on `down`; create the request and route it.
-    pub(crate) fn start_request(&mut self, now: Instant, down: DownstreamId, head: RequestHead) {
+    pub(crate) fn start_request(
+        &mut self,
+        now: Instant,
+        down: DownstreamId,
+        stream: StreamId,
+        head: RequestHead,
+    ) {
         self.stats.downstream_rq_total += 1;
         let snapshot = self.snapshot.clone();
         let (listener, source_labels, port, passthrough) = match self.conns.down(down) {
@@ -35,10 +42,11 @@ impl Engine {
             BodyFraming::None => Inbound::Done {
                 trailers: http::HeaderMap::new(),
             },
-            framing => Inbound::Reading(BodyDecoder::new(framing, &self.limits)),
+            _ => Inbound::Reading,
         };
         let request = Request {
             down,
+            stream,
             snapshot: snapshot.clone(),
             start: now,
             original_target: None,
