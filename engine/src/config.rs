@@ -191,6 +191,12 @@ pub struct WeightedCluster {
     /// `headers` on the destination.
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// A `host` (or `:authority`) set or added by the destination's `headers.request`, which
+    /// pilot turns into this cluster's `host_rewrite_literal` (processWeightedDestination in
+    /// pilot/pkg/networking/core/route/route.go). When the request goes to this destination
+    /// it replaces the Host header, winning over the route's `rewrite.authority`, as Envoy's
+    /// per-cluster rewrite does.
+    pub authority: Option<String>,
 }
 
 /// Istio `HTTPRedirect`.

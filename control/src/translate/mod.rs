@@ -379,3 +379,6 @@ fn version_of(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod istio_semantics_tests;

@@ -497,3 +497,6 @@ enum Work {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod istio_tests;

@@ -11,7 +11,7 @@ use crate::config::{
     VirtualHost, WeightedCluster,
 };
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config {
         version: "t".into(),
         listeners: vec![Listener {
@@ -51,12 +51,12 @@ fn config() -> Config {
     }
 }
 
-fn drain(engine: &mut Engine) -> Vec<Output> {
+pub(super) fn drain(engine: &mut Engine) -> Vec<Output> {
     std::iter::from_fn(|| engine.poll_output()).collect()
 }
 
 /// Every byte `outputs` send on `conn`, in order.
-fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<u8> {
+pub(super) fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<u8> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -67,7 +67,7 @@ fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<u8> {
         .collect()
 }
 
-fn accept(engine: &mut Engine) -> ConnId {
+pub(super) fn accept(engine: &mut Engine) -> ConnId {
     engine.accept(
         Instant::ZERO,
         Accepted::new(

@@ -129,6 +129,9 @@ fn validate_action(action: &RouteAction, at: &Location) -> Result<(), RouteError
                 let field = format!("route[{:?}].headers", d.cluster);
                 validate_header_ops(&d.request_headers, at, &format!("{field}.request"), true)?;
                 validate_header_ops(&d.response_headers, at, &format!("{field}.response"), false)?;
+                if let Some(a) = &d.authority {
+                    validate_authority(a, at, &format!("route[{:?}].authority", d.cluster))?;
+                }
             }
             Ok(())
         }
@@ -201,14 +204,20 @@ fn validate_rewrite(
         }
     }
     if let Some(a) = &rw.authority {
-        if a.is_empty() || HeaderValue::from_str(a).is_err() {
-            return Err(RouteError::InvalidHeaderValue {
-                at: Box::new(at.clone()),
-                field: "rewrite.authority".into(),
-                name: "host".into(),
-                value: a.clone(),
-            });
-        }
+        validate_authority(a, at, "rewrite.authority")?;
+    }
+    Ok(())
+}
+
+/// A Host replacement must be a non-empty header value.
+fn validate_authority(a: &str, at: &Location, field: &str) -> Result<(), RouteError> {
+    if a.is_empty() || HeaderValue::from_str(a).is_err() {
+        return Err(RouteError::InvalidHeaderValue {
+            at: Box::new(at.clone()),
+            field: field.into(),
+            name: "host".into(),
+            value: a.to_owned(),
+        });
     }
     Ok(())
 }

@@ -1,0 +1,117 @@
+//! Istio's answer, area by area, where the translation once departed from pilot or where the
+//! answer is easy to get wrong. Each test names the file and function of istio/istio (or
+//! envoyproxy/envoy) that gives the answer; RESEARCH.md ("Istio semantics: departures found
+//! and fixed") has the table.
+
+use trellis_engine::config::{Redirect, RouteAction};
+
+use super::tests::{run, vhost};
+
+/// A VirtualService document called `name` in `default` with this `spec` body.
+fn vs(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
+}
+
+const HOST_EDITS: &str = r#"
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /rule}}]
+    headers:
+      request:
+        set: {host: from-set, x-a: "1"}
+        add: {":authority": from-add}
+        remove: [host, x-b]
+    route:
+    - destination: {host: ratings}
+  - match: [{uri: {prefix: /dest}}]
+    route:
+    - destination: {host: ratings}
+      headers:
+        request: {set: {Host: one-dest}}
+  - match: [{uri: {prefix: /both}}]
+    rewrite: {authority: from-rewrite}
+    headers:
+      request: {set: {host: from-header}}
+    route:
+    - destination: {host: ratings}
+      headers:
+        request: {set: {host: ignored}}
+  - route:
+    - destination: {host: ratings}
+      weight: 50
+      headers:
+        request: {add: {host: split-a}}
+    - destination: {host: reviews}
+      weight: 50
+"#;
+
+/// Istio: setting (or adding) `host`/`:authority` in a rule's request headers is an authority
+/// rewrite, `set` winning over `add`, and `rewrite.authority` over both; those headers are
+/// never edited as headers (TranslateHeadersOperations, translateAppendHeaders, dropInternal
+/// and applyHTTPRouteDestination in pilot/pkg/networking/core/route/route.go). A destination's
+/// `host` applies when the rule sets none (processDestination), and with several destinations
+/// it is that cluster's own rewrite (processWeightedDestination). Before: the engine refused
+/// the `host` edit and the rule was left out.
+#[test]
+fn host_header_edits_are_authority_rewrites() {
+    let t = run(&vs("ratings", HOST_EDITS));
+    let v = vhost(&t, "ratings.default");
+    assert_eq!(v.routes.len(), 4, "{:#?}", t.diagnostics);
+    let authority = |i: usize| {
+        v.routes[i]
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.authority.clone())
+    };
+    assert_eq!(authority(0).as_deref(), Some("from-set"));
+    let r0 = &v.routes[0].request_headers;
+    assert_eq!(r0.set, vec![("x-a".to_string(), "1".to_string())]);
+    assert!(r0.add.is_empty());
+    assert_eq!(r0.remove, vec!["x-b".to_string()]);
+    assert_eq!(authority(1).as_deref(), Some("one-dest"));
+    let RouteAction::Forward(one) = &v.routes[1].action else {
+        panic!("not a forward")
+    };
+    assert_eq!(one[0].authority, None);
+    assert!(one[0].request_headers.is_empty());
+    assert_eq!(authority(2).as_deref(), Some("from-rewrite"));
+    assert_eq!(authority(3), None);
+    let RouteAction::Forward(split) = &v.routes[3].action else {
+        panic!("not a forward")
+    };
+    assert_eq!(split[0].authority.as_deref(), Some("split-a"));
+    assert_eq!(split[1].authority, None);
+}
+
+/// Istio: a redirect to port 80 over http (or 443 over https) carries no port, the scheme
+/// being `redirect.scheme` or `http` on a sidecar (ApplyRedirect in
+/// pilot/pkg/networking/core/route/route.go: "Do not put explicit :80 or :443 when its
+/// http/https"); Envoy then keeps the request's host as sent (Utility::newUri and
+/// processRequestHost in envoy source/common/http/utility.cc). Before: `:80` was written.
+#[test]
+fn redirects_omit_the_default_port_of_their_scheme() {
+    let spec = r#"
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    redirect: {authority: x, port: 80}
+  - match: [{uri: {prefix: /b}}]
+    redirect: {scheme: https, port: 443}
+  - match: [{uri: {prefix: /c}}]
+    redirect: {scheme: https, port: 80}
+  - match: [{uri: {prefix: /d}}]
+    redirect: {port: 8080}
+"#;
+    let t = run(&vs("ratings", spec));
+    let v = vhost(&t, "ratings.default");
+    let port = |i: usize| match &v.routes[i].action {
+        RouteAction::Redirect(Redirect { port, .. }) => *port,
+        other => panic!("not a redirect: {other:?}"),
+    };
+    assert_eq!(
+        (port(0), port(1), port(2), port(3)),
+        (None, None, Some(80), Some(8080))
+    );
+}
