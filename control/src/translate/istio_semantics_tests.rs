@@ -5,7 +5,7 @@
 
 use trellis_engine::config::{Redirect, RouteAction};
 
-use super::tests::{run, vhost};
+use super::tests::{forward, run, table, vhost};
 
 /// A VirtualService document called `name` in `default` with this `spec` body.
 fn vs(name: &str, spec: &str) -> String {
@@ -113,5 +113,95 @@ fn redirects_omit_the_default_port_of_their_scheme() {
     assert_eq!(
         (port(0), port(1), port(2), port(3)),
         (None, None, Some(80), Some(8080))
+    );
+}
+
+/// Istio: a destination without a port on a service with several goes to the port the request
+/// came on (GetDestinationCluster in pilot/pkg/networking/core/route/route.go: `port :=
+/// listenerPort` unless the destination names one or the service has only one). Before: the
+/// first port, whatever the request's.
+#[test]
+fn multi_port_destination_follows_the_request_port() {
+    let spec = r#"
+  hosts: [multi]
+  http:
+  - match: [{headers: {x: {exact: "1"}}}, {port: 8080, uri: {prefix: /p}}]
+    route:
+    - destination: {host: multi}
+  - route:
+    - destination: {host: multi}
+"#;
+    let t = run(&vs("multi", spec));
+    let v = vhost(&t, "multi.default");
+    let summary: Vec<(Vec<Option<u16>>, String)> = v
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.matches.iter().map(|m| m.port).collect(),
+                forward(r)[0].0.clone(),
+            )
+        })
+        .collect();
+    let c = |p: u16| format!("outbound|{p}||multi.default.svc.cluster.local");
+    assert_eq!(
+        summary,
+        vec![
+            (vec![Some(80)], c(80)),
+            (vec![Some(8080), Some(8080)], c(8080)),
+            (vec![None, Some(8080)], c(80)),
+            (vec![Some(80)], c(80)),
+            (vec![Some(8080)], c(8080)),
+            (vec![], c(80)),
+        ]
+    );
+    assert_eq!(
+        t.virtual_hosts["multi.default"].rule_indices,
+        [0, 0, 0, 1, 1, 1]
+    );
+}
+
+/// Istio: when two VirtualServices claim a host, a sidecar gets the routes of the oldest one
+/// (configCompareByCreationTime in pilot/pkg/model/config.go, via
+/// sortMergedVirtualServicesByCreationTime in pilot/pkg/model/virtualservice_controller.go:
+/// creation time, then name, then namespace), the later one's domains being dropped
+/// (dedupeDomains in pilot/pkg/networking/core/httproute.go). Before: file order.
+#[test]
+fn the_oldest_virtual_service_wins_a_shared_host() {
+    let doc = |name: &str, created: &str, subset: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}{created}}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n"
+        )
+    };
+    let winner = |docs: [String; 2]| {
+        let t = run(&format!(
+            "{}\n---\n{}\n---\n{}",
+            super::tests::DR,
+            docs[0],
+            docs[1]
+        ));
+        let owner = table(&t)
+            .virtual_hosts
+            .iter()
+            .find(|v| v.domains.iter().any(|d| d == "reviews"))
+            .map(|v| v.name.clone());
+        owner.unwrap_or_default()
+    };
+    let newer = doc(
+        "a-newer",
+        ", creationTimestamp: \"2024-05-02T00:00:00Z\"",
+        "v1",
+    );
+    let older = doc(
+        "z-older",
+        ", creationTimestamp: \"2024-05-01T00:00:00Z\"",
+        "v2",
+    );
+    assert_eq!(winner([newer.clone(), older.clone()]), "z-older.default");
+    assert_eq!(winner([older, newer]), "z-older.default");
+    // Same (or no) creation time: by name.
+    assert_eq!(
+        winner([doc("b", "", "v1"), doc("a", "", "v2")]),
+        "a.default"
     );
 }

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod hosts;
 pub mod matches;
 pub mod policy;
+pub mod ports;
 pub mod registry;
 pub mod routes;
 
@@ -190,7 +191,7 @@ fn build_virtual_service_hosts(
 ) -> BTreeSet<String> {
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
     let mut covered = BTreeSet::new();
-    for vs in &resources.virtual_services {
+    for vs in precedence_order(&resources.virtual_services) {
         let spec = &vs.spec;
         if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
             diags.push(vs.diag(Diagnostic::info(
@@ -255,13 +256,29 @@ fn build_virtual_service_hosts(
             rule_indices: Vec::new(),
             rule_names: Vec::new(),
         };
+        let listener_ports = covered_ports(catalog, spec, vs.namespace());
         for (i, rule) in spec.http.iter().enumerate() {
+            let copies = ports::per_port_copies(
+                (&vs.source.name, vs.namespace()),
+                i,
+                rule,
+                catalog,
+                &listener_ports,
+            );
+            for route in copies.into_iter().filter(|r| engine_accepts(r).is_ok()) {
+                routes.push(route);
+                origin.rule_indices.push(i);
+                origin.rule_names.push(rule.name.clone());
+            }
             if let Some(route) = routes::translate_rule(
                 &vs.source.name,
                 vs.namespace(),
                 i,
                 rule,
-                catalog,
+                &catalog::AtPort {
+                    catalog,
+                    port: None,
+                },
                 &mut local,
             ) {
                 if let Err(e) = engine_accepts(&route) {
@@ -285,6 +302,55 @@ fn build_virtual_service_hosts(
         });
     }
     covered
+}
+
+/// VirtualServices in the order istiod gives a sidecar (configCompareByCreationTime in
+/// pilot/pkg/model/config.go, applied by sortMergedVirtualServicesByCreationTime in
+/// pilot/pkg/model/virtualservice_controller.go): oldest `creationTimestamp` first (none counts
+/// as the oldest, like Go's zero time), then name, then namespace. The first to claim a domain
+/// keeps it (dedupeDomains in pilot/pkg/networking/core/httproute.go). RFC 3339 timestamps in
+/// one form (`...Z`, as the API server writes them) compare as strings.
+fn precedence_order(
+    vss: &[crate::istio::Resource<crate::istio::VirtualServiceSpec>],
+) -> Vec<&crate::istio::Resource<crate::istio::VirtualServiceSpec>> {
+    let created = |vs: &crate::istio::Resource<_>| match &vs.meta.creation_timestamp {
+        Some(serde_yaml::Value::String(t)) => t.clone(),
+        _ => String::new(),
+    };
+    let mut out: Vec<_> = vss.iter().collect();
+    out.sort_by_cached_key(|vs| {
+        (
+            created(vs),
+            vs.source.name.clone(),
+            vs.namespace().to_string(),
+        )
+    });
+    out
+}
+
+/// The ports of the services a VirtualService's hosts cover, in order: the listener ports
+/// istiod builds its routes for.
+fn covered_ports(
+    catalog: &Catalog<'_>,
+    spec: &crate::istio::VirtualServiceSpec,
+    namespace: &str,
+) -> Vec<u16> {
+    let mut out = Vec::new();
+    for host in spec.hosts.iter().filter(|h| !h.is_empty()) {
+        let fqdn = hosts::resolve(host, namespace);
+        for svc in catalog
+            .services
+            .iter()
+            .filter(|s| hosts::host_covers(&fqdn, &s.host))
+        {
+            for p in &svc.ports {
+                if !out.contains(&p.number) {
+                    out.push(p.number);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A virtual host per service that no VirtualService covers: every request to it goes to its

@@ -29,6 +29,9 @@ pub(crate) mod weighted;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod istio_tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
