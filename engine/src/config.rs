@@ -255,8 +255,13 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Istio's default when a route says nothing: 2 attempts on
-    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes(503)`.
+    /// Istio's default when a route says nothing (and its `retryOn` when `retries` sets none):
+    /// 2 attempts on `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// with no status code listed, so a 503 is not retried (`defaultRetryOn` and
+    /// `newRetryPolicy` in pilot/pkg/networking/core/route/retry/retry.go; 503 left the default
+    /// in Istio 1.24 behind EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY, whose switch went with the
+    /// 1.23 compatibility profile, istio/istio#56023).
+    /// `unavailable` and `cancelled` are gRPC conditions the engine never sees.
     fn default() -> Self {
         RetryPolicy {
             attempts: 2,
@@ -264,7 +269,6 @@ impl Default for RetryPolicy {
             retry_on: RetryOn {
                 connect_failure: true,
                 refused_stream: true,
-                retriable_status_codes: vec![503],
                 ..RetryOn::default()
             },
             backoff_base: Duration::from_millis(25),

@@ -205,3 +205,40 @@ fn the_oldest_virtual_service_wins_a_shared_host() {
         "a.default"
     );
 }
+
+/// Istio: a route without `retries`, and `retries` without `retryOn`, retry twice on
+/// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with no
+/// status code, so a 503 is not retried (`defaultRetryOn`, DefaultPolicy and ConvertPolicy in
+/// pilot/pkg/networking/core/route/retry/retry.go). Before: 503 was retried, as in Istio 1.23
+/// and older.
+#[test]
+fn default_retry_on_does_not_retry_503() {
+    let spec = r#"
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    retries: {attempts: 5}
+    route:
+    - destination: {host: ratings}
+  - route:
+    - destination: {host: ratings}
+"#;
+    let t = run(&vs("ratings", spec));
+    let v = vhost(&t, "ratings.default");
+    for r in &v.routes {
+        let on = &r.retries.retry_on;
+        assert!(on.connect_failure && on.refused_stream, "{on:?}");
+        assert!(on.retriable_status_codes.is_empty(), "{on:?}");
+        assert!(!on.server_error && !on.gateway_error && !on.reset, "{on:?}");
+    }
+    assert_eq!(
+        (v.routes[0].retries.attempts, v.routes[1].retries.attempts),
+        (5, 2)
+    );
+    let default = vhost(&t, "reviews.default.svc.cluster.local");
+    assert!(default.routes[0]
+        .retries
+        .retry_on
+        .retriable_status_codes
+        .is_empty());
+}

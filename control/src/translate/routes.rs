@@ -403,7 +403,7 @@ pub fn parse_retry_on(spec: &str, at: &str, diags: &mut Vec<Diagnostic>) -> Retr
             "reset" => on.reset = true,
             "retriable-4xx" => on.retriable_4xx = true,
             "refused-stream" => on.refused_stream = true,
-            // The codes come with it (bare numbers); Istio adds 503 only in its default policy.
+            // The codes come with it (bare numbers); Istio's default lists none.
             "retriable-status-codes" => {}
             // gRPC status conditions: no gRPC in the engine, so they can never fire.
             "cancelled" | "deadline-exceeded" | "internal" | "resource-exhausted"
