@@ -104,6 +104,15 @@ pub struct Route {
     pub retries: RetryPolicy,
     /// `fault`.
     pub fault: Option<FaultPolicy>,
+    /// Tried only when no other route of the virtual host applies to the request's port and
+    /// client: every non-fallback route has matches, and each names another `port` or
+    /// `source_labels` the client lacks. istiod builds a sidecar's routes per listener port and
+    /// per client and leaves such rules out; a service whose VirtualService is left with no
+    /// rule gets its default route instead (TranslateRoute, BuildHTTPRoutesForVirtualService
+    /// and BuildSidecarVirtualHostWrapper in pilot/pkg/networking/core/route/route.go). A rule
+    /// that applies but does not match still ends in 404, as in Envoy. The control plane puts
+    /// the service's default routes last with this flag set.
+    pub fallback: bool,
 }
 
 /// Istio `HTTPMatchRequest`: every condition present must hold (AND).

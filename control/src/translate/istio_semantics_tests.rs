@@ -242,3 +242,52 @@ fn default_retry_on_does_not_retry_503() {
         .retriable_status_codes
         .is_empty());
 }
+
+/// Istio: when `port` or `sourceLabels` filters leave a client with no rule of a
+/// VirtualService, its host falls back to the service's default route (TranslateRoute,
+/// BuildHTTPRoutesForVirtualService and BuildSidecarVirtualHostWrapper in
+/// pilot/pkg/networking/core/route/route.go); a gateway-only rule is never there for a
+/// sidecar (sourceMatchHTTP). Before: 404 NR.
+#[test]
+fn a_host_left_without_rules_falls_back_to_the_default_route() {
+    let spec = r#"
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: web}}, {gateways: [edge]}]
+    route:
+    - destination: {host: reviews, subset: v2}
+"#;
+    let t = run(&format!(
+        "{}\n---\n{}",
+        super::tests::DR,
+        vs("reviews", spec)
+    ));
+    let router = trellis_engine::route::Router::new(std::sync::Arc::new(t.config.clone()))
+        .expect("compiles");
+    let table = router.table(super::OUTBOUND_ROUTE_TABLE).expect("table");
+    let headers = http::HeaderMap::new();
+    let cluster = |labels: &[(&str, &str)]| {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let req = trellis_engine::route::RouteRequest {
+            authority: "reviews:9080",
+            path: "/",
+            method: "GET",
+            scheme: "http",
+            headers: &headers,
+            port: 9080,
+            source_labels: &labels,
+        };
+        match router.route(table, &req) {
+            trellis_engine::route::RouteOutcome::Matched(m) => forward(m.route)[0].0.clone(),
+            _ => "none".to_string(),
+        }
+    };
+    let c = |subset: &str| format!("outbound|9080|{subset}|reviews.default.svc.cluster.local");
+    assert_eq!(cluster(&[("app", "web")]), c("v2"));
+    assert_eq!(cluster(&[("app", "cli")]), c(""));
+    let origin = &t.virtual_hosts["reviews.default"];
+    assert_eq!(origin.rule_indices, [0, 1]);
+}

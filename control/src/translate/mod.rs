@@ -26,7 +26,7 @@ use std::hash::{Hash, Hasher};
 use serde::Serialize;
 use trellis_engine::config::{
     Cluster, Config, Endpoint, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable,
-    VirtualHost, WeightedCluster,
+    StringMatch, VirtualHost, WeightedCluster,
 };
 
 pub use catalog::{cluster_name, Catalog};
@@ -293,6 +293,34 @@ fn build_virtual_service_hosts(
                 origin.rule_names.push(rule.name.clone());
             }
         }
+        let mine: Vec<&Service> = catalog
+            .services
+            .iter()
+            .filter(|s| {
+                spec.hosts
+                    .iter()
+                    .filter(|h| !h.is_empty())
+                    .any(|h| hosts::host_covers(&hosts::resolve(h, vs.namespace()), &s.host))
+            })
+            .collect();
+        // A rule that applies on every port and to every client hides any fallback.
+        let always_applies = routes.iter().any(|r| {
+            r.matches.is_empty()
+                || r.matches
+                    .iter()
+                    .any(|m| m.port.is_none() && m.source_labels.is_empty())
+        });
+        let fallback = if always_applies {
+            Vec::new()
+        } else {
+            fallback_routes(&mine)
+        };
+        for route in fallback {
+            // Reported one past the last rule: it comes from no rule of the VirtualService.
+            origin.rule_indices.push(spec.http.len());
+            origin.rule_names.push(Some(route.name.clone()));
+            routes.push(route);
+        }
         diags.extend(local.into_iter().map(|d| vs.diag(d)));
         out.virtual_hosts.insert(name.clone(), origin);
         table.virtual_hosts.push(VirtualHost {
@@ -371,32 +399,7 @@ fn build_default_hosts(
             continue;
         }
         let numbers: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
-        let mut routes = Vec::new();
-        let route_to = |port: u16, matches: Vec<RouteMatch>| Route {
-            name: format!("{}#default", svc.host),
-            matches,
-            action: RouteAction::Forward(vec![WeightedCluster {
-                cluster: cluster_name(&svc.host, port, None),
-                weight: 100,
-                ..WeightedCluster::default()
-            }]),
-            retries: RetryPolicy::default(),
-            ..Route::default()
-        };
-        if numbers.len() > 1 {
-            for &p in &numbers {
-                routes.push(route_to(
-                    p,
-                    vec![RouteMatch {
-                        port: Some(p),
-                        ..RouteMatch::default()
-                    }],
-                ));
-            }
-        }
-        if let Some(&first) = numbers.first() {
-            routes.push(route_to(first, Vec::new()));
-        }
+        let routes = default_routes(svc);
         let domains: Vec<String> = hosts::domains(&svc.host, &numbers)
             .into_iter()
             .filter(|d| taken.insert(d.clone()))
@@ -416,6 +419,69 @@ fn build_default_hosts(
             routes,
         });
     }
+}
+
+/// A service's default routes: to its cluster for the request's port (the first port when the
+/// port is not one of them), as pilot's BuildDefaultHTTPOutboundRoute with the default retry
+/// policy.
+fn default_routes(svc: &Service) -> Vec<Route> {
+    let route_to = |port: u16, matches: Vec<RouteMatch>| Route {
+        name: format!("{}#default", svc.host),
+        matches,
+        action: RouteAction::Forward(vec![WeightedCluster {
+            cluster: cluster_name(&svc.host, port, None),
+            weight: 100,
+            ..WeightedCluster::default()
+        }]),
+        retries: RetryPolicy::default(),
+        ..Route::default()
+    };
+    let mut routes = Vec::new();
+    if svc.ports.len() > 1 {
+        for p in &svc.ports {
+            routes.push(route_to(
+                p.number,
+                vec![RouteMatch {
+                    port: Some(p.number),
+                    ..RouteMatch::default()
+                }],
+            ));
+        }
+    }
+    if let Some(first) = svc.ports.first() {
+        routes.push(route_to(first.number, Vec::new()));
+    }
+    routes
+}
+
+/// The routes a VirtualService's virtual host falls back to when none of its rules applies to
+/// the request's port and client (`Route::fallback`): the default routes of the services its
+/// hosts cover, each held to its service's authorities when it covers several.
+fn fallback_routes(covered: &[&Service]) -> Vec<Route> {
+    let mut out = Vec::new();
+    for svc in covered {
+        let authority = (covered.len() > 1).then(|| {
+            let ports: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
+            let names: Vec<String> = hosts::domains(&svc.host, &ports)
+                .iter()
+                .map(|d| regex::escape(d))
+                .collect();
+            StringMatch::Regex(names.join("|"))
+        });
+        for mut route in default_routes(svc) {
+            route.fallback = true;
+            if let Some(a) = &authority {
+                if route.matches.is_empty() {
+                    route.matches.push(RouteMatch::default());
+                }
+                for m in &mut route.matches {
+                    m.authority = Some(a.clone());
+                }
+            }
+            out.push(route);
+        }
+    }
+    out
 }
 
 /// Whether the engine's router compiles `route` (header names and values, redirect parts,

@@ -104,6 +104,7 @@ pub fn translate_rule(
         timeout: rule.timeout.map(|t| t.0).filter(|t| !t.is_zero()),
         retries: retries(rule.retries.as_ref(), &at, diags),
         fault: rule.fault.as_ref().and_then(|f| fault(f, &at, diags)),
+        fallback: false,
     })
 }
 

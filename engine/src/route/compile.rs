@@ -32,6 +32,8 @@ pub(crate) struct CompiledTable {
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
     matches: Vec<CompiledMatch>,
+    /// `Route::fallback`.
+    fallback: bool,
 }
 
 impl CompiledTable {
@@ -74,7 +76,29 @@ impl CompiledRoute {
         }
         validate_header_ops(&route.request_headers, at, "headers.request", true)?;
         validate_header_ops(&route.response_headers, at, "headers.response", false)?;
-        Ok(CompiledRoute { matches })
+        Ok(CompiledRoute {
+            matches,
+            fallback: route.fallback,
+        })
+    }
+
+    /// Whether istiod would have kept this route for the request's port and client.
+    fn applies(&self, req: &Prepared<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.applies_to(req))
+    }
+
+    /// Whether route `index` of `routes` is a fallback that must be skipped because another
+    /// route applies to the request (`applicable` caches that answer for the request).
+    pub(crate) fn skipped(
+        routes: &[CompiledRoute],
+        index: usize,
+        req: &Prepared<'_>,
+        applicable: &mut Option<bool>,
+    ) -> bool {
+        if !routes.get(index).is_some_and(|r| r.fallback) {
+            return false;
+        }
+        *applicable.get_or_insert_with(|| routes.iter().any(|r| !r.fallback && r.applies(req)))
     }
 
     /// `None` if the route does not match; `Some(None)` if it has no matches (matches all);

@@ -109,3 +109,51 @@ fn without_headers_presence_match_needs_the_header_absent() {
         .insert("x-canary", http::HeaderValue::from_static(""));
     assert!(matched(&r, t, &with).is_none());
 }
+
+/// Istio: a rule whose matches all name another `port` or `sourceLabels` the client lacks is
+/// left out of that client's routes for that port (TranslateRoute in
+/// pilot/pkg/networking/core/route/route.go returns nil), and when a VirtualService is left
+/// with no rule, the service gets its default route (BuildHTTPRoutesForVirtualService's
+/// "no routes matched", then BuildSidecarVirtualHostWrapper builds the service's default
+/// virtual host). A rule that applies but does not match still ends in 404. Before: 404 in
+/// both cases.
+#[test]
+fn fallback_routes_serve_requests_no_rule_applies_to() {
+    let only_9080_v1 = RouteMatch {
+        port: Some(9080),
+        source_labels: [("app".to_string(), "web".to_string())].into(),
+        uri: Some(StringMatch::Prefix("/api".into())),
+        ..RouteMatch::default()
+    };
+    let (r, t) = router(one_table(vec![vhost(vec![
+        route("rule", vec![only_9080_v1], "rule-cluster"),
+        Route {
+            fallback: true,
+            ..route("default", vec![], "default-cluster")
+        },
+    ])]));
+    let ask = |port: u16, web: bool, path: &str| {
+        let mut req = Req::new("svc", path);
+        req.port = port;
+        if web {
+            req.labels.insert("app".into(), "web".into());
+        }
+        let e = r.explain(t, &req.as_request());
+        let name = matched(&r, t, &req).map(|m| m.route.name.clone());
+        assert_eq!(
+            e.outcome_route_index
+                .map(|i| r.config().route_tables[0].virtual_hosts[0].routes[i]
+                    .name
+                    .clone()),
+            name,
+            "explain agrees with route"
+        );
+        name
+    };
+    assert_eq!(ask(9080, true, "/api").as_deref(), Some("rule"));
+    // The rule applies (port and client) but its uri does not match: no fallback.
+    assert_eq!(ask(9080, true, "/other"), None);
+    // Another port, or a client without the labels: the rule is not there for it.
+    assert_eq!(ask(80, true, "/api").as_deref(), Some("default"));
+    assert_eq!(ask(9080, false, "/api").as_deref(), Some("default"));
+}
