@@ -428,11 +428,10 @@ fn egress_google_apis_rewrites_port_80_to_443_with_tls_origination() {
         m.t.clusters["outbound|80||www.googleapis.com"].tls_mode,
         None
     );
-    assert_eq!(
-        m.t.config
-            .cluster("outbound|443||www.googleapis.com")
-            .unwrap()
-            .lb,
-        LbPolicy::RoundRobin
-    );
+    // The port 443 entry replaces the top-level policy, so its cluster does not inherit
+    // ROUND_ROBIN (GetPortLevelTrafficPolicy, pilot/pkg/networking/util/util.go); port 80 has
+    // no entry and keeps it.
+    let lb = |name: &str| m.t.config.cluster(name).unwrap().lb;
+    assert_eq!(lb("outbound|443||www.googleapis.com"), LbPolicy::Default);
+    assert_eq!(lb("outbound|80||www.googleapis.com"), LbPolicy::RoundRobin);
 }

@@ -104,6 +104,15 @@ pub struct Route {
     pub retries: RetryPolicy,
     /// `fault`.
     pub fault: Option<FaultPolicy>,
+    /// Tried only when no other route of the virtual host applies to the request's port and
+    /// client: every non-fallback route has matches, and each names another `port` or
+    /// `source_labels` the client lacks. istiod builds a sidecar's routes per listener port and
+    /// per client and leaves such rules out; a service whose VirtualService is left with no
+    /// rule gets its default route instead (TranslateRoute, BuildHTTPRoutesForVirtualService
+    /// and BuildSidecarVirtualHostWrapper in pilot/pkg/networking/core/route/route.go). A rule
+    /// that applies but does not match still ends in 404, as in Envoy. The control plane puts
+    /// the service's default routes last with this flag set.
+    pub fallback: bool,
 }
 
 /// Istio `HTTPMatchRequest`: every condition present must hold (AND).
@@ -191,6 +200,12 @@ pub struct WeightedCluster {
     /// `headers` on the destination.
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// A `host` (or `:authority`) set or added by the destination's `headers.request`, which
+    /// pilot turns into this cluster's `host_rewrite_literal` (processWeightedDestination in
+    /// pilot/pkg/networking/core/route/route.go). When the request goes to this destination
+    /// it replaces the Host header, winning over the route's `rewrite.authority`, as Envoy's
+    /// per-cluster rewrite does.
+    pub authority: Option<String>,
 }
 
 /// Istio `HTTPRedirect`.
@@ -249,8 +264,13 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Istio's default when a route says nothing: 2 attempts on
-    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes(503)`.
+    /// Istio's default when a route says nothing (and its `retryOn` when `retries` sets none):
+    /// 2 attempts on `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// with no status code listed, so a 503 is not retried (`defaultRetryOn` and
+    /// `newRetryPolicy` in pilot/pkg/networking/core/route/retry/retry.go; 503 left the default
+    /// in Istio 1.24 behind EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY, whose switch went with the
+    /// 1.23 compatibility profile, istio/istio#56023).
+    /// `unavailable` and `cancelled` are gRPC conditions the engine never sees.
     fn default() -> Self {
         RetryPolicy {
             attempts: 2,
@@ -258,7 +278,6 @@ impl Default for RetryPolicy {
             retry_on: RetryOn {
                 connect_failure: true,
                 refused_stream: true,
-                retriable_status_codes: vec![503],
                 ..RetryOn::default()
             },
             backoff_base: Duration::from_millis(25),

@@ -129,12 +129,45 @@ impl<'a> Catalog<'a> {
     }
 }
 
-impl DestinationResolver for Catalog<'_> {
+/// Resolves destinations for a request that came on `port` (`None`: on any port).
+pub struct AtPort<'c, 'a> {
+    pub catalog: &'c Catalog<'a>,
+    pub port: Option<u16>,
+}
+
+impl DestinationResolver for AtPort<'_, '_> {
     fn cluster_for(
         &self,
         dest: &Destination,
         namespace: &str,
         at: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<String> {
+        self.catalog
+            .cluster_at(dest, namespace, at, self.port, diags)
+    }
+}
+
+impl Catalog<'_> {
+    /// Whether `dest` names no port of a service that has several, so that its cluster
+    /// depends on the port the request came on (see [`super::ports`]).
+    pub fn infers_port(&self, dest: &Destination, namespace: &str) -> bool {
+        dest.port.is_none()
+            && self
+                .service(&resolve(&dest.host, namespace))
+                .is_some_and(|s| s.ports.len() > 1)
+    }
+
+    /// The cluster for `dest` on a request that came on `listener_port` (`None`: unknown).
+    /// Without a destination port, a service with one port uses it, and one with several
+    /// uses the request's port (GetDestinationCluster in
+    /// pilot/pkg/networking/core/route/route.go), or its first port when that is unknown.
+    pub fn cluster_at(
+        &self,
+        dest: &Destination,
+        namespace: &str,
+        at: &str,
+        listener_port: Option<u16>,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<String> {
         let host = resolve(&dest.host, namespace);
@@ -157,16 +190,17 @@ impl DestinationResolver for Catalog<'_> {
                     return None;
                 }
             },
-            None => match svc.ports.as_slice() {
-                [] => {
+            None => match (svc.ports.as_slice(), listener_port) {
+                ([], _) => {
                     diags.push(not_found(format!("host {host} has no ports")));
                     return None;
                 }
-                [only] => only.number,
-                [first, ..] => {
+                ([only], _) => only.number,
+                (_, Some(port)) => port,
+                ([first, ..], None) => {
                     diags.push(
-                        Diagnostic::warning(format!(
-                            "{host} has several ports and the destination names none; using {}",
+                        Diagnostic::info(format!(
+                            "{host} has several ports and the destination names none: a request goes to the port it came on, and on a port the VirtualService's hosts do not serve, to {}",
                             first.number
                         ))
                         .field(format!("{at}.port")),

@@ -56,7 +56,7 @@ pub fn translate_match(
     }
     let mut without_headers = Vec::new();
     for (name, spec) in &m.without_headers {
-        match string_match(spec, &format!("{at}.withoutHeaders.{name}"), diags) {
+        match presence_or_string_match(spec, &format!("{at}.withoutHeaders.{name}"), diags) {
             Ok(value) => without_headers.push(HeaderMatch {
                 name: name.to_ascii_lowercase(),
                 value,
@@ -125,6 +125,25 @@ pub fn string_match(
     at: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<Option<StringMatch>, InvalidMatch> {
+    any_string_match(spec, at, false, diags)
+}
+
+/// [`string_match`] for a `withoutHeaders` condition, where pilot turns the special regex `*`
+/// into a presence match (so the rule needs the header absent).
+pub fn presence_or_string_match(
+    spec: &StringMatchSpec,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Option<StringMatch>, InvalidMatch> {
+    any_string_match(spec, at, true, diags)
+}
+
+fn any_string_match(
+    spec: &StringMatchSpec,
+    at: &str,
+    presence_allowed: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Option<StringMatch>, InvalidMatch> {
     let set = [&spec.exact, &spec.prefix, &spec.regex]
         .iter()
         .filter(|v| v.is_some())
@@ -142,6 +161,13 @@ pub fn string_match(
         return Ok(Some(StringMatch::Prefix(v.clone())));
     }
     if let Some(re) = &spec.regex {
+        // `*` is not RE2: pilot reads it as "present" (canBeConvertedToPresentMatch in
+        // pilot/pkg/networking/core/route/route.go, istio/istio#20629). Istio's validation
+        // (validateHTTPRouteMatchRequest, pkg/config/validation/virtualservice.go) lets it
+        // through for withoutHeaders only; elsewhere `*` stays an invalid regex.
+        if re == "*" && presence_allowed {
+            return Ok(None);
+        }
         if let Err(e) = regex::Regex::new(re) {
             diags.push(
                 Diagnostic::error(format!("invalid regex {re:?}: {e}"))
@@ -245,5 +271,40 @@ sourceLabels: {app: productpage}
             translate_match(&mesh, "m", &mut Vec::new()),
             MatchOutcome::Use(_)
         ));
+    }
+
+    /// Istio: `withoutHeaders: {x: {regex: "*"}}` is a presence match, inverted: the rule holds
+    /// only when `x` is absent (canBeConvertedToPresentMatch and TranslateRouteMatch in
+    /// pilot/pkg/networking/core/route/route.go: present_match with invert_match and no
+    /// treat_missing_header_as_empty). Validation (validateHTTPRouteMatchRequest in
+    /// pkg/config/validation/virtualservice.go) allows `*` there only; under `headers` or
+    /// `queryParams` it is an invalid RE2 regex and the rule is refused.
+    #[test]
+    fn without_headers_star_regex_is_a_presence_match() {
+        let mut d = Vec::new();
+        let MatchOutcome::Use(r) = translate_match(
+            &m("withoutHeaders: {x-canary: {regex: \"*\"}}"),
+            "m",
+            &mut d,
+        ) else {
+            panic!("{d:?}")
+        };
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            r.without_headers,
+            vec![HeaderMatch {
+                name: "x-canary".into(),
+                value: None
+            }]
+        );
+        for yaml in [
+            "headers: {x: {regex: \"*\"}}",
+            "queryParams: {x: {regex: \"*\"}}",
+        ] {
+            assert!(matches!(
+                translate_match(&m(yaml), "m", &mut Vec::new()),
+                MatchOutcome::Invalid
+            ));
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod hosts;
 pub mod matches;
 pub mod policy;
+pub mod ports;
 pub mod registry;
 pub mod routes;
 
@@ -25,7 +26,7 @@ use std::hash::{Hash, Hasher};
 use serde::Serialize;
 use trellis_engine::config::{
     Cluster, Config, Endpoint, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable,
-    VirtualHost, WeightedCluster,
+    StringMatch, VirtualHost, WeightedCluster,
 };
 
 pub use catalog::{cluster_name, Catalog};
@@ -190,7 +191,7 @@ fn build_virtual_service_hosts(
 ) -> BTreeSet<String> {
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
     let mut covered = BTreeSet::new();
-    for vs in &resources.virtual_services {
+    for vs in precedence_order(&resources.virtual_services) {
         let spec = &vs.spec;
         if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
             diags.push(vs.diag(Diagnostic::info(
@@ -255,13 +256,29 @@ fn build_virtual_service_hosts(
             rule_indices: Vec::new(),
             rule_names: Vec::new(),
         };
+        let listener_ports = covered_ports(catalog, spec, vs.namespace());
         for (i, rule) in spec.http.iter().enumerate() {
+            let copies = ports::per_port_copies(
+                (&vs.source.name, vs.namespace()),
+                i,
+                rule,
+                catalog,
+                &listener_ports,
+            );
+            for route in copies.into_iter().filter(|r| engine_accepts(r).is_ok()) {
+                routes.push(route);
+                origin.rule_indices.push(i);
+                origin.rule_names.push(rule.name.clone());
+            }
             if let Some(route) = routes::translate_rule(
                 &vs.source.name,
                 vs.namespace(),
                 i,
                 rule,
-                catalog,
+                &catalog::AtPort {
+                    catalog,
+                    port: None,
+                },
                 &mut local,
             ) {
                 if let Err(e) = engine_accepts(&route) {
@@ -276,6 +293,34 @@ fn build_virtual_service_hosts(
                 origin.rule_names.push(rule.name.clone());
             }
         }
+        let mine: Vec<&Service> = catalog
+            .services
+            .iter()
+            .filter(|s| {
+                spec.hosts
+                    .iter()
+                    .filter(|h| !h.is_empty())
+                    .any(|h| hosts::host_covers(&hosts::resolve(h, vs.namespace()), &s.host))
+            })
+            .collect();
+        // A rule that applies on every port and to every client hides any fallback.
+        let always_applies = routes.iter().any(|r| {
+            r.matches.is_empty()
+                || r.matches
+                    .iter()
+                    .any(|m| m.port.is_none() && m.source_labels.is_empty())
+        });
+        let fallback = if always_applies {
+            Vec::new()
+        } else {
+            fallback_routes(&mine)
+        };
+        for route in fallback {
+            // Reported one past the last rule: it comes from no rule of the VirtualService.
+            origin.rule_indices.push(spec.http.len());
+            origin.rule_names.push(Some(route.name.clone()));
+            routes.push(route);
+        }
         diags.extend(local.into_iter().map(|d| vs.diag(d)));
         out.virtual_hosts.insert(name.clone(), origin);
         table.virtual_hosts.push(VirtualHost {
@@ -285,6 +330,55 @@ fn build_virtual_service_hosts(
         });
     }
     covered
+}
+
+/// VirtualServices in the order istiod gives a sidecar (configCompareByCreationTime in
+/// pilot/pkg/model/config.go, applied by sortMergedVirtualServicesByCreationTime in
+/// pilot/pkg/model/virtualservice_controller.go): oldest `creationTimestamp` first (none counts
+/// as the oldest, like Go's zero time), then name, then namespace. The first to claim a domain
+/// keeps it (dedupeDomains in pilot/pkg/networking/core/httproute.go). RFC 3339 timestamps in
+/// one form (`...Z`, as the API server writes them) compare as strings.
+fn precedence_order(
+    vss: &[crate::istio::Resource<crate::istio::VirtualServiceSpec>],
+) -> Vec<&crate::istio::Resource<crate::istio::VirtualServiceSpec>> {
+    let created = |vs: &crate::istio::Resource<_>| match &vs.meta.creation_timestamp {
+        Some(serde_yaml::Value::String(t)) => t.clone(),
+        _ => String::new(),
+    };
+    let mut out: Vec<_> = vss.iter().collect();
+    out.sort_by_cached_key(|vs| {
+        (
+            created(vs),
+            vs.source.name.clone(),
+            vs.namespace().to_string(),
+        )
+    });
+    out
+}
+
+/// The ports of the services a VirtualService's hosts cover, in order: the listener ports
+/// istiod builds its routes for.
+fn covered_ports(
+    catalog: &Catalog<'_>,
+    spec: &crate::istio::VirtualServiceSpec,
+    namespace: &str,
+) -> Vec<u16> {
+    let mut out = Vec::new();
+    for host in spec.hosts.iter().filter(|h| !h.is_empty()) {
+        let fqdn = hosts::resolve(host, namespace);
+        for svc in catalog
+            .services
+            .iter()
+            .filter(|s| hosts::host_covers(&fqdn, &s.host))
+        {
+            for p in &svc.ports {
+                if !out.contains(&p.number) {
+                    out.push(p.number);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A virtual host per service that no VirtualService covers: every request to it goes to its
@@ -305,32 +399,7 @@ fn build_default_hosts(
             continue;
         }
         let numbers: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
-        let mut routes = Vec::new();
-        let route_to = |port: u16, matches: Vec<RouteMatch>| Route {
-            name: format!("{}#default", svc.host),
-            matches,
-            action: RouteAction::Forward(vec![WeightedCluster {
-                cluster: cluster_name(&svc.host, port, None),
-                weight: 100,
-                ..WeightedCluster::default()
-            }]),
-            retries: RetryPolicy::default(),
-            ..Route::default()
-        };
-        if numbers.len() > 1 {
-            for &p in &numbers {
-                routes.push(route_to(
-                    p,
-                    vec![RouteMatch {
-                        port: Some(p),
-                        ..RouteMatch::default()
-                    }],
-                ));
-            }
-        }
-        if let Some(&first) = numbers.first() {
-            routes.push(route_to(first, Vec::new()));
-        }
+        let routes = default_routes(svc);
         let domains: Vec<String> = hosts::domains(&svc.host, &numbers)
             .into_iter()
             .filter(|d| taken.insert(d.clone()))
@@ -350,6 +419,69 @@ fn build_default_hosts(
             routes,
         });
     }
+}
+
+/// A service's default routes: to its cluster for the request's port (the first port when the
+/// port is not one of them), as pilot's BuildDefaultHTTPOutboundRoute with the default retry
+/// policy.
+fn default_routes(svc: &Service) -> Vec<Route> {
+    let route_to = |port: u16, matches: Vec<RouteMatch>| Route {
+        name: format!("{}#default", svc.host),
+        matches,
+        action: RouteAction::Forward(vec![WeightedCluster {
+            cluster: cluster_name(&svc.host, port, None),
+            weight: 100,
+            ..WeightedCluster::default()
+        }]),
+        retries: RetryPolicy::default(),
+        ..Route::default()
+    };
+    let mut routes = Vec::new();
+    if svc.ports.len() > 1 {
+        for p in &svc.ports {
+            routes.push(route_to(
+                p.number,
+                vec![RouteMatch {
+                    port: Some(p.number),
+                    ..RouteMatch::default()
+                }],
+            ));
+        }
+    }
+    if let Some(first) = svc.ports.first() {
+        routes.push(route_to(first.number, Vec::new()));
+    }
+    routes
+}
+
+/// The routes a VirtualService's virtual host falls back to when none of its rules applies to
+/// the request's port and client (`Route::fallback`): the default routes of the services its
+/// hosts cover, each held to its service's authorities when it covers several.
+fn fallback_routes(covered: &[&Service]) -> Vec<Route> {
+    let mut out = Vec::new();
+    for svc in covered {
+        let authority = (covered.len() > 1).then(|| {
+            let ports: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
+            let names: Vec<String> = hosts::domains(&svc.host, &ports)
+                .iter()
+                .map(|d| regex::escape(d))
+                .collect();
+            StringMatch::Regex(names.join("|"))
+        });
+        for mut route in default_routes(svc) {
+            route.fallback = true;
+            if let Some(a) = &authority {
+                if route.matches.is_empty() {
+                    route.matches.push(RouteMatch::default());
+                }
+                for m in &mut route.matches {
+                    m.authority = Some(a.clone());
+                }
+            }
+            out.push(route);
+        }
+    }
+    out
 }
 
 /// Whether the engine's router compiles `route` (header names and values, redirect parts,
@@ -379,3 +511,6 @@ fn version_of(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod istio_semantics_tests;

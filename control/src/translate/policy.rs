@@ -1,10 +1,13 @@
 //! DestinationRule traffic policy → the engine's cluster policy.
 //!
-//! istiod merges policies in this order, each part (load balancer, connection pool, outlier
-//! detection, TLS) that is set replacing the same part wholesale: the rule's `trafficPolicy`,
-//! then its `portLevelSettings` for the cluster's port, then the subset's `trafficPolicy`, then
-//! the subset's `portLevelSettings`. Where nothing is set, Istio's defaults apply (the `Default`
-//! impls of the engine types). Settings Trellis cannot apply are reported, not dropped silently.
+//! istiod's order (MergeSubsetTrafficPolicy and GetPortLevelTrafficPolicy in
+//! pilot/pkg/networking/util/util.go, MergeTrafficPolicy in pilot/pkg/model/destination_rule.go):
+//! a `portLevelSettings` entry for the cluster's port (the first one) *replaces* the policy it
+//! sits in, so a part it omits falls back to Istio's default instead of being inherited; then
+//! each part (load balancer, connection pool, outlier detection, TLS) the subset's policy sets
+//! replaces the rule's, and all four do when the subset's policy came from its own port entry.
+//! Where nothing is set, Istio's defaults apply (the `Default` impls of the engine types).
+//! Settings Trellis cannot apply are reported, not dropped silently.
 
 use trellis_engine::config::{ConnectionPool, LbPolicy, OutlierDetection};
 
@@ -35,36 +38,69 @@ struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
-    fn apply(&mut self, policy: &'a TrafficPolicy, port: u16, base: &str) {
-        if let Some(lb) = &policy.load_balancer {
-            self.lb = Some((lb, format!("{base}.loadBalancer")));
+    /// The parts `policy` sets for `port`: its first `portLevelSettings` entry for the port,
+    /// replacing the whole policy (parts it omits fall back to defaults, they are not
+    /// inherited), else the policy's own parts. The flag says whether a port entry applied.
+    fn at_port(policy: &'a TrafficPolicy, port: u16, base: &str) -> (Parts<'a>, bool) {
+        let entry = policy
+            .port_level_settings
+            .iter()
+            .enumerate()
+            .find(|(_, pl)| pl.port.map(|p| p.number) == Some(u32::from(port)));
+        match entry {
+            Some((i, pl)) => (
+                Parts::of(
+                    (&pl.load_balancer, &pl.connection_pool),
+                    (&pl.outlier_detection, &pl.tls),
+                    &format!("{base}.portLevelSettings[{i}]"),
+                ),
+                true,
+            ),
+            None => (
+                Parts::of(
+                    (&policy.load_balancer, &policy.connection_pool),
+                    (&policy.outlier_detection, &policy.tls),
+                    base,
+                ),
+                false,
+            ),
         }
-        if let Some(pool) = &policy.connection_pool {
-            self.pool = Some((pool, format!("{base}.connectionPool")));
+    }
+
+    /// The parts one level sets, with the field path of each.
+    fn of(
+        (lb, pool): (
+            &'a Option<LoadBalancerSettings>,
+            &'a Option<ConnectionPoolSettings>,
+        ),
+        (outlier, tls): (
+            &'a Option<OutlierDetectionSpec>,
+            &'a Option<ClientTlsSettings>,
+        ),
+        at: &str,
+    ) -> Parts<'a> {
+        Parts {
+            lb: lb.as_ref().map(|x| (x, format!("{at}.loadBalancer"))),
+            pool: pool.as_ref().map(|x| (x, format!("{at}.connectionPool"))),
+            outlier: outlier
+                .as_ref()
+                .map(|x| (x, format!("{at}.outlierDetection"))),
+            tls: tls.as_ref(),
         }
-        if let Some(o) = &policy.outlier_detection {
-            self.outlier = Some((o, format!("{base}.outlierDetection")));
+    }
+
+    /// The subset's parts over `self`: each part the subset sets replaces ours, and all four
+    /// do when the subset's policy came from a port entry (MergeTrafficPolicy's
+    /// `hasPortLevel`).
+    fn overlay(self, subset: Parts<'a>, port_level: bool) -> Parts<'a> {
+        if port_level {
+            return subset;
         }
-        if let Some(tls) = &policy.tls {
-            self.tls = Some(tls);
-        }
-        for (i, pl) in policy.port_level_settings.iter().enumerate() {
-            if pl.port.map(|p| p.number) != Some(u32::from(port)) {
-                continue;
-            }
-            let at = format!("{base}.portLevelSettings[{i}]");
-            if let Some(lb) = &pl.load_balancer {
-                self.lb = Some((lb, format!("{at}.loadBalancer")));
-            }
-            if let Some(pool) = &pl.connection_pool {
-                self.pool = Some((pool, format!("{at}.connectionPool")));
-            }
-            if let Some(o) = &pl.outlier_detection {
-                self.outlier = Some((o, format!("{at}.outlierDetection")));
-            }
-            if let Some(tls) = &pl.tls {
-                self.tls = Some(tls);
-            }
+        Parts {
+            lb: subset.lb.or(self.lb),
+            pool: subset.pool.or(self.pool),
+            outlier: subset.outlier.or(self.outlier),
+            tls: subset.tls.or(self.tls),
         }
     }
 }
@@ -77,17 +113,20 @@ pub fn effective_policy(
     subset: Option<(usize, &Subset)>,
     diags: &mut Vec<Diagnostic>,
 ) -> EffectivePolicy {
-    let mut parts = Parts::default();
-    if let Some(rule) = rule {
-        if let Some(tp) = &rule.traffic_policy {
-            parts.apply(tp, port, "spec.trafficPolicy");
+    // MergeSubsetTrafficPolicy (pilot/pkg/networking/util/util.go): the rule's policy at the
+    // port (GetPortLevelTrafficPolicy), then the subset's policy at the port over it.
+    let top = rule
+        .and_then(|r| r.traffic_policy.as_ref())
+        .map(|tp| Parts::at_port(tp, port, "spec.trafficPolicy").0)
+        .unwrap_or_default();
+    let parts = match subset.and_then(|(i, s)| Some((i, s.traffic_policy.as_ref()?))) {
+        Some((i, tp)) => {
+            let (sub, port_level) =
+                Parts::at_port(tp, port, &format!("spec.subsets[{i}].trafficPolicy"));
+            top.overlay(sub, port_level)
         }
-    }
-    if let Some((i, subset)) = subset {
-        if let Some(tp) = &subset.traffic_policy {
-            parts.apply(tp, port, &format!("spec.subsets[{i}].trafficPolicy"));
-        }
-    }
+        None => top,
+    };
     EffectivePolicy {
         lb: parts
             .lb
@@ -307,6 +346,58 @@ subsets:
         assert_eq!(p.pool.max_requests, 3);
         assert_eq!(p.pool.max_connections, u32::MAX);
         assert_eq!(p.tls_mode, Some(TlsMode::SIMPLE));
+    }
+
+    /// Istio: a port entry replaces the policy, parts it omits go back to defaults rather than
+    /// being inherited (GetPortLevelTrafficPolicy in pilot/pkg/networking/util/util.go: "port
+    /// level policies do not inherit and instead to defaults if not provided"); only the first
+    /// entry for the port counts (`break`); a subset's port entry replaces all four parts of the
+    /// merged policy (MergeTrafficPolicy with hasPortLevel, pilot/pkg/model/destination_rule.go).
+    #[test]
+    fn port_level_settings_replace_instead_of_merging() {
+        let rule = dr(RULE);
+        let mut d = Vec::new();
+        let p = effective_policy(Some(&rule), 9443, None, &mut d);
+        assert_eq!(p.lb, LbPolicy::RoundRobin);
+        assert_eq!(
+            p.pool,
+            ConnectionPool::default(),
+            "not inherited from the top level"
+        );
+        assert_eq!(p.outlier, None, "not inherited from the top level");
+        let twice = dr(r#"
+host: reviews
+trafficPolicy:
+  loadBalancer: {simple: RANDOM}
+  portLevelSettings:
+  - port: {number: 80}
+    loadBalancer: {simple: ROUND_ROBIN}
+  - port: {number: 80}
+    loadBalancer: {simple: LEAST_REQUEST}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 80}
+      connectionPool: {tcp: {maxConnections: 7}}
+"#);
+        let p = effective_policy(Some(&twice), 80, None, &mut d);
+        assert_eq!(
+            p.lb,
+            LbPolicy::RoundRobin,
+            "the first entry for the port wins"
+        );
+        let p = effective_policy(Some(&twice), 80, Some((0, &twice.subsets[0])), &mut d);
+        assert_eq!(p.pool.max_connections, 7);
+        assert_eq!(
+            p.lb,
+            LbPolicy::Default,
+            "the subset's port entry replaces every part"
+        );
+        let p = effective_policy(Some(&twice), 81, Some((0, &twice.subsets[0])), &mut d);
+        assert_eq!((p.lb, p.pool.max_connections), (LbPolicy::Random, u32::MAX));
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]

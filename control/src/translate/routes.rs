@@ -63,9 +63,34 @@ pub fn translate_rule(
         );
         return None;
     }
-    let action = action(rule, namespace, &at, resolver, diags)?;
+    let mut action = action(rule, namespace, &at, resolver, diags)?;
     report_unsupported(rule, &at, diags);
-    let (request_headers, response_headers) = header_ops(&rule.headers);
+    let edits = header_edits(&rule.headers);
+    let mut rewrite = rule.rewrite.as_ref().map(|r| Rewrite {
+        uri: r.uri.clone(),
+        uri_regex: r
+            .uri_regex_rewrite
+            .as_ref()
+            .map(|x| (x.matches.clone(), x.rewrite.clone())),
+        authority: r.authority.clone().filter(|a| !a.is_empty()),
+    });
+    if let RouteAction::Forward(dests) = &mut action {
+        // applyHTTPRouteDestination: `rewrite.authority`, else a `host` header edit of the
+        // rule, else (one destination only) the destination's; with several destinations
+        // each keeps its own as a per-cluster rewrite (processWeightedDestination).
+        let single = match dests.as_mut_slice() {
+            [only] if rule.route.len() == 1 => only.authority.take(),
+            _ => None,
+        };
+        let authority = rewrite
+            .as_ref()
+            .and_then(|r| r.authority.clone())
+            .or(edits.authority)
+            .or(single);
+        if let Some(authority) = authority {
+            rewrite.get_or_insert_with(Rewrite::default).authority = Some(authority);
+        }
+    }
     Some(Route {
         name: format!(
             "{vs_name}.{namespace}#{}",
@@ -73,19 +98,13 @@ pub fn translate_rule(
         ),
         matches,
         action,
-        rewrite: rule.rewrite.as_ref().map(|r| Rewrite {
-            uri: r.uri.clone(),
-            uri_regex: r
-                .uri_regex_rewrite
-                .as_ref()
-                .map(|x| (x.matches.clone(), x.rewrite.clone())),
-            authority: r.authority.clone(),
-        }),
-        request_headers,
-        response_headers,
+        rewrite,
+        request_headers: edits.request,
+        response_headers: edits.response,
         timeout: rule.timeout.map(|t| t.0).filter(|t| !t.is_zero()),
         retries: retries(rule.retries.as_ref(), &at, diags),
         fault: rule.fault.as_ref().and_then(|f| fault(f, &at, diags)),
+        fallback: false,
     })
 }
 
@@ -123,7 +142,17 @@ fn action(
                     .field(format!("{at}.redirect.derivePort")),
             );
         }
+        // ApplyRedirect (pilot/pkg/networking/core/route/route.go): "Do not put explicit :80
+        // or :443 when its http/https", the scheme being `redirect.scheme` or, on a sidecar
+        // (never TLS), `http`. Envoy then keeps the request's host as it is.
+        let scheme = r
+            .scheme
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("http");
         let port = match r.port.map(u16::try_from) {
+            Some(Ok(80)) if scheme == "http" => None,
+            Some(Ok(443)) if scheme == "https" => None,
             Some(Ok(p)) => Some(p),
             Some(Err(_)) => {
                 diags.push(
@@ -224,12 +253,13 @@ fn destinations(
         ) else {
             continue;
         };
-        let (request_headers, response_headers) = header_ops(&d.headers);
+        let edits = header_edits(&d.headers);
         out.push(WeightedCluster {
             cluster,
             weight,
-            request_headers,
-            response_headers,
+            request_headers: edits.request,
+            response_headers: edits.response,
+            authority: edits.authority,
         });
     }
     if !single && total != 100 {
@@ -243,21 +273,68 @@ fn destinations(
     out
 }
 
+/// `host` and pseudo-headers (`:authority`, ...) cannot be edited as headers: pilot drops them
+/// from every set, add and remove (isInternalHeader, translateAppendHeaders, dropInternal in
+/// pilot/pkg/networking/core/route/route.go).
+fn is_internal_header(name: &str) -> bool {
+    name.starts_with(':') || name.eq_ignore_ascii_case("host")
+}
+
+fn is_authority_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
+}
+
 fn ops(spec: &Option<HeaderOperations>) -> HeaderOps {
+    let edits = |m: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+        m.iter()
+            .filter(|(k, _)| !is_internal_header(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
     match spec {
         None => HeaderOps::default(),
         Some(o) => HeaderOps {
-            set: o.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            add: o.add.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            remove: o.remove.clone(),
+            set: edits(&o.set),
+            add: edits(&o.add),
+            remove: o
+                .remove
+                .iter()
+                .filter(|k| !is_internal_header(k))
+                .cloned()
+                .collect(),
         },
     }
 }
 
-fn header_ops(headers: &Option<Headers>) -> (HeaderOps, HeaderOps) {
-    match headers {
-        None => (HeaderOps::default(), HeaderOps::default()),
-        Some(h) => (ops(&h.request), ops(&h.response)),
+/// A rule's or destination's `headers`, as pilot's TranslateHeadersOperations splits them.
+pub struct HeaderEdits {
+    pub request: HeaderOps,
+    pub response: HeaderOps,
+    /// `host`/`:authority` in `request.set` (winning) or `request.add`: a Host rewrite.
+    pub authority: Option<String>,
+}
+
+pub fn header_edits(headers: &Option<Headers>) -> HeaderEdits {
+    let Some(h) = headers else {
+        return HeaderEdits {
+            request: HeaderOps::default(),
+            response: HeaderOps::default(),
+            authority: None,
+        };
+    };
+    let pick = |m: Option<&std::collections::BTreeMap<String, String>>| {
+        m.and_then(|m| {
+            m.iter()
+                .filter(|(k, _)| is_authority_header(k))
+                .map(|(_, v)| v.clone())
+                .next_back()
+        })
+    };
+    let req = h.request.as_ref();
+    HeaderEdits {
+        request: ops(&h.request),
+        response: ops(&h.response),
+        authority: pick(req.map(|r| &r.set)).or_else(|| pick(req.map(|r| &r.add))),
     }
 }
 
@@ -327,7 +404,7 @@ pub fn parse_retry_on(spec: &str, at: &str, diags: &mut Vec<Diagnostic>) -> Retr
             "reset" => on.reset = true,
             "retriable-4xx" => on.retriable_4xx = true,
             "refused-stream" => on.refused_stream = true,
-            // The codes come with it (bare numbers); Istio adds 503 only in its default policy.
+            // The codes come with it (bare numbers); Istio's default lists none.
             "retriable-status-codes" => {}
             // gRPC status conditions: no gRPC in the engine, so they can never fire.
             "cancelled" | "deadline-exceeded" | "internal" | "resource-exhausted"

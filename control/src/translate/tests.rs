@@ -11,11 +11,11 @@ use super::*;
 use crate::diag::{Severity, IST0101};
 use crate::istio::parse_str;
 
-fn ip(last: u8) -> IpAddr {
+pub(super) fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
 }
 
-fn registry() -> Registry {
+pub(super) fn registry() -> Registry {
     let reviews = Service::kubernetes("reviews", "default", &[9080])
         .with_endpoint(ServiceEndpoint::new(
             ip(1),
@@ -38,7 +38,7 @@ fn registry() -> Registry {
     }
 }
 
-const DR: &str = r#"
+pub(super) const DR: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -55,16 +55,16 @@ spec:
       loadBalancer: {simple: RANDOM}
 "#;
 
-fn run(yaml: &str) -> Translation {
+pub(super) fn run(yaml: &str) -> Translation {
     let set = parse_str(yaml, "test.yaml").unwrap();
     translate(&set, &registry())
 }
 
-fn table(t: &Translation) -> &RouteTable {
+pub(super) fn table(t: &Translation) -> &RouteTable {
     t.config.route_table(OUTBOUND_ROUTE_TABLE).unwrap()
 }
 
-fn vhost<'a>(t: &'a Translation, name: &str) -> &'a VirtualHost {
+pub(super) fn vhost<'a>(t: &'a Translation, name: &str) -> &'a VirtualHost {
     table(t)
         .virtual_hosts
         .iter()
@@ -72,7 +72,7 @@ fn vhost<'a>(t: &'a Translation, name: &str) -> &'a VirtualHost {
         .unwrap_or_else(|| panic!("no vhost {name}"))
 }
 
-fn forward(route: &Route) -> Vec<(String, u32)> {
+pub(super) fn forward(route: &Route) -> Vec<(String, u32)> {
     match &route.action {
         RouteAction::Forward(w) => w.iter().map(|w| (w.cluster.clone(), w.weight)).collect(),
         other => panic!("not a forward: {other:?}"),
@@ -431,7 +431,7 @@ spec:
   - match: [{uri: {prefix: /a}}]
     headers:
       request:
-        set: {host: evil}
+        set: {"bad header": evil}
     route:
     - destination: {host: ratings}
   - route:

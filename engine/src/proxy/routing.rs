@@ -280,7 +280,13 @@ impl Engine {
         if let Some(path) = snapshot.router.rewrite_path(matched, &req.head.target) {
             req.original_target = Some(std::mem::replace(&mut req.head.target, path));
         }
-        if let Some(authority) = route.rewrite.as_ref().and_then(|r| r.authority.clone()) {
+        // A destination's own Host rewrite wins over the route's (Envoy's per-cluster
+        // `host_rewrite_literal`).
+        let authority = dests[dest_index]
+            .authority
+            .clone()
+            .or_else(|| route.rewrite.as_ref().and_then(|r| r.authority.clone()));
+        if let Some(authority) = authority {
             req.original_authority = Some(std::mem::replace(&mut req.head.authority, authority));
         }
         prepare_upstream_head(

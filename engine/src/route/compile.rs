@@ -32,6 +32,8 @@ pub(crate) struct CompiledTable {
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
     matches: Vec<CompiledMatch>,
+    /// `Route::fallback`.
+    fallback: bool,
 }
 
 impl CompiledTable {
@@ -74,7 +76,29 @@ impl CompiledRoute {
         }
         validate_header_ops(&route.request_headers, at, "headers.request", true)?;
         validate_header_ops(&route.response_headers, at, "headers.response", false)?;
-        Ok(CompiledRoute { matches })
+        Ok(CompiledRoute {
+            matches,
+            fallback: route.fallback,
+        })
+    }
+
+    /// Whether istiod would have kept this route for the request's port and client.
+    fn applies(&self, req: &Prepared<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.applies_to(req))
+    }
+
+    /// Whether route `index` of `routes` is a fallback that must be skipped because another
+    /// route applies to the request (`applicable` caches that answer for the request).
+    pub(crate) fn skipped(
+        routes: &[CompiledRoute],
+        index: usize,
+        req: &Prepared<'_>,
+        applicable: &mut Option<bool>,
+    ) -> bool {
+        if !routes.get(index).is_some_and(|r| r.fallback) {
+            return false;
+        }
+        *applicable.get_or_insert_with(|| routes.iter().any(|r| !r.fallback && r.applies(req)))
     }
 
     /// `None` if the route does not match; `Some(None)` if it has no matches (matches all);
@@ -129,6 +153,9 @@ fn validate_action(action: &RouteAction, at: &Location) -> Result<(), RouteError
                 let field = format!("route[{:?}].headers", d.cluster);
                 validate_header_ops(&d.request_headers, at, &format!("{field}.request"), true)?;
                 validate_header_ops(&d.response_headers, at, &format!("{field}.response"), false)?;
+                if let Some(a) = &d.authority {
+                    validate_authority(a, at, &format!("route[{:?}].authority", d.cluster))?;
+                }
             }
             Ok(())
         }
@@ -201,14 +228,20 @@ fn validate_rewrite(
         }
     }
     if let Some(a) = &rw.authority {
-        if a.is_empty() || HeaderValue::from_str(a).is_err() {
-            return Err(RouteError::InvalidHeaderValue {
-                at: Box::new(at.clone()),
-                field: "rewrite.authority".into(),
-                name: "host".into(),
-                value: a.clone(),
-            });
-        }
+        validate_authority(a, at, "rewrite.authority")?;
+    }
+    Ok(())
+}
+
+/// A Host replacement must be a non-empty header value.
+fn validate_authority(a: &str, at: &Location, field: &str) -> Result<(), RouteError> {
+    if a.is_empty() || HeaderValue::from_str(a).is_err() {
+        return Err(RouteError::InvalidHeaderValue {
+            at: Box::new(at.clone()),
+            field: field.into(),
+            name: "host".into(),
+            value: a.to_owned(),
+        });
     }
     Ok(())
 }

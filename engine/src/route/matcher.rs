@@ -370,6 +370,16 @@ impl CompiledMatch {
         })
     }
 
+    /// Whether the conditions istiod applies when it builds a client's routes for a port hold:
+    /// `port` and `source_labels` (see `Route::fallback`).
+    pub(crate) fn applies_to(&self, req: &Prepared<'_>) -> bool {
+        self.port.is_none_or(|p| p == req.port)
+            && self
+                .source_labels
+                .iter()
+                .all(|(k, v)| req.source_labels.get(k) == Some(v))
+    }
+
     /// `Ok` when every condition holds, else the first one that did not.
     pub(crate) fn check(&self, req: &Prepared<'_>) -> Result<(), Failed> {
         let ok =

@@ -29,6 +29,9 @@ pub(crate) mod weighted;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod istio_tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -42,7 +45,7 @@ pub use rewrite::{apply_header_ops, redirect_location, redirect_status};
 pub use vhost::DomainMatchKind;
 pub use weighted::pick_weighted;
 
-use compile::CompiledTable;
+use compile::{CompiledRoute, CompiledTable};
 use matcher::Prepared;
 
 /// Compiled route tables of one configuration snapshot.
@@ -167,7 +170,11 @@ impl Router {
             return RouteOutcome::NoVirtualHost;
         };
         let prepared = Prepared::new(req);
+        let mut applicable = None;
         for (route_index, (compiled_route, route)) in routes.iter().zip(&vhost.routes).enumerate() {
+            if CompiledRoute::skipped(routes, route_index, &prepared, &mut applicable) {
+                continue;
+            }
             if let Some(match_index) = compiled_route.first_match(&prepared) {
                 return RouteOutcome::Matched(Matched {
                     vhost,
@@ -213,7 +220,12 @@ impl Router {
             kind: hit.kind,
         });
         let prepared = Prepared::new(req);
+        let mut applicable = None;
         for (index, (compiled_route, route)) in routes.iter().zip(&vhost.routes).enumerate() {
+            // A fallback route is not tried while another route applies (`Route::fallback`).
+            if CompiledRoute::skipped(routes, index, &prepared, &mut applicable) {
+                continue;
+            }
             let trace = compiled_route.trace(index, route, &prepared);
             let matched = trace.matched;
             out.rules.push(trace);

@@ -30,14 +30,14 @@ pub(super) fn route(name: &str, matches: Vec<RouteMatch>, cluster: &str) -> Rout
     }
 }
 
-fn uri(m: StringMatch) -> RouteMatch {
+pub(super) fn uri(m: StringMatch) -> RouteMatch {
     RouteMatch {
         uri: Some(m),
         ..RouteMatch::default()
     }
 }
 
-fn one_table(vhosts: Vec<VirtualHost>) -> Config {
+pub(super) fn one_table(vhosts: Vec<VirtualHost>) -> Config {
     Config {
         route_tables: vec![RouteTable {
             name: "80".into(),
@@ -128,7 +128,7 @@ impl Req {
     }
 }
 
-fn router(config: Config) -> (Router, TableId) {
+pub(super) fn router(config: Config) -> (Router, TableId) {
     let r = Router::new(Arc::new(config)).unwrap();
     let t = r.table("80").unwrap();
     (r, t)

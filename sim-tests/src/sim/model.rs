@@ -261,6 +261,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                             weight: if single { 100 } else { *w },
                             request_headers: edits.map(|e| ops(&e.request)).unwrap_or_default(),
                             response_headers: edits.map(|e| ops(&e.response)).unwrap_or_default(),
+                            authority: None,
                         }
                     })
                     .collect(),
@@ -307,6 +308,8 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                 percent: f64::from(f.abort_percent),
             }),
         }),
+        // Generated rules are always tried; the reference has no fallback routes to model.
+        fallback: false,
     }
 }
 

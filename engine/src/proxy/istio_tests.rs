@@ -1,0 +1,92 @@
+//! Istio's (and Envoy's) answer on what a matched route does to the request and the response,
+//! checked on the bytes the engine sends. Each test cites where the answer comes from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::tests::{accept, config, drain, sent_to};
+use super::*;
+use crate::config::{HeaderOps, Rewrite, RouteAction, WeightedCluster};
+
+/// Sends `request` on a new downstream connection, lets the upstream connect, and returns
+/// what reached the upstream (empty if nothing was forwarded) and what went back downstream.
+fn exchange(config: crate::config::Config, request: &'static [u8]) -> (String, String) {
+    let mut engine = Engine::try_new(Arc::new(config), 1).unwrap();
+    let down = accept(&mut engine);
+    let t = Instant::from_millis(1);
+    engine.handle(
+        t,
+        Input::Received {
+            conn: down,
+            data: Bytes::from_static(request),
+        },
+    );
+    let mut out = drain(&mut engine);
+    let up = out.iter().find_map(|o| match o {
+        Output::Connect { conn, .. } => Some(*conn),
+        _ => None,
+    });
+    if let Some(up) = up {
+        engine.handle(t, Input::Connected { conn: up });
+        out.extend(drain(&mut engine));
+    }
+    let upstream = up.map(|u| sent_to(&out, u)).unwrap_or_default();
+    (
+        String::from_utf8_lossy(&upstream).into_owned(),
+        String::from_utf8_lossy(&sent_to(&out, down)).into_owned(),
+    )
+}
+
+/// Istio: with several destinations, a destination's `host` header is that cluster's own
+/// `host_rewrite_literal` (processWeightedDestination in
+/// pilot/pkg/networking/core/route/route.go), and Envoy applies the chosen cluster's rewrite
+/// after the route's, so it wins.
+#[test]
+fn a_destination_authority_wins_over_the_route_rewrite() {
+    let mut c = config();
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.rewrite = Some(Rewrite {
+        authority: Some("from-route".into()),
+        ..Rewrite::default()
+    });
+    route.action = RouteAction::Forward(vec![WeightedCluster {
+        cluster: "c".into(),
+        weight: 100,
+        authority: Some("from-dest".into()),
+        ..WeightedCluster::default()
+    }]);
+    let (up, _) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(up.contains("host: from-dest\r\n"), "{up}");
+    if let RouteAction::Forward(d) = &mut c.route_tables[0].virtual_hosts[0].routes[0].action {
+        d[0].authority = None;
+    }
+    let (up, _) = exchange(c, b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(up.contains("host: from-route\r\n"), "{up}");
+}
+
+/// Istio puts a rule's `headers.response` on its Envoy route whatever the action
+/// (TranslateRoute in pilot/pkg/networking/core/route/route.go), and Envoy's router applies
+/// them to a direct response (Filter::decodeHeaders in envoy source/common/router/router.cc:
+/// `direct_response->finalizeResponseHeaders(...)` inside the `sendLocalReply` callback).
+#[test]
+fn direct_responses_carry_the_rule_response_header_edits() {
+    let mut c = config();
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.action = RouteAction::DirectResponse {
+        status: 418,
+        body: Some("tea".into()),
+    };
+    route.response_headers = HeaderOps {
+        set: vec![("x-set".into(), "1".into())],
+        add: vec![("x-add".into(), "2".into())],
+        remove: vec![],
+    };
+    let (up, down) = exchange(c, b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(up.is_empty(), "{up}");
+    assert!(down.starts_with("HTTP/1.1 418"), "{down}");
+    assert!(
+        down.contains("x-set: 1\r\n") && down.contains("x-add: 2\r\n"),
+        "{down}"
+    );
+}
