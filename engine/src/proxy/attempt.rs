@@ -31,7 +31,7 @@ impl Engine {
             return;
         };
         #[allow(unused_mut)]
-        let mut tried = req.tried_hosts;
+        let mut tried = req.tries.tried_hosts;
         #[cfg(feature = "mutants")]
         if self.mutations.retry_forgets_tried_hosts {
             // Planted bug: the previous-hosts predicate is dropped.
@@ -56,14 +56,14 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        req.holds_request = true;
-        req.attempts += 1;
-        req.tried_hosts.push(pick.host);
+        req.tries.holds_request = true;
+        req.tries.count += 1;
+        req.tries.tried_hosts.push(pick.host);
         req.set_host(generation, pick.host, addr);
         req.encoder = BodyEncoder::new(req.head.framing);
-        if let Some(replay) = &req.replay {
-            req.unsent = replay.iter().cloned().collect();
-            req.unsent_bytes = req.replay_bytes;
+        if let Some(replay) = &req.body.replay {
+            req.body.unsent = replay.iter().cloned().collect();
+            req.body.unsent_bytes = req.body.replay_bytes;
         }
         if req.body_done() {
             self.arm_try_timeout(now, id);
@@ -82,10 +82,10 @@ impl Engine {
         };
         let per_try = req.route_config().and_then(|r| r.retries.per_try_timeout);
         let route_timeout = req.route_config().and_then(|r| r.timeout);
-        if req.deadline.is_none() {
-            req.deadline = route_timeout.map(|t| now + t);
+        if req.timers.deadline.is_none() {
+            req.timers.deadline = route_timeout.map(|t| now + t);
         }
-        req.try_deadline = per_try.map(|t| now + t);
+        req.timers.try_deadline = per_try.map(|t| now + t);
         self.arm_request_timer(id);
     }
 
@@ -94,7 +94,7 @@ impl Engine {
             return;
         };
         if let Some(at) = req.earliest_wake() {
-            (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
+            (self.timers).arm(&mut req.timers.wake, at, TimerOwner::Request(id));
         }
     }
 
@@ -111,8 +111,8 @@ impl Engine {
             }
             // Later than the armed wake-up, unless the timeout changed under the request.
             let at = now + timeout;
-            req.idle_deadline = Some(at);
-            (self.timers).arm(&mut req.wake, at, TimerOwner::Request(id));
+            req.timers.idle_deadline = Some(at);
+            (self.timers).arm(&mut req.timers.wake, at, TimerOwner::Request(id));
         }
     }
 
@@ -132,7 +132,7 @@ impl Engine {
         if self.try_retry(now, id, failure) {
             return;
         }
-        let retried_out = self.requests.get(id).is_some_and(|r| r.attempts > 1);
+        let retried_out = self.requests.get(id).is_some_and(|r| r.tries.count > 1);
         let (status, flag, body) = match failure {
             Failure::ConnectFailed => (
                 503,
@@ -150,7 +150,9 @@ impl Engine {
         };
         if retried_out {
             if let Some(req) = self.requests.get_mut(id) {
-                req.flags.push(ResponseFlag::UpstreamRetryLimitExceeded);
+                req.response
+                    .flags
+                    .push(ResponseFlag::UpstreamRetryLimitExceeded);
             }
         }
         self.local_reply(now, id, status, Some(flag), body, &[]);
@@ -162,11 +164,11 @@ impl Engine {
             return false;
         };
         let policy = req.retry_policy();
-        let retries_used = req.attempts.saturating_sub(1);
+        let retries_used = req.tries.count.saturating_sub(1);
         // Retries follow the route's `retryOn` whatever the method, as Envoy's do: an operator
         // who configured them is RFC 9110 §9.2.2's "means to know" a request may be repeated.
-        let replayable = req.replay.is_some();
-        let deadline_left = req.deadline.is_none_or(|d| d > now);
+        let replayable = req.body.replay.is_some();
+        let deadline_left = req.timers.deadline.is_none_or(|d| d > now);
         #[allow(unused_mut)]
         let mut out_of_retries = retries_used >= policy.attempts;
         #[cfg(feature = "mutants")]
@@ -188,7 +190,7 @@ impl Engine {
         let Some(slot) = req.slot else {
             return false;
         };
-        let holds_retry = req.holds_retry;
+        let holds_retry = req.tries.holds_retry;
         let Some(s) = self.clusters.slot_mut(slot) else {
             return false;
         };
@@ -201,16 +203,16 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return false;
         };
-        req.holds_retry = true;
+        req.tries.holds_retry = true;
         #[cfg(feature = "mutants")]
         if self.mutations.retry_ignores_deadline {
             // Planted bug: forget the overall deadline; the next attempt re-arms it from now.
-            req.deadline = None;
+            req.timers.deadline = None;
         }
         req.set_phase(Phase::Backoff {
             resume_at: now + backoff,
         });
-        req.try_deadline = None;
+        req.timers.try_deadline = None;
         self.arm_request_timer(id);
         #[cfg(feature = "mutants")]
         if self.mutations.config_applies_to_in_flight {
@@ -247,12 +249,12 @@ impl Engine {
             r.dest = dest;
         }
         let old = req.slot.replace(slot);
-        if old != Some(slot) && req.holds_retry {
+        if old != Some(slot) && req.tries.holds_retry {
             // The retry budget moves along: the bug is the routing, not the accounting.
             if let Some(s) = old.and_then(|o| self.clusters.slot_mut(o)) {
                 s.state.breaker_mut().retry_done();
             }
-            req.holds_retry = self
+            req.tries.holds_retry = self
                 .clusters
                 .slot_mut(slot)
                 .is_some_and(|s| s.state.breaker_mut().try_start_retry());

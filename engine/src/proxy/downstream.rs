@@ -182,7 +182,7 @@ impl Engine {
             let http = &req.snapshot.config.http;
             let (limit, idle) = (http.retry_buffer_bytes, http.stream_idle_timeout);
             let down_id = req.down;
-            if req.inbound.is_done() {
+            if req.body.inbound.is_done() {
                 return false; // body complete; the rest of the buffer is the next request
             }
             let Some(down) = self.conns.down_mut(down_id) else {
@@ -196,24 +196,18 @@ impl Engine {
             match event {
                 Ok(RequestEvent::Data { stream, data }) => {
                     debug_assert_eq!(stream, req.stream, "{req_id}: data of another stream");
-                    req.body_in += data.len() as u64;
-                    req.idle_deadline = Some(now + idle);
-                    (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
-                    if let Some(replay) = req.replay.as_mut() {
-                        if req.replay_bytes + data.len() <= limit {
-                            replay.push(data.clone());
-                            req.replay_bytes += data.len();
-                        } else {
-                            req.replay = None;
-                        }
-                    }
-                    req.unsent_bytes += data.len();
-                    req.unsent.push_back(data);
+                    req.timers.idle_deadline = Some(now + idle);
+                    (self.timers).arm(
+                        &mut req.timers.wake,
+                        now + idle,
+                        TimerOwner::Request(req_id),
+                    );
+                    req.body.received(data, limit);
                     self.pump_request_body(now, req_id);
                 }
                 Ok(RequestEvent::End { stream, trailers }) => {
                     debug_assert_eq!(stream, req.stream, "{req_id}: end of another stream");
-                    req.inbound = Inbound::Done { trailers };
+                    req.body.inbound = Inbound::Done { trailers };
                     let attempting = matches!(
                         req.phase,
                         Phase::Pending | Phase::Connecting(_) | Phase::Upstream { .. }
@@ -348,7 +342,9 @@ impl Engine {
         match down.state {
             DownState::Active(req) => {
                 if let Some(r) = self.requests.get_mut(req) {
-                    r.flags.push(ResponseFlag::DownstreamConnectionTermination);
+                    r.response
+                        .flags
+                        .push(ResponseFlag::DownstreamConnectionTermination);
                 }
                 *self
                     .stats

@@ -71,32 +71,32 @@ impl Engine {
             );
             // The breaker's request token is held exactly while an attempt is under way.
             assert_eq!(
-                req.holds_request, attempting,
+                req.tries.holds_request, attempting,
                 "{id}: request token in {:?}",
                 req.phase
             );
             if !attempting {
                 assert!(
-                    req.try_deadline.is_none(),
+                    req.timers.try_deadline.is_none(),
                     "{id}: a per-try deadline, no try"
                 );
             }
             assert_eq!(
-                req.unsent_bytes,
-                req.unsent.iter().map(|b| b.len()).sum::<usize>(),
+                req.body.unsent_bytes,
+                req.body.unsent.iter().map(|b| b.len()).sum::<usize>(),
                 "{id}: unsent byte count"
             );
-            if req.replay.is_some() {
+            if req.body.replay.is_some() {
                 let limit = req.snapshot.config.http.retry_buffer_bytes;
                 assert!(
-                    req.replay_bytes <= limit,
+                    req.body.replay_bytes <= limit,
                     "{id}: replay buffer over its bound"
                 );
             }
             covered(
                 armed,
                 req.earliest_wake(),
-                req.wake,
+                req.timers.wake,
                 TimerOwner::Request(id),
             );
         }
@@ -186,14 +186,14 @@ impl Engine {
                     .filter(|(_, r)| r.slot == Some(index) && f(r))
                     .count()
             };
-            let requests = on_slot(|r| r.holds_request);
+            let requests = on_slot(|r| r.tries.holds_request);
             assert_eq!(
                 breaker.requests() as usize,
                 requests,
                 "{}: requests",
                 s.name
             );
-            let retries = on_slot(|r| r.holds_retry);
+            let retries = on_slot(|r| r.tries.holds_retry);
             assert_eq!(breaker.retries() as usize, retries, "{}: retries", s.name);
             for &r in &s.pending {
                 let req = self.requests.get(r).expect("a queued request lives");

@@ -367,7 +367,7 @@ impl Engine {
         let (conns, requests, clusters) = (&self.conns, &self.requests, &self.clusters);
         self.timers.retain(|at, owner| match owner {
             TimerOwner::Conn(id) => conns.get(id).is_some_and(|c| c.wake == Some(at)),
-            TimerOwner::Request(id) => requests.get(id).is_some_and(|r| r.wake == Some(at)),
+            TimerOwner::Request(id) => requests.get(id).is_some_and(|r| r.timers.wake == Some(at)),
             TimerOwner::ClusterSweep(slot) => {
                 clusters.slot(slot).is_some_and(|s| s.sweep_at == Some(at))
             }

@@ -199,7 +199,7 @@ impl Engine {
         let host = self
             .requests
             .get(req)
-            .and_then(|r| r.host)
+            .and_then(|r| r.tries.host)
             .map(|(_, h, _)| h);
         let Some(host) = host else {
             return;
@@ -304,20 +304,20 @@ impl Engine {
         let Phase::Upstream { up, end_sent } = req.phase else {
             return;
         };
-        let trailers = match &req.inbound {
+        let trailers = match &req.body.inbound {
             Inbound::Done { trailers } if !end_sent => Some(trailers),
             _ => None,
         };
-        if req.unsent.is_empty() && trailers.is_none() {
+        if req.body.unsent.is_empty() && trailers.is_none() {
             return;
         }
         let Some(out) = out_buf(&mut self.conns, &mut self.dirty, up) else {
             return;
         };
-        while let Some(chunk) = req.unsent.pop_front() {
+        while let Some(chunk) = req.body.unsent.pop_front() {
             req.encoder.encode_data(&chunk, out);
         }
-        req.unsent_bytes = 0;
+        req.body.unsent_bytes = 0;
         if let Some(trailers) = trailers {
             // Trailers stay with the request: a retry replays them too.
             req.encoder.encode_end(trailers, out);
@@ -332,10 +332,10 @@ impl Engine {
         };
         let phase = req.phase;
         req.set_phase(Phase::Done);
-        let host = req.host.take();
+        let host = req.tries.host.take();
         let slot = req.slot;
-        let holds_request = std::mem::take(&mut req.holds_request);
-        req.try_deadline = None;
+        let holds_request = std::mem::take(&mut req.tries.holds_request);
+        req.timers.try_deadline = None;
         match phase {
             Phase::Pending => {
                 if let Some(s) = slot.and_then(|s| self.clusters.slot_mut(s)) {

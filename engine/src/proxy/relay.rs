@@ -61,7 +61,7 @@ impl Engine {
             DownState::Active(req) => {
                 let r = self.requests.get(req);
                 let up = r.and_then(|r| r.phase.upstream());
-                (up, r.map(|r| r.unsent_bytes).unwrap_or(0))
+                (up, r.map(|r| r.body.unsent_bytes).unwrap_or(0))
             }
             DownState::Tunnel(up) => (Some(up), 0),
             _ => (None, 0),

@@ -58,7 +58,7 @@ impl Engine {
             return;
         }
         if let Some(flag) = flag {
-            req.flags.push(flag);
+            req.response.flags.push(flag);
             *self.stats.flags.entry(flag).or_default() += 1;
         }
         // Keep the connection only if the request was read whole; otherwise its unread body
@@ -68,6 +68,7 @@ impl Engine {
             !req.down_keep_alive || !req.body_done() || req.down_version == http1::Version::Http10;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         let flags = req
+            .response
             .flags
             .iter()
             .map(|f| f.code())
@@ -83,9 +84,9 @@ impl Engine {
             body
         };
         http1::encode_local_response(status, &headers, body.as_bytes(), close, &mut out);
-        req.status = status;
-        req.outbound = Outbound::Written;
-        req.resp_body_out = body.len() as u64;
+        req.response.status = status;
+        req.response.outbound = Outbound::Written;
+        req.response.body_out = body.len() as u64;
         let down = req.down;
         if close {
             if let Some(d) = self.conns.down_mut(down) {
@@ -102,7 +103,7 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        req.flags.push(flag);
+        req.response.flags.push(flag);
         *self.stats.flags.entry(flag).or_default() += 1;
         let down = req.down;
         self.mark_closing(down, false);
@@ -121,14 +122,17 @@ impl Engine {
             super::request::Phase::Done,
             "{id} finished attached"
         );
-        debug_assert!(!req.holds_request, "{id} finished holding a request token");
+        debug_assert!(
+            !req.tries.holds_request,
+            "{id} finished holding a request token"
+        );
         self.header_pool.give(std::mem::take(&mut req.head.headers));
-        if req.holds_retry {
+        if req.tries.holds_retry {
             if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
                 s.state.breaker_mut().retry_done();
             }
         }
-        let class = (req.status / 100) as usize;
+        let class = (req.response.status / 100) as usize;
         if let Some(n) = self.stats.downstream_rq_by_class.get_mut(class) {
             *n += 1;
         }
@@ -161,14 +165,14 @@ impl Engine {
             method: method_name(&req.head.method),
             authority: req.original_authority.unwrap_or(req.head.authority),
             path: req.original_target.unwrap_or(req.head.target),
-            status: req.status,
-            flags: req.flags,
+            status: req.response.status,
+            flags: req.response.flags,
             route,
             cluster,
-            upstream_host: req.upstream_host,
-            attempts: req.attempts,
-            request_body_bytes: req.body_in,
-            response_body_bytes: req.resp_body_out,
+            upstream_host: req.tries.upstream_host,
+            attempts: req.tries.count,
+            request_body_bytes: req.body.body_in,
+            response_body_bytes: req.response.body_out,
         });
         self.downstream_request_done(now, down, body_done);
     }

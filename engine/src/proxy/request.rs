@@ -152,8 +152,18 @@ pub(crate) struct Request {
     pub route: Option<RouteRef>,
     pub slot: Option<usize>,
     pub phase: Phase,
+    /// The body coming from the client and what of it is kept for retries.
+    pub body: RequestBody,
+    /// The attempts made upstream and what they hold.
+    pub tries: Tries,
+    pub encoder: BodyEncoder,
+    pub timers: RequestTimers,
+    /// The answer going back to the client.
+    pub response: ResponseState,
+}
 
-    // Request body.
+/// The request body: read from the client, written to the current attempt, kept for replay.
+pub(crate) struct RequestBody {
     pub inbound: Inbound,
     /// Body bytes received but not yet written to the current attempt.
     pub unsent: VecDeque<Bytes>,
@@ -162,32 +172,89 @@ pub(crate) struct Request {
     pub replay: Option<Vec<Bytes>>,
     pub replay_bytes: usize,
     pub body_in: u64,
+}
 
-    // Attempts.
-    pub attempts: u32,
+impl RequestBody {
+    /// A body to read (`inbound`), nothing received yet.
+    pub fn new(inbound: Inbound) -> Self {
+        RequestBody {
+            inbound,
+            unsent: VecDeque::new(),
+            unsent_bytes: 0,
+            replay: Some(Vec::new()),
+            replay_bytes: 0,
+            body_in: 0,
+        }
+    }
+
+    /// Body bytes arrived: queue them for the attempt, and keep them for a retry while the
+    /// whole body fits `replay_limit` (past it, the body can no longer be replayed).
+    pub fn received(&mut self, data: Bytes, replay_limit: usize) {
+        self.body_in += data.len() as u64;
+        if let Some(replay) = self.replay.as_mut() {
+            if self.replay_bytes + data.len() <= replay_limit {
+                replay.push(data.clone());
+                self.replay_bytes += data.len();
+            } else {
+                self.replay = None;
+            }
+        }
+        self.unsent_bytes += data.len();
+        self.unsent.push_back(data);
+        debug_assert_eq!(
+            self.unsent_bytes,
+            self.unsent.iter().map(Bytes::len).sum::<usize>(),
+            "unsent byte count"
+        );
+    }
+}
+
+/// A request's attempts upstream: how many, which hosts, and the budget they hold.
+#[derive(Default)]
+pub(crate) struct Tries {
+    pub count: u32,
     /// Hosts earlier attempts used (retries avoid them), inline: no allocation per request.
     pub tried_hosts: TriedHosts,
+    /// A retry token of the cluster's circuit breaker (`maxRetries`) is held.
     pub holds_retry: bool,
+    /// A request token of the cluster's circuit breaker (`http2MaxRequests`) is held.
     pub holds_request: bool,
     /// The attempt's host: (slot generation, host index, address); taken when the attempt
     /// lets go of it (its outcome is reported once).
     pub host: Option<(u32, usize, std::net::SocketAddr)>,
     /// The latest attempt's host address, kept for the access log (`%UPSTREAM_HOST%`).
     pub upstream_host: Option<std::net::SocketAddr>,
-    pub encoder: BodyEncoder,
+}
 
-    // Timers.
+/// A request's deadlines, and the one timer entry armed for the earliest.
+#[derive(Default)]
+pub(crate) struct RequestTimers {
+    /// The route timeout.
     pub deadline: Option<Instant>,
+    /// The current attempt's per-try timeout.
     pub try_deadline: Option<Instant>,
     /// Stream idle deadline, pushed back whenever bytes move.
     pub idle_deadline: Option<Instant>,
     pub wake: Option<Instant>,
+}
 
-    // Response.
+/// The answer as it goes back to the client.
+pub(crate) struct ResponseState {
     pub outbound: Outbound,
     pub status: u16,
-    pub resp_body_out: u64,
+    pub body_out: u64,
     pub flags: Vec<ResponseFlag>,
+}
+
+impl Default for ResponseState {
+    fn default() -> Self {
+        ResponseState {
+            outbound: Outbound::NotStarted,
+            status: 0,
+            body_out: 0,
+            flags: Vec::new(),
+        }
+    }
 }
 
 /// Why an attempt failed.
@@ -256,18 +323,18 @@ pub(crate) fn status_retriable(on: &RetryOn, status: u16) -> bool {
 impl Request {
     /// The whole request body was read.
     pub fn body_done(&self) -> bool {
-        self.inbound.is_done()
+        self.body.inbound.is_done()
     }
 
     /// Part of a response went to the client.
     pub fn response_started(&self) -> bool {
-        self.outbound.started()
+        self.response.outbound.started()
     }
 
     /// The current attempt's host (see [`Request::host`]), also remembered for the log.
     pub fn set_host(&mut self, generation: u32, host: usize, addr: std::net::SocketAddr) {
-        self.host = Some((generation, host, addr));
-        self.upstream_host = Some(addr);
+        self.tries.host = Some((generation, host, addr));
+        self.tries.upstream_host = Some(addr);
     }
 
     /// Move the attempt to `next`, which must be a step a request may take.
@@ -303,10 +370,10 @@ impl Request {
 
     pub(crate) fn earliest_wake(&self) -> Option<Instant> {
         [
-            self.deadline,
-            self.try_deadline,
+            self.timers.deadline,
+            self.timers.try_deadline,
             self.phase.resume_at(),
-            self.idle_deadline,
+            self.timers.idle_deadline,
         ]
         .into_iter()
         .flatten()

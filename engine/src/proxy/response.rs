@@ -38,7 +38,7 @@ impl Engine {
             };
             let Outbound::Relaying {
                 decoder, encoder, ..
-            } = &mut req.outbound
+            } = &mut req.response.outbound
             else {
                 return;
             };
@@ -51,7 +51,7 @@ impl Engine {
             let down = req.down;
             match event {
                 Ok(BodyEvent::Data(data)) => {
-                    req.resp_body_out += data.len() as u64;
+                    req.response.body_out += data.len() as u64;
                     #[allow(unused_mut)]
                     let mut idle = req.snapshot.config.http.stream_idle_timeout;
                     #[cfg(feature = "mutants")]
@@ -59,8 +59,12 @@ impl Engine {
                         // Planted bug: the running config's timeout, not the snapshot's.
                         idle = self.snapshot.config.http.stream_idle_timeout;
                     }
-                    req.idle_deadline = Some(now + idle);
-                    (self.timers).arm(&mut req.wake, now + idle, TimerOwner::Request(req_id));
+                    req.timers.idle_deadline = Some(now + idle);
+                    (self.timers).arm(
+                        &mut req.timers.wake,
+                        now + idle,
+                        TimerOwner::Request(req_id),
+                    );
                     if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
                         encoder.encode_data(&data, out);
                     }
@@ -185,7 +189,7 @@ impl Engine {
     fn attempt_host(&self, req_id: RequestId) -> Option<(usize, usize)> {
         let req = self.requests.get(req_id)?;
         let slot = req.slot?;
-        let (generation, host, addr) = req.host?;
+        let (generation, host, addr) = req.tries.host?;
         let s = self.clusters.slot(slot)?;
         let host = s.resolve_host(generation, host, addr)?;
         Some((slot, host))
@@ -203,13 +207,13 @@ impl Engine {
             };
             let policy = req.retry_policy();
             !req.response_started()
-                && req.replay.is_some()
-                && (req.attempts.saturating_sub(1) < policy.attempts
+                && req.body.replay.is_some()
+                && (req.tries.count.saturating_sub(1) < policy.attempts
                     || self.mutation_one_attempt_too_many(
-                        req.attempts.saturating_sub(1),
+                        req.tries.count.saturating_sub(1),
                         policy.attempts,
                     ))
-                && req.deadline.is_none_or(|d| d > now)
+                && req.timers.deadline.is_none_or(|d| d > now)
         };
         if !allowed {
             return false;
@@ -252,7 +256,7 @@ impl Engine {
         #[cfg(feature = "mutants")]
         if self.mutations.route_timeout_stops_at_head {
             // Planted bug: the route deadline no longer covers the body.
-            req.deadline = None;
+            req.timers.deadline = None;
         }
         let is_head = req.head.method == http::Method::HEAD;
         // Content-Length of a HEAD or 304 answer describes the body it would have had: keep it.
@@ -302,9 +306,9 @@ impl Engine {
         head.version = Version::Http11;
         head.framing = down_framing;
         head.keep_alive = !close_down;
-        req.status = head.status;
+        req.response.status = head.status;
         let limits = http1::Limits::from(&req.snapshot.config.http);
-        req.outbound = Outbound::Relaying {
+        req.response.outbound = Outbound::Relaying {
             decoder: BodyDecoder::new(upstream_framing, &limits),
             encoder: BodyEncoder::new(down_framing),
             upstream_keep_alive,
@@ -344,16 +348,16 @@ impl Engine {
         );
         head.framing = BodyFraming::None;
         head.keep_alive = true;
-        req.status = 101;
-        req.outbound = Outbound::Written;
+        req.response.status = 101;
+        req.response.outbound = Outbound::Written;
         let mut out = BytesMut::new();
         http1::encode_response_head(&head, &mut out);
         self.write(down, &out);
         // The request is over as an HTTP exchange; the connections live on as a tunnel.
         if let Some(r) = self.requests.get_mut(req_id) {
             r.set_phase(Phase::Done);
-            if let Inbound::Reading = r.inbound {
-                r.inbound = Inbound::Done {
+            if let Inbound::Reading = r.body.inbound {
+                r.body.inbound = Inbound::Done {
                     trailers: http::HeaderMap::new(),
                 };
             }
@@ -382,7 +386,7 @@ impl Engine {
                 return;
             };
             let req = self.requests.get(req_id);
-            let resp_keep_alive = req.is_some_and(|r| match &r.outbound {
+            let resp_keep_alive = req.is_some_and(|r| match &r.response.outbound {
                 Outbound::Relaying {
                     decoder,
                     upstream_keep_alive,
@@ -393,7 +397,7 @@ impl Engine {
             resp_keep_alive
                 && !up.read_closed
                 && up.recv.is_empty()
-                && req.is_some_and(|r| r.body_done() && r.unsent.is_empty())
+                && req.is_some_and(|r| r.body_done() && r.body.unsent.is_empty())
         };
         if let Some((slot, host)) = self.attempt_host(req_id) {
             if let Some(s) = self.clusters.slot_mut(slot) {
@@ -405,14 +409,14 @@ impl Engine {
             req.set_phase(Phase::Done);
         }
         if let Some(req) = self.requests.get(req_id) {
-            if req.holds_request {
+            if req.tries.holds_request {
                 if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
                     s.state.breaker_mut().request_done();
                 }
             }
         }
         if let Some(req) = self.requests.get_mut(req_id) {
-            req.holds_request = false;
+            req.tries.holds_request = false;
         }
         if reusable {
             self.release_upstream(now, up_id);

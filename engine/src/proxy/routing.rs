@@ -2,8 +2,6 @@
 //! are injected (delay, then abort); the head is rewritten for the upstream (hop-by-hop fields
 //! out, header edits and proxy fields in); unknown hosts may pass through (Istio ALLOW_ANY).
 
-use std::collections::VecDeque;
-
 use crate::codec::StreamId;
 use crate::config::{Route, RouteAction, WeightedCluster};
 use crate::http1::{self, BodyEncoder, BodyFraming, RequestHead, Version};
@@ -13,7 +11,9 @@ use crate::time::Instant;
 use super::conn::DownState;
 use super::ids::{DownstreamId, RequestId};
 use super::log::ResponseFlag;
-use super::request::{Inbound, Outbound, Phase, Request, RouteRef};
+use super::request::{
+    Inbound, Phase, Request, RequestBody, RequestTimers, ResponseState, RouteRef, Tries,
+};
 use super::snapshot::Snapshot;
 use super::Engine;
 
@@ -56,27 +56,14 @@ impl Engine {
             route: None,
             slot: None,
             phase: Phase::Done,
-            inbound,
-            unsent: VecDeque::new(),
-            unsent_bytes: 0,
-            replay: Some(Vec::new()),
-            replay_bytes: 0,
-            body_in: 0,
-            attempts: 0,
-            tried_hosts: Default::default(),
-            holds_retry: false,
-            holds_request: false,
-            host: None,
-            upstream_host: None,
+            body: RequestBody::new(inbound),
+            tries: Tries::default(),
             encoder: BodyEncoder::new(head.framing),
-            deadline: None,
-            try_deadline: None,
-            idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
-            wake: None,
-            outbound: Outbound::NotStarted,
-            status: 0,
-            resp_body_out: 0,
-            flags: Vec::new(),
+            timers: RequestTimers {
+                idle_deadline: Some(now + snapshot.config.http.stream_idle_timeout),
+                ..Default::default()
+            },
+            response: ResponseState::default(),
             head,
         };
         let id = self.requests.insert_with(|_| request);
@@ -233,7 +220,7 @@ impl Engine {
             let Some(req) = self.requests.get_mut(id) else {
                 return;
             };
-            req.flags.push(ResponseFlag::DelayInjected);
+            req.response.flags.push(ResponseFlag::DelayInjected);
             req.set_phase(Phase::FaultDelay {
                 resume_at: now + delay.fixed,
             });

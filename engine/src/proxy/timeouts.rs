@@ -14,22 +14,22 @@ impl Engine {
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
-        if req.wake != Some(at) {
+        if req.timers.wake != Some(at) {
             return;
         }
-        req.wake = None;
-        if req.deadline.is_some_and(|d| d <= now) {
-            req.deadline = None;
+        req.timers.wake = None;
+        if req.timers.deadline.is_some_and(|d| d <= now) {
+            req.timers.deadline = None;
             self.route_timeout(now, id);
             return;
         }
-        if req.try_deadline.is_some_and(|d| d <= now) {
-            req.try_deadline = None;
+        if req.timers.try_deadline.is_some_and(|d| d <= now) {
+            req.timers.try_deadline = None;
             self.attempt_failed(now, id, Failure::PerTryTimeout);
             return;
         }
-        if req.idle_deadline.is_some_and(|d| d <= now) {
-            req.idle_deadline = None;
+        if req.timers.idle_deadline.is_some_and(|d| d <= now) {
+            req.timers.idle_deadline = None;
             self.stream_idle(now, id);
             return;
         }
