@@ -13,6 +13,25 @@ use super::input::Inputs;
 use super::message::{Message, CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS};
 use crate::translate::hosts::resolve;
 
+/// Istio's export scopes for an `exportTo` list written in `namespace`: `*` alone when it
+/// exports to every namespace (empty, or `*` among them), else the namespaces (`.` is the
+/// writer's own).
+pub fn export_scopes(export_to: &[String], namespace: &str) -> BTreeSet<String> {
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        return BTreeSet::from(["*".to_string()]);
+    }
+    export_to
+        .iter()
+        .map(|e| {
+            if e == "." {
+                namespace.to_string()
+            } else {
+                e.clone()
+            }
+        })
+        .collect()
+}
+
 /// Run the conflict check.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
     // scoped host → VirtualService indices, in input order, each once.
@@ -23,22 +42,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
         if !(spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")) {
             continue;
         }
-        let scopes: BTreeSet<String> =
-            if spec.export_to.is_empty() || spec.export_to.iter().any(|e| e == "*") {
-                BTreeSet::from(["*".to_string()])
-            } else {
-                spec.export_to
-                    .iter()
-                    .map(|e| {
-                        if e == "." {
-                            vs.namespace().to_string()
-                        } else {
-                            e.clone()
-                        }
-                    })
-                    .collect()
-            };
-        for scope in &scopes {
+        for scope in &export_scopes(&spec.export_to, vs.namespace()) {
             for host in &spec.hosts {
                 let key = format!("{scope}/{}", resolve(host, vs.namespace()));
                 let list = by_host.entry(key).or_default();

@@ -21,12 +21,21 @@
 //! services exist, and flagging every host would bury real findings. In that case nothing is
 //! reported for hosts (subsets are still checked: they only need DestinationRules).
 
+pub mod ca_certificates;
+pub mod codes;
 pub mod conflicts;
 pub mod input;
 pub mod message;
+pub mod object;
+pub mod port_names;
 pub mod references;
 pub mod rules;
 pub mod schema;
+pub mod selectors;
+pub mod service_entries;
+pub mod sidecars;
+pub mod telemetry;
+pub mod vs_gateways;
 
 use std::fmt;
 use std::path::Path;
@@ -35,6 +44,7 @@ use serde::Serialize;
 
 pub use input::{Inputs, KubeService, KubeServicePort, Workload};
 pub use message::{Level, Message, UnknownLevel};
+pub use object::Object;
 
 use crate::diag::ConfigError;
 
@@ -91,6 +101,12 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     schema::check(inputs, &mut messages);
     conflicts::check(inputs, &mut messages);
     rules::check(inputs, &mut messages);
+    vs_gateways::check(inputs, &mut messages);
+    ca_certificates::check(inputs, &mut messages);
+    port_names::check(inputs, &mut messages);
+    service_entries::check(inputs, &mut messages);
+    sidecars::check(inputs, &mut messages);
+    telemetry::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {

@@ -1,10 +1,10 @@
-//! References to things that must exist: IST0101 ReferencedResourceNotFound, IST0112
+//! References to things that must exist: IST0101 ReferencedResourceNotFound (destination
+//! hosts, ports and subsets; gateways are [`super::vs_gateways`]'s), IST0112
 //! VirtualServiceDestinationPortSelectorRequired and IST0127 NoMatchingWorkloadsFound.
 //!
 //! Lookups follow Istio's analyzers: a short host is expanded in the namespace of the resource
 //! that wrote it (`reviews` in `default` is `reviews.default.svc.cluster.local`), a dotted host
-//! is taken as written; a gateway is `name` (in the VirtualService's namespace) or `ns/name`,
-//! and `mesh` is implicit. Hosts come from Kubernetes Services (every port) and ServiceEntries
+//! is taken as written. Hosts come from Kubernetes Services (every port) and ServiceEntries
 //! (honouring `exportTo`, wildcard hosts last); subsets from DestinationRules for the same host.
 
 use std::collections::BTreeSet;
@@ -17,6 +17,8 @@ use super::message::{
     go_quote, referenced_not_found, Message, NO_MATCHING_WORKLOADS_FOUND,
     VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
 };
+use super::object::selects;
+use super::selectors::selector_string;
 use crate::istio::virtual_service::Destination;
 use crate::istio::{Resource, VirtualServiceSpec};
 use crate::translate::hosts::resolve;
@@ -164,34 +166,12 @@ fn lookup<'a>(known: &'a [KnownHost], host: &str, namespace: &str) -> Option<&'a
 
 /// Run the reference checks.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
-    check_gateways(inputs, out);
     check_subsets(inputs, out);
     if inputs.has_registry() {
         check_hosts(inputs, out);
     }
     if !inputs.workloads.is_empty() {
         check_workload_selectors(inputs, out);
-    }
-}
-
-fn check_gateways(inputs: &Inputs, out: &mut Vec<Message>) {
-    let gateways = &inputs.resources.gateways;
-    for vs in &inputs.resources.virtual_services {
-        for (i, gw) in vs.spec.gateways.iter().enumerate() {
-            if gw == "mesh" {
-                continue;
-            }
-            let (ns, name) = gw.split_once('/').unwrap_or((vs.namespace(), gw));
-            if !gateways
-                .iter()
-                .any(|g| g.source.name == name && g.namespace() == ns)
-            {
-                out.push(inputs.blame(
-                    &vs.source,
-                    referenced_not_found("gateway", gw).field(format!("spec.gateways[{i}]")),
-                ));
-            }
-        }
     }
 }
 
@@ -285,31 +265,27 @@ fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
     }
 }
 
-/// Sidecars and DestinationRules whose `workloadSelector` matches no pod in their namespace.
+/// DestinationRules whose `workloadSelector` matches no pod in their namespace (Sidecars' are
+/// [`super::sidecars`]'s, with Istio's code for them).
 fn check_workload_selectors(inputs: &Inputs, out: &mut Vec<Message>) {
-    let sidecars = inputs.resources.sidecars.iter().map(|s| {
-        let labels = s.spec.workload_selector.as_ref().map(|w| &w.labels);
-        (&s.source, labels, "spec.workloadSelector.labels")
-    });
     let rules = inputs.resources.destination_rules.iter().map(|d| {
         let labels = d.spec.workload_selector.as_ref().map(|w| &w.match_labels);
         (&d.source, labels, "spec.workloadSelector.matchLabels")
     });
-    for (source, labels, field) in sidecars.chain(rules) {
+    for (source, labels, field) in rules {
         let Some(labels) = labels.filter(|l| !l.is_empty()) else {
             continue;
         };
-        let matched = inputs.workloads.iter().any(|w| {
-            w.namespace == source.namespace
-                && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-        });
+        let matched = inputs
+            .pods()
+            .iter()
+            .any(|w| w.namespace == source.namespace && selects(labels, &w.labels));
         if !matched {
-            let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let m = Message::new(
                 NO_MATCHING_WORKLOADS_FOUND,
                 format!(
                     "No matching workloads for this resource with the following labels: {}",
-                    shown.join(",")
+                    selector_string(labels)
                 ),
             );
             out.push(inputs.blame(source, m.field(field)));
