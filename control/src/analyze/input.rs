@@ -29,6 +29,7 @@ pub struct KubeService {
     pub namespace: String,
     pub ports: Vec<KubeServicePort>,
     pub selector: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     /// `spec.type` (`ClusterIP` when absent).
     pub service_type: String,
     pub labels: BTreeMap<String, String>,
@@ -336,6 +337,7 @@ fn read_service(value: &serde_yaml::Value, source: &Source) -> KubeService {
             .unwrap_or("ClusterIP")
             .to_string(),
         labels: string_map(value, &["metadata", "labels"]),
+        annotations: string_map(value, &["metadata", "annotations"]),
     }
 }
 
