@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::message::{schema_error, schema_warning, Message};
-use super::object::{scalar_text, str_at, string_map, Object};
+use super::object::{scalar_text, seq_at, str_at, string_map, Object};
 use crate::diag::{ConfigError, Severity};
 use crate::istio::{parse_str, ResourceSet, Source, DEFAULT_NAMESPACE};
 
@@ -55,6 +55,8 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     /// The pod's annotations (a controller's: its template's).
     pub annotations: BTreeMap<String, String>,
+    /// Names of its containers and init containers that have an image.
+    pub containers: Vec<String>,
 }
 
 /// Everything read for one analysis.
@@ -218,7 +220,22 @@ impl Inputs {
                 let path: Vec<&str> = meta.iter().copied().chain([key]).collect();
                 string_map(&value, &path)
             };
+            let spec: Vec<&str> = meta[..meta.len() - 1]
+                .iter()
+                .copied()
+                .chain(["spec"])
+                .collect();
+            let containers = ["containers", "initContainers"]
+                .iter()
+                .flat_map(|key| {
+                    let path: Vec<&str> = spec.iter().copied().chain([*key]).collect();
+                    seq_at(&value, &path).to_vec()
+                })
+                .filter(|c| str_at(c, &["image"]).is_some_and(|i| !i.is_empty()))
+                .filter_map(|c| str_at(&c, &["name"]).map(str::to_string))
+                .collect();
             self.workloads.push(Workload {
+                containers,
                 kind,
                 name: source.name.clone(),
                 namespace: source.namespace.clone(),

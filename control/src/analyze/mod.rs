@@ -21,6 +21,7 @@
 //! services exist, and flagging every host would bury real findings. In that case nothing is
 //! reported for hosts (subsets are still checked: they only need DestinationRules).
 
+pub mod authz;
 pub mod ca_certificates;
 pub mod codes;
 pub mod conflicts;
@@ -107,6 +108,7 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     service_entries::check(inputs, &mut messages);
     sidecars::check(inputs, &mut messages);
     telemetry::check(inputs, &mut messages);
+    authz::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
