@@ -177,6 +177,15 @@ impl Inputs {
             return;
         }
         let kind = str_at(&value, &["kind"]).unwrap_or_default().to_string();
+        if kind == "List" {
+            // `kubectl get -o yaml` output: read each item as its own document.
+            for item in seq_at(&value, &["items"]) {
+                if let Ok(text) = serde_yaml::to_string(item) {
+                    self.add_document(&text, start, file);
+                }
+            }
+            return;
+        }
         let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
         let source = Source {
             file: file.to_string(),

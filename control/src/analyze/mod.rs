@@ -24,6 +24,7 @@
 pub mod authz;
 pub mod ca_certificates;
 pub mod codes;
+pub mod conflicting_gateways;
 pub mod conflicts;
 pub mod input;
 pub mod message;
@@ -109,6 +110,7 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     sidecars::check(inputs, &mut messages);
     telemetry::check(inputs, &mut messages);
     authz::check(inputs, &mut messages);
+    conflicting_gateways::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
