@@ -5,12 +5,23 @@
 //! `pkg/config/analysis/msg/messages.yaml`), printed in istioctl's format and sorted as
 //! istioctl sorts them (level, code, resource, text; duplicates removed). The checks:
 //!
-//! - [`references`]: IST0101 ReferencedResourceNotFound (gateways, destination hosts, ports
-//!   and subsets, DestinationRule hosts), IST0112 VirtualServiceDestinationPortSelectorRequired
-//!   and IST0127 NoMatchingWorkloadsFound;
+//! - [`references`]: IST0101 ReferencedResourceNotFound (destination hosts, ports and subsets,
+//!   DestinationRule hosts), IST0112 VirtualServiceDestinationPortSelectorRequired and IST0127
+//!   NoMatchingWorkloadsFound (DestinationRule selectors);
+//! - [`vs_gateways`]: IST0101 (gateways), IST0132 VirtualServiceHostNotFoundInGateway, IST0165
+//!   ReferencedInternalGateway;
 //! - [`schema`]: IST0106 SchemaValidationError (what istiod's validation webhook rejects);
 //! - [`conflicts`]: IST0109 ConflictingMeshGatewayVirtualServiceHosts;
-//! - [`rules`]: IST0130 VirtualServiceUnreachableRule and IST0131 VirtualServiceIneffectiveMatch.
+//! - [`rules`]: IST0130 VirtualServiceUnreachableRule and IST0131 VirtualServiceIneffectiveMatch;
+//! - [`ca_certificates`]: IST0128/IST0129 NoServerCertificateVerification (DestinationRule TLS);
+//! - [`port_names`]: IST0118 PortNameIsNotUnderNamingConvention, IST0150;
+//! - [`service_entries`]: IST0134 ServiceEntryAddressesRequired, IST0177;
+//! - [`sidecars`] and [`telemetry`] (over [`selectors`]): IST0101 (selectors), IST0110/IST0111,
+//!   IST0159/IST0160, IST0167 IneffectivePolicy;
+//! - [`authz`]: AuthorizationPolicy IST0127 and IST0101 (namespaces);
+//! - [`conflicting_gateways`]: IST0145 ConflictingGateways.
+//!
+//! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
 //! Documents that cannot be read become IST0106 messages (see [`input`]) and unknown fields,
 //! which Trellis reads and ignores, become IST0133 SchemaWarning: Istio's own code for "valid,
