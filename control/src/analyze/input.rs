@@ -6,7 +6,8 @@
 //! ourselves also gives each resource the line it starts on, which istioctl prints as
 //! `file:line`. Kubernetes `Service`s are read as the service registry, and the pod labels of
 //! `Pod`s and workload controllers (`Deployment`, `StatefulSet` ...) as the workloads that
-//! selectors can match; every other kind is ignored, as it is by Istio's analyzers.
+//! selectors can match; every document is also kept whole (see [`super::object`]). As in
+//! `istioctl analyze`, objects in Kubernetes' system namespaces are left out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,16 +15,24 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::message::{schema_error, schema_warning, Message};
+use super::object::{scalar_text, seq_at, str_at, string_map, Object};
 use crate::diag::{ConfigError, Severity};
 use crate::istio::{parse_str, ResourceSet, Source, DEFAULT_NAMESPACE};
 
 /// A Kubernetes `Service` (the part analyzers need).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KubeService {
+    /// Where it was read (kind `Service`).
+    #[serde(skip)]
+    pub source: Source,
     pub name: String,
     pub namespace: String,
     pub ports: Vec<KubeServicePort>,
     pub selector: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.type` (`ClusterIP` when absent).
+    pub service_type: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One `spec.ports[]` entry of a Service.
@@ -32,6 +41,9 @@ pub struct KubeServicePort {
     pub name: String,
     pub port: u32,
     pub protocol: String,
+    /// `targetPort` as written (a number or a port name; empty when absent).
+    pub target_port: String,
+    pub app_protocol: Option<String>,
 }
 
 /// Pods (or a controller's pod template): where workload selectors can find labels.
@@ -41,6 +53,10 @@ pub struct Workload {
     pub name: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
+    /// The pod's annotations (a controller's: its template's).
+    pub annotations: BTreeMap<String, String>,
+    /// Names of its containers and init containers that have an image.
+    pub containers: Vec<String>,
 }
 
 /// Everything read for one analysis.
@@ -51,10 +67,22 @@ pub struct Inputs {
     pub workloads: Vec<Workload>,
     /// The line each resource starts on (1-based), for istioctl's `file:line` reference.
     pub lines: BTreeMap<Source, usize>,
+    /// Every document as read, Istio kinds included, for checks that need more than the typed
+    /// model keeps.
+    pub objects: Vec<Object>,
     /// Messages about the input itself: IST0106 for documents that could not be read, IST0133
     /// for unknown fields.
     pub messages: Vec<Message>,
 }
+
+/// Namespaces `istioctl analyze` leaves out, as the injector does (`pkg/kube/inject`
+/// `IgnoredNamespaces`): Kubernetes' own and Kind's storage provisioner.
+const IGNORED_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
 
 /// Controllers whose `spec.template.metadata.labels` are their pods' labels.
 const WORKLOAD_CONTROLLERS: [&str; 5] = [
@@ -111,6 +139,22 @@ impl Inputs {
         }
     }
 
+    /// The pods selectors are judged against: the `Pod`s when the input has any (a cluster's
+    /// state), else the pod templates of workload controllers (a directory of manifests).
+    pub fn pods(&self) -> Vec<&Workload> {
+        let pods: Vec<&Workload> = self.workloads.iter().filter(|w| w.kind == "Pod").collect();
+        if pods.is_empty() {
+            self.workloads.iter().collect()
+        } else {
+            pods
+        }
+    }
+
+    /// Objects of `kind`.
+    pub fn objects_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Object> + 'a {
+        self.objects.iter().filter(move |o| o.kind() == kind)
+    }
+
     /// Attach `source` (as istioctl's origin and reference) to `m`.
     pub fn blame(&self, source: &Source, mut m: Message) -> Message {
         m.resource = Some(friendly_name(source));
@@ -133,6 +177,15 @@ impl Inputs {
             return;
         }
         let kind = str_at(&value, &["kind"]).unwrap_or_default().to_string();
+        if kind == "List" {
+            // `kubectl get -o yaml` output: read each item as its own document.
+            for item in seq_at(&value, &["items"]) {
+                if let Ok(text) = serde_yaml::to_string(item) {
+                    self.add_document(&text, start, file);
+                }
+            }
+            return;
+        }
         let api_version = str_at(&value, &["apiVersion"]).unwrap_or_default();
         let source = Source {
             file: file.to_string(),
@@ -145,22 +198,58 @@ impl Inputs {
                 .unwrap_or("<unnamed>")
                 .to_string(),
         };
+        let own_namespace = if kind == "Namespace" {
+            &source.name
+        } else {
+            &source.namespace
+        };
+        if IGNORED_NAMESPACES.contains(&own_namespace.as_str()) {
+            return;
+        }
         let first_line = first_content_line(doc);
+        self.lines
+            .entry(source.clone())
+            .or_insert(start + first_line - 1);
+        self.objects.push(Object {
+            source: source.clone(),
+            api_version: api_version.to_string(),
+            value: value.clone(),
+        });
         if api_version == "v1" && kind == "Service" {
             self.services.push(read_service(&value, &source));
             return;
         }
         if kind == "Pod" || WORKLOAD_CONTROLLERS.contains(&kind.as_str()) {
-            let path: &[&str] = if kind == "Pod" {
-                &["metadata", "labels"]
+            let meta: &[&str] = if kind == "Pod" {
+                &["metadata"]
             } else {
-                &["spec", "template", "metadata", "labels"]
+                &["spec", "template", "metadata"]
             };
+            let map = |key: &str| {
+                let path: Vec<&str> = meta.iter().copied().chain([key]).collect();
+                string_map(&value, &path)
+            };
+            let spec: Vec<&str> = meta[..meta.len() - 1]
+                .iter()
+                .copied()
+                .chain(["spec"])
+                .collect();
+            let containers = ["containers", "initContainers"]
+                .iter()
+                .flat_map(|key| {
+                    let path: Vec<&str> = spec.iter().copied().chain([*key]).collect();
+                    seq_at(&value, &path).to_vec()
+                })
+                .filter(|c| str_at(c, &["image"]).is_some_and(|i| !i.is_empty()))
+                .filter_map(|c| str_at(&c, &["name"]).map(str::to_string))
+                .collect();
             self.workloads.push(Workload {
+                containers,
                 kind,
                 name: source.name.clone(),
                 namespace: source.namespace.clone(),
-                labels: string_map(&value, path),
+                labels: map("labels"),
+                annotations: map("annotations"),
             });
             return;
         }
@@ -252,51 +341,30 @@ fn read_service(value: &serde_yaml::Value, source: &Source) -> KubeService {
                         .and_then(|n| n.as_str())
                         .unwrap_or("TCP")
                         .to_string(),
+                    target_port: p
+                        .get("targetPort")
+                        .and_then(scalar_text)
+                        .unwrap_or_default(),
+                    app_protocol: p
+                        .get("appProtocol")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_string),
                 })
                 .collect()
         })
         .unwrap_or_default();
     KubeService {
+        source: source.clone(),
         name: source.name.clone(),
         namespace: source.namespace.clone(),
         ports,
         selector: string_map(value, &["spec", "selector"]),
+        service_type: str_at(value, &["spec", "type"])
+            .unwrap_or("ClusterIP")
+            .to_string(),
+        labels: string_map(value, &["metadata", "labels"]),
+        annotations: string_map(value, &["metadata", "annotations"]),
     }
-}
-
-fn str_at<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
-    let mut v = value;
-    for key in path {
-        v = v.get(*key)?;
-    }
-    v.as_str()
-}
-
-/// A string → string map at `path` (values that are numbers or booleans are stringified, as
-/// Kubernetes users sometimes write `version: 1`).
-fn string_map(value: &serde_yaml::Value, path: &[&str]) -> BTreeMap<String, String> {
-    let mut v = value;
-    for key in path {
-        match v.get(*key) {
-            Some(next) => v = next,
-            None => return BTreeMap::new(),
-        }
-    }
-    let Some(map) = v.as_mapping() else {
-        return BTreeMap::new();
-    };
-    map.iter()
-        .filter_map(|(k, v)| {
-            let k = k.as_str()?.to_string();
-            let v = match v {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
-                _ => return None,
-            };
-            Some((k, v))
-        })
-        .collect()
 }
 
 /// Split YAML text into documents on `---` lines: (line the document's text starts on, text).

@@ -5,12 +5,23 @@
 //! `pkg/config/analysis/msg/messages.yaml`), printed in istioctl's format and sorted as
 //! istioctl sorts them (level, code, resource, text; duplicates removed). The checks:
 //!
-//! - [`references`]: IST0101 ReferencedResourceNotFound (gateways, destination hosts, ports
-//!   and subsets, DestinationRule hosts), IST0112 VirtualServiceDestinationPortSelectorRequired
-//!   and IST0127 NoMatchingWorkloadsFound;
+//! - [`references`]: IST0101 ReferencedResourceNotFound (destination hosts, ports and subsets,
+//!   DestinationRule hosts), IST0112 VirtualServiceDestinationPortSelectorRequired and IST0127
+//!   NoMatchingWorkloadsFound (DestinationRule selectors);
+//! - [`vs_gateways`]: IST0101 (gateways), IST0132 VirtualServiceHostNotFoundInGateway, IST0165
+//!   ReferencedInternalGateway;
 //! - [`schema`]: IST0106 SchemaValidationError (what istiod's validation webhook rejects);
 //! - [`conflicts`]: IST0109 ConflictingMeshGatewayVirtualServiceHosts;
-//! - [`rules`]: IST0130 VirtualServiceUnreachableRule and IST0131 VirtualServiceIneffectiveMatch.
+//! - [`rules`]: IST0130 VirtualServiceUnreachableRule and IST0131 VirtualServiceIneffectiveMatch;
+//! - [`ca_certificates`]: IST0128/IST0129 NoServerCertificateVerification (DestinationRule TLS);
+//! - [`port_names`]: IST0118 PortNameIsNotUnderNamingConvention, IST0150;
+//! - [`service_entries`]: IST0134 ServiceEntryAddressesRequired, IST0177;
+//! - [`sidecars`] and [`telemetry`] (over [`selectors`]): IST0101 (selectors), IST0110/IST0111,
+//!   IST0159/IST0160, IST0167 IneffectivePolicy;
+//! - [`authz`]: AuthorizationPolicy IST0127 and IST0101 (namespaces);
+//! - [`conflicting_gateways`]: IST0145 ConflictingGateways.
+//!
+//! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
 //! Documents that cannot be read become IST0106 messages (see [`input`]) and unknown fields,
 //! which Trellis reads and ignores, become IST0133 SchemaWarning: Istio's own code for "valid,
@@ -21,12 +32,23 @@
 //! services exist, and flagging every host would bury real findings. In that case nothing is
 //! reported for hosts (subsets are still checked: they only need DestinationRules).
 
+pub mod authz;
+pub mod ca_certificates;
+pub mod codes;
+pub mod conflicting_gateways;
 pub mod conflicts;
 pub mod input;
 pub mod message;
+pub mod object;
+pub mod port_names;
 pub mod references;
 pub mod rules;
 pub mod schema;
+pub mod selectors;
+pub mod service_entries;
+pub mod sidecars;
+pub mod telemetry;
+pub mod vs_gateways;
 
 use std::fmt;
 use std::path::Path;
@@ -35,6 +57,7 @@ use serde::Serialize;
 
 pub use input::{Inputs, KubeService, KubeServicePort, Workload};
 pub use message::{Level, Message, UnknownLevel};
+pub use object::Object;
 
 use crate::diag::ConfigError;
 
@@ -91,6 +114,14 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     schema::check(inputs, &mut messages);
     conflicts::check(inputs, &mut messages);
     rules::check(inputs, &mut messages);
+    vs_gateways::check(inputs, &mut messages);
+    ca_certificates::check(inputs, &mut messages);
+    port_names::check(inputs, &mut messages);
+    service_entries::check(inputs, &mut messages);
+    sidecars::check(inputs, &mut messages);
+    telemetry::check(inputs, &mut messages);
+    authz::check(inputs, &mut messages);
+    conflicting_gateways::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {

@@ -1,22 +1,25 @@
-//! References to things that must exist: IST0101 ReferencedResourceNotFound, IST0112
+//! References to things that must exist: IST0101 ReferencedResourceNotFound (destination
+//! hosts, ports and subsets; gateways are [`super::vs_gateways`]'s), IST0112
 //! VirtualServiceDestinationPortSelectorRequired and IST0127 NoMatchingWorkloadsFound.
 //!
 //! Lookups follow Istio's analyzers: a short host is expanded in the namespace of the resource
 //! that wrote it (`reviews` in `default` is `reviews.default.svc.cluster.local`), a dotted host
-//! is taken as written; a gateway is `name` (in the VirtualService's namespace) or `ns/name`,
-//! and `mesh` is implicit. Hosts come from Kubernetes Services (every port) and ServiceEntries
+//! is taken as written. Hosts come from Kubernetes Services (every port) and ServiceEntries
 //! (honouring `exportTo`, wildcard hosts last); subsets from DestinationRules for the same host.
 
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
+use super::conflicts::export_scopes;
 use super::input::Inputs;
 use super::message::Level;
 use super::message::{
     go_quote, referenced_not_found, Message, NO_MATCHING_WORKLOADS_FOUND,
     VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
 };
+use super::object::selects;
+use super::selectors::selector_string;
 use crate::istio::virtual_service::Destination;
 use crate::istio::{Resource, VirtualServiceSpec};
 use crate::translate::hosts::resolve;
@@ -96,15 +99,23 @@ pub fn destinations(vs: &Resource<VirtualServiceSpec>) -> Vec<NamedDestination<'
 struct KnownHost {
     host: String,
     ports: Vec<u32>,
-    /// Namespaces it is visible in (`None`: all).
-    visible_in: Option<BTreeSet<String>>,
+    /// Istio's export scopes: `*` for every namespace, else the namespaces that see it.
+    scopes: BTreeSet<String>,
 }
 
-impl KnownHost {
-    fn visible_from(&self, namespace: &str) -> bool {
-        self.visible_in
-            .as_ref()
-            .is_none_or(|set| set.contains(namespace))
+/// A Service's scopes from its `networking.istio.io/exportTo` annotation (comma separated,
+/// `.` for its own namespace; absent: every namespace), as Istio's
+/// `getVisibleNamespacesFromExportToAnno`.
+fn annotation_scopes(annotation: Option<&String>, namespace: &str) -> BTreeSet<String> {
+    match annotation.filter(|a| !a.is_empty()) {
+        None => BTreeSet::from(["*".to_string()]),
+        Some(a) => a
+            .split(',')
+            .map(|ns| match ns.trim() {
+                "." => namespace.to_string(),
+                other => other.to_string(),
+            })
+            .collect(),
     }
 }
 
@@ -114,47 +125,54 @@ fn known_hosts(inputs: &Inputs) -> Vec<KnownHost> {
         out.push(KnownHost {
             host: resolve(&svc.name, &svc.namespace),
             ports: svc.ports.iter().map(|p| p.port).collect(),
-            visible_in: None,
+            scopes: annotation_scopes(
+                svc.annotations.get("networking.istio.io/exportTo"),
+                &svc.namespace,
+            ),
         });
     }
     for se in &inputs.resources.service_entries {
-        let export = &se.spec.export_to;
-        let visible_in = if export.is_empty() || export.iter().any(|e| e == "*") {
-            None
-        } else {
-            Some(
-                export
-                    .iter()
-                    .map(|e| {
-                        if e == "." {
-                            se.namespace().to_string()
-                        } else {
-                            e.clone()
-                        }
-                    })
-                    .collect(),
-            )
-        };
+        let scopes = export_scopes(&se.spec.export_to, se.namespace());
         for h in &se.spec.hosts {
             out.push(KnownHost {
                 host: resolve(h, se.namespace()),
                 ports: se.spec.ports.iter().map(|p| p.number).collect(),
-                visible_in: visible_in.clone(),
+                scopes: scopes.clone(),
             });
         }
     }
     out
 }
 
-/// Istio's `GetDestinationHost`: exact names first, then wildcard ServiceEntry hosts.
-fn lookup<'a>(known: &'a [KnownHost], host: &str, namespace: &str) -> Option<&'a KnownHost> {
+/// Istio's `GetDestinationHost` for a host written in `namespace` by a resource exported to
+/// `export_to`: exact names exported to all, then to the scopes the writer is exported to
+/// (its own namespace when it has no `exportTo`), then wildcard ServiceEntry hosts visible
+/// from its namespace.
+fn lookup<'a>(
+    known: &'a [KnownHost],
+    host: &str,
+    namespace: &str,
+    export_to: &[String],
+) -> Option<&'a KnownHost> {
     let fqdn = resolve(host, namespace);
-    known
-        .iter()
-        .find(|k| k.host == fqdn && k.visible_from(namespace))
+    let exact = |scope: &str| {
+        known
+            .iter()
+            .find(|k| k.host == fqdn && k.scopes.contains(scope))
+    };
+    let wanted: Vec<&str> = if export_to.is_empty() {
+        vec![namespace]
+    } else {
+        export_to
+            .iter()
+            .map(|e| if e == "." { namespace } else { e.as_str() })
+            .collect()
+    };
+    exact("*")
+        .or_else(|| wanted.into_iter().find_map(exact))
         .or_else(|| {
             known.iter().find(|k| {
-                k.visible_from(namespace)
+                (k.scopes.contains("*") || k.scopes.contains(namespace))
                     && k.host
                         .strip_prefix('*')
                         .is_some_and(|suffix| host.trim_start_matches('*').ends_with(suffix))
@@ -164,34 +182,12 @@ fn lookup<'a>(known: &'a [KnownHost], host: &str, namespace: &str) -> Option<&'a
 
 /// Run the reference checks.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
-    check_gateways(inputs, out);
     check_subsets(inputs, out);
     if inputs.has_registry() {
         check_hosts(inputs, out);
     }
     if !inputs.workloads.is_empty() {
         check_workload_selectors(inputs, out);
-    }
-}
-
-fn check_gateways(inputs: &Inputs, out: &mut Vec<Message>) {
-    let gateways = &inputs.resources.gateways;
-    for vs in &inputs.resources.virtual_services {
-        for (i, gw) in vs.spec.gateways.iter().enumerate() {
-            if gw == "mesh" {
-                continue;
-            }
-            let (ns, name) = gw.split_once('/').unwrap_or((vs.namespace(), gw));
-            if !gateways
-                .iter()
-                .any(|g| g.source.name == name && g.namespace() == ns)
-            {
-                out.push(inputs.blame(
-                    &vs.source,
-                    referenced_not_found("gateway", gw).field(format!("spec.gateways[{i}]")),
-                ));
-            }
-        }
     }
 }
 
@@ -236,7 +232,7 @@ fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
     for vs in &inputs.resources.virtual_services {
         for d in destinations(vs) {
             let host = d.destination.host.as_str();
-            let Some(found) = lookup(&known, host, vs.namespace()) else {
+            let Some(found) = lookup(&known, host, vs.namespace(), &vs.spec.export_to) else {
                 let kind = if d.mirror { "mirror host" } else { "host" };
                 out.push(inputs.blame(
                     &vs.source,
@@ -277,7 +273,7 @@ fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
         if host.is_empty() || host.contains('*') {
             continue;
         }
-        if lookup(&known, host, dr.namespace()).is_none() {
+        if lookup(&known, host, dr.namespace(), &dr.spec.export_to).is_none() {
             let mut message = referenced_not_found("host", host).field("spec.host");
             message.level = Level::Info;
             out.push(inputs.blame(&dr.source, message));
@@ -285,31 +281,27 @@ fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
     }
 }
 
-/// Sidecars and DestinationRules whose `workloadSelector` matches no pod in their namespace.
+/// DestinationRules whose `workloadSelector` matches no pod in their namespace (Sidecars' are
+/// [`super::sidecars`]'s, with Istio's code for them).
 fn check_workload_selectors(inputs: &Inputs, out: &mut Vec<Message>) {
-    let sidecars = inputs.resources.sidecars.iter().map(|s| {
-        let labels = s.spec.workload_selector.as_ref().map(|w| &w.labels);
-        (&s.source, labels, "spec.workloadSelector.labels")
-    });
     let rules = inputs.resources.destination_rules.iter().map(|d| {
         let labels = d.spec.workload_selector.as_ref().map(|w| &w.match_labels);
         (&d.source, labels, "spec.workloadSelector.matchLabels")
     });
-    for (source, labels, field) in sidecars.chain(rules) {
+    for (source, labels, field) in rules {
         let Some(labels) = labels.filter(|l| !l.is_empty()) else {
             continue;
         };
-        let matched = inputs.workloads.iter().any(|w| {
-            w.namespace == source.namespace
-                && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-        });
+        let matched = inputs
+            .pods()
+            .iter()
+            .any(|w| w.namespace == source.namespace && selects(labels, &w.labels));
         if !matched {
-            let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let m = Message::new(
                 NO_MATCHING_WORKLOADS_FOUND,
                 format!(
                     "No matching workloads for this resource with the following labels: {}",
-                    shown.join(",")
+                    selector_string(labels)
                 ),
             );
             out.push(inputs.blame(source, m.field(field)));

@@ -49,7 +49,12 @@ spec:
 #[test]
 fn ist0101_gateway_not_found_docs_example() {
     let a = analyze_str(HTTPBIN_GATEWAY, "httpbin.yaml");
-    assert_eq!(a.messages.len(), 1, "{a}");
+    // A missing gateway serves no host either: Istio's GatewayAnalyzer adds IST0132.
+    assert_eq!(a.messages.len(), 2, "{a}");
+    assert_eq!(
+        plain(&a.messages[1]),
+        r#"Warning [IST0132] (VirtualService httpbin.default) one or more host [*] defined in VirtualService default/httpbin not found in Gateway default/httpbin-gateway-bogus."#
+    );
     assert_eq!(
         plain(&a.messages[0]),
         r#"Error [IST0101] (VirtualService httpbin.default) Referenced gateway not found: "httpbin-gateway-bogus""#
@@ -235,7 +240,7 @@ spec:
     );
     let a = analyze_str(&text, "mixed.yaml");
     let codes: Vec<&str> = a.messages.iter().map(|m| m.code).collect();
-    assert_eq!(codes, vec!["IST0101", "IST0106"], "{a}");
+    assert_eq!(codes, vec!["IST0101", "IST0106", "IST0132"], "{a}");
     let m = &a.messages[1];
     assert_eq!(m.resource.as_deref(), Some("DestinationRule lb.default"));
     assert_eq!(
@@ -363,7 +368,7 @@ spec:
 }
 
 #[test]
-fn ist0127_selectors_need_workloads_when_workloads_are_known() {
+fn sidecar_selectors_need_workloads_when_workloads_are_known() {
     let text = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -387,10 +392,13 @@ spec:
     labels: {app: reveiws, version: v1}
 "#;
     let a = analyze_str(text, "sc.yaml");
-    let got = lines(&a, "IST0127");
+    // Istio's sidecar.SelectorAnalyzer reports a Sidecar's as a missing "selector".
+    let got = lines(&a, "IST0101");
     assert_eq!(
         got,
-        vec!["Warning [IST0127] (Sidecar typo.default) No matching workloads for this resource with the following labels: app=reveiws,version=v1"],
+        vec![
+            r#"Error [IST0101] (Sidecar typo.default) Referenced selector not found: "app=reveiws,version=v1""#
+        ],
         "{a}"
     );
 }
@@ -438,10 +446,12 @@ spec:
             r#"Error [IST0101] (VirtualService z.default) Referenced gateway not found: "nope""#,
             "Error [IST0106] (VirtualService a.default) Schema validation error: percentage 101 is not in range 0..100",
             "Warning [IST0130] (VirtualService z.default) VirtualService rule #1 not used (only the last rule can have no matches).",
+            "Warning [IST0132] (VirtualService a.default) one or more host [a] defined in VirtualService default/a not found in Gateway default/nope.",
+            "Warning [IST0132] (VirtualService z.default) one or more host [z] defined in VirtualService default/z not found in Gateway default/nope.",
         ]
     );
     let json = serde_json::to_value(&a).unwrap();
-    assert_eq!(json.as_array().map(Vec::len), Some(4));
+    assert_eq!(json.as_array().map(Vec::len), Some(6));
     assert_eq!(json[0]["code"], "IST0101");
     assert_eq!(json[0]["origin"], "VirtualService a.default");
 }

@@ -36,6 +36,9 @@ pub struct Document<S> {
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
+    /// Kubernetes accepts an object without `spec` (a namespace-wide Sidecar is often written
+    /// so); it reads as the empty spec.
+    #[serde(default)]
     pub spec: S,
     /// Written by the API server; accepted and ignored.
     #[serde(default)]

@@ -183,7 +183,7 @@ fn read_document(
 
 /// Deserialize one document into `Document<S>`, reporting unknown fields and failing with the
 /// field path on a wrong type or value.
-fn typed_resource<S: DeserializeOwned>(
+fn typed_resource<S: DeserializeOwned + Default>(
     de: serde_yaml::Deserializer<'_>,
     source: Source,
     diagnostics: &mut Vec<Diagnostic>,
