@@ -82,7 +82,10 @@ pub fn route_table(
                 continue;
             }
             for host in shared {
-                match vhosts.iter_mut().find(|(v, _)| v.domains[0] == host) {
+                match vhosts
+                    .iter_mut()
+                    .find(|(v, _)| v.domains.first() == Some(&host))
+                {
                     Some((v, origin)) => {
                         v.routes.extend(built.routes.iter().cloned());
                         origin.rule_indices.extend(built.origin.iter().map(|o| o.0));
