@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use trellis_control::explain::{explain, ExplainRequest};
-use trellis_control::{load_proxy_config, Severity};
+use trellis_control::{load_proxy_config_with, ProxyOverrides, Severity};
 use trellis_io::reload::{ConfigWatcher, WatchOptions};
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
 use trellis_local_mesh::LocalMeshOptions;
@@ -33,9 +33,12 @@ enum Command {
     /// commands to try. No Kubernetes needed.
     Mesh(MeshArgs),
     /// Run a sidecar proxy from a config file (listeners, services with endpoints, and Istio
-    /// VirtualService/DestinationRule resources inline or by path).
+    /// VirtualService/DestinationRule resources inline or by path), or with --gateway an
+    /// ingress gateway serving the Istio Gateways that select its --labels.
     ///
     /// Example: trellis proxy --config deploy/examples/proxy.yaml
+    ///
+    /// Example: trellis proxy --config deploy/examples/gateway.yaml --gateway --labels istio=ingressgateway --port-offset 20000
     Proxy(ProxyArgs),
     /// Explain how a request would be routed by a directory of Istio YAML: which VirtualService
     /// rule matches and why earlier ones did not, the destinations with weights and subsets, and
@@ -109,6 +112,52 @@ struct ProxyArgs {
     /// Do not reload when the config file changes (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
+    /// Run as a gateway proxy (Istio's ingress gateway) instead of a sidecar: one listener per
+    /// server port of the Gateways whose `selector` matches --labels, routed only by the
+    /// VirtualServices bound to them (`spec.gateways`), 404 NR for any other host. Same config
+    /// file and Istio YAML as a sidecar (its `gateway:` section turns this on too). HTTPS/TLS
+    /// servers are refused, with one error line each, until the engine terminates TLS.
+    #[arg(long)]
+    gateway: bool,
+    /// This gateway's workload labels, `key=value` (repeatable or comma-separated), matched
+    /// against each Gateway's `selector`, e.g. istio=ingressgateway.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        requires = "gateway"
+    )]
+    labels: Vec<String>,
+    /// This gateway's namespace (for `exportTo` and `sourceNamespace`; default istio-system).
+    #[arg(long, value_name = "NS", requires = "gateway")]
+    namespace: Option<String>,
+    /// Address the gateway listeners bind instead of 0.0.0.0 (or each server's `bind`).
+    #[arg(long, value_name = "IP", requires = "gateway")]
+    bind_address: Option<std::net::IpAddr>,
+    /// Added to every Gateway port number for the local listening port (8080 listens on 18080
+    /// with 10000), so an unprivileged user can serve a Gateway's port 80.
+    #[arg(long, value_name = "N", requires = "gateway")]
+    port_offset: Option<u16>,
+}
+
+impl ProxyArgs {
+    /// The command line's word over the config file.
+    fn overrides(&self) -> Result<ProxyOverrides> {
+        let mut labels = std::collections::BTreeMap::new();
+        for label in &self.labels {
+            let Some((key, value)) = label.split_once('=') else {
+                bail!("label {label:?} is not `key=value`");
+            };
+            labels.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        Ok(ProxyOverrides {
+            gateway: self.gateway,
+            labels,
+            namespace: self.namespace.clone(),
+            bind_address: self.bind_address,
+            port_offset: self.port_offset,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -209,14 +258,17 @@ fn mesh(args: MeshArgs) -> Result<ExitCode> {
 }
 
 fn proxy(args: ProxyArgs) -> Result<ExitCode> {
-    let loaded = load_proxy_config(&args.config)
+    let overrides = args.overrides()?;
+    let loaded = load_proxy_config_with(&args.config, &overrides)
         .with_context(|| format!("cannot load {}", args.config.display()))?;
     let mut errors = 0;
     for diagnostic in &loaded.warnings {
         if diagnostic.severity == Severity::Error {
             errors += 1;
+            tracing::error!("{diagnostic}");
+        } else {
+            tracing::warn!("{diagnostic}");
         }
-        tracing::warn!("{diagnostic}");
     }
     let config = Arc::new(loaded.config);
     // Compile it the way the engine will, so a bad config fails here, loudly.
@@ -260,7 +312,7 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     };
     let watcher = ConfigWatcher::start(
         args.config.clone(),
-        Box::new(reload_config),
+        Box::new(move |path: &std::path::Path| reload_config(path, &overrides)),
         control.clone(),
         WatchOptions {
             poll: (!args.no_watch).then_some(Duration::from_secs(1)),
@@ -278,8 +330,9 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
 /// refused (the watcher logs it and the last good config keeps serving).
 fn reload_config(
     path: &std::path::Path,
+    overrides: &ProxyOverrides,
 ) -> std::result::Result<Arc<trellis_engine::config::Config>, String> {
-    let loaded = load_proxy_config(path).map_err(|e| format!("{e:#}"))?;
+    let loaded = load_proxy_config_with(path, overrides).map_err(|e| format!("{e:#}"))?;
     for diagnostic in &loaded.warnings {
         tracing::warn!("{diagnostic}");
     }

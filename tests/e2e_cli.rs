@@ -5,37 +5,18 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trellis_local_mesh::upstream::Upstream;
+
+mod common;
+use common::{curl, wait_for};
 
 /// A free port on 127.0.0.1 (bound, then released for the proxy to take).
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address").port()
-}
-
-fn wait_for(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn curl(args: &[&str]) -> Output {
-    let found = Command::new("sh")
-        .args(["-c", "command -v curl"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "curl is required (scripts/test.sh installs it)");
-    Command::new("curl")
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl runs")
 }
 
 /// The proxy process; killed if the test ends early.

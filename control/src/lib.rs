@@ -22,7 +22,7 @@ pub mod translate;
 pub use analyze::{analyze_dir, Analysis};
 pub use diag::{ConfigError, Diagnostic, Severity};
 pub use explain::{explain, ExplainReport, ExplainRequest};
-pub use proxy_config::{load_proxy_config, LoadedConfig};
+pub use proxy_config::{load_proxy_config, load_proxy_config_with, LoadedConfig, ProxyOverrides};
 
 /// Where the project's shared inputs (Istio CRDs and samples) live: `$TRELLIS_SHARED_DIR` if
 /// set, else `shared/` beside the repository (`../shared` from its root), as DESIGN.md lays out.

@@ -17,7 +17,17 @@
 //! istio:
 //!   paths: [istio/]            # files or directories, relative to this file
 //!   resources: [...]           # inline Istio documents
+//! gateway:                     # optional: run as a gateway proxy instead of a sidecar
+//!   labels: {istio: ingressgateway}   # the Gateways whose selector these match are served
+//!   namespace: istio-system
+//!   bindAddress: 127.0.0.1     # instead of 0.0.0.0 / each server's `bind`
+//!   portOffset: 10000          # Gateway port 8080 listens on 18080
 //! ```
+//!
+//! A gateway proxy's listeners come from the Gateways (one per server port, see
+//! [`crate::translate::gateway`]); `listeners` may add more, naming a route table such as
+//! `http.8080`. The command line can turn gateway mode on and override these fields
+//! ([`ProxyOverrides`]), so one directory of YAML serves both sidecars and the gateway.
 //!
 //! Unknown keys are warnings; wrong types and invalid values are errors naming the file and
 //! field path.
@@ -34,7 +44,8 @@ use crate::istio::duration::IstioDuration;
 use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
 use crate::translate::{
-    hosts, translate, Registry, Service, ServiceEndpoint, ServicePort, OUTBOUND_ROUTE_TABLE,
+    hosts, translate, translate_gateway, GatewayOptions, Registry, Service, ServiceEndpoint,
+    ServicePort, OUTBOUND_ROUTE_TABLE,
 };
 
 /// A loaded proxy configuration.
@@ -52,6 +63,53 @@ struct FileShape {
     services: Vec<ServiceSpec>,
     http: HttpSpec,
     istio: IstioSpec,
+    gateway: Option<GatewaySpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct GatewaySpec {
+    labels: BTreeMap<String, String>,
+    namespace: Option<String>,
+    bind_address: Option<IpAddr>,
+    port_offset: Option<u16>,
+}
+
+/// What the command line says over the file: gateway mode and its fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyOverrides {
+    /// Run as a gateway proxy even without a `gateway:` section.
+    pub gateway: bool,
+    /// Gateway workload labels; added to (and replacing same keys of) the file's.
+    pub labels: BTreeMap<String, String>,
+    pub namespace: Option<String>,
+    pub bind_address: Option<IpAddr>,
+    pub port_offset: Option<u16>,
+}
+
+impl ProxyOverrides {
+    /// The gateway options, when the proxy is a gateway.
+    fn gateway_options(&self, file: Option<&GatewaySpec>) -> Option<GatewayOptions> {
+        if file.is_none() && !self.gateway {
+            return None;
+        }
+        let d = GatewayOptions::default();
+        let mut labels = file.map(|f| f.labels.clone()).unwrap_or_default();
+        labels.extend(self.labels.clone());
+        Some(GatewayOptions {
+            labels,
+            namespace: self
+                .namespace
+                .clone()
+                .or_else(|| file.and_then(|f| f.namespace.clone()))
+                .unwrap_or(d.namespace),
+            bind_address: self.bind_address.or(file.and_then(|f| f.bind_address)),
+            port_offset: self
+                .port_offset
+                .or(file.and_then(|f| f.port_offset))
+                .unwrap_or(d.port_offset),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,12 +178,20 @@ const RESOURCE: &str = "proxy config";
 
 /// Load and translate a proxy config file.
 pub fn load_proxy_config(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    load_proxy_config_with(path, &ProxyOverrides::default())
+}
+
+/// Load and translate a proxy config file, with command-line overrides.
+pub fn load_proxy_config_with(
+    path: &Path,
+    overrides: &ProxyOverrides,
+) -> Result<LoadedConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse_proxy_config(&text, &path.display().to_string(), base)
+    parse_proxy_config_with(&text, &path.display().to_string(), base, overrides)
 }
 
 /// Parse proxy config text; `file` names it in messages, `base` resolves `istio.paths`.
@@ -133,6 +199,16 @@ pub fn parse_proxy_config(
     text: &str,
     file: &str,
     base: &Path,
+) -> Result<LoadedConfig, ConfigError> {
+    parse_proxy_config_with(text, file, base, &ProxyOverrides::default())
+}
+
+/// [`parse_proxy_config`] with command-line overrides.
+pub fn parse_proxy_config_with(
+    text: &str,
+    file: &str,
+    base: &Path,
+    overrides: &ProxyOverrides,
 ) -> Result<LoadedConfig, ConfigError> {
     let mut warnings = Vec::new();
     let shape = read_shape(text, file, &mut warnings)?;
@@ -178,7 +254,10 @@ pub fn parse_proxy_config(
         })?;
         resources.extend(set);
     }
-    let translation = translate(&resources, &registry);
+    let translation = match overrides.gateway_options(shape.gateway.as_ref()) {
+        Some(opts) => translate_gateway(&resources, &registry, &opts),
+        None => translate(&resources, &registry),
+    };
     warnings.extend(translation.diagnostics);
     let mut config = translation.config;
     config.http = http_settings(&shape.http);
@@ -196,14 +275,28 @@ pub fn parse_proxy_config(
                 format!("{address} is already used by listeners[{other}]"),
             ));
         }
+        if let Some(gw) = config.listeners.iter().find(|g| g.address == address) {
+            return Err(invalid(
+                format!("listeners[{i}].address"),
+                format!(
+                    "{address} is already used by the gateway listener {}",
+                    gw.name
+                ),
+            ));
+        }
         let route_table = l
             .route_table
             .clone()
             .unwrap_or_else(|| OUTBOUND_ROUTE_TABLE.to_string());
         if config.route_table(&route_table).is_none() {
+            let tables: Vec<&str> = config
+                .route_tables
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
             return Err(invalid(
                 format!("listeners[{i}].routeTable"),
-                format!("no route table {route_table:?} (tables: {OUTBOUND_ROUTE_TABLE:?})"),
+                format!("no route table {route_table:?} (tables: {tables:?})"),
             ));
         }
         config.listeners.push(Listener {
@@ -347,87 +440,4 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn example() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/proxy.yaml")
-    }
-
-    #[test]
-    fn example_file_loads_cleanly() {
-        let loaded = load_proxy_config(&example()).unwrap();
-        assert!(
-            loaded.warnings.iter().all(|w| w.severity == Severity::Info),
-            "{:#?}",
-            loaded.warnings
-        );
-        let c = &loaded.config;
-        assert_eq!(c.listeners.len(), 2);
-        assert_eq!(c.listeners[0].address, "127.0.0.1:15001".parse().unwrap());
-        assert_eq!(c.listeners[1].direction, Direction::Inbound);
-        let v1 = c
-            .cluster("outbound|9080|v1|reviews.default.svc.cluster.local")
-            .unwrap();
-        assert_eq!(v1.endpoints.len(), 1);
-        assert_eq!(v1.endpoints[0].address, "127.0.0.1:9081".parse().unwrap());
-        assert!(c.route_table("outbound").is_some());
-    }
-
-    #[test]
-    fn unknown_keys_warn_and_bad_values_fail_with_field() {
-        let text = "listeners:\n  - {address: \"127.0.0.1:1\", colour: red}\nservices: []\n";
-        let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
-        assert!(loaded
-            .warnings
-            .iter()
-            .any(|w| w.field.as_deref() == Some("listeners[0].colour")));
-        let err = parse_proxy_config(
-            "listeners:\n  - {address: nope}\n",
-            "p.yaml",
-            Path::new("."),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("p.yaml") && err.contains("listeners[0].address"),
-            "{err}"
-        );
-        let err = parse_proxy_config("http: {idleTimeout: later}\n", "p.yaml", Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("http.idleTimeout") && err.contains("invalid duration"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn inline_istio_resources_and_http_settings_apply() {
-        let text = r#"
-listeners: [{address: "127.0.0.1:15001"}]
-services:
-  - host: ratings
-    ports: [9080]
-    endpoints:
-      - {address: 127.0.0.1, ports: {9080: 9181}, labels: {version: v1}}
-http: {headerReadTimeout: 2s}
-istio:
-  resources:
-    - apiVersion: networking.istio.io/v1
-      kind: DestinationRule
-      metadata: {name: ratings}
-      spec:
-        host: ratings
-        subsets: [{name: v1, labels: {version: v1}}]
-"#;
-        let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
-        let c = &loaded.config;
-        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
-        let v1 = c
-            .cluster("outbound|9080|v1|ratings.default.svc.cluster.local")
-            .unwrap();
-        assert_eq!(v1.endpoints[0].address, "127.0.0.1:9181".parse().unwrap());
-    }
-}
+mod tests;

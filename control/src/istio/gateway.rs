@@ -1,6 +1,8 @@
-//! `networking.istio.io` Gateway and Sidecar: parsed (so their fields are checked and unknown
-//! ones reported) but not applied: Trellis runs as a sidecar without ingress gateways yet, and
-//! Sidecar scoping is not implemented. The translator says so in a diagnostic.
+//! `networking.istio.io` Gateway and Sidecar.
+//!
+//! Gateways are served by a gateway proxy (`translate::gateway`); a sidecar ignores them.
+//! Sidecar is parsed (so its fields are checked and unknown ones reported) but not applied:
+//! Sidecar scoping is not implemented, and the translator says so in a diagnostic.
 
 use std::collections::BTreeMap;
 
@@ -22,9 +24,43 @@ pub struct Server {
     pub port: Option<GatewayPort>,
     pub bind: Option<String>,
     pub hosts: Vec<String>,
-    pub tls: Option<serde_yaml::Value>,
+    pub tls: Option<ServerTls>,
     pub default_endpoint: Option<String>,
     pub name: Option<String>,
+}
+
+/// Istio `ServerTLSSettings`: typed so that unknown fields are reported. Trellis does not
+/// terminate TLS yet; the gateway translator refuses a server that has these settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ServerTls {
+    pub https_redirect: bool,
+    /// `PASSTHROUGH`, `SIMPLE`, `MUTUAL`, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL`, `OPTIONAL_MUTUAL`.
+    pub mode: Option<String>,
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub ca_crl: Option<String>,
+    pub credential_name: Option<String>,
+    pub credential_names: Vec<String>,
+    pub ca_cert_credential_name: Option<String>,
+    pub tls_certificates: Vec<TlsCertificate>,
+    pub subject_alt_names: Vec<String>,
+    pub verify_certificate_spki: Vec<String>,
+    pub verify_certificate_hash: Vec<String>,
+    pub min_protocol_version: Option<String>,
+    pub max_protocol_version: Option<String>,
+    pub cipher_suites: Vec<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// One entry of `ServerTLSSettings.tlsCertificates`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TlsCertificate {
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
 }
 
 /// Istio `Port` of a Gateway server.

@@ -13,6 +13,7 @@
 //! host and cluster came from, which `explain` shows.
 
 pub mod catalog;
+pub mod gateway;
 pub mod hosts;
 pub mod matches;
 pub mod policy;
@@ -30,6 +31,7 @@ use trellis_engine::config::{
 };
 
 pub use catalog::{cluster_name, Catalog};
+pub use gateway::{translate_gateway, GatewayOptions};
 pub use policy::EffectivePolicy;
 pub use registry::{Registry, Service, ServiceEndpoint, ServicePort};
 
@@ -81,15 +83,7 @@ pub struct Translation {
 
 /// Translate `resources` against `registry`.
 pub fn translate(resources: &ResourceSet, registry: &Registry) -> Translation {
-    let mut diags = resources.diagnostics.clone();
-    let catalog = Catalog::new(resources, registry, &mut diags);
-    let mut out = Translation {
-        config: Config::default(),
-        diagnostics: Vec::new(),
-        virtual_hosts: BTreeMap::new(),
-        clusters: BTreeMap::new(),
-    };
-    build_clusters(&catalog, &mut out, &mut diags);
+    let (catalog, mut out, mut diags) = with_clusters(resources, registry);
     let mut table = RouteTable {
         name: OUTBOUND_ROUTE_TABLE.to_string(),
         virtual_hosts: Vec::new(),
@@ -100,7 +94,7 @@ pub fn translate(resources: &ResourceSet, registry: &Registry) -> Translation {
     out.config.route_tables.push(table);
     for gw in &resources.gateways {
         diags.push(gw.diag(Diagnostic::info(
-            "Gateways are parsed but not served by the Trellis sidecar",
+            "Gateways are served by a gateway proxy (`trellis proxy --gateway`), not by a sidecar",
         )));
     }
     for sc in &resources.sidecars {
@@ -111,6 +105,24 @@ pub fn translate(resources: &ResourceSet, registry: &Registry) -> Translation {
     out.config.version = version_of(&out.config);
     out.diagnostics = diags;
     out
+}
+
+/// What a sidecar and a gateway proxy share: the catalog, and a translation holding every
+/// cluster, with the diagnostics so far.
+fn with_clusters<'a>(
+    resources: &'a ResourceSet,
+    registry: &Registry,
+) -> (Catalog<'a>, Translation, Vec<Diagnostic>) {
+    let mut diags = resources.diagnostics.clone();
+    let catalog = Catalog::new(resources, registry, &mut diags);
+    let mut out = Translation {
+        config: Config::default(),
+        diagnostics: Vec::new(),
+        virtual_hosts: BTreeMap::new(),
+        clusters: BTreeMap::new(),
+    };
+    build_clusters(&catalog, &mut out, &mut diags);
+    (catalog, out, diags)
 }
 
 fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<Diagnostic>) {
@@ -338,10 +350,9 @@ fn build_virtual_service_hosts(
 /// as the oldest, like Go's zero time), then name, then namespace. The first to claim a domain
 /// keeps it (dedupeDomains in pilot/pkg/networking/core/httproute.go). RFC 3339 timestamps in
 /// one form (`...Z`, as the API server writes them) compare as strings.
-fn precedence_order(
-    vss: &[crate::istio::Resource<crate::istio::VirtualServiceSpec>],
-) -> Vec<&crate::istio::Resource<crate::istio::VirtualServiceSpec>> {
-    let created = |vs: &crate::istio::Resource<_>| match &vs.meta.creation_timestamp {
+/// Gateways are listed in the same order.
+fn precedence_order<S>(vss: &[crate::istio::Resource<S>]) -> Vec<&crate::istio::Resource<S>> {
+    let created = |vs: &crate::istio::Resource<S>| match &vs.meta.creation_timestamp {
         Some(serde_yaml::Value::String(t)) => t.clone(),
         _ => String::new(),
     };

@@ -1,0 +1,153 @@
+//! The proxy config file: the examples load, errors name the field, gateway mode.
+
+use super::*;
+use std::time::Duration;
+
+fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/proxy.yaml")
+}
+
+#[test]
+fn example_file_loads_cleanly() {
+    let loaded = load_proxy_config(&example()).unwrap();
+    assert!(
+        loaded.warnings.iter().all(|w| w.severity == Severity::Info),
+        "{:#?}",
+        loaded.warnings
+    );
+    let c = &loaded.config;
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[0].address, "127.0.0.1:15001".parse().unwrap());
+    assert_eq!(c.listeners[1].direction, Direction::Inbound);
+    let v1 = c
+        .cluster("outbound|9080|v1|reviews.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(v1.endpoints.len(), 1);
+    assert_eq!(v1.endpoints[0].address, "127.0.0.1:9081".parse().unwrap());
+    assert!(c.route_table("outbound").is_some());
+}
+
+#[test]
+fn unknown_keys_warn_and_bad_values_fail_with_field() {
+    let text = "listeners:\n  - {address: \"127.0.0.1:1\", colour: red}\nservices: []\n";
+    let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.field.as_deref() == Some("listeners[0].colour")));
+    let err = parse_proxy_config(
+        "listeners:\n  - {address: nope}\n",
+        "p.yaml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("p.yaml") && err.contains("listeners[0].address"),
+        "{err}"
+    );
+    let err = parse_proxy_config("http: {idleTimeout: later}\n", "p.yaml", Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("http.idleTimeout") && err.contains("invalid duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inline_istio_resources_and_http_settings_apply() {
+    let text = r#"
+listeners: [{address: "127.0.0.1:15001"}]
+services:
+  - host: ratings
+    ports: [9080]
+    endpoints:
+      - {address: 127.0.0.1, ports: {9080: 9181}, labels: {version: v1}}
+http: {headerReadTimeout: 2s}
+istio:
+  resources:
+    - apiVersion: networking.istio.io/v1
+      kind: DestinationRule
+      metadata: {name: ratings}
+      spec:
+        host: ratings
+        subsets: [{name: v1, labels: {version: v1}}]
+"#;
+    let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+    let v1 = c
+        .cluster("outbound|9080|v1|ratings.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(v1.endpoints[0].address, "127.0.0.1:9181".parse().unwrap());
+}
+
+#[test]
+fn gateway_example_file_loads_cleanly() {
+    let path = example().with_file_name("gateway.yaml");
+    let loaded = load_proxy_config(&path).unwrap();
+    assert!(
+        loaded.warnings.iter().all(|w| w.severity == Severity::Info),
+        "{:#?}",
+        loaded.warnings
+    );
+    let l = &loaded.config.listeners;
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].address, "127.0.0.1:18080".parse().unwrap());
+}
+
+#[test]
+fn gateway_section_and_overrides_make_a_gateway_proxy() {
+    let text = r#"
+services:
+  - host: productpage
+    ports: [9080]
+    endpoints: [{address: "127.0.0.1:9081"}]
+gateway: {labels: {istio: ingressgateway}, portOffset: 10000}
+istio:
+  resources:
+    - apiVersion: networking.istio.io/v1
+      kind: Gateway
+      metadata: {name: gw}
+      spec:
+        selector: {istio: ingressgateway}
+        servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#;
+    let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].address, "0.0.0.0:18080".parse().unwrap());
+    assert_eq!(c.listeners[0].route_table, "http.8080");
+    assert!(c.route_table(OUTBOUND_ROUTE_TABLE).is_none());
+    let overrides = ProxyOverrides {
+        bind_address: Some(IpAddr::from([127, 0, 0, 1])),
+        port_offset: Some(0),
+        ..ProxyOverrides::default()
+    };
+    let loaded = parse_proxy_config_with(text, "p.yaml", Path::new("."), &overrides).unwrap();
+    assert_eq!(
+        loaded.config.listeners[0].address,
+        "127.0.0.1:8080".parse().unwrap()
+    );
+    // Without the section, --gateway with other labels: nothing selected, said so.
+    let sidecar_file = text.replace(
+        "gateway: {labels: {istio: ingressgateway}, portOffset: 10000}\n",
+        "",
+    );
+    let overrides = ProxyOverrides {
+        gateway: true,
+        labels: BTreeMap::from([("istio".to_string(), "egressgateway".to_string())]),
+        ..ProxyOverrides::default()
+    };
+    let loaded =
+        parse_proxy_config_with(&sidecar_file, "p.yaml", Path::new("."), &overrides).unwrap();
+    assert!(loaded.config.listeners.is_empty());
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("no Gateway server selects")));
+    // And as a sidecar: the mesh table, no gateway listener.
+    let loaded = parse_proxy_config(&sidecar_file, "p.yaml", Path::new(".")).unwrap();
+    assert!(loaded.config.route_table(OUTBOUND_ROUTE_TABLE).is_some());
+}

@@ -1,0 +1,125 @@
+//! Istio resources + a service registry → the engine [`Config`] of a gateway proxy (an ingress
+//! gateway such as bookinfo's `istio: ingressgateway`).
+//!
+//! A gateway proxy is not a sidecar: it serves the `servers` of the Gateways whose `selector`
+//! matches its labels, one listener per server port, and routes only with the VirtualServices
+//! bound to those Gateways (`spec.gateways`). The clusters are the sidecar's, so a route to
+//! `productpage` reaches the same endpoints and DestinationRule policy. The binding rules are
+//! istiod's, each in [`binding`], [`merge`] or [`routes`] with the pilot function it follows.
+//!
+//! Listeners bind `0.0.0.0:<port>` unless told otherwise: [`GatewayOptions`] can bind another
+//! address and shift every port by an offset, so that tests and unprivileged users can serve
+//! port 80 of a Gateway on, say, `127.0.0.1:18080`.
+
+pub mod binding;
+pub mod merge;
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use trellis_engine::config::{Direction, Listener};
+
+use super::{precedence_order, version_of, with_clusters, Registry, Translation};
+use crate::diag::Diagnostic;
+use crate::istio::ResourceSet;
+
+/// Who the gateway proxy is and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayOptions {
+    /// The proxy's workload labels, e.g. `istio=ingressgateway`: Gateways select by these.
+    pub labels: BTreeMap<String, String>,
+    /// The proxy's namespace (for `exportTo` and `sourceNamespace`).
+    pub namespace: String,
+    /// Listen on this address instead of each server's `bind` (default `0.0.0.0`).
+    pub bind_address: Option<IpAddr>,
+    /// Added to every server port number for the local listening port (the route tables and
+    /// `match.port` still use the Gateway's numbers).
+    pub port_offset: u16,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            labels: BTreeMap::new(),
+            namespace: "istio-system".to_string(),
+            bind_address: None,
+            port_offset: 0,
+        }
+    }
+}
+
+/// Translate `resources` against `registry` for the gateway proxy `opts` describes.
+pub fn translate_gateway(
+    resources: &ResourceSet,
+    registry: &Registry,
+    opts: &GatewayOptions,
+) -> Translation {
+    let (catalog, mut out, mut diags) = with_clusters(resources, registry);
+    let gateways = precedence_order(&resources.gateways);
+    let ports = merge::merge_gateways(&gateways, &opts.labels, &mut diags);
+    if ports.is_empty() {
+        diags.push(Diagnostic::warning(format!(
+            "no Gateway server selects labels {:?}: the gateway proxy has no listeners",
+            opts.labels
+        )));
+    }
+    let site = routes::GatewaySite {
+        catalog: &catalog,
+        virtual_services: precedence_order(&resources.virtual_services),
+        labels: &opts.labels,
+        namespace: &opts.namespace,
+    };
+    for port in &ports {
+        let Some(address) = listen_address(port, opts, &mut diags) else {
+            continue;
+        };
+        let table = routes::route_table(port, &site, &mut out, &mut diags);
+        out.config.listeners.push(Listener {
+            name: format!("{}_{}", address.ip(), port.number),
+            address,
+            route_table: table.name.clone(),
+            direction: Direction::Inbound,
+            passthrough: false,
+        });
+        out.config.route_tables.push(table);
+    }
+    out.config.version = version_of(&out.config);
+    out.diagnostics = diags;
+    out
+}
+
+/// Where the listener of `port` binds: the configured address, else the servers' `bind`, else
+/// `0.0.0.0` (buildGatewayListeners in pilot/pkg/networking/core/gateway.go), at the port
+/// number plus the offset.
+fn listen_address(
+    port: &merge::ServerPort<'_>,
+    opts: &GatewayOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<SocketAddr> {
+    let Some(number) = port.number.checked_add(opts.port_offset) else {
+        diags.push(Diagnostic::error(format!(
+            "port {} plus offset {} is past 65535; not served",
+            port.number, opts.port_offset
+        )));
+        return None;
+    };
+    let ip = match (opts.bind_address, &port.bind) {
+        (Some(ip), _) => ip,
+        (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (None, Some(bind)) => match bind.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                diags.push(Diagnostic::error(format!(
+                    "bind {bind:?} of port {} is not an IP address; not served",
+                    port.number
+                )));
+                return None;
+            }
+        },
+    };
+    Some(SocketAddr::new(ip, number))
+}
+
+#[cfg(test)]
+mod tests;
