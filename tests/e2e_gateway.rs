@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for};
+use common::{curl, wait_for, wait_gone};
 
 fn samples() -> PathBuf {
     trellis_control::shared_dir().join("istio/samples/bookinfo/networking")
@@ -45,6 +45,10 @@ fn free_offset() -> u16 {
         }
     }
     panic!("no free pair of ports");
+}
+
+fn gateway_addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Status line, the response-flags header and the body of a curl -i output.
@@ -228,6 +232,7 @@ fn bookinfo_through_the_ingress_gateway_with_curl() {
     let a = get(&format!("{http}/reviews/0"), &[]);
     assert_eq!((a.status, a.flags.as_deref()), (404, Some("NR")));
     drop(gw);
+    wait_gone(gateway_addr(8080 + offset));
 
     // 2. + the jason routing as the sample writes it (bound to `mesh`): nothing changes here.
     paths.push(samples().join("virtual-service-reviews-test-v2.yaml"));
@@ -246,6 +251,7 @@ fn bookinfo_through_the_ingress_gateway_with_curl() {
         0
     );
     drop(gw);
+    wait_gone(gateway_addr(8080 + offset));
 
     // 3. The same routing bound to a gateway: served on its port, for its host only.
     let gw = start_gateway(&dir, &bookinfo, &paths, REVIEWS_GATEWAY, offset);
@@ -278,5 +284,6 @@ fn bookinfo_through_the_ingress_gateway_with_curl() {
     assert_eq!((a.status, a.body.as_str()), (200, "productpage\n"));
     assert_eq!(bookinfo.reviews[2].requests(), 0, "v3 is never routed to");
     drop(gw);
+    wait_gone(gateway_addr(8080 + offset));
     let _ = std::fs::remove_dir_all(&dir);
 }

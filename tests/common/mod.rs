@@ -14,6 +14,19 @@ pub fn wait_for(addr: SocketAddr) {
     }
 }
 
+/// Wait until nothing accepts on `addr` any more (at most 20 s). A killed proxy's listening
+/// sockets can outlive its process for a moment (io_uring tears its ring down after exit, and
+/// operations in flight hold the socket); with `SO_REUSEPORT` a new proxy on the same port
+/// would share connections with that dying socket, which then resets them.
+#[allow(dead_code)] // not every test binary restarts a proxy
+pub fn wait_gone(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "{addr} still accepts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `curl -sS --max-time 20 ARGS`.
 pub fn curl(args: &[&str]) -> Output {
     let found = Command::new("sh")
