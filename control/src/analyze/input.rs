@@ -302,8 +302,11 @@ impl Inputs {
     }
 }
 
-/// istioctl's origin: `Kind name.namespace`.
+/// istioctl's origin: `Kind name.namespace`, or `Kind name` for a Namespace (cluster-scoped).
 pub fn friendly_name(source: &Source) -> String {
+    if source.kind == "Namespace" {
+        return format!("{} {}", source.kind, source.name);
+    }
     format!("{} {}.{}", source.kind, source.name, source.namespace)
 }
 

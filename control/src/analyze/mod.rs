@@ -37,6 +37,11 @@ pub mod ca_certificates;
 pub mod codes;
 pub mod conflicting_gateways;
 pub mod conflicts;
+pub mod defaults;
+pub mod gateway_certificates;
+pub mod gateway_ports;
+pub mod gateway_secrets;
+pub mod injection;
 pub mod input;
 pub mod message;
 pub mod object;
@@ -122,6 +127,10 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     telemetry::check(inputs, &mut messages);
     authz::check(inputs, &mut messages);
     conflicting_gateways::check(inputs, &mut messages);
+    gateway_ports::check(inputs, &mut messages);
+    gateway_secrets::check(inputs, &mut messages);
+    gateway_certificates::check(inputs, &mut messages);
+    injection::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
