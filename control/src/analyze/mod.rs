@@ -47,6 +47,7 @@ pub mod message;
 pub mod object;
 pub mod port_names;
 pub mod references;
+pub mod rule_overlaps;
 pub mod rules;
 pub mod schema;
 pub mod selectors;
