@@ -23,6 +23,7 @@
 //! - [`gateway_ports`], [`gateway_secrets`], [`gateway_certificates`]: IST0162
 //!   GatewayPortNotDefinedOnService, IST0101 (gateway selectors and `credentialName`s), IST0138
 //!   GatewayDuplicateCertificate, against istioctl's default ingress gateway ([`defaults`]);
+//! - [`ingress_subsets`]: IST0140 IngressRouteRulesNotAffected;
 //! - [`injection`]: IST0102/IST0148, IST0103 PodMissingProxy, IST0123;
 //! - [`rule_overlaps`]: IST0131 for overlapping prefix matches;
 //! - [`dr_subsets`]: IST0173 DestinationRuleSubsetNotSelectPods, IST0174
@@ -49,6 +50,7 @@ pub mod dr_subsets;
 pub mod gateway_certificates;
 pub mod gateway_ports;
 pub mod gateway_secrets;
+pub mod ingress_subsets;
 pub mod injection;
 pub mod input;
 pub mod message;
@@ -141,6 +143,7 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     gateway_certificates::check(inputs, &mut messages);
     injection::check(inputs, &mut messages);
     dr_subsets::check(inputs, &mut messages);
+    ingress_subsets::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
