@@ -24,6 +24,7 @@ codes! {
     GATEWAY_DUPLICATE_CERTIFICATE = "IST0138", Warning, "GatewayDuplicateCertificate";
     INGRESS_ROUTE_RULES_NOT_AFFECTED = "IST0140", Warning, "IngressRouteRulesNotAffected";
     CONFLICTING_GATEWAYS = "IST0145", Error, "ConflictingGateways";
+    NAMESPACE_INJECTION_ENABLED_BY_DEFAULT = "IST0148", Info, "NamespaceInjectionEnabledByDefault";
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME = "IST0150", Warning, "ExternalNameServiceTypeInvalidPortName";
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159", Error, "ConflictingTelemetryWorkloadSelectors";
     MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = "IST0160", Error, "MultipleTelemetriesWithoutWorkloadSelectors";

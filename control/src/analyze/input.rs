@@ -57,6 +57,8 @@ pub struct Workload {
     pub annotations: BTreeMap<String, String>,
     /// Names of its containers and init containers that have an image.
     pub containers: Vec<String>,
+    /// `spec.nodeName` (empty when not scheduled, and for pod templates).
+    pub node_name: String,
 }
 
 /// Everything read for one analysis.
@@ -243,7 +245,9 @@ impl Inputs {
                 .filter(|c| str_at(c, &["image"]).is_some_and(|i| !i.is_empty()))
                 .filter_map(|c| str_at(&c, &["name"]).map(str::to_string))
                 .collect();
+            let node_path: Vec<&str> = spec.iter().copied().chain(["nodeName"]).collect();
             self.workloads.push(Workload {
+                node_name: str_at(&value, &node_path).unwrap_or_default().to_string(),
                 containers,
                 kind,
                 name: source.name.clone(),
@@ -302,8 +306,11 @@ impl Inputs {
     }
 }
 
-/// istioctl's origin: `Kind name.namespace`.
+/// istioctl's origin: `Kind name.namespace`, or `Kind name` for a Namespace (cluster-scoped).
 pub fn friendly_name(source: &Source) -> String {
+    if source.kind == "Namespace" {
+        return format!("{} {}", source.kind, source.name);
+    }
     format!("{} {}.{}", source.kind, source.name, source.namespace)
 }
 

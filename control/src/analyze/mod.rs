@@ -6,7 +6,7 @@
 //! istioctl sorts them (level, code, resource, text; duplicates removed). The checks:
 //!
 //! - [`references`]: IST0101 ReferencedResourceNotFound (destination hosts, ports and subsets,
-//!   DestinationRule hosts), IST0112 VirtualServiceDestinationPortSelectorRequired and IST0127
+//!   DestinationRule hosts are [`dr_subsets`]'s), IST0112 VirtualServiceDestinationPortSelectorRequired and IST0127
 //!   NoMatchingWorkloadsFound (DestinationRule selectors);
 //! - [`vs_gateways`]: IST0101 (gateways), IST0132 VirtualServiceHostNotFoundInGateway, IST0165
 //!   ReferencedInternalGateway;
@@ -19,7 +19,15 @@
 //! - [`sidecars`] and [`telemetry`] (over [`selectors`]): IST0101 (selectors), IST0110/IST0111,
 //!   IST0159/IST0160, IST0167 IneffectivePolicy;
 //! - [`authz`]: AuthorizationPolicy IST0127 and IST0101 (namespaces);
-//! - [`conflicting_gateways`]: IST0145 ConflictingGateways.
+//! - [`conflicting_gateways`]: IST0145 ConflictingGateways;
+//! - [`gateway_ports`], [`gateway_secrets`], [`gateway_certificates`]: IST0162
+//!   GatewayPortNotDefinedOnService, IST0101 (gateway selectors and `credentialName`s), IST0138
+//!   GatewayDuplicateCertificate, against istioctl's default ingress gateway ([`defaults`]);
+//! - [`ingress_subsets`]: IST0140 IngressRouteRulesNotAffected;
+//! - [`injection`]: IST0102/IST0148, IST0103 PodMissingProxy, IST0123;
+//! - [`rule_overlaps`]: IST0131 for overlapping prefix matches;
+//! - [`dr_subsets`]: IST0173 DestinationRuleSubsetNotSelectPods, IST0174
+//!   UnknownDestinationRuleHost.
 //!
 //! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
@@ -37,11 +45,19 @@ pub mod ca_certificates;
 pub mod codes;
 pub mod conflicting_gateways;
 pub mod conflicts;
+pub mod defaults;
+pub mod dr_subsets;
+pub mod gateway_certificates;
+pub mod gateway_ports;
+pub mod gateway_secrets;
+pub mod ingress_subsets;
+pub mod injection;
 pub mod input;
 pub mod message;
 pub mod object;
 pub mod port_names;
 pub mod references;
+pub mod rule_overlaps;
 pub mod rules;
 pub mod schema;
 pub mod selectors;
@@ -122,6 +138,12 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     telemetry::check(inputs, &mut messages);
     authz::check(inputs, &mut messages);
     conflicting_gateways::check(inputs, &mut messages);
+    gateway_ports::check(inputs, &mut messages);
+    gateway_secrets::check(inputs, &mut messages);
+    gateway_certificates::check(inputs, &mut messages);
+    injection::check(inputs, &mut messages);
+    dr_subsets::check(inputs, &mut messages);
+    ingress_subsets::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {

@@ -7,13 +7,12 @@
 //! is taken as written. Hosts come from Kubernetes Services (every port) and ServiceEntries
 //! (honouring `exportTo`, wildcard hosts last); subsets from DestinationRules for the same host.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
 use super::conflicts::export_scopes;
 use super::input::Inputs;
-use super::message::Level;
 use super::message::{
     go_quote, referenced_not_found, Message, NO_MATCHING_WORKLOADS_FOUND,
     VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
@@ -96,9 +95,11 @@ pub fn destinations(vs: &Resource<VirtualServiceSpec>) -> Vec<NamedDestination<'
 }
 
 /// A host the registry knows, with its ports.
-struct KnownHost {
+pub(super) struct KnownHost {
     host: String,
     ports: Vec<u32>,
+    /// The pods behind it: a Service's `selector`, a ServiceEntry's `workloadSelector`.
+    pub(super) selector: BTreeMap<String, String>,
     /// Istio's export scopes: `*` for every namespace, else the namespaces that see it.
     scopes: BTreeSet<String>,
 }
@@ -119,12 +120,13 @@ fn annotation_scopes(annotation: Option<&String>, namespace: &str) -> BTreeSet<S
     }
 }
 
-fn known_hosts(inputs: &Inputs) -> Vec<KnownHost> {
+pub(super) fn known_hosts(inputs: &Inputs) -> Vec<KnownHost> {
     let mut out = Vec::new();
     for svc in &inputs.services {
         out.push(KnownHost {
             host: resolve(&svc.name, &svc.namespace),
             ports: svc.ports.iter().map(|p| p.port).collect(),
+            selector: svc.selector.clone(),
             scopes: annotation_scopes(
                 svc.annotations.get("networking.istio.io/exportTo"),
                 &svc.namespace,
@@ -137,6 +139,12 @@ fn known_hosts(inputs: &Inputs) -> Vec<KnownHost> {
             out.push(KnownHost {
                 host: resolve(h, se.namespace()),
                 ports: se.spec.ports.iter().map(|p| p.number).collect(),
+                selector: se
+                    .spec
+                    .workload_selector
+                    .as_ref()
+                    .map(|w| w.labels.clone())
+                    .unwrap_or_default(),
                 scopes: scopes.clone(),
             });
         }
@@ -148,7 +156,7 @@ fn known_hosts(inputs: &Inputs) -> Vec<KnownHost> {
 /// `export_to`: exact names exported to all, then to the scopes the writer is exported to
 /// (its own namespace when it has no `exportTo`), then wildcard ServiceEntry hosts visible
 /// from its namespace.
-fn lookup<'a>(
+pub(super) fn lookup<'a>(
     known: &'a [KnownHost],
     host: &str,
     namespace: &str,
@@ -264,19 +272,6 @@ fn check_hosts(inputs: &Inputs, out: &mut Vec<Message>) {
                 }
                 _ => {}
             }
-        }
-    }
-    // Istio's analyzers don't check DestinationRule hosts (a rule for a host that doesn't
-    // exist yet is legitimate during rollouts), so this is only Info: it never fails a run.
-    for dr in &inputs.resources.destination_rules {
-        let host = &dr.spec.host;
-        if host.is_empty() || host.contains('*') {
-            continue;
-        }
-        if lookup(&known, host, dr.namespace(), &dr.spec.export_to).is_none() {
-            let mut message = referenced_not_found("host", host).field("spec.host");
-            message.level = Level::Info;
-            out.push(inputs.blame(&dr.source, message));
         }
     }
 }

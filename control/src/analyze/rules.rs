@@ -12,6 +12,7 @@ use super::input::Inputs;
 use super::message::{
     Message, VIRTUAL_SERVICE_INEFFECTIVE_MATCH, VIRTUAL_SERVICE_UNREACHABLE_RULE,
 };
+use super::rule_overlaps;
 use crate::istio::virtual_service::HttpMatchRequest;
 
 /// One rule, reduced to what the check needs.
@@ -20,12 +21,30 @@ struct Rule<M> {
     matches: Vec<(Option<String>, M)>,
 }
 
-/// What was found in one list of rules: (rule index, message) pairs.
-fn unreachable<M: PartialEq>(rules: &[Rule<M>]) -> Vec<(usize, Message)> {
-    let label = |name: &Option<String>, index: usize| match name {
+/// A message about the rule at this index.
+pub(super) type Found = (usize, Message);
+
+/// Istio's `routeName` / `requestName`: the quoted name, else `#index`.
+pub(super) fn label(name: &Option<String>, index: usize) -> String {
+    match name {
         Some(n) if !n.is_empty() => format!("{n:?}"),
         _ => format!("#{index}"),
-    };
+    }
+}
+
+/// Istio's `VirtualServiceIneffectiveMatch` text.
+pub(super) fn ineffective(rule: String, matched: String, earlier: String) -> Message {
+    Message::new(
+        VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
+        format!(
+            "VirtualService rule {rule} match {matched} is not used (duplicate/overlapping match in rule {earlier})."
+        ),
+    )
+}
+
+/// What was found in one list of rules: (rule index, message) pairs, and the (rule, match)
+/// indices of the matches seen first (what Istio's overlap check goes on to compare).
+fn unreachable<M: PartialEq>(rules: &[Rule<M>]) -> (Vec<Found>, Vec<(usize, usize)>) {
     let unused = |rule: &Rule<M>, index: usize, reason: &str| {
         (
             index,
@@ -39,6 +58,7 @@ fn unreachable<M: PartialEq>(rules: &[Rule<M>]) -> Vec<(usize, Message)> {
         )
     };
     let mut out = Vec::new();
+    let mut kept = Vec::new();
     let mut seen: Vec<(&M, usize)> = Vec::new();
     let mut catch_all: Option<usize> = None;
     for (r, rule) in rules.iter().enumerate() {
@@ -58,26 +78,23 @@ fn unreachable<M: PartialEq>(rules: &[Rule<M>]) -> Vec<(usize, Message)> {
             if let Some(&(_, first)) = seen.iter().find(|(v, _)| *v == value) {
                 out.push((
                     r,
-                    Message::new(
-                        VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
-                        format!(
-                            "VirtualService rule {} match {} is not used (duplicates a match in rule {}).",
-                            label(&rule.name, r),
-                            label(match_name, m),
-                            label(&rules[first].name, first)
-                        ),
+                    ineffective(
+                        label(&rule.name, r),
+                        label(match_name, m),
+                        label(&rules[first].name, first),
                     ),
                 ));
                 duplicates += 1;
             } else {
                 seen.push((value, r));
+                kept.push((r, m));
             }
         }
         if duplicates == rule.matches.len() {
             out.push(unused(rule, r, "all matches used by prior rules"));
         }
     }
-    out
+    (out, kept)
 }
 
 /// The `match` list of a tcp/tls rule, as raw values (compared structurally).
@@ -117,13 +134,16 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
                     .collect(),
             })
             .collect();
-        let mut found: Vec<(String, Message)> = unreachable(&http)
+        let (http_found, kept) = unreachable(&http);
+        let mut found: Vec<(String, Message)> = http_found
             .into_iter()
+            .chain(rule_overlaps::check(&vs.spec.http, &kept))
             .map(|(i, m)| (format!("spec.http[{i}]"), m))
             .collect();
         for (section, rules) in [("tcp", &vs.spec.tcp), ("tls", &vs.spec.tls)] {
             found.extend(
                 unreachable(&l4_rules(rules))
+                    .0
                     .into_iter()
                     .map(|(i, m)| (format!("spec.{section}[{i}]"), m)),
             );
@@ -211,7 +231,7 @@ spec:
         got,
         vec![
             "Warning [IST0130] (VirtualService tls-routing.default) VirtualService rule #1 not used (all matches used by prior rules).",
-            "Info [IST0131] (VirtualService tls-routing.default) VirtualService rule #1 match #0 is not used (duplicates a match in rule #0).",
+            "Info [IST0131] (VirtualService tls-routing.default) VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0).",
         ]
     );
         assert!(!a.fails(Level::Error));
@@ -241,7 +261,7 @@ spec:
         assert_eq!(
             got,
             vec![
-                r#"Info [IST0131] (VirtualService r.default) VirtualService rule #1 match "again" is not used (duplicates a match in rule "jason")."#
+                r#"Info [IST0131] (VirtualService r.default) VirtualService rule #1 match "again" is not used (duplicate/overlapping match in rule "jason")."#
             ],
             "{a}"
         );
