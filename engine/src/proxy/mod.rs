@@ -573,4 +573,6 @@ enum Work {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tls_tests;
+#[cfg(test)]
 mod transport_tests;

@@ -84,7 +84,10 @@ impl SpiffeId {
         match found.as_slice() {
             [one] => SpiffeId::parse(one),
             [] => Err(SpiffeError::NoSpiffeSan {
-                subject: cert.subject().to_string(),
+                subject: match cert.subject().to_string() {
+                    s if s.is_empty() => "empty".to_string(),
+                    s => format!("{s:?}"),
+                },
             }),
             many => Err(SpiffeError::SeveralSpiffeSans { count: many.len() }),
         }

@@ -1,0 +1,284 @@
+//! The engine with real mutual TLS on both hops: a client sidecar's request crosses the
+//! engine's TLS server and the engine's TLS client to an upstream sidecar, at any
+//! segmentation; each refused peer (expired, foreign CA, wrong trust domain, no SPIFFE SAN,
+//! unexpected identity, plaintext) gets its own named reason; seeded runs replay byte for byte.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::tests::{accept, config, drain};
+use super::transport_tests::{
+    connect_in, events, feed, feed_at, open, the_transport_failure, wire_of, REQUEST, T,
+};
+use super::*;
+use crate::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
+use crate::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
+use crate::transport::{ByteTransform, Endpoint, TransformErrorKind, Transport, TransportFactory};
+
+const TD: &str = "cluster.local";
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
+const ENGINE_ID: &str = "spiffe://cluster.local/ns/default/sa/sidecar";
+const UPSTREAM_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
+
+fn settings(randomness: Randomness, expected: HashMap<String, Vec<String>>) -> MtlsSettings {
+    MtlsSettings {
+        unix_base: UNIX_BASE,
+        randomness,
+        expected,
+    }
+}
+
+/// An engine whose every connection is mTLS with the mesh CA's certificate for `ENGINE_ID`.
+fn engine(ca: &TestCa, randomness: Randomness, expected: &[(&str, &str)]) -> Engine {
+    let creds = ca.issue(Leaf::valid(ENGINE_ID, 10), vec![ca.root()], TD);
+    let expected = expected
+        .iter()
+        .map(|(cluster, id)| (cluster.to_string(), vec![id.to_string()]))
+        .collect();
+    let factory = MtlsTransports::new(&creds, settings(randomness, expected)).unwrap();
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    engine.set_transports(Box::new(factory));
+    engine
+}
+
+/// A peer's TLS transform, made by its own factory for `endpoint`.
+fn peer(
+    creds: &MeshCredentials,
+    randomness: Randomness,
+    endpoint: Endpoint<'_>,
+) -> Box<dyn ByteTransform> {
+    let mut factory = MtlsTransports::new(creds, settings(randomness, HashMap::new())).unwrap();
+    match factory.transport(T, endpoint).unwrap() {
+        Transport::Transformed(t) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The calling sidecar, dialling the engine's outbound listener.
+fn client(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTransform> {
+    let endpoint = Endpoint::Upstream {
+        cluster: "svc",
+        addr: "127.0.0.1:15001".parse().unwrap(),
+    };
+    peer(creds, randomness, endpoint)
+}
+
+/// The upstream sidecar, accepting the engine's connection to cluster c.
+fn upstream(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTransform> {
+    let endpoint = Endpoint::Downstream {
+        listener: "inbound",
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        local: "10.0.0.1:80".parse().unwrap(),
+    };
+    peer(creds, randomness, endpoint)
+}
+
+/// Everything one request across both hops put on the wire, in order.
+fn two_hops(ca: &TestCa, randomness: Randomness, step: usize) -> Vec<u8> {
+    let mut engine = engine(ca, randomness, &[("c", UPSTREAM_ID)]);
+    let mut transcript = Vec::new();
+    let mut sent = |out: &[Output]| {
+        for o in out {
+            if let Output::Send { data, .. } = o {
+                transcript.extend_from_slice(data);
+            }
+        }
+    };
+    let down = accept(&mut engine);
+    let mut client = client(
+        &ca.issue(Leaf::valid(CLIENT_ID, 11), vec![ca.root()], TD),
+        randomness,
+    );
+    client.seal(REQUEST);
+    // ClientHello in; the engine's server flight out.
+    let out = feed(&mut engine, down, &wire_of(&mut *client), step);
+    sent(&out);
+    assert!(open(&mut *client, &out, down).unwrap().is_empty());
+    assert!(client.is_established(), "step {step}");
+    // The client's certificate, Finished and the request.
+    let out = feed(&mut engine, down, &wire_of(&mut *client), step);
+    sent(&out);
+    let up = connect_in(&out).expect("the decrypted request is routed");
+    engine.handle(T, Input::Connected { conn: up });
+    let out = drain(&mut engine);
+    sent(&out);
+    let creds = ca.issue(Leaf::valid(UPSTREAM_ID, 12), vec![ca.root()], TD);
+    let mut upstream = upstream(&creds, randomness);
+    assert!(open(&mut *upstream, &out, up).unwrap().is_empty());
+    let out = feed(&mut engine, up, &wire_of(&mut *upstream), step);
+    sent(&out);
+    let text = String::from_utf8(open(&mut *upstream, &out, up).unwrap()).unwrap();
+    assert!(
+        text.starts_with("GET /x HTTP/1.1\r\n"),
+        "step {step}: {text}"
+    );
+    assert_eq!(upstream.peer_identity(), Some(ENGINE_ID), "step {step}");
+    upstream.seal(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi");
+    let out = feed(&mut engine, up, &wire_of(&mut *upstream), step);
+    sent(&out);
+    let text = String::from_utf8(open(&mut *client, &out, down).unwrap()).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n"),
+        "step {step}: {text}"
+    );
+    assert!(text.ends_with("\r\n\r\nhi"), "step {step}: {text}");
+    assert_eq!(client.peer_identity(), Some(ENGINE_ID));
+    assert!(events(&mut engine).is_empty(), "step {step}");
+    transcript
+}
+
+#[test]
+fn a_request_crosses_two_mtls_hops_at_any_segmentation() {
+    let ca = TestCa::new("mesh root", 1);
+    for step in [1, 3, 64, 1500, 1 << 16] {
+        two_hops(&ca, Randomness::System, step);
+    }
+}
+
+#[test]
+fn seeded_mtls_runs_replay_byte_for_byte() {
+    let ca = TestCa::new("mesh root", 1);
+    let a = two_hops(&ca, Randomness::Seeded(7), 1500);
+    assert_eq!(a, two_hops(&ca, Randomness::Seeded(7), 1500));
+    assert_ne!(a, two_hops(&ca, Randomness::Seeded(8), 1500));
+}
+
+/// A client with `creds` calls the engine at engine time `now`: the engine's one
+/// TransportFailed event, after checking the connection was closed.
+fn refused_client(ca: &TestCa, creds: &MeshCredentials, now: Instant) -> TransformError {
+    let mut engine = engine(ca, Randomness::System, &[]);
+    let down = accept(&mut engine);
+    let mut client = client(creds, Randomness::System);
+    let out = feed_at(&mut engine, now, down, &wire_of(&mut *client), 4096);
+    open(&mut *client, &out, down).unwrap();
+    let out = feed_at(&mut engine, now, down, &wire_of(&mut *client), 4096);
+    let close = Output::Close {
+        conn: down,
+        graceful: true,
+    };
+    assert!(out.contains(&close), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Connect { .. })));
+    let error = the_transport_failure(&mut engine, down, false);
+    assert_eq!(error.kind, TransformErrorKind::PeerRefused, "{error}");
+    let text = error.to_string();
+    assert!(text.contains("client 127.0.0.1:5555"), "{text}");
+    error
+}
+
+#[test]
+fn an_expired_client_certificate_is_refused_at_engine_time() {
+    let ca = TestCa::new("mesh root", 1);
+    let mut leaf = Leaf::valid(CLIENT_ID, 11);
+    leaf.not_after = UNIX_BASE + Duration::from_secs(3600);
+    let creds = ca.issue(leaf, vec![ca.root()], TD);
+    // Valid an hour in: the handshake passes.
+    accepted_at(&ca, &creds, Instant::from_millis(1_800_000));
+    // Two hours in, by the engine's clock alone.
+    let error = refused_client(&ca, &creds, Instant::from_millis(7_200_000));
+    let text = error.to_string();
+    assert!(text.contains("certificate expired"), "{text}");
+    assert!(text.contains(CLIENT_ID), "{text}");
+}
+
+/// The handshake with `creds` succeeds at `now`.
+fn accepted_at(ca: &TestCa, creds: &MeshCredentials, now: Instant) {
+    let mut engine = engine(ca, Randomness::System, &[]);
+    let down = accept(&mut engine);
+    let mut client = client(creds, Randomness::System);
+    let out = feed_at(&mut engine, now, down, &wire_of(&mut *client), 4096);
+    open(&mut *client, &out, down).unwrap();
+    feed_at(&mut engine, now, down, &wire_of(&mut *client), 4096);
+    assert!(events(&mut engine).is_empty());
+}
+
+#[test]
+fn a_certificate_from_a_foreign_ca_is_refused() {
+    let ca = TestCa::new("mesh root", 1);
+    let foreign = TestCa::new("someone else's root", 2);
+    let creds = foreign.issue(Leaf::valid(CLIENT_ID, 11), vec![ca.root()], TD);
+    let text = refused_client(&ca, &creds, T).to_string();
+    assert!(text.contains("unknown CA"), "{text}");
+    assert!(text.contains(CLIENT_ID), "{text}");
+}
+
+#[test]
+fn a_certificate_from_another_trust_domain_is_refused() {
+    let ca = TestCa::new("mesh root", 1);
+    let other = "spiffe://other.example/ns/default/sa/productpage";
+    let creds = ca.issue(Leaf::valid(other, 11), vec![ca.root()], TD);
+    let text = refused_client(&ca, &creds, T).to_string();
+    assert!(text.contains("wrong trust domain"), "{text}");
+    assert!(text.contains(other) && text.contains(TD), "{text}");
+}
+
+#[test]
+fn a_certificate_without_a_spiffe_san_is_refused() {
+    let ca = TestCa::new("mesh root", 1);
+    let mut leaf = Leaf::valid(CLIENT_ID, 11);
+    leaf.san = None;
+    let creds = ca.issue(leaf, vec![ca.root()], TD);
+    let text = refused_client(&ca, &creds, T).to_string();
+    assert!(text.contains("no SPIFFE SAN"), "{text}");
+}
+
+#[test]
+fn an_upstream_with_an_unexpected_identity_is_refused_before_the_request_leaves() {
+    let ca = TestCa::new("mesh root", 1);
+    let mut engine = engine(&ca, Randomness::System, &[("c", UPSTREAM_ID)]);
+    let down = accept(&mut engine);
+    let mut client = client(
+        &ca.issue(Leaf::valid(CLIENT_ID, 11), vec![ca.root()], TD),
+        Randomness::System,
+    );
+    client.seal(REQUEST);
+    let out = feed(&mut engine, down, &wire_of(&mut *client), 4096);
+    open(&mut *client, &out, down).unwrap();
+    let out = feed(&mut engine, down, &wire_of(&mut *client), 4096);
+    let up = connect_in(&out).expect("routed");
+    engine.handle(T, Input::Connected { conn: up });
+    let out = drain(&mut engine);
+    let impostor = "spiffe://cluster.local/ns/default/sa/ratings";
+    let mut upstream = upstream(
+        &ca.issue(Leaf::valid(impostor, 12), vec![ca.root()], TD),
+        Randomness::System,
+    );
+    open(&mut *upstream, &out, up).unwrap();
+    let out = feed(&mut engine, up, &wire_of(&mut *upstream), 4096);
+    // The engine alerts and closes; the upstream never sees the request.
+    let err = open(&mut *upstream, &out, up).unwrap_err();
+    assert_eq!(err.kind, TransformErrorKind::Handshake, "{err}");
+    let error = the_transport_failure(&mut engine, up, true);
+    let text = error.to_string();
+    assert!(
+        text.contains("unexpected identity") && text.contains(impostor),
+        "{text}"
+    );
+    assert!(text.contains("upstream c at 10.0.0.1:80"), "{text}");
+}
+
+#[test]
+fn plaintext_on_an_mtls_port_is_refused_without_an_http_answer() {
+    let ca = TestCa::new("mesh root", 1);
+    let mut engine = engine(&ca, Randomness::System, &[]);
+    let down = accept(&mut engine);
+    let out = feed(&mut engine, down, REQUEST, 4096);
+    assert!(!out.iter().any(|o| matches!(o, Output::Connect { .. })));
+    let sent = super::tests::sent_to(&out, down);
+    assert_eq!(
+        sent.first(),
+        Some(&0x15),
+        "a TLS alert record, not HTTP: {sent:?}"
+    );
+    assert!(out.contains(&Output::Close {
+        conn: down,
+        graceful: true
+    }));
+    let events = events(&mut engine);
+    assert!(
+        matches!(events.as_slice(), [Event::TransportFailed { error, .. }]
+            if error.kind == TransformErrorKind::Protocol),
+        "{events:?}"
+    );
+    assert!(engine.drain_logs().is_empty(), "no request was ever read");
+}
