@@ -93,10 +93,8 @@ impl TestCa {
             .collect();
         params.not_before = at(leaf.not_before);
         params.not_after = at(leaf.not_after);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        // Ed25519 keys sign; they never encipher.
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
