@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::tests::{accept, config, drain};
 use super::transport_tests::{
-    connect_in, events, feed, feed_at, open, the_transport_failure, wire_of, REQUEST, T,
+    connect_in, events, feed, feed_at, open, open_at, the_transport_failure, wire_of, REQUEST, T,
 };
 use super::*;
 use crate::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
@@ -281,4 +281,79 @@ fn plaintext_on_an_mtls_port_is_refused_without_an_http_answer() {
         "{events:?}"
     );
     assert!(engine.drain_logs().is_empty(), "no request was ever read");
+}
+
+#[test]
+fn renewal_keeps_established_connections_and_new_ones_get_the_new_certificate() {
+    let ca = TestCa::new("mesh root", 1);
+    let hour = Duration::from_secs(3600);
+    let peer_creds = |id, seed| {
+        let mut leaf = Leaf::valid(id, seed);
+        leaf.not_after = UNIX_BASE + 72 * hour;
+        ca.issue(leaf, vec![ca.root()], TD)
+    };
+    let transports = |creds: &MeshCredentials| {
+        let factory = MtlsTransports::new(creds, settings(Randomness::System, HashMap::new()));
+        Box::new(factory.unwrap())
+    };
+    // The engine's first certificate lasts until 24 h.
+    let first = ca.issue(Leaf::valid(ENGINE_ID, 10), vec![ca.root()], TD);
+    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    engine.set_transports(transports(&first));
+    let down = accept(&mut engine);
+    let mut caller = client(&peer_creds(CLIENT_ID, 11), Randomness::System);
+    caller.seal(REQUEST);
+    let out = feed(&mut engine, down, &wire_of(&mut *caller), 4096);
+    open(&mut *caller, &out, down).unwrap();
+    let out = feed(&mut engine, down, &wire_of(&mut *caller), 4096);
+    let up = connect_in(&out).expect("routed");
+    engine.handle(T, Input::Connected { conn: up });
+    let out = drain(&mut engine);
+    let mut upstream = upstream(&peer_creds(UPSTREAM_ID, 12), Randomness::System);
+    open(&mut *upstream, &out, up).unwrap();
+    let out = feed(&mut engine, up, &wire_of(&mut *upstream), 4096);
+    assert!(!open(&mut *upstream, &out, up).unwrap().is_empty());
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi";
+    upstream.seal(ANSWER);
+    let out = feed(&mut engine, up, &wire_of(&mut *upstream), 4096);
+    assert!(open(&mut *caller, &out, down).unwrap().ends_with(b"hi"));
+    // Renewed at 12 h; 30 h in, the first certificate has expired.
+    let mut leaf = Leaf::valid(ENGINE_ID, 20);
+    leaf.not_before = UNIX_BASE + 12 * hour;
+    leaf.not_after = UNIX_BASE + 36 * hour;
+    engine.set_transports(transports(&ca.issue(leaf, vec![ca.root()], TD)));
+    let later = Instant::from_millis(30 * 3_600_000);
+    // The established connections carry a second request, on the pooled upstream connection.
+    caller.seal(REQUEST);
+    let out = feed_at(&mut engine, later, down, &wire_of(&mut *caller), 4096);
+    assert!(
+        connect_in(&out).is_none(),
+        "the upstream connection is reused"
+    );
+    let request = open_at(&mut *upstream, later, &out, up).unwrap();
+    assert!(request.starts_with(b"GET /x HTTP/1.1\r\n"));
+    upstream.seal(ANSWER);
+    let out = feed_at(&mut engine, later, up, &wire_of(&mut *upstream), 4096);
+    assert!(open_at(&mut *caller, later, &out, down)
+        .unwrap()
+        .ends_with(b"hi"));
+    // A new client gets the renewed certificate and accepts it.
+    let accepted = Accepted::new(
+        "127.0.0.1:5556".parse().unwrap(),
+        "127.0.0.1:15001".parse().unwrap(),
+    );
+    let fresh = engine.accept(later, accepted.clone());
+    let mut newcomer = client(&peer_creds(CLIENT_ID, 13), Randomness::System);
+    let out = feed_at(&mut engine, later, fresh, &wire_of(&mut *newcomer), 4096);
+    open_at(&mut *newcomer, later, &out, fresh).unwrap();
+    assert!(newcomer.is_established());
+    assert!(events(&mut engine).is_empty());
+    // Without the renewal, the same newcomer would have refused the expired certificate.
+    let mut stale = Engine::try_new(Arc::new(config()), 1).unwrap();
+    stale.set_transports(transports(&first));
+    let conn = stale.accept(later, accepted);
+    let mut refuser = client(&peer_creds(CLIENT_ID, 14), Randomness::System);
+    let out = feed_at(&mut stale, later, conn, &wire_of(&mut *refuser), 4096);
+    let err = open_at(&mut *refuser, later, &out, conn).unwrap_err();
+    assert!(err.to_string().contains("certificate expired"), "{err}");
 }

@@ -78,11 +78,21 @@ pub(super) fn open(
     outputs: &[Output],
     conn: ConnId,
 ) -> Result<Vec<u8>, TransformError> {
+    open_at(peer, T, outputs, conn)
+}
+
+/// [`open`] with the peer's clock at `now`.
+pub(super) fn open_at(
+    peer: &mut dyn ByteTransform,
+    now: Instant,
+    outputs: &[Output],
+    conn: ConnId,
+) -> Result<Vec<u8>, TransformError> {
     let mut plain = BytesMut::new();
     for o in outputs {
         if let Output::Send { conn: c, data } = o {
             if *c == conn {
-                peer.receive(T, data, &mut plain)?;
+                peer.receive(now, data, &mut plain)?;
             }
         }
     }
