@@ -21,8 +21,8 @@ pub mod spiffe;
 pub mod transform;
 pub mod verify;
 
-#[cfg(test)]
-pub(crate) mod testca;
+#[cfg(any(test, feature = "test-pki"))]
+pub mod testca;
 #[cfg(test)]
 mod tests;
 
