@@ -1,10 +1,11 @@
-//! Real TLS peers nobody here wrote: OpenSSL's `s_client` against the engine's mTLS server
-//! transform, and the engine's mTLS client transform against `s_server`, over loopback TCP,
+//! Real TLS peers nobody here wrote: OpenSSL's `s_client` and Python's `ssl` module against the
+//! engine's mTLS server transform, and the engine's mTLS client transform against `s_server`,
+//! over loopback TCP,
 //! with certificates from the control plane's CA. Each side verifies the other: OpenSSL checks
 //! the chain to the root, the transforms check the chain and the SPIFFE id. A client whose
 //! certificate comes from a foreign CA is refused, naming the check.
 //!
-//! openssl must be installed: a missing binary fails these tests, never skips them.
+//! openssl and python3 must be installed: a missing binary fails these tests, never skips them.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -144,44 +145,20 @@ fn accept(listener: &TcpListener) -> TcpStream {
                 return s;
             }
             Err(_) if start.elapsed() < DEADLINE => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("openssl s_client never connected: {e}"),
+            Err(e) => panic!("the client never connected: {e}"),
         }
     }
 }
 
-/// `s_client` with `<client>.pem` calls the engine's server transform; what the server read,
-/// the identity it verified, and what s_client printed.
-fn s_client_calls(
-    pki: &Pki,
+/// A client program started by `spawn(port)` calls the engine's server transform; what the
+/// server read, the identity it verified, and what the program printed.
+fn client_calls(
     server: &MeshCredentials,
-    client: &str,
+    spawn: impl FnOnce(&str) -> Child,
 ) -> (Result<Vec<u8>, TransformError>, Option<String>, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let (cert, key) = (format!("{client}.pem"), format!("{client}.key"));
-    let mut child = openssl(
-        &pki.dir,
-        &[
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-cert",
-            &cert,
-            "-key",
-            &key,
-            "-CAfile",
-            "root.pem",
-            "-verify_return_error",
-            "-alpn",
-            "http/1.1",
-            "-quiet",
-        ],
-    );
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(b"GET /hello HTTP/1.1\r\nhost: reviews\r\n\r\n")
-        .unwrap();
-    drop(stdin);
+    let child = spawn(&port);
     let mut stream = accept(&listener);
     let peer = stream.peer_addr().unwrap();
     let local = stream.local_addr().unwrap();
@@ -217,21 +194,100 @@ fn s_client_calls(
     (read, identity, printed)
 }
 
-#[test]
-fn openssl_s_client_with_a_workload_certificate_reaches_the_engine_server() {
-    let mut pki = Pki::new("s_client");
+/// `openssl s_client` with `<client>.pem`, sending one request.
+fn s_client(pki: &Pki, client: &str, port: &str) -> Child {
+    let (cert, key) = (format!("{client}.pem"), format!("{client}.key"));
+    let mut child = openssl(
+        &pki.dir,
+        &[
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-CAfile",
+            "root.pem",
+            "-verify_return_error",
+            "-alpn",
+            "http/1.1",
+            "-quiet",
+        ],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: reviews\r\n\r\n")
+        .unwrap();
+    drop(stdin);
+    child
+}
+
+/// Python's ssl module as the client, with `productpage`'s certificate.
+const PYTHON_CLIENT: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations("root.pem")
+ctx.load_cert_chain("productpage.pem", "productpage.key")
+ctx.check_hostname = False
+ctx.set_alpn_protocols(["http/1.1"])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20) as raw:
+    with ctx.wrap_socket(raw) as tls:
+        tls.sendall(b"GET /hello HTTP/1.1\r\nhost: reviews\r\n\r\n")
+        got = b""
+        while True:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        print(got.decode())
+        print("ALPN", tls.selected_alpn_protocol(), tls.version())
+"#;
+
+fn python_client(pki: &Pki, port: &str) -> Child {
+    Command::new("python3")
+        .args(["-c", PYTHON_CLIENT, port])
+        .current_dir(&pki.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed for this test")
+}
+
+/// A client program with productpage's certificate, started by `spawn(pki, port)`, calls the
+/// engine's server transform with reviews' certificate: the request arrives, the server
+/// verified productpage's SPIFFE id, and the answer naming it reaches the program, which printed
+/// what is returned.
+fn productpage_calls_reviews(name: &str, spawn: impl FnOnce(&Pki, &str) -> Child) -> String {
+    let mut pki = Pki::new(name);
     let server = pki.workload("reviews");
     pki.workload("productpage");
-    let (read, identity, printed) = s_client_calls(&pki, &server, "productpage");
+    let (read, identity, printed) = client_calls(&server, |port| spawn(&pki, port));
     let request = String::from_utf8(read.unwrap()).unwrap();
     assert!(request.starts_with("GET /hello HTTP/1.1\r\n"), "{request}");
     let id = "spiffe://cluster.local/ns/default/sa/productpage";
     assert_eq!(identity.as_deref(), Some(id));
     assert!(
         printed.contains(&format!("hello {id}")),
-        "s_client printed: {printed}"
+        "{name} printed: {printed}"
     );
     let _ = std::fs::remove_dir_all(&pki.dir);
+    printed
+}
+
+#[test]
+fn openssl_s_client_with_a_workload_certificate_reaches_the_engine_server() {
+    productpage_calls_reviews("s_client", |pki, port| s_client(pki, "productpage", port));
+}
+
+#[test]
+fn python_ssl_with_a_workload_certificate_reaches_the_engine_server() {
+    let printed = productpage_calls_reviews("python", python_client);
+    assert!(
+        printed.contains("ALPN http/1.1 TLSv1.3"),
+        "python printed: {printed}"
+    );
 }
 
 #[test]
@@ -247,7 +303,7 @@ fn openssl_s_client_with_a_foreign_certificate_is_refused() {
         )
         .unwrap();
     }
-    let (read, identity, printed) = s_client_calls(&pki, &server, "intruder");
+    let (read, identity, printed) = client_calls(&server, |port| s_client(&pki, "intruder", port));
     let err = read.unwrap_err();
     assert!(err.to_string().contains("unknown CA"), "{err}");
     assert!(
