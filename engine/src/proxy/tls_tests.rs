@@ -74,58 +74,126 @@ fn upstream(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTran
     peer(creds, randomness, endpoint)
 }
 
-/// Everything one request across both hops put on the wire, in order.
-fn two_hops(ca: &TestCa, randomness: Randomness, step: usize) -> Vec<u8> {
+/// An engine with a request on its way: both hops' handshakes done and the request read by
+/// the upstream sidecar.
+struct Hops {
+    engine: Engine,
+    down: ConnId,
+    up: ConnId,
+    client: Box<dyn ByteTransform>,
+    upstream: Box<dyn ByteTransform>,
+    /// Everything the engine sent, in order.
+    transcript: Vec<u8>,
+}
+
+fn record(transcript: &mut Vec<u8>, out: &[Output]) {
+    for o in out {
+        if let Output::Send { data, .. } = o {
+            transcript.extend_from_slice(data);
+        }
+    }
+}
+
+/// A client's request through the engine to the upstream sidecar, `step` bytes at a time.
+fn request_through(ca: &TestCa, randomness: Randomness, step: usize) -> Hops {
     let mut engine = engine(ca, randomness, &[("c", UPSTREAM_ID)]);
     let mut transcript = Vec::new();
-    let mut sent = |out: &[Output]| {
-        for o in out {
-            if let Output::Send { data, .. } = o {
-                transcript.extend_from_slice(data);
-            }
-        }
-    };
     let down = accept(&mut engine);
-    let mut client = client(
-        &ca.issue(Leaf::valid(CLIENT_ID, 11), vec![ca.root()], TD),
-        randomness,
-    );
+    let creds = ca.issue(Leaf::valid(CLIENT_ID, 11), vec![ca.root()], TD);
+    let mut client = client(&creds, randomness);
     client.seal(REQUEST);
     // ClientHello in; the engine's server flight out.
     let out = feed(&mut engine, down, &wire_of(&mut *client), step);
-    sent(&out);
+    record(&mut transcript, &out);
     assert!(open(&mut *client, &out, down).unwrap().is_empty());
     assert!(client.is_established(), "step {step}");
     // The client's certificate, Finished and the request.
     let out = feed(&mut engine, down, &wire_of(&mut *client), step);
-    sent(&out);
+    record(&mut transcript, &out);
     let up = connect_in(&out).expect("the decrypted request is routed");
     engine.handle(T, Input::Connected { conn: up });
     let out = drain(&mut engine);
-    sent(&out);
+    record(&mut transcript, &out);
     let creds = ca.issue(Leaf::valid(UPSTREAM_ID, 12), vec![ca.root()], TD);
     let mut upstream = upstream(&creds, randomness);
     assert!(open(&mut *upstream, &out, up).unwrap().is_empty());
     let out = feed(&mut engine, up, &wire_of(&mut *upstream), step);
-    sent(&out);
+    record(&mut transcript, &out);
     let text = String::from_utf8(open(&mut *upstream, &out, up).unwrap()).unwrap();
     assert!(
         text.starts_with("GET /x HTTP/1.1\r\n"),
         "step {step}: {text}"
     );
     assert_eq!(upstream.peer_identity(), Some(ENGINE_ID), "step {step}");
-    upstream.seal(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi");
-    let out = feed(&mut engine, up, &wire_of(&mut *upstream), step);
-    sent(&out);
-    let text = String::from_utf8(open(&mut *client, &out, down).unwrap()).unwrap();
+    assert_eq!(client.peer_identity(), Some(ENGINE_ID));
+    Hops {
+        engine,
+        down,
+        up,
+        client,
+        upstream,
+        transcript,
+    }
+}
+
+/// Everything one request and its answer across both hops put on the wire, in order.
+fn two_hops(ca: &TestCa, randomness: Randomness, step: usize) -> Vec<u8> {
+    let mut h = request_through(ca, randomness, step);
+    h.upstream
+        .seal(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi");
+    let out = feed(&mut h.engine, h.up, &wire_of(&mut *h.upstream), step);
+    record(&mut h.transcript, &out);
+    let text = String::from_utf8(open(&mut *h.client, &out, h.down).unwrap()).unwrap();
     assert!(
         text.starts_with("HTTP/1.1 200 OK\r\n"),
         "step {step}: {text}"
     );
     assert!(text.ends_with("\r\n\r\nhi"), "step {step}: {text}");
-    assert_eq!(client.peer_identity(), Some(ENGINE_ID));
-    assert!(events(&mut engine).is_empty(), "step {step}");
-    transcript
+    assert!(events(&mut h.engine).is_empty(), "step {step}");
+    h.transcript
+}
+
+#[test]
+fn backpressure_holds_across_the_tls_layer() {
+    let ca = TestCa::new("mesh root", 1);
+    let mut h = request_through(&ca, Randomness::System, 4096);
+    const BODY: usize = 4 << 20;
+    h.upstream
+        .seal(format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n").as_bytes());
+    let chunk = vec![b'z'; 64 * 1024];
+    let (mut sent_down, mut paused, mut at_client) = (0, false, 0);
+    // The client's writes are never acknowledged: the engine must stop reading the upstream
+    // once about a connection buffer (1 MiB) of TLS records waits for the client.
+    for _ in 0..BODY / chunk.len() {
+        h.upstream.seal(&chunk);
+        let out = feed(&mut h.engine, h.up, &wire_of(&mut *h.upstream), 1 << 20);
+        at_client += open(&mut *h.client, &out, h.down).unwrap().len();
+        sent_down += super::tests::sent_to(&out, h.down).len();
+        let pause = Output::ReadInterest {
+            conn: h.up,
+            enabled: false,
+        };
+        if out.contains(&pause) {
+            paused = true;
+            break;
+        }
+    }
+    assert!(
+        paused,
+        "the upstream was never paused ({sent_down} bytes sent down)"
+    );
+    assert!(
+        (1 << 20..(1 << 20) + (256 << 10)).contains(&sent_down),
+        "{sent_down}"
+    );
+    assert!(at_client > 1 << 20, "the client decrypted what was sent");
+    // The client drains: reading resumes.
+    h.engine.handle(T, Input::WriteDrained { conn: h.down });
+    let resume = Output::ReadInterest {
+        conn: h.up,
+        enabled: true,
+    };
+    assert!(drain(&mut h.engine).contains(&resume));
 }
 
 #[test]
