@@ -184,3 +184,46 @@ fn plaintext_is_a_protocol_error_with_an_alert() {
     assert!(err.to_string().contains("client 10.0.0.1:40000"), "{err}");
     assert!(s.wants_write(), "an alert goes out");
 }
+
+#[test]
+fn a_certificate_not_yet_valid_is_refused_by_name() {
+    let ca = TestCa::new("root", 1);
+    let mut leaf = Leaf::valid(CLIENT_ID, 2);
+    leaf.not_before = UNIX_BASE + std::time::Duration::from_secs(3600);
+    let client_creds = ca.issue(leaf, vec![ca.root()], "cluster.local");
+    let server_creds = ca.issue(Leaf::valid(SERVER_ID, 3), vec![ca.root()], "cluster.local");
+    let mut client = MtlsTransports::new(&client_creds, settings(Randomness::System)).unwrap();
+    let mut server = MtlsTransports::new(&server_creds, settings(Randomness::System)).unwrap();
+    let endpoint = Endpoint::Upstream {
+        cluster: "reviews",
+        addr: addr("10.0.0.2:9080"),
+    };
+    let mut c = transform(client.transport(Instant::ZERO, endpoint).unwrap());
+    let endpoint = Endpoint::Downstream {
+        listener: "inbound",
+        peer: addr("10.0.0.1:40000"),
+        local: addr("10.0.0.2:9080"),
+    };
+    let mut s = transform(server.transport(Instant::ZERO, endpoint).unwrap());
+    let (side, err) = converse(&mut *c, &mut *s, 4096).err().expect("refused");
+    assert_eq!(side, "server");
+    let text = err.to_string();
+    assert!(
+        text.contains("certificate not yet valid") && text.contains(CLIENT_ID),
+        "{text}"
+    );
+}
+
+/// Whatever bytes arrive, the server transform answers with an error or waits for more; it
+/// never panics, and after an error it has its alert ready.
+#[quickcheck_macros::quickcheck]
+fn arbitrary_bytes_never_panic_a_server(chunks: Vec<Vec<u8>>) -> bool {
+    let (_, mut s) = pair(Randomness::System);
+    let mut plain = BytesMut::new();
+    for chunk in &chunks {
+        if s.receive(Instant::ZERO, chunk, &mut plain).is_err() {
+            return plain.is_empty() && s.wants_write();
+        }
+    }
+    plain.is_empty()
+}
