@@ -194,27 +194,17 @@ fn client_calls(
     (read, identity, printed)
 }
 
-/// `openssl s_client` with `<client>.pem`, sending one request.
+/// `openssl s_client` with `<client>.pem` (no certificate when `client` is empty), sending one
+/// request.
 fn s_client(pki: &Pki, client: &str, port: &str) -> Child {
+    let connect = format!("127.0.0.1:{port}");
     let (cert, key) = (format!("{client}.pem"), format!("{client}.key"));
-    let mut child = openssl(
-        &pki.dir,
-        &[
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-cert",
-            &cert,
-            "-key",
-            &key,
-            "-CAfile",
-            "root.pem",
-            "-verify_return_error",
-            "-alpn",
-            "http/1.1",
-            "-quiet",
-        ],
-    );
+    let mut args = vec!["s_client", "-connect", &connect, "-CAfile", "root.pem"];
+    if !client.is_empty() {
+        args.extend(["-cert", &cert, "-key", &key]);
+    }
+    args.extend(["-verify_return_error", "-alpn", "http/1.1", "-quiet"]);
+    let mut child = openssl(&pki.dir, &args);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(b"GET /hello HTTP/1.1\r\nhost: reviews\r\n\r\n")
@@ -315,6 +305,18 @@ fn openssl_s_client_with_a_foreign_certificate_is_refused() {
     assert!(!printed.contains("hello"), "{printed}");
     let _ = std::fs::remove_dir_all(&pki.dir);
     let _ = std::fs::remove_dir_all(&foreign.dir);
+}
+
+#[test]
+fn openssl_s_client_without_a_certificate_is_refused() {
+    let mut pki = Pki::new("s_client-anonymous");
+    let server = pki.workload("reviews");
+    let (read, identity, printed) = client_calls(&server, |port| s_client(&pki, "", port));
+    let err = read.unwrap_err();
+    assert!(err.to_string().contains("no client certificate"), "{err}");
+    assert_eq!(identity, None);
+    assert!(!printed.contains("hello"), "{printed}");
+    let _ = std::fs::remove_dir_all(&pki.dir);
 }
 
 #[test]
