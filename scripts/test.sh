@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one command that runs every Trellis test (README: "Run every test").
-# Installs the real peers the end-to-end tests use when they are missing (CI runs as root),
+# Installs the real peers the end-to-end and TLS tests use when they are missing (CI runs as
+# root; openssl for the CA and mTLS peer tests),
 # then checks formatting, lints, and runs the whole workspace's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 # tool → Debian package (sha256sum comes with coreutils).
-for tool in curl python3 sha256sum iptables; do
+for tool in curl python3 sha256sum iptables openssl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     case "$tool" in
       sha256sum) need+=(coreutils) ;;

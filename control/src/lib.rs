@@ -9,10 +9,13 @@
 //!   flattened like Envoy's (per host, port and subset clusters, one outbound route table).
 //! - [`proxy_config`]: the `trellis proxy --config FILE` format.
 //! - [`explain`]: which rule a request hits, and why.
+//! - [`ca`]: the certificate authority: workload certificates with SPIFFE ids from CSRs,
+//!   renewal times, the trust bundle and root rotation.
 //! - [`analyze`]: Istio's analyzer checks (`istioctl analyze`), with Istio's codes and wording.
 //! - [`diag`]: diagnostics and errors shared by all of them.
 
 pub mod analyze;
+pub mod ca;
 pub mod diag;
 pub mod explain;
 pub mod istio;

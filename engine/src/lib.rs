@@ -19,7 +19,9 @@
 //! - [`route`]: VirtualService-style route matching and request rewriting.
 //! - [`cluster`]: load balancing, outlier detection and circuit breaking per cluster.
 //! - [`transport`]: the byte-transform slot between a connection's socket and its codec
-//!   (where TLS goes), and the factory that picks each connection's transport.
+//!   (where TLS goes), and the factory that picks each connection's transport; `transport::tls`
+//!   is mutual TLS through rustls driven in memory, with SPIFFE identity checks at engine time
+//!   and a seeded crypto provider so simulated handshakes replay.
 //! - [`proxy`]: the engine itself, gluing connections, requests and upstream pools.
 //! - [`time`], [`rng`]: the engine-owned clock value and seeded randomness.
 //! - `hash`: the fast unkeyed hasher of the lookup-only maps.

@@ -575,4 +575,6 @@ mod istio_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tls_tests;
+#[cfg(test)]
 mod transport_tests;

@@ -47,16 +47,19 @@ impl Engine {
     /// Recompute read interest after the downstream side drained or buffered more.
     pub(super) fn refresh_backpressure_from_down(&mut self, now: Instant, down_id: DownstreamId) {
         let limit = self.snapshot.config.http.connection_buffer_bytes;
-        let Some(Conn {
+        let Some(conn) = self.conns.get(down_id.conn()) else {
+            return;
+        };
+        let Conn {
             side: Side::Down(down),
-            unacked,
-            out,
             ..
-        }) = self.conns.get(down_id.conn())
+        } = conn
         else {
             return;
         };
-        let down_backlog = unacked + out.len();
+        // Counted as everywhere else: buffered here, held in the transport (TLS records not yet
+        // collected, plaintext sealed before the handshake) and in the driver.
+        let down_backlog = conn.backlog();
         let (partner, unsent) = match down.state {
             DownState::Active(req) => {
                 let r = self.requests.get(req);

@@ -48,50 +48,93 @@ fn engine(transports: TestTransports) -> Engine {
     engine
 }
 
-const T: Instant = Instant::ZERO;
+pub(super) const T: Instant = Instant::ZERO;
 
 /// Hand `bytes` to the engine on `conn` in pieces of `step` bytes.
-fn feed(engine: &mut Engine, conn: ConnId, bytes: &[u8], step: usize) -> Vec<Output> {
+pub(super) fn feed(engine: &mut Engine, conn: ConnId, bytes: &[u8], step: usize) -> Vec<Output> {
+    feed_at(engine, T, conn, bytes, step)
+}
+
+/// [`feed`] at engine time `now`.
+pub(super) fn feed_at(
+    engine: &mut Engine,
+    now: Instant,
+    conn: ConnId,
+    bytes: &[u8],
+    step: usize,
+) -> Vec<Output> {
     let mut out = Vec::new();
     for chunk in bytes.chunks(step.max(1)) {
         let data = Bytes::copy_from_slice(chunk);
-        engine.handle(T, Input::Received { conn, data });
+        engine.handle(now, Input::Received { conn, data });
         out.extend(drain(engine));
     }
     out
 }
 
 /// Everything `outputs` send on `conn`, through the peer's transform, as plaintext.
-fn open(peer: &mut Framed, outputs: &[Output], conn: ConnId) -> Result<Vec<u8>, TransformError> {
+pub(super) fn open(
+    peer: &mut dyn ByteTransform,
+    outputs: &[Output],
+    conn: ConnId,
+) -> Result<Vec<u8>, TransformError> {
+    open_at(peer, T, outputs, conn)
+}
+
+/// [`open`] with the peer's clock at `now`.
+pub(super) fn open_at(
+    peer: &mut dyn ByteTransform,
+    now: Instant,
+    outputs: &[Output],
+    conn: ConnId,
+) -> Result<Vec<u8>, TransformError> {
     let mut plain = BytesMut::new();
     for o in outputs {
         if let Output::Send { conn: c, data } = o {
             if *c == conn {
-                peer.receive(T, data, &mut plain)?;
+                peer.receive(now, data, &mut plain)?;
             }
         }
     }
     Ok(plain.to_vec())
 }
 
-fn wire_of(peer: &mut Framed) -> Vec<u8> {
+pub(super) fn wire_of(peer: &mut dyn ByteTransform) -> Vec<u8> {
     let mut wire = BytesMut::new();
     peer.poll_wire(&mut wire);
     wire.to_vec()
 }
 
 /// The upstream connection `outputs` ask for.
-fn connect_in(outputs: &[Output]) -> Option<ConnId> {
+pub(super) fn connect_in(outputs: &[Output]) -> Option<ConnId> {
     outputs.iter().find_map(|o| match o {
         Output::Connect { conn, .. } => Some(*conn),
         _ => None,
     })
 }
 
-const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n";
+pub(super) const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n";
 
-fn events(engine: &mut Engine) -> Vec<Event> {
+pub(super) fn events(engine: &mut Engine) -> Vec<Event> {
     std::iter::from_fn(|| engine.poll_event()).collect()
+}
+
+/// The engine's one event: a transport failure on `conn` (an upstream one or not); its error.
+pub(super) fn the_transport_failure(
+    engine: &mut Engine,
+    conn: ConnId,
+    upstream: bool,
+) -> TransformError {
+    let events = events(engine);
+    match events.as_slice() {
+        [Event::TransportFailed {
+            conn: c,
+            upstream: u,
+            error,
+            ..
+        }] if *c == conn && *u == upstream => error.clone(),
+        _ => panic!("expected one transport failure on {conn}: {events:?}"),
+    }
 }
 
 #[test]
@@ -166,17 +209,7 @@ fn a_refused_client_gets_an_alert_a_close_and_one_event_naming_why() {
         conn: down,
         graceful: true
     }));
-    let events = events(&mut engine);
-    let [Event::TransportFailed {
-        conn,
-        upstream: false,
-        error,
-        ..
-    }] = events.as_slice()
-    else {
-        panic!("{events:?}");
-    };
-    assert_eq!(*conn, down);
+    let error = the_transport_failure(&mut engine, down, false);
     assert_eq!(error.kind, TransformErrorKind::PeerRefused);
     assert!(error.to_string().contains("key 0"), "{error}");
     assert_eq!(engine.stats().transport_failures, 1);

@@ -21,6 +21,7 @@
 //! [`framed`] holds a small record-layer transform used to prove the slot in tests.
 
 pub mod framed;
+pub mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;

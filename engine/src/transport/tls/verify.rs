@@ -1,0 +1,256 @@
+//! Peer verification for mesh TLS: the chain (webpki, at engine time), then the SPIFFE id.
+//!
+//! rustls's own verifiers check a chain and, for servers, a DNS name. Mesh certificates carry
+//! no DNS name: a workload is named by its SPIFFE URI SAN, as in Istio. So both verifiers
+//! here run webpki's chain check (trust anchors, validity at the time rustls passes in, which
+//! is engine time through [`super::clock::EngineClock`], key usage) and then read the SPIFFE
+//! id and check its trust domain and, when the caller expects particular identities (the
+//! `subjectAltNames` of a destination), that it is one of them.
+//!
+//! Every refusal is a [`PeerRefusal`] naming the one check that failed and the identity the
+//! peer claimed, carried through rustls as `CertificateError::Other` so the transform can
+//! turn it back into one log line.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
+    SignatureScheme,
+};
+
+use super::spiffe::{SpiffeError, SpiffeId};
+
+/// Why a peer's certificate was refused: one check, and who the certificate claimed to be.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefusal {
+    #[error(
+        "certificate expired: {claimed} was valid until {not_after} (UNIX s); engine time is {now}"
+    )]
+    Expired {
+        claimed: String,
+        not_after: u64,
+        now: u64,
+    },
+    #[error("certificate not yet valid: {claimed} is valid from {not_before} (UNIX s); engine time is {now}")]
+    NotYetValid {
+        claimed: String,
+        not_before: u64,
+        now: u64,
+    },
+    #[error("unknown CA: {claimed} does not chain to the trust bundle")]
+    UnknownCa { claimed: String },
+    #[error("invalid certificate: {claimed}: {reason}")]
+    Invalid { claimed: String, reason: String },
+    #[error("no SPIFFE SAN: {0}")]
+    NoSpiffeId(SpiffeError),
+    #[error("wrong trust domain: {claimed} is not in trust domain {expected}")]
+    WrongTrustDomain { claimed: String, expected: String },
+    #[error("unexpected identity: {claimed} is not one of {expected:?}")]
+    UnexpectedIdentity {
+        claimed: String,
+        expected: Vec<String>,
+    },
+}
+
+/// The identity checks both verifiers make after the chain.
+#[derive(Clone, Debug)]
+pub struct IdentityCheck {
+    /// Only identities in this trust domain are accepted.
+    pub trust_domain: String,
+    /// When not empty, only these SPIFFE ids are accepted.
+    pub expected: Vec<String>,
+}
+
+impl IdentityCheck {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<SpiffeId, PeerRefusal> {
+        let id = SpiffeId::of_certificate(end_entity).map_err(PeerRefusal::NoSpiffeId)?;
+        if id.trust_domain() != self.trust_domain {
+            return Err(PeerRefusal::WrongTrustDomain {
+                claimed: id.to_string(),
+                expected: self.trust_domain.clone(),
+            });
+        }
+        if !self.expected.is_empty() && !self.expected.iter().any(|e| e == id.as_str()) {
+            return Err(PeerRefusal::UnexpectedIdentity {
+                claimed: id.to_string(),
+                expected: self.expected.clone(),
+            });
+        }
+        Ok(id)
+    }
+}
+
+/// How a certificate names itself in a refusal before its identity is verified.
+fn claimed(end_entity: &CertificateDer<'_>) -> String {
+    match SpiffeId::of_certificate(end_entity) {
+        Ok(id) => id.to_string(),
+        Err(e) => format!("a certificate with no usable SPIFFE id ({e})"),
+    }
+}
+
+/// Turn webpki's chain verdict into a refusal that names the check.
+fn chain_refusal(end_entity: &CertificateDer<'_>, error: Error) -> PeerRefusal {
+    let claimed = claimed(end_entity);
+    match error {
+        Error::InvalidCertificate(CertificateError::ExpiredContext { time, not_after }) => {
+            PeerRefusal::Expired {
+                claimed,
+                not_after: not_after.as_secs(),
+                now: time.as_secs(),
+            }
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYetContext { time, not_before }) => {
+            PeerRefusal::NotYetValid {
+                claimed,
+                not_before: not_before.as_secs(),
+                now: time.as_secs(),
+            }
+        }
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => PeerRefusal::UnknownCa { claimed },
+        other => PeerRefusal::Invalid {
+            claimed,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A refusal as rustls carries it (and alerts `bad_certificate`).
+fn refuse(refusal: PeerRefusal) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refusal))))
+}
+
+/// The handshake-signature methods both verifier traits require, checked with the
+/// provider's algorithms (`self.algorithms`), as rustls's own verifiers do.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    };
+}
+
+/// The client side's verifier of servers: chain to the bundle, then the SPIFFE id.
+#[derive(Debug)]
+pub struct MeshServerVerifier {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+    identity: IdentityCheck,
+}
+
+impl MeshServerVerifier {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        algorithms: WebPkiSupportedAlgorithms,
+        identity: IdentityCheck,
+    ) -> Self {
+        MeshServerVerifier {
+            roots,
+            algorithms,
+            identity,
+        }
+    }
+}
+
+impl ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        // The name a client dialled is an address or a service host, never the SPIFFE id: the
+        // identity check below replaces the DNS name check, as in Istio.
+        let parsed = ParsedCertificate::try_from(end_entity)
+            .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )
+        .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        self.identity.check(end_entity).map_err(refuse)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signatures!();
+}
+
+/// The server side's verifier of clients: a certificate is mandatory, chains to the bundle,
+/// and names an identity in the trust domain. Which identities may call is policy
+/// (AuthorizationPolicy), decided on the verified identity after the handshake.
+#[derive(Debug)]
+pub struct MeshClientVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    algorithms: WebPkiSupportedAlgorithms,
+    identity: IdentityCheck,
+}
+
+impl MeshClientVerifier {
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        identity: IdentityCheck,
+    ) -> Result<Self, rustls::server::VerifierBuilderError> {
+        let algorithms = provider.signature_verification_algorithms;
+        let chain = WebPkiClientVerifier::builder_with_provider(roots, provider).build()?;
+        Ok(MeshClientVerifier {
+            chain,
+            algorithms,
+            identity,
+        })
+    }
+}
+
+impl ClientCertVerifier for MeshClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        self.identity.check(end_entity).map_err(refuse)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    handshake_signatures!();
+}
