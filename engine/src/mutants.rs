@@ -123,6 +123,9 @@ pub struct Mutations {
     /// A rule that redirects or answers itself skips its fault (what Trellis once did; pilot
     /// puts the fault on the route whatever its action, and Envoy's fault filter runs first).
     pub faults_skip_local_answers: bool,
+    /// A fallback route (`Route::fallback`) is tried like any other, even while another route
+    /// applies to the request's port and client.
+    pub fallback_always_tried: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

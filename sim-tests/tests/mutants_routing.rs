@@ -21,11 +21,20 @@ planted!(regex_unanchored_end, regex_unanchored_end);
 planted!(header_value_ignored, header_value_ignored);
 planted!(rewrite_keeps_prefix, rewrite_keeps_prefix);
 planted!(header_add_overwrites, header_add_overwrites);
+planted!(fallback_always_tried, fallback_always_tried);
 
 #[test]
 fn catches_weighted_choice_off_by_one() {
     let seed = first_catching_seed(weighted_pick_inclusive, Invariant::Weights, VOCAB_BUDGET);
     eprintln!("weighted choice walking the weights with <= caught by seed {seed}");
+}
+
+/// Expected: `Routing` (a request taken by a fallback route while another rule applies to its
+/// port and client).
+#[test]
+fn catches_fallback_always_tried() {
+    let seed = first_catching_seed(fallback_always_tried, Invariant::Routing, VOCAB_BUDGET);
+    eprintln!("fallback route tried while another applies caught by seed {seed}");
 }
 
 #[test]

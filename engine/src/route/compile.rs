@@ -98,6 +98,10 @@ impl CompiledRoute {
         if !routes.get(index).is_some_and(|r| r.fallback) {
             return false;
         }
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().fallback_always_tried {
+            return false;
+        }
         *applicable.get_or_insert_with(|| routes.iter().any(|r| !r.fallback && r.applies(req)))
     }
 

@@ -424,6 +424,7 @@ fn gen_rules(
                     rewrite,
                     edits,
                     dest_edits,
+                    fallback: false,
                 })),
                 ..Rule::default()
             }
@@ -504,6 +505,28 @@ pub fn enrich(r: &mut fastrand::Rng, scn: &mut Scenario) {
         .collect(),
         headers,
     });
+}
+
+/// Make some rules of the vocabulary fallback routes (`Route::fallback`), on a stream of its
+/// own so that seeds drawing none keep their scenario.
+pub fn fallbacks(seed: u64, scn: &mut Scenario) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0xfa11_bac5_0000_0010);
+    let rules = scn
+        .services
+        .iter_mut()
+        .flat_map(|s| s.rules.iter_mut())
+        .chain(
+            scn.config_pushes
+                .iter_mut()
+                .flat_map(|p| p.rules.iter_mut()),
+        );
+    for rule in rules {
+        if let Some(v) = rule.vocab.as_mut() {
+            if r.u8(0..100) < 20 {
+                v.fallback = true;
+            }
+        }
+    }
 }
 
 /// The policy of the rules the swarm drew (timeouts, retries, faults), handed to the new rules

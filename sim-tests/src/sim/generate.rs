@@ -216,6 +216,7 @@ impl Scenario {
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
         if vocab.u8(0..100) < 50 {
             super::gen_routes::enrich(&mut vocab, &mut scn);
+            super::gen_routes::fallbacks(seed, &mut scn);
         }
         scn.normalize();
         scn

@@ -308,8 +308,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                 percent: f64::from(f.abort_percent),
             }),
         }),
-        // Generated rules are always tried; the reference has no fallback routes to model.
-        fallback: false,
+        fallback: vocab.is_some_and(|v| v.fallback),
     }
 }
 

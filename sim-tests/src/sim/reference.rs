@@ -257,12 +257,42 @@ pub fn rule_match(rule: &Rule, req: &SeenRequest<'_>) -> Option<Option<usize>> {
     bs.iter().position(|b| block_matches(b, req)).map(Some)
 }
 
-/// The first rule of `rules` the request takes, and the block it matched by.
+/// The first rule of `rules` the request takes, and the block it matched by. A fallback rule
+/// is passed over while any other rule applies to the request's port and client (istiod
+/// builds a client's routes per port and per client, and gives a service whose
+/// VirtualService keeps no rule its default route: `TranslateRoute`,
+/// `BuildHTTPRoutesForVirtualService` in pilot/pkg/networking/core/route/route.go).
 pub fn route(rules: &[Rule], req: &SeenRequest<'_>) -> Option<(usize, Option<usize>)> {
-    rules
-        .iter()
-        .enumerate()
-        .find_map(|(i, r)| rule_match(r, req).map(|b| (i, b)))
+    let mut others_apply = None;
+    rules.iter().enumerate().find_map(|(i, r)| {
+        if is_fallback(r)
+            && *others_apply.get_or_insert_with(|| {
+                rules
+                    .iter()
+                    .any(|o| !is_fallback(o) && rule_applies(o, req))
+            })
+        {
+            return None;
+        }
+        rule_match(r, req).map(|b| (i, b))
+    })
+}
+
+fn is_fallback(rule: &Rule) -> bool {
+    rule.vocab.as_ref().is_some_and(|v| v.fallback)
+}
+
+/// Whether istiod keeps `rule` for the request's port and client: it has no blocks, or one
+/// of its blocks names no other `port` and no `sourceLabels` the client lacks.
+fn rule_applies(rule: &Rule, req: &SeenRequest<'_>) -> bool {
+    let bs = blocks(rule);
+    bs.is_empty()
+        || bs.iter().any(|m| {
+            m.port.is_none_or(|p| p == req.port)
+                && m.source_labels
+                    .iter()
+                    .all(|kv| req.labels.iter().any(|l| l == kv))
+        })
 }
 
 /// The path (with query) the upstream must receive after `rule`'s rewrite, matched by block

@@ -120,6 +120,11 @@ pub struct RuleVocab {
     /// Destination-level `headers`, by version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dest_edits: Vec<(usize, HeaderEdits)>,
+    /// A fallback route (the engine's `Route::fallback`, what the control plane makes of a
+    /// service's default route when port or client filters leave its VirtualService without a
+    /// rule): tried only when no other rule applies to the request's port and client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
 }
 
 /// What clients may put in a request, for scenarios with the routing vocabulary: each request
