@@ -425,6 +425,7 @@ fn gen_rules(
                     edits,
                     dest_edits,
                     fallback: false,
+                    dest_authorities: Vec::new(),
                 })),
                 ..Rule::default()
             }
@@ -524,6 +525,33 @@ pub fn fallbacks(seed: u64, scn: &mut Scenario) {
         if let Some(v) = rule.vocab.as_mut() {
             if r.u8(0..100) < 20 {
                 v.fallback = true;
+            }
+        }
+    }
+}
+
+/// Give some forwarding rules of the vocabulary per-destination Host rewrites
+/// (`WeightedCluster::authority`), on a stream of their own.
+pub fn dest_authorities(seed: u64, scn: &mut Scenario) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0xa07b_0e57_0000_0011);
+    let rules = (scn.services.iter_mut().enumerate())
+        .flat_map(|(s, svc)| svc.rules.iter_mut().map(move |rule| (s, rule)))
+        .chain((scn.config_pushes.iter_mut()).flat_map(|p| {
+            let s = p.service;
+            p.rules.iter_mut().map(move |rule| (s, rule))
+        }));
+    for (s, rule) in rules {
+        let dests: Vec<usize> = rule.dests.iter().map(|(v, _)| *v).collect();
+        let Some(v) = rule.vocab.as_mut() else {
+            continue;
+        };
+        if v.action.is_some() || r.u8(0..100) >= 15 {
+            continue;
+        }
+        for version in dests {
+            if r.bool() {
+                v.dest_authorities
+                    .push((version, format!("dest{s}-v{version}.example")));
             }
         }
     }

@@ -217,6 +217,7 @@ impl Scenario {
         if vocab.u8(0..100) < 50 {
             super::gen_routes::enrich(&mut vocab, &mut scn);
             super::gen_routes::fallbacks(seed, &mut scn);
+            super::gen_routes::dest_authorities(seed, &mut scn);
         }
         scn.normalize();
         scn

@@ -261,7 +261,11 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                             weight: if single { 100 } else { *w },
                             request_headers: edits.map(|e| ops(&e.request)).unwrap_or_default(),
                             response_headers: edits.map(|e| ops(&e.response)).unwrap_or_default(),
-                            authority: None,
+                            authority: vocab.and_then(|vc| {
+                                (vc.dest_authorities.iter())
+                                    .find(|(dv, _)| dv == v)
+                                    .map(|(_, a)| a.clone())
+                            }),
                         }
                     })
                     .collect(),

@@ -363,12 +363,19 @@ fn regex_rewrite(pattern: &str, template: &str, shape: &RequestShape) -> String 
     out
 }
 
-/// The Host the upstream must receive.
-pub fn upstream_authority<'a>(rule: &'a Rule, shape: &'a RequestShape) -> &'a str {
-    rule.vocab
-        .as_ref()
-        .and_then(|v| v.rewrite.as_ref())
-        .and_then(|rw| rw.authority.as_deref())
+/// The Host the upstream of version `version` must receive: the destination's own rewrite,
+/// else the rule's, else the client's (pilot's `processWeightedDestination` puts a
+/// destination's `host` on its weighted cluster, which Envoy applies over the route's).
+pub fn upstream_authority<'a>(rule: &'a Rule, version: usize, shape: &'a RequestShape) -> &'a str {
+    let vocab = rule.vocab.as_ref();
+    vocab
+        .and_then(|v| v.dest_authorities.iter().find(|(dv, _)| *dv == version))
+        .map(|(_, a)| a.as_str())
+        .or_else(|| {
+            vocab
+                .and_then(|v| v.rewrite.as_ref())
+                .and_then(|rw| rw.authority.as_deref())
+        })
         .unwrap_or(&shape.authority)
 }
 

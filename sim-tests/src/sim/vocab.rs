@@ -125,6 +125,11 @@ pub struct RuleVocab {
     /// rule): tried only when no other rule applies to the request's port and client.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fallback: bool,
+    /// Destination-level Host rewrites, by version (the engine's `WeightedCluster::authority`:
+    /// what pilot makes of a destination's `headers.request.set.host`); they win over the
+    /// rule's `rewrite.authority` for requests sent to that version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dest_authorities: Vec<(usize, String)>,
 }
 
 /// What clients may put in a request, for scenarios with the routing vocabulary: each request

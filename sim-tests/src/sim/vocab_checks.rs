@@ -57,7 +57,7 @@ impl Mesh<'_> {
                 shape.target()
             ));
         }
-        let want_host = reference::upstream_authority(rule, shape);
+        let want_host = reference::upstream_authority(rule, version, shape);
         let hosts = seen.values("host");
         if hosts.len() != 1 || hosts[0] != want_host {
             problems.push(format!("host {hosts:?}, expected {want_host:?}"));
