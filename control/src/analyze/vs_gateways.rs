@@ -10,6 +10,8 @@
 //! without a hostname serves every host. Hosts match with wildcards on either side. A missing
 //! gateway serves nothing, so it gets both messages, as in Istio.
 
+use crate::translate::gateway::binding::server_hosts_for;
+
 use super::codes::{REFERENCED_INTERNAL_GATEWAY, VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY};
 use super::input::Inputs;
 use super::message::{referenced_not_found, Message};
@@ -36,26 +38,6 @@ pub fn host_matches(a: &str, b: &str) -> bool {
         (None, Some(sb)) => a.ends_with(sb),
         (None, None) => a == b,
     }
-}
-
-/// The hosts a Gateway's servers offer to VirtualServices of `vs_namespace`.
-fn istio_gateway_hosts(
-    hosts: &[String],
-    gateway_namespace: &str,
-    vs_namespace: &str,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for h in hosts {
-        match h.split_once('/') {
-            Some(("*", "*")) => return vec!["*".to_string()],
-            Some(("*", host)) => out.push(host.to_string()),
-            Some((".", host)) if gateway_namespace == vs_namespace => out.push(host.to_string()),
-            Some((ns, host)) if ns == vs_namespace => out.push(host.to_string()),
-            Some(_) => {}
-            None => out.push(h.clone()),
-        }
-    }
-    out
 }
 
 /// Run the gateway checks on every VirtualService.
@@ -92,7 +74,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
             for g in istio {
                 exists = true;
                 for server in &g.spec.servers {
-                    offered.extend(istio_gateway_hosts(&server.hosts, g.namespace(), vs_ns));
+                    offered.extend(server_hosts_for(&server.hosts, g.namespace(), vs_ns));
                 }
             }
             for g in &kube {
