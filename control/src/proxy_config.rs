@@ -17,6 +17,10 @@
 //! istio:
 //!   paths: [istio/]            # files or directories, relative to this file
 //!   resources: [...]           # inline Istio documents
+//! workload:                    # who this sidecar's workload is (policies select on it)
+//!   namespace: default         # default "default"
+//!   serviceAccount: reviews    # default "default"
+//!   labels: {app: reviews, version: v1}
 //! gateway:                     # optional: run as a gateway proxy instead of a sidecar
 //!   labels: {istio: ingressgateway}   # the Gateways whose selector these match are served
 //!   namespace: istio-system
@@ -45,7 +49,7 @@ use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
 use crate::translate::{
     hosts, translate, translate_gateway, GatewayOptions, Registry, Service, ServiceEndpoint,
-    ServicePort, OUTBOUND_ROUTE_TABLE,
+    ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
 };
 
 /// A loaded proxy configuration.
@@ -54,6 +58,9 @@ pub struct LoadedConfig {
     pub config: Config,
     /// Diagnostics from loading and translation (unknown fields, IST0101 ...).
     pub warnings: Vec<Diagnostic>,
+    /// The workload this proxy stands in front of (the file's `workload:`; defaults:
+    /// namespace `default`, service account `default`, no labels).
+    pub workload: Workload,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +71,27 @@ struct FileShape {
     http: HttpSpec,
     istio: IstioSpec,
     gateway: Option<GatewaySpec>,
+    workload: WorkloadSpec,
+}
+
+/// `workload:`: who the sidecar's workload is, for the policies that select it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct WorkloadSpec {
+    namespace: Option<String>,
+    service_account: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+impl WorkloadSpec {
+    fn workload(&self) -> Workload {
+        let d = Workload::default();
+        Workload {
+            namespace: self.namespace.clone().unwrap_or(d.namespace),
+            service_account: self.service_account.clone().unwrap_or(d.service_account),
+            labels: self.labels.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -319,7 +347,11 @@ pub fn parse_proxy_config_with(
             .file(file),
         );
     }
-    Ok(LoadedConfig { config, warnings })
+    Ok(LoadedConfig {
+        config,
+        warnings,
+        workload: shape.workload.workload(),
+    })
 }
 
 fn read_shape(

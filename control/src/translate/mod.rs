@@ -20,6 +20,7 @@ pub mod policy;
 pub mod ports;
 pub mod registry;
 pub mod routes;
+pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -34,6 +35,7 @@ pub use catalog::{cluster_name, Catalog};
 pub use gateway::{translate_gateway, GatewayOptions};
 pub use policy::EffectivePolicy;
 pub use registry::{Registry, Service, ServiceEndpoint, ServicePort};
+pub use workload::Workload;
 
 use crate::diag::Diagnostic;
 use crate::istio::destination_rule::{Subset, TlsMode};
