@@ -328,6 +328,7 @@ pub fn parse_proxy_config_with(
             ));
         }
         config.listeners.push(Listener {
+            mtls: Default::default(),
             name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
             address,
             route_table,

@@ -163,6 +163,7 @@ fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<
                     .iter()
                     .filter(|e| e.selected_by(&selector))
                     .map(|e| Endpoint {
+                        sidecar: false,
                         address: std::net::SocketAddr::new(e.address, e.target_port(port.number)),
                         weight: e.weight.max(1),
                         labels: e.labels.clone(),
@@ -182,6 +183,7 @@ fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<
                     },
                 );
                 out.config.clusters.push(Cluster {
+                    tls: Default::default(),
                     name,
                     service: svc.host.clone(),
                     subset: subset_name,
