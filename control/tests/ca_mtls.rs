@@ -62,7 +62,7 @@ fn transform(
     };
     let mut factory = MtlsTransports::new(creds, settings).unwrap();
     match factory.transport(Instant::ZERO, endpoint, None).unwrap() {
-        Transport::Transformed(t) => t,
+        Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("{other:?}"),
     }
 }

@@ -18,6 +18,8 @@ use crate::diag::{ConfigError, Diagnostic};
 
 const NETWORKING_GROUP: &str = "networking.istio.io";
 const NETWORKING_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+const SECURITY_GROUP: &str = "security.istio.io";
+const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 
 /// Read every `*.yaml` / `*.yml` file under `dir` (recursively, in path order).
 pub fn load_dir(dir: &Path) -> Result<ResourceSet, ConfigError> {
@@ -117,7 +119,12 @@ fn read_document(
             .unwrap_or_else(|| format!("<document {index}>")),
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    if group != NETWORKING_GROUP {
+    let versions: &[&str] = match group {
+        NETWORKING_GROUP => &NETWORKING_VERSIONS,
+        SECURITY_GROUP => &SECURITY_VERSIONS,
+        _ => &[],
+    };
+    if versions.is_empty() {
         let note = if group.ends_with(".istio.io") {
             Diagnostic::warning(format!(
                 "{api_version} {kind} is not supported by Trellis yet; skipped"
@@ -131,14 +138,15 @@ fn read_document(
             .push(note.file(file).resource(source.to_string()));
         return Ok(());
     }
-    if !NETWORKING_VERSIONS.contains(&version) {
+    if !versions.contains(&version) {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
             line: None,
             resource: source.to_string(),
             field: "apiVersion".to_string(),
             message: format!(
-                "unsupported version {version:?} (expected one of v1, v1beta1, v1alpha3)"
+                "unsupported version {version:?} of {group} (expected one of {})",
+                versions.join(", ")
             ),
         });
     }
@@ -151,26 +159,37 @@ fn read_document(
             message: "missing (every resource needs a name)".to_string(),
         });
     }
-    match kind {
-        "VirtualService" => {
+    match (group, kind) {
+        (SECURITY_GROUP, "PeerAuthentication") => {
+            set.peer_authentications
+                .push(typed_resource(typed, source, &mut set.diagnostics)?)
+        }
+        (SECURITY_GROUP, other) => set.diagnostics.push(
+            Diagnostic::warning(format!(
+                "{SECURITY_GROUP} kind {other} is not supported by Trellis yet; skipped"
+            ))
+            .file(file)
+            .resource(source.to_string()),
+        ),
+        (_, "VirtualService") => {
             set.virtual_services
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
-        "DestinationRule" => {
+        (_, "DestinationRule") => {
             set.destination_rules
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
-        "ServiceEntry" => {
+        (_, "ServiceEntry") => {
             set.service_entries
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
-        "Gateway" => set
+        (_, "Gateway") => set
             .gateways
             .push(typed_resource(typed, source, &mut set.diagnostics)?),
-        "Sidecar" => set
+        (_, "Sidecar") => set
             .sidecars
             .push(typed_resource(typed, source, &mut set.diagnostics)?),
-        other => set.diagnostics.push(
+        (_, other) => set.diagnostics.push(
             Diagnostic::warning(format!(
                 "{NETWORKING_GROUP} kind {other} is not supported by Trellis yet; skipped"
             ))

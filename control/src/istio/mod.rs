@@ -9,6 +9,7 @@ pub mod destination_rule;
 pub mod duration;
 pub mod gateway;
 pub mod loader;
+pub mod peer_authentication;
 pub mod service_entry;
 pub mod virtual_service;
 
@@ -20,6 +21,7 @@ pub use common::ObjectMeta;
 pub use destination_rule::DestinationRuleSpec;
 pub use gateway::{GatewaySpec, SidecarSpec};
 pub use loader::{load_dir, load_file, parse_str};
+pub use peer_authentication::PeerAuthenticationSpec;
 pub use service_entry::ServiceEntrySpec;
 pub use virtual_service::VirtualServiceSpec;
 
@@ -81,6 +83,7 @@ pub struct ResourceSet {
     pub service_entries: Vec<Resource<ServiceEntrySpec>>,
     pub gateways: Vec<Resource<GatewaySpec>>,
     pub sidecars: Vec<Resource<SidecarSpec>>,
+    pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -92,6 +95,7 @@ impl ResourceSet {
         self.service_entries.extend(other.service_entries);
         self.gateways.extend(other.gateways);
         self.sidecars.extend(other.sidecars);
+        self.peer_authentications.extend(other.peer_authentications);
         self.diagnostics.extend(other.diagnostics);
     }
 
@@ -102,6 +106,7 @@ impl ResourceSet {
             + self.service_entries.len()
             + self.gateways.len()
             + self.sidecars.len()
+            + self.peer_authentications.len()
     }
 
     pub fn is_empty(&self) -> bool {
