@@ -577,6 +577,8 @@ enum Work {
 #[cfg(test)]
 mod istio_tests;
 #[cfg(test)]
+mod mtls_policy_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;
