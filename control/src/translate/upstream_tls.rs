@@ -158,3 +158,6 @@ fn read_pem(path: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Stri
 pub fn endpoint_has_sidecar(labels: &std::collections::BTreeMap<String, String>) -> bool {
     labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")
 }
+
+#[cfg(test)]
+mod tests;
