@@ -278,6 +278,7 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             tracing::warn!("{diagnostic}");
         }
     }
+    let watched = loaded.watched_files.clone();
     let config = Arc::new(loaded.config);
     // Compile it the way the engine will, so a bad config fails here, loudly.
     trellis_engine::Engine::try_new(config.clone(), 0).context("the engine refuses this config")?;
@@ -325,6 +326,8 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         WatchOptions {
             poll: (!args.no_watch).then_some(Duration::from_secs(1)),
             sighup: true,
+            // A renewed certificate is picked up like an edited config.
+            also: watched,
         },
     )
     .context("cannot watch the config file")?;

@@ -27,6 +27,15 @@ pub(super) struct IdentitySpec {
 }
 
 impl IdentitySpec {
+    /// The files named, resolved against `base`.
+    pub fn files(&self, base: &Path) -> Vec<std::path::PathBuf> {
+        [&self.cert_chain, &self.key, &self.root_cert]
+            .into_iter()
+            .flatten()
+            .map(|p| base.join(p))
+            .collect()
+    }
+
     /// Read the files (relative to `base`). All three or none.
     pub fn load(
         &self,
