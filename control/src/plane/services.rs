@@ -33,8 +33,27 @@ pub fn derive_registry(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Registry {
     let mut registry = Registry::default();
+    let mut by_namespace: BTreeMap<&str, Vec<&WorkloadInstance>> = BTreeMap::new();
+    for w in instances {
+        by_namespace
+            .entry(w.workload.namespace.as_str())
+            .or_default()
+            .push(w);
+    }
+    let mut slices_of: BTreeMap<(&str, &str), Vec<&Kube<KubeEndpointSlice>>> = BTreeMap::new();
+    for s in &objects.endpoint_slices {
+        if let Some(name) = s.object.metadata.labels.get(SERVICE_NAME_LABEL) {
+            slices_of
+                .entry((s.source.namespace.as_str(), name.as_str()))
+                .or_default()
+                .push(s);
+        }
+    }
     for svc in &objects.services {
-        let Some(service) = derive_service(svc, objects, instances, diagnostics) else {
+        let key = (svc.source.namespace.as_str(), svc.source.name.as_str());
+        let pods = by_namespace.get(key.0).map(Vec::as_slice).unwrap_or(&[]);
+        let slices = slices_of.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let Some(service) = derive_service(svc, slices, pods, diagnostics) else {
             continue;
         };
         if registry.service(&service.host).is_some() {
@@ -67,10 +86,11 @@ fn diag<T>(object: &Kube<T>, message: &str) -> Diagnostic {
         .resource(object.source.to_string())
 }
 
+/// One Service, from its EndpointSlices or the pods of its namespace (`pods`).
 fn derive_service(
     svc: &Kube<KubeService>,
-    objects: &KubeObjects,
-    instances: &[WorkloadInstance],
+    slices: &[&Kube<KubeEndpointSlice>],
+    pods: &[&WorkloadInstance],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Service> {
     let spec = &svc.object.spec;
@@ -96,23 +116,15 @@ fn derive_service(
             ),
         })
         .collect();
-    let slices: Vec<&Kube<KubeEndpointSlice>> = objects
-        .endpoint_slices
-        .iter()
-        .filter(|s| {
-            s.source.namespace == namespace
-                && s.object.metadata.labels.get(SERVICE_NAME_LABEL) == Some(&svc.source.name)
-        })
-        .collect();
     let endpoints = if !slices.is_empty() {
         slices
             .iter()
-            .flat_map(|slice| slice_endpoints(slice, svc, instances, diagnostics))
+            .flat_map(|slice| slice_endpoints(slice, svc, pods, diagnostics))
             .collect()
     } else if spec.selector.is_empty() {
         Vec::new()
     } else {
-        selected_endpoints(svc, instances, diagnostics)
+        selected_endpoints(svc, pods, diagnostics)
     };
     Some(Service {
         host: format!("{}.{namespace}.svc.cluster.local", svc.source.name),
@@ -125,15 +137,14 @@ fn derive_service(
 /// What Kubernetes' EndpointSlice controller writes for a selector, as pilot then reads it.
 fn selected_endpoints(
     svc: &Kube<KubeService>,
-    instances: &[WorkloadInstance],
+    instances: &[&WorkloadInstance],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServiceEndpoint> {
     let spec = &svc.object.spec;
     let mut out = Vec::new();
-    for pod in instances {
-        if pod.workload.namespace != svc.source.namespace
-            || !pod.workload.matches_labels(&spec.selector)
-        {
+    for &pod in instances {
+        debug_assert_eq!(pod.workload.namespace, svc.source.namespace);
+        if !pod.workload.matches_labels(&spec.selector) {
             continue;
         }
         let Some(address) = pod.address else {
@@ -191,7 +202,7 @@ fn endpoint_of(
 fn slice_endpoints(
     slice: &Kube<KubeEndpointSlice>,
     svc: &Kube<KubeService>,
-    instances: &[WorkloadInstance],
+    instances: &[&WorkloadInstance],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServiceEndpoint> {
     let s = &slice.object;
@@ -240,7 +251,7 @@ fn slice_endpoints(
             let pod = match by_ref {
                 Some(r) => {
                     let ns = r.namespace.as_deref().unwrap_or(&slice.source.namespace);
-                    let found = instances.iter().find(|p| {
+                    let found = instances.iter().copied().find(|p| {
                         Some(p.name.as_str()) == r.name.as_deref() && p.workload.namespace == ns
                     });
                     if found.is_none() {
@@ -251,6 +262,7 @@ fn slice_endpoints(
                 }
                 None => instances
                     .iter()
+                    .copied()
                     .find(|p| p.address.is_some_and(|addr| addr.ip == ip)),
             };
             out.push(endpoint_of(ip, ports.clone(), None, pod));
