@@ -282,3 +282,28 @@ fn watcher_hands_out_a_snapshot_only_when_content_changes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_documented_example_directory_loads_cleanly() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/plane/mesh");
+    let snap = Snapshot::read_dir(&dir).unwrap();
+    assert!(snap.diagnostics.is_empty(), "{:#?}", snap.diagnostics);
+    let reviews = snap
+        .registry
+        .service("reviews.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(reviews.endpoints.len(), 3);
+    assert!(reviews.endpoints.iter().all(|e| {
+        e.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+            && e.service_account.as_deref() == Some("bookinfo-reviews")
+    }));
+    let productpage = snap.workload("default", "productpage-v1").unwrap();
+    let scoped = crate::plane::scope(&snap, &productpage.workload);
+    let translation = scoped.document.translate().unwrap();
+    assert!(translation
+        .config
+        .clusters
+        .iter()
+        .any(|c| c.name == "outbound|9080|v3|reviews.default.svc.cluster.local"));
+}
