@@ -33,7 +33,17 @@ pub struct ControlArgs {
     /// How often to look for changed files, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     poll_ms: u64,
+    /// Quiet period before a change is pushed (Istio's PILOT_DEBOUNCE_AFTER), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    debounce_after_ms: u64,
+    /// Longest a stream of changes is held back (Istio's PILOT_DEBOUNCE_MAX), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    debounce_max_ms: u64,
 }
+
+/// A sidecar that does not take a push within this long is disconnected (it reconnects and
+/// resumes), so one stuck sidecar cannot stall the others.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Note {
     Opened(ConnId, TcpStream),
@@ -49,7 +59,13 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     std::thread::spawn(move || accept(listener, tx));
     let start = Wall::now();
     let now = || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let mut server = Server::new(PushConfig::default());
+    if args.debounce_after_ms > args.debounce_max_ms {
+        anyhow::bail!("--debounce-after-ms must not exceed --debounce-max-ms");
+    }
+    let mut server = Server::new(PushConfig {
+        debounce_after: Duration::from_millis(args.debounce_after_ms),
+        debounce_max: Duration::from_millis(args.debounce_max_ms),
+    });
     let mut watcher = DirWatcher::new(&args.dir);
     let mut writers: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
     let poll = Duration::from_millis(args.poll_ms.max(10));
@@ -100,7 +116,11 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                     None => Ok(()),
                 });
             if let Err(e) = sent {
-                tracing::warn!(conn = id, "push failed: {e}");
+                tracing::warn!(conn = id, "push failed, disconnecting: {e}");
+                if let Some(w) = writers.remove(&id) {
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                }
+                server.handle(now(), Input::Disconnected(id));
             }
         }
         while let Some(event) = server.poll_event() {
@@ -131,6 +151,9 @@ fn accept(listener: TcpListener, tx: mpsc::Sender<Note>) {
         let Ok(writer) = stream.try_clone() else {
             continue;
         };
+        if let Err(e) = writer.set_write_timeout(Some(WRITE_TIMEOUT)) {
+            tracing::warn!("cannot set a write timeout: {e}");
+        }
         if tx.send(Note::Opened(id, writer)).is_err() {
             return;
         }

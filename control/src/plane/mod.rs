@@ -24,7 +24,7 @@ pub mod watch;
 pub mod workloads;
 
 pub use document::SidecarDocument;
-pub use scope::{scope, Scoped};
+pub use scope::{scope, ScopeIndex, Scoped};
 pub use snapshot::Snapshot;
 pub use watch::DirWatcher;
 pub use workloads::{InstanceAddress, WorkloadInstance, ADDRESSES_ANNOTATION};

@@ -48,79 +48,141 @@ pub struct Scoped {
 
 /// The scope of the sidecar in front of `workload`.
 pub fn scope(snapshot: &Snapshot, workload: &Workload) -> Scoped {
-    let ns = workload.namespace.as_str();
-    let sidecar = sidecar_for(snapshot, workload);
-    let imports = match sidecar {
-        Some(sc) => Imports::of(&sc.spec, ns),
-        None => Imports::everything(),
-    };
-    let mut registry = Registry::default();
-    let service_scopes = service_export_scopes(snapshot);
-    for svc in &snapshot.registry.services {
-        let visible = service_scopes
-            .get(svc.host.as_str())
-            .is_none_or(|scopes| visible_in(scopes, ns));
-        if visible && imports.service(&svc.host, &svc.namespace) {
-            registry.services.push(svc.clone());
-        }
-    }
-    let mut imported_hosts: Vec<String> =
-        registry.services.iter().map(|s| s.host.clone()).collect();
-    let mut resources = Vec::new();
-    let mut keep = |source: &Source| {
-        if let Some(doc) = snapshot.documents.get(source) {
-            resources.push(DocResource {
-                file: source.file.clone(),
-                document: doc.clone(),
-            });
-        }
-    };
-    for se in &snapshot.resources.service_entries {
-        if !visible_in(&export_scopes(&se.spec.export_to, se.namespace()), ns) {
-            continue;
-        }
-        let hosts: Vec<String> = se
-            .spec
-            .hosts
-            .iter()
-            .map(|h| resolve(h, se.namespace()))
-            .collect();
-        if hosts.iter().any(|h| imports.service(h, se.namespace())) {
-            imported_hosts.extend(hosts);
-            keep(&se.source);
-        }
-    }
-    for vs in &snapshot.resources.virtual_services {
-        let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
-        if for_mesh
-            && visible_in(&export_scopes(&vs.spec.export_to, vs.namespace()), ns)
-            && vs
-                .spec
-                .hosts
+    ScopeIndex::new(snapshot).scope(snapshot, workload)
+}
+
+/// What scoping needs of each resource (export scopes, resolved hosts), computed once per
+/// snapshot so that scoping many sidecars does not recompute it each time.
+#[derive(Clone, Debug)]
+pub struct ScopeIndex {
+    digest: u64,
+    /// Kubernetes Service host → export scopes (only annotated ones).
+    service_scopes: BTreeMap<String, BTreeSet<String>>,
+    service_entries: Vec<Indexed>,
+    /// Only those bound to `mesh`.
+    virtual_services: Vec<Indexed>,
+    destination_rules: Vec<Indexed>,
+}
+
+#[derive(Clone, Debug)]
+struct Indexed {
+    source: Source,
+    scopes: BTreeSet<String>,
+    /// Hosts resolved in the resource's namespace.
+    hosts: Vec<String>,
+}
+
+impl Indexed {
+    fn new(source: &Source, export_to: &[String], hosts: &[String]) -> Self {
+        Indexed {
+            source: source.clone(),
+            scopes: export_scopes(export_to, &source.namespace),
+            hosts: hosts
                 .iter()
-                .any(|h| imports.virtual_service(&resolve(h, vs.namespace()), vs.namespace()))
-        {
-            keep(&vs.source);
+                .map(|h| resolve(h, &source.namespace))
+                .collect(),
         }
     }
-    let imported_hosts: BTreeSet<String> = imported_hosts.into_iter().collect();
-    for dr in &snapshot.resources.destination_rules {
-        let host = resolve(&dr.spec.host, dr.namespace());
-        let applies = if host.starts_with('*') {
-            imported_hosts.iter().any(|h| host_covers(&host, h))
-        } else {
-            imported_hosts.contains(&host)
+}
+
+impl ScopeIndex {
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let r = &snapshot.resources;
+        ScopeIndex {
+            digest: snapshot.digest,
+            service_scopes: service_export_scopes(snapshot),
+            service_entries: r
+                .service_entries
+                .iter()
+                .map(|se| Indexed::new(&se.source, &se.spec.export_to, &se.spec.hosts))
+                .collect(),
+            virtual_services: r
+                .virtual_services
+                .iter()
+                .filter(|vs| {
+                    vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh")
+                })
+                .map(|vs| Indexed::new(&vs.source, &vs.spec.export_to, &vs.spec.hosts))
+                .collect(),
+            destination_rules: r
+                .destination_rules
+                .iter()
+                .map(|dr| {
+                    Indexed::new(
+                        &dr.source,
+                        &dr.spec.export_to,
+                        std::slice::from_ref(&dr.spec.host),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The scope of the sidecar in front of `workload` in `snapshot` (the one indexed).
+    pub fn scope(&self, snapshot: &Snapshot, workload: &Workload) -> Scoped {
+        debug_assert_eq!(self.digest, snapshot.digest, "index of another snapshot");
+        let ns = workload.namespace.as_str();
+        let sidecar = sidecar_for(snapshot, workload);
+        let imports = match sidecar {
+            Some(sc) => Imports::of(&sc.spec, ns),
+            None => Imports::everything(),
         };
-        if applies && visible_in(&export_scopes(&dr.spec.export_to, dr.namespace()), ns) {
-            keep(&dr.source);
+        let mut registry = Registry::default();
+        for svc in &snapshot.registry.services {
+            let visible = self
+                .service_scopes
+                .get(svc.host.as_str())
+                .is_none_or(|scopes| visible_in(scopes, ns));
+            if visible && imports.service(&svc.host, &svc.namespace) {
+                registry.services.push(svc.clone());
+            }
         }
-    }
-    Scoped {
-        sidecar: sidecar.map(|s| s.source.clone()),
-        document: SidecarDocument {
-            registry,
-            resources,
-        },
+        let mut imported_hosts: BTreeSet<&str> =
+            registry.services.iter().map(|s| s.host.as_str()).collect();
+        let mut kept: Vec<&Source> = Vec::new();
+        for se in &self.service_entries {
+            let ns_of = se.source.namespace.as_str();
+            if visible_in(&se.scopes, ns) && se.hosts.iter().any(|h| imports.service(h, ns_of)) {
+                imported_hosts.extend(se.hosts.iter().map(String::as_str));
+                kept.push(&se.source);
+            }
+        }
+        for vs in &self.virtual_services {
+            let ns_of = vs.source.namespace.as_str();
+            if visible_in(&vs.scopes, ns)
+                && vs.hosts.iter().any(|h| imports.virtual_service(h, ns_of))
+            {
+                kept.push(&vs.source);
+            }
+        }
+        for dr in &self.destination_rules {
+            let applies = dr.hosts.iter().any(|host| {
+                if host.starts_with('*') {
+                    imported_hosts.iter().any(|h| host_covers(host, h))
+                } else {
+                    imported_hosts.contains(host.as_str())
+                }
+            });
+            if applies && visible_in(&dr.scopes, ns) {
+                kept.push(&dr.source);
+            }
+        }
+        let resources = kept
+            .into_iter()
+            .filter_map(|source| {
+                Some(DocResource {
+                    file: source.file.clone(),
+                    document: snapshot.documents.get(source)?.clone(),
+                })
+            })
+            .collect();
+        Scoped {
+            sidecar: sidecar.map(|s| s.source.clone()),
+            document: SidecarDocument {
+                registry,
+                resources,
+            },
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use super::delta::{diff, digest};
 use super::wire::{ClientMessage, Digest, ServerMessage, Version};
 use crate::istio::Source;
 use crate::plane::document::SidecarDocument;
-use crate::plane::scope::{scope, sidecar_for};
+use crate::plane::scope::{sidecar_for, ScopeIndex};
 use crate::plane::snapshot::Snapshot;
 use crate::translate::Workload;
 
@@ -117,8 +117,8 @@ pub struct Server {
     debounce: Debounce,
     /// The newest snapshot (released or waiting for the debounce).
     latest: Option<Arc<Snapshot>>,
-    /// The snapshot sidecars converge to, and its version.
-    released: Option<Arc<Snapshot>>,
+    /// The snapshot sidecars converge to, its scoping index, and its version.
+    released: Option<(Arc<Snapshot>, ScopeIndex)>,
     version: Version,
     /// Documents of the release, by (namespace, applicable Sidecar).
     documents: BTreeMap<(String, Option<Source>), (Digest, Arc<SidecarDocument>)>,
@@ -208,7 +208,8 @@ impl Server {
         let Some(latest) = self.latest.clone() else {
             return;
         };
-        self.released = Some(latest);
+        let index = ScopeIndex::new(&latest);
+        self.released = Some((latest, index));
         self.version += 1;
         self.documents.clear();
         self.events.push_back(Event::Released {
@@ -298,7 +299,7 @@ impl Server {
 
     /// The current document for `workload` (computed once per scope and release).
     fn document_for(&mut self, workload: &Workload) -> Option<(Digest, Arc<SidecarDocument>)> {
-        let snapshot = self.released.as_ref()?;
+        let (snapshot, index) = self.released.as_ref()?;
         let key = (
             workload.namespace.clone(),
             sidecar_for(snapshot, workload).map(|s| s.source.clone()),
@@ -306,7 +307,7 @@ impl Server {
         if let Some(found) = self.documents.get(&key) {
             return Some(found.clone());
         }
-        let document = Arc::new(scope(snapshot, workload).document);
+        let document = Arc::new(index.scope(snapshot, workload).document);
         let entry = (digest(&document), document);
         self.documents.insert(key, entry.clone());
         Some(entry)

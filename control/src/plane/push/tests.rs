@@ -432,3 +432,46 @@ fn every_sidecar_converges_after_the_network_heals(ops: Vec<Op>) -> Result<(), S
     w.settle();
     w.check_converged()
 }
+
+#[test]
+fn a_delta_the_sidecar_cannot_apply_is_answered_with_resync_and_a_full_document() {
+    let mut server = Server::new(PushConfig::default());
+    let now = Instant::ZERO;
+    server.handle(now, Input::Snapshot(snapshots()[0].clone()));
+    server.handle_timeout(now + Duration::from_millis(100));
+    let mut first = Client::new("a", workload("shop"));
+    server.handle(now, Input::Message(1, first.hello()));
+    let (_, full) = server.poll_transmit().expect("full document");
+    let ack = first.handle(full, apply);
+    server.handle(now, Input::Message(1, ack));
+    let later = now + Duration::from_millis(200);
+    server.handle(later, Input::Snapshot(snapshots()[1].clone()));
+    server.handle_timeout(later + Duration::from_millis(100));
+    let (_, delta) = server.poll_transmit().expect("delta");
+    assert!(matches!(delta, ServerMessage::Delta { .. }));
+    // A client that does not hold the delta's base (say, restarted without its state).
+    let mut fresh = Client::new("a", workload("shop"));
+    let answer = fresh.handle(delta, apply);
+    assert_eq!(answer, ClientMessage::Resync);
+    server.handle(now, Input::Message(1, answer));
+    let (_, again) = server.poll_transmit().expect("full document again");
+    assert!(matches!(again, ServerMessage::Full { .. }));
+    assert!(matches!(
+        fresh.handle(again, apply),
+        ClientMessage::Ack { .. }
+    ));
+}
+
+#[test]
+fn messages_out_of_place_are_reported_and_ignored() {
+    let mut server = Server::new(PushConfig::default());
+    server.handle(
+        Instant::ZERO,
+        Input::Message(7, ClientMessage::Ack { version: 1 }),
+    );
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ProtocolError { conn: 7, .. })
+    ));
+    assert!(server.poll_transmit().is_none());
+}
