@@ -20,6 +20,10 @@
 //!   resolved in its namespace) matches an entry for its namespace or `*`, in either direction
 //!   (pilot's legacy `Matches`). Several egress listeners are one union here, since a Trellis
 //!   sidecar has one outbound route table; `port` and `bind` of a listener are not applied.
+//! - **Destinations of imported VirtualServices** are imported too, when visible
+//!   (`collectImportedServices`), so a route never names a service its sidecar cannot reach;
+//!   pilot trims such a service to the ports the routes use and skips rules whose
+//!   `sourceNamespaces` exclude the sidecar, which this does not.
 //! - **Also left out**: VirtualServices bound only to gateways (not `mesh`), Sidecars (applied
 //!   here), Gateways (a sidecar ignores them), DestinationRules and ServiceEntries none of
 //!   whose hosts the sidecar imports.
@@ -70,6 +74,8 @@ struct Indexed {
     scopes: BTreeSet<String>,
     /// Hosts resolved in the resource's namespace.
     hosts: Vec<String>,
+    /// A VirtualService's destination hosts (routes and mirror), resolved likewise.
+    destinations: Vec<String>,
 }
 
 impl Indexed {
@@ -81,6 +87,7 @@ impl Indexed {
                 .iter()
                 .map(|h| resolve(h, &source.namespace))
                 .collect(),
+            destinations: Vec::new(),
         }
     }
 }
@@ -102,7 +109,17 @@ impl ScopeIndex {
                 .filter(|vs| {
                     vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh")
                 })
-                .map(|vs| Indexed::new(&vs.source, &vs.spec.export_to, &vs.spec.hosts))
+                .map(|vs| {
+                    let mut indexed = Indexed::new(&vs.source, &vs.spec.export_to, &vs.spec.hosts);
+                    let rules = vs.spec.http.iter();
+                    indexed.destinations = rules
+                        .flat_map(|r| r.route.iter().map(|d| &d.destination).chain(&r.mirror))
+                        .map(|d| resolve(&d.host, vs.namespace()))
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    indexed
+                })
                 .collect(),
             destination_rules: r
                 .destination_rules
@@ -127,34 +144,50 @@ impl ScopeIndex {
             Some(sc) => Imports::of(&sc.spec, ns),
             None => Imports::everything(),
         };
-        let mut registry = Registry::default();
-        for svc in &snapshot.registry.services {
-            let visible = self
-                .service_scopes
-                .get(svc.host.as_str())
-                .is_none_or(|scopes| visible_in(scopes, ns));
-            if visible && imports.service(&svc.host, &svc.namespace) {
-                registry.services.push(svc.clone());
-            }
-        }
-        let mut imported_hosts: BTreeSet<&str> =
-            registry.services.iter().map(|s| s.host.as_str()).collect();
+        // VirtualServices first: the services their routes name are imported too
+        // (`collectImportedServices`: "infer more possible destinations from virtual services").
         let mut kept: Vec<&Source> = Vec::new();
-        for se in &self.service_entries {
-            let ns_of = se.source.namespace.as_str();
-            if visible_in(&se.scopes, ns) && se.hosts.iter().any(|h| imports.service(h, ns_of)) {
-                imported_hosts.extend(se.hosts.iter().map(String::as_str));
-                kept.push(&se.source);
-            }
-        }
+        let mut destinations: BTreeSet<&str> = BTreeSet::new();
         for vs in &self.virtual_services {
             let ns_of = vs.source.namespace.as_str();
             if visible_in(&vs.scopes, ns)
                 && vs.hosts.iter().any(|h| imports.virtual_service(h, ns_of))
             {
                 kept.push(&vs.source);
+                destinations.extend(vs.destinations.iter().map(String::as_str));
             }
         }
+        let mut registry = Registry::default();
+        for svc in &snapshot.registry.services {
+            let visible = self
+                .service_scopes
+                .get(svc.host.as_str())
+                .is_none_or(|scopes| visible_in(scopes, ns));
+            if visible
+                && (imports.service(&svc.host, &svc.namespace)
+                    || destinations.contains(svc.host.as_str()))
+            {
+                registry.services.push(svc.clone());
+            }
+        }
+        let mut imported_hosts: BTreeSet<&str> =
+            registry.services.iter().map(|s| s.host.as_str()).collect();
+        let mut entries: Vec<&Source> = Vec::new();
+        for se in &self.service_entries {
+            let ns_of = se.source.namespace.as_str();
+            if visible_in(&se.scopes, ns)
+                && se
+                    .hosts
+                    .iter()
+                    .any(|h| imports.service(h, ns_of) || destinations.contains(h.as_str()))
+            {
+                imported_hosts.extend(se.hosts.iter().map(String::as_str));
+                entries.push(&se.source);
+            }
+        }
+        // ServiceEntries before VirtualServices, as in the snapshot.
+        entries.extend(kept);
+        let mut kept = entries;
         for dr in &self.destination_rules {
             let applies = dr.hosts.iter().any(|host| {
                 if host.starts_with('*') {

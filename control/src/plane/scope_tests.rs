@@ -258,3 +258,45 @@ spec:
     let err = doc.translate().unwrap_err().to_string();
     assert!(err.contains("unclosed") || err.contains("regex"), "{err}");
 }
+
+#[test]
+fn services_an_imported_virtual_service_routes_to_are_imported_too() {
+    let forward = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: blog}
+spec:
+  egress:
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: to-cart, namespace: blog}
+spec:
+  hosts: [posts]
+  http:
+  - match: [{uri: {prefix: /buy}}]
+    route: [{destination: {host: cart.shop.svc.cluster.local}}]
+"#;
+    let snap = snapshot(forward);
+    let blog = scope(&snap, &workload("blog", &[]));
+    assert_eq!(
+        hosts(&blog),
+        vec![
+            "cart.shop.svc.cluster.local",
+            "posts.blog.svc.cluster.local"
+        ]
+    );
+    // cart's DestinationRule comes with it; shop's VirtualService for cart does not (its host
+    // is not imported: only the destination is).
+    let names = names(&blog);
+    assert!(
+        names.contains(&"DestinationRule/cart".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"VirtualService/cart".to_string()),
+        "{names:?}"
+    );
+    assert!(blog.document.translate().is_ok());
+}
