@@ -126,7 +126,9 @@ struct ProxyArgs {
     /// file's `services` and `istio` (the file still gives listeners, `http` and `workload`).
     #[arg(long, value_name = "IP:PORT", conflicts_with = "gateway")]
     control_plane: Option<std::net::SocketAddr>,
-    /// This sidecar's name in the control plane's reports (its pod's name).
+    /// This sidecar's name: its pod's (or `<deployment>-<i>`). When the control plane's
+    /// directory has that workload in the file's `workload.namespace`, its labels and service
+    /// account decide what this sidecar sees; the name also appears in NACK reports.
     #[arg(
         long,
         value_name = "NAME",

@@ -236,9 +236,8 @@ impl Server {
                 nacked: None,
             };
             // A sidecar holding its current document resumes without a resend.
-            if let (Some(held), Some((digest, document))) =
-                (held, self.document_for(&conn.workload))
-            {
+            let workload = self.effective_workload(&conn.node, &conn.workload);
+            if let (Some(held), Some((digest, document))) = (held, self.document_for(&workload)) {
                 if held.digest == digest {
                     conn.acked = Some(Sent {
                         version: held.version,
@@ -314,8 +313,31 @@ impl Server {
     }
 
     fn target(&mut self, id: ConnId) -> Option<(Digest, Arc<SidecarDocument>)> {
-        let workload = self.conns.get(&id)?.workload.clone();
+        let conn = self.conns.get(&id)?;
+        let workload = self.effective_workload(&conn.node, &conn.workload);
         self.document_for(&workload)
+    }
+
+    /// Who a sidecar is: what it said, with the labels and service account of its pod when the
+    /// snapshot has a workload instance of that name in its namespace (pilot's
+    /// `SetWorkloadLabels`, pilot/pkg/model/context.go: the pod's labels over the proxy's own).
+    fn effective_workload(&self, node: &str, said: &Workload) -> Workload {
+        let pod = self
+            .released
+            .as_ref()
+            .and_then(|(snapshot, _)| snapshot.workload(&said.namespace, node));
+        match pod {
+            Some(pod) => {
+                let mut labels = said.labels.clone();
+                labels.extend(pod.workload.labels.clone());
+                Workload {
+                    namespace: said.namespace.clone(),
+                    service_account: pod.workload.service_account.clone(),
+                    labels,
+                }
+            }
+            None => said.clone(),
+        }
     }
 
     /// Send the connection its current document if it needs it and nothing is in flight.

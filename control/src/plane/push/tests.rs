@@ -475,3 +475,54 @@ fn messages_out_of_place_are_reported_and_ignored() {
     ));
     assert!(server.poll_transmit().is_none());
 }
+
+#[test]
+fn a_sidecar_named_as_a_pod_is_scoped_with_the_pods_labels() {
+    let reader = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reader, namespace: blog}
+spec:
+  template:
+    metadata: {labels: {app: reader}}
+    spec: {containers: [{name: reader, image: reader}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reader, namespace: blog}
+spec:
+  workloadSelector: {labels: {app: reader}}
+  egress: [{hosts: [\"./*\"]}]
+";
+    let snap = Arc::new(
+        Snapshot::from_files(&[
+            ("base.yaml".into(), BASE.into()),
+            ("reader.yaml".into(), reader.into()),
+        ])
+        .unwrap(),
+    );
+    let mut server = Server::new(PushConfig::default());
+    server.handle(Instant::ZERO, Input::Snapshot(snap));
+    server.handle_timeout(Instant::from_millis(100));
+    let hosts_pushed = |server: &mut Server| -> Vec<String> {
+        match server.poll_transmit() {
+            Some((_, ServerMessage::Full { document, .. })) => document
+                .registry
+                .services
+                .iter()
+                .map(|s| s.host.clone())
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // It says nothing of its labels; the directory knows the pod.
+    let named = Client::new("reader", workload("blog"));
+    server.handle(Instant::ZERO, Input::Message(1, named.hello()));
+    assert_eq!(
+        hosts_pushed(&mut server),
+        vec!["posts.blog.svc.cluster.local"]
+    );
+    // A sidecar the directory does not know keeps what it said: the default scope.
+    let stranger = Client::new("stranger", workload("blog"));
+    server.handle(Instant::ZERO, Input::Message(2, stranger.hello()));
+    assert_eq!(hosts_pushed(&mut server).len(), 2);
+}
