@@ -307,3 +307,72 @@ fn the_documented_example_directory_loads_cleanly() {
         .iter()
         .any(|c| c.name == "outbound|9080|v3|reviews.default.svc.cluster.local"));
 }
+
+#[test]
+fn slice_endpoints_find_their_pod_by_ip_and_injected_pods_are_recognised() {
+    let text = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  namespace: shop
+  labels: {app: db}
+  annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
+spec:
+  serviceAccountName: db
+  containers: [{name: db, image: db}]
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  ports: [{name: tcp, port: 5432}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-abc
+  namespace: shop
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+ports: [{name: tcp, port: 5432}]
+endpoints:
+- addresses: [10.1.0.1]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec: {type: ExternalName, externalName: example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  ports: [{name: tcp, port: 5433}]
+"#;
+    let snap = Snapshot::from_files(&files(&[("db.yaml", text)])).unwrap();
+    let db = snap.registry.service("db.shop.svc.cluster.local").unwrap();
+    assert_eq!(db.ports[0].number, 5432, "the first definition wins");
+    let e = &db.endpoints[0];
+    assert_eq!(e.service_account.as_deref(), Some("db"));
+    assert_eq!(e.labels.get("app").map(String::as_str), Some("db"));
+    // Injected (the injector's status annotation), though its namespace is not labelled.
+    assert_eq!(
+        e.labels.get(TLS_MODE_LABEL).map(String::as_str),
+        Some("istio")
+    );
+    assert!(snap
+        .registry
+        .service("ext.shop.svc.cluster.local")
+        .is_none());
+    let shown: Vec<String> = snap.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        shown.iter().any(|s| s.contains("ExternalName")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.iter().any(|s| s.contains("defined twice")),
+        "{shown:#?}"
+    );
+}
