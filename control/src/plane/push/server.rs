@@ -23,7 +23,7 @@ use trellis_engine::Instant;
 
 use super::debounce::Debounce;
 use super::delta::{diff, digest};
-use super::wire::{ClientMessage, Digest, ServerMessage, Version};
+use super::wire::{ClientMessage, Digest, Held, ServerMessage, Version};
 use crate::istio::Source;
 use crate::plane::document::SidecarDocument;
 use crate::plane::scope::{sidecar_for, ScopeIndex};
@@ -222,34 +222,41 @@ impl Server {
     }
 
     fn on_message(&mut self, id: ConnId, message: ClientMessage) {
-        if let ClientMessage::Hello {
-            node,
-            workload,
-            held,
-        } = message
-        {
-            let mut conn = Conn {
+        match message {
+            ClientMessage::Hello {
                 node,
                 workload,
-                acked: None,
-                in_flight: None,
-                nacked: None,
-            };
-            // A sidecar holding its current document resumes without a resend.
-            let workload = self.effective_workload(&conn.node, &conn.workload);
-            if let (Some(held), Some((digest, document))) = (held, self.document_for(&workload)) {
-                if held.digest == digest {
-                    conn.acked = Some(Sent {
-                        version: held.version,
-                        digest,
-                        document,
-                    });
-                }
-            }
-            self.conns.insert(id, conn);
-            self.sync(id);
-            return;
+                held,
+            } => self.on_hello(id, node, workload, held),
+            answer => self.on_answer(id, answer),
         }
+    }
+
+    fn on_hello(&mut self, id: ConnId, node: String, workload: Workload, held: Option<Held>) {
+        let mut conn = Conn {
+            node,
+            workload,
+            acked: None,
+            in_flight: None,
+            nacked: None,
+        };
+        // A sidecar holding its current document resumes without a resend.
+        let workload = self.effective_workload(&conn.node, &conn.workload);
+        if let (Some(held), Some((digest, document))) = (held, self.document_for(&workload)) {
+            if held.digest == digest {
+                conn.acked = Some(Sent {
+                    version: held.version,
+                    digest,
+                    document,
+                });
+            }
+        }
+        self.conns.insert(id, conn);
+        self.sync(id);
+    }
+
+    /// An ACK, NACK or resync request.
+    fn on_answer(&mut self, id: ConnId, message: ClientMessage) {
         let Some(conn) = self.conns.get_mut(&id) else {
             self.events.push_back(Event::ProtocolError {
                 conn: id,
@@ -263,7 +270,6 @@ impl Server {
                 .is_some_and(|s| s.version == version)
         };
         match message {
-            ClientMessage::Hello { .. } => unreachable!("handled above"),
             ClientMessage::Ack { version } if answered(conn, version) => {
                 conn.acked = conn.in_flight.take();
                 self.events.push_back(Event::Acked {
