@@ -489,6 +489,7 @@ fn registry_of(
                 default_port,
                 labels: e.labels.clone(),
                 weight: e.weight.unwrap_or(1).max(1),
+                service_account: None,
             });
         }
         registry.services.push(Service {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use trellis_engine::config::{
     Cluster, Config, Endpoint, MeshIdentity, RetryPolicy, Route, RouteAction, RouteTable,
-    UpstreamTls, VirtualHost, WeightedCluster,
+    VirtualHost, WeightedCluster,
 };
 
 use crate::diag::ConfigError;
@@ -120,11 +120,7 @@ pub(super) fn add_inbound_target(config: &mut Config, target: SocketAddr) -> Str
 /// Attach the identity; without one, auto mTLS has nothing to offer and stays plaintext.
 pub(super) fn apply_identity(config: &mut Config, identity: Option<MeshIdentity>) {
     if identity.is_none() {
-        for c in &mut config.clusters {
-            if matches!(c.tls, UpstreamTls::Auto { .. }) {
-                c.tls = UpstreamTls::Disable;
-            }
-        }
+        crate::translate::upstream_tls::without_identity(config);
     }
     config.identity = identity.map(Arc::new);
 }
