@@ -336,6 +336,7 @@ pub fn parse_proxy_config_with(
                 DirectionSpec::Inbound => Direction::Inbound,
             },
             passthrough: l.passthrough,
+            authorization: None,
         });
     }
     if config.listeners.is_empty() {

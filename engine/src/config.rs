@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One complete configuration snapshot.
@@ -53,6 +54,10 @@ pub struct Listener {
     /// When no virtual host matches and the connection has an original destination, forward to
     /// that destination unchanged (Istio's `outboundTrafficPolicy: ALLOW_ANY`). Otherwise 404 NR.
     pub passthrough: bool,
+    /// Istio AuthorizationPolicies that select this listener's workload, compiled to Envoy's
+    /// RBAC filter chain; evaluated at the start of every request on an inbound listener
+    /// (`None`: no policy applies, every request is allowed).
+    pub authorization: Option<Arc<crate::authz::Authorization>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -18,6 +18,10 @@ use crate::diag::{ConfigError, Diagnostic};
 
 const NETWORKING_GROUP: &str = "networking.istio.io";
 const NETWORKING_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+const SECURITY_GROUP: &str = "security.istio.io";
+const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+/// The `security.istio.io` kinds Trellis reads (the others are reported as not supported).
+const SECURITY_KINDS: [&str; 1] = ["AuthorizationPolicy"];
 
 /// Read every `*.yaml` / `*.yml` file under `dir` (recursively, in path order).
 pub fn load_dir(dir: &Path) -> Result<ResourceSet, ConfigError> {
@@ -117,7 +121,8 @@ fn read_document(
             .unwrap_or_else(|| format!("<document {index}>")),
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    if group != NETWORKING_GROUP {
+    let security = group == SECURITY_GROUP && SECURITY_KINDS.contains(&kind);
+    if group != NETWORKING_GROUP && !security {
         let note = if group.ends_with(".istio.io") {
             Diagnostic::warning(format!(
                 "{api_version} {kind} is not supported by Trellis yet; skipped"
@@ -131,14 +136,20 @@ fn read_document(
             .push(note.file(file).resource(source.to_string()));
         return Ok(());
     }
-    if !NETWORKING_VERSIONS.contains(&version) {
+    let versions: &[&str] = if security {
+        &SECURITY_VERSIONS
+    } else {
+        &NETWORKING_VERSIONS
+    };
+    if !versions.contains(&version) {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
             line: None,
             resource: source.to_string(),
             field: "apiVersion".to_string(),
             message: format!(
-                "unsupported version {version:?} (expected one of v1, v1beta1, v1alpha3)"
+                "unsupported version {version:?} (expected one of {})",
+                versions.join(", ")
             ),
         });
     }
@@ -170,6 +181,10 @@ fn read_document(
         "Sidecar" => set
             .sidecars
             .push(typed_resource(typed, source, &mut set.diagnostics)?),
+        "AuthorizationPolicy" if security => {
+            set.authorization_policies
+                .push(typed_resource(typed, source, &mut set.diagnostics)?)
+        }
         other => set.diagnostics.push(
             Diagnostic::warning(format!(
                 "{NETWORKING_GROUP} kind {other} is not supported by Trellis yet; skipped"

@@ -1,9 +1,11 @@
 //! Istio resources as users write them, and the set a loader reads from files.
 //!
-//! Types follow the CRD schemas (`networking.istio.io` v1, v1beta1 and v1alpha3 share shapes).
+//! Types follow the CRD schemas (`networking.istio.io` v1, v1beta1 and v1alpha3 share shapes;
+//! `security.istio.io` v1 and v1beta1 too).
 //! Each resource keeps its [`Source`] (file, kind, namespace, name) so that every diagnostic,
 //! error and `explain` line can say where a decision came from.
 
+pub mod authorization_policy;
 pub mod common;
 pub mod destination_rule;
 pub mod duration;
@@ -16,6 +18,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use authorization_policy::AuthorizationPolicySpec;
 pub use common::ObjectMeta;
 pub use destination_rule::DestinationRuleSpec;
 pub use gateway::{GatewaySpec, SidecarSpec};
@@ -81,6 +84,8 @@ pub struct ResourceSet {
     pub service_entries: Vec<Resource<ServiceEntrySpec>>,
     pub gateways: Vec<Resource<GatewaySpec>>,
     pub sidecars: Vec<Resource<SidecarSpec>>,
+    /// `security.istio.io` AuthorizationPolicies.
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -92,6 +97,8 @@ impl ResourceSet {
         self.service_entries.extend(other.service_entries);
         self.gateways.extend(other.gateways);
         self.sidecars.extend(other.sidecars);
+        self.authorization_policies
+            .extend(other.authorization_policies);
         self.diagnostics.extend(other.diagnostics);
     }
 
@@ -102,6 +109,7 @@ impl ResourceSet {
             + self.service_entries.len()
             + self.gateways.len()
             + self.sidecars.len()
+            + self.authorization_policies.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -74,7 +74,8 @@ impl StringMatcher {
             if prefix.is_empty() {
                 return StringMatcher::Suffix(suffix.into());
             }
-            let pattern = format!("{}.*{}", regex::escape(prefix), regex::escape(suffix));
+            // pilot: `StringMatcherRegex(prefix + ".*" + regexp.QuoteMeta(suffix))`.
+            let pattern = format!("{prefix}.*{}", quote_meta(suffix));
             return match FullRegex::new(&pattern) {
                 Ok(re) => StringMatcher::Regex(re),
                 // Both parts are escaped literals: the pattern always compiles.
@@ -105,6 +106,19 @@ impl StringMatcher {
             StringMatcher::Regex(re) => re.is_match(value),
         }
     }
+}
+
+/// Go's `regexp.QuoteMeta`: a backslash before each of `\.+*?()|[]{}^$`, so the regexes pilot
+/// writes come out the same text here (the `regex` crate reads every such escape).
+pub fn quote_meta(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The regex `.+` pilot writes for `*` (`matcher.StringMatcherRegex(".+")`).
@@ -283,7 +297,7 @@ impl PathTemplate {
                 }
                 "{*}" | "{**}" => return Err(err()),
                 literal if literal.contains(['{', '}']) => return Err(err()),
-                literal => pattern.push_str(&regex::escape(literal)),
+                literal => pattern.push_str(&quote_meta(literal)),
             }
         }
         FullRegex::new(&pattern)

@@ -14,7 +14,9 @@ pub mod matchers;
 pub mod model;
 
 pub use eval::{AuthzRequest, Note, Verdict};
-pub use matchers::{Cidr, HeaderMatcher, PathTemplate, StringMatcher, ValueMatch};
+pub use matchers::{
+    quote_meta, Cidr, FullRegex, HeaderMatcher, PathTemplate, StringMatcher, ValueMatch,
+};
 pub use model::{Action, Authorization, Permission, Policy, Principal, Rbac, RbacFilter};
 
 /// The body Envoy's RBAC filter answers a denied request with (status 403).
