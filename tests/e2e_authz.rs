@@ -151,6 +151,11 @@ services:
             vec!["-H", "x-user: mallory"],
             "/reviews/1",
         ),
+        (
+            "dot segments resolve before RBAC",
+            vec!["--path-as-is"],
+            "/reviews/../admin/x",
+        ),
     ];
     for (why, extra, path) in &denied {
         let target = url(path);

@@ -12,6 +12,7 @@
 pub mod eval;
 pub mod matchers;
 pub mod model;
+pub mod path;
 
 pub use eval::{AuthzRequest, Note, Verdict};
 pub use matchers::{

@@ -48,10 +48,11 @@ impl Engine {
         else {
             return true;
         };
+        let path = crate::authz::path::normalized(&req.head.target);
         let view = AuthzRequest {
             method: req.head.method.as_str(),
             authority: &req.head.authority,
-            path: &req.head.target,
+            path: &path,
             headers: &req.head.headers,
             peer: d.peer,
             destination: d.original_dst.unwrap_or(d.local),

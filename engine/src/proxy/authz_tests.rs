@@ -246,3 +246,22 @@ fn namespaces_match_the_peer_principals_ns_part() {
     let (text, _) = over_mtls(allow_from(ns("default")), None);
     assert!(denied(&text), "plaintext has no namespace: {text}");
 }
+
+#[test]
+fn dot_segments_do_not_slip_past_a_deny() {
+    // Istio's default path normalization (BASE) resolves dot segments before RBAC sees them.
+    let mut engine = inbound_engine(vec![rbac(
+        Action::Deny,
+        vec![policy(
+            "ns[default]-policy[admin]-rule[0]",
+            Permission::Path(StringMatcher::istio("/admin*")),
+            Principal::Any,
+        )],
+    )]);
+    for target in ["/./admin", "/public/../admin/x", "/%2e%2e/admin"] {
+        let down = accept(&mut engine);
+        let request = format!("GET {target} HTTP/1.1\r\nhost: svc\r\n\r\n");
+        let (text, upstream) = answer(&mut engine, down, request.as_bytes());
+        assert!(denied(&text) && !upstream, "{target}: {text}");
+    }
+}
