@@ -21,7 +21,7 @@ const NETWORKING_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 const SECURITY_GROUP: &str = "security.istio.io";
 const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 /// The `security.istio.io` kinds Trellis reads (the others are reported as not supported).
-const SECURITY_KINDS: [&str; 1] = ["AuthorizationPolicy"];
+const SECURITY_KINDS: [&str; 2] = ["AuthorizationPolicy", "RequestAuthentication"];
 
 /// Read every `*.yaml` / `*.yml` file under `dir` (recursively, in path order).
 pub fn load_dir(dir: &Path) -> Result<ResourceSet, ConfigError> {
@@ -183,6 +183,10 @@ fn read_document(
             .push(typed_resource(typed, source, &mut set.diagnostics)?),
         "AuthorizationPolicy" if security => {
             set.authorization_policies
+                .push(typed_resource(typed, source, &mut set.diagnostics)?)
+        }
+        "RequestAuthentication" if security => {
+            set.request_authentications
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
         other => set.diagnostics.push(

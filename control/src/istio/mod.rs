@@ -11,6 +11,7 @@ pub mod destination_rule;
 pub mod duration;
 pub mod gateway;
 pub mod loader;
+pub mod request_authentication;
 pub mod service_entry;
 pub mod virtual_service;
 
@@ -23,6 +24,7 @@ pub use common::ObjectMeta;
 pub use destination_rule::DestinationRuleSpec;
 pub use gateway::{GatewaySpec, SidecarSpec};
 pub use loader::{load_dir, load_file, parse_str};
+pub use request_authentication::RequestAuthenticationSpec;
 pub use service_entry::ServiceEntrySpec;
 pub use virtual_service::VirtualServiceSpec;
 
@@ -86,6 +88,8 @@ pub struct ResourceSet {
     pub sidecars: Vec<Resource<SidecarSpec>>,
     /// `security.istio.io` AuthorizationPolicies.
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    /// `security.istio.io` RequestAuthentications (read; JWTs are not validated yet).
+    pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -99,6 +103,8 @@ impl ResourceSet {
         self.sidecars.extend(other.sidecars);
         self.authorization_policies
             .extend(other.authorization_policies);
+        self.request_authentications
+            .extend(other.request_authentications);
         self.diagnostics.extend(other.diagnostics);
     }
 
@@ -110,6 +116,7 @@ impl ResourceSet {
             + self.gateways.len()
             + self.sidecars.len()
             + self.authorization_policies.len()
+            + self.request_authentications.len()
     }
 
     pub fn is_empty(&self) -> bool {

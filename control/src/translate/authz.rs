@@ -36,6 +36,8 @@ use trellis_engine::authz::{
 use super::workload::{Workload, ROOT_NAMESPACE};
 use crate::diag::Diagnostic;
 use crate::istio::authorization_policy::{AuthorizationAction, AuthorizationPolicySpec, Rule};
+use crate::istio::common::WorkloadSelector;
+use crate::istio::request_authentication::RequestAuthenticationSpec;
 use crate::istio::{Resource, ResourceSet};
 
 /// The annotation that makes a policy dry-run (`annotation.IoIstioDryRun`).
@@ -53,26 +55,50 @@ pub struct AuthzTranslation {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// The policies that attach to `workload`, in pilot's lookup order (root namespace first).
-pub fn policies_for<'a>(
-    resources: &'a ResourceSet,
+/// A security resource that attaches to workloads by `selector` or (waypoints and gateways
+/// only) by `targetRef(s)`.
+pub trait Attachable {
+    fn selector(&self) -> Option<&WorkloadSelector>;
+    fn has_target_refs(&self) -> bool;
+}
+
+impl Attachable for AuthorizationPolicySpec {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+
+    fn has_target_refs(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+impl Attachable for RequestAuthenticationSpec {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+
+    fn has_target_refs(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+/// The resources of `all` that attach to `workload`, in pilot's lookup order (root namespace
+/// first).
+pub fn attached_to<'a, S: Attachable>(
+    all: &'a [Resource<S>],
     workload: &Workload,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<&'a Resource<AuthorizationPolicySpec>> {
+) -> Vec<&'a Resource<S>> {
     let mut namespaces = vec![ROOT_NAMESPACE];
     if workload.namespace != ROOT_NAMESPACE {
         namespaces.push(&workload.namespace);
     }
     let mut out = Vec::new();
     for ns in namespaces {
-        for policy in resources
-            .authorization_policies
-            .iter()
-            .filter(|p| p.namespace() == ns)
-        {
-            if policy.spec.target_ref.is_some() || !policy.spec.target_refs.is_empty() {
+        for item in all.iter().filter(|p| p.namespace() == ns) {
+            if item.spec.has_target_refs() {
                 diagnostics.push(
-                    policy.diag(
+                    item.diag(
                         Diagnostic::warning(
                             "targetRef/targetRefs attach a policy to a waypoint or gateway, never \
                          to a sidecar (pilot's ShouldAttachPolicy): not applied",
@@ -82,17 +108,25 @@ pub fn policies_for<'a>(
                 );
                 continue;
             }
-            let selected = policy
+            let selected = item
                 .spec
-                .selector
-                .as_ref()
+                .selector()
                 .is_none_or(|s| workload.matches_labels(&s.match_labels));
             if selected {
-                out.push(policy);
+                out.push(item);
             }
         }
     }
     out
+}
+
+/// The AuthorizationPolicies that attach to `workload`.
+pub fn policies_for<'a>(
+    resources: &'a ResourceSet,
+    workload: &Workload,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<&'a Resource<AuthorizationPolicySpec>> {
+    attached_to(&resources.authorization_policies, workload, diagnostics)
 }
 
 /// Policies of one action, split into enforced and dry-run; `None` until one is seen (pilot's
@@ -124,6 +158,17 @@ impl Group {
 /// The RBAC chain of the AuthorizationPolicies that select `workload`.
 pub fn authorization_for(resources: &ResourceSet, workload: &Workload) -> AuthzTranslation {
     let mut diagnostics = Vec::new();
+    for ra in attached_to(
+        &resources.request_authentications,
+        workload,
+        &mut diagnostics,
+    ) {
+        diagnostics.push(ra.diag(Diagnostic::error(
+            "RequestAuthentication is read but not enforced yet: Trellis validates no JWT, so \
+             requests with invalid tokens are NOT refused, and requestPrincipals / \
+             request.auth.* in AuthorizationPolicies never match",
+        )));
+    }
     let policies = policies_for(resources, workload, &mut diagnostics);
     let mut groups: BTreeMap<AuthorizationAction, Group> = BTreeMap::new();
     for policy in policies {

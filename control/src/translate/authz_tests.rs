@@ -221,3 +221,26 @@ fn ports_parse_as_pilots_convert_to_port() {
         assert!(port(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn request_authentication_loads_and_is_reported_as_not_enforced() {
+    // The shape of Istio's "Authorization with JWT" task, with an inline JWKS.
+    let jwks =
+        std::fs::read_to_string(crate::shared_dir().join("istio/security/jwt/jwks.json")).unwrap();
+    let yaml = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwks: {jwks:?}\n    fromHeaders: [{{name: x-jwt, prefix: 'Bearer '}}]\n    outputPayloadToHeader: x-payload\n    forwardOriginalToken: true\n    outputClaimToHeaders: [{{header: x-group, claim: group}}]\n    timeout: 5s\n"
+    );
+    let set = parse_str(&yaml, "ra.yaml").unwrap();
+    assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
+    let rule = &set.request_authentications[0].spec.jwt_rules[0];
+    assert_eq!(rule.issuer, "testing@secure.istio.io");
+    assert_eq!(rule.from_headers[0].prefix.as_deref(), Some("Bearer "));
+    let warned = |w: &Workload| {
+        authorization_for(&set, w).diagnostics.iter().any(|d| {
+            d.message
+                .contains("RequestAuthentication is read but not enforced")
+        })
+    };
+    assert!(warned(&workload("shop", &[("app", "web")])));
+    assert!(!warned(&workload("shop", &[("app", "db")])));
+}
