@@ -25,7 +25,7 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 #[derive(Clone, Copy, Debug)]
 pub struct AuthzRequest<'a> {
     pub method: &'a str,
-    /// `:authority` as received (the Host field).
+    /// `:authority` as received (the Host field); empty when there is none.
     pub authority: &'a str,
     /// The request target (`:path`), query included; path matchers strip the query.
     pub path: &'a str,
@@ -67,7 +67,10 @@ impl AuthzRequest<'_> {
     fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         match name {
             ":method" => return Some(Cow::Borrowed(self.method)),
-            ":authority" | "host" => return Some(Cow::Borrowed(self.authority)),
+            // An HTTP/1.0 request without Host has no authority at all.
+            ":authority" | "host" => {
+                return (!self.authority.is_empty()).then_some(Cow::Borrowed(self.authority))
+            }
             ":path" => return Some(Cow::Borrowed(self.path)),
             _ => {}
         }

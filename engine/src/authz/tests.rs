@@ -206,6 +206,14 @@ fn headers_methods_hosts_ports() {
     assert!(m.matches(&req.view()));
     let host = Permission::Header(HeaderMatcher::istio_host(":authority", "REVIEWS:*"));
     assert!(host.matches(&req.view()));
+    let any_host = Permission::Header(HeaderMatcher::istio_host(":authority", "*"));
+    assert!(any_host.matches(&req.view()));
+    req.authority = "";
+    assert!(
+        !any_host.matches(&req.view()),
+        "no Host: no :authority to be present"
+    );
+    req.authority = "reviews:9080";
     assert!(Permission::DestinationPort(9080).matches(&req.view()));
     assert!(!Permission::DestinationPort(80).matches(&req.view()));
     assert!(Permission::DestinationIp(Cidr::parse("10.0.0.0/24").unwrap()).matches(&req.view()));
