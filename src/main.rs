@@ -14,6 +14,7 @@ use trellis_io::reload::{ConfigWatcher, WatchOptions};
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
 use trellis_local_mesh::LocalMeshOptions;
 
+mod ca_cmd;
 mod sim_cmd;
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
@@ -59,6 +60,12 @@ enum Command {
     ///
     /// Example: trellis sim --seeds 0..100    |    trellis sim --seed 7 --plot seed7.svg
     Sim(sim_cmd::SimArgs),
+    /// Make a mesh certificate authority and workload certificates as files: `init` a root
+    /// and an intermediate (Istio's plug-in CA layout), `issue` a workload's cert-chain.pem,
+    /// key.pem and root-cert.pem for a proxy's `identity:` section.
+    ///
+    /// Example: trellis ca init --dir ca && trellis ca issue --dir ca --namespace default --service-account reviews --out reviews-certs
+    Ca(ca_cmd::CaArgs),
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +236,7 @@ fn main() -> ExitCode {
         Some(Command::Explain(args)) => run_explain(args),
         Some(Command::Analyze(args)) => run_analyze(args),
         Some(Command::Sim(args)) => sim_cmd::sim(args),
+        Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -4,12 +4,12 @@
 //!
 //! `cargo run --release -p trellis-bench --example tls_handshakes [ecdsa|ed25519] [count]`
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use rcgen::{CertificateParams, KeyPair, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ED25519};
 use trellis_control::ca::{CertificateAuthority, WorkloadIdentity};
+use trellis_engine::transport::policy::{InboundMode, ResolvedUpstreamTls};
 use trellis_engine::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::transport::{ByteTransform, Endpoint, Transport, TransportFactory};
 use trellis_engine::Instant;
@@ -40,14 +40,13 @@ fn factory(creds: &MeshCredentials) -> MtlsTransports {
             .duration_since(SystemTime::UNIX_EPOCH)
             .expect("after 1970"),
         randomness: Randomness::System,
-        expected: HashMap::new(),
     };
     MtlsTransports::new(creds, settings).expect("factory")
 }
 
 fn transform(f: &mut MtlsTransports, endpoint: Endpoint<'_>) -> Box<dyn ByteTransform> {
-    match f.transport(Instant::ZERO, endpoint) {
-        Ok(Transport::Transformed(t)) => t,
+    match f.transport(Instant::ZERO, endpoint, None) {
+        Ok(Transport::Transformed(t) | Transport::Sniffing { tls: t, .. }) => t,
         other => panic!("{other:?}"),
     }
 }
@@ -85,12 +84,16 @@ fn main() {
             Endpoint::Upstream {
                 cluster: "reviews",
                 addr,
+                tls: ResolvedUpstreamTls::Mesh {
+                    subject_alt_names: &[],
+                },
             },
         );
         let down = Endpoint::Downstream {
             listener: "in",
             peer,
             local: addr,
+            mode: InboundMode::Strict,
         };
         let mut s = transform(&mut server, down);
         while c.wants_write() || s.wants_write() {

@@ -8,6 +8,12 @@
 //! ```yaml
 //! listeners:
 //!   - {name: outbound, address: "127.0.0.1:15001", direction: outbound, passthrough: false}
+//!   - {name: inbound, address: "127.0.0.1:15006", direction: inbound, forwardTo: "127.0.0.1:9080"}
+//! identity:                    # optional: the sidecar's mesh certificate (mTLS)
+//!   certChain: certs/cert-chain.pem   # from `trellis ca issue`, or Istio's mounted files
+//!   key: certs/key.pem
+//!   rootCert: certs/root-cert.pem
+//!   trustDomain: cluster.local
 //! services:
 //!   - host: reviews            # short names live in `namespace` (default "default")
 //!     ports: [9080]
@@ -28,6 +34,13 @@
 //!   portOffset: 10000          # Gateway port 8080 listens on 18080
 //! ```
 //!
+//! Inbound listeners take their mTLS mode from the PeerAuthentications that select the
+//! `workload:` ([`crate::translate::peer_authn`]); `forwardTo` puts one in front of a single
+//! workload address (Istio's inbound cluster `inbound|<port>||`), otherwise requests go where
+//! their original destination says. With an `identity:`, clusters use a DestinationRule's
+//! `tls` or auto mTLS ([`crate::translate::upstream_tls`]); without one, every connection is
+//! plaintext (and a policy that requires mTLS is an error, and refuses connections).
+//!
 //! A gateway proxy's listeners come from the Gateways (one per server port, see
 //! [`crate::translate::gateway`]); `listeners` may add more, naming a route table such as
 //! `http.8080`. The command line can turn gateway mode on and override these fields
@@ -47,6 +60,7 @@ use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::duration::IstioDuration;
 use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
+use crate::translate::peer_authn;
 use crate::translate::{
     authorization_for, hosts, translate, translate_gateway, GatewayOptions, Registry, Service,
     ServiceEndpoint, ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
@@ -72,6 +86,7 @@ struct FileShape {
     istio: IstioSpec,
     gateway: Option<GatewaySpec>,
     workload: WorkloadSpec,
+    identity: security::IdentitySpec,
 }
 
 /// `workload:`: who the sidecar's workload is, for the policies that select it.
@@ -152,6 +167,9 @@ struct ListenerSpec {
     passthrough: bool,
     #[serde(default)]
     route_table: Option<String>,
+    /// Inbound only: the workload address this listener stands in front of.
+    #[serde(default)]
+    forward_to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
@@ -290,6 +308,9 @@ pub fn parse_proxy_config_with(
     let mut config = translation.config;
     config.http = http_settings(&shape.http);
     let workload = shape.workload.workload();
+    let identity = shape.identity.load(base, &invalid)?;
+    let has_identity = identity.is_some();
+    security::apply_identity(&mut config, identity);
     // AuthorizationPolicies guard the workload's inbound side (Istio's RBAC filters sit on the
     // sidecar's inbound listeners only); translated once, shared by every inbound listener.
     let inbound_authz = shape
@@ -323,10 +344,48 @@ pub fn parse_proxy_config_with(
                 ),
             ));
         }
-        let route_table = l
-            .route_table
-            .clone()
-            .unwrap_or_else(|| OUTBOUND_ROUTE_TABLE.to_string());
+        let direction = match l.direction {
+            DirectionSpec::Outbound => Direction::Outbound,
+            DirectionSpec::Inbound => Direction::Inbound,
+        };
+        let target = match &l.forward_to {
+            None => None,
+            Some(_) if direction != Direction::Inbound => {
+                return Err(invalid(
+                    format!("listeners[{i}].forwardTo"),
+                    "only inbound listeners forward to a workload".into(),
+                ))
+            }
+            Some(t) => Some(t.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    format!("listeners[{i}].forwardTo"),
+                    format!("{t:?} is not IP:PORT"),
+                )
+            })?),
+        };
+        let route_table = match (target, &l.route_table) {
+            (Some(target), None) => security::add_inbound_target(&mut config, target),
+            (_, Some(table)) => table.clone(),
+            (None, None) => OUTBOUND_ROUTE_TABLE.to_string(),
+        };
+        let mtls = if direction == Direction::Inbound {
+            let mut diags = Vec::new();
+            let mtls = peer_authn::inbound_mtls(
+                &resources,
+                &workload,
+                has_identity,
+                target.map(|t| t.port()),
+                &mut diags,
+            );
+            warnings.extend(
+                diags
+                    .into_iter()
+                    .map(|d| d.file(file).field(format!("listeners[{i}]"))),
+            );
+            mtls
+        } else {
+            Default::default()
+        };
         if config.route_table(&route_table).is_none() {
             let tables: Vec<&str> = config
                 .route_tables
@@ -339,13 +398,11 @@ pub fn parse_proxy_config_with(
             ));
         }
         config.listeners.push(Listener {
+            mtls,
             name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
             address,
             route_table,
-            direction: match l.direction {
-                DirectionSpec::Outbound => Direction::Outbound,
-                DirectionSpec::Inbound => Direction::Inbound,
-            },
+            direction,
             passthrough: l.passthrough,
             authorization: match l.direction {
                 DirectionSpec::Inbound => {
@@ -487,6 +544,8 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
             .unwrap_or(d.connection_buffer_bytes),
     }
 }
+
+mod security;
 
 #[cfg(test)]
 mod tests;

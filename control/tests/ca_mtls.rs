@@ -2,13 +2,13 @@
 //! rotation keeps old certificates trusted through the overlap and not after, and a renewed
 //! certificate under the new root is trusted once the old root is gone.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use trellis_control::ca::{CertificateAuthority, Issued, TrustBundle, WorkloadIdentity};
 use trellis_engine::time::Instant;
+use trellis_engine::transport::policy::{InboundMode, ResolvedUpstreamTls};
 use trellis_engine::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::transport::{
     ByteTransform, Endpoint, TransformError, Transport, TransportFactory,
@@ -59,11 +59,10 @@ fn transform(
     let settings = MtlsSettings {
         unix_base: at.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
         randomness: Randomness::System,
-        expected: HashMap::new(),
     };
     let mut factory = MtlsTransports::new(creds, settings).unwrap();
-    match factory.transport(Instant::ZERO, endpoint).unwrap() {
-        Transport::Transformed(t) => t,
+    match factory.transport(Instant::ZERO, endpoint, None).unwrap() {
+        Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("{other:?}"),
     }
 }
@@ -89,7 +88,17 @@ fn handshake(
     at: SystemTime,
 ) -> Result<(String, String), TransformError> {
     let addr = "10.0.0.2:80".parse().unwrap();
-    let mut c = transform(client, at, Endpoint::Upstream { cluster: "c", addr });
+    let mut c = transform(
+        client,
+        at,
+        Endpoint::Upstream {
+            cluster: "c",
+            addr,
+            tls: ResolvedUpstreamTls::Mesh {
+                subject_alt_names: &[],
+            },
+        },
+    );
     let mut s = transform(
         server,
         at,
@@ -97,6 +106,7 @@ fn handshake(
             listener: "in",
             peer: "10.0.0.1:5000".parse().unwrap(),
             local: addr,
+            mode: InboundMode::Strict,
         },
     );
     let mut plain = BytesMut::new();

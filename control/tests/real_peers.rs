@@ -7,7 +7,6 @@
 //!
 //! openssl and python3 must be installed: a missing binary fails these tests, never skips them.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,6 +17,7 @@ use bytes::BytesMut;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use trellis_control::ca::{CertificateAuthority, WorkloadIdentity};
 use trellis_engine::time::Instant;
+use trellis_engine::transport::policy::{InboundMode, ResolvedUpstreamTls};
 use trellis_engine::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::transport::{
     ByteTransform, Endpoint, TransformError, Transport, TransportFactory,
@@ -91,13 +91,12 @@ fn transform(creds: &MeshCredentials, endpoint: Endpoint<'_>) -> Box<dyn ByteTra
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap(),
         randomness: Randomness::System,
-        expected: HashMap::new(),
     };
     match MtlsTransports::new(creds, settings)
         .unwrap()
-        .transport(Instant::ZERO, endpoint)
+        .transport(Instant::ZERO, endpoint, None)
     {
-        Ok(Transport::Transformed(t)) => t,
+        Ok(Transport::Transformed(t) | Transport::Sniffing { tls: t, .. }) => t,
         other => panic!("{other:?}"),
     }
 }
@@ -168,6 +167,7 @@ fn client_calls(
             listener: "inbound",
             peer,
             local,
+            mode: InboundMode::Strict,
         },
     );
     let read = pump(&mut *t, &mut stream, |p| {
@@ -365,6 +365,9 @@ fn the_engine_client_reaches_openssl_s_server_which_verifies_it() {
         Endpoint::Upstream {
             cluster: "reviews",
             addr,
+            tls: ResolvedUpstreamTls::Mesh {
+                subject_alt_names: &[],
+            },
         },
     );
     t.seal(b"mesh\n");

@@ -18,6 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::transport::policy::{
+    ClientCertificate, InboundMode, InboundMtls, MeshIdentity, OriginationTls, UpstreamTls,
+};
+
 /// One complete configuration snapshot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
@@ -28,6 +32,9 @@ pub struct Config {
     pub clusters: Vec<Cluster>,
     /// Limits and timeouts of the HTTP connection manager, shared by every listener.
     pub http: HttpSettings,
+    /// The sidecar's certificate, key and trust bundle, when it has a mesh identity. Without
+    /// one, only plaintext listeners and clusters can work.
+    pub identity: Option<Arc<MeshIdentity>>,
 }
 
 impl Config {
@@ -54,6 +61,11 @@ pub struct Listener {
     /// When no virtual host matches and the connection has an original destination, forward to
     /// that destination unchanged (Istio's `outboundTrafficPolicy: ALLOW_ANY`). Otherwise 404 NR.
     pub passthrough: bool,
+    /// Inbound listeners: PeerAuthentication's mTLS mode, per workload port. Requests that
+    /// arrive over mTLS carry the client's certificate to the workload in
+    /// `x-forwarded-client-cert` (Envoy's APPEND_FORWARD, as Istio's inbound); on every other
+    /// connection that header is removed (Envoy's SANITIZE).
+    pub mtls: InboundMtls,
     /// Istio AuthorizationPolicies that select this listener's workload, compiled to Envoy's
     /// RBAC filter chain; evaluated at the start of every request on an inbound listener
     /// (`None`: no policy applies, every request is allowed).
@@ -362,6 +374,8 @@ pub struct Cluster {
     /// `outlierDetection`; `None` disables it.
     pub outlier: Option<OutlierDetection>,
     pub pool: ConnectionPool,
+    /// How connections to its hosts are protected (DestinationRule `tls`, or auto mTLS).
+    pub tls: UpstreamTls,
 }
 
 /// One upstream host.
@@ -372,6 +386,9 @@ pub struct Endpoint {
     pub weight: u32,
     /// Workload labels (e.g. `version: v1`); subsets select on these.
     pub labels: BTreeMap<String, String>,
+    /// The host runs a sidecar that terminates mesh mTLS (Istio's endpoint label
+    /// `security.istio.io/tlsMode: istio`): auto mTLS dials it with ISTIO_MUTUAL.
+    pub sidecar: bool,
 }
 
 /// DestinationRule `loadBalancer.simple`.

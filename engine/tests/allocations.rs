@@ -13,14 +13,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use std::collections::HashMap;
-
 use bytes::{Bytes, BytesMut};
 use trellis_engine::config::{
     Cluster, Config, Direction, Endpoint, HeaderMatch, Listener, RetryPolicy, Route, RouteAction,
     RouteMatch, RouteTable, StringMatch, VirtualHost, WeightedCluster,
 };
 use trellis_engine::proxy::{Accepted, ConnId};
+use trellis_engine::transport::policy::{
+    InboundMode, InboundMtls, ResolvedUpstreamTls, UpstreamTls,
+};
 use trellis_engine::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
 use trellis_engine::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::transport::{self, ByteTransform, Transport, TransportFactory};
@@ -61,8 +62,10 @@ static GLOBAL: Counting = Counting;
 
 fn config() -> Config {
     Config {
+        identity: None,
         version: "allocs".into(),
         listeners: vec![Listener {
+            mtls: Default::default(),
             name: "out".into(),
             address: "127.0.0.1:15001".parse().unwrap(),
             route_table: "rt".into(),
@@ -97,6 +100,7 @@ fn config() -> Config {
         clusters: vec![Cluster {
             name: "v2".into(),
             endpoints: vec![Endpoint {
+                sidecar: false,
                 address: "10.0.0.2:9080".parse().unwrap(),
                 weight: 1,
                 labels: BTreeMap::new(),
@@ -191,14 +195,13 @@ fn factory(creds: &MeshCredentials) -> MtlsTransports {
     let settings = MtlsSettings {
         unix_base: UNIX_BASE,
         randomness: Randomness::System,
-        expected: HashMap::new(),
     };
     MtlsTransports::new(creds, settings).unwrap()
 }
 
 fn transform(creds: &MeshCredentials, endpoint: transport::Endpoint<'_>) -> Box<dyn ByteTransform> {
-    match factory(creds).transport(NOW, endpoint).unwrap() {
-        Transport::Transformed(t) => t,
+    match factory(creds).transport(NOW, endpoint, None).unwrap() {
+        Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("{other:?}"),
     }
 }
@@ -290,7 +293,14 @@ fn measure(tls: bool) -> (f64, i64) {
     let engine_creds = ca.issue(Leaf::valid(&id("sidecar"), 2), vec![ca.root()], TD);
     let client_creds = ca.issue(Leaf::valid(&id("productpage"), 3), vec![ca.root()], TD);
     let upstream_creds = ca.issue(Leaf::valid(&id("reviews"), 4), vec![ca.root()], TD);
-    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let mut config = config();
+    if tls {
+        config.listeners[0].mtls = InboundMtls::uniform(InboundMode::Strict);
+        config.clusters[0].tls = UpstreamTls::IstioMutual {
+            subject_alt_names: vec![],
+        };
+    }
+    let mut engine = Engine::try_new(Arc::new(config), 1).unwrap();
     if tls {
         engine.set_transports(Box::new(factory(&engine_creds)));
     }
@@ -309,12 +319,16 @@ fn measure(tls: bool) -> (f64, i64) {
     let endpoint = transport::Endpoint::Upstream {
         cluster: "svc",
         addr: listener_addr,
+        tls: ResolvedUpstreamTls::Mesh {
+            subject_alt_names: &[],
+        },
     };
     let mut client = peer(&client_creds, endpoint);
     let upstream_endpoint = transport::Endpoint::Downstream {
         listener: "inbound",
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "10.0.0.2:9080".parse().unwrap(),
+        mode: InboundMode::Strict,
     };
     let mut upstream = peer(&upstream_creds, upstream_endpoint);
     let request = b"GET /reviews/1 HTTP/1.1\r\nhost: reviews:9080\r\nuser-agent: curl/7.88.1\r\naccept: */*\r\nend-user: jason\r\n\r\n";

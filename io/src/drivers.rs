@@ -37,7 +37,9 @@ macro_rules! driver {
                 control: ControlHandle,
             ) -> Result<Self, IoError> {
                 let seed = opts.seed;
-                Self::with_engine(config, opts, control, |cfg| Engine::new(cfg, seed))
+                Self::with_engine(config, opts, control, |cfg| {
+                    crate::engine::production_engine(cfg, seed)
+                })
             }
         }
 

@@ -5,8 +5,28 @@
 //! engines (an echo server, a TCP relay) while the real engine evolves, and so a future engine
 //! wrapper (metrics, tracing) can slot in. The methods mirror `Engine`'s own one for one.
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use trellis_engine::config::Config;
 use trellis_engine::proxy::{Accepted, RequestLog};
+use trellis_engine::transport::tls::{MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::{ConnId, Engine, Event, Input, Instant, Output};
+
+/// The engine a production driver runs: TLS as the configuration asks, with the operating
+/// system's randomness, and certificate validity checked against wall-clock time (engine time
+/// zero is taken as now; the driver's clock starts within moments of it).
+pub fn production_engine(config: Arc<Config>, seed: u64) -> Engine {
+    let mut engine = Engine::new(config, seed);
+    let unix_base = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    engine.set_transports(Box::new(MtlsTransports::from_config(MtlsSettings {
+        unix_base,
+        randomness: Randomness::System,
+    })));
+    engine
+}
 
 /// A sans-IO proxy state machine a driver can run.
 pub trait ProxyEngine {

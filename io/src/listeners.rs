@@ -332,6 +332,7 @@ mod tests {
 
     fn listener(name: &str, addr: &str) -> Listener {
         Listener {
+            mtls: Default::default(),
             name: name.into(),
             address: addr.parse().unwrap(),
             route_table: "rt".into(),

@@ -293,7 +293,7 @@ impl CoreSpec {
     /// Bind, report the addresses (or the error) to [`Runtime::start`], and run the loop.
     fn serve<B: IoBackend>(self) -> Result<(), IoError> {
         let seed = self.run.seed;
-        let make = move |cfg| Engine::new(cfg, seed);
+        let make = move |cfg| crate::engine::production_engine(cfg, seed);
         let built =
             EventLoop::<Engine, B>::with_bind(self.config, self.run, self.control, self.bind, make);
         // The receiver only goes away if start-up already failed elsewhere.

@@ -35,10 +35,12 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
         .iter()
         .zip(endpoints)
         .map(|(version, address)| Cluster {
+            tls: Default::default(),
             name: cluster_name(version),
             service: SERVICE.to_string(),
             subset: Some((*version).to_string()),
             endpoints: vec![Endpoint {
+                sidecar: false,
                 address,
                 weight: 1,
                 labels: BTreeMap::from([
@@ -100,8 +102,10 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
     };
 
     Config {
+        identity: None,
         version: "local-mesh-1".to_string(),
         listeners: vec![Listener {
+            mtls: Default::default(),
             name: "outbound".to_string(),
             address: listen,
             route_table: ROUTE_TABLE.to_string(),

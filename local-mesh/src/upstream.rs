@@ -170,7 +170,19 @@ fn serve(stream: TcpStream, name: &str, shared: &Shared) -> io::Result<()> {
             .and_then(|s| s.parse::<u16>().ok())
             .filter(|s| (200..=599).contains(s))
             .unwrap_or(200);
-        let payload = if body.is_empty() {
+        let payload = if path == "/headers" {
+            // What reached the workload, one `name: value` line per field (like httpbin's
+            // /headers): tests read the headers the mesh added, such as XFCC.
+            let mut text = String::new();
+            for h in req.headers.iter() {
+                text.push_str(&format!(
+                    "{}: {}\n",
+                    h.name,
+                    String::from_utf8_lossy(h.value)
+                ));
+            }
+            text.into_bytes()
+        } else if body.is_empty() {
             format!("{name}\n").into_bytes()
         } else {
             body

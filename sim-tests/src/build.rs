@@ -14,8 +14,10 @@ pub const LISTENER: &str = "127.0.0.1:15001";
 /// A config with one outbound listener on [`LISTENER`] and an empty route table "outbound".
 pub fn base() -> Config {
     Config {
+        identity: None,
         version: "test".into(),
         listeners: vec![Listener {
+            mtls: Default::default(),
             name: "outbound".into(),
             address: LISTENER.parse().expect("listener"),
             route_table: "outbound".into(),
@@ -41,6 +43,7 @@ pub fn cluster(name: &str, endpoints: &[(&str, &[(&str, &str)])]) -> Cluster {
         endpoints: endpoints
             .iter()
             .map(|(addr, labels)| Endpoint {
+                sidecar: false,
                 address: addr.parse().expect("endpoint address"),
                 weight: 1,
                 labels: labels

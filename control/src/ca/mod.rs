@@ -14,8 +14,10 @@
 //! - [`authority`]: [`CertificateAuthority`], issuing.
 //! - [`identity`]: [`WorkloadIdentity`] and its SPIFFE URI.
 //! - [`rotation`]: renewal time and [`TrustBundle`].
+//! - [`bootstrap`]: a new root and intermediate, and workload files, for `trellis ca`.
 
 pub mod authority;
+pub mod bootstrap;
 pub mod identity;
 pub mod rotation;
 

@@ -20,8 +20,6 @@ const NETWORKING_GROUP: &str = "networking.istio.io";
 const NETWORKING_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 const SECURITY_GROUP: &str = "security.istio.io";
 const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
-/// The `security.istio.io` kinds Trellis reads (the others are reported as not supported).
-const SECURITY_KINDS: [&str; 2] = ["AuthorizationPolicy", "RequestAuthentication"];
 
 /// Read every `*.yaml` / `*.yml` file under `dir` (recursively, in path order).
 pub fn load_dir(dir: &Path) -> Result<ResourceSet, ConfigError> {
@@ -121,8 +119,12 @@ fn read_document(
             .unwrap_or_else(|| format!("<document {index}>")),
     };
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let security = group == SECURITY_GROUP && SECURITY_KINDS.contains(&kind);
-    if group != NETWORKING_GROUP && !security {
+    let versions: &[&str] = match group {
+        NETWORKING_GROUP => &NETWORKING_VERSIONS,
+        SECURITY_GROUP => &SECURITY_VERSIONS,
+        _ => &[],
+    };
+    if versions.is_empty() {
         let note = if group.ends_with(".istio.io") {
             Diagnostic::warning(format!(
                 "{api_version} {kind} is not supported by Trellis yet; skipped"
@@ -136,11 +138,6 @@ fn read_document(
             .push(note.file(file).resource(source.to_string()));
         return Ok(());
     }
-    let versions: &[&str] = if security {
-        &SECURITY_VERSIONS
-    } else {
-        &NETWORKING_VERSIONS
-    };
     if !versions.contains(&version) {
         return Err(ConfigError::Invalid {
             file: file.to_string(),
@@ -148,7 +145,7 @@ fn read_document(
             resource: source.to_string(),
             field: "apiVersion".to_string(),
             message: format!(
-                "unsupported version {version:?} (expected one of {})",
+                "unsupported version {version:?} of {group} (expected one of {})",
                 versions.join(", ")
             ),
         });
@@ -162,34 +159,44 @@ fn read_document(
             message: "missing (every resource needs a name)".to_string(),
         });
     }
-    match kind {
-        "VirtualService" => {
-            set.virtual_services
+    match (group, kind) {
+        (SECURITY_GROUP, "PeerAuthentication") => {
+            set.peer_authentications
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
-        "DestinationRule" => {
-            set.destination_rules
-                .push(typed_resource(typed, source, &mut set.diagnostics)?)
-        }
-        "ServiceEntry" => {
-            set.service_entries
-                .push(typed_resource(typed, source, &mut set.diagnostics)?)
-        }
-        "Gateway" => set
-            .gateways
-            .push(typed_resource(typed, source, &mut set.diagnostics)?),
-        "Sidecar" => set
-            .sidecars
-            .push(typed_resource(typed, source, &mut set.diagnostics)?),
-        "AuthorizationPolicy" if security => {
+        (SECURITY_GROUP, "AuthorizationPolicy") => {
             set.authorization_policies
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
-        "RequestAuthentication" if security => {
-            set.request_authentications
+        (SECURITY_GROUP, "RequestAuthentication") => set
+            .request_authentications
+            .push(typed_resource(typed, source, &mut set.diagnostics)?),
+        (SECURITY_GROUP, other) => set.diagnostics.push(
+            Diagnostic::warning(format!(
+                "{SECURITY_GROUP} kind {other} is not supported by Trellis yet; skipped"
+            ))
+            .file(file)
+            .resource(source.to_string()),
+        ),
+        (_, "VirtualService") => {
+            set.virtual_services
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
-        other => set.diagnostics.push(
+        (_, "DestinationRule") => {
+            set.destination_rules
+                .push(typed_resource(typed, source, &mut set.diagnostics)?)
+        }
+        (_, "ServiceEntry") => {
+            set.service_entries
+                .push(typed_resource(typed, source, &mut set.diagnostics)?)
+        }
+        (_, "Gateway") => set
+            .gateways
+            .push(typed_resource(typed, source, &mut set.diagnostics)?),
+        (_, "Sidecar") => set
+            .sidecars
+            .push(typed_resource(typed, source, &mut set.diagnostics)?),
+        (_, other) => set.diagnostics.push(
             Diagnostic::warning(format!(
                 "{NETWORKING_GROUP} kind {other} is not supported by Trellis yet; skipped"
             ))

@@ -11,6 +11,7 @@ pub mod destination_rule;
 pub mod duration;
 pub mod gateway;
 pub mod loader;
+pub mod peer_authentication;
 pub mod request_authentication;
 pub mod service_entry;
 pub mod virtual_service;
@@ -24,6 +25,7 @@ pub use common::ObjectMeta;
 pub use destination_rule::DestinationRuleSpec;
 pub use gateway::{GatewaySpec, SidecarSpec};
 pub use loader::{load_dir, load_file, parse_str};
+pub use peer_authentication::PeerAuthenticationSpec;
 pub use request_authentication::RequestAuthenticationSpec;
 pub use service_entry::ServiceEntrySpec;
 pub use virtual_service::VirtualServiceSpec;
@@ -86,6 +88,7 @@ pub struct ResourceSet {
     pub service_entries: Vec<Resource<ServiceEntrySpec>>,
     pub gateways: Vec<Resource<GatewaySpec>>,
     pub sidecars: Vec<Resource<SidecarSpec>>,
+    pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
     /// `security.istio.io` AuthorizationPolicies.
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     /// `security.istio.io` RequestAuthentications (read; JWTs are not validated yet).
@@ -101,6 +104,7 @@ impl ResourceSet {
         self.service_entries.extend(other.service_entries);
         self.gateways.extend(other.gateways);
         self.sidecars.extend(other.sidecars);
+        self.peer_authentications.extend(other.peer_authentications);
         self.authorization_policies
             .extend(other.authorization_policies);
         self.request_authentications
@@ -115,6 +119,7 @@ impl ResourceSet {
             + self.service_entries.len()
             + self.gateways.len()
             + self.sidecars.len()
+            + self.peer_authentications.len()
             + self.authorization_policies.len()
             + self.request_authentications.len()
     }

@@ -17,10 +17,12 @@ pub mod catalog;
 pub mod gateway;
 pub mod hosts;
 pub mod matches;
+pub mod peer_authn;
 pub mod policy;
 pub mod ports;
 pub mod registry;
 pub mod routes;
+pub mod upstream_tls;
 pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,11 +127,16 @@ fn with_clusters<'a>(
         virtual_hosts: BTreeMap::new(),
         clusters: BTreeMap::new(),
     };
-    build_clusters(&catalog, &mut out, &mut diags);
+    build_clusters(resources, &catalog, &mut out, &mut diags);
     (catalog, out, diags)
 }
 
-fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<Diagnostic>) {
+fn build_clusters(
+    resources: &ResourceSet,
+    catalog: &Catalog<'_>,
+    out: &mut Translation,
+    diags: &mut Vec<Diagnostic>,
+) {
     for svc in &catalog.services {
         let rule = catalog.rule_for(&svc.host);
         for port in &svc.ports {
@@ -150,6 +157,19 @@ fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<
                     subset,
                     &mut local,
                 );
+                // Translated as if the proxy has a mesh identity, as every Istio sidecar
+                // does; a proxy without one turns auto mTLS off (see `without_identity`).
+                let destination = upstream_tls::Destination {
+                    host: &svc.host,
+                    namespace: &svc.namespace,
+                };
+                let tls = upstream_tls::upstream_tls(
+                    policy.tls.as_ref(),
+                    &destination,
+                    resources,
+                    true,
+                    &mut local,
+                );
                 if let Some(rule) = rule {
                     // Report each unsupported setting once per rule, not once per cluster.
                     for d in local {
@@ -165,6 +185,7 @@ fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<
                     .iter()
                     .filter(|e| e.selected_by(&selector))
                     .map(|e| Endpoint {
+                        sidecar: upstream_tls::endpoint_has_sidecar(&e.labels),
                         address: std::net::SocketAddr::new(e.address, e.target_port(port.number)),
                         weight: e.weight.max(1),
                         labels: e.labels.clone(),
@@ -184,6 +205,7 @@ fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<
                     },
                 );
                 out.config.clusters.push(Cluster {
+                    tls,
                     name,
                     service: svc.host.clone(),
                     subset: subset_name,

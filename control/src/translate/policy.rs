@@ -26,6 +26,8 @@ pub struct EffectivePolicy {
     pub outlier: Option<OutlierDetection>,
     /// `None`: the rule sets no TLS mode (Istio then uses auto mTLS).
     pub tls_mode: Option<TlsMode>,
+    /// The rule's `tls` at this level, whole (`None`: auto mTLS).
+    pub tls: Option<ClientTlsSettings>,
 }
 
 /// The parts of a traffic policy, each taken from the most specific level that sets it.
@@ -138,6 +140,7 @@ pub fn effective_policy(
             .unwrap_or_default(),
         outlier: parts.outlier.map(|(o, _)| outlier_detection(o)),
         tls_mode: parts.tls.and_then(|t| t.mode),
+        tls: parts.tls.cloned(),
     }
 }
 

@@ -20,6 +20,7 @@ fn cluster(weights: &[u32], lb: LbPolicy, outlier: Option<OutlierDetection>) -> 
             .iter()
             .enumerate()
             .map(|(i, &w)| Endpoint {
+                sidecar: false,
                 address: addr(i),
                 weight: w,
                 labels: BTreeMap::new(),
@@ -279,6 +280,7 @@ fn carry_over_matches_hosts_by_address() {
     let mut endpoints: Vec<Endpoint> = [3usize, 2, 1, 7]
         .iter()
         .map(|&i| Endpoint {
+            sidecar: false,
             address: addr(i),
             weight: 1,
             labels: BTreeMap::new(),

@@ -49,7 +49,7 @@ pub use error::{BodyError, ParseError};
 pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
 pub use hop::strip_hop_by_hop;
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
-pub(crate) use names::{X_FORWARDED_PROTO, X_REQUEST_ID};
+pub(crate) use names::{X_FORWARDED_CLIENT_CERT, X_FORWARDED_PROTO, X_REQUEST_ID};
 pub use pool::HeaderPool;
 pub use reason::reason_phrase;
 pub use request::{parse_request_head, take_request_head, take_request_head_pooled};

@@ -9,6 +9,8 @@ use http::HeaderName;
 
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
 
 /// Names worth recognising, grouped by length for [`known`].
 static KNOWN: [HeaderName; 11] = [

@@ -3,7 +3,6 @@
 //! lives on after a denial, stats and events say why; principals and namespaces match only a
 //! peer whose certificate the mutual-TLS layer verified (real rustls handshakes, in memory).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::tests::{accept, config, drain, sent_to};
@@ -14,6 +13,7 @@ use crate::authz::{
     StringMatcher,
 };
 use crate::config::Direction;
+use crate::transport::policy::{InboundMode, InboundMtls, ResolvedUpstreamTls};
 use crate::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
 use crate::transport::tls::{MtlsSettings, MtlsTransports, Randomness};
 use crate::transport::{ByteTransform, Endpoint, Transport, TransportFactory};
@@ -37,12 +37,17 @@ fn policy(name: &str, permission: Permission, principal: Principal) -> Policy {
     }
 }
 
-/// An engine whose listener is inbound, with these RBAC filters.
-fn inbound_engine(filters: Vec<RbacFilter>) -> Engine {
+/// The test config with its listener inbound, with these RBAC filters.
+fn inbound_config(filters: Vec<RbacFilter>) -> crate::config::Config {
     let mut config = config();
     config.listeners[0].direction = Direction::Inbound;
     config.listeners[0].authorization = Some(Arc::new(Authorization { filters }));
-    Engine::try_new(Arc::new(config), 1).unwrap()
+    config
+}
+
+/// An engine whose listener is inbound, with these RBAC filters.
+fn inbound_engine(filters: Vec<RbacFilter>) -> Engine {
+    Engine::try_new(Arc::new(inbound_config(filters)), 1).unwrap()
 }
 
 /// The status line and body the client got on `conn`, and whether the request went upstream.
@@ -163,28 +168,33 @@ fn outbound_listeners_ignore_authorization() {
 /// the client certificate `client_id` (`None`: the request goes in plaintext).
 fn over_mtls(filters: Vec<RbacFilter>, client_id: Option<&str>) -> (String, bool) {
     let ca = TestCa::new("mesh root", 1);
-    let settings = |expected| MtlsSettings {
+    let settings = || MtlsSettings {
         unix_base: UNIX_BASE,
         randomness: Randomness::Seeded(7),
-        expected,
     };
-    let mut engine = inbound_engine(filters);
     let request = b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n";
     let Some(client_id) = client_id else {
+        let mut engine = inbound_engine(filters);
         let down = accept(&mut engine);
         return answer(&mut engine, down, request);
     };
+    let mut config = inbound_config(filters);
+    config.listeners[0].mtls = InboundMtls::uniform(InboundMode::Strict);
+    let mut engine = Engine::try_new(Arc::new(config), 1).unwrap();
     let creds = ca.issue(Leaf::valid(ENGINE_ID, 10), vec![ca.root()], TD);
-    let factory = MtlsTransports::new(&creds, settings(HashMap::new())).unwrap();
+    let factory = MtlsTransports::new(&creds, settings()).unwrap();
     engine.set_transports(Box::new(factory));
     let creds = ca.issue(Leaf::valid(client_id, 11), vec![ca.root()], TD);
-    let mut factory = MtlsTransports::new(&creds, settings(HashMap::new())).unwrap();
+    let mut factory = MtlsTransports::new(&creds, settings()).unwrap();
     let endpoint = Endpoint::Upstream {
         cluster: "svc",
         addr: "127.0.0.1:15001".parse().unwrap(),
+        tls: ResolvedUpstreamTls::Mesh {
+            subject_alt_names: &[],
+        },
     };
-    let mut client: Box<dyn ByteTransform> = match factory.transport(T, endpoint).unwrap() {
-        Transport::Transformed(t) => t,
+    let mut client: Box<dyn ByteTransform> = match factory.transport(T, endpoint, None).unwrap() {
+        Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("{other:?}"),
     };
     let down = accept(&mut engine);

@@ -187,6 +187,7 @@ impl Clusters {
                 address: addr,
                 weight: 1,
                 labels: Default::default(),
+                sidecar: false,
             }],
             ..Default::default()
         };

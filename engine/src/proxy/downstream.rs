@@ -31,12 +31,23 @@ impl Engine {
         let known = listener.is_some();
         let listener = listener.unwrap_or_else(|| Arc::from(""));
         let transport = if known {
+            // PeerAuthentication is per workload port: the port the client meant to reach.
+            let port = accepted
+                .original_dst
+                .map_or(accepted.local.port(), |a| a.port());
+            let mode = self
+                .snapshot
+                .listener_named(&listener)
+                .map(|(l, _)| l.mtls.mode_for(port))
+                .unwrap_or_default();
             let endpoint = Endpoint::Downstream {
                 listener: &listener,
                 peer: accepted.peer,
                 local: accepted.local,
+                mode,
             };
-            self.transports.transport(now, endpoint)
+            let identity = self.snapshot.config.identity.as_deref();
+            self.transports.transport(now, endpoint, identity)
         } else {
             Ok(Transport::Plain)
         };

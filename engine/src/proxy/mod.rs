@@ -398,11 +398,15 @@ impl Engine {
                     self.outputs.push_back(Output::Send { conn: id, data });
                 }
             } else {
-                if c.closing == Some(true) {
-                    c.transport.close();
-                }
                 let mut wire = bytes::BytesMut::new();
                 c.transport.seal_into(&mut c.out, &mut wire);
+                if c.closing == Some(true) {
+                    // The protocol's close (TLS close_notify) goes after the last bytes the
+                    // codec wrote: a peer stops reading at close_notify, so a response
+                    // sealed behind it would be lost.
+                    c.transport.close();
+                    c.transport.seal_into(&mut c.out, &mut wire);
+                }
                 if !wire.is_empty() {
                     c.unacked += wire.len();
                     let data = wire.freeze();
@@ -575,6 +579,8 @@ enum Work {
 mod authz_tests;
 #[cfg(test)]
 mod istio_tests;
+#[cfg(test)]
+mod mtls_policy_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -68,13 +68,17 @@ impl Engine {
         let generation = s.generation;
         let connect_timeout = s.state.config().pool.connect_timeout;
         let deadline = now + connect_timeout;
+        let config = s.state.config();
+        let sidecar = config.endpoints.get(host).is_some_and(|e| e.sidecar);
         let endpoint = Endpoint::Upstream {
             cluster: &s.name,
             addr,
+            tls: config.tls.for_endpoint(sidecar),
         };
+        let identity = self.snapshot.config.identity.as_deref();
         // A transport that cannot be set up fails the connection once it is established
         // (the driver knows the connection from then on); the event says why now.
-        let (transport, refused) = match self.transports.transport(now, endpoint) {
+        let (transport, refused) = match self.transports.transport(now, endpoint, identity) {
             Ok(t) => (t, None),
             Err(error) => {
                 let failed = Transport::Failed {

@@ -37,6 +37,8 @@ impl Engine {
             ),
             _ => return,
         };
+        let mut head = head;
+        self.forward_client_cert(down, &listener, &mut head.headers);
         let down_keep_alive = head.keep_alive;
         let inbound = match head.framing {
             BodyFraming::None => Inbound::Done {
@@ -291,6 +293,50 @@ impl Engine {
         }
         self.continue_expect(id);
         self.inject_delay(now, id, route);
+    }
+
+    /// `x-forwarded-client-cert` as Envoy's connection manager leaves it before routing
+    /// (`ConnectionManagerUtility::mutateXfccRequestHeader`): on an inbound listener, an mTLS
+    /// client's certificate is appended (Istio's APPEND_FORWARD); every other request loses
+    /// the header, so no client can claim an identity it did not prove (SANITIZE, Envoy's
+    /// default, which Istio keeps on outbound listeners).
+    fn forward_client_cert(
+        &self,
+        down: DownstreamId,
+        listener: &str,
+        headers: &mut http::HeaderMap,
+    ) {
+        let inbound = self
+            .snapshot
+            .listener_named(listener)
+            .is_some_and(|(l, _)| l.direction == crate::config::Direction::Inbound);
+        let details = self
+            .conns
+            .get(down.conn())
+            .and_then(|c| c.transport.client_cert_details());
+        match details {
+            Some(details) if inbound => {
+                let mut value = String::new();
+                for v in headers.get_all(&http1::X_FORWARDED_CLIENT_CERT) {
+                    if let Ok(v) = v.to_str() {
+                        value.push_str(v);
+                        value.push(',');
+                    }
+                }
+                value.push_str(details);
+                match http::HeaderValue::from_str(&value) {
+                    Ok(v) => {
+                        headers.insert(http1::X_FORWARDED_CLIENT_CERT, v);
+                    }
+                    Err(_) => {
+                        headers.remove(&http1::X_FORWARDED_CLIENT_CERT);
+                    }
+                }
+            }
+            _ => {
+                headers.remove(&http1::X_FORWARDED_CLIENT_CERT);
+            }
+        }
     }
 
     fn listener_passthrough(&self, snapshot: &Snapshot, listener: &str) -> bool {

@@ -13,8 +13,10 @@ use crate::config::{
 
 pub(super) fn config() -> Config {
     Config {
+        identity: None,
         version: "t".into(),
         listeners: vec![Listener {
+            mtls: Default::default(),
             name: "out".into(),
             address: "127.0.0.1:15001".parse().unwrap(),
             route_table: "rt".into(),
@@ -42,6 +44,7 @@ pub(super) fn config() -> Config {
         clusters: vec![Cluster {
             name: "c".into(),
             endpoints: vec![Endpoint {
+                sidecar: false,
                 address: "10.0.0.1:80".parse().unwrap(),
                 weight: 1,
                 labels: Default::default(),
@@ -207,6 +210,7 @@ fn cluster_index_names_the_same_state_as_the_name() {
 fn ejected_host_count_follows_ejections() {
     let mut cfg = config();
     cfg.clusters[0].endpoints.push(Endpoint {
+        sidecar: false,
         address: "10.0.0.2:80".parse().unwrap(),
         weight: 1,
         labels: Default::default(),

@@ -3,7 +3,6 @@
 //! segmentation; each refused peer (expired, foreign CA, wrong trust domain, no SPIFFE SAN,
 //! unexpected identity, plaintext) gets its own named reason; seeded runs replay byte for byte.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,8 @@ use super::transport_tests::{
     connect_in, events, feed, feed_at, open, open_at, the_transport_failure, wire_of, REQUEST, T,
 };
 use super::*;
+use crate::config::Config;
+use crate::transport::policy::{InboundMode, InboundMtls, ResolvedUpstreamTls, UpstreamTls};
 use crate::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
 use crate::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
 use crate::transport::{ByteTransform, Endpoint, TransformErrorKind, Transport, TransportFactory};
@@ -21,23 +22,37 @@ const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
 const ENGINE_ID: &str = "spiffe://cluster.local/ns/default/sa/sidecar";
 const UPSTREAM_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 
-fn settings(randomness: Randomness, expected: HashMap<String, Vec<String>>) -> MtlsSettings {
+fn settings(randomness: Randomness) -> MtlsSettings {
     MtlsSettings {
         unix_base: UNIX_BASE,
         randomness,
-        expected,
     }
+}
+
+/// The test config with mTLS asked for: STRICT on the listener, ISTIO_MUTUAL to every cluster,
+/// expecting the given SPIFFE id from the named clusters.
+fn mtls_config(expected: &[(&str, &str)]) -> Config {
+    let mut config = config();
+    for l in &mut config.listeners {
+        l.mtls = InboundMtls::uniform(InboundMode::Strict);
+    }
+    for c in &mut config.clusters {
+        c.tls = UpstreamTls::IstioMutual {
+            subject_alt_names: expected
+                .iter()
+                .filter(|(cluster, _)| *cluster == c.name)
+                .map(|(_, id)| id.to_string())
+                .collect(),
+        };
+    }
+    config
 }
 
 /// An engine whose every connection is mTLS with the mesh CA's certificate for `ENGINE_ID`.
 fn engine(ca: &TestCa, randomness: Randomness, expected: &[(&str, &str)]) -> Engine {
     let creds = ca.issue(Leaf::valid(ENGINE_ID, 10), vec![ca.root()], TD);
-    let expected = expected
-        .iter()
-        .map(|(cluster, id)| (cluster.to_string(), vec![id.to_string()]))
-        .collect();
-    let factory = MtlsTransports::new(&creds, settings(randomness, expected)).unwrap();
-    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let factory = MtlsTransports::new(&creds, settings(randomness)).unwrap();
+    let mut engine = Engine::try_new(Arc::new(mtls_config(expected)), 1).unwrap();
     engine.set_transports(Box::new(factory));
     engine
 }
@@ -48,9 +63,9 @@ fn peer(
     randomness: Randomness,
     endpoint: Endpoint<'_>,
 ) -> Box<dyn ByteTransform> {
-    let mut factory = MtlsTransports::new(creds, settings(randomness, HashMap::new())).unwrap();
-    match factory.transport(T, endpoint).unwrap() {
-        Transport::Transformed(t) => t,
+    let mut factory = MtlsTransports::new(creds, settings(randomness)).unwrap();
+    match factory.transport(T, endpoint, None).unwrap() {
+        Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("{other:?}"),
     }
 }
@@ -60,6 +75,9 @@ fn client(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTransf
     let endpoint = Endpoint::Upstream {
         cluster: "svc",
         addr: "127.0.0.1:15001".parse().unwrap(),
+        tls: ResolvedUpstreamTls::Mesh {
+            subject_alt_names: &[],
+        },
     };
     peer(creds, randomness, endpoint)
 }
@@ -70,6 +88,7 @@ fn upstream(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTran
         listener: "inbound",
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "10.0.0.1:80".parse().unwrap(),
+        mode: InboundMode::Strict,
     };
     peer(creds, randomness, endpoint)
 }
@@ -332,12 +351,10 @@ fn plaintext_on_an_mtls_port_is_refused_without_an_http_answer() {
     let down = accept(&mut engine);
     let out = feed(&mut engine, down, REQUEST, 4096);
     assert!(!out.iter().any(|o| matches!(o, Output::Connect { .. })));
+    // STRICT knows a plaintext client by its first byte: nothing is answered, the
+    // connection just closes (as Envoy's inbound listener has no filter chain for it).
     let sent = super::tests::sent_to(&out, down);
-    assert_eq!(
-        sent.first(),
-        Some(&0x15),
-        "a TLS alert record, not HTTP: {sent:?}"
-    );
+    assert!(sent.is_empty(), "nothing, not HTTP: {sent:?}");
     assert!(out.contains(&Output::Close {
         conn: down,
         graceful: true
@@ -345,7 +362,9 @@ fn plaintext_on_an_mtls_port_is_refused_without_an_http_answer() {
     let events = events(&mut engine);
     assert!(
         matches!(events.as_slice(), [Event::TransportFailed { error, .. }]
-            if error.kind == TransformErrorKind::Protocol),
+            if error.kind == TransformErrorKind::PeerRefused
+                && error.detail.contains("plaintext connection refused")
+                && error.detail.contains("STRICT")),
         "{events:?}"
     );
     assert!(engine.drain_logs().is_empty(), "no request was ever read");
@@ -361,12 +380,12 @@ fn renewal_keeps_established_connections_and_new_ones_get_the_new_certificate() 
         ca.issue(leaf, vec![ca.root()], TD)
     };
     let transports = |creds: &MeshCredentials| {
-        let factory = MtlsTransports::new(creds, settings(Randomness::System, HashMap::new()));
+        let factory = MtlsTransports::new(creds, settings(Randomness::System));
         Box::new(factory.unwrap())
     };
     // The engine's first certificate lasts until 24 h.
     let first = ca.issue(Leaf::valid(ENGINE_ID, 10), vec![ca.root()], TD);
-    let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let mut engine = Engine::try_new(Arc::new(mtls_config(&[])), 1).unwrap();
     engine.set_transports(transports(&first));
     let down = accept(&mut engine);
     let mut caller = client(&peer_creds(CLIENT_ID, 11), Randomness::System);
@@ -417,7 +436,7 @@ fn renewal_keeps_established_connections_and_new_ones_get_the_new_certificate() 
     assert!(newcomer.is_established());
     assert!(events(&mut engine).is_empty());
     // Without the renewal, the same newcomer would have refused the expired certificate.
-    let mut stale = Engine::try_new(Arc::new(config()), 1).unwrap();
+    let mut stale = Engine::try_new(Arc::new(mtls_config(&[])), 1).unwrap();
     stale.set_transports(transports(&first));
     let conn = stale.accept(later, accepted);
     let mut refuser = client(&peer_creds(CLIENT_ID, 14), Randomness::System);

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::tests::{accept, config, drain, sent_to};
 use super::*;
 use crate::transport::framed::Framed;
+use crate::transport::policy::MeshIdentity;
 use crate::transport::{
     ByteTransform, Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory,
 };
@@ -25,6 +26,7 @@ impl TransportFactory for TestTransports {
         &mut self,
         _now: Instant,
         endpoint: Endpoint<'_>,
+        _identity: Option<&MeshIdentity>,
     ) -> Result<Transport, TransformError> {
         match endpoint {
             Endpoint::Downstream { .. } if self.downstream => {

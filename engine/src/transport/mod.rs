@@ -21,6 +21,8 @@
 //! [`framed`] holds a small record-layer transform used to prove the slot in tests.
 
 pub mod framed;
+pub mod policy;
+pub mod sniff;
 pub mod tls;
 
 use std::fmt;
@@ -29,6 +31,8 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 
 use crate::time::Instant;
+use policy::{InboundMode, MeshIdentity, ResolvedUpstreamTls};
+use sniff::{sniff, Sniffed, SNIFF_BYTES};
 
 /// Why a transform gave up on its connection. The message names the check that failed, for
 /// the one log line a refused peer gets.
@@ -113,6 +117,13 @@ pub trait ByteTransform: Send {
     /// The peer's verified identity once established (a SPIFFE id for mesh TLS).
     fn peer_identity(&self) -> Option<&str>;
 
+    /// The XFCC element describing the peer's certificate, once established, when the peer
+    /// presented one (see [`Transport::client_cert_details`]). Transforms without
+    /// certificates have none.
+    fn client_cert_details(&self) -> Option<&str> {
+        None
+    }
+
     /// The connection is closing gracefully: queue the protocol's close (TLS close_notify).
     fn close(&mut self);
 }
@@ -125,6 +136,15 @@ pub enum Transport {
     Plain,
     /// Bytes go through a transform.
     Transformed(Box<dyn ByteTransform>),
+    /// An inbound connection under PERMISSIVE or STRICT whose first bytes have not yet said
+    /// whether it is TLS (see [`sniff`]): a TLS client gets `tls`; a plaintext one becomes
+    /// [`Transport::Plain`] if plaintext is allowed, and is refused otherwise.
+    Sniffing {
+        tls: Box<dyn ByteTransform>,
+        /// The bytes seen so far (fewer than [`SNIFF_BYTES`]).
+        seen: BytesMut,
+        plaintext_allowed: bool,
+    },
     /// The transform failed; nothing more is read or written through it. Its last words (an
     /// alert) wait here for the connection's final flush.
     Failed { last_words: BytesMut },
@@ -138,6 +158,7 @@ impl fmt::Debug for Transport {
                 write!(f, "Transformed(established: {})", t.is_established())
             }
             Transport::Failed { .. } => f.write_str("Failed"),
+            Transport::Sniffing { .. } => f.write_str("Sniffing"),
         }
     }
 }
@@ -157,6 +178,64 @@ impl Transport {
             }
             Transport::Transformed(t) => t.receive(now, wire, plain),
             Transport::Failed { .. } => Ok(()),
+            Transport::Sniffing { seen, .. } => {
+                let verdict = if seen.is_empty() {
+                    sniff(wire)
+                } else {
+                    seen.extend_from_slice(wire);
+                    sniff(seen)
+                };
+                match verdict {
+                    Sniffed::NeedMore => {
+                        if seen.is_empty() {
+                            seen.extend_from_slice(wire);
+                        }
+                        debug_assert!(seen.len() < SNIFF_BYTES);
+                        Ok(())
+                    }
+                    decided => self.decide(now, decided, wire, plain),
+                }
+            }
+        }
+    }
+
+    /// The first bytes have spoken: become TLS or plaintext, and pass everything received so
+    /// far (`wire` is the latest chunk, already in `seen` if `seen` is not empty) through.
+    fn decide(
+        &mut self,
+        now: Instant,
+        verdict: Sniffed,
+        wire: &[u8],
+        plain: &mut BytesMut,
+    ) -> Result<(), TransformError> {
+        let Transport::Sniffing {
+            tls,
+            seen,
+            plaintext_allowed,
+        } = std::mem::take(self)
+        else {
+            unreachable!("decide is called while sniffing");
+        };
+        let bytes: &[u8] = if seen.is_empty() { wire } else { &seen };
+        match verdict {
+            Sniffed::Tls => {
+                *self = Transport::Transformed(tls);
+                self.receive(now, bytes, plain)
+            }
+            Sniffed::Plaintext if plaintext_allowed => {
+                plain.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sniffed::Plaintext => {
+                *self = Transport::Failed {
+                    last_words: BytesMut::new(),
+                };
+                Err(TransformError::new(
+                    TransformErrorKind::PeerRefused,
+                    "plaintext connection refused: the port requires mTLS (PeerAuthentication STRICT)",
+                ))
+            }
+            Sniffed::NeedMore => unreachable!("only decided verdicts come here"),
         }
     }
 
@@ -185,13 +264,18 @@ impl Transport {
                 wire.extend_from_slice(last_words);
                 last_words.clear();
             }
+            // Nothing has been decided: what the codec says (a timeout's 408) goes out as is.
+            Transport::Sniffing { .. } => {
+                wire.extend_from_slice(plain);
+                plain.clear();
+            }
         }
     }
 
     /// Whether the transform has bytes of its own to send (a handshake reply, an alert).
     pub fn wants_write(&self) -> bool {
         match self {
-            Transport::Plain => false,
+            Transport::Plain | Transport::Sniffing { .. } => false,
             Transport::Transformed(t) => t.wants_write(),
             Transport::Failed { last_words } => !last_words.is_empty(),
         }
@@ -200,7 +284,7 @@ impl Transport {
     /// Bytes held by the transform that have not reached the driver yet.
     pub fn held(&self) -> usize {
         match self {
-            Transport::Plain => 0,
+            Transport::Plain | Transport::Sniffing { .. } => 0,
             Transport::Transformed(t) => t.held(),
             Transport::Failed { last_words } => last_words.len(),
         }
@@ -218,6 +302,15 @@ impl Transport {
     pub fn peer_identity(&self) -> Option<&str> {
         match self {
             Transport::Transformed(t) => t.peer_identity(),
+            _ => None,
+        }
+    }
+
+    /// Envoy's `x-forwarded-client-cert` element for this connection's client certificate
+    /// (`By=…;Hash=…;Subject="…";URI=…`), when the peer presented a verified one.
+    pub fn client_cert_details(&self) -> Option<&str> {
+        match self {
+            Transport::Transformed(t) => t.client_cert_details(),
             _ => None,
         }
     }
@@ -242,30 +335,55 @@ impl Transport {
 /// The connection a transform is asked for.
 #[derive(Clone, Copy, Debug)]
 pub enum Endpoint<'a> {
-    /// A client connection accepted on `local` from `peer`, on the named listener.
+    /// A client connection accepted on `local` from `peer`, on the named listener, whose
+    /// PeerAuthentication mode for the port is `mode`.
     Downstream {
         listener: &'a str,
         peer: SocketAddr,
         local: SocketAddr,
+        mode: InboundMode,
     },
-    /// A connection the engine opens to `addr`, a host of `cluster`.
-    Upstream { cluster: &'a str, addr: SocketAddr },
+    /// A connection the engine opens to `addr`, a host of `cluster`, protected as `tls` says.
+    Upstream {
+        cluster: &'a str,
+        addr: SocketAddr,
+        tls: ResolvedUpstreamTls<'a>,
+    },
+}
+
+impl Endpoint<'_> {
+    /// Whether the configuration asks for nothing but plaintext on this connection.
+    pub fn is_plaintext(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Downstream {
+                mode: InboundMode::Disable,
+                ..
+            } | Endpoint::Upstream {
+                tls: ResolvedUpstreamTls::Plain,
+                ..
+            }
+        )
+    }
 }
 
 /// Chooses each connection's transport: plaintext, or a transform built for it.
 ///
-/// The engine calls it once per connection, when accepting or opening it, with its clock.
-/// An error refuses the connection (downstream: closed at once; upstream: a connect failure),
-/// and is reported as [`crate::Event::TransportFailed`].
+/// The engine calls it once per connection, when accepting or opening it, with its clock and
+/// the sidecar's identity from the configuration snapshot. An error refuses the connection
+/// (downstream: closed at once; upstream: a connect failure), and is reported as
+/// [`crate::Event::TransportFailed`].
 pub trait TransportFactory: Send {
     fn transport(
         &mut self,
         now: Instant,
         endpoint: Endpoint<'_>,
+        identity: Option<&MeshIdentity>,
     ) -> Result<Transport, TransformError>;
 }
 
-/// Every connection in plaintext: the engine's default until mTLS is configured.
+/// Plaintext only: the engine's default until a TLS factory is installed. A connection the
+/// configuration wants protected is refused (never silently sent in the clear).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlainTransports;
 
@@ -273,8 +391,19 @@ impl TransportFactory for PlainTransports {
     fn transport(
         &mut self,
         _now: Instant,
-        _endpoint: Endpoint<'_>,
+        endpoint: Endpoint<'_>,
+        _identity: Option<&MeshIdentity>,
     ) -> Result<Transport, TransformError> {
-        Ok(Transport::Plain)
+        match endpoint {
+            Endpoint::Downstream {
+                mode: InboundMode::Permissive,
+                ..
+            } => Ok(Transport::Plain),
+            e if e.is_plaintext() => Ok(Transport::Plain),
+            _ => Err(TransformError::new(
+                TransformErrorKind::Setup,
+                "the configuration asks for TLS, but this engine has no TLS provider installed",
+            )),
+        }
     }
 }

@@ -131,6 +131,7 @@ pub fn engine_config_at(
                 subset: Some(format!("v{v}")),
                 endpoints: (ver.endpoints.iter().enumerate())
                     .map(|(i, e)| Endpoint {
+                        sidecar: false,
                         address: endpoint_addr((s, v, i)),
                         weight: e.weight(),
                         labels: BTreeMap::from([("version".to_string(), format!("v{v}"))]),

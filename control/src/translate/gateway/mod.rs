@@ -76,6 +76,7 @@ pub fn translate_gateway(
         };
         let table = routes::route_table(port, &site, &mut out, &mut diags);
         out.config.listeners.push(Listener {
+            mtls: Default::default(),
             name: format!("{}_{}", address.ip(), port.number),
             address,
             route_table: table.name.clone(),

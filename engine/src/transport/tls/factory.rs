@@ -1,13 +1,17 @@
-//! The mTLS transport factory: every downstream connection a TLS server, every upstream one a
-//! TLS client, with the local workload's certificate and the mesh's trust bundle.
+//! The TLS transport factory: each connection protected as the configuration asks.
 //!
-//! It is configuration-free for now (the control plane's PeerAuthentication and DestinationRule
-//! TLS settings will choose per port and per cluster later): one set of [`MeshCredentials`],
-//! and optionally the SPIFFE ids each upstream cluster must present (a DestinationRule's
-//! `subjectAltNames`). The rustls configs are built once, here; a connection costs one
+//! The engine resolves what a connection needs (see [`crate::transport::policy`]) and asks
+//! here: an inbound connection under PERMISSIVE or STRICT gets a TLS server behind a sniffer
+//! ([`Transport::Sniffing`]); an upstream one gets a mesh client (ISTIO_MUTUAL, the peer's
+//! SPIFFE id checked against the cluster's `subjectAltNames`) or an origination client
+//! (SIMPLE/MUTUAL); DISABLE gets plaintext.
+//!
+//! Credentials are the configuration's [`MeshIdentity`] (so renewal and root rotation are a
+//! config push), or fixed at construction for tests. rustls configs are built when the
+//! credentials change and cached per distinct upstream setting; a connection costs one
 //! `Connection::new`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +25,11 @@ use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerCo
 use super::clock::EngineClock;
 use super::seeded::{self, with_rng};
 use super::transform::TlsTransform;
-use super::verify::{IdentityCheck, MeshClientVerifier, MeshServerVerifier};
+use super::verify::{IdentityCheck, MeshClientVerifier, MeshServerVerifier, OriginationVerifier};
+use super::xfcc;
 use super::{HTTP1, MESH_HTTP1};
 use crate::time::Instant;
+use crate::transport::policy::{InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls};
 use crate::transport::{Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory};
 
 /// The local workload's credentials and the mesh's trust.
@@ -50,23 +56,37 @@ impl MeshCredentials {
         bundle: &str,
         trust_domain: &str,
     ) -> Result<Self, TransformError> {
-        let certs = |pem: &str, what: &str| {
-            let list = CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| setup(format!("{what}: {e}")))?;
-            if list.is_empty() {
-                return Err(setup(format!("{what}: no certificate in the PEM")));
-            }
-            Ok(list)
-        };
         Ok(MeshCredentials {
-            chain: certs(chain, "certificate chain")?,
-            key: PrivateKeyDer::from_pem_slice(key.as_bytes())
-                .map_err(|e| setup(format!("private key: {e}")))?,
-            bundle: certs(bundle, "trust bundle")?,
+            chain: certificates(chain, "certificate chain")?,
+            key: private_key(key)?,
+            bundle: certificates(bundle, "trust bundle")?,
             trust_domain: trust_domain.to_string(),
         })
     }
+
+    /// Credentials from the configuration's identity.
+    pub fn from_identity(identity: &MeshIdentity) -> Result<Self, TransformError> {
+        MeshCredentials::from_pem(
+            &identity.chain_pem,
+            &identity.key_pem,
+            &identity.bundle_pem,
+            &identity.trust_domain,
+        )
+    }
+}
+
+fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TransformError> {
+    let list = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup(format!("{what}: {e}")))?;
+    if list.is_empty() {
+        return Err(setup(format!("{what}: no certificate in the PEM")));
+    }
+    Ok(list)
+}
+
+fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TransformError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| setup(format!("private key: {e}")))
 }
 
 /// Where handshakes draw their randomness.
@@ -85,73 +105,188 @@ pub struct MtlsSettings {
     /// `unix_base + now`).
     pub unix_base: Duration,
     pub randomness: Randomness,
-    /// Per upstream cluster, the SPIFFE ids its hosts may present; clusters not named accept
-    /// any identity in the trust domain.
-    pub expected: HashMap<String, Vec<String>>,
 }
 
-/// mTLS on every connection of an engine.
+/// The rustls configs built from one set of mesh credentials.
+struct MeshConfigs {
+    /// What they were built from (`None`: credentials fixed at construction).
+    source: Option<MeshIdentity>,
+    server: Arc<ServerConfig>,
+    /// Per `subjectAltNames` list (empty: any identity of the trust domain).
+    clients: BTreeMap<Vec<String>, Arc<ClientConfig>>,
+    credentials: Arc<MeshCredentials>,
+    roots: Arc<RootCertStore>,
+    /// Our own URI SANs, for the XFCC elements of inbound connections.
+    local_uris: Arc<[String]>,
+}
+
+/// Connections protected as the configuration asks (see the module docs).
 pub struct MtlsTransports {
     clock: Arc<EngineClock>,
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
-    per_cluster: HashMap<String, Arc<ClientConfig>>,
+    provider: Arc<CryptoProvider>,
+    /// Credentials given at construction, which win over the configuration's.
+    fixed: Option<Arc<MeshCredentials>>,
+    mesh: Option<MeshConfigs>,
+    /// Origination configs, per distinct setting (few: one per DestinationRule).
+    origination: Vec<(Arc<OriginationTls>, Arc<ClientConfig>)>,
     /// Seeds each connection's RNG when handshakes are seeded.
     seeds: Option<fastrand::Rng>,
 }
 
+/// Origination settings kept at most; past it the cache starts over.
+const ORIGINATION_CACHE: usize = 64;
+
 impl MtlsTransports {
+    /// A factory with fixed credentials (the configuration's identity is ignored).
     pub fn new(creds: &MeshCredentials, settings: MtlsSettings) -> Result<Self, TransformError> {
-        let clock = EngineClock::new(settings.unix_base);
+        let mut factory = MtlsTransports::from_config(settings);
+        let creds = Arc::new(MeshCredentials {
+            chain: creds.chain.clone(),
+            key: creds.key.clone_key(),
+            bundle: creds.bundle.clone(),
+            trust_domain: creds.trust_domain.clone(),
+        });
+        factory.mesh = Some(factory.build_mesh(creds.clone(), None)?);
+        factory.fixed = Some(creds);
+        Ok(factory)
+    }
+
+    /// A factory whose credentials come from each configuration snapshot's identity.
+    pub fn from_config(settings: MtlsSettings) -> Self {
         let provider = Arc::new(match settings.randomness {
             Randomness::System => rustls::crypto::ring::default_provider(),
             Randomness::Seeded(_) => seeded::provider(),
         });
+        let seeds = match settings.randomness {
+            Randomness::System => None,
+            Randomness::Seeded(seed) => Some(fastrand::Rng::with_seed(seed)),
+        };
+        MtlsTransports {
+            clock: EngineClock::new(settings.unix_base),
+            provider,
+            fixed: None,
+            mesh: None,
+            origination: Vec::new(),
+            seeds,
+        }
+    }
+
+    fn build_mesh(
+        &self,
+        credentials: Arc<MeshCredentials>,
+        source: Option<MeshIdentity>,
+    ) -> Result<MeshConfigs, TransformError> {
         let mut roots = RootCertStore::empty();
-        for root in &creds.bundle {
+        for root in &credentials.bundle {
             roots
                 .add(root.clone())
                 .map_err(|e| setup(format!("trust bundle: {e}")))?;
         }
         let roots = Arc::new(roots);
         let domain_only = IdentityCheck {
-            trust_domain: creds.trust_domain.clone(),
+            trust_domain: credentials.trust_domain.clone(),
             expected: Vec::new(),
         };
         let server = Arc::new(server_config(
-            creds,
-            &provider,
-            &clock,
+            &credentials,
+            &self.provider,
+            &self.clock,
             &roots,
             &domain_only,
         )?);
-        let client = Arc::new(client_config(
-            creds,
+        let local_uris: Arc<[String]> = credentials
+            .chain
+            .first()
+            .map(xfcc::uri_sans)
+            .unwrap_or_default()
+            .into();
+        Ok(MeshConfigs {
+            source,
+            server,
+            clients: BTreeMap::new(),
+            credentials,
+            roots,
+            local_uris,
+        })
+    }
+
+    /// The mesh configs for the current credentials: the fixed ones, else the snapshot's
+    /// identity (rebuilt when it changed: a renewal or a root rotation).
+    fn mesh(
+        &mut self,
+        identity: Option<&MeshIdentity>,
+    ) -> Result<&mut MeshConfigs, TransformError> {
+        if self.fixed.is_none() {
+            let Some(identity) = identity else {
+                return Err(setup(
+                    "mTLS is configured but the proxy has no mesh identity (certificate, key \
+                     and trust bundle)",
+                ));
+            };
+            let stale = self
+                .mesh
+                .as_ref()
+                .is_none_or(|m| m.source.as_ref() != Some(identity));
+            if stale {
+                let credentials = Arc::new(MeshCredentials::from_identity(identity)?);
+                self.mesh = Some(self.build_mesh(credentials, Some(identity.clone()))?);
+            }
+        }
+        self.mesh
+            .as_mut()
+            .ok_or_else(|| setup("no mesh credentials"))
+    }
+
+    fn mesh_client(
+        &mut self,
+        identity: Option<&MeshIdentity>,
+        subject_alt_names: &[String],
+    ) -> Result<Arc<ClientConfig>, TransformError> {
+        let provider = self.provider.clone();
+        let clock = self.clock.clone();
+        let mesh = self.mesh(identity)?;
+        if let Some(config) = mesh.clients.get(subject_alt_names) {
+            return Ok(config.clone());
+        }
+        let check = IdentityCheck {
+            trust_domain: mesh.credentials.trust_domain.clone(),
+            expected: subject_alt_names.to_vec(),
+        };
+        let config = Arc::new(client_config(
+            &mesh.credentials,
             &provider,
             &clock,
-            &roots,
-            domain_only,
+            &mesh.roots,
+            check,
         )?);
-        let mut per_cluster = HashMap::new();
-        for (cluster, expected) in settings.expected {
-            let check = IdentityCheck {
-                trust_domain: creds.trust_domain.clone(),
-                expected,
-            };
-            let config = client_config(creds, &provider, &clock, &roots, check)?;
-            per_cluster.insert(cluster, Arc::new(config));
+        mesh.clients
+            .insert(subject_alt_names.to_vec(), config.clone());
+        Ok(config)
+    }
+
+    fn origination_client(
+        &mut self,
+        tls: &Arc<OriginationTls>,
+    ) -> Result<Arc<ClientConfig>, TransformError> {
+        if let Some((_, config)) = self
+            .origination
+            .iter()
+            .find(|(t, _)| Arc::ptr_eq(t, tls) || **t == **tls)
+        {
+            return Ok(config.clone());
         }
-        let seeds = match settings.randomness {
-            Randomness::System => None,
-            Randomness::Seeded(seed) => Some(fastrand::Rng::with_seed(seed)),
-        };
-        Ok(MtlsTransports {
-            clock,
-            server,
-            client,
-            per_cluster,
-            seeds,
-        })
+        let config = Arc::new(origination_config(tls, &self.provider, &self.clock)?);
+        if self.origination.len() >= ORIGINATION_CACHE {
+            self.origination.clear();
+        }
+        self.origination.push((tls.clone(), config.clone()));
+        Ok(config)
+    }
+
+    fn next_rng(&mut self) -> Option<fastrand::Rng> {
+        self.seeds
+            .as_mut()
+            .map(|s| fastrand::Rng::with_seed(s.u64(..)))
     }
 }
 
@@ -160,6 +295,11 @@ static VERSIONS: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS
 
 fn versions() -> &'static [&'static rustls::SupportedProtocolVersion] {
     &VERSIONS
+}
+
+/// Both versions, for servers outside the mesh.
+fn all_versions() -> &'static [&'static rustls::SupportedProtocolVersion] {
+    rustls::ALL_VERSIONS
 }
 
 fn alpn() -> Vec<Vec<u8>> {
@@ -212,41 +352,110 @@ fn client_config(
     Ok(config)
 }
 
+/// A client for SIMPLE/MUTUAL origination: the configured roots (none with
+/// `insecureSkipVerify`), the SNI, and a client certificate for MUTUAL.
+fn origination_config(
+    tls: &OriginationTls,
+    provider: &Arc<CryptoProvider>,
+    clock: &Arc<EngineClock>,
+) -> Result<ClientConfig, TransformError> {
+    let roots = if tls.insecure_skip_verify {
+        None
+    } else {
+        let pem = tls.ca_pem.as_deref().ok_or_else(|| {
+            setup(format!(
+                "TLS origination to {} has no CA certificates to verify the server with",
+                tls.sni
+            ))
+        })?;
+        let mut roots = RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(certificates(pem, "caCertificates")?);
+        if added == 0 {
+            return Err(setup("caCertificates: no usable certificate"));
+        }
+        Some(Arc::new(roots))
+    };
+    let verifier = OriginationVerifier::new(
+        roots,
+        provider.signature_verification_algorithms,
+        tls.subject_alt_names.clone(),
+    );
+    let builder = ClientConfig::builder_with_details(provider.clone(), clock.clone())
+        .with_protocol_versions(all_versions())
+        .map_err(setup)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match &tls.client_cert {
+        Some(cert) => builder
+            .with_client_auth_cert(
+                certificates(&cert.chain_pem, "clientCertificate")?,
+                private_key(&cert.key_pem)?,
+            )
+            .map_err(|e| setup(format!("client certificate: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![HTTP1.to_vec()];
+    config.resumption = Resumption::disabled();
+    config.enable_sni = true;
+    Ok(config)
+}
+
 impl TransportFactory for MtlsTransports {
     fn transport(
         &mut self,
         now: Instant,
         endpoint: Endpoint<'_>,
+        identity: Option<&MeshIdentity>,
     ) -> Result<Transport, TransformError> {
         self.clock.set(now);
-        let mut rng = self
-            .seeds
-            .as_mut()
-            .map(|s| fastrand::Rng::with_seed(s.u64(..)));
-        let (conn, peer) = match endpoint {
-            Endpoint::Downstream { peer, .. } => {
-                let conn = ServerConnection::new(self.server.clone())
+        match endpoint {
+            Endpoint::Downstream { mode, peer, .. } => {
+                if mode == InboundMode::Disable {
+                    return Ok(Transport::Plain);
+                }
+                let rng = self.next_rng();
+                let clock = self.clock.clone();
+                let mesh = self.mesh(identity)?;
+                let conn = ServerConnection::new(mesh.server.clone())
                     .map_err(|e| setup(format!("server connection: {e}")))?;
-                (Connection::Server(conn), format!("client {peer}"))
-            }
-            Endpoint::Upstream { cluster, addr } => {
-                let config = self
-                    .per_cluster
-                    .get(cluster)
-                    .unwrap_or(&self.client)
-                    .clone();
-                let name = ServerName::IpAddress(addr.ip().into());
-                let conn = with_rng(&mut rng, || ClientConnection::new(config, name))
-                    .map_err(|e| setup(format!("client connection to {cluster}: {e}")))?;
-                (
-                    Connection::Client(conn),
-                    format!("upstream {cluster} at {addr}"),
+                let tls = TlsTransform::new(
+                    Connection::Server(conn),
+                    clock,
+                    rng,
+                    format!("client {peer}"),
                 )
+                .with_client_cert_details(mesh.local_uris.clone());
+                Ok(Transport::Sniffing {
+                    tls: Box::new(tls),
+                    seen: Default::default(),
+                    plaintext_allowed: mode == InboundMode::Permissive,
+                })
             }
-        };
-        let clock = self.clock.clone();
-        Ok(Transport::Transformed(Box::new(TlsTransform::new(
-            conn, clock, rng, peer,
-        ))))
+            Endpoint::Upstream { cluster, addr, tls } => {
+                let peer = format!("upstream {cluster} at {addr}");
+                let transform = match tls {
+                    ResolvedUpstreamTls::Plain => return Ok(Transport::Plain),
+                    ResolvedUpstreamTls::Mesh { subject_alt_names } => {
+                        let config = self.mesh_client(identity, subject_alt_names)?;
+                        let mut rng = self.next_rng();
+                        let name = ServerName::IpAddress(addr.ip().into());
+                        let conn = with_rng(&mut rng, || ClientConnection::new(config, name))
+                            .map_err(|e| setup(format!("client connection to {cluster}: {e}")))?;
+                        TlsTransform::new(Connection::Client(conn), self.clock.clone(), rng, peer)
+                    }
+                    ResolvedUpstreamTls::Origination(o) => {
+                        let config = self.origination_client(o)?;
+                        let mut rng = self.next_rng();
+                        let name = ServerName::try_from(o.sni.clone())
+                            .map_err(|e| setup(format!("sni {:?}: {e}", o.sni)))?;
+                        let conn = with_rng(&mut rng, || ClientConnection::new(config, name))
+                            .map_err(|e| setup(format!("client connection to {cluster}: {e}")))?;
+                        TlsTransform::new(Connection::Client(conn), self.clock.clone(), rng, peer)
+                            .outside_mesh()
+                    }
+                };
+                Ok(Transport::Transformed(Box::new(transform)))
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`spiffe`]: SPIFFE ids, read from a certificate's URI SAN.
 //! - [`clock`]: engine time as rustls's `TimeProvider`.
 //! - [`seeded`]: randomness and key exchange from a seed, so simulated handshakes replay.
+//! - [`xfcc`]: the `x-forwarded-client-cert` element an inbound sidecar gives its workload.
 //!
 //! TLS 1.3 only, no session tickets or resumption (rustls's ticketer reads the wall clock, and
 //! sidecars keep their connections), no SNI (peers are named by SPIFFE id, not host name).
@@ -20,6 +21,7 @@ pub mod seeded;
 pub mod spiffe;
 pub mod transform;
 pub mod verify;
+pub mod xfcc;
 
 #[cfg(any(test, feature = "test-pki"))]
 pub mod testca;

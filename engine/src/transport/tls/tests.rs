@@ -1,7 +1,6 @@
 //! Two TLS transforms talking to each other through memory: the handshake at any segmentation,
 //! the identities each side verified, close_notify, and handshakes that replay from a seed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
@@ -9,6 +8,7 @@ use bytes::BytesMut;
 use super::testca::{Leaf, TestCa, UNIX_BASE};
 use super::*;
 use crate::time::Instant;
+use crate::transport::policy::{InboundMode, ResolvedUpstreamTls};
 use crate::transport::{ByteTransform, Endpoint, TransformError, Transport, TransportFactory};
 
 pub const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
@@ -18,7 +18,6 @@ fn settings(randomness: Randomness) -> MtlsSettings {
     MtlsSettings {
         unix_base: UNIX_BASE,
         randomness,
-        expected: HashMap::new(),
     }
 }
 
@@ -28,7 +27,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn transform(t: Transport) -> Box<dyn ByteTransform> {
     match t {
-        Transport::Transformed(t) => t,
+        Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("not a transform: {other:?}"),
     }
 }
@@ -45,7 +44,11 @@ fn pair(randomness: Randomness) -> (Box<dyn ByteTransform>, Box<dyn ByteTransfor
         Endpoint::Upstream {
             cluster: "reviews",
             addr: addr("10.0.0.2:9080"),
+            tls: ResolvedUpstreamTls::Mesh {
+                subject_alt_names: &[],
+            },
         },
+        None,
     );
     let s = server.transport(
         Instant::ZERO,
@@ -53,7 +56,9 @@ fn pair(randomness: Randomness) -> (Box<dyn ByteTransform>, Box<dyn ByteTransfor
             listener: "inbound",
             peer: addr("10.0.0.1:40000"),
             local: addr("10.0.0.2:9080"),
+            mode: InboundMode::Strict,
         },
+        None,
     );
     (transform(c.unwrap()), transform(s.unwrap()))
 }
@@ -197,14 +202,18 @@ fn a_certificate_not_yet_valid_is_refused_by_name() {
     let endpoint = Endpoint::Upstream {
         cluster: "reviews",
         addr: addr("10.0.0.2:9080"),
+        tls: ResolvedUpstreamTls::Mesh {
+            subject_alt_names: &[],
+        },
     };
-    let mut c = transform(client.transport(Instant::ZERO, endpoint).unwrap());
+    let mut c = transform(client.transport(Instant::ZERO, endpoint, None).unwrap());
     let endpoint = Endpoint::Downstream {
         listener: "inbound",
         peer: addr("10.0.0.1:40000"),
         local: addr("10.0.0.2:9080"),
+        mode: InboundMode::Strict,
     };
-    let mut s = transform(server.transport(Instant::ZERO, endpoint).unwrap());
+    let mut s = transform(server.transport(Instant::ZERO, endpoint, None).unwrap());
     let (side, err) = converse(&mut *c, &mut *s, 4096).err().expect("refused");
     assert_eq!(side, "server");
     let text = err.to_string();

@@ -23,6 +23,7 @@ use super::clock::EngineClock;
 use super::seeded::with_rng;
 use super::spiffe::SpiffeId;
 use super::verify::PeerRefusal;
+use super::xfcc;
 use crate::time::Instant;
 use crate::transport::{ByteTransform, TransformError, TransformErrorKind};
 
@@ -40,6 +41,12 @@ pub struct TlsTransform {
     early: usize,
     /// The peer's verified SPIFFE id, once established.
     identity: Option<String>,
+    /// A mesh peer must present a SPIFFE id; a server we originate TLS to need not.
+    mesh: bool,
+    /// Server side: our own URI SANs, for the XFCC element (`By=`) built at establishment.
+    xfcc_by: Option<Arc<[String]>>,
+    /// The XFCC element for the peer's certificate, once established (server side).
+    client_cert_details: Option<String>,
     peer_closed: bool,
     failed: bool,
 }
@@ -63,11 +70,28 @@ impl TlsTransform {
             outgoing: BytesMut::new(),
             early: 0,
             identity: None,
+            mesh: true,
+            xfcc_by: None,
+            client_cert_details: None,
             peer_closed: false,
             failed: false,
         };
         t.take_wire();
         t
+    }
+
+    /// TLS origination to a server outside the mesh: its certificate need not name a SPIFFE
+    /// id (the verifier checked what the DestinationRule asked for).
+    pub fn outside_mesh(mut self) -> Self {
+        self.mesh = false;
+        self
+    }
+
+    /// Server side: build the client's XFCC element at establishment, naming us by
+    /// `local_uris` (`By=`).
+    pub fn with_client_cert_details(mut self, local_uris: Arc<[String]>) -> Self {
+        self.xfcc_by = Some(local_uris);
+        self
     }
 
     /// The ALPN protocol agreed, once established.
@@ -100,9 +124,12 @@ impl TlsTransform {
             .and_then(|c| SpiffeId::of_certificate(c).ok())
             .map(|id| id.to_string());
         debug_assert!(
-            self.identity.is_some(),
-            "the verifiers accept only certificates with a SPIFFE id"
+            self.identity.is_some() || !self.mesh,
+            "the mesh verifiers accept only certificates with a SPIFFE id"
         );
+        if let (Some(by), Some(cert)) = (&self.xfcc_by, first) {
+            self.client_cert_details = Some(xfcc::client_cert_details(by, cert));
+        }
     }
 }
 
@@ -212,6 +239,10 @@ impl ByteTransform for TlsTransform {
 
     fn peer_identity(&self) -> Option<&str> {
         self.identity.as_deref()
+    }
+
+    fn client_cert_details(&self) -> Option<&str> {
+        self.client_cert_details.as_deref()
     }
 
     fn close(&mut self) {

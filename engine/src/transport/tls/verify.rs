@@ -254,3 +254,87 @@ impl ClientCertVerifier for MeshClientVerifier {
 
     handshake_signatures!();
 }
+
+/// The verifier of a server outside the mesh (DestinationRule `SIMPLE`/`MUTUAL`): the chain
+/// to the configured roots, then the name: one of `subject_alt_names` (a DNS or URI SAN)
+/// when given, else the SNI the client sent, as Envoy's auto SAN validation does. With
+/// `insecureSkipVerify` nothing is checked.
+#[derive(Debug)]
+pub struct OriginationVerifier {
+    roots: Option<Arc<RootCertStore>>,
+    algorithms: WebPkiSupportedAlgorithms,
+    subject_alt_names: Vec<String>,
+}
+
+impl OriginationVerifier {
+    /// `roots: None` is `insecureSkipVerify`.
+    pub fn new(
+        roots: Option<Arc<RootCertStore>>,
+        algorithms: WebPkiSupportedAlgorithms,
+        subject_alt_names: Vec<String>,
+    ) -> Self {
+        OriginationVerifier {
+            roots,
+            algorithms,
+            subject_alt_names,
+        }
+    }
+
+    /// Whether the certificate names one of the expected SANs.
+    fn names_expected(
+        &self,
+        parsed: &ParsedCertificate<'_>,
+        end_entity: &CertificateDer<'_>,
+    ) -> bool {
+        let uris = super::xfcc::uri_sans(end_entity);
+        self.subject_alt_names.iter().any(|san| {
+            uris.iter().any(|u| u == san)
+                || ServerName::try_from(san.as_str())
+                    .is_ok_and(|name| rustls::client::verify_server_name(parsed, &name).is_ok())
+        })
+    }
+}
+
+impl ServerCertVerifier for OriginationVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let parsed = ParsedCertificate::try_from(end_entity)
+            .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )
+        .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        if self.subject_alt_names.is_empty() {
+            rustls::client::verify_server_name(&parsed, server_name).map_err(|_| {
+                refuse(PeerRefusal::Invalid {
+                    claimed: claimed(end_entity),
+                    reason: format!("the certificate does not name {server_name:?}"),
+                })
+            })?;
+        } else if !self.names_expected(&parsed, end_entity) {
+            return Err(refuse(PeerRefusal::Invalid {
+                claimed: claimed(end_entity),
+                reason: format!(
+                    "the certificate names none of subjectAltNames {:?}",
+                    self.subject_alt_names
+                ),
+            }));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signatures!();
+}

@@ -1,0 +1,121 @@
+//! The proxy config file's security parts: the sidecar's identity (`identity:`), inbound
+//! listeners in front of one workload port (`forwardTo`), and what PeerAuthentication and
+//! auto mTLS make of them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use trellis_engine::config::{
+    Cluster, Config, Endpoint, MeshIdentity, RetryPolicy, Route, RouteAction, RouteTable,
+    UpstreamTls, VirtualHost, WeightedCluster,
+};
+
+use crate::diag::ConfigError;
+use crate::translate::workload::DEFAULT_TRUST_DOMAIN;
+
+/// `identity:`: the workload certificate, its key and the mesh's roots, as files (Istio's
+/// file-mounted certificates: `cert-chain.pem`, `key.pem`, `root-cert.pem`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(super) struct IdentitySpec {
+    pub cert_chain: Option<String>,
+    pub key: Option<String>,
+    pub root_cert: Option<String>,
+    pub trust_domain: Option<String>,
+}
+
+impl IdentitySpec {
+    /// Read the files (relative to `base`). All three or none.
+    pub fn load(
+        &self,
+        base: &Path,
+        invalid: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<Option<MeshIdentity>, ConfigError> {
+        let read = |field: &str, path: &Option<String>| -> Result<Option<String>, ConfigError> {
+            let Some(path) = path else { return Ok(None) };
+            std::fs::read_to_string(base.join(path))
+                .map(Some)
+                .map_err(|e| invalid(format!("identity.{field}"), format!("{path}: {e}")))
+        };
+        let chain = read("certChain", &self.cert_chain)?;
+        let key = read("key", &self.key)?;
+        let root = read("rootCert", &self.root_cert)?;
+        match (chain, key, root) {
+            (None, None, None) => Ok(None),
+            (Some(chain_pem), Some(key_pem), Some(bundle_pem)) => Ok(Some(MeshIdentity {
+                chain_pem,
+                key_pem,
+                bundle_pem,
+                trust_domain: self
+                    .trust_domain
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string()),
+            })),
+            _ => Err(invalid(
+                "identity".into(),
+                "certChain, key and rootCert go together".into(),
+            )),
+        }
+    }
+}
+
+/// The names Envoy gives an inbound cluster and its route table for a workload port.
+pub(super) fn inbound_cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// An inbound listener in front of the workload at `target`: a route table with one catch-all
+/// route to a cluster holding `target` (istiod's `inbound|<port>||` cluster and its default
+/// inbound route: no retries, no timeout). Returns the route table's name.
+pub(super) fn add_inbound_target(config: &mut Config, target: SocketAddr) -> String {
+    let cluster = inbound_cluster_name(target.port());
+    let table = format!("inbound|{}", target.port());
+    if config.route_table(&table).is_none() {
+        config.clusters.push(Cluster {
+            name: cluster.clone(),
+            service: format!("inbound|{}", target.port()),
+            endpoints: vec![Endpoint {
+                address: target,
+                weight: 1,
+                labels: Default::default(),
+                sidecar: false,
+            }],
+            ..Default::default()
+        });
+        config.route_tables.push(RouteTable {
+            name: table.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: "inbound|http".into(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    name: "default".into(),
+                    action: RouteAction::Forward(vec![WeightedCluster {
+                        cluster,
+                        weight: 100,
+                        ..WeightedCluster::default()
+                    }]),
+                    retries: RetryPolicy {
+                        attempts: 0,
+                        ..RetryPolicy::default()
+                    },
+                    ..Route::default()
+                }],
+            }],
+        });
+    }
+    table
+}
+
+/// Attach the identity; without one, auto mTLS has nothing to offer and stays plaintext.
+pub(super) fn apply_identity(config: &mut Config, identity: Option<MeshIdentity>) {
+    if identity.is_none() {
+        for c in &mut config.clusters {
+            if matches!(c.tls, UpstreamTls::Auto { .. }) {
+                c.tls = UpstreamTls::Disable;
+            }
+        }
+    }
+    config.identity = identity.map(Arc::new);
+}

@@ -1,0 +1,163 @@
+//! DestinationRule `trafficPolicy.tls` and auto mTLS → how a cluster's connections are
+//! protected ([`UpstreamTls`]), as istiod decides it.
+//!
+//! pilot's `buildAutoMtlsSettings` (pilot/pkg/networking/core/cluster_tls.go):
+//! - a rule that sets `tls` is used as written. `tls` with no `mode` is DISABLE (the enum's
+//!   zero value). ISTIO_MUTUAL uses the sidecar's own certificate and expects the
+//!   destination's identities (`subjectAltNames`, else any identity of the trust domain).
+//!   SIMPLE and MUTUAL originate TLS with the files given: `caCertificates` (else the
+//!   system's bundle), `clientCertificate` and `privateKey` for MUTUAL, `sni` (else the
+//!   service host), `subjectAltNames`, `insecureSkipVerify`.
+//! - no `tls`: auto mTLS. ISTIO_MUTUAL to every endpoint that runs a sidecar (the
+//!   `security.istio.io/tlsMode: istio` label) and plaintext to the others, unless the
+//!   destination namespace's PeerAuthentication is DISABLE
+//!   (`BestEffortInferServiceMTLSMode`), which means plaintext.
+//!
+//! Files that cannot be read, or `credentialName` (a Kubernetes Secret Trellis cannot fetch
+//! yet), make an origination that fails every connection with a clear reason, never one that
+//! silently goes out in plaintext.
+
+use std::sync::Arc;
+
+use trellis_engine::config::{ClientCertificate, InboundMode, OriginationTls, UpstreamTls};
+
+use super::peer_authn;
+use crate::diag::Diagnostic;
+use crate::istio::destination_rule::{ClientTlsSettings, TlsMode};
+use crate::istio::ResourceSet;
+
+/// The endpoint label Istio's injector puts on pods that run a sidecar.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// Where the operating system keeps its trusted roots (Debian's bundle), used for SIMPLE
+/// origination without `caCertificates`, as Envoy falls back to the system's roots.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What translation knows about the destination beside the rule.
+pub struct Destination<'a> {
+    pub host: &'a str,
+    pub namespace: &'a str,
+}
+
+/// The cluster's TLS. `has_identity`: the proxy has a mesh certificate (without one, auto
+/// mTLS cannot be offered and stays plaintext).
+pub fn upstream_tls(
+    tls: Option<&ClientTlsSettings>,
+    destination: &Destination<'_>,
+    resources: &ResourceSet,
+    has_identity: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> UpstreamTls {
+    let Some(tls) = tls else {
+        if !has_identity
+            || peer_authn::service_mode(resources, destination.namespace) == InboundMode::Disable
+        {
+            return UpstreamTls::Disable;
+        }
+        return UpstreamTls::Auto {
+            subject_alt_names: Vec::new(),
+        };
+    };
+    match tls.mode.unwrap_or(TlsMode::DISABLE) {
+        TlsMode::DISABLE => UpstreamTls::Disable,
+        TlsMode::ISTIO_MUTUAL => {
+            if !has_identity {
+                diags.push(Diagnostic::error(format!(
+                    "ISTIO_MUTUAL to {} needs the proxy's mesh identity (`identity:`); its \
+                     connections will fail",
+                    destination.host
+                )));
+            }
+            UpstreamTls::IstioMutual {
+                subject_alt_names: tls.subject_alt_names.clone(),
+            }
+        }
+        mode @ (TlsMode::SIMPLE | TlsMode::MUTUAL) => {
+            UpstreamTls::Origination(Arc::new(origination(tls, mode, destination, diags)))
+        }
+    }
+}
+
+fn origination(
+    tls: &ClientTlsSettings,
+    mode: TlsMode,
+    destination: &Destination<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> OriginationTls {
+    if tls.credential_name.is_some() {
+        diags.push(Diagnostic::error(format!(
+            "tls.credentialName (a Kubernetes Secret) is not supported yet; connections to {} \
+             will fail. Give caCertificates/clientCertificate/privateKey as files",
+            destination.host
+        )));
+    }
+    let insecure = tls.insecure_skip_verify.unwrap_or(false);
+    let ca_pem = match (&tls.ca_certificates, insecure) {
+        (_, true) => None,
+        (Some(path), false) => read_pem(path, "tls.caCertificates", diags),
+        (None, false) => std::fs::read_to_string(SYSTEM_CA_BUNDLE).ok(),
+    };
+    let client_cert = if mode == TlsMode::MUTUAL {
+        match (&tls.client_certificate, &tls.private_key) {
+            (Some(cert), Some(key)) => {
+                match (
+                    read_pem(cert, "tls.clientCertificate", diags),
+                    read_pem(key, "tls.privateKey", diags),
+                ) {
+                    (Some(chain_pem), Some(key_pem)) => {
+                        Some(ClientCertificate { chain_pem, key_pem })
+                    }
+                    _ => None,
+                }
+            }
+            _ => {
+                diags.push(
+                    Diagnostic::error(
+                        "MUTUAL needs both clientCertificate and privateKey; connections will \
+                         be made without a client certificate and refused by the server",
+                    )
+                    .field("tls"),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if tls.ca_crl.is_some() {
+        diags.push(
+            Diagnostic::warning("tls.caCrl is not supported yet; ignored").field("tls.caCrl"),
+        );
+    }
+    OriginationTls {
+        sni: tls
+            .sni
+            .clone()
+            .unwrap_or_else(|| destination.host.to_string()),
+        subject_alt_names: tls.subject_alt_names.clone(),
+        ca_pem,
+        insecure_skip_verify: insecure,
+        client_cert,
+    }
+}
+
+fn read_pem(path: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => Some(pem),
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(format!("cannot read {path}: {e}; connections will fail"))
+                    .field(field),
+            );
+            None
+        }
+    }
+}
+
+/// Whether a registry endpoint runs a sidecar (auto mTLS dials it with ISTIO_MUTUAL).
+pub fn endpoint_has_sidecar(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")
+}
+
+#[cfg(test)]
+mod tests;

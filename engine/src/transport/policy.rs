@@ -1,0 +1,210 @@
+//! What the configuration asks of each connection's transport: the mTLS mode of an inbound
+//! listener (Istio's PeerAuthentication), the TLS an upstream cluster is dialled with (a
+//! DestinationRule's `trafficPolicy.tls`, or auto mTLS), and the sidecar's own identity.
+//!
+//! These are plain values in the configuration snapshot, so a reload changes them (new
+//! certificates rotate in that way, and the simulator pushes them as it pushes routes), and
+//! the engine resolves them to one [`InboundMode`] or [`UpstreamTls`] per connection before
+//! asking the [`super::TransportFactory`]. Connections already open keep the transport they
+//! started with.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// PeerAuthentication's mode on an inbound port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InboundMode {
+    /// Plaintext only (`DISABLE`, and the engine's default when no identity is configured).
+    #[default]
+    Disable,
+    /// mTLS and plaintext on the same port, told apart by the first bytes (`PERMISSIVE`,
+    /// Istio's default).
+    Permissive,
+    /// mTLS only: a plaintext client is refused (`STRICT`).
+    Strict,
+}
+
+impl fmt::Display for InboundMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InboundMode::Disable => "DISABLE",
+            InboundMode::Permissive => "PERMISSIVE",
+            InboundMode::Strict => "STRICT",
+        })
+    }
+}
+
+/// An inbound listener's mTLS: one mode, and per-port overrides (`portLevelMtls`), keyed by
+/// the workload port a connection was meant for (its original destination port, else the
+/// listener's own port).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundMtls {
+    pub mode: InboundMode,
+    /// Sorted by port, one entry per port.
+    pub ports: Vec<(u16, InboundMode)>,
+}
+
+impl InboundMtls {
+    /// Every port in one mode.
+    pub fn uniform(mode: InboundMode) -> Self {
+        InboundMtls {
+            mode,
+            ports: Vec::new(),
+        }
+    }
+
+    /// The mode for a connection meant for `port`.
+    pub fn mode_for(&self, port: u16) -> InboundMode {
+        debug_assert!(
+            self.ports.windows(2).all(|w| w[0].0 < w[1].0),
+            "per-port modes are sorted and unique"
+        );
+        match self.ports.binary_search_by_key(&port, |&(p, _)| p) {
+            Ok(i) => self.ports[i].1,
+            Err(_) => self.mode,
+        }
+    }
+}
+
+/// How an upstream cluster's connections are protected (DestinationRule `tls.mode`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Plaintext (`DISABLE`, and the default).
+    #[default]
+    Disable,
+    /// Istio's auto mTLS: [`UpstreamTls::IstioMutual`] to endpoints that run a sidecar
+    /// ([`crate::config::Endpoint::sidecar`]), plaintext to the others.
+    Auto { subject_alt_names: Vec<String> },
+    /// Mesh mTLS with the sidecar's own certificate (`ISTIO_MUTUAL`). The peer must present a
+    /// SPIFFE id of the trust domain, and one of `subject_alt_names` when any are given.
+    IstioMutual { subject_alt_names: Vec<String> },
+    /// TLS to a server outside the mesh (`SIMPLE`), or with a client certificate of its own
+    /// (`MUTUAL`).
+    Origination(Arc<OriginationTls>),
+}
+
+impl UpstreamTls {
+    /// What one endpoint is dialled with: auto mTLS resolved by whether it runs a sidecar.
+    pub fn for_endpoint(&self, sidecar: bool) -> ResolvedUpstreamTls<'_> {
+        match self {
+            UpstreamTls::Disable => ResolvedUpstreamTls::Plain,
+            UpstreamTls::Auto { subject_alt_names } if sidecar => {
+                ResolvedUpstreamTls::Mesh { subject_alt_names }
+            }
+            UpstreamTls::Auto { .. } => ResolvedUpstreamTls::Plain,
+            UpstreamTls::IstioMutual { subject_alt_names } => {
+                ResolvedUpstreamTls::Mesh { subject_alt_names }
+            }
+            UpstreamTls::Origination(o) => ResolvedUpstreamTls::Origination(o),
+        }
+    }
+}
+
+/// [`UpstreamTls`] for one endpoint, as the transport factory is asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolvedUpstreamTls<'a> {
+    Plain,
+    Mesh { subject_alt_names: &'a [String] },
+    Origination(&'a Arc<OriginationTls>),
+}
+
+/// `SIMPLE` or `MUTUAL` TLS origination, with the files' contents already read (the engine
+/// reads no file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OriginationTls {
+    /// The server name sent (SNI) and, unless `subject_alt_names` is given, verified.
+    pub sni: String,
+    /// Accept the server when its certificate names one of these (DNS or URI SANs) instead of
+    /// `sni`.
+    pub subject_alt_names: Vec<String>,
+    /// Trusted roots, PEM (`caCertificates`, else the system's bundle as the control plane
+    /// found it).
+    pub ca_pem: Option<String>,
+    /// `insecureSkipVerify`: no verification of the server at all.
+    pub insecure_skip_verify: bool,
+    /// For `MUTUAL`: the client certificate chain and key, PEM.
+    pub client_cert: Option<ClientCertificate>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for OriginationTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginationTls")
+            .field("sni", &self.sni)
+            .field("subject_alt_names", &self.subject_alt_names)
+            .field("ca", &self.ca_pem.as_ref().map(|p| p.len()))
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("mutual", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
+/// The sidecar's own identity: its certificate, key and the mesh's trust bundle, PEM.
+///
+/// Part of the configuration snapshot so that renewal is a config push: connections opened
+/// after it use the new certificate, established ones keep theirs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MeshIdentity {
+    /// The workload certificate first, then intermediates.
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Every root the mesh trusts (two during a root rotation).
+    pub bundle_pem: String,
+    /// Peers must present SPIFFE ids of this trust domain.
+    pub trust_domain: String,
+}
+
+impl fmt::Debug for MeshIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("MeshIdentity")
+            .field("trust_domain", &self.trust_domain)
+            .field("chain_bytes", &self.chain_pem.len())
+            .field("bundle_bytes", &self.bundle_pem.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_level_modes_override_the_listener_mode() {
+        let m = InboundMtls {
+            mode: InboundMode::Strict,
+            ports: vec![
+                (8080, InboundMode::Disable),
+                (9090, InboundMode::Permissive),
+            ],
+        };
+        assert_eq!(m.mode_for(8080), InboundMode::Disable);
+        assert_eq!(m.mode_for(9090), InboundMode::Permissive);
+        assert_eq!(m.mode_for(9080), InboundMode::Strict);
+    }
+
+    #[test]
+    fn auto_mtls_follows_the_endpoint() {
+        let auto = UpstreamTls::Auto {
+            subject_alt_names: vec![],
+        };
+        assert!(matches!(
+            auto.for_endpoint(true),
+            ResolvedUpstreamTls::Mesh { .. }
+        ));
+        assert_eq!(auto.for_endpoint(false), ResolvedUpstreamTls::Plain);
+        let strict = UpstreamTls::IstioMutual {
+            subject_alt_names: vec![],
+        };
+        assert!(matches!(
+            strict.for_endpoint(false),
+            ResolvedUpstreamTls::Mesh { .. }
+        ));
+    }
+}

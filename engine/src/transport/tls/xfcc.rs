@@ -1,0 +1,122 @@
+//! Envoy's `x-forwarded-client-cert` element for a client certificate.
+//!
+//! Istio's inbound sidecar listener sets Envoy's `forward_client_cert_details: APPEND_FORWARD`
+//! with `set_current_client_cert_details {subject, uri, dns}` (pilot,
+//! `listener_inbound.go` `buildSidecarInboundHTTPOpts`). For an mTLS client Envoy then appends
+//! one element to the header (`ConnectionManagerUtility::mutateXfccRequestHeader`):
+//!
+//! ```text
+//! By=<each URI SAN of our certificate>;Hash=<hex SHA-256 of the peer's DER>;
+//! Subject="<peer subject, RFC 2253>";URI=<each peer URI SAN>;DNS=<each peer DNS SAN>
+//! ```
+//!
+//! `Subject` and `URI` appear even when empty (`Subject=""`, `URI=`). The element depends
+//! only on the connection, so it is built once, when the handshake completes.
+
+use rustls::pki_types::CertificateDer;
+use x509_parser::extensions::GeneralName;
+use x509_parser::objects::{oid2abbrev, oid_registry};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::x509::X509Name;
+
+/// The XFCC element for a connection whose peer presented `peer`, where our own certificate's
+/// URI SANs are `local_uris`.
+pub fn client_cert_details(local_uris: &[String], peer: &CertificateDer<'_>) -> String {
+    let mut parts: Vec<String> = local_uris.iter().map(|u| format!("By={u}")).collect();
+    let digest = ring::digest::digest(&ring::digest::SHA256, peer.as_ref());
+    parts.push(format!("Hash={}", hex(digest.as_ref())));
+    let (subject, uris, dns) = match X509Certificate::from_der(peer.as_ref()) {
+        Ok((_, cert)) => {
+            let (uris, dns) = sans(&cert);
+            (rfc2253(cert.subject()), uris, dns)
+        }
+        Err(_) => (String::new(), Vec::new(), Vec::new()),
+    };
+    parts.push(format!("Subject=\"{subject}\""));
+    if uris.is_empty() {
+        parts.push("URI=".to_string());
+    }
+    parts.extend(uris.iter().map(|u| format!("URI={u}")));
+    parts.extend(dns.iter().map(|d| format!("DNS={d}")));
+    parts.join(";")
+}
+
+/// The URI SANs of a certificate given as DER (our own, for `By=`).
+pub fn uri_sans(cert: &CertificateDer<'_>) -> Vec<String> {
+    match X509Certificate::from_der(cert.as_ref()) {
+        Ok((_, cert)) => sans(&cert).0,
+        Err(_) => Vec::new(),
+    }
+}
+
+fn sans(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::URI(u) => uris.push(u.to_string()),
+                GeneralName::DNSName(d) => dns.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    (uris, dns)
+}
+
+/// A distinguished name as OpenSSL's RFC 2253 form prints it (what Envoy shows): the last RDN
+/// first, `,` between RDNs, `+` inside one.
+fn rfc2253(name: &X509Name<'_>) -> String {
+    let registry = oid_registry();
+    let mut rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let key = oid2abbrev(attr.attr_type(), registry)
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| attr.attr_type().to_id_string());
+                    format!("{key}={}", escape(attr.as_str().unwrap_or("")))
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.reverse();
+    rdns.join(",")
+}
+
+/// RFC 2253 §2.4 escaping of an attribute value.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == value.len() && c == ' ');
+        if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_hex() {
+        assert_eq!(escape("a,b"), "a\\,b");
+        assert_eq!(escape(" x "), "\\ x\\ ");
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+}
