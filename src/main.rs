@@ -15,6 +15,8 @@ use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
 use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
+mod control_cmd;
+mod plane_client;
 mod sim_cmd;
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
@@ -66,6 +68,14 @@ enum Command {
     ///
     /// Example: trellis ca init --dir ca && trellis ca issue --dir ca --namespace default --service-account reviews --out reviews-certs
     Ca(ca_cmd::CaArgs),
+    /// Run the control plane: serve a directory of YAML (Istio resources plus the Kubernetes
+    /// Services, Deployments, Pods ... the registry is derived from) to sidecars started with
+    /// `trellis proxy --control-plane ADDR`, each scoped by Sidecar and exportTo, pushed after
+    /// a 100 ms debounce when a file changes, ACKed or NACKed (NACKs are logged with the sidecar
+    /// and the reason).
+    ///
+    /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15010
+    Control(control_cmd::ControlArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +129,20 @@ struct ProxyArgs {
     /// Do not reload when the config file changes (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
+    /// Receive routes and clusters from `trellis control` at this address instead of the
+    /// file's `services` and `istio` (the file still gives listeners, `http` and `workload`).
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "gateway")]
+    control_plane: Option<std::net::SocketAddr>,
+    /// This sidecar's name: its pod's (or `<deployment>-<i>`). When the control plane's
+    /// directory has that workload in the file's `workload.namespace`, its labels and service
+    /// account decide what this sidecar sees; the name also appears in NACK reports.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "sidecar",
+        requires = "control_plane"
+    )]
+    node: String,
     /// Run as a gateway proxy (Istio's ingress gateway) instead of a sidecar: one listener per
     /// server port of the Gateways whose `selector` matches --labels, routed only by the
     /// VirtualServices bound to them (`spec.gateways`), 404 NR for any other host. Same config
@@ -237,6 +261,7 @@ fn main() -> ExitCode {
         Some(Command::Analyze(args)) => run_analyze(args),
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Control(args)) => control_cmd::control(args),
     };
     match result {
         Ok(code) => code,
@@ -278,6 +303,7 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             tracing::warn!("{diagnostic}");
         }
     }
+    let watched = loaded.watched_files.clone();
     let config = Arc::new(loaded.config);
     // Compile it the way the engine will, so a bad config fails here, loudly.
     trellis_engine::Engine::try_new(config.clone(), 0).context("the engine refuses this config")?;
@@ -318,6 +344,17 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.health_port))),
         pin: !args.no_pin,
     };
+    if let Some(addr) = args.control_plane {
+        let _client = plane_client::start(
+            addr,
+            args.node.clone(),
+            loaded.workload.clone(),
+            config.clone(),
+            control.clone(),
+        );
+        trellis_io::run_runtime(config, opts, control).context("proxy stopped")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let watcher = ConfigWatcher::start(
         args.config.clone(),
         Box::new(move |path: &std::path::Path| reload_config(path, &overrides)),
@@ -325,6 +362,8 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         WatchOptions {
             poll: (!args.no_watch).then_some(Duration::from_secs(1)),
             sighup: true,
+            // A renewed certificate is picked up like an edited config.
+            also: watched,
         },
     )
     .context("cannot watch the config file")?;

@@ -87,6 +87,10 @@ impl Drop for Sidecar {
 
 impl Sidecar {
     fn start(dir: &Path, name: &str, config: &str, wait: SocketAddr) -> Self {
+        Sidecar::start_with(dir, name, config, wait, &["--no-watch"])
+    }
+
+    fn start_with(dir: &Path, name: &str, config: &str, wait: SocketAddr, flags: &[&str]) -> Self {
         let path = dir.join(format!("{name}.yaml"));
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(config.as_bytes()))
@@ -95,14 +99,8 @@ impl Sidecar {
         let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(["proxy", "--config"])
             .arg(&path)
-            .args([
-                "--health-port",
-                "0",
-                "--cores",
-                "1",
-                "--no-pin",
-                "--no-watch",
-            ])
+            .args(["--health-port", "0", "--cores", "1", "--no-pin"])
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -412,6 +410,93 @@ fn a_sidecar_to_sidecar_hop_is_mutual_tls_by_auto_mtls() {
             && xfcc.ends_with(";Subject=\"\";URI=spiffe://cluster.local/ns/default/sa/productpage"),
         "{xfcc}"
     );
+}
+
+/// Renewal: the certificate files are rewritten under a running sidecar (as a node agent or
+/// `trellis ca issue` from cron would). The sidecar reloads them; a connection established
+/// before keeps working on its old certificate, and a new connection gets the new one.
+#[test]
+fn a_renewed_certificate_is_picked_up_without_dropping_established_connections() {
+    let dir = tempdir("renewal");
+    let mesh = Pki::new(&dir, "mesh");
+    let reviews_certs = mesh.issue("reviews");
+    let sleep_certs = mesh.issue("sleep");
+    let app = Upstream::start("reviews").expect("upstream");
+    let at = free_addr();
+    let config = format!(
+        "workload: {{namespace: default, serviceAccount: reviews}}\n{}listeners:\n  - {{name: inbound, address: \"{at}\", direction: inbound, forwardTo: \"{}\"}}\n{}",
+        identity(&reviews_certs),
+        app.addr(),
+        peer_authentication("STRICT")
+    );
+    let sidecar = Sidecar::start_with(&dir, "reviews", &config, at, &[]);
+    let script = format!(
+        r#"
+import hashlib, socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.load_verify_locations({root:?})
+ctx.load_cert_chain({chain:?}, {key:?})
+def connect():
+    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})))
+    return tls, hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+def ask(tls):
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"reviews\n"):
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n")[0].decode()
+old, before = connect()
+print("first", before, ask(old), flush=True)
+sys.stdin.readline()
+print("same-connection", ask(old), flush=True)
+new, after = connect()
+print("new-connection", after, ask(new), flush=True)
+"#,
+        root = sleep_certs.join("root-cert.pem").display().to_string(),
+        chain = sleep_certs.join("cert-chain.pem").display().to_string(),
+        key = sleep_certs.join("key.pem").display().to_string(),
+        port = at.port(),
+    );
+    let mut client = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        client.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().expect("a line").expect("text");
+    let fields: Vec<&str> = first.split(' ').collect();
+    assert_eq!(fields[0], "first", "{first}");
+    let before = fields[1].to_string();
+    assert_eq!(&fields[2..], ["HTTP/1.1", "200", "OK"], "{first}");
+    // Renew: new certificate and key, same identity, written over the files in place.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    mesh.issue("reviews");
+    sidecar.log_line(&["configuration reloaded"]);
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("signal");
+    let same = lines.next().expect("a line").expect("text");
+    assert_eq!(same, "same-connection HTTP/1.1 200 OK", "{}", sidecar.log());
+    let new = lines.next().expect("a line").expect("text");
+    let fields: Vec<&str> = new.split(' ').collect();
+    assert_eq!(fields[0], "new-connection", "{new}");
+    assert_ne!(
+        fields[1], before,
+        "a new connection gets the renewed certificate"
+    );
+    assert_eq!(&fields[2..], ["HTTP/1.1", "200", "OK"], "{new}");
+    assert!(client.wait().expect("python ends").success());
+    assert_eq!(app.requests(), 3);
 }
 
 /// A fresh directory for one test's files.

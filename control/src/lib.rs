@@ -13,12 +13,15 @@
 //!   renewal times, the trust bundle and root rotation.
 //! - [`analyze`]: Istio's analyzer checks (`istioctl analyze`), with Istio's codes and wording.
 //! - [`diag`]: diagnostics and errors shared by all of them.
+//! - [`plane`]: the control plane: a directory source deriving the registry and workloads,
+//!   per-sidecar scoping, and the push protocol as a sans-IO state machine.
 
 pub mod analyze;
 pub mod ca;
 pub mod diag;
 pub mod explain;
 pub mod istio;
+pub mod plane;
 pub mod proxy_config;
 pub mod translate;
 

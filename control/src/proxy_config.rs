@@ -72,6 +72,9 @@ pub struct LoadedConfig {
     pub config: Config,
     /// Diagnostics from loading and translation (unknown fields, IST0101 ...).
     pub warnings: Vec<Diagnostic>,
+    /// Files the configuration names whose change should reload it: the identity's
+    /// certificate chain, key and roots (renewal rewrites them).
+    pub watched_files: Vec<std::path::PathBuf>,
     /// The workload this proxy stands in front of (the file's `workload:`; defaults:
     /// namespace `default`, service account `default`, no labels).
     pub workload: Workload,
@@ -424,6 +427,7 @@ pub fn parse_proxy_config_with(
     Ok(LoadedConfig {
         config,
         warnings,
+        watched_files: shape.identity.files(base),
         workload,
     })
 }
@@ -501,6 +505,7 @@ fn registry_of(
                 default_port,
                 labels: e.labels.clone(),
                 weight: e.weight.unwrap_or(1).max(1),
+                service_account: None,
             });
         }
         registry.services.push(Service {

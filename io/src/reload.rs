@@ -1,6 +1,7 @@
-//! Configuration reloads: on SIGHUP, or when the config file changes (its modification time
-//! or size, polled every second — no inotify needed), load it again and push it to the
-//! runtime through its [`ControlHandle`].
+//! Configuration reloads: on SIGHUP, or when the config file or a file it names (the
+//! sidecar's certificate and key: renewal rewrites them) changes (modification time or size,
+//! polled every second — no inotify needed), load it again and push it to the runtime through
+//! its [`ControlHandle`].
 //!
 //! Loading is the caller's (the binary parses and validates with `trellis-control`; this
 //! crate knows nothing of YAML). A config that fails to load or validate is refused with one
@@ -48,6 +49,8 @@ pub struct WatchOptions {
     pub poll: Option<Duration>,
     /// Reload on SIGHUP.
     pub sighup: bool,
+    /// Other files whose change means a reload (the identity's certificate, key and roots).
+    pub also: Vec<PathBuf>,
 }
 
 impl Default for WatchOptions {
@@ -55,6 +58,7 @@ impl Default for WatchOptions {
         WatchOptions {
             poll: Some(Duration::from_secs(1)),
             sighup: true,
+            also: Vec::new(),
         }
     }
 }
@@ -82,12 +86,14 @@ impl ConfigWatcher {
         let stats = Arc::new(ReloadStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut state = Watch {
-            seen: fingerprint(&path),
+            seen: Vec::new(),
             path,
+            also: opts.also,
             load,
             control,
             stats: stats.clone(),
         };
+        state.seen = state.fingerprints();
         let (stop2, poll) = (stop.clone(), opts.poll);
         let thread = std::thread::Builder::new()
             .name("trellis-reload".into())
@@ -96,16 +102,16 @@ impl ConfigWatcher {
                 while !stop2.load(Ordering::Acquire) && !state.control.is_shutdown() {
                     if hup.swap(false, Ordering::AcqRel) {
                         tracing::info!("SIGHUP: reloading the configuration");
-                        state.seen = fingerprint(&state.path);
+                        state.seen = state.fingerprints();
                         state.reload();
                     }
                     if let Some(every) = poll {
                         if Instant::now() >= next_poll {
                             next_poll = Instant::now() + every;
-                            let now = fingerprint(&state.path);
+                            let now = state.fingerprints();
                             if now != state.seen {
                                 state.seen = now;
-                                tracing::info!(path = %state.path.display(), "config file changed: reloading");
+                                tracing::info!(path = %state.path.display(), "config file or a file it names changed: reloading");
                                 state.reload();
                             }
                         }
@@ -145,13 +151,22 @@ impl Drop for ConfigWatcher {
 
 struct Watch {
     path: PathBuf,
+    also: Vec<PathBuf>,
     load: Loader,
     control: ControlHandle,
     stats: Arc<ReloadStats>,
-    seen: Option<(SystemTime, u64)>,
+    seen: Vec<Option<(SystemTime, u64)>>,
 }
 
 impl Watch {
+    /// The fingerprints of the config file and the files it names, in order.
+    fn fingerprints(&self) -> Vec<Option<(SystemTime, u64)>> {
+        std::iter::once(&self.path)
+            .chain(&self.also)
+            .map(|p| fingerprint(p))
+            .collect()
+    }
+
     fn reload(&mut self) {
         match (self.load)(&self.path) {
             Ok(config) => {

@@ -110,6 +110,7 @@ fn file_change_reloads_and_a_bad_file_is_refused() {
             WatchOptions {
                 poll: Some(Duration::from_millis(100)),
                 sighup: false,
+                also: Vec::new(),
             },
         )
         .unwrap();
@@ -155,6 +156,7 @@ fn sighup_reloads() {
         WatchOptions {
             poll: None,
             sighup: true,
+            also: Vec::new(),
         },
     )
     .unwrap();

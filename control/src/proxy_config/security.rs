@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use trellis_engine::config::{
     Cluster, Config, Endpoint, MeshIdentity, RetryPolicy, Route, RouteAction, RouteTable,
-    UpstreamTls, VirtualHost, WeightedCluster,
+    VirtualHost, WeightedCluster,
 };
 
 use crate::diag::ConfigError;
@@ -27,6 +27,15 @@ pub(super) struct IdentitySpec {
 }
 
 impl IdentitySpec {
+    /// The files named, resolved against `base`.
+    pub fn files(&self, base: &Path) -> Vec<std::path::PathBuf> {
+        [&self.cert_chain, &self.key, &self.root_cert]
+            .into_iter()
+            .flatten()
+            .map(|p| base.join(p))
+            .collect()
+    }
+
     /// Read the files (relative to `base`). All three or none.
     pub fn load(
         &self,
@@ -111,11 +120,7 @@ pub(super) fn add_inbound_target(config: &mut Config, target: SocketAddr) -> Str
 /// Attach the identity; without one, auto mTLS has nothing to offer and stays plaintext.
 pub(super) fn apply_identity(config: &mut Config, identity: Option<MeshIdentity>) {
     if identity.is_none() {
-        for c in &mut config.clusters {
-            if matches!(c.tls, UpstreamTls::Auto { .. }) {
-                c.tls = UpstreamTls::Disable;
-            }
-        }
+        crate::translate::upstream_tls::without_identity(config);
     }
     config.identity = identity.map(Arc::new);
 }

@@ -261,6 +261,7 @@ fn service_entry_services(
             default_port: None,
             labels: e.labels.clone(),
             weight: e.weight.filter(|&w| w > 0).unwrap_or(1),
+            service_account: None,
         };
         for sp in &se.spec.ports {
             if let (Ok(service_port), Some(target)) = (

@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// Every known service.
-#[derive(Clone, Debug, Default, PartialEq)]
+use serde::{Deserialize, Serialize};
+
+/// Every known service. Serializable so the control plane can push a sidecar its part of it
+/// (`crate::plane`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     pub services: Vec<Service>,
 }
@@ -19,7 +22,7 @@ impl Registry {
 }
 
 /// One service (a Kubernetes Service or a ServiceEntry host).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Service {
     /// Fully-qualified host, e.g. `reviews.default.svc.cluster.local` or `api.example.com`.
     pub host: String,
@@ -54,7 +57,7 @@ impl Service {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePort {
     pub number: u16,
     pub name: String,
@@ -62,7 +65,7 @@ pub struct ServicePort {
 }
 
 /// One workload instance behind a service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEndpoint {
     pub address: IpAddr,
     /// Service port → port on this endpoint; a service port not listed maps to
@@ -72,6 +75,10 @@ pub struct ServiceEndpoint {
     pub labels: BTreeMap<String, String>,
     /// Load-balancing weight (>= 1).
     pub weight: u32,
+    /// The Kubernetes service account the instance runs as, when known (pilot's
+    /// `IstioEndpoint.ServiceAccount`, from the pod): the identity mTLS expects of it.
+    #[serde(default)]
+    pub service_account: Option<String>,
 }
 
 impl ServiceEndpoint {
@@ -85,6 +92,7 @@ impl ServiceEndpoint {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             weight: 1,
+            service_account: None,
         }
     }
 

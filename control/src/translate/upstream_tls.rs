@@ -154,6 +154,16 @@ fn read_pem(path: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Stri
     }
 }
 
+/// A proxy without a mesh identity cannot offer auto mTLS: those clusters stay plaintext
+/// (an explicit ISTIO_MUTUAL is kept, and fails closed).
+pub fn without_identity(config: &mut trellis_engine::config::Config) {
+    for c in &mut config.clusters {
+        if matches!(c.tls, UpstreamTls::Auto { .. }) {
+            c.tls = UpstreamTls::Disable;
+        }
+    }
+}
+
 /// Whether a registry endpoint runs a sidecar (auto mTLS dials it with ISTIO_MUTUAL).
 pub fn endpoint_has_sidecar(labels: &std::collections::BTreeMap<String, String>) -> bool {
     labels.get(TLS_MODE_LABEL).is_some_and(|v| v == "istio")

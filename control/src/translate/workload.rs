@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::istio::DEFAULT_NAMESPACE;
 
 /// Istio's default root namespace: policies there without a selector apply mesh-wide.
@@ -15,8 +17,8 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 /// Istio's default trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
-/// Who a sidecar's workload is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who a sidecar's workload is (serializable: a sidecar names itself so to the control plane).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     pub namespace: String,
     /// Kubernetes service account: the `sa` of the workload's SPIFFE id.

@@ -1,0 +1,85 @@
+//! What a sidecar receives: its share of the mesh as a document it translates itself.
+//!
+//! The control plane scopes (`super::scope`) but does not translate: it sends the registry
+//! entries and the Istio resources as written that this sidecar can see, and the sidecar runs
+//! the same `translate` as `trellis proxy --config` does. The sidecar then refuses (NACKs),
+//! with the reason, and keeps its last good config:
+//! - a document it cannot read, or a config its engine refuses;
+//! - a resource Istio's validating webhook would have refused (an invalid regex, a
+//!   percentage out of range, an empty host: the translator's errors without an analyzer
+//!   code). With a directory source there is no webhook in front of the control plane, so the
+//!   sidecar is where such a resource is caught, and like Envoy refusing an xDS update with
+//!   one invalid resource in it, the whole update is refused rather than applied without the
+//!   rule. References to hosts or subsets that do not exist (IST0101) are accepted, as istiod
+//!   pushes them and Envoy answers 503 for them.
+//!
+//! Why a document rather than Envoy-style translated resources: RESEARCH.md, "Control plane:
+//! wire format and scoping".
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use trellis_engine::config::Config;
+use trellis_engine::proxy::CompiledConfig;
+
+use crate::diag::{ConfigError, Diagnostic, Severity};
+use crate::istio::{parse_str, ResourceSet};
+use crate::translate::{translate, Registry, Translation};
+
+/// One Istio resource as written, with the file it came from (for the sidecar's messages).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub file: String,
+    pub document: serde_json::Value,
+}
+
+/// A sidecar's scoped configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SidecarDocument {
+    /// The services it can reach (Kubernetes-derived; ServiceEntries come as resources).
+    pub registry: Registry,
+    /// VirtualServices, DestinationRules and ServiceEntries it can see, in snapshot order.
+    pub resources: Vec<Resource>,
+}
+
+impl SidecarDocument {
+    /// Read the resources back (the sidecar side).
+    pub fn resource_set(&self) -> Result<ResourceSet, ConfigError> {
+        let mut set = ResourceSet::default();
+        for r in &self.resources {
+            // JSON is YAML: the loader reads it as it reads a file.
+            let text = r.document.to_string();
+            set.extend(parse_str(&text, &r.file)?);
+        }
+        Ok(set)
+    }
+
+    /// Translate into an engine config and check that the engine can run it: the sidecar's
+    /// ACK or NACK. `Err` is the NACK's reason.
+    pub fn translate(&self) -> Result<Translation, ConfigError> {
+        let resources = self.resource_set()?;
+        let translation = translate(&resources, &self.registry);
+        let invalid: Vec<String> = translation
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error && d.code.is_none())
+            .map(Diagnostic::to_string)
+            .collect();
+        if !invalid.is_empty() {
+            return Err(ConfigError::Rejected(invalid.join("; ")));
+        }
+        compile(&translation.config)?;
+        Ok(translation)
+    }
+
+    /// The document's size as pushed (compact JSON).
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// Whether the engine accepts `config` (routes, regexes, cluster references).
+pub fn compile(config: &Config) -> Result<CompiledConfig, ConfigError> {
+    CompiledConfig::compile(Arc::new(config.clone()))
+        .map_err(|e| ConfigError::Rejected(e.to_string()))
+}

@@ -1,0 +1,35 @@
+//! # The control plane (Pilot's job): sources, per-sidecar scoping and the push protocol
+//!
+//! - [`snapshot`]: a directory of the YAML a user would `kubectl apply` (Istio kinds plus
+//!   Kubernetes `Service`, `Pod`, `Deployment`, `EndpointSlice`, `Namespace`,
+//!   `ServiceAccount`) → one [`Snapshot`]: Istio resources, and the service registry and
+//!   workloads derived as istiod's Kubernetes controller derives them ([`services`],
+//!   [`workloads`], [`injection`]), from the objects typed in [`kube`].
+//! - [`watch`]: the driver that notices the directory changed.
+//! - [`scope`]: what one sidecar sees (`Sidecar` egress hosts, `exportTo`), as a
+//!   [`document::SidecarDocument`] the sidecar translates itself (and ACKs or NACKs).
+//! - [`push`]: the push protocol, a sans-IO state machine on each side.
+//!
+//! Everything here except [`watch`] and [`Snapshot::read_dir`] is a pure function of its
+//! inputs, so the simulator can run the control plane as a node.
+
+pub mod document;
+pub mod injection;
+pub mod kube;
+pub mod push;
+pub mod scope;
+pub mod services;
+pub mod snapshot;
+pub mod watch;
+pub mod workloads;
+
+pub use document::SidecarDocument;
+pub use scope::{scope, ScopeIndex, Scoped};
+pub use snapshot::Snapshot;
+pub use watch::DirWatcher;
+pub use workloads::{InstanceAddress, WorkloadInstance, ADDRESSES_ANNOTATION};
+
+#[cfg(test)]
+mod scope_tests;
+#[cfg(test)]
+mod snapshot_tests;

@@ -1,0 +1,176 @@
+//! The push protocol's messages and their framing: each message is one JSON object behind a
+//! 4-byte big-endian length (RESEARCH.md, "Control plane: wire format and scoping", says why
+//! this and not delta xDS over gRPC).
+//!
+//! A sidecar opens with [`ClientMessage::Hello`] (who it is, and the version and digest of the
+//! document it holds, if any); the server answers with a [`ServerMessage::Full`] document
+//! unless the sidecar already holds the current one, then sends [`ServerMessage::Delta`]s;
+//! the sidecar answers each with [`ClientMessage::Ack`] or [`ClientMessage::Nack`].
+
+use serde::{Deserialize, Serialize};
+
+use super::delta::DocumentDelta;
+use crate::plane::document::SidecarDocument;
+use crate::translate::Workload;
+
+/// A push's version: the control plane's generation counter (one per debounced release).
+pub type Version = u64;
+
+/// A document's digest (FNV-1a of its JSON): equal digests, equal documents.
+pub type Digest = u64;
+
+/// What a sidecar holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub version: Version,
+    pub digest: Digest,
+}
+
+/// Sidecar → control plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First message on a connection.
+    Hello {
+        /// The sidecar's name (its pod's), for reports.
+        node: String,
+        workload: Workload,
+        held: Option<Held>,
+    },
+    /// The document of `version` is applied.
+    Ack { version: Version },
+    /// The document of `version` is refused; the sidecar keeps what it held.
+    Nack { version: Version, reason: String },
+    /// A delta did not apply to what the sidecar holds: send the whole document.
+    Resync,
+}
+
+/// Control plane → sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The whole document.
+    Full {
+        version: Version,
+        digest: Digest,
+        document: SidecarDocument,
+    },
+    /// Changes against the document of digest `base` (the last one the sidecar acked).
+    Delta {
+        version: Version,
+        base: Digest,
+        digest: Digest,
+        delta: DocumentDelta,
+    },
+}
+
+impl ServerMessage {
+    pub fn version(&self) -> Version {
+        match self {
+            ServerMessage::Full { version, .. } | ServerMessage::Delta { version, .. } => *version,
+        }
+    }
+}
+
+/// Frames larger than this are refused (a bound on what a peer can make us buffer).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Why bytes could not be read as a message.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("invalid message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One message as a frame.
+pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(message)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge(body.len()))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reassembles frames from a byte stream.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buffer: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// Bytes received.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next whole message, if one has arrived.
+    pub fn next_message<M: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<M>, FrameError> {
+        let Some(header) = self.buffer.get(..4) else {
+            return Ok(None);
+        };
+        let mut len = [0u8; 4];
+        len.copy_from_slice(header);
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if self.buffer.len() < 4 + len {
+            return Ok(None);
+        }
+        let message = serde_json::from_slice(&self.buffer[4..4 + len]);
+        self.buffer.drain(..4 + len);
+        Ok(Some(message?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_any_split() {
+        let messages = vec![
+            ClientMessage::Hello {
+                node: "reviews-v1-0".into(),
+                workload: Workload::default(),
+                held: Some(Held {
+                    version: 3,
+                    digest: 9,
+                }),
+            },
+            ClientMessage::Ack { version: 3 },
+            ClientMessage::Nack {
+                version: 4,
+                reason: "invalid regex".into(),
+            },
+        ];
+        let bytes: Vec<u8> = messages.iter().flat_map(|m| encode(m).unwrap()).collect();
+        for chunk in [1, 3, 7, bytes.len()] {
+            let mut d = FrameDecoder::default();
+            let mut out = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                d.push(piece);
+                while let Some(m) = d.next_message::<ClientMessage>().unwrap() {
+                    out.push(m);
+                }
+            }
+            assert_eq!(out, messages);
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_buffering_it() {
+        let mut d = FrameDecoder::default();
+        d.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            d.next_message::<ClientMessage>(),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
+}

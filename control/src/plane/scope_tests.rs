@@ -1,0 +1,302 @@
+//! Per-sidecar scoping: `Sidecar` egress hosts and `exportTo`, as pilot's sidecar.go and
+//! push_context.go select them.
+
+use super::scope::{scope, Scoped};
+use super::Snapshot;
+use crate::translate::Workload;
+
+/// Two namespaces, `shop` and `blog`, each with a service, a VirtualService and a
+/// DestinationRule; `shop/secret` is exported to its own namespace only, and so is
+/// `blog`'s VirtualService.
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {selector: {app: cart}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: secret
+  namespace: shop
+  annotations: {networking.istio.io/exportTo: "."}
+spec: {selector: {app: secret}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: posts, namespace: blog}
+spec: {selector: {app: posts}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http: [{route: [{destination: {host: cart}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: posts, namespace: blog}
+spec:
+  exportTo: ["."]
+  hosts: [posts]
+  http: [{route: [{destination: {host: posts, subset: v1}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: shop}
+spec:
+  hosts: [cart.example.com]
+  gateways: [istio-system/ingress]
+  http: [{route: [{destination: {host: cart}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: posts, namespace: blog}
+spec:
+  host: posts
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart.shop.svc.cluster.local
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [pay.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+"#;
+
+fn snapshot(extra: &str) -> Snapshot {
+    Snapshot::from_files(&[
+        ("mesh.yaml".into(), MESH.into()),
+        ("sidecars.yaml".into(), extra.into()),
+    ])
+    .unwrap()
+}
+
+fn workload(namespace: &str, labels: &[(&str, &str)]) -> Workload {
+    Workload {
+        namespace: namespace.into(),
+        service_account: "default".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn hosts(s: &Scoped) -> Vec<&str> {
+    s.document
+        .registry
+        .services
+        .iter()
+        .map(|s| s.host.as_str())
+        .collect()
+}
+
+fn names(s: &Scoped) -> Vec<String> {
+    s.document
+        .resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r.document["kind"].as_str().unwrap_or("?"),
+                r.document["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn without_a_sidecar_resource_everything_exported_to_the_namespace_is_seen() {
+    let snap = snapshot("");
+    let shop = scope(&snap, &workload("shop", &[]));
+    assert_eq!(shop.sidecar, None);
+    assert_eq!(
+        hosts(&shop),
+        vec![
+            "cart.shop.svc.cluster.local",
+            "secret.shop.svc.cluster.local",
+            "posts.blog.svc.cluster.local"
+        ]
+    );
+    // blog's VirtualService is exported to blog only; the gateway-bound one is not a sidecar's.
+    assert_eq!(
+        names(&shop),
+        vec![
+            "ServiceEntry/payments",
+            "VirtualService/cart",
+            "DestinationRule/posts",
+            "DestinationRule/cart"
+        ]
+    );
+    let blog = scope(&snap, &workload("blog", &[]));
+    assert_eq!(
+        hosts(&blog),
+        vec![
+            "cart.shop.svc.cluster.local",
+            "posts.blog.svc.cluster.local"
+        ],
+        "shop/secret is exported to shop only"
+    );
+    assert!(names(&blog).contains(&"VirtualService/posts".to_string()));
+}
+
+const NAMESPACE_SIDECAR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: blog}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reader, namespace: blog}
+spec:
+  workloadSelector: {labels: {app: reader}}
+  egress:
+  - hosts: ["shop/cart.shop.svc.cluster.local", "*/*.example.com"]
+"#;
+
+#[test]
+fn a_namespace_sidecar_limits_egress_and_a_selecting_one_wins() {
+    let snap = snapshot(NAMESPACE_SIDECAR);
+    let blog = scope(&snap, &workload("blog", &[("app", "posts")]));
+    assert_eq!(
+        blog.sidecar.as_ref().map(|s| s.name.as_str()),
+        Some("default")
+    );
+    assert_eq!(hosts(&blog), vec!["posts.blog.svc.cluster.local"]);
+    assert_eq!(
+        names(&blog),
+        vec!["VirtualService/posts", "DestinationRule/posts"]
+    );
+    let reader = scope(&snap, &workload("blog", &[("app", "reader")]));
+    assert_eq!(
+        reader.sidecar.as_ref().map(|s| s.name.as_str()),
+        Some("reader")
+    );
+    assert_eq!(hosts(&reader), vec!["cart.shop.svc.cluster.local"]);
+    assert_eq!(
+        names(&reader),
+        vec![
+            "ServiceEntry/payments",
+            "VirtualService/cart",
+            "DestinationRule/cart"
+        ]
+    );
+    // shop has no Sidecar of its own and there is no root one: the default scope.
+    let shop = scope(&snap, &workload("shop", &[]));
+    assert_eq!(shop.sidecar, None);
+    assert_eq!(hosts(&shop).len(), 3);
+}
+
+#[test]
+fn the_root_namespace_sidecar_applies_where_a_namespace_has_none() {
+    let root = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress:
+  - hosts: ["./*", "~shop/secret.shop.svc.cluster.local"]
+"#;
+    let snap = snapshot(root);
+    let shop = scope(&snap, &workload("shop", &[]));
+    assert_eq!(
+        shop.sidecar.as_ref().map(|s| s.namespace.as_str()),
+        Some("istio-system")
+    );
+    // `.` is the workload's namespace; the `~` entry excludes.
+    assert_eq!(hosts(&shop), vec!["cart.shop.svc.cluster.local"]);
+}
+
+#[test]
+fn a_scoped_document_round_trips_and_translates_to_fewer_clusters() {
+    let snap = snapshot(NAMESPACE_SIDECAR);
+    let full = scope(
+        &Snapshot::from_files(&[("m.yaml".into(), MESH.into())]).unwrap(),
+        &workload("blog", &[]),
+    );
+    let scoped = scope(&snap, &workload("blog", &[]));
+    let bytes = serde_json::to_vec(&scoped.document).unwrap();
+    let back: super::document::SidecarDocument = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(back, scoped.document);
+    let t_scoped = back.translate().unwrap();
+    let t_full = full.document.translate().unwrap();
+    assert!(t_scoped.config.clusters.len() < t_full.config.clusters.len());
+    assert!(t_scoped
+        .config
+        .clusters
+        .iter()
+        .all(|c| c.name.ends_with("posts.blog.svc.cluster.local")));
+    assert!(scoped.document.encoded_len() < full.document.encoded_len());
+}
+
+#[test]
+fn an_invalid_resource_is_the_sidecars_nack_reason() {
+    let bad_regex = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad, namespace: blog}
+spec:
+  hosts: [posts]
+  http:
+  - match: [{uri: {regex: "(unclosed"}}]
+    route: [{destination: {host: posts}}]
+"#;
+    let snap = snapshot(bad_regex);
+    let doc = scope(&snap, &workload("blog", &[])).document;
+    let err = doc.translate().unwrap_err().to_string();
+    assert!(err.contains("unclosed") || err.contains("regex"), "{err}");
+}
+
+#[test]
+fn services_an_imported_virtual_service_routes_to_are_imported_too() {
+    let forward = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: blog}
+spec:
+  egress:
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: to-cart, namespace: blog}
+spec:
+  hosts: [posts]
+  http:
+  - match: [{uri: {prefix: /buy}}]
+    route: [{destination: {host: cart.shop.svc.cluster.local}}]
+"#;
+    let snap = snapshot(forward);
+    let blog = scope(&snap, &workload("blog", &[]));
+    assert_eq!(
+        hosts(&blog),
+        vec![
+            "cart.shop.svc.cluster.local",
+            "posts.blog.svc.cluster.local"
+        ]
+    );
+    // cart's DestinationRule comes with it; shop's VirtualService for cart does not (its host
+    // is not imported: only the destination is).
+    let names = names(&blog);
+    assert!(
+        names.contains(&"DestinationRule/cart".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"VirtualService/cart".to_string()),
+        "{names:?}"
+    );
+    assert!(blog.document.translate().is_ok());
+}

@@ -1,0 +1,210 @@
+//! A snapshot of the mesh as a directory of YAML describes it: the Istio resources, the
+//! service registry and the workloads derived from the Kubernetes objects beside them.
+//!
+//! A snapshot is a pure function of the files' names and contents ([`Snapshot::from_files`]),
+//! so the same directory always gives the same snapshot and the same [`Snapshot::digest`];
+//! reading the disk ([`Snapshot::read_dir`]) and noticing changes (`super::watch`) are kept
+//! apart from it. Each Istio resource is also kept as written (`documents`), because what a
+//! sidecar receives is its share of these documents, not a translated engine config
+//! (see RESEARCH.md, "Control plane: wire format and scoping").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::kube::{is_kube_kind, KubeObjects};
+use super::services::derive_registry;
+use super::workloads::{workload_instances, WorkloadInstance};
+use crate::diag::{ConfigError, Diagnostic};
+use crate::istio::{parse_str, ResourceSet, Source, DEFAULT_NAMESPACE};
+use crate::translate::Registry;
+
+/// Everything the control plane knows at one point.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Istio resources, typed (as `translate` reads them).
+    pub resources: ResourceSet,
+    /// Each Istio resource as written, by its source.
+    pub documents: BTreeMap<Source, serde_json::Value>,
+    pub kube: KubeObjects,
+    pub registry: Registry,
+    pub workloads: Vec<WorkloadInstance>,
+    /// What reading and deriving noticed (unknown fields, unresolved ports ...).
+    pub diagnostics: Vec<Diagnostic>,
+    /// FNV-1a of every file name and content, in order: equal digests, equal snapshots.
+    pub digest: u64,
+}
+
+impl Snapshot {
+    /// Read every `*.yaml` / `*.yml` file under `dir`, recursively, in path order.
+    pub fn read_dir(dir: &Path) -> Result<Snapshot, ConfigError> {
+        let mut files = Vec::new();
+        for path in yaml_files(dir)? {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            files.push((path.display().to_string(), text));
+        }
+        Snapshot::from_files(&files)
+    }
+
+    /// The snapshot of these `(file name, YAML text)` pairs, in the order given. Fails on the
+    /// first document that cannot be read (bad YAML, a wrong type): the caller keeps its last
+    /// good snapshot.
+    pub fn from_files(files: &[(String, String)]) -> Result<Snapshot, ConfigError> {
+        let mut snap = Snapshot::default();
+        let mut digest = Fnv::default();
+        for (file, text) in files {
+            digest.write(file.as_bytes());
+            digest.write(&[0]);
+            digest.write(text.as_bytes());
+            digest.write(&[0]);
+            snap.read_file(file, text)?;
+        }
+        snap.digest = digest.0;
+        let mut diagnostics = std::mem::take(&mut snap.diagnostics);
+        snap.workloads = workload_instances(&snap.kube, &mut diagnostics);
+        snap.registry = derive_registry(&snap.kube, &snap.workloads, &mut diagnostics);
+        check_service_accounts(&snap.kube, &snap.workloads, &mut diagnostics);
+        snap.diagnostics = diagnostics;
+        Ok(snap)
+    }
+
+    fn read_file(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let mut istio = parse_str(text, file)?;
+        let mut kube_sources = Vec::new();
+        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = serde_yaml::Value::deserialize(doc).map_err(|e| ConfigError::Syntax {
+                file: file.to_string(),
+                line: e.location().map(|l| l.line()),
+                message: e.to_string(),
+            })?;
+            let str_at = |path: &[&str]| -> Option<String> {
+                let mut v = &value;
+                for key in path {
+                    v = v.get(*key)?;
+                }
+                v.as_str().map(str::to_string)
+            };
+            let (Some(api_version), Some(kind)) = (str_at(&["apiVersion"]), str_at(&["kind"]))
+            else {
+                continue;
+            };
+            let source = Source {
+                file: file.to_string(),
+                kind: kind.clone(),
+                namespace: str_at(&["metadata", "namespace"])
+                    .filter(|ns| !ns.is_empty())
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+                name: str_at(&["metadata", "name"])
+                    .unwrap_or_else(|| format!("<document {index}>")),
+            };
+            if is_kube_kind(&api_version, &kind) {
+                kube_sources.push(source.to_string());
+                self.kube
+                    .read_document(value, source, &mut self.diagnostics)?;
+            } else if api_version.contains(".istio.io/") {
+                let json = serde_json::to_value(&value).map_err(|e| ConfigError::Invalid {
+                    file: file.to_string(),
+                    line: None,
+                    resource: source.to_string(),
+                    field: String::new(),
+                    message: format!("cannot be carried as JSON: {e}"),
+                })?;
+                self.documents.insert(source, json);
+            }
+        }
+        // The Istio loader notes every non-Istio document as skipped; those read here were not.
+        istio.diagnostics.retain(|d| {
+            d.resource
+                .as_ref()
+                .is_none_or(|r| !kube_sources.contains(r))
+        });
+        self.resources.extend(istio);
+        Ok(())
+    }
+
+    /// The workload instance named `name` in `namespace` (a Pod, a Deployment's replica
+    /// `<deployment>-<i>`, or a Deployment without addresses).
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&WorkloadInstance> {
+        self.workloads
+            .iter()
+            .find(|w| w.workload.namespace == namespace && w.name == name)
+    }
+}
+
+/// Kubernetes' ServiceAccount admission refuses a pod naming an account that does not exist;
+/// say so when the directory declares accounts but not that one.
+fn check_service_accounts(
+    kube: &KubeObjects,
+    workloads: &[WorkloadInstance],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if kube.service_accounts.is_empty() {
+        return;
+    }
+    for w in workloads {
+        let sa = &w.workload.service_account;
+        let declared = sa == "default"
+            || kube
+                .service_accounts
+                .iter()
+                .any(|a| &a.source.name == sa && a.source.namespace == w.workload.namespace);
+        if !declared {
+            diagnostics.push(
+                Diagnostic::warning(format!(
+                    "service account {sa:?} is not declared in namespace {}; Kubernetes would refuse this pod",
+                    w.workload.namespace
+                ))
+                .file(w.source.file.clone())
+                .resource(w.source.to_string()),
+            );
+        }
+    }
+}
+
+/// Every YAML file under `dir`, recursively, sorted.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let io_err = |source| ConfigError::Io {
+            path: d.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&d).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// 64-bit FNV-1a: stable across runs and Rust versions (unlike `DefaultHasher`).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `trellis proxy --control-plane ADDR`: the sidecar receiving its config from `trellis
+//! control` instead of reading it from its file.
+//!
+//! The proxy config file still says where to listen (`listeners`, `http`) and who the workload
+//! is (`workload:`); routes and clusters come from the control plane. Each pushed document is
+//! translated here, combined with the file's listeners, checked by the engine and swapped in
+//! through the same `ControlHandle::update_config` a file reload uses; a document that fails
+//! any of that is NACKed with the reason and the running config stays. The connection is
+//! re-established every second while it is down, announcing what this sidecar holds, so a
+//! control-plane restart resends nothing that is current. The protocol logic is
+//! `trellis_control::plane::push::Client`; this is only its transport.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis_control::plane::push::wire::{encode, FrameDecoder};
+use trellis_control::plane::push::{Client, ServerMessage};
+use trellis_control::plane::SidecarDocument;
+use trellis_control::translate::Workload;
+use trellis_engine::config::Config;
+use trellis_io::ControlHandle;
+
+/// Start the client thread; it runs until the process exits.
+pub fn start(
+    addr: SocketAddr,
+    node: String,
+    workload: Workload,
+    base: Arc<Config>,
+    control: ControlHandle,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut client = Client::new(node, workload);
+        loop {
+            match session(addr, &mut client, &base, &control) {
+                Ok(()) => tracing::warn!(%addr, "control plane closed the connection"),
+                Err(e) => tracing::warn!(%addr, "control plane unreachable: {e}"),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+}
+
+fn session(
+    addr: SocketAddr,
+    client: &mut Client,
+    base: &Config,
+    control: &ControlHandle,
+) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    let frame = |m: &_| encode(m).map_err(|e| std::io::Error::other(e.to_string()));
+    stream.write_all(&frame(&client.hello())?)?;
+    tracing::info!(%addr, "connected to the control plane");
+    let mut decoder = FrameDecoder::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        decoder.push(&buf[..n]);
+        while let Some(message) = decoder
+            .next_message::<ServerMessage>()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        {
+            let answer = client.handle(message, |version, document| {
+                let config = config_of(document, base, version)?;
+                control.update_config(Arc::new(config));
+                tracing::info!(version, "config from the control plane applied");
+                Ok(())
+            });
+            if let trellis_control::plane::push::ClientMessage::Nack { version, reason } = &answer {
+                tracing::error!(version, "config from the control plane refused: {reason}");
+            }
+            stream.write_all(&frame(&answer)?)?;
+        }
+    }
+}
+
+/// The document translated, with the file's listeners and HTTP settings, as the engine will
+/// run it; `Err` is the NACK's reason.
+fn config_of(document: &SidecarDocument, base: &Config, version: u64) -> Result<Config, String> {
+    let translation = document.translate().map_err(|e| e.to_string())?;
+    for d in &translation.diagnostics {
+        tracing::warn!("{d}");
+    }
+    let mut config = Config {
+        version: format!("plane-{version}"),
+        listeners: base.listeners.clone(),
+        http: base.http.clone(),
+        // The identity is the sidecar's own (its files), never pushed.
+        identity: base.identity.clone(),
+        ..translation.config
+    };
+    // The file's inbound listeners keep their workload target (`forwardTo`): its route table
+    // and cluster are the file's, not the pushed document's.
+    for table in base
+        .route_tables
+        .iter()
+        .filter(|t| t.name.starts_with("inbound|"))
+    {
+        config.route_tables.push(table.clone());
+    }
+    for cluster in base
+        .clusters
+        .iter()
+        .filter(|c| c.name.starts_with("inbound|"))
+    {
+        config.clusters.push(cluster.clone());
+    }
+    if config.identity.is_none() {
+        trellis_control::translate::upstream_tls::without_identity(&mut config);
+    }
+    trellis_engine::Engine::try_new(Arc::new(config.clone()), 0)
+        .map_err(|e| format!("the engine refuses this config: {e}"))?;
+    Ok(config)
+}
