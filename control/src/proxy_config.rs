@@ -62,8 +62,8 @@ use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
 use crate::translate::peer_authn;
 use crate::translate::{
-    hosts, translate, translate_gateway, GatewayOptions, Registry, Service, ServiceEndpoint,
-    ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
+    authorization_for, hosts, translate, translate_gateway, GatewayOptions, Registry, Service,
+    ServiceEndpoint, ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
 };
 
 /// A loaded proxy configuration.
@@ -314,6 +314,16 @@ pub fn parse_proxy_config_with(
     let identity = shape.identity.load(base, &invalid)?;
     let has_identity = identity.is_some();
     security::apply_identity(&mut config, identity);
+    // AuthorizationPolicies guard the workload's inbound side (Istio's RBAC filters sit on the
+    // sidecar's inbound listeners only); translated once, shared by every inbound listener.
+    let inbound_authz = shape
+        .listeners
+        .iter()
+        .any(|l| matches!(l.direction, DirectionSpec::Inbound))
+        .then(|| authorization_for(&resources, &workload));
+    if let Some(t) = &inbound_authz {
+        warnings.extend(t.diagnostics.iter().cloned());
+    }
     let mut seen = BTreeMap::new();
     for (i, l) in shape.listeners.iter().enumerate() {
         let address: SocketAddr = l.address.parse().map_err(|_| {
@@ -397,6 +407,12 @@ pub fn parse_proxy_config_with(
             route_table,
             direction,
             passthrough: l.passthrough,
+            authorization: match l.direction {
+                DirectionSpec::Inbound => {
+                    inbound_authz.as_ref().and_then(|t| t.authorization.clone())
+                }
+                DirectionSpec::Outbound => None,
+            },
         });
     }
     if config.listeners.is_empty() {

@@ -66,6 +66,10 @@ pub struct Listener {
     /// `x-forwarded-client-cert` (Envoy's APPEND_FORWARD, as Istio's inbound); on every other
     /// connection that header is removed (Envoy's SANITIZE).
     pub mtls: InboundMtls,
+    /// Istio AuthorizationPolicies that select this listener's workload, compiled to Envoy's
+    /// RBAC filter chain; evaluated at the start of every request on an inbound listener
+    /// (`None`: no policy applies, every request is allowed).
+    pub authorization: Option<Arc<crate::authz::Authorization>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! ```
 //!
 //! Modules, one concept each:
+//! - [`authz`]: Istio AuthorizationPolicy as Envoy's RBAC filter evaluates it (inbound).
 //! - [`config`]: the configuration snapshot (listeners, routes, clusters, policies).
 //! - [`http1`]: the HTTP/1.1 codec (heads, streaming bodies, RFC 9112 hardening).
 //! - [`codec`]: the seam a client connection's protocol sits behind (HTTP/1.1 today, a
@@ -26,6 +27,7 @@
 //! - [`time`], [`rng`]: the engine-owned clock value and seeded randomness.
 //! - `hash`: the fast unkeyed hasher of the lookup-only maps.
 
+pub mod authz;
 pub mod cluster;
 pub mod codec;
 pub mod config;

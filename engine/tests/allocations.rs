@@ -71,6 +71,7 @@ fn config() -> Config {
             route_table: "rt".into(),
             direction: Direction::Outbound,
             passthrough: false,
+            authorization: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),

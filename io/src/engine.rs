@@ -106,6 +106,14 @@ fn log_events(engine: &mut Engine) {
                 %error,
                 "connection ended by its transport"
             ),
+            Event::AuthzDenied {
+                conn,
+                peer,
+                details,
+            } => tracing::info!(%conn, %peer, %details, "request denied by authorization policy"),
+            Event::AuthzAudited { conn, peer, policy } => {
+                tracing::info!(%conn, %peer, %policy, "request audited by authorization policy")
+            }
         }
     }
 }

@@ -338,6 +338,7 @@ mod tests {
             route_table: "rt".into(),
             direction: Direction::Outbound,
             passthrough: false,
+            authorization: None,
         }
     }
 

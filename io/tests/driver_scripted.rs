@@ -187,6 +187,7 @@ fn start(backend: Backend) -> Running {
             route_table: "none".into(),
             direction: Direction::Outbound,
             passthrough: false,
+            authorization: None,
         }],
         ..Config::default()
     });

@@ -111,6 +111,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
             route_table: ROUTE_TABLE.to_string(),
             direction: Direction::Outbound,
             passthrough: false,
+            authorization: None,
         }],
         route_tables: vec![RouteTable {
             name: ROUTE_TABLE.to_string(),

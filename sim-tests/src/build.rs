@@ -23,6 +23,7 @@ pub fn base() -> Config {
             route_table: "outbound".into(),
             direction: Direction::Outbound,
             passthrough: false,
+            authorization: None,
         }],
         route_tables: vec![RouteTable {
             name: "outbound".into(),

@@ -143,6 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             route_table: String::new(),
             direction: Direction::Outbound,
             passthrough: false,
+            authorization: None,
         }],
         ..Config::default()
     });

@@ -164,6 +164,13 @@ fn read_document(
             set.peer_authentications
                 .push(typed_resource(typed, source, &mut set.diagnostics)?)
         }
+        (SECURITY_GROUP, "AuthorizationPolicy") => {
+            set.authorization_policies
+                .push(typed_resource(typed, source, &mut set.diagnostics)?)
+        }
+        (SECURITY_GROUP, "RequestAuthentication") => set
+            .request_authentications
+            .push(typed_resource(typed, source, &mut set.diagnostics)?),
         (SECURITY_GROUP, other) => set.diagnostics.push(
             Diagnostic::warning(format!(
                 "{SECURITY_GROUP} kind {other} is not supported by Trellis yet; skipped"

@@ -1,15 +1,18 @@
 //! Istio resources as users write them, and the set a loader reads from files.
 //!
-//! Types follow the CRD schemas (`networking.istio.io` v1, v1beta1 and v1alpha3 share shapes).
+//! Types follow the CRD schemas (`networking.istio.io` v1, v1beta1 and v1alpha3 share shapes;
+//! `security.istio.io` v1 and v1beta1 too).
 //! Each resource keeps its [`Source`] (file, kind, namespace, name) so that every diagnostic,
 //! error and `explain` line can say where a decision came from.
 
+pub mod authorization_policy;
 pub mod common;
 pub mod destination_rule;
 pub mod duration;
 pub mod gateway;
 pub mod loader;
 pub mod peer_authentication;
+pub mod request_authentication;
 pub mod service_entry;
 pub mod virtual_service;
 
@@ -17,11 +20,13 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use authorization_policy::AuthorizationPolicySpec;
 pub use common::ObjectMeta;
 pub use destination_rule::DestinationRuleSpec;
 pub use gateway::{GatewaySpec, SidecarSpec};
 pub use loader::{load_dir, load_file, parse_str};
 pub use peer_authentication::PeerAuthenticationSpec;
+pub use request_authentication::RequestAuthenticationSpec;
 pub use service_entry::ServiceEntrySpec;
 pub use virtual_service::VirtualServiceSpec;
 
@@ -84,6 +89,10 @@ pub struct ResourceSet {
     pub gateways: Vec<Resource<GatewaySpec>>,
     pub sidecars: Vec<Resource<SidecarSpec>>,
     pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
+    /// `security.istio.io` AuthorizationPolicies.
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    /// `security.istio.io` RequestAuthentications (read; JWTs are not validated yet).
+    pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -96,6 +105,10 @@ impl ResourceSet {
         self.gateways.extend(other.gateways);
         self.sidecars.extend(other.sidecars);
         self.peer_authentications.extend(other.peer_authentications);
+        self.authorization_policies
+            .extend(other.authorization_policies);
+        self.request_authentications
+            .extend(other.request_authentications);
         self.diagnostics.extend(other.diagnostics);
     }
 
@@ -107,6 +120,8 @@ impl ResourceSet {
             + self.gateways.len()
             + self.sidecars.len()
             + self.peer_authentications.len()
+            + self.authorization_policies.len()
+            + self.request_authentications.len()
     }
 
     pub fn is_empty(&self) -> bool {

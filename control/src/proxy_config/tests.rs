@@ -151,3 +151,44 @@ istio:
     let loaded = parse_proxy_config(&sidecar_file, "p.yaml", Path::new(".")).unwrap();
     assert!(loaded.config.route_table(OUTBOUND_ROUTE_TABLE).is_some());
 }
+
+#[test]
+fn authorization_policies_guard_inbound_listeners_only() {
+    let text = r#"
+listeners:
+  - {name: out, address: "127.0.0.1:15001", direction: outbound}
+  - {name: in, address: "127.0.0.1:15006", direction: inbound}
+workload: {namespace: shop, labels: {app: web}}
+istio:
+  resources:
+    - apiVersion: security.istio.io/v1
+      kind: AuthorizationPolicy
+      metadata: {name: web-viewer, namespace: shop}
+      spec:
+        selector: {matchLabels: {app: web}}
+        rules: [{to: [{operation: {methods: [GET]}}]}]
+    - apiVersion: security.istio.io/v1
+      kind: AuthorizationPolicy
+      metadata: {name: ext, namespace: shop}
+      spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}
+"#;
+    let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+    let c = &loaded.config;
+    assert!(c.listeners[0].authorization.is_none());
+    let authz = c.listeners[1]
+        .authorization
+        .as_ref()
+        .expect("inbound guarded");
+    // CUSTOM's deny-everything-it-matches filter, then the ALLOW filter.
+    assert_eq!(authz.filters.len(), 2);
+    let custom: Vec<_> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("CUSTOM is not supported"))
+        .collect();
+    assert_eq!(custom.len(), 1, "{:#?}", loaded.warnings);
+    assert_eq!(
+        custom[0].resource.as_deref(),
+        Some("AuthorizationPolicy shop/ext")
+    );
+}

@@ -12,6 +12,7 @@
 //! rest of the configuration is still produced. [`Translation`] also records where each virtual
 //! host and cluster came from, which `explain` shows.
 
+pub mod authz;
 pub mod catalog;
 pub mod gateway;
 pub mod hosts;
@@ -33,6 +34,7 @@ use trellis_engine::config::{
     StringMatch, VirtualHost, WeightedCluster,
 };
 
+pub use authz::{authorization_for, AuthzTranslation};
 pub use catalog::{cluster_name, Catalog};
 pub use gateway::{translate_gateway, GatewayOptions};
 pub use policy::EffectivePolicy;

@@ -85,6 +85,22 @@ pub enum Event {
         upstream: bool,
         error: crate::transport::TransformError,
     },
+    /// An inbound request was refused by authorization (AuthorizationPolicy): answered 403
+    /// `RBAC: access denied`.
+    AuthzDenied {
+        conn: ConnId,
+        peer: SocketAddr,
+        /// Envoy's `%RESPONSE_CODE_DETAILS%`: `rbac_access_denied_matched_policy[<policy>]`,
+        /// `none` when an ALLOW policy applies and none matched.
+        details: String,
+    },
+    /// An AUDIT AuthorizationPolicy matched an inbound request (Envoy's `access_log_hint`).
+    AuthzAudited {
+        conn: ConnId,
+        peer: SocketAddr,
+        /// `ns[<ns>]-policy[<name>]-rule[<i>]`.
+        policy: Arc<str>,
+    },
 }
 
 /// Something the driver must do, pulled with [`crate::Engine::poll_output`].

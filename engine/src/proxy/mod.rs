@@ -39,6 +39,7 @@
 
 mod api;
 mod attempt;
+mod authorize;
 mod clusters;
 mod conn;
 mod downstream;
@@ -574,6 +575,8 @@ enum Work {
     Resume(DownstreamId),
 }
 
+#[cfg(test)]
+mod authz_tests;
 #[cfg(test)]
 mod istio_tests;
 #[cfg(test)]

@@ -75,6 +75,9 @@ impl Engine {
             d.head_deadline = None;
             d.idle_deadline = None;
         }
+        if !self.authorize(now, id, down, &listener) {
+            return;
+        }
 
         // The sidecar routes HTTP; it does not open tunnels for CONNECT. What follows a CONNECT
         // on the connection would be tunnel bytes, so the connection closes after the answer.

@@ -20,6 +20,16 @@ pub struct EngineStats {
     pub config_rejected: u64,
     /// Connections ended because their transform (TLS) failed or could not be set up.
     pub transport_failures: u64,
+    /// Inbound requests that authorization (AuthorizationPolicy, Envoy's RBAC filter) let
+    /// through, and those it answered 403 (Envoy's `rbac.allowed` / `rbac.denied`, counted
+    /// once per request rather than once per filter).
+    pub rbac_allowed: u64,
+    pub rbac_denied: u64,
+    /// Dry-run (`istio.io/dry-run`) verdicts (Envoy's `rbac.shadow_allowed` / `shadow_denied`).
+    pub rbac_shadow_allowed: u64,
+    pub rbac_shadow_denied: u64,
+    /// Requests an AUDIT policy matched.
+    pub rbac_audited: u64,
     /// Mesh-generated outcomes by response flag.
     pub flags: BTreeMap<ResponseFlag, u64>,
 }

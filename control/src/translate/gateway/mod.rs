@@ -82,6 +82,7 @@ pub fn translate_gateway(
             route_table: table.name.clone(),
             direction: Direction::Inbound,
             passthrough: false,
+            authorization: None,
         });
         out.config.route_tables.push(table);
     }

@@ -1,0 +1,389 @@
+//! One AuthorizationPolicy rule → one RBAC policy's permissions and principals: pilot's
+//! `model.New` (which field goes to a permission, which to a principal, in which order) and
+//! `Generate` (AND of each field's OR of values and NOT(OR) of its `not` values), with each value
+//! built by its generator (`pilot/pkg/security/authz/model/generator.go`) and errors handled as
+//! `checkError` does (see the parent module).
+
+use std::sync::Arc;
+
+use trellis_engine::authz::{
+    quote_meta, Action, Cidr, FullRegex, HeaderMatcher, PathTemplate, Permission, Principal,
+    StringMatcher,
+};
+
+use crate::istio::authorization_policy::Rule;
+
+/// A permission-side key (`model.go`: what becomes an RBAC permission).
+#[derive(Clone, Copy, Debug)]
+enum PermKey<'a> {
+    Host,
+    Method,
+    Path,
+    Port,
+    DestIp,
+    Sni,
+    /// `experimental.envoy.filters.*` (extended: all values at once).
+    EnvoyFilter(&'a str),
+}
+
+/// A principal-side key.
+#[derive(Clone, Copy, Debug)]
+enum PrinKey<'a> {
+    SrcIp,
+    RemoteIp,
+    Namespace,
+    TrustDomain,
+    ServiceAccount,
+    Principal,
+    /// `request.headers[<name>]`: the key as written.
+    Header(&'a str),
+    /// `request.auth.principal` / `requestPrincipals` (extended).
+    RequestPrincipal,
+    /// `request.auth.audiences`, `.presenter`, `.claims[...]` (extended): the key as written.
+    Jwt(&'a str),
+}
+
+type Item<'a, K> = (K, &'a [String], &'a [String]);
+
+/// pilot's `model.New` followed by `Generate` for one rule.
+pub(super) fn build_rule(
+    policy_ns: &str,
+    rule: &Rule,
+    action: Action,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Permission>, Vec<Principal>), String> {
+    let mut base_perm: Vec<Item<'_, PermKey<'_>>> = Vec::new();
+    let mut base_prin: Vec<Item<'_, PrinKey<'_>>> = Vec::new();
+    for (i, when) in rule.when.iter().enumerate() {
+        let k = when.key.as_str();
+        let (v, nv) = (&when.values[..], &when.not_values[..]);
+        if v.is_empty() && nv.is_empty() {
+            continue;
+        }
+        match k {
+            "destination.ip" => base_perm.push((PermKey::DestIp, v, nv)),
+            "destination.port" => base_perm.push((PermKey::Port, v, nv)),
+            "connection.sni" => base_perm.push((PermKey::Sni, v, nv)),
+            _ if k.starts_with("experimental.envoy.filters.") => {
+                base_perm.push((PermKey::EnvoyFilter(k), v, nv))
+            }
+            "source.ip" => base_prin.push((PrinKey::SrcIp, v, nv)),
+            "remote.ip" => base_prin.push((PrinKey::RemoteIp, v, nv)),
+            "source.namespace" => base_prin.push((PrinKey::Namespace, v, nv)),
+            "source.trustDomain" => base_prin.push((PrinKey::TrustDomain, v, nv)),
+            "source.serviceAccount" => base_prin.push((PrinKey::ServiceAccount, v, nv)),
+            "source.principal" => base_prin.push((PrinKey::Principal, v, nv)),
+            "request.auth.principal" => base_prin.push((PrinKey::RequestPrincipal, v, nv)),
+            "request.auth.audiences" | "request.auth.presenter" => {
+                base_prin.push((PrinKey::Jwt(k), v, nv))
+            }
+            _ if k.starts_with("request.headers") => base_prin.push((PrinKey::Header(k), v, nv)),
+            _ if k.starts_with("request.auth.claims") => base_prin.push((PrinKey::Jwt(k), v, nv)),
+            _ if action == Action::Allow => return Err(format!("unknown attribute {k}")),
+            _ => notes.push(format!(
+                "when[{i}]: unknown attribute {k}; the condition is dropped (a wider {})",
+                if action == Action::Deny {
+                    "deny"
+                } else {
+                    "audit"
+                }
+            )),
+        }
+    }
+    if rule.when.iter().any(|w| w.key.starts_with("request.auth.")) {
+        notes.push(
+            "request.auth.* conditions never match: Trellis does not validate JWTs yet \
+             (RequestAuthentication), so no request has claims"
+                .to_string(),
+        );
+    }
+
+    let mut principals = Vec::new();
+    for from in &rule.from {
+        // insertFront in model.go's order, so the fields come out principal-first.
+        let mut items: Vec<Item<'_, PrinKey<'_>>> = Vec::new();
+        if let Some(s) = &from.source {
+            for (key, v, nv) in [
+                (PrinKey::Principal, &s.principals, &s.not_principals),
+                (
+                    PrinKey::RequestPrincipal,
+                    &s.request_principals,
+                    &s.not_request_principals,
+                ),
+                (
+                    PrinKey::ServiceAccount,
+                    &s.service_accounts,
+                    &s.not_service_accounts,
+                ),
+                (PrinKey::TrustDomain, &s.trust_domains, &s.not_trust_domains),
+                (PrinKey::Namespace, &s.namespaces, &s.not_namespaces),
+                (
+                    PrinKey::RemoteIp,
+                    &s.remote_ip_blocks,
+                    &s.not_remote_ip_blocks,
+                ),
+                (PrinKey::SrcIp, &s.ip_blocks, &s.not_ip_blocks),
+            ] {
+                if !v.is_empty() || !nv.is_empty() {
+                    items.push((key, v, nv));
+                }
+            }
+            if !s.request_principals.is_empty() || !s.not_request_principals.is_empty() {
+                notes.push(
+                    "requestPrincipals never match: Trellis does not validate JWTs yet \
+                     (RequestAuthentication)"
+                        .to_string(),
+                );
+            }
+        }
+        items.extend(base_prin.iter().copied());
+        principals.push(and_principals(&items, policy_ns, action)?);
+    }
+    if rule.from.is_empty() {
+        principals.push(and_principals(&base_prin, policy_ns, action)?);
+    }
+
+    let mut permissions = Vec::new();
+    for to in &rule.to {
+        let mut items: Vec<Item<'_, PermKey<'_>>> = Vec::new();
+        if let Some(o) = &to.operation {
+            for (key, v, nv) in [
+                (PermKey::Host, &o.hosts, &o.not_hosts),
+                (PermKey::Method, &o.methods, &o.not_methods),
+                (PermKey::Path, &o.paths, &o.not_paths),
+                (PermKey::Port, &o.ports, &o.not_ports),
+            ] {
+                if !v.is_empty() || !nv.is_empty() {
+                    items.push((key, v, nv));
+                }
+            }
+        }
+        items.extend(base_perm.iter().copied());
+        permissions.push(and_permissions(&items, action)?);
+    }
+    if rule.to.is_empty() {
+        permissions.push(and_permissions(&base_perm, action)?);
+    }
+    Ok((permissions, principals))
+}
+
+/// `checkError`: an ALLOW policy fails the rule; DENY and AUDIT drop the value.
+fn check<T>(result: Result<T, String>, action: Action) -> Result<Option<T>, String> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if action == Action::Allow => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `generatePermission`: AND of each item's `Or(values)` and `Not(Or(notValues))`.
+fn and_permissions(items: &[Item<'_, PermKey<'_>>], action: Action) -> Result<Permission, String> {
+    let mut and = Vec::new();
+    for &(key, values, not_values) in items {
+        if let PermKey::EnvoyFilter(k) = key {
+            for (list, negate) in [(values, false), (not_values, true)] {
+                if list.is_empty() {
+                    continue;
+                }
+                if let Some(p) = check(envoy_filter(k), action)? {
+                    and.push(if negate {
+                        Permission::Not(Box::new(p))
+                    } else {
+                        p
+                    });
+                }
+            }
+            continue;
+        }
+        for (list, negate) in [(values, false), (not_values, true)] {
+            let mut or = Vec::new();
+            for value in list {
+                if let Some(p) = check(permission(key, value), action)? {
+                    or.push(p);
+                }
+            }
+            if !or.is_empty() {
+                let p = Permission::Or(or);
+                and.push(if negate {
+                    Permission::Not(Box::new(p))
+                } else {
+                    p
+                });
+            }
+        }
+    }
+    if and.is_empty() {
+        and.push(Permission::Any);
+    }
+    Ok(Permission::And(and))
+}
+
+/// `generatePrincipal`.
+fn and_principals(
+    items: &[Item<'_, PrinKey<'_>>],
+    policy_ns: &str,
+    action: Action,
+) -> Result<Principal, String> {
+    let mut and = Vec::new();
+    for &(key, values, not_values) in items {
+        for (list, negate) in [(values, false), (not_values, true)] {
+            if list.is_empty() {
+                continue;
+            }
+            let built = match key {
+                PrinKey::RequestPrincipal => check(Ok(request_principals(list)), action)?,
+                PrinKey::Jwt(k) => check(jwt_claim(k), action)?,
+                _ => {
+                    let mut or = Vec::new();
+                    for value in list {
+                        if let Some(p) = check(principal(key, value, policy_ns), action)? {
+                            or.push(p);
+                        }
+                    }
+                    (!or.is_empty()).then_some(Principal::Or(or))
+                }
+            };
+            if let Some(p) = built {
+                and.push(if negate {
+                    Principal::Not(Box::new(p))
+                } else {
+                    p
+                });
+            }
+        }
+    }
+    if and.is_empty() {
+        and.push(Principal::Any);
+    }
+    Ok(Principal::And(and))
+}
+
+/// One value of a permission-side key (`generator.go` `permission`).
+fn permission(key: PermKey<'_>, value: &str) -> Result<Permission, String> {
+    Ok(match key {
+        PermKey::Host => Permission::Header(HeaderMatcher::istio_host(":authority", value)),
+        PermKey::Method => Permission::Header(HeaderMatcher::istio(":method", value)),
+        PermKey::Path if PathTemplate::is_template(value) => {
+            Permission::PathTemplate(PathTemplate::parse(value).map_err(|e| e.to_string())?)
+        }
+        PermKey::Path => Permission::Path(StringMatcher::istio(value)),
+        PermKey::Port => Permission::DestinationPort(port(value)?),
+        PermKey::DestIp => {
+            Permission::DestinationIp(Cidr::parse(value).map_err(|e| e.to_string())?)
+        }
+        PermKey::Sni => Permission::RequestedServerName(StringMatcher::istio(value)),
+        PermKey::EnvoyFilter(k) => envoy_filter(k)?,
+    })
+}
+
+/// `convertToPort`: decimal digits (Go's `ParseUint` takes no sign), at most 65535.
+pub(super) fn port(value: &str) -> Result<u16, String> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse::<u64>().ok())
+        .flatten()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("invalid port {value}"))
+}
+
+/// `envoyFilterGenerator`: the key must be `experimental.envoy.filters.<filter>[<key>]`. Trellis
+/// sets no filter metadata, so the permission never matches.
+fn envoy_filter(key: &str) -> Result<Permission, String> {
+    let rest = key.trim_start_matches("experimental.");
+    let rest = rest.strip_suffix(']').unwrap_or(rest);
+    if !rest.contains('[') {
+        return Err(format!("invalid key: {key}"));
+    }
+    Ok(Permission::Metadata(Arc::from(key)))
+}
+
+/// One value of a principal-side key (`generator.go` `principal`).
+fn principal(key: PrinKey<'_>, value: &str, policy_ns: &str) -> Result<Principal, String> {
+    let regex = |pattern: String| {
+        FullRegex::new(&pattern)
+            .map(|re| Principal::Authenticated(StringMatcher::Regex(re)))
+            .map_err(|e| format!("invalid value {value:?}: {e}"))
+    };
+    match key {
+        PrinKey::SrcIp => Ok(Principal::DirectRemoteIp(
+            Cidr::parse(value).map_err(|e| e.to_string())?,
+        )),
+        PrinKey::RemoteIp => Ok(Principal::RemoteIp(
+            Cidr::parse(value).map_err(|e| e.to_string())?,
+        )),
+        PrinKey::Namespace => {
+            // srcNamespaceGenerator: `.*/ns/<ns, * as .*>/.*`.
+            let ns: Vec<String> = value.split('*').map(quote_meta).collect();
+            regex(format!(".*/ns/{}/.*", ns.join(".*")))
+        }
+        PrinKey::ServiceAccount => {
+            // serviceAccountRegex: `<sa>` or `<ns>/<sa>`, ns defaulting to the policy's.
+            let (ns, sa) = value.split_once('/').unwrap_or((policy_ns, value));
+            regex(format!(
+                "spiffe://.+/ns/{}/(.+/|)sa/{}(/.+)?",
+                quote_meta(ns),
+                quote_meta(sa)
+            ))
+        }
+        PrinKey::TrustDomain => {
+            // srcTrustDomainGenerator.
+            if value == "*" {
+                Ok(Principal::Authenticated(StringMatcher::Prefix(
+                    "spiffe://".into(),
+                )))
+            } else if !value.contains('*') {
+                Ok(Principal::Authenticated(StringMatcher::Prefix(
+                    format!("spiffe://{value}/").into(),
+                )))
+            } else {
+                let (a, b) = value.split_once('*').unwrap_or((value, ""));
+                regex(format!(
+                    "spiffe://{}[^/]*{}/.*",
+                    quote_meta(a),
+                    quote_meta(b)
+                ))
+            }
+        }
+        PrinKey::Principal => Ok(Principal::Authenticated(StringMatcher::istio_with_prefix(
+            value,
+            "spiffe://",
+        ))),
+        PrinKey::Header(k) => {
+            let name = k
+                .strip_prefix("request.headers")
+                .and_then(|n| n.strip_prefix('['))
+                .and_then(|n| n.strip_suffix(']'))
+                .ok_or_else(|| format!("expecting format [<NAME>], but found {k}"))?;
+            Ok(Principal::Header(HeaderMatcher::istio(name, value)))
+        }
+        PrinKey::RequestPrincipal => Ok(request_principals(&[value.to_string()])),
+        PrinKey::Jwt(k) => jwt_claim(k),
+    }
+}
+
+/// `requestPrincipalGenerator.extendedPrincipal`: per value, the issuer AND the subject claim
+/// (one value: that pair; several: their OR). No JWT is ever validated: never matches.
+fn request_principals(values: &[String]) -> Principal {
+    let pair = |v: &String| {
+        Principal::And(vec![
+            Principal::JwtMetadata(Arc::from(format!("request.auth.principal iss of {v}"))),
+            Principal::JwtMetadata(Arc::from(format!("request.auth.principal sub of {v}"))),
+        ])
+    };
+    match values {
+        [one] => pair(one),
+        many => Principal::Or(many.iter().map(pair).collect()),
+    }
+}
+
+/// `request.auth.audiences` / `.presenter` / `.claims[a][b]` (the claim names must be in
+/// brackets, `extractNameInNestedBrackets`). Never matches (no JWT).
+fn jwt_claim(key: &str) -> Result<Principal, String> {
+    if let Some(claims) = key.strip_prefix("request.auth.claims") {
+        if !(claims.starts_with('[') && claims.ends_with(']')) {
+            return Err(format!("expecting format [<NAME>], but found {claims}"));
+        }
+    }
+    Ok(Principal::JwtMetadata(Arc::from(key)))
+}
