@@ -31,9 +31,9 @@ pub fn start(
     control: ControlHandle,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut client = Client::new(node, workload);
+        let mut client = Client::new(node, workload.clone());
         loop {
-            match session(addr, &mut client, &base, &control) {
+            match session(addr, &mut client, &base, &workload, &control) {
                 Ok(()) => tracing::warn!(%addr, "control plane closed the connection"),
                 Err(e) => tracing::warn!(%addr, "control plane unreachable: {e}"),
             }
@@ -46,6 +46,7 @@ fn session(
     addr: SocketAddr,
     client: &mut Client,
     base: &Config,
+    workload: &Workload,
     control: &ControlHandle,
 ) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(addr)?;
@@ -65,7 +66,7 @@ fn session(
             .map_err(|e| std::io::Error::other(e.to_string()))?
         {
             let answer = client.handle(message, |version, document| {
-                let config = config_of(document, base, version)?;
+                let config = config_of(document, base, workload, version)?;
                 control.update_config(Arc::new(config));
                 tracing::info!(version, "config from the control plane applied");
                 Ok(())
@@ -80,7 +81,12 @@ fn session(
 
 /// The document translated, with the file's listeners and HTTP settings, as the engine will
 /// run it; `Err` is the NACK's reason.
-fn config_of(document: &SidecarDocument, base: &Config, version: u64) -> Result<Config, String> {
+fn config_of(
+    document: &SidecarDocument,
+    base: &Config,
+    workload: &Workload,
+    version: u64,
+) -> Result<Config, String> {
     let translation = document.translate().map_err(|e| e.to_string())?;
     for d in &translation.diagnostics {
         tracing::warn!("{d}");
@@ -112,7 +118,49 @@ fn config_of(document: &SidecarDocument, base: &Config, version: u64) -> Result<
     if config.identity.is_none() {
         trellis_control::translate::upstream_tls::without_identity(&mut config);
     }
+    apply_security(&mut config, document, workload)?;
     trellis_engine::Engine::try_new(Arc::new(config.clone()), 0)
         .map_err(|e| format!("the engine refuses this config: {e}"))?;
     Ok(config)
+}
+
+/// The pushed PeerAuthentications and AuthorizationPolicies applied to the file's inbound
+/// listeners, as the file's own would be (`proxy_config`): mTLS mode per workload port (an
+/// inbound listener with a `forwardTo` target is keyed by that port, its route table
+/// `inbound|<port>`), and the RBAC chain of the policies that select the workload.
+fn apply_security(
+    config: &mut Config,
+    document: &SidecarDocument,
+    workload: &Workload,
+) -> Result<(), String> {
+    use trellis_engine::config::Direction;
+    let resources = document.resource_set().map_err(|e| e.to_string())?;
+    let has_identity = config.identity.is_some();
+    let authz = trellis_control::translate::authorization_for(&resources, workload);
+    for d in &authz.diagnostics {
+        tracing::warn!("{d}");
+    }
+    for listener in config
+        .listeners
+        .iter_mut()
+        .filter(|l| l.direction == Direction::Inbound)
+    {
+        let app_port = listener
+            .route_table
+            .strip_prefix("inbound|")
+            .and_then(|p| p.parse::<u16>().ok());
+        let mut diags = Vec::new();
+        listener.mtls = trellis_control::translate::peer_authn::inbound_mtls(
+            &resources,
+            workload,
+            has_identity,
+            app_port,
+            &mut diags,
+        );
+        for d in &diags {
+            tracing::error!("{d}");
+        }
+        listener.authorization = authz.authorization.clone();
+    }
+    Ok(())
 }

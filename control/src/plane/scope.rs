@@ -200,6 +200,25 @@ impl ScopeIndex {
                 kept.push(&dr.source);
             }
         }
+        // Security policies: those of the root namespace and the workload's (translation in
+        // the sidecar picks what selects it), and every namespace-wide PeerAuthentication
+        // (auto mTLS asks the destination namespace's mode: `BestEffortInferServiceMTLSMode`).
+        let r = &snapshot.resources;
+        let own = |source: &Source| {
+            source.namespace == ns || source.namespace == crate::translate::workload::ROOT_NAMESPACE
+        };
+        for pa in &r.peer_authentications {
+            if !pa.spec.has_selector() || own(&pa.source) {
+                kept.push(&pa.source);
+            }
+        }
+        kept.extend(
+            r.authorization_policies
+                .iter()
+                .map(|p| &p.source)
+                .chain(r.request_authentications.iter().map(|p| &p.source))
+                .filter(|s| own(s)),
+        );
         let resources = kept
             .into_iter()
             .filter_map(|source| {

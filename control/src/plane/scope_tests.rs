@@ -300,3 +300,64 @@ spec:
     );
     assert!(blog.document.translate().is_ok());
 }
+
+/// Security policies reach the sidecars they can apply to: the root namespace's and the
+/// workload's own namespace's, plus every namespace-wide PeerAuthentication (auto mTLS reads
+/// the destination namespace's mode); the sidecar then composes them for its workload.
+#[test]
+fn security_policies_of_the_root_and_own_namespace_are_pushed() {
+    let s = snapshot(
+        r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: blog-wide, namespace: blog}
+spec: {mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: blog-posts, namespace: blog}
+spec: {selector: {matchLabels: {app: posts}}, mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: shop-only, namespace: shop}
+spec: {rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: blog-only, namespace: blog}
+spec: {rules: [{}]}
+"#,
+    );
+    let shop = scope(&s, &workload("shop", &[("app", "cart")]));
+    let got = names(&shop);
+    for expected in [
+        "PeerAuthentication/mesh",
+        "PeerAuthentication/blog-wide",
+        "AuthorizationPolicy/shop-only",
+    ] {
+        assert!(got.iter().any(|n| n == expected), "{expected}: {got:?}");
+    }
+    for unexpected in [
+        "PeerAuthentication/blog-posts",
+        "AuthorizationPolicy/blog-only",
+    ] {
+        assert!(
+            !got.iter().any(|n| n == unexpected),
+            "{unexpected}: {got:?}"
+        );
+    }
+    // And the sidecar composes them as pilot: the mesh's STRICT for a shop workload.
+    let resources = shop.document.resource_set().unwrap();
+    let merged = crate::translate::peer_authn::compose(&resources, &workload("shop", &[]));
+    assert_eq!(merged.mode, trellis_engine::config::InboundMode::Strict);
+    assert_eq!(
+        crate::translate::peer_authn::service_mode(&resources, "blog"),
+        trellis_engine::config::InboundMode::Disable
+    );
+}
