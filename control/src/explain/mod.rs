@@ -22,7 +22,8 @@ pub use report::{ExplainReport, Outcome};
 use crate::diag::{ConfigError, Diagnostic};
 use crate::istio::{load_dir, ResourceSet};
 use crate::translate::{
-    hosts, translate, Registry, Service, ServicePort, Translation, OUTBOUND_ROUTE_TABLE,
+    hosts, translate_for, Registry, Service, ServicePort, Translation, Workload,
+    OUTBOUND_ROUTE_TABLE,
 };
 
 /// The request to explain.
@@ -36,6 +37,9 @@ pub struct ExplainRequest {
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub source_labels: BTreeMap<String, String>,
+    /// The calling workload's namespace (default `default`): which VirtualServices it sees
+    /// (`exportTo`), its `sourceNamespace` matches and the short names it can use.
+    pub source_namespace: Option<String>,
     /// Destination port; defaults to the port in `host`, else the service's first port, else 80.
     pub port: Option<u16>,
 }
@@ -48,6 +52,7 @@ impl ExplainRequest {
             method: "GET".to_string(),
             headers: Vec::new(),
             source_labels: BTreeMap::new(),
+            source_namespace: None,
             port: None,
         }
     }
@@ -71,13 +76,23 @@ pub fn explain_resources(
 ) -> Result<ExplainReport, ConfigError> {
     let (host_only, host_port) = split_host_port(&req.host);
     let registry = registry_from(set, req.port.or(host_port));
-    let t = translate(set, &registry);
+    // The route table is the calling sidecar's: istiod decides `sourceLabels`,
+    // `sourceNamespace` and `exportTo` for it when it generates its config.
+    let client = Workload {
+        namespace: req
+            .source_namespace
+            .clone()
+            .unwrap_or_else(|| crate::istio::DEFAULT_NAMESPACE.to_string()),
+        labels: req.source_labels.clone(),
+        ..Workload::default()
+    };
+    let t = translate_for(set, &registry, &client);
     let port = req
         .port
         .or(host_port)
         .or_else(|| {
             registry
-                .service(&hosts::resolve(host_only, crate::istio::DEFAULT_NAMESPACE))
+                .service(&hosts::resolve(host_only, &client.namespace))
                 .and_then(|s| s.ports.first().map(|p| p.number))
         })
         .unwrap_or(80);
