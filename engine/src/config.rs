@@ -218,6 +218,14 @@ pub struct Redirect {
     pub scheme: Option<String>,
     /// `redirectCode`, default 301.
     pub status: u16,
+    /// `prefixRewrite` (Envoy `RedirectAction.prefix_rewrite`): replaces the path prefix the
+    /// request matched on, as [`Rewrite::uri`] does for a forwarded request; it wins over
+    /// `uri` (ApplyRedirect in pilot/pkg/networking/core/route/route.go).
+    pub prefix_rewrite: Option<String>,
+    /// `derivePort: FROM_REQUEST_PORT`: the port the request came on, left out when it is
+    /// the scheme's default (pilot's ApplyRedirect sets Envoy's `port_redirect` to the
+    /// listener port it builds the route for). `FROM_PROTOCOL_DEFAULT` is no port at all.
+    pub port_from_request: bool,
 }
 
 /// Istio `HTTPRewrite`.
@@ -334,12 +342,16 @@ pub struct FaultDelay {
     pub percent: f64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultAbort {
-    /// `httpStatus`.
+    /// `httpStatus`; 200 for a gRPC abort (Envoy's FaultFilter::abortStatus).
     pub status: u16,
     /// `percentage.value` (0..=100).
     pub percent: f64,
+    /// `grpcStatus` as its numeric code: a gRPC request gets a trailers-only answer (HTTP 200,
+    /// `content-type: application/grpc`, `grpc-status`, `grpc-message`), any other request a
+    /// plain 200 (Envoy's FaultFilter::abortWithStatus and Utility::sendLocalReply).
+    pub grpc_status: Option<u32>,
 }
 
 /// An upstream cluster: the endpoints of one service (one subset of it) and the traffic policy

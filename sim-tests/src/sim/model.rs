@@ -239,6 +239,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
             port: *port,
             scheme: scheme.clone(),
             status: *status,
+            ..Redirect::default()
         }),
         Some(ActionSpec::Direct { status, body }) => RouteAction::DirectResponse {
             status: *status,
@@ -310,6 +311,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
             abort: (f.abort_percent > 0).then(|| FaultAbort {
                 status: f.abort_status,
                 percent: f64::from(f.abort_percent),
+                grpc_status: None,
             }),
         }),
         fallback: vocab.is_some_and(|v| v.fallback),
