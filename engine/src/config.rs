@@ -366,6 +366,9 @@ pub struct Cluster {
     pub subset: Option<String>,
     pub endpoints: Vec<Endpoint>,
     pub lb: LbPolicy,
+    /// The consistent-hash key when `lb` is [`LbPolicy::RingHash`] or [`LbPolicy::Maglev`]
+    /// (pilot writes it as the route's hash policy; here it travels with the cluster).
+    pub hash_key: Option<HashKey>,
     /// `outlierDetection`; `None` disables it.
     pub outlier: Option<OutlierDetection>,
     pub pool: ConnectionPool,
@@ -393,6 +396,35 @@ pub enum LbPolicy {
     /// Istio's `UNSPECIFIED`/default: least request with two choices.
     #[default]
     Default,
+    /// `consistentHash` with `ringHash` (or the legacy `minimumRingSize`, or neither): Envoy's
+    /// ring hash, keyed by [`Cluster::hash_key`].
+    RingHash { minimum_ring_size: u64 },
+    /// `consistentHash.maglev`: Envoy's Maglev table of `table_size` slots (a prime).
+    Maglev { table_size: u64 },
+}
+
+/// DestinationRule `consistentHash`'s key: what of a request is hashed to pick its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// `httpHeaderName` (lowercase).
+    Header(String),
+    /// `httpCookie`.
+    Cookie(HashCookie),
+    /// `useSourceIp`.
+    SourceIp,
+    /// `httpQueryParameterName`.
+    QueryParameter(String),
+}
+
+/// `consistentHash.httpCookie`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashCookie {
+    pub name: String,
+    pub path: Option<String>,
+    /// With a ttl, a request without the cookie gets one generated and set on its response.
+    pub ttl: Option<Duration>,
+    /// `attributes` (name, value) added to a generated cookie.
+    pub attributes: Vec<(String, String)>,
 }
 
 /// DestinationRule `outlierDetection`, with Istio's defaults.

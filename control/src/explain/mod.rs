@@ -376,6 +376,18 @@ fn unlimited(n: u32) -> Option<u32> {
     (n != u32::MAX).then_some(n)
 }
 
+/// What a consistent-hash policy hashes, for the report.
+fn hash_key_text(key: Option<&trellis_engine::config::HashKey>) -> String {
+    use trellis_engine::config::HashKey;
+    match key {
+        None => "a random hash (no key)".to_string(),
+        Some(HashKey::Header(h)) => format!("header {h}"),
+        Some(HashKey::Cookie(c)) => format!("cookie {}", c.name),
+        Some(HashKey::SourceIp) => "the source IP".to_string(),
+        Some(HashKey::QueryParameter(q)) => format!("query parameter {q}"),
+    }
+}
+
 fn policy(
     c: &trellis_engine::config::Cluster,
     tls: Option<crate::istio::destination_rule::TlsMode>,
@@ -389,6 +401,14 @@ fn policy(
             }
             LbPolicy::Random => "RANDOM".to_string(),
             LbPolicy::Default => "default (LEAST_REQUEST, choice of 2)".to_string(),
+            LbPolicy::RingHash { minimum_ring_size } => format!(
+                "RING_HASH (minimum ring size {minimum_ring_size}) on {}",
+                hash_key_text(c.hash_key.as_ref())
+            ),
+            LbPolicy::Maglev { table_size } => format!(
+                "MAGLEV (table size {table_size}) on {}",
+                hash_key_text(c.hash_key.as_ref())
+            ),
         },
         connect_timeout: dur(c.pool.connect_timeout),
         max_connections: unlimited(c.pool.max_connections),

@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod client;
+pub mod consistent_hash;
 pub mod gateway;
 pub mod hosts;
 pub mod matches;
@@ -208,6 +209,7 @@ fn build_clusters(catalog: &Catalog<'_>, out: &mut Translation, diags: &mut Vec<
                     subset: subset_name,
                     endpoints,
                     lb: policy.lb,
+                    hash_key: policy.hash_key,
                     outlier: policy.outlier,
                     pool: policy.pool,
                 });

@@ -571,6 +571,8 @@ enum Work {
 }
 
 #[cfg(test)]
+mod hash_tests;
+#[cfg(test)]
 mod istio_tests;
 #[cfg(test)]
 mod tests;

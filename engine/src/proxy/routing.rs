@@ -52,6 +52,7 @@ impl Engine {
             original_target: None,
             original_authority: None,
             redirect_location: None,
+            set_cookie: None,
             down_version: head.version,
             down_keep_alive,
             route: None,
