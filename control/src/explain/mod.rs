@@ -120,6 +120,19 @@ pub fn explain_resources(
         port,
         source_labels: &req.source_labels,
     };
+    // A redirect's Location depends on the match and the port: the engine's own answer.
+    let location =
+        router
+            .table(OUTBOUND_ROUTE_TABLE)
+            .and_then(|table| match router.route(table, &rr) {
+                trellis_engine::route::RouteOutcome::Matched(m) => match &m.route.action {
+                    RouteAction::Redirect(r) => Some(Router::redirect_location(
+                        &m, r, &authority, &req.path, port,
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            });
     let explanation = match router.table(OUTBOUND_ROUTE_TABLE) {
         Some(table) => router.explain(table, &rr),
         None => Explanation {
@@ -131,7 +144,13 @@ pub fn explain_resources(
             outcome_route_index: None,
         },
     };
-    Ok(build_report(&t, &explanation, req, authority, port))
+    let mut report = build_report(&t, &explanation, req, authority, port);
+    if let Some(ActionReport::Redirect { location: r }) =
+        report.matched.as_mut().map(|m| &mut m.action)
+    {
+        r.location = location;
+    }
+    Ok(report)
 }
 
 /// `reviews:9080` → (`reviews`, Some(9080)).
@@ -344,6 +363,9 @@ fn matched_rule(t: &Translation, route: &Route, index: usize, name: Option<Strin
                 port: r.port,
                 scheme: r.scheme.clone(),
                 status: r.status,
+                prefix_rewrite: r.prefix_rewrite.clone(),
+                port_from_request: r.port_from_request,
+                location: None,
             },
         },
         RouteAction::DirectResponse { status, body } => ActionReport::DirectResponse {

@@ -251,7 +251,15 @@ impl Router {
         port: u16,
     ) -> String {
         let mut effective = redirect.clone();
-        if let Some(p) = redirect.prefix_rewrite.as_deref().filter(|p| !p.is_empty()) {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().redirect_ignores_prefix_rewrite {
+            effective.prefix_rewrite = None;
+        }
+        if let Some(p) = effective
+            .prefix_rewrite
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
             effective.uri = Some(rewrite::prefix_rewrite(path, p, matched_prefix(m)));
         }
         if redirect.port_from_request && redirect.port.is_none() {

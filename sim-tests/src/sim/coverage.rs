@@ -50,6 +50,8 @@ pub const ALL: &[&str] = &[
     "redirect scheme change",
     "redirect scheme same",
     "redirect port",
+    "redirect prefixRewrite",
+    "redirect derivePort FROM_REQUEST_PORT",
     "redirect code 302/307/308",
     "directResponse",
     "directResponse body",
@@ -224,8 +226,16 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
                 scheme,
                 port,
                 status,
+                prefix_rewrite,
+                port_from_request,
             }) => {
                 out.push("redirect");
+                if prefix_rewrite.is_some() {
+                    out.push("redirect prefixRewrite");
+                }
+                if *port_from_request {
+                    out.push("redirect derivePort FROM_REQUEST_PORT");
+                }
                 if uri.is_some() {
                     out.push("redirect uri");
                 }

@@ -218,6 +218,7 @@ impl Scenario {
             super::gen_routes::enrich(&mut vocab, &mut scn);
             super::gen_routes::fallbacks(seed, &mut scn);
             super::gen_routes::dest_authorities(seed, &mut scn);
+            super::gen_routes::redirect_extras(seed, &mut scn);
         }
         scn.normalize();
         scn

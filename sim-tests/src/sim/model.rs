@@ -233,13 +233,16 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
             scheme,
             port,
             status,
+            prefix_rewrite,
+            port_from_request,
         }) => RouteAction::Redirect(Redirect {
             uri: uri.clone(),
             authority: authority.clone(),
             port: *port,
             scheme: scheme.clone(),
             status: *status,
-            ..Redirect::default()
+            prefix_rewrite: prefix_rewrite.clone(),
+            port_from_request: *port_from_request,
         }),
         Some(ActionSpec::Direct { status, body }) => RouteAction::DirectResponse {
             status: *status,
