@@ -130,6 +130,8 @@ impl Balancer {
         if self.eligible.is_empty() {
             return None;
         }
+        #[cfg(feature = "mutants")]
+        let hash = hash.filter(|_| !crate::mutants::route().consistent_hash_ignores_key);
         match &self.policy {
             Policy::RingHash(r) => return r.pick(hash.unwrap_or_else(|| rng.next_u64())),
             Policy::Maglev(m) => return m.pick(hash.unwrap_or_else(|| rng.next_u64())),

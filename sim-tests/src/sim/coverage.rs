@@ -83,6 +83,8 @@ pub const ALL: &[&str] = &[
     "lb LEAST_REQUEST",
     "lb RANDOM",
     "lb unset (Istio default)",
+    "lb consistentHash ring hash",
+    "lb consistentHash maglev",
     "outlier minHealthPercent (panic mode)",
     "pool idleTimeout of milliseconds",
     "pool maxRetries (retry budget)",
@@ -372,6 +374,8 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
                 0 => "lb ROUND_ROBIN",
                 1 => "lb LEAST_REQUEST",
                 2 => "lb RANDOM",
+                4 => "lb consistentHash ring hash",
+                5 => "lb consistentHash maglev",
                 _ => "lb unset (Istio default)",
             });
             if ver

@@ -23,9 +23,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_engine::config::{
-    Cluster, Config, ConnectionPool, Endpoint, FaultAbort, FaultDelay, FaultPolicy, HeaderMatch,
-    HeaderOps, LbPolicy, OutlierDetection, QueryParamMatch, Redirect, RetryOn, RetryPolicy,
-    Rewrite, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster,
+    Cluster, Config, ConnectionPool, Endpoint, FaultAbort, FaultDelay, FaultPolicy, HashKey,
+    HeaderMatch, HeaderOps, LbPolicy, OutlierDetection, QueryParamMatch, Redirect, RetryOn,
+    RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster,
 };
 
 use super::reference;
@@ -142,8 +142,14 @@ pub fn engine_config_at(
                         choice_count: ver.least_request_choices.unwrap_or(2),
                     },
                     2 => LbPolicy::Random,
+                    4 => LbPolicy::RingHash {
+                        minimum_ring_size: 1024,
+                    },
+                    // A small prime table keeps rebuilds cheap in the swarm.
+                    5 => LbPolicy::Maglev { table_size: 1009 },
                     _ => LbPolicy::Default,
                 },
+                hash_key: matches!(ver.lb, 4 | 5).then_some(HashKey::SourceIp),
                 ..Default::default()
             };
             if let Some(o) = &ver.outlier {
