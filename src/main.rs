@@ -211,6 +211,10 @@ struct ExplainArgs {
     /// A label of the calling workload, `key=value` (repeatable), for `sourceLabels` matches.
     #[arg(long = "source-label", value_name = "KEY=VALUE")]
     source_labels: Vec<String>,
+    /// The calling workload's namespace (default `default`), for `sourceNamespace` matches,
+    /// `exportTo` and short host names.
+    #[arg(long = "source-namespace", value_name = "NAMESPACE")]
+    source_namespace: Option<String>,
     /// Destination port (default: from --host, else the service's first port).
     #[arg(long)]
     port: Option<u16>,
@@ -394,6 +398,7 @@ fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
     req.path = args.path;
     req.method = args.method;
     req.port = args.port;
+    req.source_namespace = args.source_namespace;
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
             bail!("header {header:?} is not `name: value`");

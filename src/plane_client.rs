@@ -87,7 +87,9 @@ fn config_of(
     workload: &Workload,
     version: u64,
 ) -> Result<Config, String> {
-    let translation = document.translate().map_err(|e| e.to_string())?;
+    let translation = document
+        .translate_for(workload)
+        .map_err(|e| e.to_string())?;
     for d in &translation.diagnostics {
         tracing::warn!("{d}");
     }

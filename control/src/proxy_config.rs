@@ -62,7 +62,7 @@ use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
 use crate::translate::peer_authn;
 use crate::translate::{
-    authorization_for, hosts, translate, translate_gateway, GatewayOptions, Registry, Service,
+    authorization_for, hosts, translate_for, translate_gateway, GatewayOptions, Registry, Service,
     ServiceEndpoint, ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
 };
 
@@ -305,7 +305,7 @@ pub fn parse_proxy_config_with(
     }
     let translation = match overrides.gateway_options(shape.gateway.as_ref()) {
         Some(opts) => translate_gateway(&resources, &registry, &opts),
-        None => translate(&resources, &registry),
+        None => translate_for(&resources, &registry, &shape.workload.workload()),
     };
     warnings.extend(translation.diagnostics);
     let mut config = translation.config;

@@ -235,6 +235,14 @@ pub struct Redirect {
     pub scheme: Option<String>,
     /// `redirectCode`, default 301.
     pub status: u16,
+    /// `prefixRewrite` (Envoy `RedirectAction.prefix_rewrite`): replaces the path prefix the
+    /// request matched on, as [`Rewrite::uri`] does for a forwarded request; it wins over
+    /// `uri` (ApplyRedirect in pilot/pkg/networking/core/route/route.go).
+    pub prefix_rewrite: Option<String>,
+    /// `derivePort: FROM_REQUEST_PORT`: the port the request came on, left out when it is
+    /// the scheme's default (pilot's ApplyRedirect sets Envoy's `port_redirect` to the
+    /// listener port it builds the route for). `FROM_PROTOCOL_DEFAULT` is no port at all.
+    pub port_from_request: bool,
 }
 
 /// Istio `HTTPRewrite`.
@@ -351,12 +359,16 @@ pub struct FaultDelay {
     pub percent: f64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultAbort {
-    /// `httpStatus`.
+    /// `httpStatus`; 200 for a gRPC abort (Envoy's FaultFilter::abortStatus).
     pub status: u16,
     /// `percentage.value` (0..=100).
     pub percent: f64,
+    /// `grpcStatus` as its numeric code: a gRPC request gets a trailers-only answer (HTTP 200,
+    /// `content-type: application/grpc`, `grpc-status`, `grpc-message`), any other request a
+    /// plain 200 (Envoy's FaultFilter::abortWithStatus and Utility::sendLocalReply).
+    pub grpc_status: Option<u32>,
 }
 
 /// An upstream cluster: the endpoints of one service (one subset of it) and the traffic policy
@@ -371,6 +383,9 @@ pub struct Cluster {
     pub subset: Option<String>,
     pub endpoints: Vec<Endpoint>,
     pub lb: LbPolicy,
+    /// The consistent-hash key when `lb` is [`LbPolicy::RingHash`] or [`LbPolicy::Maglev`]
+    /// (pilot writes it as the route's hash policy; here it travels with the cluster).
+    pub hash_key: Option<HashKey>,
     /// `outlierDetection`; `None` disables it.
     pub outlier: Option<OutlierDetection>,
     pub pool: ConnectionPool,
@@ -403,6 +418,35 @@ pub enum LbPolicy {
     /// Istio's `UNSPECIFIED`/default: least request with two choices.
     #[default]
     Default,
+    /// `consistentHash` with `ringHash` (or the legacy `minimumRingSize`, or neither): Envoy's
+    /// ring hash, keyed by [`Cluster::hash_key`].
+    RingHash { minimum_ring_size: u64 },
+    /// `consistentHash.maglev`: Envoy's Maglev table of `table_size` slots (a prime).
+    Maglev { table_size: u64 },
+}
+
+/// DestinationRule `consistentHash`'s key: what of a request is hashed to pick its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// `httpHeaderName` (lowercase).
+    Header(String),
+    /// `httpCookie`.
+    Cookie(HashCookie),
+    /// `useSourceIp`.
+    SourceIp,
+    /// `httpQueryParameterName`.
+    QueryParameter(String),
+}
+
+/// `consistentHash.httpCookie`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashCookie {
+    pub name: String,
+    pub path: Option<String>,
+    /// With a ttl, a request without the cookie gets one generated and set on its response.
+    pub ttl: Option<Duration>,
+    /// `attributes` (name, value) added to a generated cookie.
+    pub attributes: Vec<(String, String)>,
 }
 
 /// DestinationRule `outlierDetection`, with Istio's defaults.

@@ -126,6 +126,10 @@ pub struct Mutations {
     /// A fallback route (`Route::fallback`) is tried like any other, even while another route
     /// applies to the request's port and client.
     pub fallback_always_tried: bool,
+    /// A redirect's `prefixRewrite` is dropped (the path kept), as Trellis once ignored it.
+    pub redirect_ignores_prefix_rewrite: bool,
+    /// Ring hash and Maglev draw a random hash even when the request has a key.
+    pub consistent_hash_ignores_key: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

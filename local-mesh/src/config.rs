@@ -49,6 +49,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
                 ]),
             }],
             lb: LbPolicy::RoundRobin,
+            hash_key: None,
             outlier: Some(OutlierDetection {
                 consecutive_5xx: 5,
                 interval: Duration::from_secs(10),

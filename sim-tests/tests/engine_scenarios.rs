@@ -178,6 +178,7 @@ fn fault_injection_abort_and_delay() {
         abort: Some(FaultAbort {
             status: 555,
             percent: 100.0,
+            grpc_status: None,
         }),
     });
     let mut delay = route("delay", vec![], &[("svc", 100)]);

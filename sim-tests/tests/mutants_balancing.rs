@@ -105,3 +105,22 @@ fn catches_least_request_preferring_the_busier() {
     );
     eprintln!("least request preferring the busier candidate caught by seed {seed}");
 }
+
+fn consistent_hash_ignores_key(_: usize, e: &mut Engine) {
+    e.set_mutations(Mutations {
+        consistent_hash_ignores_key: true,
+        ..Mutations::default()
+    });
+}
+
+/// Expected: `Balancing` (two fresh picks with the same source IP and eligible set reached
+/// different hosts of a ring hash or Maglev cluster).
+#[test]
+fn catches_consistent_hash_ignoring_the_key() {
+    let seed = first_catching_seed(
+        consistent_hash_ignores_key,
+        Invariant::Balancing,
+        RARE_BUDGET,
+    );
+    eprintln!("consistent hash ignoring the request's key caught by seed {seed}");
+}

@@ -28,6 +28,10 @@ use common::*;
 use sim_tests::sim::Invariant;
 
 planted!(redirect_keeps_request_port, redirect_keeps_request_port);
+planted!(
+    redirect_ignores_prefix_rewrite,
+    redirect_ignores_prefix_rewrite
+);
 planted!(header_count_inclusive, header_count_inclusive);
 planted!(panic_threshold_ignored, panic_threshold_ignored);
 
@@ -41,6 +45,18 @@ fn catches_redirect_keeping_the_request_port() {
         VOCAB_BUDGET,
     );
     eprintln!("redirect keeping the request's port caught by seed {seed}");
+}
+
+/// Expected: `Routing` (the redirect's `Location` keeps the path where `prefixRewrite`
+/// swaps the matched prefix: pilot's ApplyRedirect, Envoy's rewritePathByPrefixOrRegex).
+#[test]
+fn catches_redirect_ignoring_prefix_rewrite() {
+    let seed = first_catching_seed(
+        redirect_ignores_prefix_rewrite,
+        Invariant::Routing,
+        VOCAB_BUDGET,
+    );
+    eprintln!("redirect ignoring prefixRewrite caught by seed {seed}");
 }
 
 /// Expected: `HeadLimits` (a head with exactly `max_headers` fields answered 431).

@@ -22,7 +22,8 @@ pub use report::{ExplainReport, Outcome};
 use crate::diag::{ConfigError, Diagnostic};
 use crate::istio::{load_dir, ResourceSet};
 use crate::translate::{
-    hosts, translate, Registry, Service, ServicePort, Translation, OUTBOUND_ROUTE_TABLE,
+    hosts, translate_for, Registry, Service, ServicePort, Translation, Workload,
+    OUTBOUND_ROUTE_TABLE,
 };
 
 /// The request to explain.
@@ -36,6 +37,9 @@ pub struct ExplainRequest {
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub source_labels: BTreeMap<String, String>,
+    /// The calling workload's namespace (default `default`): which VirtualServices it sees
+    /// (`exportTo`), its `sourceNamespace` matches and the short names it can use.
+    pub source_namespace: Option<String>,
     /// Destination port; defaults to the port in `host`, else the service's first port, else 80.
     pub port: Option<u16>,
 }
@@ -48,6 +52,7 @@ impl ExplainRequest {
             method: "GET".to_string(),
             headers: Vec::new(),
             source_labels: BTreeMap::new(),
+            source_namespace: None,
             port: None,
         }
     }
@@ -71,13 +76,23 @@ pub fn explain_resources(
 ) -> Result<ExplainReport, ConfigError> {
     let (host_only, host_port) = split_host_port(&req.host);
     let registry = registry_from(set, req.port.or(host_port));
-    let t = translate(set, &registry);
+    // The route table is the calling sidecar's: istiod decides `sourceLabels`,
+    // `sourceNamespace` and `exportTo` for it when it generates its config.
+    let client = Workload {
+        namespace: req
+            .source_namespace
+            .clone()
+            .unwrap_or_else(|| crate::istio::DEFAULT_NAMESPACE.to_string()),
+        labels: req.source_labels.clone(),
+        ..Workload::default()
+    };
+    let t = translate_for(set, &registry, &client);
     let port = req
         .port
         .or(host_port)
         .or_else(|| {
             registry
-                .service(&hosts::resolve(host_only, crate::istio::DEFAULT_NAMESPACE))
+                .service(&hosts::resolve(host_only, &client.namespace))
                 .and_then(|s| s.ports.first().map(|p| p.number))
         })
         .unwrap_or(80);
@@ -105,6 +120,19 @@ pub fn explain_resources(
         port,
         source_labels: &req.source_labels,
     };
+    // A redirect's Location depends on the match and the port: the engine's own answer.
+    let location =
+        router
+            .table(OUTBOUND_ROUTE_TABLE)
+            .and_then(|table| match router.route(table, &rr) {
+                trellis_engine::route::RouteOutcome::Matched(m) => match &m.route.action {
+                    RouteAction::Redirect(r) => Some(Router::redirect_location(
+                        &m, r, &authority, &req.path, port,
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            });
     let explanation = match router.table(OUTBOUND_ROUTE_TABLE) {
         Some(table) => router.explain(table, &rr),
         None => Explanation {
@@ -116,7 +144,13 @@ pub fn explain_resources(
             outcome_route_index: None,
         },
     };
-    Ok(build_report(&t, &explanation, req, authority, port))
+    let mut report = build_report(&t, &explanation, req, authority, port);
+    if let Some(ActionReport::Redirect { location: r }) =
+        report.matched.as_mut().map(|m| &mut m.action)
+    {
+        r.location = location;
+    }
+    Ok(report)
 }
 
 /// `reviews:9080` → (`reviews`, Some(9080)).
@@ -329,6 +363,9 @@ fn matched_rule(t: &Translation, route: &Route, index: usize, name: Option<Strin
                 port: r.port,
                 scheme: r.scheme.clone(),
                 status: r.status,
+                prefix_rewrite: r.prefix_rewrite.clone(),
+                port_from_request: r.port_from_request,
+                location: None,
             },
         },
         RouteAction::DirectResponse { status, body } => ActionReport::DirectResponse {
@@ -361,6 +398,18 @@ fn unlimited(n: u32) -> Option<u32> {
     (n != u32::MAX).then_some(n)
 }
 
+/// What a consistent-hash policy hashes, for the report.
+fn hash_key_text(key: Option<&trellis_engine::config::HashKey>) -> String {
+    use trellis_engine::config::HashKey;
+    match key {
+        None => "a random hash (no key)".to_string(),
+        Some(HashKey::Header(h)) => format!("header {h}"),
+        Some(HashKey::Cookie(c)) => format!("cookie {}", c.name),
+        Some(HashKey::SourceIp) => "the source IP".to_string(),
+        Some(HashKey::QueryParameter(q)) => format!("query parameter {q}"),
+    }
+}
+
 fn policy(
     c: &trellis_engine::config::Cluster,
     tls: Option<crate::istio::destination_rule::TlsMode>,
@@ -374,6 +423,14 @@ fn policy(
             }
             LbPolicy::Random => "RANDOM".to_string(),
             LbPolicy::Default => "default (LEAST_REQUEST, choice of 2)".to_string(),
+            LbPolicy::RingHash { minimum_ring_size } => format!(
+                "RING_HASH (minimum ring size {minimum_ring_size}) on {}",
+                hash_key_text(c.hash_key.as_ref())
+            ),
+            LbPolicy::Maglev { table_size } => format!(
+                "MAGLEV (table size {table_size}) on {}",
+                hash_key_text(c.hash_key.as_ref())
+            ),
         },
         connect_timeout: dur(c.pool.connect_timeout),
         max_connections: unlimited(c.pool.max_connections),

@@ -103,6 +103,12 @@ pub struct RedirectReport {
     pub port: Option<u16>,
     pub scheme: Option<String>,
     pub status: u16,
+    /// `prefixRewrite`.
+    pub prefix_rewrite: Option<String>,
+    /// `derivePort: FROM_REQUEST_PORT`.
+    pub port_from_request: bool,
+    /// The `Location` this request gets, as the engine computes it.
+    pub location: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -344,15 +350,20 @@ impl fmt::Display for ExplainReport {
                         write_ops(f, "       ", "response", &d.response_headers)?;
                     }
                 }
-                ActionReport::Redirect { location } => writeln!(
-                    f,
-                    "  Redirect {}: uri {:?} authority {:?} port {:?} scheme {:?}",
-                    location.status,
-                    location.uri,
-                    location.authority,
-                    location.port,
-                    location.scheme
-                )?,
+                ActionReport::Redirect { location } => {
+                    writeln!(
+                        f,
+                        "  Redirect {}: uri {:?} authority {:?} port {:?} scheme {:?}",
+                        location.status,
+                        location.uri,
+                        location.authority,
+                        location.port,
+                        location.scheme
+                    )?;
+                    if let Some(l) = &location.location {
+                        writeln!(f, "  Location: {l}")?;
+                    }
+                }
                 ActionReport::DirectResponse { status, body } => {
                     writeln!(f, "  Direct response {status} body {body:?}")?
                 }

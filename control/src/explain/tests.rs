@@ -187,3 +187,43 @@ fn bad_request_header_is_an_error() {
     .unwrap_err();
     assert!(matches!(err, ConfigError::Request(_)), "{err:?}");
 }
+
+/// `explain` reports the `Location` the engine would send, after `prefixRewrite` and
+/// `derivePort: FROM_REQUEST_PORT` (pilot's ApplyRedirect), and decides `sourceNamespace`
+/// for the calling workload's namespace (sourceMatchHTTP).
+#[test]
+fn redirect_location_and_source_namespace() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /old}, sourceNamespace: shop}]
+    redirect: {prefixRewrite: /new, derivePort: FROM_REQUEST_PORT}
+  - route: [{destination: {host: ratings, port: {number: 9080}}}]
+"#;
+    let set = crate::istio::parse_str(vs, "vs.yaml").unwrap();
+    let mut req = ExplainRequest::new("ratings.default:9080");
+    req.path = "/old/a?x=1".into();
+    req.source_namespace = Some("shop".into());
+    let report = explain_resources(&set, &req).unwrap();
+    let Some(ActionReport::Redirect { location }) = report.matched.as_ref().map(|m| &m.action)
+    else {
+        panic!("not a redirect: {report}")
+    };
+    assert_eq!(
+        location.location.as_deref(),
+        Some("http://ratings.default:9080/new/a?x=1")
+    );
+    req.source_namespace = None;
+    let report = explain_resources(&set, &req).unwrap();
+    assert!(
+        matches!(
+            report.matched.as_ref().map(|m| &m.action),
+            Some(ActionReport::Forward { .. })
+        ),
+        "{report}"
+    );
+}

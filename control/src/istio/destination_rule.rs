@@ -69,10 +69,57 @@ pub enum SimpleLb {
 #[serde(default, rename_all = "camelCase")]
 pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
-    pub consistent_hash: Option<serde_yaml::Value>,
+    pub consistent_hash: Option<ConsistentHashLb>,
     pub locality_lb_setting: Option<serde_yaml::Value>,
     pub warmup_duration_secs: Option<IstioDuration>,
     pub warmup: Option<serde_yaml::Value>,
+}
+
+/// Istio `LoadBalancerSettings.ConsistentHashLB`: a hash key (one of `httpHeaderName`,
+/// `httpCookie`, `useSourceIp`, `httpQueryParameterName`) and the algorithm (`ringHash` or
+/// `maglev`; the legacy `minimumRingSize` means ring hash).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ConsistentHashLb {
+    pub http_header_name: Option<String>,
+    pub http_cookie: Option<HttpCookie>,
+    pub use_source_ip: Option<bool>,
+    pub http_query_parameter_name: Option<String>,
+    pub ring_hash: Option<RingHashSpec>,
+    pub maglev: Option<MaglevSpec>,
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.HTTPCookie`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpCookie {
+    pub name: String,
+    pub path: Option<String>,
+    pub ttl: Option<IstioDuration>,
+    pub attributes: Vec<CookieAttribute>,
+}
+
+/// `ConsistentHashLB.HTTPCookie.Attribute`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CookieAttribute {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// `ConsistentHashLB.RingHash`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RingHashSpec {
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// `ConsistentHashLB.MagLev`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MaglevSpec {
+    pub table_size: Option<u64>,
 }
 
 /// Istio `ConnectionPoolSettings`.

@@ -91,6 +91,7 @@ pub struct HttpRedirect {
     pub authority: Option<String>,
     pub port: Option<u32>,
     pub derive_port: Option<String>,
+    pub prefix_rewrite: Option<String>,
     pub scheme: Option<String>,
     pub redirect_code: Option<u32>,
 }

@@ -24,7 +24,7 @@ use trellis_engine::proxy::CompiledConfig;
 
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::{parse_str, ResourceSet};
-use crate::translate::{translate, Registry, Translation};
+use crate::translate::{Registry, Translation};
 
 /// One Istio resource as written, with the file it came from (for the sidecar's messages).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,8 +57,17 @@ impl SidecarDocument {
     /// Translate into an engine config and check that the engine can run it: the sidecar's
     /// ACK or NACK. `Err` is the NACK's reason.
     pub fn translate(&self) -> Result<Translation, ConfigError> {
+        self.translate_for(&crate::translate::Workload::default())
+    }
+
+    /// [`SidecarDocument::translate`] for the sidecar of `workload`: source matches and short
+    /// names are decided for it, as pilot does per proxy.
+    pub fn translate_for(
+        &self,
+        workload: &crate::translate::Workload,
+    ) -> Result<Translation, ConfigError> {
         let resources = self.resource_set()?;
-        let translation = translate(&resources, &self.registry);
+        let translation = crate::translate::translate_for(&resources, &self.registry, workload);
         let invalid: Vec<String> = translation
             .diagnostics
             .iter()

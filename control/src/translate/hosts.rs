@@ -17,21 +17,28 @@ pub fn resolve(host: &str, namespace: &str) -> String {
     }
 }
 
-/// Every authority a client may use for `fqdn` served on `ports`: for a Kubernetes host
-/// `name.ns.svc.cluster.local`, `name`, `name.ns`, `name.ns.svc` and the FQDN, each also with
-/// `:port`; for other hosts the host and `host:port`; wildcards as they are.
-pub fn domains(fqdn: &str, ports: &[u16]) -> Vec<String> {
+/// Every authority a client in namespace `client_namespace` may use for `fqdn` served on
+/// `ports`, each also with `:port`, as pilot lists a virtual host's domains for a sidecar whose
+/// DNS domain is `<client_namespace>.svc.cluster.local` (generateVirtualHostDomains,
+/// GenerateAltVirtualHosts and generateAltVirtualHostsForKubernetesService in
+/// pilot/pkg/networking/core/httproute.go): for a Kubernetes host `name.ns.svc.cluster.local`
+/// the FQDN, `name.ns` and `name.ns.svc`, and the bare `name` only when `ns` is the client's
+/// own namespace; for other hosts the host alone; wildcards as they are.
+pub fn domains(fqdn: &str, ports: &[u16], client_namespace: &str) -> Vec<String> {
     if fqdn.contains('*') {
         return vec![fqdn.to_string()];
     }
     let mut names = Vec::new();
     if let Some(stem) = fqdn.strip_suffix(&format!(".{CLUSTER_SUFFIX}")) {
+        // pilot cuts at the first `.svc.` and the first `.`: `name` and `ns` are what lies
+        // around that first dot (`ns` may itself hold dots, then it is never the client's).
+        let stem = fqdn.find(".svc.").map_or(stem, |i| &fqdn[..i]);
         if let Some((name, ns)) = stem.split_once('.') {
-            if !ns.contains('.') {
+            if ns == client_namespace {
                 names.push(name.to_string());
-                names.push(format!("{name}.{ns}"));
-                names.push(format!("{name}.{ns}.svc"));
             }
+            names.push(stem.to_string());
+            names.push(format!("{stem}.svc"));
         }
     }
     names.push(fqdn.to_string());
@@ -70,7 +77,7 @@ mod tests {
 
     #[test]
     fn kubernetes_domains() {
-        let d = domains("reviews.default.svc.cluster.local", &[9080]);
+        let d = domains("reviews.default.svc.cluster.local", &[9080], "default");
         for want in [
             "reviews",
             "reviews:9080",
@@ -89,14 +96,38 @@ mod tests {
     #[test]
     fn external_and_wildcard_domains() {
         assert_eq!(
-            domains("www.googleapis.com", &[80, 443]),
+            domains("www.googleapis.com", &[80, 443], "default"),
             vec![
                 "www.googleapis.com",
                 "www.googleapis.com:80",
                 "www.googleapis.com:443"
             ]
         );
-        assert_eq!(domains("*.example.com", &[80]), vec!["*.example.com"]);
+        assert_eq!(domains("*.example.com", &[80], "x"), vec!["*.example.com"]);
+    }
+
+    /// generateAltVirtualHostsForKubernetesService (pilot/pkg/networking/core/httproute.go): a
+    /// client in another namespace gets `name.ns` and `name.ns.svc`, never the bare `name`,
+    /// which would shadow (or be shadowed by) a service of that name in its own namespace.
+    #[test]
+    fn short_name_only_from_the_same_namespace() {
+        let d = domains("reviews.shop.svc.cluster.local", &[], "default");
+        assert_eq!(
+            d,
+            [
+                "reviews.shop",
+                "reviews.shop.svc",
+                "reviews.shop.svc.cluster.local"
+            ]
+        );
+        let d = domains("reviews.shop.svc.cluster.local", &[], "shop");
+        assert_eq!(d[0], "reviews");
+        assert_eq!(d.len(), 4);
+        // A name with no namespace part is not a Kubernetes service: the FQDN only.
+        assert_eq!(
+            domains("reviews.svc.cluster.local", &[], "default"),
+            ["reviews.svc.cluster.local"]
+        );
     }
 
     #[test]
@@ -127,7 +158,7 @@ mod properties {
         ports.sort_unstable();
         ports.dedup();
         let fqdn = resolve(&name, "ns");
-        let d = domains(&fqdn, &ports);
+        let d = domains(&fqdn, &ports, "ns");
         let mut sorted = d.clone();
         sorted.sort();
         sorted.dedup();

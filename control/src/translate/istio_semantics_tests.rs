@@ -245,9 +245,10 @@ fn default_retry_on_does_not_retry_503() {
 
 /// Istio: when `port` or `sourceLabels` filters leave a client with no rule of a
 /// VirtualService, its host falls back to the service's default route (TranslateRoute,
-/// BuildHTTPRoutesForVirtualService and BuildSidecarVirtualHostWrapper in
+/// BuildHTTPRoutesForVirtualService and buildSidecarVirtualHostsForVirtualService in
 /// pilot/pkg/networking/core/route/route.go); a gateway-only rule is never there for a
-/// sidecar (sourceMatchHTTP). Before: 404 NR.
+/// sidecar (sourceMatchHTTP). `sourceLabels` are decided for the sidecar's own workload when
+/// its config is generated. Before: 404 NR.
 #[test]
 fn a_host_left_without_rules_falls_back_to_the_default_route() {
     let spec = r#"
@@ -257,37 +258,121 @@ fn a_host_left_without_rules_falls_back_to_the_default_route() {
     route:
     - destination: {host: reviews, subset: v2}
 "#;
-    let t = run(&format!(
-        "{}\n---\n{}",
-        super::tests::DR,
-        vs("reviews", spec)
-    ));
-    let router = trellis_engine::route::Router::new(std::sync::Arc::new(t.config.clone()))
-        .expect("compiles");
-    let table = router.table(super::OUTBOUND_ROUTE_TABLE).expect("table");
-    let headers = http::HeaderMap::new();
+    let yaml = format!("{}\n---\n{}", super::tests::DR, vs("reviews", spec));
+    let set = crate::istio::parse_str(&yaml, "test.yaml").expect("parses");
     let cluster = |labels: &[(&str, &str)]| {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let req = trellis_engine::route::RouteRequest {
-            authority: "reviews:9080",
-            path: "/",
-            method: "GET",
-            scheme: "http",
-            headers: &headers,
-            port: 9080,
-            source_labels: &labels,
-        };
-        match router.route(table, &req) {
-            trellis_engine::route::RouteOutcome::Matched(m) => forward(m.route)[0].0.clone(),
-            _ => "none".to_string(),
-        }
+        let workload = super::Workload::new("default", labels);
+        let t = super::translate_for(&set, &super::tests::registry(), &workload);
+        super::client_tests::cluster_for(&t, "reviews:9080", 9080)
     };
     let c = |subset: &str| format!("outbound|9080|{subset}|reviews.default.svc.cluster.local");
     assert_eq!(cluster(&[("app", "web")]), c("v2"));
     assert_eq!(cluster(&[("app", "cli")]), c(""));
-    let origin = &t.virtual_hosts["reviews.default"];
-    assert_eq!(origin.rule_indices, [0, 1]);
+    let t = run(&yaml);
+    assert!(t.virtual_hosts["reviews.default.svc.cluster.local"]
+        .virtual_service
+        .is_none());
+}
+
+/// Istio: `redirect.prefixRewrite` becomes Envoy's `prefix_rewrite` and wins over `uri`;
+/// `derivePort: FROM_REQUEST_PORT` is the port the request came on, `FROM_PROTOCOL_DEFAULT` no
+/// port (ApplyRedirect in pilot/pkg/networking/core/route/route.go); `port` and `derivePort`
+/// are a `oneOf` (HTTPRedirect in the CRD schema). Before: both ignored with a warning.
+#[test]
+fn redirect_prefix_rewrite_and_derive_port_are_translated() {
+    let spec = r#"
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    redirect: {uri: /ignored, prefixRewrite: /b, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /c}}]
+    redirect: {derivePort: FROM_PROTOCOL_DEFAULT}
+  - match: [{uri: {prefix: /d}}]
+    redirect: {port: 8080, derivePort: FROM_REQUEST_PORT}
+"#;
+    let t = run(&vs("ratings", spec));
+    let v = vhost(&t, "ratings.default");
+    let redirect = |i: usize| match &v.routes[i].action {
+        RouteAction::Redirect(r) => r.clone(),
+        other => panic!("not a redirect: {other:?}"),
+    };
+    assert_eq!(v.routes.len(), 2, "{:#?}", t.diagnostics);
+    assert_eq!(redirect(0).prefix_rewrite.as_deref(), Some("/b"));
+    assert!(redirect(0).port_from_request);
+    assert_eq!(redirect(1).port, None);
+    assert!(!redirect(1).port_from_request);
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.field.as_deref() == Some("spec.http[2].redirect")));
+    assert!(!t.diagnostics.iter().any(|d| d.message.contains("ignored")));
+}
+
+/// Istio: `directResponse.body.bytes` is base64 (protobuf JSON `bytes`) and becomes Envoy's
+/// `inline_bytes` (ApplyDirectResponse in pilot/pkg/networking/core/route/route.go); `string`
+/// and `bytes` are a `oneOf`. Before: bytes ignored with a warning, so the body was empty.
+#[test]
+fn direct_response_bytes_are_decoded() {
+    let spec = r#"
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    directResponse: {status: 503, body: {bytes: "dW5hdmFpbGFibGU="}}
+  - match: [{uri: {prefix: /b}}]
+    directResponse: {status: 200, body: {bytes: "_-8"}}
+  - match: [{uri: {prefix: /c}}]
+    directResponse: {status: 200, body: {string: x, bytes: eA==}}
+"#;
+    let t = run(&vs("ratings", spec));
+    let v = vhost(&t, "ratings.default");
+    assert_eq!(
+        v.routes[0].action,
+        RouteAction::DirectResponse {
+            status: 503,
+            body: Some("unavailable".into())
+        }
+    );
+    // `_-8` is URL-safe base64 for bytes that are not UTF-8: refused, as is the `oneOf`.
+    assert_eq!(v.routes.len(), 1, "{:#?}", t.diagnostics);
+    let fields: Vec<_> = t
+        .diagnostics
+        .iter()
+        .filter_map(|d| d.field.clone())
+        .collect();
+    assert!(fields.contains(&"spec.http[1].directResponse.body.bytes".to_string()));
+    assert!(fields.contains(&"spec.http[2].directResponse.body".to_string()));
+}
+
+/// Istio: `fault.abort.grpcStatus` names a gRPC status (SupportedGRPCStatus in
+/// pkg/util/grpc/codes.go) that becomes the fault filter's numeric `grpc_status`
+/// (translateFault in pilot/pkg/networking/core/route/route.go), answered with HTTP 200
+/// (Envoy's FaultFilter::abortStatus); `http2Error` gives no abort at all. Before: ignored.
+#[test]
+fn grpc_status_aborts_are_translated() {
+    let spec = r#"
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}
+    route: [{destination: {host: ratings}}]
+  - match: [{uri: {prefix: /b}}]
+    fault: {abort: {grpcStatus: NOPE, percentage: {value: 50}}}
+    route: [{destination: {host: ratings}}]
+"#;
+    let t = run(&vs("ratings", spec));
+    let v = vhost(&t, "ratings.default");
+    let abort = v.routes[0].fault.as_ref().and_then(|f| f.abort.clone());
+    assert_eq!(
+        abort,
+        Some(trellis_engine::config::FaultAbort {
+            status: 200,
+            percent: 50.0,
+            grpc_status: Some(14),
+        })
+    );
+    assert!(v.routes[1].fault.is_none());
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.field.as_deref() == Some("spec.http[1].fault.abort.grpcStatus")));
 }

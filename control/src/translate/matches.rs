@@ -88,10 +88,12 @@ pub fn translate_match(
             }
         },
     };
+    // Decided for the proxy before a match gets here (`client::rule_for_client` on a sidecar,
+    // `binding::rule_at_gateway` on a gateway), as pilot's sourceMatchHTTP does.
     if m.source_namespace.is_some() {
         diags.push(
             Diagnostic::warning(
-                "sourceNamespace is not supported by Trellis; this condition is ignored",
+                "sourceNamespace is decided per proxy before matches are translated; ignored here",
             )
             .field(format!("{at}.sourceNamespace")),
         );

@@ -14,6 +14,8 @@
 
 pub mod authz;
 pub mod catalog;
+pub mod client;
+pub mod consistent_hash;
 pub mod gateway;
 pub mod hosts;
 pub mod matches;
@@ -87,16 +89,36 @@ pub struct Translation {
     pub clusters: BTreeMap<String, ClusterOrigin>,
 }
 
-/// Translate `resources` against `registry`.
+/// Translate `resources` against `registry` for a sidecar of the default workload (namespace
+/// `default`, no labels): see [`translate_for`].
 pub fn translate(resources: &ResourceSet, registry: &Registry) -> Translation {
+    translate_for(resources, registry, &Workload::default())
+}
+
+/// Translate `resources` against `registry` for the sidecar of `workload`, as istiod generates
+/// one sidecar's config: the VirtualServices exported to its namespace, the `match` entries
+/// whose `sourceLabels`/`sourceNamespace` hold for it, and the short host names its namespace
+/// resolves (see [`client`] and [`hosts::domains`]).
+pub fn translate_for(
+    resources: &ResourceSet,
+    registry: &Registry,
+    workload: &Workload,
+) -> Translation {
     let (catalog, mut out, mut diags) = with_clusters(resources, registry);
     let mut table = RouteTable {
         name: OUTBOUND_ROUTE_TABLE.to_string(),
         virtual_hosts: Vec::new(),
     };
-    let covered =
-        build_virtual_service_hosts(resources, &catalog, &mut table, &mut out, &mut diags);
-    build_default_hosts(&catalog, &covered, &mut table, &mut out);
+    let covered = build_virtual_service_hosts(
+        resources, &catalog, workload, &mut table, &mut out, &mut diags,
+    );
+    build_default_hosts(
+        &catalog,
+        &covered,
+        &workload.namespace,
+        &mut table,
+        &mut out,
+    );
     out.config.route_tables.push(table);
     for gw in &resources.gateways {
         diags.push(gw.diag(Diagnostic::info(
@@ -211,6 +233,7 @@ fn build_clusters(
                     subset: subset_name,
                     endpoints,
                     lb: policy.lb,
+                    hash_key: policy.hash_key,
                     outlier: policy.outlier,
                     pool: policy.pool,
                 });
@@ -223,18 +246,46 @@ fn build_clusters(
 fn build_virtual_service_hosts(
     resources: &ResourceSet,
     catalog: &Catalog<'_>,
+    workload: &Workload,
     table: &mut RouteTable,
     out: &mut Translation,
     diags: &mut Vec<Diagnostic>,
 ) -> BTreeSet<String> {
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
     let mut covered = BTreeSet::new();
-    for vs in precedence_order(&resources.virtual_services) {
+    let client_ns = workload.namespace.as_str();
+    let ordered = precedence_order(&resources.virtual_services);
+    let visible = client::visible_in(&ordered, client_ns);
+    for vs in ordered
+        .iter()
+        .filter(|v| !visible.iter().any(|w| std::ptr::eq(**v, *w)))
+    {
+        diags.push(vs.diag(Diagnostic::info(format!(
+            "not exported to namespace {client_ns:?} (exportTo); not in this sidecar's route table"
+        ))));
+    }
+    for vs in visible {
         let spec = &vs.spec;
-        if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == "mesh") {
+        if !spec.gateways.is_empty() && !spec.gateways.iter().any(|g| g == client::MESH_GATEWAY) {
             diags.push(vs.diag(Diagnostic::info(
                 "bound to gateways only (no `mesh` in spec.gateways); not in the sidecar route table",
             )));
+            continue;
+        }
+        // The rules as they apply to this client; a VirtualService left with none gives this
+        // sidecar no virtual host, so its hosts get their default routes or another
+        // VirtualService's (buildSidecarVirtualHostsForVirtualService returns nothing when
+        // BuildHTTPRoutesForVirtualService finds no route).
+        let rules: Vec<(usize, crate::istio::virtual_service::HttpRoute)> = spec
+            .http
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| client::rule_for_client(r, workload).map(|r| (i, r)))
+            .collect();
+        if rules.is_empty() && !spec.http.is_empty() {
+            diags.push(vs.diag(Diagnostic::info(format!(
+                "no rule applies to this sidecar's workload (namespace {client_ns:?}; sourceLabels, sourceNamespace, gateways); not in its route table"
+            ))));
             continue;
         }
         if !spec.tcp.is_empty() || !spec.tls.is_empty() {
@@ -267,7 +318,7 @@ fn build_virtual_service_hosts(
                     covered.insert(svc.host.clone());
                 }
             }
-            for d in hosts::domains(&fqdn, &ports) {
+            for d in hosts::domains(&fqdn, &ports, client_ns) {
                 match claimed.get(&d) {
                     Some(owner) if owner != &name => {
                         diags.push(vs.diag(
@@ -295,7 +346,8 @@ fn build_virtual_service_hosts(
             rule_names: Vec::new(),
         };
         let listener_ports = covered_ports(catalog, spec, vs.namespace());
-        for (i, rule) in spec.http.iter().enumerate() {
+        for (i, rule) in &rules {
+            let (i, rule) = (*i, rule);
             let copies = ports::per_port_copies(
                 (&vs.source.name, vs.namespace()),
                 i,
@@ -351,7 +403,7 @@ fn build_virtual_service_hosts(
         let fallback = if always_applies {
             Vec::new()
         } else {
-            fallback_routes(&mine)
+            fallback_routes(&mine, client_ns)
         };
         for route in fallback {
             // Reported one past the last rule: it comes from no rule of the VirtualService.
@@ -423,6 +475,7 @@ fn covered_ports(
 fn build_default_hosts(
     catalog: &Catalog<'_>,
     covered: &BTreeSet<String>,
+    client_ns: &str,
     table: &mut RouteTable,
     out: &mut Translation,
 ) {
@@ -437,7 +490,7 @@ fn build_default_hosts(
         }
         let numbers: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
         let routes = default_routes(svc);
-        let domains: Vec<String> = hosts::domains(&svc.host, &numbers)
+        let domains: Vec<String> = hosts::domains(&svc.host, &numbers, client_ns)
             .into_iter()
             .filter(|d| taken.insert(d.clone()))
             .collect();
@@ -494,12 +547,12 @@ fn default_routes(svc: &Service) -> Vec<Route> {
 /// The routes a VirtualService's virtual host falls back to when none of its rules applies to
 /// the request's port and client (`Route::fallback`): the default routes of the services its
 /// hosts cover, each held to its service's authorities when it covers several.
-fn fallback_routes(covered: &[&Service]) -> Vec<Route> {
+fn fallback_routes(covered: &[&Service], client_ns: &str) -> Vec<Route> {
     let mut out = Vec::new();
     for svc in covered {
         let authority = (covered.len() > 1).then(|| {
             let ports: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
-            let names: Vec<String> = hosts::domains(&svc.host, &ports)
+            let names: Vec<String> = hosts::domains(&svc.host, &ports, client_ns)
                 .iter()
                 .map(|d| regex::escape(d))
                 .collect();
@@ -551,3 +604,6 @@ mod tests;
 
 #[cfg(test)]
 mod istio_semantics_tests;
+
+#[cfg(test)]
+mod client_tests;

@@ -9,7 +9,7 @@
 //! Where nothing is set, Istio's defaults apply (the `Default` impls of the engine types).
 //! Settings Trellis cannot apply are reported, not dropped silently.
 
-use trellis_engine::config::{ConnectionPool, LbPolicy, OutlierDetection};
+use trellis_engine::config::{ConnectionPool, HashKey, LbPolicy, OutlierDetection};
 
 use crate::diag::Diagnostic;
 use crate::istio::destination_rule::{
@@ -22,6 +22,8 @@ use crate::istio::DestinationRuleSpec;
 #[derive(Clone, Debug, PartialEq)]
 pub struct EffectivePolicy {
     pub lb: LbPolicy,
+    /// The consistent-hash key when `lb` hashes (see [`super::consistent_hash`]).
+    pub hash_key: Option<HashKey>,
     pub pool: ConnectionPool,
     pub outlier: Option<OutlierDetection>,
     /// `None`: the rule sets no TLS mode (Istio then uses auto mTLS).
@@ -129,11 +131,13 @@ pub fn effective_policy(
         }
         None => top,
     };
+    let (lb, hash_key) = parts
+        .lb
+        .map(|(lb, at)| lb_policy(lb, &at, diags))
+        .unwrap_or_default();
     EffectivePolicy {
-        lb: parts
-            .lb
-            .map(|(lb, at)| lb_policy(lb, &at, diags))
-            .unwrap_or_default(),
+        lb,
+        hash_key,
         pool: parts
             .pool
             .map(|(p, at)| connection_pool(p, &at, diags))
@@ -150,10 +154,11 @@ fn unsupported(diags: &mut Vec<Diagnostic>, field: String, what: &str) {
     );
 }
 
-fn lb_policy(lb: &LoadBalancerSettings, at: &str, diags: &mut Vec<Diagnostic>) -> LbPolicy {
-    if lb.consistent_hash.is_some() {
-        unsupported(diags, format!("{at}.consistentHash"), "consistent hashing");
-    }
+fn lb_policy(
+    lb: &LoadBalancerSettings,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> (LbPolicy, Option<HashKey>) {
     if lb.locality_lb_setting.is_some() {
         unsupported(
             diags,
@@ -164,7 +169,20 @@ fn lb_policy(lb: &LoadBalancerSettings, at: &str, diags: &mut Vec<Diagnostic>) -
     if lb.warmup_duration_secs.is_some() || lb.warmup.is_some() {
         unsupported(diags, format!("{at}.warmup"), "slow start (warmup)");
     }
-    match lb.simple {
+    if let Some(ch) = &lb.consistent_hash {
+        // LoadBalancerSettings is a oneOf; pilot applies the consistent hash after `simple`,
+        // so it wins (ApplyRingHashLoadBalancer runs last in applyLoadBalancer).
+        if lb.simple.is_some() {
+            diags.push(
+                Diagnostic::error(
+                    "only one of simple and consistentHash may be set; consistentHash is used",
+                )
+                .field(at.to_string()),
+            );
+        }
+        return super::consistent_hash::consistent_hash(ch, &format!("{at}.consistentHash"), diags);
+    }
+    let simple = match lb.simple {
         None | Some(SimpleLb::UNSPECIFIED) => LbPolicy::Default,
         Some(SimpleLb::LEAST_CONN) | Some(SimpleLb::LEAST_REQUEST) => {
             LbPolicy::LeastRequest { choice_count: 2 }
@@ -175,7 +193,8 @@ fn lb_policy(lb: &LoadBalancerSettings, at: &str, diags: &mut Vec<Diagnostic>) -
             unsupported(diags, format!("{at}.simple"), "PASSTHROUGH load balancing");
             LbPolicy::Default
         }
-    }
+    };
+    (simple, None)
 }
 
 /// Istio treats 0 as "unset" for connection-pool limits.
@@ -422,16 +441,14 @@ subsets:
 
     #[test]
     fn unsupported_settings_are_reported() {
-        let rule = dr(
-            "host: a\ntrafficPolicy:\n  loadBalancer:\n    consistentHash: {httpHeaderName: x}\n",
-        );
+        let rule = dr("host: a\ntrafficPolicy:\n  loadBalancer:\n    warmupDurationSecs: 10s\n");
         let mut d = Vec::new();
         let p = effective_policy(Some(&rule), 80, None, &mut d);
         assert_eq!(p.lb, LbPolicy::Default);
         assert_eq!(d.len(), 1);
         assert_eq!(
             d[0].field.as_deref(),
-            Some("spec.trafficPolicy.loadBalancer.consistentHash")
+            Some("spec.trafficPolicy.loadBalancer.warmup")
         );
     }
 }

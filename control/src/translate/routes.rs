@@ -136,11 +136,27 @@ fn action(
         return None;
     }
     if let Some(r) = &rule.redirect {
-        if r.derive_port.is_some() {
-            diags.push(
-                Diagnostic::warning("derivePort is not supported by Trellis; ignored")
+        // HTTPRedirect's `oneOf` (port, derivePort); FROM_PROTOCOL_DEFAULT is no port at all,
+        // Envoy's default (ApplyRedirect).
+        let port_from_request = match r.derive_port.as_deref() {
+            None | Some("FROM_PROTOCOL_DEFAULT") => false,
+            Some("FROM_REQUEST_PORT") => true,
+            Some(other) => {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "derivePort {other:?} is not FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT; rule left out"
+                    ))
                     .field(format!("{at}.redirect.derivePort")),
+                );
+                return None;
+            }
+        };
+        if r.port.is_some() && r.derive_port.is_some() {
+            diags.push(
+                Diagnostic::error("only one of port and derivePort may be set; rule left out")
+                    .field(format!("{at}.redirect")),
             );
+            return None;
         }
         // ApplyRedirect (pilot/pkg/networking/core/route/route.go): "Do not put explicit :80
         // or :443 when its http/https", the scheme being `redirect.scheme` or, on a sidecar
@@ -180,6 +196,8 @@ fn action(
             port,
             scheme: r.scheme.clone(),
             status,
+            prefix_rewrite: r.prefix_rewrite.clone().filter(|p| !p.is_empty()),
+            port_from_request,
         }));
     }
     if let Some(d) = &rule.direct_response {
@@ -196,17 +214,10 @@ fn action(
                 return None;
             }
         };
-        let body = d.body.as_ref().and_then(|b| {
-            if b.bytes.is_some() {
-                diags.push(
-                    Diagnostic::warning(
-                        "base64 body bytes are not supported by Trellis; use body.string",
-                    )
-                    .field(format!("{at}.directResponse.body.bytes")),
-                );
-            }
-            b.string.clone()
-        });
+        let body = match &d.body {
+            None => None,
+            Some(b) => Some(direct_response_body(b, at, diags)?),
+        };
         return Some(RouteAction::DirectResponse { status, body });
     }
     Some(RouteAction::Forward(destinations(
@@ -216,6 +227,57 @@ fn action(
         resolver,
         diags,
     )))
+}
+
+/// `directResponse.body`: `string`, or `bytes` in protobuf JSON's base64 (standard or URL-safe
+/// alphabet, padded or not, as Go's protojson reads it), which pilot hands Envoy as
+/// `inline_bytes` (ApplyDirectResponse in pilot/pkg/networking/core/route/route.go). The
+/// engine's bodies are text, so bytes that are not UTF-8 leave the rule out (reported).
+fn direct_response_body(
+    body: &crate::istio::virtual_service::HttpBody,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    use base64::Engine as _;
+    let field = format!("{at}.directResponse.body");
+    match (&body.string, &body.bytes) {
+        (Some(_), Some(_)) => {
+            diags.push(
+                Diagnostic::error("only one of string and bytes may be set; rule left out")
+                    .field(field),
+            );
+            None
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, None) => Some(String::new()),
+        (None, Some(b64)) => {
+            let engines = [
+                base64::engine::general_purpose::STANDARD,
+                base64::engine::general_purpose::URL_SAFE,
+                base64::engine::general_purpose::STANDARD_NO_PAD,
+                base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ];
+            let Some(bytes) = engines.iter().find_map(|e| e.decode(b64.trim()).ok()) else {
+                diags.push(
+                    Diagnostic::error("bytes is not base64; rule left out")
+                        .field(format!("{field}.bytes")),
+                );
+                return None;
+            };
+            match String::from_utf8(bytes) {
+                Ok(text) => Some(text),
+                Err(_) => {
+                    diags.push(
+                        Diagnostic::error(
+                            "bytes that are not UTF-8 text are not supported by Trellis; rule left out",
+                        )
+                        .field(format!("{field}.bytes")),
+                    );
+                    None
+                }
+            }
+        }
+    }
 }
 
 fn destinations(
@@ -479,27 +541,57 @@ fn fault(spec: &HttpFaultInjection, at: &str, diags: &mut Vec<Diagnostic>) -> Op
     });
     let abort = spec.abort.as_ref().and_then(|a| {
         let here = format!("{at}.fault.abort");
-        if a.grpc_status.is_some() || a.http2_error.is_some() {
+        let kinds = usize::from(a.http_status.is_some())
+            + usize::from(a.grpc_status.is_some())
+            + usize::from(a.http2_error.is_some());
+        if kinds > 1 {
             diags.push(
-                Diagnostic::warning(
-                    "grpcStatus/http2Error aborts are not supported by Trellis; ignored",
+                Diagnostic::error(
+                    "only one of httpStatus, grpcStatus, http2Error may be set; no abort injected",
                 )
-                .field(here.clone()),
+                .field(here),
             );
+            return None;
         }
-        let status = match a.http_status.map(u16::try_from) {
-            Some(Ok(s)) if (200..=599).contains(&s) => s,
-            Some(_) => {
+        if a.http2_error.is_some() {
+            // translateFault: "Only HTTP and gRPC type abort faults are supported".
+            diags.push(
+                Diagnostic::warning("http2Error aborts are not supported by Istio; ignored")
+                    .field(format!("{here}.http2Error")),
+            );
+            return None;
+        }
+        let grpc_status = match a.grpc_status.as_deref() {
+            None => None,
+            Some(name) => match grpc_status_code(name) {
+                Some(code) => Some(code),
+                None => {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "grpcStatus {name:?} is not a gRPC status name; no abort injected"
+                        ))
+                        .field(format!("{here}.grpcStatus")),
+                    );
+                    return None;
+                }
+            },
+        };
+        let status = match (a.http_status.map(u16::try_from), grpc_status) {
+            (Some(Ok(s)), _) if (200..=599).contains(&s) => s,
+            (Some(_), _) => {
                 diags.push(
                     Diagnostic::error("httpStatus must be in 200..=599; no abort injected")
                         .field(format!("{here}.httpStatus")),
                 );
                 return None;
             }
-            None => return None,
+            // FaultFilter::abortStatus: a gRPC abort answers HTTP 200.
+            (None, Some(_)) => 200,
+            (None, None) => return None,
         };
         Some(FaultAbort {
             status,
+            grpc_status,
             percent: percent_of(
                 a.percentage.map(|p| p.value),
                 None,
@@ -512,6 +604,34 @@ fn fault(spec: &HttpFaultInjection, at: &str, diags: &mut Vec<Diagnostic>) -> Op
         return None;
     }
     Some(FaultPolicy { delay, abort })
+}
+
+/// The numeric code of a gRPC status name, as pilot maps `grpcStatus` (SupportedGRPCStatus in
+/// pkg/util/grpc/codes.go; the codes are gRPC's, google.golang.org/grpc/codes).
+fn grpc_status_code(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| u32::try_from(i).ok())
 }
 
 fn report_unsupported(rule: &HttpRoute, at: &str, diags: &mut Vec<Diagnostic>) {

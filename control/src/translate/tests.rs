@@ -266,7 +266,8 @@ fn http_rules_are_mapped_faithfully() {
         fault.abort,
         Some(FaultAbort {
             status: 555,
-            percent: 10.0
+            percent: 10.0,
+            grpc_status: None,
         })
     );
     assert_eq!(v.routes[3].retries, RetryPolicy::none());

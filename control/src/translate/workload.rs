@@ -38,6 +38,18 @@ impl Default for Workload {
 }
 
 impl Workload {
+    /// A workload in `namespace` with these labels and the `default` service account.
+    pub fn new(namespace: &str, labels: &[(&str, &str)]) -> Self {
+        Workload {
+            namespace: namespace.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Workload::default()
+        }
+    }
+
     /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     pub fn spiffe_id(&self, trust_domain: &str) -> String {
         format!(

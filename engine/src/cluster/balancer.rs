@@ -10,8 +10,12 @@
 //! eligible host; if it excludes every eligible host it is ignored, as Envoy falls back to the
 //! last host it drew after its selection attempts run out.
 
+use std::net::SocketAddr;
+
 use super::least_request::{LeastRequest, DEFAULT_CHOICES};
+use super::maglev::Maglev;
 use super::random::WeightedRandom;
+use super::ring_hash::RingHash;
 use super::round_robin::RoundRobin;
 use crate::config::LbPolicy;
 use crate::rng::EngineRng;
@@ -21,6 +25,8 @@ enum Policy {
     RoundRobin(RoundRobin),
     LeastRequest(LeastRequest),
     Random(WeightedRandom),
+    RingHash(RingHash),
+    Maglev(Maglev),
 }
 
 /// Balancer state of one cluster.
@@ -41,6 +47,10 @@ impl Balancer {
             }
             LbPolicy::Default => Policy::LeastRequest(LeastRequest::new(DEFAULT_CHOICES)),
             LbPolicy::Random => Policy::Random(WeightedRandom::default()),
+            LbPolicy::RingHash { minimum_ring_size } => {
+                Policy::RingHash(RingHash::new(minimum_ring_size))
+            }
+            LbPolicy::Maglev { table_size } => Policy::Maglev(Maglev::new(table_size)),
         };
         Balancer {
             policy,
@@ -56,6 +66,7 @@ impl Balancer {
         eligible: impl Iterator<Item = usize>,
         weights: &[u32],
         active: &[u32],
+        addresses: &[SocketAddr],
     ) {
         self.eligible.clear();
         self.eligible.extend(eligible);
@@ -75,6 +86,8 @@ impl Balancer {
             Policy::RoundRobin(rr) => rr.rebuild(rng, &self.eligible, weights, uniform),
             Policy::LeastRequest(lr) => lr.rebuild(rng, &self.eligible, weights, active, uniform),
             Policy::Random(r) => r.rebuild(&self.eligible, weights, uniform),
+            Policy::RingHash(r) => r.rebuild(&self.eligible, weights, addresses),
+            Policy::Maglev(m) => m.rebuild(&self.eligible, weights, addresses),
         }
     }
 
@@ -85,6 +98,7 @@ impl Balancer {
             Policy::Random(r) => r.mutant_prefix = m.random_prefix_bound_off_by_one,
             Policy::RoundRobin(rr) => rr.mutant_extra_turn = m.round_robin_extra_turn,
             Policy::LeastRequest(lr) => lr.mutant_busier = m.least_request_prefers_busier,
+            Policy::RingHash(_) | Policy::Maglev(_) => {}
         }
     }
 
@@ -101,16 +115,27 @@ impl Balancer {
     }
 
     /// Pick an eligible host, preferring hosts outside `avoid`. `None` only when nothing is
-    /// eligible.
+    /// eligible. The consistent-hash policies pick by `hash` (a random one when the request
+    /// gave none, as Envoy does) and ignore `avoid`: pilot drops the previous-hosts retry
+    /// predicate on a route with a hash policy (ConvertPolicy in
+    /// pilot/pkg/networking/core/route/retry/retry.go), so a retry goes to the same host.
     pub(crate) fn pick(
         &mut self,
         rng: &mut EngineRng,
         weights: &[u32],
         active: &[u32],
         avoid: &[usize],
+        hash: Option<u64>,
     ) -> Option<usize> {
         if self.eligible.is_empty() {
             return None;
+        }
+        #[cfg(feature = "mutants")]
+        let hash = hash.filter(|_| !crate::mutants::route().consistent_hash_ignores_key);
+        match &self.policy {
+            Policy::RingHash(r) => return r.pick(hash.unwrap_or_else(|| rng.next_u64())),
+            Policy::Maglev(m) => return m.pick(hash.unwrap_or_else(|| rng.next_u64())),
+            _ => {}
         }
         let avoid = if !avoid.is_empty() && self.avoid_matters(avoid) {
             avoid
@@ -121,6 +146,8 @@ impl Balancer {
             Policy::RoundRobin(rr) => rr.pick(&self.eligible, avoid),
             Policy::LeastRequest(lr) => lr.pick(rng, &self.eligible, weights, active, avoid),
             Policy::Random(r) => r.pick(rng, &self.eligible, weights, avoid),
+            Policy::RingHash(r) => r.pick(hash.unwrap_or(0)),
+            Policy::Maglev(m) => m.pick(hash.unwrap_or(0)),
         }
     }
 }

@@ -29,11 +29,15 @@ use crate::time::Instant;
 
 pub(crate) mod balancer;
 pub mod breaker;
+pub mod hash_policy;
 mod least_request;
+pub mod maglev;
 pub mod outlier;
 mod random;
+pub mod ring_hash;
 mod round_robin;
 mod stats;
+pub mod xxhash;
 
 use balancer::Balancer;
 pub use breaker::{BreakerOverflow, CircuitBreaker};
@@ -197,7 +201,7 @@ impl ClusterState {
         let panic = self.panic;
         let eligible = (0..hosts).filter(|&h| panic || !outlier.is_some_and(|o| o.is_ejected(h)));
         self.balancer
-            .rebuild(rng, eligible, &self.weights, &self.active);
+            .rebuild(rng, eligible, &self.weights, &self.active, &self.addresses);
         self.dirty = false;
     }
 
@@ -211,10 +215,34 @@ impl ClusterState {
         rng: &mut EngineRng,
         avoid: &[usize],
     ) -> Result<HostPick, NoHealthyUpstream> {
+        self.pick_hashed(rng, avoid, None)
+    }
+
+    /// The consistent-hash key of this cluster, when its policy hashes (ring hash, Maglev).
+    pub fn hash_key(&self) -> Option<&config::HashKey> {
+        match self.config.lb {
+            config::LbPolicy::RingHash { .. } | config::LbPolicy::Maglev { .. } => {
+                self.config.hash_key.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Self::pick`] with the request's consistent-hash value (see [`hash_policy`]); only the
+    /// ring hash and Maglev policies look at it.
+    pub fn pick_hashed(
+        &mut self,
+        rng: &mut EngineRng,
+        avoid: &[usize],
+        hash: Option<u64>,
+    ) -> Result<HostPick, NoHealthyUpstream> {
         if self.dirty {
             self.refresh(rng);
         }
-        match self.balancer.pick(rng, &self.weights, &self.active, avoid) {
+        match self
+            .balancer
+            .pick(rng, &self.weights, &self.active, avoid, hash)
+        {
             Some(host) => {
                 if self.panic {
                     self.stats.lb_healthy_panic += 1;

@@ -37,6 +37,7 @@ impl Engine {
             // Planted bug: the previous-hosts predicate is dropped.
             tried = Default::default();
         }
+        let hash = self.consistent_hash(id, slot);
         let Some(s) = self.clusters.slot_mut(slot) else {
             self.no_healthy_upstream(now, id);
             return;
@@ -45,7 +46,7 @@ impl Engine {
             self.overflow(now, id);
             return;
         }
-        let pick = s.state.pick(&mut self.rng, tried.as_slice());
+        let pick = s.state.pick_hashed(&mut self.rng, tried.as_slice(), hash);
         let generation = s.generation;
         let Ok(pick) = pick.map_err(|NoHealthyUpstream| ()) else {
             s.state.breaker_mut().request_done();
@@ -73,6 +74,28 @@ impl Engine {
             // No connection, no room to wait: undo the attempt and answer overflow.
             self.overflow(now, id);
         }
+    }
+
+    /// The request's consistent-hash value for the cluster in `slot`, when its policy hashes;
+    /// a cookie the hash policy generated is kept for the response (once per request).
+    fn consistent_hash(&mut self, id: RequestId, slot: usize) -> Option<u64> {
+        let key = self.clusters.slot(slot)?.state.hash_key()?;
+        let req = self.requests.get(id)?;
+        let down = self.conns.down(req.down)?;
+        let input = crate::cluster::hash_policy::HashInput {
+            headers: &req.head.headers,
+            // The client's target: Envoy hashes before the route rewrites the path.
+            target: req.original_target.as_deref().unwrap_or(&req.head.target),
+            peer: down.peer,
+            local: down.local,
+        };
+        let hashed = crate::cluster::hash_policy::request_hash(key, &input);
+        if let Some(cookie) = hashed.set_cookie {
+            if let Some(req) = self.requests.get_mut(id) {
+                req.set_cookie.get_or_insert(cookie);
+            }
+        }
+        hashed.hash
     }
 
     /// The per-try timeout starts once the request is whole and an attempt is under way.

@@ -90,3 +90,66 @@ fn direct_responses_carry_the_rule_response_header_edits() {
         "{down}"
     );
 }
+
+/// Istio: `fault.abort.grpcStatus` becomes the fault filter's `grpc_status` (translateFault in
+/// pilot/pkg/networking/core/route/route.go, the name mapped by SupportedGRPCStatus in
+/// pkg/util/grpc/codes.go). Envoy then answers HTTP 200 (FaultFilter::abortStatus), and
+/// sendLocalReply makes that a trailers-only gRPC answer for a gRPC request (`content-type:
+/// application/grpc`, `grpc-status`, `grpc-message` from the body text), a plain 200 with the
+/// body otherwise (Utility::sendLocalReply, source/common/http/utility.cc).
+#[test]
+fn grpc_aborts_answer_trailers_only_to_grpc_requests() {
+    let mut c = config();
+    c.route_tables[0].virtual_hosts[0].routes[0].fault = Some(crate::config::FaultPolicy {
+        delay: None,
+        abort: Some(crate::config::FaultAbort {
+            status: 200,
+            percent: 100.0,
+            grpc_status: Some(14),
+        }),
+    });
+    let (up, down) = exchange(
+        c.clone(),
+        b"POST /pkg.Svc/Call HTTP/1.1\r\nhost: svc\r\ncontent-type: application/grpc+proto\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert!(up.is_empty(), "{up}");
+    assert!(down.starts_with("HTTP/1.1 200"), "{down}");
+    for field in [
+        "content-type: application/grpc\r\n",
+        "grpc-status: 14\r\n",
+        "grpc-message: fault filter abort\r\n",
+        "content-length: 0\r\n",
+    ] {
+        assert!(down.contains(field), "{field} in {down}");
+    }
+    let (_, down) = exchange(c, b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(down.starts_with("HTTP/1.1 200"), "{down}");
+    assert!(!down.contains("grpc-status"), "{down}");
+    assert!(down.ends_with("fault filter abort"), "{down}");
+}
+
+/// Istio: `redirect.prefixRewrite` swaps the matched prefix and `derivePort:
+/// FROM_REQUEST_PORT` uses the port the request came on (ApplyRedirect in
+/// pilot/pkg/networking/core/route/route.go), on the bytes the client gets.
+#[test]
+fn redirects_rewrite_the_matched_prefix_and_derive_the_request_port() {
+    let mut c = config();
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.matches = vec![crate::config::RouteMatch {
+        uri: Some(crate::config::StringMatch::Prefix("/old".into())),
+        ..Default::default()
+    }];
+    route.action = RouteAction::Redirect(crate::config::Redirect {
+        prefix_rewrite: Some("/new".into()),
+        port_from_request: true,
+        status: 302,
+        ..Default::default()
+    });
+    let (up, down) = exchange(c, b"GET /old/page?a=1 HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(up.is_empty(), "{up}");
+    assert!(down.starts_with("HTTP/1.1 302"), "{down}");
+    assert!(
+        down.contains("location: http://svc:15001/new/page?a=1\r\n"),
+        "{down}"
+    );
+}

@@ -578,6 +578,8 @@ enum Work {
 #[cfg(test)]
 mod authz_tests;
 #[cfg(test)]
+mod hash_tests;
+#[cfg(test)]
 mod istio_tests;
 #[cfg(test)]
 mod mtls_policy_tests;

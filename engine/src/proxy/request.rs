@@ -146,6 +146,12 @@ pub(crate) struct Request {
     /// shows what the client asked for; not copying them otherwise saves two allocations).
     pub original_target: Option<String>,
     pub original_authority: Option<String>,
+    /// A redirect's `Location`, computed when its route matched: Envoy builds it from the
+    /// matched prefix and the listener port, which only the match knows.
+    pub redirect_location: Option<String>,
+    /// A consistent-hash cookie the balancer generated (`httpCookie` with a `ttl`), set on
+    /// the response (Envoy's `downstream_set_cookies_`).
+    pub set_cookie: Option<String>,
     pub down_version: Version,
     /// The client allows keep-alive after this request.
     pub down_keep_alive: bool,

@@ -276,6 +276,14 @@ impl Engine {
         if let Some(dest) = req.destination() {
             route::apply_header_ops(&dest.response_headers, &mut head.headers);
         }
+        // After the route's edits, as Envoy's router adds `downstream_set_cookies_`.
+        if let Some(cookie) = req
+            .set_cookie
+            .as_deref()
+            .and_then(|c| http::HeaderValue::from_str(c).ok())
+        {
+            head.headers.append(http::header::SET_COOKIE, cookie);
+        }
         head.headers.append(
             http::header::VIA,
             http::HeaderValue::from_static("1.1 trellis"),

@@ -53,6 +53,8 @@ impl Engine {
             start: now,
             original_target: None,
             original_authority: None,
+            redirect_location: None,
+            set_cookie: None,
             down_version: head.version,
             down_keep_alive,
             route: None,
@@ -161,6 +163,17 @@ impl Engine {
             match_index,
         };
 
+        if let RouteAction::Redirect(redirect) = &route.action {
+            if let Some(req) = self.requests.get_mut(id) {
+                req.redirect_location = Some(crate::route::Router::redirect_location(
+                    &matched,
+                    redirect,
+                    &req.head.authority,
+                    &req.head.target,
+                    port,
+                ));
+            }
+        }
         match &route.action {
             RouteAction::DirectResponse { .. } | RouteAction::Redirect(_) => {
                 // Pilot puts a rule's fault on its Envoy route whatever the action, and Envoy's
@@ -197,12 +210,14 @@ impl Engine {
                 local_answer_headers(route, &[]),
             ),
             RouteAction::Redirect(redirect) => {
-                let location = route::redirect_location(
-                    redirect,
-                    "http",
-                    &req.head.authority,
-                    &req.head.target,
-                );
+                let location = req.redirect_location.clone().unwrap_or_else(|| {
+                    route::redirect_location(
+                        redirect,
+                        "http",
+                        &req.head.authority,
+                        &req.head.target,
+                    )
+                });
                 let headers = local_answer_headers(route, &[("location", &location)]);
                 (route::redirect_status(redirect), String::new(), headers)
             }
@@ -469,14 +484,35 @@ impl Engine {
                 }
             }
             if self.rng.chance_percent(percent) {
-                self.local_reply(
-                    now,
-                    id,
-                    abort.status,
-                    Some(ResponseFlag::FaultInjected),
-                    "fault filter abort",
-                    &[],
-                );
+                let grpc = abort.grpc_status.filter(|_| {
+                    self.requests
+                        .get(id)
+                        .is_some_and(|r| is_grpc_request(&r.head.headers))
+                });
+                match grpc {
+                    // Envoy's sendLocalReply for a gRPC request: trailers-only, HTTP 200, the
+                    // status and the body text as `grpc-status` and `grpc-message`.
+                    Some(code) => self.local_reply(
+                        now,
+                        id,
+                        200,
+                        Some(ResponseFlag::FaultInjected),
+                        "",
+                        &[
+                            ("content-type", "application/grpc"),
+                            ("grpc-status", &code.to_string()),
+                            ("grpc-message", "fault filter abort"),
+                        ],
+                    ),
+                    None => self.local_reply(
+                        now,
+                        id,
+                        abort.status,
+                        Some(ResponseFlag::FaultInjected),
+                        "fault filter abort",
+                        &[],
+                    ),
+                }
                 return;
             }
         }
@@ -490,6 +526,16 @@ impl Engine {
             self.answer_locally(now, id);
         }
     }
+}
+
+/// Whether a request is gRPC: its `content-type` is `application/grpc`, or that followed by
+/// `+` or `;` (Envoy's Grpc::Common::hasGrpcContentType, which isGrpcRequestHeaders uses).
+fn is_grpc_request(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.strip_prefix("application/grpc"))
+        .is_some_and(|tail| tail.is_empty() || tail.starts_with('+') || tail.starts_with(';'))
 }
 
 /// Turns the client's head into the upstream head: hop-by-hop fields go, route and destination

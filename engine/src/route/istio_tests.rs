@@ -3,7 +3,7 @@
 
 use super::tests::{one_table, route, router, uri, Req};
 use super::*;
-use crate::config::{HeaderMatch, Rewrite, RouteMatch};
+use crate::config::{HeaderMatch, Rewrite, RouteAction, RouteMatch};
 
 fn matched<'r>(r: &'r Router, t: TableId, req: &Req) -> Option<Matched<'r>> {
     match r.route(t, &req.as_request()) {
@@ -156,4 +156,49 @@ fn fallback_routes_serve_requests_no_rule_applies_to() {
     // Another port, or a client without the labels: the rule is not there for it.
     assert_eq!(ask(80, true, "/api").as_deref(), Some("default"));
     assert_eq!(ask(9080, false, "/api").as_deref(), Some("default"));
+}
+
+/// Istio: `redirect.prefixRewrite` is Envoy's `RedirectAction.prefix_rewrite` and wins over
+/// `uri` (ApplyRedirect in pilot/pkg/networking/core/route/route.go); Envoy swaps the prefix
+/// the route matched on and keeps the rest and the query (rewritePathByPrefixOrRegex in
+/// source/common/router/config_impl.cc). `derivePort: FROM_REQUEST_PORT` is the listener port
+/// pilot builds the route for, left out for `http` on 80 and `https` on 443 (ApplyRedirect).
+#[test]
+fn redirect_prefix_rewrite_and_request_port() {
+    let redirect = |prefix: Option<&str>, scheme: Option<&str>| Route {
+        action: RouteAction::Redirect(crate::config::Redirect {
+            uri: Some("/ignored".into()),
+            prefix_rewrite: prefix.map(Into::into),
+            scheme: scheme.map(Into::into),
+            port_from_request: true,
+            status: 301,
+            ..crate::config::Redirect::default()
+        }),
+        ..route("r", vec![uri(StringMatch::Prefix("/old".into()))], "c")
+    };
+    let (rt, t) = router(one_table(vec![vhost(vec![redirect(Some("/new"), None)])]));
+    let req = Req::new("svc:8080", "/old/x?q=1");
+    let m = matched(&rt, t, &req).expect("matches");
+    let RouteAction::Redirect(r) = &m.route.action else {
+        panic!("not a redirect")
+    };
+    let at = |port| Router::redirect_location(&m, r, "svc:8080", &req.path, port);
+    assert_eq!(at(8080), "http://svc:8080/new/x?q=1");
+    assert_eq!(at(80), "http://svc:8080/new/x?q=1");
+    assert_eq!(at(9000), "http://svc:9000/new/x?q=1");
+
+    let (rt, t) = router(one_table(vec![vhost(vec![redirect(None, Some("https"))])]));
+    let req = Req::new("svc", "/old/x");
+    let m = matched(&rt, t, &req).expect("matches");
+    let RouteAction::Redirect(r) = &m.route.action else {
+        panic!("not a redirect")
+    };
+    assert_eq!(
+        Router::redirect_location(&m, r, "svc", &req.path, 443),
+        "https://svc/ignored"
+    );
+    assert_eq!(
+        Router::redirect_location(&m, r, "svc", &req.path, 80),
+        "https://svc:80/ignored"
+    );
 }

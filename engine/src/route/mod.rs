@@ -237,6 +237,43 @@ impl Router {
         out
     }
 
+    /// The `Location` of `redirect`, the action of the matched route `m`, for a request with
+    /// `authority` and `path` that came on `port` (Envoy's `RouteEntryImplBase::newUri` with
+    /// the `RedirectAction` pilot's ApplyRedirect writes): `prefix_rewrite` replaces the
+    /// prefix the request matched on, as a forwarded request's `rewrite.uri` would, and wins
+    /// over `uri`; `port_from_request` is the request's port unless it is the default of the
+    /// redirect's scheme (`http` on a sidecar, which never terminates TLS).
+    pub fn redirect_location(
+        m: &Matched<'_>,
+        redirect: &crate::config::Redirect,
+        authority: &str,
+        path: &str,
+        port: u16,
+    ) -> String {
+        let mut effective = redirect.clone();
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().redirect_ignores_prefix_rewrite {
+            effective.prefix_rewrite = None;
+        }
+        if let Some(p) = effective
+            .prefix_rewrite
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
+            effective.uri = Some(rewrite::prefix_rewrite(path, p, matched_prefix(m)));
+        }
+        if redirect.port_from_request && redirect.port.is_none() {
+            let scheme = redirect
+                .scheme
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("http");
+            let default = (scheme == "http" && port == 80) || (scheme == "https" && port == 443);
+            effective.port = (!default).then_some(port);
+        }
+        rewrite::redirect_location(&effective, "http", authority, path)
+    }
+
     /// The upstream path after `m.route.rewrite`: `uri` replaces the matched prefix when the
     /// matching `RouteMatch` used a uri `Prefix`, the whole path after an exact or regex uri,
     /// and the leading `/` when it had no uri condition; `uri_regex` replaces every
@@ -245,16 +282,7 @@ impl Router {
     pub fn rewrite_path(&self, m: &Matched<'_>, path: &str) -> Option<String> {
         let rw = m.route.rewrite.as_ref()?;
         if let Some(uri) = rw.uri.as_deref().filter(|u| !u.is_empty()) {
-            // The prefix Envoy's `prefix_rewrite` replaces: the matched uri prefix; nothing
-            // (the whole path) after an exact or regex match; `/` when the match had no uri
-            // condition or the route has no match (pilot's default match is `prefix: /`).
-            let rm = m.match_index.and_then(|i| m.route.matches.get(i));
-            let prefix = match rm.and_then(|rm| rm.uri.as_ref().map(|u| (u, rm))) {
-                Some((StringMatch::Prefix(p), rm)) => Some((p.as_str(), rm.ignore_uri_case)),
-                Some((StringMatch::Exact(_) | StringMatch::Regex(_), _)) => None,
-                None => Some(("/", false)),
-            };
-            return Some(rewrite::prefix_rewrite(path, uri, prefix));
+            return Some(rewrite::prefix_rewrite(path, uri, matched_prefix(m)));
         }
         let (pattern, template) = rw.uri_regex.as_ref()?;
         match self.rewrite_regexes.get(pattern) {
@@ -264,5 +292,17 @@ impl Router {
                 .ok()
                 .map(|re| rewrite::regex_rewrite(path, &re, template)),
         }
+    }
+}
+
+/// The prefix Envoy's `prefix_rewrite` replaces, with whether it matched ignoring case: the
+/// matched uri prefix; nothing (the whole path) after an exact or regex match; `/` when the
+/// match had no uri condition or the route has no match (pilot's default match is `prefix: /`).
+fn matched_prefix<'m>(m: &Matched<'m>) -> Option<(&'m str, bool)> {
+    let rm = m.match_index.and_then(|i| m.route.matches.get(i));
+    match rm.and_then(|rm| rm.uri.as_ref().map(|u| (u, rm))) {
+        Some((StringMatch::Prefix(p), rm)) => Some((p.as_str(), rm.ignore_uri_case)),
+        Some((StringMatch::Exact(_) | StringMatch::Regex(_), _)) => None,
+        None => Some(("/", false)),
     }
 }

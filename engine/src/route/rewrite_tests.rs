@@ -61,6 +61,7 @@ fn redirect(
         port,
         scheme: scheme.map(Into::into),
         status: 0,
+        ..Redirect::default()
     }
 }
 

@@ -375,7 +375,18 @@ impl Mesh<'_> {
         for a in before.iter().filter(|a| a.cluster == c) {
             tried |= 1 << a.host.min(63);
         }
-        let avoid_breach = (tried & (1 << co.host.min(63)) != 0 && eligible & !tried != 0)
+        // A consistent-hash cluster keeps its host on retries: pilot leaves out the
+        // previous-hosts predicate when the route hashes (ConvertPolicy in
+        // pilot/pkg/networking/core/route/retry/retry.go).
+        let hashed = self.cluster_info.get(c).is_some_and(|info| {
+            matches!(
+                self.scn.services[info.service].versions[info.version].lb,
+                4 | 5
+            )
+        });
+        let avoid_breach = (!hashed
+            && tried & (1 << co.host.min(63)) != 0
+            && eligible & !tried != 0)
             .then(|| {
                 let hosts: Vec<usize> = before.iter().map(|a| a.host).collect();
                 let free: Vec<usize> = (0..64).filter(|h| eligible & !tried & (1 << h) != 0).collect();

@@ -19,6 +19,10 @@
 //! - **random** (weighted): per sidecar, cluster and eligible set, each host's count of fresh
 //!   picks against Binomial(n, w/Σw), by the Chernoff bound P(X/n ≥ q) ≤ exp(−n·KL(q‖p)), at
 //!   1e-7 per host and side: a false alarm in 0..3000 seeds is unlikely (about 1e-3).
+//! - **consistent hash** (ring hash or Maglev on the source IP, which every simulated client
+//!   shares): the host is a function of the key and the eligible set only (Envoy builds the
+//!   ring and the table from the host addresses), so every fresh pick of a cluster under one
+//!   eligible set, from any sidecar, is the same host.
 //! - **least request** (equal weights, two *distinct* choices, as the engine's docs promise;
 //!   Envoy samples with replacement and promises less): a host with strictly more requests in
 //!   flight than every other eligible host is never chosen. Checked on first picks of requests
@@ -99,6 +103,7 @@ impl Mesh<'_> {
             let weights = self.weights_of(*c);
             self.check_random(usize::MAX, *c, picks, &[], &weights);
         }
+        self.check_consistent_hash(&all);
         for (&(sc, c), picks) in &all {
             let info = &self.cluster_info[c];
             let ver = &self.scn.services[info.service].versions[info.version];
@@ -124,6 +129,41 @@ impl Mesh<'_> {
             }
         }
         self.att.picks = all;
+    }
+
+    /// Consistent hash: one host per (cluster, eligible set) over every sidecar's fresh picks.
+    fn check_consistent_hash(
+        &mut self,
+        all: &std::collections::BTreeMap<(usize, usize), Vec<Pick>>,
+    ) {
+        let mut host_of: std::collections::BTreeMap<(usize, u64), (usize, usize)> =
+            Default::default();
+        for (&(sc, c), picks) in all {
+            let info = &self.cluster_info[c];
+            let ver = &self.scn.services[info.service].versions[info.version];
+            if !matches!(ver.lb, 4 | 5) || ver.pool.is_some() {
+                continue;
+            }
+            for p in picks {
+                if !(p.stable && matches!(p.req, Some((r, 0)) if !self.troubled_request(r))) {
+                    continue;
+                }
+                match host_of.get(&(c, p.key.1)) {
+                    None => {
+                        host_of.insert((c, p.key.1), (p.host, sc));
+                    }
+                    Some(&(host, first)) if host != p.host => {
+                        let msg = format!(
+                            "{}: the same hash key (source IP) and eligible set {:#x} went to host {host} from sidecar {first} and to host {} from sidecar {sc}",
+                            self.cluster_names[c], p.key.1, p.host
+                        );
+                        self.violation(Invariant::Balancing, msg);
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
     }
 
     fn check_round_robin(

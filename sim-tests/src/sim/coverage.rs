@@ -50,6 +50,8 @@ pub const ALL: &[&str] = &[
     "redirect scheme change",
     "redirect scheme same",
     "redirect port",
+    "redirect prefixRewrite",
+    "redirect derivePort FROM_REQUEST_PORT",
     "redirect code 302/307/308",
     "directResponse",
     "directResponse body",
@@ -81,6 +83,8 @@ pub const ALL: &[&str] = &[
     "lb LEAST_REQUEST",
     "lb RANDOM",
     "lb unset (Istio default)",
+    "lb consistentHash ring hash",
+    "lb consistentHash maglev",
     "outlier minHealthPercent (panic mode)",
     "pool idleTimeout of milliseconds",
     "pool maxRetries (retry budget)",
@@ -224,8 +228,16 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
                 scheme,
                 port,
                 status,
+                prefix_rewrite,
+                port_from_request,
             }) => {
                 out.push("redirect");
+                if prefix_rewrite.is_some() {
+                    out.push("redirect prefixRewrite");
+                }
+                if *port_from_request {
+                    out.push("redirect derivePort FROM_REQUEST_PORT");
+                }
                 if uri.is_some() {
                     out.push("redirect uri");
                 }
@@ -362,6 +374,8 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
                 0 => "lb ROUND_ROBIN",
                 1 => "lb LEAST_REQUEST",
                 2 => "lb RANDOM",
+                4 => "lb consistentHash ring hash",
+                5 => "lb consistentHash maglev",
                 _ => "lb unset (Istio default)",
             });
             if ver

@@ -91,6 +91,18 @@ pub(super) fn knobs(seed: u64, scn: &mut Scenario) {
 /// retriable status codes, 0 to 5 attempts, short per-try timeouts), the error statuses those
 /// conditions tell apart, and endpoint weights (1 against a large one, or uneven), from a
 /// stream of their own: older seeds keep everything else they had.
+/// DestinationRule `consistentHash` (ring hash or Maglev, keyed by the source IP, which every
+/// simulated client shares) on 15 % of the versions, on a stream of its own so that seeds
+/// drawing none keep their scenario.
+pub(super) fn consistent_hash(seed: u64, scn: &mut Scenario) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0xc0a5_1574_0000_0013);
+    for ver in scn.services.iter_mut().flat_map(|s| &mut s.versions) {
+        if r.u8(0..100) < 15 {
+            ver.lb = [4, 5][r.usize(0..2)];
+        }
+    }
+}
+
 pub(super) fn gen_retries_and_weights(seed: u64, scn: &mut Scenario) {
     let mut r = fastrand::Rng::with_seed(seed ^ 0x4e75_7259_0000_0007);
     let retry_rules = r.u8(0..100) < 60;

@@ -382,6 +382,8 @@ fn gen_rules(
                     // the scheme's default (Envoy's `port_redirect` always is).
                     port: (r.u8(0..3) == 0).then(|| [80, 443, 8443][r.usize(0..3)]),
                     status: [0, 301, 302, 307, 308][r.usize(0..5)],
+                    prefix_rewrite: None,
+                    port_from_request: false,
                 }),
                 2 | 3 => Some(ActionSpec::Direct {
                     status: [200, 403, 418, 503][r.usize(0..4)],
@@ -512,15 +514,7 @@ pub fn enrich(r: &mut fastrand::Rng, scn: &mut Scenario) {
 /// own so that seeds drawing none keep their scenario.
 pub fn fallbacks(seed: u64, scn: &mut Scenario) {
     let mut r = fastrand::Rng::with_seed(seed ^ 0xfa11_bac5_0000_0010);
-    let rules = scn
-        .services
-        .iter_mut()
-        .flat_map(|s| s.rules.iter_mut())
-        .chain(
-            scn.config_pushes
-                .iter_mut()
-                .flat_map(|p| p.rules.iter_mut()),
-        );
+    let rules = all_rules(scn);
     for rule in rules {
         if let Some(v) = rule.vocab.as_mut() {
             if r.u8(0..100) < 20 {
@@ -553,6 +547,43 @@ pub fn dest_authorities(seed: u64, scn: &mut Scenario) {
                 v.dest_authorities
                     .push((version, format!("dest{s}-v{version}.example")));
             }
+        }
+    }
+}
+
+/// Every rule of the scenario: the services' and those of its config pushes.
+fn all_rules(scn: &mut Scenario) -> impl Iterator<Item = &mut Rule> {
+    scn.services
+        .iter_mut()
+        .flat_map(|s| s.rules.iter_mut())
+        .chain(
+            scn.config_pushes
+                .iter_mut()
+                .flat_map(|p| p.rules.iter_mut()),
+        )
+}
+
+/// Give some redirects a `prefixRewrite` and some without a `port` `derivePort:
+/// FROM_REQUEST_PORT`, on a stream of their own so that seeds drawing none keep their scenario.
+pub fn redirect_extras(seed: u64, scn: &mut Scenario) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0x4ed1_4ec7_0000_0012);
+    let rules = all_rules(scn);
+    for rule in rules {
+        let Some(Some(ActionSpec::Redirect {
+            port,
+            prefix_rewrite,
+            port_from_request,
+            ..
+        })) = rule.vocab.as_mut().map(|v| &mut v.action)
+        else {
+            continue;
+        };
+        if r.u8(0..100) < 40 {
+            // `/` and `/x/` probe Envoy's plain swap: no slash is added or merged.
+            *prefix_rewrite = Some(["/", "/moved", "/x/"][r.usize(0..3)].to_string());
+        }
+        if port.is_none() && r.u8(0..100) < 40 {
+            *port_from_request = true;
         }
     }
 }

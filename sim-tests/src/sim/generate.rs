@@ -211,6 +211,7 @@ impl Scenario {
         // Pool, outlier, retry, framing, connection-manager and listener knobs, each on a
         // stream of its own.
         super::gen_policy::knobs(seed, &mut scn);
+        super::gen_policy::consistent_hash(seed, &mut scn);
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
@@ -218,6 +219,7 @@ impl Scenario {
             super::gen_routes::enrich(&mut vocab, &mut scn);
             super::gen_routes::fallbacks(seed, &mut scn);
             super::gen_routes::dest_authorities(seed, &mut scn);
+            super::gen_routes::redirect_extras(seed, &mut scn);
         }
         scn.normalize();
         scn

@@ -23,9 +23,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_engine::config::{
-    Cluster, Config, ConnectionPool, Endpoint, FaultAbort, FaultDelay, FaultPolicy, HeaderMatch,
-    HeaderOps, LbPolicy, OutlierDetection, QueryParamMatch, Redirect, RetryOn, RetryPolicy,
-    Rewrite, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster,
+    Cluster, Config, ConnectionPool, Endpoint, FaultAbort, FaultDelay, FaultPolicy, HashKey,
+    HeaderMatch, HeaderOps, LbPolicy, OutlierDetection, QueryParamMatch, Redirect, RetryOn,
+    RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, StringMatch, WeightedCluster,
 };
 
 use super::reference;
@@ -143,8 +143,14 @@ pub fn engine_config_at(
                         choice_count: ver.least_request_choices.unwrap_or(2),
                     },
                     2 => LbPolicy::Random,
+                    4 => LbPolicy::RingHash {
+                        minimum_ring_size: 1024,
+                    },
+                    // A small prime table keeps rebuilds cheap in the swarm.
+                    5 => LbPolicy::Maglev { table_size: 1009 },
                     _ => LbPolicy::Default,
                 },
+                hash_key: matches!(ver.lb, 4 | 5).then_some(HashKey::SourceIp),
                 ..Default::default()
             };
             if let Some(o) = &ver.outlier {
@@ -234,12 +240,16 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
             scheme,
             port,
             status,
+            prefix_rewrite,
+            port_from_request,
         }) => RouteAction::Redirect(Redirect {
             uri: uri.clone(),
             authority: authority.clone(),
             port: *port,
             scheme: scheme.clone(),
             status: *status,
+            prefix_rewrite: prefix_rewrite.clone(),
+            port_from_request: *port_from_request,
         }),
         Some(ActionSpec::Direct { status, body }) => RouteAction::DirectResponse {
             status: *status,
@@ -311,6 +321,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
             abort: (f.abort_percent > 0).then(|| FaultAbort {
                 status: f.abort_status,
                 percent: f64::from(f.abort_percent),
+                grpc_status: None,
             }),
         }),
         fallback: vocab.is_some_and(|v| v.fallback),

@@ -315,16 +315,28 @@ pub fn upstream_target(rule: &Rule, block: Option<usize>, shape: &RequestShape) 
     else {
         return shape.target();
     };
+    // The exact path or the whole path of a regex match is replaced; pilot's default match
+    // is `prefix: /`.
+    prefix_swap(rule, block, shape, uri)
+}
+
+/// `shape`'s target with the prefix block `block` of `rule` matched on replaced by
+/// `replacement` (the whole path after an exact or regex match, the leading `/` when the block
+/// has no uri condition), the query kept.
+fn prefix_swap(
+    rule: &Rule,
+    block: Option<usize>,
+    shape: &RequestShape,
+    replacement: &str,
+) -> String {
     let matched = block.and_then(|b| blocks(rule).get(b).and_then(|m| m.uri.clone()));
     let path = &shape.path;
     let rest = match matched {
-        // The exact path or the whole path of a regex match is replaced.
         Some(StrMatch::Exact(_)) | Some(StrMatch::Regex(_)) => "",
         Some(StrMatch::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
-        // Pilot's default match is `prefix: /`.
         None => path.get(1..).unwrap_or(""),
     };
-    let mut out = format!("{uri}{rest}");
+    let mut out = format!("{replacement}{rest}");
     if !shape.query.is_empty() {
         out.push('?');
         out.push_str(&shape.query);
@@ -387,8 +399,14 @@ pub struct LocalAnswer {
     pub body: Option<String>,
 }
 
-/// The answer of a rule that does not forward.
-pub fn local_answer(rule: &Rule, shape: &RequestShape) -> Option<LocalAnswer> {
+/// The answer of a rule that does not forward, matched by block `block`, for a request that
+/// came on `request_port`.
+pub fn local_answer(
+    rule: &Rule,
+    block: Option<usize>,
+    shape: &RequestShape,
+    request_port: u16,
+) -> Option<LocalAnswer> {
     match rule.vocab.as_ref()?.action.as_ref()? {
         ActionSpec::Redirect {
             uri,
@@ -396,7 +414,27 @@ pub fn local_answer(rule: &Rule, shape: &RequestShape) -> Option<LocalAnswer> {
             scheme,
             port,
             status,
+            prefix_rewrite,
+            port_from_request,
         } => {
+            // pilot's ApplyRedirect: FROM_REQUEST_PORT is the listener port, left out when it
+            // is the scheme's default (`http` on a sidecar when no scheme is set).
+            let derived = (*port_from_request && port.is_none())
+                .then(|| {
+                    let s = scheme.as_deref().unwrap_or("http");
+                    let default = (s == "http" && request_port == 80)
+                        || (s == "https" && request_port == 443);
+                    (!default).then_some(request_port)
+                })
+                .flatten();
+            let port = &port.or(derived);
+            // `prefixRewrite` wins over `uri` and swaps the matched prefix like a forwarded
+            // request's `rewrite.uri` (Envoy's rewritePathByPrefixOrRegex).
+            let prefixed = prefix_rewrite
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(|p| prefix_swap(rule, block, shape, p));
+            let uri = &prefixed.or_else(|| uri.clone());
             // Envoy's `processRequestHost`: the Host's port goes when a port is configured, or
             // when the scheme changes away from the request's protocol and the port was that
             // protocol's default. Clients here are plain `http` and send no

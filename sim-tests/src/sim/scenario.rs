@@ -142,7 +142,8 @@ pub struct Service {
 pub struct Version {
     pub endpoints: Vec<EndpointSpec>,
     /// 0 `ROUND_ROBIN`, 1 `LEAST_REQUEST`, 2 `RANDOM`, 3 unset (Istio's default, which pilot
-    /// leaves to Envoy's cluster default as least request: `LEAST_REQUEST` since Istio 1.14).
+    /// leaves to Envoy's cluster default as least request: `LEAST_REQUEST` since Istio 1.14),
+    /// 4 `consistentHash` ring hash on `useSourceIp`, 5 the same with Maglev.
     pub lb: u8,
     pub outlier: Option<OutlierSpec>,
     pub pool: Option<PoolSpec>,

@@ -60,6 +60,12 @@ pub enum ActionSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
         status: u16,
+        /// `prefixRewrite`: replaces the prefix the request matched on (wins over `uri`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix_rewrite: Option<String>,
+        /// `derivePort: FROM_REQUEST_PORT` (never with `port`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        port_from_request: bool,
     },
     /// Istio `HTTPDirectResponse` with an optional string body.
     Direct { status: u16, body: Option<String> },

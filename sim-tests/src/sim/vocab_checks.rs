@@ -116,7 +116,13 @@ impl Mesh<'_> {
                 None
             }
             (false, Outcome::Mesh(status, flags), _) => {
-                let Some(want) = reference::local_answer(rule, shape) else {
+                // The port the client dialled, as the sidecar's router sees it.
+                let port = if self.scn.passthrough {
+                    model::ORIGINAL_DST.port()
+                } else {
+                    reference::LISTENER_PORT
+                };
+                let Some(want) = reference::local_answer(rule, r.block, shape, port) else {
                     return;
                 };
                 // A fault delay may come first (pilot puts the rule's fault on the route

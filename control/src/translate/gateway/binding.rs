@@ -132,9 +132,6 @@ pub fn rule_at_gateway(
     vs_namespace: &str,
     site: &RuleSite<'_>,
 ) -> Option<HttpRoute> {
-    if rule.matches.is_empty() {
-        return Some(rule.clone());
-    }
     let applies = |m: &HttpMatchRequest| {
         if m.port.is_some_and(|p| p != 0 && p != site.port) {
             return false;
@@ -152,23 +149,5 @@ pub fn rule_at_gateway(
                 .as_deref()
                 .is_none_or(|ns| ns == site.namespace)
     };
-    let kept: Vec<HttpMatchRequest> = rule
-        .matches
-        .iter()
-        .filter(|m| applies(m))
-        .map(|m| HttpMatchRequest {
-            port: None,
-            gateways: Vec::new(),
-            source_labels: BTreeMap::new(),
-            source_namespace: None,
-            ..m.clone()
-        })
-        .collect();
-    if kept.is_empty() {
-        return None;
-    }
-    Some(HttpRoute {
-        matches: kept,
-        ..rule.clone()
-    })
+    crate::translate::client::keep_matches(rule, applies, true)
 }
