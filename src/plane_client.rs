@@ -117,8 +117,11 @@ fn config_of(
     {
         config.clusters.push(cluster.clone());
     }
-    if config.identity.is_none() {
-        trellis_control::translate::upstream_tls::without_identity(&mut config);
+    match config.identity.clone() {
+        None => trellis_control::translate::upstream_tls::without_identity(&mut config),
+        Some(id) => {
+            trellis_control::translate::upstream_tls::in_trust_domain(&mut config, &id.trust_domain)
+        }
     }
     apply_security(&mut config, document, workload)?;
     trellis_engine::Engine::try_new(Arc::new(config.clone()), 0)

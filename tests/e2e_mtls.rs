@@ -388,10 +388,26 @@ fn a_sidecar_to_sidecar_hop_is_mutual_tls_by_auto_mtls() {
     );
     let outbound = free_addr();
     let client_config = format!(
-        "workload: {{namespace: default, serviceAccount: productpage, labels: {{app: productpage}}}}\n{}listeners:\n  - {{name: outbound, address: \"{outbound}\", direction: outbound}}\nservices:\n  - host: reviews\n    ports: [9080]\n    endpoints:\n      - {{address: \"{inbound}\", labels: {{app: reviews, security.istio.io/tlsMode: istio}}}}\n",
+        "workload: {{namespace: default, serviceAccount: productpage, labels: {{app: productpage}}}}\n{}listeners:\n  - {{name: outbound, address: \"{outbound}\", direction: outbound}}\nservices:\n  - host: reviews\n    ports: [9080]\n    endpoints:\n      - {{address: \"{inbound}\", serviceAccount: reviews, labels: {{app: reviews, security.istio.io/tlsMode: istio}}}}\n  - host: ratings\n    ports: [9080]\n    endpoints:\n      - {{address: \"{inbound}\", serviceAccount: ratings, labels: {{app: ratings, security.istio.io/tlsMode: istio}}}}\n",
         identity(&productpage_certs)
     );
     let client = Sidecar::start(&dir, "productpage", &client_config, outbound);
+    // `ratings` is registered as running as the ratings account, but the sidecar behind its
+    // address presents reviews's certificate: ISTIO_MUTUAL expects the service's accounts
+    // (pilot fills them in when the rule names no subjectAltNames), so it is refused.
+    let out = curl(&[
+        "-i",
+        "-H",
+        "Host: ratings:9080",
+        &format!("http://{outbound}/headers"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}\n{}", client.log());
+    client.log_line(&[
+        "unexpected identity",
+        "spiffe://cluster.local/ns/default/sa/reviews",
+        "spiffe://cluster.local/ns/default/sa/ratings",
+    ]);
     let out = curl(&[
         "-H",
         "Host: reviews:9080",

@@ -193,7 +193,7 @@ struct ServiceSpec {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 struct EndpointSpec {
     /// `IP` or `IP:PORT` (the port then serves every service port).
     address: String,
@@ -201,6 +201,8 @@ struct EndpointSpec {
     ports: BTreeMap<u16, u16>,
     labels: BTreeMap<String, String>,
     weight: Option<u32>,
+    /// The workload's service account: its SPIFFE id is what ISTIO_MUTUAL expects.
+    service_account: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -505,7 +507,7 @@ fn registry_of(
                 default_port,
                 labels: e.labels.clone(),
                 weight: e.weight.unwrap_or(1).max(1),
-                service_account: None,
+                service_account: e.service_account.clone(),
             });
         }
         registry.services.push(Service {

@@ -119,8 +119,9 @@ pub(super) fn add_inbound_target(config: &mut Config, target: SocketAddr) -> Str
 
 /// Attach the identity; without one, auto mTLS has nothing to offer and stays plaintext.
 pub(super) fn apply_identity(config: &mut Config, identity: Option<MeshIdentity>) {
-    if identity.is_none() {
-        crate::translate::upstream_tls::without_identity(config);
+    match &identity {
+        None => crate::translate::upstream_tls::without_identity(config),
+        Some(id) => crate::translate::upstream_tls::in_trust_domain(config, &id.trust_domain),
     }
     config.identity = identity.map(Arc::new);
 }

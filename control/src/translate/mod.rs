@@ -161,6 +161,7 @@ fn build_clusters(
 ) {
     for svc in &catalog.services {
         let rule = catalog.rule_for(&svc.host);
+        let accounts = upstream_tls::service_accounts(&svc.endpoints, &svc.namespace);
         for port in &svc.ports {
             let mut variants: Vec<Option<(usize, &Subset)>> = vec![None];
             if let Some(rule) = rule {
@@ -184,6 +185,7 @@ fn build_clusters(
                 let destination = upstream_tls::Destination {
                     host: &svc.host,
                     namespace: &svc.namespace,
+                    service_accounts: &accounts,
                 };
                 let tls = upstream_tls::upstream_tls(
                     policy.tls.as_ref(),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use trellis_engine::config::{ClientCertificate, InboundMode, OriginationTls, UpstreamTls};
 
 use super::peer_authn;
+use super::workload::DEFAULT_TRUST_DOMAIN;
 use crate::diag::Diagnostic;
 use crate::istio::destination_rule::{ClientTlsSettings, TlsMode};
 use crate::istio::ResourceSet;
@@ -37,6 +38,42 @@ pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub struct Destination<'a> {
     pub host: &'a str,
     pub namespace: &'a str,
+    /// The SPIFFE ids of the service's workloads (pilot's `push.ServiceAccounts`), in the
+    /// default trust domain; what ISTIO_MUTUAL expects when the rule names no
+    /// `subjectAltNames`. Empty: any identity of the trust domain.
+    pub service_accounts: &'a [String],
+}
+
+/// The SPIFFE ids of the accounts `endpoints` run as, sorted and unique, in the default
+/// trust domain (a proxy with another one rewrites them: [`in_trust_domain`]).
+pub fn service_accounts(endpoints: &[super::ServiceEndpoint], namespace: &str) -> Vec<String> {
+    let ids: std::collections::BTreeSet<String> = endpoints
+        .iter()
+        .filter_map(|e| e.service_account.as_deref())
+        .map(|sa| format!("spiffe://{DEFAULT_TRUST_DOMAIN}/ns/{namespace}/sa/{sa}"))
+        .collect();
+    ids.into_iter().collect()
+}
+
+/// Move expected identities of the default trust domain into `trust_domain` (the proxy's
+/// own), as pilot builds them with the mesh's trust domain.
+pub fn in_trust_domain(config: &mut trellis_engine::config::Config, trust_domain: &str) {
+    if trust_domain == DEFAULT_TRUST_DOMAIN {
+        return;
+    }
+    let from = format!("spiffe://{DEFAULT_TRUST_DOMAIN}/");
+    let to = format!("spiffe://{trust_domain}/");
+    for c in &mut config.clusters {
+        if let UpstreamTls::Auto { subject_alt_names }
+        | UpstreamTls::IstioMutual { subject_alt_names } = &mut c.tls
+        {
+            for san in subject_alt_names.iter_mut() {
+                if let Some(rest) = san.strip_prefix(&from) {
+                    *san = format!("{to}{rest}");
+                }
+            }
+        }
+    }
 }
 
 /// The cluster's TLS. `has_identity`: the proxy has a mesh certificate (without one, auto
@@ -55,7 +92,7 @@ pub fn upstream_tls(
             return UpstreamTls::Disable;
         }
         return UpstreamTls::Auto {
-            subject_alt_names: Vec::new(),
+            subject_alt_names: destination.service_accounts.to_vec(),
         };
     };
     match tls.mode.unwrap_or(TlsMode::DISABLE) {
@@ -68,9 +105,13 @@ pub fn upstream_tls(
                     destination.host
                 )));
             }
-            UpstreamTls::IstioMutual {
-                subject_alt_names: tls.subject_alt_names.clone(),
-            }
+            // pilot: "Use Service Accounts if Subject Alt names are not specified".
+            let subject_alt_names = if tls.subject_alt_names.is_empty() {
+                destination.service_accounts.to_vec()
+            } else {
+                tls.subject_alt_names.clone()
+            };
+            UpstreamTls::IstioMutual { subject_alt_names }
         }
         mode @ (TlsMode::SIMPLE | TlsMode::MUTUAL) => {
             UpstreamTls::Origination(Arc::new(origination(tls, mode, destination, diags)))

@@ -118,3 +118,64 @@ fn simple_origination_reads_its_files_and_defaults_sni_to_the_host() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// pilot: "Use Service Accounts if Subject Alt names are not specified" — for auto mTLS and
+/// for ISTIO_MUTUAL without `subjectAltNames`; a rule's own list wins.
+#[test]
+fn the_services_accounts_are_the_expected_identities() {
+    use super::super::{Service, ServiceEndpoint};
+    let mut registry = registry();
+    let mut ep = |ip: u8, sa: &str| {
+        let mut e = ServiceEndpoint::new(
+            std::net::IpAddr::from([10, 0, 9, ip]),
+            &[("app", "details")],
+        );
+        e.service_account = Some(sa.into());
+        e
+    };
+    registry.services.push(
+        Service::kubernetes("details", "default", &[9080])
+            .with_endpoint(ep(1, "details"))
+            .with_endpoint(ep(2, "details-canary"))
+            .with_endpoint(ep(3, "details")),
+    );
+    let details = "outbound|9080||details.default.svc.cluster.local";
+    let expected = vec![
+        "spiffe://cluster.local/ns/default/sa/details".to_string(),
+        "spiffe://cluster.local/ns/default/sa/details-canary".to_string(),
+    ];
+    let t = translate(&parse_str("", "t.yaml").unwrap(), &registry);
+    assert_eq!(
+        tls_of(&t, details),
+        &UpstreamTls::Auto {
+            subject_alt_names: expected.clone()
+        }
+    );
+    let rule = |tls: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec: {{host: details, trafficPolicy: {{tls: {tls}}}}}\n")
+    };
+    let t = translate(
+        &parse_str(&rule("{mode: ISTIO_MUTUAL}"), "t.yaml").unwrap(),
+        &registry,
+    );
+    assert_eq!(
+        tls_of(&t, details),
+        &UpstreamTls::IstioMutual {
+            subject_alt_names: expected
+        }
+    );
+    let t = translate(
+        &parse_str(
+            &rule("{mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://x/ns/a/sa/b]}"),
+            "t.yaml",
+        )
+        .unwrap(),
+        &registry,
+    );
+    assert_eq!(
+        tls_of(&t, details),
+        &UpstreamTls::IstioMutual {
+            subject_alt_names: vec!["spiffe://x/ns/a/sa/b".into()]
+        }
+    );
+}
