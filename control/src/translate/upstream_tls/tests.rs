@@ -125,7 +125,7 @@ fn simple_origination_reads_its_files_and_defaults_sni_to_the_host() {
 fn the_services_accounts_are_the_expected_identities() {
     use super::super::{Service, ServiceEndpoint};
     let mut registry = registry();
-    let mut ep = |ip: u8, sa: &str| {
+    let ep = |ip: u8, sa: &str| {
         let mut e = ServiceEndpoint::new(
             std::net::IpAddr::from([10, 0, 9, ip]),
             &[("app", "details")],
