@@ -191,7 +191,10 @@ impl ScopeIndex {
                 }
             }
         }
-        let mut registry = Registry::default();
+        let mut registry = Registry {
+            dns: snapshot.registry.dns.clone(),
+            ..Registry::default()
+        };
         for svc in &snapshot.registry.services {
             let visible = self
                 .service_scopes

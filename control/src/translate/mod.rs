@@ -616,3 +616,6 @@ mod istio_semantics_tests;
 
 #[cfg(test)]
 mod client_tests;
+
+#[cfg(test)]
+mod dns_tests;

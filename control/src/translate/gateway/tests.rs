@@ -20,6 +20,7 @@ fn registry() -> Registry {
     };
     Registry {
         services: vec![svc("productpage", 1), svc("reviews", 2), svc("ratings", 3)],
+        ..Default::default()
     }
 }
 
