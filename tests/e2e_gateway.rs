@@ -15,36 +15,16 @@
 //!    host no server names gets 404 NR on that port.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for, wait_gone};
+use common::{curl, free_offset, wait_for, wait_gone};
 
 fn samples() -> PathBuf {
     trellis_control::shared_dir().join("istio/samples/bookinfo/networking")
-}
-
-/// A port offset at which Gateway ports 8080 and 9090 are both free on 127.0.0.1 (bound, then
-/// released for the proxy to take).
-fn free_offset() -> u16 {
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("address").port();
-        let Some(offset) = port.checked_sub(8080) else {
-            continue;
-        };
-        if offset
-            .checked_add(9090)
-            .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        {
-            return offset;
-        }
-    }
-    panic!("no free pair of ports");
 }
 
 fn gateway_addr(port: u16) -> std::net::SocketAddr {
@@ -202,7 +182,7 @@ fn bookinfo_through_the_ingress_gateway_with_curl() {
     let bookinfo = Bookinfo::start();
     let dir = std::env::temp_dir().join(format!("trellis-gateway-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let offset = free_offset();
+    let offset = free_offset(&[8080, 9090]);
     let http = format!("http://127.0.0.1:{}", 8080 + offset);
     let reviews_port = format!("http://127.0.0.1:{}", 9090 + offset);
     let mut paths = vec![

@@ -90,6 +90,7 @@ fn main() {
             },
         );
         let down = Endpoint::Downstream {
+            terminate: None,
             listener: "in",
             peer,
             local: addr,

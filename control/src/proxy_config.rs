@@ -411,6 +411,7 @@ pub fn parse_proxy_config_with(
             ));
         }
         config.listeners.push(Listener {
+            tls: None,
             mtls,
             name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
             address,

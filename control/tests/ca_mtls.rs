@@ -103,6 +103,7 @@ fn handshake(
         server,
         at,
         Endpoint::Downstream {
+            terminate: None,
             listener: "in",
             peer: "10.0.0.1:5000".parse().unwrap(),
             local: addr,

@@ -164,6 +164,7 @@ fn client_calls(
     let mut t = transform(
         server,
         Endpoint::Downstream {
+            terminate: None,
             listener: "inbound",
             peer,
             local,

@@ -70,6 +70,10 @@ pub struct Listener {
     /// RBAC filter chain; evaluated at the start of every request on an inbound listener
     /// (`None`: no policy applies, every request is allowed).
     pub authorization: Option<Arc<crate::authz::Authorization>>,
+    /// Gateway listeners with HTTPS servers: the TLS terminated here (server certificates by
+    /// SNI); requests on such connections have scheme `https`. `None`: plaintext (or mesh
+    /// mTLS, per `mtls`).
+    pub tls: Option<Arc<crate::transport::policy::TerminatedTls>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -65,6 +65,7 @@ fn config() -> Config {
         identity: None,
         version: "allocs".into(),
         listeners: vec![Listener {
+            tls: None,
             mtls: Default::default(),
             name: "out".into(),
             address: "127.0.0.1:15001".parse().unwrap(),
@@ -325,6 +326,7 @@ fn measure(tls: bool) -> (f64, i64) {
     };
     let mut client = peer(&client_creds, endpoint);
     let upstream_endpoint = transport::Endpoint::Downstream {
+        terminate: None,
         listener: "inbound",
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "10.0.0.2:9080".parse().unwrap(),

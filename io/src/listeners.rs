@@ -332,6 +332,7 @@ mod tests {
 
     fn listener(name: &str, addr: &str) -> Listener {
         Listener {
+            tls: None,
             mtls: Default::default(),
             name: name.into(),
             address: addr.parse().unwrap(),

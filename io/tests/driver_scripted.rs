@@ -181,6 +181,7 @@ impl Running {
 fn start(backend: Backend) -> Running {
     let config = Arc::new(Config {
         listeners: vec![Listener {
+            tls: None,
             mtls: Default::default(),
             name: "script".into(),
             address: "127.0.0.1:0".parse().unwrap(),

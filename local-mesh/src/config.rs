@@ -106,6 +106,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
         identity: None,
         version: "local-mesh-1".to_string(),
         listeners: vec![Listener {
+            tls: None,
             mtls: Default::default(),
             name: "outbound".to_string(),
             address: listen,

@@ -17,6 +17,7 @@ pub fn base() -> Config {
         identity: None,
         version: "test".into(),
         listeners: vec![Listener {
+            tls: None,
             mtls: Default::default(),
             name: "outbound".into(),
             address: LISTENER.parse().expect("listener"),

@@ -41,3 +41,27 @@ pub fn curl(args: &[&str]) -> Output {
         .output()
         .expect("curl runs")
 }
+
+/// An offset at which every port of `ports` (plus the offset) is free on 127.0.0.1 (bound,
+/// then released for a gateway started with `--port-offset` to take).
+#[allow(dead_code)] // not every test binary starts a gateway
+pub fn free_offset(ports: &[u16]) -> u16 {
+    let lowest = ports.iter().copied().min().unwrap_or(0);
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("address").port();
+        let Some(offset) = port.checked_sub(lowest) else {
+            continue;
+        };
+        let all_free = ports.iter().all(|&p| {
+            p == lowest
+                || offset
+                    .checked_add(p)
+                    .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if all_free {
+            return offset;
+        }
+    }
+    panic!("no free set of ports {ports:?}");
+}

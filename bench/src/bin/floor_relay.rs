@@ -137,6 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Arc::new(Config {
         version: "floor-relay".into(),
         listeners: vec![Listener {
+            tls: None,
             mtls: Default::default(),
             name: "relay".into(),
             address: args.listen,

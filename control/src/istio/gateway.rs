@@ -29,8 +29,9 @@ pub struct Server {
     pub name: Option<String>,
 }
 
-/// Istio `ServerTLSSettings`: typed so that unknown fields are reported. Trellis does not
-/// terminate TLS yet; the gateway translator refuses a server that has these settings.
+/// Istio `ServerTLSSettings`: typed so that unknown fields are reported. The gateway
+/// translator terminates `SIMPLE`/`MUTUAL` with certificate files and refuses the rest
+/// (`translate::gateway::tls`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ServerTls {

@@ -35,16 +35,14 @@ impl Engine {
             let port = accepted
                 .original_dst
                 .map_or(accepted.local.port(), |a| a.port());
-            let mode = self
-                .snapshot
-                .listener_named(&listener)
-                .map(|(l, _)| l.mtls.mode_for(port))
-                .unwrap_or_default();
+            let config = self.snapshot.listener_named(&listener).map(|(l, _)| l);
+            let mode = config.map(|l| l.mtls.mode_for(port)).unwrap_or_default();
             let endpoint = Endpoint::Downstream {
                 listener: &listener,
                 peer: accepted.peer,
                 local: accepted.local,
                 mode,
+                terminate: config.and_then(|l| l.tls.as_ref()),
             };
             let identity = self.snapshot.config.identity.as_deref();
             self.transports.transport(now, endpoint, identity)

@@ -37,6 +37,12 @@ impl Engine {
             ),
             _ => return,
         };
+        // Envoy's :scheme: https when the client's connection is TLS (a gateway's HTTPS
+        // server, or mesh mTLS), which VirtualService `scheme` matches see.
+        let scheme = match self.conns.get(down.conn()) {
+            Some(c) if !c.transport.is_plain() => "https",
+            _ => "http",
+        };
         let mut head = head;
         self.forward_client_cert(down, &listener, &mut head.headers);
         let down_keep_alive = head.keep_alive;
@@ -126,7 +132,7 @@ impl Engine {
                 authority: &req.head.authority,
                 path: &req.head.target,
                 method: req.head.method.as_str(),
-                scheme: "http",
+                scheme,
                 headers: &req.head.headers,
                 port,
                 source_labels: &source_labels,

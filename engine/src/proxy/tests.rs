@@ -16,6 +16,7 @@ pub(super) fn config() -> Config {
         identity: None,
         version: "t".into(),
         listeners: vec![Listener {
+            tls: None,
             mtls: Default::default(),
             name: "out".into(),
             address: "127.0.0.1:15001".parse().unwrap(),

@@ -85,6 +85,7 @@ fn client(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTransf
 /// The upstream sidecar, accepting the engine's connection to cluster c.
 fn upstream(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTransform> {
     let endpoint = Endpoint::Downstream {
+        terminate: None,
         listener: "inbound",
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "10.0.0.1:80".parse().unwrap(),

@@ -27,6 +27,7 @@ pub mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
@@ -342,6 +343,8 @@ pub enum Endpoint<'a> {
         peer: SocketAddr,
         local: SocketAddr,
         mode: InboundMode,
+        /// A gateway listener's TLS termination, which wins over `mode`.
+        terminate: Option<&'a Arc<policy::TerminatedTls>>,
     },
     /// A connection the engine opens to `addr`, a host of `cluster`, protected as `tls` says.
     Upstream {
@@ -358,6 +361,7 @@ impl Endpoint<'_> {
             self,
             Endpoint::Downstream {
                 mode: InboundMode::Disable,
+                terminate: None,
                 ..
             } | Endpoint::Upstream {
                 tls: ResolvedUpstreamTls::Plain,
@@ -397,6 +401,7 @@ impl TransportFactory for PlainTransports {
         match endpoint {
             Endpoint::Downstream {
                 mode: InboundMode::Permissive,
+                terminate: None,
                 ..
             } => Ok(Transport::Plain),
             e if e.is_plaintext() => Ok(Transport::Plain),

@@ -145,6 +145,42 @@ impl fmt::Debug for OriginationTls {
     }
 }
 
+/// TLS a gateway listener terminates: Gateway `servers[].tls` in `SIMPLE` or `MUTUAL` mode,
+/// with the files already read. A client's SNI picks the certificate (the first server whose
+/// hosts match it, as Envoy's filter chains match `server_names`; without SNI, the first).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TerminatedTls {
+    /// In the Gateway's server order; never empty.
+    pub servers: Vec<ServerCertificate>,
+}
+
+/// One Gateway server's certificate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerCertificate {
+    /// The server's `hosts` (exact names, `*.suffix` wildcards, or `*`), namespaces dropped.
+    pub hosts: Vec<String>,
+    /// `serverCertificate`: the certificate first, then intermediates.
+    pub chain_pem: String,
+    /// `privateKey`.
+    pub key_pem: String,
+    /// `MUTUAL`: the `caCertificates` clients must chain to.
+    pub client_ca_pem: Option<String>,
+}
+
+impl fmt::Debug for TerminatedTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the keys.
+        let servers: Vec<(&[String], bool)> = self
+            .servers
+            .iter()
+            .map(|s| (s.hosts.as_slice(), s.client_ca_pem.is_some()))
+            .collect();
+        f.debug_struct("TerminatedTls")
+            .field("servers (hosts, mutual)", &servers)
+            .finish()
+    }
+}
+
 /// The sidecar's own identity: its certificate, key and the mesh's trust bundle, PEM.
 ///
 /// Part of the configuration snapshot so that renewal is a config push: connections opened

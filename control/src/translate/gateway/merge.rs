@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use trellis_engine::transport::policy::ServerCertificate;
+
+use super::tls::{self, ServerMode};
 use crate::diag::Diagnostic;
 use crate::istio::gateway::Server;
 use crate::istio::{GatewaySpec, Resource};
@@ -24,6 +27,11 @@ pub struct ServerPort<'a> {
     pub number: u16,
     pub bind: Option<String>,
     pub servers: Vec<MergedServer<'a>>,
+    /// How the port's first server is served; every other server must match it (one
+    /// listener cannot be both plain text and TLS).
+    pub mode: ServerMode,
+    /// The HTTPS servers' certificates, in server order (empty for plain text).
+    pub certificates: Vec<ServerCertificate>,
 }
 
 impl ServerPort<'_> {
@@ -44,36 +52,12 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// How a server's protocol is served.
-enum Kind {
-    /// HTTP, HTTP2, GRPC, GRPC-WEB, HTTP_PROXY: plain-text HTTP (protocol.IsHTTP).
-    Http,
-    /// HTTPS or TLS, or any server with a TLS `mode`: needs TLS, which Trellis lacks yet.
-    Tls,
-    /// TCP, MONGO, REDIS ...: not served by Trellis's gateway.
-    Other,
-}
-
-fn kind(server: &Server) -> Kind {
-    let protocol = server
-        .port
-        .as_ref()
-        .map(|p| p.protocol.to_ascii_uppercase())
-        .unwrap_or_default();
-    let tls_mode = server.tls.as_ref().is_some_and(|t| t.mode.is_some());
-    match protocol.as_str() {
-        "HTTPS" | "TLS" => Kind::Tls,
-        _ if tls_mode => Kind::Tls,
-        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY" => Kind::Http,
-        _ => Kind::Other,
-    }
-}
-
 /// The servers of the Gateways that select `labels`, merged per (port, bind) in Gateway order
 /// (mergeGateways in pilot/pkg/model/gateway.go: plain-text HTTP servers on one port share its
-/// listener and route table, `http.<port>`). Servers that cannot be served are reported, one
-/// diagnostic each naming the server, and left out: a TLS server is refused rather than served
-/// in plain text on its port, since TLS termination is not in the engine yet.
+/// listener and route table, `http.<port>`; HTTPS servers on one port share its TLS listener,
+/// the certificate chosen by SNI). Servers that cannot be served are reported, one diagnostic
+/// each naming the server, and left out: a TLS server that cannot be terminated is refused
+/// rather than served in plain text on its port.
 pub fn merge_gateways<'a>(
     gateways: &[&'a Resource<GatewaySpec>],
     labels: &BTreeMap<String, String>,
@@ -111,53 +95,49 @@ pub fn merge_gateways<'a>(
                     continue;
                 }
             };
-            match kind(server) {
-                Kind::Http => {}
-                Kind::Tls => {
-                    diags.push(gw.diag(
-                        Diagnostic::error(format!(
-                            "{label} on port {number} ({}) needs TLS termination, which Trellis does not do yet; not served (never as plain text)",
-                            port.protocol
-                        ))
-                        .field(at),
-                    ));
-                    continue;
-                }
-                Kind::Other => {
-                    diags.push(gw.diag(
-                        Diagnostic::warning(format!(
-                            "{label} on port {number}: protocol {:?} is not served by Trellis's gateway (HTTP only); not served",
-                            port.protocol
-                        ))
-                        .field(format!("{at}.port.protocol")),
-                    ));
-                    continue;
-                }
-            }
-            if server.tls.as_ref().is_some_and(|t| t.https_redirect) {
-                diags.push(gw.diag(
-                    Diagnostic::error(format!(
-                        "{label} on port {number}: tls.httpsRedirect is not implemented by Trellis; not served"
-                    ))
-                    .field(format!("{at}.tls.httpsRedirect")),
-                ));
+            let mode = tls::mode(server);
+            if let ServerMode::Refused(why) = &mode {
+                diags.push(gw.diag(tls::refused(&label, number, why).field(at)));
                 continue;
             }
+            let bind = server.bind.clone().filter(|b| !b.is_empty());
+            let existing = ports
+                .iter()
+                .position(|p| p.number == number && p.bind == bind);
+            if let Some(p) = existing.map(|i| &ports[i]).filter(|p| p.mode != mode) {
+                let why = format!(
+                    "the port already serves {:?} from an earlier server; one port cannot mix plain text, SIMPLE and MUTUAL",
+                    p.mode
+                );
+                diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));
+                continue;
+            }
+            let certificate = match mode {
+                ServerMode::Https { mutual } => match tls::certificate(server, mutual) {
+                    Ok(c) => Some(c),
+                    Err(why) => {
+                        diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             let merged = MergedServer {
                 gateway: name.clone(),
                 gateway_namespace: gw.namespace(),
                 server,
             };
-            let bind = server.bind.clone().filter(|b| !b.is_empty());
-            match ports
-                .iter_mut()
-                .find(|p| p.number == number && p.bind == bind)
-            {
-                Some(p) => p.servers.push(merged),
+            match existing {
+                Some(i) => {
+                    ports[i].servers.push(merged);
+                    ports[i].certificates.extend(certificate);
+                }
                 None => ports.push(ServerPort {
                     number,
                     bind,
                     servers: vec![merged],
+                    mode,
+                    certificates: certificate.into_iter().collect(),
                 }),
             }
         }

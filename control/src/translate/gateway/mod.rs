@@ -14,6 +14,7 @@
 pub mod binding;
 pub mod merge;
 pub mod routes;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -78,6 +79,7 @@ pub fn translate_gateway(
         };
         let table = routes::route_table(port, &site, &mut out, &mut diags);
         out.config.listeners.push(Listener {
+            tls: tls::termination(port.certificates.clone()),
             mtls: Default::default(),
             name: format!("{}_{}", address.ip(), port.number),
             address,

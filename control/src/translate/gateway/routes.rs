@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use trellis_engine::config::{Route, RouteMatch, RouteTable, StringMatch, VirtualHost};
+use trellis_engine::config::{
+    Redirect, Route, RouteAction, RouteMatch, RouteTable, StringMatch, VirtualHost,
+};
 
 use super::binding::{bound_gateways, intersect, rule_at_gateway, server_hosts_for, RuleSite};
 use super::merge::ServerPort;
@@ -81,6 +83,11 @@ pub fn route_table(
             if built.routes.is_empty() {
                 continue;
             }
+            let built = if redirects_to_https(merged.server) {
+                https_redirect()
+            } else {
+                built
+            };
             for host in shared {
                 match vhosts
                     .iter_mut()
@@ -130,6 +137,30 @@ pub fn route_table(
         table.virtual_hosts.push(vhost);
     }
     table
+}
+
+/// A plain-text server with `tls.httpsRedirect`: istiod sets `require_tls: ALL` on its
+/// virtual hosts (buildGatewayHTTPRouteConfig), so Envoy answers every request with a 301 to
+/// the same URL with scheme https instead of routing it.
+fn redirects_to_https(server: &crate::istio::gateway::Server) -> bool {
+    server.tls.as_ref().is_some_and(|t| t.https_redirect)
+        && super::tls::mode(server) == super::tls::ServerMode::Http
+}
+
+/// The one route of a virtual host that requires TLS.
+fn https_redirect() -> VsRoutes {
+    VsRoutes {
+        routes: vec![Route {
+            name: "https-redirect".to_string(),
+            action: RouteAction::Redirect(Redirect {
+                scheme: Some("https".to_string()),
+                status: 301,
+                ..Redirect::default()
+            }),
+            ..Route::default()
+        }],
+        origin: vec![(0, Some("tls.httpsRedirect".to_string()))],
+    }
 }
 
 /// Whether a VirtualService is visible to a gateway proxy in `namespace` (its `exportTo`, as

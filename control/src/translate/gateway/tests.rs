@@ -368,8 +368,9 @@ fn a_port_without_virtual_services_answers_404() {
     assert_eq!(route(&t, "http.80", "anything", "/"), Err("no route"));
 }
 
-/// A TLS server is refused with one error naming it, never served in plain text; the plain
-/// HTTP server of the same Gateway is still served.
+/// A TLS server that cannot be terminated here (its certificate is a Kubernetes Secret) is
+/// refused with one error naming it, never served in plain text; the plain HTTP server of the
+/// same Gateway is still served.
 #[test]
 fn tls_servers_are_refused_not_served_in_plain_text() {
     let servers = format!(
@@ -395,7 +396,63 @@ fn tls_servers_are_refused_not_served_in_plain_text() {
         "{}",
         refused[0].message
     );
-    assert!(refused[0].message.contains("TLS"), "{}", refused[0].message);
+    assert!(
+        refused[0].message.contains("credentialName"),
+        "{}",
+        refused[0].message
+    );
+}
+
+/// What each server's protocol and `tls.mode` gives (buildGatewayListenerTLSContext's modes):
+/// SIMPLE and MUTUAL terminate, the rest is refused with its reason.
+#[test]
+fn server_modes_follow_protocol_and_tls_mode() {
+    use super::tls::{mode, ServerMode};
+    let server = |yaml: &str| -> crate::istio::gateway::Server {
+        serde_yaml::from_str(yaml).expect("server")
+    };
+    let https = |m: &str| {
+        server(&format!(
+            "{{port: {{number: 443, name: s, protocol: HTTPS}}, hosts: [a], tls: {{mode: {m}}}}}"
+        ))
+    };
+    assert_eq!(mode(&https("SIMPLE")), ServerMode::Https { mutual: false });
+    assert_eq!(mode(&https("MUTUAL")), ServerMode::Https { mutual: true });
+    for refused in [
+        "PASSTHROUGH",
+        "AUTO_PASSTHROUGH",
+        "ISTIO_MUTUAL",
+        "OPTIONAL_MUTUAL",
+    ] {
+        assert!(matches!(mode(&https(refused)), ServerMode::Refused(why) if why.contains(refused)));
+    }
+    let plain = server(
+        "{port: {number: 80, name: h, protocol: HTTP}, hosts: [a], tls: {httpsRedirect: true}}",
+    );
+    assert_eq!(mode(&plain), ServerMode::Http);
+    let no_mode = server("{port: {number: 443, name: s, protocol: HTTPS}, hosts: [a]}");
+    assert!(matches!(mode(&no_mode), ServerMode::Refused(_)));
+    let tls = server(
+        "{port: {number: 443, name: t, protocol: TLS}, hosts: [a], tls: {mode: PASSTHROUGH}}",
+    );
+    assert!(matches!(mode(&tls), ServerMode::Refused(why) if why.contains("SNI")));
+}
+
+/// One port is plain text or TLS, not both: a later server that differs is refused and the
+/// port keeps serving as its first server does.
+#[test]
+fn a_port_does_not_mix_plain_text_and_tls() {
+    let servers = format!(
+        "{}  - port: {{number: 80, name: https, protocol: HTTPS}}\n    name: clash\n    hosts: [\"*\"]\n    tls: {{mode: SIMPLE, serverCertificate: /nonexistent, privateKey: /nonexistent}}\n",
+        http_server(80, "[\"*\"]")
+    );
+    let t = run(&gateway("gw", "default", &servers));
+    assert_eq!(t.config.listeners.len(), 1);
+    assert!(t.config.listeners[0].tls.is_none());
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error && d.message.contains("cannot mix")));
 }
 
 /// The local bind address and port offset move the listeners; route tables keep the Gateway's

@@ -26,10 +26,12 @@ use super::clock::EngineClock;
 use super::seeded::{self, with_rng};
 use super::transform::TlsTransform;
 use super::verify::{IdentityCheck, MeshClientVerifier, MeshServerVerifier, OriginationVerifier};
-use super::xfcc;
+use super::{termination, xfcc};
 use super::{HTTP1, MESH_HTTP1};
 use crate::time::Instant;
-use crate::transport::policy::{InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls};
+use crate::transport::policy::{
+    InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls, TerminatedTls,
+};
 use crate::transport::{Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory};
 
 /// The local workload's credentials and the mesh's trust.
@@ -44,7 +46,7 @@ pub struct MeshCredentials {
     pub trust_domain: String,
 }
 
-fn setup(detail: impl std::fmt::Display) -> TransformError {
+pub(super) fn setup(detail: impl std::fmt::Display) -> TransformError {
     TransformError::new(TransformErrorKind::Setup, detail.to_string())
 }
 
@@ -75,7 +77,10 @@ impl MeshCredentials {
     }
 }
 
-fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TransformError> {
+pub(super) fn certificates(
+    pem: &str,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TransformError> {
     let list = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| setup(format!("{what}: {e}")))?;
@@ -85,7 +90,7 @@ fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, T
     Ok(list)
 }
 
-fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TransformError> {
+pub(super) fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, TransformError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| setup(format!("private key: {e}")))
 }
 
@@ -131,6 +136,8 @@ pub struct MtlsTransports {
     origination: Vec<(Arc<OriginationTls>, Arc<ClientConfig>)>,
     /// Seeds each connection's RNG when handshakes are seeded.
     seeds: Option<fastrand::Rng>,
+    /// Gateway termination configs, per listener setting (few: one per TLS port).
+    termination: Vec<(Arc<TerminatedTls>, Arc<ServerConfig>)>,
 }
 
 /// Origination settings kept at most; past it the cache starts over.
@@ -168,6 +175,7 @@ impl MtlsTransports {
             mesh: None,
             origination: Vec::new(),
             seeds,
+            termination: Vec::new(),
         }
     }
 
@@ -280,6 +288,30 @@ impl MtlsTransports {
             self.origination.clear();
         }
         self.origination.push((tls.clone(), config.clone()));
+        Ok(config)
+    }
+
+    /// The gateway server config for `tls`, built on first use.
+    fn termination_server(
+        &mut self,
+        tls: &Arc<TerminatedTls>,
+    ) -> Result<Arc<ServerConfig>, TransformError> {
+        if let Some((_, config)) = self
+            .termination
+            .iter()
+            .find(|(t, _)| Arc::ptr_eq(t, tls) || **t == **tls)
+        {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(termination::server_config(
+            tls,
+            &self.provider,
+            &self.clock,
+        )?);
+        if self.termination.len() >= ORIGINATION_CACHE {
+            self.termination.clear();
+        }
+        self.termination.push((tls.clone(), config.clone()));
         Ok(config)
     }
 
@@ -409,6 +441,24 @@ impl TransportFactory for MtlsTransports {
     ) -> Result<Transport, TransformError> {
         self.clock.set(now);
         match endpoint {
+            Endpoint::Downstream {
+                peer,
+                terminate: Some(tls),
+                ..
+            } => {
+                let config = self.termination_server(tls)?;
+                let rng = self.next_rng();
+                let conn = ServerConnection::new(config)
+                    .map_err(|e| setup(format!("server connection: {e}")))?;
+                let tls = TlsTransform::new(
+                    Connection::Server(conn),
+                    self.clock.clone(),
+                    rng,
+                    format!("client {peer}"),
+                )
+                .outside_mesh();
+                Ok(Transport::Transformed(Box::new(tls)))
+            }
             Endpoint::Downstream { mode, peer, .. } => {
                 if mode == InboundMode::Disable {
                     return Ok(Transport::Plain);

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod factory;
 pub mod seeded;
 pub mod spiffe;
+pub mod termination;
 pub mod transform;
 pub mod verify;
 pub mod xfcc;

@@ -53,6 +53,7 @@ fn pair(randomness: Randomness) -> (Box<dyn ByteTransform>, Box<dyn ByteTransfor
     let s = server.transport(
         Instant::ZERO,
         Endpoint::Downstream {
+            terminate: None,
             listener: "inbound",
             peer: addr("10.0.0.1:40000"),
             local: addr("10.0.0.2:9080"),
@@ -208,6 +209,7 @@ fn a_certificate_not_yet_valid_is_refused_by_name() {
     };
     let mut c = transform(client.transport(Instant::ZERO, endpoint, None).unwrap());
     let endpoint = Endpoint::Downstream {
+        terminate: None,
         listener: "inbound",
         peer: addr("10.0.0.1:40000"),
         local: addr("10.0.0.2:9080"),
