@@ -16,6 +16,7 @@ use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
 mod control_cmd;
+mod inject_cmd;
 mod plane_client;
 mod sim_cmd;
 
@@ -76,6 +77,13 @@ enum Command {
     ///
     /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15010
     Control(control_cmd::ControlArgs),
+    /// Add the Trellis sidecar to the workloads of a YAML file, like `istioctl kube-inject`:
+    /// the `istio-init` init container (`trellis init`), the `istio-proxy` container
+    /// (`trellis proxy`), rewritten probes, Istio's labels and annotations. Other documents
+    /// are copied unchanged; injecting twice changes nothing.
+    ///
+    /// Example: trellis inject -f samples/bookinfo/platform/kube/bookinfo.yaml -o bookinfo-injected.yaml
+    Inject(inject_cmd::InjectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +274,7 @@ fn main() -> ExitCode {
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Control(args)) => control_cmd::control(args),
+        Some(Command::Inject(args)) => inject_cmd::inject(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

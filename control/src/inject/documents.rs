@@ -17,18 +17,16 @@ use serde_yaml::Value;
 
 use super::pod::Outcome;
 use super::settings::InjectSettings;
-use super::workload::{inject_document, TemplateReport};
+use super::workload::{inject_document, NamespaceLabels, TemplateReport};
 use super::InjectError;
 
 /// What `trellis inject` is told beside the file.
 #[derive(Clone, Debug, Default)]
 pub struct InjectOptions {
     pub settings: InjectSettings,
-    /// Namespace → labels (`--namespace-labels`); Namespace documents add to these.
-    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
-    /// Whether namespace labels decide (set by `--namespace-labels`, or implied by a Namespace
-    /// document in the input).
-    pub namespaces_known: bool,
+    /// The labels of the namespaces the file does not describe (`--namespace-labels`): when
+    /// given, namespace labels decide; Namespace documents in the file decide for theirs.
+    pub namespace_labels: Option<BTreeMap<String, String>>,
     /// The namespace of documents that name none.
     pub default_namespace: String,
 }
@@ -102,8 +100,11 @@ fn string_labels(value: &Value) -> BTreeMap<String, String> {
 pub fn inject_file(input: &str, options: &InjectOptions) -> Result<InjectedFile, InjectError> {
     let chunks = split(input);
     let mut documents: Vec<Option<Value>> = Vec::with_capacity(chunks.len());
-    let mut namespace_labels = options.namespace_labels.clone();
-    let mut namespaces_known = options.namespaces_known;
+    let mut namespace_labels = NamespaceLabels {
+        by_name: BTreeMap::new(),
+        others: options.namespace_labels.clone().unwrap_or_default(),
+    };
+    let mut namespaces_known = options.namespace_labels.is_some();
     for (index, chunk) in chunks.iter().enumerate() {
         let value: Value = serde_yaml::from_str(chunk.body).map_err(|e| InjectError::Yaml {
             document: index + 1,
@@ -119,6 +120,7 @@ pub fn inject_file(input: &str, options: &InjectOptions) -> Result<InjectedFile,
                 .unwrap_or_default()
                 .to_string();
             namespace_labels
+                .by_name
                 .entry(name)
                 .or_default()
                 .extend(string_labels(&value));

@@ -42,12 +42,27 @@ fn text<'v>(value: &'v Value, field: &str) -> &'v str {
     value.get(field).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Inject every pod template of `document`; `namespace_labels` gives the labels of namespaces
-/// known by name (kube-inject: `--namespace-labels` or Namespace documents); `None` injects
-/// every pod not opting out, as `istioctl kube-inject`. An empty result: nothing to inject.
+/// What is known of the namespaces' labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceLabels {
+    /// Namespaces described by name (Namespace documents).
+    pub by_name: BTreeMap<String, BTreeMap<String, String>>,
+    /// The labels of any other namespace (`--namespace-labels`).
+    pub others: BTreeMap<String, String>,
+}
+
+impl NamespaceLabels {
+    pub fn of(&self, namespace: &str) -> &BTreeMap<String, String> {
+        self.by_name.get(namespace).unwrap_or(&self.others)
+    }
+}
+
+/// Inject every pod template of `document`; `namespace_labels`, when known, decide as the
+/// webhook configuration's selectors do; `None` injects every pod not opting out, as
+/// `istioctl kube-inject`. An empty result: nothing to inject.
 pub fn inject_document(
     document: &mut Value,
-    namespace_labels: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+    namespace_labels: Option<&NamespaceLabels>,
     default_namespace: &str,
     settings: &InjectSettings,
 ) -> Result<Vec<TemplateReport>, InjectError> {
@@ -100,10 +115,9 @@ pub fn inject_document(
     })?;
     let mut metadata = take_mapping(template, "metadata", &workload)?;
     let mut spec = take_mapping(template, "spec", &workload)?;
-    let empty = BTreeMap::new();
     let selection = match namespace_labels {
         None => Selection::Explicit,
-        Some(known) => Selection::Namespace(known.get(&namespace).unwrap_or(&empty)),
+        Some(known) => Selection::Namespace(known.of(&namespace)),
     };
     let result = inject_template(
         &mut metadata,
