@@ -19,6 +19,7 @@ mod control_cmd;
 mod inject_cmd;
 mod plane_client;
 mod sim_cmd;
+mod webhook_server;
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
 ///
@@ -74,6 +75,9 @@ enum Command {
     /// `trellis proxy --control-plane ADDR`, each scoped by Sidecar and exportTo, pushed after
     /// a 100 ms debounce when a file changes, ACKed or NACKed (NACKs are logged with the sidecar
     /// and the reason).
+    ///
+    /// With --webhook-listen it also serves the sidecar injection webhook (AdmissionReview v1,
+    /// POST /inject over HTTPS with a certificate from the mesh CA), as istiod does.
     ///
     /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15010
     Control(control_cmd::ControlArgs),

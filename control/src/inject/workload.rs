@@ -95,10 +95,17 @@ pub fn inject_document(
         .filter(|ns| !ns.is_empty())
         .unwrap_or(default_namespace)
         .to_string();
-    let owner = Owner {
-        name: name.clone(),
-        api_version,
-        kind: kind.clone(),
+    // A pod's workload is its controller's (`GetDeployMetaFromPod`), as in the webhook.
+    let owner = if kind == "Pod" {
+        let json = serde_json::to_value(&*document)
+            .map_err(|e| InjectError::Invalid(format!("{kind} {name}: {e}")))?;
+        super::admission::pod_owner(&json)
+    } else {
+        Owner {
+            name: name.clone(),
+            api_version,
+            kind: kind.clone(),
+        }
     };
     let workload = format!("{kind} {namespace}/{name}");
     let mut template = &mut *document;
