@@ -25,6 +25,15 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Python modules of the injection and install tests: Python's own JSON Patch implementation
+# (applies the webhook's patches), and the validators of the manifests (Kubernetes' OpenAPI
+# schemas bundled by kubernetes-validate; jsonschema for the CRD schemas).
+if ! python3 -c "import jsonpatch, jsonschema, kubernetes_validate, yaml" 2>/dev/null; then
+  echo "== installing Python test modules: jsonpatch jsonschema kubernetes-validate PyYAML"
+  python3 -m pip install --quiet jsonpatch jsonschema kubernetes-validate PyYAML \
+    || python3 -m pip install --quiet --break-system-packages jsonpatch jsonschema kubernetes-validate PyYAML
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

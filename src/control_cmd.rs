@@ -71,24 +71,13 @@ pub struct WebhookArgs {
 /// Start the webhook when asked: a serving certificate from the mesh CA, then the server.
 fn start_webhook(args: &WebhookArgs) -> Result<()> {
     use trellis_control::ca::serving::service_dns_names;
-    use trellis_control::ca::{CertificateAuthority, PluginFiles};
+    use trellis_control::ca::CertificateAuthority;
     let Some(listen) = args.webhook_listen else {
         return Ok(());
     };
     let now = std::time::SystemTime::now();
     let files = match &args.ca_dir {
-        Some(dir) => {
-            let read = |name: &str| {
-                std::fs::read_to_string(dir.join(name))
-                    .with_context(|| format!("cannot read {}", dir.join(name).display()))
-            };
-            PluginFiles {
-                ca_cert: read("ca-cert.pem")?,
-                ca_key: read("ca-key.pem")?,
-                cert_chain: read("cert-chain.pem")?,
-                root_cert: read("root-cert.pem")?,
-            }
-        }
+        Some(dir) => crate::ca_cmd::read_plugin_files(dir)?,
         None => {
             tracing::warn!(
                 "no --ca-dir: the webhook's certificate comes from a new CA for this run"

@@ -17,6 +17,7 @@ use trellis_local_mesh::LocalMeshOptions;
 mod ca_cmd;
 mod control_cmd;
 mod inject_cmd;
+mod install_cmd;
 mod plane_client;
 mod sim_cmd;
 mod webhook_server;
@@ -88,6 +89,18 @@ enum Command {
     ///
     /// Example: trellis inject -f samples/bookinfo/platform/kube/bookinfo.yaml -o bookinfo-injected.yaml
     Inject(inject_cmd::InjectArgs),
+    /// Print (or --apply with kubectl) what runs Trellis in a cluster, like `istioctl
+    /// install`: the CRDs of the Istio kinds it reads (schemas from its Rust types), the
+    /// trellis-system namespace, the CA secret, least-privilege RBAC, the control plane's
+    /// Deployment and Service, and the sidecar injector's MutatingWebhookConfiguration.
+    ///
+    /// Example: trellis install --ca-dir mesh-ca | kubectl apply -f -
+    Install(install_cmd::InstallArgs),
+    /// Print (or --apply with kubectl) what `trellis install` created, to delete it; the CRDs
+    /// only with --purge.
+    ///
+    /// Example: trellis uninstall | kubectl delete --ignore-not-found -f -
+    Uninstall(install_cmd::UninstallArgs),
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +292,8 @@ fn main() -> ExitCode {
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Control(args)) => control_cmd::control(args),
         Some(Command::Inject(args)) => inject_cmd::inject(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Install(args)) => install_cmd::install(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Uninstall(args)) => install_cmd::uninstall(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@
 //!   renewal times, the trust bundle and root rotation.
 //! - [`analyze`]: Istio's analyzer checks (`istioctl analyze`), with Istio's codes and wording.
 //! - [`inject`]: sidecar injection (`trellis inject` and the mutating admission webhook).
+//! - [`install`]: the cluster manifests (CRDs from the Rust types, control plane, webhook).
 //! - [`diag`]: diagnostics and errors shared by all of them.
 //! - [`plane`]: the control plane: a directory source deriving the registry and workloads,
 //!   per-sidecar scoping, and the push protocol as a sans-IO state machine.
@@ -22,6 +23,7 @@ pub mod ca;
 pub mod diag;
 pub mod explain;
 pub mod inject;
+pub mod install;
 pub mod istio;
 pub mod plane;
 pub mod proxy_config;
