@@ -209,3 +209,86 @@ pub fn pod_owner(pod: &Value) -> Owner {
     }
     owner
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(kind: &str, object: Value) -> Vec<u8> {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+               "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind},
+                           "namespace": "shop", "object": object}})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn response(answer: &WebhookAnswer) -> Value {
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        serde_json::from_slice::<Value>(&answer.body).unwrap()["response"].clone()
+    }
+
+    #[test]
+    fn other_kinds_and_opted_out_pods_are_allowed_without_a_patch() {
+        let settings = InjectSettings::default();
+        let service = answer(
+            Some("application/json"),
+            &review("Service", json!({})),
+            &settings,
+        );
+        assert_eq!(response(&service), json!({"uid": "u-1", "allowed": true}));
+        let opted_out = json!({"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                               "spec": {"containers": [{"name": "a"}]}});
+        let answer = answer(
+            Some("application/json; charset=utf-8"),
+            &review("Pod", opted_out),
+            &settings,
+        );
+        assert_eq!(response(&answer), json!({"uid": "u-1", "allowed": true}));
+    }
+
+    #[test]
+    fn a_pod_is_patched_in_the_requests_namespace() {
+        let pod = json!({"metadata": {"name": "web-0", "labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web"}]}});
+        let answer = answer(
+            Some("application/json"),
+            &review("Pod", pod),
+            &InjectSettings::default(),
+        );
+        let response = response(&answer);
+        assert_eq!(response["patchType"], "JSONPatch");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().unwrap())
+            .unwrap();
+        let ops: Vec<Value> = serde_json::from_slice(&patch).unwrap();
+        let config = ops
+            .iter()
+            .find(|op| op["path"] == "/metadata/annotations")
+            .map(|op| {
+                op["value"]["sidecar.trellis.dev/proxyConfig"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap();
+        assert!(config.contains(r#""namespace":"shop""#), "{config}");
+    }
+
+    #[test]
+    fn the_owner_of_a_replica_set_pod_is_its_deployment() {
+        let pod = json!({"metadata": {"generateName": "reviews-v1-7f9-", "labels": {"pod-template-hash": "7f9"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "reviews-v1-7f9", "controller": true}]}});
+        let owner = pod_owner(&pod);
+        assert_eq!(
+            (owner.name.as_str(), owner.kind.as_str()),
+            ("reviews-v1", "Deployment")
+        );
+        let bare = pod_owner(&json!({"metadata": {"generateName": "debug-"}}));
+        assert_eq!((bare.name.as_str(), bare.kind.as_str()), ("debug", "Pod"));
+    }
+}

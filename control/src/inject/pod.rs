@@ -344,3 +344,123 @@ impl serde::Serialize for StatusOrder<'_> {
         map.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> (Mapping, Mapping) {
+        let value: Value = serde_yaml::from_str(yaml).unwrap();
+        let metadata = value["metadata"].as_mapping().cloned().unwrap_or_default();
+        let spec = value["spec"].as_mapping().cloned().unwrap_or_default();
+        (metadata, spec)
+    }
+
+    fn inject(
+        yaml: &str,
+        settings: &InjectSettings,
+    ) -> Result<(Outcome, Mapping, Mapping), InjectError> {
+        let (mut metadata, mut spec) = pod(yaml);
+        let owner = Owner {
+            name: "web".into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+        };
+        let outcome = inject_template(
+            &mut metadata,
+            &mut spec,
+            "shop",
+            &owner,
+            Selection::Explicit,
+            settings,
+        )?;
+        Ok((outcome, metadata, spec))
+    }
+
+    fn container_names(spec: &Mapping, field: &str) -> Vec<String> {
+        names(
+            spec.get(key(field))
+                .and_then(Value::as_sequence)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        )
+    }
+
+    const APP: &str = "metadata: {labels: {app: web}}\nspec:\n  initContainers: [{name: migrate}]\n  containers: [{name: web}, {name: log}]\n";
+
+    #[test]
+    fn without_hold_the_sidecar_goes_last_and_istio_init_after_the_users_init_containers() {
+        let settings = InjectSettings {
+            hold_application_until_proxy_starts: false,
+            ..InjectSettings::default()
+        };
+        let (outcome, _, spec) = inject(APP, &settings).unwrap();
+        assert_eq!(outcome, Outcome::Injected);
+        assert_eq!(
+            container_names(&spec, "containers"),
+            ["web", "log", "istio-proxy"]
+        );
+        assert_eq!(
+            container_names(&spec, "initContainers"),
+            ["migrate", "istio-init"]
+        );
+        let proxy = &spec[&key("containers")][2];
+        assert!(
+            proxy.get("lifecycle").is_none(),
+            "no postStart wait without hold"
+        );
+    }
+
+    #[test]
+    fn annotations_choose_image_interception_and_resources() {
+        let yaml = "metadata:\n  annotations:\n    sidecar.istio.io/proxyImage: registry.local/trellis:dev\n    sidecar.istio.io/interceptionMode: NONE\n    sidecar.istio.io/proxyMemory: 64Mi\nspec:\n  containers: [{name: web}]\n";
+        let (_, metadata, spec) = inject(yaml, &InjectSettings::default()).unwrap();
+        assert!(
+            container_names(&spec, "initContainers").is_empty(),
+            "NONE: no init container"
+        );
+        let proxy = &spec[&key("containers")][0];
+        assert_eq!(proxy["image"], key("registry.local/trellis:dev"));
+        assert_eq!(proxy["resources"]["requests"]["memory"], key("64Mi"));
+        assert!(proxy["resources"].get("limits").is_none());
+        let status = metadata[&key("annotations")][&key(SIDECAR_STATUS_ANNOTATION)]
+            .as_str()
+            .unwrap();
+        assert!(
+            status.starts_with(r#"{"initContainers":null,"containers":["istio-proxy"]"#),
+            "{status}"
+        );
+        // The labels the template adds, defaults from the owner.
+        assert_eq!(
+            metadata[&key("labels")][&key("service.istio.io/canonical-name")],
+            key("web")
+        );
+        assert_eq!(
+            metadata[&key("labels")][&key("service.istio.io/canonical-revision")],
+            key("latest")
+        );
+    }
+
+    #[test]
+    fn tproxy_and_bad_labels_are_refused_with_the_reason() {
+        let tproxy = "metadata: {annotations: {sidecar.istio.io/interceptionMode: TPROXY}}\nspec: {containers: [{name: a}]}\n";
+        let err = inject(tproxy, &InjectSettings::default()).unwrap_err();
+        assert!(err.to_string().contains("TPROXY"), "{err}");
+        let numeric = "metadata: {labels: {version: 2}}\nspec: {containers: [{name: a}]}\n";
+        let err = inject(numeric, &InjectSettings::default()).unwrap_err();
+        assert!(err.to_string().contains("metadata.labels"), "{err}");
+    }
+
+    #[test]
+    fn opted_out_host_network_and_injected_pods_are_left_alone() {
+        for (yaml, reason) in [
+            ("metadata: {labels: {sidecar.istio.io/inject: 'false'}}\nspec: {containers: [{name: a}]}\n", SkipReason::InjectionDisabled),
+            ("spec: {hostNetwork: true, containers: [{name: a}]}\n", SkipReason::InjectionDisabled),
+            ("spec: {containers: [{name: a}, {name: istio-proxy}]}\n", SkipReason::AlreadyInjected),
+        ] {
+            let (outcome, metadata, spec) = inject(yaml, &InjectSettings::default()).unwrap();
+            assert_eq!(outcome, Outcome::Skipped(reason));
+            assert_eq!(pod(yaml), (metadata, spec), "left as it was");
+        }
+    }
+}
