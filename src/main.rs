@@ -156,8 +156,10 @@ struct ProxyArgs {
     no_watch: bool,
     /// Receive routes and clusters from `trellis control` at this address instead of the
     /// file's `services` and `istio` (the file still gives listeners, `http` and `workload`).
-    #[arg(long, value_name = "IP:PORT", conflicts_with = "gateway")]
-    control_plane: Option<std::net::SocketAddr>,
+    /// A name is resolved at each (re)connection, e.g. trellis-control.trellis-system.svc:15010.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "gateway",
+          value_parser = plane_client::parse_address)]
+    control_plane: Option<String>,
     /// This sidecar's name: its pod's (or `<deployment>-<i>`). When the control plane's
     /// directory has that workload in the file's `workload.namespace`, its labels and service
     /// account decide what this sidecar sees; the name also appears in NACK reports.
