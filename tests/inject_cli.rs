@@ -259,3 +259,41 @@ fn bad_input_is_refused_with_the_document_named() {
     let missing = trellis(&["inject", "-f", "/nonexistent/app.yaml"], None);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/app.yaml"));
 }
+
+#[test]
+fn the_sidecars_config_annotation_is_a_config_trellis_proxy_accepts() {
+    let injected = inject(&samples()[0].1, &[]);
+    let dir = std::env::temp_dir().join(format!("trellis-inject-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let mut checked = 0;
+    for doc in documents(&injected) {
+        let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&doc) else {
+            continue;
+        };
+        let annotations = &value["spec"]["template"]["metadata"]["annotations"];
+        let Some(config) = annotations["sidecar.trellis.dev/proxyConfig"].as_str() else {
+            continue;
+        };
+        // What the downward API volume puts at /etc/istio/pod/trellis-proxy.yaml.
+        let file = dir.join(format!("{checked}.yaml"));
+        std::fs::write(&file, config).expect("write config");
+        let out = trellis(
+            &["proxy", "--check", "--config", file.to_str().expect("path")],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{config}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains("2 listener(s)") && summary.contains("(0 error(s))"),
+            "{summary}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "bookinfo has six Deployments");
+    let _ = std::fs::remove_dir_all(&dir);
+}
