@@ -6,6 +6,7 @@
 //! with `trellis init` / `trellis proxy` in the roles of `istio-iptables` / `pilot-agent`.
 //!
 //! - [`settings`]: the injector's configuration and the pod's annotations.
+//! - [`validate`]: the annotations Istio refuses when malformed.
 //! - [`template`]: the injected containers and volumes (the injection template).
 //! - [`probes`]: application probes rewritten onto the sidecar's status port.
 //! - [`pod`]: injecting one pod template, in Istio's order of steps.
@@ -24,6 +25,7 @@ pub mod pod;
 pub mod probes;
 pub mod settings;
 pub mod template;
+pub mod validate;
 pub mod workload;
 
 pub use crate::plane::injection::PROXY_CONTAINER;

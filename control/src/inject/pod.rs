@@ -191,6 +191,7 @@ pub fn inject_template(
     debug_assert!(!metadata.contains_key(key(SIDECAR_STATUS_ANNOTATION)));
     let mut labels = string_map(metadata, "labels")?;
     let annotations = string_map(metadata, "annotations")?;
+    super::validate::validate_annotations(&annotations)?;
     let pod_annotations = PodAnnotations(&annotations);
     let status_port = pod_annotations.status_port()?;
     let service_account = spec
@@ -438,6 +439,62 @@ mod tests {
         assert_eq!(
             metadata[&key("labels")][&key("service.istio.io/canonical-revision")],
             key("latest")
+        );
+    }
+
+    #[test]
+    fn the_init_arguments_are_istios_for_its_traffic_annotations_testdata() {
+        // Input and expected `istio-iptables` arguments of Istio's
+        // pkg/kube/inject/testdata/inject/traffic-annotations.yaml(.injected).
+        let yaml = r#"
+metadata:
+  annotations:
+    sidecar.istio.io/proxyCPU: 4000m
+    traffic.sidecar.istio.io/includeInboundPorts: "1,2,3"
+    traffic.sidecar.istio.io/excludeInboundPorts: "4,5,6"
+    traffic.sidecar.istio.io/excludeOutboundPorts: "7,8,9"
+    traffic.sidecar.istio.io/includeOutboundIPRanges: "127.0.0.1/24,10.96.0.1/24"
+    traffic.sidecar.istio.io/excludeOutboundIPRanges: "10.96.0.2/24,10.96.0.3/24"
+  labels: {app: traffic}
+spec:
+  containers: [{name: traffic, image: "fake.docker.io/google-samples/traffic-go-gke:1.0"}]
+"#;
+        let (_, _, spec) = inject(yaml, &InjectSettings::default()).unwrap();
+        let init = &spec[&key("initContainers")][0];
+        let args: Vec<&str> = init["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let istio = [
+            "istio-iptables",
+            "-p",
+            "15001",
+            "-z",
+            "15006",
+            "-u",
+            "1337",
+            "-m",
+            "REDIRECT",
+            "-i",
+            "127.0.0.1/24,10.96.0.1/24",
+            "-x",
+            "10.96.0.2/24,10.96.0.3/24",
+            "-b",
+            "1,2,3",
+            "-d",
+            "15090,15021,4,5,6,15020",
+            "-o",
+            "7,8,9",
+            "--log_output_level=default:info",
+        ];
+        assert_eq!(args[0], "init", "trellis init in istio-iptables' place");
+        assert_eq!(args[1..], istio[1..]);
+        let proxy = &spec[&key("containers")][0];
+        assert_eq!(
+            proxy["resources"],
+            serde_yaml::from_str::<Value>("{requests: {cpu: 4000m}}").unwrap()
         );
     }
 

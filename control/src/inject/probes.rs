@@ -177,4 +177,41 @@ mod tests {
         rewrite_probes(&mut list, 15020, &mut again);
         assert!(again.is_empty(), "{again:?}");
     }
+
+    #[test]
+    fn istios_hello_probes_testdata_rewrites_the_same() {
+        // pkg/kube/inject/testdata/inject/hello-probes.yaml(.injected); Istio's lifecycle
+        // entries (/app-lifecycle/...) are the part Trellis leaves out (see the module docs).
+        let mut list = containers(
+            r#"
+- name: hello
+  ports: [{name: http, containerPort: 80}]
+  livenessProbe: {httpGet: {port: http}}
+  readinessProbe: {httpGet: {port: 3333}}
+- name: world
+  ports: [{name: http, containerPort: 90}]
+  livenessProbe: {httpGet: {port: http}}
+  readinessProbe: {exec: {command: [cat, /tmp/healthy]}}
+"#,
+        );
+        let mut probers = serde_json::Map::new();
+        rewrite_probes(&mut list, 15020, &mut probers);
+        assert_eq!(
+            serde_json::Value::Object(probers).to_string(),
+            r#"{"/app-health/hello/livez":{"httpGet":{"port":80}},"/app-health/hello/readyz":{"httpGet":{"port":3333}},"/app-health/world/livez":{"httpGet":{"port":90}}}"#
+        );
+        let expected: Vec<Value> = containers(
+            r#"
+- name: hello
+  ports: [{name: http, containerPort: 80}]
+  livenessProbe: {httpGet: {port: 15020, path: /app-health/hello/livez}}
+  readinessProbe: {httpGet: {port: 15020, path: /app-health/hello/readyz}}
+- name: world
+  ports: [{name: http, containerPort: 90}]
+  livenessProbe: {httpGet: {port: 15020, path: /app-health/world/livez}}
+  readinessProbe: {exec: {command: [cat, /tmp/healthy]}}
+"#,
+        );
+        assert_eq!(list, expected);
+    }
 }
