@@ -25,6 +25,22 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Python modules of the injection and install tests: Python's own JSON Patch implementation
+# (applies the webhook's patches), and the validators of the manifests (Kubernetes' OpenAPI
+# schemas bundled by kubernetes-validate; jsonschema for the CRD schemas).
+if ! python3 -c "import jsonpatch, jsonschema, kubernetes_validate, yaml" 2>/dev/null; then
+  echo "== installing Python test modules: jsonpatch jsonschema kubernetes-validate PyYAML"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+    fi
+  fi
+  python3 -m pip install --quiet jsonpatch jsonschema kubernetes-validate PyYAML \
+    || python3 -m pip install --quiet --break-system-packages jsonpatch jsonschema kubernetes-validate PyYAML
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

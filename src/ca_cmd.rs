@@ -71,16 +71,32 @@ fn read(dir: &Path, name: &str) -> Result<String> {
     fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The plug-in CA files of `dir` (`trellis ca init`'s, or Istio's `cacerts` secret mounted).
+pub fn read_plugin_files(dir: &Path) -> Result<PluginFiles> {
+    Ok(PluginFiles {
+        ca_cert: read(dir, "ca-cert.pem")?,
+        ca_key: read(dir, "ca-key.pem")?,
+        cert_chain: read(dir, "cert-chain.pem")?,
+        root_cert: read(dir, "root-cert.pem")?,
+    })
+}
+
+/// A new root and intermediate written to `dir` as plug-in CA files (keys private).
+pub fn write_new_ca(dir: &Path, trust_domain: &str) -> Result<PluginFiles> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (files, root_key) = new_plugin_ca(trust_domain, SystemTime::now())?;
+    write(dir, "ca-cert.pem", &files.ca_cert, false)?;
+    write(dir, "ca-key.pem", &files.ca_key, true)?;
+    write(dir, "cert-chain.pem", &files.cert_chain, false)?;
+    write(dir, "root-cert.pem", &files.root_cert, false)?;
+    write(dir, "root-key.pem", &root_key, true)?;
+    Ok(files)
+}
+
 pub fn ca(args: CaArgs) -> Result<()> {
     match args.command {
         CaCommand::Init { dir, trust_domain } => {
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let (files, root_key) = new_plugin_ca(&trust_domain, SystemTime::now())?;
-            write(&dir, "ca-cert.pem", &files.ca_cert, false)?;
-            write(&dir, "ca-key.pem", &files.ca_key, true)?;
-            write(&dir, "cert-chain.pem", &files.cert_chain, false)?;
-            write(&dir, "root-cert.pem", &files.root_cert, false)?;
-            write(&dir, "root-key.pem", &root_key, true)?;
+            write_new_ca(&dir, &trust_domain)?;
             println!(
                 "CA for trust domain {trust_domain} written to {}",
                 dir.display()
@@ -94,12 +110,7 @@ pub fn ca(args: CaArgs) -> Result<()> {
             out,
             ttl_secs,
         } => {
-            let files = PluginFiles {
-                ca_cert: read(&dir, "ca-cert.pem")?,
-                ca_key: read(&dir, "ca-key.pem")?,
-                cert_chain: read(&dir, "cert-chain.pem")?,
-                root_cert: read(&dir, "root-cert.pem")?,
-            };
+            let files = read_plugin_files(&dir)?;
             let identity = WorkloadIdentity::new(&trust_domain, &namespace, &service_account)?;
             let issued = issue_workload(
                 &trust_domain,

@@ -44,6 +44,71 @@ pub struct ControlArgs {
     /// answers are pushed like a changed file. 0 resolves them only when files change.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     dns_refresh_secs: u64,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The mutating admission webhook (`POST /inject` over HTTPS), served beside the sidecars.
+#[derive(Args, Debug)]
+pub struct WebhookArgs {
+    /// Serve the sidecar injection webhook here (e.g. 0.0.0.0:15017, Istio's port).
+    #[arg(long, value_name = "IP:PORT")]
+    webhook_listen: Option<SocketAddr>,
+    /// The mesh CA's plug-in files (`trellis ca init`, or Istio's `cacerts` secret mounted):
+    /// the webhook's serving certificate is issued from it. Without: a new CA for this run.
+    #[arg(long, value_name = "DIR", requires = "webhook_listen")]
+    ca_dir: Option<PathBuf>,
+    /// The webhook certificate's DNS names (repeatable; default: the trellis-control Service
+    /// in trellis-system, `trellis-control.trellis-system.svc` and its other forms).
+    #[arg(
+        long = "webhook-dns-name",
+        value_name = "NAME",
+        requires = "webhook_listen"
+    )]
+    webhook_dns_names: Vec<String>,
+    /// Write the root certificate clients must trust (the webhook configuration's caBundle).
+    #[arg(long, value_name = "FILE", requires = "webhook_listen")]
+    webhook_ca_bundle_out: Option<PathBuf>,
+    #[command(flatten)]
+    injector: crate::inject_cmd::InjectorArgs,
+}
+
+/// Start the webhook when asked: a serving certificate from the mesh CA, then the server.
+fn start_webhook(args: &WebhookArgs) -> Result<()> {
+    use trellis_control::ca::serving::service_dns_names;
+    use trellis_control::ca::CertificateAuthority;
+    let Some(listen) = args.webhook_listen else {
+        return Ok(());
+    };
+    let now = std::time::SystemTime::now();
+    let files = match &args.ca_dir {
+        Some(dir) => crate::ca_cmd::read_plugin_files(dir)?,
+        None => {
+            tracing::warn!(
+                "no --ca-dir: the webhook's certificate comes from a new CA for this run"
+            );
+            trellis_control::ca::bootstrap::new_plugin_ca("cluster.local", now)
+                .context("cannot make a CA")?
+                .0
+        }
+    };
+    let mut ca = CertificateAuthority::plug_in("cluster.local", &files)
+        .context("the CA files are not a usable CA")?;
+    let names = if args.webhook_dns_names.is_empty() {
+        service_dns_names("trellis-control", "trellis-system")
+    } else {
+        args.webhook_dns_names.clone()
+    };
+    // A year, as the files' CA outlives it; restart to renew.
+    let serving = ca
+        .issue_serving(&names, now, Duration::from_secs(365 * 86_400))
+        .context("cannot issue the webhook's certificate")?;
+    if let Some(path) = &args.webhook_ca_bundle_out {
+        std::fs::write(path, &serving.root_cert)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let tls = crate::webhook_server::tls_config(&serving.cert_chain, &serving.key)?;
+    crate::webhook_server::start(listen, tls, args.injector.settings()?)
 }
 
 /// A sidecar that does not take a push within this long is disconnected (it reconnects and
@@ -57,6 +122,7 @@ enum Note {
 }
 
 pub fn control(args: ControlArgs) -> Result<ExitCode> {
+    start_webhook(&args.webhook)?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, dir = %args.dir.display(), "control plane serving");

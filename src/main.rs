@@ -16,8 +16,11 @@ use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
 mod control_cmd;
+mod inject_cmd;
+mod install_cmd;
 mod plane_client;
 mod sim_cmd;
+mod webhook_server;
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
 ///
@@ -74,8 +77,30 @@ enum Command {
     /// a 100 ms debounce when a file changes, ACKed or NACKed (NACKs are logged with the sidecar
     /// and the reason).
     ///
+    /// With --webhook-listen it also serves the sidecar injection webhook (AdmissionReview v1,
+    /// POST /inject over HTTPS with a certificate from the mesh CA), as istiod does.
+    ///
     /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15010
     Control(control_cmd::ControlArgs),
+    /// Add the Trellis sidecar to the workloads of a YAML file, like `istioctl kube-inject`:
+    /// the `istio-init` init container (`trellis init`), the `istio-proxy` container
+    /// (`trellis proxy`), rewritten probes, Istio's labels and annotations. Other documents
+    /// are copied unchanged; injecting twice changes nothing.
+    ///
+    /// Example: trellis inject -f samples/bookinfo/platform/kube/bookinfo.yaml -o bookinfo-injected.yaml
+    Inject(inject_cmd::InjectArgs),
+    /// Print (or --apply with kubectl) what runs Trellis in a cluster, like `istioctl
+    /// install`: the CRDs of the Istio kinds it reads (schemas from its Rust types), the
+    /// trellis-system namespace, the CA secret, least-privilege RBAC, the control plane's
+    /// Deployment and Service, and the sidecar injector's MutatingWebhookConfiguration.
+    ///
+    /// Example: trellis install --ca-dir mesh-ca | kubectl apply -f -
+    Install(install_cmd::InstallArgs),
+    /// Print (or --apply with kubectl) what `trellis install` created, to delete it; the CRDs
+    /// only with --purge.
+    ///
+    /// Example: trellis uninstall | kubectl delete --ignore-not-found -f -
+    Uninstall(install_cmd::UninstallArgs),
 }
 
 #[derive(Args, Debug)]
@@ -135,8 +160,10 @@ struct ProxyArgs {
     dns_refresh_secs: u64,
     /// Receive routes and clusters from `trellis control` at this address instead of the
     /// file's `services` and `istio` (the file still gives listeners, `http` and `workload`).
-    #[arg(long, value_name = "IP:PORT", conflicts_with = "gateway")]
-    control_plane: Option<std::net::SocketAddr>,
+    /// A name is resolved at each (re)connection, e.g. trellis-control.trellis-system.svc:15010.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "gateway",
+          value_parser = plane_client::parse_address)]
+    control_plane: Option<String>,
     /// This sidecar's name: its pod's (or `<deployment>-<i>`). When the control plane's
     /// directory has that workload in the file's `workload.namespace`, its labels and service
     /// account decide what this sidecar sees; the name also appears in NACK reports.
@@ -271,6 +298,9 @@ fn main() -> ExitCode {
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Control(args)) => control_cmd::control(args),
+        Some(Command::Inject(args)) => inject_cmd::inject(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Install(args)) => install_cmd::install(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Uninstall(args)) => install_cmd::uninstall(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,7 @@
 //! `trellis_control::plane::push::Client`; this is only its transport.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +22,19 @@ use trellis_control::translate::Workload;
 use trellis_engine::config::Config;
 use trellis_io::ControlHandle;
 
+/// `HOST:PORT` (a name or an address) as `--control-plane` takes it.
+pub fn parse_address(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(text.to_string())
+        }
+        _ => Err(format!("{text:?} is not HOST:PORT")),
+    }
+}
+
 /// Start the client thread; it runs until the process exits.
 pub fn start(
-    addr: SocketAddr,
+    addr: String,
     node: String,
     workload: Workload,
     base: Arc<Config>,
@@ -33,7 +43,7 @@ pub fn start(
     std::thread::spawn(move || {
         let mut client = Client::new(node, workload.clone());
         loop {
-            match session(addr, &mut client, &base, &workload, &control) {
+            match session(&addr, &mut client, &base, &workload, &control) {
                 Ok(()) => tracing::warn!(%addr, "control plane closed the connection"),
                 Err(e) => tracing::warn!(%addr, "control plane unreachable: {e}"),
             }
@@ -43,12 +53,13 @@ pub fn start(
 }
 
 fn session(
-    addr: SocketAddr,
+    addr: &str,
     client: &mut Client,
     base: &Config,
     workload: &Workload,
     control: &ControlHandle,
 ) -> std::io::Result<()> {
+    // Resolved on every (re)connection: in a cluster the address is a Service's DNS name.
     let mut stream = TcpStream::connect(addr)?;
     let frame = |m: &_| encode(m).map_err(|e| std::io::Error::other(e.to_string()));
     stream.write_all(&frame(&client.hello())?)?;

@@ -12,6 +12,8 @@
 //! - [`ca`]: the certificate authority: workload certificates with SPIFFE ids from CSRs,
 //!   renewal times, the trust bundle and root rotation.
 //! - [`analyze`]: Istio's analyzer checks (`istioctl analyze`), with Istio's codes and wording.
+//! - [`inject`]: sidecar injection (`trellis inject` and the mutating admission webhook).
+//! - [`install`]: the cluster manifests (CRDs from the Rust types, control plane, webhook).
 //! - [`diag`]: diagnostics and errors shared by all of them.
 //! - [`plane`]: the control plane: a directory source deriving the registry and workloads,
 //!   per-sidecar scoping, and the push protocol as a sans-IO state machine.
@@ -21,6 +23,8 @@ pub mod ca;
 pub mod diag;
 pub mod dns;
 pub mod explain;
+pub mod inject;
+pub mod install;
 pub mod istio;
 pub mod plane;
 pub mod proxy_config;

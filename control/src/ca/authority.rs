@@ -294,6 +294,25 @@ impl CertificateAuthority {
         })
     }
 
+    /// Sign a leaf certificate of `params` for `key`: this CA's serial, validity from a minute
+    /// before `now` for `ttl` (never past the CA's own); the certificate and the chain above it.
+    pub(super) fn sign(
+        &mut self,
+        mut params: CertificateParams,
+        key: &KeyPair,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<(String, Vec<String>), CaError> {
+        if now >= self.not_after {
+            return Err(CaError::CaExpired);
+        }
+        params.not_before = at(now - BACKDATE);
+        params.not_after = at((now + ttl).min(self.not_after));
+        params.serial_number = Some(self.next_serial(now));
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok((cert.pem(), self.chain.clone()))
+    }
+
     /// A serial number unique to this CA: the issue time's seconds, then a counter; positive.
     fn next_serial(&mut self, now: SystemTime) -> SerialNumber {
         self.issued += 1;

@@ -14,12 +14,14 @@
 //! - [`authority`]: [`CertificateAuthority`], issuing.
 //! - [`identity`]: [`WorkloadIdentity`] and its SPIFFE URI.
 //! - [`rotation`]: renewal time and [`TrustBundle`].
+//! - [`serving`]: DNS serving certificates for the control plane's webhook.
 //! - [`bootstrap`]: a new root and intermediate, and workload files, for `trellis ca`.
 
 pub mod authority;
 pub mod bootstrap;
 pub mod identity;
 pub mod rotation;
+pub mod serving;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::common::WorkloadSelector;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     /// Workloads the policy applies to (absent: every workload of its namespace, or of the
@@ -25,7 +25,9 @@ pub struct AuthorizationPolicySpec {
 }
 
 #[allow(clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub enum AuthorizationAction {
     #[default]
     ALLOW,
@@ -35,7 +37,7 @@ pub enum AuthorizationAction {
 }
 
 /// `istio.type.v1beta1.PolicyTargetReference`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PolicyTargetReference {
     pub group: Option<String>,
@@ -45,14 +47,14 @@ pub struct PolicyTargetReference {
 }
 
 /// `AuthorizationPolicy.ExtensionProvider`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct ExtensionProvider {
     pub name: String,
 }
 
 /// A rule matches when every present part matches: any `from`, any `to`, every `when`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct Rule {
     pub from: Vec<RuleFrom>,
@@ -60,20 +62,20 @@ pub struct Rule {
     pub when: Vec<Condition>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct RuleFrom {
     pub source: Option<Source>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct RuleTo {
     pub operation: Option<Operation>,
 }
 
 /// Who sends the request.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Source {
     pub principals: Vec<String>,
@@ -93,7 +95,7 @@ pub struct Source {
 }
 
 /// What the request asks for.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Operation {
     pub hosts: Vec<String>,
@@ -108,7 +110,7 @@ pub struct Operation {
 }
 
 /// `when`: an attribute key and the values it must (`values`) or must not (`notValues`) have.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Condition {
     pub key: String,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 /// The part of Kubernetes `ObjectMeta` that matters to us. Bookkeeping fields that the API
 /// server adds are accepted (so `kubectl get -o yaml` output loads) but not interpreted.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub name: String,
@@ -22,9 +22,13 @@ pub struct ObjectMeta {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub generation: Option<i64>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub creation_timestamp: Option<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub managed_fields: Option<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub owner_references: Option<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub finalizers: Option<serde_yaml::Value>,
 }
 
@@ -47,7 +51,7 @@ pub struct Document<S> {
 
 /// Istio `StringMatch`: exactly one of `exact`, `prefix`, `regex` (or none, meaning "present"
 /// where Istio allows an empty match, e.g. in `headers`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct StringMatchSpec {
     pub exact: Option<String>,
@@ -56,21 +60,21 @@ pub struct StringMatchSpec {
 }
 
 /// Istio `Percent`: `{ value: 12.5 }`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default)]
 pub struct Percent {
     pub value: f64,
 }
 
 /// Istio `PortSelector`: `{ number: 9080 }`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct PortSelector {
     pub number: u32,
 }
 
 /// Istio `Headers.HeaderOperations`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct HeaderOperations {
     pub set: BTreeMap<String, String>,
@@ -79,7 +83,7 @@ pub struct HeaderOperations {
 }
 
 /// Istio `Headers`: operations on the request and the response.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct Headers {
     pub request: Option<HeaderOperations>,
@@ -88,14 +92,14 @@ pub struct Headers {
 
 /// Istio `WorkloadSelector` as DestinationRule (and the security resources) write it:
 /// `matchLabels` (`istio.type.v1beta1.WorkloadSelector`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct WorkloadSelector {
     pub match_labels: BTreeMap<String, String>,
 }
 
 /// Istio networking `WorkloadSelector` as Sidecar and ServiceEntry write it: `labels`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct LabelsSelector {
     pub labels: BTreeMap<String, String>,

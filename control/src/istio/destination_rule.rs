@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::common::{PortSelector, WorkloadSelector};
 use super::duration::IstioDuration;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct DestinationRuleSpec {
     pub host: String,
@@ -19,7 +19,7 @@ pub struct DestinationRuleSpec {
 
 /// Istio `TrafficPolicy`. Each part, when present, replaces the same part of the policy it
 /// overrides (port-level over top-level, subset over both), as istiod merges them.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
@@ -27,13 +27,16 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetectionSpec>,
     pub tls: Option<ClientTlsSettings>,
     pub port_level_settings: Vec<PortTrafficPolicy>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub tunnel: Option<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub proxy_protocol: Option<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub retry_budget: Option<serde_yaml::Value>,
 }
 
 /// Istio `TrafficPolicy.PortTrafficPolicy`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PortTrafficPolicy {
     pub port: Option<PortSelector>,
@@ -44,7 +47,7 @@ pub struct PortTrafficPolicy {
 }
 
 /// Istio `Subset`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Subset {
     pub name: String,
@@ -54,7 +57,7 @@ pub struct Subset {
 
 /// Istio `LoadBalancerSettings.SimpleLB`.
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 pub enum SimpleLb {
     UNSPECIFIED,
     LEAST_CONN,
@@ -65,20 +68,22 @@ pub enum SimpleLb {
 }
 
 /// Istio `LoadBalancerSettings`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHashLb>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub locality_lb_setting: Option<serde_yaml::Value>,
     pub warmup_duration_secs: Option<IstioDuration>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub warmup: Option<serde_yaml::Value>,
 }
 
 /// Istio `LoadBalancerSettings.ConsistentHashLB`: a hash key (one of `httpHeaderName`,
 /// `httpCookie`, `useSourceIp`, `httpQueryParameterName`) and the algorithm (`ringHash` or
 /// `maglev`; the legacy `minimumRingSize` means ring hash).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ConsistentHashLb {
     pub http_header_name: Option<String>,
@@ -91,7 +96,7 @@ pub struct ConsistentHashLb {
 }
 
 /// `ConsistentHashLB.HTTPCookie`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpCookie {
     pub name: String,
@@ -101,7 +106,7 @@ pub struct HttpCookie {
 }
 
 /// `ConsistentHashLB.HTTPCookie.Attribute`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default)]
 pub struct CookieAttribute {
     pub name: String,
@@ -109,38 +114,39 @@ pub struct CookieAttribute {
 }
 
 /// `ConsistentHashLB.RingHash`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RingHashSpec {
     pub minimum_ring_size: Option<u64>,
 }
 
 /// `ConsistentHashLB.MagLev`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct MaglevSpec {
     pub table_size: Option<u64>,
 }
 
 /// Istio `ConnectionPoolSettings`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default)]
 pub struct ConnectionPoolSettings {
     pub tcp: Option<TcpSettings>,
     pub http: Option<HttpSettingsSpec>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TcpSettings {
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<IstioDuration>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub tcp_keepalive: Option<serde_yaml::Value>,
     pub max_connection_duration: Option<IstioDuration>,
     pub idle_timeout: Option<IstioDuration>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpSettingsSpec {
     pub http1_max_pending_requests: Option<u32>,
@@ -154,7 +160,7 @@ pub struct HttpSettingsSpec {
 }
 
 /// Istio `OutlierDetection`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct OutlierDetectionSpec {
     pub split_external_local_origin_errors: Option<bool>,
@@ -172,7 +178,9 @@ pub struct OutlierDetectionSpec {
 
 /// Istio `ClientTLSSettings.TLSmode`.
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, schemars::JsonSchema, PartialEq, Eq, serde::Serialize,
+)]
 pub enum TlsMode {
     DISABLE,
     SIMPLE,
@@ -181,7 +189,7 @@ pub enum TlsMode {
 }
 
 /// Istio `ClientTLSSettings`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClientTlsSettings {
     pub mode: Option<TlsMode>,

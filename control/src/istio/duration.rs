@@ -91,6 +91,17 @@ fn decimal_times(num: &str, unit: u128) -> Option<u128> {
     Some(value)
 }
 
+/// In a CRD schema a duration is what protobuf's JSON mapping writes: a string such as `1.5s`.
+impl schemars::JsonSchema for IstioDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
+    }
+}
+
 impl<'de> Deserialize<'de> for IstioDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct V;

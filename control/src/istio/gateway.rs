@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::common::LabelsSelector;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default)]
 pub struct GatewaySpec {
     pub selector: BTreeMap<String, String>,
@@ -18,7 +18,7 @@ pub struct GatewaySpec {
 }
 
 /// Istio `Server`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Server {
     pub port: Option<GatewayPort>,
@@ -32,7 +32,7 @@ pub struct Server {
 /// Istio `ServerTLSSettings`: typed so that unknown fields are reported. The gateway
 /// translator terminates `SIMPLE`/`MUTUAL` with certificate files and refuses the rest
 /// (`translate::gateway::tls`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ServerTls {
     pub https_redirect: bool,
@@ -56,7 +56,7 @@ pub struct ServerTls {
 }
 
 /// One entry of `ServerTLSSettings.tlsCertificates`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TlsCertificate {
     pub server_certificate: Option<String>,
@@ -65,7 +65,7 @@ pub struct TlsCertificate {
 }
 
 /// Istio `Port` of a Gateway server.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct GatewayPort {
     pub number: u32,
@@ -75,12 +75,16 @@ pub struct GatewayPort {
 }
 
 /// Istio `Sidecar`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SidecarSpec {
     pub workload_selector: Option<LabelsSelector>,
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub ingress: Vec<serde_yaml::Value>,
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub egress: Vec<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub inbound_connection_pool: Option<serde_yaml::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub outbound_traffic_policy: Option<serde_yaml::Value>,
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::common::WorkloadSelector;
 
 /// `PeerAuthentication.spec`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PeerAuthenticationSpec {
     /// Absent or empty: a namespace-wide policy (mesh-wide in the root namespace).
@@ -20,7 +20,7 @@ pub struct PeerAuthenticationSpec {
 }
 
 /// `PeerAuthentication.MutualTLS`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct MutualTls {
     pub mode: MtlsModeSpec,
@@ -28,7 +28,9 @@ pub struct MutualTls {
 
 /// `PeerAuthentication.MutualTLS.Mode`.
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq, serde::Serialize,
+)]
 pub enum MtlsModeSpec {
     /// Inherit from the parent scope.
     #[default]

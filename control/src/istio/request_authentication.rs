@@ -9,7 +9,7 @@ use super::authorization_policy::PolicyTargetReference;
 use super::common::WorkloadSelector;
 use super::duration::IstioDuration;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RequestAuthenticationSpec {
     pub selector: Option<WorkloadSelector>,
@@ -19,7 +19,7 @@ pub struct RequestAuthenticationSpec {
 }
 
 /// One accepted issuer and how its tokens are found, verified and passed on.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct JwtRule {
     pub issuer: String,
@@ -42,7 +42,7 @@ pub struct JwtRule {
 }
 
 /// Where a token is read from: the header `name`, after `prefix` (e.g. `Bearer `).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct JwtHeader {
     pub name: String,
@@ -50,7 +50,7 @@ pub struct JwtHeader {
 }
 
 /// Copy a claim of a verified token into a request header.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct ClaimToHeader {
     pub header: String,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::common::LabelsSelector;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ServiceEntrySpec {
     pub hosts: Vec<String>,
@@ -22,7 +22,7 @@ pub struct ServiceEntrySpec {
 }
 
 /// Istio `ServicePort`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ServicePortSpec {
     pub number: u32,
@@ -32,14 +32,14 @@ pub struct ServicePortSpec {
 }
 
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 pub enum Location {
     MESH_EXTERNAL,
     MESH_INTERNAL,
 }
 
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 pub enum Resolution {
     NONE,
     STATIC,
@@ -48,7 +48,7 @@ pub enum Resolution {
 }
 
 /// Istio `WorkloadEntry` as used inline in `endpoints[]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct WorkloadEntrySpec {
     pub address: String,

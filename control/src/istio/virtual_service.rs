@@ -10,20 +10,22 @@ use serde::Deserialize;
 use super::common::{Headers, Percent, PortSelector, StringMatchSpec};
 use super::duration::IstioDuration;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct VirtualServiceSpec {
     pub hosts: Vec<String>,
     /// Empty means `mesh` (sidecars only).
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub tls: Vec<serde_yaml::Value>,
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub tcp: Vec<serde_yaml::Value>,
     pub export_to: Vec<String>,
 }
 
 /// One `http[]` rule.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRoute {
     pub name: Option<String>,
@@ -38,16 +40,18 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     pub fault: Option<HttpFaultInjection>,
     pub mirror: Option<Destination>,
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub mirrors: Vec<serde_yaml::Value>,
     pub mirror_percentage: Option<Percent>,
     pub mirror_percent: Option<u32>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub cors_policy: Option<serde_yaml::Value>,
     pub headers: Option<Headers>,
 }
 
 /// Istio `Delegate`: the VirtualService (one without `hosts`) whose rules replace this rule,
 /// merged with it (`translate::delegation`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct Delegate {
     pub name: String,
@@ -56,7 +60,7 @@ pub struct Delegate {
 }
 
 /// Istio `HTTPMatchRequest`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpMatchRequest {
     pub name: Option<String>,
@@ -76,7 +80,7 @@ pub struct HttpMatchRequest {
 }
 
 /// Istio `Destination`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct Destination {
     pub host: String,
@@ -85,7 +89,7 @@ pub struct Destination {
 }
 
 /// Istio `HTTPRouteDestination`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct HttpRouteDestination {
     pub destination: Destination,
@@ -94,7 +98,7 @@ pub struct HttpRouteDestination {
 }
 
 /// Istio `HTTPRedirect`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRedirect {
     pub uri: Option<String>,
@@ -107,7 +111,7 @@ pub struct HttpRedirect {
 }
 
 /// Istio `HTTPDirectResponse`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct HttpDirectResponse {
     pub status: u32,
@@ -115,7 +119,7 @@ pub struct HttpDirectResponse {
 }
 
 /// Istio `HTTPBody`: `string` or base64 `bytes`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct HttpBody {
     pub string: Option<String>,
@@ -123,7 +127,7 @@ pub struct HttpBody {
 }
 
 /// Istio `HTTPRewrite`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRewrite {
     pub uri: Option<String>,
@@ -132,7 +136,7 @@ pub struct HttpRewrite {
 }
 
 /// Istio `RegexRewrite`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default)]
 pub struct RegexRewrite {
     #[serde(rename = "match")]
@@ -141,7 +145,7 @@ pub struct RegexRewrite {
 }
 
 /// Istio `HTTPRetry`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpRetry {
     pub attempts: Option<i32>,
@@ -153,14 +157,14 @@ pub struct HttpRetry {
 }
 
 /// Istio `HTTPFaultInjection`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default)]
 pub struct HttpFaultInjection {
     pub delay: Option<FaultDelaySpec>,
     pub abort: Option<FaultAbortSpec>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultDelaySpec {
     pub fixed_delay: Option<IstioDuration>,
@@ -170,7 +174,7 @@ pub struct FaultDelaySpec {
     pub percent: Option<u32>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FaultAbortSpec {
     pub http_status: Option<u32>,

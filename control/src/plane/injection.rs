@@ -71,7 +71,9 @@ pub fn injected_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, St
     out
 }
 
-fn already_injected(pod: &PodMeta<'_>) -> bool {
+/// Whether the pod already has a sidecar (the injector's status annotation, or an
+/// `istio-proxy` container): injecting it again changes nothing.
+pub fn already_injected(pod: &PodMeta<'_>) -> bool {
     pod.annotations.contains_key(SIDECAR_STATUS_ANNOTATION)
         || pod
             .spec
@@ -98,8 +100,9 @@ fn webhook_selects(pod: &PodMeta<'_>, namespace: &BTreeMap<String, String>) -> b
     }
 }
 
-/// `injectRequired` under the default `enabled` policy with no never/always selectors.
-fn inject_required(pod: &PodMeta<'_>) -> bool {
+/// `injectRequired` under the default `enabled` policy with no never/always selectors: what the
+/// webhook itself checks once the API server has called it.
+pub fn inject_required(pod: &PodMeta<'_>) -> bool {
     if pod.spec.host_network || IGNORED_NAMESPACES.contains(&pod.namespace) {
         return false;
     }

@@ -1,0 +1,208 @@
+//! The admission webhook over real HTTPS: `trellis control --webhook-listen` answers a real
+//! `AdmissionReview` (tests/inject/admission-review.json, as the API server sends it for a
+//! Deployment's pod) to real curl trusting only the mesh CA's root, at the Service's DNS name;
+//! the JSONPatch it returns, applied by Python's `jsonpatch`, gives exactly the pod
+//! `trellis inject` makes. Malformed requests get clear errors and the server carries on.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const SERVICE: &str = "trellis-control.trellis-system.svc";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Control(Child);
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trellis-webhook-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Start the control plane with the webhook; its CA bundle is written to `dir/ca.pem`.
+fn start(dir: &Path) -> (Control, u16) {
+    let port = free_port();
+    let mesh = dir.join("mesh");
+    std::fs::create_dir_all(&mesh).expect("mesh dir");
+    let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["control", "--dir"])
+        .arg(&mesh)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--webhook-listen", &format!("127.0.0.1:{port}")])
+        .arg("--webhook-ca-bundle-out")
+        .arg(dir.join("ca.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start trellis control");
+    let control = Control(child);
+    common::wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
+    (control, port)
+}
+
+/// POST `body` to the webhook with curl, trusting only the CA bundle; (status, body).
+fn post(dir: &Path, port: u16, content_type: &str, body: &[u8]) -> (u16, String) {
+    let body_file = dir.join("request.body");
+    std::fs::write(&body_file, body).expect("write body");
+    let out = common::curl(&[
+        "--cacert",
+        dir.join("ca.pem").to_str().expect("path"),
+        "--resolve",
+        &format!("{SERVICE}:{port}:127.0.0.1"),
+        "-H",
+        &format!("Content-Type: {content_type}"),
+        "--data-binary",
+        &format!("@{}", body_file.display()),
+        "-w",
+        "\n%{http_code}",
+        &format!("https://{SERVICE}:{port}/inject"),
+    ]);
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8 answer");
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    (
+        status.trim().parse().expect("status code"),
+        body.to_string(),
+    )
+}
+
+fn review_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject/admission-review.json")
+}
+
+#[test]
+fn a_real_review_is_allowed_and_its_patch_gives_the_injected_pod() {
+    let dir = scratch("review");
+    let (_control, port) = start(&dir);
+    let review = std::fs::read(review_path()).expect("review");
+    let (status, answer) = post(&dir, port, "application/json", &review);
+    assert_eq!(status, 200, "{answer}");
+    let answer_json: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
+    assert_eq!(answer_json["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer_json["kind"], "AdmissionReview");
+    let response = &answer_json["response"];
+    assert_eq!(response["uid"], "0df28fbd-5f5f-11e8-bc74-36e6bb280816");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    std::fs::write(dir.join("response.json"), &answer).expect("write response");
+
+    // What `trellis inject` makes of the same pod.
+    let review_json: serde_json::Value = serde_json::from_slice(&review).expect("review JSON");
+    let pod = dir.join("pod.json");
+    std::fs::write(&pod, review_json["request"]["object"].to_string()).expect("write pod");
+    let expected = dir.join("expected.yaml");
+    let injected = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["inject", "-n", "bookinfo", "-f"])
+        .arg(&pod)
+        .arg("-o")
+        .arg(&expected)
+        .output()
+        .expect("trellis inject");
+    assert!(
+        injected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&injected.stderr)
+    );
+
+    let python = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject/apply_patch.py"))
+        .arg(review_path())
+        .arg(dir.join("response.json"))
+        .arg(&expected)
+        .output()
+        .expect("python3 is required (scripts/test.sh installs it with jsonpatch and PyYAML)");
+    assert!(
+        python.status.success(),
+        "applying the patch with Python's jsonpatch:\n{}{}",
+        String::from_utf8_lossy(&python.stdout),
+        String::from_utf8_lossy(&python.stderr)
+    );
+
+    // The injected pod is not injected again: allowed, no patch.
+    let mut again = review_json.clone();
+    let injected_pod: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&expected).expect("expected")).expect("yaml");
+    again["request"]["object"] = injected_pod;
+    let (status, answer) = post(&dir, port, "application/json", again.to_string().as_bytes());
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_requests_get_clear_errors_and_the_server_carries_on() {
+    let dir = scratch("malformed");
+    let (_control, port) = start(&dir);
+    let (status, body) = post(&dir, port, "application/json", b"{not json");
+    assert_eq!(status, 400);
+    assert!(body.contains("could not decode body"), "{body}");
+    let (status, body) = post(&dir, port, "text/plain", b"{}");
+    assert_eq!(status, 415);
+    assert!(body.contains("expect application/json"), "{body}");
+    let (status, body) = post(
+        &dir,
+        port,
+        "application/json",
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("no uid"), "{body}");
+
+    // A pod that cannot be injected is refused with the reason, uid echoed.
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(review_path()).expect("review")).expect("JSON");
+    review["request"]["object"]["metadata"]["annotations"]
+        ["readiness.status.sidecar.istio.io/periodSeconds"] = "often".into();
+    let (status, body) = post(
+        &dir,
+        port,
+        "application/json",
+        review.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        answer["response"]["uid"],
+        "0df28fbd-5f5f-11e8-bc74-36e6bb280816"
+    );
+    assert_eq!(answer["response"]["allowed"], false);
+    let message = answer["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("periodSeconds") && message.contains("often"),
+        "{answer}"
+    );
+
+    // Still serving.
+    let (status, _) = post(
+        &dir,
+        port,
+        "application/json",
+        &std::fs::read(review_path()).expect("review"),
+    );
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
