@@ -17,6 +17,7 @@ use trellis_local_mesh::LocalMeshOptions;
 mod ca_cmd;
 mod control_cmd;
 mod init_cmd;
+mod lifecycle;
 mod plane_client;
 mod sim_cmd;
 
@@ -86,6 +87,13 @@ enum Command {
     ///
     /// Example: trellis init --dry-run    |    trellis init --cleanup
     Init(init_cmd::InitArgs),
+    /// Wait until the sidecar is ready (Istio's `pilot-agent wait`): the command an injected
+    /// application container's postStart hook runs, so the application starts only after its
+    /// sidecar (holdApplicationUntilProxyStarts). Exits 0 once the URL answers 200, 1 after
+    /// --timeout with the last answer.
+    ///
+    /// Example: trellis wait-ready --url http://localhost:15021/healthz/ready --timeout 60s
+    WaitReady(lifecycle::WaitReadyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +141,16 @@ struct ProxyArgs {
     /// or draining), on all interfaces as Istio's 15021; 0 turns it off.
     #[arg(long, value_name = "PORT", default_value_t = 15021)]
     health_port: u16,
+    /// Envoy's admin port on 127.0.0.1 (Istio's 15000): /ready, /healthz/ready and
+    /// POST /quitquitquit (drain, then exit 0); 0 (the default) turns it off.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    admin_port: u16,
+    /// pilot-agent's status port on all interfaces (Istio's 15020): /healthz/ready,
+    /// POST /quitquitquit, and the application's probes rewritten by the injector
+    /// (/app-health/<container>/livez|readyz|startupz, from the ISTIO_KUBE_APP_PROBERS
+    /// environment variable); 0 (the default) turns it off.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    status_port: u16,
     /// Do not pin each core's thread to its own CPU.
     #[arg(long)]
     no_pin: bool,
@@ -277,6 +295,7 @@ fn main() -> ExitCode {
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Control(args)) => control_cmd::control(args),
         Some(Command::Init(args)) => init_cmd::init(args),
+        Some(Command::WaitReady(args)) => lifecycle::wait_ready(args),
     };
     match result {
         Ok(code) => code,
@@ -340,6 +359,13 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     }
     let control = ControlHandle::new();
     trellis_io::install_ctrl_c(control.clone()).context("cannot install signal handler")?;
+    // Held until the proxy stops: dropping them stops the admin and status ports.
+    let _status_servers = lifecycle::start_status_servers(
+        args.admin_port,
+        args.status_port,
+        args.health_port,
+        &control,
+    )?;
     let mut run = RunOptions {
         shutdown_grace: Duration::from_secs(args.drain_seconds),
         ..RunOptions::default()
