@@ -399,3 +399,30 @@ fn bad_flags_name_the_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn pod_annotations_fill_in_what_no_flag_gave() {
+    let dir = std::env::temp_dir().join(format!("trellis-annotations-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("annotations");
+    std::fs::write(
+        &file,
+        "kubectl.kubernetes.io/default-container=\"app\"\n\
+         traffic.sidecar.istio.io/excludeOutboundPorts=\"5432\"\n\
+         traffic.sidecar.istio.io/includeInboundPorts=\"8080,8443\"\n",
+    )
+    .expect("annotations written");
+    let out = Command::new(TRELLIS)
+        .args(["init", "--dry-run", "--backend", "iptables", "--ipv6", "off"])
+        .args(["-b", "9080", "--pod-annotations"])
+        .arg(&file)
+        .output()
+        .expect("trellis runs");
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(rules.contains("-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN"), "{rules}");
+    // The flag wins over the annotation.
+    assert!(rules.contains("-A ISTIO_INBOUND -p tcp --dport 9080 -j ISTIO_IN_REDIRECT"));
+    assert!(!rules.contains("--dport 8443"), "{rules}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

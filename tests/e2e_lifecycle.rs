@@ -1,5 +1,5 @@
 //! The sidecar's life cycle with a real `trellis proxy` process: `POST /quitquitquit` on the
-//! admin port stops it after draining the request in flight; `trellis wait-ready` returns once
+//! admin port, and SIGTERM, stop it after draining the request in flight; `trellis wait-ready` returns once
 //! the proxy is ready and fails, saying why, when it never is; the application's probes
 //! (ISTIO_KUBE_APP_PROBERS) answer through the status port as pilot-agent's do.
 
@@ -164,11 +164,27 @@ fn wait_ready(sidecar: &Sidecar) -> std::process::Output {
         .expect("wait-ready runs")
 }
 
+/// How the drain test asks the proxy to stop.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    QuitQuitQuit,
+    Sigterm,
+}
+
 #[test]
 fn quitquitquit_stops_the_proxy_after_draining() {
+    stops_after_draining(Stop::QuitQuitQuit);
+}
+
+#[test]
+fn sigterm_stops_the_proxy_after_draining() {
+    stops_after_draining(Stop::Sigterm);
+}
+
+fn stops_after_draining(stop: Stop) {
     let (tx, started) = mpsc::channel();
     let app_port = app(Duration::from_millis(1500), tx);
-    let mut sidecar = start_sidecar(&temp_dir("quit"), app_port, "");
+    let mut sidecar = start_sidecar(&temp_dir(&format!("{stop:?}")), app_port, "");
     let ready = wait_ready(&sidecar);
     assert!(
         ready.status.success(),
@@ -189,10 +205,23 @@ fn quitquitquit_stops_the_proxy_after_draining() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the request reached the application");
     let asked = Instant::now();
-    assert_eq!(
-        request("POST", sidecar.admin, "/quitquitquit", "x"),
-        (200, "OK\n".into())
-    );
+    match stop {
+        Stop::QuitQuitQuit => assert_eq!(
+            request("POST", sidecar.admin, "/quitquitquit", "x"),
+            (200, "OK\n".into())
+        ),
+        Stop::Sigterm => {
+            let pid = libc::pid_t::try_from(sidecar.proc.0.id()).expect("pid");
+            // SAFETY: a signal to the child this test started.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+            // The signal is handled on a thread of its own: wait until draining shows.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while request("GET", sidecar.health, "/healthz/ready", "x").0 == 200 {
+                assert!(Instant::now() < deadline, "SIGTERM did not start draining");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
     // Draining: not ready any more, and the request in flight still completes.
     let (code, _) = request("GET", sidecar.health, "/healthz/ready", "x");
     assert_eq!(code, 503, "draining proxies are not ready");
@@ -221,7 +250,11 @@ fn quitquitquit_stops_the_proxy_after_draining() {
         "it waited for the request"
     );
     let log = std::fs::read_to_string(&sidecar.log).unwrap_or_default();
-    assert!(log.contains("shutting down on request"), "{log}");
+    let why = match stop {
+        Stop::QuitQuitQuit => "shutting down on request",
+        Stop::Sigterm => "signal received: shutting down",
+    };
+    assert!(log.contains(why), "{log}");
 }
 
 #[test]
