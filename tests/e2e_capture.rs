@@ -413,14 +413,28 @@ fn pod_annotations_fill_in_what_no_flag_gave() {
     )
     .expect("annotations written");
     let out = Command::new(TRELLIS)
-        .args(["init", "--dry-run", "--backend", "iptables", "--ipv6", "off"])
+        .args([
+            "init",
+            "--dry-run",
+            "--backend",
+            "iptables",
+            "--ipv6",
+            "off",
+        ])
         .args(["-b", "9080", "--pod-annotations"])
         .arg(&file)
         .output()
         .expect("trellis runs");
     let rules = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(rules.contains("-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN"), "{rules}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rules.contains("-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN"),
+        "{rules}"
+    );
     // The flag wins over the annotation.
     assert!(rules.contains("-A ISTIO_INBOUND -p tcp --dport 9080 -j ISTIO_IN_REDIRECT"));
     assert!(!rules.contains("--dport 8443"), "{rules}");
