@@ -17,6 +17,9 @@
 //! (e) running init twice leaves one copy of the rules, and `--cleanup` leaves
 //!     `nft list ruleset` / `iptables-save` exactly as before.
 //!
+//! The dual-stack cases add IPv6 addresses (fd00:10::2 in the pod) and check the outbound,
+//! excluded and inbound paths over IPv6 too.
+//!
 //! Needs root, `ip`, `setpriv`, `nft` and `iptables-legacy` (scripts/test.sh installs
 //! nftables and iptables); without them it fails, saying what is missing.
 
@@ -30,6 +33,8 @@ use std::time::{Duration, Instant};
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 const POD_IP: &str = "10.10.0.2";
 const OUTSIDE_IP: &str = "10.10.0.1";
+const POD_IP6: &str = "fd00:10::2";
+const OUTSIDE_IP6: &str = "fd00:10::1";
 
 /// A child process, killed when dropped.
 struct Proc(Child);
@@ -105,11 +110,35 @@ impl Outside {
             "ip",
             &["addr", "add", &format!("{POD_IP}/24"), "dev", "veth-pod"],
         );
+        // IPv6 too (nodad: usable at once), for the dual-stack cases.
+        run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{POD_IP6}/64"),
+                "dev",
+                "veth-pod",
+                "nodad",
+            ],
+        );
         run("ip", &["link", "set", "veth-pod", "up"]);
         run("ip", &["route", "add", "default", "via", OUTSIDE_IP]);
+        run("ip", &["-6", "route", "add", "default", "via", OUTSIDE_IP6]);
         for args in [
             vec!["ip", "link", "set", "lo", "up"],
             vec!["ip", "addr", "add", "10.10.0.1/24", "dev", "veth-out"],
+            vec![
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "fd00:10::1/64",
+                "dev",
+                "veth-out",
+                "nodad",
+            ],
             vec!["ip", "link", "set", "veth-out", "up"],
         ] {
             let mut full = vec!["-t", &pid, "-n"];
@@ -198,15 +227,22 @@ fn get_path(addr: &str, host: &str, path: &str) -> String {
     }
 }
 
-fn write_config(dir: &Path) -> PathBuf {
+fn write_config(dir: &Path, ipv6: bool) -> PathBuf {
     let path = dir.join("sidecar.yaml");
+    let v6_listeners = if ipv6 {
+        "  - {name: virtualOutbound6, address: \"[::]:15001\", direction: outbound, passthrough: true}
+  - {name: virtualInbound6, address: \"[::]:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}
+"
+    } else {
+        ""
+    };
     std::fs::write(
         &path,
         format!(
             "listeners:
   - {{name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}}
   - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}}
-services:
+{v6_listeners}services:
   - host: reviews
     ports: [9080]
     endpoints:
@@ -241,7 +277,7 @@ fn ruleset(backend: &str) -> String {
             .lines()
             .map(str::to_string)
             .collect(),
-        _ => stdout("iptables-legacy-save", &[])
+        _ => (stdout("iptables-legacy-save", &[]) + &stdout("ip6tables-legacy-save", &[]))
             .lines()
             .filter(|l| l.starts_with('-') || (l.starts_with(':') && l.contains(" - [")))
             .map(|l| l.split(" [").next().unwrap_or(l).to_string())
@@ -250,14 +286,16 @@ fn ruleset(backend: &str) -> String {
     lines.join("\n")
 }
 
-fn capture_end_to_end(backend: &str) {
+fn capture_end_to_end(backend: &str, ipv6: bool) {
     enter_pod_netns();
     let outside = Outside::create();
     let before = ruleset(backend);
 
     // Rules: excluded inbound 8081 and outbound 9091 (d).
     let init = |extra: &[&str]| {
-        let mut args = vec!["init", "--backend", backend, "-d", "8081", "-o", "9091"];
+        let family = if ipv6 { "on" } else { "off" };
+        let mut args = vec!["init", "--backend", backend, "--ipv6", family];
+        args.extend_from_slice(&["-d", "8081", "-o", "9091"]);
         args.extend_from_slice(extra);
         run(TRELLIS, &args)
     };
@@ -274,20 +312,32 @@ fn capture_end_to_end(backend: &str) {
     // The application (pod) and the remote service (outside).
     serve("app-8080", "0.0.0.0:8080".parse().unwrap());
     serve("app-8081", "0.0.0.0:8081".parse().unwrap());
-    outside.run(|| {
+    outside.run(move || {
         for port in [9090, 9091, 9092] {
             serve(
                 &format!("remote-{port}"),
                 format!("{OUTSIDE_IP}:{port}").parse().unwrap(),
             );
         }
+        if ipv6 {
+            serve(
+                "remote6-9092",
+                format!("[{OUTSIDE_IP6}]:9092").parse().unwrap(),
+            );
+            serve(
+                "remote6-9091",
+                format!("[{OUTSIDE_IP6}]:9091").parse().unwrap(),
+            );
+        }
     });
 
     // The sidecar, as the proxy user.
-    let dir =
-        std::env::temp_dir().join(format!("trellis-capture-{backend}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "trellis-capture-{backend}-{ipv6}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = write_config(&dir);
+    let config = write_config(&dir, ipv6);
     let log_path = dir.join("proxy.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let proxy = Proc(
@@ -343,6 +393,23 @@ fn capture_end_to_end(backend: &str) {
     // The proxy's own ports are never captured inbound: its readiness answers from outside.
     let answer = outside.run(|| get_path("10.10.0.2:15021", "probe", "/healthz/ready"));
     assert!(answer.contains("200 OK"), "{backend}: {answer}");
+    if ipv6 {
+        // The same over IPv6: outbound to an unknown address, the excluded port, inbound.
+        let answer = get(&format!("[{OUTSIDE_IP6}]:9092"), "example.com");
+        assert!(
+            answer.contains(&format!("remote6-9092 peer={POD_IP6} proxied=true")),
+            "{backend}: {answer}\n{}",
+            log()
+        );
+        let answer = get(&format!("[{OUTSIDE_IP6}]:9091"), "example.com");
+        assert!(answer.contains("proxied=false"), "{backend}: {answer}");
+        let answer = outside.run(|| get(&format!("[{POD_IP6}]:8080"), "app"));
+        assert!(
+            answer.contains("app-8080 peer=127.0.0.1 proxied=true"),
+            "{backend}: {answer}\n{}",
+            log()
+        );
+    }
     drop(proxy);
 
     // (e) Cleanup restores the rules exactly, and is idempotent.
@@ -359,12 +426,24 @@ fn capture_end_to_end(backend: &str) {
 
 #[test]
 fn nft_capture_end_to_end() {
-    capture_end_to_end("nft");
+    capture_end_to_end("nft", false);
 }
 
 #[test]
 fn iptables_legacy_capture_end_to_end() {
-    capture_end_to_end("iptables");
+    capture_end_to_end("iptables", false);
+}
+
+/// IPv6 as well (`--ipv6 on`: an `inet` table, or ip6tables), with the sidecar also
+/// listening on [::]:15001 and [::]:15006.
+#[test]
+fn nft_capture_dual_stack() {
+    capture_end_to_end("nft", true);
+}
+
+#[test]
+fn iptables_legacy_capture_dual_stack() {
+    capture_end_to_end("iptables", true);
 }
 
 #[test]

@@ -112,6 +112,11 @@ impl BindOptions {
 fn bind_socket(addr: SocketAddr, opts: &BindOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    // An IPv6 listener serves IPv6 only (Envoy's default, `ipv4_compat: false`), so a sidecar
+    // can listen on both 0.0.0.0:15001 and [::]:15001 for dual-stack capture.
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
