@@ -12,7 +12,9 @@
 //! (b) an inbound connection to the application's port arrives through 15006 and reaches the
 //!     application on 127.0.0.1 at that port;
 //! (c) the proxy's own upstream connections (uid 1337) are not captured again: (a) and (b)
-//!     complete instead of looping;
+//!     complete instead of looping — except, as Istio's run.go wants, its connections over
+//!     `lo` to the pod's own non-loopback address (the pod calling its own service), which go
+//!     to the inbound listener and from there to the application;
 //! (d) excluded ports (`-d` inbound, `-o` outbound) bypass the proxy;
 //! (e) running init twice leaves one copy of the rules, and `--cleanup` leaves
 //!     `nft list ruleset` / `iptables-save` exactly as before.
@@ -247,6 +249,10 @@ fn write_config(dir: &Path, ipv6: bool) -> PathBuf {
     ports: [9080]
     endpoints:
       - {{address: \"{OUTSIDE_IP}:9090\"}}
+  - host: self
+    ports: [80]
+    endpoints:
+      - {{address: \"{POD_IP}:8080\"}}
 "
         ),
     )
@@ -371,6 +377,27 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
         "{backend}: {answer}\n{}",
         log()
     );
+    // The pod calling its own service: app → outbound → (the proxy's connection to the pod's
+    // own address, over lo, is sent to 15006 by Istio's uid rule) → inbound → app.
+    let answer = get("10.96.0.11:80", "self");
+    assert!(
+        answer.contains("app-8080 peer=127.0.0.1 proxied=true"),
+        "{backend}: {answer}\n{}",
+        log()
+    );
+    // The access log line may follow the response by a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log()
+        .lines()
+        .any(|l| l.contains("PassthroughCluster|127.0.0.1:8080") && l.contains("\"self\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{backend}: the self call did not pass the inbound listener\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // (d) An excluded outbound port: straight there.
     let answer = get("10.10.0.1:9091", "example.com");
     assert!(
