@@ -166,7 +166,18 @@ pub fn init(args: InitArgs) -> Result<ExitCode> {
         print!("{}", apply::render(&rules, &tool));
         return Ok(ExitCode::SUCCESS);
     }
-    let state = apply::apply(&rules, &tool).context("cannot install the capture rules")?;
+    let (tool, state) = match apply::apply(&rules, &tool) {
+        Ok(state) => (tool, state),
+        Err(e @ capture::CaptureError::ToolFailed { .. }) => {
+            let Some(other) = apply::fallback(args.backend, &tool) else {
+                return Err(anyhow::Error::new(e).context("cannot install the capture rules"));
+            };
+            tracing::warn!(error = %e, "nft cannot load the rules here; trying iptables");
+            let state = apply::apply(&rules, &other).context("cannot install the capture rules")?;
+            (other, state)
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot install the capture rules")),
+    };
     tracing::info!(
         backend = tool.name(),
         ipv6,

@@ -546,3 +546,42 @@ fn pod_annotations_fill_in_what_no_flag_gave() {
     assert!(!rules.contains("--dport 8443"), "{rules}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--backend auto` with an nft that cannot load rules (as on a kernel without nf_tables)
+/// falls back to iptables, saying so.
+#[test]
+fn auto_falls_back_to_iptables_when_nft_cannot_load() {
+    enter_pod_netns();
+    let dir = std::env::temp_dir().join(format!("trellis-fallback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fake = dir.join("nft");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Error: Could not process rule: No such file or directory' >&2\nexit 1\n",
+    )
+    .expect("fake nft");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(TRELLIS)
+        .args(["init", "--ipv6", "off"])
+        .env("PATH", &path)
+        .output()
+        .expect("trellis runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("trying iptables"), "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+    let saved = stdout("iptables-legacy-save", &["-t", "nat"]);
+    assert!(
+        saved.contains("-A OUTPUT -m comment --comment trellis-init -j ISTIO_OUTPUT"),
+        "{saved}"
+    );
+    run(TRELLIS, &["init", "--backend", "iptables", "--cleanup"]);
+    assert!(!stdout("iptables-legacy-save", &["-t", "nat"]).contains("ISTIO"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

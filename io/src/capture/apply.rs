@@ -113,6 +113,15 @@ pub fn choose(choice: BackendChoice) -> Result<Tool, CaptureError> {
     }
 }
 
+/// What `auto` falls back to when nft is installed but cannot load rules (a kernel without
+/// nf_tables): iptables, when installed. `None` for a forced backend.
+pub fn fallback(choice: BackendChoice, failed: &Tool) -> Option<Tool> {
+    match (choice, failed) {
+        (BackendChoice::Auto, Tool::Nft(_)) => iptables_tools().map(Tool::Iptables),
+        _ => None,
+    }
+}
+
 /// Whether the host (the pod) has an IPv6 address of global scope, Istio's sign that the pod
 /// is IPv6 or dual-stack (istio-iptables enables its IPv6 rules from the pod's IPs).
 pub fn host_has_ipv6() -> bool {
@@ -167,11 +176,17 @@ fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, Cap
             source,
         })?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|source| CaptureError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        match pipe.write_all(input.as_bytes()) {
+            // The tool stopped reading (it failed early): its status and stderr say why.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(source) => {
+                return Err(CaptureError::Spawn {
+                    command: command.clone(),
+                    source,
+                })
+            }
+            Ok(()) => {}
+        }
     }
     let out = child
         .wait_with_output()
@@ -333,5 +348,14 @@ mod tests {
         assert!(matches!(err, CaptureError::Permission { .. }), "{err}");
         let err = run(Path::new("/nonexistent/nft"), &[], None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/nft"), "{err}");
+        // A tool that exits without reading its input is reported by its stderr.
+        let err = run(
+            &sh,
+            &["-c", "echo 'no nf_tables' >&2; exit 1"],
+            Some(&"x".repeat(1 << 20)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no nf_tables"), "{err}");
     }
 }

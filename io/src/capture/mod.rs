@@ -45,7 +45,7 @@ pub enum CaptureError {
          container the NET_ADMIN capability (and NET_RAW for iptables)"
     )]
     Permission { detail: String },
-    #[error("cannot run `{command}`: {source}")]
+    #[error("cannot run `{command}`")]
     Spawn {
         command: String,
         #[source]
