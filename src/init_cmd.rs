@@ -82,8 +82,8 @@ pub struct InitArgs {
     /// Print the exact rules that would be loaded, and change nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
-    /// Remove every rule and chain `trellis init` added (and only those), with either tool;
-    /// succeeds when there is nothing to remove.
+    /// Remove every rule and chain `trellis init` added (and only those): with --backend auto,
+    /// with each of nft and iptables that is installed. Succeeds when there is nothing to remove.
     #[arg(long, visible_alias = "cleanup-only")]
     cleanup: bool,
 }
@@ -147,12 +147,23 @@ pub fn init(args: InitArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     if args.cleanup {
-        if args.dry_run {
-            println!("{}", cleanup_plan(&tool));
-            return Ok(ExitCode::SUCCESS);
+        // `auto` cleans with every tool installed: the rules may have been loaded by either
+        // (an earlier run's fallback, or a forced backend).
+        let tools: Vec<capture::Tool> = match args.backend {
+            BackendChoice::Auto => [BackendChoice::Nft, BackendChoice::Iptables]
+                .into_iter()
+                .filter_map(|b| apply::choose(b).ok())
+                .collect(),
+            _ => vec![tool],
+        };
+        for tool in &tools {
+            if args.dry_run {
+                println!("{}", cleanup_plan(tool));
+                continue;
+            }
+            apply::cleanup(tool).context("cannot remove the capture rules")?;
+            tracing::info!(backend = tool.name(), "capture rules removed");
         }
-        apply::cleanup(&tool).context("cannot remove the capture rules")?;
-        tracing::info!(backend = tool.name(), "capture rules removed");
         return Ok(ExitCode::SUCCESS);
     }
     let ipv6 = match args.ipv6 {
