@@ -44,10 +44,7 @@ fn write_config(dir: &Path, ipv6: bool) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "listeners:
-  - {{name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}}
-  - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}}
-{v6_listeners}services:
+            "{VIRTUAL_LISTENERS}{v6_listeners}services:
   - host: reviews
     ports: [9080]
     endpoints:

@@ -34,10 +34,7 @@ fn sidecar_config(dir: &Path, certs: &Path, account: &str, extra: &str) -> PathB
     std::fs::write(
         &path,
         format!(
-            "listeners:
-  - {{name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}}
-  - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}}
-identity:
+            "{VIRTUAL_LISTENERS}identity:
   certChain: {:?}
   key: {:?}
   rootCert: {:?}

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 pub const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 pub const POD_IP: &str = "10.10.0.2";
 pub const OUTSIDE_IP: &str = "10.10.0.1";
+/// The captured sidecar's two virtual listeners (deploy/examples/captured-sidecar.yaml).
+pub const VIRTUAL_LISTENERS: &str = "listeners:
+  - {name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}
+  - {name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}
+";
 pub const POD_IP6: &str = "fd00:10::2";
 pub const OUTSIDE_IP6: &str = "fd00:10::1";
 
