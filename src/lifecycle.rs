@@ -4,9 +4,10 @@
 //!   pilot-agent's 15020) with `/healthz/ready`, `POST /quitquitquit` and, on the status port,
 //!   the application's rewritten probes from `ISTIO_KUBE_APP_PROBERS`
 //!   ([`trellis_io::status`]);
-//! - `trellis wait-ready`, Istio's `pilot-agent wait`: the command an injected pod's
-//!   application container runs in its postStart hook so the application starts only once the
-//!   sidecar is ready (`holdApplicationUntilProxyStarts`);
+//! - `trellis wait-ready`, Istio's `pilot-agent wait`: the sidecar container's postStart hook.
+//!   With the sidecar first in the pod's containers, the kubelet starts the next container only
+//!   once that hook returns, so the application starts after its sidecar is ready
+//!   (`holdApplicationUntilProxyStarts`);
 //! - shutdown: SIGTERM and `/quitquitquit` both drain in-flight requests for `--drain-seconds`
 //!   and exit 0. The sidecar leaves with the application through Kubernetes' native sidecars
 //!   (an init container with `restartPolicy: Always` is stopped once the application

@@ -87,10 +87,10 @@ enum Command {
     ///
     /// Example: trellis init --dry-run    |    trellis init --cleanup
     Init(init_cmd::InitArgs),
-    /// Wait until the sidecar is ready (Istio's `pilot-agent wait`): the command an injected
-    /// application container's postStart hook runs, so the application starts only after its
-    /// sidecar (holdApplicationUntilProxyStarts). Exits 0 once the URL answers 200, 1 after
-    /// --timeout with the last answer.
+    /// Wait until the sidecar is ready (Istio's `pilot-agent wait`): the injected sidecar
+    /// container's postStart hook; with the sidecar listed first, the kubelet starts the
+    /// application only after it returns (holdApplicationUntilProxyStarts). Exits 0 once the
+    /// URL answers 200, 1 after --timeout with the last answer.
     ///
     /// Example: trellis wait-ready --url http://localhost:15021/healthz/ready --timeout 60s
     WaitReady(lifecycle::WaitReadyArgs),

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +26,8 @@ use crate::health::{read_request, respond, ProbeRequest, READY_PATH};
 pub const ADMIN_READY_PATH: &str = "/ready";
 /// Envoy's and pilot-agent's exit path.
 pub const QUIT_PATH: &str = "/quitquitquit";
+/// Requests served at once (each on its own thread); more are answered 503 at once.
+const MAX_IN_FLIGHT: usize = 64;
 /// How long the relayed readiness check may take.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -83,6 +85,7 @@ impl StatusServer {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let routes = Arc::new(routes);
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -92,16 +95,26 @@ impl StatusServer {
                         if stop.load(Ordering::Acquire) {
                             return;
                         }
-                        let Ok(stream) = stream else { continue };
+                        let Ok(mut stream) = stream else { continue };
+                        // The status port is reachable from the network: bound the threads.
+                        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+                            in_flight.fetch_sub(1, Ordering::AcqRel);
+                            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                            let _ = respond(&mut stream, 503, "too many requests in flight\n");
+                            continue;
+                        }
                         let (routes, control) = (routes.clone(), control.clone());
+                        let mine = in_flight.clone();
                         let spawned = std::thread::Builder::new()
                             .name(format!("trellis-{name}-req"))
                             .spawn(move || {
                                 if let Err(e) = answer(stream, &routes, &control) {
                                     tracing::debug!(error = %e, "status request failed");
                                 }
+                                mine.fetch_sub(1, Ordering::AcqRel);
                             });
                         if let Err(e) = spawned {
+                            in_flight.fetch_sub(1, Ordering::AcqRel);
                             tracing::warn!(error = %e, "cannot serve a status request");
                         }
                     }
