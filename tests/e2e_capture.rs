@@ -137,7 +137,14 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
             .arg(TRELLIS)
             .args(["proxy", "--config"])
             .arg(&config)
-            .args(["--cores", "1", "--no-pin", "--no-watch"])
+            .args([
+                "--cores",
+                "1",
+                "--no-pin",
+                "--no-watch",
+                "--status-port",
+                "15020",
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -222,6 +229,16 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
             log()
         );
     }
+    // The status port is not captured either, and /quitquitquit refuses other hosts.
+    let answer = outside.run(|| http("POST", "10.10.0.2:15020", "x", "/quitquitquit"));
+    assert!(
+        answer.contains("403") && answer.contains("Only requests from localhost"),
+        "{backend}: {answer}"
+    );
+    assert!(
+        get_path("127.0.0.1:15021", "x", "/healthz/ready").contains("200 OK"),
+        "{backend}: still serving"
+    );
     drop(proxy);
 
     // (e) Cleanup restores the rules exactly, and is idempotent.

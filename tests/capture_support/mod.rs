@@ -198,13 +198,18 @@ pub fn get(addr: &str, host: &str) -> String {
 }
 
 pub fn get_path(addr: &str, host: &str, path: &str) -> String {
+    http("GET", addr, host, path)
+}
+
+/// `method path` to `addr`: the status line and body (or the error, as text).
+pub fn http(method: &str, addr: &str, host: &str, path: &str) -> String {
     let addr: SocketAddr = addr.parse().expect("address");
     let attempt = || -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
         )?;
         let mut response = String::new();
         s.read_to_string(&mut response)?;
