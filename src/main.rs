@@ -16,8 +16,10 @@ use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
 mod control_cmd;
+mod init_cmd;
 mod inject_cmd;
 mod install_cmd;
+mod lifecycle;
 mod plane_client;
 mod sim_cmd;
 mod webhook_server;
@@ -101,6 +103,22 @@ enum Command {
     ///
     /// Example: trellis uninstall | kubectl delete --ignore-not-found -f -
     Uninstall(install_cmd::UninstallArgs),
+    /// Program this network namespace (a pod's) so inbound TCP goes to the sidecar on 15006
+    /// and outbound TCP on 15001, with Istio's exclusions (the proxy's UID/GID 1337, loopback,
+    /// the proxy's ports, excluded ports and CIDRs): Istio's istio-iptables, same flags, same
+    /// annotations (--pod-annotations), loaded with nft or iptables. Needs CAP_NET_ADMIN.
+    ///
+    /// Example: trellis init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+    ///
+    /// Example: trellis init --dry-run    |    trellis init --cleanup
+    Init(init_cmd::InitArgs),
+    /// Wait until the sidecar is ready (Istio's `pilot-agent wait`): the injected sidecar
+    /// container's postStart hook; with the sidecar listed first, the kubelet starts the
+    /// application only after it returns (holdApplicationUntilProxyStarts). Exits 0 once the
+    /// URL answers 200, 1 after --timeout with the last answer.
+    ///
+    /// Example: trellis wait-ready --url http://localhost:15021/healthz/ready --timeout 60s
+    WaitReady(lifecycle::WaitReadyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +166,16 @@ struct ProxyArgs {
     /// or draining), on all interfaces as Istio's 15021; 0 turns it off.
     #[arg(long, value_name = "PORT", default_value_t = 15021)]
     health_port: u16,
+    /// Envoy's admin port on 127.0.0.1 (Istio's 15000): /ready, /healthz/ready and
+    /// POST /quitquitquit (drain, then exit 0); 0 (the default) turns it off.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    admin_port: u16,
+    /// pilot-agent's status port on all interfaces (Istio's 15020): /healthz/ready,
+    /// POST /quitquitquit, and the application's probes rewritten by the injector
+    /// (/app-health/<container>/livez|readyz|startupz, from the ISTIO_KUBE_APP_PROBERS
+    /// environment variable); 0 (the default) turns it off.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    status_port: u16,
     /// Do not pin each core's thread to its own CPU.
     #[arg(long)]
     no_pin: bool,
@@ -301,6 +329,8 @@ fn main() -> ExitCode {
         Some(Command::Inject(args)) => inject_cmd::inject(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Install(args)) => install_cmd::install(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Uninstall(args)) => install_cmd::uninstall(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Init(args)) => init_cmd::init(args),
+        Some(Command::WaitReady(args)) => lifecycle::wait_ready(args),
     };
     match result {
         Ok(code) => code,
@@ -364,6 +394,13 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     }
     let control = ControlHandle::new();
     trellis_io::install_ctrl_c(control.clone()).context("cannot install signal handler")?;
+    // Held until the proxy stops: dropping them stops the admin and status ports.
+    let _status_servers = lifecycle::start_status_servers(
+        args.admin_port,
+        args.status_port,
+        args.health_port,
+        &control,
+    )?;
     let mut run = RunOptions {
         shutdown_grace: Duration::from_secs(args.drain_seconds),
         ..RunOptions::default()

@@ -73,6 +73,7 @@ fn config() -> Config {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),

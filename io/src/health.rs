@@ -118,6 +118,31 @@ fn serve(listener: TcpListener, health: &Health, control: &ControlHandle) {
 }
 
 fn answer(mut stream: TcpStream, health: &Health, control: &ControlHandle) -> io::Result<()> {
+    let Some(req) = read_request(&mut stream)? else {
+        return Ok(());
+    };
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", READY_PATH) => {
+            let (code, body) = health.status(control);
+            respond(&mut stream, code, body)
+        }
+        (_, READY_PATH) => respond(&mut stream, 405, "method not allowed\n"),
+        _ => respond(&mut stream, 404, "not found\n"),
+    }
+}
+
+/// A request head read by [`read_request`]: what the health, admin and status endpoints need.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProbeRequest {
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Read one request head (bodies are not read: no endpoint takes one). `None` when the peer
+/// closed first; a malformed or oversized head is answered (400/431) and `None` returned.
+pub(crate) fn read_request(stream: &mut TcpStream) -> io::Result<Option<ProbeRequest>> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
@@ -125,39 +150,52 @@ fn answer(mut stream: TcpStream, health: &Health, control: &ControlHandle) -> io
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         head.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
         if head.len() > MAX_HEAD {
-            return respond(&mut stream, 431, "request head too large\n");
+            respond(stream, 431, "request head too large\n")?;
+            return Ok(None);
         }
     }
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return respond(&mut stream, 400, "bad request\n"),
+        _ => {
+            respond(stream, 400, "bad request\n")?;
+            return Ok(None);
+        }
     }
     let path = req.path.unwrap_or("");
-    let path = path.split('?').next().unwrap_or(path);
-    match (req.method, path) {
-        (Some("GET"), READY_PATH) => {
-            let (code, body) = health.status(control);
-            respond(&mut stream, code, body)
-        }
-        (Some(_), READY_PATH) => respond(&mut stream, 405, "method not allowed\n"),
-        _ => respond(&mut stream, 404, "not found\n"),
-    }
+    Ok(Some(ProbeRequest {
+        method: req.method.unwrap_or("").to_string(),
+        path: path.split('?').next().unwrap_or(path).to_string(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+    }))
 }
 
-fn respond(stream: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
+/// Write a whole plain-text answer and close.
+pub(crate) fn respond(stream: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
     };
     let response = format!(
         "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -165,4 +203,30 @@ fn respond(stream: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
     );
     stream.write_all(response.as_bytes())?;
     stream.flush()
+}
+
+/// `GET path` from `addr` (plain HTTP/1.1, one request, closes): the status code and body.
+/// What the status server relays, and what `trellis wait-ready` polls.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response)?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut headers);
+    match parsed.parse(&response) {
+        Ok(httparse::Status::Complete(head)) => Ok((
+            parsed.code.unwrap_or(500),
+            String::from_utf8_lossy(response.get(head..).unwrap_or(&[])).into_owned(),
+        )),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{addr} did not answer HTTP"),
+        )),
+    }
 }

@@ -29,13 +29,19 @@
 //! - [`control`]: [`ControlHandle`], to push configs and request shutdown from other threads
 //!   (fanned out to every core).
 //! - [`health`]: the `/healthz/ready` endpoint (Istio's 15021).
+//! - [`status`]: the admin (15000) and status (15020) ports: readiness, `/quitquitquit`, and
+//!   the application's probes ([`app_probe`], Istio's probe rewrite).
 //! - [`reload`]: reload on config-file change or SIGHUP.
 //! - [`access_log`]: Envoy-like access-log lines through `tracing`.
 //! - [`signal`]: Ctrl-C / SIGTERM → graceful shutdown.
+//! - [`capture`]: `trellis init`, the nat rules (nft or iptables) that send a pod's traffic
+//!   to the sidecar, as Istio's istio-iptables.
 //! - [`engine`]: the [`ProxyEngine`] trait the loop runs (implemented by the real engine).
 
 pub mod access_log;
+pub mod app_probe;
 pub mod backend;
+pub mod capture;
 pub mod clock;
 pub mod control;
 mod drain;
@@ -52,6 +58,7 @@ pub mod sendq;
 pub mod signal;
 pub mod slab;
 pub mod sockopt;
+pub mod status;
 mod uring;
 
 pub use backend::{Backend, BackendChoice};

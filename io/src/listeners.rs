@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use trellis_engine::config::{Config, Direction};
+use trellis_engine::config::Config;
 
 use crate::error::IoError;
 
@@ -58,8 +58,6 @@ pub(crate) struct ListenerSlot<L> {
     pub configured: SocketAddr,
     /// The address actually bound.
     pub bound: SocketAddr,
-    /// Outbound listeners look up each connection's original destination.
-    pub direction: Direction,
     /// After an accept error, when to try again.
     pub resting_until: Option<StdInstant>,
     pub socket: L,
@@ -114,6 +112,11 @@ impl BindOptions {
 fn bind_socket(addr: SocketAddr, opts: &BindOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    // An IPv6 listener serves IPv6 only (Envoy's default, `ipv4_compat: false`), so a sidecar
+    // can listen on both 0.0.0.0:15001 and [::]:15001 for dual-stack capture.
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
@@ -246,13 +249,7 @@ impl<L> Listeners<L> {
                 listener.address = s.bound;
                 continue;
             }
-            match self.add(
-                backend,
-                &listener.name,
-                listener.address,
-                listener.direction,
-                opts,
-            ) {
+            match self.add(backend, &listener.name, listener.address, opts) {
                 Ok(bound) => listener.address = bound,
                 Err(e) if strict => return Err(e),
                 Err(e) => tracing::error!(error = %e, "listener not added"),
@@ -266,7 +263,6 @@ impl<L> Listeners<L> {
         backend: &mut B,
         name: &str,
         addr: SocketAddr,
-        direction: Direction,
         opts: &BindOptions,
     ) -> Result<SocketAddr, IoError> {
         let index = match self.slots.iter().position(Option::is_none) {
@@ -293,7 +289,6 @@ impl<L> Listeners<L> {
                 name: name.to_string(),
                 configured: addr,
                 bound,
-                direction,
                 resting_until: None,
                 socket,
             });
@@ -340,6 +335,7 @@ mod tests {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }
     }
 

@@ -189,6 +189,7 @@ fn start(backend: Backend) -> Running {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         ..Config::default()
     });
