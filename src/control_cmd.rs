@@ -70,7 +70,24 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     let mut writers: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
     let poll = Duration::from_millis(args.poll_ms.max(10));
     let mut next_poll = Wall::now();
+    // RequestAuthentication keys: fetched here, inlined in what is pushed (sidecars never
+    // fetch), refreshed as pilot refreshes them; `read` is the last snapshot as read from the
+    // directory, to inline again when a refresh changes some keys.
+    let jwks = trellis_control::jwks_resolver::JwksResolver::global();
+    let mut read: Option<trellis_control::plane::snapshot::Snapshot> = None;
+    let mut next_jwks_refresh = Wall::now() + jwks_refresh_period(jwks);
     loop {
+        if Wall::now() >= next_jwks_refresh {
+            let changed = jwks.refresh();
+            for (issuer, uri, error) in jwks.failures() {
+                tracing::warn!(%issuer, %uri, "JWKS refresh failed: {error}");
+            }
+            next_jwks_refresh = Wall::now() + jwks_refresh_period(jwks);
+            if let (true, Some(snapshot)) = (changed, read.clone()) {
+                tracing::info!("JWKS changed: pushing the new keys");
+                server.handle(now(), Input::Snapshot(Arc::new(with_jwks(snapshot, jwks))));
+            }
+        }
         if Wall::now() >= next_poll {
             next_poll = Wall::now() + poll;
             match watcher.poll() {
@@ -82,6 +99,10 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                         digest = format!("{:016x}", snapshot.digest),
                         "directory changed"
                     );
+                    read = Some(snapshot.clone());
+                    let snapshot = with_jwks(snapshot, jwks);
+                    next_jwks_refresh =
+                        next_jwks_refresh.min(Wall::now() + jwks_refresh_period(jwks));
                     server.handle(now(), Input::Snapshot(Arc::new(snapshot)));
                 }
                 Ok(None) => {}
@@ -138,6 +159,26 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `snapshot` with every `jwksUri` fetched and inlined (failures logged; they fail closed).
+fn with_jwks(
+    mut snapshot: trellis_control::plane::snapshot::Snapshot,
+    jwks: &trellis_control::jwks_resolver::JwksResolver,
+) -> trellis_control::plane::snapshot::Snapshot {
+    for d in trellis_control::plane::jwks::inline_jwks(&mut snapshot, jwks) {
+        tracing::warn!("{d}");
+    }
+    snapshot
+}
+
+/// pilot's refresh period: 20 minutes, one while some fetch fails.
+fn jwks_refresh_period(jwks: &trellis_control::jwks_resolver::JwksResolver) -> Duration {
+    if jwks.has_failures() {
+        trellis_control::jwks_resolver::REFRESH_INTERVAL_ON_FAILURE
+    } else {
+        trellis_control::jwks_resolver::REFRESH_INTERVAL
+    }
 }
 
 fn accept(listener: TcpListener, tx: mpsc::Sender<Note>) {

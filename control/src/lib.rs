@@ -21,6 +21,7 @@ pub mod ca;
 pub mod diag;
 pub mod explain;
 pub mod istio;
+pub mod jwks_resolver;
 pub mod plane;
 pub mod proxy_config;
 pub mod translate;

@@ -70,6 +70,10 @@ pub struct Listener {
     /// RBAC filter chain; evaluated at the start of every request on an inbound listener
     /// (`None`: no policy applies, every request is allowed).
     pub authorization: Option<Arc<crate::authz::Authorization>>,
+    /// Istio RequestAuthentications that select this listener's workload, compiled to Envoy's
+    /// `jwt_authn` filter; run before authorization on every request of an inbound listener
+    /// (`None`: no JWT is looked at, and `requestPrincipals` never match).
+    pub authentication: Option<Arc<crate::authn::JwtAuthentication>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

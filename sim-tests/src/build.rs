@@ -24,6 +24,7 @@ pub fn base() -> Config {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            authentication: None,
         }],
         route_tables: vec![RouteTable {
             name: "outbound".into(),

@@ -23,6 +23,7 @@ pub(super) fn config() -> Config {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            authentication: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),

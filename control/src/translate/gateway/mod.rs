@@ -83,6 +83,7 @@ pub fn translate_gateway(
             direction: Direction::Inbound,
             passthrough: false,
             authorization: None,
+            authentication: None,
         });
         out.config.route_tables.push(table);
     }
