@@ -308,3 +308,12 @@ fn request_principal_wildcards_follow_pilot() {
         "split at the last `/`: the issuer is a URL"
     );
 }
+#[test]
+fn ports_parse_as_pilots_convert_to_port() {
+    assert_eq!(port("80"), Ok(80));
+    assert_eq!(port("080"), Ok(80));
+    assert_eq!(port("65535"), Ok(65535));
+    for bad in ["", "+80", "-1", "65536", "http", "99999999999999999999999"] {
+        assert!(port(bad).is_err(), "{bad}");
+    }
+}

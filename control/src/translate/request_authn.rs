@@ -216,7 +216,7 @@ fn jwks_for(
         .as_deref()
         .or(rule.jwks_uri_deprecated.as_deref())
         .unwrap_or("");
-    if !uri.is_empty() && !(uri.starts_with("http://") || uri.starts_with("https://")) {
+    if !(uri.is_empty() || uri.starts_with("http://") || uri.starts_with("https://")) {
         report(Diagnostic::error(format!(
             "jwksUri {uri:?} must be an http:// or https:// URL; the rule is left out"
         )));
