@@ -266,3 +266,114 @@ fn tokens_are_verified_and_principals_authorized_as_istio_documents() {
         assert!(log.contains(details), "{details} not in the log:\n{log}");
     }
 }
+
+/// Start a `trellis` command with its log in `log`.
+fn trellis(args: &[&str], log: &std::path::Path) -> Killed {
+    let log = std::fs::File::create(log).expect("log file");
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("trellis starts"),
+    )
+}
+
+/// The control plane fetches the `jwksUri` and pushes the keys; the sidecar, fed only by the
+/// control plane, enforces them without ever fetching (the JWKS server sees one fetch).
+#[test]
+fn the_control_plane_fetches_jwks_uri_and_the_sidecar_never_does() {
+    let (_peer, info) = python_peer();
+    let peer_port = info["port"].as_u64().expect("port") as u16;
+    let tmp = std::env::temp_dir().join(format!("trellis-jwt-plane-{}", std::process::id()));
+    let mesh = tmp.join("mesh");
+    std::fs::create_dir_all(&mesh).expect("dir");
+    std::fs::write(
+        mesh.join("jwt.yaml"),
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  jwtRules:
+  - issuer: {}
+    jwksUri: http://127.0.0.1:{peer_port}/jwks.json
+    outputClaimToHeaders: [{{header: x-user, claim: sub}}]
+",
+            info["issuer"].as_str().expect("issuer")
+        ),
+    )
+    .expect("write");
+    let plane = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _control = trellis(
+        &[
+            "control",
+            "--dir",
+            &mesh.display().to_string(),
+            "--listen",
+            &plane.to_string(),
+            "--poll-ms",
+            "100",
+        ],
+        &tmp.join("control.log"),
+    );
+    wait_for(plane);
+    let port = free_port();
+    let config = tmp.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - {{name: inbound, address: \"127.0.0.1:{port}\", direction: inbound, forwardTo: \"127.0.0.1:{peer_port}\"}}\nworkload: {{namespace: default, labels: {{app: httpbin}}}}\n"
+        ),
+    )
+    .expect("write");
+    let _sidecar = trellis(
+        &[
+            "proxy",
+            "--config",
+            &config.display().to_string(),
+            "--control-plane",
+            &plane.to_string(),
+            "--node",
+            "httpbin-0",
+            "--health-port",
+            "0",
+            "--cores",
+            "1",
+            "--no-pin",
+            "--seed",
+            "1",
+        ],
+        &tmp.join("sidecar.log"),
+    );
+    wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
+    let url = format!("http://127.0.0.1:{port}/get");
+    let expired = info["expired"].as_str().expect("expired token");
+    // Until the first push applies, no RequestAuthentication: wait for the refusal.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _, body) = call(&url, &bearer(expired));
+        if status == 401 {
+            assert_eq!(body, "Jwt is expired");
+            break;
+        }
+        let read = |f: &str| std::fs::read_to_string(tmp.join(f)).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused (last {status}):\ncontrol log:\n{}\nsidecar log:\n{}",
+            read("control.log"),
+            read("sidecar.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, _, body) = call(&url, &bearer(info["valid"].as_str().expect("valid")));
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).expect("the workload's echo");
+    assert_eq!(seen["x-user"], "alice", "outputClaimToHeaders: {seen}");
+    let (_, _, fetches) = call(&format!("http://127.0.0.1:{peer_port}/fetches"), &[]);
+    assert_eq!(fetches, "1", "only the control plane fetched the JWKS");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
