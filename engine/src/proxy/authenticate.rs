@@ -64,6 +64,9 @@ impl Engine {
             return AuthnOutcome::Passed(None);
         };
         let head = &mut req.head;
+        // Envoy builds the realm from the URI as received; a verified token's query parameter
+        // may be gone from the target by the time a later token fails.
+        let received_target = head.target.contains('?').then(|| head.target.clone());
         let result = authn.authenticate(&mut AuthnRequest {
             method: head.method.as_str(),
             target: &mut head.target,
@@ -83,6 +86,9 @@ impl Engine {
                 AuthnOutcome::Passed(payload)
             }
             Err(status) => {
+                if let Some(target) = received_target {
+                    head.target = target;
+                }
                 let realm = realm(head, tls);
                 self.stats.jwt_authn_denied += 1;
                 self.push_event(Event::AuthnDenied {
