@@ -43,6 +43,12 @@ if ! python3 -c "import jsonpatch, jsonschema, kubernetes_validate, yaml" 2>/dev
   fi
   python3 -m pip install --quiet jsonpatch jsonschema kubernetes-validate PyYAML \
     || python3 -m pip install --quiet --break-system-packages jsonpatch jsonschema kubernetes-validate PyYAML
+# tests/e2e_jwt.rs mints its tokens with PyJWT (RSA signing through `cryptography`).
+if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
+  echo "== installing PyJWT and cryptography for the JWT end-to-end test"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq python3-jwt python3-cryptography \
+    || python3 -m pip install --user pyjwt cryptography
 fi
 
 echo "== cargo fmt --check"

@@ -141,13 +141,18 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     let mut writers: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
     let poll = Duration::from_millis(args.poll_ms.max(10));
     let mut next_poll = Wall::now();
-    // Names of DNS ServiceEntries are resolved here, not by the sidecars (module docs of
-    // trellis_control::dns); the snapshot read from files is kept to re-resolve against.
+    // What is pushed is the snapshot read from the directory with what the control plane
+    // fetches itself: RequestAuthentication keys (inlined, sidecars never fetch; refreshed as
+    // pilot refreshes them) and the DNS answers of ServiceEntries (module docs of
+    // trellis_control::dns). `from_files` is kept to prepare again when either changes.
+    let jwks = trellis_control::jwks_resolver::JwksResolver::global();
+    let mut next_jwks_refresh = Wall::now() + jwks_refresh_period(jwks);
     let dns = DnsCache::system();
     let dns_every = (args.dns_refresh_secs > 0).then(|| Duration::from_secs(args.dns_refresh_secs));
     let mut next_dns = dns_every.map(|every| Wall::now() + every);
     let mut from_files: Option<Snapshot> = None;
-    let with_dns = |snapshot: Snapshot| {
+    let prepare = |snapshot: Snapshot| {
+        let snapshot = with_jwks(snapshot, jwks);
         let (answers, notes) = dns.answers_for(&names_to_resolve(&snapshot.resources));
         for note in notes {
             tracing::warn!("{note}");
@@ -155,6 +160,17 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         Arc::new(snapshot.with_dns(answers))
     };
     loop {
+        if Wall::now() >= next_jwks_refresh {
+            let changed = jwks.refresh();
+            for (issuer, uri, error) in jwks.failures() {
+                tracing::warn!(%issuer, %uri, "JWKS refresh failed: {error}");
+            }
+            next_jwks_refresh = Wall::now() + jwks_refresh_period(jwks);
+            if let (true, Some(files)) = (changed, &from_files) {
+                tracing::info!("JWKS changed: pushing the new keys");
+                server.handle(now(), Input::Snapshot(prepare(files.clone())));
+            }
+        }
         if let (Some(due), Some(every), Some(files)) = (next_dns, dns_every, &from_files) {
             if Wall::now() >= due {
                 next_dns = Some(Wall::now() + every);
@@ -164,7 +180,7 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                 }
                 if changed {
                     tracing::info!("DNS answers of ServiceEntries changed");
-                    server.handle(now(), Input::Snapshot(with_dns(files.clone())));
+                    server.handle(now(), Input::Snapshot(prepare(files.clone())));
                 }
             }
         }
@@ -180,7 +196,10 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                         "directory changed"
                     );
                     from_files = Some(snapshot.clone());
-                    server.handle(now(), Input::Snapshot(with_dns(snapshot)));
+                    let prepared = prepare(snapshot);
+                    next_jwks_refresh =
+                        next_jwks_refresh.min(Wall::now() + jwks_refresh_period(jwks));
+                    server.handle(now(), Input::Snapshot(prepared));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -237,6 +256,26 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `snapshot` with every `jwksUri` fetched and inlined (failures logged; they fail closed).
+fn with_jwks(
+    mut snapshot: trellis_control::plane::snapshot::Snapshot,
+    jwks: &trellis_control::jwks_resolver::JwksResolver,
+) -> trellis_control::plane::snapshot::Snapshot {
+    for d in trellis_control::plane::jwks::inline_jwks(&mut snapshot, jwks) {
+        tracing::warn!("{d}");
+    }
+    snapshot
+}
+
+/// pilot's refresh period: 20 minutes, one while some fetch fails.
+fn jwks_refresh_period(jwks: &trellis_control::jwks_resolver::JwksResolver) -> Duration {
+    if jwks.has_failures() {
+        trellis_control::jwks_resolver::REFRESH_INTERVAL_ON_FAILURE
+    } else {
+        trellis_control::jwks_resolver::REFRESH_INTERVAL
+    }
 }
 
 fn accept(listener: TcpListener, tx: mpsc::Sender<Note>) {

@@ -140,7 +140,7 @@ fn config_of(
     Ok(config)
 }
 
-/// The pushed PeerAuthentications and AuthorizationPolicies applied to the file's inbound
+/// The pushed PeerAuthentications, RequestAuthentications and AuthorizationPolicies applied to the file's inbound
 /// listeners, as the file's own would be (`proxy_config`): mTLS mode per workload port (an
 /// inbound listener with a `forwardTo` target is keyed by that port, its route table
 /// `inbound|<port>`), and the RBAC chain of the policies that select the workload.
@@ -154,6 +154,16 @@ fn apply_security(
     let has_identity = config.identity.is_some();
     let authz = trellis_control::translate::authorization_for(&resources, workload);
     for d in &authz.diagnostics {
+        tracing::warn!("{d}");
+    }
+    // The control plane inlined every JWKS; a sidecar never fetches one (`NoFetch` fails such
+    // a rule closed and says so).
+    let authn = trellis_control::translate::authentication_for(
+        &resources,
+        workload,
+        &trellis_control::jwks_resolver::NoFetch,
+    );
+    for d in &authn.diagnostics {
         tracing::warn!("{d}");
     }
     for listener in config
@@ -177,6 +187,7 @@ fn apply_security(
             tracing::error!("{d}");
         }
         listener.authorization = authz.authorization.clone();
+        listener.authentication = authn.authentication.clone();
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod explain;
 pub mod inject;
 pub mod install;
 pub mod istio;
+pub mod jwks_resolver;
 pub mod plane;
 pub mod proxy_config;
 pub mod translate;

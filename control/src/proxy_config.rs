@@ -336,6 +336,18 @@ pub fn parse_proxy_config_with(
     if let Some(t) = &inbound_authz {
         warnings.extend(t.diagnostics.iter().cloned());
     }
+    // RequestAuthentications, the same way: the loader is the control side here, so a
+    // `jwksUri` is fetched now (cached per process) and the engine gets the keys.
+    let inbound_authn = inbound_authz.is_some().then(|| {
+        crate::translate::authentication_for(
+            &resources,
+            &workload,
+            crate::jwks_resolver::JwksResolver::global(),
+        )
+    });
+    if let Some(t) = &inbound_authn {
+        warnings.extend(t.diagnostics.iter().cloned());
+    }
     let mut seen = BTreeMap::new();
     for (i, l) in shape.listeners.iter().enumerate() {
         let address: SocketAddr = l.address.parse().map_err(|_| {
@@ -444,6 +456,12 @@ pub fn parse_proxy_config_with(
                 DirectionSpec::Outbound => None,
             },
             local_forward,
+            authentication: match l.direction {
+                DirectionSpec::Inbound => inbound_authn
+                    .as_ref()
+                    .and_then(|t| t.authentication.clone()),
+                DirectionSpec::Outbound => None,
+            },
         });
     }
     if config.listeners.is_empty() {

@@ -81,6 +81,10 @@ pub struct Listener {
     /// that the proxy's connection to the app stays on loopback and is never captured again.
     /// `None`: passthrough goes to the original destination unchanged (outbound ALLOW_ANY).
     pub local_forward: Option<std::net::IpAddr>,
+    /// Istio RequestAuthentications that select this listener's workload, compiled to Envoy's
+    /// `jwt_authn` filter; run before authorization on every request of an inbound listener
+    /// (`None`: no JWT is looked at, and `requestPrincipals` never match).
+    pub authentication: Option<Arc<crate::authn::JwtAuthentication>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

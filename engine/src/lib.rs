@@ -27,6 +27,7 @@
 //! - [`time`], [`rng`]: the engine-owned clock value and seeded randomness.
 //! - `hash`: the fast unkeyed hasher of the lookup-only maps.
 
+pub mod authn;
 pub mod authz;
 pub mod cluster;
 pub mod codec;

@@ -74,6 +74,7 @@ fn config() -> Config {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            authentication: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),

@@ -142,6 +142,7 @@ fn evaluating_a_chain_allocates_nothing() {
                 destination: "10.0.0.9:8080".parse().unwrap(),
                 peer_identity: identity,
                 sni: None,
+                jwt: None,
             };
             let verdict = authz.evaluate(&req, &mut |_| {});
             count[usize::from(verdict.is_allowed())] += 1;

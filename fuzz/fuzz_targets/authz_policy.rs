@@ -149,6 +149,7 @@ fuzz_target!(|data: &[u8]| {
         destination: SocketAddr::from(([10, 0, 0, 1], u16::from(b.byte()))),
         peer_identity: (b.pick(2) == 1).then_some(identity.as_str()),
         sni: None,
+        jwt: None,
     };
     let authz = Authorization { filters };
     let verdict = authz.evaluate(&req, &mut |_| {});

@@ -21,6 +21,8 @@ pub fn production_engine(config: Arc<Config>, seed: u64) -> Engine {
     let unix_base = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
+    // JWT `exp`/`nbf` are checked at the same engine-derived UNIX time as certificates.
+    engine.set_unix_base(unix_base);
     engine.set_transports(Box::new(MtlsTransports::from_config(MtlsSettings {
         unix_base,
         randomness: Randomness::System,
@@ -111,6 +113,18 @@ fn log_events(engine: &mut Engine) {
                 peer,
                 details,
             } => tracing::info!(%conn, %peer, %details, "request denied by authorization policy"),
+            Event::AuthnDenied {
+                conn,
+                peer,
+                status,
+                details,
+            } => tracing::info!(
+                %conn,
+                %peer,
+                %status,
+                %details,
+                "request refused by request authentication (JWT)"
+            ),
             Event::AuthzAudited { conn, peer, policy } => {
                 tracing::info!(%conn, %peer, %policy, "request audited by authorization policy")
             }

@@ -115,6 +115,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
             passthrough: false,
             authorization: None,
             local_forward: None,
+            authentication: None,
         }],
         route_tables: vec![RouteTable {
             name: ROUTE_TABLE.to_string(),

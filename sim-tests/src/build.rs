@@ -26,6 +26,7 @@ pub fn base() -> Config {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            authentication: None,
         }],
         route_tables: vec![RouteTable {
             name: "outbound".into(),

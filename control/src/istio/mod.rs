@@ -91,7 +91,7 @@ pub struct ResourceSet {
     pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
     /// `security.istio.io` AuthorizationPolicies.
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
-    /// `security.istio.io` RequestAuthentications (read; JWTs are not validated yet).
+    /// `security.istio.io` RequestAuthentications (`translate/request_authn.rs`).
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub diagnostics: Vec<Diagnostic>,
 }

@@ -1,7 +1,6 @@
 //! `security.istio.io` RequestAuthentication (v1; v1beta1 has the same shape): which JWTs a
-//! workload accepts. Types only, as the CRD schema defines them: Trellis reads and reports
-//! these resources but does not validate tokens yet (see `translate/authz.rs`, which warns for
-//! every one that selects a workload).
+//! workload accepts. Types only, as the CRD schema defines them; `translate/request_authn.rs`
+//! turns them into the engine's JWT filter (`trellis_engine::authn`).
 
 use serde::Deserialize;
 

@@ -9,12 +9,14 @@
 //! - [`scope`]: what one sidecar sees (`Sidecar` egress hosts, `exportTo`), as a
 //!   [`document::SidecarDocument`] the sidecar translates itself (and ACKs or NACKs).
 //! - [`push`]: the push protocol, a sans-IO state machine on each side.
+//! - [`jwks`]: RequestAuthentication keys fetched here and inlined, so sidecars never fetch.
 //!
 //! Everything here except [`watch`] and [`Snapshot::read_dir`] is a pure function of its
 //! inputs, so the simulator can run the control plane as a node.
 
 pub mod document;
 pub mod injection;
+pub mod jwks;
 pub mod kube;
 pub mod push;
 pub mod scope;

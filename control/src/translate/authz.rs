@@ -159,17 +159,6 @@ impl Group {
 /// The RBAC chain of the AuthorizationPolicies that select `workload`.
 pub fn authorization_for(resources: &ResourceSet, workload: &Workload) -> AuthzTranslation {
     let mut diagnostics = Vec::new();
-    for ra in attached_to(
-        &resources.request_authentications,
-        workload,
-        &mut diagnostics,
-    ) {
-        diagnostics.push(ra.diag(Diagnostic::error(
-            "RequestAuthentication is read but not enforced yet: Trellis validates no JWT, so \
-             requests with invalid tokens are NOT refused, and requestPrincipals / \
-             request.auth.* in AuthorizationPolicies never match",
-        )));
-    }
     let policies = policies_for(resources, workload, &mut diagnostics);
     let mut groups: BTreeMap<AuthorizationAction, Group> = BTreeMap::new();
     for policy in policies {

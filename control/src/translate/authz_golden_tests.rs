@@ -3,7 +3,7 @@
 //! copied to `../shared/istio/security/authz-builder/http/`) is translated for the workload
 //! those tests use (namespace `foo`, labels `app: httpbin, version: v1`), and the result must
 //! equal the Envoy RBAC filters pilot wrote for it (`*-out*.yaml`, one file per filter), read
-//! here into the engine's model. Cases that need mesh options Trellis does not have (trust
+//! here into the engine's model, metadata matchers (JWT claims, `requestPrincipals`) included. Cases that need mesh options Trellis does not have (trust
 //! domain aliases, ext_authz providers) are left out, except the bad-provider CUSTOM case,
 //! which is what Trellis does for every CUSTOM policy.
 
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use serde_yaml::Value;
 use trellis_engine::authz::{
-    Action, Authorization, Cidr, FullRegex, HeaderMatcher, PathTemplate, Permission, Policy,
-    Principal, Rbac, RbacFilter, StringMatcher, ValueMatch,
+    Action, Cidr, FullRegex, HeaderMatcher, MetadataMatcher, PathTemplate, Permission, Policy,
+    Principal, Rbac, RbacFilter, StringMatcher, ValueMatch, ValueMatcher,
 };
 
 use super::*;
@@ -102,7 +102,7 @@ fn permission(v: &Value) -> Permission {
         "destinationPort" => Permission::DestinationPort(inner.as_u64().unwrap() as u16),
         "destinationIp" => Permission::DestinationIp(cidr(inner)),
         "requestedServerName" => Permission::RequestedServerName(string_matcher(inner)),
-        "metadata" => Permission::Metadata("".into()),
+        "metadata" => Permission::Metadata(metadata(inner)),
         other => panic!("permission {other}"),
     }
 }
@@ -118,7 +118,7 @@ fn principal(v: &Value) -> Principal {
         "directRemoteIp" => Principal::DirectRemoteIp(cidr(inner)),
         "remoteIp" => Principal::RemoteIp(cidr(inner)),
         "header" => Principal::Header(header(inner)),
-        "metadata" => Principal::JwtMetadata("".into()),
+        "metadata" => Principal::Metadata(metadata(inner)),
         other => panic!("principal {other}"),
     }
 }
@@ -157,36 +157,24 @@ fn envoy_filter(file: &str) -> RbacFilter {
     }
 }
 
-/// The metadata matchers' texts are ours alone (Envoy's are structured): blank them.
-fn blank_metadata_perm(p: &mut Permission) {
-    match p {
-        Permission::And(v) | Permission::Or(v) => v.iter_mut().for_each(blank_metadata_perm),
-        Permission::Not(p) => blank_metadata_perm(p),
-        Permission::Metadata(t) => *t = "".into(),
-        _ => {}
+/// Envoy's `ValueMatcher` as pilot writes it: a string, one element of a list, or an OR.
+fn value_matcher(v: &Value) -> ValueMatcher {
+    if let Some(m) = get(v, "stringMatch") {
+        ValueMatcher::String(string_matcher(m))
+    } else if let Some(l) = get(v, "listMatch") {
+        ValueMatcher::ListOneOf(Box::new(value_matcher(&l["oneOf"])))
+    } else {
+        ValueMatcher::Or(list(&v["orMatch"], "valueMatchers", value_matcher))
     }
 }
 
-fn blank_metadata_prin(p: &mut Principal) {
-    match p {
-        Principal::And(v) | Principal::Or(v) => v.iter_mut().for_each(blank_metadata_prin),
-        Principal::Not(p) => blank_metadata_prin(p),
-        Principal::JwtMetadata(t) => *t = "".into(),
-        _ => {}
+/// Envoy's `MetadataMatcher`: filter, key path, value.
+fn metadata(v: &Value) -> MetadataMatcher {
+    MetadataMatcher {
+        filter: v["filter"].as_str().unwrap().into(),
+        path: list(v, "path", |seg| seg["key"].as_str().unwrap().into()),
+        value: value_matcher(&v["value"]),
     }
-}
-
-fn blanked(authz: &Authorization) -> Authorization {
-    let mut a = authz.clone();
-    for f in &mut a.filters {
-        for r in f.rules.iter_mut().chain(f.shadow.iter_mut()) {
-            for p in &mut r.policies {
-                p.permissions.iter_mut().for_each(blank_metadata_perm);
-                p.principals.iter_mut().for_each(blank_metadata_prin);
-            }
-        }
-    }
-    a
 }
 
 /// builder_test.go's HTTP cases Trellis can reproduce (input, outputs in filter order).
@@ -227,8 +215,8 @@ fn every_builder_case_equals_pilots_envoy_rbac() {
             resources.diagnostics
         );
         let got = authorization_for(&resources, &httpbin());
-        let got = blanked(got.authorization.as_deref().expect(input));
-        let want = Authorization {
+        let got = got.authorization.as_deref().expect(input).clone();
+        let want = trellis_engine::authz::Authorization {
             filters: outputs.iter().map(|f| envoy_filter(f)).collect(),
         };
         if got != want {

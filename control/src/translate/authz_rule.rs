@@ -4,11 +4,9 @@
 //! built by its generator (`pilot/pkg/security/authz/model/generator.go`) and errors handled as
 //! `checkError` does (see the parent module).
 
-use std::sync::Arc;
-
 use trellis_engine::authz::{
-    quote_meta, Action, Cidr, FullRegex, HeaderMatcher, PathTemplate, Permission, Principal,
-    StringMatcher,
+    quote_meta, Action, Cidr, FullRegex, HeaderMatcher, MetadataMatcher, PathTemplate, Permission,
+    Principal, StringMatcher, ValueMatcher,
 };
 
 use crate::istio::authorization_policy::Rule;
@@ -90,13 +88,6 @@ pub(super) fn build_rule(
             )),
         }
     }
-    if rule.when.iter().any(|w| w.key.starts_with("request.auth.")) {
-        notes.push(
-            "request.auth.* conditions never match: Trellis does not validate JWTs yet \
-             (RequestAuthentication), so no request has claims"
-                .to_string(),
-        );
-    }
 
     let mut principals = Vec::new();
     for from in &rule.from {
@@ -127,13 +118,6 @@ pub(super) fn build_rule(
                 if !v.is_empty() || !nv.is_empty() {
                     items.push((key, v, nv));
                 }
-            }
-            if !s.request_principals.is_empty() || !s.not_request_principals.is_empty() {
-                notes.push(
-                    "requestPrincipals never match: Trellis does not validate JWTs yet \
-                     (RequestAuthentication)"
-                        .to_string(),
-                );
             }
         }
         items.extend(base_prin.iter().copied());
@@ -185,7 +169,7 @@ fn and_permissions(items: &[Item<'_, PermKey<'_>>], action: Action) -> Result<Pe
                 if list.is_empty() {
                     continue;
                 }
-                if let Some(p) = check(envoy_filter(k), action)? {
+                if let Some(p) = check(envoy_filter(k, list), action)? {
                     and.push(if negate {
                         Permission::Not(Box::new(p))
                     } else {
@@ -232,7 +216,7 @@ fn and_principals(
             }
             let built = match key {
                 PrinKey::RequestPrincipal => check(Ok(request_principals(list)), action)?,
-                PrinKey::Jwt(k) => check(jwt_claim(k), action)?,
+                PrinKey::Jwt(k) => check(jwt_claim(k, list), action)?,
                 _ => {
                     let mut or = Vec::new();
                     for value in list {
@@ -272,7 +256,7 @@ fn permission(key: PermKey<'_>, value: &str) -> Result<Permission, String> {
             Permission::DestinationIp(Cidr::parse(value).map_err(|e| e.to_string())?)
         }
         PermKey::Sni => Permission::RequestedServerName(StringMatcher::istio(value)),
-        PermKey::EnvoyFilter(k) => envoy_filter(k)?,
+        PermKey::EnvoyFilter(k) => envoy_filter(k, &[value.to_string()])?,
     })
 }
 
@@ -287,15 +271,40 @@ pub(super) fn port(value: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("invalid port {value}"))
 }
 
-/// `envoyFilterGenerator`: the key must be `experimental.envoy.filters.<filter>[<key>]`. Trellis
-/// sets no filter metadata, so the permission never matches.
-fn envoy_filter(key: &str) -> Result<Permission, String> {
+/// `envoyFilterGenerator.extendedPermission`: `experimental.envoy.filters.<filter>[<key>]`, each
+/// value a string match (or, written `[v]`, a match on one element of a list), ORed. Trellis
+/// has no other filter's metadata than the JWT filter's, so these never match in practice.
+fn envoy_filter(key: &str, values: &[String]) -> Result<Permission, String> {
     let rest = key.trim_start_matches("experimental.");
     let rest = rest.strip_suffix(']').unwrap_or(rest);
-    if !rest.contains('[') {
-        return Err(format!("invalid key: {key}"));
+    let (filter, name) = rest
+        .split_once('[')
+        .ok_or_else(|| format!("invalid key: {key}"))?;
+    let matchers = values
+        .iter()
+        .map(
+            |v| match v.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+                Some(inner) => ValueMatcher::ListOneOf(Box::new(ValueMatcher::String(
+                    StringMatcher::istio(inner),
+                ))),
+                None => ValueMatcher::String(StringMatcher::istio(v)),
+            },
+        )
+        .collect();
+    Ok(Permission::Metadata(MetadataMatcher {
+        filter: filter.into(),
+        path: vec![name.into()],
+        value: or_matcher(matchers),
+    }))
+}
+
+/// pilot's `matcher.OrMatcher`: one matcher stays itself.
+fn or_matcher(mut matchers: Vec<ValueMatcher>) -> ValueMatcher {
+    if matchers.len() == 1 {
+        matchers.remove(0)
+    } else {
+        ValueMatcher::Or(matchers)
     }
-    Ok(Permission::Metadata(Arc::from(key)))
 }
 
 /// One value of a principal-side key (`generator.go` `principal`).
@@ -358,17 +367,60 @@ fn principal(key: PrinKey<'_>, value: &str, policy_ns: &str) -> Result<Principal
             Ok(Principal::Header(HeaderMatcher::istio(name, value)))
         }
         PrinKey::RequestPrincipal => Ok(request_principals(&[value.to_string()])),
-        PrinKey::Jwt(k) => jwt_claim(k),
+        PrinKey::Jwt(k) => jwt_claim(k, &[value.to_string()]),
     }
 }
 
-/// `requestPrincipalGenerator.extendedPrincipal`: per value, the issuer AND the subject claim
-/// (one value: that pair; several: their OR). No JWT is ever validated: never matches.
+/// `requestPrincipalGenerator.extendedPrincipal`: each value `<iss>/<sub>` (split at the LAST
+/// `/`, an issuer may be a URL) becomes the JWT metadata's `iss` AND `sub` matchers, with
+/// pilot's wildcards (`*`, `*suffix`, `prefix*` on either side); one value gives that pair,
+/// several their OR.
 fn request_principals(values: &[String]) -> Principal {
-    let pair = |v: &String| {
+    let any = || StringMatcher::istio("*");
+    let pair = |value: &String| {
+        let (iss, sub, found) = match value.rfind('/') {
+            Some(i) => (&value[..i], &value[i + 1..], true),
+            None => (value.as_str(), "", false),
+        };
+        let (match_iss, match_sub) = if value == "*" {
+            (any(), any())
+        } else if let Some(rest) = value.strip_prefix('*') {
+            if found {
+                let m_iss = if iss == "*" {
+                    any()
+                } else {
+                    StringMatcher::Suffix(iss.strip_prefix('*').unwrap_or(iss).into())
+                };
+                (m_iss, StringMatcher::Exact(sub.into()))
+            } else {
+                (any(), StringMatcher::Suffix(rest.into()))
+            }
+        } else if let Some(rest) = value.strip_suffix('*') {
+            if found {
+                let m_sub = if sub == "*" {
+                    any()
+                } else {
+                    StringMatcher::Prefix(sub.strip_suffix('*').unwrap_or(sub).into())
+                };
+                (StringMatcher::Exact(iss.into()), m_sub)
+            } else {
+                (StringMatcher::Prefix(rest.into()), any())
+            }
+        } else {
+            (
+                StringMatcher::Exact(iss.into()),
+                StringMatcher::Exact(sub.into()),
+            )
+        };
         Principal::And(vec![
-            Principal::JwtMetadata(Arc::from(format!("request.auth.principal iss of {v}"))),
-            Principal::JwtMetadata(Arc::from(format!("request.auth.principal sub of {v}"))),
+            Principal::Metadata(MetadataMatcher::jwt_claim(
+                &["iss"],
+                ValueMatcher::String(match_iss),
+            )),
+            Principal::Metadata(MetadataMatcher::jwt_claim(
+                &["sub"],
+                ValueMatcher::String(match_sub),
+            )),
         ])
     };
     match values {
@@ -377,13 +429,57 @@ fn request_principals(values: &[String]) -> Principal {
     }
 }
 
-/// `request.auth.audiences` / `.presenter` / `.claims[a][b]` (the claim names must be in
-/// brackets, `extractNameInNestedBrackets`). Never matches (no JWT).
-fn jwt_claim(key: &str) -> Result<Principal, String> {
-    if let Some(claims) = key.strip_prefix("request.auth.claims") {
-        if !(claims.starts_with('[') && claims.ends_with(']')) {
-            return Err(format!("expecting format [<NAME>], but found {claims}"));
+/// `request.auth.audiences` (claim `aud`), `.presenter` (`azp`), `.claims[a][b]` (nested
+/// claim names in brackets, `extractNameInNestedBrackets`): pilot's
+/// `MetadataListValueMatcherForJWTClaims` with the values ORed (`StringOrMatcher`), matching
+/// a claim that is one of the values or a list holding one.
+fn jwt_claim(key: &str, values: &[String]) -> Result<Principal, String> {
+    let claims = match key {
+        "request.auth.audiences" => vec!["aud".to_string()],
+        "request.auth.presenter" => vec!["azp".to_string()],
+        _ => match key.strip_prefix("request.auth.claims") {
+            Some(names) => nested_bracket_names(names)?,
+            None => return Err(format!("unknown attribute {key}")),
+        },
+    };
+    let value = or_matcher(
+        values
+            .iter()
+            .map(|v| ValueMatcher::String(StringMatcher::istio(v)))
+            .collect(),
+    );
+    Ok(Principal::Metadata(MetadataMatcher::jwt_claim(
+        &claims,
+        ValueMatcher::Or(vec![
+            ValueMatcher::ListOneOf(Box::new(value.clone())),
+            value,
+        ]),
+    )))
+}
+
+/// pilot's `extractNameInNestedBrackets`: `[a][b]` → `a`, `b`; text that is not a run of
+/// bracketed names falls back to one name in outer brackets (`[a.b]` → `a.b`).
+fn nested_bracket_names(text: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[').and_then(|r| {
+            let end = r.find(['[', ']'])?;
+            (r.as_bytes()[end] == b']').then(|| (&r[..end], &r[end + 1..]))
+        });
+        match inner {
+            Some((name, after)) => {
+                names.push(name.to_string());
+                rest = after;
+            }
+            None => {
+                let whole = text
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .ok_or_else(|| format!("expecting format [<NAME>], but found {text}"))?;
+                return Ok(vec![whole.to_string()]);
+            }
         }
     }
-    Ok(Principal::JwtMetadata(Arc::from(key)))
+    Ok(names)
 }

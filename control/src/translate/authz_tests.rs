@@ -35,6 +35,23 @@ fn translate(yaml: &str, w: &Workload) -> AuthzTranslation {
 
 /// The verdict for `method path` from `peer` (with `identity` over mTLS, if any).
 fn verdict(t: &AuthzTranslation, method: &str, path: &str, identity: Option<&str>) -> Verdict {
+    verdict_with_jwt(t, method, path, identity, None)
+}
+
+/// [`verdict`] for a request whose JWT was verified with this payload.
+fn verdict_with_jwt(
+    t: &AuthzTranslation,
+    method: &str,
+    path: &str,
+    identity: Option<&str>,
+    jwt: Option<&serde_json::Value>,
+) -> Verdict {
+    let jwt = jwt.map(|v| {
+        trellis_engine::authn::JwtPayload::normalized(
+            v.as_object().cloned().unwrap_or_default(),
+            &["scope".to_string()],
+        )
+    });
     let Some(authz) = &t.authorization else {
         return Verdict::Allowed;
     };
@@ -49,6 +66,7 @@ fn verdict(t: &AuthzTranslation, method: &str, path: &str, identity: Option<&str
         destination: "10.9.9.9:8080".parse().unwrap(),
         peer_identity: identity,
         sni: None,
+        jwt: jwt.as_ref(),
     };
     authz.evaluate(&req, &mut |_| {})
 }
@@ -177,7 +195,7 @@ fn custom_is_refused_by_name_and_denies_what_it_matches() {
 }
 
 #[test]
-fn jwt_conditions_never_match_and_say_so() {
+fn request_principals_star_needs_a_verified_token_whatever_the_peer() {
     let w = workload("shop", &[]);
     let t = translate(
         &policy(
@@ -187,10 +205,12 @@ fn jwt_conditions_never_match_and_say_so() {
         ),
         &w,
     );
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
     assert!(!verdict(&t, "GET", "/", Some("spiffe://td/ns/a/sa/b")).is_allowed());
-    assert!(t.diagnostics.iter().any(|d| d.message.contains("JWT")));
+    let token = serde_json::json!({"iss": "i", "sub": "s"});
+    assert!(verdict_with_jwt(&t, "GET", "/", None, Some(&token)).is_allowed());
     // DENY notRequestPrincipals ["*"]: every request without a token is denied (Istio's
-    // "require JWT" pattern).
+    // "require JWT" pattern), one with a token passes.
     let t = translate(
         &policy(
             "shop",
@@ -200,18 +220,94 @@ fn jwt_conditions_never_match_and_say_so() {
         &w,
     );
     assert!(!verdict(&t, "GET", "/", None).is_allowed());
+    assert!(verdict_with_jwt(&t, "GET", "/", None, Some(&token)).is_allowed());
 }
 
 #[test]
-fn dry_run_policies_are_shadow_rules() {
-    let w = workload("shop", &[]);
-    let yaml = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: dry\n  namespace: shop\n  annotations: {istio.io/dry-run: \"true\"}\nspec:\n  action: DENY\n  rules: [{}]\n";
-    let t = translate(yaml, &w);
-    let authz = t.authorization.clone().unwrap();
-    assert!(authz.filters[0].rules.is_none() && authz.filters[0].shadow.is_some());
-    assert!(verdict(&t, "GET", "/", None).is_allowed());
+fn request_principals_and_request_auth_claims_match_the_verified_token() {
+    // Istio's "Authorization with JWT" task: requestPrincipals, then a groups claim.
+    let yaml = policy(
+        "shop",
+        "require-jwt",
+        "  rules:\n  - from: [{source: {requestPrincipals: [\"testing@secure.istio.io/testing@secure.istio.io\"]}}]\n    when: [{key: \"request.auth.claims[groups]\", values: [group1]}]",
+    ) + &policy(
+        "shop",
+        "deny-scope",
+        "  action: DENY\n  rules: [{when: [{key: \"request.auth.claims[scope]\", values: [admin]}, {key: request.auth.presenter, values: [\"*\"]}]}]",
+    );
+    let t = translate(&yaml, &workload("shop", &[]));
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let token = serde_json::json!({"iss": "testing@secure.istio.io", "sub": "testing@secure.istio.io",
+        "groups": ["group1", "group2"], "scope": "read admin"});
+    let v = |jwt: Option<&serde_json::Value>| verdict_with_jwt(&t, "GET", "/", None, jwt);
+    assert_eq!(
+        v(None),
+        Verdict::Denied(None),
+        "no token: no request principal"
+    );
+    assert_eq!(v(Some(&token)), Verdict::Allowed);
+    let mut other = token.clone();
+    other["groups"] = serde_json::json!("group2");
+    assert_eq!(
+        v(Some(&other)),
+        Verdict::Denied(None),
+        "claim not in the list"
+    );
+    let mut presented = token.clone();
+    presented["azp"] = serde_json::json!("frontend");
+    assert!(
+        matches!(v(Some(&presented)), Verdict::Denied(Some(ref p)) if p.contains("deny-scope")),
+        "scope is space-delimited: `admin` is one of its words"
+    );
 }
 
+#[test]
+fn request_principal_wildcards_follow_pilot() {
+    let t = |value: &str| {
+        translate(
+            &policy(
+                "shop",
+                "p",
+                &format!("  rules: [{{from: [{{source: {{requestPrincipals: [\"{value}\"]}}}}]}}]"),
+            ),
+            &workload("shop", &[]),
+        )
+    };
+    let token = |iss: &str, sub: &str| serde_json::json!({"iss": iss, "sub": sub});
+    let allowed = |value: &str, iss: &str, sub: &str| {
+        verdict_with_jwt(&t(value), "GET", "/", None, Some(&token(iss, sub))).is_allowed()
+    };
+    assert!(allowed("*", "https://a", "x"));
+    assert!(allowed(
+        "https://issuer.example/*",
+        "https://issuer.example",
+        "anyone"
+    ));
+    assert!(!allowed(
+        "https://issuer.example/*",
+        "https://issuer.example/x",
+        "anyone"
+    ));
+    assert!(
+        allowed("*/alice", "https://whoever", "alice"),
+        "`*` issuer, exact subject"
+    );
+    assert!(allowed("*example/alice", "https://issuer.example", "alice"));
+    assert!(!allowed("*example/alice", "https://issuer.example", "bob"));
+    assert!(allowed(
+        "https://issuer.example/al*",
+        "https://issuer.example",
+        "alice"
+    ));
+    assert!(
+        allowed(
+            "https://issuer.example/alice",
+            "https://issuer.example",
+            "alice"
+        ),
+        "split at the last `/`: the issuer is a URL"
+    );
+}
 #[test]
 fn ports_parse_as_pilots_convert_to_port() {
     assert_eq!(port("80"), Ok(80));
@@ -220,27 +316,4 @@ fn ports_parse_as_pilots_convert_to_port() {
     for bad in ["", "+80", "-1", "65536", "http", "99999999999999999999999"] {
         assert!(port(bad).is_err(), "{bad}");
     }
-}
-
-#[test]
-fn request_authentication_loads_and_is_reported_as_not_enforced() {
-    // The shape of Istio's "Authorization with JWT" task, with an inline JWKS.
-    let jwks =
-        std::fs::read_to_string(crate::shared_dir().join("istio/security/jwt/jwks.json")).unwrap();
-    let yaml = format!(
-        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwks: {jwks:?}\n    fromHeaders: [{{name: x-jwt, prefix: 'Bearer '}}]\n    outputPayloadToHeader: x-payload\n    forwardOriginalToken: true\n    outputClaimToHeaders: [{{header: x-group, claim: group}}]\n    timeout: 5s\n"
-    );
-    let set = parse_str(&yaml, "ra.yaml").unwrap();
-    assert!(set.diagnostics.is_empty(), "{:?}", set.diagnostics);
-    let rule = &set.request_authentications[0].spec.jwt_rules[0];
-    assert_eq!(rule.issuer, "testing@secure.istio.io");
-    assert_eq!(rule.from_headers[0].prefix.as_deref(), Some("Bearer "));
-    let warned = |w: &Workload| {
-        authorization_for(&set, w).diagnostics.iter().any(|d| {
-            d.message
-                .contains("RequestAuthentication is read but not enforced")
-        })
-    };
-    assert!(warned(&workload("shop", &[("app", "web")])));
-    assert!(!warned(&workload("shop", &[("app", "db")])));
 }

@@ -24,6 +24,7 @@ pub mod peer_authn;
 pub mod policy;
 pub mod ports;
 pub mod registry;
+pub mod request_authn;
 pub mod routes;
 pub mod upstream_tls;
 pub mod workload;
@@ -42,6 +43,7 @@ pub use catalog::{cluster_name, Catalog};
 pub use gateway::{translate_gateway, GatewayOptions};
 pub use policy::EffectivePolicy;
 pub use registry::{Registry, Service, ServiceEndpoint, ServicePort};
+pub use request_authn::{authentication_for, AuthnTranslation};
 pub use workload::Workload;
 
 use crate::diag::Diagnostic;

@@ -38,6 +38,9 @@ pub struct AuthzRequest<'a> {
     pub peer_identity: Option<&'a str>,
     /// The TLS SNI the client sent, if any.
     pub sni: Option<&'a str>,
+    /// The payload of the JWT the request authentication verified, if any (Envoy's
+    /// `envoy.filters.http.jwt_authn` dynamic metadata).
+    pub jwt: Option<&'a crate::authn::JwtPayload>,
 }
 
 impl AuthzRequest<'_> {
@@ -178,7 +181,7 @@ impl Permission {
             Permission::DestinationPort(port) => req.destination.port() == *port,
             Permission::DestinationIp(cidr) => cidr.contains(req.destination.ip()),
             Permission::RequestedServerName(m) => m.matches(req.sni.unwrap_or("")),
-            Permission::Metadata(_) => false,
+            Permission::Metadata(m) => m.matches(req.jwt),
         }
     }
 }
@@ -194,7 +197,7 @@ impl Principal {
             Principal::DirectRemoteIp(cidr) => cidr.contains(req.peer.ip()),
             Principal::RemoteIp(cidr) => cidr.contains(req.remote_ip()),
             Principal::Header(h) => h.matches(req.header(&h.name).as_deref()),
-            Principal::JwtMetadata(_) => false,
+            Principal::Metadata(m) => m.matches(req.jwt),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod eval;
 pub mod matchers;
+pub mod metadata;
 pub mod model;
 pub mod path;
 
@@ -18,6 +19,7 @@ pub use eval::{AuthzRequest, Note, Verdict};
 pub use matchers::{
     quote_meta, Cidr, FullRegex, HeaderMatcher, PathTemplate, StringMatcher, ValueMatch,
 };
+pub use metadata::{MetadataMatcher, ValueMatcher, JWT_AUTHN_FILTER, JWT_PAYLOAD_KEY};
 pub use model::{Action, Authorization, Permission, Policy, Principal, Rbac, RbacFilter};
 
 /// The body Envoy's RBAC filter answers a denied request with (status 403).

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use super::matchers::{Cidr, HeaderMatcher, PathTemplate, StringMatcher};
+use super::metadata::MetadataMatcher;
 
 /// Envoy's `RBAC.Action` as pilot uses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,10 +43,9 @@ pub enum Permission {
     DestinationIp(Cidr),
     /// `requested_server_name`: the TLS SNI ("" without TLS).
     RequestedServerName(StringMatcher),
-    /// A dynamic-metadata matcher (`experimental.envoy.filters.*`). Trellis sets no filter
-    /// metadata, so this never matches (as Envoy's metadata matcher on absent metadata). The
-    /// text says what it was written as.
-    Metadata(Arc<str>),
+    /// A dynamic-metadata matcher (`experimental.envoy.filters.*`): only the JWT filter's
+    /// metadata exists in Trellis, so a matcher on another filter never matches.
+    Metadata(MetadataMatcher),
 }
 
 /// `config.rbac.v3.Principal`: who sends the request.
@@ -64,10 +64,9 @@ pub enum Principal {
     /// `x-forwarded-for` entry, Istio's sidecar default of no trusted hops).
     RemoteIp(Cidr),
     Header(HeaderMatcher),
-    /// A JWT claim (`request.auth.*`, `requestPrincipals`): the JWT filter's metadata. Trellis
-    /// has no RequestAuthentication yet, so there is never a validated token and this never
-    /// matches. The text says what it was written as.
-    JwtMetadata(Arc<str>),
+    /// Dynamic metadata: a claim of the verified JWT (`requestPrincipals`, `request.auth.*`).
+    /// A request without a verified token never matches.
+    Metadata(MetadataMatcher),
 }
 
 /// One named policy (`ns[<ns>]-policy[<name>]-rule[<i>]`, pilot's `policyName`).

@@ -31,6 +31,7 @@ struct Req {
     peer: SocketAddr,
     destination: SocketAddr,
     identity: Option<&'static str>,
+    jwt: Option<crate::authn::JwtPayload>,
 }
 
 impl Req {
@@ -43,6 +44,7 @@ impl Req {
             peer: "10.0.0.7:40000".parse().unwrap(),
             destination: "10.0.0.9:9080".parse().unwrap(),
             identity: None,
+            jwt: None,
         }
     }
 
@@ -56,6 +58,7 @@ impl Req {
             destination: self.destination,
             peer_identity: self.identity,
             sni: None,
+            jwt: self.jwt.as_ref(),
         }
     }
 }
@@ -217,8 +220,58 @@ fn headers_methods_hosts_ports() {
     assert!(Permission::DestinationPort(9080).matches(&req.view()));
     assert!(!Permission::DestinationPort(80).matches(&req.view()));
     assert!(Permission::DestinationIp(Cidr::parse("10.0.0.0/24").unwrap()).matches(&req.view()));
-    assert!(!Permission::Metadata("experimental.envoy.filters.x[y]".into()).matches(&req.view()));
-    assert!(!Principal::JwtMetadata("request.auth.claims[iss]".into()).matches(&req.view()));
+}
+
+#[test]
+fn metadata_matchers_read_the_verified_jwt_payload_as_envoy_rbac() {
+    use crate::authz::{MetadataMatcher, ValueMatcher};
+    let mut req = Req::get("/");
+    let iss = Principal::Metadata(MetadataMatcher::jwt_claim(
+        &["iss"],
+        ValueMatcher::String(StringMatcher::istio("https://issuer.example")),
+    ));
+    let group = ValueMatcher::String(StringMatcher::istio("admins"));
+    let groups = Principal::Metadata(MetadataMatcher::jwt_claim(
+        &["groups"],
+        ValueMatcher::Or(vec![
+            ValueMatcher::ListOneOf(Box::new(group.clone())),
+            group,
+        ]),
+    ));
+    let nested = Principal::Metadata(MetadataMatcher::jwt_claim(
+        &["org", "team"],
+        ValueMatcher::String(StringMatcher::istio("a*")),
+    ));
+    let other_filter = Permission::Metadata(MetadataMatcher {
+        filter: "envoy.filters.x".into(),
+        path: vec!["y".into()],
+        value: ValueMatcher::String(StringMatcher::istio("*")),
+    });
+    assert!(
+        !iss.matches(&req.view()),
+        "no verified token: nothing matches"
+    );
+    let payload = serde_json::json!({"iss": "https://issuer.example", "groups": ["dev", "admins"],
+        "org": {"team": "alpha"}, "n": 5});
+    req.jwt = Some(crate::authn::JwtPayload::normalized(
+        payload.as_object().unwrap().clone(),
+        &[],
+    ));
+    assert!(iss.matches(&req.view()));
+    assert!(groups.matches(&req.view()), "one element of a list claim");
+    assert!(nested.matches(&req.view()));
+    assert!(
+        !other_filter.matches(&req.view()),
+        "no other filter's metadata"
+    );
+    let number = Principal::Metadata(MetadataMatcher::jwt_claim(
+        &["n"],
+        ValueMatcher::String(StringMatcher::istio("5")),
+    ));
+    assert!(
+        !number.matches(&req.view()),
+        "a string matcher never matches a number"
+    );
 }
 
 // ---- properties ----------------------------------------------------------------------

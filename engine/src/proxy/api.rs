@@ -94,6 +94,15 @@ pub enum Event {
         /// `none` when an ALLOW policy applies and none matched.
         details: String,
     },
+    /// An inbound request was refused by request authentication (RequestAuthentication, Envoy's
+    /// `jwt_authn`): answered 401 (403 for a disallowed audience) with the reason as body.
+    AuthnDenied {
+        conn: ConnId,
+        peer: SocketAddr,
+        status: crate::authn::Status,
+        /// Envoy's `%RESPONSE_CODE_DETAILS%`: `jwt_authn_access_denied{<reason>}`.
+        details: String,
+    },
     /// An AUDIT AuthorizationPolicy matched an inbound request (Envoy's `access_log_hint`).
     AuthzAudited {
         conn: ConnId,

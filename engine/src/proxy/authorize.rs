@@ -13,13 +13,14 @@ use crate::config::Direction;
 use crate::time::Instant;
 
 use super::api::Event;
+use super::authenticate::AuthnOutcome;
 use super::conn::{Conn, Side};
 use super::ids::{DownstreamId, RequestId};
 use super::Engine;
 
 impl Engine {
-    /// Run the listener's authorization for request `id`; `false` when it was denied (and
-    /// already answered).
+    /// Run the listener's request authentication, then its authorization, for request `id`;
+    /// `false` when it was refused (and already answered).
     pub(super) fn authorize(
         &mut self,
         now: Instant,
@@ -27,6 +28,10 @@ impl Engine {
         down: DownstreamId,
         listener: &str,
     ) -> bool {
+        let jwt = match self.authenticate(now, id, down, listener) {
+            AuthnOutcome::Refused => return false,
+            AuthnOutcome::Passed(payload) => payload,
+        };
         let Some((config, _)) = self.snapshot.listener_named(listener) else {
             return true;
         };
@@ -60,6 +65,7 @@ impl Engine {
             // The transport does not report the SNI it was offered: `connection.sni` matches
             // only the empty name, as on plaintext.
             sni: None,
+            jwt: jwt.as_ref(),
         };
         let peer = d.peer;
         let stats = &mut self.stats;

@@ -39,6 +39,7 @@
 
 mod api;
 mod attempt;
+mod authenticate;
 mod authorize;
 mod clusters;
 mod conn;
@@ -118,6 +119,9 @@ pub struct Engine {
     last_config_error: Option<ConfigError>,
     /// Chooses each new connection's transport (plaintext, or a transform such as TLS).
     transports: Box<dyn TransportFactory>,
+    /// The UNIX time of engine instant zero: JWT `exp`/`nbf` are checked at
+    /// `unix_base + now` (see [`Engine::set_unix_base`]).
+    unix_base: std::time::Duration,
     /// Planted bugs switched on in this engine (feature `mutants` only).
     #[cfg(feature = "mutants")]
     mutations: crate::mutants::Mutations,
@@ -172,6 +176,7 @@ impl Engine {
             stats: EngineStats::default(),
             last_config_error: None,
             transports: Box::new(PlainTransports),
+            unix_base: std::time::Duration::ZERO,
             #[cfg(feature = "mutants")]
             mutations: crate::mutants::Mutations::default(),
         };
@@ -264,6 +269,19 @@ impl Engine {
     /// already open keep theirs. The default is plaintext everywhere.
     pub fn set_transports(&mut self, factory: Box<dyn TransportFactory>) {
         self.transports = factory;
+    }
+
+    /// Say which UNIX time engine instant zero is (default: the epoch itself). Request
+    /// authentication checks a JWT's `exp` and `nbf` at `unix_base + now`, never at the wall
+    /// clock: a runtime sets this once from the wall clock at start, a simulation picks a
+    /// fixed date and ages tokens in simulated time.
+    pub fn set_unix_base(&mut self, unix_base: std::time::Duration) {
+        self.unix_base = unix_base;
+    }
+
+    /// `now` as whole seconds since the UNIX epoch, on the engine's clock.
+    pub(crate) fn unix_seconds(&self, now: Instant) -> u64 {
+        (self.unix_base + std::time::Duration::from_nanos(now.as_nanos())).as_secs()
     }
 
     /// The next output to perform, if any.
@@ -575,6 +593,8 @@ enum Work {
     Resume(DownstreamId),
 }
 
+#[cfg(test)]
+mod authn_tests;
 #[cfg(test)]
 mod authz_tests;
 #[cfg(test)]

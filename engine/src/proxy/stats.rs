@@ -30,6 +30,12 @@ pub struct EngineStats {
     pub rbac_shadow_denied: u64,
     /// Requests an AUDIT policy matched.
     pub rbac_audited: u64,
+    /// Inbound requests request authentication (RequestAuthentication, Envoy's `jwt_authn`)
+    /// let through, those among them that carried a verified JWT, and those it refused (401,
+    /// or 403 for a disallowed audience): Envoy's `jwt_authn.allowed` / `jwt_authn.denied`.
+    pub jwt_authn_allowed: u64,
+    pub jwt_authn_verified: u64,
+    pub jwt_authn_denied: u64,
     /// Mesh-generated outcomes by response flag.
     pub flags: BTreeMap<ResponseFlag, u64>,
 }

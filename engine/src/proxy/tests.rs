@@ -25,6 +25,7 @@ pub(super) fn config() -> Config {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            authentication: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),
@@ -615,6 +616,7 @@ fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
     ] {
         let mut cfg = config();
         cfg.listeners = vec![Listener {
+            authentication: None,
             tls: None,
             mtls: Default::default(),
             name: "virtualInbound".into(),

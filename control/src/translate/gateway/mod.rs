@@ -88,6 +88,7 @@ pub fn translate_gateway(
             passthrough: false,
             authorization: None,
             local_forward: None,
+            authentication: None,
         });
         out.config.route_tables.push(table);
     }
