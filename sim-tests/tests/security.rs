@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use sim_tests::sim::mtls::spec::CallerKind;
+use sim_tests::sim::mtls::spec::{CallerKind, PeerAuthMode, SecChange};
 use sim_tests::sim::swarm::{run_checked, seeds_from_env};
 use sim_tests::sim::{run, RunOptions, Scenario};
 
@@ -19,7 +19,10 @@ fn security_seeds(range: std::ops::Range<u64>) -> Vec<u64> {
 #[test]
 fn security_worlds_keep_every_invariant_and_exercise_each_outcome() {
     let seeds = security_seeds(seeds_from_env(0..160));
-    assert!(seeds.len() >= 20, "a quarter of the seeds have one: {seeds:?}");
+    assert!(
+        seeds.len() >= 20,
+        "a quarter of the seeds have one: {seeds:?}"
+    );
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for &seed in &seeds {
         let report = run(&Scenario::from_seed(seed), RunOptions::default());
@@ -28,7 +31,11 @@ fn security_worlds_keep_every_invariant_and_exercise_each_outcome() {
             "seed {seed}: {:#?}",
             report.violations
         );
-        for (k, n) in report.outcomes.iter().filter(|(k, _)| k.starts_with("mtls:")) {
+        for (k, n) in report
+            .outcomes
+            .iter()
+            .filter(|(k, _)| k.starts_with("mtls:"))
+        {
             *totals.entry(k.clone()).or_default() += n;
         }
     }
@@ -65,19 +72,60 @@ fn the_same_seed_gives_the_same_trace_hash_with_mtls_on() {
     }
 }
 
+/// The swarm streams turn every part on in some seeds and off in others.
 #[test]
-fn every_caller_kind_and_mode_appears() {
-    let mut kinds = [0u32; 4];
-    for seed in security_seeds(0..200) {
+fn every_swarm_stream_appears() {
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut note = |k: &'static str, on: bool| *seen.entry(k).or_default() += u32::from(on);
+    let seeds = security_seeds(0..400);
+    for &seed in &seeds {
         let spec = Scenario::from_seed(seed).security.expect("filtered");
         for c in &spec.callers {
-            kinds[match c.kind {
-                CallerKind::AutoMtls => 0,
-                CallerKind::IstioMutual => 1,
-                CallerKind::MeshPlaintext => 2,
-                CallerKind::External => 3,
-            }] += 1;
+            note(
+                match c.kind {
+                    CallerKind::AutoMtls => "auto mTLS",
+                    CallerKind::IstioMutual => "ISTIO_MUTUAL",
+                    CallerKind::MeshPlaintext => "DestinationRule DISABLE",
+                    CallerKind::External => "outside the mesh",
+                    CallerKind::Impostor => "impostor",
+                },
+                true,
+            );
+            note("caller cert expires", c.cert.expires_ms.is_some());
+            note(
+                "maxRequestsPerConnection",
+                c.max_requests_per_connection > 0,
+            );
         }
+        for s in &spec.services {
+            note(
+                match s.mode {
+                    PeerAuthMode::Disable => "DISABLE",
+                    PeerAuthMode::Permissive => "PERMISSIVE",
+                    PeerAuthMode::Strict => "STRICT",
+                },
+                true,
+            );
+            note("service cert expires", s.cert.expires_ms.is_some());
+            note("renewal", s.cert.renew_ms.is_some());
+        }
+        note("policies", !spec.policies.is_empty());
+        note("no policies", spec.policies.is_empty());
+        for p in &spec.pushes {
+            note(
+                match p.change {
+                    SecChange::Mode { .. } => "mode push",
+                    SecChange::Policies(_) => "policy push",
+                },
+                true,
+            );
+        }
+        note("partition", !spec.net.partitions.is_empty());
+        note("loss", spec.net.loss_percent > 0);
+        note("resets", spec.net.reset_permille > 0);
+        note("split writes", spec.net.split);
     }
-    assert!(kinds.iter().all(|&n| n > 5), "{kinds:?}");
+    eprintln!("{} seeds: {seen:#?}", seeds.len());
+    assert_eq!(seen.len(), 20, "{seen:#?}");
+    assert!(seen.values().all(|&n| n >= 5), "{seen:#?}");
 }

@@ -46,9 +46,10 @@ pub struct IssuedCert {
 /// A root and its key, drawn from the seed.
 pub struct SimCa {
     issuer: Issuer<'static, KeyPair>,
-    root_pem: String,
     rng: fastrand::Rng,
     serial: u64,
+    /// The bundle its workloads trust: its own root, or (an impostor's CA) the mesh's.
+    bundle_pem: String,
 }
 
 /// An Ed25519 key whose secret is 32 bytes from `rng` (PKCS#8 v1).
@@ -74,12 +75,22 @@ pub fn unix_secs(sim_ms: u64) -> u64 {
 
 impl SimCa {
     pub fn new(seed: u64) -> Result<SimCa, CaError> {
-        let mut rng = fastrand::Rng::with_seed(seed ^ 0xca5e_ed00_0000_0005);
+        SimCa::with_stream(seed ^ 0xca5e_ed00_0000_0005, "simulated mesh root")
+    }
+
+    /// A CA outside the mesh's trust whose workloads trust `mesh`'s root: what an impostor
+    /// with a certificate of its own making looks like.
+    pub fn impostor(seed: u64, mesh: &SimCa) -> Result<SimCa, CaError> {
+        let mut ca = SimCa::with_stream(seed ^ 0x1b05_7e00_0000_0007, "impostor root")?;
+        ca.bundle_pem = mesh.bundle_pem.clone();
+        Ok(ca)
+    }
+
+    fn with_stream(stream: u64, name: &str) -> Result<SimCa, CaError> {
+        let mut rng = fastrand::Rng::with_seed(stream);
         let key = ed25519_key(&mut rng)?;
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "simulated mesh root");
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = at(UNIX_BASE.as_secs() - 86_400)?;
@@ -87,7 +98,7 @@ impl SimCa {
         params.serial_number = Some(SerialNumber::from(1u64));
         let root = params.self_signed(&key).map_err(ca_err)?;
         Ok(SimCa {
-            root_pem: root.pem(),
+            bundle_pem: root.pem(),
             issuer: Issuer::new(params, key),
             rng,
             serial: 1,
@@ -129,7 +140,7 @@ impl SimCa {
             identity: Arc::new(MeshIdentity {
                 chain_pem: cert.pem(),
                 key_pem: key.serialize_pem(),
-                bundle_pem: self.root_pem.clone(),
+                bundle_pem: self.bundle_pem.clone(),
                 trust_domain: TRUST_DOMAIN.to_string(),
             }),
         })

@@ -26,7 +26,7 @@ use trellis_engine::{ConnId, Instant};
 
 use super::ca::UNIX_BASE;
 use super::policy::{reference_allows, Asked, Target};
-use super::spec::PeerAuthMode;
+use super::spec::{CallerKind, PeerAuthMode};
 use super::world::World;
 use crate::sim::check::Invariant;
 
@@ -209,12 +209,22 @@ fn xfcc_field<'v>(element: &'v str, key: &str) -> Option<&'v str> {
 impl World<'_> {
     fn principal_of(&self, caller: usize) -> String {
         let c = &self.spec.callers[caller];
-        format!("{}/ns/{}/sa/{}", super::ca::TRUST_DOMAIN, c.namespace, c.account)
+        format!(
+            "{}/ns/{}/sa/{}",
+            super::ca::TRUST_DOMAIN,
+            c.namespace,
+            c.account
+        )
     }
 
     fn service_spiffe(&self, s: usize) -> String {
         let svc = &self.spec.services[s];
-        format!("spiffe://{}/ns/{}/sa/{}", super::ca::TRUST_DOMAIN, svc.namespace, svc.app)
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            super::ca::TRUST_DOMAIN,
+            svc.namespace,
+            svc.app
+        )
     }
 
     /// Whether a link's handshake must have met an expired certificate.
@@ -247,8 +257,9 @@ impl World<'_> {
         }
         let mtls = caller.kind.is_mtls();
         if !mtls {
-            let strict = (self.links.iter())
-                .find(|l| l.carried.contains(&req) && l.accepted_mode == Some(PeerAuthMode::Strict));
+            let strict = (self.links.iter()).find(|l| {
+                l.carried.contains(&req) && l.accepted_mode == Some(PeerAuthMode::Strict)
+            });
             if let Some(l) = strict {
                 let msg = format!(
                     "request {req} crossed in plaintext on a connection service {s} accepted \
@@ -265,6 +276,14 @@ impl World<'_> {
                 );
                 self.violation(Invariant::PeerIdentity, msg);
             }
+        } else if caller.kind == CallerKind::Impostor {
+            let msg = format!(
+                "request {req} from an impostor (a certificate for {} signed outside the trust                  bundle) was accepted by service {s} and reached the workload with                  x-forwarded-client-cert {:?}",
+                self.principal_of(0),
+                seen.xfcc
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+            return;
         } else {
             self.check_peer(req, c, s, seen.xfcc.as_deref());
         }
@@ -299,7 +318,11 @@ impl World<'_> {
         let want_by = self.service_spiffe(s);
         let last = xfcc.and_then(|v| v.rsplit(',').next());
         let (by, hash, uri) = match last {
-            Some(e) => (xfcc_field(e, "By"), xfcc_field(e, "Hash"), xfcc_field(e, "URI")),
+            Some(e) => (
+                xfcc_field(e, "By"),
+                xfcc_field(e, "Hash"),
+                xfcc_field(e, "URI"),
+            ),
             None => (None, None, None),
         };
         if uri != Some(want_uri.as_str()) || by != Some(want_by.as_str()) {
@@ -310,8 +333,9 @@ impl World<'_> {
             self.violation(Invariant::PeerIdentity, msg);
             return;
         }
-        let cert = (0..self.certs.len())
-            .find(|&k| self.certs[k].spiffe == want_uri && Some(self.certs[k].hash.as_str()) == hash);
+        let cert = (0..self.certs.len()).find(|&k| {
+            self.certs[k].spiffe == want_uri && Some(self.certs[k].hash.as_str()) == hash
+        });
         let Some(cert) = cert else {
             let msg = format!(
                 "request {req}: certificate hash {hash:?} is none the CA issued to {want_uri}"
@@ -373,6 +397,15 @@ impl World<'_> {
         let caller = &self.spec.callers[c];
         let q = &caller.requests[self.requests[req].index];
         let svc = &self.spec.services[q.service];
+        if caller.kind == CallerKind::Impostor {
+            let msg = format!(
+                "request {req} from an impostor was answered 403 RBAC by {}: its handshake \
+                 was accepted",
+                svc.app
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+            return;
+        }
         let principal = caller.kind.is_mtls().then(|| self.principal_of(c));
         let target = Target {
             namespace: &svc.namespace,
@@ -390,8 +423,8 @@ impl World<'_> {
             gens[i].0 <= self.now && until > started
         });
         let mut in_force = in_force.peekable();
-        let denies_somewhere =
-            in_force.peek().is_none() || in_force.any(|i| !reference_allows(&gens[i].1, &target, &asked));
+        let denies_somewhere = in_force.peek().is_none()
+            || in_force.any(|i| !reference_allows(&gens[i].1, &target, &asked));
         if !denies_somewhere {
             let msg = format!(
                 "request {req} ({} {} from {}) to {} was answered 403 RBAC although the \

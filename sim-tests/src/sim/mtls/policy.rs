@@ -221,7 +221,9 @@ pub fn reference_allows(policies: &[PolicySpec], w: &Target<'_>, q: &Asked<'_>) 
     if applicable().any(|p| p.action == AuthzAction::Deny && p.matches(q)) {
         return false;
     }
-    let mut allows = applicable().filter(|p| p.action == AuthzAction::Allow).peekable();
+    let mut allows = applicable()
+        .filter(|p| p.action == AuthzAction::Allow)
+        .peekable();
     allows.peek().is_none() || allows.any(|p| p.matches(q))
 }
 
@@ -264,20 +266,32 @@ mod tests {
     #[test]
     fn istio_rules_of_thumb() {
         assert!(reference_allows(&[], &W, &ask(None)), "no policy: allow");
-        assert!(!reference_allows(&[allow(None)], &W, &ask(None)), "ALLOW without rules");
+        assert!(
+            !reference_allows(&[allow(None)], &W, &ask(None)),
+            "ALLOW without rules"
+        );
         assert!(!reference_allows(&[allow(Some(vec![]))], &W, &ask(None)));
         let any = allow(Some(vec![RuleSpec::default()]));
-        assert!(reference_allows(&[any.clone()], &W, &ask(None)), "{{}} matches all");
+        assert!(
+            reference_allows(&[any.clone()], &W, &ask(None)),
+            "{{}} matches all"
+        );
         let deny_all = PolicySpec {
             action: AuthzAction::Deny,
             ..any.clone()
         };
-        assert!(!reference_allows(&[any.clone(), deny_all], &W, &ask(None)), "DENY first");
+        assert!(
+            !reference_allows(&[any.clone(), deny_all], &W, &ask(None)),
+            "DENY first"
+        );
         let audit = PolicySpec {
             action: AuthzAction::Audit,
             ..any
         };
-        assert!(reference_allows(&[audit], &W, &ask(None)), "AUDIT never decides");
+        assert!(
+            reference_allows(&[audit], &W, &ask(None)),
+            "AUDIT never decides"
+        );
     }
 
     #[test]
@@ -292,14 +306,22 @@ mod tests {
             principals: vec!["cluster.local/ns/shop/*".into()],
             ..Default::default()
         });
-        assert!(reference_allows(&[p.clone()], &W, &ask(Some("cluster.local/ns/shop/sa/x"))));
+        assert!(reference_allows(
+            &[p.clone()],
+            &W,
+            &ask(Some("cluster.local/ns/shop/sa/x"))
+        ));
         assert!(!reference_allows(&[p], &W, &ask(None)));
         let not_ns = from(SourceSpec {
             not_namespaces: vec!["shop".into()],
             ..Default::default()
         });
         assert!(reference_allows(&[not_ns.clone()], &W, &ask(None)));
-        assert!(!reference_allows(&[not_ns], &W, &ask(Some("td/ns/shop/sa/x"))));
+        assert!(!reference_allows(
+            &[not_ns],
+            &W,
+            &ask(Some("td/ns/shop/sa/x"))
+        ));
     }
 
     #[test]

@@ -31,12 +31,18 @@ pub enum CallerKind {
     MeshPlaintext,
     /// Outside the mesh: no sidecar, plaintext straight to the service's pod.
     External,
+    /// A sidecar with auto mTLS whose certificate claims the first caller's identity but was
+    /// signed by a CA outside the trust bundle: every handshake must refuse it.
+    Impostor,
 }
 
 impl CallerKind {
     /// Whether the hop to the inbound sidecar is mutual TLS.
     pub fn is_mtls(self) -> bool {
-        matches!(self, CallerKind::AutoMtls | CallerKind::IstioMutual)
+        matches!(
+            self,
+            CallerKind::AutoMtls | CallerKind::IstioMutual | CallerKind::Impostor
+        )
     }
 }
 
@@ -145,7 +151,15 @@ pub(crate) const PATHS: [&str; 6] = [
     "/static/app.js",
     "/healthz",
 ];
-const PATH_PATTERNS: [&str; 7] = ["/api/*", "*.js", "/admin/keys", "*", "/", "/api/v1/*", "/healthz"];
+const PATH_PATTERNS: [&str; 7] = [
+    "/api/*",
+    "*.js",
+    "/admin/keys",
+    "*",
+    "/",
+    "/api/v1/*",
+    "/healthz",
+];
 
 /// Which parts of the security world a seed switches on (its swarm).
 struct SecSwarm {
@@ -192,6 +206,7 @@ impl SecuritySpec {
                     0..=3 => CallerKind::AutoMtls,
                     4..=5 => CallerKind::IstioMutual,
                     6 => CallerKind::MeshPlaintext,
+                    7 => CallerKind::Impostor,
                     _ => CallerKind::External,
                 };
                 let n_requests = r.usize(3..=14);
@@ -216,7 +231,11 @@ impl SecuritySpec {
             })
             .collect();
         // At least one mesh caller with mTLS, so every seed with this world shakes hands.
-        if !callers.iter().any(|c| c.kind.is_mtls()) {
+        // The impostor claims the first caller's identity, which must be a real one.
+        if !matches!(
+            callers[0].kind,
+            CallerKind::AutoMtls | CallerKind::IstioMutual
+        ) {
             callers[0].kind = CallerKind::AutoMtls;
         }
         let principals = principal_pool(&callers);
@@ -322,7 +341,9 @@ fn principal_pool(callers: &[SecCaller]) -> Vec<String> {
 
 fn pick<T: Clone>(r: &mut fastrand::Rng, from: &[T], max: usize) -> Vec<T> {
     let n = r.usize(1..=max.min(from.len()));
-    (0..n).map(|_| from[r.usize(0..from.len())].clone()).collect()
+    (0..n)
+        .map(|_| from[r.usize(0..from.len())].clone())
+        .collect()
 }
 
 fn draw_policies(
@@ -346,7 +367,11 @@ fn draw_policies(
             let rules = match r.u8(0..10) {
                 0 => None,
                 1 => Some(Vec::new()),
-                _ => Some((0..r.usize(1..=2)).map(|_| draw_rule(r, principals)).collect()),
+                _ => Some(
+                    (0..r.usize(1..=2))
+                        .map(|_| draw_rule(r, principals))
+                        .collect(),
+                ),
             };
             PolicySpec {
                 name: format!("p{i}"),
@@ -368,8 +393,18 @@ fn draw_rule(r: &mut fastrand::Rng, principals: &[String]) -> RuleSpec {
                 match r.u8(0..4) {
                     0 => s.principals = pick(r, principals, 2),
                     1 => s.not_principals = pick(r, principals, 2),
-                    2 => s.namespaces = pick(r, &NAMESPACES, 2).iter().map(|n| n.to_string()).collect(),
-                    _ => s.not_namespaces = pick(r, &NAMESPACES, 1).iter().map(|n| n.to_string()).collect(),
+                    2 => {
+                        s.namespaces = pick(r, &NAMESPACES, 2)
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect()
+                    }
+                    _ => {
+                        s.not_namespaces = pick(r, &NAMESPACES, 1)
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect()
+                    }
                 }
                 s
             })
@@ -382,13 +417,28 @@ fn draw_rule(r: &mut fastrand::Rng, principals: &[String]) -> RuleSpec {
                 let mut o = OperationSpec::default();
                 match r.u8(0..5) {
                     0 => o.methods = pick(r, &METHODS, 2).iter().map(|m| m.to_string()).collect(),
-                    1 => o.not_methods = pick(r, &METHODS, 1).iter().map(|m| m.to_string()).collect(),
-                    2 => o.not_paths = pick(r, &PATH_PATTERNS, 2).iter().map(|p| p.to_string()).collect(),
+                    1 => {
+                        o.not_methods = pick(r, &METHODS, 1).iter().map(|m| m.to_string()).collect()
+                    }
+                    2 => {
+                        o.not_paths = pick(r, &PATH_PATTERNS, 2)
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect()
+                    }
                     3 => {
                         o.methods = pick(r, &METHODS, 2).iter().map(|m| m.to_string()).collect();
-                        o.paths = pick(r, &PATH_PATTERNS, 2).iter().map(|p| p.to_string()).collect();
+                        o.paths = pick(r, &PATH_PATTERNS, 2)
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect();
                     }
-                    _ => o.paths = pick(r, &PATH_PATTERNS, 2).iter().map(|p| p.to_string()).collect(),
+                    _ => {
+                        o.paths = pick(r, &PATH_PATTERNS, 2)
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect()
+                    }
                 }
                 o
             })

@@ -52,13 +52,33 @@ fn caller_addr(c: usize, port: u16) -> SocketAddr {
 }
 
 pub(crate) enum Ev {
-    Start { req: usize },
-    ConnectDone { link: usize, ok: bool },
-    Deliver { link: usize, to_server: bool, data: Bytes },
-    Eof { link: usize, to_server: bool, reset: bool },
-    WorkReply { e: usize, conn: ConnId, data: Bytes },
+    Start {
+        req: usize,
+    },
+    ConnectDone {
+        link: usize,
+        ok: bool,
+    },
+    Deliver {
+        link: usize,
+        to_server: bool,
+        data: Bytes,
+    },
+    Eof {
+        link: usize,
+        to_server: bool,
+        reset: bool,
+    },
+    WorkReply {
+        e: usize,
+        conn: ConnId,
+        data: Bytes,
+    },
     Push(usize),
-    Renew { e: usize, cert: usize },
+    Renew {
+        e: usize,
+        cert: usize,
+    },
     PartitionStart(usize),
 }
 
@@ -105,11 +125,13 @@ impl<'a> World<'a> {
         hook: Option<fn(usize, &mut Engine)>,
     ) -> Result<World<'a>, String> {
         let mut ca = SimCa::new(seed).map_err(|e| e.to_string())?;
+        let mut impostor_ca = SimCa::impostor(seed, &ca).map_err(|e| e.to_string())?;
         let far = spec.duration_ms + 86_400_000;
         let mut certs = Vec::new();
         let mut current_cert = Vec::new();
         let mut renewals = Vec::new();
-        let mut issue = |ns: &str, sa: &str, life: &super::spec::CertLife, e: usize| {
+        let mut issue = |ns: &str, sa: &str, life: &super::spec::CertLife, e: usize, fake: bool| {
+            let ca = if fake { &mut impostor_ca } else { &mut ca };
             let first = ca.issue(ns, sa, 0, life.expires_ms.unwrap_or(far))?;
             current_cert.push(certs.len());
             certs.push(first);
@@ -121,7 +143,7 @@ impl<'a> World<'a> {
             Ok::<(), super::ca::CaError>(())
         };
         for (s, svc) in spec.services.iter().enumerate() {
-            issue(&svc.namespace, &svc.app, &svc.cert, s).map_err(|e| e.to_string())?;
+            issue(&svc.namespace, &svc.app, &svc.cert, s, false).map_err(|e| e.to_string())?;
         }
         let mut out_engine = Vec::new();
         let mut n = spec.services.len();
@@ -130,7 +152,10 @@ impl<'a> World<'a> {
                 out_engine.push(None);
                 continue;
             }
-            issue(&c.namespace, &c.account, &c.cert, n).map_err(|e| e.to_string())?;
+            // An impostor claims the first caller's identity.
+            let fake = c.kind == CallerKind::Impostor;
+            let who = if fake { &spec.callers[0] } else { c };
+            issue(&who.namespace, &who.account, &c.cert, n, fake).map_err(|e| e.to_string())?;
             out_engine.push(Some(n));
             n += 1;
         }
@@ -262,7 +287,7 @@ impl<'a> World<'a> {
                 svc.app
             )];
             cluster.tls = match caller.map(|c| c.kind) {
-                Some(CallerKind::AutoMtls) => UpstreamTls::Auto {
+                Some(CallerKind::AutoMtls | CallerKind::Impostor) => UpstreamTls::Auto {
                     subject_alt_names: sans,
                 },
                 Some(CallerKind::IstioMutual) => UpstreamTls::IstioMutual {
@@ -316,7 +341,10 @@ impl<'a> World<'a> {
             self.now = self.now.max(next);
             if te == Some(next) {
                 for e in 0..self.engines.len() {
-                    if self.engines[e].poll_timeout().is_some_and(|t| t <= self.now) {
+                    if self.engines[e]
+                        .poll_timeout()
+                        .is_some_and(|t| t <= self.now)
+                    {
                         self.trace.bytes(&[0x71, e as u8]);
                         self.engines[e].handle_timeout(self.now);
                         self.after_engine(e);
@@ -434,7 +462,9 @@ impl<'a> World<'a> {
     fn partitioned_until(&self, service: usize) -> Option<Instant> {
         let now_ms = self.now.as_nanos() / 1_000_000;
         (self.spec.net.partitions.iter())
-            .filter(|p| p.service == service && p.from_ms <= now_ms && now_ms < p.from_ms + p.for_ms)
+            .filter(|p| {
+                p.service == service && p.from_ms <= now_ms && now_ms < p.from_ms + p.for_ms
+            })
             .map(|p| Instant::from_millis(p.from_ms + p.for_ms))
             .max()
     }
@@ -458,7 +488,8 @@ impl<'a> World<'a> {
     ) -> usize {
         let link = self.links.len();
         let client_cert = out.map(|(e, _)| self.current_cert[e]);
-        self.links.push(Link::new(c, service, self.now, out, req, client_cert));
+        self.links
+            .push(Link::new(c, service, self.now, out, req, client_cert));
         if let Some(end) = out {
             self.ends.insert(end, (link, Side::Client));
         }
@@ -531,15 +562,40 @@ impl<'a> World<'a> {
             at = at.max(until + self.latency());
         }
         let l = &mut self.links[link];
-        let last = if to_server { &mut l.c2s_last } else { &mut l.s2c_last };
+        let last = if to_server {
+            &mut l.c2s_last
+        } else {
+            &mut l.s2c_last
+        };
         at = at.max(*last);
         *last = at;
         if self.spec.net.split && data.len() > 1 {
             let cut = self.rng.usize(1..data.len());
-            self.queue.push(at, Ev::Deliver { link, to_server, data: data.slice(..cut) });
-            self.queue.push(at, Ev::Deliver { link, to_server, data: data.slice(cut..) });
+            self.queue.push(
+                at,
+                Ev::Deliver {
+                    link,
+                    to_server,
+                    data: data.slice(..cut),
+                },
+            );
+            self.queue.push(
+                at,
+                Ev::Deliver {
+                    link,
+                    to_server,
+                    data: data.slice(cut..),
+                },
+            );
         } else {
-            self.queue.push(at, Ev::Deliver { link, to_server, data });
+            self.queue.push(
+                at,
+                Ev::Deliver {
+                    link,
+                    to_server,
+                    data,
+                },
+            );
         }
     }
 
@@ -547,13 +603,29 @@ impl<'a> World<'a> {
     fn reset_link(&mut self, link: usize) {
         self.trace.u64(0x4e5e7 ^ link as u64);
         let at = self.now + Duration::from_millis(1);
-        self.queue.push(at, Ev::Eof { link, to_server: true, reset: true });
-        self.queue.push(at, Ev::Eof { link, to_server: false, reset: true });
+        self.queue.push(
+            at,
+            Ev::Eof {
+                link,
+                to_server: true,
+                reset: true,
+            },
+        );
+        self.queue.push(
+            at,
+            Ev::Eof {
+                link,
+                to_server: false,
+                reset: true,
+            },
+        );
     }
 
     fn deliver(&mut self, link: usize, to_server: bool, data: Bytes) {
         if to_server {
-            let Some(inb) = self.links[link].inb else { return };
+            let Some(inb) = self.links[link].inb else {
+                return;
+            };
             let s = self.links[link].service;
             if !self.ends.contains_key(&(s, inb)) {
                 return;
@@ -645,7 +717,8 @@ impl<'a> World<'a> {
                     self.engines[e].handle(self.now, Input::WriteDrained { conn });
                 }
                 Output::Close { conn, graceful } => {
-                    self.trace.u64(conn.0 ^ 0xc105e ^ (u64::from(graceful) << 50));
+                    self.trace
+                        .u64(conn.0 ^ 0xc105e ^ (u64::from(graceful) << 50));
                     if let Some((link, side)) = self.ends.remove(&(e, conn)) {
                         if self.links[link].closed_at.is_none() {
                             self.links[link].closed_at = Some(self.now);
@@ -655,7 +728,14 @@ impl<'a> World<'a> {
                         let last = if to_server { l.c2s_last } else { l.s2c_last };
                         let at = last.max(self.now + Duration::from_millis(1));
                         let reset = !graceful;
-                        self.queue.push(at, Ev::Eof { link, to_server, reset });
+                        self.queue.push(
+                            at,
+                            Ev::Eof {
+                                link,
+                                to_server,
+                                reset,
+                            },
+                        );
                     } else if let Some(req) = self.down_req.remove(&(e, conn)) {
                         self.finish(req, "");
                     } else {
@@ -667,7 +747,9 @@ impl<'a> World<'a> {
         }
         while let Some(event) = self.engines[e].poll_event() {
             match event {
-                Event::TransportFailed { error, upstream, .. } => {
+                Event::TransportFailed {
+                    error, upstream, ..
+                } => {
                     self.trace.bytes(error.to_string().as_bytes());
                     let side = if upstream { "client" } else { "server" };
                     self.count(&format!("tls-refused-by-{side}:{}", error.kind));
@@ -715,7 +797,14 @@ impl<'a> World<'a> {
             buf.drain(..len + body);
             self.on_workload_request(e, seen);
             let reply = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-            self.queue.push(self.now, Ev::WorkReply { e, conn, data: reply });
+            self.queue.push(
+                self.now,
+                Ev::WorkReply {
+                    e,
+                    conn,
+                    data: reply,
+                },
+            );
         }
     }
 }
