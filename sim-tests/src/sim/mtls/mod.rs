@@ -22,6 +22,7 @@
 
 pub mod ca;
 mod checks;
+mod net;
 pub mod policy;
 pub mod spec;
 mod world;

@@ -273,7 +273,7 @@ mod tests {
         assert!(!reference_allows(&[allow(Some(vec![]))], &W, &ask(None)));
         let any = allow(Some(vec![RuleSpec::default()]));
         assert!(
-            reference_allows(&[any.clone()], &W, &ask(None)),
+            reference_allows(std::slice::from_ref(&any), &W, &ask(None)),
             "{{}} matches all"
         );
         let deny_all = PolicySpec {
@@ -307,7 +307,7 @@ mod tests {
             ..Default::default()
         });
         assert!(reference_allows(
-            &[p.clone()],
+            std::slice::from_ref(&p),
             &W,
             &ask(Some("cluster.local/ns/shop/sa/x"))
         ));
@@ -316,7 +316,11 @@ mod tests {
             not_namespaces: vec!["shop".into()],
             ..Default::default()
         });
-        assert!(reference_allows(&[not_ns.clone()], &W, &ask(None)));
+        assert!(reference_allows(
+            std::slice::from_ref(&not_ns),
+            &W,
+            &ask(None)
+        ));
         assert!(!reference_allows(
             &[not_ns],
             &W,
