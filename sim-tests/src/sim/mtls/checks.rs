@@ -57,6 +57,9 @@ pub(crate) struct Link {
     scan: Vec<u8>,
     /// Requests seen crossing in plaintext.
     pub carried: Vec<usize>,
+    /// When the inbound sidecar's end went away (its engine closed it or heard the close),
+    /// or the connect failed: from then on nothing it carried can reach the workload. The
+    /// client's own close does not count, since bytes it sent before still arrive.
     pub closed_at: Option<Instant>,
     pub c2s_last: Instant,
     pub s2c_last: Instant,
@@ -257,16 +260,15 @@ impl World<'_> {
         }
         let mtls = caller.kind.is_mtls();
         if !mtls {
-            let strict = (self.links.iter()).find(|l| {
+            let strict = (self.links.iter()).position(|l| {
                 l.carried.contains(&req) && l.accepted_mode == Some(PeerAuthMode::Strict)
             });
-            if let Some(l) = strict {
+            if let Some(link) = strict {
                 let msg = format!(
-                    "request {req} crossed in plaintext on a connection service {s} accepted \
-                     under STRICT (caller {c}, {:?}) and reached the workload",
+                    "request {req} crossed in plaintext on connection {link}, which service {s} \
+                     accepted under STRICT (caller {c}, {:?}), and reached the workload",
                     caller.kind
                 );
-                let _ = l;
                 self.violation(Invariant::MtlsStrict, msg);
             }
             if let Some(xfcc) = &seen.xfcc {

@@ -203,7 +203,7 @@ impl World<'_> {
     }
 
     pub(crate) fn eof(&mut self, link: usize, to_server: bool, reset: bool) {
-        if self.links[link].closed_at.is_none() {
+        if to_server && self.links[link].closed_at.is_none() {
             self.links[link].closed_at = Some(self.now);
         }
         let end = if to_server {

@@ -452,9 +452,9 @@ impl<'a> World<'a> {
                 );
             }
             None => {
-                let link = self.open_link(c, q.service, None, Some(req));
+                // Sent once the connection is up (`connect_done`).
                 self.requests[req].pending = Some(Bytes::from(head));
-                let _ = link;
+                self.open_link(c, q.service, None, Some(req));
             }
         }
     }
@@ -502,7 +502,7 @@ impl<'a> World<'a> {
                     self.trace
                         .u64(conn.0 ^ 0xc105e ^ (u64::from(graceful) << 50));
                     if let Some((link, side)) = self.ends.remove(&(e, conn)) {
-                        if self.links[link].closed_at.is_none() {
+                        if side == Side::Server && self.links[link].closed_at.is_none() {
                             self.links[link].closed_at = Some(self.now);
                         }
                         let to_server = side == Side::Client;
