@@ -11,7 +11,7 @@ use sim_tests::sim::Invariant;
 
 /// A quarter of the seeds have a security world; of those, the bug needs the right swarm
 /// (expiring certificates, both policy actions on one workload, STRICT with plaintext callers).
-const SECURITY_BUDGET: u64 = 200;
+const SECURITY_BUDGET: u64 = 300;
 
 planted!(verify_ignores_expiry, verify_ignores_expiry);
 planted!(authz_allow_before_deny, authz_allow_before_deny);

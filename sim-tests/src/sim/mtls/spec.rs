@@ -209,7 +209,7 @@ impl SecuritySpec {
                     7 => CallerKind::Impostor,
                     _ => CallerKind::External,
                 };
-                let n_requests = r.usize(3..=14);
+                let n_requests = r.usize(2..=9);
                 let mut requests: Vec<SecRequest> = (0..n_requests)
                     .map(|_| SecRequest {
                         at_ms: r.u64(0..duration_ms),
@@ -225,7 +225,7 @@ impl SecuritySpec {
                     namespace: NAMESPACES[r.usize(0..NAMESPACES.len())].to_string(),
                     account: format!("caller{c}"),
                     cert: draw_life(&mut r, &sw, duration_ms),
-                    max_requests_per_connection: [0, 1, 2, 3][r.usize(0..4)],
+                    max_requests_per_connection: [0, 0, 1, 2, 3][r.usize(0..5)],
                     requests,
                 }
             })
@@ -307,10 +307,10 @@ fn draw_mode(r: &mut fastrand::Rng) -> PeerAuthMode {
     }
 }
 
-/// A certificate that expires inside the run in the seeds whose swarm has expiry (about a
-/// third of those workloads), renewed before or after its end, or never.
+/// A certificate that expires inside the run in the seeds whose swarm has expiry (three
+/// workloads in five there), renewed before or after its end, or never.
 fn draw_life(r: &mut fastrand::Rng, sw: &SecSwarm, duration_ms: u64) -> CertLife {
-    if !sw.expiry || r.u8(0..100) >= 40 {
+    if !sw.expiry || r.u8(0..100) >= 60 {
         return CertLife::default();
     }
     let expires_ms = 1000 * r.u64(1..duration_ms / 1000);
