@@ -130,6 +130,17 @@ pub struct Mutations {
     pub redirect_ignores_prefix_rewrite: bool,
     /// Ring hash and Maglev draw a random hash even when the request has a key.
     pub consistent_hash_ignores_key: bool,
+    /// Peer verification lets an expired certificate through: webpki's expiry verdict is
+    /// taken for a pass, on both ends of a mesh hop.
+    pub verify_ignores_expiry: bool,
+    /// Peer verification lets a certificate that chains to no root of the trust bundle
+    /// through (webpki's unknown-issuer verdict taken for a pass).
+    pub verify_ignores_issuer: bool,
+    /// The RBAC chain consults ALLOW before DENY: a request an ALLOW policy matches is let
+    /// through even when a DENY policy matches it too (Istio: CUSTOM, then DENY, then ALLOW).
+    pub authz_allow_before_deny: bool,
+    /// The inbound peek lets plaintext through under STRICT as under PERMISSIVE.
+    pub strict_admits_plaintext: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -83,6 +83,7 @@ fn scenario() -> Scenario {
         http: None,
         passthrough: false,
         inbound_listener: false,
+        security: None,
     };
     assert!(scn.normalize());
     scn

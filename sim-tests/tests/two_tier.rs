@@ -80,6 +80,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         http: None,
         passthrough: false,
         inbound_listener: false,
+        security: None,
     }
 }
 

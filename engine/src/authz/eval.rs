@@ -131,6 +131,15 @@ pub enum Note {
 impl Authorization {
     /// Run the chain for `req`; `note` hears about audits and shadow results.
     pub fn evaluate(&self, req: &AuthzRequest<'_>, note: &mut impl FnMut(Note)) -> Verdict {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().authz_allow_before_deny {
+            let allow = (self.filters.iter())
+                .filter_map(|f| f.rules.as_ref())
+                .find(|r| r.action == Action::Allow);
+            if allow.is_some_and(|r| r.first_match(req).is_some()) {
+                return Verdict::Allowed;
+            }
+        }
         for filter in &self.filters {
             if let Some(shadow) = &filter.shadow {
                 let allowed = match shadow.first_match(req) {

@@ -218,6 +218,9 @@ impl Transport {
             unreachable!("decide is called while sniffing");
         };
         let bytes: &[u8] = if seen.is_empty() { wire } else { &seen };
+        #[cfg(feature = "mutants")]
+        let plaintext_allowed =
+            plaintext_allowed || crate::mutants::route().strict_admits_plaintext;
         match verdict {
             Sniffed::Tls => {
                 *self = Transport::Transformed(tls);

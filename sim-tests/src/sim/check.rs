@@ -75,6 +75,17 @@ pub enum Invariant {
     /// not answered 414/431, or one within them was; or a connection-manager timeout ended a
     /// request whose head had arrived.
     HeadLimits,
+    /// A request that crossed the network in plaintext, on a connection accepted under
+    /// PeerAuthentication STRICT, reached its workload.
+    MtlsStrict,
+    /// The identity a workload is told of its caller (`x-forwarded-client-cert`) is not the one
+    /// the CA issued to the calling workload, or a plaintext request carries one.
+    PeerIdentity,
+    /// A request arrived over a handshake that can only have verified an expired certificate.
+    CertExpiry,
+    /// An authorization decision (reaching the workload, or 403 `RBAC: access denied`)
+    /// differs from the reference evaluation of the AuthorizationPolicies.
+    Authorization,
 }
 
 /// One broken invariant, with when and what.

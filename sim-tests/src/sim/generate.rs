@@ -142,6 +142,7 @@ impl Scenario {
             http: None,
             passthrough: false,
             inbound_listener: false,
+            security: super::mtls::SecuritySpec::from_seed(seed),
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -493,6 +494,8 @@ impl Scenario {
     /// timeouts and outlier detection on, a few percent of server errors, no scheduled faults.
     pub fn benchmark(services: usize, rate: u32, duration_ms: u64) -> Scenario {
         let mut scn = Scenario::from_seed(1);
+        // The routing mesh's speed: no security world beside it.
+        scn.security = None;
         let ep = EndpointSpec {
             latency_base_ms: 2,
             latency_jitter_ms: 3,

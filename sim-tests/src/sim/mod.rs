@@ -28,7 +28,7 @@
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
 //! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
-//! reports, replay commands).
+//! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own).
 
 mod access_log;
 mod attempts;
@@ -48,6 +48,7 @@ pub mod generate;
 mod head_limits;
 pub mod mesh;
 pub mod model;
+pub mod mtls;
 pub mod net;
 mod observe;
 mod pattern;
@@ -76,5 +77,14 @@ pub use scenario::Scenario;
 
 /// Run one scenario to the end.
 pub fn run(scn: &Scenario, opts: RunOptions) -> RunReport {
-    Mesh::new(scn, opts).run()
+    let mut report = Mesh::new(scn, opts).run();
+    if let Some(security) = &scn.security {
+        let sec = mtls::run(security, scn.seed, opts.engine_hook);
+        report.violations.extend(sec.violations);
+        report.trace_hash = (report.trace_hash ^ sec.trace).rotate_left(17);
+        for (outcome, n) in sec.outcomes {
+            *report.outcomes.entry(outcome).or_default() += n;
+        }
+    }
+    report
 }

@@ -61,6 +61,11 @@ pub struct Scenario {
     /// (`tests/listener_direction.rs`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inbound_listener: bool,
+    /// The mesh-security world run after the routing mesh: mTLS hops, PeerAuthentication
+    /// modes, AuthorizationPolicies and certificate expiry ([`super::mtls`]); `None` in the
+    /// seeds without it (and in scenario files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<super::mtls::SecuritySpec>,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to

@@ -121,6 +121,22 @@ fn chain_refusal(end_entity: &CertificateDer<'_>, error: Error) -> PeerRefusal {
     }
 }
 
+/// The planted bugs `verify_ignores_expiry` (an expired chain passes) and
+/// `verify_ignores_issuer` (a chain to no root of the bundle passes).
+#[cfg(feature = "mutants")]
+fn planted_pass<T>(verdict: Result<T, Error>, pass: impl FnOnce() -> T) -> Result<T, Error> {
+    let m = crate::mutants::route();
+    match verdict {
+        Err(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) if m.verify_ignores_expiry => Ok(pass()),
+        Err(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) if m.verify_ignores_issuer => Ok(pass()),
+        other => other,
+    }
+}
+
 /// A refusal as rustls carries it (and alerts `bad_certificate`).
 fn refuse(refusal: PeerRefusal) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refusal))))
@@ -189,14 +205,16 @@ impl ServerCertVerifier for MeshServerVerifier {
         // identity check below replaces the DNS name check, as in Istio.
         let parsed = ParsedCertificate::try_from(end_entity)
             .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
+        let verdict = rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &self.roots,
             intermediates,
             now,
             self.algorithms.all,
-        )
-        .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        );
+        #[cfg(feature = "mutants")]
+        let verdict = planted_pass(verdict, || ());
+        verdict.map_err(|e| refuse(chain_refusal(end_entity, e)))?;
         self.identity.check(end_entity).map_err(refuse)?;
         Ok(ServerCertVerified::assertion())
     }
@@ -245,9 +263,12 @@ impl ClientCertVerifier for MeshClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.chain
-            .verify_client_cert(end_entity, intermediates, now)
-            .map_err(|e| refuse(chain_refusal(end_entity, e)))?;
+        let verdict = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now);
+        #[cfg(feature = "mutants")]
+        let verdict = planted_pass(verdict, ClientCertVerified::assertion);
+        verdict.map_err(|e| refuse(chain_refusal(end_entity, e)))?;
         self.identity.check(end_entity).map_err(refuse)?;
         Ok(ClientCertVerified::assertion())
     }

@@ -1,0 +1,442 @@
+//! The security world's invariants, checked from what the simulator knows independently of
+//! the engines: who each caller is and which certificates the CA issued it, which bytes
+//! crossed the network in plaintext and under which mode each connection was accepted, when
+//! each handshake could at the earliest have verified a certificate, and the reference
+//! evaluation of the policies ([`super::policy::reference_allows`]).
+//!
+//! - [`Invariant::MtlsStrict`]: no request that crossed the network in plaintext on a
+//!   connection accepted under STRICT reaches a workload (connections accepted before a
+//!   switch to STRICT keep serving, as Envoy drains a listener's old filter chain).
+//! - [`Invariant::PeerIdentity`]: a request that came over mTLS carries, in
+//!   `x-forwarded-client-cert`, the inbound workload's own id (`By=`) and exactly the SPIFFE
+//!   id and a certificate (`Hash=`) the CA issued to the calling workload, presented by a
+//!   connection of that caller still open; one that came in plaintext carries no such header
+//!   (a forged one is removed).
+//! - [`Invariant::CertExpiry`]: no request arrives over mTLS when every open connection that
+//!   could have carried it verified an expired certificate: the client's at or after the
+//!   first bytes of its second flight reached the server, the server's at or after its first
+//!   flight reached the client (both lower bounds of when the peer checked it), later than
+//!   the certificate's notAfter.
+//! - [`Invariant::Authorization`]: a request reaching its workload is one the reference
+//!   allows under the policies in force then; a `403 RBAC: access denied` is one the
+//!   reference denies under some generation of the policies in force while it was in flight.
+
+use bytes::Bytes;
+use trellis_engine::{ConnId, Instant};
+
+use super::ca::UNIX_BASE;
+use super::policy::{reference_allows, Asked, Target};
+use super::spec::{CallerKind, PeerAuthMode};
+use super::world::World;
+use crate::sim::check::Invariant;
+
+/// TLS's content type of a handshake record: the first byte of a ClientHello.
+const TLS_HANDSHAKE: u8 = 0x16;
+const REQ_HEADER: &[u8] = b"x-sim-req:";
+
+/// One TCP connection between a caller (or its sidecar) and a service's inbound sidecar.
+pub(crate) struct Link {
+    pub caller: usize,
+    pub service: usize,
+    /// The outbound sidecar's end; `None` for a caller outside the mesh.
+    pub out: Option<(usize, ConnId)>,
+    /// The outside caller's request this connection carries.
+    pub req: Option<usize>,
+    /// The inbound sidecar's end, once accepted.
+    pub inb: Option<ConnId>,
+    /// The certificates each end's sidecar held when it opened / accepted the connection.
+    pub client_cert: Option<usize>,
+    pub server_cert: Option<usize>,
+    pub accepted_mode: Option<PeerAuthMode>,
+    /// When the server's first bytes reached the client.
+    first_s2c: Option<Instant>,
+    /// When the client's first bytes after that reached the server.
+    server_verify_lb: Option<Instant>,
+    /// Whether the client's first byte was not a TLS handshake record.
+    plaintext: Option<bool>,
+    scan: Vec<u8>,
+    /// Requests seen crossing in plaintext.
+    pub carried: Vec<usize>,
+    /// When the inbound sidecar's end went away (its engine closed it or heard the close),
+    /// or the connect failed: from then on nothing it carried can reach the workload. The
+    /// client's own close does not count, since bytes it sent before still arrive.
+    pub closed_at: Option<Instant>,
+    pub c2s_last: Instant,
+    pub s2c_last: Instant,
+}
+
+impl Link {
+    pub fn new(
+        caller: usize,
+        service: usize,
+        opened: Instant,
+        out: Option<(usize, ConnId)>,
+        req: Option<usize>,
+        client_cert: Option<usize>,
+    ) -> Link {
+        Link {
+            caller,
+            service,
+            out,
+            req,
+            inb: None,
+            client_cert,
+            server_cert: None,
+            accepted_mode: None,
+            first_s2c: None,
+            server_verify_lb: None,
+            plaintext: None,
+            scan: Vec::new(),
+            carried: Vec::new(),
+            closed_at: None,
+            c2s_last: opened,
+            s2c_last: opened,
+        }
+    }
+
+    /// Client bytes entering the network: is this plaintext, and which requests cross in it.
+    pub fn observe_client_bytes(&mut self, data: &[u8]) {
+        let Some(&first) = data.first() else {
+            return;
+        };
+        if *self.plaintext.get_or_insert(first != TLS_HANDSHAKE) {
+            self.scan.extend_from_slice(data);
+            while let Some(at) = find(&self.scan, REQ_HEADER) {
+                let rest = &self.scan[at + REQ_HEADER.len()..];
+                let Some(end) = find(rest, b"\r\n") else {
+                    break;
+                };
+                let id = std::str::from_utf8(&rest[..end])
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                self.carried.extend(id);
+                let consumed = at + REQ_HEADER.len() + end;
+                self.scan.drain(..consumed);
+            }
+            let keep = self.scan.len().saturating_sub(64);
+            self.scan.drain(..keep);
+        }
+    }
+
+    pub fn note_s2c(&mut self, now: Instant) {
+        self.first_s2c.get_or_insert(now);
+    }
+
+    pub fn note_c2s(&mut self, now: Instant) {
+        if self.first_s2c.is_some() && self.server_verify_lb.is_none() {
+            self.server_verify_lb = Some(now);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// UNIX seconds at a simulated instant, as the engine's clock tells rustls.
+fn unix_at(t: Instant) -> u64 {
+    UNIX_BASE.as_secs() + t.as_nanos() / 1_000_000_000
+}
+
+/// A caller's request and what became of it.
+pub(crate) struct Req {
+    pub caller: usize,
+    pub index: usize,
+    pub started: Instant,
+    pub response: Vec<u8>,
+    /// An outside caller's bytes, sent once connected.
+    pub pending: Option<Bytes>,
+    pub done: bool,
+}
+
+impl Req {
+    pub fn new(caller: usize, index: usize) -> Req {
+        Req {
+            caller,
+            index,
+            started: Instant::ZERO,
+            response: Vec::new(),
+            pending: None,
+            done: false,
+        }
+    }
+}
+
+/// What a workload read of one request head.
+pub(crate) struct Seen {
+    pub req: Option<usize>,
+    pub method: String,
+    pub path: String,
+    /// Every `x-forwarded-client-cert` value, joined with `,`.
+    pub xfcc: Option<String>,
+    pub content_length: usize,
+}
+
+impl Seen {
+    pub fn of(head: &httparse::Request<'_, '_>) -> Seen {
+        let mut seen = Seen {
+            req: None,
+            method: head.method.unwrap_or("").to_string(),
+            path: head.path.unwrap_or("").to_string(),
+            xfcc: None,
+            content_length: 0,
+        };
+        for h in head.headers.iter() {
+            let value = String::from_utf8_lossy(h.value);
+            if h.name.eq_ignore_ascii_case("x-sim-req") {
+                seen.req = value.trim().parse().ok();
+            } else if h.name.eq_ignore_ascii_case("x-forwarded-client-cert") {
+                match &mut seen.xfcc {
+                    Some(v) => {
+                        v.push(',');
+                        v.push_str(&value);
+                    }
+                    None => seen.xfcc = Some(value.into_owned()),
+                }
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                seen.content_length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        seen
+    }
+}
+
+/// `key=value` of one XFCC element (`By=...;Hash=...;Subject="";URI=...`).
+fn xfcc_field<'v>(element: &'v str, key: &str) -> Option<&'v str> {
+    element.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then_some(v.trim())
+    })
+}
+
+impl World<'_> {
+    fn principal_of(&self, caller: usize) -> String {
+        let c = &self.spec.callers[caller];
+        format!(
+            "{}/ns/{}/sa/{}",
+            super::ca::TRUST_DOMAIN,
+            c.namespace,
+            c.account
+        )
+    }
+
+    fn service_spiffe(&self, s: usize) -> String {
+        let svc = &self.spec.services[s];
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            super::ca::TRUST_DOMAIN,
+            svc.namespace,
+            svc.app
+        )
+    }
+
+    /// Whether a link's handshake must have met an expired certificate.
+    fn born_expired(&self, l: &Link) -> bool {
+        let client = (l.client_cert.zip(l.server_verify_lb))
+            .is_some_and(|(k, t)| unix_at(t) > self.certs[k].not_after + 1);
+        let server = (l.server_cert.zip(l.first_s2c))
+            .is_some_and(|(k, t)| unix_at(t) > self.certs[k].not_after + 1);
+        client || server
+    }
+
+    /// The workload of service `s` received a request.
+    pub(crate) fn on_workload_request(&mut self, s: usize, seen: Seen) {
+        let Some(req) = seen.req.filter(|r| *r < self.requests.len()) else {
+            let msg = format!("workload of service {s} received a request no caller sent");
+            self.violation(Invariant::Bytes, msg);
+            return;
+        };
+        self.count("delivered");
+        let c = self.requests[req].caller;
+        let caller = &self.spec.callers[c];
+        let q = &caller.requests[self.requests[req].index];
+        if q.service != s || q.method != seen.method || q.path != seen.path {
+            let msg = format!(
+                "request {req} ({} {} for service {}) reached service {s} as {} {}",
+                q.method, q.path, q.service, seen.method, seen.path
+            );
+            self.violation(Invariant::Routing, msg);
+            return;
+        }
+        let mtls = caller.kind.is_mtls();
+        if !mtls {
+            let strict = (self.links.iter()).position(|l| {
+                l.carried.contains(&req) && l.accepted_mode == Some(PeerAuthMode::Strict)
+            });
+            if let Some(link) = strict {
+                let msg = format!(
+                    "request {req} crossed in plaintext on connection {link}, which service {s} \
+                     accepted under STRICT (caller {c}, {:?}), and reached the workload",
+                    caller.kind
+                );
+                self.violation(Invariant::MtlsStrict, msg);
+            }
+            if let Some(xfcc) = &seen.xfcc {
+                let msg = format!(
+                    "request {req} came in plaintext from caller {c} but reached the workload \
+                     with x-forwarded-client-cert {xfcc:?}"
+                );
+                self.violation(Invariant::PeerIdentity, msg);
+            }
+        } else if caller.kind == CallerKind::Impostor {
+            let msg = format!(
+                "request {req} from an impostor (a certificate for {} signed outside the trust                  bundle) was accepted by service {s} and reached the workload with                  x-forwarded-client-cert {:?}",
+                self.principal_of(0),
+                seen.xfcc
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+            return;
+        } else {
+            self.check_peer(req, c, s, seen.xfcc.as_deref());
+        }
+        let policies = self.policy_gens.last().map(|g| &g.1[..]).unwrap_or(&[]);
+        let principal = mtls.then(|| self.principal_of(c));
+        let svc = &self.spec.services[s];
+        let target = Target {
+            namespace: &svc.namespace,
+            app: &svc.app,
+        };
+        let asked = Asked {
+            method: &q.method,
+            path: &q.path,
+            principal: principal.as_deref(),
+        };
+        if !reference_allows(policies, &target, &asked) {
+            let msg = format!(
+                "request {req} ({} {} from {}) reached the workload of {} although the \
+                 policies deny it",
+                q.method,
+                q.path,
+                principal.as_deref().unwrap_or("a plaintext peer"),
+                svc.app
+            );
+            self.violation(Invariant::Authorization, msg);
+        }
+    }
+
+    /// A request over mTLS: the identity the workload is told, and the certificate behind it.
+    fn check_peer(&mut self, req: usize, c: usize, s: usize, xfcc: Option<&str>) {
+        let want_uri = format!("spiffe://{}", self.principal_of(c));
+        let want_by = self.service_spiffe(s);
+        let last = xfcc.and_then(|v| v.rsplit(',').next());
+        let (by, hash, uri) = match last {
+            Some(e) => (
+                xfcc_field(e, "By"),
+                xfcc_field(e, "Hash"),
+                xfcc_field(e, "URI"),
+            ),
+            None => (None, None, None),
+        };
+        if uri != Some(want_uri.as_str()) || by != Some(want_by.as_str()) {
+            let msg = format!(
+                "request {req} from caller {c} ({want_uri}) over mTLS reached {want_by} with \
+                 x-forwarded-client-cert {xfcc:?}"
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+            return;
+        }
+        let cert = (0..self.certs.len()).find(|&k| {
+            self.certs[k].spiffe == want_uri && Some(self.certs[k].hash.as_str()) == hash
+        });
+        let Some(cert) = cert else {
+            let msg = format!(
+                "request {req}: certificate hash {hash:?} is none the CA issued to {want_uri}"
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+            return;
+        };
+        let now = self.now;
+        let candidates: Vec<&Link> = (self.links.iter())
+            .filter(|l| l.caller == c && l.service == s && l.client_cert == Some(cert))
+            .filter(|l| l.server_verify_lb.is_some() && l.closed_at.is_none_or(|t| t >= now))
+            .collect();
+        if candidates.is_empty() {
+            let msg = format!(
+                "request {req} arrived with {want_uri}'s certificate {cert} but no open \
+                 connection of that caller to service {s} presented it"
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+        } else if candidates.iter().all(|l| self.born_expired(l)) {
+            let l = candidates[0];
+            let msg = format!(
+                "request {req} from {want_uri} reached {want_by} over a handshake that met an \
+                 expired certificate (client cert valid until {}, server cert until {:?}; \
+                 client's second flight reached the server at UNIX {:?})",
+                self.certs[cert].not_after,
+                l.server_cert.map(|k| self.certs[k].not_after),
+                l.server_verify_lb.map(unix_at),
+            );
+            self.violation(Invariant::CertExpiry, msg);
+        }
+    }
+
+    /// A caller's request ended (its connection closed): classify, and hold a 403 from the
+    /// RBAC filter to the reference.
+    pub(crate) fn finish(&mut self, req: usize, outcome: &str) {
+        if self.requests[req].done {
+            return;
+        }
+        self.requests[req].done = true;
+        let response = std::mem::take(&mut self.requests[req].response);
+        let status = response
+            .strip_prefix(b"HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .map(str::to_string);
+        let label = match (&status, outcome) {
+            (Some(s), _) => s.clone(),
+            (None, "") => "no-response".to_string(),
+            (None, o) => o.to_string(),
+        };
+        self.trace.bytes(label.as_bytes());
+        self.count(&label);
+        let denied = status.as_deref() == Some("403")
+            && find(&response, trellis_engine::authz::DENIED_BODY.as_bytes()).is_some();
+        if !denied {
+            return;
+        }
+        let c = self.requests[req].caller;
+        let caller = &self.spec.callers[c];
+        let q = &caller.requests[self.requests[req].index];
+        let svc = &self.spec.services[q.service];
+        if caller.kind == CallerKind::Impostor {
+            let msg = format!(
+                "request {req} from an impostor was answered 403 RBAC by {}: its handshake \
+                 was accepted",
+                svc.app
+            );
+            self.violation(Invariant::PeerIdentity, msg);
+            return;
+        }
+        let principal = caller.kind.is_mtls().then(|| self.principal_of(c));
+        let target = Target {
+            namespace: &svc.namespace,
+            app: &svc.app,
+        };
+        let asked = Asked {
+            method: &q.method,
+            path: &q.path,
+            principal: principal.as_deref(),
+        };
+        let started = self.requests[req].started;
+        let gens = &self.policy_gens;
+        let in_force = (0..gens.len()).filter(|&i| {
+            let until = gens.get(i + 1).map_or(Instant::FAR_FUTURE, |g| g.0);
+            gens[i].0 <= self.now && until > started
+        });
+        let mut in_force = in_force.peekable();
+        let denies_somewhere = in_force.peek().is_none()
+            || in_force.any(|i| !reference_allows(&gens[i].1, &target, &asked));
+        if !denies_somewhere {
+            let msg = format!(
+                "request {req} ({} {} from {}) to {} was answered 403 RBAC although the \
+                 policies allow it",
+                q.method,
+                q.path,
+                principal.as_deref().unwrap_or("a plaintext peer"),
+                svc.app
+            );
+            self.violation(Invariant::Authorization, msg);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Planted bugs in mesh security, caught by the security world's invariants (see
+//! `tests/mutants.rs` for how planted-bug tests work). Which invariant should catch each was
+//! decided from the bug, before looking for a seed: an expired certificate accepted breaks
+//! `CertExpiry`; ALLOW consulted before DENY lets through requests the reference denies
+//! (`Authorization`); STRICT admitting plaintext breaks `MtlsStrict`.
+
+#[macro_use]
+mod common;
+use common::*;
+use sim_tests::sim::Invariant;
+
+/// A quarter of the seeds have a security world; of those, the bug needs the right swarm
+/// (expiring certificates, both policy actions on one workload, STRICT with plaintext callers).
+const SECURITY_BUDGET: u64 = 300;
+
+planted!(verify_ignores_expiry, verify_ignores_expiry);
+planted!(authz_allow_before_deny, authz_allow_before_deny);
+planted!(strict_admits_plaintext, strict_admits_plaintext);
+planted!(verify_ignores_issuer, verify_ignores_issuer);
+
+/// Expected: `PeerIdentity` (an impostor's certificate, signed outside the trust bundle,
+/// accepted: the workload is told an identity the CA never issued to its caller).
+#[test]
+fn catches_verification_ignoring_the_issuer() {
+    let seed = first_catching_seed(
+        verify_ignores_issuer,
+        Invariant::PeerIdentity,
+        SECURITY_BUDGET,
+    );
+    eprintln!("verification ignoring the issuer caught by seed {seed}");
+}
+
+#[test]
+fn catches_verification_ignoring_expiry() {
+    let seed = first_catching_seed(
+        verify_ignores_expiry,
+        Invariant::CertExpiry,
+        SECURITY_BUDGET,
+    );
+    eprintln!("verification ignoring certificate expiry caught by seed {seed}");
+}
+
+#[test]
+fn catches_allow_evaluated_before_deny() {
+    let seed = first_catching_seed(
+        authz_allow_before_deny,
+        Invariant::Authorization,
+        SECURITY_BUDGET,
+    );
+    eprintln!("ALLOW evaluated before DENY caught by seed {seed}");
+}
+
+#[test]
+fn catches_strict_admitting_plaintext() {
+    let seed = first_catching_seed(
+        strict_admits_plaintext,
+        Invariant::MtlsStrict,
+        SECURITY_BUDGET,
+    );
+    eprintln!("STRICT admitting plaintext caught by seed {seed}");
+}
