@@ -254,6 +254,9 @@ impl<'a> World<'a> {
         let n_services = self.spec.services.len();
         if e < n_services {
             config.listeners = vec![Listener {
+                tls: None,
+                local_forward: None,
+                authentication: None,
                 name: "inbound".into(),
                 address: pod(e),
                 route_table: "outbound".into(),
@@ -538,6 +541,8 @@ impl<'a> World<'a> {
                 }
                 Event::AuthzDenied { .. } => self.count("rbac-denied"),
                 Event::AuthzAudited { .. } => self.count("rbac-audited"),
+                // No RequestAuthentication in this world (JWT scenarios are not simulated).
+                Event::AuthnDenied { .. } => self.count("jwt-denied"),
                 Event::ConfigRejected { version, error } => {
                     let msg = format!("sidecar {e} rejected config {version}: {error}");
                     self.violation(Invariant::ConfigApplied, msg);
