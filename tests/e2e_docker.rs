@@ -24,8 +24,8 @@
 //!    passthrough, and the access log names that address.
 //! 4. No loop: the sidecars' own upstream connections (UID 1337) are not captured again: one
 //!    access-log line per request on each side, one request at the app.
-//! 5. Seccomp: the web sidecar runs under Docker's default profile, which blocks io_uring, and
-//!    logs its fall back to epoll; the sleep sidecar runs with `seccomp=unconfined` and logs
+//! 5. Seccomp: the web sidecar runs under Docker's default profile (today's, which blocks
+//!    io_uring: [`DOCKER_DEFAULT_SECCOMP`]) and logs its fall back to epoll; the sleep sidecar runs with `seccomp=unconfined` and logs
 //!    io_uring. The traffic above crossed both.
 //! 6. Drain: SIGTERM to the web sidecar while slow requests are in flight at the web app:
 //!    every one completes with 200, and the sidecar then exits 0.
@@ -52,6 +52,12 @@ const SLOW_REQUESTS: usize = 6;
 /// How long the web app's slow endpoint takes; the sidecar's drain allowance is longer.
 const SLOW_SECONDS: u64 = 3;
 const DRAIN_SECONDS: &str = "10";
+/// Docker's default seccomp profile as Docker ships it today (moby's
+/// `profiles/seccomp/default.json`, vendored at b985e2313a). Docker 25 removed the io_uring
+/// system calls from it (moby commit 891241e7, following containerd); the 20.10 engine on this
+/// project's machines still has the older built-in profile that allows them, so the test
+/// names the current one explicitly rather than testing an engine's vintage.
+const DOCKER_DEFAULT_SECCOMP: &str = "tests/fixtures/docker-default-seccomp.json";
 
 /// The addresses on the private network (its /24 is chosen at run time).
 struct Addresses {
@@ -182,7 +188,8 @@ fn write_files(mesh: &Mesh) {
     let www = mesh.files.join("www");
     for dir in [
         &mesh_dir,
-        &sidecar_dir,
+        &sidecar_dir.join("web"),
+        &sidecar_dir.join("sleep"),
         &www.join("private"),
         &www.join("cgi-bin"),
     ] {
@@ -251,13 +258,20 @@ spec:
   action: DENY
   rules: [{to: [{operation: {paths: ["/private/*"]}}]}]
 "#;
-    // One file for both sidecars: who each is comes from the control plane (--node).
-    let sidecar = "# Outbound capture (15001, unknown destinations passed through to where they\n\
-                   # were going) and inbound capture (15006, to the original destination).\n\
-                   listeners:\n\
-                   \x20 - {name: outbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}\n\
-                   \x20 - {name: inbound, address: \"0.0.0.0:15006\", direction: inbound}\n\
-                   workload: {namespace: default}\n";
+    // Each sidecar's file: the capture listeners and who its workload is (what Istio's
+    // injector hands the proxy from the pod's labels).
+    let sidecar = |app: &str| {
+        format!(
+            "# Outbound capture (15001: routed by the mesh, unknown destinations passed\n\
+             # through to where they were going) and inbound capture (15006: to the app on\n\
+             # 127.0.0.1 at the port the client dialled).\n\
+             listeners:\n\
+             \x20 - {{name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}}\n\
+             \x20 - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}}\n\
+             workload: {{namespace: default, labels: {{app: {app}}}}}\n"
+        )
+    };
+    let (web_sidecar, sleep_sidecar) = (sidecar("web"), sidecar("sleep"));
     let slow = format!(
         "#!/bin/sh\n\
          # A slow endpoint for the drain check: marks itself started, then answers late.\n\
@@ -265,10 +279,11 @@ spec:
          sleep {SLOW_SECONDS}\n\
          printf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n"
     );
-    let writes: [(PathBuf, &str); 6] = [
+    let writes: [(PathBuf, &str); 7] = [
         (mesh_dir.join("kube.yaml"), &kube),
         (mesh_dir.join("istio.yaml"), istio),
-        (sidecar_dir.join("sidecar.yaml"), sidecar),
+        (sidecar_dir.join("web/sidecar.yaml"), &web_sidecar),
+        (sidecar_dir.join("sleep/sidecar.yaml"), &sleep_sidecar),
         (www.join("hello.txt"), "hello from web\n"),
         (www.join("private/secret.txt"), "secret\n"),
         (www.join("cgi-bin/slow.sh"), &slow),
@@ -278,7 +293,16 @@ spec:
     }
     set_mode(&www.join("cgi-bin/slow.sh"), 0o755);
     // The containers' users (nobody for CGI, 1337 for the sidecar) read these.
-    for dir in [&mesh.files, &mesh_dir, &sidecar_dir, &www] {
+    for dir in [
+        &mesh.files,
+        &mesh_dir,
+        &sidecar_dir,
+        &sidecar_dir.join("web"),
+        &sidecar_dir.join("sleep"),
+        &www,
+        &www.join("private"),
+        &www.join("cgi-bin"),
+    ] {
         set_mode(dir, 0o755);
     }
 }
@@ -466,7 +490,7 @@ fn start_pod(
     if let Some(option) = sidecar_security {
         args.extend(["--security-opt", option]);
     }
-    let config_mount = mount(&mesh.files.join("sidecar"), "/etc/trellis");
+    let config_mount = mount(&mesh.files.join("sidecar").join(name), "/etc/trellis");
     args.extend([
         "-v",
         &config_mount,
@@ -559,15 +583,34 @@ fn parse_response(text: &str) -> Option<Response> {
     })
 }
 
+/// A container's output (stdout then stderr), without the terminal colours `tracing` adds.
 fn logs(container: &str) -> String {
     match docker::run_docker(&["logs", container]) {
-        Ok(out) => format!(
+        Ok(out) => strip_ansi(&format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        ),
+        )),
         Err(e) => e,
     }
+}
+
+/// Remove ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn running(container: &str) -> bool {
