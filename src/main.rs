@@ -16,6 +16,7 @@ use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
 mod control_cmd;
+mod init_cmd;
 mod plane_client;
 mod sim_cmd;
 
@@ -76,6 +77,15 @@ enum Command {
     ///
     /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15010
     Control(control_cmd::ControlArgs),
+    /// Program this network namespace (a pod's) so inbound TCP goes to the sidecar on 15006
+    /// and outbound TCP on 15001, with Istio's exclusions (the proxy's UID/GID 1337, loopback,
+    /// the proxy's ports, excluded ports and CIDRs): Istio's istio-iptables, same flags, same
+    /// annotations (--pod-annotations), loaded with nft or iptables. Needs CAP_NET_ADMIN.
+    ///
+    /// Example: trellis init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+    ///
+    /// Example: trellis init --dry-run    |    trellis init --cleanup
+    Init(init_cmd::InitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +276,7 @@ fn main() -> ExitCode {
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Control(args)) => control_cmd::control(args),
+        Some(Command::Init(args)) => init_cmd::init(args),
     };
     match result {
         Ok(code) => code,

@@ -35,9 +35,11 @@
 //! ```
 //!
 //! Inbound listeners take their mTLS mode from the PeerAuthentications that select the
-//! `workload:` ([`crate::translate::peer_authn`]); `forwardTo` puts one in front of a single
-//! workload address (Istio's inbound cluster `inbound|<port>||`), otherwise requests go where
-//! their original destination says. With an `identity:`, clusters use a DestinationRule's
+//! `workload:` ([`crate::translate::peer_authn`]); `forwardTo: IP:PORT` puts one in front of a
+//! single workload address (Istio's inbound cluster `inbound|<port>||`); `forwardTo: IP` (e.g.
+//! `127.0.0.1`) makes it the captured pod's virtual inbound listener: every connection
+//! `trellis init` redirected to it goes to that IP at the port the client dialled (Istio's
+//! inbound passthrough); otherwise requests go where their original destination says. With an `identity:`, clusters use a DestinationRule's
 //! `tls` or auto mTLS ([`crate::translate::upstream_tls`]); without one, every connection is
 //! plaintext (and a policy that requires mTLS is an error, and refuses connections).
 //!
@@ -353,7 +355,7 @@ pub fn parse_proxy_config_with(
             DirectionSpec::Outbound => Direction::Outbound,
             DirectionSpec::Inbound => Direction::Inbound,
         };
-        let target = match &l.forward_to {
+        let forward = match &l.forward_to {
             None => None,
             Some(_) if direction != Direction::Inbound => {
                 return Err(invalid(
@@ -361,15 +363,31 @@ pub fn parse_proxy_config_with(
                     "only inbound listeners forward to a workload".into(),
                 ))
             }
-            Some(t) => Some(t.parse::<SocketAddr>().map_err(|_| {
+            Some(t) => Some(security::ForwardTo::parse(t).ok_or_else(|| {
                 invalid(
                     format!("listeners[{i}].forwardTo"),
-                    format!("{t:?} is not IP:PORT"),
+                    format!(
+                        "{t:?} is not IP:PORT (one workload port) or IP (the workload at \
+                         each connection's original port)"
+                    ),
                 )
             })?),
         };
-        let route_table = match (target, &l.route_table) {
-            (Some(target), None) => security::add_inbound_target(&mut config, target),
+        let target = match forward {
+            Some(security::ForwardTo::Port(target)) => Some(target),
+            _ => None,
+        };
+        let local_forward = match forward {
+            Some(security::ForwardTo::OriginalPort(ip)) => Some(ip),
+            _ => None,
+        };
+        let route_table = match (forward, &l.route_table) {
+            (Some(security::ForwardTo::Port(target)), None) => {
+                security::add_inbound_target(&mut config, target)
+            }
+            (Some(security::ForwardTo::OriginalPort(_)), None) => {
+                security::add_inbound_passthrough(&mut config)
+            }
             (_, Some(table)) => table.clone(),
             (None, None) => OUTBOUND_ROUTE_TABLE.to_string(),
         };
@@ -408,13 +426,15 @@ pub fn parse_proxy_config_with(
             address,
             route_table,
             direction,
-            passthrough: l.passthrough,
+            // Capture's inbound listener exists to pass connections through to the workload.
+            passthrough: l.passthrough || local_forward.is_some(),
             authorization: match l.direction {
                 DirectionSpec::Inbound => {
                     inbound_authz.as_ref().and_then(|t| t.authorization.clone())
                 }
                 DirectionSpec::Outbound => None,
             },
+            local_forward,
         });
     }
     if config.listeners.is_empty() {

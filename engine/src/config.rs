@@ -70,6 +70,13 @@ pub struct Listener {
     /// RBAC filter chain; evaluated at the start of every request on an inbound listener
     /// (`None`: no policy applies, every request is allowed).
     pub authorization: Option<Arc<crate::authz::Authorization>>,
+    /// Inbound capture (Istio's virtual inbound listener on 15006, fed by `trellis init`): the
+    /// workload's address, usually 127.0.0.1. A request no route matches goes to this address
+    /// at the connection's original destination port — Istio's inbound passthrough, which
+    /// before Istio 1.10 forwarded to 127.0.0.1:PORT as the `inbound|PORT||` clusters did, so
+    /// that the proxy's connection to the app stays on loopback and is never captured again.
+    /// `None`: passthrough goes to the original destination unchanged (outbound ALLOW_ANY).
+    pub local_forward: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -72,6 +72,7 @@ fn config() -> Config {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),

@@ -32,10 +32,13 @@
 //! - [`reload`]: reload on config-file change or SIGHUP.
 //! - [`access_log`]: Envoy-like access-log lines through `tracing`.
 //! - [`signal`]: Ctrl-C / SIGTERM → graceful shutdown.
+//! - [`capture`]: `trellis init`, the nat rules (nft or iptables) that send a pod's traffic
+//!   to the sidecar, as Istio's istio-iptables.
 //! - [`engine`]: the [`ProxyEngine`] trait the loop runs (implemented by the real engine).
 
 pub mod access_log;
 pub mod backend;
+pub mod capture;
 pub mod clock;
 pub mod control;
 mod drain;

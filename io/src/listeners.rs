@@ -339,6 +339,7 @@ mod tests {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }
     }
 

@@ -188,6 +188,7 @@ fn start(backend: Backend) -> Running {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         ..Config::default()
     });

@@ -113,6 +113,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         route_tables: vec![RouteTable {
             name: ROUTE_TABLE.to_string(),

@@ -24,6 +24,7 @@ pub fn base() -> Config {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         route_tables: vec![RouteTable {
             name: "outbound".into(),

@@ -144,6 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         ..Config::default()
     });

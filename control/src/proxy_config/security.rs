@@ -70,6 +70,38 @@ impl IdentitySpec {
     }
 }
 
+/// `forwardTo`: one workload port, or the workload at each connection's original port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ForwardTo {
+    /// `IP:PORT`: every request goes there (`inbound|PORT||`).
+    Port(SocketAddr),
+    /// `IP`: the captured pod's inbound listener; the port is the one the client dialled.
+    OriginalPort(std::net::IpAddr),
+}
+
+impl ForwardTo {
+    pub fn parse(text: &str) -> Option<ForwardTo> {
+        text.parse()
+            .map(ForwardTo::Port)
+            .or_else(|_| text.parse().map(ForwardTo::OriginalPort))
+            .ok()
+    }
+}
+
+/// The route table of a capture inbound listener: no virtual host, so every request takes
+/// the listener's passthrough to the local workload at its original port (Envoy's
+/// `InboundPassthroughCluster`). Returns its name.
+pub(super) fn add_inbound_passthrough(config: &mut Config) -> String {
+    let table = "inbound|passthrough".to_string();
+    if config.route_table(&table).is_none() {
+        config.route_tables.push(RouteTable {
+            name: table.clone(),
+            virtual_hosts: Vec::new(),
+        });
+    }
+    table
+}
+
 /// The names Envoy gives an inbound cluster and its route table for a workload port.
 pub(super) fn inbound_cluster_name(port: u16) -> String {
     format!("inbound|{port}||")

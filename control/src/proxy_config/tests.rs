@@ -192,3 +192,55 @@ istio:
         Some("AuthorizationPolicy shop/ext")
     );
 }
+
+#[test]
+fn captured_sidecar_example_has_virtual_listeners() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/captured-sidecar.yaml");
+    let loaded = load_proxy_config(&path).unwrap();
+    assert!(
+        loaded.warnings.iter().all(|w| w.severity == Severity::Info),
+        "{:#?}",
+        loaded.warnings
+    );
+    let c = &loaded.config;
+    let outbound = &c.listeners[0];
+    assert_eq!(outbound.address, "0.0.0.0:15001".parse().unwrap());
+    assert!(outbound.passthrough);
+    assert_eq!(outbound.local_forward, None);
+    let inbound = &c.listeners[1];
+    assert_eq!(inbound.direction, Direction::Inbound);
+    assert_eq!(inbound.local_forward, Some("127.0.0.1".parse().unwrap()));
+    assert!(
+        inbound.passthrough,
+        "capture's inbound listener always passes through"
+    );
+    let table = c.route_table(&inbound.route_table).unwrap();
+    assert!(
+        table.virtual_hosts.is_empty(),
+        "every inbound request takes the passthrough to the workload"
+    );
+}
+
+#[test]
+fn forward_to_is_ip_port_or_ip() {
+    let listener = |forward: &str| {
+        format!(
+            "listeners:\n  - {{address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"{forward}\"}}\n"
+        )
+    };
+    let one_port =
+        parse_proxy_config(&listener("127.0.0.1:9080"), "p.yaml", Path::new(".")).unwrap();
+    assert_eq!(one_port.config.listeners[0].local_forward, None);
+    assert!(one_port.config.cluster("inbound|9080||").is_some());
+    let capture = parse_proxy_config(&listener("::1"), "p.yaml", Path::new(".")).unwrap();
+    assert_eq!(
+        capture.config.listeners[0].local_forward,
+        Some("::1".parse().unwrap())
+    );
+    let err = parse_proxy_config(&listener("localhost"), "p.yaml", Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listeners[0].forwardTo"), "{err}");
+    assert!(err.contains("original port"), "{err}");
+}

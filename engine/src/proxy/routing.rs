@@ -139,7 +139,10 @@ impl Engine {
         let Some((vhost, route_index, match_index)) = outcome else {
             // Istio's ALLOW_ANY: traffic for hosts the mesh doesn't know goes where it was headed.
             match passthrough.filter(|_| self.listener_passthrough(&snapshot, &listener)) {
-                Some(addr) => self.forward_passthrough(now, id, addr),
+                Some(addr) => {
+                    let addr = Self::passthrough_target(&snapshot, &listener, addr);
+                    self.forward_passthrough(now, id, addr)
+                }
                 None => self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]),
             }
             return;
@@ -358,6 +361,23 @@ impl Engine {
         snapshot
             .listener_named(listener)
             .is_some_and(|(l, _)| l.passthrough)
+    }
+
+    /// Where a passthrough request goes: the original destination, or for an inbound capture
+    /// listener the local workload at the original destination's port
+    /// ([`crate::config::Listener::local_forward`]).
+    fn passthrough_target(
+        snapshot: &Snapshot,
+        listener: &str,
+        original: std::net::SocketAddr,
+    ) -> std::net::SocketAddr {
+        match snapshot
+            .listener_named(listener)
+            .and_then(|(l, _)| l.local_forward)
+        {
+            Some(ip) => std::net::SocketAddr::new(ip, original.port()),
+            None => original,
+        }
     }
 
     /// Forward to the connection's original destination through its passthrough cluster

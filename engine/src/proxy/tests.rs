@@ -23,6 +23,7 @@ pub(super) fn config() -> Config {
             direction: Direction::Outbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),
@@ -600,4 +601,50 @@ fn pipelined_local_answers_keep_the_stack_flat() {
         .unwrap()
         .join()
         .expect("10,000 pipelined local answers fit a 256 KiB stack");
+}
+
+/// Inbound capture: a connection redirected to the inbound listener (original destination
+/// pod-ip:8080) reaches the workload at 127.0.0.1:8080; without `local_forward`, passthrough
+/// goes to the original destination itself.
+#[test]
+fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
+    for (local_forward, expected) in [
+        (Some("127.0.0.1".parse().unwrap()), "127.0.0.1:8080"),
+        (None, "10.1.2.3:8080"),
+    ] {
+        let mut cfg = config();
+        cfg.listeners = vec![Listener {
+            mtls: Default::default(),
+            name: "virtualInbound".into(),
+            address: "0.0.0.0:15006".parse().unwrap(),
+            route_table: "inbound".into(),
+            direction: Direction::Inbound,
+            passthrough: true,
+            authorization: None,
+            local_forward,
+        }];
+        cfg.route_tables.push(RouteTable {
+            name: "inbound".into(),
+            virtual_hosts: vec![],
+        });
+        let mut engine = Engine::try_new(Arc::new(cfg), 1).unwrap();
+        let mut accepted = Accepted::new(
+            "10.9.9.9:40000".parse().unwrap(),
+            "10.1.2.3:15006".parse().unwrap(),
+        );
+        accepted.original_dst = Some("10.1.2.3:8080".parse().unwrap());
+        let down = engine.accept(Instant::ZERO, accepted);
+        engine.handle(
+            Instant::from_millis(1),
+            Input::Received {
+                conn: down,
+                data: Bytes::from_static(b"GET / HTTP/1.1\r\nhost: reviews:9080\r\n\r\n"),
+            },
+        );
+        let out = drain(&mut engine);
+        let [Output::Connect { addr, .. }] = out.as_slice() else {
+            panic!("expected one connect, got {out:?}");
+        };
+        assert_eq!(addr.to_string(), expected);
+    }
 }

@@ -83,6 +83,7 @@ pub fn translate_gateway(
             direction: Direction::Inbound,
             passthrough: false,
             authorization: None,
+            local_forward: None,
         });
         out.config.route_tables.push(table);
     }
