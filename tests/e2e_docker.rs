@@ -668,7 +668,7 @@ fn check_capture_and_route(mesh: &Mesh, sleep: &Pod, web: &Pod) {
         logs(&web.sidecar),
         logs(&web.app)
     );
-    assert_eq!(first.body, "hello from web\n");
+    assert_eq!(first.body.trim(), "hello from web");
     assert_eq!(first.header("x-mesh-route"), Some("web-default"));
 
     // Count from here: one more request, and exactly one more line on each side and at the app.
@@ -706,7 +706,7 @@ fn check_fault_and_policy(sleep: &Pod, web: &Pod) {
     let url = format!("http://web:{WEB_PORT}/hello.txt");
     let aborted = curl_from(sleep, &url, &["-H", "x-fault: abort"]);
     assert_eq!(aborted.status, 418, "the fault abort: {}", aborted.body);
-    assert_eq!(aborted.body, "fault filter abort");
+    assert_eq!(aborted.body.trim(), "fault filter abort");
 
     let denied = curl_from(
         sleep,
@@ -718,7 +718,7 @@ fn check_fault_and_policy(sleep: &Pod, web: &Pod) {
         "the AuthorizationPolicy: {}",
         denied.body
     );
-    assert_eq!(denied.body, "RBAC: access denied");
+    assert_eq!(denied.body.trim(), "RBAC: access denied");
     assert!(
         !logs(&web.app).contains("/private/"),
         "the denied request must not reach the web app:\n{}",
@@ -731,7 +731,7 @@ fn check_original_destination(mesh: &Mesh, sleep: &Pod, plain: &str) {
     let marker = "/hello.txt?to=plain";
     let r = curl_from(sleep, &format!("http://plain:{PLAIN_PORT}{marker}"), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "hello from web\n");
+    assert_eq!(r.body.trim(), "hello from web");
     assert_eq!(
         r.header("x-mesh-route"),
         None,
