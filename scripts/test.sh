@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 
 need=()
 # tool → Debian package (sha256sum comes with coreutils).
-for tool in curl python3 sha256sum iptables openssl; do
+# nft, ip and setpriv: the `trellis init` capture tests (tests/e2e_capture.rs).
+for tool in curl python3 sha256sum iptables openssl nft ip setpriv; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     case "$tool" in
       sha256sum) need+=(coreutils) ;;
+      nft) need+=(nftables) ;;
+      ip) need+=(iproute2) ;;
+      setpriv) need+=(util-linux) ;;
       *) need+=("$tool") ;;
     esac
   fi

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use trellis_engine::config::{Config, Direction};
+use trellis_engine::config::Config;
 
 use crate::error::IoError;
 
@@ -58,8 +58,6 @@ pub(crate) struct ListenerSlot<L> {
     pub configured: SocketAddr,
     /// The address actually bound.
     pub bound: SocketAddr,
-    /// Outbound listeners look up each connection's original destination.
-    pub direction: Direction,
     /// After an accept error, when to try again.
     pub resting_until: Option<StdInstant>,
     pub socket: L,
@@ -246,13 +244,7 @@ impl<L> Listeners<L> {
                 listener.address = s.bound;
                 continue;
             }
-            match self.add(
-                backend,
-                &listener.name,
-                listener.address,
-                listener.direction,
-                opts,
-            ) {
+            match self.add(backend, &listener.name, listener.address, opts) {
                 Ok(bound) => listener.address = bound,
                 Err(e) if strict => return Err(e),
                 Err(e) => tracing::error!(error = %e, "listener not added"),
@@ -266,7 +258,6 @@ impl<L> Listeners<L> {
         backend: &mut B,
         name: &str,
         addr: SocketAddr,
-        direction: Direction,
         opts: &BindOptions,
     ) -> Result<SocketAddr, IoError> {
         let index = match self.slots.iter().position(Option::is_none) {
@@ -293,7 +284,6 @@ impl<L> Listeners<L> {
                 name: name.to_string(),
                 configured: addr,
                 bound,
-                direction,
                 resting_until: None,
                 socket,
             });

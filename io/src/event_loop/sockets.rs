@@ -17,7 +17,6 @@ use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
 use socket2::SockRef;
-use trellis_engine::config::Direction;
 use trellis_engine::proxy::Accepted;
 use trellis_engine::{ConnId, Input};
 
@@ -99,9 +98,9 @@ impl<B: IoBackend> Sockets<B> {
                 tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
             let mut accepted = Accepted::new(peer, local);
-            if listener.direction == Direction::Outbound {
-                accepted.original_dst = original_dst(stream.as_raw_fd(), local);
-            }
+            // Both directions: capture redirects outbound connections to 15001 and inbound
+            // ones to 15006, and each is routed by the port its client dialled.
+            accepted.original_dst = original_dst(stream.as_raw_fd(), local);
             return Some((stream, accepted));
         }
     }
