@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 # tool → Debian package (sha256sum comes with coreutils).
 # nft, ip and setpriv: the `trellis init` capture tests (tests/e2e_capture.rs).
-for tool in curl python3 sha256sum iptables openssl nft ip setpriv; do
+# debootstrap: the local base image of the container tests (deploy/docker/base.sh).
+for tool in curl python3 sha256sum iptables openssl nft ip setpriv debootstrap; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     case "$tool" in
       sha256sum) need+=(coreutils) ;;
@@ -27,6 +28,14 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   fi
+fi
+
+# The container tests (tests/e2e_docker.rs) need this machine's Docker engine: say so now,
+# not after the build, when it is missing or stopped.
+if ! docker info >/dev/null 2>&1; then
+  echo "error: the Docker engine is not reachable ('docker info' failed): start dockerd;" \
+    "tests/e2e_docker.rs runs Trellis in real containers and fails without it" >&2
+  exit 1
 fi
 
 echo "== cargo fmt --check"
