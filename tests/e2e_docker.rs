@@ -485,7 +485,11 @@ fn start_pod(
         "init",
     ])
     .unwrap_or_else(|e| panic!("`trellis init` in the {name} pod: {e}"));
-    eprintln!("trellis init in {name}:\n{init}\n{}", logs(&init_name));
+    let init_log = logs(&init_name);
+    assert!(
+        init_log.contains("capture rules installed"),
+        "`trellis init` in the {name} pod did not install the capture rules:\n{init}\n{init_log}"
+    );
 
     let sidecar = format!("{app_name}-sidecar");
     cleanup.container(&sidecar);
@@ -551,7 +555,8 @@ fn start_pod(
     }
 }
 
-/// `docker exec CONTAINER ARGS`, stdout; panics with the error when the command fails.
+/// `docker exec CONTAINER ARGS`: stdout, or the error text when the command fails (the
+/// callers poll, and show the last answer when they give up).
 fn exec(container: &str, args: &[&str]) -> String {
     let mut all = vec!["exec", container];
     all.extend(args);
@@ -693,6 +698,13 @@ fn check_capture_and_route(mesh: &Mesh, sleep: &Pod, web: &Pod) {
         inbound.len(),
         1,
         "the web sidecar should log the request once (inbound), a loop logs it again and again:\n{inbound:#?}"
+    );
+    // The inbound port comes from the connection's original destination (the listener is
+    // 15006 and names no port): the app is reached on 127.0.0.1 at the port the client dialled.
+    assert!(
+        inbound[0].contains(&format!("127.0.0.1:{WEB_PORT}")),
+        "the web sidecar forwarded to the app at the original port: {}",
+        inbound[0]
     );
     assert_eq!(
         logs(&web.app).matches(marker).count() - before_app,
