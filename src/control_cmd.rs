@@ -16,9 +16,10 @@ use std::time::{Duration, Instant as Wall};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use trellis_control::dns::{names_to_resolve, DnsCache};
 use trellis_control::plane::push::wire::{encode, FrameDecoder};
 use trellis_control::plane::push::{ClientMessage, ConnId, Event, Input, PushConfig, Server};
-use trellis_control::plane::DirWatcher;
+use trellis_control::plane::{DirWatcher, Snapshot};
 use trellis_engine::Instant;
 
 #[derive(Args, Debug)]
@@ -39,6 +40,10 @@ pub struct ControlArgs {
     /// Longest a stream of changes is held back (Istio's PILOT_DEBOUNCE_MAX), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     debounce_max_ms: u64,
+    /// How often the names of DNS ServiceEntries are resolved again, in seconds; changed
+    /// answers are pushed like a changed file. 0 resolves them only when files change.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    dns_refresh_secs: u64,
 }
 
 /// A sidecar that does not take a push within this long is disconnected (it reconnects and
@@ -70,7 +75,33 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     let mut writers: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
     let poll = Duration::from_millis(args.poll_ms.max(10));
     let mut next_poll = Wall::now();
+    // Names of DNS ServiceEntries are resolved here, not by the sidecars (module docs of
+    // trellis_control::dns); the snapshot read from files is kept to re-resolve against.
+    let dns = DnsCache::system();
+    let dns_every = (args.dns_refresh_secs > 0).then(|| Duration::from_secs(args.dns_refresh_secs));
+    let mut next_dns = dns_every.map(|every| Wall::now() + every);
+    let mut from_files: Option<Snapshot> = None;
+    let with_dns = |snapshot: Snapshot| {
+        let (answers, notes) = dns.answers_for(&names_to_resolve(&snapshot.resources));
+        for note in notes {
+            tracing::warn!("{note}");
+        }
+        Arc::new(snapshot.with_dns(answers))
+    };
     loop {
+        if let (Some(due), Some(every), Some(files)) = (next_dns, dns_every, &from_files) {
+            if Wall::now() >= due {
+                next_dns = Some(Wall::now() + every);
+                let (changed, notes) = dns.refresh_asked();
+                for note in notes {
+                    tracing::warn!("{note}");
+                }
+                if changed {
+                    tracing::info!("DNS answers of ServiceEntries changed");
+                    server.handle(now(), Input::Snapshot(with_dns(files.clone())));
+                }
+            }
+        }
         if Wall::now() >= next_poll {
             next_poll = Wall::now() + poll;
             match watcher.poll() {
@@ -82,7 +113,8 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                         digest = format!("{:016x}", snapshot.digest),
                         "directory changed"
                     );
-                    server.handle(now(), Input::Snapshot(Arc::new(snapshot)));
+                    from_files = Some(snapshot.clone());
+                    server.handle(now(), Input::Snapshot(with_dns(snapshot)));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -94,7 +126,8 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
             .poll_timeout()
             .map(|t| Duration::from_nanos(t.as_nanos().saturating_sub(now().as_nanos())))
             .unwrap_or(poll)
-            .min(next_poll.saturating_duration_since(Wall::now()));
+            .min(next_poll.saturating_duration_since(Wall::now()))
+            .min(next_dns.map_or(poll, |t| t.saturating_duration_since(Wall::now())));
         match rx.recv_timeout(wake) {
             Ok(Note::Opened(id, stream)) => {
                 writers.insert(id, stream);

@@ -139,6 +139,10 @@ struct ProxyArgs {
     /// Do not reload when the config file changes (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
+    /// How often the names of DNS ServiceEntries (`resolution: DNS`) are resolved again; a
+    /// changed answer is applied like an edited config. 0 resolves them once, at load.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    dns_refresh_secs: u64,
     /// Receive routes and clusters from `trellis control` at this address instead of the
     /// file's `services` and `istio` (the file still gives listeners, `http` and `workload`).
     #[arg(long, value_name = "IP:PORT", conflicts_with = "gateway")]
@@ -197,6 +201,7 @@ impl ProxyArgs {
             namespace: self.namespace.clone(),
             bind_address: self.bind_address,
             port_offset: self.port_offset,
+            dns: Some(trellis_control::dns::DnsCache::system()),
         })
     }
 }
@@ -370,6 +375,20 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         trellis_io::run_runtime(config, opts, control).context("proxy stopped")?;
         return Ok(ExitCode::SUCCESS);
     }
+    let dns = overrides.dns.clone();
+    let probe = dns
+        .filter(|_| args.dns_refresh_secs > 0)
+        .map(|dns| trellis_io::reload::Probe {
+            every: Duration::from_secs(args.dns_refresh_secs),
+            what: "DNS answers of ServiceEntries",
+            changed: Box::new(move || {
+                let (changed, notes) = dns.refresh_asked();
+                for note in notes {
+                    tracing::warn!("{note}");
+                }
+                changed
+            }),
+        });
     let watcher = ConfigWatcher::start(
         args.config.clone(),
         Box::new(move |path: &std::path::Path| reload_config(path, &overrides)),
@@ -379,6 +398,7 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             sighup: true,
             // A renewed certificate is picked up like an edited config.
             also: watched,
+            probe,
         },
     )
     .context("cannot watch the config file")?;

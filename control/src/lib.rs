@@ -19,6 +19,7 @@
 pub mod analyze;
 pub mod ca;
 pub mod diag;
+pub mod dns;
 pub mod explain;
 pub mod istio;
 pub mod plane;

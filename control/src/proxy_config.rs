@@ -133,6 +133,9 @@ pub struct ProxyOverrides {
     pub namespace: Option<String>,
     pub bind_address: Option<IpAddr>,
     pub port_offset: Option<u16>,
+    /// Where names of DNS ServiceEntries are resolved (`None`: they are not, and such
+    /// entries have no endpoints). The binary shares one cache with its DNS refresher.
+    pub dns: Option<crate::dns::DnsHandle>,
 }
 
 impl ProxyOverrides {
@@ -273,7 +276,7 @@ pub fn parse_proxy_config_with(
         message,
     };
 
-    let registry = registry_of(&shape.services, &invalid)?;
+    let mut registry = registry_of(&shape.services, &invalid)?;
     let mut resources = ResourceSet::default();
     for p in &shape.istio.paths {
         let full = base.join(p);
@@ -306,6 +309,11 @@ pub fn parse_proxy_config_with(
             other => other,
         })?;
         resources.extend(set);
+    }
+    if let Some(dns) = &overrides.dns {
+        let (answers, notes) = dns.answers_for(&crate::dns::names_to_resolve(&resources));
+        registry.dns = answers;
+        warnings.extend(notes.into_iter().map(|d| d.file(file.to_string())));
     }
     let translation = match overrides.gateway_options(shape.gateway.as_ref()) {
         Some(opts) => translate_gateway(&resources, &registry, &opts),

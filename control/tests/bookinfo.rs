@@ -57,6 +57,7 @@ fn registry() -> Registry {
             svc("reviews", &["v1", "v2", "v3"]),
             svc("ratings", &["v1", "v2", "v2-mysql", "v2-mysql-vm"]),
         ],
+        ..Default::default()
     }
 }
 

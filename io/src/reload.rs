@@ -51,6 +51,26 @@ pub struct WatchOptions {
     pub sighup: bool,
     /// Other files whose change means a reload (the identity's certificate, key and roots).
     pub also: Vec<PathBuf>,
+    /// A check of inputs that are not files (DNS answers), run periodically; a reload follows
+    /// when it says they changed.
+    pub probe: Option<Probe>,
+}
+
+/// An input outside the files, looked at every `every`: `changed` answers whether it moved
+/// since the last load (and may refresh what the loader will read).
+pub struct Probe {
+    pub every: Duration,
+    pub what: &'static str,
+    pub changed: Box<dyn FnMut() -> bool + Send>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("every", &self.every)
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for WatchOptions {
@@ -59,6 +79,7 @@ impl Default for WatchOptions {
             poll: Some(Duration::from_secs(1)),
             sighup: true,
             also: Vec::new(),
+            probe: None,
         }
     }
 }
@@ -95,10 +116,12 @@ impl ConfigWatcher {
         };
         state.seen = state.fingerprints();
         let (stop2, poll) = (stop.clone(), opts.poll);
+        let mut probe = opts.probe;
         let thread = std::thread::Builder::new()
             .name("trellis-reload".into())
             .spawn(move || {
                 let mut next_poll = Instant::now();
+                let mut next_probe = probe.as_ref().map(|p| Instant::now() + p.every);
                 while !stop2.load(Ordering::Acquire) && !state.control.is_shutdown() {
                     if hup.swap(false, Ordering::AcqRel) {
                         tracing::info!("SIGHUP: reloading the configuration");
@@ -112,6 +135,15 @@ impl ConfigWatcher {
                             if now != state.seen {
                                 state.seen = now;
                                 tracing::info!(path = %state.path.display(), "config file or a file it names changed: reloading");
+                                state.reload();
+                            }
+                        }
+                    }
+                    if let (Some(p), Some(due)) = (probe.as_mut(), next_probe) {
+                        if Instant::now() >= due {
+                            next_probe = Some(Instant::now() + p.every);
+                            if (p.changed)() {
+                                tracing::info!(input = p.what, "an input of the configuration changed: reloading");
                                 state.reload();
                             }
                         }

@@ -111,6 +111,7 @@ fn file_change_reloads_and_a_bad_file_is_refused() {
                 poll: Some(Duration::from_millis(100)),
                 sighup: false,
                 also: Vec::new(),
+                probe: None,
             },
         )
         .unwrap();
@@ -157,6 +158,7 @@ fn sighup_reloads() {
             poll: None,
             sighup: true,
             also: Vec::new(),
+            probe: None,
         },
     )
     .unwrap();
@@ -176,6 +178,45 @@ fn sighup_reloads() {
     s.control.shutdown();
     s.runtime.join().unwrap();
     // The watcher ends by itself once shutdown is requested.
+    watcher.stop();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// An input that is not a file (the binary's DNS answers) reloads through a probe: nothing
+/// happens while it says "unchanged", one reload when it says "changed".
+#[test]
+fn a_probe_that_sees_a_change_reloads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = setup(BackendChoice::Auto);
+    let path = temp_file("probe");
+    std::fs::write(&path, "rotate=0\n").unwrap();
+    let moved = Arc::new(AtomicBool::new(false));
+    let flag = moved.clone();
+    let watcher = ConfigWatcher::start(
+        path.clone(),
+        loader(s.addrs),
+        s.control.clone(),
+        WatchOptions {
+            poll: None,
+            sighup: false,
+            also: Vec::new(),
+            probe: Some(trellis_io::reload::Probe {
+                every: Duration::from_millis(50),
+                what: "test input",
+                changed: Box::new(move || flag.swap(false, Ordering::AcqRel)),
+            }),
+        },
+    )
+    .unwrap();
+    let mut c = HttpClient::connect(s.runtime.local_addrs()[0].1).unwrap();
+    std::fs::write(&path, "rotate=1\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(jason(&mut c), "reviews-v2\n", "the probe saw no change yet");
+    moved.store(true, Ordering::Release);
+    wait_for(&mut c, "reviews-v3\n");
+    assert_eq!(watcher.stats().applied(), 1);
+    s.control.shutdown();
+    s.runtime.join().unwrap();
     watcher.stop();
     let _ = std::fs::remove_file(&path);
 }

@@ -27,8 +27,29 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
 
 fn virtual_service(vs: &Resource<VirtualServiceSpec>, out: &mut Vec<Message>) {
     let spec = &vs.spec;
-    if spec.hosts.is_empty() {
-        out.push(schema_error("virtual service must have at least one host").field("spec.hosts"));
+    // No hosts makes a delegate (ValidateVirtualService in pkg/config/validation/validation.go).
+    let delegate = spec.hosts.is_empty();
+    if delegate {
+        let mut not_in_delegate = |present: bool, msg: &str, field: &str| {
+            if present {
+                out.push(schema_error(msg).field(field.to_string()));
+            }
+        };
+        not_in_delegate(
+            !spec.gateways.is_empty(),
+            "delegate virtual service must have no gateways specified",
+            "spec.gateways",
+        );
+        not_in_delegate(
+            !spec.tls.is_empty(),
+            "delegate virtual service must have no tls route specified",
+            "spec.tls",
+        );
+        not_in_delegate(
+            !spec.tcp.is_empty(),
+            "delegate virtual service must have no tcp route specified",
+            "spec.tcp",
+        );
     }
     let mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
     for (i, host) in spec.hosts.iter().enumerate() {
@@ -47,13 +68,13 @@ fn virtual_service(vs: &Resource<VirtualServiceSpec>, out: &mut Vec<Message>) {
         ));
     }
     for (i, rule) in spec.http.iter().enumerate() {
-        http_route(rule, &format!("spec.http[{i}]"), out);
+        http_route(rule, delegate, &format!("spec.http[{i}]"), out);
     }
 }
 
-fn http_route(rule: &HttpRoute, at: &str, out: &mut Vec<Message>) {
+/// What a rule that routes may not combine (validateHTTPRouteConflict).
+fn route_conflicts(rule: &HttpRoute, conflict: &mut impl FnMut(&str)) {
     let has_route = !rule.route.is_empty();
-    let mut conflict = |msg: &str| out.push(schema_error(msg).field(at.to_string()));
     if rule.redirect.is_some() {
         if has_route {
             conflict("HTTP route cannot contain both route and redirect");
@@ -71,12 +92,29 @@ fn http_route(rule: &HttpRoute, at: &str, out: &mut Vec<Message>) {
     if rule.direct_response.is_some() && has_route {
         conflict("HTTP route cannot contain both route and direct response");
     }
-    if !has_route
-        && rule.redirect.is_none()
-        && rule.direct_response.is_none()
-        && rule.delegate.is_none()
-    {
+    if !has_route && rule.redirect.is_none() && rule.direct_response.is_none() {
         conflict("HTTP route, redirect or direct response is required");
+    }
+}
+
+/// validateHTTPRoute and validateHTTPRouteConflict (pkg/config/validation/virtualservice.go):
+/// a root rule (one with `delegate`) may carry nothing that routes; a delegate's rules may not
+/// delegate again.
+fn http_route(rule: &HttpRoute, in_delegate: bool, at: &str, out: &mut Vec<Message>) {
+    let mut conflict = |msg: &str| out.push(schema_error(msg).field(at.to_string()));
+    if rule.delegate.is_some() && !in_delegate {
+        let name = rule.name.as_deref().unwrap_or_default();
+        if rule.redirect.is_some() {
+            conflict(&format!("root HTTP route {name} must not specify redirect"));
+        }
+        if !rule.route.is_empty() {
+            conflict(&format!("root HTTP route {name} must not specify route"));
+        }
+    } else {
+        if rule.delegate.is_some() {
+            conflict("delegate HTTP route cannot contain delegate");
+        }
+        route_conflicts(rule, &mut conflict);
     }
     weights(rule, at, out);
     for (i, m) in rule.matches.iter().enumerate() {

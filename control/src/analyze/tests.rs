@@ -506,3 +506,48 @@ fn bookinfo_samples() {
         "{a}"
     );
 }
+
+/// A VirtualService without hosts is a delegate, valid as such; what a delegate or a rule that
+/// delegates may not carry is a schema error (ValidateVirtualService and
+/// validateHTTPRouteConflict in pkg/config/validation/).
+#[test]
+fn delegates_are_validated_as_istio_does() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [root]
+  http:
+  - name: both
+    delegate: {name: leaf}
+    route: [{destination: {host: root}}]
+  - delegate: {name: leaf}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: leaf}
+spec:
+  http:
+  - route: [{destination: {host: root}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad-leaf}
+spec:
+  gateways: [mesh]
+  http:
+  - delegate: {name: leaf}
+"#;
+    let a = analyze_str(text, "d.yaml");
+    assert_eq!(
+        lines(&a, "IST0106"),
+        vec![
+            "Error [IST0106] (VirtualService bad-leaf.default) Schema validation error: HTTP route, redirect or direct response is required",
+            "Error [IST0106] (VirtualService bad-leaf.default) Schema validation error: delegate HTTP route cannot contain delegate",
+            "Error [IST0106] (VirtualService bad-leaf.default) Schema validation error: delegate virtual service must have no gateways specified",
+            "Error [IST0106] (VirtualService root.default) Schema validation error: root HTTP route both must not specify route",
+        ],
+        "{a}"
+    );
+}

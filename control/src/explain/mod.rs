@@ -238,7 +238,10 @@ fn registry_from(set: &ResourceSet, request_port: Option<u16>) -> Registry {
             }
         })
         .collect();
-    Registry { services }
+    Registry {
+        services,
+        ..Default::default()
+    }
 }
 
 fn ops(o: &HeaderOps) -> HeaderOpsReport {

@@ -32,7 +32,7 @@ pub struct HttpRoute {
     pub route: Vec<HttpRouteDestination>,
     pub redirect: Option<HttpRedirect>,
     pub direct_response: Option<HttpDirectResponse>,
-    pub delegate: Option<serde_yaml::Value>,
+    pub delegate: Option<Delegate>,
     pub rewrite: Option<HttpRewrite>,
     pub timeout: Option<IstioDuration>,
     pub retries: Option<HttpRetry>,
@@ -43,6 +43,16 @@ pub struct HttpRoute {
     pub mirror_percent: Option<u32>,
     pub cors_policy: Option<serde_yaml::Value>,
     pub headers: Option<Headers>,
+}
+
+/// Istio `Delegate`: the VirtualService (one without `hosts`) whose rules replace this rule,
+/// merged with it (`translate::delegation`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Delegate {
+    pub name: String,
+    /// Empty or absent: the root VirtualService's namespace.
+    pub namespace: Option<String>,
 }
 
 /// Istio `HTTPMatchRequest`.

@@ -34,7 +34,7 @@ use super::document::{Resource as DocResource, SidecarDocument};
 use super::snapshot::Snapshot;
 use crate::analyze::conflicts::export_scopes;
 use crate::analyze::vs_gateways::host_matches;
-use crate::istio::{Resource, SidecarSpec, Source};
+use crate::istio::{Resource, SidecarSpec, Source, VirtualServiceSpec};
 use crate::translate::hosts::{host_covers, resolve};
 use crate::translate::workload::ROOT_NAMESPACE;
 use crate::translate::{Registry, Workload};
@@ -65,6 +65,9 @@ pub struct ScopeIndex {
     service_entries: Vec<Indexed>,
     /// Only those bound to `mesh`.
     virtual_services: Vec<Indexed>,
+    /// VirtualServices without hosts (delegates), by namespace and name: sent to a sidecar
+    /// with the roots that name them (`translate::delegation` merges them there).
+    delegates: BTreeMap<(String, String), Indexed>,
     destination_rules: Vec<Indexed>,
 }
 
@@ -76,6 +79,8 @@ struct Indexed {
     hosts: Vec<String>,
     /// A VirtualService's destination hosts (routes and mirror), resolved likewise.
     destinations: Vec<String>,
+    /// The delegates a root VirtualService's rules name (namespace, name).
+    delegates: Vec<(String, String)>,
 }
 
 impl Indexed {
@@ -88,7 +93,29 @@ impl Indexed {
                 .map(|h| resolve(h, &source.namespace))
                 .collect(),
             destinations: Vec::new(),
+            delegates: Vec::new(),
         }
+    }
+
+    /// A VirtualService's index entry: hosts, destinations and the delegates it names.
+    fn virtual_service(vs: &Resource<VirtualServiceSpec>) -> Self {
+        let mut indexed = Indexed::new(&vs.source, &vs.spec.export_to, &vs.spec.hosts);
+        let rules = vs.spec.http.iter();
+        indexed.destinations = rules
+            .clone()
+            .flat_map(|r| r.route.iter().map(|d| &d.destination).chain(&r.mirror))
+            .map(|d| resolve(&d.host, vs.namespace()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        indexed.delegates = rules
+            .filter_map(|r| r.delegate.as_ref())
+            .map(|d| {
+                let ns = d.namespace.as_deref().filter(|n| !n.is_empty());
+                (ns.unwrap_or(vs.namespace()).to_string(), d.name.clone())
+            })
+            .collect();
+        indexed
     }
 }
 
@@ -107,18 +134,19 @@ impl ScopeIndex {
                 .virtual_services
                 .iter()
                 .filter(|vs| {
-                    vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh")
+                    !vs.spec.hosts.is_empty()
+                        && (vs.spec.gateways.is_empty()
+                            || vs.spec.gateways.iter().any(|g| g == "mesh"))
                 })
+                .map(Indexed::virtual_service)
+                .collect(),
+            delegates: r
+                .virtual_services
+                .iter()
+                .filter(|vs| vs.spec.hosts.is_empty())
                 .map(|vs| {
-                    let mut indexed = Indexed::new(&vs.source, &vs.spec.export_to, &vs.spec.hosts);
-                    let rules = vs.spec.http.iter();
-                    indexed.destinations = rules
-                        .flat_map(|r| r.route.iter().map(|d| &d.destination).chain(&r.mirror))
-                        .map(|d| resolve(&d.host, vs.namespace()))
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect();
-                    indexed
+                    let key = (vs.namespace().to_string(), vs.source.name.clone());
+                    (key, Indexed::virtual_service(vs))
                 })
                 .collect(),
             destination_rules: r
@@ -155,9 +183,18 @@ impl ScopeIndex {
             {
                 kept.push(&vs.source);
                 destinations.extend(vs.destinations.iter().map(String::as_str));
+                for delegate in vs.delegates.iter().filter_map(|d| self.delegates.get(d)) {
+                    if !kept.contains(&&delegate.source) {
+                        kept.push(&delegate.source);
+                        destinations.extend(delegate.destinations.iter().map(String::as_str));
+                    }
+                }
             }
         }
-        let mut registry = Registry::default();
+        let mut registry = Registry {
+            dns: snapshot.registry.dns.clone(),
+            ..Registry::default()
+        };
         for svc in &snapshot.registry.services {
             let visible = self
                 .service_scopes

@@ -361,3 +361,53 @@ spec: {rules: [{}]}
         trellis_engine::config::InboundMode::Disable
     );
 }
+
+/// A delegate VirtualService (no hosts) travels with the root that names it, even to a
+/// sidecar whose `Sidecar` imports only its own namespace, and the services its rules route to
+/// are imported with it (pilot merges delegates before scoping: virtualservice_controller.go).
+#[test]
+fn delegates_travel_with_their_root() {
+    let snap = snapshot(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart-root, namespace: shop}
+spec:
+  hosts: [cart]
+  http: [{match: [{uri: {prefix: /posts}}], delegate: {name: posts-leaf, namespace: blog}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: posts-leaf, namespace: blog}
+spec:
+  http: [{route: [{destination: {host: posts}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: unused-leaf, namespace: blog}
+spec:
+  http: [{route: [{destination: {host: posts}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress: [{hosts: ["./*"]}]
+"#,
+    );
+    let shop = scope(&snap, &workload("shop", &[]));
+    let got = names(&shop);
+    assert!(
+        got.contains(&"VirtualService/posts-leaf".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        !got.contains(&"VirtualService/unused-leaf".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        hosts(&shop).contains(&"posts.blog.svc.cluster.local"),
+        "{:?}",
+        hosts(&shop)
+    );
+}

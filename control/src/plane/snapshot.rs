@@ -190,6 +190,28 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(out)
 }
 
+impl Snapshot {
+    /// This snapshot with `answers` as its DNS answers (`crate::dns`), and a digest that
+    /// covers them, so that a name that moves is pushed like an edited file.
+    pub fn with_dns(mut self, answers: crate::dns::DnsAnswers) -> Snapshot {
+        if answers.is_empty() {
+            return self;
+        }
+        let mut digest = Fnv(self.digest);
+        for (name, addresses) in &answers {
+            digest.write(name.as_bytes());
+            for a in addresses {
+                digest.write(a.to_string().as_bytes());
+                digest.write(b",");
+            }
+            digest.write(b";");
+        }
+        self.digest = digest.0;
+        self.registry.dns = answers;
+        self
+    }
+}
+
 /// 64-bit FNV-1a: stable across runs and Rust versions (unlike `DefaultHasher`).
 #[derive(Clone, Copy, Debug)]
 pub struct Fnv(pub u64);

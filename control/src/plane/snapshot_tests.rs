@@ -376,3 +376,28 @@ spec:
         "{shown:#?}"
     );
 }
+
+/// DNS answers are part of what a snapshot says: they change its digest (so a moved name is
+/// pushed) and reach every sidecar's registry.
+#[test]
+fn dns_answers_change_the_digest_and_reach_the_sidecars() {
+    let snap = Snapshot::from_files(&[(
+        "se.yaml".into(),
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: default}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 80, name: http}]\n  resolution: DNS\n".into(),
+    )])
+    .expect("snapshot");
+    let answers = std::collections::BTreeMap::from([(
+        "api.example.com".to_string(),
+        vec!["192.0.2.1".parse().expect("ip")],
+    )]);
+    let resolved = snap.clone().with_dns(answers.clone());
+    assert_ne!(resolved.digest, snap.digest);
+    assert_eq!(
+        snap.clone().with_dns(answers).digest,
+        resolved.digest,
+        "deterministic"
+    );
+    let workload = crate::translate::Workload::default();
+    let scoped = super::scope::scope(&resolved, &workload);
+    assert_eq!(scoped.document.registry.dns, resolved.registry.dns);
+}

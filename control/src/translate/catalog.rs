@@ -34,7 +34,7 @@ impl<'a> Catalog<'a> {
     ) -> Self {
         let mut services = registry.services.clone();
         for se in &resources.service_entries {
-            for svc in service_entry_services(se, diags) {
+            for svc in service_entry_services(se, &registry.dns, diags) {
                 if services.iter().any(|s| s.host == svc.host) {
                     diags.push(se.diag(Diagnostic::warning(format!(
                         "host {} is already defined; this ServiceEntry's definition is ignored",
@@ -222,9 +222,16 @@ impl Catalog<'_> {
     }
 }
 
-/// The services a ServiceEntry adds: one per host, with its ports and IP endpoints.
+/// The services a ServiceEntry adds: one per host, with its ports and endpoints.
+///
+/// With `resolution: DNS` an endpoint named by a hostname stands for every address `dns`
+/// holds for it (Envoy's STRICT_DNS cluster), with `DNS_ROUND_ROBIN` for the first one only
+/// (LOGICAL_DNS uses the first address of each answer); a DNS ServiceEntry without endpoints
+/// makes each host its own endpoint, on the ports' `targetPort` or number
+/// (convertServiceEntryToInstances in pilot/pkg/serviceregistry/serviceentry/conversion.go).
 fn service_entry_services(
     se: &Resource<crate::istio::ServiceEntrySpec>,
+    dns: &BTreeMap<String, Vec<IpAddr>>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Service> {
     let mut ports = Vec::new();
@@ -243,52 +250,98 @@ fn service_entry_services(
             ),
         }
     }
+    let resolution = se.spec.resolution.unwrap_or(Resolution::NONE);
+    let by_dns = matches!(resolution, Resolution::DNS | Resolution::DNS_ROUND_ROBIN);
+    // The addresses a name stands for, as this resolution uses them; reported when none.
+    let addresses_of = |name: &str, field: String, diags: &mut Vec<Diagnostic>| -> Vec<IpAddr> {
+        let found = dns.get(name).map(Vec::as_slice).unwrap_or_default();
+        if found.is_empty() {
+            diags.push(se.diag(
+                Diagnostic::info(format!(
+                    "DNS name {name:?} has no address yet (not resolved, or the lookup failed): no endpoint for it"
+                ))
+                .field(field),
+            ));
+        }
+        let take = if resolution == Resolution::DNS_ROUND_ROBIN {
+            1
+        } else {
+            found.len()
+        };
+        found.iter().take(take).copied().collect()
+    };
     let mut endpoints = Vec::new();
     for (i, e) in se.spec.endpoints.iter().enumerate() {
-        let Ok(address) = e.address.parse::<IpAddr>() else {
-            diags.push(se.diag(
-                Diagnostic::warning(format!(
-                    "endpoint address {:?} is not an IP; DNS names are not resolved by Trellis's control plane",
-                    e.address
-                ))
-                .field(format!("spec.endpoints[{i}].address")),
-            ));
-            continue;
+        let field = format!("spec.endpoints[{i}].address");
+        let addresses = match e.address.parse::<IpAddr>() {
+            Ok(address) => vec![address],
+            Err(_) if by_dns => addresses_of(&e.address, field, diags),
+            Err(_) => {
+                diags.push(se.diag(
+                    Diagnostic::warning(format!(
+                        "endpoint address {:?} is not an IP; names are resolved only with resolution DNS or DNS_ROUND_ROBIN",
+                        e.address
+                    ))
+                    .field(field),
+                ));
+                continue;
+            }
         };
-        let mut ep = ServiceEndpoint {
-            address,
-            ports: BTreeMap::new(),
-            default_port: None,
-            labels: e.labels.clone(),
-            weight: e.weight.filter(|&w| w > 0).unwrap_or(1),
-            service_account: None,
-        };
-        for sp in &se.spec.ports {
-            if let (Ok(service_port), Some(target)) = (
-                u16::try_from(sp.number),
-                e.ports.get(&sp.name).copied().or(sp.target_port),
-            ) {
-                if let Ok(target) = u16::try_from(target) {
-                    ep.ports.insert(service_port, target);
+        for address in addresses {
+            let mut ep = ServiceEndpoint {
+                address,
+                ports: BTreeMap::new(),
+                default_port: None,
+                labels: e.labels.clone(),
+                weight: e.weight.filter(|&w| w > 0).unwrap_or(1),
+                service_account: None,
+            };
+            for sp in &se.spec.ports {
+                if let (Ok(service_port), Some(target)) = (
+                    u16::try_from(sp.number),
+                    e.ports.get(&sp.name).copied().or(sp.target_port),
+                ) {
+                    if let Ok(target) = u16::try_from(target) {
+                        ep.ports.insert(service_port, target);
+                    }
                 }
             }
+            endpoints.push(ep);
         }
-        endpoints.push(ep);
     }
-    let resolution = se.spec.resolution.unwrap_or(Resolution::NONE);
-    if endpoints.is_empty() && matches!(resolution, Resolution::DNS | Resolution::DNS_ROUND_ROBIN) {
-        diags.push(se.diag(Diagnostic::info(
-            "DNS resolution of the hosts themselves is not done by Trellis's control plane; clusters have no endpoints",
-        )));
-    }
-    se.spec
-        .hosts
-        .iter()
-        .map(|h| Service {
+    let hosts_are_endpoints =
+        by_dns && se.spec.endpoints.is_empty() && se.spec.workload_selector.is_none();
+    let mut out = Vec::new();
+    for (i, h) in se.spec.hosts.iter().enumerate() {
+        let mut endpoints = endpoints.clone();
+        if hosts_are_endpoints && !h.contains('*') {
+            for address in addresses_of(h, format!("spec.hosts[{i}]"), diags) {
+                let ports = se
+                    .spec
+                    .ports
+                    .iter()
+                    .filter_map(|sp| {
+                        let number = u16::try_from(sp.number).ok()?;
+                        let target = u16::try_from(sp.target_port?).ok()?;
+                        Some((number, target))
+                    })
+                    .collect();
+                endpoints.push(ServiceEndpoint {
+                    address,
+                    ports,
+                    default_port: None,
+                    labels: BTreeMap::new(),
+                    weight: 1,
+                    service_account: None,
+                });
+            }
+        }
+        out.push(Service {
             host: resolve(h, se.namespace()),
             namespace: se.namespace().to_string(),
             ports: ports.clone(),
-            endpoints: endpoints.clone(),
-        })
-        .collect()
+            endpoints,
+        });
+    }
+    out
 }

@@ -79,7 +79,7 @@ pub fn keep_matches(
 
 /// How far a VirtualService reaches, as initVirtualServices files it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Reach {
+pub(crate) enum Reach {
     /// Exported to its own namespace (`.` or its name), the client's.
     Private,
     /// Exported by name to the client's namespace from another one.
@@ -92,7 +92,7 @@ enum Reach {
 /// over everything else, and `~` hides the VirtualService unless `*` is also listed
 /// (initVirtualServices in pilot/pkg/model/push_context.go; the controller turns `.` into the
 /// VirtualService's namespace).
-fn reach(vs: &Resource<VirtualServiceSpec>, namespace: &str) -> Option<Reach> {
+pub(crate) fn reach(vs: &Resource<VirtualServiceSpec>, namespace: &str) -> Option<Reach> {
     let export = &vs.spec.export_to;
     if export.is_empty() || export.iter().any(|e| e == "*") {
         return Some(Reach::Public);

@@ -44,6 +44,7 @@ fn two_namespaces() -> Registry {
             Service::kubernetes("reviews", "shop", &[9080])
                 .with_endpoint(ServiceEndpoint::new(ip(2), &[])),
         ],
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod authz;
 pub mod catalog;
 pub mod client;
 pub mod consistent_hash;
+pub mod delegation;
 pub mod gateway;
 pub mod hosts;
 pub mod matches;
@@ -109,8 +110,14 @@ pub fn translate_for(
         name: OUTBOUND_ROUTE_TABLE.to_string(),
         virtual_hosts: Vec::new(),
     };
+    let virtual_services = delegation::merge_delegates(&resources.virtual_services, &mut diags);
     let covered = build_virtual_service_hosts(
-        resources, &catalog, workload, &mut table, &mut out, &mut diags,
+        &virtual_services,
+        &catalog,
+        workload,
+        &mut table,
+        &mut out,
+        &mut diags,
     );
     build_default_hosts(
         &catalog,
@@ -246,7 +253,7 @@ fn build_clusters(
 
 /// Adds a virtual host per mesh VirtualService; returns the service hosts they cover.
 fn build_virtual_service_hosts(
-    resources: &ResourceSet,
+    virtual_services: &[crate::istio::Resource<crate::istio::VirtualServiceSpec>],
     catalog: &Catalog<'_>,
     workload: &Workload,
     table: &mut RouteTable,
@@ -256,7 +263,7 @@ fn build_virtual_service_hosts(
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
     let mut covered = BTreeSet::new();
     let client_ns = workload.namespace.as_str();
-    let ordered = precedence_order(&resources.virtual_services);
+    let ordered = precedence_order(virtual_services);
     let visible = client::visible_in(&ordered, client_ns);
     for vs in ordered
         .iter()
@@ -609,3 +616,6 @@ mod istio_semantics_tests;
 
 #[cfg(test)]
 mod client_tests;
+
+#[cfg(test)]
+mod dns_tests;

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     pub services: Vec<Service>,
+    /// Names resolved outside translation for DNS ServiceEntries (`crate::dns`): name →
+    /// IPv4 addresses. The translation makes their endpoints from these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dns: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Registry {

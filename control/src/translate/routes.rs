@@ -129,8 +129,9 @@ fn action(
         return None;
     }
     if rule.delegate.is_some() {
+        // Translation merges delegates first (`super::delegation`); one still here was not.
         diags.push(
-            Diagnostic::warning("delegate is not supported by Trellis; rule left out")
+            Diagnostic::warning("delegate rules are merged before translation; rule left out")
                 .field(format!("{at}.delegate")),
         );
         return None;

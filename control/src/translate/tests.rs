@@ -35,6 +35,7 @@ pub(super) fn registry() -> Registry {
         .with_endpoint(ServiceEndpoint::new(ip(5), &[]));
     Registry {
         services: vec![reviews, ratings, multi],
+        ..Default::default()
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Entry<T> {
 pub struct DocumentDelta {
     pub services: Vec<Entry<Service>>,
     pub resources: Vec<Entry<Resource>>,
+    /// The DNS answers, whole, when they changed (`None`: the base's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<BTreeMap<String, Vec<std::net::IpAddr>>>,
 }
 
 /// Why a delta could not be applied.
@@ -66,6 +69,7 @@ pub fn diff(base: &SidecarDocument, new: &SidecarDocument) -> DocumentDelta {
                 r.document["metadata"]["name"]
             )
         }),
+        dns: (base.registry.dns != new.registry.dns).then(|| new.registry.dns.clone()),
     }
 }
 
@@ -89,6 +93,10 @@ pub fn apply(base: &SidecarDocument, delta: &DocumentDelta) -> Result<SidecarDoc
     Ok(SidecarDocument {
         registry: Registry {
             services: rebuild(&base.registry.services, &delta.services)?,
+            dns: delta
+                .dns
+                .clone()
+                .unwrap_or_else(|| base.registry.dns.clone()),
         },
         resources: rebuild(&base.resources, &delta.resources)?,
     })
@@ -129,6 +137,7 @@ mod tests {
                         ..Service::default()
                     })
                     .collect(),
+                ..Default::default()
             },
             resources,
         }
@@ -155,11 +164,28 @@ mod tests {
         assert_ne!(digest(&base), digest(&new));
     }
 
+    /// DNS answers travel whole, and only when they changed.
+    #[test]
+    fn dns_answers_travel_when_they_change() {
+        let base = doc(vec![], &["api.example.com"]);
+        let mut new = base.clone();
+        assert_eq!(diff(&base, &new).dns, None);
+        new.registry.dns.insert(
+            "api.example.com".into(),
+            vec!["192.0.2.1".parse().expect("ip")],
+        );
+        let delta = diff(&base, &new);
+        assert!(delta.dns.is_some());
+        assert_eq!(apply(&base, &delta).expect("applies"), new);
+        assert_ne!(digest(&base), digest(&new));
+    }
+
     #[test]
     fn a_delta_against_another_base_is_caught() {
         let delta = DocumentDelta {
             services: vec![Entry::Keep(5)],
             resources: vec![],
+            dns: None,
         };
         assert_eq!(
             apply(&SidecarDocument::default(), &delta),

@@ -64,9 +64,11 @@ pub fn translate_gateway(
             opts.labels
         )));
     }
+    let virtual_services =
+        super::delegation::merge_delegates(&resources.virtual_services, &mut diags);
     let site = routes::GatewaySite {
         catalog: &catalog,
-        virtual_services: precedence_order(&resources.virtual_services),
+        virtual_services: precedence_order(&virtual_services),
         labels: &opts.labels,
         namespace: &opts.namespace,
     };

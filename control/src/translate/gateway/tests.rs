@@ -20,6 +20,7 @@ fn registry() -> Registry {
     };
     Registry {
         services: vec![svc("productpage", 1), svc("reviews", 2), svc("ratings", 3)],
+        ..Default::default()
     }
 }
 
@@ -463,4 +464,38 @@ fn bookinfo_gateway_sample() {
     // Another workload's labels select nothing.
     let none = translate_gateway(&set, &registry(), &GatewayOptions::default());
     assert!(none.config.listeners.is_empty());
+}
+
+/// Delegation at the ingress, Istio's documented use: the gateway-bound root in
+/// `istio-system` hands `/reviews` to a delegate owned by the service's team
+/// (mergeVirtualServices in pilot/pkg/model/virtualservice_controller.go); the delegate's short
+/// host names resolve in its own namespace, and a path outside the root's prefix is not routed.
+#[test]
+fn gateway_routes_merge_delegates() {
+    let yaml = gateway("edge", "istio-system", &http_server(80, "[\"*\"]"))
+        + &vs(
+            "root",
+            "istio-system",
+            "  hosts: [\"*\"]\n  gateways: [edge]\n  http:\n  - match: [{uri: {prefix: /reviews}}]\n    delegate: {name: reviews-leaf, namespace: default}\n  - route: [{destination: {host: productpage.default.svc.cluster.local}}]",
+        )
+        + &vs(
+            "reviews-leaf",
+            "default",
+            "  http:\n  - match: [{uri: {prefix: /reviews/v1}}]\n    route: [{destination: {host: reviews}}]\n  - match: [{uri: {prefix: /ratings}}]\n    route: [{destination: {host: ratings}}]",
+        );
+    let t = run(&yaml);
+    assert_eq!(
+        route(&t, "http.80", "any.example.com", "/reviews/v1/1"),
+        Ok(REVIEWS.to_string())
+    );
+    assert_eq!(
+        route(&t, "http.80", "any.example.com", "/ratings"),
+        Ok(PRODUCTPAGE.to_string()),
+        "the delegate's /ratings rule conflicts with the root's /reviews: left out"
+    );
+    assert_eq!(
+        route(&t, "http.80", "any.example.com", "/reviews/v2"),
+        Ok(PRODUCTPAGE.to_string()),
+        "nothing in the delegate matches: the root's next rule"
+    );
 }
