@@ -178,6 +178,7 @@ mod tests {
             document: SidecarDocument {
                 registry: Registry {
                     services: vec![service],
+                    ..Registry::default()
                 },
                 resources: Vec::new(),
             },
