@@ -27,12 +27,14 @@ SUBNET_PREFIX=${SUBNET_PREFIX:-10.251.$(($$ % 250))}
 APP_IMAGE=trellis-base:bookworm
 work=$(mktemp -d /tmp/$PREFIX.XXXXXX)
 built_image=
+stage_image=
 
 cleanup() {
   docker rm -f -v "$PREFIX-control" "$PREFIX-web" "$PREFIX-sleep" "$PREFIX-web-sidecar" \
     "$PREFIX-sleep-sidecar" >/dev/null 2>&1 || true
   docker network rm "$NET" >/dev/null 2>&1 || true
   [ -n "$built_image" ] && docker image rm "$built_image" >/dev/null 2>&1 || true
+  [ -n "$stage_image" ] && docker image rm "$stage_image" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,7 +46,11 @@ if [ -z "${IMAGE:-}" ]; then
   IMAGE=$PREFIX:image
   built_image=$IMAGE
   echo "== docker build $IMAGE"
-  docker build -q -f deploy/docker/Dockerfile -t "$IMAGE" . >/dev/null
+  docker build --force-rm -f deploy/docker/Dockerfile -t "$IMAGE" . >"$work/build.log" 2>&1 ||
+    { tail -30 "$work/build.log" >&2; exit 1; }
+  # The legacy builder keeps the build stage's image (1.4 GB): its ID is the last ` ---> ID`
+  # before the runtime stage's `FROM scratch`.
+  stage_image=$(awk '/^ ---> [0-9a-f]+$/ { id = $2 } /^Step .*: FROM scratch/ { print id; exit }' "$work/build.log")
 fi
 image_bytes=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 
