@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 # tool → Debian package (sha256sum comes with coreutils).
 # nft, ip and setpriv: the `trellis init` capture tests (tests/e2e_capture.rs).
-for tool in curl python3 sha256sum iptables openssl nft ip setpriv; do
+# debootstrap: the local base image of the container tests (deploy/docker/base.sh).
+for tool in curl python3 sha256sum iptables openssl nft ip setpriv debootstrap; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     case "$tool" in
       sha256sum) need+=(coreutils) ;;
@@ -43,12 +44,23 @@ if ! python3 -c "import jsonpatch, jsonschema, kubernetes_validate, yaml" 2>/dev
   fi
   python3 -m pip install --quiet jsonpatch jsonschema kubernetes-validate PyYAML \
     || python3 -m pip install --quiet --break-system-packages jsonpatch jsonschema kubernetes-validate PyYAML
+fi
 # tests/e2e_jwt.rs mints its tokens with PyJWT (RSA signing through `cryptography`).
 if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
   echo "== installing PyJWT and cryptography for the JWT end-to-end test"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq python3-jwt python3-cryptography \
-    || python3 -m pip install --user pyjwt cryptography
+  $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq python3-jwt python3-cryptography || true
+  # The python3 on PATH may not be Debian's (pyenv): then pip installs for it.
+  python3 -c "import jwt, cryptography" >/dev/null 2>&1 \
+    || python3 -m pip install --quiet pyjwt cryptography \
+    || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
+fi
+# The container tests (tests/e2e_docker.rs) need this machine's Docker engine: say so now,
+# not after the build, when it is missing or stopped.
+if ! docker info >/dev/null 2>&1; then
+  echo "error: the Docker engine is not reachable ('docker info' failed): start dockerd;" \
+    "tests/e2e_docker.rs runs Trellis in real containers and fails without it" >&2
+  exit 1
 fi
 
 echo "== cargo fmt --check"

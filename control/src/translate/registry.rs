@@ -74,6 +74,7 @@ pub struct ServiceEndpoint {
     pub address: IpAddr,
     /// Service port → port on this endpoint; a service port not listed maps to
     /// `default_port`, or to the same number when that is `None`.
+    #[serde(with = "port_pairs")]
     pub ports: BTreeMap<u16, u16>,
     pub default_port: Option<u16>,
     pub labels: BTreeMap<String, String>,
@@ -83,6 +84,26 @@ pub struct ServiceEndpoint {
     /// `IstioEndpoint.ServiceAccount`, from the pod): the identity mTLS expects of it.
     #[serde(default)]
     pub service_account: Option<String>,
+}
+
+/// `ports` on the wire as `[[service_port, endpoint_port], ...]`, not a JSON object. The
+/// control plane's messages are internally tagged enums (`plane::push::wire`), which serde
+/// buffers before it knows the variant; from that buffer a JSON object's keys stay strings,
+/// and `"8000"` is no `u16` (serde-rs/serde#1183). A pod-backed endpoint (a Service port
+/// mapped to a container port) made every push to a sidecar fail to decode.
+mod port_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(ports: &BTreeMap<u16, u16>, s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(u16, u16)> = ports.iter().map(|(k, v)| (*k, *v)).collect();
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, u16>, D::Error> {
+        Ok(Vec::<(u16, u16)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 impl ServiceEndpoint {

@@ -164,6 +164,30 @@ mod tests {
         }
     }
 
+    /// A pod-backed endpoint maps its Service port to a container port (`ports`); serde
+    /// buffers an internally tagged message, and the map's integer keys used not to survive it.
+    #[test]
+    fn a_full_document_with_mapped_endpoint_ports_decodes() {
+        use crate::translate::{Registry, Service, ServiceEndpoint};
+        let mut endpoint = ServiceEndpoint::new("10.0.0.20".parse().unwrap(), &[("app", "web")]);
+        endpoint.ports.insert(8000, 8080);
+        let service = Service::kubernetes("web", "default", &[8000]).with_endpoint(endpoint);
+        let message = ServerMessage::Full {
+            version: 1,
+            digest: 2,
+            document: SidecarDocument {
+                registry: Registry {
+                    services: vec![service],
+                    ..Registry::default()
+                },
+                resources: Vec::new(),
+            },
+        };
+        let mut d = FrameDecoder::default();
+        d.push(&encode(&message).unwrap());
+        assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(message));
+    }
+
     #[test]
     fn an_oversized_length_is_refused_before_buffering_it() {
         let mut d = FrameDecoder::default();
