@@ -86,6 +86,11 @@ pub struct InitArgs {
     /// with each of nft and iptables that is installed. Succeeds when there is nothing to remove.
     #[arg(long, visible_alias = "cleanup-only")]
     cleanup: bool,
+    /// istio-iptables' logging flag (`scope:level,...`), which Istio's injection template
+    /// passes: accepted so injected pods run unchanged; the level is taken from its
+    /// `default` scope when RUST_LOG does not set one.
+    #[arg(long = "log_output_level", value_name = "SCOPE:LEVEL,...")]
+    pub log_output_level: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

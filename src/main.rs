@@ -300,14 +300,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The local mesh's self-check would drown its summary in access-log lines: keep those for
     // RUST_LOG=trellis::access=info. A proxy logs every request by default, as Envoy does.
-    let default_filter = match cli.command {
-        None | Some(Command::Mesh(_)) => "info,trellis::access=warn",
-        _ => "info",
+    let default_filter = match &cli.command {
+        None | Some(Command::Mesh(_)) => "info,trellis::access=warn".to_string(),
+        // Istio's `--log_output_level=default:debug,...`: its default scope's level.
+        Some(Command::Init(args)) => args
+            .log_output_level
+            .as_deref()
+            .and_then(|l| l.split(',').find_map(|s| s.strip_prefix("default:")))
+            .filter(|l| ["error", "warn", "info", "debug"].contains(l))
+            .unwrap_or("info")
+            .to_string(),
+        _ => "info".to_string(),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -251,6 +251,8 @@ pub fn proxy_container(
             "--control-plane", settings.control_plane,
             "--node", "$(POD_NAME)",
             "--health-port", ports::HEALTH.to_string(),
+            "--admin-port", ports::ADMIN.to_string(),
+            "--status-port", ports::STATUS.to_string(),
         ],
         "env": env,
         "resources": resources(a),
