@@ -89,6 +89,12 @@ LABEL trellis.rustc="$rustc_version" trellis.cargo-lock="$lock_sum"
 RUN rustc --version && cargo --version
 DOCKERFILE
   echo "== docker build $BUILDER ($rustc_version, $(du -shL "$ctx" | cut -f1) of toolchain and crates)"
+  old=$(docker image inspect -f '{{.Id}}' "$BUILDER" 2>/dev/null || true)
   docker build -q -t "$BUILDER" "$ctx" >/dev/null
+  # The builder it replaces (about 1 GB) would stay behind untagged.
+  new=$(docker image inspect -f '{{.Id}}' "$BUILDER")
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
 fi
 echo "== local base images ready: $BASE, $BUILDER"
