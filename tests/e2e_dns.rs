@@ -12,23 +12,13 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for};
-
-/// The proxy process; killed when dropped.
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{curl, wait_for, Killed};
 
 fn free_port(ip: [u8; 4]) -> u16 {
     TcpListener::bind(SocketAddr::from((ip, 0)))
@@ -112,7 +102,7 @@ istio:
         hosts.display(),
         config.display()
     );
-    let _proxy = Proxy(
+    let _proxy = Killed(
         Command::new("unshare")
             .args(["--mount", "sh", "-c", &script])
             .env("RUST_LOG", "info")

@@ -16,12 +16,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, free_offset, wait_for, wait_gone};
+use common::{curl, free_offset, spawn_gateway, wait_for, wait_gone, Killed};
 
 fn samples() -> PathBuf {
     trellis_control::shared_dir().join("istio/samples/bookinfo/networking")
@@ -63,16 +62,6 @@ fn get(url: &str, headers: &[&str]) -> Answer {
         status,
         flags,
         body: body.to_string(),
-    }
-}
-
-/// The gateway process; killed when dropped.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -122,7 +111,7 @@ fn start_gateway(
     paths: &[PathBuf],
     inline: &str,
     offset: u16,
-) -> Gateway {
+) -> Killed {
     let config = dir.join("gateway.yaml");
     let mut f = std::fs::File::create(&config).expect("config file");
     write!(f, "{}istio:\n  paths:\n", bookinfo.services()).expect("write");
@@ -131,29 +120,7 @@ fn start_gateway(
     }
     write!(f, "  resources:\n{inline}").expect("write");
     drop(f);
-    let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["proxy", "--config"])
-        .arg(&config)
-        .args(["--gateway", "--labels", "istio=ingressgateway"])
-        .args(["--bind-address", "127.0.0.1", "--port-offset"])
-        .arg(offset.to_string())
-        .args([
-            "--health-port",
-            "0",
-            "--cores",
-            "1",
-            "--no-pin",
-            "--no-watch",
-            "--seed",
-            "1",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("trellis proxy starts");
-    Gateway(child)
+    spawn_gateway(&config, offset, &dir.join("gateway.log"))
 }
 
 /// The jason routing of `virtual-service-reviews-test-v2.yaml`, bound to a Gateway of its own.

@@ -8,21 +8,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, free_offset, wait_for};
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{curl, free_offset, spawn_gateway, wait_for};
 
 /// A self-signed certificate for `name`, by openssl.
 fn certificate(dir: &Path, name: &str) {
@@ -89,28 +80,7 @@ istio:
         ),
     )
     .expect("config");
-    let log = std::fs::File::create(dir.join("gateway.log")).expect("log");
-    let _gateway = Gateway(
-        Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["proxy", "--config"])
-            .arg(&config)
-            .args(["--gateway", "--labels", "istio=ingressgateway"])
-            .args(["--bind-address", "127.0.0.1", "--port-offset"])
-            .arg(offset.to_string())
-            .args([
-                "--health-port",
-                "0",
-                "--cores",
-                "1",
-                "--no-pin",
-                "--no-watch",
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("trellis proxy starts"),
-    );
+    let _gateway = spawn_gateway(&config, offset, &dir.join("gateway.log"));
     let https = offset + 443;
     let http = offset + 80;
     wait_for(SocketAddr::from(([127, 0, 0, 1], https)));

@@ -65,3 +65,43 @@ pub fn free_offset(ports: &[u16]) -> u16 {
     }
     panic!("no free set of ports {ports:?}");
 }
+
+/// A child process of the test, killed (and reaped) when dropped, so a failing assertion
+/// leaves no proxy behind.
+#[allow(dead_code)] // not every test binary starts a process
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `trellis proxy --gateway` for `istio=ingressgateway` on 127.0.0.1 with Gateway port P on
+/// P + `offset`, one core, no watching, seed 1; its log (RUST_LOG=info) goes to `log`.
+#[allow(dead_code)] // not every test binary starts a gateway
+pub fn spawn_gateway(config: &std::path::Path, offset: u16, log: &std::path::Path) -> Killed {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["proxy", "--config"])
+        .arg(config)
+        .args(["--gateway", "--labels", "istio=ingressgateway"])
+        .args(["--bind-address", "127.0.0.1", "--port-offset"])
+        .arg(offset.to_string())
+        .args([
+            "--health-port",
+            "0",
+            "--cores",
+            "1",
+            "--no-pin",
+            "--no-watch",
+        ])
+        .args(["--seed", "1"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("trellis proxy starts");
+    Killed(child)
+}
