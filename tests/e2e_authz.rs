@@ -12,27 +12,16 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for};
+use common::{curl, spawn_proxy, wait_for};
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address").port()
-}
-
-/// The proxy process; killed when dropped.
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 const POLICIES: &str = r#"
@@ -107,25 +96,7 @@ services:
     .expect("write config");
     drop(f);
     let log_path = dir.join("proxy.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["proxy", "--config"])
-        .arg(&config)
-        .args([
-            "--health-port",
-            "0",
-            "--cores",
-            "1",
-            "--no-pin",
-            "--no-watch",
-        ])
-        .args(["--seed", "1"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("trellis proxy starts");
-    let _proxy = Proxy(child);
+    let _proxy = spawn_proxy(&config, &[], &log_path);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     wait_for(addr);
     let url = |path: &str| format!("http://{addr}{path}");

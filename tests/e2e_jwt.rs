@@ -18,27 +18,17 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
 
 mod common;
-use common::{curl, wait_for};
+use common::{curl, spawn_proxy, wait_for, Killed};
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address").port()
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn shared() -> PathBuf {
@@ -92,25 +82,7 @@ istio:
     )
     .expect("write config");
     drop(f);
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["proxy", "--config"])
-        .arg(&config)
-        .args([
-            "--health-port",
-            "0",
-            "--cores",
-            "1",
-            "--no-pin",
-            "--no-watch",
-        ])
-        .args(["--seed", "1"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("trellis proxy starts");
-    let child = Killed(child);
+    let child = spawn_proxy(&config, &[], &dir.join(format!("{name}.log")));
     wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
     child
 }

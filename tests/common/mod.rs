@@ -78,17 +78,14 @@ impl Drop for Killed {
     }
 }
 
-/// `trellis proxy --gateway` for `istio=ingressgateway` on 127.0.0.1 with Gateway port P on
-/// P + `offset`, one core, no watching, seed 1; its log (RUST_LOG=info) goes to `log`.
-#[allow(dead_code)] // not every test binary starts a gateway
-pub fn spawn_gateway(config: &std::path::Path, offset: u16, log: &std::path::Path) -> Killed {
+/// `trellis proxy --config CONFIG` with the tests' usual flags (no health port, one core,
+/// no pinning, no watching, seed 1) and `extra`; its log (RUST_LOG=info) goes to `log`.
+#[allow(dead_code)] // not every test binary starts a proxy
+pub fn spawn_proxy(config: &std::path::Path, extra: &[&str], log: &std::path::Path) -> Killed {
     let log = std::fs::File::create(log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["proxy", "--config"])
         .arg(config)
-        .args(["--gateway", "--labels", "istio=ingressgateway"])
-        .args(["--bind-address", "127.0.0.1", "--port-offset"])
-        .arg(offset.to_string())
         .args([
             "--health-port",
             "0",
@@ -98,10 +95,28 @@ pub fn spawn_gateway(config: &std::path::Path, offset: u16, log: &std::path::Pat
             "--no-watch",
         ])
         .args(["--seed", "1"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("trellis proxy starts");
     Killed(child)
+}
+
+/// [`spawn_proxy`] as a gateway for `istio=ingressgateway` on 127.0.0.1, Gateway port P
+/// listening on P + `offset`.
+#[allow(dead_code)] // not every test binary starts a gateway
+pub fn spawn_gateway(config: &std::path::Path, offset: u16, log: &std::path::Path) -> Killed {
+    let offset = offset.to_string();
+    let extra = [
+        "--gateway",
+        "--labels",
+        "istio=ingressgateway",
+        "--bind-address",
+        "127.0.0.1",
+        "--port-offset",
+        offset.as_str(),
+    ];
+    spawn_proxy(config, &extra, log)
 }
