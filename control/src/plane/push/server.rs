@@ -90,6 +90,10 @@ struct Sent {
 struct Conn {
     node: String,
     workload: Workload,
+    /// What the sidecar said it holds in its `Hello`: taken as acked once a release gives it
+    /// that same document, even a release made after the hello (a restarted control plane
+    /// whose sidecars reconnect before its first release resends them nothing).
+    announced: Option<Held>,
     acked: Option<Sent>,
     in_flight: Option<Sent>,
     nacked: Option<Digest>,
@@ -233,24 +237,15 @@ impl Server {
     }
 
     fn on_hello(&mut self, id: ConnId, node: String, workload: Workload, held: Option<Held>) {
-        let mut conn = Conn {
+        // A sidecar holding its current document resumes without a resend (`sync`).
+        let conn = Conn {
             node,
             workload,
+            announced: held,
             acked: None,
             in_flight: None,
             nacked: None,
         };
-        // A sidecar holding its current document resumes without a resend.
-        let workload = self.effective_workload(&conn.node, &conn.workload);
-        if let (Some(held), Some((digest, document))) = (held, self.document_for(&workload)) {
-            if held.digest == digest {
-                conn.acked = Some(Sent {
-                    version: held.version,
-                    digest,
-                    document,
-                });
-            }
-        }
         self.conns.insert(id, conn);
         self.sync(id);
     }
@@ -289,6 +284,7 @@ impl Server {
             }
             ClientMessage::Resync => {
                 conn.acked = None;
+                conn.announced = None;
                 conn.in_flight = None;
             }
             other => {
@@ -355,6 +351,15 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if conn.acked.is_none() {
+            if let Some(held) = conn.announced.filter(|h| h.digest == digest) {
+                conn.acked = Some(Sent {
+                    version: held.version,
+                    digest,
+                    document: document.clone(),
+                });
+            }
+        }
         if conn.in_flight.is_some()
             || conn.acked.as_ref().is_some_and(|s| s.digest == digest)
             || conn.nacked == Some(digest)
