@@ -129,6 +129,8 @@ pub struct Server {
     conns: BTreeMap<ConnId, Conn>,
     transmits: VecDeque<(ConnId, ServerMessage)>,
     events: VecDeque<Event>,
+    #[cfg(feature = "mutants")]
+    mutations: super::mutants::Mutations,
 }
 
 impl Server {
@@ -142,7 +144,15 @@ impl Server {
             conns: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            #[cfg(feature = "mutants")]
+            mutations: super::mutants::Mutations::default(),
         }
+    }
+
+    /// Switch planted bugs on (the simulator's self-test).
+    #[cfg(feature = "mutants")]
+    pub fn set_mutations(&mut self, mutations: super::mutants::Mutations) {
+        self.mutations = mutations;
     }
 
     /// The version of the latest release (0 before the first).
@@ -351,8 +361,14 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        #[cfg(feature = "mutants")]
+        let resumes = |h: &Held| {
+            h.digest == digest || (self.mutations.resume_by_version && h.version >= version)
+        };
+        #[cfg(not(feature = "mutants"))]
+        let resumes = |h: &Held| h.digest == digest;
         if conn.acked.is_none() {
-            if let Some(held) = conn.announced.filter(|h| h.digest == digest) {
+            if let Some(held) = conn.announced.filter(resumes) {
                 conn.acked = Some(Sent {
                     version: held.version,
                     digest,
