@@ -133,11 +133,8 @@ impl Tiers {
         for level in &mut self.levels {
             level.healthy = level.hosts.iter().filter(|&&h| is_healthy(h)).count();
             let total = level.hosts.len() as u64;
-            health.push(if total == 0 {
-                0
-            } else {
-                (factor * level.healthy as u64 / total).min(100)
-            });
+            let level_health = (factor * level.healthy as u64).checked_div(total);
+            health.push(level_health.unwrap_or(0).min(100));
         }
         let total_health = health.iter().sum::<u64>().min(100);
         self.load.iter_mut().for_each(|l| *l = 0);
@@ -178,11 +175,10 @@ impl Tiers {
                 let healthy = group.hosts.iter().filter(|&&h| is_healthy(h)).count() as u64;
                 let total = group.hosts.len() as u64;
                 // weight × min(1, factor × healthy / total), kept in thousandths.
-                let availability = if total == 0 {
-                    0
-                } else {
-                    (factor * healthy * 10 / total).min(1000)
-                };
+                let availability = (factor * healthy * 10)
+                    .checked_div(total)
+                    .unwrap_or(0)
+                    .min(1000);
                 group.effective = i64::try_from(group.weight * availability).unwrap_or(i64::MAX);
                 group.current = 0;
                 group.balancer.rebuild(
