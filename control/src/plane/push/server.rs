@@ -346,6 +346,11 @@ impl Server {
                     namespace: said.namespace.clone(),
                     service_account: pod.workload.service_account.clone(),
                     labels,
+                    locality: pod
+                        .workload
+                        .locality
+                        .clone()
+                        .or_else(|| said.locality.clone()),
                 }
             }
             None => said.clone(),
