@@ -62,21 +62,31 @@ impl SendQueue {
     }
 
     /// Write as much as `w` accepts. Returns [`Flush::Drained`] once the queue is empty,
-    /// [`Flush::Blocked`] when `w` reports `WouldBlock`, or the write error (a writer accepting
-    /// zero bytes is `WriteZero`).
+    /// [`Flush::Blocked`] when `w` reports `WouldBlock` or takes fewer bytes than it was
+    /// offered, or the write error (a writer accepting zero bytes is `WriteZero`).
+    ///
+    /// Why a short write counts as blocked: a non-blocking TCP `sendmsg` stops short only
+    /// when the socket buffer is full, and it then sets `SOCK_NOSPACE` so that the space an
+    /// ACK frees raises a write-space wake-up (epoll's edge, io_uring's poll): the next write
+    /// would only return EAGAIN. Stopping at the short write saves that syscall (Tokio's
+    /// `poll_write` does the same).
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<Flush> {
         loop {
             if self.chunks.is_empty() {
                 return Ok(Flush::Drained);
             }
-            let result = {
-                let slices: Vec<IoSlice<'_>> = self
-                    .chunks
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .map(|c| IoSlice::new(c))
-                    .collect();
-                w.write_vectored(&slices)
+            let (result, offered) = {
+                // The iovecs live on the stack: a write allocates nothing.
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut offered = 0;
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    offered += chunk.len();
+                    count += 1;
+                }
+                let slices = slices.get(..count).unwrap_or(&[]);
+                (w.write_vectored(slices), offered)
             };
             match result {
                 Ok(0) => {
@@ -85,7 +95,12 @@ impl SendQueue {
                         "socket accepted no bytes",
                     ))
                 }
-                Ok(n) => self.advance(n),
+                Ok(n) => {
+                    self.advance(n);
+                    if n < offered {
+                        return Ok(Flush::Blocked);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
                 Err(e) => return Err(e),
@@ -185,7 +200,13 @@ mod tests {
         assert_eq!(q.write_to(&mut w).unwrap(), Flush::Blocked);
         assert_eq!(w.written, b"hell");
         assert_eq!(q.len(), 7);
+        assert_eq!(
+            w.budgets.len(),
+            1,
+            "a short write is taken as a full socket: no second write"
+        );
         w.budgets = VecDeque::from(vec![3, 100]);
+        assert_eq!(q.write_to(&mut w).unwrap(), Flush::Blocked, "short again");
         assert_eq!(q.write_to(&mut w).unwrap(), Flush::Drained);
         assert_eq!(w.written, b"hello world");
         assert!(q.is_empty());

@@ -13,18 +13,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Cursor, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Cursor, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::content::Content;
-use common::mesh;
-use common::proxy::load;
-use common::server::Server;
-use trellis_io::runtime::RuntimeOptions;
-use trellis_io::{BackendChoice, ControlHandle, IoStats, RunOptions, Runtime};
-use trellis_local_mesh::http::{framing, read_body, read_head, Framing};
+use common::one_core::{content, read_some, request, response, OneCore};
+use trellis_io::{BackendChoice, RunOptions};
 
 /// Each test runs on io_uring's multishot path, its single-shot path (no provided buffers:
 /// what kernels before 6.0 get) and epoll.
@@ -34,57 +29,15 @@ const PATHS: [(BackendChoice, bool); 3] = [
     (BackendChoice::Epoll, false),
 ];
 
-/// A proxy (one core) in front of one bulk server.
-struct Setup {
-    runtime: Runtime,
-    control: ControlHandle,
-    addr: SocketAddr,
-    _server: Server,
-}
-
 /// `buffers` provided buffers on the multishot path (`multishot` false: none, single-shot).
-fn start(backend: BackendChoice, multishot: bool, buffers: usize) -> Setup {
+fn start(backend: BackendChoice, multishot: bool, buffers: usize) -> OneCore {
     let provided_buffers = if multishot { buffers } else { 0 };
-    let server = Server::app("bulk");
-    let config = load(&mesh::services(&[("bulk", server.addr())], "60s"));
-    let control = ControlHandle::new();
-    let runtime = Runtime::start(
-        config,
-        RuntimeOptions {
-            cores: 1,
-            backend,
-            run: RunOptions {
-                seed: 11,
-                provided_buffers,
-                shutdown_grace: Duration::from_secs(2),
-                ..RunOptions::default()
-            },
-            health: None,
-            pin: false,
-        },
-        control.clone(),
-    )
-    .expect("proxy starts");
-    let addr = runtime.local_addrs()[0].1;
-    Setup {
-        runtime,
-        control,
-        addr,
-        _server: server,
-    }
-}
-
-impl Setup {
-    fn stats(&self) -> IoStats {
-        // Published at the end of each loop turn: let the last one finish.
-        std::thread::sleep(Duration::from_millis(50));
-        self.runtime.io_stats()
-    }
-
-    fn stop(self) {
-        self.control.shutdown();
-        self.runtime.join().expect("clean shutdown");
-    }
+    let run = RunOptions {
+        seed: 11,
+        provided_buffers,
+        ..RunOptions::default()
+    };
+    OneCore::start(backend, run, "")
 }
 
 /// Whether this kernel has multishot receive (6.0+); older ones take the single-shot path.
@@ -93,30 +46,6 @@ fn kernel_has_multishot() -> bool {
     let mut parts = release.trim().split(['.', '-']);
     let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     major >= 6
-}
-
-fn request(path: &str, close: bool) -> String {
-    let connection = if close { "close" } else { "keep-alive" };
-    format!("GET {path} HTTP/1.1\r\nhost: bulk\r\nconnection: {connection}\r\n\r\n")
-}
-
-/// Read one response: its status and body.
-fn response<R: BufRead>(r: &mut R) -> (u16, Vec<u8>) {
-    let head = read_head(r).expect("head").expect("a response");
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut headers);
-    parsed.parse(&head).expect("a valid head");
-    let status = parsed.code.expect("a status");
-    let framing = framing(parsed.headers, Framing::UntilClose).expect("framing");
-    (status, read_body(r, framing).expect("body"))
-}
-
-fn content(len: usize) -> Vec<u8> {
-    let mut body = Vec::with_capacity(len);
-    Content::new(len as u64)
-        .read_to_end(&mut body)
-        .expect("content");
-    body
 }
 
 #[test]
@@ -171,7 +100,7 @@ fn a_slow_reader_pauses_and_resumes_the_upstream() {
         let mut raw = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         loop {
-            let n = s.read(&mut buf).expect("read");
+            let n = read_some(&mut s, &mut buf).expect("read");
             if n == 0 {
                 break;
             }
@@ -212,15 +141,7 @@ fn connections_closed_while_armed_leave_the_proxy_healthy() {
             }
             drop(s);
         }
-        let mut r = BufReader::new(TcpStream::connect(setup.addr).expect("connect"));
-        for _ in 0..20 {
-            r.get_mut()
-                .write_all(request("/bytes/30000", false).as_bytes())
-                .expect("send");
-            let (status, body) = response(&mut r);
-            assert_eq!(status, 200, "{backend}");
-            assert!(body == content(30_000), "{backend}: body differs");
-        }
+        setup.still_serves(&backend.to_string());
         setup.stop();
     }
 }

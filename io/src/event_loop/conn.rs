@@ -5,7 +5,7 @@
 //! ring) lives in `socket`; everything else is decided here, once, for both backends. What a
 //! connection wants from its socket is derived from this state, never set ad hoc: it wants
 //! bytes only while open, while the engine wants them (backpressure) and until the peer or the
-//! engine finished; it wants to write only while bytes are queued.
+//! engine finished.
 
 use std::time::Instant as StdInstant;
 
@@ -86,35 +86,23 @@ impl<S> Conn<S> {
     pub fn wants_reads(&self) -> bool {
         self.wants_bytes() || self.is_lingering()
     }
-
-    /// Whether the socket should be written: open, with bytes queued.
-    pub fn wants_writes(&self) -> bool {
-        self.phase == Phase::Open && !self.sendq.is_empty()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn wants_follow_state() {
         let mut c = Conn::new(ConnId(1), (), Side::Upstream, Phase::Connecting);
-        assert!(
-            !c.wants_reads() && !c.wants_writes(),
-            "connecting: only the connect"
-        );
+        assert!(!c.wants_reads(), "connecting: only the connect");
         c.phase = Phase::Open;
         assert!(c.wants_bytes());
-        c.sendq.push(Bytes::from_static(b"x"));
-        assert!(c.wants_writes());
         c.read_enabled = false;
         assert!(!c.wants_reads(), "backpressure");
         c.read_enabled = true;
         c.close_requested = true;
         assert!(!c.wants_reads(), "closing: only the flush matters");
-        assert!(c.wants_writes());
         c.close_requested = false;
         c.read_closed = true;
         assert!(!c.wants_reads());
@@ -125,6 +113,5 @@ mod tests {
             c.wants_reads() && !c.wants_bytes(),
             "lingering reads to discard"
         );
-        assert!(!c.wants_writes());
     }
 }

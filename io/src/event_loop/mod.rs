@@ -58,6 +58,10 @@ pub struct RunOptions {
     /// two), for multishot receives. 0 turns multishot accepts and receives off (the
     /// single-shot path older kernels get anyway).
     pub provided_buffers: usize,
+    /// io_uring: send with a non-blocking `sendmsg` first and hand only what the socket does
+    /// not take to a ring send, so a send that fits costs no completion and no wake-up
+    /// (`uring::send`). False: every send is a ring send. epoll always writes directly.
+    pub direct_sends: bool,
     /// After shutdown is requested, how long open downstream connections may take to finish.
     pub shutdown_grace: Duration,
     /// How long a gracefully closed connection keeps discarding what the peer still sends.
@@ -74,6 +78,7 @@ impl Default for RunOptions {
             seed: random_seed(),
             read_buffer_bytes: 64 * 1024,
             provided_buffers: 64,
+            direct_sends: true,
             shutdown_grace: Duration::from_secs(5),
             linger_timeout: Duration::from_secs(2),
             events_capacity: 1024,

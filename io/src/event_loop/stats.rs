@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct IoStats {
     /// Loop turns: each is one wait in the backend, so at most one wake-up.
     pub turns: u64,
-    /// System calls made by the backend: epoll counts every socket call and `epoll_wait`;
-    /// io_uring counts every `io_uring_enter` (the operations the kernel runs for it are not
-    /// syscalls). The few calls the loop makes itself per connection (shutdown, `SO_LINGER`,
+    /// System calls made by the backend: epoll counts every socket call, `epoll_ctl` and
+    /// `epoll_wait`; io_uring counts every `io_uring_enter` and every direct `sendmsg` (the
+    /// operations the kernel runs from the ring are not syscalls). The few calls the loop makes itself per connection (shutdown, `SO_LINGER`,
     /// address look-ups and `TCP_NODELAY` at accept) are not counted.
     pub backend_syscalls: u64,
     /// Operations handed to io_uring's submission queue (receives, sends, accepts, connects,

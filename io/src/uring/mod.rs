@@ -18,7 +18,9 @@
 //!   receive at a time, each re-armed after its completion is taken; each connection receives
 //!   into the spare capacity of its own `BytesMut`.
 //!
-//! Sends submit the engine's own `Bytes` chunks as iovecs, straight from the send queue.
+//! Sends go out directly (a non-blocking `sendmsg` in the turn they are asked for), and only
+//! what the socket would not take goes to a ring send of the engine's own `Bytes` chunks:
+//! [`send`] says why, and why `IOSQE_CQE_SKIP_SUCCESS` cannot do this for a send.
 //!
 //! [`ops`] owns the ring and everything an operation in flight points at.
 
@@ -26,6 +28,7 @@ mod bufring;
 mod ops;
 mod probe;
 mod recv;
+mod send;
 
 use std::collections::VecDeque;
 use std::io;
@@ -46,7 +49,7 @@ use crate::event_loop::backend::{Accept, Conns, Event, IoBackend, Purpose, Read,
 use crate::event_loop::conn::Conn;
 use crate::event_loop::RunOptions;
 use crate::listeners::{Listen, Listeners};
-use ops::{EventFd, Op, Ring, MAX_IOVECS};
+use ops::{EventFd, Op, Ring};
 use recv::Received;
 
 /// Submission queue entries (the completion queue is twice as large; with
@@ -82,6 +85,10 @@ pub(crate) struct Uring {
     multishot: bool,
     /// Multishot receives the kernel ended for want of a provided buffer (ENOBUFS).
     buffers_exhausted: u64,
+    /// Send directly before queueing a ring send ([`send`]).
+    direct_sends: bool,
+    /// `sendmsg` syscalls made by direct sends.
+    direct_syscalls: u64,
 }
 
 /// A connection's socket, the operations it has in flight and the results not yet taken.
@@ -202,26 +209,7 @@ impl Uring {
             Op::RecvMulti { conn, .. } => {
                 self.received_multi(conn, user_data, result, false, lent, conns)
             }
-            Op::Send { conn, bufs, .. } => {
-                let total: usize = bufs.chunks.iter().map(Bytes::len).sum();
-                self.ring.recycle(bufs);
-                let c = conns
-                    .get_mut(conn)
-                    .filter(|c| c.socket.send_op == Some(user_data))?;
-                c.socket.send_op = None;
-                debug_assert!(c.socket.sent.is_none(), "{conn}: send result overwritten");
-                c.socket.sent = Some(match result {
-                    r if r > 0 => Ok(usize::try_from(r).unwrap_or(0)),
-                    r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => Ok(0),
-                    0 if total > 0 => Err(io::Error::from(io::ErrorKind::WriteZero)),
-                    0 => Ok(0),
-                    r => Err(os_error(r)),
-                });
-                Some(Event::Conn {
-                    id: conn,
-                    error: false,
-                })
-            }
+            Op::Send { conn, bufs, .. } => self.sent(conn, user_data, result, bufs, conns),
             Op::Connect { conn, .. } => {
                 let c = conns
                     .get_mut(conn)
@@ -322,6 +310,8 @@ impl IoBackend for Uring {
             read_size,
             multishot,
             buffers_exhausted: 0,
+            direct_sends: opts.direct_sends,
+            direct_syscalls: 0,
         })
     }
 
@@ -433,26 +423,7 @@ impl IoBackend for Uring {
     }
 
     fn write(&mut self, conn: &mut Conn<UringSocket>) -> Write {
-        let socket = &mut conn.socket;
-        if let Some(sent) = socket.sent.take() {
-            match sent {
-                Ok(n) => conn.sendq.advance(n),
-                Err(e) => return Write::Failed(e),
-            }
-        }
-        if socket.send_op.is_some() {
-            return Write::Pending;
-        }
-        if conn.sendq.is_empty() {
-            return Write::Drained;
-        }
-        // The chunks stay queued while the kernel reads them (the send holds references);
-        // the completion says how many bytes leave the queue.
-        let mut bufs = self.ring.send_bufs();
-        bufs.chunks
-            .extend(conn.sendq.chunks().take(MAX_IOVECS).cloned());
-        socket.send_op = Some(self.ring.send(conn.id, socket.fd.clone(), bufs));
-        Write::Pending
+        self.write_queue(conn)
     }
 
     fn close(&mut self, conn: Conn<UringSocket>) {
@@ -471,7 +442,7 @@ impl IoBackend for Uring {
     }
 
     fn syscalls(&self) -> u64 {
-        self.ring.enters
+        self.ring.enters + self.direct_syscalls
     }
 
     fn ring_operations(&self) -> u64 {

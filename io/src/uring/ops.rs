@@ -171,6 +171,9 @@ pub(super) struct Ring {
     pub enters: u64,
     /// Submission queue entries queued (operations and cancels).
     pub entries: u64,
+    /// The kernel has `IOSQE_CQE_SKIP_SUCCESS` (5.17): cancels post a completion only when
+    /// they fail.
+    skip_cqe: bool,
 }
 
 impl Ring {
@@ -178,7 +181,8 @@ impl Ring {
     /// is single-issuer with deferred task work: completions are processed when this thread
     /// waits for them, instead of interrupting it whenever a socket becomes ready — the
     /// difference between io_uring losing and winning against epoll on a busy proxy core.
-    /// Older kernels reject the flags with EINVAL, and get a plain ring.
+    /// Older kernels reject the flags with EINVAL and get cooperative task running (5.19),
+    /// or else a plain ring; the log says which, and what the kernel lacks.
     pub fn new(entries: u32) -> io::Result<Self> {
         let tuned = IoUring::builder()
             .setup_single_issuer()
@@ -186,13 +190,38 @@ impl Ring {
             .setup_submit_all()
             .build(entries);
         let ring = match tuned {
-            Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
-                .setup_coop_taskrun()
-                .build(entries)
-                .or_else(|_| IoUring::new(entries))?,
+            Ok(r) => {
+                tracing::info!("io_uring ring: single issuer, deferred task work");
+                r
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                match IoUring::builder().setup_coop_taskrun().build(entries) {
+                    Ok(r) => {
+                        tracing::warn!(
+                            "io_uring ring: cooperative task running; the kernel lacks \
+                             IORING_SETUP_DEFER_TASKRUN or SINGLE_ISSUER (Linux 6.1), so \
+                             completions may interrupt the core"
+                        );
+                        r
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "io_uring ring: plain; the kernel lacks IORING_SETUP_COOP_TASKRUN \
+                             (Linux 5.19) and DEFER_TASKRUN (6.1)"
+                        );
+                        IoUring::new(entries)?
+                    }
+                }
+            }
             Err(e) => return Err(e),
         };
+        let skip_cqe = ring.params().is_feature_skip_cqe_on_success();
+        if !skip_cqe {
+            tracing::info!(
+                "io_uring: the kernel lacks IOSQE_CQE_SKIP_SUCCESS (Linux 5.17); cancels \
+                 post a completion each"
+            );
+        }
         Ok(Ring {
             ring,
             ops: Ops::default(),
@@ -200,6 +229,7 @@ impl Ring {
             send_pool: Vec::new(),
             enters: 0,
             entries: 0,
+            skip_cqe,
         })
     }
 
@@ -327,7 +357,9 @@ impl Ring {
     }
 
     /// Send `bufs.chunks` in one `sendmsg` (MSG_NOSIGNAL: a closed peer is an error, not
-    /// SIGPIPE).
+    /// SIGPIPE). MSG_WAITALL (Linux 5.19; older kernels ignore it on a send): the kernel
+    /// retries a short send until everything is written or the socket fails, so one
+    /// completion ends it: all the bytes, or those written before the error.
     pub fn send(&mut self, conn: ConnId, socket: Rc<OwnedFd>, mut bufs: SendBufs) -> u64 {
         let fd = types::Fd(socket.as_raw_fd());
         bufs.iovecs.clear();
@@ -346,7 +378,7 @@ impl Ring {
             },
             |_| {
                 opcode::SendMsg::new(fd, msg_ptr)
-                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
                     .build()
             },
         )
@@ -376,12 +408,17 @@ impl Ring {
     }
 
     /// Ask the kernel to cancel an in-flight operation; its completion still comes back.
+    /// The cancel's own completion carries nothing we use, so where the kernel can skip it
+    /// on success it does: only a cancel that found nothing (-ENOENT: the operation had
+    /// completed) or came too late (-EALREADY) posts one, which the backend ignores.
     pub fn cancel(&mut self, user_data: u64) {
-        self.push(
-            opcode::AsyncCancel::new(user_data)
-                .build()
-                .user_data(CANCEL),
-        );
+        let mut entry = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(CANCEL);
+        if self.skip_cqe {
+            entry = entry.flags(squeue::Flags::SKIP_SUCCESS);
+        }
+        self.push(entry);
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod content;
 pub mod mesh;
+pub mod one_core;
 pub mod proxy;
 pub mod server;
 pub mod tools;
