@@ -19,15 +19,17 @@ use clap::Args;
 use trellis_control::dns::{names_to_resolve, DnsCache};
 use trellis_control::plane::push::wire::{encode, FrameDecoder};
 use trellis_control::plane::push::{ClientMessage, ConnId, Event, Input, PushConfig, Server};
-use trellis_control::plane::{DirWatcher, Snapshot};
+use trellis_control::plane::Snapshot;
 use trellis_engine::Instant;
 
 #[derive(Args, Debug)]
 pub struct ControlArgs {
     /// The directory of YAML to serve: Istio resources plus Kubernetes Services, Deployments,
     /// Pods, EndpointSlices, Namespaces and ServiceAccounts (the registry is derived from them).
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "kube")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    source: crate::source_args::KubeArgs,
     /// Where sidecars connect (`trellis proxy --control-plane ADDR`).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15010")]
     listen: SocketAddr,
@@ -125,7 +127,9 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     start_webhook(&args.webhook)?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, dir = %args.dir.display(), "control plane serving");
+    let mut watcher = args.source.source(args.dir.as_deref())?;
+    let from = args.source.describe(args.dir.as_deref());
+    tracing::info!(listen = %args.listen, %from, "control plane serving");
     let (tx, rx) = mpsc::channel::<Note>();
     std::thread::spawn(move || accept(listener, tx));
     let start = Wall::now();
@@ -137,7 +141,6 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         debounce_after: Duration::from_millis(args.debounce_after_ms),
         debounce_max: Duration::from_millis(args.debounce_max_ms),
     });
-    let mut watcher = DirWatcher::new(&args.dir);
     let mut writers: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
     let poll = Duration::from_millis(args.poll_ms.max(10));
     let mut next_poll = Wall::now();
@@ -193,7 +196,7 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                     }
                     tracing::info!(
                         digest = format!("{:016x}", snapshot.digest),
-                        "directory changed"
+                        "config changed"
                     );
                     from_files = Some(snapshot.clone());
                     let prepared = prepare(snapshot);

@@ -26,6 +26,7 @@ pub mod push;
 pub mod scope;
 pub mod services;
 pub mod snapshot;
+pub mod source;
 pub mod watch;
 pub mod workloads;
 
@@ -34,6 +35,7 @@ pub use document::SidecarDocument;
 pub use kube_source::{KubeSource, KubeSourceConfig};
 pub use scope::{scope, ScopeIndex, Scoped};
 pub use snapshot::Snapshot;
+pub use source::ConfigSource;
 pub use watch::DirWatcher;
 pub use workloads::{InstanceAddress, WorkloadInstance, ADDRESSES_ANNOTATION};
 

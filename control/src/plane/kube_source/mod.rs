@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use super::Snapshot;
 
+/// Objects as the snapshot reads them: `(name, object)`, in snapshot order.
+pub type NamedObjects = Vec<(String, serde_json::Value)>;
+
 /// How to reach the API server and how patiently to watch it.
 #[derive(Clone, Debug)]
 pub struct KubeSourceConfig {
@@ -96,6 +99,8 @@ struct Shared {
 #[derive(Default)]
 struct Published {
     latest: Option<Snapshot>,
+    /// The objects `latest` was read from, `(name, object)`.
+    objects: Arc<NamedObjects>,
     generation: u64,
     status: KubeStatus,
 }
@@ -110,9 +115,10 @@ impl Shared {
         StatusGuard(self.lock())
     }
 
-    fn publish(&self, snapshot: Snapshot) {
+    fn publish(&self, snapshot: Snapshot, objects: NamedObjects) {
         let mut inner = self.lock();
         inner.latest = Some(snapshot);
+        inner.objects = Arc::new(objects);
         inner.generation += 1;
         inner.status.snapshots += 1;
         self.changed.notify_all();
@@ -218,6 +224,13 @@ impl KubeSource {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         take(&mut self.seen, &inner)
+    }
+
+    /// The objects of the newest snapshot handed out or not, `(name, object)` in snapshot
+    /// order, each as [`Snapshot::from_objects`] read it: for readers that want the documents
+    /// themselves (`trellis analyze --kube` runs istioctl's analyzers over them).
+    pub fn objects(&self) -> Arc<NamedObjects> {
+        Arc::clone(&self.shared.lock().objects)
     }
 
     /// What the source has seen so far.

@@ -31,7 +31,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 
 use super::kinds::{pruned, WatchedKind, KUBE_FILE, WATCHED};
-use super::{KubeSourceConfig, Shared};
+use super::{KubeSourceConfig, NamedObjects, Shared};
 use crate::plane::Snapshot;
 
 /// What a kind's task tells the loop.
@@ -100,7 +100,8 @@ pub(super) async fn run(client: Client, config: KubeSourceConfig, shared: Arc<Sh
             continue;
         }
         published = true;
-        let snapshot = build(&states);
+        let objects = objects(&states);
+        let snapshot = Snapshot::from_objects(&objects);
         if last_digest == Some(snapshot.digest) {
             continue;
         }
@@ -111,7 +112,7 @@ pub(super) async fn run(client: Client, config: KubeSourceConfig, shared: Arc<Sh
             workloads = snapshot.workloads.len(),
             "new snapshot from the Kubernetes API"
         );
-        shared.publish(snapshot);
+        shared.publish(snapshot, objects);
     }
 }
 
@@ -191,8 +192,9 @@ fn apply(note: Note, states: &mut [KindState], shared: &Shared, outage: &mut boo
     }
 }
 
-/// Every store's objects, kinds in [`WATCHED`] order and each kind by namespace and name.
-fn build(states: &[KindState]) -> Snapshot {
+/// Every store's objects as the snapshot reads them ([`pruned`]), kinds in [`WATCHED`] order and
+/// each kind by namespace and name.
+fn objects(states: &[KindState]) -> NamedObjects {
     let mut objects = Vec::new();
     for state in states {
         let KindState::Watching {
@@ -219,7 +221,7 @@ fn build(states: &[KindState]) -> Snapshot {
                 .map(|(_, _, value)| (KUBE_FILE.to_string(), value)),
         );
     }
-    Snapshot::from_objects(&objects)
+    objects
 }
 
 /// One kind: find the version served, then watch it into a store for as long as the loop runs.
