@@ -296,6 +296,19 @@ fn missing_crds_are_reported_and_the_rest_is_served_until_they_appear() {
     assert!(status.missing.contains("VirtualService"), "{status:?}");
     assert!(status.missing.contains("AuthorizationPolicy"), "{status:?}");
     assert_eq!(status.missing.len(), 9, "{status:?}");
+    // Watches end every second here (timeoutSeconds=1) with a bookmark and resume from it: no
+    // relist, so the pods are listed twice in all (the probe for the served version, then
+    // the watcher's list) however many watches follow.
+    std::thread::sleep(Duration::from_millis(2500));
+    let requests = server.requests();
+    let pods = |watch: bool| {
+        requests
+            .iter()
+            .filter(|r| r.contains("/api/v1/pods?") && r.contains("watch=true") == watch)
+            .count()
+    };
+    assert_eq!(pods(false), 2, "{requests:#?}");
+    assert!(pods(true) >= 2, "{requests:#?}");
 
     server.install_crd(
         "networking.istio.io",

@@ -250,7 +250,10 @@ async fn watch_kind(
     if let Some(timeout) = config.watch_timeout_secs {
         watch_config = watch_config.timeout(timeout);
     }
-    let events = watcher::watcher(api, watch_config).backoff(CappedBackoff::new(&config));
+    let events = watcher::watcher(api, watch_config)
+        // Managed fields are often most of an object's size, and never read (see `pruned`).
+        .modify(|object| object.metadata.managed_fields = None)
+        .backoff(CappedBackoff::new(&config));
     let mut events = std::pin::pin!(reflector::reflector(writer, events));
     while let Some(event) = events.next().await {
         let note = match event {
