@@ -1,24 +1,23 @@
-//! `trellis control`: the control plane serving a directory of YAML to sidecars.
+//! `trellis control`: the control plane serving a directory of YAML, or a Kubernetes cluster's
+//! objects (`--kube`), to sidecars.
 //!
-//! A thin transport around `trellis_control::plane::push::Server`, which makes every
-//! decision: plain threads and blocking TCP (one reader thread per connection feeding one
-//! loop that owns the state machine and writes its frames). The state machine is sans-IO, so a
-//! tokio transport (for the later Kubernetes source) can replace this one without touching it.
+//! The push loop is `trellis_control::plane::net::serve` on a tokio runtime (the state
+//! machine `plane::push::Server` makes every decision); the source (the directory, with the
+//! JWKS keys and DNS answers the control plane fetches itself) is polled on a thread of its
+//! own, which publishes each new snapshot to the loop.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant as Wall};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tokio::sync::watch;
 use trellis_control::dns::{names_to_resolve, DnsCache};
-use trellis_control::plane::push::wire::{encode, FrameDecoder};
-use trellis_control::plane::push::{ClientMessage, ConnId, Event, Input, PushConfig, Server};
+use trellis_control::plane::net::{serve, ServerConfig, ServerReport};
+use trellis_control::plane::push::{Event, PushConfig};
 use trellis_control::plane::Snapshot;
 use trellis_engine::Instant;
 
@@ -113,68 +112,95 @@ fn start_webhook(args: &WebhookArgs) -> Result<()> {
     crate::webhook_server::start(listen, tls, args.injector.settings()?)
 }
 
-/// A sidecar that does not take a push within this long is disconnected (it reconnects and
-/// resumes), so one stuck sidecar cannot stall the others.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-enum Note {
-    Opened(ConnId, TcpStream),
-    Message(ConnId, ClientMessage),
-    Closed(ConnId),
-}
-
 pub fn control(args: ControlArgs) -> Result<ExitCode> {
     start_webhook(&args.webhook)?;
-    let listener = TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let mut watcher = args.source.source(args.dir.as_deref())?;
-    let from = args.source.describe(args.dir.as_deref());
-    tracing::info!(listen = %args.listen, %from, "control plane serving");
-    let (tx, rx) = mpsc::channel::<Note>();
-    std::thread::spawn(move || accept(listener, tx));
-    let start = Wall::now();
-    let now = || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
     if args.debounce_after_ms > args.debounce_max_ms {
         anyhow::bail!("--debounce-after-ms must not exceed --debounce-max-ms");
     }
-    let mut server = Server::new(PushConfig {
+    let config = ServerConfig::new(PushConfig {
         debounce_after: Duration::from_millis(args.debounce_after_ms),
         debounce_max: Duration::from_millis(args.debounce_max_ms),
     });
-    let mut writers: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
-    let poll = Duration::from_millis(args.poll_ms.max(10));
-    let mut next_poll = Wall::now();
-    // What is pushed is the snapshot read from the directory with what the control plane
-    // fetches itself: RequestAuthentication keys (inlined, sidecars never fetch; refreshed as
-    // pilot refreshes them) and the DNS answers of ServiceEntries (module docs of
-    // trellis_control::dns). `from_files` is kept to prepare again when either changes.
+    // One thread runs the push loop and every connection: the work per message is small, and
+    // the state machine is one owner anyway.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let source = snapshot_source(&args)?;
+    let from = args.source.describe(args.dir.as_deref());
+    tracing::info!(listen = %args.listen, %from, "control plane serving");
+    let (publish, snapshots) = watch::channel(None);
+    let refresh = Refresh {
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        dns_every: (args.dns_refresh_secs > 0).then(|| Duration::from_secs(args.dns_refresh_secs)),
+    };
+    std::thread::Builder::new()
+        .name("config-source".into())
+        .spawn(move || publish_snapshots(source, refresh, publish))
+        .context("cannot start the config source")?;
+    runtime.block_on(serve(listener, config, snapshots, log_report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where snapshots come from: the directory (`--dir`) or the Kubernetes API (`--kube`), each
+/// handing out a new snapshot when `poll` finds the mesh changed.
+fn snapshot_source(args: &ControlArgs) -> Result<impl FnMut() -> Result<Option<Snapshot>> + Send> {
+    let mut source = args.source.source(args.dir.as_deref())?;
+    Ok(move || Ok(source.poll()?))
+}
+
+/// How often the source thread looks again.
+struct Refresh {
+    poll: Duration,
+    /// How often the names of DNS ServiceEntries are resolved again (`None`: only when the
+    /// source changes).
+    dns_every: Option<Duration>,
+}
+
+/// The source thread: polls the source, prepares each snapshot with what the control plane
+/// fetches itself, and publishes it to the push loop (blocking work stays off the runtime:
+/// JWKS fetches, DNS lookups, file reads). Ends when the loop is gone.
+fn publish_snapshots(
+    mut source: impl FnMut() -> Result<Option<Snapshot>>,
+    refresh: Refresh,
+    publish: watch::Sender<Option<Arc<Snapshot>>>,
+) {
+    // What is pushed is the source's snapshot with what the control plane fetches itself:
+    // RequestAuthentication keys (inlined, sidecars never fetch; refreshed as pilot refreshes
+    // them) and the DNS answers of ServiceEntries (module docs of trellis_control::dns).
+    // `from_source` is kept to prepare again when either changes.
     let jwks = trellis_control::jwks_resolver::JwksResolver::global();
     let mut next_jwks_refresh = Wall::now() + jwks_refresh_period(jwks);
     let dns = DnsCache::system();
-    let dns_every = (args.dns_refresh_secs > 0).then(|| Duration::from_secs(args.dns_refresh_secs));
-    let mut next_dns = dns_every.map(|every| Wall::now() + every);
-    let mut from_files: Option<Snapshot> = None;
+    let mut next_dns = refresh.dns_every.map(|every| Wall::now() + every);
+    let mut next_poll = Wall::now();
+    let mut from_source: Option<Snapshot> = None;
     let prepare = |snapshot: Snapshot| {
         let snapshot = with_jwks(snapshot, jwks);
         let (answers, notes) = dns.answers_for(&names_to_resolve(&snapshot.resources));
         for note in notes {
             tracing::warn!("{note}");
         }
-        Arc::new(snapshot.with_dns(answers))
+        Some(Arc::new(snapshot.with_dns(answers)))
     };
-    loop {
+    while !publish.is_closed() {
         if Wall::now() >= next_jwks_refresh {
             let changed = jwks.refresh();
             for (issuer, uri, error) in jwks.failures() {
                 tracing::warn!(%issuer, %uri, "JWKS refresh failed: {error}");
             }
             next_jwks_refresh = Wall::now() + jwks_refresh_period(jwks);
-            if let (true, Some(files)) = (changed, &from_files) {
+            if let (true, Some(current)) = (changed, &from_source) {
                 tracing::info!("JWKS changed: pushing the new keys");
-                server.handle(now(), Input::Snapshot(prepare(files.clone())));
+                publish.send_replace(prepare(current.clone()));
             }
         }
-        if let (Some(due), Some(every), Some(files)) = (next_dns, dns_every, &from_files) {
+        if let (Some(due), Some(every), Some(current)) = (next_dns, refresh.dns_every, &from_source)
+        {
             if Wall::now() >= due {
                 next_dns = Some(Wall::now() + every);
                 let (changed, notes) = dns.refresh_asked();
@@ -183,13 +209,13 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                 }
                 if changed {
                     tracing::info!("DNS answers of ServiceEntries changed");
-                    server.handle(now(), Input::Snapshot(prepare(files.clone())));
+                    publish.send_replace(prepare(current.clone()));
                 }
             }
         }
         if Wall::now() >= next_poll {
-            next_poll = Wall::now() + poll;
-            match watcher.poll() {
+            next_poll = Wall::now() + refresh.poll;
+            match source() {
                 Ok(Some(snapshot)) => {
                     for d in &snapshot.diagnostics {
                         tracing::warn!("{d}");
@@ -198,67 +224,51 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
                         digest = format!("{:016x}", snapshot.digest),
                         "config changed"
                     );
-                    from_files = Some(snapshot.clone());
+                    from_source = Some(snapshot.clone());
                     let prepared = prepare(snapshot);
                     next_jwks_refresh =
                         next_jwks_refresh.min(Wall::now() + jwks_refresh_period(jwks));
-                    server.handle(now(), Input::Snapshot(prepared));
+                    publish.send_replace(prepared);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!("directory refused, the last good one is still served: {e}")
+                    tracing::error!("directory refused, the last good one is still served: {e:#}")
                 }
             }
         }
-        let wake = server
-            .poll_timeout()
-            .map(|t| Duration::from_nanos(t.as_nanos().saturating_sub(now().as_nanos())))
-            .unwrap_or(poll)
-            .min(next_poll.saturating_duration_since(Wall::now()))
-            .min(next_dns.map_or(poll, |t| t.saturating_duration_since(Wall::now())));
-        match rx.recv_timeout(wake) {
-            Ok(Note::Opened(id, stream)) => {
-                writers.insert(id, stream);
-            }
-            Ok(Note::Message(id, message)) => server.handle(now(), Input::Message(id, message)),
-            Ok(Note::Closed(id)) => {
-                writers.remove(&id);
-                server.handle(now(), Input::Disconnected(id));
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        server.handle_timeout(now());
-        while let Some((id, message)) = server.poll_transmit() {
-            let sent = encode(&message)
-                .map_err(|e| e.to_string())
-                .and_then(|frame| match writers.get_mut(&id) {
-                    Some(w) => w.write_all(&frame).map_err(|e| e.to_string()),
-                    None => Ok(()),
-                });
-            if let Err(e) = sent {
-                tracing::warn!(conn = id, "push failed, disconnecting: {e}");
-                if let Some(w) = writers.remove(&id) {
-                    let _ = w.shutdown(std::net::Shutdown::Both);
-                }
-                server.handle(now(), Input::Disconnected(id));
-            }
-        }
-        while let Some(event) = server.poll_event() {
-            match event {
-                Event::Released { version } => tracing::info!(version, "released"),
-                Event::Acked { node, version, .. } => tracing::info!(%node, version, "ACK"),
-                Event::Nacked {
-                    node,
-                    version,
-                    reason,
-                    ..
-                } => tracing::error!("NACK from {node} of version {version}, which keeps its last good config: {reason}"),
-                Event::ProtocolError { conn, reason } => tracing::warn!(conn, "{reason}"),
-            }
-        }
+        let wake = [Some(next_poll), next_dns, Some(next_jwks_refresh)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_poll);
+        std::thread::sleep(wake.saturating_duration_since(Wall::now()));
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// The push loop's reports, as log lines.
+fn log_report(_: Instant, report: ServerReport) {
+    match report {
+        ServerReport::Push(Event::Released { version }) => tracing::info!(version, "released"),
+        ServerReport::Push(Event::Acked { node, version, .. }) => {
+            tracing::info!(%node, version, "ACK")
+        }
+        ServerReport::Push(Event::Nacked {
+            node,
+            version,
+            reason,
+            ..
+        }) => tracing::error!(
+            "NACK from {node} of version {version}, which keeps its last good config: {reason}"
+        ),
+        ServerReport::Push(Event::ProtocolError { conn, reason }) => {
+            tracing::warn!(conn, "{reason}")
+        }
+        ServerReport::Connected { conn, peer } => tracing::info!(conn, %peer, "sidecar connected"),
+        ServerReport::Disconnected { conn, reason } => {
+            tracing::info!(conn, "sidecar disconnected: {reason}")
+        }
+        ServerReport::AcceptFailed(e) => tracing::warn!("cannot accept a sidecar: {e}"),
+    }
 }
 
 /// `snapshot` with every `jwksUri` fetched and inlined (failures logged; they fail closed).
@@ -279,54 +289,4 @@ fn jwks_refresh_period(jwks: &trellis_control::jwks_resolver::JwksResolver) -> D
     } else {
         trellis_control::jwks_resolver::REFRESH_INTERVAL
     }
-}
-
-fn accept(listener: TcpListener, tx: mpsc::Sender<Note>) {
-    let mut next: ConnId = 1;
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else {
-            continue;
-        };
-        let id = next;
-        next += 1;
-        let Ok(writer) = stream.try_clone() else {
-            continue;
-        };
-        if let Err(e) = writer.set_write_timeout(Some(WRITE_TIMEOUT)) {
-            tracing::warn!("cannot set a write timeout: {e}");
-        }
-        if tx.send(Note::Opened(id, writer)).is_err() {
-            return;
-        }
-        let tx = tx.clone();
-        std::thread::spawn(move || read_loop(id, stream, tx));
-    }
-}
-
-fn read_loop(id: ConnId, mut stream: TcpStream, tx: mpsc::Sender<Note>) {
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        decoder.push(&buf[..n]);
-        loop {
-            match decoder.next_message::<ClientMessage>() {
-                Ok(Some(m)) => {
-                    if tx.send(Note::Message(id, m)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(conn = id, "closing: {e}");
-                    let _ = tx.send(Note::Closed(id));
-                    return;
-                }
-            }
-        }
-    }
-    let _ = tx.send(Note::Closed(id));
 }

@@ -440,7 +440,8 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
             loaded.workload.clone(),
             config.clone(),
             control.clone(),
-        );
+        )
+        .context("cannot start the control-plane client")?;
         trellis_io::run_runtime(config, opts, control).context("proxy stopped")?;
         return Ok(ExitCode::SUCCESS);
     }

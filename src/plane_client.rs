@@ -6,17 +6,15 @@
 //! translated here, combined with the file's listeners, checked by the engine and swapped in
 //! through the same `ControlHandle::update_config` a file reload uses; a document that fails
 //! any of that is NACKed with the reason and the running config stays. The connection is
-//! re-established every second while it is down, announcing what this sidecar holds, so a
+//! re-established with backoff while it is down, announcing what this sidecar holds, so a
 //! control-plane restart resends nothing that is current. The protocol logic is
-//! `trellis_control::plane::push::Client`; this is only its transport.
+//! `trellis_control::plane::push::Client` and the transport `plane::net::run_client`; this
+//! only says how a document becomes the engine's config.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 
-use trellis_control::plane::push::wire::{encode, FrameDecoder};
-use trellis_control::plane::push::{Client, ServerMessage};
+use trellis_control::plane::net::{run_client, tcp_connector, ClientConfig, ClientReport};
+use trellis_control::plane::push::{Client, ClientMessage};
 use trellis_control::plane::SidecarDocument;
 use trellis_control::translate::Workload;
 use trellis_engine::config::Config;
@@ -32,60 +30,60 @@ pub fn parse_address(text: &str) -> Result<String, String> {
     }
 }
 
-/// Start the client thread; it runs until the process exits.
+/// Start the client thread (a current-thread tokio runtime of its own: the proxy's data path
+/// stays on the io crate's runtime); it runs until the process exits.
 pub fn start(
     addr: String,
     node: String,
     workload: Workload,
     base: Arc<Config>,
     control: ControlHandle,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut client = Client::new(node, workload.clone());
-        loop {
-            match session(&addr, &mut client, &base, &workload, &control) {
-                Ok(()) => tracing::warn!(%addr, "control plane closed the connection"),
-                Err(e) => tracing::warn!(%addr, "control plane unreachable: {e}"),
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    })
-}
-
-fn session(
-    addr: &str,
-    client: &mut Client,
-    base: &Config,
-    workload: &Workload,
-    control: &ControlHandle,
-) -> std::io::Result<()> {
-    // Resolved on every (re)connection: in a cluster the address is a Service's DNS name.
-    let mut stream = TcpStream::connect(addr)?;
-    let frame = |m: &_| encode(m).map_err(|e| std::io::Error::other(e.to_string()));
-    stream.write_all(&frame(&client.hello())?)?;
-    tracing::info!(%addr, "connected to the control plane");
-    let mut decoder = FrameDecoder::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        decoder.push(&buf[..n]);
-        while let Some(message) = decoder
-            .next_message::<ServerMessage>()
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-        {
-            let answer = client.handle(message, |version, document| {
-                let config = config_of(document, base, workload, version)?;
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("control-plane-client".into())
+        .spawn(move || {
+            let seed = node_seed(&node);
+            let client = Client::new(node, workload.clone());
+            let apply = |version, document: &SidecarDocument| {
+                let config = config_of(document, &base, &workload, version)?;
                 control.update_config(Arc::new(config));
                 tracing::info!(version, "config from the control plane applied");
                 Ok(())
-            });
-            if let trellis_control::plane::push::ClientMessage::Nack { version, reason } = &answer {
-                tracing::error!(version, "config from the control plane refused: {reason}");
-            }
-            stream.write_all(&frame(&answer)?)?;
+            };
+            let report = |report: ClientReport| log_report(&addr, report);
+            let connector = tcp_connector(addr.clone());
+            let run = run_client(
+                connector,
+                client,
+                ClientConfig::default(),
+                seed,
+                apply,
+                report,
+            );
+            runtime.block_on(run);
+        })
+}
+
+/// The reconnect jitter's seed: the node's name (FNV-1a), so sidecars spread apart.
+fn node_seed(node: &str) -> u64 {
+    node.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn log_report(addr: &str, report: ClientReport) {
+    match report {
+        ClientReport::Connected => tracing::info!(%addr, "connected to the control plane"),
+        ClientReport::Answered {
+            answer: ClientMessage::Nack { version, reason },
+            ..
+        } => tracing::error!(version, "config from the control plane refused: {reason}"),
+        ClientReport::Answered { .. } => {}
+        ClientReport::Disconnected { error, retry_in } => {
+            tracing::warn!(%addr, ?retry_in, "control plane connection lost: {error}")
         }
     }
 }

@@ -101,6 +101,8 @@ struct WorkloadSpec {
     namespace: Option<String>,
     service_account: Option<String>,
     labels: BTreeMap<String, String>,
+    /// `region/zone/subzone` (locality load balancing).
+    locality: Option<String>,
 }
 
 impl WorkloadSpec {
@@ -110,6 +112,7 @@ impl WorkloadSpec {
             namespace: self.namespace.clone().unwrap_or(d.namespace),
             service_account: self.service_account.clone().unwrap_or(d.service_account),
             labels: self.labels.clone(),
+            locality: self.locality.clone(),
         }
     }
 }
@@ -208,6 +211,8 @@ struct EndpointSpec {
     weight: Option<u32>,
     /// The workload's service account: its SPIFFE id is what ISTIO_MUTUAL expects.
     service_account: Option<String>,
+    /// `region/zone/subzone` (locality load balancing; default: the locality label).
+    locality: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +560,10 @@ fn registry_of(
                 labels: e.labels.clone(),
                 weight: e.weight.unwrap_or(1).max(1),
                 service_account: e.service_account.clone(),
+                locality: e
+                    .locality
+                    .clone()
+                    .or_else(|| crate::translate::locality::locality_from_labels(&e.labels)),
             });
         }
         registry.services.push(Service {

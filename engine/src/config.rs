@@ -406,6 +406,9 @@ pub struct Cluster {
     pub pool: ConnectionPool,
     /// How connections to its hosts are protected (DestinationRule `tls`, or auto mTLS).
     pub tls: UpstreamTls,
+    /// Priorities and localities (Istio's `localityLbSetting`, laid out per proxy by the
+    /// translation); `None`: one priority, all hosts pooled.
+    pub locality: Option<crate::locality::LocalityLb>,
 }
 
 /// One upstream host.

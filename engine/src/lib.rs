@@ -34,6 +34,7 @@ pub mod codec;
 pub mod config;
 mod hash;
 pub mod http1;
+pub mod locality;
 #[cfg(feature = "mutants")]
 pub mod mutants;
 pub mod proxy;

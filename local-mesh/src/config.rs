@@ -36,6 +36,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
         .zip(endpoints)
         .map(|(version, address)| Cluster {
             tls: Default::default(),
+            locality: None,
             name: cluster_name(version),
             service: SERVICE.to_string(),
             subset: Some((*version).to_string()),

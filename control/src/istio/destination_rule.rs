@@ -73,11 +73,38 @@ pub enum SimpleLb {
 pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHashLb>,
-    #[schemars(with = "Option<serde_json::Value>")]
-    pub locality_lb_setting: Option<serde_yaml::Value>,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
     pub warmup_duration_secs: Option<IstioDuration>,
     #[schemars(with = "Option<serde_json::Value>")]
     pub warmup: Option<serde_yaml::Value>,
+}
+
+/// Istio `LocalityLoadBalancerSetting` (the mesh default is `enabled: true` with nothing else:
+/// failover by region/zone/subzone whenever outlier detection is on).
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LocalityLbSetting {
+    pub distribute: Vec<LocalityDistribute>,
+    pub failover: Vec<LocalityFailover>,
+    pub failover_priority: Vec<String>,
+    pub enabled: Option<bool>,
+}
+
+/// `LocalityLoadBalancerSetting.Distribute`: from a locality (`region/zone/subzone`, `*`
+/// wildcards), weights (percent) of the upstream localities.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LocalityDistribute {
+    pub from: String,
+    pub to: BTreeMap<String, u32>,
+}
+
+/// `LocalityLoadBalancerSetting.Failover`: from a region, the region to fail over to.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LocalityFailover {
+    pub from: String,
+    pub to: String,
 }
 
 /// Istio `LoadBalancerSettings.ConsistentHashLB`: a hash key (one of `httpHeaderName`,

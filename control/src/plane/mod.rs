@@ -11,6 +11,8 @@
 //! - [`scope`]: what one sidecar sees (`Sidecar` egress hosts, `exportTo`), as a
 //!   [`document::SidecarDocument`] the sidecar translates itself (and ACKs or NACKs).
 //! - [`push`]: the push protocol, a sans-IO state machine on each side.
+//! - [`net`]: its transport on tokio (any listener and connector: tokio's, or turmoil's in
+//!   tests).
 //! - [`jwks`]: RequestAuthentication keys fetched here and inlined, so sidecars never fetch.
 //!
 //! Everything here except [`watch`] and [`Snapshot::read_dir`] is a pure function of its
@@ -22,6 +24,7 @@ pub mod jwks;
 pub mod kube;
 #[cfg(feature = "kube")]
 pub mod kube_source;
+pub mod net;
 pub mod push;
 pub mod scope;
 pub mod services;

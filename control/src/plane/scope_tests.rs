@@ -88,6 +88,7 @@ fn workload(namespace: &str, labels: &[(&str, &str)]) -> Workload {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        locality: None,
     }
 }
 

@@ -195,6 +195,7 @@ fn endpoint_of(
         labels: pod.map(|p| p.workload.labels.clone()).unwrap_or_default(),
         weight: 1,
         service_account: pod.map(|p| p.workload.service_account.clone()),
+        locality: pod.and_then(|p| p.workload.locality.clone()),
     }
 }
 

@@ -91,6 +91,7 @@ pub fn workload_instances(
                     namespace: ns.to_string(),
                     service_account: service_account.clone(),
                     labels: labels.clone(),
+                    locality: crate::translate::locality::locality_from_labels(&meta.labels),
                 },
                 injected,
                 address: named.address,

@@ -30,6 +30,7 @@ fn httpbin() -> Workload {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        locality: None,
     }
 }
 

@@ -295,6 +295,7 @@ fn service_entry_services(
                 labels: e.labels.clone(),
                 weight: e.weight.filter(|&w| w > 0).unwrap_or(1),
                 service_account: None,
+                locality: e.locality.clone(),
             };
             for sp in &se.spec.ports {
                 if let (Ok(service_port), Some(target)) = (
@@ -333,6 +334,7 @@ fn service_entry_services(
                     labels: BTreeMap::new(),
                     weight: 1,
                     service_account: None,
+                    locality: None,
                 });
             }
         }

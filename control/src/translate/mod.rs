@@ -19,6 +19,7 @@ pub mod consistent_hash;
 pub mod delegation;
 pub mod gateway;
 pub mod hosts;
+pub mod locality;
 pub mod matches;
 pub mod peer_authn;
 pub mod policy;
@@ -107,7 +108,8 @@ pub fn translate_for(
     registry: &Registry,
     workload: &Workload,
 ) -> Translation {
-    let (catalog, mut out, mut diags) = with_clusters(resources, registry);
+    let place = ProxyPlace::of(&workload.labels, workload.locality.as_deref());
+    let (catalog, mut out, mut diags) = with_clusters(resources, registry, &place);
     let mut table = RouteTable {
         name: OUTBOUND_ROUTE_TABLE.to_string(),
         virtual_hosts: Vec::new(),
@@ -149,6 +151,7 @@ pub fn translate_for(
 fn with_clusters<'a>(
     resources: &'a ResourceSet,
     registry: &Registry,
+    place: &ProxyPlace,
 ) -> (Catalog<'a>, Translation, Vec<Diagnostic>) {
     let mut diags = resources.diagnostics.clone();
     let catalog = Catalog::new(resources, registry, &mut diags);
@@ -158,13 +161,36 @@ fn with_clusters<'a>(
         virtual_hosts: BTreeMap::new(),
         clusters: BTreeMap::new(),
     };
-    build_clusters(resources, &catalog, &mut out, &mut diags);
+    build_clusters(resources, &catalog, place, &mut out, &mut diags);
     (catalog, out, diags)
+}
+
+/// Where the proxy a translation is for runs: its locality and its labels with the topology
+/// labels pilot adds (`AugmentLabels`), for locality load balancing.
+pub(crate) struct ProxyPlace {
+    locality: locality::Locality,
+    labels: BTreeMap<String, String>,
+}
+
+impl ProxyPlace {
+    /// From the proxy's labels and its configured locality (which wins over the labels').
+    pub(crate) fn of(labels: &BTreeMap<String, String>, configured: Option<&str>) -> Self {
+        let text = configured
+            .map(str::to_string)
+            .or_else(|| locality::locality_from_labels(labels))
+            .unwrap_or_default();
+        let locality = locality::Locality::parse(&text);
+        ProxyPlace {
+            labels: locality::augmented_labels(labels, &locality),
+            locality,
+        }
+    }
 }
 
 fn build_clusters(
     resources: &ResourceSet,
     catalog: &Catalog<'_>,
+    place: &ProxyPlace,
     out: &mut Translation,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -213,11 +239,34 @@ fn build_clusters(
                     }
                 }
                 let selector = subset.map(|(_, s)| s.labels.clone()).unwrap_or_default();
-                let endpoints = svc
+                let selected: Vec<&ServiceEndpoint> = svc
                     .endpoints
                     .iter()
                     .filter(|e| e.selected_by(&selector))
-                    .map(|e| Endpoint {
+                    .collect();
+                let sites: Vec<locality::EndpointSite<'_>> = selected
+                    .iter()
+                    .map(|e| locality::EndpointSite {
+                        locality: e.locality.as_deref(),
+                        labels: &e.labels,
+                        weight: e.weight,
+                    })
+                    .collect();
+                let proxy = locality::ProxySite {
+                    locality: place.locality.clone(),
+                    labels: &place.labels,
+                };
+                let layout = locality::layout(
+                    policy.locality.as_ref(),
+                    policy.outlier.is_some(),
+                    &proxy,
+                    &sites,
+                );
+                let endpoints = selected
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| layout.as_ref().is_none_or(|l| l.keep[*i]))
+                    .map(|(_, e)| Endpoint {
                         sidecar: upstream_tls::endpoint_has_sidecar(&e.labels),
                         address: std::net::SocketAddr::new(e.address, e.target_port(port.number)),
                         weight: e.weight.max(1),
@@ -247,6 +296,7 @@ fn build_clusters(
                     hash_key: policy.hash_key,
                     outlier: policy.outlier,
                     pool: policy.pool,
+                    locality: layout.map(|l| l.lb),
                 });
             }
         }

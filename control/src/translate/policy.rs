@@ -13,8 +13,8 @@ use trellis_engine::config::{ConnectionPool, HashKey, LbPolicy, OutlierDetection
 
 use crate::diag::Diagnostic;
 use crate::istio::destination_rule::{
-    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetectionSpec,
-    SimpleLb, Subset, TlsMode, TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, LocalityLbSetting,
+    OutlierDetectionSpec, SimpleLb, Subset, TlsMode, TrafficPolicy,
 };
 use crate::istio::DestinationRuleSpec;
 
@@ -30,6 +30,9 @@ pub struct EffectivePolicy {
     pub tls_mode: Option<TlsMode>,
     /// The rule's `tls` at this level, whole (`None`: auto mTLS).
     pub tls: Option<ClientTlsSettings>,
+    /// The locality load-balancing setting in force (`GetEffectiveLbSetting`: the rule's, else
+    /// the mesh default); `None` when turned off.
+    pub locality: Option<LocalityLbSetting>,
 }
 
 /// The parts of a traffic policy, each taken from the most specific level that sets it.
@@ -131,6 +134,12 @@ pub fn effective_policy(
         }
         None => top,
     };
+    let rule_locality = parts.lb.as_ref().and_then(|(lb, at)| {
+        let setting = lb.locality_lb_setting.as_ref()?;
+        let at = format!("{at}.localityLbSetting");
+        super::locality::validate(setting, parts.outlier.is_some(), &at, diags).then_some(setting)
+    });
+    let locality = super::locality::effective_setting(rule_locality);
     let (lb, hash_key) = parts
         .lb
         .map(|(lb, at)| lb_policy(lb, &at, diags))
@@ -145,6 +154,7 @@ pub fn effective_policy(
         outlier: parts.outlier.map(|(o, _)| outlier_detection(o)),
         tls_mode: parts.tls.and_then(|t| t.mode),
         tls: parts.tls.cloned(),
+        locality,
     }
 }
 
@@ -159,13 +169,6 @@ fn lb_policy(
     at: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> (LbPolicy, Option<HashKey>) {
-    if lb.locality_lb_setting.is_some() {
-        unsupported(
-            diags,
-            format!("{at}.localityLbSetting"),
-            "locality load balancing",
-        );
-    }
     if lb.warmup_duration_secs.is_some() || lb.warmup.is_some() {
         unsupported(diags, format!("{at}.warmup"), "slow start (warmup)");
     }

@@ -84,6 +84,10 @@ pub struct ServiceEndpoint {
     /// `IstioEndpoint.ServiceAccount`, from the pod): the identity mTLS expects of it.
     #[serde(default)]
     pub service_account: Option<String>,
+    /// `region/zone/subzone` of the instance (pod locality label, WorkloadEntry or
+    /// ServiceEntry endpoint `locality`), for locality load balancing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
 }
 
 /// `ports` on the wire as `[[service_port, endpoint_port], ...]`, not a JSON object. The
@@ -118,6 +122,7 @@ impl ServiceEndpoint {
                 .collect(),
             weight: 1,
             service_account: None,
+            locality: None,
         }
     }
 

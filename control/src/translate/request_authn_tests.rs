@@ -32,6 +32,7 @@ fn workload(ns: &str, labels: &[(&str, &str)]) -> Workload {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        locality: None,
     }
 }
 

@@ -25,6 +25,10 @@ pub struct Workload {
     pub service_account: String,
     /// Pod labels, which policy `selector.matchLabels` match against.
     pub labels: BTreeMap<String, String>,
+    /// Where the workload runs, `region/zone/subzone` (locality load balancing); when absent,
+    /// the `topology.istio.io/locality` (or legacy `istio-locality`) label says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
 }
 
 impl Default for Workload {
@@ -33,6 +37,7 @@ impl Default for Workload {
             namespace: DEFAULT_NAMESPACE.to_string(),
             service_account: "default".to_string(),
             labels: BTreeMap::new(),
+            locality: None,
         }
     }
 }
@@ -77,6 +82,7 @@ mod tests {
             namespace: "bookinfo".into(),
             service_account: "bookinfo-reviews".into(),
             labels: [("app".to_string(), "reviews".to_string())].into(),
+            locality: None,
         };
         assert_eq!(
             w.spiffe_id(DEFAULT_TRUST_DOMAIN),

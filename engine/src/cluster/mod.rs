@@ -37,6 +37,7 @@ mod random;
 pub mod ring_hash;
 mod round_robin;
 mod stats;
+mod tiers;
 pub mod xxhash;
 
 use balancer::Balancer;
@@ -44,6 +45,7 @@ pub use breaker::{BreakerOverflow, CircuitBreaker};
 pub use outlier::Detector;
 use outlier::{OutlierDetector, Verdict};
 pub use stats::ClusterStats;
+use tiers::Tiers;
 
 /// The host chosen for an attempt, and whether panic mode chose it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +93,9 @@ pub struct ClusterState {
     weights: Vec<u32>,
     active: Vec<u32>,
     balancer: Balancer,
+    /// Priority levels and localities (Istio's `localityLbSetting`); `None`: one level, every
+    /// host pooled in `balancer`.
+    tiers: Option<Tiers>,
     outlier: Option<OutlierDetector>,
     breaker: CircuitBreaker,
     /// The eligible set must be recomputed before the next pick (ejections changed).
@@ -110,8 +115,13 @@ impl ClusterState {
             .outlier
             .as_ref()
             .map(|o| OutlierDetector::new(o, hosts, now));
+        let tiers = cluster
+            .locality
+            .as_ref()
+            .map(|layout| Tiers::new(layout, cluster.lb, hosts));
         ClusterState {
             balancer: Balancer::new(cluster.lb, hosts),
+            tiers,
             breaker: CircuitBreaker::new(cluster.pool.clone()),
             addresses,
             weights,
@@ -197,6 +207,19 @@ impl ClusterState {
         } else {
             min_health
         };
+        if let Some(tiers) = self.tiers.as_mut() {
+            let is_healthy = |h: usize| !outlier.is_some_and(|o| o.is_ejected(h));
+            tiers.refresh(
+                rng,
+                &is_healthy,
+                min_health,
+                &self.weights,
+                &self.active,
+                &self.addresses,
+            );
+            self.dirty = false;
+            return;
+        }
         self.panic = (available as u64) * 100 < min_health * hosts as u64;
         let panic = self.panic;
         let eligible = (0..hosts).filter(|&h| panic || !outlier.is_some_and(|o| o.is_ejected(h)));
@@ -239,10 +262,21 @@ impl ClusterState {
         if self.dirty {
             self.refresh(rng);
         }
-        match self
-            .balancer
-            .pick(rng, &self.weights, &self.active, avoid, hash)
-        {
+        let picked = match self.tiers.as_mut() {
+            Some(tiers) => {
+                let hashing = matches!(
+                    self.config.lb,
+                    config::LbPolicy::RingHash { .. } | config::LbPolicy::Maglev { .. }
+                );
+                let pick = tiers.pick(rng, &self.weights, &self.active, avoid, hash, hashing);
+                self.panic = pick.panic;
+                pick.host
+            }
+            None => self
+                .balancer
+                .pick(rng, &self.weights, &self.active, avoid, hash),
+        };
+        match picked {
             Some(host) => {
                 if self.panic {
                     self.stats.lb_healthy_panic += 1;
@@ -320,6 +354,16 @@ impl ClusterState {
         self.outlier.as_ref().map_or(0, |o| o.multiplier(host))
     }
 
+    /// Per priority level, the percentage of attempts it takes now (`[100]` without levels).
+    pub fn priority_loads(&mut self, rng: &mut EngineRng) -> Vec<u32> {
+        if self.dirty {
+            self.refresh(rng);
+        }
+        self.tiers
+            .as_ref()
+            .map_or_else(|| vec![100], |t| t.loads().to_vec())
+    }
+
     /// Whether the last pick was made in panic mode (recomputed when ejections change).
     pub fn in_panic(&self) -> bool {
         self.panic
@@ -362,6 +406,9 @@ impl ClusterState {
         }
         self.breaker.mutant_late_check = m.pool_limit_after_increment;
         self.balancer.set_mutations(m);
+        if let Some(t) = self.tiers.as_mut() {
+            t.set_mutations(m);
+        }
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -394,3 +441,5 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tiers_tests;

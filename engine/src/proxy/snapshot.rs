@@ -19,6 +19,11 @@ pub enum ConfigError {
     MissingCluster { route: String, cluster: String },
     #[error("cluster {0:?} is defined twice")]
     DuplicateCluster(String),
+    #[error("cluster {cluster:?}: {error}")]
+    Locality {
+        cluster: String,
+        error: crate::locality::LocalityLbError,
+    },
 }
 
 impl From<RouteError> for ConfigError {
@@ -78,6 +83,14 @@ impl Snapshot {
         for cluster in &config.clusters {
             if !names.insert(cluster.name.as_str()) {
                 return Err(ConfigError::DuplicateCluster(cluster.name.clone()));
+            }
+            if let Some(layout) = &cluster.locality {
+                layout.validate(cluster.endpoints.len()).map_err(|error| {
+                    ConfigError::Locality {
+                        cluster: cluster.name.clone(),
+                        error,
+                    }
+                })?;
             }
         }
         for table in &config.route_tables {

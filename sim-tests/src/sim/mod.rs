@@ -53,6 +53,7 @@ pub mod net;
 mod observe;
 mod pattern;
 mod pick;
+pub mod plane;
 pub mod queue;
 pub mod reference;
 pub mod report;

@@ -10,6 +10,8 @@
 pub mod client;
 pub mod debounce;
 pub mod delta;
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod server;
 pub mod wire;
 

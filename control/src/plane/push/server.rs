@@ -90,6 +90,10 @@ struct Sent {
 struct Conn {
     node: String,
     workload: Workload,
+    /// What the sidecar said it holds in its `Hello`: taken as acked once a release gives it
+    /// that same document, even a release made after the hello (a restarted control plane
+    /// whose sidecars reconnect before its first release resends them nothing).
+    announced: Option<Held>,
     acked: Option<Sent>,
     in_flight: Option<Sent>,
     nacked: Option<Digest>,
@@ -125,6 +129,8 @@ pub struct Server {
     conns: BTreeMap<ConnId, Conn>,
     transmits: VecDeque<(ConnId, ServerMessage)>,
     events: VecDeque<Event>,
+    #[cfg(feature = "mutants")]
+    mutations: super::mutants::Mutations,
 }
 
 impl Server {
@@ -138,7 +144,15 @@ impl Server {
             conns: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            #[cfg(feature = "mutants")]
+            mutations: super::mutants::Mutations::default(),
         }
+    }
+
+    /// Switch planted bugs on (the simulator's self-test).
+    #[cfg(feature = "mutants")]
+    pub fn set_mutations(&mut self, mutations: super::mutants::Mutations) {
+        self.mutations = mutations;
     }
 
     /// The version of the latest release (0 before the first).
@@ -233,24 +247,15 @@ impl Server {
     }
 
     fn on_hello(&mut self, id: ConnId, node: String, workload: Workload, held: Option<Held>) {
-        let mut conn = Conn {
+        // A sidecar holding its current document resumes without a resend (`sync`).
+        let conn = Conn {
             node,
             workload,
+            announced: held,
             acked: None,
             in_flight: None,
             nacked: None,
         };
-        // A sidecar holding its current document resumes without a resend.
-        let workload = self.effective_workload(&conn.node, &conn.workload);
-        if let (Some(held), Some((digest, document))) = (held, self.document_for(&workload)) {
-            if held.digest == digest {
-                conn.acked = Some(Sent {
-                    version: held.version,
-                    digest,
-                    document,
-                });
-            }
-        }
         self.conns.insert(id, conn);
         self.sync(id);
     }
@@ -289,6 +294,7 @@ impl Server {
             }
             ClientMessage::Resync => {
                 conn.acked = None;
+                conn.announced = None;
                 conn.in_flight = None;
             }
             other => {
@@ -340,6 +346,11 @@ impl Server {
                     namespace: said.namespace.clone(),
                     service_account: pod.workload.service_account.clone(),
                     labels,
+                    locality: pod
+                        .workload
+                        .locality
+                        .clone()
+                        .or_else(|| said.locality.clone()),
                 }
             }
             None => said.clone(),
@@ -355,6 +366,21 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        #[cfg(feature = "mutants")]
+        let resumes = |h: &Held| {
+            h.digest == digest || (self.mutations.resume_by_version && h.version >= version)
+        };
+        #[cfg(not(feature = "mutants"))]
+        let resumes = |h: &Held| h.digest == digest;
+        if conn.acked.is_none() {
+            if let Some(held) = conn.announced.filter(resumes) {
+                conn.acked = Some(Sent {
+                    version: held.version,
+                    digest,
+                    document: document.clone(),
+                });
+            }
+        }
         if conn.in_flight.is_some()
             || conn.acked.as_ref().is_some_and(|s| s.digest == digest)
             || conn.nacked == Some(digest)

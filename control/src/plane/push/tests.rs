@@ -3,7 +3,7 @@
 //! through the wire framing.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quickcheck::{Arbitrary, Gen};
@@ -16,89 +16,9 @@ use crate::plane::document::SidecarDocument;
 use crate::plane::{scope, Snapshot};
 use crate::translate::Workload;
 
-const BASE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: cart, namespace: shop}
-spec: {selector: {app: cart}, ports: [{name: http, port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: posts, namespace: blog}
-spec: {selector: {app: posts}, ports: [{name: http, port: 80}]}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: cart, namespace: shop}
-spec:
-  host: cart
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
-"#;
-
-fn vs(name: &str, v1: u32) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  hosts: [cart]
-  http:
-  - route:
-    - {{destination: {{host: cart, subset: v1}}, weight: {v1}}}
-    - {{destination: {{host: cart, subset: v2}}, weight: {}}}
-",
-        100 - v1
-    )
-}
-
-const BLOG_SIDECAR: &str = "apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: blog}
-spec:
-  egress: [{hosts: [\"./*\"]}]
-";
-
-/// The snapshots a test moves between: weight changes, a Sidecar, and one with a resource
-/// every sidecar that sees it refuses (named `bad`).
-fn snapshots() -> &'static [Arc<Snapshot>] {
-    static SNAPSHOTS: OnceLock<Vec<Arc<Snapshot>>> = OnceLock::new();
-    SNAPSHOTS.get_or_init(|| {
-        let variants = [
-            vs("cart", 100),
-            vs("cart", 80),
-            vs("cart", 50),
-            format!("{}---\n{BLOG_SIDECAR}", vs("cart", 80)),
-            format!("{}---\n{}", vs("cart", 80), vs("bad", 10)),
-        ];
-        variants
-            .iter()
-            .map(|v| {
-                Arc::new(
-                    Snapshot::from_files(&[
-                        ("base.yaml".into(), BASE.into()),
-                        ("vs.yaml".into(), v.clone()),
-                    ])
-                    .unwrap(),
-                )
-            })
-            .collect()
-    })
-}
-
-const BAD: usize = 4;
-
-/// The sidecar's apply step in these tests: refuse a document holding `bad`.
-fn apply(_: Version, doc: &SidecarDocument) -> Result<(), String> {
-    if doc
-        .resources
-        .iter()
-        .any(|r| r.document["metadata"]["name"] == "bad")
-    {
-        Err("VirtualService shop/bad: invalid".into())
-    } else {
-        Ok(())
-    }
-}
+#[path = "fixtures.rs"]
+mod fixtures;
+use fixtures::{apply, snapshots, BAD, BASE};
 
 fn workload(namespace: &str) -> Workload {
     Workload {
@@ -382,6 +302,38 @@ fn a_reconnecting_sidecar_holding_the_current_document_gets_nothing() {
     // The blog sidecar's document does not include shop's VirtualService changes? It does
     // (cart is exported everywhere), so it got exactly one push more.
     assert_eq!(w.pushed_bytes.len(), pushes + 2);
+}
+
+/// A restarted control plane (its versions start again at 1) whose sidecars reconnect before
+/// its first release resends nothing to those already holding that release's document, and
+/// sends the next change as a delta against what they announced.
+#[test]
+fn a_restarted_server_resends_nothing_held_even_to_hellos_before_its_first_release() {
+    let mut w = World::new(&["shop", "blog"]);
+    w.snapshot(1);
+    w.settle();
+    let pushes = w.pushed_bytes.len();
+    for i in 0..2 {
+        w.disconnect(i);
+    }
+    w.server = Server::new(PushConfig::default());
+    for i in 0..2 {
+        w.connect(i);
+        assert!(
+            w.deliver_up(i),
+            "the hello reaches the restarted server first"
+        );
+    }
+    w.snapshot(1);
+    w.settle();
+    w.check_converged().unwrap();
+    assert_eq!(w.pushed_bytes.len(), pushes, "nothing resent");
+    w.snapshot(2);
+    w.settle();
+    w.check_converged().unwrap();
+    assert!(w.pushed_bytes[pushes..]
+        .iter()
+        .all(|b| *b < w.pushed_bytes[0]));
 }
 
 /// One step of a generated run.

@@ -6,6 +6,11 @@
 //! document it holds, if any); the server answers with a [`ServerMessage::Full`] document
 //! unless the sidecar already holds the current one, then sends [`ServerMessage::Delta`]s;
 //! the sidecar answers each with [`ClientMessage::Ack`] or [`ClientMessage::Nack`].
+//!
+//! An empty frame ([`KEEPALIVE`]) carries no message: the transports send one when they have
+//! been quiet a while, so each side can tell a silent peer from a dead link (gRPC's keepalive
+//! pings play this part under xDS; pkg/keepalive/options.go). No message encodes to an empty
+//! frame (JSON never is), so the two cannot be confused.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +77,9 @@ impl ServerMessage {
     }
 }
 
+/// A frame with no message: "still here".
+pub const KEEPALIVE: [u8; 4] = [0; 4];
+
 /// Frames larger than this are refused (a bound on what a peer can make us buffer).
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -109,23 +117,29 @@ impl FrameDecoder {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// The next whole message, if one has arrived.
+    /// The next whole message, if one has arrived ([`KEEPALIVE`] frames are skipped).
     pub fn next_message<M: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<M>, FrameError> {
-        let Some(header) = self.buffer.get(..4) else {
-            return Ok(None);
-        };
-        let mut len = [0u8; 4];
-        len.copy_from_slice(header);
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge(len));
+        loop {
+            let Some(header) = self.buffer.get(..4) else {
+                return Ok(None);
+            };
+            let mut len = [0u8; 4];
+            len.copy_from_slice(header);
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_FRAME {
+                return Err(FrameError::TooLarge(len));
+            }
+            if self.buffer.len() < 4 + len {
+                return Ok(None);
+            }
+            if len == 0 {
+                self.buffer.drain(..4);
+                continue;
+            }
+            let message = serde_json::from_slice(&self.buffer[4..4 + len]);
+            self.buffer.drain(..4 + len);
+            return Ok(Some(message?));
         }
-        if self.buffer.len() < 4 + len {
-            return Ok(None);
-        }
-        let message = serde_json::from_slice(&self.buffer[4..4 + len]);
-        self.buffer.drain(..4 + len);
-        Ok(Some(message?))
     }
 }
 
@@ -150,7 +164,12 @@ mod tests {
                 reason: "invalid regex".into(),
             },
         ];
-        let bytes: Vec<u8> = messages.iter().flat_map(|m| encode(m).unwrap()).collect();
+        // Keepalives between and around the messages carry nothing.
+        let mut bytes: Vec<u8> = KEEPALIVE.to_vec();
+        for m in &messages {
+            bytes.extend(encode(m).unwrap());
+            bytes.extend(KEEPALIVE);
+        }
         for chunk in [1, 3, 7, bytes.len()] {
             let mut d = FrameDecoder::default();
             let mut out = Vec::new();

@@ -56,7 +56,8 @@ pub fn translate_gateway(
     registry: &Registry,
     opts: &GatewayOptions,
 ) -> Translation {
-    let (catalog, mut out, mut diags) = with_clusters(resources, registry);
+    let place = super::ProxyPlace::of(&opts.labels, None);
+    let (catalog, mut out, mut diags) = with_clusters(resources, registry, &place);
     let gateways = precedence_order(&resources.gateways);
     let ports = merge::merge_gateways(&gateways, &opts.labels, &mut diags);
     if ports.is_empty() {

@@ -28,6 +28,7 @@ fn reviews() -> Workload {
         namespace: "bookinfo".into(),
         service_account: "reviews".into(),
         labels: [("app".to_string(), "reviews".to_string())].into(),
+        locality: None,
     }
 }
 

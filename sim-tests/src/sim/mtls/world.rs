@@ -240,6 +240,7 @@ impl<'a> World<'a> {
                     namespace: svc.namespace.clone(),
                     service_account: svc.app.clone(),
                     labels: [("app".to_string(), svc.app.clone())].into(),
+                    locality: None,
                 };
                 trellis_control::translate::authorization_for(&set, &workload).authorization
             })
