@@ -1,4 +1,5 @@
-//! `trellis control`: the control plane serving a directory of YAML to sidecars.
+//! `trellis control`: the control plane serving a directory of YAML, or a Kubernetes cluster's
+//! objects (`--kube`), to sidecars.
 //!
 //! The push loop is `trellis_control::plane::net::serve` on a tokio runtime (the state
 //! machine `plane::push::Server` makes every decision); the source (the directory, with the
@@ -17,15 +18,17 @@ use tokio::sync::watch;
 use trellis_control::dns::{names_to_resolve, DnsCache};
 use trellis_control::plane::net::{serve, ServerConfig, ServerReport};
 use trellis_control::plane::push::{Event, PushConfig};
-use trellis_control::plane::{DirWatcher, Snapshot};
+use trellis_control::plane::Snapshot;
 use trellis_engine::Instant;
 
 #[derive(Args, Debug)]
 pub struct ControlArgs {
     /// The directory of YAML to serve: Istio resources plus Kubernetes Services, Deployments,
     /// Pods, EndpointSlices, Namespaces and ServiceAccounts (the registry is derived from them).
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "kube")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    source: crate::source_args::KubeArgs,
     /// Where sidecars connect (`trellis proxy --control-plane ADDR`).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15010")]
     listen: SocketAddr,
@@ -127,9 +130,10 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, dir = %args.dir.display(), "control plane serving");
+    let source = snapshot_source(&args)?;
+    let from = args.source.describe(args.dir.as_deref());
+    tracing::info!(listen = %args.listen, %from, "control plane serving");
     let (publish, snapshots) = watch::channel(None);
-    let source = snapshot_source(&args);
     let refresh = Refresh {
         poll: Duration::from_millis(args.poll_ms.max(10)),
         dns_every: (args.dns_refresh_secs > 0).then(|| Duration::from_secs(args.dns_refresh_secs)),
@@ -142,11 +146,11 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where snapshots come from: the directory, read again when `poll` says it changed. (A
-/// source is anything polled like this; the Kubernetes source plugs in here.)
-fn snapshot_source(args: &ControlArgs) -> impl FnMut() -> Result<Option<Snapshot>> + Send {
-    let mut watcher = DirWatcher::new(&args.dir);
-    move || Ok(watcher.poll()?)
+/// Where snapshots come from: the directory (`--dir`) or the Kubernetes API (`--kube`), each
+/// handing out a new snapshot when `poll` finds the mesh changed.
+fn snapshot_source(args: &ControlArgs) -> Result<impl FnMut() -> Result<Option<Snapshot>> + Send> {
+    let mut source = args.source.source(args.dir.as_deref())?;
+    Ok(move || Ok(source.poll()?))
 }
 
 /// How often the source thread looks again.
@@ -218,7 +222,7 @@ fn publish_snapshots(
                     }
                     tracing::info!(
                         digest = format!("{:016x}", snapshot.digest),
-                        "directory changed"
+                        "config changed"
                     );
                     from_source = Some(snapshot.clone());
                     let prepared = prepare(snapshot);

@@ -22,6 +22,7 @@ mod install_cmd;
 mod lifecycle;
 mod plane_client;
 mod sim_cmd;
+mod source_args;
 mod webhook_server;
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
@@ -254,8 +255,10 @@ impl ProxyArgs {
 #[derive(Args, Debug)]
 struct ExplainArgs {
     /// Directory of Istio YAML (read recursively; non-Istio kinds are skipped).
-    #[arg(long, short, value_name = "DIR")]
-    dir: PathBuf,
+    #[arg(long, short, value_name = "DIR", required_unless_present = "kube")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    source: source_args::KubeArgs,
     /// Host / authority of the request, e.g. `reviews` or `reviews.default.svc.cluster.local:9080`.
     #[arg(long)]
     host: String,
@@ -286,8 +289,10 @@ struct ExplainArgs {
 #[derive(Args, Debug)]
 struct AnalyzeArgs {
     /// Directory of YAML (read recursively): Istio resources, Kubernetes Services, workloads.
-    #[arg(long, short, value_name = "DIR")]
-    dir: PathBuf,
+    #[arg(long, short, value_name = "DIR", required_unless_present = "kube")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    source: source_args::KubeArgs,
     /// Print the messages as JSON (istioctl's keys), for scripts.
     #[arg(long)]
     json: bool,
@@ -508,8 +513,15 @@ fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
         req.source_labels
             .insert(key.trim().to_string(), value.trim().to_string());
     }
-    let report = explain(&args.dir, &req)
-        .with_context(|| format!("cannot explain against {}", args.dir.display()))?;
+    let report = match &args.dir {
+        Some(dir) => explain(dir, &req)
+            .with_context(|| format!("cannot explain against {}", dir.display()))?,
+        None => {
+            let (snapshot, _) = args.source.read_once()?;
+            trellis_control::explain::explain_resources(&snapshot.resources, &req)
+                .context("cannot explain against the cluster")?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -527,8 +539,20 @@ fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
 const ANALYZER_FOUND_ISSUES: u8 = 79;
 
 fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
-    let analysis = trellis_control::analyze_dir(&args.dir)
-        .with_context(|| format!("cannot analyze {}", args.dir.display()))?;
+    let target = args.source.describe(args.dir.as_deref());
+    let analysis = match &args.dir {
+        Some(dir) => trellis_control::analyze_dir(dir)
+            .with_context(|| format!("cannot analyze {}", dir.display()))?,
+        None => {
+            // The cluster's objects, each read as a document of a file would be.
+            let (_, objects) = args.source.read_once()?;
+            let mut inputs = trellis_control::analyze::Inputs::default();
+            for (name, object) in objects.iter() {
+                inputs.add_str(&object.to_string(), name);
+            }
+            trellis_control::analyze::analyze_resources(&inputs, &target)
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
     } else {
@@ -536,8 +560,7 @@ fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     }
     if analysis.fails(args.failure_threshold) {
         eprintln!(
-            "Error: Analyzers found issues when analyzing {}.\nSee {} for more information about causes and resolutions.",
-            args.dir.display(),
+            "Error: Analyzers found issues when analyzing {target}.\nSee {} for more information about causes and resolutions.",
             trellis_control::analyze::message::DOCS_BASE
         );
         return Ok(ExitCode::from(ANALYZER_FOUND_ISSUES));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for};
+use common::{curl, spawn_pushed_sidecar, wait_for, wait_until_answered_by};
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -106,25 +106,6 @@ fn answer(proxy: SocketAddr) -> Option<String> {
     body.starts_with("reviews-").then_some(body)
 }
 
-fn wait_until_answered_by(proxy: SocketAddr, name: &str, logs: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = answer(proxy);
-        if got.as_deref() == Some(name) {
-            return;
-        }
-        if Instant::now() > deadline {
-            let read = |f: &str| std::fs::read_to_string(logs.join(f)).unwrap_or_default();
-            panic!(
-                "still answered by {got:?}, not {name}\ncontrol log:\n{}\nproxy log:\n{}",
-                read("control.log"),
-                read("proxy.log")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn the_control_plane_pushes_a_directory_change_and_a_nack_keeps_the_last_good_config() {
     let tmp = std::env::temp_dir().join(format!("trellis-e2e-plane-{}", std::process::id()));
@@ -159,35 +140,7 @@ fn the_control_plane_pushes_a_directory_change_and_a_nack_keeps_the_last_good_co
     );
     wait_for(plane);
 
-    let proxy = free_addr();
-    let config = tmp.join("proxy.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listeners: [{{address: \"{proxy}\"}}]\nworkload: {{namespace: default, labels: {{app: productpage}}}}\n"
-        ),
-    )
-    .expect("write");
-    let _proxy = spawn(
-        &[
-            "proxy",
-            "--config",
-            &config.display().to_string(),
-            "--control-plane",
-            &plane.to_string(),
-            "--node",
-            "productpage-0",
-            "--health-port",
-            "0",
-            "--cores",
-            "1",
-            "--no-pin",
-            "--seed",
-            "1",
-        ],
-        &tmp.join("proxy.log"),
-    );
-    wait_for(proxy);
+    let (proxy, _proxy) = spawn_pushed_sidecar(plane, &tmp);
 
     // 1. The first push.
     wait_until_answered_by(proxy, "reviews-v1", &tmp);

@@ -42,6 +42,33 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("curl runs")
 }
 
+/// Poll `GET /` for host `reviews` through the sidecar `proxy` until the answering upstream is
+/// `name` (at most 30 s; then fail, showing `control.log` and `proxy.log` of `logs`).
+#[allow(dead_code)] // only the control-plane tests route through a pushed config
+pub fn wait_until_answered_by(proxy: SocketAddr, name: &str, logs: &std::path::Path) {
+    let answer = || {
+        let out = curl(&["-H", "Host: reviews:9080", &format!("http://{proxy}/")]);
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        body.starts_with("reviews-").then_some(body)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = answer();
+        if got.as_deref() == Some(name) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let read = |f: &str| std::fs::read_to_string(logs.join(f)).unwrap_or_default();
+            panic!(
+                "still answered by {got:?}, not {name}\ncontrol log:\n{}\nproxy log:\n{}",
+                read("control.log"),
+                read("proxy.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// An offset at which every port of `ports` (plus the offset) is free on 127.0.0.1 (bound,
 /// then released for a gateway started with `--port-offset` to take).
 #[allow(dead_code)] // not every test binary starts a gateway
@@ -102,6 +129,29 @@ pub fn spawn_proxy(config: &std::path::Path, extra: &[&str], log: &std::path::Pa
         .spawn()
         .expect("trellis proxy starts");
     Killed(child)
+}
+
+/// A sidecar of `productpage-0` (namespace `default`, `app: productpage`) with nothing of its
+/// own, configured by the control plane at `plane`: its listener's address, and the process
+/// (logging to `dir/proxy.log`).
+#[allow(dead_code)] // only the control-plane tests start a pushed sidecar
+pub fn spawn_pushed_sidecar(plane: SocketAddr, dir: &std::path::Path) -> (SocketAddr, Killed) {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let config = dir.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners: [{{address: \"{proxy}\"}}]\nworkload: {{namespace: default, labels: {{app: productpage}}}}\n"
+        ),
+    )
+    .expect("write proxy.yaml");
+    let plane = plane.to_string();
+    let extra = ["--control-plane", plane.as_str(), "--node", "productpage-0"];
+    let child = spawn_proxy(&config, &extra, &dir.join("proxy.log"));
+    wait_for(proxy);
+    (proxy, child)
 }
 
 /// [`spawn_proxy`] as a gateway for `istio=ingressgateway` on 127.0.0.1, Gateway port P

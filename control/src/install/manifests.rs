@@ -71,7 +71,8 @@ pub fn service_account() -> Value {
 }
 
 /// Read-only access to what the control plane reads: the Kubernetes kinds of
-/// [`crate::plane::kube`] and the Istio kinds of [`super::crds`].
+/// [`crate::plane::kube`], the Istio kinds of [`super::crds`], and WorkloadEntry, which the
+/// Kubernetes source (`trellis control --kube`) watches as well.
 pub fn cluster_role() -> Value {
     let read = ["get", "list", "watch"];
     json!({
@@ -83,7 +84,7 @@ pub fn cluster_role() -> Value {
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": read},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
             {"apiGroups": ["networking.istio.io"],
-             "resources": ["destinationrules", "gateways", "serviceentries", "sidecars", "virtualservices"],
+             "resources": ["destinationrules", "gateways", "serviceentries", "sidecars", "virtualservices", "workloadentries"],
              "verbs": read},
             {"apiGroups": ["security.istio.io"],
              "resources": ["authorizationpolicies", "peerauthentications", "requestauthentications"],

@@ -30,6 +30,13 @@ pub struct ObjectMeta {
     pub owner_references: Option<serde_yaml::Value>,
     #[schemars(with = "Option<serde_json::Value>")]
     pub finalizers: Option<serde_yaml::Value>,
+    /// Set on every pod a controller makes (`reviews-v1-7f9c-`), so objects read from an API
+    /// server carry it.
+    pub generate_name: Option<String>,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub deletion_timestamp: Option<serde_yaml::Value>,
+    pub deletion_grace_period_seconds: Option<i64>,
+    pub self_link: Option<String>,
 }
 
 /// A whole Kubernetes document with a typed `spec`.

@@ -81,6 +81,20 @@ pub fn parse_str(text: &str, file: &str) -> Result<ResourceSet, ConfigError> {
     Ok(set)
 }
 
+/// Read one document already parsed (`value`), e.g. an object from the Kubernetes API: the
+/// same checks and warnings as a document of a file, without line numbers.
+pub fn parse_value(
+    value: &serde_yaml::Value,
+    file: &str,
+    index: usize,
+) -> Result<ResourceSet, ConfigError> {
+    let mut set = ResourceSet::default();
+    if !value.is_null() {
+        read_document(value, value, file, index, &mut set)?;
+    }
+    Ok(set)
+}
+
 fn str_at<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
     let mut v = value;
     for key in path {
@@ -89,13 +103,18 @@ fn str_at<'a>(value: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
     v.as_str()
 }
 
-fn read_document(
+/// Read one document: `value` untyped (to classify it), `typed` the same document as a
+/// deserializer (YAML text, which knows lines, or the value itself).
+pub(crate) fn read_document<'de, D>(
     value: &serde_yaml::Value,
-    typed: serde_yaml::Deserializer<'_>,
+    typed: D,
     file: &str,
     index: usize,
     set: &mut ResourceSet,
-) -> Result<(), ConfigError> {
+) -> Result<(), ConfigError>
+where
+    D: serde::Deserializer<'de, Error = serde_yaml::Error>,
+{
     let (Some(api_version), Some(kind)) =
         (str_at(value, &["apiVersion"]), str_at(value, &["kind"]))
     else {
@@ -209,11 +228,15 @@ fn read_document(
 
 /// Deserialize one document into `Document<S>`, reporting unknown fields and failing with the
 /// field path on a wrong type or value.
-fn typed_resource<S: DeserializeOwned + Default>(
-    de: serde_yaml::Deserializer<'_>,
+fn typed_resource<'de, S, D>(
+    de: D,
     source: Source,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Result<Resource<S>, ConfigError> {
+) -> Result<Resource<S>, ConfigError>
+where
+    S: DeserializeOwned + Default,
+    D: serde::Deserializer<'de, Error = serde_yaml::Error>,
+{
     let mut unknown: Vec<String> = Vec::new();
     let result: Result<Document<S>, _> = {
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(format_path(&path));
@@ -263,7 +286,7 @@ pub(crate) fn format_path(path: &serde_ignored::Path<'_>) -> String {
 }
 
 /// serde_yaml appends " at line L column C"; we report the line separately.
-fn strip_location(message: &str) -> String {
+pub(crate) fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),

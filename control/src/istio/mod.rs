@@ -24,7 +24,7 @@ pub use authorization_policy::AuthorizationPolicySpec;
 pub use common::ObjectMeta;
 pub use destination_rule::DestinationRuleSpec;
 pub use gateway::{GatewaySpec, SidecarSpec};
-pub use loader::{load_dir, load_file, parse_str};
+pub use loader::{load_dir, load_file, parse_str, parse_value};
 pub use peer_authentication::PeerAuthenticationSpec;
 pub use request_authentication::RequestAuthenticationSpec;
 pub use service_entry::ServiceEntrySpec;

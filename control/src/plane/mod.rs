@@ -6,6 +6,8 @@
 //!   workloads derived as istiod's Kubernetes controller derives them ([`services`],
 //!   [`workloads`], [`injection`]), from the objects typed in [`kube`].
 //! - [`watch`]: the driver that notices the directory changed.
+//! - `kube_source` (feature `kube`, on by default): the other source, a Kubernetes API server
+//!   watched through kube's reflectors, read by the same code as a directory.
 //! - [`scope`]: what one sidecar sees (`Sidecar` egress hosts, `exportTo`), as a
 //!   [`document::SidecarDocument`] the sidecar translates itself (and ACKs or NACKs).
 //! - [`push`]: the push protocol, a sans-IO state machine on each side.
@@ -20,17 +22,23 @@ pub mod document;
 pub mod injection;
 pub mod jwks;
 pub mod kube;
+#[cfg(feature = "kube")]
+pub mod kube_source;
 pub mod net;
 pub mod push;
 pub mod scope;
 pub mod services;
 pub mod snapshot;
+pub mod source;
 pub mod watch;
 pub mod workloads;
 
 pub use document::SidecarDocument;
+#[cfg(feature = "kube")]
+pub use kube_source::{KubeSource, KubeSourceConfig};
 pub use scope::{scope, ScopeIndex, Scoped};
 pub use snapshot::Snapshot;
+pub use source::ConfigSource;
 pub use watch::DirWatcher;
 pub use workloads::{InstanceAddress, WorkloadInstance, ADDRESSES_ANNOTATION};
 

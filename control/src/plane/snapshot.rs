@@ -17,7 +17,8 @@ use super::kube::{is_kube_kind, KubeObjects};
 use super::services::derive_registry;
 use super::workloads::{workload_instances, WorkloadInstance};
 use crate::diag::{ConfigError, Diagnostic};
-use crate::istio::{parse_str, ResourceSet, Source, DEFAULT_NAMESPACE};
+use crate::istio::loader::{read_document as read_istio_document, strip_location};
+use crate::istio::{ResourceSet, Source, DEFAULT_NAMESPACE};
 use crate::translate::Registry;
 
 /// Everything the control plane knows at one point.
@@ -57,71 +58,119 @@ impl Snapshot {
         let mut snap = Snapshot::default();
         let mut digest = Fnv::default();
         for (file, text) in files {
-            digest.write(file.as_bytes());
-            digest.write(&[0]);
-            digest.write(text.as_bytes());
-            digest.write(&[0]);
+            digest.write_entry(file, text);
             snap.read_file(file, text)?;
         }
         snap.digest = digest.0;
-        let mut diagnostics = std::mem::take(&mut snap.diagnostics);
-        snap.workloads = workload_instances(&snap.kube, &mut diagnostics);
-        snap.registry = derive_registry(&snap.kube, &snap.workloads, &mut diagnostics);
-        check_service_accounts(&snap.kube, &snap.workloads, &mut diagnostics);
-        snap.diagnostics = diagnostics;
-        Ok(snap)
+        Ok(snap.derived())
+    }
+
+    /// The snapshot of objects already parsed, each `(name, object)` in the order given: the
+    /// Kubernetes source's stores (`super::kube_source`). Each object goes through the same
+    /// reading as a document of a file ([`Snapshot::from_files`] of `(name, compact JSON)`
+    /// gives an equal snapshot, digest included), except that an object that cannot be read is
+    /// left out with an error diagnostic instead of failing the whole snapshot: an API server
+    /// has already admitted it, and one bad object must not freeze the mesh (as pilot's
+    /// informers drop an object they cannot decode).
+    pub fn from_objects(objects: &[(String, serde_json::Value)]) -> Snapshot {
+        let mut snap = Snapshot::default();
+        let mut digest = Fnv::default();
+        for (name, object) in objects {
+            digest.write_entry(name, &object.to_string());
+            let read = serde_yaml::to_value(object)
+                .map_err(|e| ConfigError::Syntax {
+                    file: name.clone(),
+                    line: None,
+                    message: e.to_string(),
+                })
+                .and_then(|value| snap.read_document(name, 0, value.clone(), &value));
+            if let Err(error) = read {
+                snap.diagnostics
+                    .push(Diagnostic::error(format!("left out: {error}")).file(name.clone()));
+            }
+        }
+        snap.digest = digest.0;
+        snap.derived()
+    }
+
+    /// Derive the workloads and the registry from the Kubernetes objects read.
+    fn derived(mut self) -> Snapshot {
+        let mut diagnostics = std::mem::take(&mut self.diagnostics);
+        self.workloads = workload_instances(&self.kube, &mut diagnostics);
+        self.registry = derive_registry(&self.kube, &self.workloads, &mut diagnostics);
+        check_service_accounts(&self.kube, &self.workloads, &mut diagnostics);
+        self.diagnostics = diagnostics;
+        self
     }
 
     fn read_file(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
-        let mut istio = parse_str(text, file)?;
-        let mut kube_sources = Vec::new();
-        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = serde_yaml::Value::deserialize(doc).map_err(|e| ConfigError::Syntax {
-                file: file.to_string(),
-                line: e.location().map(|l| l.line()),
-                message: e.to_string(),
-            })?;
-            let str_at = |path: &[&str]| -> Option<String> {
-                let mut v = &value;
-                for key in path {
-                    v = v.get(*key)?;
-                }
-                v.as_str().map(str::to_string)
-            };
-            let (Some(api_version), Some(kind)) = (str_at(&["apiVersion"]), str_at(&["kind"]))
-            else {
-                continue;
-            };
-            let source = Source {
-                file: file.to_string(),
-                kind: kind.clone(),
-                namespace: str_at(&["metadata", "namespace"])
-                    .filter(|ns| !ns.is_empty())
-                    .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-                name: str_at(&["metadata", "name"])
-                    .unwrap_or_else(|| format!("<document {index}>")),
-            };
-            if is_kube_kind(&api_version, &kind) {
-                kube_sources.push(source.to_string());
-                self.kube
-                    .read_document(value, source, &mut self.diagnostics)?;
-            } else if api_version.contains(".istio.io/") {
-                let json = serde_json::to_value(&value).map_err(|e| ConfigError::Invalid {
+        let untyped = serde_yaml::Deserializer::from_str(text);
+        let typed = serde_yaml::Deserializer::from_str(text);
+        for (index, (untyped_doc, typed_doc)) in untyped.zip(typed).enumerate() {
+            let value =
+                serde_yaml::Value::deserialize(untyped_doc).map_err(|e| ConfigError::Syntax {
                     file: file.to_string(),
-                    line: None,
-                    resource: source.to_string(),
-                    field: String::new(),
-                    message: format!("cannot be carried as JSON: {e}"),
+                    line: e.location().map(|l| l.line()),
+                    message: strip_location(&e.to_string()),
                 })?;
-                self.documents.insert(source, json);
-            }
+            self.read_document(file, index, value, typed_doc)?;
         }
-        // The Istio loader notes every non-Istio document as skipped; those read here were not.
-        istio.diagnostics.retain(|d| {
-            d.resource
-                .as_ref()
-                .is_none_or(|r| !kube_sources.contains(r))
-        });
+        Ok(())
+    }
+
+    /// Read one document (`value`; `typed` is the same document as a deserializer: the YAML
+    /// text, which knows lines, or the value): a Kubernetes kind into `kube`, anything else
+    /// through the Istio loader (which reads Istio kinds and notes what it skips). Either the
+    /// whole document is read or nothing of it is kept.
+    fn read_document<'de, D>(
+        &mut self,
+        file: &str,
+        index: usize,
+        value: serde_yaml::Value,
+        typed: D,
+    ) -> Result<(), ConfigError>
+    where
+        D: serde::Deserializer<'de, Error = serde_yaml::Error>,
+    {
+        if value.is_null() {
+            return Ok(());
+        }
+        let str_at = |path: &[&str]| -> Option<String> {
+            let mut v = &value;
+            for key in path {
+                v = v.get(*key)?;
+            }
+            v.as_str().map(str::to_string)
+        };
+        let source = |kind: &str| Source {
+            file: file.to_string(),
+            kind: kind.to_string(),
+            namespace: str_at(&["metadata", "namespace"])
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            name: str_at(&["metadata", "name"]).unwrap_or_else(|| format!("<document {index}>")),
+        };
+        let api_version = str_at(&["apiVersion"]).unwrap_or_default();
+        let kind = str_at(&["kind"]).unwrap_or_default();
+        if is_kube_kind(&api_version, &kind) {
+            let source = source(&kind);
+            return self
+                .kube
+                .read_document(value, source, &mut self.diagnostics);
+        }
+        let mut istio = ResourceSet::default();
+        read_istio_document(&value, typed, file, index, &mut istio)?;
+        if api_version.contains(".istio.io/") {
+            let source = source(&kind);
+            let json = serde_json::to_value(&value).map_err(|e| ConfigError::Invalid {
+                file: file.to_string(),
+                line: None,
+                resource: source.to_string(),
+                field: String::new(),
+                message: format!("cannot be carried as JSON: {e}"),
+            })?;
+            self.documents.insert(source, json);
+        }
         self.resources.extend(istio);
         Ok(())
     }
@@ -223,6 +272,14 @@ impl Default for Fnv {
 }
 
 impl Fnv {
+    /// One named entry (a file, an object): name and content, each closed by a zero byte.
+    pub fn write_entry(&mut self, name: &str, content: &str) {
+        self.write(name.as_bytes());
+        self.write(&[0]);
+        self.write(content.as_bytes());
+        self.write(&[0]);
+    }
+
     pub fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= u64::from(b);

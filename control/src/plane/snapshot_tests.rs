@@ -401,3 +401,41 @@ fn dns_answers_change_the_digest_and_reach_the_sidecars() {
     let scoped = super::scope::scope(&resolved, &workload);
     assert_eq!(scoped.document.registry.dns, resolved.registry.dns);
 }
+
+/// The Kubernetes source's entry point reads objects exactly as the directory reads files: the
+/// snapshot of parsed objects equals the snapshot of their compact JSON as files, digest
+/// included, and an object the loader refuses is left out with an error instead of failing.
+#[test]
+fn objects_read_as_files_of_their_json_and_a_bad_one_is_left_out() {
+    let mut objects: Vec<(String, serde_json::Value)> = Vec::new();
+    for text in [NAMESPACE, REVIEWS, VS] {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("yaml");
+            if !value.is_null() {
+                let json = serde_json::to_value(value).expect("json");
+                objects.push(("<kubernetes>".to_string(), json));
+            }
+        }
+    }
+    let files: Vec<(String, String)> = objects
+        .iter()
+        .map(|(name, object)| (name.clone(), object.to_string()))
+        .collect();
+    let from_objects = Snapshot::from_objects(&objects);
+    assert_eq!(from_objects, Snapshot::from_files(&files).expect("files"));
+    assert!(!from_objects.registry.services.is_empty());
+
+    let bad = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "bad"}, "spec": {"ports": [{"port": "http"}]}});
+    objects.push(("<kubernetes>".to_string(), bad));
+    let with_bad = Snapshot::from_objects(&objects);
+    assert_eq!(with_bad.registry, from_objects.registry);
+    assert!(
+        with_bad
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.message.contains("spec.ports[0].port")),
+        "{:#?}",
+        with_bad.diagnostics
+    );
+}

@@ -1,0 +1,151 @@
+//! The control plane on the Kubernetes source end to end: `trellis control --kube
+//! --kubeconfig FILE` against the API-server double of control/tests/support (the list/watch
+//! protocol over HTTP), one `trellis proxy --control-plane` sidecar, two real upstreams, real
+//! curl.
+//!
+//! 1. The sidecar routes as the cluster's VirtualService says (v1) after the first push.
+//! 2. A VirtualService changed in the cluster moves the traffic to v2 (watch event, snapshot,
+//!    debounce, push, ACK).
+//! 3. The API server goes away: the control plane keeps serving its last good snapshot (the
+//!    sidecar keeps routing to v2); a change made meanwhile arrives when it is back.
+
+mod common;
+#[path = "../control/tests/support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{spawn_pushed_sidecar, wait_for, wait_until_answered_by, Killed};
+use fake_apiserver::FakeApiServer;
+use serde_json::{json, Value};
+use trellis_local_mesh::upstream::Upstream;
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address")
+}
+
+/// A running pod of `reviews` at `version`, serving on the upstream's loopback port.
+fn pod(version: &str, upstream: &Upstream) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("reviews-{version}-0"), "namespace": "default",
+                     "labels": {"app": "reviews", "version": version},
+                     "annotations": {"trellis.dev/addresses": upstream.addr().to_string()}},
+        "spec": {"containers": [{"name": "reviews", "image": "example/reviews"}]},
+        "status": {"podIP": "127.0.0.1", "phase": "Running"}
+    })
+}
+
+fn routed_to(subset: &str) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"hosts": ["reviews"],
+                 "http": [{"route": [{"destination": {"host": "reviews", "subset": subset}}]}]}
+    })
+}
+
+#[test]
+fn the_control_plane_serves_a_cluster_and_survives_the_api_server_going_away() {
+    let tmp = std::env::temp_dir().join(format!("trellis-e2e-kube-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("dir");
+    let v1 = Upstream::start("reviews-v1").expect("upstream");
+    let v2 = Upstream::start("reviews-v2").expect("upstream");
+    let mut server = FakeApiServer::start();
+    server.install_istio_crds();
+    server.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080}]}
+    }));
+    server.apply(pod("v1", &v1));
+    server.apply(pod("v2", &v2));
+    server.apply(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                                {"name": "v2", "labels": {"version": "v2"}}]}
+    }));
+    server.apply(routed_to("v1"));
+    let kubeconfig = server.write_kubeconfig(&tmp);
+
+    let plane = free_addr();
+    let control_log = std::fs::File::create(tmp.join("control.log")).expect("log");
+    let _control = Killed(
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["control", "--kube", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--listen", &plane.to_string(), "--poll-ms", "50"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(control_log)
+            .spawn()
+            .expect("trellis control starts"),
+    );
+    wait_for(plane);
+    let (proxy, _proxy) = spawn_pushed_sidecar(plane, &tmp);
+
+    // 1. The first push.
+    wait_until_answered_by(proxy, "reviews-v1", &tmp);
+    // 2. A change in the cluster.
+    server.apply(routed_to("v2"));
+    wait_until_answered_by(proxy, "reviews-v2", &tmp);
+    // 3. The API server goes away; the last good config keeps serving.
+    server.stop();
+    server.apply(routed_to("v1"));
+    std::thread::sleep(Duration::from_secs(2));
+    wait_until_answered_by(proxy, "reviews-v2", &tmp);
+    let log = std::fs::read_to_string(tmp.join("control.log")).unwrap_or_default();
+    assert!(
+        log.contains("lost the Kubernetes API server"),
+        "the outage is not logged:\n{log}"
+    );
+    server.restart();
+    wait_until_answered_by(proxy, "reviews-v1", &tmp);
+    let log = std::fs::read_to_string(tmp.join("control.log")).unwrap_or_default();
+    assert!(log.contains("answers again"), "{log}");
+    assert!(!log.contains("CRD not installed"), "{log}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn analyze_and_explain_read_the_cluster_with_kube() {
+    let tmp = std::env::temp_dir().join(format!("trellis-e2e-kube-read-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("dir");
+    let server = FakeApiServer::start();
+    server.install_istio_crds();
+    server.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080}]}
+    }));
+    // Routes to a subset no DestinationRule defines: IST0101.
+    server.apply(routed_to("v3"));
+    let kubeconfig = server.write_kubeconfig(&tmp);
+    let trellis = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .args(["--kube", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .output()
+            .expect("trellis runs")
+    };
+    let analyzed = trellis(&["analyze"]);
+    let stdout = String::from_utf8_lossy(&analyzed.stdout);
+    assert_eq!(analyzed.status.code(), Some(79), "{stdout}");
+    assert!(
+        stdout.contains("IST0101") && stdout.contains("reviews+v3"),
+        "{stdout}"
+    );
+    let explained = trellis(&["explain", "--host", "reviews"]);
+    let stdout = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        stdout.contains("from VirtualService default/reviews"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
