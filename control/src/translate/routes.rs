@@ -105,6 +105,7 @@ pub fn translate_rule(
         retries: retries(rule.retries.as_ref(), &at, diags),
         fault: rule.fault.as_ref().and_then(|f| fault(f, &at, diags)),
         fallback: false,
+        mirrors: Vec::new(),
     })
 }
 
