@@ -20,6 +20,7 @@ pub mod delegation;
 pub mod gateway;
 pub mod hosts;
 pub mod matches;
+pub mod mirrors;
 pub mod peer_authn;
 pub mod policy;
 pub mod ports;
@@ -615,6 +616,9 @@ mod tests;
 
 #[cfg(test)]
 mod istio_semantics_tests;
+
+#[cfg(test)]
+mod mirrors_tests;
 
 #[cfg(test)]
 mod client_tests;
