@@ -5,7 +5,9 @@
 //! - the mirror receives a copy of the request, body included, with the client's host (pilot
 //!   disables Envoy's `-shadow` suffix by default since Istio 1.28);
 //! - the client sees only the primary's answer: a slow mirror answering 500 neither delays it
-//!   nor shows in it, and a mirror nobody listens for changes nothing.
+//!   nor shows in it, and a mirror nobody listens for changes nothing;
+//! - a mirror's outcome is logged as a shadow line (`trellis::shadow`), never as a second
+//!   access-log line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -186,4 +188,27 @@ fn a_mirror_nobody_listens_for_changes_nothing_for_the_client() {
         assert!(took < Duration::from_secs(2), "the client waited {took:?}");
     }
     assert_eq!(primary_seen.lock().expect("lock").len(), 3);
+    // The failed mirrors are in the proxy's log as shadow lines, not as access-log lines.
+    let log = dir.join("proxy.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let shadows = text
+            .lines()
+            .filter(|l| l.contains("mirrored request") && l.contains("ConnectFailed"))
+            .count();
+        if shadows == 3 {
+            assert_eq!(
+                text.matches("\"POST /orders?id=7\" 200").count(),
+                3,
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{shadows} shadow lines in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
