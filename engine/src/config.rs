@@ -22,6 +22,9 @@ pub use crate::transport::policy::{
     ClientCertificate, InboundMode, InboundMtls, MeshIdentity, OriginationTls, UpstreamTls,
 };
 
+mod mirror;
+pub use mirror::{MirrorFraction, MirrorPolicy};
+
 /// One complete configuration snapshot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
@@ -136,6 +139,9 @@ pub struct Route {
     pub retries: RetryPolicy,
     /// `fault`.
     pub fault: Option<FaultPolicy>,
+    /// `mirror` (then each of `mirrors`): copies of the forwarded request, fire and forget.
+    /// Pilot writes them on forwarding rules only (applyHTTPRouteDestination).
+    pub mirrors: Vec<MirrorPolicy>,
     /// Tried only when no other route of the virtual host applies to the request's port and
     /// client: every non-fallback route has matches, and each names another `port` or
     /// `source_labels` the client lacks. istiod builds a sidecar's routes per listener port and

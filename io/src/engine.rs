@@ -89,6 +89,22 @@ impl ProxyEngine for Engine {
 
 /// One log line for each thing the engine reported.
 fn log_events(engine: &mut Engine) {
+    // Mirrored requests are shadows: never access-log lines (one per client request), but a
+    // line of their own, target `trellis::shadow`, so a mirror's failures are seen.
+    for m in engine.drain_mirror_logs() {
+        tracing::info!(
+            target: "trellis::shadow",
+            shadow = true,
+            cluster = %m.cluster,
+            upstream = %m.upstream_host,
+            authority = %m.authority,
+            path = %m.path,
+            status = m.status,
+            outcome = ?m.outcome,
+            ms = m.duration.as_millis() as u64,
+            "mirrored request"
+        );
+    }
     while let Some(event) = engine.poll_event() {
         match event {
             Event::ConfigRejected { version, error } => tracing::error!(

@@ -82,9 +82,9 @@ pub fn destinations(vs: &Resource<VirtualServiceSpec>) -> Vec<NamedDestination<'
             push(m.clone(), format!("spec.http[{i}].mirror"), true);
         }
         for (j, m) in rule.mirrors.iter().enumerate() {
-            if let Ok(l4) = serde_yaml::from_value::<L4Destination>(m.clone()) {
+            if let Some(destination) = &m.destination {
                 push(
-                    l4.destination,
+                    destination.clone(),
                     format!("spec.http[{i}].mirrors[{j}].destination"),
                     true,
                 );

@@ -394,6 +394,16 @@ fn matched_rule(t: &Translation, route: &Route, index: usize, name: Option<Strin
         }),
         request_headers: ops(&route.request_headers),
         response_headers: ops(&route.response_headers),
+        mirrors: route
+            .mirrors
+            .iter()
+            .map(|m| MirrorReport {
+                cluster: m.cluster.clone(),
+                percent: f64::from(m.fraction.numerator) * 100.0
+                    / f64::from(m.fraction.denominator.max(1)),
+                host_suffix: m.host_suffix,
+            })
+            .collect(),
     }
 }
 

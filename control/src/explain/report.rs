@@ -79,6 +79,17 @@ pub struct MatchedRule {
     pub rewrite: Option<RewriteReport>,
     pub request_headers: HeaderOpsReport,
     pub response_headers: HeaderOpsReport,
+    /// Where copies of the request go (`mirror`, then `mirrors`), and for which share.
+    pub mirrors: Vec<MirrorReport>,
+}
+
+/// One mirror of the rule: its cluster and the percentage of requests copied there.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MirrorReport {
+    pub cluster: String,
+    pub percent: f64,
+    /// Envoy's `-shadow` appended to the copy's host.
+    pub host_suffix: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -401,6 +412,19 @@ impl fmt::Display for ExplainReport {
             }
             write_ops(f, "  ", "request", &m.request_headers)?;
             write_ops(f, "  ", "response", &m.response_headers)?;
+            for mirror in &m.mirrors {
+                writeln!(
+                    f,
+                    "  mirror: {} for {}% of requests{}",
+                    mirror.cluster,
+                    mirror.percent,
+                    if mirror.host_suffix {
+                        ", host + \"-shadow\""
+                    } else {
+                        ""
+                    }
+                )?;
+            }
         }
         if !self.diagnostics.is_empty() {
             writeln!(f, "Diagnostics:")?;

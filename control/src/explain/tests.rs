@@ -227,3 +227,41 @@ spec:
         "{report}"
     );
 }
+
+/// `explain` names a rule's mirrors with their share (pilot's mirror then mirrors, see
+/// translate::mirrors).
+#[test]
+fn a_mirrored_rule_shows_its_mirrors() {
+    let dir = copy_samples("mirror", &["destination-rule-all.yaml"]);
+    std::fs::write(
+        dir.join("vs.yaml"),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+    mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 12.5}
+"#,
+    )
+    .unwrap();
+    let report = explain(&dir, &ExplainRequest::new("reviews:9080")).unwrap();
+    let m = report.matched.as_ref().unwrap();
+    assert_eq!(
+        m.mirrors,
+        vec![MirrorReport {
+            cluster: "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+            percent: 12.5,
+            host_suffix: false,
+        }]
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains(
+            "mirror: outbound|9080|v2|reviews.default.svc.cluster.local for 12.5% of requests"
+        ),
+        "{text}"
+    );
+}

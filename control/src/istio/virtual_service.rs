@@ -40,8 +40,9 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     pub fault: Option<HttpFaultInjection>,
     pub mirror: Option<Destination>,
+    // The CRD schema stays what it was (free-form objects), the value is typed.
     #[schemars(with = "Vec<serde_json::Value>")]
-    pub mirrors: Vec<serde_yaml::Value>,
+    pub mirrors: Vec<HttpMirrorPolicy>,
     pub mirror_percentage: Option<Percent>,
     pub mirror_percent: Option<u32>,
     #[schemars(with = "Option<serde_json::Value>")]
@@ -86,6 +87,14 @@ pub struct Destination {
     pub host: String,
     pub subset: Option<String>,
     pub port: Option<PortSelector>,
+}
+
+/// Istio `HTTPMirrorPolicy`: one of a rule's `mirrors`, with its own `percentage`.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
+#[serde(default)]
+pub struct HttpMirrorPolicy {
+    pub destination: Option<Destination>,
+    pub percentage: Option<Percent>,
 }
 
 /// Istio `HTTPRouteDestination`.

@@ -157,6 +157,13 @@ fn resolved(rule: &HttpRoute, namespace: &str) -> HttpRoute {
     if let Some(m) = &mut rule.mirror {
         m.host = hosts::resolve(&m.host, namespace);
     }
+    for m in rule
+        .mirrors
+        .iter_mut()
+        .filter_map(|m| m.destination.as_mut())
+    {
+        m.host = hosts::resolve(&m.host, namespace);
+    }
     for m in &mut rule.matches {
         for g in &mut m.gateways {
             *g = resolve_gateway_name(g, namespace);

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod hosts;
 pub mod locality;
 pub mod matches;
+pub mod mirrors;
 pub mod peer_authn;
 pub mod policy;
 pub mod ports;
@@ -665,6 +666,9 @@ mod tests;
 
 #[cfg(test)]
 mod istio_semantics_tests;
+
+#[cfg(test)]
+mod mirrors_tests;
 
 #[cfg(test)]
 mod client_tests;

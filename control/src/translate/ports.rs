@@ -24,10 +24,17 @@ pub fn per_port_copies(
     ports: &[u16],
 ) -> Vec<Route> {
     let (name, namespace) = vs;
+    // Mirror destinations are resolved at the listener port too (GetDestinationCluster).
+    let mirrored = rule
+        .mirror
+        .iter()
+        .chain(rule.mirrors.iter().filter_map(|m| m.destination.as_ref()));
     if !rule
         .route
         .iter()
-        .any(|d| catalog.infers_port(&d.destination, namespace))
+        .map(|d| &d.destination)
+        .chain(mirrored)
+        .any(|d| catalog.infers_port(d, namespace))
     {
         return Vec::new();
     }

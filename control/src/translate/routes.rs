@@ -65,6 +65,7 @@ pub fn translate_rule(
     }
     let mut action = action(rule, namespace, &at, resolver, diags)?;
     report_unsupported(rule, &at, diags);
+    let mirrors = super::mirrors::translate_mirrors(rule, namespace, &at, resolver, diags);
     let edits = header_edits(&rule.headers);
     let mut rewrite = rule.rewrite.as_ref().map(|r| Rewrite {
         uri: r.uri.clone(),
@@ -105,6 +106,7 @@ pub fn translate_rule(
         retries: retries(rule.retries.as_ref(), &at, diags),
         fault: rule.fault.as_ref().and_then(|f| fault(f, &at, diags)),
         fallback: false,
+        mirrors,
     })
 }
 
@@ -644,15 +646,5 @@ fn report_unsupported(rule: &HttpRoute, at: &str, diags: &mut Vec<Diagnostic>) {
             );
         }
     };
-    warn(
-        rule.mirror.is_some() || !rule.mirrors.is_empty(),
-        "mirror",
-        "traffic mirroring",
-    );
-    warn(
-        rule.mirror_percentage.is_some() || rule.mirror_percent.is_some(),
-        "mirrorPercentage",
-        "traffic mirroring",
-    );
     warn(rule.cors_policy.is_some(), "corsPolicy", "CORS policy");
 }

@@ -70,6 +70,10 @@ impl Engine {
             self.arm_try_timeout(now, id);
         }
         self.stats.upstream_rq_total += 1;
+        if self.requests.get(id).is_some_and(|r| r.tries.count == 1) {
+            // Envoy starts a route's shadows with the first upstream request, never a retry.
+            self.start_mirrors(now, id);
+        }
         if self.acquire_connection(now, id, slot, pick.host) == Acquired::Overflow {
             // No connection, no room to wait: undo the attempt and answer overflow.
             self.overflow(now, id);

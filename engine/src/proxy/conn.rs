@@ -112,6 +112,8 @@ pub(crate) struct Upstream {
     pub requests: u32,
     pub connect_deadline: Option<Instant>,
     pub idle_deadline: Option<Instant>,
+    /// The mirrored request this connection carries while [`UpState::Shadow`].
+    pub mirror: Option<Box<super::mirror::Mirror>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +126,8 @@ pub(crate) enum UpState {
     Busy(RequestId),
     /// Upgraded: relaying raw bytes to this downstream connection.
     Tunnel(DownstreamId),
+    /// Carrying (or connecting for) a mirrored request, whose state is `Upstream::mirror`.
+    Shadow,
 }
 
 /// Typed access to the connection slab: a downstream id finds only a downstream connection,

@@ -211,8 +211,12 @@ impl Engine {
                         now + idle,
                         TimerOwner::Request(req_id),
                     );
+                    let mirrored = (!req.mirrors.is_empty()).then(|| data.clone());
                     req.body.received(data, limit);
                     self.pump_request_body(now, req_id);
+                    if let Some(data) = mirrored {
+                        self.mirror_body(now, req_id, &data);
+                    }
                 }
                 Ok(RequestEvent::End { stream, trailers }) => {
                     debug_assert_eq!(stream, req.stream, "{req_id}: end of another stream");
@@ -221,7 +225,11 @@ impl Engine {
                         req.phase,
                         Phase::Pending | Phase::Connecting(_) | Phase::Upstream { .. }
                     );
+                    let mirrored = !req.mirrors.is_empty();
                     self.pump_request_body(now, req_id);
+                    if mirrored {
+                        self.mirror_end(now, req_id);
+                    }
                     if attempting {
                         self.arm_try_timeout(now, req_id);
                     }

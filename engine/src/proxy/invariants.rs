@@ -143,11 +143,27 @@ impl Engine {
                             let d = self.conns.down(down).expect("a tunnel's downstream lives");
                             assert_eq!(d.state, DownState::Tunnel(id), "{conn}: its tunnel");
                         }
+                        UpState::Shadow => {
+                            let m = u.mirror.as_ref().expect("a shadow connection's mirror");
+                            if let Some(r) = m.primary {
+                                let req = self.requests.get(r).expect("a mirror's primary");
+                                assert!(req.mirrors.contains(&id), "{conn}: mirror of {r}");
+                            }
+                        }
                         UpState::Connecting(None) | UpState::Idle => {}
                     }
+                    assert_eq!(
+                        u.mirror.is_some(),
+                        u.state == UpState::Shadow,
+                        "{conn}: a mirror only on a shadow connection"
+                    );
                     let next = match u.state {
                         UpState::Connecting(_) => u.connect_deadline,
                         UpState::Idle => u.idle_deadline,
+                        UpState::Shadow => u
+                            .mirror
+                            .as_ref()
+                            .map(|m| m.next_deadline(u.connect_deadline)),
                         _ => None,
                     };
                     covered(armed, next, c.wake, TimerOwner::Conn(conn));
@@ -186,7 +202,11 @@ impl Engine {
                     .filter(|(_, r)| r.slot == Some(index) && f(r))
                     .count()
             };
-            let requests = on_slot(|r| r.tries.holds_request);
+            // Every mirror in flight holds a request token of its cluster too.
+            let mirrors = open_ups()
+                .filter(|(_, u)| u.state == UpState::Shadow)
+                .count();
+            let requests = on_slot(|r| r.tries.holds_request) + mirrors;
             assert_eq!(
                 breaker.requests() as usize,
                 requests,

@@ -28,6 +28,7 @@
 //!   pool        upstream connections and cluster slots
 //!   relay       backpressure and tunnels
 //!   outbox      writes, closes, read interest, timers, deferred work
+//!   mirror      copies of a request to mirror clusters, called by the handlers above
 //! ```
 //!
 //! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
@@ -50,6 +51,7 @@ mod intake;
 #[cfg(debug_assertions)]
 mod invariants;
 mod log;
+mod mirror;
 mod outbox;
 mod pool;
 mod relay;
@@ -68,6 +70,7 @@ pub use api::{Accepted, ConnId, Event, Input, Output};
 pub use inspect::Inspect;
 pub use intake::ADOPT_MIN;
 pub use log::{RequestLog, ResponseFlag};
+pub use mirror::{MirrorLog, MirrorOutcome, MAX_MIRROR_LOGS};
 pub use snapshot::{CompiledConfig, ConfigError};
 pub use stats::EngineStats;
 
@@ -109,6 +112,8 @@ pub struct Engine {
     work: VecDeque<Work>,
     dirty: Vec<ConnId>,
     logs: Vec<RequestLog>,
+    /// Records of finished mirrored requests (`mirror`), bounded by [`MAX_MIRROR_LOGS`].
+    mirror_logs: Vec<MirrorLog>,
     /// Header maps of finished heads, reused by the next ones (saves four allocations per
     /// proxied request).
     header_pool: crate::http1::HeaderPool,
@@ -170,6 +175,7 @@ impl Engine {
             work: VecDeque::new(),
             dirty: Vec::new(),
             logs: Vec::new(),
+            mirror_logs: Vec::new(),
             header_pool: Default::default(),
             #[cfg(debug_assertions)]
             armed_scratch: Vec::new(),
@@ -601,6 +607,8 @@ mod authz_tests;
 mod hash_tests;
 #[cfg(test)]
 mod istio_tests;
+#[cfg(test)]
+mod mirror_tests;
 #[cfg(test)]
 mod mtls_policy_tests;
 #[cfg(test)]

@@ -40,7 +40,7 @@ impl Engine {
             return Acquired::Yes;
         }
         if s.state.breaker_mut().try_open_connection() {
-            self.open_connection(now, slot, host, Some(req));
+            let _ = self.open_connection(now, slot, host, Some(req));
             return Acquired::Yes;
         }
         if s.state.breaker_mut().try_add_pending() {
@@ -60,10 +60,8 @@ impl Engine {
         slot: usize,
         host: usize,
         req: Option<RequestId>,
-    ) {
-        let Some(s) = self.clusters.slot(slot) else {
-            return;
-        };
+    ) -> Option<UpstreamId> {
+        let s = self.clusters.slot(slot)?;
         let addr = s.state.host_address(host);
         let generation = s.generation;
         let connect_timeout = s.state.config().pool.connect_timeout;
@@ -98,6 +96,7 @@ impl Engine {
             requests: 0,
             connect_deadline: Some(deadline),
             idle_deadline: None,
+            mirror: None,
         };
         let id = UpstreamId::new(
             self.conns
@@ -121,6 +120,7 @@ impl Engine {
         if let Some(r) = req.and_then(|r| self.requests.get_mut(r)) {
             r.set_phase(Phase::Connecting(id));
         }
+        Some(id)
     }
 
     /// The request no longer wants the connection being established for it.
@@ -214,7 +214,7 @@ impl Engine {
         if let Some(up) = s.idle.get_mut(host).and_then(|l| l.pop()) {
             self.attach(now, req, up);
         } else if s.state.breaker_mut().try_open_connection() {
-            self.open_connection(now, slot, host, Some(req));
+            let _ = self.open_connection(now, slot, host, Some(req));
         } else {
             s.pending.push_front(req);
             let _ = s.state.breaker_mut().try_add_pending();

@@ -113,6 +113,7 @@ impl Engine {
     /// The request is over: release everything, log it, and let the connection go on.
     pub(crate) fn finish_request(&mut self, now: Instant, id: RequestId) {
         self.detach_attempt(now, id, None);
+        self.release_mirrors(now, id);
         let Some(mut req) = self.requests.remove(id) else {
             return;
         };

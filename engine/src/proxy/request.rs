@@ -166,6 +166,9 @@ pub(crate) struct Request {
     pub timers: RequestTimers,
     /// The answer going back to the client.
     pub response: ResponseState,
+    /// Connections of this request's mirrors that still copy its body as it arrives
+    /// (`super::mirror`); empty once the body is whole, and for most requests.
+    pub mirrors: Vec<UpstreamId>,
 }
 
 /// The request body: read from the client, written to the current attempt, kept for replay.

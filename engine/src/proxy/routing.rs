@@ -74,6 +74,7 @@ impl Engine {
                 ..Default::default()
             },
             response: ResponseState::default(),
+            mirrors: Vec::new(),
             head,
         };
         let id = self.requests.insert_with(|_| request);

@@ -36,6 +36,18 @@ pub struct EngineStats {
     pub jwt_authn_allowed: u64,
     pub jwt_authn_verified: u64,
     pub jwt_authn_denied: u64,
+    /// Mirrored requests (VirtualService `mirror`/`mirrors`, Envoy's shadows; `proxy::mirror`):
+    /// sent, whose response was read whole, that failed (connect failure, reset, timeout,
+    /// invalid response), abandoned (its body outran the mirror's buffer, or the primary
+    /// request ended before its body did), and never sent (unknown cluster, no healthy host,
+    /// circuit breaker full).
+    pub mirror_rq_total: u64,
+    pub mirror_rq_completed: u64,
+    pub mirror_rq_failed: u64,
+    pub mirror_rq_abandoned: u64,
+    pub mirror_rq_dropped: u64,
+    /// Mirror responses by status class index (1xx..5xx → 1..5).
+    pub mirror_rq_by_class: [u64; 6],
     /// Mesh-generated outcomes by response flag.
     pub flags: BTreeMap<ResponseFlag, u64>,
 }

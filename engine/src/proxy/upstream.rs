@@ -25,6 +25,9 @@ impl Engine {
             return;
         };
         up.connect_deadline = None;
+        if up.state == UpState::Shadow {
+            return self.mirror_connected(now, id);
+        }
         let UpState::Connecting(req) = up.state else {
             return;
         };
@@ -38,6 +41,10 @@ impl Engine {
         let Some(up) = self.up_mut(id) else {
             return;
         };
+        if up.state == UpState::Shadow {
+            self.stats.upstream_cx_connect_fail += 1;
+            return self.end_mirror(now, id, super::mirror::MirrorOutcome::ConnectFailed);
+        }
         let UpState::Connecting(req) = up.state else {
             return;
         };
@@ -75,6 +82,7 @@ impl Engine {
             UpState::Idle if up.idle_deadline.is_some_and(|d| d <= now) => {
                 self.close_upstream(now, id, true);
             }
+            UpState::Shadow => self.on_mirror_timer(now, id),
             _ => {
                 let next = match up.state {
                     UpState::Connecting(_) => up.connect_deadline,
@@ -103,6 +111,7 @@ impl Engine {
                 // Bytes nobody asked for: the connection's framing is lost; drop it.
                 self.close_upstream(now, id, false);
             }
+            UpState::Shadow => self.on_mirror_data(now, id),
             UpState::Connecting(_) => {}
         }
     }
@@ -118,6 +127,7 @@ impl Engine {
                 self.close_upstream(now, id, true);
             }
             UpState::Idle => self.close_upstream(now, id, true),
+            UpState::Shadow => self.on_mirror_data(now, id),
             UpState::Connecting(_) => self.on_connect_failed(now, id),
         }
         // A response that needed more bytes than EOF allows was cut short.
@@ -156,6 +166,7 @@ impl Engine {
             }
             UpState::Tunnel(down) => self.mark_closing(down, true),
             UpState::Connecting(_) => self.on_connect_failed(now, id),
+            UpState::Shadow => self.on_mirror_data(now, id),
             UpState::Idle => {}
         }
         // The driver already closed it; release its breaker budget (the caller drops it
