@@ -288,11 +288,6 @@ impl Engine {
         self.unix_base = unix_base;
     }
 
-    /// `now` as whole seconds since the UNIX epoch, on the engine's clock.
-    pub(crate) fn unix_seconds(&self, now: Instant) -> u64 {
-        (self.unix_base + std::time::Duration::from_nanos(now.as_nanos())).as_secs()
-    }
-
     /// The next output to perform, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
