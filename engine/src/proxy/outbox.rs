@@ -4,11 +4,12 @@
 //! deferred-work queue ([`Work`]). The lowest layer of the proxy: everything calls it, it
 //! calls nothing else.
 
-use super::conn::Conn;
+use super::conn::{Conn, Side};
 use super::ids::{ConnId, DownstreamId};
 use super::slab::Slab;
 use super::timers::TimerOwner;
 use super::{Engine, Event, Output, MAX_EVENTS};
+use crate::codec::ServerCodec;
 use crate::time::Instant;
 
 impl Engine {
@@ -99,7 +100,15 @@ pub(super) fn out_buf<'a>(
     dirty: &mut Vec<ConnId>,
     conn: impl Into<ConnId>,
 ) -> Option<&'a mut bytes::BytesMut> {
-    let conn = conn.into();
+    open_marked(conns, dirty, conn.into()).map(|c| &mut c.out)
+}
+
+/// An open connection, marked for flushing (what is written to it goes out with the call).
+fn open_marked<'a>(
+    conns: &'a mut Slab<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    conn: ConnId,
+) -> Option<&'a mut Conn> {
     let c = conns.get_mut(conn)?;
     if !c.is_open() {
         return None;
@@ -108,7 +117,22 @@ pub(super) fn out_buf<'a>(
         c.dirty = true;
         dirty.push(conn);
     }
-    Some(&mut c.out)
+    Some(c)
+}
+
+/// A client connection's codec and outgoing buffer (marked for flushing), to encode a response
+/// into: the codec owns the response's framing, the buffer takes its bytes. `None` once the
+/// connection is closing.
+pub(super) fn down_writer<'a>(
+    conns: &'a mut Slab<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    down: DownstreamId,
+) -> Option<(&'a mut dyn ServerCodec, &'a mut bytes::BytesMut)> {
+    let c = open_marked(conns, dirty, down.conn())?;
+    match &mut c.side {
+        Side::Down(d) => Some((&mut *d.codec, &mut c.out)),
+        Side::Up(_) => None,
+    }
 }
 
 pub(super) fn mark_dirty(conns: &mut Slab<ConnId, Conn>, dirty: &mut Vec<ConnId>, conn: ConnId) {

@@ -13,6 +13,7 @@ use super::conn::DownState;
 use super::head_edits::prepare_upstream_head;
 use super::ids::{DownstreamId, RequestId};
 use super::log::ResponseFlag;
+use super::outbox::down_writer;
 use super::request::{
     Inbound, Phase, Request, RequestBody, RequestTimers, ResponseState, RouteRef, Tries,
 };
@@ -320,9 +321,11 @@ impl Engine {
         };
         if req.head.expect_continue {
             req.head.expect_continue = false;
-            let down = req.down;
             if req.down_version == Version::Http11 && !req.body_done() {
-                self.write(down, b"HTTP/1.1 100 Continue\r\n\r\n");
+                if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, req.down)
+                {
+                    codec.encode_continue(req.stream, out);
+                }
             }
         }
     }
