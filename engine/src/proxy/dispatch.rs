@@ -75,6 +75,8 @@ impl Engine {
             let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
+            // The flag keeps a connection in the list once, so it is flushed once.
+            debug_assert!(c.dirty, "{id} is in the dirty list unmarked");
             c.dirty = false;
             if c.transport.is_plain() {
                 if !c.out.is_empty() {

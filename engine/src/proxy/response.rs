@@ -194,15 +194,14 @@ impl Engine {
     }
 
     fn try_retry_after_response(&mut self, now: Instant, req_id: RequestId, status: u16) -> bool {
-        // The response's body will not be read: the connection can't be reused.
-        let up = match self.requests.get(req_id).map(|r| r.phase) {
-            Some(Phase::Upstream { up, .. }) => up,
-            _ => return false,
-        };
         let allowed = {
             let Some(req) = self.requests.get(req_id) else {
                 return false;
             };
+            // Only an attempt that is on a connection has a response to retry.
+            if !matches!(req.phase, Phase::Upstream { .. }) {
+                return false;
+            }
             let policy = req.retry_policy();
             !req.response_started()
                 && req.body.replay.is_some()
@@ -216,8 +215,8 @@ impl Engine {
         if !allowed {
             return false;
         }
-        let _ = up;
-        // detach (closing the connection) without a second outlier report, then schedule.
+        // The response's body will not be read, so the connection can't be reused: detach
+        // (closing the connection) without a second outlier report, then schedule.
         self.detach_attempt(now, req_id, None);
         if self.try_retry(now, req_id, Failure::Status(status)) {
             return true;
@@ -413,16 +412,11 @@ impl Engine {
         if let Some(req) = self.requests.get_mut(req_id) {
             // The connection outlives the request: detach without closing it.
             req.set_phase(Phase::Done);
-        }
-        if let Some(req) = self.requests.get(req_id) {
-            if req.tries.holds_request {
+            if std::mem::take(&mut req.tries.holds_request) {
                 if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
                     s.state.breaker_mut().request_done();
                 }
             }
-        }
-        if let Some(req) = self.requests.get_mut(req_id) {
-            req.tries.holds_request = false;
         }
         if reusable {
             self.release_upstream(now, up_id);
