@@ -1,9 +1,13 @@
-//! HTTP/1.1 behind the [`ServerCodec`] seam: one request at a time, in order.
+//! HTTP/1.1 behind the [`ServerCodec`] seam: one request at a time, in order, and its
+//! response written with [`crate::http1`]'s encoders.
 
 use bytes::BytesMut;
 
-use super::{DecodeContext, DecodeError, RequestEvent, ServerCodec, StreamId};
-use crate::http1::{take_request_head_pooled, BodyDecoder, BodyEvent, BodyFraming};
+use super::{DecodeContext, DecodeError, LocalResponse, RequestEvent, ServerCodec, StreamId};
+use crate::http1::{
+    encode_local_response, encode_response_head, encode_response_head_with_room,
+    take_request_head_pooled, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, ResponseHead,
+};
 
 /// Where the connection's one request is.
 #[derive(Debug)]
@@ -27,6 +31,9 @@ pub struct Http1Server {
     state: State,
     /// The stream the next head opens.
     next: u32,
+    /// The framing of the response being written, and the stream it answers: set by its head,
+    /// dropped when the stream is finished.
+    response: Option<(StreamId, BodyEncoder)>,
 }
 
 impl Default for Http1Server {
@@ -34,6 +41,22 @@ impl Default for Http1Server {
         Http1Server {
             state: State::AwaitHead,
             next: 1,
+            response: None,
+        }
+    }
+}
+
+impl Http1Server {
+    /// The body encoder of `stream`'s response (whose head went out).
+    fn body(&mut self, stream: StreamId) -> Option<&mut BodyEncoder> {
+        debug_assert!(
+            self.response.as_ref().is_some_and(|(s, _)| *s == stream),
+            "body of {stream:?} before its head (response: {:?})",
+            self.response.as_ref().map(|(s, _)| s)
+        );
+        match &mut self.response {
+            Some((s, encoder)) if *s == stream => Some(encoder),
+            _ => None,
         }
     }
 }
@@ -98,6 +121,52 @@ impl ServerCodec for Http1Server {
             self.state
         );
         self.state = State::AwaitHead;
+        self.response = None;
+    }
+
+    fn encode_interim(&mut self, _stream: StreamId, head: &ResponseHead, out: &mut BytesMut) {
+        debug_assert!((100..200).contains(&head.status), "interim {}", head.status);
+        encode_response_head(head, out);
+    }
+
+    fn encode_continue(&mut self, _stream: StreamId, out: &mut BytesMut) {
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    fn encode_head(
+        &mut self,
+        stream: StreamId,
+        head: &ResponseHead,
+        room: usize,
+        out: &mut BytesMut,
+    ) {
+        debug_assert!(
+            self.response.is_none(),
+            "a second response head on {stream:?}"
+        );
+        encode_response_head_with_room(head, room, out);
+        self.response = Some((stream, BodyEncoder::new(head.framing)));
+    }
+
+    fn encode_data(&mut self, stream: StreamId, data: &[u8], out: &mut BytesMut) {
+        if let Some(encoder) = self.body(stream) {
+            encoder.encode_data(data, out);
+        }
+    }
+
+    fn encode_end(&mut self, stream: StreamId, trailers: &http::HeaderMap, out: &mut BytesMut) {
+        if let Some(encoder) = self.body(stream) {
+            encoder.encode_end(trailers, out);
+        }
+    }
+
+    fn encode_local(&mut self, _stream: StreamId, local: LocalResponse<'_>, out: &mut BytesMut) {
+        encode_local_response(local.status, local.headers, local.body, local.close, out);
+    }
+
+    fn encode_connection_error(&mut self, local: LocalResponse<'_>, out: &mut BytesMut) {
+        debug_assert!(local.close, "a connection error closes the connection");
+        encode_local_response(local.status, local.headers, local.body, local.close, out);
     }
 }
 
@@ -190,5 +259,84 @@ mod tests {
             codec.decode(&mut buf, false, cx),
             Err(DecodeError::Head(_))
         ));
+    }
+
+    fn response(status: u16, framing: BodyFraming) -> ResponseHead {
+        ResponseHead {
+            version: crate::http1::Version::Http11,
+            status,
+            reason: "".into(),
+            headers: http::HeaderMap::new(),
+            framing,
+            keep_alive: true,
+        }
+    }
+
+    /// The codec keeps each response's framing: a chunked body is chunked and ended, and the
+    /// next stream's response starts afresh once the first stream is finished.
+    #[test]
+    fn responses_are_framed_per_stream() {
+        let mut codec = Http1Server::new();
+        let mut buf = BytesMut::from(
+            &b"GET /a HTTP/1.1\r\nhost: h\r\n\r\nGET /b HTTP/1.1\r\nhost: h\r\n\r\n"[..],
+        );
+        assert!(matches!(
+            decode(&mut codec, &mut buf, false),
+            RequestEvent::Head {
+                stream: StreamId(1),
+                ..
+            }
+        ));
+        let mut out = BytesMut::new();
+        codec.encode_interim(StreamId(1), &response(103, BodyFraming::None), &mut out);
+        codec.encode_head(
+            StreamId(1),
+            &response(200, BodyFraming::Chunked),
+            2,
+            &mut out,
+        );
+        codec.encode_data(StreamId(1), b"hi", &mut out);
+        codec.encode_end(StreamId(1), &http::HeaderMap::new(), &mut out);
+        codec.finish_stream(StreamId(1));
+        assert!(matches!(
+            decode(&mut codec, &mut buf, false),
+            RequestEvent::Head {
+                stream: StreamId(2),
+                ..
+            }
+        ));
+        codec.encode_head(
+            StreamId(2),
+            &response(200, BodyFraming::ContentLength(2)),
+            0,
+            &mut out,
+        );
+        codec.encode_data(StreamId(2), b"ok", &mut out);
+        codec.encode_end(StreamId(2), &http::HeaderMap::new(), &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 103 Early Hints\r\n\r\n\
+             HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+             HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn local_answers_are_http1_local_responses() {
+        let mut codec = Http1Server::new();
+        let local = LocalResponse {
+            status: 404,
+            headers: &[("x-a", "b")],
+            body: b"",
+            close: false,
+        };
+        let mut out = BytesMut::new();
+        codec.encode_local(StreamId(1), local, &mut out);
+        let mut expected = BytesMut::new();
+        crate::http1::encode_local_response(404, &[("x-a", "b")], b"", false, &mut expected);
+        assert_eq!(out, expected);
+        let mut out = BytesMut::new();
+        codec.encode_continue(StreamId(1), &mut out);
+        assert_eq!(&out[..], b"HTTP/1.1 100 Continue\r\n\r\n");
     }
 }

@@ -113,6 +113,11 @@ impl Engine {
             }
         }
     }
+
+    /// `now` as whole seconds since the UNIX epoch, on the engine's clock.
+    pub(crate) fn unix_seconds(&self, now: Instant) -> u64 {
+        (self.unix_base + std::time::Duration::from_nanos(now.as_nanos())).as_secs()
+    }
 }
 
 /// Envoy's `buildOriginalUri`: `<x-forwarded-proto>://<host><path>`, the path cut at 256

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::codec::{DecodeContext, DecodeError, Http1Server, RequestEvent};
-use crate::http1;
+use crate::codec::{DecodeContext, DecodeError, Http1Server, LocalResponse, RequestEvent};
 use crate::time::Instant;
 
 use crate::transport::{Endpoint, Transport};
@@ -19,6 +18,7 @@ use super::api::{Accepted, Event};
 use super::conn::{Conn, DownState, Downstream, Side};
 use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
+use super::outbox::down_writer;
 use super::request::{Inbound, Phase};
 use super::timers::TimerOwner;
 use super::Engine;
@@ -270,20 +270,20 @@ impl Engine {
 
     /// Answer a request that could not be parsed, then close (the framing can't be trusted).
     fn protocol_error(&mut self, now: Instant, id: DownstreamId, status: u16, reason: &str) {
-        let mut out = BytesMut::new();
         let flag = if status == 408 {
             ResponseFlag::StreamIdleTimeout
         } else {
             ResponseFlag::DownstreamProtocolError
         };
-        http1::encode_local_response(
-            status,
-            &[("x-trellis-response-flags", flag.code())],
-            reason.as_bytes(),
-            true,
-            &mut out,
-        );
-        self.write(id, &out);
+        if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, id) {
+            let local = LocalResponse {
+                status,
+                headers: &[("x-trellis-response-flags", flag.code())],
+                body: reason.as_bytes(),
+                close: true,
+            };
+            codec.encode_connection_error(local, out);
+        }
         self.mark_closing(id, true);
         *self.stats.flags.entry(flag).or_default() += 1;
         self.stats.downstream_rq_total += 1;

@@ -4,8 +4,8 @@
 //! Life of a request, and where each step lives:
 //! 1. `downstream`: bytes from a client are parsed into a request head (RFC 9112 rules and
 //!    limits from [`crate::http1`]); protocol errors answer 4xx/5xx and close.
-//! 2. `routing`: the head is routed ([`crate::route`]), faults are injected, the upstream
-//!    head is prepared; `request` holds the request's state (an enum per concern).
+//! 2. `routing`: the head is routed ([`crate::route`]), `faults` are injected, `head_edits`
+//!    prepares the upstream head; `request` holds the request's state (an enum per concern).
 //! 3. `attempt`: a host is picked ([`crate::cluster`]), failures are retried with jittered
 //!    backoff within the route's policy; `timeouts` fire the route, per-try and idle limits.
 //! 4. `pool`: a pooled connection (or a new one, within the circuit breaker's limits)
@@ -14,25 +14,31 @@
 //! 5. `reply`: mesh-generated answers, the end of the request, its access-log record, and
 //!    the connection's next request (queued as deferred work, never a recursive call).
 //!
-//! Files are layered: each calls only files listed below it, never one above.
+//! Files are layered: each calls only files listed below it, never one above
+//! (`engine/tests/layering.rs` checks it).
 //!
 //! ```text
-//!   mod         public surface, dispatch, the deferred-work loop, flush
+//!   mod         public surface
+//!   dispatch    inputs routed to handlers, the deferred-work loop, timers popped, flush
 //!   upstream    upstream connection events  ┐
-//!   downstream  client connection events    ├ handlers, called only by mod
+//!   downstream  client connection events    ├ handlers, called only by dispatch and mod
 //!   timeouts    a request's timers firing   ┘
 //!   response    relaying an upstream answer
-//!   routing     a new request: route, faults, upstream head
+//!   routing     a new request: checks, route, destination
+//!   authorize   authorization policy (RBAC) on a new request
+//!   authenticate request authentication (JWT)
+//!   faults      fault delay and abort, a route's own answers
+//!   head_edits  client certificate forwarding, the upstream head
 //!   attempt     hosts and retries
 //!   reply       ending a request
+//!   mirror      copies of a request to mirror clusters
 //!   pool        upstream connections and cluster slots
 //!   relay       backpressure and tunnels
-//!   outbox      writes, closes, read interest, timers, deferred work
-//!   mirror      copies of a request to mirror clusters, called by the handlers above
+//!   outbox      writes, closes, read interest, timers, events, deferred work
 //! ```
 //!
 //! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
-//! `timers`, `snapshot`, `api`, `log`, `stats`; `inspect` (probes for tests and the
+//! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`; `inspect` (probes for tests and the
 //! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
@@ -44,7 +50,10 @@ mod authenticate;
 mod authorize;
 mod clusters;
 mod conn;
+mod dispatch;
 mod downstream;
+mod faults;
+mod head_edits;
 mod ids;
 mod inspect;
 mod intake;
@@ -81,12 +90,12 @@ use crate::config::Config;
 use crate::http1::Limits;
 use crate::rng::EngineRng;
 use crate::time::Instant;
-use crate::transport::{PlainTransports, TransformError, TransportFactory};
+use crate::transport::{PlainTransports, TransportFactory};
 
 use clusters::Clusters;
-use conn::{Conn, Side};
-use ids::{DownstreamId, RequestId, UpstreamId};
-use outbox::out_buf;
+use conn::Conn;
+use ids::{RequestId, UpstreamId};
+use outbox::{out_buf, Work};
 use request::Request;
 use slab::Slab;
 use snapshot::Snapshot;
@@ -285,11 +294,6 @@ impl Engine {
         self.unix_base = unix_base;
     }
 
-    /// `now` as whole seconds since the UNIX epoch, on the engine's clock.
-    pub(crate) fn unix_seconds(&self, now: Instant) -> u64 {
-        (self.unix_base + std::time::Duration::from_nanos(now.as_nanos())).as_secs()
-    }
-
     /// The next output to perform, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -348,261 +352,14 @@ impl Engine {
         self.mutations = mutations;
         self.spread_mutations();
     }
-
-    // ---- the dispatcher: deferred work, timers, flushing, and inputs routed to handlers ----
-
-    /// Do the deferred work, including whatever it defers in turn. The queue holds at most one
-    /// entry per downstream connection, and each handler runs from here with a flat stack.
-    fn run_work(&mut self, now: Instant) {
-        while let Some(work) = self.work.pop_front() {
-            match work {
-                Work::Resume(id) => {
-                    let Some(down) = self.conns.down_mut(id) else {
-                        continue;
-                    };
-                    debug_assert!(down.resume_queued, "a queued resume is flagged");
-                    down.resume_queued = false;
-                    self.on_downstream_data(now, id);
-                }
-            }
-        }
-    }
-
-    fn on_sweep_timer(&mut self, now: Instant, at: Instant, slot: usize) {
-        let Some(s) = self.clusters.slot_mut(slot) else {
-            return;
-        };
-        if s.sweep_at != Some(at) {
-            return;
-        }
-        s.sweep_at = None;
-        let returned = s.state.on_timer(now);
-        self.stats.outlier_returns += returned.len() as u64;
-        self.arm_sweep(slot);
-    }
-
-    /// Removes stale timer entries once they clearly outnumber the live owners. Without this a
-    /// finished request's entry (e.g. its 5-minute stream idle deadline) would stay in the heap
-    /// until it expired: memory proportional to request rate × timeout.
-    fn compact_timers(&mut self) {
-        let live = self.conns.len() + self.requests.len() + self.clusters.slots.len();
-        if self.timers.len() <= 2 * live + 1024 {
-            return;
-        }
-        let (conns, requests, clusters) = (&self.conns, &self.requests, &self.clusters);
-        self.timers.retain(|at, owner| match owner {
-            TimerOwner::Conn(id) => conns.get(id).is_some_and(|c| c.wake == Some(at)),
-            TimerOwner::Request(id) => requests.get(id).is_some_and(|r| r.timers.wake == Some(at)),
-            TimerOwner::ClusterSweep(slot) => {
-                clusters.slot(slot).is_some_and(|s| s.sweep_at == Some(at))
-            }
-        });
-    }
-
-    /// Turn buffered writes and decided closes into outputs, in connection order of marking.
-    fn flush(&mut self) {
-        debug_assert!(
-            self.work.is_empty(),
-            "deferred work is done before a call returns"
-        );
-        self.compact_timers();
-        #[cfg(debug_assertions)]
-        self.check_invariants();
-        // Take the list and give it back afterwards, keeping its capacity.
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for id in dirty.drain(..) {
-            let Some(c) = self.conns.get_mut(id) else {
-                continue;
-            };
-            c.dirty = false;
-            if c.transport.is_plain() {
-                if !c.out.is_empty() {
-                    let data = c.out.split().freeze();
-                    c.unacked += data.len();
-                    self.outputs.push_back(Output::Send { conn: id, data });
-                }
-            } else {
-                let mut wire = bytes::BytesMut::new();
-                c.transport.seal_into(&mut c.out, &mut wire);
-                if c.closing == Some(true) {
-                    // The protocol's close (TLS close_notify) goes after the last bytes the
-                    // codec wrote: a peer stops reading at close_notify, so a response
-                    // sealed behind it would be lost.
-                    c.transport.close();
-                    c.transport.seal_into(&mut c.out, &mut wire);
-                }
-                if !wire.is_empty() {
-                    c.unacked += wire.len();
-                    let data = wire.freeze();
-                    self.outputs.push_back(Output::Send { conn: id, data });
-                }
-            }
-            if let Some(graceful) = c.closing {
-                debug_assert!(graceful || c.out.is_empty(), "{id}: a reset sends nothing");
-                self.outputs.push_back(Output::Close { conn: id, graceful });
-                self.conns.remove(id);
-            }
-        }
-        self.dirty = dirty;
-    }
-
-    fn on_conn_timer(&mut self, now: Instant, at: Instant, id: ConnId) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        if c.wake != Some(at) || !c.is_open() {
-            return;
-        }
-        c.wake = None;
-        match c.side {
-            Side::Down(_) => self.on_downstream_timer(now, DownstreamId::new(id)),
-            Side::Up(_) => self.on_upstream_timer(now, UpstreamId::new(id)),
-        }
-    }
-
-    fn on_write_drained(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        c.unacked = 0;
-        match &c.side {
-            Side::Down(down) => {
-                // A pipelined request may have waited for the client to take its answers.
-                let waiting = down.state == conn::DownState::Idle && !down.recv.is_empty();
-                let id = DownstreamId::new(id);
-                self.refresh_backpressure_from_down(now, id);
-                if waiting {
-                    self.queue_resume(id);
-                }
-            }
-            Side::Up(_) => self.refresh_backpressure_from_up(now, UpstreamId::new(id)),
-        }
-    }
-
-    fn on_received(&mut self, now: Instant, id: ConnId, data: bytes::Bytes) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        if !c.is_open() {
-            return;
-        }
-        let (recv, read_closed) = match &mut c.side {
-            Side::Down(down) => (&mut down.recv, down.read_closed),
-            Side::Up(up) => (&mut up.recv, up.read_closed),
-        };
-        if c.transport.is_plain() {
-            // Plain bytes are the codec's bytes: adopted whole when large (see `intake`).
-            intake::take_in(recv, data);
-        } else if let Err(error) = c.transport.receive(now, &data, recv) {
-            // The transform turns socket bytes into the codec's bytes.
-            self.on_transport_failed(now, id, error);
-            return;
-        }
-        let peer_closed = c.transport.is_peer_closed() && !read_closed;
-        let is_down = matches!(c.side, Side::Down(_));
-        if c.transport.wants_write() {
-            // A handshake step or an alert to answer, whatever the codec does.
-            self.mark_dirty(id);
-        }
-        if is_down {
-            self.on_downstream_data(now, DownstreamId::new(id));
-        } else {
-            self.on_upstream_data(now, UpstreamId::new(id));
-        }
-        if peer_closed {
-            // The transform's own close (TLS close_notify) is the codec's EOF.
-            self.on_read_closed(now, id);
-        }
-    }
-
-    /// A connection's transform failed: say why, send its alert, and end the connection as if
-    /// the peer had reset it (its request fails or retries as for a reset).
-    fn on_transport_failed(&mut self, now: Instant, id: ConnId, error: TransformError) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        c.transport.fail();
-        let (peer, upstream) = match &c.side {
-            Side::Down(d) => (d.peer, false),
-            Side::Up(u) => (u.addr, true),
-        };
-        self.stats.transport_failures += 1;
-        self.push_event(Event::TransportFailed {
-            conn: id,
-            peer,
-            upstream,
-            error,
-        });
-        if upstream {
-            let up = UpstreamId::new(id);
-            self.on_upstream_gone(now, up);
-        } else {
-            let down = DownstreamId::new(id);
-            self.on_downstream_gone(now, down);
-            // Graceful: the alert goes out before the close.
-            self.mark_closing(down, true);
-        }
-    }
-
-    /// Keep `event` for [`Engine::poll_event`], dropping the oldest beyond [`MAX_EVENTS`].
-    fn push_event(&mut self, event: Event) {
-        if self.events.len() == MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(event);
-    }
-
-    fn on_read_closed(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        if !c.is_open() {
-            return;
-        }
-        match &mut c.side {
-            Side::Down(down) => {
-                down.read_closed = true;
-                self.on_downstream_eof(now, DownstreamId::new(id));
-            }
-            Side::Up(up) => {
-                up.read_closed = true;
-                self.on_upstream_eof(now, UpstreamId::new(id));
-            }
-        }
-    }
-
-    fn on_closed(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = self.conns.get(id) else {
-            return;
-        };
-        if !c.is_open() {
-            // We asked for it; the driver confirms.
-            self.conns.remove(id);
-            return;
-        }
-        match c.side {
-            Side::Down(_) => self.on_downstream_gone(now, DownstreamId::new(id)),
-            Side::Up(_) => self.on_upstream_gone(now, UpstreamId::new(id)),
-        }
-        // The peer is gone: nothing more to send, and no Close output is owed.
-        self.conns.remove(id);
-    }
-}
-
-/// Work a handler leaves for the engine's top-level loop instead of calling into another
-/// handler (which could call back into it: a request the mesh answers itself used to re-enter
-/// `on_downstream_data` through `finish_request`, several stack frames per pipelined request).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Work {
-    /// A request on this downstream connection finished and more bytes are buffered: read
-    /// the next request.
-    Resume(DownstreamId),
 }
 
 #[cfg(test)]
 mod authn_tests;
 #[cfg(test)]
 mod authz_tests;
+#[cfg(test)]
+mod config_swap_tests;
 #[cfg(test)]
 mod hash_tests;
 #[cfg(test)]

@@ -1,16 +1,26 @@
 //! What one call leaves for the driver, and the wake-ups it arms: bytes gathered per
 //! connection (flushed as one `Output::Send` when the call returns), decided closes, read
-//! interest, timers of connections and cluster sweeps, and the deferred-work queue. The
-//! lowest layer of the proxy: everything calls it, it calls nothing else.
+//! interest, timers of connections and cluster sweeps, events for the driver to log, and the
+//! deferred-work queue ([`Work`]). The lowest layer of the proxy: everything calls it, it
+//! calls nothing else.
 
-use super::conn::Conn;
+use super::conn::{Conn, Side};
 use super::ids::{ConnId, DownstreamId};
 use super::slab::Slab;
 use super::timers::TimerOwner;
-use super::{Engine, Output, Work};
+use super::{Engine, Event, Output, MAX_EVENTS};
+use crate::codec::ServerCodec;
 use crate::time::Instant;
 
 impl Engine {
+    /// Keep `event` for [`Engine::poll_event`], dropping the oldest beyond [`MAX_EVENTS`].
+    pub(super) fn push_event(&mut self, event: Event) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
     /// Let downstream `id` read its next (pipelined) request once the current call unwinds.
     pub(super) fn queue_resume(&mut self, id: DownstreamId) {
         if let Some(down) = self.conns.open_down_mut(id) {
@@ -90,7 +100,15 @@ pub(super) fn out_buf<'a>(
     dirty: &mut Vec<ConnId>,
     conn: impl Into<ConnId>,
 ) -> Option<&'a mut bytes::BytesMut> {
-    let conn = conn.into();
+    open_marked(conns, dirty, conn.into()).map(|c| &mut c.out)
+}
+
+/// An open connection, marked for flushing (what is written to it goes out with the call).
+fn open_marked<'a>(
+    conns: &'a mut Slab<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    conn: ConnId,
+) -> Option<&'a mut Conn> {
     let c = conns.get_mut(conn)?;
     if !c.is_open() {
         return None;
@@ -99,7 +117,22 @@ pub(super) fn out_buf<'a>(
         c.dirty = true;
         dirty.push(conn);
     }
-    Some(&mut c.out)
+    Some(c)
+}
+
+/// A client connection's codec and outgoing buffer (marked for flushing), to encode a response
+/// into: the codec owns the response's framing, the buffer takes its bytes. `None` once the
+/// connection is closing.
+pub(super) fn down_writer<'a>(
+    conns: &'a mut Slab<ConnId, Conn>,
+    dirty: &mut Vec<ConnId>,
+    down: DownstreamId,
+) -> Option<(&'a mut dyn ServerCodec, &'a mut bytes::BytesMut)> {
+    let c = open_marked(conns, dirty, down.conn())?;
+    match &mut c.side {
+        Side::Down(d) => Some((&mut *d.codec, &mut c.out)),
+        Side::Up(_) => None,
+    }
 }
 
 pub(super) fn mark_dirty(conns: &mut Slab<ConnId, Conn>, dirty: &mut Vec<ConnId>, conn: ConnId) {
@@ -109,4 +142,14 @@ pub(super) fn mark_dirty(conns: &mut Slab<ConnId, Conn>, dirty: &mut Vec<ConnId>
             dirty.push(conn);
         }
     }
+}
+
+/// Work a handler leaves for the engine's top-level loop instead of calling into another
+/// handler (which could call back into it: a request the mesh answers itself used to re-enter
+/// `on_downstream_data` through `finish_request`, several stack frames per pipelined request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Work {
+    /// A request on this downstream connection finished and more bytes are buffered: read
+    /// the next request.
+    Resume(DownstreamId),
 }

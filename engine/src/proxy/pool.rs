@@ -200,15 +200,15 @@ impl Engine {
             return;
         };
         s.state.breaker_mut().pending_removed();
-        let host = self
-            .requests
-            .get(req)
-            .and_then(|r| r.tries.host)
-            .map(|(_, h, _)| h);
-        let Some(host) = host else {
-            return;
-        };
-        let Some(s) = self.clusters.slot_mut(slot) else {
+        // A request leaves the queue when it stops waiting (`detach_attempt`): whatever is
+        // queued is waiting, with the host it was picked for.
+        let waiting = self.requests.get(req);
+        debug_assert!(
+            waiting.is_some_and(|r| r.phase == Phase::Pending && r.tries.host.is_some()),
+            "{req} queued on slot {slot} while {:?}",
+            waiting.map(|r| r.phase)
+        );
+        let Some(host) = waiting.and_then(|r| r.tries.host).map(|(_, h, _)| h) else {
             return;
         };
         if let Some(up) = s.idle.get_mut(host).and_then(|l| l.pop()) {
@@ -265,6 +265,12 @@ impl Engine {
         let generation = s.generation;
         if let Some(req) = s.pending.pop_front() {
             s.state.breaker_mut().pending_removed();
+            debug_assert!(
+                self.requests
+                    .get(req)
+                    .is_some_and(|r| r.phase == Phase::Pending),
+                "{req} queued on slot {slot} is not waiting"
+            );
             if let Some(up) = self.up_mut(id) {
                 up.state = UpState::Idle; // free, and handed over at once
                 up.host = host;

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use crate::codec::LocalResponse;
 use crate::http1::{self};
 use crate::time::Instant;
 
 use super::conn::DownState;
 use super::ids::{DownstreamId, RequestId};
 use super::log::{RequestLog, ResponseFlag};
+use super::outbox::down_writer;
 use super::request::Outbound;
 use super::Engine;
 
@@ -77,23 +79,29 @@ impl Engine {
         if flag.is_some() {
             headers.push(("x-trellis-response-flags", &flags));
         }
-        let mut out = bytes::BytesMut::new();
         let body = if req.head.method == http::Method::HEAD {
             ""
         } else {
             body
         };
-        http1::encode_local_response(status, &headers, body.as_bytes(), close, &mut out);
+        let (down, stream) = (req.down, req.stream);
+        if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, down) {
+            let local = LocalResponse {
+                status,
+                headers: &headers,
+                body: body.as_bytes(),
+                close,
+            };
+            codec.encode_local(stream, local, out);
+        }
         req.response.status = status;
         req.response.outbound = Outbound::Written;
         req.response.body_out = body.len() as u64;
-        let down = req.down;
         if close {
             if let Some(d) = self.conns.down_mut(down) {
                 d.close_after_response = true;
             }
         }
-        self.write(down, &out);
         self.finish_request(now, id);
     }
 

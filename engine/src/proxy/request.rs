@@ -106,10 +106,9 @@ pub(crate) enum Outbound {
     /// Nothing was sent to the client yet: the request may still be retried or answered.
     NotStarted,
     /// An upstream response's head went out; its body is relayed as decoded from the upstream
-    /// and re-encoded for the client.
+    /// and re-encoded for the client by the connection's codec.
     Relaying {
         decoder: BodyDecoder,
-        encoder: BodyEncoder,
         /// The upstream response allows reusing its connection.
         upstream_keep_alive: bool,
     },

@@ -2,19 +2,18 @@
 //! re-framing it for the client, relaying the body, and deciding whether the connection goes
 //! back to the pool.
 
-use bytes::BytesMut;
-
 use crate::cluster::Outcome;
-use crate::http1::{self, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, ResponseHead, Version};
+use crate::http1::{self, BodyDecoder, BodyEvent, BodyFraming, ResponseHead, Version};
 use crate::route;
 use crate::time::Instant;
 
 use super::conn::{DownState, Upstream};
 use super::ids::{RequestId, UpstreamId};
 use super::log::ResponseFlag;
+use super::outbox::down_writer;
 use super::request::{status_retriable, Failure, Inbound, Outbound, Phase};
 use super::timers::TimerOwner;
-use super::{out_buf, Engine};
+use super::Engine;
 
 impl Engine {
     /// Parse and forward as much of the response as has arrived.
@@ -36,10 +35,7 @@ impl Engine {
             let Some(req) = self.requests.get_mut(req_id) else {
                 return;
             };
-            let Outbound::Relaying {
-                decoder, encoder, ..
-            } = &mut req.response.outbound
-            else {
+            let Outbound::Relaying { decoder, .. } = &mut req.response.outbound else {
                 return;
             };
             // A body the upstream stopped short of is a terminated connection (UC); one it
@@ -48,7 +44,7 @@ impl Engine {
                 Ok(BodyEvent::NeedMore) if up.read_closed => (decoder.finish_on_eof(), true),
                 other => (other, false),
             };
-            let down = req.down;
+            let (down, stream) = (req.down, req.stream);
             match event {
                 Ok(BodyEvent::Data(data)) => {
                     req.response.body_out += data.len() as u64;
@@ -65,13 +61,15 @@ impl Engine {
                         now + idle,
                         TimerOwner::Request(req_id),
                     );
-                    if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-                        encoder.encode_data(&data, out);
+                    if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, down)
+                    {
+                        codec.encode_data(stream, &data, out);
                     }
                 }
                 Ok(BodyEvent::Done { trailers }) => {
-                    if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-                        encoder.encode_end(&trailers, out);
+                    if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, down)
+                    {
+                        codec.encode_end(stream, &trailers, out);
                     }
                     self.response_complete(now, up_id, req_id);
                     return;
@@ -123,7 +121,7 @@ impl Engine {
                 return false;
             }
         };
-        let down = req.down;
+        let (down, stream) = (req.down, req.stream);
         let down_version = req.down_version;
         let wants_upgrade = req.head.upgrade.is_some();
         if (100..200).contains(&head.status) {
@@ -136,12 +134,12 @@ impl Engine {
             }
             // We answered 100-continue ourselves; other interim responses go on to 1.1 clients.
             if head.status != 100 && down_version == Version::Http11 {
-                let mut out = BytesMut::new();
                 http1::strip_hop_by_hop(&mut head.headers);
                 head.framing = BodyFraming::None;
                 head.keep_alive = true;
-                http1::encode_response_head(&head, &mut out);
-                self.write(down, &out);
+                if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, down) {
+                    codec.encode_interim(stream, &head, out);
+                }
             }
             return true;
         }
@@ -196,15 +194,14 @@ impl Engine {
     }
 
     fn try_retry_after_response(&mut self, now: Instant, req_id: RequestId, status: u16) -> bool {
-        // The response's body will not be read: the connection can't be reused.
-        let up = match self.requests.get(req_id).map(|r| r.phase) {
-            Some(Phase::Upstream { up, .. }) => up,
-            _ => return false,
-        };
         let allowed = {
             let Some(req) = self.requests.get(req_id) else {
                 return false;
             };
+            // Only an attempt that is on a connection has a response to retry.
+            if !matches!(req.phase, Phase::Upstream { .. }) {
+                return false;
+            }
             let policy = req.retry_policy();
             !req.response_started()
                 && req.body.replay.is_some()
@@ -218,8 +215,8 @@ impl Engine {
         if !allowed {
             return false;
         }
-        let _ = up;
-        // detach (closing the connection) without a second outlier report, then schedule.
+        // The response's body will not be read, so the connection can't be reused: detach
+        // (closing the connection) without a second outlier report, then schedule.
         self.detach_attempt(now, req_id, None);
         if self.try_retry(now, req_id, Failure::Status(status)) {
             return true;
@@ -318,7 +315,6 @@ impl Engine {
         let limits = http1::Limits::from(&req.snapshot.config.http);
         req.response.outbound = Outbound::Relaying {
             decoder: BodyDecoder::new(upstream_framing, &limits),
-            encoder: BodyEncoder::new(down_framing),
             upstream_keep_alive,
         };
         if close_down {
@@ -326,8 +322,9 @@ impl Engine {
                 d.close_after_response = true;
             }
         }
-        if let Some(out) = out_buf(&mut self.conns, &mut self.dirty, down) {
-            http1::encode_response_head_with_room(&head, body_ready, out);
+        let stream = req.stream;
+        if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, down) {
+            codec.encode_head(stream, &head, body_ready, out);
         }
         self.header_pool.give(head.headers);
         let _ = now;
@@ -344,7 +341,7 @@ impl Engine {
         let Some(req) = self.requests.get_mut(req_id) else {
             return false;
         };
-        let down = req.down;
+        let (down, stream) = (req.down, req.stream);
         let protocol = req.head.upgrade.clone().unwrap_or_default();
         http1::strip_hop_by_hop(&mut head.headers);
         if let Ok(value) = http::HeaderValue::from_str(&protocol) {
@@ -358,9 +355,9 @@ impl Engine {
         head.keep_alive = true;
         req.response.status = 101;
         req.response.outbound = Outbound::Written;
-        let mut out = BytesMut::new();
-        http1::encode_response_head(&head, &mut out);
-        self.write(down, &out);
+        if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, down) {
+            codec.encode_head(stream, &head, 0, out);
+        }
         // The request is over as an HTTP exchange; the connections live on as a tunnel.
         if let Some(r) = self.requests.get_mut(req_id) {
             r.set_phase(Phase::Done);
@@ -415,16 +412,11 @@ impl Engine {
         if let Some(req) = self.requests.get_mut(req_id) {
             // The connection outlives the request: detach without closing it.
             req.set_phase(Phase::Done);
-        }
-        if let Some(req) = self.requests.get(req_id) {
-            if req.tries.holds_request {
+            if std::mem::take(&mut req.tries.holds_request) {
                 if let Some(s) = req.slot.and_then(|s| self.clusters.slot_mut(s)) {
                     s.state.breaker_mut().request_done();
                 }
             }
-        }
-        if let Some(req) = self.requests.get_mut(req_id) {
-            req.tries.holds_request = false;
         }
         if reusable {
             self.release_upstream(now, up_id);

@@ -1,16 +1,19 @@
-//! Routing a request: the route table decides forward, redirect or direct response; faults
-//! are injected (delay, then abort); the head is rewritten for the upstream (hop-by-hop fields
-//! out, header edits and proxy fields in); unknown hosts may pass through (Istio ALLOW_ANY).
+//! Routing a request: a new request is authorized, CONNECT and Max-Forwards are answered, and
+//! the route table decides forward, redirect or direct response; a forwarded request gets its
+//! destination, path and authority rewrites and its upstream head ([`super::head_edits`]);
+//! unknown hosts may pass through (Istio ALLOW_ANY). Faults come next ([`super::faults`]).
 
 use crate::codec::StreamId;
-use crate::config::{Route, RouteAction, WeightedCluster};
+use crate::config::{RouteAction, WeightedCluster};
 use crate::http1::{self, BodyEncoder, BodyFraming, RequestHead, Version};
 use crate::route::{self, RouteOutcome, RouteRequest};
 use crate::time::Instant;
 
 use super::conn::DownState;
+use super::head_edits::prepare_upstream_head;
 use super::ids::{DownstreamId, RequestId};
 use super::log::ResponseFlag;
+use super::outbox::down_writer;
 use super::request::{
     Inbound, Phase, Request, RequestBody, RequestTimers, ResponseState, RouteRef, Tries,
 };
@@ -203,63 +206,6 @@ impl Engine {
         }
     }
 
-    /// The answer of a route that redirects or answers itself, once its faults are past.
-    fn answer_locally(&mut self, now: Instant, id: RequestId) {
-        let Some(req) = self.requests.get(id) else {
-            return;
-        };
-        let Some(route) = req.route_config() else {
-            return;
-        };
-        // Envoy sends a route's `response_headers_to_add` with its direct responses and
-        // redirects.
-        let (status, body, headers) = match &route.action {
-            RouteAction::DirectResponse { status, body } => (
-                *status,
-                body.clone().unwrap_or_default(),
-                local_answer_headers(route, &[]),
-            ),
-            RouteAction::Redirect(redirect) => {
-                let location = req.redirect_location.clone().unwrap_or_else(|| {
-                    route::redirect_location(
-                        redirect,
-                        "http",
-                        &req.head.authority,
-                        &req.head.target,
-                    )
-                });
-                let headers = local_answer_headers(route, &[("location", &location)]);
-                (route::redirect_status(redirect), String::new(), headers)
-            }
-            RouteAction::Forward(_) => {
-                debug_assert!(false, "answer_locally on a forwarding route");
-                return;
-            }
-        };
-        let refs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        self.local_reply(now, id, status, None, &body, &refs);
-    }
-
-    /// The fault filter's delay (drawn with its percentage), then [`Self::after_delay`].
-    fn inject_delay(&mut self, now: Instant, id: RequestId, route: &crate::config::Route) {
-        let delay = route.fault.as_ref().and_then(|f| f.delay.as_ref());
-        if let Some(delay) = delay.filter(|d| self.rng.chance_percent(d.percent)) {
-            let Some(req) = self.requests.get_mut(id) else {
-                return;
-            };
-            req.response.flags.push(ResponseFlag::DelayInjected);
-            req.set_phase(Phase::FaultDelay {
-                resume_at: now + delay.fixed,
-            });
-            self.arm_request_timer(id);
-            return;
-        }
-        self.after_delay(now, id);
-    }
-
     /// A route matched that forwards: pick the destination, rewrite the head, inject faults,
     /// and start the first attempt.
     fn forward(
@@ -320,50 +266,6 @@ impl Engine {
         self.inject_delay(now, id, route);
     }
 
-    /// `x-forwarded-client-cert` as Envoy's connection manager leaves it before routing
-    /// (`ConnectionManagerUtility::mutateXfccRequestHeader`): on an inbound listener, an mTLS
-    /// client's certificate is appended (Istio's APPEND_FORWARD); every other request loses
-    /// the header, so no client can claim an identity it did not prove (SANITIZE, Envoy's
-    /// default, which Istio keeps on outbound listeners).
-    fn forward_client_cert(
-        &self,
-        down: DownstreamId,
-        listener: &str,
-        headers: &mut http::HeaderMap,
-    ) {
-        let inbound = self
-            .snapshot
-            .listener_named(listener)
-            .is_some_and(|(l, _)| l.direction == crate::config::Direction::Inbound);
-        let details = self
-            .conns
-            .get(down.conn())
-            .and_then(|c| c.transport.client_cert_details());
-        match details {
-            Some(details) if inbound => {
-                let mut value = String::new();
-                for v in headers.get_all(&http1::X_FORWARDED_CLIENT_CERT) {
-                    if let Ok(v) = v.to_str() {
-                        value.push_str(v);
-                        value.push(',');
-                    }
-                }
-                value.push_str(details);
-                match http::HeaderValue::from_str(&value) {
-                    Ok(v) => {
-                        headers.insert(http1::X_FORWARDED_CLIENT_CERT, v);
-                    }
-                    Err(_) => {
-                        headers.remove(&http1::X_FORWARDED_CLIENT_CERT);
-                    }
-                }
-            }
-            _ => {
-                headers.remove(&http1::X_FORWARDED_CLIENT_CERT);
-            }
-        }
-    }
-
     fn listener_passthrough(&self, snapshot: &Snapshot, listener: &str) -> bool {
         snapshot
             .listener_named(listener)
@@ -420,9 +322,11 @@ impl Engine {
         };
         if req.head.expect_continue {
             req.head.expect_continue = false;
-            let down = req.down;
             if req.down_version == Version::Http11 && !req.body_done() {
-                self.write(down, b"HTTP/1.1 100 Continue\r\n\r\n");
+                if let Some((codec, out)) = down_writer(&mut self.conns, &mut self.dirty, req.down)
+                {
+                    codec.encode_continue(req.stream, out);
+                }
             }
         }
     }
@@ -489,200 +393,5 @@ impl Engine {
                 Some(false)
             }
         }
-    }
-
-    /// After any fault delay: maybe abort, else start the first attempt (or, for a route that
-    /// redirects or answers itself, answer).
-    pub(crate) fn after_delay(&mut self, now: Instant, id: RequestId) {
-        let abort = self.requests.get(id).and_then(|r| {
-            r.route_config()
-                .and_then(|r| r.fault.as_ref()?.abort.clone())
-        });
-        if let Some(abort) = abort {
-            #[allow(unused_mut)]
-            let mut percent = abort.percent;
-            #[cfg(feature = "mutants")]
-            if self.mutations.fault_abort_uses_delay_percent {
-                if let Some(d) = self.requests.get(id).and_then(|r| {
-                    r.route_config()
-                        .and_then(|r| r.fault.as_ref()?.delay.as_ref().map(|d| d.percent))
-                }) {
-                    percent = d;
-                }
-            }
-            if self.rng.chance_percent(percent) {
-                let grpc = abort.grpc_status.filter(|_| {
-                    self.requests
-                        .get(id)
-                        .is_some_and(|r| is_grpc_request(&r.head.headers))
-                });
-                match grpc {
-                    // Envoy's sendLocalReply for a gRPC request: trailers-only, HTTP 200, the
-                    // status and the body text as `grpc-status` and `grpc-message`.
-                    Some(code) => self.local_reply(
-                        now,
-                        id,
-                        200,
-                        Some(ResponseFlag::FaultInjected),
-                        "",
-                        &[
-                            ("content-type", "application/grpc"),
-                            ("grpc-status", &code.to_string()),
-                            ("grpc-message", "fault filter abort"),
-                        ],
-                    ),
-                    None => self.local_reply(
-                        now,
-                        id,
-                        abort.status,
-                        Some(ResponseFlag::FaultInjected),
-                        "fault filter abort",
-                        &[],
-                    ),
-                }
-                return;
-            }
-        }
-        let forwards = self.requests.get(id).is_some_and(|r| {
-            r.route_config()
-                .is_none_or(|r| matches!(r.action, RouteAction::Forward(_)))
-        });
-        if forwards {
-            self.begin_attempt(now, id);
-        } else {
-            self.answer_locally(now, id);
-        }
-    }
-}
-
-/// Whether a request is gRPC: its `content-type` is `application/grpc`, or that followed by
-/// `+` or `;` (Envoy's Grpc::Common::hasGrpcContentType, which isGrpcRequestHeaders uses).
-fn is_grpc_request(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.strip_prefix("application/grpc"))
-        .is_some_and(|tail| tail.is_empty() || tail.starts_with('+') || tail.starts_with(';'))
-}
-
-/// Turns the client's head into the upstream head: hop-by-hop fields go, route and destination
-/// header edits apply, the authority may be rewritten, and the proxy adds its own fields.
-fn prepare_upstream_head(
-    head: &mut RequestHead,
-    route: Option<&Route>,
-    dest: Option<&WeightedCluster>,
-    rng: &mut crate::rng::EngineRng,
-) {
-    let upgrade = head.upgrade.clone();
-    http1::strip_hop_by_hop(&mut head.headers);
-    head.upgrade = upgrade;
-    head.headers.remove(http::header::EXPECT);
-    if let Some(route) = route {
-        route::apply_header_ops(&route.request_headers, &mut head.headers);
-    }
-    if let Some(dest) = dest {
-        route::apply_header_ops(&dest.request_headers, &mut head.headers);
-    }
-    // Static names: inserting a custom name given as &str would allocate it every request.
-    use http1::{X_FORWARDED_PROTO, X_REQUEST_ID};
-    if !head.headers.contains_key(&X_REQUEST_ID) {
-        head.headers.insert(X_REQUEST_ID, request_id(rng));
-    }
-    if !head.headers.contains_key(&X_FORWARDED_PROTO) {
-        head.headers
-            .insert(X_FORWARDED_PROTO, http::HeaderValue::from_static("http"));
-    }
-    // RFC 9110 §7.6.3: a proxy MUST add itself to Via.
-    head.headers.append(
-        http::header::VIA,
-        http::HeaderValue::from_static("1.1 trellis"),
-    );
-    head.keep_alive = true;
-}
-
-/// A UUIDv4-shaped request id from the engine RNG (deterministic under a seed).
-fn request_id(rng: &mut crate::rng::EngineRng) -> http::HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bits = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
-    // Version 4, variant 10xx, as RFC 9562 lays them out.
-    bits = (bits & !(0xf << 76)) | (0x4 << 76);
-    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    // Two hex digits per byte, most significant first, with the dashes of the 8-4-4-4-12 form
-    // after bytes 4, 6, 8 and 10 (a byte at a time: this runs for every request without one).
-    let mut out = [0u8; 36];
-    let mut at = 0;
-    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            if let Some(dash) = out.get_mut(at) {
-                *dash = b'-';
-            }
-            at += 1;
-        }
-        if let Some(pair) = out.get_mut(at..at + 2) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
-        at += 2;
-    }
-    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("0"))
-}
-
-/// The headers of a redirect or direct response: `base` with the route's response header edits
-/// applied (Envoy applies `response_headers_to_add`/`_to_remove` to both).
-fn local_answer_headers(
-    route: &crate::config::Route,
-    base: &[(&str, &str)],
-) -> Vec<(String, String)> {
-    if route.response_headers.is_empty() {
-        return base
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-    }
-    let mut map = http::HeaderMap::new();
-    for (n, v) in base {
-        if let (Ok(n), Ok(v)) = (
-            http::header::HeaderName::from_bytes(n.as_bytes()),
-            http::HeaderValue::from_str(v),
-        ) {
-            map.append(n, v);
-        }
-    }
-    route::apply_header_ops(&route.response_headers, &mut map);
-    map.iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_uuid_v4_shaped_and_seeded() {
-        let mut a = crate::rng::EngineRng::with_seed(5);
-        let mut b = crate::rng::EngineRng::with_seed(5);
-        let id = request_id(&mut a);
-        assert_eq!(id, request_id(&mut b));
-        let s = id.to_str().unwrap();
-        assert_eq!(s.len(), 36);
-        assert_eq!(&s[14..15], "4", "{s}");
-        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
-        assert_eq!(s.matches('-').count(), 4);
-        // The layout as the nibble-at-a-time version wrote it, for a known value.
-        let mut c = crate::rng::EngineRng::with_seed(5);
-        let bits = u128::from(c.next_u64()) << 64 | u128::from(c.next_u64());
-        let bits = (bits & !(0xf << 76)) | (0x4 << 76);
-        let bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-        let hex = format!("{bits:032x}");
-        let expected = format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        );
-        assert_eq!(s, expected);
     }
 }

@@ -15,7 +15,9 @@ use crate::config::Config;
 use crate::transport::policy::{InboundMode, InboundMtls, ResolvedUpstreamTls, UpstreamTls};
 use crate::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
 use crate::transport::tls::{MeshCredentials, MtlsSettings, MtlsTransports, Randomness};
-use crate::transport::{ByteTransform, Endpoint, TransformErrorKind, Transport, TransportFactory};
+use crate::transport::{
+    ByteTransform, Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory,
+};
 
 const TD: &str = "cluster.local";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";

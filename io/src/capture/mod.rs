@@ -8,13 +8,15 @@
 //! ([`crate::sockopt::original_dst`]).
 //!
 //! Pure parts, tested against the rule sets istio-iptables produces for the same flags:
-//! - [`spec`]: the settings (flags, annotations, defaults) → a validated [`CaptureSpec`];
+//! - [`spec`]: the settings (flags, annotations, defaults) → a validated [`CaptureSpec`]
+//!   ([`downward_api`] reads the pod's annotations file);
 //! - [`rules`]: the spec → an ordered [`RuleSet`], independent of the tool;
 //! - [`iptables`] and [`nft`]: a rule set → the tool's input, and cleanup input.
 //!
 //! Thin part: [`apply`] picks the tool, checks CAP_NET_ADMIN, runs it, reports its stderr.
 
 pub mod apply;
+pub mod downward_api;
 pub mod iptables;
 pub mod nft;
 pub mod rules;

@@ -42,6 +42,7 @@ mod client;
 pub mod coverage;
 mod ejection;
 mod events;
+mod gen_matchers;
 mod gen_policy;
 pub mod gen_routes;
 pub mod generate;
