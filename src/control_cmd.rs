@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::watch;
 use trellis_control::dns::{names_to_resolve, DnsCache};
-use trellis_control::plane::net::{serve, ServerConfig, ServerReport};
+use trellis_control::plane::net::{serve, Outcome, ServerConfig, ServerReport};
 use trellis_control::plane::push::{Event, PushConfig};
 use trellis_control::plane::Snapshot;
 use trellis_engine::Instant;
@@ -45,6 +45,13 @@ pub struct ControlArgs {
     /// answers are pushed like a changed file. 0 resolves them only when files change.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     dns_refresh_secs: u64,
+    /// The mesh CA's plug-in files (`trellis ca init`, or Istio's `cacerts` secret mounted):
+    /// the push channel's and the webhook's serving certificates, and the sidecars' workload
+    /// certificates, are issued from it. Without: a new CA for this run (see --root-cert-out).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    #[command(flatten)]
+    channel: crate::plane_security::ChannelArgs,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -55,10 +62,6 @@ pub struct WebhookArgs {
     /// Serve the sidecar injection webhook here (e.g. 0.0.0.0:15017, Istio's port).
     #[arg(long, value_name = "IP:PORT")]
     webhook_listen: Option<SocketAddr>,
-    /// The mesh CA's plug-in files (`trellis ca init`, or Istio's `cacerts` secret mounted):
-    /// the webhook's serving certificate is issued from it. Without: a new CA for this run.
-    #[arg(long, value_name = "DIR", requires = "webhook_listen")]
-    ca_dir: Option<PathBuf>,
     /// The webhook certificate's DNS names (repeatable; default: the trellis-control Service
     /// in trellis-system, `trellis-control.trellis-system.svc` and its other forms).
     #[arg(
@@ -75,26 +78,15 @@ pub struct WebhookArgs {
 }
 
 /// Start the webhook when asked: a serving certificate from the mesh CA, then the server.
-fn start_webhook(args: &WebhookArgs) -> Result<()> {
+fn start_webhook(
+    args: &WebhookArgs,
+    ca: &mut trellis_control::ca::CertificateAuthority,
+) -> Result<()> {
     use trellis_control::ca::serving::service_dns_names;
-    use trellis_control::ca::CertificateAuthority;
     let Some(listen) = args.webhook_listen else {
         return Ok(());
     };
     let now = std::time::SystemTime::now();
-    let files = match &args.ca_dir {
-        Some(dir) => crate::ca_cmd::read_plugin_files(dir)?,
-        None => {
-            tracing::warn!(
-                "no --ca-dir: the webhook's certificate comes from a new CA for this run"
-            );
-            trellis_control::ca::bootstrap::new_plugin_ca("cluster.local", now)
-                .context("cannot make a CA")?
-                .0
-        }
-    };
-    let mut ca = CertificateAuthority::plug_in("cluster.local", &files)
-        .context("the CA files are not a usable CA")?;
     let names = if args.webhook_dns_names.is_empty() {
         service_dns_names("trellis-control", "trellis-system")
     } else {
@@ -113,26 +105,38 @@ fn start_webhook(args: &WebhookArgs) -> Result<()> {
 }
 
 pub fn control(args: ControlArgs) -> Result<ExitCode> {
-    start_webhook(&args.webhook)?;
     if args.debounce_after_ms > args.debounce_max_ms {
         anyhow::bail!("--debounce-after-ms must not exceed --debounce-max-ms");
     }
-    let config = ServerConfig::new(PushConfig {
+    let mut ca = crate::plane_security::mesh_ca(args.ca_dir.as_deref(), &args.channel)?;
+    start_webhook(&args.webhook, &mut ca)?;
+    let mut config = ServerConfig::new(PushConfig {
         debounce_after: Duration::from_millis(args.debounce_after_ms),
         debounce_max: Duration::from_millis(args.debounce_max_ms),
     });
+
     // One thread runs the push loop and every connection: the work per message is small, and
     // the state machine is one owner anyway.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    let reviewer = match args.source.kube {
+        true => Some(runtime.block_on(crate::plane_security::token_reviewer(&args.source))?),
+        false => None,
+    };
+    crate::plane_security::secure(&mut config, &args.channel, args.listen, ca, reviewer)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let source = snapshot_source(&args)?;
     let from = args.source.describe(args.dir.as_deref());
-    tracing::info!(listen = %args.listen, %from, "control plane serving");
+    let tls = if config.tls.is_some() {
+        "mTLS"
+    } else {
+        "plaintext"
+    };
+    tracing::info!(listen = %args.listen, %from, channel = tls, "control plane serving");
     let (publish, snapshots) = watch::channel(None);
     let refresh = Refresh {
         poll: Duration::from_millis(args.poll_ms.max(10)),
@@ -264,10 +268,40 @@ fn log_report(_: Instant, report: ServerReport) {
             tracing::warn!(conn, "{reason}")
         }
         ServerReport::Connected { conn, peer } => tracing::info!(conn, %peer, "sidecar connected"),
+        ServerReport::Disconnected { conn, reason } if reason.starts_with("TLS handshake") => {
+            tracing::warn!(conn, "sidecar refused: {reason}")
+        }
         ServerReport::Disconnected { conn, reason } => {
             tracing::info!(conn, "sidecar disconnected: {reason}")
         }
         ServerReport::AcceptFailed(e) => tracing::warn!("cannot accept a sidecar: {e}"),
+        ServerReport::Secured {
+            conn,
+            peer_identity,
+        } => tracing::info!(
+            conn,
+            peer = peer_identity.as_deref().unwrap_or("no client certificate"),
+            "sidecar channel secured"
+        ),
+        ServerReport::Certificate {
+            conn,
+            outcome:
+                Outcome::Issued {
+                    identity,
+                    not_after,
+                },
+        } => tracing::info!(
+            conn,
+            %identity,
+            valid_for_s = not_after
+                .duration_since(std::time::SystemTime::now())
+                .map_or(0, |d| d.as_secs()),
+            "workload certificate issued"
+        ),
+        ServerReport::Certificate {
+            conn,
+            outcome: Outcome::Refused { caller, refusal },
+        } => tracing::warn!(conn, "CSR refused to {caller}: {refusal}"),
     }
 }
 

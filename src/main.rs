@@ -21,6 +21,7 @@ mod inject_cmd;
 mod install_cmd;
 mod lifecycle;
 mod plane_client;
+mod plane_security;
 mod sim_cmd;
 mod source_args;
 mod webhook_server;
@@ -203,6 +204,20 @@ struct ProxyArgs {
         requires = "control_plane"
     )]
     node: String,
+    /// The root certificate(s) the control plane's certificate must chain to (PEM; the mesh
+    /// root, `trellis control --root-cert-out` or the CA dir's root-cert.pem). Default: the
+    /// roots of the file's `identity:`.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    control_plane_ca: Option<PathBuf>,
+    /// Talk to the control plane over plain TCP (it must say --insecure-plaintext too): no
+    /// TLS, and no certificate from it. Development only.
+    #[arg(long, requires = "control_plane", conflicts_with = "control_plane_ca")]
+    insecure_plaintext: bool,
+    /// A service-account token sent with the first certificate request (Kubernetes: a
+    /// projected token for the `istio-ca` audience, e.g.
+    /// /var/run/secrets/tokens/istio-token); read again for each request.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    control_plane_token: Option<PathBuf>,
     /// Run as a gateway proxy (Istio's ingress gateway) instead of a sidecar: one listener per
     /// server port of the Gateways whose `selector` matches --labels, routed only by the
     /// VirtualServices bound to them (`spec.gateways`), 404 NR for any other host. Same config
@@ -434,12 +449,25 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         pin: !args.no_pin,
     };
     if let Some(addr) = args.control_plane {
+        let channel = plane_client::Channel {
+            plaintext: args.insecure_plaintext,
+            ca_pem: args
+                .control_plane_ca
+                .as_ref()
+                .map(|path| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))
+                })
+                .transpose()?,
+            token_file: args.control_plane_token.clone(),
+        };
         let _client = plane_client::start(
             addr,
             args.node.clone(),
             loaded.workload.clone(),
             config.clone(),
             control.clone(),
+            channel,
         )
         .context("cannot start the control-plane client")?;
         trellis_io::run_runtime(config, opts, control).context("proxy stopped")?;

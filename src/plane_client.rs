@@ -10,15 +10,55 @@
 //! control-plane restart resends nothing that is current. The protocol logic is
 //! `trellis_control::plane::push::Client` and the transport `plane::net::run_client`; this
 //! only says how a document becomes the engine's config.
+//!
+//! The channel is TLS ([`Channel`]): the control plane's certificate checked against the mesh
+//! root, the sidecar's own presented when it has one. A sidecar whose file has no `identity:`
+//! gets its certificate over the channel (a key made here, a CSR, renewal at half life), and
+//! installs it the way a push is installed: the last document translated again with the new
+//! identity and swapped in, so new connections use the new certificate and established ones
+//! keep theirs.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use trellis_control::plane::net::{run_client, tcp_connector, ClientConfig, ClientReport};
+use anyhow::{Context, Result};
+use rustls::pki_types::pem::PemObject;
+use trellis_control::plane::net::tls::{host_of, peer_spiffe_id, ClientTls, TlsConnector};
+use trellis_control::plane::net::{
+    client::CertificateSettings, run_client, tcp_connector, ClientConfig, ClientReport, Connector,
+};
+use trellis_control::plane::push::renewal::HeldCertificate;
 use trellis_control::plane::push::{Client, ClientMessage};
 use trellis_control::plane::SidecarDocument;
 use trellis_control::translate::Workload;
-use trellis_engine::config::Config;
+use trellis_engine::config::{Config, MeshIdentity};
 use trellis_io::ControlHandle;
+
+/// How the sidecar talks to the control plane.
+#[derive(Clone, Debug, Default)]
+pub struct Channel {
+    /// Plain TCP (`--insecure-plaintext`): no TLS, no certificate from the control plane.
+    pub plaintext: bool,
+    /// The roots the control plane's certificate must chain to (PEM); default: the identity's.
+    pub ca_pem: Option<String>,
+    /// A service-account token sent with certificate requests, read at each.
+    pub token_file: Option<PathBuf>,
+}
+
+/// What the pushes and the certificates share: the identity installed, and the last document
+/// applied (translated again when the identity changes).
+#[derive(Default)]
+struct Installed {
+    identity: Option<Arc<MeshIdentity>>,
+    last: Option<(u64, SidecarDocument)>,
+}
+
+fn lock(shared: &Mutex<Installed>) -> std::sync::MutexGuard<'_, Installed> {
+    match shared.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
 
 /// `HOST:PORT` (a name or an address) as `--control-plane` takes it.
 pub fn parse_address(text: &str) -> Result<String, String> {
@@ -38,33 +78,172 @@ pub fn start(
     workload: Workload,
     base: Arc<Config>,
     control: ControlHandle,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+    channel: Channel,
+) -> Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    std::thread::Builder::new()
+        .build()
+        .context("cannot start the runtime")?;
+    let shared = Arc::new(Mutex::new(Installed {
+        identity: base.identity.clone(),
+        last: None,
+    }));
+    let mut config = ClientConfig::default();
+    let tls = match channel.plaintext {
+        true => {
+            tracing::warn!(%addr, "--insecure-plaintext: the control-plane channel is plain TCP");
+            None
+        }
+        false => {
+            let roots = channel
+                .ca_pem
+                .clone()
+                .or_else(|| base.identity.as_ref().map(|id| id.bundle_pem.clone()))
+                .context(
+                    "no root to check the control plane's certificate with: give \
+                     --control-plane-ca (or an identity: in the config file)",
+                )?;
+            let own = base
+                .identity
+                .as_ref()
+                .map(|id| (id.chain_pem.as_str(), id.key_pem.as_str()));
+            let tls = ClientTls::new(&roots, own).context("the control-plane channel's TLS")?;
+            if base.identity.is_none() {
+                config.certificates = Some(certificate_settings(
+                    &workload,
+                    &channel,
+                    Installing {
+                        shared: shared.clone(),
+                        base: base.clone(),
+                        workload: workload.clone(),
+                        control: control.clone(),
+                        tls: tls.clone(),
+                    },
+                ));
+            }
+            Some(tls)
+        }
+    };
+    let connector = tcp_connector(addr.clone());
+    let tls_connector = match tls {
+        Some(tls) => Some(
+            TlsConnector::new(connector, tls, host_of(&addr)).with_context(|| {
+                format!("{addr}: the host is not a name a certificate can carry")
+            })?,
+        ),
+        None => None,
+    };
+    let plain = tcp_connector(addr.clone());
+    let thread = std::thread::Builder::new()
         .name("control-plane-client".into())
         .spawn(move || {
-            let seed = node_seed(&node);
-            let client = Client::new(node, workload.clone());
+            let client = Client::new(node.clone(), workload.clone());
             let apply = |version, document: &SidecarDocument| {
-                let config = config_of(document, &base, &workload, version)?;
+                let mut installed = lock(&shared);
+                let config = config_of(document, &base, &workload, version, &installed.identity)?;
                 control.update_config(Arc::new(config));
+                installed.last = Some((version, document.clone()));
                 tracing::info!(version, "config from the control plane applied");
                 Ok(())
             };
             let report = |report: ClientReport| log_report(&addr, report);
-            let connector = tcp_connector(addr.clone());
-            let run = run_client(
-                connector,
-                client,
-                ClientConfig::default(),
-                seed,
-                apply,
-                report,
-            );
-            runtime.block_on(run);
+            match tls_connector {
+                Some(c) => runtime.block_on(run(c, client, config, &node, apply, report)),
+                None => runtime.block_on(run(plain, client, config, &node, apply, report)),
+            }
         })
+        .context("cannot start the control-plane client")?;
+    Ok(thread)
+}
+
+async fn run<C: Connector>(
+    connector: C,
+    client: Client,
+    config: ClientConfig,
+    node: &str,
+    apply: impl FnMut(u64, &SidecarDocument) -> Result<(), String>,
+    report: impl FnMut(ClientReport),
+) {
+    run_client(connector, client, config, node_seed(node), apply, report).await
+}
+
+/// What installing a certificate touches.
+struct Installing {
+    shared: Arc<Mutex<Installed>>,
+    base: Arc<Config>,
+    workload: Workload,
+    control: ControlHandle,
+    tls: ClientTls,
+}
+
+/// Certificates from the control plane for `workload`'s service account.
+fn certificate_settings(
+    workload: &Workload,
+    channel: &Channel,
+    installing: Installing,
+) -> CertificateSettings {
+    let token = channel.token_file.clone().map(|path| {
+        let read = move || match std::fs::read_to_string(&path) {
+            Ok(token) => Some(token.trim().to_string()),
+            Err(e) => {
+                tracing::warn!("cannot read the token {}: {e}", path.display());
+                None
+            }
+        };
+        Arc::new(read) as Arc<dyn Fn() -> Option<String> + Send + Sync>
+    });
+    CertificateSettings {
+        namespace: workload.namespace.clone(),
+        service_account: workload.service_account.clone(),
+        token,
+        install: Arc::new(move |held: &HeldCertificate| install(&installing, held)),
+    }
+}
+
+/// A certificate from the control plane, installed: the last document translated again with
+/// it (new connections use it), and the channel's next connections present it.
+fn install(installing: &Installing, held: &HeldCertificate) -> Result<(), String> {
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(held.chain_pem.as_bytes())
+        .next()
+        .and_then(|c| c.ok())
+        .ok_or("the certificate chain holds no certificate")?;
+    let id = peer_spiffe_id(&leaf).ok_or("the certificate names no SPIFFE id")?;
+    let trust_domain = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let identity = Arc::new(MeshIdentity {
+        chain_pem: held.chain_pem.clone(),
+        key_pem: held.key_pem.clone(),
+        bundle_pem: held.bundle_pem.clone(),
+        trust_domain,
+    });
+    trellis_engine::transport::tls::MeshCredentials::from_pem(
+        &identity.chain_pem,
+        &identity.key_pem,
+        &identity.bundle_pem,
+        &identity.trust_domain,
+    )
+    .map_err(|e| format!("the certificate is not usable: {e}"))?;
+    let mut installed = lock(&installing.shared);
+    if let Some((version, document)) = &installed.last {
+        let config = config_of(
+            document,
+            &installing.base,
+            &installing.workload,
+            *version,
+            &Some(identity.clone()),
+        )?;
+        installing.control.update_config(Arc::new(config));
+    }
+    installed.identity = Some(identity);
+    installing
+        .tls
+        .update(&held.bundle_pem, Some((&held.chain_pem, &held.key_pem)))
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%id, "workload certificate from the control plane installed");
+    Ok(())
 }
 
 /// The reconnect jitter's seed: the node's name (FNV-1a), so sidecars spread apart.
@@ -85,6 +264,28 @@ fn log_report(addr: &str, report: ClientReport) {
         ClientReport::Disconnected { error, retry_in } => {
             tracing::warn!(%addr, ?retry_in, "control plane connection lost: {error}")
         }
+        ClientReport::CertificateRequested => {
+            tracing::info!(%addr, "certificate requested from the control plane")
+        }
+        ClientReport::CertificateInstalled {
+            not_after,
+            renew_at,
+        } => {
+            let secs = |t: std::time::SystemTime| {
+                t.duration_since(std::time::SystemTime::now())
+                    .map_or(0, |d| d.as_secs())
+            };
+            tracing::info!(
+                valid_for_s = secs(not_after),
+                renew_in_s = secs(renew_at),
+                "workload certificate installed"
+            )
+        }
+        ClientReport::CertificateRefused { reason, retry_in } => tracing::error!(
+            %addr,
+            ?retry_in,
+            "certificate refused by the control plane (the one held, if any, stays): {reason}"
+        ),
     }
 }
 
@@ -95,6 +296,7 @@ fn config_of(
     base: &Config,
     workload: &Workload,
     version: u64,
+    identity: &Option<Arc<MeshIdentity>>,
 ) -> Result<Config, String> {
     let translation = document
         .translate_for(workload)
@@ -106,8 +308,8 @@ fn config_of(
         version: format!("plane-{version}"),
         listeners: base.listeners.clone(),
         http: base.http.clone(),
-        // The identity is the sidecar's own (its files), never pushed.
-        identity: base.identity.clone(),
+        // The identity is the sidecar's own: its files', or the certificate it asked for.
+        identity: identity.clone(),
         ..translation.config
     };
     // The file's inbound listeners keep their workload target (`forwardTo`): its route table

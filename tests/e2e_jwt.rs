@@ -289,6 +289,7 @@ spec:
             &plane.to_string(),
             "--poll-ms",
             "100",
+            "--insecure-plaintext",
         ],
         &tmp.join("control.log"),
     );
@@ -309,6 +310,7 @@ spec:
             &config.display().to_string(),
             "--control-plane",
             &plane.to_string(),
+            "--insecure-plaintext",
             "--node",
             "httpbin-0",
             "--health-port",

@@ -135,6 +135,7 @@ fn the_control_plane_pushes_a_directory_change_and_a_nack_keeps_the_last_good_co
             &plane.to_string(),
             "--poll-ms",
             "100",
+            "--insecure-plaintext",
         ],
         &tmp.join("control.log"),
     );

@@ -79,6 +79,7 @@ fn the_control_plane_serves_a_cluster_and_survives_the_api_server_going_away() {
             .args(["control", "--kube", "--kubeconfig"])
             .arg(&kubeconfig)
             .args(["--listen", &plane.to_string(), "--poll-ms", "50"])
+            .arg("--insecure-plaintext")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(control_log)
@@ -148,4 +149,121 @@ fn analyze_and_explain_read_the_cluster_with_kube() {
         String::from_utf8_lossy(&explained.stderr)
     );
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Certificates over the channel with the Kubernetes source (istiod's `KubeJWTAuthenticator`):
+/// a sidecar without a certificate sends its service-account token, which the control plane
+/// checks with a TokenReview; the token's namespace and service account must be the identity
+/// asked for. A token for another account, and a token the API server does not know, are each
+/// refused with one log line on both sides naming the check.
+#[test]
+fn tokens_are_checked_by_a_token_review_and_must_name_the_identity_asked_for() {
+    let tmp = std::env::temp_dir().join(format!("trellis-e2e-kube-csr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("dir");
+    let server = FakeApiServer::start();
+    server.install_istio_crds();
+    server.add_token("productpage-token", "default", "productpage");
+    let kubeconfig = server.write_kubeconfig(&tmp);
+    let ca = tmp.join("ca");
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["ca", "init", "--dir"])
+        .arg(&ca)
+        .output()
+        .expect("trellis ca init");
+    assert!(out.status.success(), "{out:?}");
+
+    let plane = free_addr();
+    let control_log = tmp.join("control.log");
+    let _control = Killed(
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["control", "--kube", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args([
+                "--listen",
+                &plane.to_string(),
+                "--poll-ms",
+                "50",
+                "--ca-dir",
+            ])
+            .arg(&ca)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&control_log).expect("log"))
+            .spawn()
+            .expect("trellis control starts"),
+    );
+    wait_for(plane);
+    let sidecar = |name: &str, sa: &str, token: &str| {
+        let listen = free_addr();
+        let config = tmp.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!("listeners: [{{address: \"{listen}\"}}]\nworkload: {{namespace: default, serviceAccount: {sa}}}\n"),
+        )
+        .expect("write");
+        let token_file = tmp.join(format!("{name}.token"));
+        std::fs::write(&token_file, token).expect("write");
+        let log = tmp.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["proxy", "--config"])
+            .arg(&config)
+            .args(["--control-plane", &plane.to_string(), "--node", name])
+            .arg("--control-plane-ca")
+            .arg(ca.join("root-cert.pem"))
+            .arg("--control-plane-token")
+            .arg(&token_file)
+            .args(["--health-port", "0", "--cores", "1", "--no-pin"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("trellis proxy starts");
+        (Killed(child), log)
+    };
+    let (_good, good_log) = sidecar("productpage-0", "productpage", "productpage-token");
+    let (_liar, liar_log) = sidecar("ratings-0", "ratings", "productpage-token");
+    let (_forger, forger_log) = sidecar("details-0", "details", "forged-token");
+    let line = |log: &std::path::Path, needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in {}:\n{text}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let installed = line(
+        &good_log,
+        "workload certificate from the control plane installed",
+    );
+    assert!(
+        installed.contains("spiffe://cluster.local/ns/default/sa/productpage"),
+        "{installed}"
+    );
+    let refused = line(&control_log, "CSR refused to token of default/productpage");
+    assert!(
+        refused.contains("which may not ask for spiffe://cluster.local/ns/default/sa/ratings"),
+        "{refused}"
+    );
+    let told = line(&liar_log, "certificate refused by the control plane");
+    assert!(told.contains("token is for default/productpage"), "{told}");
+    let forged = line(&control_log, "token refused by the TokenReview");
+    assert!(forged.contains("invalid bearer token"), "{forged}");
+    let told = line(&forger_log, "certificate refused by the control plane");
+    assert!(told.contains("token refused by the TokenReview"), "{told}");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews")),
+        "{:?}",
+        server.requests()
+    );
 }

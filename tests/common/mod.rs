@@ -148,7 +148,15 @@ pub fn spawn_pushed_sidecar(plane: SocketAddr, dir: &std::path::Path) -> (Socket
     )
     .expect("write proxy.yaml");
     let plane = plane.to_string();
-    let extra = ["--control-plane", plane.as_str(), "--node", "productpage-0"];
+    // The plain-TCP channel: these tests are about the pushes (tests/e2e_plane_mtls.rs runs the
+    // channel over mTLS).
+    let extra = [
+        "--control-plane",
+        plane.as_str(),
+        "--insecure-plaintext",
+        "--node",
+        "productpage-0",
+    ];
     let child = spawn_proxy(&config, &extra, &dir.join("proxy.log"));
     wait_for(proxy);
     (proxy, child)

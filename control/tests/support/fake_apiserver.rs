@@ -9,6 +9,9 @@
 //!   watch's `timeoutSeconds` ends it, and an `ERROR` event with a `410` Status when `N` is
 //!   older than what the server still has ([`FakeApiServer::expire_watches`]).
 //! - A kind that is not served (a CRD not installed) answers `404` with a Status.
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers a TokenReview: the tokens
+//!   given to [`FakeApiServer::add_token`] authenticate as their service account, any other
+//!   is not authenticated (the fields istiod's `getTokenReviewResult` reads).
 //! - [`FakeApiServer::stop`] drops the listener and every connection; `restart` serves the
 //!   same objects on the same port again, as an API server in front of the same etcd would.
 
@@ -46,6 +49,8 @@ struct State {
     incarnation: u64,
     /// Every request line, in order.
     requests: Vec<String>,
+    /// Service-account tokens: token → (namespace, service account).
+    tokens: BTreeMap<String, (String, String)>,
 }
 
 struct Shared {
@@ -277,6 +282,12 @@ impl FakeApiServer {
     }
 
     /// Every request line received so far.
+    /// `token` authenticates as `namespace`/`service_account` in TokenReviews.
+    pub fn add_token(&self, token: &str, namespace: &str, service_account: &str) {
+        let account = (namespace.to_string(), service_account.to_string());
+        self.shared.lock().tokens.insert(token.to_string(), account);
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
     }
@@ -323,12 +334,19 @@ fn serve(stream: TcpStream, shared: &Shared) {
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
+    let mut length = 0;
     loop {
         let mut header = String::new();
         match reader.read_line(&mut header) {
             Ok(0) | Err(_) => return,
             Ok(_) if header == "\r\n" || header == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
         }
     }
     let request_line = request_line.trim_end().to_string();
@@ -337,6 +355,27 @@ fn serve(stream: TcpStream, shared: &Shared) {
         state.requests.push(request_line.clone());
         state.incarnation
     };
+    if request_line.starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews") {
+        let mut body = vec![0; length];
+        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+            return;
+        }
+        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let account = shared.lock().tokens.get(token).cloned();
+        let status = match account {
+            Some((ns, sa)) => {
+                json!({"authenticated": true, "audiences": review["spec"]["audiences"],
+                "user": {"username": format!("system:serviceaccount:{ns}:{sa}"),
+                         "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"),
+                                    "system:authenticated"]}})
+            }
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        let answer = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                            "metadata": {}, "spec": review["spec"], "status": status});
+        return respond(stream, "201 Created", &answer);
+    }
     let target = request_line.split(' ').nth(1).unwrap_or("/").to_string();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let params: BTreeMap<&str, &str> = query

@@ -2,6 +2,9 @@
 //! (`trellis_control::plane::net`) over turmoil's simulated TCP, driven step by step from the
 //! test, which cuts and repairs links, adds latency, restarts hosts and publishes snapshots.
 //!
+//! The channel runs over TLS as in production: the control plane presents a serving
+//! certificate from a mesh CA made for the run, and the sidecars verify it with its root.
+//!
 //! Every host writes what it does into one [`Trace`] (with the simulated time), which the
 //! scenarios assert on and which two runs with the same seed must reproduce line for line.
 
@@ -11,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use trellis_control::plane::net::tls::{server_config, ClientTls, TlsConnector};
 use trellis_control::plane::net::{
     run_client, serve, ClientConfig, ClientReport, Listener, ServerConfig, ServerReport,
 };
@@ -100,17 +104,20 @@ impl Mesh<'_> {
             .build();
         let trace = Arc::new(Mutex::new(Trace::default()));
         let (source, snapshots) = watch::channel(None);
-        let server = ServerConfig::new(PushConfig::default());
+        let (mut server, tls) = channel_tls();
+        server.push = PushConfig::default();
         let client = ClientConfig::default();
         {
             let trace = trace.clone();
             sim.host(CONTROL, move || {
-                control_host(server, snapshots.clone(), trace.clone())
+                control_host(server.clone(), snapshots.clone(), trace.clone())
             });
         }
         for i in 0..NAMESPACES.len() {
-            let trace = trace.clone();
-            sim.host(node(i), move || sidecar_host(i, client, trace.clone()));
+            let (trace, client, tls) = (trace.clone(), client.clone(), tls.clone());
+            sim.host(node(i), move || {
+                sidecar_host(i, client.clone(), tls.clone(), trace.clone())
+            });
         }
         Mesh {
             sim,
@@ -200,10 +207,11 @@ impl Mesh<'_> {
     }
 
     /// The longest a sidecar may take to converge once its link is repaired, the snapshot
-    /// released before: reconnected within [`ClientConfig::reconnect_bound`], then a hello, a
-    /// push and its answer, each one way at the network's worst latency.
+    /// released before: reconnected within [`ClientConfig::reconnect_bound`], then the TLS
+    /// handshake (one round trip in TLS 1.3 before the client may send), a hello, a push and
+    /// its answer, each one way at the network's worst latency.
     pub fn heal_bound(&self) -> Duration {
-        self.client.reconnect_bound() + WORST_LATENCY * 6
+        self.client.reconnect_bound() + WORST_LATENCY * 8
     }
 
     /// Run until converged, which must be within [`Mesh::heal_bound`]; how long it took.
@@ -217,6 +225,24 @@ impl Mesh<'_> {
             ),
         }
     }
+}
+
+/// A mesh CA for the run: the control plane's serving certificate for the host name
+/// sidecars dial, and the sidecars' TLS trusting its root.
+fn channel_tls() -> (ServerConfig, ClientTls) {
+    use trellis_control::ca::bootstrap::new_plugin_ca;
+    use trellis_control::ca::CertificateAuthority;
+    let now = std::time::SystemTime::now();
+    let (files, _) = new_plugin_ca("cluster.local", now).expect("CA");
+    let mut ca = CertificateAuthority::plug_in("cluster.local", &files).expect("CA");
+    let serving = ca
+        .issue_serving(&[CONTROL.to_string()], now, Duration::from_secs(86_400))
+        .expect("serving certificate");
+    let mut server = ServerConfig::new(PushConfig::default());
+    server.tls =
+        Some(server_config(&serving.cert_chain, &serving.key, &files.root_cert).expect("TLS"));
+    let client = ClientTls::new(&files.root_cert, None).expect("TLS");
+    (server, client)
 }
 
 /// The control plane's software (run again from the start when the host restarts: it serves
@@ -235,13 +261,19 @@ async fn control_host(
 }
 
 /// A sidecar's software: a restart starts it with nothing held.
-async fn sidecar_host(i: usize, config: ClientConfig, trace: Arc<Mutex<Trace>>) -> turmoil::Result {
+async fn sidecar_host(
+    i: usize,
+    config: ClientConfig,
+    tls: ClientTls,
+    trace: Arc<Mutex<Trace>>,
+) -> turmoil::Result {
     {
         let mut t = trace.lock().expect("trace");
         t.held.insert(node(i), None);
         t.log(&node(i), "starts".into());
     }
     let connect = || turmoil::net::TcpStream::connect((CONTROL, PORT));
+    let connect = TlsConnector::new(connect, tls, CONTROL).expect("server name");
     let client = Client::new(node(i), workload(i));
     let report = move |r| record_client(&trace, i, r);
     run_client(connect, client, config, i as u64, apply, report).await;

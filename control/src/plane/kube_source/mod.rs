@@ -15,6 +15,7 @@
 
 pub mod kinds;
 mod run;
+pub mod token_review;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -6,27 +6,62 @@
 //! resumes from there and resends nothing current. When a connection ends (closed, silent past
 //! the keepalive timeout, a connect that fails or does not finish in time) the client waits a
 //! [`Backoff`] delay and connects again; the delay starts over once a connection is made.
+//!
+//! With [`ClientConfig::certificates`], the client also keeps the sidecar's certificate
+//! (istio-agent's job): a new key and a CSR when it holds none and at half its life
+//! ([`Renewal`]), each answer handed to the settings' `install`, refusals retried with a
+//! doubling delay while the old certificate stays installed, and new roots installed when the
+//! control plane pushes them. The certificate state outlives connections.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout};
 
 use super::backoff::{Backoff, BackoffConfig};
 use super::link::{Link, LinkError, Wake};
 use super::{Connector, Keepalive};
 use crate::plane::document::SidecarDocument;
-use crate::plane::push::wire::{encode, FrameError, Held, Version};
-use crate::plane::push::{Client, ClientMessage, ServerMessage};
+use crate::plane::push::renewal::{HeldCertificate, Renewal};
+use crate::plane::push::wire::{encode, FrameError, Held, Secret, ServerMessage, Version};
+use crate::plane::push::{Client, ClientMessage};
 
 /// The client's settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub keepalive: Keepalive,
     /// A connect that has not finished by then is abandoned (a partition can swallow it).
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     pub backoff: BackoffConfig,
+    /// Get the sidecar's certificate from the control plane (`None`: it has its own files).
+    pub certificates: Option<CertificateSettings>,
+}
+
+/// Reads the service-account token to send with a CSR (a projected token is rotated by the
+/// kubelet, so it is read again each time).
+pub type TokenSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// Installs a certificate (new, or with new roots); `Err` is reported and the request retried.
+pub type Install = Arc<dyn Fn(&HeldCertificate) -> Result<(), String> + Send + Sync>;
+
+/// Who the sidecar asks to be, and what to do with the answers.
+#[derive(Clone)]
+pub struct CertificateSettings {
+    pub namespace: String,
+    pub service_account: String,
+    pub token: Option<TokenSource>,
+    pub install: Install,
+}
+
+impl std::fmt::Debug for CertificateSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateSettings")
+            .field("namespace", &self.namespace)
+            .field("service_account", &self.service_account)
+            .field("token", &self.token.is_some())
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -36,6 +71,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             backoff: BackoffConfig::default(),
+            certificates: None,
         }
     }
 }
@@ -63,6 +99,19 @@ pub enum ClientReport {
     /// The connection (or the attempt) ended; the next attempt comes after `retry_in`.
     Disconnected {
         error: String,
+        retry_in: Duration,
+    },
+    /// A CSR was sent.
+    CertificateRequested,
+    /// A certificate (or new roots for it) is installed.
+    CertificateInstalled {
+        not_after: SystemTime,
+        renew_at: SystemTime,
+    },
+    /// The control plane refused the CSR (or the answer could not be installed); the next
+    /// request comes after `retry_in`, and the certificate held (if any) stays.
+    CertificateRefused {
+        reason: String,
         retry_in: Duration,
     },
 }
@@ -93,16 +142,18 @@ pub async fn run_client<C: Connector>(
     mut report: impl FnMut(ClientReport),
 ) {
     let mut backoff = Backoff::new(config.backoff, seed);
+    let mut renewal = Renewal::default();
     loop {
         let ended = session(
             &mut connector,
-            &mut client,
+            (&mut client, &mut renewal),
             &config,
             &mut backoff,
             &mut apply,
             &mut report,
         )
         .await;
+        renewal.disconnected();
         let retry_in = backoff.delay();
         report(ClientReport::Disconnected {
             error: ended.to_string(),
@@ -115,7 +166,7 @@ pub async fn run_client<C: Connector>(
 /// One connection, until it ends.
 async fn session<C: Connector>(
     connector: &mut C,
-    client: &mut Client,
+    state: (&mut Client, &mut Renewal),
     config: &ClientConfig,
     backoff: &mut Backoff,
     apply: &mut impl FnMut(Version, &SidecarDocument) -> Result<(), String>,
@@ -128,7 +179,7 @@ async fn session<C: Connector>(
     };
     backoff.reset();
     let mut link = Link::new(stream, config.keepalive, config.write_timeout);
-    match answer_pushes(&mut link, client, apply, report).await {
+    match answer_pushes(&mut link, state, config, apply, report).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -136,15 +187,30 @@ async fn session<C: Connector>(
 
 async fn answer_pushes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     link: &mut Link<S>,
-    client: &mut Client,
+    (client, renewal): (&mut Client, &mut Renewal),
+    config: &ClientConfig,
     apply: &mut impl FnMut(Version, &SidecarDocument) -> Result<(), String>,
     report: &mut impl FnMut(ClientReport),
 ) -> Result<Infallible, SessionError> {
     link.send(&encode(&client.hello())?).await?;
     report(ClientReport::Connected);
     loop {
-        match link.next::<ServerMessage>().await? {
-            Wake::Message(push) => {
+        let certificates = config.certificates.as_ref();
+        if let Some(settings) = certificates {
+            if renewal.due(SystemTime::now()) {
+                request_certificate(link, settings, renewal, report).await?;
+            }
+        }
+        let renew_at = certificates.and(renewal.next_request()).map(|t| {
+            tokio::time::Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default()
+        });
+        let wake = tokio::select! {
+            biased;
+            wake = link.next::<ServerMessage>() => wake?,
+            _ = sleep_until(renew_at.unwrap_or_else(tokio::time::Instant::now)), if renew_at.is_some() => continue,
+        };
+        match wake {
+            Wake::Message(push) if push.is_push() => {
                 let answer = client.handle(push, &mut *apply);
                 let frame = encode(&answer)?;
                 report(ClientReport::Answered {
@@ -153,7 +219,87 @@ async fn answer_pushes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 });
                 link.send(&frame).await?;
             }
+            Wake::Message(message) => certificate_message(message, certificates, renewal, report),
             Wake::KeepaliveDue => link.send_keepalive().await?,
+        }
+    }
+}
+
+/// A new key and its CSR, sent.
+async fn request_certificate<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    link: &mut Link<S>,
+    settings: &CertificateSettings,
+    renewal: &mut Renewal,
+    report: &mut impl FnMut(ClientReport),
+) -> Result<(), SessionError> {
+    // ECDSA P-256, as istio-agent's keys.
+    let made = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).and_then(|key| {
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)?
+            .pem()?;
+        Ok((key.serialize_pem(), csr))
+    });
+    let (key, csr) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            let retry_in = renewal.refused(SystemTime::now());
+            report(ClientReport::CertificateRefused {
+                reason: format!("cannot make a key and CSR: {e}"),
+                retry_in,
+            });
+            return Ok(());
+        }
+    };
+    let request = ClientMessage::CertificateRequest {
+        csr,
+        namespace: settings.namespace.clone(),
+        service_account: settings.service_account.clone(),
+        token: settings.token.as_ref().and_then(|read| read()).map(Secret),
+    };
+    link.send(&encode(&request)?).await?;
+    renewal.requested(key);
+    report(ClientReport::CertificateRequested);
+    Ok(())
+}
+
+/// A certificate, a refusal or new roots.
+fn certificate_message(
+    message: ServerMessage,
+    settings: Option<&CertificateSettings>,
+    renewal: &mut Renewal,
+    report: &mut impl FnMut(ClientReport),
+) {
+    let now = SystemTime::now();
+    let installed = match (message, settings) {
+        (ServerMessage::CertificateRefused { reason }, _) => Err(reason),
+        (_, None) => return,
+        (
+            ServerMessage::Certificate {
+                chain,
+                bundle,
+                not_before,
+                not_after,
+            },
+            Some(settings),
+        ) => match renewal.certificate(now, chain, bundle, not_before, not_after) {
+            Ok(held) => (settings.install)(held).map(|()| Some(held.not_after)),
+            Err(e) => Err(e.to_string()),
+        },
+        (ServerMessage::TrustBundle { bundle }, Some(settings)) => match renewal.bundle(bundle) {
+            Some(held) => (settings.install)(held).map(|()| Some(held.not_after)),
+            None => Ok(None),
+        },
+        (ServerMessage::Full { .. } | ServerMessage::Delta { .. }, _) => return,
+    };
+    match installed {
+        Ok(Some(not_after)) => report(ClientReport::CertificateInstalled {
+            not_after,
+            renew_at: renewal.next_request().unwrap_or(not_after),
+        }),
+        Ok(None) => {}
+        Err(reason) => {
+            let retry_in = renewal.refused(now);
+            report(ClientReport::CertificateRefused { reason, retry_in });
         }
     }
 }

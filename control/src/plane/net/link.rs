@@ -28,6 +28,8 @@ pub enum LinkError {
     Io(#[from] io::Error),
     #[error("unreadable frame: {0}")]
     Frame(#[from] FrameError),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
 }
 
 /// What [`Link::next`] woke up for.

@@ -7,6 +7,8 @@
 //!   through a [`push::Client`](crate::plane::push::Client), and reconnects with backoff.
 //! - [`link`]: one connection's frames, keepalives and silence timeout.
 //! - [`backoff`]: the reconnect delays.
+//! - [`tls`]: the channel over TLS (the server's certificate from the mesh CA, the sidecar's
+//!   when it has one), and [`issuer`]: the CA answering certificate requests on it.
 //!
 //! Both are generic over how a connection is made ([`Listener`], [`Connector`]): production
 //! passes `tokio::net` sockets, the tests turmoil's simulated ones, so the same code runs under
@@ -16,8 +18,10 @@
 
 pub mod backoff;
 pub mod client;
+pub mod issuer;
 pub mod link;
 pub mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -29,8 +33,10 @@ use trellis_engine::Instant;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use client::{run_client, ClientConfig, ClientReport};
+pub use issuer::{Issuer, Outcome, TokenReviewer};
 pub use link::LinkError;
 pub use server::{serve, ServerConfig, ServerReport};
+pub use tls::{ClientTls, TlsConnector};
 
 /// Where a server's connections come from.
 pub trait Listener {

@@ -7,6 +7,12 @@
 //! needs room for one; a connection whose queue is still full is stuck and is dropped (it
 //! reconnects and resumes). The source publishes snapshots on a `watch` channel: only the
 //! newest matters, so nothing queues up behind a slow loop.
+//!
+//! With [`ServerConfig::tls`], each connection's task runs the TLS handshake before anything
+//! else (so a slow handshake holds up no other sidecar) and reads the client certificate's
+//! SPIFFE id. Certificate requests are answered by that task through [`Issuer`] (a
+//! TokenReview may take a round trip to the API server; the loop never waits for it), and never
+//! reach the document state machine.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,20 +24,26 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use trellis_engine::Instant;
 
+use super::issuer::{Issuer, Outcome};
 use super::link::{Link, LinkError, Wake};
+use super::tls::client_spiffe_id;
 use super::{Clock, Keepalive, Listener};
-use crate::plane::push::wire::encode;
+use crate::plane::push::wire::{encode, ServerMessage};
 use crate::plane::push::{ClientMessage, ConnId, Event, Input, PushConfig, Server};
 use crate::plane::Snapshot;
 
 /// The server's settings.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ServerConfig {
     pub push: PushConfig,
     pub keepalive: Keepalive,
     /// A sidecar that does not take a frame within this long is disconnected, so one stuck
-    /// sidecar cannot stall the others.
+    /// sidecar cannot stall the others. Also the bound on a TLS handshake.
     pub write_timeout: Duration,
+    /// TLS on every connection (`None`: plaintext, `--insecure-plaintext`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The CA answering certificate requests (`None`: they are refused).
+    pub issuer: Option<Arc<Issuer>>,
 }
 
 impl ServerConfig {
@@ -40,6 +52,8 @@ impl ServerConfig {
             push,
             keepalive: Keepalive::default(),
             write_timeout: Duration::from_secs(5),
+            tls: None,
+            issuer: None,
         }
     }
 }
@@ -58,12 +72,24 @@ pub enum ServerReport {
         reason: String,
     },
     AcceptFailed(std::io::Error),
+    /// The TLS handshake finished; `peer_identity` is the client certificate's SPIFFE id.
+    Secured {
+        conn: ConnId,
+        peer_identity: Option<String>,
+    },
+    /// A certificate request was answered.
+    Certificate {
+        conn: ConnId,
+        outcome: Outcome,
+    },
 }
 
 /// Messages from the connections' tasks to the loop.
 enum Note {
     Message(ConnId, ClientMessage),
     Closed(ConnId, LinkError),
+    Secured(ConnId, Option<String>),
+    Certificate(ConnId, Outcome),
 }
 
 /// How many messages the connections may have waiting for the loop before their readers wait.
@@ -102,6 +128,12 @@ pub async fn serve<L: Listener>(
                 Note::Message(conn, message) => {
                     server.handle(clock.now(), Input::Message(conn, message));
                 }
+                Note::Secured(conn, peer_identity) => {
+                    report(clock.now(), ServerReport::Secured { conn, peer_identity });
+                }
+                Note::Certificate(conn, outcome) => {
+                    report(clock.now(), ServerReport::Certificate { conn, outcome });
+                }
                 Note::Closed(conn, reason) => {
                     if writers.remove(&conn).is_some() {
                         server.handle(clock.now(), Input::Disconnected(conn));
@@ -126,8 +158,8 @@ pub async fn serve<L: Listener>(
                     next_conn += 1;
                     let (frames_tx, frames) = mpsc::channel(FRAME_QUEUE);
                     writers.insert(conn, frames_tx);
-                    let link = Link::new(stream, config.keepalive, config.write_timeout);
-                    tokio::spawn(connection(conn, link, frames, notes_tx.clone()));
+                    let settings = config.clone();
+                    tokio::spawn(connection(conn, stream, settings, frames, notes_tx.clone()));
                     report(clock.now(), ServerReport::Connected { conn, peer });
                 }
                 Err(e) => {
@@ -167,14 +199,62 @@ pub async fn serve<L: Listener>(
     }
 }
 
-/// One sidecar's connection: its messages to the loop, the loop's frames to it.
-async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+/// One sidecar's connection: its TLS handshake, then [`exchange`].
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    conn: ConnId,
+    stream: S,
+    config: ServerConfig,
+    frames: mpsc::Receiver<Vec<u8>>,
+    notes: mpsc::Sender<Note>,
+) {
+    let Some(tls) = config.tls.clone() else {
+        let link = Link::new(stream, config.keepalive, config.write_timeout);
+        return exchange(conn, link, None, config.issuer, frames, notes).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let stream = match tokio::time::timeout(config.write_timeout, accept).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let _ = notes
+                .send(Note::Closed(conn, LinkError::Handshake(e.to_string())))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let reason = format!("did not finish within {:?}", config.write_timeout);
+            let _ = notes
+                .send(Note::Closed(conn, LinkError::Handshake(reason)))
+                .await;
+            return;
+        }
+    };
+    let peer = client_spiffe_id(&stream);
+    if notes.send(Note::Secured(conn, peer.clone())).await.is_err() {
+        return;
+    }
+    let link = Link::new(stream, config.keepalive, config.write_timeout);
+    exchange(conn, link, Some(peer), config.issuer, frames, notes).await;
+}
+
+/// A connection's messages to the loop, the loop's frames to it, and its certificate requests
+/// answered here. `tls`: `None` on plaintext, else the client certificate's SPIFFE id if any.
+async fn exchange<S: AsyncRead + AsyncWrite + Send + 'static>(
     conn: ConnId,
     mut link: Link<S>,
+    tls: Option<Option<String>>,
+    issuer: Option<Arc<Issuer>>,
     mut frames: mpsc::Receiver<Vec<u8>>,
     notes: mpsc::Sender<Note>,
 ) {
+    // Set on the first certificate request: the roots are then pushed when they change.
+    let mut bundle: Option<watch::Receiver<String>> = None;
     let ended = loop {
+        let bundle_changed = async {
+            match bundle.as_mut() {
+                Some(b) => b.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             frame = frames.recv() => match frame {
@@ -187,6 +267,35 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 None => return,
             },
             wake = link.next::<ClientMessage>() => match wake {
+                Ok(Wake::Message(ClientMessage::CertificateRequest {
+                    csr,
+                    namespace,
+                    service_account,
+                    token,
+                })) => {
+                    let (answer, outcome) = match (&tls, &issuer) {
+                        (Some(peer), Some(issuer)) => {
+                            let mut roots = issuer.bundle();
+                            roots.borrow_and_update();
+                            bundle = Some(roots);
+                            issuer
+                                .answer(peer.as_deref(), &csr, &namespace, &service_account, token)
+                                .await
+                        }
+                        (None, _) => refuse("certificates are issued over TLS only", &namespace, &service_account),
+                        (_, None) => refuse("this control plane issues no certificates", &namespace, &service_account),
+                    };
+                    if notes.send(Note::Certificate(conn, outcome)).await.is_err() {
+                        return;
+                    }
+                    let sent = match encode(&answer) {
+                        Ok(frame) => link.send(&frame).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(e) = sent {
+                        break e;
+                    }
+                }
                 Ok(Wake::Message(message)) => {
                     if notes.send(Note::Message(conn, message)).await.is_err() {
                         return;
@@ -199,7 +308,31 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
                 }
                 Err(e) => break e,
             },
+            true = bundle_changed => {
+                let roots = bundle.as_mut().map(|b| b.borrow_and_update().clone());
+                let message = ServerMessage::TrustBundle { bundle: roots.unwrap_or_default() };
+                let sent = match encode(&message) {
+                    Ok(frame) => link.send(&frame).await,
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = sent {
+                    break e;
+                }
+            }
         }
     };
     let _ = notes.send(Note::Closed(conn, ended)).await;
+}
+
+/// A refusal that no CA check made (the channel itself cannot carry certificates).
+fn refuse(why: &str, namespace: &str, service_account: &str) -> (ServerMessage, Outcome) {
+    (
+        ServerMessage::CertificateRefused {
+            reason: why.to_string(),
+        },
+        Outcome::Refused {
+            caller: format!("{namespace}/{service_account}"),
+            refusal: crate::plane::push::csr::CsrRefusal::Unavailable(why.to_string()),
+        },
+    )
 }

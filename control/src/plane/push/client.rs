@@ -86,6 +86,11 @@ impl Client {
                     Err(_) => return ClientMessage::Resync,
                 }
             }
+            // The transports route certificate messages elsewhere (`ServerMessage::is_push`).
+            other => {
+                debug_assert!(false, "not a push: {other:?}");
+                return ClientMessage::Resync;
+            }
         };
         if digest(&document) != expected {
             return ClientMessage::Resync;

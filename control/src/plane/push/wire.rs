@@ -7,6 +7,19 @@
 //! unless the sidecar already holds the current one, then sends [`ServerMessage::Delta`]s;
 //! the sidecar answers each with [`ClientMessage::Ack`] or [`ClientMessage::Nack`].
 //!
+//! Certificates travel on the same connection (istio-agent's CSR to istiod, and the root pushed
+//! as the `istio-ca-root-cert` ConfigMap is): a sidecar sends
+//! [`ClientMessage::CertificateRequest`] (a CSR for its namespace and service account, with a
+//! token when it has no certificate yet), the server answers [`ServerMessage::Certificate`] or
+//! [`ServerMessage::CertificateRefused`], and pushes [`ServerMessage::TrustBundle`] when the
+//! roots change. These never go through the document state machines: the transports route them
+//! to [`super::csr`] and [`super::renewal`].
+//!
+//! Versioning: [`PROTOCOL`] is the protocol's version. Messages are added, never changed: a
+//! peer that does not know a message's `type` cannot decode it and closes the connection,
+//! which the other side reports (a sidecar asking a version-1 control plane for a certificate
+//! sees its connection dropped, and keeps its files' certificate if it has one).
+//!
 //! An empty frame ([`KEEPALIVE`]) carries no message: the transports send one when they have
 //! been quiet a while, so each side can tell a silent peer from a dead link (gRPC's keepalive
 //! pings play this part under xDS; pkg/keepalive/options.go). No message encodes to an empty
@@ -17,6 +30,20 @@ use serde::{Deserialize, Serialize};
 use super::delta::DocumentDelta;
 use crate::plane::document::SidecarDocument;
 use crate::translate::Workload;
+
+/// The protocol's version: 1 was documents only; 2 added certificates.
+pub const PROTOCOL: u32 = 2;
+
+/// A secret carried in a message (a service-account token): never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
 
 /// A push's version: the control plane's generation counter (one per debounced release).
 pub type Version = u64;
@@ -48,6 +75,17 @@ pub enum ClientMessage {
     Nack { version: Version, reason: String },
     /// A delta did not apply to what the sidecar holds: send the whole document.
     Resync,
+    /// Sign `csr` (PEM) for `spiffe://<trust domain>/ns/<namespace>/sa/<service_account>`.
+    /// The caller is the connection's client certificate when it presented one; otherwise
+    /// `token` (a Kubernetes service-account token), or a node claim the control plane was
+    /// told to trust.
+    CertificateRequest {
+        csr: String,
+        namespace: String,
+        service_account: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Secret>,
+    },
 }
 
 /// Control plane → sidecar.
@@ -67,13 +105,34 @@ pub enum ServerMessage {
         digest: Digest,
         delta: DocumentDelta,
     },
+    /// The answer to a [`ClientMessage::CertificateRequest`]: the certificate then the
+    /// intermediates (PEM), the trust bundle, and the validity (Unix seconds).
+    Certificate {
+        chain: String,
+        bundle: String,
+        not_before: u64,
+        not_after: u64,
+    },
+    /// The CSR is refused, and why (which check).
+    CertificateRefused { reason: String },
+    /// The mesh's roots changed (a root rotation: both, during the overlap).
+    TrustBundle { bundle: String },
 }
 
 impl ServerMessage {
-    pub fn version(&self) -> Version {
+    /// A push's version; `None` for the certificate messages.
+    pub fn version(&self) -> Option<Version> {
         match self {
-            ServerMessage::Full { version, .. } | ServerMessage::Delta { version, .. } => *version,
+            ServerMessage::Full { version, .. } | ServerMessage::Delta { version, .. } => {
+                Some(*version)
+            }
+            _ => None,
         }
+    }
+
+    /// A config push (as opposed to a certificate message).
+    pub fn is_push(&self) -> bool {
+        self.version().is_some()
     }
 }
 
@@ -205,6 +264,53 @@ mod tests {
         let mut d = FrameDecoder::default();
         d.push(&encode(&message).unwrap());
         assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(message));
+    }
+
+    #[test]
+    fn certificate_messages_round_trip_and_never_print_the_token() {
+        let request = ClientMessage::CertificateRequest {
+            csr: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+            namespace: "shop".into(),
+            service_account: "cart".into(),
+            token: Some(Secret("eyJhbGciOi.secret".into())),
+        };
+        let mut d = FrameDecoder::default();
+        d.push(&encode(&request).unwrap());
+        assert_eq!(
+            d.next_message::<ClientMessage>().unwrap(),
+            Some(request.clone())
+        );
+        assert!(!format!("{request:?}").contains("secret"));
+        // Without a token the field is left out.
+        let anonymous = ClientMessage::CertificateRequest {
+            csr: "csr".into(),
+            namespace: "shop".into(),
+            service_account: "cart".into(),
+            token: None,
+        };
+        let json = String::from_utf8(encode(&anonymous).unwrap()[4..].to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"certificate_request","csr":"csr","namespace":"shop","service_account":"cart"}"#
+        );
+        for answer in [
+            ServerMessage::Certificate {
+                chain: "chain".into(),
+                bundle: "roots".into(),
+                not_before: 1,
+                not_after: 2,
+            },
+            ServerMessage::CertificateRefused {
+                reason: "no credential".into(),
+            },
+            ServerMessage::TrustBundle {
+                bundle: "roots".into(),
+            },
+        ] {
+            assert!(!answer.is_push());
+            d.push(&encode(&answer).unwrap());
+            assert_eq!(d.next_message::<ServerMessage>().unwrap(), Some(answer));
+        }
     }
 
     #[test]

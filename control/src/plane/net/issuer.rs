@@ -1,0 +1,172 @@
+//! The CA behind the push channel: a connection's certificate requests are answered here
+//! (istiod's `IstioCertificateService`, security/pkg/server/ca/server.go), with the caller
+//! established by the transport (the TLS client certificate) or by a TokenReview, and the rules
+//! of [`crate::plane::push::csr`].
+//!
+//! The trust bundle lives on a `watch` channel: every connection that has asked for a
+//! certificate is sent the new roots when they change (a root rotation), as istiod rewrites the
+//! `istio-ca-root-cert` ConfigMap in every namespace.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::ca::CertificateAuthority;
+use crate::plane::push::csr::{sign, Caller, CsrRefusal, Signed};
+use crate::plane::push::wire::{Secret, ServerMessage};
+
+/// A token's review by the API server (Kubernetes' TokenReview): the namespace and service
+/// account it authenticates, or why it does not.
+pub type Review = Pin<Box<dyn Future<Output = Result<(String, String), String>> + Send>>;
+
+/// Who checks tokens.
+pub trait TokenReviewer: Send + Sync {
+    fn review(&self, token: String) -> Review;
+}
+
+/// How a request ended, for the reports.
+#[derive(Debug)]
+pub enum Outcome {
+    Issued {
+        identity: String,
+        not_after: SystemTime,
+    },
+    Refused {
+        /// Who asked: the certificate's id, the token's account, or what was claimed.
+        caller: String,
+        refusal: CsrRefusal,
+    },
+}
+
+/// The CA's settings on the channel.
+pub struct Issuer {
+    ca: Mutex<CertificateAuthority>,
+    bundle: watch::Sender<String>,
+    ttl: Duration,
+    trust_node_claims: bool,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("ttl", &self.ttl)
+            .field("trust_node_claims", &self.trust_node_claims)
+            .field("reviews_tokens", &self.reviewer.is_some())
+            .finish()
+    }
+}
+
+impl Issuer {
+    /// Workload certificates from `ca`, valid `ttl`; tokens checked by `reviewer` when there is
+    /// one; unproven claims signed only when `trust_node_claims`.
+    pub fn new(
+        ca: CertificateAuthority,
+        ttl: Duration,
+        trust_node_claims: bool,
+        reviewer: Option<Arc<dyn TokenReviewer>>,
+    ) -> Self {
+        let (bundle, _) = watch::channel(ca.root_pem().to_string());
+        Issuer {
+            ca: Mutex::new(ca),
+            bundle,
+            ttl,
+            trust_node_claims,
+            reviewer,
+        }
+    }
+
+    /// The roots sidecars trust now.
+    pub fn bundle(&self) -> watch::Receiver<String> {
+        self.bundle.subscribe()
+    }
+
+    /// New roots (a rotation's overlap: both), pushed to every sidecar that asked for a
+    /// certificate.
+    pub fn set_bundle(&self, bundle_pem: String) {
+        self.bundle.send_if_modified(|current| {
+            let changed = *current != bundle_pem;
+            *current = bundle_pem;
+            changed
+        });
+    }
+
+    /// Answer one request. `peer` is the connection's verified client certificate's SPIFFE id.
+    pub async fn answer(
+        &self,
+        peer: Option<&str>,
+        csr: &str,
+        namespace: &str,
+        service_account: &str,
+        token: Option<Secret>,
+    ) -> (ServerMessage, Outcome) {
+        let caller = match (peer, token, &self.reviewer) {
+            (Some(id), _, _) => Caller::Certificate(id.to_string()),
+            (None, Some(token), Some(reviewer)) => match reviewer.review(token.0).await {
+                Ok((namespace, service_account)) => Caller::Token {
+                    namespace,
+                    service_account,
+                },
+                Err(reason) => Caller::TokenRefused(reason),
+            },
+            (None, Some(_), None) => Caller::TokenUncheckable,
+            (None, None, _) => Caller::Anonymous,
+        };
+        let bundle = self.bundle.borrow().clone();
+        let signed = {
+            let mut ca = match self.ca.lock() {
+                Ok(ca) => ca,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            sign(
+                &mut ca,
+                &caller,
+                self.trust_node_claims,
+                (csr, namespace, service_account),
+                &bundle,
+                SystemTime::now(),
+                self.ttl,
+            )
+        };
+        match signed {
+            Ok(Signed {
+                identity,
+                not_after,
+                answer,
+            }) => (
+                answer,
+                Outcome::Issued {
+                    identity,
+                    not_after,
+                },
+            ),
+            Err(refusal) => (
+                ServerMessage::CertificateRefused {
+                    reason: refusal.to_string(),
+                },
+                Outcome::Refused {
+                    caller: describe(&caller, namespace, service_account),
+                    refusal,
+                },
+            ),
+        }
+    }
+}
+
+fn describe(caller: &Caller, namespace: &str, service_account: &str) -> String {
+    match caller {
+        Caller::Certificate(id) => id.clone(),
+        Caller::Token {
+            namespace,
+            service_account,
+        } => format!("token of {namespace}/{service_account}"),
+        Caller::TokenRefused(_) => format!("token claiming {namespace}/{service_account}"),
+        Caller::TokenUncheckable => {
+            format!("unchecked token claiming {namespace}/{service_account}")
+        }
+        Caller::Anonymous => format!("unproven claim of {namespace}/{service_account}"),
+    }
+}
