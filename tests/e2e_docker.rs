@@ -353,6 +353,7 @@ fn start_control_plane(mesh: &Mesh, cleanup: &mut Cleanup) {
         "/mesh",
         "--listen",
         "0.0.0.0:15010",
+        "--insecure-plaintext",
     ])
     .expect("the control plane container starts");
     wait_until(
@@ -519,6 +520,7 @@ fn start_pod(
         "/etc/trellis/sidecar.yaml",
         "--control-plane",
         &control,
+        "--insecure-plaintext",
         "--node",
         name,
         "--cores",

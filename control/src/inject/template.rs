@@ -249,6 +249,10 @@ pub fn proxy_container(
             "proxy",
             "--config", PROXY_CONFIG_PATH,
             "--control-plane", settings.control_plane,
+            // Plain TCP until the mesh root reaches pods (istiod's istio-ca-root-cert
+            // ConfigMap in every namespace, mounted for --control-plane-ca) and the projected
+            // token below is passed as --control-plane-token.
+            "--insecure-plaintext",
             "--node", "$(POD_NAME)",
             "--health-port", ports::HEALTH.to_string(),
             "--admin-port", ports::ADMIN.to_string(),

@@ -127,6 +127,9 @@ pub fn deployment(settings: &InstallSettings) -> Value {
                             "--listen", format!("0.0.0.0:{PLANE_PORT}"),
                             "--webhook-listen", format!("0.0.0.0:{WEBHOOK_PORT}"),
                             "--ca-dir", "/etc/cacerts",
+                            // The injected sidecars' channel is plain TCP for now
+                            // (inject/template.rs says what is missing).
+                            "--insecure-plaintext",
                             "--image", settings.image,
                             "--sidecar-control-plane", sidecar_address,
                         ],
