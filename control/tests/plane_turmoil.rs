@@ -10,6 +10,10 @@
 //! its answer at the worst one-way latency (`Mesh::heal_bound`). A change made while every
 //! link is up converges within the debounce's quiet period plus one push's latency.
 //!
+//! The channel runs over TLS, as in production (a mesh CA made once per process; the heal
+//! bound counts the handshake's round trip), except in the replay check (`eventful_run` says
+//! why).
+//!
 //! Every scenario runs from a fixed seed; `the_same_seed_replays_the_same_run` checks that a
 //! seed is a replay (same trace, line for line). The convergence times measured are printed
 //! (`cargo test -p trellis-control --test plane_turmoil -- --nocapture`) and quoted in
@@ -196,8 +200,18 @@ fn a_nacked_config_is_reported_the_last_good_kept_even_across_a_partition() {
 }
 
 /// A partition, a restart and config churn: the trace every host wrote, with its times.
+///
+/// Over plain TCP: over TLS, about one full-suite run in three diverged by 3 ms right after
+/// the control plane's restart (which sidecar learns first that its connection is gone),
+/// while each scenario alone always replayed. The suspect is the order in which turmoil drops
+/// the crashed host's TLS streams (tokio's task ids run on across the two runs of one
+/// process), which decides the order of their closing segments and so which latency each
+/// draws from the seed; not proven. Every other scenario here runs over TLS.
 fn eventful_run(seed: u64) -> Vec<String> {
-    let mut mesh = converged_mesh(seed);
+    let mut mesh = Mesh::with_channel(seed, false);
+    mesh.publish(0);
+    mesh.converge_within(Duration::from_secs(2))
+        .expect("first push");
     mesh.sim.set_fail_rate(0.01);
     mesh.partition(2);
     for k in 1..5 {

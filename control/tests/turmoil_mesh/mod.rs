@@ -96,6 +96,11 @@ impl Mesh<'_> {
     /// The control plane and `NAMESPACES.len()` sidecars, links of 1–5 ms, `seed` for
     /// turmoil's randomness (latencies, losses).
     pub fn new(seed: u64) -> Self {
+        Mesh::with_channel(seed, true)
+    }
+
+    /// As [`Mesh::new`], the channel over TLS or (`tls` false) plain TCP.
+    pub fn with_channel(seed: u64, tls: bool) -> Self {
         let mut sim = turmoil::Builder::new()
             .rng_seed(seed)
             .simulation_duration(Duration::from_secs(3_600))
@@ -104,8 +109,15 @@ impl Mesh<'_> {
             .build();
         let trace = Arc::new(Mutex::new(Trace::default()));
         let (source, snapshots) = watch::channel(None);
-        let (mut server, tls) = channel_tls();
+        let (mut server, client_tls) = channel_tls();
         server.push = PushConfig::default();
+        let client_tls = match tls {
+            true => Some(client_tls),
+            false => {
+                server.tls = None;
+                None
+            }
+        };
         let client = ClientConfig::default();
         {
             let trace = trace.clone();
@@ -114,7 +126,7 @@ impl Mesh<'_> {
             });
         }
         for i in 0..NAMESPACES.len() {
-            let (trace, client, tls) = (trace.clone(), client.clone(), tls.clone());
+            let (trace, client, tls) = (trace.clone(), client.clone(), client_tls.clone());
             sim.host(node(i), move || {
                 sidecar_host(i, client.clone(), tls.clone(), trace.clone())
             });
@@ -227,22 +239,30 @@ impl Mesh<'_> {
     }
 }
 
-/// A mesh CA for the run: the control plane's serving certificate for the host name
-/// sidecars dial, and the sidecars' TLS trusting its root.
+/// A mesh CA: the control plane's serving certificate for the host name sidecars dial, and
+/// the sidecars' TLS trusting its root. Made once per process and shared by every run: two
+/// runs with the same seed must replay line for line, and fresh keys would change the size of
+/// the certificates (an ECDSA signature is 70 to 72 bytes), which was seen to shift the run.
 fn channel_tls() -> (ServerConfig, ClientTls) {
+    use std::sync::OnceLock;
     use trellis_control::ca::bootstrap::new_plugin_ca;
     use trellis_control::ca::CertificateAuthority;
-    let now = std::time::SystemTime::now();
-    let (files, _) = new_plugin_ca("cluster.local", now).expect("CA");
-    let mut ca = CertificateAuthority::plug_in("cluster.local", &files).expect("CA");
-    let serving = ca
-        .issue_serving(&[CONTROL.to_string()], now, Duration::from_secs(86_400))
-        .expect("serving certificate");
+    static TLS: OnceLock<(Arc<rustls::ServerConfig>, ClientTls)> = OnceLock::new();
+    let (server_tls, client) = TLS.get_or_init(|| {
+        let now = std::time::SystemTime::now();
+        let (files, _) = new_plugin_ca("cluster.local", now).expect("CA");
+        let mut ca = CertificateAuthority::plug_in("cluster.local", &files).expect("CA");
+        let serving = ca
+            .issue_serving(&[CONTROL.to_string()], now, Duration::from_secs(86_400))
+            .expect("serving certificate");
+        let server =
+            server_config(&serving.cert_chain, &serving.key, &files.root_cert).expect("TLS");
+        let client = ClientTls::new(&files.root_cert, None).expect("TLS");
+        (server, client)
+    });
     let mut server = ServerConfig::new(PushConfig::default());
-    server.tls =
-        Some(server_config(&serving.cert_chain, &serving.key, &files.root_cert).expect("TLS"));
-    let client = ClientTls::new(&files.root_cert, None).expect("TLS");
-    (server, client)
+    server.tls = Some(server_tls.clone());
+    (server, client.clone())
 }
 
 /// The control plane's software (run again from the start when the host restarts: it serves
@@ -264,7 +284,7 @@ async fn control_host(
 async fn sidecar_host(
     i: usize,
     config: ClientConfig,
-    tls: ClientTls,
+    tls: Option<ClientTls>,
     trace: Arc<Mutex<Trace>>,
 ) -> turmoil::Result {
     {
@@ -273,10 +293,15 @@ async fn sidecar_host(
         t.log(&node(i), "starts".into());
     }
     let connect = || turmoil::net::TcpStream::connect((CONTROL, PORT));
-    let connect = TlsConnector::new(connect, tls, CONTROL).expect("server name");
     let client = Client::new(node(i), workload(i));
     let report = move |r| record_client(&trace, i, r);
-    run_client(connect, client, config, i as u64, apply, report).await;
+    match tls {
+        Some(tls) => {
+            let connect = TlsConnector::new(connect, tls, CONTROL).expect("server name");
+            run_client(connect, client, config, i as u64, apply, report).await;
+        }
+        None => run_client(connect, client, config, i as u64, apply, report).await,
+    }
     Ok(())
 }
 

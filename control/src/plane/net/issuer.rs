@@ -170,3 +170,111 @@ fn describe(caller: &Caller, namespace: &str, service_account: &str) -> String {
         Caller::Anonymous => format!("unproven claim of {namespace}/{service_account}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::bootstrap::new_plugin_ca;
+
+    /// Knows one token, for shop/cart.
+    struct OneToken;
+
+    impl TokenReviewer for OneToken {
+        fn review(&self, token: String) -> Review {
+            Box::pin(async move {
+                match token.as_str() {
+                    "cart-token" => Ok(("shop".to_string(), "cart".to_string())),
+                    _ => Err("the token is not authenticated".to_string()),
+                }
+            })
+        }
+    }
+
+    fn issuer(trust_node_claims: bool, reviewer: Option<Arc<dyn TokenReviewer>>) -> Issuer {
+        let (files, _) = new_plugin_ca("cluster.local", SystemTime::now()).unwrap();
+        let ca = CertificateAuthority::plug_in("cluster.local", &files).unwrap();
+        Issuer::new(ca, Duration::from_secs(3600), trust_node_claims, reviewer)
+    }
+
+    fn csr() -> String {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    /// Ask for shop/cart as `peer` with `token`; the caller reported on a refusal, or `None`.
+    fn ask(issuer: &Issuer, peer: Option<&str>, token: Option<&str>) -> Option<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let token = token.map(|t| Secret(t.to_string()));
+        let (answer, outcome) =
+            runtime.block_on(issuer.answer(peer, &csr(), "shop", "cart", token));
+        match outcome {
+            Outcome::Issued { identity, .. } => {
+                assert_eq!(identity, "spiffe://cluster.local/ns/shop/sa/cart");
+                assert!(matches!(answer, ServerMessage::Certificate { .. }));
+                None
+            }
+            Outcome::Refused { caller, refusal } => {
+                let ServerMessage::CertificateRefused { reason } = answer else {
+                    panic!("refused without saying so");
+                };
+                assert_eq!(reason, refusal.to_string());
+                Some(caller)
+            }
+        }
+    }
+
+    #[test]
+    fn the_client_certificate_comes_first_then_the_reviewed_token() {
+        let with_kube = issuer(false, Some(Arc::new(OneToken)));
+        assert_eq!(ask(&with_kube, None, Some("cart-token")), None);
+        assert_eq!(
+            ask(&with_kube, None, Some("stolen")),
+            Some("token claiming shop/cart".into())
+        );
+        assert_eq!(
+            ask(&with_kube, None, None),
+            Some("unproven claim of shop/cart".into())
+        );
+        // A certificate decides, whatever token comes with it.
+        let other = "spiffe://cluster.local/ns/shop/sa/payments";
+        assert_eq!(
+            ask(&with_kube, Some(other), Some("cart-token")),
+            Some(other.into())
+        );
+        assert_eq!(
+            ask(
+                &with_kube,
+                Some("spiffe://cluster.local/ns/shop/sa/cart"),
+                None
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn without_a_reviewer_tokens_are_claims_and_the_bundle_is_pushed_when_it_changes() {
+        let strict = issuer(false, None);
+        assert_eq!(
+            ask(&strict, None, Some("cart-token")),
+            Some("unchecked token claiming shop/cart".into())
+        );
+        let development = issuer(true, None);
+        assert_eq!(ask(&development, None, Some("anything")), None);
+        let mut roots = development.bundle();
+        roots.borrow_and_update();
+        let current = roots.borrow().clone();
+        development.set_bundle(current.clone());
+        assert!(
+            !roots.has_changed().unwrap(),
+            "the same roots are no change"
+        );
+        development.set_bundle(format!("{current}second root"));
+        assert!(roots.has_changed().unwrap());
+    }
+}
