@@ -143,10 +143,11 @@ pub async fn run_client<C: Connector>(
 ) {
     let mut backoff = Backoff::new(config.backoff, seed);
     let mut renewal = Renewal::default();
+    let clock = WallClock::start();
     loop {
         let ended = session(
             &mut connector,
-            (&mut client, &mut renewal),
+            (&mut client, &mut renewal, &clock),
             &config,
             &mut backoff,
             &mut apply,
@@ -166,7 +167,7 @@ pub async fn run_client<C: Connector>(
 /// One connection, until it ends.
 async fn session<C: Connector>(
     connector: &mut C,
-    state: (&mut Client, &mut Renewal),
+    state: (&mut Client, &mut Renewal, &WallClock),
     config: &ClientConfig,
     backoff: &mut Backoff,
     apply: &mut impl FnMut(Version, &SidecarDocument) -> Result<(), String>,
@@ -187,7 +188,7 @@ async fn session<C: Connector>(
 
 async fn answer_pushes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     link: &mut Link<S>,
-    (client, renewal): (&mut Client, &mut Renewal),
+    (client, renewal, clock): (&mut Client, &mut Renewal, &WallClock),
     config: &ClientConfig,
     apply: &mut impl FnMut(Version, &SidecarDocument) -> Result<(), String>,
     report: &mut impl FnMut(ClientReport),
@@ -197,13 +198,13 @@ async fn answer_pushes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     loop {
         let certificates = config.certificates.as_ref();
         if let Some(settings) = certificates {
-            if renewal.due(SystemTime::now()) {
-                request_certificate(link, settings, renewal, report).await?;
+            if renewal.due(clock.now()) {
+                request_certificate(link, settings, renewal, clock, report).await?;
             }
         }
-        let renew_at = certificates.and(renewal.next_request()).map(|t| {
-            tokio::time::Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default()
-        });
+        let renew_at = certificates
+            .and(renewal.next_request())
+            .map(|t| clock.deadline(t));
         let wake = tokio::select! {
             biased;
             wake = link.next::<ServerMessage>() => wake?,
@@ -219,7 +220,9 @@ async fn answer_pushes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
                 });
                 link.send(&frame).await?;
             }
-            Wake::Message(message) => certificate_message(message, certificates, renewal, report),
+            Wake::Message(message) => {
+                certificate_message(message, certificates, renewal, clock.now(), report)
+            }
             Wake::KeepaliveDue => link.send_keepalive().await?,
         }
     }
@@ -230,6 +233,7 @@ async fn request_certificate<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     link: &mut Link<S>,
     settings: &CertificateSettings,
     renewal: &mut Renewal,
+    clock: &WallClock,
     report: &mut impl FnMut(ClientReport),
 ) -> Result<(), SessionError> {
     // ECDSA P-256, as istio-agent's keys.
@@ -242,7 +246,7 @@ async fn request_certificate<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     let (key, csr) = match made {
         Ok(made) => made,
         Err(e) => {
-            let retry_in = renewal.refused(SystemTime::now());
+            let retry_in = renewal.refused(clock.now());
             report(ClientReport::CertificateRefused {
                 reason: format!("cannot make a key and CSR: {e}"),
                 retry_in,
@@ -267,9 +271,9 @@ fn certificate_message(
     message: ServerMessage,
     settings: Option<&CertificateSettings>,
     renewal: &mut Renewal,
+    now: SystemTime,
     report: &mut impl FnMut(ClientReport),
 ) {
-    let now = SystemTime::now();
     let installed = match (message, settings) {
         (ServerMessage::CertificateRefused { reason }, _) => Err(reason),
         (_, None) => return,
@@ -301,5 +305,33 @@ fn certificate_message(
             let retry_in = renewal.refused(now);
             report(ClientReport::CertificateRefused { reason, retry_in });
         }
+    }
+}
+
+/// Wall-clock time for certificates, advanced by tokio's clock from the wall time read once
+/// at start: monotonic, and in step with the timers that wait for renewal (turmoil's simulated
+/// clock in tests, so a renewal delay takes simulated time).
+#[derive(Clone, Copy, Debug)]
+struct WallClock {
+    wall: SystemTime,
+    at: tokio::time::Instant,
+}
+
+impl WallClock {
+    fn start() -> Self {
+        WallClock {
+            wall: SystemTime::now(),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.wall + self.at.elapsed()
+    }
+
+    /// The tokio instant at which the clock reads `t` (now, if it is past).
+    fn deadline(&self, t: SystemTime) -> tokio::time::Instant {
+        let ahead = t.duration_since(self.now()).unwrap_or_default();
+        tokio::time::Instant::now() + ahead
     }
 }

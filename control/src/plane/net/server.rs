@@ -246,8 +246,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Send + 'static>(
     mut frames: mpsc::Receiver<Vec<u8>>,
     notes: mpsc::Sender<Note>,
 ) {
-    // Set on the first certificate request: the roots are then pushed when they change.
+    // The roots, pushed when they change: to a sidecar that presented a certificate (at once,
+    // as it may hold older ones from before a reconnect), and to one that asked for one (from
+    // its request on).
     let mut bundle: Option<watch::Receiver<String>> = None;
+    if let (Some(Some(_)), Some(issuer)) = (&tls, &issuer) {
+        let mut roots = issuer.bundle();
+        roots.mark_changed();
+        bundle = Some(roots);
+    }
     let ended = loop {
         let bundle_changed = async {
             match bundle.as_mut() {
@@ -275,9 +282,11 @@ async fn exchange<S: AsyncRead + AsyncWrite + Send + 'static>(
                 })) => {
                     let (answer, outcome) = match (&tls, &issuer) {
                         (Some(peer), Some(issuer)) => {
-                            let mut roots = issuer.bundle();
-                            roots.borrow_and_update();
-                            bundle = Some(roots);
+                            if bundle.is_none() {
+                                let mut roots = issuer.bundle();
+                                roots.borrow_and_update();
+                                bundle = Some(roots);
+                            }
                             issuer
                                 .answer(peer.as_deref(), &csr, &namespace, &service_account, token)
                                 .await
