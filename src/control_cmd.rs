@@ -4,7 +4,9 @@
 //! The push loop is `trellis_control::plane::net::serve` on a tokio runtime (the state
 //! machine `plane::push::Server` makes every decision); the source (the directory, with the
 //! JWKS keys and DNS answers the control plane fetches itself) is polled on a thread of its
-//! own, which publishes each new snapshot to the loop.
+//! own, which publishes each new snapshot to the loop. The channel is mTLS and carries the
+//! sidecars' certificate requests (`plane_security`: the mesh CA, its serving certificate and
+//! who is believed), unless `--insecure-plaintext`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
