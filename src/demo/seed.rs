@@ -1,0 +1,274 @@
+//! The demo's directory: bookinfo as a user would `kubectl apply` it, plus the Istio YAML that
+//! routes and secures it. The control plane reads it like any directory (`trellis control
+//! --dir`), and the demo starts one sidecar and one workload per Deployment it finds there.
+//!
+//! The Kubernetes objects follow Istio's samples/bookinfo/platform/kube/bookinfo.yaml (Services
+//! on port 9080, service accounts `bookinfo-<name>`, Deployments `<name>-<version>` labelled
+//! `app` and `version`), in namespace `default`, labelled `istio-injection=enabled` so every pod
+//! counts as injected (its endpoints carry `security.istio.io/tlsMode: istio`: auto mTLS).
+//! Nothing runs pods on loopback, so each Deployment says where its one replica's sidecar
+//! listens with the `trellis.dev/addresses` annotation (`127.0.0.1:PORT`, every service port on
+//! that one port): that is the sidecar's inbound listener, and the demo binds it there.
+//!
+//! The Istio resources: DestinationRules with subsets (samples/bookinfo/networking/
+//! destination-rule-all.yaml), the reviews VirtualService of [`ROUTING_FILE`] (jason → v2, as
+//! virtual-service-reviews-test-v2.yaml; everyone else 50/50 v1/v3, as
+//! virtual-service-reviews-50-v3.yaml), mesh-wide STRICT mTLS with productpage PERMISSIVE (it
+//! is the mesh's edge: the traffic generator and curl are outside the mesh), and an
+//! AuthorizationPolicy letting only reviews' service account call ratings.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The file holding the reviews VirtualService: edit it while the demo runs.
+pub const ROUTING_FILE: &str = "reviews-routing.yaml";
+
+/// What the seeded routing sends where, as the self-check expects it.
+pub const SEEDED_SPLIT: &str = "end-user: jason -> reviews v2; everyone else 50% v1 / 50% v3";
+
+/// One Deployment of the application: `<app>-<version>`.
+#[derive(Clone, Copy, Debug)]
+pub struct SeedWorkload {
+    pub app: &'static str,
+    pub version: &'static str,
+}
+
+/// The bookinfo workloads, in start order (callees first).
+pub const WORKLOADS: [SeedWorkload; 6] = [
+    SeedWorkload {
+        app: "ratings",
+        version: "v1",
+    },
+    SeedWorkload {
+        app: "details",
+        version: "v1",
+    },
+    SeedWorkload {
+        app: "reviews",
+        version: "v1",
+    },
+    SeedWorkload {
+        app: "reviews",
+        version: "v2",
+    },
+    SeedWorkload {
+        app: "reviews",
+        version: "v3",
+    },
+    SeedWorkload {
+        app: "productpage",
+        version: "v1",
+    },
+];
+
+const SERVICES: [&str; 4] = ["productpage", "details", "reviews", "ratings"];
+
+/// Write the seed into `dir` (created if missing), each workload's sidecar inbound on the port
+/// `port_of` gives it.
+pub fn write(dir: &Path, mut port_of: impl FnMut(&SeedWorkload) -> Result<u16>) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut bookinfo = String::from(NAMESPACE);
+    for service in SERVICES {
+        bookinfo.push_str(&service_yaml(service));
+    }
+    for w in &WORKLOADS {
+        bookinfo.push_str(&deployment_yaml(w, port_of(w)?));
+    }
+    let files = [
+        ("bookinfo.yaml", bookinfo),
+        ("destination-rules.yaml", DESTINATION_RULES.to_string()),
+        (ROUTING_FILE, REVIEWS_ROUTING.to_string()),
+        ("security.yaml", SECURITY.to_string()),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+const NAMESPACE: &str =
+    "# Bookinfo (Istio's samples/bookinfo/platform/kube/bookinfo.yaml) on loopback: each
+# Deployment's trellis.dev/addresses is where its sidecar's inbound listener is.
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: default
+  labels: {istio-injection: enabled}
+";
+
+fn service_yaml(name: &str) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  labels: {{app: {name}, service: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: bookinfo-{name}
+  labels: {{account: {name}}}
+"
+    )
+}
+
+fn deployment_yaml(w: &SeedWorkload, port: u16) -> String {
+    let (app, version) = (w.app, w.version);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {app}-{version}
+  labels: {{app: {app}, version: {version}}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {app}, version: {version}}}
+  template:
+    metadata:
+      labels: {{app: {app}, version: {version}}}
+      annotations: {{trellis.dev/addresses: \"127.0.0.1:{port}\"}}
+    spec:
+      serviceAccountName: bookinfo-{app}
+      containers:
+        - name: {app}
+          image: docker.io/istio/examples-bookinfo-{app}-{version}:1.20.2
+          ports: [{{containerPort: 9080}}]
+"
+    );
+    out
+}
+
+const DESTINATION_RULES: &str =
+    "# Subsets by version (Istio's samples/bookinfo/networking/destination-rule-all.yaml).
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: productpage}
+spec:
+  host: productpage
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+    - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details}
+spec:
+  host: details
+  subsets: [{name: v1, labels: {version: v1}}]
+";
+
+const REVIEWS_ROUTING: &str =
+    "# Edit me while the demo runs: the control plane pushes the change within a second.
+# Try: weight 100 to subset v2, or remove the jason rule.
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+    - match:
+        - headers:
+            end-user: {exact: jason}
+      route:
+        - destination: {host: reviews, subset: v2}
+    - route:
+        - destination: {host: reviews, subset: v1}
+          weight: 50
+        - destination: {host: reviews, subset: v3}
+          weight: 50
+";
+
+const SECURITY: &str =
+    "# Mutual TLS everywhere (the root namespace's policy), except at the edge: productpage
+# also takes plaintext, from the traffic generator and curl outside the mesh.
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: productpage}
+spec:
+  selector:
+    matchLabels: {app: productpage}
+  mtls: {mode: PERMISSIVE}
+---
+# Only reviews may call ratings (by its mTLS identity); anyone else gets 403.
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings}
+spec:
+  selector:
+    matchLabels: {app: ratings}
+  action: ALLOW
+  rules:
+    - from:
+        - source:
+            principals: [cluster.local/ns/default/sa/bookinfo-reviews]
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_is_a_snapshot_with_every_workload_addressed_and_injected() {
+        let dir = std::env::temp_dir().join(format!("trellis-demo-seed-{}", std::process::id()));
+        let mut next = 20000;
+        write(&dir, |_| {
+            next += 1;
+            Ok(next)
+        })
+        .expect("seed written");
+        let snapshot =
+            trellis_control::plane::Snapshot::read_dir(&dir).expect("the control plane reads it");
+        assert!(
+            snapshot.diagnostics.is_empty(),
+            "{:?}",
+            snapshot.diagnostics
+        );
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            let name = format!("{}-{}-0", w.app, w.version);
+            let instance = snapshot
+                .workload("default", &name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert!(instance.injected, "{name}");
+            assert_eq!(
+                instance.workload.service_account,
+                format!("bookinfo-{}", w.app)
+            );
+            let address = instance.address.expect("addressed");
+            assert_eq!(address.port, Some(20001 + i as u16));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
