@@ -316,7 +316,8 @@ fn main() -> ExitCode {
     let default_filter = match &cli.command {
         Some(Command::Mesh(_)) => "info,trellis::access=warn".to_string(),
         // The demo's own summary is the output; the parts say only what goes wrong.
-        None | Some(Command::Demo(_)) => "warn".to_string(),
+        // A refused push is said once per sidecar by the control plane's NACK line.
+        None | Some(Command::Demo(_)) => "warn,trellis::plane_client=off".to_string(),
         // Istio's `--log_output_level=default:debug,...`: its default scope's level.
         Some(Command::Init(args)) => args
             .log_output_level

@@ -19,6 +19,7 @@
 mod app;
 mod check;
 mod plane;
+mod ports;
 mod seed;
 mod sidecar;
 mod tally;
@@ -93,7 +94,7 @@ fn state_dir() -> Result<PathBuf> {
 }
 
 fn write_seed(dir: &Path) -> Result<()> {
-    seed::write(dir, |_| plane::free_port())
+    seed::write(dir, |_| ports::free_port())
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
@@ -148,7 +149,7 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     for (i, instance) in instances.iter().enumerate() {
         let address = instance.address.context("addressed")?;
         let inbound = SocketAddr::new(address.ip, address.port.context("a port")?);
-        let outbound = SocketAddr::from(([127, 0, 0, 1], plane::free_port()?));
+        let outbound = SocketAddr::from(([127, 0, 0, 1], ports::free_port()?));
         let labels = &instance.workload.labels;
         let app_name = labels.get("app").map(String::as_str).unwrap_or("app");
         let version = labels.get("version").map(String::as_str).unwrap_or("v1");

@@ -2,13 +2,14 @@
 //! code (its arguments parsed as the command line would), on a thread of its own. It watches
 //! the directory, so an edited file is pushed to the sidecars it concerns within a second.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use super::ports::free_port;
 use crate::control_cmd::{control, ControlArgs};
 
 /// `trellis control`'s arguments, parsed from words.
@@ -16,13 +17,6 @@ use crate::control_cmd::{control, ControlArgs};
 struct ControlCommand {
     #[command(flatten)]
     args: ControlArgs,
-}
-
-/// A free port on 127.0.0.1 (free when asked: another process could take it before it is
-/// bound again, which on loopback in one demo is unlikely).
-pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Start the control plane on `dir`; returns where sidecars connect, once it accepts.
