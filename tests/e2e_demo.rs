@@ -6,8 +6,9 @@
 //! 1. `--self-check`: the seeded routing holds (jason → reviews-v2, everyone else split 50/50
 //!    between v1 and v3), every answer shows the whole path productpage ← reviews ← ratings,
 //!    every hop inside the mesh was mutual TLS (the callee's sidecar verified the caller's
-//!    SPIFFE id and passed it on in `x-forwarded-client-cert`), and the AuthorizationPolicy
-//!    turns productpage away from ratings.
+//!    SPIFFE id and passed it on in `x-forwarded-client-cert`), the AuthorizationPolicy
+//!    turns productpage away from ratings, and the ratings fault aborts `end-user: tester`'s
+//!    calls with 500.
 //! 2. Live edit: the demo runs on a directory written by `--write-dir`; rewriting the reviews
 //!    VirtualService there moves everyone's traffic to v2 while it runs (curl sees it, and so
 //!    does the demo's own summary), and Ctrl-C (SIGINT) stops it cleanly, exit status 0.
@@ -61,7 +62,7 @@ fn the_demo_routes_chains_and_authenticates_as_seeded() {
     assert!(stdout.contains("self-check: ok"), "{stdout}");
     assert!(stdout.contains("requests: 160 (200 ×160)"), "{stdout}");
 
-    // Jason: reviews v2 only; everyone else: v1 and v3, near 50/50 (120 requests: 60 ± 22).
+    // Jason: reviews v2 only; everyone else: v1 and v3, near 50/50 (four standard deviations).
     let jason = split(&stdout, "end-user jason");
     assert_eq!(jason.keys().collect::<Vec<_>>(), ["reviews-v2"], "{stdout}");
     assert_eq!(jason["reviews-v2"], 40, "{stdout}");
@@ -71,7 +72,18 @@ fn the_demo_routes_chains_and_authenticates_as_seeded() {
         ["reviews-v1", "reviews-v3"],
         "{stdout}"
     );
-    assert!((38..=82).contains(&others["reviews-v1"]), "{stdout}");
+    let n: u64 = others.values().sum();
+    assert_eq!(n, 160 - 40 - 8, "{stdout}");
+    let off = (others["reviews-v1"] as f64 - n as f64 / 2.0).abs();
+    assert!(off <= 2.0 * (n as f64).sqrt(), "{stdout}");
+
+    // Fault injection: tester's requests that reach reviews-v3 find ratings aborted, 500.
+    let tester = split(&stdout, "end-user tester");
+    assert_eq!(tester.values().sum::<u64>(), 8, "{stdout}");
+    if let Some(n) = tester.get("reviews-v3") {
+        let line = format!("productpage-v1 ← reviews-v3 ← ratings ✗ 500  ×{n}  [end-user tester]");
+        assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
+    }
 
     // The whole path, in the answer productpage built from its callees' answers.
     assert!(

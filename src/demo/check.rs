@@ -5,6 +5,8 @@
 //! - `end-user: jason` always reached reviews-v2, whose path goes on to ratings-v1;
 //! - everyone else reached reviews-v1 or v3 only, each within four standard deviations of the
 //!   VirtualService's 50/50 (a binomial's, so a right mesh fails about once in 15,000 runs);
+//! - the fault injection holds: `end-user: tester` is routed as everyone else, and when it
+//!   reaches reviews-v3 its call to ratings is aborted with 500 by reviews-v3's sidecar;
 //! - every hop inside the mesh was mutual TLS: the callee's sidecar put the caller's SPIFFE id
 //!   in `x-forwarded-client-cert` (productpage's for details and reviews, reviews' for
 //!   ratings), and only productpage was called in plaintext (it is the edge);
@@ -13,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use super::sidecar::TRUST_DOMAIN;
-use super::tally::{Tally, JASON, OTHERS, PLAINTEXT};
+use super::tally::{Tally, JASON, OTHERS, PLAINTEXT, TESTER};
 
 fn spiffe(sa: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/ns/default/sa/{sa}")
@@ -38,6 +40,15 @@ pub fn check(t: &Tally, policy_probe: &Result<u16, String>) -> Vec<String> {
     if jason.is_empty() || jason.keys().any(|r| *r != "reviews-v2") {
         failures.push(format!(
             "end-user jason reached {jason:?}, not only reviews-v2"
+        ));
+    }
+    let tester = t.reviews_of(TESTER);
+    if tester
+        .keys()
+        .any(|r| !["reviews-v1", "reviews-v3"].contains(r))
+    {
+        failures.push(format!(
+            "end-user tester reached {tester:?}, not only v1 and v3"
         ));
     }
     let others = t.reviews_of(OTHERS);
@@ -67,11 +78,15 @@ pub fn check(t: &Tally, policy_probe: &Result<u16, String>) -> Vec<String> {
         "productpage-v1 ← reviews-v1",
         "productpage-v1 ← reviews-v3 ← ratings-v1",
     ];
+    let tester_paths = [
+        "productpage-v1 ← reviews-v1",
+        "productpage-v1 ← reviews-v3 ← ratings ✗ 500",
+    ];
     for ((user, path), count) in &t.paths {
-        let right = if user == JASON {
-            path == jason_path
-        } else {
-            other_paths.contains(&path.as_str())
+        let right = match user.as_str() {
+            JASON => path == jason_path,
+            TESTER => tester_paths.contains(&path.as_str()),
+            _ => other_paths.contains(&path.as_str()),
         };
         if !right {
             failures.push(format!("{count} request(s) of {user} took the path {path}"));
@@ -142,6 +157,8 @@ mod tests {
         }
         let path = "productpage-v1 ← reviews-v2 ← ratings-v1";
         t.record(JASON, Ok((200, answer("reviews-v2", path))));
+        let path = "productpage-v1 ← reviews-v3 ← ratings ✗ 500";
+        t.record(TESTER, Ok((200, answer("reviews-v3", path))));
         t
     }
 
@@ -157,6 +174,18 @@ mod tests {
         assert!(
             open.iter().any(|f| f.contains("AuthorizationPolicy")),
             "{open:?}"
+        );
+    }
+
+    #[test]
+    fn a_tester_reaching_ratings_means_the_fault_was_not_injected() {
+        let mut t = seeded(30, 30);
+        let path = "productpage-v1 ← reviews-v3 ← ratings-v1";
+        t.record(TESTER, Ok((200, answer("reviews-v3", path))));
+        let failures = check(&t, &Ok(403));
+        assert!(
+            failures.iter().any(|f| f.contains("end-user tester took")),
+            "{failures:?}"
         );
     }
 

@@ -3,7 +3,7 @@
 //! real ones, wired together.
 //!
 //! - [`seed`]: the directory: bookinfo's Services and Deployments, DestinationRules, the
-//!   reviews VirtualService, mesh-wide STRICT mTLS and an AuthorizationPolicy.
+//!   reviews VirtualService, a ratings fault, mesh-wide STRICT mTLS and an AuthorizationPolicy.
 //! - [`plane`]: the control plane on that directory (`trellis control`'s code), watching it.
 //! - [`sidecar`]: one sidecar per Deployment found there (`trellis proxy --control-plane`'s
 //!   code), inbound and outbound, with a certificate from the demo's CA.
@@ -99,6 +99,14 @@ fn write_seed(dir: &Path) -> Result<()> {
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.write_dir {
+        // Never over a directory someone may have edited.
+        let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied {
+            bail!(
+                "{} is not empty: give a new directory to write bookinfo to",
+                dir.display()
+            );
+        }
         write_seed(dir)?;
         println!(
             "bookinfo written to {}: run it with\n  trellis demo --dir {}",
@@ -192,7 +200,7 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
         summary_every: (args.summary_secs > 0).then(|| Duration::from_secs(args.summary_secs)),
     };
     println!(
-        "traffic: {} requests/s to productpage, every 4th as end-user jason (Ctrl-C stops)",
+        "traffic: {} requests/s to productpage, every 4th as end-user jason, every 20th as end-user tester (Ctrl-C stops)",
         args.rate
     );
     let tally = traffic.run(limits, &stop);
@@ -254,6 +262,7 @@ fn print_banner(
         );
     }
     println!("  routing: {}", seed::SEEDED_SPLIT);
+    println!("  fault injection: {}", seed::SEEDED_FAULT);
     println!(
         "  edit {} while this runs (e.g. weight 100 to subset v2): the split changes within a second",
         dir.join(seed::ROUTING_FILE).display()

@@ -13,7 +13,9 @@
 //! The Istio resources: DestinationRules with subsets (samples/bookinfo/networking/
 //! destination-rule-all.yaml), the reviews VirtualService of [`ROUTING_FILE`] (jason → v2, as
 //! virtual-service-reviews-test-v2.yaml; everyone else 50/50 v1/v3, as
-//! virtual-service-reviews-50-v3.yaml), mesh-wide STRICT mTLS with productpage PERMISSIVE (it
+//! virtual-service-reviews-50-v3.yaml), a ratings VirtualService injecting a fault for
+//! `end-user: tester` (Istio's virtual-service-ratings-test-abort.yaml, for another user so
+//! jason's path stays whole: the calling sidecar answers 500 without calling ratings), mesh-wide STRICT mTLS with productpage PERMISSIVE (it
 //! is the mesh's edge: the traffic generator and curl are outside the mesh), and an
 //! AuthorizationPolicy letting only reviews' service account call ratings.
 
@@ -27,6 +29,10 @@ pub const ROUTING_FILE: &str = "reviews-routing.yaml";
 
 /// What the seeded routing sends where, as the self-check expects it.
 pub const SEEDED_SPLIT: &str = "end-user: jason -> reviews v2; everyone else 50% v1 / 50% v3";
+
+/// The seeded fault, as printed.
+pub const SEEDED_FAULT: &str =
+    "end-user: tester -> ratings aborted with 500 by the caller's sidecar";
 
 /// One Deployment of the application: `<app>-<version>`.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +86,7 @@ pub fn write(dir: &Path, mut port_of: impl FnMut(&SeedWorkload) -> Result<u16>) 
         ("bookinfo.yaml", bookinfo),
         ("destination-rules.yaml", DESTINATION_RULES.to_string()),
         (ROUTING_FILE, REVIEWS_ROUTING.to_string()),
+        ("ratings-fault.yaml", RATINGS_FAULT.to_string()),
         ("security.yaml", SECURITY.to_string()),
     ];
     for (name, text) in files {
@@ -203,6 +210,27 @@ spec:
           weight: 50
         - destination: {host: reviews, subset: v3}
           weight: 50
+";
+
+const RATINGS_FAULT: &str = "# Fault injection (Istio's samples/bookinfo/networking/virtual-service-ratings-test-abort.yaml,
+# for end-user tester): the caller's sidecar answers 500 itself, ratings never sees the request.
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+    - match:
+        - headers:
+            end-user: {exact: tester}
+      fault:
+        abort:
+          percentage: {value: 100.0}
+          httpStatus: 500
+      route:
+        - destination: {host: ratings, subset: v1}
+    - route:
+        - destination: {host: ratings, subset: v1}
 ";
 
 const SECURITY: &str =

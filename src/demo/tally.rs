@@ -10,6 +10,8 @@ use serde_json::Value;
 /// Who asked: the VirtualService routes `end-user: jason` apart from everyone else.
 pub const JASON: &str = "end-user jason";
 pub const OTHERS: &str = "everyone else";
+/// The user the seeded fault injection aborts ratings for.
+pub const TESTER: &str = "end-user tester";
 
 /// The caller recorded for a hop without a verified peer (plaintext, the mesh's edge).
 pub const PLAINTEXT: &str = "(plaintext: outside the mesh)";
@@ -30,8 +32,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Count one answer of productpage to a request from `user` (a kind: [`JASON`] or
-    /// [`OTHERS`]).
+    /// Count one answer of productpage to a request from `user` (a kind: [`JASON`],
+    /// [`TESTER`] or [`OTHERS`]).
     pub fn record(&mut self, user: &str, answer: Result<(u16, Vec<u8>), String>) {
         self.requests += 1;
         let (status, body) = match answer {
@@ -101,7 +103,7 @@ impl Tally {
             .map(|(s, n)| format!("{s} ×{n}"))
             .collect();
         let mut out = format!("{} requests ({})", self.requests, statuses.join(", "));
-        for user in [OTHERS, JASON] {
+        for user in [OTHERS, JASON, TESTER] {
             if let Some(line) = self.split_line(user) {
                 out.push_str(&format!(" | {user}: {line}"));
             }
@@ -119,7 +121,7 @@ impl fmt::Display for Tally {
             .map(|(s, n)| format!("{s} ×{n}"))
             .collect();
         writeln!(f, "  requests: {} ({})", self.requests, statuses.join(", "))?;
-        for user in [OTHERS, JASON] {
+        for user in [OTHERS, JASON, TESTER] {
             if let Some(line) = self.split_line(user) {
                 writeln!(f, "  reviews for {user}: {line}")?;
             }

@@ -1,6 +1,6 @@
 //! The traffic generator: a few requests a second to productpage through its sidecar's inbound
-//! listener (the mesh's edge), every fourth one as `end-user: jason`, each answer counted in a
-//! [`Tally`]; a short summary every few seconds.
+//! listener (the mesh's edge), every fourth one as `end-user: jason`, every twentieth as
+//! `end-user: tester`, each answer counted in a [`Tally`]; a short summary every few seconds.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use trellis_io::ControlHandle;
 use trellis_local_mesh::client::HttpClient;
 
-use super::tally::{Tally, JASON, OTHERS};
+use super::tally::{Tally, JASON, OTHERS, TESTER};
 
 /// When to stop, and how fast to go.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +20,17 @@ pub struct Limits {
     pub rate: f64,
     /// How often to print the last few seconds' summary (`None`: never).
     pub summary_every: Option<Duration>,
+}
+
+/// Who sends request `i`: 1 in 4 jason, 1 in 20 tester, the rest nobody in particular.
+pub fn user_of(i: u64) -> &'static str {
+    if i % 4 == 3 {
+        JASON
+    } else if i % 20 == 9 {
+        TESTER
+    } else {
+        OTHERS
+    }
 }
 
 /// A keep-alive client to productpage's ingress.
@@ -44,10 +55,10 @@ impl Traffic {
                 .client
                 .insert(HttpClient::connect(self.ingress).map_err(|e| e.to_string())?),
         };
-        let headers: &[(&str, &str)] = if user == JASON {
-            &[("end-user", "jason")]
-        } else {
-            &[]
+        let headers: &[(&str, &str)] = match user {
+            JASON => &[("end-user", "jason")],
+            TESTER => &[("end-user", "tester")],
+            _ => &[],
         };
         match client.request("GET", "/productpage", "productpage:9080", headers, b"") {
             Ok(r) => Ok((r.status, r.body)),
@@ -104,7 +115,7 @@ impl Traffic {
             {
                 break;
             }
-            let user = if i % 4 == 3 { JASON } else { OTHERS };
+            let user = user_of(i);
             let answer = self.send(user);
             total.record(user, answer.clone());
             window.record(user, answer);
