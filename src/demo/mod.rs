@@ -146,9 +146,10 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
             mesh_dir.display()
         );
     }
-    let (ca, _) =
-        trellis_control::ca::bootstrap::new_plugin_ca(sidecar::TRUST_DOMAIN, SystemTime::now())
-            .context("cannot make the mesh CA")?;
+    // The mesh CA as `trellis ca init` writes it (Istio's plug-in CA files), so that whatever
+    // takes `--ca-dir` can be handed the same one.
+    let ca = crate::ca_cmd::write_new_ca(&state.join("ca"), sidecar::TRUST_DOMAIN)
+        .context("cannot make the mesh CA")?;
     let plane = plane::start(&mesh_dir)?;
     let seed = args
         .seed
@@ -189,7 +190,7 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     print_banner(&mesh_dir, plane, &sidecars, ingress, productpage_outbound);
 
     let mut traffic = Traffic::new(ingress);
-    traffic.warm_up(Duration::from_secs(30))?;
+    traffic.warm_up(Duration::from_secs(30), &stop)?;
     let unlimited = args.requests.is_none() && args.duration.is_none();
     let limits = Limits {
         requests: args

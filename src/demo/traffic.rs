@@ -71,8 +71,8 @@ impl Traffic {
 
     /// Wait until the mesh answers whole paths: every sidecar has its first push by then
     /// (before it, an outbound listener has no routes). Five good answers in a row, or fail
-    /// after `timeout` with the last answer.
-    pub fn warm_up(&mut self, timeout: Duration) -> Result<()> {
+    /// after `timeout` (or on Ctrl-C) with the last answer.
+    pub fn warm_up(&mut self, timeout: Duration, stop: &ControlHandle) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut good = 0;
         let mut last = String::new();
@@ -92,10 +92,10 @@ impl Traffic {
             if good >= 5 {
                 return Ok(());
             }
-            if Instant::now() > deadline {
-                bail!("the mesh is not answering after {timeout:?}; last answer: {last}");
+            if Instant::now() > deadline || stop.is_shutdown() {
+                bail!("the mesh is not answering; last answer: {last}");
             }
-            std::thread::sleep(Duration::from_millis(100));
+            stop.wait_shutdown(Some(Duration::from_millis(100)));
         }
         Ok(())
     }
