@@ -197,9 +197,10 @@ fn editing_the_reviews_virtual_service_moves_traffic_while_the_demo_runs() {
                 .to_string();
             break url;
         }
+        let exited = demo.0.try_wait().ok().flatten();
         assert!(
-            Instant::now() < deadline,
-            "the demo did not start:\n{out}\n{}",
+            Instant::now() < deadline && exited.is_none(),
+            "the demo did not start ({exited:?}):\n{out}\n{}",
             read_log(&tmp.join("demo.err"))
         );
         std::thread::sleep(Duration::from_millis(100));

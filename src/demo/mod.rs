@@ -158,6 +158,13 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     for (i, instance) in instances.iter().enumerate() {
         let address = instance.address.context("addressed")?;
         let inbound = SocketAddr::new(address.ip, address.port.context("a port")?);
+        if let Err(e) = std::net::TcpListener::bind(inbound) {
+            bail!(
+                "{}'s address {inbound} (its trellis.dev/addresses in {}) cannot be bound: {e}",
+                instance.name,
+                mesh_dir.display()
+            );
+        }
         let outbound = SocketAddr::from(([127, 0, 0, 1], ports::free_port()?));
         let labels = &instance.workload.labels;
         let app_name = labels.get("app").map(String::as_str).unwrap_or("app");

@@ -5,11 +5,11 @@
 //! so the control plane scopes it as that pod) and the `identity:` files, a SPIFFE certificate
 //! issued by the demo's CA. Routes, clusters and policies come from the control plane.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -128,6 +128,15 @@ impl Sidecar {
                 }
             })
             .context("cannot start a sidecar thread")?;
+        // A listener that cannot bind (a port taken since the seed named it) ends the thread:
+        // say so now rather than after the warm-up's timeout.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(spec.inbound).is_err() {
+            if thread.is_finished() || Instant::now() > deadline {
+                bail!("{node}'s sidecar did not start on {}", spec.inbound);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(Sidecar {
             node,
             identity: id.spiffe_uri(),
