@@ -7,8 +7,9 @@
 //!    between v1 and v3), every answer shows the whole path productpage ← reviews ← ratings,
 //!    every hop inside the mesh was mutual TLS (the callee's sidecar verified the caller's
 //!    SPIFFE id and passed it on in `x-forwarded-client-cert`), the AuthorizationPolicy
-//!    turns productpage away from ratings, and the ratings fault aborts `end-user: tester`'s
-//!    calls with 500.
+//!    turns productpage away from ratings, the ratings fault aborts `end-user: tester`'s
+//!    calls with 500, and outlier detection ejects the details replica that answers 503 after
+//!    a request or two.
 //! 2. Live edit: the demo runs on a directory written by `--write-dir`; rewriting the reviews
 //!    VirtualService there moves everyone's traffic to v2 while it runs (curl sees it, and so
 //!    does the demo's own summary), and Ctrl-C (SIGINT) stops it cleanly, exit status 0.
@@ -103,7 +104,7 @@ fn the_demo_routes_chains_and_authenticates_as_seeded() {
     let productpage = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage";
     let reviews = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews";
     for hop in [
-        format!("{productpage} → details-v1  ×160"),
+        format!("{productpage} → details-v1  ×"),
         format!("{productpage} → reviews-v2  ×40"),
         format!("{productpage} → reviews-v1  ×"),
         format!("{reviews} → ratings-v1  ×"),
@@ -117,6 +118,17 @@ fn the_demo_routes_chains_and_authenticates_as_seeded() {
         .collect();
     assert_eq!(plaintext.len(), 1, "{stdout}");
     assert!(plaintext[0].contains("→ productpage-v1  ×160"), "{stdout}");
+
+    // Outlier ejection: the failing details replica got a request or two, then no more.
+    let ejected: u64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("outlier ejection: details-v1-1 answers 503; it got ")
+        })
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no outlier ejection line in:\n{stdout}"));
+    assert!((1..=3).contains(&ejected), "{stdout}");
 
     assert!(
         stdout.contains("policy: productpage → ratings answered 403"),

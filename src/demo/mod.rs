@@ -29,6 +29,8 @@ mod workloads;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -94,7 +96,7 @@ fn state_dir() -> Result<PathBuf> {
 }
 
 fn write_seed(dir: &Path) -> Result<()> {
-    seed::write(dir, |_| ports::free_port())
+    seed::write(dir, ports::free_port)
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
@@ -120,8 +122,27 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     }
     let state = state_dir()?;
     let result = run(&args, &state);
-    let _ = std::fs::remove_dir_all(&state);
+    clean_up(&state);
     result
+}
+
+/// Remove what the demo wrote. The control plane's thread still polls the seeded directory
+/// until the process exits: emptied first, it reads as an empty mesh (nothing to say); the
+/// directory itself goes last, a moment before the exit.
+fn clean_up(state: &Path) {
+    let mesh = state.join("mesh");
+    if let Ok(entries) = std::fs::read_dir(&mesh) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(state) {
+        for entry in entries.flatten().filter(|e| e.path() != mesh) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&mesh);
+    let _ = std::fs::remove_dir(state);
 }
 
 fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
@@ -155,6 +176,8 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
         .seed
         .unwrap_or_else(|| trellis_io::RunOptions::default().seed);
     let mut sidecars = Vec::new();
+    // The replicas that answer 503, and how many requests each got.
+    let mut failing = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         let address = instance.address.context("addressed")?;
         let inbound = SocketAddr::new(address.ip, address.port.context("a port")?);
@@ -169,12 +192,15 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
         let labels = &instance.workload.labels;
         let app_name = labels.get("app").map(String::as_str).unwrap_or("app");
         let version = labels.get("version").map(String::as_str).unwrap_or("v1");
-        let app = app::start(
-            &instance.name,
-            outbound,
-            workloads::handler(app_name, version),
-        )
-        .with_context(|| format!("cannot start workload {}", instance.name))?;
+        let handler = if seed::failing_replica(&snapshot, instance) {
+            let answered = Arc::new(AtomicU64::new(0));
+            failing.push((instance.name.clone(), answered.clone()));
+            workloads::failing(app_name, version, answered)
+        } else {
+            workloads::handler(app_name, version)
+        };
+        let app = app::start(&instance.name, outbound, handler)
+            .with_context(|| format!("cannot start workload {}", instance.name))?;
         let spec = SidecarSpec {
             instance,
             inbound,
@@ -213,6 +239,12 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     );
     let tally = traffic.run(limits, &stop);
     println!("summary:\n{tally}");
+    for (name, answered) in &failing {
+        println!(
+            "  outlier ejection: {name} answers 503; it got {} request(s) (warm-up included), then the DestinationRule's outlierDetection ejected it",
+            answered.load(Ordering::Relaxed)
+        );
+    }
     let probe = policy_probe(productpage_outbound);
     match &probe {
         Ok(status) => println!("  policy: productpage → ratings answered {status} (AuthorizationPolicy ratings: only bookinfo-reviews)"),
@@ -271,6 +303,7 @@ fn print_banner(
     }
     println!("  routing: {}", seed::SEEDED_SPLIT);
     println!("  fault injection: {}", seed::SEEDED_FAULT);
+    println!("  outlier ejection: details-v1-1 answers 503 until the DestinationRule ejects it");
     println!(
         "  edit {} while this runs (e.g. weight 100 to subset v2): the split changes within a second",
         dir.join(seed::ROUTING_FILE).display()

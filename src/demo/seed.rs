@@ -15,7 +15,9 @@
 //! virtual-service-reviews-test-v2.yaml; everyone else 50/50 v1/v3, as
 //! virtual-service-reviews-50-v3.yaml), a ratings VirtualService injecting a fault for
 //! `end-user: tester` (Istio's virtual-service-ratings-test-abort.yaml, for another user so
-//! jason's path stays whole: the calling sidecar answers 500 without calling ratings), mesh-wide STRICT mTLS with productpage PERMISSIVE (it
+//! jason's path stays whole: the calling sidecar answers 500 without calling ratings), outlier
+//! detection on details (its second replica, named by [`FAILING_REPLICA_ANNOTATION`], answers
+//! 503 and is ejected after its first: `consecutive5xxErrors: 1`), mesh-wide STRICT mTLS with productpage PERMISSIVE (it
 //! is the mesh's edge: the traffic generator and curl are outside the mesh), and an
 //! AuthorizationPolicy letting only reviews' service account call ratings.
 
@@ -34,53 +36,60 @@ pub const SEEDED_SPLIT: &str = "end-user: jason -> reviews v2; everyone else 50%
 pub const SEEDED_FAULT: &str =
     "end-user: tester -> ratings aborted with 500 by the caller's sidecar";
 
+/// The pod-template annotation naming the replica (by index) that answers 503 to everything,
+/// so that outlier detection has something to eject.
+pub const FAILING_REPLICA_ANNOTATION: &str = "demo.trellis.dev/failing-replica";
+
 /// One Deployment of the application: `<app>-<version>`.
 #[derive(Clone, Copy, Debug)]
 pub struct SeedWorkload {
     pub app: &'static str,
     pub version: &'static str,
+    pub replicas: usize,
+    /// The replica that answers 503 ([`FAILING_REPLICA_ANNOTATION`]).
+    pub failing: Option<usize>,
 }
 
-/// The bookinfo workloads, in start order (callees first).
-pub const WORKLOADS: [SeedWorkload; 6] = [
+const fn one(app: &'static str, version: &'static str) -> SeedWorkload {
     SeedWorkload {
-        app: "ratings",
-        version: "v1",
-    },
+        app,
+        version,
+        replicas: 1,
+        failing: None,
+    }
+}
+
+/// The bookinfo workloads, in start order (callees first). details has a second replica that
+/// fails, for the DestinationRule's outlier detection to eject.
+pub const WORKLOADS: [SeedWorkload; 6] = [
+    one("ratings", "v1"),
     SeedWorkload {
         app: "details",
         version: "v1",
+        replicas: 2,
+        failing: Some(1),
     },
-    SeedWorkload {
-        app: "reviews",
-        version: "v1",
-    },
-    SeedWorkload {
-        app: "reviews",
-        version: "v2",
-    },
-    SeedWorkload {
-        app: "reviews",
-        version: "v3",
-    },
-    SeedWorkload {
-        app: "productpage",
-        version: "v1",
-    },
+    one("reviews", "v1"),
+    one("reviews", "v2"),
+    one("reviews", "v3"),
+    one("productpage", "v1"),
 ];
 
 const SERVICES: [&str; 4] = ["productpage", "details", "reviews", "ratings"];
 
-/// Write the seed into `dir` (created if missing), each workload's sidecar inbound on the port
-/// `port_of` gives it.
-pub fn write(dir: &Path, mut port_of: impl FnMut(&SeedWorkload) -> Result<u16>) -> Result<()> {
+/// Write the seed into `dir` (created if missing), each replica's sidecar inbound on the port
+/// `port` gives it.
+pub fn write(dir: &Path, mut port: impl FnMut() -> Result<u16>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut bookinfo = String::from(NAMESPACE);
     for service in SERVICES {
         bookinfo.push_str(&service_yaml(service));
     }
     for w in &WORKLOADS {
-        bookinfo.push_str(&deployment_yaml(w, port_of(w)?));
+        let ports = (0..w.replicas)
+            .map(|_| port())
+            .collect::<Result<Vec<_>>>()?;
+        bookinfo.push_str(&deployment_yaml(w, &ports));
     }
     let files = [
         ("bookinfo.yaml", bookinfo),
@@ -127,11 +136,14 @@ metadata:
     )
 }
 
-fn deployment_yaml(w: &SeedWorkload, port: u16) -> String {
+fn deployment_yaml(w: &SeedWorkload, ports: &[u16]) -> String {
     let (app, version) = (w.app, w.version);
-    let mut out = String::new();
-    let _ = write!(
-        out,
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut annotations = format!("trellis.dev/addresses: \"{}\"", addresses.join(", "));
+    if let Some(i) = w.failing {
+        let _ = write!(annotations, ", {FAILING_REPLICA_ANNOTATION}: \"{i}\"");
+    }
+    format!(
         "---
 apiVersion: apps/v1
 kind: Deployment
@@ -139,22 +151,22 @@ metadata:
   name: {app}-{version}
   labels: {{app: {app}, version: {version}}}
 spec:
-  replicas: 1
+  replicas: {}
   selector:
     matchLabels: {{app: {app}, version: {version}}}
   template:
     metadata:
       labels: {{app: {app}, version: {version}}}
-      annotations: {{trellis.dev/addresses: \"127.0.0.1:{port}\"}}
+      annotations: {{{annotations}}}
     spec:
       serviceAccountName: bookinfo-{app}
       containers:
         - name: {app}
           image: docker.io/istio/examples-bookinfo-{app}-{version}:1.20.2
           ports: [{{containerPort: 9080}}]
-"
-    );
-    out
+",
+        w.replicas
+    )
 }
 
 const DESTINATION_RULES: &str =
@@ -188,6 +200,13 @@ kind: DestinationRule
 metadata: {name: details}
 spec:
   host: details
+  # details-v1-1 answers 503: ejected after its first one, for 30 s, then longer each time.
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 1
+      interval: 1s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 50
   subsets: [{name: v1, labels: {version: v1}}]
 ";
 
@@ -264,6 +283,26 @@ spec:
             principals: [cluster.local/ns/default/sa/bookinfo-reviews]
 ";
 
+/// Whether `instance` is the replica its Deployment's [`FAILING_REPLICA_ANNOTATION`] names.
+pub fn failing_replica(
+    snapshot: &trellis_control::plane::Snapshot,
+    instance: &trellis_control::plane::WorkloadInstance,
+) -> bool {
+    let Some(deployment) = snapshot
+        .kube
+        .deployments
+        .iter()
+        .find(|d| d.source == instance.source)
+    else {
+        return false;
+    };
+    let annotations = &deployment.object.spec.template.metadata.annotations;
+    annotations
+        .get(FAILING_REPLICA_ANNOTATION)
+        .and_then(|i| i.trim().parse::<usize>().ok())
+        .is_some_and(|i| instance.name == format!("{}-{i}", instance.source.name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,7 +311,7 @@ mod tests {
     fn the_seed_is_a_snapshot_with_every_workload_addressed_and_injected() {
         let dir = std::env::temp_dir().join(format!("trellis-demo-seed-{}", std::process::id()));
         let mut next = 20000;
-        write(&dir, |_| {
+        write(&dir, || {
             next += 1;
             Ok(next)
         })
@@ -284,18 +323,22 @@ mod tests {
             "{:?}",
             snapshot.diagnostics
         );
-        for (i, w) in WORKLOADS.iter().enumerate() {
-            let name = format!("{}-{}-0", w.app, w.version);
-            let instance = snapshot
-                .workload("default", &name)
-                .unwrap_or_else(|| panic!("{name} missing"));
-            assert!(instance.injected, "{name}");
-            assert_eq!(
-                instance.workload.service_account,
-                format!("bookinfo-{}", w.app)
-            );
-            let address = instance.address.expect("addressed");
-            assert_eq!(address.port, Some(20001 + i as u16));
+        let mut port = 20000;
+        for w in &WORKLOADS {
+            for replica in 0..w.replicas {
+                port += 1;
+                let name = format!("{}-{}-{replica}", w.app, w.version);
+                let instance = snapshot
+                    .workload("default", &name)
+                    .unwrap_or_else(|| panic!("{name} missing"));
+                assert!(instance.injected, "{name}");
+                let sa = format!("bookinfo-{}", w.app);
+                assert_eq!(instance.workload.service_account, sa);
+                let address = instance.address.expect("addressed");
+                assert_eq!(address.port, Some(port), "{name}");
+                let failing = failing_replica(&snapshot, instance);
+                assert_eq!(failing, w.failing == Some(replica), "{name}");
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -5,6 +5,7 @@
 //! `hops` seen on the way: for each workload, the caller's SPIFFE id that its sidecar put in
 //! `x-forwarded-client-cert` after the mTLS handshake (`null` for a plaintext caller).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -52,6 +53,16 @@ pub fn handler(app: &str, version: &str) -> Arc<Handler> {
             answer(json!({ "service": me, "path": me, "hops": [hop(req, &me)] }))
         }),
     }
+}
+
+/// A replica that answers 503 to everything (counting them), for outlier detection to eject.
+pub fn failing(app: &str, version: &str, answered: Arc<AtomicU64>) -> Arc<Handler> {
+    let me = format!("{app}-{version}");
+    Arc::new(move |req: &Request, _: &mut Outbound| {
+        answered.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "service": me, "failing": true, "hops": [hop(req, &me)] });
+        (503, body.to_string())
+    })
 }
 
 fn answer(body: Value) -> (u16, String) {
