@@ -10,9 +10,11 @@
 //!    turns productpage away from ratings, the ratings fault aborts `end-user: tester`'s
 //!    calls with 500, and outlier detection ejects the details replica that answers 503 after
 //!    a request or two.
-//! 2. Live edit: the demo runs on a directory written by `--write-dir`; rewriting the reviews
-//!    VirtualService there moves everyone's traffic to v2 while it runs (curl sees it, and so
-//!    does the demo's own summary), and Ctrl-C (SIGINT) stops it cleanly, exit status 0.
+//! 2. Live edit: rewriting the reviews VirtualService in the directory the demo prints moves
+//!    everyone's traffic to v2 while it runs (curl sees it, and so does the demo's own
+//!    summary), and Ctrl-C (SIGINT) stops it cleanly, exit status 0. `--write-dir` writes a
+//!    directory and refuses to write over one.
+//! 3. `--dir`: the demo runs a directory written by `--write-dir` and passes its self-check.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -171,22 +173,34 @@ spec:
 #[test]
 fn editing_the_reviews_virtual_service_moves_traffic_while_the_demo_runs() {
     let tmp = tempdir("live");
-    let dir = tmp.join("bookinfo");
-    let written = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["demo", "--write-dir"])
-        .arg(&dir)
-        .output()
-        .expect("trellis demo --write-dir runs");
-    assert!(written.status.success(), "{written:?}");
-    let routing = dir.join("reviews-routing.yaml");
-    assert!(routing.is_file(), "{written:?}");
+    // `--write-dir` writes a directory to edit, and never over one that is not empty.
+    let written = tmp.join("bookinfo");
+    let write = || {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["demo", "--write-dir"])
+            .arg(&written)
+            .output()
+            .expect("trellis demo --write-dir runs")
+    };
+    let first = write();
+    assert!(first.status.success(), "{first:?}");
+    assert!(written.join("reviews-routing.yaml").is_file(), "{first:?}");
+    assert!(!write().status.success(), "written over");
 
+    // The demo on its own seeded directory, which it prints, as a user starts it: the
+    // ports it names are held until bound (a `--write-dir` directory's could be taken by then).
     let log = tmp.join("demo.out");
     let mut demo = Killed(
         Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["demo", "--dir"])
-            .arg(&dir)
-            .args(["--duration", "120", "--rate", "10", "--summary-secs", "1"])
+            .args([
+                "demo",
+                "--duration",
+                "120",
+                "--rate",
+                "10",
+                "--summary-secs",
+                "1",
+            ])
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(std::fs::File::create(tmp.join("demo.err")).expect("log"))
             .spawn()
@@ -195,7 +209,7 @@ fn editing_the_reviews_virtual_service_moves_traffic_while_the_demo_runs() {
 
     // The banner names productpage's ingress; traffic starts once the mesh answers.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let ingress = loop {
+    let (ingress, routing) = loop {
         let out = read_log(&log);
         if out.contains("traffic:") {
             let url = out
@@ -207,7 +221,12 @@ fn editing_the_reviews_virtual_service_moves_traffic_while_the_demo_runs() {
                 .and_then(|rest| rest.strip_suffix("/productpage"))
                 .unwrap_or_else(|| panic!("no productpage curl in:\n{out}"))
                 .to_string();
-            break url;
+            let routing = out
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("edit ")?.split_whitespace().next())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("no file to edit in:\n{out}"));
+            break (url, routing);
         }
         let exited = demo.0.try_wait().ok().flatten();
         assert!(
@@ -290,4 +309,49 @@ fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Opti
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_written_directory_runs_with_dir() {
+    let tmp = tempdir("dir");
+    // The written directory names ports that are free when written; one may be taken by the
+    // time the demo binds it (another demo starting meanwhile), which the demo says: write
+    // again then.
+    for attempt in 0..3 {
+        let dir = tmp.join(format!("bookinfo-{attempt}"));
+        let written = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["demo", "--write-dir"])
+            .arg(&dir)
+            .output()
+            .expect("trellis demo --write-dir runs");
+        assert!(written.status.success(), "{written:?}");
+        let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["demo", "--dir"])
+            .arg(&dir)
+            .args([
+                "--self-check",
+                "--requests",
+                "80",
+                "--rate",
+                "40",
+                "--summary-secs",
+                "0",
+            ])
+            .output()
+            .expect("trellis demo --dir runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("cannot be bound") {
+            continue;
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("watching {}", dir.display())),
+            "{stdout}"
+        );
+        assert!(stdout.contains("self-check: ok"), "{stdout}");
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
+    panic!("three written directories in a row had a port taken");
 }

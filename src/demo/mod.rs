@@ -26,6 +26,7 @@ mod tally;
 mod traffic;
 mod workloads;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,12 +96,21 @@ fn state_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn write_seed(dir: &Path) -> Result<()> {
-    seed::write(dir, ports::free_port)
+/// Write the seed to `dir`; its ports stay held (by port) until their sidecars bind them.
+fn write_seed(dir: &Path) -> Result<BTreeMap<u16, ports::Reserved>> {
+    let mut held = BTreeMap::new();
+    seed::write(dir, || {
+        let reserved = ports::reserve()?;
+        let port = reserved.port;
+        held.insert(port, reserved);
+        Ok(port)
+    })?;
+    Ok(held)
 }
 
 pub fn demo(args: DemoArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.write_dir {
+        // Its ports are released on return: whoever runs it later binds them.
         // Never over a directory someone may have edited.
         let occupied = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
         if occupied {
@@ -146,12 +156,12 @@ fn clean_up(state: &Path) {
 }
 
 fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
-    let mesh_dir = match &args.dir {
-        Some(dir) => dir.clone(),
+    let (mesh_dir, mut held) = match &args.dir {
+        Some(dir) => (dir.clone(), BTreeMap::new()),
         None => {
             let dir = state.join("mesh");
-            write_seed(&dir)?;
-            dir
+            let held = write_seed(&dir)?;
+            (dir, held)
         }
     };
     let snapshot = Snapshot::read_dir(&mesh_dir)
@@ -181,6 +191,9 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     for (i, instance) in instances.iter().enumerate() {
         let address = instance.address.context("addressed")?;
         let inbound = SocketAddr::new(address.ip, address.port.context("a port")?);
+        if let Some(reserved) = held.remove(&inbound.port()) {
+            reserved.release();
+        }
         if let Err(e) = std::net::TcpListener::bind(inbound) {
             bail!(
                 "{}'s address {inbound} (its trellis.dev/addresses in {}) cannot be bound: {e}",
@@ -188,7 +201,8 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
                 mesh_dir.display()
             );
         }
-        let outbound = SocketAddr::from(([127, 0, 0, 1], ports::free_port()?));
+        let reserved = ports::reserve()?;
+        let outbound = SocketAddr::from(([127, 0, 0, 1], reserved.port));
         let labels = &instance.workload.labels;
         let app_name = labels.get("app").map(String::as_str).unwrap_or("app");
         let version = labels.get("version").map(String::as_str).unwrap_or("v1");
@@ -201,6 +215,7 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
         };
         let app = app::start(&instance.name, outbound, handler)
             .with_context(|| format!("cannot start workload {}", instance.name))?;
+        reserved.release();
         let spec = SidecarSpec {
             instance,
             inbound,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use super::ports::free_port;
+use super::ports::reserve;
 use crate::control_cmd::{control, ControlArgs};
 
 /// `trellis control`'s arguments, parsed from words.
@@ -21,7 +21,8 @@ struct ControlCommand {
 
 /// Start the control plane on `dir`; returns where sidecars connect, once it accepts.
 pub fn start(dir: &Path) -> Result<SocketAddr> {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let reserved = reserve()?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], reserved.port));
     let words = [
         "trellis control".to_string(),
         "--dir".into(),
@@ -32,6 +33,7 @@ pub fn start(dir: &Path) -> Result<SocketAddr> {
         "200".into(),
     ];
     let command = ControlCommand::try_parse_from(words).context("control plane arguments")?;
+    reserved.release();
     std::thread::Builder::new()
         .name("control-plane".into())
         .spawn(move || {

@@ -1,11 +1,11 @@
-//! Free ports for the demo's listeners, below the kernel's ephemeral range.
+//! Free ports for the demo's listeners, below the kernel's ephemeral range, held until used.
 //!
 //! The seed names each sidecar's inbound port before anything binds it, and the control
 //! plane's port is picked before it listens: between the pick and the bind, a port in the
 //! ephemeral range could be taken by a `bind(0)` (the workloads' servers) or as the source port
 //! of a connection (every client here), and the bind would fail. Ports under the range are
-//! never handed out that way, so only another program binding the same port at the same moment
-//! could collide.
+//! never handed out that way. A picked port is held by a listener (a [`Reserved`]) until just
+//! before its real owner binds it, so another demo starting at the same time skips it.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +23,22 @@ fn ephemeral_start() -> u16 {
         .unwrap_or(32_768)
 }
 
-/// A port on 127.0.0.1 nothing listens on now: a random one under the ephemeral range, or one
-/// the kernel picks when none of a few hundred tries is free (or the range starts too low).
-pub fn free_port() -> Result<u16> {
+/// A port held by a listener until [`Reserved::release`] (or drop).
+pub struct Reserved {
+    pub port: u16,
+    _holder: TcpListener,
+}
+
+impl Reserved {
+    /// Let the port go, for its owner to bind at once.
+    pub fn release(self) -> u16 {
+        self.port
+    }
+}
+
+/// A port on 127.0.0.1 nothing listens on now, held: a random one under the ephemeral range, or
+/// one the kernel picks when none of a few hundred tries is free (or the range starts too low).
+pub fn reserve() -> Result<Reserved> {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let top = ephemeral_start();
     if top > LOWEST + 100 {
@@ -41,14 +54,21 @@ pub fn free_port() -> Result<u16> {
             x ^= x >> 12;
             x ^= x << 25;
             x ^= x >> 27;
-            let port = LOWEST + (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % span) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
+            // The product's high bits: its low ones depend only on x's low bits.
+            let port = LOWEST + ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % span) as u16;
+            if let Ok(holder) = TcpListener::bind(("127.0.0.1", port)) {
+                return Ok(Reserved {
+                    port,
+                    _holder: holder,
+                });
             }
         }
     }
-    let listener = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
+    let holder = TcpListener::bind(("127.0.0.1", 0)).context("no free port on 127.0.0.1")?;
+    Ok(Reserved {
+        port: holder.local_addr()?.port(),
+        _holder: holder,
+    })
 }
 
 #[cfg(test)]
@@ -56,11 +76,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_free_port_is_below_the_ephemeral_range_and_bindable() {
-        let port = free_port().expect("a port");
+    fn a_port_is_below_the_ephemeral_range_held_then_released() {
+        let reserved = reserve().expect("a port");
+        let port = reserved.port;
         if ephemeral_start() > LOWEST + 100 {
             assert!((LOWEST..ephemeral_start()).contains(&port), "{port}");
         }
-        TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_err(), "held");
+        reserved.release();
+        TcpListener::bind(("127.0.0.1", port)).expect("free once released");
     }
 }
