@@ -191,16 +191,17 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     for (i, instance) in instances.iter().enumerate() {
         let address = instance.address.context("addressed")?;
         let inbound = SocketAddr::new(address.ip, address.port.context("a port")?);
-        if let Some(reserved) = held.remove(&inbound.port()) {
-            reserved.release();
-        }
-        if let Err(e) = std::net::TcpListener::bind(inbound) {
-            bail!(
-                "{}'s address {inbound} (its trellis.dev/addresses in {}) cannot be bound: {e}",
-                instance.name,
-                mesh_dir.display()
-            );
-        }
+        // Seeded: held since the seed named it. Otherwise: free now, or say whose it is.
+        let held_inbound = match held.remove(&inbound.port()) {
+            Some(reserved) => reserved,
+            None => ports::hold(inbound).with_context(|| {
+                format!(
+                    "{}'s address {inbound} (its trellis.dev/addresses in {}) cannot be bound",
+                    instance.name,
+                    mesh_dir.display()
+                )
+            })?,
+        };
         let reserved = ports::reserve()?;
         let outbound = SocketAddr::from(([127, 0, 0, 1], reserved.port));
         let labels = &instance.workload.labels;
@@ -215,16 +216,16 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
         };
         let app = app::start(&instance.name, outbound, handler)
             .with_context(|| format!("cannot start workload {}", instance.name))?;
-        reserved.release();
         let spec = SidecarSpec {
             instance,
             inbound,
             outbound,
+            held: vec![held_inbound, reserved],
             app: app.addr,
             plane,
             seed: seed.wrapping_add(i as u64),
         };
-        sidecars.push(Sidecar::start(&spec, &ca, &state.join("sidecars"))?);
+        sidecars.push(Sidecar::start(spec, &ca, &state.join("sidecars"))?);
     }
     let stop = ControlHandle::new();
     trellis_io::install_ctrl_c(stop.clone()).context("cannot install the signal handler")?;

@@ -36,6 +36,14 @@ impl Reserved {
     }
 }
 
+/// `addr`, held (fails when something else has it).
+pub fn hold(addr: std::net::SocketAddr) -> std::io::Result<Reserved> {
+    Ok(Reserved {
+        port: addr.port(),
+        _holder: TcpListener::bind(addr)?,
+    })
+}
+
 /// A port on 127.0.0.1 nothing listens on now, held: a random one under the ephemeral range, or
 /// one the kernel picks when none of a few hundred tries is free (or the range starts too low).
 pub fn reserve() -> Result<Reserved> {

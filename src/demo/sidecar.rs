@@ -19,6 +19,8 @@ use trellis_control::plane::WorkloadInstance;
 use trellis_control::{load_proxy_config_with, ProxyOverrides, Severity};
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
 
+use super::ports::Reserved;
+
 /// The mesh's trust domain (Istio's default).
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
@@ -39,6 +41,8 @@ pub struct SidecarSpec<'a> {
     pub instance: &'a WorkloadInstance,
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
+    /// The ports' holders, let go just before the sidecar binds them.
+    pub held: Vec<Reserved>,
     /// The workload behind it.
     pub app: SocketAddr,
     pub plane: SocketAddr,
@@ -47,7 +51,7 @@ pub struct SidecarSpec<'a> {
 
 impl Sidecar {
     /// Issue its certificate, write its file under `state`, and start it.
-    pub fn start(spec: &SidecarSpec<'_>, ca: &PluginFiles, state: &Path) -> Result<Sidecar> {
+    pub fn start(spec: SidecarSpec<'_>, ca: &PluginFiles, state: &Path) -> Result<Sidecar> {
         let node = spec.instance.name.clone();
         let workload = &spec.instance.workload;
         let id =
@@ -119,6 +123,9 @@ impl Sidecar {
             pin: false,
         };
         let run_control = control.clone();
+        for reserved in spec.held {
+            reserved.release();
+        }
         let name = node.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sidecar-{node}"))
