@@ -3,13 +3,15 @@
 //! real ones, wired together.
 //!
 //! - [`seed`]: the directory: bookinfo's Services and Deployments, DestinationRules, the
-//!   reviews VirtualService, a ratings fault, mesh-wide STRICT mTLS and an AuthorizationPolicy.
+//!   reviews VirtualService, a ratings fault, outlier detection on details (one replica of
+//!   which answers 503), mesh-wide STRICT mTLS and an AuthorizationPolicy.
 //! - [`plane`]: the control plane on that directory (`trellis control`'s code), watching it.
 //! - [`sidecar`]: one sidecar per Deployment found there (`trellis proxy --control-plane`'s
 //!   code), inbound and outbound, with a certificate from the demo's CA.
 //! - [`app`] and [`workloads`]: the workloads behind them (productpage → details, reviews →
 //!   ratings), answering JSON that shows the whole path and each hop's verified caller.
 //! - [`traffic`], [`tally`] and [`check`]: the traffic generator, its summary, the self-check.
+//! - [`ports`]: loopback ports picked under the ephemeral range and held until bound.
 //!
 //! No root and no iptables: each workload calls its sidecar's outbound listener with the
 //! service's name as `Host`, as an application behind a capturing sidecar would. This replaces

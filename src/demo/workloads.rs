@@ -3,7 +3,8 @@
 //! v1 shows no stars). Every answer is JSON naming who served it (`<app>-<version>`), the
 //! `path` of the reviews chain below it (`productpage-v1 ← reviews-v2 ← ratings-v1`), and the
 //! `hops` seen on the way: for each workload, the caller's SPIFFE id that its sidecar put in
-//! `x-forwarded-client-cert` after the mTLS handshake (`null` for a plaintext caller).
+//! `x-forwarded-client-cert` after the mTLS handshake (`null` for a plaintext caller). A
+//! [`failing`] replica answers 503 to everything, for outlier detection to eject.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
