@@ -258,10 +258,12 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     let tally = traffic.run(limits, &stop);
     println!("summary:\n{tally}");
     for (name, answered) in &failing {
-        println!(
-            "  outlier ejection: {name} answers 503; it got {} request(s) (warm-up included), then the DestinationRule's outlierDetection ejected it",
-            answered.load(Ordering::Relaxed)
-        );
+        match answered.load(Ordering::Relaxed) {
+            0 => println!("  outlier ejection: {name} answers 503; no request reached it"),
+            n => println!(
+                "  outlier ejection: {name} answers 503; it got {n} request(s) (warm-up included), then the DestinationRule's outlierDetection ejected it"
+            ),
+        }
     }
     let probe = policy_probe(productpage_outbound);
     match &probe {
