@@ -270,7 +270,10 @@ fn log_report(_: Instant, report: ServerReport) {
             tracing::warn!(conn, "{reason}")
         }
         ServerReport::Connected { conn, peer } => tracing::info!(conn, %peer, "sidecar connected"),
-        ServerReport::Disconnected { conn, reason } if reason.starts_with("TLS handshake") => {
+        // A connection closed before any handshake byte is a port probe, not a refusal.
+        ServerReport::Disconnected { conn, reason }
+            if reason.starts_with("TLS handshake") && !reason.ends_with("handshake eof") =>
+        {
             tracing::warn!(conn, "sidecar refused: {reason}")
         }
         ServerReport::Disconnected { conn, reason } => {

@@ -455,18 +455,11 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode> {
         pin: !args.no_pin,
     };
     if let Some(addr) = args.control_plane {
-        let channel = plane_client::Channel {
-            plaintext: args.insecure_plaintext,
-            ca_pem: args
-                .control_plane_ca
-                .as_ref()
-                .map(|path| {
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))
-                })
-                .transpose()?,
-            token_file: args.control_plane_token.clone(),
-        };
+        let channel = plane_client::Channel::from_flags(
+            args.insecure_plaintext,
+            args.control_plane_ca.as_deref(),
+            args.control_plane_token.clone(),
+        )?;
         let _client = plane_client::start(
             addr,
             args.node.clone(),

@@ -45,6 +45,28 @@ pub struct Channel {
     pub token_file: Option<PathBuf>,
 }
 
+impl Channel {
+    /// From `trellis proxy`'s flags: `--insecure-plaintext`, `--control-plane-ca FILE` (read
+    /// now), `--control-plane-token FILE` (read at each request).
+    pub fn from_flags(
+        plaintext: bool,
+        ca_file: Option<&std::path::Path>,
+        token_file: Option<PathBuf>,
+    ) -> Result<Self> {
+        let ca_pem = ca_file
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+            })
+            .transpose()?;
+        Ok(Channel {
+            plaintext,
+            ca_pem,
+            token_file,
+        })
+    }
+}
+
 /// What the pushes and the certificates share: the identity installed, and the last document
 /// applied (translated again when the identity changes).
 #[derive(Default)]

@@ -183,7 +183,7 @@ fn run(args: &DemoArgs, state: &Path) -> Result<ExitCode> {
     // takes `--ca-dir` can be handed the same one.
     let ca = crate::ca_cmd::write_new_ca(&state.join("ca"), sidecar::TRUST_DOMAIN)
         .context("cannot make the mesh CA")?;
-    let plane = plane::start(&mesh_dir)?;
+    let plane = plane::start(&mesh_dir, &state.join("ca"))?;
     let seed = args
         .seed
         .unwrap_or_else(|| trellis_io::RunOptions::default().seed);

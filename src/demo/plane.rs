@@ -1,6 +1,8 @@
 //! The demo's control plane, in-process: `trellis control --dir DIR --listen ADDR`, the same
 //! code (its arguments parsed as the command line would), on a thread of its own. It watches
 //! the directory, so an edited file is pushed to the sidecars it concerns within a second.
+//! The push channel is mTLS with the demo's mesh CA (`--ca-dir`): the sidecars check the
+//! control plane with their identity's roots.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -19,8 +21,9 @@ struct ControlCommand {
     args: ControlArgs,
 }
 
-/// Start the control plane on `dir`; returns where sidecars connect, once it accepts.
-pub fn start(dir: &Path) -> Result<SocketAddr> {
+/// Start the control plane on `dir` with the mesh CA of `ca_dir`; returns where sidecars
+/// connect, once it accepts.
+pub fn start(dir: &Path, ca_dir: &Path) -> Result<SocketAddr> {
     let reserved = reserve()?;
     let listen = SocketAddr::from(([127, 0, 0, 1], reserved.port));
     let words = [
@@ -31,6 +34,8 @@ pub fn start(dir: &Path) -> Result<SocketAddr> {
         listen.to_string(),
         "--poll-ms".into(),
         "200".into(),
+        "--ca-dir".into(),
+        ca_dir.display().to_string(),
     ];
     let command = ControlCommand::try_parse_from(words).context("control plane arguments")?;
     reserved.release();

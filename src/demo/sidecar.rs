@@ -109,6 +109,8 @@ impl Sidecar {
             loaded.workload,
             config.clone(),
             control.clone(),
+            // TLS, the control plane checked with this sidecar's identity roots (the demo CA).
+            crate::plane_client::Channel::default(),
         )
         .context("cannot start the control-plane client")?;
         let opts = RuntimeOptions {
