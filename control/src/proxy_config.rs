@@ -16,7 +16,7 @@
 //!   trustDomain: cluster.local
 //! services:
 //!   - host: reviews            # short names live in `namespace` (default "default")
-//!     ports: [9080]
+//!     ports: [9080]            # HTTP; or {number: 27017, name: mongo, protocol: TCP}
 //!     endpoints:
 //!       - {address: "127.0.0.1:9081", labels: {version: v1}}
 //! http: {headerReadTimeout: 10s}   # optional connection-manager limits
@@ -196,8 +196,53 @@ enum DirectionSpec {
 struct ServiceSpec {
     host: String,
     namespace: Option<String>,
-    ports: Vec<u16>,
+    ports: Vec<PortSpec>,
     endpoints: Vec<EndpointSpec>,
+}
+
+/// A service port: a number (HTTP), or a Kubernetes-style port whose `protocol` (or `name`
+/// prefix, as Istio reads port names) says TCP, TLS, Mongo ... for L4 proxying.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PortSpec {
+    Number(u16),
+    Port {
+        number: u16,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        protocol: Option<String>,
+    },
+}
+
+impl PortSpec {
+    fn number(&self) -> u16 {
+        match self {
+            PortSpec::Number(n) | PortSpec::Port { number: n, .. } => *n,
+        }
+    }
+
+    fn port(&self) -> ServicePort {
+        match self {
+            PortSpec::Number(number) => ServicePort {
+                number: *number,
+                name: format!("http-{number}"),
+                protocol: Some("HTTP".into()),
+            },
+            PortSpec::Port {
+                number,
+                name,
+                protocol,
+            } => ServicePort {
+                number: *number,
+                name: name.clone().unwrap_or_else(|| format!("port-{number}")),
+                // Neither says: HTTP, as a bare number.
+                protocol: protocol
+                    .clone()
+                    .or_else(|| name.is_none().then(|| "HTTP".to_string())),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,7 +580,7 @@ fn registry_of(
                 format!("{host} is defined twice"),
             ));
         }
-        if s.ports.is_empty() || s.ports.contains(&0) {
+        if s.ports.is_empty() || s.ports.iter().any(|p| p.number() == 0) {
             return Err(invalid(
                 format!("services[{i}].ports"),
                 "needs at least one non-zero port".into(),
@@ -569,15 +614,7 @@ fn registry_of(
         registry.services.push(Service {
             host,
             namespace,
-            ports: s
-                .ports
-                .iter()
-                .map(|&number| ServicePort {
-                    number,
-                    name: format!("http-{number}"),
-                    protocol: Some("HTTP".into()),
-                })
-                .collect(),
+            ports: s.ports.iter().map(PortSpec::port).collect(),
             endpoints,
         });
     }
