@@ -65,8 +65,9 @@ use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPAC
 use crate::translate::peer_authn;
 use crate::translate::{
     authorization_for, hosts, translate_for, translate_gateway, GatewayOptions, Registry, Service,
-    ServiceEndpoint, ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
+    ServiceEndpoint, Workload, OUTBOUND_ROUTE_TABLE,
 };
+use ports::PortSpec;
 
 /// A loaded proxy configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,51 +199,6 @@ struct ServiceSpec {
     namespace: Option<String>,
     ports: Vec<PortSpec>,
     endpoints: Vec<EndpointSpec>,
-}
-
-/// A service port: a number (HTTP), or a Kubernetes-style port whose `protocol` (or `name`
-/// prefix, as Istio reads port names) says TCP, TLS, Mongo ... for L4 proxying.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum PortSpec {
-    Number(u16),
-    Port {
-        number: u16,
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        protocol: Option<String>,
-    },
-}
-
-impl PortSpec {
-    fn number(&self) -> u16 {
-        match self {
-            PortSpec::Number(n) | PortSpec::Port { number: n, .. } => *n,
-        }
-    }
-
-    fn port(&self) -> ServicePort {
-        match self {
-            PortSpec::Number(number) => ServicePort {
-                number: *number,
-                name: format!("http-{number}"),
-                protocol: Some("HTTP".into()),
-            },
-            PortSpec::Port {
-                number,
-                name,
-                protocol,
-            } => ServicePort {
-                number: *number,
-                name: name.clone().unwrap_or_else(|| format!("port-{number}")),
-                // Neither says: HTTP, as a bare number.
-                protocol: protocol
-                    .clone()
-                    .or_else(|| name.is_none().then(|| "HTTP".to_string())),
-            },
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -645,6 +601,7 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
     }
 }
 
+mod ports;
 mod security;
 
 #[cfg(test)]
