@@ -342,3 +342,32 @@ fn other_ports_stay_http_and_unknown_clusters_are_refused() {
         Err(ConfigError::MissingCluster { .. })
     ));
 }
+
+/// Backpressure as for tunnels: while the upstream has not taken a buffer's worth, the client
+/// is not read; once it drains, reading resumes.
+#[test]
+fn a_slow_upstream_pauses_the_client() {
+    let routes = vec![tcp_route("mongo.default", &[("a", 100)], &[])];
+    let mut config = tcp_config(routes);
+    config.http.connection_buffer_bytes = 1024;
+    let mut engine = Engine::try_new(Arc::new(config), 1).unwrap();
+    let down = accept_tcp(&mut engine, Instant::ZERO);
+    let (up, _) = connect_of(&drain(&mut engine));
+    engine.handle(Instant::ZERO, Input::Connected { conn: up });
+    drain(&mut engine);
+    let data = Bytes::from(vec![b'x'; 4096]);
+    engine.handle(Instant::ZERO, Input::Received { conn: down, data });
+    let out = drain(&mut engine);
+    assert_eq!(sent_to(&out, up).len(), 4096);
+    let paused = Output::ReadInterest {
+        conn: down,
+        enabled: false,
+    };
+    assert!(out.contains(&paused), "{out:?}");
+    engine.handle(Instant::ZERO, Input::WriteDrained { conn: up });
+    let resumed = Output::ReadInterest {
+        conn: down,
+        enabled: true,
+    };
+    assert!(drain(&mut engine).contains(&resumed));
+}
