@@ -16,6 +16,7 @@ use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
 mod control_cmd;
+mod demo;
 mod init_cmd;
 mod inject_cmd;
 mod install_cmd;
@@ -27,7 +28,7 @@ mod webhook_server;
 
 /// Trellis: an Istio-compatible service mesh with a sans-IO core.
 ///
-/// With no command, runs the local mesh on loopback (same as `trellis mesh`).
+/// With no command, runs the demo mesh on loopback (same as `trellis demo`).
 #[derive(Parser, Debug)]
 #[command(name = "trellis", version, propagate_version = true)]
 struct Cli {
@@ -37,7 +38,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a local mesh on loopback: three `reviews` versions behind a Trellis sidecar with
+    /// Run bookinfo as a mesh on loopback, in one process: the control plane on a directory of
+    /// Kubernetes and Istio YAML (seeded, or --dir), one sidecar per workload with mTLS between
+    /// them, the workloads (productpage → details, reviews v1/v2/v3 → ratings), and a traffic
+    /// generator with a summary. Edit the directory while it runs to change routing live.
+    ///
+    /// Example: trellis demo    |    trellis demo --write-dir bookinfo && trellis demo --dir bookinfo
+    Demo(demo::DemoArgs),
+    /// Run a single-sidecar mesh on loopback: three `reviews` versions behind a Trellis sidecar with
     /// Istio-style routing (end-user: jason → v2, others 80/20 v1/v3), a self-check, and curl
     /// commands to try. No Kubernetes needed.
     Mesh(MeshArgs),
@@ -306,7 +314,10 @@ fn main() -> ExitCode {
     // The local mesh's self-check would drown its summary in access-log lines: keep those for
     // RUST_LOG=trellis::access=info. A proxy logs every request by default, as Envoy does.
     let default_filter = match &cli.command {
-        None | Some(Command::Mesh(_)) => "info,trellis::access=warn".to_string(),
+        Some(Command::Mesh(_)) => "info,trellis::access=warn".to_string(),
+        // The demo's own summary is the output; the parts say only what goes wrong.
+        // A refused push is said once per sidecar by the control plane's NACK line.
+        None | Some(Command::Demo(_)) => "warn,trellis::plane_client=off".to_string(),
         // Istio's `--log_output_level=default:debug,...`: its default scope's level.
         Some(Command::Init(args)) => args
             .log_output_level
@@ -325,13 +336,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        None => mesh(MeshArgs {
-            port: 15001,
-            no_selfcheck: false,
-            requests: 100,
-            duration: None,
-            seed: None,
-        }),
+        None => demo::demo(demo::DemoArgs::default_run()),
+        Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Mesh(args)) => mesh(args),
         Some(Command::Proxy(args)) => proxy(args),
         Some(Command::Explain(args)) => run_explain(args),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, spawn_proxy, wait_for};
+use common::{curl_i, spawn_proxy, wait_for};
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -58,18 +58,8 @@ istio:
 
 /// Status and body of `curl -i ARGS`.
 fn call(args: &[&str]) -> (u16, String) {
-    let mut all = vec!["-i"];
-    all.extend_from_slice(args);
-    let out = curl(&all);
-    assert!(out.status.success(), "curl {args:?}: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    (status, body.to_string())
+    let (status, _, body) = curl_i(args);
+    (status, body)
 }
 
 #[test]

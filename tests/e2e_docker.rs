@@ -39,18 +39,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod docker;
+use docker::mesh::{write_files, Addresses, Mesh, APP_IMAGE, SLOW_SECONDS, WEB_PORT};
+use docker::pod::{access_lines, curl_from, exec, logs, running, Pod};
 use docker::{docker, require_engine, wait_until, BuiltImage, Cleanup};
 
-/// The application containers' image: the local Debian base (python3 and curl are in it).
-const APP_IMAGE: &str = "trellis-base:bookworm";
 /// Istio's proxy UID, the sidecar's user in the image and the one `trellis init` exempts.
 const PROXY_UID: &str = "1337";
-const WEB_PORT: u16 = 8000;
 const PLAIN_PORT: u16 = 8080;
 /// Concurrent slow requests in flight when the web sidecar gets SIGTERM.
 const SLOW_REQUESTS: usize = 6;
-/// How long the web app's slow endpoint takes; the sidecar's drain allowance is longer.
-const SLOW_SECONDS: u64 = 3;
 const DRAIN_SECONDS: &str = "10";
 /// Names an existing image to test instead of building `deploy/docker/Dockerfile` (which
 /// compiles the release binary from scratch: minutes). Never set in CI.
@@ -61,44 +58,6 @@ const IMAGE_OVERRIDE: &str = "TRELLIS_E2E_DOCKER_IMAGE";
 /// project's machines still has the older built-in profile that allows them, so the test
 /// names the current one explicitly rather than testing an engine's vintage.
 const DOCKER_DEFAULT_SECCOMP: &str = "tests/fixtures/docker-default-seccomp.json";
-
-/// The addresses on the private network (its /24 is chosen at run time).
-struct Addresses {
-    prefix: String,
-}
-
-impl Addresses {
-    fn host(&self, last: u8) -> String {
-        format!("{}.{last}", self.prefix)
-    }
-    fn control(&self) -> String {
-        self.host(2)
-    }
-    fn sleep(&self) -> String {
-        self.host(10)
-    }
-    fn web(&self) -> String {
-        self.host(20)
-    }
-    fn plain(&self) -> String {
-        self.host(30)
-    }
-}
-
-/// A pod: its application container (which owns the network namespace) and its sidecar.
-struct Pod {
-    app: String,
-    sidecar: String,
-}
-
-/// The whole setup, and what the steps need to reach it.
-struct Mesh {
-    image: String,
-    prefix: String,
-    network: String,
-    addresses: Addresses,
-    files: PathBuf,
-}
 
 #[test]
 fn sidecars_in_real_containers() {
@@ -192,140 +151,6 @@ fn create_network(prefix: &str, cleanup: &mut Cleanup) -> (String, Addresses) {
         }
     }
     panic!("cannot create a private Docker network: {last_error}");
-}
-
-/// The control plane's directory (Kubernetes and Istio YAML), the sidecars' config file, and
-/// the web app's document root, on the host, mounted read-only into the containers.
-fn write_files(mesh: &Mesh) {
-    let a = &mesh.addresses;
-    let mesh_dir = mesh.files.join("mesh");
-    let sidecar_dir = mesh.files.join("sidecar");
-    let www = mesh.files.join("www");
-    for dir in [
-        &mesh_dir,
-        &sidecar_dir.join("web"),
-        &sidecar_dir.join("sleep"),
-        &www.join("private"),
-        &www.join("cgi-bin"),
-    ] {
-        std::fs::create_dir_all(dir).expect("create test directories");
-    }
-    let kube = format!(
-        r#"# What `kubectl apply` would have been given: the namespace opted into injection, two
-# Services and their Pods (podIP: the address the pod has on the Docker network).
-apiVersion: v1
-kind: Namespace
-metadata: {{name: default, labels: {{istio-injection: enabled}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec:
-  selector: {{app: web}}
-  ports: [{{name: http, port: {WEB_PORT}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: sleep}}
-spec:
-  selector: {{app: sleep}}
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, labels: {{app: web, version: v1}}}}
-spec:
-  containers: [{{name: web, image: {APP_IMAGE}, ports: [{{containerPort: {WEB_PORT}}}]}}]
-status: {{podIP: {web}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: sleep, labels: {{app: sleep}}}}
-spec:
-  containers: [{{name: sleep, image: {APP_IMAGE}}}]
-status: {{podIP: {sleep}}}
-"#,
-        web = a.web(),
-        sleep = a.sleep(),
-    );
-    let istio = r#"# The route: an x-fault: abort request is aborted with 418, every other one reaches web
-# with a response header only the mesh adds.
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web]
-  http:
-  - name: abort
-    match: [{headers: {x-fault: {exact: abort}}}]
-    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
-    route: [{destination: {host: web}}]
-  - name: default
-    route: [{destination: {host: web}}]
-    headers: {response: {set: {x-mesh-route: web-default}}}
----
-# The policy, enforced by web's sidecar on its inbound side.
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-private}
-spec:
-  selector: {matchLabels: {app: web}}
-  action: DENY
-  rules: [{to: [{operation: {paths: ["/private/*"]}}]}]
-"#;
-    // Each sidecar's file: the capture listeners and who its workload is (what Istio's
-    // injector hands the proxy from the pod's labels).
-    let sidecar = |app: &str| {
-        format!(
-            "# Outbound capture (15001: routed by the mesh, unknown destinations passed\n\
-             # through to where they were going) and inbound capture (15006: to the app on\n\
-             # 127.0.0.1 at the port the client dialled).\n\
-             listeners:\n\
-             \x20 - {{name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}}\n\
-             \x20 - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}}\n\
-             workload: {{namespace: default, labels: {{app: {app}}}}}\n"
-        )
-    };
-    let (web_sidecar, sleep_sidecar) = (sidecar("web"), sidecar("sleep"));
-    let slow = format!(
-        "#!/bin/sh\n\
-         # A slow endpoint for the drain check: marks itself started, then answers late.\n\
-         : > /tmp/started.$$\n\
-         sleep {SLOW_SECONDS}\n\
-         printf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n"
-    );
-    let writes: [(PathBuf, &str); 7] = [
-        (mesh_dir.join("kube.yaml"), &kube),
-        (mesh_dir.join("istio.yaml"), istio),
-        (sidecar_dir.join("web/sidecar.yaml"), &web_sidecar),
-        (sidecar_dir.join("sleep/sidecar.yaml"), &sleep_sidecar),
-        (www.join("hello.txt"), "hello from web\n"),
-        (www.join("private/secret.txt"), "secret\n"),
-        (www.join("cgi-bin/slow.sh"), &slow),
-    ];
-    for (path, text) in writes {
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    }
-    set_mode(&www.join("cgi-bin/slow.sh"), 0o755);
-    // The containers' users (nobody for CGI, 1337 for the sidecar) read these.
-    for dir in [
-        &mesh.files,
-        &mesh_dir,
-        &sidecar_dir,
-        &sidecar_dir.join("web"),
-        &sidecar_dir.join("sleep"),
-        &www,
-        &www.join("private"),
-        &www.join("cgi-bin"),
-    ] {
-        set_mode(dir, 0o755);
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 fn mount(host: &Path, container: &str) -> String {
@@ -553,97 +378,6 @@ fn start_pod(
         app: app_name,
         sidecar,
     }
-}
-
-/// `docker exec CONTAINER ARGS`: stdout, or the error text when the command fails (the
-/// callers poll, and show the last answer when they give up).
-fn exec(container: &str, args: &[&str]) -> String {
-    let mut all = vec!["exec", container];
-    all.extend(args);
-    docker(&all).unwrap_or_else(|e| e)
-}
-
-/// A response as curl saw it: status, headers (lower-cased names) and body.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// `curl` from a pod's application container: what the application itself would send.
-fn curl_from(pod: &Pod, url: &str, extra: &[&str]) -> Response {
-    let mut args = vec!["exec", &pod.app, "curl", "-sS", "-i", "--max-time", "20"];
-    args.extend(extra);
-    args.push(url);
-    let out = docker(&args).unwrap_or_else(|e| panic!("curl {url} from {}: {e}", pod.app));
-    parse_response(&out).unwrap_or_else(|| panic!("curl {url}: not an HTTP response:\n{out}"))
-}
-
-fn parse_response(text: &str) -> Option<Response> {
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.trim_end(), ""));
-    let mut lines = head.lines();
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Some(Response {
-        status,
-        headers,
-        body: body.to_string(),
-    })
-}
-
-/// A container's output (stdout then stderr), without the terminal colours `tracing` adds.
-fn logs(container: &str) -> String {
-    match docker::run_docker(&["logs", container]) {
-        Ok(out) => strip_ansi(&format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )),
-        Err(e) => e,
-    }
-}
-
-/// Remove ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn running(container: &str) -> bool {
-    docker(&["inspect", "-f", "{{.State.Running}}", container]).is_ok_and(|s| s == "true")
-}
-
-/// Access-log lines (target `trellis::access`) of a sidecar that mention `needle`.
-fn access_lines(sidecar: &str, needle: &str) -> Vec<String> {
-    logs(sidecar)
-        .lines()
-        .filter(|l| l.contains("trellis::access") && l.contains(needle))
-        .map(String::from)
-        .collect()
 }
 
 /// Steps 1 and 4: a plain URL, captured on both sides, routed by the VirtualService, and

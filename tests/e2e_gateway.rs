@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, free_offset, spawn_gateway, wait_for, wait_gone, Killed};
+use common::{curl_i, free_offset, spawn_gateway, wait_for, wait_gone, Killed};
 
 fn samples() -> PathBuf {
     trellis_control::shared_dir().join("istio/samples/bookinfo/networking")
@@ -38,21 +38,13 @@ struct Answer {
 }
 
 fn get(url: &str, headers: &[&str]) -> Answer {
-    let mut args = vec!["-i"];
+    let mut args = Vec::new();
     for h in headers {
         args.push("-H");
-        args.push(h);
+        args.push(*h);
     }
     args.push(url);
-    let out = curl(&args);
-    assert!(out.status.success(), "curl {url}: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let (status, head, body) = curl_i(&args);
     let flags = head.lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
         name.eq_ignore_ascii_case("x-trellis-response-flags")
@@ -61,7 +53,7 @@ fn get(url: &str, headers: &[&str]) -> Answer {
     Answer {
         status,
         flags,
-        body: body.to_string(),
+        body,
     }
 }
 

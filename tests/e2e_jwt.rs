@@ -15,50 +15,19 @@
 //! - `outputPayloadToHeader` reaches the workload, the token header does not
 //!   (`forwardOriginalToken` defaults to false).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
 
 mod common;
-use common::{curl, spawn_proxy, wait_for, Killed};
+use common::{curl_i, jwt_peer, shared_dir, spawn_proxy, wait_for, Killed};
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address").port()
-}
-
-fn shared() -> PathBuf {
-    match std::env::var_os("TRELLIS_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    }
-}
-
-/// Start the Python peer; its first line (port and tokens).
-fn python_peer() -> (Killed, Value) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/jwt_peer.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 is required for this test (scripts/test.sh installs it)");
-    let stdout = child.stdout.take().expect("stdout");
-    let child = Killed(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the peer prints its settings");
-    let info: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("the Python peer printed {line:?}: {e}"));
-    if let Some(e) = info.get("error") {
-        panic!("{e} (scripts/test.sh installs PyJWT and cryptography)");
-    }
-    (child, info)
 }
 
 /// Start `trellis proxy` on a config with an inbound listener on `port` in front of the
@@ -89,23 +58,14 @@ istio:
 
 /// Status, headers (lower-case text) and body of `curl -i` on `url` with these headers.
 fn call(url: &str, headers: &[String]) -> (u16, String, String) {
-    let mut args = vec!["-i".to_string(), "-H".into(), "host: httpbin".into()];
+    let mut args = vec!["-H", "host: httpbin"];
     for h in headers {
-        args.push("-H".into());
-        args.push(h.clone());
+        args.push("-H");
+        args.push(h);
     }
-    args.push(url.to_string());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = curl(&args);
-    assert!(out.status.success(), "curl {args:?}: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    (status, head.to_ascii_lowercase(), body.to_string())
+    args.push(url);
+    let (status, head, body) = curl_i(&args);
+    (status, head.to_ascii_lowercase(), body)
 }
 
 fn bearer(token: &str) -> Vec<String> {
@@ -114,12 +74,12 @@ fn bearer(token: &str) -> Vec<String> {
 
 #[test]
 fn tokens_are_verified_and_principals_authorized_as_istio_documents() {
-    let (_peer, info) = python_peer();
+    let (_peer, info) = jwt_peer();
     let peer_port = info["port"].as_u64().expect("port") as u16;
     let jwks_uri = format!("http://127.0.0.1:{peer_port}/jwks.json");
     let istio_jwks =
-        std::fs::read_to_string(shared().join("istio/security/jwt/jwks.json")).expect("jwks");
-    let demo = std::fs::read_to_string(shared().join("istio/security/jwt/demo.jwt"))
+        std::fs::read_to_string(shared_dir().join("istio/security/jwt/jwks.json")).expect("jwks");
+    let demo = std::fs::read_to_string(shared_dir().join("istio/security/jwt/demo.jwt"))
         .expect("demo.jwt")
         .trim()
         .to_string();
@@ -257,7 +217,7 @@ fn trellis(args: &[&str], log: &std::path::Path) -> Killed {
 /// control plane, enforces them without ever fetching (the JWKS server sees one fetch).
 #[test]
 fn the_control_plane_fetches_jwks_uri_and_the_sidecar_never_does() {
-    let (_peer, info) = python_peer();
+    let (_peer, info) = jwt_peer();
     let peer_port = info["port"].as_u64().expect("port") as u16;
     let tmp = std::env::temp_dir().join(format!("trellis-jwt-plane-{}", std::process::id()));
     let mesh = tmp.join("mesh");

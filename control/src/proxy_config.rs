@@ -32,6 +32,7 @@
 //!   namespace: istio-system
 //!   bindAddress: 127.0.0.1     # instead of 0.0.0.0 / each server's `bind`
 //!   portOffset: 10000          # Gateway port 8080 listens on 18080
+//!   numTrustedProxies: 0       # x-forwarded-for hops trusted (Istio's gatewayTopology)
 //! ```
 //!
 //! Inbound listeners take their mTLS mode from the PeerAuthentications that select the
@@ -46,7 +47,10 @@
 //! A gateway proxy's listeners come from the Gateways (one per server port, see
 //! [`crate::translate::gateway`]); `listeners` may add more, naming a route table such as
 //! `http.8080`. The command line can turn gateway mode on and override these fields
-//! ([`ProxyOverrides`]), so one directory of YAML serves both sidecars and the gateway.
+//! ([`ProxyOverrides`]), so one directory of YAML serves both sidecars and the gateway. The
+//! AuthorizationPolicies and RequestAuthentications that select the gateway's labels (or sit
+//! in the root namespace) guard its listeners, as Istio's RBAC and jwt_authn filters do on a
+//! gateway ([`crate::translate::gateway::security`]).
 //!
 //! Unknown keys are warnings; wrong types and invalid values are errors naming the file and
 //! field path.
@@ -64,9 +68,11 @@ use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
 use crate::translate::peer_authn;
 use crate::translate::{
-    authorization_for, hosts, translate_for, translate_gateway, GatewayOptions, Registry, Service,
-    ServiceEndpoint, Workload, OUTBOUND_ROUTE_TABLE,
+    authorization_for, hosts, translate_for, translate_gateway, Registry, Service, ServiceEndpoint,
+    Workload, OUTBOUND_ROUTE_TABLE,
 };
+use gateway::GatewaySpec;
+pub use gateway::ProxyOverrides;
 use ports::PortSpec;
 
 /// A loaded proxy configuration.
@@ -115,55 +121,6 @@ impl WorkloadSpec {
             labels: self.labels.clone(),
             locality: self.locality.clone(),
         }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct GatewaySpec {
-    labels: BTreeMap<String, String>,
-    namespace: Option<String>,
-    bind_address: Option<IpAddr>,
-    port_offset: Option<u16>,
-}
-
-/// What the command line says over the file: gateway mode and its fields.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProxyOverrides {
-    /// Run as a gateway proxy even without a `gateway:` section.
-    pub gateway: bool,
-    /// Gateway workload labels; added to (and replacing same keys of) the file's.
-    pub labels: BTreeMap<String, String>,
-    pub namespace: Option<String>,
-    pub bind_address: Option<IpAddr>,
-    pub port_offset: Option<u16>,
-    /// Where names of DNS ServiceEntries are resolved (`None`: they are not, and such
-    /// entries have no endpoints). The binary shares one cache with its DNS refresher.
-    pub dns: Option<crate::dns::DnsHandle>,
-}
-
-impl ProxyOverrides {
-    /// The gateway options, when the proxy is a gateway.
-    fn gateway_options(&self, file: Option<&GatewaySpec>) -> Option<GatewayOptions> {
-        if file.is_none() && !self.gateway {
-            return None;
-        }
-        let d = GatewayOptions::default();
-        let mut labels = file.map(|f| f.labels.clone()).unwrap_or_default();
-        labels.extend(self.labels.clone());
-        Some(GatewayOptions {
-            labels,
-            namespace: self
-                .namespace
-                .clone()
-                .or_else(|| file.and_then(|f| f.namespace.clone()))
-                .unwrap_or(d.namespace),
-            bind_address: self.bind_address.or(file.and_then(|f| f.bind_address)),
-            port_offset: self
-                .port_offset
-                .or(file.and_then(|f| f.port_offset))
-                .unwrap_or(d.port_offset),
-        })
     }
 }
 
@@ -321,12 +278,23 @@ pub fn parse_proxy_config_with(
         registry.dns = answers;
         warnings.extend(notes.into_iter().map(|d| d.file(file.to_string())));
     }
-    let translation = match overrides.gateway_options(shape.gateway.as_ref()) {
-        Some(opts) => translate_gateway(&resources, &registry, &opts),
+    let gateway = overrides.gateway_options(shape.gateway.as_ref());
+    let translation = match &gateway {
+        Some(opts) => translate_gateway(&resources, &registry, opts),
         None => translate_for(&resources, &registry, &shape.workload.workload()),
     };
     warnings.extend(translation.diagnostics);
     let mut config = translation.config;
+    if let Some(opts) = &gateway {
+        let service_account = shape.workload.service_account.as_deref();
+        warnings.extend(crate::translate::gateway::security::secure_listeners(
+            &mut config,
+            &resources,
+            opts,
+            service_account,
+            crate::jwks_resolver::JwksResolver::global(),
+        ));
+    }
     config.http = http_settings(&shape.http);
     let workload = shape.workload.workload();
     let identity = shape.identity.load(base, &invalid)?;
@@ -468,6 +436,7 @@ pub fn parse_proxy_config_with(
                     .and_then(|t| t.authentication.clone()),
                 DirectionSpec::Outbound => None,
             },
+            edge: None,
         });
     }
     if config.listeners.is_empty() {
@@ -601,6 +570,7 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
     }
 }
 
+mod gateway;
 mod ports;
 mod security;
 

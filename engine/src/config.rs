@@ -93,6 +93,21 @@ pub struct Listener {
     /// `jwt_authn` filter; run before authorization on every request of an inbound listener
     /// (`None`: no JWT is looked at, and `requestPrincipals` never match).
     pub authentication: Option<Arc<crate::authn::JwtAuthentication>>,
+    /// `Some` on an edge listener (a gateway's): Envoy's `use_remote_address: true`, so the
+    /// proxy appends its peer to `x-forwarded-for`, sets `x-forwarded-proto` from the
+    /// connection, and decides internal or external ([`crate::proxy`]'s edge headers). `None`
+    /// on a sidecar's listeners (`use_remote_address: false`, pilot's sidecar default).
+    pub edge: Option<EdgeHeaders>,
+}
+
+/// How an edge listener treats forwarding headers: pilot's gateway connection manager
+/// (`buildGatewayConnectionManager` in pilot/pkg/networking/core/gateway.go).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EdgeHeaders {
+    /// `xff_num_trusted_hops`: proxies in front of this one whose `x-forwarded-for` entries
+    /// are trusted (Istio's `gatewayTopology.numTrustedProxies`, default 0: the client is the
+    /// connection's peer).
+    pub trusted_hops: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

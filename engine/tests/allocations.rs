@@ -76,6 +76,7 @@ fn config() -> Config {
             authorization: None,
             local_forward: None,
             authentication: None,
+            edge: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),

@@ -143,6 +143,7 @@ fn evaluating_a_chain_allocates_nothing() {
                 peer_identity: identity,
                 sni: None,
                 jwt: None,
+                client: None,
             };
             let verdict = authz.evaluate(&req, &mut |_| {});
             count[usize::from(verdict.is_allowed())] += 1;

@@ -337,6 +337,7 @@ mod tests {
             authorization: None,
             local_forward: None,
             authentication: None,
+            edge: None,
         }
     }
 

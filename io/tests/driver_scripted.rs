@@ -191,6 +191,7 @@ fn start(backend: Backend) -> Running {
             authorization: None,
             local_forward: None,
             authentication: None,
+            edge: None,
         }],
         ..Config::default()
     });

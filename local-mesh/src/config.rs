@@ -118,6 +118,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
             authorization: None,
             local_forward: None,
             authentication: None,
+            edge: None,
         }],
         route_tables: vec![RouteTable {
             name: ROUTE_TABLE.to_string(),

@@ -1,4 +1,4 @@
-//! # trellis-local-mesh: the demo mesh `trellis` runs by default
+//! # trellis-local-mesh: the single-sidecar demo of `trellis mesh`
 //!
 //! A whole mesh on loopback in one process: three tiny HTTP/1.1 upstream servers play
 //! `reviews` v1, v2 and v3; an [`EpollDriver`] runs in its own thread as the sidecar, with a
@@ -6,6 +6,9 @@
 //! is split 80/20 between v1 and v3. It prints curl commands to try, runs a
 //! self-check through the proxy with a keep-alive client (counts per version, and where jason
 //! landed), then serves until Ctrl-C or the chosen duration.
+//!
+//! `trellis` with no command now runs `trellis demo` (the binary's `src/demo/`: bookinfo with a
+//! control plane and a sidecar per workload), which reuses [`client`] and [`http`].
 //!
 //! Why a crate of its own: the demo brings its own HTTP client and server (deliberately
 //! independent of the engine's codec), which the runtime crate has no use for. The runtime's

@@ -28,6 +28,7 @@ pub fn base() -> Config {
             authorization: None,
             local_forward: None,
             authentication: None,
+            edge: None,
         }],
         route_tables: vec![RouteTable {
             name: "outbound".into(),

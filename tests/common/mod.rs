@@ -170,3 +170,56 @@ pub fn spawn_gateway(config: &std::path::Path, offset: u16, log: &std::path::Pat
     ];
     spawn_proxy(config, &extra, log)
 }
+
+/// Status, head (as received) and body of `curl -s -i ARGS`.
+#[allow(dead_code)] // not every test binary reads whole answers
+pub fn curl_i(args: &[&str]) -> (u16, String, String) {
+    let mut all = vec!["-s", "-i"];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, head.to_string(), body.to_string())
+}
+
+/// `../shared` (or `TRELLIS_SHARED_DIR`): Istio's samples and security fixtures.
+#[allow(dead_code)] // only the tests that read Istio's fixtures
+pub fn shared_dir() -> std::path::PathBuf {
+    match std::env::var_os("TRELLIS_SHARED_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
+/// Start `tests/support/jwt_peer.py` (PyJWT's tokens and JWKS; any other path answers with
+/// the request's headers as JSON): the process and its first line (port, issuer, tokens).
+#[allow(dead_code)] // only the JWT tests
+pub fn jwt_peer() -> (Killed, serde_json::Value) {
+    use std::io::BufRead;
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/jwt_peer.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 is required for this test (scripts/test.sh installs it)");
+    let stdout = child.stdout.take().expect("stdout");
+    let child = Killed(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the peer prints its settings");
+    let info: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the Python peer printed {line:?}: {e}"));
+    if let Some(e) = info.get("error") {
+        panic!("{e} (scripts/test.sh installs PyJWT and cryptography)");
+    }
+    (child, info)
+}

@@ -3,7 +3,10 @@
 //! an assertion panics), and the image build from `deploy/docker/Dockerfile`.
 //!
 //! The CLI rather than the engine's HTTP API: it is what a user types, what CI has, and its
-//! error text is what the failure messages quote.
+//! error text is what the failure messages quote. [`pod`]: reaching one pod's containers.
+
+pub mod mesh;
+pub mod pod;
 
 use std::path::Path;
 use std::process::{Command, Output};

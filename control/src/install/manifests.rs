@@ -13,8 +13,10 @@
 //!   replacement from the `cacerts` secret, see deploy/kustomization.yaml);
 //! - the CA is Istio's plug-in CA secret `cacerts` (`trellis ca init` makes the files), from
 //!   which the webhook's serving certificate is issued at start-up;
-//! - the mesh's YAML reaches the control plane as the optional ConfigMap `trellis-mesh`
-//!   mounted as its `--dir`.
+//! - the control plane reads the cluster itself (`--kube`: in-cluster configuration from the
+//!   pod's service account, watching Services, EndpointSlices, Pods, Namespaces and the Istio
+//!   kinds with the ClusterRole above), as istiod does; the directory source (`--dir`) is for
+//!   running outside a cluster.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -123,7 +125,7 @@ pub fn deployment(settings: &InstallSettings) -> Value {
                         "imagePullPolicy": settings.image_pull_policy,
                         "args": [
                             "control",
-                            "--dir", "/etc/trellis/mesh",
+                            "--kube",
                             "--listen", format!("0.0.0.0:{PLANE_PORT}"),
                             "--webhook-listen", format!("0.0.0.0:{WEBHOOK_PORT}"),
                             "--ca-dir", "/etc/cacerts",
@@ -153,12 +155,10 @@ pub fn deployment(settings: &InstallSettings) -> Value {
                         },
                         "volumeMounts": [
                             {"name": "cacerts", "mountPath": "/etc/cacerts", "readOnly": true},
-                            {"name": "mesh", "mountPath": "/etc/trellis/mesh", "readOnly": true},
                         ],
                     }],
                     "volumes": [
                         {"name": "cacerts", "secret": {"secretName": CA_SECRET}},
-                        {"name": "mesh", "configMap": {"name": "trellis-mesh", "optional": true}},
                     ],
                 },
             },

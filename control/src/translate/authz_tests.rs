@@ -68,6 +68,7 @@ fn verdict_with_jwt(
         peer_identity: identity,
         sni: None,
         jwt: jwt.as_ref(),
+        client: None,
     };
     authz.evaluate(&req, &mut |_| {})
 }

@@ -41,6 +41,9 @@ pub struct AuthzRequest<'a> {
     /// The payload of the JWT the request authentication verified, if any (Envoy's
     /// `envoy.filters.http.jwt_authn` dynamic metadata).
     pub jwt: Option<&'a crate::authn::JwtPayload>,
+    /// The client address the listener already decided (an edge listener's, from its peer
+    /// and trusted hops: see `proxy::edge`); `None`: the sidecar rule of [`Self::remote_ip`].
+    pub client: Option<IpAddr>,
 }
 
 impl AuthzRequest<'_> {
@@ -55,6 +58,9 @@ impl AuthzRequest<'_> {
     /// `pilot/pkg/networking/core/listener_builder.go`), the last `x-forwarded-for` entry if it
     /// is an IP address, else the peer (Envoy's `Utility::getLastAddressFromXFF`).
     fn remote_ip(&self) -> IpAddr {
+        if let Some(client) = self.client {
+            return client;
+        }
         self.headers
             .get_all(X_FORWARDED_FOR)
             .iter()

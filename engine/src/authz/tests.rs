@@ -59,6 +59,7 @@ impl Req {
             peer_identity: self.identity,
             sni: None,
             jwt: self.jwt.as_ref(),
+            client: None,
         }
     }
 }

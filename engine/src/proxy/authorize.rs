@@ -62,10 +62,14 @@ impl Engine {
             peer: d.peer,
             destination: d.original_dst.unwrap_or(d.local),
             peer_identity: transport.peer_identity(),
-            // The transport does not report the SNI it was offered: `connection.sni` matches
-            // only the empty name, as on plaintext.
-            sni: None,
+            // The SNI the client sent to this proxy's TLS (a gateway's HTTPS server, or the
+            // `outbound_.<port>_.<subset>_.<host>` name of a mesh client); none on plaintext.
+            sni: transport.server_name(),
             jwt: jwt.as_ref(),
+            // A gateway decided who the client is from its peer (and trusted hops).
+            client: config
+                .edge
+                .map(|edge| super::edge::client_address(edge, d.peer.ip(), &req.head.headers)),
         };
         let peer = d.peer;
         let stats = &mut self.stats;

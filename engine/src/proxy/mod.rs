@@ -30,6 +30,7 @@
 //!   authenticate request authentication (JWT)
 //!   faults      fault delay and abort, a route's own answers
 //!   head_edits  client certificate forwarding, the upstream head
+//!   edge        forwarding headers at a gateway (Envoy's use_remote_address)
 //!   attempt     hosts and retries
 //!   reply       ending a request
 //!   mirror      copies of a request to mirror clusters
@@ -54,6 +55,7 @@ mod clusters;
 mod conn;
 mod dispatch;
 mod downstream;
+mod edge;
 mod faults;
 mod head_edits;
 mod ids;

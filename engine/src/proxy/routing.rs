@@ -48,6 +48,7 @@ impl Engine {
         };
         let mut head = head;
         self.forward_client_cert(down, &listener, &mut head.headers);
+        self.edge_headers(down, &listener, &mut head.headers);
         let down_keep_alive = head.keep_alive;
         let inbound = match head.framing {
             BodyFraming::None => Inbound::Done {

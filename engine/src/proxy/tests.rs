@@ -27,6 +27,7 @@ pub(super) fn config() -> Config {
             authorization: None,
             local_forward: None,
             authentication: None,
+            edge: None,
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),
@@ -435,6 +436,7 @@ fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
         let mut cfg = config();
         cfg.listeners = vec![Listener {
             authentication: None,
+            edge: None,
             tls: None,
             mtls: Default::default(),
             name: "virtualInbound".into(),

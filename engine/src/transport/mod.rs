@@ -125,6 +125,12 @@ pub trait ByteTransform: Send {
         None
     }
 
+    /// The server name (SNI) the client asked for, on a transform that terminated the
+    /// client's TLS; `None` when it sent none, or for transforms that do not serve.
+    fn server_name(&self) -> Option<&str> {
+        None
+    }
+
     /// The connection is closing gracefully: queue the protocol's close (TLS close_notify).
     fn close(&mut self);
 }
@@ -306,6 +312,14 @@ impl Transport {
     pub fn peer_identity(&self) -> Option<&str> {
         match self {
             Transport::Transformed(t) => t.peer_identity(),
+            _ => None,
+        }
+    }
+
+    /// The SNI the client sent, on a connection whose TLS this proxy terminated.
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Transport::Transformed(t) => t.server_name(),
             _ => None,
         }
     }

@@ -14,12 +14,13 @@
 pub mod binding;
 pub mod merge;
 pub mod routes;
+pub mod security;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use trellis_engine::config::{Direction, Listener};
+use trellis_engine::config::{Direction, EdgeHeaders, Listener};
 
 use super::{precedence_order, version_of, with_clusters, Registry, Translation};
 use crate::diag::Diagnostic;
@@ -37,6 +38,9 @@ pub struct GatewayOptions {
     /// Added to every server port number for the local listening port (the route tables and
     /// `match.port` still use the Gateway's numbers).
     pub port_offset: u16,
+    /// Proxies in front of the gateway whose `x-forwarded-for` entries are trusted (Istio's
+    /// `gatewayTopology.numTrustedProxies`; 0 = the client is the connection's peer).
+    pub num_trusted_proxies: u32,
 }
 
 impl Default for GatewayOptions {
@@ -46,6 +50,7 @@ impl Default for GatewayOptions {
             namespace: "istio-system".to_string(),
             bind_address: None,
             port_offset: 0,
+            num_trusted_proxies: 0,
         }
     }
 }
@@ -87,9 +92,15 @@ pub fn translate_gateway(
             route_table: table.name.clone(),
             direction: Direction::Inbound,
             passthrough: false,
+            // Filled by [`security::secure_listeners`], which needs the JWKS source.
             authorization: None,
             local_forward: None,
             authentication: None,
+            // A gateway is the mesh's edge: pilot's gateway connection manager sets
+            // `use_remote_address: true` (buildGatewayListeners in gateway.go).
+            edge: Some(EdgeHeaders {
+                trusted_hops: opts.num_trusted_proxies,
+            }),
         });
         out.config.route_tables.push(table);
     }

@@ -245,6 +245,13 @@ impl ByteTransform for TlsTransform {
         self.client_cert_details.as_deref()
     }
 
+    fn server_name(&self) -> Option<&str> {
+        match &self.conn {
+            Connection::Server(server) => server.server_name(),
+            Connection::Client(_) => None,
+        }
+    }
+
     fn close(&mut self) {
         if !self.failed {
             self.conn.send_close_notify();

@@ -258,6 +258,7 @@ impl<'a> World<'a> {
                 tls: None,
                 local_forward: None,
                 authentication: None,
+                edge: None,
                 name: "inbound".into(),
                 address: pod(e),
                 route_table: "outbound".into(),
