@@ -16,7 +16,7 @@
 //!   trustDomain: cluster.local
 //! services:
 //!   - host: reviews            # short names live in `namespace` (default "default")
-//!     ports: [9080]
+//!     ports: [9080]            # HTTP; or {number: 27017, name: mongo, protocol: TCP}
 //!     endpoints:
 //!       - {address: "127.0.0.1:9081", labels: {version: v1}}
 //! http: {headerReadTimeout: 10s}   # optional connection-manager limits
@@ -69,10 +69,11 @@ use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPAC
 use crate::translate::peer_authn;
 use crate::translate::{
     authorization_for, hosts, translate_for, translate_gateway, Registry, Service, ServiceEndpoint,
-    ServicePort, Workload, OUTBOUND_ROUTE_TABLE,
+    Workload, OUTBOUND_ROUTE_TABLE,
 };
 use gateway::GatewaySpec;
 pub use gateway::ProxyOverrides;
+use ports::PortSpec;
 
 /// A loaded proxy configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,7 +154,7 @@ enum DirectionSpec {
 struct ServiceSpec {
     host: String,
     namespace: Option<String>,
-    ports: Vec<u16>,
+    ports: Vec<PortSpec>,
     endpoints: Vec<EndpointSpec>,
 }
 
@@ -504,7 +505,7 @@ fn registry_of(
                 format!("{host} is defined twice"),
             ));
         }
-        if s.ports.is_empty() || s.ports.contains(&0) {
+        if s.ports.is_empty() || s.ports.iter().any(|p| p.number() == 0) {
             return Err(invalid(
                 format!("services[{i}].ports"),
                 "needs at least one non-zero port".into(),
@@ -538,15 +539,7 @@ fn registry_of(
         registry.services.push(Service {
             host,
             namespace,
-            ports: s
-                .ports
-                .iter()
-                .map(|&number| ServicePort {
-                    number,
-                    name: format!("http-{number}"),
-                    protocol: Some("HTTP".into()),
-                })
-                .collect(),
+            ports: s.ports.iter().map(PortSpec::port).collect(),
             endpoints,
         });
     }
@@ -578,6 +571,7 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
 }
 
 mod gateway;
+mod ports;
 mod security;
 
 #[cfg(test)]

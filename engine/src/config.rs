@@ -24,6 +24,8 @@ pub use crate::transport::policy::{
 
 mod mirror;
 pub use mirror::{MirrorFraction, MirrorPolicy};
+mod tcp;
+pub use tcp::{Cidr, TcpDestination, TcpRoute, DEFAULT_TCP_IDLE_TIMEOUT};
 
 /// One complete configuration snapshot.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,6 +40,9 @@ pub struct Config {
     /// The sidecar's certificate, key and trust bundle, when it has a mesh identity. Without
     /// one, only plaintext listeners and clusters can work.
     pub identity: Option<Arc<MeshIdentity>>,
+    /// L4 filter chains (VirtualService `tcp`/`tls` rules and TCP services' default routes):
+    /// a connection one of them takes is proxied as bytes, never parsed as HTTP.
+    pub tcp_routes: Vec<TcpRoute>,
 }
 
 impl Config {

@@ -63,6 +63,7 @@ static GLOBAL: Counting = Counting;
 fn config() -> Config {
     Config {
         identity: None,
+        tcp_routes: Vec::new(),
         version: "allocs".into(),
         listeners: vec![Listener {
             tls: None,

@@ -105,6 +105,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
 
     Config {
         identity: None,
+        tcp_routes: Vec::new(),
         version: "local-mesh-1".to_string(),
         listeners: vec![Listener {
             tls: None,

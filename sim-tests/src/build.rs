@@ -15,6 +15,7 @@ pub const LISTENER: &str = "127.0.0.1:15001";
 pub fn base() -> Config {
     Config {
         identity: None,
+        tcp_routes: Vec::new(),
         version: "test".into(),
         listeners: vec![Listener {
             tls: None,

@@ -439,6 +439,8 @@ impl World {
                     }
                     self.engine.handle(self.now, Input::WriteDrained { conn });
                 }
+                // Half-closes come from L4 (TCP) routes, which this world's configs never have.
+                Output::Shutdown { .. } => {}
                 Output::Close { conn, graceful } => {
                     if self.clients.contains_key(&conn) {
                         self.closed.insert(conn, graceful);

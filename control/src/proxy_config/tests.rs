@@ -244,3 +244,27 @@ fn forward_to_is_ip_port_or_ip() {
     assert!(err.contains("listeners[0].forwardTo"), "{err}");
     assert!(err.contains("original port"), "{err}");
 }
+
+/// Ports written out may name their protocol (or say it by name prefix, as Istio reads port
+/// names): TCP/Mongo/TLS ports get L4 chains, bare numbers stay HTTP.
+#[test]
+fn ports_with_protocols_become_l4_chains() {
+    let text = r#"
+services:
+  - host: mongodb
+    ports: [{number: 27017, name: mongo}, 9080, {number: 8443, protocol: TLS}, {number: 81}]
+    endpoints: [{address: "127.0.0.1"}]
+"#;
+    let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+    let ports: Vec<Option<u16>> = loaded.config.tcp_routes.iter().map(|r| r.port).collect();
+    assert_eq!(ports, [Some(27017), Some(8443)]);
+    let tls = &loaded.config.tcp_routes[1];
+    assert_eq!(tls.sni_hosts, ["mongodb.default.svc.cluster.local"]);
+    let err = parse_proxy_config(
+        "services:\n  - {host: x, ports: [{number: 0, name: tcp}]}\n",
+        "p.yaml",
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("services[0].ports"), "{err}");
+}

@@ -28,6 +28,8 @@ pub mod ports;
 pub mod registry;
 pub mod request_authn;
 pub mod routes;
+pub mod tcp;
+pub mod tcp_rules;
 pub mod upstream_tls;
 pub mod workload;
 
@@ -92,6 +94,8 @@ pub struct Translation {
     pub virtual_hosts: BTreeMap<String, VirtualHostOrigin>,
     /// Cluster name → origin.
     pub clusters: BTreeMap<String, ClusterOrigin>,
+    /// Parallel to `config.tcp_routes`: where each L4 chain came from.
+    pub tcp_routes: Vec<tcp::TcpOrigin>,
 }
 
 /// Translate `resources` against `registry` for a sidecar of the default workload (namespace
@@ -132,6 +136,13 @@ pub fn translate_for(
         &mut out,
     );
     out.config.route_tables.push(table);
+    // L4: the TCP and TLS ports of every service, by the `tcp`/`tls` rules that apply.
+    let ordered = precedence_order(&virtual_services);
+    let visible = client::visible_in(&ordered, &workload.namespace);
+    for (route, origin) in tcp::sidecar_tcp_routes(&visible, &catalog, workload, &mut diags) {
+        out.config.tcp_routes.push(route);
+        out.tcp_routes.push(origin);
+    }
     for gw in &resources.gateways {
         diags.push(gw.diag(Diagnostic::info(
             "Gateways are served by a gateway proxy (`trellis proxy --gateway`), not by a sidecar",
@@ -161,6 +172,7 @@ fn with_clusters<'a>(
         diagnostics: Vec::new(),
         virtual_hosts: BTreeMap::new(),
         clusters: BTreeMap::new(),
+        tcp_routes: Vec::new(),
     };
     build_clusters(resources, &catalog, place, &mut out, &mut diags);
     (catalog, out, diags)
@@ -349,17 +361,6 @@ fn build_virtual_service_hosts(
                 "no rule applies to this sidecar's workload (namespace {client_ns:?}; sourceLabels, sourceNamespace, gateways); not in its route table"
             ))));
             continue;
-        }
-        if !spec.tcp.is_empty() || !spec.tls.is_empty() {
-            diags.push(vs.diag(
-                Diagnostic::warning("tcp/tls routes are not supported by Trellis; ignored").field(
-                    if spec.tcp.is_empty() {
-                        "spec.tls"
-                    } else {
-                        "spec.tcp"
-                    },
-                ),
-            ));
         }
         let name = format!("{}.{}", vs.source.name, vs.namespace());
         let mut domains = Vec::new();

@@ -228,9 +228,7 @@ fn connection_pool(
                 "maxConnectionDuration",
             );
         }
-        if tcp.idle_timeout.is_some() {
-            unsupported(diags, format!("{at}.tcp.idleTimeout"), "TCP idle timeout");
-        }
+        // `idleTimeout` is the tcp_proxy's (`translate::tcp`), not the cluster's.
     }
     if let Some(http) = &spec.http {
         if let Some(n) = limit(http.http1_max_pending_requests) {

@@ -123,4 +123,7 @@ pub enum Output {
     ReadInterest { conn: ConnId, enabled: bool },
     /// Close the connection once pending sends are written (`graceful`), or reset it now.
     Close { conn: ConnId, graceful: bool },
+    /// Half-close: once pending sends are written, shut the write side (send FIN) and keep
+    /// reading. Only L4 relays ask for it, when one side finished sending; a `Close` follows.
+    Shutdown { conn: ConnId },
 }

@@ -34,6 +34,20 @@ pub(crate) struct Conn {
     pub reading: bool,
     /// The instant of the timer entry armed for this connection, if any.
     pub wake: Option<Instant>,
+    /// Half-close asked for (L4 relay): once this call's bytes are flushed, the driver gets
+    /// `Output::Shutdown`; set at most once per connection.
+    pub shutdown: Shutdown,
+}
+
+/// Where a connection's write side is in a half-close.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    #[default]
+    Open,
+    /// To be asked of the driver at the next flush, after the bytes written so far.
+    Wanted,
+    /// `Output::Shutdown` was emitted.
+    Sent,
 }
 
 impl Conn {
@@ -47,6 +61,7 @@ impl Conn {
             closing: None,
             reading: true,
             wake: None,
+            shutdown: Shutdown::Open,
         }
     }
 
@@ -84,6 +99,8 @@ pub(crate) struct Downstream {
     pub resume_queued: bool,
     pub idle_deadline: Option<Instant>,
     pub head_deadline: Option<Instant>,
+    /// The L4 session while [`DownState::Tcp`] (`tcp`): its route, upstream and counters.
+    pub tcp: Option<Box<super::tcp_session::TcpSession>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +113,9 @@ pub(crate) enum DownState {
     Active(RequestId),
     /// Upgraded: bytes are relayed raw to this upstream connection.
     Tunnel(UpstreamId),
+    /// Proxied at L4 (a [`crate::config::TcpRoute`] took it): `Downstream::tcp` holds the
+    /// session; bytes are never parsed as HTTP.
+    Tcp,
 }
 
 /// A connection the engine opened to an upstream host.
@@ -128,6 +148,8 @@ pub(crate) enum UpState {
     Tunnel(DownstreamId),
     /// Carrying (or connecting for) a mirrored request, whose state is `Upstream::mirror`.
     Shadow,
+    /// Connecting for, then relaying the bytes of, this L4 downstream connection (`tcp`).
+    Tcp(DownstreamId),
 }
 
 /// Typed access to the connection slab: a downstream id finds only a downstream connection,

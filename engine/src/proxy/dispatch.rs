@@ -87,7 +87,7 @@ impl Engine {
             } else {
                 let mut wire = bytes::BytesMut::new();
                 c.transport.seal_into(&mut c.out, &mut wire);
-                if c.closing == Some(true) {
+                if c.closing == Some(true) || c.shutdown == conn::Shutdown::Wanted {
                     // The protocol's close (TLS close_notify) goes after the last bytes the
                     // codec wrote: a peer stops reading at close_notify, so a response
                     // sealed behind it would be lost.
@@ -99,6 +99,11 @@ impl Engine {
                     let data = wire.freeze();
                     self.outputs.push_back(Output::Send { conn: id, data });
                 }
+            }
+            if c.shutdown == conn::Shutdown::Wanted && c.closing.is_none() {
+                // A half-close: the FIN goes after this call's bytes (L4 relays, `tcp`).
+                c.shutdown = conn::Shutdown::Sent;
+                self.outputs.push_back(Output::Shutdown { conn: id });
             }
             if let Some(graceful) = c.closing {
                 debug_assert!(graceful || c.out.is_empty(), "{id}: a reset sends nothing");

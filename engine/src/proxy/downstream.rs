@@ -68,6 +68,7 @@ impl Engine {
             resume_queued: false,
             idle_deadline: Some(now + idle_timeout),
             head_deadline: None,
+            tcp: None,
         };
         let id =
             DownstreamId::new((self.conns).insert_with(|_| Conn::new(Side::Down(down), transport)));
@@ -86,6 +87,8 @@ impl Engine {
             self.mark_closing(id, false);
         } else {
             self.arm_conn_timer(id, now + idle_timeout);
+            // An L4 route may take it instead of the HTTP codec.
+            self.tcp_accept(now, id);
         }
         id
     }
@@ -173,6 +176,10 @@ impl Engine {
                     if !data.is_empty() {
                         self.write(up, &data);
                     }
+                    break;
+                }
+                DownState::Tcp => {
+                    self.on_tcp_down_data(now, id);
                     break;
                 }
             }
@@ -348,6 +355,7 @@ impl Engine {
                 self.close_upstream(now, up, true);
                 self.mark_closing(id, true);
             }
+            DownState::Tcp => self.on_tcp_down_eof(now, id),
         }
     }
 
@@ -371,6 +379,7 @@ impl Engine {
                 self.finish_request(now, req);
             }
             DownState::Tunnel(up) => self.close_upstream(now, up, true),
+            DownState::Tcp => self.on_tcp_down_gone(now, id),
             _ => {}
         }
     }
@@ -380,6 +389,7 @@ impl Engine {
             return;
         };
         match down.state {
+            DownState::Tcp => self.on_tcp_timer(now, id),
             DownState::ReadingHead if down.head_deadline.is_some_and(|d| d <= now) => {
                 self.protocol_error(now, id, 408, "request header read timeout");
             }

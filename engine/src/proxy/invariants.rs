@@ -120,9 +120,17 @@ impl Engine {
                             let u = self.conns.up(up).expect("a tunnel's upstream lives");
                             assert_eq!(u.state, UpState::Tunnel(id), "{conn}: its tunnel");
                         }
+                        DownState::Tcp => {
+                            let t = d.tcp.as_ref().expect("an L4 connection's session");
+                            if let Some(up) = t.upstream() {
+                                let u = self.conns.up(up).expect("an L4 session's upstream");
+                                assert_eq!(u.state, UpState::Tcp(id), "{conn}: its upstream");
+                            }
+                        }
                         DownState::Idle | DownState::ReadingHead => {}
                     }
-                    let next = [d.head_deadline, d.idle_deadline]
+                    let tcp_deadline = d.tcp.as_ref().and_then(|t| t.deadline);
+                    let next = [d.head_deadline, d.idle_deadline, tcp_deadline]
                         .into_iter()
                         .flatten()
                         .min();
@@ -150,6 +158,11 @@ impl Engine {
                                 assert!(req.mirrors.contains(&id), "{conn}: mirror of {r}");
                             }
                         }
+                        UpState::Tcp(down) => {
+                            let d = self.conns.down(down).expect("an L4 upstream's client");
+                            let t = d.tcp.as_ref().expect("an L4 upstream's session");
+                            assert_eq!(t.upstream(), Some(id), "{conn}: upstream of {down:?}");
+                        }
                         UpState::Connecting(None) | UpState::Idle => {}
                     }
                     assert_eq!(
@@ -158,7 +171,7 @@ impl Engine {
                         "{conn}: a mirror only on a shadow connection"
                     );
                     let next = match u.state {
-                        UpState::Connecting(_) => u.connect_deadline,
+                        UpState::Connecting(_) | UpState::Tcp(_) => u.connect_deadline,
                         UpState::Idle => u.idle_deadline,
                         UpState::Shadow => u
                             .mirror

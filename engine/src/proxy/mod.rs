@@ -23,6 +23,7 @@
 //!   upstream    upstream connection events  ┐
 //!   downstream  client connection events    ├ handlers, called only by dispatch and mod
 //!   timeouts    a request's timers firing   ┘
+//!   tcp         L4 connections: chain, destination, relay, half-close, record
 //!   response    relaying an upstream answer
 //!   routing     a new request: checks, route, destination
 //!   authorize   authorization policy (RBAC) on a new request
@@ -39,7 +40,8 @@
 //! ```
 //!
 //! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
-//! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`; `inspect` (probes for tests and the
+//! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`, `tcp_session`, `tcp_match` and
+//! `sni` (the L4 session, Envoy's filter-chain match, the ClientHello peek); `inspect` (probes for tests and the
 //! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
@@ -72,7 +74,11 @@ mod response;
 mod routing;
 mod slab;
 mod snapshot;
+mod sni;
 mod stats;
+mod tcp;
+mod tcp_match;
+mod tcp_session;
 mod timeouts;
 mod timers;
 mod upstream;
@@ -83,6 +89,7 @@ pub use intake::ADOPT_MIN;
 pub use log::{RequestLog, ResponseFlag};
 pub use mirror::{MirrorLog, MirrorOutcome, MAX_MIRROR_LOGS};
 pub use snapshot::{CompiledConfig, ConfigError};
+pub use sni::{peek as peek_client_hello, Peek};
 pub use stats::EngineStats;
 
 use std::collections::VecDeque;
@@ -370,6 +377,8 @@ mod istio_tests;
 mod mirror_tests;
 #[cfg(test)]
 mod mtls_policy_tests;
+#[cfg(test)]
+mod tcp_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

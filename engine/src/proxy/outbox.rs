@@ -73,6 +73,17 @@ impl Engine {
         self.mark_dirty(conn);
     }
 
+    /// Half-close `conn` (L4 relay): its FIN follows the bytes written so far, at the flush.
+    pub(super) fn half_close(&mut self, conn: impl Into<ConnId>) {
+        let conn = conn.into();
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.is_open() && c.shutdown == super::conn::Shutdown::Open {
+                c.shutdown = super::conn::Shutdown::Wanted;
+                self.mark_dirty(conn);
+            }
+        }
+    }
+
     pub(super) fn set_reading(&mut self, conn: impl Into<ConnId>, enabled: bool) {
         let conn = conn.into();
         if let Some(c) = self.conns.get_mut(conn) {

@@ -67,6 +67,10 @@ impl Engine {
                 (up, r.map(|r| r.body.unsent_bytes).unwrap_or(0))
             }
             DownState::Tunnel(up) => (Some(up), 0),
+            DownState::Tcp => match down.tcp.as_deref().map(|t| &t.phase) {
+                Some(super::tcp_session::TcpPhase::Relaying(up)) => (Some(*up), 0),
+                _ => (None, 0),
+            },
             _ => (None, 0),
         };
         let recv_len = down.recv.len();
@@ -89,7 +93,7 @@ impl Engine {
         let down = match self.conns.up(up_id) {
             Some(up) => match up.state {
                 UpState::Busy(req) => self.requests.get(req).map(|r| r.down),
-                UpState::Tunnel(down) => Some(down),
+                UpState::Tunnel(down) | UpState::Tcp(down) => Some(down),
                 _ => None,
             },
             _ => None,

@@ -109,6 +109,16 @@ impl Snapshot {
                 }
             }
         }
+        for route in &config.tcp_routes {
+            for dest in &route.destinations {
+                if !names.contains(dest.cluster.as_str()) {
+                    return Err(ConfigError::MissingCluster {
+                        route: route.name.clone(),
+                        cluster: dest.cluster.clone(),
+                    });
+                }
+            }
+        }
         let router = Router::new(config.clone())?;
         let mut listener_tables = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {

@@ -48,6 +48,11 @@ pub struct EngineStats {
     pub mirror_rq_dropped: u64,
     /// Mirror responses by status class index (1xx..5xx → 1..5).
     pub mirror_rq_by_class: [u64; 6],
+    /// L4 (tcp_proxy) connections taken by a TCP route, upstream connections refused by a
+    /// full `maxConnections` on their behalf, and sessions ended by their idle timeout.
+    pub downstream_cx_tcp: u64,
+    pub upstream_cx_overflow: u64,
+    pub tcp_idle_timeouts: u64,
     /// Mesh-generated outcomes by response flag.
     pub flags: BTreeMap<ResponseFlag, u64>,
 }

@@ -14,6 +14,7 @@ use crate::config::{
 pub(super) fn config() -> Config {
     Config {
         identity: None,
+        tcp_routes: Vec::new(),
         version: "t".into(),
         listeners: vec![Listener {
             tls: None,

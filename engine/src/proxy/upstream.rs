@@ -28,6 +28,9 @@ impl Engine {
         if up.state == UpState::Shadow {
             return self.mirror_connected(now, id);
         }
+        if let UpState::Tcp(down) = up.state {
+            return self.on_tcp_connected(now, id, down);
+        }
         let UpState::Connecting(req) = up.state else {
             return;
         };
@@ -44,6 +47,9 @@ impl Engine {
         if up.state == UpState::Shadow {
             self.stats.upstream_cx_connect_fail += 1;
             return self.end_mirror(now, id, super::mirror::MirrorOutcome::ConnectFailed);
+        }
+        if let UpState::Tcp(down) = up.state {
+            return self.on_tcp_connect_failed(now, id, down);
         }
         let UpState::Connecting(req) = up.state else {
             return;
@@ -83,6 +89,7 @@ impl Engine {
                 self.close_upstream(now, id, true);
             }
             UpState::Shadow => self.on_mirror_timer(now, id),
+            UpState::Tcp(down) => self.on_tcp_up_timer(now, id, down),
             _ => {
                 let next = match up.state {
                     UpState::Connecting(_) => up.connect_deadline,
@@ -112,6 +119,7 @@ impl Engine {
                 self.close_upstream(now, id, false);
             }
             UpState::Shadow => self.on_mirror_data(now, id),
+            UpState::Tcp(down) => self.on_tcp_up_data(now, id, down),
             UpState::Connecting(_) => {}
         }
     }
@@ -128,6 +136,7 @@ impl Engine {
             }
             UpState::Idle => self.close_upstream(now, id, true),
             UpState::Shadow => self.on_mirror_data(now, id),
+            UpState::Tcp(down) => self.on_tcp_up_eof(now, id, down),
             UpState::Connecting(_) => self.on_connect_failed(now, id),
         }
         // A response that needed more bytes than EOF allows was cut short.
@@ -167,6 +176,7 @@ impl Engine {
             UpState::Tunnel(down) => self.mark_closing(down, true),
             UpState::Connecting(_) => self.on_connect_failed(now, id),
             UpState::Shadow => self.on_mirror_data(now, id),
+            UpState::Tcp(down) => self.on_tcp_up_gone(now, id, down),
             UpState::Idle => {}
         }
         // The driver already closed it; release its breaker budget (the caller drops it

@@ -53,6 +53,10 @@ pub(crate) struct Conn<S> {
     pub read_closed: bool,
     /// The engine asked for a graceful close once the queue is written.
     pub close_requested: bool,
+    /// The engine asked for a half-close (`Output::Shutdown`): FIN once the queue is written,
+    /// reading goes on. `write_shut` once it was done.
+    pub shutdown_requested: bool,
+    pub write_shut: bool,
     /// Bytes were queued since the last `WriteDrained`.
     pub drained_owed: bool,
 }
@@ -69,6 +73,8 @@ impl<S> Conn<S> {
             read_enabled: true,
             read_closed: false,
             close_requested: false,
+            shutdown_requested: false,
+            write_shut: false,
             drained_owed: false,
         }
     }

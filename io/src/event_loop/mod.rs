@@ -385,5 +385,6 @@ fn perform<B: IoBackend>(sockets: &mut Sockets<B>, output: Output) {
             conn,
             graceful: false,
         } => sockets.reset(conn),
+        Output::Shutdown { conn } => sockets.shutdown_write(conn),
     }
 }

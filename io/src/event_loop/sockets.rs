@@ -262,6 +262,8 @@ impl<B: IoBackend> Sockets<B> {
                 }
                 if conn.close_requested {
                     self.finish_graceful(id);
+                } else if conn.shutdown_requested && !conn.write_shut {
+                    self.shut_write(id);
                 } else {
                     self.update(id);
                 }
@@ -291,6 +293,29 @@ impl<B: IoBackend> Sockets<B> {
         }
     }
 
+    /// `Output::Shutdown`: a half-close. The FIN follows what is queued; the connection stays
+    /// open for reading (an L4 relay passing one side's EOF on to the other).
+    pub fn shutdown_write(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.shutdown_requested = true;
+        if conn.phase == Phase::Open && conn.sendq.is_empty() && !conn.write_shut {
+            self.shut_write(id);
+        }
+    }
+
+    fn shut_write(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.write_shut = true;
+        if let Err(e) = SockRef::from(&conn.socket).shutdown(Shutdown::Write) {
+            tracing::debug!(conn = %id, error = %e, "shutdown(write) failed");
+        }
+        self.update(id);
+    }
+
     /// Everything is written: send FIN, then linger reading until the peer closes.
     fn finish_graceful(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(id) else {
@@ -300,7 +325,12 @@ impl<B: IoBackend> Sockets<B> {
             conn.phase == Phase::Open && conn.close_requested && conn.sendq.is_empty(),
             "{id}: FIN before the close was asked for and the queue written"
         );
-        if let Err(e) = SockRef::from(&conn.socket).shutdown(Shutdown::Write) {
+        let shut = if conn.write_shut {
+            Ok(()) // already half-closed: a second shutdown may fail once the peer's FIN came
+        } else {
+            SockRef::from(&conn.socket).shutdown(Shutdown::Write)
+        };
+        if let Err(e) = shut {
             tracing::debug!(conn = %id, error = %e, "shutdown(write) failed");
             self.drop_conn(id);
             return;

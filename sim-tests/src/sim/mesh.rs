@@ -512,6 +512,8 @@ impl<'s> Mesh<'s> {
                         .engine
                         .handle(self.now, Input::WriteDrained { conn });
                 }
+                // Half-closes come from L4 (TCP) routes, which this world's configs never have.
+                Output::Shutdown { .. } => {}
                 Output::Close { conn, graceful } => {
                     self.trace.u64(conn.0 ^ (u64::from(graceful) << 63));
                     if let Some(req) = self.sidecars[sc].down.remove(&conn) {

@@ -503,6 +503,8 @@ impl<'a> World<'a> {
                     }
                     self.engines[e].handle(self.now, Input::WriteDrained { conn });
                 }
+                // Half-closes come from L4 (TCP) routes, which this world's configs never have.
+                Output::Shutdown { .. } => {}
                 Output::Close { conn, graceful } => {
                     self.trace
                         .u64(conn.0 ^ 0xc105e ^ (u64::from(graceful) << 50));

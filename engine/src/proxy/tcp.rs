@@ -1,0 +1,382 @@
+//! L4 proxying (Envoy's `tcp_proxy`, as Istio configures it for TCP services and VirtualService
+//! `tcp`/`tls` rules): a connection a [`crate::config::TcpRoute`] takes is never parsed. Its
+//! life:
+//!
+//! 1. accepted: the chains of its listener are narrowed by destination port and address
+//!    (`tcp_match`); none left means HTTP as before. When the choice depends on the server
+//!    name, the first bytes are held until the ClientHello is read (`sni`), never terminated.
+//! 2. a chain is chosen, then one of its destinations by weight (the engine's seeded RNG, as
+//!    HTTP weighted routes), then a host by the cluster's balancer; `maxConnections` full is
+//!    UO, no host UH, a connect failure or timeout UF (one attempt: pilot leaves
+//!    `max_connect_attempts` at Envoy's default of 1). Outlier detection hears connect
+//!    failures and successes (Envoy's LocalOriginConnectFailed / LocalOriginConnectSuccessFinal,
+//!    counted as 503 and 200 when local and external errors are not split).
+//! 3. bytes are relayed both ways with the same backpressure as tunnels (`relay`); a side's
+//!    EOF is passed on as a half-close (`Output::Shutdown`) and the session ends when both
+//!    sides finished, when either resets, or after `idle_timeout` without a byte either way.
+//! 4. one access-log record per connection: bytes each way, duration, upstream host, flags.
+
+use crate::cluster::Outcome;
+use crate::config::TcpDestination;
+use crate::time::Instant;
+
+use super::conn::{DownState, UpState};
+use super::ids::{DownstreamId, UpstreamId};
+use super::log::{RequestLog, ResponseFlag};
+use super::sni::{peek, Peek};
+use super::tcp_match;
+use super::tcp_session::{TcpPhase, TcpSession};
+use super::Engine;
+
+impl Engine {
+    /// A connection was just accepted: take it at L4 if one of its listener's chains applies.
+    pub(crate) fn tcp_accept(&mut self, now: Instant, id: DownstreamId) {
+        let snapshot = self.snapshot.clone();
+        let routes = &snapshot.config.tcp_routes;
+        if routes.is_empty() {
+            return;
+        }
+        let Some(down) = self.conns.open_down_mut(id) else {
+            return;
+        };
+        let dst = down.original_dst.unwrap_or(down.local);
+        let outbound = snapshot
+            .listener_named(&down.listener)
+            .is_some_and(|(l, _)| l.direction == crate::config::Direction::Outbound);
+        let listener = (&*down.listener, outbound);
+        let found = tcp_match::candidates(routes, listener, dst, &down.source_labels);
+        if found.is_empty() {
+            return;
+        }
+        let inspect = tcp_match::needs_sni(routes, &found);
+        let session = TcpSession::new(snapshot.clone(), now, found, inspect);
+        let deadline = session.deadline;
+        down.state = DownState::Tcp;
+        down.idle_deadline = None;
+        down.head_deadline = None;
+        down.tcp = Some(Box::new(session));
+        self.stats.downstream_cx_tcp += 1;
+        if inspect {
+            if let Some(at) = deadline {
+                self.arm_conn_timer(id, at);
+            }
+        } else {
+            self.tcp_choose(now, id, None);
+        }
+    }
+
+    fn session(&mut self, id: DownstreamId) -> Option<&mut TcpSession> {
+        self.conns.down_mut(id)?.tcp.as_deref_mut()
+    }
+
+    /// The chain for the server name read (or none), then a destination and a host.
+    fn tcp_choose(&mut self, now: Instant, id: DownstreamId, sni: Option<String>) {
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        let TcpPhase::Inspecting { candidates } = &session.phase else {
+            return;
+        };
+        let snapshot = session.snapshot.clone();
+        let routes = &snapshot.config.tcp_routes;
+        let chosen = tcp_match::select(routes, candidates, sni.as_deref());
+        session.sni = sni;
+        let Some(route) = chosen.and_then(|i| routes.get(i)) else {
+            // Envoy: no filter chain matched; the connection is closed.
+            return self.tcp_end(now, id, Some(ResponseFlag::NoRouteFound));
+        };
+        session.route = Some(route.name.as_str().into());
+        session.idle_timeout = route.idle_timeout;
+        let Some(dest) = pick(&route.destinations, &mut self.rng) else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
+        };
+        let cluster = dest.cluster.clone();
+        self.tcp_connect(now, id, &cluster);
+    }
+
+    /// Open the upstream connection for `id` to a host of `cluster`.
+    fn tcp_connect(&mut self, now: Instant, id: DownstreamId, cluster: &str) {
+        if let Some(session) = self.session(id) {
+            session.cluster = Some(cluster.into());
+        }
+        let Some(slot) = self.clusters.lookup(cluster) else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
+        };
+        let Some(s) = self.clusters.slot_mut(slot) else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
+        };
+        let Ok(pick) = s.state.pick_hashed(&mut self.rng, &[], None) else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
+        };
+        if !s.state.breaker_mut().try_open_connection() {
+            self.stats.upstream_cx_overflow += 1;
+            return self.tcp_end(now, id, Some(ResponseFlag::UpstreamOverflow));
+        }
+        let Some(up) = self.open_connection(now, slot, pick.host, None) else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
+        };
+        let addr = self.conns.up(up).map(|u| u.addr);
+        if let Some(u) = self.conns.up_mut(up) {
+            u.state = UpState::Tcp(id);
+        }
+        if let Some(session) = self.session(id) {
+            session.phase = TcpPhase::Connecting(up);
+            session.upstream_host = addr;
+        }
+    }
+
+    /// Bytes (or the end of them) from the client.
+    pub(crate) fn on_tcp_down_data(&mut self, now: Instant, id: DownstreamId) {
+        let Some(down) = self.conns.open_down_mut(id) else {
+            return;
+        };
+        let read_closed = down.read_closed;
+        let Some(session) = down.tcp.as_deref_mut() else {
+            return;
+        };
+        match session.phase {
+            TcpPhase::Inspecting { .. } => match peek(&down.recv) {
+                Peek::NeedMore if !read_closed => {}
+                Peek::ClientHello { sni } => self.tcp_choose(now, id, sni),
+                Peek::NeedMore | Peek::NotTls => self.tcp_choose(now, id, None),
+            },
+            TcpPhase::Connecting(_) => {}
+            TcpPhase::Relaying(up) => {
+                let data = down.recv.split().freeze();
+                let mut deadline = None;
+                if !data.is_empty() {
+                    session.received += data.len() as u64;
+                    session.touch(now);
+                    deadline = session.deadline;
+                    self.write(up, &data);
+                }
+                if let Some(at) = deadline {
+                    self.arm_conn_timer(id, at);
+                }
+                if read_closed {
+                    // Everything the client sent is on its way: pass its FIN on.
+                    self.half_close(up);
+                }
+            }
+            TcpPhase::Done => down.recv.clear(),
+        }
+    }
+
+    /// Bytes from the upstream.
+    pub(crate) fn on_tcp_up_data(&mut self, now: Instant, up: UpstreamId, id: DownstreamId) {
+        let Some(u) = self.conns.open_up_mut(up) else {
+            return;
+        };
+        let data = u.recv.split().freeze();
+        let Some(session) = self.session(id) else {
+            return self.close_upstream(now, up, false);
+        };
+        if data.is_empty() {
+            return;
+        }
+        session.sent += data.len() as u64;
+        session.touch(now);
+        let deadline = session.deadline;
+        self.write(id, &data);
+        if let Some(at) = deadline {
+            self.arm_conn_timer(id, at);
+        }
+        self.refresh_backpressure_from_up(now, up);
+    }
+
+    /// The client finished sending.
+    pub(crate) fn on_tcp_down_eof(&mut self, now: Instant, id: DownstreamId) {
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        session.down_eof = true;
+        let up_eof = session.up_eof;
+        let relaying = matches!(session.phase, TcpPhase::Relaying(_));
+        let inspecting = matches!(session.phase, TcpPhase::Inspecting { .. });
+        if inspecting || relaying {
+            self.on_tcp_down_data(now, id);
+        }
+        if relaying && up_eof {
+            self.tcp_end(now, id, None);
+        }
+    }
+
+    /// The upstream finished sending: pass its FIN on to the client.
+    pub(crate) fn on_tcp_up_eof(&mut self, now: Instant, up: UpstreamId, id: DownstreamId) {
+        // Whatever arrived with the EOF goes first.
+        self.on_tcp_up_data(now, up, id);
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        session.up_eof = true;
+        if session.down_eof {
+            return self.tcp_end(now, id, None);
+        }
+        self.half_close(id);
+    }
+
+    /// The client reset (or its transport failed): the upstream goes too.
+    pub(crate) fn on_tcp_down_gone(&mut self, now: Instant, id: DownstreamId) {
+        self.tcp_end(now, id, None);
+    }
+
+    /// The upstream reset: while connecting, a connect failure; afterwards the client is
+    /// closed once what was relayed is written.
+    pub(crate) fn on_tcp_up_gone(&mut self, now: Instant, up: UpstreamId, id: DownstreamId) {
+        let connecting = self
+            .session(id)
+            .is_some_and(|s| s.phase == TcpPhase::Connecting(up));
+        if connecting {
+            return self.on_tcp_connect_failed(now, up, id);
+        }
+        self.on_tcp_up_data(now, up, id);
+        self.tcp_end(now, id, None);
+    }
+
+    pub(crate) fn on_tcp_connected(&mut self, now: Instant, up: UpstreamId, id: DownstreamId) {
+        let Some(session) = self.session(id) else {
+            return self.close_upstream(now, up, false);
+        };
+        if session.phase != TcpPhase::Connecting(up) {
+            return self.close_upstream(now, up, false);
+        }
+        session.phase = TcpPhase::Relaying(up);
+        session.touch(now);
+        let (deadline, down_eof) = (session.deadline, session.down_eof);
+        self.report_host(now, up, Outcome::Response(200));
+        if let Some(u) = self.conns.open_up_mut(up) {
+            u.connect_deadline = None;
+        }
+        if let Some(at) = deadline {
+            self.arm_conn_timer(id, at);
+        }
+        // What the client sent while we connected (the ClientHello, say) goes first.
+        self.on_tcp_down_data(now, id);
+        if down_eof {
+            self.half_close(up);
+        }
+        self.set_reading(up, true);
+        self.refresh_backpressure_from_down(now, id);
+    }
+
+    pub(crate) fn on_tcp_connect_failed(&mut self, now: Instant, up: UpstreamId, id: DownstreamId) {
+        self.stats.upstream_cx_connect_fail += 1;
+        self.report_host(now, up, Outcome::ConnectFailed);
+        self.close_upstream(now, up, false);
+        self.tcp_end(now, id, Some(ResponseFlag::UpstreamConnectionFailure));
+    }
+
+    /// The downstream connection's timer: the ClientHello wait or the idle timeout.
+    pub(crate) fn on_tcp_timer(&mut self, now: Instant, id: DownstreamId) {
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        match session.deadline {
+            Some(at) if at <= now => {
+                if matches!(session.phase, TcpPhase::Inspecting { .. }) {
+                    // continue_on_listener_filters_timeout: as if no SNI came.
+                    self.tcp_choose(now, id, None);
+                } else {
+                    self.stats.tcp_idle_timeouts += 1;
+                    self.tcp_end(now, id, None);
+                }
+            }
+            Some(at) => self.arm_conn_timer(id, at),
+            None => {}
+        }
+    }
+
+    /// An upstream connection's timer: its connect timeout.
+    pub(crate) fn on_tcp_up_timer(&mut self, now: Instant, up: UpstreamId, id: DownstreamId) {
+        let Some(u) = self.conns.open_up_mut(up) else {
+            return;
+        };
+        match u.connect_deadline {
+            Some(at) if at <= now => self.on_tcp_connect_failed(now, up, id),
+            Some(at) => self.arm_conn_timer(up, at),
+            None => {}
+        }
+    }
+
+    /// Outlier detection hears about the host `up` was opened to.
+    fn report_host(&mut self, now: Instant, up: UpstreamId, outcome: Outcome) {
+        let Some(u) = self.conns.up(up) else {
+            return;
+        };
+        let (slot, host, host_gen, addr) = (u.slot, u.host, u.host_gen, u.addr);
+        if let Some(s) = self.clusters.slot_mut(slot) {
+            if let Some(h) = s.resolve_host(host_gen, host, addr) {
+                s.state.report(now, h, outcome);
+            }
+        }
+        self.arm_sweep(slot);
+    }
+
+    /// End the session once: close both sides (after what was relayed is written) and write
+    /// its access-log record.
+    fn tcp_end(&mut self, now: Instant, id: DownstreamId, flag: Option<ResponseFlag>) {
+        let Some(down) = self.conns.down_mut(id) else {
+            return;
+        };
+        let peer = down.peer;
+        let Some(session) = down.tcp.as_deref_mut() else {
+            return;
+        };
+        if session.phase == TcpPhase::Done {
+            return;
+        }
+        let up = session.upstream();
+        session.phase = TcpPhase::Done;
+        session.deadline = None;
+        if let Some(flag) = flag {
+            session.flags.push(flag);
+            *self.stats.flags.entry(flag).or_default() += 1;
+        }
+        let log = RequestLog {
+            downstream: id.conn(),
+            peer: Some(peer),
+            start: session.start,
+            duration: now.saturating_since(session.start),
+            method: std::borrow::Cow::Borrowed(""),
+            authority: session.sni.clone().unwrap_or_default(),
+            path: String::new(),
+            status: 0,
+            flags: std::mem::take(&mut session.flags),
+            route: session.route.clone(),
+            cluster: session.cluster.clone(),
+            upstream_host: session.upstream_host,
+            attempts: u32::from(session.upstream_host.is_some()),
+            request_body_bytes: session.received,
+            response_body_bytes: session.sent,
+        };
+        self.logs.push(log);
+        if let Some(up) = up {
+            self.close_upstream(now, up, true);
+        }
+        self.mark_closing(id, true);
+    }
+}
+
+/// A destination by weight, one uniform draw over the cumulative weights (as
+/// `route::weighted` does for HTTP); a single destination draws nothing.
+fn pick<'a>(
+    dests: &'a [TcpDestination],
+    rng: &mut crate::rng::EngineRng,
+) -> Option<&'a TcpDestination> {
+    if let [only] = dests {
+        return (only.weight > 0).then_some(only);
+    }
+    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = rng.below_u64(total);
+    for d in dests {
+        let w = u64::from(d.weight);
+        if point < w {
+            return Some(d);
+        }
+        point -= w;
+    }
+    None
+}

@@ -1,0 +1,208 @@
+//! Which L4 filter chain ([`TcpRoute`]) takes a connection, with Envoy's filter-chain match
+//! semantics (`FilterChainManagerImpl::findFilterChain` in
+//! source/common/listener_manager/filter_chain_manager_impl.cc): the criteria are narrowed one
+//! after the other, the most specific match winning at each step and never backtracking to a
+//! less specific one later: destination port (a chain naming the port beats one that names
+//! none), destination IP (longest prefix; a chain without prefixes is the least specific),
+//! then server name (exact, then the longest `*.` suffix, then a chain without names).
+//! `sourceLabels`, a static predicate pilot evaluates per proxy (matchTCP/matchTLS in
+//! pilot/pkg/networking/core/tls.go), filters first; among equals the first chain wins.
+//!
+//! Data only: no engine state is read or written here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::config::TcpRoute;
+
+use super::sni::sni_matches;
+
+/// The chains of listener `listener` (`outbound`: whether it is an outbound one) that may take
+/// a connection to `dst` from a client with `labels`, before its SNI is known. Empty: the
+/// connection is not an L4 one (HTTP, as before).
+pub(crate) fn candidates(
+    routes: &[TcpRoute],
+    (listener, outbound): (&str, bool),
+    dst: SocketAddr,
+    labels: &BTreeMap<String, String>,
+) -> Vec<usize> {
+    let applies = |r: &TcpRoute| match &r.listener {
+        Some(name) => name == listener,
+        None => outbound,
+    };
+    let mut found: Vec<usize> = routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| applies(r) && r.port.is_none_or(|p| p == dst.port()))
+        .filter(|(_, r)| {
+            r.source_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    // Destination port: chains naming it shadow the port-less ones.
+    if found.iter().any(|&i| routes[i].port.is_some()) {
+        found.retain(|&i| routes[i].port.is_some());
+    }
+    // Destination IP: keep the longest matching prefix (no prefix at all: length -1).
+    let specificity = |r: &TcpRoute| -> Option<i32> {
+        if r.destination_subnets.is_empty() {
+            return Some(-1);
+        }
+        (r.destination_subnets.iter())
+            .filter(|c| c.contains(dst.ip()))
+            .map(|c| i32::from(c.len))
+            .max()
+    };
+    found.retain(|&i| specificity(&routes[i]).is_some());
+    if let Some(best) = found.iter().filter_map(|&i| specificity(&routes[i])).max() {
+        found.retain(|&i| specificity(&routes[i]) == Some(best));
+    }
+    found
+}
+
+/// Whether choosing among `found` needs the ClientHello's server name.
+pub(crate) fn needs_sni(routes: &[TcpRoute], found: &[usize]) -> bool {
+    found.iter().any(|&i| !routes[i].sni_hosts.is_empty())
+}
+
+/// The chain among `found` for a connection whose ClientHello named `sni` (`None`: no SNI,
+/// or not TLS at all). `None`: no chain matches, and Envoy closes the connection.
+pub(crate) fn select(routes: &[TcpRoute], found: &[usize], sni: Option<&str>) -> Option<usize> {
+    // Rank of a chain for this name: 3 exact, 2 + suffix length for a wildcard (as a fraction
+    // of the order), 0 for a chain that names nothing; None when it names others only.
+    let rank = |r: &TcpRoute| -> Option<(u8, usize)> {
+        if r.sni_hosts.is_empty() {
+            return Some((0, 0));
+        }
+        let sni = sni?;
+        (r.sni_hosts.iter())
+            .filter(|p| sni_matches(p, sni))
+            .map(|p| match p.strip_prefix("*.") {
+                Some(suffix) => (1, suffix.len()),
+                None => (2, 0),
+            })
+            .max()
+    };
+    let best = found.iter().filter_map(|&i| rank(&routes[i])).max()?;
+    found
+        .iter()
+        .copied()
+        .find(|&i| rank(&routes[i]) == Some(best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Cidr;
+
+    fn route(name: &str, port: Option<u16>, subnets: &[&str], sni: &[&str]) -> TcpRoute {
+        TcpRoute {
+            name: name.into(),
+            listener: Some("l".into()),
+            port,
+            destination_subnets: subnets.iter().map(|s| Cidr::parse(s).unwrap()).collect(),
+            sni_hosts: sni.iter().map(|s| s.to_string()).collect(),
+            ..TcpRoute::default()
+        }
+    }
+
+    fn pick(routes: &[TcpRoute], dst: &str, sni: Option<&str>) -> Option<String> {
+        let found = candidates(routes, ("l", true), dst.parse().unwrap(), &BTreeMap::new());
+        select(routes, &found, sni).map(|i| routes[i].name.clone())
+    }
+
+    /// buildSidecarOutboundTCPFilterChainOpts: a `destinationSubnets` rule becomes a chain with
+    /// those prefixes ahead of the service's catch-all; Envoy picks the longest prefix, not the
+    /// first rule.
+    #[test]
+    fn the_longest_destination_prefix_wins_over_order() {
+        let routes = vec![
+            route("any", Some(27017), &[], &[]),
+            route("wide", Some(27017), &["10.0.0.0/8"], &[]),
+            route("narrow", Some(27017), &["10.1.0.0/16"], &[]),
+        ];
+        assert_eq!(
+            pick(&routes, "10.1.2.3:27017", None).as_deref(),
+            Some("narrow")
+        );
+        assert_eq!(
+            pick(&routes, "10.9.2.3:27017", None).as_deref(),
+            Some("wide")
+        );
+        assert_eq!(
+            pick(&routes, "192.168.0.1:27017", None).as_deref(),
+            Some("any")
+        );
+        assert_eq!(pick(&routes, "10.1.2.3:80", None), None, "another port");
+    }
+
+    /// Envoy's server_names: exact beats wildcard beats none, whatever the order; a hello that
+    /// names nothing configured finds no chain when every chain names hosts.
+    #[test]
+    fn sni_exact_then_longest_wildcard_then_catch_all() {
+        let routes = vec![
+            route("wild", Some(443), &[], &["*.example.com"]),
+            route("wilder", Some(443), &[], &["*.b.example.com"]),
+            route("exact", Some(443), &[], &["a.b.example.com"]),
+        ];
+        let dst = "1.2.3.4:443";
+        assert_eq!(
+            pick(&routes, dst, Some("a.b.example.com")).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            pick(&routes, dst, Some("c.b.example.com")).as_deref(),
+            Some("wilder")
+        );
+        assert_eq!(
+            pick(&routes, dst, Some("c.example.com")).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(pick(&routes, dst, Some("example.org")), None);
+        assert_eq!(pick(&routes, dst, None), None);
+        let mut with_default = routes.clone();
+        with_default.push(route("default", Some(443), &[], &[]));
+        assert_eq!(
+            pick(&with_default, dst, Some("example.org")).as_deref(),
+            Some("default")
+        );
+    }
+
+    /// matchTCP's `port`: a chain naming the port shadows a port-less one, without falling
+    /// back to it when a later criterion fails (Envoy never backtracks).
+    #[test]
+    fn a_port_chain_shadows_portless_ones_without_backtracking() {
+        let routes = vec![
+            route("portless", None, &[], &[]),
+            route("tls", Some(443), &[], &["db.example.com"]),
+        ];
+        assert_eq!(pick(&routes, "1.2.3.4:443", Some("x.org")), None);
+        assert_eq!(
+            pick(&routes, "1.2.3.4:444", Some("x.org")).as_deref(),
+            Some("portless")
+        );
+    }
+
+    #[test]
+    fn source_labels_must_all_be_present() {
+        let mut routes = vec![route("v2-clients", Some(9000), &[], &[])];
+        routes[0]
+            .source_labels
+            .insert("version".into(), "v2".into());
+        routes.push(route("others", Some(9000), &[], &[]));
+        let dst: SocketAddr = "1.2.3.4:9000".parse().unwrap();
+        let mut labels = BTreeMap::new();
+        let found = candidates(&routes, ("l", true), dst, &labels);
+        assert_eq!(select(&routes, &found, None), Some(1));
+        labels.insert("version".into(), "v2".into());
+        let found = candidates(&routes, ("l", true), dst, &labels);
+        assert_eq!(
+            select(&routes, &found, None),
+            Some(0),
+            "first of equals wins"
+        );
+        assert!(candidates(&routes, ("other", true), dst, &labels).is_empty());
+    }
+}
