@@ -306,9 +306,18 @@ impl Inputs {
     }
 }
 
-/// istioctl's origin: `Kind name.namespace`, or `Kind name` for a Namespace (cluster-scoped).
+/// Kinds without a namespace: istioctl names them `Kind name`.
+const CLUSTER_SCOPED: [&str; 5] = [
+    "Namespace",
+    "CustomResourceDefinition",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "GatewayClass",
+];
+
+/// istioctl's origin: `Kind name.namespace`, or `Kind name` for a cluster-scoped kind.
 pub fn friendly_name(source: &Source) -> String {
-    if source.kind == "Namespace" {
+    if CLUSTER_SCOPED.contains(&source.kind.as_str()) {
         return format!("{} {}", source.kind, source.name);
     }
     format!("{} {}.{}", source.kind, source.name, source.namespace)
