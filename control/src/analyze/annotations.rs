@@ -44,7 +44,7 @@ fn is_istio_annotation(name: &str) -> bool {
 /// Run the check on the objects of [`KINDS`].
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
     for kind in KINDS {
-        for o in inputs.objects_of(kind) {
+        for o in inputs.kube_objects_of(kind) {
             let labels = o.labels();
             for (name, value) in o.annotations() {
                 if !is_istio_annotation(&name) || ALWAYS_IGNORED.contains(&name.as_str()) {

@@ -42,7 +42,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
         ("Deployment", &["spec", "template", "spec"]),
     ];
     for (kind, spec) in kinds {
-        for o in inputs.objects_of(kind) {
+        for o in inputs.kube_objects_of(kind) {
             let labels = o.labels();
             let control_plane =
                 labels.contains_key("istio") || labels.get("release").is_some_and(|r| r == "istio");

@@ -39,7 +39,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
         return;
     }
     names.sort();
-    for d in inputs.objects_of("Deployment") {
+    for d in inputs.kube_objects_of("Deployment") {
         if d.labels().get("app").map(String::as_str) != Some("istiod") {
             continue;
         }

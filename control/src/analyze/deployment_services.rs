@@ -46,7 +46,7 @@ pub fn in_mesh(inputs: &Inputs, deployment: &Object) -> bool {
         }
     }
     inputs
-        .objects_of("Namespace")
+        .kube_objects_of("Namespace")
         .find(|ns| ns.name() == deployment.namespace())
         .is_some_and(|ns| {
             ns.labels()
@@ -84,7 +84,7 @@ fn go_list<T: ToString>(items: &[T]) -> String {
 
 /// Run the check on every Deployment.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
-    for d in inputs.objects_of("Deployment") {
+    for d in inputs.kube_objects_of("Deployment") {
         let waypoint = d
             .labels()
             .get("gateway.istio.io/managed")

@@ -57,7 +57,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
             report(sc, "OutboundTrafficPolicy.EgressProxy ignored".to_string());
         }
     }
-    for crd in inputs.objects_of("CustomResourceDefinition") {
+    for crd in inputs.kube_objects_of("CustomResourceDefinition") {
         let group = crd.str_at(&["spec", "group"]);
         let kind = str_at(&crd.value, &["spec", "names", "kind"]).unwrap_or_default();
         if group == Some("rbac.istio.io") && REMOVED_RBAC_KINDS.contains(&kind) {

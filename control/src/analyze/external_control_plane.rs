@@ -82,7 +82,7 @@ fn check_webhook(
 
 /// Run the check on Istio's webhook configurations.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
-    for config in inputs.objects_of("ValidatingWebhookConfiguration") {
+    for config in inputs.kube_objects_of("ValidatingWebhookConfiguration") {
         let name = config.name();
         if name == "istiod-default-validator" || name.starts_with("istio-validator") {
             for hook in seq_at(&config.value, &["webhooks"]) {
@@ -90,7 +90,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
             }
         }
     }
-    for config in inputs.objects_of("MutatingWebhookConfiguration") {
+    for config in inputs.kube_objects_of("MutatingWebhookConfiguration") {
         if config.name().starts_with("istio-sidecar-injector") {
             for hook in seq_at(&config.value, &["webhooks"]) {
                 check_webhook(inputs, config, hook, out);

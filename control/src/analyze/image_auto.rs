@@ -35,23 +35,23 @@ fn message(code: Code, kind: &str, name: &str) -> Message {
 
 /// Run the check on Pods and Deployments.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
-    for pod in inputs.objects_of("Pod") {
+    for pod in inputs.kube_objects_of("Pod") {
         if has_auto_image(pod, &["spec"]) {
             let m = message(IMAGE_AUTO_WITHOUT_INJECTION_ERROR, "Pod", pod.name());
             out.push(inputs.blame(&pod.source, m));
         }
     }
     let webhooks: Vec<&serde_yaml::Value> = inputs
-        .objects_of("MutatingWebhookConfiguration")
+        .kube_objects_of("MutatingWebhookConfiguration")
         .flat_map(|c| seq_at(&c.value, &["webhooks"]))
         .filter(|w| str_at(w, &["name"]).is_some_and(|n| n.ends_with("istio.io")))
         .collect();
-    for d in inputs.objects_of("Deployment") {
+    for d in inputs.kube_objects_of("Deployment") {
         if !has_auto_image(d, &["spec", "template", "spec"]) {
             continue;
         }
         let ns_labels: BTreeMap<String, String> = inputs
-            .objects_of("Namespace")
+            .kube_objects_of("Namespace")
             .find(|ns| ns.name() == d.namespace())
             .map(Object::labels)
             .unwrap_or_default();

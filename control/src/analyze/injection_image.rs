@@ -102,7 +102,7 @@ fn variant(inputs: &Inputs, pod: &Object) -> String {
 /// Run the check over injected namespaces' pods.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
     let images: BTreeMap<&str, String> = inputs
-        .objects_of("ConfigMap")
+        .kube_objects_of("ConfigMap")
         .filter(|c| c.name().starts_with("istio-sidecar-injector"))
         .map(|c| (c.name(), proxy_image(c)))
         .collect();
@@ -111,7 +111,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
     }
     // namespace -> (its object, the revision that injects it).
     let mut injected: BTreeMap<&str, (&Object, String)> = BTreeMap::new();
-    for ns in inputs.objects_of("Namespace") {
+    for ns in inputs.kube_objects_of("Namespace") {
         let labels = ns.labels();
         if let Some(rev) = labels.get("istio.io/rev") {
             injected.insert(ns.name(), (ns, rev.clone()));
@@ -123,7 +123,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
         }
     }
     let mut mismatched: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for pod in inputs.objects_of("Pod") {
+    for pod in inputs.kube_objects_of("Pod") {
         let Some((_, rev)) = injected.get(pod.namespace()) else {
             continue;
         };

@@ -53,7 +53,7 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
     // `config/webhook` -> (configuration, webhook).
     let mut webhooks: BTreeMap<String, (&Object, &serde_yaml::Value)> = BTreeMap::new();
     let mut revs = BTreeSet::new();
-    for config in inputs.objects_of("MutatingWebhookConfiguration") {
+    for config in inputs.kube_objects_of("MutatingWebhookConfiguration") {
         let hooks = seq_at(&config.value, &["webhooks"]);
         let mut config_revs: BTreeSet<String> =
             config.labels().remove("istio.io/rev").into_iter().collect();
