@@ -38,7 +38,8 @@
 //!   JwksUriFetchUnrestricted; [`conditions`]: IST0171 NegativeConditionStatus;
 //! - [`image_auto`]: IST0146/IST0147 ImageAutoWithoutInjection; [`webhooks`]: IST0139
 //!   InvalidWebhook (both over [`label_selector`]); [`injection_image`]: IST0158
-//!   PodsIstioProxyImageMismatchInNamespace; [`external_control_plane`]: IST0163/IST0164.
+//!   PodsIstioProxyImageMismatchInNamespace; [`external_control_plane`]: IST0163/IST0164;
+//! - [`gateway_api_selectors`]: IST0166 IneffectiveSelector.
 //!
 //! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
@@ -67,6 +68,7 @@ pub mod deployment_services;
 pub mod deprecation;
 pub mod dr_subsets;
 pub mod external_control_plane;
+pub mod gateway_api_selectors;
 pub mod gateway_certificates;
 pub mod gateway_ports;
 pub mod gateway_secrets;
@@ -180,6 +182,7 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     webhooks::check(inputs, &mut messages);
     injection_image::check(inputs, &mut messages);
     external_control_plane::check(inputs, &mut messages);
+    gateway_api_selectors::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
