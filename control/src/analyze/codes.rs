@@ -11,6 +11,7 @@ macro_rules! codes {
 }
 
 codes! {
+    GATEWAY_API_CRD_VERSION_BELOW_MINIMUM = "IST0176", Warning, "GatewayAPICRDVersionBelowMinimum";
     INEFFECTIVE_SELECTOR = "IST0166", Warning, "IneffectiveSelector";
     INVALID_EXTERNAL_CONTROL_PLANE_CONFIG = "IST0163", Warning, "InvalidExternalControlPlaneConfig";
     EXTERNAL_CONTROL_PLANE_ADDRESS_IS_NOT_A_HOSTNAME = "IST0164", Info, "ExternalControlPlaneAddressIsNotAHostname";

@@ -39,7 +39,8 @@
 //! - [`image_auto`]: IST0146/IST0147 ImageAutoWithoutInjection; [`webhooks`]: IST0139
 //!   InvalidWebhook (both over [`label_selector`]); [`injection_image`]: IST0158
 //!   PodsIstioProxyImageMismatchInNamespace; [`external_control_plane`]: IST0163/IST0164;
-//! - [`gateway_api_selectors`]: IST0166 IneffectiveSelector.
+//! - [`gateway_api_selectors`]: IST0166 IneffectiveSelector; [`gateway_api_crds`]: IST0176
+//!   GatewayAPICRDVersionBelowMinimum.
 //!
 //! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
@@ -68,6 +69,7 @@ pub mod deployment_services;
 pub mod deprecation;
 pub mod dr_subsets;
 pub mod external_control_plane;
+pub mod gateway_api_crds;
 pub mod gateway_api_selectors;
 pub mod gateway_certificates;
 pub mod gateway_ports;
@@ -183,6 +185,7 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     injection_image::check(inputs, &mut messages);
     external_control_plane::check(inputs, &mut messages);
     gateway_api_selectors::check(inputs, &mut messages);
+    gateway_api_crds::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
