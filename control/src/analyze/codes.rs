@@ -11,6 +11,26 @@ macro_rules! codes {
 }
 
 codes! {
+    GATEWAY_API_CRD_VERSION_BELOW_MINIMUM = "IST0176", Warning, "GatewayAPICRDVersionBelowMinimum";
+    INEFFECTIVE_SELECTOR = "IST0166", Warning, "IneffectiveSelector";
+    INVALID_EXTERNAL_CONTROL_PLANE_CONFIG = "IST0163", Warning, "InvalidExternalControlPlaneConfig";
+    EXTERNAL_CONTROL_PLANE_ADDRESS_IS_NOT_A_HOSTNAME = "IST0164", Info, "ExternalControlPlaneAddressIsNotAHostname";
+    INVALID_GATEWAY_CREDENTIAL = "IST0161", Error, "InvalidGatewayCredential";
+    PODS_ISTIO_PROXY_IMAGE_MISMATCH_IN_NAMESPACE = "IST0158", Warning, "PodsIstioProxyImageMismatchInNamespace";
+    INVALID_WEBHOOK = "IST0139", Error, "InvalidWebhook";
+    IMAGE_AUTO_WITHOUT_INJECTION_WARNING = "IST0146", Warning, "ImageAutoWithoutInjectionWarning";
+    IMAGE_AUTO_WITHOUT_INJECTION_ERROR = "IST0147", Error, "ImageAutoWithoutInjectionError";
+    DEPRECATED = "IST0002", Warning, "Deprecated";
+    MISPLACED_ANNOTATION = "IST0107", Warning, "MisplacedAnnotation";
+    UNKNOWN_ANNOTATION = "IST0108", Warning, "UnknownAnnotation";
+    DEPLOYMENT_ASSOCIATED_TO_MULTIPLE_SERVICES = "IST0116", Warning, "DeploymentAssociatedToMultipleServices";
+    INVALID_ANNOTATION = "IST0125", Warning, "InvalidAnnotation";
+    DEPRECATED_ANNOTATION = "IST0135", Info, "DeprecatedAnnotation";
+    DEPLOYMENT_CONFLICTING_PORTS = "IST0137", Warning, "DeploymentConflictingPorts";
+    INVALID_APPLICATION_UID = "IST0144", Warning, "InvalidApplicationUID";
+    JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149", Error, "JwtClaimBasedRoutingWithoutRequestAuthN";
+    NEGATIVE_CONDITION_STATUS = "IST0171", Warning, "NegativeConditionStatus";
+    JWKS_URI_FETCH_UNRESTRICTED = "IST0175", Warning, "JwksUriFetchUnrestricted";
     NAMESPACE_NOT_INJECTED = "IST0102", Info, "NamespaceNotInjected";
     POD_MISSING_PROXY = "IST0103", Warning, "PodMissingProxy";
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS = "IST0110", Error, "ConflictingSidecarWorkloadSelectors";

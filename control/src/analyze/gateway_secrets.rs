@@ -6,14 +6,57 @@
 //! Gateway is the classic mistake this catches. Like Istio, the namespace is that of the first
 //! selected pod (Istio's default ingress gateway, [`super::defaults`], counts), and a Gateway
 //! that selects no pod gets the selector message instead. `ns/name` credential names are
-//! looked up as written. Istio's IST0161 InvalidGatewayCredential (the Secret's certificate
-//! does not parse) is not checked: Trellis does not parse certificates here.
+//! looked up as written. A Secret that exists but that istiod could not serve is IST0161
+//! InvalidGatewayCredential ([`valid_secret`]).
 
+use base64::Engine as _;
+
+use super::codes::INVALID_GATEWAY_CREDENTIAL;
 use super::defaults::gateway_pods;
 use super::gateway_ports::no_workload;
 use super::input::Inputs;
 use super::message::{referenced_not_found, Message};
-use super::object::selects;
+use super::object::{selects, string_map, Object};
+
+/// Istio's `isValidSecret`: `kube.ExtractCertInfo` finds non-empty `cert`/`key` (or
+/// `tls.crt`/`tls.key`) in `data`, and `xds.ValidateCertificate` decodes the first PEM block
+/// of the certificate as X.509 certificates, each valid now.
+fn valid_secret(secret: &Object) -> bool {
+    let data = string_map(&secret.value, &["data"]);
+    let decoded = |key: &str| {
+        data.get(key)
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let cert = match (decoded("cert"), decoded("key")) {
+        (Some(cert), Some(_)) => cert,
+        _ => match (decoded("tls.crt"), decoded("tls.key")) {
+            (Some(cert), Some(_)) => cert,
+            _ => return false,
+        },
+    };
+    let Ok(block) = pem::parse(&cert) else {
+        return false;
+    };
+    let mut der = block.contents();
+    if der.is_empty() {
+        return false;
+    }
+    while !der.is_empty() {
+        let Ok((rest, cert)) = x509_parser::parse_x509_certificate(der) else {
+            return false;
+        };
+        if !cert.validity().is_valid() {
+            return false;
+        }
+        der = rest;
+    }
+    true
+}
 
 /// Run the check over every Gateway.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
@@ -34,13 +77,27 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
             };
             // Istio's `resource.NewShortOrFullName`.
             let (namespace, short) = name.split_once('/').unwrap_or((&pod.namespace, name));
-            let exists = inputs
+            let secret = inputs
                 .objects_of("Secret")
-                .any(|s| s.namespace() == namespace && s.name() == short);
-            if !exists {
-                let m = referenced_not_found("credentialName", name)
-                    .field(format!("spec.servers[{i}].tls.credentialName"));
-                out.push(inputs.blame(&gw.source, m));
+                .find(|s| s.namespace() == namespace && s.name() == short);
+            let field = format!("spec.servers[{i}].tls.credentialName");
+            match secret {
+                None => {
+                    let m = referenced_not_found("credentialName", name).field(field);
+                    out.push(inputs.blame(&gw.source, m));
+                }
+                Some(secret) if !valid_secret(secret) => {
+                    let m = Message::new(
+                        INVALID_GATEWAY_CREDENTIAL,
+                        format!(
+                            "The credential referenced by the Gateway {} in namespace {} is invalid, which can cause the traffic not to work as expected.",
+                            gw.source.name, pod.namespace
+                        ),
+                    )
+                    .field(field);
+                    out.push(inputs.blame(&gw.source, m));
+                }
+                Some(_) => {}
             }
         }
     }
@@ -73,6 +130,26 @@ mod tests {
             vec![
                 r#"Error [IST0101] (Gateway wrongns.default) Referenced credentialName not found: "cred""#
             ]
+        );
+    }
+
+    /// analyzers_test.go "gatewaySecretValidations": bad keys, missing keys, a certificate
+    /// that is not PEM, an expired one.
+    #[test]
+    fn invalid_credentials() {
+        let a = analyze_str(
+            include_str!("../../tests/analyzer_testdata/gateway-secrets-validation.yaml"),
+            "gateway-secrets-validation.yaml",
+        );
+        assert_eq!(
+            lines(&a, "IST0161"),
+            [
+                "defaultgateway-expired",
+                "defaultgateway-invalid-cert",
+                "defaultgateway-invalid-keys",
+                "defaultgateway-missing-keys",
+            ]
+            .map(|g| format!("Error [IST0161] (Gateway {g}.default) The credential referenced by the Gateway {g} in namespace istio-system is invalid, which can cause the traffic not to work as expected."))
         );
     }
 }

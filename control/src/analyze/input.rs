@@ -157,6 +157,24 @@ impl Inputs {
         self.objects.iter().filter(move |o| o.kind() == kind)
     }
 
+    /// Kubernetes objects of `kind` in the API group Istio's analyzers read it from (`v1` for
+    /// Pods, Services, Namespaces, ConfigMaps and Secrets, `apps` for Deployments, ...), so a
+    /// custom resource that reuses a kind name (Knative's `Service`) is not taken for it.
+    pub fn kube_objects_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Object> + 'a {
+        self.objects_of(kind).filter(move |o| {
+            let v = o.api_version.as_str();
+            match kind {
+                "Pod" | "Service" | "Namespace" | "ConfigMap" | "Secret" => v == "v1",
+                "Deployment" => v.starts_with("apps/"),
+                "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+                    v.starts_with("admissionregistration.k8s.io/")
+                }
+                "CustomResourceDefinition" => v.starts_with("apiextensions.k8s.io/"),
+                _ => true,
+            }
+        })
+    }
+
     /// Attach `source` (as istioctl's origin and reference) to `m`.
     pub fn blame(&self, source: &Source, mut m: Message) -> Message {
         m.resource = Some(friendly_name(source));
@@ -306,9 +324,18 @@ impl Inputs {
     }
 }
 
-/// istioctl's origin: `Kind name.namespace`, or `Kind name` for a Namespace (cluster-scoped).
+/// Kinds without a namespace: istioctl names them `Kind name`.
+const CLUSTER_SCOPED: [&str; 5] = [
+    "Namespace",
+    "CustomResourceDefinition",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "GatewayClass",
+];
+
+/// istioctl's origin: `Kind name.namespace`, or `Kind name` for a cluster-scoped kind.
 pub fn friendly_name(source: &Source) -> String {
-    if source.kind == "Namespace" {
+    if CLUSTER_SCOPED.contains(&source.kind.as_str()) {
         return format!("{} {}", source.kind, source.name);
     }
     format!("{} {}.{}", source.kind, source.name, source.namespace)

@@ -27,7 +27,20 @@
 //! - [`injection`]: IST0102/IST0148, IST0103 PodMissingProxy, IST0123;
 //! - [`rule_overlaps`]: IST0131 for overlapping prefix matches;
 //! - [`dr_subsets`]: IST0173 DestinationRuleSubsetNotSelectPods, IST0174
-//!   UnknownDestinationRuleHost.
+//!   UnknownDestinationRuleHost;
+//! - [`deployment_services`]: IST0116 DeploymentAssociatedToMultipleServices, IST0137
+//!   DeploymentConflictingPorts; [`application_uid`]: IST0144 InvalidApplicationUID;
+//! - [`annotations`] (over [`annotation_table`] and [`annotation_values`]): IST0107
+//!   MisplacedAnnotation, IST0108 UnknownAnnotation, IST0125 InvalidAnnotation, IST0135
+//!   DeprecatedAnnotation;
+//! - [`deprecation`]: IST0002 Deprecated; [`jwt_claim_routes`]: IST0149
+//!   JwtClaimBasedRoutingWithoutRequestAuthN; [`blocked_cidrs`]: IST0175
+//!   JwksUriFetchUnrestricted; [`conditions`]: IST0171 NegativeConditionStatus;
+//! - [`image_auto`]: IST0146/IST0147 ImageAutoWithoutInjection; [`webhooks`]: IST0139
+//!   InvalidWebhook (both over [`label_selector`]); [`injection_image`]: IST0158
+//!   PodsIstioProxyImageMismatchInNamespace; [`external_control_plane`]: IST0163/IST0164;
+//! - [`gateway_api_selectors`]: IST0166 IneffectiveSelector; [`gateway_api_crds`]: IST0176
+//!   GatewayAPICRDVersionBelowMinimum.
 //!
 //! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
@@ -40,19 +53,34 @@
 //! services exist, and flagging every host would bury real findings. In that case nothing is
 //! reported for hosts (subsets are still checked: they only need DestinationRules).
 
+pub mod annotation_table;
+pub mod annotation_values;
+pub mod annotations;
+pub mod application_uid;
 pub mod authz;
+pub mod blocked_cidrs;
 pub mod ca_certificates;
 pub mod codes;
+pub mod conditions;
 pub mod conflicting_gateways;
 pub mod conflicts;
 pub mod defaults;
+pub mod deployment_services;
+pub mod deprecation;
 pub mod dr_subsets;
+pub mod external_control_plane;
+pub mod gateway_api_crds;
+pub mod gateway_api_selectors;
 pub mod gateway_certificates;
 pub mod gateway_ports;
 pub mod gateway_secrets;
+pub mod image_auto;
 pub mod ingress_subsets;
 pub mod injection;
+pub mod injection_image;
 pub mod input;
+pub mod jwt_claim_routes;
+pub mod label_selector;
 pub mod message;
 pub mod object;
 pub mod port_names;
@@ -65,6 +93,7 @@ pub mod service_entries;
 pub mod sidecars;
 pub mod telemetry;
 pub mod vs_gateways;
+pub mod webhooks;
 
 use std::fmt;
 use std::path::Path;
@@ -144,6 +173,19 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     injection::check(inputs, &mut messages);
     dr_subsets::check(inputs, &mut messages);
     ingress_subsets::check(inputs, &mut messages);
+    deployment_services::check(inputs, &mut messages);
+    application_uid::check(inputs, &mut messages);
+    annotations::check(inputs, &mut messages);
+    deprecation::check(inputs, &mut messages);
+    jwt_claim_routes::check(inputs, &mut messages);
+    blocked_cidrs::check(inputs, &mut messages);
+    conditions::check(inputs, &mut messages);
+    image_auto::check(inputs, &mut messages);
+    webhooks::check(inputs, &mut messages);
+    injection_image::check(inputs, &mut messages);
+    external_control_plane::check(inputs, &mut messages);
+    gateway_api_selectors::check(inputs, &mut messages);
+    gateway_api_crds::check(inputs, &mut messages);
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {
