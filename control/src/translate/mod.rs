@@ -18,6 +18,7 @@ pub mod client;
 pub mod consistent_hash;
 pub mod default_routes;
 pub mod delegation;
+pub mod fault;
 pub mod gateway;
 pub mod hosts;
 pub mod locality;

@@ -227,6 +227,29 @@ pub fn reference_allows(policies: &[PolicySpec], w: &Target<'_>, q: &Asked<'_>) 
     allows.peek().is_none() || allows.any(|p| p.matches(q))
 }
 
+/// The control plane's translation of `policies` for every service's workload (what
+/// `trellis_control::translate::authorization_for` gives each sidecar), in service order.
+pub fn translate(
+    services: &[super::spec::SecService],
+    policies: &[PolicySpec],
+) -> Result<Vec<Option<std::sync::Arc<trellis_engine::authz::Authorization>>>, String> {
+    let yaml = to_yaml(policies);
+    let set = trellis_control::istio::parse_str(&yaml, "sim-policies.yaml")
+        .map_err(|e| format!("the control plane refused the simulator's policies: {e}"))?;
+    Ok(services
+        .iter()
+        .map(|svc| {
+            let workload = trellis_control::translate::workload::Workload {
+                namespace: svc.namespace.clone(),
+                service_account: svc.app.clone(),
+                labels: [("app".to_string(), svc.app.clone())].into(),
+                locality: None,
+            };
+            trellis_control::translate::authorization_for(&set, &workload).authorization
+        })
+        .collect())
+}
+
 /// Every policy as one YAML stream.
 pub fn to_yaml(policies: &[PolicySpec]) -> String {
     policies

@@ -182,7 +182,7 @@ impl<'a> World<'a> {
             logs: Vec::new(),
             events: 0,
         };
-        world.authz = world.translate_policies(&spec.policies)?;
+        world.authz = super::policy::translate(&spec.services, &spec.policies)?;
         for e in 0..n {
             let config = world.config_of(e);
             let engine_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (0x5ec0 + e as u64);
@@ -221,30 +221,6 @@ impl<'a> World<'a> {
             }
         }
         Ok(world)
-    }
-
-    /// The control plane's translation of `policies` for every service's workload.
-    fn translate_policies(
-        &self,
-        policies: &[crate::sim::mtls::policy::PolicySpec],
-    ) -> Result<Vec<Option<Arc<trellis_engine::authz::Authorization>>>, String> {
-        let yaml = super::policy::to_yaml(policies);
-        let set = trellis_control::istio::parse_str(&yaml, "sim-policies.yaml")
-            .map_err(|e| format!("the control plane refused the simulator's policies: {e}"))?;
-        Ok(self
-            .spec
-            .services
-            .iter()
-            .map(|svc| {
-                let workload = trellis_control::translate::workload::Workload {
-                    namespace: svc.namespace.clone(),
-                    service_account: svc.app.clone(),
-                    labels: [("app".to_string(), svc.app.clone())].into(),
-                    locality: None,
-                };
-                trellis_control::translate::authorization_for(&set, &workload).authorization
-            })
-            .collect())
     }
 
     /// Engine `e`'s configuration as things stand.
@@ -399,7 +375,7 @@ impl<'a> World<'a> {
                         self.reconfigure(*service);
                     }
                     SecChange::Policies(set) => {
-                        match self.translate_policies(set) {
+                        match super::policy::translate(&self.spec.services, set) {
                             Ok(authz) => self.authz = authz,
                             Err(msg) => self.violation(Invariant::ConfigApplied, msg),
                         }
