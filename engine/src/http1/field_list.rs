@@ -220,7 +220,8 @@ impl Fields {
         let name = name.as_ref();
         self.list
             .iter()
-            .filter_map(move |f| same_name(text(head, &f.name), name).then(|| text(head, &f.value)))
+            .filter(move |f| same_name(text(head, &f.name), name))
+            .map(move |f| text(head, &f.value))
     }
 
     pub fn contains(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> bool {
