@@ -53,8 +53,7 @@ fn thousand_vhosts() -> Config {
 fn bench_route(c: &mut Criterion) {
     let router = Router::new(Arc::new(thousand_vhosts())).unwrap();
     let table = router.table("outbound").unwrap();
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-rule", http::HeaderValue::from_static("r9"));
+    let headers: trellis_engine::http1::Fields = [("x-rule", "r9")].into_iter().collect();
     let labels = BTreeMap::new();
     let req = RouteRequest {
         authority: "svc-777.default.svc.cluster.local:9080",

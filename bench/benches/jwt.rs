@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderValue};
 use trellis_engine::authn::{
     AuthnRequest, Jwks, JwtAuthentication, JwtProvider, Requirement, DEFAULT_CLOCK_SKEW_SECS,
 };
+use trellis_engine::http1::Fields;
 
 fn shared() -> PathBuf {
     match std::env::var_os("TRELLIS_SHARED_DIR") {
@@ -43,10 +43,9 @@ fn authentication() -> JwtAuthentication {
 }
 
 fn run(authn: &JwtAuthentication, token: Option<&str>) -> bool {
-    let mut headers = HeaderMap::new();
+    let mut headers = Fields::new();
     if let Some(t) = token {
-        let value = HeaderValue::from_str(&format!("Bearer {t}")).expect("header value");
-        headers.insert("authorization", value);
+        assert!(headers.append_text("authorization", &format!("Bearer {t}")));
     }
     let mut target = "/headers?x=1".to_string();
     authn

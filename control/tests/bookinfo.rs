@@ -78,12 +78,9 @@ impl Mesh {
     }
 
     fn route_port(&self, authority: &str, port: u16, headers: &[(&str, &str)]) -> &Route {
-        let mut map = http::HeaderMap::new();
+        let mut map = trellis_engine::http1::Fields::new();
         for (k, v) in headers {
-            map.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            assert!(map.append_text(k, v));
         }
         let labels = BTreeMap::new();
         let req = RouteRequest {

@@ -109,9 +109,12 @@ fn chain() -> Authorization {
 #[test]
 fn evaluating_a_chain_allocates_nothing() {
     let authz = chain();
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-user", "alice".parse().unwrap());
-    headers.insert("x-forwarded-for", "1.2.3.4, 10.1.1.1".parse().unwrap());
+    let headers: trellis_engine::http1::Fields = [
+        ("x-user", "alice"),
+        ("x-forwarded-for", "1.2.3.4, 10.1.1.1"),
+    ]
+    .into_iter()
+    .collect();
     let peer: SocketAddr = "10.1.2.3:40000".parse().unwrap();
     let requests = [
         (

@@ -133,10 +133,8 @@ fuzz_target!(|data: &[u8]| {
             shadow: None,
         });
     }
-    let mut headers = http::HeaderMap::new();
-    if let Ok(v) = http::HeaderValue::from_str(&b.text()) {
-        headers.insert("x-user", v);
-    }
+    let mut headers = trellis_engine::http1::Fields::new();
+    headers.append_text("x-user", &b.text());
     let (method, authority, path) = (b.text(), b.text(), format!("/{}", b.text()));
     let identity = format!("spiffe://{}", b.text());
     let peer: SocketAddr = format!("10.0.0.{}:1000", b.byte()).parse().expect("address");

@@ -101,13 +101,13 @@ pub fn explain_resources(
     } else {
         format!("{}:{port}", req.host)
     };
-    let mut headers = http::HeaderMap::new();
+    let mut headers = trellis_engine::http1::Fields::new();
     for (name, value) in &req.headers {
         let bad = |reason: String| ConfigError::Request(format!("header {name:?}: {reason}"));
         let n =
             http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let v = http::HeaderValue::from_str(value.trim()).map_err(|e| bad(e.to_string()))?;
-        headers.append(n, v);
+        http::HeaderValue::from_str(value.trim()).map_err(|e| bad(e.to_string()))?;
+        headers.append_text(n.as_str(), value.trim());
     }
     let router = Router::new(Arc::new(t.config.clone()))
         .map_err(|e| ConfigError::Rejected(e.to_string()))?;

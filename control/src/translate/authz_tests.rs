@@ -56,7 +56,7 @@ fn verdict_with_jwt(
     let Some(authz) = &t.authorization else {
         return Verdict::Allowed;
     };
-    let headers = http::HeaderMap::new();
+    let headers = trellis_engine::http1::Fields::new();
     let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
     let req = AuthzRequest {
         method,

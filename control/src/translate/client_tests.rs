@@ -15,7 +15,7 @@ use crate::istio::parse_str;
 pub(super) fn cluster_for(t: &Translation, authority: &str, port: u16) -> String {
     let router = Router::new(Arc::new(t.config.clone())).expect("compiles");
     let table = router.table(OUTBOUND_ROUTE_TABLE).expect("table");
-    let headers = http::HeaderMap::new();
+    let headers = trellis_engine::http1::Fields::new();
     let labels = BTreeMap::new();
     let req = RouteRequest {
         authority,

@@ -21,7 +21,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use http::header::{HeaderName, AUTHORIZATION, COOKIE};
-use http::HeaderMap;
+
+use crate::http1::{value_str, Fields};
 
 use super::model::JwtProvider;
 
@@ -131,18 +132,18 @@ impl Extractor {
     }
 
     /// Remove the headers the providers write (`sanitizeHeaders`).
-    pub fn sanitize(&self, headers: &mut HeaderMap) {
+    pub fn sanitize(&self, headers: &mut Fields) {
         for name in &self.sanitize {
             headers.remove(name);
         }
     }
 
     /// Every token of the request, in Envoy's order.
-    pub fn extract(&self, target: &str, headers: &HeaderMap) -> Vec<Token<'_>> {
+    pub fn extract(&self, target: &str, headers: &Fields) -> Vec<Token<'_>> {
         let mut tokens = Vec::new();
         for spec in self.headers.values() {
             for value in headers.get_all(&spec.name) {
-                let Ok(value) = value.to_str() else {
+                let Some(value) = value_str(value) else {
                     continue;
                 };
                 if let Some(token) = token_in_header(value, &spec.prefix) {
@@ -275,11 +276,10 @@ pub fn remove_query_param(target: &str, name: &str) -> String {
 
 /// The first cookie named `name` over every `cookie` header (`Utility::parseCookies`): pairs
 /// split on `;`, leading spaces trimmed, a quoted value unquoted.
-pub fn first_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn first_cookie(headers: &Fields, name: &str) -> Option<String> {
     headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .get_all(&COOKIE)
+        .filter_map(value_str)
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let pair = pair.trim_start();

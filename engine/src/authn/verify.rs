@@ -18,7 +18,9 @@
 //! Headers and the request target are edited in place as each step runs, in Envoy's order,
 //! so a later alternative sees what an earlier one did.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderName;
+
+use crate::http1::{valid_value, FieldName, Fields};
 
 use super::extract::{remove_query_param, Origin, Token};
 use super::model::{JwtAuthentication, JwtProvider, Requirement};
@@ -31,7 +33,7 @@ pub struct AuthnRequest<'a> {
     pub method: &'a str,
     /// The request target (`path?query`); a verified token's parameter is removed from it.
     pub target: &'a mut String,
-    pub headers: &'a mut HeaderMap,
+    pub headers: &'a mut Fields,
     /// Now, as seconds since the UNIX epoch of the ENGINE's clock (never the wall clock).
     pub unix_now: u64,
 }
@@ -180,16 +182,20 @@ impl JwtAuthentication {
         }
         provider.jwks.verify(&jwt)?;
 
-        if let Some(header) = &provider.forward_payload_header {
-            if let Ok(value) = HeaderValue::from_str(jwt.payload_b64) {
-                req.headers.append(header.clone(), value);
+        // Names from the configuration (already `HeaderName`s: valid, lower-case).
+        let append = |headers: &mut Fields, name: &HeaderName, value: &str| {
+            if let Some(name) = FieldName::new(name.as_str()) {
+                if valid_value(value.as_bytes()) {
+                    headers.append(name, bytes::Bytes::copy_from_slice(value.as_bytes()));
+                }
             }
+        };
+        if let Some(header) = &provider.forward_payload_header {
+            append(req.headers, header, jwt.payload_b64);
         }
         for c in &provider.claim_to_headers {
-            let value = claim_header_value(&jwt.payload, &c.claim)
-                .and_then(|v| HeaderValue::from_str(&v).ok());
-            if let Some(value) = value {
-                req.headers.append(c.header.clone(), value);
+            if let Some(value) = claim_header_value(&jwt.payload, &c.claim) {
+                append(req.headers, &c.header, &value);
             }
         }
         if !provider.forward {

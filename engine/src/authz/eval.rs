@@ -29,7 +29,7 @@ pub struct AuthzRequest<'a> {
     pub authority: &'a str,
     /// The request target (`:path`), query included; path matchers strip the query.
     pub path: &'a str,
-    pub headers: &'a http::HeaderMap,
+    pub headers: &'a crate::http1::Fields,
     /// The connection's peer (Envoy's direct remote address).
     pub peer: SocketAddr,
     /// Where the connection was sent (the original destination of a redirected connection).
@@ -63,9 +63,8 @@ impl AuthzRequest<'_> {
         }
         self.headers
             .get_all(X_FORWARDED_FOR)
-            .iter()
             .next_back()
-            .and_then(|v| v.to_str().ok())
+            .and_then(crate::http1::value_str)
             .and_then(|v| v.rsplit(',').next())
             .and_then(|last| last.trim().parse::<IpAddr>().ok())
             .unwrap_or(self.peer.ip())
@@ -83,9 +82,9 @@ impl AuthzRequest<'_> {
             ":path" => return Some(Cow::Borrowed(self.path)),
             _ => {}
         }
-        let mut values = self.headers.get_all(name).iter();
+        let mut values = self.headers.get_all(name);
         let first = values.next()?;
-        let first = String::from_utf8_lossy(first.as_bytes());
+        let first = String::from_utf8_lossy(first);
         let mut rest = values.peekable();
         if rest.peek().is_none() {
             return Some(first);
@@ -93,7 +92,7 @@ impl AuthzRequest<'_> {
         let mut joined = first.into_owned();
         for v in rest {
             joined.push(',');
-            joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            joined.push_str(&String::from_utf8_lossy(v));
         }
         Some(Cow::Owned(joined))
     }

@@ -12,13 +12,10 @@ use quickcheck_macros::quickcheck;
 
 use super::*;
 
-fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
-    let mut h = http::HeaderMap::new();
+fn headers(pairs: &[(&str, &str)]) -> crate::http1::Fields {
+    let mut h = crate::http1::Fields::new();
     for (k, v) in pairs {
-        h.append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
+        assert!(h.append_text(k, v), "{k}: {v}");
     }
     h
 }
@@ -27,7 +24,7 @@ struct Req {
     method: &'static str,
     authority: &'static str,
     path: &'static str,
-    headers: http::HeaderMap,
+    headers: crate::http1::Fields,
     peer: SocketAddr,
     destination: SocketAddr,
     identity: Option<&'static str>,
@@ -40,7 +37,7 @@ impl Req {
             method: "GET",
             authority: "reviews:9080",
             path,
-            headers: http::HeaderMap::new(),
+            headers: crate::http1::Fields::new(),
             peer: "10.0.0.7:40000".parse().unwrap(),
             destination: "10.0.0.9:9080".parse().unwrap(),
             identity: None,

@@ -25,7 +25,7 @@ use super::xxhash::xxh64;
 
 /// What the request offers to hash.
 pub struct HashInput<'a> {
-    pub headers: &'a http::HeaderMap,
+    pub headers: &'a crate::http1::Fields,
     /// The request target (path and query).
     pub target: &'a str,
     pub peer: SocketAddr,
@@ -43,12 +43,7 @@ pub struct RequestHash {
 pub fn request_hash(key: &HashKey, input: &HashInput<'_>) -> RequestHash {
     match key {
         HashKey::Header(name) => {
-            let mut values: Vec<&[u8]> = input
-                .headers
-                .get_all(name.as_str())
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect();
+            let mut values: Vec<&[u8]> = input.headers.get_all(name.as_str()).collect();
             values.sort_unstable();
             let hash =
                 (!values.is_empty()).then(|| values.iter().fold(0, |seed, v| xxh64(v, seed)));
@@ -105,11 +100,10 @@ pub fn request_hash(key: &HashKey, input: &HashInput<'_>) -> RequestHash {
 /// The value of cookie `name` in the request's `cookie` headers, double quotes stripped
 /// (Envoy's `Utility::parseCookieValue`: `;`-separated `key=value` pairs, leading spaces
 /// skipped, the first match wins).
-fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+fn cookie_value<'h>(headers: &'h crate::http1::Fields, name: &str) -> Option<&'h str> {
     headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .get_all("cookie")
+        .filter_map(crate::http1::value_str)
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim_start_matches(' ').split_once('=')?;
@@ -138,7 +132,7 @@ mod tests {
     use crate::config::HashCookie;
     use std::time::Duration;
 
-    fn input<'a>(headers: &'a http::HeaderMap, target: &'a str) -> HashInput<'a> {
+    fn input<'a>(headers: &'a crate::http1::Fields, target: &'a str) -> HashInput<'a> {
         HashInput {
             headers,
             target,
@@ -147,12 +141,8 @@ mod tests {
         }
     }
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, http::HeaderValue::from_static(v));
-        }
-        h
+    fn headers(pairs: &[(&'static str, &'static str)]) -> crate::http1::Fields {
+        pairs.iter().copied().collect()
     }
 
     #[test]

@@ -266,7 +266,7 @@ mod tests {
             version: crate::http1::Version::Http11,
             status,
             reason: "".into(),
-            headers: http::HeaderMap::new(),
+            headers: crate::http1::Fields::new(),
             framing,
             keep_alive: true,
         }

@@ -6,8 +6,8 @@
 //! local-response fields) are sanitised so no configuration value can inject a line break.
 
 use bytes::{BufMut, BytesMut};
-use http::header::HeaderMap;
 
+use super::field_list::Fields;
 use super::head::{BodyFraming, RequestHead, ResponseHead};
 use super::reason::reason_phrase;
 use super::syntax::{is_token, is_vchar};
@@ -67,11 +67,11 @@ fn valid_field_byte(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
-fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
+fn put_headers(out: &mut BytesMut, headers: &Fields) {
+    for (name, value) in headers.iter() {
+        out.put_slice(name);
         out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
+        out.put_slice(value);
         out.put_slice(b"\r\n");
     }
 }
@@ -88,17 +88,17 @@ fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
     }
 }
 
-fn headers_len_hint(headers: &HeaderMap) -> usize {
+fn headers_len_hint(headers: &Fields) -> usize {
     headers
         .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .map(|(n, v)| n.len() + v.len() + 4)
         .sum::<usize>()
         + 64
 }
 
 /// Writes "METHOD target HTTP/1.1\r\nhost: authority\r\n" + headers + framing fields +
 /// `connection: upgrade` / `upgrade: x` when `head.upgrade` is set + "\r\n". Headers are
-/// written exactly as in the map (call `strip_hop_by_hop` first).
+/// written exactly as in the list (call `strip_hop_by_hop` first).
 pub fn encode_request_head(head: &RequestHead, out: &mut BytesMut) {
     out.reserve(head.target.len() + head.authority.len() + headers_len_hint(&head.headers));
     out.put_slice(head.method.as_str().as_bytes());

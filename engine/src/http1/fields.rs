@@ -1,4 +1,5 @@
-//! Field lines: `name: value` splitting and validation (RFC 9112 §5, RFC 9110 §5.5).
+//! Field lines: `name: value` splitting, validation and name lower-casing (RFC 9112 §5,
+//! RFC 9110 §5.5).
 //!
 //! Field names must be tokens immediately followed by the colon: whitespace before the colon
 //! (`Transfer-Encoding : chunked`) is a classic smuggling vector and is rejected, as is a line
@@ -9,6 +10,7 @@
 use http::header::{HeaderName, HeaderValue};
 
 use super::error::ParseError;
+use super::field_list::{valid_value, MAX_NAME_LEN};
 use super::syntax::{is_ows, is_tchar, trim_ows};
 
 /// Splits a field line (without CRLF) into its name and OWS-trimmed value.
@@ -30,31 +32,53 @@ pub(crate) fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
     Ok((name, value))
 }
 
-/// Converts a validated name and a raw value into `http` types (name lower-cased). The value
-/// check rejects every CTL except HTAB, and DEL.
+/// Checks what `split_field` left to check of a head's field: a value holds no CTL but HTAB
+/// and no DEL, and a name is not absurdly long (what `HeaderValue` and `HeaderName` checked).
+pub(crate) fn check_field(name: &[u8], value: &[u8]) -> Result<(), ParseError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(ParseError::InvalidHeaderName);
+    }
+    if !valid_value(value) {
+        return Err(ParseError::InvalidHeaderValue);
+    }
+    Ok(())
+}
+
+/// Lower-cases the field names of a field section in place (each line up to its colon), so
+/// the field list can point at them and compare them byte for byte. Run before validation:
+/// it only changes ASCII capitals, which are tokens in either case.
+pub(crate) fn lower_field_names(block: &mut [u8]) {
+    let mut at = 0;
+    while at < block.len() {
+        while let Some(b) = block.get_mut(at) {
+            if *b == b':' || *b == b'\n' {
+                break;
+            }
+            b.make_ascii_lowercase();
+            at += 1;
+        }
+        match memchr::memchr(b'\n', block.get(at..).unwrap_or_default()) {
+            Some(lf) => at += lf + 1,
+            None => break,
+        }
+    }
+}
+
+/// Where `part` (a sub-slice of `buf`) lies in `buf`, as (start, length).
+pub(crate) fn span(buf: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    debug_assert!(start + part.len() <= buf.len(), "not a part of the buffer");
+    (start, part.len())
+}
+
+/// Converts a validated name and a raw value into `http` types (name lower-cased), for
+/// trailers. The value check rejects every CTL except HTAB, and DEL.
 pub(crate) fn to_header(
     name: &[u8],
     value: &[u8],
 ) -> Result<(HeaderName, HeaderValue), ParseError> {
-    to_header_in(name, value, None)
-}
-
-/// Like [`to_header`]; when `shared` is the buffer `value` points into, the value is a
-/// reference-counted slice of it instead of a fresh allocation.
-pub(crate) fn to_header_in(
-    name: &[u8],
-    value: &[u8],
-    shared: Option<&bytes::Bytes>,
-) -> Result<(HeaderName, HeaderValue), ParseError> {
-    let name = match super::names::known(name) {
-        Some(known) => known,
-        None => HeaderName::from_bytes(name).map_err(|_| ParseError::InvalidHeaderName)?,
-    };
-    let value = match shared {
-        Some(buf) if !value.is_empty() => HeaderValue::from_maybe_shared(buf.slice_ref(value)),
-        _ => HeaderValue::from_bytes(value),
-    }
-    .map_err(|_| ParseError::InvalidHeaderValue)?;
+    let name = HeaderName::from_bytes(name).map_err(|_| ParseError::InvalidHeaderName)?;
+    let value = HeaderValue::from_bytes(value).map_err(|_| ParseError::InvalidHeaderValue)?;
     Ok((name, value))
 }
 
@@ -113,6 +137,27 @@ mod tests {
             );
         }
         assert!(to_header(b"x", b"a\tb \xff").is_ok());
+    }
+
+    #[test]
+    fn lower_cases_names_only() {
+        let mut block = b"X-A: B\r\nHost: Ex.COM\r\nno-colon-Here\r\nz:Q\r\n".to_vec();
+        lower_field_names(&mut block);
+        assert_eq!(
+            &block[..],
+            b"x-a: B\r\nhost: Ex.COM\r\nno-colon-here\r\nz:Q\r\n"
+        );
+    }
+
+    #[test]
+    fn checks_values_and_name_length() {
+        assert_eq!(
+            check_field(b"x", b"a\rb"),
+            Err(ParseError::InvalidHeaderValue)
+        );
+        assert_eq!(check_field(b"x", b"a\tb \xff"), Ok(()));
+        let long = vec![b'a'; MAX_NAME_LEN + 1];
+        assert_eq!(check_field(&long, b""), Err(ParseError::InvalidHeaderName));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct RequestHead {
     pub authority: String,
     /// Every field as received except `host`, names lower-case, order kept. Hop-by-hop fields
     /// are still here: the engine calls `strip_hop_by_hop` before forwarding.
-    pub headers: http::HeaderMap,
+    pub headers: super::Fields,
     /// None, ContentLength or Chunked.
     pub framing: BodyFraming,
     /// Version default adjusted by `Connection: close` / `keep-alive`.
@@ -73,7 +73,7 @@ pub struct ResponseHead {
     /// no string for it.
     pub reason: std::borrow::Cow<'static, str>,
     /// As received, names lower-case, order kept.
-    pub headers: http::HeaderMap,
+    pub headers: super::Fields,
     /// Decided per RFC 9112 §6.3 given the request method.
     pub framing: BodyFraming,
     pub keep_alive: bool,
@@ -89,7 +89,7 @@ mod tests {
             target: target.to_string(),
             version: Version::Http11,
             authority: "a".into(),
-            headers: http::HeaderMap::new(),
+            headers: super::super::Fields::new(),
             framing: BodyFraming::None,
             keep_alive: true,
             expect_continue: false,

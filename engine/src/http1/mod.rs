@@ -9,7 +9,7 @@
 //! error, never a guess.
 //!
 //! Files, one concept each: [`limits`](Limits), errors, character classes and line scanning
-//! (`syntax`), field lines (`fields`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused header maps (`pool`),
+//! (`syntax`), field lines (`fields`), the ordered field list of a head (`field_list`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused field lists (`pool`),
 //! head types (`head`), request and response parsing, hop-by-hop removal (`hop`), head
 //! encoding (`encode`), body decoding (`body`) and encoding (`body_encoder`).
 
@@ -17,13 +17,14 @@ mod body;
 mod body_encoder;
 mod encode;
 mod error;
+mod field_list;
 mod fields;
 mod framing;
 mod head;
 mod hop;
 mod host;
 mod limits;
-mod names;
+pub mod names;
 mod pool;
 mod reason;
 mod request;
@@ -46,10 +47,10 @@ pub use encode::{
     encode_response_head_with_room,
 };
 pub use error::{BodyError, ParseError};
+pub use field_list::{valid_value, value_str, FieldName, Fields};
 pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
 pub use hop::strip_hop_by_hop;
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
-pub(crate) use names::{X_FORWARDED_CLIENT_CERT, X_FORWARDED_PROTO, X_REQUEST_ID};
 pub use pool::HeaderPool;
 pub use reason::reason_phrase;
 pub use request::{parse_request_head, take_request_head, take_request_head_pooled};

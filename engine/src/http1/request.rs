@@ -9,11 +9,10 @@
 
 use std::ops::Range;
 
-use http::header;
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::{split_field, to_header_in};
+use super::fields::{check_field, lower_field_names, span, split_field};
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
 use super::host::normalize_authority;
@@ -37,12 +36,13 @@ pub fn parse_request_head(
         return Ok(None);
     };
     let head_end = layout.head_end;
-    let head = layout.build(buf, None, &mut HeaderPool::default())?;
+    let mut copy = bytes::BytesMut::from(buf.get(..head_end).unwrap_or_default());
+    let head = layout.build(&mut copy, &mut HeaderPool::default())?;
     Ok(Some((head, head_end)))
 }
 
-/// Like [`parse_request_head`], but takes the head off the front of `buf` and lets header
-/// values share its memory (no allocation per field): what the engine's hot path uses.
+/// Like [`parse_request_head`], but takes the head off the front of `buf` and keeps it as the
+/// memory its fields point into (no allocation per field): what the engine's hot path uses.
 pub fn take_request_head(
     buf: &mut bytes::BytesMut,
     limits: &Limits,
@@ -50,7 +50,7 @@ pub fn take_request_head(
     take_request_head_pooled(buf, limits, &mut HeaderPool::default())
 }
 
-/// Like [`take_request_head`], filling a header map from `pool` (only once the head is
+/// Like [`take_request_head`], filling a field list from `pool` (only once the head is
 /// complete) instead of allocating one.
 pub fn take_request_head_pooled(
     buf: &mut bytes::BytesMut,
@@ -60,8 +60,8 @@ pub fn take_request_head_pooled(
     let Some(layout) = locate(buf, limits)? else {
         return Ok(None);
     };
-    let bytes = buf.split_to(layout.head_end).freeze();
-    layout.build(&bytes, Some(&bytes), pool).map(Some)
+    let mut head = buf.split_to(layout.head_end);
+    layout.build(&mut head, pool).map(Some)
 }
 
 /// Where the parts of a complete, limit-respecting request head lie in the buffer, with the
@@ -77,21 +77,25 @@ struct Layout {
 }
 
 impl Layout {
+    /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
+    /// names are lower-cased in it, then it becomes the memory the fields point into.
     fn build(
         self,
-        buf: &[u8],
-        shared: Option<&bytes::Bytes>,
+        head: &mut bytes::BytesMut,
         pool: &mut HeaderPool,
     ) -> Result<RequestHead, ParseError> {
+        if let Some(block) = head.get_mut(self.block.0..self.block.1) {
+            lower_field_names(block);
+        }
+        let buf = std::mem::take(head).freeze();
         let raw_target = buf.get(self.target.0..self.target.1).unwrap_or_default();
-        let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
         build_head(
             self.method,
             raw_target,
             self.version,
-            block,
+            &buf,
+            self.block,
             self.fields,
-            shared,
             pool,
         )
     }
@@ -198,14 +202,16 @@ fn build_head(
     method: Method,
     raw_target: &[u8],
     version: Version,
-    block: &[u8],
+    buf: &bytes::Bytes,
+    block: (usize, usize),
     fields: usize,
-    shared: Option<&bytes::Bytes>,
     pool: &mut HeaderPool,
 ) -> Result<RequestHead, ParseError> {
     let http11 = version == Version::Http11;
     // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
     let mut headers = pool.take(fields + 4);
+    headers.set_head(buf.clone());
+    let block = buf.get(block.0..block.1).unwrap_or_default();
     let mut host: Option<&[u8]> = None;
     let mut host_count = 0usize;
     let mut content_length: Option<u64> = None;
@@ -215,19 +221,19 @@ fn build_head(
     let mut expects_continue = false;
 
     for line in field_lines(block) {
-        let (raw_name, value) = split_field(line)?;
-        let (name, hv) = to_header_in(raw_name, value, shared)?;
-        if name == header::HOST {
+        let (name, value) = split_field(line)?;
+        check_field(name, value)?;
+        if name == b"host" {
             host_count += 1;
             host = Some(value);
             continue;
-        } else if name == header::CONTENT_LENGTH {
+        } else if name == b"content-length" {
             content_length = Some(merge_content_length(value, content_length)?);
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name == b"transfer-encoding" {
             te.add(value);
-        } else if name == header::CONNECTION {
+        } else if name == b"connection" {
             connection.add(value);
-        } else if name == header::UPGRADE {
+        } else if name == b"upgrade" {
             let text = std::str::from_utf8(value).map_err(|_| ParseError::InvalidHeaderValue)?;
             match &mut upgrade {
                 Some(u) => {
@@ -236,7 +242,7 @@ fn build_head(
                 }
                 None => upgrade = Some(text.to_owned()),
             }
-        } else if name == header::EXPECT {
+        } else if name == b"expect" {
             for expectation in list_elements(value) {
                 if expectation.eq_ignore_ascii_case(b"100-continue") {
                     expects_continue = true;
@@ -245,7 +251,7 @@ fn build_head(
                 }
             }
         }
-        headers.append(name, hv);
+        headers.push_received(span(buf, name), span(buf, value));
     }
 
     if host_count > 1 {

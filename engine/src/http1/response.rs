@@ -9,11 +9,10 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use http::header;
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::{split_field, to_header_in};
+use super::fields::{check_field, lower_field_names, span, split_field};
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, ResponseHead, Version};
 use super::limits::Limits;
@@ -33,12 +32,13 @@ pub fn parse_response_head(
         return Ok(None);
     };
     let head_end = layout.head_end;
-    let head = layout.build(buf, request_method, None, &mut HeaderPool::default())?;
+    let mut copy = bytes::BytesMut::from(buf.get(..head_end).unwrap_or_default());
+    let head = layout.build(&mut copy, request_method, &mut HeaderPool::default())?;
     Ok(Some((head, head_end)))
 }
 
-/// Like [`parse_response_head`], but takes the head off the front of `buf` and lets header
-/// values share its memory (no allocation per field): what the engine's hot path uses.
+/// Like [`parse_response_head`], but takes the head off the front of `buf` and keeps it as the
+/// memory its fields point into (no allocation per field): what the engine's hot path uses.
 pub fn take_response_head(
     buf: &mut bytes::BytesMut,
     limits: &Limits,
@@ -47,7 +47,7 @@ pub fn take_response_head(
     take_response_head_pooled(buf, limits, request_method, &mut HeaderPool::default())
 }
 
-/// Like [`take_response_head`], filling a header map from `pool` (only once the head is
+/// Like [`take_response_head`], filling a field list from `pool` (only once the head is
 /// complete) instead of allocating one.
 pub fn take_response_head_pooled(
     buf: &mut bytes::BytesMut,
@@ -58,10 +58,8 @@ pub fn take_response_head_pooled(
     let Some(layout) = locate(buf, limits)? else {
         return Ok(None);
     };
-    let bytes = buf.split_to(layout.head_end).freeze();
-    layout
-        .build(&bytes, request_method, Some(&bytes), pool)
-        .map(Some)
+    let mut head = buf.split_to(layout.head_end);
+    layout.build(&mut head, request_method, pool).map(Some)
 }
 
 /// Where the parts of a complete, limit-respecting response head lie in the buffer, with the
@@ -103,37 +101,41 @@ fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
 }
 
 impl Layout {
-    /// Interprets the fields; `shared`, when given, is the buffer `buf` lives in (values are
-    /// sliced from it).
+    /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
+    /// names are lower-cased in it, then it becomes the memory the fields point into.
     fn build(
         self,
-        buf: &[u8],
+        head: &mut bytes::BytesMut,
         request_method: &Method,
-        shared: Option<&bytes::Bytes>,
         pool: &mut HeaderPool,
     ) -> Result<ResponseHead, ParseError> {
         let Layout {
             version, status, ..
         } = self;
+        if let Some(block) = head.get_mut(self.block.0..self.block.1) {
+            lower_field_names(block);
+        }
+        let buf = std::mem::take(head).freeze();
         let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
         let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
 
         // Room for the fields a proxy adds (via, response header edits) without regrowth.
         let mut headers = pool.take(self.fields + 2);
+        headers.set_head(buf.clone());
         let mut content_length: Option<u64> = None;
         let mut te = TransferCodings::default();
         let mut connection = ConnectionOptions::default();
         for line in field_lines(block) {
-            let (raw_name, value) = split_field(line)?;
-            let (name, hv) = to_header_in(raw_name, value, shared)?;
-            if name == header::CONTENT_LENGTH {
+            let (name, value) = split_field(line)?;
+            check_field(name, value)?;
+            if name == b"content-length" {
                 content_length = Some(merge_content_length(value, content_length)?);
-            } else if name == header::TRANSFER_ENCODING {
+            } else if name == b"transfer-encoding" {
                 te.add(value);
-            } else if name == header::CONNECTION {
+            } else if name == b"connection" {
                 connection.add(value);
             }
-            headers.append(name, hv);
+            headers.push_received(span(&buf, name), span(&buf, value));
         }
 
         let http11 = version == Version::Http11;
@@ -243,7 +245,7 @@ mod tests {
         );
         assert_eq!(h.framing, BodyFraming::ContentLength(5));
         assert!(h.keep_alive);
-        assert_eq!(h.headers.get("x-a").unwrap(), "b");
+        assert_eq!(h.headers.get("x-a").unwrap(), b"b");
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn realm(head: &crate::http1::RequestHead, tls: bool) -> String {
     let scheme = head
         .headers
         .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::http1::value_str)
         .unwrap_or(if tls { "https" } else { "http" });
     let mut cut = head.target.len().min(MAX_REALM_PATH);
     while !head.target.is_char_boundary(cut) {

@@ -141,10 +141,10 @@ impl Engine {
 
 /// Whether a request is gRPC: its `content-type` is `application/grpc`, or that followed by
 /// `+` or `;` (Envoy's Grpc::Common::hasGrpcContentType, which isGrpcRequestHeaders uses).
-fn is_grpc_request(headers: &http::HeaderMap) -> bool {
+fn is_grpc_request(headers: &crate::http1::Fields) -> bool {
     headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .get(&crate::http1::names::CONTENT_TYPE)
+        .and_then(crate::http1::value_str)
         .and_then(|ct| ct.strip_prefix("application/grpc"))
         .is_some_and(|tail| tail.is_empty() || tail.starts_with('+') || tail.starts_with(';'))
 }
@@ -161,17 +161,12 @@ fn local_answer_headers(
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
     }
-    let mut map = http::HeaderMap::new();
-    for (n, v) in base {
-        if let (Ok(n), Ok(v)) = (
-            http::header::HeaderName::from_bytes(n.as_bytes()),
-            http::HeaderValue::from_str(v),
-        ) {
-            map.append(n, v);
-        }
-    }
+    let mut map: crate::http1::Fields = base.iter().copied().collect();
     route::apply_header_ops(&route.response_headers, &mut map);
     map.iter()
-        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .filter_map(|(n, v)| {
+            let n = std::str::from_utf8(n).ok()?;
+            Some((n.to_string(), crate::http1::value_str(v)?.to_string()))
+        })
         .collect()
 }

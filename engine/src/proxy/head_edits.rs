@@ -3,7 +3,9 @@
 //! header edits in, `x-request-id`, `x-forwarded-proto` and `via` added).
 
 use crate::config::{Route, WeightedCluster};
-use crate::http1::{self, RequestHead};
+use bytes::Bytes;
+
+use crate::http1::{self, names, RequestHead};
 use crate::route;
 
 use super::ids::DownstreamId;
@@ -19,7 +21,7 @@ impl Engine {
         &self,
         down: DownstreamId,
         listener: &str,
-        headers: &mut http::HeaderMap,
+        headers: &mut http1::Fields,
     ) {
         let inbound = self
             .snapshot
@@ -32,24 +34,21 @@ impl Engine {
         match details {
             Some(details) if inbound => {
                 let mut value = String::new();
-                for v in headers.get_all(&http1::X_FORWARDED_CLIENT_CERT) {
-                    if let Ok(v) = v.to_str() {
+                for v in headers.get_all(&names::X_FORWARDED_CLIENT_CERT) {
+                    if let Some(v) = http1::value_str(v) {
                         value.push_str(v);
                         value.push(',');
                     }
                 }
                 value.push_str(details);
-                match http::HeaderValue::from_str(&value) {
-                    Ok(v) => {
-                        headers.insert(http1::X_FORWARDED_CLIENT_CERT, v);
-                    }
-                    Err(_) => {
-                        headers.remove(&http1::X_FORWARDED_CLIENT_CERT);
-                    }
+                if http1::valid_value(value.as_bytes()) {
+                    headers.insert(names::X_FORWARDED_CLIENT_CERT, value.into());
+                } else {
+                    headers.remove(&names::X_FORWARDED_CLIENT_CERT);
                 }
             }
             _ => {
-                headers.remove(&http1::X_FORWARDED_CLIENT_CERT);
+                headers.remove(&names::X_FORWARDED_CLIENT_CERT);
             }
         }
     }
@@ -66,32 +65,29 @@ pub(super) fn prepare_upstream_head(
     let upgrade = head.upgrade.clone();
     http1::strip_hop_by_hop(&mut head.headers);
     head.upgrade = upgrade;
-    head.headers.remove(http::header::EXPECT);
+    head.headers.remove(&names::EXPECT);
     if let Some(route) = route {
         route::apply_header_ops(&route.request_headers, &mut head.headers);
     }
     if let Some(dest) = dest {
         route::apply_header_ops(&dest.request_headers, &mut head.headers);
     }
-    // Static names: inserting a custom name given as &str would allocate it every request.
-    use http1::{X_FORWARDED_PROTO, X_REQUEST_ID};
-    if !head.headers.contains_key(&X_REQUEST_ID) {
-        head.headers.insert(X_REQUEST_ID, request_id(rng));
+    // Static names and values: nothing is allocated for them.
+    if !head.headers.contains(&names::X_REQUEST_ID) {
+        head.headers.append(names::X_REQUEST_ID, request_id(rng));
     }
-    if !head.headers.contains_key(&X_FORWARDED_PROTO) {
+    if !head.headers.contains(&names::X_FORWARDED_PROTO) {
         head.headers
-            .insert(X_FORWARDED_PROTO, http::HeaderValue::from_static("http"));
+            .append(names::X_FORWARDED_PROTO, Bytes::from_static(b"http"));
     }
     // RFC 9110 §7.6.3: a proxy MUST add itself to Via.
-    head.headers.append(
-        http::header::VIA,
-        http::HeaderValue::from_static("1.1 trellis"),
-    );
+    head.headers
+        .append(names::VIA, Bytes::from_static(b"1.1 trellis"));
     head.keep_alive = true;
 }
 
 /// A UUIDv4-shaped request id from the engine RNG (deterministic under a seed).
-fn request_id(rng: &mut crate::rng::EngineRng) -> http::HeaderValue {
+fn request_id(rng: &mut crate::rng::EngineRng) -> Bytes {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bits = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
     // Version 4, variant 10xx, as RFC 9562 lays them out.
@@ -114,7 +110,7 @@ fn request_id(rng: &mut crate::rng::EngineRng) -> http::HeaderValue {
         }
         at += 2;
     }
-    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("0"))
+    Bytes::copy_from_slice(&out)
 }
 
 #[cfg(test)]
@@ -127,7 +123,7 @@ mod tests {
         let mut b = crate::rng::EngineRng::with_seed(5);
         let id = request_id(&mut a);
         assert_eq!(id, request_id(&mut b));
-        let s = id.to_str().unwrap();
+        let s = std::str::from_utf8(&id).unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4", "{s}");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");

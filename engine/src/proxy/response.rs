@@ -2,8 +2,10 @@
 //! re-framing it for the client, relaying the body, and deciding whether the connection goes
 //! back to the pool.
 
+use bytes::Bytes;
+
 use crate::cluster::Outcome;
-use crate::http1::{self, BodyDecoder, BodyEvent, BodyFraming, ResponseHead, Version};
+use crate::http1::{self, names, BodyDecoder, BodyEvent, BodyFraming, ResponseHead, Version};
 use crate::route;
 use crate::time::Instant;
 
@@ -258,14 +260,14 @@ impl Engine {
         let is_head = req.head.method == http::Method::HEAD;
         // Content-Length of a HEAD or 304 answer describes the body it would have had: keep it.
         let keep_length = (is_head || head.status == 304)
-            .then(|| head.headers.get(http::header::CONTENT_LENGTH).cloned())
+            .then(|| head.headers.get_shared(&names::CONTENT_LENGTH))
             .flatten();
         // Content codings applied as transfer codings (`gzip, chunked`) describe the bytes we
         // relay as they are: they must reach the client, while our own chunking is re-derived.
         let codings = transfer_codings_besides_chunked(&head.headers);
         http1::strip_hop_by_hop(&mut head.headers);
         if let Some(length) = keep_length {
-            head.headers.insert(http::header::CONTENT_LENGTH, length);
+            head.headers.insert(names::CONTENT_LENGTH, length);
         }
         if let Some(route) = req.route_config() {
             route::apply_header_ops(&route.response_headers, &mut head.headers);
@@ -277,14 +279,13 @@ impl Engine {
         if let Some(cookie) = req
             .set_cookie
             .as_deref()
-            .and_then(|c| http::HeaderValue::from_str(c).ok())
+            .filter(|c| http1::valid_value(c.as_bytes()))
         {
-            head.headers.append(http::header::SET_COOKIE, cookie);
+            head.headers
+                .append(names::SET_COOKIE, Bytes::copy_from_slice(cookie.as_bytes()));
         }
-        head.headers.append(
-            http::header::VIA,
-            http::HeaderValue::from_static("1.1 trellis"),
-        );
+        head.headers
+            .append(names::VIA, Bytes::from_static(b"1.1 trellis"));
         let upstream_framing = head.framing;
         let upstream_keep_alive = head.keep_alive;
         let down_framing = match (upstream_framing, req.down_version) {
@@ -294,8 +295,7 @@ impl Engine {
         };
         if let Some(codings) = codings {
             if req.down_version == Version::Http11 {
-                head.headers
-                    .insert(http::header::TRANSFER_ENCODING, codings);
+                head.headers.insert(names::TRANSFER_ENCODING, codings);
             }
         }
         let down = req.down;
@@ -303,10 +303,8 @@ impl Engine {
             !req.down_keep_alive || !req.body_done() || down_framing == BodyFraming::CloseDelimited;
         if req.down_version == Version::Http10 && !close_down {
             // An HTTP/1.0 client only keeps the connection when told so.
-            head.headers.insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("keep-alive"),
-            );
+            head.headers
+                .insert(names::CONNECTION, Bytes::from_static(b"keep-alive"));
         }
         head.version = Version::Http11;
         head.framing = down_framing;
@@ -344,13 +342,11 @@ impl Engine {
         let (down, stream) = (req.down, req.stream);
         let protocol = req.head.upgrade.clone().unwrap_or_default();
         http1::strip_hop_by_hop(&mut head.headers);
-        if let Ok(value) = http::HeaderValue::from_str(&protocol) {
-            head.headers.insert(http::header::UPGRADE, value);
+        if http1::valid_value(protocol.as_bytes()) {
+            head.headers.insert(names::UPGRADE, protocol.into());
         }
-        head.headers.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
+        head.headers
+            .insert(names::CONNECTION, Bytes::from_static(b"upgrade"));
         head.framing = BodyFraming::None;
         head.keep_alive = true;
         req.response.status = 101;
@@ -428,10 +424,10 @@ impl Engine {
 }
 
 /// The transfer codings of a response other than `chunked` (e.g. `gzip`), joined, if any.
-fn transfer_codings_besides_chunked(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+fn transfer_codings_besides_chunked(headers: &http1::Fields) -> Option<Bytes> {
     let mut codings: Vec<&str> = Vec::new();
-    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
-        let Ok(text) = value.to_str() else {
+    for value in headers.get_all(&names::TRANSFER_ENCODING) {
+        let Some(text) = http1::value_str(value) else {
             continue;
         };
         codings.extend(
@@ -443,7 +439,8 @@ fn transfer_codings_besides_chunked(headers: &http::HeaderMap) -> Option<http::H
     if codings.is_empty() {
         return None;
     }
-    http::HeaderValue::from_str(&codings.join(", ")).ok()
+    let joined = codings.join(", ");
+    http1::valid_value(joined.as_bytes()).then(|| joined.into())
 }
 
 /// How a connection that closed before a response head failed: a reused connection that sent

@@ -340,12 +340,10 @@ impl Engine {
         if method != http::Method::TRACE && method != http::Method::OPTIONS {
             return Some(false);
         }
-        let Some(value) = req.head.headers.get("max-forwards") else {
+        let Some(value) = req.head.headers.get(&http1::names::MAX_FORWARDS) else {
             return Some(false);
         };
-        let parsed = value
-            .to_str()
-            .ok()
+        let parsed = http1::value_str(value)
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse::<u64>().ok());
         match parsed {
@@ -389,8 +387,10 @@ impl Engine {
                 Some(true)
             }
             Some(n) => {
-                let value = http::HeaderValue::from(n - 1);
-                req.head.headers.insert("max-forwards", value);
+                let value = (n - 1).to_string();
+                req.head
+                    .headers
+                    .insert(http1::names::MAX_FORWARDS, value.into());
                 Some(false)
             }
         }

@@ -122,8 +122,7 @@ fn header_values(name: &str, req: &Prepared<'_>) -> Vec<String> {
         lower => req
             .headers
             .get_all(lower)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect(),
     }
 }

@@ -53,7 +53,7 @@ fn rewrite_of_a_rule_without_uri_match_replaces_the_leading_slash() {
     for r in [header_only, no_match] {
         let (router, t) = router(one_table(vec![vhost(vec![r])]));
         let mut req = Req::new("svc", "/a/b?q=1");
-        req.headers.insert("x", http::HeaderValue::from_static("1"));
+        req.headers.append_text("x", "1");
         let m = matched(&router, t, &req).expect("matches");
         assert_eq!(
             router.rewrite_path(&m, &req.path).as_deref(),
@@ -105,8 +105,7 @@ fn without_headers_presence_match_needs_the_header_absent() {
     let (r, t) = router(one_table(vec![vhost(vec![route("absent", vec![m], "c")])]));
     assert!(matched(&r, t, &Req::new("svc", "/")).is_some());
     let mut with = Req::new("svc", "/");
-    with.headers
-        .insert("x-canary", http::HeaderValue::from_static(""));
+    with.headers.append_text("x-canary", "");
     assert!(matched(&r, t, &with).is_none());
 }
 

@@ -26,7 +26,6 @@
 use std::collections::BTreeMap;
 
 use http::header::HeaderName;
-use http::HeaderMap;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::config::{HeaderMatch, QueryParamMatch, RouteMatch, StringMatch};
@@ -156,15 +155,11 @@ impl HeaderCond {
         match &self.target {
             #[cfg(feature = "mutants")]
             HeaderTarget::Named(name) if crate::mutants::route().header_value_ignored => {
-                req.headers.contains_key(name)
+                req.headers.contains(name)
             }
             HeaderTarget::Named(name) => match &self.value {
-                None => req.headers.contains_key(name),
-                Some(m) => req
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .any(|v| m.matches(v.as_bytes())),
+                None => req.headers.contains(name),
+                Some(m) => req.headers.get_all(name).any(|v| m.matches(v)),
             },
             HeaderTarget::Authority => single(req.authority),
             HeaderTarget::Method => single(req.method),
@@ -179,9 +174,7 @@ impl HeaderCond {
     /// condition has a value (Envoy's `treat_missing_header_as_empty`, for `without_headers`).
     pub(crate) fn holds_or_empty(&self, req: &Prepared<'_>) -> bool {
         match (&self.target, &self.value) {
-            (HeaderTarget::Named(name), Some(m)) if !req.headers.contains_key(name) => {
-                m.matches(b"")
-            }
+            (HeaderTarget::Named(name), Some(m)) if !req.headers.contains(name) => m.matches(b""),
             _ => self.holds(req),
         }
     }
@@ -272,7 +265,7 @@ pub(crate) struct Prepared<'a> {
     pub(crate) query: Option<&'a str>,
     pub(crate) method: &'a str,
     pub(crate) scheme: &'a str,
-    pub(crate) headers: &'a HeaderMap,
+    pub(crate) headers: &'a crate::http1::Fields,
     pub(crate) port: u16,
     pub(crate) source_labels: &'a BTreeMap<String, String>,
 }

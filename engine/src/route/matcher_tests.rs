@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::route::RouteRequest;
-use http::HeaderValue;
 use quickcheck_macros::quickcheck;
 
 fn sm(m: StringMatch) -> StrMatcher {
@@ -64,7 +63,7 @@ fn query_value_parsing() {
 }
 
 struct Req {
-    headers: HeaderMap,
+    headers: crate::http1::Fields,
     labels: BTreeMap<String, String>,
     path: &'static str,
     method: &'static str,
@@ -74,7 +73,7 @@ struct Req {
 impl Req {
     fn new(path: &'static str) -> Req {
         Req {
-            headers: HeaderMap::new(),
+            headers: crate::http1::Fields::new(),
             labels: BTreeMap::new(),
             path,
             method: "GET",
@@ -82,7 +81,7 @@ impl Req {
         }
     }
     fn header(mut self, n: &'static str, v: &'static str) -> Req {
-        self.headers.append(n, HeaderValue::from_static(v));
+        self.headers.append_text(n, v);
         self
     }
     fn check(&self, m: &RouteMatch) -> Result<(), Failed> {

@@ -79,7 +79,7 @@ pub struct RouteRequest<'a> {
     pub method: &'a str,
     /// `http` / `https`.
     pub scheme: &'a str,
-    pub headers: &'a http::HeaderMap,
+    pub headers: &'a crate::http1::Fields,
     /// Destination port (for `port` matches).
     pub port: u16,
     /// The client workload's labels (for `source_labels` matches).

@@ -12,8 +12,10 @@
 //!   (and edits of `host`, which only `rewrite.authority` may change), so skipping invalid
 //!   entries at run time is a formality.
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::HeaderMap;
+
+use crate::http1::{valid_value, FieldName, Fields};
 
 use crate::config::{HeaderOps, Redirect};
 
@@ -174,26 +176,23 @@ pub fn redirect_location(redirect: &Redirect, scheme: &str, authority: &str, pat
 
 /// Applies `ops` to `headers` as Envoy's `HeaderParser` does: remove first ("remove-before-add
 /// is the default behaviour users expect"), then set (overwrite), then add (append). Invalid
-/// names or values are skipped (`Router::new` already rejects them).
-pub fn apply_header_ops(ops: &HeaderOps, headers: &mut HeaderMap) {
+/// names or values are skipped (`Router::new` already rejects them; the value check left here
+/// is a vectorised scan that keeps a line break out of the head whatever path the ops took).
+pub fn apply_header_ops(ops: &HeaderOps, headers: &mut Fields) {
     for name in &ops.remove {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(n);
-        }
+        headers.remove(name.as_str());
     }
+    let field = |name: &str, value: &str| {
+        let name = FieldName::new(name)?;
+        valid_value(value.as_bytes()).then(|| (name, Bytes::copy_from_slice(value.as_bytes())))
+    };
     for (name, value) in &ops.set {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let Some((n, v)) = field(name, value) {
             headers.insert(n, v);
         }
     }
     for (name, value) in &ops.add {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let Some((n, v)) = field(name, value) {
             #[cfg(feature = "mutants")]
             if crate::mutants::route().header_add_overwrites {
                 headers.insert(n, v);

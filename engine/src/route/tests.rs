@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
-
 use super::*;
 use crate::config::{
     HeaderMatch, HeaderOps, Redirect, Rewrite, Route, RouteAction, RouteMatch, RouteTable,
@@ -95,7 +93,7 @@ pub(super) struct Req {
     pub(super) authority: String,
     pub(super) path: String,
     pub(super) method: String,
-    pub(super) headers: HeaderMap,
+    pub(super) headers: crate::http1::Fields,
     pub(super) labels: BTreeMap<String, String>,
     pub(super) port: u16,
 }
@@ -106,13 +104,13 @@ impl Req {
             authority: authority.into(),
             path: path.into(),
             method: "GET".into(),
-            headers: HeaderMap::new(),
+            headers: crate::http1::Fields::new(),
             labels: BTreeMap::new(),
             port: 80,
         }
     }
     fn header(mut self, n: &'static str, v: &'static str) -> Req {
-        self.headers.append(n, HeaderValue::from_static(v));
+        self.headers.append_text(n, v);
         self
     }
     pub(super) fn as_request(&self) -> RouteRequest<'_> {

@@ -56,7 +56,7 @@ fn vs(name: &str, namespace: &str, spec: &str) -> String {
 fn route(t: &Translation, table: &str, host: &str, path: &str) -> Result<String, &'static str> {
     let router = Router::new(Arc::new(t.config.clone())).expect("router compiles");
     let id = router.table(table).ok_or("no such table")?;
-    let headers = http::HeaderMap::new();
+    let headers = trellis_engine::http1::Fields::new();
     let labels = BTreeMap::new();
     let req = RouteRequest {
         authority: host,

@@ -1,0 +1,426 @@
+//! A message head's fields as an ordered flat list: what the engine reads, edits and forwards.
+//!
+//! `http::HeaderMap` cost the request path a hash per field, a `HeaderName` and a
+//! `HeaderValue` built and validated per field (after the parser had already validated the
+//! bytes), and a swap-remove scan per hop-by-hop field. Heads hold a dozen fields, so a list
+//! scanned by name is cheaper than any map. Received fields are offsets into the head's own
+//! bytes (one shared `Bytes`, no reference count per field); fields the proxy adds hold their
+//! own `Bytes` (static for the proxy's own names and values).
+//!
+//! The list keeps arrival order, duplicates included (several `set-cookie`), and removal keeps
+//! the order of what remains. Names are lower-case: the parser lower-cases them in the
+//! received buffer, and [`FieldName`] does for names the engine adds. Lookups take a name in
+//! any case. Values are trusted to be valid field values (HTAB, SP, VCHAR, obs-text): the
+//! parser checked received ones, configuration checks configured ones once, and the engine
+//! checks what it builds at run time with [`valid_value`].
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::syntax::is_token;
+
+/// The longest field name accepted (what `http::HeaderName` accepted).
+pub(crate) const MAX_NAME_LEN: usize = (1 << 16) - 1;
+
+/// A lower-case field name (a token).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FieldName(Bytes);
+
+impl FieldName {
+    /// `name` must be a lower-case token (checked in tests of the constants that use it).
+    pub const fn from_static(name: &'static str) -> FieldName {
+        FieldName(Bytes::from_static(name.as_bytes()))
+    }
+
+    /// A name from text: `None` unless it is a token; lower-cased.
+    pub fn new(name: &str) -> Option<FieldName> {
+        let raw = name.as_bytes();
+        if !is_token(raw) || raw.len() > MAX_NAME_LEN {
+            return None;
+        }
+        Some(FieldName(Bytes::from(raw.to_ascii_lowercase())))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl AsRef<[u8]> for FieldName {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for FieldName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether `value` may be a field value: no CTL but HTAB, no DEL (what `HeaderValue` required).
+/// Branch-free, so it vectorises over a whole value.
+pub fn valid_value(value: &[u8]) -> bool {
+    value.iter().fold(true, |ok, &b| {
+        ok & ((b >= 0x20 && b != 0x7f) | (b == b'\t'))
+    })
+}
+
+/// A value as text when it is visible ASCII, HTAB or SP (what `HeaderValue::to_str` allowed).
+pub fn value_str(value: &[u8]) -> Option<&str> {
+    let ascii = value.iter().fold(true, |ok, &b| {
+        ok & ((0x20..0x7f).contains(&b) | (b == b'\t'))
+    });
+    if ascii {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+/// Where a name or value lies.
+#[derive(Clone)]
+enum Text {
+    /// `at..at + len` of the received head.
+    Head {
+        at: usize,
+        len: usize,
+    },
+    Own(Bytes),
+}
+
+#[derive(Clone)]
+struct Field {
+    name: Text,
+    value: Text,
+}
+
+fn text<'a>(head: &'a Bytes, t: &'a Text) -> &'a [u8] {
+    match t {
+        Text::Head { at, len } => head.get(*at..*at + *len).unwrap_or_default(),
+        Text::Own(b) => b,
+    }
+}
+
+fn same_name(stored: &[u8], asked: &[u8]) -> bool {
+    stored.len() == asked.len() && stored.eq_ignore_ascii_case(asked)
+}
+
+/// A head's fields in order; see the module documentation.
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// The received head that `Text::Head` spans point into (empty for built lists).
+    head: Bytes,
+    list: Vec<Field>,
+}
+
+impl Fields {
+    pub fn new() -> Fields {
+        Fields::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Fields {
+        Fields {
+            head: Bytes::new(),
+            list: Vec::with_capacity(n),
+        }
+    }
+
+    /// Makes `head` the buffer that received fields ([`Fields::push_received`]) point into.
+    pub(crate) fn set_head(&mut self, head: Bytes) {
+        debug_assert!(self.list.is_empty(), "spans would point into the old head");
+        self.head = head;
+    }
+
+    /// Appends a received field: `name` and `value` are ranges of the head given to
+    /// [`Fields::set_head`], the name already lower-case and both already validated.
+    pub(crate) fn push_received(&mut self, name: (usize, usize), value: (usize, usize)) {
+        debug_assert!(name.0 + name.1 <= self.head.len() && value.0 + value.1 <= self.head.len());
+        self.list.push(Field {
+            name: Text::Head {
+                at: name.0,
+                len: name.1,
+            },
+            value: Text::Head {
+                at: value.0,
+                len: value.1,
+            },
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.list.capacity()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.list.reserve(n);
+    }
+
+    /// Forgets every field and the received head.
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.head = Bytes::new();
+    }
+
+    /// `(name, value)` in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> + '_ {
+        self.list
+            .iter()
+            .map(|f| (text(&self.head, &f.name), text(&self.head, &f.value)))
+    }
+
+    /// The first value of `name` (any case).
+    pub fn get(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<&[u8]> {
+        let name = name.as_ref();
+        let f = self
+            .list
+            .iter()
+            .find(|f| same_name(text(&self.head, &f.name), name))?;
+        Some(text(&self.head, &f.value))
+    }
+
+    /// The first value of `name` as a `Bytes` that shares the received head.
+    pub fn get_shared(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<Bytes> {
+        let name = name.as_ref();
+        let f = self
+            .list
+            .iter()
+            .find(|f| same_name(text(&self.head, &f.name), name))?;
+        Some(match &f.value {
+            Text::Head { at, len } => self.head.slice(*at..*at + *len),
+            Text::Own(b) => b.clone(),
+        })
+    }
+
+    /// Every value of `name` (any case), in order.
+    pub fn get_all<'a, 'n, N: AsRef<[u8]> + ?Sized>(
+        &'a self,
+        name: &'n N,
+    ) -> impl DoubleEndedIterator<Item = &'a [u8]> + use<'a, 'n, N> {
+        let head = &self.head;
+        let name = name.as_ref();
+        self.list
+            .iter()
+            .filter(move |f| same_name(text(head, &f.name), name))
+            .map(move |f| text(head, &f.value))
+    }
+
+    pub fn contains(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> bool {
+        let name = name.as_ref();
+        self.list
+            .iter()
+            .any(|f| same_name(text(&self.head, &f.name), name))
+    }
+
+    /// Adds a field after the others (a value checked by the caller: see the module docs).
+    pub fn append(&mut self, name: FieldName, value: Bytes) {
+        debug_assert!(valid_value(&value), "{value:?}");
+        self.list.push(Field {
+            name: Text::Own(name.0),
+            value: Text::Own(value),
+        });
+    }
+
+    /// Sets `name` to `value`: the first field of that name takes the value where it stands
+    /// and later ones go; without one, the field is appended (as `HeaderMap::insert` did).
+    pub fn insert(&mut self, name: FieldName, value: Bytes) {
+        debug_assert!(valid_value(&value), "{value:?}");
+        let head = &self.head;
+        let first = self
+            .list
+            .iter()
+            .position(|f| same_name(text(head, &f.name), &name.0));
+        let Some(first) = first else {
+            self.append(name, value);
+            return;
+        };
+        if let Some(f) = self.list.get_mut(first) {
+            f.value = Text::Own(value);
+        }
+        let mut index = 0;
+        let head = &self.head;
+        self.list.retain(|f| {
+            index += 1;
+            index - 1 <= first || !same_name(text(head, &f.name), &name.0)
+        });
+    }
+
+    /// Removes every field named `name` (any case), keeping the others' order. Returns whether
+    /// there was one.
+    pub fn remove(&mut self, name: &(impl AsRef<[u8]> + ?Sized)) -> bool {
+        let name = name.as_ref();
+        let before = self.list.len();
+        self.retain(|n, _| !same_name(n, name));
+        self.list.len() != before
+    }
+
+    /// Keeps the fields for which `keep(name, value)` holds, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let head = &self.head;
+        self.list
+            .retain(|f| keep(text(head, &f.name), text(head, &f.value)));
+    }
+}
+
+/// Equal when they hold the same fields in the same order (wherever the bytes live).
+impl PartialEq for Fields {
+    fn eq(&self, other: &Fields) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }))
+            .finish()
+    }
+}
+
+impl Fields {
+    /// Appends a field given as text (copied), for tests and tools: `false`, and nothing
+    /// added, when the name is not a token or the value not a valid field value.
+    pub fn append_text(&mut self, name: &str, value: &str) -> bool {
+        let Some(name) = FieldName::new(name) else {
+            return false;
+        };
+        if !valid_value(value.as_bytes()) {
+            return false;
+        }
+        self.append(name, Bytes::copy_from_slice(value.as_bytes()));
+        true
+    }
+}
+
+/// Fields from `(name, value)` text, for tests and tools: names that are not tokens and
+/// values that are not valid field values are skipped.
+impl<'a> FromIterator<(&'a str, &'a str)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(iter: I) -> Fields {
+        let mut fields = Fields::new();
+        for (name, value) in iter {
+            fields.append_text(name, value);
+        }
+        fields
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs.iter().copied().collect()
+    }
+
+    fn pairs(f: &Fields) -> Vec<(String, String)> {
+        f.iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn received_fields_point_into_the_head() {
+        let head = Bytes::from_static(b"x-a: 1\r\nset-cookie: b\r\n");
+        let mut f = Fields::with_capacity(2);
+        f.set_head(head);
+        f.push_received((0, 3), (5, 1));
+        f.push_received((8, 10), (20, 1));
+        assert_eq!(f.get("X-A"), Some(&b"1"[..]));
+        assert_eq!(f.get_shared("set-cookie").as_deref(), Some(&b"b"[..]));
+        assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn order_and_duplicates_are_kept() {
+        let mut f = fields(&[
+            ("a", "1"),
+            ("set-cookie", "x"),
+            ("b", "2"),
+            ("set-cookie", "y"),
+        ]);
+        let cookies: Vec<&[u8]> = f.get_all("Set-Cookie").collect();
+        assert_eq!(cookies, [&b"x"[..], b"y"]);
+        assert!(f.remove("a"));
+        assert!(!f.remove("a"));
+        assert_eq!(
+            pairs(&f),
+            [("set-cookie", "x"), ("b", "2"), ("set-cookie", "y")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn insert_replaces_the_first_in_place_and_drops_the_rest() {
+        let mut f = fields(&[("a", "1"), ("c", "x"), ("b", "2"), ("c", "y")]);
+        f.insert(FieldName::from_static("c"), Bytes::from_static(b"z"));
+        f.insert(FieldName::from_static("d"), Bytes::from_static(b"4"));
+        assert_eq!(
+            pairs(&f),
+            [("a", "1"), ("c", "z"), ("b", "2"), ("d", "4")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn names_are_tokens_lower_cased() {
+        assert_eq!(FieldName::new("X-Custom").unwrap().as_str(), "x-custom");
+        assert!(FieldName::new("a b").is_none());
+        assert!(FieldName::new("").is_none());
+        assert!(FieldName::new(&"a".repeat(MAX_NAME_LEN + 1)).is_none());
+    }
+
+    #[test]
+    fn values_checked_as_header_value_did() {
+        for v in [
+            &b"a\x00b"[..],
+            b"\x0bchunked",
+            b"a\rb",
+            b"a\x7fb",
+            b"a\x1bb",
+            b"a\nb",
+        ] {
+            assert!(!valid_value(v), "{v:?}");
+            assert!(http::HeaderValue::from_bytes(v).is_err());
+        }
+        for v in [&b"a\tb \xff"[..], b"", b"x y"] {
+            assert!(valid_value(v), "{v:?}");
+            assert!(http::HeaderValue::from_bytes(v).is_ok());
+        }
+        for v in [&b"a\tb"[..], b"a\xffb", b"\xc3\xa9"] {
+            let ours = value_str(v);
+            let theirs = http::HeaderValue::from_bytes(v).unwrap();
+            assert_eq!(ours, theirs.to_str().ok(), "{v:?}");
+        }
+    }
+}
