@@ -24,17 +24,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 
 use crate::config::EdgeHeaders;
+use crate::http1::names::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::http1::{valid_value, value_str, FieldName, Fields};
 
 use super::ids::DownstreamId;
 use super::Engine;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_ENVOY_EXTERNAL_ADDRESS: FieldName = FieldName::from_static("x-envoy-external-address");
 
 /// Removed from every request an edge listener takes as external (Envoy's
 /// `cleanInternalHeaders`, with the three edge-only names first).
@@ -69,7 +68,7 @@ pub(crate) struct EdgeConnection {
 
 impl Engine {
     /// Apply the edge rules to a new request's head when `listener` is an edge listener.
-    pub(super) fn edge_headers(&self, down: DownstreamId, listener: &str, headers: &mut HeaderMap) {
+    pub(super) fn edge_headers(&self, down: DownstreamId, listener: &str, headers: &mut Fields) {
         let Some(edge) = self.edge_of(listener) else {
             return;
         };
@@ -103,10 +102,10 @@ impl Engine {
 pub(crate) fn mutate_request_headers(
     edge: EdgeHeaders,
     conn: EdgeConnection,
-    headers: &mut HeaderMap,
+    headers: &mut Fields,
 ) {
     let client = client_address_before_append(edge, conn.peer.ip(), headers);
-    let trusted_proto = edge.trusted_hops > 0 && headers.contains_key(&X_FORWARDED_PROTO);
+    let trusted_proto = edge.trusted_hops > 0 && headers.contains(&X_FORWARDED_PROTO);
     // Envoy keeps one x-forwarded-for, its fields joined with ",".
     let mut forwarded = joined(headers, &X_FORWARDED_FOR);
     let appended = if conn.peer.ip().is_loopback() {
@@ -121,19 +120,19 @@ pub(crate) fn mutate_request_headers(
     set(headers, X_FORWARDED_FOR, &forwarded);
     if !trusted_proto {
         let proto = if conn.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, Bytes::from_static(proto.as_bytes()));
     }
     for name in INTERNAL_ONLY {
         headers.remove(name);
     }
     set(headers, X_ENVOY_EXTERNAL_ADDRESS, &client.to_string());
     // The upstream head gets a fresh id from the engine's RNG (`prepare_upstream_head`).
-    headers.remove(X_REQUEST_ID);
+    headers.remove(&X_REQUEST_ID);
 }
 
 /// The client's address as authorization sees it on an edge listener, from a head the edge
 /// rules have already edited (one more `x-forwarded-for` entry: the proxy's own append).
-pub(crate) fn client_address(edge: EdgeHeaders, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_address(edge: EdgeHeaders, peer: IpAddr, headers: &Fields) -> IpAddr {
     if edge.trusted_hops == 0 {
         return peer;
     }
@@ -141,7 +140,7 @@ pub(crate) fn client_address(edge: EdgeHeaders, peer: IpAddr, headers: &HeaderMa
 }
 
 /// `getLastAddressFromXFF(headers, trusted_hops - 1)` before the proxy appends.
-fn client_address_before_append(edge: EdgeHeaders, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+fn client_address_before_append(edge: EdgeHeaders, peer: IpAddr, headers: &Fields) -> IpAddr {
     if edge.trusted_hops == 0 {
         return peer;
     }
@@ -150,15 +149,15 @@ fn client_address_before_append(edge: EdgeHeaders, peer: IpAddr, headers: &Heade
 
 /// The `x-forwarded-for` entry `skip` places from the right, when it is an IP address
 /// (Envoy's `getLastAddressFromXFF`: a malformed entry gives no address).
-fn nth_from_right(headers: &HeaderMap, skip: usize) -> Option<IpAddr> {
+fn nth_from_right(headers: &Fields, skip: usize) -> Option<IpAddr> {
     let all = joined(headers, &X_FORWARDED_FOR);
     all.rsplit(',').nth(skip)?.trim().parse().ok()
 }
 
-fn joined(headers: &HeaderMap, name: &HeaderName) -> String {
+fn joined(headers: &Fields, name: &FieldName) -> String {
     let mut out = String::new();
     for value in headers.get_all(name) {
-        if let Ok(v) = value.to_str() {
+        if let Some(v) = value_str(value) {
             if !out.is_empty() {
                 out.push(',');
             }
@@ -168,14 +167,11 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> String {
     out
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(v) => {
-            headers.insert(name, v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
+fn set(headers: &mut Fields, name: FieldName, value: &str) {
+    if valid_value(value.as_bytes()) {
+        headers.insert(name, Bytes::copy_from_slice(value.as_bytes()));
+    } else {
+        headers.remove(&name);
     }
 }
 
@@ -191,19 +187,12 @@ mod tests {
         }
     }
 
-    fn head(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in fields {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        h
+    fn head(fields: &[(&str, &str)]) -> Fields {
+        fields.iter().copied().collect()
     }
 
-    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-        h.get(name).and_then(|v| v.to_str().ok())
+    fn get<'a>(h: &'a Fields, name: &str) -> Option<&'a str> {
+        h.get(name).and_then(value_str)
     }
 
     /// Envoy's conn_manager_utility_test "UseRemoteAddressWhenNotLocalHostRemoteAddress": the
