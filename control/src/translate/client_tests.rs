@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use trellis_engine::config::RouteAction;
 use trellis_engine::route::{RouteOutcome, RouteRequest, Router};
 
 use super::tests::{forward, ip};
