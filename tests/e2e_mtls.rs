@@ -24,7 +24,7 @@ use std::process::{Child, Command, Output, Stdio};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for};
+use common::{curl, renewal_probe, wait_for};
 
 fn trellis(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
@@ -446,43 +446,12 @@ fn a_renewed_certificate_is_picked_up_without_dropping_established_connections()
         peer_authentication("STRICT")
     );
     let sidecar = Sidecar::start_with(&dir, "reviews", &config, at, &[]);
-    let script = format!(
-        r#"
-import hashlib, socket, ssl, sys
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.load_verify_locations({root:?})
-ctx.load_cert_chain({chain:?}, {key:?})
-def connect():
-    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})))
-    return tls, hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
-def ask(tls):
-    tls.sendall(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data or not data.endswith(b"reviews\n"):
-        chunk = tls.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\r\n")[0].decode()
-old, before = connect()
-print("first", before, ask(old), flush=True)
-sys.stdin.readline()
-print("same-connection", ask(old), flush=True)
-new, after = connect()
-print("new-connection", after, ask(new), flush=True)
-"#,
-        root = sleep_certs.join("root-cert.pem").display().to_string(),
-        chain = sleep_certs.join("cert-chain.pem").display().to_string(),
-        key = sleep_certs.join("key.pem").display().to_string(),
-        port = at.port(),
+    let mut client = renewal_probe(
+        &sleep_certs.join("root-cert.pem"),
+        &sleep_certs.join("cert-chain.pem"),
+        &sleep_certs.join("key.pem"),
+        at.port(),
     );
-    let mut client = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
         client.stdout.take().expect("stdout"),
     ));

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, wait_for};
+use common::{curl, renewal_probe, wait_for};
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -298,44 +298,13 @@ fn sidecars_get_certificates_over_the_channel_talk_mtls_and_renew_without_droppi
         "--out",
         client_certs.to_str().expect("utf-8"),
     ]);
-    let script = format!(
-        r#"
-import hashlib, socket, ssl, sys
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.load_verify_locations({root:?})
-ctx.load_cert_chain({chain:?}, {key:?})
-def connect():
-    tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})))
-    return tls, hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
-def ask(tls):
-    tls.sendall(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data or not data.endswith(b"reviews\n"):
-        chunk = tls.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\r\n")[0].decode()
-old, before = connect()
-print("first", before, ask(old), flush=True)
-sys.stdin.readline()
-print("same-connection", ask(old), flush=True)
-new, after = connect()
-print("new-connection", after, ask(new), flush=True)
-"#,
-        root = root.display().to_string(),
-        chain = client_certs.join("cert-chain.pem").display().to_string(),
-        key = client_certs.join("key.pem").display().to_string(),
-        port = inbound.port(),
-    );
     let installed = reviews.count(&[INSTALLED]);
-    let mut python = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
+    let mut python = renewal_probe(
+        &root,
+        &client_certs.join("cert-chain.pem"),
+        &client_certs.join("key.pem"),
+        inbound.port(),
+    );
     let mut lines = BufReader::new(python.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a line").expect("text");
     let fields: Vec<&str> = first.split(' ').collect();

@@ -231,3 +231,27 @@ pub fn jwt_peer() -> (Killed, serde_json::Value) {
     }
     (child, info)
 }
+
+/// Start `tests/support/renewal_probe.py`: a Python ssl client with the certificate `chain`
+/// and `key`, trusting `root`, against 127.0.0.1:`port` (stdin and stdout piped; see the
+/// script for its lines).
+#[allow(dead_code)] // only the certificate renewal tests
+pub fn renewal_probe(
+    root: &std::path::Path,
+    chain: &std::path::Path,
+    key: &std::path::Path,
+    port: u16,
+) -> std::process::Child {
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/renewal_probe.py");
+    Command::new("python3")
+        .arg(script)
+        .arg(root)
+        .arg(chain)
+        .arg(key)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs it)")
+}
