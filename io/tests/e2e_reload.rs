@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,11 +38,15 @@ fn reload_under_load_loses_no_request() {
     let proxy = Proxy::start(&configs[0]);
     let addr = proxy.addr();
     let stop = Arc::new(AtomicBool::new(false));
+    // Requests sent so far by every worker: the run lasts until enough requests overlapped
+    // enough reloads, however slow this machine is (a count, never a rate).
+    let sent_so_far = Arc::new(AtomicU64::new(0));
 
     // Keep-alive clients: GETs and POSTs with bodies, so reloads land mid-request too.
     let mut workers = Vec::new();
     for t in 0..3 {
         let stop = stop.clone();
+        let sent_so_far = sent_so_far.clone();
         workers.push(std::thread::spawn(move || {
             let mut tally = Tally::default();
             let mut client = HttpClient::connect(addr).expect("connect");
@@ -55,6 +59,7 @@ fn reload_under_load_loses_no_request() {
                     ("POST", &body)
                 };
                 tally.sent += 1;
+                sent_so_far.fetch_add(1, Ordering::Relaxed);
                 match client.request(method, "/load", "app", &[("end-user", user)], payload) {
                     Ok(r) if (200..300).contains(&r.status) => tally.ok += 1,
                     Ok(r) => tally.failures.push(format!(
@@ -72,11 +77,13 @@ fn reload_under_load_loses_no_request() {
     // And curl, a new connection per request.
     {
         let stop = stop.clone();
+        let sent_so_far = sent_so_far.clone();
         let url = proxy.url("/curl");
         workers.push(std::thread::spawn(move || {
             let mut tally = Tally::default();
             while !stop.load(Ordering::Relaxed) {
                 tally.sent += 1;
+                sent_so_far.fetch_add(1, Ordering::Relaxed);
                 tally.connects += 1;
                 let out = curl_output(&[
                     "-o",
@@ -101,9 +108,18 @@ fn reload_under_load_loses_no_request() {
         }));
     }
 
+    // At least 3 s, 100 reloads and 300 requests; the ceiling only ends a proxy that stalled.
     let started = Instant::now();
     let mut reloads = 0usize;
-    while started.elapsed() < Duration::from_secs(3) {
+    while started.elapsed() < Duration::from_secs(3)
+        || reloads < 100
+        || sent_so_far.load(Ordering::Relaxed) < 300
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "stalled: {} requests sent over {reloads} reloads in 120 s",
+            sent_so_far.load(Ordering::Relaxed)
+        );
         reloads += 1;
         proxy.reload(&configs[reloads % configs.len()]);
         std::thread::sleep(Duration::from_millis(10));
@@ -117,8 +133,10 @@ fn reload_under_load_loses_no_request() {
     let sent: u64 = tallies.iter().map(|t| t.sent).sum();
     let ok: u64 = tallies.iter().map(|t| t.ok).sum();
     let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.failures).collect();
-    assert!(reloads >= 100, "only {reloads} reloads");
-    assert!(sent >= 300, "only {sent} requests in 3 s");
+    assert!(
+        reloads >= 100 && sent >= 300,
+        "{reloads} reloads, {sent} requests"
+    );
     assert!(
         failures.is_empty(),
         "{} failed: {failures:?}",
