@@ -14,6 +14,7 @@
 //! without a cluster: RESEARCH.md, "Control plane: the Kubernetes source".
 
 pub mod kinds;
+pub mod root_cert;
 mod run;
 pub mod token_review;
 
