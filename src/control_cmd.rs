@@ -159,6 +159,15 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
             .upkeep
             .root_overlap
             .unwrap_or(args.channel.workload_cert_ttl);
+        if overlap < args.channel.workload_cert_ttl {
+            // A sidecar whose certificate is still under the old root when the overlap ends
+            // is refused at its next reconnect, until it renews.
+            tracing::warn!(
+                overlap_s = overlap.as_secs(),
+                workload_cert_ttl_s = args.channel.workload_cert_ttl.as_secs(),
+                "--root-overlap is shorter than --workload-cert-ttl"
+            );
+        }
         crate::ca_reload::watch_ca_dir(
             dir.clone(),
             args.channel.trust_domain.clone(),

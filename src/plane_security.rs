@@ -45,7 +45,7 @@ pub struct ChannelArgs {
     plane_namespace: String,
     /// The mesh's trust domain (SPIFFE ids spiffe://<domain>/ns/<ns>/sa/<sa>).
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    trust_domain: String,
+    pub trust_domain: String,
     /// Write the mesh's root certificate here (what sidecars give --control-plane-ca); useful
     /// when the CA is made for this run.
     #[arg(long, value_name = "FILE")]
