@@ -73,7 +73,9 @@ pub fn watch_ca_dir(
                     }
                 }
                 // Half-written (a new root beside the old intermediate): read again later.
-                Err(e) => tracing::warn!(dir = %dir.display(), "CA files changed but not usable yet: {e}"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "CA files changed but not usable yet: {e}")
+                }
             }
         })?;
     Ok(())

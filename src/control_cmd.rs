@@ -91,11 +91,7 @@ pub struct WebhookArgs {
 
 /// Start the webhook when asked: a serving certificate from the mesh CA (kept current by the
 /// upkeep), then the server.
-fn start_webhook(
-    args: &WebhookArgs,
-    issuer: &Issuer,
-    ttl: Duration,
-) -> Result<Option<Serving>> {
+fn start_webhook(args: &WebhookArgs, issuer: &Issuer, ttl: Duration) -> Result<Option<Serving>> {
     use trellis_control::ca::serving::service_dns_names;
     let Some(listen) = args.webhook_listen else {
         return Ok(None);
@@ -176,7 +172,13 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
             rotate,
         )?;
     }
-    runtime.spawn(upkeep(issuer.clone(), serving, roots, rotations, log_upkeep));
+    runtime.spawn(upkeep(
+        issuer.clone(),
+        serving,
+        roots,
+        rotations,
+        log_upkeep,
+    ));
     if args.source.kube {
         let publisher = runtime
             .block_on(RootCertPublisher::connect(&args.source.config()))

@@ -354,7 +354,12 @@ fn an_injected_sidecar_trusts_the_configmap_root_and_follows_a_root_rotation() {
         Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(["proxy", "--config"])
             .arg(&config)
-            .args(["--control-plane", &plane.to_string(), "--node", "productpage-0"])
+            .args([
+                "--control-plane",
+                &plane.to_string(),
+                "--node",
+                "productpage-0",
+            ])
             .arg("--control-plane-ca")
             .arg(&mounted_root)
             .arg("--control-plane-token")
@@ -373,7 +378,9 @@ fn an_injected_sidecar_trusts_the_configmap_root_and_follows_a_root_rotation() {
             .filter(|l| l.contains("workload certificate from the control plane installed"))
             .count()
     };
-    wait_until("the sidecar's certificate", Duration::from_secs(15), || installs() >= 1);
+    wait_until("the sidecar's certificate", Duration::from_secs(15), || {
+        installs() >= 1
+    });
     let log = std::fs::read_to_string(&sidecar_log).unwrap_or_default();
     assert!(
         log.contains("spiffe://cluster.local/ns/default/sa/productpage"),
@@ -385,10 +392,14 @@ fn an_injected_sidecar_trusts_the_configmap_root_and_follows_a_root_rotation() {
     let new_root = std::fs::read_to_string(ca.join("root-cert.pem")).expect("root");
     assert_ne!(new_root, old_root);
     let both = format!("{old_root}{new_root}");
-    wait_until("both roots in the ConfigMap", Duration::from_secs(15), || {
-        root_configmap(&server, "default").as_deref() == Some(both.as_str())
+    wait_until(
+        "both roots in the ConfigMap",
+        Duration::from_secs(15),
+        || root_configmap(&server, "default").as_deref() == Some(both.as_str()),
+    );
+    wait_until("both roots at the sidecar", Duration::from_secs(15), || {
+        installs() >= 2
     });
-    wait_until("both roots at the sidecar", Duration::from_secs(15), || installs() >= 2);
     wait_until("the old root gone", Duration::from_secs(20), || {
         root_configmap(&server, "default").as_deref() == Some(new_root.as_str())
     });

@@ -253,8 +253,14 @@ fn the_sidecar_is_istios_shape() {
             .and_then(|m| m["mountPath"].as_str())
             .map(str::to_string)
     };
-    assert_eq!(mounted("istiod-ca-cert").as_deref(), Some("/var/run/secrets/istio"));
-    assert_eq!(mounted("istio-token").as_deref(), Some("/var/run/secrets/tokens"));
+    assert_eq!(
+        mounted("istiod-ca-cert").as_deref(),
+        Some("/var/run/secrets/istio")
+    );
+    assert_eq!(
+        mounted("istio-token").as_deref(),
+        Some("/var/run/secrets/tokens")
+    );
     let args: Vec<&str> = proxy["args"]
         .as_sequence()
         .expect("args")

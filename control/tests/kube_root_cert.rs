@@ -95,7 +95,10 @@ fn every_namespace_gets_the_roots_and_keeps_them_current() {
             && root_in(&server, "shop").as_deref() == Some("ROOT-A\nROOT-B\n")
     });
     let shop = server.get("configmaps", "shop", CONFIGMAP).unwrap();
-    assert_eq!(shop["data"]["extra"], "kept", "other keys stay, as Istio's insertData keeps them");
+    assert_eq!(
+        shop["data"]["extra"], "kept",
+        "other keys stay, as Istio's insertData keeps them"
+    );
 
     // Nothing is written when nothing differs.
     let writes = |server: &FakeApiServer| {

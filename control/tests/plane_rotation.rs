@@ -54,7 +54,11 @@ fn wait_until(what: &str, seen: &Mutex<Seen>, mut done: impl FnMut(&Seen) -> boo
         if done(&lock(seen)) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", lock(seen).upkeep);
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            lock(seen).upkeep
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -118,15 +122,21 @@ fn serving_certificates_renew_and_a_sidecar_keeps_its_channel_across_a_root_rota
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                tokio::spawn(upkeep(issuer, vec![serving], Some(roots), rotations, move |r| {
-                    let line = match r {
-                        UpkeepReport::Renewed { what, .. } => format!("renewed {what}"),
-                        UpkeepReport::Rotated { .. } => "rotated".into(),
-                        UpkeepReport::BundleChanged { roots } => format!("bundle {roots}"),
-                        other => format!("{other:?}"),
-                    };
-                    lock(&upkeep_seen).upkeep.push(line);
-                }));
+                tokio::spawn(upkeep(
+                    issuer,
+                    vec![serving],
+                    Some(roots),
+                    rotations,
+                    move |r| {
+                        let line = match r {
+                            UpkeepReport::Renewed { what, .. } => format!("renewed {what}"),
+                            UpkeepReport::Rotated { .. } => "rotated".into(),
+                            UpkeepReport::BundleChanged { roots } => format!("bundle {roots}"),
+                            other => format!("{other:?}"),
+                        };
+                        lock(&upkeep_seen).upkeep.push(line);
+                    },
+                ));
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let (_keep, snapshots) = watch::channel::<Option<Arc<Snapshot>>>(None);
                 // The test's own probing handshakes come and go here; the sidecar's side says
@@ -161,8 +171,8 @@ fn serving_certificates_renew_and_a_sidecar_keeps_its_channel_across_a_root_rota
                 certificates: Some(settings),
                 ..ClientConfig::default()
             };
-            let connect = TlsConnector::new(tcp_connector(addr.to_string()), tls, "127.0.0.1")
-                .expect("name");
+            let connect =
+                TlsConnector::new(tcp_connector(addr.to_string()), tls, "127.0.0.1").expect("name");
             let report = move |r: ClientReport| {
                 if let ClientReport::Disconnected { error, .. } = r {
                     lock(&seen).client_disconnects.push(error);
@@ -208,11 +218,15 @@ fn serving_certificates_renew_and_a_sidecar_keeps_its_channel_across_a_root_rota
     // only knows it (started before, disconnected at the push) still gets in.
     assert!(handshake(addr, &old.root_cert).is_ok());
     wait_until("a certificate from the new CA", &seen, |s| {
-        s.installed.iter().any(|h| h.chain_pem.contains(&new.ca_cert))
+        s.installed
+            .iter()
+            .any(|h| h.chain_pem.contains(&new.ca_cert))
     });
     // The overlap ends: the old root leaves the bundle, the serving certificate moves.
     wait_until("the old root gone", &seen, |s| {
-        s.installed.last().is_some_and(|h| h.bundle_pem == new.root_cert)
+        s.installed
+            .last()
+            .is_some_and(|h| h.bundle_pem == new.root_cert)
     });
     let deadline = Instant::now() + WAIT;
     while handshake(addr, &new.root_cert).is_err() {
@@ -227,6 +241,10 @@ fn serving_certificates_renew_and_a_sidecar_keeps_its_channel_across_a_root_rota
     let s = lock(&seen);
     let last = s.installed.last().expect("installed");
     assert!(last.chain_pem.contains(&new.ca_cert));
-    assert!(s.client_disconnects.is_empty(), "{:?}", s.client_disconnects);
+    assert!(
+        s.client_disconnects.is_empty(),
+        "{:?}",
+        s.client_disconnects
+    );
     assert!(s.upkeep.iter().any(|l| l == "rotated"), "{:?}", s.upkeep);
 }

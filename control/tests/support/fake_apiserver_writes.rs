@@ -32,7 +32,11 @@ fn status(code: u16, reason: &str, message: String) -> (String, Value) {
 }
 
 /// The answer to a ConfigMap request, or `None` when `request_line` is not one.
-pub fn configmap_request(request_line: &str, body: &[u8], shared: &Shared) -> Option<(String, Value)> {
+pub fn configmap_request(
+    request_line: &str,
+    body: &[u8],
+    shared: &Shared,
+) -> Option<(String, Value)> {
     let mut words = request_line.split(' ');
     let method = words.next()?;
     let target = words.next()?;
@@ -47,19 +51,28 @@ pub fn configmap_request(request_line: &str, body: &[u8], shared: &Shared) -> Op
     let mut state = shared.lock();
     let key = |name: &str| (namespace.to_string(), name.to_string());
     match (method, name) {
-        ("GET", Some(name)) => Some(match state.objects.get(&kind).and_then(|o| o.get(&key(name))) {
-            Some(object) => ("200 OK".to_string(), object.clone()),
-            None => status(404, "NotFound", format!("configmaps \"{name}\" not found")),
-        }),
+        ("GET", Some(name)) => Some(
+            match state.objects.get(&kind).and_then(|o| o.get(&key(name))) {
+                Some(object) => ("200 OK".to_string(), object.clone()),
+                None => status(404, "NotFound", format!("configmaps \"{name}\" not found")),
+            },
+        ),
         ("POST", None) | ("PUT", Some(_)) => {
             let mut object: Value = match serde_json::from_slice(body) {
                 Ok(object) => object,
                 Err(e) => return Some(status(400, "BadRequest", e.to_string())),
             };
             let Some(object_name) = object["metadata"]["name"].as_str().map(str::to_string) else {
-                return Some(status(400, "BadRequest", "metadata.name is required".into()));
+                return Some(status(
+                    400,
+                    "BadRequest",
+                    "metadata.name is required".into(),
+                ));
             };
-            let stored = state.objects.get(&kind).and_then(|o| o.get(&key(&object_name)));
+            let stored = state
+                .objects
+                .get(&kind)
+                .and_then(|o| o.get(&key(&object_name)));
             let stored_version = stored.map(|o| o["metadata"]["resourceVersion"].clone());
             match (method, stored_version) {
                 ("POST", Some(_)) => {
@@ -81,7 +94,11 @@ pub fn configmap_request(request_line: &str, body: &[u8], shared: &Shared) -> Op
             object["kind"] = json!("ConfigMap");
             object["metadata"]["namespace"] = json!(namespace);
             object["metadata"]["resourceVersion"] = json!(revision.to_string());
-            let event = if method == "POST" { "ADDED" } else { "MODIFIED" };
+            let event = if method == "POST" {
+                "ADDED"
+            } else {
+                "MODIFIED"
+            };
             state
                 .objects
                 .entry(kind.clone())
@@ -89,9 +106,17 @@ pub fn configmap_request(request_line: &str, body: &[u8], shared: &Shared) -> Op
                 .insert(key(&object_name), object.clone());
             state.events.push((revision, kind, event, object.clone()));
             shared.changed.notify_all();
-            let line = if method == "POST" { "201 Created" } else { "200 OK" };
+            let line = if method == "POST" {
+                "201 Created"
+            } else {
+                "200 OK"
+            };
             Some((line.to_string(), object))
         }
-        _ => Some(status(400, "BadRequest", format!("{method} {path} is not served here"))),
+        _ => Some(status(
+            400,
+            "BadRequest",
+            format!("{method} {path} is not served here"),
+        )),
     }
 }

@@ -77,11 +77,8 @@ pub fn upsert(namespace: &str, existing: Option<&ConfigMap>, bundle: &str) -> Up
 /// Whether a namespace gets the ConfigMap: not Kubernetes' own, not terminating.
 pub fn wanted(namespace: &Namespace) -> Option<&str> {
     let name = namespace.metadata.name.as_deref()?;
-    let terminating = namespace
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        == Some("Terminating");
+    let terminating =
+        namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
     (!terminating && !IGNORED_NAMESPACES.contains(&name)).then_some(name)
 }
 
