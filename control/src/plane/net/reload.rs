@@ -12,18 +12,13 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::tls::{TlsError, ALPN};
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use super::tls::{certs, key, provider, roots, TlsError, ALPN};
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
@@ -33,25 +28,10 @@ fn write<T>(lock: &RwLock<T>, value: T) {
     *lock.write().unwrap_or_else(|e| e.into_inner()) = value;
 }
 
-fn pem_error(what: &'static str, e: impl std::fmt::Display) -> TlsError {
-    TlsError::Pem {
-        what,
-        reason: e.to_string(),
-    }
-}
-
 /// A certificate chain and key, ready for rustls.
 pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error("certificate chain", e))?;
-    if chain.is_empty() {
-        return Err(pem_error("certificate chain", "no CERTIFICATE block"));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| pem_error("private key", e))?;
-    let signing = provider().key_provider.load_private_key(key)?;
-    let certified = CertifiedKey::new(chain, signing);
+    let signing = provider().key_provider.load_private_key(key(key_pem)?)?;
+    let certified = CertifiedKey::new(certs("certificate chain", chain_pem)?, signing);
     certified.keys_match()?;
     Ok(Arc::new(certified))
 }
@@ -96,17 +76,7 @@ pub struct ReloadableRoots {
 }
 
 fn verifier(bundle_pem: &str) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let mut store = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()) {
-        let cert = cert.map_err(|e| pem_error("trust bundle", e))?;
-        store
-            .add(cert)
-            .map_err(|e| TlsError::Roots(e.to_string()))?;
-    }
-    if store.is_empty() {
-        return Err(TlsError::Roots("no certificate in the bundle".into()));
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+    WebPkiClientVerifier::builder_with_provider(roots(bundle_pem)?, provider())
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Roots(e.to_string()))
