@@ -126,7 +126,7 @@ pub fn write_new_ca(dir: &Path, trust_domain: &str) -> Result<PluginFiles> {
 }
 
 /// `trellis ca rotate`: the old files kept under `dir/previous/`, then a new CA.
-fn rotate(dir: &Path, trust_domain: &str) -> Result<()> {
+pub fn rotate(dir: &Path, trust_domain: &str) -> Result<()> {
     read_plugin_files(dir).context("no CA to rotate (trellis ca init makes one)")?;
     let previous = dir.join("previous");
     fs::create_dir_all(&previous).with_context(|| format!("creating {}", previous.display()))?;

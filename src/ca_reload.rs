@@ -9,9 +9,11 @@
 //! on, trusts both roots for `--root-overlap` (pushed to every sidecar and written to the
 //! `istio-ca-root-cert` ConfigMaps at once), and moves its own serving certificates to the new
 //! root when the overlap ends. Files caught half-written are read again at the next interval.
+//! A control plane restarted within the overlap resumes it from `D/previous/` (written by
+//! `trellis ca rotate`; its files' age is the rotation's).
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use tokio::sync::mpsc;
@@ -79,4 +81,53 @@ pub fn watch_ca_dir(
             }
         })?;
     Ok(())
+}
+
+/// The CA replaced by `trellis ca rotate` less than `overlap` ago (`dir/previous/`, whose
+/// files' modification time is the rotation's), and when it was replaced; `None` when there is
+/// none, it is the current root, or its overlap is over.
+pub fn resumed_rotation(
+    dir: &Path,
+    trust_domain: &str,
+    overlap: Duration,
+) -> Option<(CertificateAuthority, SystemTime)> {
+    let previous = dir.join("previous");
+    let rotated_at = std::fs::metadata(previous.join("root-cert.pem"))
+        .and_then(|m| m.modified())
+        .ok()?;
+    if rotated_at + overlap <= SystemTime::now() {
+        return None;
+    }
+    let files = crate::ca_cmd::read_plugin_files(&previous).ok()?;
+    let current = crate::ca_cmd::read_plugin_files(dir).ok()?;
+    if files.root_cert == current.root_cert {
+        return None;
+    }
+    match CertificateAuthority::plug_in(trust_domain, &files) {
+        Ok(ca) => Some((ca, rotated_at)),
+        Err(e) => {
+            tracing::warn!(dir = %previous.display(), "the previous CA is not usable: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_is_resumed_within_its_overlap_only() {
+        let dir = std::env::temp_dir().join(format!("trellis-ca-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let old = crate::ca_cmd::write_new_ca(&dir, "cluster.local").unwrap();
+        assert!(resumed_rotation(&dir, "cluster.local", Duration::from_secs(60)).is_none());
+        crate::ca_cmd::rotate(&dir, "cluster.local").unwrap();
+        let (previous, at) =
+            resumed_rotation(&dir, "cluster.local", Duration::from_secs(3600)).unwrap();
+        assert_eq!(previous.root_pem(), old.root_cert);
+        assert!(at <= SystemTime::now());
+        assert!(resumed_rotation(&dir, "cluster.local", Duration::from_nanos(1)).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

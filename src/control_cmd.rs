@@ -133,7 +133,27 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         true => Some(runtime.block_on(crate::plane_security::token_reviewer(&args.source))?),
         false => None,
     };
-    let issuer = crate::plane_security::issuer(&args.channel, ca, reviewer);
+    let overlap = args
+        .upkeep
+        .root_overlap
+        .unwrap_or(args.channel.workload_cert_ttl);
+    // Restarted within a rotation's overlap: the replaced CA is trusted (and serves) again
+    // until the overlap ends, as if the process had never stopped.
+    let resumed = args.ca_dir.as_deref().and_then(|dir| {
+        crate::ca_reload::resumed_rotation(dir, &args.channel.trust_domain, overlap)
+    });
+    let issuer = match resumed {
+        Some((previous, rotated_at)) => {
+            let issuer = crate::plane_security::issuer(&args.channel, previous, reviewer);
+            issuer
+                .rotate(ca, rotated_at, overlap)
+                .context("cannot resume the root rotation")?;
+            issuer.refresh(std::time::SystemTime::now());
+            tracing::info!("restarted within a root rotation's overlap: both roots trusted");
+            issuer
+        }
+        None => crate::plane_security::issuer(&args.channel, ca, reviewer),
+    };
     let serving_ttl = args.upkeep.serving_cert_ttl;
     let mut serving: Vec<Serving> = start_webhook(&args.webhook, &issuer, serving_ttl)?
         .into_iter()
@@ -151,10 +171,6 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     }
     let (rotate, rotations) = tokio::sync::mpsc::channel(1);
     if let Some(dir) = &args.ca_dir {
-        let overlap = args
-            .upkeep
-            .root_overlap
-            .unwrap_or(args.channel.workload_cert_ttl);
         if overlap < args.channel.workload_cert_ttl {
             // A sidecar whose certificate is still under the old root when the overlap ends
             // is refused at its next reconnect, until it renews.
