@@ -10,10 +10,12 @@
 //! What is watched: [`kinds::WATCHED`], Istio's kinds as dynamic objects. Every object is fed
 //! to [`Snapshot::from_objects`], the directory source's reading and derivation: the same
 //! validation, warnings, registry and workloads. How changes, `410 Gone`, missing CRDs and a
-//! vanishing API server are handled: [`run`]. The other way round, [`root_cert`] writes the
-//! mesh's roots into every namespace (istiod's `istio-ca-root-cert` ConfigMap), and
-//! [`token_review`] checks the tokens sidecars send with their certificate requests. Why kube's watcher and how it is tested
+//! vanishing API server are handled: [`run`]. Why kube's watcher and how it is tested
 //! without a cluster: RESEARCH.md, "Control plane: the Kubernetes source".
+//!
+//! The other way round, [`root_cert`] writes the mesh's roots into every namespace (istiod's
+//! `istio-ca-root-cert` ConfigMap), and [`token_review`] checks the tokens sidecars send with
+//! their certificate requests.
 
 pub mod kinds;
 pub mod root_cert;
