@@ -1,5 +1,7 @@
 //! `trellis ca`: make a mesh CA and workload credentials as files.
 //!
+//! `trellis ca rotate --dir D` replaces them with a new root and intermediate (a root
+//! rotation a running `trellis control --ca-dir D` applies; src/ca_reload.rs).
 //! `trellis ca init --dir D` writes Istio's plug-in CA layout (`ca-cert.pem`, `ca-key.pem`,
 //! `cert-chain.pem`, `root-cert.pem`, plus `root-key.pem`): a new root with an intermediate
 //! under it. `trellis ca issue --dir D --namespace N --service-account SA --out O` writes a
@@ -30,6 +32,17 @@ enum CaCommand {
         #[arg(long)]
         dir: PathBuf,
         /// The mesh's trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Replace the CA in DIR with a new root and intermediate: a root rotation. The old files
+    /// move to DIR/previous/. A running `trellis control --ca-dir DIR` picks the new files up
+    /// and trusts both roots for its --root-overlap.
+    ///
+    /// Example: trellis ca rotate --dir /tmp/mesh-ca
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
     },
@@ -81,16 +94,50 @@ pub fn read_plugin_files(dir: &Path) -> Result<PluginFiles> {
     })
 }
 
-/// A new root and intermediate written to `dir` as plug-in CA files (keys private).
+/// The files of a CA directory, in the order they are written (the root last, so a reader
+/// that sees the new root sees the rest new too).
+const CA_FILES: [&str; 5] = [
+    "ca-cert.pem",
+    "ca-key.pem",
+    "cert-chain.pem",
+    "root-key.pem",
+    "root-cert.pem",
+];
+
+/// A new root and intermediate written to `dir` as plug-in CA files (keys private), each file
+/// replaced whole (written aside, then renamed over the old one).
 pub fn write_new_ca(dir: &Path, trust_domain: &str) -> Result<PluginFiles> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (files, root_key) = new_plugin_ca(trust_domain, SystemTime::now())?;
-    write(dir, "ca-cert.pem", &files.ca_cert, false)?;
-    write(dir, "ca-key.pem", &files.ca_key, true)?;
-    write(dir, "cert-chain.pem", &files.cert_chain, false)?;
-    write(dir, "root-cert.pem", &files.root_cert, false)?;
-    write(dir, "root-key.pem", &root_key, true)?;
+    for name in CA_FILES {
+        let (text, secret) = match name {
+            "ca-cert.pem" => (&files.ca_cert, false),
+            "ca-key.pem" => (&files.ca_key, true),
+            "cert-chain.pem" => (&files.cert_chain, false),
+            "root-key.pem" => (&root_key, true),
+            _ => (&files.root_cert, false),
+        };
+        let aside = format!(".{name}.new");
+        write(dir, &aside, text, secret)?;
+        fs::rename(dir.join(&aside), dir.join(name))
+            .with_context(|| format!("replacing {}", dir.join(name).display()))?;
+    }
     Ok(files)
+}
+
+/// `trellis ca rotate`: the old files kept under `dir/previous/`, then a new CA.
+pub fn rotate(dir: &Path, trust_domain: &str) -> Result<()> {
+    read_plugin_files(dir).context("no CA to rotate (trellis ca init makes one)")?;
+    let previous = dir.join("previous");
+    fs::create_dir_all(&previous).with_context(|| format!("creating {}", previous.display()))?;
+    for name in CA_FILES {
+        if dir.join(name).exists() {
+            fs::copy(dir.join(name), previous.join(name))
+                .with_context(|| format!("keeping {}", dir.join(name).display()))?;
+        }
+    }
+    write_new_ca(dir, trust_domain)?;
+    Ok(())
 }
 
 pub fn ca(args: CaArgs) -> Result<()> {
@@ -99,6 +146,13 @@ pub fn ca(args: CaArgs) -> Result<()> {
             write_new_ca(&dir, &trust_domain)?;
             println!(
                 "CA for trust domain {trust_domain} written to {}",
+                dir.display()
+            );
+        }
+        CaCommand::Rotate { dir, trust_domain } => {
+            rotate(&dir, &trust_domain)?;
+            println!(
+                "new root and intermediate for {trust_domain} in {} (the old ones in previous/)",
                 dir.display()
             );
         }

@@ -18,7 +18,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::watch;
 use trellis_control::dns::{names_to_resolve, DnsCache};
-use trellis_control::plane::net::{serve, Outcome, ServerConfig, ServerReport};
+use trellis_control::plane::kube_source::root_cert::{PassReport, RootCertPublisher};
+use trellis_control::plane::net::reload::reloadable_webhook_config;
+use trellis_control::plane::net::upkeep::{upkeep, Serving, UpkeepReport};
+use trellis_control::plane::net::{serve, Issuer, Outcome, ServerConfig, ServerReport};
 use trellis_control::plane::push::{Event, PushConfig};
 use trellis_control::plane::Snapshot;
 use trellis_engine::Instant;
@@ -55,6 +58,13 @@ pub struct ControlArgs {
     #[command(flatten)]
     channel: crate::plane_security::ChannelArgs,
     #[command(flatten)]
+    upkeep: crate::ca_reload::CaUpkeepArgs,
+    /// With --kube: how often every namespace's `istio-ca-root-cert` ConfigMap is checked and
+    /// repaired (a root change is written at once).
+    #[arg(long, value_name = "DURATION", value_parser = crate::plane_security::parse_duration,
+          default_value = "30s")]
+    root_configmap_resync: Duration,
+    #[command(flatten)]
     webhook: WebhookArgs,
 }
 
@@ -79,14 +89,12 @@ pub struct WebhookArgs {
     injector: crate::inject_cmd::InjectorArgs,
 }
 
-/// Start the webhook when asked: a serving certificate from the mesh CA, then the server.
-fn start_webhook(
-    args: &WebhookArgs,
-    ca: &mut trellis_control::ca::CertificateAuthority,
-) -> Result<()> {
+/// Start the webhook when asked: a serving certificate from the mesh CA (kept current by the
+/// upkeep), then the server.
+fn start_webhook(args: &WebhookArgs, issuer: &Issuer, ttl: Duration) -> Result<Option<Serving>> {
     use trellis_control::ca::serving::service_dns_names;
     let Some(listen) = args.webhook_listen else {
-        return Ok(());
+        return Ok(None);
     };
     let now = std::time::SystemTime::now();
     let names = if args.webhook_dns_names.is_empty() {
@@ -94,24 +102,22 @@ fn start_webhook(
     } else {
         args.webhook_dns_names.clone()
     };
-    // A year, as the files' CA outlives it; restart to renew.
-    let serving = ca
-        .issue_serving(&names, now, Duration::from_secs(365 * 86_400))
+    let serving = Serving::issue("webhook", issuer, names, ttl, now)
         .context("cannot issue the webhook's certificate")?;
     if let Some(path) = &args.webhook_ca_bundle_out {
-        std::fs::write(path, &serving.root_cert)
+        std::fs::write(path, issuer.serving_root(now))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let tls = crate::webhook_server::tls_config(&serving.cert_chain, &serving.key)?;
-    crate::webhook_server::start(listen, tls, args.injector.settings()?)
+    let tls = reloadable_webhook_config(serving.cert()).context("the webhook's TLS settings")?;
+    crate::webhook_server::start(listen, tls, args.injector.settings()?)?;
+    Ok(Some(serving))
 }
 
 pub fn control(args: ControlArgs) -> Result<ExitCode> {
     if args.debounce_after_ms > args.debounce_max_ms {
         anyhow::bail!("--debounce-after-ms must not exceed --debounce-max-ms");
     }
-    let mut ca = crate::plane_security::mesh_ca(args.ca_dir.as_deref(), &args.channel)?;
-    start_webhook(&args.webhook, &mut ca)?;
+    let ca = crate::plane_security::mesh_ca(args.ca_dir.as_deref(), &args.channel)?;
     let mut config = ServerConfig::new(PushConfig {
         debounce_after: Duration::from_millis(args.debounce_after_ms),
         debounce_max: Duration::from_millis(args.debounce_max_ms),
@@ -127,7 +133,75 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         true => Some(runtime.block_on(crate::plane_security::token_reviewer(&args.source))?),
         false => None,
     };
-    crate::plane_security::secure(&mut config, &args.channel, args.listen, ca, reviewer)?;
+    let overlap = args
+        .upkeep
+        .root_overlap
+        .unwrap_or(args.channel.workload_cert_ttl);
+    // Restarted within a rotation's overlap: the replaced CA is trusted (and serves) again
+    // until the overlap ends, as if the process had never stopped.
+    let resumed = args.ca_dir.as_deref().and_then(|dir| {
+        crate::ca_reload::resumed_rotation(dir, &args.channel.trust_domain, overlap)
+    });
+    let issuer = match resumed {
+        Some((previous, rotated_at)) => {
+            let issuer = crate::plane_security::issuer(&args.channel, previous, reviewer);
+            issuer
+                .rotate(ca, rotated_at, overlap)
+                .context("cannot resume the root rotation")?;
+            issuer.refresh(std::time::SystemTime::now());
+            tracing::info!("restarted within a root rotation's overlap: both roots trusted");
+            issuer
+        }
+        None => crate::plane_security::issuer(&args.channel, ca, reviewer),
+    };
+    let serving_ttl = args.upkeep.serving_cert_ttl;
+    let mut serving: Vec<Serving> = start_webhook(&args.webhook, &issuer, serving_ttl)?
+        .into_iter()
+        .collect();
+    let mut roots = None;
+    if let Some((channel, channel_roots)) = crate::plane_security::secure(
+        &mut config,
+        &args.channel,
+        args.listen,
+        &issuer,
+        serving_ttl,
+    )? {
+        serving.push(channel);
+        roots = Some(channel_roots);
+    }
+    let (rotate, rotations) = tokio::sync::mpsc::channel(1);
+    if let Some(dir) = &args.ca_dir {
+        if overlap < args.channel.workload_cert_ttl {
+            // A sidecar whose certificate is still under the old root when the overlap ends
+            // is refused at its next reconnect, until it renews.
+            tracing::warn!(
+                overlap_s = overlap.as_secs(),
+                workload_cert_ttl_s = args.channel.workload_cert_ttl.as_secs(),
+                "--root-overlap is shorter than --workload-cert-ttl"
+            );
+        }
+        crate::ca_reload::watch_ca_dir(
+            dir.clone(),
+            args.channel.trust_domain.clone(),
+            args.upkeep.ca_reload_interval,
+            overlap,
+            rotate,
+        )?;
+    }
+    runtime.spawn(upkeep(
+        issuer.clone(),
+        serving,
+        roots,
+        rotations,
+        log_upkeep,
+    ));
+    if args.source.kube {
+        let publisher = runtime
+            .block_on(RootCertPublisher::connect(&args.source.config()))
+            .context("cannot make the ConfigMap client")?;
+        let resync = args.root_configmap_resync;
+        runtime.spawn(publisher.run(issuer.bundle(), resync, log_root_pass));
+    }
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -150,6 +224,47 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         .context("cannot start the config source")?;
     runtime.block_on(serve(listener, config, snapshots, log_report));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CA upkeep's reports, as log lines.
+fn log_upkeep(report: UpkeepReport) {
+    match report {
+        UpkeepReport::Renewed { what, renew_in } => tracing::info!(
+            what,
+            renew_in_s = renew_in.as_secs(),
+            "serving certificate issued; new handshakes present it"
+        ),
+        UpkeepReport::RenewFailed { what, error } => {
+            tracing::error!(what, "serving certificate not renewed: {error}")
+        }
+        UpkeepReport::Rotated { overlap } => tracing::info!(
+            overlap_s = overlap.as_secs(),
+            "root rotated: new certificates from the new CA, both roots trusted for the overlap"
+        ),
+        UpkeepReport::RotationRefused(e) => tracing::error!("root rotation refused: {e}"),
+        UpkeepReport::BundleChanged { roots } => {
+            tracing::info!(roots, "trust bundle changed; pushed to sidecars")
+        }
+    }
+}
+
+/// The ConfigMap writer's passes, as log lines (quiet when nothing changed).
+fn log_root_pass(pass: Result<PassReport, String>) {
+    match pass {
+        Ok(pass) => {
+            if !pass.created.is_empty() || !pass.updated.is_empty() {
+                tracing::info!(
+                    created = pass.created.join(","),
+                    updated = pass.updated.join(","),
+                    "istio-ca-root-cert ConfigMaps written"
+                );
+            }
+            for (namespace, error) in pass.failed {
+                tracing::warn!(%namespace, "cannot write istio-ca-root-cert: {error}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot list namespaces for istio-ca-root-cert: {e}"),
+    }
 }
 
 /// Where snapshots come from: the directory (`--dir`) or the Kubernetes API (`--kube`), each

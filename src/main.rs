@@ -15,6 +15,7 @@ use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
 use trellis_local_mesh::LocalMeshOptions;
 
 mod ca_cmd;
+mod ca_reload;
 mod control_cmd;
 mod demo;
 mod init_cmd;

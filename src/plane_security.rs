@@ -1,6 +1,6 @@
 //! `trellis control`'s push channel security: the mesh CA (`--ca-dir`, or a new one for the
 //! run), the channel's TLS (a serving certificate from that CA for the control plane's
-//! Service names and the listen host), and the CA answering sidecars' CSRs on the channel
+//! Service names and the listen host, renewed at half life by `plane::net::upkeep`), and the CA answering sidecars' CSRs on the channel
 //! (workload TTL, who is believed: client certificates always, tokens through a TokenReview
 //! with `--kube`, unproven claims only with `--trust-node-claims`).
 //!
@@ -15,7 +15,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use trellis_control::ca::serving::service_dns_names;
 use trellis_control::ca::CertificateAuthority;
-use trellis_control::plane::net::tls::server_config;
+use trellis_control::plane::net::reload::{reloadable_server_config, ReloadableRoots};
+use trellis_control::plane::net::upkeep::Serving;
 use trellis_control::plane::net::{Issuer, ServerConfig, TokenReviewer};
 
 /// The push channel's security flags.
@@ -34,7 +35,7 @@ pub struct ChannelArgs {
     /// 30s, 10m, 24h; they renew at half of it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           default_value = "24h")]
-    workload_cert_ttl: Duration,
+    pub workload_cert_ttl: Duration,
     /// The names sidecars dial the control plane by (repeatable; default: the trellis-control
     /// Service in --plane-namespace, its other forms, and the listen host).
     #[arg(long = "plane-dns-name", value_name = "NAME")]
@@ -44,7 +45,7 @@ pub struct ChannelArgs {
     plane_namespace: String,
     /// The mesh's trust domain (SPIFFE ids spiffe://<domain>/ns/<ns>/sa/<sa>).
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    trust_domain: String,
+    pub trust_domain: String,
     /// Write the mesh's root certificate here (what sidecars give --control-plane-ca); useful
     /// when the CA is made for this run.
     #[arg(long, value_name = "FILE")]
@@ -106,19 +107,36 @@ pub async fn token_reviewer(
     Ok(Arc::new(reviewer))
 }
 
-/// TLS and the CA on `config`, as the flags say.
+/// The CA answering sidecars' certificate requests (and issuing the control plane's own
+/// serving certificates), as the flags say.
+pub fn issuer(
+    args: &ChannelArgs,
+    ca: CertificateAuthority,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
+) -> Arc<Issuer> {
+    Arc::new(Issuer::new(
+        ca,
+        args.workload_cert_ttl,
+        args.trust_node_claims,
+        reviewer,
+    ))
+}
+
+/// TLS and the CA on `config`, as the flags say: the push channel's serving certificate (kept
+/// current by `upkeep`) and the roots client certificates are checked with, or `None` with
+/// `--insecure-plaintext`.
 pub fn secure(
     config: &mut ServerConfig,
     args: &ChannelArgs,
     listen: SocketAddr,
-    mut ca: CertificateAuthority,
-    reviewer: Option<Arc<dyn TokenReviewer>>,
-) -> Result<()> {
+    issuer: &Arc<Issuer>,
+    serving_ttl: Duration,
+) -> Result<Option<(Serving, Arc<ReloadableRoots>)>> {
     if args.insecure_plaintext {
         tracing::warn!(
             "--insecure-plaintext: the push channel is plain TCP, and no certificate is issued"
         );
-        return Ok(());
+        return Ok(None);
     }
     let mut names = if args.dns_names.is_empty() {
         service_dns_names("trellis-control", &args.plane_namespace)
@@ -128,12 +146,18 @@ pub fn secure(
     if !listen.ip().is_unspecified() {
         names.push(listen.ip().to_string());
     }
-    // A year, as the files' CA outlives it; restart to renew.
-    let serving = ca
-        .issue_serving(&names, SystemTime::now(), Duration::from_secs(365 * 86_400))
-        .context("cannot issue the push channel's certificate")?;
+    let serving = Serving::issue(
+        "push channel",
+        issuer,
+        names.clone(),
+        serving_ttl,
+        SystemTime::now(),
+    )
+    .context("cannot issue the push channel's certificate")?;
+    let roots = ReloadableRoots::new(&issuer.bundle().borrow())
+        .context("the push channel's client certificate roots")?;
     config.tls = Some(
-        server_config(&serving.cert_chain, &serving.key, ca.root_pem())
+        reloadable_server_config(serving.cert(), roots.clone())
             .context("the push channel's TLS settings")?,
     );
     if args.trust_node_claims {
@@ -147,13 +171,8 @@ pub fn secure(
         ttl_s = args.workload_cert_ttl.as_secs(),
         "push channel over mTLS; workload certificates issued on it"
     );
-    config.issuer = Some(Arc::new(Issuer::new(
-        ca,
-        args.workload_cert_ttl,
-        args.trust_node_claims,
-        reviewer,
-    )));
-    Ok(())
+    config.issuer = Some(issuer.clone());
+    Ok(Some((serving, roots)))
 }
 
 #[cfg(test)]

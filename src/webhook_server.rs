@@ -1,6 +1,7 @@
 //! The admission webhook's HTTPS server, for `trellis control --webhook-listen`.
 //!
-//! Only transport: TLS (rustls, with a serving certificate from the mesh CA) and just enough
+//! Only transport: TLS (rustls, with a serving certificate from the mesh CA, replaced at half
+//! its life by `plane::net::upkeep`: `reload::reloadable_webhook_config`) and just enough
 //! HTTP/1.1 to take one request per connection; every answer comes from
 //! `trellis_control::inject::answer`. Plain threads, as the rest of `trellis control`: the API
 //! server sends a handful of requests per pod created, each answered in well under a
@@ -13,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use trellis_control::inject::{answer, InjectSettings, WebhookAnswer};
 
 /// The API server's own limit on a request body is 3 MiB; anything larger is not a review.
@@ -22,22 +21,6 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 /// A client that stalls is dropped after this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A TLS server configuration from a PEM certificate chain and key.
-pub fn tls_config(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<rustls::ServerConfig>> {
-    let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("the webhook's certificate chain")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("the webhook's key")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the webhook's certificate and key do not go together")?;
-    Ok(Arc::new(config))
-}
 
 /// Serve the webhook on `listen` from a background thread.
 pub fn start(

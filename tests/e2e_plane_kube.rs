@@ -267,3 +267,148 @@ fn tokens_are_checked_by_a_token_review_and_must_name_the_identity_asked_for() {
         server.requests()
     );
 }
+
+/// The ConfigMap the control plane keeps in `namespace`: its `root-cert.pem`.
+fn root_configmap(server: &FakeApiServer, namespace: &str) -> Option<String> {
+    let cm = server.get("configmaps", namespace, "istio-ca-root-cert")?;
+    cm["data"]["root-cert.pem"].as_str().map(str::to_string)
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What an injected sidecar does in a cluster (control/src/inject/template.rs): the roots from
+/// the `istio-ca-root-cert` ConfigMap the control plane wrote into its namespace (istiod's
+/// namespace controller), the projected token sent with its first CSR, no plaintext. Then
+/// `trellis ca rotate` on the control plane's CA directory: both roots in the ConfigMap and at
+/// the sidecar at once, the old one gone after `--root-overlap`, the sidecar's channel up
+/// throughout.
+#[test]
+fn an_injected_sidecar_trusts_the_configmap_root_and_follows_a_root_rotation() {
+    let tmp = std::env::temp_dir().join(format!("trellis-e2e-kube-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).expect("dir");
+    let server = FakeApiServer::start();
+    server.install_istio_crds();
+    for ns in ["default", "kube-system"] {
+        server.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    }
+    server.add_token("productpage-token", "default", "productpage");
+    let kubeconfig = server.write_kubeconfig(&tmp);
+    let ca = tmp.join("ca");
+    let trellis = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .arg(&ca)
+            .output()
+            .expect("trellis ca");
+        assert!(out.status.success(), "{out:?}");
+    };
+    trellis(&["ca", "init", "--dir"]);
+    let old_root = std::fs::read_to_string(ca.join("root-cert.pem")).expect("root");
+
+    let plane = free_addr();
+    let control_log = tmp.join("control.log");
+    let _control = Killed(
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["control", "--kube", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--listen", &plane.to_string(), "--poll-ms", "50"])
+            .args(["--ca-reload-interval", "200ms", "--root-overlap", "4s"])
+            // Every certificate under the old root is renewed within the overlap.
+            .args(["--workload-cert-ttl", "4s"])
+            .args(["--root-configmap-resync", "1s", "--ca-dir"])
+            .arg(&ca)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&control_log).expect("log"))
+            .spawn()
+            .expect("trellis control starts"),
+    );
+    wait_for(plane);
+    wait_until("the ConfigMap in default", Duration::from_secs(15), || {
+        root_configmap(&server, "default").is_some()
+    });
+    assert_eq!(root_configmap(&server, "default"), Some(old_root.clone()));
+    assert_eq!(root_configmap(&server, "kube-system"), None);
+
+    // The pod's mounts: the ConfigMap's root-cert.pem and the projected token.
+    let mounted_root = tmp.join("root-cert.pem");
+    std::fs::write(&mounted_root, root_configmap(&server, "default").unwrap()).expect("write");
+    let token = tmp.join("istio-token");
+    std::fs::write(&token, "productpage-token").expect("write");
+    let listen = free_addr();
+    let config = tmp.join("productpage.yaml");
+    std::fs::write(
+        &config,
+        format!("listeners: [{{address: \"{listen}\"}}]\nworkload: {{namespace: default, serviceAccount: productpage}}\n"),
+    )
+    .expect("write");
+    let sidecar_log = tmp.join("productpage.log");
+    let _sidecar = Killed(
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["proxy", "--config"])
+            .arg(&config)
+            .args([
+                "--control-plane",
+                &plane.to_string(),
+                "--node",
+                "productpage-0",
+            ])
+            .arg("--control-plane-ca")
+            .arg(&mounted_root)
+            .arg("--control-plane-token")
+            .arg(&token)
+            .args(["--health-port", "0", "--cores", "1", "--no-pin"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&sidecar_log).expect("log"))
+            .spawn()
+            .expect("trellis proxy starts"),
+    );
+    let installs = || {
+        std::fs::read_to_string(&sidecar_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("workload certificate from the control plane installed"))
+            .count()
+    };
+    wait_until("the sidecar's certificate", Duration::from_secs(15), || {
+        installs() >= 1
+    });
+    let log = std::fs::read_to_string(&sidecar_log).unwrap_or_default();
+    assert!(
+        log.contains("spiffe://cluster.local/ns/default/sa/productpage"),
+        "{log}"
+    );
+
+    // The root rotated: both roots everywhere at once, then only the new one.
+    trellis(&["ca", "rotate", "--dir"]);
+    let new_root = std::fs::read_to_string(ca.join("root-cert.pem")).expect("root");
+    assert_ne!(new_root, old_root);
+    let both = format!("{old_root}{new_root}");
+    wait_until(
+        "both roots in the ConfigMap",
+        Duration::from_secs(15),
+        || root_configmap(&server, "default").as_deref() == Some(both.as_str()),
+    );
+    wait_until("both roots at the sidecar", Duration::from_secs(15), || {
+        installs() >= 2
+    });
+    wait_until("the old root gone", Duration::from_secs(20), || {
+        root_configmap(&server, "default").as_deref() == Some(new_root.as_str())
+    });
+    let control = std::fs::read_to_string(&control_log).unwrap_or_default();
+    assert!(control.contains("root rotated"), "{control}");
+    let log = std::fs::read_to_string(&sidecar_log).unwrap_or_default();
+    assert!(
+        !log.contains("control plane connection lost"),
+        "the channel dropped during the rotation:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -232,6 +232,56 @@ fn the_sidecar_is_istios_shape() {
         token["projected"]["sources"][0]["serviceAccountToken"]["audience"].as_str(),
         Some("istio-ca")
     );
+    // The channel is TLS: the mesh roots from the ConfigMap istiod (here trellis control
+    // --kube) writes into every namespace, mounted where Istio's injection template mounts
+    // them, and the token above sent with the first CSR.
+    let roots = pod["spec"]["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some("istiod-ca-cert"))
+        .expect("istiod-ca-cert volume");
+    assert_eq!(
+        roots["configMap"]["name"].as_str(),
+        Some("istio-ca-root-cert")
+    );
+    let mounts = proxy["volumeMounts"].as_sequence().expect("mounts");
+    let mounted = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m["name"].as_str() == Some(name))
+            .and_then(|m| m["mountPath"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        mounted("istiod-ca-cert").as_deref(),
+        Some("/var/run/secrets/istio")
+    );
+    assert_eq!(
+        mounted("istio-token").as_deref(),
+        Some("/var/run/secrets/tokens")
+    );
+    let args: Vec<&str> = proxy["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(!args.contains(&"--insecure-plaintext"), "{args:?}");
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+    };
+    assert_eq!(
+        after("--control-plane-ca"),
+        Some("/var/run/secrets/istio/root-cert.pem")
+    );
+    assert_eq!(
+        after("--control-plane-token"),
+        Some("/var/run/secrets/tokens/istio-token")
+    );
     assert_eq!(
         pod["metadata"]["labels"]["security.istio.io/tlsMode"].as_str(),
         Some("istio")

@@ -37,6 +37,10 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Start the control plane with the webhook; its CA bundle is written to `dir/ca.pem`.
 fn start(dir: &Path) -> (Control, u16) {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> (Control, u16) {
     let port = free_port();
     let mesh = dir.join("mesh");
     std::fs::create_dir_all(&mesh).expect("mesh dir");
@@ -47,6 +51,7 @@ fn start(dir: &Path) -> (Control, u16) {
         .args(["--webhook-listen", &format!("127.0.0.1:{port}")])
         .arg("--webhook-ca-bundle-out")
         .arg(dir.join("ca.pem"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -203,6 +208,65 @@ fn malformed_requests_get_clear_errors_and_the_server_carries_on() {
         "application/json",
         &std::fs::read(review_path()).expect("review"),
     );
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The webhook's certificate, as `openssl s_client` sees it at the Service name: its serial,
+/// and whether it verified against the CA bundle.
+fn served_serial(dir: &Path, port: u16) -> (String, bool) {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername {SERVICE} -verify_hostname {SERVICE} \
+         -CAfile {ca} </dev/null 2>/dev/null | tee {dir}/s_client.out | openssl x509 -noout -serial",
+        ca = dir.join("ca.pem").display(),
+        dir = dir.display(),
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("openssl runs");
+    let transcript = std::fs::read_to_string(dir.join("s_client.out")).unwrap_or_default();
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        transcript.contains("Verify return code: 0 (ok)"),
+    )
+}
+
+/// The webhook's serving certificate comes from the mesh CA and is re-issued at half its life
+/// (`--serving-cert-ttl`), as istiod renews its own DNS certificate; new handshakes get the
+/// new one, still verified by the same caBundle, and the webhook keeps answering.
+#[test]
+fn the_webhook_certificate_is_renewed_at_half_its_life() {
+    let dir = scratch("renewal");
+    let (_control, port) = start_with(&dir, &["--serving-cert-ttl", "2s"]);
+    let (first, verified) = served_serial(&dir, port);
+    assert!(first.starts_with("serial="), "{first}");
+    assert!(
+        verified,
+        "the first certificate does not verify with the caBundle"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let renewed = loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (serial, verified) = served_serial(&dir, port);
+        if serial != first && serial.starts_with("serial=") {
+            assert!(
+                verified,
+                "the renewed certificate does not verify with the caBundle"
+            );
+            break serial;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never renewed: {serial}"
+        );
+    };
+    assert_ne!(renewed, first);
+    let review = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inject/admission-review.json"),
+    )
+    .expect("review");
+    let (status, _) = post(&dir, port, "application/json", &review);
     assert_eq!(status, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }

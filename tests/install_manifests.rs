@@ -161,13 +161,18 @@ fn install_carries_the_ca_and_a_webhook_trusting_its_root_and_keeps_it_on_reinst
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads only, but for the two writes istiod's ClusterRole makes too
+/// (manifests/charts/istio-control/istio-discovery/templates/clusterrole.yaml): ConfigMaps
+/// (the `istio-ca-root-cert` in every namespace: get, create, update) and TokenReviews
+/// (create, to check the tokens sidecars send with their first CSR). No Secret, no wildcard.
 #[test]
-fn the_cluster_role_only_reads() {
+fn the_cluster_role_reads_and_writes_only_root_configmaps_and_tokenreviews() {
     let rbac = std::fs::read_to_string(repo().join("deploy/base/rbac.yaml")).expect("rbac.yaml");
     let role = documents(&rbac)
         .into_iter()
         .find(|d| d["kind"] == "ClusterRole")
         .expect("ClusterRole");
+    let mut writes = Vec::new();
     for rule in role["rules"].as_sequence().expect("rules") {
         let verbs: Vec<&str> = rule["verbs"]
             .as_sequence()
@@ -175,12 +180,47 @@ fn the_cluster_role_only_reads() {
             .iter()
             .filter_map(|v| v.as_str())
             .collect();
-        assert_eq!(verbs, ["get", "list", "watch"], "{rule:?}");
-        let resources = rule["resources"].as_sequence().expect("resources");
-        assert!(resources
+        let resources: Vec<&str> = rule["resources"]
+            .as_sequence()
+            .expect("resources")
             .iter()
-            .all(|r| r.as_str() != Some("*") && r.as_str() != Some("secrets")));
+            .filter_map(|r| r.as_str())
+            .collect();
+        assert!(
+            resources.iter().all(|r| *r != "*" && *r != "secrets"),
+            "{rule:?}"
+        );
+        if verbs != ["get", "list", "watch"] {
+            writes.push((resources, verbs));
+        }
     }
+    assert_eq!(
+        writes,
+        [
+            (vec!["configmaps"], vec!["get", "create", "update"]),
+            (vec!["tokenreviews"], vec!["create"]),
+        ]
+    );
+}
+
+/// The sidecars' channel is TLS in a cluster: the control plane runs without
+/// `--insecure-plaintext`, and with `--kube` (the ConfigMaps and the TokenReviews).
+#[test]
+fn the_control_plane_serves_sidecars_over_tls() {
+    let text = std::fs::read_to_string(repo().join("deploy/base/control-plane.yaml"))
+        .expect("control-plane.yaml");
+    let deployment = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("Deployment");
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(!args.contains(&"--insecure-plaintext"), "{args:?}");
+    assert!(args.contains(&"--kube"), "{args:?}");
 }
 
 #[test]

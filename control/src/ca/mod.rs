@@ -14,12 +14,14 @@
 //! - [`authority`]: [`CertificateAuthority`], issuing.
 //! - [`identity`]: [`WorkloadIdentity`] and its SPIFFE URI.
 //! - [`rotation`]: renewal time and [`TrustBundle`].
+//! - [`rotating`]: [`RotatingCa`], which CA signs what through a root rotation.
 //! - [`serving`]: DNS serving certificates for the control plane's webhook.
 //! - [`bootstrap`]: a new root and intermediate, and workload files, for `trellis ca`.
 
 pub mod authority;
 pub mod bootstrap;
 pub mod identity;
+pub mod rotating;
 pub mod rotation;
 pub mod serving;
 
@@ -32,6 +34,7 @@ pub use authority::{
     CertificateAuthority, Issued, PluginFiles, DEFAULT_WORKLOAD_TTL, MAX_WORKLOAD_TTL,
 };
 pub use identity::WorkloadIdentity;
+pub use rotating::RotatingCa;
 pub use rotation::{renewal_due, TrustBundle};
 
 /// Why the CA refused.

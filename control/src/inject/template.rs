@@ -6,7 +6,9 @@
 //! flags computed from the `traffic.sidecar.istio.io/*` annotations exactly as the template
 //! does), the `istio-proxy` container runs the sidecar (here `trellis proxy`) as UID/GID 1337
 //! with a read-only root and no capabilities, with Istio's environment, probes, resources and
-//! volumes (the `istio-token` projected token for audience `istio-ca` among them).
+//! volumes (the `istio-token` projected token for audience `istio-ca` among them, and the
+//! `istio-ca-root-cert` ConfigMap as `istiod-ca-cert`: the sidecar verifies the control
+//! plane with the roots and presents the token on the channel).
 //!
 //! Where Trellis differs, on purpose: the sidecar's own config file (listeners on 15001/15006
 //! and who the workload is) travels as the annotation [`PROXY_CONFIG_ANNOTATION`] and reaches
@@ -29,6 +31,13 @@ pub const INIT_CONTAINER: &str = "istio-init";
 pub const PROXY_CONFIG_ANNOTATION: &str = "sidecar.trellis.dev/proxyConfig";
 /// Where the downward API puts it.
 pub const PROXY_CONFIG_PATH: &str = "/etc/istio/pod/trellis-proxy.yaml";
+/// The mesh roots' ConfigMap in every namespace (istiod's `istio-ca-root-cert`, written by
+/// `trellis control --kube`), mounted where Istio's template mounts it.
+pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
+pub const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
+pub const ROOT_CERT_PATH: &str = "/var/run/secrets/istio/root-cert.pem";
+/// The projected service-account token for the `istio-ca` audience.
+pub const TOKEN_PATH: &str = "/var/run/secrets/tokens/istio-token";
 
 /// What the template reads of the pod being injected.
 pub struct PodContext<'a> {
@@ -249,10 +258,13 @@ pub fn proxy_container(
             "proxy",
             "--config", PROXY_CONFIG_PATH,
             "--control-plane", settings.control_plane,
-            // Plain TCP until the mesh root reaches pods (istiod's istio-ca-root-cert
-            // ConfigMap in every namespace, mounted for --control-plane-ca) and the projected
-            // token below is passed as --control-plane-token.
-            "--insecure-plaintext",
+            // The channel is TLS: the control plane's certificate checked against the mesh
+            // roots (the istio-ca-root-cert ConfigMap the control plane writes into every
+            // namespace, mounted as istiod-ca-cert), and the projected token for the istio-ca
+            // audience sent with the first certificate request, checked by a TokenReview, as
+            // pilot-agent does (CA_ROOT_CA / the istio-token path of the template).
+            "--control-plane-ca", ROOT_CERT_PATH,
+            "--control-plane-token", TOKEN_PATH,
             "--node", "$(POD_NAME)",
             "--health-port", ports::HEALTH.to_string(),
             "--admin-port", ports::ADMIN.to_string(),
@@ -273,6 +285,7 @@ pub fn proxy_container(
             {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"},
             {"name": "credential-socket", "mountPath": "/var/run/secrets/credential-uds"},
             {"name": "workload-certs", "mountPath": "/var/run/secrets/workload-spiffe-credentials"},
+            {"name": "istiod-ca-cert", "mountPath": ROOT_CERT_DIR},
             {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
             {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
             {"name": "istio-token", "mountPath": "/var/run/secrets/tokens"},
@@ -324,6 +337,7 @@ pub fn volumes() -> Vec<Value> {
         ]}}),
         json!({"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
             "path": "istio-token", "expirationSeconds": 43200, "audience": "istio-ca"}}]}}),
+        json!({"name": "istiod-ca-cert", "configMap": {"name": ROOT_CERT_CONFIGMAP}}),
     ]
 }
 

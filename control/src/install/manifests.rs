@@ -7,7 +7,8 @@
 //! 15017 for the webhook, as istiod's. Differences, on purpose:
 //!
 //! - the ClusterRole grants get/list/watch on exactly the kinds the control plane reads
-//!   (`plane::kube` and the Istio kinds), nothing else: no write access at all. Istio's also
+//!   (`plane::kube` and the Istio kinds), and the two writes it makes: the
+//!   `istio-ca-root-cert` ConfigMaps and TokenReviews. Istio's also
 //!   patches webhook configurations to inject their `caBundle`; here the CA bundle is
 //!   written into the configuration at install time instead (`trellis install`, or Kustomize's
 //!   replacement from the `cacerts` secret, see deploy/kustomization.yaml);
@@ -74,7 +75,10 @@ pub fn service_account() -> Value {
 
 /// Read-only access to what the control plane reads: the Kubernetes kinds of
 /// [`crate::plane::kube`], the Istio kinds of [`super::crds`], and WorkloadEntry, which the
-/// Kubernetes source (`trellis control --kube`) watches as well.
+/// Kubernetes source (`trellis control --kube`) watches as well. Two writes, each as istiod's
+/// ClusterRole has them: the mesh roots' ConfigMap in every namespace (get, create, update
+/// of ConfigMaps: `plane::kube_source::root_cert`), and TokenReviews (create), which check
+/// the token a sidecar sends with its first certificate request.
 pub fn cluster_role() -> Value {
     let read = ["get", "list", "watch"];
     json!({
@@ -83,6 +87,8 @@ pub fn cluster_role() -> Value {
         "metadata": {"name": NAME, "labels": labels()},
         "rules": [
             {"apiGroups": [""], "resources": ["namespaces", "pods", "serviceaccounts", "services"], "verbs": read},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": read},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
             {"apiGroups": ["networking.istio.io"],
@@ -129,9 +135,6 @@ pub fn deployment(settings: &InstallSettings) -> Value {
                             "--listen", format!("0.0.0.0:{PLANE_PORT}"),
                             "--webhook-listen", format!("0.0.0.0:{WEBHOOK_PORT}"),
                             "--ca-dir", "/etc/cacerts",
-                            // The injected sidecars' channel is plain TCP for now
-                            // (inject/template.rs says what is missing).
-                            "--insecure-plaintext",
                             "--image", settings.image,
                             "--sidecar-control-plane", sidecar_address,
                         ],

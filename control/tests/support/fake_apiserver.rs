@@ -12,10 +12,14 @@
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers a TokenReview: the tokens
 //!   given to [`FakeApiServer::add_token`] authenticate as their service account, any other
 //!   is not authenticated (the fields istiod's `getTokenReviewResult` reads).
+//! - ConfigMaps are written too (`GET`/`POST`/`PUT` of one object): `fake_apiserver_writes.rs`.
 //! - [`FakeApiServer::stop`] drops the listener and every connection; `restart` serves the
 //!   same objects on the same port again, as an API server in front of the same etcd would.
 
 #![allow(dead_code)]
+
+#[path = "fake_apiserver_writes.rs"]
+mod writes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -112,6 +116,7 @@ impl FakeApiServer {
             ("", "services"),
             ("", "pods"),
             ("", "serviceaccounts"),
+            ("", "configmaps"),
             ("discovery.k8s.io", "endpointslices"),
         ] {
             state.served.insert(
@@ -281,13 +286,13 @@ impl FakeApiServer {
         self.accept_on(listener);
     }
 
-    /// Every request line received so far.
     /// `token` authenticates as `namespace`/`service_account` in TokenReviews.
     pub fn add_token(&self, token: &str, namespace: &str, service_account: &str) {
         let account = (namespace.to_string(), service_account.to_string());
         self.shared.lock().tokens.insert(token.to_string(), account);
     }
 
+    /// Every request line received so far.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
     }
@@ -355,11 +360,14 @@ fn serve(stream: TcpStream, shared: &Shared) {
         state.requests.push(request_line.clone());
         state.incarnation
     };
+    let mut body = vec![0; length];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
+    }
+    if let Some((status, answer)) = writes::configmap_request(&request_line, &body, shared) {
+        return respond(stream, &status, &answer);
+    }
     if request_line.starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews") {
-        let mut body = vec![0; length];
-        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
-            return;
-        }
         let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let token = review["spec"]["token"].as_str().unwrap_or_default();
         let account = shared.lock().tokens.get(token).cloned();

@@ -12,8 +12,13 @@
 //! validation, warnings, registry and workloads. How changes, `410 Gone`, missing CRDs and a
 //! vanishing API server are handled: [`run`]. Why kube's watcher and how it is tested
 //! without a cluster: RESEARCH.md, "Control plane: the Kubernetes source".
+//!
+//! The other way round, [`root_cert`] writes the mesh's roots into every namespace (istiod's
+//! `istio-ca-root-cert` ConfigMap), and [`token_review`] checks the tokens sidecars send with
+//! their certificate requests.
 
 pub mod kinds;
+pub mod root_cert;
 mod run;
 pub mod token_review;
 

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::ca::CertificateAuthority;
+use crate::ca::serving::ServingFiles;
+use crate::ca::{CaError, CertificateAuthority, RotatingCa};
 use crate::plane::push::csr::{sign, Caller, CsrRefusal, Signed};
 use crate::plane::push::wire::{Secret, ServerMessage};
 
@@ -43,7 +44,7 @@ pub enum Outcome {
 
 /// The CA's settings on the channel.
 pub struct Issuer {
-    ca: Mutex<CertificateAuthority>,
+    ca: Mutex<RotatingCa>,
     bundle: watch::Sender<String>,
     ttl: Duration,
     trust_node_claims: bool,
@@ -71,7 +72,7 @@ impl Issuer {
     ) -> Self {
         let (bundle, _) = watch::channel(ca.root_pem().to_string());
         Issuer {
-            ca: Mutex::new(ca),
+            ca: Mutex::new(RotatingCa::new(ca)),
             bundle,
             ttl,
             trust_node_claims,
@@ -92,6 +93,55 @@ impl Issuer {
             *current = bundle_pem;
             changed
         });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RotatingCa> {
+        match self.ca.lock() {
+            Ok(ca) => ca,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Sign with `new` from `now` on (a root rotation when its root is new: both roots are
+    /// trusted for `overlap`, and pushed at once).
+    pub fn rotate(
+        &self,
+        new: CertificateAuthority,
+        now: SystemTime,
+        overlap: Duration,
+    ) -> Result<(), CaError> {
+        let bundle = {
+            let mut ca = self.lock();
+            ca.rotate(new, now, overlap)?;
+            ca.bundle_pem(now)
+        };
+        self.set_bundle(bundle);
+        Ok(())
+    }
+
+    /// Publish the roots trusted at `now` (an overlap may have ended); when they next change.
+    pub fn refresh(&self, now: SystemTime) -> Option<SystemTime> {
+        let (bundle, next) = {
+            let mut ca = self.lock();
+            (ca.bundle_pem(now), ca.next_change(now))
+        };
+        self.set_bundle(bundle);
+        next
+    }
+
+    /// The root the serving certificates chain to at `now`.
+    pub fn serving_root(&self, now: SystemTime) -> String {
+        self.lock().serving_root(now)
+    }
+
+    /// A serving certificate for `names`, valid from `now` for `ttl`.
+    pub fn issue_serving(
+        &self,
+        names: &[String],
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<ServingFiles, CaError> {
+        self.lock().issue_serving(names, now, ttl)
     }
 
     /// Answer one request. `peer` is the connection's verified client certificate's SPIFFE id.
@@ -117,12 +167,9 @@ impl Issuer {
         };
         let bundle = self.bundle.borrow().clone();
         let signed = {
-            let mut ca = match self.ca.lock() {
-                Ok(ca) => ca,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut ca = self.lock();
             sign(
-                &mut ca,
+                ca.current(),
                 &caller,
                 self.trust_node_claims,
                 (csr, namespace, service_account),

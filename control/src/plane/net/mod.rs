@@ -9,6 +9,9 @@
 //! - [`backoff`]: the reconnect delays.
 //! - [`tls`]: the channel over TLS (the server's certificate from the mesh CA, the sidecar's
 //!   when it has one), and [`issuer`]: the CA answering certificate requests on it.
+//! - [`reload`]: server TLS whose certificate and roots are replaced while it serves, and
+//!   [`upkeep`]: the control plane's serving certificates renewed at half life and root
+//!   rotations applied.
 //!
 //! Both are generic over how a connection is made ([`Listener`], [`Connector`]): production
 //! passes `tokio::net` sockets, the tests turmoil's simulated ones, so the same code runs under
@@ -20,8 +23,10 @@ pub mod backoff;
 pub mod client;
 pub mod issuer;
 pub mod link;
+pub mod reload;
 pub mod server;
 pub mod tls;
+pub mod upkeep;
 
 use std::future::Future;
 use std::io;

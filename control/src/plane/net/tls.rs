@@ -38,11 +38,14 @@ pub enum TlsError {
     ServerName(String),
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(super) fn certs(
+    what: &'static str,
+    pem: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
@@ -58,14 +61,14 @@ fn certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(super) fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
         what: "private key",
         reason: e.to_string(),
     })
 }
 
-fn roots(bundle_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
+pub(super) fn roots(bundle_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for cert in certs("trust bundle", bundle_pem)? {
         store
