@@ -96,7 +96,7 @@ fn l4_attributes_still_decide() {
 fn a_deny_rule_loses_its_http_fields_and_denies_more() {
     let set = policies(&[(
         "no-admin",
-        "  action: DENY\n  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/sleep], requestPrincipals: [\"*\"]}}], to: [{operation: {paths: [/admin]}}], when: [{key: request.headers[x-user], values: [mallory]}]}]",
+        "  action: DENY\n  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/sleep], requestPrincipals: [\"*\"]}}], to: [{operation: {paths: [\"/admin\"]}}], when: [{key: \"request.headers[x-user]\", values: [mallory]}]}]",
     )]);
     let tcp = tcp_authorization_for(&set, &Workload::default());
     // paths, requestPrincipals and the header condition are dropped: every connection from

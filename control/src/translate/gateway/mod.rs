@@ -157,3 +157,6 @@ fn listen_address(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod l4_tests;
