@@ -135,3 +135,44 @@ spec:
     let tcp = chains_on(&t, 31400);
     assert_eq!(tcp, vec![(vec![], vec![])]);
 }
+
+/// buildCompleteNetworkFilters: a gateway's L4 chains carry its AuthorizationPolicies compiled
+/// for TCP (a DENY on `paths` loses them and denies every connection).
+#[test]
+fn gateway_chains_carry_tcp_rbac() {
+    let yaml = format!(
+        "{GATEWAY}{}",
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/admin"]}}]}]
+"#
+    );
+    let set = parse_str(&yaml, "test.yaml").expect("parses");
+    let opts = GatewayOptions {
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..GatewayOptions::default()
+    };
+    let mut config = translate_gateway(&set, &registry(), &opts).config;
+    security::secure_listeners(
+        &mut config,
+        &set,
+        &opts,
+        None,
+        &crate::jwks_resolver::NoFetch,
+    );
+    assert!(!config.tcp_routes.is_empty());
+    for chain in &config.tcp_routes {
+        let authz = chain.authorization.as_ref().expect("network RBAC");
+        let deny = authz.filters[0].rules.as_ref().expect("rules");
+        assert_eq!(
+            deny.policies[0].permissions,
+            vec![trellis_engine::authz::Permission::And(vec![
+                trellis_engine::authz::Permission::Any
+            ])]
+        );
+    }
+}
