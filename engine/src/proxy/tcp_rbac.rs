@@ -10,13 +10,12 @@
 //! source/extensions/filters/network/rbac/rbac_filter.cc), and on a denial closes the
 //! connection without flushing: none of the client's bytes reach the upstream.
 
-use std::sync::Arc;
-
-use crate::authz::{AuthzRequest, Note};
+use crate::authz::AuthzRequest;
 use crate::http1::Fields;
 use crate::time::Instant;
 
 use super::api::Event;
+use super::authorize::counted_verdict;
 use super::conn::{Conn, Side};
 use super::ids::DownstreamId;
 use super::tcp_session::TcpPhase;
@@ -65,16 +64,7 @@ impl Engine {
             client: Some(d.peer.ip()),
         };
         let peer = d.peer;
-        let stats = &mut self.stats;
-        let mut audited: Option<Arc<str>> = None;
-        let verdict = authz.evaluate(&view, &mut |note| match note {
-            Note::Audited(policy) => {
-                stats.rbac_audited += 1;
-                audited = Some(policy);
-            }
-            Note::Shadow { allowed: true } => stats.rbac_shadow_allowed += 1,
-            Note::Shadow { allowed: false } => stats.rbac_shadow_denied += 1,
-        });
+        let (verdict, audited) = counted_verdict(&authz, &view, &mut self.stats);
         if let Some(policy) = audited {
             self.push_event(Event::AuthzAudited {
                 conn: id.conn(),
