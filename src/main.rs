@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use trellis_control::explain::{explain, ExplainRequest};
 use trellis_control::{load_proxy_config_with, ProxyOverrides, Severity};
 use trellis_io::reload::{ConfigWatcher, WatchOptions};
 use trellis_io::{BackendChoice, ControlHandle, RunOptions, RuntimeOptions};
@@ -18,6 +17,7 @@ mod ca_cmd;
 mod ca_reload;
 mod control_cmd;
 mod demo;
+mod explain_cmd;
 mod init_cmd;
 mod inject_cmd;
 mod install_cmd;
@@ -64,7 +64,7 @@ enum Command {
     /// the DestinationRule policy that applies.
     ///
     /// Example: trellis explain --dir samples/bookinfo/networking --host reviews -H 'end-user: jason'
-    Explain(ExplainArgs),
+    Explain(explain_cmd::ExplainArgs),
     /// Check a directory of Istio YAML the way `istioctl analyze` does: Istio's message codes
     /// (IST0101 missing references, IST0106 schema errors, IST0109 conflicting mesh hosts,
     /// IST0112, IST0130/IST0131 unreachable rules ...), Istio's wording and line format.
@@ -277,40 +277,6 @@ impl ProxyArgs {
 }
 
 #[derive(Args, Debug)]
-struct ExplainArgs {
-    /// Directory of Istio YAML (read recursively; non-Istio kinds are skipped).
-    #[arg(long, short, value_name = "DIR", required_unless_present = "kube")]
-    dir: Option<PathBuf>,
-    #[command(flatten)]
-    source: source_args::KubeArgs,
-    /// Host / authority of the request, e.g. `reviews` or `reviews.default.svc.cluster.local:9080`.
-    #[arg(long)]
-    host: String,
-    /// Path (with optional query).
-    #[arg(long, default_value = "/")]
-    path: String,
-    /// Method.
-    #[arg(long, short = 'X', default_value = "GET")]
-    method: String,
-    /// A request header, `name: value` (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    /// A label of the calling workload, `key=value` (repeatable), for `sourceLabels` matches.
-    #[arg(long = "source-label", value_name = "KEY=VALUE")]
-    source_labels: Vec<String>,
-    /// The calling workload's namespace (default `default`), for `sourceNamespace` matches,
-    /// `exportTo` and short host names.
-    #[arg(long = "source-namespace", value_name = "NAMESPACE")]
-    source_namespace: Option<String>,
-    /// Destination port (default: from --host, else the service's first port).
-    #[arg(long)]
-    port: Option<u16>,
-    /// Print the report as JSON, for scripts.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args, Debug)]
 struct AnalyzeArgs {
     /// Directory of YAML (read recursively): Istio resources, Kubernetes Services, workloads.
     #[arg(long, short, value_name = "DIR", required_unless_present = "kube")]
@@ -356,7 +322,7 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => demo::demo(args),
         Some(Command::Mesh(args)) => mesh(args),
         Some(Command::Proxy(args)) => proxy(args),
-        Some(Command::Explain(args)) => run_explain(args),
+        Some(Command::Explain(args)) => explain_cmd::run_explain(args),
         Some(Command::Analyze(args)) => run_analyze(args),
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
@@ -520,47 +486,6 @@ fn reload_config(
     trellis_engine::Engine::try_new(config.clone(), 0)
         .map_err(|e| format!("the engine refuses this config: {e}"))?;
     Ok(config)
-}
-
-fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
-    let mut req = ExplainRequest::new(&args.host);
-    req.path = args.path;
-    req.method = args.method;
-    req.port = args.port;
-    req.source_namespace = args.source_namespace;
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            bail!("header {header:?} is not `name: value`");
-        };
-        req = req.header(name.trim(), value.trim());
-    }
-    for label in &args.source_labels {
-        let Some((key, value)) = label.split_once('=') else {
-            bail!("source label {label:?} is not `key=value`");
-        };
-        req.source_labels
-            .insert(key.trim().to_string(), value.trim().to_string());
-    }
-    let report = match &args.dir {
-        Some(dir) => explain(dir, &req)
-            .with_context(|| format!("cannot explain against {}", dir.display()))?,
-        None => {
-            let (snapshot, _) = args.source.read_once()?;
-            trellis_control::explain::explain_resources(&snapshot.resources, &req)
-                .context("cannot explain against the cluster")?
-        }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{report}");
-    }
-    let failed = trellis_control::explain::errors_of(&report).is_empty();
-    Ok(if failed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
 }
 
 /// istioctl's exit status when analyzers found issues at or above the failure threshold.

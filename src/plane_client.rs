@@ -350,6 +350,12 @@ fn config_of(
     {
         config.clusters.push(cluster.clone());
     }
+    // ... and the L4 chains of those listeners (a TCP workload port, `protocol:`), whose RBAC
+    // `apply_security` sets from the pushed policies.
+    let inbound = inbound_listeners(base);
+    let chains = base.tcp_routes.iter();
+    let chains = chains.filter(|r| r.listener.as_ref().is_some_and(|l| inbound.contains(l)));
+    config.tcp_routes.extend(chains.cloned());
     match config.identity.clone() {
         None => trellis_control::translate::upstream_tls::without_identity(&mut config),
         Some(id) => {
@@ -388,6 +394,14 @@ fn apply_security(
     for d in &authn.diagnostics {
         tracing::warn!("{d}");
     }
+    // The inbound L4 chains: the same policies compiled for TCP (pilot's BuildTCP).
+    let tcp_authz = trellis_control::translate::tcp_authorization_for(&resources, workload);
+    let inbound = inbound_listeners(config);
+    for chain in (config.tcp_routes.iter_mut())
+        .filter(|r| r.listener.as_ref().is_some_and(|l| inbound.contains(l)))
+    {
+        chain.authorization = tcp_authz.authorization.clone();
+    }
     for listener in config
         .listeners
         .iter_mut()
@@ -412,4 +426,12 @@ fn apply_security(
         listener.authentication = authn.authentication.clone();
     }
     Ok(())
+}
+
+/// The names of `config`'s inbound listeners.
+fn inbound_listeners(config: &Config) -> Vec<String> {
+    (config.listeners.iter())
+        .filter(|l| l.direction == trellis_engine::config::Direction::Inbound)
+        .map(|l| l.name.clone())
+        .collect()
 }

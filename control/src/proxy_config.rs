@@ -9,6 +9,7 @@
 //! listeners:
 //!   - {name: outbound, address: "127.0.0.1:15001", direction: outbound, passthrough: false}
 //!   - {name: inbound, address: "127.0.0.1:15006", direction: inbound, forwardTo: "127.0.0.1:9080"}
+//!   - {name: db, address: "127.0.0.1:15007", direction: inbound, forwardTo: "127.0.0.1:27017", protocol: TCP}
 //! identity:                    # optional: the sidecar's mesh certificate (mTLS)
 //!   certChain: certs/cert-chain.pem   # from `trellis ca issue`, or Istio's mounted files
 //!   key: certs/key.pem
@@ -40,7 +41,9 @@
 //! single workload address (Istio's inbound cluster `inbound|<port>||`); `forwardTo: IP` (e.g.
 //! `127.0.0.1`) makes it the captured pod's virtual inbound listener: every connection
 //! `trellis init` redirected to it goes to that IP at the port the client dialled (Istio's
-//! inbound passthrough); otherwise requests go where their original destination says. With an `identity:`, clusters use a DestinationRule's
+//! inbound passthrough); otherwise requests go where their original destination says. An
+//! inbound listener with `forwardTo: IP:PORT` and a non-HTTP `protocol` (TCP, TLS, MONGO ...)
+//! proxies bytes under the workload's AuthorizationPolicies compiled for TCP (`inbound_l4`). With an `identity:`, clusters use a DestinationRule's
 //! `tls` or auto mTLS ([`crate::translate::upstream_tls`]); without one, every connection is
 //! plaintext (and a policy that requires mTLS is an error, and refuses connections).
 //!
@@ -139,6 +142,10 @@ struct ListenerSpec {
     /// Inbound only: the workload address this listener stands in front of.
     #[serde(default)]
     forward_to: Option<String>,
+    /// Inbound with `forwardTo: IP:PORT`: the workload port's protocol, Istio's names (`TCP`,
+    /// `TLS`, `MONGO` ...); a non-HTTP one proxies connections as bytes (`inbound_l4`).
+    #[serde(default)]
+    protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
@@ -403,6 +410,13 @@ pub fn parse_proxy_config_with(
         } else {
             Default::default()
         };
+        if inbound_l4::is_l4(l.protocol.as_deref()) {
+            let name = l.name.clone().unwrap_or_else(|| format!("listener-{i}"));
+            let target = target.filter(|_| direction == Direction::Inbound);
+            let chain = inbound_l4::chain(&name, target, &resources, &workload, &mut warnings);
+            let why = || invalid(format!("listeners[{i}].protocol"), inbound_l4::NEEDS.into());
+            config.tcp_routes.push(chain.ok_or_else(why)?);
+        }
         if config.route_table(&route_table).is_none() {
             let tables: Vec<&str> = config
                 .route_tables
@@ -571,6 +585,7 @@ fn http_settings(spec: &HttpSpec) -> HttpSettings {
 }
 
 mod gateway;
+mod inbound_l4;
 mod ports;
 mod security;
 

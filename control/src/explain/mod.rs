@@ -7,6 +7,7 @@
 //! from the YAML itself (every host a VirtualService, DestinationRule or ServiceEntry names),
 //! since explaining routing needs the hosts and ports, not live endpoints.
 
+pub mod l4;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use trellis_engine::config::{HeaderOps, Route, RouteAction};
 use trellis_engine::route::{Explanation, RouteRequest, Router};
 
+pub use l4::{explain_connection, ConnectionReport, ConnectionRequest};
 use report::*;
 pub use report::{ExplainReport, Outcome};
 

@@ -158,6 +158,20 @@ impl Group {
 
 /// The RBAC chain of the AuthorizationPolicies that select `workload`.
 pub fn authorization_for(resources: &ResourceSet, workload: &Workload) -> AuthzTranslation {
+    build(resources, workload, false)
+}
+
+/// The same policies compiled for a TCP filter chain (pilot's `Builder::BuildTCP`, Envoy's
+/// network RBAC filter): `Model::Generate(forTCP = true)` refuses the HTTP-only attributes
+/// (hosts, methods, paths, request headers, request principals and JWT claims), which under
+/// `checkError` drops an ALLOW rule that names one (it never matches a connection) and drops
+/// just that attribute from a DENY or AUDIT rule (it matches more connections). Those skips
+/// are pilot's debug log lines ("skipped rule ... on TCP filter chain"), reported here as info.
+pub fn tcp_authorization_for(resources: &ResourceSet, workload: &Workload) -> AuthzTranslation {
+    build(resources, workload, true)
+}
+
+fn build(resources: &ResourceSet, workload: &Workload, tcp: bool) -> AuthzTranslation {
     let mut diagnostics = Vec::new();
     let policies = policies_for(resources, workload, &mut diagnostics);
     let mut groups: BTreeMap<AuthorizationAction, Group> = BTreeMap::new();
@@ -219,16 +233,23 @@ pub fn authorization_for(resources: &ResourceSet, workload: &Workload) -> AuthzT
                 continue;
             };
             let mut notes = Vec::new();
-            match build_rule(policy.namespace(), rule, rbac_action, &mut notes) {
+            let mut info = None;
+            match build_rule(policy.namespace(), rule, (rbac_action, tcp), &mut notes) {
                 Ok((permissions, principals)) => list.push(Policy {
                     name: name(i),
                     permissions,
                     principals,
                 }),
+                Err(e) if tcp => {
+                    info = Some(format!("rule skipped on the TCP filter chain: {e}"));
+                }
                 Err(e) => notes.push(format!("rule skipped: {e}")),
             }
             for note in notes {
                 diagnostics.push(policy.diag(Diagnostic::error(note).field(field.clone())));
+            }
+            if let Some(note) = info {
+                diagnostics.push(policy.diag(Diagnostic::info(note).field(field.clone())));
             }
         }
     }
@@ -283,3 +304,7 @@ mod tests;
 #[cfg(test)]
 #[path = "authz_golden_tests.rs"]
 mod golden_tests;
+
+#[cfg(test)]
+#[path = "authz_tcp_tests.rs"]
+mod tcp_tests;

@@ -43,11 +43,49 @@ enum PrinKey<'a> {
 
 type Item<'a, K> = (K, &'a [String], &'a [String]);
 
+impl PermKey<'_> {
+    /// The generators that refuse to build for a TCP filter chain (`generator.go`: host,
+    /// method and path return "is HTTP only" when `forTCP`).
+    fn http_only(self) -> bool {
+        matches!(self, PermKey::Host | PermKey::Method | PermKey::Path)
+    }
+}
+
+impl PrinKey<'_> {
+    /// `requestHeaderGenerator`, `requestPrincipalGenerator`, the audiences, presenter and
+    /// claims generators: HTTP only.
+    fn http_only(self) -> bool {
+        matches!(
+            self,
+            PrinKey::Header(_) | PrinKey::RequestPrincipal | PrinKey::Jwt(_)
+        )
+    }
+}
+
+/// pilot's `Generate(forTCP = true)` with `checkError`: an HTTP-only key fails an ALLOW rule
+/// (so it never matches a TCP connection), and in DENY or AUDIT is dropped (a wider rule).
+fn for_tcp<'a, K: Copy>(
+    items: Vec<Item<'a, K>>,
+    (tcp, http_only): (bool, fn(K) -> bool),
+    action: Action,
+) -> Result<Vec<Item<'a, K>>, String> {
+    if !tcp {
+        return Ok(items);
+    }
+    if action == Action::Allow && items.iter().any(|&(k, _, _)| http_only(k)) {
+        return Err("an HTTP-only attribute on a TCP filter chain".into());
+    }
+    Ok(items
+        .into_iter()
+        .filter(|&(k, _, _)| !http_only(k))
+        .collect())
+}
+
 /// pilot's `model.New` followed by `Generate` for one rule.
 pub(super) fn build_rule(
     policy_ns: &str,
     rule: &Rule,
-    action: Action,
+    (action, tcp): (Action, bool),
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Permission>, Vec<Principal>), String> {
     let mut base_perm: Vec<Item<'_, PermKey<'_>>> = Vec::new();
@@ -121,10 +159,18 @@ pub(super) fn build_rule(
             }
         }
         items.extend(base_prin.iter().copied());
-        principals.push(and_principals(&items, policy_ns, action)?);
+        principals.push(and_principals(
+            &for_tcp(items, (tcp, PrinKey::http_only), action)?,
+            policy_ns,
+            action,
+        )?);
     }
     if rule.from.is_empty() {
-        principals.push(and_principals(&base_prin, policy_ns, action)?);
+        principals.push(and_principals(
+            &for_tcp(base_prin.clone(), (tcp, PrinKey::http_only), action)?,
+            policy_ns,
+            action,
+        )?);
     }
 
     let mut permissions = Vec::new();
@@ -143,10 +189,16 @@ pub(super) fn build_rule(
             }
         }
         items.extend(base_perm.iter().copied());
-        permissions.push(and_permissions(&items, action)?);
+        permissions.push(and_permissions(
+            &for_tcp(items, (tcp, PermKey::http_only), action)?,
+            action,
+        )?);
     }
     if rule.to.is_empty() {
-        permissions.push(and_permissions(&base_perm, action)?);
+        permissions.push(and_permissions(
+            &for_tcp(base_perm.clone(), (tcp, PermKey::http_only), action)?,
+            action,
+        )?);
     }
     Ok((permissions, principals))
 }

@@ -41,7 +41,7 @@ use std::hash::{Hash, Hasher};
 use serde::Serialize;
 use trellis_engine::config::{Cluster, Config, Endpoint, Route, RouteTable, VirtualHost};
 
-pub use authz::{authorization_for, AuthzTranslation};
+pub use authz::{authorization_for, tcp_authorization_for, AuthzTranslation};
 pub use catalog::{cluster_name, Catalog};
 use default_routes::{build_default_hosts, covered_ports, fallback_routes};
 pub use gateway::{translate_gateway, GatewayOptions};

@@ -245,6 +245,7 @@ fn default_chain(ctx: &Ctx<'_, '_>, sni_hosts: Vec<String>) -> (TcpRoute, TcpOri
             weight: 100,
         }],
         idle_timeout: idle_timeout(ctx.catalog, &ctx.svc.host),
+        authorization: None,
     };
     let origin = TcpOrigin {
         virtual_service: None,
@@ -266,6 +267,33 @@ fn chain(
     sni_hosts: Vec<String>,
     diags: &mut Vec<Diagnostic>,
 ) -> TcpRoute {
+    let (destinations, idle_timeout) =
+        rule_destinations(ctx.catalog, vs, at, route, ctx.port, diags);
+    TcpRoute {
+        name: format!("{}.{}", vs.source.name, vs.namespace()),
+        listener: None,
+        port: Some(ctx.port),
+        destination_subnets: subnets,
+        sni_hosts,
+        source_labels: Default::default(),
+        destinations,
+        idle_timeout,
+        authorization: None,
+    }
+}
+
+/// A `tcp`/`tls` rule's `route[]` (never empty) as a chain's destinations, resolved at `port`
+/// (GetDestinationCluster), and the chain's idle timeout (buildOutboundNetworkFilters in
+/// pilot/pkg/networking/core/networkfilter.go; a gateway's chains too).
+pub(crate) fn rule_destinations(
+    catalog: &Catalog<'_>,
+    vs: &Resource<VirtualServiceSpec>,
+    at: &str,
+    route: &[RouteDestination],
+    port: u16,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<TcpDestination>, Option<Duration>) {
+    debug_assert!(!route.is_empty(), "{at}: callers skip rules without routes");
     let ns = vs.namespace();
     let mut local = Vec::new();
     let mut destinations = Vec::new();
@@ -276,8 +304,7 @@ fn chain(
         }
         let field = format!("{at}.route[{k}].destination");
         if let Some(cluster) =
-            ctx.catalog
-                .cluster_at(&d.destination, ns, &field, Some(ctx.port), &mut local)
+            catalog.cluster_at(&d.destination, ns, &field, Some(port), &mut local)
         {
             destinations.push(TcpDestination {
                 cluster,
@@ -292,17 +319,12 @@ fn chain(
         }
     }
     // pilot takes the idle timeout from the first destination's DestinationRule.
-    let first = super::hosts::resolve(&route[0].destination.host, ns);
-    TcpRoute {
-        name: format!("{}.{}", vs.source.name, ns),
-        listener: None,
-        port: Some(ctx.port),
-        destination_subnets: subnets,
-        sni_hosts,
-        source_labels: Default::default(),
-        destinations,
-        idle_timeout: idle_timeout(ctx.catalog, &first),
-    }
+    let idle = route
+        .first()
+        .map_or(Some(DEFAULT_TCP_IDLE_TIMEOUT), |first| {
+            idle_timeout(catalog, &super::hosts::resolve(&first.destination.host, ns))
+        });
+    (destinations, idle)
 }
 
 /// `connectionPool.tcp.idleTimeout` of `host`'s DestinationRule (its top-level policy, as

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Envoy's `tcp_proxy` idle timeout when nothing sets one (pilot leaves it unset unless a
@@ -45,6 +46,12 @@ pub struct TcpRoute {
     /// `tcp_proxy.idle_timeout`: close both sides when no byte moved either way for this long.
     /// `None`: never (Envoy's explicit 0).
     pub idle_timeout: Option<Duration>,
+    /// Envoy's network RBAC filter in front of the `tcp_proxy` (an inbound chain: the
+    /// AuthorizationPolicies of the workload compiled for TCP, pilot's `Builder::BuildTCP`).
+    /// Checked once, on the first bytes (or the EOF) the client sends, as Envoy's
+    /// `RoleBasedAccessControlFilter::onData`; a denial closes the connection before any of
+    /// the client's bytes reach the upstream. `None`: every connection is allowed.
+    pub authorization: Option<Arc<crate::authz::Authorization>>,
 }
 
 impl Default for TcpRoute {
@@ -58,6 +65,7 @@ impl Default for TcpRoute {
             source_labels: BTreeMap::new(),
             destinations: Vec::new(),
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
+            authorization: None,
         }
     }
 }

@@ -72,16 +72,7 @@ impl Engine {
                 .map(|edge| super::edge::client_address(edge, d.peer.ip(), &req.head.headers)),
         };
         let peer = d.peer;
-        let stats = &mut self.stats;
-        let mut audited: Option<Arc<str>> = None;
-        let verdict = authz.evaluate(&view, &mut |note| match note {
-            Note::Audited(policy) => {
-                stats.rbac_audited += 1;
-                audited = Some(policy);
-            }
-            Note::Shadow { allowed: true } => stats.rbac_shadow_allowed += 1,
-            Note::Shadow { allowed: false } => stats.rbac_shadow_denied += 1,
-        });
+        let (verdict, audited) = counted_verdict(authz, &view, &mut self.stats);
         if let Some(policy) = audited {
             self.push_event(Event::AuthzAudited {
                 conn: down.conn(),
@@ -106,4 +97,24 @@ impl Engine {
             }
         }
     }
+}
+
+/// Evaluate `authz` for `view`, counting shadow results and audits in `stats` (Envoy's RBAC
+/// filter stats, HTTP and network alike); the audited policy, if any, comes back with the
+/// verdict for the caller's event.
+pub(super) fn counted_verdict(
+    authz: &crate::authz::Authorization,
+    view: &AuthzRequest<'_>,
+    stats: &mut super::EngineStats,
+) -> (crate::authz::Verdict, Option<Arc<str>>) {
+    let mut audited: Option<Arc<str>> = None;
+    let verdict = authz.evaluate(view, &mut |note| match note {
+        Note::Audited(policy) => {
+            stats.rbac_audited += 1;
+            audited = Some(policy);
+        }
+        Note::Shadow { allowed: true } => stats.rbac_shadow_allowed += 1,
+        Note::Shadow { allowed: false } => stats.rbac_shadow_denied += 1,
+    });
+    (verdict, audited)
 }

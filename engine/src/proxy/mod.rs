@@ -24,6 +24,7 @@
 //!   downstream  client connection events    ├ handlers, called only by dispatch and mod
 //!   timeouts    a request's timers firing   ┘
 //!   tcp         L4 connections: chain, destination, relay, half-close, record
+//!   tcp_rbac    authorization policy on an L4 connection (Envoy's network RBAC filter)
 //!   response    relaying an upstream answer
 //!   routing     a new request: checks, route, destination
 //!   authorize   authorization policy (RBAC) on a new request
@@ -78,6 +79,7 @@ mod sni;
 mod stats;
 mod tcp;
 mod tcp_match;
+mod tcp_rbac;
 mod tcp_session;
 mod timeouts;
 mod timers;
@@ -91,6 +93,7 @@ pub use mirror::{MirrorLog, MirrorOutcome, MAX_MIRROR_LOGS};
 pub use snapshot::{CompiledConfig, ConfigError};
 pub use sni::{peek as peek_client_hello, Peek};
 pub use stats::EngineStats;
+pub use tcp_match::{choose_chain, ChainChoice};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -377,6 +380,8 @@ mod istio_tests;
 mod mirror_tests;
 #[cfg(test)]
 mod mtls_policy_tests;
+#[cfg(test)]
+mod tcp_rbac_tests;
 #[cfg(test)]
 mod tcp_tests;
 #[cfg(test)]

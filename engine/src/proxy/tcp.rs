@@ -87,6 +87,7 @@ impl Engine {
         };
         session.route = Some(route.name.as_str().into());
         session.idle_timeout = route.idle_timeout;
+        session.rbac = route.authorization.clone();
         let Some(dest) = pick(&route.destinations, &mut self.rng) else {
             return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
         };
@@ -127,6 +128,9 @@ impl Engine {
 
     /// Bytes (or the end of them) from the client.
     pub(crate) fn on_tcp_down_data(&mut self, now: Instant, id: DownstreamId) {
+        if !self.tcp_authorized(now, id) {
+            return;
+        }
         let Some(down) = self.conns.open_down_mut(id) else {
             return;
         };
@@ -314,7 +318,7 @@ impl Engine {
 
     /// End the session once: close both sides (after what was relayed is written) and write
     /// its access-log record.
-    fn tcp_end(&mut self, now: Instant, id: DownstreamId, flag: Option<ResponseFlag>) {
+    pub(super) fn tcp_end(&mut self, now: Instant, id: DownstreamId, flag: Option<ResponseFlag>) {
         let Some(down) = self.conns.down_mut(id) else {
             return;
         };

@@ -92,6 +92,42 @@ pub(crate) fn select(routes: &[TcpRoute], found: &[usize], sni: Option<&str>) ->
         .find(|&i| rank(&routes[i]) == Some(best))
 }
 
+/// Which chains could take a connection and which one does: what the engine decides at
+/// accept (and after the ClientHello), for route checkers such as `trellis explain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainChoice {
+    /// Indices into `routes` left after the port, address and `sourceLabels` steps; empty:
+    /// not an L4 connection (HTTP).
+    pub candidates: Vec<usize>,
+    /// Whether the choice waits for the ClientHello's server name.
+    pub needs_sni: bool,
+    /// The chain taken; `None` with candidates: no chain matches and the connection is closed.
+    pub chosen: Option<usize>,
+}
+
+/// The engine's choice for a connection to `dst` on `listener` from a client with `labels`
+/// whose ClientHello named `sni` (`None`: none, or not TLS).
+pub fn choose_chain(
+    routes: &[TcpRoute],
+    listener: (&str, bool),
+    dst: SocketAddr,
+    labels: &BTreeMap<String, String>,
+    sni: Option<&str>,
+) -> ChainChoice {
+    let found = candidates(routes, listener, dst, labels);
+    if found.is_empty() {
+        return ChainChoice::default();
+    }
+    let needs_sni = needs_sni(routes, &found);
+    // Without inspection the engine chooses with no name at all.
+    let chosen = select(routes, &found, sni.filter(|_| needs_sni));
+    ChainChoice {
+        candidates: found,
+        needs_sni,
+        chosen,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,8 @@ pub(crate) struct TcpSession {
     pub down_eof: bool,
     /// The upstream finished sending.
     pub up_eof: bool,
+    /// The chain's network RBAC, until it was checked (on the client's first bytes).
+    pub rbac: Option<Arc<crate::authz::Authorization>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +80,7 @@ impl TcpSession {
             deadline: inspect.then(|| now + INSPECT_TIMEOUT),
             down_eof: false,
             up_eof: false,
+            rbac: None,
         }
     }
 

@@ -113,13 +113,15 @@ pub fn merge_gateways<'a>(
                 continue;
             }
             let certificate = match mode {
-                ServerMode::Https { mutual } => match tls::certificate(server, mutual) {
-                    Ok(c) => Some(c),
-                    Err(why) => {
-                        diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));
-                        continue;
+                ServerMode::Https { mutual } | ServerMode::TlsTcp { mutual } => {
+                    match tls::certificate(server, mutual) {
+                        Ok(c) => Some(c),
+                        Err(why) => {
+                            diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));
+                            continue;
+                        }
                     }
-                },
+                }
                 _ => None,
             };
             let merged = MergedServer {

@@ -12,6 +12,7 @@
 //! port 80 of a Gateway on, say, `127.0.0.1:18080`.
 
 pub mod binding;
+pub mod l4;
 pub mod merge;
 pub mod routes;
 pub mod security;
@@ -83,11 +84,24 @@ pub fn translate_gateway(
         let Some(address) = listen_address(port, opts, &mut diags) else {
             continue;
         };
-        let table = routes::route_table(port, &site, &mut out, &mut diags);
+        let name = format!("{}_{}", address.ip(), port.number);
+        let table = if l4::is_l4(&port.mode) {
+            for (route, origin) in l4::chains(port, &name, &site, &mut diags) {
+                out.config.tcp_routes.push(route);
+                out.tcp_routes.push(origin);
+            }
+            // Every connection is taken at L4; the table is never consulted.
+            trellis_engine::config::RouteTable {
+                name: port.route_table_name(),
+                virtual_hosts: Vec::new(),
+            }
+        } else {
+            routes::route_table(port, &site, &mut out, &mut diags)
+        };
         out.config.listeners.push(Listener {
             tls: tls::termination(port.certificates.clone()),
             mtls: Default::default(),
-            name: format!("{}_{}", address.ip(), port.number),
+            name,
             address,
             route_table: table.name.clone(),
             direction: Direction::Inbound,
@@ -143,3 +157,6 @@ fn listen_address(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod l4_tests;

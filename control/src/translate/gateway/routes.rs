@@ -166,7 +166,7 @@ fn https_redirect() -> VsRoutes {
 /// Whether a VirtualService is visible to a gateway proxy in `namespace` (its `exportTo`, as
 /// initVirtualServices and VirtualServicesForGateway in pilot/pkg/model/push_context.go):
 /// unset or `*` is everyone, `.` its own namespace, `~` no one.
-fn visible(vs: &Resource<VirtualServiceSpec>, namespace: &str) -> bool {
+pub(super) fn visible(vs: &Resource<VirtualServiceSpec>, namespace: &str) -> bool {
     let export = &vs.spec.export_to;
     export.is_empty()
         || export

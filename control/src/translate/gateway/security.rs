@@ -21,7 +21,7 @@ use super::GatewayOptions;
 use crate::diag::Diagnostic;
 use crate::istio::ResourceSet;
 use crate::jwks_resolver::JwksSource;
-use crate::translate::{authentication_for, authorization_for, Workload};
+use crate::translate::{authentication_for, authorization_for, tcp_authorization_for, Workload};
 
 /// The service account of Istio's ingress gateway Deployment (manifests/charts/gateway),
 /// used when the proxy's `workload:` does not name one: it only shows in the identity a
@@ -57,10 +57,26 @@ pub fn secure_listeners(
         listener.authorization = authz.authorization.clone();
         listener.authentication = authn.authentication.clone();
     }
+    // The L4 chains of TCP and TLS servers: pilot builds them with buildOutboundNetworkFilters,
+    // whose buildCompleteNetworkFilters puts the gateway's `authzBuilder.BuildTCP()` in front
+    // (pilot/pkg/networking/core/networkfilter.go): the same policies compiled for TCP.
+    let tcp = tcp_authorization_for(resources, &workload);
+    let edge: Vec<&str> = (config.listeners.iter())
+        .filter(|l| l.edge.is_some())
+        .map(|l| l.name.as_str())
+        .collect();
+    for chain in (config.tcp_routes.iter_mut())
+        .filter(|r| r.listener.as_deref().is_some_and(|l| edge.contains(&l)))
+    {
+        chain.authorization = tcp.authorization.clone();
+    }
+    let skipped = tcp.diagnostics.into_iter();
+    let skipped = skipped.filter(|d| d.severity == crate::diag::Severity::Info);
     authz
         .diagnostics
         .into_iter()
         .chain(authn.diagnostics)
+        .chain(skipped)
         .collect()
 }
 

@@ -403,8 +403,10 @@ fn tls_servers_are_refused_not_served_in_plain_text() {
     );
 }
 
-/// What each server's protocol and `tls.mode` gives (buildGatewayListenerTLSContext's modes):
-/// SIMPLE and MUTUAL terminate, the rest is refused with its reason.
+/// What each server's protocol and `tls.mode` gives (buildGatewayListenerTLSContext's modes,
+/// createGatewayTCPFilterChainOpts in pilot/pkg/networking/core/gateway.go): SIMPLE and
+/// MUTUAL terminate (then HTTP, or TCP on a TLS/TCP server), PASSTHROUGH routes by SNI, a TCP
+/// server without `tls` is opaque TCP, the rest is refused with its reason.
 #[test]
 fn server_modes_follow_protocol_and_tls_mode() {
     use super::tls::{mode, ServerMode};
@@ -418,12 +420,8 @@ fn server_modes_follow_protocol_and_tls_mode() {
     };
     assert_eq!(mode(&https("SIMPLE")), ServerMode::Https { mutual: false });
     assert_eq!(mode(&https("MUTUAL")), ServerMode::Https { mutual: true });
-    for refused in [
-        "PASSTHROUGH",
-        "AUTO_PASSTHROUGH",
-        "ISTIO_MUTUAL",
-        "OPTIONAL_MUTUAL",
-    ] {
+    assert_eq!(mode(&https("PASSTHROUGH")), ServerMode::Passthrough);
+    for refused in ["AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"] {
         assert!(matches!(mode(&https(refused)), ServerMode::Refused(why) if why.contains(refused)));
     }
     let plain = server(
@@ -435,7 +433,16 @@ fn server_modes_follow_protocol_and_tls_mode() {
     let tls = server(
         "{port: {number: 443, name: t, protocol: TLS}, hosts: [a], tls: {mode: PASSTHROUGH}}",
     );
-    assert!(matches!(mode(&tls), ServerMode::Refused(why) if why.contains("SNI")));
+    assert_eq!(mode(&tls), ServerMode::Passthrough);
+    let tls_simple =
+        server("{port: {number: 443, name: t, protocol: TLS}, hosts: [a], tls: {mode: SIMPLE}}");
+    assert_eq!(mode(&tls_simple), ServerMode::TlsTcp { mutual: false });
+    let tls_none = server("{port: {number: 443, name: t, protocol: TLS}, hosts: [a]}");
+    assert!(matches!(mode(&tls_none), ServerMode::Refused(why) if why.contains("tls.mode")));
+    let tcp = server("{port: {number: 27017, name: m, protocol: MONGO}, hosts: [a]}");
+    assert_eq!(mode(&tcp), ServerMode::Tcp);
+    let udp = server("{port: {number: 53, name: d, protocol: UDP}, hosts: [a]}");
+    assert!(matches!(mode(&udp), ServerMode::Refused(_)));
 }
 
 /// One port is plain text or TLS, not both: a later server that differs is refused and the

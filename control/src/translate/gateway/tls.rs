@@ -8,8 +8,9 @@
 //! Trellis reads the files (relative paths against the proxy config's directory are the
 //! caller's business: the paths are used as given). `credentialName` needs the Secret
 //! Discovery Service of a cluster: refused with a message saying what to use instead.
-//! `PASSTHROUGH`, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` and `OPTIONAL_MUTUAL` route TLS without
-//! terminating it or with the mesh's own certificate at the edge: refused, never served as
+//! `TCP` servers and `TLS` servers (`PASSTHROUGH`, or `SIMPLE`/`MUTUAL` then TCP) are served
+//! at L4 (`super::l4`). `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` and `OPTIONAL_MUTUAL` route by SNI to
+//! mesh clusters or use the mesh's own certificate at the edge: refused, never served as
 //! plain text.
 
 use std::sync::Arc;
@@ -26,6 +27,12 @@ pub enum ServerMode {
     Http,
     /// TLS terminated here, then HTTP: `mutual` asks clients for a certificate.
     Https { mutual: bool },
+    /// Opaque TCP (a `TCP`, `MONGO`, `MYSQL` or `REDIS` server without `tls`): `tcp` routes.
+    Tcp,
+    /// TLS terminated here, then `tcp` routes (a `TLS` or TCP server with `SIMPLE`/`MUTUAL`).
+    TlsTcp { mutual: bool },
+    /// `PASSTHROUGH`: routed by the ClientHello's SNI with `tls` routes, never terminated.
+    Passthrough,
     /// Not served; the reason, for the diagnostic.
     Refused(String),
 }
@@ -46,12 +53,19 @@ pub fn mode(server: &Server) -> ServerMode {
         protocol.as_str(),
         "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY"
     );
+    // protocol.Parse's IsTCP family that is not HTTP (pkg/config/protocol/instance.go).
+    let tcp = matches!(protocol.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS");
     match (protocol.as_str(), tls_mode.as_deref()) {
         (_, Some("SIMPLE")) if http || protocol == "HTTPS" => ServerMode::Https { mutual: false },
         (_, Some("MUTUAL")) if http || protocol == "HTTPS" => ServerMode::Https { mutual: true },
-        ("TLS", _) => ServerMode::Refused(
-            "protocol TLS routes by SNI without terminating (tls routes), which Trellis does not do".into(),
+        // createGatewayTCPFilterChainOpts: a non-passthrough TLS server terminates, then TCP.
+        (_, Some("SIMPLE")) if tcp || protocol == "TLS" => ServerMode::TlsTcp { mutual: false },
+        (_, Some("MUTUAL")) if tcp || protocol == "TLS" => ServerMode::TlsTcp { mutual: true },
+        ("TLS" | "HTTPS", Some("PASSTHROUGH")) => ServerMode::Passthrough,
+        ("TLS", None) => ServerMode::Refused(
+            "a TLS server needs tls.mode (PASSTHROUGH, SIMPLE or MUTUAL)".into(),
         ),
+        _ if tcp && tls_mode.is_none() => ServerMode::Tcp,
         (_, Some(m @ ("PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL"))) => {
             ServerMode::Refused(format!("tls.mode {m} is not supported by Trellis's gateway"))
         }
@@ -64,7 +78,7 @@ pub fn mode(server: &Server) -> ServerMode {
         (_, Some(m)) => ServerMode::Refused(format!("unknown tls.mode {m}")),
         _ if http => ServerMode::Http,
         _ => ServerMode::Refused(format!(
-            "protocol {protocol:?} is not served by Trellis's gateway (HTTP and HTTPS only)"
+            "protocol {protocol:?} is not served by Trellis's gateway (HTTP, HTTPS, TCP and TLS only)"
         )),
     }
 }

@@ -1,0 +1,135 @@
+//! `trellis explain`: how a request (or, with `--tcp`/`--sni`, a connection) would be routed
+//! by a directory of Istio YAML or a cluster's resources.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use trellis_control::explain::{explain, explain_connection, ConnectionRequest, ExplainRequest};
+use trellis_control::Severity;
+
+use crate::source_args;
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Directory of Istio YAML (read recursively; non-Istio kinds are skipped).
+    #[arg(long, short, value_name = "DIR", required_unless_present = "kube")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    source: source_args::KubeArgs,
+    /// Host / authority of the request, e.g. `reviews` or `reviews.default.svc.cluster.local:9080`.
+    #[arg(long)]
+    host: String,
+    /// Path (with optional query).
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// A request header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// A label of the calling workload, `key=value` (repeatable), for `sourceLabels` matches.
+    #[arg(long = "source-label", value_name = "KEY=VALUE")]
+    source_labels: Vec<String>,
+    /// The calling workload's namespace (default `default`), for `sourceNamespace` matches,
+    /// `exportTo` and short host names.
+    #[arg(long = "source-namespace", value_name = "NAMESPACE")]
+    source_namespace: Option<String>,
+    /// Destination port (default: from --host, else the service's first port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Explain a connection instead of a request: which TCP/TLS chain (VirtualService `tcp`
+    /// or `tls` rule, or a TCP service's own) a connection to --host and --port takes.
+    #[arg(long)]
+    tcp: bool,
+    /// The TLS ClientHello's server name of the connection (implies --tcp).
+    #[arg(long, value_name = "NAME")]
+    sni: Option<String>,
+    /// Print the report as JSON, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
+    let mut req = ExplainRequest::new(&args.host);
+    req.path = args.path.clone();
+    req.method = args.method.clone();
+    req.port = args.port;
+    req.source_namespace = args.source_namespace.clone();
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("header {header:?} is not `name: value`");
+        };
+        req = req.header(name.trim(), value.trim());
+    }
+    for label in &args.source_labels {
+        let Some((key, value)) = label.split_once('=') else {
+            bail!("source label {label:?} is not `key=value`");
+        };
+        req.source_labels
+            .insert(key.trim().to_string(), value.trim().to_string());
+    }
+    if args.tcp || args.sni.is_some() {
+        return run_connection(args, req);
+    }
+    let report = match &args.dir {
+        Some(dir) => explain(dir, &req)
+            .with_context(|| format!("cannot explain against {}", dir.display()))?,
+        None => {
+            let (snapshot, _) = args.source.read_once()?;
+            trellis_control::explain::explain_resources(&snapshot.resources, &req)
+                .context("cannot explain against the cluster")?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    let failed = trellis_control::explain::errors_of(&report).is_empty();
+    Ok(if failed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// `--tcp`/`--sni`: the L4 chain a connection takes.
+fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
+    let (host, host_port) = match req.host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse::<u16>().ok()),
+        _ => (req.host.clone(), None),
+    };
+    let Some(port) = req.port.or(host_port) else {
+        bail!("a connection needs a port: --port or --host HOST:PORT");
+    };
+    let conn = ConnectionRequest {
+        host,
+        port,
+        sni: args.sni,
+        source_labels: req.source_labels,
+        source_namespace: req.source_namespace,
+    };
+    let resources = match &args.dir {
+        Some(dir) => trellis_control::istio::load_dir(dir)
+            .with_context(|| format!("cannot explain against {}", dir.display()))?,
+        None => args.source.read_once()?.0.resources,
+    };
+    let report = explain_connection(&resources, &conn).context("cannot explain the connection")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    let errors = report
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error);
+    Ok(if errors {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
