@@ -22,6 +22,7 @@
 
 pub mod ca;
 mod checks;
+pub mod jwt;
 mod net;
 pub mod policy;
 pub mod spec;
