@@ -20,6 +20,7 @@ planted!(mirror_percentage_inverted, mirror_percentage_inverted);
 planted!(mirror_shadow_suffix_always, mirror_shadow_suffix_always);
 planted!(mirror_every_attempt, mirror_every_attempt);
 
+/// Caught by seed 2 (a 33.3 % mirror copied 94 of 141 requests).
 #[test]
 fn catches_the_mirror_percentage_inverted() {
     let seed = first_catching_seed(
@@ -30,6 +31,7 @@ fn catches_the_mirror_percentage_inverted() {
     eprintln!("mirror percentage inverted caught by seed {seed}");
 }
 
+/// Caught by seed 2 (copies with authority `rewritten.example-shadow`).
 #[test]
 fn catches_the_shadow_suffix_appended() {
     let seed = first_catching_seed(
@@ -40,6 +42,7 @@ fn catches_the_shadow_suffix_appended() {
     eprintln!("shadow host suffix appended caught by seed {seed}");
 }
 
+/// Caught by seed 5 (two copies of a retried request at one mirror).
 #[test]
 fn catches_mirrors_started_with_retries() {
     let seed = first_catching_seed(mirror_every_attempt, Invariant::Mirroring, MIRROR_BUDGET);

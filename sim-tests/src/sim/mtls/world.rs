@@ -197,6 +197,8 @@ impl<'a> World<'a> {
             let engine_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (0x5ec0 + e as u64);
             let mut engine = Engine::try_new(config, engine_seed)
                 .map_err(|err| format!("sidecar {e} refused its first config: {err}"))?;
+            // JWT expiry follows the same simulated clock as the certificates.
+            engine.set_unix_base(UNIX_BASE);
             engine.set_transports(Box::new(MtlsTransports::from_config(MtlsSettings {
                 unix_base: UNIX_BASE,
                 randomness: Randomness::Seeded(engine_seed ^ 0x7157),
