@@ -21,7 +21,10 @@ fn mirroring_worlds_keep_every_invariant_and_replay() {
         let a = mirror::run(spec, *seed, None);
         assert!(a.violations.is_empty(), "seed {seed}: {:#?}", a.violations);
         let b = mirror::run(spec, *seed, None);
-        assert_eq!(a.trace, b.trace, "seed {seed}: the same seed, another trace");
+        assert_eq!(
+            a.trace, b.trace,
+            "seed {seed}: the same seed, another trace"
+        );
         assert_eq!(a.outcomes, b.outcomes, "seed {seed}");
         for (k, n) in a.outcomes {
             *totals.entry(k).or_default() += n;
@@ -42,23 +45,38 @@ fn every_swarm_draw_appears() {
             note(
                 match m.percent {
                     None => "no percentage (100)",
-                    Some(p) if p == 0.0 => "0 %",
-                    Some(p) if p == 100.0 => "100 %",
+                    Some(0.0) => "0 %",
+                    Some(100.0) => "100 %",
                     Some(_) => "fractional",
                 },
                 true,
             );
             note("mirror down", m.down);
-            note("slow mirror", m.endpoints.iter().any(|e| e.latency_ms > 500));
-            note("mirror hangs", m.endpoints.iter().any(|e| e.hang_percent > 0));
-            note("mirror resets", m.endpoints.iter().any(|e| e.reset_percent > 0));
-            note("mirror errors", m.endpoints.iter().any(|e| e.error_percent > 0));
+            note(
+                "slow mirror",
+                m.endpoints.iter().any(|e| e.latency_ms > 500),
+            );
+            note(
+                "mirror hangs",
+                m.endpoints.iter().any(|e| e.hang_percent > 0),
+            );
+            note(
+                "mirror resets",
+                m.endpoints.iter().any(|e| e.reset_percent > 0),
+            );
+            note(
+                "mirror errors",
+                m.endpoints.iter().any(|e| e.error_percent > 0),
+            );
         }
         note("two mirrors", spec.mirrors.len() == 2);
         note("primary retries", spec.retries > 0);
         note("route timeout", spec.timeout_ms.is_some());
         note("authority rewrite", spec.authority_rewrite.is_some());
-        note("request bodies", spec.requests.iter().any(|q| q.body_len > 0));
+        note(
+            "request bodies",
+            spec.requests.iter().any(|q| q.body_len > 0),
+        );
     }
     eprintln!("{} seeds: {seen:#?}", seeds.len());
     assert_eq!(seen.len(), 14, "{seen:#?}");

@@ -123,9 +123,15 @@ fn every_swarm_stream_appears() {
         }
         note("RequestAuthentication", spec.jwt.is_some());
         let tokens = spec.callers.iter().flat_map(|c| &c.requests);
-        note("JWT sent", tokens.filter_map(|q| q.token.as_ref()).any(|t| t.key_ok));
+        note(
+            "JWT sent",
+            tokens.filter_map(|q| q.token.as_ref()).any(|t| t.key_ok),
+        );
         let bad = spec.callers.iter().flat_map(|c| &c.requests);
-        note("bad JWT signature", bad.filter_map(|q| q.token.as_ref()).any(|t| !t.key_ok));
+        note(
+            "bad JWT signature",
+            bad.filter_map(|q| q.token.as_ref()).any(|t| !t.key_ok),
+        );
         note("partition", !spec.net.partitions.is_empty());
         note("loss", spec.net.loss_percent > 0);
         note("resets", spec.net.reset_permille > 0);

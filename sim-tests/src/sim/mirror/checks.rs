@@ -59,17 +59,27 @@ impl World<'_> {
             let leaked = status == 203 || body.contains("mirror");
             return (
                 label,
-                leaked.then(|| format!("the sidecar's own {status} carries a mirror's answer: {body:?}")),
+                leaked.then(|| {
+                    format!("the sidecar's own {status} carries a mirror's answer: {body:?}")
+                }),
             );
         };
         if self.eps.get(ep).is_none_or(|e| e.cluster != 0) {
-            let msg = format!("the client got the answer of endpoint {ep}, not a primary one ({status} {body:?})");
+            let msg = format!(
+                "the client got the answer of endpoint {ep}, not a primary one ({status} {body:?})"
+            );
             return (label, Some(msg));
         }
-        let answered = (r.answers.iter()).find(|a| a.ep == ep && a.status == status && a.body == body);
+        let answered =
+            (r.answers.iter()).find(|a| a.ep == ep && a.status == status && a.body == body);
         let problem = match answered {
-            None => Some(format!("the client got {status} {body:?}, which primary endpoint {ep} never answered it")),
-            Some(a) if a.at != done_at => Some(format!("its primary answered at {} but the client's response ended at {done_at}", a.at)),
+            None => Some(format!(
+                "the client got {status} {body:?}, which primary endpoint {ep} never answered it"
+            )),
+            Some(a) if a.at != done_at => Some(format!(
+                "its primary answered at {} but the client's response ended at {done_at}",
+                a.at
+            )),
             Some(_) => None,
         };
         (label, problem)
@@ -85,19 +95,33 @@ impl World<'_> {
         let mut problems = Vec::new();
         for (m, seen) in &r.copies {
             if r.copies.iter().filter(|(o, _)| o == m).count() > 1 {
-                problems.push(format!("mirror {m} got {} copies", r.copies.iter().filter(|(o, _)| o == m).count()));
+                problems.push(format!(
+                    "mirror {m} got {} copies",
+                    r.copies.iter().filter(|(o, _)| o == m).count()
+                ));
             }
             if seen.authority != authority {
-                problems.push(format!("mirror {m}'s copy has authority {:?}, the primary's is {authority:?}", seen.authority));
+                problems.push(format!(
+                    "mirror {m}'s copy has authority {:?}, the primary's is {authority:?}",
+                    seen.authority
+                ));
             }
             if seen.method != method || seen.path != path || !seen.body_ok {
-                problems.push(format!("mirror {m}'s copy is {} {} (body intact: {}), the request {method} {path}", seen.method, seen.path, seen.body_ok));
+                problems.push(format!(
+                    "mirror {m}'s copy is {} {} (body intact: {}), the request {method} {path}",
+                    seen.method, seen.path, seen.body_ok
+                ));
             }
             if first_id.is_some() && seen.request_id != first_id {
-                problems.push(format!("mirror {m}'s copy has x-request-id {:?}, the first attempt {first_id:?}", seen.request_id));
+                problems.push(format!(
+                    "mirror {m}'s copy has x-request-id {:?}, the first attempt {first_id:?}",
+                    seen.request_id
+                ));
             }
             if r.primary.is_empty() {
-                problems.push(format!("mirror {m} got a copy of a request no attempt of which reached the primary"));
+                problems.push(format!(
+                    "mirror {m} got a copy of a request no attempt of which reached the primary"
+                ));
             }
         }
         if let Some(p) = problems.first() {
@@ -124,7 +148,10 @@ impl World<'_> {
                 continue;
             }
             *self.outcomes.entry("mirror:copies".into()).or_default() += k as u64;
-            *self.outcomes.entry("mirror:first-attempts".into()).or_default() += n as u64;
+            *self
+                .outcomes
+                .entry("mirror:first-attempts".into())
+                .or_default() += n as u64;
             let p = d.share();
             let bad = if p == 0.0 || p == 1.0 {
                 k != n * p

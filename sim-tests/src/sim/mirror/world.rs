@@ -44,14 +44,27 @@ pub(crate) fn cluster_name(c: usize) -> String {
 
 /// The client's request body: a pattern of its own per request.
 pub(crate) fn body_of(req: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| b'a' + ((req * 7 + i) % 26) as u8).collect()
+    (0..len)
+        .map(|i| b'a' + ((req * 7 + i) % 26) as u8)
+        .collect()
 }
 
 enum Ev {
-    Start { req: usize },
-    Connected { conn: ConnId, ok: bool },
-    Reply { conn: ConnId, data: Bytes, answer: Answered },
-    Reset { conn: ConnId },
+    Start {
+        req: usize,
+    },
+    Connected {
+        conn: ConnId,
+        ok: bool,
+    },
+    Reply {
+        conn: ConnId,
+        data: Bytes,
+        answer: Answered,
+    },
+    Reset {
+        conn: ConnId,
+    },
 }
 
 /// An upstream's answer as the checks remember it.
@@ -123,9 +136,16 @@ fn config(spec: &MirrorSpec) -> trellis_engine::config::Config {
     let mut config = build::base();
     config.version = "mirror".into();
     let mut clusters = vec![(0, &spec.primary)];
-    clusters.extend(spec.mirrors.iter().enumerate().map(|(m, d)| (m + 1, &d.endpoints)));
+    clusters.extend(
+        spec.mirrors
+            .iter()
+            .enumerate()
+            .map(|(m, d)| (m + 1, &d.endpoints)),
+    );
     for (c, endpoints) in clusters {
-        let addrs: Vec<String> = (0..endpoints.len()).map(|i| addr(c, i).to_string()).collect();
+        let addrs: Vec<String> = (0..endpoints.len())
+            .map(|i| addr(c, i).to_string())
+            .collect();
         let eps: Vec<(&str, &[(&str, &str)])> =
             addrs.iter().map(|a| (a.as_str(), &[][..])).collect();
         let mut cluster = build::cluster(&cluster_name(c), &eps);
@@ -208,7 +228,9 @@ impl<'a> World<'a> {
             eps,
             down: BTreeMap::new(),
             ups: BTreeMap::new(),
-            reqs: (0..spec.requests.len()).map(|_| ReqState::default()).collect(),
+            reqs: (0..spec.requests.len())
+                .map(|_| ReqState::default())
+                .collect(),
             violations: Violations::default(),
             trace: TraceHash::default(),
             outcomes: BTreeMap::new(),
@@ -221,7 +243,10 @@ impl<'a> World<'a> {
     }
 
     pub(crate) fn count(&mut self, outcome: &str) {
-        *self.outcomes.entry(format!("mirror:{outcome}")).or_default() += 1;
+        *self
+            .outcomes
+            .entry(format!("mirror:{outcome}"))
+            .or_default() += 1;
     }
 
     /// Run to the end; the checks read the world afterwards.
@@ -319,7 +344,13 @@ impl<'a> World<'a> {
                     let ep = self.eps.iter().position(|e| e.addr == addr);
                     let ok = ep.is_some_and(|ep| !self.eps[ep].down);
                     if let (Some(ep), true) = (ep, ok) {
-                        self.ups.insert(conn, UpConn { ep, buf: Vec::new() });
+                        self.ups.insert(
+                            conn,
+                            UpConn {
+                                ep,
+                                buf: Vec::new(),
+                            },
+                        );
                     }
                     self.trace.u64(conn.0 ^ (u64::from(ok) << 40));
                     let at = self.now + Duration::from_millis(1);

@@ -440,7 +440,9 @@ impl World<'_> {
         // the request started (and so at any instant before).
         let verified = (q.token.as_ref())
             .filter(|t| t.valid_at(unix_at(started)))
-            .filter(|_| (self.jwt.as_ref()).is_some_and(|j| j.on_during(q.service, started, self.now)))
+            .filter(|_| {
+                (self.jwt.as_ref()).is_some_and(|j| j.on_during(q.service, started, self.now))
+            })
             .map(super::jwt::TokenSpec::principal);
         let asks: Vec<Asked<'_>> = [None, verified.as_deref()]
             .into_iter()
@@ -458,7 +460,10 @@ impl World<'_> {
         });
         let mut in_force = in_force.peekable();
         let denies_somewhere = in_force.peek().is_none()
-            || in_force.any(|i| asks.iter().any(|a| !reference_allows(&gens[i].1, &target, a)));
+            || in_force.any(|i| {
+                asks.iter()
+                    .any(|a| !reference_allows(&gens[i].1, &target, a))
+            });
         if !denies_somewhere {
             let msg = format!(
                 "request {req} ({} {} from {}) to {} was answered 403 RBAC although the \

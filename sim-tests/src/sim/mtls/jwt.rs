@@ -108,7 +108,9 @@ impl JwtKeys {
     /// The JWKS a RequestAuthentication carries inline.
     pub fn jwks(&self) -> String {
         let x = b64(self.good.public_key().as_ref());
-        format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"sim","alg":"EdDSA","x":"{x}"}}]}}"#)
+        format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"sim","alg":"EdDSA","x":"{x}"}}]}}"#
+        )
     }
 }
 
@@ -273,7 +275,11 @@ mod tests {
             key_ok: true,
             exp_s: 10,
         };
-        assert_eq!(token.mint(&keys), token.mint(&JwtKeys::new(7)), "deterministic");
+        assert_eq!(
+            token.mint(&keys),
+            token.mint(&JwtKeys::new(7)),
+            "deterministic"
+        );
         assert!(token.valid_at(UNIX_BASE.as_secs() + 70));
         assert!(!token.valid_at(UNIX_BASE.as_secs() + 71));
     }

@@ -126,7 +126,11 @@ impl SourceSpec {
             && any_of(&self.namespaces, ns, same)
             && none_of(&self.not_namespaces, ns, same)
             && any_of(&self.request_principals, q.request_principal, value_matches)
-            && none_of(&self.not_request_principals, q.request_principal, value_matches)
+            && none_of(
+                &self.not_request_principals,
+                q.request_principal,
+                value_matches,
+            )
     }
 }
 

@@ -98,10 +98,16 @@ pub struct SecCaller {
 /// set of AuthorizationPolicies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SecChange {
-    Mode { service: usize, mode: PeerAuthMode },
+    Mode {
+        service: usize,
+        mode: PeerAuthMode,
+    },
     Policies(Vec<PolicySpec>),
     /// A service's RequestAuthentication pushed on or off.
-    Jwt { service: usize, on: bool },
+    Jwt {
+        service: usize,
+        on: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
