@@ -10,7 +10,8 @@
 //!   first upstream request: `Filter::decodeHeaders` in source/common/router/router.cc): same
 //!   method, path, body and `x-request-id`, and the same authority, with no `-shadow` suffix
 //!   (pilot disables it since Istio 1.28). At most one copy per request and mirror: never
-//!   retried, whatever the primary's retries or the copy's own failure.
+//!   retried, whatever the primary's retries or the copy's own failure; and never to the
+//!   primary cluster (no more attempts there than the retries allow).
 //! - **The fraction.** `mirrorPercentage` 0 mirrors nothing and 100 (or none) every request
 //!   whose first attempt started; a fraction stays within six standard deviations of its
 //!   binomial expectation. Every mirror of a route is decided on one draw (Envoy evaluates
@@ -123,6 +124,14 @@ impl World<'_> {
                     "mirror {m} got a copy of a request no attempt of which reached the primary"
                 ));
             }
+        }
+        // A copy sent to the primary cluster would show as an attempt beyond the retries.
+        let attempts = self.spec.retries as usize + 1;
+        if r.primary.len() > attempts {
+            problems.push(format!(
+                "the primary got {} attempts, the route allows {attempts}",
+                r.primary.len()
+            ));
         }
         if let Some(p) = problems.first() {
             let msg = format!("request {req}: {p}");
