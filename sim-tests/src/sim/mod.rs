@@ -83,20 +83,10 @@ pub use scenario::Scenario;
 pub fn run(scn: &Scenario, opts: RunOptions) -> RunReport {
     let mut report = Mesh::new(scn, opts).run();
     if let Some(spec) = &scn.mirror {
-        let m = mirror::run(spec, scn.seed, opts.engine_hook);
-        report.violations.extend(m.violations);
-        report.trace_hash = (report.trace_hash ^ m.trace).rotate_left(23);
-        for (outcome, n) in m.outcomes {
-            *report.outcomes.entry(outcome).or_default() += n;
-        }
+        report.join(mirror::run(spec, scn.seed, opts.engine_hook), 23);
     }
     if let Some(security) = &scn.security {
-        let sec = mtls::run(security, scn.seed, opts.engine_hook);
-        report.violations.extend(sec.violations);
-        report.trace_hash = (report.trace_hash ^ sec.trace).rotate_left(17);
-        for (outcome, n) in sec.outcomes {
-            *report.outcomes.entry(outcome).or_default() += n;
-        }
+        report.join(mtls::run(security, scn.seed, opts.engine_hook), 17);
     }
     report
 }

@@ -19,21 +19,12 @@ mod checks;
 pub mod spec;
 mod world;
 
-use std::collections::BTreeMap;
-
 use trellis_engine::Engine;
 
 pub use spec::MirrorSpec;
 
-use super::check::{Invariant, Violation};
-
 /// What the mirroring world of a seed came to.
-#[derive(Debug, Default)]
-pub struct MirrorOutcome {
-    pub violations: Vec<Violation>,
-    pub trace: u64,
-    pub outcomes: BTreeMap<String, u64>,
-}
+pub type MirrorOutcome = super::report::WorldOutcome;
 
 /// Run the mirroring world of `spec` (seeded by `seed`); `hook` is called on its engine (as
 /// `20_000`), to plant bugs.
@@ -48,13 +39,6 @@ pub fn run(spec: &MirrorSpec, seed: u64, hook: Option<fn(usize, &mut Engine)>) -
                 outcomes: std::mem::take(&mut world.outcomes),
             }
         }
-        Err(msg) => MirrorOutcome {
-            violations: vec![Violation {
-                invariant: Invariant::ConfigApplied,
-                at: trellis_engine::Instant::ZERO,
-                detail: format!("the mirroring world could not be built: {msg}"),
-            }],
-            ..MirrorOutcome::default()
-        },
+        Err(msg) => MirrorOutcome::unbuilt("mirroring", &msg),
     }
 }
