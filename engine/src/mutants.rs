@@ -141,6 +141,20 @@ pub struct Mutations {
     pub authz_allow_before_deny: bool,
     /// The inbound peek lets plaintext through under STRICT as under PERMISSIVE.
     pub strict_admits_plaintext: bool,
+    /// A mirror policy's fraction is read the wrong way round: a request is mirrored when
+    /// its draw falls outside `numerator` (0 % mirrors everything, 100 % nothing).
+    pub mirror_percentage_inverted: bool,
+    /// The mirrored request's host gets Envoy's `-shadow` suffix even though the policy
+    /// turns it off (pilot does since Istio 1.28).
+    pub mirror_shadow_suffix_always: bool,
+    /// Mirrors are started with every attempt of a request, retries included (Envoy starts
+    /// its shadows with the first upstream request only).
+    pub mirror_every_attempt: bool,
+    /// A JWT's `exp` is never checked: an expired token verifies.
+    pub jwt_expiry_ignored: bool,
+    /// `allow_missing` is forgotten: a request without a token is refused (401) by a
+    /// RequestAuthentication, which Istio lets through to authorization.
+    pub jwt_missing_token_rejected: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

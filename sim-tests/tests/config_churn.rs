@@ -97,6 +97,7 @@ fn scenario() -> Scenario {
         passthrough: false,
         inbound_listener: false,
         security: None,
+        mirror: None,
     };
     assert!(scn.normalize());
     scn

@@ -2,7 +2,11 @@
 //! `tests/mutants.rs` for how planted-bug tests work). Which invariant should catch each was
 //! decided from the bug, before looking for a seed: an expired certificate accepted breaks
 //! `CertExpiry`; ALLOW consulted before DENY lets through requests the reference denies
-//! (`Authorization`); STRICT admitting plaintext breaks `MtlsStrict`.
+//! (`Authorization`); STRICT admitting plaintext breaks `MtlsStrict`; an expired JWT accepted
+//! reaches the workload, and a missing one refused is a 401 the reference does not give
+//! (`Authentication`: Envoy's jwt_verify_lib `verifyTimeConstraint`, and the
+//! `allow_missing` pilot puts beside every provider, `convertToEnvoyJwtConfig` in
+//! pilot/pkg/security/authn/policy_applier.go).
 
 #[macro_use]
 mod common;
@@ -17,6 +21,8 @@ planted!(verify_ignores_expiry, verify_ignores_expiry);
 planted!(authz_allow_before_deny, authz_allow_before_deny);
 planted!(strict_admits_plaintext, strict_admits_plaintext);
 planted!(verify_ignores_issuer, verify_ignores_issuer);
+planted!(jwt_expiry_ignored, jwt_expiry_ignored);
+planted!(jwt_missing_token_rejected, jwt_missing_token_rejected);
 
 /// Expected: `PeerIdentity` (an impostor's certificate, signed outside the trust bundle,
 /// accepted: the workload is told an identity the CA never issued to its caller).
@@ -58,4 +64,26 @@ fn catches_strict_admitting_plaintext() {
         SECURITY_BUDGET,
     );
     eprintln!("STRICT admitting plaintext caught by seed {seed}");
+}
+
+/// Caught by seed 42 (a token expired an hour before the run reached its workload).
+#[test]
+fn catches_jwt_expiry_ignored() {
+    let seed = first_catching_seed(
+        jwt_expiry_ignored,
+        Invariant::Authentication,
+        SECURITY_BUDGET,
+    );
+    eprintln!("JWT expiry ignored caught by seed {seed}");
+}
+
+/// Caught by seed 5 (a request without a token answered 401).
+#[test]
+fn catches_jwt_missing_token_rejected() {
+    let seed = first_catching_seed(
+        jwt_missing_token_rejected,
+        Invariant::Authentication,
+        SECURITY_BUDGET,
+    );
+    eprintln!("a missing JWT refused caught by seed {seed}");
 }

@@ -116,16 +116,28 @@ fn every_swarm_stream_appears() {
                 match p.change {
                     SecChange::Mode { .. } => "mode push",
                     SecChange::Policies(_) => "policy push",
+                    SecChange::Jwt { .. } => "RequestAuthentication push",
                 },
                 true,
             );
         }
+        note("RequestAuthentication", spec.jwt.is_some());
+        let tokens = spec.callers.iter().flat_map(|c| &c.requests);
+        note(
+            "JWT sent",
+            tokens.filter_map(|q| q.token.as_ref()).any(|t| t.key_ok),
+        );
+        let bad = spec.callers.iter().flat_map(|c| &c.requests);
+        note(
+            "bad JWT signature",
+            bad.filter_map(|q| q.token.as_ref()).any(|t| !t.key_ok),
+        );
         note("partition", !spec.net.partitions.is_empty());
         note("loss", spec.net.loss_percent > 0);
         note("resets", spec.net.reset_permille > 0);
         note("split writes", spec.net.split);
     }
     eprintln!("{} seeds: {seen:#?}", seeds.len());
-    assert_eq!(seen.len(), 20, "{seen:#?}");
+    assert_eq!(seen.len(), 24, "{seen:#?}");
     assert!(seen.values().all(|&n| n >= 5), "{seen:#?}");
 }

@@ -81,6 +81,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         passthrough: false,
         inbound_listener: false,
         security: None,
+        mirror: None,
     }
 }
 

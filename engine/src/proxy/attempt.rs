@@ -70,7 +70,13 @@ impl Engine {
             self.arm_try_timeout(now, id);
         }
         self.stats.upstream_rq_total += 1;
-        if self.requests.get(id).is_some_and(|r| r.tries.count == 1) {
+        #[allow(unused_mut)]
+        let mut first = self.requests.get(id).is_some_and(|r| r.tries.count == 1);
+        #[cfg(feature = "mutants")]
+        if self.mutations.mirror_every_attempt {
+            first = true;
+        }
+        if first {
             // Envoy starts a route's shadows with the first upstream request, never a retry.
             self.start_mirrors(now, id);
         }

@@ -207,7 +207,13 @@ impl Engine {
         }
         let draw = self.rng.next_u64();
         for policy in &route.mirrors {
-            if policy.fraction.selects(draw) {
+            #[allow(unused_mut)]
+            let mut selected = policy.fraction.selects(draw);
+            #[cfg(feature = "mutants")]
+            if self.mutations.mirror_percentage_inverted {
+                selected = !selected;
+            }
+            if selected {
                 self.start_mirror(now, id, policy, route.timeout);
             }
         }
@@ -229,7 +235,13 @@ impl Engine {
         };
         let http = &req.snapshot.config.http;
         let mut head = req.head.clone();
-        if policy.host_suffix {
+        #[allow(unused_mut)]
+        let mut suffix = policy.host_suffix;
+        #[cfg(feature = "mutants")]
+        if self.mutations.mirror_shadow_suffix_always {
+            suffix = true;
+        }
+        if suffix {
             head.authority = shadow_host(&head.authority);
         }
         let mirror = Mirror {

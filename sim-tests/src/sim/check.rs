@@ -86,6 +86,13 @@ pub enum Invariant {
     /// An authorization decision (reaching the workload, or 403 `RBAC: access denied`)
     /// differs from the reference evaluation of the AuthorizationPolicies.
     Authorization,
+    /// A JWT decision (401, or reaching the workload) differs from the reference evaluation of
+    /// the RequestAuthentications and the request's token ([`super::mtls::jwt`]).
+    Authentication,
+    /// Traffic mirroring broke Envoy's shadowing: a mirror's answer or delay reached the
+    /// client, a copy differed from the first attempt or was sent twice, or the mirrored
+    /// share strayed from `mirrorPercentage` ([`super::mirror`]).
+    Mirroring,
 }
 
 /// One broken invariant, with when and what.

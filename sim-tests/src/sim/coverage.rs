@@ -123,6 +123,10 @@ pub const ALL: &[&str] = &[
     "header-read/idle timeouts of milliseconds",
     "closed-loop clients",
     "open-loop clients",
+    "mirrors (mirroring world)",
+    "mirror percentage 0 or 100",
+    "mirror percentage fractional",
+    "RequestAuthentication (JWT, security world)",
 ];
 
 fn str_kind(m: &StrMatch) -> &'static str {
@@ -501,6 +505,20 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             Load::Open { .. } => "open-loop clients",
             Load::Closed { .. } => "closed-loop clients",
         });
+    }
+    if let Some(m) = &scn.mirror {
+        out.push("mirrors (mirroring world)");
+        for d in &m.mirrors {
+            let edge = matches!(d.percent, None | Some(0.0) | Some(100.0));
+            out.push(if edge {
+                "mirror percentage 0 or 100"
+            } else {
+                "mirror percentage fractional"
+            });
+        }
+    }
+    if scn.security.as_ref().is_some_and(|s| s.jwt.is_some()) {
+        out.push("RequestAuthentication (JWT, security world)");
     }
     out.sort_unstable();
     out.dedup();

@@ -143,6 +143,7 @@ impl Scenario {
             passthrough: false,
             inbound_listener: false,
             security: super::mtls::SecuritySpec::from_seed(seed),
+            mirror: super::mirror::MirrorSpec::from_seed(seed),
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -496,6 +497,7 @@ impl Scenario {
         let mut scn = Scenario::from_seed(1);
         // The routing mesh's speed: no security world beside it.
         scn.security = None;
+        scn.mirror = None;
         let ep = EndpointSpec {
             latency_base_ms: 2,
             latency_jitter_ms: 3,

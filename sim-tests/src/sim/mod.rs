@@ -28,7 +28,8 @@
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
 //! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
-//! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own).
+//! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own), [`mirror`] (traffic mirroring:
+//! another).
 
 mod access_log;
 mod attempts;
@@ -48,6 +49,7 @@ pub mod gen_routes;
 pub mod generate;
 mod head_limits;
 pub mod mesh;
+pub mod mirror;
 pub mod model;
 pub mod mtls;
 pub mod net;
@@ -80,13 +82,11 @@ pub use scenario::Scenario;
 /// Run one scenario to the end.
 pub fn run(scn: &Scenario, opts: RunOptions) -> RunReport {
     let mut report = Mesh::new(scn, opts).run();
+    if let Some(spec) = &scn.mirror {
+        report.join(mirror::run(spec, scn.seed, opts.engine_hook), 23);
+    }
     if let Some(security) = &scn.security {
-        let sec = mtls::run(security, scn.seed, opts.engine_hook);
-        report.violations.extend(sec.violations);
-        report.trace_hash = (report.trace_hash ^ sec.trace).rotate_left(17);
-        for (outcome, n) in sec.outcomes {
-            *report.outcomes.entry(outcome).or_default() += n;
-        }
+        report.join(mtls::run(security, scn.seed, opts.engine_hook), 17);
     }
     report
 }

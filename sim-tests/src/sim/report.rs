@@ -8,6 +8,41 @@ use trellis_engine::Instant;
 
 use super::check::Violation;
 
+/// What a world run beside the routing mesh (security, mirroring) came to: its violations,
+/// outcomes and trace hash join the seed's [`RunReport`] ([`RunReport::join`]).
+#[derive(Debug, Default)]
+pub struct WorldOutcome {
+    pub violations: Vec<Violation>,
+    pub trace: u64,
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    /// Add a side world's violations, outcomes and trace (mixed in with a rotation of its
+    /// own, so two worlds with equal traces do not cancel).
+    pub fn join(&mut self, world: WorldOutcome, rotate: u32) {
+        self.violations.extend(world.violations);
+        self.trace_hash = (self.trace_hash ^ world.trace).rotate_left(rotate);
+        for (outcome, n) in world.outcomes {
+            *self.outcomes.entry(outcome).or_default() += n;
+        }
+    }
+}
+
+impl WorldOutcome {
+    /// A world that could not be built: one `ConfigApplied` violation saying why.
+    pub fn unbuilt(world: &str, msg: &str) -> WorldOutcome {
+        WorldOutcome {
+            violations: vec![Violation {
+                invariant: super::check::Invariant::ConfigApplied,
+                at: Instant::ZERO,
+                detail: format!("the {world} world could not be built: {msg}"),
+            }],
+            ..WorldOutcome::default()
+        }
+    }
+}
+
 /// How one client request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {

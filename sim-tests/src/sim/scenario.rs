@@ -66,6 +66,11 @@ pub struct Scenario {
     /// seeds without it (and in scenario files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<super::mtls::SecuritySpec>,
+    /// The traffic-mirroring world run after the routing mesh: one sidecar, a route with
+    /// `mirrors` ([`super::mirror`]); `None` in the seeds without it (and in scenario files
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<super::mirror::MirrorSpec>,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to

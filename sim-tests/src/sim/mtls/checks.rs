@@ -20,6 +20,11 @@
 //! - [`Invariant::Authorization`]: a request reaching its workload is one the reference
 //!   allows under the policies in force then; a `403 RBAC: access denied` is one the
 //!   reference denies under some generation of the policies in force while it was in flight.
+//! - [`Invariant::Authentication`] (JWT, [`super::jwt`]): no request whose token fails
+//!   verification reaches a workload whose RequestAuthentication is in force; a `401` answers
+//!   only a request whose token fails, to a service with a RequestAuthentication in force at
+//!   some instant while it was in flight. A verified token's `<iss>/<sub>` is the request
+//!   principal the authorization reference sees.
 
 use bytes::Bytes;
 use trellis_engine::{ConnId, Instant};
@@ -289,6 +294,18 @@ impl World<'_> {
         } else {
             self.check_peer(req, c, s, seen.xfcc.as_deref());
         }
+        let unix_now = unix_at(self.now);
+        let jwt_on = self.jwt.as_ref().is_some_and(|j| j.on[s]);
+        let token = q.token.as_ref().filter(|_| jwt_on);
+        if let Some(t) = token.filter(|t| !t.valid_at(unix_now)) {
+            let msg = format!(
+                "request {req} reached the workload of service {s}, whose RequestAuthentication \
+                 is in force, with a token that fails verification at UNIX {unix_now}: {t:?}"
+            );
+            self.violation(Invariant::Authentication, msg);
+            return;
+        }
+        let request_principal = token.map(super::jwt::TokenSpec::principal);
         let policies = self.policy_gens.last().map(|g| &g.1[..]).unwrap_or(&[]);
         let principal = mtls.then(|| self.principal_of(c));
         let svc = &self.spec.services[s];
@@ -300,6 +317,7 @@ impl World<'_> {
             method: &q.method,
             path: &q.path,
             principal: principal.as_deref(),
+            request_principal: request_principal.as_deref(),
         };
         if !reference_allows(policies, &target, &asked) {
             let msg = format!(
@@ -390,6 +408,10 @@ impl World<'_> {
         };
         self.trace.bytes(label.as_bytes());
         self.count(&label);
+        if status.as_deref() == Some("401") {
+            self.check_unauthenticated(req);
+            return;
+        }
         let denied = status.as_deref() == Some("403")
             && find(&response, trellis_engine::authz::DENIED_BODY.as_bytes()).is_some();
         if !denied {
@@ -413,12 +435,24 @@ impl World<'_> {
             namespace: &svc.namespace,
             app: &svc.app,
         };
-        let asked = Asked {
-            method: &q.method,
-            path: &q.path,
-            principal: principal.as_deref(),
-        };
         let started = self.requests[req].started;
+        // The request principal it may have had: none, or its token's if that verified when
+        // the request started (and so at any instant before).
+        let verified = (q.token.as_ref())
+            .filter(|t| t.valid_at(unix_at(started)))
+            .filter(|_| {
+                (self.jwt.as_ref()).is_some_and(|j| j.on_during(q.service, started, self.now))
+            })
+            .map(super::jwt::TokenSpec::principal);
+        let asks: Vec<Asked<'_>> = [None, verified.as_deref()]
+            .into_iter()
+            .map(|request_principal| Asked {
+                method: &q.method,
+                path: &q.path,
+                principal: principal.as_deref(),
+                request_principal,
+            })
+            .collect();
         let gens = &self.policy_gens;
         let in_force = (0..gens.len()).filter(|&i| {
             let until = gens.get(i + 1).map_or(Instant::FAR_FUTURE, |g| g.0);
@@ -426,7 +460,10 @@ impl World<'_> {
         });
         let mut in_force = in_force.peekable();
         let denies_somewhere = in_force.peek().is_none()
-            || in_force.any(|i| !reference_allows(&gens[i].1, &target, &asked));
+            || in_force.any(|i| {
+                asks.iter()
+                    .any(|a| !reference_allows(&gens[i].1, &target, a))
+            });
         if !denies_somewhere {
             let msg = format!(
                 "request {req} ({} {} from {}) to {} was answered 403 RBAC although the \
@@ -437,6 +474,31 @@ impl World<'_> {
                 svc.app
             );
             self.violation(Invariant::Authorization, msg);
+        }
+    }
+
+    /// A `401` from the inbound sidecar's JWT filter: the request's token must fail, at a
+    /// service whose RequestAuthentication was in force at some instant while it was in
+    /// flight (a token that fails at its end failed then too: expiry only comes later).
+    fn check_unauthenticated(&mut self, req: usize) {
+        let (c, i, started) = (
+            self.requests[req].caller,
+            self.requests[req].index,
+            self.requests[req].started,
+        );
+        let q = &self.spec.callers[c].requests[i];
+        let unix_now = unix_at(self.now);
+        let on = (self.jwt.as_ref()).is_some_and(|j| j.on_during(q.service, started, self.now));
+        let fails = q.token.as_ref().is_some_and(|t| !t.valid_at(unix_now));
+        if !(on && fails) {
+            let msg = format!(
+                "request {req} to service {} was answered 401 (RequestAuthentication in force \
+                 while in flight: {on}; token: {:?}, valid at UNIX {unix_now}: {})",
+                q.service,
+                q.token,
+                q.token.as_ref().is_some_and(|t| t.valid_at(unix_now))
+            );
+            self.violation(Invariant::Authentication, msg);
         }
     }
 }

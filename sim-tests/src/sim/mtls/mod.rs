@@ -22,39 +22,24 @@
 
 pub mod ca;
 mod checks;
+pub mod jwt;
 mod net;
 pub mod policy;
 pub mod spec;
 mod world;
 
-use std::collections::BTreeMap;
-
 use trellis_engine::Engine;
 
 pub use spec::SecuritySpec;
 
-use super::check::{Invariant, Violation};
-
 /// What the security world of a seed came to.
-#[derive(Debug, Default)]
-pub struct SecOutcome {
-    pub violations: Vec<Violation>,
-    pub trace: u64,
-    pub outcomes: BTreeMap<String, u64>,
-}
+pub type SecOutcome = super::report::WorldOutcome;
 
 /// Run the security world of `spec` (seeded by `seed`); `hook` is called on each engine (as
 /// `10_000 + index`), to plant bugs.
 pub fn run(spec: &SecuritySpec, seed: u64, hook: Option<fn(usize, &mut Engine)>) -> SecOutcome {
     match world::World::new(spec, seed, hook) {
         Ok(world) => world.run(),
-        Err(msg) => SecOutcome {
-            violations: vec![Violation {
-                invariant: Invariant::ConfigApplied,
-                at: trellis_engine::Instant::ZERO,
-                detail: format!("the security world could not be built: {msg}"),
-            }],
-            ..SecOutcome::default()
-        },
+        Err(msg) => SecOutcome::unbuilt("security", &msg),
     }
 }

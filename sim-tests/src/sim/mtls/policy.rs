@@ -16,6 +16,8 @@
 //! - principals and namespaces come from the verified peer certificate only: a plaintext
 //!   request has none, so `principals`/`namespaces` never hold for it and their `not` forms
 //!   always do (pilot builds them as `not(authenticated ...)`);
+//! - request principals come from a verified JWT only (`super::jwt`): without one,
+//!   `requestPrincipals` never holds and `notRequestPrincipals` always does;
 //! - values: `*` (anything non-empty), `prefix*`, `*suffix`, or exact.
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,12 @@ pub struct SourceSpec {
     pub not_principals: Vec<String>,
     pub namespaces: Vec<String>,
     pub not_namespaces: Vec<String>,
+    /// `requestPrincipals` (`<iss>/<sub>` of a verified JWT; absent from scenario files
+    /// written before JWT was simulated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_request_principals: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +83,8 @@ pub struct Asked<'a> {
     pub path: &'a str,
     /// The verified peer's SPIFFE id without `spiffe://`; `None` on plaintext.
     pub principal: Option<&'a str>,
+    /// `request.auth.principal` of the request's verified JWT; `None` without one.
+    pub request_principal: Option<&'a str>,
 }
 
 /// Istio's value forms: `*`, `prefix*`, `*suffix`, exact.
@@ -115,6 +125,12 @@ impl SourceSpec {
             && none_of(&self.not_principals, q.principal, value_matches)
             && any_of(&self.namespaces, ns, same)
             && none_of(&self.not_namespaces, ns, same)
+            && any_of(&self.request_principals, q.request_principal, value_matches)
+            && none_of(
+                &self.not_request_principals,
+                q.request_principal,
+                value_matches,
+            )
     }
 }
 
@@ -185,6 +201,8 @@ impl PolicySpec {
                         ("notPrincipals", &s.not_principals),
                         ("namespaces", &s.namespaces),
                         ("notNamespaces", &s.not_namespaces),
+                        ("requestPrincipals", &s.request_principals),
+                        ("notRequestPrincipals", &s.not_request_principals),
                     ] {
                         if !v.is_empty() {
                             fields.push(format!("{key}: {}", list(v)));
@@ -283,6 +301,7 @@ mod tests {
             method: "GET",
             path: "/api/v1/items",
             principal,
+            request_principal: None,
         }
     }
 

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::jwt::{JwtSpec, TokenSpec};
 use super::policy::{AuthzAction, OperationSpec, PolicySpec, RuleSpec, SourceSpec};
 
 /// PeerAuthentication's mode on a workload's inbound port.
@@ -75,6 +76,9 @@ pub struct SecRequest {
     pub path: String,
     /// Carry a forged `x-forwarded-client-cert` naming an identity the caller does not have.
     pub forged_xfcc: bool,
+    /// The JWT sent in `Authorization: Bearer`, in the seeds whose world has JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenSpec>,
 }
 
 /// A calling workload.
@@ -94,8 +98,16 @@ pub struct SecCaller {
 /// set of AuthorizationPolicies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SecChange {
-    Mode { service: usize, mode: PeerAuthMode },
+    Mode {
+        service: usize,
+        mode: PeerAuthMode,
+    },
     Policies(Vec<PolicySpec>),
+    /// A service's RequestAuthentication pushed on or off.
+    Jwt {
+        service: usize,
+        on: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +151,9 @@ pub struct SecuritySpec {
     pub pushes: Vec<SecPush>,
     pub net: SecNet,
     pub duration_ms: u64,
+    /// RequestAuthentications ([`super::jwt`]), in a third of the seeds with this world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
 }
 
 const NAMESPACES: [&str; 3] = ["default", "shop", "ops"];
@@ -217,6 +232,7 @@ impl SecuritySpec {
                         method: METHODS[r.usize(0..METHODS.len())].to_string(),
                         path: PATHS[r.usize(0..PATHS.len())].to_string(),
                         forged_xfcc: r.u8(0..100) < 20,
+                        token: None,
                     })
                     .collect();
                 requests.sort_by_key(|q| q.at_ms);
@@ -288,15 +304,77 @@ impl SecuritySpec {
                 Vec::new()
             },
         };
-        Some(SecuritySpec {
+        let mut spec = SecuritySpec {
             services,
             callers,
             policies,
             pushes,
             net,
             duration_ms,
-        })
+            jwt: None,
+        };
+        draw_jwt(seed, &mut spec);
+        Some(spec)
     }
+}
+
+/// JWT from a stream of its own (so the seeds without it keep their worlds): which services
+/// have a RequestAuthentication and when it is pushed on or off, every request's token, and,
+/// in half of them, a policy on request principals (Istio's "require JWT" DENY on
+/// `notRequestPrincipals: ["*"]`, or an ALLOW naming principals).
+fn draw_jwt(seed: u64, spec: &mut SecuritySpec) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0x1a7_0000_0000_0016);
+    if r.u8(0..100) >= 35 {
+        return;
+    }
+    let n = spec.services.len();
+    let d = spec.duration_ms;
+    let mut initially: Vec<bool> = (0..n).map(|_| r.u8(0..100) < 70).collect();
+    if !initially.contains(&true) {
+        initially[r.usize(0..n)] = true;
+    }
+    for caller in &mut spec.callers {
+        for q in &mut caller.requests {
+            q.token = super::jwt::draw_token(&mut r, d);
+        }
+    }
+    for _ in 0..r.usize(0..=2) {
+        let (service, on) = (r.usize(0..n), r.bool());
+        let change = SecChange::Jwt { service, on };
+        spec.pushes.push(SecPush {
+            at_ms: r.u64(0..d),
+            change,
+        });
+    }
+    spec.pushes.sort_by_key(|p| p.at_ms);
+    if r.bool() {
+        let svc = &spec.services[r.usize(0..n)];
+        let pool = super::jwt::principal_pool();
+        let (action, source) = if r.bool() {
+            let source = SourceSpec {
+                not_request_principals: vec!["*".into()],
+                ..Default::default()
+            };
+            (AuthzAction::Deny, source)
+        } else {
+            let source = SourceSpec {
+                request_principals: vec![pool[r.usize(0..pool.len())].clone()],
+                ..Default::default()
+            };
+            (AuthzAction::Allow, source)
+        };
+        spec.policies.push(PolicySpec {
+            name: format!("jwt-{}", svc.app),
+            namespace: svc.namespace.clone(),
+            selector: Some(svc.app.clone()),
+            action,
+            rules: Some(vec![RuleSpec {
+                from: vec![source],
+                to: Vec::new(),
+            }]),
+        });
+    }
+    spec.jwt = Some(JwtSpec { initially });
 }
 
 fn draw_mode(r: &mut fastrand::Rng) -> PeerAuthMode {

@@ -116,6 +116,8 @@ pub(crate) struct World<'a> {
     pub(crate) outcomes: BTreeMap<String, u64>,
     logs: Vec<trellis_engine::proxy::RequestLog>,
     events: u64,
+    /// RequestAuthentications and tokens, in the seeds whose world has JWT.
+    pub(crate) jwt: Option<super::jwt::JwtState>,
 }
 
 impl<'a> World<'a> {
@@ -181,13 +183,22 @@ impl<'a> World<'a> {
             outcomes: BTreeMap::new(),
             logs: Vec::new(),
             events: 0,
+            jwt: None,
         };
+        if let Some(j) = &spec.jwt {
+            let apps: Vec<(&str, &str)> = (spec.services.iter())
+                .map(|s| (s.app.as_str(), s.namespace.as_str()))
+                .collect();
+            world.jwt = Some(super::jwt::JwtState::new(seed, j, &apps)?);
+        }
         world.authz = super::policy::translate(&spec.services, &spec.policies)?;
         for e in 0..n {
             let config = world.config_of(e);
             let engine_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (0x5ec0 + e as u64);
             let mut engine = Engine::try_new(config, engine_seed)
                 .map_err(|err| format!("sidecar {e} refused its first config: {err}"))?;
+            // JWT expiry follows the same simulated clock as the certificates.
+            engine.set_unix_base(UNIX_BASE);
             engine.set_transports(Box::new(MtlsTransports::from_config(MtlsSettings {
                 unix_base: UNIX_BASE,
                 randomness: Randomness::Seeded(engine_seed ^ 0x7157),
@@ -233,7 +244,7 @@ impl<'a> World<'a> {
             config.listeners = vec![Listener {
                 tls: None,
                 local_forward: None,
-                authentication: None,
+                authentication: self.jwt.as_ref().and_then(|j| j.authentication(e)),
                 edge: None,
                 name: "inbound".into(),
                 address: pod(e),
@@ -374,6 +385,12 @@ impl<'a> World<'a> {
                         self.modes[*service] = *mode;
                         self.reconfigure(*service);
                     }
+                    SecChange::Jwt { service, on } => {
+                        if let Some(j) = &mut self.jwt {
+                            j.set(self.now, *service, *on);
+                        }
+                        self.reconfigure(*service);
+                    }
                     SecChange::Policies(set) => {
                         match super::policy::translate(&self.spec.services, set) {
                             Ok(authz) => self.authz = authz,
@@ -413,6 +430,9 @@ impl<'a> World<'a> {
         );
         if q.forged_xfcc {
             head += "x-forwarded-client-cert: By=spiffe://cluster.local/ns/ops/sa/forged;URI=spiffe://cluster.local/ns/ops/sa/admin\r\n";
+        }
+        if let (Some(j), Some(token)) = (&self.jwt, &q.token) {
+            head += &j.header(token);
         }
         head += "\r\n";
         let port = 20_000 + (req % 40_000) as u16;
@@ -521,7 +541,6 @@ impl<'a> World<'a> {
                 }
                 Event::AuthzDenied { .. } => self.count("rbac-denied"),
                 Event::AuthzAudited { .. } => self.count("rbac-audited"),
-                // No RequestAuthentication in this world (JWT scenarios are not simulated).
                 Event::AuthnDenied { .. } => self.count("jwt-denied"),
                 Event::ConfigRejected { version, error } => {
                     let msg = format!("sidecar {e} rejected config {version}: {error}");
