@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::field_list::Fields;
+use super::field_list::{Fields, Piece};
 use super::head::{BodyFraming, RequestHead, ResponseHead};
 use super::reason::reason_phrase;
 use super::syntax::{is_token, is_vchar};
@@ -67,12 +67,20 @@ fn valid_field_byte(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
+/// Writes the fields in order. Received lines already in the form written here are copied a
+/// run at a time (the parser lower-cased and validated them; see [`Fields::pieces`]), so the
+/// output is byte for byte what writing each field would give.
 fn put_headers(out: &mut BytesMut, headers: &Fields) {
-    for (name, value) in headers.iter() {
-        out.put_slice(name);
-        out.put_slice(b": ");
-        out.put_slice(value);
-        out.put_slice(b"\r\n");
+    for piece in headers.pieces() {
+        match piece {
+            Piece::Lines(lines) => out.put_slice(lines),
+            Piece::Field(name, value) => {
+                out.put_slice(name);
+                out.put_slice(b": ");
+                out.put_slice(value);
+                out.put_slice(b"\r\n");
+            }
+        }
     }
 }
 

@@ -281,6 +281,63 @@ impl Fields {
     }
 }
 
+/// A stretch of a field list ready to be written: received lines that are already exactly
+/// what the encoder would write, or one field to serialise.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece<'a> {
+    /// Consecutive received lines, each exactly `name: value\r\n`, copied as they arrived.
+    Lines(&'a [u8]),
+    /// A field to write as `name: value\r\n`.
+    Field(&'a [u8], &'a [u8]),
+}
+
+impl Field {
+    /// The received line `name: value\r\n` this field spans, when the head holds it in exactly
+    /// that form (one SP after the colon, no trailing OWS): then the line is its encoding.
+    fn canonical_line(&self, head: &Bytes) -> Option<(usize, usize)> {
+        let (Text::Head { at: n, len: nl }, Text::Head { at: v, len: vl }) =
+            (&self.name, &self.value)
+        else {
+            return None;
+        };
+        let (name_end, value_end) = (n + nl, v + vl);
+        let framed = name_end + 2 == *v
+            && head.get(name_end..*v) == Some(&b": "[..])
+            && head.get(value_end..value_end + 2) == Some(&b"\r\n"[..]);
+        framed.then_some((*n, value_end + 2))
+    }
+}
+
+impl Fields {
+    /// The fields in order as [`Piece`]s: a received field whose line is already canonical
+    /// joins the run of canonical lines before it when it directly follows it in the head, so
+    /// an unedited head is written with one copy per run instead of four per field.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = Piece<'_>> + '_ {
+        let head = &self.head;
+        let mut rest = self.list.as_slice();
+        std::iter::from_fn(move || {
+            let (first, tail) = rest.split_first()?;
+            rest = tail;
+            let Some((start, mut end)) = first.canonical_line(head) else {
+                return Some(Piece::Field(
+                    text(head, &first.name),
+                    text(head, &first.value),
+                ));
+            };
+            while let Some((next, tail)) = rest.split_first() {
+                match next.canonical_line(head) {
+                    Some((s, e)) if s == end => {
+                        end = e;
+                        rest = tail;
+                    }
+                    _ => break,
+                }
+            }
+            Some(Piece::Lines(head.get(start..end).unwrap_or_default()))
+        })
+    }
+}
+
 /// Equal when they hold the same fields in the same order (wherever the bytes live).
 impl PartialEq for Fields {
     fn eq(&self, other: &Fields) -> bool {
@@ -359,6 +416,51 @@ mod tests {
         assert_eq!(f.get("X-A"), Some(&b"1"[..]));
         assert_eq!(f.get_shared("set-cookie").as_deref(), Some(&b"b"[..]));
         assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn canonical_received_lines_are_written_as_runs() {
+        let head =
+            Bytes::from_static(b"a: 1\r\nb: 22\r\nc:3\r\nd: 4 \r\ne: 5\r\nf:\t6\r\ng: 7\r\n");
+        let mut f = Fields::with_capacity(8);
+        f.set_head(head.clone());
+        // Each line's name and OWS-trimmed value, as offsets (what the parser pushes).
+        let mut at = 0;
+        for line in head.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let colon = line.iter().position(|&b| b == b':').unwrap();
+            let value = &line[colon + 1..line.len() - 1];
+            let lead = value
+                .iter()
+                .take_while(|&&b| b == b' ' || b == b'\t')
+                .count();
+            let trail = value.iter().rev().take_while(|&&b| b == b' ').count();
+            let v = at + colon + 1 + lead;
+            f.push_received((at, colon), (v, value.len() - lead - trail));
+            at += line.len() + 1;
+        }
+        f.append(FieldName::from_static("h"), Bytes::from_static(b"8"));
+        // `e` follows `d`, whose line is not canonical, so it starts a run of its own; `g`
+        // follows `f` (a tab after the colon).
+        assert_eq!(
+            f.pieces().collect::<Vec<_>>(),
+            [
+                Piece::Lines(b"a: 1\r\nb: 22\r\n"),
+                Piece::Field(b"c", b"3"),
+                Piece::Field(b"d", b"4"),
+                Piece::Lines(b"e: 5\r\n"),
+                Piece::Field(b"f", b"6"),
+                Piece::Lines(b"g: 7\r\n"),
+                Piece::Field(b"h", b"8"),
+            ]
+        );
+        // A removed field splits a run: what is left is not contiguous in the head.
+        f.remove("b");
+        f.remove("c");
+        f.remove("d");
+        assert_eq!(
+            f.pieces().take(2).collect::<Vec<_>>(),
+            [Piece::Lines(b"a: 1\r\n"), Piece::Lines(b"e: 5\r\n")]
+        );
     }
 
     #[test]

@@ -23,21 +23,34 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
 
 /// Removes connection, keep-alive, proxy-connection, te, trailer, transfer-encoding, upgrade,
 /// content-length and every field named in Connection, keeping the others in order.
-///
-/// One pass over the list; the names Connection lists are collected (borrowed) only when there
-/// is a Connection field.
 pub fn strip_hop_by_hop(headers: &mut Fields) {
-    if !headers.contains(b"connection") {
-        headers.retain(|name, _| !is_hop_by_hop(name));
-        return;
+    strip_hop_by_hop_and(headers, |_| false);
+}
+
+/// [`strip_hop_by_hop`], also removing the fields for which `also(name)` holds (names are
+/// lower-case), in the same pass.
+///
+/// One pass over the list when there is no Connection field (the common case: one scan where
+/// a lookup for Connection and then a removal pass were two); the names Connection lists are
+/// collected in that pass, and a second pass removes them.
+pub fn strip_hop_by_hop_and(headers: &mut Fields, also: impl Fn(&[u8]) -> bool) {
+    let mut named: Vec<Vec<u8>> = Vec::new();
+    headers.retain(|name, value| {
+        if is_hop_by_hop(name) {
+            if name == b"connection" {
+                named.extend(
+                    list_elements(value)
+                        .filter(|t| !t.is_empty())
+                        .map(<[u8]>::to_ascii_lowercase),
+                );
+            }
+            return false;
+        }
+        !also(name)
+    });
+    if !named.is_empty() {
+        headers.retain(|name, _| !named.iter().any(|t| t == name));
     }
-    let named: Vec<Vec<u8>> = headers
-        .get_all(b"connection")
-        .flat_map(list_elements)
-        .filter(|t| !t.is_empty())
-        .map(<[u8]>::to_ascii_lowercase)
-        .collect();
-    headers.retain(|name, _| !is_hop_by_hop(name) && !named.iter().any(|t| t == name));
 }
 
 #[cfg(test)]
@@ -143,6 +156,21 @@ mod tests {
                 .collect();
             assert_eq!(got, kept, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn also_removes_what_the_caller_names_in_the_same_pass() {
+        let mut h: Fields = [
+            ("expect", "100-continue"),
+            ("x-a", "1"),
+            ("connection", "x-b"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+        ]
+        .into_iter()
+        .collect();
+        strip_hop_by_hop_and(&mut h, |n| n == b"expect");
+        assert_eq!(names(&h), ["x-a", "x-c"]);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub use encode::{
 pub use error::{BodyError, ParseError};
 pub use field_list::{valid_value, value_str, FieldName, Fields};
 pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
-pub use hop::strip_hop_by_hop;
+pub use hop::{strip_hop_by_hop, strip_hop_by_hop_and};
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
 pub use pool::HeaderPool;
 pub use reason::reason_phrase;

@@ -19,9 +19,27 @@ const MAX_KEPT_CAPACITY: usize = 64;
 #[derive(Debug, Default)]
 pub struct HeaderPool {
     spare: Vec<Fields>,
+    /// The head scan's record of where each field line ends (see `syntax::recorded_lines`),
+    /// kept between heads for the same reason as the lists.
+    line_ends: Vec<usize>,
 }
 
 impl HeaderPool {
+    /// The line-end record, empty, for one head scan; give it back with
+    /// [`HeaderPool::give_line_ends`].
+    pub(crate) fn take_line_ends(&mut self) -> Vec<usize> {
+        let mut lfs = std::mem::take(&mut self.line_ends);
+        lfs.clear();
+        lfs
+    }
+
+    /// Keeps the line-end record for the next head (unless a huge head grew it).
+    pub(crate) fn give_line_ends(&mut self, lfs: Vec<usize>) {
+        if lfs.capacity() <= MAX_KEPT_CAPACITY * 4 {
+            self.line_ends = lfs;
+        }
+    }
+
     /// An empty list with room for at least `fields` fields.
     pub fn take(&mut self, fields: usize) -> Fields {
         match self.spare.pop() {

@@ -19,7 +19,7 @@ use super::host::normalize_authority;
 use super::limits::Limits;
 use super::pool::HeaderPool;
 use super::syntax::{
-    field_lines, find_head_end, find_lf, is_token, is_vchar, line_end, list_elements, Scan,
+    find_head_end_with, find_lf, is_token, is_vchar, line_end, list_elements, recorded_lines, Scan,
 };
 
 /// Parses a request head from the front of `buf`.
@@ -32,12 +32,13 @@ pub fn parse_request_head(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(RequestHead, usize)>, ParseError> {
-    let Some(layout) = locate(buf, limits)? else {
+    let mut lfs = Vec::new();
+    let Some(layout) = locate(buf, limits, &mut lfs)? else {
         return Ok(None);
     };
     let head_end = layout.head_end;
     let mut copy = bytes::BytesMut::from(buf.get(..head_end).unwrap_or_default());
-    let head = layout.build(&mut copy, &mut HeaderPool::default())?;
+    let head = layout.build(&mut copy, &lfs, &mut HeaderPool::default())?;
     Ok(Some((head, head_end)))
 }
 
@@ -57,11 +58,16 @@ pub fn take_request_head_pooled(
     limits: &Limits,
     pool: &mut HeaderPool,
 ) -> Result<Option<RequestHead>, ParseError> {
-    let Some(layout) = locate(buf, limits)? else {
-        return Ok(None);
+    let mut lfs = pool.take_line_ends();
+    let parsed = match locate(buf, limits, &mut lfs) {
+        Ok(Some(layout)) => {
+            let mut head = buf.split_to(layout.head_end);
+            layout.build(&mut head, &lfs, pool).map(Some)
+        }
+        other => other.map(|_| None),
     };
-    let mut head = buf.split_to(layout.head_end);
-    layout.build(&mut head, pool).map(Some)
+    pool.give_line_ends(lfs);
+    parsed
 }
 
 /// Where the parts of a complete, limit-respecting request head lie in the buffer, with the
@@ -71,7 +77,8 @@ struct Layout {
     method: Method,
     target: (usize, usize),
     version: Version,
-    block: (usize, usize),
+    /// Where the first field line starts.
+    lines_from: usize,
     fields: usize,
     head_end: usize,
 }
@@ -79,14 +86,15 @@ struct Layout {
 impl Layout {
     /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
     /// names are lower-cased in it, then it becomes the memory the fields point into.
+    /// `lfs` are the field lines' LFs that [`locate`] recorded.
     fn build(
         self,
         head: &mut bytes::BytesMut,
+        lfs: &[usize],
         pool: &mut HeaderPool,
     ) -> Result<RequestHead, ParseError> {
-        if let Some(block) = head.get_mut(self.block.0..self.block.1) {
-            lower_field_names(block);
-        }
+        debug_assert_eq!(lfs.len(), self.fields, "one recorded LF per field line");
+        lower_field_names(head, self.lines_from, lfs);
         let buf = std::mem::take(head).freeze();
         let raw_target = buf.get(self.target.0..self.target.1).unwrap_or_default();
         build_head(
@@ -94,15 +102,16 @@ impl Layout {
             raw_target,
             self.version,
             &buf,
-            self.block,
+            (self.lines_from, lfs),
             self.fields,
             pool,
         )
     }
 }
 
-/// Finds a complete head, enforcing the limits and the request-line syntax early.
-fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
+/// Finds a complete head, enforcing the limits and the request-line syntax early; `lfs`
+/// receives the position of each field line's LF.
+fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<Layout>, ParseError> {
     let Some(start) = skip_empty_lines(buf, limits)? else {
         return Ok(None);
     };
@@ -125,16 +134,17 @@ fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
     // Validate the request line before waiting for the rest of the head.
     let (method, target, version) = parse_request_line(line)?;
     let target = (start + target.start, start + target.end);
-    let (head_end, fields) = match find_head_end(buf, lf + 1, start, limits)? {
+    lfs.clear();
+    let scan = find_head_end_with(buf, lf + 1, start, limits, |lf| lfs.push(lf))?;
+    let (head_end, fields) = match scan {
         Scan::Incomplete => return Ok(None),
         Scan::Complete { end, fields } => (end, fields),
     };
-    // The block excludes the final empty line (2 bytes).
     Ok(Some(Layout {
         method,
         target,
         version,
-        block: (lf + 1, head_end - 2),
+        lines_from: lf + 1,
         fields,
         head_end,
     }))
@@ -203,7 +213,7 @@ fn build_head(
     raw_target: &[u8],
     version: Version,
     buf: &bytes::Bytes,
-    block: (usize, usize),
+    lines: (usize, &[usize]),
     fields: usize,
     pool: &mut HeaderPool,
 ) -> Result<RequestHead, ParseError> {
@@ -211,7 +221,6 @@ fn build_head(
     // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
     let mut headers = pool.take(fields + 4);
     headers.set_head(buf.clone());
-    let block = buf.get(block.0..block.1).unwrap_or_default();
     let mut host: Option<&[u8]> = None;
     let mut host_count = 0usize;
     let mut content_length: Option<u64> = None;
@@ -220,7 +229,7 @@ fn build_head(
     let mut upgrade: Option<String> = None;
     let mut expects_continue = false;
 
-    for line in field_lines(block) {
+    for line in recorded_lines(buf, lines.0, lines.1) {
         let (name, value) = split_field(line)?;
         check_field(name, value)?;
         if name == b"host" {

@@ -19,7 +19,7 @@ use super::limits::Limits;
 use super::pool::HeaderPool;
 use super::reason::reason_phrase;
 use super::request::parse_version;
-use super::syntax::{field_lines, find_head_end, find_lf, line_end, Scan};
+use super::syntax::{find_head_end_with, find_lf, line_end, recorded_lines, Scan};
 
 /// Parses a response head from the front of `buf`; `request_method` is the method of the
 /// request it answers (HEAD and CONNECT change the framing). `Ok(None)` means incomplete.
@@ -28,12 +28,13 @@ pub fn parse_response_head(
     limits: &Limits,
     request_method: &Method,
 ) -> Result<Option<(ResponseHead, usize)>, ParseError> {
-    let Some(layout) = locate(buf, limits)? else {
+    let mut lfs = Vec::new();
+    let Some(layout) = locate(buf, limits, &mut lfs)? else {
         return Ok(None);
     };
     let head_end = layout.head_end;
     let mut copy = bytes::BytesMut::from(buf.get(..head_end).unwrap_or_default());
-    let head = layout.build(&mut copy, request_method, &mut HeaderPool::default())?;
+    let head = layout.build(&mut copy, &lfs, request_method, &mut HeaderPool::default())?;
     Ok(Some((head, head_end)))
 }
 
@@ -55,11 +56,18 @@ pub fn take_response_head_pooled(
     request_method: &Method,
     pool: &mut HeaderPool,
 ) -> Result<Option<ResponseHead>, ParseError> {
-    let Some(layout) = locate(buf, limits)? else {
-        return Ok(None);
+    let mut lfs = pool.take_line_ends();
+    let parsed = match locate(buf, limits, &mut lfs) {
+        Ok(Some(layout)) => {
+            let mut head = buf.split_to(layout.head_end);
+            layout
+                .build(&mut head, &lfs, request_method, pool)
+                .map(Some)
+        }
+        other => other.map(|_| None),
     };
-    let mut head = buf.split_to(layout.head_end);
-    layout.build(&mut head, request_method, pool).map(Some)
+    pool.give_line_ends(lfs);
+    parsed
 }
 
 /// Where the parts of a complete, limit-respecting response head lie in the buffer, with the
@@ -69,14 +77,16 @@ struct Layout {
     version: Version,
     status: u16,
     reason: (usize, usize),
-    block: (usize, usize),
+    /// Where the first field line starts.
+    lines_from: usize,
     fields: usize,
     head_end: usize,
 }
 
 /// Finds a complete head, validating the status line and the limits on the way (a bad status
-/// line fails before the head is complete).
-fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
+/// line fails before the head is complete). `lfs` receives the position of each field line's
+/// LF.
+fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<Layout>, ParseError> {
     let Some(lf) = find_lf(buf, 0) else {
         if buf.len() > limits.max_header_bytes {
             return Err(ParseError::HeadTooLarge);
@@ -85,16 +95,17 @@ fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
     };
     let line_stop = line_end(buf, 0, lf)?;
     let (version, status, reason) = parse_status_line(buf.get(..line_stop).unwrap_or_default())?;
-    let (head_end, fields) = match find_head_end(buf, lf + 1, 0, limits)? {
+    lfs.clear();
+    let scan = find_head_end_with(buf, lf + 1, 0, limits, |lf| lfs.push(lf))?;
+    let (head_end, fields) = match scan {
         Scan::Incomplete => return Ok(None),
         Scan::Complete { end, fields } => (end, fields),
     };
-    // The block excludes the final empty line (2 bytes).
     Ok(Some(Layout {
         version,
         status,
         reason: (reason.start, reason.end),
-        block: (lf + 1, head_end - 2),
+        lines_from: lf + 1,
         fields,
         head_end,
     }))
@@ -103,21 +114,21 @@ fn locate(buf: &[u8], limits: &Limits) -> Result<Option<Layout>, ParseError> {
 impl Layout {
     /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
     /// names are lower-cased in it, then it becomes the memory the fields point into.
+    /// `lfs` are the field lines' LFs that [`locate`] recorded.
     fn build(
         self,
         head: &mut bytes::BytesMut,
+        lfs: &[usize],
         request_method: &Method,
         pool: &mut HeaderPool,
     ) -> Result<ResponseHead, ParseError> {
         let Layout {
             version, status, ..
         } = self;
-        if let Some(block) = head.get_mut(self.block.0..self.block.1) {
-            lower_field_names(block);
-        }
+        debug_assert_eq!(lfs.len(), self.fields, "one recorded LF per field line");
+        lower_field_names(head, self.lines_from, lfs);
         let buf = std::mem::take(head).freeze();
         let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
-        let block = buf.get(self.block.0..self.block.1).unwrap_or_default();
 
         // Room for the fields a proxy adds (via, response header edits) without regrowth.
         let mut headers = pool.take(self.fields + 2);
@@ -125,7 +136,7 @@ impl Layout {
         let mut content_length: Option<u64> = None;
         let mut te = TransferCodings::default();
         let mut connection = ConnectionOptions::default();
-        for line in field_lines(block) {
+        for line in recorded_lines(&buf, self.lines_from, lfs) {
             let (name, value) = split_field(line)?;
             check_field(name, value)?;
             if name == b"content-length" {

@@ -123,6 +123,20 @@ pub(crate) fn find_head_end(
     head_start: usize,
     limits: &Limits,
 ) -> Result<Scan, ParseError> {
+    find_head_end_with(buf, from, head_start, limits, |_| {})
+}
+
+/// [`find_head_end`], calling `on_line(lf)` with the position of each field line's LF in
+/// `buf`, so that the passes after the scan can walk the lines without searching for each LF
+/// again (see [`recorded_lines`]). A scan that ends incomplete or in error may have reported
+/// some lines: the caller forgets them.
+pub(crate) fn find_head_end_with(
+    buf: &[u8],
+    from: usize,
+    head_start: usize,
+    limits: &Limits,
+    mut on_line: impl FnMut(usize),
+) -> Result<Scan, ParseError> {
     let mut pos = from;
     let mut fields = 0usize;
     loop {
@@ -152,6 +166,7 @@ pub(crate) fn find_head_end(
                 if fields > limits.max_headers {
                     return Err(ParseError::TooManyHeaders);
                 }
+                on_line(lf);
                 pos = lf + 1;
             }
         }
@@ -170,6 +185,26 @@ pub(crate) fn field_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
         let line = rest.get(..lf).unwrap_or(rest);
         rest = rest.get(lf + 1..).unwrap_or(&[]);
         Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
+}
+
+/// The field lines (without CRLF) of `buf` that a scan reported ([`find_head_end_with`]):
+/// `lfs` holds each line's LF position, the first line starting at `from`. Each LF was checked
+/// to follow a CR, so a line is what [`field_lines`] would give.
+pub(crate) fn recorded_lines<'a>(
+    buf: &'a [u8],
+    from: usize,
+    lfs: &'a [usize],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut start = from;
+    lfs.iter().map(move |&lf| {
+        debug_assert!(
+            lf > start && buf.get(lf - 1) == Some(&b'\r'),
+            "CRLF at {lf}"
+        );
+        let line = buf.get(start..lf - 1).unwrap_or_default();
+        start = lf + 1;
+        line
     })
 }
 
@@ -248,6 +283,21 @@ mod tests {
             find_head_end(b"a: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n", 0, 0, &l),
             Err(ParseError::TooManyHeaders)
         );
+    }
+
+    #[test]
+    fn recorded_lines_are_the_lines_of_the_block() {
+        let buf = b"GET / HTTP/1.1\r\na: 1\r\nb:\r\ncc: 3\r\n\r\nbody";
+        let mut lfs = Vec::new();
+        let scan = find_head_end_with(buf, 16, 0, &limits(), |lf| lfs.push(lf));
+        let Ok(Scan::Complete { end, fields }) = scan else {
+            panic!("{scan:?}")
+        };
+        assert_eq!((fields, lfs.len()), (3, 3));
+        let recorded: Vec<&[u8]> = recorded_lines(buf, 16, &lfs).collect();
+        let split: Vec<&[u8]> = field_lines(&buf[16..end - 2]).collect();
+        assert_eq!(recorded, split);
+        assert_eq!(recorded, [&b"a: 1"[..], b"b:", b"cc: 3"]);
     }
 
     #[test]

@@ -62,21 +62,29 @@ pub(super) fn prepare_upstream_head(
     dest: Option<&WeightedCluster>,
     rng: &mut crate::rng::EngineRng,
 ) {
-    let upgrade = head.upgrade.clone();
-    http1::strip_hop_by_hop(&mut head.headers);
-    head.upgrade = upgrade;
-    head.headers.remove(&names::EXPECT);
+    // Expect is answered here (100-continue) and never forwarded: it goes in the same pass.
+    let expect = names::EXPECT;
+    http1::strip_hop_by_hop_and(&mut head.headers, |name| {
+        name.len() == expect.as_bytes().len() && name.eq_ignore_ascii_case(expect.as_bytes())
+    });
     if let Some(route) = route {
         route::apply_header_ops(&route.request_headers, &mut head.headers);
     }
     if let Some(dest) = dest {
         route::apply_header_ops(&dest.request_headers, &mut head.headers);
     }
+    // One scan for both names the proxy adds when missing.
+    let (id, proto) = (names::X_REQUEST_ID, names::X_FORWARDED_PROTO);
+    let (mut has_id, mut has_proto) = (false, false);
+    for (name, _) in head.headers.iter() {
+        has_id |= name.eq_ignore_ascii_case(id.as_bytes());
+        has_proto |= name.eq_ignore_ascii_case(proto.as_bytes());
+    }
     // Static names and values: nothing is allocated for them.
-    if !head.headers.contains(&names::X_REQUEST_ID) {
+    if !has_id {
         head.headers.append(names::X_REQUEST_ID, request_id(rng));
     }
-    if !head.headers.contains(&names::X_FORWARDED_PROTO) {
+    if !has_proto {
         head.headers
             .append(names::X_FORWARDED_PROTO, Bytes::from_static(b"http"));
     }
