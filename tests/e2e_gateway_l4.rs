@@ -13,24 +13,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{curl, free_offset, spawn_gateway, wait_for, Killed};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trellis-gw-l4-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
+use common::l4_peers::{certificate, s_server, scratch, subject_for};
+use common::{curl, free_offset, spawn_gateway, wait_for};
 
 /// A line-echo TCP backend answering each line with `<tag>:<line>`.
 fn line_echo(tag: &'static str) -> SocketAddr {
@@ -54,65 +42,9 @@ fn line_echo(tag: &'static str) -> SocketAddr {
     addr
 }
 
-/// A self-signed certificate for DNS name `name` in `dir`: (cert, key).
-fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", &format!("/CN={name}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs (scripts/test.sh installs it)");
-    assert!(out.status.success(), "{out:?}");
-    (cert, key)
-}
-
-/// `openssl s_server -www` with a certificate for `name`: (port, process, cert).
-fn s_server(dir: &Path, name: &str) -> (u16, Killed, PathBuf) {
-    let (cert, key) = certificate(dir, name);
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-www"])
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server starts");
-    let server = Killed(child);
-    wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
-    (port, server, cert)
-}
-
-/// The subject of the certificate presented through `port` for `sni`, or "no handshake".
-fn subject_for(port: u16, sni: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", sni])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl s_client runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (text.lines())
-        .find(|l| l.starts_with("subject="))
-        .map_or_else(|| "no handshake".to_string(), str::to_string)
-}
-
 #[test]
 fn tcp_passthrough_and_terminated_tls_servers() {
-    let dir = scratch("servers");
+    let dir = scratch("gw-l4", "servers");
     let echo = line_echo("echo");
     let tls_echo = line_echo("tls-echo");
     let (a, _server_a, cert_a) = s_server(&dir, "a.example.com");
@@ -211,7 +143,7 @@ istio:
         logged()
     );
     assert!(subject_for(tls, "b.example.com").contains("b.example.com"));
-    assert_eq!(subject_for(tls, "c.example.com"), "no handshake");
+    assert!(subject_for(tls, "c.example.com").starts_with("no handshake"));
     // curl trusts a's certificate only, and reaches a through the gateway by name.
     let resolve = format!("a.example.com:{tls}:127.0.0.1");
     let url = format!("https://a.example.com:{tls}/");

@@ -25,19 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::l4_peers::{free_port, scratch};
 use common::{spawn_proxy, wait_for};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trellis-in-tcp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
 
 /// A line-echo TCP workload: answers each line with `<tag>:<line>`; every line it ever
 /// received is recorded, so a test can tell that a denied client's bytes never arrived.
@@ -105,7 +94,7 @@ fn wait_for_log(log: &Path, needle: &str) -> String {
 /// names `methods` admits nothing at L4 although it would admit every GET over HTTP.
 #[test]
 fn plaintext_tcp_ports_are_allowed_and_denied_by_l4_rules() {
-    let dir = scratch("plain");
+    let dir = scratch("in-tcp", "plain");
     let (echo, seen) = line_echo("db");
     let (other, other_seen) = line_echo("cache");
     let (a, b) = (free_port(), free_port());
@@ -240,7 +229,7 @@ except (ssl.SSLError, OSError):
 /// `principals` + `paths` denies that principal's every connection (its `paths` dropped).
 #[test]
 fn strict_mtls_tcp_port_with_principals_and_http_only_rules() {
-    let dir = scratch("mtls");
+    let dir = scratch("in-tcp", "mtls");
     let certs = issue(&dir, &["db", "sleep", "ratings", "mallory"]);
     let (db, sleep, ratings, mallory) = (&certs[0], &certs[1], &certs[2], &certs[3]);
     let root = db.join("root-cert.pem");

@@ -15,24 +15,12 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{spawn_proxy, wait_for, Killed};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trellis-tcp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
+use common::l4_peers::{free_port, s_server, scratch, subject_for};
+use common::{spawn_proxy, wait_for};
 
 /// A TCP upstream that reads until the client's EOF, then answers `<tag>:<what it read>` and
 /// closes: it only answers once the proxy passed the client's half-close on.
@@ -81,7 +69,7 @@ fn wait_for_log(log: &Path, what: impl Fn(&str) -> bool) -> String {
 
 #[test]
 fn weighted_tcp_routes_half_close_and_refused_upstreams() {
-    let dir = scratch("weighted");
+    let dir = scratch("tcp", "weighted");
     let (v1, v2) = (echo_after_eof("v1"), echo_after_eof("v2"));
     let (echo_port, dead_port, dead_upstream) = (free_port(), free_port(), free_port());
     let config = dir.join("tcp.yaml");
@@ -161,68 +149,11 @@ istio:
     );
 }
 
-/// A self-signed certificate with CN `cn` in `dir`.
-fn certificate(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", &format!("/CN={cn}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(out.status.success(), "{out:?}");
-    (cert, key)
-}
-
-fn s_server(dir: &Path, cn: &str) -> (u16, Killed) {
-    let (cert, key) = certificate(dir, cn);
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-www"])
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server starts");
-    let server = Killed(child);
-    wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
-    (port, server)
-}
-
-/// The subject of the certificate the server behind `port` presented for `sni`.
-fn subject_for(port: u16, sni: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", sni])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl s_client runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find(|l| l.starts_with("subject="))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            format!(
-                "no handshake: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
 #[test]
 fn tls_passthrough_routes_by_sni() {
-    let dir = scratch("sni");
-    let (a, _server_a) = s_server(&dir, "server-a");
-    let (b, _server_b) = s_server(&dir, "server-b");
+    let dir = scratch("tcp", "sni");
+    let (a, _server_a, _) = s_server(&dir, "server-a");
+    let (b, _server_b, _) = s_server(&dir, "server-b");
     let port = free_port();
     let config = dir.join("tls.yaml");
     std::fs::write(

@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod l4_peers;
+
 /// Wait until something accepts on `addr` (at most 20 s).
 pub fn wait_for(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -128,8 +128,8 @@ impl Engine {
 
     /// Bytes (or the end of them) from the client.
     pub(crate) fn on_tcp_down_data(&mut self, now: Instant, id: DownstreamId) {
-        if !self.tcp_authorized(now, id) {
-            return;
+        if !self.tcp_authorized(id) {
+            return self.tcp_end(now, id, None);
         }
         let Some(down) = self.conns.open_down_mut(id) else {
             return;

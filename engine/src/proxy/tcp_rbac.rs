@@ -12,7 +12,6 @@
 
 use crate::authz::AuthzRequest;
 use crate::http1::Fields;
-use crate::time::Instant;
 
 use super::api::Event;
 use super::authorize::counted_verdict;
@@ -24,8 +23,9 @@ use super::Engine;
 impl Engine {
     /// Whether the client's bytes on `id` may go on: `true` when its chain has no RBAC, when
     /// it was already checked, or when there is nothing to check yet (no data, no EOF);
-    /// `false` after a denial, which ended the session.
-    pub(super) fn tcp_authorized(&mut self, now: Instant, id: DownstreamId) -> bool {
+    /// `false` after a denial, whose received bytes are dropped here and whose session the
+    /// caller (`tcp`, the layer above) then ends.
+    pub(super) fn tcp_authorized(&mut self, id: DownstreamId) -> bool {
         let Some(Conn {
             side: Side::Down(d),
             transport,
@@ -91,7 +91,6 @@ impl Engine {
                     // NoFlush: what the client sent is dropped, never relayed.
                     d.recv.clear();
                 }
-                self.tcp_end(now, id, None);
                 false
             }
         }
