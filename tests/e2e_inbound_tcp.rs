@@ -20,13 +20,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::l4_peers::{free_port, scratch};
-use common::{spawn_proxy, wait_for};
+use common::{spawn_proxy, trellis, wait_for};
 
 /// A line-echo TCP workload: answers each line with `<tag>:<line>`; every line it ever
 /// received is recorded, so a test can tell that a denied client's bytes never arrived.
@@ -148,15 +148,6 @@ istio:
         "a denied client's bytes reached the workload\n{text}"
     );
     assert_eq!(seen.lock().expect("lock").len(), 2);
-}
-
-fn trellis(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(args)
-        .output()
-        .expect("trellis runs");
-    assert!(out.status.success(), "trellis {args:?}: {out:?}");
-    out
 }
 
 /// `trellis ca init` into `dir/ca`, then one workload certificate per service account.

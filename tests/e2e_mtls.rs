@@ -24,16 +24,7 @@ use std::process::{Child, Command, Output, Stdio};
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, renewal_probe, wait_for};
-
-fn trellis(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(args)
-        .output()
-        .expect("trellis runs");
-    assert!(out.status.success(), "trellis {args:?}: {out:?}");
-    out
-}
+use common::{curl, renewal_probe, trellis, wait_for};
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -15,26 +15,17 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
-use common::{curl, renewal_probe, wait_for};
+use common::{curl, renewal_probe, trellis, wait_for};
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address")
-}
-
-fn trellis(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(args)
-        .output()
-        .expect("trellis runs");
-    assert!(out.status.success(), "trellis {args:?}: {out:?}");
-    out
 }
 
 /// A `trellis` process, killed when dropped, logging to a file.

@@ -29,6 +29,17 @@ pub fn wait_gone(addr: SocketAddr) {
     }
 }
 
+/// Run the `trellis` binary with `args`; it must exit 0.
+#[allow(dead_code)] // only the tests that issue certificates with `trellis ca`
+pub fn trellis(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .output()
+        .expect("trellis runs");
+    assert!(out.status.success(), "trellis {args:?}: {out:?}");
+    out
+}
+
 /// `curl -sS --max-time 20 ARGS`.
 pub fn curl(args: &[&str]) -> Output {
     let found = Command::new("sh")
