@@ -8,7 +8,7 @@
 //! Who may claim which identity: in a cluster the sidecar sends its pod's service-account token
 //! and the control plane has the API server review it (TokenReview). These containers have no
 //! API server, so the control plane runs with `--trust-node-claims` (signs the namespace and
-//! service account the sidecar names, as `trellis mesh` does locally) and the test says so;
+//! service account the sidecar names, as `e2e_plane_mtls` does) and the test says so;
 //! the token path is `e2e_plane_kube`'s.
 
 use std::time::Duration;
