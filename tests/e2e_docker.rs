@@ -3,12 +3,15 @@
 //! The image is built from `deploy/docker/Dockerfile` (on the local base images of
 //! `deploy/docker/base.sh`), then a private network holds what a cluster would:
 //!
-//! - a control-plane container, `trellis control --dir /mesh`, serving Kubernetes Services and
-//!   Pods and Istio routing and policy YAML;
+//! - a control-plane container, `trellis control --dir /mesh --ca-dir`, serving Kubernetes
+//!   Services and Pods and Istio routing and policy YAML over mTLS, and signing the sidecars'
+//!   workload certificates with the mesh CA ([`docker::plane`]);
 //! - two pods, `sleep` (a client) and `web` (Python's `http.server`), each an application
 //!   container whose network namespace a `trellis init` container (root, CAP_NET_ADMIN)
 //!   programs and a `trellis proxy` sidecar container (UID 1337) then joins, as a pod's
-//!   istio-init and istio-proxy containers do;
+//!   istio-init and istio-proxy containers do; the sidecar checks the control plane with the
+//!   mesh root mounted where Istio mounts `istio-ca-root-cert`, and gets its certificate
+//!   (`spiffe://cluster.local/ns/default/sa/<pod>`) over that channel;
 //! - `plain`, a server outside the mesh (no sidecar, not in the registry).
 //!
 //! What it shows, each step with the evidence a user would look at:
@@ -27,7 +30,14 @@
 //! 5. Seccomp: the web sidecar runs under Docker's default profile (today's, which blocks
 //!    io_uring: [`DOCKER_DEFAULT_SECCOMP`]) and logs its fall back to epoll; the sleep sidecar
 //!    runs with `seccomp=unconfined` and logs io_uring. The traffic above crossed both.
-//! 6. Drain: SIGTERM to the web sidecar while slow requests are in flight at the web app:
+//! 6. Identity ([`docker::identity`]): sleep → web is mTLS between the sidecars: the web app
+//!    sees `x-forwarded-client-cert` naming sleep's SPIFFE id (and never a forged one from
+//!    `plain`, outside the mesh).
+//! 7. An AuthorizationPolicy on `principals` allows sleep's identity only: plain's plaintext
+//!    request is denied (403), and naming another identity denies sleep too.
+//! 8. A mesh-wide PeerAuthentication STRICT: web's sidecar closes plain's plaintext connection
+//!    without an answer, while sleep still gets 200.
+//! 9. Drain: SIGTERM to the web sidecar while slow requests are in flight at the web app:
 //!    every one completes with 200, and the sidecar then exits 0.
 //!
 //! Every container, the network and the images the test built are removed at the end, also
@@ -39,7 +49,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod docker;
-use docker::mesh::{write_files, Addresses, Mesh, APP_IMAGE, SLOW_SECONDS, WEB_PORT};
+use docker::mesh::{mount, write_files, Addresses, Mesh, APP_IMAGE, SLOW_SECONDS, WEB_PORT};
+use docker::plane::{
+    make_ca, root_cert_mount, sidecar_channel_args, start_control_plane, wait_for_certificate,
+};
 use docker::pod::{access_lines, curl_from, exec, logs, running, Pod};
 use docker::{docker, require_engine, wait_until, BuiltImage, Cleanup};
 
@@ -93,6 +106,7 @@ fn sidecars_in_real_containers() {
         files,
     };
     write_files(&mesh);
+    make_ca(&mesh, &mut cleanup);
 
     start_control_plane(&mesh, &mut cleanup);
     let plain = start_plain_server(&mesh, &mut cleanup);
@@ -120,6 +134,9 @@ fn sidecars_in_real_containers() {
     check_fault_and_policy(&sleep, &web);
     check_original_destination(&mesh, &sleep, &plain);
     check_backends(&sleep, &web);
+    docker::identity::check_caller_identity(&sleep, &web, &plain, (&sleep.id, &web.id));
+    docker::identity::check_principals(&mesh, &sleep, &plain);
+    docker::identity::check_strict(&mesh, &sleep, &web, &plain);
     check_drain_on_sigterm(&sleep, &web);
 }
 
@@ -153,74 +170,28 @@ fn create_network(prefix: &str, cleanup: &mut Cleanup) -> (String, Addresses) {
     panic!("cannot create a private Docker network: {last_error}");
 }
 
-fn mount(host: &Path, container: &str) -> String {
-    format!("{}:{container}:ro", host.display())
-}
-
-fn start_control_plane(mesh: &Mesh, cleanup: &mut Cleanup) {
-    let name = format!("{}-control", mesh.prefix);
-    cleanup.container(&name);
-    let ip = mesh.addresses.control();
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        &mesh.network,
-        "--ip",
-        &ip,
-        "-v",
-        &mount(&mesh.files.join("mesh"), "/mesh"),
-        &mesh.image,
-        "control",
-        "--dir",
-        "/mesh",
-        "--listen",
-        "0.0.0.0:15010",
-        "--insecure-plaintext",
-    ])
-    .expect("the control plane container starts");
-    wait_until(
-        "the control plane to listen",
-        Duration::from_secs(30),
-        || {
-            let logs = logs(&name);
-            if logs.contains("error") || !running(&name) {
-                panic!("the control plane failed:\n{logs}");
-            }
-            logs.contains("15010").then_some(()).ok_or(logs)
-        },
-    );
-}
-
 /// A web server outside the mesh: no sidecar, not in the control plane's registry.
 fn start_plain_server(mesh: &Mesh, cleanup: &mut Cleanup) -> String {
     let name = format!("{}-plain", mesh.prefix);
     cleanup.container(&name);
     let port = PLAIN_PORT.to_string();
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        &mesh.network,
-        "--ip",
-        &mesh.addresses.plain(),
-        "--network-alias",
-        "plain",
-        "-v",
-        &mount(&mesh.files.join("www"), "/srv"),
-        "-w",
-        "/srv",
-        APP_IMAGE,
-        "python3",
-        "-m",
-        "http.server",
-        &port,
-    ])
-    .expect("the plain server container starts");
+    let mut args = mesh.run_on_network(&name, &mesh.addresses.plain(), "plain");
+    args.extend(
+        [
+            "-v",
+            &mount(&mesh.files.join("www"), "/srv"),
+            "-w",
+            "/srv",
+            APP_IMAGE,
+            "python3",
+            "-m",
+            "http.server",
+            &port,
+        ]
+        .map(String::from),
+    );
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .expect("the plain server container starts");
     name
 }
 
@@ -230,18 +201,18 @@ trait App {
     fn mounts(&self, mesh: &Mesh) -> Vec<String>;
 }
 
-/// Python's `http.server` with CGI (for the slow endpoint), serving `www/`.
+/// Python's `http.server` with CGI (for the slow endpoint) and `/headers`, serving `www/`.
 struct WebApp;
 
 impl App for WebApp {
     fn command(&self) -> Vec<String> {
         let port = WEB_PORT.to_string();
-        ["python3", "-m", "http.server", "--cgi", &port]
-            .map(String::from)
-            .to_vec()
+        ["python3", "/app/web.py", &port].map(String::from).to_vec()
     }
     fn mounts(&self, mesh: &Mesh) -> Vec<String> {
-        vec!["-v".into(), mount(&mesh.files.join("www"), "/srv")]
+        let www = mount(&mesh.files.join("www"), "/srv");
+        let app = mount(&mesh.files.join("app"), "/app");
+        ["-v".into(), www, "-v".into(), app].to_vec()
     }
 }
 
@@ -270,22 +241,8 @@ fn start_pod(
 ) -> Pod {
     let app_name = format!("{}-{name}", mesh.prefix);
     cleanup.container(&app_name);
-    let mut args: Vec<String> = [
-        "run",
-        "-d",
-        "--name",
-        &app_name,
-        "--network",
-        &mesh.network,
-        "--ip",
-        ip,
-        "--network-alias",
-        name,
-        "-w",
-        "/srv",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = mesh.run_on_network(&app_name, ip, name);
+    args.extend(["-w".into(), "/srv".into()]);
     args.extend(app.mounts(mesh));
     args.push(APP_IMAGE.into());
     args.extend(app.command());
@@ -319,7 +276,6 @@ fn start_pod(
 
     let sidecar = format!("{app_name}-sidecar");
     cleanup.container(&sidecar);
-    let control = format!("{}:15010", mesh.addresses.control());
     let mut args = vec![
         "run",
         "-d",
@@ -336,16 +292,20 @@ fn start_pod(
         args.extend(["--security-opt", option]);
     }
     let config_mount = mount(&mesh.files.join("sidecar").join(name), "/etc/trellis");
+    let root_mount = root_cert_mount(mesh);
+    let channel = sidecar_channel_args();
     args.extend([
         "-v",
         &config_mount,
+        "-v",
+        &root_mount,
         &mesh.image,
         "proxy",
         "--config",
         "/etc/trellis/sidecar.yaml",
-        "--control-plane",
-        &control,
-        "--insecure-plaintext",
+    ]);
+    args.extend(channel.iter().map(String::as_str));
+    args.extend([
         "--node",
         name,
         "--cores",
@@ -376,9 +336,11 @@ fn start_pod(
             (code == "200").then_some(()).ok_or(code)
         },
     );
+    let id = wait_for_certificate(&sidecar);
     Pod {
         app: app_name,
         sidecar,
+        id,
     }
 }
 
@@ -519,7 +481,7 @@ fn check_backends(sleep: &Pod, web: &Pod) {
     );
 }
 
-/// Step 6: SIGTERM to the web sidecar with slow requests in flight; none is lost.
+/// Step 9: SIGTERM to the web sidecar with slow requests in flight; none is lost.
 fn check_drain_on_sigterm(sleep: &Pod, web: &Pod) {
     let script = format!(
         "for i in $(seq {SLOW_REQUESTS}); do \

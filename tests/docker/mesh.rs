@@ -1,6 +1,7 @@
 //! The mesh the Docker test builds, as files: the private network's addresses, the control
-//! plane's directory (Kubernetes and Istio YAML), each sidecar's config file and the web app's
-//! document root, written on the host and mounted read-only into the containers.
+//! plane's directory (Kubernetes and Istio YAML), each sidecar's config file, the web app (a
+//! Python server) and its document root, written on the host and mounted read-only into the
+//! containers.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,28 @@ pub struct Mesh {
     pub files: PathBuf,
 }
 
+impl Mesh {
+    /// `docker run -d` of a container named `name` on the mesh's network at `ip`, found by
+    /// `alias` there; the caller adds the rest (mounts, image, command).
+    pub fn run_on_network(&self, name: &str, ip: &str, alias: &str) -> Vec<String> {
+        let network = &self.network;
+        [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            "--ip",
+            ip,
+            "--network-alias",
+            alias,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
 /// The control plane's directory (Kubernetes and Istio YAML), the sidecars' config file, and
 /// the web app's document root, on the host, mounted read-only into the containers.
 pub fn write_files(mesh: &Mesh) {
@@ -49,8 +72,10 @@ pub fn write_files(mesh: &Mesh) {
     let mesh_dir = mesh.files.join("mesh");
     let sidecar_dir = mesh.files.join("sidecar");
     let www = mesh.files.join("www");
+    let app = mesh.files.join("app");
     for dir in [
         &mesh_dir,
+        &app,
         &sidecar_dir.join("web"),
         &sidecar_dir.join("sleep"),
         &www.join("private"),
@@ -60,7 +85,9 @@ pub fn write_files(mesh: &Mesh) {
     }
     let kube = format!(
         r#"# What `kubectl apply` would have been given: the namespace opted into injection, two
-# Services and their Pods (podIP: the address the pod has on the Docker network).
+# Services and their Pods (podIP: the address the pod has on the Docker network) as the
+# injector leaves them: labelled security.istio.io/tlsMode=istio (clients use mTLS to them),
+# each with its service account (the sa/ of its SPIFFE id).
 apiVersion: v1
 kind: Namespace
 metadata: {{name: default, labels: {{istio-injection: enabled}}}}
@@ -81,15 +108,17 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: web, labels: {{app: web, version: v1}}}}
+metadata: {{name: web, labels: {{app: web, version: v1, security.istio.io/tlsMode: istio}}}}
 spec:
+  serviceAccountName: web
   containers: [{{name: web, image: {APP_IMAGE}, ports: [{{containerPort: {WEB_PORT}}}]}}]
 status: {{podIP: {web}}}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {{name: sleep, labels: {{app: sleep}}}}
+metadata: {{name: sleep, labels: {{app: sleep, security.istio.io/tlsMode: istio}}}}
 spec:
+  serviceAccountName: sleep
   containers: [{{name: sleep, image: {APP_IMAGE}}}]
 status: {{podIP: {sleep}}}
 "#,
@@ -122,7 +151,8 @@ spec:
   rules: [{to: [{operation: {paths: ["/private/*"]}}]}]
 "#;
     // Each sidecar's file: the capture listeners and who its workload is (what Istio's
-    // injector hands the proxy from the pod's labels).
+    // injector hands the proxy from the pod: labels, namespace, service account; the
+    // certificate the sidecar asks the control plane for names that account).
     let sidecar = |app: &str| {
         format!(
             "# Outbound capture (15001: routed by the mesh, unknown destinations passed\n\
@@ -131,7 +161,7 @@ spec:
              listeners:\n\
              \x20 - {{name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound, passthrough: true}}\n\
              \x20 - {{name: virtualInbound, address: \"0.0.0.0:15006\", direction: inbound, forwardTo: \"127.0.0.1\"}}\n\
-             workload: {{namespace: default, labels: {{app: {app}}}}}\n"
+             workload: {{namespace: default, serviceAccount: {app}, labels: {{app: {app}}}}}\n"
         )
     };
     let (web_sidecar, sleep_sidecar) = (sidecar("web"), sidecar("sleep"));
@@ -142,7 +172,8 @@ spec:
          sleep {SLOW_SECONDS}\n\
          printf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n"
     );
-    let writes: [(PathBuf, &str); 7] = [
+    let writes: [(PathBuf, &str); 8] = [
+        (app.join("web.py"), WEB_APP),
         (mesh_dir.join("kube.yaml"), &kube),
         (mesh_dir.join("istio.yaml"), istio),
         (sidecar_dir.join("web/sidecar.yaml"), &web_sidecar),
@@ -158,6 +189,7 @@ spec:
     // The containers' users (nobody for CGI, 1337 for the sidecar) read these.
     for dir in [
         &mesh.files,
+        &app,
         &mesh_dir,
         &sidecar_dir,
         &sidecar_dir.join("web"),
@@ -168,6 +200,44 @@ spec:
     ] {
         set_mode(dir, 0o755);
     }
+}
+
+/// The web app: Python's `http.server` with CGI (`/cgi-bin/slow.sh`), serving the current
+/// directory, plus `/headers`, which answers with the request's headers as the app received
+/// them (so the test sees the `x-forwarded-client-cert` its sidecar added). CGI scripts never
+/// see arbitrary headers (`CGIHTTPRequestHandler.run_cgi` passes a fixed few), hence a handler.
+const WEB_APP: &str = r#"import http.server
+import sys
+
+
+class Handler(http.server.CGIHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.split("?")[0] != "/headers":
+            return super().do_GET()
+        body = "".join(f"{k}: {v}\n" for k, v in self.headers.items()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+/// `HOST:CONTAINER:ro`, a read-only bind mount for `docker run -v`.
+pub fn mount(host: &Path, container: &str) -> String {
+    format!("{}:{container}:ro", host.display())
+}
+
+/// Put `yaml` into the control plane's directory as `name.yaml`, whole: written aside, then
+/// renamed in, so the control plane's poll never reads half a file.
+pub fn apply(mesh: &Mesh, name: &str, yaml: &str) {
+    let aside = mesh.files.join(format!("{name}.yaml.new"));
+    let path = mesh.files.join("mesh").join(format!("{name}.yaml"));
+    std::fs::write(&aside, yaml).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
+    set_mode(&aside, 0o644);
+    std::fs::rename(&aside, &path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
 
 pub fn set_mode(path: &Path, mode: u32) {

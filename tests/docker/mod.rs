@@ -3,9 +3,12 @@
 //! an assertion panics), and the image build from `deploy/docker/Dockerfile`.
 //!
 //! The CLI rather than the engine's HTTP API: it is what a user types, what CI has, and its
-//! error text is what the failure messages quote. [`pod`]: reaching one pod's containers.
+//! error text is what the failure messages quote. [`pod`]: reaching one pod's containers;
+//! [`plane`]: the control plane and its CA; [`identity`]: the steps about the mesh's identity.
 
+pub mod identity;
 pub mod mesh;
+pub mod plane;
 pub mod pod;
 
 use std::path::Path;

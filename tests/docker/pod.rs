@@ -7,6 +7,8 @@ use super::docker;
 pub struct Pod {
     pub app: String,
     pub sidecar: String,
+    /// The SPIFFE id of the certificate its sidecar got from the control plane.
+    pub id: String,
 }
 
 /// `docker exec CONTAINER ARGS`: stdout, or the error text when the command fails (the
@@ -35,11 +37,17 @@ impl Response {
 
 /// `curl` from a pod's application container: what the application itself would send.
 pub fn curl_from(pod: &Pod, url: &str, extra: &[&str]) -> Response {
-    let mut args = vec!["exec", &pod.app, "curl", "-sS", "-i", "--max-time", "20"];
+    curl_in(&pod.app, url, extra).unwrap_or_else(|e| panic!("curl {url} from {}: {e}", pod.app))
+}
+
+/// `curl` in any container: the response, or curl's failure (e.g. a connection the server
+/// closed without answering) as the error.
+pub fn curl_in(container: &str, url: &str, extra: &[&str]) -> Result<Response, String> {
+    let mut args = vec!["exec", container, "curl", "-sS", "-i", "--max-time", "20"];
     args.extend(extra);
     args.push(url);
-    let out = docker(&args).unwrap_or_else(|e| panic!("curl {url} from {}: {e}", pod.app));
-    parse_response(&out).unwrap_or_else(|| panic!("curl {url}: not an HTTP response:\n{out}"))
+    let out = docker(&args)?;
+    parse_response(&out).ok_or_else(|| format!("curl {url}: not an HTTP response:\n{out}"))
 }
 
 pub fn parse_response(text: &str) -> Option<Response> {
