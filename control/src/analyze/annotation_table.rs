@@ -1,7 +1,8 @@
 //! Istio's resource annotations (istio/api `annotation/annotations.yaml`, commit
 //! b8f8791d9653b2edc77a071d48887e582cfe84bf, what `annotation.AllResourceAnnotations()` returns):
-//! each name, whether it is deprecated, whether its feature is alpha, and the kinds it may be applied to, in the file's order
-//! (the order istioctl prints them in IST0107). Generated from that file; edit it, not this.
+//! each name, whether it is deprecated, whether its feature is alpha, and the kinds it may be
+//! applied to, in the file's order (the order istioctl prints them in IST0107). Generated from
+//! that file; edit it, not this.
 
 /// One annotation Istio defines.
 pub struct AnnotationDef {
