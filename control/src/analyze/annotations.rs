@@ -21,10 +21,10 @@ use super::input::Inputs;
 use super::message::{go_quote, Message};
 
 /// The kinds whose annotations are judged.
-const KINDS: [&str; 4] = ["Namespace", "Service", "Pod", "Deployment"];
+pub(super) const KINDS: [&str; 4] = ["Namespace", "Service", "Pod", "Deployment"];
 
 /// Annotations Istio or its controllers set (`maturity.AlwaysIgnoredAnnotations`).
-const ALWAYS_IGNORED: [&str; 3] = [
+pub(super) const ALWAYS_IGNORED: [&str; 3] = [
     "sidecar.istio.io/status",
     "gateway.istio.io/controller-version",
     "istio.io/rev",
@@ -33,7 +33,7 @@ const ALWAYS_IGNORED: [&str; 3] = [
 const SIDECAR_INJECT: &str = "sidecar.istio.io/inject";
 
 /// Istio's `istioAnnotation`.
-fn is_istio_annotation(name: &str) -> bool {
+pub(super) fn is_istio_annotation(name: &str) -> bool {
     name == "kubernetes.io/ingress.class"
         || name
             .split('/')

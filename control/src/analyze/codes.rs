@@ -54,4 +54,12 @@ codes! {
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS = "IST0173", Error, "DestinationRuleSubsetNotSelectPods";
     UNKNOWN_DESTINATION_RULE_HOST = "IST0174", Warning, "UnknownDestinationRuleHost";
     CONFLICTING_SERVICE_ENTRY_PROTOCOL = "IST0177", Warning, "ConflictingServiceEntryProtocol";
+    UNKNOWN_MESH_NETWORKS_SERVICE_REGISTRY = "IST0126", Error, "UnknownMeshNetworksServiceRegistry";
+    ALPHA_ANNOTATION = "IST0136", Info, "AlphaAnnotation";
+    ENVOY_FILTER_USES_RELATIVE_OPERATION = "IST0151", Warning, "EnvoyFilterUsesRelativeOperation";
+    ENVOY_FILTER_USES_REPLACE_OPERATION_INCORRECTLY = "IST0152", Error, "EnvoyFilterUsesReplaceOperationIncorrectly";
+    ENVOY_FILTER_USES_ADD_OPERATION_INCORRECTLY = "IST0153", Error, "EnvoyFilterUsesAddOperationIncorrectly";
+    ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY = "IST0154", Error, "EnvoyFilterUsesRemoveOperationIncorrectly";
+    ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION = "IST0155", Warning, "EnvoyFilterUsesRelativeOperationWithProxyVersion";
+    INVALID_TELEMETRY_PROVIDER = "IST0157", Warning, "InvalidTelemetryProvider";
 }

@@ -8,14 +8,14 @@
 //! (the default revision's ConfigMap) or an `istio.io/rev` label (that revision's); each pod
 //! there without a `sidecar.istio.io/proxyImage` annotation whose `istio-proxy` container or
 //! init container runs another image (or the image with `-<variant>`, the ProxyConfig image
-//! type) is named in one message on its Namespace. Trellis reads no mesh config, so the
-//! variant comes from ProxyConfig resources (root namespace `istio-system`, then the pod's
-//! namespace, then a selector-matching one) and the pod's `proxy.istio.io/config` annotation.
+//! type) is named in one message on its Namespace. The variant is the last one set of: the mesh
+//! config's `defaultConfig.image.imageType`, ProxyConfig resources (the mesh's root namespace,
+//! then the pod's namespace, then a selector-matching one) and the pod's
+//! `proxy.istio.io/config` annotation.
 
 use std::collections::BTreeMap;
 
 use super::codes::PODS_ISTIO_PROXY_IMAGE_MISMATCH_IN_NAMESPACE;
-use super::defaults::ISTIO_NAMESPACE;
 use super::input::Inputs;
 use super::message::Message;
 use super::object::{selects, seq_at, str_at, string_map, Object};
@@ -50,9 +50,10 @@ fn image_type(v: &serde_yaml::Value) -> &str {
     str_at(v, &["image", "imageType"]).unwrap_or_default()
 }
 
-/// Istio's `EffectiveProxyConfigResolver.ImageType` without a mesh config.
+/// Istio's `EffectiveProxyConfigResolver.ImageType`.
 fn variant(inputs: &Inputs, pod: &Object) -> String {
-    let mut variant = String::new();
+    let root = inputs.mesh.config.root_namespace();
+    let mut variant = inputs.mesh.config.image_type().to_string();
     let mut set = |t: &str| {
         if !t.is_empty() {
             variant = t.to_string();
@@ -68,22 +69,19 @@ fn variant(inputs: &Inputs, pod: &Object) -> String {
             .unwrap_or_default()
             .to_string()
     };
-    for o in configs.iter().filter(|o| o.namespace() == ISTIO_NAMESPACE) {
+    for o in configs.iter().filter(|o| o.namespace() == root) {
         set(&spec(o));
     }
     for o in &configs {
         let selector = o.at(&["spec", "selector"]);
-        if o.namespace() != ISTIO_NAMESPACE
-            && o.namespace() == pod.namespace()
-            && selector.is_none()
-        {
+        if o.namespace() != root && o.namespace() == pod.namespace() && selector.is_none() {
             set(&spec(o));
         }
     }
     let labels = pod.labels();
     for o in &configs {
         let selector = string_map(&o.value, &["spec", "selector", "matchLabels"]);
-        let workload = o.namespace() != ISTIO_NAMESPACE && o.at(&["spec", "selector"]).is_some();
+        let workload = o.namespace() != root && o.at(&["spec", "selector"]).is_some();
         if workload && o.namespace() == pod.namespace() && selects(&selector, &labels) {
             set(&spec(o));
         }
@@ -241,5 +239,33 @@ mod tests {
         );
         let a = analyze(&[("pods.yaml", pods), ("injector.yaml", INJECTOR)]);
         assert!(lines(&a, "IST0158").is_empty(), "{a}");
+    }
+
+    /// "injectionImageDistroless": the mesh config's `imageType: distroless` makes the
+    /// `-distroless` image expected, so only the pod with the plain image mismatches.
+    #[test]
+    fn distroless_from_mesh_config() {
+        let pods = include_str!("../../tests/analyzer_testdata/injection-image-distroless.yaml");
+        let mesh = include_str!("../../tests/analyzer_testdata/common/meshconfig.yaml");
+        let mut inputs = Inputs::default();
+        inputs.add_str(pods, "pods.yaml");
+        inputs.add_str(INJECTOR, "injector.yaml");
+        let without = analyze_resources(&inputs, "case");
+        inputs.set_mesh_config_str(mesh, "mesh.yaml").unwrap();
+        let with = analyze_resources(&inputs, "case");
+        let found = |a: &Analysis| -> Vec<String> {
+            a.with_code("IST0158")
+                .map(|m| m.resource.clone().unwrap_or_default())
+                .collect()
+        };
+        assert_eq!(found(&with), vec!["Namespace enabled-namespace"], "{with}");
+        assert_eq!(
+            found(&without),
+            vec![
+                "Namespace enabled-namespace",
+                "Namespace enabled-namespace-2"
+            ],
+            "the -distroless pod mismatches without the mesh config"
+        );
     }
 }

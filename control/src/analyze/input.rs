@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::mesh_config::Mesh;
 use super::message::{schema_error, schema_warning, Message};
 use super::object::{scalar_text, seq_at, str_at, string_map, Object};
 use crate::diag::{ConfigError, Severity};
@@ -75,6 +76,8 @@ pub struct Inputs {
     /// Messages about the input itself: IST0106 for documents that could not be read, IST0133
     /// for unknown fields.
     pub messages: Vec<Message>,
+    /// The mesh config and MeshNetworks (Istio's defaults unless set, see [`super::mesh_config`]).
+    pub mesh: Mesh,
 }
 
 /// Namespaces `istioctl analyze` leaves out, as the injector does (`pkg/kube/inject`

@@ -40,7 +40,13 @@
 //!   InvalidWebhook (both over [`label_selector`]); [`injection_image`]: IST0158
 //!   PodsIstioProxyImageMismatchInNamespace; [`external_control_plane`]: IST0163/IST0164;
 //! - [`gateway_api_selectors`]: IST0166 IneffectiveSelector; [`gateway_api_crds`]: IST0176
-//!   GatewayAPICRDVersionBelowMinimum.
+//!   GatewayAPICRDVersionBelowMinimum;
+//! - [`envoy_filters`]: IST0151..IST0155 (EnvoyFilter patch operations);
+//!   [`telemetry_providers`]: IST0157 InvalidTelemetryProvider, IST0002 (Lightstep);
+//!   [`mesh_networks`]: IST0126 UnknownMeshNetworksServiceRegistry (these and others read the
+//!   mesh config and MeshNetworks, [`mesh_config`]);
+//! - [`maturity`]: IST0136 AlphaAnnotation, only when asked ([`OptIn`]), as istioctl leaves it
+//!   out of its default set.
 //!
 //! `control/tests/istio_analyzer_cases.rs` runs these over Istio's own analyzer test table.
 //!
@@ -68,6 +74,7 @@ pub mod defaults;
 pub mod deployment_services;
 pub mod deprecation;
 pub mod dr_subsets;
+pub mod envoy_filters;
 pub mod external_control_plane;
 pub mod gateway_api_crds;
 pub mod gateway_api_selectors;
@@ -81,6 +88,9 @@ pub mod injection_image;
 pub mod input;
 pub mod jwt_claim_routes;
 pub mod label_selector;
+pub mod maturity;
+pub mod mesh_config;
+pub mod mesh_networks;
 pub mod message;
 pub mod object;
 pub mod port_names;
@@ -92,6 +102,7 @@ pub mod selectors;
 pub mod service_entries;
 pub mod sidecars;
 pub mod telemetry;
+pub mod telemetry_providers;
 pub mod vs_gateways;
 pub mod webhooks;
 
@@ -101,6 +112,7 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use input::{Inputs, KubeService, KubeServicePort, Workload};
+pub use mesh_config::{Mesh, MeshDocument, MeshFileError};
 pub use message::{Level, Message, UnknownLevel};
 pub use object::Object;
 
@@ -152,8 +164,22 @@ pub fn analyze_dir(dir: &Path) -> Result<Analysis, ConfigError> {
     Ok(analyze_resources(&inputs, &dir.display().to_string()))
 }
 
-/// Run every check over already read inputs; `target` names them in the all-clear line.
+/// Istio's analyzers that `istioctl analyze` does not run by default (`skipAll` in Istio's
+/// analyzer test table), each run only when set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptIn {
+    /// `maturity.AlphaAnalyzer`: IST0136 AlphaAnnotation.
+    pub alpha: bool,
+}
+
+/// Run every default check over already read inputs; `target` names them in the all-clear
+/// line.
 pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
+    analyze_with(inputs, target, OptIn::default())
+}
+
+/// [`analyze_resources`] plus the analyzers `opt_in` asks for.
+pub fn analyze_with(inputs: &Inputs, target: &str, opt_in: OptIn) -> Analysis {
     let mut messages = inputs.messages.clone();
     references::check(inputs, &mut messages);
     schema::check(inputs, &mut messages);
@@ -186,6 +212,12 @@ pub fn analyze_resources(inputs: &Inputs, target: &str) -> Analysis {
     external_control_plane::check(inputs, &mut messages);
     gateway_api_selectors::check(inputs, &mut messages);
     gateway_api_crds::check(inputs, &mut messages);
+    envoy_filters::check(inputs, &mut messages);
+    telemetry_providers::check(inputs, &mut messages);
+    mesh_networks::check(inputs, &mut messages);
+    if opt_in.alpha {
+        maturity::check(inputs, &mut messages);
+    }
     messages.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     messages.dedup_by(|a, b| a.to_string() == b.to_string());
     Analysis {

@@ -3,8 +3,10 @@
 //!
 //! A TCP port (or one without a protocol) on a ServiceEntry without `addresses` cannot be told
 //! apart from other TCP traffic to the same port, so Istio's
-//! `serviceentry.ProtocolAddressesAnalyzer` asks for addresses, once per such port (Trellis
-//! reads no mesh config, so DNS auto-allocation is taken as off, Istio's default). And two
+//! `serviceentry.ProtocolAddressesAnalyzer` asks for addresses, once per such port, unless
+//! the addresses were allocated (`status.addresses`) or the mesh config turns on DNS capture
+//! with auto-allocation (`ISTIO_META_DNS_CAPTURE` and `ISTIO_META_DNS_AUTO_ALLOCATE` or
+//! `PILOT_ENABLE_IP_AUTOALLOCATE` in `defaultConfig.proxyMetadata`). And two
 //! ServiceEntries that give the same host and port different protocols, in export scopes that
 //! meet (the same namespace, or one exported to all), leave the protocol undefined:
 //! `serviceentry.ConflictingServiceEntryProtocolAnalyzer` reports each of them once.
@@ -15,6 +17,7 @@ use super::codes::{CONFLICTING_SERVICE_ENTRY_PROTOCOL, SERVICE_ENTRY_ADDRESSES_R
 use super::conflicts::export_scopes;
 use super::input::Inputs;
 use super::message::{go_quote, Message};
+use crate::istio::Source;
 
 /// Run both checks.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
@@ -22,9 +25,29 @@ pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
     conflicting_protocols(inputs, out);
 }
 
+/// `ProtocolAddressesAnalyzer.Analyze`'s `autoAllocated`: DNS capture on, and one of the
+/// auto-allocation switches on, all as the string `"true"`.
+fn auto_allocated(inputs: &Inputs) -> bool {
+    let on = |key: &str| inputs.mesh.config.proxy_metadata(key).as_deref() == Some("true");
+    on("ISTIO_META_DNS_CAPTURE")
+        && (on("ISTIO_META_DNS_AUTO_ALLOCATE") || on("PILOT_ENABLE_IP_AUTOALLOCATE"))
+}
+
+/// `addressAllocated`: the ServiceEntry's `status.addresses` is not empty.
+fn address_allocated(inputs: &Inputs, se: &Source) -> bool {
+    inputs
+        .objects_of("ServiceEntry")
+        .filter(|o| o.source == *se)
+        .any(|o| !o.seq_at(&["status", "addresses"]).is_empty())
+}
+
+/// `ProtocolAddressesAnalyzer.analyzeProtocolAddresses`.
 fn addresses_required(inputs: &Inputs, out: &mut Vec<Message>) {
+    if auto_allocated(inputs) {
+        return;
+    }
     for se in &inputs.resources.service_entries {
-        if !se.spec.addresses.is_empty() {
+        if !se.spec.addresses.is_empty() || address_allocated(inputs, &se.source) {
             continue;
         }
         for (i, port) in se.spec.ports.iter().enumerate() {
@@ -96,5 +119,56 @@ fn conflicting_protocols(inputs: &Inputs, out: &mut Vec<Message>) {
             );
             out.push(inputs.blame(&entries[i].source, m.field("spec.ports")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analyze::{analyze_resources, Inputs};
+
+    fn required(inputs: &Inputs) -> Vec<String> {
+        analyze_resources(inputs, "t")
+            .with_code("IST0134")
+            .map(|m| m.resource.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// analyzers_test.go "missing Addresses and Protocol in Service Entry" and its
+    /// "... with ISTIO_META_DNS_AUTO_ALLOCATE enabled", after `ProtocolAddressesAnalyzer.Analyze`:
+    /// auto-allocation counts only with DNS capture on.
+    #[test]
+    fn dns_auto_allocation_in_the_mesh_config() {
+        let text = include_str!(
+            "../../tests/analyzer_testdata/serviceentry-missing-addresses-protocol.yaml"
+        );
+        let mut inputs = Inputs::read_str(text, "se.yaml");
+        let all = required(&inputs);
+        assert_eq!(all.len(), 3, "{all:?}");
+        let mesh = include_str!(
+            "../../tests/analyzer_testdata/serviceentry-missing-addresses-protocol-mesh-cfg.yaml"
+        );
+        inputs.set_mesh_config_str(mesh, "mesh.yaml").unwrap();
+        assert!(required(&inputs).is_empty());
+        let no_capture =
+            "defaultConfig:\n  proxyMetadata:\n    PILOT_ENABLE_IP_AUTOALLOCATE: \"true\"\n";
+        inputs.set_mesh_config_str(no_capture, "mesh.yaml").unwrap();
+        assert_eq!(required(&inputs), all);
+        let pilot = "defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n    PILOT_ENABLE_IP_AUTOALLOCATE: \"true\"\n";
+        inputs.set_mesh_config_str(pilot, "mesh.yaml").unwrap();
+        assert!(required(&inputs).is_empty());
+    }
+
+    /// "ServiceEntry Addresses Allocated", after `addressAllocated`: addresses in `status`
+    /// count as addresses.
+    #[test]
+    fn allocated_addresses_in_status() {
+        let text =
+            include_str!("../../tests/analyzer_testdata/serviceentry-address-allocated.yaml");
+        assert!(required(&Inputs::read_str(text, "se.yaml")).is_empty());
+        let without_status = &text[..text.find("status:").unwrap()];
+        assert_eq!(
+            required(&Inputs::read_str(without_status, "se.yaml")),
+            vec!["ServiceEntry address-allocated.default"]
+        );
     }
 }
