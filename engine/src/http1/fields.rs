@@ -93,6 +93,47 @@ pub(crate) fn take_field_line(line: &mut [u8]) -> Result<(usize, Range<usize>), 
     Ok((name_len, start..end))
 }
 
+/// A received field line, taken by [`take_field_lines`]: its name (lower-cased) and value, and
+/// where each lies in the head as (start, length).
+pub(crate) struct FieldAt<'a> {
+    pub(crate) name: &'a [u8],
+    pub(crate) value: &'a [u8],
+    pub(crate) name_at: (usize, usize),
+    pub(crate) value_at: (usize, usize),
+}
+
+/// Takes each field line of `head` with [`take_field_line`] and hands it to `on_field`, in
+/// order; the first error stops the walk. The lines are the ones the head scan recorded
+/// (`lfs`, each line's LF, checked to follow a CR; the first line starts at `from`), so no LF
+/// is searched for again.
+pub(crate) fn take_field_lines(
+    head: &mut [u8],
+    from: usize,
+    lfs: &[usize],
+    mut on_field: impl FnMut(FieldAt<'_>) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
+    let mut start = from;
+    for &lf in lfs {
+        debug_assert!(
+            lf > start && head.get(lf - 1) == Some(&b'\r'),
+            "CRLF at {lf}"
+        );
+        let line = head.get_mut(start..lf - 1).unwrap_or_default();
+        let (name_len, value) = take_field_line(line)?;
+        let value_at = (start + value.start, value.len());
+        on_field(FieldAt {
+            name: head.get(start..start + name_len).unwrap_or_default(),
+            value: head
+                .get(value_at.0..value_at.0 + value_at.1)
+                .unwrap_or_default(),
+            name_at: (start, name_len),
+            value_at,
+        })?;
+        start = lf + 1;
+    }
+    Ok(())
+}
+
 /// Converts a validated name and a raw value into `http` types (name lower-cased), for
 /// trailers. The value check rejects every CTL except HTAB, and DEL.
 pub(crate) fn to_header(

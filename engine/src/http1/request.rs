@@ -12,7 +12,7 @@ use std::ops::Range;
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::take_field_line;
+use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
 use super::host::normalize_authority;
@@ -205,7 +205,7 @@ pub(crate) fn parse_version(v: &[u8]) -> Result<Version, ParseError> {
 
 /// Interprets the fields and the request target, deciding authority, framing and options.
 /// Each field line is validated and its name lower-cased in `head` in one pass
-/// ([`take_field_line`]); then `head` becomes the memory the fields point into.
+/// ([`take_field_lines`]); then `head` becomes the memory the fields point into.
 fn build_head(
     method: Method,
     target: (usize, usize),
@@ -217,7 +217,7 @@ fn build_head(
     let http11 = version == Version::Http11;
     // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
     let mut headers = pool.take(lines.1.len() + 4);
-    let mut host: Option<Range<usize>> = None;
+    let mut host: Option<(usize, usize)> = None;
     let mut host_count = 0usize;
     let mut content_length: Option<u64> = None;
     let mut te = TransferCodings::default();
@@ -225,25 +225,12 @@ fn build_head(
     let mut upgrade: Option<String> = None;
     let mut expects_continue = false;
 
-    let mut start = lines.0;
-    for &lf in lines.1 {
-        debug_assert!(
-            lf > start && head.get(lf - 1) == Some(&b'\r'),
-            "CRLF at {lf}"
-        );
-        let line = head.get_mut(start..lf - 1).unwrap_or_default();
-        let (name_len, value_at) = take_field_line(line)?;
-        let line_start = start;
-        start = lf + 1;
-        let value_at = line_start + value_at.start..line_start + value_at.end;
-        let name = head
-            .get(line_start..line_start + name_len)
-            .unwrap_or_default();
-        let value = head.get(value_at.clone()).unwrap_or_default();
+    take_field_lines(head, lines.0, lines.1, |field| {
+        let (name, value) = (field.name, field.value);
         if name == b"host" {
             host_count += 1;
-            host = Some(value_at);
-            continue;
+            host = Some(field.value_at);
+            return Ok(());
         } else if name == b"content-length" {
             content_length = Some(merge_content_length(value, content_length)?);
         } else if name == b"transfer-encoding" {
@@ -268,11 +255,12 @@ fn build_head(
                 }
             }
         }
-        headers.push_received((line_start, name_len), (value_at.start, value_at.len()));
-    }
+        headers.push_received(field.name_at, field.value_at);
+        Ok(())
+    })?;
     let buf = std::mem::take(head).freeze();
     headers.set_head(buf.clone());
-    let host = host.map(|h| buf.get(h).unwrap_or_default());
+    let host = host.map(|(at, len)| buf.get(at..at + len).unwrap_or_default());
     let raw_target = buf.get(target.0..target.1).unwrap_or_default();
 
     if host_count > 1 {

@@ -12,7 +12,7 @@ use std::ops::Range;
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::take_field_line;
+use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, ResponseHead, Version};
 use super::limits::Limits;
@@ -134,21 +134,8 @@ impl Layout {
         let mut connection = ConnectionOptions::default();
         // One pass per line: validated and its name lower-cased in the head, which becomes
         // the memory the fields point into once every line is done.
-        let mut start = self.lines_from;
-        for &lf in lfs {
-            debug_assert!(
-                lf > start && head.get(lf - 1) == Some(&b'\r'),
-                "CRLF at {lf}"
-            );
-            let line = head.get_mut(start..lf - 1).unwrap_or_default();
-            let (name_len, value_at) = take_field_line(line)?;
-            let line_start = start;
-            start = lf + 1;
-            let value_at = line_start + value_at.start..line_start + value_at.end;
-            let name = head
-                .get(line_start..line_start + name_len)
-                .unwrap_or_default();
-            let value = head.get(value_at.clone()).unwrap_or_default();
+        take_field_lines(head, self.lines_from, lfs, |field| {
+            let (name, value) = (field.name, field.value);
             if name == b"content-length" {
                 content_length = Some(merge_content_length(value, content_length)?);
             } else if name == b"transfer-encoding" {
@@ -156,8 +143,9 @@ impl Layout {
             } else if name == b"connection" {
                 connection.add(value);
             }
-            headers.push_received((line_start, name_len), (value_at.start, value_at.len()));
-        }
+            headers.push_received(field.name_at, field.value_at);
+            Ok(())
+        })?;
         let buf = std::mem::take(head).freeze();
         headers.set_head(buf.clone());
         let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
