@@ -138,15 +138,29 @@ impl Fields {
     }
 
     /// Makes `head` the buffer that received fields ([`Fields::push_received`]) point into.
+    /// The parsers push the fields while the head is still mutable (they lower-case names as
+    /// they validate them) and set it once it is frozen, so the spans may come first.
     pub(crate) fn set_head(&mut self, head: Bytes) {
-        debug_assert!(self.list.is_empty(), "spans would point into the old head");
+        debug_assert!(self.head.is_empty(), "spans would point into the old head");
+        debug_assert!(
+            self.list
+                .iter()
+                .all(|f| [&f.name, &f.value].into_iter().all(|t| match t {
+                    Text::Head { at, len } => at + len <= head.len(),
+                    Text::Own(_) => true,
+                })),
+            "a received span lies outside the head"
+        );
         self.head = head;
     }
 
-    /// Appends a received field: `name` and `value` are ranges of the head given to
-    /// [`Fields::set_head`], the name already lower-case and both already validated.
+    /// Appends a received field: `name` and `value` are ranges of the head given (before or
+    /// after) to [`Fields::set_head`], the name already lower-case and both already validated.
     pub(crate) fn push_received(&mut self, name: (usize, usize), value: (usize, usize)) {
-        debug_assert!(name.0 + name.1 <= self.head.len() && value.0 + value.1 <= self.head.len());
+        debug_assert!(
+            self.head.is_empty()
+                || (name.0 + name.1 <= self.head.len() && value.0 + value.1 <= self.head.len())
+        );
         self.list.push(Field {
             name: Text::Head {
                 at: name.0,

@@ -19,7 +19,7 @@ const MAX_KEPT_CAPACITY: usize = 64;
 #[derive(Debug, Default)]
 pub struct HeaderPool {
     spare: Vec<Fields>,
-    /// The head scan's record of where each field line ends (see `syntax::recorded_lines`),
+    /// The head scan's record of where each field line ends (see `syntax::find_head_end_with`),
     /// kept between heads for the same reason as the lists.
     line_ends: Vec<usize>,
 }

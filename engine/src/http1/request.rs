@@ -12,14 +12,14 @@ use std::ops::Range;
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::{check_field, lower_field_names, span, split_field};
+use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
 use super::host::normalize_authority;
 use super::limits::Limits;
 use super::pool::HeaderPool;
 use super::syntax::{
-    find_head_end_with, find_lf, is_token, is_vchar, line_end, list_elements, recorded_lines, Scan,
+    find_head_end_with, find_lf, is_token, is_vchar, line_end, list_elements, Scan,
 };
 
 /// Parses a request head from the front of `buf`.
@@ -85,8 +85,8 @@ struct Layout {
 
 impl Layout {
     /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
-    /// names are lower-cased in it, then it becomes the memory the fields point into.
-    /// `lfs` are the field lines' LFs that [`locate`] recorded.
+    /// names are lower-cased in it as they are validated, then it becomes the memory the
+    /// fields point into. `lfs` are the field lines' LFs that [`locate`] recorded.
     fn build(
         self,
         head: &mut bytes::BytesMut,
@@ -94,16 +94,12 @@ impl Layout {
         pool: &mut HeaderPool,
     ) -> Result<RequestHead, ParseError> {
         debug_assert_eq!(lfs.len(), self.fields, "one recorded LF per field line");
-        lower_field_names(head, self.lines_from, lfs);
-        let buf = std::mem::take(head).freeze();
-        let raw_target = buf.get(self.target.0..self.target.1).unwrap_or_default();
         build_head(
             self.method,
-            raw_target,
+            self.target,
             self.version,
-            &buf,
+            head,
             (self.lines_from, lfs),
-            self.fields,
             pool,
         )
     }
@@ -208,20 +204,20 @@ pub(crate) fn parse_version(v: &[u8]) -> Result<Version, ParseError> {
 }
 
 /// Interprets the fields and the request target, deciding authority, framing and options.
+/// Each field line is validated and its name lower-cased in `head` in one pass
+/// ([`take_field_lines`]); then `head` becomes the memory the fields point into.
 fn build_head(
     method: Method,
-    raw_target: &[u8],
+    target: (usize, usize),
     version: Version,
-    buf: &bytes::Bytes,
+    head: &mut bytes::BytesMut,
     lines: (usize, &[usize]),
-    fields: usize,
     pool: &mut HeaderPool,
 ) -> Result<RequestHead, ParseError> {
     let http11 = version == Version::Http11;
     // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
-    let mut headers = pool.take(fields + 4);
-    headers.set_head(buf.clone());
-    let mut host: Option<&[u8]> = None;
+    let mut headers = pool.take(lines.1.len() + 4);
+    let mut host: Option<(usize, usize)> = None;
     let mut host_count = 0usize;
     let mut content_length: Option<u64> = None;
     let mut te = TransferCodings::default();
@@ -229,13 +225,12 @@ fn build_head(
     let mut upgrade: Option<String> = None;
     let mut expects_continue = false;
 
-    for line in recorded_lines(buf, lines.0, lines.1) {
-        let (name, value) = split_field(line)?;
-        check_field(name, value)?;
+    take_field_lines(head, lines.0, lines.1, |field| {
+        let (name, value) = (field.name, field.value);
         if name == b"host" {
             host_count += 1;
-            host = Some(value);
-            continue;
+            host = Some(field.value_at);
+            return Ok(());
         } else if name == b"content-length" {
             content_length = Some(merge_content_length(value, content_length)?);
         } else if name == b"transfer-encoding" {
@@ -260,8 +255,13 @@ fn build_head(
                 }
             }
         }
-        headers.push_received(span(buf, name), span(buf, value));
-    }
+        headers.push_received(field.name_at, field.value_at);
+        Ok(())
+    })?;
+    let buf = std::mem::take(head).freeze();
+    headers.set_head(buf.clone());
+    let host = host.map(|(at, len)| buf.get(at..at + len).unwrap_or_default());
+    let raw_target = buf.get(target.0..target.1).unwrap_or_default();
 
     if host_count > 1 {
         return Err(ParseError::DuplicateHost);

@@ -12,14 +12,14 @@ use std::ops::Range;
 use http::Method;
 
 use super::error::ParseError;
-use super::fields::{check_field, lower_field_names, span, split_field};
+use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, ResponseHead, Version};
 use super::limits::Limits;
 use super::pool::HeaderPool;
 use super::reason::reason_phrase;
 use super::request::parse_version;
-use super::syntax::{find_head_end_with, find_lf, line_end, recorded_lines, Scan};
+use super::syntax::{find_head_end_with, find_lf, line_end, Scan};
 
 /// Parses a response head from the front of `buf`; `request_method` is the method of the
 /// request it answers (HEAD and CONNECT change the framing). `Ok(None)` means incomplete.
@@ -113,7 +113,8 @@ fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<La
 
 impl Layout {
     /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
-    /// names are lower-cased in it, then it becomes the memory the fields point into.
+    /// names are lower-cased in it as they are validated, then it becomes the memory the
+    /// fields point into.
     /// `lfs` are the field lines' LFs that [`locate`] recorded.
     fn build(
         self,
@@ -126,19 +127,15 @@ impl Layout {
             version, status, ..
         } = self;
         debug_assert_eq!(lfs.len(), self.fields, "one recorded LF per field line");
-        lower_field_names(head, self.lines_from, lfs);
-        let buf = std::mem::take(head).freeze();
-        let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
-
         // Room for the fields a proxy adds (via, response header edits) without regrowth.
         let mut headers = pool.take(self.fields + 2);
-        headers.set_head(buf.clone());
         let mut content_length: Option<u64> = None;
         let mut te = TransferCodings::default();
         let mut connection = ConnectionOptions::default();
-        for line in recorded_lines(&buf, self.lines_from, lfs) {
-            let (name, value) = split_field(line)?;
-            check_field(name, value)?;
+        // One pass per line: validated and its name lower-cased in the head, which becomes
+        // the memory the fields point into once every line is done.
+        take_field_lines(head, self.lines_from, lfs, |field| {
+            let (name, value) = (field.name, field.value);
             if name == b"content-length" {
                 content_length = Some(merge_content_length(value, content_length)?);
             } else if name == b"transfer-encoding" {
@@ -146,8 +143,12 @@ impl Layout {
             } else if name == b"connection" {
                 connection.add(value);
             }
-            headers.push_received(span(&buf, name), span(&buf, value));
-        }
+            headers.push_received(field.name_at, field.value_at);
+            Ok(())
+        })?;
+        let buf = std::mem::take(head).freeze();
+        headers.set_head(buf.clone());
+        let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
 
         let http11 = version == Version::Http11;
         if te.present {

@@ -8,7 +8,7 @@
 use super::error::ParseError;
 use super::limits::Limits;
 
-const fn build_tchar() -> [bool; 256] {
+pub(crate) const fn build_tchar() -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -128,7 +128,7 @@ pub(crate) fn find_head_end(
 
 /// [`find_head_end`], calling `on_line(lf)` with the position of each field line's LF in
 /// `buf`, so that the passes after the scan can walk the lines without searching for each LF
-/// again (see [`recorded_lines`]). A scan that ends incomplete or in error may have reported
+/// again. A scan that ends incomplete or in error may have reported
 /// some lines: the caller forgets them.
 pub(crate) fn find_head_end_with(
     buf: &[u8],
@@ -185,26 +185,6 @@ pub(crate) fn field_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
         let line = rest.get(..lf).unwrap_or(rest);
         rest = rest.get(lf + 1..).unwrap_or(&[]);
         Some(line.strip_suffix(b"\r").unwrap_or(line))
-    })
-}
-
-/// The field lines (without CRLF) of `buf` that a scan reported ([`find_head_end_with`]):
-/// `lfs` holds each line's LF position, the first line starting at `from`. Each LF was checked
-/// to follow a CR, so a line is what [`field_lines`] would give.
-pub(crate) fn recorded_lines<'a>(
-    buf: &'a [u8],
-    from: usize,
-    lfs: &'a [usize],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    let mut start = from;
-    lfs.iter().map(move |&lf| {
-        debug_assert!(
-            lf > start && buf.get(lf - 1) == Some(&b'\r'),
-            "CRLF at {lf}"
-        );
-        let line = buf.get(start..lf - 1).unwrap_or_default();
-        start = lf + 1;
-        line
     })
 }
 
@@ -294,7 +274,15 @@ mod tests {
             panic!("{scan:?}")
         };
         assert_eq!((fields, lfs.len()), (3, 3));
-        let recorded: Vec<&[u8]> = recorded_lines(buf, 16, &lfs).collect();
+        let mut start = 16;
+        let recorded: Vec<&[u8]> = lfs
+            .iter()
+            .map(|&lf| {
+                let line = &buf[start..lf - 1];
+                start = lf + 1;
+                line
+            })
+            .collect();
         let split: Vec<&[u8]> = field_lines(&buf[16..end - 2]).collect();
         assert_eq!(recorded, split);
         assert_eq!(recorded, [&b"a: 1"[..], b"b:", b"cc: 3"]);
