@@ -276,7 +276,7 @@ impl Engine {
     /// Where a passthrough request goes: the original destination, or for an inbound capture
     /// listener the local workload at the original destination's port
     /// ([`crate::config::Listener::local_forward`]).
-    fn passthrough_target(
+    pub(super) fn passthrough_target(
         snapshot: &Snapshot,
         listener: &str,
         original: std::net::SocketAddr,
