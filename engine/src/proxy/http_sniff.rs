@@ -118,11 +118,20 @@ mod tests {
             b"OPTIONS * HTTP/1.1\n",
             H2_PREFACE,
         ] {
-            assert_eq!(sniff(text), Sniff::Http, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(
+                sniff(text),
+                Sniff::Http,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
             // Every proper prefix still waits (the line end decides).
             let line = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
             for cut in 0..line.min(text.len() - 1) {
-                assert_eq!(sniff(&text[..cut]), Sniff::NeedMore, "cut {cut} of {text:?}");
+                assert_eq!(
+                    sniff(&text[..cut]),
+                    Sniff::NeedMore,
+                    "cut {cut} of {text:?}"
+                );
             }
         }
     }
@@ -143,7 +152,12 @@ mod tests {
             b" GET / HTTP/1.1\r\n",       // no method
             b"GET  / HTTP/1.1\r\n",       // empty target
         ] {
-            assert_eq!(sniff(text), Sniff::NotHttp, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(
+                sniff(text),
+                Sniff::NotHttp,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
         // Decided early, without the line end.
         assert_eq!(sniff(b"GET / HTTX"), Sniff::NotHttp);

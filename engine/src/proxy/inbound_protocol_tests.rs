@@ -80,10 +80,7 @@ fn accept(engine: &mut Engine, at: Instant, port: u16) -> ConnId {
         "10.9.9.9:40000".parse().unwrap(),
         "10.1.2.3:15006".parse().unwrap(),
     );
-    accepted.original_dst = Some(std::net::SocketAddr::new(
-        "10.1.2.3".parse().unwrap(),
-        port,
-    ));
+    accepted.original_dst = Some(std::net::SocketAddr::new("10.1.2.3".parse().unwrap(), port));
     engine.accept(at, accepted)
 }
 
@@ -136,8 +133,16 @@ fn an_http_port_is_parsed_as_http() {
     let mut engine = engine_with(None, None);
     let t0 = Instant::ZERO;
     let down = accept(&mut engine, t0, WEB);
-    assert!(connects(&drain(&mut engine)).is_empty(), "HTTP waits for a request");
-    received(&mut engine, t0, down, b"GET /x HTTP/1.1\r\nhost: web\r\n\r\n");
+    assert!(
+        connects(&drain(&mut engine)).is_empty(),
+        "HTTP waits for a request"
+    );
+    received(
+        &mut engine,
+        t0,
+        down,
+        b"GET /x HTTP/1.1\r\nhost: web\r\n\r\n",
+    );
     let out = drain(&mut engine);
     let (_, addr) = one_connect(&out);
     assert_eq!(addr, "127.0.0.1:8080");
@@ -162,7 +167,12 @@ fn an_undeclared_port_that_sends_http_is_http() {
     let head = String::from_utf8_lossy(&sent).to_ascii_lowercase();
     assert!(head.starts_with("get /y http/1.1\r\n"), "{head}");
     assert!(head.contains("x-request-id"), "the HTTP path ran: {head}");
-    received(&mut engine, t0, up, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    received(
+        &mut engine,
+        t0,
+        up,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    );
     let answer = sent_to(&drain(&mut engine), down);
     assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{answer:?}");
     assert_eq!(engine.stats().downstream_cx_tcp, 0);

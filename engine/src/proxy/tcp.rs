@@ -21,9 +21,9 @@ use crate::config::{PortProtocol, TcpDestination};
 use crate::time::Instant;
 
 use super::conn::{DownState, UpState};
+use super::http_sniff::{sniff, Sniff};
 use super::ids::{DownstreamId, UpstreamId};
 use super::log::{RequestLog, ResponseFlag};
-use super::http_sniff::{sniff, Sniff};
 use super::sni::{peek, Peek};
 use super::tcp_match;
 use super::tcp_session::{Detect, TcpPhase, TcpSession, INSPECT_TIMEOUT};
