@@ -297,3 +297,39 @@ fn network_rbac_guards_the_tcp_ports_only() {
     engine.handle(t0, Input::Connected { conn: up });
     assert_eq!(sent_to(&drain(&mut engine), up), b"PING\r\n");
 }
+
+/// Not redirected: the port is the one the connection was accepted on (a capture listener
+/// bound on the workload port), and a target that is the listener itself is dropped, as
+/// Istio's inbound blackhole chain (`buildInboundBlackhole`) stops that loop, for TCP and
+/// HTTP alike.
+#[test]
+fn without_an_original_destination_the_local_port_is_used_and_loops_are_dropped() {
+    let mut engine = engine_with(None, None);
+    let t0 = Instant::ZERO;
+    let direct = |engine: &mut Engine, local: &str| {
+        let accepted = Accepted::new("10.9.9.9:40000".parse().unwrap(), local.parse().unwrap());
+        engine.accept(t0, accepted)
+    };
+    // Accepted on the pod address: the workload at the accepting port.
+    let bound = direct(&mut engine, "10.1.2.3:15006");
+    received(&mut engine, t0, bound, b"PING\r\n");
+    let (_, addr) = one_connect(&drain(&mut engine));
+    assert_eq!(addr, "127.0.0.1:15006");
+    // The workload address at the listener's own port is the listener: dropped.
+    let looped = direct(&mut engine, "127.0.0.1:15006");
+    received(&mut engine, t0, looped, b"PING\r\n");
+    let out = drain(&mut engine);
+    assert!(connects(&out).is_empty(), "{out:?}");
+    assert!(
+        out.contains(&Output::Close {
+            conn: looped,
+            graceful: true
+        }),
+        "{out:?}"
+    );
+    let http = direct(&mut engine, "127.0.0.1:15006");
+    received(&mut engine, t0, http, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    let out = drain(&mut engine);
+    assert!(connects(&out).is_empty(), "{out:?}");
+    assert!(sent_to(&out, http).starts_with(b"HTTP/1.1 404"), "{out:?}");
+}

@@ -163,8 +163,12 @@ impl Engine {
         let Some(down) = self.conns.down(id) else {
             return;
         };
-        let dst = down.original_dst.unwrap_or(down.local);
-        let target = Self::passthrough_target(&self.snapshot.clone(), &down.listener, dst);
+        let (original, local) = (down.original_dst, down.local);
+        let snapshot = self.snapshot.clone();
+        let Some(target) = Self::passthrough_target(&snapshot, &down.listener, original, local)
+        else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoRouteFound));
+        };
         let slot = self.passthrough_slot(now, target);
         let name = self.clusters.slot_mut(slot).map(|s| s.name.as_str().into());
         if let Some(session) = self.session(id) {
