@@ -22,7 +22,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 mod common;
-use common::l4_peers::{issue, line_echo, mtls_exchange, plain_exchange, scratch, wait_for_log};
+use common::l4_peers::{
+    identity_yaml, issue, line_echo, mtls_exchange, plain_exchange, scratch, wait_for_log,
+};
 use common::{spawn_proxy, wait_for};
 
 /// An HTTP/1.1 workload on 127.0.0.2: answers every request with `web:<request line>`.
@@ -79,7 +81,6 @@ fn tcp_http_and_undeclared_ports_of_one_captured_workload_over_mtls() {
     let (echo, seen) = line_echo("127.0.0.2", "db");
     let (raw, raw_seen) = line_echo("127.0.0.2", "raw");
     let (tcp, web, undeclared) = (echo.port(), http_workload(), raw.port());
-    let file = |certs: &std::path::Path, name: &str| certs.join(name).display().to_string();
 
     // The server sidecar: one capture listener per workload port, STRICT mTLS, and a DENY
     // for mallory on the TCP port. `services:` says which ports are TCP and HTTP.
@@ -96,8 +97,7 @@ fn tcp_http_and_undeclared_ports_of_one_captured_workload_over_mtls() {
         &server,
         format!(
             r#"workload: {{namespace: default, serviceAccount: db, labels: {{app: db}}}}
-identity: {{certChain: {chain:?}, key: {key:?}, rootCert: {root:?}}}
-listeners:
+{identity}listeners:
 {captures}services:
   - host: db
     ports: [{{number: {tcp}, name: tcp-echo}}, {{number: {web}, name: http-web}}]
@@ -119,9 +119,7 @@ istio:
           - from: [{{source: {{principals: ["cluster.local/ns/default/sa/mallory"]}}}}]
             to: [{{operation: {{ports: ["{tcp}"]}}}}]
 "#,
-            chain = file(db, "cert-chain.pem"),
-            key = file(db, "key.pem"),
-            root = file(db, "root-cert.pem"),
+            identity = identity_yaml(db),
         ),
     )
     .expect("server config");
@@ -135,8 +133,7 @@ istio:
         &client,
         format!(
             r#"workload: {{namespace: default, serviceAccount: sleep, labels: {{app: sleep}}}}
-identity: {{certChain: {chain:?}, key: {key:?}, rootCert: {root:?}}}
-listeners:
+{identity}listeners:
   - {{name: out-tcp, address: "127.0.0.3:{tcp}", direction: outbound}}
   - {{name: out-web, address: "127.0.0.3:{web}", direction: outbound}}
 services:
@@ -145,9 +142,7 @@ services:
     endpoints:
       - {{address: "127.0.0.1", serviceAccount: db, labels: {{app: db, security.istio.io/tlsMode: istio}}}}
 "#,
-            chain = file(sleep, "cert-chain.pem"),
-            key = file(sleep, "key.pem"),
-            root = file(sleep, "root-cert.pem"),
+            identity = identity_yaml(sleep),
         ),
     )
     .expect("client config");

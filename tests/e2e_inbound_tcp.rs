@@ -21,7 +21,8 @@ use std::net::SocketAddr;
 
 mod common;
 use common::l4_peers::{
-    free_port, issue, line_echo, mtls_exchange, plain_exchange, scratch, wait_for_log,
+    free_port, identity_yaml, issue, line_echo, mtls_exchange, plain_exchange, scratch,
+    wait_for_log,
 };
 use common::{spawn_proxy, wait_for};
 
@@ -97,14 +98,12 @@ fn strict_mtls_tcp_port_with_principals_and_http_only_rules() {
     let root = db.join("root-cert.pem");
     let (echo, seen) = line_echo("127.0.0.1", "db");
     let at = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let file = |name: &str| db.join(name).display().to_string();
     let config = dir.join("sidecar.yaml");
     std::fs::write(
         &config,
         format!(
             r#"workload: {{namespace: default, serviceAccount: db, labels: {{app: db}}}}
-identity: {{certChain: {chain:?}, key: {key:?}, rootCert: {root:?}}}
-listeners:
+{identity}listeners:
   - {{name: inbound, address: "{at}", direction: inbound, forwardTo: "{echo}", protocol: TCP}}
 istio:
   resources:
@@ -135,9 +134,7 @@ istio:
           - from: [{{source: {{principals: ["cluster.local/ns/default/sa/mallory"]}}}}]
             to: [{{operation: {{paths: ["/admin*"]}}}}]
 "#,
-            chain = file("cert-chain.pem"),
-            key = file("key.pem"),
-            root = file("root-cert.pem"),
+            identity = identity_yaml(db),
         ),
     )
     .expect("config");

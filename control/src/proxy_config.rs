@@ -41,7 +41,11 @@
 //! single workload address (Istio's inbound cluster `inbound|<port>||`); `forwardTo: IP` (e.g.
 //! `127.0.0.1`) makes it the captured pod's virtual inbound listener: every connection
 //! `trellis init` redirected to it goes to that IP at the port the client dialled (Istio's
-//! inbound passthrough); otherwise requests go where their original destination says. An
+//! inbound passthrough), each port served as the `services:` whose endpoints are the
+//! `workload:` declare it: HTTP, TCP (with network RBAC), or detected from the first bytes
+//! for a port of unknown protocol or none declared (`translate::inbound_protocols`; the
+//! listener's `protocolDetectionTimeout` is MeshConfig's); otherwise requests go where
+//! their original destination says. An
 //! inbound listener with `forwardTo: IP:PORT` and a non-HTTP `protocol` (TCP, TLS, MONGO ...)
 //! proxies bytes under the workload's AuthorizationPolicies compiled for TCP (`inbound_l4`). With an `identity:`, clusters use a DestinationRule's
 //! `tls` or auto mTLS ([`crate::translate::upstream_tls`]); without one, every connection is

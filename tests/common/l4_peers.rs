@@ -175,6 +175,18 @@ pub fn issue(dir: &Path, accounts: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The proxy config's `identity:` line for the certificates `trellis ca issue` wrote in
+/// `certs`.
+pub fn identity_yaml(certs: &Path) -> String {
+    let file = |name: &str| certs.join(name).display().to_string();
+    format!(
+        "identity: {{certChain: {:?}, key: {:?}, rootCert: {:?}}}\n",
+        file("cert-chain.pem"),
+        file("key.pem"),
+        file("root-cert.pem")
+    )
+}
+
 /// One mTLS exchange with Python's `ssl` as `certs`: prints the echo's answer, or `CLOSED`
 /// when the connection ended without one, or `REFUSED` when the handshake failed.
 pub fn mtls_exchange(at: SocketAddr, certs: &Path, root: &Path, line: &str) -> String {

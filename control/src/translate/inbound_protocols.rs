@@ -127,18 +127,9 @@ mod tests {
     }
 
     fn endpoint(labels: &[(&str, &str)], ports: &[(u16, u16)]) -> ServiceEndpoint {
-        ServiceEndpoint {
-            address: "10.1.0.7".parse().unwrap(),
-            ports: ports.iter().copied().collect(),
-            default_port: None,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            weight: 1,
-            service_account: None,
-            locality: None,
-        }
+        let mut e = ServiceEndpoint::new("10.1.0.7".parse().unwrap(), labels);
+        e.ports = ports.iter().copied().collect();
+        e
     }
 
     fn service(name: &str, ports: Vec<ServicePort>, endpoints: Vec<ServiceEndpoint>) -> Service {
