@@ -356,6 +356,7 @@ fn config_of(
     let chains = base.tcp_routes.iter();
     let chains = chains.filter(|r| r.listener.as_ref().is_some_and(|l| inbound.contains(l)));
     config.tcp_routes.extend(chains.cloned());
+    capture_protocols(&mut config, document);
     match config.identity.clone() {
         None => trellis_control::translate::upstream_tls::without_identity(&mut config),
         Some(id) => {
@@ -426,6 +427,25 @@ fn apply_security(
         listener.authentication = authn.authentication.clone();
     }
     Ok(())
+}
+
+/// A capture inbound listener's per-port protocols and L4 chains come from the pushed
+/// document (which Services select the workload is the control plane's to know), replacing
+/// those the file's `services:` gave; its `protocolDetectionTimeout` stays the file's.
+fn capture_protocols(config: &mut Config, document: &SidecarDocument) {
+    use trellis_control::translate::inbound_capture::{add_capture_chains, remove_capture_chains};
+    let ports = document.inbound_protocols();
+    let captures: Vec<_> = (config.listeners.iter().enumerate())
+        .filter_map(|(i, l)| Some((i, l.name.clone(), l.local_forward?)))
+        .collect();
+    for (i, name, ip) in captures {
+        let timeout =
+            (config.listeners[i].inbound_protocols.as_ref()).and_then(|p| p.detection_timeout);
+        remove_capture_chains(config, &name);
+        // The chains' RBAC is `apply_security`'s, from the pushed policies.
+        let table = add_capture_chains(config, &name, ip, &ports, timeout, None);
+        config.listeners[i].inbound_protocols = Some(table);
+    }
 }
 
 /// The names of `config`'s inbound listeners.

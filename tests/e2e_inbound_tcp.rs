@@ -17,77 +17,14 @@
 //!   proxy logs `rbac_access_denied_matched_policy[...]`;
 //! - under STRICT a plaintext client never reaches the workload.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
 
 mod common;
-use common::l4_peers::{free_port, scratch};
-use common::{spawn_proxy, trellis, wait_for};
-
-/// A line-echo TCP workload: answers each line with `<tag>:<line>`; every line it ever
-/// received is recorded, so a test can tell that a denied client's bytes never arrived.
-fn line_echo(tag: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let record = record.clone();
-            std::thread::spawn(move || {
-                let Ok(mut out) = stream.try_clone() else {
-                    return;
-                };
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    record.lock().expect("lock").push(line.clone());
-                    if out.write_all(format!("{tag}:{line}\n").as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
-}
-
-/// Send one line over plain TCP and read what comes back until EOF or a newline: `None`
-/// when the connection was closed (or reset) without an answer.
-fn plain_exchange(addr: SocketAddr, line: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(format!("{line}\n").as_bytes()).ok()?;
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match s.read(&mut byte) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if byte[0] == b'\n' => return Some(String::from_utf8_lossy(&got).into()),
-            Ok(_) => got.push(byte[0]),
-        }
-    }
-    (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into())
-}
-
-fn wait_for_log(log: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::l4_peers::{
+    free_port, identity_yaml, issue, line_echo, mtls_exchange, plain_exchange, scratch,
+    wait_for_log,
+};
+use common::{spawn_proxy, wait_for};
 
 /// Plaintext (no identity, so PERMISSIVE has only plaintext to take): two TCP workload ports
 /// behind one sidecar; an ALLOW on `to.ports` of the first admits it only, and an ALLOW that
@@ -95,8 +32,8 @@ fn wait_for_log(log: &Path, needle: &str) -> String {
 #[test]
 fn plaintext_tcp_ports_are_allowed_and_denied_by_l4_rules() {
     let dir = scratch("in-tcp", "plain");
-    let (echo, seen) = line_echo("db");
-    let (other, other_seen) = line_echo("cache");
+    let (echo, seen) = line_echo("127.0.0.1", "db");
+    let (other, other_seen) = line_echo("127.0.0.1", "cache");
     let (a, b) = (free_port(), free_port());
     let config = dir.join("sidecar.yaml");
     std::fs::write(
@@ -150,71 +87,6 @@ istio:
     assert_eq!(seen.lock().expect("lock").len(), 2);
 }
 
-/// `trellis ca init` into `dir/ca`, then one workload certificate per service account.
-fn issue(dir: &Path, accounts: &[&str]) -> Vec<PathBuf> {
-    let ca = dir.join("ca");
-    trellis(&["ca", "init", "--dir", ca.to_str().expect("utf-8")]);
-    accounts
-        .iter()
-        .map(|sa| {
-            let out = dir.join(format!("certs-{sa}"));
-            trellis(&[
-                "ca",
-                "issue",
-                "--dir",
-                ca.to_str().expect("utf-8"),
-                "--service-account",
-                sa,
-                "--out",
-                out.to_str().expect("utf-8"),
-            ]);
-            out
-        })
-        .collect()
-}
-
-/// One mTLS exchange with Python's `ssl` as `certs`: prints the echo's answer, or `CLOSED`
-/// when the connection ended without one, or `REFUSED` when the handshake failed.
-fn mtls_exchange(at: SocketAddr, certs: &Path, root: &Path, line: &str) -> String {
-    let script = format!(
-        r#"
-import socket, ssl
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_REQUIRED
-ctx.load_verify_locations({root:?})
-ctx.load_cert_chain({chain:?}, {key:?})
-raw = socket.create_connection(("127.0.0.1", {port}), timeout=10)
-try:
-    tls = ctx.wrap_socket(raw)
-except (ssl.SSLError, OSError):
-    print("REFUSED")
-    raise SystemExit(0)
-try:
-    tls.sendall({line:?}.encode() + b"\n")
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = tls.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    print(data.decode().strip() or "CLOSED")
-except (ssl.SSLError, OSError):
-    print("CLOSED")
-"#,
-        root = root.display().to_string(),
-        chain = certs.join("cert-chain.pem").display().to_string(),
-        key = certs.join("key.pem").display().to_string(),
-        port = at.port(),
-    );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// STRICT mTLS in front of a TCP workload port: the sidecar terminates mTLS and relays the
 /// bytes; principals decide at L4; an ALLOW on `methods` admits nobody; a DENY on
 /// `principals` + `paths` denies that principal's every connection (its `paths` dropped).
@@ -224,16 +96,14 @@ fn strict_mtls_tcp_port_with_principals_and_http_only_rules() {
     let certs = issue(&dir, &["db", "sleep", "ratings", "mallory"]);
     let (db, sleep, ratings, mallory) = (&certs[0], &certs[1], &certs[2], &certs[3]);
     let root = db.join("root-cert.pem");
-    let (echo, seen) = line_echo("db");
+    let (echo, seen) = line_echo("127.0.0.1", "db");
     let at = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let file = |name: &str| db.join(name).display().to_string();
     let config = dir.join("sidecar.yaml");
     std::fs::write(
         &config,
         format!(
             r#"workload: {{namespace: default, serviceAccount: db, labels: {{app: db}}}}
-identity: {{certChain: {chain:?}, key: {key:?}, rootCert: {root:?}}}
-listeners:
+{identity}listeners:
   - {{name: inbound, address: "{at}", direction: inbound, forwardTo: "{echo}", protocol: TCP}}
 istio:
   resources:
@@ -264,9 +134,7 @@ istio:
           - from: [{{source: {{principals: ["cluster.local/ns/default/sa/mallory"]}}}}]
             to: [{{operation: {{paths: ["/admin*"]}}}}]
 "#,
-            chain = file("cert-chain.pem"),
-            key = file("key.pem"),
-            root = file("root-cert.pem"),
+            identity = identity_yaml(db),
         ),
     )
     .expect("config");

@@ -41,7 +41,11 @@
 //! single workload address (Istio's inbound cluster `inbound|<port>||`); `forwardTo: IP` (e.g.
 //! `127.0.0.1`) makes it the captured pod's virtual inbound listener: every connection
 //! `trellis init` redirected to it goes to that IP at the port the client dialled (Istio's
-//! inbound passthrough); otherwise requests go where their original destination says. An
+//! inbound passthrough), each port served as the `services:` whose endpoints are the
+//! `workload:` declare it: HTTP, TCP (with network RBAC), or detected from the first bytes
+//! for a port of unknown protocol or none declared (`translate::inbound_protocols`; the
+//! listener's `protocolDetectionTimeout` is MeshConfig's); otherwise requests go where
+//! their original destination says. An
 //! inbound listener with `forwardTo: IP:PORT` and a non-HTTP `protocol` (TCP, TLS, MONGO ...)
 //! proxies bytes under the workload's AuthorizationPolicies compiled for TCP (`inbound_l4`). With an `identity:`, clusters use a DestinationRule's
 //! `tls` or auto mTLS ([`crate::translate::upstream_tls`]); without one, every connection is
@@ -63,7 +67,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use serde::Deserialize;
-use trellis_engine::config::{Config, Direction, HttpSettings, Listener};
+use trellis_engine::config::{Config, Direction, Listener};
 
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::duration::IstioDuration;
@@ -76,6 +80,7 @@ use crate::translate::{
 };
 use gateway::GatewaySpec;
 pub use gateway::ProxyOverrides;
+use http_settings::{http_settings, HttpSpec};
 use ports::PortSpec;
 
 /// A loaded proxy configuration.
@@ -146,6 +151,10 @@ struct ListenerSpec {
     /// `TLS`, `MONGO` ...); a non-HTTP one proxies connections as bytes (`inbound_l4`).
     #[serde(default)]
     protocol: Option<String>,
+    /// Inbound with `forwardTo: IP`: MeshConfig `protocolDetectionTimeout` for its ports of
+    /// unknown protocol (default: none, as Istio's `0s`).
+    #[serde(default)]
+    protocol_detection_timeout: Option<IstioDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
@@ -178,19 +187,6 @@ struct EndpointSpec {
     service_account: Option<String>,
     /// `region/zone/subzone` (locality load balancing; default: the locality label).
     locality: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct HttpSpec {
-    max_request_line_bytes: Option<usize>,
-    max_header_bytes: Option<usize>,
-    max_headers: Option<usize>,
-    header_read_timeout: Option<IstioDuration>,
-    idle_timeout: Option<IstioDuration>,
-    stream_idle_timeout: Option<IstioDuration>,
-    retry_buffer_bytes: Option<usize>,
-    connection_buffer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -417,6 +413,17 @@ pub fn parse_proxy_config_with(
             let why = || invalid(format!("listeners[{i}].protocol"), inbound_l4::NEEDS.into());
             config.tcp_routes.push(chain.ok_or_else(why)?);
         }
+        let name = l.name.clone().unwrap_or_else(|| format!("listener-{i}"));
+        let inbound_protocols = local_forward.map(|ip| {
+            let timeout = l.protocol_detection_timeout.map(|t| t.0);
+            let capture = inbound_l4::Capture { ip, timeout };
+            capture.chains(
+                &mut config,
+                &name,
+                (&registry, &resources, &workload),
+                &mut warnings,
+            )
+        });
         if config.route_table(&route_table).is_none() {
             let tables: Vec<&str> = config
                 .route_tables
@@ -431,7 +438,7 @@ pub fn parse_proxy_config_with(
         config.listeners.push(Listener {
             tls: None,
             mtls,
-            name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
+            name,
             address,
             route_table,
             direction,
@@ -444,6 +451,7 @@ pub fn parse_proxy_config_with(
                 DirectionSpec::Outbound => None,
             },
             local_forward,
+            inbound_protocols,
             authentication: match l.direction {
                 DirectionSpec::Inbound => inbound_authn
                     .as_ref()
@@ -560,31 +568,8 @@ fn registry_of(
     Ok(registry)
 }
 
-fn http_settings(spec: &HttpSpec) -> HttpSettings {
-    let d = HttpSettings::default();
-    HttpSettings {
-        max_request_line_bytes: spec
-            .max_request_line_bytes
-            .unwrap_or(d.max_request_line_bytes),
-        max_header_bytes: spec.max_header_bytes.unwrap_or(d.max_header_bytes),
-        max_headers: spec.max_headers.unwrap_or(d.max_headers),
-        header_read_timeout: spec
-            .header_read_timeout
-            .map(|t| t.0)
-            .unwrap_or(d.header_read_timeout),
-        idle_timeout: spec.idle_timeout.map(|t| t.0).unwrap_or(d.idle_timeout),
-        stream_idle_timeout: spec
-            .stream_idle_timeout
-            .map(|t| t.0)
-            .unwrap_or(d.stream_idle_timeout),
-        retry_buffer_bytes: spec.retry_buffer_bytes.unwrap_or(d.retry_buffer_bytes),
-        connection_buffer_bytes: spec
-            .connection_buffer_bytes
-            .unwrap_or(d.connection_buffer_bytes),
-    }
-}
-
 mod gateway;
+mod http_settings;
 mod inbound_l4;
 mod ports;
 mod security;

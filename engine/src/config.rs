@@ -22,6 +22,8 @@ pub use crate::transport::policy::{
     ClientCertificate, InboundMode, InboundMtls, MeshIdentity, OriginationTls, UpstreamTls,
 };
 
+mod inbound;
+pub use inbound::{InboundProtocols, PortProtocol};
 mod listener;
 pub use listener::{Direction, EdgeHeaders, Listener};
 mod mirror;

@@ -75,6 +75,7 @@ fn config() -> Config {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            inbound_protocols: None,
             authentication: None,
             edge: None,
         }],

@@ -190,6 +190,7 @@ fn start(backend: Backend) -> Running {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            inbound_protocols: None,
             authentication: None,
             edge: None,
         }],

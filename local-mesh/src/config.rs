@@ -117,6 +117,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
             passthrough: false,
             authorization: None,
             local_forward: None,
+            inbound_protocols: None,
             authentication: None,
             edge: None,
         }],

@@ -27,6 +27,7 @@ pub fn base() -> Config {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            inbound_protocols: None,
             authentication: None,
             edge: None,
         }],

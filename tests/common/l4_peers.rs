@@ -1,14 +1,18 @@
 //! Peers of the L4 tests (tcp routes, inbound TCP, gateway TCP/TLS servers): scratch
-//! directories, free ports, and real OpenSSL as a TLS server and client.
+//! directories, free ports, real OpenSSL as a TLS server and client, a line-echo workload,
+//! mesh certificates and Python's `ssl` as an mTLS client.
 
 // Every test binary compiles `common`; only the L4 ones use these.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use super::{wait_for, Killed};
+use super::{trellis, wait_for, Killed};
 
 /// An empty directory `trellis-<test>-<name>-<pid>` under the temporary directory.
 pub fn scratch(test: &str, name: &str) -> PathBuf {
@@ -85,4 +89,142 @@ pub fn subject_for(port: u16, sni: &str) -> String {
                 String::from_utf8_lossy(&out.stderr)
             )
         })
+}
+
+/// A line-echo TCP workload on `ip`: answers each line with `<tag>:<line>`; every line it ever
+/// received is recorded, so a test can tell that a denied client's bytes never arrived.
+pub fn line_echo(ip: &str, tag: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let Ok(mut out) = stream.try_clone() else {
+                    return;
+                };
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    record.lock().expect("lock").push(line.clone());
+                    if out.write_all(format!("{tag}:{line}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Send one line over plain TCP and read what comes back until EOF or a newline: `None`
+/// when the connection was closed (or reset) without an answer.
+pub fn plain_exchange(addr: SocketAddr, line: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if byte[0] == b'\n' => return Some(String::from_utf8_lossy(&got).into()),
+            Ok(_) => got.push(byte[0]),
+        }
+    }
+    (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into())
+}
+
+pub fn wait_for_log(log: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `trellis ca init` into `dir/ca`, then one workload certificate per service account.
+pub fn issue(dir: &Path, accounts: &[&str]) -> Vec<PathBuf> {
+    let ca = dir.join("ca");
+    trellis(&["ca", "init", "--dir", ca.to_str().expect("utf-8")]);
+    accounts
+        .iter()
+        .map(|sa| {
+            let out = dir.join(format!("certs-{sa}"));
+            trellis(&[
+                "ca",
+                "issue",
+                "--dir",
+                ca.to_str().expect("utf-8"),
+                "--service-account",
+                sa,
+                "--out",
+                out.to_str().expect("utf-8"),
+            ]);
+            out
+        })
+        .collect()
+}
+
+/// The proxy config's `identity:` line for the certificates `trellis ca issue` wrote in
+/// `certs`.
+pub fn identity_yaml(certs: &Path) -> String {
+    let file = |name: &str| certs.join(name).display().to_string();
+    format!(
+        "identity: {{certChain: {:?}, key: {:?}, rootCert: {:?}}}\n",
+        file("cert-chain.pem"),
+        file("key.pem"),
+        file("root-cert.pem")
+    )
+}
+
+/// One mTLS exchange with Python's `ssl` as `certs`: prints the echo's answer, or `CLOSED`
+/// when the connection ended without one, or `REFUSED` when the handshake failed.
+pub fn mtls_exchange(at: SocketAddr, certs: &Path, root: &Path, line: &str) -> String {
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations({root:?})
+ctx.load_cert_chain({chain:?}, {key:?})
+raw = socket.create_connection(("127.0.0.1", {port}), timeout=10)
+try:
+    tls = ctx.wrap_socket(raw)
+except (ssl.SSLError, OSError):
+    print("REFUSED")
+    raise SystemExit(0)
+try:
+    tls.sendall({line:?}.encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode().strip() or "CLOSED")
+except (ssl.SSLError, OSError):
+    print("CLOSED")
+"#,
+        root = root.display().to_string(),
+        chain = certs.join("cert-chain.pem").display().to_string(),
+        key = certs.join("key.pem").display().to_string(),
+        port = at.port(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

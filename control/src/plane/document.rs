@@ -24,6 +24,7 @@ use trellis_engine::proxy::CompiledConfig;
 
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::{parse_str, ResourceSet};
+use crate::translate::inbound_protocols::InboundProtocol;
 use crate::translate::{Registry, Translation};
 
 /// One Istio resource as written, with the file it came from (for the sidecar's messages).
@@ -40,6 +41,12 @@ pub struct SidecarDocument {
     pub registry: Registry,
     /// VirtualServices, DestinationRules and ServiceEntries it can see, in snapshot order.
     pub resources: Vec<Resource>,
+    /// The protocol of each port of the workload, by port, for its capture inbound listener
+    /// (`translate::inbound_protocols`, from every Service selecting the workload, visible to
+    /// it or not). Pairs, not a map: integer map keys do not survive the wire's internally
+    /// tagged messages (see `Registry`'s `port_pairs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<(u16, InboundProtocol)>,
 }
 
 impl SidecarDocument {
@@ -79,6 +86,11 @@ impl SidecarDocument {
         }
         compile(&translation.config)?;
         Ok(translation)
+    }
+
+    /// [`SidecarDocument::inbound`] as a map.
+    pub fn inbound_protocols(&self) -> std::collections::BTreeMap<u16, InboundProtocol> {
+        self.inbound.iter().copied().collect()
     }
 
     /// The document's size as pushed (compact JSON).

@@ -36,6 +36,7 @@ use crate::analyze::conflicts::export_scopes;
 use crate::analyze::vs_gateways::host_matches;
 use crate::istio::{Resource, SidecarSpec, Source, VirtualServiceSpec};
 use crate::translate::hosts::{host_covers, resolve};
+use crate::translate::inbound_protocols::inbound_protocols;
 use crate::translate::workload::ROOT_NAMESPACE;
 use crate::translate::{Registry, Workload};
 
@@ -270,6 +271,9 @@ impl ScopeIndex {
             document: SidecarDocument {
                 registry,
                 resources,
+                inbound: inbound_protocols(&snapshot.registry, workload)
+                    .into_iter()
+                    .collect(),
             },
         }
     }

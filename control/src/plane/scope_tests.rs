@@ -412,3 +412,40 @@ spec:
         hosts(&shop)
     );
 }
+
+/// The pushed document carries the workload's inbound port protocols, from the Services that
+/// select its pod by target port (pilot's getFilterChainsByServicePort), whether or not
+/// those Services are visible to the sidecar's egress.
+#[test]
+fn the_document_carries_the_workload_inbound_protocols() {
+    let pods = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports:
+  - {name: mysql, port: 3306, targetPort: 13306}
+  - {name: http-admin, port: 80, targetPort: admin}
+  - {name: metrics, port: 9000}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: shop, labels: {app: db}}
+spec:
+  containers:
+  - name: db
+    image: example/db
+    ports: [{name: admin, containerPort: 8080}]
+status: {podIP: 10.0.0.9}
+"#;
+    let snap = Snapshot::from_files(&[("db.yaml".into(), pods.into())]).unwrap();
+    let db = Workload::new("shop", &[("app", "db")]);
+    use crate::translate::inbound_protocols::InboundProtocol::{Detect, Http, Tcp};
+    assert_eq!(
+        scope(&snap, &db).document.inbound,
+        vec![(8080, Http), (9000, Detect), (13306, Tcp)]
+    );
+    let other = Workload::new("shop", &[("app", "web")]);
+    assert!(scope(&snap, &other).document.inbound.is_empty());
+}

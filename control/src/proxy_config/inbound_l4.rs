@@ -7,15 +7,19 @@
 //! an HTTP port: the listener's transport terminates mTLS (STRICT) or tells TLS from plaintext
 //! (PERMISSIVE) before the TCP proxy sees a byte.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
-use trellis_engine::config::{TcpDestination, TcpRoute};
+use trellis_engine::config::{Config, InboundProtocols, TcpDestination, TcpRoute};
 
 use super::security::inbound_cluster_name;
 use crate::diag::{Diagnostic, Severity};
 use crate::istio::ResourceSet;
+use crate::translate::inbound_capture::add_capture_chains;
+use crate::translate::inbound_protocols::inbound_protocols;
 use crate::translate::tcp_rules::l4_of;
-use crate::translate::{tcp_authorization_for, ServicePort, Workload};
+use crate::translate::{tcp_authorization_for, Registry, ServicePort, Workload};
 
 /// Whether an inbound listener's `protocol:` (Istio's protocol names, as a Service port's
 /// `protocol` or name prefix: `TCP`, `TLS`, `MONGO` ...) makes it an L4 one. `None` or an
@@ -47,17 +51,53 @@ pub(super) fn chain(
     warnings: &mut Vec<Diagnostic>,
 ) -> Option<TcpRoute> {
     let target = target?;
-    let authz = tcp_authorization_for(resources, workload);
-    let skipped = authz.diagnostics.into_iter();
-    warnings.extend(skipped.filter(|d| d.severity == Severity::Info));
+    let authorization = tcp_rbac(resources, workload, warnings);
     let cluster = inbound_cluster_name(target.port());
     Some(TcpRoute {
         name: cluster.clone(),
         listener: Some(listener.to_string()),
         destinations: vec![TcpDestination { cluster, weight: 1 }],
-        authorization: authz.authorization,
+        authorization,
         ..TcpRoute::default()
     })
+}
+
+/// The workload's AuthorizationPolicies compiled for TCP. Their real errors are the HTTP
+/// compile's to report; the TCP compile adds its skipped rules (info).
+fn tcp_rbac(
+    resources: &ResourceSet,
+    workload: &Workload,
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<Arc<trellis_engine::authz::Authorization>> {
+    let authz = tcp_authorization_for(resources, workload);
+    let skipped = authz.diagnostics.into_iter();
+    warnings.extend(skipped.filter(|d| d.severity == Severity::Info));
+    authz.authorization
+}
+
+/// A capture inbound listener (`forwardTo: IP`): the workload's address and the listener's
+/// `protocolDetectionTimeout`.
+pub(super) struct Capture {
+    pub ip: IpAddr,
+    pub timeout: Option<Duration>,
+}
+
+impl Capture {
+    /// Its per-port protocols, from the `services:` whose endpoints are the `workload:`
+    /// (`translate::inbound_protocols`), and the L4 chains of its non-HTTP ports, guarded by
+    /// the workload's AuthorizationPolicies compiled for TCP
+    /// (`translate::inbound_capture`).
+    pub fn chains(
+        &self,
+        config: &mut Config,
+        listener: &str,
+        (registry, resources, workload): (&Registry, &ResourceSet, &Workload),
+        warnings: &mut Vec<Diagnostic>,
+    ) -> Arc<InboundProtocols> {
+        let ports = inbound_protocols(registry, workload);
+        let rbac = tcp_rbac(resources, workload, warnings);
+        add_capture_chains(config, listener, self.ip, &ports, self.timeout, rbac)
+    }
 }
 
 #[cfg(test)]

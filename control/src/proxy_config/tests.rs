@@ -2,6 +2,7 @@
 
 use super::*;
 use std::time::Duration;
+use trellis_engine::config::PortProtocol;
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/proxy.yaml")
@@ -267,4 +268,59 @@ services:
     )
     .unwrap_err();
     assert!(err.to_string().contains("services[0].ports"), "{err}");
+}
+
+/// A capture listener's protocol table comes from the `services:` whose endpoints are the
+/// `workload:` (pilot's getFilterChainsByServicePort, by target port), and its non-HTTP
+/// ports get L4 chains (buildInboundChainConfigs) ahead of the passthrough chain.
+#[test]
+fn capture_listeners_carry_the_workload_ports_protocols() {
+    let text = r#"
+listeners:
+  - {name: inbound, address: "127.0.0.1:15006", direction: inbound, forwardTo: "127.0.0.1", protocolDetectionTimeout: 5s}
+workload: {labels: {app: db}}
+services:
+  - host: db
+    ports: [{number: 3306, name: mysql}, 8080, {number: 9000, name: admin}]
+    endpoints:
+      - {address: "10.0.0.5", ports: {3306: 13306}, labels: {app: db}}
+  - host: web
+    ports: [{number: 7000, name: tcp-web}]
+    endpoints:
+      - {address: "10.0.0.6", labels: {app: web}}
+"#;
+    let loaded = parse_proxy_config(text, "p.yaml", Path::new(".")).unwrap();
+    let c = &loaded.config;
+    let table = c.listeners[0]
+        .inbound_protocols
+        .as_deref()
+        .expect("a table");
+    let want = std::collections::BTreeMap::from([
+        (8080, PortProtocol::Http),
+        (9000, PortProtocol::Detect),
+        (13306, PortProtocol::Tcp),
+    ]);
+    assert_eq!(table.ports, want);
+    assert_eq!(table.detection_timeout, Some(Duration::from_secs(5)));
+    let chains: Vec<_> = (c.tcp_routes.iter())
+        .filter(|r| r.listener.as_deref() == Some("inbound"))
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            "inbound|9000||",
+            "inbound|13306||",
+            "InboundPassthroughCluster"
+        ]
+    );
+    // An IP:PORT inbound listener has no table: its protocol is its own `protocol:`.
+    let one_port = "listeners:\n  - {address: \"127.0.0.1:15006\", direction: inbound, forwardTo: \"127.0.0.1:9080\"}\n";
+    let loaded = parse_proxy_config(one_port, "p.yaml", Path::new(".")).unwrap();
+    assert!(loaded.config.listeners[0].inbound_protocols.is_none());
+    assert!(loaded
+        .config
+        .tcp_routes
+        .iter()
+        .all(|r| r.listener.is_none()));
 }

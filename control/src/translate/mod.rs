@@ -21,6 +21,8 @@ pub mod delegation;
 pub mod fault;
 pub mod gateway;
 pub mod hosts;
+pub mod inbound_capture;
+pub mod inbound_protocols;
 pub mod locality;
 pub mod matches;
 pub mod mirrors;

@@ -246,6 +246,7 @@ fn default_chain(ctx: &Ctx<'_, '_>, sni_hosts: Vec<String>) -> (TcpRoute, TcpOri
         }],
         idle_timeout: idle_timeout(ctx.catalog, &ctx.svc.host),
         authorization: None,
+        passthrough: false,
     };
     let origin = TcpOrigin {
         virtual_service: None,
@@ -279,6 +280,7 @@ fn chain(
         destinations,
         idle_timeout,
         authorization: None,
+        passthrough: false,
     }
 }
 

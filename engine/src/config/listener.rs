@@ -40,6 +40,9 @@ pub struct Listener {
     /// that the proxy's connection to the app stays on loopback and is never captured again.
     /// `None`: passthrough goes to the original destination unchanged (outbound ALLOW_ANY).
     pub local_forward: Option<std::net::IpAddr>,
+    /// Inbound capture: the protocol of each workload port (`None`: every connection is HTTP
+    /// unless one of the listener's [`super::TcpRoute`]s takes it, as on any listener).
+    pub inbound_protocols: Option<Arc<super::InboundProtocols>>,
     /// Istio RequestAuthentications that select this listener's workload, compiled to Envoy's
     /// `jwt_authn` filter; run before authorization on every request of an inbound listener
     /// (`None`: no JWT is looked at, and `requestPrincipals` never match).

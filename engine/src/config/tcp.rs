@@ -52,6 +52,11 @@ pub struct TcpRoute {
     /// `RoleBasedAccessControlFilter::onData`; a denial closes the connection before any of
     /// the client's bytes reach the upstream. `None`: every connection is allowed.
     pub authorization: Option<Arc<crate::authz::Authorization>>,
+    /// No `destinations`: the connection goes to its original destination through a
+    /// passthrough cluster made for it, or on an inbound capture listener to the workload
+    /// at that port ([`super::Listener::local_forward`]) — Envoy's ORIGINAL_DST
+    /// `InboundPassthroughCluster` of Istio's inbound passthrough chains.
+    pub passthrough: bool,
 }
 
 impl Default for TcpRoute {
@@ -66,6 +71,7 @@ impl Default for TcpRoute {
             destinations: Vec::new(),
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
             authorization: None,
+            passthrough: false,
         }
     }
 }

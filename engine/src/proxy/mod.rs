@@ -23,7 +23,7 @@
 //!   upstream    upstream connection events  ┐
 //!   downstream  client connection events    ├ handlers, called only by dispatch and mod
 //!   timeouts    a request's timers firing   ┘
-//!   tcp         L4 connections: chain, destination, relay, half-close, record
+//!   tcp         L4 connections: protocol sniff, chain, destination, relay, half-close, record
 //!   tcp_rbac    authorization policy on an L4 connection (Envoy's network RBAC filter)
 //!   response    relaying an upstream answer
 //!   routing     a new request: checks, route, destination
@@ -41,8 +41,9 @@
 //! ```
 //!
 //! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
-//! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`, `tcp_session`, `tcp_match` and
-//! `sni` (the L4 session, Envoy's filter-chain match, the ClientHello peek); `inspect` (probes for tests and the
+//! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`, `tcp_session`, `tcp_match`, `sni`
+//! and `http_sniff` (the L4 session, Envoy's filter-chain match, the ClientHello peek, the
+//! `http_inspector`'s protocol detection); `inspect` (probes for tests and the
 //! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
@@ -59,6 +60,7 @@ mod downstream;
 mod edge;
 mod faults;
 mod head_edits;
+mod http_sniff;
 mod ids;
 mod inspect;
 mod intake;
@@ -374,6 +376,8 @@ mod authz_tests;
 mod config_swap_tests;
 #[cfg(test)]
 mod hash_tests;
+#[cfg(test)]
+mod inbound_protocol_tests;
 #[cfg(test)]
 mod istio_tests;
 #[cfg(test)]

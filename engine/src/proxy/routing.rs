@@ -36,7 +36,7 @@ impl Engine {
                 d.listener.clone(),
                 d.source_labels.clone(),
                 d.original_dst.map(|a| a.port()).unwrap_or(d.local.port()),
-                d.original_dst,
+                Self::passthrough_target(&snapshot, &d.listener, d.original_dst, d.local),
             ),
             _ => return,
         };
@@ -150,10 +150,7 @@ impl Engine {
         let Some((vhost, route_index, match_index)) = outcome else {
             // Istio's ALLOW_ANY: traffic for hosts the mesh doesn't know goes where it was headed.
             match passthrough.filter(|_| self.listener_passthrough(&snapshot, &listener)) {
-                Some(addr) => {
-                    let addr = Self::passthrough_target(&snapshot, &listener, addr);
-                    self.forward_passthrough(now, id, addr)
-                }
+                Some(addr) => self.forward_passthrough(now, id, addr),
                 None => self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]),
             }
             return;
@@ -273,21 +270,25 @@ impl Engine {
             .is_some_and(|(l, _)| l.passthrough)
     }
 
-    /// Where a passthrough request goes: the original destination, or for an inbound capture
-    /// listener the local workload at the original destination's port
-    /// ([`crate::config::Listener::local_forward`]).
-    fn passthrough_target(
+    /// Where a passthrough connection or request on `listener` goes: its original
+    /// destination; on an inbound capture listener the workload
+    /// ([`crate::config::Listener::local_forward`]) at that port, the port being the one the
+    /// connection was accepted on when it was not redirected (a capture listener bound on the
+    /// workload port itself, as pilot's bind-to-port inbound listeners). `None`: nowhere —
+    /// no original destination, or a capture target that is this very listener (Istio's
+    /// inbound blackhole chain, `buildInboundBlackhole`, which stops such a loop).
+    pub(super) fn passthrough_target(
         snapshot: &Snapshot,
         listener: &str,
-        original: std::net::SocketAddr,
-    ) -> std::net::SocketAddr {
-        match snapshot
-            .listener_named(listener)
-            .and_then(|(l, _)| l.local_forward)
-        {
-            Some(ip) => std::net::SocketAddr::new(ip, original.port()),
-            None => original,
-        }
+        original: Option<std::net::SocketAddr>,
+        local: std::net::SocketAddr,
+    ) -> Option<std::net::SocketAddr> {
+        let capture = (snapshot.listener_named(listener)).and_then(|(l, _)| l.local_forward);
+        let Some(ip) = capture else {
+            return original;
+        };
+        let target = std::net::SocketAddr::new(ip, original.unwrap_or(local).port());
+        (target != local).then_some(target)
     }
 
     /// Forward to the connection's original destination through its passthrough cluster

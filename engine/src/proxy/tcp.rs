@@ -17,19 +17,23 @@
 //! 4. one access-log record per connection: bytes each way, duration, upstream host, flags.
 
 use crate::cluster::Outcome;
-use crate::config::TcpDestination;
+use crate::config::{PortProtocol, TcpDestination};
 use crate::time::Instant;
 
 use super::conn::{DownState, UpState};
+use super::http_sniff::{sniff, Sniff};
 use super::ids::{DownstreamId, UpstreamId};
 use super::log::{RequestLog, ResponseFlag};
 use super::sni::{peek, Peek};
 use super::tcp_match;
-use super::tcp_session::{TcpPhase, TcpSession};
+use super::tcp_session::{Detect, TcpPhase, TcpSession, INSPECT_TIMEOUT};
 use super::Engine;
 
 impl Engine {
     /// A connection was just accepted: take it at L4 if one of its listener's chains applies.
+    /// On an inbound capture listener the port's protocol decides first
+    /// ([`crate::config::InboundProtocols`]): HTTP stays HTTP, TCP takes the chain, and an
+    /// unknown one waits for the first bytes (`http_sniff`).
     pub(crate) fn tcp_accept(&mut self, now: Instant, id: DownstreamId) {
         let snapshot = self.snapshot.clone();
         let routes = &snapshot.config.tcp_routes;
@@ -40,29 +44,83 @@ impl Engine {
             return;
         };
         let dst = down.original_dst.unwrap_or(down.local);
-        let outbound = snapshot
-            .listener_named(&down.listener)
-            .is_some_and(|(l, _)| l.direction == crate::config::Direction::Outbound);
+        let config = snapshot.listener_named(&down.listener).map(|(l, _)| l);
+        let outbound = config.is_some_and(|l| l.direction == crate::config::Direction::Outbound);
+        let protocols = config.and_then(|l| l.inbound_protocols.as_deref());
+        let protocol = protocols.map(|p| p.protocol_for(dst.port()));
+        if protocol == Some(PortProtocol::Http) {
+            return;
+        }
         let listener = (&*down.listener, outbound);
         let found = tcp_match::candidates(routes, listener, dst, &down.source_labels);
         if found.is_empty() {
             return;
         }
         let inspect = tcp_match::needs_sni(routes, &found);
-        let session = TcpSession::new(snapshot.clone(), now, found, inspect);
+        let mut session = TcpSession::new(snapshot.clone(), now, found, inspect);
+        let detect = protocol == Some(PortProtocol::Detect);
+        if detect {
+            let timeout = protocols.and_then(|p| p.detection_timeout);
+            let idle = snapshot.config.http.idle_timeout;
+            session.detecting = Some(if timeout.is_some() {
+                Detect::ThenTcp
+            } else {
+                Detect::ThenClose
+            });
+            session.deadline = Some(now + timeout.unwrap_or(idle));
+        } else {
+            self.stats.downstream_cx_tcp += 1;
+        }
         let deadline = session.deadline;
         down.state = DownState::Tcp;
         down.idle_deadline = None;
         down.head_deadline = None;
         down.tcp = Some(Box::new(session));
-        self.stats.downstream_cx_tcp += 1;
-        if inspect {
+        if inspect || detect {
             if let Some(at) = deadline {
                 self.arm_conn_timer(id, at);
             }
         } else {
             self.tcp_choose(now, id, None);
         }
+    }
+
+    /// Protocol detection decided (or gave up): `http` hands the connection back to the HTTP
+    /// connection manager with every byte it sent; otherwise the L4 chain is chosen, after
+    /// the ClientHello when a chain needs its server name.
+    fn tcp_detected(&mut self, now: Instant, id: DownstreamId, http: bool) {
+        let Some(down) = self.conns.open_down_mut(id) else {
+            return;
+        };
+        let Some(session) = down.tcp.as_deref_mut() else {
+            return;
+        };
+        session.detecting = None;
+        if http {
+            down.tcp = None;
+            down.state = DownState::Idle;
+            // A client that already finished sending gets its answer, then the close.
+            down.close_after_response = down.read_closed;
+            let at = now + self.snapshot.config.http.idle_timeout;
+            down.idle_deadline = Some(at);
+            self.arm_conn_timer(id, at);
+            // The bytes wait in the receive buffer; the HTTP codec reads them once this call
+            // unwinds (`Work::Resume`).
+            return self.queue_resume(id);
+        }
+        self.stats.downstream_cx_tcp += 1;
+        let TcpPhase::Inspecting { candidates } = &session.phase else {
+            return;
+        };
+        let inspect = tcp_match::needs_sni(&session.snapshot.config.tcp_routes, candidates);
+        if !inspect {
+            session.deadline = None;
+            return self.tcp_choose(now, id, None);
+        }
+        let at = now + INSPECT_TIMEOUT;
+        session.deadline = Some(at);
+        self.arm_conn_timer(id, at);
+        self.on_tcp_down_data(now, id);
     }
 
     fn session(&mut self, id: DownstreamId) -> Option<&mut TcpSession> {
@@ -88,11 +146,35 @@ impl Engine {
         session.route = Some(route.name.as_str().into());
         session.idle_timeout = route.idle_timeout;
         session.rbac = route.authorization.clone();
+        if route.passthrough {
+            return self.tcp_passthrough(now, id);
+        }
         let Some(dest) = pick(&route.destinations, &mut self.rng) else {
             return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
         };
         let cluster = dest.cluster.clone();
         self.tcp_connect(now, id, &cluster);
+    }
+
+    /// A passthrough chain: to the connection's original destination, or on an inbound
+    /// capture listener the workload at that port, through a cluster made for that address
+    /// (Envoy's ORIGINAL_DST `InboundPassthroughCluster`).
+    fn tcp_passthrough(&mut self, now: Instant, id: DownstreamId) {
+        let Some(down) = self.conns.down(id) else {
+            return;
+        };
+        let (original, local) = (down.original_dst, down.local);
+        let snapshot = self.snapshot.clone();
+        let Some(target) = Self::passthrough_target(&snapshot, &down.listener, original, local)
+        else {
+            return self.tcp_end(now, id, Some(ResponseFlag::NoRouteFound));
+        };
+        let slot = self.passthrough_slot(now, target);
+        let name = self.clusters.slot_mut(slot).map(|s| s.name.as_str().into());
+        if let Some(session) = self.session(id) {
+            session.cluster = name;
+        }
+        self.tcp_connect_slot(now, id, slot);
     }
 
     /// Open the upstream connection for `id` to a host of `cluster`.
@@ -103,6 +185,11 @@ impl Engine {
         let Some(slot) = self.clusters.lookup(cluster) else {
             return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
         };
+        self.tcp_connect_slot(now, id, slot);
+    }
+
+    /// Open the upstream connection for `id` to a host of the cluster in `slot`.
+    fn tcp_connect_slot(&mut self, now: Instant, id: DownstreamId, slot: usize) {
         let Some(s) = self.clusters.slot_mut(slot) else {
             return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
         };
@@ -139,6 +226,14 @@ impl Engine {
             return;
         };
         match session.phase {
+            TcpPhase::Inspecting { .. } if session.detecting.is_some() => {
+                match sniff(&down.recv) {
+                    Sniff::NeedMore if !read_closed => {}
+                    Sniff::Http => self.tcp_detected(now, id, true),
+                    // Envoy's inspector: an EOF before a decision is not HTTP.
+                    Sniff::NeedMore | Sniff::NotHttp => self.tcp_detected(now, id, false),
+                }
+            }
             TcpPhase::Inspecting { .. } => match peek(&down.recv) {
                 Peek::NeedMore if !read_closed => {}
                 Peek::ClientHello { sni } => self.tcp_choose(now, id, sni),
@@ -277,7 +372,12 @@ impl Engine {
         };
         match session.deadline {
             Some(at) if at <= now => {
-                if matches!(session.phase, TcpPhase::Inspecting { .. }) {
+                if let Some(detect) = session.detecting {
+                    match detect {
+                        Detect::ThenTcp => self.tcp_detected(now, id, false),
+                        Detect::ThenClose => self.tcp_end(now, id, None),
+                    }
+                } else if matches!(session.phase, TcpPhase::Inspecting { .. }) {
                     // continue_on_listener_filters_timeout: as if no SNI came.
                     self.tcp_choose(now, id, None);
                 } else {

@@ -41,6 +41,20 @@ pub(crate) struct TcpSession {
     pub up_eof: bool,
     /// The chain's network RBAC, until it was checked (on the client's first bytes).
     pub rbac: Option<Arc<crate::authz::Authorization>>,
+    /// While the port's protocol is being detected (an inbound capture port of unknown
+    /// protocol): what the deadline means if it comes first.
+    pub detecting: Option<Detect>,
+}
+
+/// What a protocol detection does when its deadline passes before the bytes decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Detect {
+    /// MeshConfig `protocolDetectionTimeout` elapsed: TCP, as Envoy's
+    /// `continue_on_listener_filters_timeout` goes on with no application protocol.
+    ThenTcp,
+    /// No detection timeout (Istio's default): the HTTP idle timeout, and the connection is
+    /// closed as an idle HTTP one.
+    ThenClose,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +95,7 @@ impl TcpSession {
             down_eof: false,
             up_eof: false,
             rbac: None,
+            detecting: None,
         }
     }
 

@@ -26,6 +26,7 @@ pub(super) fn config() -> Config {
             passthrough: false,
             authorization: None,
             local_forward: None,
+            inbound_protocols: None,
             authentication: None,
             edge: None,
         }],
@@ -446,6 +447,7 @@ fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
             passthrough: true,
             authorization: None,
             local_forward,
+            inbound_protocols: None,
         }];
         cfg.route_tables.push(RouteTable {
             name: "inbound".into(),

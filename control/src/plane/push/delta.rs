@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::wire::Digest;
 use crate::plane::document::{Resource, SidecarDocument};
 use crate::plane::snapshot::Fnv;
+use crate::translate::inbound_protocols::InboundProtocol;
 use crate::translate::{Registry, Service};
 
 /// An entry of the new document: the base's entry at an index, or a new one.
@@ -32,6 +33,9 @@ pub struct DocumentDelta {
     /// The DNS answers, whole, when they changed (`None`: the base's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<BTreeMap<String, Vec<std::net::IpAddr>>>,
+    /// The workload's inbound port protocols, whole, when they changed (`None`: the base's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<Vec<(u16, InboundProtocol)>>,
 }
 
 /// Why a delta could not be applied.
@@ -70,6 +74,7 @@ pub fn diff(base: &SidecarDocument, new: &SidecarDocument) -> DocumentDelta {
             )
         }),
         dns: (base.registry.dns != new.registry.dns).then(|| new.registry.dns.clone()),
+        inbound: (base.inbound != new.inbound).then(|| new.inbound.clone()),
     }
 }
 
@@ -99,6 +104,7 @@ pub fn apply(base: &SidecarDocument, delta: &DocumentDelta) -> Result<SidecarDoc
                 .unwrap_or_else(|| base.registry.dns.clone()),
         },
         resources: rebuild(&base.resources, &delta.resources)?,
+        inbound: (delta.inbound.clone()).unwrap_or_else(|| base.inbound.clone()),
     })
 }
 
@@ -140,7 +146,23 @@ mod tests {
                 ..Default::default()
             },
             resources,
+            inbound: Vec::new(),
         }
+    }
+
+    /// The workload's inbound protocols travel whole when they change, and not otherwise.
+    #[test]
+    fn inbound_protocols_are_sent_when_they_change() {
+        let base = doc(vec![resource("a", 1)], &["x"]);
+        let mut new = base.clone();
+        assert_eq!(diff(&base, &new).inbound, None);
+        new.inbound = vec![(3306, InboundProtocol::Tcp), (8080, InboundProtocol::Http)];
+        let delta = diff(&base, &new);
+        assert_eq!(delta.inbound.as_deref(), Some(&new.inbound[..]));
+        let json = serde_json::to_string(&delta).unwrap();
+        let back: DocumentDelta = serde_json::from_str(&json).unwrap();
+        assert_eq!(apply(&base, &back).unwrap(), new);
+        assert_eq!(apply(&new, &diff(&new, &new)).unwrap(), new);
     }
 
     #[test]
@@ -186,6 +208,7 @@ mod tests {
             services: vec![Entry::Keep(5)],
             resources: vec![],
             dns: None,
+            inbound: None,
         };
         assert_eq!(
             apply(&SidecarDocument::default(), &delta),

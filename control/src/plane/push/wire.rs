@@ -246,6 +246,7 @@ mod tests {
     /// buffers an internally tagged message, and the map's integer keys used not to survive it.
     #[test]
     fn a_full_document_with_mapped_endpoint_ports_decodes() {
+        use crate::translate::inbound_protocols::InboundProtocol;
         use crate::translate::{Registry, Service, ServiceEndpoint};
         let mut endpoint = ServiceEndpoint::new("10.0.0.20".parse().unwrap(), &[("app", "web")]);
         endpoint.ports.insert(8000, 8080);
@@ -259,6 +260,7 @@ mod tests {
                     ..Registry::default()
                 },
                 resources: Vec::new(),
+                inbound: vec![(8080, InboundProtocol::Detect)],
             },
         };
         let mut d = FrameDecoder::default();

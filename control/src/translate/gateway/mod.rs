@@ -109,6 +109,7 @@ pub fn translate_gateway(
             // Filled by [`security::secure_listeners`], which needs the JWKS source.
             authorization: None,
             local_forward: None,
+            inbound_protocols: None,
             authentication: None,
             // A gateway is the mesh's edge: pilot's gateway connection manager sets
             // `use_remote_address: true` (buildGatewayListeners in gateway.go).

@@ -244,6 +244,7 @@ impl<'a> World<'a> {
             config.listeners = vec![Listener {
                 tls: None,
                 local_forward: None,
+                inbound_protocols: None,
                 authentication: self.jwt.as_ref().and_then(|j| j.authentication(e)),
                 edge: None,
                 name: "inbound".into(),
