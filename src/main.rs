@@ -289,6 +289,19 @@ struct AnalyzeArgs {
     /// Lowest level that makes the exit status 79: error, warning or info.
     #[arg(long, value_name = "LEVEL", default_value = "error")]
     failure_threshold: trellis_control::analyze::Level,
+    /// The mesh config (a MeshConfig as YAML, istioctl's `--meshConfigFile`) the analyzers
+    /// read instead of Istio's defaults: DNS auto-allocation, the proxy image type, the root
+    /// namespace.
+    #[arg(
+        long = "meshConfigFile",
+        alias = "mesh-config-file",
+        value_name = "FILE"
+    )]
+    mesh_config_file: Option<PathBuf>,
+    /// The MeshNetworks (YAML) that IST0126 checks the networks' registries against; Istio's
+    /// default is no networks.
+    #[arg(long = "mesh-networks-file", value_name = "FILE")]
+    mesh_networks_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -493,8 +506,8 @@ const ANALYZER_FOUND_ISSUES: u8 = 79;
 
 fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
     let target = args.source.describe(args.dir.as_deref());
-    let analysis = match &args.dir {
-        Some(dir) => trellis_control::analyze_dir(dir)
+    let mut inputs = match &args.dir {
+        Some(dir) => trellis_control::analyze::Inputs::read_dir(dir)
             .with_context(|| format!("cannot analyze {}", dir.display()))?,
         None => {
             // The cluster's objects, each read as a document of a file would be.
@@ -503,9 +516,20 @@ fn run_analyze(args: AnalyzeArgs) -> Result<ExitCode> {
             for (name, object) in objects.iter() {
                 inputs.add_str(&object.to_string(), name);
             }
-            trellis_control::analyze::analyze_resources(&inputs, &target)
+            inputs
         }
     };
+    if let Some(file) = &args.mesh_config_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the mesh config {}", file.display()))?;
+        inputs.set_mesh_config_str(&text, &file.display().to_string())?;
+    }
+    if let Some(file) = &args.mesh_networks_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the mesh networks {}", file.display()))?;
+        inputs.set_mesh_networks_str(&text, &file.display().to_string())?;
+    }
+    let analysis = trellis_control::analyze::analyze_resources(&inputs, &target);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
     } else {

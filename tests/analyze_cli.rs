@@ -223,3 +223,46 @@ fn unreadable_input_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot analyze"));
 }
+
+/// istioctl's `--meshConfigFile`: with Istio's defaults, ServiceEntries without addresses get
+/// IST0134 (`serviceentry.ProtocolAddressesAnalyzer`); a mesh config turning on DNS capture
+/// and auto-allocation (`ISTIO_META_DNS_CAPTURE`/`ISTIO_META_DNS_AUTO_ALLOCATE`) silences them,
+/// as Istio's case "missing Addresses and Protocol in Service Entry with
+/// ISTIO_META_DNS_AUTO_ALLOCATE enabled" expects.
+#[test]
+fn the_mesh_config_file_is_read_as_istioctl_reads_it() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("control/tests/analyzer_testdata");
+    let dir = TempDir::new("meshcfg");
+    let entries =
+        std::fs::read_to_string(data.join("serviceentry-missing-addresses-protocol.yaml"))
+            .expect("read Istio's test input");
+    dir.write("entries.yaml", &entries);
+    let mesh = data.join("serviceentry-missing-addresses-protocol-mesh-cfg.yaml");
+
+    let defaults = trellis(&["analyze", "--dir", dir.path().to_str().unwrap()]);
+    let text = stdout(&defaults);
+    assert!(text.contains("[IST0134]"), "{text}");
+
+    let with_mesh = trellis(&[
+        "analyze",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--meshConfigFile",
+        mesh.to_str().unwrap(),
+    ]);
+    let text = stdout(&with_mesh);
+    assert!(!text.contains("[IST0134]"), "{text}");
+
+    let missing = trellis(&[
+        "analyze",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--meshConfigFile",
+        "/nonexistent/mesh.yaml",
+    ]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read the mesh config"),
+        "{missing:?}"
+    );
+}

@@ -8,8 +8,12 @@
 //! against pods in any namespace, whose labels are augmented as pilot's `AugmentLabels` does
 //! from their Node: `topology.kubernetes.io/region` and `/zone`, `topology.istio.io/subzone`
 //! (only under a zone, as `LocalityToString` drops it otherwise) and `kubernetes.io/hostname`.
-//! As for destination hosts (see [`super`]), nothing is judged unless the input names a
-//! service; pods are [`Inputs::pods`] (pod templates when the input has no Pods).
+//! Unlike destination hosts (see [`super`]), a DestinationRule's host is judged even when the
+//! input names no service at all, as `Analyze` does (`util.GetDestinationHost` finds nothing,
+//! so the rule gets IST0174 and its subsets are not judged): Istio's own case
+//! `DestinationRuleWithFakeHost` is a lone DestinationRule, and a Warning per rule does not bury
+//! real findings the way an Error per route destination would. Pods are [`Inputs::pods`] (pod
+//! templates when the input has no Pods).
 
 use std::collections::BTreeMap;
 
@@ -48,9 +52,6 @@ fn augmented(
 
 /// Run the check over every DestinationRule.
 pub fn check(inputs: &Inputs, out: &mut Vec<Message>) {
-    if !inputs.has_registry() {
-        return;
-    }
     let known = known_hosts(inputs);
     let nodes: BTreeMap<String, BTreeMap<String, String>> = inputs
         .objects_of("Node")
@@ -134,6 +135,19 @@ metadata: {name: n1, labels: {topology.kubernetes.io/region: us-west-1, topology
             ]
         );
         assert!(lines(&a, "IST0174").is_empty(), "{a}");
+    }
+
+    /// istio/istio analyzers_test.go case `DestinationRuleWithFakeHost`: a lone DestinationRule,
+    /// no Service in the input, still gets IST0174 from `PodNotSelectedAnalyzer.Analyze`.
+    #[test]
+    fn a_rule_is_judged_without_any_service_in_the_input() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: fake-host, namespace: default}\nspec:\n  host: fake-svc.default.svc.cluster.local\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+        let a = analyze_str(text, "d.yaml");
+        assert_eq!(
+            lines(&a, "IST0174"),
+            vec!["Warning [IST0174] (DestinationRule fake-host.default) The host fake-svc.default.svc.cluster.local defined in the DestinationRule does not match any services in the mesh."]
+        );
+        assert!(lines(&a, "IST0173").is_empty(), "{a}");
     }
 
     #[test]

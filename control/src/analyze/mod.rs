@@ -57,7 +57,8 @@
 //! Destination hosts are only judged when the input names at least one service (a Kubernetes
 //! Service or a ServiceEntry): a directory of Istio resources alone says nothing about which
 //! services exist, and flagging every host would bury real findings. In that case nothing is
-//! reported for hosts (subsets are still checked: they only need DestinationRules).
+//! reported for hosts (subsets are still checked: they only need DestinationRules). A
+//! DestinationRule's own host is the exception: [`dr_subsets`] judges it as Istio does.
 
 pub mod annotation_table;
 pub mod annotation_values;

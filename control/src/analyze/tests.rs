@@ -413,7 +413,9 @@ fn unknown_fields_are_schema_warnings() {
     let a = analyze_str(text, "d.yaml");
     assert_eq!(
         a.to_string(),
-        "Warning [IST0133] (DestinationRule d.default d.yaml:1) Schema validation warning: unknown field \"spec.subset\"\n"
+        // The host names no service of the input: IST0174, as Istio's `PodNotSelectedAnalyzer`.
+        "Warning [IST0133] (DestinationRule d.default d.yaml:1) Schema validation warning: unknown field \"spec.subset\"\n\
+         Warning [IST0174] (DestinationRule d.default d.yaml:1) The host d defined in the DestinationRule does not match any services in the mesh.\n"
     );
     assert!(!a.fails(Level::Error));
     assert!(a.fails(Level::Warning));
