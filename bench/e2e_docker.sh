@@ -113,7 +113,7 @@ PLANE=trellis-control.trellis-system.svc
 ROOT=/var/run/secrets/istio/root-cert.pem
 docker run -d --name "$PREFIX-control" --network "$NET" --ip "$SUBNET_PREFIX.2" --network-alias "$PLANE" \
   -v "$work/mesh:/mesh:ro" -v "$work/ca:/etc/cacerts:ro" "$IMAGE" control --dir /mesh \
-  --listen 0.0.0.0:15010 --ca-dir /etc/cacerts --trust-node-claims >/dev/null
+  --listen 0.0.0.0:15012 --ca-dir /etc/cacerts --trust-node-claims >/dev/null
 docker run -d --name "$PREFIX-web" --network "$NET" --ip "$SUBNET_PREFIX.20" --network-alias web \
   -v "$work/www:/srv:ro" -w /srv "$APP_IMAGE" python3 -m http.server 8000 >/dev/null
 docker run -d --name "$PREFIX-sleep" --network "$NET" --ip "$SUBNET_PREFIX.10" --network-alias sleep \
@@ -167,7 +167,7 @@ start_sidecar() { # pod → prints "container_ms process_ms certificate_ms"
   docker run -d --name "$side" --network "container:$app" --user 1337 -e RUST_LOG=info -e NO_COLOR=1 \
     -v "$work/sidecar-$pod:/etc/trellis:ro" -v "$work/ca/root-cert.pem:$ROOT:ro" \
     "$IMAGE" proxy --config /etc/trellis/sidecar.yaml \
-    --control-plane "$PLANE:15010" --control-plane-ca "$ROOT" --node "$pod" --cores 1 >/dev/null
+    --control-plane "$PLANE:15012" --control-plane-ca "$ROOT" --node "$pod" --cores 1 >/dev/null
   docker exec "$app" sh -c 'until curl -sf -o /dev/null http://127.0.0.1:15021/healthz/ready; do sleep 0.005; done'
   t1=$(date +%s%N)
   local installed="workload certificate from the control plane installed"

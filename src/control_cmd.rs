@@ -34,9 +34,10 @@ pub struct ControlArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     source: crate::source_args::KubeArgs,
-    /// Where sidecars connect (`trellis proxy --control-plane ADDR`).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:15010")]
-    listen: SocketAddr,
+    /// Where sidecars connect (`trellis proxy --control-plane ADDR`). Default: istiod's
+    /// ports, 127.0.0.1:15012 for the mTLS channel, 127.0.0.1:15010 with --insecure-plaintext.
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
     /// How often to look for changed files, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     poll_ms: u64,
@@ -113,10 +114,21 @@ fn start_webhook(args: &WebhookArgs, issuer: &Issuer, ttl: Duration) -> Result<O
     Ok(Some(serving))
 }
 
+/// istiod's ports: 15012 serves xDS and certificates over TLS, 15010 plaintext xDS
+/// (pilot-discovery's `--secureGRPCAddr` ":15012" and `--grpcAddr` ":15010",
+/// `pilot/cmd/pilot-discovery/app/cmd.go`).
+fn default_listen(insecure_plaintext: bool) -> SocketAddr {
+    let port = if insecure_plaintext { 15010 } else { 15012 };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 pub fn control(args: ControlArgs) -> Result<ExitCode> {
     if args.debounce_after_ms > args.debounce_max_ms {
         anyhow::bail!("--debounce-after-ms must not exceed --debounce-max-ms");
     }
+    let listen = args
+        .listen
+        .unwrap_or_else(|| default_listen(args.channel.insecure_plaintext()));
     let ca = crate::plane_security::mesh_ca(args.ca_dir.as_deref(), &args.channel)?;
     let mut config = ServerConfig::new(PushConfig {
         debounce_after: Duration::from_millis(args.debounce_after_ms),
@@ -159,13 +171,9 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         .into_iter()
         .collect();
     let mut roots = None;
-    if let Some((channel, channel_roots)) = crate::plane_security::secure(
-        &mut config,
-        &args.channel,
-        args.listen,
-        &issuer,
-        serving_ttl,
-    )? {
+    if let Some((channel, channel_roots)) =
+        crate::plane_security::secure(&mut config, &args.channel, listen, &issuer, serving_ttl)?
+    {
         serving.push(channel);
         roots = Some(channel_roots);
     }
@@ -203,8 +211,8 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         runtime.spawn(publisher.run(issuer.bundle(), resync, log_root_pass));
     }
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(args.listen))
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let source = snapshot_source(&args)?;
     let from = args.source.describe(args.dir.as_deref());
     let tls = if config.tls.is_some() {
@@ -212,7 +220,7 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
     } else {
         "plaintext"
     };
-    tracing::info!(listen = %args.listen, %from, channel = tls, "control plane serving");
+    tracing::info!(%listen, %from, channel = tls, "control plane serving");
     let (publish, snapshots) = watch::channel(None);
     let refresh = Refresh {
         poll: Duration::from_millis(args.poll_ms.max(10)),
@@ -442,5 +450,18 @@ fn jwks_refresh_period(jwks: &trellis_control::jwks_resolver::JwksResolver) -> D
         trellis_control::jwks_resolver::REFRESH_INTERVAL_ON_FAILURE
     } else {
         trellis_control::jwks_resolver::REFRESH_INTERVAL
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_ports_are_istiods() {
+        // pilot/cmd/pilot-discovery/app/cmd.go: --secureGRPCAddr ":15012", --grpcAddr ":15010".
+        assert_eq!(default_listen(false).port(), 15012);
+        assert_eq!(default_listen(true).port(), 15010);
+        assert!(default_listen(false).ip().is_loopback());
     }
 }

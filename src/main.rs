@@ -93,7 +93,7 @@ enum Command {
     /// With --webhook-listen it also serves the sidecar injection webhook (AdmissionReview v1,
     /// POST /inject over HTTPS with a certificate from the mesh CA), as istiod does.
     ///
-    /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15010
+    /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15012
     Control(control_cmd::ControlArgs),
     /// Add the Trellis sidecar to the workloads of a YAML file, like `istioctl kube-inject`:
     /// the `istio-init` init container (`trellis init`), the `istio-proxy` container
@@ -199,7 +199,7 @@ struct ProxyArgs {
     dns_refresh_secs: u64,
     /// Receive routes and clusters from `trellis control` at this address instead of the
     /// file's `services` and `istio` (the file still gives listeners, `http` and `workload`).
-    /// A name is resolved at each (re)connection, e.g. trellis-control.trellis-system.svc:15010.
+    /// A name is resolved at each (re)connection, e.g. trellis-control.trellis-system.svc:15012.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "gateway",
           value_parser = plane_client::parse_address)]
     control_plane: Option<String>,

@@ -74,6 +74,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// The mesh CA: the plug-in files of `dir`, or a new root and intermediate for this run.
+impl ChannelArgs {
+    /// Whether the channel is plain TCP (`--insecure-plaintext`).
+    pub fn insecure_plaintext(&self) -> bool {
+        self.insecure_plaintext
+    }
+}
+
 pub fn mesh_ca(dir: Option<&Path>, args: &ChannelArgs) -> Result<CertificateAuthority> {
     let files = match dir {
         Some(dir) => crate::ca_cmd::read_plugin_files(dir)?,

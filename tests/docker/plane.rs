@@ -20,7 +20,7 @@ use super::{docker, wait_until, Cleanup};
 /// The name sidecars dial (the trellis-control Service's, a network alias of the container):
 /// one of the names the control plane's serving certificate is issued for.
 pub const PLANE_NAME: &str = "trellis-control.trellis-system.svc";
-pub const PLANE_PORT: u16 = 15010;
+pub const PLANE_PORT: u16 = 15012;
 /// Where Istio's injector mounts the mesh root (`istio-ca-root-cert`) in the sidecar.
 pub const ROOT_CERT_PATH: &str = "/var/run/secrets/istio/root-cert.pem";
 

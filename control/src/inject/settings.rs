@@ -53,7 +53,7 @@ impl Default for InjectSettings {
 /// The image `deploy/` builds and the manifests name.
 pub const DEFAULT_IMAGE: &str = "trellis:latest";
 /// The control plane's Service in the manifests under deploy/, and its sidecar port.
-pub const DEFAULT_CONTROL_PLANE: &str = "trellis-control.trellis-system.svc:15010";
+pub const DEFAULT_CONTROL_PLANE: &str = "trellis-control.trellis-system.svc:15012";
 
 /// Ports of the sidecar, as Istio numbers them.
 pub mod ports {

@@ -3,8 +3,8 @@
 //!
 //! Shaped after Istio's istio-discovery chart (manifests/charts/istio-control/istio-discovery/
 //! templates: deployment.yaml, service.yaml, clusterrole.yaml, mutatingwebhook.yaml) with
-//! Trellis's names (`trellis-control` in `trellis-system`) and ports: 15010 for sidecars, 443 →
-//! 15017 for the webhook, as istiod's. Differences, on purpose:
+//! Trellis's names (`trellis-control` in `trellis-system`) and ports: 15012 for sidecars (the mTLS
+//! channel), 443 → 15017 for the webhook, as istiod's. Differences, on purpose:
 //!
 //! - the ClusterRole grants get/list/watch on exactly the kinds the control plane reads
 //!   (`plane::kube` and the Istio kinds), and the two writes it makes: the
@@ -29,8 +29,8 @@ pub const NAME: &str = "trellis-control";
 pub const WEBHOOK_CONFIGURATION: &str = "trellis-sidecar-injector";
 /// Istio's plug-in CA secret name.
 pub const CA_SECRET: &str = "cacerts";
-/// The sidecar port and the webhook's container port (istiod's 15010 and 15017).
-pub const PLANE_PORT: u16 = 15010;
+/// The sidecars' mTLS port and the webhook's container port (istiod's 15012 and 15017).
+pub const PLANE_PORT: u16 = 15012;
 pub const WEBHOOK_PORT: u16 = 15017;
 
 /// What the manifests are made from.

@@ -26,7 +26,7 @@ use trellis_control::translate::Workload;
 pub const CONTROL: &str = "control";
 /// The links' latency is 1–5 ms (turmoil's, from the seed) unless a test sets it.
 pub const WORST_LATENCY: Duration = Duration::from_millis(5);
-const PORT: u16 = 15010;
+const PORT: u16 = 15012;
 /// The sidecars' namespaces: two see the same scope, the third (`blog`) has a Sidecar resource
 /// in some snapshots that narrows what it sees.
 pub const NAMESPACES: [&str; 3] = ["shop", "shop", "blog"];
