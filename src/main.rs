@@ -24,6 +24,7 @@ mod install_cmd;
 mod lifecycle;
 mod plane_client;
 mod plane_security;
+#[cfg(feature = "sim")]
 mod sim_cmd;
 mod source_args;
 mod webhook_server;
@@ -77,6 +78,7 @@ enum Command {
     /// summary and an optional SVG timeline.
     ///
     /// Example: trellis sim --seeds 0..100    |    trellis sim --seed 7 --plot seed7.svg
+    #[cfg(feature = "sim")]
     Sim(sim_cmd::SimArgs),
     /// Make a mesh certificate authority and workload certificates as files: `init` a root
     /// and an intermediate (Istio's plug-in CA layout), `issue` a workload's cert-chain.pem,
@@ -337,6 +339,7 @@ fn main() -> ExitCode {
         Some(Command::Proxy(args)) => proxy(args),
         Some(Command::Explain(args)) => explain_cmd::run_explain(args),
         Some(Command::Analyze(args)) => run_analyze(args),
+        #[cfg(feature = "sim")]
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Control(args)) => control_cmd::control(args),
