@@ -236,17 +236,17 @@ fn sidecars_get_certificates_over_the_channel_talk_mtls_and_renew_without_droppi
     );
     wait_for(inbound);
     wait_for(outbound);
-    reviews.wait_lines(&[INSTALLED, "sa/reviews"], 1, Duration::from_secs(10));
-    productpage.wait_lines(&[INSTALLED, "sa/productpage"], 1, Duration::from_secs(10));
+    reviews.wait_lines(&[INSTALLED, "sa/reviews"], 1, Duration::from_secs(30));
+    productpage.wait_lines(&[INSTALLED, "sa/productpage"], 1, Duration::from_secs(30));
     control.wait_lines(
         &[
             "workload certificate issued",
             "spiffe://cluster.local/ns/default/sa/productpage",
         ],
         1,
-        Duration::from_secs(5),
+        Duration::from_secs(20),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
         let out = curl(&[
             "-s",
@@ -302,7 +302,7 @@ fn sidecars_get_certificates_over_the_channel_talk_mtls_and_renew_without_droppi
     assert_eq!(fields[0], "first", "{first}");
     let before = fields[1].to_string();
     assert_eq!(&fields[2..], ["HTTP/1.1", "200", "OK"], "{first}");
-    let renewed = reviews.wait_lines(&[INSTALLED], installed + 1, Duration::from_secs(10));
+    let renewed = reviews.wait_lines(&[INSTALLED], installed + 1, Duration::from_secs(30));
     eprintln!("renewed: {renewed}");
     python
         .stdin
@@ -325,7 +325,7 @@ fn sidecars_get_certificates_over_the_channel_talk_mtls_and_renew_without_droppi
     control.wait_lines(
         &["workload certificate issued", "sa/reviews"],
         2,
-        Duration::from_secs(5),
+        Duration::from_secs(20),
     );
 }
 
@@ -347,7 +347,7 @@ fn a_sidecar_without_credentials_is_refused_when_node_claims_are_not_trusted() {
         plane,
         &ca.join("root-cert.pem"),
     );
-    let refused = control.wait_lines(&["CSR refused"], 1, Duration::from_secs(10));
+    let refused = control.wait_lines(&["CSR refused"], 1, Duration::from_secs(30));
     assert!(
         refused.contains("unproven claim of default/ratings")
             && refused.contains("no client certificate and no token"),
@@ -356,14 +356,14 @@ fn a_sidecar_without_credentials_is_refused_when_node_claims_are_not_trusted() {
     let told = sidecar.wait_lines(
         &["certificate refused by the control plane"],
         1,
-        Duration::from_secs(5),
+        Duration::from_secs(20),
     );
     assert!(told.contains("node claims are not trusted"), "{told}");
     // The config is still pushed; only the certificate is refused.
     sidecar.wait_lines(
         &["config from the control plane applied"],
         1,
-        Duration::from_secs(5),
+        Duration::from_secs(20),
     );
     assert_eq!(sidecar.count(&[INSTALLED]), 0);
 }
