@@ -281,7 +281,14 @@ pub fn parse_proxy_config_with(
         registry.dns = answers;
         warnings.extend(notes.into_iter().map(|d| d.file(file.to_string())));
     }
-    let gateway = overrides.gateway_options(shape.gateway.as_ref());
+    let identity = shape.identity.load(base, &invalid)?;
+    let has_identity = identity.is_some();
+    let gateway = overrides
+        .gateway_options(shape.gateway.as_ref())
+        .map(|opts| crate::translate::GatewayOptions {
+            has_identity,
+            ..opts
+        });
     let translation = match &gateway {
         Some(opts) => translate_gateway(&resources, &registry, opts),
         None => translate_for(&resources, &registry, &shape.workload.workload()),
@@ -300,8 +307,6 @@ pub fn parse_proxy_config_with(
     }
     config.http = http_settings(&shape.http);
     let workload = shape.workload.workload();
-    let identity = shape.identity.load(base, &invalid)?;
-    let has_identity = identity.is_some();
     security::apply_identity(&mut config, identity);
     // AuthorizationPolicies guard the workload's inbound side (Istio's RBAC filters sit on the
     // sidecar's inbound listeners only); translated once, shared by every inbound listener.
