@@ -179,8 +179,9 @@ const SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule
 
 /// AUTO_PASSTHROUGH: one chain per service port the servers' hosts take, and one per subset of
 /// its DestinationRule, matched on `outbound_.<port>_.<subset>_.<host>`, each to an SNI-DNAT
-/// cluster with the mesh cluster's endpoints and no TLS of its own (builtAutoPassthroughFilterChains;
-/// SniDnatClusterMode in cluster_builder.go): the client's own mTLS passes through.
+/// cluster with the mesh cluster's endpoints and no TLS of its own
+/// (builtAutoPassthroughFilterChains; SniDnatClusterMode in cluster_builder.go): the client's
+/// own mTLS passes through.
 #[test]
 fn auto_passthrough_routes_each_service_port_and_subset_by_its_sni_key() {
     let yaml = gateway(

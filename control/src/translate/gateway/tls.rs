@@ -1,5 +1,6 @@
 //! A gateway port's TLS: which servers terminate TLS (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
-//! `ISTIO_MUTUAL`), their certificate files read into the engine's [`TerminatedTls`], and what cannot be served.
+//! `ISTIO_MUTUAL`), their certificate files read into the engine's [`TerminatedTls`], and what
+//! cannot be served.
 //!
 //! istiod gives each HTTPS server its own filter chain, matched on SNI, with the certificate
 //! from `serverCertificate`/`privateKey` files mounted in the gateway or from a Kubernetes

@@ -1,5 +1,6 @@
 //! A gateway's TLS termination (Gateway `servers[].tls` `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
-//! `ISTIO_MUTUAL`): one rustls server config per listener, whose certificate is chosen by the client's SNI.
+//! `ISTIO_MUTUAL`): one rustls server config per listener, whose certificate is chosen by the
+//! client's SNI.
 //!
 //! Envoy gives each Gateway server a filter chain matched on `server_names` (istiod's
 //! `buildGatewayListenerTLSContext` and the filter chain match in
