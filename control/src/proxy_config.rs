@@ -53,7 +53,9 @@
 //!
 //! A gateway proxy's listeners come from the Gateways (one per server port, see
 //! [`crate::translate::gateway`]); `listeners` may add more, naming a route table such as
-//! `http.8080`. The command line can turn gateway mode on and override these fields
+//! `http.8080`. A gateway's `identity:` is the certificate its `ISTIO_MUTUAL` servers present
+//! (and the roots their clients must chain to); without one those servers are refused. The
+//! command line can turn gateway mode on and override these fields
 //! ([`ProxyOverrides`]), so one directory of YAML serves both sidecars and the gateway. The
 //! AuthorizationPolicies and RequestAuthentications that select the gateway's labels (or sit
 //! in the root namespace) guard its listeners, as Istio's RBAC and jwt_authn filters do on a
