@@ -1,5 +1,6 @@
 //! `trellis explain`: how a request (or, with `--tcp`/`--sni`, a connection) would be routed
-//! by a directory of Istio YAML or a cluster's resources.
+//! by a directory of Istio YAML or a cluster's resources, at a sidecar or (`--gateway`) at a
+//! gateway proxy.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,23 @@ pub struct ExplainArgs {
     /// Print the report as JSON, for scripts.
     #[arg(long)]
     json: bool,
+    /// Explain as a gateway proxy (`trellis proxy --gateway`) would serve it: --port is the
+    /// Gateway server port (default 80); the report names the server, its TLS termination and
+    /// the bound VirtualService rule (or 404 NR), or on a TCP/TLS port the chain (--sni).
+    #[arg(long)]
+    gateway: bool,
+    /// The gateway's workload labels, `key=value` (repeatable or comma-separated), matched
+    /// against each Gateway's `selector`, e.g. istio=ingressgateway.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        requires = "gateway"
+    )]
+    labels: Vec<String>,
+    /// The gateway's namespace (for `exportTo`; default istio-system).
+    #[arg(long, value_name = "NS", requires = "gateway")]
+    namespace: Option<String>,
 }
 
 pub fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
@@ -70,6 +88,9 @@ pub fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
         };
         req.source_labels
             .insert(key.trim().to_string(), value.trim().to_string());
+    }
+    if args.gateway {
+        return run_gateway(args, req);
     }
     if args.tcp || args.sni.is_some() {
         return run_connection(args, req);
@@ -96,6 +117,58 @@ pub fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
     })
 }
 
+/// `--gateway`: the gateway proxy's server, termination and route (or chain).
+fn run_gateway(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
+    let mut opts = trellis_control::translate::GatewayOptions {
+        labels: source_args::key_values(&args.labels, "label")?,
+        ..Default::default()
+    };
+    if let Some(ns) = &args.namespace {
+        opts.namespace = ns.clone();
+    }
+    let resources = resources(&args)?;
+    let report =
+        trellis_control::explain::explain_gateway(&resources, &opts, &req, args.sni.as_deref())
+            .context("cannot explain at the gateway")?;
+    let errors = (report.diagnostics.iter())
+        .chain(report.connection.iter().flat_map(|c| c.diagnostics.iter()))
+        .any(|d| d.severity == Severity::Error);
+    show(
+        args.json,
+        report.to_string(),
+        serde_json::to_string_pretty(&report),
+        errors,
+    )
+}
+
+/// The resources explained: the directory's, or the cluster's.
+fn resources(args: &ExplainArgs) -> Result<trellis_control::istio::ResourceSet> {
+    Ok(match &args.dir {
+        Some(dir) => trellis_control::istio::load_dir(dir)
+            .with_context(|| format!("cannot explain against {}", dir.display()))?,
+        None => args.source.read_once()?.0.resources,
+    })
+}
+
+/// Print a report as `text`, or `as_json` with `json`; exit 2 when it carries `errors`.
+fn show(
+    json: bool,
+    text: String,
+    as_json: serde_json::Result<String>,
+    errors: bool,
+) -> Result<ExitCode> {
+    if json {
+        println!("{}", as_json?);
+    } else {
+        print!("{text}");
+    }
+    Ok(if errors {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// `--tcp`/`--sni`: the L4 chain a connection takes.
 fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
     let (host, host_port) = match req.host.rsplit_once(':') {
@@ -108,28 +181,17 @@ fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
     let conn = ConnectionRequest {
         host,
         port,
-        sni: args.sni,
+        sni: args.sni.clone(),
         source_labels: req.source_labels,
         source_namespace: req.source_namespace,
     };
-    let resources = match &args.dir {
-        Some(dir) => trellis_control::istio::load_dir(dir)
-            .with_context(|| format!("cannot explain against {}", dir.display()))?,
-        None => args.source.read_once()?.0.resources,
-    };
+    let resources = resources(&args)?;
     let report = explain_connection(&resources, &conn).context("cannot explain the connection")?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{report}");
-    }
-    let errors = report
-        .diagnostics
-        .iter()
-        .any(|d| d.severity == Severity::Error);
-    Ok(if errors {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let errors = (report.diagnostics.iter()).any(|d| d.severity == Severity::Error);
+    show(
+        args.json,
+        report.to_string(),
+        serde_json::to_string_pretty(&report),
+        errors,
+    )
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use trellis_control::{load_proxy_config_with, ProxyOverrides, Severity};
 use trellis_io::reload::{ConfigWatcher, WatchOptions};
@@ -65,6 +65,8 @@ enum Command {
     /// the DestinationRule policy that applies.
     ///
     /// Example: trellis explain --dir samples/bookinfo/networking --host reviews -H 'end-user: jason'
+    ///
+    /// At a gateway: trellis explain --dir samples/bookinfo/networking --gateway --labels istio=ingressgateway --host bookinfo.example --port 80 --path /productpage
     Explain(explain_cmd::ExplainArgs),
     /// Check a directory of Istio YAML the way `istioctl analyze` does: Istio's message codes
     /// (IST0101 missing references, IST0106 schema errors, IST0109 conflicting mesh hosts,
@@ -232,8 +234,10 @@ struct ProxyArgs {
     /// Run as a gateway proxy (Istio's ingress gateway) instead of a sidecar: one listener per
     /// server port of the Gateways whose `selector` matches --labels, routed only by the
     /// VirtualServices bound to them (`spec.gateways`), 404 NR for any other host. Same config
-    /// file and Istio YAML as a sidecar (its `gateway:` section turns this on too). HTTPS/TLS
-    /// servers are refused, with one error line each, until the engine terminates TLS.
+    /// file and Istio YAML as a sidecar (its `gateway:` section turns this on too). HTTPS and
+    /// TLS servers terminate (SIMPLE, MUTUAL, OPTIONAL_MUTUAL from files; ISTIO_MUTUAL with the
+    /// `identity:`), pass through by SNI (PASSTHROUGH), or by the `outbound_.PORT_.SUBSET_.HOST`
+    /// SNI to the mesh cluster (AUTO_PASSTHROUGH).
     #[arg(long)]
     gateway: bool,
     /// This gateway's workload labels, `key=value` (repeatable or comma-separated), matched
@@ -260,13 +264,7 @@ struct ProxyArgs {
 impl ProxyArgs {
     /// The command line's word over the config file.
     fn overrides(&self) -> Result<ProxyOverrides> {
-        let mut labels = std::collections::BTreeMap::new();
-        for label in &self.labels {
-            let Some((key, value)) = label.split_once('=') else {
-                bail!("label {label:?} is not `key=value`");
-            };
-            labels.insert(key.trim().to_string(), value.trim().to_string());
-        }
+        let labels = source_args::key_values(&self.labels, "label")?;
         Ok(ProxyOverrides {
             gateway: self.gateway,
             labels,

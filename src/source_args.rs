@@ -78,3 +78,19 @@ impl KubeArgs {
         }
     }
 }
+
+/// `key=value` items (labels on the command line) as a map; an item without `=` is an error
+/// naming `what`.
+pub fn key_values(
+    items: &[String],
+    what: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in items {
+        let Some((key, value)) = item.split_once('=') else {
+            anyhow::bail!("{what} {item:?} is not `key=value`");
+        };
+        out.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(out)
+}

@@ -53,7 +53,9 @@
 //!
 //! A gateway proxy's listeners come from the Gateways (one per server port, see
 //! [`crate::translate::gateway`]); `listeners` may add more, naming a route table such as
-//! `http.8080`. The command line can turn gateway mode on and override these fields
+//! `http.8080`. A gateway's `identity:` is the certificate its `ISTIO_MUTUAL` servers present
+//! (and the roots their clients must chain to); without one those servers are refused. The
+//! command line can turn gateway mode on and override these fields
 //! ([`ProxyOverrides`]), so one directory of YAML serves both sidecars and the gateway. The
 //! AuthorizationPolicies and RequestAuthentications that select the gateway's labels (or sit
 //! in the root namespace) guard its listeners, as Istio's RBAC and jwt_authn filters do on a
@@ -281,7 +283,14 @@ pub fn parse_proxy_config_with(
         registry.dns = answers;
         warnings.extend(notes.into_iter().map(|d| d.file(file.to_string())));
     }
-    let gateway = overrides.gateway_options(shape.gateway.as_ref());
+    let identity = shape.identity.load(base, &invalid)?;
+    let has_identity = identity.is_some();
+    let gateway = overrides
+        .gateway_options(shape.gateway.as_ref())
+        .map(|opts| crate::translate::GatewayOptions {
+            has_identity,
+            ..opts
+        });
     let translation = match &gateway {
         Some(opts) => translate_gateway(&resources, &registry, opts),
         None => translate_for(&resources, &registry, &shape.workload.workload()),
@@ -300,8 +309,6 @@ pub fn parse_proxy_config_with(
     }
     config.http = http_settings(&shape.http);
     let workload = shape.workload.workload();
-    let identity = shape.identity.load(base, &invalid)?;
-    let has_identity = identity.is_some();
     security::apply_identity(&mut config, identity);
     // AuthorizationPolicies guard the workload's inbound side (Istio's RBAC filters sit on the
     // sidecar's inbound listeners only); translated once, shared by every inbound listener.

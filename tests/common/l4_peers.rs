@@ -190,6 +190,33 @@ pub fn identity_yaml(certs: &Path) -> String {
 /// One mTLS exchange with Python's `ssl` as `certs`: prints the echo's answer, or `CLOSED`
 /// when the connection ended without one, or `REFUSED` when the handshake failed.
 pub fn mtls_exchange(at: SocketAddr, certs: &Path, root: &Path, line: &str) -> String {
+    let client = (certs.join("cert-chain.pem"), certs.join("key.pem"));
+    tls_exchange(
+        at.port(),
+        root,
+        Some((&client.0, &client.1)),
+        &format!("{line}\n"),
+    )
+}
+
+/// One TLS exchange with Python's `ssl` on 127.0.0.1:`port`: the server verified against
+/// `root` without a host name check (a mesh certificate names a SPIFFE id), the client
+/// certificate and key `client` presented when given; sends `payload` and returns the first
+/// line of the answer, or `CLOSED` when the connection ended without one, or `REFUSED` when
+/// the handshake failed.
+pub fn tls_exchange(
+    port: u16,
+    root: &Path,
+    client: Option<(&Path, &Path)>,
+    payload: &str,
+) -> String {
+    let load = client.map_or_else(String::new, |(chain, key)| {
+        format!(
+            "ctx.load_cert_chain({:?}, {:?})",
+            chain.display().to_string(),
+            key.display().to_string()
+        )
+    });
     let script = format!(
         r#"
 import socket, ssl
@@ -197,7 +224,7 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_REQUIRED
 ctx.load_verify_locations({root:?})
-ctx.load_cert_chain({chain:?}, {key:?})
+{load}
 raw = socket.create_connection(("127.0.0.1", {port}), timeout=10)
 try:
     tls = ctx.wrap_socket(raw)
@@ -205,21 +232,18 @@ except (ssl.SSLError, OSError):
     print("REFUSED")
     raise SystemExit(0)
 try:
-    tls.sendall({line:?}.encode() + b"\n")
+    tls.sendall({payload:?}.encode())
     data = b""
-    while not data.endswith(b"\n"):
+    while b"\n" not in data:
         chunk = tls.recv(4096)
         if not chunk:
             break
         data += chunk
-    print(data.decode().strip() or "CLOSED")
+    print(data.split(b"\n")[0].decode().strip() or "CLOSED")
 except (ssl.SSLError, OSError):
     print("CLOSED")
 "#,
         root = root.display().to_string(),
-        chain = certs.join("cert-chain.pem").display().to_string(),
-        key = certs.join("key.pem").display().to_string(),
-        port = at.port(),
     );
     let out = Command::new("python3")
         .args(["-c", &script])

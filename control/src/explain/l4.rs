@@ -20,7 +20,9 @@ use trellis_engine::proxy::choose_chain;
 use crate::diag::{ConfigError, Diagnostic};
 use crate::istio::ResourceSet;
 use crate::translate::tcp_rules::{self, TcpRule, TlsRule};
-use crate::translate::{hosts, translate_for, Registry, Service, ServicePort, Workload};
+use crate::translate::{
+    hosts, translate_for, Registry, Service, ServicePort, Translation, Workload,
+};
 
 /// The connection to explain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,14 +107,20 @@ pub fn explain_connection(
         .host
         .parse::<IpAddr>()
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let on = ("outbound", true);
+    Ok(connection_on(t, on, SocketAddr::new(ip, req.port), req))
+}
+
+/// The chain `req` takes on listener `on` (its name, and whether it is outbound) of a
+/// translation, by the engine's own filter-chain match, for a connection to `dst`.
+pub(crate) fn connection_on(
+    t: Translation,
+    on: (&str, bool),
+    dst: SocketAddr,
+    req: &ConnectionRequest,
+) -> ConnectionReport {
     let routes = &t.config.tcp_routes;
-    let choice = choose_chain(
-        routes,
-        ("outbound", true),
-        SocketAddr::new(ip, req.port),
-        &req.source_labels,
-        req.sni.as_deref(),
-    );
+    let choice = choose_chain(routes, on, dst, &req.source_labels, req.sni.as_deref());
     let outcome = match (choice.candidates.is_empty(), choice.chosen) {
         (true, _) => ConnectionOutcome::NotL4,
         (false, None) => ConnectionOutcome::NoChain,
@@ -147,7 +155,7 @@ pub fn explain_connection(
             idle_timeout: route.idle_timeout.map(|d| format!("{d:?}")),
         })
     });
-    Ok(ConnectionReport {
+    ConnectionReport {
         host: req.host.clone(),
         port: req.port,
         sni: req.sni.clone(),
@@ -159,13 +167,13 @@ pub fn explain_connection(
             .collect(),
         chain,
         diagnostics: t.diagnostics,
-    })
+    }
 }
 
 /// Services for the hosts of VirtualServices with `tcp`/`tls` rules and the hosts those rules
 /// route to: TCP (or TLS) ports at every port the rules name, and the host asked about
 /// (`asked`, resolved in the client's namespace) at `request_port` too.
-fn l4_registry(set: &ResourceSet, asked: (&str, &str), request_port: u16) -> Registry {
+pub(crate) fn l4_registry(set: &ResourceSet, asked: (&str, &str), request_port: u16) -> Registry {
     let asked = hosts::resolve(asked.0, asked.1);
     // host → (namespace, port → protocol)
     let mut found: BTreeMap<String, (String, BTreeMap<u16, &'static str>)> = BTreeMap::new();

@@ -7,6 +7,7 @@
 //! from the YAML itself (every host a VirtualService, DestinationRule or ServiceEntry names),
 //! since explaining routing needs the hosts and ports, not live endpoints.
 
+pub mod gateway;
 pub mod l4;
 pub mod report;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use trellis_engine::config::{HeaderOps, Route, RouteAction};
 use trellis_engine::route::{Explanation, RouteRequest, Router};
 
+pub use gateway::{explain_gateway, GatewayReport};
 pub use l4::{explain_connection, ConnectionReport, ConnectionRequest};
 use report::*;
 pub use report::{ExplainReport, Outcome};
@@ -103,6 +105,19 @@ pub fn explain_resources(
     } else {
         format!("{}:{port}", req.host)
     };
+    explain_on(&t, OUTBOUND_ROUTE_TABLE, "http", req, authority, port)
+}
+
+/// Explain `req` (sent to `authority` on `port` with `scheme`) on route table `table` of a
+/// translation: the engine's router decides and traces.
+fn explain_on(
+    t: &Translation,
+    table: &str,
+    scheme: &str,
+    req: &ExplainRequest,
+    authority: String,
+    port: u16,
+) -> Result<ExplainReport, ConfigError> {
     let mut headers = trellis_engine::http1::Fields::new();
     for (name, value) in &req.headers {
         let bad = |reason: String| ConfigError::Request(format!("header {name:?}: {reason}"));
@@ -117,25 +132,24 @@ pub fn explain_resources(
         authority: &authority,
         path: &req.path,
         method: &req.method,
-        scheme: "http",
+        scheme,
         headers: &headers,
         port,
         source_labels: &req.source_labels,
     };
     // A redirect's Location depends on the match and the port: the engine's own answer.
-    let location =
-        router
-            .table(OUTBOUND_ROUTE_TABLE)
-            .and_then(|table| match router.route(table, &rr) {
-                trellis_engine::route::RouteOutcome::Matched(m) => match &m.route.action {
-                    RouteAction::Redirect(r) => Some(Router::redirect_location(
-                        &m, r, &authority, &req.path, port,
-                    )),
-                    _ => None,
-                },
+    let location = router
+        .table(table)
+        .and_then(|table| match router.route(table, &rr) {
+            trellis_engine::route::RouteOutcome::Matched(m) => match &m.route.action {
+                RouteAction::Redirect(r) => Some(Router::redirect_location(
+                    &m, r, &authority, &req.path, port,
+                )),
                 _ => None,
-            });
-    let explanation = match router.table(OUTBOUND_ROUTE_TABLE) {
+            },
+            _ => None,
+        });
+    let explanation = match router.table(table) {
         Some(table) => router.explain(table, &rr),
         None => Explanation {
             table: None,
@@ -146,7 +160,7 @@ pub fn explain_resources(
             outcome_route_index: None,
         },
     };
-    let mut report = build_report(&t, &explanation, req, authority, port);
+    let mut report = build_report(t, table, &explanation, req, authority, port);
     if let Some(ActionReport::Redirect { location: r }) =
         report.matched.as_mut().map(|m| &mut m.action)
     {
@@ -156,7 +170,7 @@ pub fn explain_resources(
 }
 
 /// `reviews:9080` → (`reviews`, Some(9080)).
-fn split_host_port(host: &str) -> (&str, Option<u16>) {
+pub(crate) fn split_host_port(host: &str) -> (&str, Option<u16>) {
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {
             Ok(port) => (h, Some(port)),
@@ -169,7 +183,7 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
 /// Services for every host the resources name, with the ports they mention (plus
 /// `request_port`, so the requested service answers on it); a host nobody gives a port gets
 /// `request_port` or 80.
-fn registry_from(set: &ResourceSet, request_port: Option<u16>) -> Registry {
+pub(crate) fn registry_from(set: &ResourceSet, request_port: Option<u16>) -> Registry {
     let mut ports: BTreeMap<String, (String, BTreeSet<u16>)> = BTreeMap::new();
     let mut note = |host: &str, ns: &str, port: Option<u32>| {
         if host.is_empty() || host.contains('*') {
@@ -260,18 +274,24 @@ fn dur(d: std::time::Duration) -> String {
 
 fn build_report(
     t: &Translation,
+    table: &str,
     e: &Explanation,
     req: &ExplainRequest,
     authority: String,
     port: u16,
 ) -> ExplainReport {
-    let table = t.config.route_table(OUTBOUND_ROUTE_TABLE);
+    let table_name = table;
+    let table = t.config.route_table(table_name);
     let vhost = e.vhost.as_ref().and_then(|c| {
         table
             .and_then(|tb| tb.virtual_hosts.get(c.index))
             .map(|v| (c, v))
     });
-    let origin = vhost.and_then(|(_, v)| t.virtual_hosts.get(&v.name));
+    // A sidecar's virtual hosts are keyed by name, a gateway's by `<table>/<name>`.
+    let origin = vhost.and_then(|(_, v)| {
+        (t.virtual_hosts.get(&v.name))
+            .or_else(|| t.virtual_hosts.get(&format!("{table_name}/{}", v.name)))
+    });
     let rule_index = |i: usize| {
         origin
             .and_then(|o| o.rule_indices.get(i).copied())

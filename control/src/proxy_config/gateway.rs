@@ -58,6 +58,8 @@ impl ProxyOverrides {
             num_trusted_proxies: file
                 .and_then(|f| f.num_trusted_proxies)
                 .unwrap_or(d.num_trusted_proxies),
+            // Set by the loader once the `identity:` files are read.
+            has_identity: false,
         })
     }
 }

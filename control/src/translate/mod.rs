@@ -494,7 +494,9 @@ fn build_virtual_service_hosts(
 /// keeps it (dedupeDomains in pilot/pkg/networking/core/httproute.go). RFC 3339 timestamps in
 /// one form (`...Z`, as the API server writes them) compare as strings.
 /// Gateways are listed in the same order.
-fn precedence_order<S>(vss: &[crate::istio::Resource<S>]) -> Vec<&crate::istio::Resource<S>> {
+pub(crate) fn precedence_order<S>(
+    vss: &[crate::istio::Resource<S>],
+) -> Vec<&crate::istio::Resource<S>> {
     let created = |vs: &crate::istio::Resource<S>| match &vs.meta.creation_timestamp {
         Some(serde_yaml::Value::String(t)) => t.clone(),
         _ => String::new(),

@@ -145,13 +145,37 @@ impl fmt::Debug for OriginationTls {
     }
 }
 
-/// TLS a gateway listener terminates: Gateway `servers[].tls` in `SIMPLE` or `MUTUAL` mode,
-/// with the files already read. A client's SNI picks the certificate (the first server whose
-/// hosts match it, as Envoy's filter chains match `server_names`; without SNI, the first).
+/// TLS a gateway listener terminates: Gateway `servers[].tls` in `SIMPLE`, `MUTUAL`,
+/// `OPTIONAL_MUTUAL` or `ISTIO_MUTUAL` mode, with the files already read. A client's SNI picks
+/// the certificate (the first server whose hosts match it, as Envoy's filter chains match
+/// `server_names`; without SNI, the first).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TerminatedTls {
     /// In the Gateway's server order; never empty.
     pub servers: Vec<ServerCertificate>,
+    /// What is asked of clients (one port, one mode: translation never mixes them).
+    pub clients: ClientCertificates,
+}
+
+/// What a terminating gateway port asks of its clients
+/// (Envoy's `require_client_certificate` and validation context, as pilot's
+/// `BuildListenerTLSContext` in pilot/pkg/networking/core/tls.go sets them per mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// `SIMPLE`: no client certificate is requested.
+    #[default]
+    NotRequested,
+    /// `MUTUAL`: a certificate chaining to a server's `caCertificates` is required.
+    Required,
+    /// `OPTIONAL_MUTUAL`: a certificate is requested, a client without one is accepted, and
+    /// one that is presented must chain to a server's `caCertificates`.
+    Optional,
+    /// `ISTIO_MUTUAL`: the port presents the proxy's own mesh identity
+    /// ([`MeshIdentity`], so renewal applies) and requires a client certificate chaining to the
+    /// mesh trust bundle, with a SPIFFE id of the trust domain, and one of
+    /// `subject_alt_names` when any are given. The verified id is the peer principal that
+    /// AuthorizationPolicies match, as on a sidecar's inbound.
+    Mesh { subject_alt_names: Vec<String> },
 }
 
 /// One Gateway server's certificate.
@@ -159,24 +183,22 @@ pub struct TerminatedTls {
 pub struct ServerCertificate {
     /// The server's `hosts` (exact names, `*.suffix` wildcards, or `*`), namespaces dropped.
     pub hosts: Vec<String>,
-    /// `serverCertificate`: the certificate first, then intermediates.
+    /// `serverCertificate`: the certificate first, then intermediates (empty under
+    /// [`ClientCertificates::Mesh`]: the mesh identity's chain is presented).
     pub chain_pem: String,
-    /// `privateKey`.
+    /// `privateKey` (empty under [`ClientCertificates::Mesh`]).
     pub key_pem: String,
-    /// `MUTUAL`: the `caCertificates` clients must chain to.
+    /// `MUTUAL`/`OPTIONAL_MUTUAL`: the `caCertificates` clients must chain to.
     pub client_ca_pem: Option<String>,
 }
 
 impl fmt::Debug for TerminatedTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the keys.
-        let servers: Vec<(&[String], bool)> = self
-            .servers
-            .iter()
-            .map(|s| (s.hosts.as_slice(), s.client_ca_pem.is_some()))
-            .collect();
+        let servers: Vec<&[String]> = self.servers.iter().map(|s| s.hosts.as_slice()).collect();
         f.debug_struct("TerminatedTls")
-            .field("servers (hosts, mutual)", &servers)
+            .field("servers (hosts)", &servers)
+            .field("clients", &self.clients)
             .finish()
     }
 }

@@ -32,7 +32,10 @@ use crate::translate::tcp_rules::{self, L4Match, TcpRule, TlsRule};
 pub fn is_l4(mode: &ServerMode) -> bool {
     matches!(
         mode,
-        ServerMode::Tcp | ServerMode::Passthrough | ServerMode::TlsTcp { .. }
+        ServerMode::Tcp
+            | ServerMode::Passthrough
+            | ServerMode::AutoPassthrough
+            | ServerMode::TlsTcp(_)
     )
 }
 
@@ -75,20 +78,26 @@ pub fn chains(
             port.number,
             if port.mode == ServerMode::Passthrough { "tls" } else { "tcp" }
         )));
-        out.push((
-            TcpRoute {
-                name: format!("blackhole:{}", port.number),
-                listener: Some(listener.to_string()),
-                ..TcpRoute::default()
-            },
-            TcpOrigin {
-                virtual_service: None,
-                rule: None,
-                service: String::new(),
-            },
-        ));
+        out.push(blackhole(port.number, listener));
     }
     out
+}
+
+/// A catch-all chain without destinations for a port left with none: its connections are
+/// closed rather than parsed as HTTP.
+pub fn blackhole(port: u16, listener: &str) -> (TcpRoute, TcpOrigin) {
+    (
+        TcpRoute {
+            name: format!("blackhole:{port}"),
+            listener: Some(listener.to_string()),
+            ..TcpRoute::default()
+        },
+        TcpOrigin {
+            virtual_service: None,
+            rule: None,
+            service: String::new(),
+        },
+    )
 }
 
 /// The VirtualServices bound to `merged`'s Gateway whose hosts meet the server's

@@ -30,7 +30,8 @@ pub struct ServerPort<'a> {
     /// How the port's first server is served; every other server must match it (one
     /// listener cannot be both plain text and TLS).
     pub mode: ServerMode,
-    /// The HTTPS servers' certificates, in server order (empty for plain text).
+    /// The terminating servers' certificates, in server order (empty for plain text and
+    /// passthrough).
     pub certificates: Vec<ServerCertificate>,
 }
 
@@ -57,10 +58,12 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 /// listener and route table, `http.<port>`; HTTPS servers on one port share its TLS listener,
 /// the certificate chosen by SNI). Servers that cannot be served are reported, one diagnostic
 /// each naming the server, and left out: a TLS server that cannot be terminated is refused
-/// rather than served in plain text on its port.
+/// rather than served in plain text on its port (an `ISTIO_MUTUAL` one when the proxy has no
+/// mesh identity: `has_identity`).
 pub fn merge_gateways<'a>(
     gateways: &[&'a Resource<GatewaySpec>],
     labels: &BTreeMap<String, String>,
+    has_identity: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<ServerPort<'a>> {
     let mut ports: Vec<ServerPort<'a>> = Vec::new();
@@ -106,15 +109,15 @@ pub fn merge_gateways<'a>(
                 .position(|p| p.number == number && p.bind == bind);
             if let Some(p) = existing.map(|i| &ports[i]).filter(|p| p.mode != mode) {
                 let why = format!(
-                    "the port already serves {:?} from an earlier server; one port cannot mix plain text, SIMPLE and MUTUAL",
+                    "the port already serves {:?} from an earlier server; one port cannot mix plain text and TLS modes",
                     p.mode
                 );
                 diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));
                 continue;
             }
             let certificate = match mode {
-                ServerMode::Https { mutual } | ServerMode::TlsTcp { mutual } => {
-                    match tls::certificate(server, mutual) {
+                ServerMode::Https(ref t) | ServerMode::TlsTcp(ref t) => {
+                    match tls::certificate(server, t, has_identity) {
                         Ok(c) => Some(c),
                         Err(why) => {
                             diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));

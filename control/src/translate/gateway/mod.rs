@@ -11,6 +11,7 @@
 //! address and shift every port by an offset, so that tests and unprivileged users can serve
 //! port 80 of a Gateway on, say, `127.0.0.1:18080`.
 
+pub mod auto_passthrough;
 pub mod binding;
 pub mod l4;
 pub mod merge;
@@ -42,6 +43,9 @@ pub struct GatewayOptions {
     /// Proxies in front of the gateway whose `x-forwarded-for` entries are trusted (Istio's
     /// `gatewayTopology.numTrustedProxies`; 0 = the client is the connection's peer).
     pub num_trusted_proxies: u32,
+    /// The proxy holds a mesh identity (its `identity:` certificate): `ISTIO_MUTUAL` servers
+    /// present it, and are refused without one.
+    pub has_identity: bool,
 }
 
 impl Default for GatewayOptions {
@@ -52,6 +56,7 @@ impl Default for GatewayOptions {
             bind_address: None,
             port_offset: 0,
             num_trusted_proxies: 0,
+            has_identity: false,
         }
     }
 }
@@ -65,7 +70,7 @@ pub fn translate_gateway(
     let place = super::ProxyPlace::of(&opts.labels, None);
     let (catalog, mut out, mut diags) = with_clusters(resources, registry, &place);
     let gateways = precedence_order(&resources.gateways);
-    let ports = merge::merge_gateways(&gateways, &opts.labels, &mut diags);
+    let ports = merge::merge_gateways(&gateways, &opts.labels, opts.has_identity, &mut diags);
     if ports.is_empty() {
         diags.push(Diagnostic::warning(format!(
             "no Gateway server selects labels {:?}: the gateway proxy has no listeners",
@@ -86,7 +91,12 @@ pub fn translate_gateway(
         };
         let name = format!("{}_{}", address.ip(), port.number);
         let table = if l4::is_l4(&port.mode) {
-            for (route, origin) in l4::chains(port, &name, &site, &mut diags) {
+            let chains = if port.mode == tls::ServerMode::AutoPassthrough {
+                auto_passthrough::chains(port, &name, &catalog, resources, &mut out, &mut diags)
+            } else {
+                l4::chains(port, &name, &site, &mut diags)
+            };
+            for (route, origin) in chains {
                 out.config.tcp_routes.push(route);
                 out.tcp_routes.push(origin);
             }
@@ -99,7 +109,7 @@ pub fn translate_gateway(
             routes::route_table(port, &site, &mut out, &mut diags)
         };
         out.config.listeners.push(Listener {
-            tls: tls::termination(port.certificates.clone()),
+            tls: tls::termination(&port.mode, port.certificates.clone()),
             mtls: Default::default(),
             name,
             address,
@@ -161,3 +171,6 @@ mod tests;
 
 #[cfg(test)]
 mod l4_tests;
+
+#[cfg(test)]
+mod modes_tests;

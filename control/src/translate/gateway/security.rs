@@ -65,8 +65,11 @@ pub fn secure_listeners(
         .filter(|l| l.edge.is_some())
         .map(|l| l.name.as_str())
         .collect();
+    // AUTO_PASSTHROUGH chains are built without authz (builtAutoPassthroughFilterChains:
+    // "We do not want any authz here"): the destination's sidecar enforces its own.
     for chain in (config.tcp_routes.iter_mut())
         .filter(|r| r.listener.as_deref().is_some_and(|l| edge.contains(&l)))
+        .filter(|r| !super::auto_passthrough::is_chain(r))
     {
         chain.authorization = tcp.authorization.clone();
     }

@@ -409,7 +409,7 @@ fn tls_servers_are_refused_not_served_in_plain_text() {
 /// server without `tls` is opaque TCP, the rest is refused with its reason.
 #[test]
 fn server_modes_follow_protocol_and_tls_mode() {
-    use super::tls::{mode, ServerMode};
+    use super::tls::{mode, ServerMode, Termination};
     let server = |yaml: &str| -> crate::istio::gateway::Server {
         serde_yaml::from_str(yaml).expect("server")
     };
@@ -418,12 +418,37 @@ fn server_modes_follow_protocol_and_tls_mode() {
             "{{port: {{number: 443, name: s, protocol: HTTPS}}, hosts: [a], tls: {{mode: {m}}}}}"
         ))
     };
-    assert_eq!(mode(&https("SIMPLE")), ServerMode::Https { mutual: false });
-    assert_eq!(mode(&https("MUTUAL")), ServerMode::Https { mutual: true });
+    assert_eq!(
+        mode(&https("SIMPLE")),
+        ServerMode::Https(Termination::Simple)
+    );
+    assert_eq!(
+        mode(&https("MUTUAL")),
+        ServerMode::Https(Termination::Mutual)
+    );
     assert_eq!(mode(&https("PASSTHROUGH")), ServerMode::Passthrough);
-    for refused in ["AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"] {
-        assert!(matches!(mode(&https(refused)), ServerMode::Refused(why) if why.contains(refused)));
-    }
+    // The modes once refused: OPTIONAL_MUTUAL and ISTIO_MUTUAL terminate (then HTTP),
+    // AUTO_PASSTHROUGH is a passthrough server (gateway.IsPassThroughServer).
+    assert_eq!(
+        mode(&https("OPTIONAL_MUTUAL")),
+        ServerMode::Https(Termination::OptionalMutual)
+    );
+    assert_eq!(
+        mode(&https("ISTIO_MUTUAL")),
+        ServerMode::Https(Termination::IstioMutual {
+            subject_alt_names: vec![]
+        })
+    );
+    assert_eq!(
+        mode(&https("AUTO_PASSTHROUGH")),
+        ServerMode::AutoPassthrough
+    );
+    let http_auto = server(
+        "{port: {number: 80, name: h, protocol: HTTP}, hosts: [a], tls: {mode: AUTO_PASSTHROUGH}}",
+    );
+    assert!(
+        matches!(mode(&http_auto), ServerMode::Refused(why) if why.contains("AUTO_PASSTHROUGH"))
+    );
     let plain = server(
         "{port: {number: 80, name: h, protocol: HTTP}, hosts: [a], tls: {httpsRedirect: true}}",
     );
@@ -436,7 +461,16 @@ fn server_modes_follow_protocol_and_tls_mode() {
     assert_eq!(mode(&tls), ServerMode::Passthrough);
     let tls_simple =
         server("{port: {number: 443, name: t, protocol: TLS}, hosts: [a], tls: {mode: SIMPLE}}");
-    assert_eq!(mode(&tls_simple), ServerMode::TlsTcp { mutual: false });
+    assert_eq!(mode(&tls_simple), ServerMode::TlsTcp(Termination::Simple));
+    let tls_istio = server(
+        "{port: {number: 15443, name: t, protocol: TLS}, hosts: [a], tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/a/sa/b]}}",
+    );
+    assert_eq!(
+        mode(&tls_istio),
+        ServerMode::TlsTcp(Termination::IstioMutual {
+            subject_alt_names: vec!["spiffe://cluster.local/ns/a/sa/b".into()]
+        })
+    );
     let tls_none = server("{port: {number: 443, name: t, protocol: TLS}, hosts: [a]}");
     assert!(matches!(mode(&tls_none), ServerMode::Refused(why) if why.contains("tls.mode")));
     let tcp = server("{port: {number: 27017, name: m, protocol: MONGO}, hosts: [a]}");

@@ -1,5 +1,6 @@
-//! A gateway port's TLS: which servers terminate TLS (`SIMPLE`, `MUTUAL`), their certificate
-//! files read into the engine's [`TerminatedTls`], and what cannot be served.
+//! A gateway port's TLS: which servers terminate TLS (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
+//! `ISTIO_MUTUAL`), their certificate files read into the engine's [`TerminatedTls`], and what
+//! cannot be served.
 //!
 //! istiod gives each HTTPS server its own filter chain, matched on SNI, with the certificate
 //! from `serverCertificate`/`privateKey` files mounted in the gateway or from a Kubernetes
@@ -8,31 +9,77 @@
 //! Trellis reads the files (relative paths against the proxy config's directory are the
 //! caller's business: the paths are used as given). `credentialName` needs the Secret
 //! Discovery Service of a cluster: refused with a message saying what to use instead.
-//! `TCP` servers and `TLS` servers (`PASSTHROUGH`, or `SIMPLE`/`MUTUAL` then TCP) are served
-//! at L4 (`super::l4`). `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` and `OPTIONAL_MUTUAL` route by SNI to
-//! mesh clusters or use the mesh's own certificate at the edge: refused, never served as
-//! plain text.
+//! `TCP` servers and `TLS` servers (`PASSTHROUGH`, `AUTO_PASSTHROUGH`, or a terminating mode
+//! then TCP) are served at L4 (`super::l4`, `super::auto_passthrough`).
+//!
+//! The modes, as pilot's `BuildListenerTLSContext` (pilot/pkg/networking/core/tls.go) sets
+//! Envoy's `DownstreamTlsContext` for each:
+//!
+//! - `SIMPLE`: the files' certificate, no client certificate asked;
+//! - `MUTUAL`: and a client certificate chaining to `caCertificates` is required;
+//! - `OPTIONAL_MUTUAL`: the same validation context with `require_client_certificate: false`:
+//!   a client without a certificate is served, a presented one must verify;
+//! - `ISTIO_MUTUAL`: the proxy's own workload certificate (SDS `default`) and the mesh's roots
+//!   (`ROOTCA`), the client's certificate required; `subjectAltNames` restrict the client ids.
+//!   istiod's validation refuses the file fields on such a server
+//!   (validateTLSOptions in pkg/config/validation/validation.go), and so does Trellis; a proxy
+//!   without an identity cannot serve it, and says so naming the Gateway.
 
 use std::sync::Arc;
 
-use trellis_engine::transport::policy::{ServerCertificate, TerminatedTls};
+use trellis_engine::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
 
 use crate::diag::Diagnostic;
 use crate::istio::gateway::{Server, ServerTls};
+
+/// How a terminating server treats clients (its `tls.mode`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Termination {
+    /// `SIMPLE`.
+    Simple,
+    /// `MUTUAL`.
+    Mutual,
+    /// `OPTIONAL_MUTUAL`.
+    OptionalMutual,
+    /// `ISTIO_MUTUAL`, with the server's `subjectAltNames` (empty: any mesh identity).
+    IstioMutual { subject_alt_names: Vec<String> },
+}
+
+impl Termination {
+    /// What the engine asks of clients.
+    pub fn clients(&self) -> ClientCertificates {
+        match self {
+            Termination::Simple => ClientCertificates::NotRequested,
+            Termination::Mutual => ClientCertificates::Required,
+            Termination::OptionalMutual => ClientCertificates::Optional,
+            Termination::IstioMutual { subject_alt_names } => ClientCertificates::Mesh {
+                subject_alt_names: subject_alt_names.clone(),
+            },
+        }
+    }
+
+    /// Whether `caCertificates` are read.
+    fn verifies_with_files(&self) -> bool {
+        matches!(self, Termination::Mutual | Termination::OptionalMutual)
+    }
+}
 
 /// How one server is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerMode {
     /// Plain-text HTTP.
     Http,
-    /// TLS terminated here, then HTTP: `mutual` asks clients for a certificate.
-    Https { mutual: bool },
+    /// TLS terminated here, then HTTP.
+    Https(Termination),
     /// Opaque TCP (a `TCP`, `MONGO`, `MYSQL` or `REDIS` server without `tls`): `tcp` routes.
     Tcp,
-    /// TLS terminated here, then `tcp` routes (a `TLS` or TCP server with `SIMPLE`/`MUTUAL`).
-    TlsTcp { mutual: bool },
+    /// TLS terminated here, then `tcp` routes (a `TLS` or TCP server with a terminating mode).
+    TlsTcp(Termination),
     /// `PASSTHROUGH`: routed by the ClientHello's SNI with `tls` routes, never terminated.
     Passthrough,
+    /// `AUTO_PASSTHROUGH`: the SNI `outbound_.<port>_.<subset>_.<host>` names the cluster, no
+    /// VirtualService needed, never terminated (east-west gateways).
+    AutoPassthrough,
     /// Not served; the reason, for the diagnostic.
     Refused(String),
 }
@@ -55,27 +102,43 @@ pub fn mode(server: &Server) -> ServerMode {
     );
     // protocol.Parse's IsTCP family that is not HTTP (pkg/config/protocol/instance.go).
     let tcp = matches!(protocol.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS");
-    match (protocol.as_str(), tls_mode.as_deref()) {
-        (_, Some("SIMPLE")) if http || protocol == "HTTPS" => ServerMode::Https { mutual: false },
-        (_, Some("MUTUAL")) if http || protocol == "HTTPS" => ServerMode::Https { mutual: true },
+    let termination = match tls_mode.as_deref() {
+        Some("SIMPLE") => Some(Termination::Simple),
+        Some("MUTUAL") => Some(Termination::Mutual),
+        Some("OPTIONAL_MUTUAL") => Some(Termination::OptionalMutual),
+        Some("ISTIO_MUTUAL") => Some(Termination::IstioMutual {
+            subject_alt_names: server
+                .tls
+                .as_ref()
+                .map(|t| t.subject_alt_names.clone())
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    match (protocol.as_str(), tls_mode.as_deref(), termination) {
+        (_, _, Some(t)) if http || protocol == "HTTPS" => ServerMode::Https(t),
         // createGatewayTCPFilterChainOpts: a non-passthrough TLS server terminates, then TCP.
-        (_, Some("SIMPLE")) if tcp || protocol == "TLS" => ServerMode::TlsTcp { mutual: false },
-        (_, Some("MUTUAL")) if tcp || protocol == "TLS" => ServerMode::TlsTcp { mutual: true },
-        ("TLS" | "HTTPS", Some("PASSTHROUGH")) => ServerMode::Passthrough,
-        ("TLS", None) => ServerMode::Refused(
-            "a TLS server needs tls.mode (PASSTHROUGH, SIMPLE or MUTUAL)".into(),
+        (_, _, Some(t)) if tcp || protocol == "TLS" => ServerMode::TlsTcp(t),
+        ("TLS" | "HTTPS", Some("PASSTHROUGH"), _) => ServerMode::Passthrough,
+        // gateway.IsPassThroughServer: AUTO_PASSTHROUGH is a passthrough server too.
+        ("TLS" | "HTTPS", Some("AUTO_PASSTHROUGH"), _) => ServerMode::AutoPassthrough,
+        ("TLS", None, _) => ServerMode::Refused(
+            "a TLS server needs tls.mode (PASSTHROUGH, AUTO_PASSTHROUGH, SIMPLE, MUTUAL, \
+             OPTIONAL_MUTUAL or ISTIO_MUTUAL)"
+                .into(),
         ),
         _ if tcp && tls_mode.is_none() => ServerMode::Tcp,
-        (_, Some(m @ ("PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL"))) => {
-            ServerMode::Refused(format!("tls.mode {m} is not supported by Trellis's gateway"))
-        }
-        ("HTTPS", None) => {
-            ServerMode::Refused("an HTTPS server needs tls.mode SIMPLE or MUTUAL".into())
-        }
-        (_, Some(m)) if !http => {
+        ("HTTPS", None, _) => ServerMode::Refused(
+            "an HTTPS server needs tls.mode (SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL)"
+                .into(),
+        ),
+        (_, Some(m @ ("PASSTHROUGH" | "AUTO_PASSTHROUGH")), _) => ServerMode::Refused(format!(
+            "tls.mode {m} needs protocol TLS or HTTPS, not {protocol:?}"
+        )),
+        (_, Some(m), _) if !http => {
             ServerMode::Refused(format!("tls.mode {m} on protocol {protocol:?}"))
         }
-        (_, Some(m)) => ServerMode::Refused(format!("unknown tls.mode {m}")),
+        (_, Some(m), _) => ServerMode::Refused(format!("unknown tls.mode {m}")),
         _ if http => ServerMode::Http,
         _ => ServerMode::Refused(format!(
             "protocol {protocol:?} is not served by Trellis's gateway (HTTP, HTTPS, TCP and TLS only)"
@@ -83,12 +146,29 @@ pub fn mode(server: &Server) -> ServerMode {
     }
 }
 
-/// The certificate of an HTTPS `server`, its files read; `Err` says why it cannot be served.
-pub fn certificate(server: &Server, mutual: bool) -> Result<ServerCertificate, String> {
+/// The certificate of a terminating `server`, its files read; `Err` says why it cannot be
+/// served. `has_identity`: the gateway proxy holds a mesh identity (for `ISTIO_MUTUAL`).
+pub fn certificate(
+    server: &Server,
+    termination: &Termination,
+    has_identity: bool,
+) -> Result<ServerCertificate, String> {
     let tls: &ServerTls = server
         .tls
         .as_ref()
-        .ok_or_else(|| "an HTTPS server needs a tls section".to_string())?;
+        .ok_or_else(|| "a TLS-terminating server needs a tls section".to_string())?;
+    let hosts = server
+        .hosts
+        .iter()
+        .map(|h| {
+            h.rsplit_once('/')
+                .map_or(h.as_str(), |(_, h)| h)
+                .to_string()
+        })
+        .collect();
+    if let Termination::IstioMutual { .. } = termination {
+        return istio_mutual(tls, hosts, has_identity);
+    }
     if tls.credential_name.is_some() || !tls.credential_names.is_empty() {
         return Err(
             "tls.credentialName names a Kubernetes Secret, which needs a cluster; give serverCertificate and privateKey files instead".into(),
@@ -102,18 +182,10 @@ pub fn certificate(server: &Server, mutual: bool) -> Result<ServerCertificate, S
         std::fs::read_to_string(path).map_err(|e| format!("tls.{field} {path:?}: {e}"))
     };
     Ok(ServerCertificate {
-        hosts: server
-            .hosts
-            .iter()
-            .map(|h| {
-                h.rsplit_once('/')
-                    .map_or(h.as_str(), |(_, h)| h)
-                    .to_string()
-            })
-            .collect(),
+        hosts,
         chain_pem: read("serverCertificate", &tls.server_certificate)?,
         key_pem: read("privateKey", &tls.private_key)?,
-        client_ca_pem: if mutual {
+        client_ca_pem: if termination.verifies_with_files() {
             Some(read("caCertificates", &tls.ca_certificates)?)
         } else {
             None
@@ -121,11 +193,53 @@ pub fn certificate(server: &Server, mutual: bool) -> Result<ServerCertificate, S
     })
 }
 
-/// The termination of a port from its HTTPS servers' certificates (`None` when it has none).
-pub fn termination(certificates: Vec<ServerCertificate>) -> Option<Arc<TerminatedTls>> {
+/// An `ISTIO_MUTUAL` server: no files of its own (istiod's validation refuses them), the
+/// proxy's identity presented.
+fn istio_mutual(
+    tls: &ServerTls,
+    hosts: Vec<String>,
+    has_identity: bool,
+) -> Result<ServerCertificate, String> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+    let own = [
+        ("serverCertificate", set(&tls.server_certificate)),
+        ("privateKey", set(&tls.private_key)),
+        ("caCertificates", set(&tls.ca_certificates)),
+        ("tlsCertificates", !tls.tls_certificates.is_empty()),
+        ("credentialName", set(&tls.credential_name)),
+        ("credentialNames", !tls.credential_names.is_empty()),
+    ];
+    if let Some((field, _)) = own.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "ISTIO_MUTUAL TLS cannot have tls.{field}: it presents the gateway's mesh certificate"
+        ));
+    }
+    if !has_identity {
+        return Err(
+            "tls.mode ISTIO_MUTUAL presents the gateway proxy's own mesh certificate, and this proxy has none: give it an `identity:` (certChain, key, rootCert)".into(),
+        );
+    }
+    Ok(ServerCertificate {
+        hosts,
+        chain_pem: String::new(),
+        key_pem: String::new(),
+        client_ca_pem: None,
+    })
+}
+
+/// The termination of a port from its servers' certificates (`None` when it has none, or
+/// when `mode` does not terminate).
+pub fn termination(
+    mode: &ServerMode,
+    certificates: Vec<ServerCertificate>,
+) -> Option<Arc<TerminatedTls>> {
+    let (ServerMode::Https(t) | ServerMode::TlsTcp(t)) = mode else {
+        return None;
+    };
     (!certificates.is_empty()).then(|| {
         Arc::new(TerminatedTls {
             servers: certificates,
+            clients: t.clients(),
         })
     })
 }

@@ -30,7 +30,8 @@ use super::{termination, xfcc};
 use super::{HTTP1, MESH_HTTP1};
 use crate::time::Instant;
 use crate::transport::policy::{
-    InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls, TerminatedTls,
+    ClientCertificates, InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls,
+    TerminatedTls,
 };
 use crate::transport::{Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory};
 
@@ -123,6 +124,9 @@ struct MeshConfigs {
     roots: Arc<RootCertStore>,
     /// Our own URI SANs, for the XFCC elements of inbound connections.
     local_uris: Arc<[String]>,
+    /// `ISTIO_MUTUAL` gateway termination configs, per listener setting: built from these
+    /// credentials, so a renewal drops them with the rest.
+    terminations: Vec<(Arc<TerminatedTls>, Arc<ServerConfig>)>,
 }
 
 /// Connections protected as the configuration asks (see the module docs).
@@ -215,6 +219,7 @@ impl MtlsTransports {
             credentials,
             roots,
             local_uris,
+            terminations: Vec::new(),
         })
     }
 
@@ -291,22 +296,44 @@ impl MtlsTransports {
         Ok(config)
     }
 
-    /// The gateway server config for `tls`, built on first use.
+    /// The gateway server config for `tls`, built on first use (`ISTIO_MUTUAL`: from the
+    /// current mesh credentials).
     fn termination_server(
         &mut self,
         tls: &Arc<TerminatedTls>,
+        identity: Option<&MeshIdentity>,
     ) -> Result<Arc<ServerConfig>, TransformError> {
-        if let Some((_, config)) = self
-            .termination
-            .iter()
-            .find(|(t, _)| Arc::ptr_eq(t, tls) || **t == **tls)
-        {
+        let same = |t: &Arc<TerminatedTls>| Arc::ptr_eq(t, tls) || **t == **tls;
+        if matches!(tls.clients, ClientCertificates::Mesh { .. }) {
+            let (provider, clock) = (self.provider.clone(), self.clock.clone());
+            let mesh = self.mesh(identity)?;
+            if let Some((_, config)) = mesh.terminations.iter().find(|(t, _)| same(t)) {
+                return Ok(config.clone());
+            }
+            let trust = termination::MeshTrust {
+                credentials: &mesh.credentials,
+                roots: &mesh.roots,
+            };
+            let config = Arc::new(termination::server_config(
+                tls,
+                &provider,
+                &clock,
+                Some(trust),
+            )?);
+            if mesh.terminations.len() >= ORIGINATION_CACHE {
+                mesh.terminations.clear();
+            }
+            mesh.terminations.push((tls.clone(), config.clone()));
+            return Ok(config);
+        }
+        if let Some((_, config)) = self.termination.iter().find(|(t, _)| same(t)) {
             return Ok(config.clone());
         }
         let config = Arc::new(termination::server_config(
             tls,
             &self.provider,
             &self.clock,
+            None,
         )?);
         if self.termination.len() >= ORIGINATION_CACHE {
             self.termination.clear();
@@ -446,18 +473,25 @@ impl TransportFactory for MtlsTransports {
                 terminate: Some(tls),
                 ..
             } => {
-                let config = self.termination_server(tls)?;
+                let config = self.termination_server(tls, identity)?;
+                let mesh = matches!(tls.clients, ClientCertificates::Mesh { .. });
                 let rng = self.next_rng();
                 let conn = ServerConnection::new(config)
                     .map_err(|e| setup(format!("server connection: {e}")))?;
-                let tls = TlsTransform::new(
+                let transform = TlsTransform::new(
                     Connection::Server(conn),
                     self.clock.clone(),
                     rng,
                     format!("client {peer}"),
-                )
-                .outside_mesh();
-                Ok(Transport::Transformed(Box::new(tls)))
+                );
+                // ISTIO_MUTUAL: the verifier took only SPIFFE certificates of the mesh, whose
+                // id becomes the peer principal; otherwise a client need not be in the mesh.
+                let transform = if mesh {
+                    transform
+                } else {
+                    transform.outside_mesh()
+                };
+                Ok(Transport::Transformed(Box::new(transform)))
             }
             Endpoint::Downstream { mode, peer, .. } => {
                 if mode == InboundMode::Disable {

@@ -238,3 +238,122 @@ fn arbitrary_bytes_never_panic_a_server(chunks: Vec<Vec<u8>>) -> bool {
     }
     plain.is_empty()
 }
+
+/// A gateway port's `ISTIO_MUTUAL` termination: one server for every host.
+fn istio_mutual_tls(
+    subject_alt_names: &[&str],
+) -> std::sync::Arc<crate::transport::policy::TerminatedTls> {
+    use crate::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
+    std::sync::Arc::new(TerminatedTls {
+        servers: vec![ServerCertificate {
+            hosts: vec!["*".into()],
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            client_ca_pem: None,
+        }],
+        clients: ClientCertificates::Mesh {
+            subject_alt_names: subject_alt_names.iter().map(|s| s.to_string()).collect(),
+        },
+    })
+}
+
+/// A gateway port terminating `ISTIO_MUTUAL` with the credentials `gateway` holds, and the
+/// transform it gives a client.
+fn istio_mutual_port(
+    gateway: &MeshCredentials,
+    subject_alt_names: &[&str],
+) -> Box<dyn ByteTransform> {
+    let tls = istio_mutual_tls(subject_alt_names);
+    let mut factory = MtlsTransports::new(gateway, settings(Randomness::System)).unwrap();
+    let endpoint = Endpoint::Downstream {
+        terminate: Some(&tls),
+        listener: "0.0.0.0_443",
+        peer: addr("10.0.0.1:40000"),
+        local: addr("10.0.0.9:443"),
+        mode: InboundMode::Disable,
+    };
+    transform(factory.transport(Instant::ZERO, endpoint, None).unwrap())
+}
+
+/// Gateway `ISTIO_MUTUAL` (pilot's BuildListenerTLSContext: the workload certificate, the
+/// mesh roots, a client certificate required): a mesh client verifies the gateway's SPIFFE
+/// certificate and the gateway names the client's verified id, the peer principal; a server
+/// `subjectAltNames` list that names another id refuses it; a client with no certificate is
+/// refused.
+#[test]
+fn a_gateway_istio_mutual_port_is_a_mesh_server_with_the_gateway_identity() {
+    const GATEWAY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/ingress";
+    let ca = TestCa::new("root", 1);
+    let gateway = ca.issue(Leaf::valid(GATEWAY_ID, 4), vec![ca.root()], "cluster.local");
+    let client_creds = ca.issue(Leaf::valid(CLIENT_ID, 2), vec![ca.root()], "cluster.local");
+    let mut client = MtlsTransports::new(&client_creds, settings(Randomness::System)).unwrap();
+    let mesh_client = |client: &mut MtlsTransports| {
+        let endpoint = Endpoint::Upstream {
+            cluster: "gateway",
+            addr: addr("10.0.0.9:443"),
+            tls: ResolvedUpstreamTls::Mesh {
+                subject_alt_names: &[],
+            },
+        };
+        transform(client.transport(Instant::ZERO, endpoint, None).unwrap())
+    };
+    let mut c = mesh_client(&mut client);
+    let mut s = istio_mutual_port(&gateway, &[]);
+    c.seal(b"GET / HTTP/1.1\r\n\r\n");
+    let talk = converse(&mut *c, &mut *s, 1500).unwrap();
+    assert_eq!(talk.at_server, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        c.peer_identity(),
+        Some(GATEWAY_ID),
+        "the gateway's own identity"
+    );
+    assert_eq!(
+        s.peer_identity(),
+        Some(CLIENT_ID),
+        "the principal policies see"
+    );
+
+    let mut c = mesh_client(&mut client);
+    let mut s = istio_mutual_port(&gateway, &["spiffe://cluster.local/ns/default/sa/other"]);
+    let (side, err) = converse(&mut *c, &mut *s, 1500).err().expect("refused");
+    assert_eq!(side, "server");
+    assert!(err.to_string().contains("unexpected identity"), "{err}");
+
+    let anonymous = std::sync::Arc::new(crate::transport::policy::OriginationTls {
+        sni: "gateway.example".into(),
+        subject_alt_names: Vec::new(),
+        ca_pem: None,
+        insecure_skip_verify: true,
+        client_cert: None,
+    });
+    let endpoint = Endpoint::Upstream {
+        cluster: "gateway",
+        addr: addr("10.0.0.9:443"),
+        tls: ResolvedUpstreamTls::Origination(&anonymous),
+    };
+    let mut c = transform(client.transport(Instant::ZERO, endpoint, None).unwrap());
+    let mut s = istio_mutual_port(&gateway, &[]);
+    c.seal(b"GET / HTTP/1.1\r\n\r\n");
+    let (side, err) = converse(&mut *c, &mut *s, 1500).err().expect("refused");
+    assert_eq!(side, "server");
+    assert!(err.to_string().contains("no client certificate"), "{err}");
+}
+
+/// Without credentials (no fixed ones, no identity in the snapshot) an ISTIO_MUTUAL port
+/// cannot be set up: the connection is refused with a setup error saying why.
+#[test]
+fn a_gateway_istio_mutual_port_without_an_identity_is_a_setup_error() {
+    let tls = istio_mutual_tls(&[]);
+    let mut factory = MtlsTransports::from_config(settings(Randomness::System));
+    let endpoint = Endpoint::Downstream {
+        terminate: Some(&tls),
+        listener: "0.0.0.0_443",
+        peer: addr("10.0.0.1:40000"),
+        local: addr("10.0.0.9:443"),
+        mode: InboundMode::Disable,
+    };
+    let Err(err) = factory.transport(Instant::ZERO, endpoint, None) else {
+        panic!("an ISTIO_MUTUAL port without an identity must not be set up");
+    };
+    assert!(err.to_string().contains("no mesh identity"), "{err}");
+}

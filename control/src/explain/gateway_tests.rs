@@ -1,0 +1,156 @@
+//! `explain --gateway`, against the gateway translation the proxy runs: the server a request
+//! falls to and how its TLS is terminated (buildGatewayListenerTLSContext in
+//! pilot/pkg/networking/core/gateway.go), the bound VirtualService rule (or 404 NR), and on L4
+//! ports the chain (builtAutoPassthroughFilterChains, buildGatewayNetworkFiltersFromTLSRoutes).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::explain::l4::ConnectionOutcome;
+use crate::explain::report::ActionReport;
+use crate::explain::Outcome;
+use crate::istio::parse_str;
+
+const YAML: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [bookinfo.example]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    name: mesh
+    hosts: [bookinfo.example]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 15443, name: tls, protocol: TLS}
+    hosts: ["*.local"]
+    tls: {mode: AUTO_PASSTHROUGH}
+  - port: {number: 8443, name: pass, protocol: TLS}
+    hosts: [db.example]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: default}
+spec:
+  hosts: [bookinfo.example]
+  gateways: [istio-system/edge]
+  http:
+  - name: pages
+    match: [{uri: {prefix: /productpage}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{port: 8443, sniHosts: [db.example]}]
+    route: [{destination: {host: db, port: {number: 5432}}}]
+"#;
+
+fn explain(host: &str, port: u16, path: &str, sni: Option<&str>) -> GatewayReport {
+    let set = parse_str(YAML, "t.yaml").expect("parses");
+    let opts = GatewayOptions {
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..GatewayOptions::default()
+    };
+    let mut req = ExplainRequest::new(host);
+    req.port = Some(port);
+    req.path = path.to_string();
+    explain_gateway(&set, &opts, &req, sni).expect("explains")
+}
+
+/// An ISTIO_MUTUAL HTTPS server: the report names the server and its mesh termination, and
+/// the bound rule routes `/productpage`; another path is 404 NR, another host no virtual host.
+#[test]
+fn an_https_request_names_its_server_termination_and_rule() {
+    let r = explain("bookinfo.example", 443, "/productpage", None);
+    let server = r.server.as_ref().expect("server");
+    assert_eq!(
+        (server.gateway.as_str(), server.index),
+        ("istio-system/edge", 1)
+    );
+    assert_eq!(server.name.as_deref(), Some("mesh"));
+    assert!(server.mode.contains("IstioMutual"), "{}", server.mode);
+    assert!(
+        r.tls.as_deref().is_some_and(|t| t.starts_with("Mesh")),
+        "{:?}",
+        r.tls
+    );
+    let request = r.request.as_ref().expect("an HTTP port");
+    assert_eq!(request.outcome, Outcome::Matched);
+    let matched = request.matched.as_ref().expect("matched");
+    assert_eq!(matched.name.as_deref(), Some("pages"));
+    match &matched.action {
+        ActionReport::Forward { destinations } => assert_eq!(
+            destinations[0].cluster,
+            "outbound|9080||productpage.default.svc.cluster.local"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let text = r.to_string();
+    assert!(
+        text.contains("Server: istio-system/edge servers[1]"),
+        "{text}"
+    );
+    let other_path = explain("bookinfo.example", 443, "/admin", None);
+    assert_eq!(
+        other_path.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::NoRoute)
+    );
+    let other_host = explain("other.example", 80, "/productpage", None);
+    assert_eq!(
+        other_host.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::NoVirtualHost)
+    );
+    assert!(other_host.tls.is_none(), "port 80 is plain text");
+}
+
+/// A port no Gateway server is on: no listener, the connection is refused.
+#[test]
+fn a_port_without_a_server_has_no_listener() {
+    let r = explain("bookinfo.example", 9999, "/", None);
+    assert!(r.listener.is_none() && r.server.is_none() && r.request.is_none());
+    assert!(r.to_string().contains("connection is refused"));
+}
+
+/// AUTO_PASSTHROUGH: the outbound_ SNI names its chain and cluster; any other SNI has none.
+#[test]
+fn auto_passthrough_connections_are_explained_by_sni() {
+    let sni = "outbound_.9080_._.productpage.default.svc.cluster.local";
+    let r = explain(
+        "productpage.default.svc.cluster.local",
+        15443,
+        "/",
+        Some(sni),
+    );
+    assert_eq!(
+        r.server.as_ref().map(|s| s.mode.as_str()),
+        Some("AutoPassthrough")
+    );
+    let conn = r.connection.as_ref().expect("an L4 port");
+    assert_eq!(conn.outcome, ConnectionOutcome::Matched);
+    let chain = conn.chain.as_ref().expect("chain");
+    assert_eq!(chain.destinations[0].cluster, sni);
+    let unknown = explain("x.local", 15443, "/", Some("outbound_.1_._.nowhere.local"));
+    assert_eq!(
+        unknown.connection.as_ref().map(|c| c.outcome),
+        Some(ConnectionOutcome::NoChain)
+    );
+}
+
+/// PASSTHROUGH: the bound `tls` rule's chain, named by VirtualService and rule.
+#[test]
+fn passthrough_connections_name_their_tls_rule() {
+    let r = explain("db.example", 8443, "/", Some("db.example"));
+    let chain = (r.connection.as_ref())
+        .and_then(|c| c.chain.as_ref())
+        .expect("chain");
+    assert_eq!(chain.virtual_service.as_deref(), Some("db.default"));
+    assert_eq!(chain.rule.as_deref(), Some("tls[0]"));
+}
