@@ -22,9 +22,11 @@
 
 pub mod ca;
 mod checks;
+mod config;
 pub mod jwt;
 mod net;
 pub mod policy;
+pub mod rotation;
 pub mod spec;
 mod world;
 
