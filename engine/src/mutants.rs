@@ -160,6 +160,10 @@ pub struct Mutations {
     /// their workloads are re-issued (Istio trusts every root of the bundle until the overlap
     /// ends).
     pub bundle_newest_root_only: bool,
+    /// A new identity (a renewed certificate, a new trust bundle) closes every open
+    /// downstream connection, where Envoy's SDS update reaches new handshakes only and established
+    /// connections keep serving.
+    pub identity_update_closes_connections: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

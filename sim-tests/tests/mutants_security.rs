@@ -110,3 +110,29 @@ fn catches_a_bundle_update_keeping_only_the_newest_root() {
         "the catching seed moved"
     );
 }
+
+planted!(
+    identity_update_closes_connections,
+    identity_update_closes_connections
+);
+
+/// Expected: `RootRotation` (a renewal or a rotation's bundle or certificate push closed
+/// established connections: Envoy's SDS secret updates reach new handshakes only, and the
+/// brief of issue 11 asks for renewal "without dropping established connections").
+#[test]
+fn catches_an_identity_update_closing_established_connections() {
+    let seed = first_catching_seed(
+        identity_update_closes_connections,
+        Invariant::RootRotation,
+        SECURITY_BUDGET,
+    );
+    eprintln!("an identity update closing connections caught by seed {seed}");
+    assert_eq!(
+        seed, CATCHES_IDENTITY_UPDATE_CLOSING,
+        "the catching seed moved"
+    );
+}
+
+/// The first seed that catches `identity_update_closes_connections` (a certificate renewal,
+/// then the rotation's bundle push, each closing an inbound sidecar's open connection).
+const CATCHES_IDENTITY_UPDATE_CLOSING: u64 = 4;

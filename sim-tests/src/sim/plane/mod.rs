@@ -126,8 +126,12 @@ pub fn run_spec(spec: &PlaneSpec, seed: u64, hook: Option<fn(&mut push::Server)>
 /// Run a scenario's control-plane world for the seed's report: each convergence violation
 /// (at the heal plus the bound, when the invariant is judged), and `plane:runs`,
 /// `plane:sidecars`, `plane:steps`, `plane:converged` (or `plane:not-converged`).
-pub fn run_in_swarm(spec: &PlaneSpec, seed: u64) -> WorldOutcome {
-    let out = run_spec(spec, seed, None);
+pub fn run_in_swarm(
+    spec: &PlaneSpec,
+    seed: u64,
+    hook: Option<fn(&mut push::Server)>,
+) -> WorldOutcome {
+    let out = run_spec(spec, seed, hook);
     let judged = Instant::ZERO + spec.heal_at + BOUND;
     let violations = (out.violations.into_iter())
         .map(|detail| Violation {
