@@ -25,6 +25,13 @@
 //!   only a request whose token fails, to a service with a RequestAuthentication in force at
 //!   some instant while it was in flight. A verified token's `<iss>/<sub>` is the request
 //!   principal the authorization reference sees.
+//! - [`Invariant::RootRotation`] ([`super::rotation`]): a handshake refused for an unknown CA
+//!   met a certificate whose root the verifier's bundle did not hold when the connection
+//!   began (an impostor's, or one still chained only to a root a rotation dropped: during the
+//!   overlap none is refused for which root signed whom); no request arrives over a connection
+//!   whose certificates chained to a root the other end did not trust (after the overlap a
+//!   certificate of the old root alone is refused); and a bundle or certificate update closes
+//!   no established connection.
 
 use bytes::Bytes;
 use trellis_engine::{ConnId, Instant};
