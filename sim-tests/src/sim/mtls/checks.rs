@@ -268,7 +268,7 @@ impl World<'_> {
 
     /// [`Invariant::RootRotation`]: a handshake that sidecar `e` refused because the peer's
     /// certificate chains to no root of its bundle (webpki's `UnknownIssuer`) must have met a
-    /// certificate whose root that bundle did not hold when the connection began: an
+    /// certificate whose root that bundle did not hold throughout the handshake: an
     /// impostor's, or, after a rotation's overlap, one still chained only to the old root.
     pub(crate) fn check_refusal(
         &mut self,
@@ -296,6 +296,9 @@ impl World<'_> {
         let Some(k) = cert else {
             return;
         };
+        // A bundle only ever gains the new root and then loses the old one, so a root held
+        // both when the connection began and now was held whenever the handshake read it.
+        let roots = roots & self.roots_of(e);
         let root = self.certs[k].root;
         if root & roots != 0 {
             let msg = format!(
