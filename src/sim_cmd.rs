@@ -226,6 +226,7 @@ fn print_summary(reports: &[RunReport], wall: Duration) {
         .map(|(_, n)| n)
         .sum();
     println!("2xx: {ok}   others by kind: {}", errors.join(", "));
+    println!("{}", sim_tests::sim::swarm::WorldCounts::of(reports));
     if let [one] = reports {
         println!("trace hash: {:016x}", one.trace_hash);
     }

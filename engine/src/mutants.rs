@@ -155,6 +155,15 @@ pub struct Mutations {
     /// `allow_missing` is forgotten: a request without a token is refused (401) by a
     /// RequestAuthentication, which Istio lets through to authorization.
     pub jwt_missing_token_rejected: bool,
+    /// A trust-bundle update keeps only its newest (last) root: during a root rotation's
+    /// overlap the old root is no longer trusted, so certificates it signed are refused before
+    /// their workloads are re-issued (Istio trusts every root of the bundle until the overlap
+    /// ends).
+    pub bundle_newest_root_only: bool,
+    /// A new identity (a renewed certificate, a new trust bundle) closes every open
+    /// downstream connection, where Envoy's SDS update reaches new handshakes only and established
+    /// connections keep serving.
+    pub identity_update_closes_connections: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

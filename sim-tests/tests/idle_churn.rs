@@ -85,6 +85,7 @@ fn scenario() -> Scenario {
         inbound_listener: false,
         security: None,
         mirror: None,
+        plane: None,
     };
     assert!(scn.normalize());
     scn

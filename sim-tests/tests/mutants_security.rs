@@ -23,6 +23,7 @@ planted!(strict_admits_plaintext, strict_admits_plaintext);
 planted!(verify_ignores_issuer, verify_ignores_issuer);
 planted!(jwt_expiry_ignored, jwt_expiry_ignored);
 planted!(jwt_missing_token_rejected, jwt_missing_token_rejected);
+planted!(bundle_newest_root_only, bundle_newest_root_only);
 
 /// Expected: `PeerIdentity` (an impostor's certificate, signed outside the trust bundle,
 /// accepted: the workload is told an identity the CA never issued to its caller).
@@ -87,3 +88,51 @@ fn catches_jwt_missing_token_rejected() {
     );
     eprintln!("a missing JWT refused caught by seed {seed}");
 }
+
+/// The first seed that catches `bundle_newest_root_only` (a root rotation whose overlap
+/// bundle, holding both roots, is read as the new root alone: a workload not yet re-issued
+/// is refused as signed by an unknown CA).
+const CATCHES_BUNDLE_NEWEST_ROOT_ONLY: u64 = 4;
+
+/// Expected: `RootRotation` (a handshake refused for an unknown CA although the verifier's
+/// bundle held the root: Istio trusts every root of the bundle through the overlap,
+/// `RotatingCa::rotate` in control/src/ca/rotating.rs).
+#[test]
+fn catches_a_bundle_update_keeping_only_the_newest_root() {
+    let seed = first_catching_seed(
+        bundle_newest_root_only,
+        Invariant::RootRotation,
+        SECURITY_BUDGET,
+    );
+    eprintln!("a bundle keeping only its newest root caught by seed {seed}");
+    assert_eq!(
+        seed, CATCHES_BUNDLE_NEWEST_ROOT_ONLY,
+        "the catching seed moved"
+    );
+}
+
+planted!(
+    identity_update_closes_connections,
+    identity_update_closes_connections
+);
+
+/// Expected: `RootRotation` (a renewal or a rotation's bundle or certificate push closed
+/// established connections: Envoy's SDS secret updates reach new handshakes only, and the
+/// brief of issue 11 asks for renewal "without dropping established connections").
+#[test]
+fn catches_an_identity_update_closing_established_connections() {
+    let seed = first_catching_seed(
+        identity_update_closes_connections,
+        Invariant::RootRotation,
+        SECURITY_BUDGET,
+    );
+    eprintln!("an identity update closing connections caught by seed {seed}");
+    assert_eq!(
+        seed, CATCHES_IDENTITY_UPDATE_CLOSING,
+        "the catching seed moved"
+    );
+}
+
+/// The first seed that catches `identity_update_closes_connections` (a certificate renewal,
+/// then the rotation's bundle push, each closing an inbound sidecar's open connection).
+const CATCHES_IDENTITY_UPDATE_CLOSING: u64 = 4;

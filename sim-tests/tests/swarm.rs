@@ -33,6 +33,14 @@ fn swarm_of_meshes_keeps_every_invariant() {
         "swarm: {n} seeds, {requests} simulated requests (each run twice) in {:.1?}",
         started.elapsed()
     );
+    let worlds = sim_tests::sim::swarm::WorldCounts::of(&result.reports);
+    eprintln!("swarm: {worlds}");
+    // A tenth of the seeds carry the control-plane world (issue 13): a sweep of a few hundred
+    // runs some.
+    assert!(
+        n < 200 || worlds.plane > 0,
+        "no control-plane world in {n} seeds"
+    );
     // Taken together, the weighted splits of every run follow their weights too.
     if let Some(bias) = sim_tests::sim::swarm::split_bias(&result.reports) {
         panic!("{bias}");

@@ -82,6 +82,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         inbound_listener: false,
         security: None,
         mirror: None,
+        plane: None,
     }
 }
 

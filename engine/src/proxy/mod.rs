@@ -270,7 +270,19 @@ impl Engine {
     /// Install a configuration compiled once for several engines (see
     /// [`Engine::apply_config`]).
     pub fn apply_compiled(&mut self, now: Instant, compiled: CompiledConfig) {
+        #[cfg(feature = "mutants")]
+        let identity_changed = self.snapshot.config.identity != compiled.0.config.identity;
         self.snapshot = compiled.0;
+        #[cfg(feature = "mutants")]
+        if identity_changed && self.mutations.identity_update_closes_connections {
+            let open: Vec<ConnId> = (self.conns.iter())
+                .filter(|(_, c)| c.is_open() && matches!(c.side, conn::Side::Down(_)))
+                .map(|(conn, _)| conn)
+                .collect();
+            for conn in open {
+                self.mark_closing(conn, false);
+            }
+        }
         self.limits = Limits::from(&self.snapshot.config.http);
         self.stats.config_applied += 1;
         self.last_config_error = None;

@@ -93,6 +93,15 @@ pub enum Invariant {
     /// client, a copy differed from the first attempt or was sent twice, or the mirrored
     /// share strayed from `mirrorPercentage` ([`super::mirror`]).
     Mirroring,
+    /// A root rotation or certificate renewal broke trust continuity ([`super::mtls::rotation`]):
+    /// a handshake refused a certificate as signed by an unknown CA although the verifier's
+    /// bundle held its root; a request arrived over a handshake where a certificate chained
+    /// only to a root the other end no longer trusted; or a bundle or certificate update
+    /// closed an established connection.
+    RootRotation,
+    /// The control-plane world's convergence ([`super::plane`]): after the network healed, a
+    /// sidecar did not hold the latest snapshot's document for it within `plane::BOUND`.
+    Convergence,
 }
 
 /// One broken invariant, with when and what.

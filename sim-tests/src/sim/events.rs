@@ -19,6 +19,9 @@ pub struct RunOptions {
     pub ignore_read_interest: bool,
     /// Keep one [`super::report::RequestRecord`] per request in the report.
     pub records: bool,
+    /// Called on each control-plane incarnation of a seed's control-plane world
+    /// ([`super::plane`]), to plant a bug with the control crate's `mutants` feature.
+    pub plane_hook: Option<fn(&mut trellis_control::plane::push::Server)>,
 }
 
 pub(crate) enum Ev {

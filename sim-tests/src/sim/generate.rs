@@ -144,6 +144,7 @@ impl Scenario {
             inbound_listener: false,
             security: super::mtls::SecuritySpec::from_seed(seed),
             mirror: super::mirror::MirrorSpec::from_seed(seed),
+            plane: super::plane::PlaneSpec::in_swarm(seed),
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {
@@ -498,6 +499,7 @@ impl Scenario {
         // The routing mesh's speed: no security world beside it.
         scn.security = None;
         scn.mirror = None;
+        scn.plane = None;
         let ep = EndpointSpec {
             latency_base_ms: 2,
             latency_jitter_ms: 3,

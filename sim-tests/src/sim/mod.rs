@@ -88,5 +88,8 @@ pub fn run(scn: &Scenario, opts: RunOptions) -> RunReport {
     if let Some(security) = &scn.security {
         report.join(mtls::run(security, scn.seed, opts.engine_hook), 17);
     }
+    if let Some(spec) = &scn.plane {
+        report.join(plane::run_in_swarm(spec, scn.seed, opts.plane_hook), 29);
+    }
     report
 }

@@ -71,6 +71,11 @@ pub struct Scenario {
     /// written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<super::mirror::MirrorSpec>,
+    /// The control-plane world run after the routing mesh: the real push server and clients
+    /// under partitions and restarts, held to convergence ([`super::plane`]); `None` in the
+    /// seeds without it (and in scenario files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane: Option<super::plane::PlaneSpec>,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to

@@ -227,3 +227,43 @@ pub fn failure_report(
     );
     s
 }
+
+/// How many runs of a sweep had each world beside the routing mesh (from their outcomes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorldCounts {
+    pub security: usize,
+    /// Security worlds whose mesh CA rotated its root ([`super::mtls::rotation`]).
+    pub rotations: usize,
+    pub mirror: usize,
+    /// Control-plane worlds ([`super::plane`]), and those that converged after the heal.
+    pub plane: usize,
+    pub plane_converged: usize,
+}
+
+impl WorldCounts {
+    pub fn of(reports: &[RunReport]) -> WorldCounts {
+        let runs = |key: &dyn Fn(&str) -> bool| {
+            (reports.iter())
+                .filter(|r| r.outcomes.keys().any(|k| key(k)))
+                .count()
+        };
+        WorldCounts {
+            security: runs(&|k| k.starts_with("mtls:")),
+            rotations: runs(&|k| k == "mtls:rotation-Both"),
+            mirror: runs(&|k| k.starts_with("mirror:")),
+            plane: runs(&|k| k == "plane:runs"),
+            plane_converged: runs(&|k| k == "plane:converged"),
+        }
+    }
+}
+
+impl std::fmt::Display for WorldCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "worlds beside the mesh: security {} (root rotations {}), mirroring {}, control \
+             plane {} (converged after the heal: {})",
+            self.security, self.rotations, self.mirror, self.plane, self.plane_converged
+        )
+    }
+}

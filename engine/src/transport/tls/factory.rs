@@ -189,7 +189,15 @@ impl MtlsTransports {
         source: Option<MeshIdentity>,
     ) -> Result<MeshConfigs, TransformError> {
         let mut roots = RootCertStore::empty();
-        for root in &credentials.bundle {
+        let bundle = &credentials.bundle[..];
+        #[cfg(feature = "mutants")]
+        let bundle = match bundle {
+            [.., newest] if crate::mutants::route().bundle_newest_root_only => {
+                std::slice::from_ref(newest)
+            }
+            all => all,
+        };
+        for root in bundle {
             roots
                 .add(root.clone())
                 .map_err(|e| setup(format!("trust bundle: {e}")))?;

@@ -40,8 +40,18 @@ pub struct IssuedCert {
     pub not_after: u64,
     /// SHA-256 of the DER, lower-case hex: the `Hash=` of Envoy's XFCC element.
     pub hash: String,
+    /// The root it chains to, as a bit of [`Roots`] (0: a root outside the mesh's trust).
+    pub root: Roots,
     pub identity: Arc<MeshIdentity>,
 }
+
+/// A set of the mesh's roots, one bit each: which a bundle holds, or which a certificate
+/// chains to.
+pub type Roots = u8;
+/// The root the mesh starts with.
+pub const FIRST_ROOT: Roots = 1;
+/// The root a rotation introduces ([`super::rotation`]).
+pub const NEXT_ROOT: Roots = 2;
 
 /// A root and its key, drawn from the seed.
 pub struct SimCa {
@@ -50,6 +60,10 @@ pub struct SimCa {
     serial: u64,
     /// The bundle its workloads trust: its own root, or (an impostor's CA) the mesh's.
     bundle_pem: String,
+    /// Its root's bit (0 for an impostor's).
+    root: Roots,
+    /// Its root certificate, PEM.
+    root_pem: String,
 }
 
 /// An Ed25519 key whose secret is 32 bytes from `rng` (PKCS#8 v1).
@@ -75,18 +89,32 @@ pub fn unix_secs(sim_ms: u64) -> u64 {
 
 impl SimCa {
     pub fn new(seed: u64) -> Result<SimCa, CaError> {
-        SimCa::with_stream(seed ^ 0xca5e_ed00_0000_0005, "simulated mesh root")
+        SimCa::with_stream(
+            seed ^ 0xca5e_ed00_0000_0005,
+            "simulated mesh root",
+            FIRST_ROOT,
+        )
+    }
+
+    /// The CA a root rotation moves the mesh to: a new root and key, from a stream of its own.
+    pub fn successor(seed: u64) -> Result<SimCa, CaError> {
+        SimCa::with_stream(seed ^ 0x2007_0a7e_0000_0025, "next mesh root", NEXT_ROOT)
+    }
+
+    /// Its root certificate, PEM (what a trust bundle lists).
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
     }
 
     /// A CA outside the mesh's trust whose workloads trust `mesh`'s root: what an impostor
     /// with a certificate of its own making looks like.
     pub fn impostor(seed: u64, mesh: &SimCa) -> Result<SimCa, CaError> {
-        let mut ca = SimCa::with_stream(seed ^ 0x1b05_7e00_0000_0007, "impostor root")?;
+        let mut ca = SimCa::with_stream(seed ^ 0x1b05_7e00_0000_0007, "impostor root", 0)?;
         ca.bundle_pem = mesh.bundle_pem.clone();
         Ok(ca)
     }
 
-    fn with_stream(stream: u64, name: &str) -> Result<SimCa, CaError> {
+    fn with_stream(stream: u64, name: &str, bit: Roots) -> Result<SimCa, CaError> {
         let mut rng = fastrand::Rng::with_seed(stream);
         let key = ed25519_key(&mut rng)?;
         let mut params = CertificateParams::default();
@@ -99,9 +127,11 @@ impl SimCa {
         let root = params.self_signed(&key).map_err(ca_err)?;
         Ok(SimCa {
             bundle_pem: root.pem(),
+            root_pem: root.pem(),
             issuer: Issuer::new(params, key),
             rng,
             serial: 1,
+            root: bit,
         })
     }
 
@@ -137,6 +167,7 @@ impl SimCa {
             spiffe,
             not_after,
             hash,
+            root: self.root,
             identity: Arc::new(MeshIdentity {
                 chain_pem: cert.pem(),
                 key_pem: key.serialize_pem(),

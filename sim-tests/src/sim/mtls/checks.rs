@@ -25,11 +25,18 @@
 //!   only a request whose token fails, to a service with a RequestAuthentication in force at
 //!   some instant while it was in flight. A verified token's `<iss>/<sub>` is the request
 //!   principal the authorization reference sees.
+//! - [`Invariant::RootRotation`] ([`super::rotation`]): a handshake refused for an unknown CA
+//!   met a certificate whose root the verifier's bundle did not hold when the connection
+//!   began (an impostor's, or one still chained only to a root a rotation dropped: during the
+//!   overlap none is refused for which root signed whom); no request arrives over a connection
+//!   whose certificates chained to a root the other end did not trust (after the overlap a
+//!   certificate of the old root alone is refused); and a bundle or certificate update closes
+//!   no established connection.
 
 use bytes::Bytes;
 use trellis_engine::{ConnId, Instant};
 
-use super::ca::UNIX_BASE;
+use super::ca::{Roots, UNIX_BASE};
 use super::policy::{reference_allows, Asked, Target};
 use super::spec::{CallerKind, PeerAuthMode};
 use super::world::World;
@@ -53,6 +60,10 @@ pub(crate) struct Link {
     pub client_cert: Option<usize>,
     pub server_cert: Option<usize>,
     pub accepted_mode: Option<PeerAuthMode>,
+    /// The roots each end's bundle held when it opened / accepted the connection (a root
+    /// rotation changes them: [`super::rotation`]); 0 for an end without a sidecar.
+    pub client_roots: Roots,
+    pub server_roots: Roots,
     /// When the server's first bytes reached the client.
     first_s2c: Option<Instant>,
     /// When the client's first bytes after that reached the server.
@@ -88,6 +99,8 @@ impl Link {
             client_cert,
             server_cert: None,
             accepted_mode: None,
+            client_roots: 0,
+            server_roots: 0,
             first_s2c: None,
             server_verify_lb: None,
             plaintext: None,
@@ -244,6 +257,61 @@ impl World<'_> {
         client || server
     }
 
+    /// Whether each end's certificate chains to a root the other end's bundle held when the
+    /// connection began.
+    fn roots_agree(&self, l: &Link) -> bool {
+        let trusted = |cert: Option<usize>, roots: Roots| {
+            cert.is_some_and(|k| self.certs[k].root & roots != 0)
+        };
+        trusted(l.client_cert, l.server_roots) && trusted(l.server_cert, l.client_roots)
+    }
+
+    /// [`Invariant::RootRotation`]: a handshake that sidecar `e` refused because the peer's
+    /// certificate chains to no root of its bundle (webpki's `UnknownIssuer`) must have met a
+    /// certificate whose root that bundle did not hold throughout the handshake: an
+    /// impostor's, or, after a rotation's overlap, one still chained only to the old root.
+    pub(crate) fn check_refusal(
+        &mut self,
+        e: usize,
+        conn: ConnId,
+        upstream: bool,
+        error: &trellis_engine::transport::TransformError,
+    ) {
+        use trellis_engine::transport::TransformErrorKind;
+        if error.kind != TransformErrorKind::PeerRefused || !error.detail.contains("unknown CA") {
+            return;
+        }
+        let link = if upstream {
+            (self.links.iter()).rposition(|l| l.out == Some((e, conn)))
+        } else {
+            (self.links.iter()).rposition(|l| l.service == e && l.inb == Some(conn))
+        };
+        let Some(l) = link.map(|i| &self.links[i]) else {
+            return;
+        };
+        let (cert, roots) = match upstream {
+            true => (l.server_cert, l.client_roots),
+            false => (l.client_cert, l.server_roots),
+        };
+        let Some(k) = cert else {
+            return;
+        };
+        // A bundle only ever gains the new root and then loses the old one, so a root held
+        // both when the connection began and now was held whenever the handshake read it.
+        let roots = roots & self.roots_of(e);
+        let root = self.certs[k].root;
+        if root & roots != 0 {
+            let msg = format!(
+                "sidecar {e} refused certificate {k} of {} (root {root:b}) as signed by an \
+                 unknown CA, though its bundle held that root ({roots:b}): {}",
+                self.certs[k].spiffe, error.detail
+            );
+            self.violation(Invariant::RootRotation, msg);
+        } else if root != 0 {
+            self.count("rotation-refused-untrusted-root");
+        }
+    }
+
     /// The workload of service `s` received a request.
     pub(crate) fn on_workload_request(&mut self, s: usize, seen: Seen) {
         let Some(req) = seen.req.filter(|r| *r < self.requests.len()) else {
@@ -374,6 +442,18 @@ impl World<'_> {
                  connection of that caller to service {s} presented it"
             );
             self.violation(Invariant::PeerIdentity, msg);
+        } else if candidates.iter().all(|l| !self.roots_agree(l)) {
+            let l = candidates[0];
+            let msg = format!(
+                "request {req} from {want_uri} reached {want_by} over a handshake where a \
+                 certificate chained only to a root the other end did not trust (client cert \
+                 root {:b}, server's bundle {:b}; server cert root {:?}, client's bundle {:b})",
+                self.certs[cert].root,
+                l.server_roots,
+                l.server_cert.map(|k| self.certs[k].root),
+                l.client_roots,
+            );
+            self.violation(Invariant::RootRotation, msg);
         } else if candidates.iter().all(|l| self.born_expired(l)) {
             let l = candidates[0];
             let msg = format!(

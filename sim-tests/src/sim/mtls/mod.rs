@@ -11,10 +11,15 @@
 //! as Istio YAML and translated by the control plane) and certificate expiry on and off, and
 //! push changes mid-run.
 //!
+//! In some of those seeds the CA rotates its root while requests flow ([`rotation`]): both
+//! roots trusted through an overlap, workloads re-issued at staggered times, the old root
+//! dropped after it.
+//!
 //! The checks ([`checks`]) hold the run to what the simulator knows on its own: no plaintext
 //! behind STRICT, the verified peer is who the CA issued the caller's certificate to, no
-//! handshake accepts an expired certificate, and every authorization decision equals the
-//! reference evaluation of the policies ([`policy`]).
+//! handshake accepts an expired certificate, every authorization decision equals the
+//! reference evaluation of the policies ([`policy`]), and a rotation or renewal breaks no
+//! trust it should keep nor drops an established connection.
 //!
 //! Its violations, outcomes (`mtls:*`) and trace hash join the seed's report, so a seed
 //! still gives the same trace hash twice with mTLS on, and planted bugs in verification and
@@ -22,9 +27,11 @@
 
 pub mod ca;
 mod checks;
+mod config;
 pub mod jwt;
 mod net;
 pub mod policy;
+pub mod rotation;
 pub mod spec;
 mod world;
 

@@ -44,8 +44,9 @@ impl World<'_> {
     ) -> usize {
         let link = self.links.len();
         let client_cert = out.map(|(e, _)| self.current_cert[e]);
-        self.links
-            .push(Link::new(c, service, self.now, out, req, client_cert));
+        let mut new = Link::new(c, service, self.now, out, req, client_cert);
+        new.client_roots = out.map_or(0, |(e, _)| self.roots_of(e));
+        self.links.push(new);
         if let Some(end) = out {
             self.ends.insert(end, (link, Side::Client));
         }
@@ -85,10 +86,12 @@ impl World<'_> {
         let accepted = trellis_engine::proxy::Accepted::new(peer, pod(s));
         let inb = self.engines[s].accept(self.now, accepted);
         self.ends.insert((s, inb), (link, Side::Server));
+        let server_roots = self.roots_of(s);
         let l = &mut self.links[link];
         l.inb = Some(inb);
         l.accepted_mode = Some(self.modes[s]);
         l.server_cert = Some(self.current_cert[s]);
+        l.server_roots = server_roots;
         self.after_engine(s);
         match out {
             Some((e, conn)) => self.engine_input(e, Input::Connected { conn }),

@@ -154,6 +154,9 @@ pub struct SecuritySpec {
     /// RequestAuthentications ([`super::jwt`]), in a third of the seeds with this world.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSpec>,
+    /// A root rotation while requests flow ([`super::rotation`]), in some seeds with this world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<super::rotation::RotationSpec>,
 }
 
 const NAMESPACES: [&str; 3] = ["default", "shop", "ops"];
@@ -312,8 +315,10 @@ impl SecuritySpec {
             net,
             duration_ms,
             jwt: None,
+            rotation: None,
         };
         draw_jwt(seed, &mut spec);
+        spec.rotation = super::rotation::RotationSpec::draw(seed, &spec);
         Some(spec)
     }
 }

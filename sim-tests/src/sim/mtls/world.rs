@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_engine::config::{Config, Direction, Listener, UpstreamTls};
-use trellis_engine::transport::policy::InboundMtls;
 use trellis_engine::transport::tls::{MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::{ConnId, Engine, Event, Input, Instant, Output};
 
@@ -28,13 +26,12 @@ use super::ca::{IssuedCert, SimCa, UNIX_BASE};
 use super::checks::{Link, Req};
 use super::spec::{CallerKind, PeerAuthMode, SecChange, SecuritySpec};
 use super::SecOutcome;
-use crate::build;
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::queue::EventQueue;
 use crate::sim::report::TraceHash;
 
 /// Where every workload listens behind its inbound sidecar.
-const WORKLOAD: &str = "127.0.0.1:8080";
+pub(crate) const WORKLOAD: &str = "127.0.0.1:8080";
 /// The outbound listener of every mesh caller's sidecar.
 const OUTBOUND: &str = "127.0.0.1:15001";
 /// A write lost once comes again after TCP's minimum retransmission timeout.
@@ -80,6 +77,10 @@ pub(crate) enum Ev {
         cert: usize,
     },
     PartitionStart(usize),
+    Rotation {
+        e: usize,
+        step: super::rotation::Step,
+    },
 }
 
 /// Which side of a link an engine connection is.
@@ -96,18 +97,18 @@ pub(crate) struct World<'a> {
     pub(crate) queue: EventQueue<Ev>,
     pub(crate) engines: Vec<Engine>,
     /// Per caller: its outbound sidecar's engine (mesh callers).
-    out_engine: Vec<Option<usize>>,
+    pub(crate) out_engine: Vec<Option<usize>>,
     pub(crate) certs: Vec<IssuedCert>,
     /// Per engine: the certificate in its configuration now.
     pub(crate) current_cert: Vec<usize>,
     pub(crate) modes: Vec<PeerAuthMode>,
     /// The mesh's AuthorizationPolicies from each instant on (the first from zero).
     pub(crate) policy_gens: Vec<(Instant, Vec<crate::sim::mtls::policy::PolicySpec>)>,
-    authz: Vec<Option<Arc<trellis_engine::authz::Authorization>>>,
+    pub(crate) authz: Vec<Option<Arc<trellis_engine::authz::Authorization>>>,
     pub(crate) links: Vec<Link>,
     pub(crate) ends: BTreeMap<(usize, ConnId), (usize, Side)>,
     /// Outbound sidecar downstream connections → the caller's request.
-    down_req: BTreeMap<(usize, ConnId), usize>,
+    pub(crate) down_req: BTreeMap<(usize, ConnId), usize>,
     /// Inbound sidecar upstream connections → what the workload has read and not parsed.
     work: BTreeMap<(usize, ConnId), Vec<u8>>,
     pub(crate) requests: Vec<Req>,
@@ -118,6 +119,8 @@ pub(crate) struct World<'a> {
     events: u64,
     /// RequestAuthentications and tokens, in the seeds whose world has JWT.
     pub(crate) jwt: Option<super::jwt::JwtState>,
+    /// The root rotation's progress, in the seeds whose world has one.
+    pub(crate) rotation: Option<super::rotation::RotationState>,
 }
 
 impl<'a> World<'a> {
@@ -184,6 +187,7 @@ impl<'a> World<'a> {
             logs: Vec::new(),
             events: 0,
             jwt: None,
+            rotation: None,
         };
         if let Some(j) = &spec.jwt {
             let apps: Vec<(&str, &str)> = (spec.services.iter())
@@ -208,6 +212,7 @@ impl<'a> World<'a> {
             }
             world.engines.push(engine);
         }
+        super::rotation::setup(&mut world, seed)?;
         for (at, e, cert) in renewals {
             world
                 .queue
@@ -234,70 +239,7 @@ impl<'a> World<'a> {
         Ok(world)
     }
 
-    /// Engine `e`'s configuration as things stand.
-    fn config_of(&self, e: usize) -> Arc<Config> {
-        let mut config = build::base();
-        config.version = format!("sec-{e}-{}", self.now.as_nanos());
-        config.identity = Some(self.certs[self.current_cert[e]].identity.clone());
-        let n_services = self.spec.services.len();
-        if e < n_services {
-            config.listeners = vec![Listener {
-                tls: None,
-                local_forward: None,
-                inbound_protocols: None,
-                authentication: self.jwt.as_ref().and_then(|j| j.authentication(e)),
-                edge: None,
-                name: "inbound".into(),
-                address: pod(e),
-                route_table: "outbound".into(),
-                direction: Direction::Inbound,
-                passthrough: false,
-                mtls: InboundMtls::uniform(match self.modes[e] {
-                    PeerAuthMode::Disable => trellis_engine::config::InboundMode::Disable,
-                    PeerAuthMode::Permissive => trellis_engine::config::InboundMode::Permissive,
-                    PeerAuthMode::Strict => trellis_engine::config::InboundMode::Strict,
-                }),
-                authorization: self.authz.get(e).cloned().flatten(),
-            }];
-            config
-                .clusters
-                .push(build::cluster("inbound|9080", &[(WORKLOAD, &[])]));
-            let route = build::route("inbound", vec![], &[("inbound|9080", 100)]);
-            build::add_vhost(&mut config, "inbound", &["*"], vec![route]);
-            return Arc::new(config);
-        }
-        let caller = (self.out_engine.iter())
-            .position(|o| *o == Some(e))
-            .map(|c| &self.spec.callers[c]);
-        for (s, svc) in self.spec.services.iter().enumerate() {
-            let addr = pod(s).to_string();
-            let mut cluster = build::cluster(&svc.app, &[(addr.as_str(), &[])]);
-            cluster.endpoints[0].sidecar = true;
-            let sans = vec![format!(
-                "spiffe://{}/ns/{}/sa/{}",
-                super::ca::TRUST_DOMAIN,
-                svc.namespace,
-                svc.app
-            )];
-            cluster.tls = match caller.map(|c| c.kind) {
-                Some(CallerKind::AutoMtls | CallerKind::Impostor) => UpstreamTls::Auto {
-                    subject_alt_names: sans,
-                },
-                Some(CallerKind::IstioMutual) => UpstreamTls::IstioMutual {
-                    subject_alt_names: sans,
-                },
-                _ => UpstreamTls::Disable,
-            };
-            cluster.pool.max_requests_per_connection =
-                caller.map_or(0, |c| c.max_requests_per_connection);
-            config.clusters.push(cluster);
-            let route = build::route(&svc.app, vec![], &[(svc.app.as_str(), 100)]);
-            build::add_vhost(&mut config, &svc.app, &[svc.app.as_str()], vec![route]);
-        }
-        Arc::new(config)
-    }
-
-    fn reconfigure(&mut self, e: usize) {
+    pub(crate) fn reconfigure(&mut self, e: usize) {
         let config = self.config_of(e);
         if let Err(err) = self.engines[e].apply_config(self.now, config) {
             let msg = format!("sidecar {e} refused a config push: {err}");
@@ -404,10 +346,8 @@ impl<'a> World<'a> {
                     }
                 }
             }
-            Ev::Renew { e, cert } => {
-                self.current_cert[e] = cert;
-                self.reconfigure(e);
-            }
+            Ev::Renew { e, cert } => self.renew(e, cert),
+            Ev::Rotation { e, step } => self.rotation_step(e, step),
             Ev::PartitionStart(i) => {
                 let service = self.spec.net.partitions[i].service;
                 for l in 0..self.links.len() {
@@ -534,12 +474,11 @@ impl<'a> World<'a> {
         while let Some(event) = self.engines[e].poll_event() {
             match event {
                 Event::TransportFailed {
-                    error, upstream, ..
-                } => {
-                    self.trace.bytes(error.to_string().as_bytes());
-                    let side = if upstream { "client" } else { "server" };
-                    self.count(&format!("tls-refused-by-{side}:{}", error.kind));
-                }
+                    error,
+                    upstream,
+                    conn,
+                    ..
+                } => self.transport_failed(e, conn, upstream, &error),
                 Event::AuthzDenied { .. } => self.count("rbac-denied"),
                 Event::AuthzAudited { .. } => self.count("rbac-audited"),
                 Event::AuthnDenied { .. } => self.count("jwt-denied"),

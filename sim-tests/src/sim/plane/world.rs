@@ -83,7 +83,7 @@ impl World {
             .enumerate()
             .map(|(i, (ns, ms))| {
                 let workload = Workload {
-                    namespace: (*ns).into(),
+                    namespace: ns.clone(),
                     ..Workload::default()
                 };
                 Sidecar {
