@@ -6,7 +6,10 @@
 #   scripts/fingerprint.sh BASE_REV [SEEDS]     # default SEEDS: 10000
 #
 # Builds sim-tests' `trace_hashes` example (release) at BASE_REV in a temporary worktree and
-# in this working tree, runs both, and diffs. Dependencies are shared through one target dir.
+# in this working tree, runs both, and diffs. The base revision builds in a target dir of its
+# own (target/fingerprint-base, kept between runs): cargo hashes a workspace member by its path
+# relative to the workspace root, so two checkouts sharing one target dir can reuse each other's
+# stale artifacts, judged only by file times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?usage: scripts/fingerprint.sh BASE_REV [SEEDS]}
@@ -16,14 +19,14 @@ out=$(mktemp -d)
 tree=$out/base
 git worktree add --detach --quiet "$tree" "$base"
 trap 'git worktree remove --force "$tree"; rm -rf "$out"' EXIT
-hashes() { # dir file
-  (cd "$1" && CARGO_TARGET_DIR=$target cargo build --quiet --release -p sim-tests --example trace_hashes)
-  "$target/release/examples/trace_hashes" "$seeds" >"$2"
+hashes() { # dir target-dir file
+  (cd "$1" && CARGO_TARGET_DIR=$2 cargo build --quiet --release -p sim-tests --example trace_hashes)
+  "$2/release/examples/trace_hashes" "$seeds" >"$3"
 }
 echo "== $base"
-hashes "$tree" "$out/before.txt"
+hashes "$tree" "$target/fingerprint-base" "$out/before.txt"
 echo "== working tree"
-hashes . "$out/after.txt"
+hashes . "$target" "$out/after.txt"
 if diff "$out/before.txt" "$out/after.txt"; then
   echo "fingerprint identical for seeds 0..$seeds"
 else
