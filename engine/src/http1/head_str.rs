@@ -57,18 +57,48 @@ impl HeadStr {
     }
 }
 
-impl Deref for HeadStr {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
+/// `Deref<Target = str>`, `AsRef<str>`, `Display` and `Debug` as the `str` (so as the `String`
+/// each type replaces: `Debug` is `"…"` with escapes), and equality with `str`, `&str` and
+/// `String`, for a type with an `as_str()`.
+macro_rules! str_like {
+    ($($t:ty),*) => {$(
+        impl Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self.as_str(), f)
+            }
+        }
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+        str_like!(@eq $t: str, &str, String);
+    )*};
+    (@eq $t:ty: $($other:ty),*) => {$(
+        impl PartialEq<$other> for $t {
+            fn eq(&self, other: &$other) -> bool {
+                self.as_str() == &other[..]
+            }
+        }
+        impl PartialEq<$t> for $other {
+            fn eq(&self, other: &$t) -> bool {
+                &self[..] == other.as_str()
+            }
+        }
+    )*};
 }
-
-impl AsRef<str> for HeadStr {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
+str_like!(HeadStr, Target);
 
 impl Borrow<str> for HeadStr {
     fn borrow(&self) -> &str {
@@ -100,35 +130,6 @@ impl From<HeadStr> for String {
         s.as_str().to_owned()
     }
 }
-
-impl fmt::Display for HeadStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.as_str(), f)
-    }
-}
-
-/// As the `String` it replaces: `"…"` with escapes.
-impl fmt::Debug for HeadStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-macro_rules! eq_str {
-    ($($other:ty),*) => {$(
-        impl PartialEq<$other> for HeadStr {
-            fn eq(&self, other: &$other) -> bool {
-                self.as_str() == &other[..]
-            }
-        }
-        impl PartialEq<HeadStr> for $other {
-            fn eq(&self, other: &HeadStr) -> bool {
-                &self[..] == other.as_str()
-            }
-        }
-    )*};
-}
-eq_str!(str, &str, String);
 
 /// A request target (`/path?query`, `*`, or CONNECT's `host:port`) with the end of its path
 /// recorded, so [`Target::path`] and [`Target::query`] don't search for the `?` again.
@@ -184,47 +185,6 @@ impl From<Target> for HeadStr {
         t.text
     }
 }
-
-impl Deref for Target {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for Target {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Debug for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-macro_rules! eq_target {
-    ($($other:ty),*) => {$(
-        impl PartialEq<$other> for Target {
-            fn eq(&self, other: &$other) -> bool {
-                self.as_str() == &other[..]
-            }
-        }
-        impl PartialEq<Target> for $other {
-            fn eq(&self, other: &Target) -> bool {
-                &self[..] == other.as_str()
-            }
-        }
-    )*};
-}
-eq_target!(str, &str, String);
 
 #[cfg(test)]
 mod tests {
