@@ -191,7 +191,9 @@ fn allocations_per_request_stay_bounded() {
     COUNTING.store(false, Ordering::Relaxed);
     let per = ALLOCS.load(Ordering::Relaxed) as f64 / N as f64;
     println!("engine allocations per request: {per:.2}");
-    assert!(per <= 12.0, "{per:.2} allocations per request");
+    // 3.01 until the target and authority became spans of the received head (bench/RESULTS.md,
+    // "… with spans for target and authority"); 1.01 since.
+    assert!(per <= 1.5, "{per:.2} allocations per request");
 }
 
 // mTLS: the same proxied request with TLS on both hops, against plaintext in one harness.
@@ -344,6 +346,7 @@ fn measure(tls: bool) -> (f64, i64) {
     let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n".to_vec();
     response.extend_from_slice(&[b'x'; 1024]);
     let mut up = None;
+    let mut logs = Vec::with_capacity(4);
     let mut one = |engine: &mut Engine| {
         client.seal(request);
         let mut sent = deliver(engine, down, wire_of(&mut *client));
@@ -367,6 +370,10 @@ fn measure(tls: bool) -> (f64, i64) {
         let sent = deliver(engine, up.unwrap(), wire_of(&mut *upstream));
         let answer = feed(&mut *client, &sent, down);
         assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"xx"));
+        // As the drivers do after each turn: a record kept undrained holds its request's
+        // target and authority, spans of the received head, and with them that buffer.
+        engine.drain_logs_into(&mut logs);
+        logs.clear();
     };
     for _ in 0..100 {
         one(&mut engine);

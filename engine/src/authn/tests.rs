@@ -87,7 +87,7 @@ fn istio(providers: Vec<JwtProvider>) -> JwtAuthentication {
 
 struct Req {
     method: &'static str,
-    target: String,
+    target: crate::http1::Target,
     headers: crate::http1::Fields,
     now: u64,
 }
@@ -96,7 +96,7 @@ impl Req {
     fn get(target: &str) -> Req {
         Req {
             method: "GET",
-            target: target.into(),
+            target: target.to_string().into(),
             headers: crate::http1::Fields::new(),
             now: NOW,
         }

@@ -20,7 +20,7 @@
 
 use http::HeaderName;
 
-use crate::http1::{valid_value, FieldName, Fields};
+use crate::http1::{valid_value, FieldName, Fields, Target};
 
 use super::extract::{remove_query_param, Origin, Token};
 use super::model::{JwtAuthentication, JwtProvider, Requirement};
@@ -32,7 +32,7 @@ use super::token::Jwt;
 pub struct AuthnRequest<'a> {
     pub method: &'a str,
     /// The request target (`path?query`); a verified token's parameter is removed from it.
-    pub target: &'a mut String,
+    pub target: &'a mut Target,
     pub headers: &'a mut Fields,
     /// Now, as seconds since the UNIX epoch of the ENGINE's clock (never the wall clock).
     pub unix_now: u64,
@@ -215,7 +215,9 @@ impl JwtAuthentication {
                 Origin::Header(name) => {
                     req.headers.remove(name);
                 }
-                Origin::Param(name) => *req.target = remove_query_param(req.target, name),
+                Origin::Param(name) => {
+                    *req.target = remove_query_param(req.target, name).into();
+                }
                 // Envoy leaves cookies in place.
                 Origin::Cookie => {}
             }

@@ -34,7 +34,8 @@ pub(crate) fn put_decimal(out: &mut BytesMut, mut n: u64) {
 fn put_target(out: &mut BytesMut, target: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = target.as_bytes();
-    if bytes.iter().all(|&b| is_vchar(b)) && !bytes.is_empty() {
+    // No short-circuit: the target is almost always clean, and the fold vectorises.
+    if bytes.iter().fold(true, |ok, &b| ok & is_vchar(b)) && !bytes.is_empty() {
         out.put_slice(bytes);
         return;
     }
@@ -54,7 +55,8 @@ fn put_target(out: &mut BytesMut, target: &str) {
 
 /// Writes a field value keeping only HTAB, SP, VCHAR and obs-text (drops CR, LF, NUL...).
 fn put_field_text(out: &mut BytesMut, value: &[u8]) {
-    if value.iter().all(|&b| valid_field_byte(b)) {
+    // No short-circuit, as in `put_target`.
+    if value.iter().fold(true, |ok, &b| ok & valid_field_byte(b)) {
         out.put_slice(value);
     } else {
         for &b in value.iter().filter(|&&b| valid_field_byte(b)) {
@@ -64,7 +66,7 @@ fn put_field_text(out: &mut BytesMut, value: &[u8]) {
 }
 
 fn valid_field_byte(b: u8) -> bool {
-    b == b'\t' || (b >= 0x20 && b != 0x7f)
+    (b == b'\t') | ((b >= 0x20) & (b != 0x7f))
 }
 
 /// Writes the fields in order. Received lines already in the form written here are copied a

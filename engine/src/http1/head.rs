@@ -4,6 +4,8 @@
 //! connection-level facts are decided once, at parse time, from the raw fields; the engine
 //! acts on these decisions and never re-reads Content-Length or Transfer-Encoding itself.
 
+use super::head_str::{HeadStr, Target};
+
 /// HTTP version of a message (only 1.0 and 1.1 are accepted on the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -29,12 +31,13 @@ pub enum BodyFraming {
 pub struct RequestHead {
     pub method: http::Method,
     /// origin-form "/path?query" (absolute-form is converted to origin-form, its authority moved
-    /// to `authority`); "*" for OPTIONS *; "host:port" for CONNECT.
-    pub target: String,
+    /// to `authority`); "*" for OPTIONS *; "host:port" for CONNECT. A span of the received
+    /// head unless absolute-form had to gain a leading '/' or a rewrite replaced it.
+    pub target: Target,
     pub version: Version,
-    /// Validated Host (or absolute-form authority), lower-cased; "" only for HTTP/1.0 without
-    /// Host.
-    pub authority: String,
+    /// Validated Host (or absolute-form authority), as received (a span of the head); "" only
+    /// for HTTP/1.0 without Host.
+    pub authority: HeadStr,
     /// Every field as received except `host`, names lower-case, order kept. Hop-by-hop fields
     /// are still here: the engine calls `strip_hop_by_hop` before forwarding.
     pub headers: super::Fields,
@@ -52,15 +55,12 @@ pub struct RequestHead {
 impl RequestHead {
     /// The target up to (not including) the first '?'.
     pub fn path(&self) -> &str {
-        match self.target.split_once('?') {
-            Some((path, _)) => path,
-            None => &self.target,
-        }
+        self.target.path()
     }
 
     /// The query after the first '?', if there is one.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        self.target.query()
     }
 }
 
@@ -86,7 +86,7 @@ mod tests {
     fn head(target: &str) -> RequestHead {
         RequestHead {
             method: http::Method::GET,
-            target: target.to_string(),
+            target: target.to_string().into(),
             version: Version::Http11,
             authority: "a".into(),
             headers: super::super::Fields::new(),

@@ -7,7 +7,10 @@
 
 use std::net::Ipv6Addr;
 
+use bytes::Bytes;
+
 use super::error::ParseError;
+use super::head_str::HeadStr;
 
 /// `unreserved / sub-delims` of RFC 3986 (the reg-name characters besides pct-encoded), less
 /// the comma: a comma in Host would let a list-splitting recipient see two hosts.
@@ -49,8 +52,9 @@ fn valid_reg_name(host: &[u8]) -> bool {
     if host.is_empty() {
         return false;
     }
-    // The common host has no percent-encoding: one table lookup per byte.
-    if host.iter().all(|&b| is_reg_name_char(b)) {
+    // The common host has no percent-encoding: one table lookup per byte (no early exit: the
+    // common host is valid, and a loop without branches is shorter).
+    if host.iter().fold(true, |ok, &b| ok & is_reg_name_char(b)) {
         return true;
     }
     let mut i = 0;
@@ -82,7 +86,15 @@ fn valid_port(port: &[u8]) -> bool {
 /// authority-form) and returns it as received: Envoy keeps the `:authority` value's case, so
 /// `authority` matches (case-sensitive, as Envoy's header matchers are) see what the client
 /// sent and the upstream gets the Host it was sent; virtual-host selection folds case itself.
-pub(crate) fn normalize_authority(raw: &[u8], require_port: bool) -> Result<String, ParseError> {
+/// The result is `raw` itself (a span of the received head: no copy).
+pub(crate) fn normalize_authority(raw: Bytes, require_port: bool) -> Result<HeadStr, ParseError> {
+    check_authority(&raw, require_port)?;
+    // Every accepted byte is ASCII, so this conversion cannot fail.
+    HeadStr::from_utf8(raw).map_err(|_| ParseError::InvalidHost)
+}
+
+/// The checks of [`normalize_authority`].
+fn check_authority(raw: &[u8], require_port: bool) -> Result<(), ParseError> {
     let (host_ok, port) = if let Some(rest) = raw.strip_prefix(b"[") {
         let close = rest
             .iter()
@@ -117,14 +129,16 @@ pub(crate) fn normalize_authority(raw: &[u8], require_port: bool) -> Result<Stri
         None if require_port => return Err(ParseError::InvalidHost),
         _ => {}
     }
-    // Every accepted byte is ASCII, so this conversion cannot fail.
-    let s = std::str::from_utf8(raw).map_err(|_| ParseError::InvalidHost)?;
-    Ok(s.to_owned())
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn normalize_authority(raw: &[u8], require_port: bool) -> Result<HeadStr, ParseError> {
+        super::normalize_authority(Bytes::copy_from_slice(raw), require_port)
+    }
 
     #[test]
     fn accepts_valid_hosts() {

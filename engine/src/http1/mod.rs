@@ -10,7 +10,7 @@
 //!
 //! Files, one concept each: [`limits`](Limits), errors, character classes and line scanning
 //! (`syntax`), field lines (`fields`), the ordered field list of a head (`field_list`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused field lists (`pool`),
-//! head types (`head`), request and response parsing, hop-by-hop removal (`hop`), head
+//! head types (`head`), the target and authority as spans of the head (`head_str`), request and response parsing, hop-by-hop removal (`hop`), head
 //! encoding (`encode`), body decoding (`body`) and encoding (`body_encoder`).
 
 mod body;
@@ -21,6 +21,7 @@ mod field_list;
 mod fields;
 mod framing;
 mod head;
+mod head_str;
 mod hop;
 mod host;
 mod limits;
@@ -49,6 +50,7 @@ pub use encode::{
 pub use error::{BodyError, ParseError};
 pub use field_list::{valid_value, value_str, FieldName, Fields};
 pub use head::{BodyFraming, RequestHead, ResponseHead, Version};
+pub use head_str::{HeadStr, Target};
 pub use hop::{strip_hop_by_hop, strip_hop_by_hop_and};
 pub use limits::{Limits, MAX_CHUNK_LINE_BYTES};
 pub use pool::HeaderPool;

@@ -9,12 +9,14 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
 use http::Method;
 
 use super::error::ParseError;
 use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
 use super::head::{BodyFraming, RequestHead, Version};
+use super::head_str::{HeadStr, Target};
 use super::host::normalize_authority;
 use super::limits::Limits;
 use super::pool::HeaderPool;
@@ -260,8 +262,8 @@ fn build_head(
     })?;
     let buf = std::mem::take(head).freeze();
     headers.set_head(buf.clone());
-    let host = host.map(|(at, len)| buf.get(at..at + len).unwrap_or_default());
-    let raw_target = buf.get(target.0..target.1).unwrap_or_default();
+    let host = host.map(|(at, len)| span(&buf, at, at + len));
+    let raw_target = span(&buf, target.0, target.1);
 
     if host_count > 1 {
         return Err(ParseError::DuplicateHost);
@@ -319,43 +321,61 @@ fn build_head(
 }
 
 /// Classifies the request-target form (RFC 9112 §3.2) and returns the origin-form target plus
-/// the authority it carries, if any.
-fn resolve_target(method: &Method, raw: &[u8]) -> Result<(String, Option<String>), ParseError> {
-    let text = || {
-        std::str::from_utf8(raw)
-            .map(str::to_owned)
+/// the authority it carries, if any. Both are spans of `raw` (the target's bytes in the
+/// received head), except the target of an absolute-form request without a path, which gains
+/// its leading '/'.
+fn resolve_target(method: &Method, raw: Bytes) -> Result<(Target, Option<HeadStr>), ParseError> {
+    let text = |raw: Bytes| {
+        HeadStr::from_utf8(raw)
+            .map(Target::from)
             .map_err(|_| ParseError::InvalidTarget)
     };
     let is_connect = method == Method::CONNECT;
     if is_connect {
         // authority-form only.
         let authority = normalize_authority(raw, true).map_err(|_| ParseError::InvalidTarget)?;
-        return Ok((authority.clone(), Some(authority)));
+        return Ok((Target::from(authority.clone()), Some(authority)));
     }
     if raw.first() == Some(&b'/') {
-        return Ok((text()?, None));
+        return Ok((text(raw)?, None));
     }
-    if raw == b"*" {
+    if &raw[..] == b"*" {
         if method == Method::OPTIONS {
-            return Ok((text()?, None));
+            return Ok((text(raw)?, None));
         }
         return Err(ParseError::InvalidTarget);
     }
-    let after_scheme = strip_http_scheme(raw).ok_or(ParseError::InvalidTarget)?;
+    let after_scheme = strip_http_scheme(&raw).ok_or(ParseError::InvalidTarget)?;
+    let authority_at = raw.len() - after_scheme.len();
     let authority_len = after_scheme
         .iter()
         .position(|&b| b == b'/' || b == b'?')
         .unwrap_or(after_scheme.len());
-    let raw_authority = after_scheme.get(..authority_len).unwrap_or_default();
-    let authority = normalize_authority(raw_authority, false)?;
-    let rest = after_scheme.get(authority_len..).unwrap_or_default();
-    let rest = std::str::from_utf8(rest).map_err(|_| ParseError::InvalidTarget)?;
-    let target = if rest.starts_with('/') {
-        rest.to_owned()
+    let authority_end = authority_at + authority_len;
+    let authority = normalize_authority(raw.slice(authority_at..authority_end), false)?;
+    let rest = raw.slice(authority_end..);
+    let target = if rest.first() == Some(&b'/') {
+        text(rest)?
     } else {
-        format!("/{rest}")
+        let rest = std::str::from_utf8(&rest).map_err(|_| ParseError::InvalidTarget)?;
+        Target::from(format!("/{rest}"))
     };
     Ok((target, Some(authority)))
+}
+
+/// `buf[from..to]` as a shared `Bytes` (no copy). The spans come from the parser and always
+/// lie inside the head; an empty one is returned rather than a panic if one ever did not.
+fn span(buf: &Bytes, from: usize, to: usize) -> Bytes {
+    debug_assert!(
+        from <= to && to <= buf.len(),
+        "span {from}..{to} of {}",
+        buf.len()
+    );
+    if from <= to && to <= buf.len() {
+        buf.slice(from..to)
+    } else {
+        Bytes::new()
+    }
 }
 
 /// Strips an `http://` or `https://` scheme prefix (scheme is case-insensitive).

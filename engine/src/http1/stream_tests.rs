@@ -54,8 +54,8 @@ fn drive<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<Message>,
                         let body = std::mem::take(body);
                         out.push(Message {
                             method: head.method.to_string(),
-                            target: head.target.clone(),
-                            authority: head.authority.clone(),
+                            target: head.target.to_string(),
+                            authority: head.authority.to_string(),
                             headers: fields(&head.headers),
                             framing: head.framing,
                             body,

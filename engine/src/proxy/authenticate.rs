@@ -66,7 +66,7 @@ impl Engine {
         let head = &mut req.head;
         // Envoy builds the realm from the URI as received; a verified token's query parameter
         // may be gone from the target by the time a later token fails.
-        let received_target = head.target.contains('?').then(|| head.target.clone());
+        let received_target = head.query().is_some().then(|| head.target.clone());
         let result = authn.authenticate(&mut AuthnRequest {
             method: head.method.as_str(),
             target: &mut head.target,

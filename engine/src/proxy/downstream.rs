@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::codec::{DecodeContext, DecodeError, Http1Server, LocalResponse, RequestEvent};
+use crate::http1::HeadStr;
 use crate::time::Instant;
 
 use crate::transport::{Endpoint, Transport};
@@ -308,8 +309,8 @@ impl Engine {
             start: now,
             duration: std::time::Duration::ZERO,
             method: std::borrow::Cow::Borrowed(""),
-            authority: String::new(),
-            path: String::new(),
+            authority: HeadStr::default(),
+            path: HeadStr::default(),
             status,
             flags: vec![flag],
             route: None,

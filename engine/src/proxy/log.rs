@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http1::HeadStr;
 use crate::time::Instant;
 
 use super::api::ConnId;
@@ -78,8 +79,10 @@ pub struct RequestLog {
     pub duration: Duration,
     /// The request method (borrowed for the standard ones; empty if the head never parsed).
     pub method: std::borrow::Cow<'static, str>,
-    pub authority: String,
-    pub path: String,
+    /// The authority and target as the client sent them: spans of its request head, so a
+    /// record holds that head's buffer until it is drained (the drivers drain every turn).
+    pub authority: HeadStr,
+    pub path: HeadStr,
     /// Status sent downstream; 0 if the downstream went away before any response head.
     pub status: u16,
     /// Flags in the order they were raised; empty for a plain proxied response.

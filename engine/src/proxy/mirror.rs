@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::MirrorPolicy;
-use crate::http1::{self, BodyDecoder, BodyEncoder, Limits, RequestHead};
+use crate::http1::{self, BodyDecoder, BodyEncoder, HeadStr, Limits, RequestHead};
 use crate::time::Instant;
 
 use super::conn::{Conn, Side, UpState};
@@ -73,8 +73,8 @@ pub struct MirrorLog {
     pub cluster: String,
     pub upstream_host: SocketAddr,
     /// The host the mirror was sent with (`-shadow` appended when the policy asks).
-    pub authority: String,
-    pub path: String,
+    pub authority: HeadStr,
+    pub path: HeadStr,
     pub start: Instant,
     pub duration: Duration,
     /// The mirror's response status; 0 when none arrived.
@@ -242,7 +242,7 @@ impl Engine {
             suffix = true;
         }
         if suffix {
-            head.authority = shadow_host(&head.authority);
+            head.authority = shadow_host(&head.authority).into();
         }
         let mirror = Mirror {
             primary: None,

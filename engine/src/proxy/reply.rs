@@ -173,7 +173,7 @@ impl Engine {
             duration: now - req.start,
             method: method_name(&req.head.method),
             authority: req.original_authority.unwrap_or(req.head.authority),
-            path: req.original_target.unwrap_or(req.head.target),
+            path: req.original_target.unwrap_or(req.head.target).into_str(),
             status: req.response.status,
             flags: req.response.flags,
             route,

@@ -143,8 +143,8 @@ pub(crate) struct Request {
     pub head: RequestHead,
     /// The client's target and authority, kept only if a rewrite changed them (the access log
     /// shows what the client asked for; not copying them otherwise saves two allocations).
-    pub original_target: Option<String>,
-    pub original_authority: Option<String>,
+    pub original_target: Option<crate::http1::Target>,
+    pub original_authority: Option<crate::http1::HeadStr>,
     /// A redirect's `Location`, computed when its route matched: Envoy builds it from the
     /// matched prefix and the listener port, which only the match knows.
     pub redirect_location: Option<String>,

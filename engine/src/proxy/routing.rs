@@ -239,7 +239,7 @@ impl Engine {
         };
         req.slot = slot;
         if let Some(path) = snapshot.router.rewrite_path(matched, &req.head.target) {
-            req.original_target = Some(std::mem::replace(&mut req.head.target, path));
+            req.original_target = Some(std::mem::replace(&mut req.head.target, path.into()));
         }
         // A destination's own Host rewrite wins over the route's (Envoy's per-cluster
         // `host_rewrite_literal`).
@@ -248,7 +248,8 @@ impl Engine {
             .clone()
             .or_else(|| route.rewrite.as_ref().and_then(|r| r.authority.clone()));
         if let Some(authority) = authority {
-            req.original_authority = Some(std::mem::replace(&mut req.head.authority, authority));
+            req.original_authority =
+                Some(std::mem::replace(&mut req.head.authority, authority.into()));
         }
         prepare_upstream_head(
             &mut req.head,

@@ -18,6 +18,7 @@
 
 use crate::cluster::Outcome;
 use crate::config::{PortProtocol, TcpDestination};
+use crate::http1::HeadStr;
 use crate::time::Instant;
 
 use super::conn::{DownState, UpState};
@@ -442,8 +443,8 @@ impl Engine {
             start: session.start,
             duration: now.saturating_since(session.start),
             method: std::borrow::Cow::Borrowed(""),
-            authority: session.sni.clone().unwrap_or_default(),
-            path: String::new(),
+            authority: session.sni.clone().map(HeadStr::from).unwrap_or_default(),
+            path: HeadStr::default(),
             status: 0,
             flags: std::mem::take(&mut session.flags),
             route: session.route.clone(),

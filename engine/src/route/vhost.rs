@@ -129,7 +129,6 @@ impl DomainIndex {
             Cow::Borrowed(authority)
         };
         let full: &str = &host;
-        let stripped = strip_port(full);
         let hit = |slot: &Slot, kind| DomainHit {
             vhost: slot.vhost,
             domain: slot.domain,
@@ -138,6 +137,9 @@ impl DomainIndex {
         if let Some(s) = self.exact.get(full) {
             return Some(hit(s, DomainMatchKind::Exact));
         }
+        // Only now: the full authority usually matches (Istio lists `host` and `host:port`),
+        // and finding the port costs more than the probe.
+        let stripped = strip_port(full);
         if let Some(s) = stripped.and_then(|h| self.exact.get(h)) {
             return Some(hit(s, DomainMatchKind::ExactPortStripped));
         }

@@ -184,7 +184,7 @@ impl Engine {
                 cluster: m.cluster,
                 upstream_host: addr,
                 authority: m.head.authority,
-                path: m.head.target,
+                path: m.head.target.into_str(),
                 start: m.start,
                 duration: now - m.start,
                 status,
