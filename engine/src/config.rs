@@ -22,6 +22,8 @@ pub use crate::transport::policy::{
     ClientCertificate, InboundMode, InboundMtls, MeshIdentity, OriginationTls, UpstreamTls,
 };
 
+mod cors;
+pub use cors::{CorsPolicy, UnmatchedPreflights};
 mod inbound;
 pub use inbound::{InboundProtocols, PortProtocol};
 mod listener;
@@ -104,6 +106,9 @@ pub struct Route {
     /// `mirror` (then each of `mirrors`): copies of the forwarded request, fire and forget.
     /// Pilot writes them on forwarding rules only (applyHTTPRouteDestination).
     pub mirrors: Vec<MirrorPolicy>,
+    /// `corsPolicy`: preflights answered here, CORS headers added to responses (pilot puts it
+    /// on the route whatever the action, as the CORS filter's per-route config).
+    pub cors: Option<CorsPolicy>,
     /// Tried only when no other route of the virtual host applies to the request's port and
     /// client: every non-fallback route has matches, and each names another `port` or
     /// `source_labels` the client lacks. istiod builds a sidecar's routes per listener port and

@@ -426,6 +426,31 @@ fn matched_rule(t: &Translation, route: &Route, index: usize, name: Option<Strin
                 host_suffix: m.host_suffix,
             })
             .collect(),
+        cors: route.cors.as_ref().map(cors_report),
+    }
+}
+
+fn cors_report(c: &trellis_engine::config::CorsPolicy) -> report::CorsReport {
+    use trellis_engine::config::{StringMatch, UnmatchedPreflights};
+    report::CorsReport {
+        allow_origins: c
+            .allow_origins
+            .iter()
+            .map(|m| match m {
+                StringMatch::Exact(v) => format!("exact {v:?}"),
+                StringMatch::Prefix(v) => format!("prefix {v:?}"),
+                StringMatch::Regex(v) => format!("regex {v:?}"),
+            })
+            .collect(),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age: c.max_age.map(dur),
+        allow_credentials: c.allow_credentials == Some(true),
+        unmatched_preflights: match c.unmatched_preflights {
+            UnmatchedPreflights::Forward => "forwarded",
+            UnmatchedPreflights::Ignore => "answered 200 without allow-origin",
+        },
     }
 }
 

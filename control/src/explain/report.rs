@@ -81,6 +81,22 @@ pub struct MatchedRule {
     pub response_headers: HeaderOpsReport,
     /// Where copies of the request go (`mirror`, then `mirrors`), and for which share.
     pub mirrors: Vec<MirrorReport>,
+    /// `corsPolicy`: answered preflights and decorated responses.
+    pub cors: Option<CorsReport>,
+}
+
+/// The rule's CORS policy as the proxy applies it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CorsReport {
+    /// Each allowed origin match, as `exact "..."`, `prefix "..."` or `regex "..."`.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<String>,
+    pub allow_credentials: bool,
+    /// What a preflight from another origin gets: `forwarded` or `answered 200`.
+    pub unmatched_preflights: &'static str,
 }
 
 /// One mirror of the rule: its cluster and the percentage of requests copied there.
@@ -423,6 +439,23 @@ impl fmt::Display for ExplainReport {
                     } else {
                         ""
                     }
+                )?;
+            }
+            if let Some(cors) = &m.cors {
+                writeln!(f, "  cors: origins [{}]", cors.allow_origins.join(", "))?;
+                writeln!(
+                    f,
+                    "    methods {:?} headers {:?} expose {:?} max-age {} credentials {}",
+                    cors.allow_methods.join(","),
+                    cors.allow_headers.join(","),
+                    cors.expose_headers.join(","),
+                    cors.max_age.as_deref().unwrap_or("-"),
+                    cors.allow_credentials
+                )?;
+                writeln!(
+                    f,
+                    "    preflights from other origins: {}",
+                    cors.unmatched_preflights
                 )?;
             }
         }

@@ -265,3 +265,45 @@ spec:
         "{text}"
     );
 }
+
+/// `explain` shows a rule's CORS policy (translate::cors).
+#[test]
+fn a_rule_with_a_cors_policy_shows_it() {
+    let dir = copy_samples("cors", &["destination-rule-all.yaml"]);
+    std::fs::write(
+        dir.join("vs.yaml"),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://app.example"}, {regex: "https://.*\\.corp"}]
+      allowMethods: [GET, POST]
+      maxAge: 10m
+      unmatchedPreflights: IGNORE
+"#,
+    )
+    .unwrap();
+    let report = explain(&dir, &ExplainRequest::new("reviews:9080")).unwrap();
+    let cors = report.matched.as_ref().unwrap().cors.clone().unwrap();
+    assert_eq!(
+        cors.allow_origins,
+        vec![
+            "exact \"https://app.example\"".to_string(),
+            "regex \"https://.*\\\\.corp\"".to_string()
+        ]
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("cors: origins [exact \"https://app.example\""),
+        "{text}"
+    );
+    assert!(text.contains("methods \"GET,POST\""), "{text}");
+    assert!(
+        text.contains("preflights from other origins: answered 200 without allow-origin"),
+        "{text}"
+    );
+}

@@ -46,8 +46,24 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     pub mirror_percent: Option<u32>,
     #[schemars(with = "Option<serde_json::Value>")]
-    pub cors_policy: Option<serde_yaml::Value>,
+    pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
+}
+
+/// Istio `CorsPolicy` (translated by `translate::cors`).
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CorsPolicy {
+    pub allow_origins: Vec<StringMatchSpec>,
+    /// Deprecated: exact origins, used when `allowOrigins` is empty.
+    pub allow_origin: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<IstioDuration>,
+    pub allow_credentials: Option<bool>,
+    /// `UNSPECIFIED`, `FORWARD` or `IGNORE`.
+    pub unmatched_preflights: Option<String>,
 }
 
 /// Istio `Delegate`: the VirtualService (one without `hosts`) whose rules replace this rule,

@@ -16,6 +16,7 @@ pub mod authz;
 pub mod catalog;
 pub mod client;
 pub mod consistent_hash;
+pub mod cors;
 pub mod default_routes;
 pub mod delegation;
 pub mod fault;

@@ -62,7 +62,6 @@ pub fn translate_rule(
         return None;
     }
     let mut action = action(rule, namespace, &at, resolver, diags)?;
-    report_unsupported(rule, &at, diags);
     let mirrors = super::mirrors::translate_mirrors(rule, namespace, &at, resolver, diags);
     let edits = header_edits(&rule.headers);
     let mut rewrite = rule.rewrite.as_ref().map(|r| Rewrite {
@@ -105,6 +104,10 @@ pub fn translate_rule(
         fault: rule.fault.as_ref().and_then(|f| fault(f, &at, diags)),
         fallback: false,
         mirrors,
+        cors: rule
+            .cors_policy
+            .as_ref()
+            .and_then(|c| super::cors::cors_policy(c, &at, diags)),
     })
 }
 
@@ -486,16 +489,4 @@ pub fn parse_retry_on(spec: &str, at: &str, diags: &mut Vec<Diagnostic>) -> Retr
         }
     }
     on
-}
-
-fn report_unsupported(rule: &HttpRoute, at: &str, diags: &mut Vec<Diagnostic>) {
-    let mut warn = |set: bool, field: &str, what: &str| {
-        if set {
-            diags.push(
-                Diagnostic::warning(format!("{what} is not supported by Trellis; ignored"))
-                    .field(format!("{at}.{field}")),
-            );
-        }
-    };
-    warn(rule.cors_policy.is_some(), "corsPolicy", "CORS policy");
 }

@@ -23,7 +23,7 @@ impl Engine {
         };
         // Envoy sends a route's `response_headers_to_add` with its direct responses and
         // redirects.
-        let (status, body, headers) = match &route.action {
+        let (status, body, mut headers) = match &route.action {
             RouteAction::DirectResponse { status, body } => (
                 *status,
                 body.clone().unwrap_or_default(),
@@ -46,6 +46,8 @@ impl Engine {
                 return;
             }
         };
+        // Envoy's CORS filter encodes the router's own answers too.
+        super::cors::decorate_local_answer(req, &mut headers);
         let refs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -75,8 +77,8 @@ impl Engine {
         self.after_delay(now, id);
     }
 
-    /// After any fault delay: maybe abort, else start the first attempt (or, for a route that
-    /// redirects or answers itself, answer).
+    /// After any fault delay: maybe abort, else answer a CORS preflight, else start the first
+    /// attempt (or, for a route that redirects or answers itself, answer).
     pub(crate) fn after_delay(&mut self, now: Instant, id: RequestId) {
         let abort = self.requests.get(id).and_then(|r| {
             r.route_config()
@@ -126,6 +128,9 @@ impl Engine {
                 }
                 return;
             }
+        }
+        if self.answer_cors_preflight(now, id) {
+            return;
         }
         let forwards = self.requests.get(id).is_some_and(|r| {
             r.route_config()

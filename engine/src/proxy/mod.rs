@@ -32,6 +32,7 @@
 //!   faults      fault delay and abort, a route's own answers
 //!   head_edits  client certificate forwarding, the upstream head
 //!   edge        forwarding headers at a gateway (Envoy's use_remote_address)
+//!   cors        a route's CORS policy: preflights answered, responses decorated
 //!   attempt     hosts and retries
 //!   reply       ending a request
 //!   mirror      copies of a request to mirror clusters
@@ -55,6 +56,7 @@ mod authenticate;
 mod authorize;
 mod clusters;
 mod conn;
+mod cors;
 mod dispatch;
 mod downstream;
 mod edge;
@@ -386,6 +388,8 @@ mod authn_tests;
 mod authz_tests;
 #[cfg(test)]
 mod config_swap_tests;
+#[cfg(test)]
+mod cors_tests;
 #[cfg(test)]
 mod hash_tests;
 #[cfg(test)]

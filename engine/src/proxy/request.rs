@@ -151,6 +151,9 @@ pub(crate) struct Request {
     /// A consistent-hash cookie the balancer generated (`httpCookie` with a `ttl`), set on
     /// the response (Envoy's `downstream_set_cookies_`).
     pub set_cookie: Option<String>,
+    /// What the route's CORS policy decided (`super::cors`): an allowed origin the response is
+    /// decorated with, or a preflight answer; `None` for most requests.
+    pub cors: Option<crate::route::cors::CorsVerdict>,
     pub down_version: Version,
     /// The client allows keep-alive after this request.
     pub down_keep_alive: bool,

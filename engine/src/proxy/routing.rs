@@ -65,6 +65,7 @@ impl Engine {
             original_authority: None,
             redirect_location: None,
             set_cookie: None,
+            cors: None,
             down_version: head.version,
             down_keep_alive,
             route: None,
@@ -173,6 +174,14 @@ impl Engine {
             route_index,
             match_index,
         };
+        // A preflight the CORS policy answers is the route's own answer, after its fault.
+        if let Some(cors) = snapshot.router.cors(table_index, vhost, route_index) {
+            if self.latch_cors(id, cors) {
+                self.set_route(id, table_index, vhost, route_index, 0);
+                self.inject_delay(now, id, route);
+                return;
+            }
+        }
 
         if let RouteAction::Redirect(redirect) = &route.action {
             if let Some(req) = self.requests.get_mut(id) {

@@ -15,6 +15,7 @@ use http::HeaderValue;
 
 use crate::config::{Redirect, Rewrite, Route, RouteAction, RouteTable};
 
+use super::cors::CompiledCors;
 use super::error::{Location, RouteError};
 use super::explain::{explain_failure, MatchTrace, RuleTrace};
 use super::matcher::{CompiledMatch, Prepared};
@@ -28,10 +29,12 @@ pub(crate) struct CompiledTable {
     pub(crate) vhosts: Vec<Vec<CompiledRoute>>,
 }
 
-/// One compiled route: its compiled `matches`.
+/// One compiled route: its compiled `matches` and CORS policy.
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
     matches: Vec<CompiledMatch>,
+    /// `Route::cors`, boxed: most routes have none.
+    pub(crate) cors: Option<Box<CompiledCors>>,
     /// `Route::fallback`.
     fallback: bool,
 }
@@ -76,8 +79,13 @@ impl CompiledRoute {
         }
         validate_header_ops(&route.request_headers, at, "headers.request", true)?;
         validate_header_ops(&route.response_headers, at, "headers.response", false)?;
+        let cors = match &route.cors {
+            Some(policy) => Some(Box::new(CompiledCors::compile(policy, at)?)),
+            None => None,
+        };
         Ok(CompiledRoute {
             matches,
+            cors,
             fallback: route.fallback,
         })
     }

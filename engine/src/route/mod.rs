@@ -11,6 +11,7 @@
 //! - `matcher.rs`: compiled `HTTPMatchRequest` conditions.
 //! - `rewrite.rs`: path rewrite, redirect location, header edits.
 //! - `weighted.rs`: weighted destination choice.
+//! - `cors.rs`: a route's CORS policy and Envoy's CORS filter decisions.
 //! - `explain.rs`: the decision as plain data.
 //! - `error.rs`: what `Router::new` rejects.
 //!
@@ -19,6 +20,7 @@
 //! route's `matches` any one may.
 
 mod compile;
+pub mod cors;
 mod error;
 mod explain;
 mod matcher;
@@ -272,6 +274,18 @@ impl Router {
             effective.port = (!default).then_some(port);
         }
         rewrite::redirect_location(&effective, "http", authority, path)
+    }
+
+    /// The compiled CORS policy of route `route` of virtual host `vhost` in table `table`
+    /// (indices as in [`Matched`]); `None` when it has none.
+    pub fn cors(&self, table: usize, vhost: usize, route: usize) -> Option<&cors::CompiledCors> {
+        self.tables
+            .get(table)?
+            .vhosts
+            .get(vhost)?
+            .get(route)?
+            .cors
+            .as_deref()
     }
 
     /// The upstream path after `m.route.rewrite`: `uri` replaces the matched prefix when the

@@ -326,6 +326,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
         }),
         fallback: vocab.is_some_and(|v| v.fallback),
         mirrors: Vec::new(),
+        cors: None,
     }
 }
 

@@ -395,3 +395,34 @@ fn no_delegation_borrows() {
     ));
     assert!(diags.is_empty());
 }
+
+/// mergeHTTPRoute: a delegate rule without `corsPolicy` takes the root's; its own wins.
+#[test]
+fn cors_policy_is_inherited_from_the_root_unless_the_leaf_has_one() {
+    let root = rule(
+        r#"
+name: root
+corsPolicy: {allowOrigins: [{exact: "https://root.example"}]}
+delegate: {name: leaf}
+"#,
+    );
+    let merged =
+        merge_rule(&root, rule("route: [{destination: {host: reviews}}]")).expect("no conflict");
+    let origins = merged
+        .cors_policy
+        .map(|c| c.allow_origins)
+        .unwrap_or_default();
+    assert_eq!(origins[0].exact.as_deref(), Some("https://root.example"));
+    let own = rule(
+        r#"
+corsPolicy: {allowOrigins: [{prefix: "https://leaf."}]}
+route: [{destination: {host: reviews}}]
+"#,
+    );
+    let merged = merge_rule(&root, own).expect("no conflict");
+    let origins = merged
+        .cors_policy
+        .map(|c| c.allow_origins)
+        .unwrap_or_default();
+    assert_eq!(origins[0].prefix.as_deref(), Some("https://leaf."));
+}

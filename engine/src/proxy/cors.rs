@@ -1,0 +1,82 @@
+//! A route's CORS policy on the request path, in Envoy's place for it: pilot's HTTP filters
+//! run fault, then CORS, then the router (`filters = append(filters, xdsfilters.Fault,
+//! xdsfilters.Cors)` in pilot/pkg/networking/core/listener_builder.go). So the policy judges the
+//! head as the client sent it (before the router's header edits), a preflight it answers is
+//! still delayed or aborted by the route's fault first, and an aborted request gets no CORS
+//! headers (the CORS filter never saw it). The decisions are [`crate::route::cors`]'s; this file
+//! applies them to a request and its response.
+
+use crate::http1::{value_str, Fields};
+use crate::route::cors::{CompiledCors, CorsVerdict};
+use crate::time::Instant;
+
+use super::ids::RequestId;
+use super::request::Request;
+use super::Engine;
+
+impl Engine {
+    /// Runs `cors` (the matched route's policy) on request `id`'s head as it arrived: latches
+    /// an allowed origin for the response, or a preflight answer for
+    /// [`Self::answer_cors_preflight`]. True for a preflight the proxy will answer.
+    pub(super) fn latch_cors(&mut self, id: RequestId, cors: &CompiledCors) -> bool {
+        let Some(req) = self.requests.get_mut(id) else {
+            return false;
+        };
+        let verdict = cors.on_request(req.head.method.as_str(), &req.head.headers);
+        let preflight = matches!(verdict, CorsVerdict::Preflight(_));
+        req.cors = match verdict {
+            CorsVerdict::Forward(None) => None,
+            v => Some(v),
+        };
+        preflight
+    }
+
+    /// After the fault filter, before the router: answers a latched preflight with 200 and
+    /// its headers. False when the request has none.
+    pub(super) fn answer_cors_preflight(&mut self, now: Instant, id: RequestId) -> bool {
+        let Some(req) = self.requests.get_mut(id) else {
+            return false;
+        };
+        if !matches!(req.cors, Some(CorsVerdict::Preflight(_))) {
+            return false;
+        }
+        let Some(CorsVerdict::Preflight(headers)) = req.cors.take() else {
+            return false;
+        };
+        // Values come from the policy or echo the request's own fields: sent when visible ASCII.
+        let text: Vec<(&str, &str)> = headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), value_str(v)?)))
+            .collect();
+        self.local_reply(now, id, 200, None, "", &text);
+        true
+    }
+}
+
+/// Envoy's CORS `encodeHeaders` on a response to `req`: the allowed origin it latched, with the
+/// route's credentials and exposed headers. Nothing for a request without one.
+pub(super) fn decorate_response(req: &Request, headers: &mut Fields) {
+    let (Some(CorsVerdict::Forward(Some(origin))), Some(at)) = (&req.cors, req.route) else {
+        return;
+    };
+    if let Some(cors) = req.snapshot.router.cors(at.table, at.vhost, at.route) {
+        cors.decorate(origin, headers);
+    }
+}
+
+/// [`decorate_response`] for a route's own answer (direct response, redirect), whose headers
+/// are text.
+pub(super) fn decorate_local_answer(req: &Request, headers: &mut Vec<(String, String)>) {
+    if req.cors.is_none() {
+        return;
+    }
+    let mut fields = Fields::new();
+    decorate_response(req, &mut fields);
+    for (name, value) in fields.iter() {
+        let (Ok(name), Some(value)) = (std::str::from_utf8(name), value_str(value)) else {
+            continue;
+        };
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+}
