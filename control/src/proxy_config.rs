@@ -20,7 +20,8 @@
 //!     ports: [9080]            # HTTP; or {number: 27017, name: mongo, protocol: TCP}
 //!     endpoints:
 //!       - {address: "127.0.0.1:9081", labels: {version: v1}}
-//! http: {headerReadTimeout: 10s}   # optional connection-manager limits
+//! http: {headerReadTimeout: 10s}   # optional connection-manager limits, and
+//!                                 # pathNormalization: {normalization: BASE} (MeshConfig's)
 //! istio:
 //!   paths: [istio/]            # files or directories, relative to this file
 //!   resources: [...]           # inline Istio documents

@@ -537,6 +537,9 @@ pub struct HttpSettings {
     pub retry_buffer_bytes: usize,
     /// Per-connection buffered bytes before reading is paused (backpressure).
     pub connection_buffer_bytes: usize,
+    /// What is done to a request's path before routing (Istio's
+    /// `meshConfig.pathNormalization`, default `BASE`).
+    pub path_normalization: crate::path::PathNormalization,
 }
 
 impl Default for HttpSettings {
@@ -550,6 +553,7 @@ impl Default for HttpSettings {
             stream_idle_timeout: Duration::from_secs(300),
             retry_buffer_bytes: 64 * 1024,
             connection_buffer_bytes: 1024 * 1024,
+            path_normalization: crate::path::PathNormalization::Base,
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - [`http1`]: the HTTP/1.1 codec (heads, streaming bodies, RFC 9112 hardening).
 //! - [`codec`]: the seam a client connection's protocol sits behind (HTTP/1.1 today, a
 //!   multiplexed protocol next): bytes in, requests out as events tagged with a stream.
+//! - [`path`]: request path normalization (Istio's `pathNormalization`, Envoy's
+//!   `normalize_path`), applied once when a request head is accepted.
 //! - [`route`]: VirtualService-style route matching and request rewriting.
 //! - [`cluster`]: load balancing, outlier detection and circuit breaking per cluster.
 //! - [`transport`]: the byte-transform slot between a connection's socket and its codec
@@ -37,6 +39,7 @@ pub mod http1;
 pub mod locality;
 #[cfg(feature = "mutants")]
 pub mod mutants;
+pub mod path;
 pub mod proxy;
 pub mod rng;
 pub mod route;

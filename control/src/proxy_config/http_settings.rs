@@ -1,7 +1,16 @@
-//! `http:` of the proxy config file: the HTTP connection manager's limits and timeouts.
+//! `http:` of the proxy config file: the HTTP connection manager's limits and timeouts, and
+//! its path normalization.
+//!
+//! `pathNormalization: {normalization: ...}` has the shape of MeshConfig's field of that name
+//! (`meshConfig.pathNormalization`), which Istio's pilot turns into the connection manager's
+//! `normalize_path` / `merge_slashes` / `path_with_escaped_slashes_action`
+//! (`pilot/pkg/networking/core/listener_builder.go`). The proxy file is where a Trellis
+//! sidecar's mesh-wide settings live (it reads no MeshConfig), so the field sits here; absent,
+//! it is Istio's default, `BASE`.
 
 use serde::Deserialize;
 use trellis_engine::config::HttpSettings;
+use trellis_engine::path::PathNormalization;
 
 use crate::istio::duration::IstioDuration;
 
@@ -16,6 +25,37 @@ pub(super) struct HttpSpec {
     stream_idle_timeout: Option<IstioDuration>,
     retry_buffer_bytes: Option<usize>,
     connection_buffer_bytes: Option<usize>,
+    path_normalization: PathNormalizationSpec,
+}
+
+/// MeshConfig's `pathNormalization` (`ProxyPathNormalization`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PathNormalizationSpec {
+    normalization: Option<Normalization>,
+}
+
+/// `ProxyPathNormalization.NormalizationType`, as Istio spells it.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Normalization {
+    /// Istio's default, which pilot treats as `BASE`.
+    Default,
+    None,
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
+}
+
+impl From<Normalization> for PathNormalization {
+    fn from(n: Normalization) -> Self {
+        match n {
+            Normalization::None => PathNormalization::None,
+            Normalization::Default | Normalization::Base => PathNormalization::Base,
+            Normalization::MergeSlashes => PathNormalization::MergeSlashes,
+            Normalization::DecodeAndMergeSlashes => PathNormalization::DecodeAndMergeSlashes,
+        }
+    }
 }
 
 pub(super) fn http_settings(spec: &HttpSpec) -> HttpSettings {
@@ -39,5 +79,9 @@ pub(super) fn http_settings(spec: &HttpSpec) -> HttpSettings {
         connection_buffer_bytes: spec
             .connection_buffer_bytes
             .unwrap_or(d.connection_buffer_bytes),
+        path_normalization: spec
+            .path_normalization
+            .normalization
+            .map_or(d.path_normalization, PathNormalization::from),
     }
 }

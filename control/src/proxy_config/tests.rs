@@ -84,6 +84,35 @@ istio:
     assert_eq!(v1.endpoints[0].address, "127.0.0.1:9181".parse().unwrap());
 }
 
+/// MeshConfig's `pathNormalization` values map as pilot's `listener_builder.go` switch does;
+/// absent, Istio's default `BASE`.
+#[test]
+fn path_normalization_follows_mesh_config_values() {
+    use trellis_engine::path::PathNormalization as P;
+    let mode = |yaml: &str| {
+        let text = format!("listeners: [{{address: \"127.0.0.1:15001\"}}]\n{yaml}");
+        parse_proxy_config(&text, "p.yaml", Path::new("."))
+            .map(|l| l.config.http.path_normalization)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(mode(""), Ok(P::Base));
+    for (name, want) in [
+        ("DEFAULT", P::Base),
+        ("NONE", P::None),
+        ("BASE", P::Base),
+        ("MERGE_SLASHES", P::MergeSlashes),
+        ("DECODE_AND_MERGE_SLASHES", P::DecodeAndMergeSlashes),
+    ] {
+        let yaml = format!("http: {{pathNormalization: {{normalization: {name}}}}}\n");
+        assert_eq!(mode(&yaml), Ok(want), "{name}");
+    }
+    let err = mode("http: {pathNormalization: {normalization: SOMETIMES}}\n").unwrap_err();
+    assert!(
+        err.contains("http.pathNormalization.normalization"),
+        "{err}"
+    );
+}
+
 #[test]
 fn gateway_example_file_loads_cleanly() {
     let path = example().with_file_name("gateway.yaml");

@@ -69,7 +69,7 @@ fn run(
     for (k, v) in headers {
         assert!(map.append_text(k, v));
     }
-    let mut target = "/headers".to_string();
+    let mut target = trellis_engine::http1::Target::from("/headers");
     let result = t
         .authentication
         .as_ref()

@@ -13,7 +13,6 @@ pub mod eval;
 pub mod matchers;
 pub mod metadata;
 pub mod model;
-pub mod path;
 
 pub use eval::{AuthzRequest, Note, Verdict};
 pub use matchers::{

@@ -53,11 +53,12 @@ impl Engine {
         else {
             return true;
         };
-        let path = crate::authz::path::normalized(&req.head.target);
         let view = AuthzRequest {
             method: req.head.method.as_str(),
             authority: &req.head.authority,
-            path: &path,
+            // Normalized when the head was accepted (`crate::path`), as Envoy's RBAC
+            // filter sees `:path` after the connection manager normalized it.
+            path: &req.head.target,
             headers: &req.head.headers,
             peer: d.peer,
             destination: d.original_dst.unwrap_or(d.local),

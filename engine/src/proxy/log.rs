@@ -79,8 +79,9 @@ pub struct RequestLog {
     pub duration: Duration,
     /// The request method (borrowed for the standard ones; empty if the head never parsed).
     pub method: std::borrow::Cow<'static, str>,
-    /// The authority and target as the client sent them: spans of its request head, so a
-    /// record holds that head's buffer until it is drained (the drivers drain every turn).
+    /// The authority and target as the client sent them (spans of its request head, so a
+    /// record holds that head's buffer until it is drained; the drivers drain every turn), the
+    /// target's path normalized (`crate::path`) as routing saw it.
     pub authority: HeadStr,
     pub path: HeadStr,
     /// Status sent downstream; 0 if the downstream went away before any response head.

@@ -3,6 +3,8 @@
 //! destination, path and authority rewrites and its upstream head ([`super::head_edits`]);
 //! unknown hosts may pass through (Istio ALLOW_ANY). Faults come next ([`super::faults`]).
 
+use std::borrow::Cow;
+
 use crate::codec::StreamId;
 use crate::config::{RouteAction, WeightedCluster};
 use crate::http1::{self, BodyEncoder, BodyFraming, RequestHead, Version};
@@ -47,6 +49,22 @@ impl Engine {
             _ => "http",
         };
         let mut head = head;
+        // Envoy normalizes `:path` as the head is accepted, before routing and every filter
+        // (`ConnectionManagerUtility::maybeNormalizePath`), so routes, authorization,
+        // rewrites, the log and the upstream all see the normalized path. CONNECT's
+        // `host:port` and `*` have no path to normalize.
+        let mode = snapshot.config.http.path_normalization;
+        let mut refused = None;
+        if head.target.starts_with('/') {
+            match crate::path::normalize(&head.target, mode) {
+                Ok(Cow::Borrowed(p)) if p.len() == head.target.len() => {}
+                Ok(p) => {
+                    let p = p.into_owned();
+                    head.target = p.into();
+                }
+                Err(error) => refused = Some(error),
+            }
+        }
         self.forward_client_cert(down, &listener, &mut head.headers);
         self.edge_headers(down, &listener, &mut head.headers);
         let down_keep_alive = head.keep_alive;
@@ -88,6 +106,11 @@ impl Engine {
             d.state = DownState::Active(id);
             d.head_deadline = None;
             d.idle_deadline = None;
+        }
+        if let Some(error) = refused {
+            // Envoy: `sendLocalReply(Code::BadRequest, ..., PathNormalizationFailed)`.
+            self.local_reply(now, id, 400, None, &error.to_string(), &[]);
+            return;
         }
         if !self.authorize(now, id, down, &listener) {
             return;
