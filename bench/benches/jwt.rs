@@ -47,7 +47,7 @@ fn run(authn: &JwtAuthentication, token: Option<&str>) -> bool {
     if let Some(t) = token {
         assert!(headers.append_text("authorization", &format!("Bearer {t}")));
     }
-    let mut target = "/headers?x=1".to_string();
+    let mut target = trellis_engine::http1::Target::from("/headers?x=1");
     authn
         .authenticate(&mut AuthnRequest {
             method: "GET",
