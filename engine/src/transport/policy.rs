@@ -146,9 +146,11 @@ impl fmt::Debug for OriginationTls {
 }
 
 /// TLS a gateway listener terminates: Gateway `servers[].tls` in `SIMPLE`, `MUTUAL`,
-/// `OPTIONAL_MUTUAL` or `ISTIO_MUTUAL` mode, with the files already read. A client's SNI picks
-/// the certificate (the first server whose hosts match it, as Envoy's filter chains match
-/// `server_names`; without SNI, the first).
+/// `OPTIONAL_MUTUAL` or `ISTIO_MUTUAL` mode, with the files already read. Each server is one
+/// filter chain: the client's SNI picks it as Envoy matches `server_names` (exact name, then
+/// the longest `*.suffix`, then a server with host `*`; no match, or no SNI and no `*`
+/// server: the connection is closed), and the chosen server's certificate, client CA and
+/// `subjectAltNames` apply.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TerminatedTls {
     /// In the Gateway's server order; never empty.
@@ -190,6 +192,10 @@ pub struct ServerCertificate {
     pub key_pem: String,
     /// `MUTUAL`/`OPTIONAL_MUTUAL`: the `caCertificates` clients must chain to.
     pub client_ca_pem: Option<String>,
+    /// `subjectAltNames`: a client certificate must name one of them (a DNS, URI, email or
+    /// IP SAN, as Envoy's `match_subject_alt_names` with exact matchers); empty: any
+    /// certificate that chains. Under [`ClientCertificates::Mesh`], the SPIFFE ids accepted.
+    pub subject_alt_names: Vec<String>,
 }
 
 impl fmt::Debug for TerminatedTls {

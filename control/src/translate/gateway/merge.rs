@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use trellis_engine::transport::policy::ServerCertificate;
 
-use super::tls::{self, ServerMode};
+use super::tls::{self, ServerMode, Termination};
 use crate::diag::Diagnostic;
 use crate::istio::gateway::Server;
 use crate::istio::{GatewaySpec, Resource};
@@ -107,7 +107,10 @@ pub fn merge_gateways<'a>(
             let existing = ports
                 .iter()
                 .position(|p| p.number == number && p.bind == bind);
-            if let Some(p) = existing.map(|i| &ports[i]).filter(|p| p.mode != mode) {
+            if let Some(p) = existing
+                .map(|i| &ports[i])
+                .filter(|p| !same_mode(&p.mode, &mode))
+            {
                 let why = format!(
                     "the port already serves {:?} from an earlier server; one port cannot mix plain text and TLS modes",
                     p.mode
@@ -150,10 +153,57 @@ pub fn merge_gateways<'a>(
     ports
 }
 
+/// Whether two servers can share a port: the same mode, whatever their `subjectAltNames`
+/// (each server's own are enforced on its filter chain).
+fn same_mode(a: &ServerMode, b: &ServerMode) -> bool {
+    let kind = |m: &ServerMode| match m {
+        ServerMode::Https(Termination::IstioMutual { .. }) => {
+            ServerMode::Https(Termination::IstioMutual {
+                subject_alt_names: Vec::new(),
+            })
+        }
+        ServerMode::TlsTcp(Termination::IstioMutual { .. }) => {
+            ServerMode::TlsTcp(Termination::IstioMutual {
+                subject_alt_names: Vec::new(),
+            })
+        }
+        other => other.clone(),
+    };
+    kind(a) == kind(b)
+}
+
 /// `server "name"` or `servers[i]`, for messages.
 fn server_label(server: &Server, index: usize) -> String {
     match server.name.as_deref().filter(|n| !n.is_empty()) {
         Some(name) => format!("server {name:?} (servers[{index}])"),
         None => format!("server servers[{index}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Servers of one port share its mode, but each keeps its own `subjectAltNames`: they
+    /// are enforced on its own filter chain (pilot builds one chain per server,
+    /// `buildGatewayListeners` in pilot/pkg/networking/core/gateway.go).
+    #[test]
+    fn servers_differing_only_in_subject_alt_names_share_a_port() {
+        let istio = |sans: &[&str]| {
+            ServerMode::Https(Termination::IstioMutual {
+                subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        assert!(same_mode(&istio(&["spiffe://td/ns/a/sa/x"]), &istio(&[])));
+        assert!(!same_mode(
+            &ServerMode::Https(Termination::Simple),
+            &ServerMode::Https(Termination::Mutual)
+        ));
+        assert!(!same_mode(
+            &istio(&[]),
+            &ServerMode::TlsTcp(Termination::IstioMutual {
+                subject_alt_names: Vec::new()
+            })
+        ));
     }
 }

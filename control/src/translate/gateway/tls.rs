@@ -190,6 +190,13 @@ pub fn certificate(
         } else {
             None
         },
+        // Only a server that validates clients matches their SANs (pilot passes them to the
+        // validation context of MUTUAL and OPTIONAL_MUTUAL servers only).
+        subject_alt_names: if termination.verifies_with_files() {
+            tls.subject_alt_names.clone()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -224,6 +231,7 @@ fn istio_mutual(
         chain_pem: String::new(),
         key_pem: String::new(),
         client_ca_pem: None,
+        subject_alt_names: tls.subject_alt_names.clone(),
     })
 }
 

@@ -22,8 +22,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ServerConnection;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 
+use super::accept::SniTermination;
 use super::clock::EngineClock;
 use super::seeded::{self, with_rng};
+use super::termination::FilterChains;
 use super::transform::TlsTransform;
 use super::verify::{IdentityCheck, MeshClientVerifier, MeshServerVerifier, OriginationVerifier};
 use super::{termination, xfcc};
@@ -126,7 +128,7 @@ struct MeshConfigs {
     local_uris: Arc<[String]>,
     /// `ISTIO_MUTUAL` gateway termination configs, per listener setting: built from these
     /// credentials, so a renewal drops them with the rest.
-    terminations: Vec<(Arc<TerminatedTls>, Arc<ServerConfig>)>,
+    terminations: Vec<(Arc<TerminatedTls>, Arc<FilterChains>)>,
 }
 
 /// Connections protected as the configuration asks (see the module docs).
@@ -141,7 +143,7 @@ pub struct MtlsTransports {
     /// Seeds each connection's RNG when handshakes are seeded.
     seeds: Option<fastrand::Rng>,
     /// Gateway termination configs, per listener setting (few: one per TLS port).
-    termination: Vec<(Arc<TerminatedTls>, Arc<ServerConfig>)>,
+    termination: Vec<(Arc<TerminatedTls>, Arc<FilterChains>)>,
 }
 
 /// Origination settings kept at most; past it the cache starts over.
@@ -304,13 +306,13 @@ impl MtlsTransports {
         Ok(config)
     }
 
-    /// The gateway server config for `tls`, built on first use (`ISTIO_MUTUAL`: from the
+    /// The gateway filter chains for `tls`, built on first use (`ISTIO_MUTUAL`: from the
     /// current mesh credentials).
-    fn termination_server(
+    fn termination_chains(
         &mut self,
         tls: &Arc<TerminatedTls>,
         identity: Option<&MeshIdentity>,
-    ) -> Result<Arc<ServerConfig>, TransformError> {
+    ) -> Result<Arc<FilterChains>, TransformError> {
         let same = |t: &Arc<TerminatedTls>| Arc::ptr_eq(t, tls) || **t == **tls;
         if matches!(tls.clients, ClientCertificates::Mesh { .. }) {
             let (provider, clock) = (self.provider.clone(), self.clock.clone());
@@ -322,7 +324,7 @@ impl MtlsTransports {
                 credentials: &mesh.credentials,
                 roots: &mesh.roots,
             };
-            let config = Arc::new(termination::server_config(
+            let config = Arc::new(termination::filter_chains(
                 tls,
                 &provider,
                 &clock,
@@ -337,7 +339,7 @@ impl MtlsTransports {
         if let Some((_, config)) = self.termination.iter().find(|(t, _)| same(t)) {
             return Ok(config.clone());
         }
-        let config = Arc::new(termination::server_config(
+        let config = Arc::new(termination::filter_chains(
             tls,
             &self.provider,
             &self.clock,
@@ -481,24 +483,18 @@ impl TransportFactory for MtlsTransports {
                 terminate: Some(tls),
                 ..
             } => {
-                let config = self.termination_server(tls, identity)?;
+                let chains = self.termination_chains(tls, identity)?;
+                // ISTIO_MUTUAL: the verifier takes only SPIFFE certificates of the mesh, whose
+                // id becomes the peer principal; otherwise a client need not be in the mesh.
                 let mesh = matches!(tls.clients, ClientCertificates::Mesh { .. });
                 let rng = self.next_rng();
-                let conn = ServerConnection::new(config)
-                    .map_err(|e| setup(format!("server connection: {e}")))?;
-                let transform = TlsTransform::new(
-                    Connection::Server(conn),
+                let transform = SniTermination::new(
+                    chains,
                     self.clock.clone(),
                     rng,
                     format!("client {peer}"),
+                    mesh,
                 );
-                // ISTIO_MUTUAL: the verifier took only SPIFFE certificates of the mesh, whose
-                // id becomes the peer principal; otherwise a client need not be in the mesh.
-                let transform = if mesh {
-                    transform
-                } else {
-                    transform.outside_mesh()
-                };
                 Ok(Transport::Transformed(Box::new(transform)))
             }
             Endpoint::Downstream { mode, peer, .. } => {

@@ -10,13 +10,17 @@
 //! - [`spiffe`]: SPIFFE ids, read from a certificate's URI SAN.
 //! - [`clock`]: engine time as rustls's `TimeProvider`.
 //! - [`seeded`]: randomness and key exchange from a seed, so simulated handshakes replay.
+//! - [`termination`] and [`accept`]: a gateway's TLS, one filter chain per Gateway server,
+//!   chosen by the ClientHello's SNI; [`san`]: the servers' `subjectAltNames`.
 //! - [`xfcc`]: the `x-forwarded-client-cert` element an inbound sidecar gives its workload.
 //!
 //! TLS 1.3 only, no session tickets or resumption (rustls's ticketer reads the wall clock, and
 //! sidecars keep their connections), no SNI (peers are named by SPIFFE id, not host name).
 
+pub mod accept;
 pub mod clock;
 pub mod factory;
+pub mod san;
 pub mod seeded;
 pub mod spiffe;
 pub mod termination;

@@ -1,20 +1,20 @@
 //! A gateway's TLS termination (Gateway `servers[].tls` `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
-//! `ISTIO_MUTUAL`): one rustls server config per listener, whose certificate is chosen by the
-//! client's SNI.
+//! `ISTIO_MUTUAL`): one rustls server config per Gateway server, the filter chain the client's
+//! SNI selects ([`FilterChains::select`], driven by [`super::accept`]).
 //!
-//! Envoy gives each Gateway server a filter chain matched on `server_names` (istiod's
-//! `buildGatewayListenerTLSContext` and the filter chain match in
-//! pilot/pkg/networking/core/gateway.go); here one config holds every server of the port and
-//! a resolver picks the first whose hosts match the SNI: an exact name, a `*.suffix` wildcard
-//! (one label or more, as Envoy's server_names wildcards), or `*`. Without SNI (a client that
-//! dials by IP) the first server answers, as Envoy's chain without `server_names` would.
+//! istiod gives each server of a port its own filter chain whose `server_names` are the
+//! server's hosts, or none when a host is `*` (`GetSNIHostsForServer` in
+//! pilot/pkg/model/gateway.go, `toFilterChainMatch` in pilot/pkg/networking/core/listener.go).
+//! Envoy picks the chain by the SNI: an exact name first, then the longest `*.suffix` wildcard
+//! (one label or more), then a chain without `server_names`; a client without SNI gets only
+//! the last kind, and a client that matches nothing is disconnected (no filter chain match).
+//! So each server's certificate, `caCertificates` and `subjectAltNames` apply to its own hosts
+//! only.
 //!
 //! `MUTUAL` servers verify the client against their `caCertificates`; `OPTIONAL_MUTUAL` ones
 //! ask for a certificate, accept a client without one, and verify one that is presented
-//! (Envoy's `require_client_certificate: false` with a validation context). One rustls config
-//! has one client verifier, so the CAs of every such server of the port are trusted together;
-//! translation refuses a port that mixes modes rather than let a SIMPLE host ask for
-//! certificates.
+//! (Envoy's `require_client_certificate: false` with a validation context). A server's
+//! `subjectAltNames` then restrict the certificates accepted ([`super::san`]).
 //!
 //! `ISTIO_MUTUAL` servers present the proxy's own mesh certificate (pilot's SDS `default`
 //! secret) and verify clients as a sidecar's inbound does: a chain to the mesh trust bundle and
@@ -35,9 +35,10 @@ use rustls::{RootCertStore, ServerConfig};
 
 use super::clock::EngineClock;
 use super::factory::{certificates, private_key, setup, MeshCredentials};
+use super::san::SanClientVerifier;
 use super::verify::{IdentityCheck, MeshClientVerifier};
 use super::{HTTP1, MESH_HTTP1};
-use crate::transport::policy::{ClientCertificates, TerminatedTls};
+use crate::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
 use crate::transport::TransformError;
 
 /// The mesh credentials an `ISTIO_MUTUAL` port presents and verifies with.
@@ -46,13 +47,80 @@ pub struct MeshTrust<'a> {
     pub roots: &'a Arc<RootCertStore>,
 }
 
-/// The server config for `tls`; `mesh` is required under [`ClientCertificates::Mesh`].
-pub fn server_config(
+/// One Gateway server's chain: the SNI names it serves and its config.
+struct FilterChain {
+    /// Lower-case hosts; empty: the server has host `*` and matches any SNI, or none.
+    server_names: Vec<String>,
+    config: Arc<ServerConfig>,
+}
+
+/// A terminating port's filter chains, in the Gateway's server order.
+pub struct FilterChains {
+    chains: Vec<FilterChain>,
+}
+
+impl FilterChains {
+    /// The config of the chain Envoy would pick for `sni` (see the module docs); `None`: the
+    /// connection is closed.
+    pub fn select(&self, sni: Option<&str>) -> Option<&Arc<ServerConfig>> {
+        let names: Vec<&[String]> = self.chains.iter().map(|c| &c.server_names[..]).collect();
+        pick(&names, sni)
+            .and_then(|i| self.chains.get(i))
+            .map(|c| &c.config)
+    }
+
+    /// How many chains (servers) the port has.
+    pub fn len(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// Whether the port has no chain (translation never builds one).
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+    }
+}
+
+/// Which of the chains (their `server_names`, empty: catch-all) Envoy's filter chain match
+/// picks for `sni`: exact, then the longest `*.suffix`, then the first catch-all.
+fn pick(chains: &[&[String]], sni: Option<&str>) -> Option<usize> {
+    let catch_all = || chains.iter().position(|names| names.is_empty());
+    let Some(sni) = sni else {
+        return catch_all();
+    };
+    let sni = sni.to_ascii_lowercase();
+    let named = |name: &str| {
+        chains
+            .iter()
+            .position(|names| names.iter().any(|n| n == name))
+    };
+    if let Some(i) = named(&sni) {
+        return Some(i);
+    }
+    // `*.b.example.com`, then `*.example.com`, then `*.com`: the longest suffix first.
+    let mut from = 1;
+    while let Some(dot) = sni.get(from..).and_then(|rest| rest.find('.')) {
+        let at = from + dot;
+        if at + 1 >= sni.len() {
+            break;
+        }
+        if let Some(i) = sni
+            .get(at..)
+            .and_then(|suffix| named(&format!("*{suffix}")))
+        {
+            return Some(i);
+        }
+        from = at + 1;
+    }
+    catch_all()
+}
+
+/// The filter chains for `tls`; `mesh` is required under [`ClientCertificates::Mesh`].
+pub fn filter_chains(
     tls: &TerminatedTls,
     provider: &Arc<CryptoProvider>,
     clock: &Arc<EngineClock>,
     mesh: Option<MeshTrust<'_>>,
-) -> Result<ServerConfig, TransformError> {
+) -> Result<FilterChains, TransformError> {
     debug_assert!(
         !tls.servers.is_empty(),
         "translation gives at least one server"
@@ -67,39 +135,55 @@ pub fn server_config(
         (ClientCertificates::Mesh { .. }, Some(m)) => Some(m),
         _ => None,
     };
-    let mut servers = Vec::with_capacity(tls.servers.len());
-    let mut client_roots = RootCertStore::empty();
+    let mut chains = Vec::with_capacity(tls.servers.len());
     for server in &tls.servers {
-        let (chain, key) = match &mesh {
-            Some(m) => (m.credentials.chain.clone(), m.credentials.key.clone_key()),
-            None => (
-                certificates(&server.chain_pem, "serverCertificate")?,
-                private_key(&server.key_pem)?,
-            ),
+        let config = server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
+        let server_names = if server.hosts.iter().any(|h| h == "*") {
+            Vec::new()
+        } else {
+            server
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect()
         };
-        let key = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| setup(format!("privateKey: {e}")))?;
-        let hosts: Vec<String> = server
-            .hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        servers.push((hosts, Arc::new(CertifiedKey::new(chain, key))));
-        if let Some(ca) = &server.client_ca_pem {
-            let (added, _) =
-                client_roots.add_parsable_certificates(certificates(ca, "caCertificates")?);
-            if added == 0 {
-                return Err(setup("caCertificates: no usable certificate"));
-            }
-        }
+        chains.push(FilterChain {
+            server_names,
+            config: Arc::new(config),
+        });
     }
-    let verifier: Option<Arc<dyn ClientCertVerifier>> = match (&tls.clients, &mesh) {
+    Ok(FilterChains { chains })
+}
+
+/// One server's config: its certificate (or the mesh's) and its client verifier.
+fn server_config(
+    server: &ServerCertificate,
+    clients: &ClientCertificates,
+    provider: &Arc<CryptoProvider>,
+    clock: &Arc<EngineClock>,
+    mesh: Option<&MeshTrust<'_>>,
+) -> Result<ServerConfig, TransformError> {
+    let (chain, key) = match mesh {
+        Some(m) => (m.credentials.chain.clone(), m.credentials.key.clone_key()),
+        None => (
+            certificates(&server.chain_pem, "serverCertificate")?,
+            private_key(&server.key_pem)?,
+        ),
+    };
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| setup(format!("privateKey: {e}")))?;
+    let verifier: Option<Arc<dyn ClientCertVerifier>> = match (clients, mesh) {
         (ClientCertificates::Mesh { subject_alt_names }, Some(m)) => {
+            let expected = if server.subject_alt_names.is_empty() {
+                subject_alt_names.clone()
+            } else {
+                server.subject_alt_names.clone()
+            };
             let check = IdentityCheck {
                 trust_domain: m.credentials.trust_domain.clone(),
-                expected: subject_alt_names.clone(),
+                expected,
             };
             let verifier = MeshClientVerifier::new(m.roots.clone(), provider.clone(), check)
                 .map_err(|e| setup(format!("client verifier: {e}")))?;
@@ -107,8 +191,15 @@ pub fn server_config(
         }
         (ClientCertificates::NotRequested, _) => None,
         (required, _) => {
-            if client_roots.is_empty() {
-                return Err(setup("a mutual TLS port has no caCertificates"));
+            let ca = server
+                .client_ca_pem
+                .as_deref()
+                .ok_or_else(|| setup("a mutual TLS server has no caCertificates"))?;
+            let mut client_roots = RootCertStore::empty();
+            let (added, _) =
+                client_roots.add_parsable_certificates(certificates(ca, "caCertificates")?);
+            if added == 0 {
+                return Err(setup("caCertificates: no usable certificate"));
             }
             let builder = WebPkiClientVerifier::builder_with_provider(
                 Arc::new(client_roots),
@@ -119,11 +210,17 @@ pub fn server_config(
             } else {
                 builder
             };
-            Some(
-                builder
-                    .build()
-                    .map_err(|e| setup(format!("client verifier: {e}")))?,
-            )
+            let chain = builder
+                .build()
+                .map_err(|e| setup(format!("client verifier: {e}")))?;
+            Some(if server.subject_alt_names.is_empty() {
+                chain
+            } else {
+                Arc::new(SanClientVerifier::new(
+                    chain,
+                    server.subject_alt_names.clone(),
+                ))
+            })
         }
     };
     let builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
@@ -133,7 +230,9 @@ pub fn server_config(
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(BySni { servers }));
+    let mut config = builder.with_cert_resolver(Arc::new(OneCertificate(Arc::new(
+        CertifiedKey::new(chain, key),
+    ))));
     config.alpn_protocols = match mesh {
         Some(_) => vec![MESH_HTTP1.to_vec(), HTTP1.to_vec()],
         None => vec![HTTP1.to_vec()],
@@ -143,49 +242,52 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Certificates by server name, in the Gateway's server order.
+/// A server's one certificate (the chain was chosen by SNI before the config).
 #[derive(Debug)]
-struct BySni {
-    servers: Vec<(Vec<String>, Arc<CertifiedKey>)>,
-}
+struct OneCertificate(Arc<CertifiedKey>);
 
-impl ResolvesServerCert for BySni {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let chosen = match hello.server_name() {
-            Some(name) => {
-                let name = name.to_ascii_lowercase();
-                self.servers
-                    .iter()
-                    .find(|(hosts, _)| hosts.iter().any(|h| sni_matches(h, &name)))
-            }
-            None => self.servers.first(),
-        };
-        chosen.map(|(_, key)| key.clone())
-    }
-}
-
-/// Whether a server host accepts an SNI name: `*` any, `*.suffix` names ending in `.suffix`,
-/// otherwise equal (both lowercase).
-fn sni_matches(host: &str, name: &str) -> bool {
-    match host.strip_prefix('*') {
-        Some("") => true,
-        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
-        None => host == name,
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sni_matches;
+    use super::pick;
+
+    fn names(hosts: &[&str]) -> Vec<String> {
+        hosts.iter().map(|h| h.to_string()).collect()
+    }
+
+    /// Envoy's server_names match (FilterChainManagerImpl::findFilterChainForServerName in
+    /// source/common/listener_manager/filter_chain_manager_impl.cc): exact, then the longest
+    /// wildcard, then the chain without server names; pilot leaves `server_names` empty for a
+    /// server with host `*` (toFilterChainMatch in pilot/pkg/networking/core/listener.go).
+    #[test]
+    fn sni_picks_exact_then_longest_wildcard_then_catch_all() {
+        let exact = names(&["api.example.com"]);
+        let wide = names(&["*.example.com"]);
+        let narrow = names(&["*.eu.example.com"]);
+        let all: Vec<String> = Vec::new();
+        let chains: Vec<&[String]> = vec![&wide, &exact, &narrow, &all];
+        assert_eq!(pick(&chains, Some("api.example.com")), Some(1));
+        assert_eq!(pick(&chains, Some("API.Example.com")), Some(1));
+        assert_eq!(pick(&chains, Some("web.example.com")), Some(0));
+        assert_eq!(pick(&chains, Some("a.b.example.com")), Some(0));
+        assert_eq!(pick(&chains, Some("x.eu.example.com")), Some(2));
+        assert_eq!(pick(&chains, Some("example.com")), Some(3));
+        assert_eq!(pick(&chains, None), Some(3));
+    }
 
     #[test]
-    fn sni_follows_gateway_host_forms() {
-        assert!(sni_matches("*", "anything.example"));
-        assert!(sni_matches("*.example.com", "a.example.com"));
-        assert!(sni_matches("*.example.com", "a.b.example.com"));
-        assert!(!sni_matches("*.example.com", "example.com"));
-        assert!(!sni_matches("*.example.com", ".example.com"));
-        assert!(sni_matches("bookinfo.example", "bookinfo.example"));
-        assert!(!sni_matches("bookinfo.example", "other.example"));
+    fn no_match_and_no_catch_all_closes() {
+        let a = names(&["a.example.com"]);
+        let wide = names(&["*.example.com"]);
+        let chains: Vec<&[String]> = vec![&a, &wide];
+        assert_eq!(pick(&chains, Some("other.test")), None);
+        assert_eq!(pick(&chains, Some("example.com")), None);
+        assert_eq!(pick(&chains, None), None);
+        assert_eq!(pick(&chains, Some("b.example.com")), Some(1));
     }
 }

@@ -250,6 +250,7 @@ fn istio_mutual_tls(
             chain_pem: String::new(),
             key_pem: String::new(),
             client_ca_pem: None,
+            subject_alt_names: Vec::new(),
         }],
         clients: ClientCertificates::Mesh {
             subject_alt_names: subject_alt_names.iter().map(|s| s.to_string()).collect(),

@@ -134,7 +134,7 @@ impl TlsTransform {
 }
 
 /// One log line's worth for a rustls failure: which check failed, and which peer.
-fn describe(error: &Error, peer: &str) -> TransformError {
+pub(super) fn describe(error: &Error, peer: &str) -> TransformError {
     use TransformErrorKind::{Handshake, PeerRefused, Protocol};
     let (kind, detail) = match error {
         Error::InvalidCertificate(CertificateError::Other(other)) => {

@@ -55,6 +55,13 @@ pub enum PeerRefusal {
         claimed: String,
         expected: Vec<String>,
     },
+    #[error(
+        "unexpected subject alt names: the certificate names {presented:?}, none of subjectAltNames {expected:?}"
+    )]
+    UnexpectedSubjectAltNames {
+        presented: Vec<String>,
+        expected: Vec<String>,
+    },
 }
 
 /// The identity checks both verifiers make after the chain.
@@ -138,7 +145,7 @@ fn planted_pass<T>(verdict: Result<T, Error>, pass: impl FnOnce() -> T) -> Resul
 }
 
 /// A refusal as rustls carries it (and alerts `bad_certificate`).
-fn refuse(refusal: PeerRefusal) -> Error {
+pub(super) fn refuse(refusal: PeerRefusal) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refusal))))
 }
 

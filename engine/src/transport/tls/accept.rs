@@ -1,0 +1,224 @@
+//! A gateway connection before and after its ClientHello: the filter chain is chosen by the
+//! SNI the client sent, then the connection runs as a [`TlsTransform`] with that chain's
+//! config.
+//!
+//! Envoy reads the ClientHello with its `tls_inspector` listener filter, picks the filter chain
+//! (see [`super::termination`]), and only then starts the chain's TLS. rustls's [`Acceptor`]
+//! is the same step: it buffers bytes until the ClientHello is whole, shows it, and turns into
+//! a [`ServerConnection`] with whichever config the caller picks. Both phases are states of
+//! one enum, so a connection cannot run TLS before its chain is chosen.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use rustls::server::{Acceptor, ServerConnection};
+use rustls::{Connection, Error};
+
+use super::clock::EngineClock;
+use super::seeded::with_rng;
+use super::termination::FilterChains;
+use super::transform::{describe, TlsTransform};
+use crate::time::Instant;
+use crate::transport::{ByteTransform, TransformError, TransformErrorKind};
+
+/// A terminating gateway connection (see the module docs).
+pub struct SniTermination {
+    phase: Phase,
+    chains: Arc<FilterChains>,
+    clock: Arc<EngineClock>,
+    /// The seeded provider's RNG, handed to the TLS phase; `None` in production.
+    rng: Option<fastrand::Rng>,
+    peer: String,
+    /// The chains verify mesh identities (`ISTIO_MUTUAL`).
+    mesh: bool,
+    /// An alert for a ClientHello that could not be served, waiting for `poll_wire`.
+    outgoing: BytesMut,
+}
+
+enum Phase {
+    /// Waiting for the whole ClientHello.
+    Hello(Box<Acceptor>),
+    /// The chain is chosen: TLS runs.
+    Tls(Box<TlsTransform>),
+    /// The ClientHello was refused; only the alert is left to send.
+    Refused,
+}
+
+impl SniTermination {
+    pub fn new(
+        chains: Arc<FilterChains>,
+        clock: Arc<EngineClock>,
+        rng: Option<fastrand::Rng>,
+        peer: String,
+        mesh: bool,
+    ) -> Self {
+        debug_assert!(!chains.is_empty(), "a terminating port has a server");
+        SniTermination {
+            phase: Phase::Hello(Box::default()),
+            chains,
+            clock,
+            rng,
+            peer,
+            mesh,
+            outgoing: BytesMut::new(),
+        }
+    }
+
+    /// The ALPN protocol agreed, once established.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.phase {
+            Phase::Tls(tls) => tls.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    fn refuse(&mut self, error: TransformError) -> TransformError {
+        self.phase = Phase::Refused;
+        error
+    }
+
+    /// The ClientHello is whole: pick the chain and start its TLS with the bytes that follow.
+    fn start(
+        &mut self,
+        now: Instant,
+        accepted: rustls::server::Accepted,
+        rest: &[u8],
+        plain: &mut BytesMut,
+    ) -> Result<(), TransformError> {
+        let sni = accepted.client_hello().server_name().map(str::to_string);
+        let Some(config) = self.chains.select(sni.as_deref()).cloned() else {
+            let error = TransformError::new(
+                TransformErrorKind::Handshake,
+                format!(
+                    "no Gateway server on this port serves SNI {} (no filter chain match; \
+                     peer: {})",
+                    sni.as_deref()
+                        .map_or_else(|| "(none sent)".to_string(), |s| format!("{s:?}")),
+                    self.peer
+                ),
+            );
+            return Err(self.refuse(error));
+        };
+        self.clock.set(now);
+        let converted: Result<ServerConnection, _> =
+            with_rng(&mut self.rng, || accepted.into_connection(config));
+        let conn = match converted {
+            Ok(conn) => conn,
+            Err((error, mut alert)) => {
+                let _ = alert.write_all(&mut (&mut self.outgoing).writer());
+                let error = describe(&error, &self.peer);
+                return Err(self.refuse(error));
+            }
+        };
+        let tls = TlsTransform::new(
+            Connection::Server(conn),
+            self.clock.clone(),
+            self.rng.take(),
+            self.peer.clone(),
+        );
+        let mut tls = Box::new(if self.mesh { tls } else { tls.outside_mesh() });
+        let fed = tls.receive(now, rest, plain);
+        self.phase = Phase::Tls(tls);
+        fed
+    }
+}
+
+impl ByteTransform for SniTermination {
+    fn receive(
+        &mut self,
+        now: Instant,
+        wire: &[u8],
+        plain: &mut BytesMut,
+    ) -> Result<(), TransformError> {
+        let acceptor = match &mut self.phase {
+            Phase::Tls(tls) => return tls.receive(now, wire, plain),
+            Phase::Refused => {
+                debug_assert!(false, "a refused transform is not fed");
+                return Ok(());
+            }
+            Phase::Hello(acceptor) => acceptor,
+        };
+        let mut rest = wire;
+        while !rest.is_empty() {
+            if let Err(e) = acceptor.read_tls(&mut rest) {
+                let error = describe(&Error::General(e.to_string()), &self.peer);
+                return Err(self.refuse(error));
+            }
+            match acceptor.accept() {
+                Ok(None) => {}
+                Ok(Some(accepted)) => return self.start(now, accepted, rest, plain),
+                Err((error, mut alert)) => {
+                    let _ = alert.write_all(&mut (&mut self.outgoing).writer());
+                    let error = describe(&error, &self.peer);
+                    return Err(self.refuse(error));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, plain: &[u8]) {
+        match &mut self.phase {
+            Phase::Tls(tls) => tls.seal(plain),
+            // The codec writes nothing before the handshake: a gateway speaks second.
+            _ => debug_assert!(plain.is_empty(), "nothing is sealed before the ClientHello"),
+        }
+    }
+
+    fn poll_wire(&mut self, wire: &mut BytesMut) {
+        if !self.outgoing.is_empty() {
+            wire.extend_from_slice(&self.outgoing);
+            self.outgoing.clear();
+        }
+        if let Phase::Tls(tls) = &mut self.phase {
+            tls.poll_wire(wire);
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.outgoing.is_empty() || matches!(&self.phase, Phase::Tls(tls) if tls.wants_write())
+    }
+
+    fn held(&self) -> usize {
+        self.outgoing.len()
+            + match &self.phase {
+                Phase::Tls(tls) => tls.held(),
+                _ => 0,
+            }
+    }
+
+    fn is_established(&self) -> bool {
+        matches!(&self.phase, Phase::Tls(tls) if tls.is_established())
+    }
+
+    fn is_peer_closed(&self) -> bool {
+        matches!(&self.phase, Phase::Tls(tls) if tls.is_peer_closed())
+    }
+
+    fn peer_identity(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Tls(tls) => tls.peer_identity(),
+            _ => None,
+        }
+    }
+
+    fn client_cert_details(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Tls(tls) => tls.client_cert_details(),
+            _ => None,
+        }
+    }
+
+    fn server_name(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Tls(tls) => tls.server_name(),
+            _ => None,
+        }
+    }
+
+    fn close(&mut self) {
+        if let Phase::Tls(tls) = &mut self.phase {
+            tls.close();
+        }
+    }
+}
