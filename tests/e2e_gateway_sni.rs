@@ -93,8 +93,12 @@ fn client_cert(dir: &Path, ca: &(PathBuf, PathBuf), name: &str, san: &str) -> (S
 
 /// curl to `https://<host>:<port>/` with `--resolve`, trusting `ca`: the body and the status.
 fn fetch(host: &str, port: u16, ca: &Path, extra: &[&str]) -> String {
+    fetch_path(host, port, "/", ca, extra)
+}
+
+fn fetch_path(host: &str, port: u16, path: &str, ca: &Path, extra: &[&str]) -> String {
     let resolve = format!("{host}:{port}:127.0.0.1");
-    let url = format!("https://{host}:{port}/");
+    let url = format!("https://{host}:{port}{path}");
     let ca = ca.display().to_string();
     let mut args = vec![
         "-s",
@@ -231,6 +235,31 @@ istio:
             logged()
         );
     }
+    // The gateway's XFCC is SANITIZE_SET with the certificate (pilot's gateway default): a
+    // forged header is replaced by the element of the certificate the client proved.
+    let args = cert_args(&good);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend([
+        "-H",
+        "x-forwarded-client-cert: By=spiffe://forged;URI=spiffe://forged",
+    ]);
+    let headers = fetch_path("b.example.com", port, "/headers", &b_cert, &args);
+    let xfcc = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-forwarded-client-cert: "))
+        .unwrap_or_else(|| panic!("no XFCC in {headers}"));
+    assert!(!xfcc.contains("forged"), "{xfcc}");
+    assert!(
+        xfcc.starts_with("Hash="),
+        "no By= (a file certificate has no URI SAN): {xfcc}"
+    );
+    assert!(
+        xfcc.contains(";Cert=\"-----BEGIN%20CERTIFICATE-----%0A")
+            && xfcc.contains(";Subject=\"CN=good\";URI=;DNS=good.client.example"),
+        "{xfcc}"
+    );
+    assert!(!xfcc.contains(','), "one element, not appended: {xfcc}");
+
     let refused = with("b.example.com", &b_cert, &bad);
     assert!(refused.ends_with("\n000"), "{refused:?}");
     wait_for_log(&log, "none of subjectAltNames");
@@ -245,6 +274,6 @@ istio:
     assert!(!bare.contains("subject="), "{bare}");
 
     assert_eq!(alpha.requests(), 1);
-    assert_eq!(beta.requests(), 2);
+    assert_eq!(beta.requests(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,6 +35,7 @@
 //!   bindAddress: 127.0.0.1     # instead of 0.0.0.0 / each server's `bind`
 //!   portOffset: 10000          # Gateway port 8080 listens on 18080
 //!   numTrustedProxies: 0       # x-forwarded-for hops trusted (Istio's gatewayTopology)
+//!   forwardClientCertDetails: SANITIZE_SET   # x-forwarded-client-cert (gatewayTopology's)
 //! ```
 //!
 //! Inbound listeners take their mTLS mode from the PeerAuthentications that select the

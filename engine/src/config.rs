@@ -27,7 +27,7 @@ pub use cors::{CorsPolicy, UnmatchedPreflights};
 mod inbound;
 pub use inbound::{InboundProtocols, PortProtocol};
 mod listener;
-pub use listener::{Direction, EdgeHeaders, Listener};
+pub use listener::{Direction, EdgeHeaders, ForwardClientCert, Listener};
 mod mirror;
 pub use mirror::{MirrorFraction, MirrorPolicy};
 mod tcp;

@@ -17,6 +17,8 @@ pub(super) struct GatewaySpec {
     port_offset: Option<u16>,
     /// Istio's `gatewayTopology.numTrustedProxies`.
     num_trusted_proxies: Option<u32>,
+    /// Istio's `gatewayTopology.forwardClientCertDetails` (MeshConfig's enum names).
+    forward_client_cert_details: Option<String>,
 }
 
 /// What the command line says over the file: gateway mode and its fields.
@@ -58,6 +60,7 @@ impl ProxyOverrides {
             num_trusted_proxies: file
                 .and_then(|f| f.num_trusted_proxies)
                 .unwrap_or(d.num_trusted_proxies),
+            forward_client_cert_details: file.and_then(|f| f.forward_client_cert_details.clone()),
             // Set by the loader once the `identity:` files are read.
             has_identity: false,
         })

@@ -62,6 +62,27 @@ pub struct EdgeHeaders {
     /// are trusted (Istio's `gatewayTopology.numTrustedProxies`, default 0: the client is the
     /// connection's peer).
     pub trusted_hops: u32,
+    /// What happens to `x-forwarded-client-cert` (Istio's
+    /// `gatewayTopology.forwardClientCertDetails`, default SANITIZE_SET on gateways).
+    pub forward_client_cert: ForwardClientCert,
+}
+
+/// Envoy's `forward_client_cert_details` (`ConnectionManagerUtility::mutateXfccRequestHeader`
+/// in source/common/http/conn_manager_utility.cc), as Istio's MeshConfig names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    /// The header is removed.
+    Sanitize,
+    /// Kept as the client sent it when the client presented a certificate, else removed.
+    ForwardOnly,
+    /// The client certificate's element is appended (when it presented one, else removed).
+    AppendForward,
+    /// Replaced by the client certificate's element (when it presented one, else removed):
+    /// pilot's default on gateways.
+    #[default]
+    SanitizeSet,
+    /// Kept as the client sent it, always.
+    AlwaysForwardOnly,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

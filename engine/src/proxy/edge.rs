@@ -258,7 +258,10 @@ mod tests {
     /// (the rightmost received) is the client; its x-forwarded-proto is kept.
     #[test]
     fn trusted_hops_take_the_client_from_x_forwarded_for() {
-        let edge = EdgeHeaders { trusted_hops: 1 };
+        let edge = EdgeHeaders {
+            trusted_hops: 1,
+            ..Default::default()
+        };
         let mut h = head(&[
             ("x-forwarded-for", "192.0.2.1, 198.51.100.7"),
             ("x-forwarded-proto", "https"),
@@ -276,7 +279,10 @@ mod tests {
     /// A malformed entry where the client should be gives no address: the peer is used.
     #[test]
     fn a_malformed_trusted_entry_falls_back_to_the_peer() {
-        let edge = EdgeHeaders { trusted_hops: 1 };
+        let edge = EdgeHeaders {
+            trusted_hops: 1,
+            ..Default::default()
+        };
         let mut h = head(&[("x-forwarded-for", "not-an-ip")]);
         let c = conn("203.0.113.5:40000", false);
         mutate_request_headers(edge, c, &mut h);

@@ -2,7 +2,7 @@
 //! before routing, and the upstream head it makes of the client's (hop-by-hop fields out,
 //! header edits in, `x-request-id`, `x-forwarded-proto` and `via` added).
 
-use crate::config::{Route, WeightedCluster};
+use crate::config::{ForwardClientCert, Route, WeightedCluster};
 use bytes::Bytes;
 
 use crate::http1::{self, names, RequestHead};
@@ -13,26 +13,39 @@ use super::Engine;
 
 impl Engine {
     /// `x-forwarded-client-cert` as Envoy's connection manager leaves it before routing
-    /// (`ConnectionManagerUtility::mutateXfccRequestHeader`): on an inbound listener, an mTLS
-    /// client's certificate is appended (Istio's APPEND_FORWARD); every other request loses
-    /// the header, so no client can claim an identity it did not prove (SANITIZE, Envoy's
-    /// default, which Istio keeps on outbound listeners).
+    /// (`ConnectionManagerUtility::mutateXfccRequestHeader`): on a gateway, as its
+    /// [`ForwardClientCert`] says (pilot's default SANITIZE_SET); on a sidecar's inbound
+    /// listener an mTLS client's certificate is appended (Istio's APPEND_FORWARD); every other
+    /// request loses the header, so no client can claim an identity it did not prove
+    /// (SANITIZE, Envoy's default, which Istio keeps on outbound listeners).
     pub(super) fn forward_client_cert(
         &self,
         down: DownstreamId,
         listener: &str,
         headers: &mut http1::Fields,
     ) {
-        let inbound = self
-            .snapshot
-            .listener_named(listener)
-            .is_some_and(|(l, _)| l.direction == crate::config::Direction::Inbound);
+        let listener = self.snapshot.listener_named(listener).map(|(l, _)| l);
+        let mode = match listener {
+            Some(l) => match l.edge {
+                Some(edge) => edge.forward_client_cert,
+                None if l.direction == crate::config::Direction::Inbound => {
+                    ForwardClientCert::AppendForward
+                }
+                None => ForwardClientCert::Sanitize,
+            },
+            None => ForwardClientCert::Sanitize,
+        };
         let details = self
             .conns
             .get(down.conn())
             .and_then(|c| c.transport.client_cert_details());
-        match details {
-            Some(details) if inbound => {
+        match (mode, details) {
+            (ForwardClientCert::AlwaysForwardOnly, _) => {}
+            (ForwardClientCert::Sanitize, _) | (_, None) => {
+                headers.remove(&names::X_FORWARDED_CLIENT_CERT);
+            }
+            (ForwardClientCert::ForwardOnly, Some(_)) => {}
+            (ForwardClientCert::AppendForward, Some(details)) => {
                 let mut value = String::new();
                 for v in headers.get_all(&names::X_FORWARDED_CLIENT_CERT) {
                     if let Some(v) = http1::value_str(v) {
@@ -41,16 +54,21 @@ impl Engine {
                     }
                 }
                 value.push_str(details);
-                if http1::valid_value(value.as_bytes()) {
-                    headers.insert(names::X_FORWARDED_CLIENT_CERT, value.into());
-                } else {
-                    headers.remove(&names::X_FORWARDED_CLIENT_CERT);
-                }
+                set_or_remove(headers, value);
             }
-            _ => {
-                headers.remove(&names::X_FORWARDED_CLIENT_CERT);
+            (ForwardClientCert::SanitizeSet, Some(details)) => {
+                set_or_remove(headers, details.to_string());
             }
         }
+    }
+}
+
+/// `x-forwarded-client-cert: value`, or no such field if the value is not a valid one.
+fn set_or_remove(headers: &mut http1::Fields, value: String) {
+    if http1::valid_value(value.as_bytes()) {
+        headers.insert(names::X_FORWARDED_CLIENT_CERT, value.into());
+    } else {
+        headers.remove(&names::X_FORWARDED_CLIENT_CERT);
     }
 }
 

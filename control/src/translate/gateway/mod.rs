@@ -22,7 +22,7 @@ pub mod tls;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use trellis_engine::config::{Direction, EdgeHeaders, Listener};
+use trellis_engine::config::{Direction, EdgeHeaders, ForwardClientCert, Listener};
 
 use super::{precedence_order, version_of, with_clusters, Registry, Translation};
 use crate::diag::Diagnostic;
@@ -43,6 +43,9 @@ pub struct GatewayOptions {
     /// Proxies in front of the gateway whose `x-forwarded-for` entries are trusted (Istio's
     /// `gatewayTopology.numTrustedProxies`; 0 = the client is the connection's peer).
     pub num_trusted_proxies: u32,
+    /// `gatewayTopology.forwardClientCertDetails` as written (`None` or `UNDEFINED`: pilot's
+    /// gateway default, SANITIZE_SET); an unknown name is reported and the default kept.
+    pub forward_client_cert_details: Option<String>,
     /// The proxy holds a mesh identity (its `identity:` certificate): `ISTIO_MUTUAL` servers
     /// present it, and are refused without one.
     pub has_identity: bool,
@@ -56,6 +59,7 @@ impl Default for GatewayOptions {
             bind_address: None,
             port_offset: 0,
             num_trusted_proxies: 0,
+            forward_client_cert_details: None,
             has_identity: false,
         }
     }
@@ -77,6 +81,8 @@ pub fn translate_gateway(
             opts.labels
         )));
     }
+    let forward_client_cert =
+        forward_client_cert(opts.forward_client_cert_details.as_deref(), &mut diags);
     let virtual_services =
         super::delegation::merge_delegates(&resources.virtual_services, &mut diags);
     let site = routes::GatewaySite {
@@ -125,6 +131,7 @@ pub fn translate_gateway(
             // `use_remote_address: true` (buildGatewayListeners in gateway.go).
             edge: Some(EdgeHeaders {
                 trusted_hops: opts.num_trusted_proxies,
+                forward_client_cert,
             }),
         });
         out.config.route_tables.push(table);
@@ -174,3 +181,28 @@ mod l4_tests;
 
 #[cfg(test)]
 mod modes_tests;
+
+/// `gatewayTopology.forwardClientCertDetails` as pilot reads it for a gateway
+/// (`buildGatewayConnectionManager` in pilot/pkg/networking/core/gateway.go): SANITIZE_SET
+/// unless another value than UNDEFINED is given; `MeshConfigToEnvoyForwardClientCertDetails`
+/// maps the names one to one.
+pub fn forward_client_cert(
+    written: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> ForwardClientCert {
+    match written.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("UNDEFINED") | Some("SANITIZE_SET") => ForwardClientCert::SanitizeSet,
+        Some("SANITIZE") => ForwardClientCert::Sanitize,
+        Some("FORWARD_ONLY") => ForwardClientCert::ForwardOnly,
+        Some("APPEND_FORWARD") => ForwardClientCert::AppendForward,
+        Some("ALWAYS_FORWARD_ONLY") => ForwardClientCert::AlwaysForwardOnly,
+        Some(other) => {
+            diags.push(Diagnostic::error(format!(
+                "gateway forwardClientCertDetails {other:?} is not one of UNDEFINED, SANITIZE, \
+                 FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET, ALWAYS_FORWARD_ONLY; using \
+                 SANITIZE_SET"
+            )));
+            ForwardClientCert::SanitizeSet
+        }
+    }
+}

@@ -310,3 +310,41 @@ fn policies_guard_istio_mutual_chains_but_not_auto_passthrough_ones() {
     assert_eq!(mutual.len(), 1);
     assert!(mutual[0].authorization.is_some());
 }
+
+/// pilot's gateway XFCC (`buildGatewayConnectionManager`, pilot/pkg/networking/core/gateway.go):
+/// SANITIZE_SET unless `gatewayTopology.forwardClientCertDetails` names another mode
+/// (UNDEFINED keeps the default); `MeshConfigToEnvoyForwardClientCertDetails` maps names one
+/// to one.
+#[test]
+fn gateway_xfcc_defaults_to_sanitize_set() {
+    use super::forward_client_cert;
+    use trellis_engine::config::ForwardClientCert as F;
+    let mut diags = Vec::new();
+    assert_eq!(forward_client_cert(None, &mut diags), F::SanitizeSet);
+    assert_eq!(
+        forward_client_cert(Some("UNDEFINED"), &mut diags),
+        F::SanitizeSet
+    );
+    assert_eq!(
+        forward_client_cert(Some("SANITIZE"), &mut diags),
+        F::Sanitize
+    );
+    assert_eq!(
+        forward_client_cert(Some("FORWARD_ONLY"), &mut diags),
+        F::ForwardOnly
+    );
+    assert_eq!(
+        forward_client_cert(Some("APPEND_FORWARD"), &mut diags),
+        F::AppendForward
+    );
+    assert_eq!(
+        forward_client_cert(Some("ALWAYS_FORWARD_ONLY"), &mut diags),
+        F::AlwaysForwardOnly
+    );
+    assert!(diags.is_empty());
+    assert_eq!(
+        forward_client_cert(Some("SOMETIMES"), &mut diags),
+        F::SanitizeSet
+    );
+    assert_eq!(diags.len(), 1);
+}

@@ -86,7 +86,11 @@ impl SniTermination {
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
         let sni = accepted.client_hello().server_name().map(str::to_string);
-        let Some(config) = self.chains.select(sni.as_deref()).cloned() else {
+        let Some((config, local_uris)) = self
+            .chains
+            .select(sni.as_deref())
+            .map(|s| (s.config.clone(), s.local_uris.clone()))
+        else {
             let error = TransformError::new(
                 TransformErrorKind::Handshake,
                 format!(
@@ -110,12 +114,14 @@ impl SniTermination {
                 return Err(self.refuse(error));
             }
         };
+        // The XFCC element a gateway sets (SANITIZE_SET with `cert: true`).
         let tls = TlsTransform::new(
             Connection::Server(conn),
             self.clock.clone(),
             self.rng.take(),
             self.peer.clone(),
-        );
+        )
+        .with_gateway_client_cert_details(local_uris);
         let mut tls = Box::new(if self.mesh { tls } else { tls.outside_mesh() });
         let fed = tls.receive(now, rest, plain);
         self.phase = Phase::Tls(tls);

@@ -37,6 +37,7 @@ use super::clock::EngineClock;
 use super::factory::{certificates, private_key, setup, MeshCredentials};
 use super::san::SanClientVerifier;
 use super::verify::{IdentityCheck, MeshClientVerifier};
+use super::xfcc;
 use super::{HTTP1, MESH_HTTP1};
 use crate::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
 use crate::transport::TransformError;
@@ -52,6 +53,14 @@ struct FilterChain {
     /// Lower-case hosts; empty: the server has host `*` and matches any SNI, or none.
     server_names: Vec<String>,
     config: Arc<ServerConfig>,
+    /// The URI SANs of the certificate it presents (`By=` in the XFCC element).
+    local_uris: Arc<[String]>,
+}
+
+/// The chain a ClientHello selected.
+pub struct Selected<'a> {
+    pub config: &'a Arc<ServerConfig>,
+    pub local_uris: &'a Arc<[String]>,
 }
 
 /// A terminating port's filter chains, in the Gateway's server order.
@@ -62,11 +71,14 @@ pub struct FilterChains {
 impl FilterChains {
     /// The config of the chain Envoy would pick for `sni` (see the module docs); `None`: the
     /// connection is closed.
-    pub fn select(&self, sni: Option<&str>) -> Option<&Arc<ServerConfig>> {
+    pub fn select(&self, sni: Option<&str>) -> Option<Selected<'_>> {
         let names: Vec<&[String]> = self.chains.iter().map(|c| &c.server_names[..]).collect();
         pick(&names, sni)
             .and_then(|i| self.chains.get(i))
-            .map(|c| &c.config)
+            .map(|c| Selected {
+                config: &c.config,
+                local_uris: &c.local_uris,
+            })
     }
 
     /// How many chains (servers) the port has.
@@ -137,7 +149,8 @@ pub fn filter_chains(
     };
     let mut chains = Vec::with_capacity(tls.servers.len());
     for server in &tls.servers {
-        let config = server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
+        let (config, local_uris) =
+            server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
         let server_names = if server.hosts.iter().any(|h| h == "*") {
             Vec::new()
         } else {
@@ -150,19 +163,21 @@ pub fn filter_chains(
         chains.push(FilterChain {
             server_names,
             config: Arc::new(config),
+            local_uris,
         });
     }
     Ok(FilterChains { chains })
 }
 
-/// One server's config: its certificate (or the mesh's) and its client verifier.
+/// One server's config: its certificate (or the mesh's) and its client verifier; and the
+/// certificate's URI SANs.
 fn server_config(
     server: &ServerCertificate,
     clients: &ClientCertificates,
     provider: &Arc<CryptoProvider>,
     clock: &Arc<EngineClock>,
     mesh: Option<&MeshTrust<'_>>,
-) -> Result<ServerConfig, TransformError> {
+) -> Result<(ServerConfig, Arc<[String]>), TransformError> {
     let (chain, key) = match mesh {
         Some(m) => (m.credentials.chain.clone(), m.credentials.key.clone_key()),
         None => (
@@ -170,6 +185,7 @@ fn server_config(
             private_key(&server.key_pem)?,
         ),
     };
+    let local_uris: Arc<[String]> = chain.first().map(xfcc::uri_sans).unwrap_or_default().into();
     let key = provider
         .key_provider
         .load_private_key(key)
@@ -239,7 +255,7 @@ fn server_config(
     };
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    Ok(config)
+    Ok((config, local_uris))
 }
 
 /// A server's one certificate (the chain was chosen by SNI before the config).

@@ -45,6 +45,8 @@ pub struct TlsTransform {
     mesh: bool,
     /// Server side: our own URI SANs, for the XFCC element (`By=`) built at establishment.
     xfcc_by: Option<Arc<[String]>>,
+    /// The XFCC element carries the peer's certificate (`Cert=`, a gateway's).
+    xfcc_cert: bool,
     /// The XFCC element for the peer's certificate, once established (server side).
     client_cert_details: Option<String>,
     peer_closed: bool,
@@ -72,6 +74,7 @@ impl TlsTransform {
             identity: None,
             mesh: true,
             xfcc_by: None,
+            xfcc_cert: false,
             client_cert_details: None,
             peer_closed: false,
             failed: false,
@@ -91,6 +94,14 @@ impl TlsTransform {
     /// `local_uris` (`By=`).
     pub fn with_client_cert_details(mut self, local_uris: Arc<[String]>) -> Self {
         self.xfcc_by = Some(local_uris);
+        self
+    }
+
+    /// Like [`Self::with_client_cert_details`], the element also carrying the client's
+    /// certificate (`Cert=`), as a gateway's does.
+    pub fn with_gateway_client_cert_details(mut self, local_uris: Arc<[String]>) -> Self {
+        self.xfcc_by = Some(local_uris);
+        self.xfcc_cert = true;
         self
     }
 
@@ -128,7 +139,7 @@ impl TlsTransform {
             "the mesh verifiers accept only certificates with a SPIFFE id"
         );
         if let (Some(by), Some(cert)) = (&self.xfcc_by, first) {
-            self.client_cert_details = Some(xfcc::client_cert_details(by, cert));
+            self.client_cert_details = Some(xfcc::client_cert_details(by, cert, self.xfcc_cert));
         }
     }
 }

@@ -12,6 +12,11 @@
 //!
 //! `Subject` and `URI` appear even when empty (`Subject=""`, `URI=`). The element depends
 //! only on the connection, so it is built once, when the handshake completes.
+//!
+//! A gateway's connection manager (pilot's `buildGatewayConnectionManager`, gateway.go) also
+//! sets `cert: true`: the element then carries `Cert="<the peer's PEM, URL-encoded>"` after
+//! `Hash`, encoded as Envoy's `urlEncodedPemEncodedPeerCertificate` does (newline, space,
+//! `+`, `/` and `=` percent-encoded).
 
 use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
@@ -20,11 +25,18 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::X509Name;
 
 /// The XFCC element for a connection whose peer presented `peer`, where our own certificate's
-/// URI SANs are `local_uris`.
-pub fn client_cert_details(local_uris: &[String], peer: &CertificateDer<'_>) -> String {
+/// URI SANs are `local_uris`; `with_cert`: the element carries the certificate itself.
+pub fn client_cert_details(
+    local_uris: &[String],
+    peer: &CertificateDer<'_>,
+    with_cert: bool,
+) -> String {
     let mut parts: Vec<String> = local_uris.iter().map(|u| format!("By={u}")).collect();
     let digest = ring::digest::digest(&ring::digest::SHA256, peer.as_ref());
     parts.push(format!("Hash={}", hex(digest.as_ref())));
+    if with_cert {
+        parts.push(format!("Cert=\"{}\"", url_encoded_pem(peer)));
+    }
     let (subject, uris, dns) = match X509Certificate::from_der(peer.as_ref()) {
         Ok((_, cert)) => {
             let (uris, dns) = sans(&cert);
@@ -99,6 +111,32 @@ fn escape(value: &str) -> String {
     out
 }
 
+/// The certificate as PEM (64 base64 characters a line, as OpenSSL's `PEM_write_bio_X509`
+/// writes it), with Envoy's replacements: `\n` `%0A`, space `%20`, `+` `%2B`, `/` `%2F`,
+/// `=` `%3D`.
+fn url_encoded_pem(cert: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() + pem.len() / 8);
+    for c in pem.chars() {
+        match c {
+            '\n' => out.push_str("%0A"),
+            ' ' => out.push_str("%20"),
+            '+' => out.push_str("%2B"),
+            '/' => out.push_str("%2F"),
+            '=' => out.push_str("%3D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -118,5 +156,16 @@ mod tests {
         assert_eq!(escape("a,b"), "a\\,b");
         assert_eq!(escape(" x "), "\\ x\\ ");
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+
+    #[test]
+    fn pem_is_url_encoded_as_envoy_does() {
+        let der = CertificateDer::from(vec![0xfbu8; 60]);
+        let encoded = url_encoded_pem(&der);
+        assert!(encoded.starts_with("-----BEGIN%20CERTIFICATE-----%0A"));
+        assert!(encoded.ends_with("%0A-----END%20CERTIFICATE-----%0A"));
+        // 0xfb bytes encode to `+` and `/`; 60 bytes need `=`-free padding; all are escaped.
+        assert!(!encoded.contains(['+', '/', '=', ' ', '\n']));
+        assert!(encoded.contains("%2B") && encoded.contains("%2F"));
     }
 }
