@@ -92,6 +92,23 @@ impl FilterChains {
     }
 }
 
+/// The server (an index into `servers`, each its `hosts`) whose filter chain a ClientHello
+/// with `sni` selects, as [`FilterChains::select`] does: for `trellis explain`.
+pub fn server_for_sni(servers: &[Vec<String>], sni: Option<&str>) -> Option<usize> {
+    let names: Vec<Vec<String>> = servers.iter().map(|hosts| server_names(hosts)).collect();
+    let names: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
+    pick(&names, sni)
+}
+
+/// A server's `server_names`: its hosts lower-cased, or none (match-all) when one is `*`.
+fn server_names(hosts: &[String]) -> Vec<String> {
+    if hosts.iter().any(|h| h == "*") {
+        Vec::new()
+    } else {
+        hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    }
+}
+
 /// Which of the chains (their `server_names`, empty: catch-all) Envoy's filter chain match
 /// picks for `sni`: exact, then the longest `*.suffix`, then the first catch-all.
 fn pick(chains: &[&[String]], sni: Option<&str>) -> Option<usize> {
@@ -151,17 +168,8 @@ pub fn filter_chains(
     for server in &tls.servers {
         let (config, local_uris) =
             server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
-        let server_names = if server.hosts.iter().any(|h| h == "*") {
-            Vec::new()
-        } else {
-            server
-                .hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect()
-        };
         chains.push(FilterChain {
-            server_names,
+            server_names: server_names(&server.hosts),
             config: Arc::new(config),
             local_uris,
         });
