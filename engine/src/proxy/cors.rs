@@ -64,19 +64,24 @@ pub(super) fn decorate_response(req: &Request, headers: &mut Fields) {
     }
 }
 
-/// [`decorate_response`] for a route's own answer (direct response, redirect), whose headers
-/// are text.
-pub(super) fn decorate_local_answer(req: &Request, headers: &mut Vec<(String, String)>) {
+/// The CORS fields of a reply the proxy makes itself to `req` after the CORS filter saw it
+/// (a redirect or direct response, the router's 503 and 504, a timeout): Envoy sends local
+/// replies through the encoder filters, whose CORS `encodeHeaders` decorates any response to
+/// a request it judged (`is_cors_request_`). Empty when it did not judge this one (a fault
+/// abort, an RBAC or JWT denial, no route: answered before it).
+pub(super) fn local_reply_fields(req: &Request) -> Vec<(String, String)> {
     if req.cors.is_none() {
-        return;
+        return Vec::new();
     }
     let mut fields = Fields::new();
     decorate_response(req, &mut fields);
-    for (name, value) in fields.iter() {
-        let (Ok(name), Some(value)) = (std::str::from_utf8(name), value_str(value)) else {
-            continue;
-        };
-        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        headers.push((name.to_owned(), value.to_owned()));
-    }
+    fields
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                std::str::from_utf8(name).ok()?.to_owned(),
+                value_str(value)?.to_owned(),
+            ))
+        })
+        .collect()
 }

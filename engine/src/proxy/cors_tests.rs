@@ -197,3 +197,41 @@ fn a_fault_abort_comes_before_the_preflight_answer_and_carries_no_cors_headers()
         assert!(!text.contains("access-control-"), "{text}");
     }
 }
+
+/// The router's own failures pass the CORS filter's `encodeHeaders` (Envoy sends local replies
+/// through the encoder filters): an upstream that cannot be reached gives a 503 that still
+/// carries the allowed origin, so a browser can read the error.
+#[test]
+fn a_router_503_after_the_cors_filter_is_decorated() {
+    let mut engine = engine_with(cors_policy(), None);
+    let (down, mut out) = open(&mut engine, GET);
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        let Some(up) = upstream(&out) else { break };
+        engine.handle(at(2), Input::ConnectFailed { conn: up });
+        out = drain(&mut engine);
+        sent.extend(sent_to(&out, down));
+    }
+    let text = String::from_utf8(sent).unwrap();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("access-control-allow-origin: https://app.example\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("access-control-allow-credentials: true\r\n"),
+        "{text}"
+    );
+    // Another origin's request gets the same 503 without CORS fields.
+    let (down, mut out) = open(&mut engine, OTHER_GET);
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        let Some(up) = upstream(&out) else { break };
+        engine.handle(at(3), Input::ConnectFailed { conn: up });
+        out = drain(&mut engine);
+        sent.extend(sent_to(&out, down));
+    }
+    let text = String::from_utf8(sent).unwrap();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(!text.contains("access-control-"), "{text}");
+}

@@ -23,7 +23,7 @@ impl Engine {
         };
         // Envoy sends a route's `response_headers_to_add` with its direct responses and
         // redirects.
-        let (status, body, mut headers) = match &route.action {
+        let (status, body, headers) = match &route.action {
             RouteAction::DirectResponse { status, body } => (
                 *status,
                 body.clone().unwrap_or_default(),
@@ -46,8 +46,7 @@ impl Engine {
                 return;
             }
         };
-        // Envoy's CORS filter encodes the router's own answers too.
-        super::cors::decorate_local_answer(req, &mut headers);
+        // Envoy's CORS filter encodes the router's own answers too: `local_reply` adds them.
         let refs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -97,6 +96,11 @@ impl Engine {
                 }
             }
             if self.rng.chance_percent(percent) {
+                // The fault filter answers before the CORS filter ever sees the request
+                // (pilot: fault, then cors), so the abort carries no CORS headers.
+                if let Some(req) = self.requests.get_mut(id) {
+                    req.cors = None;
+                }
                 let grpc = abort.grpc_status.filter(|_| {
                     self.requests
                         .get(id)
