@@ -9,7 +9,7 @@
 //! who is believed), unless `--insecure-plaintext`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant as Wall};
@@ -19,6 +19,7 @@ use clap::Args;
 use tokio::sync::watch;
 use trellis_control::dns::{names_to_resolve, DnsCache};
 use trellis_control::plane::kube_source::root_cert::{PassReport, RootCertPublisher};
+use trellis_control::plane::mesh_settings::{read_mesh_config, MeshSettings};
 use trellis_control::plane::net::reload::reloadable_webhook_config;
 use trellis_control::plane::net::upkeep::{upkeep, Serving, UpkeepReport};
 use trellis_control::plane::net::{serve, Issuer, Outcome, ServerConfig, ServerReport};
@@ -34,6 +35,12 @@ pub struct ControlArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     source: crate::source_args::KubeArgs,
+    /// Istio's mesh config (MeshConfig as YAML, what the `mesh` key of the `istio` ConfigMap
+    /// holds; pilot-discovery's flag). Without it, an `istio` ConfigMap in istio-system among
+    /// the source's objects is read; with it, the file wins. Sidecars get the fields they act
+    /// on (protocolDetectionTimeout); the file is read again when it changes.
+    #[arg(long = "meshConfig", value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
     /// Where sidecars connect (`trellis proxy --control-plane ADDR`). Default: istiod's
     /// ports, 127.0.0.1:15012 for the mTLS channel, 127.0.0.1:15010 with --insecure-plaintext.
     #[arg(long, value_name = "IP:PORT")]
@@ -276,10 +283,75 @@ fn log_root_pass(pass: Result<PassReport, String>) {
 }
 
 /// Where snapshots come from: the directory (`--dir`) or the Kubernetes API (`--kube`), each
-/// handing out a new snapshot when `poll` finds the mesh changed.
+/// handing out a new snapshot when `poll` finds the mesh changed; with `--meshConfig`, its
+/// settings replace the source's (a change of the file is a change too).
 fn snapshot_source(args: &ControlArgs) -> Result<impl FnMut() -> Result<Option<Snapshot>> + Send> {
     let mut source = args.source.source(args.dir.as_deref())?;
-    Ok(move || Ok(source.poll()?))
+    let mut mesh = match &args.mesh_config {
+        Some(path) => Some(MeshFile::read(path)?),
+        None => None,
+    };
+    let mut latest: Option<Snapshot> = None;
+    Ok(move || {
+        let fresh = source.poll()?;
+        let mesh_changed = mesh.as_mut().is_some_and(MeshFile::reread);
+        if let Some(snapshot) = fresh {
+            latest = Some(snapshot);
+        } else if !mesh_changed {
+            return Ok(None);
+        }
+        Ok(latest.clone().map(|snapshot| match &mesh {
+            Some(file) => snapshot.with_mesh(&file.settings),
+            None => snapshot,
+        }))
+    })
+}
+
+/// `--meshConfig FILE`, as pilot-discovery reads its mesh config file: read at start (a file
+/// that cannot be read or parsed stops the command), read again on every poll; a changed
+/// file that does not parse is logged and the last good settings stay.
+struct MeshFile {
+    path: PathBuf,
+    text: String,
+    settings: MeshSettings,
+}
+
+impl MeshFile {
+    fn read(path: &Path) -> Result<MeshFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the mesh config {}", path.display()))?;
+        let settings = read_mesh_config(&text, &path.display().to_string())
+            .with_context(|| format!("the mesh config {} is refused", path.display()))?;
+        tracing::info!(file = %path.display(), ?settings, "mesh config");
+        Ok(MeshFile {
+            path: path.to_path_buf(),
+            text,
+            settings,
+        })
+    }
+
+    /// Whether the file now says something else (and is good).
+    fn reread(&mut self) -> bool {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return false;
+        };
+        if text == self.text {
+            return false;
+        }
+        self.text = text;
+        match read_mesh_config(&self.text, &self.path.display().to_string()) {
+            Ok(settings) if settings == self.settings => false,
+            Ok(settings) => {
+                tracing::info!(?settings, "mesh config changed");
+                self.settings = settings;
+                true
+            }
+            Err(e) => {
+                tracing::error!("mesh config refused, the last good one is still served: {e}");
+                false
+            }
+        }
+    }
 }
 
 /// How often the source thread looks again.

@@ -98,7 +98,7 @@ enum Command {
     /// POST /inject over HTTPS with a certificate from the mesh CA), as istiod does.
     ///
     /// Example: trellis control --dir mesh/ --listen 127.0.0.1:15012
-    Control(control_cmd::ControlArgs),
+    Control(Box<control_cmd::ControlArgs>),
     /// Add the Trellis sidecar to the workloads of a YAML file, like `istioctl kube-inject`:
     /// the `istio-init` init container (`trellis init`), the `istio-proxy` container
     /// (`trellis proxy`), rewritten probes, Istio's labels and annotations. Other documents
@@ -340,7 +340,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "sim")]
         Some(Command::Sim(args)) => sim_cmd::sim(args),
         Some(Command::Ca(args)) => ca_cmd::ca(args).map(|()| ExitCode::SUCCESS),
-        Some(Command::Control(args)) => control_cmd::control(args),
+        Some(Command::Control(args)) => control_cmd::control(*args),
         Some(Command::Inject(args)) => inject_cmd::inject(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Install(args)) => install_cmd::install(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Uninstall(args)) => install_cmd::uninstall(args).map(|()| ExitCode::SUCCESS),

@@ -431,7 +431,8 @@ fn apply_security(
 
 /// A capture inbound listener's per-port protocols and L4 chains come from the pushed
 /// document (which Services select the workload is the control plane's to know), replacing
-/// those the file's `services:` gave; its `protocolDetectionTimeout` stays the file's.
+/// those the file's `services:` gave; its `protocolDetectionTimeout` is the mesh config's
+/// when the control plane has one that sets it, else the file's.
 fn capture_protocols(config: &mut Config, document: &SidecarDocument) {
     use trellis_control::translate::inbound_capture::{add_capture_chains, remove_capture_chains};
     let ports = document.inbound_protocols();
@@ -439,8 +440,12 @@ fn capture_protocols(config: &mut Config, document: &SidecarDocument) {
         .filter_map(|(i, l)| Some((i, l.name.clone(), l.local_forward?)))
         .collect();
     for (i, name, ip) in captures {
-        let timeout =
-            (config.listeners[i].inbound_protocols.as_ref()).and_then(|p| p.detection_timeout);
+        let timeout = match document.mesh.protocol_detection_timeout_ms {
+            Some(_) => document.mesh.protocol_detection_timeout(),
+            None => {
+                (config.listeners[i].inbound_protocols.as_ref()).and_then(|p| p.detection_timeout)
+            }
+        };
         remove_capture_chains(config, &name);
         // The chains' RBAC is `apply_security`'s, from the pushed policies.
         let table = add_capture_chains(config, &name, ip, &ports, timeout, None);

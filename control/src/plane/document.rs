@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use trellis_engine::config::Config;
 use trellis_engine::proxy::CompiledConfig;
 
+use super::mesh_settings::MeshSettings;
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::{parse_str, ResourceSet};
 use crate::translate::inbound_protocols::InboundProtocol;
@@ -47,6 +48,9 @@ pub struct SidecarDocument {
     /// tagged messages (see `Registry`'s `port_pairs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound: Vec<(u16, InboundProtocol)>,
+    /// The mesh config's settings sidecars act on (the same for every sidecar).
+    #[serde(default, skip_serializing_if = "MeshSettings::is_default")]
+    pub mesh: MeshSettings,
 }
 
 impl SidecarDocument {

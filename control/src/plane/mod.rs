@@ -24,6 +24,7 @@ pub mod jwks;
 pub mod kube;
 #[cfg(feature = "kube")]
 pub mod kube_source;
+pub mod mesh_settings;
 pub mod net;
 pub mod push;
 pub mod scope;

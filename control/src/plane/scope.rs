@@ -274,6 +274,7 @@ impl ScopeIndex {
                 inbound: inbound_protocols(&snapshot.registry, workload)
                     .into_iter()
                     .collect(),
+                mesh: snapshot.mesh.clone(),
             },
         }
     }

@@ -21,6 +21,8 @@ use crate::istio::loader::{read_document as read_istio_document, strip_location}
 use crate::istio::{ResourceSet, Source, DEFAULT_NAMESPACE};
 use crate::translate::Registry;
 
+use super::mesh_settings::{read_config_map, MeshSettings, MESH_CONFIG_MAP};
+
 /// Everything the control plane knows at one point.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
@@ -31,6 +33,10 @@ pub struct Snapshot {
     pub kube: KubeObjects,
     pub registry: Registry,
     pub workloads: Vec<WorkloadInstance>,
+    /// The MeshConfig fields sidecars get: from the `istio` ConfigMap of `istio-system` when
+    /// the source has one, else Istio's defaults (`trellis control --meshConfig` replaces
+    /// them: [`Snapshot::with_mesh`]).
+    pub mesh: MeshSettings,
     /// What reading and deriving noticed (unknown fields, unresolved ports ...).
     pub diagnostics: Vec<Diagnostic>,
     /// FNV-1a of every file name and content, in order: equal digests, equal snapshots.
@@ -152,6 +158,16 @@ impl Snapshot {
         };
         let api_version = str_at(&["apiVersion"]).unwrap_or_default();
         let kind = str_at(&["kind"]).unwrap_or_default();
+        let (mesh_ns, mesh_name) = MESH_CONFIG_MAP;
+        if (api_version.as_str(), kind.as_str()) == ("v1", "ConfigMap")
+            && str_at(&["metadata", "namespace"]).as_deref() == Some(mesh_ns)
+            && str_at(&["metadata", "name"]).as_deref() == Some(mesh_name)
+        {
+            // pilot's mesh config (the `mesh` key); a broken one fails the snapshot, so the
+            // last good one keeps serving.
+            self.mesh = read_config_map(&value, file)?;
+            return Ok(());
+        }
         if is_kube_kind(&api_version, &kind) {
             let source = source(&kind);
             return self
@@ -173,6 +189,16 @@ impl Snapshot {
         }
         self.resources.extend(istio);
         Ok(())
+    }
+
+    /// This snapshot with `mesh` as its mesh config (`trellis control --meshConfig`, which
+    /// wins over a ConfigMap), mixed into the digest so that a change of it is a change.
+    pub fn with_mesh(mut self, mesh: &MeshSettings) -> Snapshot {
+        let mut digest = Fnv(self.digest);
+        digest.write_entry("--meshConfig", &format!("{mesh:?}"));
+        self.digest = digest.0;
+        self.mesh = mesh.clone();
+        self
     }
 
     /// The workload instance named `name` in `namespace` (a Pod, a Deployment's replica

@@ -439,3 +439,37 @@ fn objects_read_as_files_of_their_json_and_a_bad_one_is_left_out() {
         with_bad.diagnostics
     );
 }
+
+/// pilot reads its mesh config from the `mesh` key of the `istio` ConfigMap in istio-system
+/// (`pilot/pkg/bootstrap/configcontroller.go`, `mesh.ApplyMeshConfigDefaults`); a snapshot
+/// carries it to every sidecar's document, and a broken one refuses the snapshot (the last
+/// good one keeps serving).
+#[test]
+fn the_istio_config_map_is_the_mesh_config() {
+    let map = |mesh: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    {mesh}\n"
+        )
+    };
+    let plain = Snapshot::from_files(&[]).expect("empty");
+    assert!(plain.mesh.is_default());
+    let set = Snapshot::from_files(&[("istio.yaml".into(), map("protocolDetectionTimeout: 2s"))])
+        .expect("reads");
+    assert_eq!(set.mesh.protocol_detection_timeout_ms, Some(2000));
+    // Another ConfigMap of that name elsewhere is not the mesh config.
+    let other = Snapshot::from_files(&[(
+        "other.yaml".into(),
+        map("protocolDetectionTimeout: 2s").replace("istio-system", "default"),
+    )])
+    .expect("reads");
+    assert!(other.mesh.is_default());
+    let broken = Snapshot::from_files(&[("istio.yaml".into(), map("protocolDetectionTimeout: x"))]);
+    assert!(broken.is_err());
+    // `--meshConfig` wins, and changes the digest.
+    let file = crate::plane::mesh_settings::MeshSettings {
+        protocol_detection_timeout_ms: Some(100),
+    };
+    let over = set.clone().with_mesh(&file);
+    assert_eq!(over.mesh, file);
+    assert_ne!(over.digest, set.digest);
+}

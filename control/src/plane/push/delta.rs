@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::wire::Digest;
 use crate::plane::document::{Resource, SidecarDocument};
+use crate::plane::mesh_settings::MeshSettings;
 use crate::plane::snapshot::Fnv;
 use crate::translate::inbound_protocols::InboundProtocol;
 use crate::translate::{Registry, Service};
@@ -36,6 +37,9 @@ pub struct DocumentDelta {
     /// The workload's inbound port protocols, whole, when they changed (`None`: the base's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<Vec<(u16, InboundProtocol)>>,
+    /// The mesh config's settings, whole, when they changed (`None`: the base's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshSettings>,
 }
 
 /// Why a delta could not be applied.
@@ -75,6 +79,7 @@ pub fn diff(base: &SidecarDocument, new: &SidecarDocument) -> DocumentDelta {
         }),
         dns: (base.registry.dns != new.registry.dns).then(|| new.registry.dns.clone()),
         inbound: (base.inbound != new.inbound).then(|| new.inbound.clone()),
+        mesh: (base.mesh != new.mesh).then(|| new.mesh.clone()),
     }
 }
 
@@ -105,6 +110,7 @@ pub fn apply(base: &SidecarDocument, delta: &DocumentDelta) -> Result<SidecarDoc
         },
         resources: rebuild(&base.resources, &delta.resources)?,
         inbound: (delta.inbound.clone()).unwrap_or_else(|| base.inbound.clone()),
+        mesh: (delta.mesh.clone()).unwrap_or_else(|| base.mesh.clone()),
     })
 }
 
@@ -147,7 +153,21 @@ mod tests {
             },
             resources,
             inbound: Vec::new(),
+            mesh: Default::default(),
         }
+    }
+
+    /// The mesh config's settings travel whole when they change, and not otherwise.
+    #[test]
+    fn mesh_settings_are_sent_when_they_change() {
+        let base = SidecarDocument::default();
+        let mut new = base.clone();
+        assert_eq!(diff(&base, &new).mesh, None);
+        new.mesh.protocol_detection_timeout_ms = Some(5000);
+        let delta = diff(&base, &new);
+        assert_eq!(delta.mesh.as_ref(), Some(&new.mesh));
+        assert_eq!(apply(&base, &delta).expect("applies"), new);
+        assert_ne!(digest(&base), digest(&new));
     }
 
     /// The workload's inbound protocols travel whole when they change, and not otherwise.
@@ -209,6 +229,7 @@ mod tests {
             resources: vec![],
             dns: None,
             inbound: None,
+            mesh: None,
         };
         assert_eq!(
             apply(&SidecarDocument::default(), &delta),

@@ -261,6 +261,9 @@ mod tests {
                 },
                 resources: Vec::new(),
                 inbound: vec![(8080, InboundProtocol::Detect)],
+                mesh: crate::plane::mesh_settings::MeshSettings {
+                    protocol_detection_timeout_ms: Some(1500),
+                },
             },
         };
         let mut d = FrameDecoder::default();
