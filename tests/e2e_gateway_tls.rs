@@ -4,7 +4,8 @@
 //!
 //! Istio's "Secure Gateways" task with file-mounted certificates: the certificate and key are
 //! made by `openssl req` here; curl trusts it through `--cacert` and reaches the host by name
-//! with `--resolve`.
+//! with `--resolve`. A third server takes its certificate from a `kubernetes.io/tls` Secret
+//! named by `credentialName` (pilot/pkg/credentials/kube/secrets.go).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,13 +33,24 @@ fn certificate(dir: &Path, name: &str) {
     assert!(out.status.success(), "openssl req: {out:?}");
 }
 
+/// A file's bytes as base64, as a Secret's `data` holds them (`base64 -w0`).
+fn base64_file(path: &Path) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .arg(path)
+        .output()
+        .expect("base64 (coreutils) runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).expect("base64 text")
+}
+
 #[test]
 fn https_servers_terminate_tls_and_http_redirects() {
     let dir = std::env::temp_dir().join(format!("trellis-e2e-gwtls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     certificate(&dir, "bookinfo.example");
     let productpage = Upstream::start("productpage").expect("upstream");
-    let offset = free_offset(&[80, 443]);
+    let offset = free_offset(&[80, 443, 8443]);
     let config = dir.join("gateway.yaml");
     std::fs::write(
         &config,
@@ -64,6 +76,14 @@ istio:
           - port: {{number: 80, name: http, protocol: HTTP}}
             hosts: [bookinfo.example]
             tls: {{httpsRedirect: true}}
+          - port: {{number: 8443, name: https-credential, protocol: HTTPS}}
+            hosts: [bookinfo.example]
+            tls: {{mode: SIMPLE, credentialName: bookinfo-credential}}
+    - apiVersion: v1
+      kind: Secret
+      metadata: {{name: bookinfo-credential, namespace: istio-system}}
+      type: kubernetes.io/tls
+      data: {{tls.crt: {cert_b64}, tls.key: {key_b64}}}
     - apiVersion: networking.istio.io/v1
       kind: VirtualService
       metadata: {{name: bookinfo}}
@@ -77,6 +97,8 @@ istio:
             upstream = productpage.addr(),
             cert = dir.join("cert.pem").display(),
             key = dir.join("key.pem").display(),
+            cert_b64 = base64_file(&dir.join("cert.pem")),
+            key_b64 = base64_file(&dir.join("key.pem")),
         ),
     )
     .expect("config");
@@ -126,6 +148,27 @@ istio:
     );
     assert!(shown.contains("Verify return code: 0"), "{shown}");
 
+    // `credentialName`: the certificate comes from the `kubernetes.io/tls` Secret of the
+    // gateway's namespace (pilot's SDS `kubernetes://bookinfo-credential`).
+    let secured = offset + 8443;
+    wait_for(SocketAddr::from(([127, 0, 0, 1], secured)));
+    let out = curl(&[
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &format!("bookinfo.example:{secured}:127.0.0.1"),
+        &format!("https://bookinfo.example:{secured}/productpage"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.ends_with("\n200") && text.starts_with("productpage"),
+        "{text:?} {out:?}\nlog:\n{}",
+        logged()
+    );
+
     // The plain-text server redirects to https.
     let out = curl(&[
         "-s",
@@ -145,7 +188,7 @@ istio:
     );
     assert_eq!(
         productpage.requests(),
-        1,
+        2,
         "the redirect did not reach the upstream"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -81,7 +81,17 @@ pub fn explain_gateway(
     let t = translate_gateway(set, &registry, &opts);
     let mut merged_diags = Vec::new();
     let gateways = precedence_order(&set.gateways);
-    let ports = merge_gateways(&gateways, &opts.labels, true, &mut merged_diags);
+    let credentials = crate::istio::secret::Credentials {
+        secrets: &set.secrets,
+        namespace: &opts.namespace,
+    };
+    let ports = merge_gateways(
+        &gateways,
+        &opts.labels,
+        true,
+        credentials,
+        &mut merged_diags,
+    );
     let served = ports.iter().find(|p| p.number == port);
     let listener = (t.config.listeners.iter()).find(|l| l.address.port() == port);
     let mut report = GatewayReport {

@@ -137,6 +137,21 @@ where
             .map(str::to_string)
             .unwrap_or_else(|| format!("<document {index}>")),
     };
+    if (api_version, kind) == ("v1", "Secret") {
+        // TLS credentials for gateways (`credentialName`): kept, never pushed to sidecars.
+        let secret =
+            super::secret::TlsSecret::from_value(value, source.clone()).map_err(|message| {
+                ConfigError::Invalid {
+                    file: file.to_string(),
+                    line: None,
+                    resource: source.to_string(),
+                    field: "data".to_string(),
+                    message,
+                }
+            })?;
+        set.secrets.push(secret);
+        return Ok(());
+    }
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let versions: &[&str] = match group {
         NETWORKING_GROUP => &NETWORKING_VERSIONS,

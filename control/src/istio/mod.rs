@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod loader;
 pub mod peer_authentication;
 pub mod request_authentication;
+pub mod secret;
 pub mod service_entry;
 pub mod virtual_service;
 
@@ -93,6 +94,8 @@ pub struct ResourceSet {
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     /// `security.istio.io` RequestAuthentications (`translate/request_authn.rs`).
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
+    /// Kubernetes `v1` Secrets (TLS credentials for Gateway servers' `credentialName`).
+    pub secrets: Vec<secret::TlsSecret>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -109,6 +112,7 @@ impl ResourceSet {
             .extend(other.authorization_policies);
         self.request_authentications
             .extend(other.request_authentications);
+        self.secrets.extend(other.secrets);
         self.diagnostics.extend(other.diagnostics);
     }
 

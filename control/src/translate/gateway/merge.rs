@@ -12,6 +12,7 @@ use trellis_engine::transport::policy::ServerCertificate;
 use super::tls::{self, ServerMode, Termination};
 use crate::diag::Diagnostic;
 use crate::istio::gateway::Server;
+use crate::istio::secret::Credentials;
 use crate::istio::{GatewaySpec, Resource};
 
 /// One server of one Gateway, as merged onto a port.
@@ -64,6 +65,7 @@ pub fn merge_gateways<'a>(
     gateways: &[&'a Resource<GatewaySpec>],
     labels: &BTreeMap<String, String>,
     has_identity: bool,
+    credentials: Credentials<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<ServerPort<'a>> {
     let mut ports: Vec<ServerPort<'a>> = Vec::new();
@@ -120,7 +122,7 @@ pub fn merge_gateways<'a>(
             }
             let certificate = match mode {
                 ServerMode::Https(ref t) | ServerMode::TlsTcp(ref t) => {
-                    match tls::certificate(server, t, has_identity) {
+                    match tls::certificate(server, t, has_identity, credentials) {
                         Ok(c) => Some(c),
                         Err(why) => {
                             diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));

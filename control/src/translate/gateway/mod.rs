@@ -24,6 +24,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use trellis_engine::config::{Direction, EdgeHeaders, ForwardClientCert, Listener};
 
+use crate::istio::secret::Credentials;
+
 use super::{precedence_order, version_of, with_clusters, Registry, Translation};
 use crate::diag::Diagnostic;
 use crate::istio::ResourceSet;
@@ -74,7 +76,17 @@ pub fn translate_gateway(
     let place = super::ProxyPlace::of(&opts.labels, None);
     let (catalog, mut out, mut diags) = with_clusters(resources, registry, &place);
     let gateways = precedence_order(&resources.gateways);
-    let ports = merge::merge_gateways(&gateways, &opts.labels, opts.has_identity, &mut diags);
+    let credentials = Credentials {
+        secrets: &resources.secrets,
+        namespace: &opts.namespace,
+    };
+    let ports = merge::merge_gateways(
+        &gateways,
+        &opts.labels,
+        opts.has_identity,
+        credentials,
+        &mut diags,
+    );
     if ports.is_empty() {
         diags.push(Diagnostic::warning(format!(
             "no Gateway server selects labels {:?}: the gateway proxy has no listeners",

@@ -7,8 +7,8 @@
 //! Secret named by `credentialName` (buildGatewayListenerTLSContext in
 //! pilot/pkg/networking/core/gateway.go, and pilot/pkg/networking/util/tls for the modes).
 //! Trellis reads the files (relative paths against the proxy config's directory are the
-//! caller's business: the paths are used as given). `credentialName` needs the Secret
-//! Discovery Service of a cluster: refused with a message saying what to use instead.
+//! caller's business: the paths are used as given), or, for `credentialName`, the Secret of
+//! that name in the gateway's namespace among the YAML it reads (`crate::istio::secret`).
 //! `TCP` servers and `TLS` servers (`PASSTHROUGH`, `AUTO_PASSTHROUGH`, or a terminating mode
 //! then TCP) are served at L4 (`super::l4`, `super::auto_passthrough`).
 //!
@@ -31,6 +31,7 @@ use trellis_engine::transport::policy::{ClientCertificates, ServerCertificate, T
 
 use crate::diag::Diagnostic;
 use crate::istio::gateway::{Server, ServerTls};
+use crate::istio::secret::Credentials;
 
 /// How a terminating server treats clients (its `tls.mode`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,12 +147,14 @@ pub fn mode(server: &Server) -> ServerMode {
     }
 }
 
-/// The certificate of a terminating `server`, its files read; `Err` says why it cannot be
-/// served. `has_identity`: the gateway proxy holds a mesh identity (for `ISTIO_MUTUAL`).
+/// The certificate of a terminating `server`, its files (or its `credentialName` Secret) read;
+/// `Err` says why it cannot be served. `has_identity`: the gateway proxy holds a mesh identity
+/// (for `ISTIO_MUTUAL`); `credentials`: the Secrets of the gateway's namespace.
 pub fn certificate(
     server: &Server,
     termination: &Termination,
     has_identity: bool,
+    credentials: Credentials<'_>,
 ) -> Result<ServerCertificate, String> {
     let tls: &ServerTls = server
         .tls
@@ -169,10 +172,21 @@ pub fn certificate(
     if let Termination::IstioMutual { .. } = termination {
         return istio_mutual(tls, hosts, has_identity);
     }
-    if tls.credential_name.is_some() || !tls.credential_names.is_empty() {
-        return Err(
-            "tls.credentialName names a Kubernetes Secret, which needs a cluster; give serverCertificate and privateKey files instead".into(),
-        );
+    let named = |v: &Option<String>| v.clone().filter(|n| !n.is_empty());
+    let credential = match (named(&tls.credential_name), tls.credential_names.as_slice()) {
+        (Some(name), _) => Some(name),
+        (None, [one]) => Some(one.clone()),
+        (None, []) => None,
+        (None, _) => {
+            return Err(
+                "tls.credentialNames with several Secrets (an RSA and an ECDSA \
+                        certificate) is not supported: name one"
+                    .into(),
+            )
+        }
+    };
+    if let Some(name) = credential {
+        return from_secret(tls, termination, hosts, &name, credentials);
     }
     let read = |field: &str, path: &Option<String>| -> Result<String, String> {
         let path = path
@@ -192,6 +206,42 @@ pub fn certificate(
         },
         // Only a server that validates clients matches their SANs (pilot passes them to the
         // validation context of MUTUAL and OPTIONAL_MUTUAL servers only).
+        subject_alt_names: if termination.verifies_with_files() {
+            tls.subject_alt_names.clone()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// A server whose certificate is the Secret `name` of the gateway's namespace (pilot's SDS
+/// `kubernetes://<name>`); for MUTUAL and OPTIONAL_MUTUAL the clients' CA is
+/// `caCertCredentialName`'s, else `<name>-cacert`'s, else the Secret's own
+/// (`ApplyCredentialSDSToServerCommonTLSContext` and `GetCaCert` in pilot).
+fn from_secret(
+    tls: &ServerTls,
+    termination: &Termination,
+    hosts: Vec<String>,
+    name: &str,
+    credentials: Credentials<'_>,
+) -> Result<ServerCertificate, String> {
+    let refused = |e: String| format!("tls.credentialName {name:?}: {e}");
+    let info = credentials.cert_info(name).map_err(refused)?;
+    let client_ca_pem = if termination.verifies_with_files() {
+        let ca_name = tls
+            .ca_cert_credential_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(name);
+        Some(credentials.ca_cert(ca_name).map_err(refused)?)
+    } else {
+        None
+    };
+    Ok(ServerCertificate {
+        hosts,
+        chain_pem: info.chain_pem,
+        key_pem: info.key_pem,
+        client_ca_pem,
         subject_alt_names: if termination.verifies_with_files() {
             tls.subject_alt_names.clone()
         } else {
