@@ -181,7 +181,8 @@ const SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule
 /// its DestinationRule, matched on `outbound_.<port>_.<subset>_.<host>`, each to an SNI-DNAT
 /// cluster with the mesh cluster's endpoints and no TLS of its own
 /// (builtAutoPassthroughFilterChains; SniDnatClusterMode in cluster_builder.go): the client's
-/// own mTLS passes through.
+/// own mTLS passes through. Each chain requires one of `allIstioMtlsALPNs`
+/// (pilot/pkg/networking/core/listener.go) as its `applicationProtocols`.
 #[test]
 fn auto_passthrough_routes_each_service_port_and_subset_by_its_sni_key() {
     let yaml = gateway(
@@ -194,6 +195,16 @@ fn auto_passthrough_routes_each_service_port_and_subset_by_its_sni_key() {
         .filter(|r| r.listener.as_deref() == Some(listener.name.as_str()))
         .map(|r| {
             assert_eq!(r.sni_hosts.len(), 1);
+            assert_eq!(
+                r.application_protocols,
+                [
+                    "istio",
+                    "istio-peer-exchange",
+                    "istio-http/1.0",
+                    "istio-http/1.1",
+                    "istio-h2"
+                ]
+            );
             assert_eq!(
                 r.destinations[0].cluster, r.sni_hosts[0],
                 "the SNI is the cluster"
