@@ -25,6 +25,7 @@ use crate::translate::gateway::l4::is_l4;
 use crate::translate::gateway::merge::{merge_gateways, ServerPort};
 use crate::translate::hosts::host_covers;
 use crate::translate::{precedence_order, translate_gateway, GatewayOptions, Registry};
+use trellis_engine::transport::tls::termination::server_for_sni;
 
 /// What the gateway does with one request or connection on one port.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -43,6 +44,8 @@ pub struct GatewayReport {
     pub request: Option<ExplainReport>,
     /// A TCP or TLS port: the chain.
     pub connection: Option<ConnectionReport>,
+    /// A terminating port none of whose servers takes the SNI: why the connection is closed.
+    pub closed: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -90,6 +93,7 @@ pub fn explain_gateway(
         tls: (listener.and_then(|l| l.tls.as_ref())).map(|tls| format!("{:?}", tls.clients)),
         request: None,
         connection: None,
+        closed: None,
         diagnostics: Vec::new(),
     };
     let (Some(listener), Some(served)) = (listener, served) else {
@@ -116,7 +120,23 @@ pub fn explain_gateway(
         } else {
             "http"
         };
-        let table = listener.route_table.clone();
+        // A terminated port routes with the table of the chain the SNI (the host, as curl
+        // sends it) selects; none: the connection is closed before any request.
+        let table = match listener.tls.as_ref() {
+            Some(tls) => match server_for_sni(&tls.servers, Some(&name)) {
+                Some(i) => (tls.servers[i].route_table.clone())
+                    .unwrap_or_else(|| listener.route_table.clone()),
+                None => {
+                    report.closed = Some(format!(
+                        "no Gateway server on port {port} serves SNI {name:?} (no filter chain \
+                         match): the connection is closed"
+                    ));
+                    report.diagnostics = t.diagnostics;
+                    return Ok(report);
+                }
+            },
+            None => listener.route_table.clone(),
+        };
         let mut explained = explain_on(&t, &table, scheme, req, req.host.clone(), port)?;
         explained.diagnostics = Vec::new();
         report.request = Some(explained);
@@ -198,6 +218,9 @@ impl fmt::Display for GatewayReport {
         }
         if let Some(connection) = &self.connection {
             write!(f, "{connection}")?;
+        }
+        if let Some(closed) = &self.closed {
+            writeln!(f, "Closed: {closed}")?;
         }
         errors(f, &self.diagnostics)
     }

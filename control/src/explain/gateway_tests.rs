@@ -191,3 +191,58 @@ fn passthrough_connections_name_their_tls_rule() {
     assert_eq!(chain.virtual_service.as_deref(), Some("db.default"));
     assert_eq!(chain.rule.as_deref(), Some("tls[0]"));
 }
+
+/// Each HTTPS server routes with its own table: through the chain the SNI selects, a host
+/// only another server's VirtualService serves is not routed (404 NR); an SNI no server
+/// takes is closed before any request (no filter chain match).
+#[test]
+fn an_https_request_routes_with_its_servers_own_table() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 443, name: https-b, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [b.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route: [{destination: {host: productpage, port: {number: 9080}}}]
+"#;
+    let set = parse_str(yaml, "t.yaml").expect("parses");
+    let opts = GatewayOptions {
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..GatewayOptions::default()
+    };
+    let at = |host: &str, sni: &str| {
+        let mut req = ExplainRequest::new(host);
+        req.port = Some(443);
+        explain_gateway(&set, &opts, &req, (Some(sni), &[])).expect("explains")
+    };
+    let own = at("b.example.com", "b.example.com");
+    assert_eq!(
+        own.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::Matched)
+    );
+    // a's table has no VirtualService: its blackhole virtual host answers 404 NR.
+    let crossed = at("b.example.com", "a.example.com");
+    assert_eq!(
+        crossed.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::NoRoute)
+    );
+    let closed = at("c.example.com", "c.example.com");
+    assert!(closed.request.is_none());
+    let text = closed.to_string();
+    assert!(text.contains("no filter chain"), "{text}");
+}

@@ -15,6 +15,7 @@ use crate::istio::gateway::Server;
 use crate::istio::{GatewaySpec, Resource};
 
 /// One server of one Gateway, as merged onto a port.
+#[derive(Clone)]
 pub struct MergedServer<'a> {
     /// The Gateway, `ns/name` (VirtualServices bind to this).
     pub gateway: String,
@@ -33,12 +34,18 @@ pub struct ServerPort<'a> {
     /// The terminating servers' certificates, in server order (empty for plain text and
     /// passthrough).
     pub certificates: Vec<ServerCertificate>,
+    /// The route table's name when it is one server's own (an HTTPS server's,
+    /// [`https_route_name`]); `None`: the port's, [`ServerPort::route_table_name`].
+    pub route_name: Option<String>,
 }
 
 impl ServerPort<'_> {
     /// The route table's name, as Envoy's RDS name: `http.<port>[.<bind>]`
     /// (gatewayRDSRouteName in pilot/pkg/model/gateway.go).
     pub fn route_table_name(&self) -> String {
+        if let Some(name) = &self.route_name {
+            return name.clone();
+        }
         match &self.bind {
             Some(bind) => format!("http.{}.{bind}", self.number),
             None => format!("http.{}", self.number),
@@ -151,6 +158,7 @@ pub fn merge_gateways<'a>(
                     servers: vec![merged],
                     mode,
                     certificates: certificate.into_iter().collect(),
+                    route_name: None,
                 }),
             }
         }
@@ -194,31 +202,50 @@ impl Claims {
             .collect();
         if !duplicates.is_empty() {
             return Err(format!(
-                "duplicate host names {duplicates:?} on port {number}, already served by an                  earlier TLS server; not served (pilot skips the server)"
+                "duplicate host names {duplicates:?} on port {number}, already served by an \
+                 earlier TLS server; not served (pilot skips the server)"
             ));
         }
         known.extend(hosts);
         // gatewayRDSRouteName: an HTTPS server's routes are `https.<port>.<portName>.<gw>.<ns>`;
         // a second server with the same name on the port is skipped ("non unique port name
         // for HTTPS port").
-        if let ServerMode::Https(_) = mode {
+        let https =
+            (server.port.as_ref()).is_some_and(|p| p.protocol.eq_ignore_ascii_case("HTTPS"));
+        if let (ServerMode::Https(_), true) = (mode, https) {
             let port_name = server.port.as_ref().map_or("", |p| p.name.as_str());
-            let route = format!(
-                "https.{number}.{port_name}.{}.{}",
-                gw.source.name,
-                gw.namespace()
-            );
+            let route = https_route_name(number, server, &gw.source.qualified_name(), bind);
             if !self
                 .https_routes
                 .insert((number, bind.clone(), route.clone()))
             {
                 return Err(format!(
-                    "port name {port_name:?} is not unique among the HTTPS servers on port                      {number} (route {route}); not served"
+                    "port name {port_name:?} is not unique among the HTTPS servers on port \
+                     {number} (route {route}); not served"
                 ));
             }
         }
         Ok(())
     }
+}
+
+/// The route table of a terminated server, as pilot's gatewayRDSRouteName names its RDS: for
+/// protocol HTTPS `https.<port>.<portName>.<gatewayName>.<namespace>[.<bind>]` (`gateway`:
+/// `ns/name`), its own; for an HTTP protocol with TLS the port's shared `http.<port>[.<bind>]`.
+pub fn https_route_name(
+    number: u16,
+    server: &Server,
+    gateway: &str,
+    bind: &Option<String>,
+) -> String {
+    let bind = bind.as_ref().map_or(String::new(), |b| format!(".{b}"));
+    let port = server.port.as_ref();
+    if !port.is_some_and(|p| p.protocol.eq_ignore_ascii_case("HTTPS")) {
+        return format!("http.{number}{bind}");
+    }
+    let port_name = port.map_or("", |p| p.name.as_str());
+    let (namespace, name) = gateway.split_once('/').unwrap_or(("", gateway));
+    format!("https.{number}.{port_name}.{name}.{namespace}{bind}")
 }
 
 /// A server host as `sanitizeServerHostNamespace` writes it: `./h` in the Gateway's namespace,

@@ -359,3 +359,43 @@ fn gateway_xfcc_defaults_to_sanitize_set() {
     );
     assert_eq!(diags.len(), 1);
 }
+
+/// buildGatewayListeners gives each HTTPS server its own filter chain and RDS, named by
+/// gatewayRDSRouteName (pilot/pkg/model/gateway.go) `https.<port>.<portName>.<gw>.<ns>`: a
+/// VirtualService bound to one server's hosts is only in that server's table, and each chain
+/// (certificate) names its table. A server of protocol HTTP with TLS keeps `http.<port>`.
+#[test]
+fn each_https_server_routes_with_its_own_table() {
+    let yaml = gateway(
+        "  - port: {number: 443, name: https-a, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n  - port: {number: 443, name: https-b, protocol: HTTPS}\n    hosts: [b.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n  - port: {number: 8443, name: web, protocol: HTTP}\n    hosts: [c.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n",
+    ) + "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: default}\nspec:\n  hosts: [a.example.com, c.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: reviews}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: default}\nspec:\n  hosts: [b.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: ratings}\n---\n";
+    let t = run(&yaml, true);
+    let listener = (t.config.listeners.iter())
+        .find(|l| l.address.port() == 443)
+        .expect("443");
+    let tls = listener.tls.as_ref().expect("terminated");
+    let tables: Vec<&str> = (tls.servers.iter())
+        .map(|s| s.route_table.as_deref().expect("its own table"))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "https.443.https-a.gw.istio-system",
+            "https.443.https-b.gw.istio-system"
+        ]
+    );
+    assert_eq!(listener.route_table, tables[0]);
+    let domains = |name: &str| -> Vec<String> {
+        let table = t.config.route_table(name).expect("table");
+        (table.virtual_hosts.iter())
+            .flat_map(|v| v.domains.clone())
+            .collect()
+    };
+    assert_eq!(domains(tables[0]), ["a.example.com"]);
+    assert_eq!(domains(tables[1]), ["b.example.com"]);
+    let web = (t.config.listeners.iter())
+        .find(|l| l.address.port() == 8443)
+        .expect("8443");
+    assert_eq!(web.route_table, "http.8443");
+    assert_eq!(domains("http.8443"), ["c.example.com"]);
+}

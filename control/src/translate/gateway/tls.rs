@@ -197,6 +197,8 @@ pub fn certificate(
         } else {
             Vec::new()
         },
+        // Set by the translator once the server's route table is built.
+        route_table: None,
     })
 }
 
@@ -232,6 +234,7 @@ fn istio_mutual(
         key_pem: String::new(),
         client_ca_pem: None,
         subject_alt_names: tls.subject_alt_names.clone(),
+        route_table: None,
     })
 }
 

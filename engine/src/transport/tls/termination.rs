@@ -55,12 +55,15 @@ struct FilterChain {
     config: Arc<ServerConfig>,
     /// The URI SANs of the certificate it presents (`By=` in the XFCC element).
     local_uris: Arc<[String]>,
+    /// Its own route table ([`ServerCertificate::route_table`]).
+    route_table: Option<Arc<str>>,
 }
 
 /// The chain a ClientHello selected.
 pub struct Selected<'a> {
     pub config: &'a Arc<ServerConfig>,
     pub local_uris: &'a Arc<[String]>,
+    pub route_table: Option<&'a Arc<str>>,
 }
 
 /// A terminating port's filter chains, in the Gateway's server order.
@@ -78,6 +81,7 @@ impl FilterChains {
             .map(|c| Selected {
                 config: &c.config,
                 local_uris: &c.local_uris,
+                route_table: c.route_table.as_ref(),
             })
     }
 
@@ -86,9 +90,31 @@ impl FilterChains {
         self.chains.len()
     }
 
+    /// The route tables the chains name, for checking that the config has them.
+    pub fn route_tables(&self) -> impl Iterator<Item = &str> {
+        self.chains.iter().filter_map(|c| c.route_table.as_deref())
+    }
+
     /// Whether the port has no chain (translation never builds one).
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty()
+    }
+}
+
+/// The server of `servers` whose chain a ClientHello naming `sni` selects (the same choice as
+/// [`FilterChains::select`]), for route checkers such as `trellis explain`.
+pub fn server_for_sni(servers: &[ServerCertificate], sni: Option<&str>) -> Option<usize> {
+    let names: Vec<Vec<String>> = (servers.iter()).map(|s| server_names(&s.hosts)).collect();
+    let names: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
+    pick(&names, sni)
+}
+
+/// A server's `server_names`: its hosts lower-cased, or none when one is `*`.
+fn server_names(hosts: &[String]) -> Vec<String> {
+    if hosts.iter().any(|h| h == "*") {
+        Vec::new()
+    } else {
+        hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
     }
 }
 
@@ -151,19 +177,12 @@ pub fn filter_chains(
     for server in &tls.servers {
         let (config, local_uris) =
             server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
-        let server_names = if server.hosts.iter().any(|h| h == "*") {
-            Vec::new()
-        } else {
-            server
-                .hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect()
-        };
+        let server_names = server_names(&server.hosts);
         chains.push(FilterChain {
             server_names,
             config: Arc::new(config),
             local_uris,
+            route_table: server.route_table.as_deref().map(Arc::from),
         });
     }
     Ok(FilterChains { chains })
