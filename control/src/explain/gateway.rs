@@ -22,7 +22,7 @@ use super::{explain_on, registry_from, split_host_port, ExplainReport, ExplainRe
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::ResourceSet;
 use crate::translate::gateway::l4::is_l4;
-use crate::translate::gateway::merge::{merge_gateways, ServerPort};
+use crate::translate::gateway::merge::{merge_gateways, MergedServer, ServerPort};
 use crate::translate::hosts::host_covers;
 use crate::translate::{precedence_order, translate_gateway, GatewayOptions, Registry};
 use trellis_engine::transport::tls::termination::server_for_sni;
@@ -40,12 +40,13 @@ pub struct GatewayReport {
     /// How TLS is terminated on the port (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
     /// `ISTIO_MUTUAL`), `None` when it is not.
     pub tls: Option<String>,
+    /// A terminating port where no server's filter chain takes the SNI (the host, or the
+    /// `--sni` given): the SNI, and the connection is closed before any request.
+    pub no_filter_chain: Option<String>,
     /// An HTTP (or HTTPS) port: the route.
     pub request: Option<ExplainReport>,
     /// A TCP or TLS port: the chain.
     pub connection: Option<ConnectionReport>,
-    /// A terminating port none of whose servers takes the SNI: why the connection is closed.
-    pub closed: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -93,7 +94,7 @@ pub fn explain_gateway(
         tls: (listener.and_then(|l| l.tls.as_ref())).map(|tls| format!("{:?}", tls.clients)),
         request: None,
         connection: None,
-        closed: None,
+        no_filter_chain: None,
         diagnostics: Vec::new(),
     };
     let (Some(listener), Some(served)) = (listener, served) else {
@@ -101,7 +102,32 @@ pub fn explain_gateway(
         return Ok(report);
     };
     let name = sni.unwrap_or(host).to_ascii_lowercase();
-    report.server = server_for(served, &name, &gateways);
+    if listener.tls.is_some() {
+        // A terminating port: the ClientHello's SNI picks one server's filter chain, as the
+        // proxy does (curl sends the host it dials as SNI).
+        let hosts: Vec<Vec<String>> = (served.servers.iter())
+            .map(|m| {
+                (m.server.hosts.iter())
+                    .map(|h| strip_namespace(h).to_string())
+                    .collect()
+            })
+            .collect();
+        match server_for_sni(&hosts, Some(&name)) {
+            Some(i) => {
+                report.server = served
+                    .servers
+                    .get(i)
+                    .and_then(|m| server_report(m, served, &gateways))
+            }
+            None => {
+                report.no_filter_chain = Some(name);
+                report.diagnostics = t.diagnostics;
+                return Ok(report);
+            }
+        }
+    } else {
+        report.server = server_for(served, &name, &gateways);
+    }
     if is_l4(&served.mode) {
         let conn = ConnectionRequest {
             host: host.to_string(),
@@ -120,23 +146,13 @@ pub fn explain_gateway(
         } else {
             "http"
         };
-        // A terminated port routes with the table of the chain the SNI (the host, as curl
-        // sends it) selects; none: the connection is closed before any request.
-        let table = match listener.tls.as_ref() {
-            Some(tls) => match server_for_sni(&tls.servers, Some(&name)) {
-                Some(i) => (tls.servers[i].route_table.clone())
-                    .unwrap_or_else(|| listener.route_table.clone()),
-                None => {
-                    report.closed = Some(format!(
-                        "no Gateway server on port {port} serves SNI {name:?} (no filter chain \
-                         match): the connection is closed"
-                    ));
-                    report.diagnostics = t.diagnostics;
-                    return Ok(report);
-                }
-            },
-            None => listener.route_table.clone(),
-        };
+        // A terminated HTTPS server routes with its own table, that of the chain the SNI took.
+        let own = (listener.tls.as_ref()).and_then(|tls| {
+            let hosts: Vec<Vec<String>> = tls.servers.iter().map(|s| s.hosts.clone()).collect();
+            let chain = server_for_sni(&hosts, Some(&name))?;
+            tls.servers.get(chain)?.route_table.clone()
+        });
+        let table = own.unwrap_or_else(|| listener.route_table.clone());
         let mut explained = explain_on(&t, &table, scheme, req, req.host.clone(), port)?;
         explained.diagnostics = Vec::new();
         report.request = Some(explained);
@@ -153,14 +169,25 @@ fn server_for(
     gateways: &[&crate::istio::Resource<crate::istio::GatewaySpec>],
 ) -> Option<ServerReport> {
     let takes = |hosts: &[String]| {
-        hosts.iter().any(|h| {
-            let h = h.rsplit_once('/').map_or(h.as_str(), |(_, h)| h);
-            host_covers(&h.to_ascii_lowercase(), name)
-        })
+        (hosts.iter()).any(|h| host_covers(&strip_namespace(h).to_ascii_lowercase(), name))
     };
     let merged = (port.servers.iter())
         .find(|m| takes(&m.server.hosts))
         .or(port.servers.first())?;
+    server_report(merged, port, gateways)
+}
+
+/// `namespace/host` → `host`.
+fn strip_namespace(host: &str) -> &str {
+    host.rsplit_once('/').map_or(host, |(_, h)| h)
+}
+
+/// The report of `merged`, one of `port`'s servers.
+fn server_report(
+    merged: &MergedServer<'_>,
+    port: &ServerPort<'_>,
+    gateways: &[&crate::istio::Resource<crate::istio::GatewaySpec>],
+) -> Option<ServerReport> {
     let index = (gateways.iter())
         .filter(|g| g.source.qualified_name() == merged.gateway)
         .find_map(|g| (g.spec.servers.iter()).position(|s| std::ptr::eq(s, merged.server)))
@@ -213,14 +240,19 @@ impl fmt::Display for GatewayReport {
             Some(tls) => writeln!(f, "TLS: terminated here, clients {tls}")?,
             None => writeln!(f, "TLS: not terminated here")?,
         }
+        if let Some(sni) = &self.no_filter_chain {
+            writeln!(
+                f,
+                "No server on port {} serves SNI {sni:?} (and none has host \"*\"): the gateway \
+                 closes the connection during the handshake (no filter chain match)",
+                self.port
+            )?;
+        }
         if let Some(request) = &self.request {
             write!(f, "{request}")?;
         }
         if let Some(connection) = &self.connection {
             write!(f, "{connection}")?;
-        }
-        if let Some(closed) = &self.closed {
-            writeln!(f, "Closed: {closed}")?;
         }
         errors(f, &self.diagnostics)
     }

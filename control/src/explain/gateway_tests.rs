@@ -181,17 +181,6 @@ fn auto_passthrough_connections_are_explained_by_sni_and_alpn() {
     }
 }
 
-/// PASSTHROUGH: the bound `tls` rule's chain, named by VirtualService and rule.
-#[test]
-fn passthrough_connections_name_their_tls_rule() {
-    let r = explain("db.example", 8443, "/", Some("db.example"));
-    let chain = (r.connection.as_ref())
-        .and_then(|c| c.chain.as_ref())
-        .expect("chain");
-    assert_eq!(chain.virtual_service.as_deref(), Some("db.default"));
-    assert_eq!(chain.rule.as_deref(), Some("tls[0]"));
-}
-
 /// Each HTTPS server routes with its own table: through the chain the SNI selects, a host
 /// only another server's VirtualService serves is not routed (404 NR); an SNI no server
 /// takes is closed before any request (no filter chain match).
@@ -245,4 +234,39 @@ spec:
     assert!(closed.request.is_none());
     let text = closed.to_string();
     assert!(text.contains("no filter chain"), "{text}");
+}
+
+/// PASSTHROUGH: the bound `tls` rule's chain, named by VirtualService and rule.
+#[test]
+fn passthrough_connections_name_their_tls_rule() {
+    let r = explain("db.example", 8443, "/", Some("db.example"));
+    let chain = (r.connection.as_ref())
+        .and_then(|c| c.chain.as_ref())
+        .expect("chain");
+    assert_eq!(chain.virtual_service.as_deref(), Some("db.default"));
+    assert_eq!(chain.rule.as_deref(), Some("tls[0]"));
+}
+
+/// A terminating port picks a server's filter chain by SNI as the proxy does (exact, then
+/// wildcard, then a `*` server; pilot's `GetSNIHostsForServer` in pilot/pkg/model/gateway.go
+/// and Envoy's server_names match): an SNI no server lists is closed before any request.
+#[test]
+fn a_tls_port_closes_an_sni_no_server_lists() {
+    let r = explain("other.example", 443, "/productpage", None);
+    assert_eq!(r.no_filter_chain.as_deref(), Some("other.example"));
+    assert!(r.request.is_none(), "no request is read");
+    assert!(
+        r.to_string().contains("no filter chain match"),
+        "{}",
+        r.to_string()
+    );
+    // The host decides by default; an explicit SNI wins (curl --resolve with another Host).
+    let by_sni = explain(
+        "other.example",
+        443,
+        "/productpage",
+        Some("bookinfo.example"),
+    );
+    assert!(by_sni.no_filter_chain.is_none());
+    assert_eq!(by_sni.server.as_ref().map(|s| s.index), Some(1));
 }

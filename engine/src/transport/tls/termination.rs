@@ -90,26 +90,21 @@ impl FilterChains {
         self.chains.len()
     }
 
-    /// The route tables the chains name, for checking that the config has them.
-    pub fn route_tables(&self) -> impl Iterator<Item = &str> {
-        self.chains.iter().filter_map(|c| c.route_table.as_deref())
-    }
-
     /// Whether the port has no chain (translation never builds one).
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty()
     }
 }
 
-/// The server of `servers` whose chain a ClientHello naming `sni` selects (the same choice as
-/// [`FilterChains::select`]), for route checkers such as `trellis explain`.
-pub fn server_for_sni(servers: &[ServerCertificate], sni: Option<&str>) -> Option<usize> {
-    let names: Vec<Vec<String>> = (servers.iter()).map(|s| server_names(&s.hosts)).collect();
+/// The server (an index into `servers`, each its `hosts`) whose filter chain a ClientHello
+/// with `sni` selects, as [`FilterChains::select`] does: for `trellis explain`.
+pub fn server_for_sni(servers: &[Vec<String>], sni: Option<&str>) -> Option<usize> {
+    let names: Vec<Vec<String>> = servers.iter().map(|hosts| server_names(hosts)).collect();
     let names: Vec<&[String]> = names.iter().map(Vec::as_slice).collect();
     pick(&names, sni)
 }
 
-/// A server's `server_names`: its hosts lower-cased, or none when one is `*`.
+/// A server's `server_names`: its hosts lower-cased, or none (match-all) when one is `*`.
 fn server_names(hosts: &[String]) -> Vec<String> {
     if hosts.iter().any(|h| h == "*") {
         Vec::new()
@@ -177,9 +172,8 @@ pub fn filter_chains(
     for server in &tls.servers {
         let (config, local_uris) =
             server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
-        let server_names = server_names(&server.hosts);
         chains.push(FilterChain {
-            server_names,
+            server_names: server_names(&server.hosts),
             config: Arc::new(config),
             local_uris,
             route_table: server.route_table.as_deref().map(Arc::from),
