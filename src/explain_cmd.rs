@@ -48,6 +48,10 @@ pub struct ExplainArgs {
     /// The TLS ClientHello's server name of the connection (implies --tcp).
     #[arg(long, value_name = "NAME")]
     sni: Option<String>,
+    /// The ALPN protocols the ClientHello offers, in order (repeatable or comma-separated;
+    /// implies --tcp), e.g. `istio` for a mesh client through an AUTO_PASSTHROUGH gateway.
+    #[arg(long, value_name = "PROTOCOL", value_delimiter = ',')]
+    alpn: Vec<String>,
     /// Print the report as JSON, for scripts.
     #[arg(long)]
     json: bool,
@@ -92,7 +96,7 @@ pub fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
     if args.gateway {
         return run_gateway(args, req);
     }
-    if args.tcp || args.sni.is_some() {
+    if args.tcp || args.sni.is_some() || !args.alpn.is_empty() {
         return run_connection(args, req);
     }
     let report = match &args.dir {
@@ -127,9 +131,9 @@ fn run_gateway(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
         opts.namespace = ns.clone();
     }
     let resources = resources(&args)?;
-    let report =
-        trellis_control::explain::explain_gateway(&resources, &opts, &req, args.sni.as_deref())
-            .context("cannot explain at the gateway")?;
+    let hello = (args.sni.as_deref(), args.alpn.as_slice());
+    let report = trellis_control::explain::explain_gateway(&resources, &opts, &req, hello)
+        .context("cannot explain at the gateway")?;
     let errors = (report.diagnostics.iter())
         .chain(report.connection.iter().flat_map(|c| c.diagnostics.iter()))
         .any(|d| d.severity == Severity::Error);
@@ -169,7 +173,7 @@ fn show(
     })
 }
 
-/// `--tcp`/`--sni`: the L4 chain a connection takes.
+/// `--tcp`/`--sni`/`--alpn`: the L4 chain a connection takes.
 fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
     let (host, host_port) = match req.host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse::<u16>().ok()),
@@ -182,6 +186,7 @@ fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
         host,
         port,
         sni: args.sni.clone(),
+        alpn: args.alpn.clone(),
         source_labels: req.source_labels,
         source_namespace: req.source_namespace,
     };

@@ -11,8 +11,9 @@
 //!   a mesh certificate (the server's `caCertificates` is the mesh root) too, and its principal
 //!   is policy's; a certificate of another CA fails the handshake.
 //! - `AUTO_PASSTHROUGH`: `openssl s_client` with the SNI `outbound_.8443_._.<host>` (or a
-//!   subset's) completes its handshake with that service's `openssl s_server`, through the
-//!   gateway that never terminates; an unknown SNI is closed and logged (NR).
+//!   subset's) and one of Istio's mTLS ALPNs (`-alpn istio`) completes its handshake with that
+//!   service's `openssl s_server`, through the gateway that never terminates; an unknown SNI,
+//!   or the right one offering no ALPN or only `h2`, is closed and logged (NR).
 //!
 //! pilot: buildGatewayListenerTLSContext and builtAutoPassthroughFilterChains in
 //! pilot/pkg/networking/core/gateway.go, BuildListenerTLSContext in .../core/tls.go.
@@ -22,8 +23,8 @@ use std::path::Path;
 
 mod common;
 use common::l4_peers::{
-    certificate, identity_yaml, issue, line_echo, mtls_exchange, s_server, scratch, subject_for,
-    tls_exchange, wait_for_log,
+    certificate, identity_yaml, issue, line_echo, mtls_exchange, s_server, scratch,
+    subject_offering, tls_exchange, wait_for_log,
 };
 use common::{curl, free_offset, spawn_gateway, wait_for};
 
@@ -209,24 +210,29 @@ istio:
     assert_eq!(with(&denied_chain, &denied_key), "403");
     assert_eq!(with(&stranger_cert, &stranger_key), "000");
 
-    // AUTO_PASSTHROUGH: the outbound_ SNI names the service (and subset); the handshake is the
-    // backend's own; an unknown name, or a subset without endpoints, is closed.
+    // AUTO_PASSTHROUGH: the outbound_ SNI names the service (and subset), with one of Istio's
+    // mTLS ALPNs (allIstioMtlsALPNs); the handshake is the backend's own; an unknown name, a
+    // subset without endpoints, or a hello without a mesh ALPN is closed.
     let sni =
         |subset: &str| format!("outbound_.8443_.{subset}_.tls-backend.default.svc.cluster.local");
-    for known in [sni(""), sni("v1")] {
-        let subject = subject_for(auto, &known);
+    for (known, alpn) in [(sni(""), "istio"), (sni("v1"), "h2,istio-http/1.1")] {
+        let subject = subject_offering(auto, &known, &[alpn]);
         assert!(
             subject.contains("backend.example"),
-            "{known}: {subject}\n{}",
+            "{known} {alpn}: {subject}\n{}",
             logged()
         );
+    }
+    for alpn in [&[][..], &["h2", "http/1.1"][..]] {
+        let subject = subject_offering(auto, &sni(""), alpn);
+        assert!(subject.starts_with("no handshake"), "{alpn:?}: {subject}");
     }
     for unknown in [
         sni("v2"),
         "outbound_.8443_._.nowhere.default.svc.cluster.local".to_string(),
         "backend.example".to_string(),
     ] {
-        let subject = subject_for(auto, &unknown);
+        let subject = subject_offering(auto, &unknown, &["istio"]);
         assert!(subject.starts_with("no handshake"), "{unknown}: {subject}");
     }
     wait_for_log(&log, " NR ");

@@ -6,7 +6,9 @@
 //! a connection that matches none. A `MUTUAL` server's `subjectAltNames` become the chain's
 //! `match_subject_alt_names` (pilot/pkg/security/model/authentication.go); Envoy matches a
 //! certificate's DNS SAN with DNS wildcard semantics (source/common/tls/utility.cc
-//! `dnsNameMatch`).
+//! `dnsNameMatch`). Each HTTPS server routes with its own table (pilot's gatewayRDSRouteName,
+//! `https.<port>.<portName>.<gateway>.<namespace>`), so a request through one server's chain
+//! cannot reach another server's VirtualService.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -227,6 +229,14 @@ istio:
         "{a_with_bad:?}\n{}",
         logged()
     );
+    // Each HTTPS server routes with its own table (pilot's RDS
+    // `https.<port>.<portName>.<gateway>.<namespace>`): b's VirtualService is not reachable
+    // through a's chain, whatever Host the client sends: 404 NR.
+    let args = cert_args(&bad);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["-H", "Host: b.example.com"]);
+    let crossed = fetch("a.example.com", port, &a_cert, &args);
+    assert!(crossed.ends_with("\n404"), "{crossed:?}\n{}", logged());
     for accepted in [&good, &wild] {
         let got = with("b.example.com", &b_cert, accepted);
         assert!(

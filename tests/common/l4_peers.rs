@@ -73,9 +73,19 @@ pub fn s_server(dir: &Path, name: &str) -> (u16, Killed, PathBuf) {
 /// The subject line of the certificate presented through `port` for `sni`, or
 /// `no handshake: <what openssl said>`.
 pub fn subject_for(port: u16, sni: &str) -> String {
-    let out = Command::new("openssl")
+    subject_offering(port, sni, &[])
+}
+
+/// [`subject_for`] with a ClientHello that offers the ALPN protocols `alpn` (`-alpn`).
+pub fn subject_offering(port: u16, sni: &str, alpn: &[&str]) -> String {
+    let mut command = Command::new("openssl");
+    command
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", sni])
+        .args(["-servername", sni]);
+    if !alpn.is_empty() {
+        command.args(["-alpn", &alpn.join(",")]);
+    }
+    let out = command
         .stdin(Stdio::null())
         .output()
         .expect("openssl s_client runs");

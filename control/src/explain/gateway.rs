@@ -2,7 +2,8 @@
 //! a request or a connection on one of its ports: which Gateway server serves the port (and,
 //! by host or SNI, which of its servers), whether TLS is terminated there and how, then which
 //! bound VirtualService rule routes it (an HTTP port: the engine's router and its trace, or 404
-//! NR), or which L4 chain takes it (a TCP/TLS port: the engine's filter-chain match, or closed).
+//! NR), or which L4 chain takes it (a TCP/TLS port: the engine's filter-chain match on the
+//! ClientHello's SNI and ALPN protocols, or closed).
 //!
 //! As for a sidecar, nothing is re-implemented: the resources are translated by the gateway
 //! translator the proxy runs ([`translate_gateway`]), the servers are merged by the same
@@ -62,14 +63,15 @@ pub struct ServerReport {
     pub mode: String,
 }
 
-/// Explain `req` (on Gateway port `req.port`, default 80; `sni` for a TLS connection) as the
-/// gateway proxy with `opts` would serve it.
+/// Explain `req` (on Gateway port `req.port`, default 80; for a TLS connection, `hello` is its
+/// ClientHello's SNI and ALPN protocols) as the gateway proxy with `opts` would serve it.
 pub fn explain_gateway(
     set: &ResourceSet,
     opts: &GatewayOptions,
     req: &ExplainRequest,
-    sni: Option<&str>,
+    hello: (Option<&str>, &[String]),
 ) -> Result<GatewayReport, ConfigError> {
+    let (sni, alpn) = hello;
     let (host, host_port) = split_host_port(&req.host);
     let port = req.port.or(host_port).unwrap_or(80);
     let opts = GatewayOptions {
@@ -141,6 +143,7 @@ pub fn explain_gateway(
             host: host.to_string(),
             port,
             sni: sni.map(str::to_string),
+            alpn: alpn.to_vec(),
             source_labels: BTreeMap::new(),
             source_namespace: None,
         };
@@ -153,7 +156,13 @@ pub fn explain_gateway(
         } else {
             "http"
         };
-        let table = listener.route_table.clone();
+        // A terminated HTTPS server routes with its own table, that of the chain the SNI took.
+        let own = (listener.tls.as_ref()).and_then(|tls| {
+            let hosts: Vec<Vec<String>> = tls.servers.iter().map(|s| s.hosts.clone()).collect();
+            let chain = server_for_sni(&hosts, Some(&name))?;
+            tls.servers.get(chain)?.route_table.clone()
+        });
+        let table = own.unwrap_or_else(|| listener.route_table.clone());
         let mut explained = explain_on(&t, &table, scheme, req, req.host.clone(), port)?;
         explained.diagnostics = Vec::new();
         report.request = Some(explained);

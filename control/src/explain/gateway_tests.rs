@@ -54,6 +54,17 @@ spec:
 "#;
 
 fn explain(host: &str, port: u16, path: &str, sni: Option<&str>) -> GatewayReport {
+    explain_offering(host, port, path, sni, &[])
+}
+
+/// [`explain`] for a ClientHello that offers the ALPN protocols `alpn`.
+fn explain_offering(
+    host: &str,
+    port: u16,
+    path: &str,
+    sni: Option<&str>,
+    alpn: &[&str],
+) -> GatewayReport {
     let set = parse_str(YAML, "t.yaml").expect("parses");
     let opts = GatewayOptions {
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
@@ -62,7 +73,8 @@ fn explain(host: &str, port: u16, path: &str, sni: Option<&str>) -> GatewayRepor
     let mut req = ExplainRequest::new(host);
     req.port = Some(port);
     req.path = path.to_string();
-    explain_gateway(&set, &opts, &req, sni).expect("explains")
+    let alpn: Vec<String> = alpn.iter().map(|p| p.to_string()).collect();
+    explain_gateway(&set, &opts, &req, (sni, &alpn)).expect("explains")
 }
 
 /// An ISTIO_MUTUAL HTTPS server: the report names the server and its mesh termination, and
@@ -119,16 +131,14 @@ fn a_port_without_a_server_has_no_listener() {
     assert!(r.to_string().contains("connection is refused"));
 }
 
-/// AUTO_PASSTHROUGH: the outbound_ SNI names its chain and cluster; any other SNI has none.
+/// AUTO_PASSTHROUGH: the outbound_ SNI with one of Istio's mTLS ALPNs names its chain and
+/// cluster; any other SNI has none, and neither has the right SNI without a mesh ALPN
+/// (builtAutoPassthroughFilterChains' `applicationProtocols: allIstioMtlsALPNs`).
 #[test]
-fn auto_passthrough_connections_are_explained_by_sni() {
+fn auto_passthrough_connections_are_explained_by_sni_and_alpn() {
     let sni = "outbound_.9080_._.productpage.default.svc.cluster.local";
-    let r = explain(
-        "productpage.default.svc.cluster.local",
-        15443,
-        "/",
-        Some(sni),
-    );
+    let host = "productpage.default.svc.cluster.local";
+    let r = explain_offering(host, 15443, "/", Some(sni), &["h2", "istio-h2"]);
     assert_eq!(
         r.server.as_ref().map(|s| s.mode.as_str()),
         Some("AutoPassthrough")
@@ -137,11 +147,93 @@ fn auto_passthrough_connections_are_explained_by_sni() {
     assert_eq!(conn.outcome, ConnectionOutcome::Matched);
     let chain = conn.chain.as_ref().expect("chain");
     assert_eq!(chain.destinations[0].cluster, sni);
-    let unknown = explain("x.local", 15443, "/", Some("outbound_.1_._.nowhere.local"));
-    assert_eq!(
-        unknown.connection.as_ref().map(|c| c.outcome),
-        Some(ConnectionOutcome::NoChain)
+    assert!(chain.application_protocols.iter().any(|p| p == "istio"));
+    let text = r.to_string();
+    assert!(
+        text.contains("ALPN (one of): istio, istio-peer-exchange"),
+        "{text}"
     );
+    let unknown = explain_offering(
+        "x.local",
+        15443,
+        "/",
+        Some("outbound_.1_._.nowhere.local"),
+        &["istio"],
+    );
+    let unknown = unknown.connection.as_ref().expect("an L4 port");
+    assert_eq!(unknown.outcome, ConnectionOutcome::NoChain);
+    assert_eq!(
+        unknown.alpn_required, None,
+        "no chain takes that SNI at all"
+    );
+    for alpn in [&[][..], &["h2", "http/1.1"][..]] {
+        let r = explain_offering(host, 15443, "/", Some(sni), alpn);
+        let conn = r.connection.as_ref().expect("an L4 port");
+        assert_eq!(conn.outcome, ConnectionOutcome::NoChain, "{alpn:?}");
+        let (chain, required) = conn.alpn_required.as_ref().expect("refused for its ALPN");
+        assert_eq!(chain, sni);
+        assert_eq!(required.len(), 5);
+        let text = r.to_string();
+        assert!(
+            text.contains("requires one of the ALPN protocols istio,"),
+            "{text}"
+        );
+    }
+}
+
+/// Each HTTPS server routes with its own table: through the chain the SNI selects, a host
+/// only another server's VirtualService serves is not routed (404 NR); an SNI no server
+/// takes is closed before any request (no filter chain match).
+#[test]
+fn an_https_request_routes_with_its_servers_own_table() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 443, name: https-b, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [b.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route: [{destination: {host: productpage, port: {number: 9080}}}]
+"#;
+    let set = parse_str(yaml, "t.yaml").expect("parses");
+    let opts = GatewayOptions {
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..GatewayOptions::default()
+    };
+    let at = |host: &str, sni: &str| {
+        let mut req = ExplainRequest::new(host);
+        req.port = Some(443);
+        explain_gateway(&set, &opts, &req, (Some(sni), &[])).expect("explains")
+    };
+    let own = at("b.example.com", "b.example.com");
+    assert_eq!(
+        own.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::Matched)
+    );
+    // a's table has no VirtualService: its blackhole virtual host answers 404 NR.
+    let crossed = at("b.example.com", "a.example.com");
+    assert_eq!(
+        crossed.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::NoRoute)
+    );
+    let closed = at("c.example.com", "c.example.com");
+    assert!(closed.request.is_none());
+    let text = closed.to_string();
+    assert!(text.contains("no filter chain"), "{text}");
 }
 
 /// PASSTHROUGH: the bound `tls` rule's chain, named by VirtualService and rule.

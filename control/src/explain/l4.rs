@@ -32,6 +32,8 @@ pub struct ConnectionRequest {
     pub port: u16,
     /// The ClientHello's server name, for TLS; `None`: plaintext or no SNI.
     pub sni: Option<String>,
+    /// The ClientHello's ALPN protocols, in the client's order; empty: none offered.
+    pub alpn: Vec<String>,
     pub source_labels: BTreeMap<String, String>,
     pub source_namespace: Option<String>,
 }
@@ -42,14 +44,19 @@ pub struct ConnectionReport {
     pub host: String,
     pub port: u16,
     pub sni: Option<String>,
+    /// The ALPN protocols the ClientHello offered.
+    pub alpn: Vec<String>,
     pub config_version: String,
     /// `matched`; `no_chain` (L4 chains exist for the port but none takes it: closed, NR);
     /// `not_l4` (no chain for the port: the connection is HTTP, see the request explain).
     pub outcome: ConnectionOutcome,
-    /// Whether the choice waited for the ClientHello's SNI.
+    /// Whether the choice waited for the ClientHello (its SNI, or its ALPN protocols).
     pub needs_sni: bool,
     /// The chains that could take it, by name, before the SNI step.
     pub candidates: Vec<String>,
+    /// No chain took it, but chain `.0` would have with one of the ALPN protocols `.1`
+    /// (an AUTO_PASSTHROUGH chain refusing a ClientHello without Istio's mTLS ALPNs).
+    pub alpn_required: Option<(String, Vec<String>)>,
     pub chain: Option<ChainReport>,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -72,6 +79,9 @@ pub struct ChainReport {
     pub rule: Option<String>,
     pub service: String,
     pub sni_hosts: Vec<String>,
+    /// The ALPN protocols the chain requires one of (Envoy `application_protocols`); empty:
+    /// any.
+    pub application_protocols: Vec<String>,
     pub destination_subnets: Vec<String>,
     pub destinations: Vec<ChainDestination>,
     pub idle_timeout: Option<String>,
@@ -120,7 +130,19 @@ pub(crate) fn connection_on(
     req: &ConnectionRequest,
 ) -> ConnectionReport {
     let routes = &t.config.tcp_routes;
-    let choice = choose_chain(routes, on, dst, &req.source_labels, req.sni.as_deref());
+    let hello = (req.sni.as_deref(), req.alpn.as_slice());
+    let choice = choose_chain(routes, on, dst, &req.source_labels, hello);
+    // Refused for its ALPN only: the same hello offering every protocol the chains list.
+    let alpn_required = choice.chosen.is_none().then(|| {
+        let listed: Vec<String> = (choice.candidates.iter())
+            .flat_map(|&i| routes[i].application_protocols.iter().cloned())
+            .collect();
+        let offering = (req.sni.as_deref(), listed.as_slice());
+        let with = choose_chain(routes, on, dst, &req.source_labels, offering);
+        let route = with.chosen.and_then(|i| routes.get(i))?;
+        Some((route.name.clone(), route.application_protocols.clone()))
+    });
+    let alpn_required = alpn_required.flatten();
     let outcome = match (choice.candidates.is_empty(), choice.chosen) {
         (true, _) => ConnectionOutcome::NotL4,
         (false, None) => ConnectionOutcome::NoChain,
@@ -135,6 +157,7 @@ pub(crate) fn connection_on(
             rule: (origin.rule.as_ref()).map(|(section, i)| format!("{section}[{i}]")),
             service: origin.service.clone(),
             sni_hosts: route.sni_hosts.clone(),
+            application_protocols: route.application_protocols.clone(),
             destination_subnets: route
                 .destination_subnets
                 .iter()
@@ -159,12 +182,14 @@ pub(crate) fn connection_on(
         host: req.host.clone(),
         port: req.port,
         sni: req.sni.clone(),
+        alpn: req.alpn.clone(),
         config_version: t.config.version.clone(),
         outcome,
         needs_sni: choice.needs_sni,
         candidates: (choice.candidates.iter())
             .filter_map(|&i| routes.get(i).map(|r| r.name.clone()))
             .collect(),
+        alpn_required,
         chain,
         diagnostics: t.diagnostics,
     }
@@ -263,8 +288,12 @@ impl fmt::Display for ConnectionReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Connection: {}:{}", self.host, self.port)?;
         match &self.sni {
-            Some(sni) => writeln!(f, " (SNI {sni})")?,
-            None => writeln!(f, " (no SNI)")?,
+            Some(sni) => write!(f, " (SNI {sni})")?,
+            None => write!(f, " (no SNI)")?,
+        }
+        match self.alpn.as_slice() {
+            [] => writeln!(f, ", no ALPN")?,
+            alpn => writeln!(f, ", ALPN {}", alpn.join(", "))?,
         }
         writeln!(f, "Config version: {}", self.config_version)?;
         if !self.candidates.is_empty() {
@@ -276,11 +305,24 @@ impl fmt::Display for ConnectionReport {
                 "Not an L4 connection: no TCP or TLS chain serves port {}; it is proxied as HTTP",
                 self.port
             )?,
-            (ConnectionOutcome::NoChain, _) => writeln!(
-                f,
-                "No chain takes it{}: the connection is closed (NR)",
-                if self.needs_sni { " (by SNI)" } else { "" }
-            )?,
+            (ConnectionOutcome::NoChain, _) => {
+                writeln!(
+                    f,
+                    "No chain takes it{}: the connection is closed (NR)",
+                    if self.needs_sni {
+                        " (by the ClientHello)"
+                    } else {
+                        ""
+                    }
+                )?;
+                if let Some((chain, alpn)) = &self.alpn_required {
+                    writeln!(
+                        f,
+                        "  chain {chain} takes this SNI but requires one of the ALPN protocols {}",
+                        alpn.join(", ")
+                    )?;
+                }
+            }
             (ConnectionOutcome::Matched, Some(c)) => {
                 write!(f, "Chain: {}", c.name)?;
                 match (&c.virtual_service, &c.rule) {
@@ -289,6 +331,9 @@ impl fmt::Display for ConnectionReport {
                 }
                 if !c.sni_hosts.is_empty() {
                     writeln!(f, "  sniHosts: {}", c.sni_hosts.join(", "))?;
+                }
+                if !c.application_protocols.is_empty() {
+                    writeln!(f, "  ALPN (one of): {}", c.application_protocols.join(", "))?;
                 }
                 if !c.destination_subnets.is_empty() {
                     writeln!(

@@ -239,6 +239,7 @@ fn default_chain(ctx: &Ctx<'_, '_>, sni_hosts: Vec<String>) -> (TcpRoute, TcpOri
         port: Some(ctx.port),
         destination_subnets: Vec::new(),
         sni_hosts,
+        application_protocols: Vec::new(),
         source_labels: Default::default(),
         destinations: vec![TcpDestination {
             cluster,
@@ -276,6 +277,7 @@ fn chain(
         port: Some(ctx.port),
         destination_subnets: subnets,
         sni_hosts,
+        application_protocols: Vec::new(),
         source_labels: Default::default(),
         destinations,
         idle_timeout,

@@ -38,6 +38,11 @@ pub struct TcpRoute {
     /// Envoy `server_names` (`sniHosts`): the ClientHello's SNI, exact or `*.suffix`. Non-empty
     /// makes the chain a TLS one (the first bytes are inspected, never terminated).
     pub sni_hosts: Vec<String>,
+    /// Envoy `application_protocols`: the ClientHello must offer one of these ALPN protocols
+    /// (after the SNI step; the chain listing the client's earliest protocol wins). Empty:
+    /// any, or none. pilot sets Istio's mTLS ALPNs on AUTO_PASSTHROUGH chains
+    /// (builtAutoPassthroughFilterChains), so that only a mesh client's mTLS passes.
+    pub application_protocols: Vec<String>,
     /// `sourceLabels`: the client's labels must include all of these.
     pub source_labels: BTreeMap<String, String>,
     /// `route[]`: clusters with weights (Envoy `weighted_clusters`); one entry is a plain
@@ -67,6 +72,7 @@ impl Default for TcpRoute {
             port: None,
             destination_subnets: Vec::new(),
             sni_hosts: Vec::new(),
+            application_protocols: Vec::new(),
             source_labels: BTreeMap::new(),
             destinations: Vec::new(),
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),

@@ -149,10 +149,15 @@ impl Engine {
             return;
         }
 
-        let Some((_, table)) = snapshot.listener_named(&listener) else {
+        let Some((_, listener_table)) = snapshot.listener_named(&listener) else {
             self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
             return;
         };
+        // A gateway's HTTPS server routes with its own table (its filter chain's RDS).
+        let table = (self.conns.get(down.conn()))
+            .and_then(|c| c.transport.route_table())
+            .and_then(|name| snapshot.router.table(name))
+            .unwrap_or(listener_table);
         let outcome = {
             let Some(req) = self.requests.get(id) else {
                 return;

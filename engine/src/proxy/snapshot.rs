@@ -129,6 +129,17 @@ impl Snapshot {
                 }
             })?;
             listener_tables.push(table);
+            // A gateway HTTPS server's own table (its chain's RDS) must exist too: requests
+            // through that chain never fall back to the listener's.
+            let chains = listener.tls.iter().flat_map(|tls| tls.servers.iter());
+            for name in chains.filter_map(|s| s.route_table.as_deref()) {
+                if router.table(name).is_none() {
+                    return Err(ConfigError::MissingRouteTable {
+                        listener: listener.name.clone(),
+                        table: name.to_string(),
+                    });
+                }
+            }
         }
         let listener_names = config
             .listeners

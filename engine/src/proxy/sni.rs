@@ -1,6 +1,8 @@
-//! Reading the server name (SNI) of a TLS ClientHello from a connection's first bytes, without
-//! terminating TLS: what Envoy's `tls_inspector` listener filter does so that a filter chain
-//! can match `server_names` (Istio's VirtualService `tls[].match[].sniHosts`).
+//! Reading the server name (SNI) and the offered ALPN protocols of a TLS ClientHello from a
+//! connection's first bytes, without terminating TLS: what Envoy's `tls_inspector` listener
+//! filter does so that a filter chain can match `server_names` (Istio's VirtualService
+//! `tls[].match[].sniHosts`) and `application_protocols` (an AUTO_PASSTHROUGH gateway's
+//! Istio mTLS ALPNs).
 //!
 //! The bytes are only looked at; the caller keeps them and relays them unchanged. The record
 //! layer may split a ClientHello across records (RFC 8446 §5.1), so handshake fragments are
@@ -18,8 +20,13 @@ pub enum Peek {
     NeedMore,
     /// Not a TLS ClientHello (plaintext, or one too large or malformed to read).
     NotTls,
-    /// A whole ClientHello: its `server_name` (host name, lower-cased), if it sent one.
-    ClientHello { sni: Option<String> },
+    /// A whole ClientHello: its `server_name` (host name, lower-cased), if it sent one, and
+    /// the protocols of its `application_layer_protocol_negotiation` extension, in the
+    /// client's order (empty when it sent none).
+    ClientHello {
+        sni: Option<String>,
+        alpn: Vec<String>,
+    },
 }
 
 /// Inspect `data`, the bytes received so far.
@@ -52,8 +59,8 @@ pub fn peek(data: &[u8]) -> Peek {
                 return Peek::NotTls;
             }
             if hello.len() >= 4 + body {
-                return match client_hello_sni(&hello[4..4 + body]) {
-                    Some(sni) => Peek::ClientHello { sni },
+                return match client_hello_fields(&hello[4..4 + body]) {
+                    Some((sni, alpn)) => Peek::ClientHello { sni, alpn },
                     None => Peek::NotTls,
                 };
             }
@@ -74,9 +81,11 @@ fn need_or_not(data: &[u8], at: usize) -> Peek {
     }
 }
 
-/// The SNI of a ClientHello body (RFC 8446 §4.1.2, RFC 6066 §3): `Some(None)` when it has no
-/// `server_name` extension, `None` when the body is malformed.
-fn client_hello_sni(body: &[u8]) -> Option<Option<String>> {
+/// The SNI and the ALPN protocols of a ClientHello body (RFC 8446 §4.1.2, RFC 6066 §3,
+/// RFC 7301 §3.1); `None` when the body is malformed. Envoy's tls_inspector hands the
+/// protocol names on as they are (`setRequestedApplicationProtocols`); one that is not UTF-8
+/// can match no configured name and is left out.
+fn client_hello_fields(body: &[u8]) -> Option<(Option<String>, Vec<String>)> {
     let mut r = Reader(body);
     r.take(2)?; // legacy_version
     r.take(32)?; // random
@@ -86,8 +95,9 @@ fn client_hello_sni(body: &[u8]) -> Option<Option<String>> {
     r.take(usize::from(suites))?;
     let compression = r.u8()?;
     r.take(usize::from(compression))?;
+    let (mut sni, mut alpn) = (None, Vec::new());
     if r.0.is_empty() {
-        return Some(None); // no extensions at all (TLS 1.0-era hello)
+        return Some((sni, alpn)); // no extensions at all (TLS 1.0-era hello)
     }
     let ext_len = r.u16()?;
     let mut exts = Reader(r.take(usize::from(ext_len))?);
@@ -95,24 +105,51 @@ fn client_hello_sni(body: &[u8]) -> Option<Option<String>> {
         let kind = exts.u16()?;
         let len = exts.u16()?;
         let data = exts.take(usize::from(len))?;
-        if kind != 0 {
-            continue;
+        match kind {
+            SERVER_NAME if sni.is_none() => sni = server_name(data)?,
+            ALPN if alpn.is_empty() => alpn = protocol_names(data)?,
+            _ => {}
         }
-        let mut list = Reader(data);
-        let list_len = list.u16()?;
-        let mut names = Reader(list.take(usize::from(list_len))?);
-        while !names.0.is_empty() {
-            let name_type = names.u8()?;
-            let len = names.u16()?;
-            let name = names.take(usize::from(len))?;
-            if name_type == 0 {
-                let name = std::str::from_utf8(name).ok()?;
-                return Some(Some(name.to_ascii_lowercase()));
-            }
+    }
+    Some((sni, alpn))
+}
+
+/// Extension `server_name` (0).
+const SERVER_NAME: u16 = 0;
+/// Extension `application_layer_protocol_negotiation` (16).
+const ALPN: u16 = 16;
+
+/// The first `host_name` of a `server_name` extension, lower-cased.
+fn server_name(data: &[u8]) -> Option<Option<String>> {
+    let mut list = Reader(data);
+    let list_len = list.u16()?;
+    let mut names = Reader(list.take(usize::from(list_len))?);
+    while !names.0.is_empty() {
+        let name_type = names.u8()?;
+        let len = names.u16()?;
+        let name = names.take(usize::from(len))?;
+        if name_type == 0 {
+            let name = std::str::from_utf8(name).ok()?;
+            return Some(Some(name.to_ascii_lowercase()));
         }
-        return Some(None);
     }
     Some(None)
+}
+
+/// The `ProtocolNameList` of an ALPN extension, in order.
+fn protocol_names(data: &[u8]) -> Option<Vec<String>> {
+    let mut list = Reader(data);
+    let list_len = list.u16()?;
+    let mut names = Reader(list.take(usize::from(list_len))?);
+    let mut out = Vec::new();
+    while !names.0.is_empty() {
+        let len = names.u8()?;
+        let name = names.take(usize::from(len))?;
+        if let Ok(name) = std::str::from_utf8(name) {
+            out.push(name.to_string());
+        }
+    }
+    Some(out)
 }
 
 struct Reader<'a>(&'a [u8]);

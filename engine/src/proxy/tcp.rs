@@ -57,7 +57,7 @@ impl Engine {
         if found.is_empty() {
             return;
         }
-        let inspect = tcp_match::needs_sni(routes, &found);
+        let inspect = tcp_match::needs_client_hello(routes, &found);
         let mut session = TcpSession::new(snapshot.clone(), now, found, inspect);
         let detect = protocol == Some(PortProtocol::Detect);
         if detect {
@@ -82,7 +82,7 @@ impl Engine {
                 self.arm_conn_timer(id, at);
             }
         } else {
-            self.tcp_choose(now, id, None);
+            self.tcp_choose(now, id, None, &[]);
         }
     }
 
@@ -113,10 +113,11 @@ impl Engine {
         let TcpPhase::Inspecting { candidates } = &session.phase else {
             return;
         };
-        let inspect = tcp_match::needs_sni(&session.snapshot.config.tcp_routes, candidates);
+        let inspect =
+            tcp_match::needs_client_hello(&session.snapshot.config.tcp_routes, candidates);
         if !inspect {
             session.deadline = None;
-            return self.tcp_choose(now, id, None);
+            return self.tcp_choose(now, id, None, &[]);
         }
         let at = now + INSPECT_TIMEOUT;
         session.deadline = Some(at);
@@ -128,8 +129,9 @@ impl Engine {
         self.conns.down_mut(id)?.tcp.as_deref_mut()
     }
 
-    /// The chain for the server name read (or none), then a destination and a host.
-    fn tcp_choose(&mut self, now: Instant, id: DownstreamId, sni: Option<String>) {
+    /// The chain for the server name and ALPN protocols read (or none), then a destination
+    /// and a host.
+    fn tcp_choose(&mut self, now: Instant, id: DownstreamId, sni: Option<String>, alpn: &[String]) {
         let Some(session) = self.session(id) else {
             return;
         };
@@ -138,7 +140,7 @@ impl Engine {
         };
         let snapshot = session.snapshot.clone();
         let routes = &snapshot.config.tcp_routes;
-        let chosen = tcp_match::select(routes, candidates, sni.as_deref());
+        let chosen = tcp_match::select(routes, candidates, sni.as_deref(), alpn);
         session.sni = sni;
         let Some(route) = chosen.and_then(|i| routes.get(i)) else {
             // Envoy: no filter chain matched; the connection is closed.
@@ -237,8 +239,8 @@ impl Engine {
             }
             TcpPhase::Inspecting { .. } => match peek(&down.recv) {
                 Peek::NeedMore if !read_closed => {}
-                Peek::ClientHello { sni } => self.tcp_choose(now, id, sni),
-                Peek::NeedMore | Peek::NotTls => self.tcp_choose(now, id, None),
+                Peek::ClientHello { sni, alpn } => self.tcp_choose(now, id, sni, &alpn),
+                Peek::NeedMore | Peek::NotTls => self.tcp_choose(now, id, None, &[]),
             },
             TcpPhase::Connecting(_) => {}
             TcpPhase::Relaying(up) => {
@@ -380,7 +382,7 @@ impl Engine {
                     }
                 } else if matches!(session.phase, TcpPhase::Inspecting { .. }) {
                     // continue_on_listener_filters_timeout: as if no SNI came.
-                    self.tcp_choose(now, id, None);
+                    self.tcp_choose(now, id, None, &[]);
                 } else {
                     self.stats.tcp_idle_timeouts += 1;
                     self.tcp_end(now, id, None);

@@ -4,7 +4,10 @@
 //! after the other, the most specific match winning at each step and never backtracking to a
 //! less specific one later: destination port (a chain naming the port beats one that names
 //! none), destination IP (longest prefix; a chain without prefixes is the least specific),
-//! then server name (exact, then the longest `*.` suffix, then a chain without names).
+//! then server name (exact, then the longest `*.` suffix, then a chain without names), then
+//! application protocols (`findFilterChainForApplicationProtocols`: the first of the
+//! client's ALPN protocols that a chain lists, in the client's order, else a chain that lists
+//! none; pilot gives AUTO_PASSTHROUGH chains Istio's mTLS ALPNs).
 //! `sourceLabels`, a static predicate pilot evaluates per proxy (matchTCP/matchTLS in
 //! pilot/pkg/networking/core/tls.go), filters first; among equals the first chain wins.
 //!
@@ -62,14 +65,21 @@ pub(crate) fn candidates(
     found
 }
 
-/// Whether choosing among `found` needs the ClientHello's server name.
-pub(crate) fn needs_sni(routes: &[TcpRoute], found: &[usize]) -> bool {
-    found.iter().any(|&i| !routes[i].sni_hosts.is_empty())
+/// Whether choosing among `found` needs the ClientHello (its server name or its ALPN list).
+pub(crate) fn needs_client_hello(routes: &[TcpRoute], found: &[usize]) -> bool {
+    (found.iter())
+        .any(|&i| !routes[i].sni_hosts.is_empty() || !routes[i].application_protocols.is_empty())
 }
 
 /// The chain among `found` for a connection whose ClientHello named `sni` (`None`: no SNI,
-/// or not TLS at all). `None`: no chain matches, and Envoy closes the connection.
-pub(crate) fn select(routes: &[TcpRoute], found: &[usize], sni: Option<&str>) -> Option<usize> {
+/// or not TLS at all) and offered `alpn`. `None`: no chain matches, and Envoy closes the
+/// connection.
+pub(crate) fn select(
+    routes: &[TcpRoute],
+    found: &[usize],
+    sni: Option<&str>,
+    alpn: &[String],
+) -> Option<usize> {
     // Rank of a chain for this name: 3 exact, 2 + suffix length for a wildcard (as a fraction
     // of the order), 0 for a chain that names nothing; None when it names others only.
     let rank = |r: &TcpRoute| -> Option<(u8, usize)> {
@@ -86,10 +96,15 @@ pub(crate) fn select(routes: &[TcpRoute], found: &[usize], sni: Option<&str>) ->
             .max()
     };
     let best = found.iter().filter_map(|&i| rank(&routes[i])).max()?;
-    found
-        .iter()
-        .copied()
-        .find(|&i| rank(&routes[i]) == Some(best))
+    let named: Vec<usize> = (found.iter().copied())
+        .filter(|&i| rank(&routes[i]) == Some(best))
+        .collect();
+    // Application protocols: no backtracking to another server name either.
+    let lists =
+        |i: usize, protocol: &str| (routes[i].application_protocols.iter()).any(|p| p == protocol);
+    (alpn.iter())
+        .find_map(|protocol| named.iter().copied().find(|&i| lists(i, protocol)))
+        .or_else(|| (named.iter().copied()).find(|&i| routes[i].application_protocols.is_empty()))
 }
 
 /// Which chains could take a connection and which one does: what the engine decides at
@@ -99,28 +114,30 @@ pub struct ChainChoice {
     /// Indices into `routes` left after the port, address and `sourceLabels` steps; empty:
     /// not an L4 connection (HTTP).
     pub candidates: Vec<usize>,
-    /// Whether the choice waits for the ClientHello's server name.
+    /// Whether the choice waits for the ClientHello (its server name or ALPN list).
     pub needs_sni: bool,
     /// The chain taken; `None` with candidates: no chain matches and the connection is closed.
     pub chosen: Option<usize>,
 }
 
 /// The engine's choice for a connection to `dst` on `listener` from a client with `labels`
-/// whose ClientHello named `sni` (`None`: none, or not TLS).
+/// whose ClientHello named `sni` (`None`: none, or not TLS) and offered the ALPN protocols
+/// `alpn`.
 pub fn choose_chain(
     routes: &[TcpRoute],
     listener: (&str, bool),
     dst: SocketAddr,
     labels: &BTreeMap<String, String>,
-    sni: Option<&str>,
+    (sni, alpn): (Option<&str>, &[String]),
 ) -> ChainChoice {
     let found = candidates(routes, listener, dst, labels);
     if found.is_empty() {
         return ChainChoice::default();
     }
-    let needs_sni = needs_sni(routes, &found);
-    // Without inspection the engine chooses with no name at all.
-    let chosen = select(routes, &found, sni.filter(|_| needs_sni));
+    let needs_sni = needs_client_hello(routes, &found);
+    // Without inspection the engine chooses with no name and no protocols at all.
+    let alpn = if needs_sni { alpn } else { &[] };
+    let chosen = select(routes, &found, sni.filter(|_| needs_sni), alpn);
     ChainChoice {
         candidates: found,
         needs_sni,
@@ -146,7 +163,7 @@ mod tests {
 
     fn pick(routes: &[TcpRoute], dst: &str, sni: Option<&str>) -> Option<String> {
         let found = candidates(routes, ("l", true), dst.parse().unwrap(), &BTreeMap::new());
-        select(routes, &found, sni).map(|i| routes[i].name.clone())
+        select(routes, &found, sni, &[]).map(|i| routes[i].name.clone())
     }
 
     /// buildSidecarOutboundTCPFilterChainOpts: a `destinationSubnets` rule becomes a chain with
@@ -231,14 +248,58 @@ mod tests {
         let dst: SocketAddr = "1.2.3.4:9000".parse().unwrap();
         let mut labels = BTreeMap::new();
         let found = candidates(&routes, ("l", true), dst, &labels);
-        assert_eq!(select(&routes, &found, None), Some(1));
+        assert_eq!(select(&routes, &found, None, &[]), Some(1));
         labels.insert("version".into(), "v2".into());
         let found = candidates(&routes, ("l", true), dst, &labels);
         assert_eq!(
-            select(&routes, &found, None),
+            select(&routes, &found, None, &[]),
             Some(0),
             "first of equals wins"
         );
         assert!(candidates(&routes, ("other", true), dst, &labels).is_empty());
+    }
+
+    /// FilterChainManagerImpl::findFilterChainForApplicationProtocols (Envoy
+    /// source/common/listener_manager/filter_chain_manager_impl.cc): after the server name,
+    /// the first of the client's protocols that a chain lists wins, in the client's order;
+    /// else a chain listing none; else nothing, without backtracking to a catch-all name.
+    /// pilot's AUTO_PASSTHROUGH chains list allIstioMtlsALPNs
+    /// (builtAutoPassthroughFilterChains, pilot/pkg/networking/core/gateway.go).
+    #[test]
+    fn application_protocols_narrow_after_the_server_name() {
+        let mesh = |name: &str, protocols: &[&str]| {
+            let mut r = route(name, Some(15443), &[], &["outbound_.80_._.a.local"]);
+            r.application_protocols = protocols.iter().map(|p| p.to_string()).collect();
+            r
+        };
+        let routes = vec![
+            mesh("istio", &["istio", "istio-peer-exchange"]),
+            mesh("h2", &["istio-h2"]),
+            route("catch-all", Some(15443), &[], &[]),
+        ];
+        let dst: SocketAddr = "1.2.3.4:15443".parse().unwrap();
+        let found = candidates(&routes, ("l", true), dst, &BTreeMap::new());
+        assert!(needs_client_hello(&routes, &found));
+        let sni = Some("outbound_.80_._.a.local");
+        let offer = |list: &[&str]| -> Vec<String> { list.iter().map(|p| p.to_string()).collect() };
+        let choose = |alpn: &[String]| select(&routes, &found, sni, alpn);
+        assert_eq!(
+            choose(&offer(&["istio-h2", "istio"])),
+            Some(1),
+            "client order"
+        );
+        assert_eq!(choose(&offer(&["h2", "istio-peer-exchange"])), Some(0));
+        assert_eq!(choose(&offer(&["h2", "http/1.1"])), None, "no mesh ALPN");
+        assert_eq!(choose(&[]), None, "no ALPN at all");
+        assert_eq!(select(&routes, &found, Some("other"), &[]), Some(2));
+        let mut open = routes.clone();
+        open.push(route(
+            "any-protocol",
+            Some(15443),
+            &[],
+            &["outbound_.80_._.a.local"],
+        ));
+        let found = candidates(&open, ("l", true), dst, &BTreeMap::new());
+        assert_eq!(select(&open, &found, sni, &offer(&["h2"])), Some(3));
     }
 }

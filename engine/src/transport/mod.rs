@@ -131,6 +131,12 @@ pub trait ByteTransform: Send {
         None
     }
 
+    /// The route table of the filter chain the client's TLS selected, when that chain has
+    /// one of its own (a gateway's HTTPS server); `None`: the listener's.
+    fn route_table(&self) -> Option<&str> {
+        None
+    }
+
     /// The connection is closing gracefully: queue the protocol's close (TLS close_notify).
     fn close(&mut self);
 }
@@ -320,6 +326,14 @@ impl Transport {
     pub fn server_name(&self) -> Option<&str> {
         match self {
             Transport::Transformed(t) => t.server_name(),
+            _ => None,
+        }
+    }
+
+    /// The route table of the filter chain this connection's TLS selected, if its own.
+    pub fn route_table(&self) -> Option<&str> {
+        match self {
+            Transport::Transformed(t) => t.route_table(),
             _ => None,
         }
     }

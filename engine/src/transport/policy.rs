@@ -196,6 +196,10 @@ pub struct ServerCertificate {
     /// IP SAN, as Envoy's `match_subject_alt_names` with exact matchers); empty: any
     /// certificate that chains. Under [`ClientCertificates::Mesh`], the SPIFFE ids accepted.
     pub subject_alt_names: Vec<String>,
+    /// The route table of the requests this server terminates (pilot gives each HTTPS server
+    /// its own RDS, `https.<port>.<portName>.<gateway>.<namespace>`); `None`: the
+    /// listener's.
+    pub route_table: Option<String>,
 }
 
 impl fmt::Debug for TerminatedTls {

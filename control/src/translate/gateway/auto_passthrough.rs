@@ -15,8 +15,11 @@
 //! chain: the engine closes the connection and logs it (`NR`), as Envoy does with no filter
 //! chain.
 //!
-//! Istio also requires one of its mesh mTLS ALPNs (`allIstioMtlsALPNs`) in the ClientHello;
-//! the engine's SNI inspector reads server names only, so that part of the match is left out.
+//! Each chain also requires one of Istio's mTLS ALPNs ([`ISTIO_MTLS_ALPNS`], pilot's
+//! `allIstioMtlsALPNs` as the chain's `applicationProtocols`): with plaintext endpoints left
+//! out, only a mesh client's mTLS can pass, so nobody reaches a cluster through the gateway
+//! without it. A ClientHello with the right SNI but none of them matches no chain and is
+//! closed (NR).
 
 use std::collections::BTreeSet;
 
@@ -30,6 +33,16 @@ use crate::translate::catalog::{cluster_name, Catalog};
 use crate::translate::hosts::{host_covers, resolve};
 use crate::translate::tcp::TcpOrigin;
 use crate::translate::Translation;
+
+/// pilot's `allIstioMtlsALPNs` (pilot/pkg/networking/core/listener.go): what a mesh client's
+/// mTLS offers (the peer-exchange, plain TCP, HTTP/1.x and HTTP/2 variants).
+pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 
 /// `model.BuildDNSSrvSubsetKey(TrafficDirectionOutbound, subset, host, port)`.
 pub fn sni_key(host: &str, port: u16, subset: Option<&str>) -> String {
@@ -106,6 +119,7 @@ pub fn chains(
                     name: sni.clone(),
                     listener: Some(listener.to_string()),
                     sni_hosts: vec![sni.clone()],
+                    application_protocols: ISTIO_MTLS_ALPNS.map(String::from).to_vec(),
                     destinations: vec![TcpDestination {
                         cluster: sni.clone(),
                         weight: 1,

@@ -108,7 +108,8 @@ pub fn translate_gateway(
             continue;
         };
         let name = format!("{}_{}", address.ip(), port.number);
-        let table = if l4::is_l4(&port.mode) {
+        let mut certificates = port.certificates.clone();
+        let mut tables = if l4::is_l4(&port.mode) {
             let chains = if port.mode == tls::ServerMode::AutoPassthrough {
                 auto_passthrough::chains(port, &name, &catalog, resources, &mut out, &mut diags)
             } else {
@@ -119,19 +120,26 @@ pub fn translate_gateway(
                 out.tcp_routes.push(origin);
             }
             // Every connection is taken at L4; the table is never consulted.
-            trellis_engine::config::RouteTable {
+            vec![trellis_engine::config::RouteTable {
                 name: port.route_table_name(),
                 virtual_hosts: Vec::new(),
-            }
+            }]
+        } else if let tls::ServerMode::Https(_) = port.mode {
+            let (tables, named) = routes::https_route_tables(port, &site, &mut out, &mut diags);
+            certificates = named;
+            tables
         } else {
-            routes::route_table(port, &site, &mut out, &mut diags)
+            vec![routes::route_table(port, &site, &mut out, &mut diags)]
         };
+        // The listener's own table: its first server's (a request reaches it only through a
+        // chain that names none).
+        let route_table = tables.first().map(|t| t.name.clone()).unwrap_or_default();
         out.config.listeners.push(Listener {
-            tls: tls::termination(&port.mode, port.certificates.clone()),
+            tls: tls::termination(&port.mode, certificates),
             mtls: Default::default(),
             name,
             address,
-            route_table: table.name.clone(),
+            route_table,
             direction: Direction::Inbound,
             passthrough: false,
             // Filled by [`security::secure_listeners`], which needs the JWKS source.
@@ -146,7 +154,7 @@ pub fn translate_gateway(
                 forward_client_cert,
             }),
         });
-        out.config.route_tables.push(table);
+        out.config.route_tables.append(&mut tables);
     }
     out.config.version = version_of(&out.config);
     out.diagnostics = diags;

@@ -181,7 +181,8 @@ const SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule
 /// its DestinationRule, matched on `outbound_.<port>_.<subset>_.<host>`, each to an SNI-DNAT
 /// cluster with the mesh cluster's endpoints and no TLS of its own
 /// (builtAutoPassthroughFilterChains; SniDnatClusterMode in cluster_builder.go): the client's
-/// own mTLS passes through.
+/// own mTLS passes through. Each chain requires one of `allIstioMtlsALPNs`
+/// (pilot/pkg/networking/core/listener.go) as its `applicationProtocols`.
 #[test]
 fn auto_passthrough_routes_each_service_port_and_subset_by_its_sni_key() {
     let yaml = gateway(
@@ -194,6 +195,16 @@ fn auto_passthrough_routes_each_service_port_and_subset_by_its_sni_key() {
         .filter(|r| r.listener.as_deref() == Some(listener.name.as_str()))
         .map(|r| {
             assert_eq!(r.sni_hosts.len(), 1);
+            assert_eq!(
+                r.application_protocols,
+                [
+                    "istio",
+                    "istio-peer-exchange",
+                    "istio-http/1.0",
+                    "istio-http/1.1",
+                    "istio-h2"
+                ]
+            );
             assert_eq!(
                 r.destinations[0].cluster, r.sni_hosts[0],
                 "the SNI is the cluster"
@@ -347,4 +358,44 @@ fn gateway_xfcc_defaults_to_sanitize_set() {
         F::SanitizeSet
     );
     assert_eq!(diags.len(), 1);
+}
+
+/// buildGatewayListeners gives each HTTPS server its own filter chain and RDS, named by
+/// gatewayRDSRouteName (pilot/pkg/model/gateway.go) `https.<port>.<portName>.<gw>.<ns>`: a
+/// VirtualService bound to one server's hosts is only in that server's table, and each chain
+/// (certificate) names its table. A server of protocol HTTP with TLS keeps `http.<port>`.
+#[test]
+fn each_https_server_routes_with_its_own_table() {
+    let yaml = gateway(
+        "  - port: {number: 443, name: https-a, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n  - port: {number: 443, name: https-b, protocol: HTTPS}\n    hosts: [b.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n  - port: {number: 8443, name: web, protocol: HTTP}\n    hosts: [c.example.com]\n    tls: {mode: ISTIO_MUTUAL}\n",
+    ) + "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: default}\nspec:\n  hosts: [a.example.com, c.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: reviews}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: default}\nspec:\n  hosts: [b.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {host: ratings}\n---\n";
+    let t = run(&yaml, true);
+    let listener = (t.config.listeners.iter())
+        .find(|l| l.address.port() == 443)
+        .expect("443");
+    let tls = listener.tls.as_ref().expect("terminated");
+    let tables: Vec<&str> = (tls.servers.iter())
+        .map(|s| s.route_table.as_deref().expect("its own table"))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "https.443.https-a.gw.istio-system",
+            "https.443.https-b.gw.istio-system"
+        ]
+    );
+    assert_eq!(listener.route_table, tables[0]);
+    let domains = |name: &str| -> Vec<String> {
+        let table = t.config.route_table(name).expect("table");
+        (table.virtual_hosts.iter())
+            .flat_map(|v| v.domains.clone())
+            .collect()
+    };
+    assert_eq!(domains(tables[0]), ["a.example.com"]);
+    assert_eq!(domains(tables[1]), ["b.example.com"]);
+    let web = (t.config.listeners.iter())
+        .find(|l| l.address.port() == 8443)
+        .expect("8443");
+    assert_eq!(web.route_table, "http.8443");
+    assert_eq!(domains("http.8443"), ["c.example.com"]);
 }

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use trellis_engine::config::{
     Redirect, Route, RouteAction, RouteMatch, RouteTable, StringMatch, VirtualHost,
 };
+use trellis_engine::transport::policy::ServerCertificate;
 
 use super::binding::{bound_gateways, intersect, rule_at_gateway, server_hosts_for, RuleSite};
-use super::merge::ServerPort;
+use super::merge::{https_route_name, MergedServer, ServerPort};
 use crate::diag::Diagnostic;
 use crate::istio::virtual_service::HttpRoute;
 use crate::istio::{Resource, VirtualServiceSpec};
@@ -137,6 +138,50 @@ pub fn route_table(
         table.virtual_hosts.push(vhost);
     }
     table
+}
+
+/// A terminated HTTPS port: one route table per route name, as pilot names its RDS
+/// ([`super::merge::https_route_name`]; buildGatewayListeners gives each server its own filter
+/// chain and HTTP connection manager): a protocol-HTTPS server's own, so a VirtualService bound
+/// to one server's hosts is not reachable through another server's chain; servers of protocol
+/// HTTP with TLS share `http.<port>`. Returns the tables and the port's certificates, each
+/// naming its server's table.
+pub fn https_route_tables(
+    port: &ServerPort<'_>,
+    site: &GatewaySite<'_, '_>,
+    out: &mut Translation,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<RouteTable>, Vec<ServerCertificate>) {
+    debug_assert_eq!(
+        port.servers.len(),
+        port.certificates.len(),
+        "every server of a terminated port has its certificate"
+    );
+    // Route name → the servers it serves, in server order.
+    let mut groups: Vec<(String, Vec<MergedServer<'_>>)> = Vec::new();
+    let mut certificates = port.certificates.clone();
+    for (merged, certificate) in port.servers.iter().zip(certificates.iter_mut()) {
+        let name = https_route_name(port.number, merged.server, &merged.gateway, &port.bind);
+        certificate.route_table = Some(name.clone());
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, servers)) => servers.push(merged.clone()),
+            None => groups.push((name, vec![merged.clone()])),
+        }
+    }
+    let tables = (groups.into_iter())
+        .map(|(name, servers)| {
+            let own = ServerPort {
+                number: port.number,
+                bind: port.bind.clone(),
+                servers,
+                mode: port.mode.clone(),
+                certificates: Vec::new(),
+                route_name: Some(name),
+            };
+            route_table(&own, site, out, diags)
+        })
+        .collect();
+    (tables, certificates)
 }
 
 /// A plain-text server with `tls.httpsRedirect`: istiod sets `require_tls: ALL` on its

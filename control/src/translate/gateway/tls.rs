@@ -211,6 +211,8 @@ pub fn certificate(
         } else {
             Vec::new()
         },
+        // Set by the translator once the server's route table is built.
+        route_table: None,
     })
 }
 
@@ -247,6 +249,7 @@ fn from_secret(
         } else {
             Vec::new()
         },
+        route_table: None,
     })
 }
 
@@ -282,6 +285,7 @@ fn istio_mutual(
         key_pem: String::new(),
         client_ca_pem: None,
         subject_alt_names: tls.subject_alt_names.clone(),
+        route_table: None,
     })
 }
 

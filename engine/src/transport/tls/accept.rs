@@ -33,6 +33,8 @@ pub struct SniTermination {
     mesh: bool,
     /// An alert for a ClientHello that could not be served, waiting for `poll_wire`.
     outgoing: BytesMut,
+    /// The chosen chain's own route table, once chosen.
+    route_table: Option<Arc<str>>,
 }
 
 enum Phase {
@@ -61,6 +63,7 @@ impl SniTermination {
             peer,
             mesh,
             outgoing: BytesMut::new(),
+            route_table: None,
         }
     }
 
@@ -86,11 +89,13 @@ impl SniTermination {
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
         let sni = accepted.client_hello().server_name().map(str::to_string);
-        let Some((config, local_uris)) = self
-            .chains
-            .select(sni.as_deref())
-            .map(|s| (s.config.clone(), s.local_uris.clone()))
-        else {
+        let Some((config, local_uris, route_table)) = self.chains.select(sni.as_deref()).map(|s| {
+            (
+                s.config.clone(),
+                s.local_uris.clone(),
+                s.route_table.cloned(),
+            )
+        }) else {
             let error = TransformError::new(
                 TransformErrorKind::Handshake,
                 format!(
@@ -103,6 +108,7 @@ impl SniTermination {
             );
             return Err(self.refuse(error));
         };
+        self.route_table = route_table;
         self.clock.set(now);
         let converted: Result<ServerConnection, _> =
             with_rng(&mut self.rng, || accepted.into_connection(config));
@@ -220,6 +226,10 @@ impl ByteTransform for SniTermination {
             Phase::Tls(tls) => tls.server_name(),
             _ => None,
         }
+    }
+
+    fn route_table(&self) -> Option<&str> {
+        self.route_table.as_deref()
     }
 
     fn close(&mut self) {

@@ -55,12 +55,15 @@ struct FilterChain {
     config: Arc<ServerConfig>,
     /// The URI SANs of the certificate it presents (`By=` in the XFCC element).
     local_uris: Arc<[String]>,
+    /// Its own route table ([`ServerCertificate::route_table`]).
+    route_table: Option<Arc<str>>,
 }
 
 /// The chain a ClientHello selected.
 pub struct Selected<'a> {
     pub config: &'a Arc<ServerConfig>,
     pub local_uris: &'a Arc<[String]>,
+    pub route_table: Option<&'a Arc<str>>,
 }
 
 /// A terminating port's filter chains, in the Gateway's server order.
@@ -78,6 +81,7 @@ impl FilterChains {
             .map(|c| Selected {
                 config: &c.config,
                 local_uris: &c.local_uris,
+                route_table: c.route_table.as_ref(),
             })
     }
 
@@ -172,6 +176,7 @@ pub fn filter_chains(
             server_names: server_names(&server.hosts),
             config: Arc::new(config),
             local_uris,
+            route_table: server.route_table.as_deref().map(Arc::from),
         });
     }
     Ok(FilterChains { chains })

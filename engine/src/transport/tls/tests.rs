@@ -251,6 +251,7 @@ fn istio_mutual_tls(
             key_pem: String::new(),
             client_ca_pem: None,
             subject_alt_names: Vec::new(),
+            route_table: None,
         }],
         clients: ClientCertificates::Mesh {
             subject_alt_names: subject_alt_names.iter().map(|s| s.to_string()).collect(),
