@@ -336,7 +336,11 @@ spec:
         let gateways: Vec<_> = set.gateways.iter().collect();
         let labels = BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]);
         let mut diags = Vec::new();
-        let ports = merge_gateways(&gateways, &labels, true, &mut diags);
+        let credentials = Credentials {
+            secrets: &[],
+            namespace: "istio-system",
+        };
+        let ports = merge_gateways(&gateways, &labels, true, credentials, &mut diags);
         let hosts = |number: u16, bind: Option<&str>| -> Vec<String> {
             (ports.iter())
                 .filter(|p| p.number == number && p.bind.as_deref() == bind)
