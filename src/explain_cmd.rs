@@ -216,7 +216,8 @@ fn run_inbound(args: ExplainArgs) -> Result<ExitCode> {
         bail!("--inbound needs --port (the workload port the connection is redirected to)");
     };
     let req = InboundRequest {
-        namespace: args.namespace.clone().unwrap_or_else(|| "default".into()),
+        namespace: (args.namespace.clone())
+            .unwrap_or_else(|| trellis_control::istio::DEFAULT_NAMESPACE.to_string()),
         labels: source_args::key_values(&args.labels, "label")?,
         port,
     };
