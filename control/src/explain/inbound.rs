@@ -24,6 +24,7 @@ use trellis_engine::proxy::choose_chain;
 
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::plane::snapshot::Snapshot;
+use crate::plane::ADDRESSES_ANNOTATION;
 use crate::translate::inbound_capture::add_capture_chains;
 use crate::translate::inbound_protocols::{declared_ports, InboundProtocol};
 use crate::translate::peer_authn::inbound_mtls;
@@ -169,7 +170,16 @@ pub fn explain_inbound(
         app_protocol: app_protocol(snapshot, &d.service, d.port.number),
         protocol: d.port.protocol.clone(),
     });
-    let why = why(req.port, protocol, declared_by.as_ref());
+    let mut why = why(req.port, protocol, declared_by.as_ref());
+    if let Some(i) = instance.filter(|i| i.address.is_none() && declared_by.is_none()) {
+        // The registry's endpoints are addressed instances, and the plane pushes the port
+        // table from them (`plane::scope`), as pilot finds a proxy's Services by its IP.
+        why.push_str(&format!(
+            " ({} has no address, `{ADDRESSES_ANNOTATION}` or status.podIP, so it is no \
+             Service's endpoint)",
+            i.name
+        ));
+    }
     Ok(InboundReport {
         workload: InboundWorkload {
             instance: instance.map(|i| i.name.clone()),

@@ -135,3 +135,21 @@ fn labels_of_no_workload() {
     assert!(r.why.contains("no Service selecting the workload"), "{r}");
     assert!(r.to_string().contains("no Pod or Deployment"), "{r}");
 }
+
+/// A workload without an address is no Service's endpoint (the registry's endpoints are
+/// addressed instances, as pilot finds a proxy's `ServiceTargets` by its IP), so the plane
+/// pushes no port for it: every port passes through, sniffed, and the report says why.
+#[test]
+fn a_workload_without_an_address_is_no_endpoint() {
+    let yaml = YAML.replace("annotations: {trellis.dev/addresses: \"10.0.0.9\"}", "");
+    let snapshot = Snapshot::from_files(&[("db.yaml".into(), yaml)]).expect("yaml");
+    let req = InboundRequest {
+        namespace: "shop".into(),
+        labels: BTreeMap::from([("app".to_string(), "db".to_string())]),
+        port: 3306,
+    };
+    let r = explain_inbound(&snapshot, &req).expect("explain");
+    assert_eq!(r.workload.instance.as_deref(), Some("db"), "{r}");
+    assert_eq!(r.protocol, InboundProtocol::Detect, "{r}");
+    assert!(r.why.contains("db has no address"), "{r}");
+}
