@@ -1,13 +1,16 @@
 //! `trellis explain`: how a request (or, with `--tcp`/`--sni`, a connection) would be routed
 //! by a directory of Istio YAML or a cluster's resources, at a sidecar or (`--gateway`) at a
-//! gateway proxy.
+//! gateway proxy; with `--tcp --inbound`, what a workload's capture inbound listener does with
+//! a connection to one of its ports.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use trellis_control::explain::{explain, explain_connection, ConnectionRequest, ExplainRequest};
+use trellis_control::explain::{
+    explain, explain_connection, explain_inbound, ConnectionRequest, ExplainRequest, InboundRequest,
+};
 use trellis_control::Severity;
 
 use crate::source_args;
@@ -20,8 +23,8 @@ pub struct ExplainArgs {
     #[command(flatten)]
     source: source_args::KubeArgs,
     /// Host / authority of the request, e.g. `reviews` or `reviews.default.svc.cluster.local:9080`.
-    #[arg(long)]
-    host: String,
+    #[arg(long, required_unless_present = "inbound")]
+    host: Option<String>,
     /// Path (with optional query).
     #[arg(long, default_value = "/")]
     path: String,
@@ -60,22 +63,32 @@ pub struct ExplainArgs {
     /// the bound VirtualService rule (or 404 NR), or on a TCP/TLS port the chain (--sni).
     #[arg(long)]
     gateway: bool,
-    /// The gateway's workload labels, `key=value` (repeatable or comma-separated), matched
-    /// against each Gateway's `selector`, e.g. istio=ingressgateway.
-    #[arg(
-        long,
-        value_name = "KEY=VALUE",
-        value_delimiter = ',',
-        requires = "gateway"
-    )]
+    /// Explain a connection the workload's capture inbound listener (15006 behind
+    /// `trellis init`) receives on --port: the protocol Istio picks for the port and why, its
+    /// chain, PeerAuthentication mode and RBAC. The workload: --labels in --namespace.
+    #[arg(long, requires = "tcp", requires = "port", conflicts_with_all = ["gateway", "sni"])]
+    inbound: bool,
+    /// The gateway's (with --inbound: the workload's) labels, `key=value` (repeatable or
+    /// comma-separated), matched against each Gateway's `selector`, e.g. istio=ingressgateway.
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     labels: Vec<String>,
-    /// The gateway's namespace (for `exportTo`; default istio-system).
-    #[arg(long, value_name = "NS", requires = "gateway")]
+    /// The gateway's namespace (for `exportTo`; default istio-system), or with --inbound the
+    /// workload's (default `default`).
+    #[arg(long, value_name = "NS")]
     namespace: Option<String>,
 }
 
 pub fn run_explain(args: ExplainArgs) -> Result<ExitCode> {
-    let mut req = ExplainRequest::new(&args.host);
+    if args.inbound {
+        return run_inbound(args);
+    }
+    if !args.gateway && (!args.labels.is_empty() || args.namespace.is_some()) {
+        bail!("--labels and --namespace go with --gateway or --inbound");
+    }
+    let Some(host) = &args.host else {
+        bail!("--host is required");
+    };
+    let mut req = ExplainRequest::new(host);
     req.path = args.path.clone();
     req.method = args.method.clone();
     req.port = args.port;
@@ -192,6 +205,33 @@ fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
     };
     let resources = resources(&args)?;
     let report = explain_connection(&resources, &conn).context("cannot explain the connection")?;
+    let errors = (report.diagnostics.iter()).any(|d| d.severity == Severity::Error);
+    show(
+        args.json,
+        report.to_string(),
+        serde_json::to_string_pretty(&report),
+        errors,
+    )
+}
+
+/// `--tcp --inbound`: the capture inbound listener's protocol, chain, mTLS and RBAC for a
+/// connection to one port of the workload.
+fn run_inbound(args: ExplainArgs) -> Result<ExitCode> {
+    let Some(port) = args.port else {
+        bail!("--inbound needs --port (the workload port the connection is redirected to)");
+    };
+    let req = InboundRequest {
+        namespace: (args.namespace.clone())
+            .unwrap_or_else(|| trellis_control::istio::DEFAULT_NAMESPACE.to_string()),
+        labels: source_args::key_values(&args.labels, "label")?,
+        port,
+    };
+    let snapshot = match &args.dir {
+        Some(dir) => trellis_control::plane::snapshot::Snapshot::read_dir(dir)
+            .with_context(|| format!("cannot explain against {}", dir.display()))?,
+        None => args.source.read_once()?.0,
+    };
+    let report = explain_inbound(&snapshot, &req).context("cannot explain the connection")?;
     let errors = (report.diagnostics.iter()).any(|d| d.severity == Severity::Error);
     show(
         args.json,

@@ -8,6 +8,7 @@
 //! since explaining routing needs the hosts and ports, not live endpoints.
 
 pub mod gateway;
+pub mod inbound;
 pub mod l4;
 pub mod report;
 
@@ -19,6 +20,7 @@ use trellis_engine::config::{HeaderOps, Route, RouteAction};
 use trellis_engine::route::{Explanation, RouteRequest, Router};
 
 pub use gateway::{explain_gateway, GatewayReport};
+pub use inbound::{explain_inbound, InboundReport, InboundRequest};
 pub use l4::{explain_connection, ConnectionReport, ConnectionRequest};
 use report::*;
 pub use report::{ExplainReport, Outcome};

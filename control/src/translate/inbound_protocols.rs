@@ -77,12 +77,29 @@ pub fn protocol_of(port: &ServicePort) -> Option<InboundProtocol> {
     })
 }
 
+/// The Service port that gives a workload target port its protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredPort {
+    pub protocol: InboundProtocol,
+    /// The Service's host.
+    pub service: String,
+    pub port: ServicePort,
+}
+
 /// Target port → protocol for the capture listener of `workload`, from the registry's
 /// Services that select it (first Service wins a port). Ports left out are detected.
 pub fn inbound_protocols(
     registry: &Registry,
     workload: &Workload,
 ) -> BTreeMap<u16, InboundProtocol> {
+    (declared_ports(registry, workload).into_iter())
+        .map(|(target, declared)| (target, declared.protocol))
+        .collect()
+}
+
+/// Target port → the Service port that declares it, for the capture listener of `workload`
+/// (see [`inbound_protocols`]).
+pub fn declared_ports(registry: &Registry, workload: &Workload) -> BTreeMap<u16, DeclaredPort> {
     let mut out = BTreeMap::new();
     for service in registry
         .services
@@ -99,7 +116,11 @@ pub fn inbound_protocols(
                     continue;
                 };
                 out.entry(endpoint.target_port(port.number))
-                    .or_insert(protocol);
+                    .or_insert_with(|| DeclaredPort {
+                        protocol,
+                        service: service.host.clone(),
+                        port: port.clone(),
+                    });
             }
         }
     }
