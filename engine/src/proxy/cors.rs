@@ -6,12 +6,11 @@
 //! headers (the CORS filter never saw it). The decisions are [`crate::route::cors`]'s; this file
 //! applies them to a request and its response.
 
-use crate::http1::{value_str, Fields};
+use crate::http1::value_str;
 use crate::route::cors::{CompiledCors, CorsVerdict};
 use crate::time::Instant;
 
 use super::ids::RequestId;
-use super::request::Request;
 use super::Engine;
 
 impl Engine {
@@ -51,37 +50,4 @@ impl Engine {
         self.local_reply(now, id, 200, None, "", &text);
         true
     }
-}
-
-/// Envoy's CORS `encodeHeaders` on a response to `req`: the allowed origin it latched, with the
-/// route's credentials and exposed headers. Nothing for a request without one.
-pub(super) fn decorate_response(req: &Request, headers: &mut Fields) {
-    let (Some(CorsVerdict::Forward(Some(origin))), Some(at)) = (&req.cors, req.route) else {
-        return;
-    };
-    if let Some(cors) = req.snapshot.router.cors(at.table, at.vhost, at.route) {
-        cors.decorate(origin, headers);
-    }
-}
-
-/// The CORS fields of a reply the proxy makes itself to `req` after the CORS filter saw it
-/// (a redirect or direct response, the router's 503 and 504, a timeout): Envoy sends local
-/// replies through the encoder filters, whose CORS `encodeHeaders` decorates any response to
-/// a request it judged (`is_cors_request_`). Empty when it did not judge this one (a fault
-/// abort, an RBAC or JWT denial, no route: answered before it).
-pub(super) fn local_reply_fields(req: &Request) -> Vec<(String, String)> {
-    if req.cors.is_none() {
-        return Vec::new();
-    }
-    let mut fields = Fields::new();
-    decorate_response(req, &mut fields);
-    fields
-        .iter()
-        .filter_map(|(name, value)| {
-            Some((
-                std::str::from_utf8(name).ok()?.to_owned(),
-                value_str(value)?.to_owned(),
-            ))
-        })
-        .collect()
 }

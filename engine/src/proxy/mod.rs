@@ -44,7 +44,8 @@
 //! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
 //! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`, `tcp_session`, `tcp_match`, `sni`
 //! and `http_sniff` (the L4 session, Envoy's filter-chain match, the ClientHello peek, the
-//! `http_inspector`'s protocol detection); `inspect` (probes for tests and the
+//! `http_inspector`'s protocol detection), `cors_encode` (the CORS fields of a response);
+//! `inspect` (probes for tests and the
 //! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
 //! Everything is single-threaded and deterministic: time comes in with each call, randomness
@@ -57,6 +58,7 @@ mod authorize;
 mod clusters;
 mod conn;
 mod cors;
+mod cors_encode;
 mod dispatch;
 mod downstream;
 mod edge;

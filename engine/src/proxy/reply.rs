@@ -70,7 +70,7 @@ impl Engine {
             !req.down_keep_alive || !req.body_done() || req.down_version == http1::Version::Http10;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         // CORS's encodeHeaders sets its fields over what the reply had.
-        let cors = super::cors::local_reply_fields(req);
+        let cors = super::cors_encode::local_reply_fields(req);
         headers.retain(|(n, _)| !cors.iter().any(|(c, _)| c.eq_ignore_ascii_case(n)));
         headers.extend(cors.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let flags = req

@@ -275,7 +275,7 @@ impl Engine {
         if let Some(dest) = req.destination() {
             route::apply_header_ops(&dest.response_headers, &mut head.headers);
         }
-        super::cors::decorate_response(req, &mut head.headers);
+        super::cors_encode::decorate_response(req, &mut head.headers);
         // After the route's edits, as Envoy's router adds `downstream_set_cookies_`.
         if let Some(cookie) = req
             .set_cookie
