@@ -149,15 +149,19 @@ impl Engine {
             return;
         }
 
-        let Some((_, listener_table)) = snapshot.listener_named(&listener) else {
+        let Some((listener_config, listener_table)) = snapshot.listener_named(&listener) else {
             self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
             return;
         };
-        // A gateway's HTTPS server routes with its own table (its filter chain's RDS).
-        let table = (self.conns.get(down.conn()))
-            .and_then(|c| c.transport.route_table())
-            .and_then(|name| snapshot.router.table(name))
-            .unwrap_or(listener_table);
+        // A gateway's HTTPS server routes with its own table (its filter chain's RDS); only
+        // a terminating listener has filter chains.
+        let table = match listener_config.tls {
+            Some(_) => (self.conns.get(down.conn()))
+                .and_then(|c| c.transport.route_table())
+                .and_then(|name| snapshot.router.table(name))
+                .unwrap_or(listener_table),
+            None => listener_table,
+        };
         let outcome = {
             let Some(req) = self.requests.get(id) else {
                 return;
