@@ -15,7 +15,8 @@
 //!   pilot's `block_all` catch-all virtual host does (`buildCatchAllVirtualHost`,
 //!   pilot/pkg/networking/core/httproute.go: a `DirectResponse` of status 502; the
 //!   `BlackHoleCluster` of `buildBlackHoleCluster` is for TCP, and Trellis has no outbound TCP
-//!   passthrough to close).
+//!   passthrough to close). A `Sidecar` resource's own `outboundTrafficPolicy` has already
+//!   replaced the mesh config's in the document ([`MeshSettings::under_sidecar`]).
 //!
 //! Which wins over the sidecar's own file (`trellis proxy --config`): the mesh config, for
 //! each field it sets; a field it leaves unset keeps the file's value (`http.pathNormalization`,

@@ -133,6 +133,23 @@ impl MeshSettings {
         serde_json::from_value(value.clone()).ok()
     }
 
+    /// These settings for a sidecar whose `Sidecar` resource has `outbound_traffic_policy`:
+    /// it replaces the mesh's, as pilot's `ConvertToSidecarScope` (pilot/pkg/model/sidecar.go)
+    /// takes the Sidecar's `OutboundTrafficPolicy` when it is set and the mesh config's mode
+    /// otherwise. A policy without `mode` is REGISTRY_ONLY, the zero value of
+    /// networking/v1alpha3/sidecar.proto's `OutboundTrafficPolicy.Mode`; a mode the Sidecar
+    /// CRD's schema refuses (anything but REGISTRY_ONLY and ALLOW_ANY) leaves the mesh's.
+    pub fn under_sidecar(&self, outbound_traffic_policy: Option<&serde_yaml::Value>) -> Self {
+        let mut settings = self.clone();
+        let mode = outbound_traffic_policy
+            .filter(|p| p.is_mapping())
+            .map(|p| outbound_mode_of(p.get("mode")));
+        if let Some(Ok(mode)) = mode {
+            settings.outbound_traffic_policy = Some(mode);
+        }
+        settings
+    }
+
     /// Whether the mesh config leaves everything to Istio's defaults.
     pub fn is_default(&self) -> bool {
         *self == MeshSettings::default()
@@ -159,8 +176,9 @@ struct PathNormalizationFields {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct OutboundTrafficPolicyFields {
-    /// Read as text first, so that Istio's third mode gets its own message.
-    mode: Option<String>,
+    /// Read as written first (a name, or the enum's number as protobuf JSON allows), so that
+    /// Istio's third mode gets its own message.
+    mode: Option<serde_yaml::Value>,
 }
 
 /// Read a MeshConfig written as YAML (the ConfigMap's `mesh` value, or the file); `file` names
@@ -195,11 +213,16 @@ pub fn read_mesh_config(text: &str, file: &str) -> Result<MeshSettings, ConfigEr
             Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         }
     };
-    let outbound_traffic_policy = match fields.outbound_traffic_policy.and_then(|p| p.mode) {
+    // A policy written without `mode` is REGISTRY_ONLY, the enum's zero value: pilot applies
+    // the YAML over `DefaultMeshConfig` with golang/protobuf's jsonpb, whose `unmarshalMessage`
+    // (jsonpb/decode.go) sets a present message field to a new message (`m.NewField`, then
+    // `m.Set`) rather than merging into the default's ALLOW_ANY.
+    let outbound_traffic_policy = match fields.outbound_traffic_policy {
         None => None,
-        Some(mode) => {
-            Some(outbound_mode(&mode).map_err(|m| invalid("outboundTrafficPolicy.mode", m))?)
-        }
+        Some(policy) => Some(
+            outbound_mode_of(policy.mode.as_ref())
+                .map_err(|m| invalid("outboundTrafficPolicy.mode", m))?,
+        ),
     };
     let default_http_retry_policy = match fields.default_http_retry_policy {
         None => None,
@@ -218,8 +241,22 @@ pub fn read_mesh_config(text: &str, file: &str) -> Result<MeshSettings, ConfigEr
 /// proxy, `IsAllowAnyDynamicDNSOutbound` in pilot/pkg/networking/util/util.go) is refused:
 /// Trellis has no dynamic forward proxy, and passing unknown hosts through by their original
 /// destination instead would be a different mode under its name.
-fn outbound_mode(mode: &str) -> Result<OutboundTrafficMode, String> {
-    match mode {
+/// The numbers are mesh/v1alpha1/config.proto's (`REGISTRY_ONLY = 0; ALLOW_ANY = 1;
+/// ALLOW_ANY_DYNAMIC_DNS = 3`); no `mode` is the zero value.
+fn outbound_mode_of(mode: Option<&serde_yaml::Value>) -> Result<OutboundTrafficMode, String> {
+    use serde_yaml::Value;
+    let name = match mode {
+        None | Some(Value::Null) => "REGISTRY_ONLY",
+        Some(Value::String(name)) => name.as_str(),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => "REGISTRY_ONLY",
+            Some(1) => "ALLOW_ANY",
+            Some(3) => "ALLOW_ANY_DYNAMIC_DNS",
+            _ => return Err(format!("unknown value {n} for the enum")),
+        },
+        Some(other) => return Err(format!("expected a mode name, found {other:?}")),
+    };
+    match name {
         "ALLOW_ANY" => Ok(OutboundTrafficMode::AllowAny),
         "REGISTRY_ONLY" => Ok(OutboundTrafficMode::RegistryOnly),
         "ALLOW_ANY_DYNAMIC_DNS" => Err("ALLOW_ANY_DYNAMIC_DNS is not supported by Trellis".into()),

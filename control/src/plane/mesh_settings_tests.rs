@@ -66,6 +66,31 @@ fn every_field_a_sidecar_acts_on_is_read() {
     assert_eq!(back, mesh);
 }
 
+/// A policy without `mode` is the enum's zero value, REGISTRY_ONLY (mesh/v1alpha1/config.proto;
+/// jsonpb replaces the default's policy with the one written), and protobuf JSON's enum
+/// numbers are names too; `null` leaves the default.
+#[test]
+fn an_outbound_policy_without_a_mode_is_registry_only() {
+    let mode = |text: &str| {
+        read_mesh_config(text, "mesh.yaml")
+            .expect(text)
+            .outbound_mode()
+    };
+    assert_eq!(
+        mode("outboundTrafficPolicy: {}\n"),
+        OutboundTrafficMode::RegistryOnly
+    );
+    assert_eq!(
+        mode("outboundTrafficPolicy: {mode: 1}\n"),
+        OutboundTrafficMode::AllowAny
+    );
+    assert_eq!(
+        mode("outboundTrafficPolicy: null\n"),
+        OutboundTrafficMode::AllowAny
+    );
+    assert!(read_mesh_config("outboundTrafficPolicy: {mode: 3}\n", "m").is_err());
+}
+
 /// The ProxyPathNormalization switch of `buildHTTPConnectionManager`.
 #[test]
 fn path_normalization_follows_pilots_switch() {
