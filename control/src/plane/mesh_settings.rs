@@ -170,7 +170,9 @@ struct MeshConfigFields {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct PathNormalizationFields {
-    normalization: Option<PathNormalizationType>,
+    /// A name, or the enum's number (config.proto: `DEFAULT = 0` ... `DECODE_AND_MERGE_SLASHES
+    /// = 4`), as protobuf JSON takes either.
+    normalization: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,13 +226,20 @@ pub fn read_mesh_config(text: &str, file: &str) -> Result<MeshSettings, ConfigEr
                 .map_err(|m| invalid("outboundTrafficPolicy.mode", m))?,
         ),
     };
+    let path_normalization = match fields.path_normalization.and_then(|p| p.normalization) {
+        None => None,
+        Some(value) => Some(
+            path_normalization_of(value)
+                .map_err(|m| invalid("pathNormalization.normalization", m))?,
+        ),
+    };
     let default_http_retry_policy = match fields.default_http_retry_policy {
         None => None,
         Some(value) => Some(retry_policy(value).map_err(|(field, m)| invalid(&field, m))?),
     };
     Ok(MeshSettings {
         protocol_detection_timeout_ms,
-        path_normalization: fields.path_normalization.and_then(|p| p.normalization),
+        path_normalization,
         outbound_traffic_policy,
         enable_auto_mtls: fields.enable_auto_mtls,
         default_http_retry_policy,
@@ -263,6 +272,18 @@ fn outbound_mode_of(mode: Option<&serde_yaml::Value>) -> Result<OutboundTrafficM
         other => Err(format!(
             "unknown variant {other:?}, expected ALLOW_ANY or REGISTRY_ONLY"
         )),
+    }
+}
+
+/// `pathNormalization.normalization`, by name or by its number in config.proto's enum.
+fn path_normalization_of(value: serde_yaml::Value) -> Result<PathNormalizationType, String> {
+    use PathNormalizationType::*;
+    match value.as_u64() {
+        Some(n) => [Default, None, Base, MergeSlashes, DecodeAndMergeSlashes]
+            .get(usize::try_from(n).unwrap_or(usize::MAX))
+            .copied()
+            .ok_or_else(|| format!("unknown value {n} for the enum")),
+        Option::None => serde_yaml::from_value(value).map_err(|e| e.to_string()),
     }
 }
 

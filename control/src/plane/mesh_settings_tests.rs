@@ -108,6 +108,10 @@ fn path_normalization_follows_pilots_switch() {
         let mesh = read_mesh_config(&text, "mesh.yaml").expect(written);
         assert_eq!(mesh.path_normalization(), engine, "{written}");
     }
+    // By number, as protobuf JSON allows: config.proto's MERGE_SLASHES = 3.
+    let mesh = read_mesh_config("pathNormalization: {normalization: 3}\n", "m").expect("3");
+    assert_eq!(mesh.path_normalization(), PathNormalization::MergeSlashes);
+    assert!(read_mesh_config("pathNormalization: {normalization: 9}\n", "m").is_err());
 }
 
 #[test]
