@@ -277,13 +277,20 @@ fn outbound_mode_of(mode: Option<&serde_yaml::Value>) -> Result<OutboundTrafficM
 
 /// `pathNormalization.normalization`, by name or by its number in config.proto's enum.
 fn path_normalization_of(value: serde_yaml::Value) -> Result<PathNormalizationType, String> {
-    use PathNormalizationType::*;
+    type P = PathNormalizationType;
+    let by_number = [
+        P::Default,
+        P::None,
+        P::Base,
+        P::MergeSlashes,
+        P::DecodeAndMergeSlashes,
+    ];
     match value.as_u64() {
-        Some(n) => [Default, None, Base, MergeSlashes, DecodeAndMergeSlashes]
-            .get(usize::try_from(n).unwrap_or(usize::MAX))
+        Some(n) => (usize::try_from(n).ok())
+            .and_then(|i| by_number.get(i))
             .copied()
             .ok_or_else(|| format!("unknown value {n} for the enum")),
-        Option::None => serde_yaml::from_value(value).map_err(|e| e.to_string()),
+        None => serde_yaml::from_value(value).map_err(|e| e.to_string()),
     }
 }
 
