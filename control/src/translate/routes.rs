@@ -440,7 +440,11 @@ fn default_retry_on() -> RetryOn {
     RetryPolicy::default().retry_on
 }
 
-fn retries(spec: Option<&HttpRetry>, at: &str, diags: &mut Vec<Diagnostic>) -> RetryPolicy {
+pub(crate) fn retries(
+    spec: Option<&HttpRetry>,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> RetryPolicy {
     let Some(spec) = spec else {
         return RetryPolicy::default();
     };
