@@ -16,6 +16,7 @@
 #   DURATION=5 REPEAT=3 WARMUP=1 RATES="1000 10000" CONNS="16 64" MAX_CONNS=64 BASE_PORT=18080
 #   PROXY_CPU=0 UPSTREAM_CPU=1 CLIENT_CPU=1 TRELLIS_ARGS="..." (extra `trellis proxy` flags)
 #   RESULTS_MD=bench/RESULTS.md (set to /dev/null to only print)
+#   PREBUILT_DIR=DIR (trellis, loadgen, floor_relay already built there: no cargo needed)
 # Needs root (or sudo) only to apt-get install haproxy, nginx and wrk when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,12 +58,20 @@ fi
 HAPROXY_VERSION=$(haproxy -v | awk 'NR == 1 {print $3}')
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's|.*nginx/||')
 
-log "building trellis and loadgen (release)"
-cargo build --release --quiet --bin trellis -p trellis
-cargo build --release --quiet -p trellis-bench --bin loadgen --bin floor_relay
-TRELLIS=$PWD/target/release/trellis
-LOADGEN=$PWD/target/release/loadgen
-FLOOR=$PWD/target/release/floor_relay
+if [ -n "${PREBUILT_DIR:-}" ]; then
+  # Binaries built elsewhere (bench/device_e2e.sh: a machine without a Rust toolchain).
+  log "using prebuilt trellis, loadgen and floor_relay from $PREBUILT_DIR"
+  TRELLIS=$PREBUILT_DIR/trellis
+  LOADGEN=$PREBUILT_DIR/loadgen
+  FLOOR=$PREBUILT_DIR/floor_relay
+else
+  log "building trellis and loadgen (release)"
+  cargo build --release --quiet --bin trellis -p trellis
+  cargo build --release --quiet -p trellis-bench --bin loadgen --bin floor_relay
+  TRELLIS=$PWD/target/release/trellis
+  LOADGEN=$PWD/target/release/loadgen
+  FLOOR=$PWD/target/release/floor_relay
+fi
 
 WORK=$(mktemp -d /tmp/trellis-e2e-bench.XXXXXX)
 chmod 755 "$WORK"
