@@ -78,7 +78,11 @@ pub fn service_account() -> Value {
 /// Kubernetes source (`trellis control --kube`) watches as well. Two writes, each as istiod's
 /// ClusterRole has them: the mesh roots' ConfigMap in every namespace (get, create, update
 /// of ConfigMaps: `plane::kube_source::root_cert`), and TokenReviews (create), which check
-/// the token a sidecar sends with its first certificate request.
+/// the token a sidecar sends with its first certificate request. Nodes: `list` and `watch`
+/// only, for the injection webhook's `ENABLE_NATIVE_SIDECARS=auto`, which reads each node's
+/// kubelet version from a watch (`plane::kube_source::nodes`) as istiod's Node informer does
+/// for `DetectNativeSidecar` (istiod's ClusterRole grants nodes get, list and watch; the
+/// informer needs no `get`).
 pub fn cluster_role() -> Value {
     let read = ["get", "list", "watch"];
     json!({
@@ -87,6 +91,7 @@ pub fn cluster_role() -> Value {
         "metadata": {"name": NAME, "labels": labels()},
         "rules": [
             {"apiGroups": [""], "resources": ["namespaces", "pods", "serviceaccounts", "services"], "verbs": read},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": read},
