@@ -14,13 +14,23 @@ except ImportError as missing:
              "(pip install kubernetes-validate PyYAML; scripts/test.sh installs them)")
 
 
+class KubeLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it (sigs.k8s.io/yaml): a timestamp-like scalar stays a string."""
+
+
+KubeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def main():
     version, paths = sys.argv[1], sys.argv[2:]
     failures = []
     count = 0
     for path in paths:
         with open(path) as f:
-            docs = [d for d in yaml.safe_load_all(f) if d]
+            docs = [d for d in yaml.load_all(f, Loader=KubeLoader) if d]
         # A v1 List has no schema of its own: its items are checked instead.
         docs = [i for d in docs for i in (d.get("items", []) if d.get("kind") == "List" else [d])]
         for doc in docs:
