@@ -7,6 +7,8 @@
 //! template reads it. Malformed requests get clear errors and the server carries on.
 
 mod common;
+#[path = "../control/tests/support/fake_apiserver.rs"]
+mod fake_apiserver;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -57,9 +59,12 @@ fn start_env(dir: &Path, extra: &[&str], native_env: Option<&str>) -> (Control, 
     if let Some(value) = native_env {
         command.env(NATIVE_ENV, value);
     }
+    command.arg("control");
+    // A directory of YAML, unless the cluster is the source.
+    if !extra.contains(&"--kube") {
+        command.arg("--dir").arg(&mesh);
+    }
     let child = command
-        .args(["control", "--dir"])
-        .arg(&mesh)
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--webhook-listen", &format!("127.0.0.1:{port}")])
         .arg("--webhook-ca-bundle-out")
@@ -371,5 +376,95 @@ fn the_native_sidecar_annotation_turns_it_on_and_off_in_the_webhook() {
         ["istio-proxy", "reviews"]
     );
     assert!(pod["spec"]["containers"][0]["restartPolicy"].is_null());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether the webhook's answer for `review` with the pod on `node` ("" for none) injects a
+/// native sidecar (else the classic one).
+fn injects_natively(dir: &Path, port: u16, review: &serde_json::Value, node: &str) -> bool {
+    use base64::Engine as _;
+    let mut review = review.clone();
+    if !node.is_empty() {
+        review["request"]["object"]["spec"]["nodeName"] = node.into();
+    }
+    let (status, answer) = post(dir, port, "application/json", review.to_string().as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    let patch = answer["response"]["patch"].as_str().expect("a patch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .expect("base64 patch");
+    let text = String::from_utf8(bytes).expect("utf-8 patch");
+    let ops: Vec<serde_json::Value> = serde_json::from_str(&text).expect("JSON Patch");
+    // What the injector says it added (`sidecar.istio.io/status`): a native sidecar is an
+    // init container, and no container is added.
+    let status = ops
+        .iter()
+        .find(|op| op["path"] == "/metadata/annotations/sidecar.istio.io~1status")
+        .and_then(|op| op["value"].as_str())
+        .unwrap_or_else(|| panic!("no status annotation in {text}"));
+    let status: serde_json::Value = serde_json::from_str(status).expect("status JSON");
+    match (
+        status["initContainers"].to_string().as_str(),
+        status["containers"].to_string().as_str(),
+    ) {
+        (r#"["istio-init","istio-proxy"]"#, "null") => true,
+        (r#"["istio-init"]"#, r#"["istio-proxy"]"#) => false,
+        other => panic!("unexpected status {other:?}"),
+    }
+}
+
+/// `ENABLE_NATIVE_SIDECARS=auto` (the default) with `--kube`: the webhook watches the nodes
+/// (list and watch, as istiod's Node informer) and decides as `DetectNativeSidecar`
+/// (pkg/kube/inject/webhook.go): the pod's node when it has one, else every node must run
+/// kubelet 1.33 or later; a node going away is seen through the watch.
+#[test]
+fn auto_mode_follows_the_nodes_kubelet_versions_in_a_cluster() {
+    let dir = scratch("nodes");
+    let server = fake_apiserver::FakeApiServer::start();
+    let node = |name: &str, version: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                           "status": {"nodeInfo": {"kubeletVersion": version}}})
+    };
+    server.apply(node("node-new", "v1.33.2"));
+    server.apply(node("node-old", "v1.30.5"));
+    let kubeconfig = server.write_kubeconfig(&dir);
+    let kube = kubeconfig.to_str().expect("path");
+    let (_control, port) = start_with(&dir, &["--kube", "--kubeconfig", kube]);
+    let review: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(review_path()).expect("review")).expect("JSON");
+
+    // Until the first list has completed, auto injects the classic sidecar; then the pod's
+    // node decides.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !injects_natively(&dir, port, &review, "node-new") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never native on node-new"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!injects_natively(&dir, port, &review, "node-old"));
+    assert!(
+        !injects_natively(&dir, port, &review, ""),
+        "an unscheduled pod may land on node-old"
+    );
+    assert!(!injects_natively(&dir, port, &review, "node-gone"));
+    server.delete("v1", "Node", "", "node-old");
+    while !injects_natively(&dir, port, &review, "") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old node's deletion was never seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/api/v1/nodes") && r.contains("watch=true")),
+        "nodes are watched: {:?}",
+        server.requests()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
