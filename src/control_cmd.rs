@@ -41,7 +41,8 @@ pub struct ControlArgs {
     /// Istio's mesh config (MeshConfig as YAML, what the `mesh` key of the `istio` ConfigMap
     /// holds; pilot-discovery's flag). Without it, an `istio` ConfigMap in istio-system among
     /// the source's objects is read; with it, the file wins. Sidecars get the fields they act
-    /// on (protocolDetectionTimeout); the file is read again when it changes.
+    /// on (protocolDetectionTimeout, pathNormalization, outboundTrafficPolicy, enableAutoMtls,
+    /// defaultHttpRetryPolicy); the file is read again when it changes.
     #[arg(long = "meshConfig", value_name = "FILE")]
     mesh_config: Option<PathBuf>,
     /// Where sidecars connect (`trellis proxy --control-plane ADDR`). Default: istiod's

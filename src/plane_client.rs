@@ -311,8 +311,9 @@ fn log_report(addr: &str, report: ClientReport) {
     }
 }
 
-/// The document translated, with the file's listeners and HTTP settings, as the engine will
-/// run it; `Err` is the NACK's reason.
+/// The document translated, with the file's listeners and HTTP settings (what the pushed
+/// mesh config sets wins: `trellis_control::plane::mesh_apply`), as the engine will run it;
+/// `Err` is the NACK's reason.
 fn config_of(
     document: &SidecarDocument,
     base: &Config,
@@ -357,6 +358,8 @@ fn config_of(
     let chains = chains.filter(|r| r.listener.as_ref().is_some_and(|l| inbound.contains(l)));
     config.tcp_routes.extend(chains.cloned());
     capture_protocols(&mut config, document);
+    // The mesh config's path normalization and outbound traffic policy, over the file's.
+    trellis_control::plane::mesh_apply::apply_to_listeners(&mut config, &document.mesh);
     match config.identity.clone() {
         None => trellis_control::translate::upstream_tls::without_identity(&mut config),
         Some(id) => {

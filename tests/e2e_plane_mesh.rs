@@ -13,13 +13,24 @@
 //!    greeting through the sidecar.
 //! 2. The file edited to `0s` is pushed: a new silent client gets nothing.
 //! 3. A file that does not parse is refused at start with a message naming the field.
+//!
+//! And `outboundTrafficPolicy.mode` from the `istio` ConfigMap in the watched directory, for a
+//! captured sidecar (`trellis init` in a private network namespace, as tests/e2e_capture.rs;
+//! needs root): ALLOW_ANY passes a request for a host the mesh does not know through to its
+//! original destination, REGISTRY_ONLY answers it 502 (pilot's `block_all` virtual host, a
+//! DirectResponse of 502: `buildCatchAllVirtualHost` in pilot/pkg/networking/core/
+//! httproute.go) while the registry's hosts are still routed, and back to ALLOW_ANY it passes
+//! through again. curl is the client.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod capture_support;
 mod common;
+use capture_support::{enter_pod_netns, run, serve, wait_ready, Outside, Proc, TRELLIS};
 use common::l4_peers::{scratch, wait_for_log};
 use common::{spawn_proxy, wait_for, Killed};
 
@@ -159,5 +170,142 @@ fn the_mesh_config_file_sets_the_detection_timeout_of_pushed_sidecars() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(greeting(capture, Duration::from_millis(1500)), None);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The mesh config as the `istio` ConfigMap in istio-system holds it, with `mode`.
+fn mesh_config_map(mode: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    outboundTrafficPolicy:\n      mode: {mode}\n"
+    )
+}
+
+/// `reviews` in the registry: a Service whose one pod is the outside namespace's 10.10.0.1,
+/// serving on 9090.
+const REVIEWS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\n\
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: 9090}]}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: reviews-0, namespace: default, labels: {app: reviews}}\n\
+spec: {containers: [{name: reviews, image: example/reviews}]}\n\
+status: {podIP: 10.10.0.1, phase: Running}\n";
+
+/// curl through the capture: the status code and the body.
+fn curl(url: &str, host: Option<&str>) -> (String, String) {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-m", "10", "-w", "\n%{http_code}", url]);
+    if let Some(host) = host {
+        command.args(["-H", &format!("Host: {host}")]);
+    }
+    let out = command.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn registry_only_in_the_watched_directory_answers_502_for_unknown_hosts() {
+    enter_pod_netns();
+    let outside = Outside::create();
+    run(TRELLIS, &["init", "--backend", "nft"]);
+    outside.run(|| {
+        serve("remote-9092", "10.10.0.1:9092".parse().unwrap());
+        serve("reviews-9090", "10.10.0.1:9090".parse().unwrap());
+    });
+
+    let tmp = scratch("plane-mesh", "registry-only");
+    let dir = tmp.join("mesh");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("reviews.yaml"), REVIEWS).expect("write");
+    let istio = dir.join("istio.yaml");
+    std::fs::write(&istio, mesh_config_map("ALLOW_ANY")).expect("write");
+    let control_log = tmp.join("control.log");
+    let _control = Killed(
+        Command::new(TRELLIS)
+            .args(["control", "--dir"])
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:15010", "--poll-ms", "100"])
+            .arg("--insecure-plaintext")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&control_log).expect("log file"))
+            .spawn()
+            .expect("trellis control starts"),
+    );
+    wait_for("127.0.0.1:15010".parse().unwrap());
+
+    // The captured sidecar, as the proxy user; its file says nothing of passthrough.
+    let config = tmp.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        "workload: {namespace: default, labels: {app: client}}\nlisteners:\n  - {name: virtualOutbound, address: \"0.0.0.0:15001\", direction: outbound}\n",
+    )
+    .expect("write");
+    let proxy_log = tmp.join("proxy.log");
+    let _proxy = Proc(
+        Command::new("setpriv")
+            .args(["--reuid", "1337", "--regid", "1337", "--clear-groups", "--"])
+            .arg(TRELLIS)
+            .args(["proxy", "--config"])
+            .arg(&config)
+            .args(["--control-plane", "127.0.0.1:15010", "--insecure-plaintext"])
+            .args(["--node", "client-0", "--cores", "1", "--no-pin"])
+            .args(["--status-port", "15020"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&proxy_log).expect("log file"))
+            .spawn()
+            .expect("setpriv (util-linux) is required"),
+    );
+    wait_ready(15021);
+    wait_for_log(&proxy_log, "config from the control plane applied");
+    let logs = || {
+        format!(
+            "control:\n{}\nproxy:\n{}",
+            std::fs::read_to_string(&control_log).unwrap_or_default(),
+            std::fs::read_to_string(&proxy_log).unwrap_or_default()
+        )
+    };
+    let applied = || {
+        (std::fs::read_to_string(&proxy_log).unwrap_or_default())
+            .matches("config from the control plane applied")
+            .count()
+    };
+    let switch_to = |mode: &str| {
+        let before = applied();
+        std::fs::write(&istio, mesh_config_map(mode)).expect("write");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while applied() == before {
+            assert!(
+                Instant::now() < deadline,
+                "{mode} was not pushed\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let unknown = "http://10.10.0.1:9092/";
+
+    // ALLOW_ANY (the ConfigMap's): an unknown host passes through to where it was headed.
+    let (code, body) = curl(unknown, None);
+    assert_eq!(code, "200", "{body}\n{}", logs());
+    assert!(
+        body.contains("remote-9092 peer=10.10.0.2 proxied=true"),
+        "{body}"
+    );
+
+    // REGISTRY_ONLY: the same request is answered 502 by the sidecar; reviews still routes.
+    switch_to("REGISTRY_ONLY");
+    let (code, body) = curl(unknown, None);
+    assert_eq!(code, "502", "{body}\n{}", logs());
+    assert!(!body.contains("remote-9092"), "{body}");
+    let (code, body) = curl("http://10.96.0.10:9080/", Some("reviews"));
+    assert_eq!(code, "200", "{body}\n{}", logs());
+    assert!(body.contains("reviews-9090"), "{body}");
+
+    // Back to ALLOW_ANY: it passes through again.
+    switch_to("ALLOW_ANY");
+    let (code, body) = curl(unknown, None);
+    assert_eq!(code, "200", "{body}\n{}", logs());
+    assert!(body.contains("remote-9092"), "{body}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

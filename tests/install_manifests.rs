@@ -165,6 +165,7 @@ fn install_carries_the_ca_and_a_webhook_trusting_its_root_and_keeps_it_on_reinst
 /// (manifests/charts/istio-control/istio-discovery/templates/clusterrole.yaml): ConfigMaps
 /// (the `istio-ca-root-cert` in every namespace: get, create, update) and TokenReviews
 /// (create, to check the tokens sidecars send with their first CSR). No Secret, no wildcard.
+/// ConfigMaps are listed and watched by one name only, the mesh config's `istio`.
 /// Nodes are read with `list` and `watch` only: the injection webhook's
 /// `ENABLE_NATIVE_SIDECARS=auto` watches their kubelet versions (`DetectNativeSidecar` in
 /// pkg/kube/inject/webhook.go, over istiod's Node informer), and an informer never `get`s.
@@ -194,11 +195,16 @@ fn the_cluster_role_reads_and_writes_only_root_configmaps_and_tokenreviews() {
             resources.iter().all(|r| *r != "*" && *r != "secrets"),
             "{rule:?}"
         );
+        let names: Vec<&str> = (rule["resourceNames"].as_sequence().into_iter().flatten())
+            .filter_map(|n| n.as_str())
+            .collect();
         if resources == ["nodes"] {
             assert_eq!(verbs, ["list", "watch"], "{rule:?}");
             nodes += 1;
-        }
-        if !verbs.iter().all(|v| ["get", "list", "watch"].contains(v)) {
+        } else if resources == ["configmaps"] && verbs.contains(&"list") {
+            assert_eq!(names, ["istio"], "ConfigMaps are listed by name: {rule:?}");
+            assert_eq!(verbs, ["list", "watch"], "{rule:?}");
+        } else if verbs != ["get", "list", "watch"] {
             writes.push((resources, verbs));
         }
     }

@@ -8,6 +8,8 @@
 //! ```yaml
 //! listeners:
 //!   - {name: outbound, address: "127.0.0.1:15001", direction: outbound, passthrough: false}
+//!     # passthrough: unknown hosts go to their original destination (Istio's ALLOW_ANY);
+//!     # under `trellis control`, its MeshConfig outboundTrafficPolicy wins when it sets one
 //!   - {name: inbound, address: "127.0.0.1:15006", direction: inbound, forwardTo: "127.0.0.1:9080"}
 //!   - {name: db, address: "127.0.0.1:15007", direction: inbound, forwardTo: "127.0.0.1:27017", protocol: TCP}
 //! identity:                    # optional: the sidecar's mesh certificate (mTLS)

@@ -62,10 +62,27 @@ impl Config {
 }
 
 /// A named set of virtual hosts (Envoy's RouteConfiguration).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteTable {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Envoy's `validate_clusters`: a table that names a cluster the snapshot lacks is
+    /// refused. Off, such a destination is answered 503 NC when a request picks it. Pilot
+    /// turns it off on every table it builds (`ValidateClusters: proto.BoolFalse` in
+    /// pilot/pkg/networking/core/httproute.go and gateway.go), so a VirtualService naming a
+    /// subset no DestinationRule defines is served and answered 503. On by default, as Envoy
+    /// does for a table written in its own config, so a typo in a hand-written one is caught.
+    pub validate_clusters: bool,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        RouteTable {
+            name: String::new(),
+            virtual_hosts: Vec::new(),
+            validate_clusters: true,
+        }
+    }
 }
 
 /// Requests whose authority matches one of `domains`, and the ordered routes that apply to them.
@@ -202,7 +219,10 @@ pub struct WeightedCluster {
     pub cluster: String,
     /// Relative weight. Istio weights sum to 100; a single destination has weight 100.
     pub weight: u32,
-    /// `headers` on the destination.
+    /// `headers` on the destination: Envoy's cluster-weight header edits, applied before the
+    /// route's own (so the route's `set` and `remove` win). Pilot writes a lone destination's
+    /// edits into the route's instead (processDestination in
+    /// pilot/pkg/networking/core/route/route.go), which the control plane mirrors.
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     /// A `host` (or `:authority`) set or added by the destination's `headers.request`, which

@@ -81,6 +81,7 @@ fn config() -> Config {
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),
+            validate_clusters: true,
             virtual_hosts: vec![VirtualHost {
                 name: "reviews".into(),
                 domains: vec!["reviews".into(), "reviews:9080".into()],

@@ -123,6 +123,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
         }],
         route_tables: vec![RouteTable {
             name: ROUTE_TABLE.to_string(),
+            validate_clusters: true,
             virtual_hosts: vec![VirtualHost {
                 name: "reviews.default".to_string(),
                 // "*" too, so a bare `curl http://127.0.0.1:15001/` reaches reviews.

@@ -33,6 +33,7 @@ pub fn base() -> Config {
         }],
         route_tables: vec![RouteTable {
             name: "outbound".into(),
+            validate_clusters: true,
             virtual_hosts: Vec::new(),
         }],
         clusters: Vec::new(),

@@ -367,6 +367,7 @@ fn matched_rule(t: &Translation, route: &Route, index: usize, name: Option<Strin
                     let origin = t.clusters.get(&w.cluster);
                     DestinationReport {
                         cluster: w.cluster.clone(),
+                        missing_cluster: t.config.cluster(&w.cluster).is_none(),
                         weight: w.weight,
                         host: origin.map(|o| o.host.clone()),
                         port: origin.map(|o| o.port),

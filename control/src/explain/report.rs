@@ -141,6 +141,9 @@ pub struct RedirectReport {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DestinationReport {
     pub cluster: String,
+    /// No cluster of that name exists (an unknown host, port or subset): Envoy answers 503
+    /// with flag NC for the requests drawn to it.
+    pub missing_cluster: bool,
     pub weight: u32,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -330,6 +333,12 @@ impl fmt::Display for ExplainReport {
                             write!(f, " subset {s}")?;
                         }
                         writeln!(f, "  [cluster {}]", d.cluster)?;
+                        if d.missing_cluster {
+                            writeln!(
+                                f,
+                                "       no such cluster: requests drawn here are answered 503 (NC)"
+                            )?;
+                        }
                         if !d.subset_labels.is_empty() {
                             let labels: Vec<String> = d
                                 .subset_labels

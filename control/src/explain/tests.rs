@@ -158,6 +158,8 @@ fn unknown_host_and_missing_subset_are_explained() {
         .iter()
         .any(|d| d.code.as_deref() == Some("IST0101")));
     assert!(report.to_string().contains("IST0101"));
+    // Pilot routes to the missing subset's cluster anyway; Envoy answers 503 NC for it.
+    assert!(report.to_string().contains("answered 503 (NC)"), "{report}");
 }
 
 #[test]

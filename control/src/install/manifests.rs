@@ -7,7 +7,8 @@
 //! channel), 443 → 15017 for the webhook, as istiod's. Differences, on purpose:
 //!
 //! - the ClusterRole grants get/list/watch on exactly the kinds the control plane reads
-//!   (`plane::kube` and the Istio kinds), and the two writes it makes: the
+//!   (`plane::kube` and the Istio kinds; of ConfigMaps, list/watch of the mesh config's name
+//!   only), and the two writes it makes: the
 //!   `istio-ca-root-cert` ConfigMaps and TokenReviews. Istio's also
 //!   patches webhook configurations to inject their `caBundle`; here the CA bundle is
 //!   written into the configuration at install time instead (`trellis install`, or Kustomize's
@@ -23,6 +24,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::ca::PluginFiles;
+use crate::plane::mesh_settings::MESH_CONFIG_MAP;
 
 pub const NAMESPACE: &str = "trellis-system";
 pub const NAME: &str = "trellis-control";
@@ -78,11 +80,16 @@ pub fn service_account() -> Value {
 /// Kubernetes source (`trellis control --kube`) watches as well. Two writes, each as istiod's
 /// ClusterRole has them: the mesh roots' ConfigMap in every namespace (get, create, update
 /// of ConfigMaps: `plane::kube_source::root_cert`), and TokenReviews (create), which check
-/// the token a sidecar sends with its first certificate request. Nodes: `list` and `watch`
-/// only, for the injection webhook's `ENABLE_NATIVE_SIDECARS=auto`, which reads each node's
-/// kubelet version from a watch (`plane::kube_source::nodes`) as istiod's Node informer does
-/// for `DetectNativeSidecar` (istiod's ClusterRole grants nodes get, list and watch; the
-/// informer needs no `get`).
+/// the token a sidecar sends with its first certificate request. And list/watch of the one
+/// ConfigMap named `istio` (pilot's mesh config; `get` is the rule above's): the source
+/// watches it in `istio-system` with a `metadata.name` field selector, which is what lets
+/// RBAC authorize a list or watch by `resourceNames`. A ClusterRole rule rather than a Role
+/// in `istio-system`, which need not exist when Trellis is installed; istiod's own ClusterRole
+/// lists and watches every ConfigMap. Nodes: `list` and `watch` only, for the injection
+/// webhook's `ENABLE_NATIVE_SIDECARS=auto`, which reads each node's kubelet version from a
+/// watch (`plane::kube_source::nodes`) as istiod's Node informer does for
+/// `DetectNativeSidecar` (istiod's ClusterRole grants nodes get, list and watch; the informer
+/// needs no `get`).
 pub fn cluster_role() -> Value {
     let read = ["get", "list", "watch"];
     json!({
@@ -93,6 +100,8 @@ pub fn cluster_role() -> Value {
             {"apiGroups": [""], "resources": ["namespaces", "pods", "serviceaccounts", "services"], "verbs": read},
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [MESH_CONFIG_MAP.1],
+             "verbs": ["list", "watch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": read},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use trellis_engine::config::Config;
 use trellis_engine::proxy::CompiledConfig;
 
+use super::mesh_apply;
 use super::mesh_settings::MeshSettings;
 use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::{parse_str, ResourceSet};
@@ -72,13 +73,17 @@ impl SidecarDocument {
     }
 
     /// [`SidecarDocument::translate`] for the sidecar of `workload`: source matches and short
-    /// names are decided for it, as pilot does per proxy.
+    /// names are decided for it, as pilot does per proxy, and the mesh config's retry policy
+    /// and auto mTLS applied (`super::mesh_apply`; the listeners' settings are the sidecar's
+    /// to apply, with its file's listeners).
     pub fn translate_for(
         &self,
         workload: &crate::translate::Workload,
     ) -> Result<Translation, ConfigError> {
-        let resources = self.resource_set()?;
-        let translation = crate::translate::translate_for(&resources, &self.registry, workload);
+        let mut resources = self.resource_set()?;
+        mesh_apply::default_retries_into_rules(&mut resources, &self.mesh);
+        let mut translation = crate::translate::translate_for(&resources, &self.registry, workload);
+        mesh_apply::apply_to_translation(&mut translation, &self.mesh);
         let invalid: Vec<String> = translation
             .diagnostics
             .iter()

@@ -14,6 +14,8 @@
 //! - [`net`]: its transport on tokio (any listener and connector: tokio's, or turmoil's in
 //!   tests).
 //! - [`jwks`]: RequestAuthentication keys fetched here and inlined, so sidecars never fetch.
+//! - [`mesh_settings`]: the MeshConfig fields pushed to every sidecar, and [`mesh_apply`]:
+//!   what a sidecar does with them.
 //!
 //! Everything here except [`watch`] and [`Snapshot::read_dir`] is a pure function of its
 //! inputs, so the simulator can run the control plane as a node.
@@ -24,6 +26,7 @@ pub mod jwks;
 pub mod kube;
 #[cfg(feature = "kube")]
 pub mod kube_source;
+pub mod mesh_apply;
 pub mod mesh_settings;
 pub mod net;
 pub mod push;

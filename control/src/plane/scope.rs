@@ -274,7 +274,9 @@ impl ScopeIndex {
                 inbound: inbound_protocols(&snapshot.registry, workload)
                     .into_iter()
                     .collect(),
-                mesh: snapshot.mesh.clone(),
+                // The mesh config, with the Sidecar's own outbound traffic policy.
+                mesh: (snapshot.mesh)
+                    .under_sidecar(sidecar.and_then(|s| s.spec.outbound_traffic_policy.as_ref())),
             },
         }
     }

@@ -449,3 +449,26 @@ status: {podIP: 10.0.0.9}
     let other = Workload::new("shop", &[("app", "web")]);
     assert!(scope(&snap, &other).document.inbound.is_empty());
 }
+
+/// A Sidecar's `outboundTrafficPolicy` replaces the mesh config's for the sidecars it applies
+/// to (`ConvertToSidecarScope`, pilot/pkg/model/sidecar.go); without `mode` it is
+/// REGISTRY_ONLY, the enum's zero value; elsewhere the mesh config's stays.
+#[test]
+fn a_sidecars_outbound_traffic_policy_wins_over_the_mesh_configs() {
+    use crate::plane::mesh_settings::OutboundTrafficMode::{AllowAny, RegistryOnly};
+    let sidecars = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: blog}\nspec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: locked, namespace: blog}\nspec: {workloadSelector: {labels: {app: locked}}, outboundTrafficPolicy: {}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata: {mesh: \"outboundTrafficPolicy: {mode: REGISTRY_ONLY}\\nenableAutoMtls: false\\n\"}\n";
+    let snap = snapshot(sidecars);
+    let mode = |w: Workload| scope(&snap, &w).document.mesh.outbound_mode();
+    assert_eq!(mode(workload("blog", &[("app", "posts")])), AllowAny);
+    assert_eq!(mode(workload("blog", &[("app", "locked")])), RegistryOnly);
+    assert_eq!(
+        mode(workload("shop", &[])),
+        RegistryOnly,
+        "the mesh config's"
+    );
+    let blog = scope(&snap, &workload("blog", &[("app", "posts")]));
+    assert!(
+        !blog.document.mesh.auto_mtls(),
+        "the rest is the mesh config's"
+    );
+}

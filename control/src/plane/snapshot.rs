@@ -37,6 +37,10 @@ pub struct Snapshot {
     /// the source has one, else Istio's defaults (`trellis control --meshConfig` replaces
     /// them: [`Snapshot::with_mesh`]).
     pub mesh: MeshSettings,
+    /// Why the `istio` ConfigMap's mesh config was refused, when [`Snapshot::from_objects`]
+    /// left it out (`mesh` is then Istio's defaults: the Kubernetes source puts its last good
+    /// mesh config back, `kube_source::run`). A directory's snapshot fails instead.
+    pub mesh_refused: Option<String>,
     /// What reading and deriving noticed (unknown fields, unresolved ports ...).
     pub diagnostics: Vec<Diagnostic>,
     /// FNV-1a of every file name and content, in order: equal digests, equal snapshots.
@@ -165,7 +169,13 @@ impl Snapshot {
         {
             // pilot's mesh config (the `mesh` key); a broken one fails the snapshot, so the
             // last good one keeps serving.
-            self.mesh = read_config_map(&value, file)?;
+            match read_config_map(&value, file) {
+                Ok(mesh) => self.mesh = mesh,
+                Err(error) => {
+                    self.mesh_refused = Some(error.to_string());
+                    return Err(error);
+                }
+            }
             return Ok(());
         }
         if is_kube_kind(&api_version, &kind) {
@@ -192,7 +202,8 @@ impl Snapshot {
     }
 
     /// This snapshot with `mesh` as its mesh config (`trellis control --meshConfig`, which
-    /// wins over a ConfigMap), mixed into the digest so that a change of it is a change.
+    /// wins over a ConfigMap, or the last good one in place of a refused ConfigMap), mixed into
+    /// the digest so that a change of it is a change.
     pub fn with_mesh(mut self, mesh: &MeshSettings) -> Snapshot {
         let mut digest = Fnv(self.digest);
         digest.write_entry("--meshConfig", &format!("{mesh:?}"));

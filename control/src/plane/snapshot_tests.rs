@@ -468,6 +468,7 @@ fn the_istio_config_map_is_the_mesh_config() {
     // `--meshConfig` wins, and changes the digest.
     let file = crate::plane::mesh_settings::MeshSettings {
         protocol_detection_timeout_ms: Some(100),
+        ..Default::default()
     };
     let over = set.clone().with_mesh(&file);
     assert_eq!(over.mesh, file);

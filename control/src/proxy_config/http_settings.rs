@@ -4,15 +4,17 @@
 //! `pathNormalization: {normalization: ...}` has the shape of MeshConfig's field of that name
 //! (`meshConfig.pathNormalization`), which Istio's pilot turns into the connection manager's
 //! `normalize_path` / `merge_slashes` / `path_with_escaped_slashes_action`
-//! (`pilot/pkg/networking/core/listener_builder.go`). The proxy file is where a Trellis
-//! sidecar's mesh-wide settings live (it reads no MeshConfig), so the field sits here; absent,
-//! it is Istio's default, `BASE`.
+//! (`pilot/pkg/networking/core/listener_builder.go`). A sidecar run from its file alone reads
+//! no MeshConfig, so the field sits here; absent, it is Istio's default, `BASE`. A sidecar fed
+//! by `trellis control` takes the mesh config's value instead when that sets one
+//! (`plane::mesh_apply`).
 
 use serde::Deserialize;
 use trellis_engine::config::HttpSettings;
 use trellis_engine::path::PathNormalization;
 
 use crate::istio::duration::IstioDuration;
+use crate::plane::mesh_settings::PathNormalizationType;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -32,30 +34,7 @@ pub(super) struct HttpSpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct PathNormalizationSpec {
-    normalization: Option<Normalization>,
-}
-
-/// `ProxyPathNormalization.NormalizationType`, as Istio spells it.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum Normalization {
-    /// Istio's default, which pilot treats as `BASE`.
-    Default,
-    None,
-    Base,
-    MergeSlashes,
-    DecodeAndMergeSlashes,
-}
-
-impl From<Normalization> for PathNormalization {
-    fn from(n: Normalization) -> Self {
-        match n {
-            Normalization::None => PathNormalization::None,
-            Normalization::Default | Normalization::Base => PathNormalization::Base,
-            Normalization::MergeSlashes => PathNormalization::MergeSlashes,
-            Normalization::DecodeAndMergeSlashes => PathNormalization::DecodeAndMergeSlashes,
-        }
-    }
+    normalization: Option<PathNormalizationType>,
 }
 
 pub(super) fn http_settings(spec: &HttpSpec) -> HttpSettings {

@@ -96,6 +96,7 @@ pub(super) fn add_inbound_passthrough(config: &mut Config) -> String {
     if config.route_table(&table).is_none() {
         config.route_tables.push(RouteTable {
             name: table.clone(),
+            validate_clusters: false,
             virtual_hosts: Vec::new(),
         });
     }
@@ -127,6 +128,7 @@ pub(super) fn add_inbound_target(config: &mut Config, target: SocketAddr) -> Str
         });
         config.route_tables.push(RouteTable {
             name: table.clone(),
+            validate_clusters: false,
             virtual_hosts: vec![VirtualHost {
                 name: "inbound|http".into(),
                 domains: vec!["*".into()],

@@ -142,11 +142,18 @@ impl DestinationResolver for AtPort<'_, '_> {
         namespace: &str,
         at: &str,
         diags: &mut Vec<Diagnostic>,
-    ) -> Option<String> {
+    ) -> Result<String, MissingCluster> {
         self.catalog
             .cluster_at(dest, namespace, at, self.port, diags)
     }
 }
+
+/// A destination no cluster serves (unknown host, port or subset), named as pilot names the
+/// cluster it routes to anyway (GetDestinationCluster in pilot/pkg/networking/core/route/
+/// route.go builds the name without checking it exists). HTTP routes keep it, and Envoy
+/// answers 503 NC for requests sent there; TCP routes and mirrors leave it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingCluster(pub String);
 
 impl Catalog<'_> {
     /// Whether `dest` names no port of a service that has several, so that its cluster
@@ -169,31 +176,43 @@ impl Catalog<'_> {
         at: &str,
         listener_port: Option<u16>,
         diags: &mut Vec<Diagnostic>,
-    ) -> Option<String> {
+    ) -> Result<String, MissingCluster> {
         let host = resolve(&dest.host, namespace);
-        let not_found = |what: String| {
-            Diagnostic::error(format!("{what}; destination left out"))
+        let subset = dest.subset.as_deref();
+        let report = |what: String, field: String, diags: &mut Vec<Diagnostic>| {
+            diags.push(
+                Diagnostic::error(format!(
+                    "{what}; no cluster serves it: requests routed there are answered 503 (NC), as Envoy answers pilot's route to a missing cluster (TCP routes and mirrors leave it out)"
+                ))
                 .code(IST0101)
-                .field(at.to_string())
+                .field(field),
+            );
+        };
+        // Pilot's name for the cluster it routes to whether or not it exists: the named port,
+        // else the request's (0 where that is unknown).
+        let missing = |what: String, diags: &mut Vec<Diagnostic>| {
+            report(what, at.to_string(), diags);
+            let named = dest.port.and_then(|p| u16::try_from(p.number).ok());
+            let port = named.or(listener_port).unwrap_or(0);
+            MissingCluster(cluster_name(&host, port, subset))
         };
         let Some(svc) = self.service(&host) else {
-            diags.push(not_found(format!("referenced host not found: {host:?}")));
-            return None;
+            return Err(missing(
+                format!("referenced host not found: {host:?}"),
+                diags,
+            ));
         };
         let port = match dest.port.map(|p| p.number) {
             Some(n) => match svc.ports.iter().find(|p| u32::from(p.number) == n) {
                 Some(p) => p.number,
                 None => {
-                    diags.push(not_found(format!(
-                        "referenced host+port not found: {host}:{n}"
-                    )));
-                    return None;
+                    let what = format!("referenced host+port not found: {host}:{n}");
+                    return Err(missing(what, diags));
                 }
             },
             None => match (svc.ports.as_slice(), listener_port) {
                 ([], _) => {
-                    diags.push(not_found(format!("host {host} has no ports")));
-                    return None;
+                    return Err(missing(format!("host {host} has no ports"), diags));
                 }
                 ([only], _) => only.number,
                 (_, Some(port)) => port,
@@ -209,16 +228,14 @@ impl Catalog<'_> {
                 }
             },
         };
-        if let Some(subset) = &dest.subset {
-            if self.subset(&host, subset).is_none() {
-                diags.push(
-                    not_found(format!("referenced subset not found: {host} subset {subset:?} (no DestinationRule defines it)"))
-                        .field(format!("{at}.subset")),
-                );
-                return None;
-            }
+        if let Some(name) = subset.filter(|name| self.subset(&host, name).is_none()) {
+            let what = format!(
+                "referenced subset not found: {host} subset {name:?} (no DestinationRule defines it)"
+            );
+            report(what, format!("{at}.subset"), diags);
+            return Err(MissingCluster(cluster_name(&host, port, subset)));
         }
-        Some(cluster_name(&host, port, dest.subset.as_deref()))
+        Ok(cluster_name(&host, port, subset))
     }
 }
 

@@ -49,7 +49,7 @@ pub fn translate_mirrors(
         let here = format!("{at}.mirror");
         let fraction = mirror_percent(rule, at, diags);
         if let Some(fraction) = fraction {
-            if let Some(cluster) = resolver.cluster_for(dest, namespace, &here, diags) {
+            if let Ok(cluster) = resolver.cluster_for(dest, namespace, &here, diags) {
                 out.push(policy(cluster, fraction));
             }
         }
@@ -76,7 +76,7 @@ pub fn translate_mirrors(
             });
         if let Some(fraction) = fraction {
             let field = format!("{here}.destination");
-            if let Some(cluster) = resolver.cluster_for(dest, namespace, &field, diags) {
+            if let Ok(cluster) = resolver.cluster_for(dest, namespace, &field, diags) {
                 out.push(policy(cluster, fraction));
             }
         }

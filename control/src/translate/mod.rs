@@ -120,6 +120,7 @@ pub fn translate_for(
     let (catalog, mut out, mut diags) = with_clusters(resources, registry, &place);
     let mut table = RouteTable {
         name: OUTBOUND_ROUTE_TABLE.to_string(),
+        validate_clusters: false,
         virtual_hosts: Vec::new(),
     };
     let virtual_services = delegation::merge_delegates(&resources.virtual_services, &mut diags);
@@ -520,6 +521,7 @@ fn engine_accepts(route: &Route) -> Result<(), trellis_engine::route::RouteError
     let probe = Config {
         route_tables: vec![RouteTable {
             name: OUTBOUND_ROUTE_TABLE.to_string(),
+            validate_clusters: false,
             virtual_hosts: vec![VirtualHost {
                 name: "probe".to_string(),
                 domains: vec!["probe".to_string()],

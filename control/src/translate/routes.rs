@@ -11,6 +11,7 @@ use trellis_engine::config::{
     HeaderOps, Redirect, RetryOn, RetryPolicy, Rewrite, Route, RouteAction, WeightedCluster,
 };
 
+use super::catalog::MissingCluster;
 use super::fault::fault;
 use super::matches::{translate_match, MatchOutcome};
 use crate::diag::Diagnostic;
@@ -19,15 +20,16 @@ use crate::istio::virtual_service::{Destination, HttpRetry, HttpRoute, HttpRoute
 
 /// Resolves a destination to the name of its cluster.
 pub trait DestinationResolver {
-    /// The cluster for `dest` as written in a resource of namespace `namespace`, or `None`
-    /// after pushing a diagnostic (IST0101 for an unknown host or subset).
+    /// The cluster for `dest` as written in a resource of namespace `namespace`, or the name
+    /// of the one that does not exist, after pushing a diagnostic (IST0101 for an unknown
+    /// host, port or subset).
     fn cluster_for(
         &self,
         dest: &Destination,
         namespace: &str,
         at: &str,
         diags: &mut Vec<Diagnostic>,
-    ) -> Option<String>;
+    ) -> Result<String, MissingCluster>;
 }
 
 /// Translate rule `index` of VirtualService `vs_name` in `namespace`. `None` when the rule is
@@ -63,7 +65,7 @@ pub fn translate_rule(
     }
     let mut action = action(rule, namespace, &at, resolver, diags)?;
     let mirrors = super::mirrors::translate_mirrors(rule, namespace, &at, resolver, diags);
-    let edits = header_edits(&rule.headers);
+    let mut edits = header_edits(&rule.headers);
     let mut rewrite = rule.rewrite.as_ref().map(|r| Rewrite {
         uri: r.uri.clone(),
         uri_regex: r
@@ -77,7 +79,19 @@ pub fn translate_rule(
         // rule, else (one destination only) the destination's; with several destinations
         // each keeps its own as a per-cluster rewrite (processWeightedDestination).
         let single = match dests.as_mut_slice() {
-            [only] if rule.route.len() == 1 => only.authority.take(),
+            [only] if rule.route.len() == 1 => {
+                // processDestination: a lone destination's header operations join the rule's
+                // own, on the route, not on a cluster weight.
+                append_lone_destination_ops(
+                    &mut edits.request,
+                    std::mem::take(&mut only.request_headers),
+                );
+                append_lone_destination_ops(
+                    &mut edits.response,
+                    std::mem::take(&mut only.response_headers),
+                );
+                only.authority.take()
+            }
             _ => None,
         };
         let authority = rewrite
@@ -311,14 +325,16 @@ fn destinations(
             }
         };
         total += i64::from(weight);
-        let Some(cluster) = resolver.cluster_for(
-            &d.destination,
-            namespace,
-            &format!("{here}.destination"),
-            diags,
-        ) else {
-            continue;
-        };
+        // A destination without a cluster stays, with its weight: pilot routes to the cluster
+        // it names, and Envoy answers 503 NC for the requests it draws.
+        let cluster = resolver
+            .cluster_for(
+                &d.destination,
+                namespace,
+                &format!("{here}.destination"),
+                diags,
+            )
+            .unwrap_or_else(|MissingCluster(name)| name);
         let edits = header_edits(&d.headers);
         out.push(WeightedCluster {
             cluster,
@@ -337,6 +353,21 @@ fn destinations(
         );
     }
     out
+}
+
+/// Append a lone destination's header operations to its rule's, as pilot's
+/// processDestination appends them to the route's lists (pilot/pkg/networking/core/route/
+/// route.go): one Envoy HeaderParser, which removes every listed name first, then applies the
+/// rule's set and add entries, then the destination's. [`HeaderOps`] applies every `set`
+/// before every `add`, so a rule's `add` of a name the destination `set`s is dropped here: in
+/// Envoy's order that later `set` overwrites it.
+fn append_lone_destination_ops(route: &mut HeaderOps, dest: HeaderOps) {
+    route.remove.extend(dest.remove);
+    route
+        .add
+        .retain(|(name, _)| !dest.set.iter().any(|(d, _)| d.eq_ignore_ascii_case(name)));
+    route.set.extend(dest.set);
+    route.add.extend(dest.add);
 }
 
 /// `host` and pseudo-headers (`:authority`, ...) cannot be edited as headers: pilot drops them
@@ -409,7 +440,11 @@ fn default_retry_on() -> RetryOn {
     RetryPolicy::default().retry_on
 }
 
-fn retries(spec: Option<&HttpRetry>, at: &str, diags: &mut Vec<Diagnostic>) -> RetryPolicy {
+pub(crate) fn retries(
+    spec: Option<&HttpRetry>,
+    at: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> RetryPolicy {
     let Some(spec) = spec else {
         return RetryPolicy::default();
     };

@@ -307,8 +307,7 @@ pub(crate) fn rule_destinations(
             continue;
         }
         let field = format!("{at}.route[{k}].destination");
-        if let Some(cluster) =
-            catalog.cluster_at(&d.destination, ns, &field, Some(port), &mut local)
+        if let Ok(cluster) = catalog.cluster_at(&d.destination, ns, &field, Some(port), &mut local)
         {
             destinations.push(TcpDestination {
                 cluster,

@@ -220,8 +220,10 @@ fn http_rules_are_mapped_faithfully() {
     let RouteAction::Forward(w) = &r0.action else {
         unreachable!()
     };
+    // A lone destination's headers join the route's (processDestination).
+    assert!(w[0].response_headers.is_empty());
     assert_eq!(
-        w[0].response_headers.set,
+        r0.response_headers.set,
         vec![("x-version".to_string(), "v2".to_string())]
     );
     assert_eq!(
@@ -341,10 +343,87 @@ spec:
     assert!(t.diagnostics.iter().any(
         |d| d.message.contains("sum to 90") && d.field.as_deref() == Some("spec.http[2].route")
     ));
+    // Pilot routes to the cluster it names whether or not it exists (GetDestinationCluster),
+    // and Envoy answers 503 NC for it: the destinations stay, with their weights, in tables
+    // that do not validate their clusters (ValidateClusters: false).
     let v = vhost(&t, "reviews.default");
     assert_eq!(v.routes.len(), 3);
-    assert!(forward(&v.routes[0]).is_empty());
+    assert_eq!(
+        forward(&v.routes[0]),
+        vec![(
+            "outbound|9080|v9|reviews.default.svc.cluster.local".into(),
+            100
+        )]
+    );
+    assert_eq!(
+        forward(&v.routes[1]),
+        vec![("outbound|0||nowhere.default.svc.cluster.local".into(), 100)]
+    );
     assert_eq!(forward(&v.routes[2]).len(), 2);
+    assert!(!table(&t).validate_clusters);
+    assert!(t.config.cluster(&forward(&v.routes[0])[0].0).is_none());
+}
+
+/// A lone destination's header operations are appended to the rule's (pilot's
+/// processDestination): one Envoy HeaderParser, every remove first, then the rule's set and
+/// add, then the destination's, so the destination's `set` overwrites the rule's `add`.
+/// Several destinations keep their own, applied before the rule's (Envoy's
+/// WeightedClusterEntry::finalizeRequestHeaders: the cluster weight's parser, then the route's).
+#[test]
+fn a_lone_destination_s_header_edits_join_the_rule_s_in_envoy_s_order() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /one}}]
+    headers:
+      request:
+        set: {x-a: rule}
+        add: {x-b: rule}
+        remove: [x-c]
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers:
+        request:
+          set: {x-b: dest}
+          add: {x-a: dest}
+          remove: [x-d]
+  - headers:
+      request: {set: {x-a: rule}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers: {request: {set: {x-a: v1}}}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+"#;
+    let t = run(&format!("{DR}\n---\n{vs}"));
+    let v = vhost(&t, "reviews.default");
+    let one = &v.routes[0];
+    let RouteAction::Forward(w) = &one.action else {
+        unreachable!()
+    };
+    assert!(w[0].request_headers.is_empty());
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        one.request_headers.set,
+        vec![pair("x-a", "rule"), pair("x-b", "dest")]
+    );
+    // The rule's `add: x-b` is overwritten by the destination's later `set: x-b`.
+    assert_eq!(one.request_headers.add, vec![pair("x-a", "dest")]);
+    assert_eq!(
+        one.request_headers.remove,
+        vec!["x-c".to_string(), "x-d".to_string()]
+    );
+    let split = &v.routes[1];
+    let RouteAction::Forward(w) = &split.action else {
+        unreachable!()
+    };
+    assert_eq!(w[0].request_headers.set, vec![pair("x-a", "v1")]);
+    assert_eq!(split.request_headers.set, vec![pair("x-a", "rule")]);
 }
 
 #[test]

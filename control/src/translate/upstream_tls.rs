@@ -198,6 +198,13 @@ fn read_pem(path: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Stri
 /// A proxy without a mesh identity cannot offer auto mTLS: those clusters stay plaintext
 /// (an explicit ISTIO_MUTUAL is kept, and fails closed).
 pub fn without_identity(config: &mut trellis_engine::config::Config) {
+    auto_mtls_off(config);
+}
+
+/// MeshConfig `enableAutoMtls: false`: a cluster whose DestinationRule sets no `tls` is
+/// plaintext (`buildUpstreamTLSSettings` in pilot/pkg/networking/core/cluster_tls.go returns
+/// no TLS settings when `!autoMTLSEnabled`); a rule's explicit `tls` is kept.
+pub fn auto_mtls_off(config: &mut trellis_engine::config::Config) {
     for c in &mut config.clusters {
         if matches!(c.tls, UpstreamTls::Auto { .. }) {
             c.tls = UpstreamTls::Disable;

@@ -8,6 +8,8 @@
 //!   response, every `ADDED`/`MODIFIED`/`DELETED` event after `N`, a `BOOKMARK` when the
 //!   watch's `timeoutSeconds` ends it, and an `ERROR` event with a `410` Status when `N` is
 //!   older than what the server still has ([`FakeApiServer::expire_watches`]).
+//! - A list or watch is of every namespace or one (`/api/v1/namespaces/<ns>/<plural>`), with
+//!   `metadata.name`/`metadata.namespace` field selectors (`fake_apiserver_scope.rs`).
 //! - A kind that is not served (a CRD not installed) answers `404` with a Status.
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers a TokenReview: the tokens
 //!   given to [`FakeApiServer::add_token`] authenticate as their service account, any other
@@ -18,6 +20,8 @@
 
 #![allow(dead_code)]
 
+#[path = "fake_apiserver_scope.rs"]
+mod scope;
 #[path = "fake_apiserver_writes.rs"]
 mod writes;
 
@@ -392,13 +396,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, plural) = match segments.as_slice() {
-        ["api", version, plural] => ("", *version, *plural),
-        ["apis", group, version, plural] => (*group, *version, *plural),
-        _ => return not_found(stream),
+    let Some(scope) = scope::Scope::of(path, &params) else {
+        return not_found(stream);
     };
-    let kind: KindKey = (group.to_string(), plural.to_string());
+    let (group, version) = (scope.group, scope.version);
+    let kind: KindKey = (group.to_string(), scope.plural.to_string());
     let api_version = if group.is_empty() {
         version.to_string()
     } else {
@@ -412,9 +414,17 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
     }
     if params.get("watch") == Some(&"true") {
-        watch(stream, shared, &kind, &api_version, &params, incarnation);
+        watch(
+            stream,
+            shared,
+            &kind,
+            &scope,
+            &api_version,
+            &params,
+            incarnation,
+        );
     } else {
-        list(stream, shared, &kind, &api_version, &params);
+        list(stream, shared, &kind, &scope, &api_version, &params);
     }
 }
 
@@ -450,6 +460,7 @@ fn list(
     stream: TcpStream,
     shared: &Shared,
     kind: &KindKey,
+    scope: &scope::Scope<'_>,
     api_version: &str,
     params: &BTreeMap<&str, &str>,
 ) {
@@ -457,7 +468,7 @@ fn list(
     let all: Vec<&Value> = state
         .objects
         .get(kind)
-        .map(|o| o.values().collect())
+        .map(|o| o.values().filter(|o| scope.keeps(o)).collect())
         .unwrap_or_default();
     let start: usize = params
         .get("continue")
@@ -502,6 +513,7 @@ fn watch(
     mut stream: TcpStream,
     shared: &Shared,
     kind: &KindKey,
+    scope: &scope::Scope<'_>,
     api_version: &str,
     params: &BTreeMap<&str, &str>,
     incarnation: u64,
@@ -555,7 +567,7 @@ fn watch(
         let pending: Vec<Value> = state
             .events
             .iter()
-            .filter(|(revision, k, _, _)| *revision > sent && k == kind)
+            .filter(|(revision, k, _, o)| *revision > sent && k == kind && scope.keeps(o))
             .map(|(_, _, kind_of_event, object)| {
                 json!({"type": kind_of_event, "object": served_object(object, api_version, &kind.0)})
             })

@@ -1,6 +1,6 @@
 //! The fake API server's writes to ConfigMaps (what istiod's namespace controller does, and
-//! `trellis control --kube` after it): `GET`, `POST` and `PUT` of
-//! `/api/v1/namespaces/<ns>/configmaps[/<name>]`, with a real server's answers: `404` for a
+//! `trellis control --kube` after it): `GET` of `/api/v1/namespaces/<ns>/configmaps/<name>`,
+//! `POST` and `PUT` of `/api/v1/namespaces/<ns>/configmaps[/<name>]`, with a real server's answers: `404` for a
 //! missing object, `409 AlreadyExists` for a second create, `409 Conflict` for a replace whose
 //! `resourceVersion` is not the stored one. Every write is an event a watch sees.
 
@@ -43,6 +43,8 @@ pub fn configmap_request(
     let path = target.split('?').next()?;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (namespace, name) = match segments.as_slice() {
+        // Lists and watches are the reading side's.
+        ["api", "v1", "namespaces", _, "configmaps"] if method == "GET" => return None,
         ["api", "v1", "namespaces", ns, "configmaps"] => (*ns, None),
         ["api", "v1", "namespaces", ns, "configmaps", name] => (*ns, Some(*name)),
         _ => return None,

@@ -28,6 +28,9 @@ impl Engine {
             return;
         };
         let Some(slot) = req.slot else {
+            // Only a first attempt can lack a cluster: a retry needs one to have been tried.
+            debug_assert_eq!(req.tries.count, 0, "{id}: a retry without a cluster");
+            self.cluster_not_found(now, id);
             return;
         };
         #[allow(unused_mut)]

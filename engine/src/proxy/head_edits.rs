@@ -85,11 +85,13 @@ pub(super) fn prepare_upstream_head(
     http1::strip_hop_by_hop_and(&mut head.headers, |name| {
         name.len() == expect.as_bytes().len() && name.eq_ignore_ascii_case(expect.as_bytes())
     });
-    if let Some(route) = route {
-        route::apply_header_ops(&route.request_headers, &mut head.headers);
-    }
+    // The destination's edits, then the route's, as Envoy's WeightedClusterEntry
+    // (`finalizeRequestHeaders`: its own parser, then the route's).
     if let Some(dest) = dest {
         route::apply_header_ops(&dest.request_headers, &mut head.headers);
+    }
+    if let Some(route) = route {
+        route::apply_header_ops(&route.request_headers, &mut head.headers);
     }
     // One scan for both names the proxy adds when missing.
     let (id, proto) = (names::X_REQUEST_ID, names::X_FORWARDED_PROTO);

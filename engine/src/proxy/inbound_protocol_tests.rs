@@ -39,6 +39,7 @@ fn engine_with(timeout: Option<Duration>, authz: Option<Arc<Authorization>>) -> 
     }));
     c.route_tables.push(RouteTable {
         name: "inbound|passthrough".into(),
+        validate_clusters: true,
         virtual_hosts: Vec::new(),
     });
     c.clusters.push(Cluster {

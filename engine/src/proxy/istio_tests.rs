@@ -153,3 +153,75 @@ fn redirects_rewrite_the_matched_prefix_and_derive_the_request_port() {
         "{down}"
     );
 }
+
+/// Istio: a destination whose cluster does not exist (a subset no DestinationRule defines)
+/// is still routed to (GetDestinationCluster in pilot/pkg/networking/core/route/route.go,
+/// tables with `ValidateClusters: false`), and Envoy's router answers 503 with an empty body
+/// and the flag NC (Filter::decodeHeaders in source/common/router/router.cc:
+/// `NoClusterFound`, `clusterNotFoundResponseCode()`). The router runs after the fault
+/// filter, so an abort answers first.
+#[test]
+fn a_destination_without_a_cluster_is_answered_503_nc_after_the_fault_filter() {
+    let mut c = config();
+    c.route_tables[0].validate_clusters = false;
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.action = RouteAction::Forward(vec![WeightedCluster {
+        cluster: "outbound|80|v9|svc".into(),
+        weight: 100,
+        ..WeightedCluster::default()
+    }]);
+    let (up, down) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(up.is_empty(), "{up}");
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    assert!(down.contains("x-trellis-response-flags: NC\r\n"), "{down}");
+    assert!(down.contains("content-length: 0\r\n"), "{down}");
+    c.route_tables[0].virtual_hosts[0].routes[0].fault = Some(crate::config::FaultPolicy {
+        delay: None,
+        abort: Some(crate::config::FaultAbort {
+            status: 418,
+            percent: 100.0,
+            grpc_status: None,
+        }),
+    });
+    let (_, down) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(down.starts_with("HTTP/1.1 418"), "{down}");
+    assert!(down.contains("x-trellis-response-flags: FI\r\n"), "{down}");
+    // A table that validates its clusters (Envoy's default for its own config) refuses it.
+    c.route_tables[0].validate_clusters = true;
+    assert!(matches!(
+        Engine::try_new(Arc::new(c), 1),
+        Err(ConfigError::MissingCluster { .. })
+    ));
+}
+
+/// Istio: several destinations keep their own header operations on the cluster weight
+/// (processWeightedDestination in pilot/pkg/networking/core/route/route.go), and Envoy's
+/// WeightedClusterEntry evaluates them before the route's (`finalizeRequestHeaders`,
+/// `finalizeResponseHeaders` in source/common/router/config_impl.h), so the rule's `set` and
+/// `remove` of a name win over its destination's.
+#[test]
+fn a_rule_s_header_edits_apply_after_its_destination_s() {
+    let mut c = config();
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.request_headers = HeaderOps {
+        set: vec![("x-a".into(), "rule".into())],
+        add: vec![],
+        remove: vec!["x-b".into()],
+    };
+    let dest_ops = HeaderOps {
+        set: vec![("x-a".into(), "dest".into()), ("x-b".into(), "dest".into())],
+        add: vec![("x-c".into(), "dest".into())],
+        remove: vec![],
+    };
+    route.action = RouteAction::Forward(vec![WeightedCluster {
+        cluster: "c".into(),
+        weight: 100,
+        request_headers: dest_ops,
+        ..WeightedCluster::default()
+    }]);
+    let (up, _) = exchange(c, b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(up.contains("x-a: rule\r\n"), "{up}");
+    assert!(!up.contains("x-a: dest"), "{up}");
+    assert!(!up.contains("x-b:"), "{up}");
+    assert!(up.contains("x-c: dest\r\n"), "{up}");
+}

@@ -30,6 +30,9 @@ pub enum ResponseFlag {
     UpstreamRetryLimitExceeded,
     /// NR: no route configured (404).
     NoRouteFound,
+    /// NC: the route's cluster does not exist (503): Envoy's router for a route table that
+    /// does not validate its clusters, as pilot's never do.
+    NoClusterFound,
     /// DI: a fault-injection delay was applied.
     DelayInjected,
     /// FI: a fault-injection abort answered the request.
@@ -54,6 +57,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamProtocolError => "UPE",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::NoRouteFound => "NR",
+            ResponseFlag::NoClusterFound => "NC",
             ResponseFlag::DelayInjected => "DI",
             ResponseFlag::FaultInjected => "FI",
             ResponseFlag::DownstreamProtocolError => "DPE",

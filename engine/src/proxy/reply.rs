@@ -28,6 +28,15 @@ impl Engine {
         );
     }
 
+    /// The route's destination names a cluster the snapshot does not have: 503, empty body,
+    /// flag NC, as Envoy's router answers (`Filter::decodeHeaders` in
+    /// source/common/router/router.cc: `NoClusterFound`, `clusterNotFoundResponseCode()`, 503
+    /// by default, body ""). Pilot routes to the cluster of a subset, port or host that does
+    /// not exist and lets Envoy answer this (`GetDestinationCluster`).
+    pub(crate) fn cluster_not_found(&mut self, now: Instant, id: RequestId) {
+        self.local_reply(now, id, 503, Some(ResponseFlag::NoClusterFound), "", &[]);
+    }
+
     /// The breaker refused: 503 with the overload marker, as Envoy's `x-envoy-overloaded`.
     pub(crate) fn overflow(&mut self, now: Instant, id: RequestId) {
         self.local_reply(

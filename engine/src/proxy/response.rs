@@ -269,11 +269,14 @@ impl Engine {
         if let Some(length) = keep_length {
             head.headers.insert(names::CONTENT_LENGTH, length);
         }
-        if let Some(route) = req.route_config() {
-            route::apply_header_ops(&route.response_headers, &mut head.headers);
-        }
+        // The destination's edits, then the route's: Envoy's WeightedClusterEntry evaluates
+        // its own parser before the route's (`finalizeResponseHeaders`), so a route's `set`
+        // or `remove` wins over its destination's.
         if let Some(dest) = req.destination() {
             route::apply_header_ops(&dest.response_headers, &mut head.headers);
+        }
+        if let Some(route) = req.route_config() {
+            route::apply_header_ops(&route.response_headers, &mut head.headers);
         }
         super::cors_encode::decorate_response(req, &mut head.headers);
         // After the route's edits, as Envoy's router adds `downstream_set_cookies_`.

@@ -298,11 +298,12 @@ impl Engine {
             Some(&dests[dest_index]),
             &mut self.rng,
         );
-        if slot.is_none() {
-            self.no_healthy_upstream(now, id);
-            return;
+        // A destination whose cluster does not exist is answered 503 NC by the router, so
+        // after the fault filter (`begin_attempt`); only a request that will be forwarded is
+        // told to send its body.
+        if slot.is_some() {
+            self.continue_expect(id);
         }
-        self.continue_expect(id);
         self.inject_delay(now, id, route);
     }
 

@@ -93,7 +93,7 @@ impl Snapshot {
                 })?;
             }
         }
-        for table in &config.route_tables {
+        for table in config.route_tables.iter().filter(|t| t.validate_clusters) {
             for vhost in &table.virtual_hosts {
                 for route in &vhost.routes {
                     if let crate::config::RouteAction::Forward(dests) = &route.action {

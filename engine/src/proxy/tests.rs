@@ -32,6 +32,7 @@ pub(super) fn config() -> Config {
         }],
         route_tables: vec![RouteTable {
             name: "rt".into(),
+            validate_clusters: true,
             virtual_hosts: vec![VirtualHost {
                 name: "svc".into(),
                 domains: vec!["svc".into()],
@@ -451,6 +452,7 @@ fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
         }];
         cfg.route_tables.push(RouteTable {
             name: "inbound".into(),
+            validate_clusters: true,
             virtual_hosts: vec![],
         });
         let mut engine = Engine::try_new(Arc::new(cfg), 1).unwrap();

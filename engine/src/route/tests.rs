@@ -39,6 +39,7 @@ pub(super) fn one_table(vhosts: Vec<VirtualHost>) -> Config {
     Config {
         route_tables: vec![RouteTable {
             name: "80".into(),
+            validate_clusters: true,
             virtual_hosts: vhosts,
         }],
         ..Config::default()
@@ -484,6 +485,7 @@ fn unknown_tables() {
             0,
             RouteTable {
                 name: name.into(),
+                validate_clusters: true,
                 virtual_hosts: vec![],
             },
         );

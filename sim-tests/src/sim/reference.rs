@@ -37,7 +37,8 @@
 //!   path), keeping the request's query when `uri` has none;
 //! * header edits: `set` overwrites, `add` appends, `remove` drops; rule-level response edits
 //!   also apply to redirects and direct responses (Envoy's `response_headers_to_add` on direct
-//!   responses), destination-level ones only to forwarded responses.
+//!   responses), destination-level ones only to forwarded responses, and before the rule's
+//!   (so a rule's `set` or `remove` of a name wins over its destination's).
 
 use super::scenario::{
     ActionSpec, HeaderEdits, HeaderOpsSpec, MatchSpec, RequestShape, Rule, StrMatch,
@@ -480,12 +481,15 @@ pub fn local_answer(
 }
 
 /// The header edits that apply on the way up (request) or down (response) for `rule` and
-/// destination version `version` (`None`: no destination, e.g. a direct response).
+/// destination version `version` (`None`: no destination, e.g. a direct response), in the
+/// order they apply: the destination's first, then the rule's, as Envoy's
+/// WeightedClusterEntry evaluates its own header parser before the route's
+/// (`finalizeRequestHeaders`/`finalizeResponseHeaders` in source/common/router/config_impl.h).
 pub fn edits_for(rule: &Rule, version: Option<usize>) -> Vec<&HeaderEdits> {
     let Some(v) = &rule.vocab else {
         return Vec::new();
     };
-    let mut out: Vec<&HeaderEdits> = v.edits.iter().collect();
+    let mut out: Vec<&HeaderEdits> = Vec::new();
     if let Some(version) = version {
         out.extend(
             v.dest_edits
@@ -494,6 +498,7 @@ pub fn edits_for(rule: &Rule, version: Option<usize>) -> Vec<&HeaderEdits> {
                 .map(|(_, e)| e),
         );
     }
+    out.extend(v.edits.iter());
     out
 }
 

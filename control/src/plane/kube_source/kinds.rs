@@ -6,9 +6,12 @@
 //! API server serves. Deployments and ServiceAccounts, which the directory source also reads,
 //! are not watched: on a cluster the Deployment's pods exist (reading both would count each
 //! replica twice), and the API server already refuses a pod naming a missing service account.
+//! Of ConfigMaps only one is: `istio-system/istio`, pilot's mesh config.
 
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject};
 use serde_json::Value;
+
+use crate::plane::mesh_settings::MESH_CONFIG_MAP;
 
 /// One watched kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +25,10 @@ pub struct WatchedKind {
     /// Defined by a CRD that may not be installed (Istio's kinds): a 404 is expected and
     /// means "none yet", not a failure.
     pub custom: bool,
+    /// `(namespace, name)`: only this object is watched, in its namespace with a
+    /// `metadata.name` field selector (the mesh config's ConfigMap: the control plane needs
+    /// no other ConfigMap, and RBAC can then grant list/watch of that name alone).
+    pub only: Option<(&'static str, &'static str)>,
 }
 
 const NETWORKING: &str = "networking.istio.io";
@@ -36,6 +43,7 @@ const fn builtin(kind: &'static str, group: &'static str, plural: &'static str) 
         versions: &["v1"],
         plural,
         custom: false,
+        only: None,
     }
 }
 
@@ -51,6 +59,7 @@ const fn istio(
         versions,
         plural,
         custom: true,
+        only: None,
     }
 }
 
@@ -61,6 +70,11 @@ pub const WATCHED: &[WatchedKind] = &[
     builtin("Service", "", "services"),
     builtin("Pod", "", "pods"),
     builtin("EndpointSlice", "discovery.k8s.io", "endpointslices"),
+    // pilot's mesh config (`MESH_CONFIG_MAP`): its `mesh` key, read by the snapshot.
+    WatchedKind {
+        only: Some(MESH_CONFIG_MAP),
+        ..builtin("ConfigMap", "", "configmaps")
+    },
     istio(
         "VirtualService",
         NETWORKING,
@@ -108,6 +122,19 @@ pub const WATCHED: &[WatchedKind] = &[
 ];
 
 impl WatchedKind {
+    /// The API to list and watch this kind with: cluster-wide, or the one object's namespace.
+    pub fn api(&self, client: kube::Client, resource: &ApiResource) -> Api<DynamicObject> {
+        match self.only {
+            Some((namespace, _)) => Api::namespaced_with(client, namespace, resource),
+            None => Api::all_with(client, resource),
+        }
+    }
+
+    /// The field selector that keeps a watch to the one object (`None`: every object).
+    pub fn field_selector(&self) -> Option<String> {
+        self.only.map(|(_, name)| format!("metadata.name={name}"))
+    }
+
     /// The kind at `version`, as kube's dynamic API addresses it.
     pub fn api_resource(&self, version: &str) -> ApiResource {
         ApiResource {

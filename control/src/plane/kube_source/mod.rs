@@ -7,7 +7,9 @@
 //! uses it alike. [`KubeSource::poll`] hands out a new snapshot when the cluster's objects
 //! changed, as [`super::DirWatcher::poll`] does for a directory.
 //!
-//! What is watched: [`kinds::WATCHED`], Istio's kinds as dynamic objects. Every object is fed
+//! What is watched: [`kinds::WATCHED`], Istio's kinds as dynamic objects, and one ConfigMap,
+//! `istio-system/istio` (pilot's mesh config: a broken one is refused and the last good one
+//! stays, see [`run`]). Every object is fed
 //! to [`Snapshot::from_objects`], the directory source's reading and derivation: the same
 //! validation, warnings, registry and workloads. How changes, `410 Gone`, missing CRDs and a
 //! vanishing API server are handled: [`run`]. Why kube's watcher and how it is tested

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
@@ -84,6 +84,7 @@ pub(super) async fn run(client: Client, config: KubeSourceConfig, shared: Arc<Sh
     let mut published = false;
     let mut last_digest = None;
     let mut outage = false;
+    let mut mesh = LastGoodMesh::default();
     while let Some(note) = rx.recv().await {
         let mut dirty = apply(note, &mut states, &shared, &mut outage);
         // A burst of events (a relist, `kubectl apply -f dir`) makes one snapshot.
@@ -101,7 +102,7 @@ pub(super) async fn run(client: Client, config: KubeSourceConfig, shared: Arc<Sh
         }
         published = true;
         let objects = objects(&states);
-        let snapshot = Snapshot::from_objects(&objects);
+        let snapshot = mesh.keep_last_good(Snapshot::from_objects(&objects));
         if last_digest == Some(snapshot.digest) {
             continue;
         }
@@ -113,6 +114,46 @@ pub(super) async fn run(client: Client, config: KubeSourceConfig, shared: Arc<Sh
             "new snapshot from the Kubernetes API"
         );
         shared.publish(snapshot, objects);
+    }
+}
+
+/// The mesh config last read from the `istio` ConfigMap that could be read. An object the
+/// snapshot cannot read is left out of it (see [`Snapshot::from_objects`]), which for the mesh
+/// config would mean Istio's defaults: instead, as the directory source and `--meshConfig`
+/// keep their last good mesh config, a refused ConfigMap is logged and the last good settings
+/// stay: pilot's `NewCollection` (pkg/config/mesh/meshwatcher/collection.go) logs "invalid
+/// mesh config, using last known state" and discards the result. pilot watches the ConfigMap
+/// with a `metadata.name` field selector in its namespace (`NewConfigMapSource`,
+/// pkg/config/mesh/kubemesh/watcher.go), as [`super::kinds::WatchedKind::only`] does.
+#[derive(Default)]
+struct LastGoodMesh {
+    settings: crate::plane::mesh_settings::MeshSettings,
+    /// The refusal logged last, so that it is logged once.
+    refused: Option<String>,
+}
+
+impl LastGoodMesh {
+    fn keep_last_good(&mut self, snapshot: Snapshot) -> Snapshot {
+        match &snapshot.mesh_refused {
+            Some(error) => {
+                if self.refused.as_ref() != Some(error) {
+                    tracing::error!(
+                        "mesh config (ConfigMap istio-system/istio) refused, the last good one is still served: {error}"
+                    );
+                    self.refused = Some(error.clone());
+                }
+                let settings = self.settings.clone();
+                snapshot.with_mesh(&settings)
+            }
+            None => {
+                self.refused = None;
+                if snapshot.mesh != self.settings {
+                    tracing::info!(settings = ?snapshot.mesh, "mesh config changed");
+                    self.settings = snapshot.mesh.clone();
+                }
+                snapshot
+            }
+        }
     }
 }
 
@@ -245,10 +286,13 @@ async fn watch_kind(
     if tx.send(found).is_err() {
         return;
     }
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let api = kind.api(client, &resource);
     let mut watch_config = watcher::Config::default();
     if let Some(timeout) = config.watch_timeout_secs {
         watch_config = watch_config.timeout(timeout);
+    }
+    if let Some(fields) = kind.field_selector() {
+        watch_config = watch_config.fields(&fields);
     }
     let events = watcher::watcher(api, watch_config)
         // Managed fields are often most of an object's size, and never read (see `pruned`).
@@ -288,8 +332,12 @@ async fn served_version(
         let mut failure = None;
         for version in kind.versions {
             let resource = kind.api_resource(version);
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-            match api.list(&ListParams::default().limit(1)).await {
+            let api = kind.api(client.clone(), &resource);
+            let mut params = ListParams::default().limit(1);
+            if let Some(fields) = kind.field_selector() {
+                params = params.fields(&fields);
+            }
+            match api.list(&params).await {
                 Ok(_) => return Some(resource),
                 Err(kube::Error::Api(status)) if status.code == 404 => {
                     absent.push(resource.api_version);

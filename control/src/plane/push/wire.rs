@@ -263,6 +263,7 @@ mod tests {
                 inbound: vec![(8080, InboundProtocol::Detect)],
                 mesh: crate::plane::mesh_settings::MeshSettings {
                     protocol_detection_timeout_ms: Some(1500),
+                    ..Default::default()
                 },
             },
         };

@@ -122,6 +122,7 @@ pub fn translate_gateway(
             // Every connection is taken at L4; the table is never consulted.
             vec![trellis_engine::config::RouteTable {
                 name: port.route_table_name(),
+                validate_clusters: false,
                 virtual_hosts: Vec::new(),
             }]
         } else if let tls::ServerMode::Https(_) = port.mode {

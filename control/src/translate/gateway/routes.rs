@@ -120,6 +120,7 @@ pub fn route_table(
     }
     let mut table = RouteTable {
         name: port.route_table_name(),
+        validate_clusters: false,
         virtual_hosts: Vec::new(),
     };
     if vhosts.is_empty() {

@@ -136,6 +136,7 @@ impl Arbitrary for Scenario {
             config: Config {
                 route_tables: vec![RouteTable {
                     name: "t".into(),
+                    validate_clusters: true,
                     virtual_hosts: vhosts,
                 }],
                 ..Config::default()
