@@ -18,7 +18,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::watch;
 use trellis_control::dns::{names_to_resolve, DnsCache};
+use trellis_control::inject::NativeSidecarMode;
+use trellis_control::plane::kube_source::nodes::{NodeVersionsView, NodeWatch};
 use trellis_control::plane::kube_source::root_cert::{PassReport, RootCertPublisher};
+use trellis_control::plane::kube_source::KubeSourceConfig;
 use trellis_control::plane::mesh_settings::{read_mesh_config, MeshSettings};
 use trellis_control::plane::net::reload::reloadable_webhook_config;
 use trellis_control::plane::net::upkeep::{upkeep, Serving, UpkeepReport};
@@ -99,11 +102,30 @@ pub struct WebhookArgs {
 }
 
 /// Start the webhook when asked: a serving certificate from the mesh CA (kept current by the
-/// upkeep), then the server.
-fn start_webhook(args: &WebhookArgs, issuer: &Issuer, ttl: Duration) -> Result<Option<Serving>> {
+/// upkeep), then the server. With `kube` (`--kube`) and native sidecars on `auto`, the nodes
+/// are watched on `runtime` for `DetectNativeSidecar`, as istiod's webhook does.
+fn start_webhook(
+    args: &WebhookArgs,
+    issuer: &Issuer,
+    ttl: Duration,
+    runtime: &tokio::runtime::Runtime,
+    kube: Option<KubeSourceConfig>,
+) -> Result<Option<Serving>> {
     use trellis_control::ca::serving::service_dns_names;
     let Some(listen) = args.webhook_listen else {
         return Ok(None);
+    };
+    let settings = args.injector.settings()?;
+    let nodes = match kube {
+        Some(config) if settings.native_sidecars == NativeSidecarMode::Auto => {
+            let watch = runtime
+                .block_on(NodeWatch::connect(&config))
+                .context("cannot make the Node client")?;
+            let view = NodeVersionsView::default();
+            runtime.spawn(watch.run(view.clone(), log_nodes));
+            Some(view)
+        }
+        _ => None,
     };
     let now = std::time::SystemTime::now();
     let names = if args.webhook_dns_names.is_empty() {
@@ -118,8 +140,19 @@ fn start_webhook(args: &WebhookArgs, issuer: &Issuer, ttl: Duration) -> Result<O
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let tls = reloadable_webhook_config(serving.cert()).context("the webhook's TLS settings")?;
-    crate::webhook_server::start(listen, tls, args.injector.settings()?)?;
+    crate::webhook_server::start(listen, tls, settings, nodes)?;
     Ok(Some(serving))
+}
+
+/// The Node watch's news, as log lines.
+fn log_nodes(report: std::result::Result<usize, String>) {
+    match report {
+        Ok(count) => tracing::info!(
+            nodes = count,
+            "node kubelet versions for native sidecar detection"
+        ),
+        Err(e) => tracing::warn!("cannot watch nodes (native sidecars stay as detected): {e}"),
+    }
 }
 
 /// istiod's ports: 15012 serves xDS and certificates over TLS, 15010 plaintext xDS
@@ -175,9 +208,11 @@ pub fn control(args: ControlArgs) -> Result<ExitCode> {
         None => crate::plane_security::issuer(&args.channel, ca, reviewer),
     };
     let serving_ttl = args.upkeep.serving_cert_ttl;
-    let mut serving: Vec<Serving> = start_webhook(&args.webhook, &issuer, serving_ttl)?
-        .into_iter()
-        .collect();
+    let kube = args.source.kube.then(|| args.source.config());
+    let mut serving: Vec<Serving> =
+        start_webhook(&args.webhook, &issuer, serving_ttl, &runtime, kube)?
+            .into_iter()
+            .collect();
     let mut roots = None;
     if let Some((channel, channel_roots)) =
         crate::plane_security::secure(&mut config, &args.channel, listen, &issuer, serving_ttl)?

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use trellis_control::inject::{inject_file, InjectOptions, InjectSettings, Outcome};
+use trellis_control::inject::{
+    inject_file, native, InjectOptions, InjectSettings, NativeSidecarMode, Outcome,
+};
 
 /// The injector's configuration, shared by `trellis inject` and `trellis control`'s webhook.
 #[derive(Args, Debug, Clone)]
@@ -28,6 +30,33 @@ pub struct InjectorArgs {
     /// imagePullPolicy of the injected containers (Always, IfNotPresent, Never).
     #[arg(long, value_name = "POLICY")]
     pub image_pull_policy: Option<String>,
+    /// Inject the sidecar as a Kubernetes native sidecar (an init container with
+    /// restartPolicy: Always, Kubernetes 1.29+; GA in 1.33): it is stopped once the
+    /// application exits, so Jobs complete. true, false or auto; default: the
+    /// ENABLE_NATIVE_SIDECARS environment variable as istiod reads it, else auto. `trellis
+    /// inject` sees no nodes, so only true turns it on there (as istioctl kube-inject); the
+    /// webhook in auto mode turns it on where the nodes' kubelets are 1.33 or later. A pod's
+    /// sidecar.istio.io/nativeSidecar annotation overrides it.
+    #[arg(long, value_name = "true|false|auto", value_parser = parse_native_mode)]
+    pub native_sidecars: Option<NativeSidecarMode>,
+}
+
+fn parse_native_mode(text: &str) -> Result<NativeSidecarMode, String> {
+    NativeSidecarMode::parse(text).ok_or_else(|| format!("{text:?}: expected true, false or auto"))
+}
+
+/// The flag, else `ENABLE_NATIVE_SIDECARS` read as `EnableNativeSidecars` in
+/// pilot/pkg/features/pilot.go (unset: auto; an unknown value: false, with Istio's warning).
+fn native_mode(flag: Option<NativeSidecarMode>) -> NativeSidecarMode {
+    if let Some(mode) = flag {
+        return mode;
+    }
+    let value = std::env::var_os(native::ENV).map(|v| v.to_string_lossy().into_owned());
+    let (mode, warning) = NativeSidecarMode::from_env_value(value.as_deref());
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    mode
 }
 
 impl InjectorArgs {
@@ -42,6 +71,7 @@ impl InjectorArgs {
             control_plane: self.sidecar_control_plane.clone(),
             hold_application_until_proxy_starts: !self.no_hold_application,
             image_pull_policy: self.image_pull_policy.clone(),
+            native_sidecars: native_mode(self.native_sidecars),
             ..InjectSettings::default()
         })
     }

@@ -7,10 +7,12 @@
 //! - `trellis wait-ready`, Istio's `pilot-agent wait`: the sidecar container's postStart hook.
 //!   With the sidecar first in the pod's containers, the kubelet starts the next container only
 //!   once that hook returns, so the application starts after its sidecar is ready
-//!   (`holdApplicationUntilProxyStarts`);
+//!   (`holdApplicationUntilProxyStarts`). A native sidecar (`trellis inject
+//!   --native-sidecars`) needs no hook: the kubelet starts the application containers once
+//!   the sidecar's startupProbe passes;
 //! - shutdown: SIGTERM and `/quitquitquit` both drain in-flight requests for `--drain-seconds`
 //!   and exit 0. The sidecar leaves with the application through Kubernetes' native sidecars
-//!   (an init container with `restartPolicy: Always` is stopped once the application
+//!   (an init container with `restartPolicy: Always` gets its SIGTERM once the application
 //!   containers have exited, so a Job completes), and on clusters without them the
 //!   application calls `curl -XPOST localhost:15020/quitquitquit` when it is done — Istio's
 //!   two answers to "the sidecar keeps my Job running".

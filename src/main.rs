@@ -102,7 +102,9 @@ enum Command {
     /// Add the Trellis sidecar to the workloads of a YAML file, like `istioctl kube-inject`:
     /// the `istio-init` init container (`trellis init`), the `istio-proxy` container
     /// (`trellis proxy`), rewritten probes, Istio's labels and annotations. Other documents
-    /// are copied unchanged; injecting twice changes nothing.
+    /// are copied unchanged; injecting twice changes nothing. With --native-sidecars true (or
+    /// ENABLE_NATIVE_SIDECARS=true) the sidecar is a Kubernetes native sidecar, an init
+    /// container with restartPolicy: Always, so Jobs complete.
     ///
     /// Example: trellis inject -f samples/bookinfo/platform/kube/bookinfo.yaml -o bookinfo-injected.yaml
     Inject(inject_cmd::InjectArgs),
@@ -129,8 +131,9 @@ enum Command {
     Init(init_cmd::InitArgs),
     /// Wait until the sidecar is ready (Istio's `pilot-agent wait`): the injected sidecar
     /// container's postStart hook; with the sidecar listed first, the kubelet starts the
-    /// application only after it returns (holdApplicationUntilProxyStarts). Exits 0 once the
-    /// URL answers 200, 1 after --timeout with the last answer.
+    /// application only after it returns (holdApplicationUntilProxyStarts). A native sidecar
+    /// has no such hook: the kubelet holds the application until its startupProbe passes.
+    /// Exits 0 once the URL answers 200, 1 after --timeout with the last answer.
     ///
     /// Example: trellis wait-ready --url http://localhost:15021/healthz/ready --timeout 60s
     WaitReady(lifecycle::WaitReadyArgs),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use trellis_control::inject::{answer, InjectSettings, WebhookAnswer};
+use trellis_control::plane::kube_source::nodes::NodeVersionsView;
 
 /// The API server's own limit on a request body is 3 MiB; anything larger is not a review.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -22,16 +23,24 @@ const MAX_HEAD: usize = 64 * 1024;
 /// A client that stalls is dropped after this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What each request is answered with: the injector's settings, and the nodes' kubelet
+/// versions when they are watched (`ENABLE_NATIVE_SIDECARS=auto` with `--kube`).
+struct Injector {
+    settings: InjectSettings,
+    nodes: Option<NodeVersionsView>,
+}
+
 /// Serve the webhook on `listen` from a background thread.
 pub fn start(
     listen: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     settings: InjectSettings,
+    nodes: Option<NodeVersionsView>,
 ) -> Result<()> {
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "admission webhook serving POST /inject over HTTPS");
-    let settings = Arc::new(settings);
+    let settings = Arc::new(Injector { settings, nodes });
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
@@ -48,11 +57,7 @@ pub fn start(
 }
 
 /// One request on one connection.
-fn serve(
-    stream: TcpStream,
-    tls: Arc<rustls::ServerConfig>,
-    settings: &InjectSettings,
-) -> Result<()> {
+fn serve(stream: TcpStream, tls: Arc<rustls::ServerConfig>, settings: &Injector) -> Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let connection = rustls::ServerConnection::new(tls)?;
@@ -82,11 +87,17 @@ fn serve(
     Ok(())
 }
 
-fn route(request: &Request, settings: &InjectSettings) -> WebhookAnswer {
+fn route(request: &Request, injector: &Injector) -> WebhookAnswer {
     let path = request.target.split('?').next().unwrap_or_default();
     match (request.method.as_str(), path) {
         ("POST", "/inject") => {
-            let answer = answer(request.content_type.as_deref(), &request.body, settings);
+            let nodes = injector.nodes.as_ref().and_then(NodeVersionsView::get);
+            let answer = answer(
+                request.content_type.as_deref(),
+                &request.body,
+                &injector.settings,
+                nodes.as_ref(),
+            );
             if answer.status != 200 {
                 tracing::warn!(
                     status = answer.status,

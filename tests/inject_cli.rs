@@ -2,6 +2,11 @@
 //! tests/inject/kinds.yaml (every workload kind, the annotations the template reads, probes,
 //! documents to leave alone), against golden files in tests/golden/inject/.
 //!
+//! Native sidecars (`--native-sidecars true`, or `ENABLE_NATIVE_SIDECARS=true` as istioctl
+//! kube-inject reads it) have golden files of their own, `*.native.yaml`, for bookinfo, a Job
+//! (tests/inject/job.yaml) and kinds.yaml; every golden file validates strictly against the
+//! Kubernetes 1.33 schemas (Python `kubernetes-validate`, tests/inject/validate_k8s.py).
+//!
 //! `TRELLIS_UPDATE_GOLDEN=1 cargo test --test inject_cli` rewrites the golden files; review the
 //! diff before committing it.
 
@@ -10,7 +15,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn trellis(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+    trellis_env(args, stdin, None)
+}
+
+/// `trellis` with `ENABLE_NATIVE_SIDECARS` set to `native_env`, or unset (whatever the test
+/// runner's environment says).
+fn trellis_env(args: &[&str], stdin: Option<&str>, native_env: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trellis"));
+    command.env_remove(NATIVE_ENV);
+    if let Some(value) = native_env {
+        command.env(NATIVE_ENV, value);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -23,6 +39,8 @@ fn trellis(args: &[&str], stdin: Option<&str>) -> Output {
     drop(pipe);
     child.wait_with_output().expect("trellis output")
 }
+
+const NATIVE_ENV: &str = "ENABLE_NATIVE_SIDECARS";
 
 fn inject(path: &Path, extra: &[&str]) -> String {
     let path = path.to_str().expect("utf-8 path");
@@ -57,14 +75,35 @@ fn golden_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/inject/{name}.yaml"))
 }
 
+/// The inputs of the native golden files: bookinfo, a Job, and every kind.
+fn native_samples() -> Vec<(&'static str, PathBuf)> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let all = samples();
+    vec![
+        ("bookinfo", all[0].1.clone()),
+        ("job", here.join("tests/inject/job.yaml")),
+        ("kinds", here.join("tests/inject/kinds.yaml")),
+    ]
+}
+
 #[test]
 fn samples_inject_as_the_golden_files_say() {
+    check_goldens(samples(), &[], "");
+}
+
+#[test]
+fn native_sidecars_inject_as_their_golden_files_say() {
+    check_goldens(native_samples(), &["--native-sidecars", "true"], ".native");
+}
+
+/// Inject each input with `extra` and compare with `tests/golden/inject/NAME{suffix}.yaml`.
+fn check_goldens(inputs: Vec<(&'static str, PathBuf)>, extra: &[&str], suffix: &str) {
     let update = std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
-    for (name, input) in samples() {
+    for (name, input) in inputs {
         assert!(input.exists(), "missing input {}", input.display());
-        let injected = inject(&input, &[]);
-        let golden = golden_path(name);
+        let injected = inject(&input, extra);
+        let golden = golden_path(&format!("{name}{suffix}"));
         if update {
             std::fs::write(&golden, &injected).expect("write golden");
             continue;
@@ -346,4 +385,174 @@ fn the_sidecars_config_annotation_is_a_config_trellis_proxy_accepts() {
     }
     assert_eq!(checked, 6, "bookinfo has six Deployments");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ENABLE_NATIVE_SIDECARS` as istioctl kube-inject reads it (`IntoObject` in
+/// pkg/kube/inject/inject.go: no kube client, so only an explicit `true`; the value parsed as
+/// `EnableNativeSidecars` in pilot/pkg/features/pilot.go), and the flag over it.
+#[test]
+fn only_an_explicit_true_turns_native_sidecars_on_without_a_cluster() {
+    let bookinfo = &samples()[0].1;
+    let path = bookinfo.to_str().expect("utf-8 path");
+    let run = |extra: &[&str], env: Option<&str>| {
+        let mut args = vec!["inject", "-f", path];
+        args.extend_from_slice(extra);
+        let out = trellis_env(&args, None, env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).expect("utf-8"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let classic = std::fs::read_to_string(golden_path("bookinfo")).expect("golden");
+    let native = std::fs::read_to_string(golden_path("bookinfo.native")).expect("native golden");
+    assert_ne!(classic, native);
+    assert_eq!(
+        run(&[], Some("true")).0,
+        native,
+        "ENABLE_NATIVE_SIDECARS=true"
+    );
+    for env in [None, Some("auto"), Some("false")] {
+        assert_eq!(run(&[], env).0, classic, "ENABLE_NATIVE_SIDECARS={env:?}");
+    }
+    // Istio reads an unknown value as false, and says so.
+    let (out, warning) = run(&[], Some("yes"));
+    assert_eq!(out, classic);
+    assert!(
+        warning.contains("Unknown value for ENABLE_NATIVE_SIDECARS: yes, defaulting to false"),
+        "{warning}"
+    );
+    assert_eq!(
+        run(&["--native-sidecars", "false"], Some("true")).0,
+        classic
+    );
+    assert_eq!(run(&["--native-sidecars", "auto"], Some("true")).0, classic);
+    assert_eq!(run(&["--native-sidecars", "true"], Some("false")).0, native);
+    let bad = trellis(&["inject", "-f", path, "--native-sidecars", "yes"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected true, false or auto"));
+}
+
+#[test]
+fn injecting_a_natively_injected_file_changes_nothing() {
+    for (name, input) in native_samples() {
+        let once = inject(&input, &["--native-sidecars", "true"]);
+        for mode in ["true", "false"] {
+            let twice = trellis(
+                &["inject", "-f", "-", "--native-sidecars", mode],
+                Some(&once),
+            );
+            assert!(twice.status.success(), "{name}");
+            assert_eq!(
+                String::from_utf8_lossy(&twice.stdout),
+                once,
+                "{name}: a second injection (native {mode}) changed it"
+            );
+            let skipped = String::from_utf8_lossy(&twice.stderr);
+            assert!(
+                skipped.contains("already has a sidecar"),
+                "{name}: {skipped}"
+            );
+        }
+    }
+}
+
+fn pod_template<'d>(docs: &'d [serde_yaml::Value], name: &str) -> &'d serde_yaml::Value {
+    let doc = docs
+        .iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("{name}"));
+    match doc["kind"].as_str() {
+        Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"],
+        _ => &doc["spec"]["template"],
+    }
+}
+
+fn container_names(list: &serde_yaml::Value) -> Vec<&str> {
+    list.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
+/// The Job of tests/inject/job.yaml as Istio injects a native sidecar
+/// (pkg/kube/inject/testdata/inject/native-sidecar.yaml.injected): `istio-init`, then
+/// `istio-proxy` with `restartPolicy: Always` and the startupProbe, then the Job's own init
+/// container; no postStart hold; the status lists both as init containers. The CronJob's
+/// `sidecar.istio.io/nativeSidecar: "false"` keeps the classic form.
+#[test]
+fn the_native_form_is_istios() {
+    let injected = inject(&native_samples()[1].1, &["--native-sidecars", "true"]);
+    let docs: Vec<serde_yaml::Value> = documents(&injected)
+        .iter()
+        .filter_map(|d| serde_yaml::from_str(d).ok())
+        .collect();
+    let job = pod_template(&docs, "fetch");
+    let inits = &job["spec"]["initContainers"];
+    assert_eq!(
+        container_names(inits),
+        ["istio-init", "istio-proxy", "wait-for-httpbin"]
+    );
+    assert_eq!(container_names(&job["spec"]["containers"]), ["fetch"]);
+    let proxy = &inits[1];
+    assert_eq!(proxy["restartPolicy"].as_str(), Some("Always"));
+    assert!(proxy["lifecycle"].is_null(), "no postStart hold: {proxy:?}");
+    let startup = &proxy["startupProbe"];
+    assert_eq!(startup["httpGet"]["port"].as_u64(), Some(15021));
+    assert_eq!(startup["httpGet"]["path"].as_str(), Some("/healthz/ready"));
+    assert_eq!(startup["periodSeconds"].as_u64(), Some(1));
+    assert_eq!(startup["timeoutSeconds"].as_u64(), Some(3));
+    assert_eq!(startup["failureThreshold"].as_u64(), Some(600));
+    assert_eq!(
+        job["metadata"]["annotations"]["sidecar.istio.io/status"].as_str(),
+        Some(
+            r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#
+        )
+    );
+    assert_eq!(
+        job["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"].as_str(),
+        Some("fetch")
+    );
+    let cron = pod_template(&docs, "fetch-nightly");
+    assert_eq!(
+        container_names(&cron["spec"]["containers"]),
+        ["istio-proxy", "fetch"]
+    );
+    assert_eq!(
+        container_names(&cron["spec"]["initContainers"]),
+        ["istio-init"]
+    );
+}
+
+/// Every golden file, classic and native, is valid Kubernetes 1.33 (the first release with
+/// native sidecars on by default and GA) for the strict schema validator.
+#[test]
+fn golden_files_validate_against_the_kubernetes_schemas() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut goldens: Vec<PathBuf> = std::fs::read_dir(here.join("tests/golden/inject"))
+        .expect("golden dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    goldens.sort();
+    assert!(goldens
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".native.yaml")));
+    let out = Command::new("python3")
+        .arg(here.join("tests/inject/validate_k8s.py"))
+        .arg("1.33.0")
+        .args(&goldens)
+        .output()
+        .expect("python3 is required (scripts/test.sh installs it and kubernetes-validate)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "validation failed:\n{report}");
+    assert!(report.contains(" 0 failures"), "{report}");
 }

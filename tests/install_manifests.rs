@@ -166,6 +166,9 @@ fn install_carries_the_ca_and_a_webhook_trusting_its_root_and_keeps_it_on_reinst
 /// (the `istio-ca-root-cert` in every namespace: get, create, update) and TokenReviews
 /// (create, to check the tokens sidecars send with their first CSR). No Secret, no wildcard.
 /// ConfigMaps are listed and watched by one name only, the mesh config's `istio`.
+/// Nodes are read with `list` and `watch` only: the injection webhook's
+/// `ENABLE_NATIVE_SIDECARS=auto` watches their kubelet versions (`DetectNativeSidecar` in
+/// pkg/kube/inject/webhook.go, over istiod's Node informer), and an informer never `get`s.
 #[test]
 fn the_cluster_role_reads_and_writes_only_root_configmaps_and_tokenreviews() {
     let rbac = std::fs::read_to_string(repo().join("deploy/base/rbac.yaml")).expect("rbac.yaml");
@@ -174,6 +177,7 @@ fn the_cluster_role_reads_and_writes_only_root_configmaps_and_tokenreviews() {
         .find(|d| d["kind"] == "ClusterRole")
         .expect("ClusterRole");
     let mut writes = Vec::new();
+    let mut nodes = 0;
     for rule in role["rules"].as_sequence().expect("rules") {
         let verbs: Vec<&str> = rule["verbs"]
             .as_sequence()
@@ -194,13 +198,17 @@ fn the_cluster_role_reads_and_writes_only_root_configmaps_and_tokenreviews() {
         let names: Vec<&str> = (rule["resourceNames"].as_sequence().into_iter().flatten())
             .filter_map(|n| n.as_str())
             .collect();
-        if resources == ["configmaps"] && verbs.contains(&"list") {
+        if resources == ["nodes"] {
+            assert_eq!(verbs, ["list", "watch"], "{rule:?}");
+            nodes += 1;
+        } else if resources == ["configmaps"] && verbs.contains(&"list") {
             assert_eq!(names, ["istio"], "ConfigMaps are listed by name: {rule:?}");
             assert_eq!(verbs, ["list", "watch"], "{rule:?}");
         } else if verbs != ["get", "list", "watch"] {
             writes.push((resources, verbs));
         }
     }
+    assert_eq!(nodes, 1, "one rule for nodes");
     assert_eq!(
         writes,
         [

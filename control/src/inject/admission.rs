@@ -10,10 +10,15 @@
 //! patch from the pod as sent to the pod injected. A pod that is not to be injected is allowed
 //! unchanged; one that cannot be (a bad annotation) is refused with the reason, which the API
 //! server shows to whoever created it.
+//!
+//! Native sidecars are decided per pod as the webhook's `inject` does: `DetectNativeSidecar`
+//! over the nodes the server watches (its pod's node, or every node), or, without them, only
+//! when `ENABLE_NATIVE_SIDECARS=true` ([`super::native`]).
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::native::{detect, NodeVersions};
 use super::patch::diff;
 use super::pod::{inject_template, Outcome, Owner, Selection};
 use super::settings::InjectSettings;
@@ -37,8 +42,14 @@ impl WebhookAnswer {
     }
 }
 
-/// The answer to one request to the webhook's path.
-pub fn answer(content_type: Option<&str>, body: &[u8], settings: &InjectSettings) -> WebhookAnswer {
+/// The answer to one request to the webhook's path; `nodes`: the nodes' kubelet versions when
+/// the server watches them.
+pub fn answer(
+    content_type: Option<&str>,
+    body: &[u8],
+    settings: &InjectSettings,
+    nodes: Option<&NodeVersions>,
+) -> WebhookAnswer {
     if body.is_empty() {
         return WebhookAnswer::error(400, "no body found".into());
     }
@@ -78,7 +89,7 @@ pub fn answer(content_type: Option<&str>, body: &[u8], settings: &InjectSettings
     let Some(uid) = request.get("uid").and_then(Value::as_str) else {
         return WebhookAnswer::error(400, "the AdmissionReview's request has no uid".into());
     };
-    let response = match respond(request, settings) {
+    let response = match respond(request, settings, nodes) {
         Ok(Some(patch)) => json!({
             "uid": uid,
             "allowed": true,
@@ -105,7 +116,11 @@ pub fn answer(content_type: Option<&str>, body: &[u8], settings: &InjectSettings
 }
 
 /// The JSONPatch for the request's pod (`None`: allowed unchanged).
-fn respond(request: &Value, settings: &InjectSettings) -> Result<Option<Vec<u8>>, InjectError> {
+fn respond(
+    request: &Value,
+    settings: &InjectSettings,
+    nodes: Option<&NodeVersions>,
+) -> Result<Option<Vec<u8>>, InjectError> {
     let kind = request
         .get("kind")
         .and_then(|k| k.get("kind"))
@@ -127,6 +142,11 @@ fn respond(request: &Value, settings: &InjectSettings) -> Result<Option<Vec<u8>>
         .unwrap_or("default")
         .to_string();
     let owner = pod_owner(object);
+    let node_name = object
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let native = detect(settings.native_sidecars, nodes, node_name);
     let map = pod
         .as_mapping_mut()
         .ok_or_else(|| InjectError::Invalid("the pod is not an object".into()))?;
@@ -149,6 +169,7 @@ fn respond(request: &Value, settings: &InjectSettings) -> Result<Option<Vec<u8>>
         &owner,
         Selection::Webhook,
         settings,
+        native,
     )?;
     if outcome != Outcome::Injected {
         return Ok(None);
@@ -239,6 +260,7 @@ mod tests {
             Some("application/json"),
             &review("Service", json!({})),
             &settings,
+            None,
         );
         assert_eq!(response(&service), json!({"uid": "u-1", "allowed": true}));
         let opted_out = json!({"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
@@ -247,6 +269,7 @@ mod tests {
             Some("application/json; charset=utf-8"),
             &review("Pod", opted_out),
             &settings,
+            None,
         );
         assert_eq!(response(&answer), json!({"uid": "u-1", "allowed": true}));
     }
@@ -259,6 +282,7 @@ mod tests {
             Some("application/json"),
             &review("Pod", pod),
             &InjectSettings::default(),
+            None,
         );
         let response = response(&answer);
         assert_eq!(response["patchType"], "JSONPatch");
@@ -277,6 +301,85 @@ mod tests {
             })
             .unwrap();
         assert!(config.contains(r#""namespace":"shop""#), "{config}");
+    }
+
+    /// The pod's containers after applying the answer's patch (`add` of whole lists only,
+    /// which is all a first injection of these pods adds under /spec).
+    fn patched_spec(answer: &WebhookAnswer, pod: &Value) -> Value {
+        let response = response(answer);
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().expect("a patch"))
+            .expect("base64");
+        let ops: Vec<Value> = serde_json::from_slice(&patch).expect("JSON Patch");
+        let mut spec = pod["spec"].clone();
+        for op in ops {
+            if let Some(field) = op["path"].as_str().and_then(|p| p.strip_prefix("/spec/")) {
+                if !field.contains('/') {
+                    spec[field] = op["value"].clone();
+                } else if let Some((list, index)) = field.split_once('/') {
+                    let index: usize = index.parse().expect("index");
+                    let items = spec[list].as_array_mut().expect("list");
+                    items.insert(index, op["value"].clone());
+                }
+            }
+        }
+        spec
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn auto_mode_detects_native_sidecars_from_the_pods_node() {
+        // DetectNativeSidecar (pkg/kube/inject/webhook.go): the pod's node decides.
+        let settings = InjectSettings {
+            native_sidecars: crate::inject::NativeSidecarMode::Auto,
+            ..InjectSettings::default()
+        };
+        let nodes = NodeVersions(
+            [("new", "v1.33.1"), ("old", "v1.31.4")]
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        );
+        for (node, native) in [("new", true), ("old", false)] {
+            let pod = json!({"metadata": {"name": "job-x"},
+                             "spec": {"nodeName": node, "containers": [{"name": "work"}]}});
+            let answer = answer(
+                Some("application/json"),
+                &review("Pod", pod.clone()),
+                &settings,
+                Some(&nodes),
+            );
+            let spec = patched_spec(&answer, &pod);
+            if native {
+                assert_eq!(
+                    names(&spec["initContainers"]),
+                    ["istio-init", "istio-proxy"]
+                );
+                assert_eq!(names(&spec["containers"]), ["work"]);
+            } else {
+                assert_eq!(names(&spec["initContainers"]), ["istio-init"]);
+                assert_eq!(names(&spec["containers"]), ["istio-proxy", "work"]);
+            }
+        }
+        // Without a view of the nodes, auto is off.
+        let pod = json!({"spec": {"containers": [{"name": "work"}]}});
+        let answer = answer(
+            Some("application/json"),
+            &review("Pod", pod.clone()),
+            &settings,
+            None,
+        );
+        assert_eq!(
+            names(&patched_spec(&answer, &pod)["initContainers"]),
+            ["istio-init"]
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! with `trellis init` / `trellis proxy` in the roles of `istio-iptables` / `pilot-agent`.
 //!
 //! - [`settings`]: the injector's configuration and the pod's annotations.
+//! - [`native`]: whether the sidecar is a Kubernetes native sidecar (`ENABLE_NATIVE_SIDECARS`,
+//!   `DetectNativeSidecar`, `sidecar.istio.io/nativeSidecar`).
 //! - [`validate`]: the annotations Istio refuses when malformed.
 //! - [`template`]: the injected containers and volumes (the injection template).
 //! - [`probes`]: application probes rewritten onto the sidecar's status port.
@@ -20,6 +22,9 @@
 
 pub mod admission;
 pub mod documents;
+pub mod native;
+#[cfg(test)]
+mod native_tests;
 pub mod patch;
 pub mod pod;
 pub mod probes;
@@ -31,6 +36,7 @@ pub mod workload;
 pub use crate::plane::injection::PROXY_CONTAINER;
 pub use admission::{answer, WebhookAnswer};
 pub use documents::{inject_file, InjectOptions, InjectedFile};
+pub use native::{NativeSidecarMode, NodeVersions};
 pub use pod::{Outcome, SkipReason};
 pub use settings::InjectSettings;
 

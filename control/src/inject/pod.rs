@@ -7,11 +7,17 @@
 //! last otherwise so `kubectl exec` lands in the application) and records what it added in
 //! `sidecar.istio.io/status` (`getInjectionStatus`). The same steps run here on the pod's
 //! YAML, keeping every key the user wrote where it was.
+//!
+//! A native sidecar ([`super::native`]) is the `istio-proxy` container in `initContainers`:
+//! `reorderPod`'s native branch puts `istio-init` first and `istio-proxy` right after it, ahead
+//! of the user's init containers so that they run inside the mesh, and the status records both
+//! as init containers and no container (Go marshals the empty list as `null`).
 
 use std::collections::BTreeMap;
 
 use serde_yaml::{Mapping, Value};
 
+use super::native::pod_wants_native;
 use super::probes::{rewrite_probes, APP_PROBERS_ENV};
 use super::settings::{InjectSettings, PodAnnotations};
 use super::template::{self, PodContext, PROXY_CONFIG_ANNOTATION};
@@ -176,7 +182,8 @@ fn decide(
 }
 
 /// Inject the sidecar into a pod template (`metadata` and `spec` of a Pod or of a workload's
-/// `template`), in `namespace`, owned by `owner`.
+/// `template`), in `namespace`, owned by `owner`; `injector_native` is the injector's
+/// `.NativeSidecars` for this pod, which the pod's annotation may override.
 pub fn inject_template(
     metadata: &mut Mapping,
     spec: &mut Mapping,
@@ -184,6 +191,7 @@ pub fn inject_template(
     owner: &Owner,
     selection: Selection<'_>,
     settings: &InjectSettings,
+    injector_native: bool,
 ) -> Result<Outcome, InjectError> {
     if let Some(reason) = decide(metadata, spec, namespace, selection)? {
         return Ok(Outcome::Skipped(reason));
@@ -194,6 +202,7 @@ pub fn inject_template(
     super::validate::validate_annotations(&annotations)?;
     let pod_annotations = PodAnnotations(&annotations);
     let status_port = pod_annotations.status_port()?;
+    let native = pod_wants_native(&pod_annotations, injector_native);
     let service_account = spec
         .get(key("serviceAccountName"))
         .or_else(|| spec.get(key("serviceAccount")))
@@ -240,6 +249,7 @@ pub fn inject_template(
         workload_name: &owner.name,
         owner: (!owner.kind.is_empty())
             .then_some((owner.api_version.as_str(), owner.kind.as_str())),
+        native,
     };
     let init = template::init_container(settings, &ctx)?;
     let mut proxy = to_yaml(template::proxy_container(settings, &ctx)?)?;
@@ -280,18 +290,33 @@ pub fn inject_template(
             serde_json::json!({"name": APP_PROBERS_ENV, "value": value}),
         )?);
     }
-    let injected_init: Vec<String> = init
+    let mut injected_init: Vec<String> = init
         .iter()
         .map(|_| template::INIT_CONTAINER.into())
         .collect();
-    if let Some(init) = init {
-        list_mut(spec, "initContainers")?.push(to_yaml(init)?);
-    }
-    let containers = list_mut(spec, "containers")?;
-    if settings.hold_application_until_proxy_starts {
-        containers.insert(0, proxy);
+    let mut injected_containers = vec![PROXY_CONTAINER.to_string()];
+    if native {
+        // reorderPod's native branch: istio-init, istio-proxy, then the user's.
+        let mut ours = Vec::new();
+        if let Some(init) = init {
+            ours.push(to_yaml(init)?);
+        }
+        ours.push(proxy);
+        let init_list = list_mut(spec, "initContainers")?;
+        init_list.splice(0..0, ours);
+        injected_init.push(PROXY_CONTAINER.into());
+        injected_containers.clear();
     } else {
-        containers.push(proxy);
+        // Istio-init after the user's init containers, so they are not captured.
+        if let Some(init) = init {
+            list_mut(spec, "initContainers")?.push(to_yaml(init)?);
+        }
+        let containers = list_mut(spec, "containers")?;
+        if settings.hold_application_until_proxy_starts {
+            containers.insert(0, proxy);
+        } else {
+            containers.push(proxy);
+        }
     }
     let volume_names = names(&new_volumes);
     list_mut(spec, "volumes")?.extend(new_volumes);
@@ -313,9 +338,16 @@ pub fn inject_template(
     if !annotation_map.contains_key(key(PROXY_CONFIG_ANNOTATION)) {
         annotation_map.insert(key(PROXY_CONFIG_ANNOTATION), key(&proxy_config));
     }
+    let or_null = |names: Vec<String>| {
+        if names.is_empty() {
+            serde_json::Value::Null
+        } else {
+            names.into()
+        }
+    };
     let status = serde_json::json!({
-        "initContainers": if injected_init.is_empty() { serde_json::Value::Null } else { injected_init.into() },
-        "containers": [PROXY_CONTAINER],
+        "initContainers": or_null(injected_init),
+        "containers": or_null(injected_containers),
         "volumes": volume_names,
         "imagePullSecrets": null,
         "revision": settings.revision,
@@ -374,6 +406,7 @@ mod tests {
             &owner,
             Selection::Explicit,
             settings,
+            false,
         )?;
         Ok((outcome, metadata, spec))
     }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::native::NativeSidecarMode;
 use super::InjectError;
 
 /// The injector's configuration (Istio's `values.global.proxy` and mesh config, in the parts
@@ -33,6 +34,9 @@ pub struct InjectSettings {
     pub trust_domain: String,
     /// `imagePullPolicy` of the injected containers (none: the cluster's default).
     pub image_pull_policy: Option<String>,
+    /// `ENABLE_NATIVE_SIDECARS` (Istio's default: `auto`); see [`super::native`] for how it,
+    /// the nodes and the pod's annotation decide.
+    pub native_sidecars: NativeSidecarMode,
 }
 
 impl Default for InjectSettings {
@@ -46,6 +50,7 @@ impl Default for InjectSettings {
             cluster_domain: "cluster.local".to_string(),
             trust_domain: "cluster.local".to_string(),
             image_pull_policy: None,
+            native_sidecars: NativeSidecarMode::Auto,
         }
     }
 }

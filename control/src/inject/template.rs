@@ -1,7 +1,7 @@
 //! The injected parts of a pod: Istio's sidecar injection template, rendered for Trellis.
 //!
 //! Follows manifests/charts/istio-control/istio-discovery/files/injection-template.yaml with
-//! the chart's default values (no CNI, REDIRECT interception, no native sidecars): the
+//! the chart's default values (no CNI, REDIRECT interception): the
 //! `istio-init` init container programs capture (here `trellis init`, with istio-iptables's
 //! flags computed from the `traffic.sidecar.istio.io/*` annotations exactly as the template
 //! does), the `istio-proxy` container runs the sidecar (here `trellis proxy`) as UID/GID 1337
@@ -17,6 +17,18 @@
 //! `holdApplicationUntilProxyStarts`' postStart hook is `trellis wait-ready` where Istio's is
 //! `pilot-agent wait`. The image's entrypoint is `trellis` (Istio's is `pilot-agent`), so the
 //! containers give `args` only, as Istio's template does.
+//!
+//! Native sidecars (the template's `$nativeSidecar`, decided in [`super::native`]): the same
+//! `istio-proxy` container with `restartPolicy: Always`, which [`super::pod`] puts in
+//! `initContainers` right after `istio-init`. The kubelet then starts the application only
+//! once the sidecar's startupProbe (15021 `/healthz/ready`, the same probe as above) passes,
+//! so there is no postStart hold (`$holdProxy` is `and hold (not $nativeSidecar)`), and stops
+//! the sidecar (SIGTERM: it drains for `--drain-seconds` and exits) once the application has
+//! exited. Istio's native form also has a preStop hook, `pilot-agent request POST drain` on the
+//! status port, to begin draining when the pod's shutdown starts; Trellis's status port has no
+//! `/drain` (only `/quitquitquit`, which would stop the sidecar under a still-running
+//! application), so that hook is left out and draining starts with the SIGTERM, which the
+//! kubelet sends only after the application containers have exited.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +64,8 @@ pub struct PodContext<'a> {
     /// The owning workload's name (`.DeploymentMeta.Name`), and its `apiVersion`/`kind`.
     pub workload_name: &'a str,
     pub owner: Option<(&'a str, &'a str)>,
+    /// The template's `$nativeSidecar` ([`super::native::pod_wants_native`]).
+    pub native: bool,
 }
 
 /// The template's resource block: the `sidecar.istio.io/proxy*` annotations when any is set,
@@ -312,7 +326,9 @@ pub fn proxy_container(
             "failureThreshold": a.seconds("readiness.status.sidecar.istio.io/failureThreshold", 4)?,
         }));
     }
-    if settings.hold_application_until_proxy_starts {
+    if pod.native {
+        map.insert("restartPolicy".into(), json!("Always"));
+    } else if settings.hold_application_until_proxy_starts {
         map.insert(
             "lifecycle".into(),
             json!({"postStart": {"exec": {"command": ["trellis", "wait-ready"]}}}),

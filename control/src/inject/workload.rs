@@ -126,6 +126,8 @@ pub fn inject_document(
         None => Selection::Explicit,
         Some(known) => Selection::Namespace(known.of(&namespace)),
     };
+    // No view of the nodes here: native sidecars only when explicitly enabled (`IntoObject`
+    // in pkg/kube/inject/inject.go, the branch without a kube client).
     let result = inject_template(
         &mut metadata,
         &mut spec,
@@ -133,6 +135,7 @@ pub fn inject_document(
         &owner,
         selection,
         settings,
+        settings.native_sidecars.without_nodes(),
     );
     // Put the parts back where they were, changed or not.
     template.insert(key("metadata"), Value::Mapping(metadata));

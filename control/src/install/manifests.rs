@@ -85,7 +85,11 @@ pub fn service_account() -> Value {
 /// watches it in `istio-system` with a `metadata.name` field selector, which is what lets
 /// RBAC authorize a list or watch by `resourceNames`. A ClusterRole rule rather than a Role
 /// in `istio-system`, which need not exist when Trellis is installed; istiod's own ClusterRole
-/// lists and watches every ConfigMap.
+/// lists and watches every ConfigMap. Nodes: `list` and `watch` only, for the injection
+/// webhook's `ENABLE_NATIVE_SIDECARS=auto`, which reads each node's kubelet version from a
+/// watch (`plane::kube_source::nodes`) as istiod's Node informer does for
+/// `DetectNativeSidecar` (istiod's ClusterRole grants nodes get, list and watch; the informer
+/// needs no `get`).
 pub fn cluster_role() -> Value {
     let read = ["get", "list", "watch"];
     json!({
@@ -94,6 +98,7 @@ pub fn cluster_role() -> Value {
         "metadata": {"name": NAME, "labels": labels()},
         "rules": [
             {"apiGroups": [""], "resources": ["namespaces", "pods", "serviceaccounts", "services"], "verbs": read},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [MESH_CONFIG_MAP.1],
              "verbs": ["list", "watch"]},

@@ -121,6 +121,7 @@ impl FakeApiServer {
             ("", "pods"),
             ("", "serviceaccounts"),
             ("", "configmaps"),
+            ("", "nodes"),
             ("discovery.k8s.io", "endpointslices"),
         ] {
             state.served.insert(
@@ -197,7 +198,8 @@ impl FakeApiServer {
         let revision = state.revision;
         let kind = kind_key_of(&object);
         let meta = object["metadata"].as_object_mut().expect("metadata");
-        if kind.1 != "namespaces" && !meta.contains_key("namespace") {
+        let cluster_scoped = ["namespaces", "nodes"].contains(&kind.1.as_str());
+        if !cluster_scoped && !meta.contains_key("namespace") {
             // `kubectl apply` puts a namespaced object without one in its context's namespace.
             meta.insert("namespace".into(), json!("default"));
         }

@@ -20,6 +20,7 @@
 //! their certificate requests.
 
 pub mod kinds;
+pub mod nodes;
 pub mod root_cert;
 mod run;
 pub mod token_review;
