@@ -27,6 +27,20 @@ use crate::translate::hosts::host_covers;
 use crate::translate::{precedence_order, translate_gateway, GatewayOptions, Registry};
 use trellis_engine::transport::tls::termination::server_for_sni;
 
+/// What one filter chain asks of its clients, e.g. `Required` or `Required, pinned (1
+/// SPKI, 0 certificate hashes)`.
+fn chain_clients(chain: &trellis_engine::transport::policy::ServerCertificate) -> String {
+    let mut text = format!("{:?}", chain.clients);
+    if !chain.pins.is_empty() {
+        text.push_str(&format!(
+            ", pinned ({} SPKI, {} certificate hashes)",
+            chain.pins.spki.len(),
+            chain.pins.hash.len()
+        ));
+    }
+    text
+}
+
 /// What the gateway does with one request or connection on one port.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GatewayReport {
@@ -37,8 +51,10 @@ pub struct GatewayReport {
     pub listener: Option<String>,
     /// The server the host (or SNI) falls to.
     pub server: Option<ServerReport>,
-    /// How TLS is terminated on the port (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
-    /// `ISTIO_MUTUAL`), `None` when it is not.
+    /// What the filter chain the SNI selects asks of clients (`NotRequested` for `SIMPLE`,
+    /// `Required` for `MUTUAL`, `Optional` for `OPTIONAL_MUTUAL`, `Mesh` for `ISTIO_MUTUAL`,
+    /// and its certificate pins), each chain's when none is selected; `None` when the port
+    /// does not terminate TLS.
     pub tls: Option<String>,
     /// A terminating port where no server's filter chain takes the SNI (the host, or the
     /// `--sni` given): the SNI, and the connection is closed before any request.
@@ -101,7 +117,13 @@ pub fn explain_gateway(
         port,
         listener: listener.map(|l| l.name.clone()),
         server: None,
-        tls: (listener.and_then(|l| l.tls.as_ref())).map(|tls| format!("{:?}", tls.clients)),
+        // Every chain's, until the SNI picks one.
+        tls: (listener.and_then(|l| l.tls.as_ref())).map(|tls| {
+            let chains: Vec<String> = (tls.servers.iter())
+                .map(|c| format!("{:?}: {}", c.hosts, chain_clients(c)))
+                .collect();
+            chains.join("; ")
+        }),
         request: None,
         connection: None,
         no_filter_chain: None,
@@ -124,6 +146,9 @@ pub fn explain_gateway(
             .collect();
         match server_for_sni(&hosts, Some(&name)) {
             Some(i) => {
+                // Client certificates are asked for by the chosen chain alone.
+                let chain = listener.tls.as_ref().and_then(|t| t.servers.get(i));
+                report.tls = chain.map(chain_clients);
                 report.server = served
                     .servers
                     .get(i)

@@ -17,6 +17,7 @@ pub mod l4;
 pub mod merge;
 pub mod routes;
 pub mod security;
+pub mod sharing;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -201,6 +202,9 @@ mod l4_tests;
 
 #[cfg(test)]
 mod modes_tests;
+
+#[cfg(test)]
+mod mixed_tests;
 
 /// `gatewayTopology.forwardClientCertDetails` as pilot reads it for a gateway
 /// (`buildGatewayConnectionManager` in pilot/pkg/networking/core/gateway.go): SANITIZE_SET

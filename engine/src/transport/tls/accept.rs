@@ -29,8 +29,6 @@ pub struct SniTermination {
     /// The seeded provider's RNG, handed to the TLS phase; `None` in production.
     rng: Option<fastrand::Rng>,
     peer: String,
-    /// The chains verify mesh identities (`ISTIO_MUTUAL`).
-    mesh: bool,
     /// An alert for a ClientHello that could not be served, waiting for `poll_wire`.
     outgoing: BytesMut,
     /// The chosen chain's own route table, once chosen.
@@ -52,7 +50,6 @@ impl SniTermination {
         clock: Arc<EngineClock>,
         rng: Option<fastrand::Rng>,
         peer: String,
-        mesh: bool,
     ) -> Self {
         debug_assert!(!chains.is_empty(), "a terminating port has a server");
         SniTermination {
@@ -61,7 +58,6 @@ impl SniTermination {
             clock,
             rng,
             peer,
-            mesh,
             outgoing: BytesMut::new(),
             route_table: None,
         }
@@ -89,13 +85,15 @@ impl SniTermination {
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
         let sni = accepted.client_hello().server_name().map(str::to_string);
-        let Some((config, local_uris, route_table)) = self.chains.select(sni.as_deref()).map(|s| {
+        let chosen = self.chains.select(sni.as_deref()).map(|s| {
             (
                 s.config.clone(),
                 s.local_uris.clone(),
                 s.route_table.cloned(),
+                s.mesh,
             )
-        }) else {
+        });
+        let Some((config, local_uris, route_table, mesh)) = chosen else {
             let error = TransformError::new(
                 TransformErrorKind::Handshake,
                 format!(
@@ -120,7 +118,8 @@ impl SniTermination {
                 return Err(self.refuse(error));
             }
         };
-        // The XFCC element a gateway sets (SANITIZE_SET with `cert: true`).
+        // The XFCC element a gateway sets (SANITIZE_SET with `cert: true`). Only an
+        // ISTIO_MUTUAL chain's verified client is a mesh peer (its id a principal).
         let tls = TlsTransform::new(
             Connection::Server(conn),
             self.clock.clone(),
@@ -128,7 +127,7 @@ impl SniTermination {
             self.peer.clone(),
         )
         .with_gateway_client_cert_details(local_uris);
-        let mut tls = Box::new(if self.mesh { tls } else { tls.outside_mesh() });
+        let mut tls = Box::new(if mesh { tls } else { tls.outside_mesh() });
         let fed = tls.receive(now, rest, plain);
         self.phase = Phase::Tls(tls);
         fed
