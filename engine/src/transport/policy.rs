@@ -158,6 +158,11 @@ impl fmt::Debug for OriginationTls {
 pub struct TerminatedTls {
     /// In the Gateway's server order; never empty.
     pub servers: Vec<ServerCertificate>,
+    /// The hosts of each `PASSTHROUGH` server on the same port: filter chains that are not
+    /// terminated. A ClientHello whose SNI selects one passes through untouched, to the L4
+    /// chain (`tls` route) its SNI selects among the listener's (pilot builds both kinds of
+    /// chain on one listener: `buildGatewayTCPBasedFilterChains`).
+    pub passthrough: Vec<Vec<String>>,
 }
 
 impl TerminatedTls {
@@ -224,6 +229,7 @@ impl fmt::Debug for TerminatedTls {
         f.debug_struct("TerminatedTls")
             .field("servers (hosts)", &servers)
             .field("clients", &clients)
+            .field("passthrough (hosts)", &self.passthrough)
             .finish()
     }
 }

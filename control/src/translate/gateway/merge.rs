@@ -153,6 +153,12 @@ pub fn merge_gateways<'a>(
             };
             match existing {
                 Some(i) => {
+                    // A port of passthrough servers that a terminated one joins terminates
+                    // (its listener serves both kinds: `super::mixed`).
+                    if let (ServerMode::Passthrough, ServerMode::Https(_)) = (&ports[i].mode, &mode)
+                    {
+                        ports[i].mode = mode.clone();
+                    }
                     ports[i].servers.push(merged);
                     ports[i].certificates.extend(certificate);
                 }

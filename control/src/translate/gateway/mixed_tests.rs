@@ -221,27 +221,71 @@ fn certificate_pins_of_mutual_servers_are_kept_and_bad_ones_refused() {
     );
 }
 
-/// TLS kinds istiod serves together and Trellis does not yet (terminated HTTPS next to
-/// PASSTHROUGH): the later server is refused, saying it is Trellis's limit.
+/// Terminated HTTPS next to PASSTHROUGH on one port (buildGatewayTCPBasedFilterChains: both
+/// kinds of chain on one listener): the listener terminates a.example.com and lists
+/// p.example.com as a passthrough chain, whose bound `tls` rule is the listener's L4 chain;
+/// without a bound rule, the catch-all that closes takes only the passthrough SNI. AUTO_PASSTHROUGH
+/// next to HTTPS is not yet served: refused as Trellis's limit.
 #[test]
-fn terminated_and_passthrough_servers_on_one_port_are_not_yet_served_together() {
+fn terminated_and_passthrough_servers_share_a_port_by_sni() {
     let files = Files::new("pass");
-    let t = run(&[
-        server(
-            443,
-            "HTTPS",
-            "a",
-            "a.example.com",
-            Some(&files.tls("SIMPLE", "")),
-        ),
-        server(
-            443,
-            "TLS",
-            "p",
-            "p.example.com",
-            Some("{mode: PASSTHROUGH}"),
-        ),
-    ]);
+    let https = server(
+        443,
+        "HTTPS",
+        "a",
+        "a.example.com",
+        Some(&files.tls("SIMPLE", "")),
+    );
+    let passthrough = server(
+        443,
+        "TLS",
+        "p",
+        "p.example.com",
+        Some("{mode: PASSTHROUGH}"),
+    );
+    let bound = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
+    for servers in [
+        [https.clone(), passthrough.clone()],
+        [passthrough.clone(), https.clone()],
+    ] {
+        let mut servers = servers.to_vec();
+        servers.push(bound.to_string());
+        let t = run(&servers);
+        assert!(errors(&t).is_empty(), "{:?}", errors(&t));
+        assert_eq!(t.config.listeners.len(), 1);
+        let listener = &t.config.listeners[0];
+        let tls = listener.tls.as_ref().expect("terminates a.example.com");
+        assert_eq!(tls.servers.len(), 1);
+        assert_eq!(tls.servers[0].hosts, ["a.example.com"]);
+        assert_eq!(tls.passthrough, [vec!["p.example.com".to_string()]]);
+        let chains: Vec<_> = (t.config.tcp_routes.iter())
+            .filter(|r| r.listener.as_deref() == Some(listener.name.as_str()))
+            .collect();
+        assert_eq!(chains.len(), 1, "{chains:?}");
+        assert_eq!(chains[0].sni_hosts, ["p.example.com"]);
+    }
+
+    let t = run(&[https.clone(), passthrough]);
+    let listener = &t.config.listeners[0];
+    let chains: Vec<_> = (t.config.tcp_routes.iter())
+        .filter(|r| r.listener.as_deref() == Some(listener.name.as_str()))
+        .collect();
+    assert_eq!(chains.len(), 1);
+    assert!(chains[0].destinations.is_empty(), "closes");
+    assert_eq!(
+        chains[0].sni_hosts,
+        ["p.example.com"],
+        "never a terminated connection"
+    );
+
+    let auto = server(
+        443,
+        "TLS",
+        "e",
+        "\"*.global\"",
+        Some("{mode: AUTO_PASSTHROUGH}"),
+    );
+    let t = run(&[https, auto]);
     let errors = errors(&t);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -249,5 +293,4 @@ fn terminated_and_passthrough_servers_on_one_port_are_not_yet_served_together() 
         "{}",
         errors[0]
     );
-    assert_eq!(t.config.listeners.len(), 1);
 }

@@ -17,10 +17,11 @@
 //!
 //! Trellis follows the first rule in both orders (a TLS server is never merged with a
 //! plain-text one, nor the other way round, so neither is served in a way its author did not
-//! write), and serves terminated HTTPS servers of any mix of modes on one port. TLS servers
-//! of different kinds (terminated HTTPS next to `PASSTHROUGH`, or a TLS-terminated TCP
-//! server next to either) are not yet served together: the later one is refused with a
-//! diagnostic that says so, rather than served with the wrong chain.
+//! write), serves terminated HTTPS servers of any mix of modes on one port, and HTTPS servers
+//! next to `PASSTHROUGH` ones (`super::mixed`). Other TLS kinds (`AUTO_PASSTHROUGH`, or a
+//! TLS-terminated TCP server, next to a server of another kind) are not yet served together:
+//! the later one is refused with a diagnostic that says so, rather than served with the wrong
+//! chain.
 
 use super::tls::{ServerMode, Termination};
 
@@ -31,6 +32,9 @@ pub fn can_share(port: &ServerMode, new: &ServerMode) -> Result<(), String> {
     match (port, new) {
         (ServerMode::Http, ServerMode::Http) | (ServerMode::Tcp, ServerMode::Tcp) => Ok(()),
         (ServerMode::Https(_), ServerMode::Https(_)) => Ok(()),
+        // Terminated and passed through by SNI (`super::mixed`).
+        (ServerMode::Https(_), ServerMode::Passthrough)
+        | (ServerMode::Passthrough, ServerMode::Https(_)) => Ok(()),
         (p, n) if plain(p) || plain(n) => Err(format!(
             "conflict with the port's existing {} server: a port serves either plain-text \
              servers or TLS servers told apart by SNI, never both (pilot's MergeGateways skips \
@@ -137,13 +141,22 @@ mod tests {
         assert_eq!(can_share(&ServerMode::Http, &ServerMode::Http), Ok(()));
     }
 
+    /// Terminated HTTPS and PASSTHROUGH servers share a port, in either order
+    /// (buildGatewayTCPBasedFilterChains builds both kinds of chain on one listener).
+    #[test]
+    fn terminated_https_and_passthrough_servers_share_a_port() {
+        let https = ServerMode::Https(Termination::Mutual);
+        assert_eq!(can_share(&https, &ServerMode::Passthrough), Ok(()));
+        assert_eq!(can_share(&ServerMode::Passthrough, &https), Ok(()));
+    }
+
     /// What istiod serves and Trellis does not yet: refused with a message saying it is
     /// Trellis's limit, not Istio's rule.
     #[test]
     fn tls_kinds_trellis_cannot_mix_yet_are_refused_as_such() {
         let https = ServerMode::Https(Termination::Simple);
         for other in [
-            ServerMode::Passthrough,
+            ServerMode::AutoPassthrough,
             ServerMode::TlsTcp(Termination::Simple),
         ] {
             let why = can_share(&https, &other).expect_err("not yet");

@@ -323,11 +323,13 @@ pub fn ignored_pins(server: &Server, termination: &Termination) -> Option<String
     })
 }
 
-/// The termination of a port from its servers' certificates (`None` when it has none, or
-/// when `mode` does not terminate).
+/// The termination of a port from its servers' certificates and the hosts of its
+/// `PASSTHROUGH` servers (`super::mixed`); `None` when it has no certificate, or when `mode`
+/// does not terminate.
 pub fn termination(
     mode: &ServerMode,
     certificates: Vec<ServerCertificate>,
+    passthrough: Vec<Vec<String>>,
 ) -> Option<Arc<TerminatedTls>> {
     // Each certificate carries its own server's client requirement: the port's servers may
     // differ in mode (`super::sharing`).
@@ -337,6 +339,7 @@ pub fn termination(
     (!certificates.is_empty()).then(|| {
         Arc::new(TerminatedTls {
             servers: certificates,
+            passthrough,
         })
     })
 }

@@ -19,7 +19,8 @@ use crate::transport::policy::{
     ClientCertificate, ClientCertificates, InboundMode, OriginationTls, ResolvedUpstreamTls,
     ServerCertificate, TerminatedTls,
 };
-use crate::transport::{ByteTransform, Endpoint, TransportFactory};
+use crate::transport::{ByteTransform, ChainKind, Endpoint, TransportFactory};
+use bytes::BytesMut;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
 
@@ -116,6 +117,7 @@ fn each_chain_asks_for_client_certificates_by_its_own_mode() {
                 CertificatePins::default(),
             ),
         ],
+        passthrough: Vec::new(),
     });
     let (_, chain, key) = ca.issue_pem("client.example.com", 20);
     let mine = Some((chain.as_str(), key.as_str()));
@@ -163,6 +165,7 @@ fn an_optional_mutual_chain_verifies_only_what_is_presented() {
                 CertificatePins::default(),
             ),
         ],
+        passthrough: Vec::new(),
     });
     request(&port, "c.example.com", None).expect("no certificate: served");
     let (_, chain, key) = other.issue_pem("client.example.com", 21);
@@ -213,6 +216,7 @@ fn pins_refuse_a_chaining_certificate_they_do_not_name() {
                 ),
                 server(&ca, "b.example.com", ClientCertificates::Required, pins),
             ],
+            passthrough: Vec::new(),
         })
     };
 
@@ -253,5 +257,72 @@ fn pins_refuse_a_chaining_certificate_they_do_not_name() {
     assert!(
         !refused.contains("certificate not pinned"),
         "the chain check comes first: {refused}"
+    );
+}
+
+/// A SIMPLE server and a PASSTHROUGH server on one port (pilot's
+/// buildGatewayTCPBasedFilterChains builds both kinds of chain on one listener): a ClientHello
+/// for the passthrough host is not terminated; its bytes come out as they went in, whatever
+/// their segmentation, and bytes flow both ways untouched; one for the SIMPLE host is
+/// terminated.
+#[test]
+fn a_passthrough_chain_hands_the_client_hello_on_untouched() {
+    let ca = TestCa::new("clients", 1);
+    let port = Arc::new(TerminatedTls {
+        servers: vec![server(
+            &ca,
+            "a.example.com",
+            ClientCertificates::NotRequested,
+            CertificatePins::default(),
+        )],
+        passthrough: vec![vec![
+            "p.example.com".to_string(),
+            "*.p.example.com".to_string(),
+        ]],
+    });
+    for (sni, step) in [("p.example.com", 7), ("x.p.example.com", 1 << 16)] {
+        let mut c = client(sni, None);
+        let mut s = gateway(&port);
+        let mut hello = BytesMut::new();
+        c.poll_wire(&mut hello);
+        let mut plain = BytesMut::new();
+        for (i, chunk) in hello.chunks(step).enumerate() {
+            assert_eq!(
+                s.chain(),
+                None,
+                "{sni}: undecided before the whole ClientHello ({i})"
+            );
+            s.receive(Instant::ZERO, chunk, &mut plain)
+                .expect("not refused");
+        }
+        assert_eq!(s.chain(), Some(ChainKind::PassedThrough), "{sni}");
+        assert_eq!(
+            &plain[..],
+            &hello[..],
+            "{sni}: the very bytes the client sent"
+        );
+        assert_eq!(s.server_name(), Some(sni));
+        assert!(s.is_established() && !s.wants_write());
+        s.receive(Instant::ZERO, b"more", &mut plain)
+            .expect("copied");
+        assert!(plain.ends_with(b"more"));
+        s.seal(b"from upstream");
+        let mut wire = BytesMut::new();
+        s.poll_wire(&mut wire);
+        assert_eq!(&wire[..], b"from upstream");
+    }
+    let mut c = client("a.example.com", None);
+    let mut s = gateway(&port);
+    c.seal(REQUEST);
+    let talk = converse(&mut *c, &mut *s, 1 << 16).expect("terminated");
+    assert_eq!(talk.at_server, REQUEST);
+    assert_eq!(s.chain(), Some(ChainKind::Terminated));
+    let mut c = client("other.example.com", None);
+    let mut s = gateway(&port);
+    let refused = converse(&mut *c, &mut *s, 1 << 16).err().expect("no chain");
+    assert!(
+        refused.1.to_string().contains("no Gateway server"),
+        "{}",
+        refused.1
     );
 }

@@ -27,6 +27,10 @@
 //! pilot's `ROOTCA` validation context in `BuildListenerTLSContext`
 //! (pilot/pkg/networking/core/tls.go). ALPN then offers the mesh's own protocol id first.
 //!
+//! A port may also hold `PASSTHROUGH` servers ([`TerminatedTls::passthrough`]): their hosts
+//! are filter chains like the others in the SNI match, and a ClientHello that selects one is
+//! not terminated ([`Choice::PassThrough`]; [`super::accept`] hands its bytes on untouched).
+//!
 //! Versions are TLS 1.2 and 1.3 (Envoy's server default), ALPN `http/1.1`, and no session
 //! tickets (rustls's ticketer reads the wall clock; the engine's time is its own).
 
@@ -77,29 +81,50 @@ pub struct Selected<'a> {
     pub mesh: bool,
 }
 
-/// A terminating port's filter chains, in the Gateway's server order.
+/// What a ClientHello's SNI selected.
+pub enum Choice<'a> {
+    /// A terminating server's chain.
+    Terminate(Selected<'a>),
+    /// A `PASSTHROUGH` server's: the connection is not terminated.
+    PassThrough,
+}
+
+/// A terminating port's filter chains, in the Gateway's server order, and the chains of its
+/// `PASSTHROUGH` servers.
 pub struct FilterChains {
     chains: Vec<FilterChain>,
+    /// Each passthrough server's `server_names`.
+    passthrough: Vec<Vec<String>>,
 }
 
 impl FilterChains {
-    /// The config of the chain Envoy would pick for `sni` (see the module docs); `None`: the
-    /// connection is closed.
-    pub fn select(&self, sni: Option<&str>) -> Option<Selected<'_>> {
-        let names: Vec<&[String]> = self.chains.iter().map(|c| &c.server_names[..]).collect();
-        pick(&names, sni)
-            .and_then(|i| self.chains.get(i))
-            .map(|c| Selected {
-                config: &c.config,
-                local_uris: &c.local_uris,
-                route_table: c.route_table.as_ref(),
-                mesh: c.mesh,
-            })
+    /// The chain Envoy would pick for `sni` among all the port's chains, terminating or not
+    /// (see the module docs); `None`: the connection is closed.
+    pub fn select(&self, sni: Option<&str>) -> Option<Choice<'_>> {
+        let names: Vec<&[String]> = (self.chains.iter().map(|c| &c.server_names[..]))
+            .chain(self.passthrough.iter().map(Vec::as_slice))
+            .collect();
+        let i = pick(&names, sni)?;
+        let Some(c) = self.chains.get(i) else {
+            debug_assert!(i - self.chains.len() < self.passthrough.len());
+            return Some(Choice::PassThrough);
+        };
+        Some(Choice::Terminate(Selected {
+            config: &c.config,
+            local_uris: &c.local_uris,
+            route_table: c.route_table.as_ref(),
+            mesh: c.mesh,
+        }))
     }
 
     /// How many chains (servers) the port has.
     pub fn len(&self) -> usize {
         self.chains.len()
+    }
+
+    /// Whether the port has `PASSTHROUGH` chains (a ClientHello must then be kept whole).
+    pub fn has_passthrough(&self) -> bool {
+        !self.passthrough.is_empty()
     }
 
     /// Whether the port has no chain (translation never builds one).
@@ -192,7 +217,11 @@ pub fn filter_chains(
             mesh: is_mesh,
         });
     }
-    Ok(FilterChains { chains })
+    let passthrough = tls.passthrough.iter().map(|h| server_names(h)).collect();
+    Ok(FilterChains {
+        chains,
+        passthrough,
+    })
 }
 
 /// One server's config: its certificate (or the mesh's) and its own client verifier; and the

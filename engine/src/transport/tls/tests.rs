@@ -255,6 +255,7 @@ fn istio_mutual_tls(
             clients: ClientCertificates::Mesh,
             pins: Default::default(),
         }],
+        passthrough: Vec::new(),
     })
 }
 
