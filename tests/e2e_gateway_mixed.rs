@@ -1,6 +1,9 @@
 //! Gateway servers of different TLS modes on one port, with real curl and openssl as the
 //! clients: each server is its own filter chain, chosen by SNI, with its own client
-//! requirement, and `MUTUAL` servers pin client certificates by SPKI or hash.
+//! requirement, `MUTUAL` servers pin client certificates by SPKI or hash, and a `PASSTHROUGH`
+//! server's SNI reaches an `openssl s_server` behind the gateway untouched
+//! (buildGatewayTCPBasedFilterChains builds terminating and passthrough chains on one
+//! listener).
 //!
 //! pilot merges every TLS server of a port (MergeGateways in pilot/pkg/model/gateway.go) and
 //! gives each its own filter chain and `DownstreamTlsContext` (buildGatewayListeners →
@@ -21,7 +24,7 @@ use trellis_local_mesh::upstream::Upstream;
 
 mod common;
 use common::client_certs::{client_ca, client_cert, hash_pin, spki_pin};
-use common::l4_peers::{certificate, scratch, wait_for_log};
+use common::l4_peers::{certificate, s_server, scratch, subject_for, wait_for_log};
 use common::{curl, free_offset, spawn_gateway, wait_for};
 
 /// curl to `https://<host>:<port>/` trusting `ca`, with the client certificate `cert` if any:
@@ -66,7 +69,7 @@ fn certificate_request(port: u16, sni: &str) -> String {
 }
 
 #[test]
-fn simple_and_mutual_servers_share_a_port_and_mutual_ones_pin_certificates() {
+fn simple_mutual_and_passthrough_servers_share_a_port_and_mutual_ones_pin_certificates() {
     let dir = scratch("gw-mixed", "servers");
     let certs: Vec<_> = ["a", "b", "c", "d"]
         .iter()
@@ -76,6 +79,8 @@ fn simple_and_mutual_servers_share_a_port_and_mutual_ones_pin_certificates() {
     let good = client_cert(&dir, &ca, "good", "good.client.example");
     let other = client_cert(&dir, &ca, "other", "other.client.example");
     let alpha = Upstream::start("alpha").expect("upstream");
+    // A TLS server behind the gateway, reached through a PASSTHROUGH server of the same port.
+    let (backend, _backend, backend_cert) = s_server(&dir, "p.example.com");
     let offset = free_offset(&[443]);
     let config = dir.join("gateway.yaml");
     let files = |i: usize| {
@@ -93,6 +98,9 @@ fn simple_and_mutual_servers_share_a_port_and_mutual_ones_pin_certificates() {
   - host: alpha
     ports: [8080]
     endpoints: [{{address: "{alpha}"}}]
+  - host: p-backend
+    ports: [{{number: 8443, name: tls}}]
+    endpoints: [{{address: "127.0.0.1:{backend}"}}]
 istio:
   resources:
     - apiVersion: networking.istio.io/v1
@@ -113,6 +121,9 @@ istio:
           - port: {{number: 443, name: https-d, protocol: HTTPS}}
             hosts: [d.example.com]
             tls: {{mode: MUTUAL, {d}, verifyCertificateHash: ["{hash}"]}}
+          - port: {{number: 443, name: tls-p, protocol: TLS}}
+            hosts: [p.example.com]
+            tls: {{mode: PASSTHROUGH}}
     - apiVersion: networking.istio.io/v1
       kind: VirtualService
       metadata: {{name: all}}
@@ -120,6 +131,15 @@ istio:
         hosts: [a.example.com, b.example.com, c.example.com, d.example.com]
         gateways: [mixed]
         http: [{{route: [{{destination: {{host: alpha}}}}]}}]
+    - apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {{name: p}}
+      spec:
+        hosts: [p.example.com]
+        gateways: [mixed]
+        tls:
+          - match: [{{port: 443, sniHosts: [p.example.com]}}]
+            route: [{{destination: {{host: p-backend, port: {{number: 8443}}}}}}]
 "#,
             alpha = alpha.addr(),
             a = files(0),
@@ -167,6 +187,15 @@ istio:
     assert!(served(&got), "{got:?}\n{}", logged());
     let got = fetch("d.example.com", port, &certs[3].0, Some(&other));
     assert!(refused(&got), "{got:?}\n{}", logged());
+
+    // PASSTHROUGH on the same port: the SNI p.example.com is not terminated; the backend's own
+    // certificate answers, and curl gets openssl's `-www` page through the gateway.
+    let subject = subject_for(port, "p.example.com");
+    assert!(subject.contains("p.example.com"), "{subject}\n{}", logged());
+    let got = fetch("p.example.com", port, &backend_cert, None);
+    assert!(got.ends_with("\n200"), "{got:?}\n{}", logged());
+    // ...while a terminated SNI still gets the gateway's certificate.
+    assert!(subject_for(port, "a.example.com").contains("a.example.com"));
 
     assert_eq!(alpha.requests(), 4);
     let _ = std::fs::remove_dir_all(&dir);

@@ -23,6 +23,7 @@ use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::ResourceSet;
 use crate::translate::gateway::l4::is_l4;
 use crate::translate::gateway::merge::{merge_gateways, MergedServer, ServerPort};
+use crate::translate::gateway::tls;
 use crate::translate::hosts::host_covers;
 use crate::translate::{precedence_order, translate_gateway, GatewayOptions, Registry};
 use trellis_engine::transport::tls::termination::server_for_sni;
@@ -134,6 +135,7 @@ pub fn explain_gateway(
         return Ok(report);
     };
     let name = sni.unwrap_or(host).to_ascii_lowercase();
+    let mut passed_through = false;
     if listener.tls.is_some() {
         // A terminating port: the ClientHello's SNI picks one server's filter chain, as the
         // proxy does (curl sends the host it dials as SNI).
@@ -146,13 +148,23 @@ pub fn explain_gateway(
             .collect();
         match server_for_sni(&hosts, Some(&name)) {
             Some(i) => {
-                // Client certificates are asked for by the chosen chain alone.
-                let chain = listener.tls.as_ref().and_then(|t| t.servers.get(i));
+                let own_mode = |m: &MergedServer<'_>| tls::mode(m.server);
+                passed_through = (served.servers.get(i))
+                    .is_some_and(|m| own_mode(m) == tls::ServerMode::Passthrough);
+                // Client certificates are asked for by the chosen chain alone; a PASSTHROUGH
+                // chain (`translate::gateway::mixed`) terminates nothing. The listener's
+                // terminating chains are the port's other servers, in order.
+                let terminated = (served.servers.iter().take(i))
+                    .filter(|m| own_mode(m) != tls::ServerMode::Passthrough)
+                    .count();
+                let chain = (listener.tls.as_ref())
+                    .and_then(|t| t.servers.get(terminated))
+                    .filter(|_| !passed_through);
                 report.tls = chain.map(chain_clients);
                 report.server = served
                     .servers
                     .get(i)
-                    .and_then(|m| server_report(m, served, &gateways))
+                    .and_then(|m| server_report(m, &gateways))
             }
             None => {
                 report.no_filter_chain = Some(name);
@@ -163,7 +175,7 @@ pub fn explain_gateway(
     } else {
         report.server = server_for(served, &name, &gateways);
     }
-    if is_l4(&served.mode) {
+    if is_l4(&served.mode) || passed_through {
         let conn = ConnectionRequest {
             host: host.to_string(),
             port,
@@ -209,7 +221,7 @@ fn server_for(
     let merged = (port.servers.iter())
         .find(|m| takes(&m.server.hosts))
         .or(port.servers.first())?;
-    server_report(merged, port, gateways)
+    server_report(merged, gateways)
 }
 
 /// `namespace/host` → `host`.
@@ -217,10 +229,9 @@ fn strip_namespace(host: &str) -> &str {
     host.rsplit_once('/').map_or(host, |(_, h)| h)
 }
 
-/// The report of `merged`, one of `port`'s servers.
+/// The report of `merged`, one of a port's servers.
 fn server_report(
     merged: &MergedServer<'_>,
-    port: &ServerPort<'_>,
     gateways: &[&crate::istio::Resource<crate::istio::GatewaySpec>],
 ) -> Option<ServerReport> {
     let index = (gateways.iter())
@@ -232,7 +243,8 @@ fn server_report(
         index,
         name: merged.server.name.clone().filter(|n| !n.is_empty()),
         hosts: merged.server.hosts.clone(),
-        mode: format!("{:?}", port.mode),
+        // The server's own: a port's servers may differ in mode.
+        mode: format!("{:?}", tls::mode(merged.server)),
     })
 }
 
