@@ -11,7 +11,7 @@
 //! cannot reach another server's VirtualService.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use trellis_local_mesh::upstream::Upstream;

@@ -169,7 +169,7 @@ impl TerminatedTls {
     /// Whether a server presents the proxy's mesh identity (`ISTIO_MUTUAL`): the port then
     /// needs the mesh credentials.
     pub fn uses_mesh_identity(&self) -> bool {
-        (self.servers.iter()).any(|s| matches!(s.clients, ClientCertificates::Mesh { .. }))
+        (self.servers.iter()).any(|s| s.clients == ClientCertificates::Mesh)
     }
 }
 

@@ -223,7 +223,7 @@ mod tests {
 
         let short = "AAAA".to_string();
         assert_eq!(
-            CertificatePins::parse(&[short.clone()], &[]),
+            CertificatePins::parse(std::slice::from_ref(&short), &[]),
             Err(PinError::Spki(short))
         );
         for bad in [
