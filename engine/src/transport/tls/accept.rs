@@ -231,7 +231,9 @@ impl ByteTransform for SniTermination {
     }
 
     fn held(&self) -> usize {
+        // A kept ClientHello counts too: it is memory this connection holds.
         self.outgoing.len()
+            + self.hello.len()
             + match &self.phase {
                 Phase::Tls(tls) => tls.held(),
                 _ => 0,
