@@ -12,13 +12,15 @@
 //! `TCP` servers and `TLS` servers (`PASSTHROUGH`, `AUTO_PASSTHROUGH`, or a terminating mode
 //! then TCP) are served at L4 (`super::l4`, `super::auto_passthrough`).
 //!
-//! The modes, as pilot's `BuildListenerTLSContext` (pilot/pkg/networking/core/tls.go) sets
-//! Envoy's `DownstreamTlsContext` for each:
+//! The modes, as pilot's `BuildListenerTLSContext` (pilot/pkg/networking/core/listener.go) sets
+//! Envoy's `DownstreamTlsContext` for each server (servers of one port may differ in mode:
+//! `super::sharing`):
 //!
 //! - `SIMPLE`: the files' certificate, no client certificate asked;
 //! - `MUTUAL`: and a client certificate chaining to `caCertificates` is required;
 //! - `OPTIONAL_MUTUAL`: the same validation context with `require_client_certificate: false`:
-//!   a client without a certificate is served, a presented one must verify;
+//!   a client without a certificate is served, a presented one must verify; for both,
+//!   `verifyCertificateSpki`/`verifyCertificateHash` pin the certificates accepted (`pins`);
 //! - `ISTIO_MUTUAL`: the proxy's own workload certificate (SDS `default`) and the mesh's roots
 //!   (`ROOTCA`), the client's certificate required; `subjectAltNames` restrict the client ids.
 //!   istiod's validation refuses the file fields on such a server
