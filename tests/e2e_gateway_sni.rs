@@ -11,87 +11,15 @@
 //! cannot reach another server's VirtualService.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
+use common::client_certs::{client_ca, client_cert};
 use common::l4_peers::{certificate, scratch, subject_for, wait_for_log};
 use common::{curl, free_offset, spawn_gateway, wait_for};
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs (scripts/test.sh installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-/// A client CA in `dir`: (cert, key).
-fn client_ca(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("client-ca.pem"), dir.join("client-ca.key"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=client-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        "-keyout",
-        key.to_str().expect("utf-8"),
-        "-out",
-        cert.to_str().expect("utf-8"),
-    ]);
-    (cert, key)
-}
-
-/// A client certificate named `name` with DNS SAN `san`, signed by the client CA.
-fn client_cert(dir: &Path, ca: &(PathBuf, PathBuf), name: &str, san: &str) -> (String, String) {
-    let path = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &format!("/CN={name}"),
-        "-keyout",
-        &path("key"),
-        "-out",
-        &path("csr"),
-    ]);
-    std::fs::write(
-        path("ext"),
-        format!("subjectAltName=DNS:{san}\nextendedKeyUsage=clientAuth\n"),
-    )
-    .expect("extensions file");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &path("csr"),
-        "-CA",
-        ca.0.to_str().expect("utf-8"),
-        "-CAkey",
-        ca.1.to_str().expect("utf-8"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &path("ext"),
-        "-out",
-        &path("pem"),
-    ]);
-    (path("pem"), path("key"))
-}
 
 /// curl to `https://<host>:<port>/` with `--resolve`, trusting `ca`: the body and the status.
 fn fetch(host: &str, port: u16, ca: &Path, extra: &[&str]) -> String {

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod client_certs;
 pub mod l4_peers;
 
 /// Wait until something accepts on `addr` (at most 20 s).

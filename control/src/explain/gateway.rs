@@ -23,9 +23,24 @@ use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::ResourceSet;
 use crate::translate::gateway::l4::is_l4;
 use crate::translate::gateway::merge::{merge_gateways, MergedServer, ServerPort};
+use crate::translate::gateway::tls;
 use crate::translate::hosts::host_covers;
 use crate::translate::{precedence_order, translate_gateway, GatewayOptions, Registry};
 use trellis_engine::transport::tls::termination::server_for_sni;
+
+/// What one filter chain asks of its clients, e.g. `Required` or `Required, pinned (1
+/// SPKI, 0 certificate hashes)`.
+fn chain_clients(chain: &trellis_engine::transport::policy::ServerCertificate) -> String {
+    let mut text = format!("{:?}", chain.clients);
+    if !chain.pins.is_empty() {
+        text.push_str(&format!(
+            ", pinned ({} SPKI, {} certificate hashes)",
+            chain.pins.spki.len(),
+            chain.pins.hash.len()
+        ));
+    }
+    text
+}
 
 /// What the gateway does with one request or connection on one port.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -37,8 +52,10 @@ pub struct GatewayReport {
     pub listener: Option<String>,
     /// The server the host (or SNI) falls to.
     pub server: Option<ServerReport>,
-    /// How TLS is terminated on the port (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`,
-    /// `ISTIO_MUTUAL`), `None` when it is not.
+    /// What the filter chain the SNI selects asks of clients (`NotRequested` for `SIMPLE`,
+    /// `Required` for `MUTUAL`, `Optional` for `OPTIONAL_MUTUAL`, `Mesh` for `ISTIO_MUTUAL`,
+    /// and its certificate pins), each chain's when none is selected; `None` when the port
+    /// does not terminate TLS.
     pub tls: Option<String>,
     /// A terminating port where no server's filter chain takes the SNI (the host, or the
     /// `--sni` given): the SNI, and the connection is closed before any request.
@@ -101,7 +118,13 @@ pub fn explain_gateway(
         port,
         listener: listener.map(|l| l.name.clone()),
         server: None,
-        tls: (listener.and_then(|l| l.tls.as_ref())).map(|tls| format!("{:?}", tls.clients)),
+        // Every chain's, until the SNI picks one.
+        tls: (listener.and_then(|l| l.tls.as_ref())).map(|tls| {
+            let chains: Vec<String> = (tls.servers.iter())
+                .map(|c| format!("{:?}: {}", c.hosts, chain_clients(c)))
+                .collect();
+            chains.join("; ")
+        }),
         request: None,
         connection: None,
         no_filter_chain: None,
@@ -112,6 +135,7 @@ pub fn explain_gateway(
         return Ok(report);
     };
     let name = sni.unwrap_or(host).to_ascii_lowercase();
+    let mut passed_through = false;
     if listener.tls.is_some() {
         // A terminating port: the ClientHello's SNI picks one server's filter chain, as the
         // proxy does (curl sends the host it dials as SNI).
@@ -124,10 +148,23 @@ pub fn explain_gateway(
             .collect();
         match server_for_sni(&hosts, Some(&name)) {
             Some(i) => {
+                let own_mode = |m: &MergedServer<'_>| tls::mode(m.server);
+                passed_through = (served.servers.get(i))
+                    .is_some_and(|m| own_mode(m) == tls::ServerMode::Passthrough);
+                // Client certificates are asked for by the chosen chain alone; a PASSTHROUGH
+                // chain (`translate::gateway::mixed`) terminates nothing. The listener's
+                // terminating chains are the port's other servers, in order.
+                let terminated = (served.servers.iter().take(i))
+                    .filter(|m| own_mode(m) != tls::ServerMode::Passthrough)
+                    .count();
+                let chain = (listener.tls.as_ref())
+                    .and_then(|t| t.servers.get(terminated))
+                    .filter(|_| !passed_through);
+                report.tls = chain.map(chain_clients);
                 report.server = served
                     .servers
                     .get(i)
-                    .and_then(|m| server_report(m, served, &gateways))
+                    .and_then(|m| server_report(m, &gateways))
             }
             None => {
                 report.no_filter_chain = Some(name);
@@ -138,7 +175,7 @@ pub fn explain_gateway(
     } else {
         report.server = server_for(served, &name, &gateways);
     }
-    if is_l4(&served.mode) {
+    if is_l4(&served.mode) || passed_through {
         let conn = ConnectionRequest {
             host: host.to_string(),
             port,
@@ -184,7 +221,7 @@ fn server_for(
     let merged = (port.servers.iter())
         .find(|m| takes(&m.server.hosts))
         .or(port.servers.first())?;
-    server_report(merged, port, gateways)
+    server_report(merged, gateways)
 }
 
 /// `namespace/host` → `host`.
@@ -192,10 +229,9 @@ fn strip_namespace(host: &str) -> &str {
     host.rsplit_once('/').map_or(host, |(_, h)| h)
 }
 
-/// The report of `merged`, one of `port`'s servers.
+/// The report of `merged`, one of a port's servers.
 fn server_report(
     merged: &MergedServer<'_>,
-    port: &ServerPort<'_>,
     gateways: &[&crate::istio::Resource<crate::istio::GatewaySpec>],
 ) -> Option<ServerReport> {
     let index = (gateways.iter())
@@ -207,7 +243,8 @@ fn server_report(
         index,
         name: merged.server.name.clone().filter(|n| !n.is_empty()),
         hosts: merged.server.hosts.clone(),
-        mode: format!("{:?}", port.mode),
+        // The server's own: a port's servers may differ in mode.
+        mode: format!("{:?}", tls::mode(merged.server)),
     })
 }
 

@@ -30,6 +30,9 @@ spec:
   - port: {number: 8443, name: pass, protocol: TLS}
     hosts: [db.example]
     tls: {mode: PASSTHROUGH}
+  - port: {number: 443, name: vault, protocol: TLS}
+    hosts: [vault.example]
+    tls: {mode: PASSTHROUGH}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -51,6 +54,16 @@ spec:
   tls:
   - match: [{port: 8443, sniHosts: [db.example]}]
     route: [{destination: {host: db, port: {number: 5432}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vault, namespace: default}
+spec:
+  hosts: [vault.example]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{port: 443, sniHosts: [vault.example]}]
+    route: [{destination: {host: vault, port: {number: 8200}}}]
 "#;
 
 fn explain(host: &str, port: u16, path: &str, sni: Option<&str>) -> GatewayReport {
@@ -269,4 +282,29 @@ fn a_tls_port_closes_an_sni_no_server_lists() {
     );
     assert!(by_sni.no_filter_chain.is_none());
     assert_eq!(by_sni.server.as_ref().map(|s| s.index), Some(1));
+}
+
+/// A PASSTHROUGH server next to the ISTIO_MUTUAL one on port 443 (pilot's
+/// buildGatewayTCPBasedFilterChains, `translate::gateway::mixed`): its SNI is not terminated
+/// and takes its `tls` rule; the other SNI is still terminated by its own chain.
+#[test]
+fn a_mixed_port_passes_its_passthrough_sni_through() {
+    let r = explain("vault.example", 443, "/", Some("vault.example"));
+    assert!(r.tls.is_none(), "{:?}", r.tls);
+    assert!(r.to_string().contains("TLS: not terminated here"), "{r}");
+    assert_eq!(
+        r.server.as_ref().map(|s| s.mode.as_str()),
+        Some("Passthrough")
+    );
+    let chain = (r.connection.as_ref())
+        .and_then(|c| c.chain.as_ref())
+        .expect("chain");
+    assert_eq!(chain.virtual_service.as_deref(), Some("vault.default"));
+    let r = explain("bookinfo.example", 443, "/productpage", None);
+    assert!(
+        r.tls.as_deref().is_some_and(|t| t.starts_with("Mesh")),
+        "{:?}",
+        r.tls
+    );
+    assert!(r.request.is_some());
 }

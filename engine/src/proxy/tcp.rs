@@ -20,6 +20,7 @@ use crate::cluster::Outcome;
 use crate::config::{PortProtocol, TcpDestination};
 use crate::http1::HeadStr;
 use crate::time::Instant;
+use crate::transport::ChainKind;
 
 use super::conn::{DownState, UpState};
 use super::http_sniff::{sniff, Sniff};
@@ -60,6 +61,11 @@ impl Engine {
         let inspect = tcp_match::needs_client_hello(routes, &found);
         let mut session = TcpSession::new(snapshot.clone(), now, found, inspect);
         let detect = protocol == Some(PortProtocol::Detect);
+        // A gateway port with terminated and passthrough servers: the L4 chains are the
+        // passthrough servers', and only a connection the ClientHello passes through is theirs
+        // (`tcp_awaits_chain`).
+        let awaiting_chain = inspect && config.is_some_and(|l| l.tls.is_some());
+        session.awaiting_chain = awaiting_chain;
         if detect {
             let timeout = protocols.and_then(|p| p.detection_timeout);
             let idle = snapshot.config.http.idle_timeout;
@@ -69,7 +75,7 @@ impl Engine {
                 Detect::ThenClose
             });
             session.deadline = Some(now + timeout.unwrap_or(idle));
-        } else {
+        } else if !awaiting_chain {
             self.stats.downstream_cx_tcp += 1;
         }
         let deadline = session.deadline;
@@ -98,16 +104,7 @@ impl Engine {
         };
         session.detecting = None;
         if http {
-            down.tcp = None;
-            down.state = DownState::Idle;
-            // A client that already finished sending gets its answer, then the close.
-            down.close_after_response = down.read_closed;
-            let at = now + self.snapshot.config.http.idle_timeout;
-            down.idle_deadline = Some(at);
-            self.arm_conn_timer(id, at);
-            // The bytes wait in the receive buffer; the HTTP codec reads them once this call
-            // unwinds (`Work::Resume`).
-            return self.queue_resume(id);
+            return self.tcp_to_http(now, id);
         }
         self.stats.downstream_cx_tcp += 1;
         let TcpPhase::Inspecting { candidates } = &session.phase else {
@@ -123,6 +120,51 @@ impl Engine {
         session.deadline = Some(at);
         self.arm_conn_timer(id, at);
         self.on_tcp_down_data(now, id);
+    }
+
+    /// The connection is HTTP after all: back to the HTTP connection manager with every byte
+    /// it sent.
+    fn tcp_to_http(&mut self, now: Instant, id: DownstreamId) {
+        let Some(down) = self.conns.open_down_mut(id) else {
+            return;
+        };
+        down.tcp = None;
+        down.state = DownState::Idle;
+        // A client that already finished sending gets its answer, then the close.
+        down.close_after_response = down.read_closed;
+        let at = now + self.snapshot.config.http.idle_timeout;
+        down.idle_deadline = Some(at);
+        self.arm_conn_timer(id, at);
+        // The bytes wait in the receive buffer; the HTTP codec reads them once this call
+        // unwinds (`Work::Resume`).
+        self.queue_resume(id);
+    }
+
+    /// On a port that terminates some servers and passes others through (Envoy matches one
+    /// listener's filter chains, terminating or not, by the SNI): `true` while the
+    /// connection is not (yet) an L4 one. A terminated connection is the HTTP connection
+    /// manager's (its server's `https` routes); a passed-through one goes on to the
+    /// ClientHello peek, whose bytes the transform handed on untouched.
+    fn tcp_awaits_chain(&mut self, now: Instant, id: DownstreamId) -> bool {
+        let chain = (self.conns.get(id.conn())).and_then(|c| c.transport.chain());
+        let Some(session) = self.session(id) else {
+            return false;
+        };
+        if !session.awaiting_chain {
+            return false;
+        }
+        match chain {
+            None => true,
+            Some(ChainKind::PassedThrough) => {
+                session.awaiting_chain = false;
+                self.stats.downstream_cx_tcp += 1;
+                false
+            }
+            Some(ChainKind::Terminated) => {
+                self.tcp_to_http(now, id);
+                true
+            }
+        }
     }
 
     fn session(&mut self, id: DownstreamId) -> Option<&mut TcpSession> {
@@ -218,6 +260,9 @@ impl Engine {
 
     /// Bytes (or the end of them) from the client.
     pub(crate) fn on_tcp_down_data(&mut self, now: Instant, id: DownstreamId) {
+        if self.tcp_awaits_chain(now, id) {
+            return;
+        }
         if !self.tcp_authorized(id) {
             return self.tcp_end(now, id, None);
         }

@@ -44,6 +44,10 @@ pub(crate) struct TcpSession {
     /// While the port's protocol is being detected (an inbound capture port of unknown
     /// protocol): what the deadline means if it comes first.
     pub detecting: Option<Detect>,
+    /// On a gateway port that terminates some servers and passes others through: the
+    /// ClientHello's filter chain has not yet said which this connection is
+    /// ([`crate::transport::ChainKind`]).
+    pub awaiting_chain: bool,
 }
 
 /// What a protocol detection does when its deadline passes before the bytes decided.
@@ -96,6 +100,7 @@ impl TcpSession {
             up_eof: false,
             rbac: None,
             detecting: None,
+            awaiting_chain: false,
         }
     }
 

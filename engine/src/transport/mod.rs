@@ -137,8 +137,24 @@ pub trait ByteTransform: Send {
         None
     }
 
+    /// On a gateway port that terminates some servers and passes others through: what the
+    /// ClientHello's filter chain decided. `None` while the ClientHello is incomplete.
+    fn chain(&self) -> Option<ChainKind> {
+        Some(ChainKind::Terminated)
+    }
+
     /// The connection is closing gracefully: queue the protocol's close (TLS close_notify).
     fn close(&mut self);
+}
+
+/// What the filter chain a ClientHello selected does with the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainKind {
+    /// TLS ends here; the plaintext is the codec's (or an L4 chain's).
+    Terminated,
+    /// A `PASSTHROUGH` server's chain: the bytes, ClientHello first, pass untouched to an L4
+    /// chain chosen by the same SNI.
+    PassedThrough,
 }
 
 /// What a connection runs between its socket and its codec.
@@ -327,6 +343,15 @@ impl Transport {
         match self {
             Transport::Transformed(t) => t.server_name(),
             _ => None,
+        }
+    }
+
+    /// What a gateway connection's filter chain decided ([`ByteTransform::chain`]); a
+    /// connection without a transform is never terminated here, so it passes through.
+    pub fn chain(&self) -> Option<ChainKind> {
+        match self {
+            Transport::Transformed(t) => t.chain(),
+            _ => Some(ChainKind::PassedThrough),
         }
     }
 

@@ -149,19 +149,33 @@ impl fmt::Debug for OriginationTls {
 /// `OPTIONAL_MUTUAL` or `ISTIO_MUTUAL` mode, with the files already read. Each server is one
 /// filter chain: the client's SNI picks it as Envoy matches `server_names` (exact name, then
 /// the longest `*.suffix`, then a server with host `*`; no match, or no SNI and no `*`
-/// server: the connection is closed), and the chosen server's certificate, client CA and
-/// `subjectAltNames` apply.
+/// server: the connection is closed), and the chosen server's certificate, client
+/// requirement, client CA, `subjectAltNames` and pins apply. Servers of one port may differ in
+/// mode (pilot builds one `DownstreamTlsContext` per server: `buildGatewayListeners` and
+/// `BuildListenerTLSContext`), so whether a client certificate is asked for is decided per
+/// chain, after the SNI.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TerminatedTls {
     /// In the Gateway's server order; never empty.
     pub servers: Vec<ServerCertificate>,
-    /// What is asked of clients (one port, one mode: translation never mixes them).
-    pub clients: ClientCertificates,
+    /// The hosts of each `PASSTHROUGH` server on the same port: filter chains that are not
+    /// terminated. A ClientHello whose SNI selects one passes through untouched, to the L4
+    /// chain (`tls` route) its SNI selects among the listener's (pilot builds both kinds of
+    /// chain on one listener: `buildGatewayTCPBasedFilterChains`).
+    pub passthrough: Vec<Vec<String>>,
 }
 
-/// What a terminating gateway port asks of its clients
+impl TerminatedTls {
+    /// Whether a server presents the proxy's mesh identity (`ISTIO_MUTUAL`): the port then
+    /// needs the mesh credentials.
+    pub fn uses_mesh_identity(&self) -> bool {
+        (self.servers.iter()).any(|s| s.clients == ClientCertificates::Mesh)
+    }
+}
+
+/// What a terminating gateway server asks of its clients
 /// (Envoy's `require_client_certificate` and validation context, as pilot's
-/// `BuildListenerTLSContext` in pilot/pkg/networking/core/tls.go sets them per mode).
+/// `BuildListenerTLSContext` in pilot/pkg/networking/core/listener.go sets them per mode).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ClientCertificates {
     /// `SIMPLE`: no client certificate is requested.
@@ -172,12 +186,12 @@ pub enum ClientCertificates {
     /// `OPTIONAL_MUTUAL`: a certificate is requested, a client without one is accepted, and
     /// one that is presented must chain to a server's `caCertificates`.
     Optional,
-    /// `ISTIO_MUTUAL`: the port presents the proxy's own mesh identity
+    /// `ISTIO_MUTUAL`: the server presents the proxy's own mesh identity
     /// ([`MeshIdentity`], so renewal applies) and requires a client certificate chaining to the
-    /// mesh trust bundle, with a SPIFFE id of the trust domain, and one of
+    /// mesh trust bundle, with a SPIFFE id of the trust domain, and one of the server's
     /// `subject_alt_names` when any are given. The verified id is the peer principal that
     /// AuthorizationPolicies match, as on a sidecar's inbound.
-    Mesh { subject_alt_names: Vec<String> },
+    Mesh,
 }
 
 /// One Gateway server's certificate.
@@ -200,15 +214,22 @@ pub struct ServerCertificate {
     /// its own RDS, `https.<port>.<portName>.<gateway>.<namespace>`); `None`: the
     /// listener's.
     pub route_table: Option<String>,
+    /// What this server asks of clients (its own `tls.mode`).
+    pub clients: ClientCertificates,
+    /// `MUTUAL`/`OPTIONAL_MUTUAL`: `verifyCertificateSpki` and `verifyCertificateHash`,
+    /// decoded; a presented certificate must match one of them when any is given.
+    pub pins: super::tls::pin::CertificatePins,
 }
 
 impl fmt::Debug for TerminatedTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the keys.
         let servers: Vec<&[String]> = self.servers.iter().map(|s| s.hosts.as_slice()).collect();
+        let clients: Vec<&ClientCertificates> = self.servers.iter().map(|s| &s.clients).collect();
         f.debug_struct("TerminatedTls")
             .field("servers (hosts)", &servers)
-            .field("clients", &self.clients)
+            .field("clients", &clients)
+            .field("passthrough (hosts)", &self.passthrough)
             .finish()
     }
 }

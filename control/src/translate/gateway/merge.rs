@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_engine::transport::policy::ServerCertificate;
 
-use super::tls::{self, ServerMode, Termination};
+use super::sharing;
+use super::tls::{self, ServerMode};
 use crate::diag::Diagnostic;
 use crate::istio::gateway::Server;
 use crate::istio::secret::Credentials;
@@ -29,8 +30,9 @@ pub struct ServerPort<'a> {
     pub number: u16,
     pub bind: Option<String>,
     pub servers: Vec<MergedServer<'a>>,
-    /// How the port's first server is served; every other server must match it (one
-    /// listener cannot be both plain text and TLS).
+    /// How the port's first server is served; the others may join it as
+    /// [`sharing::can_share`] says (one listener is never both plain text and TLS; terminated
+    /// HTTPS servers of different modes share one, each with its own chain).
     pub mode: ServerMode,
     /// The terminating servers' certificates, in server order (empty for plain text and
     /// passthrough).
@@ -64,7 +66,8 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 /// The servers of the Gateways that select `labels`, merged per (port, bind) in Gateway order
 /// (mergeGateways in pilot/pkg/model/gateway.go: plain-text HTTP servers on one port share its
 /// listener and route table, `http.<port>`; HTTPS servers on one port share its TLS listener,
-/// the certificate chosen by SNI). Servers that cannot be served are reported, one diagnostic
+/// the filter chain, with its certificate and client requirement, chosen by SNI; see
+/// [`sharing`] for which servers may share a port). Servers that cannot be served are reported, one diagnostic
 /// each naming the server, and left out: a TLS server that cannot be terminated is refused
 /// rather than served in plain text on its port (an `ISTIO_MUTUAL` one when the proxy has no
 /// mesh identity: `has_identity`).
@@ -121,19 +124,18 @@ pub fn merge_gateways<'a>(
             let existing = ports
                 .iter()
                 .position(|p| p.number == number && p.bind == bind);
-            if let Some(p) = existing
-                .map(|i| &ports[i])
-                .filter(|p| !same_mode(&p.mode, &mode))
-            {
-                let why = format!(
-                    "the port already serves {:?} from an earlier server; one port cannot mix plain text and TLS modes",
-                    p.mode
-                );
+            let conflict = existing.and_then(|i| sharing::can_share(&ports[i].mode, &mode).err());
+            if let Some(why) = conflict {
                 diags.push(gw.diag(tls::refused(&label, number, &why).field(at)));
                 continue;
             }
             let certificate = match mode {
                 ServerMode::Https(ref t) | ServerMode::TlsTcp(ref t) => {
+                    if let Some(why) = tls::ignored_pins(server, t) {
+                        let message = format!("{label} on port {number}: {why}");
+                        diags
+                            .push(gw.diag(Diagnostic::warning(message).field(format!("{at}.tls"))));
+                    }
                     match tls::certificate(server, t, has_identity, credentials) {
                         Ok(c) => Some(c),
                         Err(why) => {
@@ -151,6 +153,12 @@ pub fn merge_gateways<'a>(
             };
             match existing {
                 Some(i) => {
+                    // A port of passthrough servers that a terminated one joins terminates
+                    // (its listener serves both kinds: `super::mixed`).
+                    if let (ServerMode::Passthrough, ServerMode::Https(_)) = (&ports[i].mode, &mode)
+                    {
+                        ports[i].mode = mode.clone();
+                    }
                     ports[i].servers.push(merged);
                     ports[i].certificates.extend(certificate);
                 }
@@ -261,25 +269,6 @@ fn sanitize_host(host: &str, namespace: &str) -> String {
     }
 }
 
-/// Whether two servers can share a port: the same mode, whatever their `subjectAltNames`
-/// (each server's own are enforced on its filter chain).
-fn same_mode(a: &ServerMode, b: &ServerMode) -> bool {
-    let kind = |m: &ServerMode| match m {
-        ServerMode::Https(Termination::IstioMutual { .. }) => {
-            ServerMode::Https(Termination::IstioMutual {
-                subject_alt_names: Vec::new(),
-            })
-        }
-        ServerMode::TlsTcp(Termination::IstioMutual { .. }) => {
-            ServerMode::TlsTcp(Termination::IstioMutual {
-                subject_alt_names: Vec::new(),
-            })
-        }
-        other => other.clone(),
-    };
-    kind(a) == kind(b)
-}
-
 /// `server "name"` or `servers[i]`, for messages.
 fn server_label(server: &Server, index: usize) -> String {
     match server.name.as_deref().filter(|n| !n.is_empty()) {
@@ -361,28 +350,5 @@ spec:
             messages[1].contains("duplicate host names [\"a.example.com\"]"),
             "{messages:?}"
         );
-    }
-
-    /// Servers of one port share its mode, but each keeps its own `subjectAltNames`: they
-    /// are enforced on its own filter chain (pilot builds one chain per server,
-    /// `buildGatewayListeners` in pilot/pkg/networking/core/gateway.go).
-    #[test]
-    fn servers_differing_only_in_subject_alt_names_share_a_port() {
-        let istio = |sans: &[&str]| {
-            ServerMode::Https(Termination::IstioMutual {
-                subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
-            })
-        };
-        assert!(same_mode(&istio(&["spiffe://td/ns/a/sa/x"]), &istio(&[])));
-        assert!(!same_mode(
-            &ServerMode::Https(Termination::Simple),
-            &ServerMode::Https(Termination::Mutual)
-        ));
-        assert!(!same_mode(
-            &istio(&[]),
-            &ServerMode::TlsTcp(Termination::IstioMutual {
-                subject_alt_names: Vec::new()
-            })
-        ));
     }
 }

@@ -15,8 +15,10 @@ pub mod auto_passthrough;
 pub mod binding;
 pub mod l4;
 pub mod merge;
+pub mod mixed;
 pub mod routes;
 pub mod security;
+pub mod sharing;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -109,6 +111,7 @@ pub fn translate_gateway(
         };
         let name = format!("{}_{}", address.ip(), port.number);
         let mut certificates = port.certificates.clone();
+        let mut passthrough = Vec::new();
         let mut tables = if l4::is_l4(&port.mode) {
             let chains = if port.mode == tls::ServerMode::AutoPassthrough {
                 auto_passthrough::chains(port, &name, &catalog, resources, &mut out, &mut diags)
@@ -126,8 +129,23 @@ pub fn translate_gateway(
                 virtual_hosts: Vec::new(),
             }]
         } else if let tls::ServerMode::Https(_) = port.mode {
-            let (tables, named) = routes::https_route_tables(port, &site, &mut out, &mut diags);
+            let (terminated, passed) = mixed::split(port);
+            let (tables, named) =
+                routes::https_route_tables(&terminated, &site, &mut out, &mut diags);
             certificates = named;
+            if let Some(passed) = passed {
+                passthrough = mixed::passthrough_hosts(&passed);
+                let hosts: Vec<String> = passthrough.iter().flatten().cloned().collect();
+                for (mut route, origin) in l4::chains(&passed, &name, &site, &mut diags) {
+                    // A port left without `tls` rules closes its passed-through connections,
+                    // never the terminated ones: its catch-all takes only their SNI.
+                    if route.sni_hosts.is_empty() {
+                        route.sni_hosts = hosts.clone();
+                    }
+                    out.config.tcp_routes.push(route);
+                    out.tcp_routes.push(origin);
+                }
+            }
             tables
         } else {
             vec![routes::route_table(port, &site, &mut out, &mut diags)]
@@ -136,7 +154,7 @@ pub fn translate_gateway(
         // chain that names none).
         let route_table = tables.first().map(|t| t.name.clone()).unwrap_or_default();
         out.config.listeners.push(Listener {
-            tls: tls::termination(&port.mode, certificates),
+            tls: tls::termination(&port.mode, certificates, passthrough),
             mtls: Default::default(),
             name,
             address,
@@ -202,6 +220,9 @@ mod l4_tests;
 
 #[cfg(test)]
 mod modes_tests;
+
+#[cfg(test)]
+mod mixed_tests;
 
 /// `gatewayTopology.forwardClientCertDetails` as pilot reads it for a gateway
 /// (`buildGatewayConnectionManager` in pilot/pkg/networking/core/gateway.go): SANITIZE_SET

@@ -67,11 +67,10 @@ fn istio_mutual_terminates_with_the_mesh_identity_then_routes_http() {
     assert!(errors.is_empty(), "{errors:?}");
     let listener = &t.config.listeners[0];
     let tls = listener.tls.as_ref().expect("the port terminates TLS");
+    assert_eq!(tls.servers[0].clients, ClientCertificates::Mesh);
     assert_eq!(
-        tls.clients,
-        ClientCertificates::Mesh {
-            subject_alt_names: vec!["spiffe://cluster.local/ns/default/sa/client".into()]
-        }
+        tls.servers[0].subject_alt_names,
+        vec!["spiffe://cluster.local/ns/default/sa/client".to_string()]
     );
     assert_eq!(tls.servers[0].hosts, vec!["*".to_string()]);
     assert!(tls.servers[0].chain_pem.is_empty() && tls.servers[0].client_ca_pem.is_none());
@@ -124,8 +123,8 @@ fn istio_mutual_on_a_tls_server_terminates_then_takes_tcp_routes() {
     let t = run(&yaml, true);
     let listener = &t.config.listeners[0];
     assert!(matches!(
-        listener.tls.as_ref().map(|t| &t.clients),
-        Some(ClientCertificates::Mesh { .. })
+        listener.tls.as_ref().map(|t| &t.servers[0].clients),
+        Some(ClientCertificates::Mesh)
     ));
     let chains: Vec<_> = (t.config.tcp_routes.iter())
         .filter(|r| r.listener.as_deref() == Some(listener.name.as_str()))
@@ -162,7 +161,7 @@ fn optional_mutual_reads_its_files_and_makes_the_client_certificate_optional() {
     let refused = run(&missing_ca, false);
     std::fs::remove_dir_all(&dir).expect("clean up");
     let tls = t.config.listeners[0].tls.as_ref().expect("terminates");
-    assert_eq!(tls.clients, ClientCertificates::Optional);
+    assert_eq!(tls.servers[0].clients, ClientCertificates::Optional);
     assert_eq!(
         tls.servers[0].client_ca_pem.as_deref(),
         Some("ca.pem contents")

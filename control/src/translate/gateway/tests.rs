@@ -479,8 +479,8 @@ fn server_modes_follow_protocol_and_tls_mode() {
     assert!(matches!(mode(&udp), ServerMode::Refused(_)));
 }
 
-/// One port is plain text or TLS, not both: a later server that differs is refused and the
-/// port keeps serving as its first server does.
+/// One port is plain text or TLS, not both (canMergeProtocols in pilot's MergeGateways): a
+/// later server that differs is refused and the port keeps serving as its first server does.
 #[test]
 fn a_port_does_not_mix_plain_text_and_tls() {
     let servers = format!(
@@ -493,7 +493,7 @@ fn a_port_does_not_mix_plain_text_and_tls() {
     assert!(t
         .diagnostics
         .iter()
-        .any(|d| d.severity == Severity::Error && d.message.contains("cannot mix")));
+        .any(|d| d.severity == Severity::Error && d.message.contains("never both")));
 }
 
 /// The local bind address and port offset move the listeners; route tables keep the Gateway's

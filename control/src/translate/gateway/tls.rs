@@ -12,13 +12,15 @@
 //! `TCP` servers and `TLS` servers (`PASSTHROUGH`, `AUTO_PASSTHROUGH`, or a terminating mode
 //! then TCP) are served at L4 (`super::l4`, `super::auto_passthrough`).
 //!
-//! The modes, as pilot's `BuildListenerTLSContext` (pilot/pkg/networking/core/tls.go) sets
-//! Envoy's `DownstreamTlsContext` for each:
+//! The modes, as pilot's `BuildListenerTLSContext` (pilot/pkg/networking/core/listener.go) sets
+//! Envoy's `DownstreamTlsContext` for each server (servers of one port may differ in mode:
+//! `super::sharing`):
 //!
 //! - `SIMPLE`: the files' certificate, no client certificate asked;
 //! - `MUTUAL`: and a client certificate chaining to `caCertificates` is required;
 //! - `OPTIONAL_MUTUAL`: the same validation context with `require_client_certificate: false`:
-//!   a client without a certificate is served, a presented one must verify;
+//!   a client without a certificate is served, a presented one must verify; for both,
+//!   `verifyCertificateSpki`/`verifyCertificateHash` pin the certificates accepted (`pins`);
 //! - `ISTIO_MUTUAL`: the proxy's own workload certificate (SDS `default`) and the mesh's roots
 //!   (`ROOTCA`), the client's certificate required; `subjectAltNames` restrict the client ids.
 //!   istiod's validation refuses the file fields on such a server
@@ -28,6 +30,7 @@
 use std::sync::Arc;
 
 use trellis_engine::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
+use trellis_engine::transport::tls::pin::CertificatePins;
 
 use crate::diag::Diagnostic;
 use crate::istio::gateway::{Server, ServerTls};
@@ -53,9 +56,7 @@ impl Termination {
             Termination::Simple => ClientCertificates::NotRequested,
             Termination::Mutual => ClientCertificates::Required,
             Termination::OptionalMutual => ClientCertificates::Optional,
-            Termination::IstioMutual { subject_alt_names } => ClientCertificates::Mesh {
-                subject_alt_names: subject_alt_names.clone(),
-            },
+            Termination::IstioMutual { .. } => ClientCertificates::Mesh,
         }
     }
 
@@ -213,6 +214,8 @@ pub fn certificate(
         },
         // Set by the translator once the server's route table is built.
         route_table: None,
+        clients: termination.clients(),
+        pins: pins(tls, termination)?,
     })
 }
 
@@ -250,6 +253,8 @@ fn from_secret(
             Vec::new()
         },
         route_table: None,
+        clients: termination.clients(),
+        pins: pins(tls, termination)?,
     })
 }
 
@@ -286,22 +291,57 @@ fn istio_mutual(
         client_ca_pem: None,
         subject_alt_names: tls.subject_alt_names.clone(),
         route_table: None,
+        clients: ClientCertificates::Mesh,
+        pins: CertificatePins::default(),
     })
 }
 
-/// The termination of a port from its servers' certificates (`None` when it has none, or
-/// when `mode` does not terminate).
+/// A `MUTUAL` or `OPTIONAL_MUTUAL` server's `verifyCertificateSpki` and
+/// `verifyCertificateHash`, decoded as Envoy loads them; a pin that does not decode refuses the
+/// server, as Envoy refuses the listener ("Invalid base64-encoded SHA-256"). pilot copies the
+/// lists into the validation context of a `credentialName` server
+/// (ApplyCredentialSDSToServerCommonTLSContext in pilot/pkg/security/model/authentication.go);
+/// its path for mounted files (ApplyToCommonTLSContext) drops them, which would let in a
+/// client the author pinned out, so Trellis enforces them for both sources. Other modes ask
+/// for no certificate to pin ([`ignored_pins`]).
+fn pins(tls: &ServerTls, termination: &Termination) -> Result<CertificatePins, String> {
+    if !termination.verifies_with_files() {
+        return Ok(CertificatePins::default());
+    }
+    CertificatePins::parse(&tls.verify_certificate_spki, &tls.verify_certificate_hash)
+        .map_err(|e| format!("tls.{e}"))
+}
+
+/// A warning when `server` sets pins its mode never checks (`SIMPLE` asks for no client
+/// certificate; `ISTIO_MUTUAL`'s validation context, from ApplyToCommonTLSContext, has none).
+pub fn ignored_pins(server: &Server, termination: &Termination) -> Option<String> {
+    let tls = server.tls.as_ref()?;
+    let given = !tls.verify_certificate_spki.is_empty() || !tls.verify_certificate_hash.is_empty();
+    (given && !termination.verifies_with_files()).then(|| {
+        "tls.verifyCertificateSpki/verifyCertificateHash are checked only by MUTUAL and \
+         OPTIONAL_MUTUAL servers (pilot sets them on no other mode's validation context); \
+         ignored here"
+            .to_string()
+    })
+}
+
+/// The termination of a port from its servers' certificates and the hosts of its
+/// `PASSTHROUGH` servers (`super::mixed`); `None` when it has no certificate, or when `mode`
+/// does not terminate.
 pub fn termination(
     mode: &ServerMode,
     certificates: Vec<ServerCertificate>,
+    passthrough: Vec<Vec<String>>,
 ) -> Option<Arc<TerminatedTls>> {
-    let (ServerMode::Https(t) | ServerMode::TlsTcp(t)) = mode else {
+    // Each certificate carries its own server's client requirement: the port's servers may
+    // differ in mode (`super::sharing`).
+    let (ServerMode::Https(_) | ServerMode::TlsTcp(_)) = mode else {
         return None;
     };
     (!certificates.is_empty()).then(|| {
         Arc::new(TerminatedTls {
             servers: certificates,
-            clients: t.clients(),
+            passthrough,
         })
     })
 }

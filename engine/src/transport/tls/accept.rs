@@ -7,6 +7,11 @@
 //! is the same step: it buffers bytes until the ClientHello is whole, shows it, and turns into
 //! a [`ServerConnection`] with whichever config the caller picks. Both phases are states of
 //! one enum, so a connection cannot run TLS before its chain is chosen.
+//!
+//! On a port that also has `PASSTHROUGH` servers, the ClientHello's bytes are kept while it is
+//! read; when its SNI selects a passthrough chain they are handed on untouched (Envoy's
+//! `tls_inspector` only peeks, so a passthrough chain's `tcp_proxy` sends the very bytes the
+//! client sent), and from then on the transform copies bytes both ways.
 
 use std::sync::Arc;
 
@@ -16,10 +21,10 @@ use rustls::{Connection, Error};
 
 use super::clock::EngineClock;
 use super::seeded::with_rng;
-use super::termination::FilterChains;
+use super::termination::{Choice, FilterChains};
 use super::transform::{describe, TlsTransform};
 use crate::time::Instant;
-use crate::transport::{ByteTransform, TransformError, TransformErrorKind};
+use crate::transport::{ByteTransform, ChainKind, TransformError, TransformErrorKind};
 
 /// A terminating gateway connection (see the module docs).
 pub struct SniTermination {
@@ -29,12 +34,16 @@ pub struct SniTermination {
     /// The seeded provider's RNG, handed to the TLS phase; `None` in production.
     rng: Option<fastrand::Rng>,
     peer: String,
-    /// The chains verify mesh identities (`ISTIO_MUTUAL`).
-    mesh: bool,
     /// An alert for a ClientHello that could not be served, waiting for `poll_wire`.
     outgoing: BytesMut,
     /// The chosen chain's own route table, once chosen.
     route_table: Option<Arc<str>>,
+    /// Every byte received while the ClientHello is read, when the port has passthrough
+    /// chains: a passed-through connection hands them on untouched. Bounded by what the
+    /// acceptor takes before it has a whole ClientHello or refuses one.
+    hello: BytesMut,
+    /// The SNI of a passed-through connection.
+    sni: Option<String>,
 }
 
 enum Phase {
@@ -42,6 +51,8 @@ enum Phase {
     Hello(Box<Acceptor>),
     /// The chain is chosen: TLS runs.
     Tls(Box<TlsTransform>),
+    /// A `PASSTHROUGH` chain was chosen: bytes pass untouched both ways.
+    PassThrough,
     /// The ClientHello was refused; only the alert is left to send.
     Refused,
 }
@@ -52,7 +63,6 @@ impl SniTermination {
         clock: Arc<EngineClock>,
         rng: Option<fastrand::Rng>,
         peer: String,
-        mesh: bool,
     ) -> Self {
         debug_assert!(!chains.is_empty(), "a terminating port has a server");
         SniTermination {
@@ -61,9 +71,10 @@ impl SniTermination {
             clock,
             rng,
             peer,
-            mesh,
             outgoing: BytesMut::new(),
             route_table: None,
+            hello: BytesMut::new(),
+            sni: None,
         }
     }
 
@@ -89,13 +100,20 @@ impl SniTermination {
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
         let sni = accepted.client_hello().server_name().map(str::to_string);
-        let Some((config, local_uris, route_table)) = self.chains.select(sni.as_deref()).map(|s| {
-            (
-                s.config.clone(),
-                s.local_uris.clone(),
-                s.route_table.cloned(),
-            )
-        }) else {
+        let hello = std::mem::take(&mut self.hello);
+        let chosen = self
+            .chains
+            .select(sni.as_deref())
+            .map(|choice| match choice {
+                Choice::Terminate(s) => Some((
+                    s.config.clone(),
+                    s.local_uris.clone(),
+                    s.route_table.cloned(),
+                    s.mesh,
+                )),
+                Choice::PassThrough => None,
+            });
+        let Some(chosen) = chosen else {
             let error = TransformError::new(
                 TransformErrorKind::Handshake,
                 format!(
@@ -107,6 +125,18 @@ impl SniTermination {
                 ),
             );
             return Err(self.refuse(error));
+        };
+        let Some((config, local_uris, route_table, mesh)) = chosen else {
+            // A PASSTHROUGH server's chain: the ClientHello and whatever followed it go on as
+            // they came, for the L4 chain the same SNI selects.
+            debug_assert!(
+                !hello.is_empty(),
+                "a passthrough port keeps the ClientHello"
+            );
+            plain.extend_from_slice(&hello);
+            self.sni = sni;
+            self.phase = Phase::PassThrough;
+            return Ok(());
         };
         self.route_table = route_table;
         self.clock.set(now);
@@ -120,7 +150,8 @@ impl SniTermination {
                 return Err(self.refuse(error));
             }
         };
-        // The XFCC element a gateway sets (SANITIZE_SET with `cert: true`).
+        // The XFCC element a gateway sets (SANITIZE_SET with `cert: true`). Only an
+        // ISTIO_MUTUAL chain's verified client is a mesh peer (its id a principal).
         let tls = TlsTransform::new(
             Connection::Server(conn),
             self.clock.clone(),
@@ -128,7 +159,7 @@ impl SniTermination {
             self.peer.clone(),
         )
         .with_gateway_client_cert_details(local_uris);
-        let mut tls = Box::new(if self.mesh { tls } else { tls.outside_mesh() });
+        let mut tls = Box::new(if mesh { tls } else { tls.outside_mesh() });
         let fed = tls.receive(now, rest, plain);
         self.phase = Phase::Tls(tls);
         fed
@@ -142,8 +173,15 @@ impl ByteTransform for SniTermination {
         wire: &[u8],
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
+        if matches!(self.phase, Phase::Hello(_)) && self.chains.has_passthrough() {
+            self.hello.extend_from_slice(wire);
+        }
         let acceptor = match &mut self.phase {
             Phase::Tls(tls) => return tls.receive(now, wire, plain),
+            Phase::PassThrough => {
+                plain.extend_from_slice(wire);
+                return Ok(());
+            }
             Phase::Refused => {
                 debug_assert!(false, "a refused transform is not fed");
                 return Ok(());
@@ -172,6 +210,7 @@ impl ByteTransform for SniTermination {
     fn seal(&mut self, plain: &[u8]) {
         match &mut self.phase {
             Phase::Tls(tls) => tls.seal(plain),
+            Phase::PassThrough => self.outgoing.extend_from_slice(plain),
             // The codec writes nothing before the handshake: a gateway speaks second.
             _ => debug_assert!(plain.is_empty(), "nothing is sealed before the ClientHello"),
         }
@@ -192,7 +231,9 @@ impl ByteTransform for SniTermination {
     }
 
     fn held(&self) -> usize {
+        // A kept ClientHello counts too: it is memory this connection holds.
         self.outgoing.len()
+            + self.hello.len()
             + match &self.phase {
                 Phase::Tls(tls) => tls.held(),
                 _ => 0,
@@ -200,7 +241,11 @@ impl ByteTransform for SniTermination {
     }
 
     fn is_established(&self) -> bool {
-        matches!(&self.phase, Phase::Tls(tls) if tls.is_established())
+        match &self.phase {
+            Phase::Tls(tls) => tls.is_established(),
+            Phase::PassThrough => true,
+            _ => false,
+        }
     }
 
     fn is_peer_closed(&self) -> bool {
@@ -224,7 +269,16 @@ impl ByteTransform for SniTermination {
     fn server_name(&self) -> Option<&str> {
         match &self.phase {
             Phase::Tls(tls) => tls.server_name(),
+            Phase::PassThrough => self.sni.as_deref(),
             _ => None,
+        }
+    }
+
+    fn chain(&self) -> Option<ChainKind> {
+        match &self.phase {
+            Phase::Tls(_) => Some(ChainKind::Terminated),
+            Phase::PassThrough => Some(ChainKind::PassedThrough),
+            Phase::Hello(_) | Phase::Refused => None,
         }
     }
 

@@ -32,8 +32,7 @@ use super::{termination, xfcc};
 use super::{HTTP1, MESH_HTTP1};
 use crate::time::Instant;
 use crate::transport::policy::{
-    ClientCertificates, InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls,
-    TerminatedTls,
+    InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls, TerminatedTls,
 };
 use crate::transport::{Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory};
 
@@ -314,7 +313,7 @@ impl MtlsTransports {
         identity: Option<&MeshIdentity>,
     ) -> Result<Arc<FilterChains>, TransformError> {
         let same = |t: &Arc<TerminatedTls>| Arc::ptr_eq(t, tls) || **t == **tls;
-        if matches!(tls.clients, ClientCertificates::Mesh { .. }) {
+        if tls.uses_mesh_identity() {
             let (provider, clock) = (self.provider.clone(), self.clock.clone());
             let mesh = self.mesh(identity)?;
             if let Some((_, config)) = mesh.terminations.iter().find(|(t, _)| same(t)) {
@@ -484,17 +483,10 @@ impl TransportFactory for MtlsTransports {
                 ..
             } => {
                 let chains = self.termination_chains(tls, identity)?;
-                // ISTIO_MUTUAL: the verifier takes only SPIFFE certificates of the mesh, whose
-                // id becomes the peer principal; otherwise a client need not be in the mesh.
-                let mesh = matches!(tls.clients, ClientCertificates::Mesh { .. });
+                // Whether the client is a mesh peer (ISTIO_MUTUAL) is the chosen chain's.
                 let rng = self.next_rng();
-                let transform = SniTermination::new(
-                    chains,
-                    self.clock.clone(),
-                    rng,
-                    format!("client {peer}"),
-                    mesh,
-                );
+                let transform =
+                    SniTermination::new(chains, self.clock.clone(), rng, format!("client {peer}"));
                 Ok(Transport::Transformed(Box::new(transform)))
             }
             Endpoint::Downstream { mode, peer, .. } => {

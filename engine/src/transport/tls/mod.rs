@@ -11,7 +11,8 @@
 //! - [`clock`]: engine time as rustls's `TimeProvider`.
 //! - [`seeded`]: randomness and key exchange from a seed, so simulated handshakes replay.
 //! - [`termination`] and [`accept`]: a gateway's TLS, one filter chain per Gateway server,
-//!   chosen by the ClientHello's SNI; [`san`]: the servers' `subjectAltNames`.
+//!   chosen by the ClientHello's SNI; [`san`]: the servers' `subjectAltNames`; [`pin`]: their
+//!   `verifyCertificateSpki` and `verifyCertificateHash`.
 //! - [`xfcc`]: the `x-forwarded-client-cert` element an inbound sidecar gives its workload.
 //!
 //! TLS 1.3 only, no session tickets or resumption (rustls's ticketer reads the wall clock, and
@@ -20,6 +21,7 @@
 pub mod accept;
 pub mod clock;
 pub mod factory;
+pub mod pin;
 pub mod san;
 pub mod seeded;
 pub mod spiffe;
@@ -28,6 +30,8 @@ pub mod transform;
 pub mod verify;
 pub mod xfcc;
 
+#[cfg(test)]
+mod gateway_tests;
 #[cfg(any(test, feature = "test-pki"))]
 pub mod testca;
 #[cfg(test)]

@@ -11,16 +11,25 @@
 //! So each server's certificate, `caCertificates` and `subjectAltNames` apply to its own hosts
 //! only.
 //!
-//! `MUTUAL` servers verify the client against their `caCertificates`; `OPTIONAL_MUTUAL` ones
-//! ask for a certificate, accept a client without one, and verify one that is presented
-//! (Envoy's `require_client_certificate: false` with a validation context). A server's
-//! `subjectAltNames` then restrict the certificates accepted ([`super::san`]).
+//! Each chain has its own client requirement, decided after the SNI chose it: servers of
+//! different modes share a port (pilot builds one `DownstreamTlsContext` per server, each with
+//! its own `require_client_certificate`), so a `SIMPLE` server never asks a client for a
+//! certificate even when a `MUTUAL` one on the same port requires it. `MUTUAL` servers verify
+//! the client against their `caCertificates`; `OPTIONAL_MUTUAL` ones ask for a certificate,
+//! accept a client without one, and verify one that is presented (Envoy's
+//! `require_client_certificate: false` with a validation context). A server's
+//! `subjectAltNames` then restrict the certificates accepted ([`super::san`]), and its
+//! `verifyCertificateSpki`/`verifyCertificateHash` pin them ([`super::pin`]).
 //!
 //! `ISTIO_MUTUAL` servers present the proxy's own mesh certificate (pilot's SDS `default`
 //! secret) and verify clients as a sidecar's inbound does: a chain to the mesh trust bundle and
 //! a SPIFFE id of the trust domain (and one of the server's `subjectAltNames` when given),
 //! pilot's `ROOTCA` validation context in `BuildListenerTLSContext`
 //! (pilot/pkg/networking/core/tls.go). ALPN then offers the mesh's own protocol id first.
+//!
+//! A port may also hold `PASSTHROUGH` servers ([`TerminatedTls::passthrough`]): their hosts
+//! are filter chains like the others in the SNI match, and a ClientHello that selects one is
+//! not terminated ([`Choice::PassThrough`]; [`super::accept`] hands its bytes on untouched).
 //!
 //! Versions are TLS 1.2 and 1.3 (Envoy's server default), ALPN `http/1.1`, and no session
 //! tickets (rustls's ticketer reads the wall clock; the engine's time is its own).
@@ -35,6 +44,7 @@ use rustls::{RootCertStore, ServerConfig};
 
 use super::clock::EngineClock;
 use super::factory::{certificates, private_key, setup, MeshCredentials};
+use super::pin::PinnedClientVerifier;
 use super::san::SanClientVerifier;
 use super::verify::{IdentityCheck, MeshClientVerifier};
 use super::xfcc;
@@ -57,6 +67,8 @@ struct FilterChain {
     local_uris: Arc<[String]>,
     /// Its own route table ([`ServerCertificate::route_table`]).
     route_table: Option<Arc<str>>,
+    /// It verifies mesh identities (`ISTIO_MUTUAL`).
+    mesh: bool,
 }
 
 /// The chain a ClientHello selected.
@@ -64,30 +76,55 @@ pub struct Selected<'a> {
     pub config: &'a Arc<ServerConfig>,
     pub local_uris: &'a Arc<[String]>,
     pub route_table: Option<&'a Arc<str>>,
+    /// The chain verifies mesh identities (`ISTIO_MUTUAL`): its client's id is a peer
+    /// principal.
+    pub mesh: bool,
 }
 
-/// A terminating port's filter chains, in the Gateway's server order.
+/// What a ClientHello's SNI selected.
+pub enum Choice<'a> {
+    /// A terminating server's chain.
+    Terminate(Selected<'a>),
+    /// A `PASSTHROUGH` server's: the connection is not terminated.
+    PassThrough,
+}
+
+/// A terminating port's filter chains, in the Gateway's server order, and the chains of its
+/// `PASSTHROUGH` servers.
 pub struct FilterChains {
     chains: Vec<FilterChain>,
+    /// Each passthrough server's `server_names`.
+    passthrough: Vec<Vec<String>>,
 }
 
 impl FilterChains {
-    /// The config of the chain Envoy would pick for `sni` (see the module docs); `None`: the
-    /// connection is closed.
-    pub fn select(&self, sni: Option<&str>) -> Option<Selected<'_>> {
-        let names: Vec<&[String]> = self.chains.iter().map(|c| &c.server_names[..]).collect();
-        pick(&names, sni)
-            .and_then(|i| self.chains.get(i))
-            .map(|c| Selected {
-                config: &c.config,
-                local_uris: &c.local_uris,
-                route_table: c.route_table.as_ref(),
-            })
+    /// The chain Envoy would pick for `sni` among all the port's chains, terminating or not
+    /// (see the module docs); `None`: the connection is closed.
+    pub fn select(&self, sni: Option<&str>) -> Option<Choice<'_>> {
+        let names: Vec<&[String]> = (self.chains.iter().map(|c| &c.server_names[..]))
+            .chain(self.passthrough.iter().map(Vec::as_slice))
+            .collect();
+        let i = pick(&names, sni)?;
+        let Some(c) = self.chains.get(i) else {
+            debug_assert!(i - self.chains.len() < self.passthrough.len());
+            return Some(Choice::PassThrough);
+        };
+        Some(Choice::Terminate(Selected {
+            config: &c.config,
+            local_uris: &c.local_uris,
+            route_table: c.route_table.as_ref(),
+            mesh: c.mesh,
+        }))
     }
 
     /// How many chains (servers) the port has.
     pub fn len(&self) -> usize {
         self.chains.len()
+    }
+
+    /// Whether the port has `PASSTHROUGH` chains (a ClientHello must then be kept whole).
+    pub fn has_passthrough(&self) -> bool {
+        !self.passthrough.is_empty()
     }
 
     /// Whether the port has no chain (translation never builds one).
@@ -147,7 +184,8 @@ fn pick(chains: &[&[String]], sni: Option<&str>) -> Option<usize> {
     catch_all()
 }
 
-/// The filter chains for `tls`; `mesh` is required under [`ClientCertificates::Mesh`].
+/// The filter chains for `tls`; `mesh` is required when a server is `ISTIO_MUTUAL`
+/// ([`TerminatedTls::uses_mesh_identity`]).
 pub fn filter_chains(
     tls: &TerminatedTls,
     provider: &Arc<CryptoProvider>,
@@ -158,35 +196,38 @@ pub fn filter_chains(
         !tls.servers.is_empty(),
         "translation gives at least one server"
     );
-    let mesh = match (&tls.clients, mesh) {
-        (ClientCertificates::Mesh { .. }, None) => {
-            return Err(setup(
-                "ISTIO_MUTUAL is configured but the proxy has no mesh identity (certificate, \
-                 key and trust bundle)",
-            ))
-        }
-        (ClientCertificates::Mesh { .. }, Some(m)) => Some(m),
-        _ => None,
-    };
+    if tls.uses_mesh_identity() && mesh.is_none() {
+        return Err(setup(
+            "ISTIO_MUTUAL is configured but the proxy has no mesh identity (certificate, \
+             key and trust bundle)",
+        ));
+    }
     let mut chains = Vec::with_capacity(tls.servers.len());
     for server in &tls.servers {
-        let (config, local_uris) =
-            server_config(server, &tls.clients, provider, clock, mesh.as_ref())?;
+        // Only an ISTIO_MUTUAL server presents the mesh identity; its neighbours on the port
+        // present their own files.
+        let is_mesh = server.clients == ClientCertificates::Mesh;
+        let own_mesh = mesh.as_ref().filter(|_| is_mesh);
+        let (config, local_uris) = server_config(server, provider, clock, own_mesh)?;
         chains.push(FilterChain {
             server_names: server_names(&server.hosts),
             config: Arc::new(config),
             local_uris,
             route_table: server.route_table.as_deref().map(Arc::from),
+            mesh: is_mesh,
         });
     }
-    Ok(FilterChains { chains })
+    let passthrough = tls.passthrough.iter().map(|h| server_names(h)).collect();
+    Ok(FilterChains {
+        chains,
+        passthrough,
+    })
 }
 
-/// One server's config: its certificate (or the mesh's) and its client verifier; and the
+/// One server's config: its certificate (or the mesh's) and its own client verifier; and the
 /// certificate's URI SANs.
 fn server_config(
     server: &ServerCertificate,
-    clients: &ClientCertificates,
     provider: &Arc<CryptoProvider>,
     clock: &Arc<EngineClock>,
     mesh: Option<&MeshTrust<'_>>,
@@ -203,55 +244,7 @@ fn server_config(
         .key_provider
         .load_private_key(key)
         .map_err(|e| setup(format!("privateKey: {e}")))?;
-    let verifier: Option<Arc<dyn ClientCertVerifier>> = match (clients, mesh) {
-        (ClientCertificates::Mesh { subject_alt_names }, Some(m)) => {
-            let expected = if server.subject_alt_names.is_empty() {
-                subject_alt_names.clone()
-            } else {
-                server.subject_alt_names.clone()
-            };
-            let check = IdentityCheck {
-                trust_domain: m.credentials.trust_domain.clone(),
-                expected,
-            };
-            let verifier = MeshClientVerifier::new(m.roots.clone(), provider.clone(), check)
-                .map_err(|e| setup(format!("client verifier: {e}")))?;
-            Some(Arc::new(verifier))
-        }
-        (ClientCertificates::NotRequested, _) => None,
-        (required, _) => {
-            let ca = server
-                .client_ca_pem
-                .as_deref()
-                .ok_or_else(|| setup("a mutual TLS server has no caCertificates"))?;
-            let mut client_roots = RootCertStore::empty();
-            let (added, _) =
-                client_roots.add_parsable_certificates(certificates(ca, "caCertificates")?);
-            if added == 0 {
-                return Err(setup("caCertificates: no usable certificate"));
-            }
-            let builder = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(client_roots),
-                provider.clone(),
-            );
-            let builder = if *required == ClientCertificates::Optional {
-                builder.allow_unauthenticated()
-            } else {
-                builder
-            };
-            let chain = builder
-                .build()
-                .map_err(|e| setup(format!("client verifier: {e}")))?;
-            Some(if server.subject_alt_names.is_empty() {
-                chain
-            } else {
-                Arc::new(SanClientVerifier::new(
-                    chain,
-                    server.subject_alt_names.clone(),
-                ))
-            })
-        }
-    };
+    let verifier = client_verifier(server, provider, mesh)?;
     let builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
         .with_protocol_versions(rustls::ALL_VERSIONS)
         .map_err(setup)?;
@@ -269,6 +262,65 @@ fn server_config(
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok((config, local_uris))
+}
+
+/// What `server` asks of a client, as its own `DownstreamTlsContext` does
+/// (`BuildListenerTLSContext`): nothing (`SIMPLE`: no CertificateRequest is sent at all); a
+/// certificate chaining to `caCertificates`, required (`MUTUAL`) or not (`OPTIONAL_MUTUAL`),
+/// then its `subjectAltNames` ([`SanClientVerifier`]), then its pins
+/// ([`PinnedClientVerifier`]), in `DefaultCertValidator`'s order; or a mesh identity
+/// (`ISTIO_MUTUAL`).
+fn client_verifier(
+    server: &ServerCertificate,
+    provider: &Arc<CryptoProvider>,
+    mesh: Option<&MeshTrust<'_>>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, TransformError> {
+    let required = match (&server.clients, mesh) {
+        (ClientCertificates::NotRequested, _) => return Ok(None),
+        (ClientCertificates::Mesh, Some(m)) => {
+            let check = IdentityCheck {
+                trust_domain: m.credentials.trust_domain.clone(),
+                expected: server.subject_alt_names.clone(),
+            };
+            let verifier = MeshClientVerifier::new(m.roots.clone(), provider.clone(), check)
+                .map_err(|e| setup(format!("client verifier: {e}")))?;
+            return Ok(Some(Arc::new(verifier)));
+        }
+        (ClientCertificates::Mesh, None) => {
+            return Err(setup("an ISTIO_MUTUAL server has no mesh identity"))
+        }
+        (ClientCertificates::Required, _) => true,
+        (ClientCertificates::Optional, _) => false,
+    };
+    let ca = server
+        .client_ca_pem
+        .as_deref()
+        .ok_or_else(|| setup("a mutual TLS server has no caCertificates"))?;
+    let mut client_roots = RootCertStore::empty();
+    let (added, _) = client_roots.add_parsable_certificates(certificates(ca, "caCertificates")?);
+    if added == 0 {
+        return Err(setup("caCertificates: no usable certificate"));
+    }
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone());
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    let mut verifier = builder
+        .build()
+        .map_err(|e| setup(format!("client verifier: {e}")))?;
+    if !server.subject_alt_names.is_empty() {
+        verifier = Arc::new(SanClientVerifier::new(
+            verifier,
+            server.subject_alt_names.clone(),
+        ));
+    }
+    if !server.pins.is_empty() {
+        verifier = Arc::new(PinnedClientVerifier::new(verifier, server.pins.clone()));
+    }
+    Ok(Some(verifier))
 }
 
 /// A server's one certificate (the chain was chosen by SNI before the config).

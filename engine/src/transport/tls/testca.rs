@@ -34,6 +34,7 @@ fn at(unix: Duration) -> time::OffsetDateTime {
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     root: CertificateDer<'static>,
+    root_pem: String,
 }
 
 /// What a workload certificate says, and when it is valid (UNIX times).
@@ -69,11 +70,35 @@ impl TestCa {
         TestCa {
             issuer: Issuer::new(params, key),
             root: root.der().clone(),
+            root_pem: root.pem(),
         }
     }
 
     pub fn root(&self) -> CertificateDer<'static> {
         self.root.clone()
+    }
+
+    /// The root, PEM (a gateway server's `caCertificates`).
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// A certificate outside the mesh for the DNS name `dns` (a gateway server's, or a client
+    /// of one), valid as [`Leaf::valid`]: its DER, and its chain and key as PEM.
+    pub fn issue_pem(&self, dns: &str, key_seed: u8) -> (CertificateDer<'static>, String, String) {
+        let key = ed25519_key(key_seed);
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::DnsName(dns.try_into().expect("a DNS name"))];
+        params.not_before = at(UNIX_BASE - Duration::from_secs(3600));
+        params.not_after = at(UNIX_BASE + Duration::from_secs(86_400));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).expect("signed leaf");
+        (cert.der().clone(), cert.pem(), key.serialize_pem())
     }
 
     /// A workload's credentials, trusting `bundle`, in `trust_domain`.

@@ -14,18 +14,18 @@ use crate::transport::{ByteTransform, Endpoint, TransformError, Transport, Trans
 pub const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
 pub const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 
-fn settings(randomness: Randomness) -> MtlsSettings {
+pub(super) fn settings(randomness: Randomness) -> MtlsSettings {
     MtlsSettings {
         unix_base: UNIX_BASE,
         randomness,
     }
 }
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a socket address")
 }
 
-fn transform(t: Transport) -> Box<dyn ByteTransform> {
+pub(super) fn transform(t: Transport) -> Box<dyn ByteTransform> {
     match t {
         Transport::Transformed(t) | Transport::Sniffing { tls: t, .. } => t,
         other => panic!("not a transform: {other:?}"),
@@ -65,14 +65,14 @@ fn pair(randomness: Randomness) -> (Box<dyn ByteTransform>, Box<dyn ByteTransfor
 }
 
 /// What a conversation put on the wire, and the plaintext each side received.
-struct Conversation {
-    transcript: Vec<u8>,
-    at_client: Vec<u8>,
-    at_server: Vec<u8>,
+pub(super) struct Conversation {
+    pub(super) transcript: Vec<u8>,
+    pub(super) at_client: Vec<u8>,
+    pub(super) at_server: Vec<u8>,
 }
 
 /// Which side failed, and how.
-type Failure = (&'static str, TransformError);
+pub(super) type Failure = (&'static str, TransformError);
 
 /// What `from` wants sent, into `to`, `step` bytes at a time.
 fn carry(
@@ -93,7 +93,7 @@ fn carry(
 
 /// Move bytes both ways, `step` bytes at a time, until neither side has anything to send.
 /// Returns the wire transcript and the plaintext each side received.
-fn converse(
+pub(super) fn converse(
     client: &mut dyn ByteTransform,
     server: &mut dyn ByteTransform,
     step: usize,
@@ -250,12 +250,12 @@ fn istio_mutual_tls(
             chain_pem: String::new(),
             key_pem: String::new(),
             client_ca_pem: None,
-            subject_alt_names: Vec::new(),
-            route_table: None,
-        }],
-        clients: ClientCertificates::Mesh {
             subject_alt_names: subject_alt_names.iter().map(|s| s.to_string()).collect(),
-        },
+            route_table: None,
+            clients: ClientCertificates::Mesh,
+            pins: Default::default(),
+        }],
+        passthrough: Vec::new(),
     })
 }
 

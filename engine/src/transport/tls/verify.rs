@@ -62,6 +62,18 @@ pub enum PeerRefusal {
         presented: Vec<String>,
         expected: Vec<String>,
     },
+    /// A gateway server's `verifyCertificateSpki`/`verifyCertificateHash` ([`super::pin`]).
+    #[error(
+        "certificate not pinned: its SPKI SHA-256 {spki} (base64) and certificate SHA-256 {hash} \
+         (hex) match none of verifyCertificateSpki ({pinned_spki} pins) and \
+         verifyCertificateHash ({pinned_hash} pins)"
+    )]
+    UnpinnedCertificate {
+        spki: String,
+        hash: String,
+        pinned_spki: usize,
+        pinned_hash: usize,
+    },
 }
 
 /// The identity checks both verifiers make after the chain.
