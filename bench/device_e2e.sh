@@ -53,9 +53,9 @@ echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 # Three CPUs on three different physical cores, none of them CPU 0 (interrupts).
 mapfile -t picks < <(lscpu -p=CPU,CORE 2>/dev/null | grep -v '^#' | awk -F, '$1 > 0 && !seen[$2]++ {print $1}' | awk 'NR % 2 == 1' | head -3)
 if [ "${#picks[@]}" -lt 3 ]; then picks=(2 6 10); fi
-echo "== proxy CPU ${picks[0]}, upstream CPU ${picks[1]}, load generator CPU ${picks[2]}"
+export PROXY_CPU=${PROXY_CPU:-${picks[0]}} UPSTREAM_CPU=${UPSTREAM_CPU:-${picks[1]}} CLIENT_CPU=${CLIENT_CPU:-${picks[2]}}
+echo "== proxy CPU $PROXY_CPU, upstream CPU $UPSTREAM_CPU, load generator CPU $CLIENT_CPU"
 haproxy -v | head -1
 nginx -v
-PREBUILT_DIR=$WRAP/prebuilt PROXY_CPU=${picks[0]} UPSTREAM_CPU=${picks[1]} CLIENT_CPU=${picks[2]} \
-  RESULTS_MD=/dev/null bash bench/e2e.sh
+PREBUILT_DIR=$WRAP/prebuilt RESULTS_MD=/dev/null bash bench/e2e.sh
 if [ -n "${OUT:-}" ]; then cp "${TMPDIR:-/tmp}/trellis-e2e-bench-last.jsonl" "$OUT/runs.jsonl"; fi
