@@ -10,8 +10,9 @@
 #
 # `--prepare` builds trellis, loadgen and floor_relay (release) and unpacks Debian's haproxy,
 # nginx and wrk with every library they load, glibc included. Each program then runs through
-# the carried dynamic loader (`ld-linux-x86-64.so.2 --library-path ...`), so the other
-# machine's own glibc and libraries, whatever their versions, play no part.
+# the machine's own loader and glibc when they are at least bookworm's, else through the
+# carried ones (`ld-linux-x86-64.so.2 --library-path ...`); the other libraries always come
+# from .devbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=$PWD/.devbench
@@ -35,13 +36,33 @@ if [ "${1:-}" = --prepare ]; then
 fi
 
 [ -d "$DEV/root" ] || { echo "no $DEV: run 'bash bench/device_e2e.sh --prepare' first" >&2; exit 1; }
-LIBS=$DEV/root/lib/x86_64-linux-gnu:$DEV/root/usr/lib/x86_64-linux-gnu
-LOADER=$DEV/root/lib64/ld-linux-x86-64.so.2
 WRAP=$(mktemp -d /tmp/devbench-bin.XXXXXX)
-wrap() { # name, program
-  printf '#!/bin/sh\nexec %s --library-path %s %s "$@"\n' "$LOADER" "$LIBS" "$2" >"$WRAP/$1"
-  chmod +x "$WRAP/$1"
-}
+# Where the machine's glibc is at least bookworm's (2.36), its own loader and libc run the
+# programs and only the other libraries come from .devbench (two glibcs in one process
+# crash); otherwise the carried loader and libc run them.
+glibc=$(ldd --version 2>/dev/null | head -1 | awk '{print $NF}')
+if [ -n "$glibc" ] && [ "$(printf '%s\n2.36\n' "$glibc" | sort -V | head -1)" = 2.36 ]; then
+  mkdir -p "$WRAP/lib"
+  for so in "$DEV"/root/lib/x86_64-linux-gnu/*.so* "$DEV"/root/usr/lib/x86_64-linux-gnu/*.so*; do
+    case $(basename "$so") in
+      ld-linux* | libc.so* | libc-* | libm.so* | libmvec* | libpthread* | libdl.so* | librt.so* | \
+        libresolv* | libutil* | libanl* | libnss_* | libnsl* | libthread_db* | libBrokenLocale* | \
+        libc_malloc_debug* | libmemusage* | libpcprofile*) ;;
+      *) ln -sf "$so" "$WRAP/lib/" ;;
+    esac
+  done
+  wrap() { # name, program
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$WRAP/lib" "$2" >"$WRAP/$1"
+    chmod +x "$WRAP/$1"
+  }
+else
+  LIBS=$DEV/root/lib/x86_64-linux-gnu:$DEV/root/usr/lib/x86_64-linux-gnu
+  LOADER=$DEV/root/lib64/ld-linux-x86-64.so.2
+  wrap() { # name, program
+    printf '#!/bin/sh\nexec %s --library-path %s %s "$@"\n' "$LOADER" "$LIBS" "$2" >"$WRAP/$1"
+    chmod +x "$WRAP/$1"
+  }
+fi
 wrap haproxy "$DEV/root/usr/sbin/haproxy"
 wrap nginx "$DEV/root/usr/sbin/nginx"
 wrap wrk "$DEV/root/usr/bin/wrk"
