@@ -20,10 +20,14 @@
 
 #![allow(dead_code)]
 
+#[path = "fake_apiserver_http.rs"]
+mod http;
 #[path = "fake_apiserver_scope.rs"]
 mod scope;
 #[path = "fake_apiserver_writes.rs"]
 mod writes;
+
+use http::{chunk, not_found, respond};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -428,25 +432,6 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-fn respond(mut stream: TcpStream, status: &str, body: &Value) {
-    let body = body.to_string();
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-fn not_found(stream: TcpStream) {
-    respond(
-        stream,
-        "404 Not Found",
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "the server could not find the requested resource",
-                "reason": "NotFound", "details": {}, "code": 404}),
-    );
-}
-
 /// An object as served at `api_version`: CRs at the version asked, built-in kinds as given.
 fn served_object(object: &Value, api_version: &str, group: &str) -> Value {
     let mut object = object.clone();
@@ -501,12 +486,6 @@ fn list(
         json!({"kind": "List", "apiVersion": api_version, "metadata": metadata, "items": items});
     drop(state);
     respond(stream, "200 OK", &body);
-}
-
-fn chunk(stream: &mut TcpStream, event: &Value) -> std::io::Result<()> {
-    let line = format!("{event}\n");
-    write!(stream, "{:x}\r\n{line}\r\n", line.len())?;
-    stream.flush()
 }
 
 fn watch(
