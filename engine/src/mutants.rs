@@ -164,6 +164,10 @@ pub struct Mutations {
     /// downstream connection, where Envoy's SDS update reaches new handshakes only and established
     /// connections keep serving.
     pub identity_update_closes_connections: bool,
+    /// A destination's header edits apply after its route's (what Trellis once did), where
+    /// Envoy's WeightedClusterEntry evaluates the cluster weight's before the route's: a
+    /// destination's `set` then wins over its rule's.
+    pub destination_edits_after_route: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -22,6 +22,7 @@ planted!(header_value_ignored, header_value_ignored);
 planted!(rewrite_keeps_prefix, rewrite_keeps_prefix);
 planted!(header_add_overwrites, header_add_overwrites);
 planted!(fallback_always_tried, fallback_always_tried);
+planted!(destination_edits_after_route, destination_edits_after_route);
 
 #[test]
 fn catches_weighted_choice_off_by_one() {
@@ -65,6 +66,18 @@ fn catches_header_value_ignored() {
 fn catches_rewrite_keeping_the_prefix() {
     let seed = first_catching_seed(rewrite_keeps_prefix, Invariant::Rewrite, VOCAB_BUDGET);
     eprintln!("prefix rewrite keeping the prefix caught by seed {seed}");
+}
+
+/// Expected: `Rewrite` (a header the rule and its destination both edit reaches the server
+/// with the destination's value, where Envoy's order gives the rule's).
+#[test]
+fn catches_destination_edits_after_the_route() {
+    let seed = first_catching_seed(
+        destination_edits_after_route,
+        Invariant::Rewrite,
+        VOCAB_BUDGET,
+    );
+    eprintln!("destination header edits applied after the route's caught by seed {seed}");
 }
 
 #[test]

@@ -87,11 +87,18 @@ pub(super) fn prepare_upstream_head(
     });
     // The destination's edits, then the route's, as Envoy's WeightedClusterEntry
     // (`finalizeRequestHeaders`: its own parser, then the route's).
-    if let Some(dest) = dest {
-        route::apply_header_ops(&dest.request_headers, &mut head.headers);
-    }
-    if let Some(route) = route {
-        route::apply_header_ops(&route.request_headers, &mut head.headers);
+    let ops = [
+        dest.map(|d| &d.request_headers),
+        route.map(|r| &r.request_headers),
+    ];
+    #[cfg(feature = "mutants")]
+    let ops = if crate::mutants::route().destination_edits_after_route {
+        [ops[1], ops[0]]
+    } else {
+        ops
+    };
+    for ops in ops.into_iter().flatten() {
+        route::apply_header_ops(ops, &mut head.headers);
     }
     // One scan for both names the proxy adds when missing.
     let (id, proto) = (names::X_REQUEST_ID, names::X_FORWARDED_PROTO);

@@ -272,11 +272,18 @@ impl Engine {
         // The destination's edits, then the route's: Envoy's WeightedClusterEntry evaluates
         // its own parser before the route's (`finalizeResponseHeaders`), so a route's `set`
         // or `remove` wins over its destination's.
-        if let Some(dest) = req.destination() {
-            route::apply_header_ops(&dest.response_headers, &mut head.headers);
-        }
-        if let Some(route) = req.route_config() {
-            route::apply_header_ops(&route.response_headers, &mut head.headers);
+        let ops = [
+            req.destination().map(|d| &d.response_headers),
+            req.route_config().map(|r| &r.response_headers),
+        ];
+        #[cfg(feature = "mutants")]
+        let ops = if crate::mutants::route().destination_edits_after_route {
+            [ops[1], ops[0]]
+        } else {
+            ops
+        };
+        for ops in ops.into_iter().flatten() {
+            route::apply_header_ops(ops, &mut head.headers);
         }
         super::cors_encode::decorate_response(req, &mut head.headers);
         // After the route's edits, as Envoy's router adds `downstream_set_cookies_`.

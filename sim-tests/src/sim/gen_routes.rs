@@ -191,6 +191,15 @@ fn gen_edits(r: &mut fastrand::Rng, level: &str, probes: &mut Probes) -> HeaderE
             probes.header(&name, "client".into());
             o.set.push((name, format!("{level}-set")));
         }
+        // One name both levels edit, the rule setting it and the destination adding to it,
+        // so the order in which they apply shows (Envoy: the destination's first, then the
+        // rule's `set` replaces what it added). No draw of its own: the scenarios around it
+        // stay as they were.
+        let both = format!("x-both{dir}");
+        match level {
+            "r" => o.set.push((both, "r-set".into())),
+            _ => o.add.push((both, format!("{level}-add"))),
+        }
         if r.bool() {
             let name = format!("x-{level}{dir}-add");
             probes.header(&name, "client".into());

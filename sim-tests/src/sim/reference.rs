@@ -481,15 +481,16 @@ pub fn local_answer(
 }
 
 /// The header edits that apply on the way up (request) or down (response) for `rule` and
-/// destination version `version` (`None`: no destination, e.g. a direct response), in the
-/// order they apply: the destination's first, then the rule's, as Envoy's
+/// destination version `version` (`None`: no destination, e.g. a direct response): the
+/// rule's, then the destination's. They apply in the opposite order (`vocab_checks::apply`
+/// walks them from the last): the destination's first, then the rule's, as Envoy's
 /// WeightedClusterEntry evaluates its own header parser before the route's
 /// (`finalizeRequestHeaders`/`finalizeResponseHeaders` in source/common/router/config_impl.h).
 pub fn edits_for(rule: &Rule, version: Option<usize>) -> Vec<&HeaderEdits> {
     let Some(v) = &rule.vocab else {
         return Vec::new();
     };
-    let mut out: Vec<&HeaderEdits> = Vec::new();
+    let mut out: Vec<&HeaderEdits> = v.edits.iter().collect();
     if let Some(version) = version {
         out.extend(
             v.dest_edits
@@ -498,7 +499,6 @@ pub fn edits_for(rule: &Rule, version: Option<usize>) -> Vec<&HeaderEdits> {
                 .map(|(_, e)| e),
         );
     }
-    out.extend(v.edits.iter());
     out
 }
 

@@ -85,7 +85,10 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
             let text = String::from_utf8_lossy(value).into_owned();
             if lower == "location" {
                 seen.location = Some(text);
-            } else if lower.starts_with("x-rp-") || lower.starts_with("x-dp-") {
+            } else if ["x-rp-", "x-dp-", "x-bothp"]
+                .iter()
+                .any(|p| lower.starts_with(p))
+            {
                 seen.edited.push((lower, text));
             }
         }

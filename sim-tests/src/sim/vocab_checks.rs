@@ -23,7 +23,7 @@ pub(crate) const SERVER_RESPONSE_HEADERS: &[&str] = &[
 #[derive(Debug, Default)]
 pub(crate) struct SeenResponse {
     pub location: Option<String>,
-    /// Headers named `x-rp-*` / `x-dp-*` (lower case), in order.
+    /// Headers named `x-rp-*` / `x-dp-*` / `x-bothp` (lower case), in order.
     pub edited: Vec<(String, String)>,
     /// The body of a response the mesh answered itself (kept up to 4 KiB).
     pub body: Vec<u8>,
@@ -209,6 +209,8 @@ impl Mesh<'_> {
 
 /// The values header `name` must have after every edit in `edits` (destination level first,
 /// then rule level; the generator never lets two levels touch the same name).
+/// `edits` as [`reference::edits_for`] lists them (rule, then destination), applied from the
+/// last: the destination's first, then the rule's (Envoy's WeightedClusterEntry order).
 fn apply(
     edits: &[&HeaderEdits],
     name: &str,
