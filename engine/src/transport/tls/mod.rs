@@ -19,6 +19,7 @@
 //! sidecars keep their connections), no SNI (peers are named by SPIFFE id, not host name).
 
 pub mod accept;
+pub mod checked;
 pub mod clock;
 pub mod factory;
 pub mod pin;

@@ -20,17 +20,12 @@
 //! (chain, then SANs) first, so a refusal names the first check that failed, as Envoy's log
 //! does ("verify cert failed: cert hash and spki").
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use ring::digest::{digest, SHA256};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::verify::{refuse, PeerRefusal};
+use super::verify::PeerRefusal;
 
 /// A SHA-256 digest.
 pub type Sha256 = [u8; 32];
@@ -136,71 +131,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A client verifier that runs `inner` (the chain to `caCertificates`, then the
-/// `subjectAltNames`), then requires a pin to match. Whether a certificate is required at all
-/// is `inner`'s: an `OPTIONAL_MUTUAL` client without one has nothing to pin (Envoy validates
-/// only a presented certificate).
-#[derive(Debug)]
-pub struct PinnedClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    pins: CertificatePins,
-}
-
-impl PinnedClientVerifier {
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, pins: CertificatePins) -> Self {
-        debug_assert!(!pins.is_empty(), "wrap only when pins are given");
-        PinnedClientVerifier { inner, pins }
+impl super::checked::EndEntityCheck for CertificatePins {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), PeerRefusal> {
+        CertificatePins::check(self, end_entity)
     }
 }
 
-impl ClientCertVerifier for PinnedClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        self.pins.check(end_entity).map_err(refuse)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
+/// The chain (then the `subjectAltNames`), then the pins.
+pub type PinnedClientVerifier = super::checked::CheckedClientVerifier<CertificatePins>;
 
 #[cfg(test)]
 mod tests {

@@ -17,16 +17,12 @@
 //! names the names expected and the names presented.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::verify::{refuse, PeerRefusal};
+use super::verify::PeerRefusal;
 
 /// Envoy's `Utility::dnsNameMatch(dns_name, pattern)`: `pattern` is the certificate's DNS SAN,
 /// which may carry one `*` in its left-most label (not an A-label, `xn--`); case-insensitive.
@@ -136,71 +132,18 @@ pub fn check(end_entity: &CertificateDer<'_>, expected: &[String]) -> Result<(),
     })
 }
 
-/// A client verifier that runs `chain` (webpki against the server's `caCertificates`), then
-/// requires one of `expected` among a presented certificate's SANs. Whether a certificate is
-/// required at all is `chain`'s (`OPTIONAL_MUTUAL` lets a client without one in, and then
-/// there is nothing to check).
+/// A server's `subjectAltNames`: one of them must be among a presented certificate's SANs.
 #[derive(Debug)]
-pub struct SanClientVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
-    expected: Vec<String>,
-}
+pub struct ExpectedSans(pub Vec<String>);
 
-impl SanClientVerifier {
-    pub fn new(chain: Arc<dyn ClientCertVerifier>, expected: Vec<String>) -> Self {
-        debug_assert!(!expected.is_empty(), "wrap only when names are given");
-        SanClientVerifier { chain, expected }
+impl super::checked::EndEntityCheck for ExpectedSans {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), PeerRefusal> {
+        check(end_entity, &self.0)
     }
 }
 
-impl ClientCertVerifier for SanClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.chain.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.chain.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .chain
-            .verify_client_cert(end_entity, intermediates, now)?;
-        check(end_entity, &self.expected).map_err(refuse)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
+/// The chain (webpki against the server's `caCertificates`), then the `subjectAltNames`.
+pub type SanClientVerifier = super::checked::CheckedClientVerifier<ExpectedSans>;
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,7 @@ use rustls::{RootCertStore, ServerConfig};
 use super::clock::EngineClock;
 use super::factory::{certificates, private_key, setup, MeshCredentials};
 use super::pin::PinnedClientVerifier;
-use super::san::SanClientVerifier;
+use super::san::{ExpectedSans, SanClientVerifier};
 use super::verify::{IdentityCheck, MeshClientVerifier};
 use super::xfcc;
 use super::{HTTP1, MESH_HTTP1};
@@ -312,10 +312,8 @@ fn client_verifier(
         .build()
         .map_err(|e| setup(format!("client verifier: {e}")))?;
     if !server.subject_alt_names.is_empty() {
-        verifier = Arc::new(SanClientVerifier::new(
-            verifier,
-            server.subject_alt_names.clone(),
-        ));
+        let expected = ExpectedSans(server.subject_alt_names.clone());
+        verifier = Arc::new(SanClientVerifier::new(verifier, expected));
     }
     if !server.pins.is_empty() {
         verifier = Arc::new(PinnedClientVerifier::new(verifier, server.pins.clone()));
