@@ -13,7 +13,7 @@ pub struct Listener {
     /// Where it listens. An accepted connection is matched to the listener whose address equals
     /// its local address (or whose IP is unspecified and port equals).
     pub address: SocketAddr,
-    /// Name of the [`RouteTable`] used for HTTP requests on this listener.
+    /// Name of the [`RouteTable`](super::RouteTable) used for HTTP requests on this listener.
     pub route_table: String,
     /// Outbound (15001-style, client side) or inbound (15006-style, in front of the workload).
     pub direction: Direction,
