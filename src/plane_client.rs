@@ -358,6 +358,7 @@ fn config_of(
     let chains = chains.filter(|r| r.listener.as_ref().is_some_and(|l| inbound.contains(l)));
     config.tcp_routes.extend(chains.cloned());
     capture_protocols(&mut config, document);
+    outbound_capture(&mut config, base, &translation.outbound_ports, document);
     // The mesh config's path normalization and outbound traffic policy, over the file's.
     trellis_control::plane::mesh_apply::apply_to_listeners(&mut config, &document.mesh);
     match config.identity.clone() {
@@ -454,6 +455,25 @@ fn capture_protocols(config: &mut Config, document: &SidecarDocument) {
         let table = add_capture_chains(config, &name, ip, &ports, timeout, None);
         config.listeners[i].inbound_protocols = Some(table);
     }
+}
+
+/// The outbound listeners' port tables come from the pushed document's services (the
+/// registry the control plane scoped to this sidecar); their `protocolDetectionTimeout` is
+/// the mesh config's when it sets one, else the file's.
+fn outbound_capture(
+    config: &mut Config,
+    base: &Config,
+    ports: &std::collections::BTreeMap<u16, trellis_engine::config::PortProtocol>,
+    document: &SidecarDocument,
+) {
+    let mesh = (document.mesh.protocol_detection_timeout_ms)
+        .map(|_| document.mesh.protocol_detection_timeout());
+    trellis_control::translate::outbound_capture::attach(config, ports, |name| match mesh {
+        Some(timeout) => timeout,
+        None => (base.listeners.iter().find(|l| l.name == name))
+            .and_then(|l| l.outbound_capture.as_ref())
+            .and_then(|c| c.detection_timeout),
+    });
 }
 
 /// The names of `config`'s inbound listeners.

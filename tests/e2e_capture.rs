@@ -7,8 +7,10 @@
 //! (deploy/examples/captured-sidecar.yaml's shape). It shows:
 //!
 //! (a) the application's connection to a service VIP (10.96.0.10:9080, where nothing listens)
-//!     is captured to 15001 and routed by its Host to the service's endpoint, and a connection
-//!     to an address the mesh does not know is forwarded to its original destination;
+//!     is captured to 15001 and routed by its Host to the service's endpoint; a connection to
+//!     an address the mesh does not know is forwarded to its original destination, parsed as
+//!     HTTP on a port a service declares HTTP (9080) and as bytes on any other port (Istio's
+//!     virtual outbound catch-all chain to PassthroughCluster);
 //! (b) an inbound connection to the application's port arrives through 15006 and reaches the
 //!     application on 127.0.0.1 at that port;
 //! (c) the proxy's own upstream connections (uid 1337) are not captured again: (a) and (b)
@@ -77,6 +79,15 @@ fn ruleset(backend: &str) -> String {
     lines.join("\n")
 }
 
+/// Wait (5 s at most) for a line of `log()` containing `needle`; `what` says what is missing.
+fn await_line(log: &impl Fn() -> String, needle: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log().lines().any(|l| l.contains(needle)) {
+        assert!(Instant::now() < deadline, "{what}\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn capture_end_to_end(backend: &str, ipv6: bool) {
     enter_pod_netns();
     let outside = Outside::create();
@@ -104,7 +115,7 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
     serve("app-8080", "0.0.0.0:8080".parse().unwrap());
     serve("app-8081", "0.0.0.0:8081".parse().unwrap());
     outside.run(move || {
-        for port in [9090, 9091, 9092] {
+        for port in [9080, 9090, 9091, 9092] {
             serve(
                 &format!("remote-{port}"),
                 format!("{OUTSIDE_IP}:{port}").parse().unwrap(),
@@ -162,10 +173,25 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
         "{backend}: {answer}\n{}",
         log()
     );
-    // (a) An address the mesh does not know: to the original destination, through the proxy.
+    // (a) A port no service has: to the original destination through the proxy, as bytes
+    // (pilot's virtual outbound catch-all chain, a tcp_proxy to PassthroughCluster: nothing
+    // parses the request, so no x-request-id is added).
     let answer = get("10.10.0.1:9092", "example.com");
     assert!(
-        answer.contains("remote-9092 peer=10.10.0.2 proxied=true"),
+        answer.contains("remote-9092 peer=10.10.0.2 proxied=false"),
+        "{backend}: {answer}\n{}",
+        log()
+    );
+    await_line(
+        &log,
+        "10.10.0.1:9092 route=PassthroughCluster",
+        &format!("{backend}: no TCP passthrough record for 9092"),
+    );
+    // An unknown address on a port an HTTP service has (reviews' 9080): sniffed as HTTP and
+    // passed through by the `allow_any` virtual host, parsed on the way.
+    let answer = get("10.10.0.1:9080", "example.com");
+    assert!(
+        answer.contains("remote-9080 peer=10.10.0.2 proxied=true"),
         "{backend}: {answer}\n{}",
         log()
     );
@@ -216,9 +242,14 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
         // The same over IPv6: outbound to an unknown address, the excluded port, inbound.
         let answer = get(&format!("[{OUTSIDE_IP6}]:9092"), "example.com");
         assert!(
-            answer.contains(&format!("remote6-9092 peer={POD_IP6} proxied=true")),
+            answer.contains(&format!("remote6-9092 peer={POD_IP6} proxied=false")),
             "{backend}: {answer}\n{}",
             log()
+        );
+        await_line(
+            &log,
+            "[fd00:10::1]:9092 route=PassthroughCluster",
+            &format!("{backend}: no TCP passthrough record for [{OUTSIDE_IP6}]:9092"),
         );
         let answer = get(&format!("[{OUTSIDE_IP6}]:9091"), "example.com");
         assert!(answer.contains("proxied=false"), "{backend}: {answer}");

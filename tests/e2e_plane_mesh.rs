@@ -16,11 +16,19 @@
 //!
 //! And `outboundTrafficPolicy.mode` from the `istio` ConfigMap in the watched directory, for a
 //! captured sidecar (`trellis init` in a private network namespace, as tests/e2e_capture.rs;
-//! needs root): ALLOW_ANY passes a request for a host the mesh does not know through to its
-//! original destination, REGISTRY_ONLY answers it 502 (pilot's `block_all` virtual host, a
-//! DirectResponse of 502: `buildCatchAllVirtualHost` in pilot/pkg/networking/core/
-//! httproute.go) while the registry's hosts are still routed, and back to ALLOW_ANY it passes
-//! through again. curl is the client.
+//! needs root), as pilot builds the outbound side (`buildSidecarOutboundListener` in
+//! pilot/pkg/networking/core/listener.go, `buildOutboundCatchAllNetworkFilterChains` in
+//! listener_builder.go):
+//! - on a port an HTTP service has (reviews' 9080), HTTP for a host the mesh does not know is
+//!   passed through to its original destination under ALLOW_ANY and answered 502 under
+//!   REGISTRY_ONLY (pilot's `block_all` virtual host, a DirectResponse of 502:
+//!   `buildCatchAllVirtualHost` in httproute.go), while the registry's hosts are routed;
+//! - on a port no service has, nothing is parsed: the virtual outbound listener's catch-all
+//!   `tcp_proxy` passes the bytes to PassthroughCluster (ALLOW_ANY: an HTTP request arrives
+//!   without the proxy's headers, a server-first greeting reaches a silent client, curl's
+//!   TLS to a server name the mesh does not know completes with the real server) or to
+//!   BlackHoleCluster, which closes the connection (REGISTRY_ONLY);
+//! - and back to ALLOW_ANY it passes through again. curl and openssl s_server are the peers.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -202,17 +210,96 @@ fn curl(url: &str, host: Option<&str>) -> (String, String) {
     (code.to_string(), body.to_string())
 }
 
+/// A server-first service at `at`: greets every connection with `220 ready`.
+fn greet_at(at: SocketAddr) {
+    let listener = TcpListener::bind(at).expect("bind the greeter");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"220 ready\r\n");
+        }
+    });
+}
+
+/// `openssl s_server -www` on 10.10.0.1:8443 in the outside namespace, with a self-signed
+/// certificate for www.example.org: a TLS server nobody here wrote.
+fn tls_server(outside: &Outside, tmp: &Path) -> Proc {
+    let (cert, key) = (tmp.join("tls.crt"), tmp.join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=www.example.org",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pid = outside.holder.0.id().to_string();
+    let server = Proc(
+        Command::new("nsenter")
+            .args(["-t", &pid, "-n", "openssl", "s_server", "-www", "-quiet"])
+            .args(["-accept", "10.10.0.1:8443", "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nsenter and openssl run"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !outside.run(|| TcpStream::connect("10.10.0.1:8443").is_ok()) {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// curl over TLS to `server` (its name as SNI) at `at`, the certificate unchecked: the
+/// status code and the body.
+fn curl_tls_sni(server: &str, at: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sSk", "-m", "10", "-w", "\n%{http_code}"])
+        .args(["--connect-to", &format!("{server}:443:{at}")])
+        .arg(format!("https://{server}/"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
 #[test]
-fn registry_only_in_the_watched_directory_answers_502_for_unknown_hosts() {
+fn outbound_traffic_policy_passes_through_or_closes_unknown_destinations() {
     enter_pod_netns();
     let outside = Outside::create();
     run(TRELLIS, &["init", "--backend", "nft"]);
     outside.run(|| {
         serve("remote-9092", "10.10.0.1:9092".parse().unwrap());
+        serve("remote-9080", "10.10.0.1:9080".parse().unwrap());
         serve("reviews-9090", "10.10.0.1:9090".parse().unwrap());
+        greet_at("10.10.0.1:2525".parse().unwrap());
     });
 
     let tmp = scratch("plane-mesh", "registry-only");
+    let _tls_server = tls_server(&outside, &tmp);
     let dir = tmp.join("mesh");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("reviews.yaml"), REVIEWS).expect("write");
@@ -283,28 +370,63 @@ fn registry_only_in_the_watched_directory_answers_502_for_unknown_hosts() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let unknown = "http://10.10.0.1:9092/";
+    let unknown_port = "http://10.10.0.1:9092/";
+    let unknown_host = "http://10.10.0.1:9080/";
+    let greeter: SocketAddr = "10.10.0.1:2525".parse().unwrap();
 
-    // ALLOW_ANY (the ConfigMap's): an unknown host passes through to where it was headed.
-    let (code, body) = curl(unknown, None);
+    // ALLOW_ANY (the ConfigMap's): an unknown host on reviews' port is parsed and passed
+    // through; a port no service has passes bytes (no x-request-id added), a server-first
+    // greeting and TLS to an unknown server name included.
+    let (code, body) = curl(unknown_host, None);
     assert_eq!(code, "200", "{body}\n{}", logs());
     assert!(
-        body.contains("remote-9092 peer=10.10.0.2 proxied=true"),
+        body.contains("remote-9080 peer=10.10.0.2 proxied=true"),
         "{body}"
     );
+    let (code, body) = curl(unknown_port, None);
+    assert_eq!(code, "200", "{body}\n{}", logs());
+    assert!(
+        body.contains("remote-9092 peer=10.10.0.2 proxied=false"),
+        "{body}"
+    );
+    assert_eq!(
+        greeting(greeter, Duration::from_secs(5)).as_deref(),
+        Some("220 ready"),
+        "{}",
+        logs()
+    );
+    let (code, body) = curl_tls_sni("www.example.org", "10.10.0.1:8443");
+    assert_eq!(code, "200", "{body}\n{}", logs());
+    assert!(
+        body.contains("s_server"),
+        "the real TLS server answered: {body}"
+    );
+    wait_for_log(&proxy_log, "10.10.0.1:2525 route=PassthroughCluster");
 
-    // REGISTRY_ONLY: the same request is answered 502 by the sidecar; reviews still routes.
+    // REGISTRY_ONLY: HTTP for an unknown host on reviews' port is answered 502 by the
+    // sidecar; reviews still routes; every other port is closed unparsed (BlackHoleCluster).
     switch_to("REGISTRY_ONLY");
-    let (code, body) = curl(unknown, None);
+    let (code, body) = curl(unknown_host, None);
     assert_eq!(code, "502", "{body}\n{}", logs());
-    assert!(!body.contains("remote-9092"), "{body}");
+    assert!(!body.contains("remote-9080"), "{body}");
     let (code, body) = curl("http://10.96.0.10:9080/", Some("reviews"));
     assert_eq!(code, "200", "{body}\n{}", logs());
     assert!(body.contains("reviews-9090"), "{body}");
+    let (code, body) = curl(unknown_port, None);
+    assert_eq!(code, "000", "closed without an answer: {body}\n{}", logs());
+    assert_eq!(
+        greeting(greeter, Duration::from_secs(5)),
+        None,
+        "{}",
+        logs()
+    );
+    let (code, _) = curl_tls_sni("www.example.org", "10.10.0.1:8443");
+    assert_eq!(code, "000", "{}", logs());
+    wait_for_log(&proxy_log, "route=BlackHoleCluster");
 
     // Back to ALLOW_ANY: it passes through again.
     switch_to("ALLOW_ANY");
-    let (code, body) = curl(unknown, None);
+    let (code, body) = curl(unknown_port, None);
     assert_eq!(code, "200", "{body}\n{}", logs());
     assert!(body.contains("remote-9092"), "{body}");
     let _ = std::fs::remove_dir_all(&tmp);

@@ -157,8 +157,8 @@ struct ListenerSpec {
     /// `TLS`, `MONGO` ...); a non-HTTP one proxies connections as bytes (`inbound_l4`).
     #[serde(default)]
     protocol: Option<String>,
-    /// Inbound with `forwardTo: IP`: MeshConfig `protocolDetectionTimeout` for its ports of
-    /// unknown protocol (default: none, as Istio's `0s`).
+    /// Inbound with `forwardTo: IP`, and outbound: MeshConfig `protocolDetectionTimeout` for
+    /// the ports it sniffs (default: none, as Istio's `0s`).
     #[serde(default)]
     protocol_detection_timeout: Option<IstioDuration>,
 }
@@ -300,6 +300,7 @@ pub fn parse_proxy_config_with(
         None => translate_for(&resources, &registry, &shape.workload.workload()),
     };
     warnings.extend(translation.diagnostics);
+    let outbound_ports = translation.outbound_ports;
     let mut config = translation.config;
     if let Some(opts) = &gateway {
         let service_account = shape.workload.service_account.as_deref();
@@ -463,6 +464,7 @@ pub fn parse_proxy_config_with(
             },
             local_forward,
             inbound_protocols,
+            outbound_capture: None,
             authentication: match l.direction {
                 DirectionSpec::Inbound => inbound_authn
                     .as_ref()
@@ -470,6 +472,18 @@ pub fn parse_proxy_config_with(
                 DirectionSpec::Outbound => None,
             },
             edge: None,
+        });
+    }
+    if gateway.is_none() {
+        // Redirected outbound connections by port (HTTP sniffed, TCP, or the catch-all).
+        let timeouts: BTreeMap<String, std::time::Duration> = (shape.listeners.iter().enumerate())
+            .filter_map(|(i, l)| {
+                let name = l.name.clone().unwrap_or_else(|| format!("listener-{i}"));
+                Some((name, l.protocol_detection_timeout?.0))
+            })
+            .collect();
+        crate::translate::outbound_capture::attach(&mut config, &outbound_ports, |name| {
+            timeouts.get(name).copied()
         });
     }
     if config.listeners.is_empty() {

@@ -29,7 +29,9 @@ pub use inbound::{InboundProtocols, PortProtocol};
 mod listener;
 pub use listener::{Direction, EdgeHeaders, ForwardClientCert, Listener};
 mod mirror;
+mod outbound;
 pub use mirror::{MirrorFraction, MirrorPolicy};
+pub use outbound::{OutboundCapture, BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 mod tcp;
 pub use tcp::{Cidr, TcpDestination, TcpRoute, DEFAULT_TCP_IDLE_TIMEOUT};
 

@@ -76,6 +76,7 @@ fn config() -> Config {
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             edge: None,
         }],

@@ -337,6 +337,7 @@ mod tests {
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             edge: None,
         }

@@ -191,6 +191,7 @@ fn start(backend: Backend) -> Running {
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             edge: None,
         }],

@@ -118,6 +118,7 @@ pub fn reviews_config(listen: SocketAddr, endpoints: [SocketAddr; 3]) -> Config 
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             edge: None,
         }],

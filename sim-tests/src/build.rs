@@ -28,6 +28,7 @@ pub fn base() -> Config {
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             edge: None,
         }],

@@ -359,11 +359,14 @@ pub fn volumes() -> Vec<Value> {
 
 /// The sidecar's `trellis proxy --config` file: capture listeners on all addresses (the
 /// inbound one forwards to each connection's original destination) and the workload, whose
-/// labels and account select the policies that apply to it.
+/// labels and account select the policies that apply to it. The outbound listener passes
+/// unknown destinations through, Istio's default `outboundTrafficPolicy` (ALLOW_ANY, as
+/// `DefaultMeshConfig`); a mesh config that says REGISTRY_ONLY wins over it
+/// (`plane::mesh_apply`).
 pub fn proxy_config(pod: &PodContext<'_>, labels: &BTreeMap<String, String>) -> String {
     let config = json!({
         "listeners": [
-            {"name": "outbound", "address": format!("0.0.0.0:{}", ports::OUTBOUND), "direction": "outbound"},
+            {"name": "outbound", "address": format!("0.0.0.0:{}", ports::OUTBOUND), "direction": "outbound", "passthrough": true},
             {"name": "inbound", "address": format!("0.0.0.0:{}", ports::INBOUND), "direction": "inbound"},
         ],
         "workload": {

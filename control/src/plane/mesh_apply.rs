@@ -13,10 +13,12 @@
 //!   unknown hosts through to their original destination (the listener's `passthrough`, the
 //!   `allow_any` virtual host to `PassthroughCluster`); `REGISTRY_ONLY` answers them 502, as
 //!   pilot's `block_all` catch-all virtual host does (`buildCatchAllVirtualHost`,
-//!   pilot/pkg/networking/core/httproute.go: a `DirectResponse` of status 502; the
-//!   `BlackHoleCluster` of `buildBlackHoleCluster` is for TCP, and Trellis has no outbound TCP
-//!   passthrough to close). A `Sidecar` resource's own `outboundTrafficPolicy` has already
-//!   replaced the mesh config's in the document ([`MeshSettings::under_sidecar`]).
+//!   pilot/pkg/networking/core/httproute.go: a `DirectResponse` of status 502). The same
+//!   `passthrough` decides the engine's catch-all for redirected connections that are not
+//!   HTTP: `PassthroughCluster`, or `BlackHoleCluster`, which closes them
+//!   ([`trellis_engine::config::OutboundCapture`]). A `Sidecar` resource's own
+//!   `outboundTrafficPolicy` has already replaced the mesh config's in the document
+//!   ([`MeshSettings::under_sidecar`]).
 //!
 //! Which wins over the sidecar's own file (`trellis proxy --config`): the mesh config, for
 //! each field it sets; a field it leaves unset keeps the file's value (`http.pathNormalization`,

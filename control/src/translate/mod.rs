@@ -27,6 +27,7 @@ pub mod inbound_protocols;
 pub mod locality;
 pub mod matches;
 pub mod mirrors;
+pub mod outbound_capture;
 pub mod peer_authn;
 pub mod policy;
 pub mod ports;
@@ -99,6 +100,9 @@ pub struct Translation {
     pub clusters: BTreeMap<String, ClusterOrigin>,
     /// Parallel to `config.tcp_routes`: where each L4 chain came from.
     pub tcp_routes: Vec<tcp::TcpOrigin>,
+    /// A sidecar's: the protocol of each port its services have, for its outbound capture
+    /// listener ([`outbound_capture`]); empty for a gateway.
+    pub outbound_ports: BTreeMap<u16, trellis_engine::config::PortProtocol>,
 }
 
 /// Translate `resources` against `registry` for a sidecar of the default workload (namespace
@@ -140,6 +144,7 @@ pub fn translate_for(
         &mut out,
     );
     out.config.route_tables.push(table);
+    out.outbound_ports = outbound_capture::outbound_ports(&catalog.services);
     // L4: the TCP and TLS ports of every service, by the `tcp`/`tls` rules that apply.
     let ordered = precedence_order(&virtual_services);
     let visible = client::visible_in(&ordered, &workload.namespace);
@@ -177,6 +182,7 @@ fn with_clusters<'a>(
         virtual_hosts: BTreeMap::new(),
         clusters: BTreeMap::new(),
         tcp_routes: Vec::new(),
+        outbound_ports: BTreeMap::new(),
     };
     build_clusters(resources, &catalog, place, &mut out, &mut diags);
     (catalog, out, diags)

@@ -43,6 +43,12 @@ pub struct Listener {
     /// Inbound capture: the protocol of each workload port (`None`: every connection is HTTP
     /// unless one of the listener's [`super::TcpRoute`]s takes it, as on any listener).
     pub inbound_protocols: Option<Arc<super::InboundProtocols>>,
+    /// A sidecar's outbound listener behind capture (15001): how a connection iptables
+    /// redirected here is served, by the port the application dialled (HTTP routes, TCP
+    /// chains, or Istio's passthrough / black-hole catch-all, never parsed). `None`: every
+    /// connection is HTTP unless one of the listener's [`super::TcpRoute`]s takes it, as on
+    /// any listener. Connections that were not redirected never consult it.
+    pub outbound_capture: Option<Arc<super::OutboundCapture>>,
     /// Istio RequestAuthentications that select this listener's workload, compiled to Envoy's
     /// `jwt_authn` filter; run before authorization on every request of an inbound listener
     /// (`None`: no JWT is looked at, and `requestPrincipals` never match).

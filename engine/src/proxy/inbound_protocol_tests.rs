@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::tests::{config, drain, sent_to};
+use super::tests::{config, connects, drain, one_connect, sent_to};
 use super::*;
 use crate::authz::{Action, Authorization, Permission, Policy, Principal, Rbac, RbacFilter};
 use crate::config::{
@@ -83,23 +83,6 @@ fn accept(engine: &mut Engine, at: Instant, port: u16) -> ConnId {
     );
     accepted.original_dst = Some(std::net::SocketAddr::new("10.1.2.3".parse().unwrap(), port));
     engine.accept(at, accepted)
-}
-
-fn connects(out: &[Output]) -> Vec<(ConnId, String)> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Connect { conn, addr } => Some((*conn, addr.to_string())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The one connect in `out`.
-fn one_connect(out: &[Output]) -> (ConnId, String) {
-    match connects(out).as_slice() {
-        [(conn, addr)] => (*conn, addr.clone()),
-        other => panic!("expected one connect, got {other:?} in {out:?}"),
-    }
 }
 
 fn received(engine: &mut Engine, at: Instant, conn: ConnId, data: &'static [u8]) {

@@ -403,6 +403,8 @@ mod mirror_tests;
 #[cfg(test)]
 mod mtls_policy_tests;
 #[cfg(test)]
+mod outbound_capture_tests;
+#[cfg(test)]
 mod path_tests;
 #[cfg(test)]
 mod tcp_rbac_tests;

@@ -17,7 +17,7 @@
 //! 4. one access-log record per connection: bytes each way, duration, upstream host, flags.
 
 use crate::cluster::Outcome;
-use crate::config::{PortProtocol, TcpDestination};
+use crate::config::{PortProtocol, TcpDestination, BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 use crate::http1::HeadStr;
 use crate::time::Instant;
 use crate::transport::ChainKind;
@@ -33,33 +33,45 @@ use super::Engine;
 
 impl Engine {
     /// A connection was just accepted: take it at L4 if one of its listener's chains applies.
-    /// On an inbound capture listener the port's protocol decides first
-    /// ([`crate::config::InboundProtocols`]): HTTP stays HTTP, TCP takes the chain, and an
-    /// unknown one waits for the first bytes (`http_sniff`).
+    /// On a capture listener the port's protocol decides first: HTTP stays HTTP, TCP takes
+    /// the chain, and an unknown one waits for the first bytes (`http_sniff`). Inbound, the
+    /// workload's ports ([`crate::config::InboundProtocols`]); outbound, for a connection
+    /// iptables redirected, the services' ports ([`crate::config::OutboundCapture`]), where a
+    /// connection no chain takes falls to Istio's passthrough or black-hole catch-all.
     pub(crate) fn tcp_accept(&mut self, now: Instant, id: DownstreamId) {
         let snapshot = self.snapshot.clone();
         let routes = &snapshot.config.tcp_routes;
-        if routes.is_empty() {
-            return;
-        }
         let Some(down) = self.conns.open_down_mut(id) else {
             return;
         };
+        let redirected = down.original_dst.is_some();
         let dst = down.original_dst.unwrap_or(down.local);
         let config = snapshot.listener_named(&down.listener).map(|(l, _)| l);
         let outbound = config.is_some_and(|l| l.direction == crate::config::Direction::Outbound);
+        let capture =
+            (config.and_then(|l| l.outbound_capture.as_deref())).filter(|_| outbound && redirected);
+        if routes.is_empty() && capture.is_none() {
+            return;
+        }
         let protocols = config.and_then(|l| l.inbound_protocols.as_deref());
-        let protocol = protocols.map(|p| p.protocol_for(dst.port()));
+        let (protocol, detection_timeout) = match capture {
+            Some(c) => (Some(c.protocol_for(dst.port())), c.detection_timeout),
+            None => (
+                protocols.map(|p| p.protocol_for(dst.port())),
+                protocols.and_then(|p| p.detection_timeout),
+            ),
+        };
         if protocol == Some(PortProtocol::Http) {
             return;
         }
         let listener = (&*down.listener, outbound);
         let found = tcp_match::candidates(routes, listener, dst, &down.source_labels);
-        if found.is_empty() {
+        if found.is_empty() && capture.is_none() {
             return;
         }
         let inspect = tcp_match::needs_client_hello(routes, &found);
         let mut session = TcpSession::new(snapshot.clone(), now, found, inspect);
+        session.catch_all = capture.is_some();
         let detect = protocol == Some(PortProtocol::Detect);
         // A gateway port with terminated and passthrough servers: the L4 chains are the
         // passthrough servers', and only a connection the ClientHello passes through is theirs
@@ -67,14 +79,13 @@ impl Engine {
         let awaiting_chain = inspect && config.is_some_and(|l| l.tls.is_some());
         session.awaiting_chain = awaiting_chain;
         if detect {
-            let timeout = protocols.and_then(|p| p.detection_timeout);
             let idle = snapshot.config.http.idle_timeout;
-            session.detecting = Some(if timeout.is_some() {
+            session.detecting = Some(if detection_timeout.is_some() {
                 Detect::ThenTcp
             } else {
                 Detect::ThenClose
             });
-            session.deadline = Some(now + timeout.unwrap_or(idle));
+            session.deadline = Some(now + detection_timeout.unwrap_or(idle));
         } else if !awaiting_chain {
             self.stats.downstream_cx_tcp += 1;
         }
@@ -185,6 +196,9 @@ impl Engine {
         let chosen = tcp_match::select(routes, candidates, sni.as_deref(), alpn);
         session.sni = sni;
         let Some(route) = chosen.and_then(|i| routes.get(i)) else {
+            if session.catch_all {
+                return self.tcp_catch_all(now, id);
+            }
             // Envoy: no filter chain matched; the connection is closed.
             return self.tcp_end(now, id, Some(ResponseFlag::NoRouteFound));
         };
@@ -199,6 +213,35 @@ impl Engine {
         };
         let cluster = dest.cluster.clone();
         self.tcp_connect(now, id, &cluster);
+    }
+
+    /// A redirected outbound connection no chain takes: pilot's `PassthroughFilterChain`, a
+    /// `tcp_proxy` to `PassthroughCluster` (the original destination) when the listener
+    /// passes unknown destinations through (ALLOW_ANY), else to `BlackHoleCluster`, whose
+    /// lack of hosts closes the connection (UH) before a byte is relayed (REGISTRY_ONLY).
+    fn tcp_catch_all(&mut self, now: Instant, id: DownstreamId) {
+        let Some(down) = self.conns.down(id) else {
+            return;
+        };
+        let snapshot = self.snapshot.clone();
+        let allow_any =
+            (snapshot.listener_named(&down.listener)).is_some_and(|(l, _)| l.passthrough);
+        let Some(session) = self.session(id) else {
+            return;
+        };
+        debug_assert!(
+            session.catch_all,
+            "only a redirected outbound connection falls through"
+        );
+        session.idle_timeout = Some(crate::config::DEFAULT_TCP_IDLE_TIMEOUT);
+        session.rbac = None;
+        if allow_any {
+            session.route = Some(PASSTHROUGH_CLUSTER.into());
+            return self.tcp_passthrough(now, id);
+        }
+        session.route = Some(BLACK_HOLE_CLUSTER.into());
+        session.cluster = Some(BLACK_HOLE_CLUSTER.into());
+        self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
     }
 
     /// A passthrough chain: to the connection's original destination, or on an inbound

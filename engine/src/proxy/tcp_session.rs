@@ -48,6 +48,10 @@ pub(crate) struct TcpSession {
     /// ClientHello's filter chain has not yet said which this connection is
     /// ([`crate::transport::ChainKind`]).
     pub awaiting_chain: bool,
+    /// A redirected connection on a sidecar's outbound listener: when no chain takes it,
+    /// the listener's catch-all does (PassthroughCluster or BlackHoleCluster), as Envoy's
+    /// default filter chain, instead of closing it.
+    pub catch_all: bool,
 }
 
 /// What a protocol detection does when its deadline passes before the bytes decided.
@@ -101,6 +105,7 @@ impl TcpSession {
             rbac: None,
             detecting: None,
             awaiting_chain: false,
+            catch_all: false,
         }
     }
 

@@ -253,7 +253,7 @@ fn the_idle_timeout_closes_both_sides() {
 }
 
 /// A ClientHello record per the TLS 1.2 layout with only a server_name extension.
-fn client_hello(name: &str) -> Vec<u8> {
+pub(super) fn client_hello(name: &str) -> Vec<u8> {
     let mut sni = vec![0u8];
     sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
     sni.extend_from_slice(name.as_bytes());

@@ -27,6 +27,7 @@ pub(super) fn config() -> Config {
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             edge: None,
         }],
@@ -76,6 +77,24 @@ pub(super) fn sent_to(outputs: &[Output], conn: ConnId) -> Vec<u8> {
         })
         .flatten()
         .collect()
+}
+
+/// Every connect in `out`: the upstream connection and its address.
+pub(super) fn connects(out: &[Output]) -> Vec<(ConnId, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Connect { conn, addr } => Some((*conn, addr.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one connect in `out`.
+pub(super) fn one_connect(out: &[Output]) -> (ConnId, String) {
+    match connects(out).as_slice() {
+        [(conn, addr)] => (*conn, addr.clone()),
+        other => panic!("expected one connect, got {other:?} in {out:?}"),
+    }
 }
 
 pub(super) fn accept(engine: &mut Engine) -> ConnId {
@@ -449,6 +468,7 @@ fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
             authorization: None,
             local_forward,
             inbound_protocols: None,
+            outbound_capture: None,
         }];
         cfg.route_tables.push(RouteTable {
             name: "inbound".into(),

@@ -165,6 +165,7 @@ pub fn translate_gateway(
             authorization: None,
             local_forward: None,
             inbound_protocols: None,
+            outbound_capture: None,
             authentication: None,
             // A gateway is the mesh's edge: pilot's gateway connection manager sets
             // `use_remote_address: true` (buildGatewayListeners in gateway.go).

@@ -26,6 +26,7 @@ impl World<'_> {
                 tls: None,
                 local_forward: None,
                 inbound_protocols: None,
+                outbound_capture: None,
                 authentication: self.jwt.as_ref().and_then(|j| j.authentication(e)),
                 edge: None,
                 name: "inbound".into(),
