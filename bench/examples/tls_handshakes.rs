@@ -86,6 +86,7 @@ fn main() {
                 addr,
                 tls: ResolvedUpstreamTls::Mesh {
                     subject_alt_names: &[],
+                    sni: None,
                 },
             },
         );

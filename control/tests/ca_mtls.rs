@@ -96,6 +96,7 @@ fn handshake(
             addr,
             tls: ResolvedUpstreamTls::Mesh {
                 subject_alt_names: &[],
+                sni: None,
             },
         },
     );

@@ -368,6 +368,7 @@ fn the_engine_client_reaches_openssl_s_server_which_verifies_it() {
             addr,
             tls: ResolvedUpstreamTls::Mesh {
                 subject_alt_names: &[],
+                sni: None,
             },
         },
     );

@@ -309,6 +309,7 @@ fn measure(tls: bool) -> (f64, i64) {
     if tls {
         config.listeners[0].mtls = InboundMtls::uniform(InboundMode::Strict);
         config.clusters[0].tls = UpstreamTls::IstioMutual {
+            sni: None,
             subject_alt_names: vec![],
         };
     }
@@ -333,6 +334,7 @@ fn measure(tls: bool) -> (f64, i64) {
         addr: listener_addr,
         tls: ResolvedUpstreamTls::Mesh {
             subject_alt_names: &[],
+            sni: None,
         },
     };
     let mut client = peer(&client_creds, endpoint);

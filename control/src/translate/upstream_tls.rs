@@ -65,7 +65,9 @@ pub fn in_trust_domain(config: &mut trellis_engine::config::Config, trust_domain
     let to = format!("spiffe://{trust_domain}/");
     for c in &mut config.clusters {
         if let UpstreamTls::Auto { subject_alt_names }
-        | UpstreamTls::IstioMutual { subject_alt_names } = &mut c.tls
+        | UpstreamTls::IstioMutual {
+            subject_alt_names, ..
+        } = &mut c.tls
         {
             for san in subject_alt_names.iter_mut() {
                 if let Some(rest) = san.strip_prefix(&from) {
@@ -111,7 +113,13 @@ pub fn upstream_tls(
             } else {
                 tls.subject_alt_names.clone()
             };
-            UpstreamTls::IstioMutual { subject_alt_names }
+            // pilot: "Use client provided SNI if set. Otherwise, overwrite with the auto
+            // generated SNI" (buildUpstreamTLSSettings): the engine's default is that one.
+            let sni = tls.sni.clone().filter(|s| !s.is_empty());
+            UpstreamTls::IstioMutual {
+                subject_alt_names,
+                sni,
+            }
         }
         mode @ (TlsMode::SIMPLE | TlsMode::MUTUAL) => {
             UpstreamTls::Origination(Arc::new(origination(tls, mode, destination, diags)))

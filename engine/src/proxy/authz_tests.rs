@@ -191,6 +191,7 @@ fn over_mtls(filters: Vec<RbacFilter>, client_id: Option<&str>) -> (String, bool
         addr: "127.0.0.1:15001".parse().unwrap(),
         tls: ResolvedUpstreamTls::Mesh {
             subject_alt_names: &[],
+            sni: None,
         },
     };
     let mut client: Box<dyn ByteTransform> = match factory.transport(T, endpoint, None).unwrap() {

@@ -44,6 +44,7 @@ fn tls_client(ca: &TestCa) -> Box<dyn ByteTransform> {
         addr: "127.0.0.1:15001".parse().unwrap(),
         tls: ResolvedUpstreamTls::Mesh {
             subject_alt_names: &[],
+            sni: None,
         },
     };
     match factory.transport(T, endpoint, None).unwrap() {

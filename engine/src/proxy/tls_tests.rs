@@ -40,6 +40,7 @@ fn mtls_config(expected: &[(&str, &str)]) -> Config {
     }
     for c in &mut config.clusters {
         c.tls = UpstreamTls::IstioMutual {
+            sni: None,
             subject_alt_names: expected
                 .iter()
                 .filter(|(cluster, _)| *cluster == c.name)
@@ -79,6 +80,7 @@ fn client(creds: &MeshCredentials, randomness: Randomness) -> Box<dyn ByteTransf
         addr: "127.0.0.1:15001".parse().unwrap(),
         tls: ResolvedUpstreamTls::Mesh {
             subject_alt_names: &[],
+            sni: None,
         },
     };
     peer(creds, randomness, endpoint)
@@ -446,4 +448,44 @@ fn renewal_keeps_established_connections_and_new_ones_get_the_new_certificate() 
     let out = feed_at(&mut stale, later, conn, &wire_of(&mut *refuser), 4096);
     let err = open_at(&mut *refuser, later, &out, conn).unwrap_err();
     assert!(err.to_string().contains("certificate expired"), "{err}");
+}
+
+/// A sidecar's mesh ClientHello carries what Istio's sidecars send (pilot's
+/// `buildUpstreamTLSSettings` and `applyUpstreamTLSSettings` in
+/// pilot/pkg/networking/core/cluster_tls.go): the server name `outbound_.<port>_.<subset>_.<host>`
+/// of the cluster (or the DestinationRule's `sni`), and the in-mesh ALPN `istio`
+/// (`ALPNInMesh`), which AUTO_PASSTHROUGH gateway chains match on. A cluster not named as
+/// pilot names them sends no server name.
+#[test]
+fn the_mesh_client_hello_names_the_cluster_and_offers_istio() {
+    let ca = TestCa::new("root", 1);
+    let creds = ca.issue(Leaf::valid(CLIENT_ID, 2), vec![ca.root()], TD);
+    let hello = |cluster: &str, sni: Option<&str>| {
+        let endpoint = Endpoint::Upstream {
+            cluster,
+            addr: "10.0.0.2:9080".parse().unwrap(),
+            tls: ResolvedUpstreamTls::Mesh {
+                subject_alt_names: &[],
+                sni,
+            },
+        };
+        let mut client = peer(&creds, Randomness::System, endpoint);
+        match super::sni::peek(&wire_of(&mut *client)) {
+            super::sni::Peek::ClientHello { sni, alpn } => (sni, alpn),
+            other => panic!("not a ClientHello: {other:?}"),
+        }
+    };
+    let istio = vec!["istio".to_string(), "trellis-http/1.1".to_string()];
+    assert_eq!(
+        hello("outbound|9080|v1|reviews.default.svc.cluster.local", None),
+        (
+            Some("outbound_.9080_.v1_.reviews.default.svc.cluster.local".into()),
+            istio.clone()
+        )
+    );
+    assert_eq!(
+        hello("outbound|9080||reviews.default.svc.cluster.local", Some("gw.example.com")),
+        (Some("gw.example.com".into()), istio.clone())
+    );
+    assert_eq!(hello("reviews", None), (None, istio));
 }

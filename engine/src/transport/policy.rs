@@ -77,7 +77,12 @@ pub enum UpstreamTls {
     Auto { subject_alt_names: Vec<String> },
     /// Mesh mTLS with the sidecar's own certificate (`ISTIO_MUTUAL`). The peer must present a
     /// SPIFFE id of the trust domain, and one of `subject_alt_names` when any are given.
-    IstioMutual { subject_alt_names: Vec<String> },
+    /// `sni`: the DestinationRule's `tls.sni`; `None` is pilot's default, the cluster's
+    /// `outbound_.<port>_.<subset>_.<host>` ([`mesh_sni`]).
+    IstioMutual {
+        subject_alt_names: Vec<String>,
+        sni: Option<String>,
+    },
     /// TLS to a server outside the mesh (`SIMPLE`), or with a client certificate of its own
     /// (`MUTUAL`).
     Origination(Arc<OriginationTls>),
@@ -88,13 +93,18 @@ impl UpstreamTls {
     pub fn for_endpoint(&self, sidecar: bool) -> ResolvedUpstreamTls<'_> {
         match self {
             UpstreamTls::Disable => ResolvedUpstreamTls::Plain,
-            UpstreamTls::Auto { subject_alt_names } if sidecar => {
-                ResolvedUpstreamTls::Mesh { subject_alt_names }
-            }
+            UpstreamTls::Auto { subject_alt_names } if sidecar => ResolvedUpstreamTls::Mesh {
+                subject_alt_names,
+                sni: None,
+            },
             UpstreamTls::Auto { .. } => ResolvedUpstreamTls::Plain,
-            UpstreamTls::IstioMutual { subject_alt_names } => {
-                ResolvedUpstreamTls::Mesh { subject_alt_names }
-            }
+            UpstreamTls::IstioMutual {
+                subject_alt_names,
+                sni,
+            } => ResolvedUpstreamTls::Mesh {
+                subject_alt_names,
+                sni: sni.as_deref(),
+            },
             UpstreamTls::Origination(o) => ResolvedUpstreamTls::Origination(o),
         }
     }
@@ -104,8 +114,32 @@ impl UpstreamTls {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResolvedUpstreamTls<'a> {
     Plain,
-    Mesh { subject_alt_names: &'a [String] },
+    /// `sni`: an explicit server name; `None`: the cluster's default ([`mesh_sni`]).
+    Mesh {
+        subject_alt_names: &'a [String],
+        sni: Option<&'a str>,
+    },
     Origination(&'a Arc<OriginationTls>),
+}
+
+/// The server name a sidecar sends on a mesh mTLS connection to cluster `cluster` when its
+/// DestinationRule names none: pilot's `BuildDNSSrvSubsetKey`, which for a cluster named
+/// `outbound|<port>|<subset>|<host>` (`BuildSubsetKey`) is `outbound_.<port>_.<subset>_.<host>`
+/// (`buildUpstreamTLSSettings`, pilot/pkg/networking/core/cluster_tls.go). An AUTO_PASSTHROUGH
+/// gateway routes on exactly this name. `None` for a cluster not named that way (a hand-written
+/// config's): no server name is sent, the upstream is dialled by address.
+pub fn mesh_sni(cluster: &str) -> Option<String> {
+    let mut parts = cluster.split('|');
+    let (Some("outbound"), Some(port), Some(subset), Some(host), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    Some(format!("outbound_.{port}_.{subset}_.{host}"))
 }
 
 /// `SIMPLE` or `MUTUAL` TLS origination, with the files' contents already read (the engine
@@ -289,11 +323,33 @@ mod tests {
         ));
         assert_eq!(auto.for_endpoint(false), ResolvedUpstreamTls::Plain);
         let strict = UpstreamTls::IstioMutual {
+            sni: None,
             subject_alt_names: vec![],
         };
         assert!(matches!(
             strict.for_endpoint(false),
             ResolvedUpstreamTls::Mesh { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod sni_tests {
+    use super::mesh_sni;
+
+    /// pilot's BuildDNSSrvSubsetKey of (outbound, subset, host, port), the SNI of an
+    /// ISTIO_MUTUAL cluster without `tls.sni` (cluster_builder.go `defaultSni`).
+    #[test]
+    fn the_default_mesh_sni_is_pilots() {
+        assert_eq!(
+            mesh_sni("outbound|9080|v1|reviews.default.svc.cluster.local").as_deref(),
+            Some("outbound_.9080_.v1_.reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            mesh_sni("outbound|80||httpbin.default.svc.cluster.local").as_deref(),
+            Some("outbound_.80_._.httpbin.default.svc.cluster.local")
+        );
+        assert_eq!(mesh_sni("c"), None);
+        assert_eq!(mesh_sni("inbound|9080||"), None);
     }
 }

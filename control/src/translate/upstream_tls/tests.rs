@@ -33,6 +33,7 @@ fn bookinfo_all_mtls_is_istio_mutual_for_every_subset() {
         assert_eq!(
             tls_of(&t, cluster),
             &UpstreamTls::IstioMutual {
+                sni: None,
                 subject_alt_names: vec![]
             },
             "{cluster}"
@@ -63,6 +64,7 @@ spec:
     assert_eq!(
         tls_of(&t, REVIEWS_V1),
         &UpstreamTls::IstioMutual {
+            sni: None,
             subject_alt_names: vec!["spiffe://cluster.local/ns/default/sa/reviews".into()]
         }
     );
@@ -161,6 +163,7 @@ fn the_services_accounts_are_the_expected_identities() {
     assert_eq!(
         tls_of(&t, details),
         &UpstreamTls::IstioMutual {
+            sni: None,
             subject_alt_names: expected
         }
     );
@@ -175,6 +178,7 @@ fn the_services_accounts_are_the_expected_identities() {
     assert_eq!(
         tls_of(&t, details),
         &UpstreamTls::IstioMutual {
+            sni: None,
             subject_alt_names: vec!["spiffe://x/ns/a/sa/b".into()]
         }
     );

@@ -29,10 +29,10 @@ use super::termination::FilterChains;
 use super::transform::TlsTransform;
 use super::verify::{IdentityCheck, MeshClientVerifier, MeshServerVerifier, OriginationVerifier};
 use super::{termination, xfcc};
-use super::{HTTP1, MESH_HTTP1};
+use super::{HTTP1, ISTIO, MESH_HTTP1};
 use crate::time::Instant;
 use crate::transport::policy::{
-    InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls, TerminatedTls,
+    mesh_sni, InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls, TerminatedTls,
 };
 use crate::transport::{Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory};
 
@@ -370,8 +370,18 @@ fn all_versions() -> &'static [&'static rustls::SupportedProtocolVersion] {
     rustls::ALL_VERSIONS
 }
 
+/// What a mesh server accepts: Trellis's own id, Istio's in-mesh `istio` (what Envoy sidecars
+/// and Trellis clients offer), plain HTTP/1.1.
 fn alpn() -> Vec<Vec<u8>> {
-    vec![MESH_HTTP1.to_vec(), HTTP1.to_vec()]
+    vec![MESH_HTTP1.to_vec(), ISTIO.to_vec(), HTTP1.to_vec()]
+}
+
+/// What a sidecar offers another: pilot's `ALPNInMesh` (`istio`, in-mesh traffic, the value
+/// AUTO_PASSTHROUGH gateway chains and Istio's inbound chains match; Trellis has no metadata
+/// exchange, so not `istio-peer-exchange`, as pilot when `DisableMxALPN`), then Trellis's id
+/// for servers that predate `istio`.
+fn client_alpn() -> Vec<Vec<u8>> {
+    vec![ISTIO.to_vec(), MESH_HTTP1.to_vec()]
 }
 
 fn server_config(
@@ -413,10 +423,11 @@ fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
         .map_err(|e| setup(format!("client certificate: {e}")))?;
-    config.alpn_protocols = alpn();
+    config.alpn_protocols = client_alpn();
     config.resumption = Resumption::disabled();
-    // Upstreams are dialled by address; the SPIFFE id, not a name, is what gets checked.
-    config.enable_sni = false;
+    // The server name is pilot's cluster SNI (for gateways that route on it); the SPIFFE id,
+    // not a name, is what gets checked.
+    config.enable_sni = true;
     Ok(config)
 }
 
@@ -515,10 +526,17 @@ impl TransportFactory for MtlsTransports {
                 let peer = format!("upstream {cluster} at {addr}");
                 let transform = match tls {
                     ResolvedUpstreamTls::Plain => return Ok(Transport::Plain),
-                    ResolvedUpstreamTls::Mesh { subject_alt_names } => {
+                    ResolvedUpstreamTls::Mesh {
+                        subject_alt_names,
+                        sni,
+                    } => {
                         let config = self.mesh_client(identity, subject_alt_names)?;
                         let mut rng = self.next_rng();
-                        let name = ServerName::IpAddress(addr.ip().into());
+                        let sni = sni.map(str::to_string).or_else(|| mesh_sni(cluster));
+                        // A name rustls cannot send is left out: the upstream is dialled by
+                        // address and its SPIFFE id, not a name, is what gets checked.
+                        let name = (sni.and_then(|s| ServerName::try_from(s).ok()))
+                            .unwrap_or(ServerName::IpAddress(addr.ip().into()));
                         let conn = with_rng(&mut rng, || ClientConnection::new(config, name))
                             .map_err(|e| setup(format!("client connection to {cluster}: {e}")))?;
                         TlsTransform::new(Connection::Client(conn), self.clock.clone(), rng, peer)

@@ -49,5 +49,9 @@ pub use verify::PeerRefusal;
 /// inside; HTTP/2 will add `trellis-h2`.
 pub const MESH_HTTP1: &[u8] = b"trellis-http/1.1";
 
+/// Istio's in-mesh ALPN id (pilot's `ALPNInMesh`): Envoy sidecars offer it, AUTO_PASSTHROUGH
+/// gateway chains and Istio's inbound chains match on it.
+pub const ISTIO: &[u8] = b"istio";
+
 /// Plain HTTP/1.1, for TLS clients that are not sidecars.
 pub const HTTP1: &[u8] = b"http/1.1";

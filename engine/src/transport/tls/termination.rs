@@ -48,7 +48,7 @@ use super::pin::PinnedClientVerifier;
 use super::san::{ExpectedSans, SanClientVerifier};
 use super::verify::{IdentityCheck, MeshClientVerifier};
 use super::xfcc;
-use super::{HTTP1, MESH_HTTP1};
+use super::{HTTP1, ISTIO, MESH_HTTP1};
 use crate::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
 use crate::transport::TransformError;
 
@@ -256,7 +256,7 @@ fn server_config(
         CertifiedKey::new(chain, key),
     ))));
     config.alpn_protocols = match mesh {
-        Some(_) => vec![MESH_HTTP1.to_vec(), HTTP1.to_vec()],
+        Some(_) => vec![MESH_HTTP1.to_vec(), ISTIO.to_vec(), HTTP1.to_vec()],
         None => vec![HTTP1.to_vec()],
     };
     config.send_tls13_tickets = 0;

@@ -46,6 +46,7 @@ fn pair(randomness: Randomness) -> (Box<dyn ByteTransform>, Box<dyn ByteTransfor
             addr: addr("10.0.0.2:9080"),
             tls: ResolvedUpstreamTls::Mesh {
                 subject_alt_names: &[],
+                sni: None,
             },
         },
         None,
@@ -205,6 +206,7 @@ fn a_certificate_not_yet_valid_is_refused_by_name() {
         addr: addr("10.0.0.2:9080"),
         tls: ResolvedUpstreamTls::Mesh {
             subject_alt_names: &[],
+            sni: None,
         },
     };
     let mut c = transform(client.transport(Instant::ZERO, endpoint, None).unwrap());
@@ -295,6 +297,7 @@ fn a_gateway_istio_mutual_port_is_a_mesh_server_with_the_gateway_identity() {
             addr: addr("10.0.0.9:443"),
             tls: ResolvedUpstreamTls::Mesh {
                 subject_alt_names: &[],
+                sni: None,
             },
         };
         transform(client.transport(Instant::ZERO, endpoint, None).unwrap())

@@ -66,6 +66,7 @@ impl World<'_> {
                     subject_alt_names: sans,
                 },
                 Some(CallerKind::IstioMutual) => UpstreamTls::IstioMutual {
+                    sni: None,
                     subject_alt_names: sans,
                 },
                 _ => UpstreamTls::Disable,
