@@ -24,6 +24,7 @@ mod install_cmd;
 mod lifecycle;
 mod plane_client;
 mod plane_security;
+mod request_cmd;
 #[cfg(feature = "sim")]
 mod sim_cmd;
 mod source_args;
@@ -137,6 +138,13 @@ enum Command {
     ///
     /// Example: trellis wait-ready --url http://localhost:15021/healthz/ready --timeout 60s
     WaitReady(lifecycle::WaitReadyArgs),
+    /// Make an HTTP request to one of the sidecar's local ports (Istio's `pilot-agent
+    /// request`): 15000 (admin, the default), 15020 (status), 15021 (readiness) or 15004. The
+    /// native sidecar's preStop hook drains the inbound side with it. Prints the answer's
+    /// body; exits 1 on a status of 400 or more other than 404.
+    ///
+    /// Example: trellis request --debug-port 15020 POST drain
+    Request(request_cmd::RequestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -349,6 +357,7 @@ fn main() -> ExitCode {
         Some(Command::Uninstall(args)) => install_cmd::uninstall(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Init(args)) => init_cmd::init(args),
         Some(Command::WaitReady(args)) => lifecycle::wait_ready(args),
+        Some(Command::Request(args)) => request_cmd::request(args),
     };
     match result {
         Ok(code) => code,

@@ -33,7 +33,16 @@ fn free_port() -> u16 {
 /// `curl http://127.0.0.1:<port><path>` with `Host: reviews`: the status code and the body.
 fn get(port: u16, path: &str) -> (String, String) {
     let url = format!("http://127.0.0.1:{port}{path}");
-    let out = curl(&["-s", "-m", "10", "-H", "Host: reviews", "-w", "\n%{http_code}", &url]);
+    let out = curl(&[
+        "-s",
+        "-m",
+        "10",
+        "-H",
+        "Host: reviews",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_string(), body.to_string())
@@ -188,7 +197,11 @@ istio:
     // sidecar answers 503.
     let (code, body) = get(outbound_port, "/v2");
     assert_eq!(code, "503", "{body}\n{}", logs());
-    assert_eq!(reviews.requests(), 2, "only the two crossings reached reviews");
+    assert_eq!(
+        reviews.requests(),
+        2,
+        "only the two crossings reached reviews"
+    );
 
     // The gateway writes a connection's record when it ends: stop the client's sidecar (its
     // pooled connections close) and read which cluster each server name chose (pilot's

@@ -501,7 +501,16 @@ fn the_native_form_is_istios() {
     assert_eq!(container_names(&job["spec"]["containers"]), ["fetch"]);
     let proxy = &inits[1];
     assert_eq!(proxy["restartPolicy"].as_str(), Some("Always"));
-    assert!(proxy["lifecycle"].is_null(), "no postStart hold: {proxy:?}");
+    // No postStart hold; Istio's preStop drain (injection-template.yaml's `$nativeSidecar`
+    // branch: `pilot-agent request --debug-port=15020 POST drain`).
+    assert!(proxy["lifecycle"]["postStart"].is_null(), "{proxy:?}");
+    let hook: Vec<&str> = (proxy["lifecycle"]["preStop"]["exec"]["command"].as_sequence())
+        .map(|c| c.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        hook,
+        ["trellis", "request", "--debug-port=15020", "POST", "drain"]
+    );
     let startup = &proxy["startupProbe"];
     assert_eq!(startup["httpGet"]["port"].as_u64(), Some(15021));
     assert_eq!(startup["httpGet"]["path"].as_str(), Some("/healthz/ready"));

@@ -1,5 +1,6 @@
 //! The handle other threads use to steer a running driver: push a new configuration snapshot,
-//! ask it to shut down, and wait for that.
+//! ask it to drain its inbound listeners (Istio's preStop drain), ask it to shut down, and
+//! wait for that.
 //!
 //! The driver thread sleeps in its backend's wait (`epoll_wait` or `io_uring_enter`); a request
 //! is recorded under a mutex and the driver is woken through [`Wake`] (a `mio::Waker`, or an
@@ -35,6 +36,7 @@ impl Wake for mio::Waker {
 #[derive(Default)]
 struct State {
     pending_config: Option<Arc<Config>>,
+    drain_inbound: bool,
     shutdown: bool,
     waker: Option<Arc<dyn Wake>>,
     /// Per-core handles requests are forwarded to.
@@ -56,6 +58,8 @@ pub struct ControlHandle {
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
     pub config: Option<Arc<Config>>,
+    /// Sticky, as `shutdown`: the inbound listeners were asked to drain.
+    pub drain_inbound: bool,
     pub shutdown: bool,
 }
 
@@ -98,10 +102,33 @@ impl ControlHandle {
         {
             let mut c = child.lock();
             c.shutdown = state.shutdown;
+            c.drain_inbound = state.drain_inbound;
             c.pending_config = state.pending_config.clone();
         }
         state.children.push(child.clone());
         child
+    }
+
+    /// Ask the driver to drain its inbound listeners without stopping (Envoy's
+    /// `drain_listeners?inboundonly&graceful&skip_exit`, which pilot-agent's `/drain` calls from
+    /// a native sidecar's preStop hook): their HTTP connections close after their next
+    /// response, and after the grace period they stop accepting. The outbound side keeps
+    /// serving the application while it shuts down.
+    pub fn drain_inbound(&self) {
+        let (waker, children) = {
+            let mut state = self.lock();
+            state.drain_inbound = true;
+            (state.waker.clone(), state.children.clone())
+        };
+        for child in &children {
+            child.drain_inbound();
+        }
+        wake(waker);
+    }
+
+    /// Whether an inbound drain was requested.
+    pub fn is_draining_inbound(&self) -> bool {
+        self.lock().drain_inbound
     }
 
     /// Ask the driver to stop accepting, let connections finish up to its grace period, and
@@ -164,6 +191,7 @@ impl ControlHandle {
         let mut state = self.lock();
         Requests {
             config: state.pending_config.take(),
+            drain_inbound: state.drain_inbound,
             shutdown: state.shutdown,
         }
     }

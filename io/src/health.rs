@@ -137,6 +137,8 @@ pub(crate) struct ProbeRequest {
     pub method: String,
     /// Without the query string.
     pub path: String,
+    /// What follows the `?`, if anything.
+    pub query: String,
     pub headers: Vec<(String, String)>,
 }
 
@@ -171,6 +173,10 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> io::Result<Option<ProbeReq
     Ok(Some(ProbeRequest {
         method: req.method.unwrap_or("").to_string(),
         path: path.split('?').next().unwrap_or(path).to_string(),
+        query: path
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default(),
         headers: req
             .headers
             .iter()
@@ -208,12 +214,24 @@ pub(crate) fn respond(stream: &mut TcpStream, code: u16, body: &str) -> io::Resu
 /// `GET path` from `addr` (plain HTTP/1.1, one request, closes): the status code and body.
 /// What the status server relays, and what `trellis wait-ready` polls.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    request(addr, "GET", path, "", timeout)
+}
+
+/// `method path` with `body` to `addr` over one connection: the status code and the body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut response = Vec::new();
     stream.take(64 * 1024).read_to_end(&mut response)?;

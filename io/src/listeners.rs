@@ -214,6 +214,18 @@ impl<L> Listeners<L> {
         }
     }
 
+    /// Close the listeners named in `names` (an inbound drain's end: stop accepting there).
+    pub fn close_named<B: Listen<Listener = L>>(&mut self, backend: &mut B, names: &[String]) {
+        for slot in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(|s| names.contains(&s.name)) {
+                if let Some(s) = slot.take() {
+                    tracing::info!(listener = %s.name, addr = %s.bound, "listener drained and closed");
+                    backend.unlisten(s.socket);
+                }
+            }
+        }
+    }
+
     /// Make the bound listeners match `config`, and return `config` with each listener's
     /// address replaced by the one bound. `strict`: fail on a listener that cannot be bound
     /// (start-up) instead of logging it.

@@ -8,6 +8,13 @@
 //!   in-flight requests (the same path as SIGTERM). Only from loopback (403 otherwise) and
 //!   only POST (405), as pilot-agent's `handleQuit`. An application container calls it when
 //!   it is done, so a Job's pod completes on clusters without native sidecars;
+//! - `POST /drain` (status, pilot-agent's, what a native sidecar's preStop hook calls) and
+//!   `POST /drain_listeners?inboundonly&graceful&skip_exit` (admin, Envoy's, what pilot-agent
+//!   calls for it): drain the inbound listeners and keep running ([`ControlHandle::drain_inbound`]):
+//!   the pod's shutdown has begun, its endpoints are being withdrawn, and the application may
+//!   still call out while it finishes. Loopback and POST only, as `/quitquitquit`. Envoy's
+//!   other forms (no `inboundonly`, or no `skip_exit`: drain, then exit) are the shutdown
+//!   `/quitquitquit` starts;
 //! - `GET /app-health/<container>/livez|readyz|startupz` (status): the application's own
 //!   probe, run by the sidecar ([`crate::app_probe`]).
 
@@ -26,6 +33,10 @@ use crate::health::{read_request, respond, ProbeRequest, READY_PATH};
 pub const ADMIN_READY_PATH: &str = "/ready";
 /// Envoy's and pilot-agent's exit path.
 pub const QUIT_PATH: &str = "/quitquitquit";
+/// pilot-agent's drain path (status port).
+pub const DRAIN_PATH: &str = "/drain";
+/// Envoy's drain path (admin port).
+pub const DRAIN_LISTENERS_PATH: &str = "/drain_listeners";
 /// Requests served at once (each on its own thread); more are answered 503 at once.
 const MAX_IN_FLIGHT: usize = 64;
 /// How long the relayed readiness check may take.
@@ -38,6 +49,9 @@ pub struct StatusRoutes {
     pub readiness: Option<SocketAddr>,
     /// Serve `POST /quitquitquit`.
     pub quit: bool,
+    /// Serve a drain: pilot-agent's `POST /drain` (status) or Envoy's `POST /drain_listeners`
+    /// (admin).
+    pub drain: Option<&'static str>,
     /// Serve Envoy's `GET /ready` too.
     pub admin_ready: bool,
     /// Serve `/app-health/...` and `/app-lifecycle/...` from these probes.
@@ -50,6 +64,7 @@ impl StatusRoutes {
         StatusRoutes {
             readiness,
             quit: true,
+            drain: Some(DRAIN_LISTENERS_PATH),
             admin_ready: true,
             app_probes: None,
         }
@@ -60,6 +75,7 @@ impl StatusRoutes {
         StatusRoutes {
             readiness,
             quit: true,
+            drain: Some(DRAIN_PATH),
             admin_ready: false,
             app_probes: Some(app_probes),
         }
@@ -159,6 +175,9 @@ fn answer(mut stream: TcpStream, routes: &StatusRoutes, control: &ControlHandle)
     if routes.quit && req.path == QUIT_PATH {
         return quit(stream, &req, control);
     }
+    if routes.drain == Some(req.path.as_str()) {
+        return drain(stream, &req, control);
+    }
     let probe_path =
         req.path.starts_with("/app-health/") || req.path.starts_with("/app-lifecycle/");
     match &routes.app_probes {
@@ -170,21 +189,54 @@ fn answer(mut stream: TcpStream, routes: &StatusRoutes, control: &ControlHandle)
     }
 }
 
-fn quit(mut stream: TcpStream, req: &ProbeRequest, control: &ControlHandle) -> io::Result<()> {
+/// pilot-agent's guard on its lifecycle endpoints (`handleQuit`, `handleDrain`): loopback
+/// only, POST only. `Err` holds the answer already written.
+fn local_post(stream: &mut TcpStream, req: &ProbeRequest) -> Result<(), io::Result<()>> {
     let local = stream.peer_addr().is_ok_and(|p| p.ip().is_loopback());
     if !local {
-        return respond(
-            &mut stream,
+        return Err(respond(
+            stream,
             403,
             "Only requests from localhost are allowed\n",
-        );
+        ));
     }
     if req.method != "POST" {
-        return respond(&mut stream, 405, "Method Not Allowed\n");
+        return Err(respond(stream, 405, "Method Not Allowed\n"));
+    }
+    Ok(())
+}
+
+fn quit(mut stream: TcpStream, req: &ProbeRequest, control: &ControlHandle) -> io::Result<()> {
+    if let Err(answered) = local_post(&mut stream, req) {
+        return answered;
     }
     // Draining starts before the answer leaves: whoever asked sees "not ready" from then on.
     tracing::info!(path = QUIT_PATH, "shutting down on request, draining");
     control.shutdown();
+    respond(&mut stream, 200, "OK\n")
+}
+
+/// `/drain` (pilot-agent's `handleDrain`, then its `DrainNow`: Envoy's
+/// `drain_listeners?inboundonly&graceful&skip_exit`), or Envoy's `/drain_listeners` itself.
+fn drain(mut stream: TcpStream, req: &ProbeRequest, control: &ControlHandle) -> io::Result<()> {
+    if let Err(answered) = local_post(&mut stream, req) {
+        return answered;
+    }
+    let flags: Vec<&str> = req
+        .query
+        .split('&')
+        .map(|f| f.split('=').next().unwrap_or(f))
+        .collect();
+    let keeps_running =
+        req.path == DRAIN_PATH || (flags.contains(&"inboundonly") && flags.contains(&"skip_exit"));
+    if keeps_running {
+        tracing::info!(path = %req.path, "draining inbound listeners on request");
+        control.drain_inbound();
+    } else {
+        // Envoy drains, then exits: the shutdown /quitquitquit starts.
+        tracing::info!(path = %req.path, query = %req.query, "draining and exiting on request");
+        control.shutdown();
+    }
     respond(&mut stream, 200, "OK\n")
 }
 

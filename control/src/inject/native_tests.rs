@@ -84,7 +84,13 @@ fn istios_native_sidecar_testdata_orders_and_records_as_istio() {
     let inits = spec[&key("initContainers")].as_sequence().expect("list");
     let proxy = &inits[1];
     assert_eq!(proxy["restartPolicy"], key("Always"));
-    assert!(proxy.get("lifecycle").is_none(), "no postStart hold");
+    let lifecycle = &proxy["lifecycle"];
+    assert!(lifecycle.get("postStart").is_none(), "no postStart hold");
+    let drain: Value = serde_yaml::from_str(
+        "{exec: {command: [trellis, request, --debug-port=15020, POST, drain]}}",
+    )
+    .expect("yaml");
+    assert_eq!(lifecycle["preStop"], drain, "Istio's preStop drain");
     let startup: Value = serde_yaml::from_str(
         "{httpGet: {path: /healthz/ready, port: 15021}, initialDelaySeconds: 0, periodSeconds: 1, timeoutSeconds: 3, failureThreshold: 600}",
     )

@@ -24,11 +24,11 @@
 //! once the sidecar's startupProbe (15021 `/healthz/ready`, the same probe as above) passes,
 //! so there is no postStart hold (`$holdProxy` is `and hold (not $nativeSidecar)`), and stops
 //! the sidecar (SIGTERM: it drains for `--drain-seconds` and exits) once the application has
-//! exited. Istio's native form also has a preStop hook, `pilot-agent request POST drain` on the
-//! status port, to begin draining when the pod's shutdown starts; Trellis's status port has no
-//! `/drain` (only `/quitquitquit`, which would stop the sidecar under a still-running
-//! application), so that hook is left out and draining starts with the SIGTERM, which the
-//! kubelet sends only after the application containers have exited.
+//! exited. Its preStop hook, Istio's `pilot-agent request --debug-port=15020 POST drain`, is
+//! `trellis request --debug-port=15020 POST drain`: when the pod's shutdown begins, the
+//! sidecar drains its inbound side (connections close after their next response, the inbound
+//! listeners stop accepting after the drain period) while its outbound side keeps serving the
+//! application until it exits.
 
 use std::collections::BTreeMap;
 
@@ -328,6 +328,13 @@ pub fn proxy_container(
     }
     if pod.native {
         map.insert("restartPolicy".into(), json!("Always"));
+        // "preStop is called when the pod starts shutdown. Initialize drain. We will get
+        // SIGTERM once applications are torn down."
+        let debug_port = format!("--debug-port={}", a.status_port()?);
+        map.insert(
+            "lifecycle".into(),
+            json!({"preStop": {"exec": {"command": ["trellis", "request", debug_port, "POST", "drain"]}}}),
+        );
     } else if settings.hold_application_until_proxy_starts {
         map.insert(
             "lifecycle".into(),

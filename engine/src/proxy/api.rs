@@ -62,6 +62,13 @@ pub enum Input {
     WriteDrained { conn: ConnId },
     /// A new configuration snapshot. Requests in flight finish on the one they started with.
     Config(Arc<Config>),
+    /// Drain listeners, as Envoy's admin `drain_listeners?graceful[&inboundonly]` with the
+    /// `immediate` drain strategy Istio gives its sidecars: every HTTP connection of the
+    /// drained listeners (all, or the inbound ones) says `connection: close` on its next
+    /// response and closes after it; an idle one closes now; one accepted later is treated
+    /// the same. L4 sessions and tunnels run to their end. When the listeners stop accepting
+    /// is the driver's to decide (after its drain period).
+    DrainListeners { inbound_only: bool },
 }
 
 /// Something the engine reports that is not an action for the driver: pulled with

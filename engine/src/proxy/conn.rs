@@ -95,6 +95,9 @@ pub(crate) struct Downstream {
     pub state: DownState,
     /// Close after the current response (protocol error, `Connection: close`, HTTP/1.0 ...).
     pub close_after_response: bool,
+    /// Its listener is draining ([`crate::Input::DrainListeners`]): the next response says
+    /// `connection: close`, and the connection closes after it.
+    pub draining: bool,
     /// Already in the engine's work queue (`Work::Resume`): at most one entry per connection.
     pub resume_queued: bool,
     pub idle_deadline: Option<Instant>,

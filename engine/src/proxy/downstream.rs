@@ -55,6 +55,7 @@ impl Engine {
             Err(error) => (Transport::Plain, Some(error)),
         };
         let peer = accepted.peer;
+        let draining = self.drains(&listener);
         let down = Downstream {
             listener,
             peer: accepted.peer,
@@ -66,6 +67,7 @@ impl Engine {
             read_closed: false,
             state: DownState::Idle,
             close_after_response: false,
+            draining,
             resume_queued: false,
             idle_deadline: Some(now + idle_timeout),
             head_deadline: None,

@@ -61,6 +61,7 @@ mod cors;
 mod cors_encode;
 mod dispatch;
 mod downstream;
+mod drain;
 mod edge;
 mod faults;
 mod head_edits;
@@ -148,6 +149,9 @@ pub struct Engine {
     #[cfg(debug_assertions)]
     armed_scratch: Vec<(Instant, TimerOwner)>,
     stats: EngineStats,
+    /// The listeners being drained (`Input::DrainListeners`), if any: their HTTP connections
+    /// close after their next response (`drain`).
+    draining: Option<drain::DrainScope>,
     last_config_error: Option<ConfigError>,
     /// Chooses each new connection's transport (plaintext, or a transform such as TLS).
     transports: Box<dyn TransportFactory>,
@@ -207,6 +211,7 @@ impl Engine {
             #[cfg(debug_assertions)]
             armed_scratch: Vec::new(),
             stats: EngineStats::default(),
+            draining: None,
             last_config_error: None,
             transports: Box::new(PlainTransports),
             unix_base: std::time::Duration::ZERO,
@@ -242,6 +247,7 @@ impl Engine {
                 }
             }
             Input::WriteDrained { conn } => self.on_write_drained(now, conn),
+            Input::DrainListeners { inbound_only } => self.drain_listeners(now, inbound_only),
             Input::Config(config) => {
                 // A bad snapshot is refused whole; the last good one keeps serving, and the
                 // driver hears why.
@@ -392,6 +398,8 @@ mod authz_tests;
 mod config_swap_tests;
 #[cfg(test)]
 mod cors_tests;
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod hash_tests;
 #[cfg(test)]

@@ -75,8 +75,11 @@ impl Engine {
         // Keep the connection only if the request was read whole; otherwise its unread body
         // would be taken for the next request.
         // HTTP/1.0 clients are not told about keep-alive by the local-reply encoder: close.
-        let close =
-            !req.down_keep_alive || !req.body_done() || req.down_version == http1::Version::Http10;
+        let draining = self.conns.down(req.down).is_some_and(|d| d.draining);
+        let close = !req.down_keep_alive
+            || !req.body_done()
+            || req.down_version == http1::Version::Http10
+            || draining;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         // CORS's encodeHeaders sets its fields over what the reply had.
         let cors = super::cors_encode::local_reply_fields(req);

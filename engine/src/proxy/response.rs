@@ -310,8 +310,11 @@ impl Engine {
             }
         }
         let down = req.down;
-        let close_down =
-            !req.down_keep_alive || !req.body_done() || down_framing == BodyFraming::CloseDelimited;
+        let draining = self.conns.down(down).is_some_and(|d| d.draining);
+        let close_down = !req.down_keep_alive
+            || !req.body_done()
+            || down_framing == BodyFraming::CloseDelimited
+            || draining;
         if req.down_version == Version::Http10 && !close_down {
             // An HTTP/1.0 client only keeps the connection when told so.
             head.headers

@@ -484,7 +484,10 @@ fn the_mesh_client_hello_names_the_cluster_and_offers_istio() {
         )
     );
     assert_eq!(
-        hello("outbound|9080||reviews.default.svc.cluster.local", Some("gw.example.com")),
+        hello(
+            "outbound|9080||reviews.default.svc.cluster.local",
+            Some("gw.example.com")
+        ),
         (Some("gw.example.com".into()), istio.clone())
     );
     assert_eq!(hello("reviews", None), (None, istio));

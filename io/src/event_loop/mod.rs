@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use trellis_engine::config::Config;
+use trellis_engine::config::{Config, Direction};
 use trellis_engine::proxy::RequestLog;
 use trellis_engine::{ConnId, Input, Instant, Output};
 
@@ -94,6 +94,23 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
+/// An inbound drain in progress (Envoy's `drain_listeners?inboundonly&graceful`).
+#[derive(Clone, Copy, Debug)]
+struct InboundDrain {
+    /// When the inbound listeners stop accepting (the drain period's end).
+    close_at: StdInstant,
+    /// They did.
+    closed: bool,
+}
+
+/// The names of `config`'s inbound listeners.
+fn inbound_names(config: &Config) -> Vec<String> {
+    (config.listeners.iter())
+        .filter(|l| l.direction == Direction::Inbound)
+        .map(|l| l.name.clone())
+        .collect()
+}
+
 /// One engine, one backend, the sockets between them.
 pub(crate) struct EventLoop<E: ProxyEngine, B: IoBackend> {
     sockets: Sockets<B>,
@@ -106,6 +123,11 @@ pub(crate) struct EventLoop<E: ProxyEngine, B: IoBackend> {
     opts: RunOptions,
     /// When shutdown was requested, and the time it must be done by.
     drain_deadline: Option<StdInstant>,
+    /// The inbound drain (preStop's `/drain`): `None` until asked; then when its listeners
+    /// stop accepting, and whether they did.
+    inbound_drain: Option<InboundDrain>,
+    /// The inbound listeners of the configuration last applied, by name.
+    inbound_listeners: Vec<String>,
     stats: IoStats,
     /// `stats`, published once per turn for other threads (the runtime).
     counters: Arc<IoCounters>,
@@ -139,6 +161,8 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
             control,
             opts,
             drain_deadline: None,
+            inbound_drain: None,
+            inbound_listeners: inbound_names(&config),
             stats: IoStats::default(),
             counters: Arc::default(),
         })
@@ -293,15 +317,24 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
         let requests = self.control.take();
         if let Some(config) = requests.config {
             self.now = self.clock.now();
+            self.inbound_listeners = inbound_names(&config);
             let bound = if self.drain_deadline.is_some() {
                 (*config).clone()
             } else {
                 let s = &mut self.sockets;
+                // Drained inbound listeners stay closed whatever the new config says.
+                let drained = self.inbound_drain.is_some_and(|d| d.closed);
+                let mut wanted = (*config).clone();
+                if drained {
+                    wanted
+                        .listeners
+                        .retain(|l| l.direction != Direction::Inbound);
+                }
                 match s
                     .listeners
-                    .reconcile(&mut s.backend, &config, &s.bind, false)
+                    .reconcile(&mut s.backend, &wanted, &s.bind, false)
                 {
-                    Ok(c) => c,
+                    Ok(bound) => with_bound_addresses(&config, &bound),
                     Err(e) => {
                         tracing::error!(error = %e, "listeners not updated");
                         (*config).clone()
@@ -316,6 +349,23 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
             if self.drain_deadline.is_none() {
                 self.accept_everywhere();
             }
+        }
+        if requests.drain_inbound && self.inbound_drain.is_none() && self.drain_deadline.is_none() {
+            let now = StdInstant::now();
+            let close_at = now.checked_add(self.opts.shutdown_grace).unwrap_or(now);
+            self.inbound_drain = Some(InboundDrain {
+                close_at,
+                closed: false,
+            });
+            tracing::info!(
+                listeners = ?self.inbound_listeners,
+                grace = ?self.opts.shutdown_grace,
+                "draining inbound listeners: connections close after their next response"
+            );
+            self.sockets
+                .inputs
+                .push_back(Input::DrainListeners { inbound_only: true });
+            self.pump();
         }
         if requests.shutdown && self.drain_deadline.is_none() {
             let now = StdInstant::now();
@@ -346,7 +396,14 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
         let now_std = StdInstant::now();
         let now = self.clock.to_engine(now_std);
         let engine = self.engine.poll_timeout().map(|at| Clock::until(now, at));
-        let socket_deadlines = [self.sockets.next_deadline(), self.drain_deadline];
+        let inbound_close = (self.inbound_drain)
+            .filter(|d| !d.closed)
+            .map(|d| d.close_at);
+        let socket_deadlines = [
+            self.sockets.next_deadline(),
+            self.drain_deadline,
+            inbound_close,
+        ];
         socket_deadlines
             .into_iter()
             .flatten()
@@ -365,10 +422,30 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
         }
         let now_std = StdInstant::now();
         self.sockets.expire_lingering(now_std);
+        if let Some(drain) = self.inbound_drain.as_mut() {
+            if !drain.closed && drain.close_at <= now_std {
+                drain.closed = true;
+                let s = &mut self.sockets;
+                s.listeners
+                    .close_named(&mut s.backend, &self.inbound_listeners);
+            }
+        }
         for index in self.sockets.listeners.wake_rested(now_std) {
             self.accept_all(index);
         }
     }
+}
+
+/// `config` with the addresses `bound` gave its listeners (a listener `bound` lacks keeps its
+/// configured address: it is not listening).
+fn with_bound_addresses(config: &Config, bound: &Config) -> Config {
+    let mut out = config.clone();
+    for listener in out.listeners.iter_mut() {
+        if let Some(b) = bound.listeners.iter().find(|b| b.name == listener.name) {
+            listener.address = b.address;
+        }
+    }
+    out
 }
 
 /// Do what the engine asked. Takes the sockets only, so it cannot re-enter the engine.

@@ -472,7 +472,7 @@ impl<'s> Mesh<'s> {
             | Input::Connected { conn }
             | Input::ConnectFailed { conn }
             | Input::WriteDrained { conn } => Some(*conn),
-            Input::Config(_) => None,
+            Input::Config(_) | Input::DrainListeners { .. } => None,
         };
         match conn.and_then(|c| self.sidecars[sc].up.get(&c)) {
             Some(u) => self.scan.push(u.cluster),
