@@ -127,7 +127,10 @@ impl ProxyEngine for ScriptEngine {
                 let down = self.connects[&conn];
                 self.send(down, "connect failed\n");
             }
-            Input::Closed { .. } | Input::WriteDrained { .. } | Input::Config(_) => {}
+            Input::Closed { .. }
+            | Input::WriteDrained { .. }
+            | Input::Config(_)
+            | Input::DrainListeners { .. } => {}
         }
     }
 

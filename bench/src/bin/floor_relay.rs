@@ -115,7 +115,7 @@ impl ProxyEngine for Relay {
                 self.close_pair(conn, true)
             }
             Input::Closed { conn } => self.close_pair(conn, false),
-            Input::WriteDrained { .. } | Input::Config(_) => {}
+            Input::WriteDrained { .. } | Input::Config(_) | Input::DrainListeners { .. } => {}
         }
     }
 
