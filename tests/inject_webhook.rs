@@ -350,7 +350,12 @@ fn the_native_sidecar_annotation_turns_it_on_and_off_in_the_webhook() {
     assert_eq!(names(&pod["spec"]["containers"]), ["reviews"]);
     let proxy = &pod["spec"]["initContainers"][1];
     assert_eq!(proxy["restartPolicy"].as_str(), Some("Always"));
-    assert!(proxy["lifecycle"].is_null(), "no postStart hold");
+    assert!(proxy["lifecycle"]["postStart"].is_null(), "no postStart hold");
+    assert_eq!(
+        proxy["lifecycle"]["preStop"]["exec"]["command"],
+        serde_json::json!(["trellis", "request", "--debug-port=15020", "POST", "drain"]),
+        "Istio's preStop drain"
+    );
     assert_eq!(
         proxy["startupProbe"]["httpGet"]["port"].as_u64(),
         Some(15021)

@@ -38,6 +38,7 @@
 //!   mirror      copies of a request to mirror clusters
 //!   pool        upstream connections and cluster slots
 //!   relay       backpressure and tunnels
+//!   drain       draining listeners: connections close after their next answer
 //!   outbox      writes, closes, read interest, timers, events, deferred work
 //! ```
 //!
