@@ -451,7 +451,10 @@ fn check_original_destination(mesh: &Mesh, sleep: &Pod, plain: &str) {
     // No service has port 8080: pilot's virtual outbound catch-all relays the connection
     // unparsed to PassthroughCluster, so its record is an L4 one (no path).
     let original = format!("{}:{PLAIN_PORT}", mesh.addresses.plain());
-    let lines = access_lines(&sleep.sidecar, &format!("{original} route=PassthroughCluster"));
+    let lines = access_lines(
+        &sleep.sidecar,
+        &format!("{original} route=PassthroughCluster"),
+    );
     assert!(
         lines.len() == 1,
         "the sleep sidecar should pass the connection through to its original destination \

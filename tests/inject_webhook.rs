@@ -350,10 +350,16 @@ fn the_native_sidecar_annotation_turns_it_on_and_off_in_the_webhook() {
     assert_eq!(names(&pod["spec"]["containers"]), ["reviews"]);
     let proxy = &pod["spec"]["initContainers"][1];
     assert_eq!(proxy["restartPolicy"].as_str(), Some("Always"));
-    assert!(proxy["lifecycle"]["postStart"].is_null(), "no postStart hold");
+    assert!(
+        proxy["lifecycle"]["postStart"].is_null(),
+        "no postStart hold"
+    );
+    let hook: Vec<&str> = (proxy["lifecycle"]["preStop"]["exec"]["command"].as_sequence())
+        .map(|c| c.iter().filter_map(|a| a.as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(
-        proxy["lifecycle"]["preStop"]["exec"]["command"],
-        serde_json::json!(["trellis", "request", "--debug-port=15020", "POST", "drain"]),
+        hook,
+        ["trellis", "request", "--debug-port=15020", "POST", "drain"],
         "Istio's preStop drain"
     );
     assert_eq!(
