@@ -168,6 +168,10 @@ pub struct Mutations {
     /// Envoy's WeightedClusterEntry evaluates the cluster weight's before the route's: a
     /// destination's `set` then wins over its rule's.
     pub destination_edits_after_route: bool,
+    /// Local replies after a forwarding route matched (a fault's abort, the router's own
+    /// 503s) go out without the route's response header edits, as Trellis once sent them
+    /// (Envoy's local-reply path applies the route entry's `finalizeResponseHeaders`).
+    pub local_replies_skip_route_edits: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -23,6 +23,22 @@ planted!(rewrite_keeps_prefix, rewrite_keeps_prefix);
 planted!(header_add_overwrites, header_add_overwrites);
 planted!(fallback_always_tried, fallback_always_tried);
 planted!(destination_edits_after_route, destination_edits_after_route);
+planted!(
+    local_replies_skip_route_edits,
+    local_replies_skip_route_edits
+);
+
+/// Expected: `Rewrite` (a fault's abort on a forwarding rule comes back without the rule's
+/// response `set`, which Envoy's local-reply path applies).
+#[test]
+fn catches_local_replies_without_the_route_edits() {
+    let seed = first_catching_seed(
+        local_replies_skip_route_edits,
+        Invariant::Rewrite,
+        VOCAB_BUDGET,
+    );
+    eprintln!("local replies without the route's response header edits caught by seed {seed}");
+}
 
 #[test]
 fn catches_weighted_choice_off_by_one() {

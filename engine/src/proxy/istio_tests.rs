@@ -225,3 +225,59 @@ fn a_rule_s_header_edits_apply_after_its_destination_s() {
     assert!(!up.contains("x-b:"), "{up}");
     assert!(up.contains("x-c: dest\r\n"), "{up}");
 }
+
+/// Envoy: every local reply sent once a route with a route entry (one that forwards) was
+/// chosen carries that entry's response header edits, the chosen cluster's then the route's:
+/// the filter manager's local-reply path calls `routeEntry()->finalizeResponseHeaders`
+/// (`DownstreamFilterManager::sendLocalReplyViaFilterChain`,
+/// source/common/http/filter_manager.cc). So a fault's abort and the router's own 503 carry a
+/// VirtualService rule's `headers.response`; a request no route took (404 NR) carries none.
+#[test]
+fn local_replies_after_a_forwarding_route_carry_its_response_header_edits() {
+    let mut c = config();
+    c.route_tables[0].validate_clusters = false;
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.response_headers = HeaderOps {
+        set: vec![
+            ("x-rule".into(), "r".into()),
+            ("x-both".into(), "rule".into()),
+        ],
+        add: vec![],
+        remove: vec![],
+    };
+    route.action = RouteAction::Forward(vec![WeightedCluster {
+        cluster: "outbound|80|gone|svc".into(),
+        weight: 100,
+        response_headers: HeaderOps {
+            set: vec![
+                ("x-both".into(), "dest".into()),
+                ("x-dest".into(), "d".into()),
+            ],
+            add: vec![],
+            remove: vec![],
+        },
+        ..WeightedCluster::default()
+    }]);
+    // The router's own answer: no such cluster, 503 NC.
+    let (_, down) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    for field in ["x-rule: r\r\n", "x-both: rule\r\n", "x-dest: d\r\n"] {
+        assert!(down.contains(field), "{field} in {down}");
+    }
+    // The fault filter's abort.
+    c.route_tables[0].virtual_hosts[0].routes[0].fault = Some(crate::config::FaultPolicy {
+        delay: None,
+        abort: Some(crate::config::FaultAbort {
+            status: 418,
+            percent: 100.0,
+            grpc_status: None,
+        }),
+    });
+    let (_, down) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+    assert!(down.starts_with("HTTP/1.1 418"), "{down}");
+    assert!(down.contains("x-rule: r\r\n"), "{down}");
+    // No route: nothing to edit with.
+    let (_, down) = exchange(c, b"GET /x HTTP/1.1\r\nhost: elsewhere\r\n\r\n");
+    assert!(down.starts_with("HTTP/1.1 404"), "{down}");
+    assert!(!down.contains("x-rule"), "{down}");
+}

@@ -80,7 +80,23 @@ impl Engine {
             || !req.body_done()
             || req.down_version == http1::Version::Http10
             || draining;
-        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        // A route that forwards (Envoy: one with a route entry, whose cluster was drawn when it
+        // matched) edits every local reply sent after it matched, a fault's abort or the
+        // router's own 503/504 alike: the filter manager's local-reply path runs
+        // `routeEntry()->finalizeResponseHeaders` (`sendLocalReplyViaFilterChain`,
+        // source/common/http/filter_manager.cc), the destination's edits then the route's as
+        // on a proxied answer. Direct responses and redirects carry theirs already
+        // (`faults::answer_locally`); a request no route took has none.
+        let edited = route_edits_on_local_reply(req, extra);
+        #[cfg(feature = "mutants")]
+        let edited = edited.filter(|_| !crate::mutants::route().local_replies_skip_route_edits);
+        let mut headers: Vec<(&str, &str)> = match &edited {
+            Some(fields) => fields
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect(),
+            None => extra.to_vec(),
+        };
         // CORS's encodeHeaders sets its fields over what the reply had.
         let cors = super::cors_encode::local_reply_fields(req);
         headers.retain(|(n, _)| !cors.iter().any(|(c, _)| c.eq_ignore_ascii_case(n)));
@@ -252,4 +268,30 @@ fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
         _ => return std::borrow::Cow::Owned(method.as_str().to_string()),
     };
     std::borrow::Cow::Borrowed(name)
+}
+
+/// The headers of a local reply to `req` with its forwarding route's response edits applied
+/// to `extra` (the destination's, then the route's); `None` when no such edits apply.
+fn route_edits_on_local_reply(
+    req: &super::request::Request,
+    extra: &[(&str, &str)],
+) -> Option<Vec<(String, String)>> {
+    let destination = req.destination()?;
+    let route = req.route_config()?;
+    if destination.response_headers.is_empty() && route.response_headers.is_empty() {
+        return None;
+    }
+    let mut fields: http1::Fields = extra.iter().copied().collect();
+    for ops in [&destination.response_headers, &route.response_headers] {
+        crate::route::apply_header_ops(ops, &mut fields);
+    }
+    Some(
+        fields
+            .iter()
+            .filter_map(|(n, v)| {
+                let n = std::str::from_utf8(n).ok()?;
+                Some((n.to_string(), http1::value_str(v)?.to_string()))
+            })
+            .collect(),
+    )
 }

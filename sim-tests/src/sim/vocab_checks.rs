@@ -161,6 +161,23 @@ impl Mesh<'_> {
             (true, Outcome::Response(_), Some(ep)) => {
                 Some(Some(self.cluster_info[self.endpoints[ep].cluster].version))
             }
+            // A fault's abort on a forwarding rule: Envoy's local-reply path applies the
+            // route entry's response edits (`sendLocalReplyViaFilterChain`), the drawn
+            // destination's then the rule's. Which destination was drawn is not known here,
+            // but a name the rule sets ends with the rule's values whatever it added before.
+            (true, Outcome::Mesh(_, flags), _) if flags.contains("FI") => {
+                let edits = reference::edits_for(rule, None);
+                for (h, _) in edits.iter().flat_map(|e| e.response.set.iter()) {
+                    let want = apply(&edits, h, Vec::new(), |e| &e.response);
+                    let got = seen.values(h);
+                    if got != want {
+                        problems.push(format!(
+                            "response header {h} of the fault's abort: {got:?}, expected {want:?}"
+                        ));
+                    }
+                }
+                None
+            }
             (true, _, _) => None,
         };
         if let Some(version) = edits_version {
