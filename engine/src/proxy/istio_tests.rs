@@ -175,14 +175,7 @@ fn a_destination_without_a_cluster_is_answered_503_nc_after_the_fault_filter() {
     assert!(down.starts_with("HTTP/1.1 503"), "{down}");
     assert!(down.contains("x-trellis-response-flags: NC\r\n"), "{down}");
     assert!(down.contains("content-length: 0\r\n"), "{down}");
-    c.route_tables[0].virtual_hosts[0].routes[0].fault = Some(crate::config::FaultPolicy {
-        delay: None,
-        abort: Some(crate::config::FaultAbort {
-            status: 418,
-            percent: 100.0,
-            grpc_status: None,
-        }),
-    });
+    c.route_tables[0].virtual_hosts[0].routes[0].fault = abort_always(418);
     let (_, down) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
     assert!(down.starts_with("HTTP/1.1 418"), "{down}");
     assert!(down.contains("x-trellis-response-flags: FI\r\n"), "{down}");
@@ -192,6 +185,18 @@ fn a_destination_without_a_cluster_is_answered_503_nc_after_the_fault_filter() {
         Engine::try_new(Arc::new(c), 1),
         Err(ConfigError::MissingCluster { .. })
     ));
+}
+
+/// A fault that aborts every request with `status`.
+fn abort_always(status: u16) -> Option<crate::config::FaultPolicy> {
+    Some(crate::config::FaultPolicy {
+        delay: None,
+        abort: Some(crate::config::FaultAbort {
+            status,
+            percent: 100.0,
+            grpc_status: None,
+        }),
+    })
 }
 
 /// Istio: several destinations keep their own header operations on the cluster weight
@@ -265,14 +270,7 @@ fn local_replies_after_a_forwarding_route_carry_its_response_header_edits() {
         assert!(down.contains(field), "{field} in {down}");
     }
     // The fault filter's abort.
-    c.route_tables[0].virtual_hosts[0].routes[0].fault = Some(crate::config::FaultPolicy {
-        delay: None,
-        abort: Some(crate::config::FaultAbort {
-            status: 418,
-            percent: 100.0,
-            grpc_status: None,
-        }),
-    });
+    c.route_tables[0].virtual_hosts[0].routes[0].fault = abort_always(418);
     let (_, down) = exchange(c.clone(), b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
     assert!(down.starts_with("HTTP/1.1 418"), "{down}");
     assert!(down.contains("x-rule: r\r\n"), "{down}");
