@@ -34,6 +34,36 @@ use crate::translate::hosts::{host_covers, resolve};
 use crate::translate::tcp::TcpOrigin;
 use crate::translate::Translation;
 
+/// A port of `AUTO_PASSTHROUGH` servers and `PASSTHROUGH` ones (an east-west gateway that
+/// also passes some TLS through by SNI): its AUTO_PASSTHROUGH servers and its other servers,
+/// each as a port of its own mode, `None` for a kind it lacks. pilot builds each server's
+/// chains on the one listener (buildGatewayTCPBasedFilterChains: builtAutoPassthroughFilterChains
+/// for the former, createGatewayTCPFilterChainOpts for the latter) and Envoy picks among them
+/// by the ClientHello's SNI, as the engine does among the listener's L4 chains.
+pub fn split<'a>(port: &ServerPort<'a>) -> (Option<ServerPort<'a>>, Option<ServerPort<'a>>) {
+    use super::tls::{self, ServerMode};
+    let (auto, other): (Vec<_>, Vec<_>) = (port.servers.iter().cloned())
+        .partition(|m| tls::mode(m.server) == ServerMode::AutoPassthrough);
+    let own = |servers: Vec<_>, mode: ServerMode| {
+        (!servers.is_empty()).then(|| ServerPort {
+            number: port.number,
+            bind: port.bind.clone(),
+            servers,
+            mode,
+            certificates: Vec::new(),
+            route_name: None,
+        })
+    };
+    let other_mode = match port.mode {
+        ServerMode::AutoPassthrough => ServerMode::Passthrough,
+        ref mode => mode.clone(),
+    };
+    (
+        own(auto, ServerMode::AutoPassthrough),
+        own(other, other_mode),
+    )
+}
+
 /// pilot's `allIstioMtlsALPNs` (pilot/pkg/networking/core/listener.go): what a mesh client's
 /// mTLS offers (the peer-exchange, plain TCP, HTTP/1.x and HTTP/2 variants).
 pub const ISTIO_MTLS_ALPNS: [&str; 5] = [

@@ -294,3 +294,72 @@ fn terminated_and_passthrough_servers_share_a_port_by_sni() {
         errors[0]
     );
 }
+
+/// AUTO_PASSTHROUGH next to PASSTHROUGH on one port, in either order
+/// (buildGatewayTCPBasedFilterChains: builtAutoPassthroughFilterChains for the one,
+/// createGatewayTCPFilterChainOpts for the other, on one listener): a mesh client's SNI
+/// `outbound_...` with Istio's ALPN reaches the service's SNI-DNAT cluster, p.example.com the
+/// bound `tls` rule's destination, and any other name no chain (closed), as the engine's own
+/// filter-chain match decides.
+#[test]
+fn auto_passthrough_and_passthrough_servers_share_a_port_by_sni() {
+    use trellis_engine::proxy::choose_chain;
+    let auto = server(
+        15443,
+        "TLS",
+        "auto",
+        "\"*.local\"",
+        Some("{mode: AUTO_PASSTHROUGH}"),
+    );
+    let passthrough = server(
+        15443,
+        "TLS",
+        "p",
+        "p.example.com",
+        Some("{mode: PASSTHROUGH}"),
+    );
+    let rest = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2}]\n";
+    for servers in [
+        [auto.clone(), passthrough.clone()],
+        [passthrough.clone(), auto.clone()],
+    ] {
+        let mut servers = servers.to_vec();
+        servers.push(rest.to_string());
+        let t = run(&servers);
+        assert!(errors(&t).is_empty(), "{:?}", errors(&t));
+        assert_eq!(t.config.listeners.len(), 1);
+        let listener = &t.config.listeners[0];
+        assert!(listener.tls.is_none(), "nothing is terminated");
+        let routes = &t.config.tcp_routes;
+        let dst = listener.address;
+        let choose = |sni: &str, alpn: &[&str]| {
+            let alpn: Vec<String> = alpn.iter().map(|a| a.to_string()).collect();
+            let on = (listener.name.as_str(), false);
+            let choice = choose_chain(routes, on, dst, &BTreeMap::new(), (Some(sni), &alpn));
+            choice
+                .chosen
+                .map(|i| routes[i].destinations[0].cluster.clone())
+        };
+        assert_eq!(
+            choose(
+                "outbound_.9080_._.reviews.default.svc.cluster.local",
+                &["istio"]
+            )
+            .as_deref(),
+            Some("outbound_.9080_._.reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            choose("p.example.com", &[]).as_deref(),
+            Some("outbound|443||p.example.com")
+        );
+        assert_eq!(choose("other.example.com", &["istio"]), None);
+        assert_eq!(
+            choose(
+                "outbound_.9080_._.reviews.default.svc.cluster.local",
+                &["h2"]
+            ),
+            None,
+            "a mesh name without Istio's ALPN"
+        );
+    }
+}

@@ -113,11 +113,31 @@ pub fn translate_gateway(
         let mut certificates = port.certificates.clone();
         let mut passthrough = Vec::new();
         let mut tables = if l4::is_l4(&port.mode) {
-            let chains = if port.mode == tls::ServerMode::AutoPassthrough {
-                auto_passthrough::chains(port, &name, &catalog, resources, &mut out, &mut diags)
-            } else {
-                l4::chains(port, &name, &site, &mut diags)
+            let (auto, other) = auto_passthrough::split(port);
+            let mut chains = match &auto {
+                Some(auto) => {
+                    auto_passthrough::chains(auto, &name, &catalog, resources, &mut out, &mut diags)
+                }
+                None => Vec::new(),
             };
+            if let Some(other) = &other {
+                // Next to AUTO_PASSTHROUGH chains, a passthrough server's catch-all (a port
+                // left without `tls` rules) takes only its own hosts' names.
+                let hosts: Vec<String> = if auto.is_some() {
+                    mixed::passthrough_hosts(other)
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                for (mut route, origin) in l4::chains(other, &name, &site, &mut diags) {
+                    if route.sni_hosts.is_empty() {
+                        route.sni_hosts = hosts.clone();
+                    }
+                    chains.push((route, origin));
+                }
+            }
             for (route, origin) in chains {
                 out.config.tcp_routes.push(route);
                 out.tcp_routes.push(origin);

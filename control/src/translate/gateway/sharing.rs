@@ -18,10 +18,11 @@
 //! Trellis follows the first rule in both orders (a TLS server is never merged with a
 //! plain-text one, nor the other way round, so neither is served in a way its author did not
 //! write), serves terminated HTTPS servers of any mix of modes on one port, and HTTPS servers
-//! next to `PASSTHROUGH` ones (`super::mixed`). Other TLS kinds (`AUTO_PASSTHROUGH`, or a
-//! TLS-terminated TCP server, next to a server of another kind) are not yet served together:
-//! the later one is refused with a diagnostic that says so, rather than served with the wrong
-//! chain.
+//! next to `PASSTHROUGH` ones (`super::mixed`), and `AUTO_PASSTHROUGH` servers next to
+//! `PASSTHROUGH` ones (`super::auto_passthrough::split`). Other TLS kinds (`AUTO_PASSTHROUGH`
+//! next to a terminated server, or a TLS-terminated TCP server next to a server of another
+//! kind) are not yet served together: the later one is refused with a diagnostic that says
+//! so, rather than served with the wrong chain.
 
 use super::tls::{ServerMode, Termination};
 
@@ -35,6 +36,10 @@ pub fn can_share(port: &ServerMode, new: &ServerMode) -> Result<(), String> {
         // Terminated and passed through by SNI (`super::mixed`).
         (ServerMode::Https(_), ServerMode::Passthrough)
         | (ServerMode::Passthrough, ServerMode::Https(_)) => Ok(()),
+        // Both relayed untouched, each server's chains told apart by SNI
+        // (`super::auto_passthrough::split`).
+        (ServerMode::AutoPassthrough, ServerMode::Passthrough)
+        | (ServerMode::Passthrough, ServerMode::AutoPassthrough) => Ok(()),
         (p, n) if plain(p) || plain(n) => Err(format!(
             "conflict with the port's existing {} server: a port serves either plain-text \
              servers or TLS servers told apart by SNI, never both (pilot's MergeGateways skips \
@@ -141,13 +146,17 @@ mod tests {
         assert_eq!(can_share(&ServerMode::Http, &ServerMode::Http), Ok(()));
     }
 
-    /// Terminated HTTPS and PASSTHROUGH servers share a port, in either order
-    /// (buildGatewayTCPBasedFilterChains builds both kinds of chain on one listener).
+    /// Terminated HTTPS and PASSTHROUGH servers share a port, in either order, and so do
+    /// AUTO_PASSTHROUGH and PASSTHROUGH ones (buildGatewayTCPBasedFilterChains builds every
+    /// server's chains on one listener).
     #[test]
     fn terminated_https_and_passthrough_servers_share_a_port() {
         let https = ServerMode::Https(Termination::Mutual);
         assert_eq!(can_share(&https, &ServerMode::Passthrough), Ok(()));
         assert_eq!(can_share(&ServerMode::Passthrough, &https), Ok(()));
+        let (auto, passthrough) = (ServerMode::AutoPassthrough, ServerMode::Passthrough);
+        assert_eq!(can_share(&auto, &passthrough), Ok(()));
+        assert_eq!(can_share(&passthrough, &auto), Ok(()));
     }
 
     /// What istiod serves and Trellis does not yet: refused with a message saying it is
