@@ -15,12 +15,15 @@
 //! far sidecar's SPIFFE id (the gateway never presents a certificate), and reviews' sidecar
 //! sees productpage's identity: both show in the `x-forwarded-client-cert` reviews receives.
 //! A subset goes by its own name (`outbound_.9080_.v1_...`), and one the gateway has no
-//! cluster for is closed by it (503 from the client's sidecar).
+//! cluster for is closed by it (503 from the client's sidecar). The same port also has a
+//! PASSTHROUGH server (buildGatewayTCPBasedFilterChains puts every server's chains on the one
+//! listener): `openssl s_client` naming its host reaches `openssl s_server` behind it, the
+//! ClientHello choosing among both kinds of chain.
 
 use std::net::SocketAddr;
 
 mod common;
-use common::l4_peers::{identity_yaml, issue, scratch, wait_for_log};
+use common::l4_peers::{identity_yaml, issue, s_server, scratch, subject_offering, wait_for_log};
 use common::{curl, free_offset, spawn_gateway, spawn_proxy, wait_for};
 
 fn free_port() -> u16 {
@@ -80,7 +83,11 @@ istio:
     let _reviews_sidecar = spawn_proxy(&reviews_config, &[], &reviews_log);
     wait_for(SocketAddr::from(([127, 0, 0, 1], reviews_port)));
 
-    // The east-west gateway: AUTO_PASSTHROUGH on 15443, reviews (subset v1) in its registry.
+    // A TLS service the gateway passes through by name, next to its AUTO_PASSTHROUGH chains.
+    let (tls_port, _tls_server, _) = s_server(&dir, "tls.example.com");
+
+    // The east-west gateway: AUTO_PASSTHROUGH on 15443, reviews (subset v1) in its registry,
+    // and a PASSTHROUGH server for tls.example.com on the same port.
     let offset = free_offset(&[15443]);
     let gateway_config = dir.join("gateway.yaml");
     std::fs::write(
@@ -90,6 +97,9 @@ istio:
   - host: reviews
     ports: [9080]
     endpoints: [{{address: "127.0.0.1:{reviews_port}", serviceAccount: reviews, labels: {{version: v1, security.istio.io/tlsMode: istio}}}}]
+  - host: tls.example.com
+    ports: [{{number: 443, name: tls}}]
+    endpoints: [{{address: "127.0.0.1:{tls_port}"}}]
 istio:
   resources:
     - apiVersion: networking.istio.io/v1
@@ -101,6 +111,18 @@ istio:
           - port: {{number: 15443, name: tls, protocol: TLS}}
             hosts: ["*.local"]
             tls: {{mode: AUTO_PASSTHROUGH}}
+          - port: {{number: 15443, name: tls-passthrough, protocol: TLS}}
+            hosts: [tls.example.com]
+            tls: {{mode: PASSTHROUGH}}
+    - apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {{name: tls-example, namespace: istio-system}}
+      spec:
+        hosts: [tls.example.com]
+        gateways: [cross-network-gateway]
+        tls:
+          - match: [{{sniHosts: [tls.example.com]}}]
+            route: [{{destination: {{host: tls.example.com, port: {{number: 443}}}}}}]
     - apiVersion: networking.istio.io/v1
       kind: DestinationRule
       metadata: {{name: reviews, namespace: default}}
@@ -171,6 +193,13 @@ istio:
             read(&reviews_log)
         )
     };
+
+    // The PASSTHROUGH server's name reaches its real TLS server through the same port; a
+    // name neither kind of chain serves is closed.
+    let subject = subject_offering(gateway_port, "tls.example.com", &[]);
+    assert!(subject.contains("tls.example.com"), "{subject}\n{}", logs());
+    let subject = subject_offering(gateway_port, "other.example.com", &["istio"]);
+    assert!(subject.starts_with("no handshake"), "{subject}");
 
     // The service's own cluster: through the gateway to reviews.
     let (code, body) = get(outbound_port, "/");

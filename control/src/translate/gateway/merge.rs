@@ -155,7 +155,10 @@ pub fn merge_gateways<'a>(
                 Some(i) => {
                     // A port of passthrough servers that a terminated one joins terminates
                     // (its listener serves both kinds: `super::mixed`).
-                    if let (ServerMode::Passthrough, ServerMode::Https(_)) = (&ports[i].mode, &mode)
+                    if let (
+                        ServerMode::Passthrough | ServerMode::AutoPassthrough,
+                        ServerMode::Https(_),
+                    ) = (&ports[i].mode, &mode)
                     {
                         ports[i].mode = mode.clone();
                     }

@@ -15,11 +15,16 @@
 use super::merge::ServerPort;
 use super::tls::{self, ServerMode};
 
-/// `port`'s terminated servers (with their certificates), and its passthrough servers when
-/// it has any.
+/// `port`'s terminated servers (with their certificates), and its passed-through servers
+/// (`PASSTHROUGH` and `AUTO_PASSTHROUGH`, as a port of mode `PASSTHROUGH` that
+/// [`super::auto_passthrough::split`] splits again) when it has any.
 pub fn split<'a>(port: &ServerPort<'a>) -> (ServerPort<'a>, Option<ServerPort<'a>>) {
-    let (passed, terminated): (Vec<_>, Vec<_>) = (port.servers.iter().cloned())
-        .partition(|m| tls::mode(m.server) == ServerMode::Passthrough);
+    let (passed, terminated): (Vec<_>, Vec<_>) = (port.servers.iter().cloned()).partition(|m| {
+        matches!(
+            tls::mode(m.server),
+            ServerMode::Passthrough | ServerMode::AutoPassthrough
+        )
+    });
     let own = |servers, mode, certificates| ServerPort {
         number: port.number,
         bind: port.bind.clone(),

@@ -224,8 +224,8 @@ fn certificate_pins_of_mutual_servers_are_kept_and_bad_ones_refused() {
 /// Terminated HTTPS next to PASSTHROUGH on one port (buildGatewayTCPBasedFilterChains: both
 /// kinds of chain on one listener): the listener terminates a.example.com and lists
 /// p.example.com as a passthrough chain, whose bound `tls` rule is the listener's L4 chain;
-/// without a bound rule, the catch-all that closes takes only the passthrough SNI. AUTO_PASSTHROUGH
-/// next to HTTPS is not yet served: refused as Trellis's limit.
+/// without a bound rule, the catch-all that closes takes only the passthrough SNI.
+/// AUTO_PASSTHROUGH next to HTTPS is passed through the same way, with its own chains.
 #[test]
 fn terminated_and_passthrough_servers_share_a_port_by_sni() {
     let files = Files::new("pass");
@@ -278,21 +278,32 @@ fn terminated_and_passthrough_servers_share_a_port_by_sni() {
         "never a terminated connection"
     );
 
+    // AUTO_PASSTHROUGH next to HTTPS: its hosts are passed through too (in either order the
+    // listener terminates the HTTPS server's), its chains by each service's SNI.
     let auto = server(
         443,
         "TLS",
         "e",
-        "\"*.global\"",
+        "\"*.local\"",
         Some("{mode: AUTO_PASSTHROUGH}"),
     );
-    let t = run(&[https, auto]);
-    let errors = errors(&t);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains("Trellis does not yet serve"),
-        "{}",
-        errors[0]
-    );
+    let reviews = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2}]\n";
+    for servers in [[https.clone(), auto.clone()], [auto.clone(), https.clone()]] {
+        let mut servers = servers.to_vec();
+        servers.push(reviews.to_string());
+        let t = run(&servers);
+        assert!(errors(&t).is_empty(), "{:?}", errors(&t));
+        let listener = &t.config.listeners[0];
+        let tls = listener.tls.as_ref().expect("terminates a.example.com");
+        assert_eq!(tls.servers[0].hosts, ["a.example.com"]);
+        assert_eq!(tls.passthrough, [vec!["*.local".to_string()]]);
+        let sni = "outbound_.9080_._.reviews.default.svc.cluster.local";
+        assert!(
+            (t.config.tcp_routes.iter()).any(|r| r.sni_hosts == [sni]),
+            "{:?}",
+            t.config.tcp_routes
+        );
+    }
 }
 
 /// AUTO_PASSTHROUGH next to PASSTHROUGH on one port, in either order

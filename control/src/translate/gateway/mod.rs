@@ -113,31 +113,8 @@ pub fn translate_gateway(
         let mut certificates = port.certificates.clone();
         let mut passthrough = Vec::new();
         let mut tables = if l4::is_l4(&port.mode) {
-            let (auto, other) = auto_passthrough::split(port);
-            let mut chains = match &auto {
-                Some(auto) => {
-                    auto_passthrough::chains(auto, &name, &catalog, resources, &mut out, &mut diags)
-                }
-                None => Vec::new(),
-            };
-            if let Some(other) = &other {
-                // Next to AUTO_PASSTHROUGH chains, a passthrough server's catch-all (a port
-                // left without `tls` rules) takes only its own hosts' names.
-                let hosts: Vec<String> = if auto.is_some() {
-                    mixed::passthrough_hosts(other)
-                        .into_iter()
-                        .flatten()
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                for (mut route, origin) in l4::chains(other, &name, &site, &mut diags) {
-                    if route.sni_hosts.is_empty() {
-                        route.sni_hosts = hosts.clone();
-                    }
-                    chains.push((route, origin));
-                }
-            }
+            let chains =
+                passed_through_chains(port, &name, &site, resources, false, &mut out, &mut diags);
             for (route, origin) in chains {
                 out.config.tcp_routes.push(route);
                 out.tcp_routes.push(origin);
@@ -155,13 +132,12 @@ pub fn translate_gateway(
             certificates = named;
             if let Some(passed) = passed {
                 passthrough = mixed::passthrough_hosts(&passed);
-                let hosts: Vec<String> = passthrough.iter().flatten().cloned().collect();
-                for (mut route, origin) in l4::chains(&passed, &name, &site, &mut diags) {
-                    // A port left without `tls` rules closes its passed-through connections,
-                    // never the terminated ones: its catch-all takes only their SNI.
-                    if route.sni_hosts.is_empty() {
-                        route.sni_hosts = hosts.clone();
-                    }
+                // A port left without `tls` rules closes its passed-through connections,
+                // never the terminated ones: its catch-all takes only their SNI.
+                let chains = passed_through_chains(
+                    &passed, &name, &site, resources, true, &mut out, &mut diags,
+                );
+                for (route, origin) in chains {
                     out.config.tcp_routes.push(route);
                     out.tcp_routes.push(origin);
                 }
@@ -268,4 +244,45 @@ pub fn forward_client_cert(
             ForwardClientCert::SanitizeSet
         }
     }
+}
+
+/// The L4 chains of `port`'s servers on listener `listener`: AUTO_PASSTHROUGH servers'
+/// chains by the SNI of each service (`auto_passthrough::chains`), the others' from their
+/// bound rules (`l4::chains`). `restrict`, or AUTO_PASSTHROUGH chains next to them: the
+/// others' catch-all (a port left without `tls` rules) takes only their own hosts' names,
+/// so that it never answers for a name another kind of chain serves.
+fn passed_through_chains(
+    port: &merge::ServerPort<'_>,
+    listener: &str,
+    site: &routes::GatewaySite<'_, '_>,
+    resources: &ResourceSet,
+    restrict: bool,
+    out: &mut Translation,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(
+    trellis_engine::config::TcpRoute,
+    crate::translate::tcp::TcpOrigin,
+)> {
+    let (auto, other) = auto_passthrough::split(port);
+    let mut chains = match &auto {
+        Some(auto) => auto_passthrough::chains(auto, listener, site.catalog, resources, out, diags),
+        None => Vec::new(),
+    };
+    if let Some(other) = &other {
+        let hosts: Vec<String> = if restrict || auto.is_some() {
+            mixed::passthrough_hosts(other)
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (mut route, origin) in l4::chains(other, listener, site, diags) {
+            if route.sni_hosts.is_empty() {
+                route.sni_hosts = hosts.clone();
+            }
+            chains.push((route, origin));
+        }
+    }
+    chains
 }

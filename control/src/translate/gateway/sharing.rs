@@ -18,11 +18,10 @@
 //! Trellis follows the first rule in both orders (a TLS server is never merged with a
 //! plain-text one, nor the other way round, so neither is served in a way its author did not
 //! write), serves terminated HTTPS servers of any mix of modes on one port, and HTTPS servers
-//! next to `PASSTHROUGH` ones (`super::mixed`), and `AUTO_PASSTHROUGH` servers next to
-//! `PASSTHROUGH` ones (`super::auto_passthrough::split`). Other TLS kinds (`AUTO_PASSTHROUGH`
-//! next to a terminated server, or a TLS-terminated TCP server next to a server of another
-//! kind) are not yet served together: the later one is refused with a diagnostic that says
-//! so, rather than served with the wrong chain.
+//! next to `PASSTHROUGH` and `AUTO_PASSTHROUGH` ones (`super::mixed`), and `AUTO_PASSTHROUGH`
+//! servers next to `PASSTHROUGH` ones (`super::auto_passthrough::split`). A TLS-terminated TCP
+//! server next to a server of another kind is not yet served: the later one is refused with a
+//! diagnostic that says so, rather than served with the wrong chain.
 
 use super::tls::{ServerMode, Termination};
 
@@ -36,10 +35,12 @@ pub fn can_share(port: &ServerMode, new: &ServerMode) -> Result<(), String> {
         // Terminated and passed through by SNI (`super::mixed`).
         (ServerMode::Https(_), ServerMode::Passthrough)
         | (ServerMode::Passthrough, ServerMode::Https(_)) => Ok(()),
-        // Both relayed untouched, each server's chains told apart by SNI
-        // (`super::auto_passthrough::split`).
+        // Relayed untouched next to each other or next to terminated ones, each server's chains
+        // told apart by SNI (`super::auto_passthrough::split`, `super::mixed`).
         (ServerMode::AutoPassthrough, ServerMode::Passthrough)
-        | (ServerMode::Passthrough, ServerMode::AutoPassthrough) => Ok(()),
+        | (ServerMode::Passthrough, ServerMode::AutoPassthrough)
+        | (ServerMode::Https(_), ServerMode::AutoPassthrough)
+        | (ServerMode::AutoPassthrough, ServerMode::Https(_)) => Ok(()),
         (p, n) if plain(p) || plain(n) => Err(format!(
             "conflict with the port's existing {} server: a port serves either plain-text \
              servers or TLS servers told apart by SNI, never both (pilot's MergeGateways skips \
@@ -164,13 +165,9 @@ mod tests {
     #[test]
     fn tls_kinds_trellis_cannot_mix_yet_are_refused_as_such() {
         let https = ServerMode::Https(Termination::Simple);
-        for other in [
-            ServerMode::AutoPassthrough,
-            ServerMode::TlsTcp(Termination::Simple),
-        ] {
-            let why = can_share(&https, &other).expect_err("not yet");
-            assert!(why.contains("Trellis does not yet serve"), "{why}");
-        }
+        let why = can_share(&https, &ServerMode::TlsTcp(Termination::Simple)).expect_err("not yet");
+        assert!(why.contains("Trellis does not yet serve"), "{why}");
+        assert_eq!(can_share(&https, &ServerMode::AutoPassthrough), Ok(()));
         assert!(can_share(
             &ServerMode::TlsTcp(Termination::Simple),
             &ServerMode::TlsTcp(Termination::Mutual)
