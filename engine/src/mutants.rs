@@ -172,6 +172,9 @@ pub struct Mutations {
     /// 503s) go out without the route's response header edits, as Trellis once sent them
     /// (Envoy's local-reply path applies the route entry's `finalizeResponseHeaders`).
     pub local_replies_skip_route_edits: bool,
+    /// A connection whose protocol was detected as HTTP is handed to the HTTP codec without
+    /// the bytes read while detecting: its first request is lost.
+    pub sniff_handoff_drops_bytes: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -125,3 +125,15 @@ fn catches_faults_skipped_on_local_answers() {
     let seed = first_catching_seed(faults_skip_local_answers, Invariant::Faults, RARE_BUDGET);
     eprintln!("faults skipped on redirects and direct responses caught by seed {seed}");
 }
+
+planted!(sniff_handoff_drops_bytes, sniff_handoff_drops_bytes);
+
+/// Expected: `AccessLog` (a redirected client's request, handed from protocol detection to the
+/// HTTP codec without the bytes read while detecting, never shows up as the request the
+/// client sent). Passthrough scenarios serve their redirected clients through the outbound
+/// capture table, so every request there crosses the detection.
+#[test]
+fn catches_sniff_handoff_dropping_bytes() {
+    let seed = first_catching_seed(sniff_handoff_drops_bytes, Invariant::AccessLog, BUDGET);
+    eprintln!("protocol detection losing the bytes it read caught by seed {seed}");
+}

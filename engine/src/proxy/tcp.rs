@@ -141,6 +141,10 @@ impl Engine {
         };
         down.tcp = None;
         down.state = DownState::Idle;
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().sniff_handoff_drops_bytes {
+            down.recv.clear();
+        }
         // A client that already finished sending gets its answer, then the close.
         down.close_after_response = down.read_closed;
         let at = now + self.snapshot.config.http.idle_timeout;

@@ -117,6 +117,7 @@ pub const ALL: &[&str] = &[
     "chunked responses",
     "HTTP limits and timeouts set",
     "listener passthrough (ALLOW_ANY) with unknown hosts",
+    "outbound capture: redirected connections sniffed before the HTTP codec",
     "listener direction inbound",
     "head limits probed (414/431 edges)",
     "retry buffer smaller than some bodies",
@@ -479,6 +480,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     }
     if scn.passthrough && scn.requests.is_some() {
         out.push("listener passthrough (ALLOW_ANY) with unknown hosts");
+    }
+    if scn.passthrough && !scn.inbound_listener && scn.requests.is_some() {
+        out.push("outbound capture: redirected connections sniffed before the HTTP codec");
     }
     if let Some(h) = &scn.http {
         out.push("HTTP limits and timeouts set");

@@ -112,6 +112,21 @@ pub fn engine_config_at(
         listener.passthrough = scn.passthrough;
         if scn.inbound_listener {
             listener.direction = trellis_engine::config::Direction::Inbound;
+        } else if scn.passthrough {
+            // Clients here are redirected (they carry ORIGINAL_DST): the listener serves them
+            // as a capture listener, by the port they dialled. The services are HTTP, so that
+            // port is sniffed (pilot's outbound listener for an HTTP service port) and every
+            // request goes through the engine's protocol detection before the HTTP codec.
+            listener.outbound_capture = Some(std::sync::Arc::new(
+                trellis_engine::config::OutboundCapture {
+                    ports: [(
+                        ORIGINAL_DST.port(),
+                        trellis_engine::config::PortProtocol::Detect,
+                    )]
+                    .into(),
+                    detection_timeout: None,
+                },
+            ));
         }
     }
     if let Some(h) = &scn.http {
