@@ -28,7 +28,7 @@
 //! does not change how an existing sidecar behaves (the precedent of
 //! `protocolDetectionTimeout`, whose file setting is a listener's).
 
-use trellis_engine::config::{Config, Direction, Route, RouteAction, VirtualHost};
+use trellis_engine::config::{Config, Route, RouteAction, VirtualHost};
 
 use super::mesh_settings::{MeshSettings, OutboundTrafficMode};
 use crate::diag::Diagnostic;
@@ -89,9 +89,9 @@ pub fn apply_to_listeners(config: &mut Config, mesh: &MeshSettings) {
         return;
     };
     let mut tables = Vec::new();
-    for listener in config.listeners.iter_mut().filter(|l| {
-        l.direction == Direction::Outbound && l.local_forward.is_none() && l.edge.is_none()
-    }) {
+    for listener in (config.listeners.iter_mut())
+        .filter(|l| crate::translate::outbound_capture::is_sidecar_outbound(l))
+    {
         listener.passthrough = mode == OutboundTrafficMode::AllowAny;
         if !tables.contains(&listener.route_table) {
             tables.push(listener.route_table.clone());

@@ -39,8 +39,9 @@ pub fn outbound_ports(services: &[Service]) -> BTreeMap<u16, PortProtocol> {
 }
 
 /// Whether `listener` is a sidecar's outbound listener (not a gateway's, not a capture
-/// inbound one), the kind that capture redirects outbound connections to.
-fn is_sidecar_outbound(listener: &trellis_engine::config::Listener) -> bool {
+/// inbound one), the kind that capture redirects outbound connections to, and that the mesh
+/// config's outbound traffic policy governs.
+pub fn is_sidecar_outbound(listener: &trellis_engine::config::Listener) -> bool {
     listener.direction == Direction::Outbound
         && listener.local_forward.is_none()
         && listener.edge.is_none()

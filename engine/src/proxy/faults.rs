@@ -170,12 +170,5 @@ fn local_answer_headers(
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
     }
-    let mut map: crate::http1::Fields = base.iter().copied().collect();
-    route::apply_header_ops(&route.response_headers, &mut map);
-    map.iter()
-        .filter_map(|(n, v)| {
-            let n = std::str::from_utf8(n).ok()?;
-            Some((n.to_string(), crate::http1::value_str(v)?.to_string()))
-        })
-        .collect()
+    super::reply::with_header_edits(base, &[&route.response_headers])
 }

@@ -281,17 +281,26 @@ fn route_edits_on_local_reply(
     if destination.response_headers.is_empty() && route.response_headers.is_empty() {
         return None;
     }
-    let mut fields: http1::Fields = extra.iter().copied().collect();
-    for ops in [&destination.response_headers, &route.response_headers] {
+    Some(with_header_edits(
+        extra,
+        &[&destination.response_headers, &route.response_headers],
+    ))
+}
+
+/// `base` with each of `ops` applied in turn, as a local reply's header list.
+pub(super) fn with_header_edits(
+    base: &[(&str, &str)],
+    ops: &[&crate::config::HeaderOps],
+) -> Vec<(String, String)> {
+    let mut fields: http1::Fields = base.iter().copied().collect();
+    for ops in ops {
         crate::route::apply_header_ops(ops, &mut fields);
     }
-    Some(
-        fields
-            .iter()
-            .filter_map(|(n, v)| {
-                let n = std::str::from_utf8(n).ok()?;
-                Some((n.to_string(), http1::value_str(v)?.to_string()))
-            })
-            .collect(),
-    )
+    fields
+        .iter()
+        .filter_map(|(n, v)| {
+            let n = std::str::from_utf8(n).ok()?;
+            Some((n.to_string(), http1::value_str(v)?.to_string()))
+        })
+        .collect()
 }

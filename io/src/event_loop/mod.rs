@@ -323,18 +323,20 @@ impl<E: ProxyEngine, B: IoBackend> EventLoop<E, B> {
             } else {
                 let s = &mut self.sockets;
                 // Drained inbound listeners stay closed whatever the new config says.
-                let drained = self.inbound_drain.is_some_and(|d| d.closed);
-                let mut wanted = (*config).clone();
-                if drained {
+                let without_inbound = self.inbound_drain.filter(|d| d.closed).map(|_| {
+                    let mut wanted = (*config).clone();
                     wanted
                         .listeners
                         .retain(|l| l.direction != Direction::Inbound);
-                }
+                    wanted
+                });
+                let wanted = without_inbound.as_ref().unwrap_or(&config);
                 match s
                     .listeners
-                    .reconcile(&mut s.backend, &wanted, &s.bind, false)
+                    .reconcile(&mut s.backend, wanted, &s.bind, false)
                 {
-                    Ok(bound) => with_bound_addresses(&config, &bound),
+                    Ok(bound) if without_inbound.is_some() => with_bound_addresses(&config, &bound),
+                    Ok(bound) => bound,
                     Err(e) => {
                         tracing::error!(error = %e, "listeners not updated");
                         (*config).clone()

@@ -65,6 +65,12 @@ fn server(number: u16, protocol: &str, name: &str, host: &str, tls: Option<&str>
     format!("  - port: {{number: {number}, name: {name}, protocol: {protocol}}}\n    hosts: [{host}]\n{tls}")
 }
 
+/// A `tls` rule passing p.example.com through a gateway `gw`, and its ServiceEntry.
+const PASSED_P: &str = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
+
+/// reviews as a mesh-internal host (AUTO_PASSTHROUGH chains are built for such hosts only).
+const REVIEWS_ENTRY: &str = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2}]\n";
+
 fn errors(t: &Translation) -> Vec<&str> {
     (t.diagnostics.iter())
         .filter(|d| d.severity == Severity::Error)
@@ -243,13 +249,12 @@ fn terminated_and_passthrough_servers_share_a_port_by_sni() {
         "p.example.com",
         Some("{mode: PASSTHROUGH}"),
     );
-    let bound = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
     for servers in [
         [https.clone(), passthrough.clone()],
         [passthrough.clone(), https.clone()],
     ] {
         let mut servers = servers.to_vec();
-        servers.push(bound.to_string());
+        servers.push(PASSED_P.to_string());
         let t = run(&servers);
         assert!(errors(&t).is_empty(), "{:?}", errors(&t));
         assert_eq!(t.config.listeners.len(), 1);
@@ -287,10 +292,9 @@ fn terminated_and_passthrough_servers_share_a_port_by_sni() {
         "\"*.local\"",
         Some("{mode: AUTO_PASSTHROUGH}"),
     );
-    let reviews = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2}]\n";
     for servers in [[https.clone(), auto.clone()], [auto.clone(), https.clone()]] {
         let mut servers = servers.to_vec();
-        servers.push(reviews.to_string());
+        servers.push(REVIEWS_ENTRY.to_string());
         let t = run(&servers);
         assert!(errors(&t).is_empty(), "{:?}", errors(&t));
         let listener = &t.config.listeners[0];
@@ -329,13 +333,13 @@ fn auto_passthrough_and_passthrough_servers_share_a_port_by_sni() {
         "p.example.com",
         Some("{mode: PASSTHROUGH}"),
     );
-    let rest = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2}]\n";
     for servers in [
         [auto.clone(), passthrough.clone()],
         [passthrough.clone(), auto.clone()],
     ] {
         let mut servers = servers.to_vec();
-        servers.push(rest.to_string());
+        servers.push(PASSED_P.to_string());
+        servers.push(REVIEWS_ENTRY.to_string());
         let t = run(&servers);
         assert!(errors(&t).is_empty(), "{:?}", errors(&t));
         assert_eq!(t.config.listeners.len(), 1);
