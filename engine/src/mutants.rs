@@ -175,6 +175,16 @@ pub struct Mutations {
     /// A connection whose protocol was detected as HTTP is handed to the HTTP codec without
     /// the bytes read while detecting: its first request is lost.
     pub sniff_handoff_drops_bytes: bool,
+    /// A priority's health ignores the overprovisioning factor (counts 100 % where Envoy
+    /// counts 140 %): a level with a quarter of its hosts ejected already fails load over to
+    /// the next priority.
+    pub locality_health_without_overprovisioning: bool,
+    /// Locality weights are never read: a weighted level (`distribute`, or failover with a
+    /// `failover` entry) pools its hosts as an unweighted one does.
+    pub locality_weights_ignored: bool,
+    /// Path canonicalization drops a `..` segment without removing the segment before it
+    /// (`/a/../b` becomes `/a/b`): routes and the upstream see a path the client never meant.
+    pub path_dot_dot_keeps_parent: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -54,6 +54,7 @@ fn scenario() -> Scenario {
         upstream_idle_ms: None,
         max_retries: None,
         least_request_choices: None,
+        locality: None,
     };
     let client = ClientSpec {
         load: Load::Open { rate: 400 },

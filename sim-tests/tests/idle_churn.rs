@@ -32,6 +32,7 @@ fn scenario() -> Scenario {
                 upstream_idle_ms: None,
                 max_retries: None,
                 least_request_choices: None,
+                locality: None,
             }],
             rules: vec![Rule {
                 user: None,

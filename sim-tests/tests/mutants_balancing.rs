@@ -124,3 +124,31 @@ fn catches_consistent_hash_ignoring_the_key() {
     );
     eprintln!("consistent hash ignoring the request's key caught by seed {seed}");
 }
+
+planted!(
+    locality_health_without_overprovisioning,
+    locality_health_without_overprovisioning
+);
+
+/// Expected: `Balancing` (a pick in a priority that Envoy's loads give nothing: with 140 %
+/// overprovisioning a level keeps all its load until fewer than ~72 % of its hosts are
+/// eligible, and the mutant fails over at the first ejection).
+#[test]
+fn catches_locality_health_without_overprovisioning() {
+    let seed = first_catching_seed(
+        locality_health_without_overprovisioning,
+        Invariant::Balancing,
+        RARE_BUDGET,
+    );
+    eprintln!("priority health without overprovisioning caught by seed {seed}");
+}
+
+planted!(locality_weights_ignored, locality_weights_ignored);
+
+/// Expected: `Balancing` (a pick in a locality `distribute` weighs 0, or a locality's share of
+/// its level off its weight).
+#[test]
+fn catches_locality_weights_ignored() {
+    let seed = first_catching_seed(locality_weights_ignored, Invariant::Balancing, RARE_BUDGET);
+    eprintln!("locality weights ignored caught by seed {seed}");
+}

@@ -112,3 +112,13 @@ fn catches_fault_abort_drawn_with_the_delay_percentage() {
     let seed = first_catching_seed(fault_abort_uses_delay_percent, Invariant::Faults, 500);
     eprintln!("fault abort drawn with the delay's percentage caught by seed {seed}");
 }
+
+planted!(path_dot_dot_keeps_parent, path_dot_dot_keeps_parent);
+
+/// Expected: `Rewrite` (a dirty path's `seg/..` reaches the server with `seg` still in it,
+/// where the normalized path has it removed).
+#[test]
+fn catches_dot_dot_keeping_its_parent_segment() {
+    let seed = first_catching_seed(path_dot_dot_keeps_parent, Invariant::Rewrite, VOCAB_BUDGET);
+    eprintln!("`..` keeping its parent segment caught by seed {seed}");
+}

@@ -28,6 +28,7 @@ fn service(endpoints: Vec<EndpointSpec>, calls: Vec<usize>) -> Service {
             upstream_idle_ms: None,
             max_retries: None,
             least_request_choices: None,
+            locality: None,
         }],
         rules: vec![Rule {
             user: None,

@@ -129,11 +129,19 @@ impl Tiers {
         addresses: &[SocketAddr],
     ) {
         let factor = self.factor;
+        #[cfg(feature = "mutants")]
+        let level_factor = if crate::mutants::route().locality_health_without_overprovisioning {
+            100
+        } else {
+            factor
+        };
+        #[cfg(not(feature = "mutants"))]
+        let level_factor = factor;
         let mut health = Vec::with_capacity(self.levels.len());
         for level in &mut self.levels {
             level.healthy = level.hosts.iter().filter(|&&h| is_healthy(h)).count();
             let total = level.hosts.len() as u64;
-            let level_health = (factor * level.healthy as u64).checked_div(total);
+            let level_health = (level_factor * level.healthy as u64).checked_div(total);
             health.push(level_health.unwrap_or(0).min(100));
         }
         let total_health = health.iter().sum::<u64>().min(100);
@@ -174,6 +182,7 @@ impl Tiers {
             for group in &mut level.groups {
                 let healthy = group.hosts.iter().filter(|&&h| is_healthy(h)).count() as u64;
                 let total = group.hosts.len() as u64;
+
                 // weight × min(1, factor × healthy / total), kept in thousandths.
                 let availability = (factor * healthy * 10)
                     .checked_div(total)
@@ -255,6 +264,8 @@ impl Tiers {
                 .unwrap_or(0)
         };
         let weighted = self.weighted && !hashing;
+        #[cfg(feature = "mutants")]
+        let weighted = weighted && !crate::mutants::route().locality_weights_ignored;
         let Some(level) = self.levels.get_mut(index) else {
             return TierPick {
                 host: None,

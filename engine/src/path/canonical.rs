@@ -98,7 +98,13 @@ pub(super) fn canonical(path: &str) -> Result<Cow<'_, str>, Refused> {
                     }
                     AfterDot::Current(consumed) => i += dot + consumed - 1,
                     AfterDot::Up(consumed) => {
-                        out.back_up_to_previous_slash();
+                        #[cfg(feature = "mutants")]
+                        let up = !crate::mutants::route().path_dot_dot_keeps_parent;
+                        #[cfg(not(feature = "mutants"))]
+                        let up = true;
+                        if up {
+                            out.back_up_to_previous_slash();
+                        }
                         i += dot + consumed - 1;
                     }
                 }

@@ -367,6 +367,9 @@ impl Mesh<'_> {
         if fresh {
             eligible &= co.eligible_at_connect;
         }
+        // Over a locality layout the retry's balancer avoids tried hosts within the level (or
+        // weighted locality) it drew, not across them.
+        eligible &= self.locality_peers(c, co.host);
         if self.att.per_req.len() <= r {
             self.att.per_req.resize_with(r + 1, Vec::new);
         }

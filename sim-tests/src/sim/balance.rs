@@ -95,7 +95,11 @@ impl Mesh<'_> {
         for (&(sc, c), picks) in &all {
             let info = &self.cluster_info[c];
             let ver = &self.scn.services[info.service].versions[info.version];
-            if ver.lb == 2 && ver.pool.is_none() && !self.att_troubled(sc, info.service) {
+            if ver.lb == 2
+                && ver.pool.is_none()
+                && ver.locality.is_none()
+                && !self.att_troubled(sc, info.service)
+            {
                 pooled.entry(c).or_default().extend(picks.iter().cloned());
             }
         }
@@ -107,7 +111,8 @@ impl Mesh<'_> {
         for (&(sc, c), picks) in &all {
             let info = &self.cluster_info[c];
             let ver = &self.scn.services[info.service].versions[info.version];
-            if ver.pool.is_some() || picks.is_empty() {
+            // Locality layouts are held to their own promises (`check_locality`).
+            if ver.pool.is_some() || ver.locality.is_some() || picks.is_empty() {
                 continue;
             }
             let mut alone = vec![true; picks.len()];
@@ -128,6 +133,7 @@ impl Mesh<'_> {
                 _ => {}
             }
         }
+        self.check_locality(&all);
         self.att.picks = all;
     }
 
@@ -141,7 +147,7 @@ impl Mesh<'_> {
         for (&(sc, c), picks) in all {
             let info = &self.cluster_info[c];
             let ver = &self.scn.services[info.service].versions[info.version];
-            if !matches!(ver.lb, 4 | 5) || ver.pool.is_some() {
+            if !matches!(ver.lb, 4 | 5) || ver.pool.is_some() || ver.locality.is_some() {
                 continue;
             }
             for p in picks {

@@ -148,6 +148,7 @@ impl Mesh<'_> {
                 .unwrap_or_default()
         };
         let path = one(r, &vocab.paths);
+        let (path, sent_path) = super::path_dirt::draw(r, vocab, path);
         let query = one(r, &vocab.queries);
         let mut suffix = one(r, &vocab.authorities);
         if own_service && !matches!(suffix.as_str(), "" | ":80" | ":8080" | "!upper") {
@@ -161,7 +162,8 @@ impl Mesh<'_> {
         }
         Some(RequestShape {
             method: method.to_string(),
-            path: if path.is_empty() { "/".into() } else { path },
+            path,
+            sent_path,
             query,
             authority: match suffix.as_str() {
                 "!upper" => model::service_host(service).to_ascii_uppercase(),
@@ -238,7 +240,7 @@ impl Mesh<'_> {
             Some(sh) => {
                 raw.extend_from_slice(sh.method.as_bytes());
                 raw.push(b' ');
-                raw.extend_from_slice(sh.target().as_bytes());
+                raw.extend_from_slice(sh.sent_target().as_bytes());
                 raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
                 raw.extend_from_slice(sh.authority.as_bytes());
             }

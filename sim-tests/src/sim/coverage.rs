@@ -85,6 +85,9 @@ pub const ALL: &[&str] = &[
     "lb unset (Istio default)",
     "lb consistentHash ring hash",
     "lb consistentHash maglev",
+    "localityLbSetting failover (priorities by proximity)",
+    "localityLbSetting failover entry (weighted localities)",
+    "localityLbSetting distribute",
     "outlier minHealthPercent (panic mode)",
     "pool idleTimeout of milliseconds",
     "pool maxRetries (retry budget)",
@@ -113,6 +116,10 @@ pub const ALL: &[&str] = &[
     "two- or three-tier meshes",
     "config churn",
     "config churn shortening stream idle",
+    "paths sent dirty, pathNormalization BASE",
+    "paths sent dirty, pathNormalization NONE",
+    "paths sent dirty, pathNormalization MERGE_SLASHES",
+    "paths sent dirty, pathNormalization DECODE_AND_MERGE_SLASHES",
     "chunked request bodies",
     "chunked responses",
     "HTTP limits and timeouts set",
@@ -370,6 +377,11 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     {
         out.push("match name");
     }
+    out.extend(
+        scn.requests
+            .as_ref()
+            .and_then(super::path_dirt::coverage_row),
+    );
     for svc in &scn.services {
         if !svc.calls.is_empty() {
             out.push("two- or three-tier meshes");
@@ -390,6 +402,11 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             {
                 out.push("outlier minHealthPercent (panic mode)");
             }
+            out.extend(
+                ver.locality
+                    .as_ref()
+                    .map(super::locality::LocalitySpec::coverage_row),
+            );
             if ver.upstream_idle_ms.is_some() {
                 out.push("pool idleTimeout of milliseconds");
             }

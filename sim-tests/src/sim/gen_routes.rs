@@ -372,6 +372,7 @@ pub fn enrich(r: &mut fastrand::Rng, scn: &mut Scenario) {
         .map(|a| a.to_string())
         .collect(),
         headers,
+        ..RequestVocab::default()
     });
 }
 

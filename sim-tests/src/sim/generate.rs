@@ -215,6 +215,7 @@ impl Scenario {
         // stream of its own.
         super::gen_policy::knobs(seed, &mut scn);
         super::gen_policy::consistent_hash(seed, &mut scn);
+        super::locality::generate(seed, &mut scn);
         // The routing vocabulary (match conditions of every kind, redirects, direct responses,
         // rewrites, header edits, edge weights) on a stream of its own: about half the seeds.
         let mut vocab = fastrand::Rng::with_seed(seed ^ 0x70c4_b0a1_0000_0007);
@@ -224,6 +225,7 @@ impl Scenario {
             super::gen_routes::dest_authorities(seed, &mut scn);
             super::gen_routes::redirect_extras(seed, &mut scn);
         }
+        super::path_dirt::generate(seed, &mut scn);
         scn.normalize();
         scn
     }
@@ -282,6 +284,7 @@ fn gen_service(r: &mut fastrand::Rng, sw: &Swarm, big: bool) -> Service {
                 upstream_idle_ms: None,
                 max_retries: None,
                 least_request_choices: None,
+                locality: None,
             }
         })
         .collect::<Vec<_>>();
@@ -530,6 +533,7 @@ impl Scenario {
             upstream_idle_ms: None,
             max_retries: None,
             least_request_choices: None,
+            locality: None,
         };
         scn.services = (0..services)
             .map(|_| Service {

@@ -45,7 +45,7 @@ impl Mesh<'_> {
 /// `zpad` query parameter, which no generated condition names; a line that is already longer,
 /// or too short to take the parameter, stays as it is.
 pub(super) fn pad_request_line(shape: &mut RequestShape, want: usize) {
-    let line = shape.method.len() + 1 + shape.target().len() + " HTTP/1.1".len();
+    let line = shape.method.len() + 1 + shape.sent_target().len() + " HTTP/1.1".len();
     // `?zpad=` or `&zpad=`, then the value.
     if let Some(k) = want.checked_sub(line + 6) {
         if !shape.query.is_empty() {

@@ -24,9 +24,9 @@
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `events` (what it fires) and `state`
-//! (its parts), `server` / `client` + `head_limits` + `access_log` / `response_read` / `pattern` (workloads, how clients read
+//! (its parts), `server` / `client` + `head_limits` + `path_dirt` + `access_log` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
-//! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`backpressure`] + [`check`]
+//! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own), [`mirror`] (traffic mirroring:
 //! another).
@@ -48,12 +48,14 @@ mod gen_policy;
 pub mod gen_routes;
 pub mod generate;
 mod head_limits;
+pub mod locality;
 pub mod mesh;
 pub mod mirror;
 pub mod model;
 pub mod mtls;
 pub mod net;
 mod observe;
+mod path_dirt;
 mod pattern;
 mod pick;
 pub mod plane;

@@ -129,6 +129,9 @@ pub fn engine_config_at(
             ));
         }
     }
+    if let Some(v) = &scn.requests {
+        config.http.path_normalization = v.normalization.engine();
+    }
     if let Some(h) = &scn.http {
         let http = &mut config.http;
         http.max_request_line_bytes = h.max_request_line_bytes as usize;
@@ -166,6 +169,7 @@ pub fn engine_config_at(
                     _ => LbPolicy::Default,
                 },
                 hash_key: matches!(ver.lb, 4 | 5).then_some(HashKey::SourceIp),
+                locality: (ver.locality.as_ref()).map(|l| l.layout(&ver.endpoints)),
                 ..Default::default()
             };
             if let Some(o) = &ver.outlier {

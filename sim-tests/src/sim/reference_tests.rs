@@ -5,6 +5,7 @@ fn shape(path: &str, query: &str, headers: &[(&str, &str)]) -> RequestShape {
     RequestShape {
         method: "GET".into(),
         path: path.into(),
+        sent_path: None,
         query: query.into(),
         authority: "svc0".into(),
         headers: headers

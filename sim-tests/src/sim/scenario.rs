@@ -175,6 +175,10 @@ pub struct Version {
     /// hosts it samples. Whatever the count, it never picks the unique busiest host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub least_request_choices: Option<u32>,
+    /// `localityLbSetting` and the endpoints' localities ([`super::locality`]); `None`: one
+    /// priority, every host pooled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<super::locality::LocalitySpec>,
 }
 
 /// How one server workload behaves.

@@ -158,14 +158,27 @@ pub struct RequestVocab {
     /// (`foo.*`) and catch-all (`*`) wildcards on some services' VirtualServices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wildcards: Vec<(String, usize)>,
+    /// Percent of requests whose path is sent dirty ([`super::path_dirt`]); 0 in the seeds
+    /// without (and in files written before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub path_dirt_percent: u8,
+    /// The sidecars' `meshConfig.pathNormalization` (Istio's default `BASE` when absent).
+    #[serde(default, skip_serializing_if = "super::path_dirt::PathMode::is_base")]
+    pub normalization: super::path_dirt::PathMode,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// One request's shape, drawn from a [`RequestVocab`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestShape {
     pub method: String,
-    /// The path without the query.
+    /// The path without the query, as the mesh must see it (normalized).
     pub path: String,
+    /// The path as the client sends it, when that differs from `path` ([`super::path_dirt`]).
+    pub sent_path: Option<String>,
     /// The query without `?`; empty: none.
     pub query: String,
     pub authority: String,
@@ -180,6 +193,15 @@ impl RequestShape {
             self.path.clone()
         } else {
             format!("{}?{}", self.path, self.query)
+        }
+    }
+
+    /// The request target on the wire: the sent path and the query.
+    pub fn sent_target(&self) -> String {
+        match &self.sent_path {
+            None => self.target(),
+            Some(p) if self.query.is_empty() => p.clone(),
+            Some(p) => format!("{p}?{}", self.query),
         }
     }
 

@@ -54,7 +54,7 @@ impl Mesh<'_> {
             problems.push(format!(
                 "path {:?}, expected {want_target:?} (sent {:?})",
                 seen.target,
-                shape.target()
+                shape.sent_target()
             ));
         }
         let want_host = reference::upstream_authority(rule, version, shape);
