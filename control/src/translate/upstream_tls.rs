@@ -115,7 +115,7 @@ pub fn upstream_tls(
             };
             // pilot: "Use client provided SNI if set. Otherwise, overwrite with the auto
             // generated SNI" (buildUpstreamTLSSettings): the engine's default is that one.
-            let sni = tls.sni.clone().filter(|s| !s.is_empty());
+            let sni = sendable_sni(tls.sni.as_deref(), destination, "the generated", diags);
             UpstreamTls::IstioMutual {
                 subject_alt_names,
                 sni,
@@ -179,14 +179,39 @@ fn origination(
         );
     }
     OriginationTls {
-        sni: tls
-            .sni
-            .clone()
+        sni: sendable_sni(tls.sni.as_deref(), destination, "the host's", diags)
             .unwrap_or_else(|| destination.host.to_string()),
         subject_alt_names: tls.subject_alt_names.clone(),
         ca_pem,
         insecure_skip_verify: insecure,
         client_cert,
+    }
+}
+
+/// `tls.sni` when a TLS client can send it: a DNS name. Envoy sends whatever string the rule
+/// gives (pilot validates none); rustls sends only DNS names in a ClientHello (RFC 6066 §3: a
+/// `HostName` is a DNS name, never an IP literal), so another value is reported and the name
+/// used without `sni` (`fallback` says which) goes out instead, rather than failing every
+/// connection or silently sending none.
+fn sendable_sni(
+    sni: Option<&str>,
+    destination: &Destination<'_>,
+    fallback: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let sni = sni.filter(|s| !s.is_empty())?;
+    match rustls::pki_types::ServerName::try_from(sni) {
+        Ok(rustls::pki_types::ServerName::DnsName(_)) => Some(sni.to_string()),
+        _ => {
+            diags.push(
+                Diagnostic::warning(format!(
+                    "tls.sni {sni:?} for {} is not a DNS name, which is all a TLS ClientHello                      can carry (RFC 6066); {fallback} SNI is sent instead",
+                    destination.host
+                ))
+                .field("tls.sni"),
+            );
+            None
+        }
     }
 }
 

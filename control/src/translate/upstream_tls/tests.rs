@@ -183,3 +183,53 @@ fn the_services_accounts_are_the_expected_identities() {
         }
     );
 }
+
+/// A `tls.sni` a ClientHello cannot carry (an IP literal, a name with a space) is reported and
+/// replaced by the SNI the rule would send without it (pilot passes any string to Envoy;
+/// RFC 6066 §3 allows DNS names only); a DNS name is kept.
+#[test]
+fn an_sni_that_is_no_dns_name_is_reported_and_replaced() {
+    let rule = |mode: &str, sni: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: r}}\nspec:\n  host: ratings\n  trafficPolicy: {{tls: {{mode: {mode}, sni: {sni:?}, insecureSkipVerify: true}}}}\n"
+        )
+    };
+    const RATINGS: &str = "outbound|9080||ratings.default.svc.cluster.local";
+    for bad in ["10.0.0.7", "not a name"] {
+        let t = translate(
+            &parse_str(&rule("ISTIO_MUTUAL", bad), "t.yaml").unwrap(),
+            &registry(),
+        );
+        assert!(
+            matches!(
+                tls_of(&t, RATINGS),
+                UpstreamTls::IstioMutual { sni: None, .. }
+            ),
+            "{bad}"
+        );
+        assert!(
+            t.diagnostics
+                .iter()
+                .any(|d| d.message.contains("is not a DNS name") && d.message.contains(bad)),
+            "{bad}: {:?}",
+            t.diagnostics
+        );
+        let t = translate(
+            &parse_str(&rule("SIMPLE", bad), "t.yaml").unwrap(),
+            &registry(),
+        );
+        match tls_of(&t, RATINGS) {
+            UpstreamTls::Origination(o) => assert_eq!(o.sni, "ratings.default.svc.cluster.local"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let t = translate(
+        &parse_str(&rule("ISTIO_MUTUAL", "ratings.example"), "t.yaml").unwrap(),
+        &registry(),
+    );
+    assert!(matches!(
+        tls_of(&t, RATINGS),
+        UpstreamTls::IstioMutual { sni: Some(s), .. } if s == "ratings.example"
+    ));
+    assert!(!t.diagnostics.iter().any(|d| d.message.contains("DNS name")));
+}
