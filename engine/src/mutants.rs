@@ -185,6 +185,15 @@ pub struct Mutations {
     /// Path canonicalization drops a `..` segment without removing the segment before it
     /// (`/a/../b` becomes `/a/b`): routes and the upstream see a path the client never meant.
     pub path_dot_dot_keeps_parent: bool,
+    /// An L4 session does not pass the upstream's EOF on to the client while the client is
+    /// still sending: a server that finishes first is heard only when the whole session ends.
+    pub tcp_upstream_eof_held: bool,
+    /// An L4 session's idle deadline is set when it starts relaying and never pushed back by
+    /// bytes: a busy connection is cut `idle_timeout` after it connected.
+    pub tcp_idle_ignores_activity: bool,
+    /// An L4 rule's weights are never drawn: every connection goes to its first destination
+    /// with a positive weight.
+    pub tcp_weights_ignored: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

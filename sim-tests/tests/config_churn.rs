@@ -100,6 +100,7 @@ fn scenario() -> Scenario {
         security: None,
         mirror: None,
         plane: None,
+        tcp: None,
     };
     assert!(scn.normalize());
     scn

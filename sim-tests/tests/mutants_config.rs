@@ -137,3 +137,33 @@ fn catches_sniff_handoff_dropping_bytes() {
     let seed = first_catching_seed(sniff_handoff_drops_bytes, Invariant::AccessLog, BUDGET);
     eprintln!("protocol detection losing the bytes it read caught by seed {seed}");
 }
+
+planted!(tcp_upstream_eof_held, tcp_upstream_eof_held);
+
+/// Expected: `Bytes` (in the L4 world, a server that finished first: its EOF reaches the
+/// client only when the client finishes too, where Envoy's `tcp_proxy` passes it on at once).
+#[test]
+fn catches_an_l4_upstream_eof_held_back() {
+    let seed = first_catching_seed(tcp_upstream_eof_held, Invariant::Bytes, RARE_BUDGET);
+    eprintln!("the upstream's EOF held back caught by seed {seed}");
+}
+
+planted!(tcp_idle_ignores_activity, tcp_idle_ignores_activity);
+
+/// Expected: `Deadline` (in the L4 world, a connection still relaying cut before its idle
+/// timeout passed without a byte).
+#[test]
+fn catches_an_l4_idle_timeout_blind_to_bytes() {
+    let seed = first_catching_seed(tcp_idle_ignores_activity, Invariant::Deadline, RARE_BUDGET);
+    eprintln!("an idle timeout blind to bytes caught by seed {seed}");
+}
+
+planted!(tcp_weights_ignored, tcp_weights_ignored);
+
+/// Expected: `Weights` (in the L4 world, a service's connections all on its first cluster
+/// where its weights split them).
+#[test]
+fn catches_l4_weights_ignored() {
+    let seed = first_catching_seed(tcp_weights_ignored, Invariant::Weights, RARE_BUDGET);
+    eprintln!("L4 weights ignored caught by seed {seed}");
+}

@@ -44,6 +44,7 @@ fn a_tenth_of_the_seeds_run_the_control_plane_and_converge() {
         // The world is part of the seed's trace.
         let without = Scenario {
             plane: None,
+            tcp: None,
             ..scn.clone()
         };
         let plain = run(&without, RunOptions::default());
@@ -67,6 +68,7 @@ fn scenario_files_without_the_plane_parse_and_files_with_it_replay() {
     // A file from before the control-plane world: no `plane` key at all.
     let old = Scenario {
         plane: None,
+        tcp: None,
         ..scn.clone()
     };
     let old_json = serde_json::to_string(&old).expect("serializes");

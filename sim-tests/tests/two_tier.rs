@@ -84,6 +84,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         security: None,
         mirror: None,
         plane: None,
+        tcp: None,
     }
 }
 

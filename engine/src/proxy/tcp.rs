@@ -406,6 +406,10 @@ impl Engine {
         if session.down_eof {
             return self.tcp_end(now, id, None);
         }
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().tcp_upstream_eof_held {
+            return;
+        }
         self.half_close(id);
     }
 
@@ -568,6 +572,10 @@ fn pick<'a>(
     let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
     if total == 0 {
         return None;
+    }
+    #[cfg(feature = "mutants")]
+    if crate::mutants::route().tcp_weights_ignored {
+        return dests.iter().find(|d| d.weight > 0);
     }
     let mut point = rng.below_u64(total);
     for d in dests {

@@ -119,6 +119,10 @@ impl TcpSession {
 
     /// Bytes moved: the idle deadline starts again.
     pub fn touch(&mut self, now: Instant) {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().tcp_idle_ignores_activity && self.deadline.is_some() {
+            return;
+        }
         self.deadline = self.idle_timeout.map(|t| now + t);
     }
 }

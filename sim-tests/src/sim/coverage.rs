@@ -135,6 +135,13 @@ pub const ALL: &[&str] = &[
     "mirror percentage 0 or 100",
     "mirror percentage fractional",
     "RequestAuthentication (JWT, security world)",
+    "L4 world: tcp rules with weighted destinations",
+    "L4 world: non-HTTP bytes on a sniffed port",
+    "L4 world: undeclared port, ALLOW_ANY (PassthroughCluster)",
+    "L4 world: undeclared port, REGISTRY_ONLY (BlackHoleCluster)",
+    "L4 world: tcp idle timeout of milliseconds",
+    "L4 world: servers that finish first (half-close)",
+    "L4 world: servers that reset or refuse",
 ];
 
 fn str_kind(m: &StrMatch) -> &'static str {
@@ -527,17 +534,12 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             Load::Closed { .. } => "closed-loop clients",
         });
     }
-    if let Some(m) = &scn.mirror {
-        out.push("mirrors (mirroring world)");
-        for d in &m.mirrors {
-            let edge = matches!(d.percent, None | Some(0.0) | Some(100.0));
-            out.push(if edge {
-                "mirror percentage 0 or 100"
-            } else {
-                "mirror percentage fractional"
-            });
-        }
-    }
+    out.extend(
+        scn.mirror
+            .iter()
+            .flat_map(super::mirror::MirrorSpec::coverage_rows),
+    );
+    out.extend(scn.tcp.iter().flat_map(super::tcp::TcpSpec::coverage_rows));
     if scn.security.as_ref().is_some_and(|s| s.jwt.is_some()) {
         out.push("RequestAuthentication (JWT, security world)");
     }

@@ -29,13 +29,14 @@
 //! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own), [`mirror`] (traffic mirroring:
-//! another).
+//! another), [`tcp`] (L4 relaying behind the outbound capture listener: a third).
 
 mod access_log;
 mod attempts;
 mod backoff_model;
 pub mod backpressure;
 mod balance;
+mod benchmark;
 mod calls;
 pub mod check;
 mod churn;
@@ -72,6 +73,7 @@ mod state;
 pub mod stats;
 pub mod svg;
 pub mod swarm;
+pub mod tcp;
 pub mod vocab;
 mod vocab_checks;
 mod wire;
@@ -89,6 +91,9 @@ pub fn run(scn: &Scenario, opts: RunOptions) -> RunReport {
     }
     if let Some(security) = &scn.security {
         report.join(mtls::run(security, scn.seed, opts.engine_hook), 17);
+    }
+    if let Some(spec) = &scn.tcp {
+        report.join(tcp::run(spec, scn.seed, opts.engine_hook), 31);
     }
     if let Some(spec) = &scn.plane {
         report.join(plane::run_in_swarm(spec, scn.seed, opts.plane_hook), 29);

@@ -76,6 +76,11 @@ pub struct Scenario {
     /// seeds without it (and in scenario files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plane: Option<super::plane::PlaneSpec>,
+    /// The L4 world run after the routing mesh: TCP services, the sniffed and undeclared
+    /// ports of an outbound capture listener ([`super::tcp`]); `None` in the seeds without it
+    /// (and in scenario files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<super::tcp::TcpSpec>,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to

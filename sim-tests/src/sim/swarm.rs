@@ -238,6 +238,8 @@ pub struct WorldCounts {
     /// Control-plane worlds ([`super::plane`]), and those that converged after the heal.
     pub plane: usize,
     pub plane_converged: usize,
+    /// L4 worlds ([`super::tcp`]).
+    pub tcp: usize,
 }
 
 impl WorldCounts {
@@ -253,6 +255,7 @@ impl WorldCounts {
             mirror: runs(&|k| k.starts_with("mirror:")),
             plane: runs(&|k| k == "plane:runs"),
             plane_converged: runs(&|k| k == "plane:converged"),
+            tcp: runs(&|k| k.starts_with("tcp:")),
         }
     }
 }
@@ -262,8 +265,8 @@ impl std::fmt::Display for WorldCounts {
         write!(
             f,
             "worlds beside the mesh: security {} (root rotations {}), mirroring {}, control \
-             plane {} (converged after the heal: {})",
-            self.security, self.rotations, self.mirror, self.plane, self.plane_converged
+             plane {} (converged after the heal: {}), L4 {}",
+            self.security, self.rotations, self.mirror, self.plane, self.plane_converged, self.tcp
         )
     }
 }

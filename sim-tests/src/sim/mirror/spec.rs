@@ -94,6 +94,20 @@ fn upstream(r: &mut fastrand::Rng, slow: bool) -> Upstream {
 }
 
 impl MirrorSpec {
+    /// The coverage table's rows for this world.
+    pub fn coverage_rows(&self) -> Vec<&'static str> {
+        let mut out = vec!["mirrors (mirroring world)"];
+        for d in &self.mirrors {
+            let edge = matches!(d.percent, None | Some(0.0) | Some(100.0));
+            out.push(if edge {
+                "mirror percentage 0 or 100"
+            } else {
+                "mirror percentage fractional"
+            });
+        }
+        out
+    }
+
     /// The mirroring world of `seed`, in a fifth of the seeds (a stream of its own, so the
     /// routing mesh and the security world of every seed stay as they were).
     pub fn from_seed(seed: u64) -> Option<MirrorSpec> {

@@ -1,0 +1,179 @@
+//! The L4 world of a seed, as plain data: a sidecar's outbound capture listener with TCP
+//! services (VirtualService `tcp` rules: a port, weighted destinations), an HTTP service port
+//! that is sniffed, the outbound traffic policy, the echo servers behind every cluster and the
+//! client connections.
+
+use serde::{Deserialize, Serialize};
+
+/// A TCP service: its port and its `tcp` rule's weighted destinations (cluster, weight).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpService {
+    pub port: u16,
+    pub dests: Vec<(usize, u32)>,
+}
+
+/// An echo server: every chunk it reads comes back `latency_ms` later; after the client's EOF
+/// (and its echo) it sends its own, unless it finished first (`fin_after`). `refuse`: nothing listens (connects fail). `reset_after`:
+/// it resets its connection once it has read this many bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EchoServer {
+    pub latency_ms: u64,
+    pub refuse: bool,
+    pub reset_after: Option<usize>,
+    /// It finishes first: once it has echoed this many bytes it sends its EOF and echoes no
+    /// more, still reading what the client sends (a server that answers, then half-closes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fin_after: Option<usize>,
+}
+
+/// Where a client connection was headed (its original destination's port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// TCP service `i`'s port.
+    Service(usize),
+    /// The HTTP service's port: sniffed, and these bytes are no HTTP.
+    HttpPort,
+    /// A port no service has.
+    Unknown,
+}
+
+/// One client connection: chunks of bytes after gaps, then (`eof`) a half-close.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpConn {
+    pub at_ms: u64,
+    pub target: Target,
+    /// `(gap before it in ms, length)`.
+    pub chunks: Vec<(u64, usize)>,
+    pub eof: bool,
+}
+
+/// The whole L4 world of one seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpSpec {
+    pub duration_ms: u64,
+    pub services: Vec<TcpService>,
+    /// Per cluster, its endpoints.
+    pub clusters: Vec<Vec<EchoServer>>,
+    /// The echo server at every unknown destination (ALLOW_ANY passes through to it).
+    pub original: EchoServer,
+    /// `outboundTrafficPolicy.mode: ALLOW_ANY` (else REGISTRY_ONLY).
+    pub allow_any: bool,
+    /// The `tcp` routes' idle timeout (Envoy's `tcp_proxy` `idle_timeout`); `None`: 1 h.
+    pub idle_timeout_ms: Option<u64>,
+    pub conns: Vec<TcpConn>,
+}
+
+/// The first port of the TCP services; service `i` listens on `TCP_PORT + i`.
+pub const TCP_PORT: u16 = 27_017;
+/// The HTTP service's port (sniffed).
+pub const HTTP_PORT: u16 = 9_080;
+/// A port nobody declares.
+pub const UNKNOWN_PORT: u16 = 6_379;
+
+fn server(r: &mut fastrand::Rng) -> EchoServer {
+    EchoServer {
+        latency_ms: r.u64(0..=30),
+        refuse: r.u8(0..100) < 10,
+        reset_after: (r.u8(0..100) < 15).then(|| r.usize(0..=4_000)),
+        fin_after: (r.u8(0..100) < 20).then(|| r.usize(0..=4_000)),
+    }
+}
+
+impl TcpSpec {
+    /// The coverage table's rows for this world.
+    pub fn coverage_rows(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let targets = |t: Target| self.conns.iter().any(|c| c.target == t);
+        if self
+            .conns
+            .iter()
+            .any(|c| matches!(c.target, Target::Service(_)))
+        {
+            out.push("L4 world: tcp rules with weighted destinations");
+        }
+        if targets(Target::HttpPort) {
+            out.push("L4 world: non-HTTP bytes on a sniffed port");
+        }
+        if targets(Target::Unknown) || targets(Target::HttpPort) {
+            out.push(if self.allow_any {
+                "L4 world: undeclared port, ALLOW_ANY (PassthroughCluster)"
+            } else {
+                "L4 world: undeclared port, REGISTRY_ONLY (BlackHoleCluster)"
+            });
+        }
+        if self.idle_timeout_ms.is_some() {
+            out.push("L4 world: tcp idle timeout of milliseconds");
+        }
+        let servers = || self.clusters.iter().flatten().chain([&self.original]);
+        if servers().any(|s| s.fin_after.is_some()) {
+            out.push("L4 world: servers that finish first (half-close)");
+        }
+        if servers().any(|s| s.refuse || s.reset_after.is_some()) {
+            out.push("L4 world: servers that reset or refuse");
+        }
+        out
+    }
+
+    /// The L4 world of `seed`, in a fifth of the seeds (a stream of its own).
+    pub fn from_seed(seed: u64) -> Option<TcpSpec> {
+        let mut r = fastrand::Rng::with_seed(seed ^ 0x7c9b_0417_0000_0019);
+        if r.u8(0..100) >= 20 {
+            return None;
+        }
+        let duration_ms = r.u64(500..=3_000);
+        let clusters: Vec<Vec<EchoServer>> = (0..r.usize(1..=3))
+            .map(|_| (0..r.usize(1..=3)).map(|_| server(&mut r)).collect())
+            .collect();
+        let services = (0..r.usize(1..=3))
+            .map(|i| {
+                let n = r.usize(1..=clusters.len());
+                let mut dests: Vec<(usize, u32)> = (0..n)
+                    .map(|_| (r.usize(0..clusters.len()), [0, 1, 3, 50][r.usize(0..4)]))
+                    .collect();
+                dests.sort_unstable();
+                dests.dedup_by_key(|d| d.0);
+                if dests.iter().all(|d| d.1 == 0) {
+                    dests[0].1 = 1;
+                }
+                TcpService {
+                    port: TCP_PORT + i as u16,
+                    dests,
+                }
+            })
+            .collect::<Vec<_>>();
+        let idle_timeout_ms = (r.u8(0..100) < 40).then(|| r.u64(20..=500));
+        let targets = services.len();
+        let n = r.usize(10..=80);
+        let mut conns: Vec<TcpConn> = (0..n)
+            .map(|_| TcpConn {
+                at_ms: r.u64(0..duration_ms),
+                target: match r.u8(0..10) {
+                    0 => Target::HttpPort,
+                    1 => Target::Unknown,
+                    _ => Target::Service(r.usize(0..targets)),
+                },
+                chunks: (0..r.usize(1..=4))
+                    .map(|_| {
+                        let gap = if r.u8(0..100) < 20 {
+                            r.u64(0..=600)
+                        } else {
+                            r.u64(0..=10)
+                        };
+                        (gap, r.usize(1..=3_000))
+                    })
+                    .collect(),
+                eof: r.u8(0..100) < 80,
+            })
+            .collect();
+        conns.sort_by_key(|c| c.at_ms);
+        Some(TcpSpec {
+            duration_ms,
+            services,
+            clusters,
+            original: server(&mut r),
+            allow_any: r.bool(),
+            idle_timeout_ms,
+            conns,
+        })
+    }
+}
