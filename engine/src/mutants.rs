@@ -194,6 +194,10 @@ pub struct Mutations {
     /// An L4 rule's weights are never drawn: every connection goes to its first destination
     /// with a positive weight.
     pub tcp_weights_ignored: bool,
+    /// An L4 chain's `server_names` wildcards all rank alike, whatever their suffix: the first
+    /// matching chain wins where Envoy takes the longest wildcard (`*.a.example.com` before
+    /// `*.example.com`).
+    pub sni_wildcards_rank_alike: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

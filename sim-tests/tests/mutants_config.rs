@@ -167,3 +167,13 @@ fn catches_l4_weights_ignored() {
     let seed = first_catching_seed(tcp_weights_ignored, Invariant::Weights, RARE_BUDGET);
     eprintln!("L4 weights ignored caught by seed {seed}");
 }
+
+planted!(sni_wildcards_rank_alike, sni_wildcards_rank_alike);
+
+/// Expected: `Routing` (in the L4 world, a ClientHello for `c.a.example.com` taken by the
+/// `*.example.com` rule where `*.a.example.com` is the longer match).
+#[test]
+fn catches_sni_wildcards_ranked_alike() {
+    let seed = first_catching_seed(sni_wildcards_rank_alike, Invariant::Routing, RARE_BUDGET);
+    eprintln!("SNI wildcards ranked alike caught by seed {seed}");
+}

@@ -90,6 +90,8 @@ pub(crate) fn select(
         (r.sni_hosts.iter())
             .filter(|p| sni_matches(p, sni))
             .map(|p| match p.strip_prefix("*.") {
+                #[cfg(feature = "mutants")]
+                Some(_) if crate::mutants::route().sni_wildcards_rank_alike => (1, 0),
                 Some(suffix) => (1, suffix.len()),
                 None => (2, 0),
             })

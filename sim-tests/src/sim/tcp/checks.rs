@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use trellis_engine::config::{BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 
-use super::spec::Target;
-use super::world::{cluster_name, route_name, ConnState, Reached, World};
+use super::spec::{tls_rule_for, Target, SNI_NAMES};
+use super::world::{cluster_name, route_name, tls_route_name, ConnState, Reached, World};
 use crate::sim::balance::binomial_ok;
 use crate::sim::check::Invariant;
 
@@ -53,6 +53,7 @@ impl World<'_> {
                 Target::Service(_) => "service",
                 Target::HttpPort => "sniffed-port",
                 Target::Unknown => "undeclared-port",
+                Target::Tls(_) => "tls-port",
             });
         }
         for (s, clusters) in per_service {
@@ -61,8 +62,25 @@ impl World<'_> {
         self.check_logs();
     }
 
+    /// The `tls` rule a connection to the TLS port takes (`None`: the catch-all).
+    fn tls_rule(&self, c: usize) -> Option<usize> {
+        match self.spec.conns[c].target {
+            Target::Tls(Some(name)) => tls_rule_for(&self.spec.tls_rules, SNI_NAMES[name]),
+            _ => None,
+        }
+    }
+
     fn routing_breach(&self, c: usize) -> Option<String> {
         let conn = &self.conns[c];
+        if let (Target::Tls(_), Some(rule)) = (self.spec.conns[c].target, self.tls_rule(c)) {
+            let dests = &self.spec.tls_rules[rule].dests;
+            return match conn.connects.as_slice() {
+                [(Reached::Cluster(cl, _), _)] if dests.iter().any(|&(d, _)| d == *cl) => None,
+                other => Some(format!(
+                    "tls rule {rule}: connects {other:?}, expected one to {dests:?}"
+                )),
+            };
+        }
         match self.spec.conns[c].target {
             Target::Service(s) => {
                 let dests = &self.spec.services[s].dests;
@@ -74,7 +92,7 @@ impl World<'_> {
                     other => Some(format!("connects {other:?}, expected one to {dests:?}")),
                 }
             }
-            Target::HttpPort | Target::Unknown if self.spec.allow_any => {
+            Target::HttpPort | Target::Unknown | Target::Tls(_) if self.spec.allow_any => {
                 match conn.connects.as_slice() {
                     [(Reached::Original, _)] => None,
                     other => Some(format!(
@@ -82,7 +100,7 @@ impl World<'_> {
                     )),
                 }
             }
-            Target::HttpPort | Target::Unknown => {
+            Target::HttpPort | Target::Unknown | Target::Tls(_) => {
                 if !conn.connects.is_empty() {
                     Some(format!("REGISTRY_ONLY: connected {:?}", conn.connects))
                 } else if conn.closed_at.is_none() {
@@ -254,7 +272,13 @@ impl World<'_> {
                     cluster_name(*cl)
                 ));
             }
-            (Target::HttpPort | Target::Unknown, _) => {
+            (Target::Tls(_), Some((Reached::Cluster(_, _), _))) => {
+                let want = self.tls_rule(c).map(tls_route_name);
+                if route != want.as_deref() {
+                    return Some(format!("logged route {route:?}, expected {want:?}"));
+                }
+            }
+            (Target::HttpPort | Target::Unknown | Target::Tls(_), _) => {
                 // The engine names a passthrough pool by its address (Envoy's ORIGINAL_DST
                 // cluster is one `PassthroughCluster` whose hosts are made per address).
                 let want = if self.spec.allow_any {

@@ -31,6 +31,9 @@ pub struct EchoServer {
 pub enum Target {
     /// TCP service `i`'s port.
     Service(usize),
+    /// The TLS port ([`TLS_PORT`]), with a ClientHello naming [`SNI_NAMES`]`[i]` (`None`: no
+    /// `server_name` extension).
+    Tls(Option<usize>),
     /// The HTTP service's port: sniffed, and these bytes are no HTTP.
     HttpPort,
     /// A port no service has.
@@ -47,11 +50,43 @@ pub struct TcpConn {
     pub eof: bool,
 }
 
+/// A VirtualService `tls` rule on the TLS port: `sniHosts` (indices into [`SNI_PATTERNS`])
+/// and weighted destinations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsRule {
+    pub sni_hosts: Vec<usize>,
+    pub dests: Vec<(usize, u32)>,
+}
+
+/// The `sniHosts` rules draw from: exact names and wildcards of several depths, so that exact
+/// beats wildcard and the longer wildcard beats the shorter.
+pub const SNI_PATTERNS: [&str; 5] = [
+    "a.example.com",
+    "*.example.com",
+    "*.a.example.com",
+    "b.a.example.com",
+    "db.internal",
+];
+
+/// The server names clients send.
+pub const SNI_NAMES: [&str; 6] = [
+    "a.example.com",
+    "b.a.example.com",
+    "c.a.example.com",
+    "x.example.com",
+    "db.internal",
+    "other.org",
+];
+
 /// The whole L4 world of one seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TcpSpec {
     pub duration_ms: u64,
     pub services: Vec<TcpService>,
+    /// The TLS port's `tls` rules (the chains Envoy matches by `server_names`); empty in
+    /// scenario files written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_rules: Vec<TlsRule>,
     /// Per cluster, its endpoints.
     pub clusters: Vec<Vec<EchoServer>>,
     /// The echo server at every unknown destination (ALLOW_ANY passes through to it).
@@ -69,6 +104,8 @@ pub const TCP_PORT: u16 = 27_017;
 pub const HTTP_PORT: u16 = 9_080;
 /// A port nobody declares.
 pub const UNKNOWN_PORT: u16 = 6_379;
+/// The TLS service port (`tls` rules, chosen by the ClientHello's server name).
+pub const TLS_PORT: u16 = 443;
 
 fn server(r: &mut fastrand::Rng) -> EchoServer {
     EchoServer {
@@ -77,6 +114,87 @@ fn server(r: &mut fastrand::Rng) -> EchoServer {
         reset_after: (r.u8(0..100) < 15).then(|| r.usize(0..=4_000)),
         fin_after: (r.u8(0..100) < 20).then(|| r.usize(0..=4_000)),
     }
+}
+
+/// `tls` rules and the connections that send ClientHellos, on a stream of their own (so the
+/// rest of the world is as it was): in two thirds of the worlds, 1–3 rules, each pattern of
+/// [`SNI_PATTERNS`] on at most one rule (pilot drops a repeated server name), and a third of
+/// the connections turned to the TLS port.
+fn tls_rules(seed: u64, clusters: usize, conns: &mut [TcpConn]) -> Vec<TlsRule> {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0x7c9b_0417_0000_001a);
+    if r.u8(0..3) == 0 {
+        return Vec::new();
+    }
+    let mut rules: Vec<TlsRule> = (0..r.usize(1..=3))
+        .map(|_| TlsRule {
+            sni_hosts: Vec::new(),
+            dests: vec![(r.usize(0..clusters), 1)],
+        })
+        .collect();
+    for pattern in 0..SNI_PATTERNS.len() {
+        if r.u8(0..100) < 70 {
+            let n = rules.len();
+            rules[r.usize(0..n)].sni_hosts.push(pattern);
+        }
+    }
+    rules.retain(|rule| !rule.sni_hosts.is_empty());
+    for conn in conns.iter_mut() {
+        if r.u8(0..3) == 0 {
+            conn.target = Target::Tls((r.u8(0..8) != 0).then(|| r.usize(0..SNI_NAMES.len())));
+        }
+    }
+    rules
+}
+
+/// The rule a ClientHello naming `name` takes, as Envoy matches `server_names`: an exact name
+/// first, then the wildcard with the longest suffix (`*.a.example.com` before
+/// `*.example.com`; a wildcard stands for one or more labels); `None`: no rule names it.
+pub fn tls_rule_for(rules: &[TlsRule], name: &str) -> Option<usize> {
+    let names = |rule: &TlsRule, pattern: &str| {
+        (rule.sni_hosts.iter()).any(|&p| SNI_PATTERNS[p] == pattern)
+    };
+    if let Some(i) = rules.iter().position(|rule| names(rule, name)) {
+        return Some(i);
+    }
+    let mut rest = name;
+    while let Some((_, parent)) = rest.split_once('.') {
+        let wildcard = format!("*.{parent}");
+        if let Some(i) = rules.iter().position(|rule| names(rule, &wildcard)) {
+            return Some(i);
+        }
+        rest = parent;
+    }
+    None
+}
+
+/// A TLS 1.3-style ClientHello record naming `server_name` (RFC 8446 §4.1.2, RFC 6066 §3):
+/// what a client's first bytes on the TLS port look like to the sidecar, which only reads it.
+pub fn client_hello(server_name: Option<&str>) -> Vec<u8> {
+    let mut extensions = Vec::new();
+    if let Some(name) = server_name {
+        let name = name.as_bytes();
+        let entry_len = 3 + name.len();
+        extensions.extend_from_slice(&[0, 0]); // server_name
+        extensions.extend_from_slice(&((entry_len + 2) as u16).to_be_bytes());
+        extensions.extend_from_slice(&(entry_len as u16).to_be_bytes());
+        extensions.push(0); // host_name
+        extensions.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        extensions.extend_from_slice(name);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // legacy_session_id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut handshake = vec![1];
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
 }
 
 impl TcpSpec {
@@ -100,6 +218,13 @@ impl TcpSpec {
             } else {
                 "L4 world: undeclared port, REGISTRY_ONLY (BlackHoleCluster)"
             });
+        }
+        if self
+            .conns
+            .iter()
+            .any(|c| matches!(c.target, Target::Tls(_)))
+        {
+            out.push("L4 world: tls rules chosen by the ClientHello's server name");
         }
         if self.idle_timeout_ms.is_some() {
             out.push("L4 world: tcp idle timeout of milliseconds");
@@ -166,7 +291,9 @@ impl TcpSpec {
             })
             .collect();
         conns.sort_by_key(|c| c.at_ms);
+        let tls_rules = tls_rules(seed, clusters.len(), &mut conns);
         Some(TcpSpec {
+            tls_rules,
             duration_ms,
             services,
             clusters,

@@ -17,7 +17,10 @@ use trellis_engine::config::{OutboundCapture, PortProtocol, TcpDestination, TcpR
 use trellis_engine::proxy::RequestLog;
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
-use super::spec::{EchoServer, Target, TcpSpec, HTTP_PORT, TCP_PORT, UNKNOWN_PORT};
+use super::spec::{
+    client_hello, EchoServer, Target, TcpSpec, HTTP_PORT, SNI_NAMES, SNI_PATTERNS, TCP_PORT,
+    TLS_PORT, UNKNOWN_PORT,
+};
 use crate::build;
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::queue::EventQueue;
@@ -41,8 +44,9 @@ pub(crate) fn route_name(service: usize) -> String {
     format!("tcp-svc{service}")
 }
 
-/// Byte `offset` of what client connection `conn` sends: a NUL first (no HTTP method starts
-/// so, so the sniffed port decides at once), then a pattern of its own.
+/// Byte `offset` of what client connection `conn` sends after its ClientHello (if any): a NUL
+/// first (no HTTP method starts so, so the sniffed port decides at once), then a pattern of
+/// its own.
 pub(crate) fn byte_of(conn: usize, offset: usize) -> u8 {
     if offset == 0 {
         0
@@ -51,12 +55,17 @@ pub(crate) fn byte_of(conn: usize, offset: usize) -> u8 {
     }
 }
 
+pub(crate) fn tls_route_name(rule: usize) -> String {
+    format!("tls-r{rule}")
+}
+
 /// Where client connection `target` was headed.
 pub(crate) fn original_dst(target: Target) -> SocketAddr {
     match target {
         Target::Service(i) => SocketAddr::from(([240, 0, 0, 1], TCP_PORT + i as u16)),
         Target::HttpPort => SocketAddr::from(([240, 0, 0, 2], HTTP_PORT)),
         Target::Unknown => SocketAddr::from(([192, 0, 2, 77], UNKNOWN_PORT)),
+        Target::Tls(_) => SocketAddr::from(([240, 0, 0, 3], TLS_PORT)),
     }
 }
 
@@ -184,6 +193,25 @@ fn config(spec: &TcpSpec) -> trellis_engine::config::Config {
             ..TcpRoute::default()
         });
     }
+    if !spec.tls_rules.is_empty() {
+        ports.insert(TLS_PORT, PortProtocol::Tcp);
+    }
+    for (i, rule) in spec.tls_rules.iter().enumerate() {
+        config.tcp_routes.push(TcpRoute {
+            name: tls_route_name(i),
+            port: Some(TLS_PORT),
+            sni_hosts: (rule.sni_hosts.iter())
+                .map(|&p| SNI_PATTERNS[p].to_string())
+                .collect(),
+            destinations: (rule.dests.iter())
+                .map(|&(c, weight)| TcpDestination {
+                    cluster: cluster_name(c),
+                    weight,
+                })
+                .collect(),
+            ..TcpRoute::default()
+        });
+    }
     if let Some(listener) = config.listeners.first_mut() {
         listener.passthrough = spec.allow_any;
         listener.outbound_capture = Some(Arc::new(OutboundCapture {
@@ -289,11 +317,16 @@ impl<'a> World<'a> {
                     return;
                 };
                 let len = self.spec.conns[c].chunks[k].1;
+                let hello = match (k, self.spec.conns[c].target) {
+                    (0, Target::Tls(name)) => client_hello(name.map(|n| SNI_NAMES[n])),
+                    _ => Vec::new(),
+                };
                 let from = self.conns[c].sent.len();
-                let data: Vec<u8> = (from..from + len).map(|o| byte_of(c, o)).collect();
+                let mut data = hello;
+                data.extend((from..from + len).map(|o| byte_of(c, o)));
                 self.conns[c].sent.extend_from_slice(&data);
                 self.conns[c].last_activity = Some(self.now);
-                self.trace.u64(down.0 ^ ((len as u64) << 32));
+                self.trace.u64(down.0 ^ ((data.len() as u64) << 32));
                 self.input(
                     Some(c),
                     Input::Received {
