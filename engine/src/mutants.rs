@@ -198,6 +198,9 @@ pub struct Mutations {
     /// matching chain wins where Envoy takes the longest wildcard (`*.a.example.com` before
     /// `*.example.com`).
     pub sni_wildcards_rank_alike: bool,
+    /// An injected abort answers 503 whatever status its rule sets (a gRPC abort's 200
+    /// included).
+    pub fault_abort_always_503: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

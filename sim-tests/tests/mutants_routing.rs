@@ -122,3 +122,13 @@ fn catches_dot_dot_keeping_its_parent_segment() {
     let seed = first_catching_seed(path_dot_dot_keeps_parent, Invariant::Rewrite, VOCAB_BUDGET);
     eprintln!("`..` keeping its parent segment caught by seed {seed}");
 }
+
+planted!(fault_abort_always_503, fault_abort_always_503);
+
+/// Expected: `Faults` (an injected abort answered 503 where its rule sets 418, 500 or a gRPC
+/// status, which answers 200).
+#[test]
+fn catches_fault_aborts_answering_503_always() {
+    let seed = first_catching_seed(fault_abort_always_503, Invariant::Faults, 500);
+    eprintln!("fault aborts answering 503 whatever the rule sets caught by seed {seed}");
+}

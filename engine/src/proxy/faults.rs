@@ -106,6 +106,11 @@ impl Engine {
                         .get(id)
                         .is_some_and(|r| is_grpc_request(&r.head.headers))
                 });
+                #[cfg(feature = "mutants")]
+                if crate::mutants::route().fault_abort_always_503 {
+                    let flag = Some(ResponseFlag::FaultInjected);
+                    return self.local_reply(now, id, 503, flag, "fault filter abort", &[]);
+                }
                 match grpc {
                     // Envoy's sendLocalReply for a gRPC request: trailers-only, HTTP 200, the
                     // status and the body text as `grpc-status` and `grpc-message`.

@@ -84,9 +84,22 @@ impl Mesh<'_> {
         // percentage): every logged request of the rule drew the delay; those not cut by
         // their client (DC) drew the abort too.
         if let Some(rl) = rule {
-            let faulty = model::rule_at(self.scn, service, generation, rl)
-                .is_some_and(|r| r.fault.is_some());
-            if faulty {
+            let fault =
+                model::rule_at(self.scn, service, generation, rl).and_then(|r| r.fault.as_ref());
+            // An abort answers the status its rule sets (200 for a gRPC one); a rule without
+            // an abort never aborts.
+            let aborted = log.flags.contains(&ResponseFlag::FaultInjected);
+            let want = fault
+                .filter(|f| f.abort_percent > 0)
+                .map(|f| f.abort_http_status());
+            if aborted && want != Some(log.status) {
+                let msg = format!(
+                    "request {id}: an injected abort (FI) answered {}, the rule's abort is {want:?}",
+                    log.status
+                );
+                self.violations.report(Invariant::Faults, self.now, msg);
+            }
+            if fault.is_some() {
                 let has = |f: ResponseFlag| log.flags.contains(&f);
                 let c = self
                     .fault_counts

@@ -79,6 +79,7 @@ pub const ALL: &[&str] = &[
     "retries attempts 0",
     "fault delay",
     "fault abort",
+    "fault abort grpcStatus",
     "lb ROUND_ROBIN",
     "lb LEAST_REQUEST",
     "lb RANDOM",
@@ -356,7 +357,10 @@ fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {
             out.push("fault delay");
         }
         if f.abort_percent > 0 {
-            out.push("fault abort");
+            out.push(match f.grpc_status {
+                None => "fault abort",
+                Some(_) => "fault abort grpcStatus",
+            });
         }
     }
 }

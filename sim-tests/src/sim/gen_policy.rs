@@ -55,6 +55,17 @@ pub(super) fn knobs(seed: u64, scn: &mut Scenario) {
             rt.on_refused_stream = refused.u8(0..100) < 40;
         }
     }
+    // gRPC-status aborts (`abort.grpcStatus`: UNKNOWN, NOT_FOUND, RESOURCE_EXHAUSTED,
+    // UNAVAILABLE) on a third of the faults: a stream of its own.
+    let mut grpc = fastrand::Rng::with_seed(seed ^ 0x6e9c_ab07_0000_001b);
+    let faults = (scn.services.iter_mut().flat_map(|s| &mut s.rules))
+        .chain(scn.config_pushes.iter_mut().flat_map(|p| &mut p.rules))
+        .filter_map(|rule| rule.fault.as_mut());
+    for fault in faults {
+        if grpc.u8(0..3) == 0 {
+            fault.grpc_status = Some([2, 5, 8, 14][grpc.usize(0..4)]);
+        }
+    }
     // Chunked bodies both ways in a quarter of the seeds: a stream of its own.
     let mut framing = fastrand::Rng::with_seed(seed ^ 0xc4a2_4ced_0000_000a);
     if framing.u8(0..100) < 25 {

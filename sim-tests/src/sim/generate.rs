@@ -338,6 +338,7 @@ fn gen_rules(r: &mut fastrand::Rng, sw: &Swarm, n_versions: usize) -> Vec<Rule> 
                     delay_percent: r.u8(0..=100),
                     abort_status: [418, 500, 503][r.usize(0..3)],
                     abort_percent: r.u8(0..=30),
+                    grpc_status: None,
                 }),
                 vocab: None,
             }

@@ -338,9 +338,9 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
                 percent: f64::from(f.delay_percent),
             }),
             abort: (f.abort_percent > 0).then(|| FaultAbort {
-                status: f.abort_status,
+                status: f.abort_http_status(),
                 percent: f64::from(f.abort_percent),
-                grpc_status: None,
+                grpc_status: f.grpc_status,
             }),
         }),
         fallback: vocab.is_some_and(|v| v.fallback),

@@ -353,6 +353,23 @@ pub struct FaultSpec {
     pub delay_percent: u8,
     pub abort_status: u16,
     pub abort_percent: u8,
+    /// `abort.grpcStatus` (its numeric code) instead of `httpStatus`: pilot leaves Envoy's
+    /// `http_status` unset, and the fault filter answers 200 (a gRPC request gets the status
+    /// as `grpc-status` in a trailers-only answer; others a plain 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+}
+
+impl FaultSpec {
+    /// The status an injected abort answers with: 200 for a gRPC abort (Envoy's
+    /// `FaultFilter::abortHttpStatus` has none, and `sendLocalReply` answers gRPC's 200).
+    pub fn abort_http_status(&self) -> u16 {
+        if self.grpc_status.is_some() {
+            200
+        } else {
+            self.abort_status
+        }
+    }
 }
 
 /// One client workload, bound to its own sidecar.
