@@ -207,7 +207,7 @@ fn capture_end_to_end(backend: &str, ipv6: bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !log()
         .lines()
-        .any(|l| l.contains("PassthroughCluster|127.0.0.1:8080") && l.contains("\"self\""))
+        .any(|l| l.contains("InboundPassthroughCluster 127.0.0.1:8080") && l.contains("\"self\""))
     {
         assert!(
             Instant::now() < deadline,

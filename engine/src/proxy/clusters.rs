@@ -36,6 +36,16 @@ pub(crate) struct ClusterSlot {
 }
 
 impl ClusterSlot {
+    /// The cluster's name as Envoy would log it: a passthrough pool's cluster
+    /// (`PassthroughCluster`, `InboundPassthroughCluster`), without the address it serves.
+    pub fn log_name(&self) -> &str {
+        if self.passthrough {
+            self.name.split('|').next().unwrap_or(&self.name)
+        } else {
+            &self.name
+        }
+    }
+
     fn new(name: String, state: ClusterState) -> Self {
         let hosts = state.host_count();
         ClusterSlot {
@@ -169,10 +179,10 @@ impl Clusters {
         result
     }
 
-    /// The slot of the passthrough cluster for `addr`, created on first use. No config names
-    /// passthrough slots; garbage collection frees them once unused.
-    pub fn passthrough(&mut self, addr: SocketAddr, now: Instant) -> (usize, bool) {
-        let name = format!("PassthroughCluster|{addr}");
+    /// The slot of passthrough cluster `cluster`'s pool for `addr`, created on first use. No
+    /// config names passthrough slots; garbage collection frees them once unused.
+    pub fn passthrough(&mut self, addr: SocketAddr, cluster: &str, now: Instant) -> (usize, bool) {
+        let name = format!("{cluster}|{addr}");
         if let Some(index) = self
             .slots
             .iter()

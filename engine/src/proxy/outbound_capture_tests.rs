@@ -140,6 +140,8 @@ fn allow_any_passes_an_undeclared_port_through_as_tcp_at_once() {
     drain(&mut engine);
     let log = engine.drain_logs().pop().expect("one record");
     assert_eq!(log.route.as_deref(), Some("PassthroughCluster"));
+    // Envoy's UPSTREAM_CLUSTER is the one ORIGINAL_DST cluster, the address its host.
+    assert_eq!(log.cluster.as_deref(), Some("PassthroughCluster"));
     assert_eq!(log.upstream_host, Some("203.0.113.5:25".parse().unwrap()));
 }
 

@@ -387,12 +387,18 @@ impl Engine {
 
     /// The passthrough cluster slot for `addr`; retired slots are collected when too many
     /// destinations have been seen, so memory stays bounded.
-    pub(super) fn passthrough_slot(&mut self, now: Instant, addr: std::net::SocketAddr) -> usize {
+    pub(super) fn passthrough_slot(
+        &mut self,
+        now: Instant,
+        target: super::routing::PassthroughTarget,
+    ) -> usize {
         const MAX_UNCONFIGURED: usize = 256;
         if self.clusters.unconfigured_count() >= MAX_UNCONFIGURED {
             self.collect_cluster_garbage();
         }
-        self.clusters.passthrough(addr, now).0
+        self.clusters
+            .passthrough(target.addr, target.cluster, now)
+            .0
     }
 
     pub(super) fn install_clusters(&mut self, config: &Config, now: Instant) {

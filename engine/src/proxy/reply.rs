@@ -186,7 +186,7 @@ impl Engine {
             .or_else(|| {
                 req.slot
                     .and_then(|s| self.clusters.slot(s))
-                    .map(|s| Arc::from(s.name.as_str()))
+                    .map(|s| Arc::from(s.log_name()))
             });
         let route = names.map(|(n, _)| n.route.clone());
         let (down, body_done) = (req.down, req.body_done());

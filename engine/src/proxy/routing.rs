@@ -183,7 +183,7 @@ impl Engine {
         let Some((vhost, route_index, match_index)) = outcome else {
             // Istio's ALLOW_ANY: traffic for hosts the mesh doesn't know goes where it was headed.
             match passthrough.filter(|_| self.listener_passthrough(&snapshot, &listener)) {
-                Some(addr) => self.forward_passthrough(now, id, addr),
+                Some(target) => self.forward_passthrough(now, id, target),
                 None => self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]),
             }
             return;
@@ -325,20 +325,26 @@ impl Engine {
         listener: &str,
         original: Option<std::net::SocketAddr>,
         local: std::net::SocketAddr,
-    ) -> Option<std::net::SocketAddr> {
+    ) -> Option<PassthroughTarget> {
         let capture = (snapshot.listener_named(listener)).and_then(|(l, _)| l.local_forward);
         let Some(ip) = capture else {
-            return original;
+            return original.map(|addr| PassthroughTarget {
+                addr,
+                cluster: crate::config::PASSTHROUGH_CLUSTER,
+            });
         };
         let target = std::net::SocketAddr::new(ip, original.unwrap_or(local).port());
-        (target != local).then_some(target)
+        (target != local).then_some(PassthroughTarget {
+            addr: target,
+            cluster: INBOUND_PASSTHROUGH_CLUSTER,
+        })
     }
 
     /// Forward to the connection's original destination through its passthrough cluster
     /// (no routing policy: no retries, no timeout, default pool limits), as Envoy's
     /// `PassthroughCluster` does.
-    fn forward_passthrough(&mut self, now: Instant, id: RequestId, addr: std::net::SocketAddr) {
-        let slot = self.passthrough_slot(now, addr);
+    fn forward_passthrough(&mut self, now: Instant, id: RequestId, target: PassthroughTarget) {
+        let slot = self.passthrough_slot(now, target);
         let Some(req) = self.requests.get_mut(id) else {
             return;
         };
@@ -439,4 +445,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// Pilot's name for the inbound passthrough cluster (`util.InboundPassthroughCluster`,
+/// pilot/pkg/networking/util/util.go).
+pub(crate) const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+
+/// Where a passthrough goes, and the cluster Envoy would name for it in logs and stats: the
+/// outbound `PassthroughCluster` or the inbound capture's `InboundPassthroughCluster` (one
+/// ORIGINAL_DST cluster each in Envoy, whose hosts are made per address; here a pool per
+/// address, logged under the cluster's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PassthroughTarget {
+    pub addr: std::net::SocketAddr,
+    pub cluster: &'static str,
 }

@@ -262,7 +262,7 @@ impl Engine {
             return self.tcp_end(now, id, Some(ResponseFlag::NoRouteFound));
         };
         let slot = self.passthrough_slot(now, target);
-        let name = self.clusters.slot_mut(slot).map(|s| s.name.as_str().into());
+        let name = self.clusters.slot_mut(slot).map(|s| s.log_name().into());
         if let Some(session) = self.session(id) {
             session.cluster = name;
         }

@@ -279,20 +279,21 @@ impl World<'_> {
                 }
             }
             (Target::HttpPort | Target::Unknown | Target::Tls(_), _) => {
-                // The engine names a passthrough pool by its address (Envoy's ORIGINAL_DST
-                // cluster is one `PassthroughCluster` whose hosts are made per address).
-                let want = if self.spec.allow_any {
-                    format!(
-                        "{PASSTHROUGH_CLUSTER}|{}",
-                        super::world::original_dst(target)
+                // Envoy's ORIGINAL_DST cluster: one `PassthroughCluster`, the original
+                // destination its host.
+                let (want, host) = if self.spec.allow_any {
+                    let dst = super::world::original_dst(target);
+                    (
+                        PASSTHROUGH_CLUSTER,
+                        Some(dst).filter(|_| !conn.connects.is_empty()),
                     )
                 } else {
-                    BLACK_HOLE_CLUSTER.to_string()
+                    (BLACK_HOLE_CLUSTER, None)
                 };
-                let want_route = want.split('|').next().unwrap_or_default();
-                if cluster != Some(want.as_str()) || route != Some(want_route) {
+                if cluster != Some(want) || route != Some(want) || log.upstream_host != host {
                     return Some(format!(
-                        "logged route {route:?} cluster {cluster:?}, expected {want_route} and {want}"
+                        "logged route {route:?} cluster {cluster:?} host {:?}, expected {want} and {host:?}",
+                        log.upstream_host
                     ));
                 }
             }
