@@ -304,3 +304,55 @@ impl TcpSpec {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(patterns: &[&str]) -> TlsRule {
+        TlsRule {
+            sni_hosts: (patterns.iter())
+                .map(|p| SNI_PATTERNS.iter().position(|q| q == p).expect("a pattern"))
+                .collect(),
+            dests: vec![(0, 1)],
+        }
+    }
+
+    /// Envoy's `server_names` order: exact, then the longest wildcard (which stands for one
+    /// label or more), else nothing.
+    #[test]
+    fn server_names_match_exact_then_longest_wildcard() {
+        let rules = [
+            rule(&["*.example.com"]),
+            rule(&["*.a.example.com", "db.internal"]),
+            rule(&["a.example.com"]),
+        ];
+        assert_eq!(tls_rule_for(&rules, "a.example.com"), Some(2));
+        assert_eq!(tls_rule_for(&rules, "c.a.example.com"), Some(1));
+        assert_eq!(tls_rule_for(&rules, "x.example.com"), Some(0));
+        assert_eq!(tls_rule_for(&rules, "db.internal"), Some(1));
+        assert_eq!(tls_rule_for(&rules, "other.org"), None);
+        assert_eq!(tls_rule_for(&rules[..1], "b.a.example.com"), Some(0));
+    }
+
+    /// The generated ClientHello is one the sidecar's inspector reads: its name, no ALPN.
+    #[test]
+    fn the_client_hello_names_its_server() {
+        use trellis_engine::proxy::{peek_client_hello as peek, Peek};
+        let hello = client_hello(Some("c.a.example.com"));
+        assert_eq!(
+            peek(&hello),
+            Peek::ClientHello {
+                sni: Some("c.a.example.com".into()),
+                alpn: Vec::new()
+            }
+        );
+        assert_eq!(
+            peek(&client_hello(None)),
+            Peek::ClientHello {
+                sni: None,
+                alpn: Vec::new()
+            }
+        );
+    }
+}
