@@ -137,6 +137,7 @@ pub const ALL: &[&str] = &[
     "mirror percentage fractional",
     "RequestAuthentication (JWT, security world)",
     "L4 world: tcp rules with weighted destinations",
+    "L4 world: tls rules chosen by the ClientHello's server name",
     "L4 world: non-HTTP bytes on a sniffed port",
     "L4 world: undeclared port, ALLOW_ANY (PassthroughCluster)",
     "L4 world: undeclared port, REGISTRY_ONLY (BlackHoleCluster)",
