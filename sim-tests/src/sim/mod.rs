@@ -69,6 +69,7 @@ mod retry_checks;
 pub mod scenario;
 mod server;
 pub mod shrink;
+mod side_world;
 mod state;
 pub mod stats;
 pub mod svg;

@@ -22,6 +22,7 @@ use crate::build;
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::queue::EventQueue;
 use crate::sim::report::TraceHash;
+use crate::sim::side_world::{self, SideWorld};
 
 /// The host clients ask for.
 pub(crate) const HOST: &str = "primary";
@@ -129,7 +130,36 @@ pub(crate) struct World<'a> {
     pub(crate) violations: Violations,
     trace: TraceHash,
     pub(crate) outcomes: BTreeMap<String, u64>,
-    events: u64,
+}
+
+impl SideWorld for World<'_> {
+    fn next_event(&self) -> Option<Instant> {
+        self.queue.next_time()
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.engine.poll_timeout()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn fire_timers(&mut self) {
+        self.trace.bytes(&[0x31]);
+        self.engine.handle_timeout(self.now);
+        self.after_engine();
+    }
+
+    fn fire_next(&mut self) {
+        if let Some((_, ev)) = self.queue.pop() {
+            self.fire(ev);
+        }
+    }
+
+    fn report(&mut self, invariant: Invariant, detail: String) {
+        self.violation(invariant, detail);
+    }
 }
 
 fn config(spec: &MirrorSpec) -> trellis_engine::config::Config {
@@ -234,7 +264,6 @@ impl<'a> World<'a> {
             violations: Violations::default(),
             trace: TraceHash::default(),
             outcomes: BTreeMap::new(),
-            events: 0,
         })
     }
 
@@ -252,32 +281,7 @@ impl<'a> World<'a> {
     /// Run to the end; the checks read the world afterwards.
     pub(crate) fn run(&mut self) -> u64 {
         let hard_stop = Instant::from_millis(self.spec.duration_ms + TAIL_MS);
-        loop {
-            let tq = self.queue.next_time();
-            let te = self.engine.poll_timeout();
-            let Some(next) = [tq, te].into_iter().flatten().min() else {
-                break;
-            };
-            if next > hard_stop {
-                break;
-            }
-            self.events += 1;
-            if self.events > MAX_EVENTS {
-                let msg = format!("runaway mirroring world: {MAX_EVENTS} events by {next}");
-                self.violation(Invariant::EndsOnce, msg);
-                break;
-            }
-            self.now = self.now.max(next);
-            if te == Some(next) {
-                self.trace.bytes(&[0x31]);
-                self.engine.handle_timeout(self.now);
-                self.after_engine();
-                continue;
-            }
-            if let Some((_, ev)) = self.queue.pop() {
-                self.fire(ev);
-            }
-        }
+        side_world::drive(self, hard_stop, MAX_EVENTS, "mirroring");
         std::mem::take(&mut self.trace).finish()
     }
 

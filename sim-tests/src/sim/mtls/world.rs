@@ -29,6 +29,7 @@ use super::SecOutcome;
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::queue::EventQueue;
 use crate::sim::report::TraceHash;
+use crate::sim::side_world::{self, SideWorld};
 
 /// Where every workload listens behind its inbound sidecar.
 pub(crate) const WORKLOAD: &str = "127.0.0.1:8080";
@@ -116,11 +117,48 @@ pub(crate) struct World<'a> {
     pub(crate) trace: TraceHash,
     pub(crate) outcomes: BTreeMap<String, u64>,
     logs: Vec<trellis_engine::proxy::RequestLog>,
-    events: u64,
     /// RequestAuthentications and tokens, in the seeds whose world has JWT.
     pub(crate) jwt: Option<super::jwt::JwtState>,
     /// The root rotation's progress, in the seeds whose world has one.
     pub(crate) rotation: Option<super::rotation::RotationState>,
+}
+
+impl SideWorld for World<'_> {
+    fn next_event(&self) -> Option<Instant> {
+        self.queue.next_time()
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.engines.iter().filter_map(Engine::poll_timeout).min()
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Every engine whose timer is due, in engine order.
+    fn fire_timers(&mut self) {
+        for e in 0..self.engines.len() {
+            if self.engines[e]
+                .poll_timeout()
+                .is_some_and(|t| t <= self.now)
+            {
+                self.trace.bytes(&[0x71, e as u8]);
+                self.engines[e].handle_timeout(self.now);
+                self.after_engine(e);
+            }
+        }
+    }
+
+    fn fire_next(&mut self) {
+        if let Some((_, ev)) = self.queue.pop() {
+            self.fire(ev);
+        }
+    }
+
+    fn report(&mut self, invariant: Invariant, detail: String) {
+        self.violation(invariant, detail);
+    }
 }
 
 impl<'a> World<'a> {
@@ -185,7 +223,6 @@ impl<'a> World<'a> {
             trace: TraceHash::default(),
             outcomes: BTreeMap::new(),
             logs: Vec::new(),
-            events: 0,
             jwt: None,
             rotation: None,
         };
@@ -258,39 +295,7 @@ impl<'a> World<'a> {
 
     pub(crate) fn run(mut self) -> SecOutcome {
         let hard_stop = Instant::from_millis(self.spec.duration_ms + 30_000);
-        loop {
-            let tq = self.queue.next_time();
-            let te = self.engines.iter().filter_map(Engine::poll_timeout).min();
-            let Some(next) = [tq, te].into_iter().flatten().min() else {
-                break;
-            };
-            if next > hard_stop {
-                break;
-            }
-            self.events += 1;
-            if self.events > MAX_EVENTS {
-                let msg = format!("runaway security world: {MAX_EVENTS} events by {next}");
-                self.violation(Invariant::EndsOnce, msg);
-                break;
-            }
-            self.now = self.now.max(next);
-            if te == Some(next) {
-                for e in 0..self.engines.len() {
-                    if self.engines[e]
-                        .poll_timeout()
-                        .is_some_and(|t| t <= self.now)
-                    {
-                        self.trace.bytes(&[0x71, e as u8]);
-                        self.engines[e].handle_timeout(self.now);
-                        self.after_engine(e);
-                    }
-                }
-                continue;
-            }
-            if let Some((_, ev)) = self.queue.pop() {
-                self.fire(ev);
-            }
-        }
+        side_world::drive(&mut self, hard_stop, MAX_EVENTS, "security");
         let unfinished = self.requests.iter().filter(|r| !r.done).count();
         for _ in 0..unfinished {
             self.count("unfinished");
