@@ -202,6 +202,7 @@ fn run_connection(args: ExplainArgs, req: ExplainRequest) -> Result<ExitCode> {
         alpn: args.alpn.clone(),
         source_labels: req.source_labels,
         source_namespace: req.source_namespace,
+        terminated: None,
     };
     let resources = resources(&args)?;
     let report = explain_connection(&resources, &conn).context("cannot explain the connection")?;

@@ -200,3 +200,160 @@ istio:
     assert_eq!(alpha.requests(), 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `HTTPS` server, two `TLS` servers terminated then relayed as TCP (`SIMPLE` and
+/// `MUTUAL`) and a `PASSTHROUGH` server, all on port 443 (pilot's
+/// buildGatewayTCPBasedFilterChains: createGatewayHTTPFilterChainOpts for the first,
+/// createGatewayTCPFilterChainOpts for the others, one listener, the chain chosen by SNI):
+/// curl gets its HTTP answer, Python's `ssl` reaches each TCP server's own backend through its
+/// own certificate and client requirement, and openssl's handshake for the passthrough name
+/// completes with the backend behind the gateway.
+#[test]
+fn https_terminated_tcp_and_passthrough_servers_share_a_port() {
+    use common::l4_peers::{line_echo, tls_exchange_named};
+    let dir = scratch("gw-mixed", "tcp");
+    let certs: Vec<_> = ["a", "db", "mq"]
+        .iter()
+        .map(|h| certificate(&dir, &format!("{h}.example.com")))
+        .collect();
+    let ca = client_ca(&dir);
+    let client = client_cert(&dir, &ca, "client", "client.example");
+    let alpha = Upstream::start("alpha").expect("upstream");
+    let (db, db_seen) = line_echo("127.0.0.1", "db");
+    let (mq, mq_seen) = line_echo("127.0.0.1", "mq");
+    let (backend, _backend, _) = s_server(&dir, "p.example.com");
+    let offset = free_offset(&[443]);
+    let config = dir.join("gateway.yaml");
+    let files = |i: usize| {
+        format!(
+            "serverCertificate: {}, privateKey: {}, caCertificates: {}",
+            certs[i].0.display(),
+            certs[i].1.display(),
+            ca.0.display()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            r#"services:
+  - host: alpha
+    ports: [8080]
+    endpoints: [{{address: "{alpha}"}}]
+  - host: db-backend
+    ports: [{{number: 9000, name: tcp}}]
+    endpoints: [{{address: "{db}"}}]
+  - host: mq-backend
+    ports: [{{number: 9000, name: tcp}}]
+    endpoints: [{{address: "{mq}"}}]
+  - host: p-backend
+    ports: [{{number: 8443, name: tls}}]
+    endpoints: [{{address: "127.0.0.1:{backend}"}}]
+istio:
+  resources:
+    - apiVersion: networking.istio.io/v1
+      kind: Gateway
+      metadata: {{name: mixed}}
+      spec:
+        selector: {{istio: ingressgateway}}
+        servers:
+          - port: {{number: 443, name: https-a, protocol: HTTPS}}
+            hosts: [a.example.com]
+            tls: {{mode: SIMPLE, {a_files}}}
+          - port: {{number: 443, name: tls-db, protocol: TLS}}
+            hosts: [db.example.com]
+            tls: {{mode: SIMPLE, {db_files}}}
+          - port: {{number: 443, name: tls-mq, protocol: TLS}}
+            hosts: [mq.example.com]
+            tls: {{mode: MUTUAL, {mq_files}}}
+          - port: {{number: 443, name: tls-p, protocol: TLS}}
+            hosts: [p.example.com]
+            tls: {{mode: PASSTHROUGH}}
+    - apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {{name: web}}
+      spec:
+        hosts: [a.example.com]
+        gateways: [mixed]
+        http: [{{route: [{{destination: {{host: alpha}}}}]}}]
+    - apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {{name: db}}
+      spec:
+        hosts: [db.example.com]
+        gateways: [mixed]
+        tcp: [{{route: [{{destination: {{host: db-backend, port: {{number: 9000}}}}}}]}}]
+    - apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {{name: mq}}
+      spec:
+        hosts: [mq.example.com]
+        gateways: [mixed]
+        tcp: [{{route: [{{destination: {{host: mq-backend, port: {{number: 9000}}}}}}]}}]
+    - apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {{name: p}}
+      spec:
+        hosts: [p.example.com]
+        gateways: [mixed]
+        tls:
+          - match: [{{port: 443, sniHosts: [p.example.com]}}]
+            route: [{{destination: {{host: p-backend, port: {{number: 8443}}}}}}]
+"#,
+            alpha = alpha.addr(),
+            a_files = files(0),
+            db_files = files(1),
+            mq_files = files(2),
+        ),
+    )
+    .expect("config");
+    let log = dir.join("gateway.log");
+    let _gateway = spawn_gateway(&config, offset, &log);
+    let port = offset + 443;
+    wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !logged().contains("does not yet serve"),
+        "every server is served:\n{}",
+        logged()
+    );
+
+    // HTTPS: terminated, then HTTP.
+    let got = fetch("a.example.com", port, &certs[0].0, None);
+    assert!(
+        got.starts_with("alpha") && got.ends_with("\n200"),
+        "{got:?}\n{}",
+        logged()
+    );
+
+    // TLS SIMPLE: terminated with db's certificate, then the bytes to db's backend.
+    let got = tls_exchange_named(port, Some("db.example.com"), &certs[1].0, None, "ping\n");
+    assert_eq!(got, "db:ping", "{}", logged());
+
+    // TLS MUTUAL: a client without a certificate never reaches mq's backend; one with a
+    // certificate of the client CA does.
+    let got = tls_exchange_named(port, Some("mq.example.com"), &certs[2].0, None, "sneak\n");
+    assert!(got == "REFUSED" || got == "CLOSED", "{got}\n{}", logged());
+    let (pem, key) = (Path::new(&client.0), Path::new(&client.1));
+    let got = tls_exchange_named(
+        port,
+        Some("mq.example.com"),
+        &certs[2].0,
+        Some((pem, key)),
+        "hello\n",
+    );
+    assert_eq!(got, "mq:hello", "{}", logged());
+    assert_eq!(*mq_seen.lock().expect("lock"), ["hello"]);
+    assert_eq!(*db_seen.lock().expect("lock"), ["ping"]);
+
+    // PASSTHROUGH: the backend's own certificate answers p.example.com.
+    let subject = subject_for(port, "p.example.com");
+    assert!(subject.contains("p.example.com"), "{subject}\n{}", logged());
+    // An SNI no server takes finds no chain.
+    assert!(subject_for(port, "other.example.com").starts_with("no handshake"));
+
+    // One access-log record per TCP connection, under its VirtualService's chain.
+    let text = wait_for_log(&log, "db.default");
+    assert!(text.contains("mq.default"), "{text}");
+    assert_eq!(alpha.requests(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -220,6 +220,18 @@ pub fn tls_exchange(
     client: Option<(&Path, &Path)>,
     payload: &str,
 ) -> String {
+    tls_exchange_named(port, None, root, client, payload)
+}
+
+/// [`tls_exchange`] with the ClientHello naming `sni` (`None`: no SNI).
+pub fn tls_exchange_named(
+    port: u16,
+    sni: Option<&str>,
+    root: &Path,
+    client: Option<(&Path, &Path)>,
+    payload: &str,
+) -> String {
+    let server_hostname = sni.map_or_else(|| "None".to_string(), |s| format!("{s:?}"));
     let load = client.map_or_else(String::new, |(chain, key)| {
         format!(
             "ctx.load_cert_chain({:?}, {:?})",
@@ -237,7 +249,7 @@ ctx.load_verify_locations({root:?})
 {load}
 raw = socket.create_connection(("127.0.0.1", {port}), timeout=10)
 try:
-    tls = ctx.wrap_socket(raw)
+    tls = ctx.wrap_socket(raw, server_hostname={server_hostname})
 except (ssl.SSLError, OSError):
     print("REFUSED")
     raise SystemExit(0)

@@ -23,6 +23,7 @@ use crate::diag::{ConfigError, Diagnostic, Severity};
 use crate::istio::ResourceSet;
 use crate::translate::gateway::l4::is_l4;
 use crate::translate::gateway::merge::{merge_gateways, MergedServer, ServerPort};
+use crate::translate::gateway::mixed;
 use crate::translate::gateway::tls;
 use crate::translate::hosts::host_covers;
 use crate::translate::{precedence_order, translate_gateway, GatewayOptions, Registry};
@@ -135,7 +136,10 @@ pub fn explain_gateway(
         return Ok(report);
     };
     let name = sni.unwrap_or(host).to_ascii_lowercase();
-    let mut passed_through = false;
+    // Whether the connection is taken at L4: the chosen server's own kind on a terminating
+    // port (a TLS-terminated TCP or passthrough server next to HTTPS ones), else the port's.
+    let mut l4 = is_l4(&served.mode);
+    let mut terminated = None;
     if listener.tls.is_some() {
         // A terminating port: the ClientHello's SNI picks one server's filter chain, as the
         // proxy does (curl sends the host it dials as SNI).
@@ -148,14 +152,16 @@ pub fn explain_gateway(
             .collect();
         match server_for_sni(&hosts, Some(&name)) {
             Some(i) => {
-                let own_mode = |m: &MergedServer<'_>| tls::mode(m.server);
-                passed_through = (served.servers.get(i))
-                    .is_some_and(|m| own_mode(m) == tls::ServerMode::Passthrough);
+                let terminates = |m: &MergedServer<'_>| mixed::terminates(&tls::mode(m.server));
+                let chosen = served.servers.get(i);
+                let passed_through = chosen.is_some_and(|m| !terminates(m));
+                l4 = chosen.is_some_and(|m| is_l4(&tls::mode(m.server)));
+                terminated = Some(!passed_through);
                 // Client certificates are asked for by the chosen chain alone; a PASSTHROUGH
                 // chain (`translate::gateway::mixed`) terminates nothing. The listener's
-                // terminating chains are the port's other servers, in order.
+                // terminating chains are the port's terminating servers, in order.
                 let terminated = (served.servers.iter().take(i))
-                    .filter(|m| own_mode(m) != tls::ServerMode::Passthrough)
+                    .filter(|m| terminates(m))
                     .count();
                 let chain = (listener.tls.as_ref())
                     .and_then(|t| t.servers.get(terminated))
@@ -175,7 +181,7 @@ pub fn explain_gateway(
     } else {
         report.server = server_for(served, &name, &gateways);
     }
-    if is_l4(&served.mode) || passed_through {
+    if l4 {
         let conn = ConnectionRequest {
             host: host.to_string(),
             port,
@@ -183,6 +189,7 @@ pub fn explain_gateway(
             alpn: alpn.to_vec(),
             source_labels: BTreeMap::new(),
             source_namespace: None,
+            terminated,
         };
         let dst = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         let on = (listener.name.clone(), false);

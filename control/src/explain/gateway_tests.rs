@@ -308,3 +308,74 @@ fn a_mixed_port_passes_its_passthrough_sni_through() {
     );
     assert!(r.request.is_some());
 }
+
+/// A TLS-terminated TCP server next to an HTTPS one on 443 (createGatewayTCPFilterChainOpts
+/// and createGatewayHTTPFilterChainOpts on one listener): the SNI's server decides whether
+/// the report is a request through the HTTPS server's table or a connection through the TCP
+/// server's chain, each with its own termination.
+#[test]
+fn a_terminated_tcp_server_next_to_an_https_one_is_explained_as_a_connection() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 443, name: tls-db, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/edge]
+  http:
+  - route: [{destination: {host: productpage, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  gateways: [istio-system/edge]
+  tcp:
+  - route: [{destination: {host: db, port: {number: 5432}}}]
+"#;
+    let set = parse_str(yaml, "t.yaml").expect("parses");
+    let opts = GatewayOptions {
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..GatewayOptions::default()
+    };
+    let at = |host: &str| {
+        let mut req = ExplainRequest::new(host);
+        req.port = Some(443);
+        explain_gateway(&set, &opts, &req, (Some(host), &[])).expect("explains")
+    };
+    let web = at("a.example.com");
+    assert_eq!(
+        web.request.as_ref().map(|r| r.outcome),
+        Some(Outcome::Matched)
+    );
+    assert!(web.connection.is_none());
+    let db = at("db.example.com");
+    assert!(db.request.is_none(), "{db}");
+    let connection = db.connection.as_ref().expect("a connection");
+    assert_eq!(connection.outcome, ConnectionOutcome::Matched);
+    let chain = connection.chain.as_ref().expect("chain");
+    assert_eq!(chain.virtual_service.as_deref(), Some("db.default"));
+    assert_eq!(chain.rule.as_deref(), Some("tcp[0]"));
+    assert_eq!(chain.sni_hosts, ["db.example.com"]);
+    assert!(
+        db.tls.as_deref().is_some_and(|t| t.starts_with("Mesh")),
+        "{:?}",
+        db.tls
+    );
+    let server = db.server.as_ref().expect("server");
+    assert_eq!(server.index, 1);
+}

@@ -138,6 +138,7 @@ pub fn explain_inbound(
                 dst,
                 &BTreeMap::new(),
                 (None, &[]),
+                None,
             );
             choice
                 .chosen

@@ -36,6 +36,9 @@ pub struct ConnectionRequest {
     pub alpn: Vec<String>,
     pub source_labels: BTreeMap<String, String>,
     pub source_namespace: Option<String>,
+    /// On a gateway port whose servers differ: whether the server the SNI chose terminates
+    /// TLS (a TLS-terminated TCP server's chain) or passes it through; `None` elsewhere.
+    pub terminated: Option<bool>,
 }
 
 /// What happens to one connection.
@@ -131,14 +134,21 @@ pub(crate) fn connection_on(
 ) -> ConnectionReport {
     let routes = &t.config.tcp_routes;
     let hello = (req.sni.as_deref(), req.alpn.as_slice());
-    let choice = choose_chain(routes, on, dst, &req.source_labels, hello);
+    let choice = choose_chain(routes, on, dst, &req.source_labels, hello, req.terminated);
     // Refused for its ALPN only: the same hello offering every protocol the chains list.
     let alpn_required = choice.chosen.is_none().then(|| {
         let listed: Vec<String> = (choice.candidates.iter())
             .flat_map(|&i| routes[i].application_protocols.iter().cloned())
             .collect();
         let offering = (req.sni.as_deref(), listed.as_slice());
-        let with = choose_chain(routes, on, dst, &req.source_labels, offering);
+        let with = choose_chain(
+            routes,
+            on,
+            dst,
+            &req.source_labels,
+            offering,
+            req.terminated,
+        );
         let route = with.chosen.and_then(|i| routes.get(i))?;
         Some((route.name.clone(), route.application_protocols.clone()))
     });

@@ -248,6 +248,7 @@ fn default_chain(ctx: &Ctx<'_, '_>, sni_hosts: Vec<String>) -> (TcpRoute, TcpOri
         idle_timeout: idle_timeout(ctx.catalog, &ctx.svc.host),
         authorization: None,
         passthrough: false,
+        terminated: false,
     };
     let origin = TcpOrigin {
         virtual_service: None,
@@ -283,6 +284,7 @@ fn chain(
         idle_timeout,
         authorization: None,
         passthrough: false,
+        terminated: false,
     }
 }
 

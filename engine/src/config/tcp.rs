@@ -62,6 +62,12 @@ pub struct TcpRoute {
     /// at that port ([`super::Listener::local_forward`]) — Envoy's ORIGINAL_DST
     /// `InboundPassthroughCluster` of Istio's inbound passthrough chains.
     pub passthrough: bool,
+    /// The chain of a TLS-terminated TCP gateway server ([`crate::transport::policy::Plaintext::Tcp`]):
+    /// it takes only connections whose TLS its listener terminated, chosen by the SNI the
+    /// handshake saw, and relays their decrypted bytes; a passed-through connection is only
+    /// ever taken by a chain without this flag. Envoy matches both kinds among one listener's
+    /// filter chains by the same SNI (`createGatewayTCPFilterChainOpts`).
+    pub terminated: bool,
 }
 
 impl Default for TcpRoute {
@@ -78,6 +84,7 @@ impl Default for TcpRoute {
             idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
             authorization: None,
             passthrough: false,
+            terminated: false,
         }
     }
 }

@@ -17,7 +17,7 @@
 //! 4. one access-log record per connection: bytes each way, duration, upstream host, flags.
 
 use crate::cluster::Outcome;
-use crate::config::{PortProtocol, TcpDestination, BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
+use crate::config::{PortProtocol, BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 use crate::http1::HeadStr;
 use crate::time::Instant;
 use crate::transport::ChainKind;
@@ -73,11 +73,15 @@ impl Engine {
         let mut session = TcpSession::new(snapshot.clone(), now, found, inspect);
         session.catch_all = capture.is_some();
         let detect = protocol == Some(PortProtocol::Detect);
-        // A gateway port with terminated and passthrough servers: the L4 chains are the
-        // passthrough servers', and only a connection the ClientHello passes through is theirs
-        // (`tcp_awaits_chain`).
-        let awaiting_chain = inspect && config.is_some_and(|l| l.tls.is_some());
+        // A terminating gateway port whose chains differ by SNI, or that also serves HTTP or
+        // passes TLS through: which chain a connection is (and so whether it is L4 at all)
+        // is the ClientHello's to say (`tcp_awaits_chain`).
+        let terminating = config.and_then(|l| l.tls.as_deref());
+        let awaiting_chain = terminating.is_some_and(|t| inspect || t.serves_more_than_tcp());
         session.awaiting_chain = awaiting_chain;
+        if awaiting_chain && session.deadline.is_none() {
+            session.deadline = Some(now + INSPECT_TIMEOUT);
+        }
         if detect {
             let idle = snapshot.config.http.idle_timeout;
             session.detecting = Some(if detection_timeout.is_some() {
@@ -94,7 +98,7 @@ impl Engine {
         down.idle_deadline = None;
         down.head_deadline = None;
         down.tcp = Some(Box::new(session));
-        if inspect || detect {
+        if inspect || detect || awaiting_chain {
             if let Some(at) = deadline {
                 self.arm_conn_timer(id, at);
             }
@@ -155,31 +159,47 @@ impl Engine {
         self.queue_resume(id);
     }
 
-    /// On a port that terminates some servers and passes others through (Envoy matches one
-    /// listener's filter chains, terminating or not, by the SNI): `true` while the
-    /// connection is not (yet) an L4 one. A terminated connection is the HTTP connection
-    /// manager's (its server's `https` routes); a passed-through one goes on to the
-    /// ClientHello peek, whose bytes the transform handed on untouched.
+    /// On a terminating gateway port whose servers differ (Envoy matches one listener's
+    /// filter chains, terminating or not, by the SNI): `true` while the connection is not
+    /// (yet) an L4 one. A connection terminated for an HTTP server is the HTTP connection
+    /// manager's (its server's `https` routes); one terminated for a TCP server takes that
+    /// server's chain, by the SNI the handshake saw; a passed-through one goes on to the
+    /// ClientHello peek, whose bytes the transform handed on untouched. Each kind is only
+    /// ever taken by chains of its own kind ([`crate::config::TcpRoute::terminated`]).
     fn tcp_awaits_chain(&mut self, now: Instant, id: DownstreamId) -> bool {
-        let chain = (self.conns.get(id.conn())).and_then(|c| c.transport.chain());
+        let conn = self.conns.get(id.conn());
+        let chain = conn.and_then(|c| c.transport.chain());
+        let sni = conn.and_then(|c| c.transport.server_name().map(str::to_string));
         let Some(session) = self.session(id) else {
             return false;
         };
         if !session.awaiting_chain {
             return false;
         }
-        match chain {
-            None => true,
-            Some(ChainKind::PassedThrough) => {
-                session.awaiting_chain = false;
-                self.stats.downstream_cx_tcp += 1;
-                false
-            }
+        let terminated = match chain {
+            None => return true,
             Some(ChainKind::Terminated) => {
                 self.tcp_to_http(now, id);
-                true
+                return true;
             }
+            Some(ChainKind::PassedThrough) => false,
+            Some(ChainKind::TerminatedTcp) => true,
+        };
+        session.awaiting_chain = false;
+        let routes = &session.snapshot.config.tcp_routes;
+        if let TcpPhase::Inspecting { candidates } = &mut session.phase {
+            candidates.retain(|&i| routes.get(i).is_some_and(|r| r.terminated == terminated));
         }
+        self.stats.downstream_cx_tcp += 1;
+        if terminated {
+            // The ClientHello was read by the TLS layer, not left for `peek`: its SNI picks
+            // the chain now, and the decrypted bytes follow once the upstream is connected.
+            if let Some(session) = self.session(id) {
+                session.deadline = None;
+            }
+            self.tcp_choose(now, id, sni, &[]);
+        }
+        false
     }
 
     fn session(&mut self, id: DownstreamId) -> Option<&mut TcpSession> {
@@ -212,7 +232,7 @@ impl Engine {
         if route.passthrough {
             return self.tcp_passthrough(now, id);
         }
-        let Some(dest) = pick(&route.destinations, &mut self.rng) else {
+        let Some(dest) = tcp_match::pick(&route.destinations, &mut self.rng) else {
             return self.tcp_end(now, id, Some(ResponseFlag::NoHealthyUpstream));
         };
         let cluster = dest.cluster.clone();
@@ -476,6 +496,10 @@ impl Engine {
                         Detect::ThenTcp => self.tcp_detected(now, id, false),
                         Detect::ThenClose => self.tcp_end(now, id, None),
                     }
+                } else if session.awaiting_chain {
+                    // No whole ClientHello in time on a terminating port: no chain to choose,
+                    // and the TLS layer still waits for one.
+                    self.tcp_end(now, id, None);
                 } else if matches!(session.phase, TcpPhase::Inspecting { .. }) {
                     // continue_on_listener_filters_timeout: as if no SNI came.
                     self.tcp_choose(now, id, None, &[]);
@@ -558,32 +582,4 @@ impl Engine {
         }
         self.mark_closing(id, true);
     }
-}
-
-/// A destination by weight, one uniform draw over the cumulative weights (as
-/// `route::weighted` does for HTTP); a single destination draws nothing.
-fn pick<'a>(
-    dests: &'a [TcpDestination],
-    rng: &mut crate::rng::EngineRng,
-) -> Option<&'a TcpDestination> {
-    if let [only] = dests {
-        return (only.weight > 0).then_some(only);
-    }
-    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    #[cfg(feature = "mutants")]
-    if crate::mutants::route().tcp_weights_ignored {
-        return dests.iter().find(|d| d.weight > 0);
-    }
-    let mut point = rng.below_u64(total);
-    for d in dests {
-        let w = u64::from(d.weight);
-        if point < w {
-            return Some(d);
-        }
-        point -= w;
-    }
-    None
 }

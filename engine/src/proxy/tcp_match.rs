@@ -11,12 +11,13 @@
 //! `sourceLabels`, a static predicate pilot evaluates per proxy (matchTCP/matchTLS in
 //! pilot/pkg/networking/core/tls.go), filters first; among equals the first chain wins.
 //!
-//! Data only: no engine state is read or written here.
+//! Data only: no engine state is read or written here (the one draw, [`pick`], takes the
+//! engine's RNG as an argument).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::config::TcpRoute;
+use crate::config::{TcpDestination, TcpRoute};
 
 use super::sni::sni_matches;
 
@@ -124,15 +125,21 @@ pub struct ChainChoice {
 
 /// The engine's choice for a connection to `dst` on `listener` from a client with `labels`
 /// whose ClientHello named `sni` (`None`: none, or not TLS) and offered the ALPN protocols
-/// `alpn`.
+/// `alpn`. `terminated`, on a gateway port whose servers differ: whether the ClientHello's
+/// filter chain terminated the connection (only chains of that kind take it,
+/// [`TcpRoute::terminated`]); `None` elsewhere.
 pub fn choose_chain(
     routes: &[TcpRoute],
     listener: (&str, bool),
     dst: SocketAddr,
     labels: &BTreeMap<String, String>,
     (sni, alpn): (Option<&str>, &[String]),
+    terminated: Option<bool>,
 ) -> ChainChoice {
-    let found = candidates(routes, listener, dst, labels);
+    let mut found = candidates(routes, listener, dst, labels);
+    if let Some(terminated) = terminated {
+        found.retain(|&i| routes[i].terminated == terminated);
+    }
     if found.is_empty() {
         return ChainChoice::default();
     }
@@ -145,6 +152,34 @@ pub fn choose_chain(
         needs_sni,
         chosen,
     }
+}
+
+/// A destination by weight, one uniform draw over the cumulative weights (as
+/// `route::weighted` does for HTTP); a single destination draws nothing.
+pub(crate) fn pick<'a>(
+    dests: &'a [TcpDestination],
+    rng: &mut crate::rng::EngineRng,
+) -> Option<&'a TcpDestination> {
+    if let [only] = dests {
+        return (only.weight > 0).then_some(only);
+    }
+    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    #[cfg(feature = "mutants")]
+    if crate::mutants::route().tcp_weights_ignored {
+        return dests.iter().find(|d| d.weight > 0);
+    }
+    let mut point = rng.below_u64(total);
+    for d in dests {
+        let w = u64::from(d.weight);
+        if point < w {
+            return Some(d);
+        }
+        point -= w;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -150,8 +150,12 @@ pub trait ByteTransform: Send {
 /// What the filter chain a ClientHello selected does with the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChainKind {
-    /// TLS ends here; the plaintext is the codec's (or an L4 chain's).
+    /// TLS ends here; the plaintext is the HTTP codec's (or, on a port of L4 chains only,
+    /// the chain chosen at accept).
     Terminated,
+    /// TLS ends here and the plaintext goes to the L4 chain of the terminating server
+    /// ([`policy::Plaintext::Tcp`]), chosen by the SNI the handshake saw.
+    TerminatedTcp,
     /// A `PASSTHROUGH` server's chain: the bytes, ClientHello first, pass untouched to an L4
     /// chain chosen by the same SNI.
     PassedThrough,

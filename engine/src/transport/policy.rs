@@ -205,6 +205,14 @@ impl TerminatedTls {
     pub fn uses_mesh_identity(&self) -> bool {
         (self.servers.iter()).any(|s| s.clients == ClientCertificates::Mesh)
     }
+
+    /// Whether some connections of the port are not the L4 chains' from their first byte: an
+    /// HTTP server's or a passed-through one's. The engine then waits for the ClientHello's
+    /// filter chain before it treats a connection as L4.
+    pub fn serves_more_than_tcp(&self) -> bool {
+        !self.passthrough.is_empty()
+            || (self.servers.iter()).any(|s| s.plaintext == Plaintext::Http)
+    }
 }
 
 /// What a terminating gateway server asks of its clients
@@ -226,6 +234,20 @@ pub enum ClientCertificates {
     /// `subject_alt_names` when any are given. The verified id is the peer principal that
     /// AuthorizationPolicies match, as on a sidecar's inbound.
     Mesh,
+}
+
+/// What a terminating gateway server does with the bytes its TLS decrypts: pilot gives an
+/// `HTTPS` server an HTTP connection manager (`createGatewayHTTPFilterChainOpts`) and a `TLS`
+/// or TCP server a `tcp_proxy` (`createGatewayTCPFilterChainOpts`), each on its own filter
+/// chain of the one listener, so servers of both kinds share a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Plaintext {
+    /// HTTP, routed by the server's route table.
+    #[default]
+    Http,
+    /// Bytes relayed by the L4 chain (`tcp` route) made for this server
+    /// ([`crate::config::TcpRoute::terminated`]), chosen by the same SNI.
+    Tcp,
 }
 
 /// One Gateway server's certificate.
@@ -250,6 +272,10 @@ pub struct ServerCertificate {
     pub route_table: Option<String>,
     /// What this server asks of clients (its own `tls.mode`).
     pub clients: ClientCertificates,
+    /// What the decrypted bytes are: HTTP requests (an `HTTPS` server) or a byte stream for
+    /// the listener's L4 chains (a `TLS` or TCP server with a terminating mode, pilot's
+    /// `IsTCPServerWithTLSTermination`).
+    pub plaintext: Plaintext,
     /// `MUTUAL`/`OPTIONAL_MUTUAL`: `verifyCertificateSpki` and `verifyCertificateHash`,
     /// decoded; a presented certificate must match one of them when any is given.
     pub pins: super::tls::pin::CertificatePins,
@@ -260,9 +286,11 @@ impl fmt::Debug for TerminatedTls {
         // Never the keys.
         let servers: Vec<&[String]> = self.servers.iter().map(|s| s.hosts.as_slice()).collect();
         let clients: Vec<&ClientCertificates> = self.servers.iter().map(|s| &s.clients).collect();
+        let plaintext: Vec<Plaintext> = self.servers.iter().map(|s| s.plaintext).collect();
         f.debug_struct("TerminatedTls")
             .field("servers (hosts)", &servers)
             .field("clients", &clients)
+            .field("plaintext", &plaintext)
             .field("passthrough (hosts)", &self.passthrough)
             .finish()
     }

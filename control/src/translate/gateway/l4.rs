@@ -3,10 +3,13 @@
 //! buildGatewayNetworkFiltersFromTCPRoutes and buildGatewayNetworkFiltersFromTLSRoutes in
 //! pilot/pkg/networking/core/gateway.go):
 //!
-//! - opaque TCP (no `tls`), or TLS terminated here (`SIMPLE`/`MUTUAL` on a `TLS` or TCP
-//!   server): the first bound VirtualService whose hosts meet the server's, and in it the
-//!   first `tcp` rule with routes whose `match` holds at this server (`port`, `gateways`: pilot's
-//!   l4MultiMatch, no match at all holding too), gives the server's one chain;
+//! - opaque TCP (no `tls`): the first bound VirtualService whose hosts meet the server's, and
+//!   in it the first `tcp` rule with routes whose `match` holds at this server (`port`,
+//!   `gateways`: pilot's l4MultiMatch, no match at all holding too), gives the port's one
+//!   chain;
+//! - TLS terminated here (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL` or `ISTIO_MUTUAL` on a `TLS`
+//!   or TCP server): the same rule choice, one chain per server, matched by the server's
+//!   hosts as SNI ([`terminated_chains`]);
 //! - `PASSTHROUGH`: every `tls` rule match that holds (l4SingleMatch) gives a chain for its
 //!   `sniHosts`, the ClientHello read but never terminated; a match that repeats an SNI host
 //!   already taken on the port is skipped (pilot's CheckDuplicates, logged there, reported
@@ -81,6 +84,60 @@ pub fn chains(
         out.push(blackhole(port.number, listener));
     }
     out
+}
+
+/// The chains of a port's TLS-terminated TCP servers (`port`: those servers only), on
+/// listener `listener`: each server its own chain, as createGatewayTCPFilterChainOpts builds
+/// one per terminating server, with the first bound VirtualService's applying `tcp` rule and
+/// the server's hosts as its `server_names` (none when a host is `*`: toFilterChainMatch), for
+/// connections the listener terminated ([`TcpRoute::terminated`]). A server no rule serves has
+/// no chain ("listener missed network filter"); when one lacks it, a terminated catch-all
+/// without destinations closes what no other chain takes, rather than parse it as HTTP.
+pub fn terminated_chains(
+    port: &ServerPort<'_>,
+    listener: &str,
+    site: &GatewaySite<'_, '_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(TcpRoute, TcpOrigin)> {
+    let mut out = Vec::new();
+    let mut missed = Vec::new();
+    for merged in &port.servers {
+        let chain = (bound_to(merged, site).into_iter())
+            .find_map(|vs| tcp_chain(vs, merged, port, listener, site, diags));
+        match chain {
+            Some((mut route, origin)) => {
+                route.sni_hosts = server_names(&merged.server.hosts);
+                route.terminated = true;
+                out.push((route, origin));
+            }
+            None => missed.extend(merged.server.hosts.iter().cloned()),
+        }
+    }
+    if !missed.is_empty() {
+        diags.push(Diagnostic::warning(format!(
+            "gateway port {}: no VirtualService tcp rule is bound to the TLS-terminated server \
+             of hosts {missed:?}; its connections are closed after the handshake",
+            port.number
+        )));
+        let (mut route, origin) = blackhole(port.number, listener);
+        route.terminated = true;
+        out.push((route, origin));
+    }
+    out
+}
+
+/// A terminating server's `server_names`: its hosts without their namespace part,
+/// lower-cased, or none (every name) when one is `*` (GetSNIHostsForServer in
+/// pilot/pkg/model/gateway.go, then toFilterChainMatch).
+fn server_names(hosts: &[String]) -> Vec<String> {
+    let names: Vec<String> = (hosts.iter())
+        .map(|h| h.rsplit_once('/').map_or(h.as_str(), |(_, h)| h))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if names.iter().any(|n| n == "*") {
+        return Vec::new();
+    }
+    names
 }
 
 /// A catch-all chain without destinations for a port left with none: its connections are

@@ -157,7 +157,7 @@ pub fn merge_gateways<'a>(
                     // (its listener serves both kinds: `super::mixed`).
                     if let (
                         ServerMode::Passthrough | ServerMode::AutoPassthrough,
-                        ServerMode::Https(_),
+                        ServerMode::Https(_) | ServerMode::TlsTcp(_),
                     ) = (&ports[i].mode, &mode)
                     {
                         ports[i].mode = mode.clone();

@@ -1,47 +1,119 @@
-//! A gateway port with terminated HTTPS servers and `PASSTHROUGH` servers side by side.
+//! A terminating gateway port whose servers are of different kinds: terminated HTTPS servers,
+//! TLS-terminated TCP servers (a `TLS` or TCP server with a terminating mode), and
+//! `PASSTHROUGH`/`AUTO_PASSTHROUGH` servers, side by side.
 //!
-//! pilot builds both kinds of filter chain on the port's one listener
+//! pilot builds every kind of filter chain on the port's one listener
 //! (buildGatewayTCPBasedFilterChains in pilot/pkg/networking/core/gateway.go: an HTTPS server
-//! with termination gets createGatewayHTTPFilterChainOpts, a passthrough one
-//! createGatewayTCPFilterChainOpts with its `tls` routes), and Envoy picks one per connection
-//! by the ClientHello's SNI. Here the listener terminates (`TerminatedTls`), its
-//! `passthrough` hosts being the passthrough servers' (the engine's SNI choice among all the
-//! port's servers), and the passthrough servers' `tls` routes are the listener's L4 chains,
-//! chosen among by the same SNI once the connection is passed through. Envoy matches the
-//! passthrough chains by their VirtualService's `sniHosts` directly; the engine's two steps
-//! choose the same chain whenever those `sniHosts` lie within the server's hosts, which
-//! pilot requires of a bound rule (pickMatchingGatewayHosts).
+//! with termination gets createGatewayHTTPFilterChainOpts, the others
+//! createGatewayTCPFilterChainOpts: a terminating TCP server one chain with its own
+//! `DownstreamTlsContext` and `tcp_proxy`, a passthrough one a chain per `tls` route), and
+//! Envoy picks one per connection by the ClientHello's SNI. Here the listener terminates
+//! (`TerminatedTls`): each terminating server is a chain whose decrypted bytes are HTTP or
+//! TCP (`Plaintext`), its `passthrough` hosts are the passthrough servers' (the engine's SNI
+//! choice among all the port's servers), and the L4 chains of the TCP and passthrough
+//! servers are the listener's `tcp` routes, each marked with the kind of connection it takes
+//! and chosen among by the same SNI once the kind is known. Envoy matches the passthrough
+//! chains by their VirtualService's `sniHosts` directly; the engine's two steps choose the
+//! same chain whenever those `sniHosts` lie within the server's hosts, which pilot requires
+//! of a bound rule (pickMatchingGatewayHosts).
+
+use trellis_engine::transport::policy::{Plaintext, ServerCertificate};
 
 use super::merge::ServerPort;
 use super::tls::{self, ServerMode};
 
-/// `port`'s terminated servers (with their certificates), and its passed-through servers
-/// (`PASSTHROUGH` and `AUTO_PASSTHROUGH`, as a port of mode `PASSTHROUGH` that
-/// [`super::auto_passthrough::split`] splits again) when it has any.
-pub fn split<'a>(port: &ServerPort<'a>) -> (ServerPort<'a>, Option<ServerPort<'a>>) {
-    let (passed, terminated): (Vec<_>, Vec<_>) = (port.servers.iter().cloned()).partition(|m| {
-        matches!(
-            tls::mode(m.server),
-            ServerMode::Passthrough | ServerMode::AutoPassthrough
-        )
-    });
-    let own = |servers, mode, certificates| ServerPort {
-        number: port.number,
-        bind: port.bind.clone(),
-        servers,
-        mode,
-        certificates,
-        route_name: None,
-    };
-    let passthrough =
-        (!passed.is_empty()).then(|| own(passed, ServerMode::Passthrough, Vec::new()));
-    (
-        own(terminated, port.mode.clone(), port.certificates.clone()),
-        passthrough,
-    )
+/// A terminating port's servers by kind, each as a port of its own (`None` for a kind it
+/// lacks), with the terminating servers' certificates beside them.
+pub struct Parts<'a> {
+    /// HTTPS servers terminated here: their route tables.
+    pub http: Option<ServerPort<'a>>,
+    /// `TLS` or TCP servers terminated here: their L4 chains.
+    pub tcp: Option<ServerPort<'a>>,
+    /// `PASSTHROUGH` and `AUTO_PASSTHROUGH` servers (as a port of mode `PASSTHROUGH` that
+    /// [`super::auto_passthrough::split`] splits again).
+    pub passed: Option<ServerPort<'a>>,
 }
 
-/// The SNI hosts of a passthrough port's servers, as their filter chains' `server_names`
+/// `port`'s servers by kind (see [`Parts`]).
+pub fn split<'a>(port: &ServerPort<'a>) -> Parts<'a> {
+    debug_assert_eq!(
+        (port.servers.iter())
+            .filter(|m| terminates(&tls::mode(m.server)))
+            .count(),
+        port.certificates.len(),
+        "every terminating server of a port has its certificate, in server order"
+    );
+    let mut certificates = port.certificates.iter().cloned();
+    let mut http = (Vec::new(), Vec::new());
+    let mut tcp = (Vec::new(), Vec::new());
+    let mut passed = Vec::new();
+    for merged in &port.servers {
+        let mode = tls::mode(merged.server);
+        let into = match mode {
+            ServerMode::Https(_) => &mut http,
+            ServerMode::TlsTcp(_) => &mut tcp,
+            _ => {
+                passed.push(merged.clone());
+                continue;
+            }
+        };
+        into.0.push(merged.clone());
+        into.1.extend(certificates.next());
+    }
+    let own = |(servers, certificates): (Vec<_>, Vec<_>), mode: ServerMode| {
+        (!servers.is_empty()).then(|| ServerPort {
+            number: port.number,
+            bind: port.bind.clone(),
+            servers,
+            mode,
+            certificates,
+            route_name: None,
+        })
+    };
+    let http_mode = first_mode(&http.0);
+    let tcp_mode = first_mode(&tcp.0);
+    Parts {
+        http: own(http, http_mode),
+        tcp: own(tcp, tcp_mode),
+        passed: own((passed, Vec::new()), ServerMode::Passthrough),
+    }
+}
+
+/// The listener's terminating chains in the port's server order: each HTTP server's
+/// certificate as [`super::routes::https_route_tables`] named its table, and each TCP
+/// server's (marked [`Plaintext::Tcp`] by [`super::tls::certificate`]).
+pub fn certificates_in_order(
+    port: &ServerPort<'_>,
+    http: Vec<ServerCertificate>,
+    tcp: &[ServerCertificate],
+) -> Vec<ServerCertificate> {
+    let mut http = http.into_iter();
+    let mut tcp = tcp.iter().cloned();
+    let ordered: Vec<ServerCertificate> = (port.servers.iter())
+        .filter_map(|m| match tls::mode(m.server) {
+            ServerMode::Https(_) => http.next(),
+            ServerMode::TlsTcp(_) => tcp.next().inspect(|c| {
+                debug_assert_eq!(c.plaintext, Plaintext::Tcp, "tls::certificate marks it");
+            }),
+            _ => None,
+        })
+        .collect();
+    debug_assert_eq!(ordered.len(), port.certificates.len());
+    ordered
+}
+
+/// Whether a server of this mode terminates TLS at the gateway.
+pub fn terminates(mode: &ServerMode) -> bool {
+    matches!(mode, ServerMode::Https(_) | ServerMode::TlsTcp(_))
+}
+
+fn first_mode(servers: &[super::merge::MergedServer<'_>]) -> ServerMode {
+    servers
+        .first()
+        .map_or(ServerMode::Passthrough, |m| tls::mode(m.server))
+}
+
+/// The SNI hosts of a port's servers, as their filter chains' `server_names`
 /// (GetSNIHostsForServer: the hosts without their namespace part).
 pub fn passthrough_hosts(port: &ServerPort<'_>) -> Vec<Vec<String>> {
     (port.servers.iter())

@@ -16,10 +16,10 @@ use crate::istio::parse_str;
 use crate::translate::{Registry, Translation};
 
 /// Certificate files with placeholder contents (the engine parses them, not translation).
-struct Files(PathBuf);
+pub(super) struct Files(PathBuf);
 
 impl Files {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("trellis-mixed-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         for f in ["cert.pem", "key.pem", "ca.pem"] {
@@ -29,7 +29,7 @@ impl Files {
     }
 
     /// The `tls` fields of a server reading them.
-    fn tls(&self, mode: &str, extra: &str) -> String {
+    pub(super) fn tls(&self, mode: &str, extra: &str) -> String {
         let p = |f: &str| self.0.join(f).display().to_string();
         format!(
             "{{mode: {mode}, serverCertificate: {}, privateKey: {}, caCertificates: {}{extra}}}",
@@ -46,7 +46,7 @@ impl Drop for Files {
     }
 }
 
-fn run(servers: &[String]) -> Translation {
+pub(super) fn run(servers: &[String]) -> Translation {
     let yaml = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{}",
         servers.concat()
@@ -60,18 +60,24 @@ fn run(servers: &[String]) -> Translation {
     translate_gateway(&set, &Registry::default(), &opts)
 }
 
-fn server(number: u16, protocol: &str, name: &str, host: &str, tls: Option<&str>) -> String {
+pub(super) fn server(
+    number: u16,
+    protocol: &str,
+    name: &str,
+    host: &str,
+    tls: Option<&str>,
+) -> String {
     let tls = tls.map_or(String::new(), |t| format!("    tls: {t}\n"));
     format!("  - port: {{number: {number}, name: {name}, protocol: {protocol}}}\n    hosts: [{host}]\n{tls}")
 }
 
 /// A `tls` rule passing p.example.com through a gateway `gw`, and its ServiceEntry.
-const PASSED_P: &str = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
+pub(super) const PASSED_P: &str = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [p.example.com]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
 
 /// reviews as a mesh-internal host (AUTO_PASSTHROUGH chains are built for such hosts only).
 const REVIEWS_ENTRY: &str = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.2}]\n";
 
-fn errors(t: &Translation) -> Vec<&str> {
+pub(super) fn errors(t: &Translation) -> Vec<&str> {
     (t.diagnostics.iter())
         .filter(|d| d.severity == Severity::Error)
         .map(|d| d.message.as_str())
@@ -350,7 +356,7 @@ fn auto_passthrough_and_passthrough_servers_share_a_port_by_sni() {
         let choose = |sni: &str, alpn: &[&str]| {
             let alpn: Vec<String> = alpn.iter().map(|a| a.to_string()).collect();
             let on = (listener.name.as_str(), false);
-            let choice = choose_chain(routes, on, dst, &BTreeMap::new(), (Some(sni), &alpn));
+            let choice = choose_chain(routes, on, dst, &BTreeMap::new(), (Some(sni), &alpn), None);
             choice
                 .chosen
                 .map(|i| routes[i].destinations[0].cluster.clone())

@@ -112,37 +112,46 @@ pub fn translate_gateway(
         let name = format!("{}_{}", address.ip(), port.number);
         let mut certificates = port.certificates.clone();
         let mut passthrough = Vec::new();
-        let mut tables = if l4::is_l4(&port.mode) {
+        let mut tables = if mixed::terminates(&port.mode) {
+            let parts = mixed::split(port);
+            let mut tables = Vec::new();
+            let mut http_certificates = Vec::new();
+            if let Some(http) = &parts.http {
+                (tables, http_certificates) =
+                    routes::https_route_tables(http, &site, &mut out, &mut diags);
+            }
+            let mut chains = Vec::new();
+            let mut tcp_certificates: &[_] = &[];
+            if let Some(tcp) = &parts.tcp {
+                chains = l4::terminated_chains(tcp, &name, &site, &mut diags);
+                tcp_certificates = &tcp.certificates;
+            }
+            certificates = mixed::certificates_in_order(port, http_certificates, tcp_certificates);
+            if let Some(passed) = &parts.passed {
+                passthrough = mixed::passthrough_hosts(passed);
+                // A port left without `tls` rules closes its passed-through connections,
+                // never the terminated ones: its catch-all takes only their SNI.
+                chains.extend(passed_through_chains(
+                    passed, &name, &site, resources, true, &mut out, &mut diags,
+                ));
+            }
+            for (route, origin) in chains {
+                out.config.tcp_routes.push(route);
+                out.tcp_routes.push(origin);
+            }
+            if tables.is_empty() {
+                // Every connection is taken at L4; the table is never consulted.
+                tables.push(empty_table(port));
+            }
+            tables
+        } else if l4::is_l4(&port.mode) {
             let chains =
                 passed_through_chains(port, &name, &site, resources, false, &mut out, &mut diags);
             for (route, origin) in chains {
                 out.config.tcp_routes.push(route);
                 out.tcp_routes.push(origin);
             }
-            // Every connection is taken at L4; the table is never consulted.
-            vec![trellis_engine::config::RouteTable {
-                name: port.route_table_name(),
-                validate_clusters: false,
-                virtual_hosts: Vec::new(),
-            }]
-        } else if let tls::ServerMode::Https(_) = port.mode {
-            let (terminated, passed) = mixed::split(port);
-            let (tables, named) =
-                routes::https_route_tables(&terminated, &site, &mut out, &mut diags);
-            certificates = named;
-            if let Some(passed) = passed {
-                passthrough = mixed::passthrough_hosts(&passed);
-                // A port left without `tls` rules closes its passed-through connections,
-                // never the terminated ones: its catch-all takes only their SNI.
-                let chains = passed_through_chains(
-                    &passed, &name, &site, resources, true, &mut out, &mut diags,
-                );
-                for (route, origin) in chains {
-                    out.config.tcp_routes.push(route);
-                    out.tcp_routes.push(origin);
-                }
-            }
-            tables
+            vec![empty_table(port)]
         } else {
             vec![routes::route_table(port, &site, &mut out, &mut diags)]
         };
@@ -175,6 +184,15 @@ pub fn translate_gateway(
     out.config.version = version_of(&out.config);
     out.diagnostics = diags;
     out
+}
+
+/// The route table of a port whose connections are all taken at L4 (never consulted).
+fn empty_table(port: &merge::ServerPort<'_>) -> trellis_engine::config::RouteTable {
+    trellis_engine::config::RouteTable {
+        name: port.route_table_name(),
+        validate_clusters: false,
+        virtual_hosts: Vec::new(),
+    }
 }
 
 /// Where the listener of `port` binds: the configured address, else the servers' `bind`, else
@@ -220,6 +238,9 @@ mod modes_tests;
 
 #[cfg(test)]
 mod mixed_tests;
+
+#[cfg(test)]
+mod terminated_tcp_tests;
 
 /// `gatewayTopology.forwardClientCertDetails` as pilot reads it for a gateway
 /// (`buildGatewayConnectionManager` in pilot/pkg/networking/core/gateway.go): SANITIZE_SET

@@ -15,13 +15,11 @@
 //!   `OPTIONAL_MUTUAL` and `ISTIO_MUTUAL` servers sit side by side, each asking for client
 //!   certificates by its own mode; `createGatewayTCPFilterChainOpts` for the others).
 //!
-//! Trellis follows the first rule in both orders (a TLS server is never merged with a
-//! plain-text one, nor the other way round, so neither is served in a way its author did not
-//! write), serves terminated HTTPS servers of any mix of modes on one port, and HTTPS servers
-//! next to `PASSTHROUGH` and `AUTO_PASSTHROUGH` ones (`super::mixed`), and `AUTO_PASSTHROUGH`
-//! servers next to `PASSTHROUGH` ones (`super::auto_passthrough::split`). A TLS-terminated TCP
-//! server next to a server of another kind is not yet served: the later one is refused with a
-//! diagnostic that says so, rather than served with the wrong chain.
+//! Trellis follows both rules: a TLS server is never merged with a plain-text one, nor the
+//! other way round (so neither is served in a way its author did not write), and TLS servers
+//! of every kind share a port, each its own chain chosen by SNI: terminated HTTPS servers of
+//! any mix of modes, TLS-terminated TCP servers, and `PASSTHROUGH` and `AUTO_PASSTHROUGH`
+//! ones (`super::mixed`, `super::auto_passthrough::split`).
 
 use super::tls::{ServerMode, Termination};
 
@@ -31,45 +29,15 @@ pub fn can_share(port: &ServerMode, new: &ServerMode) -> Result<(), String> {
     let plain = |m: &ServerMode| matches!(m, ServerMode::Http | ServerMode::Tcp);
     match (port, new) {
         (ServerMode::Http, ServerMode::Http) | (ServerMode::Tcp, ServerMode::Tcp) => Ok(()),
-        (ServerMode::Https(_), ServerMode::Https(_)) => Ok(()),
-        // Terminated and passed through by SNI (`super::mixed`).
-        (ServerMode::Https(_), ServerMode::Passthrough)
-        | (ServerMode::Passthrough, ServerMode::Https(_)) => Ok(()),
-        // Relayed untouched next to each other or next to terminated ones, each server's chains
-        // told apart by SNI (`super::auto_passthrough::split`, `super::mixed`).
-        (ServerMode::AutoPassthrough, ServerMode::Passthrough)
-        | (ServerMode::Passthrough, ServerMode::AutoPassthrough)
-        | (ServerMode::Https(_), ServerMode::AutoPassthrough)
-        | (ServerMode::AutoPassthrough, ServerMode::Https(_)) => Ok(()),
         (p, n) if plain(p) || plain(n) => Err(format!(
             "conflict with the port's existing {} server: a port serves either plain-text \
              servers or TLS servers told apart by SNI, never both (pilot's MergeGateways skips \
              it: canMergeProtocols, \"conflict with existing server\")",
             describe(p)
         )),
-        (p, n) if same_kind(p, n) => Ok(()),
-        (p, n) => Err(format!(
-            "the port already serves {} servers; Trellis does not yet serve {} and {} \
-             servers on one port (istiod would, one filter chain per server)",
-            describe(p),
-            describe(n),
-            describe(p)
-        )),
+        // Both TLS (`gateway.IsTLSServer`): one filter chain each, by SNI.
+        _ => Ok(()),
     }
-}
-
-/// Whether two L4 servers are served alike: the same mode, whatever their `subjectAltNames`
-/// (each server's own are enforced on its own chain).
-fn same_kind(a: &ServerMode, b: &ServerMode) -> bool {
-    let kind = |m: &ServerMode| match m {
-        ServerMode::TlsTcp(Termination::IstioMutual { .. }) => {
-            ServerMode::TlsTcp(Termination::IstioMutual {
-                subject_alt_names: Vec::new(),
-            })
-        }
-        other => other.clone(),
-    };
-    kind(a) == kind(b)
 }
 
 /// A mode as a Gateway author writes it, for messages.
@@ -147,35 +115,26 @@ mod tests {
         assert_eq!(can_share(&ServerMode::Http, &ServerMode::Http), Ok(()));
     }
 
-    /// Terminated HTTPS and PASSTHROUGH servers share a port, in either order, and so do
-    /// AUTO_PASSTHROUGH and PASSTHROUGH ones (buildGatewayTCPBasedFilterChains builds every
-    /// server's chains on one listener).
+    /// Every kind of TLS server shares a port with every other, in either order:
+    /// buildGatewayTCPBasedFilterChains builds each server's chains on the one listener
+    /// (createGatewayHTTPFilterChainOpts for terminated HTTPS, createGatewayTCPFilterChainOpts
+    /// for terminated TCP and passthrough, builtAutoPassthroughFilterChains for
+    /// AUTO_PASSTHROUGH), and a terminating server's `DownstreamTlsContext` is its own.
     #[test]
-    fn terminated_https_and_passthrough_servers_share_a_port() {
-        let https = ServerMode::Https(Termination::Mutual);
-        assert_eq!(can_share(&https, &ServerMode::Passthrough), Ok(()));
-        assert_eq!(can_share(&ServerMode::Passthrough, &https), Ok(()));
-        let (auto, passthrough) = (ServerMode::AutoPassthrough, ServerMode::Passthrough);
-        assert_eq!(can_share(&auto, &passthrough), Ok(()));
-        assert_eq!(can_share(&passthrough, &auto), Ok(()));
-    }
-
-    /// What istiod serves and Trellis does not yet: refused with a message saying it is
-    /// Trellis's limit, not Istio's rule.
-    #[test]
-    fn tls_kinds_trellis_cannot_mix_yet_are_refused_as_such() {
-        let https = ServerMode::Https(Termination::Simple);
-        let why = can_share(&https, &ServerMode::TlsTcp(Termination::Simple)).expect_err("not yet");
-        assert!(why.contains("Trellis does not yet serve"), "{why}");
-        assert_eq!(can_share(&https, &ServerMode::AutoPassthrough), Ok(()));
-        assert!(can_share(
-            &ServerMode::TlsTcp(Termination::Simple),
-            &ServerMode::TlsTcp(Termination::Mutual)
-        )
-        .is_err());
-        assert_eq!(
-            can_share(&ServerMode::Passthrough, &ServerMode::Passthrough),
-            Ok(())
-        );
+    fn tls_servers_of_every_kind_share_a_port() {
+        let kinds = [
+            ServerMode::Https(Termination::Simple),
+            ServerMode::Https(Termination::Mutual),
+            ServerMode::TlsTcp(Termination::Simple),
+            ServerMode::TlsTcp(Termination::OptionalMutual),
+            ServerMode::TlsTcp(istio(&["spiffe://td/ns/a/sa/x"])),
+            ServerMode::Passthrough,
+            ServerMode::AutoPassthrough,
+        ];
+        for a in &kinds {
+            for b in &kinds {
+                assert_eq!(can_share(a, b), Ok(()), "{a:?} then {b:?}");
+            }
+        }
     }
 }

@@ -29,7 +29,9 @@
 
 use std::sync::Arc;
 
-use trellis_engine::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
+use trellis_engine::transport::policy::{
+    ClientCertificates, Plaintext, ServerCertificate, TerminatedTls,
+};
 use trellis_engine::transport::tls::pin::CertificatePins;
 
 use crate::diag::Diagnostic;
@@ -157,6 +159,20 @@ pub fn certificate(
     has_identity: bool,
     credentials: Credentials<'_>,
 ) -> Result<ServerCertificate, String> {
+    let plaintext = match mode(server) {
+        ServerMode::TlsTcp(_) => Plaintext::Tcp,
+        _ => Plaintext::Http,
+    };
+    let read = read_certificate(server, termination, has_identity, credentials)?;
+    Ok(ServerCertificate { plaintext, ..read })
+}
+
+fn read_certificate(
+    server: &Server,
+    termination: &Termination,
+    has_identity: bool,
+    credentials: Credentials<'_>,
+) -> Result<ServerCertificate, String> {
     let tls: &ServerTls = server
         .tls
         .as_ref()
@@ -216,6 +232,7 @@ pub fn certificate(
         route_table: None,
         clients: termination.clients(),
         pins: pins(tls, termination)?,
+        plaintext: Plaintext::Http,
     })
 }
 
@@ -255,6 +272,7 @@ fn from_secret(
         route_table: None,
         clients: termination.clients(),
         pins: pins(tls, termination)?,
+        plaintext: Plaintext::Http,
     })
 }
 
@@ -293,6 +311,7 @@ fn istio_mutual(
         route_table: None,
         clients: ClientCertificates::Mesh,
         pins: CertificatePins::default(),
+        plaintext: Plaintext::Http,
     })
 }
 

@@ -24,6 +24,7 @@ use super::seeded::with_rng;
 use super::termination::{Choice, FilterChains};
 use super::transform::{describe, TlsTransform};
 use crate::time::Instant;
+use crate::transport::policy::Plaintext;
 use crate::transport::{ByteTransform, ChainKind, TransformError, TransformErrorKind};
 
 /// A terminating gateway connection (see the module docs).
@@ -44,6 +45,8 @@ pub struct SniTermination {
     hello: BytesMut,
     /// The SNI of a passed-through connection.
     sni: Option<String>,
+    /// What the chosen terminating chain's decrypted bytes are.
+    plaintext: Plaintext,
 }
 
 enum Phase {
@@ -75,6 +78,7 @@ impl SniTermination {
             route_table: None,
             hello: BytesMut::new(),
             sni: None,
+            plaintext: Plaintext::Http,
         }
     }
 
@@ -110,6 +114,7 @@ impl SniTermination {
                     s.local_uris.clone(),
                     s.route_table.cloned(),
                     s.mesh,
+                    s.plaintext,
                 )),
                 Choice::PassThrough => None,
             });
@@ -126,7 +131,7 @@ impl SniTermination {
             );
             return Err(self.refuse(error));
         };
-        let Some((config, local_uris, route_table, mesh)) = chosen else {
+        let Some((config, local_uris, route_table, mesh, plaintext)) = chosen else {
             // A PASSTHROUGH server's chain: the ClientHello and whatever followed it go on as
             // they came, for the L4 chain the same SNI selects.
             debug_assert!(
@@ -139,6 +144,7 @@ impl SniTermination {
             return Ok(());
         };
         self.route_table = route_table;
+        self.plaintext = plaintext;
         self.clock.set(now);
         let converted: Result<ServerConnection, _> =
             with_rng(&mut self.rng, || accepted.into_connection(config));
@@ -276,7 +282,10 @@ impl ByteTransform for SniTermination {
 
     fn chain(&self) -> Option<ChainKind> {
         match &self.phase {
-            Phase::Tls(_) => Some(ChainKind::Terminated),
+            Phase::Tls(_) => Some(match self.plaintext {
+                Plaintext::Http => ChainKind::Terminated,
+                Plaintext::Tcp => ChainKind::TerminatedTcp,
+            }),
             Phase::PassThrough => Some(ChainKind::PassedThrough),
             Phase::Hello(_) | Phase::Refused => None,
         }

@@ -42,6 +42,7 @@ fn server(
         route_table: None,
         clients,
         pins,
+        plaintext: Default::default(),
     }
 }
 
@@ -325,4 +326,53 @@ fn a_passthrough_chain_hands_the_client_hello_on_untouched() {
         "{}",
         refused.1
     );
+}
+
+/// A `TLS` server terminating then relaying TCP next to an `HTTPS` one (pilot's
+/// createGatewayTCPFilterChainOpts and createGatewayHTTPFilterChainOpts on one listener): the
+/// SNI picks the chain, and the chain says what its plaintext is, so the engine hands an
+/// HTTPS connection to the HTTP codec and a TCP one to the L4 chain of the same SNI.
+#[test]
+fn a_terminating_chain_says_whether_its_plaintext_is_http_or_tcp() {
+    use crate::transport::policy::Plaintext;
+    let ca = TestCa::new("clients", 1);
+    let tcp = ServerCertificate {
+        plaintext: Plaintext::Tcp,
+        ..server(
+            &ca,
+            "db.example.com",
+            ClientCertificates::NotRequested,
+            CertificatePins::default(),
+        )
+    };
+    let port = Arc::new(TerminatedTls {
+        servers: vec![
+            server(
+                &ca,
+                "a.example.com",
+                ClientCertificates::NotRequested,
+                CertificatePins::default(),
+            ),
+            tcp,
+        ],
+        passthrough: Vec::new(),
+    });
+    assert!(port.serves_more_than_tcp());
+    for (sni, kind) in [
+        ("a.example.com", ChainKind::Terminated),
+        ("db.example.com", ChainKind::TerminatedTcp),
+    ] {
+        let mut c = client(sni, None);
+        let mut s = gateway(&port);
+        c.seal(b"ping\n");
+        let talk = converse(&mut *c, &mut *s, 1 << 16).expect("terminated");
+        assert_eq!(talk.at_server, b"ping\n", "{sni}");
+        assert_eq!(s.chain(), Some(kind), "{sni}");
+        assert_eq!(s.server_name(), Some(sni));
+    }
+    let only_tcp = TerminatedTls {
+        servers: vec![port.servers[1].clone()],
+        passthrough: Vec::new(),
+    };
+    assert!(!only_tcp.serves_more_than_tcp());
 }

@@ -27,6 +27,10 @@
 //! pilot's `ROOTCA` validation context in `BuildListenerTLSContext`
 //! (pilot/pkg/networking/core/tls.go). ALPN then offers the mesh's own protocol id first.
 //!
+//! A chain's decrypted bytes are HTTP (an `HTTPS` server) or a byte stream for the L4 chain
+//! pilot builds for a `TLS` or TCP server with a terminating mode ([`Plaintext`]); servers of
+//! both kinds share a port, each chain carrying its own.
+//!
 //! A port may also hold `PASSTHROUGH` servers ([`TerminatedTls::passthrough`]): their hosts
 //! are filter chains like the others in the SNI match, and a ClientHello that selects one is
 //! not terminated ([`Choice::PassThrough`]; [`super::accept`] hands its bytes on untouched).
@@ -49,7 +53,7 @@ use super::san::{ExpectedSans, SanClientVerifier};
 use super::verify::{IdentityCheck, MeshClientVerifier};
 use super::xfcc;
 use super::{HTTP1, ISTIO, MESH_HTTP1};
-use crate::transport::policy::{ClientCertificates, ServerCertificate, TerminatedTls};
+use crate::transport::policy::{ClientCertificates, Plaintext, ServerCertificate, TerminatedTls};
 use crate::transport::TransformError;
 
 /// The mesh credentials an `ISTIO_MUTUAL` port presents and verifies with.
@@ -69,6 +73,8 @@ struct FilterChain {
     route_table: Option<Arc<str>>,
     /// It verifies mesh identities (`ISTIO_MUTUAL`).
     mesh: bool,
+    /// What its decrypted bytes are.
+    plaintext: Plaintext,
 }
 
 /// The chain a ClientHello selected.
@@ -79,6 +85,8 @@ pub struct Selected<'a> {
     /// The chain verifies mesh identities (`ISTIO_MUTUAL`): its client's id is a peer
     /// principal.
     pub mesh: bool,
+    /// HTTP (its route table's) or bytes for its L4 chain.
+    pub plaintext: Plaintext,
 }
 
 /// What a ClientHello's SNI selected.
@@ -114,6 +122,7 @@ impl FilterChains {
             local_uris: &c.local_uris,
             route_table: c.route_table.as_ref(),
             mesh: c.mesh,
+            plaintext: c.plaintext,
         }))
     }
 
@@ -215,6 +224,7 @@ pub fn filter_chains(
             local_uris,
             route_table: server.route_table.as_deref().map(Arc::from),
             mesh: is_mesh,
+            plaintext: server.plaintext,
         });
     }
     let passthrough = tls.passthrough.iter().map(|h| server_names(h)).collect();

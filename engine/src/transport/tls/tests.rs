@@ -256,6 +256,7 @@ fn istio_mutual_tls(
             route_table: None,
             clients: ClientCertificates::Mesh,
             pins: Default::default(),
+            plaintext: Default::default(),
         }],
         passthrough: Vec::new(),
     })
