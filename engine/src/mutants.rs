@@ -201,6 +201,12 @@ pub struct Mutations {
     /// An injected abort answers 503 whatever status its rule sets (a gRPC abort's 200
     /// included).
     pub fault_abort_always_503: bool,
+    /// A CORS preflight from an origin the policy does not allow is answered by the proxy
+    /// even under `unmatchedPreflights: FORWARD` (Envoy forwards it).
+    pub cors_unmatched_preflight_answered: bool,
+    /// `allowMethods: ["*"]` is sent as a literal `*` where Envoy echoes the preflight's
+    /// `access-control-request-method`.
+    pub cors_star_methods_literal: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -132,3 +132,31 @@ fn catches_fault_aborts_answering_503_always() {
     let seed = first_catching_seed(fault_abort_always_503, Invariant::Faults, 500);
     eprintln!("fault aborts answering 503 whatever the rule sets caught by seed {seed}");
 }
+
+// ---- CORS (Envoy's cors_filter.cc against the simulator's `cors` reference).
+planted!(
+    cors_unmatched_preflight_answered,
+    cors_unmatched_preflight_answered
+);
+planted!(cors_star_methods_literal, cors_star_methods_literal);
+
+/// Expected: `Rewrite` (a preflight from an origin the policy does not allow, forwarded by
+/// Envoy under `unmatchedPreflights: FORWARD`, is answered by the proxy: its server never sees
+/// it, and the client gets the proxy's 200).
+#[test]
+fn catches_unmatched_preflights_answered() {
+    let seed = first_catching_seed(
+        cors_unmatched_preflight_answered,
+        Invariant::Rewrite,
+        VOCAB_BUDGET,
+    );
+    eprintln!("unmatched CORS preflights answered by the proxy caught by seed {seed}");
+}
+
+/// Expected: `Rewrite` (a preflight's `access-control-allow-methods` is `*` where Envoy echoes
+/// the requested method).
+#[test]
+fn catches_star_methods_sent_literally() {
+    let seed = first_catching_seed(cors_star_methods_literal, Invariant::Rewrite, VOCAB_BUDGET);
+    eprintln!("allowMethods * sent literally caught by seed {seed}");
+}

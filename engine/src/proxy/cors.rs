@@ -47,7 +47,8 @@ impl Engine {
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), value_str(v)?)))
             .collect();
-        self.local_reply(now, id, 200, None, "", &text);
+        // The filter encodes its answer itself: no response flag, no route edits.
+        self.filter_reply(now, id, 200, &text);
         true
     }
 }

@@ -235,3 +235,23 @@ fn a_router_503_after_the_cors_filter_is_decorated() {
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(!text.contains("access-control-"), "{text}");
 }
+
+/// The CORS filter encodes its preflight answer itself (`decoder_callbacks_->encodeHeaders`
+/// in cors_filter.cc), not through the filter manager's local-reply path that finalizes the
+/// route's response headers (`sendLocalReplyViaFilterChain` in
+/// source/common/http/filter_manager.cc): the route's `headers.response` edits are on an
+/// actual request's answer, never on the preflight's. Found by the simulator's CORS stream.
+#[test]
+fn a_preflight_answer_carries_no_route_response_edits() {
+    let mut c = config();
+    let route = &mut c.route_tables[0].virtual_hosts[0].routes[0];
+    route.cors = Some(cors_policy());
+    route.response_headers.set = vec![("x-route".into(), "edited".into())];
+    let mut engine = Engine::try_new(Arc::new(c), 1).expect("the config compiles");
+    let (down, out) = open(&mut engine, PREFLIGHT);
+    let text = String::from_utf8(sent_to(&out, down)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(!text.contains("x-route"), "{text}");
+    let answer = through_upstream(&mut engine, GET);
+    assert!(answer.contains("x-route: edited\r\n"), "{answer}");
+}

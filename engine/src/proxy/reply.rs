@@ -15,6 +15,22 @@ use super::outbox::down_writer;
 use super::request::Outbound;
 use super::Engine;
 
+/// A mesh-generated answer: status, response flag, body.
+struct Reply<'a> {
+    status: u16,
+    flag: Option<ResponseFlag>,
+    body: &'a str,
+}
+
+/// Whether an answer goes through Envoy's local-reply path, which finalizes the matched
+/// route's response headers (`sendLocalReplyViaFilterChain`, source/common/http/filter_manager.cc),
+/// or is encoded as the filter wrote it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finalize {
+    RouteEdits,
+    AsIs,
+}
+
 impl Engine {
     /// 503 `UH`: no host of the cluster may take the request.
     pub(crate) fn no_healthy_upstream(&mut self, now: Instant, id: RequestId) {
@@ -59,6 +75,38 @@ impl Engine {
         body: &str,
         extra: &[(&str, &str)],
     ) {
+        let reply = Reply { status, flag, body };
+        self.reply(now, id, reply, extra, Finalize::RouteEdits);
+    }
+
+    /// A filter's own answer, encoded directly rather than through the local-reply path: the
+    /// CORS filter's preflight response (`decoder_callbacks_->encodeHeaders` in
+    /// source/extensions/filters/http/cors/cors_filter.cc), which the route's response edits
+    /// never touch.
+    pub(crate) fn filter_reply(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) {
+        let reply = Reply {
+            status,
+            flag: None,
+            body: "",
+        };
+        self.reply(now, id, reply, headers, Finalize::AsIs);
+    }
+
+    fn reply(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        reply: Reply<'_>,
+        extra: &[(&str, &str)],
+        finalize: Finalize,
+    ) {
+        let Reply { status, flag, body } = reply;
         self.detach_attempt(now, id, None);
         let Some(req) = self.requests.get_mut(id) else {
             return;
@@ -87,7 +135,10 @@ impl Engine {
         // source/common/http/filter_manager.cc), the destination's edits then the route's as
         // on a proxied answer. Direct responses and redirects carry theirs already
         // (`faults::answer_locally`); a request no route took has none.
-        let edited = route_edits_on_local_reply(req, extra);
+        let edited = match finalize {
+            Finalize::RouteEdits => route_edits_on_local_reply(req, extra),
+            Finalize::AsIs => None,
+        };
         #[cfg(feature = "mutants")]
         let edited = edited.filter(|_| !crate::mutants::route().local_replies_skip_route_edits);
         let mut headers: Vec<(&str, &str)> = match &edited {

@@ -116,7 +116,12 @@ impl CompiledCors {
         let allowed = self.origin_allowed(&origin);
         let request_method = headers.get(REQUEST_METHOD).unwrap_or_default();
         let preflight = method == "OPTIONS" && !request_method.is_empty();
-        if !preflight || (!allowed && self.forward_unmatched) {
+        #[cfg(feature = "mutants")]
+        let allowed_or_planted =
+            allowed || crate::mutants::route().cors_unmatched_preflight_answered;
+        #[cfg(not(feature = "mutants"))]
+        let allowed_or_planted = allowed;
+        if !preflight || (!allowed_or_planted && self.forward_unmatched) {
             return CorsVerdict::Forward(allowed.then_some(origin));
         }
         let mut out = Vec::with_capacity(5);
@@ -126,13 +131,20 @@ impl CompiledCors {
         if self.credentials {
             out.push((ALLOW_CREDENTIALS, Bytes::from_static(b"true")));
         }
+        #[cfg(feature = "mutants")]
+        let literal = crate::mutants::route().cors_star_methods_literal;
+        #[cfg(not(feature = "mutants"))]
+        let literal = false;
+        if let (true, Some(v)) = (literal, &self.allow_methods) {
+            out.push((ALLOW_METHODS, v.clone()));
+        }
         let echo = |configured: &Option<Bytes>, asked: &[u8]| {
             configured.as_ref().map(|v| match &v[..] {
                 b"*" => Bytes::copy_from_slice(asked),
                 _ => v.clone(),
             })
         };
-        if let Some(v) = echo(&self.allow_methods, request_method) {
+        if let (false, Some(v)) = (literal, echo(&self.allow_methods, request_method)) {
             out.push((ALLOW_METHODS, v));
         }
         let asked_headers = headers.get(REQUEST_HEADERS).unwrap_or_default();

@@ -160,8 +160,10 @@ impl Mesh<'_> {
                 headers.push((name.clone(), v.clone()));
             }
         }
+        let mut method = method.to_string();
+        super::cors::draw(r, vocab, with_body, &mut method, &mut headers);
         Some(RequestShape {
-            method: method.to_string(),
+            method,
             path,
             sent_path,
             query,

@@ -121,6 +121,9 @@ pub const ALL: &[&str] = &[
     "paths sent dirty, pathNormalization NONE",
     "paths sent dirty, pathNormalization MERGE_SLASHES",
     "paths sent dirty, pathNormalization DECODE_AND_MERGE_SLASHES",
+    "corsPolicy (origins, preflights)",
+    "corsPolicy unmatchedPreflights IGNORE",
+    "corsPolicy allowMethods/allowHeaders *",
     "chunked request bodies",
     "chunked responses",
     "HTTP limits and timeouts set",
@@ -389,11 +392,8 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     {
         out.push("match name");
     }
-    out.extend(
-        scn.requests
-            .as_ref()
-            .and_then(super::path_dirt::coverage_row),
-    );
+    out.extend((scn.requests.as_ref()).and_then(super::path_dirt::coverage_row));
+    out.extend(super::cors::coverage_rows(scn));
     for svc in &scn.services {
         if !svc.calls.is_empty() {
             out.push("two- or three-tier meshes");

@@ -293,6 +293,7 @@ fn gen_rules(
                     dest_edits,
                     fallback: false,
                     dest_authorities: Vec::new(),
+                    cors: None,
                 })),
                 ..Rule::default()
             }

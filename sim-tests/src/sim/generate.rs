@@ -227,6 +227,7 @@ impl Scenario {
             super::gen_routes::redirect_extras(seed, &mut scn);
         }
         super::path_dirt::generate(seed, &mut scn);
+        super::cors::generate(seed, &mut scn);
         scn.normalize();
         scn
     }

@@ -24,7 +24,7 @@
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `events` (what it fires) and `state`
-//! (its parts), `server` / `client` + `head_limits` + `path_dirt` + `access_log` / `response_read` / `pattern` (workloads, how clients read
+//! (its parts), `server` / `client` + `head_limits` + `path_dirt` + [`cors`] + `access_log` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
 //! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
@@ -41,6 +41,7 @@ mod calls;
 pub mod check;
 mod churn;
 mod client;
+pub mod cors;
 pub mod coverage;
 mod ejection;
 mod events;

@@ -345,7 +345,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
         }),
         fallback: vocab.is_some_and(|v| v.fallback),
         mirrors: Vec::new(),
-        cors: None,
+        cors: (vocab.and_then(|v| v.cors.as_ref())).map(super::cors::engine_policy),
     }
 }
 

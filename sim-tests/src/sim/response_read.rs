@@ -85,7 +85,7 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
             let text = String::from_utf8_lossy(value).into_owned();
             if lower == "location" {
                 seen.location = Some(text);
-            } else if ["x-rp-", "x-dp-", "x-bothp"]
+            } else if ["x-rp-", "x-dp-", "x-bothp", "access-control-"]
                 .iter()
                 .any(|p| lower.starts_with(p))
             {

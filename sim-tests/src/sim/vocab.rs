@@ -136,6 +136,9 @@ pub struct RuleVocab {
     /// rule's `rewrite.authority` for requests sent to that version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dest_authorities: Vec<(usize, String)>,
+    /// `corsPolicy` ([`super::cors`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<super::cors::CorsSpec>,
 }
 
 /// What clients may put in a request, for scenarios with the routing vocabulary: each request
@@ -165,6 +168,9 @@ pub struct RequestVocab {
     /// The sidecars' `meshConfig.pathNormalization` (Istio's default `BASE` when absent).
     #[serde(default, skip_serializing_if = "super::path_dirt::PathMode::is_base")]
     pub normalization: super::path_dirt::PathMode,
+    /// Percent of requests sent with an `Origin` ([`super::cors`]); 0 in the seeds without.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cors_percent: u8,
 }
 
 fn is_zero(n: &u8) -> bool {

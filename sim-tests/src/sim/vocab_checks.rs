@@ -6,6 +6,7 @@
 //! the engine's output is only read through independent parsers (`httparse` on both sides).
 
 use super::check::Invariant;
+use super::cors::{self, CorsExpect};
 use super::mesh::Mesh;
 use super::model;
 use super::reference::{self, edited_values, touched};
@@ -49,6 +50,9 @@ impl Mesh<'_> {
             return;
         };
         let mut problems: Vec<String> = Vec::new();
+        if let CorsExpect::Preflight(_) = cors_expectation(rule, shape) {
+            problems.push("a CORS preflight the proxy answers reached a server".into());
+        }
         let want_target = reference::upstream_target(rule, r.block, shape);
         if seen.target != want_target {
             problems.push(format!(
@@ -109,68 +113,83 @@ impl Mesh<'_> {
         };
         let name = model::rule_name(r.service, r.generation, rl);
         let mut problems: Vec<String> = Vec::new();
-        let edits_version = match (rule.forwards(), outcome, ep) {
-            // An injected abort answers instead of the rule; a stream idle timeout may end a
-            // fault delay longer than it (the access-log check holds its timing).
-            (false, Outcome::Mesh(_, flags), _) if flags.contains("FI") || flags.contains("SI") => {
-                None
-            }
-            (false, Outcome::Mesh(status, flags), _) => {
-                // The port the client dialled, as the sidecar's router sees it.
-                let port = if self.scn.passthrough {
-                    model::ORIGINAL_DST.port()
-                } else {
-                    reference::LISTENER_PORT
-                };
-                let Some(want) = reference::local_answer(rule, r.block, shape, port) else {
-                    return;
-                };
-                // A fault delay may come first (pilot puts the rule's fault on the route
-                // whatever its action; Envoy's fault filter runs before the router).
-                if *status != want.status || !(flags.is_empty() || flags == "DI") {
-                    problems.push(format!(
-                        "answered {status} {flags:?}, expected {} from the rule itself",
-                        want.status
-                    ));
+        let cors = cors_expectation(rule, shape);
+        if let CorsExpect::Preflight(want) = &cors {
+            check_preflight(want, outcome, seen, &mut problems);
+        } else {
+            check_decoration(&cors, outcome, seen, &mut problems);
+        }
+        // A preflight the proxy answers is the CORS filter's, before the router: no rule
+        // answer, and no route's response edits (the filter encodes its headers itself, not
+        // through the local-reply path that finalizes them).
+        let edits_version = if matches!(cors, CorsExpect::Preflight(_)) {
+            None
+        } else {
+            match (rule.forwards(), outcome, ep) {
+                // An injected abort answers instead of the rule; a stream idle timeout may end a
+                // fault delay longer than it (the access-log check holds its timing).
+                (false, Outcome::Mesh(_, flags), _)
+                    if flags.contains("FI") || flags.contains("SI") =>
+                {
+                    None
                 }
-                if want.location.is_some() && seen.location != want.location {
-                    problems.push(format!(
-                        "location {:?}, expected {:?}",
-                        seen.location, want.location
-                    ));
-                }
-                if let Some(body) = &want.body {
-                    if seen.body != body.as_bytes() {
+                (false, Outcome::Mesh(status, flags), _) => {
+                    // The port the client dialled, as the sidecar's router sees it.
+                    let port = if self.scn.passthrough {
+                        model::ORIGINAL_DST.port()
+                    } else {
+                        reference::LISTENER_PORT
+                    };
+                    let Some(want) = reference::local_answer(rule, r.block, shape, port) else {
+                        return;
+                    };
+                    // A fault delay may come first (pilot puts the rule's fault on the route
+                    // whatever its action; Envoy's fault filter runs before the router).
+                    if *status != want.status || !(flags.is_empty() || flags == "DI") {
                         problems.push(format!(
-                            "body {:?}, expected {body:?}",
-                            String::from_utf8_lossy(&seen.body)
+                            "answered {status} {flags:?}, expected {} from the rule itself",
+                            want.status
                         ));
                     }
+                    if want.location.is_some() && seen.location != want.location {
+                        problems.push(format!(
+                            "location {:?}, expected {:?}",
+                            seen.location, want.location
+                        ));
+                    }
+                    if let Some(body) = &want.body {
+                        if seen.body != body.as_bytes() {
+                            problems.push(format!(
+                                "body {:?}, expected {body:?}",
+                                String::from_utf8_lossy(&seen.body)
+                            ));
+                        }
+                    }
+                    Some(None)
                 }
-                Some(None)
-            }
-            (false, other, _) => {
-                if !matches!(
-                    other,
-                    Outcome::Truncated | Outcome::ClientTimeout | Outcome::Cancelled
-                ) {
-                    problems.push(format!("ended {other:?}; the rule answers itself"));
+                (false, other, _) => {
+                    if !matches!(
+                        other,
+                        Outcome::Truncated | Outcome::ClientTimeout | Outcome::Cancelled
+                    ) {
+                        problems.push(format!("ended {other:?}; the rule answers itself"));
+                    }
+                    None
                 }
-                None
+                (true, Outcome::Response(_), Some(ep)) => {
+                    Some(Some(self.cluster_info[self.endpoints[ep].cluster].version))
+                }
+                // A fault's abort on a forwarding rule: Envoy's local-reply path applies the
+                // route entry's response edits (`sendLocalReplyViaFilterChain`), the drawn
+                // destination's then the rule's. Which destination was drawn is not known here,
+                // but a name the rule sets ends with the rule's values whatever it added before.
+                (true, Outcome::Mesh(_, flags), _) if flags.contains("FI") => {
+                    let edits = reference::edits_for(rule, None);
+                    check_set_names(&edits, seen, &[], " of the fault's abort", &mut problems);
+                    None
+                }
+                (true, _, _) => None,
             }
-            (true, Outcome::Response(_), Some(ep)) => {
-                Some(Some(self.cluster_info[self.endpoints[ep].cluster].version))
-            }
-            // A fault's abort on a forwarding rule: Envoy's local-reply path applies the
-            // route entry's response edits (`sendLocalReplyViaFilterChain`), the drawn
-            // destination's then the rule's. Which destination was drawn is not known here,
-            // but a name the rule sets ends with the rule's values whatever it added before.
-            (true, Outcome::Mesh(_, flags), _) if flags.contains("FI") => {
-                let edits = reference::edits_for(rule, None);
-                check_set_names(&edits, seen, &[], " of the fault's abort", &mut problems);
-                None
-            }
-            (true, _, _) => None,
         };
         if let Some(version) = edits_version {
             let edits = reference::edits_for(rule, version);
@@ -205,6 +224,88 @@ impl Mesh<'_> {
             };
             self.violation(invariant, msg);
         }
+    }
+}
+
+/// The CORS filter's expectation for `shape` on `rule` (untouched without a policy).
+fn cors_expectation(
+    rule: &super::scenario::Rule,
+    shape: &super::vocab::RequestShape,
+) -> CorsExpect {
+    match rule.vocab.as_ref().and_then(|v| v.cors.as_ref()) {
+        Some(policy) => cors::expect(policy, shape),
+        None => CorsExpect::Untouched,
+    }
+}
+
+/// The CORS headers of a response, in order.
+fn cors_headers(seen: &SeenResponse) -> Vec<(String, String)> {
+    (seen.edited.iter())
+        .filter(|(n, _)| n.starts_with("access-control-"))
+        .cloned()
+        .collect()
+}
+
+/// A preflight the proxy must answer: 200 (after a fault's delay, never instead of its
+/// abort) with exactly the CORS filter's headers and no route edits.
+fn check_preflight(
+    want: &[(String, String)],
+    outcome: &Outcome,
+    seen: &SeenResponse,
+    problems: &mut Vec<String>,
+) {
+    match outcome {
+        // The fault filter runs first: its abort answers; a stream idle timeout may end its
+        // delay.
+        Outcome::Mesh(_, flags) if flags.contains("FI") || flags.contains("SI") => {}
+        Outcome::Mesh(200, flags) if flags.is_empty() || flags == "DI" => {
+            let mut got = cors_headers(seen);
+            let mut want = want.to_vec();
+            got.sort();
+            want.sort();
+            if got != want {
+                problems.push(format!(
+                    "CORS preflight answered with {got:?}, expected {want:?}"
+                ));
+            }
+            let edited: Vec<&(String, String)> = (seen.edited.iter())
+                .filter(|(n, _)| !n.starts_with("access-control-"))
+                .collect();
+            if !edited.is_empty() {
+                problems.push(format!(
+                    "CORS preflight answer carries route edits {edited:?} (the filter encodes it itself)"
+                ));
+            }
+        }
+        Outcome::Truncated | Outcome::ClientTimeout | Outcome::Cancelled => {}
+        other => problems.push(format!(
+            "CORS preflight ended {other:?}, expected the proxy's 200"
+        )),
+    }
+}
+
+/// Any other request: its response carries the CORS headers the reference decorates it with
+/// (none when untouched), whoever answered, but for an injected abort (the CORS filter never
+/// saw the request) and a stream idle timeout (which may come during a fault's delay).
+fn check_decoration(
+    cors: &CorsExpect,
+    outcome: &Outcome,
+    seen: &SeenResponse,
+    problems: &mut Vec<String>,
+) {
+    let mut want = match (cors, outcome) {
+        (_, Outcome::Mesh(_, flags)) if flags.contains("FI") || flags.contains("SI") => return,
+        (_, Outcome::Truncated | Outcome::ClientTimeout | Outcome::Cancelled) => return,
+        (CorsExpect::Decorated(headers), _) => headers.clone(),
+        _ => Vec::new(),
+    };
+    let mut got = cors_headers(seen);
+    got.sort();
+    want.sort();
+    if got != want {
+        problems.push(format!(
+            "CORS headers {got:?} on a {outcome:?}, expected {want:?}"
+        ));
     }
 }
 
