@@ -207,6 +207,10 @@ pub struct Mutations {
     /// `allowMethods: ["*"]` is sent as a literal `*` where Envoy echoes the preflight's
     /// `access-control-request-method`.
     pub cors_star_methods_literal: bool,
+    /// An L4 chain's `prefix_ranges` only filter: every chain whose prefixes hold the
+    /// destination (or that has none) stays a candidate, and the first in order wins, where
+    /// Envoy keeps only the longest matching prefix.
+    pub tcp_subnets_first_match: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -177,3 +177,14 @@ fn catches_sni_wildcards_ranked_alike() {
     let seed = first_catching_seed(sni_wildcards_rank_alike, Invariant::Routing, RARE_BUDGET);
     eprintln!("SNI wildcards ranked alike caught by seed {seed}");
 }
+
+planted!(tcp_subnets_first_match, tcp_subnets_first_match);
+
+/// Expected: `Routing` (in the L4 world, a connection dialling an address a
+/// `destinationSubnets` rule holds taken by the service's own rule, listed first, where
+/// Envoy's longest matching prefix picks the subnet rule).
+#[test]
+fn catches_l4_subnets_matched_in_order() {
+    let seed = first_catching_seed(tcp_subnets_first_match, Invariant::Routing, RARE_BUDGET);
+    eprintln!("destinationSubnets matched in order caught by seed {seed}");
+}

@@ -60,6 +60,10 @@ pub(crate) fn candidates(
             .max()
     };
     found.retain(|&i| specificity(&routes[i]).is_some());
+    #[cfg(feature = "mutants")]
+    if crate::mutants::route().tcp_subnets_first_match {
+        return found;
+    }
     if let Some(best) = found.iter().filter_map(|&i| specificity(&routes[i])).max() {
         found.retain(|&i| specificity(&routes[i]) == Some(best));
     }

@@ -145,6 +145,7 @@ pub const ALL: &[&str] = &[
     "L4 world: undeclared port, ALLOW_ANY (PassthroughCluster)",
     "L4 world: undeclared port, REGISTRY_ONLY (BlackHoleCluster)",
     "L4 world: tcp idle timeout of milliseconds",
+    "L4 world: tcp rules by destinationSubnets (longest prefix)",
     "L4 world: servers that finish first (half-close)",
     "L4 world: servers that reset or refuse",
 ];

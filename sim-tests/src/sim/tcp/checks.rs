@@ -2,7 +2,9 @@
 //! engine's own account, except the access-log records that are themselves checked):
 //!
 //! - **routing** (`Routing`): a connection to a TCP service's port connects once, to a cluster
-//!   its `tcp` rule names with a positive weight; one to the sniffed HTTP port (with bytes that
+//!   its `tcp` rule names with a positive weight — the rule whose `destinationSubnets` hold the
+//!   address it dialled with the longest prefix, else the service's own (Envoy's
+//!   destination-IP step of the filter-chain match); one to the sniffed HTTP port (with bytes that
 //!   are no HTTP) or to an undeclared port goes to the catch-all: ALLOW_ANY connects once, to
 //!   its original destination (`PassthroughCluster`), REGISTRY_ONLY connects nowhere and is
 //!   closed (`BlackHoleCluster`) (pilot's `buildOutboundCatchAllNetworkFilterChains`);
@@ -24,14 +26,19 @@ use std::time::Duration;
 
 use trellis_engine::config::{BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 
-use super::spec::{tls_rule_for, Target, SNI_NAMES};
-use super::world::{cluster_name, route_name, tls_route_name, ConnState, Reached, World};
+use super::spec::{subnet_rule_for, tls_rule_for, Target, SNI_NAMES};
+use super::world::{
+    cluster_name, dialled_ip, route_name, subnet_route_name, tls_route_name, ConnState, Reached,
+    World,
+};
 use crate::sim::balance::binomial_ok;
 use crate::sim::check::Invariant;
 
 impl World<'_> {
     pub(crate) fn check(&mut self) {
-        let mut per_service: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        // Per service and chain (its own rule, or a `destinationSubnets` one): the clusters
+        // its connections reached first.
+        let mut per_service: BTreeMap<(usize, Option<usize>), Vec<usize>> = BTreeMap::new();
         for c in 0..self.conns.len() {
             let target = self.spec.conns[c].target;
             if let Some(msg) = self.routing_breach(c) {
@@ -44,7 +51,8 @@ impl World<'_> {
             if let (Target::Service(s), Some((Reached::Cluster(cl, _), _))) =
                 (target, self.conns[c].connects.first())
             {
-                per_service.entry(s).or_default().push(*cl);
+                let chain = self.subnet_rule(c);
+                per_service.entry((s, chain)).or_default().push(*cl);
             }
             for (invariant, msg) in self.ending_breaches(c) {
                 self.violation(invariant, format!("connection {c} ({target:?}): {msg}"));
@@ -56,10 +64,29 @@ impl World<'_> {
                 Target::Tls(_) => "tls-port",
             });
         }
-        for (s, clusters) in per_service {
-            self.check_weights(s, &clusters);
+        for ((s, chain), clusters) in per_service {
+            self.check_weights(s, chain, &clusters);
         }
         self.check_logs();
+    }
+
+    /// The `destinationSubnets` rule a connection to a TCP service's port takes (`None`: the
+    /// service's own rule, or not such a connection).
+    fn subnet_rule(&self, c: usize) -> Option<usize> {
+        let conn = &self.spec.conns[c];
+        match conn.target {
+            Target::Service(s) => subnet_rule_for(&self.spec.services[s], dialled_ip(conn)),
+            _ => None,
+        }
+    }
+
+    /// The destinations of the chain a connection to service `s`'s port takes.
+    fn service_dests(&self, s: usize, chain: Option<usize>) -> &[(usize, u32)] {
+        let service = &self.spec.services[s];
+        match chain {
+            Some(j) => &service.subnet_rules[j].dests,
+            None => &service.dests,
+        }
     }
 
     /// The `tls` rule a connection to the TLS port takes (`None`: the catch-all).
@@ -83,7 +110,7 @@ impl World<'_> {
         }
         match self.spec.conns[c].target {
             Target::Service(s) => {
-                let dests = &self.spec.services[s].dests;
+                let dests = self.service_dests(s, self.subnet_rule(c));
                 match conn.connects.as_slice() {
                     [(Reached::Cluster(cl, _), _)] => {
                         (!dests.iter().any(|&(d, w)| d == *cl && w > 0))
@@ -211,8 +238,9 @@ impl World<'_> {
         out
     }
 
-    fn check_weights(&mut self, s: usize, clusters: &[usize]) {
-        let dests = &self.spec.services[s].dests;
+    fn check_weights(&mut self, s: usize, chain: Option<usize>, clusters: &[usize]) {
+        let dests = self.service_dests(s, chain).to_vec();
+        let dests = &dests;
         let total: u64 = dests.iter().map(|&(_, w)| u64::from(w)).sum();
         let n = clusters.len() as u64;
         if n < 20 || total == 0 {
@@ -262,15 +290,17 @@ impl World<'_> {
         let target = self.spec.conns[c].target;
         let (route, cluster) = (log.route.as_deref(), log.cluster.as_deref());
         match (target, conn.connects.first()) {
-            (Target::Service(s), Some((Reached::Cluster(cl, _), _)))
-                if route != Some(route_name(s).as_str())
-                    || cluster != Some(cluster_name(*cl).as_str()) =>
-            {
-                return Some(format!(
-                    "logged route {route:?} cluster {cluster:?}, expected {} and {}",
-                    route_name(s),
-                    cluster_name(*cl)
-                ));
+            (Target::Service(s), Some((Reached::Cluster(cl, _), _))) => {
+                let want = match self.subnet_rule(c) {
+                    Some(j) => subnet_route_name(s, j),
+                    None => route_name(s),
+                };
+                if route != Some(want.as_str()) || cluster != Some(cluster_name(*cl).as_str()) {
+                    return Some(format!(
+                        "logged route {route:?} cluster {cluster:?}, expected {want} and {}",
+                        cluster_name(*cl)
+                    ));
+                }
             }
             (Target::Tls(_), Some((Reached::Cluster(_, _), _))) => {
                 let want = self.tls_rule(c).map(tls_route_name);
@@ -282,7 +312,7 @@ impl World<'_> {
                 // Envoy's ORIGINAL_DST cluster: one `PassthroughCluster`, the original
                 // destination its host.
                 let (want, host) = if self.spec.allow_any {
-                    let dst = super::world::original_dst(target);
+                    let dst = super::world::original_dst(&self.spec.conns[c]);
                     (
                         PASSTHROUGH_CLUSTER,
                         Some(dst).filter(|_| !conn.connects.is_empty()),

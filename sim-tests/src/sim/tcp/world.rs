@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_engine::config::{OutboundCapture, PortProtocol, TcpDestination, TcpRoute};
+use trellis_engine::config::{Cidr, OutboundCapture, PortProtocol, TcpDestination, TcpRoute};
 use trellis_engine::proxy::RequestLog;
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
 use super::spec::{
-    client_hello, EchoServer, Target, TcpSpec, HTTP_PORT, SNI_NAMES, SNI_PATTERNS, TCP_PORT,
-    TLS_PORT, UNKNOWN_PORT,
+    client_hello, EchoServer, Target, TcpConn, TcpSpec, DEFAULT_DST, DESTINATIONS, HTTP_PORT,
+    SNI_NAMES, SNI_PATTERNS, SUBNETS, TCP_PORT, TLS_PORT, UNKNOWN_PORT,
 };
 use crate::build;
 use crate::sim::check::{Invariant, Violations};
@@ -60,10 +60,20 @@ pub(crate) fn tls_route_name(rule: usize) -> String {
     format!("tls-r{rule}")
 }
 
-/// Where client connection `target` was headed.
-pub(crate) fn original_dst(target: Target) -> SocketAddr {
-    match target {
-        Target::Service(i) => SocketAddr::from(([240, 0, 0, 1], TCP_PORT + i as u16)),
+/// The `tcp` route of `destinationSubnets` rule `rule` of service `service`.
+pub(crate) fn subnet_route_name(service: usize, rule: usize) -> String {
+    format!("tcp-svc{service}-net{rule}")
+}
+
+/// The address a connection to a TCP service's port dialled.
+pub(crate) fn dialled_ip(conn: &TcpConn) -> [u8; 4] {
+    conn.dst.map_or(DEFAULT_DST, |d| DESTINATIONS[d])
+}
+
+/// Where client connection `conn` was headed.
+pub(crate) fn original_dst(conn: &TcpConn) -> SocketAddr {
+    match conn.target {
+        Target::Service(i) => SocketAddr::from((dialled_ip(conn), TCP_PORT + i as u16)),
         Target::HttpPort => SocketAddr::from(([240, 0, 0, 2], HTTP_PORT)),
         Target::Unknown => SocketAddr::from(([192, 0, 2, 77], UNKNOWN_PORT)),
         Target::Tls(_) => SocketAddr::from(([240, 0, 0, 3], TLS_PORT)),
@@ -222,6 +232,33 @@ fn config(spec: &TcpSpec) -> trellis_engine::config::Config {
             )),
             ..TcpRoute::default()
         });
+        // After the service's own chain: Envoy's match goes by prefix length, not order.
+        for (j, rule) in svc.subnet_rules.iter().enumerate() {
+            config.tcp_routes.push(TcpRoute {
+                name: subnet_route_name(i, j),
+                port: Some(svc.port),
+                destination_subnets: (rule.subnets.iter())
+                    .map(|&s| {
+                        let (net, len) = SUBNETS[s];
+                        Cidr {
+                            addr: std::net::IpAddr::from(net),
+                            len,
+                        }
+                    })
+                    .collect(),
+                destinations: (rule.dests.iter())
+                    .map(|&(c, weight)| TcpDestination {
+                        cluster: cluster_name(c),
+                        weight,
+                    })
+                    .collect(),
+                idle_timeout: Some(spec.idle_timeout_ms.map_or(
+                    trellis_engine::config::DEFAULT_TCP_IDLE_TIMEOUT,
+                    Duration::from_millis,
+                )),
+                ..TcpRoute::default()
+            });
+        }
     }
     if !spec.tls_rules.is_empty() {
         ports.insert(TLS_PORT, PortProtocol::Tcp);
@@ -406,7 +443,7 @@ impl<'a> World<'a> {
             SocketAddr::from(([127, 0, 0, 1], port)),
             build::LISTENER.parse().expect("a socket address"),
         );
-        accepted.original_dst = Some(original_dst(spec.target));
+        accepted.original_dst = Some(original_dst(spec));
         self.feeding = Some(c);
         let down = self.engine.accept(self.now, accepted);
         self.downs.insert(down, c);
