@@ -211,6 +211,8 @@ pub struct Mutations {
     /// destination (or that has none) stays a candidate, and the first in order wins, where
     /// Envoy keeps only the longest matching prefix.
     pub tcp_subnets_first_match: bool,
+    /// An L4 chain's `sourceLabels` are not checked: a labelled rule takes every client.
+    pub tcp_source_labels_ignored: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

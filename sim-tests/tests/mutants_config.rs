@@ -188,3 +188,13 @@ fn catches_l4_subnets_matched_in_order() {
     let seed = first_catching_seed(tcp_subnets_first_match, Invariant::Routing, RARE_BUDGET);
     eprintln!("destinationSubnets matched in order caught by seed {seed}");
 }
+
+planted!(tcp_source_labels_ignored, tcp_source_labels_ignored);
+
+/// Expected: `Routing` (in the L4 world, a client without a labelled rule's labels taken by
+/// it, listed before the service's own rule).
+#[test]
+fn catches_l4_source_labels_ignored() {
+    let seed = first_catching_seed(tcp_source_labels_ignored, Invariant::Routing, RARE_BUDGET);
+    eprintln!("L4 sourceLabels ignored caught by seed {seed}");
+}

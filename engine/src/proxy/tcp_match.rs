@@ -39,6 +39,10 @@ pub(crate) fn candidates(
         .enumerate()
         .filter(|(_, r)| applies(r) && r.port.is_none_or(|p| p == dst.port()))
         .filter(|(_, r)| {
+            #[cfg(feature = "mutants")]
+            if crate::mutants::route().tcp_source_labels_ignored {
+                return true;
+            }
             r.source_labels
                 .iter()
                 .all(|(k, v)| labels.get(k) == Some(v))

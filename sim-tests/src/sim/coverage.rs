@@ -146,6 +146,7 @@ pub const ALL: &[&str] = &[
     "L4 world: undeclared port, REGISTRY_ONLY (BlackHoleCluster)",
     "L4 world: tcp idle timeout of milliseconds",
     "L4 world: tcp rules by destinationSubnets (longest prefix)",
+    "L4 world: tcp rules by sourceLabels",
     "L4 world: servers that finish first (half-close)",
     "L4 world: servers that reset or refuse",
 ];
@@ -226,9 +227,7 @@ fn match_features(m: &MatchSpec, out: &mut Vec<&'static str>) {
         Some(_) => out.push("match.port (another)"),
         None => {}
     }
-    if !m.source_labels.is_empty() {
-        out.push("match.sourceLabels");
-    }
+    out.extend((!m.source_labels.is_empty()).then_some("match.sourceLabels"));
 }
 
 fn rule_features(rule: &Rule, out: &mut Vec<&'static str>) {

@@ -3,8 +3,9 @@
 //!
 //! - **routing** (`Routing`): a connection to a TCP service's port connects once, to a cluster
 //!   its `tcp` rule names with a positive weight — the rule whose `destinationSubnets` hold the
-//!   address it dialled with the longest prefix, else the service's own (Envoy's
-//!   destination-IP step of the filter-chain match); one to the sniffed HTTP port (with bytes that
+//!   address it dialled with the longest prefix (Envoy's destination-IP step of the
+//!   filter-chain match), else the first whose `sourceLabels` the client has (pilot's
+//!   matchTCP), else the service's own; one to the sniffed HTTP port (with bytes that
 //!   are no HTTP) or to an undeclared port goes to the catch-all: ALLOW_ANY connects once, to
 //!   its original destination (`PassthroughCluster`), REGISTRY_ONLY connects nowhere and is
 //!   closed (`BlackHoleCluster`) (pilot's `buildOutboundCatchAllNetworkFilterChains`);
@@ -26,11 +27,12 @@ use std::time::Duration;
 
 use trellis_engine::config::{BLACK_HOLE_CLUSTER, PASSTHROUGH_CLUSTER};
 
-use super::spec::{subnet_rule_for, tls_rule_for, Target, SNI_NAMES};
-use super::world::{
-    cluster_name, dialled_ip, route_name, subnet_route_name, tls_route_name, ConnState, Reached,
-    World,
+use super::chains::{chain_for, Chain};
+use super::config::{
+    cluster_name, label_route_name, route_name, subnet_route_name, tls_route_name,
 };
+use super::spec::{tls_rule_for, Target, SNI_NAMES};
+use super::world::{dialled_ip, ConnState, Reached, World};
 use crate::sim::balance::binomial_ok;
 use crate::sim::check::Invariant;
 
@@ -38,7 +40,7 @@ impl World<'_> {
     pub(crate) fn check(&mut self) {
         // Per service and chain (its own rule, or a `destinationSubnets` one): the clusters
         // its connections reached first.
-        let mut per_service: BTreeMap<(usize, Option<usize>), Vec<usize>> = BTreeMap::new();
+        let mut per_service: BTreeMap<(usize, Chain), Vec<usize>> = BTreeMap::new();
         for c in 0..self.conns.len() {
             let target = self.spec.conns[c].target;
             if let Some(msg) = self.routing_breach(c) {
@@ -51,7 +53,7 @@ impl World<'_> {
             if let (Target::Service(s), Some((Reached::Cluster(cl, _), _))) =
                 (target, self.conns[c].connects.first())
             {
-                let chain = self.subnet_rule(c);
+                let chain = self.chain(c).unwrap_or(Chain::Own);
                 per_service.entry((s, chain)).or_default().push(*cl);
             }
             for (invariant, msg) in self.ending_breaches(c) {
@@ -70,22 +72,26 @@ impl World<'_> {
         self.check_logs();
     }
 
-    /// The `destinationSubnets` rule a connection to a TCP service's port takes (`None`: the
-    /// service's own rule, or not such a connection).
-    fn subnet_rule(&self, c: usize) -> Option<usize> {
+    /// The chain a connection to a TCP service's port takes (`None`: not such a connection).
+    fn chain(&self, c: usize) -> Option<Chain> {
         let conn = &self.spec.conns[c];
         match conn.target {
-            Target::Service(s) => subnet_rule_for(&self.spec.services[s], dialled_ip(conn)),
+            Target::Service(s) => {
+                let service = &self.spec.services[s];
+                let rules = (&service.subnet_rules[..], &service.label_rules[..]);
+                Some(chain_for(rules, dialled_ip(conn), conn.client))
+            }
             _ => None,
         }
     }
 
-    /// The destinations of the chain a connection to service `s`'s port takes.
-    fn service_dests(&self, s: usize, chain: Option<usize>) -> &[(usize, u32)] {
+    /// The destinations of chain `chain` of service `s`.
+    fn service_dests(&self, s: usize, chain: Chain) -> &[(usize, u32)] {
         let service = &self.spec.services[s];
         match chain {
-            Some(j) => &service.subnet_rules[j].dests,
-            None => &service.dests,
+            Chain::Own => &service.dests,
+            Chain::Subnet(j) => &service.subnet_rules[j].dests,
+            Chain::Labels(k) => &service.label_rules[k].dests,
         }
     }
 
@@ -110,7 +116,7 @@ impl World<'_> {
         }
         match self.spec.conns[c].target {
             Target::Service(s) => {
-                let dests = self.service_dests(s, self.subnet_rule(c));
+                let dests = self.service_dests(s, self.chain(c).unwrap_or(Chain::Own));
                 match conn.connects.as_slice() {
                     [(Reached::Cluster(cl, _), _)] => {
                         (!dests.iter().any(|&(d, w)| d == *cl && w > 0))
@@ -238,7 +244,7 @@ impl World<'_> {
         out
     }
 
-    fn check_weights(&mut self, s: usize, chain: Option<usize>, clusters: &[usize]) {
+    fn check_weights(&mut self, s: usize, chain: Chain, clusters: &[usize]) {
         let dests = self.service_dests(s, chain).to_vec();
         let dests = &dests;
         let total: u64 = dests.iter().map(|&(_, w)| u64::from(w)).sum();
@@ -291,9 +297,10 @@ impl World<'_> {
         let (route, cluster) = (log.route.as_deref(), log.cluster.as_deref());
         match (target, conn.connects.first()) {
             (Target::Service(s), Some((Reached::Cluster(cl, _), _))) => {
-                let want = match self.subnet_rule(c) {
-                    Some(j) => subnet_route_name(s, j),
-                    None => route_name(s),
+                let want = match self.chain(c).unwrap_or(Chain::Own) {
+                    Chain::Own => route_name(s),
+                    Chain::Subnet(j) => subnet_route_name(s, j),
+                    Chain::Labels(k) => label_route_name(s, k),
                 };
                 if route != Some(want.as_str()) || cluster != Some(cluster_name(*cl).as_str()) {
                     return Some(format!(

@@ -20,7 +20,9 @@
 //! (`tcp:*`) and trace hash join the seed's report. Planted bugs in the engine's L4 path are
 //! caught by a seed (`tests/mutants_config.rs`).
 
+pub mod chains;
 mod checks;
+mod config;
 pub mod spec;
 mod world;
 

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::chains::{self, LabelRule, SubnetRule, DESTINATIONS, LABEL_SETS};
+
 /// A TCP service: its port and its `tcp` rule's weighted destinations (cluster, weight), and
 /// the rules before it that match `destinationSubnets`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,56 +18,11 @@ pub struct TcpService {
     /// files written before them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnet_rules: Vec<SubnetRule>,
-}
-
-/// A `tcp` rule matching `destinationSubnets` (indices into [`SUBNETS`], each used by at most
-/// one rule of its service) with its destinations.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SubnetRule {
-    pub subnets: Vec<usize>,
-    pub dests: Vec<(usize, u32)>,
-}
-
-/// The `destinationSubnets` rules draw from: nested prefixes, so that the longest match must
-/// win whatever the rules' order, and one apart.
-pub const SUBNETS: [([u8; 4], u8); 5] = [
-    ([10, 0, 0, 0], 8),
-    ([10, 1, 0, 0], 16),
-    ([10, 1, 2, 0], 24),
-    ([10, 1, 2, 3], 32),
-    ([192, 168, 0, 0], 16),
-];
-
-/// Addresses clients dial a TCP service's port at (iptables keeps each as the original
-/// destination); a connection without one dials [`DEFAULT_DST`].
-pub const DESTINATIONS: [[u8; 4]; 5] = [
-    [10, 1, 2, 3],
-    [10, 1, 2, 9],
-    [10, 1, 9, 9],
-    [10, 9, 9, 9],
-    [192, 168, 5, 5],
-];
-
-/// The service address a connection dials when it names none of [`DESTINATIONS`].
-pub const DEFAULT_DST: [u8; 4] = [240, 0, 0, 1];
-
-/// Whether `ip` lies in subnet `s` of [`SUBNETS`].
-fn in_subnet(s: usize, ip: [u8; 4]) -> bool {
-    let (net, len) = SUBNETS[s];
-    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    u32::from_be_bytes(net) & mask == u32::from_be_bytes(ip) & mask
-}
-
-/// The `destinationSubnets` rule of `service` a connection to `ip` takes, as Envoy matches
-/// `prefix_ranges` (`FilterChainManagerImpl::findFilterChainForDestinationIP`): the longest
-/// matching prefix of any chain, whatever the rules' order; `None`: no prefix holds `ip`, and
-/// the chain without prefixes (the service's rule) takes it.
-pub fn subnet_rule_for(service: &TcpService, ip: [u8; 4]) -> Option<usize> {
-    (service.subnet_rules.iter().enumerate())
-        .flat_map(|(j, rule)| rule.subnets.iter().map(move |&s| (j, s)))
-        .filter(|&(_, s)| in_subnet(s, ip))
-        .max_by_key(|&(_, s)| SUBNETS[s].1)
-        .map(|(j, _)| j)
+    /// `tcp` rules with `sourceLabels` (indices into [`LABEL_SETS`]), listed before the
+    /// service's own rule as a VirtualService lists them (pilot's matchTCP takes the first rule
+    /// whose labels the client has).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_rules: Vec<LabelRule>,
 }
 
 /// An echo server: every chunk it reads comes back `latency_ms` later; after the client's EOF
@@ -102,9 +59,12 @@ pub struct TcpConn {
     pub at_ms: u64,
     pub target: Target,
     /// For a TCP service's port: the address dialled, an index into [`DESTINATIONS`]
-    /// (`None`: [`DEFAULT_DST`]).
+    /// (`None`: [`chains::DEFAULT_DST`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst: Option<usize>,
+    /// The client's labels, an index into [`LABEL_SETS`] (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<usize>,
     /// `(gap before it in ms, length)`.
     pub chunks: Vec<(u64, usize)>,
     pub eof: bool,
@@ -206,37 +166,42 @@ fn tls_rules(seed: u64, clusters: usize, conns: &mut [TcpConn]) -> Vec<TlsRule> 
     rules
 }
 
-/// `destinationSubnets` rules and the addresses connections dial, on a stream of their own:
-/// in half the worlds, each service with a chance of 1–3 rules over nested prefixes (each
-/// prefix on at most one rule of the service), and two thirds of the connections to a service
-/// dialling one of [`DESTINATIONS`].
+/// `destinationSubnets` rules ([`chains`]) and the addresses connections dial, on a stream of
+/// their own: in half the worlds, each service with a chance of rules, and two thirds of the
+/// connections to a service dialling one of [`DESTINATIONS`].
 fn subnet_rules(seed: u64, clusters: usize, services: &mut [TcpService], conns: &mut [TcpConn]) {
     let mut r = fastrand::Rng::with_seed(seed ^ 0x7c9b_0417_0000_001d);
     if r.bool() {
         return;
     }
     for service in services.iter_mut() {
-        if r.bool() {
-            continue;
+        if !r.bool() {
+            service.subnet_rules = chains::draw_subnet_rules(&mut r, clusters);
         }
-        let mut rules: Vec<SubnetRule> = (0..r.usize(1..=3))
-            .map(|_| SubnetRule {
-                subnets: Vec::new(),
-                dests: vec![(r.usize(0..clusters), 1)],
-            })
-            .collect();
-        for s in 0..SUBNETS.len() {
-            if r.u8(0..100) < 60 {
-                let n = rules.len();
-                rules[r.usize(0..n)].subnets.push(s);
-            }
-        }
-        rules.retain(|rule| !rule.subnets.is_empty());
-        service.subnet_rules = rules;
     }
     for conn in conns.iter_mut() {
         if matches!(conn.target, Target::Service(_)) && r.u8(0..3) != 0 {
             conn.dst = Some(r.usize(0..DESTINATIONS.len()));
+        }
+    }
+}
+
+/// `sourceLabels` rules ([`chains`]) and the clients' labels, on a stream of their own: in a
+/// third of the worlds, each service with a chance of rules, and most connections from a
+/// client with labels.
+fn label_rules(seed: u64, clusters: usize, services: &mut [TcpService], conns: &mut [TcpConn]) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0x7c9b_0417_0000_001e);
+    if r.u8(0..3) != 0 {
+        return;
+    }
+    for service in services.iter_mut() {
+        if !r.bool() {
+            service.label_rules = chains::draw_label_rules(&mut r, clusters);
+        }
+    }
+    for conn in conns.iter_mut() {
+        if r.u8(0..4) != 0 {
+            conn.client = Some(r.usize(0..LABEL_SETS.len()));
         }
     }
 }
@@ -329,6 +294,11 @@ impl TcpSpec {
         {
             out.push("L4 world: tcp rules by destinationSubnets (longest prefix)");
         }
+        if (self.services.iter()).any(|s| !s.label_rules.is_empty())
+            && self.conns.iter().any(|c| c.client.is_some())
+        {
+            out.push("L4 world: tcp rules by sourceLabels");
+        }
         let servers = || self.clusters.iter().flatten().chain([&self.original]);
         if servers().any(|s| s.fin_after.is_some()) {
             out.push("L4 world: servers that finish first (half-close)");
@@ -364,6 +334,7 @@ impl TcpSpec {
                     port: TCP_PORT + i as u16,
                     dests,
                     subnet_rules: Vec::new(),
+                    label_rules: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
@@ -390,12 +361,14 @@ impl TcpSpec {
                     .collect(),
                 eof: r.u8(0..100) < 80,
                 dst: None,
+                client: None,
             })
             .collect();
         conns.sort_by_key(|c| c.at_ms);
         let tls_rules = tls_rules(seed, clusters.len(), &mut conns);
         let mut services = services;
         subnet_rules(seed, clusters.len(), &mut services, &mut conns);
+        label_rules(seed, clusters.len(), &mut services, &mut conns);
         Some(TcpSpec {
             tls_rules,
             duration_ms,
@@ -458,36 +431,5 @@ mod tests {
                 alpn: Vec::new()
             }
         );
-    }
-
-    /// Envoy's destination-IP step: the longest prefix that holds the address wins, whatever
-    /// the order of the rules that list it; an address no prefix holds falls to the chain
-    /// without prefixes.
-    #[test]
-    fn the_longest_subnet_wins_whatever_the_rule_order() {
-        let service = TcpService {
-            port: TCP_PORT,
-            dests: vec![(0, 1)],
-            subnet_rules: vec![
-                SubnetRule {
-                    subnets: vec![3, 0],
-                    dests: vec![(1, 1)],
-                },
-                SubnetRule {
-                    subnets: vec![2, 4],
-                    dests: vec![(2, 1)],
-                },
-                SubnetRule {
-                    subnets: vec![1],
-                    dests: vec![(0, 1)],
-                },
-            ],
-        };
-        assert_eq!(subnet_rule_for(&service, [10, 1, 2, 3]), Some(0), "/32");
-        assert_eq!(subnet_rule_for(&service, [10, 1, 2, 9]), Some(1), "/24");
-        assert_eq!(subnet_rule_for(&service, [10, 1, 9, 9]), Some(2), "/16");
-        assert_eq!(subnet_rule_for(&service, [10, 9, 9, 9]), Some(0), "/8");
-        assert_eq!(subnet_rule_for(&service, [192, 168, 5, 5]), Some(1));
-        assert_eq!(subnet_rule_for(&service, DEFAULT_DST), None);
     }
 }

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_engine::config::{Cidr, OutboundCapture, PortProtocol, TcpDestination, TcpRoute};
 use trellis_engine::proxy::RequestLog;
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
+use super::chains::{DEFAULT_DST, DESTINATIONS, LABEL_SETS};
+use super::config::{addr, config};
 use super::spec::{
-    client_hello, EchoServer, Target, TcpConn, TcpSpec, DEFAULT_DST, DESTINATIONS, HTTP_PORT,
-    SNI_NAMES, SNI_PATTERNS, SUBNETS, TCP_PORT, TLS_PORT, UNKNOWN_PORT,
+    client_hello, EchoServer, Target, TcpConn, TcpSpec, HTTP_PORT, SNI_NAMES, TCP_PORT, TLS_PORT,
+    UNKNOWN_PORT,
 };
 use crate::build;
 use crate::sim::check::{Invariant, Violations};
@@ -32,19 +33,6 @@ const MAX_EVENTS: u64 = 200_000;
 /// How long the world runs on after the last connection starts.
 const TAIL_MS: u64 = 3_000;
 
-/// Endpoint `i` of cluster `c`.
-fn addr(c: usize, i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 50, (c + 1) as u8, (i + 1) as u8], 7000))
-}
-
-pub(crate) fn cluster_name(c: usize) -> String {
-    format!("tcp-c{c}")
-}
-
-pub(crate) fn route_name(service: usize) -> String {
-    format!("tcp-svc{service}")
-}
-
 /// Byte `offset` of what client connection `conn` sends after its ClientHello (if any): a NUL
 /// first (no HTTP method starts so, so the sniffed port decides at once), then a pattern of
 /// its own.
@@ -54,15 +42,6 @@ pub(crate) fn byte_of(conn: usize, offset: usize) -> u8 {
     } else {
         b'a' + ((conn * 7 + offset) % 26) as u8
     }
-}
-
-pub(crate) fn tls_route_name(rule: usize) -> String {
-    format!("tls-r{rule}")
-}
-
-/// The `tcp` route of `destinationSubnets` rule `rule` of service `service`.
-pub(crate) fn subnet_route_name(service: usize, rule: usize) -> String {
-    format!("tcp-svc{service}-net{rule}")
 }
 
 /// The address a connection to a TCP service's port dialled.
@@ -200,93 +179,6 @@ impl SideWorld for World<'_> {
     fn report(&mut self, invariant: Invariant, detail: String) {
         self.violation(invariant, detail);
     }
-}
-
-fn config(spec: &TcpSpec) -> trellis_engine::config::Config {
-    let mut config = build::base();
-    config.version = "tcp".into();
-    for (c, servers) in spec.clusters.iter().enumerate() {
-        let addrs: Vec<String> = (0..servers.len()).map(|i| addr(c, i).to_string()).collect();
-        let eps: Vec<(&str, &[(&str, &str)])> =
-            addrs.iter().map(|a| (a.as_str(), &[][..])).collect();
-        let mut cluster = build::cluster(&cluster_name(c), &eps);
-        cluster.pool.connect_timeout = Duration::from_millis(500);
-        config.clusters.push(cluster);
-    }
-    let mut ports: BTreeMap<u16, PortProtocol> =
-        BTreeMap::from([(HTTP_PORT, PortProtocol::Detect)]);
-    for (i, svc) in spec.services.iter().enumerate() {
-        ports.insert(svc.port, PortProtocol::Tcp);
-        config.tcp_routes.push(TcpRoute {
-            name: route_name(i),
-            port: Some(svc.port),
-            destinations: (svc.dests.iter())
-                .map(|&(c, weight)| TcpDestination {
-                    cluster: cluster_name(c),
-                    weight,
-                })
-                .collect(),
-            idle_timeout: Some(spec.idle_timeout_ms.map_or(
-                trellis_engine::config::DEFAULT_TCP_IDLE_TIMEOUT,
-                Duration::from_millis,
-            )),
-            ..TcpRoute::default()
-        });
-        // After the service's own chain: Envoy's match goes by prefix length, not order.
-        for (j, rule) in svc.subnet_rules.iter().enumerate() {
-            config.tcp_routes.push(TcpRoute {
-                name: subnet_route_name(i, j),
-                port: Some(svc.port),
-                destination_subnets: (rule.subnets.iter())
-                    .map(|&s| {
-                        let (net, len) = SUBNETS[s];
-                        Cidr {
-                            addr: std::net::IpAddr::from(net),
-                            len,
-                        }
-                    })
-                    .collect(),
-                destinations: (rule.dests.iter())
-                    .map(|&(c, weight)| TcpDestination {
-                        cluster: cluster_name(c),
-                        weight,
-                    })
-                    .collect(),
-                idle_timeout: Some(spec.idle_timeout_ms.map_or(
-                    trellis_engine::config::DEFAULT_TCP_IDLE_TIMEOUT,
-                    Duration::from_millis,
-                )),
-                ..TcpRoute::default()
-            });
-        }
-    }
-    if !spec.tls_rules.is_empty() {
-        ports.insert(TLS_PORT, PortProtocol::Tcp);
-    }
-    for (i, rule) in spec.tls_rules.iter().enumerate() {
-        config.tcp_routes.push(TcpRoute {
-            name: tls_route_name(i),
-            port: Some(TLS_PORT),
-            sni_hosts: (rule.sni_hosts.iter())
-                .map(|&p| SNI_PATTERNS[p].to_string())
-                .collect(),
-            destinations: (rule.dests.iter())
-                .map(|&(c, weight)| TcpDestination {
-                    cluster: cluster_name(c),
-                    weight,
-                })
-                .collect(),
-            ..TcpRoute::default()
-        });
-    }
-    if let Some(listener) = config.listeners.first_mut() {
-        listener.passthrough = spec.allow_any;
-        listener.outbound_capture = Some(Arc::new(OutboundCapture {
-            ports,
-            detection_timeout: None,
-        }));
-    }
-    config
 }
 
 impl<'a> World<'a> {
@@ -444,6 +336,13 @@ impl<'a> World<'a> {
             build::LISTENER.parse().expect("a socket address"),
         );
         accepted.original_dst = Some(original_dst(spec));
+        if let Some(set) = spec.client {
+            accepted.source_labels = Arc::new(
+                (LABEL_SETS[set].iter())
+                    .map(|&(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
         self.feeding = Some(c);
         let down = self.engine.accept(self.now, accepted);
         self.downs.insert(down, c);
