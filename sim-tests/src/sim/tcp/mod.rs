@@ -4,7 +4,8 @@
 //! ([`TcpSpec::from_seed`], a fifth of them) this world runs after the others: one sidecar, a
 //! real engine, whose outbound capture listener serves connections iptables would have
 //! redirected to it. Their original destinations are TCP services' ports (VirtualService `tcp`
-//! rules: a port and weighted destinations, Envoy's `tcp_proxy`), a TLS port whose `tls` rules
+//! rules: a port and weighted destinations, Envoy's `tcp_proxy`; some services also with rules
+//! matching `destinationSubnets` or `sourceLabels`, [`chains`]), a TLS port whose `tls` rules
 //! are chosen by the ClientHello's server name (exact, then the longest wildcard, as Envoy
 //! matches `server_names`; read, never terminated), the port of an HTTP service
 //! (sniffed, but the bytes are no HTTP) or a port nobody declares (the catch-all:
