@@ -68,6 +68,22 @@ fn certificate_request(port: u16, sni: &str) -> String {
     }
 }
 
+/// What `openssl s_client` reports of ALPN for a ClientHello naming `sni` and offering
+/// `protocols` (comma-separated): its `ALPN protocol: …` or `No ALPN negotiated` line, or the
+/// whole output when there is neither (the handshake failed).
+fn alpn_at(port: u16, sni: &str, protocols: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", sni, "-alpn", protocols])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.lines())
+        .find(|l| l.starts_with("ALPN protocol:") || l.starts_with("No ALPN negotiated"))
+        .map_or(text.clone(), |l| l.trim().to_string())
+}
+
 #[test]
 fn simple_mutual_and_passthrough_servers_share_a_port_and_mutual_ones_pin_certificates() {
     let dir = scratch("gw-mixed", "servers");
@@ -344,6 +360,16 @@ istio:
     assert_eq!(got, "mq:hello", "{}", logged());
     assert_eq!(*mq_seen.lock().expect("lock"), ["hello"]);
     assert_eq!(*db_seen.lock().expect("lock"), ["ping"]);
+
+    // ALPN on a TCP chain: `h2, http/1.1` offered (pilot's ALPNHttp), and a client offering
+    // none of them is served without ALPN (Envoy's NOACK), not refused.
+    assert_eq!(alpn_at(port, "db.example.com", "h2"), "ALPN protocol: h2");
+    assert_eq!(
+        alpn_at(port, "db.example.com", "postgresql"),
+        "No ALPN negotiated"
+    );
+    // ...and on the HTTPS chain (HTTP/1.1 only), an h2-only client is served without ALPN.
+    assert_eq!(alpn_at(port, "a.example.com", "h2"), "No ALPN negotiated");
 
     // PASSTHROUGH: the backend's own certificate answers p.example.com.
     let subject = subject_for(port, "p.example.com");

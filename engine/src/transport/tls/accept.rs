@@ -104,13 +104,14 @@ impl SniTermination {
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
         let sni = accepted.client_hello().server_name().map(str::to_string);
+        let offered: Option<Vec<&[u8]>> = accepted.client_hello().alpn().map(Iterator::collect);
         let hello = std::mem::take(&mut self.hello);
         let chosen = self
             .chains
             .select(sni.as_deref())
             .map(|choice| match choice {
                 Choice::Terminate(s) => Some((
-                    s.config.clone(),
+                    s.config_for(offered.as_deref()),
                     s.local_uris.clone(),
                     s.route_table.cloned(),
                     s.mesh,

@@ -55,3 +55,7 @@ pub const ISTIO: &[u8] = b"istio";
 
 /// Plain HTTP/1.1, for TLS clients that are not sidecars.
 pub const HTTP1: &[u8] = b"http/1.1";
+
+/// HTTP/2, offered by chains that relay their plaintext (a gateway's TLS-terminated TCP
+/// servers), whatever the client then speaks.
+pub const H2: &[u8] = b"h2";

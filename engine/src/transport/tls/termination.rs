@@ -35,8 +35,11 @@
 //! are filter chains like the others in the SNI match, and a ClientHello that selects one is
 //! not terminated ([`Choice::PassThrough`]; [`super::accept`] hands its bytes on untouched).
 //!
-//! Versions are TLS 1.2 and 1.3 (Envoy's server default), ALPN `http/1.1`, and no session
-//! tickets (rustls's ticketer reads the wall clock; the engine's time is its own).
+//! Versions are TLS 1.2 and 1.3 (Envoy's server default), ALPN `http/1.1` on HTTP chains (no
+//! HTTP/2 yet) and `h2, http/1.1` on TCP ones (pilot's ALPNHttp: the bytes are relayed, so
+//! whatever the client negotiates reaches the upstream), no ALPN at all for a client that offers
+//! none of them (Envoy's NOACK, [`Selected::config_for`]), and no session tickets (rustls's
+//! ticketer reads the wall clock; the engine's time is its own).
 
 use std::sync::Arc;
 
@@ -52,7 +55,7 @@ use super::pin::PinnedClientVerifier;
 use super::san::{ExpectedSans, SanClientVerifier};
 use super::verify::{IdentityCheck, MeshClientVerifier};
 use super::xfcc;
-use super::{HTTP1, ISTIO, MESH_HTTP1};
+use super::{H2, HTTP1, ISTIO, MESH_HTTP1};
 use crate::transport::policy::{ClientCertificates, Plaintext, ServerCertificate, TerminatedTls};
 use crate::transport::TransformError;
 
@@ -67,6 +70,8 @@ struct FilterChain {
     /// Lower-case hosts; empty: the server has host `*` and matches any SNI, or none.
     server_names: Vec<String>,
     config: Arc<ServerConfig>,
+    /// The same without ALPN, for a client that offers none of the chain's protocols.
+    without_alpn: Arc<ServerConfig>,
     /// The URI SANs of the certificate it presents (`By=` in the XFCC element).
     local_uris: Arc<[String]>,
     /// Its own route table ([`ServerCertificate::route_table`]).
@@ -79,7 +84,8 @@ struct FilterChain {
 
 /// The chain a ClientHello selected.
 pub struct Selected<'a> {
-    pub config: &'a Arc<ServerConfig>,
+    config: &'a Arc<ServerConfig>,
+    without_alpn: &'a Arc<ServerConfig>,
     pub local_uris: &'a Arc<[String]>,
     pub route_table: Option<&'a Arc<str>>,
     /// The chain verifies mesh identities (`ISTIO_MUTUAL`): its client's id is a peer
@@ -87,6 +93,23 @@ pub struct Selected<'a> {
     pub mesh: bool,
     /// HTTP (its route table's) or bytes for its L4 chain.
     pub plaintext: Plaintext,
+}
+
+impl Selected<'_> {
+    /// The chain's config for a client offering the ALPN protocols `offered` (`None`: no ALPN
+    /// extension). Envoy's ALPN callback answers a client that offers none of the chain's
+    /// protocols with `SSL_TLSEXT_ERR_NOACK` and the handshake goes on without ALPN, where
+    /// rustls would refuse it (`no_application_protocol`): such a client gets the chain's
+    /// config without ALPN.
+    pub fn config_for(&self, offered: Option<&[&[u8]]>) -> Arc<ServerConfig> {
+        let agrees = |offered: &[&[u8]]| {
+            (offered.iter()).any(|p| self.config.alpn_protocols.iter().any(|a| a == p))
+        };
+        match offered {
+            Some(offered) if !agrees(offered) => self.without_alpn.clone(),
+            _ => self.config.clone(),
+        }
+    }
 }
 
 /// What a ClientHello's SNI selected.
@@ -119,6 +142,7 @@ impl FilterChains {
         };
         Some(Choice::Terminate(Selected {
             config: &c.config,
+            without_alpn: &c.without_alpn,
             local_uris: &c.local_uris,
             route_table: c.route_table.as_ref(),
             mesh: c.mesh,
@@ -218,9 +242,12 @@ pub fn filter_chains(
         let is_mesh = server.clients == ClientCertificates::Mesh;
         let own_mesh = mesh.as_ref().filter(|_| is_mesh);
         let (config, local_uris) = server_config(server, provider, clock, own_mesh)?;
+        let mut without_alpn = config.clone();
+        without_alpn.alpn_protocols.clear();
         chains.push(FilterChain {
             server_names: server_names(&server.hosts),
             config: Arc::new(config),
+            without_alpn: Arc::new(without_alpn),
             local_uris,
             route_table: server.route_table.as_deref().map(Arc::from),
             mesh: is_mesh,
@@ -265,9 +292,13 @@ fn server_config(
     let mut config = builder.with_cert_resolver(Arc::new(OneCertificate(Arc::new(
         CertifiedKey::new(chain, key),
     ))));
-    config.alpn_protocols = match mesh {
-        Some(_) => vec![MESH_HTTP1.to_vec(), ISTIO.to_vec(), HTTP1.to_vec()],
-        None => vec![HTTP1.to_vec()],
+    config.alpn_protocols = match (mesh, server.plaintext) {
+        // A TCP chain relays whatever the client speaks: pilot offers `h2, http/1.1`
+        // (BuildListenerTLSContext: ALPNHttp, or for ISTIO_MUTUAL ALPNDownstreamWithMxc less
+        // `istio-peer-exchange`, as Trellis has no metadata exchange).
+        (_, Plaintext::Tcp) => vec![H2.to_vec(), HTTP1.to_vec()],
+        (Some(_), Plaintext::Http) => vec![MESH_HTTP1.to_vec(), ISTIO.to_vec(), HTTP1.to_vec()],
+        (None, Plaintext::Http) => vec![HTTP1.to_vec()],
     };
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
