@@ -17,14 +17,14 @@
 //! source/common/tls/cert_validator/default_validator.cc).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use trellis_local_mesh::upstream::Upstream;
 
 mod common;
 use common::client_certs::{client_ca, client_cert, hash_pin, spki_pin};
-use common::l4_peers::{certificate, s_server, scratch, subject_for, wait_for_log};
+use common::l4_peers::{certificate, s_client_line, s_server, scratch, subject_for, wait_for_log};
 use common::{curl, free_offset, spawn_gateway, wait_for};
 
 /// curl to `https://<host>:<port>/` trusting `ca`, with the client certificate `cert` if any:
@@ -69,19 +69,24 @@ fn certificate_request(port: u16, sni: &str) -> String {
 }
 
 /// What `openssl s_client` reports of ALPN for a ClientHello naming `sni` and offering
-/// `protocols` (comma-separated): its `ALPN protocol: …` or `No ALPN negotiated` line, or the
-/// whole output when there is neither (the handshake failed).
-fn alpn_at(port: u16, sni: &str, protocols: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .args(["-servername", sni, "-alpn", protocols])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl s_client runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (text.lines())
-        .find(|l| l.starts_with("ALPN protocol:") || l.starts_with("No ALPN negotiated"))
-        .map_or(text.clone(), |l| l.trim().to_string())
+/// `protocol`: its `ALPN protocol: …` or `No ALPN negotiated` line.
+fn alpn_at(port: u16, sni: &str, protocol: &str) -> String {
+    s_client_line(
+        port,
+        sni,
+        &[protocol],
+        &["ALPN protocol:", "No ALPN negotiated"],
+    )
+}
+
+/// A `tls` section's certificate files: `cert` (certificate, key) and the client CA `ca`.
+fn tls_files(cert: &(PathBuf, PathBuf), ca: &(PathBuf, PathBuf)) -> String {
+    format!(
+        "serverCertificate: {}, privateKey: {}, caCertificates: {}",
+        cert.0.display(),
+        cert.1.display(),
+        ca.0.display()
+    )
 }
 
 #[test]
@@ -99,14 +104,7 @@ fn simple_mutual_and_passthrough_servers_share_a_port_and_mutual_ones_pin_certif
     let (backend, _backend, backend_cert) = s_server(&dir, "p.example.com");
     let offset = free_offset(&[443]);
     let config = dir.join("gateway.yaml");
-    let files = |i: usize| {
-        format!(
-            "serverCertificate: {}, privateKey: {}, caCertificates: {}",
-            certs[i].0.display(),
-            certs[i].1.display(),
-            ca.0.display()
-        )
-    };
+    let files = |i: usize| tls_files(&certs[i], &ca);
     std::fs::write(
         &config,
         format!(
@@ -240,14 +238,7 @@ fn https_terminated_tcp_and_passthrough_servers_share_a_port() {
     let (backend, _backend, _) = s_server(&dir, "p.example.com");
     let offset = free_offset(&[443]);
     let config = dir.join("gateway.yaml");
-    let files = |i: usize| {
-        format!(
-            "serverCertificate: {}, privateKey: {}, caCertificates: {}",
-            certs[i].0.display(),
-            certs[i].1.display(),
-            ca.0.display()
-        )
-    };
+    let files = |i: usize| tls_files(&certs[i], &ca);
     std::fs::write(
         &config,
         format!(

@@ -78,6 +78,12 @@ pub fn subject_for(port: u16, sni: &str) -> String {
 
 /// [`subject_for`] with a ClientHello that offers the ALPN protocols `alpn` (`-alpn`).
 pub fn subject_offering(port: u16, sni: &str, alpn: &[&str]) -> String {
+    s_client_line(port, sni, alpn, &["subject="])
+}
+
+/// The first line `openssl s_client` prints for a ClientHello naming `sni` and offering the
+/// ALPN protocols `alpn` that starts with one of `prefixes`, or `no handshake: <output>`.
+pub fn s_client_line(port: u16, sni: &str, alpn: &[&str], prefixes: &[&str]) -> String {
     let mut command = Command::new("openssl");
     command
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
@@ -91,8 +97,8 @@ pub fn subject_offering(port: u16, sni: &str, alpn: &[&str]) -> String {
         .expect("openssl s_client runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
-        .find(|l| l.starts_with("subject="))
-        .map(str::to_string)
+        .find(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .map(|l| l.trim().to_string())
         .unwrap_or_else(|| {
             format!(
                 "no handshake: {text} {}",

@@ -160,11 +160,11 @@ pub fn explain_gateway(
                 // Client certificates are asked for by the chosen chain alone; a PASSTHROUGH
                 // chain (`translate::gateway::mixed`) terminates nothing. The listener's
                 // terminating chains are the port's terminating servers, in order.
-                let terminated = (served.servers.iter().take(i))
+                let chain_index = (served.servers.iter().take(i))
                     .filter(|m| terminates(m))
                     .count();
                 let chain = (listener.tls.as_ref())
-                    .and_then(|t| t.servers.get(terminated))
+                    .and_then(|t| t.servers.get(chain_index))
                     .filter(|_| !passed_through);
                 report.tls = chain.map(chain_clients);
                 report.server = served
