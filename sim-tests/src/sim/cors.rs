@@ -28,7 +28,7 @@
 //!   answers (a direct response, a redirect, a 503) is.
 
 use serde::{Deserialize, Serialize};
-use trellis_engine::config::{CorsPolicy, StringMatch, UnmatchedPreflights};
+use trellis_engine::config::{CorsPolicy, UnmatchedPreflights};
 
 use super::reference::str_matches;
 use super::scenario::{RequestVocab, Scenario};
@@ -221,13 +221,7 @@ pub fn expect(policy: &CorsSpec, shape: &RequestShape) -> CorsExpect {
 /// The engine's policy, as the control plane translates Istio's.
 pub fn engine_policy(spec: &CorsSpec) -> CorsPolicy {
     CorsPolicy {
-        allow_origins: (spec.allow_origins.iter())
-            .map(|m| match m {
-                StrMatch::Exact(v) => StringMatch::Exact(v.clone()),
-                StrMatch::Prefix(v) => StringMatch::Prefix(v.clone()),
-                StrMatch::Regex(v) => StringMatch::Regex(v.clone()),
-            })
-            .collect(),
+        allow_origins: spec.allow_origins.iter().map(StrMatch::engine).collect(),
         allow_methods: spec.allow_methods.clone(),
         allow_headers: spec.allow_headers.clone(),
         expose_headers: spec.expose_headers.clone(),

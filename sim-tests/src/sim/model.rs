@@ -349,21 +349,12 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
     }
 }
 
-/// An Istio `StringMatch` as the engine's, the way the control plane translates it.
-fn engine_string(m: &StrMatch) -> StringMatch {
-    match m {
-        StrMatch::Exact(v) => StringMatch::Exact(v.clone()),
-        StrMatch::Prefix(v) => StringMatch::Prefix(v.clone()),
-        StrMatch::Regex(v) => StringMatch::Regex(v.clone()),
-    }
-}
-
 /// A header or query condition: Istio's `{}` and regex `*` are presence matches.
 fn engine_named((name, m): &NamedMatch) -> (String, Option<StringMatch>) {
     let value = match m {
         None => None,
         Some(StrMatch::Regex(re)) if re == "*" => None,
-        Some(m) => Some(engine_string(m)),
+        Some(m) => Some(m.engine()),
     };
     (name.clone(), value)
 }
@@ -375,11 +366,11 @@ fn engine_match(m: &MatchSpec) -> RouteMatch {
     };
     RouteMatch {
         name: None,
-        uri: m.uri.as_ref().map(engine_string),
+        uri: m.uri.as_ref().map(StrMatch::engine),
         ignore_uri_case: m.ignore_uri_case,
-        scheme: m.scheme.as_ref().map(engine_string),
-        method: m.method.as_ref().map(engine_string),
-        authority: m.authority.as_ref().map(engine_string),
+        scheme: m.scheme.as_ref().map(StrMatch::engine),
+        method: m.method.as_ref().map(StrMatch::engine),
+        authority: m.authority.as_ref().map(StrMatch::engine),
         headers: m.headers.iter().map(header).collect(),
         without_headers: m.without_headers.iter().map(header).collect(),
         query_params: m

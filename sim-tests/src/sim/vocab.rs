@@ -19,6 +19,18 @@ pub enum StrMatch {
     Regex(String),
 }
 
+impl StrMatch {
+    /// The engine's matcher, the way the control plane translates an Istio `StringMatch`.
+    pub fn engine(&self) -> trellis_engine::config::StringMatch {
+        use trellis_engine::config::StringMatch;
+        match self {
+            StrMatch::Exact(v) => StringMatch::Exact(v.clone()),
+            StrMatch::Prefix(v) => StringMatch::Prefix(v.clone()),
+            StrMatch::Regex(v) => StringMatch::Regex(v.clone()),
+        }
+    }
+}
+
 /// A condition on a header or query parameter: `None` matches presence (Istio's `{}`).
 pub type NamedMatch = (String, Option<StrMatch>);
 
