@@ -253,6 +253,11 @@ pub struct Redirect {
     /// the scheme's default (pilot's ApplyRedirect sets Envoy's `port_redirect` to the
     /// listener port it builds the route for). `FROM_PROTOCOL_DEFAULT` is no port at all.
     pub port_from_request: bool,
+    /// The answer of a virtual host with Envoy's `require_tls: ALL` to a plain-text request
+    /// (pilot sets it for a Gateway server's `tls.httpsRedirect`): `https://` + the `Host` as
+    /// received + the path, nothing else applied (`SslRedirector`, `createSslRedirectPath` in
+    /// source/common/http/utility.cc) — unlike a scheme redirect, a port in `Host` stays.
+    pub require_tls: bool,
 }
 
 /// Istio `HTTPRewrite`.

@@ -213,6 +213,13 @@ pub struct Mutations {
     pub tcp_subnets_first_match: bool,
     /// An L4 chain's `sourceLabels` are not checked: a labelled rule takes every client.
     pub tcp_source_labels_ignored: bool,
+    /// A gateway port's filter chains are tried by wildcard before exact `server_names`: a
+    /// ClientHello for `x.y.example.com` takes the `*.example.com` server's chain although
+    /// another server names it exactly.
+    pub gateway_sni_wildcard_first: bool,
+    /// A `MUTUAL` gateway server lets clients without a certificate through, as
+    /// `OPTIONAL_MUTUAL` does.
+    pub gateway_mutual_optional: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -88,6 +88,7 @@ fn scenario() -> Scenario {
         mirror: None,
         plane: None,
         tcp: None,
+        gateway: None,
     };
     assert!(scn.normalize());
     scn

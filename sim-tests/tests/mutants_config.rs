@@ -198,3 +198,27 @@ fn catches_l4_source_labels_ignored() {
     let seed = first_catching_seed(tcp_source_labels_ignored, Invariant::Routing, RARE_BUDGET);
     eprintln!("L4 sourceLabels ignored caught by seed {seed}");
 }
+
+planted!(gateway_sni_wildcard_first, gateway_sni_wildcard_first);
+
+/// Expected: `GatewayTls` (in the gateway world, a ClientHello naming a server's host exactly
+/// served through a wildcard server's chain: the client refuses that server's certificate).
+#[test]
+fn catches_gateway_sni_wildcard_first() {
+    let seed = first_catching_seed(
+        gateway_sni_wildcard_first,
+        Invariant::GatewayTls,
+        RARE_BUDGET,
+    );
+    eprintln!("gateway SNI wildcard before exact caught by seed {seed}");
+}
+
+planted!(gateway_mutual_optional, gateway_mutual_optional);
+
+/// Expected: `GatewayTls` (in the gateway world, a client without a certificate served by a
+/// `MUTUAL` server).
+#[test]
+fn catches_gateway_mutual_optional() {
+    let seed = first_catching_seed(gateway_mutual_optional, Invariant::GatewayTls, RARE_BUDGET);
+    eprintln!("gateway MUTUAL without a client certificate caught by seed {seed}");
+}

@@ -45,6 +45,7 @@ fn a_tenth_of_the_seeds_run_the_control_plane_and_converge() {
         let without = Scenario {
             plane: None,
             tcp: None,
+            gateway: None,
             ..scn.clone()
         };
         let plain = run(&without, RunOptions::default());
@@ -69,6 +70,7 @@ fn scenario_files_without_the_plane_parse_and_files_with_it_replay() {
     let old = Scenario {
         plane: None,
         tcp: None,
+        gateway: None,
         ..scn.clone()
     };
     let old_json = serde_json::to_string(&old).expect("serializes");

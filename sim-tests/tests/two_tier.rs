@@ -85,6 +85,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         mirror: None,
         plane: None,
         tcp: None,
+        gateway: None,
     }
 }
 

@@ -216,6 +216,7 @@ fn action(
             status,
             prefix_rewrite: r.prefix_rewrite.clone().filter(|p| !p.is_empty()),
             port_from_request,
+            require_tls: false,
         }));
     }
     if let Some(d) = &rule.direct_response {

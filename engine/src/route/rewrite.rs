@@ -138,6 +138,9 @@ pub fn redirect_status(redirect: &Redirect) -> u16 {
 /// request (Istio HTTPRedirect semantics). `path` is the request target (with any query); a
 /// configured `uri` replaces the path and keeps the request's query unless it has its own.
 pub fn redirect_location(redirect: &Redirect, scheme: &str, authority: &str, path: &str) -> String {
+    if redirect.require_tls {
+        return format!("https://{authority}{path}");
+    }
     let new_scheme = redirect.scheme.as_deref().unwrap_or(scheme);
     let host = match &redirect.authority {
         Some(a) if redirect.port.is_some() => strip_port(a).unwrap_or(a),

@@ -200,3 +200,18 @@ fn header_ops_validation() {
     ));
     assert!(validate_header_ops(&host, &at, "f", false).is_ok());
 }
+
+/// Envoy's `require_tls: ALL` answer (SslRedirector → createSslRedirectPath in
+/// source/common/http/utility.cc): `https://` + Host as received + path, nothing configured
+/// applied and no default port dropped.
+#[test]
+fn a_require_tls_redirect_keeps_host_and_path_as_received() {
+    let r = Redirect {
+        require_tls: true,
+        ..Redirect::default()
+    };
+    assert_eq!(
+        redirect_location(&r, "http", "Shop.Example.com:80", "/a?b=c"),
+        "https://Shop.Example.com:80/a?b=c"
+    );
+}

@@ -13,6 +13,7 @@ impl Scenario {
         scn.security = None;
         scn.mirror = None;
         scn.tcp = None;
+        scn.gateway = None;
         scn.plane = None;
         let ep = EndpointSpec {
             latency_base_ms: 2,

@@ -102,6 +102,10 @@ pub enum Invariant {
     /// The control-plane world's convergence ([`super::plane`]): after the network healed, a
     /// sidecar did not hold the latest snapshot's document for it within `plane::BOUND`.
     Convergence,
+    /// A gateway connection was served through another server's filter chain than its
+    /// ClientHello selects, served where no chain matches it, or served by a `MUTUAL` server
+    /// without a client certificate ([`super::gateway`]).
+    GatewayTls,
 }
 
 /// One broken invariant, with when and what.

@@ -146,6 +146,7 @@ impl Scenario {
             mirror: super::mirror::MirrorSpec::from_seed(seed),
             plane: super::plane::PlaneSpec::in_swarm(seed),
             tcp: super::tcp::TcpSpec::from_seed(seed),
+            gateway: super::gateway::GatewaySpec::from_seed(seed),
         };
         scn.faults = gen_faults(&mut r, &sw, &scn);
         if sw.churn {

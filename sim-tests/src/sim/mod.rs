@@ -18,8 +18,8 @@
 //! ran when it started, and the engine call that takes a snapshot must leave requests in flight
 //! alone ([`Invariant::ConfigSwap`]).
 //!
-//! Files, one concept each: [`scenario`] and [`vocab`] (plain data), [`coverage`] (which
-//! features the generated scenarios contain), [`generate`],
+//! Files, one concept each: [`scenario`] and [`vocab`] (plain data), [`coverage`] and
+//! `coverage_rows` (which features the generated scenarios contain), [`generate`],
 //! `gen_policy` and [`gen_routes`] (from a seed), [`reference`] (Istio's and Envoy's routing semantics, written
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
@@ -29,7 +29,8 @@
 //! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own), [`mirror`] (traffic mirroring:
-//! another), [`tcp`] (L4 relaying behind the outbound capture listener: a third).
+//! another), [`tcp`] (L4 relaying behind the outbound capture listener: a third), [`gateway`]
+//! (an ingress gateway configured by the control plane from Istio YAML: a fourth).
 
 mod access_log;
 mod attempts;
@@ -43,8 +44,10 @@ mod churn;
 mod client;
 pub mod cors;
 pub mod coverage;
+mod coverage_rows;
 mod ejection;
 mod events;
+pub mod gateway;
 mod gen_matchers;
 mod gen_policy;
 pub mod gen_routes;
@@ -96,6 +99,9 @@ pub fn run(scn: &Scenario, opts: RunOptions) -> RunReport {
     }
     if let Some(spec) = &scn.tcp {
         report.join(tcp::run(spec, scn.seed, opts.engine_hook), 31);
+    }
+    if let Some(spec) = &scn.gateway {
+        report.join(gateway::run(spec, scn.seed, opts.engine_hook), 37);
     }
     if let Some(spec) = &scn.plane {
         report.join(plane::run_in_swarm(spec, scn.seed, opts.plane_hook), 29);

@@ -269,6 +269,7 @@ fn engine_route(s: usize, generation: usize, r: usize, rule: &Rule) -> Route {
             status: *status,
             prefix_rewrite: prefix_rewrite.clone(),
             port_from_request: *port_from_request,
+            require_tls: false,
         }),
         Some(ActionSpec::Direct { status, body }) => RouteAction::DirectResponse {
             status: *status,

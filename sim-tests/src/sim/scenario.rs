@@ -81,6 +81,11 @@ pub struct Scenario {
     /// (and in scenario files written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<super::tcp::TcpSpec>,
+    /// The ingress-gateway world run after the routing mesh: a Gateway and VirtualServices
+    /// translated by the control plane, HTTPS clients ([`super::gateway`]); `None` in the
+    /// seeds without it (and in scenario files written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<super::gateway::GatewaySpec>,
 }
 
 /// The sidecars' `HttpSettings` (Envoy's HCM limits and timeouts), small enough for clients to

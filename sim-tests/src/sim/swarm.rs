@@ -240,6 +240,8 @@ pub struct WorldCounts {
     pub plane_converged: usize,
     /// L4 worlds ([`super::tcp`]).
     pub tcp: usize,
+    /// Ingress-gateway worlds ([`super::gateway`]).
+    pub gateway: usize,
 }
 
 impl WorldCounts {
@@ -256,6 +258,7 @@ impl WorldCounts {
             plane: runs(&|k| k == "plane:runs"),
             plane_converged: runs(&|k| k == "plane:converged"),
             tcp: runs(&|k| k.starts_with("tcp:")),
+            gateway: runs(&|k| k.starts_with("gateway:")),
         }
     }
 }
@@ -265,8 +268,14 @@ impl std::fmt::Display for WorldCounts {
         write!(
             f,
             "worlds beside the mesh: security {} (root rotations {}), mirroring {}, control \
-             plane {} (converged after the heal: {}), L4 {}",
-            self.security, self.rotations, self.mirror, self.plane, self.plane_converged, self.tcp
+             plane {} (converged after the heal: {}), L4 {}, gateway {}",
+            self.security,
+            self.rotations,
+            self.mirror,
+            self.plane,
+            self.plane_converged,
+            self.tcp,
+            self.gateway
         )
     }
 }

@@ -242,6 +242,9 @@ mod mixed_tests;
 #[cfg(test)]
 mod terminated_tcp_tests;
 
+#[cfg(test)]
+mod redirect_tests;
+
 /// `gatewayTopology.forwardClientCertDetails` as pilot reads it for a gateway
 /// (`buildGatewayConnectionManager` in pilot/pkg/networking/core/gateway.go): SANITIZE_SET
 /// unless another value than UNDEFINED is given; `MeshConfigToEnvoyForwardClientCertDetails`

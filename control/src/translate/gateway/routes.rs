@@ -46,6 +46,8 @@ pub fn route_table(
     let mut cache: BTreeMap<(String, usize), VsRoutes> = BTreeMap::new();
     // Host → (virtual host, its first VirtualService), in first-seen order.
     let mut vhosts: Vec<(VirtualHost, VirtualHostOrigin)> = Vec::new();
+    // The hosts whose virtual host requires TLS (a server's `httpsRedirect`).
+    let mut require_tls: Vec<String> = Vec::new();
     for merged in &port.servers {
         for (vi, vs) in site.virtual_services.iter().enumerate() {
             if !visible(vs, site.namespace)
@@ -84,12 +86,13 @@ pub fn route_table(
             if built.routes.is_empty() {
                 continue;
             }
-            let built = if redirects_to_https(merged.server) {
-                https_redirect()
-            } else {
-                built
-            };
+            let redirect = redirects_to_https(merged.server);
             for host in shared {
+                // Virtual hosts are keyed by the lower-cased name, as pilot's vHostDedupMap.
+                let host = host.to_ascii_lowercase();
+                if redirect && !require_tls.contains(&host) {
+                    require_tls.push(host.clone());
+                }
                 match vhosts
                     .iter_mut()
                     .find(|(v, _)| v.domains.first() == Some(&host))
@@ -116,6 +119,46 @@ pub fn route_table(
                     )),
                 }
             }
+        }
+        if redirects_to_https(merged.server) {
+            // Each of the server's hosts requires TLS, with a virtual host of its own when no
+            // VirtualService gave it one (buildGatewayHTTPRouteConfig's second loop).
+            for host in &merged.server.hosts {
+                let host = host.rsplit('/').next().unwrap_or(host).to_ascii_lowercase();
+                if !require_tls.contains(&host) {
+                    require_tls.push(host.clone());
+                }
+                if vhosts.iter().any(|(v, _)| v.domains.first() == Some(&host)) {
+                    continue;
+                }
+                vhosts.push((
+                    VirtualHost {
+                        name: format!("{host}:{}", port.number),
+                        domains: vec![host],
+                        routes: Vec::new(),
+                    },
+                    VirtualHostOrigin {
+                        virtual_service: None,
+                        service: None,
+                        rule_indices: Vec::new(),
+                        rule_names: Vec::new(),
+                    },
+                ));
+            }
+        }
+    }
+    for (vhost, origin) in &mut vhosts {
+        if vhost
+            .domains
+            .first()
+            .is_some_and(|d| require_tls.contains(d))
+        {
+            // Envoy answers every plain-text request of a `require_tls: ALL` host with the
+            // redirect before it looks at the routes.
+            let redirect = https_redirect();
+            vhost.routes = redirect.routes;
+            origin.rule_indices = redirect.origin.iter().map(|o| o.0).collect();
+            origin.rule_names = redirect.origin.into_iter().map(|o| o.1).collect();
         }
     }
     let mut table = RouteTable {
@@ -185,9 +228,10 @@ pub fn https_route_tables(
     (tables, certificates)
 }
 
-/// A plain-text server with `tls.httpsRedirect`: istiod sets `require_tls: ALL` on its
-/// virtual hosts (buildGatewayHTTPRouteConfig), so Envoy answers every request with a 301 to
-/// the same URL with scheme https instead of routing it.
+/// A plain-text server with `tls.httpsRedirect`: istiod sets `require_tls: ALL` on every
+/// virtual host it touches, those a VirtualService gave its hosts and one of its own for each
+/// host without (buildGatewayHTTPRouteConfig), so Envoy answers every request for them with
+/// a 301 to `https://<Host><path>` instead of routing it.
 fn redirects_to_https(server: &crate::istio::gateway::Server) -> bool {
     server.tls.as_ref().is_some_and(|t| t.https_redirect)
         && super::tls::mode(server) == super::tls::ServerMode::Http
@@ -199,8 +243,8 @@ fn https_redirect() -> VsRoutes {
         routes: vec![Route {
             name: "https-redirect".to_string(),
             action: RouteAction::Redirect(Redirect {
-                scheme: Some("https".to_string()),
                 status: 301,
+                require_tls: true,
                 ..Redirect::default()
             }),
             ..Route::default()

@@ -196,7 +196,11 @@ fn pick(chains: &[&[String]], sni: Option<&str>) -> Option<usize> {
             .iter()
             .position(|names| names.iter().any(|n| n == name))
     };
-    if let Some(i) = named(&sni) {
+    #[cfg(feature = "mutants")]
+    let exact_first = !crate::mutants::route().gateway_sni_wildcard_first;
+    #[cfg(not(feature = "mutants"))]
+    let exact_first = true;
+    if let Some(i) = named(&sni).filter(|_| exact_first) {
         return Some(i);
     }
     // `*.b.example.com`, then `*.example.com`, then `*.com`: the longest suffix first.
@@ -213,6 +217,9 @@ fn pick(chains: &[&[String]], sni: Option<&str>) -> Option<usize> {
             return Some(i);
         }
         from = at + 1;
+    }
+    if let Some(i) = named(&sni).filter(|_| !exact_first) {
+        return Some(i);
     }
     catch_all()
 }
@@ -329,6 +336,10 @@ fn client_verifier(
         }
         (ClientCertificates::Mesh, None) => {
             return Err(setup("an ISTIO_MUTUAL server has no mesh identity"))
+        }
+        #[cfg(feature = "mutants")]
+        (ClientCertificates::Required, _) if crate::mutants::route().gateway_mutual_optional => {
+            false
         }
         (ClientCertificates::Required, _) => true,
         (ClientCertificates::Optional, _) => false,

@@ -27,7 +27,7 @@ pub const TRUST_DOMAIN: &str = "cluster.local";
 #[error("simulated CA: {0}")]
 pub struct CaError(String);
 
-fn ca_err(e: impl std::fmt::Display) -> CaError {
+pub(crate) fn ca_err(e: impl std::fmt::Display) -> CaError {
     CaError(e.to_string())
 }
 
@@ -67,7 +67,7 @@ pub struct SimCa {
 }
 
 /// An Ed25519 key whose secret is 32 bytes from `rng` (PKCS#8 v1).
-fn ed25519_key(rng: &mut fastrand::Rng) -> Result<KeyPair, CaError> {
+pub(crate) fn ed25519_key(rng: &mut fastrand::Rng) -> Result<KeyPair, CaError> {
     let mut der = vec![
         0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,
@@ -77,7 +77,7 @@ fn ed25519_key(rng: &mut fastrand::Rng) -> Result<KeyPair, CaError> {
         .map_err(ca_err)
 }
 
-fn at(unix_secs: u64) -> Result<time::OffsetDateTime, CaError> {
+pub(crate) fn at(unix_secs: u64) -> Result<time::OffsetDateTime, CaError> {
     let secs = i64::try_from(unix_secs).map_err(ca_err)?;
     time::OffsetDateTime::from_unix_timestamp(secs).map_err(ca_err)
 }

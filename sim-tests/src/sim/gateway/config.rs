@@ -1,0 +1,290 @@
+//! The gateway world's configuration the way a user writes it: the Gateway, the
+//! VirtualServices, the backends' ServiceEntries and the servers' certificates as Kubernetes
+//! Secrets (`credentialName`), all as Istio YAML that the control plane translates for the
+//! gateway proxy (`trellis_control::translate::gateway::translate_gateway`, the path
+//! `trellis proxy --gateway` takes). Certificates are Ed25519 from the seed (deterministic
+//! signatures), valid around simulated instant zero.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
+};
+use trellis_control::translate::gateway::{translate_gateway, GatewayOptions};
+use trellis_control::translate::Registry;
+use trellis_engine::config::Config;
+
+use super::spec::{
+    Binding, GatewaySpec, GwVirtualService, Mode, RuleGateway, GATEWAYS, HOSTS, PREFIXES,
+};
+use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, UNIX_BASE};
+
+/// The gateway proxy's address: its listeners bind here.
+pub const GATEWAY_IP: [u8; 4] = [10, 0, 0, 9];
+
+/// Where backend `k` listens.
+pub fn backend_addr(k: usize) -> SocketAddr {
+    SocketAddr::from(([10, 30, k as u8, 1], 8080))
+}
+
+/// The DNS name in HTTPS server `s`'s certificate: a client expecting server `s` accepts
+/// only it, so a connection served by another server's chain fails its handshake.
+pub fn server_san(s: usize) -> String {
+    format!("server-{s}.gw.test")
+}
+
+/// A certificate and its key, PEM.
+#[derive(Clone, Debug)]
+pub struct Pem {
+    pub cert: String,
+    pub key: String,
+}
+
+/// The world's certificates: the servers' CA (clients trust its root), one certificate per
+/// server (unused for plain-text ones), the clients' CA (MUTUAL servers trust its root) and
+/// the clients' certificate.
+pub struct Certificates {
+    pub server_root: String,
+    pub servers: Vec<Pem>,
+    pub client_root: String,
+    pub client: Pem,
+}
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    root_pem: String,
+    serial: u64,
+}
+
+impl Ca {
+    fn new(rng: &mut fastrand::Rng, name: &str) -> Result<Ca, CaError> {
+        let key = ed25519_key(rng)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = at(UNIX_BASE.as_secs() - 86_400)?;
+        params.not_after = at(UNIX_BASE.as_secs() + 365 * 86_400)?;
+        params.serial_number = Some(SerialNumber::from(1u64));
+        let root = params.self_signed(&key).map_err(ca_err)?;
+        Ok(Ca {
+            root_pem: root.pem(),
+            issuer: Issuer::new(params, key),
+            serial: 1,
+        })
+    }
+
+    fn issue(&mut self, rng: &mut fastrand::Rng, dns: &str) -> Result<Pem, CaError> {
+        let key = ed25519_key(rng)?;
+        self.serial += 1;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, dns);
+        params.subject_alt_names = vec![SanType::DnsName(dns.try_into().map_err(ca_err)?)];
+        params.not_before = at(UNIX_BASE.as_secs() - 3600)?;
+        params.not_after = at(UNIX_BASE.as_secs() + 30 * 86_400)?;
+        params.serial_number = Some(SerialNumber::from(self.serial));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer).map_err(ca_err)?;
+        Ok(Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+impl Certificates {
+    pub fn new(seed: u64, servers: usize) -> Result<Certificates, CaError> {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x6a7e_3a75_cafe_0020);
+        let mut server_ca = Ca::new(&mut rng, "simulated gateway CA")?;
+        let servers = (0..servers)
+            .map(|s| server_ca.issue(&mut rng, &server_san(s)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut client_ca = Ca::new(&mut rng, "simulated clients' CA")?;
+        let client = client_ca.issue(&mut rng, "client.gw.test")?;
+        Ok(Certificates {
+            server_root: server_ca.root_pem,
+            servers,
+            client_root: client_ca.root_pem,
+            client,
+        })
+    }
+}
+
+/// A YAML block scalar of `text`, indented by `indent` spaces.
+fn block(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// The world's Istio and Kubernetes YAML.
+pub fn yaml(spec: &GatewaySpec, certs: &Certificates) -> String {
+    let mut out = String::new();
+    for (g, name) in GATEWAYS.iter().enumerate() {
+        if spec.servers.iter().any(|s| s.gateway == g) {
+            gateway(&mut out, spec, g, name);
+        }
+    }
+    secrets(&mut out, spec, certs);
+    for k in 0..spec.backends {
+        let addr = backend_addr(k);
+        let _ = write!(
+            out,
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{k}, namespace: istio-system}}\nspec:\n  hosts: [svc-{k}.backend.test]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints: [{{address: {}}}]\n",
+            addr.ip()
+        );
+    }
+    for (v, vs) in spec.virtual_services.iter().enumerate() {
+        virtual_service(&mut out, v, vs);
+    }
+    out
+}
+
+/// `hosts` as a YAML flow list of quoted names.
+fn host_list(hosts: &[usize]) -> String {
+    let quoted: Vec<String> = hosts.iter().map(|&h| format!("\"{}\"", HOSTS[h])).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Gateway `g`'s document: its servers, in spec order.
+fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
+    let _ = write!(
+        out,
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n"
+    );
+    for (s, server) in spec.servers.iter().enumerate() {
+        if server.gateway != g {
+            continue;
+        }
+        let (protocol, name) = if server.mode.is_tls() {
+            ("HTTPS", format!("https-{s}"))
+        } else {
+            ("HTTP", format!("http-{s}"))
+        };
+        let _ = writeln!(
+            out,
+            "  - port: {{number: {}, name: {name}, protocol: {protocol}}}\n    hosts: {}",
+            server.mode.port(),
+            host_list(&server.hosts)
+        );
+        match server.mode {
+            Mode::Http => {}
+            Mode::HttpsRedirect => out.push_str("    tls: {httpsRedirect: true}\n"),
+            Mode::Simple => {
+                let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
+            }
+            Mode::Mutual => {
+                let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
+            }
+        }
+    }
+}
+
+/// The HTTPS servers' certificates as `kubernetes.io/tls` Secrets (`ca.crt`: the clients' CA,
+/// for `MUTUAL`).
+fn secrets(out: &mut String, spec: &GatewaySpec, certs: &Certificates) {
+    for (s, server) in spec.servers.iter().enumerate() {
+        if !server.mode.is_tls() {
+            continue;
+        }
+        let pem = &certs.servers[s];
+        let _ = write!(
+            out,
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cert-{s}, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            block(&pem.cert, 4),
+            block(&pem.key, 4)
+        );
+        if server.mode == Mode::Mutual {
+            let _ = write!(out, "  ca.crt: |\n{}", block(&certs.client_root, 4));
+        }
+    }
+}
+
+/// VirtualService `vs-<v>`.
+fn virtual_service(out: &mut String, v: usize, vs: &GwVirtualService) {
+    let _ = write!(
+        out,
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{v}, namespace: istio-system}}\nspec:\n  hosts: {}\n",
+        host_list(&vs.hosts)
+    );
+    let gateways = match vs.binding {
+        Binding::Short(g) => Some(GATEWAYS[g].to_string()),
+        Binding::Qualified(g) => Some(format!("istio-system/{}", GATEWAYS[g])),
+        Binding::MeshAndGateway(g) => Some(format!("mesh, {}", GATEWAYS[g])),
+        Binding::Both => Some(format!("{}, istio-system/{}", GATEWAYS[0], GATEWAYS[1])),
+        Binding::MeshOnly => None,
+        Binding::OtherGateway => Some("istio-system/other".to_string()),
+    };
+    if let Some(list) = gateways {
+        let _ = writeln!(out, "  gateways: [{list}]");
+    }
+    out.push_str("  http:\n");
+    for rule in &vs.rules {
+        let mut conditions = Vec::new();
+        if let Some(p) = rule.prefix {
+            conditions.push(format!("uri: {{prefix: \"{}\"}}", PREFIXES[p]));
+        }
+        if let Some(port) = rule.port {
+            conditions.push(format!("port: {port}"));
+        }
+        if !rule.gateways.is_empty() {
+            let names: Vec<String> = (rule.gateways.iter())
+                .map(|g| match g {
+                    RuleGateway::Mesh => "mesh".to_string(),
+                    RuleGateway::Short(g) => GATEWAYS[*g].to_string(),
+                    RuleGateway::Qualified(g) => format!("istio-system/{}", GATEWAYS[*g]),
+                })
+                .collect();
+            conditions.push(format!("gateways: [{}]", names.join(", ")));
+        }
+        match rule.source_labels {
+            Some(true) => conditions.push("sourceLabels: {istio: ingressgateway}".to_string()),
+            Some(false) => conditions.push("sourceLabels: {app: web}".to_string()),
+            None => {}
+        }
+        match rule.source_namespace {
+            Some(true) => conditions.push("sourceNamespace: istio-system".to_string()),
+            Some(false) => conditions.push("sourceNamespace: default".to_string()),
+            None => {}
+        }
+        if conditions.is_empty() {
+            out.push_str("  - route:\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "  - match: [{{{}}}]\n    route:",
+                conditions.join(", ")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "    - destination: {{host: svc-{}.backend.test, port: {{number: 8080}}}}",
+            rule.backend
+        );
+    }
+}
+
+/// The gateway proxy's engine configuration, as the control plane translates `yaml`; an
+/// error names what the translation refused (a bug in the world or in the translation).
+pub fn translate(yaml: &str) -> Result<Config, String> {
+    let set = trellis_control::istio::parse_str(yaml, "sim-gateway.yaml")
+        .map_err(|e| format!("the gateway YAML does not parse: {e}"))?;
+    let opts = GatewayOptions {
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        bind_address: Some(IpAddr::from(GATEWAY_IP)),
+        ..GatewayOptions::default()
+    };
+    let t = translate_gateway(&set, &Registry::default(), &opts);
+    let errors: Vec<String> = (t.diagnostics.iter())
+        .filter(|d| d.severity == trellis_control::diag::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!(
+            "the control plane refused the gateway world: {errors:?}"
+        ));
+    }
+    Ok(t.config)
+}

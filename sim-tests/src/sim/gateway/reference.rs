@@ -1,0 +1,344 @@
+//! What pilot builds for the gateway world and what Envoy then does with each request, written
+//! from their code (istio/istio `pilot/pkg/networking/core/gateway.go`,
+//! `pilot/pkg/networking/core/route/route.go`, `pkg/config/host/name.go`; envoyproxy/envoy
+//! `source/common/listener_manager/filter_chain_manager_impl.cc` and
+//! `source/common/router/config_impl.cc`), not from Trellis's translation.
+//!
+//! - **Listeners and chains.** A port no server has refuses connections. On port 443 each
+//!   server is a filter chain whose `server_names` are its hosts, none (match-all) when one is
+//!   `*`; Envoy picks the exact name, then the longest `*.suffix`, then the chain without
+//!   names; nothing matching closes the connection (`findFilterChainForServerName`). A
+//!   `MUTUAL` chain refuses a client without a certificate.
+//! - **Route configurations.** Port 80's servers share one (`http.80`), whichever Gateway
+//!   lists them; each HTTPS server has its own (`https.443.<port name>.<gateway>.istio-system`).
+//!   For each server in order (the Gateways merged by name, each one's servers in order), each
+//!   VirtualService bound to *that server's* Gateway (`GatewayNameForServer`), in precedence
+//!   order (name order here), contributes its routes to a virtual
+//!   host per host of `serverHosts ∩ vsHosts` (`Names.Intersection`: of two names where one is
+//!   a subset of the other, the narrower), appended when the host already has one
+//!   (`buildGatewayHTTPRouteConfig`). A VirtualService's routes at a port
+//!   (`BuildHTTPRoutesForVirtualService`): its rules in order, a rule whose `port` is another
+//!   or that does not apply at the server's Gateway (`sourceMatchHTTP`: its `gateways`, else
+//!   its `sourceLabels` and `sourceNamespace`) skipped, stopping after the first catch-all;
+//!   none at all and it contributes nothing.
+//!   Catch-all routes go last in each virtual host (`SortVHostRoutes`). A server with
+//!   `httpsRedirect` marks the virtual hosts it touches `require_tls: ALL`, and gives each of
+//!   its hosts without one a virtual host of its own with no routes but that mark. No
+//!   virtual host at all: a blackhole `*` with no routes.
+//! - **Envoy's routing.** The virtual host by `Host` lower-cased without its port
+//!   (`ignore_port_in_host_matching`): exact domain, then the longest `*` suffix (the `*`
+//!   standing for one character or more), then `*`; none: 404. A plain-text request to a
+//!   `require_tls: ALL` host: 301 to `https://<Host as sent><path>`. Else the first route
+//!   whose prefix the path starts with; none: 404.
+
+use super::spec::{
+    GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, HOSTS, HTTPS_PORT, NAMES, PATHS, PREFIXES,
+};
+
+/// What a client should see of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// Nothing listens on the port: the connect is refused.
+    NoListener,
+    /// No filter chain serves the ClientHello: closed, no handshake.
+    NoChain,
+    /// Server `s` is `MUTUAL` and the client has no certificate: refused in the handshake.
+    CertRequired(usize),
+    /// Served through server `chain`'s filter chain (`None`: port 80), answered so.
+    Served {
+        chain: Option<usize>,
+        answer: Answer,
+    },
+}
+
+/// The HTTP answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Forwarded to backend `k`.
+    Backend(usize),
+    /// 404: no virtual host, or no route in it.
+    NotFound,
+    /// 301 to this `Location`.
+    Redirect(String),
+}
+
+/// One route of a virtual host: its prefix (`None`: every path) and backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RefRoute {
+    prefix: Option<&'static str>,
+    backend: usize,
+}
+
+impl RefRoute {
+    fn is_catch_all(&self) -> bool {
+        self.prefix.is_none_or(|p| p == "/")
+    }
+}
+
+/// One virtual host: its one domain, routes, and whether it requires TLS.
+#[derive(Clone, Debug, Default)]
+struct Vhost {
+    domain: String,
+    routes: Vec<RefRoute>,
+    require_tls: bool,
+}
+
+/// Whether `rule` applies at the servers of Gateway `g` (pilot's `sourceMatchHTTP`): named
+/// gateways decide alone when there are any (its `sourceLabels` then go unchecked); otherwise
+/// its `sourceLabels` must be the proxy's and its `sourceNamespace` the proxy's namespace.
+fn applies_at(rule: &GwRule, g: usize) -> bool {
+    if !rule.gateways.is_empty() {
+        return (rule.gateways.iter())
+            .any(|r| matches!(r, RuleGateway::Short(x) | RuleGateway::Qualified(x) if *x == g));
+    }
+    rule.source_labels != Some(false) && rule.source_namespace != Some(false)
+}
+
+/// `pkg/config/host/name.go`'s `SubsetOf`: every name `n` matches is matched by `o`.
+fn subset_of(n: &str, o: &str) -> bool {
+    match (n.strip_prefix('*'), o.strip_prefix('*')) {
+        (Some(n_rest), Some(o_rest)) => n.len() >= o.len() && n_rest.ends_with(o_rest),
+        (Some(_), None) => false,
+        (None, Some(o_rest)) => n.ends_with(o_rest),
+        (None, None) => n == o,
+    }
+}
+
+/// `Names.Intersection`: for each pair where one is a subset of the other, the narrower, in
+/// the order met, once each.
+fn intersection(server: &[&'static str], vs: &[&'static str]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for &h in server {
+        for &o in vs {
+            let narrower = if subset_of(h, o) {
+                h
+            } else if subset_of(o, h) {
+                o
+            } else {
+                continue;
+            };
+            if !out.contains(&narrower) {
+                out.push(narrower);
+            }
+        }
+    }
+    out
+}
+
+/// The route configuration of `servers` (indices of the spec's servers, in order).
+fn route_config(spec: &GatewaySpec, servers: &[usize]) -> Vec<Vhost> {
+    let mut vhosts: Vec<Vhost> = Vec::new();
+    for &s in servers {
+        let server = &spec.servers[s];
+        let redirect = server.mode == Mode::HttpsRedirect;
+        let port = server.mode.port();
+        let server_hosts: Vec<&'static str> = server.hosts.iter().map(|&h| HOSTS[h]).collect();
+        let bound = (spec.virtual_services.iter()).filter(|v| v.binding.binds(server.gateway));
+        for vs in bound {
+            let vs_hosts: Vec<&'static str> = vs.hosts.iter().map(|&h| HOSTS[h]).collect();
+            let shared = intersection(&server_hosts, &vs_hosts);
+            if shared.is_empty() {
+                continue;
+            }
+            let mut routes = Vec::new();
+            for rule in &vs.rules {
+                if rule.port.is_some_and(|p| p != port) || !applies_at(rule, server.gateway) {
+                    continue;
+                }
+                let route = RefRoute {
+                    prefix: rule.prefix.map(|p| PREFIXES[p]),
+                    backend: rule.backend,
+                };
+                let last = route.is_catch_all();
+                routes.push(route);
+                if last {
+                    break;
+                }
+            }
+            if routes.is_empty() {
+                continue;
+            }
+            for host in shared {
+                let domain = host.to_ascii_lowercase();
+                match vhosts.iter_mut().find(|v| v.domain == domain) {
+                    Some(v) => {
+                        v.routes.extend(routes.iter().cloned());
+                        v.require_tls |= redirect;
+                    }
+                    None => vhosts.push(Vhost {
+                        domain,
+                        routes: routes.clone(),
+                        require_tls: redirect,
+                    }),
+                }
+            }
+        }
+        if redirect {
+            for host in &server_hosts {
+                let domain = host.to_ascii_lowercase();
+                match vhosts.iter_mut().find(|v| v.domain == domain) {
+                    Some(v) => v.require_tls = true,
+                    None => vhosts.push(Vhost {
+                        domain,
+                        routes: Vec::new(),
+                        require_tls: true,
+                    }),
+                }
+            }
+        }
+    }
+    for v in &mut vhosts {
+        let (rest, last): (Vec<RefRoute>, Vec<RefRoute>) =
+            v.routes.drain(..).partition(|r| !r.is_catch_all());
+        v.routes = rest.into_iter().chain(last).collect();
+    }
+    vhosts
+}
+
+/// Envoy's virtual host for `host` (lower-cased, port stripped): exact, the longest `*`
+/// suffix with at least one character before it, then `*`.
+fn find_vhost<'v>(vhosts: &'v [Vhost], host: &str) -> Option<&'v Vhost> {
+    if let Some(v) = vhosts.iter().find(|v| v.domain == host) {
+        return Some(v);
+    }
+    let wildcard = (vhosts.iter())
+        .filter_map(|v| {
+            let suffix = v.domain.strip_prefix('*')?;
+            (!suffix.is_empty() && host.len() > suffix.len() && host.ends_with(suffix))
+                .then_some((suffix.len(), v))
+        })
+        .max_by_key(|(len, _)| *len);
+    if let Some((_, v)) = wildcard {
+        return Some(v);
+    }
+    vhosts.iter().find(|v| v.domain == "*")
+}
+
+/// The HTTP answer of the route configuration of `servers` to `req`.
+fn answer(spec: &GatewaySpec, servers: &[usize], req: &GwRequest, tls: bool) -> Answer {
+    let vhosts = route_config(spec, servers);
+    let host = NAMES[req.host].to_ascii_lowercase();
+    let path = PATHS[req.path];
+    let Some(vhost) = find_vhost(&vhosts, &host) else {
+        return Answer::NotFound;
+    };
+    if vhost.require_tls && !tls {
+        return Answer::Redirect(format!("https://{}{path}", req.host_field()));
+    }
+    (vhost.routes.iter())
+        .find(|r| r.prefix.is_none_or(|p| path.starts_with(p)))
+        .map_or(Answer::NotFound, |r| Answer::Backend(r.backend))
+}
+
+/// The chain (server index) Envoy picks among the HTTPS servers for `sni`.
+pub fn chain_for(spec: &GatewaySpec, sni: Option<&str>) -> Option<usize> {
+    let mut tls: Vec<usize> = (0..spec.servers.len())
+        .filter(|&s| spec.servers[s].mode.is_tls())
+        .collect();
+    tls.sort_by_key(|&s| spec.servers[s].gateway);
+    let names_of = |s: usize| -> Vec<&'static str> {
+        let hosts = &spec.servers[s].hosts;
+        if hosts.iter().any(|&h| HOSTS[h] == "*") {
+            Vec::new()
+        } else {
+            hosts.iter().map(|&h| HOSTS[h]).collect()
+        }
+    };
+    let catch_all = || tls.iter().copied().find(|&s| names_of(s).is_empty());
+    let Some(sni) = sni else {
+        return catch_all();
+    };
+    let sni = sni.to_ascii_lowercase();
+    let named = |name: &str| tls.iter().copied().find(|&s| names_of(s).contains(&name));
+    if let Some(s) = named(&sni) {
+        return Some(s);
+    }
+    let mut pos = sni[1..].find('.').map(|p| p + 1);
+    while let Some(at) = pos.filter(|&at| at < sni.len() - 1) {
+        if let Some(s) = named(&format!("*{}", &sni[at..])) {
+            return Some(s);
+        }
+        pos = sni[at + 1..].find('.').map(|p| p + at + 1);
+    }
+    catch_all()
+}
+
+/// What a client should see of `req`.
+pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
+    // pilot merges the Gateways in order, each one's servers in order.
+    let mut on_port: Vec<usize> = (0..spec.servers.len())
+        .filter(|&s| spec.servers[s].mode.port() == req.port)
+        .collect();
+    on_port.sort_by_key(|&s| spec.servers[s].gateway);
+    if on_port.is_empty() {
+        return Expected::NoListener;
+    }
+    if req.port != HTTPS_PORT {
+        return Expected::Served {
+            chain: None,
+            answer: answer(spec, &on_port, req, false),
+        };
+    }
+    let Some(chain) = chain_for(spec, req.sni.map(|n| NAMES[n])) else {
+        return Expected::NoChain;
+    };
+    if spec.servers[chain].mode == Mode::Mutual && !req.cert {
+        return Expected::CertRequired(chain);
+    }
+    Expected::Served {
+        chain: Some(chain),
+        answer: answer(spec, &[chain], req, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pilot's `TestNamesIntersection` cases (pkg/config/host/names_test.go), in kind.
+    #[test]
+    fn intersection_keeps_the_narrower_name() {
+        assert_eq!(intersection(&["*"], &["a.example.com"]), ["a.example.com"]);
+        assert_eq!(
+            intersection(&["*.example.com"], &["a.example.com", "c.other.org"]),
+            ["a.example.com"]
+        );
+        assert_eq!(intersection(&["a.example.com"], &["*"]), ["a.example.com"]);
+        assert_eq!(intersection(&["*.example.com"], &["*"]), ["*.example.com"]);
+        assert_eq!(intersection(&["*"], &["*.example.com"]), ["*.example.com"]);
+        assert!(intersection(&["c.other.org"], &["*.example.com"]).is_empty());
+    }
+
+    /// Envoy's server-name match: exact, then every wildcard from the longest suffix.
+    #[test]
+    fn chains_rank_exact_then_longest_wildcard_then_catch_all() {
+        use super::super::spec::GwServer;
+        let spec = GatewaySpec {
+            servers: vec![
+                GwServer {
+                    mode: Mode::Simple,
+                    hosts: vec![3], // *.example.com
+                    gateway: 0,
+                },
+                GwServer {
+                    mode: Mode::Simple,
+                    hosts: vec![2], // x.y.example.com
+                    gateway: 0,
+                },
+                GwServer {
+                    mode: Mode::Simple,
+                    hosts: vec![6], // *
+                    gateway: 0,
+                },
+            ],
+            virtual_services: Vec::new(),
+            backends: 1,
+            requests: Vec::new(),
+        };
+        assert_eq!(chain_for(&spec, Some("x.y.example.com")), Some(1));
+        assert_eq!(chain_for(&spec, Some("z.y.example.com")), Some(0));
+        assert_eq!(chain_for(&spec, Some("q.example.com")), Some(0));
+        assert_eq!(chain_for(&spec, Some("example.com")), Some(2));
+        assert_eq!(chain_for(&spec, None), Some(2));
+    }
+}

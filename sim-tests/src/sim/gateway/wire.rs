@@ -1,0 +1,53 @@
+//! The HTTP heads of the gateway world as its clients and backends read them (httparse, a
+//! parser nobody here wrote).
+
+/// A complete response as a client read it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub backend: Option<usize>,
+    pub location: Option<String>,
+}
+
+/// What a backend reads of a request head: the request it names (`x-sim-req`), its path and
+/// `Host`.
+pub(crate) type BackendHead = (Option<usize>, String, String);
+
+/// The value of the field `name` among `headers`, if it is text.
+fn field<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b str> {
+    (headers.iter())
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// A whole request head at the start of `buf`: its length, and what the backend reads of it.
+pub(crate) fn parse_request(buf: &[u8]) -> Option<(usize, BackendHead)> {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Request::new(&mut fields);
+    let httparse::Status::Complete(len) = head.parse(buf).ok()? else {
+        return None;
+    };
+    let r = field(head.headers, "x-sim-req").and_then(|v| v.parse::<usize>().ok());
+    let host = field(head.headers, "host").unwrap_or_default().to_string();
+    let path = head.path.unwrap_or_default().to_string();
+    Some((len, (r, path, host)))
+}
+
+/// A whole response in `buf` (head and `content-length` body), or `None` while incomplete.
+pub(crate) fn parse_response(buf: &[u8]) -> Option<Response> {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut fields);
+    let httparse::Status::Complete(len) = head.parse(buf).ok()? else {
+        return None;
+    };
+    let content_length = field(head.headers, "content-length");
+    let body = content_length.map_or(Some(0), |v| v.trim().parse::<usize>().ok())?;
+    if buf.len() < len + body {
+        return None;
+    }
+    Some(Response {
+        status: head.code.unwrap_or(0),
+        backend: field(head.headers, "x-backend").and_then(|v| v.parse().ok()),
+        location: field(head.headers, "location").map(str::to_string),
+    })
+}
