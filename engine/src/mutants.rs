@@ -220,6 +220,10 @@ pub struct Mutations {
     /// A `MUTUAL` gateway server lets clients without a certificate through, as
     /// `OPTIONAL_MUTUAL` does.
     pub gateway_mutual_optional: bool,
+    /// A gateway port's passthrough chains are only tried when no terminating chain, the
+    /// `*` server's catch-all included, takes the ClientHello, where Envoy ranks every
+    /// chain's names together.
+    pub gateway_passthrough_after_catch_all: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

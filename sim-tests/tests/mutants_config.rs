@@ -222,3 +222,20 @@ fn catches_gateway_mutual_optional() {
     let seed = first_catching_seed(gateway_mutual_optional, Invariant::GatewayTls, RARE_BUDGET);
     eprintln!("gateway MUTUAL without a client certificate caught by seed {seed}");
 }
+
+planted!(
+    gateway_passthrough_after_catch_all,
+    gateway_passthrough_after_catch_all
+);
+
+/// Expected: `Routing` (in the gateway world, a ClientHello a passthrough chain names taken
+/// by a terminating `*` server instead).
+#[test]
+fn catches_gateway_passthrough_after_catch_all() {
+    let seed = first_catching_seed(
+        gateway_passthrough_after_catch_all,
+        Invariant::Routing,
+        RARE_BUDGET,
+    );
+    eprintln!("gateway passthrough ranked after the catch-all caught by seed {seed}");
+}

@@ -93,17 +93,23 @@ pub fn chains(
 /// connections the listener terminated ([`TcpRoute::terminated`]). A server no rule serves has
 /// no chain ("listener missed network filter"); when one lacks it, a terminated catch-all
 /// without destinations closes what no other chain takes, rather than parse it as HTTP.
+///
+/// Returns the chains and, parallel to `port.servers`, whether each server has one: a server
+/// without is left out of the listener's terminating chains ([`super::mixed::certificates_in_order`]),
+/// so a ClientHello for its hosts goes to whichever other chain takes it, as in Envoy.
 pub fn terminated_chains(
     port: &ServerPort<'_>,
     listener: &str,
     site: &GatewaySite<'_, '_>,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<(TcpRoute, TcpOrigin)> {
+) -> (Vec<(TcpRoute, TcpOrigin)>, Vec<bool>) {
     let mut out = Vec::new();
     let mut missed = Vec::new();
+    let mut served = Vec::new();
     for merged in &port.servers {
         let chain = (bound_to(merged, site).into_iter())
             .find_map(|vs| tcp_chain(vs, merged, port, listener, site, diags));
+        served.push(chain.is_some());
         match chain {
             Some((mut route, origin)) => {
                 route.sni_hosts = server_names(&merged.server.hosts);
@@ -116,14 +122,15 @@ pub fn terminated_chains(
     if !missed.is_empty() {
         diags.push(Diagnostic::warning(format!(
             "gateway port {}: no VirtualService tcp rule is bound to the TLS-terminated server \
-             of hosts {missed:?}; its connections are closed after the handshake",
+             of hosts {missed:?}; it has no filter chain (pilot: \"listener missed network \
+             filter\"), and its names go to the port's other chains",
             port.number
         )));
         let (mut route, origin) = blackhole(port.number, listener);
         route.terminated = true;
         out.push((route, origin));
     }
-    out
+    (out, served)
 }
 
 /// A terminating server's `server_names`: its hosts without their namespace part,
@@ -155,6 +162,14 @@ pub fn blackhole(port: u16, listener: &str) -> (TcpRoute, TcpOrigin) {
             service: String::new(),
         },
     )
+}
+
+/// Whether a chain is [`blackhole`]'s: no rule, no service, no destinations.
+pub fn is_blackhole(route: &TcpRoute, origin: &TcpOrigin) -> bool {
+    origin.virtual_service.is_none()
+        && origin.rule.is_none()
+        && origin.service.is_empty()
+        && route.destinations.is_empty()
 }
 
 /// The VirtualServices bound to `merged`'s Gateway whose hosts meet the server's

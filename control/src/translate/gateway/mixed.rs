@@ -9,13 +9,13 @@
 //! `DownstreamTlsContext` and `tcp_proxy`, a passthrough one a chain per `tls` route), and
 //! Envoy picks one per connection by the ClientHello's SNI. Here the listener terminates
 //! (`TerminatedTls`): each terminating server is a chain whose decrypted bytes are HTTP or
-//! TCP (`Plaintext`), its `passthrough` hosts are the passthrough servers' (the engine's SNI
-//! choice among all the port's servers), and the L4 chains of the TCP and passthrough
+//! TCP (`Plaintext`), its `passthrough` names are the passed-through chains' (the engine's
+//! SNI choice among all the port's chains), and the L4 chains of the TCP and passthrough
 //! servers are the listener's `tcp` routes, each marked with the kind of connection it takes
-//! and chosen among by the same SNI once the kind is known. Envoy matches the passthrough
-//! chains by their VirtualService's `sniHosts` directly; the engine's two steps choose the
-//! same chain whenever those `sniHosts` lie within the server's hosts, which pilot requires
-//! of a bound rule (pickMatchingGatewayHosts).
+//! and chosen among by the same SNI once the kind is known. Envoy matches a passthrough chain
+//! by its `tls` rule's `sniHosts` as written, which need not lie within the server's hosts
+//! (pickMatchingGatewayHosts only asks the VirtualService's hosts to meet them): a rule for
+//! `*.example.com` bound to a server of `b.example.com` passes `q.example.com` through.
 
 use trellis_engine::transport::policy::{Plaintext, ServerCertificate};
 
@@ -81,24 +81,39 @@ pub fn split<'a>(port: &ServerPort<'a>) -> Parts<'a> {
 
 /// The listener's terminating chains in the port's server order: each HTTP server's
 /// certificate as [`super::routes::https_route_tables`] named its table, and each TCP
-/// server's (marked [`Plaintext::Tcp`] by [`super::tls::certificate`]).
+/// server's (marked [`Plaintext::Tcp`] by [`super::tls::certificate`]) that has a chain
+/// (`tcp_served`, parallel to the TCP servers: pilot builds none for a server no `tcp` rule
+/// serves). When that leaves the port no chain at all (no other terminating server, no
+/// passthrough server: `passed`), the TCP servers are kept all the same: their connections are
+/// then closed after the handshake by the port's terminated catch-all, where Envoy closes them
+/// before it. With passthrough chains beside them, the listener may end up terminating
+/// nothing and serve only those.
 pub fn certificates_in_order(
     port: &ServerPort<'_>,
     http: Vec<ServerCertificate>,
     tcp: &[ServerCertificate],
+    tcp_served: &[bool],
+    passed: bool,
 ) -> Vec<ServerCertificate> {
+    debug_assert_eq!(tcp.len(), tcp_served.len(), "one flag per TCP server");
+    let keep_all = http.is_empty() && !tcp_served.contains(&true) && !passed;
     let mut http = http.into_iter();
-    let mut tcp = tcp.iter().cloned();
+    let mut tcp = tcp.iter().cloned().zip(tcp_served.iter().copied());
     let ordered: Vec<ServerCertificate> = (port.servers.iter())
         .filter_map(|m| match tls::mode(m.server) {
             ServerMode::Https(_) => http.next(),
-            ServerMode::TlsTcp(_) => tcp.next().inspect(|c| {
-                debug_assert_eq!(c.plaintext, Plaintext::Tcp, "tls::certificate marks it");
-            }),
+            ServerMode::TlsTcp(_) => tcp
+                .next()
+                .filter(|(_, served)| *served || keep_all)
+                .map(|(c, _)| c)
+                .inspect(|c| {
+                    debug_assert_eq!(c.plaintext, Plaintext::Tcp, "tls::certificate marks it");
+                }),
             _ => None,
         })
         .collect();
-    debug_assert_eq!(ordered.len(), port.certificates.len());
+    debug_assert!(ordered.len() <= port.certificates.len());
+    debug_assert!(!ordered.is_empty() || port.certificates.is_empty() || passed);
     ordered
 }
 
@@ -111,6 +126,24 @@ fn first_mode(servers: &[super::merge::MergedServer<'_>]) -> ServerMode {
     servers
         .first()
         .map_or(ServerMode::Passthrough, |m| tls::mode(m.server))
+}
+
+/// The `server_names` of a port's passed-through chains (`passed`, as built for it), which
+/// the engine ranks with the terminating servers' names to decide whether a ClientHello is
+/// terminated or passed through. The catch-all that closes a port left without `tls` rules
+/// names nothing here: pilot builds no chain for such a server, so its hosts' ClientHellos go
+/// to whichever terminating chain takes them (a `*` server's), or are closed.
+pub fn passthrough_names(
+    passed: &[(
+        trellis_engine::config::TcpRoute,
+        crate::translate::tcp::TcpOrigin,
+    )],
+) -> Vec<Vec<String>> {
+    (passed.iter())
+        .filter(|(route, origin)| !super::l4::is_blackhole(route, origin))
+        .map(|(route, _)| route.sni_hosts.clone())
+        .filter(|names| !names.is_empty())
+        .collect()
 }
 
 /// The SNI hosts of a port's servers, as their filter chains' `server_names`

@@ -236,8 +236,10 @@ fn certificate_pins_of_mutual_servers_are_kept_and_bad_ones_refused() {
 /// Terminated HTTPS next to PASSTHROUGH on one port (buildGatewayTCPBasedFilterChains: both
 /// kinds of chain on one listener): the listener terminates a.example.com and lists
 /// p.example.com as a passthrough chain, whose bound `tls` rule is the listener's L4 chain;
-/// without a bound rule, the catch-all that closes takes only the passthrough SNI.
-/// AUTO_PASSTHROUGH next to HTTPS is passed through the same way, with its own chains.
+/// without a bound rule pilot builds the passthrough server no chain, so nothing is passed
+/// through (the catch-all that closes stays, taking only the passthrough SNI). AUTO_PASSTHROUGH
+/// next to HTTPS is passed through the same way, its chains named by each service's SNI
+/// (builtAutoPassthroughFilterChains), not by the server's hosts.
 #[test]
 fn terminated_and_passthrough_servers_share_a_port_by_sni() {
     let files = Files::new("pass");
@@ -283,6 +285,8 @@ fn terminated_and_passthrough_servers_share_a_port_by_sni() {
         .collect();
     assert_eq!(chains.len(), 1);
     assert!(chains[0].destinations.is_empty(), "closes");
+    let tls = listener.tls.as_ref().expect("terminates a.example.com");
+    assert!(tls.passthrough.is_empty(), "{:?}", tls.passthrough);
     assert_eq!(
         chains[0].sni_hosts,
         ["p.example.com"],
@@ -306,8 +310,12 @@ fn terminated_and_passthrough_servers_share_a_port_by_sni() {
         let listener = &t.config.listeners[0];
         let tls = listener.tls.as_ref().expect("terminates a.example.com");
         assert_eq!(tls.servers[0].hosts, ["a.example.com"]);
-        assert_eq!(tls.passthrough, [vec!["*.local".to_string()]]);
         let sni = "outbound_.9080_._.reviews.default.svc.cluster.local";
+        assert!(
+            (tls.passthrough.iter()).any(|names| names == &[sni.to_string()]),
+            "{:?}",
+            tls.passthrough
+        );
         assert!(
             (t.config.tcp_routes.iter()).any(|r| r.sni_hosts == [sni]),
             "{:?}",
@@ -383,4 +391,37 @@ fn auto_passthrough_and_passthrough_servers_share_a_port_by_sni() {
             "a mesh name without Istio's ALPN"
         );
     }
+}
+
+/// A passthrough chain is named by its `tls` rule's `sniHosts` as written, not by its
+/// server's hosts (buildGatewayNetworkFiltersFromTLSRoutes: `sniHosts: match.SniHosts`;
+/// pickMatchingGatewayHosts only asks that the VirtualService's hosts meet the server's): a
+/// rule for `*.example.com` bound to a passthrough server of b.example.com passes
+/// q.example.com through, ahead of the terminating `*` server's catch-all chain. Found by the
+/// simulator's gateway world (seed 41), where Trellis terminated it.
+#[test]
+fn a_passthrough_chain_is_named_by_its_sni_hosts_not_its_servers_hosts() {
+    use trellis_engine::transport::tls::termination::server_for_sni;
+    let files = Files::new("pass-sni");
+    let rule = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: wide, namespace: istio-system}\nspec:\n  hosts: [\"*.example.com\"]\n  gateways: [gw]\n  tls:\n  - match: [{sniHosts: [\"*.example.com\"]}]\n    route: [{destination: {host: p.example.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: istio-system}\nspec:\n  hosts: [p.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
+    let t = run(&[
+        server(443, "HTTPS", "all", "\"*\"", Some(&files.tls("SIMPLE", ""))),
+        server(
+            443,
+            "TLS",
+            "p",
+            "b.example.com",
+            Some("{mode: PASSTHROUGH}"),
+        ),
+        rule.to_string(),
+    ]);
+    assert!(errors(&t).is_empty(), "{:?}", errors(&t));
+    let tls = t.config.listeners[0].tls.as_ref().expect("terminates *");
+    assert_eq!(tls.passthrough, [vec!["*.example.com".to_string()]]);
+    // The engine ranks the terminating servers' names and the passthrough chains' together:
+    // q.example.com meets the passthrough wildcard before the `*` catch-all.
+    let mut names: Vec<Vec<String>> = tls.servers.iter().map(|s| s.hosts.clone()).collect();
+    names.extend(tls.passthrough.iter().cloned());
+    assert_eq!(server_for_sni(&names, Some("q.example.com")), Some(1));
+    assert_eq!(server_for_sni(&names, Some("c.other.org")), Some(0));
 }

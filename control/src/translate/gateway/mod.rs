@@ -122,18 +122,26 @@ pub fn translate_gateway(
             }
             let mut chains = Vec::new();
             let mut tcp_certificates: &[_] = &[];
+            let mut tcp_served = Vec::new();
             if let Some(tcp) = &parts.tcp {
-                chains = l4::terminated_chains(tcp, &name, &site, &mut diags);
+                (chains, tcp_served) = l4::terminated_chains(tcp, &name, &site, &mut diags);
                 tcp_certificates = &tcp.certificates;
             }
-            certificates = mixed::certificates_in_order(port, http_certificates, tcp_certificates);
+            certificates = mixed::certificates_in_order(
+                port,
+                http_certificates,
+                tcp_certificates,
+                &tcp_served,
+                parts.passed.is_some(),
+            );
             if let Some(passed) = &parts.passed {
-                passthrough = mixed::passthrough_hosts(passed);
                 // A port left without `tls` rules closes its passed-through connections,
                 // never the terminated ones: its catch-all takes only their SNI.
-                chains.extend(passed_through_chains(
+                let passed = passed_through_chains(
                     passed, &name, &site, resources, true, &mut out, &mut diags,
-                ));
+                );
+                passthrough = mixed::passthrough_names(&passed);
+                chains.extend(passed);
             }
             for (route, origin) in chains {
                 out.config.tcp_routes.push(route);

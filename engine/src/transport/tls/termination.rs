@@ -135,6 +135,14 @@ impl FilterChains {
         let names: Vec<&[String]> = (self.chains.iter().map(|c| &c.server_names[..]))
             .chain(self.passthrough.iter().map(Vec::as_slice))
             .collect();
+        #[cfg(feature = "mutants")]
+        let names = if crate::mutants::route().gateway_passthrough_after_catch_all
+            && pick(&names[..self.chains.len()], sni).is_some()
+        {
+            names[..self.chains.len()].to_vec()
+        } else {
+            names
+        };
         let i = pick(&names, sni)?;
         let Some(c) = self.chains.get(i) else {
             debug_assert!(i - self.chains.len() < self.passthrough.len());

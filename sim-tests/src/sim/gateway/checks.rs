@@ -5,6 +5,8 @@
 //! configuration gives: the backend (which saw the request once, with its path and `Host`),
 //! 404, or the redirect to HTTPS.
 
+use trellis_engine::proxy::{RequestLog, ResponseFlag};
+
 use super::reference::{Answer, Expected};
 use super::spec::PATHS;
 use super::world::World;
@@ -31,9 +33,12 @@ impl World<'_> {
             req.host_field(),
             PATHS[req.path]
         );
+        let relayed: Vec<(usize, u16, usize)> = (state.relayed.iter())
+            .map(|(k, p, b)| (*k, *p, b.len()))
+            .collect();
         let seen = format!(
-            "refused {}, TLS error {:?}, response {:?}, backends saw {:?}",
-            state.refused, state.tls_error, state.response, state.reached
+            "refused {}, TLS error {:?}, response {:?}, backends saw {:?}, relayed (backend, port, bytes) {relayed:?} of a first flight of {}",
+            state.refused, state.tls_error, state.response, state.reached, state.first_flight.len()
         );
         let mut problems: Vec<(Invariant, String)> = Vec::new();
         let unanswered = state.response.is_none() && state.reached.is_empty();
@@ -55,6 +60,26 @@ impl World<'_> {
                     ));
                 }
             }
+            Expected::Passthrough(k) => {
+                let want = vec![(*k, 8443, state.first_flight.to_vec())];
+                if state.relayed != want || state.response.is_some() || !state.reached.is_empty() {
+                    problems.push((Invariant::Routing, format!("a passthrough chain should relay the ClientHello to backend {k}'s TLS port, untouched")));
+                }
+            }
+            Expected::TcpRelay { server, backend } => {
+                let want = vec![(*backend, 9000, state.plain_sent.clone())];
+                if let Some(e) = &state.tls_error {
+                    problems.push((
+                        Invariant::GatewayTls,
+                        format!("expected server {server}'s chain; the handshake failed: {e}"),
+                    ));
+                } else if state.relayed != want
+                    || state.response.is_some()
+                    || !state.reached.is_empty()
+                {
+                    problems.push((Invariant::Routing, format!("server {server} should relay the plaintext to backend {backend}'s TCP port")));
+                }
+            }
             Expected::CertRequired(s) => {
                 if !unanswered {
                     problems.push((Invariant::GatewayTls, format!("server {s} is MUTUAL and the client had no certificate, yet it was served")));
@@ -73,10 +98,23 @@ impl World<'_> {
                     ));
                 } else {
                     problems.extend(self.check_answer(r, answer));
+                    problems.extend(self.check_log(r, answer));
                 }
             }
         }
+        let relays = matches!(
+            expected,
+            Expected::Passthrough(_) | Expected::TcpRelay { .. }
+        );
+        if !relays && !state.relayed.is_empty() {
+            problems.push((
+                Invariant::Routing,
+                "relayed to a backend's TLS or TCP port".to_string(),
+            ));
+        }
         let outcome = match &expected {
+            Expected::Passthrough(_) => "passthrough",
+            Expected::TcpRelay { .. } => "tcp-relay",
             Expected::NoListener => "no-listener",
             Expected::NoChain => "no-chain",
             Expected::CertRequired(_) => "cert-required",
@@ -97,6 +135,44 @@ impl World<'_> {
         for (invariant, problem) in problems {
             let msg = format!("{what}: {problem}; expected {expected:?}; {seen}");
             self.violation(invariant, msg);
+        }
+    }
+
+    /// The gateway logged the request once, as Envoy's access log would: its status, `NR`
+    /// for a 404 no route gave, the backend's cluster for a forwarded one.
+    fn check_log(&self, r: usize, answer: &Answer) -> Vec<(Invariant, String)> {
+        let Some(down) = self.reqs[r].down else {
+            return Vec::new();
+        };
+        let records: Vec<&RequestLog> = (self.logs.iter())
+            .filter(|l| l.downstream == down)
+            .collect();
+        let [record] = records[..] else {
+            return vec![(
+                Invariant::AccessLog,
+                format!("{} access-log records", records.len()),
+            )];
+        };
+        let no_route = record.flags.contains(&ResponseFlag::NoRouteFound);
+        let (status, cluster) = match answer {
+            Answer::Backend(k) => (200, Some(format!("outbound|8080||svc-{k}.backend.test"))),
+            Answer::NotFound => (404, None),
+            Answer::Redirect(_) => (301, None),
+        };
+        let good = record.status == status
+            && no_route == matches!(answer, Answer::NotFound)
+            && (cluster.is_none() || record.cluster.as_deref() == cluster.as_deref());
+        if good {
+            Vec::new()
+        } else {
+            let msg = format!(
+                "logged {} {} cluster {:?}, expected {status} (NR: {}) cluster {cluster:?}",
+                record.status,
+                record.flags_string(),
+                record.cluster,
+                matches!(answer, Answer::NotFound)
+            );
+            vec![(Invariant::AccessLog, msg)]
         }
     }
 

@@ -25,9 +25,19 @@ use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, UNIX_BASE};
 /// The gateway proxy's address: its listeners bind here.
 pub const GATEWAY_IP: [u8; 4] = [10, 0, 0, 9];
 
-/// Where backend `k` listens.
+/// Where backend `k` listens for HTTP.
 pub fn backend_addr(k: usize) -> SocketAddr {
     SocketAddr::from(([10, 30, k as u8, 1], 8080))
+}
+
+/// Where backend `k` listens for plain TCP (the bytes a terminated TCP chain relays).
+pub fn backend_tcp_addr(k: usize) -> SocketAddr {
+    SocketAddr::from(([10, 30, k as u8, 1], 9000))
+}
+
+/// Where backend `k` listens for TLS (the bytes a passthrough chain relays).
+pub fn backend_tls_addr(k: usize) -> SocketAddr {
+    SocketAddr::from(([10, 30, k as u8, 1], 8443))
 }
 
 /// The DNS name in HTTPS server `s`'s certificate: a client expecting server `s` accepts
@@ -132,7 +142,7 @@ pub fn yaml(spec: &GatewaySpec, certs: &Certificates) -> String {
         let addr = backend_addr(k);
         let _ = write!(
             out,
-            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{k}, namespace: istio-system}}\nspec:\n  hosts: [svc-{k}.backend.test]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints: [{{address: {}}}]\n",
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{k}, namespace: istio-system}}\nspec:\n  hosts: [svc-{k}.backend.test]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}, {{number: 8443, name: tls, protocol: TLS}}, {{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints: [{{address: {}}}]\n",
             addr.ip()
         );
     }
@@ -158,10 +168,10 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
         if server.gateway != g {
             continue;
         }
-        let (protocol, name) = if server.mode.is_tls() {
-            ("HTTPS", format!("https-{s}"))
-        } else {
-            ("HTTP", format!("http-{s}"))
+        let (protocol, name) = match server.mode {
+            Mode::Http | Mode::HttpsRedirect => ("HTTP", format!("http-{s}")),
+            Mode::Simple | Mode::Mutual => ("HTTPS", format!("https-{s}")),
+            Mode::Passthrough | Mode::TlsTcp => ("TLS", format!("tls-{s}")),
         };
         let _ = writeln!(
             out,
@@ -178,6 +188,10 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
             Mode::Mutual => {
                 let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
             }
+            Mode::Passthrough => out.push_str("    tls: {mode: PASSTHROUGH}\n"),
+            Mode::TlsTcp => {
+                let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
+            }
         }
     }
 }
@@ -186,7 +200,7 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
 /// for `MUTUAL`).
 fn secrets(out: &mut String, spec: &GatewaySpec, certs: &Certificates) {
     for (s, server) in spec.servers.iter().enumerate() {
-        if !server.mode.is_tls() {
+        if !server.mode.terminates() {
             continue;
         }
         let pem = &certs.servers[s];
@@ -261,6 +275,30 @@ fn virtual_service(out: &mut String, v: usize, vs: &GwVirtualService) {
         let _ = writeln!(
             out,
             "    - destination: {{host: svc-{}.backend.test, port: {{number: 8080}}}}",
+            rule.backend
+        );
+    }
+    if !vs.tcp_rules.is_empty() {
+        out.push_str("  tcp:\n");
+    }
+    for rule in &vs.tcp_rules {
+        let port = rule
+            .port
+            .map_or(String::new(), |p| format!("match: [{{port: {p}}}]\n    "));
+        let _ = writeln!(
+            out,
+            "  - {port}route:\n    - destination: {{host: svc-{}.backend.test, port: {{number: 9000}}}}",
+            rule.backend
+        );
+    }
+    if !vs.tls_rules.is_empty() {
+        out.push_str("  tls:\n");
+    }
+    for rule in &vs.tls_rules {
+        let _ = writeln!(
+            out,
+            "  - match: [{{sniHosts: {}}}]\n    route:\n    - destination: {{host: svc-{}.backend.test, port: {{number: 8443}}}}",
+            host_list(&rule.sni_hosts),
             rule.backend
         );
     }

@@ -2,25 +2,29 @@
 //!
 //! The routing mesh's sidecars are configured by the simulator directly; a gateway is
 //! configured the way users configure one. In the seeds whose swarm has it
-//! ([`GatewaySpec::from_seed`], a sixth of them) this world runs after the others: a Gateway
-//! with plain-text HTTP servers on port 80 (some with `httpsRedirect`) and HTTPS servers on
-//! port 443 (`SIMPLE` or `MUTUAL`, each its own certificate from a Secret named by
-//! `credentialName`), hosts drawn from exact names, wildcards and `*`; VirtualServices bound to
-//! it or not (short and qualified gateway names, `mesh`, another gateway) with `uri.prefix`
-//! and `port` matches; backends behind ServiceEntries. All of it is written as Istio YAML and
-//! translated by the control plane (`translate_gateway`), and served by a real engine with its
-//! TLS transport. Clients open one connection per request, over TLS with a real rustls client
-//! (a server name or none, a certificate or none) or in plain text, and write `Host` as a
-//! name, with a port, or in upper case.
+//! ([`GatewaySpec::from_seed`], a sixth of them) this world runs after the others: one or two
+//! Gateways selecting one gateway proxy, with plain-text HTTP servers on port 80 (some with
+//! `httpsRedirect`) and TLS servers on port 443 (`SIMPLE` or `MUTUAL`, each its own
+//! certificate from a Secret named by `credentialName`, or `PASSTHROUGH`), hosts drawn from
+//! exact names, wildcards and `*`; VirtualServices bound to a Gateway or not (short and
+//! qualified names, `mesh`, both, another gateway) with `http` rules matching `uri.prefix`,
+//! `port`, `gateways`, `sourceLabels` and `sourceNamespace`, and `tls` rules by `sniHosts`;
+//! backends behind ServiceEntries. All of it is written as Istio YAML and translated by the
+//! control plane (`translate_gateway`), and served by a real engine with its TLS transport.
+//! Clients open one connection per request, over TLS with a real rustls client (a server name
+//! or none, a certificate or none) or in plain text, and write `Host` as a name, with a port,
+//! or in upper case.
 //!
-//! The checks ([`checks`]) hold every request to the reference ([`reference`]), written from
-//! pilot's gateway translation and Envoy's filter-chain and virtual-host matching. Its
-//! violations, outcomes (`gateway:*`) and trace hash join the seed's report; planted bugs in
-//! the engine's chain selection and client-certificate check are caught by a seed
-//! (`tests/mutants_config.rs`).
+//! The checks ([`checks`]) hold every request to the reference ([`reference`] and
+//! [`chains`]), written from pilot's gateway translation and Envoy's filter-chain and
+//! virtual-host matching. Its violations, outcomes (`gateway:*`) and trace hash join the
+//! seed's report; planted bugs in the engine's chain selection and client-certificate check
+//! are caught by a seed (`tests/mutants_config.rs`).
 
+pub mod chains;
 mod checks;
 mod config;
+pub mod hosts;
 pub mod reference;
 pub mod spec;
 mod wire;

@@ -4,11 +4,10 @@
 //! `source/common/listener_manager/filter_chain_manager_impl.cc` and
 //! `source/common/router/config_impl.cc`), not from Trellis's translation.
 //!
-//! - **Listeners and chains.** A port no server has refuses connections. On port 443 each
-//!   server is a filter chain whose `server_names` are its hosts, none (match-all) when one is
-//!   `*`; Envoy picks the exact name, then the longest `*.suffix`, then the chain without
-//!   names; nothing matching closes the connection (`findFilterChainForServerName`). A
-//!   `MUTUAL` chain refuses a client without a certificate.
+//! - **Listeners and chains.** A port no server has refuses connections. On port 443 the
+//!   filter chains are [`super::chains`]'s: a terminating server's, or a passthrough `tls`
+//!   rule's; nothing matching closes the connection. A `MUTUAL` chain refuses a client
+//!   without a certificate.
 //! - **Route configurations.** Port 80's servers share one (`http.80`), whichever Gateway
 //!   lists them; each HTTPS server has its own (`https.443.<port name>.<gateway>.istio-system`).
 //!   For each server in order (the Gateways merged by name, each one's servers in order), each
@@ -31,6 +30,8 @@
 //!   `require_tls: ALL` host: 301 to `https://<Host as sent><path>`. Else the first route
 //!   whose prefix the path starts with; none: 404.
 
+use super::chains::{chain_for, Chain};
+use super::hosts::subset_of;
 use super::spec::{
     GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, HOSTS, HTTPS_PORT, NAMES, PATHS, PREFIXES,
 };
@@ -44,6 +45,10 @@ pub enum Expected {
     NoChain,
     /// Server `s` is `MUTUAL` and the client has no certificate: refused in the handshake.
     CertRequired(usize),
+    /// A passthrough chain takes it: backend `k`'s TLS port gets the bytes as sent.
+    Passthrough(usize),
+    /// `TLS` server `server` terminates it and relays the plaintext to `backend`'s TCP port.
+    TcpRelay { server: usize, backend: usize },
     /// Served through server `chain`'s filter chain (`None`: port 80), answered so.
     Served {
         chain: Option<usize>,
@@ -92,16 +97,6 @@ fn applies_at(rule: &GwRule, g: usize) -> bool {
             .any(|r| matches!(r, RuleGateway::Short(x) | RuleGateway::Qualified(x) if *x == g));
     }
     rule.source_labels != Some(false) && rule.source_namespace != Some(false)
-}
-
-/// `pkg/config/host/name.go`'s `SubsetOf`: every name `n` matches is matched by `o`.
-fn subset_of(n: &str, o: &str) -> bool {
-    match (n.strip_prefix('*'), o.strip_prefix('*')) {
-        (Some(n_rest), Some(o_rest)) => n.len() >= o.len() && n_rest.ends_with(o_rest),
-        (Some(_), None) => false,
-        (None, Some(o_rest)) => n.ends_with(o_rest),
-        (None, None) => n == o,
-    }
 }
 
 /// `Names.Intersection`: for each pair where one is a subset of the other, the narrower, in
@@ -230,39 +225,6 @@ fn answer(spec: &GatewaySpec, servers: &[usize], req: &GwRequest, tls: bool) -> 
         .map_or(Answer::NotFound, |r| Answer::Backend(r.backend))
 }
 
-/// The chain (server index) Envoy picks among the HTTPS servers for `sni`.
-pub fn chain_for(spec: &GatewaySpec, sni: Option<&str>) -> Option<usize> {
-    let mut tls: Vec<usize> = (0..spec.servers.len())
-        .filter(|&s| spec.servers[s].mode.is_tls())
-        .collect();
-    tls.sort_by_key(|&s| spec.servers[s].gateway);
-    let names_of = |s: usize| -> Vec<&'static str> {
-        let hosts = &spec.servers[s].hosts;
-        if hosts.iter().any(|&h| HOSTS[h] == "*") {
-            Vec::new()
-        } else {
-            hosts.iter().map(|&h| HOSTS[h]).collect()
-        }
-    };
-    let catch_all = || tls.iter().copied().find(|&s| names_of(s).is_empty());
-    let Some(sni) = sni else {
-        return catch_all();
-    };
-    let sni = sni.to_ascii_lowercase();
-    let named = |name: &str| tls.iter().copied().find(|&s| names_of(s).contains(&name));
-    if let Some(s) = named(&sni) {
-        return Some(s);
-    }
-    let mut pos = sni[1..].find('.').map(|p| p + 1);
-    while let Some(at) = pos.filter(|&at| at < sni.len() - 1) {
-        if let Some(s) = named(&format!("*{}", &sni[at..])) {
-            return Some(s);
-        }
-        pos = sni[at + 1..].find('.').map(|p| p + at + 1);
-    }
-    catch_all()
-}
-
 /// What a client should see of `req`.
 pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     // pilot merges the Gateways in order, each one's servers in order.
@@ -279,8 +241,13 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
             answer: answer(spec, &on_port, req, false),
         };
     }
-    let Some(chain) = chain_for(spec, req.sni.map(|n| NAMES[n])) else {
-        return Expected::NoChain;
+    let chain = match chain_for(spec, req.sni.map(|n| NAMES[n])) {
+        None => return Expected::NoChain,
+        Some(Chain::Passthrough(backend)) => return Expected::Passthrough(backend),
+        Some(Chain::TerminatedTcp { server, backend }) => {
+            return Expected::TcpRelay { server, backend }
+        }
+        Some(Chain::Terminating(s)) => s,
     };
     if spec.servers[chain].mode == Mode::Mutual && !req.cert {
         return Expected::CertRequired(chain);
@@ -307,38 +274,5 @@ mod tests {
         assert_eq!(intersection(&["*.example.com"], &["*"]), ["*.example.com"]);
         assert_eq!(intersection(&["*"], &["*.example.com"]), ["*.example.com"]);
         assert!(intersection(&["c.other.org"], &["*.example.com"]).is_empty());
-    }
-
-    /// Envoy's server-name match: exact, then every wildcard from the longest suffix.
-    #[test]
-    fn chains_rank_exact_then_longest_wildcard_then_catch_all() {
-        use super::super::spec::GwServer;
-        let spec = GatewaySpec {
-            servers: vec![
-                GwServer {
-                    mode: Mode::Simple,
-                    hosts: vec![3], // *.example.com
-                    gateway: 0,
-                },
-                GwServer {
-                    mode: Mode::Simple,
-                    hosts: vec![2], // x.y.example.com
-                    gateway: 0,
-                },
-                GwServer {
-                    mode: Mode::Simple,
-                    hosts: vec![6], // *
-                    gateway: 0,
-                },
-            ],
-            virtual_services: Vec::new(),
-            backends: 1,
-            requests: Vec::new(),
-        };
-        assert_eq!(chain_for(&spec, Some("x.y.example.com")), Some(1));
-        assert_eq!(chain_for(&spec, Some("z.y.example.com")), Some(0));
-        assert_eq!(chain_for(&spec, Some("q.example.com")), Some(0));
-        assert_eq!(chain_for(&spec, Some("example.com")), Some(2));
-        assert_eq!(chain_for(&spec, None), Some(2));
     }
 }

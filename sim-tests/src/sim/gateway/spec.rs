@@ -61,18 +61,29 @@ pub enum Mode {
     Simple,
     /// HTTPS on port 443, `tls.mode: MUTUAL` (a client certificate from the clients' CA).
     Mutual,
+    /// TLS on port 443, `tls.mode: PASSTHROUGH`: the ClientHello's server name picks a bound
+    /// VirtualService's `tls` rule, whose backend gets the encrypted bytes as they came.
+    Passthrough,
+    /// A `TLS` server on port 443 with `tls.mode: SIMPLE`: terminated here, its plaintext
+    /// relayed by the first bound VirtualService's applying `tcp` rule.
+    TlsTcp,
 }
 
 impl Mode {
     pub fn port(self) -> u16 {
         match self {
             Mode::Http | Mode::HttpsRedirect => HTTP_PORT,
-            Mode::Simple | Mode::Mutual => HTTPS_PORT,
+            Mode::Simple | Mode::Mutual | Mode::Passthrough | Mode::TlsTcp => HTTPS_PORT,
         }
     }
 
     pub fn is_tls(self) -> bool {
         self.port() == HTTPS_PORT
+    }
+
+    /// TLS ends here (the server has a certificate).
+    pub fn terminates(self) -> bool {
+        matches!(self, Mode::Simple | Mode::Mutual | Mode::TlsTcp)
     }
 }
 
@@ -149,12 +160,33 @@ pub struct GwRule {
     pub backend: usize,
 }
 
+/// One `tls` rule: `match: [{sniHosts}]` (indices into [`HOSTS`], each a subset of the
+/// VirtualService's hosts as istiod's validation requires) and the backend whose TLS port it
+/// routes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GwTlsRule {
+    pub sni_hosts: Vec<usize>,
+    pub backend: usize,
+}
+
+/// One `tcp` rule: `match: [{port}]` (`None`: no match) and the backend whose TCP port it
+/// routes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GwTcpRule {
+    pub port: Option<u16>,
+    pub backend: usize,
+}
+
 /// A VirtualService (named `vs-<index>`, all in `istio-system`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GwVirtualService {
     pub hosts: Vec<usize>,
     pub binding: Binding,
     pub rules: Vec<GwRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_rules: Vec<GwTlsRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_rules: Vec<GwTcpRule>,
 }
 
 /// How a request writes its `Host`.
@@ -237,7 +269,19 @@ impl GatewaySpec {
                     (false, 0) => Mode::HttpsRedirect,
                     (false, _) => Mode::Http,
                     (true, 0) => Mode::Mutual,
+                    (true, 1) => Mode::Passthrough,
+                    (true, 2) => Mode::TlsTcp,
                     (true, _) => Mode::Simple,
+                };
+                // TLS servers that terminate for TCP come in pairs now and then, so that the
+                // SNI has two such chains to choose between.
+                let last_tcp = servers
+                    .last()
+                    .is_some_and(|s: &GwServer| s.mode == Mode::TlsTcp);
+                let mode = if port_tls && last_tcp && r.bool() {
+                    Mode::TlsTcp
+                } else {
+                    mode
                 };
                 let gateway = r.usize(0..gateways);
                 servers.push(GwServer {
@@ -255,9 +299,29 @@ impl GatewaySpec {
             });
         }
         let backends = r.usize(1..=3);
-        let virtual_services = (0..r.usize(1..=4))
+        let mut virtual_services: Vec<GwVirtualService> = (0..r.usize(1..=4))
             .map(|_| draw_virtual_service(r, backends, gateways))
             .collect();
+        if servers.iter().any(|s| s.mode == Mode::Passthrough) {
+            draw_tls_rules(r, &servers, &mut virtual_services, backends);
+        }
+        if servers.iter().any(|s| s.mode == Mode::TlsTcp) {
+            for vs in virtual_services.iter_mut() {
+                if r.u8(0..3) == 0 {
+                    continue;
+                }
+                vs.tcp_rules = (0..r.usize(1..=2))
+                    .map(|_| GwTcpRule {
+                        port: match r.u8(0..4) {
+                            0 => Some(HTTPS_PORT),
+                            1 => Some(9443),
+                            _ => None,
+                        },
+                        backend: r.usize(0..backends),
+                    })
+                    .collect();
+            }
+        }
         let has_port = |p: u16| servers.iter().any(|s: &GwServer| s.mode.port() == p);
         let (http, https) = (has_port(HTTP_PORT), has_port(HTTPS_PORT));
         let requests = (0..r.usize(10..=40))
@@ -306,6 +370,22 @@ impl GatewaySpec {
         }
         if mode(Mode::Mutual) {
             out.push("gateway world: MUTUAL server");
+        }
+        if mode(Mode::Passthrough)
+            && self
+                .virtual_services
+                .iter()
+                .any(|v| !v.tls_rules.is_empty())
+        {
+            out.push("gateway world: PASSTHROUGH server with tls rules");
+        }
+        if mode(Mode::TlsTcp)
+            && self
+                .virtual_services
+                .iter()
+                .any(|v| !v.tcp_rules.is_empty())
+        {
+            out.push("gateway world: TLS-terminated TCP server with tcp rules");
         }
         if mode(Mode::HttpsRedirect) {
             out.push("gateway world: httpsRedirect");
@@ -380,5 +460,48 @@ fn draw_virtual_service(
         hosts,
         binding,
         rules,
+        tls_rules: Vec::new(),
+        tcp_rules: Vec::new(),
+    }
+}
+
+/// `tls` rules for half the VirtualServices, in the worlds with a passthrough server: 1–2
+/// rules of 1–2 `sniHosts` each, drawn among the patterns within the VirtualService's hosts
+/// (istiod's validation) that no terminating server of port 443 has (Envoy refuses two
+/// filter chains with one server name, and pilot only keeps passthrough chains apart).
+fn draw_tls_rules(
+    r: &mut fastrand::Rng,
+    servers: &[GwServer],
+    virtual_services: &mut [GwVirtualService],
+    backends: usize,
+) {
+    let terminated: Vec<usize> = (servers.iter())
+        .filter(|s| s.mode.terminates())
+        .flat_map(|s| s.hosts.iter().copied())
+        .collect();
+    for vs in virtual_services.iter_mut() {
+        if !r.bool() {
+            continue;
+        }
+        let candidates: Vec<usize> = (0..HOSTS.len())
+            .filter(|&h| h != STAR && !terminated.contains(&h))
+            .filter(|&h| (vs.hosts.iter()).any(|&v| super::hosts::subset_of(HOSTS[h], HOSTS[v])))
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        vs.tls_rules = (0..r.usize(1..=2))
+            .map(|_| {
+                let mut sni_hosts: Vec<usize> = (0..r.usize(1..=2))
+                    .map(|_| candidates[r.usize(0..candidates.len())])
+                    .collect();
+                sni_hosts.sort_unstable();
+                sni_hosts.dedup();
+                GwTlsRule {
+                    sni_hosts,
+                    backend: r.usize(0..backends),
+                }
+            })
+            .collect();
     }
 }

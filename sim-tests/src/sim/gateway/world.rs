@@ -15,12 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use trellis_engine::proxy::RequestLog;
 use trellis_engine::transport::policy::{ClientCertificate, OriginationTls, ResolvedUpstreamTls};
 use trellis_engine::transport::tls::{MtlsSettings, MtlsTransports, Randomness};
 use trellis_engine::transport::{ByteTransform, Endpoint, Transport, TransportFactory};
 use trellis_engine::{ConnId, Engine, Input, Instant, Output};
 
-use super::config::{backend_addr, server_san, translate, yaml, Certificates, GATEWAY_IP};
+use super::config::{
+    backend_addr, backend_tcp_addr, backend_tls_addr, server_san, translate, yaml, Certificates,
+    GATEWAY_IP,
+};
 use super::reference::{expected, Expected};
 use super::spec::{GatewaySpec, GwRequest, NAMES, PATHS};
 use super::wire::{parse_request, parse_response, Response};
@@ -66,7 +70,7 @@ enum Ev {
 #[derive(Default)]
 pub(crate) struct ReqState {
     pub expected: Option<Expected>,
-    down: Option<ConnId>,
+    pub down: Option<ConnId>,
     tls: Option<Box<dyn ByteTransform>>,
     /// Nothing listened: the connect was refused before the engine saw it.
     pub refused: bool,
@@ -77,10 +81,20 @@ pub(crate) struct ReqState {
     pub closed: bool,
     /// What backends received of it: (backend, path, `Host`).
     pub reached: Vec<(usize, String, String)>,
+    /// The bytes the client wrote first (its ClientHello, over TLS).
+    pub first_flight: Bytes,
+    /// The plaintext the client wrote (over TLS: inside it).
+    pub plain_sent: Vec<u8>,
+    /// Connections to backends' TLS or TCP ports made while the gateway handled this client's
+    /// bytes: the backend, the port, and every byte it received.
+    pub relayed: Vec<(usize, u16, Vec<u8>)>,
 }
 
 struct Upstream {
     backend: usize,
+    /// A connection to the backend's TLS port, relaying for this request (an index into
+    /// `relayed` of its [`ReqState`]); `None`: its HTTP port.
+    relay: Option<(usize, usize)>,
     buf: Vec<u8>,
 }
 
@@ -93,9 +107,13 @@ pub(crate) struct World<'a> {
     certs: Certificates,
     /// The addresses the gateway's listeners bind.
     listening: Vec<SocketAddr>,
+    /// The client whose bytes the engine is handling: connects it makes then are its.
+    feeding: Option<usize>,
     downs: BTreeMap<ConnId, usize>,
     ups: BTreeMap<ConnId, Upstream>,
     pub(crate) reqs: Vec<ReqState>,
+    /// The gateway's access log, every record it wrote.
+    pub(crate) logs: Vec<RequestLog>,
     pub(crate) violations: Violations,
     trace: TraceHash,
     pub(crate) outcomes: BTreeMap<String, u64>,
@@ -167,11 +185,13 @@ impl<'a> World<'a> {
             clients,
             certs,
             listening,
+            feeding: None,
             downs: BTreeMap::new(),
             ups: BTreeMap::new(),
             reqs: (0..spec.requests.len())
                 .map(|_| ReqState::default())
                 .collect(),
+            logs: Vec::new(),
             violations: Violations::default(),
             trace: TraceHash::default(),
             outcomes: BTreeMap::new(),
@@ -208,9 +228,11 @@ impl<'a> World<'a> {
             Ev::Start { r } => self.start(r),
             Ev::ToGateway { r, data } => {
                 if let Some(down) = self.open_down(r) {
+                    self.feeding = Some(r);
                     self.engine
                         .handle(self.now, Input::Received { conn: down, data });
                     self.after_engine();
+                    self.feeding = None;
                 }
             }
             Ev::ToClient { r, data } => self.client_read(r, &data),
@@ -261,9 +283,9 @@ impl<'a> World<'a> {
     ) -> Result<Box<dyn ByteTransform>, String> {
         let req = &self.spec.requests[r];
         let sans = match expected {
-            Expected::Served { chain: Some(s), .. } | Expected::CertRequired(s) => {
-                vec![server_san(*s)]
-            }
+            Expected::Served { chain: Some(s), .. }
+            | Expected::CertRequired(s)
+            | Expected::TcpRelay { server: s, .. } => vec![server_san(*s)],
             _ => (0..self.spec.servers.len()).map(server_san).collect(),
         };
         let tls = Arc::new(OriginationTls {
@@ -303,6 +325,7 @@ impl<'a> World<'a> {
             return;
         }
         let plain = Self::request_bytes(r, &req);
+        let plain_copy = plain.clone();
         let first = if req.port == super::spec::HTTPS_PORT {
             let mut tls = match self.client_tls(r, &expected) {
                 Ok(t) => t,
@@ -321,11 +344,16 @@ impl<'a> World<'a> {
         };
         let peer = SocketAddr::from(([192, 168, 7, 1], 20_000 + r as u16));
         let accepted = trellis_engine::proxy::Accepted::new(peer, local);
+        // An L4 chain the port alone can choose connects upstream at once.
+        self.feeding = Some(r);
         let down = self.engine.accept(self.now, accepted);
         self.downs.insert(down, r);
         self.reqs[r].down = Some(down);
         self.trace.u64(down.0 ^ ((r as u64) << 40));
         self.after_engine();
+        self.feeding = None;
+        self.reqs[r].first_flight = first.clone();
+        self.reqs[r].plain_sent = plain_copy;
         self.queue.push(self.now, Ev::ToGateway { r, data: first });
     }
 
@@ -387,13 +415,24 @@ impl<'a> World<'a> {
             }
         }
         while self.engine.poll_event().is_some() {}
-        let mut logs = Vec::new();
-        self.engine.drain_logs_into(&mut logs);
+        self.engine.drain_logs_into(&mut self.logs);
     }
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        let Some(backend) = (0..self.spec.backends).find(|&k| backend_addr(k) == addr) else {
-            let msg = format!("the gateway connected to {addr}, where no backend is");
+        let http = (0..self.spec.backends).find(|&k| backend_addr(k) == addr);
+        let tls = (0..self.spec.backends)
+            .find(|&k| backend_tls_addr(k) == addr || backend_tcp_addr(k) == addr);
+        let relay = match (tls, self.feeding) {
+            (Some(k), Some(r)) => {
+                self.reqs[r].relayed.push((k, addr.port(), Vec::new()));
+                Some((r, self.reqs[r].relayed.len() - 1))
+            }
+            _ => None,
+        };
+        let Some(backend) = http.or(tls).filter(|_| tls.is_none() || relay.is_some()) else {
+            let msg = format!(
+                "the gateway connected to {addr}, where no backend is (or not for a client)"
+            );
             self.violation(Invariant::Routing, msg);
             return;
         };
@@ -402,6 +441,7 @@ impl<'a> World<'a> {
             conn,
             Upstream {
                 backend,
+                relay,
                 buf: Vec::new(),
             },
         );
@@ -415,6 +455,11 @@ impl<'a> World<'a> {
         let Some(up) = self.ups.get_mut(&conn) else {
             return;
         };
+        if let Some((r, i)) = up.relay {
+            // A TLS port only reads: the ClientHello it gets is not answered.
+            self.reqs[r].relayed[i].2.extend_from_slice(data);
+            return;
+        }
         up.buf.extend_from_slice(data);
         let backend = up.backend;
         let mut heads = Vec::new();
