@@ -26,7 +26,7 @@ impl World<'_> {
             return;
         };
         let what = format!(
-            "request {r} (port {}, SNI {:?}, cert {}, Host {:?}, path {})",
+            "request {r} (port {}, SNI {:?}, cert {:?}, Host {:?}, path {})",
             req.port,
             req.sni.map(|n| super::spec::NAMES[n]),
             req.cert,
@@ -80,9 +80,9 @@ impl World<'_> {
                     problems.push((Invariant::Routing, format!("server {server} should relay the plaintext to backend {backend}'s TCP port")));
                 }
             }
-            Expected::CertRequired(s) => {
+            Expected::ClientRefused(s) => {
                 if !unanswered {
-                    problems.push((Invariant::GatewayTls, format!("server {s} is MUTUAL and the client had no certificate, yet it was served")));
+                    problems.push((Invariant::GatewayTls, format!("server {s} asks for a certificate the client's ({:?}) does not satisfy, yet it was served", req.cert)));
                 }
             }
             Expected::Served { chain, answer } => {
@@ -117,7 +117,7 @@ impl World<'_> {
             Expected::TcpRelay { .. } => "tcp-relay",
             Expected::NoListener => "no-listener",
             Expected::NoChain => "no-chain",
-            Expected::CertRequired(_) => "cert-required",
+            Expected::ClientRefused(_) => "client-refused",
             Expected::Served {
                 answer: Answer::Backend(_),
                 ..

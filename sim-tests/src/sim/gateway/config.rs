@@ -55,12 +55,13 @@ pub struct Pem {
 
 /// The world's certificates: the servers' CA (clients trust its root), one certificate per
 /// server (unused for plain-text ones), the clients' CA (MUTUAL servers trust its root) and
-/// the clients' certificate.
+/// the clients' certificate, and one from a CA nobody trusts.
 pub struct Certificates {
     pub server_root: String,
     pub servers: Vec<Pem>,
     pub client_root: String,
     pub client: Pem,
+    pub untrusted: Pem,
 }
 
 struct Ca {
@@ -114,11 +115,14 @@ impl Certificates {
             .collect::<Result<Vec<_>, _>>()?;
         let mut client_ca = Ca::new(&mut rng, "simulated clients' CA")?;
         let client = client_ca.issue(&mut rng, "client.gw.test")?;
+        let untrusted =
+            Ca::new(&mut rng, "a CA nobody trusts")?.issue(&mut rng, "rogue.gw.test")?;
         Ok(Certificates {
             server_root: server_ca.root_pem,
             servers,
             client_root: client_ca.root_pem,
             client,
+            untrusted,
         })
     }
 }
@@ -170,7 +174,7 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
         }
         let (protocol, name) = match server.mode {
             Mode::Http | Mode::HttpsRedirect => ("HTTP", format!("http-{s}")),
-            Mode::Simple | Mode::Mutual => ("HTTPS", format!("https-{s}")),
+            Mode::Simple | Mode::Mutual | Mode::OptionalMutual => ("HTTPS", format!("https-{s}")),
             Mode::Passthrough | Mode::TlsTcp => ("TLS", format!("tls-{s}")),
         };
         let _ = writeln!(
@@ -187,6 +191,12 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
             }
             Mode::Mutual => {
                 let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
+            }
+            Mode::OptionalMutual => {
+                let _ = writeln!(
+                    out,
+                    "    tls: {{mode: OPTIONAL_MUTUAL, credentialName: cert-{s}}}"
+                );
             }
             Mode::Passthrough => out.push_str("    tls: {mode: PASSTHROUGH}\n"),
             Mode::TlsTcp => {
@@ -210,7 +220,7 @@ fn secrets(out: &mut String, spec: &GatewaySpec, certs: &Certificates) {
             block(&pem.cert, 4),
             block(&pem.key, 4)
         );
-        if server.mode == Mode::Mutual {
+        if server.mode.asks_for_certificates() {
             let _ = write!(out, "  ca.crt: |\n{}", block(&certs.client_root, 4));
         }
     }

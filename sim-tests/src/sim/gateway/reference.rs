@@ -33,7 +33,8 @@
 use super::chains::{chain_for, Chain};
 use super::hosts::subset_of;
 use super::spec::{
-    GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, HOSTS, HTTPS_PORT, NAMES, PATHS, PREFIXES,
+    ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, HOSTS, HTTPS_PORT, NAMES, PATHS,
+    PREFIXES,
 };
 
 /// What a client should see of one request.
@@ -43,8 +44,9 @@ pub enum Expected {
     NoListener,
     /// No filter chain serves the ClientHello: closed, no handshake.
     NoChain,
-    /// Server `s` is `MUTUAL` and the client has no certificate: refused in the handshake.
-    CertRequired(usize),
+    /// Server `s` asks for a certificate and the client's will not do (none for `MUTUAL`, one
+    /// no trusted CA issued for `MUTUAL` and `OPTIONAL_MUTUAL`): refused in the handshake.
+    ClientRefused(usize),
     /// A passthrough chain takes it: backend `k`'s TLS port gets the bytes as sent.
     Passthrough(usize),
     /// `TLS` server `server` terminates it and relays the plaintext to `backend`'s TCP port.
@@ -249,8 +251,13 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
         }
         Some(Chain::Terminating(s)) => s,
     };
-    if spec.servers[chain].mode == Mode::Mutual && !req.cert {
-        return Expected::CertRequired(chain);
+    let refused = match spec.servers[chain].mode {
+        Mode::Mutual => req.cert != ClientCert::Trusted,
+        Mode::OptionalMutual => req.cert == ClientCert::Untrusted,
+        _ => false,
+    };
+    if refused {
+        return Expected::ClientRefused(chain);
     }
     Expected::Served {
         chain: Some(chain),

@@ -61,6 +61,9 @@ pub enum Mode {
     Simple,
     /// HTTPS on port 443, `tls.mode: MUTUAL` (a client certificate from the clients' CA).
     Mutual,
+    /// HTTPS on port 443, `tls.mode: OPTIONAL_MUTUAL`: a client without a certificate is
+    /// served, one that presents a certificate must chain to the clients' CA.
+    OptionalMutual,
     /// TLS on port 443, `tls.mode: PASSTHROUGH`: the ClientHello's server name picks a bound
     /// VirtualService's `tls` rule, whose backend gets the encrypted bytes as they came.
     Passthrough,
@@ -73,7 +76,11 @@ impl Mode {
     pub fn port(self) -> u16 {
         match self {
             Mode::Http | Mode::HttpsRedirect => HTTP_PORT,
-            Mode::Simple | Mode::Mutual | Mode::Passthrough | Mode::TlsTcp => HTTPS_PORT,
+            Mode::Simple
+            | Mode::Mutual
+            | Mode::OptionalMutual
+            | Mode::Passthrough
+            | Mode::TlsTcp => HTTPS_PORT,
         }
     }
 
@@ -83,7 +90,15 @@ impl Mode {
 
     /// TLS ends here (the server has a certificate).
     pub fn terminates(self) -> bool {
-        matches!(self, Mode::Simple | Mode::Mutual | Mode::TlsTcp)
+        matches!(
+            self,
+            Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::TlsTcp
+        )
+    }
+
+    /// The server asks clients for a certificate (and checks one presented).
+    pub fn asks_for_certificates(self) -> bool {
+        matches!(self, Mode::Mutual | Mode::OptionalMutual)
     }
 }
 
@@ -201,6 +216,16 @@ pub enum HostForm {
     Upper,
 }
 
+/// A client's certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientCert {
+    None,
+    /// Issued by the clients' CA, which `MUTUAL` and `OPTIONAL_MUTUAL` servers trust.
+    Trusted,
+    /// Issued by a CA no server trusts.
+    Untrusted,
+}
+
 /// One client connection carrying one request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GwRequest {
@@ -209,8 +234,8 @@ pub struct GwRequest {
     /// For port 443: the ClientHello's `server_name` (an index into [`NAMES`]; `None`: none
     /// sent).
     pub sni: Option<usize>,
-    /// For port 443: the client presents a certificate when asked.
-    pub cert: bool,
+    /// For port 443: the certificate the client presents when asked.
+    pub cert: ClientCert,
     /// `Host`, an index into [`NAMES`].
     pub host: usize,
     pub host_form: HostForm,
@@ -265,12 +290,13 @@ impl GatewaySpec {
                 }
                 let mut hosts: Vec<usize> = free.drain(..take).collect();
                 hosts.sort_unstable();
-                let mode = match (port_tls, r.u8(0..4)) {
+                let mode = match (port_tls, r.u8(0..5)) {
                     (false, 0) => Mode::HttpsRedirect,
                     (false, _) => Mode::Http,
                     (true, 0) => Mode::Mutual,
                     (true, 1) => Mode::Passthrough,
                     (true, 2) => Mode::TlsTcp,
+                    (true, 3) => Mode::OptionalMutual,
                     (true, _) => Mode::Simple,
                 };
                 // TLS servers that terminate for TCP come in pairs now and then, so that the
@@ -342,7 +368,12 @@ impl GatewaySpec {
                         _ => Some(r.usize(0..NAMES.len())),
                     }
                     .filter(|_| tls),
-                    cert: tls && r.u8(0..3) != 0,
+                    cert: match r.u8(0..6) {
+                        _ if !tls => ClientCert::None,
+                        0..=2 => ClientCert::Trusted,
+                        3 | 4 => ClientCert::None,
+                        _ => ClientCert::Untrusted,
+                    },
                     host,
                     host_form: match r.u8(0..6) {
                         0 => HostForm::WithPort,
@@ -370,6 +401,16 @@ impl GatewaySpec {
         }
         if mode(Mode::Mutual) {
             out.push("gateway world: MUTUAL server");
+        }
+        if mode(Mode::OptionalMutual) {
+            out.push("gateway world: OPTIONAL_MUTUAL server");
+        }
+        if self
+            .requests
+            .iter()
+            .any(|r| r.cert == ClientCert::Untrusted)
+        {
+            out.push("gateway world: client certificates no server trusts");
         }
         if mode(Mode::Passthrough)
             && self

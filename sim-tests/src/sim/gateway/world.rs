@@ -26,7 +26,7 @@ use super::config::{
     GATEWAY_IP,
 };
 use super::reference::{expected, Expected};
-use super::spec::{GatewaySpec, GwRequest, NAMES, PATHS};
+use super::spec::{ClientCert, GatewaySpec, GwRequest, NAMES, PATHS};
 use super::wire::{parse_request, parse_response, Response};
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::mtls::ca::UNIX_BASE;
@@ -284,7 +284,7 @@ impl<'a> World<'a> {
         let req = &self.spec.requests[r];
         let sans = match expected {
             Expected::Served { chain: Some(s), .. }
-            | Expected::CertRequired(s)
+            | Expected::ClientRefused(s)
             | Expected::TcpRelay { server: s, .. } => vec![server_san(*s)],
             _ => (0..self.spec.servers.len()).map(server_san).collect(),
         };
@@ -297,9 +297,14 @@ impl<'a> World<'a> {
             subject_alt_names: sans,
             ca_pem: Some(self.certs.server_root.clone()),
             insecure_skip_verify: false,
-            client_cert: req.cert.then(|| ClientCertificate {
-                chain_pem: self.certs.client.cert.clone(),
-                key_pem: self.certs.client.key.clone(),
+            client_cert: match req.cert {
+                ClientCert::None => None,
+                ClientCert::Trusted => Some(&self.certs.client),
+                ClientCert::Untrusted => Some(&self.certs.untrusted),
+            }
+            .map(|pem| ClientCertificate {
+                chain_pem: pem.cert.clone(),
+                key_pem: pem.key.clone(),
             }),
         });
         let endpoint = Endpoint::Upstream {
