@@ -145,6 +145,7 @@ pub const ALL: &[&str] = &[
     "gateway world: HTTPS servers chosen by SNI",
     "gateway world: MUTUAL server",
     "gateway world: OPTIONAL_MUTUAL server",
+    "gateway world: ISTIO_MUTUAL server",
     "gateway world: client certificates no server trusts",
     "gateway world: PASSTHROUGH server with tls rules",
     "gateway world: TLS-terminated TCP server with tcp rules",

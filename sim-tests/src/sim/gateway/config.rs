@@ -20,7 +20,7 @@ use trellis_engine::config::Config;
 use super::spec::{
     Binding, GatewaySpec, GwVirtualService, Mode, RuleGateway, GATEWAYS, HOSTS, PREFIXES,
 };
-use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, UNIX_BASE};
+use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, IssuedCert, SimCa, UNIX_BASE};
 
 /// The gateway proxy's address: its listeners bind here.
 pub const GATEWAY_IP: [u8; 4] = [10, 0, 0, 9];
@@ -62,7 +62,19 @@ pub struct Certificates {
     pub client_root: String,
     pub client: Pem,
     pub untrusted: Pem,
+    /// The mesh's root, the gateway proxy's workload identity and a client workload's.
+    pub mesh: MeshCerts,
 }
+
+/// The mesh CA's part: what `ISTIO_MUTUAL` presents and checks.
+pub struct MeshCerts {
+    pub root_pem: String,
+    pub gateway: IssuedCert,
+    pub client: IssuedCert,
+}
+
+/// The gateway proxy's SPIFFE id, as its `ISTIO_MUTUAL` certificate names it.
+pub const GATEWAY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway";
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -117,12 +129,21 @@ impl Certificates {
         let client = client_ca.issue(&mut rng, "client.gw.test")?;
         let untrusted =
             Ca::new(&mut rng, "a CA nobody trusts")?.issue(&mut rng, "rogue.gw.test")?;
+        let mut mesh_ca = SimCa::new(seed)?;
+        let day = 86_400_000;
+        let mesh = MeshCerts {
+            root_pem: mesh_ca.root_pem().to_string(),
+            gateway: mesh_ca.issue("istio-system", "istio-ingressgateway", 0, day)?,
+            client: mesh_ca.issue("default", "client", 0, day)?,
+        };
+        debug_assert_eq!(mesh.gateway.spiffe, GATEWAY_ID);
         Ok(Certificates {
             server_root: server_ca.root_pem,
             servers,
             client_root: client_ca.root_pem,
             client,
             untrusted,
+            mesh,
         })
     }
 }
@@ -174,7 +195,9 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
         }
         let (protocol, name) = match server.mode {
             Mode::Http | Mode::HttpsRedirect => ("HTTP", format!("http-{s}")),
-            Mode::Simple | Mode::Mutual | Mode::OptionalMutual => ("HTTPS", format!("https-{s}")),
+            Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::IstioMutual => {
+                ("HTTPS", format!("https-{s}"))
+            }
             Mode::Passthrough | Mode::TlsTcp => ("TLS", format!("tls-{s}")),
         };
         let _ = writeln!(
@@ -192,6 +215,9 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
             Mode::Mutual => {
                 let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
             }
+            // Its certificate is the proxy's own mesh identity: no files, no Secret
+            // (validateTLSOptions refuses them).
+            Mode::IstioMutual => out.push_str("    tls: {mode: ISTIO_MUTUAL}\n"),
             Mode::OptionalMutual => {
                 let _ = writeln!(
                     out,
@@ -210,7 +236,7 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
 /// for `MUTUAL`).
 fn secrets(out: &mut String, spec: &GatewaySpec, certs: &Certificates) {
     for (s, server) in spec.servers.iter().enumerate() {
-        if !server.mode.terminates() {
+        if !server.mode.terminates() || server.mode == Mode::IstioMutual {
             continue;
         }
         let pem = &certs.servers[s];
@@ -316,12 +342,16 @@ fn virtual_service(out: &mut String, v: usize, vs: &GwVirtualService) {
 
 /// The gateway proxy's engine configuration, as the control plane translates `yaml`; an
 /// error names what the translation refused (a bug in the world or in the translation).
-pub fn translate(yaml: &str) -> Result<Config, String> {
+///
+/// With `identity` (a world with an `ISTIO_MUTUAL` server) the proxy holds a mesh identity,
+/// as a gateway deployed by Istio does.
+pub fn translate(yaml: &str, identity: Option<&IssuedCert>) -> Result<Config, String> {
     let set = trellis_control::istio::parse_str(yaml, "sim-gateway.yaml")
         .map_err(|e| format!("the gateway YAML does not parse: {e}"))?;
     let opts = GatewayOptions {
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
         bind_address: Some(IpAddr::from(GATEWAY_IP)),
+        has_identity: identity.is_some(),
         ..GatewayOptions::default()
     };
     let t = translate_gateway(&set, &Registry::default(), &opts);
@@ -334,5 +364,7 @@ pub fn translate(yaml: &str) -> Result<Config, String> {
             "the control plane refused the gateway world: {errors:?}"
         ));
     }
-    Ok(t.config)
+    let mut config = t.config;
+    config.identity = identity.map(|i| i.identity.clone());
+    Ok(config)
 }

@@ -251,9 +251,12 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
         }
         Some(Chain::Terminating(s)) => s,
     };
+    // A certificate must chain to the roots the server checks with: `caCertificates` (the
+    // clients' CA) for MUTUAL and OPTIONAL_MUTUAL, the mesh's for ISTIO_MUTUAL.
     let refused = match spec.servers[chain].mode {
         Mode::Mutual => req.cert != ClientCert::Trusted,
-        Mode::OptionalMutual => req.cert == ClientCert::Untrusted,
+        Mode::OptionalMutual => !matches!(req.cert, ClientCert::None | ClientCert::Trusted),
+        Mode::IstioMutual => req.cert != ClientCert::Mesh,
         _ => false,
     };
     if refused {

@@ -64,6 +64,9 @@ pub enum Mode {
     /// HTTPS on port 443, `tls.mode: OPTIONAL_MUTUAL`: a client without a certificate is
     /// served, one that presents a certificate must chain to the clients' CA.
     OptionalMutual,
+    /// HTTPS on port 443, `tls.mode: ISTIO_MUTUAL`: the gateway presents its own mesh
+    /// certificate and requires a client certificate from the mesh's CA.
+    IstioMutual,
     /// TLS on port 443, `tls.mode: PASSTHROUGH`: the ClientHello's server name picks a bound
     /// VirtualService's `tls` rule, whose backend gets the encrypted bytes as they came.
     Passthrough,
@@ -79,6 +82,7 @@ impl Mode {
             Mode::Simple
             | Mode::Mutual
             | Mode::OptionalMutual
+            | Mode::IstioMutual
             | Mode::Passthrough
             | Mode::TlsTcp => HTTPS_PORT,
         }
@@ -92,11 +96,11 @@ impl Mode {
     pub fn terminates(self) -> bool {
         matches!(
             self,
-            Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::TlsTcp
+            Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::IstioMutual | Mode::TlsTcp
         )
     }
 
-    /// The server asks clients for a certificate (and checks one presented).
+    /// The server checks client certificates against `caCertificates` (its Secret's `ca.crt`).
     pub fn asks_for_certificates(self) -> bool {
         matches!(self, Mode::Mutual | Mode::OptionalMutual)
     }
@@ -224,6 +228,8 @@ pub enum ClientCert {
     Trusted,
     /// Issued by a CA no server trusts.
     Untrusted,
+    /// A workload certificate from the mesh's CA (what `ISTIO_MUTUAL` asks for).
+    Mesh,
 }
 
 /// One client connection carrying one request.
@@ -290,13 +296,14 @@ impl GatewaySpec {
                 }
                 let mut hosts: Vec<usize> = free.drain(..take).collect();
                 hosts.sort_unstable();
-                let mode = match (port_tls, r.u8(0..5)) {
+                let mode = match (port_tls, r.u8(0..6)) {
                     (false, 0) => Mode::HttpsRedirect,
                     (false, _) => Mode::Http,
                     (true, 0) => Mode::Mutual,
                     (true, 1) => Mode::Passthrough,
                     (true, 2) => Mode::TlsTcp,
                     (true, 3) => Mode::OptionalMutual,
+                    (true, 4) => Mode::IstioMutual,
                     (true, _) => Mode::Simple,
                 };
                 // TLS servers that terminate for TCP come in pairs now and then, so that the
@@ -368,11 +375,12 @@ impl GatewaySpec {
                         _ => Some(r.usize(0..NAMES.len())),
                     }
                     .filter(|_| tls),
-                    cert: match r.u8(0..6) {
+                    cert: match r.u8(0..7) {
                         _ if !tls => ClientCert::None,
                         0..=2 => ClientCert::Trusted,
                         3 | 4 => ClientCert::None,
-                        _ => ClientCert::Untrusted,
+                        5 => ClientCert::Untrusted,
+                        _ => ClientCert::Mesh,
                     },
                     host,
                     host_form: match r.u8(0..6) {
@@ -404,6 +412,9 @@ impl GatewaySpec {
         }
         if mode(Mode::OptionalMutual) {
             out.push("gateway world: OPTIONAL_MUTUAL server");
+        }
+        if mode(Mode::IstioMutual) {
+            out.push("gateway world: ISTIO_MUTUAL server");
         }
         if self
             .requests

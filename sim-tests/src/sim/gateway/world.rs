@@ -156,7 +156,11 @@ impl<'a> World<'a> {
         hook: Option<fn(usize, &mut Engine)>,
     ) -> Result<World<'a>, String> {
         let certs = Certificates::new(seed, spec.servers.len()).map_err(|e| e.to_string())?;
-        let config = translate(&yaml(spec, &certs))?;
+        let istio_mutual = (spec.servers.iter()).any(|s| s.mode == super::spec::Mode::IstioMutual);
+        let config = translate(
+            &yaml(spec, &certs),
+            istio_mutual.then_some(&certs.mesh.gateway),
+        )?;
         let listening = config.listeners.iter().map(|l| l.address).collect();
         let engine_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6a7e;
         let mut engine = Engine::try_new(Arc::new(config), engine_seed)
@@ -274,6 +278,15 @@ impl<'a> World<'a> {
         .into_bytes()
     }
 
+    /// The name server `s`'s certificate gives: its own DNS name, or for `ISTIO_MUTUAL` the
+    /// gateway proxy's SPIFFE id (the client checks URI SANs too).
+    fn san_of(&self, s: usize) -> String {
+        match self.spec.servers[s].mode {
+            super::spec::Mode::IstioMutual => super::config::GATEWAY_ID.to_string(),
+            _ => server_san(s),
+        }
+    }
+
     /// Client `r`'s TLS, expecting the certificate of the server the reference says serves
     /// it (any server's when none should).
     fn client_tls(
@@ -285,8 +298,10 @@ impl<'a> World<'a> {
         let sans = match expected {
             Expected::Served { chain: Some(s), .. }
             | Expected::ClientRefused(s)
-            | Expected::TcpRelay { server: s, .. } => vec![server_san(*s)],
-            _ => (0..self.spec.servers.len()).map(server_san).collect(),
+            | Expected::TcpRelay { server: s, .. } => vec![self.san_of(*s)],
+            _ => (0..self.spec.servers.len())
+                .map(|s| self.san_of(s))
+                .collect(),
         };
         let tls = Arc::new(OriginationTls {
             // An address as the name sends no server_name (RFC 6066 §3).
@@ -295,16 +310,27 @@ impl<'a> World<'a> {
                 |n| NAMES[n].to_string(),
             ),
             subject_alt_names: sans,
-            ca_pem: Some(self.certs.server_root.clone()),
+            ca_pem: Some(format!(
+                "{}{}",
+                self.certs.server_root, self.certs.mesh.root_pem
+            )),
             insecure_skip_verify: false,
             client_cert: match req.cert {
                 ClientCert::None => None,
                 ClientCert::Trusted => Some(&self.certs.client),
                 ClientCert::Untrusted => Some(&self.certs.untrusted),
+                ClientCert::Mesh => None,
             }
             .map(|pem| ClientCertificate {
                 chain_pem: pem.cert.clone(),
                 key_pem: pem.key.clone(),
+            })
+            .or_else(|| {
+                let mesh = &self.certs.mesh.client.identity;
+                (req.cert == ClientCert::Mesh).then(|| ClientCertificate {
+                    chain_pem: mesh.chain_pem.clone(),
+                    key_pem: mesh.key_pem.clone(),
+                })
             }),
         });
         let endpoint = Endpoint::Upstream {
