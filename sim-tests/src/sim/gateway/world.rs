@@ -287,6 +287,23 @@ impl<'a> World<'a> {
         }
     }
 
+    /// What the client presents when asked: none, or a certificate and its key.
+    fn client_certificate(&self, cert: ClientCert) -> Option<ClientCertificate> {
+        let (chain_pem, key_pem) = match cert {
+            ClientCert::None => return None,
+            ClientCert::Trusted => (&self.certs.client.cert, &self.certs.client.key),
+            ClientCert::Untrusted => (&self.certs.untrusted.cert, &self.certs.untrusted.key),
+            ClientCert::Mesh => {
+                let mesh = &self.certs.mesh.client.identity;
+                (&mesh.chain_pem, &mesh.key_pem)
+            }
+        };
+        Some(ClientCertificate {
+            chain_pem: chain_pem.clone(),
+            key_pem: key_pem.clone(),
+        })
+    }
+
     /// Client `r`'s TLS, expecting the certificate of the server the reference says serves
     /// it (any server's when none should).
     fn client_tls(
@@ -315,23 +332,7 @@ impl<'a> World<'a> {
                 self.certs.server_root, self.certs.mesh.root_pem
             )),
             insecure_skip_verify: false,
-            client_cert: match req.cert {
-                ClientCert::None => None,
-                ClientCert::Trusted => Some(&self.certs.client),
-                ClientCert::Untrusted => Some(&self.certs.untrusted),
-                ClientCert::Mesh => None,
-            }
-            .map(|pem| ClientCertificate {
-                chain_pem: pem.cert.clone(),
-                key_pem: pem.key.clone(),
-            })
-            .or_else(|| {
-                let mesh = &self.certs.mesh.client.identity;
-                (req.cert == ClientCert::Mesh).then(|| ClientCertificate {
-                    chain_pem: mesh.chain_pem.clone(),
-                    key_pem: mesh.key_pem.clone(),
-                })
-            }),
+            client_cert: self.client_certificate(req.cert),
         });
         let endpoint = Endpoint::Upstream {
             cluster: "sim-client",
