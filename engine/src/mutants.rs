@@ -109,6 +109,13 @@ pub struct Mutations {
     /// Panic mode is never entered: `minHealthPercent` is not read, so a cluster whose hosts
     /// are all ejected answers "no healthy upstream".
     pub panic_threshold_ignored: bool,
+    /// Panic mode of a cluster without localities ignores the overprovisioning factor: below
+    /// `minHealthPercent` available it spreads over every host even when the cluster's health
+    /// (140 % × available share) is full (what Trellis once did; Envoy never panics then).
+    pub panic_without_overprovisioning: bool,
+    /// Panic per priority level judged by the whole cluster's healthy share instead of the
+    /// level's own (`isHostSetInPanic` takes the level's host set).
+    pub priority_panic_per_cluster: bool,
     /// The retry budget (`maxRetries`) is taken without being checked: every retry starts.
     pub retry_budget_ignored: bool,
     /// `refused-stream` retries an HTTP/1 attempt that ended without a response head (a reset,

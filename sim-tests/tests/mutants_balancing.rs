@@ -152,3 +152,37 @@ fn catches_locality_weights_ignored() {
     let seed = first_catching_seed(locality_weights_ignored, Invariant::Balancing, RARE_BUDGET);
     eprintln!("locality weights ignored caught by seed {seed}");
 }
+
+planted!(
+    panic_without_overprovisioning,
+    panic_without_overprovisioning
+);
+
+/// Expected: `EjectedHostUsed` (a cluster with `minHealthPercent` and most of its hosts
+/// healthy picks an ejected host: Envoy's panic needs the level's health, 140 % × the healthy
+/// share, below 100 too, so `minHealthPercent: 100` with 3 of 4 hosts up is no panic). First
+/// caught by seed 6.
+#[test]
+fn catches_panic_without_overprovisioning() {
+    let seed = first_catching_seed(
+        panic_without_overprovisioning,
+        Invariant::EjectedHostUsed,
+        RARE_BUDGET,
+    );
+    eprintln!("panic without overprovisioning caught by seed {seed}");
+}
+
+planted!(priority_panic_per_cluster, priority_panic_per_cluster);
+
+/// Expected: `Balancing` (a pick in a priority whose load is 0: judging every level's panic
+/// by the whole cluster's healthy share puts a healthy-enough level in panic, every level
+/// then, and load follows host counts where Envoy's follows health). First caught by seed 25.
+#[test]
+fn catches_priority_panic_per_cluster() {
+    let seed = first_catching_seed(
+        priority_panic_per_cluster,
+        Invariant::Balancing,
+        RARE_BUDGET,
+    );
+    eprintln!("panic per cluster instead of per priority caught by seed {seed}");
+}

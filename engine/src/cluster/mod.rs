@@ -220,7 +220,7 @@ impl ClusterState {
             self.dirty = false;
             return;
         }
-        self.panic = (available as u64) * 100 < min_health * hosts as u64;
+        self.panic = single_level_panic(available, hosts, min_health);
         let panic = self.panic;
         let eligible = (0..hosts).filter(|&h| panic || !outlier.is_some_and(|o| o.is_ejected(h)));
         self.balancer
@@ -437,6 +437,27 @@ impl ClusterState {
             none_healthy: self.stats.none_healthy,
         }
     }
+}
+
+/// Panic mode of a cluster without priority levels: Envoy's `recalculatePerPriorityPanic` for
+/// its one level. The level is in panic when its health, `min(100, 140 % × available /
+/// hosts)`, is below 100 *and* the available share is below `min_health` (`isHostSetInPanic`):
+/// the overprovisioning factor (Envoy's default, which pilot never changes) means a cluster
+/// with at least ~72 % of its hosts available is never in panic, whatever the threshold, so
+/// `minHealthPercent: 100` does not spread load over the ejected hosts of a mostly healthy
+/// cluster. With nothing available and threshold 0 there is no panic (no healthy upstream).
+fn single_level_panic(available: usize, hosts: usize, min_health: u64) -> bool {
+    let (available, hosts) = (available as u64, hosts as u64);
+    debug_assert!(
+        available <= hosts,
+        "more hosts available than the cluster has"
+    );
+    let factor = u64::from(crate::locality::DEFAULT_OVERPROVISIONING_FACTOR);
+    let below_full_health = factor * available < 100 * hosts;
+    #[cfg(feature = "mutants")]
+    let below_full_health =
+        below_full_health || crate::mutants::route().panic_without_overprovisioning;
+    below_full_health && available * 100 < min_health * hosts
 }
 
 #[cfg(test)]

@@ -118,6 +118,40 @@ fn panic_mode_spreads_over_all_hosts() {
     assert_eq!(c.stats().lb_healthy_panic, 8);
 }
 
+/// Envoy's `recalculatePerPriorityPanic` never puts a level in panic while the normalized
+/// total health is 100, and a level's health is `min(100, 140 × healthy / hosts)`
+/// (load_balancer_impl.cc, `recalculatePerPriorityState`; pilot sets no overprovisioning
+/// factor, so Envoy's default 140 applies). With `minHealthPercent: 100`, 3 of 4 available is
+/// health 105 → 100: no panic, the ejected host is skipped; 2 of 4 is 70: panic.
+#[test]
+fn panic_waits_for_health_below_the_overprovisioned_full() {
+    let mut rng = EngineRng::with_seed(3);
+    let mut c = ClusterState::new(
+        cluster(&[1, 1, 1, 1], LbPolicy::RoundRobin, Some(od(100, 100))),
+        s(0),
+    );
+    c.report(s(1), 0, Outcome::Response(500));
+    for _ in 0..8 {
+        let p = c.pick(&mut rng, &[]).unwrap();
+        assert!(!p.panic && p.host != 0, "75 % available is full health");
+    }
+    assert!(!c.in_panic());
+    c.report(s(1), 1, Outcome::Response(500));
+    let mut seen = [false; 4];
+    for _ in 0..8 {
+        let p = c.pick(&mut rng, &[]).unwrap();
+        assert!(p.panic);
+        seen[p.host] = true;
+    }
+    assert_eq!(
+        seen, [true; 4],
+        "50 % available (health 70) below 100 %: panic"
+    );
+    assert!(!single_level_panic(5, 7, 100), "140 × 5 / 7 = 100");
+    assert!(single_level_panic(4, 7, 100), "140 × 4 / 7 = 80");
+    assert!(!single_level_panic(0, 4, 0), "threshold 0: never");
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Fail(u8),

@@ -17,7 +17,11 @@
 //! - With locality weighting, a locality of the level is chosen by weight × `min(1, factor ×
 //!   healthy / hosts)` (`HostSetImpl::effectiveLocalityWeight`), in smooth weighted round
 //!   robin order (Envoy uses an EDF scheduler: the same sequence up to tie-breaking), then a
-//!   host in it.
+//!   host in it. Every rebuild starts the sequence at a random phase: Envoy builds the
+//!   scheduler with `EdfScheduler::createWithPicks(entries, weight, seed)`, a random number of
+//!   picks already made (`LocalityWrr::rebuildLocalityScheduler`, upstream_impl.cc), so a
+//!   cluster whose hosts flap does not send the first picks of every rebuild to its heaviest
+//!   locality.
 //!
 //! Deliberate simplifications: no degraded hosts (Trellis has no active health checks), the
 //! consistent-hash policies balance over the whole level (Envoy folds locality weights into
@@ -37,6 +41,9 @@ pub(crate) struct Tiers {
     /// Per level, the percentage of attempts it takes; sums to 100.
     load: Vec<u32>,
     weighted: bool,
+    /// The policy hashes (ring hash, Maglev): it balances over the whole level, so the
+    /// locality schedule is never consulted.
+    hashing: bool,
     factor: u64,
 }
 
@@ -113,6 +120,7 @@ impl Tiers {
             levels,
             load,
             weighted: layout.weighted,
+            hashing: matches!(lb, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }),
             factor: u64::from(layout.factor()),
         }
     }
@@ -152,9 +160,24 @@ impl Tiers {
             self.levels.iter_mut().for_each(|l| l.panic = false);
         } else {
             let mut all_panic = true;
+            #[cfg(feature = "mutants")]
+            let cluster_share = crate::mutants::route().priority_panic_per_cluster.then(|| {
+                let hosts = self
+                    .levels
+                    .iter()
+                    .map(|l| l.hosts.len() as u64)
+                    .sum::<u64>();
+                let healthy = self.levels.iter().map(|l| l.healthy as u64).sum::<u64>();
+                (healthy, hosts)
+            });
             for level in &mut self.levels {
                 let total = level.hosts.len() as u64;
                 let healthy_percent_below = |t: u64| (level.healthy as u64) * 100 < t * total;
+                #[cfg(feature = "mutants")]
+                let healthy_percent_below = |t: u64| match cluster_share {
+                    Some((healthy, hosts)) => healthy * 100 < t * hosts,
+                    None => healthy_percent_below(t),
+                };
                 level.panic = total_health < 100 && healthy_percent_below(threshold);
                 all_panic &= level.panic;
             }
@@ -197,6 +220,9 @@ impl Tiers {
                     active,
                     addresses,
                 );
+            }
+            if self.weighted && !self.hashing {
+                start_at_random_phase(&mut level.groups, rng);
             }
         }
     }
@@ -305,6 +331,38 @@ impl Tiers {
                 g.balancer.set_mutations(m);
             }
         }
+    }
+}
+
+/// Pre-picks emulated at most when a level's schedule is rebuilt: the phase is uniform over
+/// schedules up to this period, and close to it beyond.
+const MAX_PRE_PICKS: u64 = 4096;
+
+/// Advance freshly reset `groups` by a random number of picks below the schedule's period
+/// (Envoy's `createWithPicks`). Only when two groups or more have weight: with one the phase
+/// is moot, and no draw is spent.
+fn start_at_random_phase(groups: &mut [Group], rng: &mut EngineRng) {
+    debug_assert!(
+        groups.iter().all(|g| g.current == 0),
+        "schedule reset first"
+    );
+    let weighted = groups.iter().filter(|g| g.effective > 0);
+    if weighted.clone().count() < 2 {
+        return;
+    }
+    let divisor = weighted.fold(0u64, |d, g| gcd(d, g.effective.unsigned_abs()));
+    let total: u64 = groups.iter().map(|g| g.effective.unsigned_abs()).sum();
+    let period = (total / divisor.max(1)).clamp(1, MAX_PRE_PICKS);
+    for _ in 0..rng.below_u64(period) {
+        choose_group(groups);
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

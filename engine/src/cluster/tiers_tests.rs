@@ -207,3 +207,27 @@ fn a_layout_must_place_every_endpoint_once() {
         Err(LocalityLbError::OutOfRange { .. })
     ));
 }
+
+/// Envoy rebuilds a level's locality scheduler with `EdfScheduler::createWithPicks(entries,
+/// weight, seed)` (`LocalityWrr::rebuildLocalityScheduler`, upstream_impl.cc): a random number
+/// of picks already made, so the first picks after a rebuild are not always the heaviest
+/// locality's. Weights 5 and 1: the first pick of a fresh schedule lands in the light one
+/// about once in six, never in none.
+#[test]
+fn a_rebuilt_locality_schedule_starts_at_a_random_phase() {
+    let mut light_first = 0;
+    for seed in 0..600 {
+        let mut rng = EngineRng::with_seed(seed);
+        let mut state = ClusterState::new(
+            layered(&[(0, 5, 1), (0, 1, 1)], true, LbPolicy::RoundRobin, 0),
+            Instant::ZERO,
+        );
+        if state.pick(&mut rng, &[]).expect("a host").host == 1 {
+            light_first += 1;
+        }
+    }
+    assert!(
+        (50..=160).contains(&light_first),
+        "{light_first} of 600 first picks in the weight-1 locality, expected about 100"
+    );
+}

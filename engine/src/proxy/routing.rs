@@ -206,10 +206,17 @@ impl Engine {
             route_index,
             match_index,
         };
-        // A preflight the CORS policy answers is the route's own answer, after its fault.
+        // A preflight the CORS policy answers is the route's own answer, after its fault. Envoy
+        // draws a weighted destination when it resolves the route, before any filter, and the
+        // access log names it (`setUpstreamClusterInfo` in ActiveStream::refreshCachedRoute),
+        // so the preflight's record carries a destination drawn by weight, never the first.
         if let Some(cors) = snapshot.router.cors(table_index, vhost, route_index) {
             if self.latch_cors(id, cors) {
-                self.set_route(id, table_index, vhost, route_index, 0);
+                let dest_index = match &route.action {
+                    RouteAction::Forward(dests) => self.pick_destination(dests).unwrap_or(0),
+                    _ => 0,
+                };
+                self.set_route(id, table_index, vhost, route_index, dest_index);
                 self.inject_delay(now, id, route);
                 return;
             }
@@ -245,6 +252,17 @@ impl Engine {
         }
     }
 
+    /// The index of a weighted draw among `dests` (Istio `route[].weight`); `None` when every
+    /// weight is 0.
+    fn pick_destination(&mut self, dests: &[WeightedCluster]) -> Option<usize> {
+        #[cfg(feature = "mutants")]
+        let inclusive = self.mutations.weighted_pick_inclusive;
+        #[cfg(not(feature = "mutants"))]
+        let inclusive = false;
+        route::weighted::pick_weighted_with(dests, &mut self.rng, inclusive)
+            .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
+    }
+
     /// A route matched that forwards: pick the destination, rewrite the head, inject faults,
     /// and start the first attempt.
     fn forward(
@@ -257,13 +275,7 @@ impl Engine {
         dests: &[WeightedCluster],
     ) {
         let route = matched.route;
-        #[cfg(feature = "mutants")]
-        let inclusive = self.mutations.weighted_pick_inclusive;
-        #[cfg(not(feature = "mutants"))]
-        let inclusive = false;
-        let Some(dest_index) = route::weighted::pick_weighted_with(dests, &mut self.rng, inclusive)
-            .and_then(|d| dests.iter().position(|x| std::ptr::eq(x, d)))
-        else {
+        let Some(dest_index) = self.pick_destination(dests) else {
             self.no_healthy_upstream(now, id);
             return;
         };

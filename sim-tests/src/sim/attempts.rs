@@ -233,16 +233,19 @@ impl Mesh<'_> {
         // rebuilds its schedulers), panic mode or not, so the hosts not ejected go into it
         // even when panic mode makes every host eligible.
         let epoch = state.stats().ejections_total.rotate_left(32) ^ after;
-        // Panic mode (`minHealthPercent`): the balancer picks among every host.
-        let ejected = |set: u64| hosts - set.count_ones() as usize;
+        // Panic mode (`minHealthPercent`): the balancer picks among every host of each level
+        // in panic. A locality layout's key keeps the hosts not ejected: its checks derive the
+        // levels in panic from them (`check_locality`).
         let stable = before == after;
-        if self.in_panic(c, ejected(before)) {
-            before = all;
-        }
-        if self.in_panic(c, ejected(after)) {
-            after = all;
-        }
-        (before & after, (epoch, after), stable)
+        let up_after = after;
+        before = self.pickable(c, before);
+        after = self.pickable(c, after);
+        let key_set = if self.version_of(c).locality.is_some() {
+            up_after
+        } else {
+            after
+        };
+        (before & after, (epoch, key_set), stable)
     }
 
     /// Sidecar `sc` opened `conn` to `addr`'s endpoint `ep` (a pick by its balancer).

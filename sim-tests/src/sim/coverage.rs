@@ -273,6 +273,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
                 .is_some_and(|o| o.min_health_percent > 0)
             {
                 out.push("outlier minHealthPercent (panic mode)");
+                if ver.locality.is_some() {
+                    out.push("outlier minHealthPercent with localities (panic per priority)");
+                }
             }
             out.extend(
                 ver.locality

@@ -82,6 +82,7 @@ pub const ALL: &[&str] = &[
     "localityLbSetting failover entry (weighted localities)",
     "localityLbSetting distribute",
     "outlier minHealthPercent (panic mode)",
+    "outlier minHealthPercent with localities (panic per priority)",
     "pool idleTimeout of milliseconds",
     "pool maxRetries (retry budget)",
     "lb LEAST_REQUEST with 3 to 5 choices",

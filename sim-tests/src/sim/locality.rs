@@ -14,25 +14,28 @@
 //! **Reference semantics** (Envoy's `LoadBalancerBase`, source/extensions/
 //! load_balancing_policies/common/load_balancer_impl.cc, as documented in Envoy's
 //! "Priority levels" and "Locality weighted load balancing" pages), written here without the
-//! engine's code: a priority's health is `min(100, 140 × eligible / hosts)` (integer
-//! division); the normalized total is `min(100, Σ health)`; each level in order takes
-//! `min(left, health × 100 / total)` of 100 and what rounding leaves goes to the first level
-//! with health; with nothing healthy anywhere (and no panic threshold) all load is level 0's.
-//! Within a weighted level a locality's effective weight is `weight × min(1, 1.4 × eligible /
-//! hosts)`; when no locality has any, the level's eligible hosts are pooled.
+//! engine's code: levels' health, loads and panic are [`super::priority`]'s (each level in
+//! order takes `min(left, health × 100 / total)` of 100, what rounding leaves goes to the
+//! first level with health; a level in panic pools all its hosts; all levels in panic: load by
+//! host counts). Within a weighted level not in panic a locality's effective weight is
+//! `weight × min(1, 1.4 × eligible / hosts)`; when no locality has any, the level's eligible
+//! hosts are pooled.
 //!
 //! Checked on fresh picks (first attempts of untroubled requests, stable eligible set, no pool
 //! limit), pooled over sidecars (they share the layout):
-//! - a pick never lands in a level whose load is 0, nor (weighted, not hashing) in a locality
-//!   of effective weight 0 while another locality of the level has some;
+//! - a pick never lands in a level whose load is 0, nor (weighted, not hashing, the level not
+//!   in panic) in a locality of effective weight 0 while another locality of the level has
+//!   some;
 //! - the share of picks in each level is Binomial(n, load/100) at the 1e-7 bound of
 //!   [`super::balance`] (levels are drawn at random, except by the hashing policies, whose
 //!   draw is the request's hash and is left out), and each locality's share of its weighted
 //!   level is held to its effective weight the same way (Envoy's scheduler is deterministic
 //!   and stays closer to the weights than random draws would).
 //!
-//! Versions in panic mode (`minHealthPercent`) draw no locality: the driver's eligible sets
-//! treat panic per cluster, where Envoy's is per priority.
+//! Versions with a panic threshold (`minHealthPercent`) draw localities too: the driver's
+//! eligible sets ([`Mesh::pickable`]) add the hosts of each level in panic, and the balancer
+//! key of a locality version holds the hosts not ejected, from which these checks derive the
+//! levels in panic.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +46,7 @@ use super::attempts::Pick;
 use super::balance::binomial_ok;
 use super::check::Invariant;
 use super::mesh::Mesh;
+use super::priority::{level_loads, panic_levels};
 use super::scenario::{EndpointSpec, Scenario, Version};
 
 /// A version's `localityLbSetting` and where its endpoints run.
@@ -135,6 +139,19 @@ impl LocalitySpec {
             .collect()
     }
 
+    /// The hosts of each priority level (bit per host, hosts 0..64), in priority order.
+    pub(super) fn level_masks(&self, endpoints: &[EndpointSpec]) -> Vec<u64> {
+        let groups = self.groups(endpoints);
+        let levels = groups.iter().map(|g| g.priority).max().map_or(0, |m| m + 1) as usize;
+        let mut masks = vec![0u64; levels.max(1)];
+        for g in &groups {
+            for &h in g.hosts.iter().filter(|&&h| h < 64) {
+                masks[g.priority as usize] |= 1 << h;
+            }
+        }
+        masks
+    }
+
     /// The coverage table's row for this setting.
     pub(super) fn coverage_row(&self) -> &'static str {
         match self.mode {
@@ -169,19 +186,18 @@ impl LocalitySpec {
     }
 }
 
-/// Draws `localityLbSetting` on some versions of `scn` (with two endpoints or more, not in
-/// panic mode), from a stream of its own so that seeds drawing none keep their scenario.
+/// Draws `localityLbSetting` on some versions of `scn` (with two endpoints or more), from a
+/// stream of its own so that seeds drawing none keep their scenario.
 pub(super) fn generate(seed: u64, scn: &mut Scenario) {
     let mut r = fastrand::Rng::with_seed(seed ^ 0x10ca_1177_0000_0015);
     for ver in scn.services.iter_mut().flat_map(|s| &mut s.versions) {
-        if r.u8(0..100) >= 20 {
+        // Versions with a panic threshold draw localities more often: panic per priority
+        // level needs both, and ejections enough to degrade every level.
+        let panic = (ver.outlier.as_ref()).is_some_and(|o| o.min_health_percent > 0);
+        if r.u8(0..100) >= if panic { 60 } else { 20 } {
             continue;
         }
-        let panic = ver
-            .outlier
-            .as_ref()
-            .is_some_and(|o| o.min_health_percent > 0);
-        if ver.endpoints.len() < 2 || panic {
+        if ver.endpoints.len() < 2 {
             continue;
         }
         let n = r.usize(2..=4);
@@ -197,32 +213,13 @@ pub(super) fn generate(seed: u64, scn: &mut Scenario) {
                 weights: (0..n).map(|_| [0, 1, 10, 50, 80][r.usize(0..5)]).collect(),
             },
         };
+        // Panic per level shows once most of a level is ejected: let half of these versions
+        // eject every host.
+        if let Some(o) = ver.outlier.as_mut().filter(|_| panic && r.bool()) {
+            o.max_ejection_percent = 100;
+        }
         ver.locality = Some(LocalitySpec { localities, mode });
     }
-}
-
-/// Envoy's per-level loads (percent) for levels of `(hosts, eligible)`.
-fn level_loads(levels: &[(u64, u64)]) -> Vec<u64> {
-    let factor = u64::from(DEFAULT_OVERPROVISIONING_FACTOR);
-    let health: Vec<u64> = levels
-        .iter()
-        .map(|&(hosts, eligible)| (factor * eligible).checked_div(hosts).unwrap_or(0).min(100))
-        .collect();
-    let total = health.iter().sum::<u64>().min(100);
-    let mut load = vec![0; levels.len().max(1)];
-    if total == 0 {
-        load[0] = 100;
-        return load;
-    }
-    let mut left = 100u64;
-    for (i, h) in health.iter().enumerate() {
-        load[i] = (h * 100 / total).min(left);
-        left -= load[i];
-    }
-    if let Some(first) = health.iter().position(|&h| h > 0) {
-        load[first] += left;
-    }
-    load
 }
 
 /// `(hosts, eligible hosts)` of each of `levels` priorities under the eligible `mask`.
@@ -260,7 +257,7 @@ struct Tally {
 }
 
 impl Mesh<'_> {
-    fn version_of(&self, c: usize) -> &Version {
+    pub(crate) fn version_of(&self, c: usize) -> &Version {
         let info = &self.cluster_info[c];
         &self.scn.services[info.service].versions[info.version]
     }
@@ -306,13 +303,14 @@ impl Mesh<'_> {
             let groups = spec.groups(&ver.endpoints);
             let levels = groups.iter().map(|g| g.priority).max().map_or(0, |m| m + 1) as usize;
             let weighted = spec.weighted() && !hashing;
+            let threshold = self.panic_threshold(c);
             for p in picks {
                 if !(p.stable && matches!(p.req, Some((r, 0)) if !self.troubled_request(r))) {
                     continue;
                 }
                 let mask = p.key.1;
                 let per_level = hosts_per_level(&groups, levels, mask);
-                let load = level_loads(&per_level);
+                let load = level_loads(&per_level, threshold);
                 let Some(gi) = groups.iter().position(|g| g.hosts.contains(&p.host)) else {
                     continue;
                 };
@@ -327,7 +325,8 @@ impl Mesh<'_> {
                 }
                 let tally = tallies.entry((c, mask)).or_default();
                 *tally.levels.entry(level).or_default() += 1;
-                if !weighted {
+                // A level in panic pools all of its hosts: no locality is chosen there.
+                if !weighted || panic_levels(&per_level, threshold)[level] {
                     continue;
                 }
                 let in_level: Vec<&Group> = groups
@@ -366,7 +365,9 @@ impl Mesh<'_> {
         let groups = spec.groups(&ver.endpoints);
         let levels = groups.iter().map(|g| g.priority).max().map_or(0, |m| m + 1) as usize;
         let per_level = hosts_per_level(&groups, levels, mask);
-        let load = level_loads(&per_level);
+        let threshold = self.panic_threshold(c);
+        let load = level_loads(&per_level, threshold);
+        let panic = panic_levels(&per_level, threshold);
         let n: u64 = tally.levels.values().sum();
         if n >= 20 {
             for (level, &l) in load.iter().enumerate() {
@@ -379,7 +380,7 @@ impl Mesh<'_> {
                 }
             }
         }
-        for level in 0..levels {
+        for level in (0..levels).filter(|&l| !panic[l]) {
             let in_level: Vec<&Group> = groups
                 .iter()
                 .filter(|g| g.priority as usize == level)
@@ -435,17 +436,5 @@ mod tests {
         assert_eq!(prio, vec![0, 1]);
         assert!(!plain.layout(&eps(4)).weighted);
         assert!(spec.layout(&eps(5)).weighted);
-    }
-
-    /// Envoy's `distributeLoad`: 3 of 4 healthy is health 105 → 100, all load stays; 2 of 4
-    /// is 70, and the next level takes the rest; nothing healthy: level 0 keeps 100.
-    #[test]
-    fn level_loads_follow_envoy() {
-        assert_eq!(level_loads(&[(4, 3), (2, 2)]), vec![100, 0]);
-        assert_eq!(level_loads(&[(4, 2), (2, 2)]), vec![70, 30]);
-        assert_eq!(level_loads(&[(4, 0), (2, 0)]), vec![100, 0]);
-        assert_eq!(level_loads(&[(4, 0), (2, 1)]), vec![0, 100]);
-        // 1 of 3 healthy: 46; 1 of 3 again: 46; total 92 → 50 and 50 (rounding: 50 + 50).
-        assert_eq!(level_loads(&[(3, 1), (3, 1)]), vec![50, 50]);
     }
 }

@@ -26,7 +26,7 @@
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `events` (what it fires) and `state`
 //! (its parts), `server` / `client` + `head_limits` + `path_dirt` + [`cors`] + `access_log` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
-//! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + [`backpressure`] + [`check`]
+//! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + `priority` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
 //! reports, replay commands), [`mtls`] (mTLS hops and authorization: a world of its own), [`mirror`] (traffic mirroring:
 //! another), [`tcp`] (L4 relaying behind the outbound capture listener: a third), [`gateway`]
@@ -64,6 +64,7 @@ mod path_dirt;
 mod pattern;
 mod pick;
 pub mod plane;
+mod priority;
 pub mod queue;
 pub mod reference;
 pub mod report;

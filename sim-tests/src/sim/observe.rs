@@ -100,12 +100,17 @@ impl Mesh<'_> {
             }
             let unlimited = self.cluster_info[c].max_connections.is_none();
             // Panic mode (`minHealthPercent`) lets the balancer use ejected hosts.
-            let ejected_before = self.sidecars[sc].hosts[c]
-                .iter()
-                .filter(|w| w.ejected)
-                .count();
-            let panic_after = self.in_panic(c, ejected_now);
-            let panic = self.in_panic(c, ejected_before) || panic_after;
+            let up_before = (self.sidecars[sc].hosts[c].iter().take(64).enumerate())
+                .fold(0u64, |m, (h, w)| if w.ejected { m } else { m | 1 << h });
+            let up_now = (buf.iter().take(64).enumerate()).fold(0u64, |m, (h, n)| {
+                if n.ejected {
+                    m
+                } else {
+                    m | 1 << h
+                }
+            });
+            let panic_after = self.any_panic(c, up_now);
+            let panic = self.any_panic(c, up_before) || panic_after;
             let now = self.now;
             let watch = &mut self.sidecars[sc].panic[c];
             if panic || watch.0 {

@@ -1,6 +1,6 @@
 //! Picks: no request goes to a host that was ejected before it started and still is, unless
-//! the cluster is in panic (Envoy's `isHostSetInPanic`), when the balancer picks among all
-//! hosts. The hosts' ejection model is `ejection`'s.
+//! its priority level is in panic ([`super::priority`]), when the balancer picks among all of
+//! the level's hosts. The hosts' ejection model is `ejection`'s.
 
 use super::check::Invariant;
 use super::ejection::HostNow;
@@ -24,11 +24,12 @@ impl Mesh<'_> {
         let Some(r) = self.requests.get(req) else {
             return;
         };
-        let before = self.sidecars[sc].hosts[c]
-            .iter()
-            .filter(|w| w.ejected)
-            .count();
-        let after = state.iter().filter(|s| s.ejected).count();
+        let up = |ejected: &mut dyn Iterator<Item = bool>| {
+            (ejected.take(64).enumerate()).fold(0u64, |m, (i, e)| if e { m } else { m | 1 << i })
+        };
+        let before = up(&mut self.sidecars[sc].hosts[c].iter().map(|w| w.ejected));
+        let after = up(&mut state.iter().map(|s| s.ejected));
+        let bit = 1u64 << h.min(63);
         // A request picked in panic mode and queued for a connection reaches its host later,
         // maybe after panic ended: panic at any time since the request started allows it.
         let (panic_on, last_on) = self.sidecars[sc].panic[c];
@@ -36,8 +37,8 @@ impl Mesh<'_> {
         if w.ejected
             && w.ejected_at < r.start
             && state.get(h).is_some_and(|s| s.ejected)
-            && !self.in_panic(c, before)
-            && !self.in_panic(c, after)
+            && self.pickable(c, before) & bit == 0
+            && self.pickable(c, after) & bit == 0
             && !panicked_since_start
         {
             let msg = format!(
@@ -48,21 +49,5 @@ impl Mesh<'_> {
             self.violations
                 .report(Invariant::EjectedHostUsed, self.now, msg);
         }
-    }
-}
-
-impl Mesh<'_> {
-    /// Whether cluster `c`'s balancer is in panic mode with `ejected` of its hosts ejected:
-    /// Envoy's `isHostSetInPanic`, the share of hosts not ejected below `minHealthPercent`
-    /// (Istio maps it to the panic threshold). In panic it picks among all hosts.
-    pub(crate) fn in_panic(&self, c: usize, ejected: usize) -> bool {
-        let info = &self.cluster_info[c];
-        let ver = &self.scn.services[info.service].versions[info.version];
-        let min = ver
-            .outlier
-            .as_ref()
-            .map_or(0, |o| o.min_health_percent.min(100));
-        let hosts = ver.endpoints.len() as u64;
-        hosts.saturating_sub(ejected as u64) * 100 < u64::from(min) * hosts
     }
 }
