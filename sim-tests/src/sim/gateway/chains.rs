@@ -51,7 +51,7 @@ fn chains(spec: &GatewaySpec) -> Vec<(Vec<&'static str>, Chain)> {
                 hosts.clone()
             }
         };
-        if server.mode == Mode::TlsTcp {
+        if server.mode.relays_tcp() {
             // No rule, no chain ("listener missed network filter").
             if let Some(backend) = tcp_backend(spec, s) {
                 out.push((names(), Chain::TerminatedTcp { server: s, backend }));

@@ -106,7 +106,15 @@ impl World<'_> {
             expected,
             Expected::Passthrough(_) | Expected::TcpRelay { .. }
         );
-        if !relays && !state.relayed.is_empty() {
+        // Envoy's tcp_proxy connects upstream as the connection is accepted (`onNewConnection`,
+        // the default IMMEDIATE connect mode), before the handshake that refuses the client
+        // ends: a refused client of a TCP chain may open its backend's connection, never send
+        // it a byte.
+        let refused_tcp = matches!(expected, Expected::ClientRefused(s)
+            if self.spec.servers[s].mode.relays_tcp());
+        let sent_nothing = state.relayed.iter().all(|(_, _, bytes)| bytes.is_empty());
+        let may_open_backend = relays || (refused_tcp && sent_nothing);
+        if !may_open_backend && !state.relayed.is_empty() {
             problems.push((
                 Invariant::Routing,
                 "relayed to a backend's TLS or TCP port".to_string(),

@@ -198,7 +198,7 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
             Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::IstioMutual => {
                 ("HTTPS", format!("https-{s}"))
             }
-            Mode::Passthrough | Mode::TlsTcp => ("TLS", format!("tls-{s}")),
+            Mode::Passthrough | Mode::TlsTcp | Mode::TlsTcpMutual => ("TLS", format!("tls-{s}")),
         };
         let _ = writeln!(
             out,
@@ -227,6 +227,9 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
             Mode::Passthrough => out.push_str("    tls: {mode: PASSTHROUGH}\n"),
             Mode::TlsTcp => {
                 let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
+            }
+            Mode::TlsTcpMutual => {
+                let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
             }
         }
     }

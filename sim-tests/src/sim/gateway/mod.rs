@@ -4,8 +4,9 @@
 //! configured the way users configure one. In the seeds whose swarm has it
 //! ([`GatewaySpec::from_seed`], a sixth of them) this world runs after the others: one or two
 //! Gateways selecting one gateway proxy, with plain-text HTTP servers on port 80 (some with
-//! `httpsRedirect`) and TLS servers on port 443 (`SIMPLE` or `MUTUAL`, each its own
-//! certificate from a Secret named by `credentialName`, or `PASSTHROUGH`), hosts drawn from
+//! `httpsRedirect`) and TLS servers on port 443 (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`, each
+//! its own certificate from a Secret named by `credentialName`, `ISTIO_MUTUAL`, `PASSTHROUGH`,
+//! and `TLS` servers terminated for TCP in `SIMPLE` or `MUTUAL` mode), hosts drawn from
 //! exact names, wildcards and `*`; VirtualServices bound to a Gateway or not (short and
 //! qualified names, `mesh`, both, another gateway) with `http` rules matching `uri.prefix`,
 //! `port`, `gateways`, `sourceLabels` and `sourceNamespace`, and `tls` rules by `sniHosts`;

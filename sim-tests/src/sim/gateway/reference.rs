@@ -246,8 +246,14 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     let chain = match chain_for(spec, req.sni.map(|n| NAMES[n])) {
         None => return Expected::NoChain,
         Some(Chain::Passthrough(backend)) => return Expected::Passthrough(backend),
+        // A MUTUAL server's handshake fails without a certificate from `caCertificates`
+        // before a byte is relayed.
         Some(Chain::TerminatedTcp { server, backend }) => {
-            return Expected::TcpRelay { server, backend }
+            let mode = spec.servers[server].mode;
+            if mode == Mode::TlsTcpMutual && req.cert != ClientCert::Trusted {
+                return Expected::ClientRefused(server);
+            }
+            return Expected::TcpRelay { server, backend };
         }
         Some(Chain::Terminating(s)) => s,
     };

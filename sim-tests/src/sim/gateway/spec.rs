@@ -73,6 +73,9 @@ pub enum Mode {
     /// A `TLS` server on port 443 with `tls.mode: SIMPLE`: terminated here, its plaintext
     /// relayed by the first bound VirtualService's applying `tcp` rule.
     TlsTcp,
+    /// [`Mode::TlsTcp`] with `tls.mode: MUTUAL`: the handshake requires a client certificate
+    /// from the clients' CA before anything is relayed.
+    TlsTcpMutual,
 }
 
 impl Mode {
@@ -84,7 +87,8 @@ impl Mode {
             | Mode::OptionalMutual
             | Mode::IstioMutual
             | Mode::Passthrough
-            | Mode::TlsTcp => HTTPS_PORT,
+            | Mode::TlsTcp
+            | Mode::TlsTcpMutual => HTTPS_PORT,
         }
     }
 
@@ -96,13 +100,26 @@ impl Mode {
     pub fn terminates(self) -> bool {
         matches!(
             self,
-            Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::IstioMutual | Mode::TlsTcp
+            Mode::Simple
+                | Mode::Mutual
+                | Mode::OptionalMutual
+                | Mode::IstioMutual
+                | Mode::TlsTcp
+                | Mode::TlsTcpMutual
         )
+    }
+
+    /// A `TLS` server terminated here for TCP (`SIMPLE` or `MUTUAL`).
+    pub fn relays_tcp(self) -> bool {
+        matches!(self, Mode::TlsTcp | Mode::TlsTcpMutual)
     }
 
     /// The server checks client certificates against `caCertificates` (its Secret's `ca.crt`).
     pub fn asks_for_certificates(self) -> bool {
-        matches!(self, Mode::Mutual | Mode::OptionalMutual)
+        matches!(
+            self,
+            Mode::Mutual | Mode::OptionalMutual | Mode::TlsTcpMutual
+        )
     }
 }
 
@@ -310,9 +327,15 @@ impl GatewaySpec {
                 // SNI has two such chains to choose between.
                 let last_tcp = servers
                     .last()
-                    .is_some_and(|s: &GwServer| s.mode == Mode::TlsTcp);
+                    .is_some_and(|s: &GwServer| s.mode.relays_tcp());
                 let mode = if port_tls && last_tcp && r.bool() {
                     Mode::TlsTcp
+                } else {
+                    mode
+                };
+                // A third of them ask for client certificates.
+                let mode = if mode == Mode::TlsTcp && r.u8(0..3) == 0 {
+                    Mode::TlsTcpMutual
                 } else {
                     mode
                 };
@@ -338,7 +361,7 @@ impl GatewaySpec {
         if servers.iter().any(|s| s.mode == Mode::Passthrough) {
             draw_tls_rules(r, &servers, &mut virtual_services, backends);
         }
-        if servers.iter().any(|s| s.mode == Mode::TlsTcp) {
+        if servers.iter().any(|s| s.mode.relays_tcp()) {
             for vs in virtual_services.iter_mut() {
                 if r.u8(0..3) == 0 {
                     continue;
@@ -431,7 +454,10 @@ impl GatewaySpec {
         {
             out.push("gateway world: PASSTHROUGH server with tls rules");
         }
-        if mode(Mode::TlsTcp)
+        if mode(Mode::TlsTcpMutual) {
+            out.push("gateway world: TLS-terminated TCP server with MUTUAL");
+        }
+        if (mode(Mode::TlsTcp) || mode(Mode::TlsTcpMutual))
             && self
                 .virtual_services
                 .iter()
