@@ -74,7 +74,10 @@ impl Engine {
             },
             _ => Inbound::Reading,
         };
-        let request = Request {
+        // Built inside the closure, which `insert_with` inlines: the compiler can then write
+        // the (kilobyte-sized) request straight into its slot instead of building it on the
+        // stack and copying it in.
+        let id = self.requests.insert_with(|_| Request {
             down,
             stream,
             snapshot: snapshot.clone(),
@@ -99,8 +102,7 @@ impl Engine {
             response: ResponseState::default(),
             mirrors: Vec::new(),
             head,
-        };
-        let id = self.requests.insert_with(|_| request);
+        });
         self.arm_request_timer(id);
         if let Some(d) = self.conns.down_mut(down) {
             d.state = DownState::Active(id);

@@ -41,7 +41,9 @@ impl<K: SlabKey, T> Slab<K, T> {
         self.len
     }
 
-    /// Inserts the value built from its own id.
+    /// Inserts the value built from its own id. Inlined so that a value built in `make` can
+    /// be written where it will live rather than moved there.
+    #[inline]
     pub fn insert_with(&mut self, make: impl FnOnce(K) -> T) -> K {
         self.len += 1;
         if let Some(index) = self.free.pop() {
