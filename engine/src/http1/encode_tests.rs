@@ -222,6 +222,8 @@ fn numbers_are_written_as_format_writes_them() {
         .unwrap()
         .0;
         head.framing = BodyFraming::ContentLength(n);
+        // Parsed without a length the head was close-delimited: not kept alive.
+        head.keep_alive = true;
         let mut out = BytesMut::new();
         encode_response_head(&head, &mut out);
         assert_eq!(
