@@ -12,21 +12,55 @@ use super::head::{BodyFraming, RequestHead, ResponseHead};
 use super::reason::reason_phrase;
 use super::syntax::{is_token, is_vchar};
 
-/// Writes `n` in decimal without allocating.
-pub(crate) fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
+/// The decimal pairs "00" to "99", so that a number is written two digits per division.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Writes `n`'s decimal digits into `buf` so that they end at `end`, and returns where they
+/// start. Two digits per step (a status and a content length go out with every response,
+/// and a division per digit was most of what writing them cost). `end` must leave room for
+/// `n`'s digits (20 for any `u64`).
+fn decimal_into(buf: &mut [u8], end: usize, mut n: u64) -> usize {
+    debug_assert!(
+        end <= buf.len() && (end >= 20 || n < 10u64.pow(end as u32)),
+        "room for {n} before {end}"
+    );
+    let mut at = end;
+    let mut put_pair = |at: usize, pair: usize| {
+        if let (Some(dst), Some(src)) = (buf.get_mut(at..at + 2), DIGIT_PAIRS.get(pair..pair + 2)) {
+            dst.copy_from_slice(src);
         }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
+    };
+    while n >= 100 {
+        at -= 2;
+        put_pair(at, (n % 100) as usize * 2);
+        n /= 100;
+    }
+    if n >= 10 {
+        at -= 2;
+        put_pair(at, n as usize * 2);
+    } else {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + n as u8;
         }
     }
-    out.put_slice(digits.get(i..).unwrap_or_default());
+    at
+}
+
+/// Writes `n` in decimal without allocating.
+pub(crate) fn put_decimal(out: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
+    let start = decimal_into(&mut digits, 20, n);
+    out.put_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// Writes a request-target, percent-encoding any byte that is not VCHAR (so a rewritten path
@@ -89,9 +123,19 @@ fn put_headers(out: &mut BytesMut, headers: &Fields) {
 fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
     match framing {
         BodyFraming::ContentLength(n) => {
-            out.put_slice(b"content-length: ");
-            put_decimal(out, n);
-            out.put_slice(b"\r\n");
+            // The whole line laid out on the stack and written at once: the digits end
+            // before the CRLF, and the fixed-length name goes right before them.
+            const NAME: &[u8; 16] = b"content-length: ";
+            let mut line = [0u8; 16 + 20 + 2];
+            let end = line.len() - 2;
+            if let Some(crlf) = line.get_mut(end..) {
+                crlf.copy_from_slice(b"\r\n");
+            }
+            let start = decimal_into(&mut line, end, n) - NAME.len();
+            if let Some(name) = line.get_mut(start..start + NAME.len()) {
+                name.copy_from_slice(NAME);
+            }
+            out.put_slice(line.get(start..).unwrap_or_default());
         }
         BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         BodyFraming::None | BodyFraming::CloseDelimited => {}
@@ -128,9 +172,16 @@ pub fn encode_request_head(head: &RequestHead, out: &mut BytesMut) {
 }
 
 fn put_status_line(out: &mut BytesMut, status: u16, reason: &str) {
-    out.put_slice(b"HTTP/1.1 ");
-    put_decimal(out, u64::from(status));
-    out.put_u8(b' ');
+    if (100..1000).contains(&status) {
+        // Every status a parsed response or the mesh has: "HTTP/1.1 NNN " in one write.
+        let mut start = *b"HTTP/1.1 000 ";
+        decimal_into(&mut start, 12, u64::from(status));
+        out.put_slice(&start);
+    } else {
+        out.put_slice(b"HTTP/1.1 ");
+        put_decimal(out, u64::from(status));
+        out.put_u8(b' ');
+    }
     put_field_text(out, reason.as_bytes());
     out.put_slice(b"\r\n");
 }

@@ -178,3 +178,60 @@ fn reason_phrases_in_status_line() {
     encode_local_response(431, &[], b"", true, &mut out);
     assert!(text(&out).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
 }
+
+#[test]
+fn numbers_are_written_as_format_writes_them() {
+    // Statuses (the one-write status line for 100..=999, the old path outside it) and content
+    // lengths (two digits per step, the name laid out before them) against `format!`.
+    for status in (0..1200u16).chain([9999, 10_000, u16::MAX]) {
+        let head = ResponseHead {
+            version: Version::Http11,
+            status,
+            reason: "R".into(),
+            headers: Fields::new(),
+            framing: BodyFraming::None,
+            keep_alive: true,
+        };
+        let mut out = BytesMut::new();
+        encode_response_head(&head, &mut out);
+        assert_eq!(text(&out), format!("HTTP/1.1 {status} R\r\n\r\n"));
+    }
+    let mut lengths = vec![
+        0,
+        9,
+        10,
+        99,
+        100,
+        999,
+        1000,
+        1024,
+        65_535,
+        u64::MAX,
+        u64::MAX - 1,
+    ];
+    lengths.extend((0..64).map(|shift| 1u64 << shift));
+    lengths.extend((1..20).map(|exp| 10u64.pow(exp) - 1));
+    lengths.extend((1..20).map(|exp| 10u64.pow(exp)));
+    for n in lengths {
+        let mut head = parse_response_head(
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            &Limits::default(),
+            &http::Method::GET,
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        head.framing = BodyFraming::ContentLength(n);
+        // Parsed without a length the head was close-delimited: not kept alive.
+        head.keep_alive = true;
+        let mut out = BytesMut::new();
+        encode_response_head(&head, &mut out);
+        assert_eq!(
+            text(&out),
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n")
+        );
+        let mut out = BytesMut::new();
+        super::encode::put_decimal(&mut out, n);
+        assert_eq!(text(&out), n.to_string());
+    }
+}

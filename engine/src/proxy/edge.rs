@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
-use crate::config::EdgeHeaders;
+use crate::config::{EdgeHeaders, Listener};
 use crate::http1::names::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::http1::{valid_value, value_str, FieldName, Fields};
 
@@ -68,20 +68,18 @@ pub(crate) struct EdgeConnection {
 
 impl Engine {
     /// Apply the edge rules to a new request's head when `listener` is an edge listener.
-    pub(super) fn edge_headers(&self, down: DownstreamId, listener: &str, headers: &mut Fields) {
-        let Some(edge) = self.edge_of(listener) else {
+    pub(super) fn edge_headers(
+        &self,
+        down: DownstreamId,
+        listener: Option<&Listener>,
+        headers: &mut Fields,
+    ) {
+        let Some(edge) = listener.and_then(|l| l.edge) else {
             return;
         };
         if let Some(conn) = self.edge_connection(down) {
             mutate_request_headers(edge, conn, headers);
         }
-    }
-
-    /// The edge settings of `listener`, if it is an edge listener.
-    pub(super) fn edge_of(&self, listener: &str) -> Option<EdgeHeaders> {
-        self.snapshot
-            .listener_named(listener)
-            .and_then(|(l, _)| l.edge)
     }
 
     fn edge_connection(&self, down: DownstreamId) -> Option<EdgeConnection> {

@@ -2,7 +2,7 @@
 //! before routing, and the upstream head it makes of the client's (hop-by-hop fields out,
 //! header edits in, `x-request-id`, `x-forwarded-proto` and `via` added).
 
-use crate::config::{ForwardClientCert, Route, WeightedCluster};
+use crate::config::{ForwardClientCert, Listener, Route, WeightedCluster};
 use bytes::Bytes;
 
 use crate::http1::{self, names, RequestHead};
@@ -21,10 +21,9 @@ impl Engine {
     pub(super) fn forward_client_cert(
         &self,
         down: DownstreamId,
-        listener: &str,
+        listener: Option<&Listener>,
         headers: &mut http1::Fields,
     ) {
-        let listener = self.snapshot.listener_named(listener).map(|(l, _)| l);
         let mode = match listener {
             Some(l) => match l.edge {
                 Some(edge) => edge.forward_client_cert,

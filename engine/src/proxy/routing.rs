@@ -65,8 +65,12 @@ impl Engine {
                 Err(error) => refused = Some(error),
             }
         }
-        self.forward_client_cert(down, &listener, &mut head.headers);
-        self.edge_headers(down, &listener, &mut head.headers);
+        // The listener's configuration, looked up by name once for the whole request: the
+        // header edits here and the route table below (the snapshot is this call's own).
+        let listener_entry = snapshot.listener_named(&listener);
+        let listener_config = listener_entry.map(|(l, _)| l);
+        self.forward_client_cert(down, listener_config, &mut head.headers);
+        self.edge_headers(down, listener_config, &mut head.headers);
         let down_keep_alive = head.keep_alive;
         let inbound = match head.framing {
             BodyFraming::None => Inbound::Done {
@@ -74,7 +78,10 @@ impl Engine {
             },
             _ => Inbound::Reading,
         };
-        let request = Request {
+        // Built inside the closure, which `insert_with` inlines: the compiler can then write
+        // the (kilobyte-sized) request straight into its slot instead of building it on the
+        // stack and copying it in.
+        let id = self.requests.insert_with(|_| Request {
             down,
             stream,
             snapshot: snapshot.clone(),
@@ -99,8 +106,7 @@ impl Engine {
             response: ResponseState::default(),
             mirrors: Vec::new(),
             head,
-        };
-        let id = self.requests.insert_with(|_| request);
+        });
         self.arm_request_timer(id);
         if let Some(d) = self.conns.down_mut(down) {
             d.state = DownState::Active(id);
@@ -149,7 +155,7 @@ impl Engine {
             return;
         }
 
-        let Some((listener_config, listener_table)) = snapshot.listener_named(&listener) else {
+        let Some((listener_config, listener_table)) = listener_entry else {
             self.local_reply(now, id, 404, Some(ResponseFlag::NoRouteFound), "", &[]);
             return;
         };
