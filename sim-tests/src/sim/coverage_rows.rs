@@ -151,6 +151,7 @@ pub const ALL: &[&str] = &[
     "gateway world: PASSTHROUGH server with tls rules",
     "gateway world: TLS-terminated TCP server with tcp rules",
     "gateway world: TLS-terminated TCP server with MUTUAL",
+    "gateway world: subjectAltNames on servers checking client certificates",
     "gateway world: httpsRedirect",
     "gateway world: two Gateways merged on one proxy",
     "gateway world: rules matching gateways",

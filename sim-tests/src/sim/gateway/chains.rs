@@ -134,6 +134,7 @@ mod tests {
             mode,
             hosts: vec![host],
             gateway: 0,
+            sans: super::super::spec::Sans::Unset,
         }
     }
 

@@ -18,7 +18,8 @@ use trellis_control::translate::Registry;
 use trellis_engine::config::Config;
 
 use super::spec::{
-    Binding, GatewaySpec, GwVirtualService, Mode, RuleGateway, GATEWAYS, HOSTS, PREFIXES,
+    Binding, GatewaySpec, GwServer, GwVirtualService, Mode, RuleGateway, Sans, GATEWAYS, HOSTS,
+    PREFIXES,
 };
 use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, IssuedCert, SimCa, UNIX_BASE};
 
@@ -73,6 +74,12 @@ pub struct MeshCerts {
     pub client: IssuedCert,
 }
 
+/// The simulated client's DNS name, as its certificate from the clients' CA names it.
+pub const CLIENT_DNS: &str = "client.gw.test";
+
+/// The simulated client's SPIFFE id, as its mesh certificate names it.
+pub const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
+
 /// The gateway proxy's SPIFFE id, as its `ISTIO_MUTUAL` certificate names it.
 pub const GATEWAY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway";
 
@@ -126,7 +133,7 @@ impl Certificates {
             .map(|s| server_ca.issue(&mut rng, &server_san(s)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut client_ca = Ca::new(&mut rng, "simulated clients' CA")?;
-        let client = client_ca.issue(&mut rng, "client.gw.test")?;
+        let client = client_ca.issue(&mut rng, CLIENT_DNS)?;
         let untrusted =
             Ca::new(&mut rng, "a CA nobody trusts")?.issue(&mut rng, "rogue.gw.test")?;
         let mut mesh_ca = SimCa::new(seed)?;
@@ -137,6 +144,7 @@ impl Certificates {
             client: mesh_ca.issue("default", "client", 0, day)?,
         };
         debug_assert_eq!(mesh.gateway.spiffe, GATEWAY_ID);
+        debug_assert_eq!(mesh.client.spiffe, CLIENT_ID);
         Ok(Certificates {
             server_root: server_ca.root_pem,
             servers,
@@ -213,15 +221,23 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
                 let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
             }
             Mode::Mutual => {
-                let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
+                let sans = sans_field(server);
+                let _ = writeln!(
+                    out,
+                    "    tls: {{mode: MUTUAL, credentialName: cert-{s}{sans}}}"
+                );
             }
             // Its certificate is the proxy's own mesh identity: no files, no Secret
             // (validateTLSOptions refuses them).
-            Mode::IstioMutual => out.push_str("    tls: {mode: ISTIO_MUTUAL}\n"),
+            Mode::IstioMutual => {
+                let sans = sans_field(server);
+                let _ = writeln!(out, "    tls: {{mode: ISTIO_MUTUAL{sans}}}");
+            }
             Mode::OptionalMutual => {
+                let sans = sans_field(server);
                 let _ = writeln!(
                     out,
-                    "    tls: {{mode: OPTIONAL_MUTUAL, credentialName: cert-{s}}}"
+                    "    tls: {{mode: OPTIONAL_MUTUAL, credentialName: cert-{s}{sans}}}"
                 );
             }
             Mode::Passthrough => out.push_str("    tls: {mode: PASSTHROUGH}\n"),
@@ -229,9 +245,28 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
                 let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
             }
             Mode::TlsTcpMutual => {
-                let _ = writeln!(out, "    tls: {{mode: MUTUAL, credentialName: cert-{s}}}");
+                let sans = sans_field(server);
+                let _ = writeln!(
+                    out,
+                    "    tls: {{mode: MUTUAL, credentialName: cert-{s}{sans}}}"
+                );
             }
         }
+    }
+}
+
+/// `, subjectAltNames: [...]` for a server that lists them: names in the kind the server's
+/// clients carry (a SPIFFE id for `ISTIO_MUTUAL`, a DNS name otherwise).
+fn sans_field(server: &GwServer) -> String {
+    let (client, other) = if server.mode == Mode::IstioMutual {
+        (CLIENT_ID, "spiffe://cluster.local/ns/other/sa/someone")
+    } else {
+        (CLIENT_DNS, "someone.gw.test")
+    };
+    match server.sans {
+        Sans::Unset => String::new(),
+        Sans::IncludingClient => format!(", subjectAltNames: [\"{other}\", \"{client}\"]"),
+        Sans::OthersOnly => format!(", subjectAltNames: [\"{other}\"]"),
     }
 }
 

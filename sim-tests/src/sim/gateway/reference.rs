@@ -33,8 +33,8 @@
 use super::chains::{chain_for, Chain};
 use super::hosts::subset_of;
 use super::spec::{
-    ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, HOSTS, HTTPS_PORT, NAMES, PATHS,
-    PREFIXES,
+    ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, Sans, HOSTS, HTTPS_PORT, NAMES,
+    PATHS, PREFIXES,
 };
 
 /// What a client should see of one request.
@@ -249,8 +249,9 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
         // A MUTUAL server's handshake fails without a certificate from `caCertificates`
         // before a byte is relayed.
         Some(Chain::TerminatedTcp { server, backend }) => {
-            let mode = spec.servers[server].mode;
-            if mode == Mode::TlsTcpMutual && req.cert != ClientCert::Trusted {
+            let tcp_server = &spec.servers[server];
+            let wrong = req.cert != ClientCert::Trusted || tcp_server.sans == Sans::OthersOnly;
+            if tcp_server.mode == Mode::TlsTcpMutual && wrong {
                 return Expected::ClientRefused(server);
             }
             return Expected::TcpRelay { server, backend };
@@ -259,10 +260,17 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     };
     // A certificate must chain to the roots the server checks with: `caCertificates` (the
     // clients' CA) for MUTUAL and OPTIONAL_MUTUAL, the mesh's for ISTIO_MUTUAL.
+    // A certificate the roots vouch for must also name one of the server's subjectAltNames
+    // when it lists any (OPTIONAL_MUTUAL: when one is presented).
+    let sans_refuse = spec.servers[chain].sans == Sans::OthersOnly;
     let refused = match spec.servers[chain].mode {
-        Mode::Mutual => req.cert != ClientCert::Trusted,
-        Mode::OptionalMutual => !matches!(req.cert, ClientCert::None | ClientCert::Trusted),
-        Mode::IstioMutual => req.cert != ClientCert::Mesh,
+        Mode::Mutual => req.cert != ClientCert::Trusted || sans_refuse,
+        Mode::OptionalMutual => match req.cert {
+            ClientCert::None => false,
+            ClientCert::Trusted => sans_refuse,
+            ClientCert::Untrusted | ClientCert::Mesh => true,
+        },
+        Mode::IstioMutual => req.cert != ClientCert::Mesh || sans_refuse,
         _ => false,
     };
     if refused {

@@ -135,6 +135,24 @@ pub struct GwServer {
     pub hosts: Vec<usize>,
     #[serde(default)]
     pub gateway: usize,
+    /// `tls.subjectAltNames` of a server that checks client certificates.
+    #[serde(default)]
+    pub sans: Sans,
+}
+
+/// A server's `tls.subjectAltNames`: a client certificate the CA vouches for must also name
+/// one of them (pilot's `ApplyToCommonTLSContext` turns them into exact SAN matchers of the
+/// validation context; Envoy refuses the handshake otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sans {
+    /// None listed: any certificate from the CA.
+    #[default]
+    Unset,
+    /// Another name and the simulated client's own (its DNS name, or its SPIFFE id for
+    /// `ISTIO_MUTUAL`).
+    IncludingClient,
+    /// Only a name no simulated client has.
+    OthersOnly,
 }
 
 /// How a VirtualService names gateways (`spec.gateways`); `g` is an index into [`GATEWAYS`].
@@ -340,10 +358,22 @@ impl GatewaySpec {
                     mode
                 };
                 let gateway = r.usize(0..gateways);
+                let sans = match mode {
+                    Mode::Mutual
+                    | Mode::OptionalMutual
+                    | Mode::IstioMutual
+                    | Mode::TlsTcpMutual => match r.u8(0..4) {
+                        0 => Sans::IncludingClient,
+                        1 => Sans::OthersOnly,
+                        _ => Sans::Unset,
+                    },
+                    _ => Sans::Unset,
+                };
                 servers.push(GwServer {
                     mode,
                     hosts,
                     gateway,
+                    sans,
                 });
             }
         }
@@ -352,6 +382,7 @@ impl GatewaySpec {
                 mode: Mode::Http,
                 hosts: vec![r.usize(0..HOSTS.len())],
                 gateway: 0,
+                sans: Sans::Unset,
             });
         }
         let backends = r.usize(1..=3);
@@ -453,6 +484,9 @@ impl GatewaySpec {
                 .any(|v| !v.tls_rules.is_empty())
         {
             out.push("gateway world: PASSTHROUGH server with tls rules");
+        }
+        if self.servers.iter().any(|s| s.sans != Sans::Unset) {
+            out.push("gateway world: subjectAltNames on servers checking client certificates");
         }
         if mode(Mode::TlsTcpMutual) {
             out.push("gateway world: TLS-terminated TCP server with MUTUAL");
