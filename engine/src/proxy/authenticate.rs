@@ -10,7 +10,7 @@
 //! token passes with no principal; authorization's `requestPrincipals` then decide.
 
 use crate::authn::{Authenticated, AuthnRequest, JwtPayload};
-use crate::config::Direction;
+use crate::config::{Direction, Listener};
 use crate::time::Instant;
 
 use super::api::Event;
@@ -37,9 +37,9 @@ impl Engine {
         now: Instant,
         id: RequestId,
         down: DownstreamId,
-        listener: &str,
+        listener: Option<&Listener>,
     ) -> AuthnOutcome {
-        let Some((config, _)) = self.snapshot.listener_named(listener) else {
+        let Some(config) = listener else {
             return AuthnOutcome::Passed(None);
         };
         let Some(authn) = config

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::authz::{AuthzRequest, Note, DENIED_BODY};
-use crate::config::Direction;
+use crate::config::{Direction, Listener};
 use crate::time::Instant;
 
 use super::api::Event;
@@ -20,19 +20,20 @@ use super::Engine;
 
 impl Engine {
     /// Run the listener's request authentication, then its authorization, for request `id`;
-    /// `false` when it was refused (and already answered).
+    /// `false` when it was refused (and already answered). `listener` is the configuration of
+    /// the request's listener in the snapshot it started on (looked up once by the caller).
     pub(super) fn authorize(
         &mut self,
         now: Instant,
         id: RequestId,
         down: DownstreamId,
-        listener: &str,
+        listener: Option<&Listener>,
     ) -> bool {
         let jwt = match self.authenticate(now, id, down, listener) {
             AuthnOutcome::Refused => return false,
             AuthnOutcome::Passed(payload) => payload,
         };
-        let Some((config, _)) = self.snapshot.listener_named(listener) else {
+        let Some(config) = listener else {
             return true;
         };
         let Some(authz) = config

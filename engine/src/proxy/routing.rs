@@ -66,7 +66,8 @@ impl Engine {
             }
         }
         // The listener's configuration, looked up by name once for the whole request: the
-        // header edits here and the route table below (the snapshot is this call's own).
+        // header edits here, authentication and authorization, and the route table below (the
+        // snapshot is this call's own).
         let listener_entry = snapshot.listener_named(&listener);
         let listener_config = listener_entry.map(|(l, _)| l);
         self.forward_client_cert(down, listener_config, &mut head.headers);
@@ -118,7 +119,7 @@ impl Engine {
             self.local_reply(now, id, 400, None, &error.to_string(), &[]);
             return;
         }
-        if !self.authorize(now, id, down, &listener) {
+        if !self.authorize(now, id, down, listener_config) {
             return;
         }
 
