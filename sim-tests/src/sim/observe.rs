@@ -18,6 +18,7 @@
 use super::check::Invariant;
 use super::ejection::HostNow;
 use super::mesh::Mesh;
+use super::priority::up_mask;
 
 impl Mesh<'_> {
     pub(crate) fn observe(&mut self, sc: usize) {
@@ -100,15 +101,8 @@ impl Mesh<'_> {
             }
             let unlimited = self.cluster_info[c].max_connections.is_none();
             // Panic mode (`minHealthPercent`) lets the balancer use ejected hosts.
-            let up_before = (self.sidecars[sc].hosts[c].iter().take(64).enumerate())
-                .fold(0u64, |m, (h, w)| if w.ejected { m } else { m | 1 << h });
-            let up_now = (buf.iter().take(64).enumerate()).fold(0u64, |m, (h, n)| {
-                if n.ejected {
-                    m
-                } else {
-                    m | 1 << h
-                }
-            });
+            let up_before = up_mask(self.sidecars[sc].hosts[c].iter().map(|w| w.ejected));
+            let up_now = up_mask(buf.iter().map(|n| n.ejected));
             let panic_after = self.any_panic(c, up_now);
             let panic = self.any_panic(c, up_before) || panic_after;
             let now = self.now;

@@ -5,6 +5,7 @@
 use super::check::Invariant;
 use super::ejection::HostNow;
 use super::mesh::Mesh;
+use super::priority::up_mask;
 
 impl Mesh<'_> {
     /// A request head for request `req` goes out to host `h` of cluster `c` in this call: if
@@ -24,11 +25,8 @@ impl Mesh<'_> {
         let Some(r) = self.requests.get(req) else {
             return;
         };
-        let up = |ejected: &mut dyn Iterator<Item = bool>| {
-            (ejected.take(64).enumerate()).fold(0u64, |m, (i, e)| if e { m } else { m | 1 << i })
-        };
-        let before = up(&mut self.sidecars[sc].hosts[c].iter().map(|w| w.ejected));
-        let after = up(&mut state.iter().map(|s| s.ejected));
+        let before = up_mask(self.sidecars[sc].hosts[c].iter().map(|w| w.ejected));
+        let after = up_mask(state.iter().map(|s| s.ejected));
         let bit = 1u64 << h.min(63);
         // A request picked in panic mode and queued for a connection reaches its host later,
         // maybe after panic ended: panic at any time since the request started allows it.

@@ -85,9 +85,19 @@ pub(crate) fn level_loads(levels: &[(u64, u64)], threshold: u64) -> Vec<u64> {
     load
 }
 
+/// The hosts not ejected (bit per host, hosts 0..64) from each host's ejected flag, in order.
+pub(crate) fn up_mask(ejected: impl Iterator<Item = bool>) -> u64 {
+    (ejected.take(64).enumerate()).fold(0, |m, (h, e)| if e { m } else { m | 1 << h })
+}
+
 /// The bits of `mask` set.
 fn count(mask: u64) -> u64 {
     u64::from(mask.count_ones())
+}
+
+/// `(hosts, healthy hosts)` per level of `masks` when `up` are not ejected.
+fn counts_in(masks: &[u64], up: u64) -> Vec<(u64, u64)> {
+    masks.iter().map(|&m| (count(m), count(m & up))).collect()
 }
 
 impl Mesh<'_> {
@@ -119,18 +129,14 @@ impl Mesh<'_> {
 
     /// `(hosts, healthy hosts)` per level of cluster `c` when `up` are not ejected.
     pub(crate) fn level_counts(&self, c: usize, up: u64) -> Vec<(u64, u64)> {
-        self.level_masks(c)
-            .iter()
-            .map(|&m| (count(m), count(m & up)))
-            .collect()
+        counts_in(&self.level_masks(c), up)
     }
 
     /// The hosts cluster `c`'s balancer may pick when `up` are not ejected: those, and every
     /// host of a level in panic.
     pub(crate) fn pickable(&self, c: usize, up: u64) -> u64 {
         let masks = self.level_masks(c);
-        let counts: Vec<(u64, u64)> = masks.iter().map(|&m| (count(m), count(m & up))).collect();
-        let panic = panic_levels(&counts, self.panic_threshold(c));
+        let panic = panic_levels(&counts_in(&masks, up), self.panic_threshold(c));
         masks
             .iter()
             .zip(panic)
