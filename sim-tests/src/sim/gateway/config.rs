@@ -217,38 +217,27 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
         match server.mode {
             Mode::Http => {}
             Mode::HttpsRedirect => out.push_str("    tls: {httpsRedirect: true}\n"),
-            Mode::Simple => {
-                let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
-            }
-            Mode::Mutual => {
-                let sans = sans_field(server);
-                let _ = writeln!(
-                    out,
-                    "    tls: {{mode: MUTUAL, credentialName: cert-{s}{sans}}}"
-                );
-            }
             // Its certificate is the proxy's own mesh identity: no files, no Secret
             // (validateTLSOptions refuses them).
             Mode::IstioMutual => {
                 let sans = sans_field(server);
                 let _ = writeln!(out, "    tls: {{mode: ISTIO_MUTUAL{sans}}}");
             }
-            Mode::OptionalMutual => {
-                let sans = sans_field(server);
-                let _ = writeln!(
-                    out,
-                    "    tls: {{mode: OPTIONAL_MUTUAL, credentialName: cert-{s}{sans}}}"
-                );
-            }
             Mode::Passthrough => out.push_str("    tls: {mode: PASSTHROUGH}\n"),
-            Mode::TlsTcp => {
-                let _ = writeln!(out, "    tls: {{mode: SIMPLE, credentialName: cert-{s}}}");
-            }
-            Mode::TlsTcpMutual => {
+            Mode::Simple
+            | Mode::TlsTcp
+            | Mode::Mutual
+            | Mode::TlsTcpMutual
+            | Mode::OptionalMutual => {
+                let mode = match server.mode {
+                    Mode::Mutual | Mode::TlsTcpMutual => "MUTUAL",
+                    Mode::OptionalMutual => "OPTIONAL_MUTUAL",
+                    _ => "SIMPLE",
+                };
                 let sans = sans_field(server);
                 let _ = writeln!(
                     out,
-                    "    tls: {{mode: MUTUAL, credentialName: cert-{s}{sans}}}"
+                    "    tls: {{mode: {mode}, credentialName: cert-{s}{sans}}}"
                 );
             }
         }
