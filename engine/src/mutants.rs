@@ -205,6 +205,10 @@ pub struct Mutations {
     /// matching chain wins where Envoy takes the longest wildcard (`*.a.example.com` before
     /// `*.example.com`).
     pub sni_wildcards_rank_alike: bool,
+    /// An L4 chain's `application_protocols` are not checked: a ClientHello without any of
+    /// them (a plain TLS client naming a cluster at an AUTO_PASSTHROUGH gateway) is taken as
+    /// if the chain listed none, where Envoy closes it.
+    pub l4_alpn_ignored: bool,
     /// An injected abort answers 503 whatever status its rule sets (a gRPC abort's 200
     /// included).
     pub fault_abort_always_503: bool,

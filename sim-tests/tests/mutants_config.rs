@@ -223,6 +223,17 @@ fn catches_gateway_mutual_optional() {
     eprintln!("gateway MUTUAL without a client certificate caught by seed {seed}");
 }
 
+planted!(gateway_alpn_ignored, l4_alpn_ignored);
+
+/// Expected: `Routing` (in the gateway world, a plain TLS client naming a cluster in its SNI
+/// relayed by an AUTO_PASSTHROUGH chain that asks for Istio's mTLS ALPNs, which it does not
+/// offer: pilot's `allIstioMtlsALPNs`, so that no one reaches a cluster without mTLS).
+#[test]
+fn catches_gateway_alpn_ignored() {
+    let seed = first_catching_seed(gateway_alpn_ignored, Invariant::Routing, RARE_BUDGET);
+    eprintln!("AUTO_PASSTHROUGH chain without its ALPN check caught by seed {seed}");
+}
+
 planted!(
     gateway_passthrough_after_catch_all,
     gateway_passthrough_after_catch_all

@@ -113,9 +113,16 @@ pub(crate) fn select(
     // Application protocols: no backtracking to another server name either.
     let lists =
         |i: usize, protocol: &str| (routes[i].application_protocols.iter()).any(|p| p == protocol);
+    let lists_none = |i: usize| {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().l4_alpn_ignored {
+            return true;
+        }
+        routes[i].application_protocols.is_empty()
+    };
     (alpn.iter())
         .find_map(|protocol| named.iter().copied().find(|&i| lists(i, protocol)))
-        .or_else(|| (named.iter().copied()).find(|&i| routes[i].application_protocols.is_empty()))
+        .or_else(|| (named.iter().copied()).find(|&i| lists_none(i)))
 }
 
 /// Which chains could take a connection and which one does: what the engine decides at

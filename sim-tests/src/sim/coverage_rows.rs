@@ -152,6 +152,8 @@ pub const ALL: &[&str] = &[
     "gateway world: TLS-terminated TCP server with tcp rules",
     "gateway world: TLS-terminated TCP server with MUTUAL",
     "gateway world: subjectAltNames on servers checking client certificates",
+    "gateway world: AUTO_PASSTHROUGH server (SNI-DNAT chains, Istio mTLS ALPNs)",
+    "gateway world: AUTO_PASSTHROUGH chains of DestinationRule subsets",
     "gateway world: httpsRedirect",
     "gateway world: two Gateways merged on one proxy",
     "gateway world: rules matching gateways",

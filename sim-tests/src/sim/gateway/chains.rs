@@ -14,12 +14,29 @@
 //!   (not narrowed to the server's hosts). A match naming a host an earlier passthrough chain of
 //!   the port already has is skipped whole (`CheckDuplicates` over the port's
 //!   `tlsHostsByPort`).
-//! - Envoy takes the chain naming the server name exactly, then the one with the longest
-//!   `*.suffix` (every suffix from the longest), then the chain without names; none: the
-//!   connection is closed. No SNI: only the chain without names.
+//! - An `AUTO_PASSTHROUGH` server (`builtAutoPassthroughFilterChains`) has, for every mesh
+//!   service its hosts cover (`service.Hostname.SubsetOf(host)`; the backends' ServiceEntries
+//!   are `MESH_INTERNAL`), a chain per port and per subset of its DestinationRule, named by
+//!   the SNI `outbound_.<port>_.<subset>_.<host>` and listing Istio's mTLS ALPNs
+//!   (`allIstioMtlsALPNs`); each relays to the endpoints of that cluster.
+//! - Envoy takes the chains naming the server name exactly, else those with the longest
+//!   `*.suffix` (every suffix from the longest), else those without names; none: the
+//!   connection is closed. No SNI: only the chains without names. Among the chains of that one
+//!   rank (never backtracking to a less specific name), `findFilterChainForApplicationProtocols`
+//!   takes the first protocol of the client's ALPN list that a chain lists, else a chain that
+//!   lists none; none: closed.
 
 use super::hosts::overlaps;
-use super::spec::{GatewaySpec, Mode, HOSTS};
+use super::spec::{GatewaySpec, Mode, BACKEND_PORTS, HOSTS, SUBSETS};
+
+/// pilot's `allIstioMtlsALPNs` (pilot/pkg/networking/core/listener.go).
+pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 
 /// Where a chain sends a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +47,30 @@ pub enum Chain {
     Passthrough(usize),
     /// Terminated by `TLS` server `server`, its plaintext relayed to `backend`'s TCP port.
     TerminatedTcp { server: usize, backend: usize },
+    /// An `AUTO_PASSTHROUGH` chain: relayed untouched to backend `backend`'s `port`, or closed
+    /// when the cluster has no endpoint (`endpoints` false: a subset selecting none).
+    Auto {
+        backend: usize,
+        port: u16,
+        endpoints: bool,
+    },
 }
 
-/// The port's chains, each with its `server_names` (empty: match-all).
-fn chains(spec: &GatewaySpec) -> Vec<(Vec<&'static str>, Chain)> {
+/// One filter chain: its `server_names` (empty: match-all), `application_protocols` (empty:
+/// any) and where it sends a connection.
+struct FilterChain {
+    names: Vec<String>,
+    alpn: &'static [&'static str],
+    chain: Chain,
+}
+
+/// The port's chains.
+fn chains(spec: &GatewaySpec) -> Vec<FilterChain> {
+    let named = |names: Vec<&'static str>, chain| FilterChain {
+        names: names.into_iter().map(String::from).collect(),
+        alpn: &[],
+        chain,
+    };
     // pilot merges the Gateways in order, each one's servers in order.
     let mut servers: Vec<usize> = (0..spec.servers.len())
         .filter(|&s| spec.servers[s].mode.is_tls())
@@ -54,12 +91,16 @@ fn chains(spec: &GatewaySpec) -> Vec<(Vec<&'static str>, Chain)> {
         if server.mode.relays_tcp() {
             // No rule, no chain ("listener missed network filter").
             if let Some(backend) = tcp_backend(spec, s) {
-                out.push((names(), Chain::TerminatedTcp { server: s, backend }));
+                out.push(named(names(), Chain::TerminatedTcp { server: s, backend }));
             }
             continue;
         }
         if server.mode.terminates() {
-            out.push((names(), Chain::Terminating(s)));
+            out.push(named(names(), Chain::Terminating(s)));
+            continue;
+        }
+        if server.mode == Mode::AutoPassthrough {
+            out.extend(auto_passthrough_chains(spec, &hosts));
             continue;
         }
         debug_assert_eq!(server.mode, Mode::Passthrough);
@@ -75,7 +116,7 @@ fn chains(spec: &GatewaySpec) -> Vec<(Vec<&'static str>, Chain)> {
                     continue;
                 }
                 claimed.extend(names.iter().copied());
-                out.push((names, Chain::Passthrough(rule.backend)));
+                out.push(named(names, Chain::Passthrough(rule.backend)));
             }
         }
     }
@@ -98,26 +139,66 @@ fn tcp_backend(spec: &GatewaySpec, s: usize) -> Option<usize> {
         })
 }
 
-/// The chain Envoy picks for a ClientHello naming `sni` (`None`: no `server_name`).
-pub fn chain_for(spec: &GatewaySpec, sni: Option<&str>) -> Option<Chain> {
+/// The chains of an `AUTO_PASSTHROUGH` server with `hosts`: per backend it covers, per port,
+/// the service's chain then one per subset (the world's ServiceEntries are all
+/// `MESH_INTERNAL`, none of their ports UDP).
+fn auto_passthrough_chains(spec: &GatewaySpec, hosts: &[&'static str]) -> Vec<FilterChain> {
+    let mut out = Vec::new();
+    for backend in 0..spec.backends {
+        let host = format!("svc-{backend}.backend.test");
+        if !hosts.iter().any(|h| super::hosts::subset_of(&host, h)) {
+            continue;
+        }
+        for port in BACKEND_PORTS {
+            let subsets = SUBSETS.iter().filter(|_| spec.subsets);
+            for subset in std::iter::once("").chain(subsets.copied()) {
+                out.push(FilterChain {
+                    names: vec![format!("outbound_.{port}_.{subset}_.{host}")],
+                    alpn: &ISTIO_MTLS_ALPNS,
+                    chain: Chain::Auto {
+                        backend,
+                        port,
+                        endpoints: subset != "v2",
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The chain Envoy picks for a ClientHello naming `sni` (`None`: no `server_name`) and
+/// offering `alpn`.
+pub fn chain_for(spec: &GatewaySpec, sni: Option<&str>, alpn: &[&str]) -> Option<Chain> {
     let all = chains(spec);
-    let catch_all = || all.iter().find(|(names, _)| names.is_empty()).map(|c| c.1);
+    let with_names = |names: &[String]| -> Vec<&FilterChain> {
+        all.iter().filter(|c| c.names == names).collect()
+    };
+    let by_alpn = |rank: Vec<&FilterChain>| -> Option<Chain> {
+        (alpn.iter())
+            .find_map(|p| rank.iter().find(|c| c.alpn.contains(p)))
+            .or_else(|| rank.iter().find(|c| c.alpn.is_empty()))
+            .map(|c| c.chain)
+    };
+    let catch_all = || by_alpn(with_names(&[]));
     let Some(sni) = sni else {
         return catch_all();
     };
     let sni = sni.to_ascii_lowercase();
-    let named = |name: &str| {
+    let named = |name: &str| -> Vec<&FilterChain> {
         (all.iter())
-            .find(|(names, _)| names.contains(&name))
-            .map(|c| c.1)
+            .filter(|c| c.names.iter().any(|n| n == name))
+            .collect()
     };
-    if let Some(c) = named(&sni) {
-        return Some(c);
+    let exact = named(&sni);
+    if !exact.is_empty() {
+        return by_alpn(exact);
     }
     let mut pos = sni[1..].find('.').map(|p| p + 1);
     while let Some(at) = pos.filter(|&at| at < sni.len() - 1) {
-        if let Some(c) = named(&format!("*{}", &sni[at..])) {
-            return Some(c);
+        let wildcard = named(&format!("*{}", &sni[at..]));
+        if !wildcard.is_empty() {
+            return by_alpn(wildcard);
         }
         pos = sni[at + 1..].find('.').map(|p| p + at + 1);
     }
@@ -150,14 +231,15 @@ mod tests {
             ],
             virtual_services: Vec::new(),
             backends: 1,
+            subsets: false,
             requests: Vec::new(),
         };
         let t = |s| Some(Chain::Terminating(s));
-        assert_eq!(chain_for(&spec, Some("x.y.example.com")), t(1));
-        assert_eq!(chain_for(&spec, Some("z.y.example.com")), t(0));
-        assert_eq!(chain_for(&spec, Some("q.example.com")), t(0));
-        assert_eq!(chain_for(&spec, Some("example.com")), t(2));
-        assert_eq!(chain_for(&spec, None), t(2));
+        assert_eq!(chain_for(&spec, Some("x.y.example.com"), &[]), t(1));
+        assert_eq!(chain_for(&spec, Some("z.y.example.com"), &[]), t(0));
+        assert_eq!(chain_for(&spec, Some("q.example.com"), &[]), t(0));
+        assert_eq!(chain_for(&spec, Some("example.com"), &[]), t(2));
+        assert_eq!(chain_for(&spec, None, &[]), t(2));
     }
 
     /// A passthrough server's chains name the `tls` rules' `sniHosts`, the first claim of a
@@ -182,20 +264,66 @@ mod tests {
             // The second rule repeats b.example.com: skipped whole, x.y.example.com too.
             virtual_services: vec![vs(vec![1], 0), vs(vec![1, 2], 1), vs(vec![3], 2)],
             backends: 3,
+            subsets: false,
             requests: Vec::new(),
         };
         assert_eq!(
-            chain_for(&spec, Some("a.example.com")),
+            chain_for(&spec, Some("a.example.com"), &[]),
             Some(Chain::Terminating(0))
         );
         assert_eq!(
-            chain_for(&spec, Some("b.example.com")),
+            chain_for(&spec, Some("b.example.com"), &[]),
             Some(Chain::Passthrough(0))
         );
         assert_eq!(
-            chain_for(&spec, Some("x.y.example.com")),
+            chain_for(&spec, Some("x.y.example.com"), &[]),
             Some(Chain::Passthrough(2))
         );
-        assert_eq!(chain_for(&spec, None), None);
+        assert_eq!(chain_for(&spec, None, &[]), None);
+    }
+
+    /// An AUTO_PASSTHROUGH server's chains name each covered service's clusters and ask for
+    /// Istio's mTLS ALPNs (pilot's builtAutoPassthroughFilterChains); Envoy's
+    /// findFilterChainForApplicationProtocols never falls back to a less specific server name,
+    /// so a plain client naming a cluster is closed even beside a `*` server.
+    #[test]
+    fn auto_passthrough_chains_ask_for_istio_alpns_without_backtracking() {
+        let spec = GatewaySpec {
+            servers: vec![
+                server(Mode::AutoPassthrough, 8), // svc-0.backend.test
+                server(Mode::Simple, 6),          // *
+            ],
+            virtual_services: Vec::new(),
+            backends: 2,
+            subsets: true,
+            requests: Vec::new(),
+        };
+        let sidecar: &[&str] = &["istio", "trellis-http/1.1"];
+        let relay = |port, endpoints| {
+            Some(Chain::Auto {
+                backend: 0,
+                port,
+                endpoints,
+            })
+        };
+        let sni = "outbound_.8443_._.svc-0.backend.test";
+        assert_eq!(chain_for(&spec, Some(sni), sidecar), relay(8443, true));
+        assert_eq!(chain_for(&spec, Some(sni), &["http/1.1"]), None);
+        assert_eq!(chain_for(&spec, Some(sni), &[]), None);
+        let v1 = "outbound_.9000_.v1_.svc-0.backend.test";
+        assert_eq!(chain_for(&spec, Some(v1), sidecar), relay(9000, true));
+        let v2 = "outbound_.8080_.v2_.svc-0.backend.test";
+        assert_eq!(chain_for(&spec, Some(v2), sidecar), relay(8080, false));
+        // Not covered by the server's hosts, or no such port: the `*` server's chain.
+        let other = "outbound_.8443_._.svc-1.backend.test";
+        assert_eq!(
+            chain_for(&spec, Some(other), sidecar),
+            Some(Chain::Terminating(1))
+        );
+        let port = "outbound_.7070_._.svc-0.backend.test";
+        assert_eq!(
+            chain_for(&spec, Some(port), sidecar),
+            Some(Chain::Terminating(1))
+        );
     }
 }

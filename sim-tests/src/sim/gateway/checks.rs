@@ -26,9 +26,10 @@ impl World<'_> {
             return;
         };
         let what = format!(
-            "request {r} (port {}, SNI {:?}, cert {:?}, Host {:?}, path {})",
+            "request {r} (port {}, SNI {:?}, ALPN {:?}, cert {:?}, Host {:?}, path {})",
             req.port,
-            req.sni.map(|n| super::spec::NAMES[n]),
+            req.sni_name(),
+            req.alpn(),
             req.cert,
             req.host_field(),
             PATHS[req.path]
@@ -80,6 +81,25 @@ impl World<'_> {
                     problems.push((Invariant::Routing, format!("server {server} should relay the plaintext to backend {backend}'s TCP port")));
                 }
             }
+            Expected::AutoRelay { backend, port } => {
+                let want = vec![(*backend, *port, state.first_flight.to_vec())];
+                if state.relayed != want || state.response.is_some() || !state.reached.is_empty() {
+                    problems.push((Invariant::Routing, format!("an AUTO_PASSTHROUGH chain should relay the ClientHello to backend {backend}'s port {port}, untouched")));
+                }
+            }
+            Expected::AutoNoEndpoints => {
+                if !unanswered || !state.closed {
+                    problems.push((
+                        Invariant::Routing,
+                        "an AUTO_PASSTHROUGH chain to a cluster without endpoints should close the connection".into(),
+                    ));
+                }
+            }
+            Expected::ClientRejects(s) => {
+                if !unanswered || state.tls_error.is_none() {
+                    problems.push((Invariant::GatewayTls, format!("a sidecar's mTLS should refuse server {s}'s certificate, no mesh identity")));
+                }
+            }
             Expected::ClientRefused(s) => {
                 if !unanswered {
                     problems.push((Invariant::GatewayTls, format!("server {s} asks for a certificate the client's ({:?}) does not satisfy, yet it was served", req.cert)));
@@ -104,13 +124,13 @@ impl World<'_> {
         }
         let relays = matches!(
             expected,
-            Expected::Passthrough(_) | Expected::TcpRelay { .. }
+            Expected::Passthrough(_) | Expected::TcpRelay { .. } | Expected::AutoRelay { .. }
         );
         // Envoy's tcp_proxy connects upstream as the connection is accepted (`onNewConnection`,
         // the default IMMEDIATE connect mode), before the handshake that refuses the client
         // ends: a refused client of a TCP chain may open its backend's connection, never send
         // it a byte.
-        let refused_tcp = matches!(expected, Expected::ClientRefused(s)
+        let refused_tcp = matches!(expected, Expected::ClientRefused(s) | Expected::ClientRejects(s)
             if self.spec.servers[s].mode.relays_tcp());
         let sent_nothing = state.relayed.iter().all(|(_, _, bytes)| bytes.is_empty());
         let may_open_backend = relays || (refused_tcp && sent_nothing);
@@ -123,6 +143,9 @@ impl World<'_> {
         let outcome = match &expected {
             Expected::Passthrough(_) => "passthrough",
             Expected::TcpRelay { .. } => "tcp-relay",
+            Expected::AutoRelay { .. } => "auto-relay",
+            Expected::AutoNoEndpoints => "auto-no-endpoints",
+            Expected::ClientRejects(_) => "client-rejects",
             Expected::NoListener => "no-listener",
             Expected::NoChain => "no-chain",
             Expected::ClientRefused(_) => "client-refused",

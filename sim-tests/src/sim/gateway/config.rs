@@ -19,7 +19,7 @@ use trellis_engine::config::Config;
 
 use super::spec::{
     Binding, GatewaySpec, GwServer, GwVirtualService, Mode, RuleGateway, Sans, GATEWAYS, HOSTS,
-    PREFIXES,
+    PREFIXES, SUBSETS,
 };
 use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, IssuedCert, SimCa, UNIX_BASE};
 
@@ -173,11 +173,26 @@ pub fn yaml(spec: &GatewaySpec, certs: &Certificates) -> String {
     secrets(&mut out, spec, certs);
     for k in 0..spec.backends {
         let addr = backend_addr(k);
+        let labels = if spec.subsets {
+            ", labels: {version: v1}"
+        } else {
+            ""
+        };
         let _ = write!(
             out,
-            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{k}, namespace: istio-system}}\nspec:\n  hosts: [svc-{k}.backend.test]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}, {{number: 8443, name: tls, protocol: TLS}}, {{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints: [{{address: {}}}]\n",
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc-{k}, namespace: istio-system}}\nspec:\n  hosts: [svc-{k}.backend.test]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}, {{number: 8443, name: tls, protocol: TLS}}, {{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  location: MESH_INTERNAL\n  endpoints: [{{address: {}{labels}}}]\n",
             addr.ip()
         );
+        if spec.subsets {
+            let subsets: Vec<String> = (SUBSETS.iter())
+                .map(|s| format!("{{name: {s}, labels: {{version: {s}}}}}"))
+                .collect();
+            let _ = write!(
+                out,
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc-{k}, namespace: istio-system}}\nspec:\n  host: svc-{k}.backend.test\n  subsets: [{}]\n",
+                subsets.join(", ")
+            );
+        }
     }
     for (v, vs) in spec.virtual_services.iter().enumerate() {
         virtual_service(&mut out, v, vs);
@@ -206,7 +221,9 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
             Mode::Simple | Mode::Mutual | Mode::OptionalMutual | Mode::IstioMutual => {
                 ("HTTPS", format!("https-{s}"))
             }
-            Mode::Passthrough | Mode::TlsTcp | Mode::TlsTcpMutual => ("TLS", format!("tls-{s}")),
+            Mode::Passthrough | Mode::TlsTcp | Mode::TlsTcpMutual | Mode::AutoPassthrough => {
+                ("TLS", format!("tls-{s}"))
+            }
         };
         let _ = writeln!(
             out,
@@ -224,6 +241,7 @@ fn gateway(out: &mut String, spec: &GatewaySpec, g: usize, name: &str) {
                 let _ = writeln!(out, "    tls: {{mode: ISTIO_MUTUAL{sans}}}");
             }
             Mode::Passthrough => out.push_str("    tls: {mode: PASSTHROUGH}\n"),
+            Mode::AutoPassthrough => out.push_str("    tls: {mode: AUTO_PASSTHROUGH}\n"),
             Mode::Simple
             | Mode::TlsTcp
             | Mode::Mutual

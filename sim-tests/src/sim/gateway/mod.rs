@@ -6,7 +6,8 @@
 //! Gateways selecting one gateway proxy, with plain-text HTTP servers on port 80 (some with
 //! `httpsRedirect`) and TLS servers on port 443 (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`, each
 //! its own certificate from a Secret named by `credentialName`, `ISTIO_MUTUAL`, `PASSTHROUGH`,
-//! and `TLS` servers terminated for TCP in `SIMPLE` or `MUTUAL` mode), hosts drawn from
+//! and `TLS` servers terminated for TCP in `SIMPLE` or `MUTUAL` mode; in a third of these
+//! worlds an `AUTO_PASSTHROUGH` server too, Istio's east-west gateway), hosts drawn from
 //! exact names, wildcards and `*`; VirtualServices bound to a Gateway or not (short and
 //! qualified names, `mesh`, both, another gateway) with `http` rules matching `uri.prefix`,
 //! `port`, `gateways`, `sourceLabels` and `sourceNamespace`, and `tls` rules by `sniHosts`;
@@ -14,7 +15,10 @@
 //! control plane (`translate_gateway`), and served by a real engine with its TLS transport.
 //! Clients open one connection per request, over TLS with a real rustls client (a server name
 //! or none, a certificate or none) or in plain text, and write `Host` as a name, with a port,
-//! or in upper case.
+//! or in upper case. East-west clients name a cluster in their SNI
+//! (`outbound_.<port>_.<subset>_.<host>`, declared or not, its subset defined or not, with or
+//! without endpoints) from a sidecar's mTLS (Istio's ALPNs, a workload certificate) or from a
+//! plain TLS client (`http/1.1` only, which the AUTO_PASSTHROUGH chains must not take).
 //!
 //! The checks ([`checks`]) hold every request to the reference ([`reference`] and
 //! [`chains`]), written from pilot's gateway translation and Envoy's filter-chain and
@@ -25,6 +29,7 @@
 pub mod chains;
 mod checks;
 mod config;
+mod draw;
 pub mod hosts;
 pub mod reference;
 pub mod spec;

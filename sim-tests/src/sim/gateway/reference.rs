@@ -5,9 +5,11 @@
 //! `source/common/router/config_impl.cc`), not from Trellis's translation.
 //!
 //! - **Listeners and chains.** A port no server has refuses connections. On port 443 the
-//!   filter chains are [`super::chains`]'s: a terminating server's, or a passthrough `tls`
-//!   rule's; nothing matching closes the connection. A `MUTUAL` chain refuses a client
-//!   without a certificate.
+//!   filter chains are [`super::chains`]'s: a terminating server's, a passthrough `tls`
+//!   rule's, or an `AUTO_PASSTHROUGH` server's per cluster; nothing matching closes the
+//!   connection. A `MUTUAL` chain refuses a client without a certificate. A sidecar's mTLS
+//!   (an east-west client) accepts only a mesh identity, so any terminating chain but an
+//!   `ISTIO_MUTUAL` one fails its handshake.
 //! - **Route configurations.** Port 80's servers share one (`http.80`), whichever Gateway
 //!   lists them; each HTTPS server has its own (`https.443.<port name>.<gateway>.istio-system`).
 //!   For each server in order (the Gateways merged by name, each one's servers in order), each
@@ -33,8 +35,8 @@
 use super::chains::{chain_for, Chain};
 use super::hosts::subset_of;
 use super::spec::{
-    ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, Sans, HOSTS, HTTPS_PORT, NAMES,
-    PATHS, PREFIXES,
+    AutoClient, ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, Sans, HOSTS,
+    HTTPS_PORT, NAMES, PATHS, PREFIXES,
 };
 
 /// What a client should see of one request.
@@ -51,6 +53,14 @@ pub enum Expected {
     Passthrough(usize),
     /// `TLS` server `server` terminates it and relays the plaintext to `backend`'s TCP port.
     TcpRelay { server: usize, backend: usize },
+    /// An `AUTO_PASSTHROUGH` chain relays the bytes as sent to backend `backend`'s `port`.
+    AutoRelay { backend: usize, port: u16 },
+    /// An `AUTO_PASSTHROUGH` chain whose cluster has no endpoint: closed, nothing relayed
+    /// (Envoy's tcp_proxy finds no healthy upstream).
+    AutoNoEndpoints,
+    /// A sidecar's mTLS meets terminating server `s`, whose certificate is no mesh
+    /// identity: the client refuses it in the handshake.
+    ClientRejects(usize),
     /// Served through server `chain`'s filter chain (`None`: port 80), answered so.
     Served {
         chain: Option<usize>,
@@ -243,9 +253,27 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
             answer: answer(spec, &on_port, req, false),
         };
     }
-    let chain = match chain_for(spec, req.sni.map(|n| NAMES[n])) {
+    let sidecar = matches!(req.auto, Some(a) if a.client == AutoClient::Sidecar);
+    let chain = match chain_for(spec, req.sni_name().as_deref(), req.alpn()) {
         None => return Expected::NoChain,
         Some(Chain::Passthrough(backend)) => return Expected::Passthrough(backend),
+        Some(Chain::Auto {
+            backend,
+            port,
+            endpoints,
+        }) => {
+            return if endpoints {
+                Expected::AutoRelay { backend, port }
+            } else {
+                Expected::AutoNoEndpoints
+            };
+        }
+        // Only `ISTIO_MUTUAL` presents a mesh identity a sidecar accepts.
+        Some(Chain::Terminating(s) | Chain::TerminatedTcp { server: s, .. })
+            if sidecar && spec.servers[s].mode != Mode::IstioMutual =>
+        {
+            return Expected::ClientRejects(s);
+        }
         // A MUTUAL server's handshake fails without a certificate from `caCertificates`
         // before a byte is relayed.
         Some(Chain::TerminatedTcp { server, backend }) => {

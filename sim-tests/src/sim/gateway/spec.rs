@@ -1,13 +1,15 @@
-//! The gateway world of a seed, as plain data: one Gateway's servers (plain-text HTTP on port
-//! 80, some redirecting to HTTPS; HTTPS on port 443, `SIMPLE` or `MUTUAL`), the VirtualServices
-//! that may be bound to it, the backends behind them and the requests clients send.
+//! The gateway world of a seed, as plain data: the Gateways' servers (plain-text HTTP on port
+//! 80, some redirecting to HTTPS; TLS on port 443, terminated, passed through by `tls` rules or
+//! by the SNI alone, `AUTO_PASSTHROUGH`), the VirtualServices that may be bound to them, the
+//! backends behind them and the requests clients send. [`super::draw`] draws it from a seed.
 
 use serde::{Deserialize, Serialize};
 
 /// Host patterns servers and VirtualServices draw from: exact names, wildcards of two
 /// domains, and the catch-all, so that intersections (pilot's `Names.Intersection`) and
-/// Envoy's exact-before-wildcard rankings are exercised.
-pub const HOSTS: [&str; 7] = [
+/// Envoy's exact-before-wildcard rankings are exercised; after [`ROUTED_HOSTS`] of them, the
+/// backends' names, which only `AUTO_PASSTHROUGH` servers list.
+pub const HOSTS: [&str; 10] = [
     "a.example.com",
     "b.example.com",
     "x.y.example.com",
@@ -15,8 +17,26 @@ pub const HOSTS: [&str; 7] = [
     "c.other.org",
     "*.other.org",
     "*",
+    "*.backend.test",
+    "svc-0.backend.test",
+    "svc-1.backend.test",
 ];
 
+/// How many of [`HOSTS`] routing servers and VirtualServices draw from.
+pub const ROUTED_HOSTS: usize = 7;
+
+/// The backends' ports, as their ServiceEntries declare them.
+pub const BACKEND_PORTS: [u16; 3] = [8080, 8443, 9000];
+
+/// The subsets of a backend's DestinationRule, where the world has them: `v1` selects its
+/// endpoint (labelled `version: v1`), `v2` selects none.
+pub const SUBSETS: [&str; 2] = ["v1", "v2"];
+
+/// Istio's mesh client ALPN list as a Trellis sidecar offers it (pilot's `ALPNInMesh` first).
+pub const SIDECAR_ALPN: [&str; 2] = ["istio", "trellis-http/1.1"];
+
+/// What the world's other clients offer (TLS origination's `http/1.1`).
+pub const ORIGINATION_ALPN: [&str; 1] = ["http/1.1"];
 /// The index of `*` in [`HOSTS`].
 pub const STAR: usize = 6;
 
@@ -76,6 +96,11 @@ pub enum Mode {
     /// [`Mode::TlsTcp`] with `tls.mode: MUTUAL`: the handshake requires a client certificate
     /// from the clients' CA before anything is relayed.
     TlsTcpMutual,
+    /// TLS on port 443, `tls.mode: AUTO_PASSTHROUGH` (Istio's east-west gateway): a chain per
+    /// port (and subset) of each mesh service its hosts cover, named by the SNI
+    /// `outbound_.<port>_.<subset>_.<host>` and asking for Istio's mTLS ALPNs, relays the bytes
+    /// untouched to that cluster's endpoints.
+    AutoPassthrough,
 }
 
 impl Mode {
@@ -88,7 +113,8 @@ impl Mode {
             | Mode::IstioMutual
             | Mode::Passthrough
             | Mode::TlsTcp
-            | Mode::TlsTcpMutual => HTTPS_PORT,
+            | Mode::TlsTcpMutual
+            | Mode::AutoPassthrough => HTTPS_PORT,
         }
     }
 
@@ -267,6 +293,44 @@ pub enum ClientCert {
     Mesh,
 }
 
+/// Which client speaks to an `AUTO_PASSTHROUGH` port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AutoClient {
+    /// A sidecar's mesh mTLS: its workload certificate, [`SIDECAR_ALPN`], checking the server
+    /// by the mesh's trust domain.
+    Sidecar,
+    /// Plain TLS origination naming the same SNI, offering [`ORIGINATION_ALPN`] only.
+    Origination,
+}
+
+/// The cluster an east-west client names in its SNI (pilot's `BuildDNSSrvSubsetKey`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoSni {
+    /// `svc-<backend>.backend.test`; `backend` may be past the world's backends (a host no
+    /// ServiceEntry declares).
+    pub backend: usize,
+    /// One of [`BACKEND_PORTS`], or a port the service lacks.
+    pub port: u16,
+    /// An index into [`SUBSETS`], or past it (a subset no DestinationRule defines); `None`:
+    /// no subset.
+    pub subset: Option<usize>,
+    pub client: AutoClient,
+}
+
+impl AutoSni {
+    /// The SNI: `outbound_.<port>_.<subset>_.<host>`.
+    pub fn name(&self) -> String {
+        let subset = match self.subset {
+            Some(i) => SUBSETS.get(i).copied().unwrap_or("v3"),
+            None => "",
+        };
+        format!(
+            "outbound_.{}_.{subset}_.svc-{}.backend.test",
+            self.port, self.backend
+        )
+    }
+}
+
 /// One client connection carrying one request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GwRequest {
@@ -282,6 +346,9 @@ pub struct GwRequest {
     pub host_form: HostForm,
     /// An index into [`PATHS`].
     pub path: usize,
+    /// An east-west client: its SNI names a cluster (`sni` is not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoSni>,
 }
 
 impl GwRequest {
@@ -294,6 +361,25 @@ impl GwRequest {
             HostForm::Upper => name.to_ascii_uppercase(),
         }
     }
+
+    /// The ClientHello's `server_name`, if any.
+    pub fn sni_name(&self) -> Option<String> {
+        match &self.auto {
+            Some(auto) => Some(auto.name()),
+            None => self.sni.map(|n| NAMES[n].to_string()),
+        }
+    }
+
+    /// The ALPN protocols the client offers, in its order.
+    pub fn alpn(&self) -> &'static [&'static str] {
+        match self.auto {
+            Some(AutoSni {
+                client: AutoClient::Sidecar,
+                ..
+            }) => &SIDECAR_ALPN,
+            _ => &ORIGINATION_ALPN,
+        }
+    }
 }
 
 /// The whole gateway world of one seed.
@@ -303,157 +389,14 @@ pub struct GatewaySpec {
     pub virtual_services: Vec<GwVirtualService>,
     /// How many backends (`svc-<k>.backend.test`, one endpoint each).
     pub backends: usize,
+    /// Whether each backend has a DestinationRule with [`SUBSETS`] (its endpoint labelled
+    /// `version: v1`).
+    #[serde(default)]
+    pub subsets: bool,
     pub requests: Vec<GwRequest>,
 }
 
 impl GatewaySpec {
-    /// The gateway world of `seed`, in a sixth of the seeds, on a stream of its own (no other
-    /// world's draws move).
-    pub fn from_seed(seed: u64) -> Option<GatewaySpec> {
-        let mut r = fastrand::Rng::with_seed(seed ^ 0x6a7e_3a75_0000_001f);
-        if r.u8(0..6) != 0 {
-            return None;
-        }
-        Some(GatewaySpec::draw(&mut r))
-    }
-
-    fn draw(r: &mut fastrand::Rng) -> GatewaySpec {
-        let mut servers = Vec::new();
-        let gateways = if r.u8(0..3) == 0 { 2 } else { 1 };
-        for port_tls in [false, true] {
-            let count = r.usize(0..=if port_tls { 3 } else { 2 });
-            let mut free: Vec<usize> = (0..HOSTS.len()).collect();
-            r.shuffle(&mut free);
-            for _ in 0..count {
-                let take = r.usize(1..=2).min(free.len());
-                if take == 0 {
-                    break;
-                }
-                let mut hosts: Vec<usize> = free.drain(..take).collect();
-                hosts.sort_unstable();
-                let mode = match (port_tls, r.u8(0..6)) {
-                    (false, 0) => Mode::HttpsRedirect,
-                    (false, _) => Mode::Http,
-                    (true, 0) => Mode::Mutual,
-                    (true, 1) => Mode::Passthrough,
-                    (true, 2) => Mode::TlsTcp,
-                    (true, 3) => Mode::OptionalMutual,
-                    (true, 4) => Mode::IstioMutual,
-                    (true, _) => Mode::Simple,
-                };
-                // TLS servers that terminate for TCP come in pairs now and then, so that the
-                // SNI has two such chains to choose between.
-                let last_tcp = servers
-                    .last()
-                    .is_some_and(|s: &GwServer| s.mode.relays_tcp());
-                let mode = if port_tls && last_tcp && r.bool() {
-                    Mode::TlsTcp
-                } else {
-                    mode
-                };
-                // A third of them ask for client certificates.
-                let mode = if mode == Mode::TlsTcp && r.u8(0..3) == 0 {
-                    Mode::TlsTcpMutual
-                } else {
-                    mode
-                };
-                let gateway = r.usize(0..gateways);
-                let sans = match mode {
-                    Mode::Mutual
-                    | Mode::OptionalMutual
-                    | Mode::IstioMutual
-                    | Mode::TlsTcpMutual => match r.u8(0..4) {
-                        0 => Sans::IncludingClient,
-                        1 => Sans::OthersOnly,
-                        _ => Sans::Unset,
-                    },
-                    _ => Sans::Unset,
-                };
-                servers.push(GwServer {
-                    mode,
-                    hosts,
-                    gateway,
-                    sans,
-                });
-            }
-        }
-        if servers.is_empty() {
-            servers.push(GwServer {
-                mode: Mode::Http,
-                hosts: vec![r.usize(0..HOSTS.len())],
-                gateway: 0,
-                sans: Sans::Unset,
-            });
-        }
-        let backends = r.usize(1..=3);
-        let mut virtual_services: Vec<GwVirtualService> = (0..r.usize(1..=4))
-            .map(|_| draw_virtual_service(r, backends, gateways))
-            .collect();
-        if servers.iter().any(|s| s.mode == Mode::Passthrough) {
-            draw_tls_rules(r, &servers, &mut virtual_services, backends);
-        }
-        if servers.iter().any(|s| s.mode.relays_tcp()) {
-            for vs in virtual_services.iter_mut() {
-                if r.u8(0..3) == 0 {
-                    continue;
-                }
-                vs.tcp_rules = (0..r.usize(1..=2))
-                    .map(|_| GwTcpRule {
-                        port: match r.u8(0..4) {
-                            0 => Some(HTTPS_PORT),
-                            1 => Some(9443),
-                            _ => None,
-                        },
-                        backend: r.usize(0..backends),
-                    })
-                    .collect();
-            }
-        }
-        let has_port = |p: u16| servers.iter().any(|s: &GwServer| s.mode.port() == p);
-        let (http, https) = (has_port(HTTP_PORT), has_port(HTTPS_PORT));
-        let requests = (0..r.usize(10..=40))
-            .map(|_| {
-                // Mostly to a port a server has; now and then to one nobody serves.
-                let tls = match (http, https, r.u8(0..10)) {
-                    (_, _, 0) => r.bool(),
-                    (true, true, _) => r.bool(),
-                    (_, https, _) => https,
-                };
-                let host = r.usize(0..NAMES.len());
-                GwRequest {
-                    at_ms: r.u64(0..800),
-                    port: if tls { HTTPS_PORT } else { HTTP_PORT },
-                    sni: match r.u8(0..10) {
-                        0 => None,
-                        1..=6 => Some(host),
-                        _ => Some(r.usize(0..NAMES.len())),
-                    }
-                    .filter(|_| tls),
-                    cert: match r.u8(0..7) {
-                        _ if !tls => ClientCert::None,
-                        0..=2 => ClientCert::Trusted,
-                        3 | 4 => ClientCert::None,
-                        5 => ClientCert::Untrusted,
-                        _ => ClientCert::Mesh,
-                    },
-                    host,
-                    host_form: match r.u8(0..6) {
-                        0 => HostForm::WithPort,
-                        1 => HostForm::Upper,
-                        _ => HostForm::Plain,
-                    },
-                    path: r.usize(0..PATHS.len()),
-                }
-            })
-            .collect();
-        GatewaySpec {
-            servers,
-            virtual_services,
-            backends,
-            requests,
-        }
-    }
-
     /// The features a seed's gateway world exercises, for the coverage table.
     pub fn coverage_rows(&self) -> Vec<&'static str> {
         let mut out = vec!["gateway world: servers' hosts and bound VirtualServices"];
@@ -499,6 +442,12 @@ impl GatewaySpec {
         {
             out.push("gateway world: TLS-terminated TCP server with tcp rules");
         }
+        if mode(Mode::AutoPassthrough) {
+            out.push("gateway world: AUTO_PASSTHROUGH server (SNI-DNAT chains, Istio mTLS ALPNs)");
+        }
+        if mode(Mode::AutoPassthrough) && self.subsets {
+            out.push("gateway world: AUTO_PASSTHROUGH chains of DestinationRule subsets");
+        }
         if mode(Mode::HttpsRedirect) {
             out.push("gateway world: httpsRedirect");
         }
@@ -513,107 +462,5 @@ impl GatewaySpec {
             out.push("gateway world: two Gateways merged on one proxy");
         }
         out
-    }
-}
-
-/// A VirtualService: 1–2 hosts (`*` only when bound to gateways alone: istiod refuses it
-/// on the mesh), a binding to one of `gateways` Gateways (or both, or none), and 1–4 rules.
-fn draw_virtual_service(
-    r: &mut fastrand::Rng,
-    backends: usize,
-    gateways: usize,
-) -> GwVirtualService {
-    let g = r.usize(0..gateways);
-    let binding = match r.u8(0..10) {
-        0..=3 => Binding::Short(g),
-        4..=5 => Binding::Qualified(g),
-        6..=7 => Binding::MeshAndGateway(g),
-        8 if gateways == 2 => Binding::Both,
-        8 => Binding::MeshOnly,
-        _ if r.bool() => Binding::MeshOnly,
-        _ => Binding::OtherGateway,
-    };
-    let mut hosts: Vec<usize> = (0..r.usize(1..=2))
-        .map(|_| r.usize(0..HOSTS.len()))
-        .collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    if matches!(binding, Binding::MeshAndGateway(_) | Binding::MeshOnly) {
-        hosts.retain(|&h| h != STAR);
-        if hosts.is_empty() {
-            hosts.push(r.usize(0..STAR));
-        }
-    }
-    let rules = (0..r.usize(1..=4))
-        .map(|_| GwRule {
-            prefix: (r.u8(0..5) != 0).then(|| r.usize(0..PREFIXES.len())),
-            port: match r.u8(0..8) {
-                0 => Some(HTTP_PORT),
-                1 => Some(HTTPS_PORT),
-                _ => None,
-            },
-            gateways: if r.u8(0..5) == 0 {
-                (0..r.usize(1..=2))
-                    .map(|_| match r.u8(0..3) {
-                        0 => RuleGateway::Mesh,
-                        1 => RuleGateway::Short(r.usize(0..gateways)),
-                        _ => RuleGateway::Qualified(r.usize(0..gateways)),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            source_labels: (r.u8(0..8) == 0).then(|| r.bool()),
-            source_namespace: (r.u8(0..8) == 0).then(|| r.bool()),
-            backend: r.usize(0..backends),
-        })
-        .collect();
-    GwVirtualService {
-        hosts,
-        binding,
-        rules,
-        tls_rules: Vec::new(),
-        tcp_rules: Vec::new(),
-    }
-}
-
-/// `tls` rules for half the VirtualServices, in the worlds with a passthrough server: 1–2
-/// rules of 1–2 `sniHosts` each, drawn among the patterns within the VirtualService's hosts
-/// (istiod's validation) that no terminating server of port 443 has (Envoy refuses two
-/// filter chains with one server name, and pilot only keeps passthrough chains apart).
-fn draw_tls_rules(
-    r: &mut fastrand::Rng,
-    servers: &[GwServer],
-    virtual_services: &mut [GwVirtualService],
-    backends: usize,
-) {
-    let terminated: Vec<usize> = (servers.iter())
-        .filter(|s| s.mode.terminates())
-        .flat_map(|s| s.hosts.iter().copied())
-        .collect();
-    for vs in virtual_services.iter_mut() {
-        if !r.bool() {
-            continue;
-        }
-        let candidates: Vec<usize> = (0..HOSTS.len())
-            .filter(|&h| h != STAR && !terminated.contains(&h))
-            .filter(|&h| (vs.hosts.iter()).any(|&v| super::hosts::subset_of(HOSTS[h], HOSTS[v])))
-            .collect();
-        if candidates.is_empty() {
-            continue;
-        }
-        vs.tls_rules = (0..r.usize(1..=2))
-            .map(|_| {
-                let mut sni_hosts: Vec<usize> = (0..r.usize(1..=2))
-                    .map(|_| candidates[r.usize(0..candidates.len())])
-                    .collect();
-                sni_hosts.sort_unstable();
-                sni_hosts.dedup();
-                GwTlsRule {
-                    sni_hosts,
-                    backend: r.usize(0..backends),
-                }
-            })
-            .collect();
     }
 }

@@ -26,7 +26,7 @@ use super::config::{
     GATEWAY_IP,
 };
 use super::reference::{expected, Expected};
-use super::spec::{ClientCert, GatewaySpec, GwRequest, NAMES, PATHS};
+use super::spec::{AutoClient, ClientCert, GatewaySpec, GwRequest, PATHS};
 use super::wire::{parse_request, parse_response, Response};
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::mtls::ca::UNIX_BASE;
@@ -320,12 +320,32 @@ impl<'a> World<'a> {
                 .map(|s| self.san_of(s))
                 .collect(),
         };
+        let addr = SocketAddr::from((GATEWAY_IP, req.port));
+        if let Some(auto) = req.auto.filter(|a| a.client == AutoClient::Sidecar) {
+            // A sidecar's own mTLS, as it dials a cluster behind an east-west gateway: its
+            // workload certificate, the mesh's ALPNs, the cluster's name as SNI, any identity
+            // of the trust domain accepted.
+            let sni = auto.name();
+            let endpoint = Endpoint::Upstream {
+                cluster: "sim-sidecar",
+                addr,
+                tls: ResolvedUpstreamTls::Mesh {
+                    subject_alt_names: &[],
+                    sni: Some(&sni),
+                },
+            };
+            let identity = Some(&*self.certs.mesh.client.identity);
+            return match self.clients.transport(self.now, endpoint, identity) {
+                Ok(Transport::Transformed(t)) => Ok(t),
+                Ok(_) => Err("the sidecar factory gave no TLS transform".into()),
+                Err(e) => Err(format!("the sidecar's TLS: {e}")),
+            };
+        }
         let tls = Arc::new(OriginationTls {
             // An address as the name sends no server_name (RFC 6066 §3).
-            sni: req.sni.map_or_else(
-                || std::net::Ipv4Addr::from(GATEWAY_IP).to_string(),
-                |n| NAMES[n].to_string(),
-            ),
+            sni: req
+                .sni_name()
+                .unwrap_or_else(|| std::net::Ipv4Addr::from(GATEWAY_IP).to_string()),
             subject_alt_names: sans,
             ca_pem: Some(format!(
                 "{}{}",
@@ -336,7 +356,7 @@ impl<'a> World<'a> {
         });
         let endpoint = Endpoint::Upstream {
             cluster: "sim-client",
-            addr: SocketAddr::from((GATEWAY_IP, req.port)),
+            addr,
             tls: ResolvedUpstreamTls::Origination(&tls),
         };
         match self.clients.transport(self.now, endpoint, None) {
@@ -452,8 +472,16 @@ impl<'a> World<'a> {
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
         let http = (0..self.spec.backends).find(|&k| backend_addr(k) == addr);
-        let tls = (0..self.spec.backends)
-            .find(|&k| backend_tls_addr(k) == addr || backend_tcp_addr(k) == addr);
+        // An east-west client's bytes may go to any port of the cluster it named, its HTTP
+        // one included: relayed, not parsed.
+        let auto = self
+            .feeding
+            .is_some_and(|r| matches!(self.reqs[r].expected, Some(Expected::AutoRelay { .. })));
+        let tls = (0..self.spec.backends).find(|&k| {
+            backend_tls_addr(k) == addr
+                || backend_tcp_addr(k) == addr
+                || (auto && backend_addr(k).ip() == addr.ip())
+        });
         let relay = match (tls, self.feeding) {
             (Some(k), Some(r)) => {
                 self.reqs[r].relayed.push((k, addr.port(), Vec::new()));
