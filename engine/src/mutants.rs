@@ -209,6 +209,10 @@ pub struct Mutations {
     /// them (a plain TLS client naming a cluster at an AUTO_PASSTHROUGH gateway) is taken as
     /// if the chain listed none, where Envoy closes it.
     pub l4_alpn_ignored: bool,
+    /// An RBAC `authenticated` principal is matched against the peer certificate's URI SANs
+    /// only, where Envoy tries its DNS SANs and subject too: a gateway client whose
+    /// certificate names only a DNS name never satisfies `principals: ["*"]`.
+    pub authz_principal_uri_only: bool,
     /// An injected abort answers 503 whatever status its rule sets (a gRPC abort's 200
     /// included).
     pub fault_abort_always_503: bool,

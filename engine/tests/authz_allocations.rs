@@ -134,8 +134,16 @@ fn evaluating_a_chain_allocates_nothing() {
         ),
         ("DELETE", "/api/v1/items", None),
     ];
+    // A mesh peer's certificate names, built before counting: the SPIFFE id, an empty subject.
+    let names: Vec<Vec<String>> = (requests.iter())
+        .map(|(_, _, id)| {
+            id.iter()
+                .flat_map(|id| [id.to_string(), String::new()])
+                .collect()
+        })
+        .collect();
     let run = |count: &mut [u32; 2]| {
-        for (method, path, identity) in requests {
+        for ((method, path, _), names) in requests.iter().zip(&names) {
             let req = AuthzRequest {
                 method,
                 authority: "web.shop:8080",
@@ -143,7 +151,7 @@ fn evaluating_a_chain_allocates_nothing() {
                 headers: &headers,
                 peer,
                 destination: "10.0.0.9:8080".parse().unwrap(),
-                peer_identity: identity,
+                peer_names: names,
                 sni: None,
                 jwt: None,
                 client: None,

@@ -234,6 +234,21 @@ fn catches_gateway_alpn_ignored() {
     eprintln!("AUTO_PASSTHROUGH chain without its ALPN check caught by seed {seed}");
 }
 
+planted!(gateway_principal_uri_only, authz_principal_uri_only);
+
+/// Expected: `Authorization` (in the gateway world, a client whose certificate from the
+/// clients' CA names only a DNS name judged by `principals`/`notPrincipals: ["*"]` as if it
+/// had no principal: Envoy's authenticated matcher tries DNS SANs and the subject too).
+#[test]
+fn catches_gateway_principal_uri_only() {
+    let seed = first_catching_seed(
+        gateway_principal_uri_only,
+        Invariant::Authorization,
+        RARE_BUDGET,
+    );
+    eprintln!("RBAC principals matched on URI SANs only caught by seed {seed}");
+}
+
 planted!(
     gateway_passthrough_after_catch_all,
     gateway_passthrough_after_catch_all

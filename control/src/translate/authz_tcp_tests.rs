@@ -33,6 +33,10 @@ fn connection(t: &AuthzTranslation, identity: Option<&str>) -> Verdict {
     };
     let headers = Fields::default();
     let peer: SocketAddr = "10.0.0.7:40000".parse().unwrap();
+    // A mesh peer's certificate: its SPIFFE id as the URI SAN, an empty subject.
+    let names: Vec<String> = (identity.iter())
+        .flat_map(|id| [id.to_string(), String::new()])
+        .collect();
     let req = AuthzRequest {
         method: "",
         authority: "",
@@ -40,7 +44,7 @@ fn connection(t: &AuthzTranslation, identity: Option<&str>) -> Verdict {
         headers: &headers,
         peer,
         destination: "10.0.0.1:27017".parse().unwrap(),
-        peer_identity: identity,
+        peer_names: &names,
         sni: None,
         jwt: None,
         client: Some(peer.ip()),

@@ -58,6 +58,10 @@ fn verdict_with_jwt(
     };
     let headers = trellis_engine::http1::Fields::new();
     let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+    // A mesh peer's certificate: its SPIFFE id as the URI SAN, an empty subject.
+    let names: Vec<String> = (identity.iter())
+        .flat_map(|id| [id.to_string(), String::new()])
+        .collect();
     let req = AuthzRequest {
         method,
         authority: "web.shop:8080",
@@ -65,7 +69,7 @@ fn verdict_with_jwt(
         headers: &headers,
         peer,
         destination: "10.9.9.9:8080".parse().unwrap(),
-        peer_identity: identity,
+        peer_names: &names,
         sni: None,
         jwt: jwt.as_ref(),
         client: None,

@@ -34,8 +34,10 @@ pub struct AuthzRequest<'a> {
     pub peer: SocketAddr,
     /// Where the connection was sent (the original destination of a redirected connection).
     pub destination: SocketAddr,
-    /// The verified peer certificate's SPIFFE id; `None` on plaintext.
-    pub peer_identity: Option<&'a str>,
+    /// The names of the verified peer certificate an `authenticated` principal may match, in
+    /// Envoy's order: URI SANs (a mesh peer's SPIFFE id), DNS SANs, then the subject. Empty
+    /// on plaintext and without a client certificate.
+    pub peer_names: &'a [String],
     /// The TLS SNI the client sent, if any.
     pub sni: Option<&'a str>,
     /// The payload of the JWT the request authentication verified, if any (Envoy's
@@ -207,7 +209,17 @@ impl Principal {
             Principal::And(all) => all.iter().all(|p| p.matches(req)),
             Principal::Or(any) => any.iter().any(|p| p.matches(req)),
             Principal::Not(p) => !p.matches(req),
-            Principal::Authenticated(m) => req.peer_identity.is_some_and(|id| m.matches(id)),
+            // Any of the names (AuthenticatedMatcher::matches): a gateway's client certificate
+            // from a CA outside the mesh may carry only a DNS name, which `principals: ["*"]`
+            // (pilot's `.+`) matches.
+            Principal::Authenticated(m) => {
+                #[cfg(feature = "mutants")]
+                if crate::mutants::route().authz_principal_uri_only {
+                    let uri = |n: &&String| n.contains("://");
+                    return req.peer_names.iter().filter(uri).any(|n| m.matches(n));
+                }
+                req.peer_names.iter().any(|n| m.matches(n))
+            }
             Principal::DirectRemoteIp(cidr) => cidr.contains(req.peer.ip()),
             Principal::RemoteIp(cidr) => cidr.contains(req.remote_ip()),
             Principal::Header(h) => h.matches(req.header(&h.name).as_deref()),

@@ -27,8 +27,17 @@ struct Req {
     headers: crate::http1::Fields,
     peer: SocketAddr,
     destination: SocketAddr,
-    identity: Option<&'static str>,
+    /// The peer certificate's names ([`mesh_names`]); empty: plaintext.
+    names: Vec<String>,
     jwt: Option<crate::authn::JwtPayload>,
+}
+
+/// The names of a mesh peer's certificate, as the TLS transform lists them: its SPIFFE id
+/// (the URI SAN), then its empty subject; none on plaintext.
+fn mesh_names(identity: Option<&str>) -> Vec<String> {
+    (identity.iter())
+        .flat_map(|id| [id.to_string(), String::new()])
+        .collect()
 }
 
 impl Req {
@@ -40,7 +49,7 @@ impl Req {
             headers: crate::http1::Fields::new(),
             peer: "10.0.0.7:40000".parse().unwrap(),
             destination: "10.0.0.9:9080".parse().unwrap(),
-            identity: None,
+            names: Vec::new(),
             jwt: None,
         }
     }
@@ -53,7 +62,7 @@ impl Req {
             headers: &self.headers,
             peer: self.peer,
             destination: self.destination,
-            peer_identity: self.identity,
+            peer_names: &self.names,
             sni: None,
             jwt: self.jwt.as_ref(),
             client: None,
@@ -172,8 +181,27 @@ fn authenticated_needs_a_verified_peer() {
         Principal::Not(Box::new(p.clone())).matches(&req.view()),
         "notPrincipals: plaintext is not that principal"
     );
-    req.identity = Some("spiffe://cluster.local/ns/shop/sa/web");
+    req.names = mesh_names(Some("spiffe://cluster.local/ns/shop/sa/web"));
     assert!(p.matches(&req.view()));
+}
+
+/// Envoy's `AuthenticatedMatcher::matches` (source/extensions/filters/common/rbac/
+/// matchers.cc) tries every URI SAN, then every DNS SAN, then the subject. A gateway's client
+/// certificate from a CA outside the mesh may name only a DNS name: pilot's `principals: ["*"]`
+/// (`StringMatcherWithPrefix`: the regex `.+`) holds for it, `notPrincipals: ["*"]` does not,
+/// and every other form carries `spiffe://` and fails.
+#[test]
+fn authenticated_tries_dns_names_and_the_subject_too() {
+    let star = Principal::Authenticated(StringMatcher::istio_with_prefix("*", "spiffe://"));
+    let suffix =
+        Principal::Authenticated(StringMatcher::istio_with_prefix("*.gw.test", "spiffe://"));
+    let mut req = Req::get("/");
+    req.names = vec!["client.gw.test".into(), "CN=client.gw.test".into()];
+    assert!(star.matches(&req.view()));
+    assert!(!Principal::Not(Box::new(star)).matches(&req.view()));
+    assert!(!suffix.matches(&req.view()));
+    let subject = Principal::Authenticated(StringMatcher::Exact("CN=client.gw.test".into()));
+    assert!(subject.matches(&req.view()));
 }
 
 #[test]
@@ -374,7 +402,7 @@ impl Case {
     fn req(&self) -> Req {
         let mut r = Req::get(self.path);
         r.method = self.method;
-        r.identity = self.identity;
+        r.names = mesh_names(self.identity);
         r
     }
 

@@ -63,7 +63,7 @@ impl Engine {
             headers: &req.head.headers,
             peer: d.peer,
             destination: d.original_dst.unwrap_or(d.local),
-            peer_identity: transport.peer_identity(),
+            peer_names: transport.peer_principal_names(),
             // The SNI the client sent to this proxy's TLS (a gateway's HTTPS server, or the
             // `outbound_.<port>_.<subset>_.<host>` name of a mesh client); none on plaintext.
             sni: transport.server_name(),

@@ -55,7 +55,7 @@ impl Engine {
             headers: &headers,
             peer: d.peer,
             destination: d.original_dst.unwrap_or(d.local),
-            peer_identity: transport.peer_identity(),
+            peer_names: transport.peer_principal_names(),
             // requested_server_name: the SNI of this proxy's TLS (mesh mTLS), else the one the
             // tls_inspector read from a passed-through ClientHello.
             sni: transport.server_name().or(session.sni.as_deref()),

@@ -118,6 +118,14 @@ pub trait ByteTransform: Send {
     /// The peer's verified identity once established (a SPIFFE id for mesh TLS).
     fn peer_identity(&self) -> Option<&str>;
 
+    /// The names an RBAC `authenticated` principal is matched against, once established: the
+    /// verified client certificate's URI SANs, DNS SANs, then its subject (Envoy's order).
+    /// Empty without a client certificate, on the client side, and for transforms without
+    /// certificates.
+    fn peer_principal_names(&self) -> &[String] {
+        &[]
+    }
+
     /// The XFCC element describing the peer's certificate, once established, when the peer
     /// presented one (see [`Transport::client_cert_details`]). Transforms without
     /// certificates have none.
@@ -339,6 +347,15 @@ impl Transport {
         match self {
             Transport::Transformed(t) => t.peer_identity(),
             _ => None,
+        }
+    }
+
+    /// What RBAC principals are matched against (see
+    /// [`ByteTransform::peer_principal_names`]); empty without TLS.
+    pub fn peer_principal_names(&self) -> &[String] {
+        match self {
+            Transport::Transformed(t) => t.peer_principal_names(),
+            _ => &[],
         }
     }
 

@@ -154,6 +154,7 @@ pub const ALL: &[&str] = &[
     "gateway world: subjectAltNames on servers checking client certificates",
     "gateway world: AUTO_PASSTHROUGH server (SNI-DNAT chains, Istio mTLS ALPNs)",
     "gateway world: AUTO_PASSTHROUGH chains of DestinationRule subsets",
+    "gateway world: AuthorizationPolicies on HTTP and L4 chains",
     "gateway world: httpsRedirect",
     "gateway world: two Gateways merged on one proxy",
     "gateway world: rules matching gateways",

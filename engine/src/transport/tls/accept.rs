@@ -266,6 +266,13 @@ impl ByteTransform for SniTermination {
         }
     }
 
+    fn peer_principal_names(&self) -> &[String] {
+        match &self.phase {
+            Phase::Tls(tls) => tls.peer_principal_names(),
+            _ => &[],
+        }
+    }
+
     fn client_cert_details(&self) -> Option<&str> {
         match &self.phase {
             Phase::Tls(tls) => tls.client_cert_details(),

@@ -41,6 +41,9 @@ pub struct TlsTransform {
     early: usize,
     /// The peer's verified SPIFFE id, once established.
     identity: Option<String>,
+    /// Server side: the verified client certificate's names for RBAC principals
+    /// ([`xfcc::principal_names`]), once established; empty without one.
+    principal_names: Vec<String>,
     /// A mesh peer must present a SPIFFE id; a server we originate TLS to need not.
     mesh: bool,
     /// Server side: our own URI SANs, for the XFCC element (`By=`) built at establishment.
@@ -72,6 +75,7 @@ impl TlsTransform {
             outgoing: BytesMut::new(),
             early: 0,
             identity: None,
+            principal_names: Vec::new(),
             mesh: true,
             xfcc_by: None,
             xfcc_cert: false,
@@ -138,6 +142,9 @@ impl TlsTransform {
             self.identity.is_some() || !self.mesh,
             "the mesh verifiers accept only certificates with a SPIFFE id"
         );
+        if let (Connection::Server(_), Some(cert)) = (&self.conn, first) {
+            self.principal_names = xfcc::principal_names(cert);
+        }
         if let (Some(by), Some(cert)) = (&self.xfcc_by, first) {
             self.client_cert_details = Some(xfcc::client_cert_details(by, cert, self.xfcc_cert));
         }
@@ -254,6 +261,10 @@ impl ByteTransform for TlsTransform {
 
     fn client_cert_details(&self) -> Option<&str> {
         self.client_cert_details.as_deref()
+    }
+
+    fn peer_principal_names(&self) -> &[String] {
+        &self.principal_names
     }
 
     fn server_name(&self) -> Option<&str> {

@@ -53,6 +53,22 @@ pub fn client_cert_details(
     parts.join(";")
 }
 
+/// The names Envoy's RBAC `authenticated` matcher tries for a peer certificate, in its order
+/// (`AuthenticatedMatcher::matches`, source/extensions/filters/common/rbac/matchers.cc):
+/// each URI SAN, each DNS SAN, then the subject in RFC 2253 form. A certificate that does not
+/// parse has none.
+pub fn principal_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    match X509Certificate::from_der(cert.as_ref()) {
+        Ok((_, parsed)) => {
+            let (mut names, dns) = sans(&parsed);
+            names.extend(dns);
+            names.push(rfc2253(parsed.subject()));
+            names
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The URI SANs of a certificate given as DER (our own, for `By=`).
 pub fn uri_sans(cert: &CertificateDer<'_>) -> Vec<String> {
     match X509Certificate::from_der(cert.as_ref()) {
@@ -167,5 +183,33 @@ mod tests {
         // 0xfb bytes encode to `+` and `/`; 60 bytes need `=`-free padding; all are escaped.
         assert!(!encoded.contains(['+', '/', '=', ' ', '\n']));
         assert!(encoded.contains("%2B") && encoded.contains("%2F"));
+    }
+
+    /// The names RBAC principals are matched against, in Envoy's order
+    /// (`AuthenticatedMatcher::matches`): URI SANs, DNS SANs, then the RFC 2253 subject.
+    #[test]
+    fn principal_names_are_uris_then_dns_names_then_the_subject() {
+        let key = super::super::testca::ed25519_key(7);
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client.gw.test");
+        params.subject_alt_names = vec![
+            rcgen::SanType::DnsName("client.gw.test".try_into().expect("a DNS name")),
+            rcgen::SanType::URI("spiffe://td/ns/a/sa/b".try_into().expect("a URI")),
+            rcgen::SanType::DnsName("alt.gw.test".try_into().expect("a DNS name")),
+        ];
+        let cert = params.self_signed(&key).expect("self-signed");
+        let der = CertificateDer::from(cert.der().to_vec());
+        assert_eq!(
+            principal_names(&der),
+            [
+                "spiffe://td/ns/a/sa/b",
+                "client.gw.test",
+                "alt.gw.test",
+                "CN=client.gw.test"
+            ]
+        );
+        assert!(principal_names(&CertificateDer::from(vec![1u8, 2, 3])).is_empty());
     }
 }

@@ -232,6 +232,7 @@ mod tests {
             virtual_services: Vec::new(),
             backends: 1,
             subsets: false,
+            policies: Vec::new(),
             requests: Vec::new(),
         };
         let t = |s| Some(Chain::Terminating(s));
@@ -265,6 +266,7 @@ mod tests {
             virtual_services: vec![vs(vec![1], 0), vs(vec![1, 2], 1), vs(vec![3], 2)],
             backends: 3,
             subsets: false,
+            policies: Vec::new(),
             requests: Vec::new(),
         };
         assert_eq!(
@@ -296,6 +298,7 @@ mod tests {
             virtual_services: Vec::new(),
             backends: 2,
             subsets: true,
+            policies: Vec::new(),
             requests: Vec::new(),
         };
         let sidecar: &[&str] = &["istio", "trellis-http/1.1"];

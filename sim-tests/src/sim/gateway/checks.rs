@@ -95,6 +95,21 @@ impl World<'_> {
                     ));
                 }
             }
+            Expected::TcpDenied { server } => {
+                if let Some(e) = &state.tls_error {
+                    problems.push((
+                        Invariant::GatewayTls,
+                        format!("expected server {server}'s chain; the handshake failed: {e}"),
+                    ));
+                } else if !unanswered || state.relayed.iter().any(|(_, _, b)| !b.is_empty()) {
+                    problems.push((Invariant::Authorization, format!("the gateway's AuthorizationPolicies deny this connection on server {server}'s TCP chain, yet bytes were relayed")));
+                }
+            }
+            Expected::PassthroughDenied => {
+                if !unanswered || state.relayed.iter().any(|(_, _, b)| !b.is_empty()) {
+                    problems.push((Invariant::Authorization, "the gateway's AuthorizationPolicies deny this connection on its passthrough chain, yet bytes were relayed".into()));
+                }
+            }
             Expected::ClientRejects(s) => {
                 if !unanswered || state.tls_error.is_none() {
                     problems.push((Invariant::GatewayTls, format!("a sidecar's mTLS should refuse server {s}'s certificate, no mesh identity")));
@@ -131,7 +146,11 @@ impl World<'_> {
         // ends: a refused client of a TCP chain may open its backend's connection, never send
         // it a byte.
         let refused_tcp = matches!(expected, Expected::ClientRefused(s) | Expected::ClientRejects(s)
-            if self.spec.servers[s].mode.relays_tcp());
+            if self.spec.servers[s].mode.relays_tcp())
+            || matches!(
+                expected,
+                Expected::TcpDenied { .. } | Expected::PassthroughDenied
+            );
         let sent_nothing = state.relayed.iter().all(|(_, _, bytes)| bytes.is_empty());
         let may_open_backend = relays || (refused_tcp && sent_nothing);
         if !may_open_backend && !state.relayed.is_empty() {
@@ -146,6 +165,8 @@ impl World<'_> {
             Expected::AutoRelay { .. } => "auto-relay",
             Expected::AutoNoEndpoints => "auto-no-endpoints",
             Expected::ClientRejects(_) => "client-rejects",
+            Expected::TcpDenied { .. } => "tcp-denied",
+            Expected::PassthroughDenied => "passthrough-denied",
             Expected::NoListener => "no-listener",
             Expected::NoChain => "no-chain",
             Expected::ClientRefused(_) => "client-refused",
@@ -161,6 +182,10 @@ impl World<'_> {
                 answer: Answer::Redirect(_),
                 ..
             } => "redirect",
+            Expected::Served {
+                answer: Answer::Denied,
+                ..
+            } => "denied-403",
         };
         self.count(outcome);
         for (invariant, problem) in problems {
@@ -189,6 +214,8 @@ impl World<'_> {
             Answer::Backend(k) => (200, Some(format!("outbound|8080||svc-{k}.backend.test"))),
             Answer::NotFound => (404, None),
             Answer::Redirect(_) => (301, None),
+            // Envoy resolves the route before its filters, so the record may name a cluster.
+            Answer::Denied => (403, None),
         };
         let good = record.status == status
             && no_route == matches!(answer, Answer::NotFound)
@@ -215,6 +242,13 @@ impl World<'_> {
             out.push((Invariant::EndsOnce, "no response".to_string()));
             return out;
         };
+        if response.status == 403 && *answer != Answer::Denied {
+            out.push((
+                Invariant::Authorization,
+                "answered 403 where the gateway's AuthorizationPolicies allow".to_string(),
+            ));
+            return out;
+        }
         match answer {
             Answer::Backend(k) => {
                 let want = (*k, PATHS[req.path].to_string(), req.host_field());
@@ -237,6 +271,17 @@ impl World<'_> {
             Answer::NotFound => {
                 if response.status != 404 || !state.reached.is_empty() {
                     out.push((Invariant::Routing, format!("answered {}", response.status)));
+                }
+            }
+            Answer::Denied => {
+                if response.status != 403 || !state.reached.is_empty() {
+                    out.push((
+                        Invariant::Authorization,
+                        format!(
+                            "answered {} where the gateway's RBAC denies",
+                            response.status
+                        ),
+                    ));
                 }
             }
             Answer::Redirect(location) => {

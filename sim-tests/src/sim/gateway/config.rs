@@ -13,6 +13,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     SerialNumber,
 };
+use trellis_control::jwks_resolver::NoFetch;
+use trellis_control::translate::gateway::security::secure_listeners;
 use trellis_control::translate::gateway::{translate_gateway, GatewayOptions};
 use trellis_control::translate::Registry;
 use trellis_engine::config::Config;
@@ -196,6 +198,10 @@ pub fn yaml(spec: &GatewaySpec, certs: &Certificates) -> String {
     }
     for (v, vs) in spec.virtual_services.iter().enumerate() {
         virtual_service(&mut out, v, vs);
+    }
+    for policy in &spec.policies {
+        out.push_str("---\n");
+        out.push_str(&policy.to_yaml());
     }
     out
 }
@@ -394,13 +400,20 @@ pub fn translate(yaml: &str, identity: Option<&IssuedCert>) -> Result<Config, St
     let set = trellis_control::istio::parse_str(yaml, "sim-gateway.yaml")
         .map_err(|e| format!("the gateway YAML does not parse: {e}"))?;
     let opts = GatewayOptions {
-        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        labels: BTreeMap::from([
+            ("istio".to_string(), "ingressgateway".to_string()),
+            ("app".to_string(), super::authz::GATEWAY_APP.to_string()),
+        ]),
         bind_address: Some(IpAddr::from(GATEWAY_IP)),
         has_identity: identity.is_some(),
         ..GatewayOptions::default()
     };
     let t = translate_gateway(&set, &Registry::default(), &opts);
-    let errors: Vec<String> = (t.diagnostics.iter())
+    let mut config = t.config;
+    // What `trellis proxy --gateway` adds: the policies selecting the gateway, on its HTTP
+    // and L4 chains.
+    let secured = secure_listeners(&mut config, &set, &opts, None, &NoFetch);
+    let errors: Vec<String> = (t.diagnostics.iter().chain(&secured))
         .filter(|d| d.severity == trellis_control::diag::Severity::Error)
         .map(|d| d.to_string())
         .collect();
@@ -409,7 +422,6 @@ pub fn translate(yaml: &str, identity: Option<&IssuedCert>) -> Result<Config, St
             "the control plane refused the gateway world: {errors:?}"
         ));
     }
-    let mut config = t.config;
     config.identity = identity.map(|i| i.identity.clone());
     Ok(config)
 }

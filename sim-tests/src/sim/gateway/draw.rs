@@ -21,6 +21,10 @@ impl GatewaySpec {
         if east_west.u8(0..3) == 0 {
             spec.add_auto_passthrough(&mut east_west);
         }
+        let mut policies = fastrand::Rng::with_seed(seed ^ 0x6a7e_3a75_0000_00a1);
+        if policies.u8(0..5) < 2 {
+            spec.policies = super::authz::draw(&mut policies);
+        }
         Some(spec)
     }
 
@@ -228,6 +232,7 @@ impl GatewaySpec {
             virtual_services,
             backends,
             subsets: false,
+            policies: Vec::new(),
             requests,
         }
     }

@@ -26,6 +26,7 @@
 //! seed's report; planted bugs in the engine's chain selection and client-certificate check
 //! are caught by a seed (`tests/mutants_config.rs`).
 
+pub mod authz;
 pub mod chains;
 mod checks;
 mod config;

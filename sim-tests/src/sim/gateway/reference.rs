@@ -32,7 +32,9 @@
 //!   `require_tls: ALL` host: 301 to `https://<Host as sent><path>`. Else the first route
 //!   whose prefix the path starts with; none: 404.
 
+use super::authz::{self, HttpAsked, PeerNames};
 use super::chains::{chain_for, Chain};
+use super::config::{CLIENT_DNS, CLIENT_ID};
 use super::hosts::subset_of;
 use super::spec::{
     AutoClient, ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, Sans, HOSTS,
@@ -61,6 +63,11 @@ pub enum Expected {
     /// A sidecar's mTLS meets terminating server `s`, whose certificate is no mesh
     /// identity: the client refuses it in the handshake.
     ClientRejects(usize),
+    /// `TLS` server `server` terminates it, then the gateway's network RBAC denies it: closed
+    /// at its first bytes, nothing relayed.
+    TcpDenied { server: usize },
+    /// A passthrough chain takes it and the network RBAC denies it: nothing relayed.
+    PassthroughDenied,
     /// Served through server `chain`'s filter chain (`None`: port 80), answered so.
     Served {
         chain: Option<usize>,
@@ -77,6 +84,8 @@ pub enum Answer {
     NotFound,
     /// 301 to this `Location`.
     Redirect(String),
+    /// 403 from the gateway's HTTP RBAC filter, before any route is looked at.
+    Denied,
 }
 
 /// One route of a virtual host: its prefix (`None`: every path) and backend.
@@ -237,6 +246,45 @@ fn answer(spec: &GatewaySpec, servers: &[usize], req: &GwRequest, tls: bool) -> 
         .map_or(Answer::NotFound, |r| Answer::Backend(r.backend))
 }
 
+/// The names of `req`'s client certificate that the RBAC filters of server `server`'s chain
+/// see (`None`: port 80's plain text): only a certificate the server asked for and accepted.
+fn peer_names(spec: &GatewaySpec, server: Option<usize>, req: &GwRequest) -> PeerNames {
+    let Some(s) = server else {
+        return PeerNames::new();
+    };
+    let accepted = match spec.servers[s].mode {
+        Mode::Mutual | Mode::OptionalMutual | Mode::TlsTcpMutual => req.cert == ClientCert::Trusted,
+        Mode::IstioMutual => req.cert == ClientCert::Mesh,
+        _ => false,
+    };
+    match req.cert {
+        _ if !accepted => PeerNames::new(),
+        // A DNS SAN and the subject (CN) from the clients' CA; the mesh's: a URI SAN only.
+        ClientCert::Trusted => vec![CLIENT_DNS.to_string(), format!("CN={CLIENT_DNS}")],
+        ClientCert::Mesh => vec![CLIENT_ID.to_string()],
+        ClientCert::None | ClientCert::Untrusted => PeerNames::new(),
+    }
+}
+
+/// The HTTP answer of the route configuration of `servers` to `req` on server `chain`'s
+/// filter chain (`None`: port 80's), the gateway's RBAC first.
+fn http_answer(
+    spec: &GatewaySpec,
+    chain: Option<usize>,
+    servers: &[usize],
+    req: &GwRequest,
+) -> Answer {
+    let asked = HttpAsked {
+        method: "GET",
+        path: PATHS[req.path],
+        authority: &req.host_field(),
+    };
+    if !authz::allows(&spec.policies, &peer_names(spec, chain, req), Some(&asked)) {
+        return Answer::Denied;
+    }
+    answer(spec, servers, req, chain.is_some())
+}
+
 /// What a client should see of `req`.
 pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     // pilot merges the Gateways in order, each one's servers in order.
@@ -250,12 +298,15 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     if req.port != HTTPS_PORT {
         return Expected::Served {
             chain: None,
-            answer: answer(spec, &on_port, req, false),
+            answer: http_answer(spec, None, &on_port, req),
         };
     }
+    let l4_allows =
+        |server: Option<usize>| authz::allows(&spec.policies, &peer_names(spec, server, req), None);
     let sidecar = matches!(req.auto, Some(a) if a.client == AutoClient::Sidecar);
     let chain = match chain_for(spec, req.sni_name().as_deref(), req.alpn()) {
         None => return Expected::NoChain,
+        Some(Chain::Passthrough(_)) if !l4_allows(None) => return Expected::PassthroughDenied,
         Some(Chain::Passthrough(backend)) => return Expected::Passthrough(backend),
         Some(Chain::Auto {
             backend,
@@ -282,6 +333,9 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
             if tcp_server.mode == Mode::TlsTcpMutual && wrong {
                 return Expected::ClientRefused(server);
             }
+            if !l4_allows(Some(server)) {
+                return Expected::TcpDenied { server };
+            }
             return Expected::TcpRelay { server, backend };
         }
         Some(Chain::Terminating(s)) => s,
@@ -306,7 +360,7 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     }
     Expected::Served {
         chain: Some(chain),
-        answer: answer(spec, &[chain], req, true),
+        answer: http_answer(spec, Some(chain), &[chain], req),
     }
 }
 

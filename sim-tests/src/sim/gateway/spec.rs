@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sim::mtls::policy::PolicySpec;
+
 /// Host patterns servers and VirtualServices draw from: exact names, wildcards of two
 /// domains, and the catch-all, so that intersections (pilot's `Names.Intersection`) and
 /// Envoy's exact-before-wildcard rankings are exercised; after [`ROUTED_HOSTS`] of them, the
@@ -393,6 +395,9 @@ pub struct GatewaySpec {
     /// `version: v1`).
     #[serde(default)]
     pub subsets: bool,
+    /// AuthorizationPolicies in `istio-system` ([`super::authz`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicySpec>,
     pub requests: Vec<GwRequest>,
 }
 
@@ -447,6 +452,9 @@ impl GatewaySpec {
         }
         if mode(Mode::AutoPassthrough) && self.subsets {
             out.push("gateway world: AUTO_PASSTHROUGH chains of DestinationRule subsets");
+        }
+        if !self.policies.is_empty() {
+            out.push("gateway world: AuthorizationPolicies on HTTP and L4 chains");
         }
         if mode(Mode::HttpsRedirect) {
             out.push("gateway world: httpsRedirect");

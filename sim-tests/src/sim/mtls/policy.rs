@@ -50,6 +50,12 @@ pub struct OperationSpec {
     pub not_methods: Vec<String>,
     pub paths: Vec<String>,
     pub not_paths: Vec<String>,
+    /// `hosts` and `notHosts` (`:authority`): drawn by the gateway world only
+    /// (`super::super::gateway::authz`), whose reference decides them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +142,10 @@ impl SourceSpec {
 
 impl OperationSpec {
     fn holds(&self, q: &Asked<'_>) -> bool {
+        debug_assert!(
+            self.hosts.is_empty() && self.not_hosts.is_empty(),
+            "the mesh world draws no hosts; its reference does not decide them"
+        );
         let same = |p: &str, v: &str| p == v;
         any_of(&self.methods, Some(q.method), same)
             && none_of(&self.not_methods, Some(q.method), same)
@@ -220,6 +230,8 @@ impl PolicySpec {
                         ("notMethods", &o.not_methods),
                         ("paths", &o.paths),
                         ("notPaths", &o.not_paths),
+                        ("hosts", &o.hosts),
+                        ("notHosts", &o.not_hosts),
                     ] {
                         if !v.is_empty() {
                             fields.push(format!("{key}: {}", list(v)));
