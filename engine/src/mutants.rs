@@ -213,6 +213,9 @@ pub struct Mutations {
     /// only, where Envoy tries its DNS SANs and subject too: a gateway client whose
     /// certificate names only a DNS name never satisfies `principals: ["*"]`.
     pub authz_principal_uri_only: bool,
+    /// A connection a gateway's `TLS` server terminated for TCP picks its chain without the
+    /// SNI its handshake saw: only a chain without server names can take it.
+    pub gateway_tcp_chain_without_sni: bool,
     /// An injected abort answers 503 whatever status its rule sets (a gRPC abort's 200
     /// included).
     pub fault_abort_always_503: bool,

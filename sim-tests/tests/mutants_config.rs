@@ -249,6 +249,16 @@ fn catches_gateway_principal_uri_only() {
     eprintln!("RBAC principals matched on URI SANs only caught by seed {seed}");
 }
 
+planted!(gateway_tcp_without_sni, gateway_tcp_chain_without_sni);
+
+/// Expected: `Routing` (in the gateway world, a client of a `TLS` server terminated for TCP
+/// whose chain names hosts: chosen without its SNI, no chain takes it and nothing is relayed).
+#[test]
+fn catches_gateway_tcp_without_sni() {
+    let seed = first_catching_seed(gateway_tcp_without_sni, Invariant::Routing, RARE_BUDGET);
+    eprintln!("terminated TCP chain chosen without the SNI caught by seed {seed}");
+}
+
 planted!(
     gateway_passthrough_after_catch_all,
     gateway_passthrough_after_catch_all

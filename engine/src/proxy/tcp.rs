@@ -197,6 +197,8 @@ impl Engine {
             if let Some(session) = self.session(id) {
                 session.deadline = None;
             }
+            #[cfg(feature = "mutants")]
+            let sni = sni.filter(|_| !crate::mutants::route().gateway_tcp_chain_without_sni);
             self.tcp_choose(now, id, sni, &[]);
         }
         false
