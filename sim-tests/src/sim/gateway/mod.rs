@@ -20,8 +20,12 @@
 //! without endpoints) from a sidecar's mTLS (Istio's ALPNs, a workload certificate) or from a
 //! plain TLS client (`http/1.1` only, which the AUTO_PASSTHROUGH chains must not take).
 //!
-//! The checks ([`checks`]) hold every request to the reference ([`reference`] and
-//! [`chains`]), written from pilot's gateway translation and Envoy's filter-chain and
+//! In two fifths of the worlds AuthorizationPolicies in `istio-system` select the gateway (or
+//! every workload, or another one): [`authz`] decides them as pilot's builder and Envoy's RBAC
+//! filters do, 403 on HTTP chains, closed L4 chains, nothing on AUTO_PASSTHROUGH ones.
+//!
+//! The checks ([`checks`]) hold every request to the reference ([`reference`], [`chains`]
+//! and [`authz`]), written from pilot's gateway translation and Envoy's filter-chain and
 //! virtual-host matching. Its violations, outcomes (`gateway:*`) and trace hash join the
 //! seed's report; planted bugs in the engine's chain selection and client-certificate check
 //! are caught by a seed (`tests/mutants_config.rs`).
