@@ -145,7 +145,7 @@ fn tcp_backend(spec: &GatewaySpec, s: usize) -> Option<usize> {
 fn auto_passthrough_chains(spec: &GatewaySpec, hosts: &[&'static str]) -> Vec<FilterChain> {
     let mut out = Vec::new();
     for backend in 0..spec.backends {
-        let host = format!("svc-{backend}.backend.test");
+        let host = super::spec::backend_host(backend);
         if !hosts.iter().any(|h| super::hosts::subset_of(&host, h)) {
             continue;
         }

@@ -2,9 +2,10 @@
 //! seed's own stream, so that no other world's draws move.
 
 use super::spec::{
-    AutoClient, AutoSni, Binding, ClientCert, GatewaySpec, GwRequest, GwRule, GwServer, GwTcpRule,
-    GwTlsRule, GwVirtualService, HostForm, Mode, RuleGateway, Sans, BACKEND_PORTS, HOSTS,
-    HTTPS_PORT, HTTP_PORT, NAMES, PATHS, PREFIXES, ROUTED_HOSTS, STAR, SUBSETS,
+    backend_host, AutoClient, AutoSni, Binding, ClientCert, GatewaySpec, GwRequest, GwRule,
+    GwServer, GwTcpRule, GwTlsRule, GwVirtualService, HostForm, Mode, RuleGateway, Sans,
+    BACKENDS_WILDCARD, BACKEND_PORTS, HOSTS, HTTPS_PORT, HTTP_PORT, NAMES, PATHS, PREFIXES,
+    ROUTED_HOSTS, STAR, SUBSETS,
 };
 
 impl GatewaySpec {
@@ -37,21 +38,26 @@ impl GatewaySpec {
             .filter(|s| s.mode.is_tls())
             .flat_map(|s| s.hosts.iter().copied())
             .collect();
-        // pilot skips a server repeating a host of the port (CheckDuplicates): none here.
-        let mut pool: Vec<usize> = vec![7, 8, 9, STAR, 0];
+        // pilot skips a server repeating a host of the port (CheckDuplicates): none here. The
+        // pool: the backends' wildcard, two backends' names, `*`, and a name covering none.
+        let names = BACKENDS_WILDCARD + 1..BACKENDS_WILDCARD + 3;
+        let mut pool: Vec<usize> = std::iter::once(BACKENDS_WILDCARD)
+            .chain(names)
+            .chain([STAR, 0])
+            .collect();
         pool.retain(|h| !on_443.contains(h));
         r.shuffle(&mut pool);
         let mut hosts: Vec<usize> = pool.into_iter().take(r.usize(1..=2)).collect();
         let covers = |hosts: &[usize], backends: usize| {
             (0..backends).any(|k| {
-                let name = format!("svc-{k}.backend.test");
+                let name = backend_host(k);
                 hosts
                     .iter()
                     .any(|&h| super::hosts::subset_of(&name, HOSTS[h]))
             })
         };
         if !covers(&hosts, self.backends) {
-            hosts.push(7);
+            hosts.push(BACKENDS_WILDCARD);
         }
         hosts.sort_unstable();
         hosts.dedup();

@@ -27,6 +27,15 @@ pub const HOSTS: [&str; 10] = [
 /// How many of [`HOSTS`] routing servers and VirtualServices draw from.
 pub const ROUTED_HOSTS: usize = 7;
 
+/// The index in [`HOSTS`] of `*.backend.test`, which every backend's name falls under; backend
+/// `k`'s own name follows at `BACKENDS_WILDCARD + 1 + k` (for the first two).
+pub const BACKENDS_WILDCARD: usize = ROUTED_HOSTS;
+
+/// Backend `k`'s host, as its ServiceEntry declares it.
+pub fn backend_host(k: usize) -> String {
+    format!("svc-{k}.backend.test")
+}
+
 /// The backends' ports, as their ServiceEntries declare them.
 pub const BACKEND_PORTS: [u16; 3] = [8080, 8443, 9000];
 
@@ -326,10 +335,8 @@ impl AutoSni {
             Some(i) => SUBSETS.get(i).copied().unwrap_or("v3"),
             None => "",
         };
-        format!(
-            "outbound_.{}_.{subset}_.svc-{}.backend.test",
-            self.port, self.backend
-        )
+        let host = backend_host(self.backend);
+        format!("outbound_.{}_.{subset}_.{host}", self.port)
     }
 }
 
