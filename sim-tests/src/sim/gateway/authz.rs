@@ -27,6 +27,9 @@
 //!   `*x` the regex `spiffe://.*x`; `x*` the prefix `spiffe://x`; else exact `spiffe://x`) and
 //!   a `namespaces` value as the regex `.*/ns/<ns>/.*`. So `principals: ["*"]` holds for a
 //!   certificate naming only a DNS name, where every other form needs a SPIFFE id.
+//! - **Addresses.** `ipBlocks` match the connection's peer (`direct_remote_ip`),
+//!   `remoteIpBlocks` the client address the gateway computed (`remote_ip`: with no trusted
+//!   hops, the peer again, whatever `x-forwarded-for` says); both on L4 chains too.
 //! - **Operations.** `methods` exact; `paths` on the path without its query (`*` any
 //!   non-empty, `*x` suffix, `x*` prefix, else exact); `hosts` on `:authority` as sent, its
 //!   port included, ignoring case (`HostMatcher`; `*`: present).
@@ -37,6 +40,19 @@ use crate::sim::mtls::policy::{AuthzAction, OperationSpec, PolicySpec, RuleSpec,
 /// The gateway proxy's `app` label (Istio's ingress gateway chart sets it beside
 /// `istio: ingressgateway`); policies select it by this label.
 pub const GATEWAY_APP: &str = "istio-ingressgateway";
+
+/// The simulated clients' address (every client connects from it).
+pub const CLIENT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 7, 1);
+
+/// Whether `CLIENT_IP` is in `block` (`a.b.c.d` or `a.b.c.d/len`).
+fn in_block(block: &str) -> bool {
+    let (addr, len) = block.split_once('/').unwrap_or((block, "32"));
+    let (Ok(addr), Ok(len)) = (addr.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+    u32::from(addr) & mask == u32::from(CLIENT_IP) & mask
+}
 
 /// The names Envoy's `authenticated` matcher tries for a connection, in its order: the
 /// verified client certificate's URI SANs, DNS SANs, then its subject. Empty: no TLS, or no
@@ -107,8 +123,14 @@ fn source_holds(s: &SourceSpec, peer: &[String]) -> bool {
     let namespace = |v: &str| peer.iter().any(|n| namespace_matches(v, n));
     // No JWT is verified at the gateway: `requestPrincipals` never hold.
     let request = |_: &str| false;
+    // The peer and the computed client address are both the client's own here.
+    let ip = |v: &str| in_block(v);
     any_holds(&s.principals, principal)
         && none_holds(&s.not_principals, principal)
+        && any_holds(&s.ip_blocks, ip)
+        && none_holds(&s.not_ip_blocks, ip)
+        && any_holds(&s.remote_ip_blocks, ip)
+        && none_holds(&s.not_remote_ip_blocks, ip)
         && any_holds(&s.namespaces, namespace)
         && none_holds(&s.not_namespaces, namespace)
         && any_holds(&s.request_principals, request)
@@ -211,7 +233,11 @@ fn draw_rule(r: &mut fastrand::Rng) -> RuleSpec {
     let from = (0..r.usize(0..=1))
         .map(|_| {
             let mut s = SourceSpec::default();
-            match r.u8(0..7) {
+            match r.u8(0..11) {
+                7 => s.ip_blocks = list("192.168.7.0/24"),
+                8 => s.ip_blocks = list("10.0.0.0/8"),
+                9 => s.remote_ip_blocks = list("192.168.7.1"),
+                10 => s.not_remote_ip_blocks = list("192.168.0.0/16"),
                 0 => s.principals = list("*"),
                 1 => s.principals = list("cluster.local/ns/default/sa/client"),
                 2 => s.principals = list("cluster.local/ns/other/*"),
@@ -310,6 +336,28 @@ mod tests {
         let allow_ns = [policy(AuthzAction::Allow, from(ns))];
         assert!(allows(&allow_ns, &mesh, None));
         assert!(!allows(&allow_ns, &dns, None));
+    }
+
+    /// `ipBlocks` and `remoteIpBlocks` see the client's own address at the gateway, on HTTP
+    /// and L4 chains alike.
+    #[test]
+    fn ip_blocks_are_the_clients_address() {
+        let source = |s: SourceSpec| [policy(AuthzAction::Allow, from(s))];
+        let inside = source(SourceSpec {
+            ip_blocks: vec!["192.168.7.0/24".into()],
+            ..SourceSpec::default()
+        });
+        assert!(allows(&inside, &[], Some(&GET)) && allows(&inside, &[], None));
+        let outside = source(SourceSpec {
+            remote_ip_blocks: vec!["10.0.0.0/8".into()],
+            ..SourceSpec::default()
+        });
+        assert!(!allows(&outside, &[], Some(&GET)) && !allows(&outside, &[], None));
+        let not_it = source(SourceSpec {
+            not_remote_ip_blocks: vec!["192.168.7.1".into()],
+            ..SourceSpec::default()
+        });
+        assert!(!allows(&not_it, &[], None));
     }
 
     /// `hosts` ignore case and see the port; on an L4 chain an ALLOW rule with an HTTP field

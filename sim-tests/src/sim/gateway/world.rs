@@ -394,7 +394,7 @@ impl<'a> World<'a> {
         } else {
             Bytes::from(plain)
         };
-        let peer = SocketAddr::from(([192, 168, 7, 1], 20_000 + r as u16));
+        let peer = SocketAddr::from((super::authz::CLIENT_IP, 20_000 + r as u16));
         let accepted = trellis_engine::proxy::Accepted::new(peer, local);
         // An L4 chain the port alone can choose connects upstream at once.
         self.feeding = Some(r);

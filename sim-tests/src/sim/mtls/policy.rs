@@ -42,6 +42,16 @@ pub struct SourceSpec {
     pub request_principals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_request_principals: Vec<String>,
+    /// `ipBlocks`, `remoteIpBlocks` and their `not` forms: drawn by the gateway world only
+    /// (`super::super::gateway::authz`), whose reference decides them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +135,13 @@ fn none_of(values: &[String], value: Option<&str>, matches: impl Fn(&str, &str) 
 
 impl SourceSpec {
     fn holds(&self, q: &Asked<'_>) -> bool {
+        debug_assert!(
+            self.ip_blocks.is_empty()
+                && self.not_ip_blocks.is_empty()
+                && self.remote_ip_blocks.is_empty()
+                && self.not_remote_ip_blocks.is_empty(),
+            "the mesh world draws no IP blocks; its reference does not decide them"
+        );
         let ns = q.principal.and_then(namespace_of);
         let same = |p: &str, v: &str| p == v;
         any_of(&self.principals, q.principal, value_matches)
@@ -213,6 +230,10 @@ impl PolicySpec {
                         ("notNamespaces", &s.not_namespaces),
                         ("requestPrincipals", &s.request_principals),
                         ("notRequestPrincipals", &s.not_request_principals),
+                        ("ipBlocks", &s.ip_blocks),
+                        ("notIpBlocks", &s.not_ip_blocks),
+                        ("remoteIpBlocks", &s.remote_ip_blocks),
+                        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
                     ] {
                         if !v.is_empty() {
                             fields.push(format!("{key}: {}", list(v)));
