@@ -230,21 +230,23 @@ pub fn draw(r: &mut fastrand::Rng) -> Vec<PolicySpec> {
 
 fn draw_rule(r: &mut fastrand::Rng) -> RuleSpec {
     let list = |v: &str| vec![v.to_string()];
-    let from = (0..r.usize(0..=1))
+    // Two rules in three have a source; `*` principals (what a DNS-named certificate can
+    // satisfy) are the likeliest.
+    let from = (0..usize::from(r.u8(0..3) != 0))
         .map(|_| {
             let mut s = SourceSpec::default();
-            match r.u8(0..11) {
-                7 => s.ip_blocks = list("192.168.7.0/24"),
-                8 => s.ip_blocks = list("10.0.0.0/8"),
-                9 => s.remote_ip_blocks = list("192.168.7.1"),
-                10 => s.not_remote_ip_blocks = list("192.168.0.0/16"),
-                0 => s.principals = list("*"),
-                1 => s.principals = list("cluster.local/ns/default/sa/client"),
-                2 => s.principals = list("cluster.local/ns/other/*"),
-                3 => s.principals = list("*.gw.test"),
-                4 => s.not_principals = list("*"),
-                5 => s.namespaces = list("default"),
-                _ => s.not_namespaces = list("default"),
+            match r.u8(0..12) {
+                0 | 1 => s.principals = list("*"),
+                2 => s.not_principals = list("*"),
+                3 => s.principals = list("cluster.local/ns/default/sa/client"),
+                4 => s.principals = list("cluster.local/ns/other/*"),
+                5 => s.principals = list("*.gw.test"),
+                6 => s.namespaces = list("default"),
+                7 => s.not_namespaces = list("default"),
+                8 => s.ip_blocks = list("192.168.7.0/24"),
+                9 => s.ip_blocks = list("10.0.0.0/8"),
+                10 => s.remote_ip_blocks = list("192.168.7.1"),
+                _ => s.not_remote_ip_blocks = list("192.168.0.0/16"),
             }
             s
         })

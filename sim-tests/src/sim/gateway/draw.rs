@@ -25,6 +25,12 @@ impl GatewaySpec {
         let mut policies = fastrand::Rng::with_seed(seed ^ 0x6a7e_3a75_0000_00a1);
         if policies.u8(0..5) < 2 {
             spec.policies = super::authz::draw(&mut policies);
+            // Half the time a SIMPLE server asks for certificates too, so that more clients'
+            // certificates meet the policies' principals.
+            let simple = spec.servers.iter_mut().find(|s| s.mode == Mode::Simple);
+            if let Some(server) = simple.filter(|_| policies.bool()) {
+                server.mode = Mode::OptionalMutual;
+            }
         }
         Some(spec)
     }
