@@ -7,6 +7,7 @@ use super::{DecodeContext, DecodeError, LocalResponse, RequestEvent, ServerCodec
 use crate::http1::{
     encode_local_response, encode_response_head, encode_response_head_with_room,
     take_request_head_pooled, BodyDecoder, BodyEncoder, BodyEvent, BodyFraming, ResponseHead,
+    Trailers,
 };
 
 /// Where the connection's one request is.
@@ -154,7 +155,7 @@ impl ServerCodec for Http1Server {
         }
     }
 
-    fn encode_end(&mut self, stream: StreamId, trailers: &http::HeaderMap, out: &mut BytesMut) {
+    fn encode_end(&mut self, stream: StreamId, trailers: &Trailers, out: &mut BytesMut) {
         if let Some(encoder) = self.body(stream) {
             encoder.encode_end(trailers, out);
         }
@@ -296,7 +297,7 @@ mod tests {
             &mut out,
         );
         codec.encode_data(StreamId(1), b"hi", &mut out);
-        codec.encode_end(StreamId(1), &http::HeaderMap::new(), &mut out);
+        codec.encode_end(StreamId(1), &Trailers::none(), &mut out);
         codec.finish_stream(StreamId(1));
         assert!(matches!(
             decode(&mut codec, &mut buf, false),
@@ -312,7 +313,7 @@ mod tests {
             &mut out,
         );
         codec.encode_data(StreamId(2), b"ok", &mut out);
-        codec.encode_end(StreamId(2), &http::HeaderMap::new(), &mut out);
+        codec.encode_end(StreamId(2), &Trailers::none(), &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 103 Early Hints\r\n\r\n\

@@ -75,7 +75,7 @@ impl Engine {
         let down_keep_alive = head.keep_alive;
         let inbound = match head.framing {
             BodyFraming::None => Inbound::Done {
-                trailers: http::HeaderMap::new(),
+                trailers: http1::Trailers::none(),
             },
             _ => Inbound::Reading,
         };
