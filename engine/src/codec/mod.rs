@@ -43,7 +43,7 @@ pub enum RequestEvent {
     /// `stream`'s body is complete, with its trailers (empty if none).
     End {
         stream: StreamId,
-        trailers: http::HeaderMap,
+        trailers: crate::http1::Trailers,
     },
     /// Nothing to report until more bytes arrive (or, for HTTP/1.1, until the current request
     /// is finished: a pipelined request waits, unread, in the buffer).
@@ -105,7 +105,12 @@ pub trait ServerCodec: Send {
     fn encode_data(&mut self, stream: StreamId, data: &[u8], out: &mut BytesMut);
 
     /// The end of `stream`'s response body, with trailers (empty if none).
-    fn encode_end(&mut self, stream: StreamId, trailers: &http::HeaderMap, out: &mut BytesMut);
+    fn encode_end(
+        &mut self,
+        stream: StreamId,
+        trailers: &crate::http1::Trailers,
+        out: &mut BytesMut,
+    );
 
     /// A whole response the proxy makes itself on `stream`: `status`, `headers`, `body`;
     /// `close`: the connection closes after it (HTTP/1.1 says so in the head).

@@ -5,8 +5,8 @@
 //! read by the peer as the start of the next message, which is exactly a desync. A body with
 //! framing `None` writes nothing.
 
+use super::body::Trailers;
 use bytes::{BufMut, BytesMut};
-use http::header::HeaderMap;
 
 use super::head::BodyFraming;
 
@@ -59,14 +59,14 @@ impl BodyEncoder {
 
     /// Ends the body: for chunked, "0\r\n" + trailers + "\r\n"; nothing for other framings.
     /// Only the first call writes.
-    pub fn encode_end(&mut self, trailers: &HeaderMap, out: &mut BytesMut) {
+    pub fn encode_end(&mut self, trailers: &Trailers, out: &mut BytesMut) {
         if self.ended {
             return;
         }
         self.ended = true;
         if self.framing == BodyFraming::Chunked {
             out.put_slice(b"0\r\n");
-            for (name, value) in trailers {
+            for (name, value) in trailers.iter() {
                 out.put_slice(name.as_str().as_bytes());
                 out.put_slice(b": ");
                 out.put_slice(value.as_bytes());
@@ -101,8 +101,9 @@ mod tests {
         for p in parts {
             e.encode_data(p, &mut out);
         }
-        let mut t = HeaderMap::new();
+        let mut t = http::HeaderMap::new();
         t.append("x-checksum", "abc".parse().unwrap());
+        let t = Trailers::from(t);
         e.encode_end(&t, &mut out);
         e.encode_end(&t, &mut out);
         out.to_vec()

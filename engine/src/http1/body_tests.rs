@@ -18,7 +18,7 @@ fn decode_all(
                 assert!(!d.is_empty());
                 data.extend_from_slice(&d);
             }
-            BodyEvent::Done { trailers } => return Ok((data, trailers, buf.to_vec())),
+            BodyEvent::Done { trailers } => return Ok((data, trailers.into_map(), buf.to_vec())),
             BodyEvent::NeedMore => return Err(BodyError::Truncated),
         }
     }
@@ -277,6 +277,6 @@ fn chunked_byte_by_byte_and_truncation() {
         }
     }
     assert_eq!(data, b"hello!");
-    assert_eq!(trailers.unwrap().get("t").unwrap(), "v");
+    assert_eq!(trailers.unwrap().into_map().get("t").unwrap(), "v");
     assert!(dec.is_done());
 }

@@ -41,7 +41,7 @@ mod request_tests;
 #[cfg(test)]
 mod stream_tests;
 
-pub use body::{BodyDecoder, BodyEvent};
+pub use body::{BodyDecoder, BodyEvent, Trailers};
 pub use body_encoder::BodyEncoder;
 pub use encode::{
     encode_local_response, encode_request_head, encode_response_head,

@@ -201,10 +201,14 @@ impl Layout {
 /// `HTTP-version SP 3DIGIT SP [reason-phrase]`. A missing SP after the code (no reason) is
 /// tolerated as RFC 9112 §4 suggests; the reason may hold HTAB, SP, VCHAR and obs-text.
 fn parse_status_line(line: &[u8]) -> Result<(Version, u16, Range<usize>), ParseError> {
-    let sp = line
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(ParseError::InvalidStatusLine)?;
+    // Nearly every status line starts with one of these, whose first SP is at 8: no search.
+    let sp = if matches!(line.get(..9), Some(b"HTTP/1.1 " | b"HTTP/1.0 ")) {
+        8
+    } else {
+        line.iter()
+            .position(|&b| b == b' ')
+            .ok_or(ParseError::InvalidStatusLine)?
+    };
     let version = parse_version(line.get(..sp).unwrap_or_default()).map_err(|e| match e {
         ParseError::UnsupportedVersion => e,
         _ => ParseError::InvalidStatusLine,

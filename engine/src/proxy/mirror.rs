@@ -96,7 +96,7 @@ pub(crate) struct Mirror {
     unsent: VecDeque<Bytes>,
     unsent_bytes: usize,
     /// The request's end and trailers, once the client sent them.
-    end: Option<http::HeaderMap>,
+    end: Option<http1::Trailers>,
     end_sent: bool,
     response: Option<MirrorResponse>,
     limits: Limits,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::codec::StreamId;
 use crate::config::{RetryOn, RetryPolicy, Route, RouteAction, WeightedCluster};
-use crate::http1::{BodyDecoder, BodyEncoder, RequestHead, Version};
+use crate::http1::{BodyDecoder, BodyEncoder, RequestHead, Trailers, Version};
 use crate::time::Instant;
 
 use super::ids::{DownstreamId, UpstreamId};
@@ -92,7 +92,7 @@ pub(crate) enum Inbound {
     /// Body bytes are still to come (the connection's codec reads their framing).
     Reading,
     /// The whole request was read (its trailers, if any, are replayed with every attempt).
-    Done { trailers: http::HeaderMap },
+    Done { trailers: Trailers },
 }
 
 impl Inbound {

@@ -373,7 +373,7 @@ impl Engine {
             r.set_phase(Phase::Done);
             if let Inbound::Reading = r.body.inbound {
                 r.body.inbound = Inbound::Done {
-                    trailers: http::HeaderMap::new(),
+                    trailers: http1::Trailers::none(),
                 };
             }
         }

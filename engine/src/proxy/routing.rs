@@ -24,6 +24,10 @@ use super::Engine;
 
 impl Engine {
     /// A complete request head arrived on `down`; create the request and route it.
+    ///
+    /// Kept out of line: inlined into `on_downstream_data` (its one caller), the head was
+    /// copied once more on the way in (one more `memcpy` call per request, measured).
+    #[inline(never)]
     pub(crate) fn start_request(
         &mut self,
         now: Instant,
@@ -75,7 +79,7 @@ impl Engine {
         let down_keep_alive = head.keep_alive;
         let inbound = match head.framing {
             BodyFraming::None => Inbound::Done {
-                trailers: http::HeaderMap::new(),
+                trailers: http1::Trailers::none(),
             },
             _ => Inbound::Reading,
         };
