@@ -131,9 +131,16 @@ spec:
         "{:?}",
         t.diagnostics
     );
-    // No VirtualService has tcp rules: the TCP port is closed, not served as HTTP.
-    let tcp = chains_on(&t, 31400);
-    assert_eq!(tcp, vec![(vec![], vec![])]);
+    // No VirtualService has tcp rules: the TCP server has no chain, so pilot omits the port's
+    // listener ("must have more than 0 chains", MutableGatewayListener::build) and nothing
+    // listens there (Envoy would refuse a listener without chains anyway).
+    assert!(chains_on(&t, 31400).is_empty());
+    assert!(!t.config.listeners.iter().any(|l| l.address.port() == 31400));
+    assert!(
+        (t.diagnostics.iter()).any(|d| d.message.contains("nothing listens on the port")),
+        "{:?}",
+        t.diagnostics
+    );
 }
 
 /// buildCompleteNetworkFilters: a gateway's L4 chains carry its AuthorizationPolicies compiled
@@ -149,6 +156,15 @@ spec:
   selector: {matchLabels: {istio: ingressgateway}}
   action: DENY
   rules: [{to: [{operation: {paths: ["/admin"]}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp:
+  - route: [{destination: {host: tcp-a}}]
 "#
     );
     let set = parse_str(&yaml, "test.yaml").expect("parses");

@@ -143,6 +143,9 @@ pub fn translate_gateway(
                 passthrough = mixed::passthrough_names(&passed);
                 chains.extend(passed);
             }
+            if tables.is_empty() && without_chains(&chains, port.number, &mut diags) {
+                continue;
+            }
             for (route, origin) in chains {
                 out.config.tcp_routes.push(route);
                 out.tcp_routes.push(origin);
@@ -155,6 +158,9 @@ pub fn translate_gateway(
         } else if l4::is_l4(&port.mode) {
             let chains =
                 passed_through_chains(port, &name, &site, resources, false, &mut out, &mut diags);
+            if without_chains(&chains, port.number, &mut diags) {
+                continue;
+            }
             for (route, origin) in chains {
                 out.config.tcp_routes.push(route);
                 out.tcp_routes.push(origin);
@@ -192,6 +198,31 @@ pub fn translate_gateway(
     out.config.version = version_of(&out.config);
     out.diagnostics = diags;
     out
+}
+
+/// Whether a port's L4 chains are only the catch-alls that close (no rule served any of its
+/// servers), with no HTTP chain beside them: pilot then omits the listener ("must have more
+/// than 0 chains in listener", `MutableGatewayListener::build` in gateway.go), as Envoy would
+/// refuse it ("no filter chains specified"), so nothing listens on the port. Says so in
+/// `diags`.
+fn without_chains(
+    chains: &[(
+        trellis_engine::config::TcpRoute,
+        crate::translate::tcp::TcpOrigin,
+    )],
+    port: u16,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let none = chains
+        .iter()
+        .all(|(route, origin)| l4::is_blackhole(route, origin));
+    if none {
+        diags.push(Diagnostic::warning(format!(
+            "gateway port {port}: no server has a filter chain; as pilot omits such a \
+             listener (Envoy refuses one without chains), nothing listens on the port"
+        )));
+    }
+    none
 }
 
 /// The route table of a port whose connections are all taken at L4 (never consulted).

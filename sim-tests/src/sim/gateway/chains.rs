@@ -167,6 +167,14 @@ fn auto_passthrough_chains(spec: &GatewaySpec, hosts: &[&'static str]) -> Vec<Fi
     out
 }
 
+/// Whether port 443 has any filter chain. pilot omits a listener without chains ("must have
+/// more than 0 chains", `MutableGatewayListener::build`, pilot/pkg/networking/core/gateway.go),
+/// as Envoy would refuse it ("no filter chains specified", `ListenerImpl::validateFilterChains`):
+/// nothing listens on the port.
+pub fn port_has_chains(spec: &GatewaySpec) -> bool {
+    !chains(spec).is_empty()
+}
+
 /// The chain Envoy picks for a ClientHello naming `sni` (`None`: no `server_name`) and
 /// offering `alpn`.
 pub fn chain_for(spec: &GatewaySpec, sni: Option<&str>, alpn: &[&str]) -> Option<Chain> {
@@ -328,5 +336,31 @@ mod tests {
             chain_for(&spec, Some(port), sidecar),
             Some(Chain::Terminating(1))
         );
+    }
+
+    /// A port whose servers yield no filter chain (a PASSTHROUGH server without `tls` rules, a
+    /// TLS-terminated TCP server without `tcp` rules, an AUTO_PASSTHROUGH server covering no
+    /// service) has no listener: pilot omits it (`MutableGatewayListener::build`).
+    #[test]
+    fn a_port_without_chains_has_no_listener() {
+        let spec = |servers| GatewaySpec {
+            servers,
+            virtual_services: Vec::new(),
+            backends: 1,
+            subsets: false,
+            policies: Vec::new(),
+            requests: Vec::new(),
+        };
+        let bare = spec(vec![
+            server(Mode::Passthrough, 0),
+            server(Mode::TlsTcp, 1),
+            server(Mode::AutoPassthrough, 4), // c.other.org: covers no backend
+        ]);
+        assert!(!port_has_chains(&bare));
+        assert!(port_has_chains(&spec(vec![server(Mode::Simple, 0)])));
+        assert!(port_has_chains(&spec(vec![server(
+            Mode::AutoPassthrough,
+            7
+        )])));
     }
 }

@@ -33,7 +33,7 @@
 //!   whose prefix the path starts with; none: 404.
 
 use super::authz::{self, HttpAsked, PeerNames};
-use super::chains::{chain_for, Chain};
+use super::chains::{chain_for, port_has_chains, Chain};
 use super::config::{CLIENT_DNS, CLIENT_ID};
 use super::hosts::subset_of;
 use super::spec::{
@@ -300,6 +300,9 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
             chain: None,
             answer: http_answer(spec, None, &on_port, req),
         };
+    }
+    if !port_has_chains(spec) {
+        return Expected::NoListener;
     }
     let l4_allows =
         |server: Option<usize>| authz::allows(&spec.policies, &peer_names(spec, server, req), None);
