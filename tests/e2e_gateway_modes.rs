@@ -26,7 +26,7 @@ use common::l4_peers::{
     certificate, identity_yaml, issue, line_echo, mtls_exchange, s_server, scratch,
     subject_offering, tls_exchange, wait_for_log,
 };
-use common::{curl, free_offset, spawn_gateway, wait_for};
+use common::{free_offset, https_status, spawn_gateway, wait_for};
 
 /// One `GET /productpage` over TLS with Python's `ssl` ([`tls_exchange`]), presenting
 /// `client` when given: the status line, `REFUSED` or `CLOSED`.
@@ -39,23 +39,7 @@ fn https_get(port: u16, root: &Path, client: Option<(&Path, &Path)>) -> String {
 /// `curl` to `https://gw.example:<port>/productpage` trusting `ca`, with `extra` arguments:
 /// the status code (`000` when no answer came).
 fn curl_code(port: u16, ca: &Path, extra: &[&str]) -> String {
-    let resolve = format!("gw.example:{port}:127.0.0.1");
-    let url = format!("https://gw.example:{port}/productpage");
-    let ca = ca.display().to_string();
-    let mut args = vec![
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--cacert",
-        &ca,
-        "--resolve",
-        &resolve,
-    ];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    String::from_utf8_lossy(&curl(&args).stdout).into_owned()
+    https_status("gw.example", port, "/productpage", ca, extra)
 }
 
 #[test]

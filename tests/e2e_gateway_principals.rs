@@ -22,28 +22,12 @@ use std::net::SocketAddr;
 mod common;
 use common::client_certs::{client_ca, client_cert};
 use common::l4_peers::{certificate, scratch};
-use common::{curl, free_offset, spawn_gateway, wait_for};
+use common::{free_offset, https_status, spawn_gateway, wait_for};
 
-/// `curl https://gw.example:<port><path>` trusting `ca`, with `extra` arguments: the status
-/// code (`000` when no answer came).
+/// The status of `GET <path>` at the gateway's `gw.example`, trusting `ca`, with `extra`
+/// curl arguments.
 fn status(port: u16, path: &str, ca: &std::path::Path, extra: &[&str]) -> String {
-    let resolve = format!("gw.example:{port}:127.0.0.1");
-    let url = format!("https://gw.example:{port}{path}");
-    let ca = ca.display().to_string();
-    let mut args = vec![
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--cacert",
-        &ca,
-        "--resolve",
-        &resolve,
-    ];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    String::from_utf8_lossy(&curl(&args).stdout).into_owned()
+    https_status("gw.example", port, path, ca, extra)
 }
 
 #[test]

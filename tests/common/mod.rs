@@ -193,6 +193,36 @@ pub fn spawn_gateway(config: &std::path::Path, offset: u16, log: &std::path::Pat
     spawn_proxy(config, &extra, log)
 }
 
+/// The status code of `curl https://<host>:<port><path>` with `host` resolved to 127.0.0.1,
+/// trusting `ca`, with `extra` arguments (a client certificate, say): `000` when no answer
+/// came (a refused handshake).
+#[allow(dead_code)] // only the gateway TLS tests
+pub fn https_status(
+    host: &str,
+    port: u16,
+    path: &str,
+    ca: &std::path::Path,
+    extra: &[&str],
+) -> String {
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let url = format!("https://{host}:{port}{path}");
+    let ca = ca.display().to_string();
+    let mut args = vec![
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    String::from_utf8_lossy(&curl(&args).stdout).into_owned()
+}
+
 /// Status, head (as received) and body of `curl -s -i ARGS`.
 #[allow(dead_code)] // not every test binary reads whole answers
 pub fn curl_i(args: &[&str]) -> (u16, String, String) {
