@@ -42,7 +42,7 @@ pub struct TlsTransform {
     /// The peer's verified SPIFFE id, once established.
     identity: Option<String>,
     /// Server side: the verified client certificate's names for RBAC principals
-    /// ([`xfcc::principal_names`]), once established; empty without one.
+    /// ([`xfcc::PeerNames::principals`]), once established; empty without one.
     principal_names: Vec<String>,
     /// A mesh peer must present a SPIFFE id; a server we originate TLS to need not.
     mesh: bool,
@@ -142,11 +142,20 @@ impl TlsTransform {
             self.identity.is_some() || !self.mesh,
             "the mesh verifiers accept only certificates with a SPIFFE id"
         );
-        if let (Connection::Server(_), Some(cert)) = (&self.conn, first) {
-            self.principal_names = xfcc::principal_names(cert);
+        // Server side: the client certificate, parsed once for RBAC and the XFCC element.
+        let server = matches!(self.conn, Connection::Server(_));
+        debug_assert!(server || self.xfcc_by.is_none(), "XFCC is a server's");
+        let names = first.filter(|_| server).and_then(xfcc::PeerNames::of);
+        if let Some(names) = &names {
+            self.principal_names = names.principals();
         }
         if let (Some(by), Some(cert)) = (&self.xfcc_by, first) {
-            self.client_cert_details = Some(xfcc::client_cert_details(by, cert, self.xfcc_cert));
+            self.client_cert_details = Some(xfcc::client_cert_details(
+                by,
+                cert,
+                names.as_ref(),
+                self.xfcc_cert,
+            ));
         }
     }
 }

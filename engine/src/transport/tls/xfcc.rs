@@ -24,11 +24,46 @@ use x509_parser::objects::{oid2abbrev, oid_registry};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::X509Name;
 
-/// The XFCC element for a connection whose peer presented `peer`, where our own certificate's
-/// URI SANs are `local_uris`; `with_cert`: the element carries the certificate itself.
+/// What a peer certificate names, parsed once at the handshake's end for both the XFCC element
+/// and RBAC principals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerNames {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    /// The subject in RFC 2253 form.
+    pub subject: String,
+}
+
+impl PeerNames {
+    /// The names of `cert`; `None` when it does not parse.
+    pub fn of(cert: &CertificateDer<'_>) -> Option<PeerNames> {
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+        let (uris, dns) = sans(&parsed);
+        Some(PeerNames {
+            uris,
+            dns,
+            subject: rfc2253(parsed.subject()),
+        })
+    }
+
+    /// The names Envoy's RBAC `authenticated` matcher tries, in its order
+    /// (`AuthenticatedMatcher::matches`, source/extensions/filters/common/rbac/matchers.cc):
+    /// each URI SAN, each DNS SAN, then the subject.
+    pub fn principals(&self) -> Vec<String> {
+        let sans = self.uris.iter().chain(&self.dns);
+        sans.chain(std::iter::once(&self.subject))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The XFCC element for a connection whose peer presented `peer` (named `names`; `None`: it
+/// did not parse), where our own certificate's URI SANs are `local_uris`; `with_cert`: the
+/// element carries the certificate itself.
 pub fn client_cert_details(
     local_uris: &[String],
     peer: &CertificateDer<'_>,
+    names: Option<&PeerNames>,
     with_cert: bool,
 ) -> String {
     let mut parts: Vec<String> = local_uris.iter().map(|u| format!("By={u}")).collect();
@@ -37,36 +72,15 @@ pub fn client_cert_details(
     if with_cert {
         parts.push(format!("Cert=\"{}\"", url_encoded_pem(peer)));
     }
-    let (subject, uris, dns) = match X509Certificate::from_der(peer.as_ref()) {
-        Ok((_, cert)) => {
-            let (uris, dns) = sans(&cert);
-            (rfc2253(cert.subject()), uris, dns)
-        }
-        Err(_) => (String::new(), Vec::new(), Vec::new()),
-    };
-    parts.push(format!("Subject=\"{subject}\""));
-    if uris.is_empty() {
+    let unparsed = PeerNames::default();
+    let names = names.unwrap_or(&unparsed);
+    parts.push(format!("Subject=\"{}\"", names.subject));
+    if names.uris.is_empty() {
         parts.push("URI=".to_string());
     }
-    parts.extend(uris.iter().map(|u| format!("URI={u}")));
-    parts.extend(dns.iter().map(|d| format!("DNS={d}")));
+    parts.extend(names.uris.iter().map(|u| format!("URI={u}")));
+    parts.extend(names.dns.iter().map(|d| format!("DNS={d}")));
     parts.join(";")
-}
-
-/// The names Envoy's RBAC `authenticated` matcher tries for a peer certificate, in its order
-/// (`AuthenticatedMatcher::matches`, source/extensions/filters/common/rbac/matchers.cc):
-/// each URI SAN, each DNS SAN, then the subject in RFC 2253 form. A certificate that does not
-/// parse has none.
-pub fn principal_names(cert: &CertificateDer<'_>) -> Vec<String> {
-    match X509Certificate::from_der(cert.as_ref()) {
-        Ok((_, parsed)) => {
-            let (mut names, dns) = sans(&parsed);
-            names.extend(dns);
-            names.push(rfc2253(parsed.subject()));
-            names
-        }
-        Err(_) => Vec::new(),
-    }
 }
 
 /// The URI SANs of a certificate given as DER (our own, for `By=`).
@@ -188,7 +202,7 @@ mod tests {
     /// The names RBAC principals are matched against, in Envoy's order
     /// (`AuthenticatedMatcher::matches`): URI SANs, DNS SANs, then the RFC 2253 subject.
     #[test]
-    fn principal_names_are_uris_then_dns_names_then_the_subject() {
+    fn principals_are_uris_then_dns_names_then_the_subject() {
         let key = super::super::testca::ed25519_key(7);
         let mut params = rcgen::CertificateParams::default();
         params
@@ -202,7 +216,7 @@ mod tests {
         let cert = params.self_signed(&key).expect("self-signed");
         let der = CertificateDer::from(cert.der().to_vec());
         assert_eq!(
-            principal_names(&der),
+            PeerNames::of(&der).expect("parses").principals(),
             [
                 "spiffe://td/ns/a/sa/b",
                 "client.gw.test",
@@ -210,6 +224,6 @@ mod tests {
                 "CN=client.gw.test"
             ]
         );
-        assert!(principal_names(&CertificateDer::from(vec![1u8, 2, 3])).is_empty());
+        assert_eq!(PeerNames::of(&CertificateDer::from(vec![1u8, 2, 3])), None);
     }
 }
