@@ -201,32 +201,40 @@ pub fn token_in_header<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     })
 }
 
-/// Percent-decode a query component (`+` is a space, as Envoy's query parameter decoding).
+/// Percent-decode a query component as Envoy's `PercentEncoding::decode` does (what
+/// `QueryParamsMulti::parseAndDecodeQueryString` applies to names and values,
+/// source/common/http/utility.cc): `%` and two hex digits become that byte; anything else,
+/// `+` included, stays as written.
 pub fn decode_query_component(text: &str) -> String {
+    String::from_utf8_lossy(&decode_bytes(text)).into_owned()
+}
+
+fn decode_bytes(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
             }
-            b => out.push(b),
         }
+        out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// The query string of a request target (`None` without `?`).
@@ -246,32 +254,55 @@ pub fn first_query_value(target: &str, name: &str) -> Option<String> {
         })
 }
 
-/// `target` without any `name=...` parameter (the other parameters kept as written).
+/// `target` without the parameter `name`, the rest of its query rewritten as Envoy's
+/// `JwtParamLocation::removeJwt` does (jwt_authn/extractor.cc): the query is parsed into a
+/// map sorted by name with names and values percent-decoded (`parseAndDecodeQueryString`;
+/// an empty segment between two `&` is a parameter with an empty name), the parameter is
+/// erased with all its values, and what is left is written back as `?name=value&...`
+/// (`QueryParamsMulti::toString`): by name, each name's values in their order, not
+/// re-encoded. One departure, so that the request line stays valid: a decoded byte that a
+/// request target cannot carry (a space, a control, `#`, non-ASCII) is written
+/// percent-encoded where Envoy would write it raw.
 pub fn remove_query_param(target: &str, name: &str) -> String {
-    let Some((path, rest)) = target.split_once('?') else {
+    let Some((path, query)) = target.split_once('?') else {
         return target.to_string();
     };
-    let (query, fragment) = match rest.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (rest, None),
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && decode_query_component(key) != name
-        })
-        .collect();
-    let mut out = path.to_string();
-    if !kept.is_empty() {
-        out.push('?');
-        out.push_str(&kept.join("&"));
+    let mut params: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut start = 0;
+    while start < query.len() {
+        let end = query[start..].find('&').map_or(query.len(), |e| start + e);
+        let param = &query[start..end];
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        params
+            .entry(decode_bytes(key))
+            .or_default()
+            .push(decode_bytes(value));
+        start = end + 1;
     }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
+    params.remove(name.as_bytes());
+    let mut out = path.to_string();
+    let mut delimiter = '?';
+    for (key, values) in &params {
+        for value in values {
+            out.push(delimiter);
+            push_query_bytes(&mut out, key);
+            out.push('=');
+            push_query_bytes(&mut out, value);
+            delimiter = '&';
+        }
     }
     out
+}
+
+/// Append decoded query bytes, percent-encoding those a request target cannot carry.
+fn push_query_bytes(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'#' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }
 
 /// The first cookie named `name` over every `cookie` header (`Utility::parseCookies`): pairs

@@ -353,6 +353,13 @@ fn envoy_default_locations_include_the_access_token_param_which_is_then_removed(
         Ok(Authenticated::Verified(_))
     ));
     assert_eq!(req.target, "/x?a=1&b=2");
+    let target = format!("/x?b=2&access_token={}&a=1", hs_token(claims()));
+    let mut req = Req::get(&target);
+    req.run(&istio(vec![provider(hs_jwks())])).unwrap();
+    assert_eq!(
+        req.target, "/x?a=1&b=2",
+        "Envoy writes back what is left sorted by name"
+    );
 }
 
 #[test]
@@ -507,9 +514,10 @@ fn header_extraction_finds_the_token_after_the_prefix(lead: String, token: Vec<u
 }
 
 /// Extraction: a parameter's value survives percent-encoding, and removing the parameter
-/// keeps every other one in order.
+/// leaves the others sorted by name, each name's values in order (Envoy's
+/// `QueryParamsMulti`, a `btree_map` of name to values, written back by `toString`).
 #[quickcheck]
-fn query_param_extraction_round_trips_and_removal_keeps_the_others(
+fn query_param_extraction_round_trips_and_removal_sorts_the_others(
     value: String,
     others: Vec<(u8, u8)>,
 ) -> bool {
@@ -523,15 +531,64 @@ fn query_param_extraction_round_trips_and_removal_keeps_the_others(
             }
         })
         .collect();
-    let others: Vec<String> = others.iter().map(|(k, v)| format!("k{k}=v{v}")).collect();
-    let mut pairs = others.clone();
-    pairs.insert(others.len() / 2, format!("access_token={encoded}"));
+    let written: Vec<String> = others.iter().map(|(k, v)| format!("k{k}=v{v}")).collect();
+    let mut pairs = written.clone();
+    pairs.insert(written.len() / 2, format!("access_token={encoded}"));
     let target = format!("/p?{}", pairs.join("&"));
-    let expected = if others.is_empty() {
+    let mut sorted: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (k, v) in &others {
+        sorted
+            .entry(format!("k{k}"))
+            .or_default()
+            .push(format!("v{v}"));
+    }
+    let rest: Vec<String> = (sorted.iter())
+        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
+        .collect();
+    let expected = if rest.is_empty() {
         "/p".to_string()
     } else {
-        format!("/p?{}", others.join("&"))
+        format!("/p?{}", rest.join("&"))
     };
     first_query_value(&target, "access_token").as_deref() == Some(value.as_str())
         && remove_query_param(&target, "access_token") == expected
+}
+
+/// Envoy's `JwtParamLocation::removeJwt` (jwt_authn/extractor.cc) rewrites the query it
+/// leaves: `parseAndDecodeQueryString` decodes names and values (`PercentEncoding::decode`:
+/// `%XX` only, `+` stays), the `btree_map` sorts them, `toString` writes `?k=v&...` without
+/// encoding; a name without `=` gets one, an empty segment is an empty name.
+#[test]
+fn envoy_rewrites_the_query_it_removes_a_token_from() {
+    let rm = |t: &str| remove_query_param(t, "access_token");
+    assert_eq!(rm("/p?z=1&access_token=t&a=%7E2"), "/p?a=~2&z=1");
+    assert_eq!(rm("/p?b=1&access_token=t&b=0&a"), "/p?a=&b=1&b=0");
+    assert_eq!(rm("/p?x=a+b&access_token=t"), "/p?x=a+b");
+    assert_eq!(rm("/p?x=%4&y=%zz&access_token=t"), "/p?x=%4&y=%zz");
+    assert_eq!(rm("/p?a=1&&access_token=t"), "/p?=&a=1");
+    assert_eq!(rm("/p?access_token=t&access_token=u"), "/p");
+    assert_eq!(
+        rm("/p?acc%65ss_token=t&k=v"),
+        "/p?k=v",
+        "names are decoded first"
+    );
+    // Where Envoy would write a decoded space raw and break the request line, it stays encoded.
+    assert_eq!(rm("/p?q=a%20b&access_token=t"), "/p?q=a%20b");
+    assert_eq!(rm("/p"), "/p");
+}
+
+/// `PercentEncoding::decode` (source/common/http/utility.cc): two hex digits after `%`, or
+/// the bytes as written; `+` is not a space.
+#[test]
+fn query_values_decode_as_envoy_does() {
+    let t = |q: &str| first_query_value(&format!("/p?{q}"), "t");
+    assert_eq!(t("t=a+b").as_deref(), Some("a+b"));
+    assert_eq!(t("t=%2Bx").as_deref(), Some("+x"));
+    assert_eq!(
+        t("t=%+1").as_deref(),
+        Some("%+1"),
+        "`+1` is not two hex digits"
+    );
+    assert_eq!(t("t=%41").as_deref(), Some("A"));
+    assert_eq!(t("t=%4").as_deref(), Some("%4"));
 }
