@@ -13,7 +13,8 @@
 //! - no token → authentication passes; a `requestPrincipals: ["*"]` policy then denies (403),
 //!   and without any AuthorizationPolicy the request goes through (200);
 //! - `outputPayloadToHeader` reaches the workload, the token header does not
-//!   (`forwardOriginalToken` defaults to false).
+//!   (`forwardOriginalToken` defaults to false); a token in the `access_token` parameter is
+//!   taken out of the query, the rest written back sorted and decoded as Envoy does.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -140,6 +141,14 @@ fn tokens_are_verified_and_principals_authorized_as_istio_documents() {
         .expect("base64url payload");
     let payload: Value = serde_json::from_slice(&payload).expect("JSON payload");
     assert_eq!(payload["foo"], "bar");
+
+    // The token in Envoy's default `access_token` parameter: verified, removed, and what is
+    // left of the query written back as Envoy's `JwtParamLocation::removeJwt` does (sorted by
+    // name, decoded).
+    let (status, _, body) = call(&url(&format!("/open?b=2&access_token={demo}&a=%7E1")), &[]);
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).expect("the workload's echo");
+    assert_eq!(seen[":path"], "/open?a=~1&b=2", "{seen}");
 
     // PyJWT's token, keys fetched from the jwksUri: authenticated; another principal, so
     // /admin is denied and /secure (any principal) allowed.

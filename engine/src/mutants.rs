@@ -242,6 +242,13 @@ pub struct Mutations {
     /// `*` server's catch-all included, takes the ClientHello, where Envoy ranks every
     /// chain's names together.
     pub gateway_passthrough_after_catch_all: bool,
+    /// An edge listener with N trusted hops takes the client's address one `x-forwarded-for`
+    /// entry further left than Envoy's `getLastAddressFromXFF(headers, N - 1)`, for
+    /// `x-envoy-external-address` and `remoteIpBlocks` alike.
+    pub xff_trusted_hop_one_too_far: bool,
+    /// A JWT removed from the query leaves the other parameters as written, where Envoy
+    /// writes them back sorted by name and decoded (`JwtParamLocation::removeJwt`).
+    pub jwt_param_removal_keeps_query: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -275,3 +275,29 @@ fn catches_gateway_passthrough_after_catch_all() {
     );
     eprintln!("gateway passthrough ranked after the catch-all caught by seed {seed}");
 }
+
+planted!(xff_trusted_hop_one_too_far, xff_trusted_hop_one_too_far);
+
+/// Expected: `Routing` (in the gateway world, with `numTrustedProxies` and a client writing
+/// `x-forwarded-for`, the backend's `x-envoy-external-address` is an entry further left than
+/// Envoy's `getLastAddressFromXFF(headers, N - 1)`).
+#[test]
+fn catches_xff_trusted_hop_one_too_far() {
+    let seed = first_catching_seed(xff_trusted_hop_one_too_far, Invariant::Routing, RARE_BUDGET);
+    eprintln!("trusted client address one hop too far caught by seed {seed}");
+}
+
+planted!(jwt_param_removal_keeps_query, jwt_param_removal_keeps_query);
+
+/// Expected: `Routing` (in the gateway world, a verified token removed from a query with
+/// other parameters leaves them as written, where Envoy's `JwtParamLocation::removeJwt`
+/// writes them back sorted by name and decoded).
+#[test]
+fn catches_jwt_param_removal_keeping_the_query() {
+    let seed = first_catching_seed(
+        jwt_param_removal_keeps_query,
+        Invariant::Routing,
+        RARE_BUDGET,
+    );
+    eprintln!("JWT parameter removal keeping the query caught by seed {seed}");
+}

@@ -47,7 +47,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/fetches":
             body, kind = str(fetches).encode(), "text/plain"
         else:
-            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            seen = {k.lower(): v for k, v in self.headers.items()}
+            seen[":path"] = self.path
+            body = json.dumps(seen).encode()
             kind = "application/json"
         self.send_response(200)
         self.send_header("content-type", kind)

@@ -267,6 +267,16 @@ pub fn remove_query_param(target: &str, name: &str) -> String {
     let Some((path, query)) = target.split_once('?') else {
         return target.to_string();
     };
+    #[cfg(feature = "mutants")]
+    if crate::mutants::route().jwt_param_removal_keeps_query {
+        let kept: Vec<&str> = (query.split('&'))
+            .filter(|p| decode_query_component(p.split_once('=').map_or(p, |(k, _)| k)) != name)
+            .collect();
+        return match kept.is_empty() {
+            true => path.to_string(),
+            false => format!("{path}?{}", kept.join("&")),
+        };
+    }
     let mut params: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
     let mut start = 0;
     while start < query.len() {

@@ -134,7 +134,7 @@ pub(crate) fn client_address(edge: EdgeHeaders, peer: IpAddr, headers: &Fields) 
     if edge.trusted_hops == 0 {
         return peer;
     }
-    nth_from_right(headers, edge.trusted_hops as usize).unwrap_or(peer)
+    nth_from_right(headers, edge.trusted_hops as usize + planted_extra_hop()).unwrap_or(peer)
 }
 
 /// `getLastAddressFromXFF(headers, trusted_hops - 1)` before the proxy appends.
@@ -142,7 +142,17 @@ fn client_address_before_append(edge: EdgeHeaders, peer: IpAddr, headers: &Field
     if edge.trusted_hops == 0 {
         return peer;
     }
-    nth_from_right(headers, edge.trusted_hops as usize - 1).unwrap_or(peer)
+    let skip = edge.trusted_hops as usize - 1 + planted_extra_hop();
+    nth_from_right(headers, skip).unwrap_or(peer)
+}
+
+/// The planted bug `xff_trusted_hop_one_too_far`: one entry more to skip.
+fn planted_extra_hop() -> usize {
+    #[cfg(feature = "mutants")]
+    if crate::mutants::route().xff_trusted_hop_one_too_far {
+        return 1;
+    }
+    0
 }
 
 /// The `x-forwarded-for` entry `skip` places from the right, when it is an IP address
@@ -152,15 +162,19 @@ fn nth_from_right(headers: &Fields, skip: usize) -> Option<IpAddr> {
     all.rsplit(',').nth(skip)?.trim().parse().ok()
 }
 
+/// One value of every field named `name`, as Envoy's header map coalesces an inline header
+/// sent several times (`HeaderMapImpl::appendToHeader`): an empty value adds nothing, and
+/// `,` separates a value only from a non-empty one before it.
 fn joined(headers: &Fields, name: &FieldName) -> String {
     let mut out = String::new();
-    for value in headers.get_all(name) {
-        if let Some(v) = value_str(value) {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(v);
+    for v in headers.get_all(name).filter_map(value_str) {
+        if v.is_empty() {
+            continue;
         }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(v);
     }
     out
 }
@@ -286,5 +300,30 @@ mod tests {
         mutate_request_headers(edge, c, &mut h);
         assert_eq!(get(&h, "x-envoy-external-address"), Some("203.0.113.5"));
         assert_eq!(client_address(edge, c.peer.ip(), &h), c.peer.ip());
+    }
+
+    /// Several `x-forwarded-for` lines are one value to Envoy, coalesced by its header map's
+    /// `appendToHeader` (source/common/http/header_map_impl.cc): an empty line adds nothing
+    /// and no comma, so the trusted entry is counted over the non-empty ones.
+    #[test]
+    fn empty_forwarded_for_lines_add_nothing() {
+        let edge = EdgeHeaders {
+            trusted_hops: 2,
+            ..Default::default()
+        };
+        let mut h = head(&[
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", ""),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        mutate_request_headers(edge, conn("203.0.113.5:40000", false), &mut h);
+        assert_eq!(
+            get(&h, "x-forwarded-for"),
+            Some("192.0.2.1,198.51.100.7,203.0.113.5")
+        );
+        assert_eq!(get(&h, "x-envoy-external-address"), Some("192.0.2.1"));
+        let mut only_empty = head(&[("x-forwarded-for", "")]);
+        mutate_request_headers(edge, conn("203.0.113.5:40000", false), &mut only_empty);
+        assert_eq!(get(&only_empty, "x-forwarded-for"), Some("203.0.113.5"));
     }
 }

@@ -155,6 +155,8 @@ pub const ALL: &[&str] = &[
     "gateway world: AUTO_PASSTHROUGH server (SNI-DNAT chains, Istio mTLS ALPNs)",
     "gateway world: AUTO_PASSTHROUGH chains of DestinationRule subsets",
     "gateway world: AuthorizationPolicies on HTTP and L4 chains",
+    "gateway world: RequestAuthentication (JWT rules, locations, forwarding)",
+    "gateway world: numTrustedProxies and client x-forwarded-for",
     "gateway world: httpsRedirect",
     "gateway world: two Gateways merged on one proxy",
     "gateway world: rules matching gateways",

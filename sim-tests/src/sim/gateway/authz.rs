@@ -29,11 +29,18 @@
 //!   certificate naming only a DNS name, where every other form needs a SPIFFE id.
 //! - **Addresses.** `ipBlocks` match the connection's peer (`direct_remote_ip`),
 //!   `remoteIpBlocks` the client address the gateway computed (`remote_ip`: with no trusted
-//!   hops, the peer again, whatever `x-forwarded-for` says); both on L4 chains too.
+//!   hops the peer again, whatever `x-forwarded-for` says; with some, the entry
+//!   [`super::edge::client_address`] finds); both on L4 chains too, where `remote_ip` is the
+//!   peer.
+//! - **Request principals.** The verified JWT's `iss` and `sub` ([`super::jwt`]), HTTP-only:
+//!   dropped from a DENY or AUDIT rule on an L4 chain, which skips an ALLOW rule naming them.
 //! - **Operations.** `methods` exact; `paths` on the path without its query (`*` any
 //!   non-empty, `*x` suffix, `x*` prefix, else exact); `hosts` on `:authority` as sent, its
 //!   port included, ignoring case (`HostMatcher`; `*`: present).
 
+use std::net::IpAddr;
+
+use super::jwt::request_principal_matches;
 use super::spec::HTTPS_PORT;
 use crate::sim::mtls::policy::{AuthzAction, OperationSpec, PolicySpec, RuleSpec, SourceSpec};
 
@@ -44,14 +51,39 @@ pub const GATEWAY_APP: &str = "istio-ingressgateway";
 /// The simulated clients' address (every client connects from it).
 pub const CLIENT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 7, 1);
 
-/// Whether `CLIENT_IP` is in `block` (`a.b.c.d` or `a.b.c.d/len`).
-fn in_block(block: &str) -> bool {
-    let (addr, len) = block.split_once('/').unwrap_or((block, "32"));
-    let (Ok(addr), Ok(len)) = (addr.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
-        return false;
+/// Whether `addr` is in `block` (an address, or `address/length`), of the same family.
+fn in_block(block: &str, addr: IpAddr) -> bool {
+    let (base, len) = match block.split_once('/') {
+        Some((b, l)) => (b, l.parse::<u32>().ok()),
+        None => (block, None),
     };
-    let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
-    u32::from(addr) & mask == u32::from(CLIENT_IP) & mask
+    match (base.parse::<IpAddr>(), addr) {
+        (Ok(IpAddr::V4(b)), IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - len.unwrap_or(32).min(32))
+                .unwrap_or(0);
+            u32::from(b) & mask == u32::from(a) & mask
+        }
+        (Ok(IpAddr::V6(b)), IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - len.unwrap_or(128).min(128))
+                .unwrap_or(0);
+            u128::from(b) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Who a request or connection comes from, as the RBAC filters see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Who<'a> {
+    /// The verified client certificate's names ([`PeerNames`]).
+    pub peer_names: &'a [String],
+    /// The client's address as the gateway computed it (`remote_ip`): on L4 chains the peer.
+    /// `ipBlocks` see the peer, [`CLIENT_IP`], always.
+    pub remote_ip: IpAddr,
+    /// The verified JWT's `iss` and `sub`, if any.
+    pub claims: Option<(&'a str, &'a str)>,
 }
 
 /// The names Envoy's `authenticated` matcher tries for a connection, in its order: the
@@ -118,23 +150,29 @@ fn none_holds(values: &[String], holds: impl Fn(&str) -> bool) -> bool {
     !values.iter().any(|v| holds(v))
 }
 
-fn source_holds(s: &SourceSpec, peer: &[String]) -> bool {
-    let principal = |v: &str| peer.iter().any(|n| principal_matches(v, n));
-    let namespace = |v: &str| peer.iter().any(|n| namespace_matches(v, n));
-    // No JWT is verified at the gateway: `requestPrincipals` never hold.
-    let request = |_: &str| false;
-    // The peer and the computed client address are both the client's own here.
-    let ip = |v: &str| in_block(v);
+/// A source; on an L4 chain (`http` false) without its HTTP-only fields (`requestPrincipals`
+/// and its `not` form), which a DENY or AUDIT rule drops (an ALLOW rule naming them never
+/// gets here).
+fn source_holds(s: &SourceSpec, who: &Who<'_>, http: bool) -> bool {
+    let principal = |v: &str| who.peer_names.iter().any(|n| principal_matches(v, n));
+    let namespace = |v: &str| who.peer_names.iter().any(|n| namespace_matches(v, n));
+    let request = |v: &str| {
+        who.claims
+            .is_some_and(|(iss, sub)| request_principal_matches(v, iss, sub))
+    };
+    let ip = |v: &str| in_block(v, IpAddr::from(CLIENT_IP));
+    let remote = |v: &str| in_block(v, who.remote_ip);
     any_holds(&s.principals, principal)
         && none_holds(&s.not_principals, principal)
         && any_holds(&s.ip_blocks, ip)
         && none_holds(&s.not_ip_blocks, ip)
-        && any_holds(&s.remote_ip_blocks, ip)
-        && none_holds(&s.not_remote_ip_blocks, ip)
+        && any_holds(&s.remote_ip_blocks, remote)
+        && none_holds(&s.not_remote_ip_blocks, remote)
         && any_holds(&s.namespaces, namespace)
         && none_holds(&s.not_namespaces, namespace)
-        && any_holds(&s.request_principals, request)
-        && none_holds(&s.not_request_principals, request)
+        && (!http
+            || any_holds(&s.request_principals, request)
+                && none_holds(&s.not_request_principals, request))
 }
 
 /// An operation on an HTTP chain; `None` (an L4 chain): its HTTP-only fields are gone, so
@@ -172,13 +210,17 @@ fn has_http_only_field(rule: &RuleSpec) -> bool {
 fn rule_holds(
     rule: &RuleSpec,
     action: AuthzAction,
-    peer: &[String],
+    who: &Who<'_>,
     http: Option<&HttpAsked<'_>>,
 ) -> bool {
     if http.is_none() && action == AuthzAction::Allow && has_http_only_field(rule) {
         return false;
     }
-    (rule.from.is_empty() || rule.from.iter().any(|s| source_holds(s, peer)))
+    (rule.from.is_empty()
+        || rule
+            .from
+            .iter()
+            .any(|s| source_holds(s, who, http.is_some())))
         && (rule.to.is_empty() || rule.to.iter().any(|o| operation_holds(o, http)))
 }
 
@@ -187,10 +229,10 @@ fn applies(p: &PolicySpec) -> bool {
 }
 
 /// Whether the gateway lets it through: a request on an HTTP chain (`http`), or a
-/// connection on an L4 chain (`None`), from a client `peer` names.
-pub fn allows(policies: &[PolicySpec], peer: &[String], http: Option<&HttpAsked<'_>>) -> bool {
+/// connection on an L4 chain (`None`), from `who`.
+pub fn allows(policies: &[PolicySpec], who: &Who<'_>, http: Option<&HttpAsked<'_>>) -> bool {
     let matches =
-        |p: &PolicySpec| (p.rules.iter().flatten()).any(|r| rule_holds(r, p.action, peer, http));
+        |p: &PolicySpec| (p.rules.iter().flatten()).any(|r| rule_holds(r, p.action, who, http));
     let applicable = || policies.iter().filter(|p| applies(p));
     if applicable().any(|p| p.action == AuthzAction::Deny && matches(p)) {
         return false;
@@ -278,6 +320,14 @@ fn draw_rule(r: &mut fastrand::Rng) -> RuleSpec {
 mod tests {
     use super::*;
 
+    fn by(names: &[String]) -> Who<'_> {
+        Who {
+            peer_names: names,
+            remote_ip: IpAddr::from(CLIENT_IP),
+            claims: None,
+        }
+    }
+
     fn policy(action: AuthzAction, rule: RuleSpec) -> PolicySpec {
         PolicySpec {
             name: "p".into(),
@@ -319,16 +369,16 @@ mod tests {
             ..SourceSpec::default()
         };
         let allow_star = [policy(AuthzAction::Allow, from(star))];
-        assert!(allows(&allow_star, &dns, Some(&GET)));
-        assert!(allows(&allow_star, &mesh, Some(&GET)));
-        assert!(!allows(&allow_star, &[], Some(&GET)));
+        assert!(allows(&allow_star, &by(&dns), Some(&GET)));
+        assert!(allows(&allow_star, &by(&mesh), Some(&GET)));
+        assert!(!allows(&allow_star, &by(&[]), Some(&GET)));
         let suffix = SourceSpec {
             principals: vec!["*.gw.test".into()],
             ..SourceSpec::default()
         };
         assert!(!allows(
             &[policy(AuthzAction::Allow, from(suffix))],
-            &dns,
+            &by(&dns),
             None
         ));
         let ns = SourceSpec {
@@ -336,8 +386,8 @@ mod tests {
             ..SourceSpec::default()
         };
         let allow_ns = [policy(AuthzAction::Allow, from(ns))];
-        assert!(allows(&allow_ns, &mesh, None));
-        assert!(!allows(&allow_ns, &dns, None));
+        assert!(allows(&allow_ns, &by(&mesh), None));
+        assert!(!allows(&allow_ns, &by(&dns), None));
     }
 
     /// `ipBlocks` and `remoteIpBlocks` see the client's own address at the gateway, on HTTP
@@ -349,17 +399,17 @@ mod tests {
             ip_blocks: vec!["192.168.7.0/24".into()],
             ..SourceSpec::default()
         });
-        assert!(allows(&inside, &[], Some(&GET)) && allows(&inside, &[], None));
+        assert!(allows(&inside, &by(&[]), Some(&GET)) && allows(&inside, &by(&[]), None));
         let outside = source(SourceSpec {
             remote_ip_blocks: vec!["10.0.0.0/8".into()],
             ..SourceSpec::default()
         });
-        assert!(!allows(&outside, &[], Some(&GET)) && !allows(&outside, &[], None));
+        assert!(!allows(&outside, &by(&[]), Some(&GET)) && !allows(&outside, &by(&[]), None));
         let not_it = source(SourceSpec {
             not_remote_ip_blocks: vec!["192.168.7.1".into()],
             ..SourceSpec::default()
         });
-        assert!(!allows(&not_it, &[], None));
+        assert!(!allows(&not_it, &by(&[]), None));
     }
 
     /// `hosts` ignore case and see the port; on an L4 chain an ALLOW rule with an HTTP field
@@ -371,12 +421,41 @@ mod tests {
             ..OperationSpec::default()
         };
         let allow = |h: &str| [policy(AuthzAction::Allow, to(host(h)))];
-        assert!(allows(&allow("a.example.com:443"), &[], Some(&GET)));
-        assert!(!allows(&allow("a.example.com"), &[], Some(&GET)));
-        assert!(allows(&allow("*.EXAMPLE.com:443"), &[], Some(&GET)));
-        assert!(!allows(&allow("a.example.com:443"), &[], None));
+        assert!(allows(&allow("a.example.com:443"), &by(&[]), Some(&GET)));
+        assert!(!allows(&allow("a.example.com"), &by(&[]), Some(&GET)));
+        assert!(allows(&allow("*.EXAMPLE.com:443"), &by(&[]), Some(&GET)));
+        assert!(!allows(&allow("a.example.com:443"), &by(&[]), None));
         let deny = [policy(AuthzAction::Deny, to(host("nobody.test")))];
-        assert!(allows(&deny, &[], Some(&GET)));
-        assert!(!allows(&deny, &[], None));
+        assert!(allows(&deny, &by(&[]), Some(&GET)));
+        assert!(!allows(&deny, &by(&[]), None));
+    }
+
+    /// With trusted hops the gateway's client address comes from `x-forwarded-for`:
+    /// `remoteIpBlocks` follow it, `ipBlocks` keep the peer; `requestPrincipals` need claims.
+    #[test]
+    fn remote_ip_blocks_follow_the_computed_address_and_ip_blocks_the_peer() {
+        let source = |s: SourceSpec| [policy(AuthzAction::Allow, from(s))];
+        let forwarded = Who {
+            peer_names: &[],
+            remote_ip: "2001:db8::5".parse().expect("address"),
+            claims: Some(("https://issuer.sim", "alice")),
+        };
+        let remote = source(SourceSpec {
+            remote_ip_blocks: vec!["2001:db8::/32".into()],
+            ..SourceSpec::default()
+        });
+        assert!(allows(&remote, &forwarded, Some(&GET)));
+        assert!(!allows(&remote, &by(&[]), Some(&GET)));
+        let peer = source(SourceSpec {
+            ip_blocks: vec!["192.168.7.0/24".into()],
+            ..SourceSpec::default()
+        });
+        assert!(allows(&peer, &forwarded, Some(&GET)));
+        let jwt = source(SourceSpec {
+            request_principals: vec!["*/alice".into()],
+            ..SourceSpec::default()
+        });
+        assert!(allows(&jwt, &forwarded, Some(&GET)));
+        assert!(!allows(&jwt, &by(&[]), Some(&GET)));
     }
 }

@@ -241,6 +241,8 @@ mod tests {
             backends: 1,
             subsets: false,
             policies: Vec::new(),
+            trusted_proxies: 0,
+            jwt: None,
             requests: Vec::new(),
         };
         let t = |s| Some(Chain::Terminating(s));
@@ -275,6 +277,8 @@ mod tests {
             backends: 3,
             subsets: false,
             policies: Vec::new(),
+            trusted_proxies: 0,
+            jwt: None,
             requests: Vec::new(),
         };
         assert_eq!(
@@ -307,6 +311,8 @@ mod tests {
             backends: 2,
             subsets: true,
             policies: Vec::new(),
+            trusted_proxies: 0,
+            jwt: None,
             requests: Vec::new(),
         };
         let sidecar: &[&str] = &["istio", "trellis-http/1.1"];
@@ -349,6 +355,8 @@ mod tests {
             backends: 1,
             subsets: false,
             policies: Vec::new(),
+            trusted_proxies: 0,
+            jwt: None,
             requests: Vec::new(),
         };
         let bare = spec(vec![

@@ -7,9 +7,13 @@
 
 use trellis_engine::proxy::{RequestLog, ResponseFlag};
 
+use std::net::IpAddr;
+
+use super::authz::CLIENT_IP;
 use super::reference::{Answer, Expected};
 use super::spec::PATHS;
 use super::world::World;
+use super::{edge, jwt};
 use crate::sim::check::Invariant;
 
 impl World<'_> {
@@ -186,6 +190,14 @@ impl World<'_> {
                 answer: Answer::Denied,
                 ..
             } => "denied-403",
+            Expected::Served {
+                answer: Answer::JwtRejected(401),
+                ..
+            } => "jwt-401",
+            Expected::Served {
+                answer: Answer::JwtRejected(_),
+                ..
+            } => "jwt-403-audience",
         };
         self.count(outcome);
         for (invariant, problem) in problems {
@@ -216,6 +228,7 @@ impl World<'_> {
             Answer::Redirect(_) => (301, None),
             // Envoy resolves the route before its filters, so the record may name a cluster.
             Answer::Denied => (403, None),
+            Answer::JwtRejected(status) => (*status, None),
         };
         let good = record.status == status
             && no_route == matches!(answer, Answer::NotFound)
@@ -242,16 +255,29 @@ impl World<'_> {
             out.push((Invariant::EndsOnce, "no response".to_string()));
             return out;
         };
-        if response.status == 403 && *answer != Answer::Denied {
+        let jwt_status = match answer {
+            Answer::JwtRejected(status) => Some(*status),
+            _ => None,
+        };
+        if response.status == 403 && *answer != Answer::Denied && jwt_status != Some(403) {
             out.push((
                 Invariant::Authorization,
                 "answered 403 where the gateway's AuthorizationPolicies allow".to_string(),
             ));
             return out;
         }
+        if response.status == 401 && jwt_status != Some(401) {
+            out.push((
+                Invariant::Authorization,
+                "answered 401 where the JWT filter lets the request through".to_string(),
+            ));
+            return out;
+        }
         match answer {
             Answer::Backend(k) => {
-                let want = (*k, PATHS[req.path].to_string(), req.host_field());
+                let keys = &self.certs.jwt;
+                let authn = jwt::authenticate(self.spec.jwt.as_ref(), req.token.as_ref());
+                let want = (*k, edge::target_after(req, keys, &authn), req.host_field());
                 if response.status != 200 || response.backend != Some(*k) {
                     out.push((
                         Invariant::Routing,
@@ -261,10 +287,35 @@ impl World<'_> {
                         ),
                     ));
                 }
-                if state.reached != [want.clone()] {
+                let seen: Vec<(usize, String, String)> = (state.reached.iter())
+                    .map(|(b, h)| (*b, h.path.clone(), h.host.clone()))
+                    .collect();
+                if seen != [want.clone()] {
                     out.push((
                         Invariant::Routing,
                         format!("backends should have seen exactly {want:?}"),
+                    ));
+                } else {
+                    let peer = IpAddr::from(CLIENT_IP);
+                    let trusted = self.spec.trusted_proxies;
+                    let fields = edge::expected_fields(trusted, req, peer, keys, &authn);
+                    let got = edge::seen_fields(&state.reached[0].1.fields);
+                    if got != fields {
+                        out.push((
+                            Invariant::Routing,
+                            format!("the backend's edge fields were {got:?}, expected {fields:?}"),
+                        ));
+                    }
+                }
+            }
+            Answer::JwtRejected(status) => {
+                if response.status != *status || !state.reached.is_empty() {
+                    out.push((
+                        Invariant::Authorization,
+                        format!(
+                            "answered {} where the JWT filter refuses the token with {status}",
+                            response.status
+                        ),
                     ));
                 }
             }

@@ -24,6 +24,7 @@ use super::spec::{
     PREFIXES, SUBSETS,
 };
 use crate::sim::mtls::ca::{at, ca_err, ed25519_key, CaError, IssuedCert, SimCa, UNIX_BASE};
+use crate::sim::mtls::jwt::JwtKeys;
 
 /// The gateway proxy's address: its listeners bind here.
 pub const GATEWAY_IP: [u8; 4] = [10, 0, 0, 9];
@@ -67,6 +68,8 @@ pub struct Certificates {
     pub untrusted: Pem,
     /// The mesh's root, the gateway proxy's workload identity and a client workload's.
     pub mesh: MeshCerts,
+    /// The JWT issuers' signing key (one for both issuers) and an impostor's.
+    pub jwt: JwtKeys,
 }
 
 /// The mesh CA's part: what `ISTIO_MUTUAL` presents and checks.
@@ -154,6 +157,7 @@ impl Certificates {
             client,
             untrusted,
             mesh,
+            jwt: JwtKeys::new(seed ^ 0x6a7e_3a75_0000_00a2),
         })
     }
 }
@@ -202,6 +206,10 @@ pub fn yaml(spec: &GatewaySpec, certs: &Certificates) -> String {
     for policy in &spec.policies {
         out.push_str("---\n");
         out.push_str(&policy.to_yaml());
+    }
+    if let Some(jwt) = &spec.jwt {
+        out.push_str("---\n");
+        out.push_str(&jwt.to_yaml(&certs.jwt));
     }
     out
 }
@@ -396,7 +404,11 @@ fn virtual_service(out: &mut String, v: usize, vs: &GwVirtualService) {
 ///
 /// With `identity` (a world with an `ISTIO_MUTUAL` server) the proxy holds a mesh identity,
 /// as a gateway deployed by Istio does.
-pub fn translate(yaml: &str, identity: Option<&IssuedCert>) -> Result<Config, String> {
+pub fn translate(
+    yaml: &str,
+    identity: Option<&IssuedCert>,
+    trusted_proxies: u32,
+) -> Result<Config, String> {
     let set = trellis_control::istio::parse_str(yaml, "sim-gateway.yaml")
         .map_err(|e| format!("the gateway YAML does not parse: {e}"))?;
     let opts = GatewayOptions {
@@ -406,12 +418,13 @@ pub fn translate(yaml: &str, identity: Option<&IssuedCert>) -> Result<Config, St
         ]),
         bind_address: Some(IpAddr::from(GATEWAY_IP)),
         has_identity: identity.is_some(),
+        num_trusted_proxies: trusted_proxies,
         ..GatewayOptions::default()
     };
     let t = translate_gateway(&set, &Registry::default(), &opts);
     let mut config = t.config;
-    // What `trellis proxy --gateway` adds: the policies selecting the gateway, on its HTTP
-    // and L4 chains.
+    // What `trellis proxy --gateway` adds: the policies and RequestAuthentications selecting
+    // the gateway, on its HTTP and L4 chains.
     let secured = secure_listeners(&mut config, &set, &opts, None, &NoFetch);
     let errors: Vec<String> = (t.diagnostics.iter().chain(&secured))
         .filter(|d| d.severity == trellis_control::diag::Severity::Error)

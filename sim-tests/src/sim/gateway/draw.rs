@@ -32,7 +32,48 @@ impl GatewaySpec {
                 server.mode = Mode::OptionalMutual;
             }
         }
+        let mut edge = fastrand::Rng::with_seed(seed ^ 0x6a7e_3a75_0000_00a2);
+        spec.add_edge(&mut edge);
         Some(spec)
+    }
+
+    /// In two fifths of the worlds, `numTrustedProxies` and clients writing
+    /// `x-forwarded-for` and `x-forwarded-proto`; in two fifths (independently), a
+    /// RequestAuthentication, clients sending tokens, and `requestPrincipals` in the policies.
+    fn add_edge(&mut self, r: &mut fastrand::Rng) {
+        if r.u8(0..5) < 2 {
+            self.trusted_proxies = super::edge::draw_trusted_proxies(r);
+            for req in self.requests.iter_mut().filter(|q| q.auto.is_none()) {
+                req.forwarded_for = super::edge::draw_forwarded_for(r);
+                req.claims_proto = r.u8(0..4) == 0;
+            }
+        }
+        if r.u8(0..5) < 2 {
+            self.jwt = Some(super::jwt::draw(r));
+            for req in self.requests.iter_mut().filter(|q| q.auto.is_none()) {
+                req.token = super::jwt::draw_token(r);
+            }
+            // A third of the rules' sources name request principals too (ANDed with what
+            // they had), and a rule in four gains a source naming only them (ORed).
+            for rule in (self.policies.iter_mut()).flat_map(|p| p.rules.iter_mut().flatten()) {
+                for source in &mut rule.from {
+                    if r.u8(0..3) == 0 {
+                        let value = vec![super::jwt::draw_request_principal(r)];
+                        if r.u8(0..4) == 0 {
+                            source.not_request_principals = value;
+                        } else {
+                            source.request_principals = value;
+                        }
+                    }
+                }
+                if r.u8(0..4) == 0 {
+                    rule.from.push(crate::sim::mtls::policy::SourceSpec {
+                        request_principals: vec![super::jwt::draw_request_principal(r)],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
     }
 
     /// An `AUTO_PASSTHROUGH` server on port 443 (beside whatever else the port has) whose
@@ -105,6 +146,9 @@ impl GatewaySpec {
                 host_form: HostForm::Plain,
                 path: r.usize(0..PATHS.len()),
                 auto: Some(auto),
+                forwarded_for: Vec::new(),
+                claims_proto: false,
+                token: None,
             });
         }
     }
@@ -236,6 +280,9 @@ impl GatewaySpec {
                     },
                     path: r.usize(0..PATHS.len()),
                     auto: None,
+                    forwarded_for: Vec::new(),
+                    claims_proto: false,
+                    token: None,
                 }
             })
             .collect();
@@ -245,6 +292,8 @@ impl GatewaySpec {
             backends,
             subsets: false,
             policies: Vec::new(),
+            trusted_proxies: 0,
+            jwt: None,
             requests,
         }
     }

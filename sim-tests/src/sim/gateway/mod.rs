@@ -22,7 +22,13 @@
 //!
 //! In two fifths of the worlds AuthorizationPolicies in `istio-system` select the gateway (or
 //! every workload, or another one): [`authz`] decides them as pilot's builder and Envoy's RBAC
-//! filters do, 403 on HTTP chains, closed L4 chains, nothing on AUTO_PASSTHROUGH ones.
+//! filters do, 403 on HTTP chains, closed L4 chains, nothing on AUTO_PASSTHROUGH ones. In two
+//! fifths (independently) a RequestAuthentication with one or two `jwtRules` (issuers,
+//! `fromHeaders`, `fromParams`, `audiences`, `forwardOriginalToken`) meets clients' tokens in
+//! every place and state ([`jwt`]: 401, 403 for an audience, the token removed or forwarded,
+//! `requestPrincipals`); in two fifths the gateway trusts 1–2 proxies in front
+//! (`numTrustedProxies`) and clients write `x-forwarded-for` and `x-forwarded-proto` ([`edge`]:
+//! the client address for `remoteIpBlocks`, the fields the backend receives).
 //!
 //! The checks ([`checks`]) hold every request to the reference ([`reference`], [`chains`]
 //! and [`authz`]), written from pilot's gateway translation and Envoy's filter-chain and
@@ -35,7 +41,9 @@ pub mod chains;
 mod checks;
 mod config;
 mod draw;
+pub mod edge;
 pub mod hosts;
+pub mod jwt;
 pub mod reference;
 pub mod spec;
 mod wire;

@@ -32,14 +32,19 @@
 //!   `require_tls: ALL` host: 301 to `https://<Host as sent><path>`. Else the first route
 //!   whose prefix the path starts with; none: 404.
 
-use super::authz::{self, HttpAsked, PeerNames};
+use std::net::IpAddr;
+
+use super::authz::{self, HttpAsked, PeerNames, Who, CLIENT_IP};
 use super::chains::{chain_for, port_has_chains, Chain};
 use super::config::{CLIENT_DNS, CLIENT_ID};
+use super::edge;
 use super::hosts::subset_of;
+use super::jwt::{self, Authn};
 use super::spec::{
     AutoClient, ClientCert, GatewaySpec, GwRequest, GwRule, Mode, RuleGateway, Sans, HOSTS,
     HTTPS_PORT, NAMES, PATHS, PREFIXES,
 };
+use crate::sim::mtls::jwt::JwtKeys;
 
 /// What a client should see of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +91,8 @@ pub enum Answer {
     Redirect(String),
     /// 403 from the gateway's HTTP RBAC filter, before any route is looked at.
     Denied,
+    /// Refused by the JWT filter (401, or 403 for an audience), before RBAC and routing.
+    JwtRejected(u16),
 }
 
 /// One route of a virtual host: its prefix (`None`: every path) and backend.
@@ -230,8 +237,15 @@ fn find_vhost<'v>(vhosts: &'v [Vhost], host: &str) -> Option<&'v Vhost> {
     vhosts.iter().find(|v| v.domain == "*")
 }
 
-/// The HTTP answer of the route configuration of `servers` to `req`.
-fn answer(spec: &GatewaySpec, servers: &[usize], req: &GwRequest, tls: bool) -> Answer {
+/// The HTTP answer of the route configuration of `servers` to `req`, whose target the filters
+/// before the router left as `target`.
+fn answer(
+    spec: &GatewaySpec,
+    servers: &[usize],
+    req: &GwRequest,
+    tls: bool,
+    target: &str,
+) -> Answer {
     let vhosts = route_config(spec, servers);
     let host = NAMES[req.host].to_ascii_lowercase();
     let path = PATHS[req.path];
@@ -239,7 +253,7 @@ fn answer(spec: &GatewaySpec, servers: &[usize], req: &GwRequest, tls: bool) -> 
         return Answer::NotFound;
     };
     if vhost.require_tls && !tls {
-        return Answer::Redirect(format!("https://{}{path}", req.host_field()));
+        return Answer::Redirect(format!("https://{}{target}", req.host_field()));
     }
     (vhost.routes.iter())
         .find(|r| r.prefix.is_none_or(|p| path.starts_with(p)))
@@ -267,26 +281,41 @@ fn peer_names(spec: &GatewaySpec, server: Option<usize>, req: &GwRequest) -> Pee
 }
 
 /// The HTTP answer of the route configuration of `servers` to `req` on server `chain`'s
-/// filter chain (`None`: port 80's), the gateway's RBAC first.
+/// filter chain (`None`: port 80's): the JWT filter first (401, 403), then the gateway's RBAC
+/// (403), then the router.
 fn http_answer(
     spec: &GatewaySpec,
     chain: Option<usize>,
     servers: &[usize],
     req: &GwRequest,
+    keys: &JwtKeys,
 ) -> Answer {
+    let authn = jwt::authenticate(spec.jwt.as_ref(), req.token.as_ref());
+    let claims = match authn {
+        Authn::Rejected(status) => return Answer::JwtRejected(status),
+        Authn::Anonymous => None,
+        Authn::Verified { iss, sub, .. } => Some((iss, sub)),
+    };
     let asked = HttpAsked {
         method: "GET",
         path: PATHS[req.path],
         authority: &req.host_field(),
     };
-    if !authz::allows(&spec.policies, &peer_names(spec, chain, req), Some(&asked)) {
+    let names = peer_names(spec, chain, req);
+    let who = Who {
+        peer_names: &names,
+        remote_ip: edge::client_address(spec.trusted_proxies, req, IpAddr::from(CLIENT_IP)),
+        claims,
+    };
+    if !authz::allows(&spec.policies, &who, Some(&asked)) {
         return Answer::Denied;
     }
-    answer(spec, servers, req, chain.is_some())
+    let target = edge::target_after(req, keys, &authn);
+    answer(spec, servers, req, chain.is_some(), &target)
 }
 
 /// What a client should see of `req`.
-pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
+pub fn expected(spec: &GatewaySpec, req: &GwRequest, keys: &JwtKeys) -> Expected {
     // pilot merges the Gateways in order, each one's servers in order.
     let mut on_port: Vec<usize> = (0..spec.servers.len())
         .filter(|&s| spec.servers[s].mode.port() == req.port)
@@ -298,14 +327,22 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     if req.port != HTTPS_PORT {
         return Expected::Served {
             chain: None,
-            answer: http_answer(spec, None, &on_port, req),
+            answer: http_answer(spec, None, &on_port, req, keys),
         };
     }
     if !port_has_chains(spec) {
         return Expected::NoListener;
     }
-    let l4_allows =
-        |server: Option<usize>| authz::allows(&spec.policies, &peer_names(spec, server, req), None);
+    // L4 chains see no HTTP: the client's address is the peer's, and no JWT is read.
+    let l4_allows = |server: Option<usize>| {
+        let names = peer_names(spec, server, req);
+        let who = Who {
+            peer_names: &names,
+            remote_ip: IpAddr::from(CLIENT_IP),
+            claims: None,
+        };
+        authz::allows(&spec.policies, &who, None)
+    };
     let sidecar = matches!(req.auto, Some(a) if a.client == AutoClient::Sidecar);
     let chain = match chain_for(spec, req.sni_name().as_deref(), req.alpn()) {
         None => return Expected::NoChain,
@@ -363,7 +400,7 @@ pub fn expected(spec: &GatewaySpec, req: &GwRequest) -> Expected {
     }
     Expected::Served {
         chain: Some(chain),
-        answer: http_answer(spec, Some(chain), &[chain], req),
+        answer: http_answer(spec, Some(chain), &[chain], req, keys),
     }
 }
 

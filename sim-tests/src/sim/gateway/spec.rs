@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::jwt::{GwJwt, GwToken};
 use crate::sim::mtls::policy::PolicySpec;
 
 /// Host patterns servers and VirtualServices draw from: exact names, wildcards of two
@@ -358,6 +359,15 @@ pub struct GwRequest {
     /// An east-west client: its SNI names a cluster (`sni` is not used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<AutoSni>,
+    /// `x-forwarded-for` lines the client writes ([`super::edge`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarded_for: Vec<String>,
+    /// The client sends an `x-forwarded-proto` naming the other scheme than its connection's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claims_proto: bool,
+    /// The JWT the client sends ([`super::jwt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<GwToken>,
 }
 
 impl GwRequest {
@@ -405,7 +415,17 @@ pub struct GatewaySpec {
     /// AuthorizationPolicies in `istio-system` ([`super::authz`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicySpec>,
+    /// The gateway's `gatewayTopology.numTrustedProxies` ([`super::edge`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trusted_proxies: u32,
+    /// A RequestAuthentication in `istio-system` ([`super::jwt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<GwJwt>,
     pub requests: Vec<GwRequest>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl GatewaySpec {
@@ -462,6 +482,12 @@ impl GatewaySpec {
         }
         if !self.policies.is_empty() {
             out.push("gateway world: AuthorizationPolicies on HTTP and L4 chains");
+        }
+        if self.jwt.as_ref().is_some_and(|j| j.applies()) {
+            out.push("gateway world: RequestAuthentication (JWT rules, locations, forwarding)");
+        }
+        if self.trusted_proxies > 0 && self.requests.iter().any(|r| !r.forwarded_for.is_empty()) {
+            out.push("gateway world: numTrustedProxies and client x-forwarded-for");
         }
         if mode(Mode::HttpsRedirect) {
             out.push("gateway world: httpsRedirect");

@@ -1,6 +1,8 @@
 //! The HTTP heads of the gateway world as its clients and backends read them (httparse, a
 //! parser nobody here wrote).
 
+use std::collections::BTreeMap;
+
 /// A complete response as a client read it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Response {
@@ -9,9 +11,25 @@ pub(crate) struct Response {
     pub location: Option<String>,
 }
 
-/// What a backend reads of a request head: the request it names (`x-sim-req`), its path and
-/// `Host`.
-pub(crate) type BackendHead = (Option<usize>, String, String);
+/// What a backend reads of a request head: the request it names (`x-sim-req`), its target,
+/// `Host`, and the fields the gateway's edge rules and JWT filter decide
+/// ([`EDGE_FIELDS`], each one's values joined by a line feed, so that a doubled field shows).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BackendHead {
+    pub req: Option<usize>,
+    pub path: String,
+    pub host: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The fields a backend records.
+const EDGE_FIELDS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-envoy-external-address",
+    "x-forwarded-proto",
+    "authorization",
+    super::jwt::ASSERTION_HEADER,
+];
 
 /// The value of the field `name` among `headers`, if it is text.
 fn field<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b str> {
@@ -27,10 +45,25 @@ pub(crate) fn parse_request(buf: &[u8]) -> Option<(usize, BackendHead)> {
     let httparse::Status::Complete(len) = head.parse(buf).ok()? else {
         return None;
     };
-    let r = field(head.headers, "x-sim-req").and_then(|v| v.parse::<usize>().ok());
-    let host = field(head.headers, "host").unwrap_or_default().to_string();
-    let path = head.path.unwrap_or_default().to_string();
-    Some((len, (r, path, host)))
+    let mut edge = BTreeMap::new();
+    for name in EDGE_FIELDS {
+        let values: Vec<&str> = (head.headers.iter())
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect();
+        if !values.is_empty() {
+            edge.insert(name.to_string(), values.join("\n"));
+        }
+    }
+    Some((
+        len,
+        BackendHead {
+            req: field(head.headers, "x-sim-req").and_then(|v| v.parse::<usize>().ok()),
+            path: head.path.unwrap_or_default().to_string(),
+            host: field(head.headers, "host").unwrap_or_default().to_string(),
+            fields: edge,
+        },
+    ))
 }
 
 /// A whole response in `buf` (head and `content-length` body), or `None` while incomplete.

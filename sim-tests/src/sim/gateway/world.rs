@@ -26,8 +26,8 @@ use super::config::{
     GATEWAY_IP,
 };
 use super::reference::{expected, Expected};
-use super::spec::{AutoClient, ClientCert, GatewaySpec, GwRequest, PATHS};
-use super::wire::{parse_request, parse_response, Response};
+use super::spec::{AutoClient, ClientCert, GatewaySpec};
+use super::wire::{parse_request, parse_response, BackendHead, Response};
 use crate::sim::check::{Invariant, Violations};
 use crate::sim::mtls::ca::UNIX_BASE;
 use crate::sim::queue::EventQueue;
@@ -79,8 +79,8 @@ pub(crate) struct ReqState {
     plain: BytesMut,
     pub response: Option<Response>,
     pub closed: bool,
-    /// What backends received of it: (backend, path, `Host`).
-    pub reached: Vec<(usize, String, String)>,
+    /// What backends received of it: the backend, and what it read of the head.
+    pub reached: Vec<(usize, BackendHead)>,
     /// The bytes the client wrote first (its ClientHello, over TLS).
     pub first_flight: Bytes,
     /// The plaintext the client wrote (over TLS: inside it).
@@ -104,7 +104,7 @@ pub(crate) struct World<'a> {
     queue: EventQueue<Ev>,
     engine: Engine,
     clients: MtlsTransports,
-    certs: Certificates,
+    pub(crate) certs: Certificates,
     /// The addresses the gateway's listeners bind.
     listening: Vec<SocketAddr>,
     /// The client whose bytes the engine is handling: connects it makes then are its.
@@ -160,6 +160,7 @@ impl<'a> World<'a> {
         let config = translate(
             &yaml(spec, &certs),
             istio_mutual.then_some(&certs.mesh.gateway),
+            spec.trusted_proxies,
         )?;
         let listening = config.listeners.iter().map(|l| l.address).collect();
         let engine_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6a7e;
@@ -268,16 +269,6 @@ impl<'a> World<'a> {
         state.down.filter(|_| !state.closed)
     }
 
-    /// The request's bytes, as the client writes them.
-    fn request_bytes(r: usize, req: &GwRequest) -> Vec<u8> {
-        format!(
-            "GET {} HTTP/1.1\r\nhost: {}\r\nx-sim-req: {r}\r\n\r\n",
-            PATHS[req.path],
-            req.host_field()
-        )
-        .into_bytes()
-    }
-
     /// The name server `s`'s certificate gives: its own DNS name, or for `ISTIO_MUTUAL` the
     /// gateway proxy's SPIFFE id (the client checks URI SANs too).
     fn san_of(&self, s: usize) -> String {
@@ -368,7 +359,7 @@ impl<'a> World<'a> {
 
     fn start(&mut self, r: usize) {
         let req = self.spec.requests[r].clone();
-        let expected = expected(self.spec, &req);
+        let expected = expected(self.spec, &req, &self.certs.jwt);
         self.reqs[r].expected = Some(expected.clone());
         let local = SocketAddr::from((GATEWAY_IP, req.port));
         if !self.listening.contains(&local) {
@@ -376,7 +367,7 @@ impl<'a> World<'a> {
             self.count("refused");
             return;
         }
-        let plain = Self::request_bytes(r, &req);
+        let plain = super::edge::request_head(r, &req, &self.certs.jwt);
         let plain_copy = plain.clone();
         let first = if req.port == super::spec::HTTPS_PORT {
             let mut tls = match self.client_tls(r, &expected) {
@@ -527,15 +518,16 @@ impl<'a> World<'a> {
             up.buf.drain(..len);
             heads.push(head);
         }
-        for (r, path, host) in heads {
+        for head in heads {
             let reply =
                 format!("HTTP/1.1 200 OK\r\nx-backend: {backend}\r\ncontent-length: 2\r\n\r\nok");
             let at = self.now + Duration::from_millis(1);
             let data = Bytes::from(reply);
             self.queue.push(at, Ev::BackendReply { conn, data });
-            match r.filter(|&r| r < self.reqs.len()) {
-                Some(r) => self.reqs[r].reached.push((backend, path, host)),
+            match head.req.filter(|&r| r < self.reqs.len()) {
+                Some(r) => self.reqs[r].reached.push((backend, head)),
                 None => {
+                    let path = head.path;
                     let msg = format!("backend {backend} got a request naming no client: {path}");
                     self.violation(Invariant::Routing, msg);
                 }

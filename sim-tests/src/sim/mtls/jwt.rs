@@ -60,7 +60,7 @@ impl TokenSpec {
 
     /// The compact JWT, signed with the world's key (or the impostor key).
     pub fn mint(&self, keys: &JwtKeys) -> String {
-        let header = b64(br#"{"alg":"EdDSA","kid":"sim","typ":"JWT"}"#);
+        let header = JwtKeys::header();
         let iss = if self.issuer_ok {
             ISSUER
         } else {
@@ -72,10 +72,7 @@ impl TokenSpec {
             "iat": UNIX_BASE.as_secs() - 7_200,
             "exp": self.exp(),
         });
-        let signed = format!("{header}.{}", b64(payload.to_string().as_bytes()));
-        let key = if self.key_ok { &keys.good } else { &keys.bad };
-        let sig = key.sign(signed.as_bytes());
-        format!("{signed}.{}", b64(sig.as_ref()))
+        keys.sign(&header, &payload, self.key_ok)
     }
 }
 
@@ -103,6 +100,20 @@ impl JwtKeys {
             good: key(0x1a7_0000_0016),
             bad: key(0xbad_0000_0016),
         }
+    }
+
+    /// The compact JWS of `payload` under `header` (base64url already), signed with the key
+    /// the JWKS publishes (`good`) or the impostor's.
+    pub fn sign(&self, header: &str, payload: &serde_json::Value, good: bool) -> String {
+        let signed = format!("{header}.{}", b64(payload.to_string().as_bytes()));
+        let key = if good { &self.good } else { &self.bad };
+        let sig = key.sign(signed.as_bytes());
+        format!("{signed}.{}", b64(sig.as_ref()))
+    }
+
+    /// The JOSE header of every token of the simulator (base64url).
+    pub fn header() -> String {
+        b64(br#"{"alg":"EdDSA","kid":"sim","typ":"JWT"}"#)
     }
 
     /// The JWKS a RequestAuthentication carries inline.
