@@ -249,6 +249,10 @@ pub struct Mutations {
     /// A JWT removed from the query leaves the other parameters as written, where Envoy
     /// writes them back sorted by name and decoded (`JwtParamLocation::removeJwt`).
     pub jwt_param_removal_keeps_query: bool,
+    /// The headers a JWT provider writes (`outputPayloadToHeader`, `outputClaimToHeaders`)
+    /// are not removed from the request first: a client's forged copy reaches the workload
+    /// beside, or instead of, the verified one.
+    pub jwt_output_headers_unsanitized: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -301,3 +301,20 @@ fn catches_jwt_param_removal_keeping_the_query() {
     );
     eprintln!("JWT parameter removal keeping the query caught by seed {seed}");
 }
+
+planted!(
+    jwt_output_headers_unsanitized,
+    jwt_output_headers_unsanitized
+);
+
+/// Expected: `Routing` (in the gateway world, a client's own `x-jwt-payload` or `x-jwt-sub`
+/// reaches the backend where the provider writing it removes it first).
+#[test]
+fn catches_jwt_output_headers_unsanitized() {
+    let seed = first_catching_seed(
+        jwt_output_headers_unsanitized,
+        Invariant::Routing,
+        RARE_BUDGET,
+    );
+    eprintln!("forged JWT output headers kept caught by seed {seed}");
+}

@@ -297,8 +297,7 @@ impl World<'_> {
                     ));
                 } else {
                     let peer = IpAddr::from(CLIENT_IP);
-                    let trusted = self.spec.trusted_proxies;
-                    let fields = edge::expected_fields(trusted, req, peer, keys, &authn);
+                    let fields = edge::expected_fields(self.spec, req, peer, keys, &authn);
                     let got = edge::seen_fields(&state.reached[0].1.fields);
                     if got != fields {
                         out.push((

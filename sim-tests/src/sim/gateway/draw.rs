@@ -1,6 +1,8 @@
-//! The gateway world of a seed, drawn: servers, VirtualServices, backends and requests from the
-//! seed's own stream, so that no other world's draws move.
+//! The gateway world of a seed, drawn: servers, VirtualServices, backends, policies, a
+//! RequestAuthentication and requests, from the seed's own streams, so that no other world's
+//! draws move.
 
+use super::jwt::{GwJwt, GwJwtRule, GwToken, JwtSelector, Locations, TokenAt, ISSUERS, SUBJECTS};
 use super::spec::{
     backend_host, AutoClient, AutoSni, Binding, ClientCert, GatewaySpec, GwRequest, GwRule,
     GwServer, GwTcpRule, GwTlsRule, GwVirtualService, HostForm, Mode, RuleGateway, Sans,
@@ -49,16 +51,17 @@ impl GatewaySpec {
             }
         }
         if r.u8(0..5) < 2 {
-            self.jwt = Some(super::jwt::draw(r));
+            self.jwt = Some(draw_jwt(r));
             for req in self.requests.iter_mut().filter(|q| q.auto.is_none()) {
-                req.token = super::jwt::draw_token(r);
+                req.token = draw_token(r);
+                req.forges = r.u8(0..4) == 0;
             }
             // A third of the rules' sources name request principals too (ANDed with what
             // they had), and a rule in four gains a source naming only them (ORed).
             for rule in (self.policies.iter_mut()).flat_map(|p| p.rules.iter_mut().flatten()) {
                 for source in &mut rule.from {
                     if r.u8(0..3) == 0 {
-                        let value = vec![super::jwt::draw_request_principal(r)];
+                        let value = vec![draw_request_principal(r)];
                         if r.u8(0..4) == 0 {
                             source.not_request_principals = value;
                         } else {
@@ -68,7 +71,7 @@ impl GatewaySpec {
                 }
                 if r.u8(0..4) == 0 {
                     rule.from.push(crate::sim::mtls::policy::SourceSpec {
-                        request_principals: vec![super::jwt::draw_request_principal(r)],
+                        request_principals: vec![draw_request_principal(r)],
                         ..Default::default()
                     });
                 }
@@ -149,6 +152,7 @@ impl GatewaySpec {
                 forwarded_for: Vec::new(),
                 claims_proto: false,
                 token: None,
+                forges: false,
             });
         }
     }
@@ -283,6 +287,7 @@ impl GatewaySpec {
                     forwarded_for: Vec::new(),
                     claims_proto: false,
                     token: None,
+                    forges: false,
                 }
             })
             .collect();
@@ -399,4 +404,79 @@ fn draw_tls_rules(
             })
             .collect();
     }
+}
+
+/// The world's RequestAuthentication, in the worlds that have one.
+fn draw_jwt(r: &mut fastrand::Rng) -> GwJwt {
+    let first = r.usize(0..ISSUERS.len());
+    let rules = (0..r.usize(1..=2))
+        .map(|i| GwJwtRule {
+            issuer: (first + i) % ISSUERS.len(),
+            locations: match r.u8(0..4) {
+                0 | 1 => Locations::Default,
+                2 => Locations::AssertionHeader,
+                _ => Locations::TokenParam,
+            },
+            audiences: r.u8(0..3) == 0,
+            forward: r.u8(0..3) == 0,
+            payload_header: r.u8(0..3) == 0,
+            claim_header: r.u8(0..3) == 0,
+        })
+        .collect();
+    GwJwt {
+        selector: match r.u8(0..8) {
+            0 => JwtSelector::Everyone,
+            1 => JwtSelector::Other,
+            _ => JwtSelector::Gateway,
+        },
+        rules,
+    }
+}
+
+/// A client's token: none in a quarter of the requests; else mostly from a rule's issuer and
+/// valid, sometimes in a place no rule looks, from a stranger, expired, forged, or for
+/// another audience.
+fn draw_token(r: &mut fastrand::Rng) -> Option<GwToken> {
+    if r.u8(0..4) == 0 {
+        return None;
+    }
+    let mut token = GwToken {
+        issuer: r.usize(0..ISSUERS.len()),
+        sub: r.usize(0..SUBJECTS.len()),
+        key_ok: true,
+        expired: false,
+        audience: Some(true),
+        at: match r.u8(0..8) {
+            0..=2 => TokenAt::Bearer,
+            3 => TokenAt::AccessTokenParam,
+            4 | 5 => TokenAt::AssertionHeader,
+            _ => TokenAt::TokenParam,
+        },
+        more_params: r.bool(),
+    };
+    match r.u8(0..12) {
+        0 => token.issuer = ISSUERS.len(),
+        1 => token.expired = true,
+        2 => token.key_ok = false,
+        3 => token.audience = None,
+        4 => token.audience = Some(false),
+        _ => {}
+    }
+    Some(token)
+}
+
+/// Request principals for policies to name: each issuer's subjects in every form pilot knows.
+fn draw_request_principal(r: &mut fastrand::Rng) -> String {
+    let pool = [
+        "*",
+        "https://issuer.sim/alice",
+        "https://login.gw.test/bob",
+        "https://issuer.sim/*",
+        "*/carol",
+        "*login.gw.test/alice",
+        "https://login.gw.test*",
+        "*ob",
+        "https://issuer.sim/a*",
+    ];
+    pool[r.usize(0..pool.len())].to_string()
 }

@@ -21,7 +21,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::jwt::{Authn, GwToken, TokenAt, ASSERTION_HEADER};
+use super::jwt::{
+    output_headers, Authn, GwToken, TokenAt, ASSERTION_HEADER, FORGED, PAYLOAD_HEADER, SUB_HEADER,
+};
+use super::spec::GatewaySpec;
 use super::spec::{GwRequest, HTTPS_PORT, PATHS};
 use crate::sim::mtls::jwt::JwtKeys;
 
@@ -100,6 +103,8 @@ pub struct EdgeFields {
     pub forwarded_proto: Option<String>,
     pub authorization: Option<String>,
     pub assertion: Option<String>,
+    pub payload: Option<String>,
+    pub sub: Option<String>,
 }
 
 /// What a backend reads of them.
@@ -111,6 +116,8 @@ pub fn seen_fields(fields: &BTreeMap<String, String>) -> EdgeFields {
         forwarded_proto: get("x-forwarded-proto"),
         authorization: get("authorization"),
         assertion: get(ASSERTION_HEADER),
+        payload: get(PAYLOAD_HEADER),
+        sub: get(SUB_HEADER),
     }
 }
 
@@ -159,6 +166,9 @@ pub fn request_head(r: usize, req: &GwRequest, keys: &JwtKeys) -> Vec<u8> {
         Some((TokenAt::Bearer, jwt)) => head += &format!("authorization: Bearer {jwt}\r\n"),
         Some((TokenAt::AssertionHeader, jwt)) => head += &format!("{ASSERTION_HEADER}: {jwt}\r\n"),
         _ => {}
+    }
+    if req.forges {
+        head += &format!("{PAYLOAD_HEADER}: {FORGED}\r\n{SUB_HEADER}: {FORGED}\r\n");
     }
     head += "\r\n";
     head.into_bytes()
@@ -220,15 +230,23 @@ pub fn target_after(req: &GwRequest, keys: &JwtKeys, authn: &Authn) -> String {
     }
 }
 
-/// The edge fields backend must see of `req`, forwarded over a connection from `peer` (TLS
+/// The edge fields a backend must see of `req`, forwarded over a connection from `peer` (TLS
 /// when it came to port 443) after `authn`.
 pub fn expected_fields(
-    trusted: u32,
+    spec: &GatewaySpec,
     req: &GwRequest,
     peer: IpAddr,
     keys: &JwtKeys,
     authn: &Authn,
 ) -> EdgeFields {
+    let trusted = spec.trusted_proxies;
+    let (payload, sub) = output_headers(
+        spec.jwt.as_ref(),
+        req.token.as_ref(),
+        req.forges,
+        authn,
+        keys,
+    );
     let mut xff = received_xff(req).unwrap_or_default();
     if !xff.is_empty() {
         xff.push(',');
@@ -256,6 +274,8 @@ pub fn expected_fields(
         forwarded_proto: Some(proto.to_string()),
         authorization: kept(TokenAt::Bearer, |jwt| format!("Bearer {jwt}")),
         assertion: kept(TokenAt::AssertionHeader, |jwt| jwt),
+        payload,
+        sub,
     }
 }
 

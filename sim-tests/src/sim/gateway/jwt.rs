@@ -15,20 +15,32 @@
 //!   (jwt_authn/extractor.cc): a provider naming no location gets `Authorization: Bearer` and
 //!   the `access_token` parameter; one naming any gets only those. A location remembers the
 //!   issuers of every provider naming it.
-//! - **What one token decides** (`AnyVerifierImpl`, `AllowMissingVerifierImpl` in
-//!   verifier.cc; `AuthenticatorImpl::startVerify` in authenticator.cc): a token in a location
-//!   no provider names is never extracted (the request is anonymous, the token travels on);
-//!   in a named location, its `iss` must be one of that location's issuers (else
-//!   `JwtUnknownIssuer`), and the provider of that issuer checks, in this order, the expiry
-//!   (60 s of skew; the tokens here are an hour and more either way), that the token's `aud`
-//!   has one of its `audiences` when it lists any, then the signature. A failure is answered
+//! - **What one token decides.** pilot requires, for one rule, `requires_any: [origins-0,
+//!   allow_missing]`; for more, `requires_any: [origins-0, …, origins-n, requires_all:
+//!   [requires_any: [origins-i, allow_missing] for each i]]` (the outer alternatives for
+//!   rules sharing a location). Envoy's `AnyVerifierImpl` (verifier.cc) passes on the first
+//!   passing child, else reports the last failure that is neither `JwtMissed` nor
+//!   `JwtUnknownIssuer`, else `JwtUnknownIssuer`, else `JwtMissed` (which `allow_missing`
+//!   lets through); `AllVerifierImpl` stops at the first failure. A provider sees only the
+//!   tokens in its locations (`ExtractorImpl::addProvider`, extractor.cc), and a token whose
+//!   `iss` is not that provider's is `JwtUnknownIssuer` (`AuthenticatorImpl::startVerify`,
+//!   authenticator.cc), which checks, in this order, the expiry (60 s of skew; the tokens here
+//!   are an hour and more either way), that the token's `aud` has one of the provider's
+//!   `audiences` when it lists any, then the signature. So for one token: where no rule looks
+//!   it is never seen (anonymous, and it travels on); where some do, the rule of its issuer
+//!   decides, and a token no such rule names is `JwtUnknownIssuer`. A failure is answered
 //!   before authorization and routing (the jwt_authn filter precedes RBAC and the router):
-//!   403 for `JwtAudienceNotAllowed`, 401 for the others (`Filter::onComplete`, filter.cc;
-//!   with no provider verifying, `requires_any` completes with its last child's status, the
-//!   `allow_missing` verifier's, which judges the token by its issuer's provider); success makes
-//!   `request.auth.principal` `<iss>/<sub>` and, unless the provider forwards, removes the
-//!   token from its header, or from the query ([`super::edge::without_param`], Envoy's
-//!   `JwtParamLocation::removeJwt`).
+//!   403 for `JwtAudienceNotAllowed`, 401 for the others (`Filter::onComplete`, filter.cc).
+//!   Success makes `request.auth.principal` `<iss>/<sub>` and, unless the provider forwards,
+//!   removes the token from its header, or from the query ([`super::edge::without_param`],
+//!   Envoy's `JwtParamLocation::removeJwt`).
+//! - **What reaches the backend.** Each provider verifier first removes the headers its
+//!   provider writes (`outputPayloadToHeader`, `outputClaimToHeaders`: `sanitizeHeaders`),
+//!   so a client cannot forge them; the verifying provider then writes the token's payload
+//!   segment and its `sub` claim there (`handleGoodJwt`). Children run in order (pilot sorts
+//!   the rules by issuer first) and a passing one ends the requirement, so when the first
+//!   rule verifies, the second rule's verifier never runs and a client's copy of its header
+//!   stays.
 //! - **Request principals** (`requestPrincipalGenerator.extendedPrincipal`,
 //!   pilot/pkg/security/authz/model/generator.go): a value is split at its last `/` into
 //!   issuer and subject, each matched on its claim; `*` is any (non-empty) value, a leading `*`
@@ -42,6 +54,12 @@ use crate::sim::mtls::jwt::JwtKeys;
 
 /// The issuers of the world's two possible rules.
 pub const ISSUERS: [&str; 2] = ["https://issuer.sim", "https://login.gw.test"];
+/// The header an `outputPayloadToHeader` rule writes.
+pub const PAYLOAD_HEADER: &str = "x-jwt-payload";
+/// The header an `outputClaimToHeaders` rule writes the `sub` claim to.
+pub const SUB_HEADER: &str = "x-jwt-sub";
+/// What a forging client writes in both.
+pub const FORGED: &str = "forged";
 /// An issuer no rule names.
 const STRANGER: &str = "https://other.sim";
 pub const SUBJECTS: [&str; 3] = ["alice", "bob", "carol"];
@@ -112,6 +130,12 @@ pub struct GwJwtRule {
     pub audiences: bool,
     /// `forwardOriginalToken`.
     pub forward: bool,
+    /// `outputPayloadToHeader: x-jwt-payload`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_header: bool,
+    /// `outputClaimToHeaders: [{header: x-jwt-sub, claim: sub}]`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim_header: bool,
 }
 
 /// Which workloads the RequestAuthentication selects.
@@ -215,6 +239,13 @@ impl GwJwt {
             if rule.forward {
                 out += "    forwardOriginalToken: true\n";
             }
+            if rule.payload_header {
+                out += &format!("    outputPayloadToHeader: {PAYLOAD_HEADER}\n");
+            }
+            if rule.claim_header {
+                out +=
+                    &format!("    outputClaimToHeaders: [{{header: {SUB_HEADER}, claim: sub}}]\n");
+            }
         }
         out
     }
@@ -230,6 +261,8 @@ pub enum Authn {
         iss: &'static str,
         sub: &'static str,
         removed: Option<TokenAt>,
+        /// The index of the rule that verified it.
+        rule: usize,
     },
     /// Refused, with this status: 401, or 403 for an audience the provider does not allow.
     Rejected(u16),
@@ -246,9 +279,12 @@ pub fn authenticate(jwt: Option<&GwJwt>, token: Option<&GwToken>) -> Authn {
     if named.is_empty() {
         return Authn::Anonymous;
     }
-    let Some(rule) = named.iter().find(|r| ISSUERS[r.issuer] == token.iss()) else {
+    let Some(index) = (0..jwt.rules.len()).find(|&i| {
+        jwt.rules[i].locations.has(token.at) && ISSUERS[jwt.rules[i].issuer] == token.iss()
+    }) else {
         return Authn::Rejected(401);
     };
+    let rule = &jwt.rules[index];
     if token.expired {
         return Authn::Rejected(401);
     }
@@ -262,7 +298,53 @@ pub fn authenticate(jwt: Option<&GwJwt>, token: Option<&GwToken>) -> Authn {
         iss: token.iss(),
         sub: SUBJECTS[token.sub % SUBJECTS.len()],
         removed: (!rule.forward).then_some(token.at),
+        rule: index,
     }
+}
+
+/// The `x-jwt-payload` and `x-jwt-sub` a backend receives: written by the verifying rule,
+/// removed by every rule whose verifier ran, else what the client forged.
+pub fn output_headers(
+    jwt: Option<&GwJwt>,
+    token: Option<&GwToken>,
+    forged: bool,
+    authn: &Authn,
+    keys: &JwtKeys,
+) -> (Option<String>, Option<String>) {
+    let sent = forged.then(|| FORGED.to_string());
+    let Some(jwt) = jwt.filter(|j| j.applies()) else {
+        return (sent.clone(), sent);
+    };
+    // pilot sorts the rules by issuer (`NewPolicyApplier`: "to make the later-on generated
+    // filter config deterministic"); the first one's verifier always runs, the others' only
+    // when it did not verify.
+    let mut order: Vec<usize> = (0..jwt.rules.len()).collect();
+    order.sort_by_key(|&i| ISSUERS[jwt.rules[i].issuer]);
+    let ran: Vec<&GwJwtRule> = match authn {
+        Authn::Verified { rule, .. } if Some(rule) == order.first() => vec![&jwt.rules[*rule]],
+        _ => jwt.rules.iter().collect(),
+    };
+    let payload_gone = ran.iter().any(|r| r.payload_header);
+    let sub_gone = ran.iter().any(|r| r.claim_header);
+    let mut payload = sent.clone().filter(|_| !payload_gone);
+    let mut sub = sent.filter(|_| !sub_gone);
+    if let (
+        Authn::Verified {
+            rule, sub: claim, ..
+        },
+        Some(t),
+    ) = (authn, token)
+    {
+        let by = &jwt.rules[*rule];
+        if by.payload_header {
+            let jwt = t.mint(keys);
+            payload = jwt.split('.').nth(1).map(str::to_string);
+        }
+        if by.claim_header {
+            sub = Some(claim.to_string());
+        }
+    }
+    (payload, sub)
 }
 
 /// A `requestPrincipals` value against a verified token's claims.
@@ -300,79 +382,6 @@ pub fn request_principal_matches(value: &str, iss: &str, sub: &str) -> bool {
     iss == claimed_iss && sub == claimed_sub.unwrap_or("")
 }
 
-/// The world's RequestAuthentication, in the worlds that have one.
-pub fn draw(r: &mut fastrand::Rng) -> GwJwt {
-    let first = r.usize(0..ISSUERS.len());
-    let rules = (0..r.usize(1..=2))
-        .map(|i| GwJwtRule {
-            issuer: (first + i) % ISSUERS.len(),
-            locations: match r.u8(0..4) {
-                0 | 1 => Locations::Default,
-                2 => Locations::AssertionHeader,
-                _ => Locations::TokenParam,
-            },
-            audiences: r.u8(0..3) == 0,
-            forward: r.u8(0..3) == 0,
-        })
-        .collect();
-    GwJwt {
-        selector: match r.u8(0..8) {
-            0 => JwtSelector::Everyone,
-            1 => JwtSelector::Other,
-            _ => JwtSelector::Gateway,
-        },
-        rules,
-    }
-}
-
-/// A client's token: none in a quarter of the requests; else mostly from a rule's issuer and
-/// valid, sometimes in a place no rule looks, from a stranger, expired, forged, or for
-/// another audience.
-pub fn draw_token(r: &mut fastrand::Rng) -> Option<GwToken> {
-    if r.u8(0..4) == 0 {
-        return None;
-    }
-    let mut token = GwToken {
-        issuer: r.usize(0..ISSUERS.len()),
-        sub: r.usize(0..SUBJECTS.len()),
-        key_ok: true,
-        expired: false,
-        audience: Some(true),
-        at: match r.u8(0..8) {
-            0..=2 => TokenAt::Bearer,
-            3 => TokenAt::AccessTokenParam,
-            4 | 5 => TokenAt::AssertionHeader,
-            _ => TokenAt::TokenParam,
-        },
-        more_params: r.bool(),
-    };
-    match r.u8(0..12) {
-        0 => token.issuer = ISSUERS.len(),
-        1 => token.expired = true,
-        2 => token.key_ok = false,
-        3 => token.audience = None,
-        4 => token.audience = Some(false),
-        _ => {}
-    }
-    Some(token)
-}
-
-/// Request principals for policies to name: each issuer's subjects in every form pilot knows.
-pub fn draw_request_principal(r: &mut fastrand::Rng) -> String {
-    let pool = [
-        "*",
-        "https://issuer.sim/alice",
-        "https://login.gw.test/bob",
-        "https://issuer.sim/*",
-        "*/carol",
-        "*login.gw.test/alice",
-        "https://login.gw.test*",
-        "*ob",
-        "https://issuer.sim/a*",
-    ];
-    pool[r.usize(0..pool.len())].to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +392,8 @@ mod tests {
             locations,
             audiences: false,
             forward: false,
+            payload_header: false,
+            claim_header: false,
         }
     }
 
@@ -413,6 +424,7 @@ mod tests {
             iss: ISSUERS[0],
             sub: "alice",
             removed: Some(at),
+            rule: 0,
         };
         assert_eq!(
             authenticate(Some(&jwt), Some(&token(0, TokenAt::Bearer))),
@@ -485,5 +497,36 @@ mod tests {
         // A value whose only slashes are the scheme's splits there: issuer `https:/`, exact.
         assert!(!m("https://*") && !m("https://issuer*"));
         assert!(request_principal_matches("https:/*", "https:", "x"));
+    }
+
+    /// A client's copies of the output headers are removed by the verifiers that ran; the
+    /// first rule verifying leaves the second rule's header as the client wrote it.
+    #[test]
+    fn output_headers_are_sanitized_by_the_verifiers_that_ran() {
+        let keys = JwtKeys::new(3);
+        // ISSUERS[0] sorts first.
+        let mut first = rule(0, Locations::Default);
+        first.payload_header = true;
+        let mut second = rule(1, Locations::AssertionHeader);
+        second.claim_header = true;
+        let jwt = GwJwt {
+            selector: JwtSelector::Gateway,
+            rules: vec![first, second],
+        };
+        let by_first = token(0, TokenAt::Bearer);
+        let authn = authenticate(Some(&jwt), Some(&by_first));
+        let (payload, sub) = output_headers(Some(&jwt), Some(&by_first), true, &authn, &keys);
+        assert_eq!(payload.as_deref(), by_first.mint(&keys).split('.').nth(1));
+        assert_eq!(
+            sub.as_deref(),
+            Some(FORGED),
+            "the second verifier never ran"
+        );
+        let by_second = token(1, TokenAt::AssertionHeader);
+        let authn = authenticate(Some(&jwt), Some(&by_second));
+        let (payload, sub) = output_headers(Some(&jwt), Some(&by_second), true, &authn, &keys);
+        assert_eq!((payload, sub.as_deref()), (None, Some("alice")));
+        let (payload, sub) = output_headers(Some(&jwt), None, true, &Authn::Anonymous, &keys);
+        assert_eq!((payload, sub), (None, None), "both verifiers ran");
     }
 }

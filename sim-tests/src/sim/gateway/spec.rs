@@ -368,6 +368,9 @@ pub struct GwRequest {
     /// The JWT the client sends ([`super::jwt`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<GwToken>,
+    /// The client writes its own `x-jwt-payload` and `x-jwt-sub`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forges: bool,
 }
 
 impl GwRequest {

@@ -23,12 +23,14 @@ pub(crate) struct BackendHead {
 }
 
 /// The fields a backend records.
-const EDGE_FIELDS: [&str; 5] = [
+const EDGE_FIELDS: [&str; 7] = [
     "x-forwarded-for",
     "x-envoy-external-address",
     "x-forwarded-proto",
     "authorization",
     super::jwt::ASSERTION_HEADER,
+    super::jwt::PAYLOAD_HEADER,
+    super::jwt::SUB_HEADER,
 ];
 
 /// The value of the field `name` among `headers`, if it is text.
