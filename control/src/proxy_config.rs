@@ -72,11 +72,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use serde::Deserialize;
 use trellis_engine::config::{Config, Direction, Listener};
 
 use crate::diag::{ConfigError, Diagnostic, Severity};
-use crate::istio::duration::IstioDuration;
 use crate::istio::loader::format_path;
 use crate::istio::{load_dir, load_file, parse_str, ResourceSet, DEFAULT_NAMESPACE};
 use crate::translate::peer_authn;
@@ -84,10 +82,10 @@ use crate::translate::{
     authorization_for, hosts, translate_for, translate_gateway, Registry, Service, ServiceEndpoint,
     Workload, OUTBOUND_ROUTE_TABLE,
 };
-use gateway::GatewaySpec;
 pub use gateway::ProxyOverrides;
-use http_settings::{http_settings, HttpSpec};
+use http_settings::http_settings;
 use ports::PortSpec;
+use shape::{DirectionSpec, FileShape, ServiceSpec};
 
 /// A loaded proxy configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,105 +99,6 @@ pub struct LoadedConfig {
     /// The workload this proxy stands in front of (the file's `workload:`; defaults:
     /// namespace `default`, service account `default`, no labels).
     pub workload: Workload,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileShape {
-    listeners: Vec<ListenerSpec>,
-    services: Vec<ServiceSpec>,
-    http: HttpSpec,
-    istio: IstioSpec,
-    gateway: Option<GatewaySpec>,
-    workload: WorkloadSpec,
-    identity: security::IdentitySpec,
-}
-
-/// `workload:`: who the sidecar's workload is, for the policies that select it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct WorkloadSpec {
-    namespace: Option<String>,
-    service_account: Option<String>,
-    labels: BTreeMap<String, String>,
-    /// `region/zone/subzone` (locality load balancing).
-    locality: Option<String>,
-}
-
-impl WorkloadSpec {
-    fn workload(&self) -> Workload {
-        let d = Workload::default();
-        Workload {
-            namespace: self.namespace.clone().unwrap_or(d.namespace),
-            service_account: self.service_account.clone().unwrap_or(d.service_account),
-            labels: self.labels.clone(),
-            locality: self.locality.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListenerSpec {
-    #[serde(default)]
-    name: Option<String>,
-    address: String,
-    #[serde(default)]
-    direction: DirectionSpec,
-    #[serde(default)]
-    passthrough: bool,
-    #[serde(default)]
-    route_table: Option<String>,
-    /// Inbound only: the workload address this listener stands in front of.
-    #[serde(default)]
-    forward_to: Option<String>,
-    /// Inbound with `forwardTo: IP:PORT`: the workload port's protocol, Istio's names (`TCP`,
-    /// `TLS`, `MONGO` ...); a non-HTTP one proxies connections as bytes (`inbound_l4`).
-    #[serde(default)]
-    protocol: Option<String>,
-    /// Inbound with `forwardTo: IP`, and outbound: MeshConfig `protocolDetectionTimeout` for
-    /// the ports it sniffs (default: none, as Istio's `0s`).
-    #[serde(default)]
-    protocol_detection_timeout: Option<IstioDuration>,
-}
-
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum DirectionSpec {
-    #[default]
-    Outbound,
-    Inbound,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ServiceSpec {
-    host: String,
-    namespace: Option<String>,
-    ports: Vec<PortSpec>,
-    endpoints: Vec<EndpointSpec>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct EndpointSpec {
-    /// `IP` or `IP:PORT` (the port then serves every service port).
-    address: String,
-    /// Service port → endpoint port.
-    ports: BTreeMap<u16, u16>,
-    labels: BTreeMap<String, String>,
-    weight: Option<u32>,
-    /// The workload's service account: its SPIFFE id is what ISTIO_MUTUAL expects.
-    service_account: Option<String>,
-    /// `region/zone/subzone` (locality load balancing; default: the locality label).
-    locality: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct IstioSpec {
-    paths: Vec<String>,
-    resources: Vec<serde_yaml::Value>,
 }
 
 const RESOURCE: &str = "proxy config";
@@ -598,6 +497,7 @@ mod http_settings;
 mod inbound_l4;
 mod ports;
 mod security;
+mod shape;
 
 #[cfg(test)]
 mod tests;
