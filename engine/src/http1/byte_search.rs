@@ -1,0 +1,225 @@
+//! Finding a byte in the short runs a head is made of: its lines (10 to 60 bytes), its target,
+//! its Host. `memchr` is built for long haystacks and spends ~50 instructions a call on these
+//! (the call through its dispatch, the setup of its 32-byte loop, a scalar tail); one 16-byte
+//! compare (`pcmpeqb`/`pmovmskb`, SSE2, which every x86_64 CPU has) finds every LF of a block
+//! at once, and the head scan takes the LFs of a block one by one without searching again.
+//!
+//! On other architectures the same interface is `memchr` (the portable fallback), so only the
+//! x86_64 build reads blocks; the tests compare the two.
+
+/// The LFs of a buffer at or after a start, in order: what calling `memchr` from the byte
+/// after each LF found would give, one 16-byte block at a time.
+pub(crate) struct Lfs<'a> {
+    buf: &'a [u8],
+    /// Where the current block starts.
+    #[cfg(target_arch = "x86_64")]
+    block: usize,
+    /// The current block's LFs not yet returned (bit `i`: `buf[block + i]`).
+    #[cfg(target_arch = "x86_64")]
+    mask: u32,
+    /// Where the next search starts.
+    #[cfg(not(target_arch = "x86_64"))]
+    from: usize,
+}
+
+impl<'a> Lfs<'a> {
+    /// The LFs of `buf` at or after `from`.
+    #[inline]
+    pub(crate) fn new(buf: &'a [u8], from: usize) -> Lfs<'a> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mask = if from < buf.len() {
+                block_mask(buf, from, b'\n')
+            } else {
+                0
+            };
+            Lfs {
+                buf,
+                // At most the length, so that stepping a block on cannot overflow.
+                block: from.min(buf.len()),
+                mask,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Lfs { buf, from }
+        }
+    }
+
+    /// The buffer searched.
+    #[inline]
+    pub(crate) fn buf(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The next LF, or `None` when the buffer has no more.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub(crate) fn next_lf(&mut self) -> Option<usize> {
+        loop {
+            if self.mask != 0 {
+                let lf = self.block + self.mask.trailing_zeros() as usize;
+                // The lowest bit cleared: the LFs after this one stay for the next calls.
+                self.mask &= self.mask - 1;
+                return Some(lf);
+            }
+            self.block += 16;
+            if self.block >= self.buf.len() {
+                return None;
+            }
+            self.mask = block_mask(self.buf, self.block, b'\n');
+        }
+    }
+
+    /// The next LF, or `None` when the buffer has no more.
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub(crate) fn next_lf(&mut self) -> Option<usize> {
+        let lf = memchr::memchr(b'\n', self.buf.get(self.from..)?)? + self.from;
+        self.from = lf + 1;
+        Some(lf)
+    }
+}
+
+/// The position of the first `byte` in `hay`: `memchr::memchr`, sixteen bytes a compare on
+/// x86_64 for the short strings of a head (a target, a Host value), where `memchr`'s setup is
+/// most of its cost.
+#[inline]
+pub(crate) fn find_byte(byte: u8, hay: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut at = 0;
+        while at < hay.len() {
+            let mask = block_mask(hay, at, byte);
+            if mask != 0 {
+                return Some(at + mask.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        None
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        memchr::memchr(byte, hay)
+    }
+}
+
+/// Bit `i` set when `hay[at + i] == byte`, for the sixteen bytes from `at` (none set past the
+/// end of `hay`). `at < hay.len()`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn block_mask(hay: &[u8], at: usize, byte: u8) -> u32 {
+    debug_assert!(at < hay.len(), "block at {at} of {}", hay.len());
+    if let Some(block) = hay.get(at..).and_then(<[u8]>::first_chunk::<16>) {
+        return mask16(block, byte);
+    }
+    // Fewer than sixteen bytes from `at`: the last sixteen of `hay` (which start before `at`),
+    // shifted so that bit 0 is `at`; the bits shifted in are clear.
+    if let Some(last) = hay.len().checked_sub(16) {
+        if let Some(block) = hay.get(last..).and_then(<[u8]>::first_chunk::<16>) {
+            return mask16(block, byte) >> (at - last);
+        }
+    }
+    short_mask(hay.get(at..).unwrap_or_default(), byte)
+}
+
+/// [`block_mask`] of a haystack shorter than sixteen bytes, padded with a byte that is not
+/// `byte`. Out of line: a head is rarely that short, and the copy's code would crowd the
+/// scan's loop.
+#[cfg(target_arch = "x86_64")]
+#[cold]
+#[inline(never)]
+fn short_mask(rest: &[u8], byte: u8) -> u32 {
+    let mut block = [!byte; 16];
+    if let Some(start) = block.get_mut(..rest.len()) {
+        start.copy_from_slice(rest);
+    }
+    mask16(&block, byte)
+}
+
+/// Bit `i` set when `block[i] == byte`: one SSE2 compare (`pcmpeqb`) and its bytes' top
+/// bits packed (`pmovmskb`). LLVM makes neither of a portable compare-and-pack loop over the
+/// 16 bytes, and the intrinsics can only be called in an `unsafe` block, even where SSE2 is
+/// part of the target (rustc asks for `#[target_feature]` on the caller regardless, and a
+/// plain function can call one of those only in `unsafe`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn mask16(block: &[u8; 16], byte: u8) -> u32 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
+    // Two words rather than `_mm_loadu_si128`, which would take a raw pointer: this compiles
+    // to the same one unaligned load.
+    let v = u128::from_le_bytes(*block);
+    let (hi, lo) = ((v >> 64) as u64 as i64, v as u64 as i64);
+    // SAFETY: the intrinsics take no pointer and only need SSE2, which every x86_64 CPU has
+    // (it is in the x86_64 baseline this crate is compiled for, `target_feature = "sse2"`).
+    #[allow(unsafe_code)]
+    let bits = unsafe {
+        _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_set_epi64x(hi, lo),
+            _mm_set1_epi8(byte as i8),
+        ))
+    };
+    // `pmovmskb` sets only the low 16 bits.
+    bits as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_lfs(buf: &[u8], from: usize) -> Vec<usize> {
+        let mut lfs = Lfs::new(buf, from);
+        std::iter::from_fn(|| lfs.next_lf()).collect()
+    }
+
+    /// What `Lfs` replaces: `memchr` from the byte after each LF found.
+    fn by_memchr(buf: &[u8], from: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut pos = from;
+        while let Some(p) = buf.get(pos..).and_then(|rest| memchr::memchr(b'\n', rest)) {
+            out.push(pos + p);
+            pos += p + 1;
+        }
+        out
+    }
+
+    /// Every LF at or after the start, in order, as successive `memchr` calls find them, on
+    /// buffers of any length (blocks whole, cut short, shorter than one) and any start.
+    #[quickcheck_macros::quickcheck]
+    fn lfs_agree_with_memchr(raw: Vec<u8>, from: u8) -> bool {
+        let buf: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b % 4 == 0 { b'\n' } else { b })
+            .collect();
+        let from = usize::from(from) % (buf.len() + 2);
+        all_lfs(&buf, from) == by_memchr(&buf, from)
+    }
+
+    /// The first occurrence as `memchr` finds it, for any byte (0 included, which must not
+    /// match past the end of a short haystack).
+    #[quickcheck_macros::quickcheck]
+    fn find_byte_agrees_with_memchr(raw: Vec<u8>, byte: u8) -> bool {
+        let hay: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b % 16 == 0 { byte } else { b ^ byte | 1 })
+            .collect();
+        find_byte(byte, &hay) == memchr::memchr(byte, &hay)
+            && find_byte(0, &hay) == memchr::memchr(0, &hay)
+    }
+
+    #[test]
+    fn block_edges() {
+        for len in 0..70usize {
+            for at in [0, 1, 15, 16, 17, 31, 32, 33, len.saturating_sub(1), len] {
+                let mut buf = vec![b'a'; len];
+                for lf in (at % 5..len).step_by(7) {
+                    buf[lf] = b'\n';
+                }
+                assert_eq!(all_lfs(&buf, at), by_memchr(&buf, at), "{len} from {at}");
+                let hay = buf.get(at..).unwrap_or_default();
+                assert_eq!(find_byte(b'\n', hay), memchr::memchr(b'\n', hay));
+                assert_eq!(find_byte(0, hay), None);
+            }
+        }
+    }
+}
