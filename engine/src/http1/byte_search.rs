@@ -163,6 +163,78 @@ fn mask16(block: &[u8; 16], byte: u8) -> u32 {
     bits as u32
 }
 
+/// The name of the field line at `start` of `head` when it is plain: 1 to 15 letters, digits
+/// and '-' (all `tchar`) directly followed by the colon, within the line's `line_len` bytes.
+/// Its letters are lower-cased in place and its length returned, as the table walk of
+/// `fields::take_field_line` would (it stops at the colon, the first byte that is not a
+/// `tchar`); `None`, with nothing written, for any other line (a longer name, another
+/// `tchar`, an error), which that walk then reads. One block of sixteen bytes from `start`
+/// is classified at once, so the line must have sixteen bytes of the head from its start
+/// (the CRLF and the lines after it count).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn lower_plain_name(head: &mut [u8], start: usize, line_len: usize) -> Option<usize> {
+    let block = head.get_mut(start..)?.first_chunk_mut::<16>()?;
+    let (plain, upper) = name_classes(block);
+    // `plain` has 16 bits, so the count stops at 16 at most.
+    let name_len = (!plain).trailing_zeros() as usize;
+    if name_len == 0 || name_len >= line_len || block.get(name_len) != Some(&b':') {
+        return None;
+    }
+    let mut upper = upper & ((1 << name_len) - 1);
+    while upper != 0 {
+        let at = upper.trailing_zeros() as usize;
+        if let Some(b) = block.get_mut(at) {
+            *b |= 0x20;
+        }
+        upper &= upper - 1;
+    }
+    Some(name_len)
+}
+
+/// The bytes of `block` that may be in a plain name (ASCII letters, digits, '-') and those
+/// that are upper-case letters, as bit masks (bit `i`: `block[i]`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn name_classes(block: &[u8; 16]) -> (u32, u32) {
+    use std::arch::x86_64::{
+        _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_movemask_epi8,
+        _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let v = u128::from_le_bytes(*block);
+    let (hi, lo) = ((v >> 64) as u64 as i64, v as u64 as i64);
+    // SAFETY: as in `mask16`: no pointers, and only SSE2, which every x86_64 CPU has.
+    #[allow(unsafe_code)]
+    let (plain, upper) = unsafe {
+        let v = _mm_set_epi64x(hi, lo);
+        // `lo <= b <= hi` as signed bytes: the bytes from 0x80 are negative, so never in.
+        let within = |lo: u8, hi: u8| {
+            _mm_and_si128(
+                _mm_cmpgt_epi8(v, _mm_set1_epi8((lo - 1) as i8)),
+                _mm_cmplt_epi8(v, _mm_set1_epi8((hi + 1) as i8)),
+            )
+        };
+        let upper = within(b'A', b'Z');
+        let plain = _mm_or_si128(
+            _mm_or_si128(within(b'a', b'z'), upper),
+            _mm_or_si128(
+                within(b'0', b'9'),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8)),
+            ),
+        );
+        (_mm_movemask_epi8(plain), _mm_movemask_epi8(upper))
+    };
+    // `pmovmskb` sets only the low 16 bits.
+    (plain as u32, upper as u32)
+}
+
+/// The portable fallback of [`lower_plain_name`]: no fast path, every name is walked.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn lower_plain_name(_head: &mut [u8], _start: usize, _line_len: usize) -> Option<usize> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +277,28 @@ mod tests {
             .collect();
         find_byte(byte, &hay) == memchr::memchr(byte, &hay)
             && find_byte(0, &hay) == memchr::memchr(0, &hay)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn plain_names_only() {
+        let mut head = b"Content-Type: A\r\n\r\n".to_vec();
+        assert_eq!(lower_plain_name(&mut head, 0, 15), Some(12));
+        assert_eq!(&head[..], b"content-type: A\r\n\r\n", "the name only");
+        for line in [
+            &b"x_y: 1\r\n\r\n.........."[..],
+            b"X-Sixteen-Bytes-: 1\r\n\r\n",
+            b" x: 1\r\n\r\n...........",
+            b": 1\r\n\r\n.............",
+            b"x : 1\r\n\r\n...........",
+            b"Abc\r\n\r\n:............",
+            b"x: 1\r\n\r\n",
+        ] {
+            let mut head = line.to_vec();
+            let len = head.iter().position(|&b| b == b'\r').unwrap();
+            assert_eq!(lower_plain_name(&mut head, 0, len), None, "{line:?}");
+            assert_eq!(head, line, "nothing written");
+        }
     }
 
     #[test]
