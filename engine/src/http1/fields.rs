@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::byte_search::lower_plain_name;
+use super::byte_search::{lower_plain_name, value_ok};
 use super::error::ParseError;
 use super::field_list::{valid_value, MAX_NAME_LEN};
 use super::syntax::{build_tchar, is_ows, is_tchar, trim_ows};
@@ -80,13 +80,15 @@ pub(crate) fn take_field_line(line: &mut [u8]) -> Result<(usize, Range<usize>), 
     if name_len > MAX_NAME_LEN {
         return Err(ParseError::InvalidHeaderName);
     }
-    Ok((name_len, field_value(line, name_len)?))
+    Ok((name_len, field_value(line, 0..line.len(), name_len)?))
 }
 
-/// The OWS-trimmed value of a field line whose name (`name_len` bytes) and colon have been
-/// read, as its range in `line`, once checked.
+/// The OWS-trimmed value of the field line at `at` in `head` whose name (`name_len` bytes)
+/// and colon have been read, as its range in the line, once checked: sixteen bytes at a
+/// compare where `head` has them ([`value_ok`]), else by [`valid_value`].
 #[inline]
-fn field_value(line: &[u8], name_len: usize) -> Result<Range<usize>, ParseError> {
+fn field_value(head: &[u8], at: Range<usize>, name_len: usize) -> Result<Range<usize>, ParseError> {
+    let line = head.get(at.clone()).unwrap_or_default();
     let mut start = name_len + 1;
     let mut end = line.len();
     while start < end && line.get(start).is_some_and(|&b| is_ows(b)) {
@@ -95,7 +97,9 @@ fn field_value(line: &[u8], name_len: usize) -> Result<Range<usize>, ParseError>
     while end > start && line.get(end - 1).is_some_and(|&b| is_ows(b)) {
         end -= 1;
     }
-    if !valid_value(line.get(start..end).unwrap_or_default()) {
+    let valid = value_ok(head, at.start + start, at.start + end)
+        .unwrap_or_else(|| valid_value(line.get(start..end).unwrap_or_default()));
+    if !valid {
         return Err(ParseError::InvalidHeaderValue);
     }
     Ok(start..end)
@@ -130,11 +134,9 @@ pub(crate) fn take_field_lines(
         );
         // Most names are a few letters, digits and '-' before the colon: one 16-byte block
         // reads those (lower-casing them as the walk would), the walk reads the rest.
-        let plain = lower_plain_name(head, start, lf - 1 - start);
-        let line = head.get_mut(start..lf - 1).unwrap_or_default();
-        let (name_len, value) = match plain {
-            Some(name_len) => (name_len, field_value(line, name_len)?),
-            None => take_field_line(line)?,
+        let (name_len, value) = match lower_plain_name(head, start, lf - 1 - start) {
+            Some(name_len) => (name_len, field_value(head, start..lf - 1, name_len)?),
+            None => take_field_line(head.get_mut(start..lf - 1).unwrap_or_default())?,
         };
         let value_at = (start + value.start, value.len());
         on_field(FieldAt {
