@@ -22,6 +22,8 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 
+use super::byte_search::find_byte;
+
 /// An immutable UTF-8 string held in a shared [`Bytes`]: cloning it, or taking it from the
 /// received head, copies no text.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,7 +165,7 @@ impl Target {
 
 impl From<HeadStr> for Target {
     fn from(text: HeadStr) -> Self {
-        let path_len = memchr::memchr(b'?', text.as_bytes()).unwrap_or(text.len());
+        let path_len = find_byte(b'?', text.as_bytes()).unwrap_or(text.len());
         Target { text, path_len }
     }
 }

@@ -9,6 +9,7 @@ use std::net::Ipv6Addr;
 
 use bytes::Bytes;
 
+use super::byte_search::find_byte;
 use super::error::ParseError;
 use super::head_str::HeadStr;
 
@@ -113,7 +114,7 @@ fn check_authority(raw: &[u8], require_port: bool) -> Result<(), ParseError> {
         };
         (ok, port)
     } else {
-        match memchr::memchr(b':', raw) {
+        match find_byte(b':', raw) {
             Some(colon) => (
                 valid_reg_name(raw.get(..colon).unwrap_or_default()),
                 Some(raw.get(colon + 1..).unwrap_or_default()),

@@ -9,12 +9,13 @@
 //! error, never a guess.
 //!
 //! Files, one concept each: [`limits`](Limits), errors, character classes and line scanning
-//! (`syntax`), field lines (`fields`), the ordered field list of a head (`field_list`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused field lists (`pool`),
+//! (`syntax`), finding a byte sixteen bytes a compare (`byte_search`), field lines (`fields`), the ordered field list of a head (`field_list`), framing fields (`framing`), Host validation (`host`), the mesh's own field names (`names`), reused field lists (`pool`),
 //! head types (`head`), the target and authority as spans of the head (`head_str`), request and response parsing, hop-by-hop removal (`hop`), head
 //! encoding (`encode`), body decoding (`body`) and encoding (`body_encoder`).
 
 mod body;
 mod body_encoder;
+pub(crate) mod byte_search;
 mod encode;
 mod error;
 mod field_list;

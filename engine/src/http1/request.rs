@@ -12,6 +12,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::Method;
 
+use super::byte_search::Lfs;
 use super::error::ParseError;
 use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
@@ -21,7 +22,7 @@ use super::host::normalize_authority;
 use super::limits::Limits;
 use super::pool::HeaderPool;
 use super::syntax::{
-    find_head_end_with, find_lf, is_tchar, is_token, is_vchar, line_end, list_elements, Scan,
+    find_head_end_with, is_tchar, is_token, is_vchar, line_end, list_elements, Scan,
 };
 
 /// Parses a request head from the front of `buf`.
@@ -113,7 +114,9 @@ fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<La
     let Some(start) = skip_empty_lines(buf, limits)? else {
         return Ok(None);
     };
-    let Some(lf) = find_lf(buf, start) else {
+    // One walk over the head's LFs: the request line's first, then the field lines'.
+    let mut line_ends = Lfs::new(buf, start);
+    let Some(lf) = line_ends.next_lf() else {
         let pending = buf.get(start..).unwrap_or_default();
         let content = pending.len() - usize::from(pending.last() == Some(&b'\r'));
         if content > limits.max_request_line_bytes {
@@ -133,7 +136,7 @@ fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<La
     let (method, target, version) = parse_request_line(line)?;
     let target = (start + target.start, start + target.end);
     lfs.clear();
-    let scan = find_head_end_with(buf, lf + 1, start, limits, |lf| lfs.push(lf))?;
+    let scan = find_head_end_with(lf + 1, line_ends, start, limits, |lf| lfs.push(lf))?;
     let (head_end, fields) = match scan {
         Scan::Incomplete => return Ok(None),
         Scan::Complete { end, fields } => (end, fields),

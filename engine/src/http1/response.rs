@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use http::Method;
 
+use super::byte_search::Lfs;
 use super::error::ParseError;
 use super::fields::take_field_lines;
 use super::framing::{merge_content_length, ConnectionOptions, TransferCodings};
@@ -19,7 +20,7 @@ use super::limits::Limits;
 use super::pool::HeaderPool;
 use super::reason::reason_phrase;
 use super::request::parse_version;
-use super::syntax::{find_head_end_with, find_lf, line_end, Scan};
+use super::syntax::{find_head_end_with, line_end, Scan};
 
 /// Parses a response head from the front of `buf`; `request_method` is the method of the
 /// request it answers (HEAD and CONNECT change the framing). `Ok(None)` means incomplete.
@@ -87,7 +88,9 @@ struct Layout {
 /// line fails before the head is complete). `lfs` receives the position of each field line's
 /// LF.
 fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<Layout>, ParseError> {
-    let Some(lf) = find_lf(buf, 0) else {
+    // One walk over the head's LFs: the status line's first, then the field lines'.
+    let mut line_ends = Lfs::new(buf, 0);
+    let Some(lf) = line_ends.next_lf() else {
         if buf.len() > limits.max_header_bytes {
             return Err(ParseError::HeadTooLarge);
         }
@@ -96,7 +99,7 @@ fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<La
     let line_stop = line_end(buf, 0, lf)?;
     let (version, status, reason) = parse_status_line(buf.get(..line_stop).unwrap_or_default())?;
     lfs.clear();
-    let scan = find_head_end_with(buf, lf + 1, 0, limits, |lf| lfs.push(lf))?;
+    let scan = find_head_end_with(lf + 1, line_ends, 0, limits, |lf| lfs.push(lf))?;
     let (head_end, fields) = match scan {
         Scan::Incomplete => return Ok(None),
         Scan::Complete { end, fields } => (end, fields),

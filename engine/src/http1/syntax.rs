@@ -5,6 +5,7 @@
 //! size limits *before* any field is interpreted, so a truncated or oversized head is rejected
 //! on bytes already buffered.
 
+use super::byte_search::Lfs;
 use super::error::ParseError;
 use super::limits::Limits;
 
@@ -87,12 +88,6 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim_ows)
 }
 
-/// Position of the next LF at or after `from`.
-#[inline]
-pub(crate) fn find_lf(buf: &[u8], from: usize) -> Option<usize> {
-    memchr::memchr(b'\n', buf.get(from..)?).map(|p| p + from)
-}
-
 /// Given the LF at `lf` ending a line that starts at `line_start`, returns the end of the line
 /// content (the index of its CR), or an error when the LF is not preceded by CR.
 #[inline]
@@ -123,16 +118,33 @@ pub(crate) fn find_head_end(
     head_start: usize,
     limits: &Limits,
 ) -> Result<Scan, ParseError> {
-    find_head_end_with(buf, from, head_start, limits, |_| {})
+    find_head_end_with(from, Lfs::new(buf, from), head_start, limits, |_| {})
 }
 
 /// [`find_head_end`], calling `on_line(lf)` with the position of each field line's LF in
-/// `buf`, so that the passes after the scan can walk the lines without searching for each LF
-/// again. A scan that ends incomplete or in error may have reported
-/// some lines: the caller forgets them.
+/// the buffer, so that the passes after the scan can walk the lines without searching for each
+/// LF again. `lfs` yields the LFs of the buffer at or after `from` (a head parser has already taken
+/// its first line's from it, and the block it was found in serves the field lines). A scan
+/// that ends incomplete or in error may have reported some lines: the caller forgets them.
 pub(crate) fn find_head_end_with(
+    from: usize,
+    mut lfs: Lfs<'_>,
+    head_start: usize,
+    limits: &Limits,
+    on_line: impl FnMut(usize),
+) -> Result<Scan, ParseError> {
+    let buf = lfs.buf();
+    scan_lines(buf, from, || lfs.next_lf(), head_start, limits, on_line)
+}
+
+/// The walk of [`find_head_end_with`], the LFs coming from `next_lf`: each call must give the
+/// first LF at or after the start of the next line (the byte after the LF before), which is
+/// what a search from there gives (the tests' reference) and what [`Lfs`] gives.
+#[inline]
+fn scan_lines(
     buf: &[u8],
     from: usize,
+    mut next_lf: impl FnMut() -> Option<usize>,
     head_start: usize,
     limits: &Limits,
     mut on_line: impl FnMut(usize),
@@ -140,7 +152,7 @@ pub(crate) fn find_head_end_with(
     let mut pos = from;
     let mut fields = 0usize;
     loop {
-        match find_lf(buf, pos) {
+        match next_lf() {
             None => {
                 if buf.len().saturating_sub(head_start) > limits.max_header_bytes {
                     return Err(ParseError::HeadTooLarge);
@@ -269,7 +281,7 @@ mod tests {
     fn recorded_lines_are_the_lines_of_the_block() {
         let buf = b"GET / HTTP/1.1\r\na: 1\r\nb:\r\ncc: 3\r\n\r\nbody";
         let mut lfs = Vec::new();
-        let scan = find_head_end_with(buf, 16, 0, &limits(), |lf| lfs.push(lf));
+        let scan = find_head_end_with(16, Lfs::new(buf, 16), 0, &limits(), |lf| lfs.push(lf));
         let Ok(Scan::Complete { end, fields }) = scan else {
             panic!("{scan:?}")
         };
@@ -286,6 +298,50 @@ mod tests {
         let split: Vec<&[u8]> = field_lines(&buf[16..end - 2]).collect();
         assert_eq!(recorded, split);
         assert_eq!(recorded, [&b"a: 1"[..], b"b:", b"cc: 3"]);
+    }
+
+    /// The scan as it was before [`Lfs`]: a search for the LF from the start of each line.
+    fn find_head_end_by_search(
+        buf: &[u8],
+        from: usize,
+        head_start: usize,
+        limits: &Limits,
+        on_line: &mut Vec<usize>,
+    ) -> Result<Scan, ParseError> {
+        let mut pos = from;
+        let next_lf = || {
+            let lf = memchr::memchr(b'\n', buf.get(pos..)?)? + pos;
+            pos = lf + 1;
+            Some(lf)
+        };
+        scan_lines(buf, from, next_lf, head_start, limits, |lf| {
+            on_line.push(lf)
+        })
+    }
+
+    /// The scan over [`Lfs`] ends where, and as, the scan searching from each line's start
+    /// did (the same end, field count, error and recorded LFs), on heads drawn from the bytes
+    /// that matter, of any length, with any start and limits.
+    #[quickcheck_macros::quickcheck]
+    fn scan_agrees_with_the_search(raw: Vec<u8>, from: u8, max_bytes: u8, max_headers: u8) -> bool {
+        const ALPHABET: &[u8] = b"\r\n\r\na:\r\n b";
+        let buf: Vec<u8> = raw
+            .iter()
+            .map(|&b| ALPHABET[usize::from(b) % ALPHABET.len()])
+            .collect();
+        let from = usize::from(from) % (buf.len() + 2);
+        let limits = Limits {
+            max_request_line_bytes: 100,
+            max_header_bytes: usize::from(max_bytes) * 2,
+            max_headers: usize::from(max_headers % 40),
+        };
+        let head_start = from / 2;
+        let (mut seen, mut expected) = (Vec::new(), Vec::new());
+        let scan = find_head_end_with(from, Lfs::new(&buf, from), head_start, &limits, |lf| {
+            seen.push(lf)
+        });
+        let reference = find_head_end_by_search(&buf, from, head_start, &limits, &mut expected);
+        scan == reference && seen == expected
     }
 
     #[test]

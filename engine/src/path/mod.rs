@@ -23,6 +23,8 @@ mod tests;
 
 use std::borrow::Cow;
 
+use crate::http1::byte_search::find_byte;
+
 /// Istio's `meshConfig.pathNormalization.normalization` (`DEFAULT` is `BASE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PathNormalization {
@@ -61,7 +63,7 @@ pub fn normalize(target: &str, mode: PathNormalization) -> Result<Cow<'_, str>, 
     if mode == PathNormalization::None {
         return Ok(Cow::Borrowed(target));
     }
-    let split = memchr::memchr(b'?', target.as_bytes()).unwrap_or(target.len());
+    let split = find_byte(b'?', target.as_bytes()).unwrap_or(target.len());
     let (path, query) = target.split_at(split);
     if canonical::is_plain(path.as_bytes())
         && !(mode.merges() && memchr::memmem::find(path.as_bytes(), b"//").is_some())

@@ -29,6 +29,7 @@ use http::header::HeaderName;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::config::{HeaderMatch, QueryParamMatch, RouteMatch, StringMatch};
+use crate::http1::byte_search::find_byte;
 
 use super::error::{Location, RouteError};
 
@@ -272,9 +273,10 @@ pub(crate) struct Prepared<'a> {
 
 impl<'a> Prepared<'a> {
     pub(crate) fn new(req: &super::RouteRequest<'a>) -> Prepared<'a> {
-        // `memchr` rather than `split_once('?')`: the same split ('?' is ASCII, so a char
-        // boundary), without the generic char searcher.
-        let (path, query) = match memchr::memchr(b'?', req.path.as_bytes()) {
+        // A byte search rather than `split_once('?')`: the same split ('?' is ASCII, so a
+        // char boundary), without the generic char searcher; `find_byte` is `memchr` without
+        // its setup on a string this short.
+        let (path, query) = match find_byte(b'?', req.path.as_bytes()) {
             Some(at) => (
                 req.path.get(..at).unwrap_or_default(),
                 req.path.get(at + 1..),
