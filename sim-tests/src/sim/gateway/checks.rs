@@ -276,7 +276,7 @@ impl World<'_> {
         match answer {
             Answer::Backend(k) => {
                 let keys = &self.certs.jwt;
-                let authn = jwt::authenticate(self.spec.jwt.as_ref(), req.token.as_ref());
+                let authn = jwt::authenticate(jwt::applied(self.spec, req), req.token.as_ref());
                 let want = (*k, edge::target_after(req, keys, &authn), req.host_field());
                 if response.status != 200 || response.backend != Some(*k) {
                     out.push((

@@ -55,6 +55,7 @@ impl GatewaySpec {
             for req in self.requests.iter_mut().filter(|q| q.auto.is_none()) {
                 req.token = draw_token(r);
                 req.forges = r.u8(0..4) == 0;
+                req.preflight = r.u8(0..8) == 0;
             }
             // A third of the rules' sources name request principals too (ANDed with what
             // they had), and a rule in four gains a source naming only them (ORed).
@@ -153,6 +154,7 @@ impl GatewaySpec {
                 claims_proto: false,
                 token: None,
                 forges: false,
+                preflight: false,
             });
         }
     }
@@ -288,6 +290,7 @@ impl GatewaySpec {
                     claims_proto: false,
                     token: None,
                     forges: false,
+                    preflight: false,
                 }
             })
             .collect();

@@ -152,10 +152,14 @@ pub fn target_sent(req: &GwRequest, keys: &JwtKeys) -> String {
 /// The head a client writes (`x-sim-req` names the request for the backends).
 pub fn request_head(r: usize, req: &GwRequest, keys: &JwtKeys) -> Vec<u8> {
     let mut head = format!(
-        "GET {} HTTP/1.1\r\nhost: {}\r\nx-sim-req: {r}\r\n",
+        "{} {} HTTP/1.1\r\nhost: {}\r\nx-sim-req: {r}\r\n",
+        req.method(),
         target_sent(req, keys),
         req.host_field()
     );
+    if req.preflight {
+        head += "origin: https://app.example.org\r\naccess-control-request-method: POST\r\n";
+    }
     for line in &req.forwarded_for {
         head += &format!("x-forwarded-for: {line}\r\n");
     }
@@ -241,7 +245,7 @@ pub fn expected_fields(
 ) -> EdgeFields {
     let trusted = spec.trusted_proxies;
     let (payload, sub) = output_headers(
-        spec.jwt.as_ref(),
+        super::jwt::applied(spec, req),
         req.token.as_ref(),
         req.forges,
         authn,

@@ -41,6 +41,8 @@
 //!   the rules by issuer first) and a passing one ends the requirement, so when the first
 //!   rule verifies, the second rule's verifier never runs and a client's copy of its header
 //!   stays.
+//! - **CORS preflights** (`OPTIONS` with `origin` and `access-control-request-method`) pass
+//!   the filter untouched ([`applied`]).
 //! - **Request principals** (`requestPrincipalGenerator.extendedPrincipal`,
 //!   pilot/pkg/security/authz/model/generator.go): a value is split at its last `/` into
 //!   issuer and subject, each matched on its claim; `*` is any (non-empty) value, a leading `*`
@@ -266,6 +268,16 @@ pub enum Authn {
     },
     /// Refused, with this status: 401, or 403 for an audience the provider does not allow.
     Rejected(u16),
+}
+
+/// The RequestAuthentication the jwt_authn filter applies to `req`: none for a CORS preflight
+/// (pilot sets `bypass_cors_preflight`, and Envoy's `Filter::decodeHeaders` then runs no
+/// verifier at all: nothing is checked, nothing removed, not even forged output headers).
+pub fn applied<'s>(
+    spec: &'s super::spec::GatewaySpec,
+    req: &super::spec::GwRequest,
+) -> Option<&'s GwJwt> {
+    spec.jwt.as_ref().filter(|_| !req.preflight)
 }
 
 /// The jwt_authn filter's decision on `token` (see the module's documentation).

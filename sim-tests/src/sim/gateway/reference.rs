@@ -290,14 +290,14 @@ fn http_answer(
     req: &GwRequest,
     keys: &JwtKeys,
 ) -> Answer {
-    let authn = jwt::authenticate(spec.jwt.as_ref(), req.token.as_ref());
+    let authn = jwt::authenticate(jwt::applied(spec, req), req.token.as_ref());
     let claims = match authn {
         Authn::Rejected(status) => return Answer::JwtRejected(status),
         Authn::Anonymous => None,
         Authn::Verified { iss, sub, .. } => Some((iss, sub)),
     };
     let asked = HttpAsked {
-        method: "GET",
+        method: req.method(),
         path: PATHS[req.path],
         authority: &req.host_field(),
     };

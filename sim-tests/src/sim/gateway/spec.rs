@@ -371,9 +371,21 @@ pub struct GwRequest {
     /// The client writes its own `x-jwt-payload` and `x-jwt-sub`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forges: bool,
+    /// A CORS preflight: `OPTIONS` with `origin` and `access-control-request-method`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preflight: bool,
 }
 
 impl GwRequest {
+    /// The request's method.
+    pub fn method(&self) -> &'static str {
+        if self.preflight {
+            "OPTIONS"
+        } else {
+            "GET"
+        }
+    }
+
     /// The `Host` field as sent.
     pub fn host_field(&self) -> String {
         let name = NAMES[self.host];
