@@ -218,6 +218,20 @@ mod tests {
     use super::super::spec::{Binding, GwServer, GwTlsRule, GwVirtualService};
     use super::*;
 
+    /// A world of these servers on one backend, with nothing else.
+    fn spec_of(servers: Vec<GwServer>) -> GatewaySpec {
+        GatewaySpec {
+            servers,
+            virtual_services: Vec::new(),
+            backends: 1,
+            subsets: false,
+            policies: Vec::new(),
+            trusted_proxies: 0,
+            jwt: None,
+            requests: Vec::new(),
+        }
+    }
+
     fn server(mode: Mode, host: usize) -> GwServer {
         GwServer {
             mode,
@@ -231,20 +245,11 @@ mod tests {
     /// the chain without names.
     #[test]
     fn chains_rank_exact_then_longest_wildcard_then_catch_all() {
-        let spec = GatewaySpec {
-            servers: vec![
-                server(Mode::Simple, 3), // *.example.com
-                server(Mode::Simple, 2), // x.y.example.com
-                server(Mode::Simple, 6), // *
-            ],
-            virtual_services: Vec::new(),
-            backends: 1,
-            subsets: false,
-            policies: Vec::new(),
-            trusted_proxies: 0,
-            jwt: None,
-            requests: Vec::new(),
-        };
+        let spec = spec_of(vec![
+            server(Mode::Simple, 3), // *.example.com
+            server(Mode::Simple, 2), // x.y.example.com
+            server(Mode::Simple, 6), // *
+        ]);
         let t = |s| Some(Chain::Terminating(s));
         assert_eq!(chain_for(&spec, Some("x.y.example.com"), &[]), t(1));
         assert_eq!(chain_for(&spec, Some("z.y.example.com"), &[]), t(0));
@@ -268,18 +273,13 @@ mod tests {
             tcp_rules: Vec::new(),
         };
         let spec = GatewaySpec {
-            servers: vec![
-                server(Mode::Simple, 0),      // a.example.com
-                server(Mode::Passthrough, 3), // *.example.com
-            ],
             // The second rule repeats b.example.com: skipped whole, x.y.example.com too.
             virtual_services: vec![vs(vec![1], 0), vs(vec![1, 2], 1), vs(vec![3], 2)],
             backends: 3,
-            subsets: false,
-            policies: Vec::new(),
-            trusted_proxies: 0,
-            jwt: None,
-            requests: Vec::new(),
+            ..spec_of(vec![
+                server(Mode::Simple, 0),      // a.example.com
+                server(Mode::Passthrough, 3), // *.example.com
+            ])
         };
         assert_eq!(
             chain_for(&spec, Some("a.example.com"), &[]),
@@ -303,17 +303,12 @@ mod tests {
     #[test]
     fn auto_passthrough_chains_ask_for_istio_alpns_without_backtracking() {
         let spec = GatewaySpec {
-            servers: vec![
-                server(Mode::AutoPassthrough, 8), // svc-0.backend.test
-                server(Mode::Simple, 6),          // *
-            ],
-            virtual_services: Vec::new(),
             backends: 2,
             subsets: true,
-            policies: Vec::new(),
-            trusted_proxies: 0,
-            jwt: None,
-            requests: Vec::new(),
+            ..spec_of(vec![
+                server(Mode::AutoPassthrough, 8), // svc-0.backend.test
+                server(Mode::Simple, 6),          // *
+            ])
         };
         let sidecar: &[&str] = &["istio", "trellis-http/1.1"];
         let relay = |port, endpoints| {
@@ -349,24 +344,14 @@ mod tests {
     /// service) has no listener: pilot omits it (`MutableGatewayListener::build`).
     #[test]
     fn a_port_without_chains_has_no_listener() {
-        let spec = |servers| GatewaySpec {
-            servers,
-            virtual_services: Vec::new(),
-            backends: 1,
-            subsets: false,
-            policies: Vec::new(),
-            trusted_proxies: 0,
-            jwt: None,
-            requests: Vec::new(),
-        };
-        let bare = spec(vec![
+        let bare = spec_of(vec![
             server(Mode::Passthrough, 0),
             server(Mode::TlsTcp, 1),
             server(Mode::AutoPassthrough, 4), // c.other.org: covers no backend
         ]);
         assert!(!port_has_chains(&bare));
-        assert!(port_has_chains(&spec(vec![server(Mode::Simple, 0)])));
-        assert!(port_has_chains(&spec(vec![server(
+        assert!(port_has_chains(&spec_of(vec![server(Mode::Simple, 0)])));
+        assert!(port_has_chains(&spec_of(vec![server(
             Mode::AutoPassthrough,
             7
         )])));

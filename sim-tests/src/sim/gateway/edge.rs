@@ -139,13 +139,13 @@ fn token_field(req: &GwRequest, keys: &JwtKeys) -> Option<(TokenAt, String)> {
 /// two others when `more_params`).
 pub fn target_sent(req: &GwRequest, keys: &JwtKeys) -> String {
     let path = PATHS[req.path];
-    match (&req.token, token_field(req, keys)) {
-        (Some(t), Some((at, jwt))) => match at.param() {
-            Some(name) if t.more_params => format!("{path}?z=9&{name}={jwt}&a=%7E1"),
-            Some(name) => format!("{path}?{name}={jwt}"),
-            None => path.to_string(),
-        },
-        _ => path.to_string(),
+    let in_query = req.token.as_ref().and_then(|t| Some((t, t.at.param()?)));
+    match in_query {
+        Some((t, name)) if t.more_params => {
+            format!("{path}?z=9&{name}={}&a=%7E1", t.mint(keys))
+        }
+        Some((t, name)) => format!("{path}?{name}={}", t.mint(keys)),
+        None => path.to_string(),
     }
 }
 

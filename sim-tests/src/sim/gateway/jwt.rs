@@ -285,10 +285,7 @@ pub fn authenticate(jwt: Option<&GwJwt>, token: Option<&GwToken>) -> Authn {
     let (Some(jwt), Some(token)) = (jwt.filter(|j| j.applies()), token) else {
         return Authn::Anonymous;
     };
-    let named: Vec<&GwJwtRule> = (jwt.rules.iter())
-        .filter(|r| r.locations.has(token.at))
-        .collect();
-    if named.is_empty() {
+    if !jwt.rules.iter().any(|r| r.locations.has(token.at)) {
         return Authn::Anonymous;
     }
     let Some(index) = (0..jwt.rules.len()).find(|&i| {
