@@ -11,7 +11,9 @@
 //!   URI=<client id>` (Envoy's APPEND_FORWARD with Istio's subject/URI/DNS details). A forged
 //!   XFCC from the client is kept ahead of the sidecar's element, as APPEND_FORWARD does;
 //!   on a plaintext connection the header is removed.
-//! - PERMISSIVE on the same kind of listener: plaintext and mTLS both served on one socket.
+//! - PERMISSIVE on the same kind of listener: plaintext and a sidecar's mTLS (Istio's ALPN)
+//!   both served on one socket; TLS from a client that offers no Istio ALPN (curl, even with a
+//!   mesh certificate) is closed, as no filter chain of pilot's takes it on an HTTP port.
 //! - A sidecar-to-sidecar hop: the client's sidecar dials the server's sidecar with auto mTLS
 //!   (the endpoint carries `security.istio.io/tlsMode: istio`), so the workload behind the
 //!   server sidecar sees the client workload's identity.
@@ -180,6 +182,50 @@ fn xfcc_of(body: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `GET /headers` over `openssl s_client` with the mesh certificate in `certs`, offering
+/// `alpn` when given; what came back (stdout, then stderr when stdout is empty).
+fn s_client_request(at: SocketAddr, certs: &Path, alpn: Option<&str>) -> String {
+    let found = Command::new("sh")
+        .args(["-c", "command -v openssl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "openssl must be installed (scripts/test.sh installs it)"
+    );
+    let file = |name: &str| certs.join(name).display().to_string();
+    let mut command = Command::new("openssl");
+    command
+        .args(["s_client", "-quiet", "-connect", &at.to_string()])
+        .args(["-cert", &file("cert-chain.pem"), "-key", &file("key.pem")])
+        // The intermediate too: s_client sends only the first certificate of `-cert`.
+        .args(["-cert_chain", &file("cert-chain.pem")])
+        .args(["-CAfile", &file("root-cert.pem")]);
+    if let Some(alpn) = alpn {
+        command.args(["-alpn", alpn]);
+    }
+    let mut s_client = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    // `Connection: close`: the sidecar answers, then closes with close_notify after the
+    // response (sealing the response behind close_notify lost it: found by this test).
+    s_client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"GET /headers HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let out = s_client.wait_with_output().expect("openssl ends");
+    if out.stdout.is_empty() {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 #[test]
 fn strict_refuses_all_but_mesh_certificates_and_tells_the_workload_who_called() {
     let dir = tempdir("strict");
@@ -243,41 +289,8 @@ fn strict_refuses_all_but_mesh_certificates_and_tells_the_workload_who_called() 
 
     // openssl s_client with the mesh certificate: the handshake completes and a request
     // sent over it is answered by the workload.
-    let found = Command::new("sh")
-        .args(["-c", "command -v openssl"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "openssl must be installed (scripts/test.sh installs it)"
-    );
-    let file = |name: &str| sleep_certs.join(name).display().to_string();
-    let mut s_client = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &at.to_string()])
-        .args(["-cert", &file("cert-chain.pem"), "-key", &file("key.pem")])
-        // The intermediate too: s_client sends only the first certificate of `-cert`.
-        .args(["-cert_chain", &file("cert-chain.pem")])
-        .args(["-CAfile", &file("root-cert.pem")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl runs");
-    // `Connection: close`: the sidecar answers, then closes with close_notify after the
-    // response (sealing the response behind close_notify lost it: found by this test).
-    s_client
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"GET /headers HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let out = s_client.wait_with_output().expect("openssl ends");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("HTTP/1.1 200"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = s_client_request(at, &sleep_certs, None);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.contains("URI=spiffe://cluster.local/ns/default/sa/sleep"),
         "{text}"
@@ -350,14 +363,26 @@ fn permissive_serves_plaintext_and_mtls_on_one_socket() {
     let body = String::from_utf8_lossy(&out.stdout);
     assert_eq!(xfcc_of(&body), None, "{body}");
 
-    let out = curl_tls(at, &client_cert_args(&sleep_certs));
-    assert!(out.status.success(), "{out:?}\n{}", sidecar.log());
-    let body = String::from_utf8_lossy(&out.stdout);
+    // A sidecar's mTLS (an Envoy sidecar's HTTP/1.1 cluster offers `istio-http/1.1, istio`):
+    // terminated, and the workload learns who called.
+    let text = s_client_request(at, &sleep_certs, Some("istio-http/1.1,istio"));
     assert!(
-        xfcc_of(&body)
-            .is_some_and(|x| x.ends_with("URI=spiffe://cluster.local/ns/default/sa/sleep")),
-        "{body}"
+        text.starts_with("HTTP/1.1 200"),
+        "{text}\n{}",
+        sidecar.log()
     );
+    assert!(
+        xfcc_of(&text)
+            .is_some_and(|x| x.ends_with("URI=spiffe://cluster.local/ns/default/sa/sleep")),
+        "{text}"
+    );
+
+    // curl with the same mesh certificate offers `h2, http/1.1`, no Istio ALPN: not a
+    // sidecar, and a PERMISSIVE HTTP port has no chain for TLS that is not a sidecar's
+    // (pilot's `inboundPermissiveHTTPFilterChainMatchWithMxcOptions`), so Envoy closes it.
+    let out = curl_tls(at, &client_cert_args(&sleep_certs));
+    assert!(!out.status.success(), "{out:?}");
+    sidecar.log_line(&["without an Istio ALPN"]);
     assert_eq!(app.requests(), 2);
 }
 

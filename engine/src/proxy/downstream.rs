@@ -92,6 +92,20 @@ impl Engine {
             self.arm_conn_timer(id, now + idle_timeout);
             // An L4 route may take it instead of the HTTP codec.
             self.tcp_accept(now, id);
+            if let Some(Conn {
+                side:
+                    Side::Down(Downstream {
+                        state: DownState::Tcp,
+                        ..
+                    }),
+                transport,
+                ..
+            }) = self.conns.get_mut(id.conn())
+            {
+                // Pilot's PERMISSIVE chain for a TCP port relays a TLS client that is not a
+                // sidecar to the workload, whose TLS it is.
+                transport.pass_foreign_tls_through();
+            }
         }
         id
     }

@@ -19,12 +19,20 @@ use crate::config::{
     TcpRoute,
 };
 
-const MYSQL: u16 = 3306;
-const WEB: u16 = 8080;
+pub(super) const MYSQL: u16 = 3306;
+pub(super) const WEB: u16 = 8080;
 
 /// A capture listener (`forwardTo: 127.0.0.1`) whose workload declares 3306 as TCP (with its
 /// own `inbound|3306||` chain) and 8080 as HTTP; other ports are sniffed and passed through.
 fn engine_with(timeout: Option<Duration>, authz: Option<Arc<Authorization>>) -> Engine {
+    Engine::try_new(Arc::new(config_with(timeout, authz)), 1).unwrap()
+}
+
+/// [`engine_with`]'s configuration.
+pub(super) fn config_with(
+    timeout: Option<Duration>,
+    authz: Option<Arc<Authorization>>,
+) -> crate::config::Config {
     let mut c = config();
     let l = &mut c.listeners[0];
     l.name = "virtualInbound".into();
@@ -72,11 +80,11 @@ fn engine_with(timeout: Option<Duration>, authz: Option<Arc<Authorization>>) -> 
             ..TcpRoute::default()
         },
     ];
-    Engine::try_new(Arc::new(c), 1).unwrap()
+    c
 }
 
 /// A client's connection to pod 10.1.2.3:`port`, redirected to 15006.
-fn accept(engine: &mut Engine, at: Instant, port: u16) -> ConnId {
+pub(super) fn accept(engine: &mut Engine, at: Instant, port: u16) -> ConnId {
     let mut accepted = Accepted::new(
         "10.9.9.9:40000".parse().unwrap(),
         "10.1.2.3:15006".parse().unwrap(),

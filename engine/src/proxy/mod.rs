@@ -44,8 +44,8 @@
 //!
 //! Data and views with no engine logic: `request`, `conn`, `clusters`, `ids`, `slab`,
 //! `timers`, `snapshot`, `api`, `log`, `stats`, `intake`, `tcp_session`, `tcp_match`, `sni`
-//! and `http_sniff` (the L4 session, Envoy's filter-chain match, the ClientHello peek, the
-//! `http_inspector`'s protocol detection), `cors_encode` (the CORS fields of a response);
+//! and `http_sniff` (the L4 session, Envoy's filter-chain match, its `server_names` match on the
+//! transport's ClientHello peek, the `http_inspector`'s protocol detection), `cors_encode` (the CORS fields of a response);
 //! `inspect` (probes for tests and the
 //! simulator) and `invariants` (the debug-build cross-checks run after every call).
 //!
@@ -401,6 +401,8 @@ mod config_swap_tests;
 mod cors_tests;
 #[cfg(test)]
 mod drain_tests;
+#[cfg(test)]
+mod foreign_tls_tests;
 #[cfg(test)]
 mod hash_tests;
 #[cfg(test)]

@@ -13,12 +13,12 @@ use crate::transport::tls::testca::{Leaf, TestCa, UNIX_BASE};
 use crate::transport::tls::{MtlsSettings, MtlsTransports, Randomness};
 use crate::transport::{ByteTransform, Endpoint, Transport, TransportFactory};
 
-const TD: &str = "cluster.local";
+pub(super) const TD: &str = "cluster.local";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
-const ENGINE_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
+pub(super) const ENGINE_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 const FORGED: &[u8] = b"GET /x HTTP/1.1\r\nhost: svc\r\nx-forwarded-client-cert: By=forged\r\n\r\n";
 
-fn settings() -> MtlsSettings {
+pub(super) fn settings() -> MtlsSettings {
     MtlsSettings {
         unix_base: UNIX_BASE,
         randomness: Randomness::Seeded(7),
@@ -36,7 +36,8 @@ fn engine(ca: &TestCa, mode: InboundMode, direction: Direction) -> Engine {
     engine
 }
 
-fn tls_client(ca: &TestCa) -> Box<dyn ByteTransform> {
+/// A sidecar's mesh client (ALPN `istio`), with a workload certificate of `ca`'s.
+pub(super) fn tls_client(ca: &TestCa) -> Box<dyn ByteTransform> {
     let creds = ca.issue(Leaf::valid(CLIENT_ID, 11), vec![ca.root()], TD);
     let mut factory = MtlsTransports::new(&creds, settings()).unwrap();
     let endpoint = Endpoint::Upstream {

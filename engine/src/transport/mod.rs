@@ -20,6 +20,7 @@
 //!
 //! [`framed`] holds a small record-layer transform used to prove the slot in tests.
 
+pub mod client_hello;
 pub mod framed;
 pub mod policy;
 pub mod sniff;
@@ -33,7 +34,7 @@ use bytes::BytesMut;
 
 use crate::time::Instant;
 use policy::{InboundMode, MeshIdentity, ResolvedUpstreamTls};
-use sniff::{sniff, Sniffed, SNIFF_BYTES};
+use sniff::{ForeignTls, Sniffer, Verdict};
 
 /// Why a transform gave up on its connection. The message names the check that failed, for
 /// the one log line a refused peer gets.
@@ -178,12 +179,13 @@ pub enum Transport {
     /// Bytes go through a transform.
     Transformed(Box<dyn ByteTransform>),
     /// An inbound connection under PERMISSIVE or STRICT whose first bytes have not yet said
-    /// whether it is TLS (see [`sniff`]): a TLS client gets `tls`; a plaintext one becomes
-    /// [`Transport::Plain`] if plaintext is allowed, and is refused otherwise.
+    /// whether it is TLS, and if so whether a sidecar's (see [`sniff`]): a sidecar gets
+    /// `tls`; a plaintext client becomes [`Transport::Plain`] if plaintext is allowed, and is
+    /// refused otherwise; another TLS client is terminated, relayed or refused as
+    /// [`ForeignTls`] says.
     Sniffing {
         tls: Box<dyn ByteTransform>,
-        /// The bytes seen so far (fewer than [`SNIFF_BYTES`]).
-        seen: BytesMut,
+        sniffer: Sniffer,
         plaintext_allowed: bool,
     },
     /// The transform failed; nothing more is read or written through it. Its last words (an
@@ -219,67 +221,72 @@ impl Transport {
             }
             Transport::Transformed(t) => t.receive(now, wire, plain),
             Transport::Failed { .. } => Ok(()),
-            Transport::Sniffing { seen, .. } => {
-                let verdict = if seen.is_empty() {
-                    sniff(wire)
-                } else {
-                    seen.extend_from_slice(wire);
-                    sniff(seen)
-                };
-                match verdict {
-                    Sniffed::NeedMore => {
-                        if seen.is_empty() {
-                            seen.extend_from_slice(wire);
-                        }
-                        debug_assert!(seen.len() < SNIFF_BYTES);
-                        Ok(())
-                    }
-                    decided => self.decide(now, decided, wire, plain),
-                }
-            }
+            Transport::Sniffing { sniffer, .. } => match sniffer.receive(wire) {
+                None => Ok(()),
+                Some(verdict) => self.decide(now, verdict, wire, plain),
+            },
         }
     }
 
-    /// The first bytes have spoken: become TLS or plaintext, and pass everything received so
-    /// far (`wire` is the latest chunk, already in `seen` if `seen` is not empty) through.
+    /// The first bytes have spoken: become TLS or plaintext (or refuse), and pass everything
+    /// received so far (`wire` is the latest chunk, already among the sniffer's bytes if it
+    /// kept any) through.
     fn decide(
         &mut self,
         now: Instant,
-        verdict: Sniffed,
+        verdict: Verdict,
         wire: &[u8],
         plain: &mut BytesMut,
     ) -> Result<(), TransformError> {
         let Transport::Sniffing {
             tls,
-            seen,
+            mut sniffer,
             plaintext_allowed,
         } = std::mem::take(self)
         else {
             unreachable!("decide is called while sniffing");
         };
+        let seen = sniffer.take_seen();
         let bytes: &[u8] = if seen.is_empty() { wire } else { &seen };
         #[cfg(feature = "mutants")]
         let plaintext_allowed =
             plaintext_allowed || crate::mutants::route().strict_admits_plaintext;
+        let refuse = |this: &mut Transport, detail: &str| {
+            *this = Transport::Failed {
+                last_words: BytesMut::new(),
+            };
+            Err(TransformError::new(TransformErrorKind::PeerRefused, detail))
+        };
         match verdict {
-            Sniffed::Tls => {
+            Verdict::Terminate => {
                 *self = Transport::Transformed(tls);
                 self.receive(now, bytes, plain)
             }
-            Sniffed::Plaintext if plaintext_allowed => {
+            Verdict::Plaintext | Verdict::Foreign(ForeignTls::PassThrough) if plaintext_allowed => {
                 plain.extend_from_slice(bytes);
                 Ok(())
             }
-            Sniffed::Plaintext => {
-                *self = Transport::Failed {
-                    last_words: BytesMut::new(),
-                };
-                Err(TransformError::new(
-                    TransformErrorKind::PeerRefused,
-                    "plaintext connection refused: the port requires mTLS (PeerAuthentication STRICT)",
-                ))
+            Verdict::Plaintext | Verdict::Foreign(ForeignTls::PassThrough) => refuse(
+                self,
+                "plaintext connection refused: the port requires mTLS (PeerAuthentication STRICT)",
+            ),
+            Verdict::Foreign(ForeignTls::Refuse) => refuse(
+                self,
+                "TLS without an Istio ALPN refused: a PERMISSIVE HTTP port terminates only a \
+                 sidecar's mTLS (ALPN istio, istio-http/1.1, ...) and takes other clients in \
+                 plaintext; no filter chain takes this one",
+            ),
+            Verdict::Foreign(ForeignTls::Terminate) => {
+                unreachable!("a port that terminates every TLS client has no foreign ones")
             }
-            Sniffed::NeedMore => unreachable!("only decided verdicts come here"),
+        }
+    }
+
+    /// This connection turned out to be the workload's TCP (an L4 session took it): a TLS
+    /// client that is not a sidecar is relayed to it rather than refused.
+    pub fn pass_foreign_tls_through(&mut self) {
+        if let Transport::Sniffing { sniffer, .. } = self {
+            sniffer.pass_foreign_tls_through();
         }
     }
 

@@ -34,6 +34,7 @@ use crate::time::Instant;
 use crate::transport::policy::{
     mesh_sni, InboundMode, MeshIdentity, OriginationTls, ResolvedUpstreamTls, TerminatedTls,
 };
+use crate::transport::sniff::{ForeignTls, Sniffer};
 use crate::transport::{Endpoint, TransformError, TransformErrorKind, Transport, TransportFactory};
 
 /// The local workload's credentials and the mesh's trust.
@@ -516,9 +517,16 @@ impl TransportFactory for MtlsTransports {
                     format!("client {peer}"),
                 )
                 .with_client_cert_details(mesh.local_uris.clone());
+                // Pilot's STRICT chains terminate any TLS; PERMISSIVE ones only a sidecar's,
+                // and the engine relays another client's once the port turns out to be TCP.
+                let foreign_tls = if mode == InboundMode::Strict {
+                    ForeignTls::Terminate
+                } else {
+                    ForeignTls::Refuse
+                };
                 Ok(Transport::Sniffing {
                     tls: Box::new(tls),
-                    seen: Default::default(),
+                    sniffer: Sniffer::new(foreign_tls),
                     plaintext_allowed: mode == InboundMode::Permissive,
                 })
             }
