@@ -253,6 +253,10 @@ pub struct Mutations {
     /// are not removed from the request first: a client's forged copy reaches the workload
     /// beside, or instead of, the verified one.
     pub jwt_output_headers_unsanitized: bool,
+    /// An inbound port under PERMISSIVE terminates every TLS client as STRICT does, where
+    /// pilot's mTLS chains match Istio's ALPNs only: a client outside the mesh with TLS of its
+    /// own meets the sidecar's handshake instead of its workload (TCP) or a close (HTTP).
+    pub permissive_terminates_foreign_tls: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -24,6 +24,10 @@ planted!(verify_ignores_issuer, verify_ignores_issuer);
 planted!(jwt_expiry_ignored, jwt_expiry_ignored);
 planted!(jwt_missing_token_rejected, jwt_missing_token_rejected);
 planted!(bundle_newest_root_only, bundle_newest_root_only);
+planted!(
+    permissive_terminates_foreign_tls,
+    permissive_terminates_foreign_tls
+);
 
 /// Expected: `PeerIdentity` (an impostor's certificate, signed outside the trust bundle,
 /// accepted: the workload is told an identity the CA never issued to its caller).
@@ -136,3 +140,16 @@ fn catches_an_identity_update_closing_established_connections() {
 /// The first seed that catches `identity_update_closes_connections` (a certificate renewal,
 /// then the rotation's bundle push, each closing an inbound sidecar's open connection).
 const CATCHES_IDENTITY_UPDATE_CLOSING: u64 = 4;
+
+/// Expected: `InboundChain` (a TLS client outside the mesh, offering no Istio ALPN, answered
+/// with the sidecar's own handshake under PERMISSIVE, where pilot's chains for an HTTP port
+/// take no such client and Envoy closes it: filterchain_options.go).
+#[test]
+fn catches_permissive_terminating_foreign_tls() {
+    let seed = first_catching_seed(
+        permissive_terminates_foreign_tls,
+        Invariant::InboundChain,
+        SECURITY_BUDGET,
+    );
+    eprintln!("PERMISSIVE terminating a TLS client outside the mesh caught by seed {seed}");
+}

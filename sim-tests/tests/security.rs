@@ -87,6 +87,7 @@ fn every_swarm_stream_appears() {
                     CallerKind::IstioMutual => "ISTIO_MUTUAL",
                     CallerKind::MeshPlaintext => "DestinationRule DISABLE",
                     CallerKind::External => "outside the mesh",
+                    CallerKind::ExternalTls => "outside the mesh, with TLS of its own",
                     CallerKind::Impostor => "impostor",
                 },
                 true,
@@ -138,6 +139,6 @@ fn every_swarm_stream_appears() {
         note("split writes", spec.net.split);
     }
     eprintln!("{} seeds: {seen:#?}", seeds.len());
-    assert_eq!(seen.len(), 24, "{seen:#?}");
+    assert_eq!(seen.len(), 25, "{seen:#?}");
     assert!(seen.values().all(|&n| n >= 5), "{seen:#?}");
 }

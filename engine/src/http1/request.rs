@@ -118,6 +118,15 @@ fn locate(buf: &[u8], limits: &Limits, lfs: &mut Vec<usize>) -> Result<Option<La
     let mut line_ends = Lfs::new(buf, start);
     let Some(lf) = line_ends.next_lf() else {
         let pending = buf.get(start..).unwrap_or_default();
+        // A method is a token, whatever follows it: a byte that can be neither part of one
+        // nor what ends it (SP, or CR of a line end) condemns the line now, as Envoy's
+        // parser does from the first byte (`HPE_INVALID_METHOD`), rather than after the
+        // header-read timeout (a TLS ClientHello sent to a plaintext port, binary noise).
+        if let Some(&b) = pending.iter().find(|&&b| !is_tchar(b)) {
+            if b != b' ' && b != b'\r' {
+                return Err(ParseError::InvalidMethod);
+            }
+        }
         let content = pending.len() - usize::from(pending.last() == Some(&b'\r'));
         if content > limits.max_request_line_bytes {
             return Err(ParseError::RequestLineTooLong);

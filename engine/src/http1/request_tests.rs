@@ -50,6 +50,33 @@ fn incomplete_and_consumed() {
     assert_eq!(n, full.len() - 4);
 }
 
+/// A method is a token whatever follows it: a byte that can be neither part of one nor what
+/// ends it condemns an unfinished first line at once (Envoy's `BalsaParser::execute` refuses
+/// from the first byte, `HPE_INVALID_METHOD`); what may still become a valid line waits.
+#[test]
+fn a_byte_no_method_can_hold_is_refused_before_the_line_ends() {
+    let client_hello = &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..];
+    for early in [client_hello, b"G@T", b"GET\x00", b"\x80", b"\r\nG(T"] {
+        assert_eq!(
+            parse(early).map(|o| o.is_some()),
+            Err(ParseError::InvalidMethod),
+            "{early:?}"
+        );
+    }
+    for waiting in [&b"GE"[..], b"GET", b"GET ", b"GET\r", b" ", b"GET /a\x01"] {
+        assert!(matches!(parse(waiting), Ok(None)), "{waiting:?}");
+    }
+}
+
+/// Refusing early never refuses a line that would have been accepted whole.
+#[quickcheck_macros::quickcheck]
+fn an_early_refusal_is_the_whole_lines_too(method: Vec<u8>, cut: usize) -> bool {
+    let mut full = method;
+    full.extend_from_slice(b" / HTTP/1.1\r\nhost: a\r\n\r\n");
+    let prefix = &full[..cut % (full.len() + 1)];
+    !matches!(parse(prefix), Err(ParseError::InvalidMethod)) || parse(&full).is_err()
+}
+
 #[test]
 fn leading_empty_lines_skipped() {
     let (h, n) = parse(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -160,10 +160,15 @@ impl Sniffer {
     }
 
     fn judge(&self, bytes: &[u8]) -> Option<Verdict> {
+        #[cfg(not(feature = "mutants"))]
+        let terminate_all = self.foreign_tls == ForeignTls::Terminate;
+        #[cfg(feature = "mutants")]
+        let terminate_all = self.foreign_tls == ForeignTls::Terminate
+            || crate::mutants::route().permissive_terminates_foreign_tls;
         match sniff(bytes) {
             Sniffed::NeedMore => None,
             Sniffed::Plaintext => Some(Verdict::Plaintext),
-            Sniffed::Tls if self.foreign_tls == ForeignTls::Terminate => Some(Verdict::Terminate),
+            Sniffed::Tls if terminate_all => Some(Verdict::Terminate),
             Sniffed::Tls => match peek(bytes) {
                 Peek::NeedMore => None,
                 Peek::ClientHello { alpn, .. } if offers_mesh_alpn(&alpn) => {

@@ -106,6 +106,10 @@ pub enum Invariant {
     /// ClientHello selects, served where no chain matches it, or served by a `MUTUAL` server
     /// without a client certificate ([`super::gateway`]).
     GatewayTls,
+    /// An inbound sidecar answered a TLS client outside the mesh (a ClientHello without an
+    /// Istio ALPN) other than pilot's inbound chains for its port and mode do
+    /// ([`super::mtls`]'s `foreign_tls`).
+    InboundChain,
 }
 
 /// One broken invariant, with when and what.

@@ -412,6 +412,12 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
     if scn.security.as_ref().is_some_and(|s| s.jwt.is_some()) {
         out.push("RequestAuthentication (JWT, security world)");
     }
+    let external_tls = |s: &super::mtls::SecuritySpec| {
+        (s.callers.iter()).any(|c| c.kind == super::mtls::spec::CallerKind::ExternalTls)
+    };
+    if scn.security.as_ref().is_some_and(external_tls) {
+        out.push("TLS clients outside the mesh, no Istio ALPN (security world)");
+    }
     out.sort_unstable();
     out.dedup();
     debug_assert!(out.iter().all(|f| ALL.contains(f)), "{out:?}");

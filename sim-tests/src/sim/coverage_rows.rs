@@ -132,6 +132,7 @@ pub const ALL: &[&str] = &[
     "mirror percentage 0 or 100",
     "mirror percentage fractional",
     "RequestAuthentication (JWT, security world)",
+    "TLS clients outside the mesh, no Istio ALPN (security world)",
     "L4 world: tcp rules with weighted destinations",
     "L4 world: tls rules chosen by the ClientHello's server name",
     "L4 world: non-HTTP bytes on a sniffed port",

@@ -164,6 +164,8 @@ pub(crate) struct Req {
     pub response: Vec<u8>,
     /// An outside caller's bytes, sent once connected.
     pub pending: Option<Bytes>,
+    /// An outside caller's connection for it.
+    pub link: Option<usize>,
     pub done: bool,
 }
 
@@ -175,6 +177,7 @@ impl Req {
             started: Instant::ZERO,
             response: Vec::new(),
             pending: None,
+            link: None,
             done: false,
         }
     }
@@ -488,6 +491,10 @@ impl World<'_> {
         };
         self.trace.bytes(label.as_bytes());
         self.count(&label);
+        if self.spec.callers[self.requests[req].caller].kind == CallerKind::ExternalTls {
+            self.check_external_tls(req, &response);
+            return;
+        }
         if status.as_deref() == Some("401") {
             self.check_unauthenticated(req);
             return;

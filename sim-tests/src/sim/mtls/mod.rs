@@ -3,7 +3,7 @@
 //! In the seeds whose swarm has it ([`SecuritySpec::from_seed`], a quarter of them), a second
 //! world runs after the routing mesh: server workloads behind inbound sidecars, called by
 //! mesh workloads through their own outbound sidecars (auto mTLS, ISTIO_MUTUAL, or DISABLE)
-//! and by plaintext clients outside the mesh. Both ends of every sidecar hop are real engines
+//! and by clients outside the mesh, plaintext or with TLS of their own ([`foreign_tls`]). Both ends of every sidecar hop are real engines
 //! running real TLS 1.3 handshakes in memory (the engine's TLS transport with its seeded
 //! crypto provider), with identities from a simulated CA ([`ca`]) whose certificates may
 //! expire and be renewed during the run, over a network with latency, loss, resets and
@@ -28,6 +28,7 @@
 pub mod ca;
 mod checks;
 mod config;
+mod foreign_tls;
 pub mod jwt;
 mod net;
 pub mod policy;

@@ -81,7 +81,7 @@ impl RotationSpec {
         // The CA signs with the new root once every sidecar trusts it.
         let signs_from = start_ms + PUSH_SPREAD_MS + 1;
         let callers = (spec.callers.iter())
-            .filter(|c| c.kind != CallerKind::External)
+            .filter(|c| c.kind.has_sidecar())
             .map(|c| c.kind == CallerKind::Impostor);
         let impostors: Vec<bool> = std::iter::repeat_n(false, spec.services.len())
             .chain(callers)

@@ -32,12 +32,22 @@ pub enum CallerKind {
     MeshPlaintext,
     /// Outside the mesh: no sidecar, plaintext straight to the service's pod.
     External,
+    /// Outside the mesh, with TLS of its own (curl `https://`): a ClientHello offering `h2`
+    /// and `http/1.1`, no Istio ALPN and no certificate, straight to the service's pod. No
+    /// inbound chain of pilot's for an HTTP port takes it under PERMISSIVE (closed without a
+    /// byte); STRICT's terminates it (and refuses it); DISABLE's reads it as HTTP (400).
+    ExternalTls,
     /// A sidecar with auto mTLS whose certificate claims the first caller's identity but was
     /// signed by a CA outside the trust bundle: every handshake must refuse it.
     Impostor,
 }
 
 impl CallerKind {
+    /// Whether the caller sends through a sidecar of its own (and so has a certificate).
+    pub fn has_sidecar(self) -> bool {
+        !matches!(self, CallerKind::External | CallerKind::ExternalTls)
+    }
+
     /// Whether the hop to the inbound sidecar is mutual TLS.
     pub fn is_mtls(self) -> bool {
         matches!(
@@ -318,9 +328,41 @@ impl SecuritySpec {
             rotation: None,
         };
         draw_jwt(seed, &mut spec);
+        draw_external_tls(seed, &mut spec);
         spec.rotation = super::rotation::RotationSpec::draw(seed, &spec);
         Some(spec)
     }
+}
+
+/// In two worlds of five, from a stream of its own (so the others keep their draws): one
+/// more caller, outside the mesh with TLS of its own ([`CallerKind::ExternalTls`]), last so
+/// that no other caller's requests or sidecar move.
+fn draw_external_tls(seed: u64, spec: &mut SecuritySpec) {
+    let mut r = fastrand::Rng::with_seed(seed ^ 0xf0e1_9a71_0000_0017);
+    if r.u8(0..100) >= 40 {
+        return;
+    }
+    let d = spec.duration_ms;
+    let n = spec.services.len();
+    let mut requests: Vec<SecRequest> = (0..r.usize(2..=6))
+        .map(|_| SecRequest {
+            at_ms: r.u64(0..d),
+            service: r.usize(0..n),
+            method: "GET".into(),
+            path: "/".into(),
+            forged_xfcc: false,
+            token: None,
+        })
+        .collect();
+    requests.sort_by_key(|q| q.at_ms);
+    spec.callers.push(SecCaller {
+        kind: CallerKind::ExternalTls,
+        namespace: NAMESPACES[0].to_string(),
+        account: format!("caller{}", spec.callers.len()),
+        cert: CertLife::default(),
+        max_requests_per_connection: 0,
+        requests,
+    });
 }
 
 /// JWT from a stream of its own (so the seeds without it keep their worlds): which services

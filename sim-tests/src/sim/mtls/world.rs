@@ -30,6 +30,7 @@ use crate::sim::check::{Invariant, Violations};
 use crate::sim::queue::EventQueue;
 use crate::sim::report::TraceHash;
 use crate::sim::side_world::{self, SideWorld};
+use crate::sim::tcp::spec::client_hello_offering;
 
 /// Where every workload listens behind its inbound sidecar.
 pub(crate) const WORKLOAD: &str = "127.0.0.1:8080";
@@ -191,7 +192,7 @@ impl<'a> World<'a> {
         let mut out_engine = Vec::new();
         let mut n = spec.services.len();
         for c in &spec.callers {
-            if c.kind == CallerKind::External {
+            if !c.kind.has_sidecar() {
                 out_engine.push(None);
                 continue;
             }
@@ -399,9 +400,16 @@ impl<'a> World<'a> {
                 );
             }
             None => {
-                // Sent once the connection is up (`connect_done`).
-                self.requests[req].pending = Some(Bytes::from(head));
-                self.open_link(c, q.service, None, Some(req));
+                // Sent once the connection is up (`connect_done`): a TLS client's ClientHello
+                // names the service and offers what curl offers.
+                let first = if self.spec.callers[c].kind == CallerKind::ExternalTls {
+                    client_hello_offering(Some(app), &["h2", "http/1.1"])
+                } else {
+                    head.into_bytes()
+                };
+                self.requests[req].pending = Some(Bytes::from(first));
+                let link = self.open_link(c, q.service, None, Some(req));
+                self.requests[req].link = Some(link);
             }
         }
     }

@@ -230,6 +230,11 @@ pub fn tls_rule_for(rules: &[TlsRule], name: &str) -> Option<usize> {
 /// A TLS 1.3-style ClientHello record naming `server_name` (RFC 8446 §4.1.2, RFC 6066 §3):
 /// what a client's first bytes on the TLS port look like to the sidecar, which only reads it.
 pub fn client_hello(server_name: Option<&str>) -> Vec<u8> {
+    client_hello_offering(server_name, &[])
+}
+
+/// [`client_hello`] offering the ALPN protocols `alpn` (RFC 7301 §3.1) after the name.
+pub fn client_hello_offering(server_name: Option<&str>, alpn: &[&str]) -> Vec<u8> {
     let mut extensions = Vec::new();
     if let Some(name) = server_name {
         let name = name.as_bytes();
@@ -240,6 +245,15 @@ pub fn client_hello(server_name: Option<&str>) -> Vec<u8> {
         extensions.push(0); // host_name
         extensions.extend_from_slice(&(name.len() as u16).to_be_bytes());
         extensions.extend_from_slice(name);
+    }
+    if !alpn.is_empty() {
+        let list: Vec<u8> = (alpn.iter())
+            .flat_map(|p| std::iter::once(p.len() as u8).chain(p.bytes()))
+            .collect();
+        extensions.extend_from_slice(&[0, 16]); // application_layer_protocol_negotiation
+        extensions.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        extensions.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        extensions.extend_from_slice(&list);
     }
     let mut body = vec![3, 3];
     body.extend_from_slice(&[7; 32]); // random
