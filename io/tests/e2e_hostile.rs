@@ -129,6 +129,14 @@ fn hostile_requests_get_the_right_status_and_a_closed_connection() {
             false,
         ),
         (
+            // What a client that thinks the port speaks TLS opens with: no method can hold
+            // byte 22, so the answer comes at once, not after the header-read timeout.
+            "TLS ClientHello on a plaintext port",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x01\x02\x03".to_vec(),
+            400,
+            false,
+        ),
+        (
             "unknown transfer coding",
             b"POST / HTTP/1.1\r\nHost: ok\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(),
             501,
