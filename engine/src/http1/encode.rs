@@ -143,11 +143,7 @@ fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
 }
 
 fn headers_len_hint(headers: &Fields) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 4)
-        .sum::<usize>()
-        + 64
+    headers.lines_len() + 64
 }
 
 /// Writes "METHOD target HTTP/1.1\r\nhost: authority\r\n" + headers + framing fields +

@@ -106,6 +106,17 @@ struct Field {
     value: Text,
 }
 
+impl Text {
+    /// The length of the text, read without looking the bytes up (received spans always lie
+    /// inside the head: see [`Fields::set_head`]).
+    fn len(&self) -> usize {
+        match self {
+            Text::Head { len, .. } => *len,
+            Text::Own(b) => b.len(),
+        }
+    }
+}
+
 fn text<'a>(head: &'a Bytes, t: &'a Text) -> &'a [u8] {
     match t {
         Text::Head { at, len } => head.get(*at..*at + *len).unwrap_or_default(),
@@ -113,8 +124,10 @@ fn text<'a>(head: &'a Bytes, t: &'a Text) -> &'a [u8] {
     }
 }
 
-fn same_name(stored: &[u8], asked: &[u8]) -> bool {
-    stored.len() == asked.len() && stored.eq_ignore_ascii_case(asked)
+/// Whether `f` is named `asked` (any case). The lengths first, from the span: most fields of
+/// a search differ in length, and they are turned away without their bytes looked up.
+fn named(head: &Bytes, f: &Field, asked: &[u8]) -> bool {
+    f.name.len() == asked.len() && text(head, &f.name).eq_ignore_ascii_case(asked)
 }
 
 /// A head's fields in order; see the module documentation.
@@ -181,6 +194,15 @@ impl Fields {
         self.list.is_empty()
     }
 
+    /// The bytes the fields take as `name: value\r\n` lines, from the lengths alone (a
+    /// reserve hint for the encoder, which wrote it by looking every name and value up).
+    pub(crate) fn lines_len(&self) -> usize {
+        self.list
+            .iter()
+            .map(|f| f.name.len() + f.value.len() + 4)
+            .sum()
+    }
+
     pub fn capacity(&self) -> usize {
         self.list.capacity()
     }
@@ -205,20 +227,14 @@ impl Fields {
     /// The first value of `name` (any case).
     pub fn get(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<&[u8]> {
         let name = name.as_ref();
-        let f = self
-            .list
-            .iter()
-            .find(|f| same_name(text(&self.head, &f.name), name))?;
+        let f = self.list.iter().find(|f| named(&self.head, f, name))?;
         Some(text(&self.head, &f.value))
     }
 
     /// The first value of `name` as a `Bytes` that shares the received head.
     pub fn get_shared(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<Bytes> {
         let name = name.as_ref();
-        let f = self
-            .list
-            .iter()
-            .find(|f| same_name(text(&self.head, &f.name), name))?;
+        let f = self.list.iter().find(|f| named(&self.head, f, name))?;
         Some(match &f.value {
             Text::Head { at, len } => self.head.slice(*at..*at + *len),
             Text::Own(b) => b.clone(),
@@ -234,15 +250,13 @@ impl Fields {
         let name = name.as_ref();
         self.list
             .iter()
-            .filter(move |f| same_name(text(head, &f.name), name))
+            .filter(move |f| named(head, f, name))
             .map(move |f| text(head, &f.value))
     }
 
     pub fn contains(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> bool {
         let name = name.as_ref();
-        self.list
-            .iter()
-            .any(|f| same_name(text(&self.head, &f.name), name))
+        self.list.iter().any(|f| named(&self.head, f, name))
     }
 
     /// Adds a field after the others (a value checked by the caller: see the module docs).
@@ -259,10 +273,7 @@ impl Fields {
     pub fn insert(&mut self, name: FieldName, value: Bytes) {
         debug_assert!(valid_value(&value), "{value:?}");
         let head = &self.head;
-        let first = self
-            .list
-            .iter()
-            .position(|f| same_name(text(head, &f.name), &name.0));
+        let first = self.list.iter().position(|f| named(head, f, &name.0));
         let Some(first) = first else {
             self.append(name, value);
             return;
@@ -274,7 +285,7 @@ impl Fields {
         let head = &self.head;
         self.list.retain(|f| {
             index += 1;
-            index - 1 <= first || !same_name(text(head, &f.name), &name.0)
+            index - 1 <= first || !named(head, f, &name.0)
         });
     }
 
@@ -286,26 +297,40 @@ impl Fields {
         // Most removals find nothing (every request is cleared of x-forwarded-client-cert,
         // which few clients send): a search answers those without `retain`'s pass, and when
         // there is one, the fields before it are kept without being looked at again.
-        let Some(first) = self
-            .list
-            .iter()
-            .position(|f| same_name(text(head, &f.name), name))
-        else {
+        let Some(first) = self.list.iter().position(|f| named(head, f, name)) else {
             return false;
         };
         let mut index = 0;
         self.list.retain(|f| {
             index += 1;
-            index <= first || !same_name(text(head, &f.name), name)
+            index <= first || !named(head, f, name)
         });
         true
     }
 
     /// Keeps the fields for which `keep(name, value)` holds, in order.
+    ///
+    /// A loop of its own, inlined, rather than `Vec::retain`: the hop-by-hop pass runs it on
+    /// every head, and through `Vec::retain` (whose per-field closure was not inlined) it cost
+    /// ~80 instructions a field; here a value `keep` does not read is never looked up. Kept
+    /// fields are swapped forward in order, and the removed ones, gathered behind them, are
+    /// dropped by the truncation.
+    #[inline]
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
         let head = &self.head;
-        self.list
-            .retain(|f| keep(text(head, &f.name), text(head, &f.value)));
+        let mut kept = 0;
+        for at in 0..self.list.len() {
+            let Some(f) = self.list.get(at) else {
+                break;
+            };
+            if keep(text(head, &f.name), text(head, &f.value)) {
+                if kept != at {
+                    self.list.swap(kept, at);
+                }
+                kept += 1;
+            }
+        }
+        self.list.truncate(kept);
     }
 }
 
@@ -416,141 +441,5 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Fields {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs.iter().copied().collect()
-    }
-
-    fn pairs(f: &Fields) -> Vec<(String, String)> {
-        f.iter()
-            .map(|(n, v)| {
-                (
-                    String::from_utf8_lossy(n).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn received_fields_point_into_the_head() {
-        let head = Bytes::from_static(b"x-a: 1\r\nset-cookie: b\r\n");
-        let mut f = Fields::with_capacity(2);
-        f.set_head(head);
-        f.push_received((0, 3), (5, 1));
-        f.push_received((8, 10), (20, 1));
-        assert_eq!(f.get("X-A"), Some(&b"1"[..]));
-        assert_eq!(f.get_shared("set-cookie").as_deref(), Some(&b"b"[..]));
-        assert_eq!(f.len(), 2);
-    }
-
-    #[test]
-    fn canonical_received_lines_are_written_as_runs() {
-        let head =
-            Bytes::from_static(b"a: 1\r\nb: 22\r\nc:3\r\nd: 4 \r\ne: 5\r\nf:\t6\r\ng: 7\r\n");
-        let mut f = Fields::with_capacity(8);
-        f.set_head(head.clone());
-        // Each line's name and OWS-trimmed value, as offsets (what the parser pushes).
-        let mut at = 0;
-        for line in head.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let colon = line.iter().position(|&b| b == b':').unwrap();
-            let value = &line[colon + 1..line.len() - 1];
-            let lead = value
-                .iter()
-                .take_while(|&&b| b == b' ' || b == b'\t')
-                .count();
-            let trail = value.iter().rev().take_while(|&&b| b == b' ').count();
-            let v = at + colon + 1 + lead;
-            f.push_received((at, colon), (v, value.len() - lead - trail));
-            at += line.len() + 1;
-        }
-        f.append(FieldName::from_static("h"), Bytes::from_static(b"8"));
-        // `e` follows `d`, whose line is not canonical, so it starts a run of its own; `g`
-        // follows `f` (a tab after the colon).
-        assert_eq!(
-            f.pieces().collect::<Vec<_>>(),
-            [
-                Piece::Lines(b"a: 1\r\nb: 22\r\n"),
-                Piece::Field(b"c", b"3"),
-                Piece::Field(b"d", b"4"),
-                Piece::Lines(b"e: 5\r\n"),
-                Piece::Field(b"f", b"6"),
-                Piece::Lines(b"g: 7\r\n"),
-                Piece::Field(b"h", b"8"),
-            ]
-        );
-        // A removed field splits a run: what is left is not contiguous in the head.
-        f.remove("b");
-        f.remove("c");
-        f.remove("d");
-        assert_eq!(
-            f.pieces().take(2).collect::<Vec<_>>(),
-            [Piece::Lines(b"a: 1\r\n"), Piece::Lines(b"e: 5\r\n")]
-        );
-    }
-
-    #[test]
-    fn order_and_duplicates_are_kept() {
-        let mut f = fields(&[
-            ("a", "1"),
-            ("set-cookie", "x"),
-            ("b", "2"),
-            ("set-cookie", "y"),
-        ]);
-        let cookies: Vec<&[u8]> = f.get_all("Set-Cookie").collect();
-        assert_eq!(cookies, [&b"x"[..], b"y"]);
-        assert!(f.remove("a"));
-        assert!(!f.remove("a"));
-        assert_eq!(
-            pairs(&f),
-            [("set-cookie", "x"), ("b", "2"), ("set-cookie", "y")]
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        );
-    }
-
-    #[test]
-    fn insert_replaces_the_first_in_place_and_drops_the_rest() {
-        let mut f = fields(&[("a", "1"), ("c", "x"), ("b", "2"), ("c", "y")]);
-        f.insert(FieldName::from_static("c"), Bytes::from_static(b"z"));
-        f.insert(FieldName::from_static("d"), Bytes::from_static(b"4"));
-        assert_eq!(
-            pairs(&f),
-            [("a", "1"), ("c", "z"), ("b", "2"), ("d", "4")]
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        );
-    }
-
-    #[test]
-    fn names_are_tokens_lower_cased() {
-        assert_eq!(FieldName::new("X-Custom").unwrap().as_str(), "x-custom");
-        assert!(FieldName::new("a b").is_none());
-        assert!(FieldName::new("").is_none());
-        assert!(FieldName::new(&"a".repeat(MAX_NAME_LEN + 1)).is_none());
-    }
-
-    #[test]
-    fn values_checked_as_header_value_did() {
-        for v in [
-            &b"a\x00b"[..],
-            b"\x0bchunked",
-            b"a\rb",
-            b"a\x7fb",
-            b"a\x1bb",
-            b"a\nb",
-        ] {
-            assert!(!valid_value(v), "{v:?}");
-            assert!(http::HeaderValue::from_bytes(v).is_err());
-        }
-        for v in [&b"a\tb \xff"[..], b"", b"x y"] {
-            assert!(valid_value(v), "{v:?}");
-            assert!(http::HeaderValue::from_bytes(v).is_ok());
-        }
-        for v in [&b"a\tb"[..], b"a\xffb", b"\xc3\xa9"] {
-            let ours = value_str(v);
-            let theirs = http::HeaderValue::from_bytes(v).unwrap();
-            assert_eq!(ours, theirs.to_str().ok(), "{v:?}");
-        }
-    }
-}
+#[path = "field_list_tests.rs"]
+mod tests;

@@ -41,8 +41,8 @@ pub fn parse_request_head(
     };
     let head_end = layout.head_end;
     let mut copy = bytes::BytesMut::from(buf.get(..head_end).unwrap_or_default());
-    let head = layout.build(&mut copy, &lfs, &mut HeaderPool::default())?;
-    Ok(Some((head, head_end)))
+    let head = layout.build(&mut copy, lfs, &mut HeaderPool::default())?;
+    Ok(head.map(|head| (head, head_end)))
 }
 
 /// Like [`parse_request_head`], but takes the head off the front of `buf` and keeps it as the
@@ -62,15 +62,19 @@ pub fn take_request_head_pooled(
     pool: &mut HeaderPool,
 ) -> Result<Option<RequestHead>, ParseError> {
     let mut lfs = pool.take_line_ends();
-    let parsed = match locate(buf, limits, &mut lfs) {
+    match locate(buf, limits, &mut lfs) {
+        // The head is built where this function's result lies (the builder returns this
+        // type, and gives the line ends back itself): mapping its result into an `Option`,
+        // or holding it while the line ends went back, copied the ~200-byte head twice.
         Ok(Some(layout)) => {
             let mut head = buf.split_to(layout.head_end);
-            layout.build(&mut head, &lfs, pool).map(Some)
+            layout.build(&mut head, lfs, pool)
         }
-        other => other.map(|_| None),
-    };
-    pool.give_line_ends(lfs);
-    parsed
+        other => {
+            pool.give_line_ends(lfs);
+            other.map(|_| None)
+        }
+    }
 }
 
 /// Where the parts of a complete, limit-respecting request head lie in the buffer, with the
@@ -89,13 +93,15 @@ struct Layout {
 impl Layout {
     /// Interprets the head, which is exactly `head` (taken off the receive buffer): field
     /// names are lower-cased in it as they are validated, then it becomes the memory the
-    /// fields point into. `lfs` are the field lines' LFs that [`locate`] recorded.
+    /// fields point into. `lfs` are the field lines' LFs that [`locate`] recorded, given back
+    /// to `pool` once read. Never `Ok(None)`: the type is the caller's, so that the head is
+    /// built in its result.
     fn build(
         self,
         head: &mut bytes::BytesMut,
-        lfs: &[usize],
+        lfs: Vec<usize>,
         pool: &mut HeaderPool,
-    ) -> Result<RequestHead, ParseError> {
+    ) -> Result<Option<RequestHead>, ParseError> {
         debug_assert_eq!(lfs.len(), self.fields, "one recorded LF per field line");
         build_head(
             self.method,
@@ -255,15 +261,16 @@ pub(crate) fn parse_version(v: &[u8]) -> Result<Version, ParseError> {
 
 /// Interprets the fields and the request target, deciding authority, framing and options.
 /// Each field line is validated and its name lower-cased in `head` in one pass
-/// ([`take_field_lines`]); then `head` becomes the memory the fields point into.
+/// ([`take_field_lines`]); then `head` becomes the memory the fields point into, and the
+/// line ends go back to `pool`. Never `Ok(None)` (see [`Layout::build`]).
 fn build_head(
     method: Method,
     target: (usize, usize),
     version: Version,
     head: &mut bytes::BytesMut,
-    lines: (usize, &[usize]),
+    lines: (usize, Vec<usize>),
     pool: &mut HeaderPool,
-) -> Result<RequestHead, ParseError> {
+) -> Result<Option<RequestHead>, ParseError> {
     let http11 = version == Version::Http11;
     // Room for the fields a proxy adds (request id, forwarded proto, via) without regrowth.
     let mut headers = pool.take(lines.1.len() + 4);
@@ -275,7 +282,7 @@ fn build_head(
     let mut upgrade: Option<String> = None;
     let mut expects_continue = false;
 
-    take_field_lines(head, lines.0, lines.1, |field| {
+    let fields = take_field_lines(head, lines.0, &lines.1, |field| {
         let (name, value) = (field.name, field.value);
         if name == b"host" {
             host_count += 1;
@@ -307,7 +314,9 @@ fn build_head(
         }
         headers.push_received(field.name_at, field.value_at);
         Ok(())
-    })?;
+    });
+    pool.give_line_ends(lines.1);
+    fields?;
     let buf = std::mem::take(head).freeze();
     headers.set_head(buf.clone());
     let host = host.map(|(at, len)| span(&buf, at, at + len));
@@ -354,7 +363,7 @@ fn build_head(
             && !list_elements(u.as_bytes()).any(|p| p.eq_ignore_ascii_case(b"h2c"))
     });
 
-    Ok(RequestHead {
+    Ok(Some(RequestHead {
         method,
         target,
         version,
@@ -365,7 +374,7 @@ fn build_head(
         // RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored.
         expect_continue: expects_continue && http11,
         upgrade,
-    })
+    }))
 }
 
 /// Classifies the request-target form (RFC 9112 §3.2) and returns the origin-form target plus

@@ -353,8 +353,16 @@ impl Engine {
 
     /// Move the access-log records of requests finished since the last call into `into`,
     /// keeping both buffers' capacity (no allocation per call once warm).
+    ///
+    /// An empty `into` (the drivers empty theirs after each call) trades buffers with the
+    /// engine's list instead of taking a copy of each ~270-byte record: the same records in
+    /// the same order, and each buffer's capacity stays in use.
     pub fn drain_logs_into(&mut self, into: &mut Vec<RequestLog>) {
-        into.append(&mut self.logs);
+        if into.is_empty() {
+            std::mem::swap(into, &mut self.logs);
+        } else {
+            into.append(&mut self.logs);
+        }
     }
 
     /// The configuration new requests use.
