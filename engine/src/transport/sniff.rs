@@ -63,26 +63,27 @@ pub fn sniff(first: &[u8]) -> Sniffed {
     }
 }
 
-/// The ALPN protocols that mark a ClientHello as a sidecar's: pilot's `allIstioMtlsALPNs`
-/// (what Envoy sidecars offer, by protocol and with or without metadata exchange), then
-/// Trellis's own id for servers that predate `istio`
-/// ([`super::tls::MESH_HTTP1`]).
-pub const MESH_ALPNS: [&str; 6] = [
+/// pilot's `allIstioMtlsALPNs` (pilot/pkg/networking/core/listener.go): what a mesh client's
+/// mTLS offers (the peer-exchange, plain TCP, HTTP/1.x and HTTP/2 variants), which the
+/// inbound chains that terminate mTLS and an AUTO_PASSTHROUGH gateway's chains match.
+pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
     "istio",
     "istio-peer-exchange",
     "istio-http/1.0",
     "istio-http/1.1",
     "istio-h2",
-    "trellis-http/1.1",
 ];
 
-/// Whether a ClientHello offering `alpn` is a sidecar's (Envoy matches a chain's
-/// `application_protocols` when any offered protocol is in it).
+/// Whether a ClientHello offering `alpn` is a sidecar's: one of [`ISTIO_MTLS_ALPNS`], or
+/// Trellis's own id for servers that predate `istio` ([`super::tls::MESH_HTTP1`]). Envoy
+/// matches a chain's `application_protocols` when any offered protocol is in it.
 pub fn offers_mesh_alpn(alpn: &[String]) -> bool {
-    alpn.iter().any(|p| MESH_ALPNS.contains(&p.as_str()))
+    alpn.iter()
+        .any(|p| ISTIO_MTLS_ALPNS.contains(&p.as_str()) || p.as_bytes() == super::tls::MESH_HTTP1)
 }
 
-/// What an inbound port does with a TLS client that offers none of [`MESH_ALPNS`].
+/// What an inbound port does with a TLS client that offers no mesh ALPN
+/// ([`offers_mesh_alpn`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForeignTls {
     /// Terminate it as mTLS all the same (STRICT: its chains match any TLS).

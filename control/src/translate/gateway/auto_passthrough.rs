@@ -64,15 +64,8 @@ pub fn split<'a>(port: &ServerPort<'a>) -> (Option<ServerPort<'a>>, Option<Serve
     )
 }
 
-/// pilot's `allIstioMtlsALPNs` (pilot/pkg/networking/core/listener.go): what a mesh client's
-/// mTLS offers (the peer-exchange, plain TCP, HTTP/1.x and HTTP/2 variants).
-pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
-    "istio",
-    "istio-peer-exchange",
-    "istio-http/1.0",
-    "istio-http/1.1",
-    "istio-h2",
-];
+/// pilot's `allIstioMtlsALPNs`, the list the engine's inbound sniffer matches too.
+pub use trellis_engine::transport::sniff::ISTIO_MTLS_ALPNS;
 
 /// `model.BuildDNSSrvSubsetKey(TrafficDirectionOutbound, subset, host, port)`.
 pub fn sni_key(host: &str, port: u16, subset: Option<&str>) -> String {
