@@ -257,6 +257,15 @@ pub struct Mutations {
     /// pilot's mTLS chains match Istio's ALPNs only: a client outside the mesh with TLS of its
     /// own meets the sidecar's handshake instead of its workload (TCP) or a close (HTTP).
     pub permissive_terminates_foreign_tls: bool,
+    /// The answer to a HEAD is framed by its `content-length` as a GET's would be: the sidecar
+    /// waits for a body that never comes (RFC 9112 §6.3 rule 1).
+    pub head_response_framed_by_length: bool,
+    /// An upstream response's `connection: close` is ignored: the connection goes back to the
+    /// pool and the next request is written to a server that is closing it (RFC 9112 §9.6).
+    pub upstream_close_ignored: bool,
+    /// An upstream connection that is gone (reset, error) ends a body delimited by the close
+    /// as its FIN would: the client gets a clean end for a body that was cut.
+    pub reset_ends_close_delimited_body: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

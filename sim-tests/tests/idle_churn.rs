@@ -81,6 +81,7 @@ fn scenario() -> Scenario {
         }],
         requests: None,
         framing: None,
+        messages: None,
         http: None,
         passthrough: false,
         inbound_listener: false,

@@ -97,6 +97,16 @@
 //! p = 1.7e-7 < `FALSE_ALARM`; the same seeds clean: 136.7 with 121, p = 0.156; seeds 0..3000
 //! clean: 959.4 with 1002, p = 0.83).
 //!
+//! Added with HEAD requests and responses that end their connection
+//! ([`sim_tests::sim::scenario::MessageSpec`], a stream of its own in a fifth of the seeds; the
+//! seeds that draw none kept their scenarios): the answer to HEAD framed by its
+//! `content-length` (`head_response_framed_by_length`) → seed 3 (`Framing`: the client had
+//! the whole response, the sidecar logged the request as cut by the client's close, DC); an
+//! upstream `connection: close` ignored (`upstream_close_ignored`) → seed 28 (`Framing`: a
+//! request written on a connection its server had closed after saying so); a reset taken for
+//! the end of a body delimited by the close (`reset_ends_close_delimited_body`, the engine's
+//! behaviour, and Envoy's, before this stream found it) → seed 2 (`Bytes`: a clean end after
+//! fewer bytes than the server sent).
 //!
 //! The planted bugs of the last engine config fields are in `tests/mutants_config.rs`.
 
@@ -524,4 +534,49 @@ planted!(query_last_occurrence, query_last_occurrence);
 fn catches_query_parameter_matched_on_its_last_occurrence() {
     let seed = first_catching_seed(query_last_occurrence, Invariant::Routing, RARE_BUDGET);
     eprintln!("query parameter matched on its last occurrence caught by seed {seed}");
+}
+
+planted!(
+    head_response_framed_by_length,
+    head_response_framed_by_length
+);
+
+/// Expected: `Framing` (a HEAD's answer waited on for the body its `content-length`
+/// describes: the client had the whole response, and the sidecar logged it as cut by the
+/// client's close).
+#[test]
+fn catches_head_response_framed_by_length() {
+    let seed = first_catching_seed(
+        head_response_framed_by_length,
+        Invariant::Framing,
+        RARE_BUDGET,
+    );
+    eprintln!("the answer to HEAD framed by its content-length caught by seed {seed}");
+}
+
+planted!(upstream_close_ignored, upstream_close_ignored);
+
+/// Expected: `Framing` (a request written on an upstream connection whose last response said
+/// `connection: close`).
+#[test]
+fn catches_upstream_connection_close_ignored() {
+    let seed = first_catching_seed(upstream_close_ignored, Invariant::Framing, RARE_BUDGET);
+    eprintln!("an upstream response's connection: close ignored caught by seed {seed}");
+}
+
+planted!(
+    reset_ends_close_delimited_body,
+    reset_ends_close_delimited_body
+);
+
+/// Expected: `Bytes` (a body delimited by the close, cut by a reset, reaches the client with a
+/// clean end and fewer bytes than the server sent).
+#[test]
+fn catches_a_reset_ending_a_close_delimited_body() {
+    let seed = first_catching_seed(
+        reset_ends_close_delimited_body,
+        Invariant::Bytes,
+        RARE_BUDGET,
+    );
+    eprintln!("a reset ending a body delimited by the close caught by seed {seed}");
 }

@@ -78,6 +78,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         config_pushes: Vec::new(),
         requests: None,
         framing: None,
+        messages: None,
         http: None,
         passthrough: false,
         inbound_listener: false,

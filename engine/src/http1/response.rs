@@ -163,7 +163,12 @@ impl Layout {
                 return Err(ParseError::TransferEncodingWithContentLength);
             }
         }
-        let bodiless = *request_method == Method::HEAD
+        #[cfg(feature = "mutants")]
+        let head = *request_method == Method::HEAD
+            && !crate::mutants::route().head_response_framed_by_length;
+        #[cfg(not(feature = "mutants"))]
+        let head = *request_method == Method::HEAD;
+        let bodiless = head
             || (100..200).contains(&status)
             || status == 204
             || status == 304
@@ -181,6 +186,11 @@ impl Layout {
         } else {
             BodyFraming::CloseDelimited
         };
+        #[cfg(feature = "mutants")]
+        let keep_alive = (connection.keep_alive(http11)
+            || crate::mutants::route().upstream_close_ignored)
+            && framing != BodyFraming::CloseDelimited;
+        #[cfg(not(feature = "mutants"))]
         let keep_alive = connection.keep_alive(http11) && framing != BodyFraming::CloseDelimited;
         // The registered phrase ("OK" for 200) is by far the most common: borrow it instead of
         // allocating a copy of what it already says.

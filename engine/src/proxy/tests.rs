@@ -496,3 +496,70 @@ fn inbound_capture_forwards_to_the_workload_at_the_original_port() {
         assert_eq!(addr.to_string(), expected);
     }
 }
+
+/// A body framed by neither length nor chunks ends where its connection does, but only at the
+/// server's FIN (`ReadClosed`): a connection that is gone (`Closed`: a reset or an error) cut
+/// it, and the client must not get a clean end for a body that may be short (RFC 9112 §8,
+/// "MUST record the message as incomplete"; Envoy's HTTP/1 client ends it on any remote
+/// close, as its connection event does not tell a reset from a FIN).
+#[test]
+fn a_close_delimited_body_ends_at_the_fin_and_is_cut_by_a_reset() {
+    for (end, finished) in [(0, true), (1, false)] {
+        let mut engine = Engine::try_new(Arc::new(config()), 1).unwrap();
+        let down = accept(&mut engine);
+        let t = Instant::from_millis(1);
+        let request = Bytes::from_static(b"GET /x HTTP/1.1\r\nhost: svc\r\n\r\n");
+        engine.handle(
+            t,
+            Input::Received {
+                conn: down,
+                data: request,
+            },
+        );
+        let (up, _) = one_connect(&drain(&mut engine));
+        engine.handle(t, Input::Connected { conn: up });
+        drain(&mut engine);
+        let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\nhello");
+        engine.handle(
+            t,
+            Input::Received {
+                conn: up,
+                data: head,
+            },
+        );
+        let gone = if end == 0 {
+            Input::ReadClosed { conn: up }
+        } else {
+            Input::Closed { conn: up }
+        };
+        let mut out = drain(&mut engine);
+        engine.handle(t, gone);
+        out.extend(drain(&mut engine));
+        let text = String::from_utf8(sent_to(&out, down)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("transfer-encoding: chunked"), "{text}");
+        assert!(text.contains("5\r\nhello\r\n"), "{text}");
+        assert_eq!(text.ends_with("0\r\n\r\n"), finished, "{text}");
+        let closes: Vec<bool> = (out.iter())
+            .filter_map(|o| match o {
+                Output::Close { conn, graceful } if *conn == down => Some(*graceful),
+                _ => None,
+            })
+            .collect();
+        let logs = engine.drain_logs();
+        assert_eq!(logs.len(), 1);
+        let cut = logs[0]
+            .flags
+            .contains(&ResponseFlag::UpstreamConnectionTermination);
+        if finished {
+            assert!(
+                closes.is_empty(),
+                "the client's connection stays open: {out:?}"
+            );
+            assert!(!cut, "{:?}", logs[0].flags);
+        } else {
+            assert_eq!(closes, [false], "the client's connection is reset: {out:?}");
+            assert!(cut, "{:?}", logs[0].flags);
+        }
+    }
+}

@@ -154,14 +154,32 @@ impl Engine {
         let Some(up) = self.up_mut(id) else {
             return;
         };
-        up.read_closed = true;
         let reset = super::response::reset_kind(up);
-        match up.state {
+        let state = up.state;
+        let relaying = matches!(state, UpState::Busy(req)
+            if self.requests.get(req).is_some_and(|r| r.response_started()));
+        // A response being relayed gets what arrived before the connection went, but the
+        // connection's end does not end its body: gone is a reset or an error, not the
+        // server's FIN (`ReadClosed`), so a body only the close could delimit was cut, not
+        // finished (RFC 9112 §8: an incomplete message is recorded as such).
+        #[allow(unused_mut)]
+        let mut ends_body = !relaying;
+        #[cfg(feature = "mutants")]
+        if crate::mutants::route().reset_ends_close_delimited_body {
+            ends_body = true;
+        }
+        if ends_body {
+            if let Some(up) = self.up_mut(id) {
+                up.read_closed = true;
+            }
+        }
+        match state {
             UpState::Busy(req) => {
-                let started = self.requests.get(req).is_some_and(|r| r.response_started());
-                if started {
-                    // Let a close-delimited body finish; anything else was truncated.
+                if relaying {
                     self.relay_response(now, id, req);
+                    if let Some(up) = self.up_mut(id) {
+                        up.read_closed = true;
+                    }
                     if self.requests.contains(req) {
                         self.abort_downstream(
                             now,

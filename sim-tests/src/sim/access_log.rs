@@ -9,6 +9,7 @@ use trellis_engine::proxy::{RequestLog, ResponseFlag};
 use super::check::Invariant;
 use super::mesh::Mesh;
 use super::model;
+use super::report::Outcome;
 
 impl Mesh<'_> {
     /// An access-log record from sidecar `sc`: compare with the reference model.
@@ -34,6 +35,23 @@ impl Mesh<'_> {
             return;
         };
         let (service, generation, rule) = (r.service, r.generation, r.rule);
+        // A client that read a whole response closes only then: a sidecar that logs the
+        // request as cut by that close (DC) was still waiting for more of a response the
+        // client had whole, its framing misread (a HEAD's answer taken to have a body).
+        let read_whole = matches!(r.outcome, Some(Outcome::Response(_) | Outcome::Mesh(..)));
+        if read_whole
+            && log
+                .flags
+                .contains(&ResponseFlag::DownstreamConnectionTermination)
+        {
+            let msg = format!(
+                "request {id}{}: its client read the whole response ({:?}), yet sidecar {sc} logged it as ended by the client's close ({:?})",
+                if r.head { " (HEAD)" } else { "" },
+                r.outcome,
+                log.flags
+            );
+            self.violations.report(Invariant::Framing, self.now, msg);
+        }
         // Cut for idleness: it must have been idle at least as long as its own snapshot's
         // timeout, so at least that long in all (a shorter one is a later snapshot's).
         let idle = r.stream_idle;

@@ -110,6 +110,10 @@ pub enum Invariant {
     /// Istio ALPN) other than pilot's inbound chains for its port and mode do
     /// ([`super::mtls`]'s `foreign_tls`).
     InboundChain,
+    /// A sidecar wrote to an upstream connection after the server's response ended it
+    /// (`connection: close`, or a body delimited by the close), or relayed a response to HEAD
+    /// with body bytes (RFC 9112 §6.3, §9.6; [`super::scenario::MessageSpec`]).
+    Framing,
 }
 
 /// One broken invariant, with when and what.

@@ -122,62 +122,6 @@ impl Mesh<'_> {
         self.open_request(client, call, loop_id, None);
     }
 
-    /// A request's shape in a scenario with the routing vocabulary (`None` otherwise): each
-    /// part drawn from the scenario's pools with the world's RNG. A request with a body is a
-    /// `POST` or `PUT` (`with_body`), one without a `GET` or `DELETE`.
-    ///
-    /// A workload's call (`own_service`) always names its service's own host: a wildcard host
-    /// could land on a service earlier in the call graph and make calls loop.
-    pub(super) fn draw_shape(
-        &mut self,
-        service: usize,
-        with_body: bool,
-        own_service: bool,
-    ) -> Option<RequestShape> {
-        let vocab = self.scn.requests.as_ref()?;
-        let r = &mut self.rng;
-        let method = match (with_body, r.u8(0..4)) {
-            (true, 0) => "PUT",
-            (true, _) => "POST",
-            (false, 0) => "DELETE",
-            (false, _) => "GET",
-        };
-        let one = |r: &mut fastrand::Rng, xs: &[String]| -> String {
-            xs.get(r.usize(0..xs.len().max(1)))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let path = one(r, &vocab.paths);
-        let (path, sent_path) = super::path_dirt::draw(r, vocab, path);
-        let query = one(r, &vocab.queries);
-        let mut suffix = one(r, &vocab.authorities);
-        if own_service && !matches!(suffix.as_str(), "" | ":80" | ":8080" | "!upper") {
-            suffix.clear();
-        }
-        let mut headers = Vec::new();
-        for (name, values) in &vocab.headers {
-            if let Some(Some(v)) = values.get(r.usize(0..values.len().max(1))) {
-                headers.push((name.clone(), v.clone()));
-            }
-        }
-        let mut method = method.to_string();
-        super::cors::draw(r, vocab, with_body, &mut method, &mut headers);
-        Some(RequestShape {
-            method,
-            path,
-            sent_path,
-            query,
-            authority: match suffix.as_str() {
-                "!upper" => model::service_host(service).to_ascii_uppercase(),
-                "!unknown" => format!("unknown{service}.example"),
-                "!foo" => format!("foo.bar{service}"),
-                "!deep" => "x.b.example:8080".to_string(),
-                _ => format!("{}{suffix}", model::service_host(service)),
-            },
-            headers,
-        })
-    }
-
     /// Open a fresh connection to `sidecar` and send request `call` on it; returns its id.
     pub(super) fn open_request(
         &mut self,
@@ -197,6 +141,10 @@ impl Mesh<'_> {
         let post = body_len.is_some();
         let body_len = body_len.unwrap_or(0);
         let mut shape = shape;
+        // A plain GET sent as HEAD: the route is the same (no shape, no method condition).
+        let head = !post
+            && shape.is_none()
+            && (self.scn.messages.as_ref()).is_some_and(|m| self.rng.u8(0..100) < m.head_percent);
         let probe = self.draw_limit_probe(shape.is_some());
         if let (Some((LimitProbe::Line, want)), Some(sh)) = (probe, shape.as_mut()) {
             pad_request_line(sh, want);
@@ -234,7 +182,11 @@ impl Mesh<'_> {
         let id_text = num.format(id).as_bytes();
         match &shape {
             None => {
-                raw.extend_from_slice(if post { b"POST /r/" } else { b"GET /r/" });
+                raw.extend_from_slice(match (post, head) {
+                    (true, _) => b"POST /r/",
+                    (false, true) => b"HEAD /r/",
+                    (false, false) => b"GET /r/",
+                });
                 raw.extend_from_slice(id_text);
                 raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
                 model::write_service_host(&mut raw, service);
@@ -348,6 +300,7 @@ impl Mesh<'_> {
             start: self.now,
             body_len,
             resp_len,
+            head,
             conn,
             reading: Reading::Head(Vec::new()),
             outcome: None,
@@ -372,6 +325,7 @@ impl Mesh<'_> {
     pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
         let keep = self.scn.requests.is_some();
         let r = &mut self.requests[req];
+        let method = if r.head { "HEAD" } else { "GET" };
         if r.end.is_some() {
             let msg = format!(
                 "request {req}: {} bytes after its response ended",
@@ -389,7 +343,7 @@ impl Mesh<'_> {
                 held.extend_from_slice(data);
                 held
             };
-            let (used, mut b) = match parse_response(buf, keep) {
+            let (used, mut b) = match parse_response(buf, keep, method) {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => {
                     if held.is_empty() {
@@ -408,7 +362,8 @@ impl Mesh<'_> {
             // delivery.
             let skip = used.saturating_sub(buf.len() - data.len());
             data = &data[skip..];
-            if b.from_server && b.status == 200 {
+            // A HEAD's answer has no body to check: its length shows in `EndsOnce`.
+            if b.from_server && b.status == 200 && !r.head {
                 b.check = Some(Pattern::new(req as u64, RESPONSE_SALT));
             }
             r.reading = Reading::Body(Box::new(b));

@@ -367,6 +367,21 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
         out.push("chunked request bodies");
         out.push("chunked responses");
     }
+    if let Some(m) = &scn.messages {
+        // Requests with the routing vocabulary keep their drawn method.
+        if m.head_percent > 0 && scn.requests.is_none() {
+            out.push("HEAD requests");
+        }
+        if m.close_percent > 0 {
+            out.push("responses with connection: close");
+        }
+        if m.until_close_percent > 0 {
+            out.push("response bodies delimited by the close");
+            if m.cut_percent > 0 {
+                out.push("response bodies delimited by the close, cut by a reset");
+            }
+        }
+    }
     if scn.inbound_listener {
         out.push("listener direction inbound");
     }

@@ -50,7 +50,7 @@ pub(crate) enum Ev {
         conn: ConnId,
         epoch: u32,
         data: Bytes,
-        close: bool,
+        after: AfterReply,
         /// The response status (0 when the reply is not HTTP, and on every piece but the
         /// first of a response sent in pieces).
         status: u16,
@@ -94,4 +94,32 @@ pub(crate) enum Ev {
         sc: usize,
         push: usize,
     },
+}
+
+/// What a server does with its connection once a reply (or its last piece) is out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterReply {
+    /// Keeps it open for the next request.
+    KeepOpen,
+    /// Closes it after a response whole by its own framing, having said `connection: close`.
+    Close,
+    /// Closes it, the close ending a response framed by neither length nor chunks.
+    CloseEnds,
+    /// Closes it after bytes that are no HTTP response.
+    Garbage,
+    /// Resets it partway through a body delimited by the close.
+    Reset,
+}
+
+impl AfterReply {
+    /// The server closes the connection after this reply.
+    pub(crate) fn closes(self) -> bool {
+        self != AfterReply::KeepOpen
+    }
+
+    /// The server told the sidecar, by a field or by the framing, that the connection ends
+    /// with this response: the sidecar must not write another request on it (RFC 9112 §9.6).
+    pub(crate) fn announced(self) -> bool {
+        matches!(self, AfterReply::Close | AfterReply::CloseEnds)
+    }
 }

@@ -74,6 +74,17 @@ pub(super) fn knobs(seed: u64, scn: &mut Scenario) {
             chunked_responses_percent: framing.u8(10..=100),
         });
     }
+    // HEAD requests and responses that end their connection in a fifth of the seeds: a stream
+    // of its own.
+    let mut messages = fastrand::Rng::with_seed(seed ^ 0x3e55_a9e5_0000_0028);
+    if messages.u8(0..100) < 20 {
+        scn.messages = Some(MessageSpec {
+            head_percent: messages.u8(10..=60),
+            close_percent: messages.u8(0..=40),
+            until_close_percent: messages.u8(0..=40),
+            cut_percent: messages.u8(0..=30),
+        });
+    }
     // The HTTP connection manager's limits and timeouts, small enough to reach, in a
     // quarter of the seeds: a stream of its own.
     let mut http = fastrand::Rng::with_seed(seed ^ 0x4774_7053_0000_000b);

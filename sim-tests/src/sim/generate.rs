@@ -139,6 +139,7 @@ impl Scenario {
             config_pushes: Vec::new(),
             requests: None,
             framing: None,
+            messages: None,
             http: None,
             passthrough: false,
             inbound_listener: false,

@@ -419,10 +419,10 @@ impl<'s> Mesh<'s> {
                 conn,
                 epoch,
                 data,
-                close,
+                after,
                 status,
                 more,
-            } => self.server_reply(sc, conn, epoch, data, close, status, more),
+            } => self.server_reply(sc, conn, epoch, data, after, status, more),
             Ev::ToEngine {
                 sc,
                 conn,

@@ -24,7 +24,7 @@
 //! independently of the engine), [`stats`] (distribution tests),
 //! [`shrink`] (quickcheck `Arbitrary` + shrinking), [`model`] (engine config and the reference
 //! model), [`queue`] (event queue), [`net`] (network), [`mesh`] (the world's loop) and `events` (what it fires) and `state`
-//! (its parts), `server` / `client` + `head_limits` + `path_dirt` + [`cors`] + `access_log` / `response_read` / `pattern` (workloads, how clients read
+//! (its parts), `server` / `client` + `request_shape` + `head_limits` + `path_dirt` + [`cors`] + `access_log` / `response_read` / `pattern` (workloads, how clients read
 //! responses, body patterns), `calls` (workloads calling services), `churn` (config pushes),
 //! `wire` (connects, sends, faults), `observe` + `ejection` + `backoff_model` + `attempts` + `retry_checks` + `retry_budget` + [`locality`] + `priority` + [`backpressure`] + [`check`]
 //! (invariants), [`report`] (results), [`svg`] (timeline plot), [`swarm`] (many seeds, failure
@@ -69,6 +69,7 @@ mod priority;
 pub mod queue;
 pub mod reference;
 pub mod report;
+mod request_shape;
 mod response_read;
 mod retry_budget;
 mod retry_checks;

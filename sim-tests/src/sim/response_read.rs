@@ -48,9 +48,13 @@ pub(crate) enum BodyIn {
 
 /// Parses a response head with `httparse` (like the servers, the clients check the engine's
 /// output with a parser independent of the engine's codec) and decides its framing as RFC 9112
-/// §6.3 says for a GET or POST: the bytes the head used and the response read so far, `None`
+/// §6.3 says for a request of `method` (a POST reads as a GET): the bytes the head used and the response read so far, `None`
 /// while incomplete, `Err` for a head the client cannot read.
-pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, BodyRead)>, ()> {
+pub(crate) fn parse_response(
+    buf: &[u8],
+    keep: bool,
+    method: &str,
+) -> Result<Option<(usize, BodyRead)>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut resp = httparse::Response::new(&mut headers);
     let used = match resp.parse(buf) {
@@ -93,9 +97,8 @@ pub(crate) fn parse_response(buf: &[u8], keep: bool) -> Result<Option<(usize, Bo
             }
         }
     }
-    // Simulated clients send GET, POST, PUT and DELETE, never HEAD.
-    let framing =
-        response_framing(resp.headers, status, resp.version.unwrap_or(1), "GET").map_err(|_| ())?;
+    let framing = response_framing(resp.headers, status, resp.version.unwrap_or(1), method)
+        .map_err(|_| ())?;
     let body = match framing {
         Framing::Length(n) => BodyIn::Length(n),
         other => BodyIn::Decoder(BodyReader::new(other), BytesMut::new()),
@@ -124,7 +127,7 @@ mod tests {
     type Parsed = (usize, u16, bool, Option<String>, String);
 
     fn parse(raw: &str) -> Result<Option<Parsed>, ()> {
-        parse_response(raw.as_bytes(), false).map(|r| {
+        parse_response(raw.as_bytes(), false, "GET").map(|r| {
             r.map(|(used, b)| {
                 let body = match b.body {
                     BodyIn::Length(n) => format!("length {n}"),

@@ -46,6 +46,11 @@ pub struct Scenario {
     /// chunked responses from servers (percent of each); `None`: Content-Length throughout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub framing: Option<FramingSpec>,
+    /// HEAD requests, and responses that end their connection (`connection: close`, or a body
+    /// delimited by the close); `None`: GET and POST answered with a length or chunks, on
+    /// connections kept open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageSpec>,
     /// The sidecars' HTTP connection-manager settings and the clients that probe their head
     /// limits; `None`: the engine's defaults, and no probing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +125,24 @@ pub struct HttpSpec {
 pub struct FramingSpec {
     pub chunked_requests_percent: u8,
     pub chunked_responses_percent: u8,
+}
+
+/// How often clients send HEAD and servers end a connection with their response (RFC 9112
+/// §6.3 and §9.6): what decides a response's framing besides its own fields, and when a
+/// connection may carry another request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageSpec {
+    /// Of the plain GETs (requests without a routing-vocabulary shape), the share sent as
+    /// HEAD: the answer's `content-length` describes a body that never comes.
+    pub head_percent: u8,
+    /// Of the servers' answers, the share that says `connection: close` and closes after it.
+    pub close_percent: u8,
+    /// Of the servers' 200s to GET and POST, the share framed by neither length nor chunks:
+    /// the body ends where the server closes (HTTP/1.0 style, still legal in HTTP/1.1).
+    pub until_close_percent: u8,
+    /// Of those bodies delimited by the close, the share the server cuts with a reset partway:
+    /// the client must not get a clean end for them (RFC 9112 §8).
+    pub cut_percent: u8,
 }
 
 /// A VirtualService edit from the control plane: service `service`'s `http[]` rules become

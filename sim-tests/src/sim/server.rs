@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use trellis_engine::ConnId;
 
 use super::check::Invariant;
+use super::events::AfterReply;
 use super::mesh::{Ev, Mesh, Serve};
 use super::pattern::{is_body, Pattern, REQUEST_SALT, RESPONSE_SALT};
 use trellis_engine::Instant;
@@ -402,7 +403,7 @@ impl Mesh<'_> {
                         conn,
                         epoch,
                         data,
-                        close: true,
+                        after: AfterReply::Garbage,
                         status: 0,
                         more: false,
                     },
@@ -425,11 +426,31 @@ impl Mesh<'_> {
                     .framing
                     .as_ref()
                     .is_some_and(|f| self.rng.u8(0..100) < f.chunked_responses_percent);
+                // A HEAD is answered with the fields a GET would get, and no body.
+                let head = self.requests.get(id).is_some_and(|r| r.head);
+                let (close, until_close) = match &self.scn.messages {
+                    Some(m) => {
+                        let close = self.rng.u8(0..100) < m.close_percent;
+                        let until =
+                            !head && status == 200 && self.rng.u8(0..100) < m.until_close_percent;
+                        (close, until)
+                    }
+                    None => (false, false),
+                };
+                let after = match (until_close, close) {
+                    (true, _) => AfterReply::CloseEnds,
+                    (false, true) => AfterReply::Close,
+                    (false, false) => AfterReply::KeepOpen,
+                };
+                let chunked = chunked && !until_close;
                 if chunked {
                     out.extend_from_slice(b"\r\ntransfer-encoding: chunked");
-                } else {
+                } else if !until_close {
                     out.extend_from_slice(b"\r\ncontent-length: ");
                     out.extend_from_slice(num.format(len).as_bytes());
+                }
+                if close {
+                    out.extend_from_slice(b"\r\nconnection: close");
                 }
                 out.extend_from_slice(b"\r\nx-sim-ep: ");
                 out.extend_from_slice(num.format(ep).as_bytes());
@@ -442,23 +463,37 @@ impl Mesh<'_> {
                 }
                 out.extend_from_slice(b"\r\n\r\n");
                 let head_len = out.len();
-                if chunked {
+                // A HEAD's answer ends with its head.
+                if chunked && !head {
                     let mut body = Vec::with_capacity(len);
                     match pattern {
                         Some(len) => Pattern::new(id as u64, RESPONSE_SALT).write(&mut body, len),
                         None => body.extend_from_slice(text),
                     }
                     crate::codec::write_chunked(&body, &mut self.rng, &mut out);
-                } else {
+                } else if !head {
                     match pattern {
                         Some(len) => Pattern::new(id as u64, RESPONSE_SALT).write(&mut out, len),
                         None => out.extend_from_slice(text),
                     }
                 }
+                // A body delimited by the close, cut by a reset partway.
+                let cut = until_close
+                    && len > 0
+                    && (self.scn.messages.as_ref())
+                        .is_some_and(|m| self.rng.u8(0..100) < m.cut_percent);
+                let after = if cut {
+                    out.truncate(head_len + self.rng.usize(0..len));
+                    AfterReply::Reset
+                } else {
+                    after
+                };
                 let data = Bytes::from(out);
                 let spec = &self.endpoints[ep].spec;
                 let trickle = spec.trickle_percent > 0
                     && len > 0
+                    && !head
+                    && !cut
                     && self.rng.u8(0..100) < spec.trickle_percent;
                 if !trickle {
                     let reply = Ev::ServerReply {
@@ -466,7 +501,7 @@ impl Mesh<'_> {
                         conn,
                         epoch,
                         data,
-                        close: false,
+                        after,
                         status,
                         more: false,
                     };
@@ -491,7 +526,11 @@ impl Mesh<'_> {
                         conn,
                         epoch,
                         data: data.slice(from..to),
-                        close: false,
+                        after: if k + 1 == pieces {
+                            after
+                        } else {
+                            AfterReply::KeepOpen
+                        },
                         status: if k == 0 { status } else { 0 },
                         more: k + 1 < pieces,
                     };
@@ -505,91 +544,5 @@ impl Mesh<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(head: &str) -> Result<Option<(usize, Option<usize>, String)>, String> {
-        parse_head(head.as_bytes(), false).map(|r| {
-            r.map(|(used, i)| {
-                let body = match i.body {
-                    BodyIn::Length(n) => format!("length {n}"),
-                    BodyIn::Chunked(_) => "chunked".to_string(),
-                };
-                (used, i.id, body)
-            })
-        })
-    }
-
-    #[test]
-    fn heads_and_their_framing() {
-        let get = "GET /r/7 HTTP/1.1\r\nhost: a\r\nx-sim-id: 7\r\n\r\nrest";
-        assert_eq!(
-            parse(get),
-            Ok(Some((get.len() - 4, Some(7), "length 0".into())))
-        );
-        let post = "POST /r/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nX-Sim-Id: 1\r\n\r\n";
-        assert_eq!(
-            parse(post),
-            Ok(Some((post.len(), Some(1), "length 12".into())))
-        );
-        let te = "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n";
-        assert_eq!(parse(te).unwrap().unwrap().2, "chunked");
-        // Incomplete: wait.
-        assert_eq!(parse("GET / HTTP/1.1\r\nhost: a\r\n"), Ok(None));
-        // A missing or bad x-sim-id is the server's routing check, not a parse error.
-        assert_eq!(
-            parse("GET / HTTP/1.1\r\nhost: a\r\nx-sim-id: x\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .1,
-            None
-        );
-    }
-
-    #[test]
-    fn framing_errors_and_bad_syntax_are_refused() {
-        for bad in [
-            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
-            "POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
-            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: +3\r\n\r\n",
-            "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: \r\n\r\n",
-            "GET / HTTP/1.1\r\nx-sim-id: 1\r\n\r\n",
-            "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
-            "GET / HTTP/1.1\r\nhost: a\n\r\n",
-            "GET / HTTP/1.1\r\nbad name: a\r\n\r\n",
-            "G\x00T / HTTP/1.1\r\n\r\n",
-        ] {
-            assert!(parse(bad).is_err(), "{bad:?} accepted");
-        }
-        // Same-valued repeats are one length.
-        let same = "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n";
-        assert_eq!(parse(same).unwrap().unwrap().2, "length 3");
-        // An endless head is refused once it is provably too large.
-        let endless = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(70_000));
-        assert!(parse_head(endless.as_bytes(), false).is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_in_any_pieces() {
-        let wire = b"5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\n\r\nNEXT";
-        for piece in 1..wire.len() {
-            let mut decoder = BodyReader::new(Framing::Chunked);
-            let (mut body, mut held, mut at, mut done) = (Vec::new(), Vec::new(), 0, false);
-            while !done && at < wire.len() {
-                let end = (at + piece).min(wire.len());
-                held.extend_from_slice(&wire[at..end]);
-                at = end;
-                let (used, d) = read_chunked(&mut decoder, &mut body, &held).unwrap();
-                held.drain(..used);
-                done = d;
-            }
-            assert!(done, "piece {piece}");
-            assert_eq!(body, b"hello, world");
-            held.extend_from_slice(&wire[at..]);
-            assert_eq!(held, b"NEXT", "piece {piece}");
-        }
-        let mut decoder = BodyReader::new(Framing::Chunked);
-        assert!(read_chunked(&mut decoder, &mut Vec::new(), b"5\r\nhelloXX").is_err());
-    }
-}
+#[path = "server_tests.rs"]
+mod tests;

@@ -52,6 +52,8 @@ pub(crate) struct ServerSide {
     pub current: Option<super::server::Incoming>,
     pub alive: bool,
     pub epoch: u32,
+    /// Its last response ended the connection, and said so ([`super::events::AfterReply::announced`]).
+    pub said_close: bool,
 }
 
 /// An upstream connection of a sidecar, with the server's end of it.
@@ -154,6 +156,8 @@ pub(crate) struct ClientRequest {
     pub start: Instant,
     pub body_len: usize,
     pub resp_len: usize,
+    /// Sent as HEAD ([`super::scenario::MessageSpec::head_percent`]).
+    pub head: bool,
     pub conn: ConnId,
     /// What the client has read of the response.
     pub reading: super::response_read::Reading,

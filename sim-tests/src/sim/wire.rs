@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use trellis_engine::{ConnId, Instant};
 
 use super::check::Invariant;
+use super::events::AfterReply;
 use super::mesh::{Ev, Mesh, ServerSide, UpConn};
 use super::model::endpoint_addr;
 use super::net::{Dir, Fate};
@@ -70,6 +71,7 @@ impl Mesh<'_> {
                     current: None,
                     alive: true,
                     epoch,
+                    said_close: false,
                 },
                 reading: true,
                 held: Default::default(),
@@ -142,8 +144,16 @@ impl Mesh<'_> {
     }
 
     pub(crate) fn upstream_send(&mut self, sc: usize, conn: ConnId, data: Bytes) {
-        if !self.sidecars[sc].up.contains_key(&conn) {
+        let Some(u) = self.sidecars[sc].up.get(&conn) else {
             return;
+        };
+        if u.server.said_close {
+            let msg = format!(
+                "sidecar {sc} wrote {} bytes on {conn} to {} after the server's response ended the connection (connection: close, or a body delimited by the close)",
+                data.len(),
+                self.cluster_names[u.cluster]
+            );
+            self.violation(Invariant::Framing, msg);
         }
         self.attempt_send(sc, conn, &data);
         let Some(u) = self.sidecars[sc].up.get_mut(&conn) else {
@@ -193,7 +203,7 @@ impl Mesh<'_> {
         conn: ConnId,
         epoch: u32,
         data: Bytes,
-        close: bool,
+        after: AfterReply,
         status: u16,
         more: bool,
     ) {
@@ -221,15 +231,21 @@ impl Mesh<'_> {
                         sc,
                         conn,
                         data,
-                        completes: !close && !more,
+                        completes: !more
+                            && matches!(after, AfterReply::KeepOpen | AfterReply::Close),
                         status,
                     },
                 );
-                if close {
+                if after.closes() && !more {
                     if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
                         u.server.alive = false;
+                        u.server.said_close = after.announced();
                     }
-                    self.queue.push(t, Ev::EngineEof { sc, conn });
+                    let end = match after {
+                        AfterReply::Reset => Ev::EngineReset { sc, conn },
+                        _ => Ev::EngineEof { sc, conn },
+                    };
+                    self.queue.push(t, end);
                 }
             }
             Fate::Reset(t) => {
