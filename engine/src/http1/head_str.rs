@@ -147,6 +147,11 @@ impl Target {
         self.text.as_str()
     }
 
+    /// The length of [`Target::path`]: where the first '?' is (the length when none).
+    pub fn path_len(&self) -> usize {
+        self.path_len
+    }
+
     /// The target up to (not including) the first '?'.
     pub fn path(&self) -> &str {
         self.as_str().get(..self.path_len).unwrap_or_default()
