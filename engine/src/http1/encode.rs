@@ -7,6 +7,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::byte_search::value_ok;
 use super::field_list::{Fields, Piece};
 use super::head::{BodyFraming, RequestHead, ResponseHead};
 use super::reason::reason_phrase;
@@ -88,9 +89,15 @@ fn put_target(out: &mut BytesMut, target: &str) {
 }
 
 /// Writes a field value keeping only HTAB, SP, VCHAR and obs-text (drops CR, LF, NUL...).
+///
+/// A value of sixteen bytes or more (every request's authority) is checked sixteen bytes at
+/// a compare ([`value_ok`], whose bytes are exactly those of [`valid_field_byte`]); the fold
+/// spent ~12 instructions on each byte of its scalar tail.
 fn put_field_text(out: &mut BytesMut, value: &[u8]) {
     // No short-circuit, as in `put_target`.
-    if value.iter().fold(true, |ok, &b| ok & valid_field_byte(b)) {
+    let clean = value_ok(value, 0, value.len())
+        .unwrap_or_else(|| value.iter().fold(true, |ok, &b| ok & valid_field_byte(b)));
+    if clean {
         out.put_slice(value);
     } else {
         for &b in value.iter().filter(|&&b| valid_field_byte(b)) {
@@ -264,5 +271,33 @@ pub fn encode_local_response(
     out.put_slice(b"\r\n");
     if !bodiless {
         out.put_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `put_field_text` wrote before values were checked a block at a time.
+    fn by_fold(value: &[u8]) -> Vec<u8> {
+        value
+            .iter()
+            .copied()
+            .filter(|&b| valid_field_byte(b))
+            .collect()
+    }
+
+    /// The same bytes written as by the fold alone, for values of any length drawn from the
+    /// bytes that matter (CTLs, HTAB, SP, DEL, obs-text, visible ASCII).
+    #[quickcheck_macros::quickcheck]
+    fn field_text_agrees_with_the_fold(raw: Vec<u8>) -> bool {
+        const ALPHABET: &[u8] = b"\x00\t\n\r\x1f \x7f\x80\xffaZ:.-";
+        let value: Vec<u8> = raw
+            .iter()
+            .map(|&b| ALPHABET[usize::from(b) % ALPHABET.len()])
+            .collect();
+        let mut out = BytesMut::new();
+        put_field_text(&mut out, &value);
+        out[..] == by_fold(&value)[..]
     }
 }

@@ -259,6 +259,19 @@ impl Fields {
         self.list.iter().any(|f| named(&self.head, f, name))
     }
 
+    /// Whether a field is named `a`, and whether one is named `b` (any case), in one pass
+    /// over the list: a field whose name has neither length is turned away without its name
+    /// looked up (comparing every name from [`Fields::iter`] looked each one up).
+    #[inline]
+    pub fn contains_each(&self, a: &[u8], b: &[u8]) -> (bool, bool) {
+        let (mut has_a, mut has_b) = (false, false);
+        for f in &self.list {
+            has_a |= named(&self.head, f, a);
+            has_b |= named(&self.head, f, b);
+        }
+        (has_a, has_b)
+    }
+
     /// Adds a field after the others (a value checked by the caller: see the module docs).
     pub fn append(&mut self, name: FieldName, value: Bytes) {
         debug_assert!(valid_value(&value), "{value:?}");

@@ -187,3 +187,41 @@ fn lengths_from_spans_agree_with_the_bytes(lines: Vec<(u8, u8)>) -> bool {
     let looked_up: usize = f.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
     f.lines_len() == looked_up && f.get("x-added").is_some() == spans.iter().any(|s| s.2)
 }
+
+/// The one-pass search for two names answers as comparing each name from `iter` with both
+/// (names of received and added fields, of the lengths searched and others, any case asked).
+#[quickcheck_macros::quickcheck]
+fn contains_each_agrees_with_comparing_every_name(names: Vec<(u8, bool)>, asked: (u8, u8)) -> bool {
+    const NAMES: [&str; 6] = [
+        "x-request-id",
+        "x-forwarded-proto",
+        "x-request-ix",
+        "via",
+        "a",
+        "X-Request-Id",
+    ];
+    let mut head = Vec::new();
+    let mut f = Fields::new();
+    for &(n, added) in names.iter().take(10) {
+        let name = NAMES[usize::from(n) % NAMES.len()].to_ascii_lowercase();
+        if added {
+            f.append_text(&name, "v");
+        } else {
+            let at = head.len();
+            head.extend_from_slice(format!("{name}: v\r\n").as_bytes());
+            f.push_received((at, name.len()), (at + name.len() + 2, 1));
+        }
+    }
+    f.set_head(Bytes::from(head));
+    let (a, b) = (
+        NAMES[usize::from(asked.0) % NAMES.len()].as_bytes(),
+        NAMES[usize::from(asked.1) % NAMES.len()].as_bytes(),
+    );
+    let expected = f.iter().fold((false, false), |(x, y), (name, _)| {
+        (
+            x | name.eq_ignore_ascii_case(a),
+            y | name.eq_ignore_ascii_case(b),
+        )
+    });
+    f.contains_each(a, b) == expected
+}

@@ -105,13 +105,39 @@ fn field_value(head: &[u8], at: Range<usize>, name_len: usize) -> Result<Range<u
     Ok(start..end)
 }
 
-/// A received field line, taken by [`take_field_lines`]: its name (lower-cased) and value, and
-/// where each lies in the head as (start, length).
+/// A received field line, taken by [`take_field_lines`]: where its name (lower-cased) and
+/// value lie in the head as (start, length), and the head to read them from.
+///
+/// The name and value are read on demand ([`FieldAt::name_is`], [`FieldAt::value`]): the
+/// head parsers look most fields' bytes up never (their name's length already rules out every
+/// name they interpret), and building both slices for every line, with their bounds checks,
+/// was ~30 instructions a line.
 pub(crate) struct FieldAt<'a> {
-    pub(crate) name: &'a [u8],
-    pub(crate) value: &'a [u8],
+    head: &'a [u8],
     pub(crate) name_at: (usize, usize),
     pub(crate) value_at: (usize, usize),
+}
+
+impl<'a> FieldAt<'a> {
+    /// The name (lower-cased).
+    #[inline]
+    pub(crate) fn name(&self) -> &'a [u8] {
+        let (at, len) = self.name_at;
+        self.head.get(at..at + len).unwrap_or_default()
+    }
+
+    /// Whether the name is `lower` (a lower-case name): the length first, from the span.
+    #[inline]
+    pub(crate) fn name_is(&self, lower: &[u8]) -> bool {
+        self.name_at.1 == lower.len() && self.name() == lower
+    }
+
+    /// The value (OWS-trimmed).
+    #[inline]
+    pub(crate) fn value(&self) -> &'a [u8] {
+        let (at, len) = self.value_at;
+        self.head.get(at..at + len).unwrap_or_default()
+    }
 }
 
 /// Takes each field line of `head` with [`take_field_line`] and hands it to `on_field`, in
@@ -140,10 +166,7 @@ pub(crate) fn take_field_lines(
         };
         let value_at = (start + value.start, value.len());
         on_field(FieldAt {
-            name: head.get(start..start + name_len).unwrap_or_default(),
-            value: head
-                .get(value_at.0..value_at.0 + value_at.1)
-                .unwrap_or_default(),
+            head,
             name_at: (start, name_len),
             value_at,
         })?;
@@ -341,8 +364,13 @@ mod tests {
         }
         let mut taken = Vec::new();
         let result = take_field_lines(&mut head, 0, &lfs, |field| {
-            assert_eq!(field.name, &walked[field.name_at.0..][..field.name_at.1]);
-            assert_eq!(field.value, &walked[field.value_at.0..][..field.value_at.1]);
+            assert_eq!(field.name(), &walked[field.name_at.0..][..field.name_at.1]);
+            assert_eq!(
+                field.value(),
+                &walked[field.value_at.0..][..field.value_at.1]
+            );
+            assert!(field.name_is(field.name()));
+            assert!(!field.name_is(&[field.name(), b"x"].concat()));
             taken.push((field.name_at, field.value_at));
             Ok(())
         });

@@ -33,6 +33,10 @@ pub fn strip_hop_by_hop(headers: &mut Fields) {
 /// One pass over the list when there is no Connection field (the common case: one scan where
 /// a lookup for Connection and then a removal pass were two); the names Connection lists are
 /// collected in that pass, and a second pass removes them.
+///
+/// Always inlined: its two callers are one pass each, and out of line (which the inliner
+/// chose once the request's caller grew) the field closure's calls cost more than the pass.
+#[inline(always)]
 pub fn strip_hop_by_hop_and(headers: &mut Fields, also: impl Fn(&[u8]) -> bool) {
     let mut named: Vec<Vec<u8>> = Vec::new();
     headers.retain(|name, value| {

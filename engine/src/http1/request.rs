@@ -283,19 +283,19 @@ fn build_head(
     let mut expects_continue = false;
 
     let fields = take_field_lines(head, lines.0, &lines.1, |field| {
-        let (name, value) = (field.name, field.value);
-        if name == b"host" {
+        if field.name_is(b"host") {
             host_count += 1;
             host = Some(field.value_at);
             return Ok(());
-        } else if name == b"content-length" {
-            content_length = Some(merge_content_length(value, content_length)?);
-        } else if name == b"transfer-encoding" {
-            te.add(value);
-        } else if name == b"connection" {
-            connection.add(value);
-        } else if name == b"upgrade" {
-            let text = std::str::from_utf8(value).map_err(|_| ParseError::InvalidHeaderValue)?;
+        } else if field.name_is(b"content-length") {
+            content_length = Some(merge_content_length(field.value(), content_length)?);
+        } else if field.name_is(b"transfer-encoding") {
+            te.add(field.value());
+        } else if field.name_is(b"connection") {
+            connection.add(field.value());
+        } else if field.name_is(b"upgrade") {
+            let text =
+                std::str::from_utf8(field.value()).map_err(|_| ParseError::InvalidHeaderValue)?;
             match &mut upgrade {
                 Some(u) => {
                     u.push_str(", ");
@@ -303,8 +303,8 @@ fn build_head(
                 }
                 None => upgrade = Some(text.to_owned()),
             }
-        } else if name == b"expect" {
-            for expectation in list_elements(value) {
+        } else if field.name_is(b"expect") {
+            for expectation in list_elements(field.value()) {
                 if expectation.eq_ignore_ascii_case(b"100-continue") {
                     expects_continue = true;
                 } else if !expectation.is_empty() {

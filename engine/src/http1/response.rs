@@ -138,13 +138,12 @@ impl Layout {
         // One pass per line: validated and its name lower-cased in the head, which becomes
         // the memory the fields point into once every line is done.
         take_field_lines(head, self.lines_from, lfs, |field| {
-            let (name, value) = (field.name, field.value);
-            if name == b"content-length" {
-                content_length = Some(merge_content_length(value, content_length)?);
-            } else if name == b"transfer-encoding" {
-                te.add(value);
-            } else if name == b"connection" {
-                connection.add(value);
+            if field.name_is(b"content-length") {
+                content_length = Some(merge_content_length(field.value(), content_length)?);
+            } else if field.name_is(b"transfer-encoding") {
+                te.add(field.value());
+            } else if field.name_is(b"connection") {
+                connection.add(field.value());
             }
             headers.push_received(field.name_at, field.value_at);
             Ok(())

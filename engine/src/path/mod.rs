@@ -24,6 +24,7 @@ mod tests;
 use std::borrow::Cow;
 
 use crate::http1::byte_search::find_byte;
+use crate::http1::Target;
 
 /// Istio's `meshConfig.pathNormalization.normalization` (`DEFAULT` is `BASE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,7 +65,30 @@ pub fn normalize(target: &str, mode: PathNormalization) -> Result<Cow<'_, str>, 
         return Ok(Cow::Borrowed(target));
     }
     let split = find_byte(b'?', target.as_bytes()).unwrap_or(target.len());
-    let (path, query) = target.split_at(split);
+    normalize_split(target, split, mode)
+}
+
+/// [`normalize`] of a parsed request target, whose path end the parser recorded
+/// ([`Target::path_len`], the same search for the first '?'), so it is not searched again.
+pub fn normalize_target(
+    target: &Target,
+    mode: PathNormalization,
+) -> Result<Cow<'_, str>, PathError> {
+    if mode == PathNormalization::None {
+        return Ok(Cow::Borrowed(target.as_str()));
+    }
+    normalize_split(target.as_str(), target.path_len(), mode)
+}
+
+/// [`normalize`], the target's path being its first `split` bytes (`split` is where its first
+/// '?' is, or its length).
+fn normalize_split(
+    target: &str,
+    split: usize,
+    mode: PathNormalization,
+) -> Result<Cow<'_, str>, PathError> {
+    // Always a char boundary: a '?' (ASCII) or the end.
+    let (path, query) = target.split_at_checked(split).unwrap_or((target, ""));
     if canonical::is_plain(path.as_bytes())
         && !(mode.merges() && memchr::memmem::find(path.as_bytes(), b"//").is_some())
     {

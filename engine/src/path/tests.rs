@@ -8,7 +8,8 @@ use quickcheck_macros::quickcheck;
 
 use super::canonical::canonical;
 use super::slashes::{merge_slashes, unescape_slashes};
-use super::{normalize, PathError, PathNormalization as Mode};
+use super::{normalize, normalize_target, PathError, PathNormalization as Mode};
+use crate::http1::Target;
 
 fn base(path: &str) -> Result<String, PathError> {
     normalize(path, Mode::Base).map(Cow::into_owned)
@@ -269,4 +270,23 @@ fn the_query_is_untouched(segs: Vec<u8>, query: String, mode: u8) -> bool {
         }
         Err(PathError) => true,
     }
+}
+
+/// A parsed target normalized with the path end it recorded answers exactly as the text
+/// searched again, in every mode (targets with and without a query, several '?').
+#[quickcheck]
+fn a_target_normalizes_as_its_text(segs: Vec<u8>, query: Option<String>, mode: u8) -> bool {
+    let modes = [
+        Mode::None,
+        Mode::Base,
+        Mode::MergeSlashes,
+        Mode::DecodeAndMergeSlashes,
+    ];
+    let mode = modes[usize::from(mode) % modes.len()];
+    let text = match query {
+        Some(q) => format!("{}?{q}", path_of(&segs)),
+        None => path_of(&segs),
+    };
+    let target = Target::from(text.clone());
+    normalize_target(&target, mode) == normalize(&text, mode)
 }

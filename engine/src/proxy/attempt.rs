@@ -66,7 +66,11 @@ impl Engine {
         req.set_host(generation, pick.host, addr);
         req.encoder = BodyEncoder::new(req.head.framing);
         if let Some(replay) = &req.body.replay {
-            req.body.unsent = replay.iter().cloned().collect();
+            // Without a body received (most requests) both lists are empty and stay so:
+            // rebuilding the queue then only built an empty one and dropped another.
+            if !(replay.is_empty() && req.body.unsent.is_empty()) {
+                req.body.unsent = replay.iter().cloned().collect();
+            }
             req.body.unsent_bytes = req.body.replay_bytes;
         }
         if req.body_done() {

@@ -100,12 +100,10 @@ pub(super) fn prepare_upstream_head(
         route::apply_header_ops(ops, &mut head.headers);
     }
     // One scan for both names the proxy adds when missing.
-    let (id, proto) = (names::X_REQUEST_ID, names::X_FORWARDED_PROTO);
-    let (mut has_id, mut has_proto) = (false, false);
-    for (name, _) in head.headers.iter() {
-        has_id |= name.eq_ignore_ascii_case(id.as_bytes());
-        has_proto |= name.eq_ignore_ascii_case(proto.as_bytes());
-    }
+    let (has_id, has_proto) = head.headers.contains_each(
+        names::X_REQUEST_ID.as_bytes(),
+        names::X_FORWARDED_PROTO.as_bytes(),
+    );
     // Static names and values: nothing is allocated for them.
     if !has_id {
         head.headers.append(names::X_REQUEST_ID, request_id(rng));

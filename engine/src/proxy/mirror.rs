@@ -187,6 +187,15 @@ impl Engine {
         let Some(req) = self.requests.get(id) else {
             return;
         };
+        // Most routes mirror nothing: answered before the snapshot is held (the checks
+        // below, on the held snapshot, give the same answer).
+        if req
+            .route_config()
+            .is_none_or(|route| route.mirrors.is_empty())
+            || req.head.upgrade.is_some()
+        {
+            return;
+        }
         // The snapshot is held here, so its route can be read while the engine changes.
         let snapshot = req.snapshot.clone();
         let Some(r) = req.route else {

