@@ -162,11 +162,9 @@ impl Layout {
                 return Err(ParseError::TransferEncodingWithContentLength);
             }
         }
-        #[cfg(feature = "mutants")]
-        let head = *request_method == Method::HEAD
-            && !crate::mutants::route().head_response_framed_by_length;
-        #[cfg(not(feature = "mutants"))]
         let head = *request_method == Method::HEAD;
+        #[cfg(feature = "mutants")]
+        let head = head && !crate::mutants::route().head_response_framed_by_length;
         let bodiless = head
             || (100..200).contains(&status)
             || status == 204
@@ -185,12 +183,10 @@ impl Layout {
         } else {
             BodyFraming::CloseDelimited
         };
+        let persistent = connection.keep_alive(http11);
         #[cfg(feature = "mutants")]
-        let keep_alive = (connection.keep_alive(http11)
-            || crate::mutants::route().upstream_close_ignored)
-            && framing != BodyFraming::CloseDelimited;
-        #[cfg(not(feature = "mutants"))]
-        let keep_alive = connection.keep_alive(http11) && framing != BodyFraming::CloseDelimited;
+        let persistent = persistent || crate::mutants::route().upstream_close_ignored;
+        let keep_alive = persistent && framing != BodyFraming::CloseDelimited;
         // The registered phrase ("OK" for 200) is by far the most common: borrow it instead of
         // allocating a copy of what it already says.
         let canonical = reason_phrase(status);

@@ -162,12 +162,9 @@ impl Engine {
         // connection's end does not end its body: gone is a reset or an error, not the
         // server's FIN (`ReadClosed`), so a body only the close could delimit was cut, not
         // finished (RFC 9112 §8: an incomplete message is recorded as such).
-        #[allow(unused_mut)]
-        let mut ends_body = !relaying;
+        let ends_body = !relaying;
         #[cfg(feature = "mutants")]
-        if crate::mutants::route().reset_ends_close_delimited_body {
-            ends_body = true;
-        }
+        let ends_body = ends_body || crate::mutants::route().reset_ends_close_delimited_body;
         if ends_body {
             if let Some(up) = self.up_mut(id) {
                 up.read_closed = true;
