@@ -95,6 +95,7 @@ fn scenario() -> Scenario {
         requests: None,
         framing: None,
         messages: None,
+        connections: None,
         http: None,
         passthrough: false,
         inbound_listener: false,

@@ -79,6 +79,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         requests: None,
         framing: None,
         messages: None,
+        connections: None,
         http: None,
         passthrough: false,
         inbound_listener: false,

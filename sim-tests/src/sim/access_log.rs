@@ -4,6 +4,8 @@
 //! retry budget. The record's attempt count is an engine claim, used only to locate requests
 //! with attempts the driver could not see.
 
+use std::collections::VecDeque;
+
 use trellis_engine::proxy::{RequestLog, ResponseFlag};
 
 use super::check::Invariant;
@@ -16,19 +18,28 @@ impl Mesh<'_> {
     pub(crate) fn on_log(&mut self, sc: usize, log: RequestLog) {
         self.trace.u64(u64::from(log.status));
         self.trace.u64(log.duration.as_nanos() as u64);
-        let n = self.sidecars[sc]
-            .logs_per_conn
-            .entry(log.downstream)
-            .or_default();
-        *n += 1;
-        if *n > 1 {
-            let msg = format!("sidecar {sc} logged {} twice", log.downstream);
+        // Which request: the oldest on its downstream connection not logged yet (the sidecar
+        // serves a connection's requests one at a time, in order).
+        let queue = self.sidecars[sc].log_req.get_mut(&log.downstream);
+        let Some(id) = queue.and_then(VecDeque::pop_front) else {
+            let msg = format!(
+                "sidecar {sc} logged a request on {} that no client request there accounts for (logged twice?)",
+                log.downstream
+            );
             self.violations.report(Invariant::AccessLog, self.now, msg);
-        }
-        // Which request: by the downstream connection it came on (one request each).
-        let Some(id) = self.sidecars[sc].log_req.remove(&log.downstream) else {
             return;
         };
+        if self.sidecars[sc].log_req[&log.downstream].is_empty() {
+            self.sidecars[sc].log_req.remove(&log.downstream);
+        }
+        self.requests[id].logs += 1;
+        if self.requests[id].unserved {
+            let msg = format!(
+                "sidecar {sc} logged request {id} ({} {}), written on {} after the connection was ended: it must not process it (RFC 9112 §9.6)",
+                log.method, log.path, log.downstream
+            );
+            self.violations.report(Invariant::Framing, self.now, msg);
+        }
         self.att.logged_attempts.insert(id, log.attempts);
         self.note_end_for_budget(id);
         let Some(r) = self.requests.get(id) else {

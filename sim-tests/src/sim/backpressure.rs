@@ -104,6 +104,14 @@ impl Mesh<'_> {
     /// `Output::ReadInterest` from sidecar `sc`'s engine.
     pub(crate) fn read_interest(&mut self, sc: usize, conn: ConnId, enabled: bool) {
         self.trace.u64(conn.0 ^ 0x5ead ^ u64::from(enabled));
+        if let Some(d) = self.sidecars[sc].down.get_mut(&conn) {
+            let was = d.reading;
+            d.reading = enabled;
+            if enabled && !was && !d.held.is_empty() {
+                self.queue.push(self.now, Ev::Resume { sc, conn });
+            }
+            return;
+        }
         let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
             return;
         };
@@ -125,6 +133,9 @@ impl Mesh<'_> {
         let r = &mut self.requests[req];
         r.unread += len;
         let unread = r.unread;
+        if let Some(d) = self.sidecars[r.sidecar].down.get_mut(&r.conn) {
+            d.unread += len;
+        }
         let start = r.read_until.max(now);
         r.read_until = start + Duration::from_nanos((len as u64).saturating_mul(1_000_000) / rate);
         let at = r.read_until;
@@ -144,8 +155,13 @@ impl Mesh<'_> {
     pub(crate) fn client_read(&mut self, req: usize, bytes: usize) {
         let r = &mut self.requests[req];
         r.unread = r.unread.saturating_sub(bytes);
-        let (sc, conn, unread) = (r.sidecar, r.conn, r.unread);
-        if unread == 0 && self.sidecars[sc].down.contains_key(&conn) {
+        let (sc, conn) = (r.sidecar, r.conn);
+        // Drained once the client has read everything written on the connection.
+        let Some(d) = self.sidecars[sc].down.get_mut(&conn) else {
+            return;
+        };
+        d.unread = d.unread.saturating_sub(bytes);
+        if d.unread == 0 {
             self.engine_input(sc, Input::WriteDrained { conn });
         }
     }

@@ -277,7 +277,9 @@ impl Mesh<'_> {
             let (Some(active), Some((r, 0))) = (&p.active, p.req) else {
                 continue;
             };
-            if !self.fresh(p, alone[i]) || self.delayed(r) {
+            // A pipelined request starts in the engine call that ends the one before it, whose
+            // attempt the driver counts in flight until that call's outputs are carried out.
+            if !self.fresh(p, alone[i]) || self.delayed(r) || self.requests[r].pipelined {
                 continue;
             }
             let mask = p.key.1;

@@ -39,6 +39,7 @@ impl Mesh<'_> {
                 .push((self.now, format!("push {p} to sidecar {sc}: {version}")));
         }
         let in_flight = (self.sidecars[sc].down.values())
+            .flat_map(|d| &d.waiting)
             .filter(|&&r| self.requests[r].end.is_none())
             .count();
         self.in_flight_at_push += in_flight as u64;

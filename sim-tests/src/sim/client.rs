@@ -7,14 +7,12 @@
 //! engine's codec), checks the body byte for byte and the timing against the route's promise,
 //! and gives up at its own deadline.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_engine::proxy::Accepted;
-use trellis_engine::Input;
 
 use super::check::Invariant;
+use super::client_conn::ConnUse;
 use super::head_limits::{head_limit_status, pad_request_line, LimitProbe};
 use super::mesh::{ClientRequest, Ev, Mesh};
 use super::model;
@@ -90,11 +88,17 @@ impl Mesh<'_> {
         self.queue.push(t, Ev::Arrival { client });
     }
 
-    /// Start one request from `client` on a fresh connection to its sidecar.
+    /// Start one request from `client`.
     pub(crate) fn start_request(&mut self, client: usize, loop_id: Option<usize>) {
         if self.workload_over() {
             return;
         }
+        let call = self.draw_call(client);
+        self.open_request(client, call, loop_id, None);
+    }
+
+    /// What `client`'s next request is: the service, user, bodies and shape it draws.
+    fn draw_call(&mut self, client: usize) -> Call {
         let spec = &self.scn.clients[client];
         let service = spec.targets[self.rng.usize(0..spec.targets.len())];
         let user = if spec.users.is_empty() || self.rng.u8(0..4) == 0 {
@@ -111,24 +115,36 @@ impl Mesh<'_> {
         let resp_len = self.rng.usize(0..=spec.max_response as usize);
         let patience = Duration::from_millis(spec.deadline_ms);
         let shape = self.draw_shape(service, post, false);
-        let call = Call {
+        Call {
             service,
             user,
             body_len: post.then_some(body_len),
             resp_len,
             patience,
             shape,
-        };
-        self.open_request(client, call, loop_id, None);
+        }
     }
 
-    /// Open a fresh connection to `sidecar` and send request `call` on it; returns its id.
+    /// Write request `call` from `sidecar`'s workload: on a fresh connection, or (with
+    /// [`super::scenario::ConnectionSpec`]) on one the client holds; returns its id.
     pub(super) fn open_request(
         &mut self,
         sidecar: usize,
         call: Call,
         loop_id: Option<usize>,
         serve: Option<usize>,
+    ) -> usize {
+        self.write_request(sidecar, call, loop_id, serve, None)
+    }
+
+    /// [`Self::open_request`], on the connection `usage` says when it is given.
+    fn write_request(
+        &mut self,
+        sidecar: usize,
+        call: Call,
+        loop_id: Option<usize>,
+        serve: Option<usize>,
+        usage: Option<ConnUse>,
     ) -> usize {
         let Call {
             service,
@@ -149,6 +165,11 @@ impl Mesh<'_> {
         if let (Some((LimitProbe::Line, want)), Some(sh)) = (probe, shape.as_mut()) {
             pad_request_line(sh, want);
         }
+        let usage = match (usage, serve) {
+            (Some(usage), _) => usage,
+            (None, None) => self.draw_conn_use(sidecar, loop_id.is_none()),
+            (None, Some(_)) => ConnUse::default(),
+        };
         // A drawn Host selects the virtual host, and so the service, the request is for
         // (wildcard domains may send it to another service's rules, or none: 404 NR).
         let vhost = match (&shape, &self.scn.requests) {
@@ -158,28 +179,16 @@ impl Mesh<'_> {
             _ => Some(service),
         };
         let service = vhost.unwrap_or(service);
-        // The head goes in whole in the call below: the generation running now is the one
-        // the engine routes it on.
-        let generation = self.sidecars[sidecar].generations[service];
-        let empty = RequestShape::default();
-        let original_dst = self.scn.passthrough.then_some(model::ORIGINAL_DST);
-        let seen = reference::SeenRequest {
-            shape: shape.as_ref().unwrap_or(&empty),
-            user: user.as_deref(),
-            labels: &self.labels[sidecar],
-            port: original_dst.map_or(reference::LISTENER_PORT, |a| a.port()),
-        };
-        let matched =
-            vhost.and_then(|_| model::reference_rule(self.scn, service, generation, &seen));
-        let (rule, block) = (matched.map(|m| m.0), matched.and_then(|m| m.1));
-        let bound = rule
-            .and_then(|r| model::rule_at(self.scn, service, generation, r))
-            .and_then(model::time_bound);
         let id = self.requests.len();
         // The request head and body, written straight into the buffer the engine reads.
         let mut raw = Vec::with_capacity(96 + body_len);
         let mut num = itoa::Buffer::new();
         let id_text = num.format(id).as_bytes();
+        let version: &[u8] = if usage.http10 {
+            b" HTTP/1.0\r\nhost: "
+        } else {
+            b" HTTP/1.1\r\nhost: "
+        };
         match &shape {
             None => {
                 raw.extend_from_slice(match (post, head) {
@@ -188,14 +197,14 @@ impl Mesh<'_> {
                     (false, false) => b"GET /r/",
                 });
                 raw.extend_from_slice(id_text);
-                raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+                raw.extend_from_slice(version);
                 model::write_service_host(&mut raw, service);
             }
             Some(sh) => {
                 raw.extend_from_slice(sh.method.as_bytes());
                 raw.push(b' ');
                 raw.extend_from_slice(sh.sent_target().as_bytes());
-                raw.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+                raw.extend_from_slice(version);
                 raw.extend_from_slice(sh.authority.as_bytes());
             }
         }
@@ -213,7 +222,14 @@ impl Mesh<'_> {
             raw.extend_from_slice(value.as_bytes());
             raw.extend_from_slice(b"\r\n");
         }
+        match (usage.close, usage.http10 && usage.keep_alive) {
+            (true, _) => raw.extend_from_slice(b"connection: close\r\n"),
+            (false, true) => raw.extend_from_slice(b"connection: keep-alive\r\n"),
+            (false, false) => {}
+        }
+        // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): its bodies carry a length.
         let chunked = post
+            && !usage.http10
             && self
                 .scn
                 .framing
@@ -266,23 +282,20 @@ impl Mesh<'_> {
             .http
             .as_ref()
             .and_then(|h| head_limit_status(h, &raw));
-        let (rule, block, bound) = match reject {
-            Some(_) => (None, None, None),
-            None => (rule, block, bound),
+        let conn = match usage.on {
+            Some(conn) => conn,
+            None => self.open_conn(sidecar, id, serve.is_none()),
         };
-        let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + (id % 50_000) as u16));
-        let local: SocketAddr = model::LISTENER.parse().unwrap_or(peer);
-        let mut accepted = Accepted::new(peer, local);
-        accepted.source_labels = self.label_maps[sidecar].clone();
-        accepted.original_dst = original_dst;
-        let conn = self.sidecars[sidecar].engine.accept(self.now, accepted);
-        self.sidecars[sidecar].down.insert(conn, id);
-        self.sidecars[sidecar].log_req.insert(conn, id);
-        let patience = match bound {
-            Some(b) => b + Duration::from_secs(1),
-            None => patience,
+        let Some(d) = self.sidecars[sidecar].down.get_mut(&conn) else {
+            return id;
         };
-        self.queue.push(self.now + patience, Ev::GiveUp { req: id });
+        // Written behind a request or response that ended the connection.
+        let unserved = d.ending;
+        d.ending |= usage.close || (usage.http10 && !usage.keep_alive);
+        d.waiting.push_back(id);
+        d.idle_since = None;
+        let first = d.waiting.len() == 1;
+        (self.sidecars[sidecar].log_req.entry(conn).or_default()).push_back(id);
         self.open_requests += 1;
         self.requests.push(ClientRequest {
             sidecar,
@@ -290,18 +303,28 @@ impl Mesh<'_> {
             loop_id,
             service,
             user,
-            generation,
-            stream_idle: (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE),
-            rule,
+            generation: 0,
+            stream_idle: DEFAULT_STREAM_IDLE,
+            routable: vhost.is_some(),
+            patience,
+            rule: None,
             reject,
-            block,
+            block: None,
             shape: shape.map(Box::new),
-            bound,
+            bound: None,
             start: self.now,
             body_len,
             resp_len,
             head,
             conn,
+            http10: usage.http10,
+            ends_conn: usage.close || (usage.http10 && !usage.keep_alive),
+            unserved,
+            pipelined: !first,
+            reused: usage.on.is_some() && first,
+            delivered: false,
+            ended_first: false,
+            logs: 0,
             reading: Reading::Head(Vec::new()),
             outcome: None,
             end: None,
@@ -309,20 +332,58 @@ impl Mesh<'_> {
             read_until: self.now,
             reached: Vec::new(),
         });
-        self.engine_input(
-            sidecar,
-            Input::Received {
-                conn,
-                data: Bytes::from(raw),
-            },
-        );
+        self.client_write(sidecar, conn, id, first, Bytes::from(raw));
+        if usage.follow_after_close {
+            let call = self.draw_call(sidecar);
+            let follower = ConnUse {
+                on: Some(conn),
+                ..ConnUse::default()
+            };
+            self.write_request(sidecar, call, None, None, Some(follower));
+        }
         id
     }
 
+    /// The engine has request `id` (its bytes delivered, every request before it on its
+    /// connection answered): the reference model's answer for it follows the rules the
+    /// sidecar runs now, and its deadline and patience count from now.
+    pub(super) fn engine_takes(&mut self, id: usize) {
+        let r = &self.requests[id];
+        let sidecar = r.sidecar;
+        let generation = self.sidecars[sidecar].generations[r.service];
+        let empty = RequestShape::default();
+        let original_dst = self.scn.passthrough.then_some(model::ORIGINAL_DST);
+        let seen = reference::SeenRequest {
+            shape: r.shape.as_deref().unwrap_or(&empty),
+            user: r.user.as_deref(),
+            labels: &self.labels[sidecar],
+            port: original_dst.map_or(reference::LISTENER_PORT, |a| a.port()),
+        };
+        let matched = (r.routable && r.reject.is_none())
+            .then(|| model::reference_rule(self.scn, r.service, generation, &seen))
+            .flatten();
+        let (rule, block) = (matched.map(|m| m.0), matched.and_then(|m| m.1));
+        let bound = rule
+            .and_then(|rl| model::rule_at(self.scn, r.service, generation, rl))
+            .and_then(model::time_bound);
+        let patience = match bound {
+            Some(b) => b + Duration::from_secs(1),
+            None => r.patience,
+        };
+        let stream_idle = (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE);
+        let r = &mut self.requests[id];
+        (r.generation, r.rule, r.block, r.bound) = (generation, rule, block, bound);
+        r.stream_idle = stream_idle;
+        r.start = self.now;
+        self.queue.push(self.now + patience, Ev::GiveUp { req: id });
+    }
+
     /// Bytes from the sidecar to the client of request `req`, read as they come: the head is
-    /// parsed once, then body bytes are
-    /// decoded and compared with the expected pattern piece by piece, never buffered whole.
-    pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) {
+    /// parsed once, then body bytes are decoded and compared with the expected pattern piece
+    /// by piece, never buffered whole. `Some(used)` once the response is whole, after `used`
+    /// bytes of `data` (the rest are the next response's), with whether it ended the
+    /// connection ([`Self::finish_response`]).
+    pub(crate) fn client_receive(&mut self, req: usize, data: &[u8]) -> Option<(usize, bool)> {
         let keep = self.scn.requests.is_some();
         let r = &mut self.requests[req];
         let method = if r.head { "HEAD" } else { "GET" };
@@ -332,8 +393,9 @@ impl Mesh<'_> {
                 data.len()
             );
             self.violations.report(Invariant::EndsOnce, self.now, msg);
-            return;
+            return None;
         }
+        let whole = data.len();
         let mut data = data;
         if let Reading::Head(held) = &mut r.reading {
             // Parse straight from the delivery when no partial head came before it.
@@ -349,13 +411,13 @@ impl Mesh<'_> {
                     if held.is_empty() {
                         held.extend_from_slice(data);
                     }
-                    return;
+                    return None;
                 }
                 // Nothing more is read; the request ends when the sidecar closes or the client
                 // gives up.
                 Err(()) => {
                     r.reading = Reading::Ignored;
-                    return;
+                    return None;
                 }
             };
             // The body starts `used` bytes into the head buffer: whatever of it came in this
@@ -366,10 +428,18 @@ impl Mesh<'_> {
             if b.from_server && b.status == 200 && !r.head {
                 b.check = Some(Pattern::new(req as u64, RESPONSE_SALT));
             }
+            let chunked_to_http10 = r.http10 && b.transfer_coded;
             r.reading = Reading::Body(Box::new(b));
+            if chunked_to_http10 {
+                let msg = format!(
+                    "request {req} (HTTP/1.0): its response carries transfer-encoding, which an HTTP/1.0 client cannot decode (RFC 9112 §6.1)"
+                );
+                self.violations.report(Invariant::Framing, self.now, msg);
+            }
         }
+        let r = &mut self.requests[req];
         let Reading::Body(b) = &mut r.reading else {
-            return;
+            return None;
         };
         let take = |b: &mut BodyRead, piece: &[u8]| {
             b.len += piece.len();
@@ -388,11 +458,11 @@ impl Mesh<'_> {
                     .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                 take(b, &data[..n]);
                 let BodyIn::Length(remaining) = &mut b.body else {
-                    return;
+                    return None;
                 };
                 *remaining -= n as u64;
                 if *remaining > 0 {
-                    return;
+                    return None;
                 }
                 data.len() - n
             }
@@ -405,24 +475,30 @@ impl Mesh<'_> {
                     Ok(done) => done,
                     Err(_) => {
                         r.reading = Reading::Ignored;
-                        return;
+                        return None;
                     }
                 };
                 take(b, &piece);
                 if !done {
                     b.body = BodyIn::Decoder(decoder, rest);
-                    return;
+                    return None;
                 }
                 rest.len()
             }
         };
-        if left > 0 {
-            let msg = format!("request {req}: {left} bytes after a whole response");
-            self.violations.report(Invariant::EndsOnce, self.now, msg);
-        }
         let Reading::Body(b) = std::mem::replace(&mut r.reading, Reading::Ignored) else {
-            return;
+            return None;
         };
+        let ends = self.finish_response(req, *b);
+        Some((whole - left, ends))
+    }
+
+    /// Request `req`'s response is whole: hold it to the reference model and end the request.
+    /// Whether it ended its connection: it said `connection: close`, or answered an HTTP/1.0
+    /// request without `keep-alive` (RFC 9112 §9.3).
+    pub(super) fn finish_response(&mut self, req: usize, b: BodyRead) -> bool {
+        let r = &self.requests[req];
+        let ends = b.says_close || (r.http10 && !b.says_keep_alive);
         let outcome = match (b.from_server, b.flags) {
             (true, _) => Outcome::Response(b.status),
             (false, flags) => Outcome::Mesh(b.status, flags.unwrap_or_default()),
@@ -470,49 +546,16 @@ impl Mesh<'_> {
             self.check_vocab_response(req, &outcome, b.ep, seen);
         }
         self.end_request(req, outcome);
-        // The client is done with this connection.
-        let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
-        if self.sidecars[sc].down.remove(&conn).is_some() {
-            self.sidecars[sc]
-                .engine
-                .handle(self.now, Input::Closed { conn });
-        }
+        ends
     }
 
-    /// The sidecar closed the client's connection.
-    pub(crate) fn client_closed(&mut self, req: usize) {
-        if self.requests[req].end.is_none() {
-            self.end_request(req, Outcome::Truncated);
-        }
-    }
-
-    /// The client's patience ran out.
-    pub(crate) fn give_up(&mut self, req: usize) {
-        self.abandon(req, Outcome::ClientTimeout);
-    }
-
-    /// A call whose caller crashed.
-    pub(crate) fn cancel_call(&mut self, req: usize) {
-        self.abandon(req, Outcome::Cancelled);
-    }
-
-    /// The caller stops waiting for `req` and closes its connection.
-    fn abandon(&mut self, req: usize, outcome: Outcome) {
-        if self.requests[req].end.is_some() {
-            return;
-        }
-        self.end_request(req, outcome);
-        let (sc, conn) = (self.requests[req].sidecar, self.requests[req].conn);
-        if self.sidecars[sc].down.remove(&conn).is_some() {
-            // Abandoning the request may end an attempt (and feed outlier detection) in any
-            // cluster.
-            self.scan_all = true;
-            self.engine_input(sc, Input::Closed { conn });
-        }
-    }
-
-    fn end_request(&mut self, req: usize, outcome: Outcome) {
+    /// Request `req` ends with `outcome`: check its deadline, record it, and start what
+    /// waits on it (its loop's next request, its serve's answer).
+    pub(super) fn end_request(&mut self, req: usize, outcome: Outcome) {
         let now = self.now;
+        let first = self.is_front(req);
+        let r = &mut self.requests[req];
+        r.ended_first = first && r.delivered && !r.unserved;
         let r = &mut self.requests[req];
         let took = now - r.start;
         if let Some(bound) = r.bound {

@@ -90,3 +90,39 @@ pub enum FaultKind {
         reset: bool,
     },
 }
+
+/// How clients use their connections to their sidecar (RFC 9112 §9): besides one connection
+/// per request, keep-alive reuse, pipelining, `connection: close` and HTTP/1.0. `None` in
+/// [`super::scenario::Scenario::connections`]: one connection per request, closed by the
+/// client once it has read the response.
+///
+/// What the sidecar owes such clients (the client side of the world checks each):
+/// responses in the order of the requests, each framed so that the next one can be found; a
+/// connection kept open after a response that did not end it, and closed after one that did
+/// (a request or response with `connection: close`, an HTTP/1.0 exchange without
+/// `keep-alive`), with no request after that point ever forwarded, answered or logged (§9.6);
+/// no chunked body to an HTTP/1.0 client (§7.1: such a body is delimited by the close); an idle
+/// connection closed once the listener's idle timeout passes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionSpec {
+    /// Of a client's requests, the share sent on an idle connection it already holds (when it
+    /// holds one) instead of a new one.
+    pub reuse_percent: u8,
+    /// Of an open-loop client's requests, the share written behind requests still waiting
+    /// for their responses on one of its connections (at most [`MAX_PIPELINE`] deep).
+    pub pipeline_percent: u8,
+    /// Of the requests, the share that says `connection: close`.
+    pub close_percent: u8,
+    /// Of the requests without a chunked body, the share sent as HTTP/1.0 ...
+    pub http10_percent: u8,
+    /// ... and of those, the share that asks to keep the connection (`connection: keep-alive`).
+    pub http10_keep_alive_percent: u8,
+    /// Of the requests that end their connection, the share a client follows at once with one
+    /// more on the same connection (which it must not do: §9.6), to see the sidecar ignore it.
+    pub after_close_percent: u8,
+    /// When a client does not reuse an idle connection, the share of times it closes one.
+    pub drop_idle_percent: u8,
+}
+
+/// The most requests a client keeps waiting on one connection.
+pub const MAX_PIPELINE: usize = 3;

@@ -382,6 +382,39 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             }
         }
     }
+    if let Some(c) = &scn.connections {
+        let rows = [
+            (c.reuse_percent, "client connections kept alive and reused"),
+            // Only open-loop clients that read at once pipeline.
+            (
+                c.pipeline_percent
+                    * u8::from(
+                        scn.net.client_read_bpms == 0
+                            && scn
+                                .clients
+                                .iter()
+                                .any(|k| matches!(k.load, Load::Open { .. })),
+                    ),
+                "pipelined requests",
+            ),
+            (c.close_percent, "requests with connection: close"),
+            (c.http10_percent, "HTTP/1.0 requests"),
+            (
+                c.http10_percent.min(c.http10_keep_alive_percent),
+                "HTTP/1.0 requests with keep-alive",
+            ),
+            (
+                c.after_close_percent
+                    .min(c.close_percent.max(c.http10_percent)),
+                "requests written after their connection was ended",
+            ),
+            (
+                c.drop_idle_percent,
+                "idle client connections closed by the client",
+            ),
+        ];
+        out.extend(rows.iter().filter(|(p, _)| *p > 0).map(|(_, row)| *row));
+    }
     if scn.inbound_listener {
         out.push("listener direction inbound");
     }

@@ -73,6 +73,18 @@ pub(crate) enum Ev {
         sc: usize,
         conn: ConnId,
     },
+    /// The client has read the response that ended a connection: its sidecar must have
+    /// closed it ([`super::client_conn`]).
+    CloseCheck {
+        sc: usize,
+        conn: ConnId,
+    },
+    /// A client connection has been idle since `since` for longer than the idle timeout.
+    IdleCheck {
+        sc: usize,
+        conn: ConnId,
+        since: trellis_engine::Instant,
+    },
     /// Reading was switched back on: hand the held bytes to the engine.
     Resume {
         sc: usize,

@@ -85,6 +85,20 @@ pub(super) fn knobs(seed: u64, scn: &mut Scenario) {
             cut_percent: messages.u8(0..=30),
         });
     }
+    // Keep-alive, pipelining, `connection: close` and HTTP/1.0 clients in a fifth of the
+    // seeds: a stream of its own.
+    let mut connections = fastrand::Rng::with_seed(seed ^ 0x6b65_6570_0000_0029);
+    if connections.u8(0..100) < 20 {
+        scn.connections = Some(ConnectionSpec {
+            reuse_percent: connections.u8(30..=100),
+            pipeline_percent: connections.u8(0..=60),
+            close_percent: connections.u8(0..=25),
+            http10_percent: connections.u8(0..=30),
+            http10_keep_alive_percent: connections.u8(0..=100),
+            after_close_percent: connections.u8(0..=50),
+            drop_idle_percent: connections.u8(0..=30),
+        });
+    }
     // The HTTP connection manager's limits and timeouts, small enough to reach, in a
     // quarter of the seeds: a stream of its own.
     let mut http = fastrand::Rng::with_seed(seed ^ 0x4774_7053_0000_000b);

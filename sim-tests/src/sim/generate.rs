@@ -140,6 +140,7 @@ impl Scenario {
             requests: None,
             framing: None,
             messages: None,
+            connections: None,
             http: None,
             passthrough: false,
             inbound_listener: false,

@@ -201,7 +201,6 @@ impl<'s> Mesh<'s> {
                         .map(|c| vec![HostWatch::default(); c.endpoints.len()])
                         .collect(),
                     panic: vec![(false, None); cluster_names.len()],
-                    logs_per_conn: BTreeMap::new(),
                     log_req: BTreeMap::new(),
                     generations: vec![0; scn.services.len()],
                     stream_idle: None,
@@ -436,7 +435,12 @@ impl<'s> Mesh<'s> {
                     self.deliver_up(sc, conn);
                 }
             }
+            Ev::Resume { sc, conn } if self.sidecars[sc].down.contains_key(&conn) => {
+                self.deliver_down(sc, conn)
+            }
             Ev::Resume { sc, conn } => self.deliver_up(sc, conn),
+            Ev::CloseCheck { sc, conn } => self.close_check(sc, conn),
+            Ev::IdleCheck { sc, conn, since } => self.idle_check(sc, conn, since),
             Ev::ClientRead { req, bytes } => self.client_read(req, bytes),
             Ev::EngineReset { sc, conn } => {
                 if self.sidecars[sc].up.contains_key(&conn) {
@@ -494,13 +498,15 @@ impl<'s> Mesh<'s> {
                 Output::Send { conn, data } => {
                     self.trace.u64(conn.0);
                     self.trace.bytes(&data);
-                    if let Some(&req) = self.sidecars[sc].down.get(&conn) {
-                        if self.config_call {
+                    if let Some(d) = self.sidecars[sc].down.get(&conn) {
+                        // The bytes start the front request's response (or go on with it).
+                        let front = d.waiting.front().copied();
+                        if let (true, Some(req)) = (self.config_call, front) {
                             self.config_disturbed(sc, req, "wrote to its client");
                         }
                         let len = data.len();
-                        self.client_receive(req, &data);
-                        if self.scn.net.client_read_bpms > 0 {
+                        self.client_conn_receive(sc, conn, &data);
+                        if let (true, Some(req)) = (self.scn.net.client_read_bpms > 0, front) {
                             // Drained only once the slow client has read it.
                             self.client_written(req, len);
                             continue;
@@ -516,11 +522,8 @@ impl<'s> Mesh<'s> {
                 Output::Shutdown { .. } => {}
                 Output::Close { conn, graceful } => {
                     self.trace.u64(conn.0 ^ (u64::from(graceful) << 63));
-                    if let Some(req) = self.sidecars[sc].down.remove(&conn) {
-                        if self.config_call {
-                            self.config_disturbed(sc, req, "closed its client connection");
-                        }
-                        self.client_closed(req);
+                    if self.sidecars[sc].down.contains_key(&conn) {
+                        self.client_conn_closed(sc, conn, graceful);
                     } else {
                         if self.config_call
                             && self.sidecars[sc].up.get(&conn).is_some_and(|u| u.busy)

@@ -42,6 +42,7 @@ mod calls;
 pub mod check;
 mod churn;
 mod client;
+mod client_conn;
 mod clients_net;
 pub mod cors;
 pub mod coverage;

@@ -266,6 +266,21 @@ impl super::mesh::Mesh<'_> {
                 self.trace.bytes(o.kind().as_bytes());
             }
         }
+        if self.scn.connections.is_some() {
+            // How the clients used their connections (summary only, not in the trace).
+            for r in &self.requests {
+                let uses = [
+                    (r.reused, "conn:reused"),
+                    (r.pipelined, "conn:pipelined"),
+                    (r.unserved, "conn:unserved"),
+                    (r.http10, "conn:http10"),
+                    (r.ends_conn, "conn:ends-connection"),
+                ];
+                for (_, kind) in uses.iter().filter(|(yes, _)| *yes) {
+                    *report.outcomes.entry((*kind).into()).or_default() += 1;
+                }
+            }
+        }
         report.latencies.sort_unstable();
         report.trace_hash = self.trace.finish();
         report.violations = std::mem::take(&mut self.violations.list);

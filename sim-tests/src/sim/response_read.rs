@@ -34,6 +34,11 @@ pub(crate) struct BodyRead {
     pub ok: bool,
     /// The endpoint the server's `x-sim-ep` names.
     pub ep: Option<usize>,
+    /// Its `connection` field's options: `close`, `keep-alive` (RFC 9112 §9.3, §9.6).
+    pub says_close: bool,
+    pub says_keep_alive: bool,
+    /// It carries `transfer-encoding` (never for an HTTP/1.0 client: RFC 9112 §6.1).
+    pub transfer_coded: bool,
     /// What the routing-vocabulary checks read (kept only in such scenarios).
     pub seen: Option<Box<SeenResponse>>,
 }
@@ -67,6 +72,7 @@ pub(crate) fn parse_response(
     }
     let status = resp.code.filter(|c| (100..=599).contains(c)).ok_or(())?;
     let (mut flags, mut from_server, mut ep) = (None, false, None);
+    let (mut says_close, mut says_keep_alive, mut transfer_coded) = (false, false, false);
     let mut seen = keep.then(Box::<SeenResponse>::default);
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -80,6 +86,13 @@ pub(crate) fn parse_response(
             if flags.is_none() {
                 flags = Some(text.map(str::to_string));
             }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                says_close |= option.eq_ignore_ascii_case(b"close");
+                says_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_coded = true;
         } else if name.eq_ignore_ascii_case(b"x-sim-ep") {
             from_server = true;
             ep = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
@@ -114,6 +127,9 @@ pub(crate) fn parse_response(
             len: 0,
             ok: true,
             ep,
+            says_close,
+            says_keep_alive,
+            transfer_coded,
             seen,
         },
     )))

@@ -14,7 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::clients_net::{ClientSpec, EndpointRef, Fault, FaultKind, Load, NetSpec};
+pub use super::clients_net::{
+    ClientSpec, ConnectionSpec, EndpointRef, Fault, FaultKind, Load, NetSpec, MAX_PIPELINE,
+};
 pub use super::vocab::{
     ActionSpec, HeaderEdits, HeaderOpsSpec, MatchSpec, RequestShape, RequestVocab, RewriteSpec,
     RuleVocab, StrMatch,
@@ -51,6 +53,10 @@ pub struct Scenario {
     /// connections kept open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageSpec>,
+    /// Keep-alive, pipelining, `connection: close` and HTTP/1.0 between clients and their
+    /// sidecars; `None`: one connection per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionSpec>,
     /// The sidecars' HTTP connection-manager settings and the clients that probe their head
     /// limits; `None`: the engine's defaults, and no probing.
     #[serde(default, skip_serializing_if = "Option::is_none")]

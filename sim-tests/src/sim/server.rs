@@ -292,7 +292,7 @@ impl Mesh<'_> {
         let (service, generation, rule) = (r.service, r.generation, r.rule);
         let (body_len, resp_len) = (r.body_len, r.resp_len);
         let info = &self.cluster_info[self.endpoints[ep].cluster];
-        let version = info.version;
+        let (version, service_of) = (info.version, info.service);
         // The rules of the generation the request started on, whatever was pushed since.
         let allowed = rule
             .and_then(|rl| super::model::rule_at(self.scn, service, generation, rl))
@@ -307,6 +307,13 @@ impl Mesh<'_> {
                 info.version
             );
             self.violation(Invariant::Routing, msg);
+        }
+        if self.requests[id].unserved {
+            let msg = format!(
+                "request {id}, written on its client connection after the connection was ended, reached svc{}-v{}: the sidecar must not process it (RFC 9112 §9.6)",
+                service_of, version
+            );
+            self.violation(Invariant::Framing, msg);
         }
         self.requests[id].reached.push((self.now, version));
         if let Some(seen) = seen {

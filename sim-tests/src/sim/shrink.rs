@@ -244,6 +244,25 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
         s.net.buffer_bytes = 0;
         push(s);
     }
+    // Whole message streams off: framing, HEAD and closes, client connection use.
+    if scn.framing.is_some() {
+        push(Scenario {
+            framing: None,
+            ..scn.clone()
+        });
+    }
+    if scn.messages.is_some() {
+        push(Scenario {
+            messages: None,
+            ..scn.clone()
+        });
+    }
+    if scn.connections.is_some() {
+        push(Scenario {
+            connections: None,
+            ..scn.clone()
+        });
+    }
     out
 }
 

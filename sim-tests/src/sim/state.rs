@@ -2,7 +2,7 @@
 //! server's end of each upstream connection, sidecars and the driver's view of their
 //! connections, client requests and what became of them, and calling workloads' serves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -91,8 +91,8 @@ pub(crate) struct Sidecar {
     /// Connects to an address where nothing listens (a passthrough's original destination),
     /// refused once their `ConnectDone` fires, unless the engine closed them first.
     pub refused: std::collections::BTreeSet<ConnId>,
-    /// Downstream connection → client request id.
-    pub down: BTreeMap<ConnId, usize>,
+    /// The clients' connections to this sidecar.
+    pub down: BTreeMap<ConnId, DownConn>,
     /// Open upstream sockets per cluster (driver-side count).
     pub open: Vec<u32>,
     /// The driver's view of every host's outlier state, per cluster, as of the end of the
@@ -101,10 +101,10 @@ pub(crate) struct Sidecar {
     /// Per cluster, panic mode as of the end of the last engine call: on now, and the last
     /// instant it was on (a request queued for a connection keeps the host picked then).
     pub panic: Vec<(bool, Option<Instant>)>,
-    /// Access-log records per downstream connection.
-    pub logs_per_conn: BTreeMap<ConnId, u32>,
-    /// Downstream connection → request, until the request's access-log record arrives.
-    pub log_req: BTreeMap<ConnId, usize>,
+    /// Per downstream connection, the requests written on it whose access-log records have not
+    /// arrived, in the order they were written: the sidecar serves them one at a time in that
+    /// order, so the next record on the connection is the front one's.
+    pub log_req: BTreeMap<ConnId, VecDeque<usize>>,
     /// The generation of each service's rules this sidecar's engine runs.
     pub generations: Vec<usize>,
     /// The stream idle timeout the last push that set one gave this sidecar.
@@ -131,6 +131,44 @@ impl Sidecar {
     }
 }
 
+/// A client's connection to its sidecar, as the client sees it.
+pub(crate) struct DownConn {
+    /// Requests written on it whose responses the client has not read whole, oldest first:
+    /// the front one reads what the sidecar writes next.
+    pub waiting: VecDeque<usize>,
+    /// It belongs to a client workload, which may write another request on it (a calling
+    /// workload's connections carry one call each).
+    pub reusable: bool,
+    /// A request or response ended it: the client writes nothing more that it expects
+    /// answered, and waits for the sidecar's close.
+    pub ending: bool,
+    /// When it last became idle (no request waiting), if it is idle.
+    pub idle_since: Option<Instant>,
+    /// Bytes the sidecar wrote on it that the (slow) client has not read yet.
+    pub unread: usize,
+    /// Whether the engine wants to read from it, and the requests' bytes (with their ids)
+    /// held while it does not.
+    pub reading: bool,
+    pub held: VecDeque<(usize, Bytes)>,
+    /// The request (or the request whose response) that ended it, and how.
+    pub ended_by: Option<(usize, &'static str)>,
+}
+
+impl DownConn {
+    pub fn new(reusable: bool) -> Self {
+        DownConn {
+            waiting: VecDeque::new(),
+            reusable,
+            ending: false,
+            idle_since: None,
+            unread: 0,
+            reading: true,
+            held: VecDeque::new(),
+            ended_by: None,
+        }
+    }
+}
+
 /// One client request and what became of it.
 pub(crate) struct ClientRequest {
     pub sidecar: usize,
@@ -150,6 +188,10 @@ pub(crate) struct ClientRequest {
     pub reject: Option<u16>,
     /// The match block of `rule` the request matched by (`None`: a rule without blocks).
     pub block: Option<usize>,
+    /// The request's authority names a virtual host (`false`: 404 NR whatever the rules).
+    pub routable: bool,
+    /// How long the client waits when the route promises no bound.
+    pub patience: Duration,
     /// Method, path, query, authority and headers sent (routing-vocabulary scenarios).
     pub shape: Option<Box<super::scenario::RequestShape>>,
     pub bound: Option<Duration>,
@@ -159,6 +201,26 @@ pub(crate) struct ClientRequest {
     /// Sent as HEAD ([`super::scenario::MessageSpec::head_percent`]).
     pub head: bool,
     pub conn: ConnId,
+    /// Sent as HTTP/1.0 ([`super::scenario::ConnectionSpec::http10_percent`]).
+    pub http10: bool,
+    /// The request ends its connection by itself: it says `connection: close`, or it is
+    /// HTTP/1.0 without `keep-alive`.
+    pub ends_conn: bool,
+    /// Written after a request or response that ended the connection: the sidecar must never
+    /// forward, answer or log it (RFC 9112 §9.6).
+    pub unserved: bool,
+    /// Written on a connection an earlier request had used, kept alive.
+    pub reused: bool,
+    /// Written while other requests waited on its connection (pipelining): the engine starts
+    /// it in the call that finishes the one before it.
+    pub pipelined: bool,
+    /// Its bytes reached the engine (a connection whose reading is off holds them).
+    pub delivered: bool,
+    /// When it ended, every request before it on its connection had been answered whole (or
+    /// it was the first): the sidecar had it, so it logs it exactly once.
+    pub ended_first: bool,
+    /// Access-log records that named it.
+    pub logs: u32,
     /// What the client has read of the response.
     pub reading: super::response_read::Reading,
     pub outcome: Option<super::report::Outcome>,
