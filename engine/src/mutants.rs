@@ -266,6 +266,21 @@ pub struct Mutations {
     /// An upstream connection that is gone (reset, error) ends a body delimited by the close
     /// as its FIN would: the client gets a clean end for a body that was cut.
     pub reset_ends_close_delimited_body: bool,
+    /// A client's `connection: close` (HTTP/1.1) is ignored: the sidecar keeps the connection
+    /// open after the response (RFC 9112 §9.6: it must close it).
+    pub client_close_ignored: bool,
+    /// The body framing for the client is chosen as for HTTP/1.1 whatever its version: an
+    /// HTTP/1.0 client is sent chunked coding it cannot decode (RFC 9112 §6.1, §7.1).
+    pub http10_sent_chunked: bool,
+    /// An HTTP/1.0 client that asked for keep-alive keeps its connection, but the response
+    /// does not say `connection: keep-alive`, so the client takes it as ended (RFC 9112 §9.3).
+    pub http10_keep_alive_unannounced: bool,
+    /// A connection that a request or response ended stays open while pipelined requests
+    /// wait on it, and serves them (RFC 9112 §9.6: no further request may be processed).
+    pub pipelined_after_close_served: bool,
+    /// A kept-alive connection's idle timer is not re-armed when its request finishes: an
+    /// idle client connection is never closed.
+    pub idle_timer_not_rearmed: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -108,7 +108,9 @@
 //! behaviour, and Envoy's, before this stream found it) → seed 2 (`Bytes`: a clean end after
 //! fewer bytes than the server sent).
 //!
-//! The planted bugs of the last engine config fields are in `tests/mutants_config.rs`.
+//! The planted bugs of the last engine config fields are in `tests/mutants_config.rs`; those
+//! of the clients' connections (keep-alive, pipelining, `connection: close`, HTTP/1.0) in
+//! `tests/mutants_connections.rs`.
 
 use sim_tests::sim::swarm::failure_report;
 use sim_tests::sim::{run, Invariant, RunOptions, Scenario};

@@ -296,12 +296,24 @@ impl Engine {
         if matches!(down.state, DownState::Tunnel(_)) {
             return;
         }
-        if down.close_after_response || !body_done || down.read_closed {
+        #[allow(unused_mut)]
+        let mut close = down.close_after_response || !body_done || down.read_closed;
+        #[cfg(feature = "mutants")]
+        if self.mutations.pipelined_after_close_served && !down.recv.is_empty() {
+            close = false;
+        }
+        if close {
             down.state = DownState::Idle;
             self.mark_closing(down_id, true);
             return;
         }
         down.state = DownState::Idle;
+        #[cfg(feature = "mutants")]
+        let idle_timeout = if self.mutations.idle_timer_not_rearmed {
+            std::time::Duration::from_secs(1 << 30)
+        } else {
+            idle_timeout
+        };
         down.idle_deadline = Some(now + idle_timeout);
         self.arm_conn_timer(down_id, now + idle_timeout);
         // A pipelined request may be waiting. It is read after the current call unwinds (or by

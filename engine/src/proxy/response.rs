@@ -299,7 +299,13 @@ impl Engine {
             .append(names::VIA, Bytes::from_static(b"1.1 trellis"));
         let upstream_framing = head.framing;
         let upstream_keep_alive = head.keep_alive;
-        let down_framing = match (upstream_framing, req.down_version) {
+        #[allow(unused_mut)]
+        let mut framing_version = req.down_version;
+        #[cfg(feature = "mutants")]
+        if self.mutations.http10_sent_chunked {
+            framing_version = Version::Http11;
+        }
+        let down_framing = match (upstream_framing, framing_version) {
             (BodyFraming::CloseDelimited, Version::Http11) => BodyFraming::Chunked,
             (BodyFraming::Chunked, Version::Http10) => BodyFraming::CloseDelimited,
             (f, _) => f,
@@ -315,7 +321,13 @@ impl Engine {
             || !req.body_done()
             || down_framing == BodyFraming::CloseDelimited
             || draining;
-        if req.down_version == Version::Http10 && !close_down {
+        #[allow(unused_mut)]
+        let mut announce = req.down_version == Version::Http10 && !close_down;
+        #[cfg(feature = "mutants")]
+        if self.mutations.http10_keep_alive_unannounced {
+            announce = false;
+        }
+        if announce {
             // An HTTP/1.0 client only keeps the connection when told so.
             head.headers
                 .insert(names::CONNECTION, Bytes::from_static(b"keep-alive"));

@@ -77,6 +77,9 @@ impl Engine {
         self.forward_client_cert(down, listener_config, &mut head.headers);
         self.edge_headers(down, listener_config, &mut head.headers);
         let down_keep_alive = head.keep_alive;
+        #[cfg(feature = "mutants")]
+        let down_keep_alive = down_keep_alive
+            || (head.version == http1::Version::Http11 && self.mutations.client_close_ignored);
         let inbound = match head.framing {
             BodyFraming::None => Inbound::Done {
                 trailers: http1::Trailers::none(),

@@ -39,6 +39,8 @@ impl Mesh<'_> {
                 log.method, log.path, log.downstream
             );
             self.violations.report(Invariant::Framing, self.now, msg);
+            // The reference model has no route for a request it never expected served.
+            return;
         }
         self.att.logged_attempts.insert(id, log.attempts);
         self.note_end_for_budget(id);

@@ -229,11 +229,11 @@ impl Mesh<'_> {
             }
             return;
         }
+        let http10 = self.requests[req].http10;
         let ended = match (self.requests[req].ends_conn, ends) {
-            (true, _) if self.requests[req].http10 => {
-                Some("an HTTP/1.0 request without keep-alive")
-            }
+            (true, _) if http10 => Some("an HTTP/1.0 request without keep-alive"),
             (true, _) => Some("a request with connection: close"),
+            (false, true) if http10 => Some("an HTTP/1.0 response without keep-alive"),
             (false, true) => Some("a response with connection: close"),
             (false, false) => None,
         };
