@@ -72,4 +72,4 @@ cargo test --workspace
 echo "== end-to-end suite again on the epoll backend"
 TRELLIS_E2E_BACKEND=epoll cargo test -p trellis-io \
   --test e2e_traffic --test e2e_bulk --test e2e_faults --test e2e_hostile --test e2e_reload \
-  --test e2e_framing
+  --test e2e_framing --test e2e_client_conns
