@@ -58,6 +58,8 @@ pub enum ParseError {
     InvalidStatusLine,
     #[error("status code is not three digits between 100 and 599")]
     InvalidStatusCode,
+    #[error("framing (Transfer-Encoding, or a non-zero Content-Length) in a 1xx or 204 response")]
+    FramingInBodilessStatus,
 }
 
 impl ParseError {
@@ -70,7 +72,9 @@ impl ParseError {
             ParseError::UnsupportedTransferCoding => 501,
             ParseError::UnsupportedVersion => 505,
             ParseError::UnsupportedExpectation => 417,
-            ParseError::InvalidStatusLine | ParseError::InvalidStatusCode => 502,
+            ParseError::InvalidStatusLine
+            | ParseError::InvalidStatusCode
+            | ParseError::FramingInBodilessStatus => 502,
             _ => 400,
         }
     }

@@ -162,6 +162,15 @@ impl Layout {
                 return Err(ParseError::TransferEncodingWithContentLength);
             }
         }
+        // RFC 9110 §8.6, §6.4.1: a 1xx or 204 has no content, and its sender MUST NOT frame
+        // one. A receiver that skipped the framing would read what follows (a chunked body's
+        // bytes) as the next response on the connection: refused, as Envoy's codec does
+        // (`ClientConnectionImpl::onHeadersCompleteBase`: "transfer encoding not allowed in 1xx
+        // or 204", "content length not allowed in 1xx or 204"; a zero length is let through).
+        if (status < 200 || status == 204) && (te.present || content_length.is_some_and(|n| n != 0))
+        {
+            return Err(ParseError::FramingInBodilessStatus);
+        }
         let head = *request_method == Method::HEAD;
         #[cfg(feature = "mutants")]
         let head = head && !crate::mutants::route().head_response_framed_by_length;
@@ -323,15 +332,29 @@ mod tests {
         let cl = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(framing(cl, Method::GET), Ok(ContentLength(3)));
         assert_eq!(framing(cl, Method::HEAD), Ok(None));
+        // A 304's length describes the representation it stands for: no body either way.
+        let not_modified = "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(framing(not_modified, Method::GET), Ok(None));
+        // A 1xx or 204 framing a body is refused (RFC 9110 §8.6; Envoy's
+        // `ClientConnectionImpl::onHeadersCompleteBase`), a zero length let through.
         for s in [
             "100 Continue",
             "101 Switching",
+            "103 Early Hints",
             "204 No Content",
-            "304 Not Modified",
         ] {
-            let raw = format!("HTTP/1.1 {s}\r\nContent-Length: 3\r\n\r\n");
-            assert_eq!(framing(&raw, Method::GET), Ok(None), "{s}");
+            let zero = format!("HTTP/1.1 {s}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(framing(&zero, Method::GET), Ok(None), "{s}");
+            for field in ["Content-Length: 3", "Transfer-Encoding: chunked"] {
+                let raw = format!("HTTP/1.1 {s}\r\n{field}\r\n\r\n");
+                assert_eq!(
+                    framing(&raw, Method::GET),
+                    Err(ParseError::FramingInBodilessStatus),
+                    "{s} with {field}"
+                );
+            }
         }
+        assert_eq!(ParseError::FramingInBodilessStatus.status(), 502);
         assert_eq!(
             framing("HTTP/1.1 200 OK\r\n\r\n", Method::CONNECT),
             Ok(None)

@@ -224,7 +224,13 @@ impl Engine {
             retriable |=
                 matches!(failure, Failure::Status(500..=504)) && policy.retry_on.gateway_error;
         }
-        if req.response_started() || !replayable || !deadline_left || out_of_retries || !retriable {
+        if req.response_started()
+            || req.tries.interim_seen
+            || !replayable
+            || !deadline_left
+            || out_of_retries
+            || !retriable
+        {
             return false;
         }
         let Some(slot) = req.slot else {

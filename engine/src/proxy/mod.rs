@@ -416,6 +416,8 @@ mod hash_tests;
 #[cfg(test)]
 mod inbound_protocol_tests;
 #[cfg(test)]
+mod interim_tests;
+#[cfg(test)]
 mod istio_tests;
 #[cfg(test)]
 mod mirror_tests;

@@ -228,6 +228,9 @@ pub(crate) struct Tries {
     pub tried_hosts: TriedHosts,
     /// A retry token of the cluster's circuit breaker (`maxRetries`) is held.
     pub holds_retry: bool,
+    /// An interim answer (100, 102, 103) came from the upstream: no attempt follows this one,
+    /// as Envoy's router resets its retry state on one (`Filter::onUpstream1xxHeaders`).
+    pub interim_seen: bool,
     /// A request token of the cluster's circuit breaker (`http2MaxRequests`) is held.
     pub holds_request: bool,
     /// The attempt's host: (slot generation, host index, address); taken when the attempt

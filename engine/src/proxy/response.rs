@@ -134,8 +134,19 @@ impl Engine {
                 }
                 return self.upgrade_accepted(now, up_id, req_id, head);
             }
-            // We answered 100-continue ourselves; other interim responses go on to 1.1 clients.
-            if head.status != 100 && down_version == Version::Http11 {
+            // Envoy's codec passes on only 100, 102 and 103 (`HeaderUtility::isSpecial1xx`) and
+            // drops any other 1xx; for those it passes on, the router gives up retrying
+            // (`Filter::onUpstream1xxHeaders` resets its retry state: what follows the interim
+            // answer is the response).
+            let special = matches!(head.status, 100 | 102 | 103);
+            if special {
+                if let Some(req) = self.requests.get_mut(req_id) {
+                    req.tries.interim_seen = true;
+                }
+            }
+            // We answered 100-continue ourselves; 102 and 103 go on to 1.1 clients (RFC 9110
+            // §15.2: never to an HTTP/1.0 one).
+            if special && head.status != 100 && down_version == Version::Http11 {
                 http1::strip_hop_by_hop(&mut head.headers);
                 head.framing = BodyFraming::None;
                 head.keep_alive = true;
@@ -206,6 +217,7 @@ impl Engine {
             }
             let policy = req.retry_policy();
             !req.response_started()
+                && !req.tries.interim_seen
                 && req.body.replay.is_some()
                 && (req.tries.count.saturating_sub(1) < policy.attempts
                     || self.mutation_one_attempt_too_many(

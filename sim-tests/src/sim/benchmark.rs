@@ -15,6 +15,8 @@ impl Scenario {
         scn.tcp = None;
         scn.gateway = None;
         scn.plane = None;
+        // One connection per request, as when this mesh was first measured.
+        scn.connections = None;
         let ep = EndpointSpec {
             latency_base_ms: 2,
             latency_jitter_ms: 3,
