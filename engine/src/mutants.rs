@@ -281,6 +281,9 @@ pub struct Mutations {
     /// A kept-alive connection's idle timer is not re-armed when its request finishes: an
     /// idle client connection is never closed.
     pub idle_timer_not_rearmed: bool,
+    /// An interim answer (103) does not end retrying: a 5xx after it is retried, where Envoy's
+    /// router resets its retry state on one (`Filter::onUpstream1xxHeaders`).
+    pub interim_keeps_retrying: bool,
 }
 
 // The planted bugs switched on for this thread, for code with no engine at hand (compiled

@@ -83,6 +83,7 @@ fn scenario() -> Scenario {
         framing: None,
         messages: None,
         connections: None,
+        interim: None,
         http: None,
         passthrough: false,
         inbound_listener: false,

@@ -22,6 +22,7 @@ planted!(idle_timer_not_rearmed, idle_timer_not_rearmed);
 planted!(pipelined_after_close_served, pipelined_after_close_served);
 planted!(http10_sent_chunked, http10_sent_chunked);
 planted!(http10_keep_alive_unannounced, http10_keep_alive_unannounced);
+planted!(interim_keeps_retrying, interim_keeps_retrying);
 
 /// Caught by seed 1 (`Framing`: a connection kept open after a request with
 /// `connection: close`).
@@ -60,4 +61,13 @@ fn catches_chunked_coding_sent_to_http10() {
 fn catches_an_http10_keep_alive_unannounced() {
     let seed = first_catching_seed(http10_keep_alive_unannounced, Invariant::Framing, BUDGET);
     eprintln!("an HTTP/1.0 keep-alive kept without saying so caught by seed {seed}");
+}
+
+/// From the interim stream (`InterimSpec`, servers sending `103 Early Hints`): a 5xx after an
+/// interim answer retried. Caught by seed 91 (`Retries`: attempt 2 of request 28 got a 103
+/// and was retried).
+#[test]
+fn catches_retries_after_an_interim_answer() {
+    let seed = first_catching_seed(interim_keeps_retrying, Invariant::Retries, RARE_BUDGET);
+    eprintln!("a retry after an interim answer caught by seed {seed}");
 }

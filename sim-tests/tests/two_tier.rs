@@ -80,6 +80,7 @@ fn two_tier(backend: Vec<EndpointSpec>) -> Scenario {
         framing: None,
         messages: None,
         connections: None,
+        interim: None,
         http: None,
         passthrough: false,
         inbound_listener: false,

@@ -139,7 +139,11 @@ impl Engine {
             // (`Filter::onUpstream1xxHeaders` resets its retry state: what follows the interim
             // answer is the response).
             let special = matches!(head.status, 100 | 102 | 103);
-            if special {
+            #[cfg(feature = "mutants")]
+            let ends_retrying = special && !self.mutations.interim_keeps_retrying;
+            #[cfg(not(feature = "mutants"))]
+            let ends_retrying = special;
+            if ends_retrying {
                 if let Some(req) = self.requests.get_mut(req_id) {
                     req.tries.interim_seen = true;
                 }

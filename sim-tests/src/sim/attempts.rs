@@ -75,6 +75,8 @@ pub(crate) struct Attempt {
     pub answered: bool,
     /// The server chose never to answer.
     pub hung: bool,
+    /// An interim answer (103) came before its response: no attempt may follow it.
+    pub interim: bool,
     /// The engine closed the connection with nothing back.
     pub abandoned: Option<Instant>,
     /// The attempt ended on the wire: its response complete, or its connection gone.
@@ -414,6 +416,7 @@ impl Mesh<'_> {
             status: None,
             answered: false,
             hung: false,
+            interim: false,
             abandoned: None,
             ended: None,
             avoid_breach,
@@ -472,6 +475,13 @@ impl Mesh<'_> {
     fn current_attempt(&mut self, sc: usize, conn: ConnId) -> Option<&mut Attempt> {
         let (r, k) = self.att.conns.get(&(sc, conn))?.current?;
         self.att.per_req.get_mut(r)?.get_mut(k)
+    }
+
+    /// The response head handed to the engine on `conn` came after an interim answer.
+    pub(crate) fn attempt_interim(&mut self, sc: usize, conn: ConnId) {
+        if let Some(a) = self.current_attempt(sc, conn) {
+            a.interim = true;
+        }
     }
 
     /// A piece of a response (or garbage, `status` 0) is handed to the engine on `conn`;

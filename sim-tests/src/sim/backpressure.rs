@@ -76,6 +76,10 @@ impl Mesh<'_> {
                 up.busy = false;
                 up.idle_since = Some(self.now);
             }
+            // Before `attempt_back`, which lets go of an attempt whose response is whole.
+            if piece.status != 0 && std::mem::take(&mut up.server.early_hints) {
+                self.attempt_interim(sc, conn);
+            }
             self.attempt_back(sc, conn, piece.status, piece.completes);
             let Some(up) = self.sidecars[sc].up.get_mut(&conn) else {
                 return;

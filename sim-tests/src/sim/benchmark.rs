@@ -17,6 +17,7 @@ impl Scenario {
         scn.plane = None;
         // One connection per request, as when this mesh was first measured.
         scn.connections = None;
+        scn.interim = None;
         let ep = EndpointSpec {
             latency_base_ms: 2,
             latency_jitter_ms: 3,

@@ -424,6 +424,26 @@ impl Mesh<'_> {
             // delivery.
             let skip = used.saturating_sub(buf.len() - data.len());
             data = &data[skip..];
+            if (100..200).contains(&b.status) {
+                // An interim answer: the response is still to come (never to HTTP/1.0:
+                // RFC 9110 §15.2).
+                let http10 = r.http10;
+                r.reading = Reading::Head(Vec::new());
+                if http10 {
+                    let msg = format!(
+                        "request {req} (HTTP/1.0): the sidecar sent it an interim {} answer (RFC 9110 §15.2)",
+                        b.status
+                    );
+                    self.violations.report(Invariant::Framing, self.now, msg);
+                }
+                let consumed = whole - data.len();
+                return match data.is_empty() {
+                    true => None,
+                    false => self
+                        .client_receive(req, data)
+                        .map(|(used, ends)| (consumed + used, ends)),
+                };
+            }
             // A HEAD's answer has no body to check: its length shows in `EndsOnce`.
             if b.from_server && b.status == 200 && !r.head {
                 b.check = Some(Pattern::new(req as u64, RESPONSE_SALT));

@@ -382,6 +382,9 @@ pub fn features(scn: &Scenario) -> Vec<&'static str> {
             }
         }
     }
+    if scn.interim.is_some() {
+        out.push("interim answers (103 Early Hints)");
+    }
     if let Some(c) = &scn.connections {
         let rows = [
             (c.reuse_percent, "client connections kept alive and reused"),

@@ -123,6 +123,7 @@ pub const ALL: &[&str] = &[
     "responses with connection: close",
     "response bodies delimited by the close",
     "response bodies delimited by the close, cut by a reset",
+    "interim answers (103 Early Hints)",
     "client connections kept alive and reused",
     "pipelined requests",
     "requests with connection: close",

@@ -99,6 +99,13 @@ pub(super) fn knobs(seed: u64, scn: &mut Scenario) {
             drop_idle_percent: connections.u8(0..=30),
         });
     }
+    // Interim answers (103 Early Hints) in a seventh of the seeds: a stream of its own.
+    let mut interim = fastrand::Rng::with_seed(seed ^ 0x1e71_0000_0000_002a);
+    if interim.u8(0..100) < 15 {
+        scn.interim = Some(InterimSpec {
+            early_hints_percent: interim.u8(10..=60),
+        });
+    }
     // The HTTP connection manager's limits and timeouts, small enough to reach, in a
     // quarter of the seeds: a stream of its own.
     let mut http = fastrand::Rng::with_seed(seed ^ 0x4774_7053_0000_000b);

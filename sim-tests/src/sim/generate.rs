@@ -141,6 +141,7 @@ impl Scenario {
             framing: None,
             messages: None,
             connections: None,
+            interim: None,
             http: None,
             passthrough: false,
             inbound_listener: false,

@@ -69,6 +69,15 @@ impl Mesh<'_> {
             .as_ref()
             .is_some_and(|p| p.on_reset || p.on_5xx || p.on_gateway_error);
         for (k, a) in attempts.iter().enumerate() {
+            if a.interim && k + 1 < n {
+                found.push((
+                    Invariant::Retries,
+                    format!(
+                        "request {r}: attempt {} got an interim answer (103) and was retried; Envoy's router resets its retry state on one (Filter::onUpstream1xxHeaders)",
+                        k + 1
+                    ),
+                ));
+            }
             if a.answered && a.status.is_none() && k + 1 < n && !retried_reset {
                 found.push((
                     Invariant::Retries,
@@ -99,8 +108,10 @@ impl Mesh<'_> {
         // before the route's deadline, and a decoded body that fits the retry buffer (64 KiB
         // unless the scenario sets it).
         let buffer = (self.scn.http.as_ref()).map_or(64 * 1024, |h| h.retry_buffer_bytes);
+        // After an interim answer no attempt follows (Envoy's `onUpstream1xxHeaders`).
         let room = |t: trellis_engine::Instant| {
-            (n as u64) < 1 + u64::from(allowed)
+            !last.interim
+                && (n as u64) < 1 + u64::from(allowed)
                 && (rule.timeout_ms).is_none_or(|ms| t < req.start + Duration::from_millis(ms))
                 && req.body_len <= buffer as usize
         };

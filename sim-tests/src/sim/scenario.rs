@@ -57,6 +57,10 @@ pub struct Scenario {
     /// sidecars; `None`: one connection per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<ConnectionSpec>,
+    /// Servers that send an interim answer (`103 Early Hints`) before some responses; `None`:
+    /// final answers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interim: Option<InterimSpec>,
     /// The sidecars' HTTP connection-manager settings and the clients that probe their head
     /// limits; `None`: the engine's defaults, and no probing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +153,15 @@ pub struct MessageSpec {
     /// Of those bodies delimited by the close, the share the server cuts with a reset partway:
     /// the client must not get a clean end for them (RFC 9112 §8).
     pub cut_percent: u8,
+}
+
+/// Interim answers from servers (RFC 9110 §15.2). Reference semantics, Envoy's: a 103 goes on
+/// to HTTP/1.1 clients and never to HTTP/1.0 ones, and once one came the request is not retried
+/// (`Filter::onUpstream1xxHeaders` resets the router's retry state).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InterimSpec {
+    /// Of the servers' answers, the share preceded by a `103 Early Hints`.
+    pub early_hints_percent: u8,
 }
 
 /// A VirtualService edit from the control plane: service `service`'s `http[]` rules become

@@ -60,6 +60,10 @@ impl Upstream {
     }
 }
 
+/// The interim answer a server may send before its response ([`super::scenario::InterimSpec`]).
+pub(super) const EARLY_HINTS: &[u8] =
+    b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+
 enum BodyIn {
     /// A Content-Length body of this many bytes (also no body at all: 0).
     Length(usize),
@@ -424,6 +428,14 @@ impl Mesh<'_> {
                 let len = pattern.unwrap_or(text.len());
                 let mut out = Vec::with_capacity(len + 96);
                 let mut num = itoa::Buffer::new();
+                if (self.scn.interim.as_ref())
+                    .is_some_and(|i| self.rng.u8(0..100) < i.early_hints_percent)
+                {
+                    out.extend_from_slice(EARLY_HINTS);
+                    if let Some(u) = self.sidecars[sc].up.get_mut(&conn) {
+                        u.server.early_hints = true;
+                    }
+                }
                 out.extend_from_slice(b"HTTP/1.1 ");
                 out.extend_from_slice(num.format(status).as_bytes());
                 out.push(b' ');

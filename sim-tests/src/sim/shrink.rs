@@ -257,6 +257,12 @@ pub fn candidates(scn: &Scenario) -> Vec<Scenario> {
             ..scn.clone()
         });
     }
+    if scn.interim.is_some() {
+        push(Scenario {
+            interim: None,
+            ..scn.clone()
+        });
+    }
     if scn.connections.is_some() {
         push(Scenario {
             connections: None,

@@ -54,6 +54,9 @@ pub(crate) struct ServerSide {
     pub epoch: u32,
     /// Its last response ended the connection, and said so ([`super::events::AfterReply::announced`]).
     pub said_close: bool,
+    /// Its next response starts with an interim answer (`103 Early Hints`): marked on the
+    /// attempt when that response's first piece reaches the engine.
+    pub early_hints: bool,
 }
 
 /// An upstream connection of a sidecar, with the server's end of it.

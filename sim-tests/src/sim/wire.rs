@@ -72,6 +72,7 @@ impl Mesh<'_> {
                     alive: true,
                     epoch,
                     said_close: false,
+                    early_hints: false,
                 },
                 reading: true,
                 held: Default::default(),
