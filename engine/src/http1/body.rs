@@ -30,8 +30,13 @@ pub enum BodyEvent {
 /// A body's trailer fields. Most bodies have none, and then no map is held: an empty
 /// `HeaderMap` built and dropped for each request and each response cost the request path
 /// ~35 instructions apiece. No map and an empty map are the same trailers.
+///
+/// A map is boxed, and only a non-empty one is kept: a `HeaderMap` is 96 bytes, and held
+/// inline it made every body event (`Result<BodyEvent, _>`, two a proxied response) and the
+/// request's `Inbound::Done` that wide, each moved several times a request; boxed, a body
+/// event is a `Bytes` and a tag.
 #[derive(Clone, Debug, Default)]
-pub struct Trailers(Option<HeaderMap>);
+pub struct Trailers(Option<Box<HeaderMap>>);
 
 impl Trailers {
     /// No trailer fields.
@@ -41,18 +46,19 @@ impl Trailers {
 
     /// The fields in order (none for no map).
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.0.iter().flat_map(HeaderMap::iter)
+        self.0.iter().flat_map(|map| map.iter())
     }
 
     /// The fields as a map (an empty one when there are none).
     pub fn into_map(self) -> HeaderMap {
-        self.0.unwrap_or_default()
+        self.0.map(|map| *map).unwrap_or_default()
     }
 }
 
 impl From<HeaderMap> for Trailers {
     fn from(map: HeaderMap) -> Trailers {
-        Trailers(Some(map))
+        // An empty map is no trailers (see `eq`), and is kept as none: no box for it.
+        Trailers((!map.is_empty()).then(|| Box::new(map)))
     }
 }
 

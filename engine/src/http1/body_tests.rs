@@ -280,3 +280,24 @@ fn chunked_byte_by_byte_and_truncation() {
     assert_eq!(trailers.unwrap().into_map().get("t").unwrap(), "v");
     assert!(dec.is_done());
 }
+
+/// Boxed and with an empty map kept as none, trailers read as the map they were made from
+/// (what holding `Some(map)` inline gave): the same fields in order, the same map back, and
+/// equal exactly when the maps are equal or both empty.
+#[quickcheck_macros::quickcheck]
+fn trailers_read_as_the_map_they_hold(a: Vec<(u8, u8)>, b: Vec<(u8, u8)>) -> bool {
+    let map = |pairs: &[(u8, u8)]| {
+        let mut m = http::HeaderMap::new();
+        for &(n, v) in pairs.iter().take(4) {
+            let name = http::HeaderName::from_static(["x-a", "x-b", "etag"][usize::from(n % 3)]);
+            m.append(name, http::HeaderValue::from(u16::from(v % 4)));
+        }
+        m
+    };
+    let (ma, mb) = (map(&a), map(&b));
+    let (ta, tb) = (Trailers::from(ma.clone()), Trailers::from(mb.clone()));
+    ta.iter().eq(ma.iter())
+        && (ta == tb) == (ma == mb || (ma.is_empty() && mb.is_empty()))
+        && (ta == Trailers::none()) == ma.is_empty()
+        && ta.into_map() == ma
+}

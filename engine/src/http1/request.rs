@@ -328,9 +328,10 @@ fn build_head(
     pool.give_line_ends(lines.1);
     fields?;
     let buf = std::mem::take(head).freeze();
-    headers.set_head(buf.clone());
     let host = host.map(|(at, len)| span(&buf, at, at + len));
     let raw_target = span(&buf, target.0, target.1);
+    // The head's last use here: the fields take it, with no clone of it to drop.
+    headers.set_head(buf);
 
     if host_count > 1 {
         return Err(ParseError::DuplicateHost);

@@ -149,8 +149,17 @@ impl Layout {
             Ok(())
         })?;
         let buf = std::mem::take(head).freeze();
-        headers.set_head(buf.clone());
+        // The registered phrase ("OK" for 200) is by far the most common: borrow it instead of
+        // allocating a copy of what it already says. Read before the head goes to the fields
+        // (its last use here), so no clone of it is made and dropped.
         let reason = buf.get(self.reason.0..self.reason.1).unwrap_or_default();
+        let canonical = reason_phrase(status);
+        let reason = if reason == canonical.as_bytes() {
+            Cow::Borrowed(canonical)
+        } else {
+            Cow::Owned(String::from_utf8_lossy(reason).into_owned())
+        };
+        headers.set_head(buf);
 
         let http11 = version == Version::Http11;
         if te.present {
@@ -196,14 +205,6 @@ impl Layout {
         #[cfg(feature = "mutants")]
         let persistent = persistent || crate::mutants::route().upstream_close_ignored;
         let keep_alive = persistent && framing != BodyFraming::CloseDelimited;
-        // The registered phrase ("OK" for 200) is by far the most common: borrow it instead of
-        // allocating a copy of what it already says.
-        let canonical = reason_phrase(status);
-        let reason = if reason == canonical.as_bytes() {
-            Cow::Borrowed(canonical)
-        } else {
-            Cow::Owned(String::from_utf8_lossy(reason).into_owned())
-        };
         Ok(ResponseHead {
             version,
             status,
