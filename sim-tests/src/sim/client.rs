@@ -1,11 +1,13 @@
 //! Client workloads: open-loop (Poisson arrivals) and closed-loop (fixed concurrency with think
 //! time) request generators, each behind its own sidecar on loopback.
 //!
-//! Each request gets its own downstream connection, which makes "ends exactly once" exact to
-//! check: one request head in, one response (or a cut) out, one access-log record. The client
-//! parses what the sidecar sends back as it arrives (heads with `httparse`, independent of the
-//! engine's codec), checks the body byte for byte and the timing against the route's promise,
-//! and gives up at its own deadline.
+//! A request gets its own downstream connection unless the scenario's connection stream puts
+//! it on one the client holds ([`super::client_conn`]); either way "ends exactly once" is
+//! exact to check: one request head in, one response (or a cut) out, at most one access-log
+//! record, exactly one for a request the sidecar had in hand. The client parses what the
+//! sidecar sends back as it arrives (heads with `httparse`, independent of the engine's
+//! codec; interim 1xx heads read past), checks the body byte for byte and the timing against
+//! the route's promise, and gives up at its own deadline.
 
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use super::response_read::{parse_response, BodyIn, BodyRead, Reading};
 use super::scenario::{Load, RequestShape};
 
 /// The engine's default `stream_idle_timeout` (Envoy's: 5 minutes).
-const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_STREAM_IDLE: Duration = Duration::from_secs(300);
 
 /// One request to make: where, as whom, with what.
 pub(super) struct Call {
@@ -342,40 +344,6 @@ impl Mesh<'_> {
             self.write_request(sidecar, call, None, None, Some(follower));
         }
         id
-    }
-
-    /// The engine has request `id` (its bytes delivered, every request before it on its
-    /// connection answered): the reference model's answer for it follows the rules the
-    /// sidecar runs now, and its deadline and patience count from now.
-    pub(super) fn engine_takes(&mut self, id: usize) {
-        let r = &self.requests[id];
-        let sidecar = r.sidecar;
-        let generation = self.sidecars[sidecar].generations[r.service];
-        let empty = RequestShape::default();
-        let original_dst = self.scn.passthrough.then_some(model::ORIGINAL_DST);
-        let seen = reference::SeenRequest {
-            shape: r.shape.as_deref().unwrap_or(&empty),
-            user: r.user.as_deref(),
-            labels: &self.labels[sidecar],
-            port: original_dst.map_or(reference::LISTENER_PORT, |a| a.port()),
-        };
-        let matched = (r.routable && r.reject.is_none())
-            .then(|| model::reference_rule(self.scn, r.service, generation, &seen))
-            .flatten();
-        let (rule, block) = (matched.map(|m| m.0), matched.and_then(|m| m.1));
-        let bound = rule
-            .and_then(|rl| model::rule_at(self.scn, r.service, generation, rl))
-            .and_then(model::time_bound);
-        let patience = match bound {
-            Some(b) => b + Duration::from_secs(1),
-            None => r.patience,
-        };
-        let stream_idle = (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE);
-        let r = &mut self.requests[id];
-        (r.generation, r.rule, r.block, r.bound) = (generation, rule, block, bound);
-        r.stream_idle = stream_idle;
-        r.start = self.now;
-        self.queue.push(self.now + patience, Ev::GiveUp { req: id });
     }
 
     /// Bytes from the sidecar to the client of request `req`, read as they come: the head is

@@ -30,11 +30,13 @@ use trellis_engine::proxy::Accepted;
 use trellis_engine::{ConnId, Input};
 
 use super::check::Invariant;
+use super::client::DEFAULT_STREAM_IDLE;
 use super::mesh::{Ev, Mesh};
 use super::model;
+use super::reference;
 use super::report::Outcome;
 use super::response_read::{BodyIn, Reading};
-use super::scenario::MAX_PIPELINE;
+use super::scenario::{RequestShape, MAX_PIPELINE};
 use super::state::DownConn;
 
 /// How one request uses its connection (all `false`/`None`: a fresh HTTP/1.1 connection).
@@ -156,6 +158,40 @@ impl Mesh<'_> {
             }
             self.engine_input(sc, Input::Received { conn, data });
         }
+    }
+
+    /// The engine has request `id` (its bytes delivered, every request before it on its
+    /// connection answered): the reference model's answer for it follows the rules the
+    /// sidecar runs now, and its deadline and patience count from now.
+    pub(super) fn engine_takes(&mut self, id: usize) {
+        let r = &self.requests[id];
+        let sidecar = r.sidecar;
+        let generation = self.sidecars[sidecar].generations[r.service];
+        let empty = RequestShape::default();
+        let original_dst = self.scn.passthrough.then_some(model::ORIGINAL_DST);
+        let seen = reference::SeenRequest {
+            shape: r.shape.as_deref().unwrap_or(&empty),
+            user: r.user.as_deref(),
+            labels: &self.labels[sidecar],
+            port: original_dst.map_or(reference::LISTENER_PORT, |a| a.port()),
+        };
+        let matched = (r.routable && r.reject.is_none())
+            .then(|| model::reference_rule(self.scn, r.service, generation, &seen))
+            .flatten();
+        let (rule, block) = (matched.map(|m| m.0), matched.and_then(|m| m.1));
+        let bound = rule
+            .and_then(|rl| model::rule_at(self.scn, r.service, generation, rl))
+            .and_then(model::time_bound);
+        let patience = match bound {
+            Some(b) => b + Duration::from_secs(1),
+            None => r.patience,
+        };
+        let stream_idle = (self.sidecars[sidecar].stream_idle).unwrap_or(DEFAULT_STREAM_IDLE);
+        let r = &mut self.requests[id];
+        (r.generation, r.rule, r.block, r.bound) = (generation, rule, block, bound);
+        r.stream_idle = stream_idle;
+        r.start = self.now;
+        self.queue.push(self.now + patience, Ev::GiveUp { req: id });
     }
 
     /// Whether `req` is the first request waiting on its connection.
