@@ -4,7 +4,8 @@
 //! RFC 9112 §6.3: the answer to HEAD has no body whatever its `content-length` says, and the
 //! connection carries the next request; a body with neither length nor chunks ends at the
 //! server's FIN, and one cut by a reset is not complete (§8), so the client must not get a
-//! clean end for it.
+//! clean end for it. RFC 9110 §8.6: a 204 has no content, and one that frames a body is
+//! refused (502) without harming the requests after it.
 
 mod common;
 
@@ -17,7 +18,8 @@ use common::proxy::Proxy;
 use common::tools::{curl, curl_output, require};
 
 /// The upstream: `HEAD`/`GET /file` (1,000 bytes with a length, kept alive), `GET /until-close`
-/// (100,000 bytes, no length, then FIN), `GET /cut` (the same head, 50,000 bytes, then RST).
+/// (100,000 bytes, no length, then FIN), `GET /cut` (the same head, 50,000 bytes, then RST),
+/// `GET /bad-204` (a 204 with a chunked body, kept alive).
 const UPSTREAM: &str = r#"
 import socket, struct, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +36,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(FILE)))
         self.end_headers()
     def do_GET(self):
+        if self.path == "/bad-204":
+            # A 204 that frames a body (RFC 9110 §8.6 forbids it): its chunk bytes would be
+            # read as the next response on the connection by a proxy that skipped them.
+            self.wfile.write(b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+            return
         if self.path == "/file":
             self.send_response(200)
             self.send_header("content-length", str(len(FILE)))
@@ -144,5 +151,30 @@ fn a_body_delimited_by_the_close_ends_at_the_fin_and_not_at_a_reset() {
         cut.status
     );
     assert!(cut.stdout.len() <= 50_000, "{} bytes", cut.stdout.len());
+    assert!(proxy.is_running());
+}
+
+#[test]
+fn a_204_that_frames_a_body_is_refused_and_the_next_request_is_served() {
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&mesh::services(&[("py", upstream.addr)], "5s"));
+    let base = format!("http://{}", proxy.addr());
+    // Refused as Envoy's codec refuses it (`ClientConnectionImpl::onHeadersCompleteBase`:
+    // "transfer encoding not allowed in 1xx or 204"): 502, and the connection is dropped, so
+    // the chunk bytes it carried are never read as the next answer.
+    let bad = curl(&[
+        "-H",
+        "host: py",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/bad-204"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&bad.stdout), "502");
+    for _ in 0..3 {
+        let good = curl(&["-H", "host: py", &format!("{base}/file")]);
+        assert_eq!(good.stdout, expected(1000, 251));
+    }
     assert!(proxy.is_running());
 }
