@@ -172,8 +172,8 @@ impl Layout {
             }
         }
         // RFC 9110 §8.6, §6.4.1: a 1xx or 204 has no content, and its sender MUST NOT frame
-        // one. A receiver that skipped the framing would read what follows (a chunked body's
-        // bytes) as the next response on the connection: refused, as Envoy's codec does
+        // one. Such an answer is broken (its body's bytes would follow it on the connection,
+        // which the pool then drops as having bytes left over): refused, as Envoy's codec does
         // (`ClientConnectionImpl::onHeadersCompleteBase`: "transfer encoding not allowed in 1xx
         // or 204", "content length not allowed in 1xx or 204"; a zero length is let through).
         if (status < 200 || status == 204) && (te.present || content_length.is_some_and(|n| n != 0))
