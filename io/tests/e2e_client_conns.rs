@@ -9,13 +9,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
 use common::mesh;
 use common::proxy::Proxy;
-use common::tools::{curl, require};
+use common::python::PythonServer;
+use common::tools::curl;
+use std::process::Command;
 
 /// The upstream: `GET /chunked` (a chunked body of 3 chunks), `GET /hit/N` (a short body
 /// naming N, the hit recorded), `GET /seen` (the hits so far, comma-separated).
@@ -153,42 +151,9 @@ check_seen()
 print("ok")
 "#;
 
-struct Upstream {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        require("python3");
-        let mut child = Command::new("python3")
-            .args(["-c", UPSTREAM])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("upstream stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("upstream prints its port");
-        let port: u16 = line.trim().parse().expect("a port");
-        Upstream {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn client_connections_keep_alive_pipeline_close_and_speak_http10() {
-    let upstream = Upstream::start();
+    let upstream = PythonServer::start(UPSTREAM);
     let proxy = Proxy::start(&mesh::services(&[("py", upstream.addr)], "5s"));
     let out = Command::new("python3")
         .args(["-c", CLIENTS, &proxy.addr().port().to_string()])
@@ -206,7 +171,7 @@ fn client_connections_keep_alive_pipeline_close_and_speak_http10() {
 
 #[test]
 fn curl_over_http10_reads_a_chunked_upstream_body_whole() {
-    let upstream = Upstream::start();
+    let upstream = PythonServer::start(UPSTREAM);
     let proxy = Proxy::start(&mesh::services(&[("py", upstream.addr)], "5s"));
     let url = format!("http://{}/chunked", proxy.addr());
     let out = curl(&["--http1.0", "-H", "host: py", "-D", "-", &url]);

@@ -9,13 +9,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
 use common::mesh;
 use common::proxy::Proxy;
-use common::tools::{curl, curl_output, require, split_response};
+use common::python::PythonServer;
+use common::tools::{curl, curl_output, split_response};
 
 /// The upstream: `HEAD`/`GET /file` (1,000 bytes with a length, kept alive), `GET /until-close`
 /// (100,000 bytes, no length, then FIN), `GET /cut` (the same head, 50,000 bytes, then RST),
@@ -69,46 +66,13 @@ print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
 
-struct Upstream {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        require("python3");
-        let mut child = Command::new("python3")
-            .args(["-c", UPSTREAM])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("upstream stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("upstream prints its port");
-        let port: u16 = line.trim().parse().expect("a port");
-        Upstream {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn expected(len: usize, modulus: usize) -> Vec<u8> {
     (0..len).map(|i| (i % modulus) as u8).collect()
 }
 
 #[test]
 fn head_answers_end_with_their_head_and_the_connection_carries_on() {
-    let upstream = Upstream::start();
+    let upstream = PythonServer::start(UPSTREAM);
     let proxy = Proxy::start(&mesh::services(&[("py", upstream.addr)], "5s"));
     let url = format!("http://{}/file", proxy.addr());
     // HEAD, then GET on the same client connection (curl --next reuses it): the GET must get
@@ -134,7 +98,7 @@ fn head_answers_end_with_their_head_and_the_connection_carries_on() {
 
 #[test]
 fn a_body_delimited_by_the_close_ends_at_the_fin_and_not_at_a_reset() {
-    let upstream = Upstream::start();
+    let upstream = PythonServer::start(UPSTREAM);
     let proxy = Proxy::start(&mesh::services(&[("py", upstream.addr)], "5s"));
     let whole = curl(&[
         "-H",
@@ -171,7 +135,7 @@ fn a_body_delimited_by_the_close_ends_at_the_fin_and_not_at_a_reset() {
 
 #[test]
 fn a_204_that_frames_a_body_is_refused_and_the_next_request_is_served() {
-    let upstream = Upstream::start();
+    let upstream = PythonServer::start(UPSTREAM);
     let proxy = Proxy::start(&mesh::services(&[("py", upstream.addr)], "5s"));
     let base = format!("http://{}", proxy.addr());
     // Refused as Envoy's codec refuses it (`ClientConnectionImpl::onHeadersCompleteBase`:

@@ -9,5 +9,6 @@ pub mod content;
 pub mod mesh;
 pub mod one_core;
 pub mod proxy;
+pub mod python;
 pub mod server;
 pub mod tools;
